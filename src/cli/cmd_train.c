@@ -1,0 +1,11 @@
+/* gdn2 train — not implemented yet (placeholder until its issue lands). */
+#include <stdio.h>
+
+#include "commands.h"
+
+int cmd_train(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "gdn2 train: not implemented yet\n");
+    return 2;
+}

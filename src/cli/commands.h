@@ -1,0 +1,15 @@
+/* The gdn2 CLI's subcommands; one file per command (src/cli/cmd_<name>.c). Each returns the
+ * process exit code (0 ok, 1 runtime failure, 2 bad usage / bad input). */
+#ifndef GDN2_CLI_COMMANDS_H
+#define GDN2_CLI_COMMANDS_H
+
+int cmd_op(int argc, char **argv);       /* run the kernels on tensors from a safetensors file  */
+int cmd_layer(int argc, char **argv);    /* official GatedDeltaNet2 layer fwd/bwd from a file    */
+int cmd_forward(int argc, char **argv);  /* official lit_gpt model forward + loss from a file    */
+int cmd_train(int argc, char **argv);    /* train a model (text or synthetic task)               */
+int cmd_generate(int argc, char **argv); /* constant-memory generation from a checkpoint         */
+int cmd_demo(int argc, char **argv);     /* the main job: small end-to-end CPU demo              */
+int cmd_task(int argc, char **argv);     /* inspect task generators                              */
+int cmd_eval(int argc, char **argv);     /* evaluate a checkpoint on tasks                       */
+
+#endif

@@ -1,0 +1,41 @@
+/* gdn2 command-line entry point: dispatches to src/cli/cmd_<name>.c */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "gdn2.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"demo", cmd_demo, "small end-to-end demo on the CPU (the main job)"},
+    {"op", cmd_op, "run the GDN-2 kernels on tensors from a safetensors file"},
+    {"layer", cmd_layer, "official GatedDeltaNet2 layer forward/backward from a safetensors file"},
+    {"forward", cmd_forward, "official lit_gpt model forward and loss from a safetensors file"},
+    {"train", cmd_train, "train a model on a text file or a synthetic task"},
+    {"generate", cmd_generate, "generate text from a checkpoint (constant memory)"},
+    {"task", cmd_task, "show samples of the task generators"},
+    {"eval", cmd_eval, "evaluate a checkpoint on tasks"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: gdn2 <command> [options]   (gdn2 <command> --help for details)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "gdn2: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

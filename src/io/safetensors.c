@@ -1,0 +1,2 @@
+/* placeholder: safetensors I/O (being written) */
+#include "../util/internal.h"

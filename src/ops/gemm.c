@@ -1,0 +1,41 @@
+/* sgemm: OpenBLAS when available (GDN2_HAVE_BLAS), else a simple cache-blocked fallback so the
+ * library builds and stays correct on machines without it. */
+#include "../util/internal.h"
+
+#ifdef GDN2_HAVE_BLAS
+#include <cblas.h>
+
+const char *gdn2_gemm_backend(void) { return "openblas"; }
+
+void gdn2_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N,
+                K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+#else
+
+const char *gdn2_gemm_backend(void) { return "fallback"; }
+
+/* C[i][j] = alpha * sum_p opA[i][p] opB[p][j] + beta * C[i][j] */
+void gdn2_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc) {
+    for (int i = 0; i < M; i++) {
+        float *c = C + (size_t)i * ldc;
+        if (beta == 0.0f)
+            for (int j = 0; j < N; j++) c[j] = 0.0f;
+        else if (beta != 1.0f)
+            for (int j = 0; j < N; j++) c[j] *= beta;
+        for (int p = 0; p < K; p++) {
+            float a = alpha * (transA ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p]);
+            if (a == 0.0f) continue;
+            if (!transB) {
+                const float *b = B + (size_t)p * ldb;
+                for (int j = 0; j < N; j++) c[j] += a * b[j];
+            } else {
+                for (int j = 0; j < N; j++) c[j] += a * B[(size_t)j * ldb + p];
+            }
+        }
+    }
+}
+#endif

@@ -1,0 +1,23 @@
+/* Internal helpers shared by the library's modules (not part of the public API). */
+#ifndef GDN2_INTERNAL_H
+#define GDN2_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "gdn2.h"
+
+/* Row-major single-precision GEMM: C = alpha * op(A) op(B) + beta * C, op(X) = X or X^T.
+ * op(A) is M x K, op(B) is K x N. OpenBLAS when built with it, else a blocked fallback. */
+void gdn2_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc);
+/* Name of the GEMM backend in use ("openblas" or "fallback"). */
+const char *gdn2_gemm_backend(void);
+
+/* Monotonic wall clock in seconds. */
+double gdn2_now(void);
+
+/* malloc that records GDN2_ERR_NOMEM with what was being allocated; NULL on failure. */
+void *gdn2_malloc(size_t bytes, const char *what);
+void *gdn2_calloc(size_t n, size_t size, const char *what);
+
+#endif

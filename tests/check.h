@@ -1,0 +1,79 @@
+/* Minimal test harness: each tests/test_*.c is one program that prints a line per check and ends
+ * with "N passed, N failed" (tests/run.sh sums them). Header-only on purpose. */
+#ifndef GDN2_TEST_CHECK_H
+#define GDN2_TEST_CHECK_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int g_pass, g_fail;
+
+/* CHECK(cond, fmt, ...): one named assertion */
+#define CHECK(cond, ...)                                                                         \
+    do {                                                                                         \
+        int ok_ = (cond);                                                                        \
+        printf("%s ", ok_ ? "PASS" : "FAIL");                                                    \
+        printf(__VA_ARGS__);                                                                     \
+        printf("\n");                                                                            \
+        if (ok_) g_pass++; else g_fail++;                                                        \
+        fflush(stdout);                                                                          \
+    } while (0)
+
+/* SKIP(fmt, ...): a check that cannot run here, printed with the reason; counted as neither. */
+#define SKIP(...)                                                                                \
+    do { printf("SKIP "); printf(__VA_ARGS__); printf("\n"); fflush(stdout); } while (0)
+
+static inline int test_summary(void) {
+    printf("%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail ? 1 : 0;
+}
+
+/* relative RMSE: rms(x - ref) / rms(ref) (ref all zero: rms(x)) */
+static inline double rel_rmse_f32_f64(const float *x, const double *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = (double)x[i] - ref[i];
+        num += e * e;
+        den += ref[i] * ref[i];
+    }
+    if (den == 0) return sqrt(num / (n ? n : 1));
+    return sqrt(num / den);
+}
+static inline double rel_rmse_f32(const float *x, const float *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = (double)x[i] - (double)ref[i];
+        num += e * e;
+        den += (double)ref[i] * ref[i];
+    }
+    if (den == 0) return sqrt(num / (n ? n : 1));
+    return sqrt(num / den);
+}
+static inline int all_finite_f32(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+/* Path to ../shared next to the project root (env GDN2_SHARED overrides). */
+static inline const char *shared_dir(void) {
+    const char *e = getenv("GDN2_SHARED");
+    return e ? e : "../shared";
+}
+
+/* deterministic RNG for tests (splitmix64 + Box-Muller) */
+static inline unsigned long long test_rng_next(unsigned long long *s) {
+    unsigned long long z = (*s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+static inline double test_uniform(unsigned long long *s) { return (test_rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
+static inline double test_normal(unsigned long long *s) {
+    double u1 = test_uniform(s), u2 = test_uniform(s);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+#endif
