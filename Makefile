@@ -14,10 +14,11 @@ OPT     := -O2
 ifeq ($(NATIVE),1)
 OPT     := -O3 -march=native
 endif
-CFLAGS  += $(CSTD) $(OPT) $(WARN) -g -fPIC -Iinclude -Isrc
+CFLAGS  += $(CSTD) $(OPT) $(WARN) -g -fPIC -Iinclude -Isrc $(CPPFLAGS)
 LDLIBS  += -lm
 
-try = $(shell printf '$(1)\nint main(void){return 0;}\n' | $(CC) -x c - $(2) -o /dev/null >/dev/null 2>&1 && echo 1)
+# try-compile: extra include/library dirs can come through CPPFLAGS / LDFLAGS (e.g. unpacked .debs)
+try = $(shell printf '$(1)\nint main(void){return 0;}\n' | $(CC) $(CPPFLAGS) -x c - $(LDFLAGS) $(2) -o /dev/null >/dev/null 2>&1 && echo 1)
 
 HAVE_OPENMP := $(call try,#include <omp.h>,-fopenmp)
 ifeq ($(HAVE_OPENMP),1)
@@ -79,15 +80,15 @@ $(LIB): $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/gdn2: $(CLI_OBJ) $(LIB)
-	$(CC) $(CFLAGS) $(CLI_OBJ) $(LIB) $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $(CLI_OBJ) $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: tests/%.c tests/check.h $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< $(LIB) $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $< $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
 
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< $(LIB) $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $< $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
 
 test: all
 	@sh tests/run.sh $(BUILD)
