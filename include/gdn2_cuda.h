@@ -1,4 +1,16 @@
-/* gdn2 GPU API (src/cuda). Without CUDA support built in, every call returns GDN2_ERR_UNSUPPORTED. */
+/* gdn2 GPU API (src/cuda, CUDA C for sm_90a). Without CUDA support built in, every call returns
+ * GDN2_ERR_UNSUPPORTED.
+ *
+ * Two levels:
+ *   - *_host entry points: fp32 host arrays in and out (copy, run the fp32 kernels, copy back);
+ *     used by `gdn2 op --device cuda` and the tests.
+ *   - the device-pointer API: tensors already on the GPU, q,k,v,b,w (and o, dq,dk,dv,db,dw) in fp32
+ *     or bf16 (GDN2_CUDA_F32 / GDN2_CUDA_BF16), g, states and gate parameters always fp32, work
+ *     queued on a cudaStream_t passed as void* (NULL = default stream). The layouts are those of
+ *     include/gdn2.h. opts->cu_seqlens stays a HOST array (the chunk table is built on the host and
+ *     uploaded). opts->workspace, when set, is a DEVICE buffer of gdn2_cuda_chunk_workspace_size()
+ *     bytes; NULL means the call allocates stream-ordered scratch itself.
+ * Limits: K <= 128 and V <= 128 (the official kernels allow K <= 256). */
 #ifndef GDN2_CUDA_H
 #define GDN2_CUDA_H
 
@@ -13,11 +25,81 @@ extern "C" {
 int gdn2_cuda_available(void);
 
 /* Host-pointer convenience entry points (fp32 in and out): copy the tensors to the GPU, run the
- * CUDA chunk kernels in fp32, copy the results back. Used by `gdn2 op --device cuda` and tests.
- * The device-pointer API (bf16/fp32, streams) is below. */
+ * CUDA chunk kernels in fp32, copy the results back. Used by `gdn2 op --device cuda` and tests. */
 int gdn2_cuda_chunk_fwd_host(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t);
 int gdn2_cuda_chunk_bwd_host(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
                              const gdn2_bwd_tensors *g);
+
+/* ---------------------------------------------------------------------------------------- */
+/* device-pointer API                                                                       */
+/* ---------------------------------------------------------------------------------------- */
+enum { GDN2_CUDA_F32 = 0, GDN2_CUDA_BF16 = 1 };
+
+typedef struct {
+    int dtype;                          /* GDN2_CUDA_F32 or GDN2_CUDA_BF16: q,k,v,b,w and o     */
+    const void *q, *k, *v, *b, *w;      /* [B,T,H,K] / [B,T,HV,V] as in gdn2.h                  */
+    const float *g;                     /* [B,T,H,K] fp32 (raw f when gate_in_kernel)           */
+    const float *h0;                    /* [N,HV,K,V] fp32 or NULL                              */
+    const float *A_log, *dt_bias;       /* [H], [H*K] fp32 (gate_in_kernel)                     */
+    void *o;                            /* out [B,T,HV,V], dtype                                */
+    float *ht;                          /* out [N,HV,K,V] fp32 or NULL                          */
+} gdn2_cuda_fwd_args;
+
+typedef struct {
+    const void *d_o;                    /* [B,T,HV,V], dtype                                    */
+    const float *dht;                   /* [N,HV,K,V] or NULL                                   */
+    void *dq, *dk, *dv, *db, *dw;       /* out, dtype                                           */
+    float *dg;                          /* out [B,T,H,K] fp32 (w.r.t. the g passed)             */
+    float *dh0;                         /* out [N,HV,K,V] or NULL                               */
+    float *dA_log, *ddt_bias;           /* out [H], [H*K] when gate_in_kernel                   */
+} gdn2_cuda_bwd_args;
+
+/* Device scratch bytes for one forward (backward = 0) or backward (backward = 1) call. */
+size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_opts *o, int backward);
+
+/* Chunkwise (C = 64, WY) forward and gate-aware backward. The backward recomputes the forward
+ * intermediates from the inputs (nothing is kept between the calls). Asynchronous on `stream`. */
+int gdn2_cuda_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a, void *stream);
+int gdn2_cuda_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a,
+                        const gdn2_cuda_bwd_args *g, void *stream);
+
+/* Token-serial recurrent forward on a pool of states (decode, short prompts, speculative decoding).
+ * d->B sequences of d->T tokens each (no cu_seqlens): q,k,g,b [B,T,H,K], v,w,o [B,T,HV,V].
+ * Sequence i reads state_pool[slots[i]] ([n_slots,HV,K,V] fp32; slots == NULL means slot i),
+ * runs its T tokens and writes the state back in place; slots[i] < 0 skips the row (o zeroed).
+ * snapshots, when not NULL, receives the state after every token, [B,T,HV,K,V] fp32, so that a
+ * speculative step can roll back to any accepted prefix. d->T = 1 is the decode step. */
+typedef struct {
+    int dtype;                          /* q,k,v,b,w and o                                      */
+    const void *q, *k, *v, *b, *w;
+    const float *g, *A_log, *dt_bias;
+    void *o;
+    float *state_pool;                  /* [n_slots,HV,K,V] fp32, updated in place              */
+    int64_t n_slots;
+    const int32_t *slots;               /* DEVICE array [B], or NULL                            */
+    float *snapshots;                   /* [B,T,HV,K,V] fp32 or NULL                            */
+} gdn2_cuda_recurrent_args;
+int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_recurrent_args *a,
+                            void *stream);
+
+/* fp32 host twin of gdn2_decode_step (include/gdn2.h) on the GPU: copies in, one step, copies back. */
+int gdn2_cuda_decode_step_host(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_tensors *t);
+
+
+/* ---------------------------------------------------------------------------------------- */
+/* small device helpers for C callers (tests, benchmarks) that do not include cuda_runtime.h  */
+/* ---------------------------------------------------------------------------------------- */
+enum { GDN2_CUDA_H2D = 1, GDN2_CUDA_D2H = 2, GDN2_CUDA_D2D = 3 };
+void *gdn2_cuda_malloc(size_t bytes);                 /* NULL on failure (see gdn2_last_error) */
+void gdn2_cuda_free(void *p);
+int gdn2_cuda_memcpy(void *dst, const void *src, size_t bytes, int kind);
+int gdn2_cuda_memset(void *p, int value, size_t bytes);
+int gdn2_cuda_sync(void);                             /* device synchronise + error check      */
+/* GPU name and driver/runtime versions, e.g. "NVIDIA H200", 13000, 13000. */
+int gdn2_cuda_device_info(char *name, size_t len, int *driver, int *runtime);
+/* Event timer on the default stream: start, then stop returns the elapsed milliseconds. */
+int gdn2_cuda_timer_start(void);
+double gdn2_cuda_timer_stop(void);
 
 #ifdef __cplusplus
 }

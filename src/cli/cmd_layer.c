@@ -1,11 +1,221 @@
-/* gdn2 layer — not implemented yet (placeholder until its issue lands). */
+/* gdn2 layer — the official GatedDeltaNet2 layer, forward (and backward when `r` is given), on
+ * tensors from a safetensors file in the format of ../shared/fixtures/official/layer.safetensors:
+ * param.<official name>, x [B,T,d], optional r [B,T,d] (loss = Σ y⊙r), and the layer config in the
+ * __metadata__ "meta" JSON's "config" object. Writes y, and with r: grad.x and grad.<name>. */
+#include <cjson/cJSON.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "commands.h"
+#include "gdn2.h"
+#include "gdn2_layer.h"
+#include "util/internal.h"
+
+static void layer_usage(FILE *f) {
+    fprintf(f,
+            "usage: gdn2 layer IN.safetensors -o OUT.safetensors [--kernel chunk|reference] [--threads N]\n"
+            "\n"
+            "Runs the official GatedDeltaNet2 token mixer (lit_gpt/gdn2.py) in fp32 on the CPU.\n"
+            "IN: param.<name> for every parameter (official names, e.g. param.q_proj.weight, param.A_log),\n"
+            "    x [B,T,d], optional r [B,T,d]; __metadata__ \"meta\" = JSON with a \"config\" object:\n"
+            "    hidden_size, head_dim, num_heads, num_v_heads (null = num_heads), expand_v (1),\n"
+            "    conv_size (4), allow_neg_eigval (false), norm_eps (1e-5), mixer (\"gdn2\"|\"kda\"|\"gdn\").\n"
+            "OUT: y [B,T,d]; with r also grad.x and grad.<name> of loss = sum(y * r).\n"
+            "  --kernel NAME   chunk (default: fp32 chunk kernels) or reference (float64 recurrence)\n"
+            "  --threads N     CPU threads (0 = OpenMP default)\n"
+            "Exit status: 0 ok, 2 bad usage or bad input file, 1 runtime failure.\n");
+}
+
+static int json_num(const cJSON *cfg, const char *key, double def, double *out, const char *path) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (!it || cJSON_IsNull(it)) { *out = def; return 0; }
+    if (cJSON_IsBool(it)) { *out = cJSON_IsTrue(it) ? 1.0 : 0.0; return 0; }
+    if (!cJSON_IsNumber(it)) {
+        fprintf(stderr, "gdn2 layer: %s: meta.config.%s must be a number\n", path, key);
+        return 2;
+    }
+    *out = it->valuedouble;
+    return 0;
+}
+
+/* Build the layer config from meta.config. Returns 0 or an exit status. */
+static int parse_config(const gdn2_st *st, const char *path, gdn2_layer_cfg *c) {
+    const char *meta = gdn2_st_meta(st, "meta");
+    if (!meta) {
+        fprintf(stderr, "gdn2 layer: %s: no \"meta\" entry in the __metadata__ (needs meta.config)\n", path);
+        return 2;
+    }
+    cJSON *root = cJSON_Parse(meta);
+    const cJSON *cfg = root ? cJSON_GetObjectItemCaseSensitive(root, "config") : NULL;
+    if (!cfg || !cJSON_IsObject(cfg)) {
+        fprintf(stderr, "gdn2 layer: %s: meta is not JSON with a \"config\" object\n", path);
+        cJSON_Delete(root);
+        return 2;
+    }
+    double hidden, head_dim, nh, nvh, expand_v, conv, neg, eps;
+    int rc = json_num(cfg, "hidden_size", -1, &hidden, path) || json_num(cfg, "head_dim", 128, &head_dim, path) ||
+             json_num(cfg, "num_heads", 16, &nh, path) || json_num(cfg, "num_v_heads", -1, &nvh, path) ||
+             json_num(cfg, "expand_v", 1, &expand_v, path) || json_num(cfg, "conv_size", 4, &conv, path) ||
+             json_num(cfg, "allow_neg_eigval", 0, &neg, path) || json_num(cfg, "norm_eps", 1e-5, &eps, path);
+    memset(c, 0, sizeof *c);
+    c->mixer = GDN2_MIXER_GDN2;
+    const cJSON *mx = cJSON_GetObjectItemCaseSensitive(cfg, "mixer");
+    if (!rc && mx && cJSON_IsString(mx)) {
+        if (!strcmp(mx->valuestring, "kda")) c->mixer = GDN2_MIXER_KDA;
+        else if (!strcmp(mx->valuestring, "gdn")) c->mixer = GDN2_MIXER_GDN;
+        else if (strcmp(mx->valuestring, "gdn2")) {
+            fprintf(stderr, "gdn2 layer: %s: meta.config.mixer '%s' is not gdn2, kda or gdn\n", path, mx->valuestring);
+            rc = 2;
+        }
+    }
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(cfg, "use_short_conv");
+    if (!rc && sc && cJSON_IsFalse(sc)) {
+        fprintf(stderr, "gdn2 layer: %s: use_short_conv=false is not supported (the official layer uses the conv)\n", path);
+        rc = 2;
+    }
+    const cJSON *cbias = cJSON_GetObjectItemCaseSensitive(cfg, "conv_bias");
+    if (!rc && cbias && cJSON_IsTrue(cbias)) {
+        fprintf(stderr, "gdn2 layer: %s: conv_bias=true is not supported (the official layer has no conv bias)\n", path);
+        rc = 2;
+    }
+    cJSON_Delete(root);
+    if (rc) return 2;
+    if (hidden <= 0) {
+        fprintf(stderr, "gdn2 layer: %s: meta.config.hidden_size is missing or not positive\n", path);
+        return 2;
+    }
+    c->hidden = (int64_t)hidden;
+    c->H = (int64_t)nh;
+    c->HV = nvh > 0 ? (int64_t)nvh : c->H;
+    c->K = (int64_t)head_dim;
+    c->V = (int64_t)(head_dim * expand_v + 0.5);
+    c->conv_size = (int64_t)conv;
+    c->allow_neg_eigval = neg != 0.0;
+    c->norm_eps = (float)eps;
+    if (gdn2_layer_check(c)) {
+        fprintf(stderr, "gdn2 layer: %s: %s\n", path, gdn2_last_error());
+        return 2;
+    }
+    return 0;
+}
 
 int cmd_layer(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "gdn2 layer: not implemented yet\n");
-    return 2;
+    const char *in = NULL, *out = NULL;
+    int threads = 0, kernel = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { layer_usage(stdout); return 0; }
+        if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--out")) && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--kernel") && i + 1 < argc) {
+            const char *k = argv[++i];
+            if (!strcmp(k, "chunk")) kernel = 0;
+            else if (!strcmp(k, "reference")) kernel = 1;
+            else { fprintf(stderr, "gdn2 layer: --kernel must be chunk or reference, got '%s'\n", k); return 2; }
+        } else if (argv[i][0] == '-') { fprintf(stderr, "gdn2 layer: unknown option '%s'\n", argv[i]); layer_usage(stderr); return 2; }
+        else if (!in) in = argv[i];
+        else { fprintf(stderr, "gdn2 layer: unexpected argument '%s'\n", argv[i]); return 2; }
+    }
+    if (!in || !out) { layer_usage(stderr); return 2; }
+
+    gdn2_st st;
+    if (gdn2_st_read(in, &st)) { fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error()); return 2; }
+    int ret = 2;
+    gdn2_layer_cfg c;
+    gdn2_param_info *pi = NULL;
+    float *params = NULL, *x = NULL, *r = NULL, *y = NULL, *acts = NULL, *dx = NULL, *dparams = NULL;
+    gdn2_tensor *outs = NULL;
+    char **names = NULL;
+    if (parse_config(&st, in, &c)) goto done;
+
+    /* parameters: every param.<name> with exactly the expected shape */
+    const int np = gdn2_layer_params(&c, NULL, 0);
+    const size_t npar = gdn2_layer_param_count(&c);
+    pi = calloc((size_t)np, sizeof *pi);
+    params = calloc(npar + 1, sizeof(float));
+    if (!pi || !params) { fprintf(stderr, "gdn2 layer: out of memory\n"); ret = 1; goto done; }
+    gdn2_layer_params(&c, pi, np);
+    for (int i = 0; i < np; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "param.%s", pi[i].name);
+        int64_t shape[4];
+        memcpy(shape, pi[i].shape, sizeof shape);
+        float *p = NULL;
+        if (gdn2_st_get_f32(&st, name, 1, pi[i].ndim, shape, &p)) {
+            fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error());
+            goto done;
+        }
+        memcpy(params + pi[i].offset, p, pi[i].numel * sizeof(float));
+        free(p);
+    }
+    int64_t xs[3] = {-1, -1, c.hidden}, rs[3];
+    if (gdn2_st_get_f32(&st, "x", 1, 3, xs, &x)) { fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error()); goto done; }
+    memcpy(rs, xs, sizeof rs);
+    if (gdn2_st_get_f32(&st, "r", 0, 3, rs, &r)) { fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error()); goto done; }
+    const int64_t B = xs[0], T = xs[1], D = c.hidden;
+
+    ret = 1;
+    gdn2_layer_set_kernel(kernel);
+    y = malloc((size_t)(B * T * D + 1) * sizeof(float));
+    if (r) {
+        acts = malloc((gdn2_layer_act_size(&c, B, T) + 1) * sizeof(float));
+        dx = malloc((size_t)(B * T * D + 1) * sizeof(float));
+        dparams = calloc(npar + 1, sizeof(float));
+    }
+    if (!y || (r && (!acts || !dx || !dparams))) { fprintf(stderr, "gdn2 layer: out of memory\n"); goto done; }
+    if (gdn2_layer_forward(&c, params, x, B, T, y, acts, NULL, threads)) {
+        fprintf(stderr, "gdn2 layer: forward: %s\n", gdn2_last_error());
+        goto done;
+    }
+    if (r && gdn2_layer_backward(&c, params, x, B, T, acts, r, dx, dparams, threads)) {
+        fprintf(stderr, "gdn2 layer: backward: %s\n", gdn2_last_error());
+        goto done;
+    }
+
+    /* outputs: y, then grad.x and grad.<name> */
+    const int nout = 1 + (r ? 1 + np : 0);
+    outs = calloc((size_t)nout, sizeof *outs);
+    names = calloc((size_t)nout, sizeof *names);
+    if (!outs || !names) { fprintf(stderr, "gdn2 layer: out of memory\n"); goto done; }
+    for (int i = 0; i < nout; i++) {
+        gdn2_tensor *t = &outs[i];
+        names[i] = malloc(128);
+        if (!names[i]) { fprintf(stderr, "gdn2 layer: out of memory\n"); goto done; }
+        t->name = names[i];
+        t->dtype = GDN2_F32;
+        if (i < 2) {
+            snprintf(names[i], 128, "%s", i == 0 ? "y" : "grad.x");
+            t->ndim = 3;
+            t->shape[0] = B; t->shape[1] = T; t->shape[2] = D;
+            t->nbytes = (size_t)(B * T * D) * sizeof(float);
+            t->data = i == 0 ? y : dx;
+        } else {
+            const gdn2_param_info *p = &pi[i - 2];
+            snprintf(names[i], 128, "grad.%s", p->name);
+            t->ndim = p->ndim;
+            for (int j = 0; j < p->ndim; j++) t->shape[j] = p->shape[j];
+            t->nbytes = p->numel * sizeof(float);
+            t->data = dparams + p->offset;
+        }
+    }
+    const char *mk[1] = {"meta"};
+    const char *mv[1] = {r ? "{\"produced_by\":\"gdn2 layer (fp32 CPU)\",\"loss\":\"sum(y*r)\"}"
+                           : "{\"produced_by\":\"gdn2 layer (fp32 CPU)\"}"};
+    if (gdn2_st_write(out, outs, nout, mk, mv, 1)) {
+        fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error());
+        goto done;
+    }
+    if (r) {
+        double loss = 0;
+        for (int64_t i = 0; i < B * T * D; i++) loss += (double)y[i] * r[i];
+        printf("loss sum(y*r) = %.9g\n", loss);
+    }
+    printf("wrote %s (%d tensors, B=%lld T=%lld d=%lld)\n", out, nout, (long long)B, (long long)T, (long long)D);
+    ret = 0;
+done:
+    if (names)
+        for (int i = 0; i < 1 + (r ? 1 + gdn2_layer_params(&c, NULL, 0) : 0); i++) free(names[i]);
+    free(names); free(outs); free(pi); free(params); free(x); free(r); free(y); free(acts); free(dx); free(dparams);
+    gdn2_st_free(&st);
+    return ret;
 }

@@ -1,18 +1,62 @@
 /* Built only when CUDA is off: the GPU API reports that it is not available. */
 #include "gdn2_cuda.h"
 
+#define NO_CUDA "gdn2 was built without CUDA (nvcc not found at build time)"
+
 int gdn2_cuda_available(void) {
-    gdn2_error(GDN2_ERR_UNSUPPORTED, "gdn2 was built without CUDA (nvcc not found at build time)");
+    gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
     return 0;
 }
 
 int gdn2_cuda_chunk_fwd_host(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t) {
     (void)d; (void)o; (void)t;
-    return gdn2_error(GDN2_ERR_UNSUPPORTED, "gdn2 was built without CUDA (nvcc not found at build time)");
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
 }
 
 int gdn2_cuda_chunk_bwd_host(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
                              const gdn2_bwd_tensors *g) {
     (void)d; (void)o; (void)t; (void)g;
-    return gdn2_error(GDN2_ERR_UNSUPPORTED, "gdn2 was built without CUDA (nvcc not found at build time)");
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
 }
+
+size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_opts *o, int backward) {
+    (void)d; (void)o; (void)backward;
+    return 0;
+}
+
+int gdn2_cuda_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a, void *stream) {
+    (void)d; (void)o; (void)a; (void)stream;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}
+
+int gdn2_cuda_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a,
+                        const gdn2_cuda_bwd_args *g, void *stream) {
+    (void)d; (void)o; (void)a; (void)g; (void)stream;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}
+
+int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_recurrent_args *a,
+                            void *stream) {
+    (void)d; (void)o; (void)a; (void)stream;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}
+
+int gdn2_cuda_decode_step_host(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_tensors *t) {
+    (void)d; (void)o; (void)t;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}
+
+void *gdn2_cuda_malloc(size_t bytes) { (void)bytes; gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA); return NULL; }
+void gdn2_cuda_free(void *p) { (void)p; }
+int gdn2_cuda_memcpy(void *dst, const void *src, size_t bytes, int kind) {
+    (void)dst; (void)src; (void)bytes; (void)kind;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}
+int gdn2_cuda_memset(void *p, int value, size_t bytes) { (void)p; (void)value; (void)bytes; return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA); }
+int gdn2_cuda_sync(void) { return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA); }
+int gdn2_cuda_device_info(char *name, size_t len, int *driver, int *runtime) {
+    (void)name; (void)len; (void)driver; (void)runtime;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}
+int gdn2_cuda_timer_start(void) { return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA); }
+double gdn2_cuda_timer_stop(void) { return -1.0; }

@@ -1,3 +1,365 @@
-/* placeholder: chunkwise backward (being written) */
-#include "../util/internal.h"
-int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const gdn2_bwd_tensors *g) { return gdn2_error(GDN2_ERR_UNSUPPORTED, "gdn2_chunk_bwd: not implemented yet"); }
+/* fp32 chunkwise (WY, chunk 64) gate-aware backward of GDN-2 on the CPU (docs/ALGORITHM.md §4).
+ *
+ * One task = (sequence n, key head h), so the key-head gradients dq, dk, dg, db (summed over the
+ * group's HV/H value heads) are written by one thread only. For each value head hv of the group:
+ *   1. forward pass over the chunks keeping only the chunk-start states S0 (T/64 x K x V);
+ *   2. reverse pass over the chunks with the running dS (gradient of the chunk-end state):
+ *      recompute Aqk, T, A, Y, U, R of the chunk (F2..F5), then B1..B10 below.
+ * At the end of the task the l2norm VJP (on dq̂, dk̂) and the gate VJP (on dg) are applied in
+ * place, and dA_log / ddt_bias partial sums are stored per (sequence, key head). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chunk_common.h"
+#include "gate.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* per-thread buffers of the backward beyond gdn2_chunk_ws */
+typedef struct {
+    float *states;           /* NT x K x V chunk-start states */
+    float *dS, *dSn;         /* K x V: gradient of the chunk-end / chunk-start state */
+    float *dYR, *dEZ;        /* C x (K+V): [dY | dR], [dĒ | dZ] */
+    float *dAqk, *dA, *M, *dT; /* C x C */
+    float *dqg, *dkg, *dqi, *Ep, *dkt, *P1, *P2, *P3, *X; /* C x K */
+    float *dAd;              /* C: diagonal of dAqk */
+    float *zL;               /* K: γ_last ⊙ rowsum(S0 ⊙ dS) */
+} bwd_ws;
+
+size_t gdn2_chunk_bwd_extra_floats(int64_t K, int64_t V, int64_t max_len) {
+    const size_t C = GDN2_C, NT = (size_t)((max_len + GDN2_C - 1) / GDN2_C);
+    return (NT + 2) * (size_t)(K * V) + 2 * C * (size_t)(K + V) + 4 * C * C + 9 * C * (size_t)K + C + (size_t)K + 24 * 16;
+}
+
+static float *carve(float **p, size_t n) {
+    float *r = *p;
+    *p += (n + 15) & ~(size_t)15;
+    return r;
+}
+
+static void bwd_ws_init(bwd_ws *b, float *p, int64_t K, int64_t V, int64_t max_len) {
+    const size_t C = GDN2_C, NT = (size_t)((max_len + GDN2_C - 1) / GDN2_C), KV = (size_t)(K * V);
+    b->states = carve(&p, NT * KV);
+    b->dS = carve(&p, KV);
+    b->dSn = carve(&p, KV);
+    b->dYR = carve(&p, C * (K + V));
+    b->dEZ = carve(&p, C * (K + V));
+    b->dAqk = carve(&p, C * C);
+    b->dA = carve(&p, C * C);
+    b->M = carve(&p, C * C);
+    b->dT = carve(&p, C * C);
+    b->dqg = carve(&p, C * K);
+    b->dkg = carve(&p, C * K);
+    b->dqi = carve(&p, C * K);
+    b->Ep = carve(&p, C * K);
+    b->dkt = carve(&p, C * K);
+    b->P1 = carve(&p, C * K);
+    b->P2 = carve(&p, C * K);
+    b->P3 = carve(&p, C * K);
+    b->X = carve(&p, C * K);
+    b->dAd = carve(&p, C);
+    b->zL = carve(&p, (size_t)K);
+}
+
+/* the recompute of one chunk: scores, A, Y, U and R against the chunk-start state S0 */
+static void recompute(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok, int n, int64_t h, int64_t hv,
+                      const float *S0, int want_qk) {
+    gdn2_chunk_load(w, a, tok, n, h, hv);
+    gdn2_chunk_plan(w, a->K, n);
+    gdn2_chunk_scores(w, a->K, n, a->scale, want_qk);
+    gdn2_chunk_solve(w, n);
+    gdn2_chunk_wy(w, a->K, a->V, n, S0);
+}
+
+/* B9: the intra-chunk VJP through Aqk and T, tile by tile with the forward's exp anchoring:
+ *   dq̂_r  += e^{D_r} ⊙ Σ_s dAqk_rs (k̂_s e^{E_s})                     (dqi)
+ *   E'_r  += e^{D_r} ⊙ Σ_s dT_rs   (k̂_s e^{E_s})                     (Ep)
+ *   dkt_s += e^{E_s} ⊙ Σ_r [dAqk_rs (q̂_r e^{D_r}) + dT_rs ((b⊙k̂)_r e^{D_r})]
+ * dAqk here has its diagonal removed (handled exactly in B10, it carries no decay). */
+static void intra_bwd(gdn2_chunk_ws *w, bwd_ws *b, int64_t K, int n) {
+    const int C = GDN2_C, k = (int)K;
+    memset(b->dqi, 0, (size_t)n * K * sizeof(float));
+    memset(b->Ep, 0, (size_t)n * K * sizeof(float));
+    memset(b->dkt, 0, (size_t)n * K * sizeof(float));
+    for (int ti = 0; ti < w->n_tiles; ti++) {
+        const gdn2_tile *t = &w->tiles[ti];
+        const int nr = t->r1 - t->r0, nc = t->c1 - t->c0;
+        const float *dAq = b->dAqk + t->r0 * C + t->c0, *dT = b->dT + t->r0 * C + t->c0;
+        gdn2_tile_operands(w, K, t, 1, 1.0f);
+        gdn2_sgemm(0, 0, nr, k, nc, 1.0f, dAq, C, w->Lc, k, 0.0f, b->P1, k);
+        gdn2_sgemm(0, 0, nr, k, nc, 1.0f, dT, C, w->Lc, k, 0.0f, b->P2, k);
+        gdn2_sgemm(1, 0, nc, k, nr, 1.0f, dAq, C, w->Lr, k, 0.0f, b->P3, k);
+        gdn2_sgemm(1, 0, nc, k, nr, 1.0f, dT, C, w->Lr + nr * K, k, 1.0f, b->P3, k);
+        {
+            float *restrict dq = b->dqi + t->r0 * K, *restrict ep = b->Ep + t->r0 * K;
+            const float *restrict f = w->Fr, *restrict p1 = b->P1, *restrict p2 = b->P2;
+            GDN2_SIMD
+            for (int64_t i = 0; i < nr * K; i++) {
+                dq[i] += f[i] * p1[i];
+                ep[i] += f[i] * p2[i];
+            }
+        }
+        {
+            float *restrict dk = b->dkt + t->c0 * K;
+            const float *restrict f = w->Fc, *restrict p3 = b->P3;
+            GDN2_SIMD
+            for (int64_t i = 0; i < nc * K; i++) dk[i] += f[i] * p3[i];
+        }
+    }
+}
+
+typedef struct {
+    const gdn2_chunk_args *a;
+    const gdn2_dims *d;
+    const gdn2_opts *o;
+    const gdn2_fwd_tensors *t;
+    const gdn2_bwd_tensors *g;
+    double *pA, *pdt; /* [N*H], [N*H*K] partial sums of dA_log, ddt_bias */
+} bwd_ctx;
+
+/* One value head hv of the task's group: forward state pass, then the reverse chunk loop. The
+ * key-head gradients are accumulated (w.r.t. q̂, k̂, g_eff) into g->dq, dk, db, dg. */
+static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws *b, int64_t n, int64_t h, int64_t hv,
+                     int64_t bos, int64_t len) {
+    const gdn2_chunk_args *a = x->a;
+    const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, KV = K + V;
+    const int C = GDN2_C, k = (int)K, v = (int)V, kv = (int)KV, ldo = (int)(HV * V);
+    const size_t sz = (size_t)(K * V);
+    const float scale = a->scale;
+    const int64_t nch = (len + C - 1) / C;
+
+    /* 1. chunk-start states */
+    float *S = w->S;
+    if (x->t->h0) memcpy(S, x->t->h0 + (n * HV + hv) * K * V, sz * sizeof(float));
+    else memset(S, 0, sz * sizeof(float));
+    for (int64_t ci = 0; ci < nch; ci++) {
+        const int cn = (int)(len - ci * C < C ? len - ci * C : C);
+        memcpy(b->states + ci * sz, S, sz * sizeof(float));
+        recompute(w, a, bos + ci * C, cn, h, hv, S, 0);
+        gdn2_chunk_state_update(w, K, V, cn, S);
+    }
+
+    /* 2. reverse pass */
+    if (x->g->dht) memcpy(b->dS, x->g->dht + (n * HV + hv) * K * V, sz * sizeof(float));
+    else memset(b->dS, 0, sz * sizeof(float));
+    for (int64_t ci = nch - 1; ci >= 0; ci--) {
+        const int cn = (int)(len - ci * C < C ? len - ci * C : C);
+        const int64_t tok = bos + ci * C;
+        const float *S0 = b->states + ci * sz, *dS = b->dS;
+        const float *dO = x->g->d_o + (tok * HV + hv) * V;
+        float *dR = b->dYR + K, *dY = b->dYR;
+        recompute(w, a, tok, cn, h, hv, S0, 1);
+
+        /* B1: dAqk = scale·tril(dO Rᵀ) (w.r.t. the unscaled score); its diagonal is set aside */
+        gdn2_sgemm(0, 1, cn, cn, v, scale, dO, ldo, w->R, v, 0.0f, b->dAqk, C);
+        for (int r = 0; r < cn; r++) {
+            float *row = b->dAqk + r * C;
+            b->dAd[r] = row[r];
+            for (int s = r; s < cn; s++) row[s] = 0.0f;
+        }
+        /* B2: dR = Aqkᵀ dO + kg dS */
+        gdn2_sgemm(1, 0, cn, v, cn, 1.0f, w->Aqk, C, dO, ldo, 0.0f, dR, kv);
+        gdn2_sgemm(0, 0, cn, v, k, 1.0f, w->kg, k, dS, v, 1.0f, dR, kv);
+        /* B3: dY = −dR S0ᵀ,  dqg = scale·dO S0ᵀ;  B4: dkg = R dSᵀ */
+        gdn2_sgemm(0, 1, cn, k, v, -1.0f, dR, kv, S0, v, 0.0f, dY, kv);
+        gdn2_sgemm(0, 1, cn, k, v, scale, dO, ldo, S0, v, 0.0f, b->dqg, k);
+        gdn2_sgemm(0, 1, cn, k, v, 1.0f, w->R, v, dS, v, 0.0f, b->dkg, k);
+        /* B5: dS0 = Diag(γ_last) dS + scale·qgᵀ dO − Yᵀ dR;  zL = γ_last ⊙ rowsum(S0 ⊙ dS) */
+        const float *gl = w->gam + (cn - 1) * K;
+        for (int64_t c = 0; c < K; c++) {
+            const float *restrict s0 = S0 + c * V, *restrict ds = dS + c * V;
+            float *restrict dn = b->dSn + c * V, acc = 0.0f;
+            GDN2_SIMD_SUM(acc)
+            for (int64_t j = 0; j < V; j++) {
+                acc += s0[j] * ds[j];
+                dn[j] = gl[c] * ds[j];
+            }
+            b->zL[c] = gl[c] * acc;
+        }
+        gdn2_sgemm(1, 0, k, v, cn, scale, w->qg, k, dO, ldo, 1.0f, b->dSn, v);
+        gdn2_sgemm(1, 0, k, v, cn, -1.0f, w->YU, kv, dR, kv, 1.0f, b->dSn, v);
+        /* B6: dA = [dY | dR] [Ē | Z]ᵀ, strictly lower */
+        gdn2_sgemm(0, 1, cn, cn, kv, 1.0f, b->dYR, kv, w->EZ, kv, 0.0f, b->dA, C);
+        for (int r = 0; r < cn; r++)
+            for (int s = r; s < cn; s++) b->dA[r * C + s] = 0.0f;
+        /* B7: [dĒ | dZ] = Aᵀ [dY | dR] */
+        gdn2_sgemm(1, 0, cn, kv, cn, 1.0f, w->A, C, b->dYR, kv, 0.0f, b->dEZ, kv);
+        /* B8: dT = −tril(Aᵀ dA Aᵀ, −1) */
+        gdn2_sgemm(1, 0, cn, cn, cn, 1.0f, w->A, C, b->dA, C, 0.0f, b->M, C);
+        gdn2_sgemm(0, 1, cn, cn, cn, -1.0f, b->M, C, w->A, C, 0.0f, b->dT, C);
+        for (int r = 0; r < cn; r++)
+            for (int s = r; s < cn; s++) b->dT[r * C + s] = 0.0f;
+        /* B9 */
+        intra_bwd(w, b, K, cn);
+        /* B10: assemble. With Ē = γ⊙b⊙k̂, qg = q̂⊙γ, kg = k̂⊙kgf:
+         *   dq̂ = γ⊙dqg + dqi + dAd_r k̂
+         *   dk̂ = kgf⊙dkg + γ⊙b⊙dĒ + b⊙E' + dkt + dAd_r q̂
+         *   db = γ⊙k̂⊙dĒ + k̂⊙E'        dv = w⊙dZ        dw = v⊙dZ
+         * decay (each term's exponent spans the tokens its g_i belong to):
+         *   X_r = q̂⊙γ⊙dqg + Ē⊙dĒ + q̂⊙dqi + (b⊙k̂)⊙E' − k̂⊙dkt   -> dg_i += Σ_{r>=i} X_r
+         *   Y_r = kg⊙dkg                                         -> dg_i += Σ_{r<i} Y_r
+         *   zL = γ_last ⊙ rowsum(S0⊙dS)                          -> dg_i += zL */
+        float *Xs = b->X, *Ys = b->P1; /* running sums (P1 is free after B9) */
+        for (int64_t c = 0; c < K; c++) Xs[c] = 0.0f, Ys[c] = 0.0f;
+        /* Σ_{r>=i} X_r: walk backwards; Σ_{r<i} Y_r: precompute forward into P2 */
+        for (int r = 0; r < cn; r++) {
+            const float *restrict kgr = w->kg + r * K, *restrict dkg = b->dkg + r * K;
+            float *restrict yex = b->P2 + r * K, *restrict Yr = Ys;
+            GDN2_SIMD
+            for (int64_t c = 0; c < K; c++) {
+                yex[c] = Yr[c];
+                Yr[c] += kgr[c] * dkg[c];
+            }
+        }
+        for (int r = cn - 1; r >= 0; r--) {
+            const int64_t ok = ((tok + r) * H + h) * K, ov = ((tok + r) * HV + hv) * V;
+            const float *q = w->q + r * K, *kk = w->k + r * K, *bb = w->b + r * K, *gam = w->gam + r * K;
+            const float *kgf = w->kgf + r * K, *bk = w->bk + r * K, *E = w->EZ + r * KV, *dE = b->dEZ + r * KV;
+            const float *dqg = b->dqg + r * K, *dkg = b->dkg + r * K, *dqi = b->dqi + r * K, *ep = b->Ep + r * K;
+            const float *dkt = b->dkt + r * K, *yex = b->P2 + r * K;
+            const float dAd = b->dAd[r];
+            float *restrict gq = x->g->dq + ok, *restrict gk = x->g->dk + ok, *restrict gb = x->g->db + ok;
+            float *restrict gg = x->g->dg + ok, *restrict Xr = Xs;
+            const float *restrict zL = b->zL;
+            GDN2_SIMD
+            for (int64_t c = 0; c < K; c++) {
+                gq[c] += gam[c] * dqg[c] + dqi[c] + dAd * kk[c];
+                gk[c] += kgf[c] * dkg[c] + gam[c] * bb[c] * dE[c] + bb[c] * ep[c] + dkt[c] + dAd * q[c];
+                gb[c] += gam[c] * kk[c] * dE[c] + kk[c] * ep[c];
+                Xr[c] += q[c] * gam[c] * dqg[c] + E[c] * dE[c] + q[c] * dqi[c] + bk[c] * ep[c] - kk[c] * dkt[c];
+                gg[c] += Xr[c] + yex[c] + zL[c];
+            }
+            const float *dZ = dE + K, *vv = a->v + ov, *ww = a->w + ov;
+            float *restrict gv = x->g->dv + ov, *restrict gw = x->g->dw + ov;
+            GDN2_SIMD
+            for (int64_t j = 0; j < V; j++) {
+                gv[j] = ww[j] * dZ[j];
+                gw[j] = vv[j] * dZ[j];
+            }
+        }
+        float *tmp = b->dS;
+        b->dS = b->dSn;
+        b->dSn = tmp;
+    }
+    if (x->g->dh0) memcpy(x->g->dh0 + (n * HV + hv) * K * V, b->dS, sz * sizeof(float));
+}
+
+/* float VJP of the in-kernel gate (gate.h's formulas): returns df, adds to *dA */
+static inline float gate_vjp_f32(float dg, float f, float A_log, float dt_bias, float lb, double *dA) {
+    const float aa = expf(A_log), u = f + dt_bias;
+    if (lb < 0.0f) {
+        const float s = gdn2_sigmoid_f32(aa * u), inner = dg * lb * s * (1.0f - s);
+        *dA += (double)inner * aa * u;
+        return inner * aa;
+    }
+    *dA += (double)dg * (-aa * gdn2_softplus_f32(u));
+    return dg * (-aa) * (u > 20.0f ? 1.0f : gdn2_sigmoid_f32(u));
+}
+
+static void bwd_task(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws *b, int64_t n, int64_t h) {
+    const gdn2_chunk_args *a = x->a;
+    const int64_t K = a->K, H = a->H;
+    int64_t bos, len;
+    gdn2_seq_range(x->d, x->o, n, &bos, &len);
+    for (int64_t t = bos; t < bos + len; t++) {
+        const int64_t ok = (t * H + h) * K;
+        memset(x->g->dq + ok, 0, K * sizeof(float));
+        memset(x->g->dk + ok, 0, K * sizeof(float));
+        memset(x->g->db + ok, 0, K * sizeof(float));
+        memset(x->g->dg + ok, 0, K * sizeof(float));
+    }
+    for (int64_t j = 0; j < a->G; j++) bwd_head(x, w, b, n, h, h * a->G + j, bos, len);
+    /* B11: l2norm VJP dx = rstd (dŷ − (dŷ·ŷ) ŷ), and the gate VJP with the parameter partials */
+    double pA = 0.0, *pdt = x->pdt ? x->pdt + (n * H + h) * K : NULL;
+    if (pdt) memset(pdt, 0, K * sizeof(double));
+    for (int64_t t = bos; t < bos + len; t++) {
+        const int64_t ok = (t * H + h) * K;
+        if (a->l2norm) {
+            float *y = w->q; /* scratch row */
+            const float *src[2] = {a->q + ok, a->k + ok};
+            float *dst[2] = {x->g->dq + ok, x->g->dk + ok};
+            for (int i = 0; i < 2; i++) {
+                const float r = gdn2_l2norm_f32(K, src[i], y);
+                float dot = 0.0f;
+                for (int64_t c = 0; c < K; c++) dot += dst[i][c] * y[c];
+                for (int64_t c = 0; c < K; c++) dst[i][c] = r * (dst[i][c] - dot * y[c]);
+            }
+        }
+        if (a->gate) {
+            float *dg = x->g->dg + ok;
+            const float *f = a->g + ok;
+            for (int64_t c = 0; c < K; c++) {
+                dg[c] = gate_vjp_f32(dg[c], f[c], a->A_log[h], a->dt_bias[h * K + c], a->lb, &pA);
+                pdt[c] += dg[c];
+            }
+        }
+    }
+    if (x->pA) x->pA[n * H + h] = pA;
+}
+
+int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const gdn2_bwd_tensors *g) {
+    gdn2_chunk_args a;
+    int st = gdn2_chunk_setup("gdn2_chunk_bwd", d, o, t, &a);
+    if (st) return st;
+    if (!g || !g->d_o) return gdn2_error(GDN2_ERR_ARG, "gdn2_chunk_bwd: upstream gradient 'do' is NULL");
+    {
+        const char *miss = !g->dq ? "dq" : !g->dk ? "dk" : !g->dv ? "dv" : !g->dg ? "dg" : !g->db ? "db"
+                         : !g->dw ? "dw" : NULL;
+        if (!miss && o->gate_in_kernel) miss = !g->dA_log ? "dA_log" : !g->ddt_bias ? "ddt_bias" : NULL;
+        if (miss) return gdn2_error(GDN2_ERR_ARG, "gdn2_chunk_bwd: output gradient '%s' is NULL", miss);
+    }
+    const int64_t N = gdn2_num_states(d, o), tasks = N * d->H;
+    const int nt = gdn2_chunk_threads(d, o, 1);
+    const size_t per = gdn2_chunk_per_thread_floats(d, o, 1);
+    float *owned, *ws = gdn2_chunk_workspace("gdn2_chunk_bwd", o, (size_t)nt * per * sizeof(float), &owned);
+    if (!ws) return o->workspace ? GDN2_ERR_ARG : GDN2_ERR_NOMEM;
+    int64_t max_len = d->T;
+    if (o->cu_seqlens) {
+        max_len = 0;
+        for (int64_t i = 0; i < o->n_seqs; i++)
+            if (o->cu_seqlens[i + 1] - o->cu_seqlens[i] > max_len) max_len = o->cu_seqlens[i + 1] - o->cu_seqlens[i];
+    }
+    bwd_ctx x = {&a, d, o, t, g, NULL, NULL};
+    if (o->gate_in_kernel) {
+        x.pA = gdn2_calloc((size_t)(tasks * (1 + d->K)), sizeof(double), "dA_log/ddt_bias partial sums");
+        if (!x.pA) {
+            free(owned);
+            return GDN2_ERR_NOMEM;
+        }
+        x.pdt = x.pA + tasks;
+    }
+    const int saved = gdn2_blas_threads_begin();
+#pragma omp parallel num_threads(nt)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        gdn2_chunk_ws w;
+        bwd_ws b;
+        float *p = gdn2_chunk_ws_init(&w, ws + (size_t)tid * per, a.K, a.V);
+        bwd_ws_init(&b, p, a.K, a.V, max_len);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < tasks; i++) bwd_task(&x, &w, &b, i / a.H, i % a.H);
+    }
+    gdn2_blas_threads_end(saved);
+    /* parameter gradients: sum the per-(sequence, key head) partials in a fixed order */
+    if (o->gate_in_kernel) {
+        for (int64_t h = 0; h < d->H; h++) {
+            double sA = 0.0;
+            for (int64_t n = 0; n < N; n++) sA += x.pA[n * d->H + h];
+            g->dA_log[h] = (float)sA;
+            for (int64_t c = 0; c < d->K; c++) {
+                double s = 0.0;
+                for (int64_t n = 0; n < N; n++) s += x.pdt[(n * d->H + h) * d->K + c];
+                g->ddt_bias[h * d->K + c] = (float)s;
+            }
+        }
+        free(x.pA);
+    }
+    free(owned);
+    return GDN2_OK;
+}

@@ -1,4 +1,230 @@
-/* placeholder: fp32 recurrent forward and decode step (being written) */
+/* fp32 token-serial GDN-2: the whole-sequence recurrent forward and the batched single-token
+ * decode step over a pool of state slots (continuous batching). Same math as the float64
+ * reference (reference.c), one token at a time:
+ *   S̄ = Diag(exp g) S,  u = w⊙v − S̄ᵀ(b⊙k),  S ← S̄ + k uᵀ,  o = Sᵀ(scale·q).
+ * A token needs two sweeps of the K x V state (decay+read, then write+output read); over a sequence
+ * the write sweep of token t is fused with the read sweep of token t+1 (rec_pass2). The inner loops
+ * run along V with restrict pointers and omp simd so they vectorise. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "../util/internal.h"
-int gdn2_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t) { return gdn2_error(GDN2_ERR_UNSUPPORTED, "gdn2_recurrent_fwd: not implemented yet"); }
-int gdn2_decode_step(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_tensors *t) { return gdn2_error(GDN2_ERR_UNSUPPORTED, "gdn2_decode_step: not implemented yet"); }
+#include "gate.h"
+
+typedef struct {
+    int64_t K, V;
+    float scale, lb;
+    int l2norm, gate;
+    const float *A_log, *dt_bias;
+} rec_cfg;
+
+/* Per-token vectors of one (sequence, value head): q̂, k̂, α = exp(g), p = b⊙k̂ (K each) and u (V),
+ * which starts as w⊙v and becomes u = w⊙v − S̄ᵀp after the read. */
+typedef struct {
+    float *qn, *kn, *al, *p, *u;
+} rec_tok;
+#define REC_TOK_FLOATS(K, V) (4 * (K) + (V))
+
+static rec_tok rec_tok_at(float *mem, int64_t K) {
+    rec_tok r = {mem, mem + K, mem + 2 * K, mem + 3 * K, mem + 4 * K};
+    return r;
+}
+
+/* q,k,g,b: the key head's K-vectors at this token; v,w: the value head's V-vectors; h: key head
+ * (for the in-kernel gate's A_log / dt_bias). */
+static void rec_prep(const rec_cfg *c, int64_t h, const float *q, const float *k, const float *g, const float *b,
+                     const float *v, const float *w, const rec_tok *r) {
+    const int64_t K = c->K, V = c->V;
+    if (c->l2norm) {
+        gdn2_l2norm_f32(K, q, r->qn);
+        gdn2_l2norm_f32(K, k, r->kn);
+    } else {
+        memcpy(r->qn, q, K * sizeof(float));
+        memcpy(r->kn, k, K * sizeof(float));
+    }
+    if (c->gate)
+        for (int64_t i = 0; i < K; i++) r->al[i] = expf(gdn2_gate_f32(g[i], c->A_log[h], c->dt_bias[h * K + i], c->lb));
+    else
+        for (int64_t i = 0; i < K; i++) r->al[i] = expf(g[i]);
+    for (int64_t i = 0; i < K; i++) r->p[i] = b[i] * r->kn[i];
+    for (int64_t j = 0; j < V; j++) r->u[j] = w[j] * v[j];
+}
+
+/* pass 1: S̄ = Diag(α) S and u −= S̄ᵀ p */
+static void rec_pass1(int64_t K, int64_t V, float *restrict S, const rec_tok *r) {
+    float *restrict u = r->u;
+    for (int64_t i = 0; i < K; i++) {
+        const float a = r->al[i], p = r->p[i];
+        float *restrict Sr = S + i * V;
+        GDN2_SIMD
+        for (int64_t j = 0; j < V; j++) {
+            const float s = Sr[j] * a;
+            Sr[j] = s;
+            u[j] -= p * s;
+        }
+    }
+}
+
+/* pass 2: S = S̄ + k̂ uᵀ and o = Sᵀ(scale q̂). With `nx` (the next token of the same sequence) the
+ * next token's pass 1 is fused in row by row — each row is final for this token as soon as it is
+ * written — so a sequence streams the state through the cache once per token instead of twice. */
+static void rec_pass2(int64_t K, int64_t V, float scale, float *restrict S, const rec_tok *r,
+                      float *restrict out, const rec_tok *nx) {
+    const float *restrict u = r->u;
+    for (int64_t j = 0; j < V; j++) out[j] = 0.0f;
+    if (!nx) {
+        for (int64_t i = 0; i < K; i++) {
+            const float kc = r->kn[i], qc = scale * r->qn[i];
+            float *restrict Sr = S + i * V;
+            GDN2_SIMD
+            for (int64_t j = 0; j < V; j++) {
+                const float s = Sr[j] + kc * u[j];
+                Sr[j] = s;
+                out[j] += qc * s;
+            }
+        }
+        return;
+    }
+    float *restrict un = nx->u;
+    for (int64_t i = 0; i < K; i++) {
+        const float kc = r->kn[i], qc = scale * r->qn[i], a = nx->al[i], p = nx->p[i];
+        float *restrict Sr = S + i * V;
+        GDN2_SIMD
+        for (int64_t j = 0; j < V; j++) {
+            const float s = Sr[j] + kc * u[j];
+            out[j] += qc * s;
+            const float sn = s * a;
+            Sr[j] = sn;
+            un[j] -= p * sn;
+        }
+    }
+}
+
+static int check_inputs(const char *fn, const gdn2_opts *o, const float *q, const float *k, const float *v,
+                        const float *g, const float *b, const float *w, const float *A_log,
+                        const float *dt_bias, const float *out) {
+    const char *miss = !q ? "q" : !k ? "k" : !v ? "v" : !g ? "g" : !b ? "b" : !w ? "w" : !out ? "o" : NULL;
+    if (!miss && o->gate_in_kernel) miss = !A_log ? "A_log" : !dt_bias ? "dt_bias" : NULL;
+    if (miss) return gdn2_error(GDN2_ERR_ARG, "%s: tensor '%s' is NULL", fn, miss);
+    return GDN2_OK;
+}
+
+int gdn2_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t) {
+    int rc = gdn2_check(d, o);
+    if (rc) return rc;
+    if (!t) return gdn2_error(GDN2_ERR_ARG, "gdn2_recurrent_fwd: tensors must not be NULL");
+    if ((rc = check_inputs("gdn2_recurrent_fwd", o, t->q, t->k, t->v, t->g, t->b, t->w, t->A_log, t->dt_bias, t->o)))
+        return rc;
+    const int64_t H = d->H, HV = d->HV, K = d->K, V = d->V, G = HV / H, N = gdn2_num_states(d, o);
+    const rec_cfg c = {K, V, gdn2_scale(d, o), o->gate_in_kernel ? o->lower_bound : 0.0f, o->qk_l2norm,
+                       o->gate_in_kernel, t->A_log, t->dt_bias};
+    int failed = 0;
+
+#pragma omp parallel for schedule(dynamic) num_threads(gdn2_threads(o->n_threads))
+    for (int64_t nh = 0; nh < N * HV; nh++) {
+        const int64_t n = nh / HV, hv = nh % HV, h = hv / G;
+        const int64_t bos = o->cu_seqlens ? o->cu_seqlens[n] : n * d->T;
+        const int64_t eos = o->cu_seqlens ? o->cu_seqlens[n + 1] : bos + d->T;
+        /* the state lives in ht when the caller wants it, else in a private buffer */
+        float *buf = malloc((size_t)((t->ht ? 0 : K * V) + 2 * REC_TOK_FLOATS(K, V)) * sizeof(float));
+        if (!buf) {
+#pragma omp atomic write
+            failed = 1;
+            continue;
+        }
+        float *S = t->ht ? t->ht + nh * K * V : buf, *scratch = t->ht ? buf : buf + K * V;
+        if (t->h0) memmove(S, t->h0 + nh * K * V, (size_t)(K * V) * sizeof(float)); /* ht may alias h0 */
+        else memset(S, 0, (size_t)(K * V) * sizeof(float));
+        rec_tok cur = rec_tok_at(scratch, K), nxt = rec_tok_at(scratch + REC_TOK_FLOATS(K, V), K);
+        if (bos < eos) {
+            const int64_t ik = (bos * H + h) * K, iv = (bos * HV + hv) * V;
+            rec_prep(&c, h, t->q + ik, t->k + ik, t->g + ik, t->b + ik, t->v + iv, t->w + iv, &cur);
+            rec_pass1(K, V, S, &cur);
+        }
+        for (int64_t tt = bos; tt < eos; tt++) {
+            const int has_next = tt + 1 < eos;
+            if (has_next) {
+                const int64_t ik = ((tt + 1) * H + h) * K, iv = ((tt + 1) * HV + hv) * V;
+                rec_prep(&c, h, t->q + ik, t->k + ik, t->g + ik, t->b + ik, t->v + iv, t->w + iv, &nxt);
+            }
+            rec_pass2(K, V, c.scale, S, &cur, t->o + (tt * HV + hv) * V, has_next ? &nxt : NULL);
+            const rec_tok sw = cur;
+            cur = nxt;
+            nxt = sw;
+        }
+        free(buf);
+    }
+    if (failed)
+        return gdn2_error(GDN2_ERR_NOMEM, "gdn2_recurrent_fwd: out of memory for the state (K=%lld V=%lld)",
+                          (long long)K, (long long)V);
+    return GDN2_OK;
+}
+
+int gdn2_decode_step(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_tensors *t) {
+    if (!d || !o || !t) return gdn2_error(GDN2_ERR_ARG, "gdn2_decode_step: dims, opts and tensors must not be NULL");
+    if (o->cu_seqlens)
+        return gdn2_error(GDN2_ERR_ARG, "gdn2_decode_step: cu_seqlens is not used by the decode step (one token per row); pass NULL");
+    gdn2_dims d1 = *d;
+    d1.T = 1; /* T is ignored: one token per row */
+    int rc = gdn2_check(&d1, o);
+    if (rc) return rc;
+    if ((rc = check_inputs("gdn2_decode_step", o, t->q, t->k, t->v, t->g, t->b, t->w, t->A_log, t->dt_bias, t->o)))
+        return rc;
+    if (!t->state_pool || !t->slots)
+        return gdn2_error(GDN2_ERR_ARG, "gdn2_decode_step: %s is NULL", !t->state_pool ? "state_pool" : "slots");
+    if (t->n_slots < 1)
+        return gdn2_error(GDN2_ERR_ARG, "gdn2_decode_step: n_slots=%lld, expected >= 1", (long long)t->n_slots);
+    const int64_t n = d->B, H = d->H, HV = d->HV, K = d->K, V = d->V, G = HV / H;
+
+    /* slots: each in [0, n_slots) or negative (skip); no slot twice in one call */
+    unsigned char *seen = calloc((size_t)t->n_slots, 1);
+    if (!seen) return gdn2_error(GDN2_ERR_NOMEM, "gdn2_decode_step: out of memory (slot table of %lld)", (long long)t->n_slots);
+    for (int64_t i = 0; i < n; i++) {
+        const int32_t s = t->slots[i];
+        if (s < 0) continue;
+        if (s >= t->n_slots) {
+            free(seen);
+            return gdn2_error(GDN2_ERR_ARG, "gdn2_decode_step: slots[%lld]=%d is out of range (n_slots=%lld)",
+                              (long long)i, (int)s, (long long)t->n_slots);
+        }
+        if (seen[s]) {
+            free(seen);
+            return gdn2_error(GDN2_ERR_ARG, "gdn2_decode_step: slot %d is used by two rows in one call (second at slots[%lld])",
+                              (int)s, (long long)i);
+        }
+        seen[s] = 1;
+    }
+    free(seen);
+
+    const rec_cfg c = {K, V, gdn2_scale(&d1, o), o->gate_in_kernel ? o->lower_bound : 0.0f, o->qk_l2norm,
+                       o->gate_in_kernel, t->A_log, t->dt_bias};
+    int failed = 0;
+#pragma omp parallel num_threads(gdn2_threads(o->n_threads))
+    {
+        float *scratch = malloc((size_t)REC_TOK_FLOATS(K, V) * sizeof(float));
+        if (!scratch) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t ih = 0; ih < n * HV; ih++) {
+            const int64_t i = ih / HV, hv = ih % HV, h = hv / G;
+            const int64_t ik = (i * H + h) * K, iv = (i * HV + hv) * V;
+            const int32_t s = t->slots[i];
+            if (s < 0 || !scratch) {
+                memset(t->o + iv, 0, (size_t)V * sizeof(float));
+                continue;
+            }
+            float *S = t->state_pool + ((int64_t)s * HV + hv) * K * V;
+            const rec_tok r = rec_tok_at(scratch, K);
+            rec_prep(&c, h, t->q + ik, t->k + ik, t->g + ik, t->b + ik, t->v + iv, t->w + iv, &r);
+            rec_pass1(K, V, S, &r);
+            rec_pass2(K, V, c.scale, S, &r, t->o + iv, NULL);
+        }
+        free(scratch);
+    }
+    if (failed) return gdn2_error(GDN2_ERR_NOMEM, "gdn2_decode_step: out of memory for scratch (K=%lld V=%lld)",
+                                  (long long)K, (long long)V);
+    return GDN2_OK;
+}

@@ -1,0 +1,300 @@
+/* CPU op benchmark: chunk fwd, chunk fwd+bwd, recurrent fwd and the decode step at two shapes,
+ * with the machine's OpenBLAS sgemm rate measured in the same run as the ceiling.
+ *
+ *   build/bench/ops [--reps N] [--threads N] [--out DIR]     (default DIR bench/results)
+ *
+ * FLOP count (PERF_ANCHORS.md, for comparability with the GPU anchors): per token per head the
+ * nominal forward is F_fwd = 2C(3K + 2V) + 6KV with C = 64; forward+backward counts 3·F_fwd. The
+ * same nominal count is used for the recurrent forward and the decode step (their real work is
+ * ~8KV per token-head), so every GFLOP/s column compares speed at equal nominal work.
+ * Timing: best of N repetitions (the machine is shared; the best is the least disturbed run). */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gdn2.h"
+#include "util/internal.h"
+
+#ifdef GDN2_HAVE_BLAS
+#include <cblas.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef struct {
+    int64_t B, T, H, K, V;
+} shape;
+
+static unsigned long long rng = 42;
+static float frand(void) {
+    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((rng >> 40) * (1.0 / 16777216.0));
+}
+static float *buf(size_t n, float lo, float hi) {
+    float *x = malloc((n ? n : 1) * sizeof(float));
+    if (!x) {
+        fprintf(stderr, "out of memory (%zu floats)\n", n);
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * frand();
+    return x;
+}
+
+static double nominal_fwd_flops(const shape *s) {
+    const double C = GDN2_CHUNK;
+    return (2.0 * C * (3.0 * s->K + 2.0 * s->V) + 6.0 * s->K * s->V) * (double)(s->B * s->T * s->H);
+}
+
+/* sgemm rate of an M x N x K product, `threads` OpenBLAS threads, best of reps */
+static double sgemm_gflops(int M, int N, int K, int reps, int inner) {
+    float *A = buf((size_t)M * K, -1, 1), *B = buf((size_t)K * N, -1, 1), *C = buf((size_t)M * N, 0, 0);
+    double best = 1e30;
+    gdn2_sgemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+    for (int r = 0; r < reps; r++) {
+        double t0 = gdn2_now();
+        for (int i = 0; i < inner; i++) gdn2_sgemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+        double dt = (gdn2_now() - t0) / inner;
+        if (dt < best) best = dt;
+    }
+    free(A); free(B); free(C);
+    return 2.0 * M * N * K / best * 1e-9;
+}
+
+/* aggregate rate of `nt` threads each running single-threaded M x N x K sgemms (the way the chunk
+ * kernel uses them) */
+static double sgemm_block_gflops(int M, int N, int K, int nt, int reps, int inner) {
+    double best = 1e30;
+#ifdef GDN2_HAVE_BLAS
+    int saved = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+#endif
+    float *A = buf((size_t)nt * M * K, -1, 1), *B = buf((size_t)nt * K * N, -1, 1), *C = buf((size_t)nt * M * N, 0, 0);
+    for (int r = 0; r < reps; r++) {
+        double t0 = gdn2_now();
+#pragma omp parallel num_threads(nt)
+        {
+            int id = 0;
+#ifdef _OPENMP
+            id = omp_get_thread_num();
+#endif
+            for (int i = 0; i < inner; i++)
+                gdn2_sgemm(0, 0, M, N, K, 1.0f, A + (size_t)id * M * K, K, B + (size_t)id * K * N, N, 0.0f,
+                           C + (size_t)id * M * N, N);
+        }
+        double dt = (gdn2_now() - t0) / inner;
+        if (dt < best) best = dt;
+    }
+#ifdef GDN2_HAVE_BLAS
+    openblas_set_num_threads(saved);
+#endif
+    free(A); free(B); free(C);
+    return 2.0 * M * N * K * nt / best * 1e-9;
+}
+
+typedef struct {
+    const char *op;
+    shape s;
+    double sec, tok_s, gflops;
+} result;
+
+static result results[16];
+static int n_results;
+
+static void record(const char *op, const shape *s, double sec, double tokens, double flops) {
+    result *r = &results[n_results++];
+    r->op = op;
+    r->s = *s;
+    r->sec = sec;
+    r->tok_s = tokens / sec;
+    r->gflops = flops / sec * 1e-9;
+    printf("%-16s (B,T,H,K,V)=(%lld,%lld,%lld,%lld,%lld)  %9.3f ms  %12.0f tok/s  %7.1f GFLOP/s (nominal)\n", op,
+           (long long)s->B, (long long)s->T, (long long)s->H, (long long)s->K, (long long)s->V, sec * 1e3,
+           r->tok_s, r->gflops);
+    fflush(stdout);
+}
+
+#define TIME_BEST(reps, best, stmt)                                                                  \
+    do {                                                                                             \
+        best = 1e30;                                                                                 \
+        for (int r_ = 0; r_ < (reps); r_++) {                                                        \
+            double t0_ = gdn2_now();                                                                 \
+            int rc_ = (stmt);                                                                        \
+            double dt_ = gdn2_now() - t0_;                                                           \
+            if (rc_) {                                                                               \
+                fprintf(stderr, "%s failed: %s\n", #stmt, gdn2_last_error());                      \
+                exit(1);                                                                             \
+            }                                                                                        \
+            if (dt_ < best) best = dt_;                                                              \
+        }                                                                                            \
+    } while (0)
+
+static void bench_shape(const shape *s, int reps, int threads) {
+    gdn2_dims d = {s->B, s->T, s->H, s->H, s->K, s->V};
+    gdn2_opts o = {0};
+    o.qk_l2norm = 1; /* training style, as the GPU anchors */
+    o.n_threads = threads;
+    const size_t nq = (size_t)(s->B * s->T * s->H * s->K), nv = (size_t)(s->B * s->T * s->H * s->V);
+    const size_t ns = (size_t)(s->B * s->H * s->K * s->V);
+    float *q = buf(nq, -1, 1), *k = buf(nq, -1, 1), *v = buf(nv, -1, 1), *g = buf(nq, -0.5f, -0.001f);
+    float *b = buf(nq, 0, 1), *w = buf(nv, 0, 1), *out = buf(nv, 0, 0), *ht = buf(ns, 0, 0), *dO = buf(nv, -1, 1);
+    float *dq = buf(nq, 0, 0), *dk = buf(nq, 0, 0), *dv = buf(nv, 0, 0), *dg = buf(nq, 0, 0), *dbb = buf(nq, 0, 0);
+    float *dw = buf(nv, 0, 0);
+    gdn2_fwd_tensors t = {q, k, v, g, b, w, NULL, NULL, NULL, out, ht};
+    gdn2_bwd_tensors gt = {dO, NULL, dq, dk, dv, dg, dbb, dw, NULL, NULL, NULL};
+    const double F = nominal_fwd_flops(s), tokens = (double)(s->B * s->T);
+    /* workspace allocated once, as a caller would */
+    size_t wsz = gdn2_chunk_workspace_size(&d, &o, 1);
+    void *ws = malloc(wsz);
+    o.workspace = ws;
+    o.workspace_size = wsz;
+    double best;
+    TIME_BEST(reps, best, gdn2_chunk_fwd(&d, &o, &t));
+    record("chunk_fwd", s, best, tokens, F);
+    TIME_BEST(reps, best, gdn2_chunk_fwd(&d, &o, &t) || gdn2_chunk_bwd(&d, &o, &t, &gt));
+    record("chunk_fwd+bwd", s, best, tokens, 3 * F);
+    o.workspace = NULL;
+    o.workspace_size = 0;
+    TIME_BEST(reps, best, gdn2_recurrent_fwd(&d, &o, &t));
+    record("recurrent_fwd", s, best, tokens, F);
+    /* decode: n = B sequences, one token each per step; step through T tokens once */
+    {
+        gdn2_dims dd = d;
+        dd.T = 1;
+        const int64_t steps = s->T < 256 ? s->T : 256;
+        float *pool = buf(ns, -0.1f, 0.1f);
+        int32_t *slots = malloc((size_t)s->B * sizeof(int32_t));
+        for (int64_t i = 0; i < s->B; i++) slots[i] = (int32_t)i;
+        const size_t rq = (size_t)(s->H * s->K), rv = (size_t)(s->H * s->V);
+        double bs = 1e30;
+        for (int r = 0; r < reps; r++) {
+            double t0 = gdn2_now();
+            for (int64_t st = 0; st < steps; st++) {
+                /* step inputs [n,H,K] / [n,H,V]: consecutive slices of the prefill buffers */
+                gdn2_decode_tensors dt = {q + st * s->B * rq % nq, k + st * s->B * rq % nq, v + st * s->B * rv % nv,
+                                          g + st * s->B * rq % nq, b + st * s->B * rq % nq, w + st * s->B * rv % nv,
+                                          NULL, NULL, out, pool, s->B, slots};
+                if (gdn2_decode_step(&dd, &o, &dt)) {
+                    fprintf(stderr, "decode failed: %s\n", gdn2_last_error());
+                    exit(1);
+                }
+            }
+            double dt = (gdn2_now() - t0) / steps;
+            if (dt < bs) bs = dt;
+        }
+        shape s1 = *s;
+        s1.T = 1;
+        record("decode_step", s, bs, (double)s->B, nominal_fwd_flops(&s1));
+        free(pool); free(slots);
+    }
+    free(ws);
+    free(q); free(k); free(v); free(g); free(b); free(w); free(out); free(ht); free(dO);
+    free(dq); free(dk); free(dv); free(dg); free(dbb); free(dw);
+}
+
+static void git_commit(char *out, size_t n) {
+    snprintf(out, n, "unknown");
+    FILE *p = popen("git rev-parse --short HEAD 2>/dev/null", "r");
+    if (!p) return;
+    if (fgets(out, (int)n, p)) out[strcspn(out, "\n")] = 0;
+    pclose(p);
+}
+
+static void cpu_model(char *out, size_t n) {
+    snprintf(out, n, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "model name", 10)) {
+            char *c = strchr(line, ':');
+            if (c) {
+                c++;
+                while (*c == ' ') c++;
+                snprintf(out, n, "%s", c);
+                out[strcspn(out, "\n")] = 0;
+            }
+            break;
+        }
+    fclose(f);
+}
+
+int main(int argc, char **argv) {
+    int reps = 5, threads = 0;
+    const char *dir = "bench/results";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) dir = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--reps N] [--threads N] [--out DIR]\n", argv[0]);
+            return 2;
+        }
+    }
+    int nt = threads;
+#ifdef _OPENMP
+    if (nt <= 0) nt = omp_get_max_threads();
+#else
+    nt = 1;
+#endif
+    char commit[64], cpu[256];
+    git_commit(commit, sizeof commit);
+    cpu_model(cpu, sizeof cpu);
+    const long nproc = sysconf(_SC_NPROCESSORS_ONLN);
+    printf("machine: %s, nproc %ld, threads %d, gemm %s, commit %s, best of %d\n", cpu, nproc, nt,
+           gdn2_gemm_backend(), commit, reps);
+    const double g1024 = sgemm_gflops(1024, 1024, 1024, reps, 3);
+    const double gblk = sgemm_block_gflops(64, 128, 128, nt, reps, 2000);
+    printf("sgemm 1024^3 (OpenBLAS threads)          %7.1f GFLOP/s\n", g1024);
+    printf("sgemm 64x128x128 blocks, %d x 1 thread    %7.1f GFLOP/s\n", nt, gblk);
+
+    const shape shapes[2] = {{1, 4096, 8, 128, 128}, {4, 1024, 4, 64, 64}};
+    for (int i = 0; i < 2; i++) bench_shape(&shapes[i], reps, threads);
+
+    /* bench/results/cpu-ops.{json,md} */
+    char path[1024], *txt = malloc(1 << 16);
+    size_t len = 0, cap = 1 << 16;
+#define P(...) len += (size_t)snprintf(txt + len, cap - len, __VA_ARGS__)
+    P("{\n  \"machine\": {\"cpu\": \"%s\", \"nproc\": %ld, \"threads\": %d, \"gemm\": \"%s\"},\n", cpu, nproc, nt,
+      gdn2_gemm_backend());
+    P("  \"commit\": \"%s\",\n  \"dtype\": \"fp32\",\n  \"timing\": \"best of %d repetitions\",\n", commit, reps);
+    P("  \"flops\": \"nominal F_fwd = 2C(3K+2V)+6KV per token per head, C=64; fwd+bwd = 3 F_fwd\",\n");
+    P("  \"sgemm_gflops\": {\"1024x1024x1024\": %.1f, \"64x128x128_per_thread_blocks\": %.1f},\n", g1024, gblk);
+    P("  \"results\": [\n");
+    for (int i = 0; i < n_results; i++) {
+        const result *r = &results[i];
+        P("    {\"op\": \"%s\", \"B\": %lld, \"T\": %lld, \"H\": %lld, \"K\": %lld, \"V\": %lld, \"ms\": %.3f, "
+          "\"tokens_per_s\": %.0f, \"gflops\": %.2f, \"pct_of_sgemm_1024\": %.1f}%s\n",
+          r->op, (long long)r->s.B, (long long)r->s.T, (long long)r->s.H, (long long)r->s.K, (long long)r->s.V,
+          r->sec * 1e3, r->tok_s, r->gflops, 100.0 * r->gflops / g1024, i + 1 < n_results ? "," : "");
+    }
+    P("  ]\n}\n");
+    snprintf(path, sizeof path, "%s/cpu-ops.json", dir);
+    int rc = gdn2_write_file_atomic(path, txt, len);
+    if (rc) fprintf(stderr, "%s\n", gdn2_last_error());
+    len = 0;
+    P("# CPU op benchmark (bench/ops.c)\n\n");
+    P("Machine: %s, nproc %ld, %d threads, gemm backend %s. Commit %s. fp32. Best of %d repetitions "
+      "(the machine is shared with other builds).\n\n", cpu, nproc, nt, gdn2_gemm_backend(), commit, reps);
+    P("FLOPs are nominal (PERF_ANCHORS.md): F_fwd = 2C(3K+2V) + 6KV per token per head with C = 64; "
+      "fwd+bwd = 3·F_fwd; the recurrent forward and the decode step use the same F_fwd so that "
+      "GFLOP/s ratios equal speed ratios. q/k L2 norm in kernel, no h0/ht.\n\n");
+    P("Ceiling (same run): OpenBLAS sgemm 1024³ %.1f GFLOP/s; 64×128×128 blocks, %d threads × 1 %.1f GFLOP/s.\n\n",
+      g1024, nt, gblk);
+    P("| op | (B,T,H,K,V) | ms | tokens/s | GFLOP/s | %% of sgemm 1024³ |\n|---|---|---|---|---|---|\n");
+    for (int i = 0; i < n_results; i++) {
+        const result *r = &results[i];
+        P("| %s | (%lld,%lld,%lld,%lld,%lld) | %.3f | %.0f | %.1f | %.0f%% |\n", r->op, (long long)r->s.B,
+          (long long)r->s.T, (long long)r->s.H, (long long)r->s.K, (long long)r->s.V, r->sec * 1e3, r->tok_s,
+          r->gflops, 100.0 * r->gflops / g1024);
+    }
+    P("\ndecode_step: one token for each of the B sequences per call (ms per call; tokens/s = B / time).\n");
+#undef P
+    snprintf(path, sizeof path, "%s/cpu-ops.md", dir);
+    if (gdn2_write_file_atomic(path, txt, len)) fprintf(stderr, "%s\n", gdn2_last_error()), rc = 1;
+    else printf("wrote %s/cpu-ops.{json,md}\n", dir);
+    free(txt);
+    return rc ? 1 : 0;
+}

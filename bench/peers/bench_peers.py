@@ -1,0 +1,126 @@
+"""Side-by-side timing of the peer GDN-2 kernels on the GPU (bf16 q,k,v,b,w; fp32 g; in-kernel
+q/k L2 norm; no initial/final state), with the same method as ../shared/PERF_ANCHORS.md:
+triton.testing.do_bench medians (L2 flushed before each rep) after a first call that compiles and
+autotunes.
+
+  python3 bench/peers/bench_peers.py --impl official --root peers [--quick] --out peers_official.json
+  python3 bench/peers/bench_peers.py --impl fla --root peers [--quick] --out peers_fla.json
+
+--impl official: chutesai/GatedDeltaNet-2 @95709fc (lit_gpt/gdn2_ops) on fla @4b02d15d
+                 (peers/official, peers/fla_old)
+--impl fla:      fla-org/flash-linear-attention HEAD fla.ops.gdn2.chunk_gdn2 (peers/fla_head)
+fla/__init__.py is bypassed (a stub package is registered) because it imports every HF model.
+The checkouts live in the git-ignored peers/ folder; nothing of them is committed.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+import types
+
+
+def stub_package(name, path):
+    m = types.ModuleType(name)
+    m.__path__ = [path]
+    sys.modules[name] = m
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--impl", choices=["official", "fla"], required=True)
+    ap.add_argument("--root", default="peers")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--decode", action="store_true", help="also time the official recurrent decode step")
+    args = ap.parse_args()
+
+    import torch
+    import triton
+
+    root = os.path.abspath(args.root)
+    if args.impl == "official":
+        stub_package("fla", os.path.join(root, "fla_old", "fla"))
+        sys.path.insert(0, os.path.join(root, "official"))
+        from lit_gpt.gdn2_ops.chunk_gdn2 import chunk_gdn2
+    else:
+        stub_package("fla", os.path.join(root, "fla_head", "fla"))
+        from fla.ops.gdn2 import chunk_gdn2
+
+    dev = "cuda"
+    shapes = [(8, 4096, 16, 128, 128), (2, 16384, 16, 128, 128), (1, 65536, 16, 128, 128), (32, 2048, 32, 128, 128)]
+    if args.quick:
+        shapes = shapes[:1]
+    rows = []
+    for (B, T, H, K, V) in shapes:
+        torch.manual_seed(0)
+        q = torch.randn(B, T, H, K, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        k = torch.randn(B, T, H, K, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        v = torch.randn(B, T, H, V, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, K, device=dev, dtype=torch.float32)).detach()
+        g = (g.clamp(min=-0.5)).requires_grad_(True)
+        b = torch.rand(B, T, H, K, device=dev, dtype=torch.bfloat16).requires_grad_(True)
+        w = torch.rand(B, T, H, V, device=dev, dtype=torch.bfloat16).requires_grad_(True)
+        do = torch.randn(B, T, H, V, device=dev, dtype=torch.bfloat16)
+
+        def fwd():
+            return chunk_gdn2(q, k, v, g, b, w, scale=K ** -0.5, use_qk_l2norm_in_kernel=True)
+
+        def fwd_bwd():
+            o = fwd()
+            o = o[0] if isinstance(o, tuple) else o
+            o.backward(do)
+
+        t0 = time.time()
+        fwd_bwd()  # compile + autotune
+        torch.cuda.synchronize()
+        first = time.time() - t0
+        ms_f = triton.testing.do_bench(fwd, warmup=25, rep=200, return_mode="median")
+        ms_fb = triton.testing.do_bench(fwd_bwd, warmup=25, rep=300, return_mode="median", grad_to_none=[q, k, v, g, b, w])
+        peak = torch.cuda.max_memory_allocated() / 1e9
+        for name, ms in (("fwd", ms_f), ("fwd+bwd", ms_fb)):
+            row = {"impl": args.impl, "name": name, "shape": [B, T, H, K, V], "dtype": "bf16", "ms": round(ms, 4),
+                   "mtok_s": round(B * T / ms / 1e3, 3), "first_call_s": round(first, 1), "peak_gb": round(peak, 2)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        del q, k, v, g, b, w, do
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+    dec = []
+    if args.decode and args.impl == "official":
+        from lit_gpt.gdn2_ops.fused_recurrent_gdn2 import fused_recurrent_gdn2_fwd
+        for N in (1, 16, 64, 256, 1024):
+            H, K, V = 16, 128, 128
+            q = torch.randn(N, 1, H, K, device=dev, dtype=torch.bfloat16)
+            k = torch.randn(N, 1, H, K, device=dev, dtype=torch.bfloat16)
+            v = torch.randn(N, 1, H, V, device=dev, dtype=torch.bfloat16)
+            g = -torch.rand(N, 1, H, K, device=dev, dtype=torch.float32) * 0.5
+            b = torch.rand(N, 1, H, K, device=dev, dtype=torch.bfloat16)
+            w = torch.rand(N, 1, H, V, device=dev, dtype=torch.bfloat16)
+            h0 = torch.randn(N, H, K, V, device=dev, dtype=torch.float32) * 0.1
+            q2, k2, v2, g2, b2, w2 = [x.reshape(1, N, H, -1) for x in (q, k, v, g, b, w)]
+            cu = torch.arange(N + 1, device=dev, dtype=torch.int64)
+
+            def step():
+                return fused_recurrent_gdn2_fwd(q2, k2, v2, g2, b2, w2, initial_state=h0, scale=K ** -0.5,
+                                                output_final_state=True, inplace_final_state=True, cu_seqlens=cu,
+                                                use_qk_l2norm_in_kernel=True)
+            try:
+                step()
+                torch.cuda.synchronize()
+                us = triton.testing.do_bench(step, warmup=25, rep=200, return_mode="median") * 1e3
+                dec.append({"impl": "official", "N": N, "us_eager": round(us, 2)})
+                print(json.dumps(dec[-1]), flush=True)
+            except Exception as e:  # the launcher's argument list differs between versions
+                print(f"official decode N={N} failed: {e!r}", flush=True)
+                break
+
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"impl": args.impl, "torch": torch.__version__, "triton": triton.__version__,
+                       "gpu": torch.cuda.get_device_name(), "rows": rows, "decode": dec}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+#!/bin/bash
+# One device call: build the CUDA parts, run the GPU tests, our benchmark, the peers.
+# usage (on the device, from the repo root): dev/cuda/device_run.sh "build test bench peers_official peers_fla" [quick]
+# Needs carried: .debs (libcjson), peers (checkouts + fixtures under peers/shared), optionally .triton.
+PHASES="$1"; QUICK="$2"
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PATH=/usr/local/cuda/bin:$PATH
+D=/tmp/debs; mkdir -p $D; for f in .debs/*.deb; do dpkg -x "$f" $D; done
+L=$D/usr/lib/x86_64-linux-gnu
+{ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; nvcc --version | tail -1;
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null) (+ working tree changes)"; date -u; } > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+if [[ " $PHASES " == *" build "* ]]; then
+  t0=$(date +%s)
+  make -j16 CUDA=1 CPPFLAGS="-I$D/usr/include" LDFLAGS="-L$L -Wl,-rpath,$L" build/tests/test_cuda build/bench/cuda_ops > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+  echo "build: $(( $(date +%s) - t0 )) s"
+fi
+if [[ " $PHASES " == *" test "* ]]; then
+  t0=$(date +%s)
+  GDN2_SHARED=peers/shared timeout 240 ./build/tests/test_cuda > "$OUT/test_cuda.log" 2>&1; echo "test rc=$? $(( $(date +%s) - t0 )) s"
+  grep -E "FAIL|passed" "$OUT/test_cuda.log" | head -60
+fi
+if [[ " $PHASES " == *" bench "* ]]; then
+  timeout 200 ./build/bench/cuda_ops "$OUT/cuda_ops.json" $QUICK 2>&1 | tee "$OUT/cuda_ops.log"
+fi
+export TRITON_CACHE_DIR=$PWD/.triton
+mkdir -p .triton
+for impl in official fla; do
+  if [[ " $PHASES " == *" peers_$impl "* ]]; then
+    t0=$(date +%s)
+    PYTHONUNBUFFERED=1 timeout ${PEER_TIMEOUT:-280} python3 bench/peers/bench_peers.py --impl $impl --root peers \
+      --out "$OUT/peers_$impl.json" $QUICK $( [ $impl = official ] && echo --decode ) > "$OUT/peers_$impl.log" 2>&1
+    echo "peers $impl rc=$? $(( $(date +%s) - t0 )) s"; tail -12 "$OUT/peers_$impl.log"
+  fi
+done
+if [[ "$PHASES" == *peers* ]]; then tar czf "$OUT/triton_cache.tgz" .triton; ls -la "$OUT/triton_cache.tgz"; fi

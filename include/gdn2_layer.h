@@ -1,0 +1,60 @@
+/* gdn2 token-mixing layer: the official GatedDeltaNet2 (lit_gpt/gdn2.py) on the CPU, fp32, with
+ * forward, backward (full VJP) and a constant-memory decode step (src/model/layer_gdn2.c).
+ * docs/LAYER.md lists the parameters of each mixer variant and the decode-state layout. */
+#ifndef GDN2_LAYER_H
+#define GDN2_LAYER_H
+
+#include "gdn2.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { GDN2_MIXER_GDN2 = 0, GDN2_MIXER_KDA = 1, GDN2_MIXER_GDN = 2 } gdn2_mixer_kind;
+
+typedef struct {
+    int64_t hidden;              /* d (hidden_size)                                   */
+    int64_t H, HV, K, V;         /* key heads, value heads, key head dim, value head dim (V = K*expand_v) */
+    int64_t conv_size;           /* short conv kernel, 4                              */
+    int allow_neg_eigval;        /* b <- 2b                                           */
+    float norm_eps;              /* 1e-5                                              */
+    gdn2_mixer_kind mixer;       /* gdn2 (official), kda or gdn variant, same state size */
+} gdn2_layer_cfg;
+
+typedef struct {
+    char name[96];               /* official name relative to the layer, e.g. "q_proj.weight", "A_log" */
+    int ndim; int64_t shape[4];
+    size_t offset, numel;        /* in floats, into the layer's flat parameter block */
+    int no_decay;                /* exempt from weight decay when the optimizer is asked to exempt (A_log, dt_bias, norm weights, biases) */
+} gdn2_param_info;
+
+/* Validate a config (positive sizes, HV % H == 0, conv_size >= 1, eps > 0, known mixer). */
+int    gdn2_layer_check(const gdn2_layer_cfg *c);
+int    gdn2_layer_params(const gdn2_layer_cfg *c, gdn2_param_info *out, int cap); /* returns the count; out may be NULL */
+size_t gdn2_layer_param_count(const gdn2_layer_cfg *c);                           /* floats in the flat block */
+void   gdn2_layer_init(const gdn2_layer_cfg *c, float *params, uint64_t seed);    /* official init (GDN2.md §4) */
+size_t gdn2_layer_act_size(const gdn2_layer_cfg *c, int64_t B, int64_t T);        /* floats saved by forward for backward (O(B·T·d), never O(T·K·V)) */
+size_t gdn2_layer_state_size(const gdn2_layer_cfg *c);                             /* floats of decode state per sequence: conv caches + recurrent state */
+
+/* x,y [B,T,d]. acts: NULL for inference, else a buffer of gdn2_layer_act_size floats filled for backward.
+ * states: NULL, or [B, state_size]: the forward starts from these states and writes the final states back
+ * (prefill, chunked prefill; zero-filled states = fresh sequence). */
+int gdn2_layer_forward(const gdn2_layer_cfg *c, const float *params, const float *x, int64_t B, int64_t T,
+                       float *y, float *acts, float *states, int n_threads);
+/* dx written (not accumulated); dparams accumulated (+=) into the flat gradient block. */
+int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const float *x, int64_t B, int64_t T,
+                        const float *acts, const float *dy, float *dx, float *dparams, int n_threads);
+/* one token for n sequences: x,y [n,d]; states [n, state_size] updated in place (constant memory). */
+int gdn2_layer_step(const gdn2_layer_cfg *c, const float *params, const float *x, int64_t n, float *states,
+                    float *y, int n_threads);
+
+/* Which recurrence kernel the forward/backward use (process-wide; for conformance tests):
+ * 0 = fp32 chunk kernels (default), 1 = float64 reference (gdn2_ref_fwd/bwd through a float<->double
+ * adapter; exact but slow). */
+void gdn2_layer_set_kernel(int which);
+int  gdn2_layer_get_kernel(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* GDN2_LAYER_H */

@@ -1,0 +1,201 @@
+/* gdn2 language model (src/model): the official lit_gpt GPT with GDN-2 / KDA / GDN token mixers and
+ * softmax attention (full or sliding window, RoPE), SwiGLU MLP, RMSNorm, untied lm_head; its AdamW,
+ * training loop, checkpoints and constant-memory generation. fp32 on the CPU. docs/MODEL.md.
+ *
+ * Block (pre-norm, GDN2.md §5.1):  x += mixer(norm_1(x));  x += w3(silu(w1 n) * w2 n), n = norm_2(x)
+ * Model: wte -> blocks -> ln_f -> lm_head (padded vocab, not tied to wte).
+ * Parameters live in one flat float block (m->params), described by a table of official names. */
+#ifndef GDN2_MODEL_H
+#define GDN2_MODEL_H
+
+#include <stdio.h>
+
+#include "gdn2.h"
+#include "gdn2_layer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define GDN2_MAX_LAYERS 128
+#ifndef GDN2_IGNORE
+#define GDN2_IGNORE (-100) /* target value that carries no loss (as torch) */
+#endif
+
+/* token mixer of one layer */
+typedef enum {
+    GDN2_LAYER_GDN2 = 0, /* official GatedDeltaNet2 (gdn2_layer_*)                                 */
+    GDN2_LAYER_KDA = 1,  /* KDA variant on the same layer code                                      */
+    GDN2_LAYER_GDN = 2,  /* GDN variant on the same layer code                                      */
+    GDN2_LAYER_SWA = 3,  /* sliding-window causal softmax attention + RoPE (window local_window)   */
+    GDN2_LAYER_ATTN = 4, /* full causal softmax attention + RoPE                                    */
+} gdn2_layer_kind;
+
+typedef struct {
+    char name[64];
+    int64_t n_layer, n_embd;
+    int64_t n_head, n_query_groups, head_size; /* attention layers: fused qkv, per group [q*(n_head/groups), k, v] */
+    int64_t intermediate_size;                 /* SwiGLU hidden size                                             */
+    int64_t vocab_size, padding_multiple, padded_vocab;
+    int64_t block_size;                        /* RoPE table / full-attention decode cache length               */
+    int64_t local_window;                      /* SWA: query t sees keys t-W+1 .. t                              */
+    float norm_eps, rope_base;
+    int64_t gdn_heads, gdn_v_heads, gdn_head_dim, gdn_expand_v, conv_size; /* recurrent layers (K = head_dim, V = K*expand_v) */
+    int allow_neg_eigval;
+    char layout[160];                          /* comma list of gdn2|kda|gdn|swa|attn, cycled over n_layer      */
+    int kind[GDN2_MAX_LAYERS];                 /* gdn2_layer_kind per layer (from layout)                       */
+} gdn2_model_cfg;
+
+/* Named configs: gdn2_1.3B, swa_gdn2_1.3B, gdn2_12h_100M, gdn2_12h_305M, swa_gdn2_100M, tiny, small.
+ * Returns GDN2_ERR_ARG (message lists the names) for an unknown name. */
+int gdn2_model_config(const char *name, gdn2_model_cfg *c);
+const char *gdn2_model_config_names(void);
+/* Set the layout string and the per-layer kinds ("gdn2", "gdn2,swa", "gdn2,kda,attn", ...). */
+int gdn2_model_set_layout(gdn2_model_cfg *c, const char *layout);
+/* Recompute padded_vocab from vocab_size / padding_multiple and validate every field. */
+int gdn2_model_check(gdn2_model_cfg *c);
+/* lit_gpt config JSON (fixture meta.config: n_layer, n_embd, n_head, vocab_size, padding_multiple,
+ * gdn2_per_layer, intermediate_size, local_window, norm_eps, gdn2_num_heads, gdn2_head_dim, ...;
+ * gdn2 checkpoints add "gdn2_layout" and the other fields). */
+int gdn2_model_config_from_json(const char *json, gdn2_model_cfg *c);
+char *gdn2_model_config_to_json(const gdn2_model_cfg *c); /* malloc'ed; free() it */
+/* The layer config of recurrent layer i (kind GDN2/KDA/GDN). */
+gdn2_layer_cfg gdn2_model_layer_cfg(const gdn2_model_cfg *c, int i);
+
+/* one parameter tensor of the model: official lit_gpt name, shape, place in the flat block */
+typedef struct {
+    char name[128];
+    int ndim;
+    int64_t shape[4];
+    size_t offset, numel;
+    int no_decay; /* A_log, dt_bias, norm weights, biases */
+} gdn2_model_param;
+
+/* Parameter table straight from the config (no allocation of the weights; used for the 1.3B counts).
+ * Returns the number of tensors; out may be NULL. */
+int gdn2_model_params(const gdn2_model_cfg *c, gdn2_model_param *out, int cap);
+size_t gdn2_model_param_count(const gdn2_model_cfg *c); /* total floats */
+
+struct gdn2_model_acts; /* activations saved by a training forward (private) */
+
+typedef struct {
+    gdn2_model_cfg cfg;
+    int n_tensors;
+    gdn2_model_param *tensors;
+    size_t n_params;
+    float *params;              /* [n_params]                                                    */
+    float *grads;               /* [n_params], allocated by the first backward / zero_grad       */
+    size_t *layer_off;          /* [n_layer] offset of each layer's mixer block in params        */
+    int n_threads;              /* 0 = OpenMP default                                            */
+    struct gdn2_model_acts *acts;
+} gdn2_model;
+
+int gdn2_model_create(const gdn2_model_cfg *c, gdn2_model **out); /* params zeroed; call init or load */
+void gdn2_model_free(gdn2_model *m);
+/* Official init (GDN2.md §5.1: wte N(0,0.02); Linear U(±1/sqrt(fan_in)); w3 and attn proj further
+ * / sqrt(2 n_layer); norms 1; recurrent layers their own init). Deterministic in seed. */
+void gdn2_model_init(gdn2_model *m, uint64_t seed);
+const gdn2_model_param *gdn2_model_find(const gdn2_model *m, const char *name);
+
+/* Forward over tokens [B,T] (values in [0, vocab)). targets [B,T] (GDN2_IGNORE = no loss) may be NULL.
+ * loss (may be NULL): mean cross-entropy over the non-ignored targets (0 if none).
+ * logits (may be NULL): [B,T,padded_vocab]. train = 1 keeps the activations for gdn2_model_backward
+ * (then only the rows with a target are sent through lm_head unless logits are requested). */
+int gdn2_model_forward(gdn2_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
+                       float *logits, float *loss, int train);
+/* grads += scale * d(loss)/d(params) for the last train forward (scale = 1/accum for accumulation). */
+int gdn2_model_backward(gdn2_model *m, float scale);
+int gdn2_model_zero_grad(gdn2_model *m);
+
+/* ---- checkpoints -------------------------------------------------------------------------- */
+/* safetensors with the official names (prefix "" ) and __metadata__ {"format":"gdn2","config":JSON}. */
+int gdn2_model_save(const gdn2_model *m, const char *path);
+/* Build a model from a checkpoint (config from metadata "config", or the fixture's "meta".config). */
+int gdn2_model_load(const char *path, gdn2_model **out);
+/* Copy every tensor `<prefix><name>` from an open file into m->params (all required, F32 any width
+ * converted; errors name the file, tensor and expected shape). */
+int gdn2_model_load_params(gdn2_model *m, const gdn2_st *st, const char *prefix);
+
+/* ---- generation (constant memory per sequence for recurrent and SWA layers) ---------------- */
+/* Per-sequence state: recurrent layers gdn2_layer_state_size floats; SWA a ring of the last
+ * local_window post-RoPE keys and values; full attention a cache of max_len keys/values (grows
+ * with the context — the one non-constant part, as any transformer). */
+typedef struct {
+    int64_t n, max_len, pos; /* sequences, capacity for full attention, tokens consumed so far */
+    size_t per_seq;          /* floats per sequence (all layers)                               */
+    size_t *layer_off;       /* [n_layer] offset in data of layer l's block [n, layer_size[l]]  */
+    size_t *layer_size;      /* [n_layer] floats of layer l's state per sequence                */
+    float *data;             /* n * per_seq floats                                              */
+} gdn2_model_state;
+
+size_t gdn2_model_state_floats(const gdn2_model_cfg *c, int64_t max_len); /* per sequence */
+int gdn2_model_state_create(const gdn2_model *m, int64_t n, int64_t max_len, gdn2_model_state **out);
+void gdn2_model_state_reset(gdn2_model_state *s);
+void gdn2_model_state_free(gdn2_model_state *s);
+/* Consume tokens [n,T] (all sequences the same length); logits [n,padded_vocab] of the last token. */
+int gdn2_model_prefill(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, int64_t T, float *logits);
+/* One token per sequence: tokens [n] -> logits [n,padded_vocab]. */
+int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, float *logits);
+
+/* ---- optimizer ---------------------------------------------------------------------------- */
+typedef struct {
+    float beta1, beta2, eps, weight_decay; /* 0.9, 0.95, 1e-8, 0.1 (official)                   */
+    int exempt_no_decay;                   /* 1: no decay on A_log, dt_bias, norms, biases       */
+} gdn2_adamw_cfg;
+typedef struct {
+    gdn2_adamw_cfg cfg;
+    size_t n;
+    float *m, *v;
+    int64_t step; /* updates done */
+} gdn2_adamw;
+gdn2_adamw_cfg gdn2_adamw_default(void);
+int gdn2_adamw_init(gdn2_adamw *o, const gdn2_adamw_cfg *c, size_t n);
+void gdn2_adamw_free(gdn2_adamw *o);
+/* One update of m->params from m->grads at learning rate lr (torch AdamW: decoupled decay). */
+void gdn2_adamw_step(gdn2_adamw *o, gdn2_model *m, float lr);
+/* Scale g so that its L2 norm is at most max_norm (max_norm <= 0: no clip); returns the norm before. */
+float gdn2_clip_grad_norm(float *g, size_t n, float max_norm);
+/* Linear warmup from 0 over `warmup` steps, then cosine from lr to min_lr at max_steps. */
+float gdn2_lr_at(int64_t step, int64_t warmup, int64_t max_steps, float lr, float min_lr);
+/* Optimizer checkpoint: m, v, step and a caller string (metadata "train", e.g. data state). */
+int gdn2_adamw_save(const gdn2_adamw *o, const char *path, const char *train_json);
+int gdn2_adamw_load(gdn2_adamw *o, const char *path, char **train_json /* malloc'ed, may be NULL */);
+
+/* ---- training ----------------------------------------------------------------------------- */
+typedef struct {
+    const char *model;      /* named config (default "tiny")                                         */
+    const char *layout;     /* NULL: the config's                                                     */
+    const char *task;       /* "text" (default) or "mqar"                                             */
+    const char *data;       /* text file (default ../shared/data/tinyshakespeare.txt)                */
+    int64_t batch, seq_len, steps, accum, warmup;
+    int64_t stop_at;        /* stop (and save) after this many steps while the schedule still runs to
+                             * `steps` (0 = run to the end): for the resume test                     */
+    int eval_samples;       /* mqar: test samples (default 500)                                       */
+    float lr, min_lr, weight_decay, clip;
+    int exempt_no_decay;
+    uint64_t seed;
+    int log_every, eval_every, eval_batches, save_every;
+    const char *out;        /* checkpoint path (optimizer state goes to <out>.optim), or NULL        */
+    int resume;             /* continue from <out> and <out>.optim                                    */
+    int n_threads;
+    int mqar_vocab, mqar_pairs; /* task mqar: vocab (256) and key-value pairs (4); seq_len is T     */
+    float target_acc;       /* mqar: stop when the eval accuracy reaches this (0 = never)              */
+    double time_limit_s;    /* stop after this wall time (0 = none)                                   */
+    FILE *log;              /* progress lines (NULL: stderr; set quiet to silence)                   */
+    int quiet;
+    float *loss_trace;      /* optional [steps]: training loss of each step                            */
+} gdn2_train_opts;
+typedef struct {
+    int64_t steps;          /* steps done in total (including before a resume)                        */
+    float train_loss;       /* last step's                                                            */
+    float val_loss, val_acc;/* last eval (acc: mqar per-query accuracy, text: next-byte accuracy)      */
+    double wall_s, tokens_per_s;
+    size_t n_params;
+} gdn2_train_result;
+void gdn2_train_defaults(gdn2_train_opts *o);
+int gdn2_train(const gdn2_train_opts *o, gdn2_train_result *r, gdn2_model **model_out /* may be NULL */);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* GDN2_MODEL_H */

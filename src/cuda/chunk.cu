@@ -1,0 +1,913 @@
+// Chunkwise (C = 64, WY form) GDN-2 forward and gate-aware backward in CUDA C.
+//
+// Per chunk of 64 tokens (rows r, s), value head hv, key head h = hv / (HV/H), with the chunk-local
+// log2 cumulative gate G2_r = log2(e) * sum_{i<=r} g_i (per key channel), gamma_r = 2^G2_r:
+//   Aqk_rs = scale sum_d q_rd k_sd 2^(G2_rd - G2_sd)   (s <= r)
+//   T_rs   =       sum_d b_rd k_rd k_sd 2^(G2_rd - G2_sd)   (s < r),  A = (I + T)^-1
+//   Y = A (gamma . b . k),  U = A (w . v),  Qg = scale q . gamma,  Kg = k . 2^(G2_last - G2)
+//   R = U - Y S0,  O = Qg S0 + Aqk R,  S_C = Diag(gamma_last) S0 + Kg^T R
+// Every exponent above is <= 0 (the pairwise 2^(G2_r - G2_s) is evaluated exactly per element, so
+// the chunk's first row is the reference point of each factor): strong decay cannot overflow.
+//
+// Kernels (one block of 256 threads each, fp32 math in shared memory; bf16 inputs are widened on
+// load):
+//   forward : k_prep (chunk, hv) -> Y,U,Qg,Kg,gamma_last,Aqk[,A];  k_state (V tile, seq*hv):
+//             sequential over the chunks of one sequence -> H (state at chunk start), R, ht;
+//             k_out (chunk, hv) -> o.
+//   backward: k_prep, k_state (recompute), k_bstate (reverse scan -> dH (grad of chunk end state),
+//             dR, dh0), k_bv (value-side contractions, dv, dw), k_bk (key side, the WY and
+//             intra-chunk VJPs, reverse cumsum of dG), k_fin (GVA group sum, L2-norm and gate VJPs).
+// Nothing of size O(T K V) is allocated: the per-chunk states are O(T/64 K V).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.cuh"
+#include "gdn2_cuda.h"
+
+#define NT 256
+#define CS 64
+
+struct ChunkParams {
+    int B, T, H, HV, K, V, G;
+    float scale;
+    int l2, gate;
+    float lb;
+    int nchunks, nseq;
+    const int *ctab; // [nchunks][3] = {seq, tok0, len}, or NULL: fixed length T per sequence
+    const int *cofs; // [nseq+1] first chunk of each sequence, or NULL
+    const void *q, *k, *v, *b, *w;
+    const float *g, *h0, *A_log, *dt_bias;
+    void *o;
+    float *ht;
+    const void *d_o;
+    const float *dht;
+    void *dq, *dk, *dv, *db, *dw;
+    float *dg, *dh0, *dA_log, *ddt_bias;
+    // workspace, chunk-major: block ch = c*HV + hv
+    float *Y, *U, *Qg, *Kg, *Gl, *Aqk, *R, *Hs;
+    float *A, *dHs, *dR, *dY, *dA1, *dAqk, *dQi, *dKi, *dGl, *dQs, *dKs, *dBs, *dGs;
+};
+
+__device__ __forceinline__ void chunk_info(const ChunkParams &p, int c, int &n, size_t &tok0, int &len) {
+    if (p.ctab) {
+        n = p.ctab[3 * c];
+        tok0 = (size_t)p.ctab[3 * c + 1];
+        len = p.ctab[3 * c + 2];
+    } else {
+        int nts = (p.T + CS - 1) / CS, i = c % nts;
+        n = c / nts;
+        tok0 = (size_t)n * p.T + (size_t)i * CS;
+        len = min(CS, p.T - i * CS);
+    }
+}
+__device__ __forceinline__ void seq_chunks(const ChunkParams &p, int n, int &c0, int &c1) {
+    if (p.cofs) {
+        c0 = p.cofs[n];
+        c1 = p.cofs[n + 1];
+    } else {
+        int nts = (p.T + CS - 1) / CS;
+        c0 = n * nts;
+        c1 = c0 + nts;
+    }
+}
+
+// Block matrix product, 256 threads: out(m,n) = sum_{kk<kd} fa(m,kk) fb(kk,n) for m<M, n<N; each
+// thread owns a TM x TN micro tile (rows ty + i*M/TM, columns tx + j*N/TN) handed to fe(m,n,acc).
+template <int M, int N, int TM, int TN, class FA, class FB, class FE>
+__device__ __forceinline__ void mm(int kd, FA fa, FB fb, FE fe) {
+    constexpr int SY = M / TM, SX = N / TN;
+    static_assert(SY * SX == NT, "micro tile does not cover the block");
+    const int ty = threadIdx.x / SX, tx = threadIdx.x % SX;
+    float acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; i++)
+#pragma unroll
+        for (int j = 0; j < TN; j++) acc[i][j] = 0.0f;
+#pragma unroll 2
+    for (int kk = 0; kk < kd; kk++) {
+        float a[TM], b[TN];
+#pragma unroll
+        for (int i = 0; i < TM; i++) a[i] = fa(ty + i * SY, kk);
+#pragma unroll
+        for (int j = 0; j < TN; j++) b[j] = fb(kk, tx + j * SX);
+#pragma unroll
+        for (int i = 0; i < TM; i++)
+#pragma unroll
+            for (int j = 0; j < TN; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+#pragma unroll
+    for (int i = 0; i < TM; i++)
+#pragma unroll
+        for (int j = 0; j < TN; j++) fe(ty + i * SY, tx + j * SX, acc[i][j]);
+}
+
+// Load one chunk's key-side inputs of key head h into shared rows [64][KP+1]: q (L2-normalised if
+// asked), k (likewise), b, and sG = G2 (log2 cumulative effective gate). Rows >= len and channels
+// >= K are zero (g = 0 there, so G2 stays flat after the last valid row).
+template <class Tin, int KP>
+__device__ void load_keys(const ChunkParams &p, size_t tok0, int len, int h, float *sQ, float *sK, float *sB,
+                          float *sG) {
+    constexpr int LDK = KP + 1;
+    const Tin *q = (const Tin *)p.q, *k = (const Tin *)p.k, *b = (const Tin *)p.b;
+    for (int i = threadIdx.x; i < CS * KP; i += NT) {
+        int r = i / KP, d = i % KP;
+        float qv = 0, kv = 0, bv = 0, gv = 0;
+        if (r < len && d < p.K) {
+            size_t idx = ((tok0 + r) * p.H + h) * p.K + d;
+            qv = ldf(q, idx);
+            kv = ldf(k, idx);
+            bv = ldf(b, idx);
+            gv = p.g[idx];
+            if (p.gate) gv = gate_fwd(gv, p.A_log[h], p.dt_bias[(size_t)h * p.K + d], p.lb);
+        }
+        sQ[r * LDK + d] = qv;
+        sK[r * LDK + d] = kv;
+        sB[r * LDK + d] = bv;
+        sG[r * LDK + d] = gv;
+    }
+    __syncthreads();
+    if (p.l2) { // x <- x / sqrt(sum x^2 + 1e-6), one warp per row
+        const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+        for (int r = warp; r < CS; r += NT / 32) {
+            float sq = 0, sk = 0;
+            for (int d = lane; d < KP; d += 32) {
+                sq += sQ[r * LDK + d] * sQ[r * LDK + d];
+                sk += sK[r * LDK + d] * sK[r * LDK + d];
+            }
+            sq = warp_sum(sq);
+            sk = warp_sum(sk);
+            float rq = 1.0f / sqrtf(sq + 1e-6f), rk = 1.0f / sqrtf(sk + 1e-6f);
+            for (int d = lane; d < KP; d += 32) {
+                sQ[r * LDK + d] *= rq;
+                sK[r * LDK + d] *= rk;
+            }
+        }
+    }
+    // chunk-local cumulative sum per channel, then to log2 units (as the official kernels)
+    for (int d = threadIdx.x; d < KP; d += NT) {
+        float acc = 0;
+        for (int r = 0; r < CS; r++) {
+            acc += sG[r * LDK + d];
+            sG[r * LDK + d] = acc * GDN2_LOG2E;
+        }
+    }
+    __syncthreads();
+}
+
+// ------------------------------------------------------------------------------------------------
+// k_prep: per (chunk, hv): Aqk, A = (I+T)^-1, Y, U, Qg, Kg, gamma_last (and A when bwd)
+// ------------------------------------------------------------------------------------------------
+template <int KP>
+constexpr int prep_smem_floats() { return 4 * CS * (KP + 1) + 2 * CS * 65 + 16 * 65; }
+
+template <class Tin, int KP, int VP>
+__global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
+    extern __shared__ float sm[];
+    constexpr int LDK = KP + 1, LDV = VP + 1;
+    float *sQ = sm, *sK = sQ + CS * LDK, *sB = sK + CS * LDK, *sG = sB + CS * LDK;
+    float *sT = sG + CS * LDK, *sA = sT + CS * 65, *sX = sA + CS * 65;
+    const int c = blockIdx.x, hv = blockIdx.y, h = hv / p.G;
+    int n, len;
+    size_t tok0;
+    chunk_info(p, c, n, tok0, len);
+    const size_t ch = (size_t)c * p.HV + hv;
+    load_keys<Tin, KP>(p, tok0, len, h, sQ, sK, sB, sG);
+
+    // scores, exact per element: Aqk_rs = scale sum_d q_rd k_sd 2^(G2_rd-G2_sd) (s<=r),
+    // T_rs = sum_d b_rd k_rd k_sd 2^(...) (s<r). Thread tile: rows ty+16i, columns tx+16j, j<=i.
+    {
+        const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
+        float aq[4][4], at[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) aq[i][j] = at[i][j] = 0.0f;
+        for (int d = 0; d < KP; d++) {
+            float qr[4], bkr[4], gr[4], ks[4], gs[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int r = ty + 16 * i;
+                qr[i] = sQ[r * LDK + d];
+                bkr[i] = sB[r * LDK + d] * sK[r * LDK + d];
+                gr[i] = sG[r * LDK + d];
+                ks[i] = sK[(tx + 16 * i) * LDK + d];
+                gs[i] = sG[(tx + 16 * i) * LDK + d];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j <= i; j++) {
+                    float e = exp2f(fminf(gr[i] - gs[j], 0.0f));
+                    float ke = ks[j] * e;
+                    aq[i][j] = fmaf(qr[i], ke, aq[i][j]);
+                    at[i][j] = fmaf(bkr[i], ke, at[i][j]);
+                }
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                int r = ty + 16 * i, s = tx + 16 * j;
+                float vq = (j <= i && s <= r) ? p.scale * aq[i][j] : 0.0f;
+                float vt = (j <= i && s < r) ? at[i][j] : 0.0f;
+                p.Aqk[ch * CS * CS + r * CS + s] = vq;
+                sT[r * 65 + s] = vt;
+                sA[r * 65 + s] = 0.0f;
+            }
+    }
+    __syncthreads();
+
+    // Qg, Kg, gamma_last to global; the pseudo-key E = gamma . b . k replaces b in shared memory
+    for (int i = threadIdx.x; i < CS * KP; i += NT) {
+        int r = i / KP, d = i % KP;
+        float g2 = sG[r * LDK + d], gl = sG[(CS - 1) * LDK + d];
+        size_t o = ch * CS * KP + i;
+        p.Qg[o] = p.scale * sQ[r * LDK + d] * exp2f(g2);
+        p.Kg[o] = sK[r * LDK + d] * exp2f(gl - g2);
+        sB[r * LDK + d] = exp2f(g2) * sB[r * LDK + d] * sK[r * LDK + d];
+    }
+    for (int d = threadIdx.x; d < KP; d += NT) p.Gl[ch * KP + d] = exp2f(sG[(CS - 1) * LDK + d]);
+
+    // A = (I+T)^-1 by 16x16 blocks. Diagonal blocks: forward substitution per column,
+    // A_ic = [i==c] - sum_{c<=j<i} T_ij A_jc.
+    if (threadIdx.x < 64) {
+        const int o = 16 * (threadIdx.x / 16), cc = threadIdx.x % 16;
+        for (int i = cc; i < 16; i++) {
+            float v = (i == cc) ? 1.0f : 0.0f;
+            for (int j = cc; j < i; j++) v -= sT[(o + i) * 65 + o + j] * sA[(o + j) * 65 + o + cc];
+            sA[(o + i) * 65 + o + cc] = v;
+        }
+    }
+    __syncthreads();
+    // Block row ib: A_{ib,c} = A_{ib,ib} (- sum_{s<16ib} T_{ib,s} A_{s,c}) for columns c < 16ib.
+    for (int ib = 1; ib < 4; ib++) {
+        mm<16, 64, 1, 4>(
+            16 * ib, [&](int r, int s) { return sT[(16 * ib + r) * 65 + s]; },
+            [&](int s, int cc) { return sA[s * 65 + cc]; }, [&](int r, int cc, float acc) { sX[r * 65 + cc] = -acc; });
+        __syncthreads();
+        mm<16, 64, 1, 4>(
+            16, [&](int r, int m) { return sA[(16 * ib + r) * 65 + 16 * ib + m]; },
+            [&](int m, int cc) { return sX[m * 65 + cc]; },
+            [&](int r, int cc, float acc) {
+                if (cc < 16 * ib) sA[(16 * ib + r) * 65 + cc] = acc;
+            });
+        __syncthreads();
+    }
+    if (bwd)
+        for (int i = threadIdx.x; i < CS * CS; i += NT) p.A[ch * CS * CS + i] = sA[(i / CS) * 65 + i % CS];
+
+    // Y = A E
+    mm<64, KP, 4, KP / 16>(
+        CS, [&](int r, int s) { return sA[r * 65 + s]; }, [&](int s, int d) { return sB[s * LDK + d]; },
+        [&](int r, int d, float acc) { p.Y[ch * CS * KP + r * KP + d] = acc; });
+    // Z = w . v into the q/k region (no longer read), then U = A Z
+    float *sZ = sQ;
+    const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w;
+    for (int i = threadIdx.x; i < CS * VP; i += NT) {
+        int r = i / VP, e = i % VP;
+        float z = 0;
+        if (r < len && e < p.V) {
+            size_t idx = ((tok0 + r) * p.HV + hv) * p.V + e;
+            z = ldf(w, idx) * ldf(v, idx);
+        }
+        sZ[r * LDV + e] = z;
+    }
+    __syncthreads();
+    mm<64, VP, 4, VP / 16>(
+        CS, [&](int r, int s) { return sA[r * 65 + s]; }, [&](int s, int e) { return sZ[s * LDV + e]; },
+        [&](int r, int e, float acc) { p.U[ch * CS * VP + r * VP + e] = acc; });
+}
+
+// ------------------------------------------------------------------------------------------------
+// k_state: per (32-column V tile, sequence*hv), sequential over the sequence's chunks:
+//   H[ch] = S;  R = U - Y S;  S = Diag(gamma_last) S + Kg^T R
+// ------------------------------------------------------------------------------------------------
+#define BV 32
+template <int KP>
+constexpr int state_smem_floats() { return KP * (BV + 1) + 2 * CS * (KP + 1) + CS * (BV + 1) + KP; }
+
+template <int KP, int VP>
+__global__ __launch_bounds__(NT) void k_state(ChunkParams p) {
+    extern __shared__ float sm[];
+    constexpr int LDK = KP + 1, LS = BV + 1;
+    float *sS = sm, *sY = sS + KP * LS, *sKg = sY + CS * LDK, *sR = sKg + CS * LDK, *sGl = sR + CS * LS;
+    const int n = blockIdx.y / p.HV, hv = blockIdx.y % p.HV, v0 = blockIdx.x * BV;
+    const size_t sidx = (size_t)(n * p.HV + hv) * p.K * p.V;
+    for (int i = threadIdx.x; i < KP * BV; i += NT) {
+        int d = i / BV, j = i % BV;
+        sS[d * LS + j] = (p.h0 && d < p.K && v0 + j < p.V) ? p.h0[sidx + (size_t)d * p.V + v0 + j] : 0.0f;
+    }
+    int c0, c1;
+    seq_chunks(p, n, c0, c1);
+    for (int c = c0; c < c1; c++) {
+        const size_t ch = (size_t)c * p.HV + hv;
+        __syncthreads();
+        for (int i = threadIdx.x; i < KP * BV; i += NT) {
+            int d = i / BV, j = i % BV;
+            p.Hs[ch * KP * VP + (size_t)d * VP + v0 + j] = sS[d * LS + j];
+        }
+        for (int i = threadIdx.x; i < CS * KP; i += NT) {
+            int r = i / KP, d = i % KP;
+            sY[r * LDK + d] = p.Y[ch * CS * KP + i];
+            sKg[r * LDK + d] = p.Kg[ch * CS * KP + i];
+        }
+        for (int d = threadIdx.x; d < KP; d += NT) sGl[d] = p.Gl[ch * KP + d];
+        __syncthreads();
+        mm<64, BV, 2, 4>(
+            KP, [&](int r, int d) { return sY[r * LDK + d]; }, [&](int d, int j) { return sS[d * LS + j]; },
+            [&](int r, int j, float acc) {
+                size_t o = ch * CS * VP + (size_t)r * VP + v0 + j;
+                float x = p.U[o] - acc;
+                sR[r * LS + j] = x;
+                p.R[o] = x;
+            });
+        __syncthreads();
+        mm<KP, BV, KP / 32, 4>(
+            CS, [&](int d, int s) { return sKg[s * LDK + d]; }, [&](int s, int j) { return sR[s * LS + j]; },
+            [&](int d, int j, float acc) { sS[d * LS + j] = sGl[d] * sS[d * LS + j] + acc; });
+    }
+    __syncthreads();
+    if (p.ht)
+        for (int i = threadIdx.x; i < KP * BV; i += NT) {
+            int d = i / BV, j = i % BV;
+            if (d < p.K && v0 + j < p.V) p.ht[sidx + (size_t)d * p.V + v0 + j] = sS[d * LS + j];
+        }
+}
+
+// ------------------------------------------------------------------------------------------------
+// k_out: per (chunk, hv): O = Qg S0 + Aqk R
+// ------------------------------------------------------------------------------------------------
+template <int KP, int VP>
+constexpr int out_smem_floats() { return CS * (KP + 1) + KP * (VP + 1) + CS * 65 + CS * (VP + 1); }
+
+template <class Tin, int KP, int VP>
+__global__ __launch_bounds__(NT) void k_out(ChunkParams p) {
+    extern __shared__ float sm[];
+    constexpr int LDK = KP + 1, LDV = VP + 1;
+    float *sQg = sm, *sS = sQg + CS * LDK, *sAqk = sS + KP * LDV, *sR = sAqk + CS * 65;
+    const int c = blockIdx.x, hv = blockIdx.y;
+    int n, len;
+    size_t tok0;
+    chunk_info(p, c, n, tok0, len);
+    const size_t ch = (size_t)c * p.HV + hv;
+    for (int i = threadIdx.x; i < CS * KP; i += NT) sQg[(i / KP) * LDK + i % KP] = p.Qg[ch * CS * KP + i];
+    for (int i = threadIdx.x; i < KP * VP; i += NT) sS[(i / VP) * LDV + i % VP] = p.Hs[ch * KP * VP + i];
+    for (int i = threadIdx.x; i < CS * CS; i += NT) sAqk[(i / CS) * 65 + i % CS] = p.Aqk[ch * CS * CS + i];
+    for (int i = threadIdx.x; i < CS * VP; i += NT) sR[(i / VP) * LDV + i % VP] = p.R[ch * CS * VP + i];
+    __syncthreads();
+    Tin *o = (Tin *)p.o;
+    mm<64, VP, 4, VP / 16>(
+        KP + CS, [&](int r, int kk) { return kk < KP ? sQg[r * LDK + kk] : sAqk[r * 65 + kk - KP]; },
+        [&](int kk, int e) { return kk < KP ? sS[kk * LDV + e] : sR[(kk - KP) * LDV + e]; },
+        [&](int r, int e, float acc) {
+            if (r < len && e < p.V) stf(o, ((tok0 + r) * p.HV + hv) * p.V + e, acc);
+        });
+}
+
+// ------------------------------------------------------------------------------------------------
+// k_bstate: reverse scan per (V tile, sequence*hv). dS = gradient of the chunk's END state:
+//   dH[ch] = dS;  dR = Aqk^T dO + Kg dS;  dS <- Diag(gamma_last) dS + Qg^T dO - Y^T dR
+// ------------------------------------------------------------------------------------------------
+template <int KP>
+constexpr int bstate_smem_floats() { return KP * (BV + 1) + CS * 65 + 3 * CS * (KP + 1) + 2 * CS * (BV + 1) + KP; }
+
+template <class Tin, int KP, int VP>
+__global__ __launch_bounds__(NT) void k_bstate(ChunkParams p) {
+    extern __shared__ float sm[];
+    constexpr int LDK = KP + 1, LS = BV + 1;
+    float *sdS = sm, *sAqk = sdS + KP * LS, *sKg = sAqk + CS * 65, *sQg = sKg + CS * LDK, *sY = sQg + CS * LDK;
+    float *sdO = sY + CS * LDK, *sdR = sdO + CS * LS, *sGl = sdR + CS * LS;
+    const int n = blockIdx.y / p.HV, hv = blockIdx.y % p.HV, v0 = blockIdx.x * BV;
+    const size_t sidx = (size_t)(n * p.HV + hv) * p.K * p.V;
+    const Tin *dO = (const Tin *)p.d_o;
+    for (int i = threadIdx.x; i < KP * BV; i += NT) {
+        int d = i / BV, j = i % BV;
+        sdS[d * LS + j] = (p.dht && d < p.K && v0 + j < p.V) ? p.dht[sidx + (size_t)d * p.V + v0 + j] : 0.0f;
+    }
+    int c0, c1;
+    seq_chunks(p, n, c0, c1);
+    for (int c = c1 - 1; c >= c0; c--) {
+        const size_t ch = (size_t)c * p.HV + hv;
+        int nn, len;
+        size_t tok0;
+        chunk_info(p, c, nn, tok0, len);
+        __syncthreads();
+        for (int i = threadIdx.x; i < KP * BV; i += NT) {
+            int d = i / BV, j = i % BV;
+            p.dHs[ch * KP * VP + (size_t)d * VP + v0 + j] = sdS[d * LS + j];
+        }
+        for (int i = threadIdx.x; i < CS * KP; i += NT) {
+            int r = i / KP, d = i % KP;
+            sY[r * LDK + d] = p.Y[ch * CS * KP + i];
+            sKg[r * LDK + d] = p.Kg[ch * CS * KP + i];
+            sQg[r * LDK + d] = p.Qg[ch * CS * KP + i];
+        }
+        for (int i = threadIdx.x; i < CS * CS; i += NT) sAqk[(i / CS) * 65 + i % CS] = p.Aqk[ch * CS * CS + i];
+        for (int i = threadIdx.x; i < CS * BV; i += NT) {
+            int r = i / BV, j = i % BV;
+            sdO[r * LS + j] = (r < len && v0 + j < p.V) ? ldf(dO, ((tok0 + r) * p.HV + hv) * p.V + v0 + j) : 0.0f;
+        }
+        for (int d = threadIdx.x; d < KP; d += NT) sGl[d] = p.Gl[ch * KP + d];
+        __syncthreads();
+        mm<64, BV, 2, 4>(
+            CS + KP, [&](int r, int kk) { return kk < CS ? sAqk[kk * 65 + r] : sKg[r * LDK + kk - CS]; },
+            [&](int kk, int j) { return kk < CS ? sdO[kk * LS + j] : sdS[(kk - CS) * LS + j]; },
+            [&](int r, int j, float acc) {
+                sdR[r * LS + j] = acc;
+                p.dR[ch * CS * VP + (size_t)r * VP + v0 + j] = acc;
+            });
+        __syncthreads();
+        mm<KP, BV, KP / 32, 4>(
+            2 * CS, [&](int d, int kk) { return kk < CS ? sQg[kk * LDK + d] : -sY[(kk - CS) * LDK + d]; },
+            [&](int kk, int j) { return kk < CS ? sdO[kk * LS + j] : sdR[(kk - CS) * LS + j]; },
+            [&](int d, int j, float acc) { sdS[d * LS + j] = sGl[d] * sdS[d * LS + j] + acc; });
+    }
+    __syncthreads();
+    if (p.dh0)
+        for (int i = threadIdx.x; i < KP * BV; i += NT) {
+            int d = i / BV, j = i % BV;
+            if (d < p.K && v0 + j < p.V) p.dh0[sidx + (size_t)d * p.V + v0 + j] = sdS[d * LS + j];
+        }
+}
+
+// ------------------------------------------------------------------------------------------------
+// k_bv: value-side contractions per (chunk, hv):
+//   dAqk = tril(dO R^T),  dA1 = dR Z^T,  dZ = A^T dR -> dv = dZ.w, dw = dZ.v
+//   dY = -dR S0^T,  dQi = dO S0^T,  dKi = R dSC^T,  dGl = rowsum(S0 . dSC)
+// ------------------------------------------------------------------------------------------------
+template <int VP>
+constexpr int bv_smem_floats() { return 3 * CS * (VP + 1) + 2 * CS * (VP + 1) + CS * 65; }
+
+template <class Tin, int KP, int VP>
+__global__ __launch_bounds__(NT) void k_bv(ChunkParams p) {
+    extern __shared__ float sm[];
+    constexpr int LDV = VP + 1;
+    float *sR = sm, *sdR = sR + CS * LDV, *sdO = sdR + CS * LDV, *sX = sdO + CS * LDV;
+    float *sV = sX, *sW = sV + CS * LDV, *sA = sW + CS * LDV; // phase 1
+    float *sS0 = sX, *sdS = sS0 + CS * LDV;                    // phase 2 (64 key rows at a time)
+    const int c = blockIdx.x, hv = blockIdx.y;
+    int n, len;
+    size_t tok0;
+    chunk_info(p, c, n, tok0, len);
+    const size_t ch = (size_t)c * p.HV + hv;
+    const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w, *dO = (const Tin *)p.d_o;
+    for (int i = threadIdx.x; i < CS * VP; i += NT) {
+        int r = i / VP, e = i % VP;
+        sR[r * LDV + e] = p.R[ch * CS * VP + i];
+        sdR[r * LDV + e] = p.dR[ch * CS * VP + i];
+        float vo = 0, vv = 0, vw = 0;
+        if (r < len && e < p.V) {
+            size_t idx = ((tok0 + r) * p.HV + hv) * p.V + e;
+            vo = ldf(dO, idx);
+            vv = ldf(v, idx);
+            vw = ldf(w, idx);
+        }
+        sdO[r * LDV + e] = vo;
+        sV[r * LDV + e] = vv;
+        sW[r * LDV + e] = vw;
+    }
+    for (int i = threadIdx.x; i < CS * CS; i += NT) sA[(i / CS) * 65 + i % CS] = p.A[ch * CS * CS + i];
+    __syncthreads();
+    mm<64, 64, 4, 4>(
+        VP, [&](int r, int e) { return sdO[r * LDV + e]; }, [&](int e, int s) { return sR[s * LDV + e]; },
+        [&](int r, int s, float acc) { p.dAqk[ch * CS * CS + r * CS + s] = s <= r ? acc : 0.0f; });
+    mm<64, 64, 4, 4>(
+        VP, [&](int r, int e) { return sdR[r * LDV + e]; },
+        [&](int e, int s) { return sV[s * LDV + e] * sW[s * LDV + e]; },
+        [&](int r, int s, float acc) { p.dA1[ch * CS * CS + r * CS + s] = acc; });
+    Tin *dv = (Tin *)p.dv, *dw = (Tin *)p.dw;
+    mm<64, VP, 4, VP / 16>(
+        CS, [&](int s, int r) { return sA[r * 65 + s]; }, [&](int r, int e) { return sdR[r * LDV + e]; },
+        [&](int s, int e, float acc) {
+            if (s < len && e < p.V) {
+                size_t idx = ((tok0 + s) * p.HV + hv) * p.V + e;
+                stf(dv, idx, acc * sW[s * LDV + e]);
+                stf(dw, idx, acc * sV[s * LDV + e]);
+            }
+        });
+    for (int kh = 0; kh < KP / 64; kh++) {
+        __syncthreads();
+        for (int i = threadIdx.x; i < 64 * VP; i += NT) {
+            int dd = i / VP, e = i % VP;
+            size_t o = ch * KP * VP + (size_t)(kh * 64 + dd) * VP + e;
+            sS0[dd * LDV + e] = p.Hs[o];
+            sdS[dd * LDV + e] = p.dHs[o];
+        }
+        __syncthreads();
+        const size_t ob = ch * CS * KP + kh * 64;
+        mm<64, 64, 4, 4>(
+            VP, [&](int r, int e) { return sdR[r * LDV + e]; }, [&](int e, int dd) { return sS0[dd * LDV + e]; },
+            [&](int r, int dd, float acc) { p.dY[ob + r * KP + dd] = -acc; });
+        mm<64, 64, 4, 4>(
+            VP, [&](int r, int e) { return sdO[r * LDV + e]; }, [&](int e, int dd) { return sS0[dd * LDV + e]; },
+            [&](int r, int dd, float acc) { p.dQi[ob + r * KP + dd] = acc; });
+        mm<64, 64, 4, 4>(
+            VP, [&](int r, int e) { return sR[r * LDV + e]; }, [&](int e, int dd) { return sdS[dd * LDV + e]; },
+            [&](int r, int dd, float acc) { p.dKi[ob + r * KP + dd] = acc; });
+        const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+        for (int dd = warp; dd < 64; dd += NT / 32) {
+            float s = 0;
+            for (int e = lane; e < VP; e += 32) s += sS0[dd * LDV + e] * sdS[dd * LDV + e];
+            s = warp_sum(s);
+            if (lane == 0) p.dGl[ch * KP + kh * 64 + dd] = s;
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// k_bk: key side per (chunk, hv). With E = gamma.b.k, dT = -tril(A^T tril(dA,-1) A^T, -1),
+// dA = dA1 + dY E^T, dE = A^T dY, and the exact intra-chunk VJPs of Aqk and T:
+//   dq_r  = scale gamma_r dQi_r + scale sum_{s<=r} dAqk_rs k_s 2^(G2_r-G2_s)
+//   E'_r  = sum_{s<r} dT_rs k_s 2^(G2_r-G2_s)
+//   dkt_s = scale sum_{r>=s} dAqk_rs q_r 2^(..) + sum_{r>s} dT_rs b_r k_r 2^(..)
+//   dk = dE.gamma.b + b.E' + dkt + 2^(G2_last-G2) dKi;   db = dE.gamma.k + k.E'
+//   dG = dE.E + q.dq - b... (see below), then dg = reverse cumsum of dG within the chunk.
+// Results (per value head, fp32) go to dQs, dKs, dBs, dGs; k_fin sums GVA groups.
+// ------------------------------------------------------------------------------------------------
+template <int KP>
+constexpr int bk_smem_floats() { return 5 * CS * (KP + 1) + 3 * CS * 65 + KP; }
+
+template <class Tin, int KP, int VP>
+__global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
+    extern __shared__ float sm[];
+    constexpr int LDK = KP + 1;
+    float *sQ = sm, *sK = sQ + CS * LDK, *sB = sK + CS * LDK, *sG = sB + CS * LDK, *sTmp = sG + CS * LDK;
+    float *sA = sTmp + CS * LDK, *sdA = sA + CS * 65, *sdAqk = sdA + CS * 65, *sEx = sdAqk + CS * 65;
+    const int c = blockIdx.x, hv = blockIdx.y, h = hv / p.G;
+    int n, len;
+    size_t tok0;
+    chunk_info(p, c, n, tok0, len);
+    const size_t ch = (size_t)c * p.HV + hv, ob = ch * CS * KP;
+    load_keys<Tin, KP>(p, tok0, len, h, sQ, sK, sB, sG);
+    for (int i = threadIdx.x; i < CS * CS; i += NT) {
+        int r = i / CS, s = i % CS;
+        sA[r * 65 + s] = p.A[ch * CS * CS + i];
+        sdA[r * 65 + s] = p.dA1[ch * CS * CS + i];
+        sdAqk[r * 65 + s] = p.dAqk[ch * CS * CS + i];
+    }
+    for (int i = threadIdx.x; i < CS * KP; i += NT) sTmp[(i / KP) * LDK + i % KP] = p.dY[ob + i];
+    for (int d = threadIdx.x; d < KP; d += NT) sEx[d] = 0.0f;
+    __syncthreads();
+    // dA += dY E^T
+    mm<64, 64, 4, 4>(
+        KP, [&](int r, int d) { return sTmp[r * LDK + d]; },
+        [&](int d, int s) { return exp2f(sG[s * LDK + d]) * sB[s * LDK + d] * sK[s * LDK + d]; },
+        [&](int r, int s, float acc) { sdA[r * 65 + s] += acc; });
+    // dE = A^T dY -> first terms of db, dk, dG
+    mm<64, KP, 4, KP / 16>(
+        CS, [&](int r, int s) { return sA[s * 65 + r]; }, [&](int s, int d) { return sTmp[s * LDK + d]; },
+        [&](int r, int d, float acc) {
+            float e = exp2f(sG[r * LDK + d]) * acc;
+            p.dBs[ob + r * KP + d] = e * sK[r * LDK + d];
+            p.dKs[ob + r * KP + d] = e * sB[r * LDK + d];
+            p.dGs[ob + r * KP + d] = e * sB[r * LDK + d] * sK[r * LDK + d];
+        });
+    __syncthreads();
+    // M1 = tril(dA,-1) A^T  (into sTmp as 64x65), then dT = -tril(A^T M1, -1) into sdA
+    float *sM1 = sTmp;
+    mm<64, 64, 4, 4>(
+        CS, [&](int r, int s) { return s < r ? sdA[r * 65 + s] : 0.0f; }, [&](int s, int cc) { return sA[cc * 65 + s]; },
+        [&](int r, int cc, float acc) { sM1[r * 65 + cc] = acc; });
+    __syncthreads();
+    mm<64, 64, 4, 4>(
+        CS, [&](int r, int s) { return sA[s * 65 + r]; }, [&](int s, int cc) { return sM1[s * 65 + cc]; },
+        [&](int r, int cc, float acc) { sdA[r * 65 + cc] = cc < r ? -acc : 0.0f; });
+    __syncthreads();
+
+    // intra-chunk VJPs, exact per element; thread = one channel d, rows r0, r0+RS, ...
+    {
+        constexpr int RS = NT / KP;
+        const int d = threadIdx.x % KP, r0 = threadIdx.x / KP;
+        const float g2l = sG[(CS - 1) * LDK + d];
+        float ex = 0.0f;
+        for (int r = r0; r < CS; r += RS) {
+            const float g2r = sG[r * LDK + d], qr = sQ[r * LDK + d], kr = sK[r * LDK + d], br = sB[r * LDK + d];
+            float dqa = 0, ep = 0, dkq = 0, dkb = 0;
+            for (int s = 0; s <= r; s++) {
+                float e = exp2f(g2r - sG[s * LDK + d]) * sK[s * LDK + d];
+                dqa = fmaf(sdAqk[r * 65 + s], e, dqa);
+                ep = fmaf(sdA[r * 65 + s], e, ep); // dT is zero on the diagonal
+            }
+            for (int r2 = r; r2 < CS; r2++) {
+                float e = exp2f(sG[r2 * LDK + d] - g2r);
+                dkq = fmaf(sdAqk[r2 * 65 + r] * sQ[r2 * LDK + d], e, dkq);
+                dkb = fmaf(sdA[r2 * 65 + r] * sB[r2 * LDK + d] * sK[r2 * LDK + d], e, dkb);
+            }
+            const float dq_in = p.scale * dqa, dkt = p.scale * dkq + dkb;
+            const float dqi = p.scale * exp2f(g2r) * p.dQi[ob + r * KP + d];
+            const float dki = exp2f(g2l - g2r) * p.dKi[ob + r * KP + d];
+            const size_t o = ob + r * KP + d;
+            p.dQs[o] = dqi + dq_in;
+            p.dKs[o] += br * ep + dkt + dki;
+            p.dBs[o] += kr * ep;
+            p.dGs[o] += qr * (dq_in + dqi) + br * kr * ep - kr * (dkt + dki);
+            ex += kr * dki;
+        }
+        atomicAdd(&sEx[d], ex);
+    }
+    __syncthreads();
+    // dg = reverse cumulative sum of dG; G2_last (row 63, flat after the last valid row) also
+    // receives gamma_last rowsum(S0.dSC) + sum_r k.dKi-term
+    for (int d = threadIdx.x; d < KP; d += NT) {
+        float acc = exp2f(sG[(CS - 1) * LDK + d]) * p.dGl[ch * KP + d] + sEx[d];
+        for (int r = CS - 1; r >= 0; r--) {
+            acc += p.dGs[ob + r * KP + d];
+            p.dGs[ob + r * KP + d] = acc;
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// k_fin: per (chunk, key head h): sum the GVA group, L2-norm VJP dx = rstd (dy - (dy.y) y), gate
+// VJP (df, dA_log, ddt_bias), store in the output dtypes. One warp per row.
+// ------------------------------------------------------------------------------------------------
+template <class Tin, int KP>
+__global__ __launch_bounds__(NT) void k_fin(ChunkParams p) {
+    __shared__ float sDtb[KP];
+    __shared__ float sDal;
+    const int c = blockIdx.x, h = blockIdx.y;
+    int n, len;
+    size_t tok0;
+    chunk_info(p, c, n, tok0, len);
+    for (int d = threadIdx.x; d < KP; d += NT) sDtb[d] = 0.0f;
+    if (threadIdx.x == 0) sDal = 0.0f;
+    __syncthreads();
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    constexpr int NPL = KP / 32;
+    const Tin *q = (const Tin *)p.q, *k = (const Tin *)p.k;
+    float dal = 0.0f, dtb[NPL];
+#pragma unroll
+    for (int i = 0; i < NPL; i++) dtb[i] = 0.0f;
+    for (int r = warp; r < len; r += NT / 32) {
+        float dq[NPL], dk[NPL], db[NPL], dg[NPL];
+#pragma unroll
+        for (int i = 0; i < NPL; i++) dq[i] = dk[i] = db[i] = dg[i] = 0.0f;
+        for (int j = 0; j < p.G; j++) {
+            const size_t ob = ((size_t)c * p.HV + h * p.G + j) * CS * KP + r * KP;
+#pragma unroll
+            for (int i = 0; i < NPL; i++) {
+                int d = lane + 32 * i;
+                dq[i] += p.dQs[ob + d];
+                dk[i] += p.dKs[ob + d];
+                db[i] += p.dBs[ob + d];
+                dg[i] += p.dGs[ob + d];
+            }
+        }
+        const size_t ib = ((tok0 + r) * p.H + h) * p.K;
+        if (p.l2) {
+            float xq[NPL], xk[NPL], sq = 0, sk = 0;
+#pragma unroll
+            for (int i = 0; i < NPL; i++) {
+                int d = lane + 32 * i;
+                xq[i] = d < p.K ? ldf(q, ib + d) : 0.0f;
+                xk[i] = d < p.K ? ldf(k, ib + d) : 0.0f;
+                sq += xq[i] * xq[i];
+                sk += xk[i] * xk[i];
+            }
+            const float rq = 1.0f / sqrtf(warp_sum(sq) + 1e-6f), rk = 1.0f / sqrtf(warp_sum(sk) + 1e-6f);
+            float tq = 0, tk = 0;
+#pragma unroll
+            for (int i = 0; i < NPL; i++) {
+                tq += dq[i] * xq[i] * rq;
+                tk += dk[i] * xk[i] * rk;
+            }
+            tq = warp_sum(tq);
+            tk = warp_sum(tk);
+#pragma unroll
+            for (int i = 0; i < NPL; i++) {
+                dq[i] = rq * (dq[i] - tq * xq[i] * rq);
+                dk[i] = rk * (dk[i] - tk * xk[i] * rk);
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < NPL; i++) {
+            int d = lane + 32 * i;
+            if (d >= p.K) continue;
+            float gd = dg[i];
+            if (p.gate) {
+                gd = gate_vjp(gd, p.g[ib + d], p.A_log[h], p.dt_bias[(size_t)h * p.K + d], p.lb, &dal);
+                dtb[i] += gd;
+            }
+            stf((Tin *)p.dq, ib + d, dq[i]);
+            stf((Tin *)p.dk, ib + d, dk[i]);
+            stf((Tin *)p.db, ib + d, db[i]);
+            p.dg[ib + d] = gd;
+        }
+    }
+    if (p.gate) {
+#pragma unroll
+        for (int i = 0; i < NPL; i++) atomicAdd(&sDtb[lane + 32 * i], dtb[i]);
+        dal = warp_sum(dal);
+        if (lane == 0) atomicAdd(&sDal, dal);
+        __syncthreads();
+        for (int d = threadIdx.x; d < p.K; d += NT) atomicAdd(&p.ddt_bias[(size_t)h * p.K + d], sDtb[d]);
+        if (threadIdx.x == 0) atomicAdd(&p.dA_log[h], sDal);
+    }
+}
+
+// ================================================================================================
+// host side
+// ================================================================================================
+struct WsLayout {
+    size_t nch, KP, VP, total; // total in bytes
+    size_t off[32];            // float offsets
+    size_t tab_off;            // byte offset of the int tables
+};
+
+static int pad_dim(int64_t x) { return x <= 64 ? 64 : 128; }
+
+static int64_t count_chunks(const gdn2_dims *d, const gdn2_opts *o) {
+    if (!o->cu_seqlens) return d->B * ((d->T + CS - 1) / CS);
+    int64_t n = 0;
+    for (int64_t i = 0; i < o->n_seqs; i++) n += (o->cu_seqlens[i + 1] - o->cu_seqlens[i] + CS - 1) / CS;
+    return n;
+}
+
+// buffers: 0 Y,1 U,2 Qg,3 Kg,4 Gl,5 Aqk,6 R,7 Hs | 8 A,9 dHs,10 dR,11 dY,12 dA1,13 dAqk,14 dQi,15 dKi,
+// 16 dGl,17 dQs,18 dKs,19 dBs,20 dGs
+static void ws_layout(const gdn2_dims *d, const gdn2_opts *o, int bwd, WsLayout *L) {
+    const size_t nch = (size_t)count_chunks(d, o) * d->HV, KP = pad_dim(d->K), VP = pad_dim(d->V);
+    const size_t per[21] = {CS * KP, CS * VP, CS * KP, CS * KP, KP, CS * CS, CS * VP, KP * VP,
+                            CS * CS, KP * VP, CS * VP, CS * KP, CS * CS, CS * CS, CS * KP, CS * KP,
+                            KP, CS * KP, CS * KP, CS * KP, CS * KP};
+    const int nb = bwd ? 21 : 8;
+    size_t off = 0;
+    for (int i = 0; i < 21; i++) {
+        L->off[i] = off;
+        if (i < nb) off += ((nch * per[i] + 63) / 64) * 64; // 256-byte aligned
+    }
+    L->nch = nch;
+    L->KP = KP;
+    L->VP = VP;
+    L->tab_off = off * sizeof(float);
+    const size_t ntab = o->cu_seqlens ? (size_t)count_chunks(d, o) * 3 + o->n_seqs + 1 : 0;
+    L->total = L->tab_off + ntab * sizeof(int) + 256;
+}
+
+static int validate(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a) {
+    int rc = gdn2_check(d, o);
+    if (rc) return rc;
+    if (!a) return gdn2_error(GDN2_ERR_ARG, "%s: args must not be NULL", fn);
+    const char *miss = !a->q ? "q" : !a->k ? "k" : !a->v ? "v" : !a->g ? "g" : !a->b ? "b" : !a->w ? "w" : NULL;
+    if (!miss && o->gate_in_kernel) miss = !a->A_log ? "A_log" : !a->dt_bias ? "dt_bias" : NULL;
+    if (miss) return gdn2_error(GDN2_ERR_ARG, "%s: input tensor '%s' is NULL", fn, miss);
+    if (d->K > 128 || d->V > 128)
+        return gdn2_error(GDN2_ERR_UNSUPPORTED, "%s: K=%lld V=%lld, the CUDA kernels support K,V <= 128", fn,
+                          (long long)d->K, (long long)d->V);
+    if (a->dtype != GDN2_CUDA_F32 && a->dtype != GDN2_CUDA_BF16)
+        return gdn2_error(GDN2_ERR_ARG, "%s: dtype=%d, expected GDN2_CUDA_F32 or GDN2_CUDA_BF16", fn, a->dtype);
+    if ((int64_t)count_chunks(d, o) * d->HV > 2147483647LL / CS || d->B * d->T * d->HV * 128 > (1LL << 40))
+        return gdn2_error(GDN2_ERR_ARG, "%s: problem too large", fn);
+    return GDN2_OK;
+}
+
+extern "C" size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_opts *o, int backward) {
+    if (!d || !o || gdn2_check(d, o)) return 0;
+    WsLayout L;
+    ws_layout(d, o, backward, &L);
+    return L.total;
+}
+
+#define CU(call)                                                                                            \
+    do {                                                                                                    \
+        cudaError_t e_ = (call);                                                                            \
+        if (e_ != cudaSuccess) {                                                                            \
+            rc = gdn2_error(GDN2_ERR_DEVICE, "%s: %s failed: %s", fn, #call, cudaGetErrorString(e_));       \
+            goto done;                                                                                      \
+        }                                                                                                   \
+    } while (0)
+
+template <class Tin, int KP, int VP>
+static cudaError_t launch_all(ChunkParams &p, int bwd, cudaStream_t st) {
+    const int nsm_prep = prep_smem_floats<KP>() * 4, nsm_state = state_smem_floats<KP>() * 4;
+    const int nsm_out = out_smem_floats<KP, VP>() * 4, nsm_bstate = bstate_smem_floats<KP>() * 4;
+    const int nsm_bv = bv_smem_floats<VP>() * 4, nsm_bk = bk_smem_floats<KP>() * 4;
+    static bool attr = false;
+    if (!attr) {
+        cudaFuncSetAttribute(k_prep<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_prep);
+        cudaFuncSetAttribute(k_state<KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_state);
+        cudaFuncSetAttribute(k_out<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_out);
+        cudaFuncSetAttribute(k_bstate<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bstate);
+        cudaFuncSetAttribute(k_bv<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bv);
+        cudaFuncSetAttribute(k_bk<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bk);
+        attr = true;
+    }
+    const dim3 gc(p.nchunks, p.HV), gs(VP / BV, p.nseq * p.HV), gh(p.nchunks, p.H);
+    if (p.nchunks > 0) k_prep<Tin, KP, VP><<<gc, NT, nsm_prep, st>>>(p, bwd);
+    k_state<KP, VP><<<gs, NT, nsm_state, st>>>(p);
+    if (!bwd) {
+        if (p.nchunks > 0) k_out<Tin, KP, VP><<<gc, NT, nsm_out, st>>>(p);
+        return cudaGetLastError();
+    }
+    k_bstate<Tin, KP, VP><<<gs, NT, nsm_bstate, st>>>(p);
+    if (p.nchunks > 0) {
+        k_bv<Tin, KP, VP><<<gc, NT, nsm_bv, st>>>(p);
+        k_bk<Tin, KP, VP><<<gc, NT, nsm_bk, st>>>(p);
+        k_fin<Tin, KP><<<gh, NT, 0, st>>>(p);
+    }
+    return cudaGetLastError();
+}
+
+template <class Tin>
+static cudaError_t dispatch(ChunkParams &p, int KP, int VP, int bwd, cudaStream_t st) {
+    if (KP == 64 && VP == 64) return launch_all<Tin, 64, 64>(p, bwd, st);
+    if (KP == 64 && VP == 128) return launch_all<Tin, 64, 128>(p, bwd, st);
+    if (KP == 128 && VP == 64) return launch_all<Tin, 128, 64>(p, bwd, st);
+    return launch_all<Tin, 128, 128>(p, bwd, st);
+}
+
+static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a,
+                     const gdn2_cuda_bwd_args *g, void *stream) {
+    int rc = validate(fn, d, o, a);
+    if (rc) return rc;
+    const int bwd = g != NULL;
+    if (bwd) {
+        const char *miss = !g->d_o ? "d_o" : !g->dq ? "dq" : !g->dk ? "dk" : !g->dv ? "dv" : !g->dg ? "dg"
+                         : !g->db ? "db" : !g->dw ? "dw" : NULL;
+        if (!miss && o->gate_in_kernel) miss = !g->dA_log ? "dA_log" : !g->ddt_bias ? "ddt_bias" : NULL;
+        if (miss) return gdn2_error(GDN2_ERR_ARG, "%s: gradient tensor '%s' is NULL", fn, miss);
+    } else if (!a->o)
+        return gdn2_error(GDN2_ERR_ARG, "%s: output tensor 'o' is NULL", fn);
+    cudaStream_t st = (cudaStream_t)stream;
+    WsLayout L;
+    ws_layout(d, o, bwd, &L);
+    const int64_t nchunks = count_chunks(d, o), nseq = gdn2_num_states(d, o);
+    char *ws = (char *)o->workspace, *own = NULL;
+    int *htab = NULL;
+    ChunkParams p;
+    memset(&p, 0, sizeof p);
+    if (ws && o->workspace_size < L.total) {
+        return gdn2_error(GDN2_ERR_ARG, "%s: workspace_size=%zu, need %zu (gdn2_cuda_chunk_workspace_size)", fn,
+                          o->workspace_size, L.total);
+    }
+    if (!ws) {
+        CU(cudaMallocAsync((void **)&own, L.total, st));
+        ws = own;
+    }
+    p.B = (int)d->B; p.T = (int)d->T; p.H = (int)d->H; p.HV = (int)d->HV; p.K = (int)d->K; p.V = (int)d->V;
+    p.G = (int)(d->HV / d->H);
+    p.scale = gdn2_scale(d, o);
+    p.l2 = o->qk_l2norm;
+    p.gate = o->gate_in_kernel;
+    p.lb = o->gate_in_kernel ? o->lower_bound : 0.0f;
+    p.nchunks = (int)nchunks;
+    p.nseq = (int)nseq;
+    p.q = a->q; p.k = a->k; p.v = a->v; p.b = a->b; p.w = a->w; p.g = a->g; p.h0 = a->h0;
+    p.A_log = a->A_log; p.dt_bias = a->dt_bias;
+    p.o = a->o;
+    p.ht = bwd ? NULL : a->ht;
+    if (bwd) {
+        p.d_o = g->d_o; p.dht = g->dht; p.dq = g->dq; p.dk = g->dk; p.dv = g->dv; p.db = g->db; p.dw = g->dw;
+        p.dg = g->dg; p.dh0 = g->dh0; p.dA_log = g->dA_log; p.ddt_bias = g->ddt_bias;
+    }
+    {
+        float *f = (float *)ws;
+        float **bufs[21] = {&p.Y, &p.U, &p.Qg, &p.Kg, &p.Gl, &p.Aqk, &p.R, &p.Hs, &p.A, &p.dHs, &p.dR,
+                            &p.dY, &p.dA1, &p.dAqk, &p.dQi, &p.dKi, &p.dGl, &p.dQs, &p.dKs, &p.dBs, &p.dGs};
+        for (int i = 0; i < (bwd ? 21 : 8); i++) *bufs[i] = f + L.off[i];
+    }
+    if (o->cu_seqlens) { // chunk table {seq, tok0, len} and per-sequence chunk offsets
+        const size_t ntab = (size_t)nchunks * 3 + nseq + 1;
+        htab = (int *)malloc(ntab * sizeof(int));
+        if (!htab) { rc = gdn2_error(GDN2_ERR_NOMEM, "%s: chunk table", fn); goto done; }
+        int c = 0;
+        for (int64_t s = 0; s < nseq; s++) {
+            htab[nchunks * 3 + s] = c;
+            for (int64_t t0 = o->cu_seqlens[s]; t0 < o->cu_seqlens[s + 1]; t0 += CS, c++) {
+                htab[3 * c] = (int)s;
+                htab[3 * c + 1] = (int)t0;
+                htab[3 * c + 2] = (int)(o->cu_seqlens[s + 1] - t0 < CS ? o->cu_seqlens[s + 1] - t0 : CS);
+            }
+        }
+        htab[nchunks * 3 + nseq] = c;
+        int *dtab = (int *)(ws + L.tab_off);
+        CU(cudaMemcpyAsync(dtab, htab, ntab * sizeof(int), cudaMemcpyHostToDevice, st));
+        p.ctab = dtab;
+        p.cofs = dtab + nchunks * 3;
+    }
+    if (bwd && o->gate_in_kernel) {
+        CU(cudaMemsetAsync(g->dA_log, 0, d->H * sizeof(float), st));
+        CU(cudaMemsetAsync(g->ddt_bias, 0, d->H * d->K * sizeof(float), st));
+    }
+    if (a->dtype == GDN2_CUDA_BF16)
+        CU(dispatch<__nv_bfloat16>(p, (int)L.KP, (int)L.VP, bwd, st));
+    else
+        CU(dispatch<float>(p, (int)L.KP, (int)L.VP, bwd, st));
+    if (htab) CU(cudaStreamSynchronize(st)); // the pageable table must outlive the copy
+done:
+    if (own) cudaFreeAsync(own, st);
+    free(htab);
+    return rc;
+}
+
+extern "C" int gdn2_cuda_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a, void *stream) {
+    return run_chunk("gdn2_cuda_chunk_fwd", d, o, a, NULL, stream);
+}
+
+extern "C" int gdn2_cuda_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a,
+                                   const gdn2_cuda_bwd_args *g, void *stream) {
+    if (!g) return gdn2_error(GDN2_ERR_ARG, "gdn2_cuda_chunk_bwd: gradient args must not be NULL");
+    return run_chunk("gdn2_cuda_chunk_bwd", d, o, a, g, stream);
+}

@@ -1,0 +1,45 @@
+// Shared device helpers of the CUDA kernels (src/cuda only).
+#ifndef GDN2_CUDA_COMMON_CUH
+#define GDN2_CUDA_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#define GDN2_LOG2E 1.4426950408889634f
+
+// element load/store in the input dtype, math in fp32
+__device__ __forceinline__ float ldf(const float *p, size_t i) { return p[i]; }
+__device__ __forceinline__ float ldf(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ void stf(float *p, size_t i, float x) { p[i] = x; }
+__device__ __forceinline__ void stf(__nv_bfloat16 *p, size_t i, float x) { p[i] = __float2bfloat16(x); }
+
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// In-kernel decay gate (same as src/ops/gate.h): u = f + dt_bias, a = exp(A_log)
+//   default: g = -a * softplus(u) (torch softplus, threshold 20); lower bound lb < 0: g = lb * sigmoid(a u)
+__device__ __forceinline__ float gate_fwd(float f, float A_log, float dtb, float lb) {
+    float a = expf(A_log), u = f + dtb;
+    if (lb < 0.0f) return lb * sigmoidf_(a * u);
+    return -a * (u > 20.0f ? u : log1pf(expf(u)));
+}
+// VJP of the gate: returns d f and adds the A_log part to *dAl.
+__device__ __forceinline__ float gate_vjp(float dg, float f, float A_log, float dtb, float lb, float *dAl) {
+    float a = expf(A_log), u = f + dtb;
+    if (lb < 0.0f) {
+        float s = sigmoidf_(a * u), inner = dg * lb * s * (1.0f - s);
+        *dAl += inner * a * u;
+        return inner * a;
+    }
+    float g = -a * (u > 20.0f ? u : log1pf(expf(u)));
+    *dAl += dg * g;
+    return dg * (-a) * (u > 20.0f ? 1.0f : sigmoidf_(u));
+}
+
+#endif

@@ -1,0 +1,204 @@
+// Token-serial GDN-2 on a pool of fp32 states: the decode step (T = 1), short prompts and
+// speculative decoding (per-token state snapshots). Memory bound: each (sequence, value head)
+// state is K x V fp32, read once and written once per call whatever T is.
+//
+// Per token (key head h = hv / (HV/H)):  S' = Diag(exp g) S;  r = S'^T (b.k);  u = w.v - r;
+//                                         S = S' + k u^T;      o = scale S^T q
+// One block of 256 threads per (sequence, value head, 32-column V tile). Thread = 4 columns
+// (one float4) x K/32 rows; the column sums over K go through warp shuffles and shared memory.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <string.h>
+
+#include "common.cuh"
+#include "gdn2_cuda.h"
+
+#define RNT 256
+#define RBV 32
+
+struct RecParams {
+    int B, T, H, HV, K, V, G;
+    float scale;
+    int l2, gate;
+    float lb;
+    const void *q, *k, *v, *b, *w;
+    const float *g, *A_log, *dt_bias;
+    void *o;
+    float *pool;
+    const int32_t *slots;
+    float *snap;
+};
+
+template <class Tin, int KP>
+__global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
+    constexpr int NR = KP / 32; // rows per thread
+    __shared__ float sq[KP], sk[KP], sbk[KP], sa[KP];
+    __shared__ float red[RNT / 32][RBV];
+    __shared__ float srow[RBV];
+    const int i = blockIdx.z, hv = blockIdx.y, h = hv / p.G, v0 = blockIdx.x * RBV;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int cg = lane % 8, rg = warp * 4 + lane / 8; // column group (float4), row group 0..31
+    const int col = v0 + cg * 4;
+    const bool colok = col < p.V;
+    const int slot = p.slots ? p.slots[i] : i;
+    Tin *o = (Tin *)p.o;
+    if (slot < 0) {
+        for (int t = 0; t < p.T; t++)
+            for (int e = threadIdx.x; e < RBV; e += RNT)
+                if (v0 + e < p.V) stf(o, (((size_t)i * p.T + t) * p.HV + hv) * p.V + v0 + e, 0.0f);
+        return;
+    }
+    float *S = p.pool + ((size_t)slot * p.HV + hv) * p.K * p.V;
+    float4 st[NR];
+#pragma unroll
+    for (int j = 0; j < NR; j++) {
+        int d = rg + 32 * j;
+        st[j] = (d < p.K && colok) ? *(const float4 *)(S + (size_t)d * p.V + col) : make_float4(0, 0, 0, 0);
+    }
+    const Tin *q = (const Tin *)p.q, *k = (const Tin *)p.k, *b = (const Tin *)p.b;
+    const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w;
+    for (int t = 0; t < p.T; t++) {
+        const size_t tok = (size_t)i * p.T + t, ik = (tok * p.H + h) * p.K;
+        __syncthreads();
+        for (int d = threadIdx.x; d < KP; d += RNT) {
+            float qv = 0, kv = 0, bv = 0, g = 0;
+            if (d < p.K) {
+                qv = ldf(q, ik + d);
+                kv = ldf(k, ik + d);
+                bv = ldf(b, ik + d);
+                g = p.g[ik + d];
+                if (p.gate) g = gate_fwd(g, p.A_log[h], p.dt_bias[(size_t)h * p.K + d], p.lb);
+            }
+            sq[d] = qv;
+            sk[d] = kv;
+            sbk[d] = bv;
+            sa[d] = expf(g);
+        }
+        __syncthreads();
+        if (p.l2 && warp == 0) { // x / sqrt(sum x^2 + 1e-6)
+            float a = 0, c = 0;
+            for (int d = lane; d < KP; d += 32) {
+                a += sq[d] * sq[d];
+                c += sk[d] * sk[d];
+            }
+            a = 1.0f / sqrtf(warp_sum(a) + 1e-6f);
+            c = 1.0f / sqrtf(warp_sum(c) + 1e-6f);
+            for (int d = lane; d < KP; d += 32) {
+                sq[d] *= a;
+                sk[d] *= c;
+            }
+        }
+        __syncthreads();
+        // decay, then the erase read r = S'^T (b.k), summed over all K rows
+        float4 r = make_float4(0, 0, 0, 0);
+#pragma unroll
+        for (int j = 0; j < NR; j++) {
+            int d = rg + 32 * j;
+            float a = sa[d], bk = sbk[d] * sk[d];
+            st[j].x *= a; st[j].y *= a; st[j].z *= a; st[j].w *= a;
+            r.x += st[j].x * bk; r.y += st[j].y * bk; r.z += st[j].z * bk; r.w += st[j].w * bk;
+        }
+#pragma unroll
+        for (int m = 8; m < 32; m <<= 1) {
+            r.x += __shfl_xor_sync(0xffffffffu, r.x, m);
+            r.y += __shfl_xor_sync(0xffffffffu, r.y, m);
+            r.z += __shfl_xor_sync(0xffffffffu, r.z, m);
+            r.w += __shfl_xor_sync(0xffffffffu, r.w, m);
+        }
+        if (lane < 8) {
+            red[warp][cg * 4 + 0] = r.x; red[warp][cg * 4 + 1] = r.y;
+            red[warp][cg * 4 + 2] = r.z; red[warp][cg * 4 + 3] = r.w;
+        }
+        __syncthreads();
+        if (threadIdx.x < RBV) { // u = w.v - r
+            float s = 0;
+            for (int m = 0; m < RNT / 32; m++) s += red[m][threadIdx.x];
+            int e = v0 + threadIdx.x;
+            float z = e < p.V ? ldf(w, tok * p.HV * p.V + (size_t)hv * p.V + e) * ldf(v, tok * p.HV * p.V + (size_t)hv * p.V + e) : 0.0f;
+            srow[threadIdx.x] = z - s;
+        }
+        __syncthreads();
+        const float4 u = make_float4(srow[cg * 4], srow[cg * 4 + 1], srow[cg * 4 + 2], srow[cg * 4 + 3]);
+        float4 ov = make_float4(0, 0, 0, 0);
+#pragma unroll
+        for (int j = 0; j < NR; j++) {
+            int d = rg + 32 * j;
+            float kd = sk[d], qd = sq[d];
+            st[j].x += kd * u.x; st[j].y += kd * u.y; st[j].z += kd * u.z; st[j].w += kd * u.w;
+            ov.x += qd * st[j].x; ov.y += qd * st[j].y; ov.z += qd * st[j].z; ov.w += qd * st[j].w;
+        }
+        if (p.snap) {
+            float *sn = p.snap + ((tok * p.HV) + hv) * (size_t)p.K * p.V;
+#pragma unroll
+            for (int j = 0; j < NR; j++) {
+                int d = rg + 32 * j;
+                if (d < p.K && colok) *(float4 *)(sn + (size_t)d * p.V + col) = st[j];
+            }
+        }
+#pragma unroll
+        for (int m = 8; m < 32; m <<= 1) {
+            ov.x += __shfl_xor_sync(0xffffffffu, ov.x, m);
+            ov.y += __shfl_xor_sync(0xffffffffu, ov.y, m);
+            ov.z += __shfl_xor_sync(0xffffffffu, ov.z, m);
+            ov.w += __shfl_xor_sync(0xffffffffu, ov.w, m);
+        }
+        __syncthreads(); // red is reused
+        if (lane < 8) {
+            red[warp][cg * 4 + 0] = ov.x; red[warp][cg * 4 + 1] = ov.y;
+            red[warp][cg * 4 + 2] = ov.z; red[warp][cg * 4 + 3] = ov.w;
+        }
+        __syncthreads();
+        if (threadIdx.x < RBV && v0 + threadIdx.x < p.V) {
+            float s = 0;
+            for (int m = 0; m < RNT / 32; m++) s += red[m][threadIdx.x];
+            stf(o, (tok * p.HV + hv) * p.V + v0 + threadIdx.x, p.scale * s);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < NR; j++) {
+        int d = rg + 32 * j;
+        if (d < p.K && colok) *(float4 *)(S + (size_t)d * p.V + col) = st[j];
+    }
+}
+
+extern "C" int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_recurrent_args *a,
+                                       void *stream) {
+    const char *fn = "gdn2_cuda_recurrent_fwd";
+    int rc = gdn2_check(d, o);
+    if (rc) return rc;
+    if (!a) return gdn2_error(GDN2_ERR_ARG, "%s: args must not be NULL", fn);
+    if (o->cu_seqlens) return gdn2_error(GDN2_ERR_UNSUPPORTED, "%s: cu_seqlens is not supported (pass B rows of T tokens)", fn);
+    const char *miss = !a->q ? "q" : !a->k ? "k" : !a->v ? "v" : !a->g ? "g" : !a->b ? "b" : !a->w ? "w"
+                     : !a->o ? "o" : !a->state_pool ? "state_pool" : NULL;
+    if (!miss && o->gate_in_kernel) miss = !a->A_log ? "A_log" : !a->dt_bias ? "dt_bias" : NULL;
+    if (miss) return gdn2_error(GDN2_ERR_ARG, "%s: tensor '%s' is NULL", fn, miss);
+    if (d->K > 128 || d->V % 4 != 0)
+        return gdn2_error(GDN2_ERR_UNSUPPORTED, "%s: K=%lld V=%lld, need K <= 128 and V a multiple of 4", fn,
+                          (long long)d->K, (long long)d->V);
+    if (!a->slots && a->n_slots < d->B)
+        return gdn2_error(GDN2_ERR_ARG, "%s: slots is NULL, so n_slots=%lld must be >= B=%lld", fn,
+                          (long long)a->n_slots, (long long)d->B);
+    if (a->dtype != GDN2_CUDA_F32 && a->dtype != GDN2_CUDA_BF16)
+        return gdn2_error(GDN2_ERR_ARG, "%s: dtype=%d, expected GDN2_CUDA_F32 or GDN2_CUDA_BF16", fn, a->dtype);
+    if (d->T == 0 || d->B == 0) return GDN2_OK;
+    RecParams p;
+    memset(&p, 0, sizeof p);
+    p.B = (int)d->B; p.T = (int)d->T; p.H = (int)d->H; p.HV = (int)d->HV; p.K = (int)d->K; p.V = (int)d->V;
+    p.G = (int)(d->HV / d->H);
+    p.scale = gdn2_scale(d, o);
+    p.l2 = o->qk_l2norm;
+    p.gate = o->gate_in_kernel;
+    p.lb = o->gate_in_kernel ? o->lower_bound : 0.0f;
+    p.q = a->q; p.k = a->k; p.v = a->v; p.b = a->b; p.w = a->w; p.g = a->g; p.A_log = a->A_log;
+    p.dt_bias = a->dt_bias; p.o = a->o; p.pool = a->state_pool; p.slots = a->slots; p.snap = a->snapshots;
+    dim3 grid((unsigned)((d->V + RBV - 1) / RBV), (unsigned)d->HV, (unsigned)d->B);
+    cudaStream_t st = (cudaStream_t)stream;
+    const bool bf = a->dtype == GDN2_CUDA_BF16, small = d->K <= 64;
+    if (bf && small) k_recurrent<__nv_bfloat16, 64><<<grid, RNT, 0, st>>>(p);
+    else if (bf) k_recurrent<__nv_bfloat16, 128><<<grid, RNT, 0, st>>>(p);
+    else if (small) k_recurrent<float, 64><<<grid, RNT, 0, st>>>(p);
+    else k_recurrent<float, 128><<<grid, RNT, 0, st>>>(p);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return gdn2_error(GDN2_ERR_DEVICE, "%s: launch failed: %s", fn, cudaGetErrorString(e));
+    return GDN2_OK;
+}

@@ -1,0 +1,214 @@
+/* fp32 neural-net primitives (see nn.h): linear, depthwise causal conv + SiLU, RMSNorm, gated
+ * RMSNorm. Plain loops parallelised with OpenMP; the GEMMs go through gdn2_sgemm. */
+#include "nn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util/internal.h"
+
+void gdn2_linear_fwd(int64_t N, int64_t in, int64_t out, const float *X, const float *W, const float *bias,
+                     float *Y) {
+    /* Y = X W^T (+ 1 bias^T) */
+    if (bias) {
+        for (int64_t n = 0; n < N; n++) memcpy(Y + n * out, bias, (size_t)out * sizeof(float));
+        gdn2_sgemm(0, 1, (int)N, (int)out, (int)in, 1.0f, X, (int)in, W, (int)in, 1.0f, Y, (int)out);
+    } else {
+        gdn2_sgemm(0, 1, (int)N, (int)out, (int)in, 1.0f, X, (int)in, W, (int)in, 0.0f, Y, (int)out);
+    }
+}
+
+void gdn2_linear_bwd(int64_t N, int64_t in, int64_t out, const float *X, const float *W, const float *dY,
+                     float *dX, int accumulate, float *dW, float *dbias) {
+    /* dX = dY W   ([N,out] x [out,in]) */
+    if (dX) gdn2_sgemm(0, 0, (int)N, (int)in, (int)out, 1.0f, dY, (int)out, W, (int)in, accumulate ? 1.0f : 0.0f,
+                       dX, (int)in);
+    /* dW += dY^T X   ([out,N] x [N,in]) */
+    if (dW) gdn2_sgemm(1, 0, (int)out, (int)in, (int)N, 1.0f, dY, (int)out, X, (int)in, 1.0f, dW, (int)in);
+    /* dbias += sum over rows of dY */
+    if (dbias)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t j = 0; j < out; j++) dbias[j] += dY[n * out + j];
+}
+
+/* xe_s for s in [0, T+W-1): history rows first, then x (one channel) */
+static inline float conv_in(const float *x, const float *hist, int64_t D, int64_t W, int64_t s, int64_t ch) {
+    if (s >= W - 1) return x[(s - (W - 1)) * D + ch];
+    return hist ? hist[s * D + ch] : 0.0f;
+}
+
+void gdn2_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t W, const float *x, const float *hist,
+                        size_t hist_stride, const float *w, float *y, int n_threads) {
+    /* c_t[ch] = sum_i w[ch,i] xe_{t+i}[ch];  y_t = silu(c_t) */
+#pragma omp parallel for collapse(2) schedule(static) num_threads(gdn2_nn_threads(n_threads))
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            const float *xb = x + b * T * D, *hb = hist ? hist + b * hist_stride : NULL;
+            float *yt = y + (b * T + t) * D;
+            for (int64_t ch = 0; ch < D; ch++) {
+                float c = 0.0f;
+                for (int64_t i = 0; i < W; i++) c += w[ch * W + i] * conv_in(xb, hb, D, W, t + i, ch);
+                yt[ch] = gdn2_nn_silu(c);
+            }
+        }
+}
+
+int gdn2_conv_silu_bwd(int64_t B, int64_t T, int64_t D, int64_t W, const float *x, const float *hist,
+                       size_t hist_stride, const float *w, const float *dy, float *dx, float *dw, int n_threads) {
+    float *dc = gdn2_malloc((size_t)(B * T * D + 1) * sizeof(float), "conv backward dc");
+    if (!dc) return GDN2_ERR_NOMEM;
+    /* dc_t = dy_t ⊙ silu'(c_t)   (c recomputed) */
+#pragma omp parallel for collapse(2) schedule(static) num_threads(gdn2_nn_threads(n_threads))
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            const float *xb = x + b * T * D, *hb = hist ? hist + b * hist_stride : NULL;
+            const int64_t r = (b * T + t) * D;
+            for (int64_t ch = 0; ch < D; ch++) {
+                float c = 0.0f;
+                for (int64_t i = 0; i < W; i++) c += w[ch * W + i] * conv_in(xb, hb, D, W, t + i, ch);
+                dc[r + ch] = dy[r + ch] * gdn2_nn_silu_grad(c);
+            }
+        }
+    /* dx_t = sum_i w[ch,i] dc_{t+W-1-i}  (terms with t+W-1-i < T);
+     * dw[ch,i] += sum_{b,t} dc_t xe_{t+i}.  Parallel over channels so dw needs no reduction. */
+#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(n_threads))
+    for (int64_t ch = 0; ch < D; ch++) {
+        float acc[16] = {0};
+        float *dwc = W <= 16 ? acc : dw + ch * W;
+        for (int64_t b = 0; b < B; b++) {
+            const float *xb = x + b * T * D, *hb = hist ? hist + b * hist_stride : NULL;
+            const float *dcb = dc + b * T * D;
+            for (int64_t t = 0; t < T; t++) {
+                float s = 0.0f;
+                for (int64_t i = 0; i < W; i++) {
+                    const int64_t tt = t + W - 1 - i;
+                    if (tt < T) s += w[ch * W + i] * dcb[tt * D + ch];
+                }
+                dx[(b * T + t) * D + ch] = s;
+                const float g = dcb[t * D + ch];
+                for (int64_t i = 0; i < W; i++) dwc[i] += g * conv_in(xb, hb, D, W, t + i, ch);
+            }
+        }
+        if (W <= 16)
+            for (int64_t i = 0; i < W; i++) dw[ch * W + i] += acc[i];
+    }
+    free(dc);
+    return GDN2_OK;
+}
+
+void gdn2_conv_hist_update(int64_t B, int64_t T, int64_t D, int64_t W, const float *x, float *hist,
+                           size_t hist_stride) {
+    /* new hist row j (j < W-1) = xe_{T+j}: the last W-1 rows of hist ++ x. Rows move towards the
+     * front, so walking j upwards never reads a row already overwritten. */
+    for (int64_t b = 0; b < B; b++) {
+        float *hb = hist + b * hist_stride;
+        const float *xb = x + b * T * D;
+        for (int64_t j = 0; j < W - 1; j++) {
+            const int64_t s = T + j;
+            if (s >= W - 1) memcpy(hb + j * D, xb + (s - (W - 1)) * D, (size_t)D * sizeof(float));
+            else memmove(hb + j * D, hb + s * D, (size_t)D * sizeof(float));
+        }
+    }
+}
+
+void gdn2_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, float eps, float *y, int n_threads) {
+    /* y = x r w,  r = (mean x^2 + eps)^-1/2 */
+#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(n_threads))
+    for (int64_t n = 0; n < N; n++) {
+        const float *xr = x + n * D;
+        float ss = 0.0f;
+        for (int64_t j = 0; j < D; j++) ss += xr[j] * xr[j];
+        const float r = 1.0f / sqrtf(ss / (float)D + eps);
+        for (int64_t j = 0; j < D; j++) y[n * D + j] = xr[j] * r * w[j];
+    }
+}
+
+int gdn2_rmsnorm_bwd(int64_t N, int64_t D, const float *x, const float *w, float eps, const float *dy,
+                     float *dx, int accumulate, float *dw, int n_threads) {
+    const int nt = gdn2_nn_threads(n_threads);
+    float *part = gdn2_calloc((size_t)nt * (size_t)D + 1, sizeof(float), "rmsnorm backward dw partials");
+    if (!part) return GDN2_ERR_NOMEM;
+    /* x̂ = x r, dx̂ = dy ⊙ w:  dx = r (dx̂ − x̂ mean(dx̂ ⊙ x̂));  dw += sum_n dy ⊙ x̂ */
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        float *pw = part + (size_t)omp_get_thread_num() * D;
+#else
+        float *pw = part;
+#endif
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            const float *xr = x + n * D, *dyr = dy + n * D;
+            float ss = 0.0f, dot = 0.0f;
+            for (int64_t j = 0; j < D; j++) ss += xr[j] * xr[j];
+            const float r = 1.0f / sqrtf(ss / (float)D + eps);
+            for (int64_t j = 0; j < D; j++) {
+                dot += dyr[j] * w[j] * xr[j] * r;
+                pw[j] += dyr[j] * xr[j] * r;
+            }
+            dot /= (float)D;
+            for (int64_t j = 0; j < D; j++) {
+                const float v = r * (dyr[j] * w[j] - xr[j] * r * dot);
+                dx[n * D + j] = accumulate ? dx[n * D + j] + v : v;
+            }
+        }
+    }
+    if (dw)
+        for (int i = 0; i < nt; i++)
+            for (int64_t j = 0; j < D; j++) dw[j] += part[(size_t)i * D + j];
+    free(part);
+    return GDN2_OK;
+}
+
+void gdn2_rmsnorm_swish_fwd(int64_t N, int64_t D, const float *x, const float *gate, const float *w, float eps,
+                            float *y, int n_threads) {
+    /* y = (x r w) ⊙ a σ(a) */
+#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(n_threads))
+    for (int64_t n = 0; n < N; n++) {
+        const float *xr = x + n * D, *ar = gate + n * D;
+        float ss = 0.0f;
+        for (int64_t j = 0; j < D; j++) ss += xr[j] * xr[j];
+        const float r = 1.0f / sqrtf(ss / (float)D + eps);
+        for (int64_t j = 0; j < D; j++) y[n * D + j] = xr[j] * r * w[j] * gdn2_nn_silu(ar[j]);
+    }
+}
+
+int gdn2_rmsnorm_swish_bwd(int64_t N, int64_t D, const float *x, const float *gate, const float *w, float eps,
+                           const float *dy, float *dx, float *dgate, float *dw, int n_threads) {
+    const int nt = gdn2_nn_threads(n_threads);
+    float *part = gdn2_calloc((size_t)nt * (size_t)D + 1, sizeof(float), "gated rmsnorm backward dw partials");
+    if (!part) return GDN2_ERR_NOMEM;
+    /* With x̂ = x r and n = x̂ ⊙ w:   da = dy ⊙ n ⊙ silu'(a);   dn = dy ⊙ silu(a);
+     * dw += sum dn ⊙ x̂;   dx̂ = dn ⊙ w;   dx = r (dx̂ − x̂ mean(dx̂ ⊙ x̂)) */
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        float *pw = part + (size_t)omp_get_thread_num() * D;
+#else
+        float *pw = part;
+#endif
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            const float *xr = x + n * D, *ar = gate + n * D, *dyr = dy + n * D;
+            float ss = 0.0f, dot = 0.0f;
+            for (int64_t j = 0; j < D; j++) ss += xr[j] * xr[j];
+            const float r = 1.0f / sqrtf(ss / (float)D + eps);
+            for (int64_t j = 0; j < D; j++) {
+                const float xh = xr[j] * r, dn = dyr[j] * gdn2_nn_silu(ar[j]);
+                dgate[n * D + j] = dyr[j] * xh * w[j] * gdn2_nn_silu_grad(ar[j]);
+                pw[j] += dn * xh;
+                dot += dn * w[j] * xh;
+            }
+            dot /= (float)D;
+            for (int64_t j = 0; j < D; j++) {
+                const float dn = dyr[j] * gdn2_nn_silu(ar[j]);
+                dx[n * D + j] = r * (dn * w[j] - xr[j] * r * dot);
+            }
+        }
+    }
+    if (dw)
+        for (int i = 0; i < nt; i++)
+            for (int64_t j = 0; j < D; j++) dw[j] += part[(size_t)i * D + j];
+    free(part);
+    return GDN2_OK;
+}

@@ -1,0 +1,294 @@
+/* Per-chunk building blocks of the chunkwise WY algorithm (docs/ALGORITHM.md; equations F1..F7).
+ * Everything here works on one chunk of n <= 64 rows of one (sequence, value head). */
+#include <math.h>
+#include <string.h>
+
+#include "chunk_common.h"
+#include "gate.h"
+
+#ifdef GDN2_HAVE_BLAS
+#include <cblas.h>
+#endif
+
+int gdn2_blas_threads_begin(void) {
+#ifdef GDN2_HAVE_BLAS
+    int saved = openblas_get_num_threads();
+    if (saved != 1) openblas_set_num_threads(1);
+    return saved;
+#else
+    return 1;
+#endif
+}
+
+void gdn2_blas_threads_end(int saved) {
+#ifdef GDN2_HAVE_BLAS
+    if (saved != 1) openblas_set_num_threads(saved);
+#else
+    (void)saved;
+#endif
+}
+
+size_t gdn2_chunk_ws_floats(int64_t K, int64_t V) {
+    const size_t C = GDN2_C;
+    return C * K * 4 + C * 2 + C * K * 5 + C * (K + V) * 2 + C * V + C * C * 2 + 2 * C * K + C * K +
+           2 * C * K + 2 * C * C + C + (size_t)(K * V) + 32 * 16; /* + slack for 64-byte alignment of each buffer */
+}
+
+/* 16-float (64-byte) aligned carving */
+static float *carve(float **p, size_t n) {
+    float *r = *p;
+    *p += (n + 15) & ~(size_t)15;
+    return r;
+}
+
+float *gdn2_chunk_ws_init(gdn2_chunk_ws *w, float *mem, int64_t K, int64_t V) {
+    const size_t C = GDN2_C;
+    memset(w, 0, sizeof *w);
+    uintptr_t a = (uintptr_t)mem;
+    float *p = mem + ((64 - (a & 63)) & 63) / sizeof(float);
+    w->q = carve(&p, C * K);
+    w->k = carve(&p, C * K);
+    w->b = carve(&p, C * K);
+    w->g = carve(&p, C * K);
+    w->rq = carve(&p, C);
+    w->rk = carve(&p, C);
+    w->gam = carve(&p, C * K);
+    w->kgf = carve(&p, C * K);
+    w->qg = carve(&p, C * K);
+    w->kg = carve(&p, C * K);
+    w->bk = carve(&p, C * K);
+    w->EZ = carve(&p, C * (K + V));
+    w->YU = carve(&p, C * (K + V));
+    w->R = carve(&p, C * V);
+    w->Aqk = carve(&p, C * C);
+    w->A = carve(&p, C * C);
+    w->Lr = carve(&p, 2 * C * K);
+    w->Lc = carve(&p, C * K);
+    w->Fr = carve(&p, C * K);
+    w->Fc = carve(&p, C * K);
+    w->Sc = carve(&p, 2 * C * C);
+    w->tmp = carve(&p, C);
+    w->S = carve(&p, (size_t)(K * V));
+    return p;
+}
+
+/* (F1) Load and transform the chunk's inputs.
+ *   q̂, k̂ = l2norm(q), l2norm(k) (or copies); g = gate(f) (or copy)
+ *   γ_r = exp(Σ_{i<=r} g_i),  kgf_r = exp(Σ_{r<i<=n-1} g_i): every exponent is a sum of g <= 0 over
+ *   the tokens between the two rows, so both factors lie in [0,1] and no cumsum difference is taken.
+ *   qg = q̂⊙γ, kg = k̂⊙kgf, bk = b⊙k̂, Ē = γ⊙b⊙k̂, Z = w⊙v (F4 operands). */
+void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv) {
+    const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, KV = K + V;
+    for (int r = 0; r < n; r++) {
+        const int64_t ok = ((tok0 + r) * H + h) * K, ov = ((tok0 + r) * HV + hv) * V;
+        float *restrict q = w->q + r * K, *restrict k = w->k + r * K, *restrict b = w->b + r * K;
+        float *restrict g = w->g + r * K;
+        const float *restrict sq = a->q + ok, *restrict sk = a->k + ok, *restrict sb = a->b + ok;
+        float rq = 1.0f, rk = 1.0f;
+        if (a->l2norm) { /* y = x / sqrt(Σx² + 1e-6) */
+            float ssq = 0.0f, ssk = 0.0f;
+            for (int64_t c = 0; c < K; c++) ssq += sq[c] * sq[c], ssk += sk[c] * sk[c];
+            rq = 1.0f / sqrtf(ssq + 1e-6f);
+            rk = 1.0f / sqrtf(ssk + 1e-6f);
+        }
+        w->rq[r] = rq;
+        w->rk[r] = rk;
+        GDN2_SIMD
+        for (int64_t c = 0; c < K; c++) {
+            q[c] = sq[c] * rq;
+            k[c] = sk[c] * rk;
+            b[c] = sb[c];
+        }
+        if (a->gate) {
+            const float *f = a->g + ok;
+            for (int64_t c = 0; c < K; c++) g[c] = gdn2_gate_f32(f[c], a->A_log[h], a->dt_bias[h * K + c], a->lb);
+        } else {
+            memcpy(g, a->g + ok, K * sizeof(float));
+        }
+        const float *restrict v = a->v + ov, *restrict wv = a->w + ov;
+        float *restrict z = w->EZ + r * KV + K;
+        GDN2_SIMD
+        for (int64_t c = 0; c < V; c++) z[c] = wv[c] * v[c];
+    }
+    /* forward cumulative sums (into gam, exponentiated below) and suffix sums Σ_{r<i<=n-1} g_i */
+    for (int r = 0; r < n; r++) {
+        float *restrict G = w->gam + r * K;
+        const float *restrict g = w->g + r * K, *restrict Gp = w->gam + (r - 1) * K;
+        if (r == 0) memcpy(G, g, K * sizeof(float));
+        else {
+            GDN2_SIMD
+            for (int64_t c = 0; c < K; c++) G[c] = Gp[c] + g[c];
+        }
+    }
+    memset(w->kgf + (n - 1) * K, 0, K * sizeof(float));
+    for (int r = n - 2; r >= 0; r--) {
+        float *restrict Gb = w->kgf + r * K;
+        const float *restrict Gn = w->kgf + (r + 1) * K, *restrict gn = w->g + (r + 1) * K;
+        GDN2_SIMD
+        for (int64_t c = 0; c < K; c++) Gb[c] = Gn[c] + gn[c];
+    }
+    for (int r = 0; r < n; r++) {
+        float *restrict gam = w->gam + r * K, *restrict kgf = w->kgf + r * K;
+        const float *restrict q = w->q + r * K, *restrict k = w->k + r * K, *restrict b = w->b + r * K;
+        float *restrict qg = w->qg + r * K, *restrict kg = w->kg + r * K, *restrict bk = w->bk + r * K;
+        float *restrict E = w->EZ + r * KV;
+        GDN2_SIMD
+        for (int64_t c = 0; c < K; c++) {
+            const float ga = gdn2_fexp(gam[c]), kf = gdn2_fexp(kgf[c]), bkc = b[c] * k[c];
+            gam[c] = ga;
+            kgf[c] = kf;
+            qg[c] = q[c] * ga;
+            kg[c] = k[c] * kf;
+            bk[c] = bkc;
+            E[c] = ga * bkc;
+        }
+    }
+}
+
+/* decay span of rows [r0, r1): max over channels of (max − min) of D_r = Σ_{r0<i<=r} g_i */
+static float span(const float *g, int64_t K, int r0, int r1, float *restrict lo, float *restrict hi,
+                  float *restrict D) {
+    for (int64_t c = 0; c < K; c++) lo[c] = hi[c] = D[c] = 0.0f;
+    for (int r = r0 + 1; r < r1; r++) {
+        const float *restrict gr = g + r * K;
+        GDN2_SIMD
+        for (int64_t c = 0; c < K; c++) {
+            const float x = D[c] + gr[c];
+            D[c] = x;
+            lo[c] = x < lo[c] ? x : lo[c];
+            hi[c] = x > hi[c] ? x : hi[c];
+        }
+    }
+    float s = 0.0f;
+    GDN2_SIMD_MAX(s)
+    for (int64_t c = 0; c < K; c++) s = s > hi[c] - lo[c] ? s : hi[c] - lo[c];
+    return s;
+}
+
+static void plan_rec(gdn2_chunk_ws *w, int64_t K, int r0, int r1) {
+    if (r1 - r0 > 1 && !(span(w->g, K, r0, r1, w->Fr, w->Fr + K, w->Fr + 2 * K) <= GDN2_SPAN_MAX)) {
+        int m = r0 + (r1 - r0 + 1) / 2;
+        w->tiles[w->n_tiles++] = (gdn2_tile){m, r1, r0, m, 0};
+        plan_rec(w, K, r0, m);
+        plan_rec(w, K, m, r1);
+        return;
+    }
+    w->tiles[w->n_tiles++] = (gdn2_tile){r0, r1, r0, r1, 1};
+}
+
+void gdn2_chunk_plan(gdn2_chunk_ws *w, int64_t K, int n) {
+    w->n_tiles = 0;
+    if (n > 0) plan_rec(w, K, 0, n);
+}
+
+/* Tile factors (docs §3). The tile's anchor is its first row m = r0:
+ *   rows r >= m:           D_r = Σ_{m<i<=r} g_i  (<= 0)
+ *   cols s < m (off tile): E_s = Σ_{s<i<=m} g_i  (<= 0)
+ *   cols s >= m (diag):    E_s = −D_s            (<= span <= GDN2_SPAN_MAX)
+ * so that e^{D_r}·e^{E_s} = e^{Σ_{s<i<=r} g_i} = e^{G_r − G_s}. */
+void gdn2_tile_operands(gdn2_chunk_ws *w, int64_t K, const gdn2_tile *t, int want_qk, float qscale) {
+    const int nr = t->r1 - t->r0, nc = t->c1 - t->c0;
+    float *restrict Fr = w->Fr, *restrict Fc = w->Fc;
+    /* D into Fr (sums first, exp below) */
+    memset(Fr, 0, K * sizeof(float));
+    for (int i = 1; i < nr; i++) {
+        const float *restrict gr = w->g + (t->r0 + i) * K;
+        GDN2_SIMD
+        for (int64_t c = 0; c < K; c++) Fr[i * K + c] = Fr[(i - 1) * K + c] + gr[c];
+    }
+    if (t->diag) {
+        GDN2_SIMD
+        for (int64_t i = 0; i < nc * K; i++) Fc[i] = gdn2_fexp(-Fr[i]);
+    } else {
+        const float *restrict gm = w->g + t->r0 * K;
+        memcpy(Fc + (nc - 1) * K, gm, K * sizeof(float));
+        for (int j = nc - 2; j >= 0; j--) {
+            const float *restrict gn = w->g + (t->c0 + j + 1) * K;
+            GDN2_SIMD
+            for (int64_t c = 0; c < K; c++) Fc[j * K + c] = Fc[(j + 1) * K + c] + gn[c];
+        }
+        GDN2_SIMD
+        for (int64_t i = 0; i < nc * K; i++) Fc[i] = gdn2_fexp(Fc[i]);
+    }
+    GDN2_SIMD
+    for (int64_t i = 0; i < nr * K; i++) Fr[i] = gdn2_fexp(Fr[i]);
+    /* rows: the q block first (pre-scaled), then the b⊙k̂ block */
+    float *restrict Lq = w->Lr, *restrict Lb = w->Lr + (want_qk ? nr * K : 0);
+    const float *restrict q = w->q + t->r0 * K, *restrict bk = w->bk + t->r0 * K;
+    if (want_qk) {
+        GDN2_SIMD
+        for (int64_t i = 0; i < nr * K; i++) Lq[i] = qscale * q[i] * Fr[i];
+    }
+    GDN2_SIMD
+    for (int64_t i = 0; i < nr * K; i++) Lb[i] = bk[i] * Fr[i];
+    const float *restrict k = w->k + t->c0 * K;
+    float *restrict Lc = w->Lc;
+    GDN2_SIMD
+    for (int64_t i = 0; i < nc * K; i++) Lc[i] = k[i] * Fc[i];
+}
+
+/* (F2) per tile, one GEMM for both score matrices (rows stacked [q̂ ; b⊙k̂]):
+ *   Aqk[R,S] = scale · (q̂⊙e^D)(k̂⊙e^E)ᵀ,  T[R,S] = ((b⊙k̂)⊙e^D)(k̂⊙e^E)ᵀ,
+ * then keep s <= r in Aqk and s < r in T. */
+void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want_qk) {
+    const int C = GDN2_C;
+    for (int ti = 0; ti < w->n_tiles; ti++) {
+        const gdn2_tile *t = &w->tiles[ti];
+        const int nr = t->r1 - t->r0, nc = t->c1 - t->c0, m = want_qk ? 2 * nr : nr;
+        gdn2_tile_operands(w, K, t, want_qk, scale);
+        gdn2_sgemm(0, 1, m, nc, (int)K, 1.0f, w->Lr, (int)K, w->Lc, (int)K, 0.0f, w->Sc, C);
+        const float *sb = w->Sc + (want_qk ? nr * C : 0);
+        for (int i = 0; i < nr; i++) {
+            memcpy(w->A + (t->r0 + i) * C + t->c0, sb + i * C, nc * sizeof(float));
+            if (want_qk) memcpy(w->Aqk + (t->r0 + i) * C + t->c0, w->Sc + i * C, nc * sizeof(float));
+        }
+    }
+    for (int r = 0; r < n; r++) {
+        float *a = w->A + r * C, *s = w->Aqk + r * C;
+        for (int c = r; c < C; c++) a[c] = 0.0f;
+        if (want_qk)
+            for (int c = r + 1; c < C; c++) s[c] = 0.0f;
+    }
+}
+
+/* (F3) A = (I + T)^{-1} by forward substitution, row by row in place:
+ *   A_i = e_i − Σ_{j<i} T_ij A_j   (A_j has support on columns <= j) */
+void gdn2_chunk_solve(gdn2_chunk_ws *w, int n) {
+    const int C = GDN2_C;
+    float *t = w->tmp;
+    for (int i = 0; i < n; i++) {
+        float *Ai = w->A + i * C;
+        for (int j = 0; j < i; j++) {
+            t[j] = Ai[j];
+            Ai[j] = 0.0f;
+        }
+        for (int j = 0; j < i; j++) {
+            const float tij = t[j];
+            if (tij == 0.0f) continue;
+            const float *restrict Aj = w->A + j * C;
+            GDN2_SIMD
+            for (int c = 0; c < j; c++) Ai[c] -= tij * Aj[c];
+            Ai[j] -= tij;
+        }
+        Ai[i] = 1.0f;
+    }
+}
+
+/* (F4) [Y | U] = A [Ē | Z];  (F5) R = U − Y S */
+void gdn2_chunk_wy(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, const float *S) {
+    const int KV = (int)(K + V);
+    gdn2_sgemm(0, 0, n, KV, n, 1.0f, w->A, GDN2_C, w->EZ, KV, 0.0f, w->YU, KV);
+    for (int r = 0; r < n; r++) memcpy(w->R + r * V, w->YU + r * KV + K, V * sizeof(float));
+    gdn2_sgemm(0, 0, n, (int)V, (int)K, -1.0f, w->YU, KV, S, (int)V, 1.0f, w->R, (int)V);
+}
+
+/* (F7) S <- Diag(γ_last) S + kgᵀ R */
+void gdn2_chunk_state_update(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, float *S) {
+    const float *gl = w->gam + (n - 1) * K;
+    for (int64_t c = 0; c < K; c++) {
+        float *s = S + c * V;
+        const float f = gl[c];
+        for (int64_t j = 0; j < V; j++) s[j] *= f;
+    }
+    gdn2_sgemm(1, 0, (int)K, (int)V, n, 1.0f, w->kg, (int)K, w->R, (int)V, 1.0f, S, (int)V);
+}

@@ -1,0 +1,140 @@
+/* Per-chunk building blocks shared by the chunkwise forward (chunk_fwd.c) and backward
+ * (chunk_bwd.c). Internal header (src/ops only). Equation numbers (F1.., B1..) refer to
+ * docs/ALGORITHM.md.
+ *
+ * One chunk = n <= 64 consecutive tokens of one (sequence, value head hv); the key-side inputs come
+ * from key head h = hv / (HV/H). All buffers are row-major with n rows; the workspace of one thread
+ * (gdn2_chunk_ws) is carved out of one float array. */
+#ifndef GDN2_OPS_CHUNK_COMMON_H
+#define GDN2_OPS_CHUNK_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../util/internal.h"
+
+#define GDN2_C GDN2_CHUNK
+/* A diagonal score tile is computed with one GEMM, anchored at its first row, only when the
+ * log-decay it spans (max over channels of |Σ g| inside the tile) is at most this; otherwise it is
+ * split in two (docs/ALGORITHM.md §3). exp(±16) keeps every factor far from fp32 overflow and
+ * underflow and keeps the rounding of the local sums at ~1e-6 relative. */
+#define GDN2_SPAN_MAX 16.0f
+
+/* `#pragma omp simd` on the element-wise loops (the default -O2 build does not vectorise loops of
+ * unknown trip count on its own) */
+#ifdef _OPENMP
+#define GDN2_PRAGMA(x) _Pragma(#x)
+#define GDN2_SIMD _Pragma("omp simd")
+#define GDN2_SIMD_MAX(v) GDN2_PRAGMA(omp simd reduction(max : v))
+#define GDN2_SIMD_SUM(v) GDN2_PRAGMA(omp simd reduction(+ : v))
+#else
+#define GDN2_SIMD_SUM(v)
+#define GDN2_SIMD
+#define GDN2_SIMD_MAX(v)
+#endif
+
+/* exp in fp32, written to vectorise: Cody–Waite reduction x = n ln2 + r, degree-7 polynomial for
+ * e^r (Cephes coefficients), 2^n through the exponent bits. Max relative error 8e-8 (1.3 ulp)
+ * over [-87.3, 88]; 0 below -87.3 (no denormals), e^88 above 88, NaN passes through. */
+static inline float gdn2_fexp(float x) {
+    const float hi = 88.0f, lo = -87.33654475f;
+    const float xc = x > hi ? hi : (x < lo ? lo : x);
+    const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x log2 e) */
+    float r = xc - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500E-4f;
+    p = p * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    const float e = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } u;
+    u.i = ((int32_t)n + 127) << 23;
+    return x < lo ? 0.0f : e * u.f;
+}
+
+/* the problem, flattened for the per-chunk code */
+typedef struct {
+    int64_t H, HV, K, V, G;            /* G = HV / H value heads per key head */
+    float scale, lb;
+    int l2norm, gate;
+    const float *q, *k, *v, *g, *b, *w; /* inputs as passed */
+    const float *A_log, *dt_bias;
+} gdn2_chunk_args;
+
+/* one score tile: rows [r0, r1) x cols [c0, c1) of Aqk / T, exp anchored at row `ref` */
+typedef struct {
+    int r0, r1, c0, c1, diag;
+} gdn2_tile;
+
+/* per-thread scratch for one chunk; sizes in floats (C = 64) */
+typedef struct {
+    float *q, *k, *b, *g;      /* C x K: q̂, k̂ (normalised if l2norm), b, effective log-decay g */
+    float *rq, *rk;            /* C: rstd of q and k (l2norm) */
+    float *gam;                /* C x K: γ_r = exp(Σ_{i<=r} g_i)              (F1) */
+    float *kgf;                /* C x K: exp(Σ_{r<i<=n-1} g_i)                (F1) */
+    float *qg, *kg, *bk;       /* C x K: q̂⊙γ, k̂⊙kgf, b⊙k̂ */
+    float *EZ;                 /* C x (K+V): [Ē | Z], Ē = γ⊙b⊙k̂, Z = w⊙v      (F4) */
+    float *YU;                 /* C x (K+V): [Y | U] = A [Ē | Z]              (F4) */
+    float *R;                  /* C x V: R = U − Y S0                         (F5) */
+    float *Aqk, *A;            /* C x C: scaled scores (F2), T then (I+T)^-1 (F3) */
+    float *Lr, *Lc;            /* tile operands: 2C x K rows, C x K cols */
+    float *Sc;                 /* 2C x C: tile scores before they are scattered into Aqk / A */
+    float *Fr, *Fc;            /* C x K: the tile's row and column exp factors */
+    float *tmp;                /* C: solve row */
+    gdn2_tile tiles[2 * GDN2_C];
+    int n_tiles;
+    float *S;                  /* K x V running state */
+} gdn2_chunk_ws;
+
+size_t gdn2_chunk_ws_floats(int64_t K, int64_t V);
+/* Carve a chunk workspace out of `mem` (gdn2_chunk_ws_floats floats); returns the first float after it. */
+float *gdn2_chunk_ws_init(gdn2_chunk_ws *w, float *mem, int64_t K, int64_t V);
+
+/* Load chunk rows [tok0, tok0+n) (global token row index into the [B*T] axis) for key head h and
+ * value head hv: q̂, k̂ (+rstd), b, g (gate applied), v⊙w, the cumulative-decay factors and the
+ * derived rows qg, kg, bk, Ē, Z (F1, F4). */
+void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv);
+/* Plan the score tiles of the loaded chunk (recursive halving until each diagonal tile's decay
+ * span is <= GDN2_SPAN_MAX; docs §3). */
+void gdn2_chunk_plan(gdn2_chunk_ws *w, int64_t K, int n);
+/* Scores of the loaded chunk (F2): T (strictly lower, into w->A) and, when want_qk, Aqk (lower
+ * with diagonal, scale included). Entries above the used triangle are zeroed. */
+void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want_qk);
+/* w->A <- (I + T)^-1 in place (unit lower triangular; forward substitution, F3). */
+void gdn2_chunk_solve(gdn2_chunk_ws *w, int n);
+/* [Y | U] = A [Ē | Z]  (F4) and R = U − Y S  (F5) with S = w->S (K x V). */
+void gdn2_chunk_wy(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, const float *S);
+/* S <- Diag(γ_last) S + kgᵀ R  (F7), in place on S. */
+void gdn2_chunk_state_update(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, float *S);
+
+/* Operands of a tile (docs §3): w->Fr (nr x K) = e^{D_r}, w->Fc (nc x K) = e^{E_s} with
+ * D_r + E_s = Σ_{s<i<=r} g_i; w->Lr = [qscale·q̂⊙Fr ; (b⊙k̂)⊙Fr] (2nr x K, the q half only when
+ * want_qk), w->Lc = k̂⊙Fc (nc x K). */
+void gdn2_tile_operands(gdn2_chunk_ws *w, int64_t K, const gdn2_tile *t, int want_qk, float qscale);
+
+/* Thread control: while our OpenMP region runs, OpenBLAS must not start its own threads. */
+int gdn2_blas_threads_begin(void);
+void gdn2_blas_threads_end(int saved);
+
+/* shared plumbing of chunk_fwd.c / chunk_bwd.c (defined in chunk_fwd.c) */
+int gdn2_chunk_threads(const gdn2_dims *d, const gdn2_opts *o, int backward);
+size_t gdn2_chunk_per_thread_floats(const gdn2_dims *d, const gdn2_opts *o, int backward);
+size_t gdn2_chunk_bwd_extra_floats(int64_t K, int64_t V, int64_t max_len); /* chunk_bwd.c */
+int gdn2_chunk_setup(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
+                     gdn2_chunk_args *a);
+float *gdn2_chunk_workspace(const char *fn, const gdn2_opts *o, size_t need, float **owned);
+
+/* token range of sequence n in the flattened [B*T] axis */
+static inline void gdn2_seq_range(const gdn2_dims *d, const gdn2_opts *o, int64_t n, int64_t *bos, int64_t *len) {
+    if (o->cu_seqlens) {
+        *bos = o->cu_seqlens[n];
+        *len = o->cu_seqlens[n + 1] - o->cu_seqlens[n];
+    } else {
+        *bos = n * d->T;
+        *len = d->T;
+    }
+}
+
+#endif

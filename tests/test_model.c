@@ -1,0 +1,447 @@
+/* Model tests: official parameter counts, config parsing, attention (full / SWA + RoPE / GQA) against
+ * a float64 reference, finite-difference gradients of attention, SwiGLU, RMSNorm, embedding + CE and
+ * the whole tiny model, generation (prefill + step == full forward), and conformance with the official
+ * lit_gpt model on ../shared/fixtures/official/model.safetensors. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "gdn2.h"
+#include "gdn2_model.h"
+#include "model/model_internal.h"
+
+static unsigned long long g_seed = 1234;
+static void randn(float *x, size_t n, double s) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)(s * test_normal(&g_seed));
+}
+static double dotd(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+static int layer_available(void) {
+    gdn2_layer_cfg c = {64, 2, 2, 32, 32, 4, 0, 1e-5f, GDN2_MIXER_GDN2};
+    return gdn2_layer_check(&c) == GDN2_OK && gdn2_layer_param_count(&c) > 0;
+}
+
+/* ---- parameter counts ---------------------------------------------------------------------- */
+static void test_counts(void) {
+    struct { const char *name; size_t want; } k[] = {
+        {"gdn2_1.3B", 1450096416ULL}, {"swa_gdn2_1.3B", 1447772688ULL}, {"gdn2_12h_100M", 150750864ULL},
+        {"gdn2_12h_305M", 304809920ULL}, {"swa_gdn2_100M", 127836312ULL}};
+    if (!layer_available()) {
+        SKIP("official parameter counts: the GDN-2 layer is still a stub (gdn2_layer_params returns nothing)");
+        return;
+    }
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        gdn2_model_cfg c;
+        int st = gdn2_model_config(k[i].name, &c);
+        size_t n = st ? 0 : gdn2_model_param_count(&c);
+        CHECK(n == k[i].want, "param count %s = %zu (GDN2.md §5.2: %zu)", k[i].name, n, k[i].want);
+    }
+}
+
+static void test_config(void) {
+    gdn2_model_cfg c;
+    CHECK(gdn2_model_config("nope", &c) == GDN2_ERR_ARG && strstr(gdn2_last_error(), "tiny"),
+          "unknown config name is an error listing the names: %s", gdn2_last_error());
+    gdn2_model_config("tiny", &c);
+    CHECK(gdn2_model_set_layout(&c, "gdn2,foo") == GDN2_ERR_ARG, "bad layout item rejected: %s", gdn2_last_error());
+    CHECK(gdn2_model_set_layout(&c, "gdn2,swa,attn") == GDN2_OK && c.kind[0] == GDN2_LAYER_GDN2 &&
+              c.kind[1] == GDN2_LAYER_SWA && c.kind[2] == GDN2_LAYER_ATTN && c.kind[3] == GDN2_LAYER_GDN2,
+          "layout gdn2,swa,attn cycles over layers");
+    const char *js = "{\"config\":{\"n_layer\":2,\"n_embd\":256,\"n_head\":4,\"vocab_size\":500,\"padding_multiple\":64,"
+                     "\"gdn2_per_layer\":2,\"intermediate_size\":256,\"local_window\":64,\"norm_eps\":1e-5,"
+                     "\"gdn2_num_heads\":4,\"gdn2_head_dim\":64}}";
+    int st = gdn2_model_config_from_json(js, &c);
+    CHECK(st == 0 && c.padded_vocab == 512 && c.kind[0] == GDN2_LAYER_GDN2 && c.kind[1] == GDN2_LAYER_SWA &&
+              c.head_size == 64 && c.gdn_heads == 4 && c.gdn_head_dim == 64 && c.local_window == 64,
+          "lit_gpt config JSON: padded vocab %lld, layout %s, head_size %lld", (long long)c.padded_vocab, c.layout,
+          (long long)c.head_size);
+    char *back = gdn2_model_config_to_json(&c);
+    gdn2_model_cfg c2;
+    st = gdn2_model_config_from_json(back, &c2);
+    CHECK(st == 0 && !strcmp(c2.layout, c.layout) && c2.padded_vocab == c.padded_vocab && c2.n_embd == c.n_embd,
+          "config JSON round trip (%s)", c2.layout);
+    free(back);
+    CHECK(gdn2_model_config_from_json("{\"n_layer\":2}", &c) == GDN2_ERR_FORMAT, "config without n_embd rejected: %s",
+          gdn2_last_error());
+}
+
+/* ---- attention against float64 -------------------------------------------------------------- */
+static void attn_ref(const gdn2_attn_cfg *a, const float *wqkv, const float *wp, const float *x, int64_t B, int64_t T,
+                     double *y) {
+    int64_t nh = a->n_head, ng = a->n_groups, hs = a->hs, q = nh / ng, d = a->d, nq = (nh + 2 * ng) * hs;
+    double *qkv = calloc((size_t)B * T * nq, sizeof(double)), *o = calloc((size_t)B * T * nh * hs, sizeof(double));
+    for (int64_t r = 0; r < B * T; r++)
+        for (int64_t j = 0; j < nq; j++) {
+            double s = 0;
+            for (int64_t i = 0; i < d; i++) s += (double)wqkv[j * d + i] * x[r * d + i];
+            qkv[r * nq + j] = s;
+        }
+    /* RoPE rotate-half in float64 */
+    for (int64_t r = 0; r < B * T; r++) {
+        int64_t t = r % T;
+        for (int64_t g = 0; g < ng; g++)
+            for (int64_t j = 0; j <= q; j++) { /* q heads and the k head */
+                double *v = qkv + r * nq + g * (q + 2) * hs + j * hs;
+                for (int64_t i = 0; i < hs / 2; i++) {
+                    double th = pow(a->rope_base, -(double)(2 * i) / hs), c = cos(t * th), s = sin(t * th);
+                    double x1 = v[i], x2 = v[i + hs / 2];
+                    v[i] = x1 * c - x2 * s;
+                    v[i + hs / 2] = x2 * c + x1 * s;
+                }
+            }
+    }
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < nh; h++)
+            for (int64_t t = 0; t < T; t++) {
+                int64_t g = h / q;
+                const double *qt = qkv + (b * T + t) * nq + g * (q + 2) * hs + (h % q) * hs;
+                double sc[512], mx = -1e300, l = 0;
+                for (int64_t j = 0; j <= t; j++) {
+                    if (a->window > 0 && j < t - a->window + 1) { sc[j] = -1e300; continue; }
+                    const double *kj = qkv + (b * T + j) * nq + g * (q + 2) * hs + q * hs;
+                    double s = 0;
+                    for (int64_t i = 0; i < hs; i++) s += qt[i] * kj[i];
+                    sc[j] = s / sqrt((double)hs);
+                    if (sc[j] > mx) mx = sc[j];
+                }
+                for (int64_t j = 0; j <= t; j++) l += sc[j] > -1e299 ? exp(sc[j] - mx) : 0;
+                double *ot = o + (b * T + t) * nh * hs + h * hs;
+                for (int64_t j = 0; j <= t; j++) {
+                    if (sc[j] < -1e299) continue;
+                    double p = exp(sc[j] - mx) / l;
+                    const double *vj = qkv + (b * T + j) * nq + g * (q + 2) * hs + (q + 1) * hs;
+                    for (int64_t i = 0; i < hs; i++) ot[i] += p * vj[i];
+                }
+            }
+    for (int64_t r = 0; r < B * T; r++)
+        for (int64_t j = 0; j < d; j++) {
+            double s = 0;
+            for (int64_t i = 0; i < nh * hs; i++) s += (double)wp[j * nh * hs + i] * o[r * nh * hs + i];
+            y[r * d + j] = s;
+        }
+    free(qkv), free(o);
+}
+
+/* loss = sum y * R;  finite differences on sampled coordinates of (x, w_qkv, w_proj) */
+static void test_attention(const char *what, int64_t nh, int64_t ng, int64_t hs, int64_t window) {
+    gdn2_attn_cfg a = {32, nh, ng, hs, window, 10000.0f};
+    const int64_t B = 2, T = 13, d = a.d, nq = (nh + 2 * ng) * hs, BT = B * T;
+    float *x = malloc(BT * d * 4), *wq = malloc(nq * d * 4), *wp = malloc(d * nh * hs * 4), *R = malloc(BT * d * 4);
+    float *y = malloc(BT * d * 4), *acts = malloc(gdn2_attn_act_size(&a, B, T) * 4), *dx = malloc(BT * d * 4);
+    float *dwq = calloc(nq * d, 4), *dwp = calloc(d * nh * hs, 4);
+    double *yr = malloc(BT * d * 8);
+    randn(x, BT * d, 1.0), randn(wq, nq * d, 0.3), randn(wp, d * nh * hs, 0.2), randn(R, BT * d, 1.0);
+    int st = gdn2_attn_forward(&a, wq, wp, x, B, T, y, acts, 0);
+    attn_ref(&a, wq, wp, x, B, T, yr);
+    double err = rel_rmse_f32_f64(y, yr, BT * d);
+    CHECK(st == 0 && err < 1e-5, "attention %s forward vs float64 (RoPE, mask): rel RMSE %.2e", what, err);
+    st = gdn2_attn_backward(&a, wq, wp, x, B, T, acts, R, dx, dwq, dwp, 0);
+    /* finite differences, h = 1e-2, aggregated relative error over 3 x 24 coordinates */
+    float *vars[3] = {x, wq, wp}, *grads[3] = {dx, dwq, dwp};
+    size_t ns[3] = {BT * d, nq * d, d * nh * hs};
+    const char *names[3] = {"x", "w_qkv", "w_proj"};
+    for (int v = 0; v < 3; v++) {
+        double num2 = 0, den2 = 0;
+        for (int s = 0; s < 24; s++) {
+            size_t i = (size_t)(test_uniform(&g_seed) * ns[v]);
+            float keep = vars[v][i], h = 1e-2f;
+            vars[v][i] = keep + h;
+            gdn2_attn_forward(&a, wq, wp, x, B, T, y, acts, 0);
+            double lp = dotd(y, R, BT * d);
+            vars[v][i] = keep - h;
+            gdn2_attn_forward(&a, wq, wp, x, B, T, y, acts, 0);
+            double lm = dotd(y, R, BT * d);
+            vars[v][i] = keep;
+            double num = (lp - lm) / (2 * h), an = grads[v][i];
+            num2 += (num - an) * (num - an), den2 += an * an;
+        }
+        double rel = sqrt(num2 / (den2 > 0 ? den2 : 1));
+        CHECK(st == 0 && rel < 1e-2, "attention %s grad %s vs finite differences: rel err %.2e", what, names[v], rel);
+    }
+    free(x), free(wq), free(wp), free(R), free(y), free(acts), free(dx), free(dwq), free(dwp), free(yr);
+}
+
+static void test_mlp_norm(void) {
+    const int64_t N = 7, d = 16, I = 24;
+    float *x = malloc(N * d * 4), *w1 = malloc(I * d * 4), *w2 = malloc(I * d * 4), *w3 = malloc(d * I * 4);
+    float *R = malloc(N * d * 4), *y = malloc(N * d * 4), *acts = malloc(gdn2_mlp_act_size(N, I) * 4);
+    float *dx = malloc(N * d * 4), *dw1 = calloc(I * d, 4), *dw2 = calloc(I * d, 4), *dw3 = calloc(d * I, 4);
+    float *scr = malloc(2 * N * I * 4);
+    randn(x, N * d, 1), randn(w1, I * d, 0.4), randn(w2, I * d, 0.4), randn(w3, d * I, 0.3), randn(R, N * d, 1);
+    /* SwiGLU forward vs float64 */
+    gdn2_mlp_forward(N, d, I, w1, w2, w3, x, y, acts, 0);
+    double e2 = 0, r2 = 0;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t j = 0; j < d; j++) {
+            double s = 0;
+            for (int64_t k = 0; k < I; k++) {
+                double h1 = 0, h2 = 0;
+                for (int64_t i = 0; i < d; i++) h1 += (double)w1[k * d + i] * x[n * d + i], h2 += (double)w2[k * d + i] * x[n * d + i];
+                s += (double)w3[j * I + k] * h1 / (1 + exp(-h1)) * h2;
+            }
+            e2 += (s - y[n * d + j]) * (s - y[n * d + j]), r2 += s * s;
+        }
+    CHECK(sqrt(e2 / r2) < 1e-6, "SwiGLU forward vs float64: rel RMSE %.2e", sqrt(e2 / r2));
+    gdn2_mlp_backward(N, d, I, w1, w2, w3, x, acts, R, dx, dw1, dw2, dw3, scr, 0);
+    float *vars[4] = {x, w1, w2, w3}, *grads[4] = {dx, dw1, dw2, dw3};
+    size_t ns[4] = {N * d, I * d, I * d, d * I};
+    const char *names[4] = {"x", "w1", "w2", "w3"};
+    for (int v = 0; v < 4; v++) {
+        double num2 = 0, den2 = 0;
+        for (int s = 0; s < 20; s++) {
+            size_t i = (size_t)(test_uniform(&g_seed) * ns[v]);
+            float keep = vars[v][i], h = 1e-2f;
+            vars[v][i] = keep + h;
+            gdn2_mlp_forward(N, d, I, w1, w2, w3, x, y, acts, 0);
+            double lp = dotd(y, R, N * d);
+            vars[v][i] = keep - h;
+            gdn2_mlp_forward(N, d, I, w1, w2, w3, x, y, acts, 0);
+            double lm = dotd(y, R, N * d);
+            vars[v][i] = keep;
+            double num = (lp - lm) / (2 * h), an = grads[v][i];
+            num2 += (num - an) * (num - an), den2 += an * an;
+        }
+        CHECK(sqrt(num2 / den2) < 1e-2, "SwiGLU grad %s vs finite differences: rel err %.2e", names[v], sqrt(num2 / den2));
+    }
+    /* RMSNorm */
+    float *w = malloc(d * 4), *rs = malloc(N * 4), *dw = calloc(d, 4);
+    randn(w, d, 1);
+    gdn2_mdl_rmsnorm_fwd(N, d, x, w, 1e-5f, y, rs, 0);
+    gdn2_mdl_rmsnorm_bwd(N, d, x, w, rs, R, dx, 0, dw, 0);
+    float *nv[2] = {x, w}, *ng[2] = {dx, dw};
+    size_t nn[2] = {N * d, d};
+    for (int v = 0; v < 2; v++) {
+        double num2 = 0, den2 = 0;
+        for (int s = 0; s < 20; s++) {
+            size_t i = (size_t)(test_uniform(&g_seed) * nn[v]);
+            float keep = nv[v][i], h = 1e-2f;
+            nv[v][i] = keep + h;
+            gdn2_mdl_rmsnorm_fwd(N, d, x, w, 1e-5f, y, NULL, 0);
+            double lp = dotd(y, R, N * d);
+            nv[v][i] = keep - h;
+            gdn2_mdl_rmsnorm_fwd(N, d, x, w, 1e-5f, y, NULL, 0);
+            double lm = dotd(y, R, N * d);
+            nv[v][i] = keep;
+            double num = (lp - lm) / (2 * h), an = ng[v][i];
+            num2 += (num - an) * (num - an), den2 += an * an;
+        }
+        CHECK(sqrt(num2 / den2) < 1e-2, "RMSNorm grad %s vs finite differences: rel err %.2e", v ? "w" : "x",
+              sqrt(num2 / den2));
+    }
+    free(x), free(w1), free(w2), free(w3), free(R), free(y), free(acts), free(dx), free(dw1), free(dw2), free(dw3);
+    free(scr), free(w), free(rs), free(dw);
+}
+
+/* ---- whole model ------------------------------------------------------------------------- */
+static gdn2_model *tiny_model(const char *layout, int64_t vocab) {
+    gdn2_model_cfg c;
+    gdn2_model_config("tiny", &c);
+    c.n_layer = 2, c.n_embd = 32, c.n_head = 2, c.n_query_groups = 2, c.head_size = 16, c.intermediate_size = 48;
+    c.gdn_heads = 2, c.gdn_v_heads = 2, c.gdn_head_dim = 16, c.vocab_size = vocab, c.local_window = 5;
+    c.padding_multiple = 8;
+    gdn2_model_set_layout(&c, layout);
+    if (gdn2_model_check(&c)) return NULL;
+    gdn2_model *m = NULL;
+    if (gdn2_model_create(&c, &m)) return NULL;
+    gdn2_model_init(m, 7);
+    return m;
+}
+
+/* mean CE recomputed in float64 from the fp32 logits (the float loss is too coarse for FD) */
+static double ce64(gdn2_model *m, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T, float *lg) {
+    const int64_t Vp = m->cfg.padded_vocab;
+    gdn2_model_forward(m, tok, tgt, B, T, lg, NULL, 0);
+    double tot = 0;
+    int n = 0;
+    for (int64_t r = 0; r < B * T; r++) {
+        if (tgt[r] == GDN2_IGNORE) continue;
+        const float *z = lg + r * Vp;
+        double mx = z[0], s = 0;
+        for (int64_t v = 1; v < Vp; v++) mx = z[v] > mx ? z[v] : mx;
+        for (int64_t v = 0; v < Vp; v++) s += exp(z[v] - mx);
+        tot += mx + log(s) - z[tgt[r]], n++;
+    }
+    return tot / n;
+}
+
+/* FD on the mean CE of a whole model: the embedding, norms, mixers, MLPs, ln_f and lm_head */
+static void test_model_grad(const char *layout) {
+    gdn2_model *m = tiny_model(layout, 40);
+    if (!m) {
+        CHECK(0, "model %s: create failed: %s", layout, gdn2_last_error());
+        return;
+    }
+    const int64_t B = 2, T = 11;
+    int32_t tok[22], tgt[22];
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)(test_uniform(&g_seed) * 40), tgt[i] = (int32_t)(test_uniform(&g_seed) * 40);
+    tgt[3] = GDN2_IGNORE, tgt[15] = GDN2_IGNORE;
+    float loss, *lg = malloc(B * T * m->cfg.padded_vocab * sizeof(float));
+    gdn2_model_zero_grad(m);
+    int st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &loss, 1);
+    if (!st) st = gdn2_model_backward(m, 1.0f);
+    double worst = 0, worstd = 0;
+    int nbad = 0, ncheck = 0;
+    for (int t = 0; t < m->n_tensors && !st; t++) {
+        const gdn2_model_param *p = &m->tensors[t];
+        double num2 = 0, den2 = 0, ms = 0;
+        for (size_t j = 0; j < p->numel; j++) ms += (double)m->params[p->offset + j] * m->params[p->offset + j];
+        /* step: 5% of the tensor's RMS (embeddings are ~0.02, norm weights 1) */
+        float hs = (float)(0.05 * sqrt(ms / p->numel));
+        /* floor 1e-2 except for the embedding (its rows of scale 0.02 feed an RMSNorm): keeps the
+         * loss change well above the fp32 noise for the small gate gradients */
+        if (hs < 1e-2f && strcmp(p->name, "transformer.wte.weight")) hs = 1e-2f;
+        for (int s = 0; s < 6; s++) {
+            size_t i = p->offset + (size_t)(test_uniform(&g_seed) * p->numel);
+            float keep = m->params[i], h = hs;
+            m->params[i] = keep + h;
+            double lp = ce64(m, tok, tgt, B, T, lg);
+            m->params[i] = keep - h;
+            double lm = ce64(m, tok, tgt, B, T, lg);
+            m->params[i] = keep;
+            double num = ((double)lp - lm) / (2 * h), an = m->grads[i];
+            num2 += (num - an) * (num - an), den2 += an * an;
+        }
+        /* tensors whose sampled grads are all tiny (e.g. unused embedding rows) get an absolute test */
+        double rel = den2 > 1e-8 ? sqrt(num2 / den2) : sqrt(num2) * 1e2;
+        /* directional derivative along the whole tensor's gradient u = g/|g|, step 0.2% of |p|:
+         * dL/dh = |g| (a large loss change, so this catches scale/sign errors in small gradients) */
+        double gn = 0, pn = 0;
+        for (size_t j = 0; j < p->numel; j++) {
+            gn += (double)m->grads[p->offset + j] * m->grads[p->offset + j];
+            pn += (double)m->params[p->offset + j] * m->params[p->offset + j];
+        }
+        gn = sqrt(gn), pn = sqrt(pn);
+        double drel = 0;
+        if (gn > 0) {
+            float *keep = malloc(p->numel * sizeof(float));
+            memcpy(keep, m->params + p->offset, p->numel * sizeof(float));
+            double h = 2e-3 * pn;
+            for (size_t j = 0; j < p->numel; j++) m->params[p->offset + j] = keep[j] + (float)(h * m->grads[p->offset + j] / gn);
+            double lp = ce64(m, tok, tgt, B, T, lg);
+            for (size_t j = 0; j < p->numel; j++) m->params[p->offset + j] = keep[j] - (float)(h * m->grads[p->offset + j] / gn);
+            double lm = ce64(m, tok, tgt, B, T, lg);
+            memcpy(m->params + p->offset, keep, p->numel * sizeof(float));
+            free(keep);
+            drel = fabs((lp - lm) / (2 * h) - gn) / gn;
+        }
+        ncheck++;
+        if (getenv("VERBOSE")) printf("  %s coords %.2e direction %.2e\n", p->name, rel, drel);
+        if (rel > 6e-2 || drel > 2e-2) {
+            nbad++;
+            printf("  %s: sampled coordinates rel err %.2e, along the gradient %.2e\n", p->name, rel, drel);
+        }
+        if (rel > worst) worst = rel;
+        if (drel > worstd) worstd = drel;
+    }
+    CHECK(st == 0 && nbad == 0,
+          "whole model (%s) gradient vs finite differences of the mean CE: %d tensors, worst rel err %.2e on sampled "
+          "coordinates (< 6e-2), %.2e along each tensor's gradient (< 2e-2)%s%s",
+          layout, ncheck, worst, worstd, st ? ": " : "", st ? gdn2_last_error() : "");
+    free(lg);
+    gdn2_model_free(m);
+}
+
+/* prefill(prompt) + step(token)... gives the logits of the full forward */
+static void test_generation(const char *layout) {
+    gdn2_model *m = tiny_model(layout, 40);
+    if (!m) {
+        CHECK(0, "model %s: create failed: %s", layout, gdn2_last_error());
+        return;
+    }
+    const int64_t B = 2, T = 14, P0 = 5, Vp = m->cfg.padded_vocab;
+    int32_t tok[28];
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)(test_uniform(&g_seed) * 40);
+    float *full = malloc(B * T * Vp * 4), *lg = malloc(B * Vp * 4);
+    int st = gdn2_model_forward(m, tok, NULL, B, T, full, NULL, 0);
+    gdn2_model_state *s = NULL;
+    if (!st) st = gdn2_model_state_create(m, B, 64, &s);
+    int32_t *pr = malloc(B * P0 * 4);
+    for (int b = 0; b < B; b++) memcpy(pr + b * P0, tok + b * T, P0 * 4);
+    if (!st) st = gdn2_model_prefill(m, s, pr, P0, lg);
+    double worst = 0;
+    for (int64_t t = P0 - 1; t < T && !st; t++) {
+        if (t >= P0) {
+            int32_t one[2] = {tok[t], tok[T + t]};
+            st = gdn2_model_step(m, s, one, lg);
+        }
+        for (int b = 0; b < B; b++) {
+            double e = rel_rmse_f32(lg + b * Vp, full + (b * T + t) * Vp, Vp);
+            if (e > worst) worst = e;
+        }
+    }
+    CHECK(st == 0 && worst < 1e-4, "generation %s: prefill %lld + %lld steps match the full forward (worst rel RMSE %.2e, state %zu floats/seq)%s",
+          layout, (long long)P0, (long long)(T - P0), worst, s ? s->per_seq : 0, st ? gdn2_last_error() : "");
+    gdn2_model_state_free(s);
+    free(full), free(lg), free(pr);
+    gdn2_model_free(m);
+}
+
+static void test_fixture(void) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/fixtures/official/model.safetensors", shared_dir());
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        SKIP("model conformance: %s missing", path);
+        return;
+    }
+    fclose(f);
+    if (!layer_available()) {
+        SKIP("model conformance: the GDN-2 layer is still a stub");
+        return;
+    }
+    gdn2_model *m = NULL;
+    int st = gdn2_model_load(path, &m);
+    CHECK(st == 0, "load the official model from %s%s%s", path, st ? ": " : "", st ? gdn2_last_error() : "");
+    if (st) return;
+    CHECK(m->n_params == 1381188, "fixture model has %zu parameters (official 1,381,188)", m->n_params);
+    gdn2_st file;
+    gdn2_st_read(path, &file);
+    int64_t sh[2] = {-1, -1}, lsh[3] = {-1, -1, -1}, one[1] = {1};
+    int64_t *tok64 = NULL;
+    float *ref = NULL, *refloss = NULL;
+    gdn2_st_get_i64(&file, "tokens", 1, 2, sh, &tok64);
+    gdn2_st_get_f32(&file, "logits", 1, 3, lsh, &ref);
+    gdn2_st_get_f32(&file, "loss", 1, 1, one, &refloss);
+    int64_t B = sh[0], T = sh[1], Vp = m->cfg.padded_vocab;
+    int32_t *tok = malloc(B * T * 4), *tgt = malloc(B * T * 4);
+    for (int64_t i = 0; i < B * T; i++) {
+        tok[i] = (int32_t)tok64[i];
+        tgt[i] = (i % T == T - 1) ? GDN2_IGNORE : (int32_t)tok64[i + 1];
+    }
+    float *lg = malloc(B * T * Vp * 4), loss = 0;
+    st = gdn2_model_forward(m, tok, tgt, B, T, lg, &loss, 0);
+    double e = rel_rmse_f32(lg, ref, B * T * Vp);
+    CHECK(st == 0 && e < 5e-3, "official model.safetensors logits: rel RMSE %.2e (< 5e-3)", e);
+    CHECK(st == 0 && fabs(loss - refloss[0]) < 1e-3, "official model.safetensors loss %.6f vs %.6f (|diff| %.1e < 1e-3)",
+          loss, refloss[0], fabs(loss - refloss[0]));
+    free(tok64), free(ref), free(refloss), free(tok), free(tgt), free(lg);
+    gdn2_st_free(&file);
+    gdn2_model_free(m);
+}
+
+int main(void) {
+    test_counts();
+    test_config();
+    test_attention("full MHA", 2, 2, 8, 0);
+    test_attention("SWA window 4", 2, 2, 8, 4);
+    test_attention("SWA GQA 4q/2kv", 4, 2, 8, 6);
+    test_mlp_norm();
+    test_model_grad("attn,swa");
+    test_generation("swa,attn");
+    if (layer_available()) {
+        gdn2_layer_set_kernel(1); /* float64 recurrence: less noise under the finite differences */
+        test_model_grad("gdn2,swa");
+        gdn2_layer_set_kernel(0);
+        test_generation("gdn2,swa");
+        test_generation("gdn2");
+    } else {
+        SKIP("whole-model gdn2,swa gradient and generation: the GDN-2 layer is still a stub");
+    }
+    test_fixture();
+    return test_summary();
+}
