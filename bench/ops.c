@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "gdn2.h"
 #include "util/internal.h"
 
@@ -291,6 +293,30 @@ int main(int argc, char **argv) {
           r->gflops, 100.0 * r->gflops / g1024);
     }
     P("\ndecode_step: one token for each of the B sequences per call (ms per call; tokens/s = B / time).\n");
+    /* the ggml peer (bench/peers/ggml_gdn.c) leaves its figures in DIR/cpu-peer-ggml.json */
+    {
+        char pp[1024];
+        snprintf(pp, sizeof pp, "%s/cpu-peer-ggml.json", dir);
+        FILE *f = fopen(pp, "rb");
+        char jb[4096];
+        size_t jn = f ? fread(jb, 1, sizeof jb - 1, f) : 0;
+        if (f) fclose(f);
+        jb[jn] = 0;
+        cJSON *j = jn ? cJSON_Parse(jb) : NULL;
+        if (j) {
+#define JN(k) (cJSON_IsNumber(cJSON_GetObjectItem(j, k)) ? cJSON_GetObjectItem(j, k)->valuedouble : 0.0)
+            P("\n## Peer: ggml CPU GATED_DELTA_NET (KDA mode) vs gdn2_kda_chunk_fwd\n\n");
+            P("(B,T,H,K,V)=(1,%.0f,%.0f,%.0f,%.0f), fp32, %.0f threads, best of repetitions, from "
+              "bench/peers/ggml_gdn.c (%s/cpu-peer-ggml.json; how to run: bench/peers/README.md).\n\n",
+              JN("T"), JN("H"), JN("K"), JN("V"), JN("threads"), dir);
+            P("| implementation | ms | tokens/s |\n|---|---|---|\n");
+            P("| ggml GATED_DELTA_NET (token-serial) | %.1f | %.0f |\n", JN("ggml_ms"), JN("ggml_tokens_per_s"));
+            P("| gdn2_kda_chunk_fwd (chunkwise WY) | %.1f | %.0f |\n", JN("gdn2_ms"), JN("gdn2_tokens_per_s"));
+            P("\nSpeed-up %.2fx; outputs agree to relative RMSE %.1e.\n", JN("speedup"), JN("rel_rmse_outputs"));
+#undef JN
+            cJSON_Delete(j);
+        }
+    }
 #undef P
     snprintf(path, sizeof path, "%s/cpu-ops.md", dir);
     if (gdn2_write_file_atomic(path, txt, len)) fprintf(stderr, "%s\n", gdn2_last_error()), rc = 1;

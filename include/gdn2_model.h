@@ -137,6 +137,11 @@ int gdn2_model_prefill(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens
 /* One token per sequence: tokens [n] -> logits [n,padded_vocab]. */
 int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, float *logits);
 
+/* Sample n_new tokens after prompt [P] (P >= 1) for one sequence, in constant memory (prefill, then
+ * one step per token). temperature <= 0: greedy; top_k > 0 keeps the k most likely tokens. */
+int gdn2_generate(gdn2_model *m, const int32_t *prompt, int64_t P, int64_t n_new, float temperature, int top_k,
+                  uint64_t seed, int32_t *out);
+
 /* ---- optimizer ---------------------------------------------------------------------------- */
 typedef struct {
     float beta1, beta2, eps, weight_decay; /* 0.9, 0.95, 1e-8, 0.1 (official)                   */
@@ -179,6 +184,8 @@ typedef struct {
     int resume;             /* continue from <out> and <out>.optim                                    */
     int n_threads;
     int mqar_vocab, mqar_pairs; /* task mqar: vocab (256) and key-value pairs (4); seq_len is T     */
+    int mqar_no_fill;       /* mqar: unused query slots stay 0 (Zoology Fig. 2); default random fillers */
+    int64_t gdn_heads, gdn_head_dim; /* override the config's recurrent heads / head dim (0 = keep) */
     float target_acc;       /* mqar: stop when the eval accuracy reaches this (0 = never)              */
     double time_limit_s;    /* stop after this wall time (0 = none)                                   */
     FILE *log;              /* progress lines (NULL: stderr; set quiet to silence)                   */

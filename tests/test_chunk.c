@@ -23,7 +23,8 @@ typedef struct {
     int h0, dht, bwd;
     int n_seqs;
     int64_t lens[4];  /* varlen sequence lengths (B = 1) */
-    int kind;         /* 0 normal, 1 strong decay + b,w in {0,1,2}, 2 b = 2 everywhere, 3 g = -50 everywhere */
+    int kind;         /* 0 normal, 1 strong decay + b,w in {0,1,2}, 2 b = 2 everywhere, 3 g = -50 everywhere,
+                         4 g uniform in [-3, 0] (every level of the score-tile split) */
     int threads;
 } tcase;
 
@@ -78,6 +79,7 @@ static void gen(const tcase *c, unsigned long long seed, size_t nq, size_t nv, s
         }
         if (c->kind == 2) b[i] = 2.0f;
         if (c->kind == 3) g[i] = -50.0f;
+        if (c->kind == 4) g[i] = (float)(-3.0 * test_uniform(&s)); /* spans ~100 per chunk: nested score tiles */
     }
     if (c->kind == 1)
         for (size_t i = 0; i < nv; i++) w[i] = test_uniform(&s) < 0.5 ? 0.0f : 1.0f;
@@ -293,11 +295,57 @@ static void bad_inputs(void) {
     t.b = NULL;
     rc = gdn2_chunk_fwd(&d, &o, &t);
     CHECK(rc == GDN2_ERR_ARG && strstr(gdn2_last_error(), "'b'"), "chunk fwd rejects b=NULL: %s", gdn2_last_error());
+    t.b = x;
+    {
+        gdn2_bwd_tensors gb = {NULL, NULL, x, x, x, x, x, x, NULL, NULL, NULL};
+        rc = gdn2_chunk_bwd(&d, &o, &t, &gb);
+        CHECK(rc == GDN2_ERR_ARG && strstr(gdn2_last_error(), "'do'"), "chunk bwd rejects do=NULL: %s",
+              gdn2_last_error());
+        gb.d_o = x;
+        gb.dg = NULL;
+        rc = gdn2_chunk_bwd(&d, &o, &t, &gb);
+        CHECK(rc == GDN2_ERR_ARG && strstr(gdn2_last_error(), "'dg'"), "chunk bwd rejects dg=NULL: %s",
+              gdn2_last_error());
+        o.gate_in_kernel = 1;
+        rc = gdn2_chunk_fwd(&d, &o, &t);
+        CHECK(rc == GDN2_ERR_ARG && strstr(gdn2_last_error(), "'A_log'"), "chunk fwd with the gate needs A_log: %s",
+              gdn2_last_error());
+        o.gate_in_kernel = 0;
+    }
     o.workspace = x;
     o.workspace_size = 4;
-    t.b = x;
     rc = gdn2_chunk_fwd(&d, &o, &t);
     CHECK(rc == GDN2_ERR_ARG, "chunk fwd rejects a too small workspace: %s", gdn2_last_error());
+}
+
+/* A caller-provided workspace and 1 vs 2 threads give bit-identical results (tasks are independent). */
+static void workspace_threads(void) {
+    gdn2_dims d = {2, 100, 2, 2, 32, 32};
+    tcase c = {.name = "ws", .K = 32, .H = 2};
+    const size_t nq = 2 * 100 * 2 * 32, ns = 2 * 2 * 32 * 32;
+    float *q = fl(nq), *k = fl(nq), *v = fl(nq), *g = fl(nq), *b = fl(nq), *w = fl(nq), *h0 = fl(ns), *dht = fl(ns);
+    float *Al = fl(2), *dtb = fl(64), *dO = fl(nq);
+    gen(&c, 99, nq, nq, ns, q, k, v, g, b, w, h0, Al, dtb, dO, dht);
+    float *o1 = fl(nq), *o2 = fl(nq), *dq1 = fl(nq), *dq2 = fl(nq), *dg1 = fl(nq), *dg2 = fl(nq), *sc = fl(nq * 4);
+    gdn2_opts o = {0};
+    o.n_threads = 1;
+    gdn2_fwd_tensors t = {q, k, v, g, b, w, h0, NULL, NULL, o1, NULL};
+    gdn2_bwd_tensors gt = {dO, dht, dq1, sc, sc + nq, dg1, sc + 2 * nq, sc + 3 * nq, NULL, NULL, NULL};
+    int rc = gdn2_chunk_fwd(&d, &o, &t) || gdn2_chunk_bwd(&d, &o, &t, &gt);
+    o.n_threads = 2;
+    size_t sz = gdn2_chunk_workspace_size(&d, &o, 1);
+    void *ws = malloc(sz);
+    o.workspace = ws;
+    o.workspace_size = sz;
+    t.o = o2;
+    gt.dq = dq2;
+    gt.dg = dg2;
+    rc = rc || gdn2_chunk_fwd(&d, &o, &t) || gdn2_chunk_bwd(&d, &o, &t, &gt);
+    CHECK(rc == 0 && sz > 0 && !memcmp(o1, o2, nq * sizeof(float)) && !memcmp(dq1, dq2, nq * sizeof(float)) &&
+              !memcmp(dg1, dg2, nq * sizeof(float)),
+          "chunk: 2 threads + caller workspace (%zu bytes) bit-identical to 1 thread", sz);
+    free(ws); free(q); free(k); free(v); free(g); free(b); free(w); free(h0); free(dht); free(Al); free(dtb); free(dO);
+    free(o1); free(o2); free(dq1); free(dq2); free(dg1); free(dg2); free(sc);
 }
 
 int main(void) {
@@ -311,11 +359,13 @@ int main(void) {
         {.name = "T200 K16 V16 B2 gate h0", .B = 2, .T = 200, .H = 2, .HV = 2, .K = 16, .V = 16, .l2norm = 0, .gate = 1, .h0 = 1, .dht = 0, .bwd = 1},
         {.name = "varlen 1,64,129 K64 V16 gate", .B = 1, .T = 0, .H = 1, .HV = 2, .K = 64, .V = 16, .l2norm = 1, .gate = 1, .h0 = 1, .dht = 1, .bwd = 1, .n_seqs = 3, .lens = {1, 64, 129}},
         {.name = "varlen 129,1,64 K16 V128 lb", .B = 1, .T = 0, .H = 2, .HV = 2, .K = 16, .V = 128, .l2norm = 0, .gate = 2, .h0 = 0, .dht = 1, .bwd = 1, .n_seqs = 3, .lens = {129, 1, 64}},
+        {.name = "varlen 0,70,0 K16 V16 (empty seqs)", .B = 1, .T = 0, .H = 1, .HV = 1, .K = 16, .V = 16, .l2norm = 1, .gate = 0, .h0 = 1, .dht = 1, .bwd = 1, .n_seqs = 3, .lens = {0, 70, 0}},
         {.name = "T1000 K128 V128 l2 h0 dht", .B = 1, .T = 1000, .H = 1, .HV = 1, .K = 128, .V = 128, .l2norm = 1, .gate = 0, .h0 = 1, .dht = 1, .bwd = 1},
         {.name = "T1000 K128 V128 gate 2thr", .B = 1, .T = 1000, .H = 2, .HV = 2, .K = 128, .V = 128, .l2norm = 1, .gate = 1, .h0 = 0, .dht = 0, .bwd = 0, .threads = 2},
         /* stability */
         {.name = "stab g>=-50 b,w in{0,1,2}", .B = 1, .T = 200, .H = 2, .HV = 2, .K = 64, .V = 64, .l2norm = 0, .gate = 0, .h0 = 1, .dht = 1, .bwd = 1, .kind = 1},
         {.name = "stab b=2", .B = 1, .T = 200, .H = 1, .HV = 1, .K = 64, .V = 32, .l2norm = 1, .gate = 0, .h0 = 1, .dht = 1, .bwd = 1, .kind = 2},
+        {.name = "g in [-3,0] K128 V64 GVA", .B = 1, .T = 130, .H = 1, .HV = 2, .K = 128, .V = 64, .l2norm = 1, .gate = 0, .h0 = 1, .dht = 1, .bwd = 1, .kind = 4},
         {.name = "stab g=-50", .B = 1, .T = 130, .H = 1, .HV = 1, .K = 32, .V = 32, .l2norm = 0, .gate = 0, .h0 = 1, .dht = 1, .bwd = 1, .kind = 3},
     };
     double t0 = now_s();
@@ -324,6 +374,7 @@ int main(void) {
     fixture("op_gate_in_kernel.safetensors");
     fixture("op_gva.safetensors");
     bad_inputs();
+    workspace_threads();
     printf("info test_chunk took %.1f s\n", now_s() - t0);
     return test_summary();
 }

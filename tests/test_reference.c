@@ -68,7 +68,9 @@ static gdn2_fwd_tensors_f64 prob_fwd(const prob *p, double *o, double *ht) {
 
 static double loss(const prob *p, double *o, double *ht) {
     gdn2_fwd_tensors_f64 t = prob_fwd(p, o, ht);
-    if (gdn2_ref_fwd(&p->d, &p->o, &t) != GDN2_OK) return NAN;
+    gdn2_opts o1 = p->o;
+    o1.n_threads = 1; /* thousands of tiny calls: OpenMP start-up would dominate on a loaded machine */
+    if (gdn2_ref_fwd(&p->d, &o1, &t) != GDN2_OK) return NAN;
     double L = 0;
     for (int64_t i = 0; i < p->nv; i++) L += o[i] * p->R[i];
     for (int64_t i = 0; i < p->ns; i++) L += ht[i] * p->R2[i];

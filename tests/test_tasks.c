@@ -503,7 +503,7 @@ static void test_scoring(void) {
 static void test_heatmap(void) {
     double depths[3] = {0, 50, 100}, sc[6] = {100, 87.5, 0, NAN, 50, 12.25};
     int lens[2] = {1024, 2048};
-    gdn2_heatmap h = {"S-NIAH-1 <test> & co", 3, 2, depths, lens, sc};
+    gdn2_heatmap h = {"S-NIAH-1 <test> & co", 3, 2, depths, lens, sc, NULL};
     char *svg = NULL;
     int st = gdn2_heatmap_svg(&h, &svg);
     CHECK(!st && svg && !strncmp(svg, "<?xml", 5) && strstr(svg, "</svg>\n") && count_sub(svg, "<svg") == 1,
@@ -532,7 +532,7 @@ static void test_heatmap(void) {
         unlink(path);
     }
     free(svg);
-    gdn2_heatmap bad = {"x", 0, 2, depths, lens, sc};
+    gdn2_heatmap bad = {"x", 0, 2, depths, lens, sc, NULL};
     CHECK(gdn2_heatmap_svg(&bad, &svg) == GDN2_ERR_ARG, "heatmap with 0 rows rejected");
 }
 

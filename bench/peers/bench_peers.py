@@ -23,6 +23,13 @@ import types
 def stub_package(name, path):
     m = types.ModuleType(name)
     m.__path__ = [path]
+    # fla.utils reads fla.__version__: take it from the real __init__.py without running it
+    m.__version__ = "0.0.0"
+    init = os.path.join(path, "__init__.py")
+    if os.path.exists(init):
+        for line in open(init):
+            if line.startswith("__version__"):
+                m.__version__ = line.split("=", 1)[1].strip().strip("'\"")
     sys.modules[name] = m
 
 

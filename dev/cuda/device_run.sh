@@ -22,15 +22,18 @@ if [[ " $PHASES " == *" test "* ]]; then
 fi
 if [[ " $PHASES " == *" bench "* ]]; then
   timeout 200 ./build/bench/cuda_ops "$OUT/cuda_ops.json" $QUICK 2>&1 | tee "$OUT/cuda_ops.log"
+  # per-kernel split (events around each kernel) at the first shapes
+  GDN2_CUDA_PROFILE=1 timeout 60 ./build/bench/cuda_ops /dev/null --quick > "$OUT/profile.log" 2>&1; grep -m4 profile "$OUT/profile.log"
 fi
-export TRITON_CACHE_DIR=$PWD/.triton
-mkdir -p .triton
 for impl in official fla; do
   if [[ " $PHASES " == *" peers_$impl "* ]]; then
+    # per-peer Triton cache, carried between calls as .triton/<impl>.tgz (compiles once, ~200 s)
+    export TRITON_CACHE_DIR=/tmp/triton_$impl; mkdir -p $TRITON_CACHE_DIR
+    [ -f .triton/$impl.tgz ] && tar xzf .triton/$impl.tgz -C $TRITON_CACHE_DIR
     t0=$(date +%s)
     PYTHONUNBUFFERED=1 timeout ${PEER_TIMEOUT:-280} python3 bench/peers/bench_peers.py --impl $impl --root peers \
       --out "$OUT/peers_$impl.json" $QUICK $( [ $impl = official ] && echo --decode ) > "$OUT/peers_$impl.log" 2>&1
     echo "peers $impl rc=$? $(( $(date +%s) - t0 )) s"; tail -12 "$OUT/peers_$impl.log"
+    [ -f .triton/$impl.tgz ] || { tar czf "$OUT/triton_$impl.tgz" -C $TRITON_CACHE_DIR .; ls -la "$OUT/triton_$impl.tgz"; }
   fi
 done
-if [[ "$PHASES" == *peers* ]]; then tar czf "$OUT/triton_cache.tgz" .triton; ls -la "$OUT/triton_cache.tgz"; fi

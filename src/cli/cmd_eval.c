@@ -93,6 +93,19 @@ static int model_predict(void *p, const int32_t *tokens, int n, int32_t *pred) {
     return GDN2_OK;
 }
 
+/* a model that answers nothing: used to validate every (task, length) cell before the real run */
+static int null_generate(void *p, const int32_t *prompt, int n, int max_new, int32_t *out, int *n_out,
+                         gdn2_eval_stop_fn stop, void *sctx) {
+    (void)p, (void)prompt, (void)n, (void)max_new, (void)out, (void)stop, (void)sctx;
+    *n_out = 0;
+    return GDN2_OK;
+}
+static int null_predict(void *p, const int32_t *tokens, int n, int32_t *pred) {
+    (void)p, (void)tokens;
+    memset(pred, 0, sizeof(int32_t) * (size_t)n);
+    return GDN2_OK;
+}
+
 /* FNV-1a 64 of the checkpoint bytes: identifies the exact weights evaluated */
 static int file_hash(const char *path, char out[32]) {
     FILE *f = fopen(path, "rb");
@@ -239,6 +252,22 @@ int cmd_eval(int argc, char **argv) {
         gdn2_model_free(m), gdn2_ruler_free(&res);
         return 2;
     }
+
+    /* validate every cell first (one sample each, no model work): a length too short for the
+     * needle, an odd MQAR length or a vocabulary mismatch fails before any time is spent */
+    gdn2_eval_model nullm = {NULL, (int)m->cfg.vocab_size, null_generate, null_predict};
+    for (int ti = 0; ti < nt; ti++)
+        for (int li = 0; li < nl; li++) {
+            int text = tasks[ti]->kind == GDN2_TASK_KIND_TEXT;
+            gdn2_eval_cell_cfg cc = {tasks[ti], lens[li], text && use_depth, text ? depths[0] : 0, 1, (uint64_t)seed,
+                                     (int)max_new, (int)vocab, (int)pairs, text ? &res : NULL};
+            gdn2_eval_cell out;
+            if (gdn2_eval_cell_run(&nullm, &cc, &out)) {
+                fprintf(stderr, "gdn2 eval: %s at length %d: %s\n", tasks[ti]->name, lens[li], gdn2_last_error());
+                gdn2_model_free(m), gdn2_ruler_free(&res);
+                return 2;
+            }
+        }
 
     model_ctx mc = {m, NULL, 0};
     gdn2_eval_model em = {&mc, (int)m->cfg.vocab_size, model_generate, model_predict};

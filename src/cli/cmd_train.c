@@ -34,6 +34,9 @@ static void train_usage(FILE *f) {
             "  --eval-samples N    mqar: test samples per evaluation (500)\n"
             "  --mqar-vocab N      mqar vocabulary (256)\n"
             "  --mqar-pairs N      mqar key-value pairs (4)\n"
+            "  --mqar-no-fill      mqar: unused query slots stay 0 (Zoology Fig. 2) instead of random tokens\n"
+            "  --gdn-heads N       override the config's recurrent heads\n"
+            "  --gdn-head-dim N    override the config's recurrent head dim\n"
             "  --target-acc X      mqar: stop once the test accuracy reaches X\n"
             "  --time-limit S      stop after S seconds\n"
             "  -o, --out PATH      checkpoint (safetensors, official names); optimizer state in PATH.optim\n"
@@ -70,7 +73,9 @@ int cmd_train(int argc, char **argv) {
         ARG_I("--save-every", save_every) ARG_I("--stop-at", stop_at) ARG_I("--threads", n_threads)
         ARG_S("-o", out) ARG_S("--out", out)
         else if (!strcmp(a, "--time-limit") && more) o.time_limit_s = atof(argv[++i]);
+        ARG_I("--gdn-heads", gdn_heads) ARG_I("--gdn-head-dim", gdn_head_dim)
         else if (!strcmp(a, "--exempt-no-decay")) o.exempt_no_decay = 1;
+        else if (!strcmp(a, "--mqar-no-fill")) o.mqar_no_fill = 1;
         else if (!strcmp(a, "--resume")) o.resume = 1;
         else if (!strcmp(a, "--quiet")) o.quiet = 1;
         else {

@@ -20,6 +20,8 @@
 // Nothing of size O(T K V) is allocated: the per-chunk states are O(T/64 K V).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <type_traits>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,13 +105,73 @@ __device__ __forceinline__ void mm(int kd, FA fa, FB fb, FE fe) {
         for (int j = 0; j < TN; j++) fe(ty + i * SY, tx + j * SX, acc[i][j]);
 }
 
+// Tensor-core twin of mm (bf16 path): mma.sync m16n8k16, bf16 operands rounded from the fp32
+// values that fa/fb return, fp32 accumulation. kd % 16 == 0. Warp w owns a 16-row strip and NJ
+// 16x8 fragments of it, so one A fragment serves NJ mma per k step.
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+template <int M, int N, class FA, class FB, class FE>
+__device__ __forceinline__ void mm_tc(int kd, FA fa, FB fb, FE fe) {
+    constexpr int RT = M / 16, CT = N / 8, WR = 8 / RT, NJ = CT / WR;
+    static_assert(RT * WR == 8 && NJ * WR == CT && NJ >= 1, "tensor-core tiling");
+    const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3;
+    const int r0 = (wp / WR) * 16, cb = (wp % WR) * NJ * 8;
+    float acc[NJ][4];
+#pragma unroll
+    for (int j = 0; j < NJ; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    for (int k0 = 0; k0 < kd; k0 += 16) {
+        const int ka = k0 + 2 * tq;
+        uint32_t a0 = pack_bf16(fa(r0 + gq, ka), fa(r0 + gq, ka + 1));
+        uint32_t a1 = pack_bf16(fa(r0 + gq + 8, ka), fa(r0 + gq + 8, ka + 1));
+        uint32_t a2 = pack_bf16(fa(r0 + gq, ka + 8), fa(r0 + gq, ka + 9));
+        uint32_t a3 = pack_bf16(fa(r0 + gq + 8, ka + 8), fa(r0 + gq + 8, ka + 9));
+#pragma unroll
+        for (int j = 0; j < NJ; j++) {
+            const int n = cb + j * 8 + gq;
+            uint32_t b0 = pack_bf16(fb(ka, n), fb(ka + 1, n)), b1 = pack_bf16(fb(ka + 8, n), fb(ka + 9, n));
+            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                         : "+f"(acc[j][0]), "+f"(acc[j][1]), "+f"(acc[j][2]), "+f"(acc[j][3])
+                         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        const int n0 = cb + j * 8 + 2 * tq;
+        fe(r0 + gq, n0, acc[j][0]);
+        fe(r0 + gq, n0 + 1, acc[j][1]);
+        fe(r0 + gq + 8, n0, acc[j][2]);
+        fe(r0 + gq + 8, n0 + 1, acc[j][3]);
+    }
+}
+// TC: tensor cores (bf16 inputs) or the exact fp32 SIMT product (fp32 inputs, the test path)
+template <bool TC, int M, int N, int TM, int TN, class FA, class FB, class FE>
+__device__ __forceinline__ void mmx(int kd, FA fa, FB fb, FE fe) {
+    if constexpr (TC) mm_tc<M, N>(kd, fa, fb, fe);
+    else mm<M, N, TM, TN>(kd, fa, fb, fe);
+}
+template <class T> struct is_bf16 { static constexpr bool value = false; };
+template <> struct is_bf16<__nv_bfloat16> { static constexpr bool value = true; };
+
 // Load one chunk's key-side inputs of key head h into shared rows [64][KP+1]: q (L2-normalised if
 // asked), k (likewise), b, and sG = G2 (log2 cumulative effective gate). Rows >= len and channels
 // >= K are zero (g = 0 there, so G2 stays flat after the last valid row).
-template <class Tin, int KP>
-__device__ void load_keys(const ChunkParams &p, size_t tok0, int len, int h, float *sQ, float *sK, float *sB,
-                          float *sG) {
-    constexpr int LDK = KP + 1;
+// G2 is taken relative to row 31 and accumulated outward from it in double: the pairwise
+// differences G2_r - G2_s then carry rounding of at most half a chunk's decay, not a whole one
+// (strong gates make |G2| large). sStart[d] = G2 of the virtual row -1, so gamma_r = 2^(G2_r-sStart).
+__device__ __forceinline__ float sget(const float *x) { return *x; }
+__device__ __forceinline__ float sget(const __nv_bfloat16 *x) { return __bfloat162float(*x); }
+__device__ __forceinline__ void sset(float *x, float v) { *x = v; }
+__device__ __forceinline__ void sset(__nv_bfloat16 *x, float v) { *x = __float2bfloat16(v); }
+// row stride of a [64][KP] shared array of element type ST (odd in 32-bit words: no bank conflicts)
+template <class ST, int KP>
+__host__ __device__ constexpr int ld_of() { return sizeof(ST) == 2 ? KP + 2 : KP + 1; }
+
+template <class Tin, int KP, class ST = float>
+__device__ void load_keys(const ChunkParams &p, size_t tok0, int len, int h, ST *sQ, ST *sK, ST *sB,
+                          float *sG, float *sStart) {
+    constexpr int LDK = ld_of<ST, KP>(), LDG = KP + 1;
     const Tin *q = (const Tin *)p.q, *k = (const Tin *)p.k, *b = (const Tin *)p.b;
     for (int i = threadIdx.x; i < CS * KP; i += NT) {
         int r = i / KP, d = i % KP;
@@ -122,10 +184,10 @@ __device__ void load_keys(const ChunkParams &p, size_t tok0, int len, int h, flo
             gv = p.g[idx];
             if (p.gate) gv = gate_fwd(gv, p.A_log[h], p.dt_bias[(size_t)h * p.K + d], p.lb);
         }
-        sQ[r * LDK + d] = qv;
-        sK[r * LDK + d] = kv;
-        sB[r * LDK + d] = bv;
-        sG[r * LDK + d] = gv;
+        sset(&sQ[r * LDK + d], qv);
+        sset(&sK[r * LDK + d], kv);
+        sset(&sB[r * LDK + d], bv);
+        sG[r * LDG + d] = gv;
     }
     __syncthreads();
     if (p.l2) { // x <- x / sqrt(sum x^2 + 1e-6), one warp per row
@@ -133,47 +195,99 @@ __device__ void load_keys(const ChunkParams &p, size_t tok0, int len, int h, flo
         for (int r = warp; r < CS; r += NT / 32) {
             float sq = 0, sk = 0;
             for (int d = lane; d < KP; d += 32) {
-                sq += sQ[r * LDK + d] * sQ[r * LDK + d];
-                sk += sK[r * LDK + d] * sK[r * LDK + d];
+                float a = sget(&sQ[r * LDK + d]), c = sget(&sK[r * LDK + d]);
+                sq += a * a;
+                sk += c * c;
             }
             sq = warp_sum(sq);
             sk = warp_sum(sk);
             float rq = 1.0f / sqrtf(sq + 1e-6f), rk = 1.0f / sqrtf(sk + 1e-6f);
             for (int d = lane; d < KP; d += 32) {
-                sQ[r * LDK + d] *= rq;
-                sK[r * LDK + d] *= rk;
+                sset(&sQ[r * LDK + d], sget(&sQ[r * LDK + d]) * rq);
+                sset(&sK[r * LDK + d], sget(&sK[r * LDK + d]) * rk);
             }
         }
     }
-    // chunk-local cumulative sum per channel, then to log2 units (as the official kernels)
+    // chunk-local cumulative sum per channel in log2 units, reference row 31
     for (int d = threadIdx.x; d < KP; d += NT) {
-        float acc = 0;
-        for (int r = 0; r < CS; r++) {
-            acc += sG[r * LDK + d];
-            sG[r * LDK + d] = acc * GDN2_LOG2E;
+        double acc = 0;
+        for (int r = 32; r < CS; r++) {
+            acc += sG[r * LDG + d];
+            sG[r * LDG + d] = (float)(acc * 1.4426950408889634);
         }
+        acc = 0;
+        for (int r = 31; r >= 0; r--) {
+            double gr = sG[r * LDG + d];
+            sG[r * LDG + d] = (float)(acc * 1.4426950408889634);
+            acc -= gr;
+        }
+        sStart[d] = (float)(acc * 1.4426950408889634);
     }
     __syncthreads();
+}
+
+// Register-staged copy of a dense ROWS x COLS fp32 tile (row stride gld floats in global memory)
+// into shared memory (row stride ld). load() issues every 16-byte load at once and store() writes
+// them out, so the sequential kernels keep the next chunk's tiles in flight while they compute.
+template <int ROWS, int COLS>
+struct Tile {
+    static constexpr int N4 = ROWS * COLS / 4, PER = (N4 + NT - 1) / NT;
+    float4 v[PER];
+    __device__ __forceinline__ void load(const float *src, size_t gld) {
+#pragma unroll
+        for (int i = 0; i < PER; i++) {
+            const int q = threadIdx.x + i * NT, e = q * 4;
+            if (N4 % NT == 0 || q < N4)
+                v[i] = __ldg(reinterpret_cast<const float4 *>(src + (size_t)(e / COLS) * gld + e % COLS));
+        }
+    }
+    __device__ __forceinline__ void store(float *dst, int ld) const {
+#pragma unroll
+        for (int i = 0; i < PER; i++) {
+            const int q = threadIdx.x + i * NT, e = q * 4;
+            if (N4 % NT == 0 || q < N4) {
+                float *o = dst + (e / COLS) * ld + e % COLS;
+                o[0] = v[i].x;
+                o[1] = v[i].y;
+                o[2] = v[i].z;
+                o[3] = v[i].w;
+            }
+        }
+    }
+};
+template <int ROWS, int COLS>
+__device__ __forceinline__ void stage(float *dst, int ld, const float *src, size_t gld) {
+    Tile<ROWS, COLS> t;
+    t.load(src, gld);
+    t.store(dst, ld);
 }
 
 // ------------------------------------------------------------------------------------------------
 // k_prep: per (chunk, hv): Aqk, A = (I+T)^-1, Y, U, Qg, Kg, gamma_last (and A when bwd)
 // ------------------------------------------------------------------------------------------------
-template <int KP>
-constexpr int prep_smem_floats() { return 4 * CS * (KP + 1) + 2 * CS * 65 + 16 * 65; }
+// Shared memory: q, k, b (then E) as ST (bf16 on the tensor-core path: the values the official
+// kernels round to bf16 anyway; fp32 on the exact path), G2 fp32, one 64x64 fp32 array that holds
+// T and then A (solved in place), gamma reference. The bf16 layout fits two blocks per SM.
+template <class ST, int KP>
+constexpr int prep_smem_bytes() { return 3 * CS * ld_of<ST, KP>() * (int)sizeof(ST) + CS * (KP + 1) * 4 + CS * 65 * 4 + KP * 4; }
 
 template <class Tin, int KP, int VP>
 __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
     extern __shared__ float sm[];
-    constexpr int LDK = KP + 1, LDV = VP + 1;
-    float *sQ = sm, *sK = sQ + CS * LDK, *sB = sK + CS * LDK, *sG = sB + CS * LDK;
-    float *sT = sG + CS * LDK, *sA = sT + CS * 65, *sX = sA + CS * 65;
+    constexpr bool TC = is_bf16<Tin>::value;
+    typedef typename std::conditional<TC, __nv_bfloat16, float>::type ST;
+    constexpr int LDQ = ld_of<ST, KP>(), LDG = KP + 1, LDZ = ld_of<ST, VP>();
+    ST *sQ = (ST *)sm, *sK = sQ + CS * LDQ, *sB = sK + CS * LDQ;
+    float *sG = (float *)(sB + CS * LDQ), *sTA = sG + CS * LDG, *sSt = sTA + CS * 65;
+    // scratch of the solve lives in the k region (k is dead by then): X [16][65], diagonal T blocks
+    float *sX = (float *)sK, *sTd = sX + 16 * 65;
+    static_assert(2 * CS * ld_of<ST, KP>() >= CS * ld_of<ST, VP>(), "Z does not fit in the q,k region");
     const int c = blockIdx.x, hv = blockIdx.y, h = hv / p.G;
     int n, len;
     size_t tok0;
     chunk_info(p, c, n, tok0, len);
     const size_t ch = (size_t)c * p.HV + hv;
-    load_keys<Tin, KP>(p, tok0, len, h, sQ, sK, sB, sG);
+    load_keys<Tin, KP, ST>(p, tok0, len, h, sQ, sK, sB, sG, sSt);
 
     // scores, exact per element: Aqk_rs = scale sum_d q_rd k_sd 2^(G2_rd-G2_sd) (s<=r),
     // T_rs = sum_d b_rd k_rd k_sd 2^(...) (s<r). Thread tile: rows ty+16i, columns tx+16j, j<=i.
@@ -189,11 +303,11 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 int r = ty + 16 * i;
-                qr[i] = sQ[r * LDK + d];
-                bkr[i] = sB[r * LDK + d] * sK[r * LDK + d];
-                gr[i] = sG[r * LDK + d];
-                ks[i] = sK[(tx + 16 * i) * LDK + d];
-                gs[i] = sG[(tx + 16 * i) * LDK + d];
+                qr[i] = sget(&sQ[r * LDQ + d]);
+                bkr[i] = sget(&sB[r * LDQ + d]) * sget(&sK[r * LDQ + d]);
+                gr[i] = sG[r * LDG + d];
+                ks[i] = sget(&sK[(tx + 16 * i) * LDQ + d]);
+                gs[i] = sG[(tx + 16 * i) * LDG + d];
             }
 #pragma unroll
             for (int i = 0; i < 4; i++)
@@ -210,11 +324,8 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 int r = ty + 16 * i, s = tx + 16 * j;
-                float vq = (j <= i && s <= r) ? p.scale * aq[i][j] : 0.0f;
-                float vt = (j <= i && s < r) ? at[i][j] : 0.0f;
-                p.Aqk[ch * CS * CS + r * CS + s] = vq;
-                sT[r * 65 + s] = vt;
-                sA[r * 65 + s] = 0.0f;
+                p.Aqk[ch * CS * CS + r * CS + s] = (j <= i && s <= r) ? p.scale * aq[i][j] : 0.0f;
+                sTA[r * 65 + s] = (j <= i && s < r) ? at[i][j] : 0.0f;
             }
     }
     __syncthreads();
@@ -222,48 +333,57 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
     // Qg, Kg, gamma_last to global; the pseudo-key E = gamma . b . k replaces b in shared memory
     for (int i = threadIdx.x; i < CS * KP; i += NT) {
         int r = i / KP, d = i % KP;
-        float g2 = sG[r * LDK + d], gl = sG[(CS - 1) * LDK + d];
+        float g2 = sG[r * LDG + d], gl = sG[(CS - 1) * LDG + d], gam = exp2f(g2 - sSt[d]);
+        float kv = sget(&sK[r * LDQ + d]);
         size_t o = ch * CS * KP + i;
-        p.Qg[o] = p.scale * sQ[r * LDK + d] * exp2f(g2);
-        p.Kg[o] = sK[r * LDK + d] * exp2f(gl - g2);
-        sB[r * LDK + d] = exp2f(g2) * sB[r * LDK + d] * sK[r * LDK + d];
+        p.Qg[o] = p.scale * sget(&sQ[r * LDQ + d]) * gam;
+        p.Kg[o] = kv * exp2f(gl - g2);
+        sset(&sB[r * LDQ + d], gam * sget(&sB[r * LDQ + d]) * kv);
     }
-    for (int d = threadIdx.x; d < KP; d += NT) p.Gl[ch * KP + d] = exp2f(sG[(CS - 1) * LDK + d]);
+    for (int d = threadIdx.x; d < KP; d += NT) p.Gl[ch * KP + d] = exp2f(sG[(CS - 1) * LDG + d] - sSt[d]);
+    __syncthreads(); // k is dead from here: its region holds the solve's scratch
 
-    // A = (I+T)^-1 by 16x16 blocks. Diagonal blocks: forward substitution per column,
-    // A_ic = [i==c] - sum_{c<=j<i} T_ij A_jc.
+    // A = (I+T)^-1 in place, by 16x16 blocks. Diagonal blocks: forward substitution per column on a
+    // copy of T_dd, A_ic = [i==c] - sum_{c<=j<i} T_ij A_jc.
+    for (int i = threadIdx.x; i < 4 * 256; i += NT) {
+        int bd = i / 256, e = i % 256;
+        sTd[i] = sTA[(16 * bd + e / 16) * 65 + 16 * bd + e % 16];
+    }
+    __syncthreads();
     if (threadIdx.x < 64) {
-        const int o = 16 * (threadIdx.x / 16), cc = threadIdx.x % 16;
+        const int bd = threadIdx.x / 16, o = 16 * bd, cc = threadIdx.x % 16;
         for (int i = cc; i < 16; i++) {
             float v = (i == cc) ? 1.0f : 0.0f;
-            for (int j = cc; j < i; j++) v -= sT[(o + i) * 65 + o + j] * sA[(o + j) * 65 + o + cc];
-            sA[(o + i) * 65 + o + cc] = v;
+            for (int j = cc; j < i; j++) v -= sTd[bd * 256 + i * 16 + j] * sTA[(o + j) * 65 + o + cc];
+            sTA[(o + i) * 65 + o + cc] = v;
         }
     }
     __syncthreads();
-    // Block row ib: A_{ib,c} = A_{ib,ib} (- sum_{s<16ib} T_{ib,s} A_{s,c}) for columns c < 16ib.
+    // Block row ib: A_{ib,c} = A_{ib,ib} (- sum_{s<16ib} T_{ib,s} A_{s,c}) for columns c < 16ib; T of
+    // row block ib is read into X before A overwrites it.
     for (int ib = 1; ib < 4; ib++) {
         mm<16, 64, 1, 4>(
-            16 * ib, [&](int r, int s) { return sT[(16 * ib + r) * 65 + s]; },
-            [&](int s, int cc) { return sA[s * 65 + cc]; }, [&](int r, int cc, float acc) { sX[r * 65 + cc] = -acc; });
+            16 * ib, [&](int r, int s) { return sTA[(16 * ib + r) * 65 + s]; },
+            [&](int s, int cc) { return cc < 16 * ib ? sTA[s * 65 + cc] : 0.0f; },
+            [&](int r, int cc, float acc) { sX[r * 65 + cc] = -acc; });
         __syncthreads();
         mm<16, 64, 1, 4>(
-            16, [&](int r, int m) { return sA[(16 * ib + r) * 65 + 16 * ib + m]; },
+            16, [&](int r, int m) { return sTA[(16 * ib + r) * 65 + 16 * ib + m]; },
             [&](int m, int cc) { return sX[m * 65 + cc]; },
             [&](int r, int cc, float acc) {
-                if (cc < 16 * ib) sA[(16 * ib + r) * 65 + cc] = acc;
+                if (cc < 16 * ib) sTA[(16 * ib + r) * 65 + cc] = acc;
             });
         __syncthreads();
     }
     if (bwd)
-        for (int i = threadIdx.x; i < CS * CS; i += NT) p.A[ch * CS * CS + i] = sA[(i / CS) * 65 + i % CS];
+        for (int i = threadIdx.x; i < CS * CS; i += NT) p.A[ch * CS * CS + i] = sTA[(i / CS) * 65 + i % CS];
 
     // Y = A E
-    mm<64, KP, 4, KP / 16>(
-        CS, [&](int r, int s) { return sA[r * 65 + s]; }, [&](int s, int d) { return sB[s * LDK + d]; },
+    mmx<TC, 64, KP, 4, KP / 16>(
+        CS, [&](int r, int s) { return sTA[r * 65 + s]; }, [&](int s, int d) { return sget(&sB[s * LDQ + d]); },
         [&](int r, int d, float acc) { p.Y[ch * CS * KP + r * KP + d] = acc; });
     // Z = w . v into the q/k region (no longer read), then U = A Z
-    float *sZ = sQ;
+    ST *sZ = sQ;
     const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w;
     for (int i = threadIdx.x; i < CS * VP; i += NT) {
         int r = i / VP, e = i % VP;
@@ -272,11 +392,11 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
             size_t idx = ((tok0 + r) * p.HV + hv) * p.V + e;
             z = ldf(w, idx) * ldf(v, idx);
         }
-        sZ[r * LDV + e] = z;
+        sset(&sZ[r * LDZ + e], z);
     }
     __syncthreads();
-    mm<64, VP, 4, VP / 16>(
-        CS, [&](int r, int s) { return sA[r * 65 + s]; }, [&](int s, int e) { return sZ[s * LDV + e]; },
+    mmx<TC, 64, VP, 4, VP / 16>(
+        CS, [&](int r, int s) { return sTA[r * 65 + s]; }, [&](int s, int e) { return sget(&sZ[s * LDZ + e]); },
         [&](int r, int e, float acc) { p.U[ch * CS * VP + r * VP + e] = acc; });
 }
 
@@ -284,15 +404,15 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
 // k_state: per (32-column V tile, sequence*hv), sequential over the sequence's chunks:
 //   H[ch] = S;  R = U - Y S;  S = Diag(gamma_last) S + Kg^T R
 // ------------------------------------------------------------------------------------------------
-#define BV 32
-template <int KP>
-constexpr int state_smem_floats() { return KP * (BV + 1) + 2 * CS * (KP + 1) + CS * (BV + 1) + KP; }
+template <int KP, int BV>
+constexpr int state_smem_floats() { return KP * (BV + 1) + 2 * CS * (KP + 1) + 2 * CS * (BV + 1) + KP; }
 
-template <int KP, int VP>
+template <int KP, int VP, int BV, bool TC>
 __global__ __launch_bounds__(NT) void k_state(ChunkParams p) {
     extern __shared__ float sm[];
     constexpr int LDK = KP + 1, LS = BV + 1;
-    float *sS = sm, *sY = sS + KP * LS, *sKg = sY + CS * LDK, *sR = sKg + CS * LDK, *sGl = sR + CS * LS;
+    float *sS = sm, *sY = sS + KP * LS, *sKg = sY + CS * LDK, *sR = sKg + CS * LDK, *sU = sR + CS * LS;
+    float *sGl = sU + CS * LS;
     const int n = blockIdx.y / p.HV, hv = blockIdx.y % p.HV, v0 = blockIdx.x * BV;
     const size_t sidx = (size_t)(n * p.HV + hv) * p.K * p.V;
     for (int i = threadIdx.x; i < KP * BV; i += NT) {
@@ -301,30 +421,44 @@ __global__ __launch_bounds__(NT) void k_state(ChunkParams p) {
     }
     int c0, c1;
     seq_chunks(p, n, c0, c1);
+    Tile<CS, KP> tY, tK;
+    Tile<CS, BV> tU;
+    Tile<1, KP> tG;
+    if (c0 < c1) {
+        const size_t ch = (size_t)c0 * p.HV + hv;
+        tY.load(p.Y + ch * CS * KP, KP);
+        tK.load(p.Kg + ch * CS * KP, KP);
+        tU.load(p.U + ch * CS * VP + v0, VP);
+        tG.load(p.Gl + ch * KP, KP);
+    }
     for (int c = c0; c < c1; c++) {
         const size_t ch = (size_t)c * p.HV + hv;
         __syncthreads();
+        tY.store(sY, LDK);
+        tK.store(sKg, LDK);
+        tU.store(sU, LS);
+        tG.store(sGl, KP);
         for (int i = threadIdx.x; i < KP * BV; i += NT) {
             int d = i / BV, j = i % BV;
             p.Hs[ch * KP * VP + (size_t)d * VP + v0 + j] = sS[d * LS + j];
         }
-        for (int i = threadIdx.x; i < CS * KP; i += NT) {
-            int r = i / KP, d = i % KP;
-            sY[r * LDK + d] = p.Y[ch * CS * KP + i];
-            sKg[r * LDK + d] = p.Kg[ch * CS * KP + i];
+        if (c + 1 < c1) { // next chunk's tiles fly while this one computes
+            const size_t cn = ch + p.HV;
+            tY.load(p.Y + cn * CS * KP, KP);
+            tK.load(p.Kg + cn * CS * KP, KP);
+            tU.load(p.U + cn * CS * VP + v0, VP);
+            tG.load(p.Gl + cn * KP, KP);
         }
-        for (int d = threadIdx.x; d < KP; d += NT) sGl[d] = p.Gl[ch * KP + d];
         __syncthreads();
-        mm<64, BV, 2, 4>(
+        mmx<TC, 64, BV, 2, BV / 8>(
             KP, [&](int r, int d) { return sY[r * LDK + d]; }, [&](int d, int j) { return sS[d * LS + j]; },
             [&](int r, int j, float acc) {
-                size_t o = ch * CS * VP + (size_t)r * VP + v0 + j;
-                float x = p.U[o] - acc;
+                float x = sU[r * LS + j] - acc;
                 sR[r * LS + j] = x;
-                p.R[o] = x;
+                p.R[ch * CS * VP + (size_t)r * VP + v0 + j] = x;
             });
         __syncthreads();
-        mm<KP, BV, KP / 32, 4>(
+        mmx<TC, KP, BV, KP / 32, BV / 8>(
             CS, [&](int d, int s) { return sKg[s * LDK + d]; }, [&](int s, int j) { return sR[s * LS + j]; },
             [&](int d, int j, float acc) { sS[d * LS + j] = sGl[d] * sS[d * LS + j] + acc; });
     }
@@ -352,13 +486,13 @@ __global__ __launch_bounds__(NT) void k_out(ChunkParams p) {
     size_t tok0;
     chunk_info(p, c, n, tok0, len);
     const size_t ch = (size_t)c * p.HV + hv;
-    for (int i = threadIdx.x; i < CS * KP; i += NT) sQg[(i / KP) * LDK + i % KP] = p.Qg[ch * CS * KP + i];
-    for (int i = threadIdx.x; i < KP * VP; i += NT) sS[(i / VP) * LDV + i % VP] = p.Hs[ch * KP * VP + i];
-    for (int i = threadIdx.x; i < CS * CS; i += NT) sAqk[(i / CS) * 65 + i % CS] = p.Aqk[ch * CS * CS + i];
-    for (int i = threadIdx.x; i < CS * VP; i += NT) sR[(i / VP) * LDV + i % VP] = p.R[ch * CS * VP + i];
+    stage<CS, KP>(sQg, LDK, p.Qg + ch * CS * KP, KP);
+    stage<KP, VP>(sS, LDV, p.Hs + ch * KP * VP, VP);
+    stage<CS, CS>(sAqk, 65, p.Aqk + ch * CS * CS, CS);
+    stage<CS, VP>(sR, LDV, p.R + ch * CS * VP, VP);
     __syncthreads();
     Tin *o = (Tin *)p.o;
-    mm<64, VP, 4, VP / 16>(
+    mmx<is_bf16<Tin>::value, 64, VP, 4, VP / 16>(
         KP + CS, [&](int r, int kk) { return kk < KP ? sQg[r * LDK + kk] : sAqk[r * 65 + kk - KP]; },
         [&](int kk, int e) { return kk < KP ? sS[kk * LDV + e] : sR[(kk - KP) * LDV + e]; },
         [&](int r, int e, float acc) {
@@ -370,11 +504,12 @@ __global__ __launch_bounds__(NT) void k_out(ChunkParams p) {
 // k_bstate: reverse scan per (V tile, sequence*hv). dS = gradient of the chunk's END state:
 //   dH[ch] = dS;  dR = Aqk^T dO + Kg dS;  dS <- Diag(gamma_last) dS + Qg^T dO - Y^T dR
 // ------------------------------------------------------------------------------------------------
-template <int KP>
+template <int KP, int BV>
 constexpr int bstate_smem_floats() { return KP * (BV + 1) + CS * 65 + 3 * CS * (KP + 1) + 2 * CS * (BV + 1) + KP; }
 
-template <class Tin, int KP, int VP>
+template <class Tin, int KP, int VP, int BV>
 __global__ __launch_bounds__(NT) void k_bstate(ChunkParams p) {
+    constexpr bool TC = is_bf16<Tin>::value;
     extern __shared__ float sm[];
     constexpr int LDK = KP + 1, LS = BV + 1;
     float *sdS = sm, *sAqk = sdS + KP * LS, *sKg = sAqk + CS * 65, *sQg = sKg + CS * LDK, *sY = sQg + CS * LDK;
@@ -388,30 +523,48 @@ __global__ __launch_bounds__(NT) void k_bstate(ChunkParams p) {
     }
     int c0, c1;
     seq_chunks(p, n, c0, c1);
-    for (int c = c1 - 1; c >= c0; c--) {
+    Tile<CS, KP> tY, tK, tQ;
+    Tile<CS, CS> tA;
+    Tile<1, KP> tG;
+    constexpr int NO = CS * BV / NT;
+    float vo[NO];
+    auto fetch = [&](int c) { // all of chunk c's operands into registers
         const size_t ch = (size_t)c * p.HV + hv;
         int nn, len;
         size_t tok0;
         chunk_info(p, c, nn, tok0, len);
+        tY.load(p.Y + ch * CS * KP, KP);
+        tK.load(p.Kg + ch * CS * KP, KP);
+        tQ.load(p.Qg + ch * CS * KP, KP);
+        tA.load(p.Aqk + ch * CS * CS, CS);
+        tG.load(p.Gl + ch * KP, KP);
+#pragma unroll
+        for (int u = 0; u < NO; u++) {
+            int i = threadIdx.x + u * NT, r = i / BV, j = i % BV;
+            vo[u] = (r < len && v0 + j < p.V) ? ldf(dO, ((tok0 + r) * p.HV + hv) * p.V + v0 + j) : 0.0f;
+        }
+    };
+    if (c0 < c1) fetch(c1 - 1);
+    for (int c = c1 - 1; c >= c0; c--) {
+        const size_t ch = (size_t)c * p.HV + hv;
         __syncthreads();
         for (int i = threadIdx.x; i < KP * BV; i += NT) {
             int d = i / BV, j = i % BV;
             p.dHs[ch * KP * VP + (size_t)d * VP + v0 + j] = sdS[d * LS + j];
         }
-        for (int i = threadIdx.x; i < CS * KP; i += NT) {
-            int r = i / KP, d = i % KP;
-            sY[r * LDK + d] = p.Y[ch * CS * KP + i];
-            sKg[r * LDK + d] = p.Kg[ch * CS * KP + i];
-            sQg[r * LDK + d] = p.Qg[ch * CS * KP + i];
+        tY.store(sY, LDK);
+        tK.store(sKg, LDK);
+        tQ.store(sQg, LDK);
+        tA.store(sAqk, 65);
+        tG.store(sGl, KP);
+#pragma unroll
+        for (int u = 0; u < NO; u++) {
+            int i = threadIdx.x + u * NT;
+            sdO[(i / BV) * LS + i % BV] = vo[u];
         }
-        for (int i = threadIdx.x; i < CS * CS; i += NT) sAqk[(i / CS) * 65 + i % CS] = p.Aqk[ch * CS * CS + i];
-        for (int i = threadIdx.x; i < CS * BV; i += NT) {
-            int r = i / BV, j = i % BV;
-            sdO[r * LS + j] = (r < len && v0 + j < p.V) ? ldf(dO, ((tok0 + r) * p.HV + hv) * p.V + v0 + j) : 0.0f;
-        }
-        for (int d = threadIdx.x; d < KP; d += NT) sGl[d] = p.Gl[ch * KP + d];
+        if (c > c0) fetch(c - 1);
         __syncthreads();
-        mm<64, BV, 2, 4>(
+        mmx<TC, 64, BV, 2, BV / 8>(
             CS + KP, [&](int r, int kk) { return kk < CS ? sAqk[kk * 65 + r] : sKg[r * LDK + kk - CS]; },
             [&](int kk, int j) { return kk < CS ? sdO[kk * LS + j] : sdS[(kk - CS) * LS + j]; },
             [&](int r, int j, float acc) {
@@ -419,7 +572,7 @@ __global__ __launch_bounds__(NT) void k_bstate(ChunkParams p) {
                 p.dR[ch * CS * VP + (size_t)r * VP + v0 + j] = acc;
             });
         __syncthreads();
-        mm<KP, BV, KP / 32, 4>(
+        mmx<TC, KP, BV, KP / 32, BV / 8>(
             2 * CS, [&](int d, int kk) { return kk < CS ? sQg[kk * LDK + d] : -sY[(kk - CS) * LDK + d]; },
             [&](int kk, int j) { return kk < CS ? sdO[kk * LS + j] : sdR[(kk - CS) * LS + j]; },
             [&](int d, int j, float acc) { sdS[d * LS + j] = sGl[d] * sdS[d * LS + j] + acc; });
@@ -447,16 +600,17 @@ __global__ __launch_bounds__(NT) void k_bv(ChunkParams p) {
     float *sR = sm, *sdR = sR + CS * LDV, *sdO = sdR + CS * LDV, *sX = sdO + CS * LDV;
     float *sV = sX, *sW = sV + CS * LDV, *sA = sW + CS * LDV; // phase 1
     float *sS0 = sX, *sdS = sS0 + CS * LDV;                    // phase 2 (64 key rows at a time)
+    constexpr bool TC = is_bf16<Tin>::value;
     const int c = blockIdx.x, hv = blockIdx.y;
     int n, len;
     size_t tok0;
     chunk_info(p, c, n, tok0, len);
     const size_t ch = (size_t)c * p.HV + hv;
     const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w, *dO = (const Tin *)p.d_o;
+    stage<CS, VP>(sR, LDV, p.R + ch * CS * VP, VP);
+    stage<CS, VP>(sdR, LDV, p.dR + ch * CS * VP, VP);
     for (int i = threadIdx.x; i < CS * VP; i += NT) {
         int r = i / VP, e = i % VP;
-        sR[r * LDV + e] = p.R[ch * CS * VP + i];
-        sdR[r * LDV + e] = p.dR[ch * CS * VP + i];
         float vo = 0, vv = 0, vw = 0;
         if (r < len && e < p.V) {
             size_t idx = ((tok0 + r) * p.HV + hv) * p.V + e;
@@ -468,17 +622,17 @@ __global__ __launch_bounds__(NT) void k_bv(ChunkParams p) {
         sV[r * LDV + e] = vv;
         sW[r * LDV + e] = vw;
     }
-    for (int i = threadIdx.x; i < CS * CS; i += NT) sA[(i / CS) * 65 + i % CS] = p.A[ch * CS * CS + i];
+    stage<CS, CS>(sA, 65, p.A + ch * CS * CS, CS);
     __syncthreads();
-    mm<64, 64, 4, 4>(
+    mmx<TC, 64, 64, 4, 4>(
         VP, [&](int r, int e) { return sdO[r * LDV + e]; }, [&](int e, int s) { return sR[s * LDV + e]; },
         [&](int r, int s, float acc) { p.dAqk[ch * CS * CS + r * CS + s] = s <= r ? acc : 0.0f; });
-    mm<64, 64, 4, 4>(
+    mmx<TC, 64, 64, 4, 4>(
         VP, [&](int r, int e) { return sdR[r * LDV + e]; },
         [&](int e, int s) { return sV[s * LDV + e] * sW[s * LDV + e]; },
         [&](int r, int s, float acc) { p.dA1[ch * CS * CS + r * CS + s] = acc; });
     Tin *dv = (Tin *)p.dv, *dw = (Tin *)p.dw;
-    mm<64, VP, 4, VP / 16>(
+    mmx<TC, 64, VP, 4, VP / 16>(
         CS, [&](int s, int r) { return sA[r * 65 + s]; }, [&](int r, int e) { return sdR[r * LDV + e]; },
         [&](int s, int e, float acc) {
             if (s < len && e < p.V) {
@@ -489,21 +643,17 @@ __global__ __launch_bounds__(NT) void k_bv(ChunkParams p) {
         });
     for (int kh = 0; kh < KP / 64; kh++) {
         __syncthreads();
-        for (int i = threadIdx.x; i < 64 * VP; i += NT) {
-            int dd = i / VP, e = i % VP;
-            size_t o = ch * KP * VP + (size_t)(kh * 64 + dd) * VP + e;
-            sS0[dd * LDV + e] = p.Hs[o];
-            sdS[dd * LDV + e] = p.dHs[o];
-        }
+        stage<64, VP>(sS0, LDV, p.Hs + ch * KP * VP + (size_t)kh * 64 * VP, VP);
+        stage<64, VP>(sdS, LDV, p.dHs + ch * KP * VP + (size_t)kh * 64 * VP, VP);
         __syncthreads();
         const size_t ob = ch * CS * KP + kh * 64;
-        mm<64, 64, 4, 4>(
+        mmx<TC, 64, 64, 4, 4>(
             VP, [&](int r, int e) { return sdR[r * LDV + e]; }, [&](int e, int dd) { return sS0[dd * LDV + e]; },
             [&](int r, int dd, float acc) { p.dY[ob + r * KP + dd] = -acc; });
-        mm<64, 64, 4, 4>(
+        mmx<TC, 64, 64, 4, 4>(
             VP, [&](int r, int e) { return sdO[r * LDV + e]; }, [&](int e, int dd) { return sS0[dd * LDV + e]; },
             [&](int r, int dd, float acc) { p.dQi[ob + r * KP + dd] = acc; });
-        mm<64, 64, 4, 4>(
+        mmx<TC, 64, 64, 4, 4>(
             VP, [&](int r, int e) { return sR[r * LDV + e]; }, [&](int e, int dd) { return sdS[dd * LDV + e]; },
             [&](int r, int dd, float acc) { p.dKi[ob + r * KP + dd] = acc; });
         const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -527,7 +677,7 @@ __global__ __launch_bounds__(NT) void k_bv(ChunkParams p) {
 // Results (per value head, fp32) go to dQs, dKs, dBs, dGs; k_fin sums GVA groups.
 // ------------------------------------------------------------------------------------------------
 template <int KP>
-constexpr int bk_smem_floats() { return 5 * CS * (KP + 1) + 3 * CS * 65 + KP; }
+constexpr int bk_smem_floats() { return 5 * CS * (KP + 1) + 3 * CS * 65 + 2 * KP; }
 
 template <class Tin, int KP, int VP>
 __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
@@ -535,31 +685,30 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
     constexpr int LDK = KP + 1;
     float *sQ = sm, *sK = sQ + CS * LDK, *sB = sK + CS * LDK, *sG = sB + CS * LDK, *sTmp = sG + CS * LDK;
     float *sA = sTmp + CS * LDK, *sdA = sA + CS * 65, *sdAqk = sdA + CS * 65, *sEx = sdAqk + CS * 65;
+    float *sSt = sEx + KP;
+    constexpr bool TC = is_bf16<Tin>::value;
     const int c = blockIdx.x, hv = blockIdx.y, h = hv / p.G;
     int n, len;
     size_t tok0;
     chunk_info(p, c, n, tok0, len);
     const size_t ch = (size_t)c * p.HV + hv, ob = ch * CS * KP;
-    load_keys<Tin, KP>(p, tok0, len, h, sQ, sK, sB, sG);
-    for (int i = threadIdx.x; i < CS * CS; i += NT) {
-        int r = i / CS, s = i % CS;
-        sA[r * 65 + s] = p.A[ch * CS * CS + i];
-        sdA[r * 65 + s] = p.dA1[ch * CS * CS + i];
-        sdAqk[r * 65 + s] = p.dAqk[ch * CS * CS + i];
-    }
-    for (int i = threadIdx.x; i < CS * KP; i += NT) sTmp[(i / KP) * LDK + i % KP] = p.dY[ob + i];
+    load_keys<Tin, KP>(p, tok0, len, h, sQ, sK, sB, sG, sSt);
+    stage<CS, CS>(sA, 65, p.A + ch * CS * CS, CS);
+    stage<CS, CS>(sdA, 65, p.dA1 + ch * CS * CS, CS);
+    stage<CS, CS>(sdAqk, 65, p.dAqk + ch * CS * CS, CS);
+    stage<CS, KP>(sTmp, LDK, p.dY + ob, KP);
     for (int d = threadIdx.x; d < KP; d += NT) sEx[d] = 0.0f;
     __syncthreads();
     // dA += dY E^T
-    mm<64, 64, 4, 4>(
+    mmx<TC, 64, 64, 4, 4>(
         KP, [&](int r, int d) { return sTmp[r * LDK + d]; },
-        [&](int d, int s) { return exp2f(sG[s * LDK + d]) * sB[s * LDK + d] * sK[s * LDK + d]; },
+        [&](int d, int s) { return exp2f(sG[s * LDK + d] - sSt[d]) * sB[s * LDK + d] * sK[s * LDK + d]; },
         [&](int r, int s, float acc) { sdA[r * 65 + s] += acc; });
     // dE = A^T dY -> first terms of db, dk, dG
-    mm<64, KP, 4, KP / 16>(
+    mmx<TC, 64, KP, 4, KP / 16>(
         CS, [&](int r, int s) { return sA[s * 65 + r]; }, [&](int s, int d) { return sTmp[s * LDK + d]; },
         [&](int r, int d, float acc) {
-            float e = exp2f(sG[r * LDK + d]) * acc;
+            float e = exp2f(sG[r * LDK + d] - sSt[d]) * acc;
             p.dBs[ob + r * KP + d] = e * sK[r * LDK + d];
             p.dKs[ob + r * KP + d] = e * sB[r * LDK + d];
             p.dGs[ob + r * KP + d] = e * sB[r * LDK + d] * sK[r * LDK + d];
@@ -567,42 +716,74 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
     __syncthreads();
     // M1 = tril(dA,-1) A^T  (into sTmp as 64x65), then dT = -tril(A^T M1, -1) into sdA
     float *sM1 = sTmp;
-    mm<64, 64, 4, 4>(
+    mmx<TC, 64, 64, 4, 4>(
         CS, [&](int r, int s) { return s < r ? sdA[r * 65 + s] : 0.0f; }, [&](int s, int cc) { return sA[cc * 65 + s]; },
         [&](int r, int cc, float acc) { sM1[r * 65 + cc] = acc; });
     __syncthreads();
-    mm<64, 64, 4, 4>(
+    mmx<TC, 64, 64, 4, 4>(
         CS, [&](int r, int s) { return sA[s * 65 + r]; }, [&](int s, int cc) { return sM1[s * 65 + cc]; },
         [&](int r, int cc, float acc) { sdA[r * 65 + cc] = cc < r ? -acc : 0.0f; });
     __syncthreads();
 
-    // intra-chunk VJPs, exact per element; thread = one channel d, rows r0, r0+RS, ...
+    // intra-chunk VJPs, exact per element; thread = one channel d and the NR rows r0, r0+RS, ...
+    // (a warp shares r0, so the dAqk/dT reads are broadcasts). Pass A sums over s <= r (dq, E'),
+    // pass B over r2 >= r (dkt); k_s, G2_s (resp. q, b.k, G2 of r2) are read once per outer step.
     {
-        constexpr int RS = NT / KP;
+        constexpr int RS = NT / KP, NR = CS / RS;
         const int d = threadIdx.x % KP, r0 = threadIdx.x / KP;
         const float g2l = sG[(CS - 1) * LDK + d];
-        float ex = 0.0f;
-        for (int r = r0; r < CS; r += RS) {
-            const float g2r = sG[r * LDK + d], qr = sQ[r * LDK + d], kr = sK[r * LDK + d], br = sB[r * LDK + d];
-            float dqa = 0, ep = 0, dkq = 0, dkb = 0;
-            for (int s = 0; s <= r; s++) {
-                float e = exp2f(g2r - sG[s * LDK + d]) * sK[s * LDK + d];
-                dqa = fmaf(sdAqk[r * 65 + s], e, dqa);
-                ep = fmaf(sdA[r * 65 + s], e, ep); // dT is zero on the diagonal
+        float gr[NR], xa[NR], xb[NR];
+#pragma unroll
+        for (int j = 0; j < NR; j++) {
+            gr[j] = sG[(r0 + j * RS) * LDK + d];
+            xa[j] = xb[j] = 0.0f;
+        }
+        for (int s = 0; s < CS; s++) { // pass A
+            const float ks = sK[s * LDK + d], gs = sG[s * LDK + d];
+#pragma unroll
+            for (int j = 0; j < NR; j++) {
+                const int r = r0 + j * RS;
+                if (r >= s) {
+                    const float e = exp2f(gr[j] - gs) * ks;
+                    xa[j] = fmaf(sdAqk[r * 65 + s], e, xa[j]);
+                    xb[j] = fmaf(sdA[r * 65 + s], e, xb[j]); // dT is zero on the diagonal
+                }
             }
-            for (int r2 = r; r2 < CS; r2++) {
-                float e = exp2f(sG[r2 * LDK + d] - g2r);
-                dkq = fmaf(sdAqk[r2 * 65 + r] * sQ[r2 * LDK + d], e, dkq);
-                dkb = fmaf(sdA[r2 * 65 + r] * sB[r2 * LDK + d] * sK[r2 * LDK + d], e, dkb);
-            }
-            const float dq_in = p.scale * dqa, dkt = p.scale * dkq + dkb;
-            const float dqi = p.scale * exp2f(g2r) * p.dQi[ob + r * KP + d];
-            const float dki = exp2f(g2l - g2r) * p.dKi[ob + r * KP + d];
+        }
+#pragma unroll
+        for (int j = 0; j < NR; j++) {
+            const int r = r0 + j * RS;
+            const float qr = sQ[r * LDK + d], kr = sK[r * LDK + d], br = sB[r * LDK + d];
+            const float dq_in = p.scale * xa[j], ep = xb[j];
             const size_t o = ob + r * KP + d;
+            const float dqi = p.scale * exp2f(gr[j] - sSt[d]) * p.dQi[o];
             p.dQs[o] = dqi + dq_in;
-            p.dKs[o] += br * ep + dkt + dki;
+            p.dKs[o] += br * ep;
             p.dBs[o] += kr * ep;
-            p.dGs[o] += qr * (dq_in + dqi) + br * kr * ep - kr * (dkt + dki);
+            p.dGs[o] += qr * (dq_in + dqi) + br * kr * ep;
+            xa[j] = xb[j] = 0.0f;
+        }
+        for (int r2 = 0; r2 < CS; r2++) { // pass B
+            const float q2 = sQ[r2 * LDK + d], bk2 = sB[r2 * LDK + d] * sK[r2 * LDK + d], g2 = sG[r2 * LDK + d];
+#pragma unroll
+            for (int j = 0; j < NR; j++) {
+                const int r = r0 + j * RS;
+                if (r <= r2) {
+                    const float e = exp2f(g2 - gr[j]);
+                    xa[j] = fmaf(sdAqk[r2 * 65 + r] * q2, e, xa[j]);
+                    xb[j] = fmaf(sdA[r2 * 65 + r] * bk2, e, xb[j]);
+                }
+            }
+        }
+        float ex = 0.0f;
+#pragma unroll
+        for (int j = 0; j < NR; j++) {
+            const int r = r0 + j * RS;
+            const float kr = sK[r * LDK + d];
+            const size_t o = ob + r * KP + d;
+            const float dkt = p.scale * xa[j] + xb[j], dki = exp2f(g2l - gr[j]) * p.dKi[o];
+            p.dKs[o] += dkt + dki;
+            p.dGs[o] -= kr * (dkt + dki);
             ex += kr * dki;
         }
         atomicAdd(&sEx[d], ex);
@@ -611,7 +792,7 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
     // dg = reverse cumulative sum of dG; G2_last (row 63, flat after the last valid row) also
     // receives gamma_last rowsum(S0.dSC) + sum_r k.dKi-term
     for (int d = threadIdx.x; d < KP; d += NT) {
-        float acc = exp2f(sG[(CS - 1) * LDK + d]) * p.dGl[ch * KP + d] + sEx[d];
+        float acc = exp2f(sG[(CS - 1) * LDK + d] - sSt[d]) * p.dGl[ch * KP + d] + sEx[d];
         for (int r = CS - 1; r >= 0; r--) {
             acc += p.dGs[ob + r * KP + d];
             p.dGs[ob + r * KP + d] = acc;
@@ -625,21 +806,22 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
 // ------------------------------------------------------------------------------------------------
 template <class Tin, int KP>
 __global__ __launch_bounds__(NT) void k_fin(ChunkParams p) {
-    __shared__ float sDtb[KP];
-    __shared__ float sDal;
+    __shared__ double sDtb[KP];
+    __shared__ double sDal;
     const int c = blockIdx.x, h = blockIdx.y;
     int n, len;
     size_t tok0;
     chunk_info(p, c, n, tok0, len);
-    for (int d = threadIdx.x; d < KP; d += NT) sDtb[d] = 0.0f;
-    if (threadIdx.x == 0) sDal = 0.0f;
+    for (int d = threadIdx.x; d < KP; d += NT) sDtb[d] = 0.0;
+    if (threadIdx.x == 0) sDal = 0.0;
     __syncthreads();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     constexpr int NPL = KP / 32;
     const Tin *q = (const Tin *)p.q, *k = (const Tin *)p.k;
-    float dal = 0.0f, dtb[NPL];
+    // the dA_log / ddt_bias partial sums are kept in double: they sum many terms of both signs
+    double dal = 0.0, dtb[NPL];
 #pragma unroll
-    for (int i = 0; i < NPL; i++) dtb[i] = 0.0f;
+    for (int i = 0; i < NPL; i++) dtb[i] = 0.0;
     for (int r = warp; r < len; r += NT / 32) {
         float dq[NPL], dk[NPL], db[NPL], dg[NPL];
 #pragma unroll
@@ -687,7 +869,9 @@ __global__ __launch_bounds__(NT) void k_fin(ChunkParams p) {
             if (d >= p.K) continue;
             float gd = dg[i];
             if (p.gate) {
-                gd = gate_vjp(gd, p.g[ib + d], p.A_log[h], p.dt_bias[(size_t)h * p.K + d], p.lb, &dal);
+                float dalf = 0.0f;
+                gd = gate_vjp(gd, p.g[ib + d], p.A_log[h], p.dt_bias[(size_t)h * p.K + d], p.lb, &dalf);
+                dal += dalf;
                 dtb[i] += gd;
             }
             stf((Tin *)p.dq, ib + d, dq[i]);
@@ -699,11 +883,10 @@ __global__ __launch_bounds__(NT) void k_fin(ChunkParams p) {
     if (p.gate) {
 #pragma unroll
         for (int i = 0; i < NPL; i++) atomicAdd(&sDtb[lane + 32 * i], dtb[i]);
-        dal = warp_sum(dal);
-        if (lane == 0) atomicAdd(&sDal, dal);
+        atomicAdd(&sDal, dal);
         __syncthreads();
-        for (int d = threadIdx.x; d < p.K; d += NT) atomicAdd(&p.ddt_bias[(size_t)h * p.K + d], sDtb[d]);
-        if (threadIdx.x == 0) atomicAdd(&p.dA_log[h], sDal);
+        for (int d = threadIdx.x; d < p.K; d += NT) atomicAdd(&p.ddt_bias[(size_t)h * p.K + d], (float)sDtb[d]);
+        if (threadIdx.x == 0) atomicAdd(&p.dA_log[h], (float)sDal);
     }
 }
 
@@ -779,43 +962,100 @@ extern "C" size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_
         }                                                                                                   \
     } while (0)
 
-template <class Tin, int KP, int VP>
+// GDN2_CUDA_PROFILE=1 in the environment: time each kernel with events and print the split.
+static int profile_on(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("GDN2_CUDA_PROFILE");
+        on = e && *e && *e != '0';
+    }
+    return on;
+}
+struct Prof {
+    cudaEvent_t ev[8];
+    const char *name[8];
+    int n;
+    cudaStream_t st;
+    void mark(const char *nm) {
+        if (!profile_on()) return;
+        cudaEventCreate(&ev[n]);
+        cudaEventRecord(ev[n], st);
+        name[n++] = nm;
+    }
+    void report(const char *what) {
+        if (!profile_on() || n < 2) return;
+        cudaEventSynchronize(ev[n - 1]);
+        fprintf(stderr, "[gdn2 cuda profile] %s:", what);
+        for (int i = 1; i < n; i++) {
+            float ms = 0;
+            cudaEventElapsedTime(&ms, ev[i - 1], ev[i]);
+            fprintf(stderr, " %s %.3f ms", name[i], ms);
+        }
+        fprintf(stderr, "\n");
+        for (int i = 0; i < n; i++) cudaEventDestroy(ev[i]);
+    }
+};
+
+template <class Tin, int KP, int VP, int BV>
 static cudaError_t launch_all(ChunkParams &p, int bwd, cudaStream_t st) {
-    const int nsm_prep = prep_smem_floats<KP>() * 4, nsm_state = state_smem_floats<KP>() * 4;
-    const int nsm_out = out_smem_floats<KP, VP>() * 4, nsm_bstate = bstate_smem_floats<KP>() * 4;
+    constexpr bool TC = is_bf16<Tin>::value;
+    typedef typename std::conditional<TC, __nv_bfloat16, float>::type ST;
+    const int nsm_prep = prep_smem_bytes<ST, KP>(), nsm_state = state_smem_floats<KP, BV>() * 4;
+    const int nsm_out = out_smem_floats<KP, VP>() * 4, nsm_bstate = bstate_smem_floats<KP, BV>() * 4;
     const int nsm_bv = bv_smem_floats<VP>() * 4, nsm_bk = bk_smem_floats<KP>() * 4;
     static bool attr = false;
     if (!attr) {
         cudaFuncSetAttribute(k_prep<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_prep);
-        cudaFuncSetAttribute(k_state<KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_state);
+        cudaFuncSetAttribute(k_state<KP, VP, BV, TC>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_state);
         cudaFuncSetAttribute(k_out<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_out);
-        cudaFuncSetAttribute(k_bstate<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bstate);
+        cudaFuncSetAttribute(k_bstate<Tin, KP, VP, BV>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bstate);
         cudaFuncSetAttribute(k_bv<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bv);
         cudaFuncSetAttribute(k_bk<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bk);
         attr = true;
     }
+    Prof pr;
+    pr.n = 0;
+    pr.st = st;
     const dim3 gc(p.nchunks, p.HV), gs(VP / BV, p.nseq * p.HV), gh(p.nchunks, p.H);
+    pr.mark("start");
     if (p.nchunks > 0) k_prep<Tin, KP, VP><<<gc, NT, nsm_prep, st>>>(p, bwd);
-    k_state<KP, VP><<<gs, NT, nsm_state, st>>>(p);
+    pr.mark("prep");
+    k_state<KP, VP, BV, TC><<<gs, NT, nsm_state, st>>>(p);
+    pr.mark("state");
     if (!bwd) {
         if (p.nchunks > 0) k_out<Tin, KP, VP><<<gc, NT, nsm_out, st>>>(p);
+        pr.mark("out");
+        pr.report("fwd");
         return cudaGetLastError();
     }
-    k_bstate<Tin, KP, VP><<<gs, NT, nsm_bstate, st>>>(p);
+    k_bstate<Tin, KP, VP, BV><<<gs, NT, nsm_bstate, st>>>(p);
+    pr.mark("bstate");
     if (p.nchunks > 0) {
         k_bv<Tin, KP, VP><<<gc, NT, nsm_bv, st>>>(p);
+        pr.mark("bv");
         k_bk<Tin, KP, VP><<<gc, NT, nsm_bk, st>>>(p);
+        pr.mark("bk");
         k_fin<Tin, KP><<<gh, NT, 0, st>>>(p);
+        pr.mark("fin");
     }
+    pr.report("bwd");
     return cudaGetLastError();
+}
+
+// V tile of the sequential state kernels: 16 columns when there are few (sequence, head) pairs
+// (a single long sequence), so that the scan still spreads over the multiprocessors.
+template <class Tin, int KP, int VP>
+static cudaError_t launch_bv(ChunkParams &p, int bwd, cudaStream_t st) {
+    if ((long)p.nseq * p.HV * (VP / 32) < 264) return launch_all<Tin, KP, VP, 16>(p, bwd, st);
+    return launch_all<Tin, KP, VP, 32>(p, bwd, st);
 }
 
 template <class Tin>
 static cudaError_t dispatch(ChunkParams &p, int KP, int VP, int bwd, cudaStream_t st) {
-    if (KP == 64 && VP == 64) return launch_all<Tin, 64, 64>(p, bwd, st);
-    if (KP == 64 && VP == 128) return launch_all<Tin, 64, 128>(p, bwd, st);
-    if (KP == 128 && VP == 64) return launch_all<Tin, 128, 64>(p, bwd, st);
-    return launch_all<Tin, 128, 128>(p, bwd, st);
+    if (KP == 64 && VP == 64) return launch_bv<Tin, 64, 64>(p, bwd, st);
+    if (KP == 64 && VP == 128) return launch_bv<Tin, 64, 128>(p, bwd, st);
+    if (KP == 128 && VP == 64) return launch_bv<Tin, 128, 64>(p, bwd, st);
+    return launch_bv<Tin, 128, 128>(p, bwd, st);
 }
 
 static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a,

@@ -56,7 +56,9 @@ int gdn2_heatmap_svg(const gdn2_heatmap *h, char **res) {
         return gdn2_error(GDN2_ERR_ARG, "heatmap: need at least one row and one column and a score array");
     const int cw = 72, ch = 26, left = 96, top = 56, bar_w = 18;
     const int gw = cw * h->n_cols, gh = ch * h->n_rows;
-    const int W = left + gw + 110, H = top + gh + 64;
+    int W = left + gw + 110;
+    const int H = top + gh + 64, title_w = (int)strlen(h->title ? h->title : "score") * 9 + 40; /* ~9 px a glyph at 15 px */
+    if (W < title_w) W = title_w;
     svgbuf b = {0};
     out(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     out(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "

@@ -59,8 +59,11 @@ int gdn2_model_load(const char *path, gdn2_model **out) {
     if (!cfg) cfg = gdn2_st_meta(&st, "meta"); /* official fixtures: meta.config */
     gdn2_model_cfg c;
     if (!cfg) s = gdn2_error(GDN2_ERR_FORMAT, "%s: no model config in the metadata ('config' or 'meta')", path);
-    else if ((s = gdn2_model_config_from_json(cfg, &c)))
-        gdn2_error(s, "%s: %s", path, gdn2_last_error());
+    else if ((s = gdn2_model_config_from_json(cfg, &c))) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", gdn2_last_error());
+        gdn2_error(s, "%s: %s", path, msg);
+    }
     gdn2_model *m = NULL;
     if (!s) s = gdn2_model_create(&c, &m);
     if (!s) s = gdn2_model_load_params(m, &st, gdn2_st_find(&st, "transformer.wte.weight") ? "" : "param.");

@@ -16,9 +16,10 @@
  * kda: b = w = c·β with β = σ(x Wβᵀ) [N,H] per key head (shared by the group's value heads).
  * gdn: β as kda, and g = −exp(A_log[h])·softplus(x Waᵀ + dt_bias[h]) [N,H], broadcast over K.
  *
- * Saved for backward (acts, O(N·d)): qp, kp, vp, f1 = x Wf0ᵀ, f (gdn: the [N,H] decay
- * pre-activation), σ of the erase (gdn2) or β (kda, gdn) gate, σ of the write gate (gdn2), o,
- * g1 = x Wg0ᵀ, a; and the initial states the forward started from. q,k,v,g,b,w are recomputed.
+ * Saved for backward (acts, O(N·d)): qp, kp, vp, the kernel inputs q, k, v, g, f1 = x Wf0ᵀ, f
+ * (gdn: the [N,H] decay pre-activation), σ of the erase (gdn2) or β (kda, gdn) gate, σ of the write
+ * gate (gdn2), o, g1 = x Wg0ᵀ, a; and the initial states the forward started from. b, w and z are
+ * rebuilt in the backward (cheap; no exp).
  */
 #include <math.h>
 #include <stdio.h>
@@ -184,7 +185,7 @@ void gdn2_layer_init(const gdn2_layer_cfg *c, float *params, uint64_t seed) {
 /* activations and states                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 typedef struct {
-    size_t qp, kp, vp, f1, f, sb, sw, o, g1, a, st, total;
+    size_t qp, kp, vp, q, k, v, g, f1, f, sb, sw, o, g1, a, st, total;
 } act_layout;
 
 static int64_t gate_width(const gdn2_layer_cfg *c) { return c->mixer == GDN2_MIXER_GDN2 ? c->H * c->K : c->H; }
@@ -197,6 +198,10 @@ static act_layout act_offsets(const gdn2_layer_cfg *c, int64_t B, int64_t T) {
     L.qp = o; o += N * Dk;
     L.kp = o; o += N * Dk;
     L.vp = o; o += N * Dv;
+    L.q = o;  o += N * Dk;
+    L.k = o;  o += N * Dk;
+    L.v = o;  o += N * Dv;
+    L.g = o;  o += N * Dk;
     L.f1 = o; o += gdn ? 0 : N * R;
     L.f = o;  o += gdn ? N * (size_t)c->H : N * Dk;
     L.sb = o; o += N * (size_t)gate_width(c);
@@ -337,7 +342,8 @@ typedef struct {
 /* g, b, w at kernel layout from the saved pre-activations / sigmoids.
  *   gdn2: g[n,h,c] = −e^{A_log[h]} softplus(f[n,h,c] + dt[h,c]);  b = c·sb;  w = sw
  *   kda:  g as gdn2;  b[n,h,:] = c·β[n,h];  w[n,hv,:] = c·β[n,hv/G]
- *   gdn:  g[n,h,:] = −e^{A_log[h]} softplus(f[n,h] + dt[h]);  b, w as kda */
+ *   gdn:  g[n,h,:] = −e^{A_log[h]} softplus(f[n,h] + dt[h]);  b, w as kda
+ * g = NULL: only b and w (the backward, which saved g). */
 static void make_gates(const gdn2_layer_cfg *c, const lparams *lp, int64_t N, const float *f, const float *sb,
                        const float *sw, float *g, float *b, float *w, int nt) {
     const int64_t H = c->H, HV = c->HV, K = c->K, V = c->V, G = HV / H, m = c->mixer;
@@ -347,8 +353,9 @@ static void make_gates(const gdn2_layer_cfg *c, const lparams *lp, int64_t N, co
     for (int64_t n = 0; n < N; n++) {
         for (int64_t h = 0; h < H; h++) {
             const float a = expf(A_log[h]);
-            float *gr = g + (n * H + h) * K, *br = b + (n * H + h) * K;
-            if (m == GDN2_MIXER_GDN) {
+            float *gr = g ? g + (n * H + h) * K : NULL, *br = b + (n * H + h) * K;
+            if (!g) {
+            } else if (m == GDN2_MIXER_GDN) {
                 const float gs = -a * gdn2_nn_softplus(f[n * H + h] + dt[h]);
                 for (int64_t i = 0; i < K; i++) gr[i] = gs;
             } else {
@@ -394,14 +401,14 @@ static int forward_impl(const gdn2_layer_cfg *c, const float *params, const floa
     const act_layout L = act_offsets(c, B, T);
     float *qp = A + L.qp, *kp = A + L.kp, *vp = A + L.vp, *f1 = A + L.f1, *f = A + L.f, *sb = A + L.sb;
     float *sw = A + L.sw, *o = A + L.o, *g1 = A + L.g1, *ga = A + L.a, *st0 = A + L.st;
+    float *q = A + L.q, *k = A + L.k, *v = A + L.v, *g = A + L.g;
     int rc = GDN2_OK;
 
-    /* scratch: q, k, v (post conv), g, b, w at kernel layout, and z (normed, gated output) */
-    const size_t nscr = (size_t)N * (size_t)(4 * Dk + 3 * Dv) + (decode || !states ? 0 : 2 * (size_t)B * KVs);
+    /* scratch: b, w at kernel layout, z (normed, gated output), initial/final recurrent states */
+    const size_t nscr = (size_t)N * (size_t)(Dk + 2 * Dv) + (decode || !states ? 0 : 2 * (size_t)B * KVs);
     float *scr = gdn2_malloc((nscr + 1) * sizeof(float), "gdn2 layer forward scratch");
     if (!scr) return GDN2_ERR_NOMEM;
-    float *q = scr, *k = q + N * Dk, *v = k + N * Dk, *g = v + N * Dv, *b = g + N * Dk, *w = b + N * Dk;
-    float *z = w + N * Dv, *h0 = z + N * Dv, *ht = h0 + B * KVs;
+    float *b = scr, *w = b + N * Dk, *z = w + N * Dv, *h0 = z + N * Dv, *ht = h0 + B * KVs;
 
     /* keep the initial states for the backward (zeros for a fresh sequence); not needed by a step */
     if (decode) {
@@ -415,14 +422,10 @@ static int forward_impl(const gdn2_layer_cfg *c, const float *params, const floa
     /* q = silu(conv(qp)), from the conv caches when states are given */
     const float *hq = states ? states + st_conv_q(c) : NULL, *hk = states ? states + st_conv_k(c) : NULL;
     const float *hv = states ? states + st_conv_v(c) : NULL;
-    gdn2_conv_silu_fwd(B, T, Dk, W, qp, hq, SS, PP(&lp, P_QC), q, nt);
-    gdn2_conv_silu_fwd(B, T, Dk, W, kp, hk, SS, PP(&lp, P_KC), k, nt);
-    gdn2_conv_silu_fwd(B, T, Dv, W, vp, hv, SS, PP(&lp, P_VC), v, nt);
-    if (states) {
-        gdn2_conv_hist_update(B, T, Dk, W, qp, states + st_conv_q(c), SS);
-        gdn2_conv_hist_update(B, T, Dk, W, kp, states + st_conv_k(c), SS);
-        gdn2_conv_hist_update(B, T, Dv, W, vp, states + st_conv_v(c), SS);
-    }
+    if ((rc = gdn2_conv_silu_fwd(B, T, Dk, W, qp, hq, SS, PP(&lp, P_QC), q, nt)) ||
+        (rc = gdn2_conv_silu_fwd(B, T, Dk, W, kp, hk, SS, PP(&lp, P_KC), k, nt)) ||
+        (rc = gdn2_conv_silu_fwd(B, T, Dv, W, vp, hv, SS, PP(&lp, P_VC), v, nt)))
+        goto done;
     /* decay pre-activation: f = (x Wf0ᵀ) Wf1ᵀ (gdn2, kda) or f = x Waᵀ (gdn) */
     if (m == GDN2_MIXER_GDN) {
         gdn2_linear_fwd(N, d, H, x, PP(&lp, P_A), NULL, f);
@@ -433,9 +436,11 @@ static int forward_impl(const gdn2_layer_cfg *c, const float *params, const floa
     /* erase/write gates: sb = σ(x Wbᵀ) ([N,Dk] or β [N,H]); sw = σ(x Wwᵀ) (gdn2) */
     const int64_t bw = gate_width(c);
     gdn2_linear_fwd(N, d, bw, x, PP(&lp, P_B), NULL, sb);
+#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(nt))
     for (int64_t i = 0; i < N * bw; i++) sb[i] = gdn2_nn_sigmoid(sb[i]);
     if (m == GDN2_MIXER_GDN2) {
         gdn2_linear_fwd(N, d, Dv, x, PP(&lp, P_W), NULL, sw);
+#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(nt))
         for (int64_t i = 0; i < N * Dv; i++) sw[i] = gdn2_nn_sigmoid(sw[i]);
     }
     make_gates(c, &lp, N, f, sb, sw, g, b, w, nt);
@@ -463,6 +468,12 @@ static int forward_impl(const gdn2_layer_cfg *c, const float *params, const floa
             for (int64_t i = 0; i < B; i++) memcpy(states + i * SS + st_S(c), ht + i * KVs, KVs * sizeof(float));
     }
     if (rc) goto done;
+    /* the conv caches move on only once the recurrence succeeded (a failed call leaves them as they were) */
+    if (states) {
+        gdn2_conv_hist_update(B, T, Dk, W, qp, states + st_conv_q(c), SS);
+        gdn2_conv_hist_update(B, T, Dk, W, kp, states + st_conv_k(c), SS);
+        gdn2_conv_hist_update(B, T, Dv, W, vp, states + st_conv_v(c), SS);
+    }
 
     /* output gate a = (x Wg0ᵀ) Wg1ᵀ + bg;  z = RMSNorm(o)·wn ⊙ silu(a) per value head;  y = z Woᵀ */
     gdn2_linear_fwd(N, d, R, x, PP(&lp, P_G0), NULL, g1);
@@ -495,7 +506,8 @@ int gdn2_layer_step(const gdn2_layer_cfg *c, const float *params, const float *x
     if (rc) return rc;
     if (!states) return gdn2_error(GDN2_ERR_ARG, "gdn2_layer_step: states is NULL");
     if (n == 0) return GDN2_OK;
-    float *A = gdn2_malloc(gdn2_layer_act_size(c, n, 1) * sizeof(float) + 4, "gdn2 layer step activations");
+    /* the step keeps no copy of the initial states: the block stops where they would start */
+    float *A = gdn2_malloc(act_offsets(c, n, 1).st * sizeof(float) + 4, "gdn2 layer step activations");
     if (!A) return GDN2_ERR_NOMEM;
     rc = forward_impl(c, params, x, n, 1, y, A, states, 1, n_threads);
     free(A);
@@ -526,11 +538,12 @@ int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const floa
     const float *sb = acts + L.sb, *sw = acts + L.sw, *o = acts + L.o, *g1 = acts + L.g1, *ga = acts + L.a;
     const float *st0 = acts + L.st;
 
-    /* scratch: q,k,v,g,b,w (recomputed) | dq,dk,dv,dg,db,dw | z/do | dga | dg1 (R) | dpre | h0 */
-    const size_t nscr = (size_t)N * (size_t)(8 * Dk + 6 * Dv + R + (Dk > Dv ? Dk : Dv)) + (size_t)B * KVs;
+    const float *q = acts + L.q, *k = acts + L.k, *v = acts + L.v, *g = acts + L.g;
+    /* scratch: b,w (rebuilt) | dq,dk,dv,dg,db,dw | z/do | dga | dg1 (R) | dpre | h0 */
+    const size_t nscr = (size_t)N * (size_t)(5 * Dk + 5 * Dv + R + (Dk > Dv ? Dk : Dv)) + (size_t)B * KVs;
     float *scr = gdn2_malloc((nscr + 1) * sizeof(float), "gdn2 layer backward scratch");
     if (!scr) return GDN2_ERR_NOMEM;
-    float *q = scr, *k = q + N * Dk, *v = k + N * Dk, *g = v + N * Dv, *b = g + N * Dk, *w = b + N * Dk;
+    float *b = scr, *w = b + N * Dk;
     float *dq = w + N * Dv, *dk = dq + N * Dk, *dv = dk + N * Dk, *dg = dv + N * Dv, *db = dg + N * Dk;
     float *dw = db + N * Dk, *zd = dw + N * Dv, *dga = zd + N * Dv, *dg1 = dga + N * Dv, *dpre = dg1 + N * R;
     float *h0 = dpre + N * (Dk > Dv ? Dk : Dv);
@@ -546,11 +559,8 @@ int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const floa
     gdn2_linear_bwd(N, R, Dv, g1, PP(&lp, P_G1), dga, dg1, 0, dP[P_G1], dP[P_G1B]);
     gdn2_linear_bwd(N, d, R, x, PP(&lp, P_G0), dg1, dx, 0, dP[P_G0], NULL);
 
-    /* recompute the kernel inputs and run the recurrence backward */
-    gdn2_conv_silu_fwd(B, T, Dk, W, qp, hq, SS, PP(&lp, P_QC), q, nt);
-    gdn2_conv_silu_fwd(B, T, Dk, W, kp, hk, SS, PP(&lp, P_KC), k, nt);
-    gdn2_conv_silu_fwd(B, T, Dv, W, vp, hv, SS, PP(&lp, P_VC), v, nt);
-    make_gates(c, &lp, N, f, sb, sw, g, b, w, nt);
+    /* rebuild b, w (q, k, v, g are saved) and run the recurrence backward */
+    make_gates(c, &lp, N, NULL, sb, sw, NULL, b, w, nt);
     for (int64_t i = 0; i < B; i++) memcpy(h0 + i * KVs, st0 + i * SS + st_S(c), KVs * sizeof(float));
     {
         gdn2_dims dm = {B, T, H, HV, K, V};
@@ -567,30 +577,49 @@ int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const floa
      * gdn: the same on the scalar per head with dg summed over K. df overwrites dg. */
     {
         const float *A_log = PP(&lp, P_ALOG), *dt = PP(&lp, P_DT);
-        float *dA = dP[P_ALOG], *ddt = dP[P_DT];
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t h = 0; h < H; h++) {
-                const float a = expf(A_log[h]);
-                float *dgr = dg + (n * H + h) * K;
-                if (m == GDN2_MIXER_GDN) {
-                    float s = 0.0f;
-                    for (int64_t i = 0; i < K; i++) s += dgr[i];
-                    const float u = f[n * H + h] + dt[h], gs = -a * gdn2_nn_softplus(u);
-                    const float df = s * (-a) * gdn2_nn_softplus_grad(u);
-                    dA[h] += s * gs;
-                    ddt[h] += df;
-                    dgr[0] = df; /* dg[n*H+h] is read below from dgr[0] */
-                } else {
-                    const float *fr = f + (n * H + h) * K, *dtr = dt + h * K;
-                    for (int64_t i = 0; i < K; i++) {
-                        const float u = fr[i] + dtr[i];
-                        const float df = dgr[i] * (-a) * gdn2_nn_softplus_grad(u);
-                        dA[h] += dgr[i] * g[(n * H + h) * K + i];
-                        ddt[h * K + i] += df;
-                        dgr[i] = df;
+        /* the token sums run in double (dA_log adds up N·K terms of both signs), one partial per thread */
+        const int64_t ndt = m == GDN2_MIXER_GDN ? H : Dk, nacc = H + ndt;
+        const int nth = gdn2_nn_threads(nt);
+        double *acc = calloc((size_t)(nacc * nth), sizeof(double));
+        if (!acc) { rc = gdn2_error(GDN2_ERR_NOMEM, "gdn2_layer_backward: out of memory for the gate sums"); goto done; }
+#pragma omp parallel num_threads(nth)
+        {
+#ifdef _OPENMP
+            double *dA = acc + (size_t)omp_get_thread_num() * (size_t)nacc;
+#else
+            double *dA = acc;
+#endif
+            double *ddt = dA + H;
+#pragma omp for schedule(static)
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t h = 0; h < H; h++) {
+                    const float a = expf(A_log[h]);
+                    float *dgr = dg + (n * H + h) * K;
+                    if (m == GDN2_MIXER_GDN) {
+                        float s = 0.0f;
+                        for (int64_t i = 0; i < K; i++) s += dgr[i];
+                        const float u = f[n * H + h] + dt[h], gs = -a * gdn2_nn_softplus(u);
+                        const float df = s * (-a) * gdn2_nn_softplus_grad(u);
+                        dA[h] += (double)s * gs;
+                        ddt[h] += df;
+                        dgr[0] = df; /* dg[n*H+h] is read below from dgr[0] */
+                    } else {
+                        const float *fr = f + (n * H + h) * K, *dtr = dt + h * K;
+                        for (int64_t i = 0; i < K; i++) {
+                            const float u = fr[i] + dtr[i];
+                            const float df = dgr[i] * (-a) * gdn2_nn_softplus_grad(u);
+                            dA[h] += (double)dgr[i] * g[(n * H + h) * K + i];
+                            ddt[h * K + i] += df;
+                            dgr[i] = df;
+                        }
                     }
                 }
-            }
+        }
+        for (int t = 1; t < nth; t++)
+            for (int64_t i = 0; i < nacc; i++) acc[i] += acc[(size_t)t * (size_t)nacc + i];
+        for (int64_t h = 0; h < H; h++) dP[P_ALOG][h] += (float)acc[h];
+        for (int64_t i = 0; i < ndt; i++) dP[P_DT][i] += (float)acc[H + i];
+        free(acc);
         if (m == GDN2_MIXER_GDN) {
             /* compact the per-head df to [N,H] then: f = x Waᵀ */
             for (int64_t i = 0; i < N * H; i++) dpre[i] = dg[i * K];
@@ -602,13 +631,16 @@ int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const floa
         }
     }
     /* erase/write gates. gdn2: b = c σ(pb): dpb = db·c·σ(1−σ);  w = σ(pw): dpw = dw·σ(1−σ).
-     * kda/gdn: b = w = c β:  dβ[n,h] = c (Σ_i db[n,h,i] + Σ_{hv in group h} Σ_j dw[n,hv,j]);  dpβ = dβ β(1−β)/… */
+     * kda/gdn: b = w = c β:  dβ[n,h] = c (Σ_i db[n,h,i] + Σ_{hv in group h} Σ_j dw[n,hv,j]);  dpβ = dβ β(1−β) */
     if (m == GDN2_MIXER_GDN2) {
+#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(nt))
         for (int64_t i = 0; i < N * Dk; i++) dpre[i] = db[i] * cb * sb[i] * (1.0f - sb[i]);
         gdn2_linear_bwd(N, d, Dk, x, PP(&lp, P_B), dpre, dx, 1, dP[P_B], NULL);
+#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(nt))
         for (int64_t i = 0; i < N * Dv; i++) dpre[i] = dw[i] * sw[i] * (1.0f - sw[i]);
         gdn2_linear_bwd(N, d, Dv, x, PP(&lp, P_W), dpre, dx, 1, dP[P_W], NULL);
     } else {
+#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(nt))
         for (int64_t n = 0; n < N; n++)
             for (int64_t h = 0; h < H; h++) {
                 float s = 0.0f;

@@ -31,68 +31,95 @@ void gdn2_linear_bwd(int64_t N, int64_t in, int64_t out, const float *X, const f
             for (int64_t j = 0; j < out; j++) dbias[j] += dY[n * out + j];
 }
 
-/* xe_s for s in [0, T+W-1): history rows first, then x (one channel) */
-static inline float conv_in(const float *x, const float *hist, int64_t D, int64_t W, int64_t s, int64_t ch) {
-    if (s >= W - 1) return x[(s - (W - 1)) * D + ch];
-    return hist ? hist[s * D + ch] : 0.0f;
+/* Row s of xe (s in [0, T+W-1)) of sequence b: history rows first, then x; NULL = zero row. */
+static inline const float *conv_row(const float *x, const float *hist, size_t hist_stride, int64_t b, int64_t T,
+                                    int64_t D, int64_t W, int64_t s) {
+    if (s >= W - 1) return x + (b * T + s - (W - 1)) * D;
+    return hist ? hist + b * hist_stride + s * D : NULL;
 }
 
-void gdn2_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t W, const float *x, const float *hist,
-                        size_t hist_stride, const float *w, float *y, int n_threads) {
+/* c_t = sum_i wT[i] ⊙ xe_{t+i} into c (D floats); wT is the weight transposed to [W, D] */
+static inline void conv_pre(const float *x, const float *hist, size_t hist_stride, int64_t b, int64_t t,
+                            int64_t T, int64_t D, int64_t W, const float *wT, float *restrict c) {
+    for (int64_t ch = 0; ch < D; ch++) c[ch] = 0.0f;
+    for (int64_t i = 0; i < W; i++) {
+        const float *restrict row = conv_row(x, hist, hist_stride, b, T, D, W, t + i);
+        const float *restrict wi = wT + i * D;
+        if (row)
+            for (int64_t ch = 0; ch < D; ch++) c[ch] += wi[ch] * row[ch];
+    }
+}
+
+static float *conv_wT(int64_t D, int64_t W, const float *w) {
+    float *wT = gdn2_malloc((size_t)(D * W + 1) * sizeof(float), "conv weight transpose");
+    if (wT)
+        for (int64_t ch = 0; ch < D; ch++)
+            for (int64_t i = 0; i < W; i++) wT[i * D + ch] = w[ch * W + i];
+    return wT;
+}
+
+int gdn2_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t W, const float *x, const float *hist,
+                       size_t hist_stride, const float *w, float *y, int n_threads) {
+    float *wT = conv_wT(D, W, w);
+    if (!wT) return GDN2_ERR_NOMEM;
     /* c_t[ch] = sum_i w[ch,i] xe_{t+i}[ch];  y_t = silu(c_t) */
-#pragma omp parallel for collapse(2) schedule(static) num_threads(gdn2_nn_threads(n_threads))
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t t = 0; t < T; t++) {
-            const float *xb = x + b * T * D, *hb = hist ? hist + b * hist_stride : NULL;
-            float *yt = y + (b * T + t) * D;
-            for (int64_t ch = 0; ch < D; ch++) {
-                float c = 0.0f;
-                for (int64_t i = 0; i < W; i++) c += w[ch * W + i] * conv_in(xb, hb, D, W, t + i, ch);
-                yt[ch] = gdn2_nn_silu(c);
-            }
-        }
+#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(n_threads))
+    for (int64_t bt = 0; bt < B * T; bt++) {
+        float *yt = y + bt * D;
+        conv_pre(x, hist, hist_stride, bt / T, bt % T, T, D, W, wT, yt);
+        for (int64_t ch = 0; ch < D; ch++) yt[ch] = gdn2_nn_silu(yt[ch]);
+    }
+    free(wT);
+    return GDN2_OK;
 }
 
 int gdn2_conv_silu_bwd(int64_t B, int64_t T, int64_t D, int64_t W, const float *x, const float *hist,
                        size_t hist_stride, const float *w, const float *dy, float *dx, float *dw, int n_threads) {
+    const int nt = gdn2_nn_threads(n_threads);
     float *dc = gdn2_malloc((size_t)(B * T * D + 1) * sizeof(float), "conv backward dc");
-    if (!dc) return GDN2_ERR_NOMEM;
-    /* dc_t = dy_t ⊙ silu'(c_t)   (c recomputed) */
-#pragma omp parallel for collapse(2) schedule(static) num_threads(gdn2_nn_threads(n_threads))
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t t = 0; t < T; t++) {
-            const float *xb = x + b * T * D, *hb = hist ? hist + b * hist_stride : NULL;
-            const int64_t r = (b * T + t) * D;
-            for (int64_t ch = 0; ch < D; ch++) {
-                float c = 0.0f;
-                for (int64_t i = 0; i < W; i++) c += w[ch * W + i] * conv_in(xb, hb, D, W, t + i, ch);
-                dc[r + ch] = dy[r + ch] * gdn2_nn_silu_grad(c);
+    float *wT = conv_wT(D, W, w);
+    float *part = gdn2_calloc((size_t)nt * (size_t)(W * D) + 1, sizeof(float), "conv backward dw partials");
+    if (!dc || !wT || !part) { free(dc); free(wT); free(part); return GDN2_ERR_NOMEM; }
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        float *pw = part + (size_t)omp_get_thread_num() * (size_t)(W * D);
+#else
+        float *pw = part;
+#endif
+        /* dc_t = dy_t ⊙ silu'(c_t)   (c recomputed);  dwT[i] += dc_t ⊙ xe_{t+i} */
+#pragma omp for schedule(static)
+        for (int64_t bt = 0; bt < B * T; bt++) {
+            const int64_t b = bt / T, t = bt % T;
+            float *dct = dc + bt * D;
+            conv_pre(x, hist, hist_stride, b, t, T, D, W, wT, dct);
+            for (int64_t ch = 0; ch < D; ch++) dct[ch] = dy[bt * D + ch] * gdn2_nn_silu_grad(dct[ch]);
+            for (int64_t i = 0; i < W; i++) {
+                const float *restrict row = conv_row(x, hist, hist_stride, b, T, D, W, t + i);
+                float *restrict pi = pw + i * D;
+                if (row)
+                    for (int64_t ch = 0; ch < D; ch++) pi[ch] += dct[ch] * row[ch];
             }
         }
-    /* dx_t = sum_i w[ch,i] dc_{t+W-1-i}  (terms with t+W-1-i < T);
-     * dw[ch,i] += sum_{b,t} dc_t xe_{t+i}.  Parallel over channels so dw needs no reduction. */
-#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(n_threads))
-    for (int64_t ch = 0; ch < D; ch++) {
-        float acc[16] = {0};
-        float *dwc = W <= 16 ? acc : dw + ch * W;
-        for (int64_t b = 0; b < B; b++) {
-            const float *xb = x + b * T * D, *hb = hist ? hist + b * hist_stride : NULL;
-            const float *dcb = dc + b * T * D;
-            for (int64_t t = 0; t < T; t++) {
-                float s = 0.0f;
-                for (int64_t i = 0; i < W; i++) {
-                    const int64_t tt = t + W - 1 - i;
-                    if (tt < T) s += w[ch * W + i] * dcb[tt * D + ch];
-                }
-                dx[(b * T + t) * D + ch] = s;
-                const float g = dcb[t * D + ch];
-                for (int64_t i = 0; i < W; i++) dwc[i] += g * conv_in(xb, hb, D, W, t + i, ch);
+        /* dx_t = sum_i wT[i] ⊙ dc_{t+W-1-i}  (terms with t+W-1-i < T) */
+#pragma omp for schedule(static)
+        for (int64_t bt = 0; bt < B * T; bt++) {
+            const int64_t t = bt % T;
+            float *restrict dxt = dx + bt * D;
+            for (int64_t ch = 0; ch < D; ch++) dxt[ch] = 0.0f;
+            for (int64_t i = 0; i < W; i++) {
+                const int64_t tt = t + W - 1 - i;
+                if (tt >= T) continue;
+                const float *restrict dcr = dc + (bt + W - 1 - i) * D;
+                const float *restrict wi = wT + i * D;
+                for (int64_t ch = 0; ch < D; ch++) dxt[ch] += wi[ch] * dcr[ch];
             }
         }
-        if (W <= 16)
-            for (int64_t i = 0; i < W; i++) dw[ch * W + i] += acc[i];
     }
-    free(dc);
+    for (int k = 0; k < nt; k++)
+        for (int64_t i = 0; i < W; i++)
+            for (int64_t ch = 0; ch < D; ch++) dw[ch * W + i] += part[(size_t)k * (size_t)(W * D) + i * D + ch];
+    free(dc); free(wT); free(part);
     return GDN2_OK;
 }
 

@@ -47,8 +47,8 @@ void gdn2_linear_bwd(int64_t N, int64_t in, int64_t out, const float *X, const f
  *   c_t[ch] = sum_{i=0}^{W-1} w[ch*W + i] * xe_{t+i}[ch],   y = silu(c)
  * where xe is x preceded by W-1 history rows: hist + b*hist_stride is [W-1, D] (oldest first), or
  * zeros when hist is NULL (fresh sequence: the official zero left pad). w is Conv1d's [D,1,W]. */
-void gdn2_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t W, const float *x, const float *hist,
-                        size_t hist_stride, const float *w, float *y, int n_threads);
+int gdn2_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t W, const float *x, const float *hist,
+                       size_t hist_stride, const float *w, float *y, int n_threads);
 /* VJP: dx [B,T,D] written, dw [D,W] accumulated. The gradient w.r.t. hist is dropped. */
 int gdn2_conv_silu_bwd(int64_t B, int64_t T, int64_t D, int64_t W, const float *x, const float *hist,
                        size_t hist_stride, const float *w, const float *dy, float *dx, float *dw, int n_threads);

@@ -141,6 +141,7 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
         ds.mq.vocab_size = o.mqar_vocab;
         ds.mq.seq_len = (int)o.seq_len;
         ds.mq.n_pairs = o.mqar_pairs;
+        ds.mq.no_fill = o.mqar_no_fill;
         if ((st = gdn2_mqar_check(&ds.mq))) return st;
         vocab = o.mqar_vocab;
     } else if (!strcmp(o.task, "text")) {
@@ -171,6 +172,8 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
         if ((st = gdn2_model_config(o.model, &c))) goto done;
         if (o.layout && (st = gdn2_model_set_layout(&c, o.layout))) goto done;
         c.vocab_size = vocab;
+        if (o.gdn_heads > 0) c.gdn_heads = c.gdn_v_heads = o.gdn_heads;
+        if (o.gdn_head_dim > 0) c.gdn_head_dim = o.gdn_head_dim;
         if ((st = gdn2_model_check(&c))) goto done;
         if ((st = gdn2_model_create(&c, &m))) goto done;
         gdn2_model_init(m, o.seed);

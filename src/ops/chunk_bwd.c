@@ -79,7 +79,7 @@ static void recompute(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok, i
  *   E'_r  += e^{D_r} ⊙ Σ_s dT_rs   (k̂_s e^{E_s})                     (Ep)
  *   dkt_s += e^{E_s} ⊙ Σ_r [dAqk_rs (q̂_r e^{D_r}) + dT_rs ((b⊙k̂)_r e^{D_r})]
  * dAqk here has its diagonal removed (handled exactly in B10, it carries no decay). */
-static void intra_bwd(gdn2_chunk_ws *w, bwd_ws *b, int64_t K, int n) {
+GDN2_VEC_CLONES static void intra_bwd(gdn2_chunk_ws *w, bwd_ws *b, int64_t K, int n) {
     const int C = GDN2_C, k = (int)K;
     memset(b->dqi, 0, (size_t)n * K * sizeof(float));
     memset(b->Ep, 0, (size_t)n * K * sizeof(float));
@@ -91,11 +91,11 @@ static void intra_bwd(gdn2_chunk_ws *w, bwd_ws *b, int64_t K, int n) {
         gdn2_tile_operands(w, K, t, 1, 1.0f);
         gdn2_sgemm(0, 0, nr, k, nc, 1.0f, dAq, C, w->Lc, k, 0.0f, b->P1, k);
         gdn2_sgemm(0, 0, nr, k, nc, 1.0f, dT, C, w->Lc, k, 0.0f, b->P2, k);
-        gdn2_sgemm(1, 0, nc, k, nr, 1.0f, dAq, C, w->Lr, k, 0.0f, b->P3, k);
-        gdn2_sgemm(1, 0, nc, k, nr, 1.0f, dT, C, w->Lr + nr * K, k, 1.0f, b->P3, k);
+        gdn2_sgemm(1, 0, nc, k, nr, w->qalpha, dAq, C, w->tLq, w->ldq, 0.0f, b->P3, k);
+        gdn2_sgemm(1, 0, nc, k, nr, 1.0f, dT, C, w->tLb, w->ldb, 1.0f, b->P3, k);
         {
             float *restrict dq = b->dqi + t->r0 * K, *restrict ep = b->Ep + t->r0 * K;
-            const float *restrict f = w->Fr, *restrict p1 = b->P1, *restrict p2 = b->P2;
+            const float *restrict f = w->tFr, *restrict p1 = b->P1, *restrict p2 = b->P2;
             GDN2_SIMD
             for (int64_t i = 0; i < nr * K; i++) {
                 dq[i] += f[i] * p1[i];
@@ -104,7 +104,7 @@ static void intra_bwd(gdn2_chunk_ws *w, bwd_ws *b, int64_t K, int n) {
         }
         {
             float *restrict dk = b->dkt + t->c0 * K;
-            const float *restrict f = w->Fc, *restrict p3 = b->P3;
+            const float *restrict f = w->tFc, *restrict p3 = b->P3;
             GDN2_SIMD
             for (int64_t i = 0; i < nc * K; i++) dk[i] += f[i] * p3[i];
         }
@@ -122,7 +122,7 @@ typedef struct {
 
 /* One value head hv of the task's group: forward state pass, then the reverse chunk loop. The
  * key-head gradients are accumulated (w.r.t. q̂, k̂, g_eff) into g->dq, dk, db, dg. */
-static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws *b, int64_t n, int64_t h, int64_t hv,
+GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws *b, int64_t n, int64_t h, int64_t hv,
                      int64_t bos, int64_t len) {
     const gdn2_chunk_args *a = x->a;
     const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, KV = K + V;
@@ -154,7 +154,7 @@ static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws *b, int64_t n, i
         recompute(w, a, tok, cn, h, hv, S0, 1);
 
         /* B1: dAqk = scale·tril(dO Rᵀ) (w.r.t. the unscaled score); its diagonal is set aside */
-        gdn2_sgemm(0, 1, cn, cn, v, scale, dO, ldo, w->R, v, 0.0f, b->dAqk, C);
+        gdn2_sgemm(0, 1, cn, cn, v, scale, dO, ldo, w->R, kv, 0.0f, b->dAqk, C);
         for (int r = 0; r < cn; r++) {
             float *row = b->dAqk + r * C;
             b->dAd[r] = row[r];
@@ -166,7 +166,7 @@ static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws *b, int64_t n, i
         /* B3: dY = −dR S0ᵀ,  dqg = scale·dO S0ᵀ;  B4: dkg = R dSᵀ */
         gdn2_sgemm(0, 1, cn, k, v, -1.0f, dR, kv, S0, v, 0.0f, dY, kv);
         gdn2_sgemm(0, 1, cn, k, v, scale, dO, ldo, S0, v, 0.0f, b->dqg, k);
-        gdn2_sgemm(0, 1, cn, k, v, 1.0f, w->R, v, dS, v, 0.0f, b->dkg, k);
+        gdn2_sgemm(0, 1, cn, k, v, 1.0f, w->R, kv, dS, v, 0.0f, b->dkg, k);
         /* B5: dS0 = Diag(γ_last) dS + scale·qgᵀ dO − Yᵀ dR;  zL = γ_last ⊙ rowsum(S0 ⊙ dS) */
         const float *gl = w->gam + (cn - 1) * K;
         for (int64_t c = 0; c < K; c++) {
@@ -259,7 +259,7 @@ static inline float gate_vjp_f32(float dg, float f, float A_log, float dt_bias, 
     return dg * (-aa) * (u > 20.0f ? 1.0f : gdn2_sigmoid_f32(u));
 }
 
-static void bwd_task(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws *b, int64_t n, int64_t h) {
+GDN2_VEC_CLONES static void bwd_task(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws *b, int64_t n, int64_t h) {
     const gdn2_chunk_args *a = x->a;
     const int64_t K = a->K, H = a->H;
     int64_t bos, len;
@@ -278,14 +278,18 @@ static void bwd_task(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws *b, int64_t n, i
     for (int64_t t = bos; t < bos + len; t++) {
         const int64_t ok = (t * H + h) * K;
         if (a->l2norm) {
-            float *y = w->q; /* scratch row */
-            const float *src[2] = {a->q + ok, a->k + ok};
-            float *dst[2] = {x->g->dq + ok, x->g->dk + ok};
             for (int i = 0; i < 2; i++) {
-                const float r = gdn2_l2norm_f32(K, src[i], y);
-                float dot = 0.0f;
-                for (int64_t c = 0; c < K; c++) dot += dst[i][c] * y[c];
-                for (int64_t c = 0; c < K; c++) dst[i][c] = r * (dst[i][c] - dot * y[c]);
+                const float *restrict src = (i ? a->k : a->q) + ok;
+                float *restrict dst = (i ? x->g->dk : x->g->dq) + ok;
+                float ss = 0.0f, dot = 0.0f;
+                GDN2_SIMD_SUM(ss)
+                for (int64_t c = 0; c < K; c++) ss += src[c] * src[c];
+                const float r = 1.0f / sqrtf(ss + 1e-6f);
+                GDN2_SIMD_SUM(dot)
+                for (int64_t c = 0; c < K; c++) dot += dst[c] * src[c];
+                dot *= r; /* dŷ·ŷ */
+                GDN2_SIMD
+                for (int64_t c = 0; c < K; c++) dst[c] = r * (dst[c] - dot * (src[c] * r));
             }
         }
         if (a->gate) {

@@ -30,7 +30,7 @@ void gdn2_blas_threads_end(int saved) {
 
 size_t gdn2_chunk_ws_floats(int64_t K, int64_t V) {
     const size_t C = GDN2_C;
-    return C * K * 4 + C * 2 + C * K * 5 + C * (K + V) * 2 + C * V + C * C * 2 + 2 * C * K + C * K +
+    return C * K * 4 + C * 2 + C * K * 6 + C * (K + V) * 2 + C * C * 2 + 2 * C * K + C * K +
            2 * C * K + 2 * C * C + C + (size_t)(K * V) + 32 * 16; /* + slack for 64-byte alignment of each buffer */
 }
 
@@ -44,6 +44,7 @@ static float *carve(float **p, size_t n) {
 float *gdn2_chunk_ws_init(gdn2_chunk_ws *w, float *mem, int64_t K, int64_t V) {
     const size_t C = GDN2_C;
     memset(w, 0, sizeof *w);
+    w->V = V;
     uintptr_t a = (uintptr_t)mem;
     float *p = mem + ((64 - (a & 63)) & 63) / sizeof(float);
     w->q = carve(&p, C * K);
@@ -54,12 +55,13 @@ float *gdn2_chunk_ws_init(gdn2_chunk_ws *w, float *mem, int64_t K, int64_t V) {
     w->rk = carve(&p, C);
     w->gam = carve(&p, C * K);
     w->kgf = carve(&p, C * K);
+    w->ig = carve(&p, C * K);
     w->qg = carve(&p, C * K);
     w->kg = carve(&p, C * K);
     w->bk = carve(&p, C * K);
     w->EZ = carve(&p, C * (K + V));
     w->YU = carve(&p, C * (K + V));
-    w->R = carve(&p, C * V);
+    w->R = w->YU + K; /* R = U − Y S overwrites U in place */
     w->Aqk = carve(&p, C * C);
     w->A = carve(&p, C * C);
     w->Lr = carve(&p, 2 * C * K);
@@ -77,7 +79,7 @@ float *gdn2_chunk_ws_init(gdn2_chunk_ws *w, float *mem, int64_t K, int64_t V) {
  *   γ_r = exp(Σ_{i<=r} g_i),  kgf_r = exp(Σ_{r<i<=n-1} g_i): every exponent is a sum of g <= 0 over
  *   the tokens between the two rows, so both factors lie in [0,1] and no cumsum difference is taken.
  *   qg = q̂⊙γ, kg = k̂⊙kgf, bk = b⊙k̂, Ē = γ⊙b⊙k̂, Z = w⊙v (F4 operands). */
-void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv) {
+GDN2_VEC_CLONES void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv) {
     const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, KV = K + V;
     for (int r = 0; r < n; r++) {
         const int64_t ok = ((tok0 + r) * H + h) * K, ov = ((tok0 + r) * HV + hv) * V;
@@ -87,7 +89,10 @@ void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok0, i
         float rq = 1.0f, rk = 1.0f;
         if (a->l2norm) { /* y = x / sqrt(Σx² + 1e-6) */
             float ssq = 0.0f, ssk = 0.0f;
-            for (int64_t c = 0; c < K; c++) ssq += sq[c] * sq[c], ssk += sk[c] * sk[c];
+            GDN2_SIMD_SUM(ssq)
+            for (int64_t c = 0; c < K; c++) ssq += sq[c] * sq[c];
+            GDN2_SIMD_SUM(ssk)
+            for (int64_t c = 0; c < K; c++) ssk += sk[c] * sk[c];
             rq = 1.0f / sqrtf(ssq + 1e-6f);
             rk = 1.0f / sqrtf(ssk + 1e-6f);
         }
@@ -110,37 +115,80 @@ void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok0, i
         GDN2_SIMD
         for (int64_t c = 0; c < V; c++) z[c] = wv[c] * v[c];
     }
-    /* forward cumulative sums (into gam, exponentiated below) and suffix sums Σ_{r<i<=n-1} g_i */
-    for (int r = 0; r < n; r++) {
+    /* forward cumulative sums G_r = Σ_{i<=r} g_i (into gam, exponentiated below), and the chunk's
+     * decay span max_c (max(0, max_r G) − min(0, min_r G)) */
+    float *restrict lo = w->Fr, *restrict hi = w->Fr + K;
+    GDN2_SIMD
+    for (int64_t c = 0; c < K; c++) {
+        const float x = w->g[c];
+        w->gam[c] = x;
+        lo[c] = x < 0.0f ? x : 0.0f;
+        hi[c] = x > 0.0f ? x : 0.0f;
+    }
+    for (int r = 1; r < n; r++) {
         float *restrict G = w->gam + r * K;
         const float *restrict g = w->g + r * K, *restrict Gp = w->gam + (r - 1) * K;
-        if (r == 0) memcpy(G, g, K * sizeof(float));
-        else {
-            GDN2_SIMD
-            for (int64_t c = 0; c < K; c++) G[c] = Gp[c] + g[c];
+        GDN2_SIMD
+        for (int64_t c = 0; c < K; c++) {
+            const float x = Gp[c] + g[c];
+            G[c] = x;
+            lo[c] = x < lo[c] ? x : lo[c];
+            hi[c] = x > hi[c] ? x : hi[c];
         }
     }
-    memset(w->kgf + (n - 1) * K, 0, K * sizeof(float));
-    for (int r = n - 2; r >= 0; r--) {
-        float *restrict Gb = w->kgf + r * K;
-        const float *restrict Gn = w->kgf + (r + 1) * K, *restrict gn = w->g + (r + 1) * K;
-        GDN2_SIMD
-        for (int64_t c = 0; c < K; c++) Gb[c] = Gn[c] + gn[c];
+    float sp = 0.0f;
+    GDN2_SIMD_MAX(sp)
+    for (int64_t c = 0; c < K; c++) sp = sp > hi[c] - lo[c] ? sp : hi[c] - lo[c];
+    /* fast path (docs §3): the whole chunk is one score tile anchored before row 0. Then the row
+     * factors are γ itself, the column factors are 1/γ (<= e^GDN2_SPAN_MAX) and kgf = γ_last/γ_s. */
+    w->fast = sp <= GDN2_SPAN_MAX;
+    if (w->fast) {
+        for (int r = 0; r < n; r++) {
+            float *restrict gam = w->gam + r * K, *restrict ig = w->ig + r * K;
+            GDN2_SIMD
+            for (int64_t c = 0; c < K; c++) {
+                const float ga = gdn2_fexp(gam[c]);
+                gam[c] = ga;
+                ig[c] = 1.0f / ga;
+            }
+        }
+        const float *restrict gl = w->gam + (n - 1) * K;
+        for (int r = 0; r < n; r++) {
+            float *restrict kgf = w->kgf + r * K;
+            const float *restrict ig = w->ig + r * K;
+            GDN2_SIMD
+            for (int64_t c = 0; c < K; c++) kgf[c] = gl[c] * ig[c];
+        }
+    } else {
+        /* suffix sums Σ_{r<i<=n-1} g_i, so that kgf never divides by an underflowed γ */
+        memset(w->kgf + (n - 1) * K, 0, K * sizeof(float));
+        for (int r = n - 2; r >= 0; r--) {
+            float *restrict Gb = w->kgf + r * K;
+            const float *restrict Gn = w->kgf + (r + 1) * K, *restrict gn = w->g + (r + 1) * K;
+            GDN2_SIMD
+            for (int64_t c = 0; c < K; c++) Gb[c] = Gn[c] + gn[c];
+        }
+        for (int r = 0; r < n; r++) {
+            float *restrict gam = w->gam + r * K, *restrict kgf = w->kgf + r * K;
+            GDN2_SIMD
+            for (int64_t c = 0; c < K; c++) {
+                gam[c] = gdn2_fexp(gam[c]);
+                kgf[c] = gdn2_fexp(kgf[c]);
+            }
+        }
     }
     for (int r = 0; r < n; r++) {
-        float *restrict gam = w->gam + r * K, *restrict kgf = w->kgf + r * K;
+        const float *restrict gam = w->gam + r * K, *restrict kgf = w->kgf + r * K;
         const float *restrict q = w->q + r * K, *restrict k = w->k + r * K, *restrict b = w->b + r * K;
         float *restrict qg = w->qg + r * K, *restrict kg = w->kg + r * K, *restrict bk = w->bk + r * K;
         float *restrict E = w->EZ + r * KV;
         GDN2_SIMD
         for (int64_t c = 0; c < K; c++) {
-            const float ga = gdn2_fexp(gam[c]), kf = gdn2_fexp(kgf[c]), bkc = b[c] * k[c];
-            gam[c] = ga;
-            kgf[c] = kf;
-            qg[c] = q[c] * ga;
-            kg[c] = k[c] * kf;
+            const float bkc = b[c] * k[c];
+            qg[c] = q[c] * gam[c];
+            kg[c] = k[c] * kgf[c];
             bk[c] = bkc;
-            E[c] = ga * bkc;
+            E[c] = gam[c] * bkc;
         }
     }
 }
@@ -168,17 +216,19 @@ static float span(const float *g, int64_t K, int r0, int r1, float *restrict lo,
 static void plan_rec(gdn2_chunk_ws *w, int64_t K, int r0, int r1) {
     if (r1 - r0 > 1 && !(span(w->g, K, r0, r1, w->Fr, w->Fr + K, w->Fr + 2 * K) <= GDN2_SPAN_MAX)) {
         int m = r0 + (r1 - r0 + 1) / 2;
-        w->tiles[w->n_tiles++] = (gdn2_tile){m, r1, r0, m, 0};
+        w->tiles[w->n_tiles++] = (gdn2_tile){m, r1, r0, m, 0, 0};
         plan_rec(w, K, r0, m);
         plan_rec(w, K, m, r1);
         return;
     }
-    w->tiles[w->n_tiles++] = (gdn2_tile){r0, r1, r0, r1, 1};
+    w->tiles[w->n_tiles++] = (gdn2_tile){r0, r1, r0, r1, 1, 0};
 }
 
 void gdn2_chunk_plan(gdn2_chunk_ws *w, int64_t K, int n) {
     w->n_tiles = 0;
-    if (n > 0) plan_rec(w, K, 0, n);
+    if (n <= 0) return;
+    if (w->fast) w->tiles[w->n_tiles++] = (gdn2_tile){0, n, 0, n, 1, 1};
+    else plan_rec(w, K, 0, n);
 }
 
 /* Tile factors (docs §3). The tile's anchor is its first row m = r0:
@@ -186,9 +236,31 @@ void gdn2_chunk_plan(gdn2_chunk_ws *w, int64_t K, int n) {
  *   cols s < m (off tile): E_s = Σ_{s<i<=m} g_i  (<= 0)
  *   cols s >= m (diag):    E_s = −D_s            (<= span <= GDN2_SPAN_MAX)
  * so that e^{D_r}·e^{E_s} = e^{Σ_{s<i<=r} g_i} = e^{G_r − G_s}. */
-void gdn2_tile_operands(gdn2_chunk_ws *w, int64_t K, const gdn2_tile *t, int want_qk, float qscale) {
+GDN2_VEC_CLONES void gdn2_tile_operands(gdn2_chunk_ws *w, int64_t K, const gdn2_tile *t, int want_qk, float qscale) {
     const int nr = t->r1 - t->r0, nc = t->c1 - t->c0;
     float *restrict Fr = w->Fr, *restrict Fc = w->Fc;
+    if (t->fast) {
+        /* whole chunk anchored before row 0: e^D = γ, e^E = 1/γ, so the row operands already exist
+         * (q̂⊙γ = qg, (b⊙k̂)⊙γ = Ē in EZ); only k̂/γ is formed. qscale is left to the GEMM's alpha. */
+        float *restrict Lc = w->Lc;
+        const float *restrict k = w->k, *restrict ig = w->ig;
+        GDN2_SIMD
+        for (int64_t i = 0; i < nc * K; i++) Lc[i] = k[i] * ig[i];
+        w->tFr = w->gam;
+        w->tFc = w->ig;
+        w->tLq = w->qg;
+        w->tLb = w->EZ;
+        w->ldq = (int)K;
+        w->ldb = (int)(K + w->V);
+        w->qalpha = qscale;
+        return;
+    }
+    w->tFr = Fr;
+    w->tFc = Fc;
+    w->tLq = w->Lr;
+    w->tLb = w->Lr + (want_qk ? nr * K : 0);
+    w->ldq = w->ldb = (int)K;
+    w->qalpha = 1.0f;
     /* D into Fr (sums first, exp below) */
     memset(Fr, 0, K * sizeof(float));
     for (int i = 1; i < nr; i++) {
@@ -196,10 +268,7 @@ void gdn2_tile_operands(gdn2_chunk_ws *w, int64_t K, const gdn2_tile *t, int wan
         GDN2_SIMD
         for (int64_t c = 0; c < K; c++) Fr[i * K + c] = Fr[(i - 1) * K + c] + gr[c];
     }
-    if (t->diag) {
-        GDN2_SIMD
-        for (int64_t i = 0; i < nc * K; i++) Fc[i] = gdn2_fexp(-Fr[i]);
-    } else {
+    if (!t->diag) {
         const float *restrict gm = w->g + t->r0 * K;
         memcpy(Fc + (nc - 1) * K, gm, K * sizeof(float));
         for (int j = nc - 2; j >= 0; j--) {
@@ -212,6 +281,10 @@ void gdn2_tile_operands(gdn2_chunk_ws *w, int64_t K, const gdn2_tile *t, int wan
     }
     GDN2_SIMD
     for (int64_t i = 0; i < nr * K; i++) Fr[i] = gdn2_fexp(Fr[i]);
+    if (t->diag) { /* e^{-D} = 1/e^{D} <= e^{GDN2_SPAN_MAX}: a division instead of an exp */
+        GDN2_SIMD
+        for (int64_t i = 0; i < nc * K; i++) Fc[i] = 1.0f / Fr[i];
+    }
     /* rows: the q block first (pre-scaled), then the b⊙k̂ block */
     float *restrict Lq = w->Lr, *restrict Lb = w->Lr + (want_qk ? nr * K : 0);
     const float *restrict q = w->q + t->r0 * K, *restrict bk = w->bk + t->r0 * K;
@@ -234,8 +307,15 @@ void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want
     const int C = GDN2_C;
     for (int ti = 0; ti < w->n_tiles; ti++) {
         const gdn2_tile *t = &w->tiles[ti];
-        const int nr = t->r1 - t->r0, nc = t->c1 - t->c0, m = want_qk ? 2 * nr : nr;
+        const int nr = t->r1 - t->r0, nc = t->c1 - t->c0;
         gdn2_tile_operands(w, K, t, want_qk, scale);
+        if (t->fast) { /* operands in place: two GEMMs straight into Aqk and A */
+            if (want_qk)
+                gdn2_sgemm(0, 1, nr, nc, (int)K, w->qalpha, w->tLq, w->ldq, w->Lc, (int)K, 0.0f, w->Aqk, C);
+            gdn2_sgemm(0, 1, nr, nc, (int)K, 1.0f, w->tLb, w->ldb, w->Lc, (int)K, 0.0f, w->A, C);
+            continue;
+        }
+        const int m = want_qk ? 2 * nr : nr;
         gdn2_sgemm(0, 1, m, nc, (int)K, 1.0f, w->Lr, (int)K, w->Lc, (int)K, 0.0f, w->Sc, C);
         const float *sb = w->Sc + (want_qk ? nr * C : 0);
         for (int i = 0; i < nr; i++) {
@@ -252,23 +332,23 @@ void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want
 }
 
 /* (F3) A = (I + T)^{-1} by forward substitution, row by row in place:
- *   A_i = e_i − Σ_{j<i} T_ij A_j   (A_j has support on columns <= j) */
-void gdn2_chunk_solve(gdn2_chunk_ws *w, int n) {
+ *   A_i = e_i − Σ_{j<i} T_ij A_j
+ * Row j of A is zero beyond column j and A_jj = 1, so every update can run over the whole prefix
+ * [0, i) of row i: one vectorised loop of fixed length per row instead of ragged short ones. */
+GDN2_VEC_CLONES void gdn2_chunk_solve(gdn2_chunk_ws *w, int n) {
     const int C = GDN2_C;
-    float *t = w->tmp;
+    float *restrict t = w->tmp;
     for (int i = 0; i < n; i++) {
-        float *Ai = w->A + i * C;
+        float *restrict Ai = w->A + i * C;
         for (int j = 0; j < i; j++) {
             t[j] = Ai[j];
             Ai[j] = 0.0f;
         }
         for (int j = 0; j < i; j++) {
             const float tij = t[j];
-            if (tij == 0.0f) continue;
             const float *restrict Aj = w->A + j * C;
             GDN2_SIMD
-            for (int c = 0; c < j; c++) Ai[c] -= tij * Aj[c];
-            Ai[j] -= tij;
+            for (int c = 0; c < i; c++) Ai[c] -= tij * Aj[c];
         }
         Ai[i] = 1.0f;
     }
@@ -278,17 +358,16 @@ void gdn2_chunk_solve(gdn2_chunk_ws *w, int n) {
 void gdn2_chunk_wy(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, const float *S) {
     const int KV = (int)(K + V);
     gdn2_sgemm(0, 0, n, KV, n, 1.0f, w->A, GDN2_C, w->EZ, KV, 0.0f, w->YU, KV);
-    for (int r = 0; r < n; r++) memcpy(w->R + r * V, w->YU + r * KV + K, V * sizeof(float));
-    gdn2_sgemm(0, 0, n, (int)V, (int)K, -1.0f, w->YU, KV, S, (int)V, 1.0f, w->R, (int)V);
+    gdn2_sgemm(0, 0, n, (int)V, (int)K, -1.0f, w->YU, KV, S, (int)V, 1.0f, w->R, KV);
 }
 
 /* (F7) S <- Diag(γ_last) S + kgᵀ R */
-void gdn2_chunk_state_update(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, float *S) {
+GDN2_VEC_CLONES void gdn2_chunk_state_update(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, float *S) {
     const float *gl = w->gam + (n - 1) * K;
     for (int64_t c = 0; c < K; c++) {
         float *s = S + c * V;
         const float f = gl[c];
         for (int64_t j = 0; j < V; j++) s[j] *= f;
     }
-    gdn2_sgemm(1, 0, (int)K, (int)V, n, 1.0f, w->kg, (int)K, w->R, (int)V, 1.0f, S, (int)V);
+    gdn2_sgemm(1, 0, (int)K, (int)V, n, 1.0f, w->kg, (int)K, w->R, (int)(K + V), 1.0f, S, (int)V);
 }

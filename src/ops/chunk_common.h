@@ -15,10 +15,10 @@
 
 #define GDN2_C GDN2_CHUNK
 /* A diagonal score tile is computed with one GEMM, anchored at its first row, only when the
- * log-decay it spans (max over channels of |Σ g| inside the tile) is at most this; otherwise it is
- * split in two (docs/ALGORITHM.md §3). exp(±16) keeps every factor far from fp32 overflow and
- * underflow and keeps the rounding of the local sums at ~1e-6 relative. */
-#define GDN2_SPAN_MAX 16.0f
+ * log-decay it spans (max over channels of the range of Σ g inside the tile) is at most this;
+ * otherwise it is split in two (docs/ALGORITHM.md §3). e^{±24} keeps every factor far from fp32
+ * overflow and underflow, and the rounding of the local sums at ~1.4e-6 relative. */
+#define GDN2_SPAN_MAX 24.0f
 
 /* `#pragma omp simd` on the element-wise loops (the default -O2 build does not vectorise loops of
  * unknown trip count on its own) */
@@ -33,12 +33,29 @@
 #define GDN2_SIMD_MAX(v)
 #endif
 
+/* GCC if-converts the float selects of these element-wise loops (and so vectorises them) only
+ * without trapping-math. FP exception flags are never inspected here; results do not change.
+ * (This header is included by the chunk kernels only.) */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+/* The element-wise functions are compiled twice, baseline x86-64 and x86-64-v3 (AVX2+FMA), and
+ * the loader picks one for the machine (GCC function multi-versioning, GCC >= 12): the default
+ * build stays portable and still uses 8-wide vectors where the CPU has them. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && !defined(__AVX2__)
+#define GDN2_VEC_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define GDN2_VEC_CLONES
+#endif
+
 /* exp in fp32, written to vectorise: Cody–Waite reduction x = n ln2 + r, degree-7 polynomial for
  * e^r (Cephes coefficients), 2^n through the exponent bits. Max relative error 8e-8 (1.3 ulp)
  * over [-87.3, 88]; 0 below -87.3 (no denormals), e^88 above 88, NaN passes through. */
 static inline float gdn2_fexp(float x) {
     const float hi = 88.0f, lo = -87.33654475f;
-    const float xc = x > hi ? hi : (x < lo ? lo : x);
+    float xc = x > hi ? hi : x;
+    xc = xc < lo ? lo : xc;
     const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x log2 e) */
     float r = xc - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
@@ -51,7 +68,8 @@ static inline float gdn2_fexp(float x) {
     const float e = p * r * r + r + 1.0f;
     union { int32_t i; float f; } u;
     u.i = ((int32_t)n + 127) << 23;
-    return x < lo ? 0.0f : e * u.f;
+    const float res = e * u.f; /* computed unconditionally: the selects below stay branch-free */
+    return x < lo ? 0.0f : res;
 }
 
 /* the problem, flattened for the per-chunk code */
@@ -65,7 +83,7 @@ typedef struct {
 
 /* one score tile: rows [r0, r1) x cols [c0, c1) of Aqk / T, exp anchored at row `ref` */
 typedef struct {
-    int r0, r1, c0, c1, diag;
+    int r0, r1, c0, c1, diag, fast; /* fast: the whole chunk as one tile anchored before row 0 */
 } gdn2_tile;
 
 /* per-thread scratch for one chunk; sizes in floats (C = 64) */
@@ -74,14 +92,23 @@ typedef struct {
     float *rq, *rk;            /* C: rstd of q and k (l2norm) */
     float *gam;                /* C x K: γ_r = exp(Σ_{i<=r} g_i)              (F1) */
     float *kgf;                /* C x K: exp(Σ_{r<i<=n-1} g_i)                (F1) */
+    float *ig;                 /* C x K: 1/γ (fast path only) */
+    int fast;                  /* the chunk's decay span is <= GDN2_SPAN_MAX: one score tile */
+    int64_t V;
     float *qg, *kg, *bk;       /* C x K: q̂⊙γ, k̂⊙kgf, b⊙k̂ */
     float *EZ;                 /* C x (K+V): [Ē | Z], Ē = γ⊙b⊙k̂, Z = w⊙v      (F4) */
     float *YU;                 /* C x (K+V): [Y | U] = A [Ē | Z]              (F4) */
-    float *R;                  /* C x V: R = U − Y S0                         (F5) */
+    float *R;                  /* C x V, row stride K+V: R = U − Y S0, in place of U in YU (F5) */
     float *Aqk, *A;            /* C x C: scaled scores (F2), T then (I+T)^-1 (F3) */
     float *Lr, *Lc;            /* tile operands: 2C x K rows, C x K cols */
     float *Sc;                 /* 2C x C: tile scores before they are scattered into Aqk / A */
     float *Fr, *Fc;            /* C x K: the tile's row and column exp factors */
+    /* set by gdn2_tile_operands: the current tile's factors and row operands (pointers into the
+     * buffers above, or into gam/ig/qg/EZ on the fast path) with their row strides; the q rows
+     * still need the factor qalpha */
+    const float *tFr, *tFc, *tLq, *tLb;
+    int ldq, ldb;
+    float qalpha;
     float *tmp;                /* C: solve row */
     gdn2_tile tiles[2 * GDN2_C];
     int n_tiles;
@@ -104,14 +131,16 @@ void gdn2_chunk_plan(gdn2_chunk_ws *w, int64_t K, int n);
 void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want_qk);
 /* w->A <- (I + T)^-1 in place (unit lower triangular; forward substitution, F3). */
 void gdn2_chunk_solve(gdn2_chunk_ws *w, int n);
-/* [Y | U] = A [Ē | Z]  (F4) and R = U − Y S  (F5) with S = w->S (K x V). */
+/* [Y | U] = A [Ē | Z]  (F4) and R = U − Y S  (F5, overwriting U; row stride K+V) with S (K x V). */
 void gdn2_chunk_wy(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, const float *S);
 /* S <- Diag(γ_last) S + kgᵀ R  (F7), in place on S. */
 void gdn2_chunk_state_update(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, float *S);
 
-/* Operands of a tile (docs §3): w->Fr (nr x K) = e^{D_r}, w->Fc (nc x K) = e^{E_s} with
- * D_r + E_s = Σ_{s<i<=r} g_i; w->Lr = [qscale·q̂⊙Fr ; (b⊙k̂)⊙Fr] (2nr x K, the q half only when
- * want_qk), w->Lc = k̂⊙Fc (nc x K). */
+/* Operands of a tile (docs §3): row factors tFr (nr x K) = e^{D_r}, column factors tFc (nc x K) =
+ * e^{E_s} with D_r + E_s = Σ_{s<i<=r} g_i; row operands tLq = q̂⊙e^D (times qscale, or times
+ * qalpha = qscale still to apply on the fast path) and tLb = (b⊙k̂)⊙e^D; column operand
+ * w->Lc = k̂⊙e^E (nc x K). Off the fast path tLq, tLb are stacked in w->Lr (q half only when
+ * want_qk). */
 void gdn2_tile_operands(gdn2_chunk_ws *w, int64_t K, const gdn2_tile *t, int want_qk, float qscale);
 
 /* Thread control: while our OpenMP region runs, OpenBLAS must not start its own threads. */

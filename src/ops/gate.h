@@ -85,5 +85,11 @@ static inline int gdn2_threads(int n_threads) {
     return 1;
 #endif
 }
+/* ... capped at the number of independent work items (no idle threads in tiny calls: their
+ * start-up and barrier cost dominates small problems, e.g. the decode step of a few rows). */
+static inline int gdn2_threads_for(int n_threads, int64_t items) {
+    int nt = gdn2_threads(n_threads);
+    return items < 1 ? 1 : items < nt ? (int)items : nt;
+}
 
 #endif

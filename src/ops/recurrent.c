@@ -121,7 +121,7 @@ int gdn2_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_te
                        o->gate_in_kernel, t->A_log, t->dt_bias};
     int failed = 0;
 
-#pragma omp parallel for schedule(dynamic) num_threads(gdn2_threads(o->n_threads))
+#pragma omp parallel for schedule(dynamic) num_threads(gdn2_threads_for(o->n_threads, N * HV))
     for (int64_t nh = 0; nh < N * HV; nh++) {
         const int64_t n = nh / HV, hv = nh % HV, h = hv / G;
         const int64_t bos = o->cu_seqlens ? o->cu_seqlens[n] : n * d->T;
@@ -200,7 +200,7 @@ int gdn2_decode_step(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_t
     const rec_cfg c = {K, V, gdn2_scale(&d1, o), o->gate_in_kernel ? o->lower_bound : 0.0f, o->qk_l2norm,
                        o->gate_in_kernel, t->A_log, t->dt_bias};
     int failed = 0;
-#pragma omp parallel num_threads(gdn2_threads(o->n_threads))
+#pragma omp parallel num_threads(gdn2_threads_for(o->n_threads, n * HV))
     {
         float *scratch = malloc((size_t)REC_TOK_FLOATS(K, V) * sizeof(float));
         if (!scratch) {

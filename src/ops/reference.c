@@ -111,7 +111,7 @@ int gdn2_ref_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_
     const double scale = ref_scale(d, o);
     int failed = 0;
 
-#pragma omp parallel for schedule(dynamic) num_threads(gdn2_threads(o->n_threads))
+#pragma omp parallel for schedule(dynamic) num_threads(gdn2_threads_for(o->n_threads, N * HV))
     for (int64_t nh = 0; nh < N * HV; nh++) {
         const int64_t n = nh / HV, hv = nh % HV, h = hv / G;
         int64_t bos, eos;
@@ -173,7 +173,7 @@ int gdn2_ref_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_
     memset(gr->db, 0, (size_t)(NT * H * K) * sizeof(double));
     int failed = 0;
 
-#pragma omp parallel for schedule(dynamic) num_threads(gdn2_threads(o->n_threads))
+#pragma omp parallel for schedule(dynamic) num_threads(gdn2_threads_for(o->n_threads, N * H))
     for (int64_t nk = 0; nk < N * H; nk++) {
         const int64_t n = nk / H, h = nk % H;
         int64_t bos, eos;

@@ -1,0 +1,152 @@
+/* Side-by-side peer: ggml's CPU GATED_DELTA_NET op in KDA mode (per-channel decay g, scalar beta)
+ * against gdn2_kda_chunk_fwd at the same shape, fp32, same thread count. Our own harness; ggml is
+ * built from a public checkout in the git-ignored third_party/ (see bench/peers/README.md).
+ *
+ *   ggml_gdn [--T 4096] [--H 8] [--D 128] [--threads 2] [--reps 3] [--out bench/results]
+ *
+ * Both compute, per head, S_t = (I − β_t k_t k_tᵀ) Diag(e^{g_t}) S_{t−1} + β_t k_t v_tᵀ,
+ * o_t = S_tᵀ q_t / √D, from a zero state, on the same (pre-normalised) q, k. ggml's op is
+ * token-serial (one pass over the D x D state per token); ours is the chunkwise WY kernel. The
+ * outputs are compared (relative RMSE) so that the timings are of the same function. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ggml-cpu.h"
+#include "ggml.h"
+#include "gdn2.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static unsigned long long rs = 7;
+static float unif(void) {
+    rs = rs * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((rs >> 40) * (1.0 / 16777216.0));
+}
+
+int main(int argc, char **argv) {
+    int64_t T = 4096, H = 8, D = 128;
+    int threads = 2, reps = 3;
+    const char *dir = "bench/results";
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--T")) T = atoll(argv[i + 1]);
+        else if (!strcmp(argv[i], "--H")) H = atoll(argv[i + 1]);
+        else if (!strcmp(argv[i], "--D")) D = atoll(argv[i + 1]);
+        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--out")) dir = argv[i + 1];
+        else {
+            fprintf(stderr, "unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
+    const size_t nqk = (size_t)(T * H * D), nb = (size_t)(T * H), ns = (size_t)(H * D * D);
+    /* inputs in our layout [B=1, T, H, D] — the same memory order as ggml's [D, H, T, 1] */
+    float *q = malloc(nqk * 4), *k = malloc(nqk * 4), *v = malloc(nqk * 4), *g = malloc(nqk * 4);
+    float *beta = malloc(nb * 4), *o_ours = malloc(nqk * 4);
+    for (size_t r = 0; r < nqk / D; r++) {
+        double sq = 0, sk = 0;
+        for (int64_t c = 0; c < D; c++) {
+            q[r * D + c] = unif() - 0.5f;
+            k[r * D + c] = unif() - 0.5f;
+            sq += (double)q[r * D + c] * q[r * D + c];
+            sk += (double)k[r * D + c] * k[r * D + c];
+        }
+        for (int64_t c = 0; c < D; c++) q[r * D + c] /= (float)sqrt(sq), k[r * D + c] /= (float)sqrt(sk);
+    }
+    for (size_t i = 0; i < nqk; i++) {
+        v[i] = unif() - 0.5f;
+        g[i] = -0.5f * unif() - 0.001f;
+    }
+    for (size_t i = 0; i < nb; i++) beta[i] = unif();
+
+    /* ---- ggml ---- */
+    const size_t mem = (5 * nqk + nb + 2 * ns) * sizeof(float) + 64 * ggml_tensor_overhead() +
+                       ggml_graph_overhead() + (16 << 20);
+    struct ggml_init_params ip = {mem, NULL, false};
+    struct ggml_context *ctx = ggml_init(ip);
+    if (!ctx) {
+        fprintf(stderr, "ggml_init failed (%zu bytes)\n", mem);
+        return 1;
+    }
+    struct ggml_tensor *tq = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, H, T, 1);
+    struct ggml_tensor *tk = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, H, T, 1);
+    struct ggml_tensor *tv = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, H, T, 1);
+    struct ggml_tensor *tg = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, H, T, 1); /* KDA: per-channel */
+    struct ggml_tensor *tb = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, 1, H, T, 1);
+    struct ggml_tensor *ts = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, D, H, 1);
+    memcpy(tq->data, q, nqk * 4);
+    memcpy(tk->data, k, nqk * 4);
+    memcpy(tv->data, v, nqk * 4);
+    memcpy(tg->data, g, nqk * 4);
+    memcpy(tb->data, beta, nb * 4);
+    memset(ts->data, 0, ns * 4);
+    struct ggml_tensor *out = ggml_gated_delta_net(ctx, tq, tk, tv, tg, tb, ts, 1);
+    struct ggml_cgraph *gf = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gf, out);
+    double best_ggml = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        if (ggml_graph_compute_with_ctx(ctx, gf, threads) != GGML_STATUS_SUCCESS) {
+            fprintf(stderr, "ggml graph compute failed\n");
+            return 1;
+        }
+        double dt = now() - t0;
+        if (dt < best_ggml) best_ggml = dt;
+    }
+
+    /* ---- gdn2 KDA entry point ---- */
+    gdn2_dims d = {1, T, H, H, D, D};
+    gdn2_opts o = {0};
+    o.n_threads = threads;
+    gdn2_fwd_tensors t = {q, k, v, g, NULL, NULL, NULL, NULL, NULL, o_ours, NULL};
+    double best_ours = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        if (gdn2_kda_chunk_fwd(&d, &o, &t, beta) != GDN2_OK) {
+            fprintf(stderr, "gdn2_kda_chunk_fwd: %s\n", gdn2_last_error());
+            return 1;
+        }
+        double dt = now() - t0;
+        if (dt < best_ours) best_ours = dt;
+    }
+
+    /* same function? (ggml output = attention part first, same [D,H,T] order) */
+    const float *og = (const float *)out->data;
+    double num = 0, den = 0;
+    for (size_t i = 0; i < nqk; i++) {
+        double e = (double)o_ours[i] - og[i];
+        num += e * e;
+        den += (double)og[i] * og[i];
+    }
+    const double rel = sqrt(num / (den > 0 ? den : 1));
+    const double F = (2.0 * 64 * (3.0 * D + 2.0 * D) + 6.0 * D * D) * (double)(T * H); /* nominal, PERF_ANCHORS.md */
+    printf("KDA fwd (B,T,H,K,V)=(1,%lld,%lld,%lld,%lld) fp32, %d threads, best of %d\n", (long long)T, (long long)H,
+           (long long)D, (long long)D, threads, reps);
+    printf("  ggml GATED_DELTA_NET (CPU) %9.1f ms  %10.0f tok/s  %6.1f GFLOP/s nominal\n", best_ggml * 1e3, T / best_ggml,
+           F / best_ggml * 1e-9);
+    printf("  gdn2_kda_chunk_fwd         %9.1f ms  %10.0f tok/s  %6.1f GFLOP/s nominal\n", best_ours * 1e3, T / best_ours,
+           F / best_ours * 1e-9);
+    printf("  speed-up %.2fx; outputs agree to rel. RMSE %.2e\n", best_ggml / best_ours, rel);
+
+    char path[1024], buf[2048];
+    int n = snprintf(buf, sizeof buf,
+                     "{\"op\": \"KDA fwd\", \"B\": 1, \"T\": %lld, \"H\": %lld, \"K\": %lld, \"V\": %lld, \"dtype\": \"fp32\", "
+                     "\"threads\": %d, \"timing\": \"best of %d\", \"ggml_ms\": %.2f, \"ggml_tokens_per_s\": %.0f, "
+                     "\"gdn2_ms\": %.2f, \"gdn2_tokens_per_s\": %.0f, \"speedup\": %.2f, \"rel_rmse_outputs\": %.2e}\n",
+                     (long long)T, (long long)H, (long long)D, (long long)D, threads, reps, best_ggml * 1e3, T / best_ggml,
+                     best_ours * 1e3, T / best_ours, best_ggml / best_ours, rel);
+    snprintf(path, sizeof path, "%s/cpu-peer-ggml.json", dir);
+    if (gdn2_write_file_atomic(path, buf, (size_t)n)) fprintf(stderr, "%s\n", gdn2_last_error());
+    ggml_free(ctx);
+    free(q); free(k); free(v); free(g); free(beta); free(o_ours);
+    return rel < 1e-4 ? 0 : 1;
+}

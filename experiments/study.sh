@@ -1,0 +1,87 @@
+#!/bin/sh
+# The mixer study (issue 4, docs/STUDY.md): gdn vs kda vs gdn2 (and full attention as a reference)
+# at matched recurrent state (same H, K = V), same data, same budget, 3 seeds, on MQAR,
+# forgetting-MQAR, task-trained S-NIAH-1 / S-NIAH-3 / MK-NIAH-1, and parity with and without
+# allow_neg_eigval. Sizes follow ../shared/TASKS.md §6 (CPU tiers).
+#
+#   experiments/study.sh smoke   reduced: MQAR/fMQAR smoke tier + parity, short runs (~1 core-hour)
+#   experiments/study.sh full    the TASKS.md §6 CPU sizes (many core-hours; run on a quiet machine)
+#   experiments/study.sh check   a few seconds: the script end to end with meaningless budgets
+#   experiments/study.sh table   only rebuild the tables from the results already collected
+#
+# Environment: JOBS (parallel runs, default 1), OUT (results dir, default experiments/results/<tier>),
+# NICE (default 19). Run from the project root. Each run prints one JSON line into $OUT/runs.jsonl.
+set -eu
+TIER=${1:-smoke}
+JOBS=${JOBS:-1}
+NICE=${NICE:-19}
+HAY=${HAYSTACK:-../shared/data/tinyshakespeare.txt}
+OUT=${OUT:-experiments/results/$TIER}
+[ "$TIER" = table ] && OUT=${OUT_TABLE:-experiments/results/smoke}
+mkdir -p "$OUT"
+
+if [ "$TIER" != table ]; then
+    make -j2 -f Makefile -f experiments/study.mk build/experiments/study >/dev/null
+    : > "$OUT/cmds.txt"
+    S=build/experiments/study
+    MIXERS="gdn kda gdn2 attn"
+    SEEDS="0 1 2"
+    if [ "$TIER" = check ]; then
+        # a few seconds: exercises the script end to end (tiny budgets, meaningless scores)
+        for m in gdn2 kda; do for s in 0 1; do
+            echo "$S --task mqar --mixer $m --seed $s --steps 5 --batch 4 --layers 1 --dim 32 --heads 2 --head-dim 16 --len 64 --eval-samples 20" >> "$OUT/cmds.txt"
+        done; done
+    elif [ "$TIER" = smoke ]; then
+        # MQAR CPU smoke tier: V=256 (keys 1-127, values 128-255), T=64, n=4, random fillers;
+        # 2 layers, D=32, 2 heads (K=V=16: state 2*16*16 = 512 per layer); AdamW lr 3e-3, wd 0.1,
+        # cosine, batch 32. 300 steps instead of ~500 to fit a shared 2-core machine.
+        for t in mqar fmqar; do for m in $MIXERS; do for s in $SEEDS; do
+            echo "$S --task $t --mixer $m --seed $s --steps 300 --batch 32 --lr 3e-3 --layers 2 --dim 32 --heads 2 --head-dim 16 --len 64 --vocab 256 --pairs 4 --eval-samples 500" >> "$OUT/cmds.txt"
+        done; done; done
+        # parity: GDN-2 with b in [0,1] vs the b*2 extension (eigenvalues in [-1,1]); train L 3..40,
+        # test L = 41, 101, 255; 2 layers, D=64, 4 heads (K=16), batch 64, 1000 steps, lr 1e-3.
+        for neg in "" "--neg-eig"; do for s in $SEEDS; do
+            echo "$S --task parity --mixer gdn2 $neg --seed $s --steps 1000 --batch 64 --lr 1e-3 --layers 2 --dim 64 --heads 4 --head-dim 16 --eval-samples 500" >> "$OUT/cmds.txt"
+        done; done
+    else
+        # MQAR / forgetting-MQAR CPU main tier: V=8192, (T,n) = (64,4) and (128,8); 2 layers, D=64,
+        # 2 heads (K=V=32: state 2048 per layer), batch 64, 1500 steps, lr in {1e-3, 3e-3}.
+        for t in mqar fmqar; do for tn in "64 4" "128 8"; do for lr in 1e-3 3e-3; do for m in $MIXERS; do for s in $SEEDS; do
+            set -- $tn
+            echo "$S --task $t --mixer $m --seed $s --steps 1500 --batch 64 --lr $lr --layers 2 --dim 64 --heads 2 --head-dim 32 --len $1 --pairs $2 --vocab 8192 --eval-samples 1000" >> "$OUT/cmds.txt"
+        done; done; done; done; done
+        # task-trained NIAH (RULER format, byte level, essay-substitute haystack): train at 1024 bytes,
+        # test at 1x, 2x, 4x; 2 layers, D=64, 2 heads (K=32), batch 8, 1000 steps, lr 1e-3.
+        for t in s-niah-1 s-niah-3 mk-niah-1; do for m in $MIXERS; do for s in $SEEDS; do
+            echo "$S --task $t --mixer $m --seed $s --steps 1000 --batch 8 --lr 1e-3 --layers 2 --dim 64 --heads 2 --head-dim 32 --len 1024 --eval-lens 1024,2048,4096 --eval-samples 100 --haystack $HAY" >> "$OUT/cmds.txt"
+        done; done; done
+        # parity and modular arithmetic, with and without allow_neg_eigval, all recurrent mixers:
+        # 2 layers, D=64, 4 heads, batch 64, 3000 steps, lr 1e-3.
+        for t in parity modarith; do for m in gdn kda gdn2; do for neg in "" "--neg-eig"; do for s in $SEEDS; do
+            echo "$S --task $t --mixer $m $neg --seed $s --steps 3000 --batch 64 --lr 1e-3 --layers 2 --dim 64 --heads 4 --head-dim 16 --eval-samples 500" >> "$OUT/cmds.txt"
+        done; done; done; done
+    fi
+    echo "$(wc -l < "$OUT/cmds.txt") runs, $JOBS at a time, results in $OUT/runs.jsonl" >&2
+    # one thread per run; runs in parallel only as JOBS allows
+    export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+    : > "$OUT/runs.jsonl"
+    xargs -P "$JOBS" -I CMD sh -c "nice -n $NICE CMD >> $OUT/runs.jsonl 2>> $OUT/log.txt" < "$OUT/cmds.txt"
+fi
+
+# ---- tables: mean +- sample std over seeds (and min..max), per task x mixer x setting x length ----
+jq -r '. as $r | .eval[] | [$r.task, $r.mixer + (if $r.neg_eig == 1 then "+neg" else "" end),
+       ($r.train_len|tostring) + "/lr" + ($r.lr|tostring), (.length|tostring), (.score|tostring), ($r.seed|tostring),
+       ($r.state_per_layer|tostring), ($r.params|tostring)] | @tsv' "$OUT/runs.jsonl" |
+sort -t "$(printf '\t')" -k1,1 -k3,3 -k4,4n -k2,2 |
+awk -F '\t' '
+{ k = $1 "\t" $2 "\t" $3 "\t" $4; n[k]++; s[k] += $5; ss[k] += $5 * $5;
+  if (!(k in mn) || $5 < mn[k]) mn[k] = $5; if (!(k in mx) || $5 > mx[k]) mx[k] = $5;
+  st[k] = $7; pr[k] = $8; if (!(k in seen)) { seen[k] = 1; order[++no] = k } }
+END {
+  print "| task | mixer | train len / lr | test len | score (mean ± std) | min..max | seeds | state/layer | params |";
+  print "|---|---|---|---|---|---|---|---|---|";
+  for (i = 1; i <= no; i++) { k = order[i]; m = s[k] / n[k]; v = n[k] > 1 ? (ss[k] - n[k] * m * m) / (n[k] - 1) : 0;
+    if (v < 0) v = 0; split(k, f, "\t");
+    printf "| %s | %s | %s | %s | %.1f ± %.1f | %.1f..%.1f | %d | %s | %s |\n", f[1], f[2], f[3], f[4], m, sqrt(v), mn[k], mx[k], n[k], st[k], pr[k] }
+}' > "$OUT/table.md"
+cat "$OUT/table.md"
