@@ -12,6 +12,7 @@
 
 #include "check.h"
 #include "gdn2.h"
+#include "ops/chunk_common.h" /* gdn2_chunk_fwd_beta (internal, for the KDA entry points) */
 
 #define BAR_FWD 1e-5
 #define BAR_BWD 1e-4
@@ -348,6 +349,31 @@ static void workspace_threads(void) {
     free(o1); free(o2); free(dq1); free(dq2); free(dg1); free(dg2); free(sc);
 }
 
+/* KDA mode of the forward (scalar beta read directly) equals the full op on expanded b = w = beta. */
+static void beta_mode(void) {
+    gdn2_dims d = {1, 150, 2, 4, 32, 48};
+    tcase c = {.name = "beta", .K = 32, .H = 2};
+    const size_t nq = 150 * 2 * 32, nv = 150 * 4 * 48, ns = 4 * 32 * 48;
+    float *q = fl(nq), *k = fl(nq), *v = fl(nv), *g = fl(nq), *b = fl(nq), *w = fl(nv), *h0 = fl(ns), *dht = fl(ns);
+    float *Al = fl(2), *dtb = fl(64), *dO = fl(nv), *beta = fl(150 * 2), *o1 = fl(nv), *o2 = fl(nv), *h1 = fl(ns), *h2 = fl(ns);
+    gen(&c, 5, nq, nv, ns, q, k, v, g, b, w, h0, Al, dtb, dO, dht);
+    for (int i = 0; i < 150 * 2; i++) beta[i] = b[i * 32];
+    for (size_t i = 0; i < nq; i++) b[i] = beta[i / 32];
+    for (size_t i = 0; i < nv; i++) w[i] = beta[(i / (4 * 48)) * 2 + (i / 48 % 4) / 2];
+    gdn2_opts o = {0};
+    o.qk_l2norm = 1;
+    gdn2_fwd_tensors t = {q, k, v, g, b, w, h0, NULL, NULL, o1, h1};
+    int rc = gdn2_chunk_fwd(&d, &o, &t);
+    t.b = t.w = NULL;
+    t.o = o2;
+    t.ht = h2;
+    rc = rc || gdn2_chunk_fwd_beta(&d, &o, &t, beta);
+    CHECK(rc == 0 && !memcmp(o1, o2, nv * sizeof(float)) && !memcmp(h1, h2, ns * sizeof(float)),
+          "chunk fwd, KDA beta mode (GVA 2->4) bit-identical to expanded b = w = beta");
+    free(q); free(k); free(v); free(g); free(b); free(w); free(h0); free(dht); free(Al); free(dtb); free(dO); free(beta);
+    free(o1); free(o2); free(h1); free(h2);
+}
+
 int main(void) {
     const tcase cases[] = {
         {.name = "T1 K16 V16", .B = 1, .T = 1, .H = 1, .HV = 1, .K = 16, .V = 16, .l2norm = 0, .gate = 0, .h0 = 0, .dht = 0, .bwd = 1},
@@ -375,6 +401,7 @@ int main(void) {
     fixture("op_gva.safetensors");
     bad_inputs();
     workspace_threads();
+    beta_mode();
     printf("info test_chunk took %.1f s\n", now_s() - t0);
     return test_summary();
 }

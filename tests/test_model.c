@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "gdn2.h"
@@ -419,6 +420,37 @@ static void test_fixture(void) {
     CHECK(st == 0 && e < 5e-3, "official model.safetensors logits: rel RMSE %.2e (< 5e-3)", e);
     CHECK(st == 0 && fabs(loss - refloss[0]) < 1e-3, "official model.safetensors loss %.6f vs %.6f (|diff| %.1e < 1e-3)",
           loss, refloss[0], fabs(loss - refloss[0]));
+    /* the CLI on the same file: same logits, and a clear error on a file that is not a model */
+    if (access("build/gdn2", X_OK) == 0) {
+        char cmd[2048], outp[] = "/tmp/gdn2_test_forward_XXXXXX";
+        int fd = mkstemp(outp);
+        if (fd >= 0) close(fd);
+        snprintf(cmd, sizeof cmd, "build/gdn2 forward %s -o %s > /dev/null", path, outp);
+        int rc = system(cmd);
+        gdn2_st o;
+        float *cl = NULL, *cls = NULL;
+        int64_t csh[3] = {B, T, Vp}, one1[1] = {1};
+        int ok = rc == 0 && gdn2_st_read(outp, &o) == 0;
+        if (ok) {
+            ok = !gdn2_st_get_f32(&o, "logits", 1, 3, csh, &cl) && !gdn2_st_get_f32(&o, "loss", 1, 1, one1, &cls);
+            gdn2_st_free(&o);
+        }
+        CHECK(ok && rel_rmse_f32(cl, ref, B * T * Vp) < 5e-3 && fabs(cls[0] - refloss[0]) < 1e-3,
+              "gdn2 forward CLI on model.safetensors: logits rel RMSE %.2e, loss %.6f",
+              ok ? rel_rmse_f32(cl, ref, B * T * Vp) : -1.0, ok ? cls[0] : -1.0f);
+        free(cl), free(cls);
+        snprintf(cmd, sizeof cmd, "build/gdn2 forward %s/fixtures/official/layer.safetensors -o %s 2>&1", shared_dir(),
+                 outp);
+        FILE *pp = popen(cmd, "r");
+        char msg[1024] = "";
+        size_t nr = pp ? fread(msg, 1, sizeof msg - 1, pp) : 0;
+        msg[nr] = 0;
+        int prc = pp ? pclose(pp) : -1;
+        CHECK(prc != 0 && strstr(msg, "n_layer"), "gdn2 forward on a layer file fails naming the missing field: %s", msg);
+        unlink(outp);
+    } else {
+        SKIP("gdn2 forward CLI: build/gdn2 not built");
+    }
     free(tok64), free(ref), free(refloss), free(tok), free(tgt), free(lg);
     gdn2_st_free(&file);
     gdn2_model_free(m);

@@ -4,7 +4,9 @@
 
 RUN_DIR holds cuda_ops.json (bench/cuda_ops), peers_official.log / peers_fla.log (JSON lines
 printed by bench_peers.py; the .log is read so that a run cut short still counts) and env.txt.
-A peer figure missing from the run is left null (never filled from elsewhere).
+A peer figure missing from the run is left null; where ../shared/PERF_ANCHORS.md has it (measured on
+the same kind of H200 by the same method, but not in this run) it is given separately as
+ms_<peer>_anchor.
 """
 import json
 import os
@@ -25,6 +27,27 @@ def read_rows(path):
     return rows
 
 
+def anchors(path="../shared/PERF_ANCHORS.md"):
+    """{(impl, name, (B,T,H)): ms} from PERF_ANCHORS.md's chunk table (K = V = 128)."""
+    out = {}
+    if not os.path.exists(path):
+        return out
+    for line in open(path):
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        if len(cells) < 4 or not cells[1].startswith("("):
+            continue
+        impl = "official" if cells[0].startswith("official") else "fla" if cells[0].startswith("fla HEAD") else None
+        if impl is None:
+            continue
+        try:
+            bth = tuple(int(x) for x in cells[1].strip("()").split(","))
+            out[(impl, "fwd", bth)] = float(cells[2])
+            out[(impl, "fwd+bwd", bth)] = float(cells[3])
+        except ValueError:
+            pass
+    return out
+
+
 def main():
     run = sys.argv[1]
     out = sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else "bench/results/h200-ops"
@@ -38,6 +61,7 @@ def main():
             else:
                 peers[(impl, r["name"], tuple(r["shape"]))] = r["ms"]
     env = open(os.path.join(run, "env.txt")).read().strip() if os.path.exists(os.path.join(run, "env.txt")) else ""
+    anc = anchors()
     wl = []
     for w in ours["workloads"]:
         key = tuple(w["shape"])
@@ -47,6 +71,11 @@ def main():
                    "ratio_official": round(mo / w["ms_gdn2"], 3) if mo else None,
                    "ratio_fla": round(mf / w["ms_gdn2"], 3) if mf else None,
                    "mtok_s_gdn2": w["mtok_s"], "tflops_gdn2": w["tflops"]})
+        for impl, ms in (("official", mo), ("fla", mf)):
+            a = anc.get((impl, w["name"], key[:3]))
+            if ms is None and a is not None:
+                wl[-1][f"ms_{impl}_anchor"] = a
+                wl[-1][f"ratio_{impl}_anchor"] = round(a / w["ms_gdn2"], 3)
     dec = []
     for d in ours["decode"]:
         dec.append({"N": d["N"], "us": d["us"], "us_events": d.get("us_events"), "gbps": d["gbps"],
@@ -61,9 +90,16 @@ def main():
              "|---|---|---|---|---|---|---|---|"]
     for w in wl:
         f = lambda x: "-" if x is None else f"{x:.3f}"
-        lines.append(f"| {w['name']} | {tuple(w['shape'])} | {w['ms_gdn2']:.3f} | {f(w['ms_official'])} | {f(w['ms_fla'])} | "
-                     f"{f(w['ratio_official'])} | {f(w['ratio_fla'])} | {w['mtok_s_gdn2']:.2f} |")
-    lines += ["", f"Decode step, H=16, K=V=128, fp32 state, called from C (host clock incl. launch); copy {ours.get('copy_gbps')} GB/s", "",
+        fla = f(w["ms_fla"]) if w["ms_fla"] is not None else (
+            f"({w['ms_fla_anchor']:.3f} anchor)" if "ms_fla_anchor" in w else "-")
+        rfla = f(w["ratio_fla"]) if w["ratio_fla"] is not None else (
+            f"({w['ratio_fla_anchor']:.3f} anchor)" if "ratio_fla_anchor" in w else "-")
+        lines.append(f"| {w['name']} | {tuple(w['shape'])} | {w['ms_gdn2']:.3f} | {f(w['ms_official'])} | {fla} | "
+                     f"{f(w['ratio_official'])} | {rfla} | {w['mtok_s_gdn2']:.2f} |")
+    lines += ["", "ratio = peer ms / gdn2 ms (above 1: gdn2 faster). '(x anchor)': not reached in this run (fla's "
+              "Triton autotuning ran out of the call's time); figure from ../shared/PERF_ANCHORS.md, same machine kind "
+              "and method, different run.",
+              "", f"Decode step, H=16, K=V=128, fp32 state, called from C (host clock incl. launch); copy {ours.get('copy_gbps')} GB/s", "",
               "| N | gdn2 us | GB/s | share of copy | official eager us (same run) |", "|---|---|---|---|---|"]
     for d in dec:
         lines.append(f"| {d['N']} | {d['us']:.2f} | {d['gbps']:.0f} | {100 * d['share_of_copy']:.0f}% | "

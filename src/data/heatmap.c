@@ -54,11 +54,12 @@ static void score_color(double s, int rgb[3]) {
 int gdn2_heatmap_svg(const gdn2_heatmap *h, char **res) {
     if (!h || !res || h->n_rows < 1 || h->n_cols < 1 || !h->score)
         return gdn2_error(GDN2_ERR_ARG, "heatmap: need at least one row and one column and a score array");
-    const int cw = 72, ch = 26, left = 96, top = 56, bar_w = 18;
+    const int cw = 72, ch = 26, top = 56, bar_w = 18;
+    int left = 96;
     const int gw = cw * h->n_cols, gh = ch * h->n_rows;
     int W = left + gw + 110;
     const int H = top + gh + 64, title_w = (int)strlen(h->title ? h->title : "score") * 9 + 40; /* ~9 px a glyph at 15 px */
-    if (W < title_w) W = title_w;
+    if (W < title_w) left += (title_w - W) / 2, W = title_w; /* a long title: centre the grid under it */
     svgbuf b = {0};
     out(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     out(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
@@ -91,8 +92,8 @@ int gdn2_heatmap_svg(const gdn2_heatmap *h, char **res) {
             top + gh + 16, h->col_vals ? h->col_vals[c] : c);
     out(&b, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">context length (tokens)</text>\n",
         left + gw / 2, top + gh + 40);
-    out(&b, "<text x=\"18\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 18 %d)\">",
-        top + gh / 2, top + gh / 2);
+    out(&b, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 %d %d)\">",
+        left - 78, top + gh / 2, left - 78, top + gh / 2);
     out_text(&b, h->row_axis ? h->row_axis : "needle depth (%)");
     out(&b, "</text>\n");
     /* colour bar 0..100 in 10 steps */

@@ -138,6 +138,10 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
     for (int64_t ci = 0; ci < nch; ci++) {
         const int cn = (int)(len - ci * C < C ? len - ci * C : C);
         memcpy(b->states + ci * sz, S, sz * sizeof(float));
+        if (ci + 1 < nch) {
+            const int64_t left = len - (ci + 1) * C;
+            gdn2_chunk_prefetch(a, bos + (ci + 1) * C, (int)(left < C ? left : C), h, hv);
+        }
         recompute(w, a, bos + ci * C, cn, h, hv, S, 0);
         gdn2_chunk_state_update(w, K, V, cn, S);
     }
@@ -151,6 +155,7 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
         const float *S0 = b->states + ci * sz, *dS = b->dS;
         const float *dO = x->g->d_o + (tok * HV + hv) * V;
         float *dR = b->dYR + K, *dY = b->dYR;
+        if (ci > 0) gdn2_chunk_prefetch(a, tok - C, C, h, hv);
         recompute(w, a, tok, cn, h, hv, S0, 1);
 
         /* B1: dAqk = scale·tril(dO Rᵀ) (w.r.t. the unscaled score); its diagonal is set aside */
@@ -306,6 +311,7 @@ GDN2_VEC_CLONES static void bwd_task(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
 
 int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const gdn2_bwd_tensors *g) {
     gdn2_chunk_args a;
+    memset(&a, 0, sizeof a);
     int st = gdn2_chunk_setup("gdn2_chunk_bwd", d, o, t, &a);
     if (st) return st;
     if (!g || !g->d_o) return gdn2_error(GDN2_ERR_ARG, "gdn2_chunk_bwd: upstream gradient 'do' is NULL");

@@ -75,17 +75,20 @@ float *gdn2_chunk_ws_init(gdn2_chunk_ws *w, float *mem, int64_t K, int64_t V) {
 }
 
 /* (F1) Load and transform the chunk's inputs.
- *   q̂, k̂ = l2norm(q), l2norm(k) (or copies); g = gate(f) (or copy)
+ *   q̂, k̂ = l2norm(q), l2norm(k) (or copies); g = gate(f) (or copy); b, w (or beta in KDA mode)
  *   γ_r = exp(Σ_{i<=r} g_i),  kgf_r = exp(Σ_{r<i<=n-1} g_i): every exponent is a sum of g <= 0 over
- *   the tokens between the two rows, so both factors lie in [0,1] and no cumsum difference is taken.
+ *   the tokens between the two rows, so both factors lie in [0,1] and no cumsum difference is taken
+ *   (on the fast path, span <= GDN2_SPAN_MAX, kgf = γ_last · (1/γ) instead: no underflow there).
  *   qg = q̂⊙γ, kg = k̂⊙kgf, bk = b⊙k̂, Ē = γ⊙b⊙k̂, Z = w⊙v (F4 operands). */
-GDN2_VEC_CLONES void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv) {
+GDN2_VEC_CLONES void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h,
+                                     int64_t hv) {
     const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, KV = K + V;
     for (int r = 0; r < n; r++) {
         const int64_t ok = ((tok0 + r) * H + h) * K, ov = ((tok0 + r) * HV + hv) * V;
         float *restrict q = w->q + r * K, *restrict k = w->k + r * K, *restrict b = w->b + r * K;
         float *restrict g = w->g + r * K;
-        const float *restrict sq = a->q + ok, *restrict sk = a->k + ok, *restrict sb = a->b + ok;
+        const float *restrict sq = a->q + ok, *restrict sk = a->k + ok;
+        const float *restrict sb = a->beta ? NULL : a->b + ok;
         float rq = 1.0f, rk = 1.0f;
         if (a->l2norm) { /* y = x / sqrt(Σx² + 1e-6) */
             float ssq = 0.0f, ssk = 0.0f;
@@ -98,11 +101,12 @@ GDN2_VEC_CLONES void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a,
         }
         w->rq[r] = rq;
         w->rk[r] = rk;
+        const float bt = a->beta ? a->beta[(tok0 + r) * H + h] : 0.0f;
         GDN2_SIMD
         for (int64_t c = 0; c < K; c++) {
             q[c] = sq[c] * rq;
             k[c] = sk[c] * rk;
-            b[c] = sb[c];
+            b[c] = a->beta ? bt : sb[c];
         }
         if (a->gate) {
             const float *f = a->g + ok;
@@ -110,10 +114,16 @@ GDN2_VEC_CLONES void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a,
         } else {
             memcpy(g, a->g + ok, K * sizeof(float));
         }
-        const float *restrict v = a->v + ov, *restrict wv = a->w + ov;
+        const float *restrict v = a->v + ov;
         float *restrict z = w->EZ + r * KV + K;
-        GDN2_SIMD
-        for (int64_t c = 0; c < V; c++) z[c] = wv[c] * v[c];
+        if (a->beta) { /* KDA: w = beta of the key head */
+            GDN2_SIMD
+            for (int64_t c = 0; c < V; c++) z[c] = bt * v[c];
+        } else {
+            const float *restrict wv = a->w + ov;
+            GDN2_SIMD
+            for (int64_t c = 0; c < V; c++) z[c] = wv[c] * v[c];
+        }
     }
     /* forward cumulative sums G_r = Σ_{i<=r} g_i (into gam, exponentiated below), and the chunk's
      * decay span max_c (max(0, max_r G) − min(0, min_r G)) */
@@ -189,6 +199,25 @@ GDN2_VEC_CLONES void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a,
             kg[c] = k[c] * kgf[c];
             bk[c] = bkc;
             E[c] = gam[c] * bkc;
+        }
+    }
+}
+
+/* Prefetch the inputs of chunk rows [tok0, tok0+n) (the next chunk) while this one computes: the
+ * first touch of q, k, g, b, v, w otherwise stalls the load on memory. */
+void gdn2_chunk_prefetch(const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv) {
+    const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV;
+    for (int r = 0; r < n; r++) {
+        const int64_t ok = ((tok0 + r) * H + h) * K, ov = ((tok0 + r) * HV + hv) * V;
+        for (int64_t c = 0; c < K; c += 16) {
+            __builtin_prefetch(a->q + ok + c, 0, 1);
+            __builtin_prefetch(a->k + ok + c, 0, 1);
+            __builtin_prefetch(a->g + ok + c, 0, 1);
+            if (!a->beta) __builtin_prefetch(a->b + ok + c, 0, 1);
+        }
+        for (int64_t c = 0; c < V; c += 16) {
+            __builtin_prefetch(a->v + ov + c, 0, 1);
+            if (!a->beta) __builtin_prefetch(a->w + ov + c, 0, 1);
         }
     }
 }
@@ -303,29 +332,35 @@ GDN2_VEC_CLONES void gdn2_tile_operands(gdn2_chunk_ws *w, int64_t K, const gdn2_
 /* (F2) per tile, one GEMM for both score matrices (rows stacked [q̂ ; b⊙k̂]):
  *   Aqk[R,S] = scale · (q̂⊙e^D)(k̂⊙e^E)ᵀ,  T[R,S] = ((b⊙k̂)⊙e^D)(k̂⊙e^E)ᵀ,
  * then keep s <= r in Aqk and s < r in T. */
-void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want_qk) {
+void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want_qk, int want_t) {
     const int C = GDN2_C;
     for (int ti = 0; ti < w->n_tiles; ti++) {
         const gdn2_tile *t = &w->tiles[ti];
         const int nr = t->r1 - t->r0, nc = t->c1 - t->c0;
         gdn2_tile_operands(w, K, t, want_qk, scale);
-        if (t->fast) { /* operands in place: two GEMMs straight into Aqk and A */
+        if (t->fast) { /* operands in place: GEMMs straight into Aqk and A */
             if (want_qk)
                 gdn2_sgemm(0, 1, nr, nc, (int)K, w->qalpha, w->tLq, w->ldq, w->Lc, (int)K, 0.0f, w->Aqk, C);
-            gdn2_sgemm(0, 1, nr, nc, (int)K, 1.0f, w->tLb, w->ldb, w->Lc, (int)K, 0.0f, w->A, C);
+            if (want_t) gdn2_sgemm(0, 1, nr, nc, (int)K, 1.0f, w->tLb, w->ldb, w->Lc, (int)K, 0.0f, w->A, C);
             continue;
         }
-        const int m = want_qk ? 2 * nr : nr;
-        gdn2_sgemm(0, 1, m, nc, (int)K, 1.0f, w->Lr, (int)K, w->Lc, (int)K, 0.0f, w->Sc, C);
-        const float *sb = w->Sc + (want_qk ? nr * C : 0);
+        /* rows of Lr: [q block (want_qk) ; b⊙k̂ block]; only the blocks wanted go through the GEMM */
+        const float *rows = want_qk ? w->Lr : w->Lr;
+        const int m = (want_qk && want_t) ? 2 * nr : nr;
+        if (!want_qk || want_t || 1) rows = (want_qk || !want_t) ? w->Lr : w->Lr;
+        if (want_qk && !want_t) rows = w->Lr;             /* q block only */
+        if (!want_qk && want_t) rows = w->Lr;             /* Lb sits first when the q block is absent */
+        gdn2_sgemm(0, 1, m, nc, (int)K, 1.0f, rows, (int)K, w->Lc, (int)K, 0.0f, w->Sc, C);
+        const float *sq = w->Sc, *sb = w->Sc + (want_qk ? nr * C : 0);
         for (int i = 0; i < nr; i++) {
-            memcpy(w->A + (t->r0 + i) * C + t->c0, sb + i * C, nc * sizeof(float));
-            if (want_qk) memcpy(w->Aqk + (t->r0 + i) * C + t->c0, w->Sc + i * C, nc * sizeof(float));
+            if (want_t) memcpy(w->A + (t->r0 + i) * C + t->c0, sb + i * C, nc * sizeof(float));
+            if (want_qk) memcpy(w->Aqk + (t->r0 + i) * C + t->c0, sq + i * C, nc * sizeof(float));
         }
     }
     for (int r = 0; r < n; r++) {
         float *a = w->A + r * C, *s = w->Aqk + r * C;
-        for (int c = r; c < C; c++) a[c] = 0.0f;
+        if (want_t)
+            for (int c = r; c < C; c++) a[c] = 0.0f;
         if (want_qk)
             for (int c = r + 1; c < C; c++) s[c] = 0.0f;
     }

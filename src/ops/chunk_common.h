@@ -79,6 +79,7 @@ typedef struct {
     int l2norm, gate;
     const float *q, *k, *v, *g, *b, *w; /* inputs as passed */
     const float *A_log, *dt_bias;
+    const float *beta;                  /* KDA mode: b = w = beta[t,h] ([B*T,H]); b, w unused */
 } gdn2_chunk_args;
 
 /* one score tile: rows [r0, r1) x cols [c0, c1) of Aqk / T, exp anchored at row `ref` */
@@ -123,6 +124,9 @@ float *gdn2_chunk_ws_init(gdn2_chunk_ws *w, float *mem, int64_t K, int64_t V);
  * value head hv: q̂, k̂ (+rstd), b, g (gate applied), v⊙w, the cumulative-decay factors and the
  * derived rows qg, kg, bk, Ē, Z (F1, F4). */
 void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv);
+/* Hint the inputs of the next chunk into cache. */
+void gdn2_chunk_prefetch(const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv);
+
 /* Plan the score tiles of the loaded chunk (recursive halving until each diagonal tile's decay
  * span is <= GDN2_SPAN_MAX; docs §3). */
 void gdn2_chunk_plan(gdn2_chunk_ws *w, int64_t K, int n);
@@ -154,6 +158,10 @@ size_t gdn2_chunk_bwd_extra_floats(int64_t K, int64_t V, int64_t max_len); /* ch
 int gdn2_chunk_setup(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
                      gdn2_chunk_args *a);
 float *gdn2_chunk_workspace(const char *fn, const gdn2_opts *o, size_t need, float **owned);
+
+/* The chunk forward with KDA's scalar beta [B,T,H] read directly (b = w = beta broadcast over the
+ * channels) instead of expanded b / w tensors; for the collapse entry points (collapse.c). */
+int gdn2_chunk_fwd_beta(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta);
 
 /* token range of sequence n in the flattened [B*T] axis */
 static inline void gdn2_seq_range(const gdn2_dims *d, const gdn2_opts *o, int64_t n, int64_t *bos, int64_t *len) {

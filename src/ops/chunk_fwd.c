@@ -54,12 +54,12 @@ int gdn2_chunk_setup(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
     int st = gdn2_check(d, o);
     if (st) return st;
     if (!t) return gdn2_error(GDN2_ERR_ARG, "%s: tensors must not be NULL", fn);
-    const char *miss = !t->q ? "q" : !t->k ? "k" : !t->v ? "v" : !t->g ? "g" : !t->b ? "b" : !t->w ? "w" : NULL;
+    const char *miss = !t->q ? "q" : !t->k ? "k" : !t->v ? "v" : !t->g ? "g" : NULL;
+    if (!miss && !a->beta) miss = !t->b ? "b" : !t->w ? "w" : NULL;
     if (!miss && o->gate_in_kernel) miss = !t->A_log ? "A_log" : !t->dt_bias ? "dt_bias" : NULL;
     if (miss) return gdn2_error(GDN2_ERR_ARG, "%s: input tensor '%s' is NULL", fn, miss);
     if (d->K > 4096 || d->V > 4096)
         return gdn2_error(GDN2_ERR_ARG, "%s: K=%lld V=%lld exceed 4096", fn, (long long)d->K, (long long)d->V);
-    memset(a, 0, sizeof *a);
     a->H = d->H;
     a->HV = d->HV;
     a->K = d->K;
@@ -108,6 +108,10 @@ static void fwd_task(const gdn2_chunk_args *a, const gdn2_dims *d, const gdn2_op
     for (int64_t c0 = 0; c0 < len; c0 += GDN2_C) {
         const int cn = (int)(len - c0 < GDN2_C ? len - c0 : GDN2_C);
         gdn2_chunk_load(w, a, bos + c0, cn, h, hv);
+        if (c0 + GDN2_C < len) {
+            const int64_t left = len - c0 - GDN2_C;
+            gdn2_chunk_prefetch(a, bos + c0 + GDN2_C, (int)(left < GDN2_C ? left : GDN2_C), h, hv);
+        }
         gdn2_chunk_plan(w, K, cn);
         gdn2_chunk_scores(w, K, cn, a->scale, 1);
         gdn2_chunk_solve(w, cn);
@@ -121,14 +125,17 @@ static void fwd_task(const gdn2_chunk_args *a, const gdn2_dims *d, const gdn2_op
     if (t->ht) memcpy(t->ht + (n * HV + hv) * K * V, S, sbytes);
 }
 
-int gdn2_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t) {
+static int chunk_fwd(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
+                     const float *beta) {
     gdn2_chunk_args a;
-    int st = gdn2_chunk_setup("gdn2_chunk_fwd", d, o, t, &a);
+    memset(&a, 0, sizeof a);
+    a.beta = beta;
+    int st = gdn2_chunk_setup(fn, d, o, t, &a);
     if (st) return st;
-    if (!t->o) return gdn2_error(GDN2_ERR_ARG, "gdn2_chunk_fwd: output tensor 'o' is NULL");
+    if (!t->o) return gdn2_error(GDN2_ERR_ARG, "%s: output tensor 'o' is NULL", fn);
     const int nt = gdn2_chunk_threads(d, o, 0);
     const size_t per = gdn2_chunk_per_thread_floats(d, o, 0);
-    float *owned, *ws = gdn2_chunk_workspace("gdn2_chunk_fwd", o, (size_t)nt * per * sizeof(float), &owned);
+    float *owned, *ws = gdn2_chunk_workspace(fn, o, (size_t)nt * per * sizeof(float), &owned);
     if (!ws) return o->workspace ? GDN2_ERR_ARG : GDN2_ERR_NOMEM;
     const int64_t tasks = n_tasks(d, o, 0);
     const int saved = gdn2_blas_threads_begin();
@@ -146,4 +153,13 @@ int gdn2_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensor
     gdn2_blas_threads_end(saved);
     free(owned);
     return GDN2_OK;
+}
+
+int gdn2_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t) {
+    return chunk_fwd("gdn2_chunk_fwd", d, o, t, NULL);
+}
+
+int gdn2_chunk_fwd_beta(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta) {
+    if (!beta) return gdn2_error(GDN2_ERR_ARG, "gdn2_chunk_fwd_beta: beta [B,T,H] is NULL");
+    return chunk_fwd("gdn2_chunk_fwd_beta", d, o, t, beta);
 }
