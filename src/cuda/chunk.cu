@@ -30,6 +30,9 @@
 
 #define NT 256
 #define CS 64
+#if defined(GDN2_CUDA_V3) && !defined(GDN2_CUDA_V2) // [GDN2_CUDA_V2] V3 builds on V2 (dev/cuda/NEXT_RUN.md)
+#define GDN2_CUDA_V2
+#endif
 
 struct ChunkParams {
     int B, T, H, HV, K, V, G;
@@ -399,6 +402,9 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
         CS, [&](int r, int s) { return sTA[r * 65 + s]; }, [&](int s, int e) { return sget(&sZ[s * LDZ + e]); },
         [&](int r, int e, float acc) { p.U[ch * CS * VP + r * VP + e] = acc; });
 }
+#ifdef GDN2_CUDA_V2 // [GDN2_CUDA_V2] dev variants, see dev/cuda/NEXT_RUN.md; the default build is unchanged
+#include "../../dev/cuda/k_prep_v2.cuh"
+#endif
 
 // ------------------------------------------------------------------------------------------------
 // k_state: per (32-column V tile, sequence*hv), sequential over the sequence's chunks:
@@ -725,6 +731,7 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
         [&](int r, int cc, float acc) { sdA[r * 65 + cc] = cc < r ? -acc : 0.0f; });
     __syncthreads();
 
+#ifndef GDN2_CUDA_V2 // [GDN2_CUDA_V2] else: the call-2 block, dev/cuda/k_bk_intra_v2.cuh
     // intra-chunk VJPs, exact per element; thread = one channel d and the NR rows r0, r0+RS, ...
     // (a warp shares r0, so the dAqk/dT reads are broadcasts). Pass A sums over s <= r (dq, E'),
     // pass B over r2 >= r (dkt); k_s, G2_s (resp. q, b.k, G2 of r2) are read once per outer step.
@@ -788,9 +795,15 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
         }
         atomicAdd(&sEx[d], ex);
     }
+#elif defined(GDN2_CUDA_V3)
+#include "../../dev/cuda/k_bk_intra_v3.cuh"
+#else
+#include "../../dev/cuda/k_bk_intra_v2.cuh"
+#endif
     __syncthreads();
     // dg = reverse cumulative sum of dG; G2_last (row 63, flat after the last valid row) also
     // receives gamma_last rowsum(S0.dSC) + sum_r k.dKi-term
+#ifndef GDN2_CUDA_V3 // [GDN2_CUDA_V2] else: dev/cuda/k_bk_cumsum_v3.cuh
     for (int d = threadIdx.x; d < KP; d += NT) {
         float acc = exp2f(sG[(CS - 1) * LDK + d] - sSt[d]) * p.dGl[ch * KP + d] + sEx[d];
         for (int r = CS - 1; r >= 0; r--) {
@@ -798,6 +811,9 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
             p.dGs[ob + r * KP + d] = acc;
         }
     }
+#else
+#include "../../dev/cuda/k_bk_cumsum_v3.cuh"
+#endif
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1018,6 +1034,9 @@ static cudaError_t launch_all(ChunkParams &p, int bwd, cudaStream_t st) {
     pr.st = st;
     const dim3 gc(p.nchunks, p.HV), gs(VP / BV, p.nseq * p.HV), gh(p.nchunks, p.H);
     pr.mark("start");
+#ifdef GDN2_CUDA_V2 // [GDN2_CUDA_V2] bf16 path: k_prep_v2 (dev/cuda/k_prep_v2.cuh)
+    if constexpr (TC) v2_launch_prep<Tin, KP, VP>(p, bwd, gc, nsm_prep, st); else
+#endif
     if (p.nchunks > 0) k_prep<Tin, KP, VP><<<gc, NT, nsm_prep, st>>>(p, bwd);
     pr.mark("prep");
     k_state<KP, VP, BV, TC><<<gs, NT, nsm_state, st>>>(p);

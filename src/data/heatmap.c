@@ -54,7 +54,8 @@ static void score_color(double s, int rgb[3]) {
 int gdn2_heatmap_svg(const gdn2_heatmap *h, char **res) {
     if (!h || !res || h->n_rows < 1 || h->n_cols < 1 || !h->score)
         return gdn2_error(GDN2_ERR_ARG, "heatmap: need at least one row and one column and a score array");
-    const int cw = 72, ch = 26, top = 56, bar_w = 18;
+    const int cw = 72, top = 56, bar_w = 18;
+    const int ch = h->n_rows < 4 ? 104 / h->n_rows : 26; /* few rows: taller cells keep the colour bar readable */
     int left = 96;
     const int gw = cw * h->n_cols, gh = ch * h->n_rows;
     int W = left + gw + 110;

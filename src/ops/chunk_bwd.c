@@ -2,9 +2,10 @@
  *
  * One task = (sequence n, key head h), so the key-head gradients dq, dk, dg, db (summed over the
  * group's HV/H value heads) are written by one thread only. For each value head hv of the group:
- *   1. forward pass over the chunks keeping only the chunk-start states S0 (T/64 x K x V);
+ *   1. forward pass over the chunks keeping the chunk-start states S0 (T/64 x K x V), and A and
+ *      [Y | R] per chunk when that is affordable (cache_ok);
  *   2. reverse pass over the chunks with the running dS (gradient of the chunk-end state):
- *      recompute Aqk, T, A, Y, U, R of the chunk (F2..F5), then B1..B10 below.
+ *      recompute Aqk (and T, A, Y, U, R unless kept) of the chunk (F2..F5), then B1..B10 below.
  * At the end of the task the l2norm VJP (on dq̂, dk̂) and the gate VJP (on dg) are applied in
  * place, and dA_log / ddt_bias partial sums are stored per (sequence, key head). */
 #include <math.h>
@@ -18,8 +19,18 @@
 #include <omp.h>
 #endif
 
+/* The forward pass of the backward keeps, besides the chunk-start states, each chunk's A and
+ * [Y | R] when that costs at most about as much memory as the states themselves
+ * (C·(K+V) + C² <= 3·K·V, e.g. K = V >= 64): the reverse pass then skips the solve, the T scores
+ * and the two WY products. */
+static int cache_ok(int64_t K, int64_t V) {
+    const int64_t C = GDN2_C;
+    return C * (K + V) + C * C <= 3 * K * V;
+}
+
 /* per-thread buffers of the backward beyond gdn2_chunk_ws */
 typedef struct {
+    float *cache;            /* NT x (C·(K+V) + C²): [Y | R] and A per chunk, or NULL */
     float *states;           /* NT x K x V chunk-start states */
     float *dS, *dSn;         /* K x V: gradient of the chunk-end / chunk-start state */
     float *dYR, *dEZ;        /* C x (K+V): [dY | dR], [dĒ | dZ] */
@@ -31,7 +42,9 @@ typedef struct {
 
 size_t gdn2_chunk_bwd_extra_floats(int64_t K, int64_t V, int64_t max_len) {
     const size_t C = GDN2_C, NT = (size_t)((max_len + GDN2_C - 1) / GDN2_C);
-    return (NT + 2) * (size_t)(K * V) + 2 * C * (size_t)(K + V) + 4 * C * C + 9 * C * (size_t)K + C + (size_t)K + 24 * 16;
+    const size_t cache = cache_ok(K, V) ? NT * (C * (size_t)(K + V) + C * C) + 16 : 0;
+    return cache + (NT + 2) * (size_t)(K * V) + 2 * C * (size_t)(K + V) + 4 * C * C + 9 * C * (size_t)K + C +
+           (size_t)K + 24 * 16;
 }
 
 static float *carve(float **p, size_t n) {
@@ -42,6 +55,7 @@ static float *carve(float **p, size_t n) {
 
 static void bwd_ws_init(bwd_ws *b, float *p, int64_t K, int64_t V, int64_t max_len) {
     const size_t C = GDN2_C, NT = (size_t)((max_len + GDN2_C - 1) / GDN2_C), KV = (size_t)(K * V);
+    b->cache = cache_ok(K, V) ? carve(&p, NT * (C * (size_t)(K + V) + C * C)) : NULL;
     b->states = carve(&p, NT * KV);
     b->dS = carve(&p, KV);
     b->dSn = carve(&p, KV);
@@ -64,14 +78,28 @@ static void bwd_ws_init(bwd_ws *b, float *p, int64_t K, int64_t V, int64_t max_l
     b->zL = carve(&p, (size_t)K);
 }
 
-/* the recompute of one chunk: scores, A, Y, U and R against the chunk-start state S0 */
+/* The recompute of one chunk (F1..F5) against its chunk-start state S0.
+ *   pass 0 (forward pass of the backward): T, A, [Y | R]; stores A and [Y | R] in `slot` if given;
+ *   pass 1 (reverse pass): Aqk, plus A and [Y | R] from `slot` if given, else recomputed. */
 static void recompute(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok, int n, int64_t h, int64_t hv,
-                      const float *S0, int want_qk) {
+                      const float *S0, int pass, float *slot) {
+    const int C = GDN2_C;
+    const size_t kv = (size_t)(a->K + a->V);
     gdn2_chunk_load(w, a, tok, n, h, hv);
     gdn2_chunk_plan(w, a->K, n);
-    gdn2_chunk_scores(w, a->K, n, a->scale, want_qk);
+    if (pass == 1 && slot) { /* Aqk only; A and [Y | R] as the forward pass left them */
+        gdn2_chunk_scores(w, a->K, n, a->scale, 1, 0);
+        memcpy(w->YU, slot, (size_t)n * kv * sizeof(float));
+        memcpy(w->A, slot + C * kv, (size_t)n * C * sizeof(float));
+        return;
+    }
+    gdn2_chunk_scores(w, a->K, n, a->scale, pass == 1, 1);
     gdn2_chunk_solve(w, n);
     gdn2_chunk_wy(w, a->K, a->V, n, S0);
+    if (slot) {
+        memcpy(slot, w->YU, (size_t)n * kv * sizeof(float));
+        memcpy(slot + C * kv, w->A, (size_t)n * C * sizeof(float));
+    }
 }
 
 /* B9: the intra-chunk VJP through Aqk and T, tile by tile with the forward's exp anchoring:
@@ -130,6 +158,7 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
     const size_t sz = (size_t)(K * V);
     const float scale = a->scale;
     const int64_t nch = (len + C - 1) / C;
+    const size_t cslot = (size_t)C * (size_t)KV + (size_t)C * C; /* floats per chunk in b->cache */
 
     /* 1. chunk-start states */
     float *S = w->S;
@@ -142,7 +171,7 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
             const int64_t left = len - (ci + 1) * C;
             gdn2_chunk_prefetch(a, bos + (ci + 1) * C, (int)(left < C ? left : C), h, hv);
         }
-        recompute(w, a, bos + ci * C, cn, h, hv, S, 0);
+        recompute(w, a, bos + ci * C, cn, h, hv, S, 0, b->cache ? b->cache + ci * cslot : NULL);
         gdn2_chunk_state_update(w, K, V, cn, S);
     }
 
@@ -156,7 +185,7 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
         const float *dO = x->g->d_o + (tok * HV + hv) * V;
         float *dR = b->dYR + K, *dY = b->dYR;
         if (ci > 0) gdn2_chunk_prefetch(a, tok - C, C, h, hv);
-        recompute(w, a, tok, cn, h, hv, S0, 1);
+        recompute(w, a, tok, cn, h, hv, S0, 1, b->cache ? b->cache + ci * cslot : NULL);
 
         /* B1: dAqk = scale·tril(dO Rᵀ) (w.r.t. the unscaled score); its diagonal is set aside */
         gdn2_sgemm(0, 1, cn, cn, v, scale, dO, ldo, w->R, kv, 0.0f, b->dAqk, C);

@@ -344,13 +344,9 @@ void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want
             if (want_t) gdn2_sgemm(0, 1, nr, nc, (int)K, 1.0f, w->tLb, w->ldb, w->Lc, (int)K, 0.0f, w->A, C);
             continue;
         }
-        /* rows of Lr: [q block (want_qk) ; b⊙k̂ block]; only the blocks wanted go through the GEMM */
-        const float *rows = want_qk ? w->Lr : w->Lr;
+        /* Lr = [q block (when want_qk) ; b⊙k̂ block]: the first nr or 2·nr rows are the ones wanted */
         const int m = (want_qk && want_t) ? 2 * nr : nr;
-        if (!want_qk || want_t || 1) rows = (want_qk || !want_t) ? w->Lr : w->Lr;
-        if (want_qk && !want_t) rows = w->Lr;             /* q block only */
-        if (!want_qk && want_t) rows = w->Lr;             /* Lb sits first when the q block is absent */
-        gdn2_sgemm(0, 1, m, nc, (int)K, 1.0f, rows, (int)K, w->Lc, (int)K, 0.0f, w->Sc, C);
+        gdn2_sgemm(0, 1, m, nc, (int)K, 1.0f, w->Lr, (int)K, w->Lc, (int)K, 0.0f, w->Sc, C);
         const float *sq = w->Sc, *sb = w->Sc + (want_qk ? nr * C : 0);
         for (int i = 0; i < nr; i++) {
             if (want_t) memcpy(w->A + (t->r0 + i) * C + t->c0, sb + i * C, nc * sizeof(float));

@@ -130,9 +130,9 @@ void gdn2_chunk_prefetch(const gdn2_chunk_args *a, int64_t tok0, int n, int64_t 
 /* Plan the score tiles of the loaded chunk (recursive halving until each diagonal tile's decay
  * span is <= GDN2_SPAN_MAX; docs §3). */
 void gdn2_chunk_plan(gdn2_chunk_ws *w, int64_t K, int n);
-/* Scores of the loaded chunk (F2): T (strictly lower, into w->A) and, when want_qk, Aqk (lower
- * with diagonal, scale included). Entries above the used triangle are zeroed. */
-void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want_qk);
+/* Scores of the loaded chunk (F2): when want_t, T (strictly lower, into w->A); when want_qk, Aqk
+ * (lower with diagonal, scale included). Entries above the used triangle are zeroed. */
+void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want_qk, int want_t);
 /* w->A <- (I + T)^-1 in place (unit lower triangular; forward substitution, F3). */
 void gdn2_chunk_solve(gdn2_chunk_ws *w, int n);
 /* [Y | U] = A [Ē | Z]  (F4) and R = U − Y S  (F5, overwriting U; row stride K+V) with S (K x V). */

@@ -113,7 +113,7 @@ static void fwd_task(const gdn2_chunk_args *a, const gdn2_dims *d, const gdn2_op
             gdn2_chunk_prefetch(a, bos + c0 + GDN2_C, (int)(left < GDN2_C ? left : GDN2_C), h, hv);
         }
         gdn2_chunk_plan(w, K, cn);
-        gdn2_chunk_scores(w, K, cn, a->scale, 1);
+        gdn2_chunk_scores(w, K, cn, a->scale, 1, 1);
         gdn2_chunk_solve(w, cn);
         gdn2_chunk_wy(w, K, V, cn, S);
         /* (F6) O = scale·(q̂⊙γ) S + Aqk R, written straight into o (row stride HV·V) */
