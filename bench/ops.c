@@ -212,9 +212,16 @@ static void bench_shape(const shape *s, int reps, int threads) {
 
 static void git_commit(char *out, size_t n) {
     snprintf(out, n, "unknown");
-    FILE *p = popen("git rev-parse --short HEAD 2>/dev/null", "r");
+    /* "+dirty": the library sources differ from that commit (uncommitted work was measured) */
+    FILE *p = popen("git rev-parse --short HEAD 2>/dev/null && "
+                    "(git diff --quiet HEAD -- src include 2>/dev/null || echo +dirty)", "r");
     if (!p) return;
+    char line[64];
     if (fgets(out, (int)n, p)) out[strcspn(out, "\n")] = 0;
+    if (fgets(line, sizeof line, p)) {
+        line[strcspn(line, "\n")] = 0;
+        strncat(out, line, n - strlen(out) - 1);
+    }
     pclose(p);
 }
 

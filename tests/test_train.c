@@ -85,8 +85,51 @@ static gdn2_train_opts small_run(const char *task, const char *layout, int64_t s
     return o;
 }
 
+/* gradient accumulation: two half-batches with backward(0.5) == one backward on the whole batch
+ * (every position has a target, so the mean over the batch is the mean of the two means) */
+static void test_accumulation(void) {
+    gdn2_model_cfg c;
+    gdn2_model_config("tiny", &c);
+    gdn2_model_set_layout(&c, "gdn2,swa");
+    gdn2_model *m = NULL;
+    if (gdn2_model_create(&c, &m)) {
+        CHECK(0, "accumulation: create failed: %s", gdn2_last_error());
+        return;
+    }
+    gdn2_model_init(m, 5);
+    enum { B = 4, T = 24 };
+    int32_t tok[B * T], tgt[B * T];
+    for (int i = 0; i < B * T; i++) tok[i] = (i * 131 + 7) % 256, tgt[i] = (i * 71 + 3) % 256;
+    float l;
+    gdn2_model_zero_grad(m);
+    gdn2_model_forward(m, tok, tgt, B, T, NULL, &l, 1);
+    gdn2_model_backward(m, 1.0f);
+    float *full = malloc(m->n_params * sizeof(float));
+    memcpy(full, m->grads, m->n_params * sizeof(float));
+    gdn2_model_zero_grad(m);
+    for (int h = 0; h < 2; h++) {
+        gdn2_model_forward(m, tok + h * (B / 2) * T, tgt + h * (B / 2) * T, B / 2, T, NULL, &l, 1);
+        gdn2_model_backward(m, 0.5f);
+    }
+    double e = rel_rmse_f32(m->grads, full, m->n_params);
+    CHECK(e < 1e-5, "gradient accumulation: 2 half-batches x 0.5 == full batch (rel RMSE %.2e)", e);
+    int flags_ok = 1;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const char *n = m->tensors[i].name;
+        int want = strstr(n, "A_log") || strstr(n, "dt_bias") || strstr(n, "norm") || strstr(n, "ln_f") || strstr(n, ".bias");
+        if (want != m->tensors[i].no_decay) {
+            flags_ok = 0;
+            printf("  %s: no_decay %d\n", n, m->tensors[i].no_decay);
+        }
+    }
+    CHECK(flags_ok, "no-decay flags: exactly A_log, dt_bias, norm weights and biases");
+    free(full);
+    gdn2_model_free(m);
+}
+
 int main(void) {
     test_adamw();
+    test_accumulation();
     test_schedule_clip();
 
     char data[1024];

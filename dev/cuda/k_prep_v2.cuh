@@ -17,11 +17,14 @@
 //   official kernels, GDN2.md §11.3), so the bf16 path's Aqk/T stay within ~1e-5 relative of the
 //   exact loop and the test bars (o 5e-3, where call 3 measured 4.1e-3) keep their margin.
 // - Y and U are written with 8-byte stores (pairs of columns of an mma fragment).
+// - q, k, b, g are loaded with 16-byte loads, all in flight at once (v2_load_keys), when K == KP
+//   and the pointers are 16-byte aligned (always so at K = 64 or 128 from cudaMalloc).
 // Everything after the scores (Qg, Kg, E, the (I+T)^-1 solve, Y, U) is k_prep's code unchanged.
 //
-// Expected gain (not measured): the score phase was ~half of k_prep's 99 us per block at 2 blocks
-// per SM; its instruction count drops ~3x, so k_prep 3.07 -> ~2.0 ms at (8,4096,16,128,128) bf16,
-// in the forward and again in the backward (k_prep runs in both): ~1 ms fwd, ~2 ms fwd+bwd.
+// Expected gain (not measured): the score phase is ~half of k_prep's 99 us per block at 2 blocks
+// per SM (issue-bound: ~3,000 shared loads, 1,280 exp2, ~6,000 FP32 ops per thread); here ~1,900
+// loads, ~500 exp2, ~3,000 ops, so k_prep 3.07 -> ~2.2-2.5 ms at (8,4096,16,128,128) bf16, in the
+// forward and again in the backward (k_prep runs in both).
 // Next steps not done here: bf16 workspace (Y, U, Qg, Kg, Aqk as the official rounds them, halving
 // the ~1 ms of fp32 round trips), ldmatrix-fed A/E/Z operands for Y = A E and U = A Z, and a
 // tensor-core solve for the off-diagonal blocks of (I+T)^-1.
@@ -79,6 +82,90 @@ __device__ __forceinline__ void v2_mm_tc2(int kd, FA fa, FB fb, FE2 fe2) {
     }
 }
 
+// load_keys (chunk.cu) for bf16 inputs with K == KP and 16-byte aligned q, k, b, g: every load is
+// 16 bytes (8 bf16 or 4 fp32), issued in two batches (q, k, b; then g) before their stores, instead
+// of 4 scalar loads per loop step. The L2 norm and the cumulative gate are load_keys' code.
+template <int KP>
+__device__ void v2_load_keys(const ChunkParams &p, size_t tok0, int len, int h, __nv_bfloat16 *sQ, __nv_bfloat16 *sK,
+                             __nv_bfloat16 *sB, float *sG, float *sStart) {
+    constexpr int LDK = ld_of<__nv_bfloat16, KP>(), LDG = KP + 1, P8 = CS * KP / 8 / NT, P4 = CS * KP / 4 / NT;
+    static_assert(P8 * 8 * NT == CS * KP && P4 * 4 * NT == CS * KP, "vector tiling");
+    const __nv_bfloat16 *q = (const __nv_bfloat16 *)p.q, *k = (const __nv_bfloat16 *)p.k, *b = (const __nv_bfloat16 *)p.b;
+    uint4 vq[P8], vk[P8], vb[P8];
+#pragma unroll
+    for (int i = 0; i < P8; i++) {
+        const int e = (threadIdx.x + i * NT) * 8, r = e / KP, d = e % KP;
+        vq[i] = vk[i] = vb[i] = make_uint4(0u, 0u, 0u, 0u);
+        if (r < len) {
+            const size_t idx = ((tok0 + r) * p.H + h) * KP + d;
+            vq[i] = __ldg(reinterpret_cast<const uint4 *>(q + idx));
+            vk[i] = __ldg(reinterpret_cast<const uint4 *>(k + idx));
+            vb[i] = __ldg(reinterpret_cast<const uint4 *>(b + idx));
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < P8; i++) {
+        const int e = (threadIdx.x + i * NT) * 8, r = e / KP, d = e % KP;
+        uint32_t *oq = reinterpret_cast<uint32_t *>(&sQ[r * LDK + d]), *ok = reinterpret_cast<uint32_t *>(&sK[r * LDK + d]);
+        uint32_t *ob_ = reinterpret_cast<uint32_t *>(&sB[r * LDK + d]);
+        oq[0] = vq[i].x; oq[1] = vq[i].y; oq[2] = vq[i].z; oq[3] = vq[i].w;
+        ok[0] = vk[i].x; ok[1] = vk[i].y; ok[2] = vk[i].z; ok[3] = vk[i].w;
+        ob_[0] = vb[i].x; ob_[1] = vb[i].y; ob_[2] = vb[i].z; ob_[3] = vb[i].w;
+    }
+    // g in a second batch (all four tensors at once need ~80 registers and spilled)
+    float4 vg[P4];
+#pragma unroll
+    for (int i = 0; i < P4; i++) {
+        const int e = (threadIdx.x + i * NT) * 4, r = e / KP, d = e % KP;
+        vg[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (r < len) vg[i] = __ldg(reinterpret_cast<const float4 *>(p.g + ((tok0 + r) * p.H + h) * KP + d));
+    }
+#pragma unroll
+    for (int i = 0; i < P4; i++) {
+        const int e = (threadIdx.x + i * NT) * 4, r = e / KP, d = e % KP;
+        float gv[4] = {vg[i].x, vg[i].y, vg[i].z, vg[i].w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            if (p.gate && r < len) gv[j] = gate_fwd(gv[j], p.A_log[h], p.dt_bias[(size_t)h * p.K + d + j], p.lb);
+            sG[r * LDG + d + j] = gv[j];
+        }
+    }
+    __syncthreads();
+    if (p.l2) { // x <- x / sqrt(sum x^2 + 1e-6), one warp per row
+        const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+        for (int r = warp; r < CS; r += NT / 32) {
+            float sq = 0, sk = 0;
+            for (int d = lane; d < KP; d += 32) {
+                float a = sget(&sQ[r * LDK + d]), c = sget(&sK[r * LDK + d]);
+                sq += a * a;
+                sk += c * c;
+            }
+            sq = warp_sum(sq);
+            sk = warp_sum(sk);
+            float rq = 1.0f / sqrtf(sq + 1e-6f), rk = 1.0f / sqrtf(sk + 1e-6f);
+            for (int d = lane; d < KP; d += 32) {
+                sset(&sQ[r * LDK + d], sget(&sQ[r * LDK + d]) * rq);
+                sset(&sK[r * LDK + d], sget(&sK[r * LDK + d]) * rk);
+            }
+        }
+    }
+    for (int d = threadIdx.x; d < KP; d += NT) { // cumulative gate, log2 units, reference row 31
+        double acc = 0;
+        for (int r = 32; r < CS; r++) {
+            acc += sG[r * LDG + d];
+            sG[r * LDG + d] = (float)(acc * 1.4426950408889634);
+        }
+        acc = 0;
+        for (int r = 31; r >= 0; r--) {
+            double gr = sG[r * LDG + d];
+            sG[r * LDG + d] = (float)(acc * 1.4426950408889634);
+            acc -= gr;
+        }
+        sStart[d] = (float)(acc * 1.4426950408889634);
+    }
+    __syncthreads();
+}
+
 template <class Tin, int KP, int VP>
 __global__ __launch_bounds__(NT) void k_prep_v2(ChunkParams p, int bwd) {
     static_assert(is_bf16<Tin>::value, "k_prep_v2 is the bf16 path; fp32 inputs use k_prep");
@@ -96,7 +183,9 @@ __global__ __launch_bounds__(NT) void k_prep_v2(ChunkParams p, int bwd) {
     chunk_info(p, c, n, tok0, len);
     const size_t ch = (size_t)c * p.HV + hv;
     float *gA = p.Aqk + ch * CS * CS;
-    load_keys<Tin, KP, ST>(p, tok0, len, h, sQ, sK, sB, sG, sSt);
+    const bool vec = p.K == KP && ((uintptr_t)p.q | (uintptr_t)p.k | (uintptr_t)p.b | (uintptr_t)p.g) % 16 == 0;
+    if (vec) v2_load_keys<KP>(p, tok0, len, h, sQ, sK, sB, sG, sSt);
+    else load_keys<Tin, KP, ST>(p, tok0, len, h, sQ, sK, sB, sG, sSt);
     const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3;
 
     // (1) off-diagonal blocks (bi > bj) on tensor cores, warp wp < 6 owns block
@@ -171,12 +260,9 @@ __global__ __launch_bounds__(NT) void k_prep_v2(ChunkParams p, int bwd) {
     //     4 x 136 lower entries; threads take items t and t+256, warp 6 also 512+(t-192) (warps
     //     0..5 did the tensor-core blocks). Item -> (block bd, local row rl >= column sl).
     {
-        int items[3], ni = 0;
-        items[ni++] = threadIdx.x;
-        items[ni++] = threadIdx.x + 256;
-        if (threadIdx.x >= 192 && threadIdx.x < 224) items[ni++] = 512 + threadIdx.x - 192;
-        for (int q = 0; q < ni; q++) {
-            const int it = items[q], bd = it / 136, pi = it % 136;
+        const int nitems = (threadIdx.x >= 192 && threadIdx.x < 224) ? 3 : 2;
+        for (int q = 0; q < nitems; q++) {
+            const int it = q < 2 ? threadIdx.x + 256 * q : 512 + threadIdx.x - 192, bd = it / 136, pi = it % 136;
             int rl = (int)((sqrtf(8.0f * pi + 1.0f) - 1.0f) * 0.5f);
             if ((rl + 1) * (rl + 2) / 2 <= pi) rl++; // guard the float sqrt at exact squares
             if (rl * (rl + 1) / 2 > pi) rl--;

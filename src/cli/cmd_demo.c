@@ -17,23 +17,24 @@ static void demo_usage(FILE *f) {
             "\n"
             "1. MQAR (Zoology multi-query associative recall; vocab 256, T=64, 4 key-value pairs): trains the\n"
             "   `tiny` model (2 layers, d=64, one 64-dim GDN-2 head per layer, SwiGLU MLP) with AdamW (lr 3e-3,\n"
-            "   32 sequences per step) on the CPU until the test accuracy (500 held-out\n"
+            "   32 sequences per step) on the CPU until the test accuracy (512 held-out\n"
             "   samples) reaches 0.99, and prints it with the wall time.\n"
             "2. --shakespeare: trains the `small` model (4 layers, d=128) on ../shared/data/tinyshakespeare.txt\n"
             "   (bytes, last 10%% validation), prints the validation loss in nats/char and greedy samples.\n"
             "  --layout L        mixer layout for both models (default gdn2; e.g. gdn2,swa)\n"
             "  --steps N         MQAR step budget (default 1000; cosine schedule over it)\n"
-            "  --sh-steps N      Shakespeare steps (default 2000)\n"
-            "  --time-limit S    stop each training after S seconds (default: MQAR 420, Shakespeare 1200)\n"
+            "  --sh-steps N      Shakespeare steps (default 500)\n"
+            "  --time-limit S    stop each training after S seconds (default: MQAR 420, Shakespeare 900)\n"
             "  --data FILE       text for part 2\n"
             "  --out DIR         also keep the checkpoints in DIR (demo_mqar.safetensors, demo_small.safetensors)\n"
-            "  --threads N       CPU threads (0 = OpenMP default)\n"
+            "  --threads N       CPU threads (default 1: on a shared 2-core machine two OpenMP threads ran 2.5-6x\n"
+            "                    slower than one, docs/PROFILE.md; 0 = OpenMP default)\n"
             "  --seed S          seed (3407)\n");
 }
 
 int cmd_demo(int argc, char **argv) {
-    int shakespeare = 0, threads = 0;
-    long long steps = 1000, sh_steps = 2000, seed = 3407;
+    int shakespeare = 0, threads = 1;
+    long long steps = 1000, sh_steps = 500, seed = 3407;
     double tlim = 0;
     const char *layout = NULL, *data = NULL, *outdir = NULL;
     for (int i = 1; i < argc; i++) {
@@ -66,7 +67,7 @@ int cmd_demo(int argc, char **argv) {
     o.task = "mqar";
     o.mqar_vocab = 256, o.mqar_pairs = 4, o.seq_len = 64;
     o.batch = 32, o.steps = steps, o.lr = 3e-3f, o.warmup = 50;
-    o.eval_every = 50, o.eval_samples = 500, o.log_every = 50, o.target_acc = 0.99f;
+    o.eval_every = 50, o.eval_samples = 512, o.log_every = 50, o.target_acc = 0.99f;
     o.time_limit_s = tlim > 0 ? tlim : 420;
     o.seed = (uint64_t)seed, o.n_threads = threads, o.log = stdout;
     if (outdir) {
@@ -93,8 +94,8 @@ int cmd_demo(int argc, char **argv) {
     o.task = "text";
     o.data = data;
     o.batch = 16, o.seq_len = 128, o.steps = sh_steps, o.lr = 3e-3f, o.warmup = 100;
-    o.eval_every = 250, o.eval_batches = 40, o.log_every = 50;
-    o.time_limit_s = tlim > 0 ? tlim : 1200;
+    o.eval_every = 100, o.eval_batches = 40, o.log_every = 50;
+    o.time_limit_s = tlim > 0 ? tlim : 900;
     o.seed = (uint64_t)seed, o.n_threads = threads, o.log = stdout;
     if (outdir) {
         snprintf(path, sizeof path, "%s/demo_small.safetensors", outdir);

@@ -18,7 +18,7 @@ static void forward_usage(FILE *f) {
             "     lm_head.weight), tokens I64 [B,T], and __metadata__ \"meta\" = JSON whose \"config\" has\n"
             "     n_layer, n_embd, n_head, vocab_size, padding_multiple, gdn2_per_layer,\n"
             "     intermediate_size, local_window, norm_eps, gdn2_num_heads, gdn2_head_dim.\n"
-            "     A gdn2 checkpoint (gdn2 train) works too: its names carry no \"param.\" prefix.\n"
+            "     Parameters may also be unprefixed with the config in __metadata__ \"config\" (gdn2 checkpoints).\n"
             "OUT: logits F32 [B,T,padded_vocab], loss F32 [1] = mean CE(logits[:, :-1], tokens[:, 1:]).\n"
             "  --kernel NAME   GDN-2 recurrence: chunk (default, fp32) or reference (float64)\n"
             "  --threads N     CPU threads (0 = OpenMP default)\n"
