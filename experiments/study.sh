@@ -10,7 +10,10 @@
 #   experiments/study.sh table   only rebuild the tables from the results already collected
 #
 # Environment: JOBS (parallel runs, default 1), OUT (results dir, default experiments/results/<tier>),
-# NICE (default 19). Run from the project root. Each run prints one JSON line into $OUT/runs.jsonl.
+# NICE (default 19), DRY (=1: write and print $OUT/cmds.txt, run nothing). Run from the project root. Each run prints one JSON line into $OUT/runs.jsonl.
+# smoke tier only (to fit a time budget, same budget for every mixer): PARTS (default "mqar fmqar parity"),
+# MQAR_STEPS (max steps for MQAR and fMQAR, default 3000), MQAR_MIXERS (default "gdn kda gdn2 attn"),
+# PARITY_STEPS (default 1000), PARITY_MIXERS (default gdn2).
 set -eu
 TIER=${1:-smoke}
 JOBS=${JOBS:-1}
@@ -36,14 +39,17 @@ if [ "$TIER" != table ]; then
         # 2 layers, D=32, 2 heads (K=V=16: state 2*16*16 = 512 per layer); AdamW lr 3e-3, wd 0.1,
         # cosine, batch 32. TASKS.md estimated ~500 steps; the sanity runs in docs/STUDY.md show the
         # recurrent mixers need more, so up to 3000 steps with early stopping at 99 % (Zoology's rule).
-        for t in mqar fmqar; do for m in $MIXERS; do for s in $SEEDS; do
-            echo "$S --task $t --mixer $m --seed $s --steps 3000 --target 99 --eval-every 250 --batch 32 --lr 3e-3 --layers 2 --dim 32 --heads 2 --head-dim 16 --len 64 --vocab 256 --pairs 4 --eval-samples 500" >> "$OUT/cmds.txt"
+        PARTS=${PARTS:-mqar fmqar parity}
+        for t in $PARTS; do [ "$t" = parity ] && continue; for s in $SEEDS; do for m in ${MQAR_MIXERS:-$MIXERS}; do
+            echo "$S --task $t --mixer $m --seed $s --steps ${MQAR_STEPS:-3000} --target 99 --eval-every 250 --batch 32 --lr 3e-3 --layers 2 --dim 32 --heads 2 --head-dim 16 --len 64 --vocab 256 --pairs 4 --eval-samples 500" >> "$OUT/cmds.txt"
         done; done; done
         # parity: GDN-2 with b in [0,1] vs the b*2 extension (eigenvalues in [-1,1]); train L 3..40,
         # test L = 41, 101, 255; 2 layers, D=64, 4 heads (K=16), batch 64, 1000 steps, lr 1e-3.
-        for neg in "" "--neg-eig"; do for s in $SEEDS; do
-            echo "$S --task parity --mixer gdn2 $neg --seed $s --steps 1000 --batch 64 --lr 1e-3 --layers 2 --dim 64 --heads 4 --head-dim 16 --eval-samples 500" >> "$OUT/cmds.txt"
-        done; done
+        case " $PARTS " in *" parity "*)
+        for s in $SEEDS; do for m in ${PARITY_MIXERS:-gdn2}; do for neg in "" "--neg-eig"; do
+            echo "$S --task parity --mixer $m $neg --seed $s --steps ${PARITY_STEPS:-1000} --batch 64 --lr 1e-3 --layers 2 --dim 64 --heads 4 --head-dim 16 --eval-samples 500" >> "$OUT/cmds.txt"
+        done; done; done;;
+        esac
     else
         # MQAR / forgetting-MQAR CPU main tier: V=8192, (T,n) = (64,4) and (128,8); 2 layers, D=64,
         # 2 heads (K=V=32: state 2048 per layer), batch 64, 1500 steps, lr in {1e-3, 3e-3}.
@@ -62,6 +68,7 @@ if [ "$TIER" != table ]; then
             echo "$S --task $t --mixer $m $neg --seed $s --steps 3000 --batch 64 --lr 1e-3 --layers 2 --dim 64 --heads 4 --head-dim 16 --eval-samples 500" >> "$OUT/cmds.txt"
         done; done; done; done
     fi
+    [ -n "${DRY:-}" ] && { cat "$OUT/cmds.txt"; exit 0; }   # DRY=1: only list the commands
     echo "$(wc -l < "$OUT/cmds.txt") runs, $JOBS at a time, results in $OUT/runs.jsonl" >&2
     # one thread per run; runs in parallel only as JOBS allows
     export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
@@ -69,20 +76,26 @@ if [ "$TIER" != table ]; then
     xargs -P "$JOBS" -I CMD sh -c "nice -n $NICE CMD >> $OUT/runs.jsonl 2>> $OUT/log.txt" < "$OUT/cmds.txt"
 fi
 
-# ---- tables: mean +- sample std over seeds (and min..max), per task x mixer x setting x length ----
+# ---- tables: mean +- sample std over seeds (and min..max), per task x mixer x setting x length; also the
+# steps actually trained (early stopping), the final smoothed train loss and the wall time per run ----
 jq -r '. as $r | .eval[] | [$r.task, $r.mixer + (if $r.neg_eig == 1 then "+neg" else "" end),
        ($r.train_len|tostring) + "/lr" + ($r.lr|tostring), (.length|tostring), (.score|tostring), ($r.seed|tostring),
-       ($r.state_per_layer|tostring), ($r.params|tostring)] | @tsv' "$OUT/runs.jsonl" |
+       ($r.state_per_layer|tostring), ($r.params|tostring), ($r.steps|tostring), ($r.final_loss|tostring),
+       ($r.wall_s|tostring)] | @tsv' "$OUT/runs.jsonl" |
 sort -t "$(printf '\t')" -k1,1 -k3,3 -k4,4n -k2,2 |
 awk -F '\t' '
 { k = $1 "\t" $2 "\t" $3 "\t" $4; n[k]++; s[k] += $5; ss[k] += $5 * $5;
   if (!(k in mn) || $5 < mn[k]) mn[k] = $5; if (!(k in mx) || $5 > mx[k]) mx[k] = $5;
+  if (!(k in smn) || $9 < smn[k]) smn[k] = $9; if (!(k in smx) || $9 > smx[k]) smx[k] = $9;
+  ls[k] += $10; ws[k] += $11;
   st[k] = $7; pr[k] = $8; if (!(k in seen)) { seen[k] = 1; order[++no] = k } }
 END {
-  print "| task | mixer | train len / lr | test len | score (mean ± std) | min..max | seeds | state/layer | params |";
-  print "|---|---|---|---|---|---|---|---|---|";
+  print "| task | mixer | train len / lr | test len | score % (mean ± std) | min..max | seeds | steps trained | final train loss (mean) | wall s/run (mean) | state/layer | params |";
+  print "|---|---|---|---|---|---|---|---|---|---|---|---|";
   for (i = 1; i <= no; i++) { k = order[i]; m = s[k] / n[k]; v = n[k] > 1 ? (ss[k] - n[k] * m * m) / (n[k] - 1) : 0;
     if (v < 0) v = 0; split(k, f, "\t");
-    printf "| %s | %s | %s | %s | %.1f ± %.1f | %.1f..%.1f | %d | %s | %s |\n", f[1], f[2], f[3], f[4], m, sqrt(v), mn[k], mx[k], n[k], st[k], pr[k] }
+    stp = smn[k] == smx[k] ? smn[k] : smn[k] ".." smx[k];
+    printf "| %s | %s | %s | %s | %.1f ± %.1f | %.1f..%.1f | %d | %s | %.3g | %.0f | %s | %s |\n", f[1], f[2], f[3], f[4], m, sqrt(v),
+      mn[k], mx[k], n[k], stp, ls[k] / n[k], ws[k] / n[k], st[k], pr[k] }
 }' > "$OUT/table.md"
 cat "$OUT/table.md"

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../util/internal.h"
+#include "chunk_common.h"
 #include "gate.h"
 
 typedef struct {
@@ -123,7 +124,8 @@ int gdn2_kda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fw
     return collapse_fwd("gdn2_kda_recurrent_fwd", gdn2_recurrent_fwd, d, o, t, beta, 0);
 }
 int gdn2_kda_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta) {
-    return collapse_fwd("gdn2_kda_chunk_fwd", gdn2_chunk_fwd, d, o, t, beta, 0);
+    /* KDA's beta is read in place by the chunk kernel: no expanded b / w tensors */
+    return gdn2_chunk_fwd_beta(d, o, t, beta);
 }
 int gdn2_kda_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta,
                        const gdn2_bwd_tensors *g, float *dbeta) {
