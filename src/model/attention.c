@@ -102,7 +102,7 @@ int gdn2_attn_forward(const gdn2_attn_cfg *a, const float *w_qkv, const float *w
     const int64_t nh = a->n_head, ng = a->n_groups, hs = a->hs, qpk = nh / ng, d = a->d, h2 = hs / 2;
     const int64_t nqkv = (nh + 2 * ng) * hs, BT = B * T;
     const float scale = 1.0f / sqrtf((float)hs);
-    const int nt = gdn2_mdl_threads(n_threads);
+    const int nt = gdn2_threads(n_threads);
     attn_acts A = acts_of(a, acts, B, T);
     float *qkv = gdn2_malloc((size_t)BT * nqkv * sizeof(float), "attention qkv");
     float *cs = gdn2_malloc((size_t)T * hs * sizeof(float), "attention rope table");
@@ -176,7 +176,7 @@ int gdn2_attn_backward(const gdn2_attn_cfg *a, const float *w_qkv, const float *
     const int64_t nh = a->n_head, ng = a->n_groups, hs = a->hs, qpk = nh / ng, d = a->d, h2 = hs / 2;
     const int64_t nqkv = (nh + 2 * ng) * hs, BT = B * T, C = nh * hs;
     const float scale = 1.0f / sqrtf((float)hs);
-    const int nt = gdn2_mdl_threads(n_threads);
+    const int nt = gdn2_threads(n_threads);
     attn_acts A = acts_of(a, acts, B, T);
     size_t nq = (size_t)BT * C, nk = (size_t)BT * ng * hs;
     float *dO = gdn2_malloc((size_t)BT * C * sizeof(float), "attention dO");

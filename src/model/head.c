@@ -10,7 +10,7 @@
 /* y = x r w,  r = 1 / sqrt(mean(x^2) + eps) */
 void gdn2_mdl_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, float eps, float *y, float *rstd,
                           int n_threads) {
-    const int nt = gdn2_mdl_threads(n_threads);
+    const int nt = gdn2_threads(n_threads);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t n = 0; n < N; n++) {
         const float *xr = x + n * D;
@@ -26,7 +26,7 @@ void gdn2_mdl_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, 
 /* dx = r (dy w) - x r^3 / D * sum(dy w x);  dw += sum_n dy x r */
 void gdn2_mdl_rmsnorm_bwd(int64_t N, int64_t D, const float *x, const float *w, const float *rstd, const float *dy,
                           float *dx, int accumulate, float *dw, int n_threads) {
-    const int nt = gdn2_mdl_threads(n_threads);
+    const int nt = gdn2_threads(n_threads);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t n = 0; n < N; n++) {
         const float *xr = x + n * D, *dr = dy + n * D;
@@ -49,7 +49,7 @@ void gdn2_mdl_rmsnorm_bwd(int64_t N, int64_t D, const float *x, const float *w, 
 /* loss_n = logsumexp(z_n) - z_n[y_n];  d loss_n / dz = softmax(z_n) - onehot(y_n) */
 double gdn2_mdl_xent(int64_t N, int64_t Vp, float *logits, const int32_t *targets, float grad_scale, int want_grad,
                      int64_t *n_valid, int n_threads) {
-    const int nt = gdn2_mdl_threads(n_threads);
+    const int nt = gdn2_threads(n_threads);
     double *ln = gdn2_malloc((size_t)(N ? N : 1) * sizeof(double), "cross-entropy rows");
     if (!ln) return NAN;
 #pragma omp parallel for num_threads(nt) schedule(static)

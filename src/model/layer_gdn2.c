@@ -349,7 +349,7 @@ static void make_gates(const gdn2_layer_cfg *c, const lparams *lp, int64_t N, co
     const int64_t H = c->H, HV = c->HV, K = c->K, V = c->V, G = HV / H, m = c->mixer;
     const float cb = c->allow_neg_eigval ? 2.0f : 1.0f;
     const float *A_log = PP(lp, P_ALOG), *dt = PP(lp, P_DT);
-#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(nt))
+#pragma omp parallel for schedule(static) num_threads(gdn2_threads(nt))
     for (int64_t n = 0; n < N; n++) {
         for (int64_t h = 0; h < H; h++) {
             const float a = expf(A_log[h]);
@@ -436,11 +436,11 @@ static int forward_impl(const gdn2_layer_cfg *c, const float *params, const floa
     /* erase/write gates: sb = σ(x Wbᵀ) ([N,Dk] or β [N,H]); sw = σ(x Wwᵀ) (gdn2) */
     const int64_t bw = gate_width(c);
     gdn2_linear_fwd(N, d, bw, x, PP(&lp, P_B), NULL, sb);
-#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(nt))
+#pragma omp parallel for schedule(static) num_threads(gdn2_threads(nt))
     for (int64_t i = 0; i < N * bw; i++) sb[i] = gdn2_nn_sigmoid(sb[i]);
     if (m == GDN2_MIXER_GDN2) {
         gdn2_linear_fwd(N, d, Dv, x, PP(&lp, P_W), NULL, sw);
-#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(nt))
+#pragma omp parallel for schedule(static) num_threads(gdn2_threads(nt))
         for (int64_t i = 0; i < N * Dv; i++) sw[i] = gdn2_nn_sigmoid(sw[i]);
     }
     make_gates(c, &lp, N, f, sb, sw, g, b, w, nt);
@@ -579,7 +579,7 @@ int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const floa
         const float *A_log = PP(&lp, P_ALOG), *dt = PP(&lp, P_DT);
         /* the token sums run in double (dA_log adds up N·K terms of both signs), one partial per thread */
         const int64_t ndt = m == GDN2_MIXER_GDN ? H : Dk, nacc = H + ndt;
-        const int nth = gdn2_nn_threads(nt);
+        const int nth = gdn2_threads(nt);
         double *acc = calloc((size_t)(nacc * nth), sizeof(double));
         if (!acc) { rc = gdn2_error(GDN2_ERR_NOMEM, "gdn2_layer_backward: out of memory for the gate sums"); goto done; }
 #pragma omp parallel num_threads(nth)
@@ -633,14 +633,14 @@ int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const floa
     /* erase/write gates. gdn2: b = c σ(pb): dpb = db·c·σ(1−σ);  w = σ(pw): dpw = dw·σ(1−σ).
      * kda/gdn: b = w = c β:  dβ[n,h] = c (Σ_i db[n,h,i] + Σ_{hv in group h} Σ_j dw[n,hv,j]);  dpβ = dβ β(1−β) */
     if (m == GDN2_MIXER_GDN2) {
-#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(nt))
+#pragma omp parallel for schedule(static) num_threads(gdn2_threads(nt))
         for (int64_t i = 0; i < N * Dk; i++) dpre[i] = db[i] * cb * sb[i] * (1.0f - sb[i]);
         gdn2_linear_bwd(N, d, Dk, x, PP(&lp, P_B), dpre, dx, 1, dP[P_B], NULL);
-#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(nt))
+#pragma omp parallel for schedule(static) num_threads(gdn2_threads(nt))
         for (int64_t i = 0; i < N * Dv; i++) dpre[i] = dw[i] * sw[i] * (1.0f - sw[i]);
         gdn2_linear_bwd(N, d, Dv, x, PP(&lp, P_W), dpre, dx, 1, dP[P_W], NULL);
     } else {
-#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(nt))
+#pragma omp parallel for schedule(static) num_threads(gdn2_threads(nt))
         for (int64_t n = 0; n < N; n++)
             for (int64_t h = 0; h < H; h++) {
                 float s = 0.0f;

@@ -13,7 +13,7 @@ static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
 void gdn2_mlp_forward(int64_t N, int64_t d, int64_t I, const float *w1, const float *w2, const float *w3,
                       const float *x, float *y, float *acts, int n_threads) {
     float *h1 = acts, *h2 = acts + N * I, *a = acts + 2 * N * I;
-    const int nt = gdn2_mdl_threads(n_threads);
+    const int nt = gdn2_threads(n_threads);
     gdn2_sgemm(0, 1, (int)N, (int)I, (int)d, 1.0f, x, (int)d, w1, (int)d, 0.0f, h1, (int)I);
     gdn2_sgemm(0, 1, (int)N, (int)I, (int)d, 1.0f, x, (int)d, w2, (int)d, 0.0f, h2, (int)I);
 #pragma omp parallel for num_threads(nt) schedule(static)
@@ -26,7 +26,7 @@ void gdn2_mlp_backward(int64_t N, int64_t d, int64_t I, const float *w1, const f
                        float *dw3, float *scratch, int n_threads) {
     const float *h1 = acts, *h2 = acts + N * I, *a = acts + 2 * N * I;
     float *dh1 = scratch, *dh2 = scratch + N * I;
-    const int nt = gdn2_mdl_threads(n_threads);
+    const int nt = gdn2_threads(n_threads);
     /* dW3 += dy^T a;  da = dy W3 (into dh1, then split in place) */
     gdn2_sgemm(1, 0, (int)d, (int)I, (int)N, 1.0f, dy, (int)d, a, (int)I, 1.0f, dw3, (int)I);
     gdn2_sgemm(0, 0, (int)N, (int)I, (int)d, 1.0f, dy, (int)d, w3, (int)I, 0.0f, dh1, (int)I);

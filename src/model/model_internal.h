@@ -7,18 +7,12 @@
 
 #include "gdn2_model.h"
 
+#include "../util/internal.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-static inline int gdn2_mdl_threads(int n) {
-#ifdef _OPENMP
-    return n > 0 ? n : omp_get_max_threads();
-#else
-    (void)n;
-    return 1;
-#endif
-}
 
 /* ---- attention (attention.c) --------------------------------------------------------------- */
 typedef struct {

@@ -63,7 +63,7 @@ int gdn2_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t W, const float *
     float *wT = conv_wT(D, W, w);
     if (!wT) return GDN2_ERR_NOMEM;
     /* c_t[ch] = sum_i w[ch,i] xe_{t+i}[ch];  y_t = silu(c_t) */
-#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(n_threads))
+#pragma omp parallel for schedule(static) num_threads(gdn2_threads(n_threads))
     for (int64_t bt = 0; bt < B * T; bt++) {
         float *yt = y + bt * D;
         conv_pre(x, hist, hist_stride, bt / T, bt % T, T, D, W, wT, yt);
@@ -75,7 +75,7 @@ int gdn2_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t W, const float *
 
 int gdn2_conv_silu_bwd(int64_t B, int64_t T, int64_t D, int64_t W, const float *x, const float *hist,
                        size_t hist_stride, const float *w, const float *dy, float *dx, float *dw, int n_threads) {
-    const int nt = gdn2_nn_threads(n_threads);
+    const int nt = gdn2_threads(n_threads);
     float *dc = gdn2_malloc((size_t)(B * T * D + 1) * sizeof(float), "conv backward dc");
     float *wT = conv_wT(D, W, w);
     float *part = gdn2_calloc((size_t)nt * (size_t)(W * D) + 1, sizeof(float), "conv backward dw partials");
@@ -140,7 +140,7 @@ void gdn2_conv_hist_update(int64_t B, int64_t T, int64_t D, int64_t W, const flo
 
 void gdn2_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, float eps, float *y, int n_threads) {
     /* y = x r w,  r = (mean x^2 + eps)^-1/2 */
-#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(n_threads))
+#pragma omp parallel for schedule(static) num_threads(gdn2_threads(n_threads))
     for (int64_t n = 0; n < N; n++) {
         const float *xr = x + n * D;
         float ss = 0.0f;
@@ -152,7 +152,7 @@ void gdn2_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, floa
 
 int gdn2_rmsnorm_bwd(int64_t N, int64_t D, const float *x, const float *w, float eps, const float *dy,
                      float *dx, int accumulate, float *dw, int n_threads) {
-    const int nt = gdn2_nn_threads(n_threads);
+    const int nt = gdn2_threads(n_threads);
     float *part = gdn2_calloc((size_t)nt * (size_t)D + 1, sizeof(float), "rmsnorm backward dw partials");
     if (!part) return GDN2_ERR_NOMEM;
     /* x̂ = x r, dx̂ = dy ⊙ w:  dx = r (dx̂ − x̂ mean(dx̂ ⊙ x̂));  dw += sum_n dy ⊙ x̂ */
@@ -190,7 +190,7 @@ int gdn2_rmsnorm_bwd(int64_t N, int64_t D, const float *x, const float *w, float
 void gdn2_rmsnorm_swish_fwd(int64_t N, int64_t D, const float *x, const float *gate, const float *w, float eps,
                             float *y, int n_threads) {
     /* y = (x r w) ⊙ a σ(a) */
-#pragma omp parallel for schedule(static) num_threads(gdn2_nn_threads(n_threads))
+#pragma omp parallel for schedule(static) num_threads(gdn2_threads(n_threads))
     for (int64_t n = 0; n < N; n++) {
         const float *xr = x + n * D, *ar = gate + n * D;
         float ss = 0.0f;
@@ -202,7 +202,7 @@ void gdn2_rmsnorm_swish_fwd(int64_t N, int64_t D, const float *x, const float *g
 
 int gdn2_rmsnorm_swish_bwd(int64_t N, int64_t D, const float *x, const float *gate, const float *w, float eps,
                            const float *dy, float *dx, float *dgate, float *dw, int n_threads) {
-    const int nt = gdn2_nn_threads(n_threads);
+    const int nt = gdn2_threads(n_threads);
     float *part = gdn2_calloc((size_t)nt * (size_t)D + 1, sizeof(float), "gated rmsnorm backward dw partials");
     if (!part) return GDN2_ERR_NOMEM;
     /* With x̂ = x r and n = x̂ ⊙ w:   da = dy ⊙ n ⊙ silu'(a);   dn = dy ⊙ silu(a);

@@ -10,18 +10,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../util/internal.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-static inline int gdn2_nn_threads(int n) {
-#ifdef _OPENMP
-    return n > 0 ? n : omp_get_max_threads();
-#else
-    (void)n;
-    return 1;
-#endif
-}
 
 static inline float gdn2_nn_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 /* torch softplus (beta 1, threshold 20): linear above 20 */

@@ -38,7 +38,7 @@ void gdn2_adamw_step(gdn2_adamw *o, gdn2_model *m, float lr) {
     const double bc1 = 1.0 - pow((double)c->beta1, (double)o->step);
     const double bc2 = 1.0 - pow((double)c->beta2, (double)o->step);
     const float step_size = (float)(lr / bc1), bc2s = (float)sqrt(bc2);
-    const int nt = gdn2_mdl_threads(m->n_threads);
+    const int nt = gdn2_threads(m->n_threads);
     for (int t = 0; t < m->n_tensors; t++) {
         const gdn2_model_param *p = &m->tensors[t];
         float wd = (c->exempt_no_decay && p->no_decay) ? 0.0f : c->weight_decay;

@@ -6,6 +6,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "../util/internal.h"
+
 #define GDN2_L2NORM_EPS 1e-6
 
 /* torch softplus (beta 1, threshold 20): x above 20 is passed through. */
@@ -77,14 +79,6 @@ static inline void gdn2_l2norm_vjp_f64(int64_t n, const double *y, double rstd, 
 #endif
 
 /* Thread count for an OpenMP region: opts' n_threads, or the OpenMP default. */
-static inline int gdn2_threads(int n_threads) {
-#ifdef _OPENMP
-    return n_threads > 0 ? n_threads : omp_get_max_threads();
-#else
-    (void)n_threads;
-    return 1;
-#endif
-}
 /* ... capped at the number of independent work items (no idle threads in tiny calls: their
  * start-up and barrier cost dominates small problems, e.g. the decode step of a few rows). */
 static inline int gdn2_threads_for(int n_threads, int64_t items) {

@@ -13,6 +13,19 @@ void gdn2_sgemm(int transA, int transB, int M, int N, int K, float alpha, const 
 /* Name of the GEMM backend in use ("openblas" or "fallback"). */
 const char *gdn2_gemm_backend(void);
 
+/* Thread count for an OpenMP region: n_threads when > 0, else the OpenMP default (1 without OpenMP). */
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+static inline int gdn2_threads(int n_threads) {
+#ifdef _OPENMP
+    return n_threads > 0 ? n_threads : omp_get_max_threads();
+#else
+    (void)n_threads;
+    return 1;
+#endif
+}
+
 /* Monotonic wall clock in seconds. */
 double gdn2_now(void);
 
