@@ -158,6 +158,12 @@ int gdn2_gdn_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_te
 }
 #endif
 
-#include "gdn2_io.h"
+/* the rest of the API, one header per concern */
+#include "gdn2_io.h"    /* safetensors                                   */
+#include "gdn2_cuda.h"  /* GPU kernels (stubs without CUDA)              */
+#include "gdn2_layer.h" /* the GatedDeltaNet2 layer and its variants     */
+#include "gdn2_model.h" /* hybrid language models, training, generation  */
+#include "gdn2_text.h"  /* byte tokenizer and text loader                */
+#include "gdn2_data.h"  /* task generators, scoring, evaluation          */
 
 #endif /* GDN2_H */
