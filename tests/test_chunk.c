@@ -8,9 +8,9 @@
 #include <string.h>
 #include <time.h>
 
-#include <cjson/cJSON.h>
 
 #include "check.h"
+#include "fixture.h"
 #include "gdn2.h"
 #include "ops/chunk_common.h" /* gdn2_chunk_fwd_beta (internal, for the KDA entry points) */
 
@@ -180,27 +180,10 @@ static void run_case(const tcase *c) {
 
 /* ---- official fixtures ---------------------------------------------------------------------- */
 
-static int meta_flag(cJSON *m, const char *key) {
-    cJSON *x = m ? cJSON_GetObjectItemCaseSensitive(m, key) : NULL;
-    return x && (cJSON_IsTrue(x) || (cJSON_IsNumber(x) && x->valuedouble != 0));
-}
-
 static void fixture(const char *file) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/fixtures/official/%s", shared_dir(), file);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        SKIP("fixture %s: not found (shared dir %s missing)", path, shared_dir());
-        return;
-    }
-    fclose(f);
     gdn2_st st;
-    int rc = gdn2_st_read(path, &st);
-    CHECK(rc == GDN2_OK, "read %s (%s)", file, rc ? gdn2_last_error() : "ok");
-    if (rc) return;
-    cJSON *meta = NULL;
-    const char *ms = gdn2_st_meta(&st, "meta");
-    if (ms) meta = cJSON_Parse(ms);
+    if (!fixture_read(file, &st)) return;
+    int rc;
     int64_t sq[4] = {-1, -1, -1, -1}, sv[4] = {-1, -1, -1, -1}, sst[4] = {-1, -1, -1, -1};
     float *q = NULL, *k = NULL, *v = NULL, *g = NULL, *b = NULL, *w = NULL, *h0 = NULL, *dO = NULL, *dht = NULL;
     float *A_log = NULL, *dt_bias = NULL;
@@ -222,13 +205,8 @@ static void fixture(const char *file) {
     if (rc) goto done;
     {
         gdn2_dims d = {sq[0], sq[1], sq[2], sv[2], sq[3], sv[3]};
-        gdn2_opts o = {0};
-        cJSON *sc = meta ? cJSON_GetObjectItemCaseSensitive(meta, "scale") : NULL;
-        o.scale = cJSON_IsNumber(sc) ? (float)sc->valuedouble : 0.0f;
-        o.qk_l2norm = meta_flag(meta, "use_qk_l2norm_in_kernel");
-        o.gate_in_kernel = meta_flag(meta, "use_gate_in_kernel");
-        cJSON *lb = meta ? cJSON_GetObjectItemCaseSensitive(meta, "lower_bound") : NULL;
-        if (cJSON_IsNumber(lb)) o.lower_bound = (float)lb->valuedouble;
+        gdn2_opts o;
+        fixture_opts(&st, &o);
         const size_t nq = (size_t)(d.B * d.T * d.H * d.K), nv = (size_t)(d.B * d.T * d.HV * d.V);
         const size_t ns = (size_t)(d.B * d.HV * d.K * d.V), nhk = (size_t)(d.H * d.K);
         float *out = fl(nv), *ht = fl(ns), *dq = fl(nq), *dk = fl(nq), *dv = fl(nv), *dg = fl(nq), *dbb = fl(nq);
@@ -280,7 +258,6 @@ static void fixture(const char *file) {
     }
 done:
     free(q); free(k); free(v); free(g); free(b); free(w); free(h0); free(dO); free(dht); free(A_log); free(dt_bias);
-    cJSON_Delete(meta);
     gdn2_st_free(&st);
 }
 

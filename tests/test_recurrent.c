@@ -9,10 +9,10 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixture.h"
 #include "gdn2.h"
 #include "gdn2_io.h"
 
-#include <cjson/cJSON.h>
 
 typedef struct {
     gdn2_dims d;
@@ -271,31 +271,18 @@ static float *get32(const gdn2_st *st, const char *name) {
 }
 
 static void test_fixture(const char *file) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/fixtures/official/%s", shared_dir(), file);
-    FILE *f = fopen(path, "rb");
-    if (!f) { SKIP("fixture %s: not found (%s)", file, path); return; }
-    fclose(f);
     gdn2_st st;
-    int rc = gdn2_st_read(path, &st);
-    CHECK(rc == GDN2_OK, "fixture %s reads%s%s", file, rc ? ": " : "", rc ? gdn2_last_error() : "");
-    if (rc) return;
-    const char *meta = gdn2_st_meta(&st, "meta");
-    cJSON *m = meta ? cJSON_Parse(meta) : NULL;
+    if (!fixture_read(file, &st)) return;
     const gdn2_tensor *tq = gdn2_st_find(&st, "q"), *tv = gdn2_st_find(&st, "v");
-    if (!m || !tq || !tv || tq->ndim != 4 || tv->ndim != 4) {
-        CHECK(0, "fixture %s: meta, q and v present", file);
-        cJSON_Delete(m);
+    if (!tq || !tv || tq->ndim != 4 || tv->ndim != 4) {
+        CHECK(0, "fixture %s: q and v present", file);
         gdn2_st_free(&st);
         return;
     }
     gdn2_dims d = {tq->shape[0], tq->shape[1], tq->shape[2], tv->shape[2], tq->shape[3], tv->shape[3]};
-    gdn2_opts op = {0};
-    cJSON *it;
-    if ((it = cJSON_GetObjectItem(m, "scale")) && cJSON_IsNumber(it)) op.scale = (float)it->valuedouble;
-    op.qk_l2norm = cJSON_IsTrue(cJSON_GetObjectItem(m, "use_qk_l2norm_in_kernel"));
-    op.gate_in_kernel = cJSON_IsTrue(cJSON_GetObjectItem(m, "use_gate_in_kernel"));
-    cJSON_Delete(m);
+    gdn2_opts op;
+    fixture_opts(&st, &op);
+    int rc;
     const int64_t nv = d.B * d.T * d.HV * d.V, ns = d.B * d.HV * d.K * d.V;
     float *q = get32(&st, "q"), *k = get32(&st, "k"), *v = get32(&st, "v"), *g = get32(&st, "g"), *b = get32(&st, "b");
     float *w = get32(&st, "w"), *h0 = get32(&st, "h0"), *A = get32(&st, "A_log"), *dtb = get32(&st, "dt_bias");

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
 
 #include "check.h"
+#include "fixture.h"
 #include "gdn2.h"
 #include "gdn2_io.h"
 
@@ -207,33 +207,18 @@ static double *get64(const gdn2_st *st, const char *name, int req) {
 }
 
 static void test_fixture(const char *file) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/fixtures/official/%s", shared_dir(), file);
-    FILE *f = fopen(path, "rb");
-    if (!f) { SKIP("fixture %s: not found (%s missing)", file, path); return; }
-    fclose(f);
     gdn2_st st;
-    int rc = gdn2_st_read(path, &st);
-    if (rc == GDN2_ERR_UNSUPPORTED) { SKIP("fixture %s: safetensors reader not available yet", file); return; }
-    CHECK(rc == GDN2_OK, "fixture %s reads%s%s", file, rc ? ": " : "", rc ? gdn2_last_error() : "");
-    if (rc) return;
-    const char *meta = gdn2_st_meta(&st, "meta");
-    cJSON *m = meta ? cJSON_Parse(meta) : NULL;
+    if (!fixture_read(file, &st)) return;
     const gdn2_tensor *tq = gdn2_st_find(&st, "q"), *tv = gdn2_st_find(&st, "v");
-    if (!m || !tq || !tv || tq->ndim != 4 || tv->ndim != 4) {
-        CHECK(0, "fixture %s: meta and q/v present", file);
-        cJSON_Delete(m);
+    if (!tq || !tv || tq->ndim != 4 || tv->ndim != 4) {
+        CHECK(0, "fixture %s: q and v present", file);
         gdn2_st_free(&st);
         return;
     }
     gdn2_dims d = {tq->shape[0], tq->shape[1], tq->shape[2], tv->shape[2], tq->shape[3], tv->shape[3]};
-    gdn2_opts op = {0};
-    cJSON *it;
-    if ((it = cJSON_GetObjectItem(m, "scale")) && cJSON_IsNumber(it)) op.scale = (float)it->valuedouble;
-    op.qk_l2norm = cJSON_IsTrue(cJSON_GetObjectItem(m, "use_qk_l2norm_in_kernel"));
-    op.gate_in_kernel = cJSON_IsTrue(cJSON_GetObjectItem(m, "use_gate_in_kernel"));
-    if ((it = cJSON_GetObjectItem(m, "lower_bound")) && cJSON_IsNumber(it)) op.lower_bound = (float)it->valuedouble;
-    cJSON_Delete(m);
+    gdn2_opts op;
+    fixture_opts(&st, &op);
+    int rc;
 
     const int64_t nk = d.B * d.T * d.H * d.K, nv = d.B * d.T * d.HV * d.V, ns = d.B * d.HV * d.K * d.V;
     double *q = get64(&st, "q", 1), *k = get64(&st, "k", 1), *v = get64(&st, "v", 1), *g = get64(&st, "g", 1);
