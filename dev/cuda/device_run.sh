@@ -1,6 +1,6 @@
 #!/bin/bash
 # One device call: build the CUDA parts, run the GPU tests, our benchmark, the peers.
-# usage (on the device, from the repo root): dev/cuda/device_run.sh "build test bench peers_official peers_fla" [quick]
+# usage (on the device, from the repo root): dev/cuda/device_run.sh "build test bench ncu peers_official peers_fla" [quick]
 # Needs carried: .debs (libcjson), peers (checkouts + fixtures under peers/shared), optionally .triton.
 PHASES="$1"; QUICK="$2"
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -24,6 +24,14 @@ if [[ " $PHASES " == *" bench "* ]]; then
   timeout 200 ./build/bench/cuda_ops "$OUT/cuda_ops.json" $QUICK 2>&1 | tee "$OUT/cuda_ops.log"
   # per-kernel split (events around each kernel) at the first shapes
   GDN2_CUDA_PROFILE=1 timeout 60 ./build/bench/cuda_ops /dev/null --quick > "$OUT/profile.log" 2>&1; grep -m4 profile "$OUT/profile.log"
+fi
+if [[ " $PHASES " == *" ncu "* ]]; then
+  # Nsight Compute: throughput, occupancy, stall reasons of each kernel once (fwd, then fwd+bwd), bf16 (8,4096,16)
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null); echo "ncu: ${NCU:-none}"
+  [ -n "$NCU" ] && timeout 240 $NCU --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --section WarpStateStats --section MemoryWorkloadAnalysis -k regex:"^k_" --launch-count ${NCU_COUNT:-12} \
+    ./build/bench/cuda_ops /dev/null --quick > "$OUT/ncu.txt" 2>&1; echo "ncu rc=$?"
+  grep -E "^  k_|Duration|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Block Limit" "$OUT/ncu.txt" | head -120
 fi
 for impl in official fla; do
   if [[ " $PHASES " == *" peers_$impl "* ]]; then
