@@ -23,7 +23,7 @@ fi
 if [[ " $PHASES " == *" bench "* ]]; then
   timeout 200 ./build/bench/cuda_ops "$OUT/cuda_ops.json" $QUICK 2>&1 | tee "$OUT/cuda_ops.log"
   # per-kernel split (events around each kernel) at the first shapes
-  GDN2_CUDA_PROFILE=1 timeout 60 ./build/bench/cuda_ops /dev/null --quick > "$OUT/profile.log" 2>&1; grep -m4 profile "$OUT/profile.log"
+  GDN2_CUDA_PROFILE=1 timeout 60 ./build/bench/cuda_ops /dev/null --quick > "$OUT/profile.log" 2>&1; grep -m2 "profile. fwd" "$OUT/profile.log"; grep -m2 "profile. bwd" "$OUT/profile.log"
 fi
 if [[ " $PHASES " == *" ncu "* ]]; then
   # Nsight Compute: throughput, occupancy, stall reasons of each kernel once (fwd, then fwd+bwd), bf16 (8,4096,16)

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "common.cuh"
+#include "tc.cuh"
 #include "gdn2_cuda.h"
 
 #define NT 256
@@ -108,10 +109,6 @@ __device__ __forceinline__ void mm(int kd, FA fa, FB fb, FE fe) {
 // Tensor-core twin of mm (bf16 path): mma.sync m16n8k16, bf16 operands rounded from the fp32
 // values that fa/fb return, fp32 accumulation. kd % 16 == 0. Warp w owns a 16-row strip and NJ
 // 16x8 fragments of it, so one A fragment serves NJ mma per k step.
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&v);
-}
 template <int M, int N, class FA, class FB, class FE>
 __device__ __forceinline__ void mm_tc(int kd, FA fa, FB fb, FE fe) {
     constexpr int RT = M / 16, CT = N / 8, WR = 8 / RT, NJ = CT / WR;
@@ -164,6 +161,9 @@ __device__ __forceinline__ float sget(const float *x) { return *x; }
 __device__ __forceinline__ float sget(const __nv_bfloat16 *x) { return __bfloat162float(*x); }
 __device__ __forceinline__ void sset(float *x, float v) { *x = v; }
 __device__ __forceinline__ void sset(__nv_bfloat16 *x, float v) { *x = __float2bfloat16(v); }
+// a pair of adjacent elements (8-byte fp32 / 4-byte bf16 store)
+__device__ __forceinline__ void st2(float *x, float a, float b) { *reinterpret_cast<float2 *>(x) = make_float2(a, b); }
+__device__ __forceinline__ void st2(__nv_bfloat16 *x, float a, float b) { *reinterpret_cast<uint32_t *>(x) = pack_bf16(a, b); }
 // row stride of a [64][KP] shared array of element type ST (odd in 32-bit words: no bank conflicts)
 template <class ST, int KP>
 __host__ __device__ constexpr int ld_of() { return sizeof(ST) == 2 ? KP + 2 : KP + 1; }
@@ -260,6 +260,21 @@ __device__ __forceinline__ void stage(float *dst, int ld, const float *src, size
     Tile<ROWS, COLS> t;
     t.load(src, gld);
     t.store(dst, ld);
+}
+// the same from a bf16 tile (the fast path's workspace), 8-byte loads
+template <int ROWS, int COLS>
+__device__ __forceinline__ void stage(float *dst, int ld, const __nv_bfloat16 *src, size_t gld) {
+    for (int i = threadIdx.x; i < ROWS * COLS / 4; i += NT) {
+        const int e = i * 4, r = e / COLS, c = e % COLS;
+        const uint2 u = __ldg(reinterpret_cast<const uint2 *>(src + (size_t)r * gld + c));
+        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.x));
+        const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.y));
+        float *o = dst + r * ld + c;
+        o[0] = a.x;
+        o[1] = a.y;
+        o[2] = b.x;
+        o[3] = b.y;
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -410,13 +425,6 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
 // the product is ah*bh + ah*bl + al*bh (3 mma, ~16 mantissa bits; the official kernels use TF32,
 // ~11, GDN2.md §11.3). q, k, b, g arrive by 16-byte loads, all in flight at once; Y and U leave
 // by 8-byte stores. Everything after the scores (Qg, Kg, E, the solve, Y, U) is k_prep's math.
-// one m16n8k16 bf16 mma, fp32 accumulate
-__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                       uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 // (x, y) -> bf16x2 hi = rn(x, y) and lo = rn(x - hi, y - hi): x = hi + lo to ~2^-16 relative
 __device__ __forceinline__ void split_bf16(float x, float y, uint32_t &hi, uint32_t &lo) {
     __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
@@ -547,7 +555,7 @@ __device__ void load_keys_vec(const ChunkParams &p, size_t tok0, int len, int h,
     __syncthreads();
 }
 
-template <class Tin, int KP, int VP>
+template <class Tin, int KP, int VP, class WT>
 __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
     static_assert(is_bf16<Tin>::value, "k_prep_tc is the bf16 path; fp32 inputs use k_prep");
     extern __shared__ float sm[];
@@ -563,7 +571,7 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
     size_t tok0;
     chunk_info(p, c, n, tok0, len);
     const size_t ch = (size_t)c * p.HV + hv;
-    float *gA = p.Aqk + ch * CS * CS;
+    WT *gA = (WT *)p.Aqk + ch * CS * CS;
     const bool vec = p.K == KP && ((uintptr_t)p.q | (uintptr_t)p.k | (uintptr_t)p.b | (uintptr_t)p.g) % 16 == 0;
     if (vec) load_keys_vec<KP>(p, tok0, len, h, sQ, sK, sB, sG, sSt);
     else load_keys<Tin, KP, ST>(p, tok0, len, h, sQ, sK, sB, sG, sSt);
@@ -613,8 +621,8 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
 #pragma unroll
         for (int f = 0; f < 2; f++) {
             const int s = 16 * bj + 8 * f + 2 * tq, r = ref + gq;
-            *reinterpret_cast<float2 *>(&gA[r * CS + s]) = make_float2(p.scale * cq[f][0], p.scale * cq[f][1]);
-            *reinterpret_cast<float2 *>(&gA[(r + 8) * CS + s]) = make_float2(p.scale * cq[f][2], p.scale * cq[f][3]);
+            st2(&gA[r * CS + s], p.scale * cq[f][0], p.scale * cq[f][1]);
+            st2(&gA[(r + 8) * CS + s], p.scale * cq[f][2], p.scale * cq[f][3]);
             sTA[r * 65 + s] = ct[f][0];
             sTA[r * 65 + s + 1] = ct[f][1];
             sTA[(r + 8) * 65 + s] = ct[f][2];
@@ -626,14 +634,15 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
     for (int i = threadIdx.x; i < CS * CS / 4; i += NT) {
         const int r = i / 16, s = (i % 16) * 4;
         if (s / 16 > r / 16) {
-            *reinterpret_cast<float4 *>(&gA[r * CS + s]) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            st2(&gA[r * CS + s], 0.0f, 0.0f);
+            st2(&gA[r * CS + s + 2], 0.0f, 0.0f);
             sTA[r * 65 + s] = sTA[r * 65 + s + 1] = sTA[r * 65 + s + 2] = sTA[r * 65 + s + 3] = 0.0f;
         }
     }
     for (int i = threadIdx.x; i < 4 * 256; i += NT) {
         const int bd = i / 256, rl = (i % 256) / 16, sl = i % 16;
         if (sl > rl) {
-            gA[(16 * bd + rl) * CS + 16 * bd + sl] = 0.0f;
+            sset(&gA[(16 * bd + rl) * CS + 16 * bd + sl], 0.0f);
             sTA[(16 * bd + rl) * 65 + 16 * bd + sl] = 0.0f;
         }
     }
@@ -662,7 +671,7 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
                 aq = fmaf(qv.y, e1, aq);
                 at = fmaf(br.y * kr.y, e1, at);
             }
-            gA[r * CS + s] = p.scale * aq;
+            sset(&gA[r * CS + s], p.scale * aq);
             sTA[r * 65 + s] = sl < rl ? at : 0.0f;
         }
     }
@@ -675,8 +684,8 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
         float g2 = sG[r * LDG + d], gl = sG[(CS - 1) * LDG + d], gam = exp2f(g2 - sSt[d]);
         float kv = sget(&sK[r * LDQ + d]);
         size_t o = ch * CS * KP + i;
-        p.Qg[o] = p.scale * sget(&sQ[r * LDQ + d]) * gam;
-        p.Kg[o] = kv * exp2f(gl - g2);
+        sset((WT *)p.Qg + o, p.scale * sget(&sQ[r * LDQ + d]) * gam);
+        sset((WT *)p.Kg + o, kv * exp2f(gl - g2));
         sset(&sB[r * LDQ + d], gam * sget(&sB[r * LDQ + d]) * kv);
     }
     for (int d = threadIdx.x; d < KP; d += NT) p.Gl[ch * KP + d] = exp2f(sG[(CS - 1) * LDG + d] - sSt[d]);
@@ -715,10 +724,11 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
         for (int i = threadIdx.x; i < CS * CS; i += NT) p.A[ch * CS * CS + i] = sTA[(i / CS) * 65 + i % CS];
 
     // Y = A E
-    float *gY = p.Y + ch * CS * KP, *gU = p.U + ch * CS * VP;
+    WT *gY = (WT *)p.Y + ch * CS * KP;
+    float *gU = p.U + ch * CS * VP;
     mm_tc2<64, KP>(
         CS, [&](int r, int s) { return sTA[r * 65 + s]; }, [&](int s, int d) { return sget(&sB[s * LDQ + d]); },
-        [&](int r, int d, float a0, float a1) { *reinterpret_cast<float2 *>(&gY[r * KP + d]) = make_float2(a0, a1); });
+        [&](int r, int d, float a0, float a1) { st2(&gY[r * KP + d], a0, a1); });
     // Z = w . v into the q/k region (no longer read), then U = A Z
     ST *sZ = sQ;
     const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w;
@@ -737,6 +747,8 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
         [&](int r, int e, float a0, float a1) { *reinterpret_cast<float2 *>(&gU[r * VP + e]) = make_float2(a0, a1); });
 }
 
+
+#include "chunk_scan_tc.cuh"
 
 // ------------------------------------------------------------------------------------------------
 // k_state: per (32-column V tile, sequence*hv), sequential over the sequence's chunks:
@@ -931,7 +943,7 @@ __global__ __launch_bounds__(NT) void k_bstate(ChunkParams p) {
 template <int VP>
 constexpr int bv_smem_floats() { return 3 * CS * (VP + 1) + 2 * CS * (VP + 1) + CS * 65; }
 
-template <class Tin, int KP, int VP>
+template <class Tin, int KP, int VP, class WT>
 __global__ __launch_bounds__(NT) void k_bv(ChunkParams p) {
     extern __shared__ float sm[];
     constexpr int LDV = VP + 1;
@@ -945,7 +957,7 @@ __global__ __launch_bounds__(NT) void k_bv(ChunkParams p) {
     chunk_info(p, c, n, tok0, len);
     const size_t ch = (size_t)c * p.HV + hv;
     const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w, *dO = (const Tin *)p.d_o;
-    stage<CS, VP>(sR, LDV, p.R + ch * CS * VP, VP);
+    stage<CS, VP>(sR, LDV, (const WT *)p.R + ch * CS * VP, VP);
     stage<CS, VP>(sdR, LDV, p.dR + ch * CS * VP, VP);
     for (int i = threadIdx.x; i < CS * VP; i += NT) {
         int r = i / VP, e = i % VP;
@@ -981,7 +993,7 @@ __global__ __launch_bounds__(NT) void k_bv(ChunkParams p) {
         });
     for (int kh = 0; kh < KP / 64; kh++) {
         __syncthreads();
-        stage<64, VP>(sS0, LDV, p.Hs + ch * KP * VP + (size_t)kh * 64 * VP, VP);
+        stage<64, VP>(sS0, LDV, (const WT *)p.Hs + ch * KP * VP + (size_t)kh * 64 * VP, VP);
         stage<64, VP>(sdS, LDV, p.dHs + ch * KP * VP + (size_t)kh * 64 * VP, VP);
         __syncthreads();
         const size_t ob = ch * CS * KP + kh * 64;
@@ -1312,12 +1324,12 @@ static cudaError_t launch_all(ChunkParams &p, int bwd, cudaStream_t st) {
     const int nsm_bv = bv_smem_floats<VP>() * 4, nsm_bk = bk_smem_floats<KP>() * 4;
     static bool attr = false;
     if (!attr) {
-        if constexpr (TC) cudaFuncSetAttribute(k_prep_tc<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_prep);
+        if constexpr (TC) cudaFuncSetAttribute(k_prep_tc<Tin, KP, VP, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_prep);
         else cudaFuncSetAttribute(k_prep<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_prep);
         cudaFuncSetAttribute(k_state<KP, VP, BV, TC>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_state);
         cudaFuncSetAttribute(k_out<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_out);
         cudaFuncSetAttribute(k_bstate<Tin, KP, VP, BV>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bstate);
-        cudaFuncSetAttribute(k_bv<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bv);
+        cudaFuncSetAttribute(k_bv<Tin, KP, VP, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bv);
         cudaFuncSetAttribute(k_bk<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bk);
         attr = true;
     }
@@ -1327,7 +1339,7 @@ static cudaError_t launch_all(ChunkParams &p, int bwd, cudaStream_t st) {
     const dim3 gc(p.nchunks, p.HV), gs(VP / BV, p.nseq * p.HV), gh(p.nchunks, p.H);
     pr.mark("start");
     if (p.nchunks > 0) {
-        if constexpr (TC) k_prep_tc<Tin, KP, VP><<<gc, NT, nsm_prep, st>>>(p, bwd);
+        if constexpr (TC) k_prep_tc<Tin, KP, VP, float><<<gc, NT, nsm_prep, st>>>(p, bwd);
         else k_prep<Tin, KP, VP><<<gc, NT, nsm_prep, st>>>(p, bwd);
     }
     pr.mark("prep");
@@ -1342,7 +1354,7 @@ static cudaError_t launch_all(ChunkParams &p, int bwd, cudaStream_t st) {
     k_bstate<Tin, KP, VP, BV><<<gs, NT, nsm_bstate, st>>>(p);
     pr.mark("bstate");
     if (p.nchunks > 0) {
-        k_bv<Tin, KP, VP><<<gc, NT, nsm_bv, st>>>(p);
+        k_bv<Tin, KP, VP, float><<<gc, NT, nsm_bv, st>>>(p);
         pr.mark("bv");
         k_bk<Tin, KP, VP><<<gc, NT, nsm_bk, st>>>(p);
         pr.mark("bk");
@@ -1355,9 +1367,71 @@ static cudaError_t launch_all(ChunkParams &p, int bwd, cudaStream_t st) {
 
 // V tile of the sequential state kernels: 16 columns when there are few (sequence, head) pairs
 // (a single long sequence), so that the scan still spreads over the multiprocessors.
+// The bf16 fast path (chunk_scan_tc.cuh): bf16 workspace, cp.async + ldmatrix scans and output.
+// BV as in launch_all for the forward scan; the reverse scan takes 64-column tiles (it holds one
+// block per multiprocessor, so wider tiles halve its operand traffic) unless BV is 16.
+template <int KP, int VP, int BV>
+static cudaError_t launch_fast(ChunkParams &p, int bwd, cudaStream_t st) {
+    typedef __nv_bfloat16 Tin;
+    constexpr int BVB = BV == 16 ? 16 : 64;
+    const int nsm_prep = prep_smem_bytes<__nv_bfloat16, KP>(), nsm_state = state_tc_smem_bytes<KP, BV>();
+    const int nsm_out = out_tc_smem_bytes<KP, VP>(), nsm_bstate = bstate_tc_smem_bytes<KP, BVB>();
+    const int nsm_bv = bv_smem_floats<VP>() * 4, nsm_bk = bk_smem_floats<KP>() * 4;
+    static bool attr = false;
+    if (!attr) {
+        cudaFuncSetAttribute(k_prep_tc<Tin, KP, VP, bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_prep);
+        cudaFuncSetAttribute(k_state_tc<KP, VP, BV>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_state);
+        cudaFuncSetAttribute(k_out_tc<KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_out);
+        cudaFuncSetAttribute(k_bstate_tc<KP, VP, BVB>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bstate);
+        cudaFuncSetAttribute(k_bv<Tin, KP, VP, bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bv);
+        cudaFuncSetAttribute(k_bk<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bk);
+        attr = true;
+    }
+    Prof pr;
+    pr.n = 0;
+    pr.st = st;
+    const dim3 gc(p.nchunks, p.HV), gs(VP / BV, p.nseq * p.HV), gb(VP / BVB, p.nseq * p.HV), gh(p.nchunks, p.H);
+    pr.mark("start");
+    if (p.nchunks > 0) k_prep_tc<Tin, KP, VP, bf16><<<gc, NT, nsm_prep, st>>>(p, bwd);
+    pr.mark("prep");
+    k_state_tc<KP, VP, BV><<<gs, NT, nsm_state, st>>>(p);
+    pr.mark("state");
+    if (!bwd) {
+        if (p.nchunks > 0) k_out_tc<KP, VP><<<gc, NT, nsm_out, st>>>(p);
+        pr.mark("out");
+        pr.report("fwd");
+        return cudaGetLastError();
+    }
+    k_bstate_tc<KP, VP, BVB><<<gb, NT, nsm_bstate, st>>>(p);
+    pr.mark("bstate");
+    if (p.nchunks > 0) {
+        k_bv<Tin, KP, VP, bf16><<<gc, NT, nsm_bv, st>>>(p);
+        pr.mark("bv");
+        k_bk<Tin, KP, VP><<<gc, NT, nsm_bk, st>>>(p);
+        pr.mark("bk");
+        k_fin<Tin, KP><<<gh, NT, 0, st>>>(p);
+        pr.mark("fin");
+    }
+    pr.report("bwd");
+    return cudaGetLastError();
+}
+
+// bf16 inputs at K == KP, V == VP with 16-byte aligned tensors take the fast path
+static bool fast_path_ok(const ChunkParams &p, int KP, int VP) {
+    const uintptr_t al = (uintptr_t)p.q | (uintptr_t)p.k | (uintptr_t)p.v | (uintptr_t)p.b | (uintptr_t)p.w |
+                         (uintptr_t)p.o | (uintptr_t)p.d_o | (uintptr_t)p.h0 | (uintptr_t)p.ht | (uintptr_t)p.dht |
+                         (uintptr_t)p.dh0;
+    static int generic = -1; // GDN2_CUDA_GENERIC=1: always the generic kernels (for comparisons)
+    if (generic < 0) generic = getenv("GDN2_CUDA_GENERIC") != NULL;
+    return p.K == KP && p.V == VP && al % 16 == 0 && !generic;
+}
+
 template <class Tin, int KP, int VP>
 static cudaError_t launch_bv(ChunkParams &p, int bwd, cudaStream_t st) {
-    if ((long)p.nseq * p.HV * (VP / 32) < 264) return launch_all<Tin, KP, VP, 16>(p, bwd, st);
+    const bool few = (long)p.nseq * p.HV * (VP / 32) < 264;
+    if constexpr (is_bf16<Tin>::value)
+        if (fast_path_ok(p, KP, VP)) return few ? launch_fast<KP, VP, 16>(p, bwd, st) : launch_fast<KP, VP, 32>(p, bwd, st);
+    if (few) return launch_all<Tin, KP, VP, 16>(p, bwd, st);
     return launch_all<Tin, KP, VP, 32>(p, bwd, st);
 }
 
