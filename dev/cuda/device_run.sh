@@ -29,7 +29,7 @@ if [[ " $PHASES " == *" ncu "* ]]; then
   # Nsight Compute: throughput, occupancy, stall reasons of each kernel once (fwd, then fwd+bwd), bf16 (8,4096,16)
   NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null); echo "ncu: ${NCU:-none}"
   [ -n "$NCU" ] && timeout 240 $NCU --section SpeedOfLight --section Occupancy --section LaunchStats \
-    --section WarpStateStats --section MemoryWorkloadAnalysis -k regex:"^k_" --launch-count ${NCU_COUNT:-12} \
+    --section WarpStateStats --section MemoryWorkloadAnalysis -k regex:"${NCU_K:-^k_}" --launch-count ${NCU_COUNT:-12} \
     ./build/bench/cuda_ops /dev/null --quick > "$OUT/ncu.txt" 2>&1; echo "ncu rc=$?"
   grep -E "^  k_|Duration|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Block Limit" "$OUT/ncu.txt" | head -120
 fi

@@ -721,7 +721,7 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
         __syncthreads();
     }
     if (bwd)
-        for (int i = threadIdx.x; i < CS * CS; i += NT) p.A[ch * CS * CS + i] = sTA[(i / CS) * 65 + i % CS];
+        for (int i = threadIdx.x; i < CS * CS; i += NT) sset((WT *)p.A + ch * CS * CS + i, sTA[(i / CS) * 65 + i % CS]);
 
     // Y = A E
     WT *gY = (WT *)p.Y + ch * CS * KP;
@@ -748,7 +748,7 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
 }
 
 
-#include "chunk_scan_tc.cuh"
+#include "chunk_tc.cuh"
 
 // ------------------------------------------------------------------------------------------------
 // k_state: per (32-column V tile, sequence*hv), sequential over the sequence's chunks:
@@ -1029,7 +1029,7 @@ __global__ __launch_bounds__(NT) void k_bv(ChunkParams p) {
 template <int KP>
 constexpr int bk_smem_floats() { return 5 * CS * (KP + 1) + 3 * CS * 65 + 2 * KP; }
 
-template <class Tin, int KP, int VP>
+template <class Tin, int KP, int VP, class WT>
 __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
     extern __shared__ float sm[];
     constexpr int LDK = KP + 1;
@@ -1043,7 +1043,7 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
     chunk_info(p, c, n, tok0, len);
     const size_t ch = (size_t)c * p.HV + hv, ob = ch * CS * KP;
     load_keys<Tin, KP>(p, tok0, len, h, sQ, sK, sB, sG, sSt);
-    stage<CS, CS>(sA, 65, p.A + ch * CS * CS, CS);
+    stage<CS, CS>(sA, 65, (const WT *)p.A + ch * CS * CS, CS);
     stage<CS, CS>(sdA, 65, p.dA1 + ch * CS * CS, CS);
     stage<CS, CS>(sdAqk, 65, p.dAqk + ch * CS * CS, CS);
     stage<CS, KP>(sTmp, LDK, p.dY + ob, KP);
@@ -1330,7 +1330,7 @@ static cudaError_t launch_all(ChunkParams &p, int bwd, cudaStream_t st) {
         cudaFuncSetAttribute(k_out<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_out);
         cudaFuncSetAttribute(k_bstate<Tin, KP, VP, BV>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bstate);
         cudaFuncSetAttribute(k_bv<Tin, KP, VP, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bv);
-        cudaFuncSetAttribute(k_bk<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bk);
+        cudaFuncSetAttribute(k_bk<Tin, KP, VP, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bk);
         attr = true;
     }
     Prof pr;
@@ -1356,7 +1356,7 @@ static cudaError_t launch_all(ChunkParams &p, int bwd, cudaStream_t st) {
     if (p.nchunks > 0) {
         k_bv<Tin, KP, VP, float><<<gc, NT, nsm_bv, st>>>(p);
         pr.mark("bv");
-        k_bk<Tin, KP, VP><<<gc, NT, nsm_bk, st>>>(p);
+        k_bk<Tin, KP, VP, float><<<gc, NT, nsm_bk, st>>>(p);
         pr.mark("bk");
         k_fin<Tin, KP><<<gh, NT, 0, st>>>(p);
         pr.mark("fin");
@@ -1367,7 +1367,7 @@ static cudaError_t launch_all(ChunkParams &p, int bwd, cudaStream_t st) {
 
 // V tile of the sequential state kernels: 16 columns when there are few (sequence, head) pairs
 // (a single long sequence), so that the scan still spreads over the multiprocessors.
-// The bf16 fast path (chunk_scan_tc.cuh): bf16 workspace, cp.async + ldmatrix scans and output.
+// The bf16 fast path (chunk_tc.cuh): bf16 workspace, cp.async + ldmatrix scans and output.
 // BV as in launch_all for the forward scan; the reverse scan takes 64-column tiles (it holds one
 // block per multiprocessor, so wider tiles halve its operand traffic) unless BV is 16.
 template <int KP, int VP, int BV>
@@ -1376,15 +1376,15 @@ static cudaError_t launch_fast(ChunkParams &p, int bwd, cudaStream_t st) {
     constexpr int BVB = BV == 16 ? 16 : 64;
     const int nsm_prep = prep_smem_bytes<__nv_bfloat16, KP>(), nsm_state = state_tc_smem_bytes<KP, BV>();
     const int nsm_out = out_tc_smem_bytes<KP, VP>(), nsm_bstate = bstate_tc_smem_bytes<KP, BVB>();
-    const int nsm_bv = bv_smem_floats<VP>() * 4, nsm_bk = bk_smem_floats<KP>() * 4;
+    const int nsm_bv = bv_tc_smem_bytes<VP>(), nsm_bk = bk_smem_floats<KP>() * 4;
     static bool attr = false;
     if (!attr) {
         cudaFuncSetAttribute(k_prep_tc<Tin, KP, VP, bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_prep);
         cudaFuncSetAttribute(k_state_tc<KP, VP, BV>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_state);
         cudaFuncSetAttribute(k_out_tc<KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_out);
         cudaFuncSetAttribute(k_bstate_tc<KP, VP, BVB>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bstate);
-        cudaFuncSetAttribute(k_bv<Tin, KP, VP, bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bv);
-        cudaFuncSetAttribute(k_bk<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bk);
+        cudaFuncSetAttribute(k_bv_tc<KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bv);
+        cudaFuncSetAttribute(k_bk<Tin, KP, VP, bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bk);
         attr = true;
     }
     Prof pr;
@@ -1405,9 +1405,9 @@ static cudaError_t launch_fast(ChunkParams &p, int bwd, cudaStream_t st) {
     k_bstate_tc<KP, VP, BVB><<<gb, NT, nsm_bstate, st>>>(p);
     pr.mark("bstate");
     if (p.nchunks > 0) {
-        k_bv<Tin, KP, VP, bf16><<<gc, NT, nsm_bv, st>>>(p);
+        k_bv_tc<KP, VP><<<gc, NT, nsm_bv, st>>>(p);
         pr.mark("bv");
-        k_bk<Tin, KP, VP><<<gc, NT, nsm_bk, st>>>(p);
+        k_bk<Tin, KP, VP, bf16><<<gc, NT, nsm_bk, st>>>(p);
         pr.mark("bk");
         k_fin<Tin, KP><<<gh, NT, 0, st>>>(p);
         pr.mark("fin");

@@ -24,6 +24,12 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+__device__ __forceinline__ uint32_t mul_bf16x2(uint32_t x, uint32_t y) {
+    __nv_bfloat162 r = __hmul2(*reinterpret_cast<__nv_bfloat162 *>(&x), *reinterpret_cast<__nv_bfloat162 *>(&y));
+    return *reinterpret_cast<uint32_t *>(&r);
+}
+__device__ __forceinline__ float2 bf2_to_f2(const bf16 *x) { return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(x)); }
+
 __device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16 *p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -80,8 +86,9 @@ struct TcAcc {
 #pragma unroll
             for (int j = 0; j < NJ; j++) c[i][j][0] = c[i][j][1] = c[i][j][2] = c[i][j][3] = 0.0f;
     }
-    template <bool AT, bool BT>
-    __device__ __forceinline__ void mma(const bf16 *a, int lda, const bf16 *b, int ldb, int kd) {
+    // PROD: B = b (.) b2 elementwise (the product rounded to bf16, as rn(fp32(b) fp32(b2)) would be)
+    template <bool AT, bool BT, bool PROD = false>
+    __device__ __forceinline__ void mma(const bf16 *a, int lda, const bf16 *b, int ldb, int kd, const bf16 *b2 = nullptr) {
         const int lane = threadIdx.x % 32, l8 = lane & 7, mi = lane >> 3, m0 = row0(), n0 = col0();
 #pragma unroll 2
         for (int k0 = 0; k0 < kd; k0 += 16) {
@@ -96,8 +103,17 @@ struct TcAcc {
             for (int j = 0; j + 1 < NJ; j += 2) { // two 8-column blocks per ldmatrix.x4
                 const int n = n0 + 8 * j;
                 uint32_t bf[4];
-                if (BT) ldsm_x4(bf, b + (size_t)(n + l8 + (mi >> 1) * 8) * ldb + k0 + (mi & 1) * 8);
-                else ldsm_x4_t(bf, b + (size_t)(k0 + l8 + (mi & 1) * 8) * ldb + n + (mi >> 1) * 8);
+                const size_t ob = BT ? (size_t)(n + l8 + (mi >> 1) * 8) * ldb + k0 + (mi & 1) * 8
+                                     : (size_t)(k0 + l8 + (mi & 1) * 8) * ldb + n + (mi >> 1) * 8;
+                if (BT) ldsm_x4(bf, b + ob);
+                else ldsm_x4_t(bf, b + ob);
+                if (PROD) {
+                    uint32_t b2f[4];
+                    if (BT) ldsm_x4(b2f, b2 + ob);
+                    else ldsm_x4_t(b2f, b2 + ob);
+#pragma unroll
+                    for (int q = 0; q < 4; q++) bf[q] = mul_bf16x2(bf[q], b2f[q]);
+                }
 #pragma unroll
                 for (int i = 0; i < MI; i++) {
                     mma_bf16(c[i][j], af[i][0], af[i][1], af[i][2], af[i][3], bf[0], bf[1]);
@@ -107,8 +123,16 @@ struct TcAcc {
             if (NJ & 1) {
                 const int n = n0 + 8 * (NJ - 1), ml = mi & 1;
                 uint32_t bf[2];
-                if (BT) ldsm_x2(bf, b + (size_t)(n + l8) * ldb + k0 + ml * 8);
-                else ldsm_x2_t(bf, b + (size_t)(k0 + l8 + ml * 8) * ldb + n);
+                const size_t ob = BT ? (size_t)(n + l8) * ldb + k0 + ml * 8 : (size_t)(k0 + l8 + ml * 8) * ldb + n;
+                if (BT) ldsm_x2(bf, b + ob);
+                else ldsm_x2_t(bf, b + ob);
+                if (PROD) {
+                    uint32_t b2f[2];
+                    if (BT) ldsm_x2(b2f, b2 + ob);
+                    else ldsm_x2_t(b2f, b2 + ob);
+                    bf[0] = mul_bf16x2(bf[0], b2f[0]);
+                    bf[1] = mul_bf16x2(bf[1], b2f[1]);
+                }
 #pragma unroll
                 for (int i = 0; i < MI; i++) mma_bf16(c[i][NJ - 1], af[i][0], af[i][1], af[i][2], af[i][3], bf[0], bf[1]);
             }

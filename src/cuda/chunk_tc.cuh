@@ -1,11 +1,11 @@
-// The bf16 fast path of the chunk scans and the output (included by chunk.cu after k_prep_tc).
-//
+// The bf16 fast path of the chunk kernels (included by chunk.cu after k_prep_tc): the scans, the
+// output and the value-side backward.
 // Used when the inputs are bf16 and K == KP, V == VP (64 or 128): the workspace tensors that the
 // official kernels round to bf16 (GDN2.md §11.4) are stored bf16 here too: Y, Qg, Kg, Aqk (written by
-// k_prep_tc), H (chunk-start states) and R (v_new); U, A, gamma_last and every backward intermediate
-// stay fp32. Every one of those bf16 tensors was already rounded to bf16 where the generic kernels
-// feed it to a tensor-core product, so storing it rounded changes only k_bv's rowsum(S0 . dS) term
-// of dg (S0 now bf16). Operand tiles arrive by cp.async into bf16 shared memory (double-buffered in
+// k_prep_tc; A too when the backward runs), H (chunk-start states), R (v_new) and dR; U, gamma_last,
+// dH and the other backward intermediates stay fp32. Every one of those bf16 tensors was already
+// rounded to bf16 where the generic kernels feed it to a tensor-core product, so storing it rounded
+// changes only the rowsum(S0 . dS) term of dg (S0 now bf16). Operand tiles arrive by cp.async into bf16 shared memory (double-buffered in
 // the scans) and reach the tensor cores through ldmatrix (tc.cuh); states stay fp32 in the
 // registers of the product that updates them, with a bf16 copy in shared memory as the operand.
 
@@ -179,7 +179,7 @@ __global__ __launch_bounds__(NT, 1) void k_bstate_tc(ChunkParams p) {
         X.template mma<true, false>(op(buf, 0), LC, op(buf, 4), LB, CS);
         X.template mma<false, false>(op(buf, 1), LK, sdSb, LB, KP);
         X.each_pair([&](int r, int j, float &a0, float &a1) {
-            *reinterpret_cast<float2 *>(&p.dR[ch * CS * VP + (size_t)r * VP + v0 + j]) = make_float2(a0, a1);
+            st2((bf16 *)p.dR + ch * CS * VP + (size_t)r * VP + v0 + j, a0, a1);
             st2(&sdRn[r * LB + j], -a0, -a1);
         });
         __syncthreads(); // -dR complete, every read of sdSb done
@@ -197,4 +197,92 @@ __global__ __launch_bounds__(NT, 1) void k_bstate_tc(ChunkParams p) {
         dS.each_pair([&](int d, int j, float &x0, float &x1) {
             *reinterpret_cast<float2 *>(&p.dh0[sidx + (size_t)d * VP + v0 + j]) = make_float2(x0, x1);
         });
+}
+
+// ------------------------------------------------------------------------------------------------
+// k_bv_tc: value-side contractions per (chunk, hv) (as k_bv):
+//   dAqk = tril(dO R^T),  dA1 = dR Z^T (Z = w.v),  dZ = A^T dR -> dv = dZ.w, dw = dZ.v
+//   dY = -dR S0^T,  dQi = dO S0^T,  dKi = R dSC^T,  dGl = rowsum(S0 . dSC)   (64 key rows at a time)
+// ------------------------------------------------------------------------------------------------
+template <int VP>
+constexpr int bv_tc_smem_bytes() { return (5 * CS * (VP + 8) + CS * (CS + 8)) * 2; }
+
+template <int KP, int VP>
+__global__ __launch_bounds__(NT, 2) void k_bv_tc(ChunkParams p) {
+    extern __shared__ __align__(16) unsigned char smb[];
+    constexpr int LV = VP + 8, LC = CS + 8;
+    bf16 *sdO = (bf16 *)smb, *sR = sdO + CS * LV, *sdR = sR + CS * LV, *sV = sdR + CS * LV, *sW = sV + CS * LV;
+    bf16 *sA = sW + CS * LV;
+    bf16 *sS0 = sV, *sdS = sW; // second phase: 64 key rows of S0 and dSC over v and w
+    const int c = blockIdx.x, hv = blockIdx.y;
+    int n, len;
+    size_t tok0;
+    chunk_info(p, c, n, tok0, len);
+    const size_t ch = (size_t)c * p.HV + hv, io = (tok0 * p.HV + hv) * VP, gld = (size_t)p.HV * VP;
+    cp_tile<CS, VP, NT>(sdO, LV, (const bf16 *)p.d_o + io, gld, len);
+    cp_tile<CS, VP, NT>(sV, LV, (const bf16 *)p.v + io, gld, len);
+    cp_tile<CS, VP, NT>(sW, LV, (const bf16 *)p.w + io, gld, len);
+    cp_tile<CS, VP, NT>(sR, LV, (const bf16 *)p.R + ch * CS * VP, VP);
+    cp_tile<CS, VP, NT>(sdR, LV, (const bf16 *)p.dR + ch * CS * VP, VP);
+    cp_tile<CS, CS, NT>(sA, LC, (const bf16 *)p.A + ch * CS * CS, CS);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    {
+        TcAcc<CS, CS> X;
+        X.zero();
+        X.template mma<false, true>(sdO, LV, sR, LV, VP);
+        X.each_pair([&](int r, int s, float &a0, float &a1) {
+            st2(&p.dAqk[ch * CS * CS + r * CS + s], s <= r ? a0 : 0.0f, s + 1 <= r ? a1 : 0.0f);
+        });
+        X.zero();
+        X.template mma<false, true, true>(sdR, LV, sV, LV, VP, sW);
+        X.each_pair([&](int r, int s, float &a0, float &a1) { st2(&p.dA1[ch * CS * CS + r * CS + s], a0, a1); });
+    }
+    {
+        TcAcc<CS, VP> X;
+        X.zero();
+        X.template mma<true, false>(sA, LC, sdR, LV, CS);
+        bf16 *dv = (bf16 *)p.dv, *dw = (bf16 *)p.dw;
+        X.each_pair([&](int s, int e, float &a0, float &a1) {
+            if (s < len) {
+                const float2 wv = bf2_to_f2(&sW[s * LV + e]), vv = bf2_to_f2(&sV[s * LV + e]);
+                const size_t idx = io + (size_t)s * gld + e;
+                st2(dv + idx, a0 * wv.x, a1 * wv.y);
+                st2(dw + idx, a0 * vv.x, a1 * vv.y);
+            }
+        });
+    }
+    constexpr int LPR = VP / 4; // lanes per row in the dSC pass (a warp covers whole rows)
+    for (int kh = 0; kh < KP / 64; kh++) {
+        __syncthreads(); // v, w (then the previous half) no longer read
+        cp_tile<64, VP, NT>(sS0, LV, (const bf16 *)p.Hs + ch * KP * VP + (size_t)kh * 64 * VP, VP);
+        cp_async_commit();
+        cp_async_wait<0>();
+        __syncthreads();
+        // dSC rows: fp32 -> bf16 operand, and dGl = rowsum(S0 . dSC) with the fp32 values
+        for (int i = threadIdx.x; i < 64 * LPR; i += NT) {
+            const int dd = i / LPR, e = (i % LPR) * 4;
+            const float4 x = __ldg(reinterpret_cast<const float4 *>(p.dHs + ch * KP * VP + (size_t)(kh * 64 + dd) * VP + e));
+            const float2 s01 = bf2_to_f2(&sS0[dd * LV + e]), s23 = bf2_to_f2(&sS0[dd * LV + e + 2]);
+            float acc = x.x * s01.x + x.y * s01.y + x.z * s23.x + x.w * s23.y;
+            st2(&sdS[dd * LV + e], x.x, x.y);
+            st2(&sdS[dd * LV + e + 2], x.z, x.w);
+#pragma unroll
+            for (int o = LPR / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+            if (i % LPR == 0) p.dGl[ch * KP + kh * 64 + dd] = acc;
+        }
+        __syncthreads();
+        const size_t ob = ch * CS * KP + kh * 64;
+        TcAcc<CS, 64> X;
+        X.zero();
+        X.template mma<false, true>(sdR, LV, sS0, LV, VP);
+        X.each_pair([&](int r, int dd, float &a0, float &a1) { st2(&p.dY[ob + r * KP + dd], -a0, -a1); });
+        X.zero();
+        X.template mma<false, true>(sdO, LV, sS0, LV, VP);
+        X.each_pair([&](int r, int dd, float &a0, float &a1) { st2(&p.dQi[ob + r * KP + dd], a0, a1); });
+        X.zero();
+        X.template mma<false, true>(sR, LV, sdS, LV, VP);
+        X.each_pair([&](int r, int dd, float &a0, float &a1) { st2(&p.dKi[ob + r * KP + dd], a0, a1); });
+    }
 }
