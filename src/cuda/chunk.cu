@@ -425,21 +425,6 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
 // the product is ah*bh + ah*bl + al*bh (3 mma, ~16 mantissa bits; the official kernels use TF32,
 // ~11, GDN2.md §11.3). q, k, b, g arrive by 16-byte loads, all in flight at once; Y and U leave
 // by 8-byte stores. Everything after the scores (Qg, Kg, E, the solve, Y, U) is k_prep's math.
-// (x, y) -> bf16x2 hi = rn(x, y) and lo = rn(x - hi, y - hi): x = hi + lo to ~2^-16 relative
-__device__ __forceinline__ void split_bf16(float x, float y, uint32_t &hi, uint32_t &lo) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
-    float2 hf = __bfloat1622float2(h);
-    __nv_bfloat162 l = __floats2bfloat162_rn(x - hf.x, y - hf.y);
-    hi = *reinterpret_cast<uint32_t *>(&h);
-    lo = *reinterpret_cast<uint32_t *>(&l);
-}
-// c += a b with a, b given as hi/lo splits (the lo*lo term, ~2^-18 relative, is dropped)
-__device__ __forceinline__ void mma_split3(float (&c)[4], const uint32_t (&ah)[4], const uint32_t (&al)[4], uint32_t bh0,
-                                        uint32_t bh1, uint32_t bl0, uint32_t bl1) {
-    mma_bf16(c, al[0], al[1], al[2], al[3], bh0, bh1);
-    mma_bf16(c, ah[0], ah[1], ah[2], ah[3], bl0, bl1);
-    mma_bf16(c, ah[0], ah[1], ah[2], ah[3], bh0, bh1);
-}
 
 // mm_tc with a paired epilogue fe2(m, n, acc_n, acc_n+1) (n even): 8-byte stores
 template <int M, int N, class FA, class FB, class FE2>
@@ -691,6 +676,24 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
     for (int d = threadIdx.x; d < KP; d += NT) p.Gl[ch * KP + d] = exp2f(sG[(CS - 1) * LDG + d] - sSt[d]);
     __syncthreads(); // k is dead from here: its region holds the solve's scratch
 
+    // v and w of the chunk (for Z = w . v below): 16-byte loads issued now, so they fly during the solve
+    const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w;
+    constexpr int PZ = CS * VP / 8 / NT;
+    static_assert(PZ * 8 * NT == CS * VP && LDZ % 2 == 0, "vector tiling of v, w");
+    const bool vz = p.V == VP && ((uintptr_t)v | (uintptr_t)w) % 16 == 0;
+    uint4 zv[PZ], zw[PZ];
+    if (vz)
+#pragma unroll
+        for (int i = 0; i < PZ; i++) {
+            const int e = (threadIdx.x + i * NT) * 8, r = e / VP, c = e % VP;
+            zv[i] = zw[i] = make_uint4(0u, 0u, 0u, 0u);
+            if (r < len) {
+                const size_t idx = ((tok0 + r) * p.HV + hv) * VP + c;
+                zv[i] = __ldg(reinterpret_cast<const uint4 *>(v + idx));
+                zw[i] = __ldg(reinterpret_cast<const uint4 *>(w + idx));
+            }
+        }
+
     // A = (I+T)^-1 in place, by 16x16 blocks (as k_prep)
     for (int i = threadIdx.x; i < 4 * 256; i += NT) {
         int bd = i / 256, e = i % 256;
@@ -731,15 +734,29 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
         [&](int r, int d, float a0, float a1) { st2(&gY[r * KP + d], a0, a1); });
     // Z = w . v into the q/k region (no longer read), then U = A Z
     ST *sZ = sQ;
-    const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w;
-    for (int i = threadIdx.x; i < CS * VP; i += NT) {
-        int r = i / VP, e = i % VP;
-        float z = 0;
-        if (r < len && e < p.V) {
-            size_t idx = ((tok0 + r) * p.HV + hv) * p.V + e;
-            z = ldf(w, idx) * ldf(v, idx);
+    if (vz) { // the 16-byte loads issued before the solve
+#pragma unroll
+        for (int i = 0; i < PZ; i++) {
+            const int e = (threadIdx.x + i * NT) * 8, r = e / VP, c = e % VP;
+            const uint32_t *pv = reinterpret_cast<const uint32_t *>(&zv[i]), *pw = reinterpret_cast<const uint32_t *>(&zw[i]);
+            uint32_t *o = reinterpret_cast<uint32_t *>(&sZ[r * LDZ + c]);
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&pv[u]));
+                const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&pw[u]));
+                o[u] = pack_bf16(a.x * b.x, a.y * b.y);
+            }
         }
-        sset(&sZ[r * LDZ + e], z);
+    } else {
+        for (int i = threadIdx.x; i < CS * VP; i += NT) {
+            int r = i / VP, e = i % VP;
+            float z = 0;
+            if (r < len && e < p.V) {
+                size_t idx = ((tok0 + r) * p.HV + hv) * p.V + e;
+                z = ldf(w, idx) * ldf(v, idx);
+            }
+            sset(&sZ[r * LDZ + e], z);
+        }
     }
     __syncthreads();
     mm_tc2<64, VP>(
@@ -1075,9 +1092,132 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
         [&](int r, int cc, float acc) { sdA[r * 65 + cc] = cc < r ? -acc : 0.0f; });
     __syncthreads();
 
-    // intra-chunk VJPs, exact per element; thread = one channel d and the rows r0, r0+RS, ...
-    // (a warp shares r, so the dAqk/dT reads are broadcasts)
-    {
+    // intra-chunk VJPs (X = dAqk or dT, y = q or b.k):
+    //   sum_{s<=r} X_rs k_s 2^(G2_r-G2_s)  and  sum_{r2>=r} X_r2,r y_r2 2^(G2_r2-G2_r)
+    if constexpr (TC) {
+        // bf16 path: warp w owns the rows of 16-row block t = w / 2 and half of the channels, 32 at a
+        // time; thread (gq, tq) holds the mma fragment elements r = 16t + gq (+8), d = dbase + 8f + 2tq
+        // (+1), f < 4. The sums over the other row blocks run on tensor cores (operands split into bf16
+        // hi + lo, 3 mma: plain bf16 operands cost 5x in dA_log error) with a reference row per block,
+        // every exponent <= 0:
+        //   s in blocks j < t, ref = 16t:        2^(G2_r-G2_ref) sum_s X_rs [k_s 2^(G2_ref-G2_s)]
+        //   r2 in blocks i > t, ref = 16(t+1):   2^(G2_ref-G2_r) sum_r2 X_r2,r [y_r2 2^(G2_r2-G2_ref)]
+        // and the 16x16 diagonal block is summed exactly per element (one exp2 per term).
+        const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3;
+        const int t = wp >> 1, rb = 16 * t;
+        for (int qd = 0; qd < KP / 64; qd++) {
+            const int dbase = (wp & 1) * (KP / 2) + qd * 32;
+            float cq[4][4], ce[4][4], ckq[4][4], ckb[4][4];
+#pragma unroll
+            for (int f = 0; f < 4; f++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) cq[f][e] = ce[f][e] = ckq[f][e] = ckb[f][e] = 0.0f;
+            for (int j = 0; j < t; j++) { // earlier blocks: dq_in and E' of rows r
+                uint32_t aqh[4], aql[4], ath[4], atl[4];
+#pragma unroll
+                for (int m = 0; m < 4; m++) {
+                    const int r = rb + gq + 8 * (m & 1), s = 16 * j + 2 * tq + 8 * (m >> 1);
+                    split_bf16(sdAqk[r * 65 + s], sdAqk[r * 65 + s + 1], aqh[m], aql[m]);
+                    split_bf16(sdA[r * 65 + s], sdA[r * 65 + s + 1], ath[m], atl[m]);
+                }
+#pragma unroll
+                for (int f = 0; f < 4; f++) {
+                    const int d = dbase + 8 * f + gq;
+                    const float gref = sG[rb * LDK + d];
+                    uint32_t bh[2], bl[2];
+#pragma unroll
+                    for (int m = 0; m < 2; m++) {
+                        const int s = 16 * j + 2 * tq + 8 * m;
+                        split_bf16(sK[s * LDK + d] * exp2f(fminf(gref - sG[s * LDK + d], 0.0f)),
+                                   sK[(s + 1) * LDK + d] * exp2f(fminf(gref - sG[(s + 1) * LDK + d], 0.0f)), bh[m], bl[m]);
+                    }
+                    mma_split3(cq[f], aqh, aql, bh[0], bh[1], bl[0], bl[1]);
+                    mma_split3(ce[f], ath, atl, bh[0], bh[1], bl[0], bl[1]);
+                }
+            }
+            for (int i = t + 1; i < 4; i++) { // later blocks: dkt of rows s of block t
+                uint32_t aqh[4], aql[4], ath[4], atl[4]; // A(m = s, k = r2) = X[r2][s]
+#pragma unroll
+                for (int m = 0; m < 4; m++) {
+                    const int sr = rb + gq + 8 * (m & 1), r2 = 16 * i + 2 * tq + 8 * (m >> 1);
+                    split_bf16(sdAqk[r2 * 65 + sr], sdAqk[(r2 + 1) * 65 + sr], aqh[m], aql[m]);
+                    split_bf16(sdA[r2 * 65 + sr], sdA[(r2 + 1) * 65 + sr], ath[m], atl[m]);
+                }
+#pragma unroll
+                for (int f = 0; f < 4; f++) {
+                    const int d = dbase + 8 * f + gq;
+                    const float gref = sG[(rb + 16) * LDK + d];
+                    uint32_t bqh[2], bql[2], bbh[2], bbl[2];
+#pragma unroll
+                    for (int m = 0; m < 2; m++) {
+                        const int r2 = 16 * i + 2 * tq + 8 * m;
+                        const float x0 = exp2f(fminf(sG[r2 * LDK + d] - gref, 0.0f));
+                        const float x1 = exp2f(fminf(sG[(r2 + 1) * LDK + d] - gref, 0.0f));
+                        split_bf16(sQ[r2 * LDK + d] * x0, sQ[(r2 + 1) * LDK + d] * x1, bqh[m], bql[m]);
+                        split_bf16(sB[r2 * LDK + d] * sK[r2 * LDK + d] * x0, sB[(r2 + 1) * LDK + d] * sK[(r2 + 1) * LDK + d] * x1,
+                                   bbh[m], bbl[m]);
+                    }
+                    mma_split3(ckq[f], aqh, aql, bqh[0], bqh[1], bql[0], bql[1]);
+                    mma_split3(ckb[f], ath, atl, bbh[0], bbh[1], bbl[0], bbl[1]);
+                }
+            }
+            // diagonal block, exact, and the combination; element u of row r: d = dbase + 8(u/2) + 2tq + u%2
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int r = rb + gq + 8 * h;
+                float gr[8], dqa[8], ep[8], dkq[8], dkb[8];
+#pragma unroll
+                for (int u = 0; u < 8; u++) {
+                    gr[u] = sG[r * LDK + dbase + 8 * (u >> 1) + 2 * tq + (u & 1)];
+                    dqa[u] = ep[u] = dkq[u] = dkb[u] = 0.0f;
+                }
+                for (int s = rb; s < rb + 16; s++) { // s <= r: row sums of r; s >= r: column sums (s = r2)
+                    const float a = s <= r ? sdAqk[r * 65 + s] : 0.0f, tt = sdA[r * 65 + s];
+                    const float a2 = s >= r ? sdAqk[s * 65 + r] : 0.0f, t2 = sdA[s * 65 + r]; // dT strictly lower
+#pragma unroll
+                    for (int u = 0; u < 8; u++) {
+                        const int d = dbase + 8 * (u >> 1) + 2 * tq + (u & 1);
+                        const float gs = sG[s * LDK + d], ks = sK[s * LDK + d];
+                        const float e = exp2f(-fabsf(gr[u] - gs)); // 2^(G2_r-G2_s) for s <= r, 2^(G2_s-G2_r) for s >= r
+                        dqa[u] = fmaf(a, e * ks, dqa[u]);
+                        ep[u] = fmaf(tt, e * ks, ep[u]);
+                        dkq[u] = fmaf(a2 * sQ[s * LDK + d], e, dkq[u]);
+                        dkb[u] = fmaf(t2 * sB[s * LDK + d] * ks, e, dkb[u]);
+                    }
+                }
+#pragma unroll
+                for (int f = 0; f < 4; f++) {
+                    const int d0 = dbase + 8 * f + 2 * tq;
+                    const size_t o = ob + r * KP + d0;
+                    const float2 vqi = *reinterpret_cast<const float2 *>(&p.dQi[o]), vki = *reinterpret_cast<const float2 *>(&p.dKi[o]);
+                    float2 vk = *reinterpret_cast<const float2 *>(&p.dKs[o]), vb = *reinterpret_cast<const float2 *>(&p.dBs[o]);
+                    float2 vg = *reinterpret_cast<const float2 *>(&p.dGs[o]), vq;
+                    float *pk = &vk.x, *pb = &vb.x, *pg = &vg.x, *pq = &vq.x;
+                    const float *qi = &vqi.x, *ki = &vki.x;
+#pragma unroll
+                    for (int c = 0; c < 2; c++) {
+                        const int u = 2 * f + c, d = d0 + c, e = 2 * h + c;
+                        const float xa = t > 0 ? exp2f(fminf(gr[u] - sG[rb * LDK + d], 0.0f)) : 0.0f;
+                        const float yb = t < 3 ? exp2f(fminf(sG[(rb + 16) * LDK + d] - gr[u], 0.0f)) : 0.0f;
+                        const float dq_in = p.scale * (dqa[u] + xa * cq[f][e]), ept = ep[u] + xa * ce[f][e];
+                        const float dkt = p.scale * (dkq[u] + yb * ckq[f][e]) + dkb[u] + yb * ckb[f][e];
+                        const float qr = sQ[r * LDK + d], kr = sK[r * LDK + d], br = sB[r * LDK + d];
+                        const float dqi = p.scale * exp2f(gr[u] - sSt[d]) * qi[c];
+                        const float dki = exp2f(sG[(CS - 1) * LDK + d] - gr[u]) * ki[c];
+                        pq[c] = dqi + dq_in;
+                        pk[c] += br * ept + dkt + dki;
+                        pb[c] += kr * ept;
+                        pg[c] += qr * (dq_in + dqi) + br * kr * ept - kr * (dkt + dki);
+                        atomicAdd(&sEx[d], kr * dki);
+                    }
+                    *reinterpret_cast<float2 *>(&p.dQs[o]) = vq;
+                    *reinterpret_cast<float2 *>(&p.dKs[o]) = vk;
+                    *reinterpret_cast<float2 *>(&p.dBs[o]) = vb;
+                    *reinterpret_cast<float2 *>(&p.dGs[o]) = vg;
+                }
+            }
+        }
+    } else {
         constexpr int RS = NT / KP;
         const int d = threadIdx.x % KP, r0 = threadIdx.x / KP;
         const float g2l = sG[(CS - 1) * LDK + d];

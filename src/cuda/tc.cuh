@@ -24,6 +24,22 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// (x, y) -> bf16x2 hi = rn(x, y) and lo = rn(x - hi, y - hi): x = hi + lo to ~2^-16 relative
+__device__ __forceinline__ void split_bf16(float x, float y, uint32_t &hi, uint32_t &lo) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    float2 hf = __bfloat1622float2(h);
+    __nv_bfloat162 l = __floats2bfloat162_rn(x - hf.x, y - hf.y);
+    hi = *reinterpret_cast<uint32_t *>(&h);
+    lo = *reinterpret_cast<uint32_t *>(&l);
+}
+// c += a b with a, b given as hi/lo splits (the lo*lo term, ~2^-18 relative, is dropped)
+__device__ __forceinline__ void mma_split3(float (&c)[4], const uint32_t (&ah)[4], const uint32_t (&al)[4], uint32_t bh0,
+                                        uint32_t bh1, uint32_t bl0, uint32_t bl1) {
+    mma_bf16(c, al[0], al[1], al[2], al[3], bh0, bh1);
+    mma_bf16(c, ah[0], ah[1], ah[2], ah[3], bl0, bl1);
+    mma_bf16(c, ah[0], ah[1], ah[2], ah[3], bh0, bh1);
+}
+
 __device__ __forceinline__ uint32_t mul_bf16x2(uint32_t x, uint32_t y) {
     __nv_bfloat162 r = __hmul2(*reinterpret_cast<__nv_bfloat162 *>(&x), *reinterpret_cast<__nv_bfloat162 *>(&y));
     return *reinterpret_cast<uint32_t *>(&r);
