@@ -165,10 +165,12 @@ int main(int argc, char **argv) {
     }
     if (jf) fprintf(jf, "\n],\n\"decode\": [\n");
 
-    /* decode step */
+    /* decode step: fp32 state pool ("decode"), then a bf16 pool ("decode_bf16_state": half the state bytes) */
     const int Ns[] = {1, 16, 64, 256, 1024};
+    for (int sb = 0; sb < 2; sb++)
     for (int ni = 0; ni < 5; ni++) {
         const int64_t N = Ns[ni], H = 16, K = 128, V = 128;
+        if (sb && ni == 0 && jf) fprintf(jf, "\n],\n\"decode_bf16_state\": [\n");
         gdn2_dims d = {N, 1, H, H, K, V};
         gdn2_opts o;
         memset(&o, 0, sizeof o);
@@ -179,7 +181,8 @@ int main(int argc, char **argv) {
         a.q = dev_rand(N * H * K, 1, -1, 1); a.k = dev_rand(N * H * K, 1, -1, 1); a.v = dev_rand(N * H * V, 1, -1, 1);
         a.b = dev_rand(N * H * K, 1, 0, 1); a.w = dev_rand(N * H * V, 1, 0, 1); a.g = dev_rand(N * H * K, 0, -0.5, -0.01);
         a.o = gdn2_cuda_malloc(N * H * V * 2);
-        a.state_pool = dev_rand(N * H * K * V, 0, -0.1, 0.1);
+        a.state_pool = dev_rand(N * H * K * V, sb, -0.1, 0.1);
+        a.state_dtype = sb ? GDN2_CUDA_BF16 : GDN2_CUDA_F32;
         a.n_slots = N;
         int32_t *hs = malloc(N * 4);
         for (int64_t i = 0; i < N; i++) hs[i] = (int32_t)((i * 7) % N); /* a permutation when N is not a multiple of 7 */
@@ -201,9 +204,9 @@ int main(int argc, char **argv) {
             printf("decode N=%lld failed: %s\n", (long long)N, gdn2_last_error());
             return 1;
         }
-        const double bytes = (double)N * H * K * V * 4 * 2 + (double)N * H * (4 * K * 2 + K * 4 + 3 * V * 2) + N * 4;
-        printf("decode N=%-5lld: %8.2f us/step (host clock, launch included; events %.2f)  %7.0f GB/s  %.0f%% of copy\n",
-               (long long)N, us, us_ev, bytes / (us * 1e-6) / 1e9, 100.0 * bytes / (us * 1e-6) / 1e9 / copy_gbps);
+        const double bytes = (double)N * H * K * V * (sb ? 2 : 4) * 2 + (double)N * H * (4 * K * 2 + K * 4 + 3 * V * 2) + N * 4;
+        printf("decode N=%-5lld%s: %8.2f us/step (host clock, launch included; events %.2f)  %7.0f GB/s  %.0f%% of copy\n",
+               (long long)N, sb ? " bf16 state" : "", us, us_ev, bytes / (us * 1e-6) / 1e9, 100.0 * bytes / (us * 1e-6) / 1e9 / copy_gbps);
         if (jf)
             fprintf(jf, "%s  {\"N\": %lld, \"us\": %.3f, \"us_events\": %.3f, \"gbps\": %.1f, \"copy_gbps\": %.1f}",
                     ni ? ",\n" : "", (long long)N, us, us_ev, bytes / (us * 1e-6) / 1e9, copy_gbps);

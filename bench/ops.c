@@ -191,7 +191,7 @@ static void bench_shape(const shape *s, int reps, int threads) {
                 /* step inputs [n,H,K] / [n,H,V]: consecutive slices of the prefill buffers */
                 gdn2_decode_tensors dt = {q + st * s->B * rq % nq, k + st * s->B * rq % nq, v + st * s->B * rv % nv,
                                           g + st * s->B * rq % nq, b + st * s->B * rq % nq, w + st * s->B * rv % nv,
-                                          NULL, NULL, out, pool, s->B, slots};
+                                          NULL, NULL, out, pool, s->B, slots, GDN2_STATE_F32};
                 if (gdn2_decode_step(&dd, &o, &dt)) {
                     fprintf(stderr, "decode failed: %s\n", gdn2_last_error());
                     exit(1);

@@ -130,14 +130,19 @@ int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensor
 /* One decode step for a batch of n = d->B sequences (d->T is ignored, one token each).
  * q,k,g,b [n,H,K]; v,w,o [n,HV,V]. Sequence i reads and updates in place the state
  * state_pool[slots[i]] ([n_slots,HV,K,V]); slots[i] < 0 skips the row (o is zeroed). Slots may be
- * reused across calls (continuous batching); two rows may not share a slot in one call. */
+ * reused across calls (continuous batching); two rows may not share a slot in one call.
+ * state_dtype GDN2_STATE_BF16: the pool holds bf16 values (uint16_t bit patterns, half the bytes);
+ * each step widens the state to fp32, updates it in fp32 and rounds it back to nearest even
+ * (accuracy cost over 10k steps: docs/ALGORITHM.md, "Decode state in bf16"). */
+enum { GDN2_STATE_F32 = 0, GDN2_STATE_BF16 = 1 };
 typedef struct {
     const float *q, *k, *v, *g, *b, *w;
     const float *A_log, *dt_bias; /* gate_in_kernel only */
     float *o;
-    float *state_pool;
+    void *state_pool;             /* float (GDN2_STATE_F32) or uint16_t bf16 (GDN2_STATE_BF16) */
     int64_t n_slots;
     const int32_t *slots;
+    int state_dtype;              /* GDN2_STATE_F32 (0, the default) or GDN2_STATE_BF16 */
 } gdn2_decode_tensors;
 int gdn2_decode_step(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_tensors *t);
 

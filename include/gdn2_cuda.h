@@ -74,10 +74,13 @@ typedef struct {
     const void *q, *k, *v, *b, *w;
     const float *g, *A_log, *dt_bias;
     void *o;
-    float *state_pool;                  /* [n_slots,HV,K,V] fp32, updated in place              */
+    void *state_pool;                   /* [n_slots,HV,K,V] fp32 or bf16, updated in place      */
     int64_t n_slots;
     const int32_t *slots;               /* DEVICE array [B], or NULL                            */
     float *snapshots;                   /* [B,T,HV,K,V] fp32 or NULL                            */
+    int state_dtype;                    /* GDN2_CUDA_F32 (0, default) or GDN2_CUDA_BF16: the pool's
+                                           type; bf16 halves the bytes a step moves, at ~1-2%
+                                           relative error in o over long runs (docs/CUDA.md)     */
 } gdn2_cuda_recurrent_args;
 int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_recurrent_args *a,
                             void *stream);

@@ -359,8 +359,8 @@ static void decode_tests(void) {
     memcpy(pool2, pool, ns * 4);
     int rc = 0;
     for (int step = 0; step < 3 && !rc; step++) {
-        gdn2_decode_tensors t1 = {q, k, v, g, b, w, al, dtb, o1, pool, n_slots, slots};
-        gdn2_decode_tensors t2 = {q, k, v, g, b, w, al, dtb, o2, pool2, n_slots, slots};
+        gdn2_decode_tensors t1 = {q, k, v, g, b, w, al, dtb, o1, pool, n_slots, slots, GDN2_STATE_F32};
+        gdn2_decode_tensors t2 = {q, k, v, g, b, w, al, dtb, o2, pool2, n_slots, slots, GDN2_STATE_F32};
         rc = gdn2_decode_step(&d, &o, &t1);
         if (!rc) rc = gdn2_cuda_decode_step_host(&d, &o, &t2);
     }
@@ -371,6 +371,41 @@ static void decode_tests(void) {
         int zero = 1;
         for (int64_t j = 0; j < d.HV * d.V; j++) zero &= o2[2 * d.HV * d.V + j] == 0.0f;
         CHECK(zero, "decode: a row with slot -1 gets o = 0");
+    }
+    /* bf16 state pool (GDN2_STATE_BF16): 3 steps on the GPU vs the CPU step (both widen, update in
+     * fp32, round to nearest even; only the summation order differs) */
+    {
+        uint16_t *p1 = malloc(ns * 2), *p2 = malloc(ns * 2);
+        for (int64_t i = 0; i < ns; i++) {
+            float x = pool[i];
+            uint32_t u;
+            memcpy(&u, &x, 4);
+            p1[i] = p2[i] = (uint16_t)(u >> 16); /* truncation is fine for a starting state */
+        }
+        int rb = 0;
+        for (int step = 0; step < 3 && !rb; step++) {
+            gdn2_decode_tensors t1 = {q, k, v, g, b, w, al, dtb, o1, p1, n_slots, slots, GDN2_STATE_BF16};
+            gdn2_decode_tensors t2 = {q, k, v, g, b, w, al, dtb, o2, p2, n_slots, slots, GDN2_STATE_BF16};
+            rb = gdn2_decode_step(&d, &o, &t1);
+            if (!rb) rb = gdn2_cuda_decode_step_host(&d, &o, &t2);
+        }
+        CHECK(rb == 0, "decode, bf16 state: 3 steps on CPU and GPU ran (%s)", rb ? gdn2_last_error() : "ok");
+        if (!rb) {
+            float *w1 = z32(ns), *w2 = z32(ns);
+            int64_t differ = 0;
+            for (int64_t i = 0; i < ns; i++) {
+                uint32_t u1 = (uint32_t)p1[i] << 16, u2 = (uint32_t)p2[i] << 16;
+                memcpy(&w1[i], &u1, 4);
+                memcpy(&w2[i], &u2, 4);
+                differ += p1[i] != p2[i];
+            }
+            double eo = rel_rmse_f32(o2, o1, nv), es = rel_rmse_f32(w2, w1, ns);
+            /* a value may land on the other side of a rounding boundary: one bf16 ulp, rarely */
+            CHECK(eo < 1e-3 && es < 1e-3 && differ * 100 < ns, "decode, bf16 state: GPU vs CPU o rel_rmse %.2e, pool %.2e, %lld of %lld values differ",
+                  eo, es, (long long)differ, (long long)ns);
+            free(w1); free(w2);
+        }
+        free(p1); free(p2);
     }
     free(q); free(k); free(g); free(b); free(v); free(w); free(al); free(dtb); free(pool); free(pool2); free(o1); free(o2);
 

@@ -27,6 +27,24 @@ typedef struct {
     float *q, *k, *v, *g, *b, *w, *h0, *A_log, *dt_bias;
 } inputs;
 
+/* bf16 round-to-nearest-even via double arithmetic (independent of the library's bit trick) */
+static uint16_t bf16_bits(float x) {
+    if (x == 0.0f) return signbit(x) ? 0x8000u : 0u;
+    int e;
+    double m = frexp(fabs((double)x), &e); /* |x| = m 2^e, m in [0.5, 1): 8 significant bits */
+    double r = nearbyint(ldexp(m, 8));     /* default rounding mode: to nearest even */
+    float y = (float)ldexp(r, e - 8);
+    uint32_t u;
+    memcpy(&u, &y, 4);
+    return (uint16_t)((u >> 16) | (x < 0 ? 0x8000u : 0u));
+}
+static float bf16_value(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 static float *falloc(int64_t n) { return calloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
 static double *to64(const float *x, int64_t n) {
     if (!x) return NULL;
@@ -200,7 +218,7 @@ static void test_decode(void) {
             }
             for (int64_t i = 0; i < SV; i++) bo[r * SV + i] = 7.0f;
         }
-        gdn2_decode_tensors dt = {bq, bk, bv, bg, bb, bw, in.A_log, in.dt_bias, bo, pool, NSLOT, slots};
+        gdn2_decode_tensors dt = {bq, bk, bv, bg, bb, bw, in.A_log, in.dt_bias, bo, pool, NSLOT, slots, GDN2_STATE_F32};
         rc = gdn2_decode_step(&dd, &od, &dt);
         if (rc) { ok = 0; break; }
         for (int r = 0; r < NROW; r++) {
@@ -238,7 +256,7 @@ static void test_decode(void) {
         memcpy(bg + r * SK, in.g + tok * SK, SK * 4); memcpy(bb + r * SK, in.b + tok * SK, SK * 4);
         memcpy(bv + r * SV, in.v + tok * SV, SV * 4); memcpy(bw + r * SV, in.w + tok * SV, SV * 4);
     }
-    gdn2_decode_tensors dt = {bq, bk, bv, bg, bb, bw, in.A_log, in.dt_bias, bo, pool, NSLOT, slots};
+    gdn2_decode_tensors dt = {bq, bk, bv, bg, bb, bw, in.A_log, in.dt_bias, bo, pool, NSLOT, slots, GDN2_STATE_F32};
     int32_t dup[NROW] = {0, 2, 0, 1}, big[NROW] = {0, 1, 5, 2};
     dt.slots = dup;
     rc = gdn2_decode_step(&dd, &od, &dt);
@@ -253,6 +271,32 @@ static void test_decode(void) {
     slots[0] = 0; slots[1] = 1; slots[2] = 2; slots[3] = 3;
     rc = gdn2_decode_step(&dd, &od, &dt);
     CHECK(rc == GDN2_ERR_ARG, "decode: gate_in_kernel without A_log rejected: %s", gdn2_last_error());
+
+    /* bf16 state pool: one step must be exactly "widen, the fp32 step, round to nearest even" */
+    {
+        uint16_t *p16 = malloc(NSLOT * SS * sizeof(uint16_t));
+        float *pw = falloc(NSLOT * SS), *o16 = falloc(NROW * SV), *ow = falloc(NROW * SV);
+        for (int64_t i = 0; i < NSLOT * SS; i++) {
+            p16[i] = bf16_bits(copy[i] * (i % 3 == 0 ? 1e-3f : 0.37f)); /* varied magnitudes */
+            pw[i] = bf16_value(p16[i]);
+        }
+        dt.A_log = in.A_log;
+        gdn2_decode_tensors tw = dt, tb = dt;
+        tw.state_pool = pw;
+        tw.o = ow;
+        tb.state_pool = p16;
+        tb.o = o16;
+        tb.state_dtype = GDN2_STATE_BF16;
+        int rw = gdn2_decode_step(&dd, &od, &tw), rb = gdn2_decode_step(&dd, &od, &tb);
+        int same_state = 1;
+        for (int64_t i = 0; i < NSLOT * SS; i++) same_state &= p16[i] == bf16_bits(pw[i]);
+        CHECK(rw == 0 && rb == 0 && !memcmp(o16, ow, NROW * SV * sizeof(float)) && same_state,
+              "decode, bf16 state: o equals the fp32 step on the widened state, state = its rounding (%s)",
+              rb ? gdn2_last_error() : "ok");
+        tb.state_dtype = 7;
+        CHECK(gdn2_decode_step(&dd, &od, &tb) == GDN2_ERR_ARG, "decode: state_dtype=7 rejected: %s", gdn2_last_error());
+        free(p16); free(pw); free(o16); free(ow);
+    }
 
     free(copy); free(pool); free(o_dec); free(ht_dec); free(o_rec); free(ht_rec);
     free(bq); free(bk); free(bg); free(bb); free(bv); free(bw); free(bo);

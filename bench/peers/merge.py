@@ -81,7 +81,11 @@ def main():
         dec.append({"N": d["N"], "us": d["us"], "us_events": d.get("us_events"), "gbps": d["gbps"],
                     "copy_gbps": d["copy_gbps"], "share_of_copy": round(d["gbps"] / d["copy_gbps"], 3),
                     "us_official_eager": dec_off.get(d["N"])})
+    dec16 = [{"N": d["N"], "us": d["us"], "us_events": d.get("us_events"), "gbps": d["gbps"], "copy_gbps": d["copy_gbps"],
+              "share_of_copy": round(d["gbps"] / d["copy_gbps"], 3)} for d in ours.get("decode_bf16_state", [])]
     res = {"device": ours.get("device"), "env": env, "copy_gbps": ours.get("copy_gbps"), "workloads": wl, "decode": dec}
+    if dec16:
+        res["decode_bf16_state"] = dec16
     with open(out + ".json", "w") as f:
         json.dump(res, f, indent=1)
     lines = ["# H200 op benchmark (bf16 q,k,v,b,w; fp32 g and state; in-kernel q/k L2 norm)", "",
@@ -104,6 +108,11 @@ def main():
     for d in dec:
         lines.append(f"| {d['N']} | {d['us']:.2f} | {d['gbps']:.0f} | {100 * d['share_of_copy']:.0f}% | "
                      f"{'-' if d['us_official_eager'] is None else d['us_official_eager']} |")
+    if dec16:
+        lines += ["", "Decode step with the state pool in bf16 (half the state bytes; accuracy cost in bench/results/cpu-decode-state.json)", "",
+                  "| N | gdn2 us | GB/s | share of copy |", "|---|---|---|---|"]
+        for d in dec16:
+            lines.append(f"| {d['N']} | {d['us']:.2f} | {d['gbps']:.0f} | {100 * d['share_of_copy']:.0f}% |")
     with open(out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

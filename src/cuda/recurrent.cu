@@ -1,6 +1,7 @@
-// Token-serial GDN-2 on a pool of fp32 states: the decode step (T = 1), short prompts and
-// speculative decoding (per-token state snapshots). Memory bound: each (sequence, value head)
-// state is K x V fp32, read once and written once per call whatever T is.
+// Token-serial GDN-2 on a pool of states: the decode step (T = 1), short prompts and speculative
+// decoding (per-token state snapshots). Memory bound: each (sequence, value head) state is K x V,
+// read once and written once per call whatever T is. The pool is fp32, or bf16 (half the bytes):
+// widened on load, updated in fp32 registers, rounded to nearest even on the final store.
 //
 // Per token (key head h = hv / (HV/H)):  S' = Diag(exp g) S;  r = S'^T (b.k);  u = w.v - r;
 //                                         S = S' + k u^T;      o = scale S^T q
@@ -24,12 +25,28 @@ struct RecParams {
     const void *q, *k, *v, *b, *w;
     const float *g, *A_log, *dt_bias;
     void *o;
-    float *pool;
+    void *pool;
     const int32_t *slots;
     float *snap;
 };
 
-template <class Tin, int KP>
+// four consecutive state values in the pool's type <-> float4
+__device__ __forceinline__ float4 ld4(const float *s) { return *(const float4 *)s; }
+__device__ __forceinline__ float4 ld4(const __nv_bfloat16 *s) {
+    const uint2 u = *(const uint2 *)s;
+    const float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&u.x), b = __bfloat1622float2(*(const __nv_bfloat162 *)&u.y);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+__device__ __forceinline__ void st4(float *s, float4 x) { *(float4 *)s = x; }
+__device__ __forceinline__ void st4(__nv_bfloat16 *s, float4 x) {
+    __nv_bfloat162 a = __floats2bfloat162_rn(x.x, x.y), b = __floats2bfloat162_rn(x.z, x.w);
+    uint2 u;
+    u.x = *(uint32_t *)&a;
+    u.y = *(uint32_t *)&b;
+    *(uint2 *)s = u;
+}
+
+template <class Tin, int KP, class TS>
 __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
     constexpr int NR = KP / 32; // rows per thread
     __shared__ float sq[KP], sk[KP], sbk[KP], sa[KP];
@@ -48,12 +65,12 @@ __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
                 if (v0 + e < p.V) stf(o, (((size_t)i * p.T + t) * p.HV + hv) * p.V + v0 + e, 0.0f);
         return;
     }
-    float *S = p.pool + ((size_t)slot * p.HV + hv) * p.K * p.V;
+    TS *S = (TS *)p.pool + ((size_t)slot * p.HV + hv) * p.K * p.V;
     float4 st[NR];
 #pragma unroll
     for (int j = 0; j < NR; j++) {
         int d = rg + 32 * j;
-        st[j] = (d < p.K && colok) ? *(const float4 *)(S + (size_t)d * p.V + col) : make_float4(0, 0, 0, 0);
+        st[j] = (d < p.K && colok) ? ld4(S + (size_t)d * p.V + col) : make_float4(0, 0, 0, 0);
     }
     const Tin *q = (const Tin *)p.q, *k = (const Tin *)p.k, *b = (const Tin *)p.b;
     const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w;
@@ -157,7 +174,7 @@ __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
 #pragma unroll
     for (int j = 0; j < NR; j++) {
         int d = rg + 32 * j;
-        if (d < p.K && colok) *(float4 *)(S + (size_t)d * p.V + col) = st[j];
+        if (d < p.K && colok) st4(S + (size_t)d * p.V + col, st[j]);
     }
 }
 
@@ -180,6 +197,8 @@ extern "C" int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, c
                           (long long)a->n_slots, (long long)d->B);
     if (a->dtype != GDN2_CUDA_F32 && a->dtype != GDN2_CUDA_BF16)
         return gdn2_error(GDN2_ERR_ARG, "%s: dtype=%d, expected GDN2_CUDA_F32 or GDN2_CUDA_BF16", fn, a->dtype);
+    if (a->state_dtype != GDN2_CUDA_F32 && a->state_dtype != GDN2_CUDA_BF16)
+        return gdn2_error(GDN2_ERR_ARG, "%s: state_dtype=%d, expected GDN2_CUDA_F32 or GDN2_CUDA_BF16", fn, a->state_dtype);
     if (d->T == 0 || d->B == 0) return GDN2_OK;
     RecParams p;
     memset(&p, 0, sizeof p);
@@ -193,11 +212,17 @@ extern "C" int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, c
     p.dt_bias = a->dt_bias; p.o = a->o; p.pool = a->state_pool; p.slots = a->slots; p.snap = a->snapshots;
     dim3 grid((unsigned)((d->V + RBV - 1) / RBV), (unsigned)d->HV, (unsigned)d->B);
     cudaStream_t st = (cudaStream_t)stream;
-    const bool bf = a->dtype == GDN2_CUDA_BF16, small = d->K <= 64;
-    if (bf && small) k_recurrent<__nv_bfloat16, 64><<<grid, RNT, 0, st>>>(p);
-    else if (bf) k_recurrent<__nv_bfloat16, 128><<<grid, RNT, 0, st>>>(p);
-    else if (small) k_recurrent<float, 64><<<grid, RNT, 0, st>>>(p);
-    else k_recurrent<float, 128><<<grid, RNT, 0, st>>>(p);
+    const bool bf = a->dtype == GDN2_CUDA_BF16, small = d->K <= 64, sb = a->state_dtype == GDN2_CUDA_BF16;
+    typedef __nv_bfloat16 b16;
+    if (sb) { // bf16 state pool
+        if (bf && small) k_recurrent<b16, 64, b16><<<grid, RNT, 0, st>>>(p);
+        else if (bf) k_recurrent<b16, 128, b16><<<grid, RNT, 0, st>>>(p);
+        else if (small) k_recurrent<float, 64, b16><<<grid, RNT, 0, st>>>(p);
+        else k_recurrent<float, 128, b16><<<grid, RNT, 0, st>>>(p);
+    } else if (bf && small) k_recurrent<b16, 64, float><<<grid, RNT, 0, st>>>(p);
+    else if (bf) k_recurrent<b16, 128, float><<<grid, RNT, 0, st>>>(p);
+    else if (small) k_recurrent<float, 64, float><<<grid, RNT, 0, st>>>(p);
+    else k_recurrent<float, 128, float><<<grid, RNT, 0, st>>>(p);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return gdn2_error(GDN2_ERR_DEVICE, "%s: launch failed: %s", fn, cudaGetErrorString(e));
     return GDN2_OK;

@@ -152,7 +152,10 @@ extern "C" int gdn2_cuda_decode_step_host(const gdn2_dims *d, const gdn2_opts *o
     gdn2_dims d1 = *d;
     d1.T = 1;
     const size_t nk = (size_t)(d->B * d->H * d->K) * 4, nv = (size_t)(d->B * d->HV * d->V) * 4;
-    const size_t ns = (size_t)(t->n_slots * d->HV * d->K * d->V) * 4;
+    if (t->state_dtype != GDN2_STATE_F32 && t->state_dtype != GDN2_STATE_BF16)
+        return gdn2_error(GDN2_ERR_ARG, "%s: state_dtype=%d, expected GDN2_STATE_F32 or GDN2_STATE_BF16", fn, t->state_dtype);
+    const int sb = t->state_dtype == GDN2_STATE_BF16;
+    const size_t ns = (size_t)(t->n_slots * d->HV * d->K * d->V) * (sb ? 2 : 4);
     devbufs b;
     memset(&b, 0, sizeof b);
     gdn2_cuda_recurrent_args a;
@@ -168,7 +171,8 @@ extern "C" int gdn2_cuda_decode_step_host(const gdn2_dims *d, const gdn2_opts *o
         a.A_log = (const float *)dev_copy(&b, t->A_log, d->H * 4, "A_log");
         a.dt_bias = (const float *)dev_copy(&b, t->dt_bias, d->H * d->K * 4, "dt_bias");
     }
-    a.state_pool = (float *)dev_copy(&b, t->state_pool, ns, "state_pool");
+    a.state_pool = dev_copy(&b, t->state_pool, ns, "state_pool");
+    a.state_dtype = sb ? GDN2_CUDA_BF16 : GDN2_CUDA_F32;
     a.slots = (const int32_t *)dev_copy(&b, t->slots, d->B * 4, "slots");
     a.n_slots = t->n_slots;
     a.o = dev_alloc(&b, 1, nv, "o");

@@ -352,13 +352,6 @@ const char *gdn2_st_meta(const gdn2_st *st, const char *key) {
 /* typed getters                                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
-/* bf16 is the upper half of an fp32: widening is exact. */
-static float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 /* IEEE half -> fp32, exact for every value (subnormals, inf, NaN). */
 static float f16_to_f32(uint16_t h) {
@@ -390,7 +383,7 @@ static double elem_f(const gdn2_tensor *t, size_t i) {
     switch (t->dtype) {
     case GDN2_F32: { float x; memcpy(&x, p + 4 * i, 4); return x; }
     case GDN2_F64: { double x; memcpy(&x, p + 8 * i, 8); return x; }
-    case GDN2_BF16: { uint16_t x; memcpy(&x, p + 2 * i, 2); return bf16_to_f32(x); }
+    case GDN2_BF16: { uint16_t x; memcpy(&x, p + 2 * i, 2); return gdn2_bf16_to_f32(x); }
     case GDN2_F16: { uint16_t x; memcpy(&x, p + 2 * i, 2); return f16_to_f32(x); }
     default: return 0;
     }

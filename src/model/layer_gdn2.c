@@ -320,7 +320,7 @@ static int rec_bwd(const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, c
 static int rec_step(const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, float *o, float *S) {
     if (g_kernel == 0) {
         const int32_t slot = 0;
-        gdn2_decode_tensors t = {in->q, in->k, in->v, in->g, in->b, in->w, NULL, NULL, o, S, 1, &slot};
+        gdn2_decode_tensors t = {in->q, in->k, in->v, in->g, in->b, in->w, NULL, NULL, o, S, 1, &slot, GDN2_STATE_F32};
         int rc = gdn2_decode_step(dm, op, &t);
         if (rc != GDN2_ERR_UNSUPPORTED) return rc;
         gdn2_clear_error();

@@ -197,12 +197,17 @@ int gdn2_decode_step(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_t
     }
     free(seen);
 
+    if (t->state_dtype != GDN2_STATE_F32 && t->state_dtype != GDN2_STATE_BF16)
+        return gdn2_error(GDN2_ERR_ARG, "gdn2_decode_step: state_dtype=%d, expected GDN2_STATE_F32 (0) or GDN2_STATE_BF16 (1)",
+                          t->state_dtype);
+    const int bf16 = t->state_dtype == GDN2_STATE_BF16;
     const rec_cfg c = {K, V, gdn2_scale(&d1, o), o->gate_in_kernel ? o->lower_bound : 0.0f, o->qk_l2norm,
                        o->gate_in_kernel, t->A_log, t->dt_bias};
     int failed = 0;
 #pragma omp parallel num_threads(gdn2_threads_for(o->n_threads, n * HV))
     {
-        float *scratch = malloc((size_t)REC_TOK_FLOATS(K, V) * sizeof(float));
+        /* token scratch, then (bf16 pool) the fp32 working copy of one state */
+        float *scratch = malloc((size_t)(REC_TOK_FLOATS(K, V) + (bf16 ? K * V : 0)) * sizeof(float));
         if (!scratch) {
 #pragma omp atomic write
             failed = 1;
@@ -216,11 +221,17 @@ int gdn2_decode_step(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_t
                 memset(t->o + iv, 0, (size_t)V * sizeof(float));
                 continue;
             }
-            float *S = t->state_pool + ((int64_t)s * HV + hv) * K * V;
+            const int64_t so = ((int64_t)s * HV + hv) * K * V;
+            uint16_t *Sb = bf16 ? (uint16_t *)t->state_pool + so : NULL;
+            float *S = bf16 ? scratch + REC_TOK_FLOATS(K, V) : (float *)t->state_pool + so;
+            if (bf16)
+                for (int64_t e = 0; e < K * V; e++) S[e] = gdn2_bf16_to_f32(Sb[e]);
             const rec_tok r = rec_tok_at(scratch, K);
             rec_prep(&c, h, t->q + ik, t->k + ik, t->g + ik, t->b + ik, t->v + iv, t->w + iv, &r);
             rec_pass1(K, V, S, &r);
             rec_pass2(K, V, c.scale, S, &r, t->o + iv, NULL);
+            if (bf16)
+                for (int64_t e = 0; e < K * V; e++) Sb[e] = gdn2_f32_to_bf16(S[e]);
         }
         free(scratch);
     }

@@ -26,6 +26,18 @@ static inline int gdn2_threads(int n_threads) {
 #endif
 }
 
+/* bf16 <-> fp32. bf16 is the upper half of an fp32, so widening is exact; narrowing rounds to
+ * nearest even (NaN stays NaN, overflow goes to inf), as __float2bfloat16 does on the GPU. */
+static inline float gdn2_bf16_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } x = {(uint32_t)h << 16};
+    return x.f;
+}
+static inline uint16_t gdn2_f32_to_bf16(float f) {
+    union { float f; uint32_t u; } x = {f};
+    if ((x.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x.u >> 16) | 0x40u); /* quiet NaN */
+    return (uint16_t)((x.u + 0x7fffu + ((x.u >> 16) & 1u)) >> 16);
+}
+
 /* Monotonic wall clock in seconds. */
 double gdn2_now(void);
 
