@@ -127,10 +127,7 @@ __device__ __forceinline__ void mm_tc(int kd, FA fa, FB fb, FE fe) {
 #pragma unroll
         for (int j = 0; j < NJ; j++) {
             const int n = cb + j * 8 + gq;
-            uint32_t b0 = pack_bf16(fb(ka, n), fb(ka + 1, n)), b1 = pack_bf16(fb(ka + 8, n), fb(ka + 9, n));
-            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                         : "+f"(acc[j][0]), "+f"(acc[j][1]), "+f"(acc[j][2]), "+f"(acc[j][3])
-                         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+            mma_bf16(acc[j], a0, a1, a2, a3, pack_bf16(fb(ka, n), fb(ka + 1, n)), pack_bf16(fb(ka + 8, n), fb(ka + 9, n)));
         }
     }
 #pragma unroll
