@@ -108,9 +108,10 @@ __device__ __forceinline__ void mm(int kd, FA fa, FB fb, FE fe) {
 
 // Tensor-core twin of mm (bf16 path): mma.sync m16n8k16, bf16 operands rounded from the fp32
 // values that fa/fb return, fp32 accumulation. kd % 16 == 0. Warp w owns a 16-row strip and NJ
-// 16x8 fragments of it, so one A fragment serves NJ mma per k step.
-template <int M, int N, class FA, class FB, class FE>
-__device__ __forceinline__ void mm_tc(int kd, FA fa, FB fb, FE fe) {
+// 16x8 fragments of it, so one A fragment serves NJ mma per k step. The epilogue takes pairs,
+// fe2(m, n, acc_n, acc_n+1) (n even), for 8-byte stores; mm_tc hands out single elements.
+template <int M, int N, class FA, class FB, class FE2>
+__device__ __forceinline__ void mm_tc2(int kd, FA fa, FB fb, FE2 fe2) {
     constexpr int RT = M / 16, CT = N / 8, WR = 8 / RT, NJ = CT / WR;
     static_assert(RT * WR == 8 && NJ * WR == CT && NJ >= 1, "tensor-core tiling");
     const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3;
@@ -133,11 +134,16 @@ __device__ __forceinline__ void mm_tc(int kd, FA fa, FB fb, FE fe) {
 #pragma unroll
     for (int j = 0; j < NJ; j++) {
         const int n0 = cb + j * 8 + 2 * tq;
-        fe(r0 + gq, n0, acc[j][0]);
-        fe(r0 + gq, n0 + 1, acc[j][1]);
-        fe(r0 + gq + 8, n0, acc[j][2]);
-        fe(r0 + gq + 8, n0 + 1, acc[j][3]);
+        fe2(r0 + gq, n0, acc[j][0], acc[j][1]);
+        fe2(r0 + gq + 8, n0, acc[j][2], acc[j][3]);
     }
+}
+template <int M, int N, class FA, class FB, class FE>
+__device__ __forceinline__ void mm_tc(int kd, FA fa, FB fb, FE fe) {
+    mm_tc2<M, N>(kd, fa, fb, [&](int m, int n, float a0, float a1) {
+        fe(m, n, a0);
+        fe(m, n + 1, a1);
+    });
 }
 // TC: tensor cores (bf16 inputs) or the exact fp32 SIMT product (fp32 inputs, the test path)
 template <bool TC, int M, int N, int TM, int TN, class FA, class FB, class FE>
@@ -274,6 +280,42 @@ __device__ __forceinline__ void stage(float *dst, int ld, const __nv_bfloat16 *s
     }
 }
 
+// A = (I+T)^-1 in place in sTA ([64][65] fp32, T strictly lower), by 16x16 blocks, with scratch sX
+// ([16][65]) and sTd (4 x 256). Diagonal blocks: forward substitution per column on a copy of T_dd,
+// A_ic = [i==c] - sum_{c<=j<i} T_ij A_jc.
+__device__ __forceinline__ void solve_unit_lower(float *sTA, float *sX, float *sTd) {
+    for (int i = threadIdx.x; i < 4 * 256; i += NT) {
+        int bd = i / 256, e = i % 256;
+        sTd[i] = sTA[(16 * bd + e / 16) * 65 + 16 * bd + e % 16];
+    }
+    __syncthreads();
+    if (threadIdx.x < 64) {
+        const int bd = threadIdx.x / 16, o = 16 * bd, cc = threadIdx.x % 16;
+        for (int i = cc; i < 16; i++) {
+            float v = (i == cc) ? 1.0f : 0.0f;
+            for (int j = cc; j < i; j++) v -= sTd[bd * 256 + i * 16 + j] * sTA[(o + j) * 65 + o + cc];
+            sTA[(o + i) * 65 + o + cc] = v;
+        }
+    }
+    __syncthreads();
+    // Block row ib: A_{ib,c} = A_{ib,ib} (- sum_{s<16ib} T_{ib,s} A_{s,c}) for columns c < 16ib; T of
+    // row block ib is read into X before A overwrites it.
+    for (int ib = 1; ib < 4; ib++) {
+        mm<16, 64, 1, 4>(
+            16 * ib, [&](int r, int s) { return sTA[(16 * ib + r) * 65 + s]; },
+            [&](int s, int cc) { return cc < 16 * ib ? sTA[s * 65 + cc] : 0.0f; },
+            [&](int r, int cc, float acc) { sX[r * 65 + cc] = -acc; });
+        __syncthreads();
+        mm<16, 64, 1, 4>(
+            16, [&](int r, int m) { return sTA[(16 * ib + r) * 65 + 16 * ib + m]; },
+            [&](int m, int cc) { return sX[m * 65 + cc]; },
+            [&](int r, int cc, float acc) {
+                if (cc < 16 * ib) sTA[(16 * ib + r) * 65 + cc] = acc;
+            });
+        __syncthreads();
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // k_prep: per (chunk, hv): Aqk, A = (I+T)^-1, Y, U, Qg, Kg, gamma_last (and A when bwd)
 // ------------------------------------------------------------------------------------------------
@@ -355,38 +397,7 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
     for (int d = threadIdx.x; d < KP; d += NT) p.Gl[ch * KP + d] = exp2f(sG[(CS - 1) * LDG + d] - sSt[d]);
     __syncthreads(); // k is dead from here: its region holds the solve's scratch
 
-    // A = (I+T)^-1 in place, by 16x16 blocks. Diagonal blocks: forward substitution per column on a
-    // copy of T_dd, A_ic = [i==c] - sum_{c<=j<i} T_ij A_jc.
-    for (int i = threadIdx.x; i < 4 * 256; i += NT) {
-        int bd = i / 256, e = i % 256;
-        sTd[i] = sTA[(16 * bd + e / 16) * 65 + 16 * bd + e % 16];
-    }
-    __syncthreads();
-    if (threadIdx.x < 64) {
-        const int bd = threadIdx.x / 16, o = 16 * bd, cc = threadIdx.x % 16;
-        for (int i = cc; i < 16; i++) {
-            float v = (i == cc) ? 1.0f : 0.0f;
-            for (int j = cc; j < i; j++) v -= sTd[bd * 256 + i * 16 + j] * sTA[(o + j) * 65 + o + cc];
-            sTA[(o + i) * 65 + o + cc] = v;
-        }
-    }
-    __syncthreads();
-    // Block row ib: A_{ib,c} = A_{ib,ib} (- sum_{s<16ib} T_{ib,s} A_{s,c}) for columns c < 16ib; T of
-    // row block ib is read into X before A overwrites it.
-    for (int ib = 1; ib < 4; ib++) {
-        mm<16, 64, 1, 4>(
-            16 * ib, [&](int r, int s) { return sTA[(16 * ib + r) * 65 + s]; },
-            [&](int s, int cc) { return cc < 16 * ib ? sTA[s * 65 + cc] : 0.0f; },
-            [&](int r, int cc, float acc) { sX[r * 65 + cc] = -acc; });
-        __syncthreads();
-        mm<16, 64, 1, 4>(
-            16, [&](int r, int m) { return sTA[(16 * ib + r) * 65 + 16 * ib + m]; },
-            [&](int m, int cc) { return sX[m * 65 + cc]; },
-            [&](int r, int cc, float acc) {
-                if (cc < 16 * ib) sTA[(16 * ib + r) * 65 + cc] = acc;
-            });
-        __syncthreads();
-    }
+    solve_unit_lower(sTA, sX, sTd); // A = (I+T)^-1 in place
     if (bwd)
         for (int i = threadIdx.x; i < CS * CS; i += NT) p.A[ch * CS * CS + i] = sTA[(i / CS) * 65 + i % CS];
 
@@ -411,6 +422,8 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
         CS, [&](int r, int s) { return sTA[r * 65 + s]; }, [&](int s, int e) { return sget(&sZ[s * LDZ + e]); },
         [&](int r, int e, float acc) { p.U[ch * CS * VP + r * VP + e] = acc; });
 }
+
+// ------------------------------------------------------------------------------------------------
 // k_prep_tc: k_prep for bf16 inputs (the tensor-core path; fp32 inputs keep k_prep, the exact test
 // path). Only the 4 diagonal 16x16 score blocks keep k_prep's exact per-element loop; the 6
 // off-diagonal blocks (row block i > column block j, every s < every r) use a reference row per
@@ -423,37 +436,7 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
 // ~11, GDN2.md §11.3). q, k, b, g arrive by 16-byte loads, all in flight at once; Y and U leave
 // by 8-byte stores. Everything after the scores (Qg, Kg, E, the solve, Y, U) is k_prep's math.
 
-// mm_tc with a paired epilogue fe2(m, n, acc_n, acc_n+1) (n even): 8-byte stores
-template <int M, int N, class FA, class FB, class FE2>
-__device__ __forceinline__ void mm_tc2(int kd, FA fa, FB fb, FE2 fe2) {
-    constexpr int RT = M / 16, CT = N / 8, WR = 8 / RT, NJ = CT / WR;
-    static_assert(RT * WR == 8 && NJ * WR == CT && NJ >= 1, "tensor-core tiling");
-    const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3;
-    const int r0 = (wp / WR) * 16, cb = (wp % WR) * NJ * 8;
-    float acc[NJ][4];
-#pragma unroll
-    for (int j = 0; j < NJ; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-    for (int k0 = 0; k0 < kd; k0 += 16) {
-        const int ka = k0 + 2 * tq;
-        uint32_t a0 = pack_bf16(fa(r0 + gq, ka), fa(r0 + gq, ka + 1));
-        uint32_t a1 = pack_bf16(fa(r0 + gq + 8, ka), fa(r0 + gq + 8, ka + 1));
-        uint32_t a2 = pack_bf16(fa(r0 + gq, ka + 8), fa(r0 + gq, ka + 9));
-        uint32_t a3 = pack_bf16(fa(r0 + gq + 8, ka + 8), fa(r0 + gq + 8, ka + 9));
-#pragma unroll
-        for (int j = 0; j < NJ; j++) {
-            const int n = cb + j * 8 + gq;
-            mma_bf16(acc[j], a0, a1, a2, a3, pack_bf16(fb(ka, n), fb(ka + 1, n)), pack_bf16(fb(ka + 8, n), fb(ka + 9, n)));
-        }
-    }
-#pragma unroll
-    for (int j = 0; j < NJ; j++) {
-        const int n0 = cb + j * 8 + 2 * tq;
-        fe2(r0 + gq, n0, acc[j][0], acc[j][1]);
-        fe2(r0 + gq + 8, n0, acc[j][2], acc[j][3]);
-    }
-}
-
-// load_keys (chunk.cu) for bf16 inputs with K == KP and 16-byte aligned q, k, b, g: every load is
+// load_keys for bf16 inputs with K == KP and 16-byte aligned q, k, b, g: every load is
 // 16 bytes (8 bf16 or 4 fp32), issued in two batches (q, k, b; then g) before their stores, instead
 // of 4 scalar loads per loop step. The L2 norm and the cumulative gate are load_keys' code.
 template <int KP>
@@ -691,35 +674,7 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
             }
         }
 
-    // A = (I+T)^-1 in place, by 16x16 blocks (as k_prep)
-    for (int i = threadIdx.x; i < 4 * 256; i += NT) {
-        int bd = i / 256, e = i % 256;
-        sTd[i] = sTA[(16 * bd + e / 16) * 65 + 16 * bd + e % 16];
-    }
-    __syncthreads();
-    if (threadIdx.x < 64) {
-        const int bd = threadIdx.x / 16, o = 16 * bd, cc = threadIdx.x % 16;
-        for (int i = cc; i < 16; i++) {
-            float v = (i == cc) ? 1.0f : 0.0f;
-            for (int j = cc; j < i; j++) v -= sTd[bd * 256 + i * 16 + j] * sTA[(o + j) * 65 + o + cc];
-            sTA[(o + i) * 65 + o + cc] = v;
-        }
-    }
-    __syncthreads();
-    for (int ib = 1; ib < 4; ib++) {
-        mm<16, 64, 1, 4>(
-            16 * ib, [&](int r, int s) { return sTA[(16 * ib + r) * 65 + s]; },
-            [&](int s, int cc) { return cc < 16 * ib ? sTA[s * 65 + cc] : 0.0f; },
-            [&](int r, int cc, float acc) { sX[r * 65 + cc] = -acc; });
-        __syncthreads();
-        mm<16, 64, 1, 4>(
-            16, [&](int r, int m) { return sTA[(16 * ib + r) * 65 + 16 * ib + m]; },
-            [&](int m, int cc) { return sX[m * 65 + cc]; },
-            [&](int r, int cc, float acc) {
-                if (cc < 16 * ib) sTA[(16 * ib + r) * 65 + cc] = acc;
-            });
-        __syncthreads();
-    }
+    solve_unit_lower(sTA, sX, sTd); // A = (I+T)^-1 in place
     if (bwd)
         for (int i = threadIdx.x; i < CS * CS; i += NT) sset((WT *)p.A + ch * CS * CS + i, sTA[(i / CS) * 65 + i % CS]);
 
