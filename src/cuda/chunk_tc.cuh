@@ -1,13 +1,15 @@
 // The bf16 fast path of the chunk kernels (included by chunk.cu after k_prep_tc): the scans, the
 // output and the value-side backward.
-// Used when the inputs are bf16 and K == KP, V == VP (64 or 128): the workspace tensors that the
-// official kernels round to bf16 (GDN2.md §11.4) are stored bf16 here too: Y, Qg, Kg, Aqk (written by
-// k_prep_tc; A too when the backward runs), H (chunk-start states), R (v_new) and dR; U, gamma_last,
-// dH and the other backward intermediates stay fp32. Every one of those bf16 tensors was already
-// rounded to bf16 where the generic kernels feed it to a tensor-core product, so storing it rounded
-// changes only the rowsum(S0 . dS) term of dg (S0 now bf16). Operand tiles arrive by cp.async into bf16 shared memory (double-buffered in
-// the scans) and reach the tensor cores through ldmatrix (tc.cuh); states stay fp32 in the
-// registers of the product that updates them, with a bf16 copy in shared memory as the operand.
+//
+// Used when the inputs are bf16 and K == KP, V == VP (64 or 128). The workspace tensors that the
+// official kernels round to bf16 (GDN2.md §11.4) are stored in bf16 here too: Y, Qg, Kg, Aqk (and A
+// when the backward runs; written by k_prep_tc), H (chunk-start states), R (v_new) and dR. U,
+// gamma_last, dH and the other backward intermediates stay fp32. Each of those bf16 tensors was
+// already rounded to bf16 where the generic kernels feed it to a tensor-core product, so storing it
+// rounded changes only the rowsum(S0 . dS) term of dg (S0 now bf16). Operand tiles arrive by
+// cp.async into bf16 shared memory (double-buffered in the scans) and reach the tensor cores through
+// ldmatrix (tc.cuh); a state stays fp32 in the registers of the product that updates it, with a
+// bf16 copy in shared memory as the operand of the next chunk.
 
 // ------------------------------------------------------------------------------------------------
 // k_state_tc: per (BV-column V tile, sequence*hv), sequential over the sequence's chunks:
