@@ -20,6 +20,7 @@ static const command commands[] = {
     {"generate", cmd_generate, "generate text from a checkpoint (constant memory)"},
     {"task", cmd_task, "show samples of the task generators"},
     {"eval", cmd_eval, "evaluate a checkpoint on tasks"},
+    {"quantize", cmd_quant, "int8/int4 weight quantization of a checkpoint with its measured accuracy cost"},
 };
 
 static void usage(FILE *f) {

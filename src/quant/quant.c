@@ -1,0 +1,248 @@
+/* Post-training weight quantization: symmetric int8 per output row, symmetric int4 per group of
+ * columns (packed two per byte), and the model-level fake quantization over the official Linear
+ * weights. Formats and the packing are in include/gdn2_quant.h; method and measurements in
+ * docs/QUANT.md. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gdn2_quant.h"
+#include "util/internal.h"
+
+static int check_args(int bits, int64_t rows, int64_t cols, int64_t group) {
+    if (bits != 8 && bits != 4) return gdn2_error(GDN2_ERR_ARG, "quantize: bits must be 8 or 4, got %d", bits);
+    if (rows < 1 || cols < 1)
+        return gdn2_error(GDN2_ERR_ARG, "quantize: matrix [%lld, %lld] must have rows and cols >= 1", (long long)rows,
+                          (long long)cols);
+    if (bits == 4 && group < 1)
+        return gdn2_error(GDN2_ERR_ARG, "quantize: int4 group size must be >= 1, got %lld", (long long)group);
+    return GDN2_OK;
+}
+
+int gdn2_quant_sizes(int bits, int64_t rows, int64_t cols, int64_t group, size_t *q_bytes, size_t *n_scales) {
+    int st = check_args(bits, rows, cols, group);
+    if (st) return st;
+    size_t qb, ns;
+    if (bits == 8) {
+        qb = (size_t)rows * (size_t)cols;
+        ns = (size_t)rows;
+    } else {
+        qb = (size_t)rows * (size_t)((cols + 1) / 2);
+        ns = (size_t)rows * (size_t)((cols + group - 1) / group);
+    }
+    if (q_bytes) *q_bytes = qb;
+    if (n_scales) *n_scales = ns;
+    return GDN2_OK;
+}
+
+size_t gdn2_quant_nbytes(int bits, int64_t rows, int64_t cols, int64_t group) {
+    size_t qb, ns;
+    if (gdn2_quant_sizes(bits, rows, cols, group, &qb, &ns)) return 0;
+    return qb + ns * sizeof(float);
+}
+
+/* max |x| over n values; -1 if one is not finite */
+static float absmax(const float *x, int64_t n) {
+    float m = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(x[i])) return -1.0f;
+        float a = fabsf(x[i]);
+        if (a > m) m = a;
+    }
+    return m;
+}
+
+static inline int qround(float x, float s, int qmax) {
+    if (s == 0.0f) return 0;
+    float r = roundf(x / s);
+    if (r > (float)qmax) r = (float)qmax;
+    if (r < (float)-qmax) r = (float)-qmax;
+    return (int)r;
+}
+
+int gdn2_quantize(int bits, int64_t group, const float *w, int64_t rows, int64_t cols, void *q, float *scales) {
+    int st = check_args(bits, rows, cols, group);
+    if (st) return st;
+    if (!w || !q || !scales) return gdn2_error(GDN2_ERR_ARG, "quantize: NULL weight, value or scale buffer");
+    if (bits == 8) {
+        int8_t *q8 = q;
+        for (int64_t r = 0; r < rows; r++) {
+            const float *x = w + r * cols;
+            float m = absmax(x, cols);
+            if (m < 0) return gdn2_error(GDN2_ERR_ARG, "quantize: non-finite weight in row %lld", (long long)r);
+            float s = m / 127.0f;
+            scales[r] = s;
+            for (int64_t c = 0; c < cols; c++) q8[r * cols + c] = (int8_t)qround(x[c], s, 127);
+        }
+        return GDN2_OK;
+    }
+    uint8_t *q4 = q;
+    const int64_t rb = (cols + 1) / 2, ng = (cols + group - 1) / group;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *x = w + r * cols;
+        uint8_t *qr = q4 + r * rb;
+        memset(qr, 0, (size_t)rb);
+        for (int64_t g = 0; g < ng; g++) {
+            int64_t c0 = g * group, c1 = c0 + group < cols ? c0 + group : cols;
+            float m = absmax(x + c0, c1 - c0);
+            if (m < 0) return gdn2_error(GDN2_ERR_ARG, "quantize: non-finite weight in row %lld", (long long)r);
+            float s = m / 7.0f;
+            scales[r * ng + g] = s;
+            for (int64_t c = c0; c < c1; c++) {
+                uint8_t nib = (uint8_t)(qround(x[c], s, 7) + 8);
+                qr[c / 2] |= (uint8_t)((c & 1) ? nib << 4 : nib);
+            }
+        }
+    }
+    return GDN2_OK;
+}
+
+int gdn2_dequantize(int bits, int64_t group, const void *q, const float *scales, int64_t rows, int64_t cols,
+                    float *w) {
+    int st = check_args(bits, rows, cols, group);
+    if (st) return st;
+    if (!w || !q || !scales) return gdn2_error(GDN2_ERR_ARG, "dequantize: NULL weight, value or scale buffer");
+    if (bits == 8) {
+        const int8_t *q8 = q;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) w[r * cols + c] = (float)q8[r * cols + c] * scales[r];
+        return GDN2_OK;
+    }
+    const uint8_t *q4 = q;
+    const int64_t rb = (cols + 1) / 2, ng = (cols + group - 1) / group;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            uint8_t byte = q4[r * rb + c / 2];
+            int v = (int)((c & 1) ? byte >> 4 : byte & 0xF) - 8;
+            w[r * cols + c] = (float)v * scales[r * ng + c / group];
+        }
+    return GDN2_OK;
+}
+
+/* ---- model level ------------------------------------------------------------------------- */
+static int in_list(const char *s, const char *const *list) {
+    for (int i = 0; list[i]; i++)
+        if (!strcmp(s, list[i])) return 1;
+    return 0;
+}
+
+int gdn2_quant_set_of(const char *name) {
+    static const char *const proj[] = {"attn.q_proj.weight", "attn.k_proj.weight",  "attn.v_proj.weight",
+                                       "attn.o_proj.weight", "attn.attn.weight",    "attn.proj.weight",
+                                       "mlp.swiglu.w1.weight", "mlp.swiglu.w2.weight", "mlp.swiglu.w3.weight",
+                                       NULL};
+    static const char *const gates[] = {"attn.b_proj.weight",   "attn.w_proj.weight",   "attn.f_proj.0.weight",
+                                        "attn.f_proj.1.weight", "attn.a_proj.weight",   "attn.g_proj.0.weight",
+                                        "attn.g_proj.1.weight", NULL};
+    if (!name) return 0;
+    if (!strcmp(name, "transformer.wte.weight") || !strcmp(name, "lm_head.weight")) return GDN2_QSET_HEAD;
+    const char *pre = "transformer.h.";
+    size_t np = strlen(pre);
+    if (strncmp(name, pre, np)) return 0;
+    const char *p = name + np;
+    if (*p < '0' || *p > '9') return 0;
+    while (*p >= '0' && *p <= '9') p++;
+    if (*p++ != '.') return 0;
+    if (in_list(p, proj)) return GDN2_QSET_PROJ;
+    if (in_list(p, gates)) return GDN2_QSET_GATES;
+    return 0;
+}
+
+int gdn2_quant_parse_sets(const char *s, int *sets) {
+    if (!s || !sets) return gdn2_error(GDN2_ERR_ARG, "quantize: NULL set list");
+    int m = 0;
+    const char *p = s;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n == 4 && !strncmp(p, "proj", 4)) m |= GDN2_QSET_PROJ;
+        else if (n == 5 && !strncmp(p, "gates", 5)) m |= GDN2_QSET_GATES;
+        else if (n == 4 && !strncmp(p, "head", 4)) m |= GDN2_QSET_HEAD;
+        else if (n == 3 && !strncmp(p, "all", 3)) m |= GDN2_QSET_PROJ | GDN2_QSET_GATES | GDN2_QSET_HEAD;
+        else
+            return gdn2_error(GDN2_ERR_ARG, "quantize: unknown weight set '%.*s' in '%s' (proj, gates, head, all)",
+                              (int)n, p, s);
+        p += n;
+        if (*p == ',') p++;
+    }
+    if (!m) return gdn2_error(GDN2_ERR_ARG, "quantize: empty weight set list '%s' (proj, gates, head, all)", s);
+    *sets = m;
+    return GDN2_OK;
+}
+
+const char *gdn2_quant_sets_str(int sets, char *buf, size_t cap) {
+    if (!buf || !cap) return buf;
+    buf[0] = 0;
+    const char *names[3] = {"proj", "gates", "head"};
+    size_t len = 0;
+    for (int i = 0; i < 3; i++)
+        if (sets & (1 << i)) {
+            int k = snprintf(buf + len, cap - len, "%s%s", len ? "," : "", names[i]);
+            if (k < 0 || (size_t)k >= cap - len) break;
+            len += (size_t)k;
+        }
+    return buf;
+}
+
+int gdn2_model_fake_quant(gdn2_model *m, int bits, int64_t group, int sets, gdn2_quant_stats *stats) {
+    if (!m) return gdn2_error(GDN2_ERR_ARG, "fake quant: model is NULL");
+    int st = check_args(bits, 1, 1, group);
+    if (st) return st;
+    if (sets <= 0 || (sets & ~(GDN2_QSET_PROJ | GDN2_QSET_GATES | GDN2_QSET_HEAD)))
+        return gdn2_error(GDN2_ERR_ARG, "fake quant: bad weight-set mask %d", sets);
+    gdn2_quant_stats s;
+    memset(&s, 0, sizeof s);
+    int64_t maxc = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const gdn2_model_param *p = &m->tensors[i];
+        s.model_bytes_fp32 += p->numel * sizeof(float);
+        if (p->ndim == 2 && (gdn2_quant_set_of(p->name) & sets) && p->shape[1] > maxc) maxc = p->shape[1];
+    }
+    s.model_bytes_quant = s.model_bytes_fp32;
+    if (!maxc) {
+        if (stats) *stats = s;
+        return GDN2_OK;
+    }
+    size_t qb, ns;
+    gdn2_quant_sizes(bits, 1, maxc, group, &qb, &ns);
+    uint8_t *qrow = gdn2_malloc(qb, "quantized row");
+    float *srow = gdn2_malloc(ns * sizeof(float), "row scales"), *tmp = gdn2_malloc((size_t)maxc * sizeof(float), "row");
+    if (!qrow || !srow || !tmp) {
+        free(qrow), free(srow), free(tmp);
+        return GDN2_ERR_NOMEM;
+    }
+    double err2 = 0.0, ref2 = 0.0;
+    for (int i = 0; i < m->n_tensors && !st; i++) {
+        const gdn2_model_param *p = &m->tensors[i];
+        if (p->ndim != 2 || !(gdn2_quant_set_of(p->name) & sets)) continue;
+        const int64_t rows = p->shape[0], cols = p->shape[1];
+        float *w = m->params + p->offset;
+        for (int64_t r = 0; r < rows; r++) {
+            float *x = w + r * cols;
+            if ((st = gdn2_quantize(bits, group, x, 1, cols, qrow, srow))) {
+                char msg[256];
+                snprintf(msg, sizeof msg, "%s", gdn2_last_error());
+                st = gdn2_error(st, "fake quant: %s row %lld: %s", p->name, (long long)r, msg);
+                break;
+            }
+            gdn2_dequantize(bits, group, qrow, srow, 1, cols, tmp);
+            for (int64_t c = 0; c < cols; c++) {
+                double e = (double)tmp[c] - (double)x[c];
+                err2 += e * e;
+                ref2 += (double)x[c] * (double)x[c];
+            }
+            memcpy(x, tmp, (size_t)cols * sizeof(float));
+        }
+        size_t qbytes = gdn2_quant_nbytes(bits, rows, cols, group);
+        s.n_tensors++;
+        s.n_weights += p->numel;
+        s.bytes_fp32 += p->numel * sizeof(float);
+        s.bytes_quant += qbytes;
+        s.model_bytes_quant = s.model_bytes_quant - p->numel * sizeof(float) + qbytes;
+    }
+    free(qrow), free(srow), free(tmp);
+    s.weight_rel_rmse = ref2 > 0 ? sqrt(err2 / ref2) : sqrt(err2);
+    if (stats) *stats = s;
+    return st;
+}
