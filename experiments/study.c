@@ -5,6 +5,7 @@
  *         [--seed S] [--steps N] [--batch B] [--lr LR] [--layers L] [--dim D] [--heads H]
  *         [--head-dim K] [--mlp I] [--len T] [--vocab V] [--pairs N] [--neg-eig]
  *         [--eval-samples N] [--eval-lens a,b,c] [--haystack FILE] [--threads N] [--out CKPT]
+ *         [--full-loss]   (NIAH: train on every next byte of the prompt as well as the answer)
  *
  * Recurrent mixers share H, K (= V) so their recurrent state H*K*V per layer is matched; the
  * attention reference uses the same H and head size. Built by experiments/study.sh (study.mk). */
@@ -30,10 +31,12 @@ typedef struct {
     gdn2_state_cfg sc;
     gdn2_ruler_res res;
     int niah_len;
+    int full_loss; /* NIAH: 1 = next-byte loss on the whole prompt too, not only the answer */
 } task_src;
 
 /* one training sample of length T (split 0). NIAH: prompt + " answer[, answer...]." with loss on
- * the continuation only, right-padded with 0 (causal, so padding never affects the loss rows). */
+ * the continuation only (or, with --full-loss, on every next byte of prompt and continuation),
+ * right-padded with 0 (causal, so padding never affects the loss rows). */
 static int train_sample(task_src *s, uint64_t seed, int T, int32_t *tok, int32_t *tgt) {
     int id = s->task->id;
     if (s->task->kind == GDN2_TASK_KIND_TOKENS) {
@@ -55,7 +58,7 @@ static int train_sample(task_src *s, uint64_t seed, int T, int32_t *tok, int32_t
     for (int t = 0; t < T; t++) tok[t] = 0, tgt[t] = GDN2_IGNORE;
     for (int t = 0; t < n; t++) tok[t] = (unsigned char)smp.prompt[t];
     for (int t = 0; t < m; t++) tok[n + t] = (unsigned char)cont[t];
-    for (int t = n - 1; t < n + m - 1; t++) tgt[t] = tok[t + 1];
+    for (int t = s->full_loss ? 0 : n - 1; t < n + m - 1; t++) tgt[t] = tok[t + 1];
     gdn2_niah_sample_free(&smp);
     return GDN2_OK;
 }
@@ -104,7 +107,7 @@ int main(int argc, char **argv) {
               vocab = 256, pairs = 0, eval_samples = 200, threads = 1;
     double lr = 3e-3, target = 0;
     long long eval_every = 100;
-    int neg = 0;
+    int neg = 0, full_loss = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
 #define OPT_LL(name, var) else if (!strcmp(a, name)) var = atoll(v), i++;
@@ -116,6 +119,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--lr")) lr = atof(v), i++;
         else if (!strcmp(a, "--target")) target = atof(v), i++;
         else if (!strcmp(a, "--neg-eig")) neg = 1;
+        else if (!strcmp(a, "--full-loss")) full_loss = 1;
         OPT_LL("--seed", seed) OPT_LL("--steps", steps) OPT_LL("--batch", batch) OPT_LL("--layers", layers)
         OPT_LL("--dim", dim) OPT_LL("--heads", heads) OPT_LL("--head-dim", head_dim) OPT_LL("--mlp", mlp)
         OPT_LL("--len", len) OPT_LL("--vocab", vocab) OPT_LL("--pairs", pairs) OPT_LL("--eval-samples", eval_samples)
@@ -132,7 +136,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "study: %s\n", gdn2_last_error());
             return 2;
         }
-        src.niah_len = T, task_vocab = 256;
+        src.niah_len = T, src.full_loss = full_loss, task_vocab = 256;
     } else if (id == GDN2_TASK_MQAR || id == GDN2_TASK_FMQAR) {
         gdn2_mqar_cfg mq = {(int)vocab, T, pairs > 0 ? (int)pairs : (T / 16 > 0 ? T / 16 : 1), id == GDN2_TASK_FMQAR, 0, 0, 0};
         src.mq = mq, task_vocab = (int)vocab;
@@ -189,6 +193,7 @@ int main(int argc, char **argv) {
             if (!text && id >= GDN2_TASK_PARITY) cc.length = 39; /* a train-range length */
             gdn2_eval_cell r;
             if ((st = gdn2_eval_cell_run(&em, &cc, &r))) break;
+            fprintf(stderr, "[%s %s seed %lld] step %lld check %.1f %%\n", task_name, mixer, seed, (long long)step + 1, r.score);
             if (r.score >= target) break;
         }
     }
@@ -206,9 +211,9 @@ int main(int argc, char **argv) {
     else lens[0] = 41, lens[1] = 101, lens[2] = 255, nl = 3;
     printf("{\"task\":\"%s\",\"mixer\":\"%s\",\"neg_eig\":%d,\"seed\":%lld,\"steps\":%lld,\"batch\":%lld,\"lr\":%g,"
            "\"layers\":%lld,\"dim\":%lld,\"heads\":%lld,\"head_dim\":%lld,\"state_per_layer\":%lld,\"params\":%zu,"
-           "\"train_len\":%d,\"final_loss\":%.5f,\"train_s\":%.1f,\"eval\":[",
+           "\"train_len\":%d,\"full_loss\":%d,\"final_loss\":%.5f,\"train_s\":%.1f,\"eval\":[",
            src.task->name, mixer, neg, seed, done, batch, lr, layers, dim, heads, head_dim, heads * head_dim * head_dim,
-           m->n_params, T, loss_ema, train_s);
+           m->n_params, T, full_loss, loss_ema, train_s);
     for (int i = 0; i < nl && !st; i++) {
         gdn2_eval_cell_cfg cc = {src.task, lens[i], 0, 0, (int)eval_samples, 777, 0, (int)vocab, (int)pairs, text ? &src.res : NULL};
         gdn2_eval_cell r;

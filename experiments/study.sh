@@ -13,7 +13,11 @@
 # NICE (default 19), DRY (=1: write and print $OUT/cmds.txt, run nothing). Run from the project root. Each run prints one JSON line into $OUT/runs.jsonl.
 # smoke tier only (to fit a time budget, same budget for every mixer): PARTS (default "mqar fmqar parity"),
 # MQAR_STEPS (max steps for MQAR and fMQAR, default 3000), MQAR_MIXERS (default "gdn kda gdn2 attn"),
-# PARITY_STEPS (default 1000), PARITY_MIXERS (default gdn2).
+# PARITY_STEPS (default 1000), PARITY_MIXERS (default gdn2); PARTS "niah" adds reduced task-trained NIAH:
+# NIAH_TASKS (default "mk-niah-1 s-niah-1 s-niah-3"), NIAH_MIXERS (default all four), NIAH_LEN (train
+# length in bytes, default 768; tested at 1x, 2x, 4x), NIAH_STEPS (default 300), NIAH_LR (default 3e-3),
+# NIAH_EVAL_SAMPLES (default 50), NIAH_FULL_LOSS (=1: study --full-loss, next-byte loss on the whole
+# prompt too), NIAH_SAVE (=1: keep the gdn2 checkpoints in $OUT/ckpt/).
 set -eu
 TIER=${1:-smoke}
 JOBS=${JOBS:-1}
@@ -34,15 +38,29 @@ if [ "$TIER" != table ]; then
         for m in gdn2 kda; do for s in 0 1; do
             echo "$S --task mqar --mixer $m --seed $s --steps 5 --batch 4 --layers 1 --dim 32 --heads 2 --head-dim 16 --len 64 --eval-samples 20" >> "$OUT/cmds.txt"
         done; done
+        echo "$S --task s-niah-1 --mixer gdn2 --seed 0 --steps 2 --batch 2 --layers 1 --dim 32 --heads 2 --head-dim 16 --len 576 --eval-lens 576 --eval-samples 2 --full-loss" >> "$OUT/cmds.txt"
     elif [ "$TIER" = smoke ]; then
         # MQAR CPU smoke tier: V=256 (keys 1-127, values 128-255), T=64, n=4, random fillers;
         # 2 layers, D=32, 2 heads (K=V=16: state 2*16*16 = 512 per layer); AdamW lr 3e-3, wd 0.1,
         # cosine, batch 32. TASKS.md estimated ~500 steps; the sanity runs in docs/STUDY.md show the
         # recurrent mixers need more, so up to 3000 steps with early stopping at 99 % (Zoology's rule).
         PARTS=${PARTS:-mqar fmqar parity}
-        for t in $PARTS; do [ "$t" = parity ] && continue; for s in $SEEDS; do for m in ${MQAR_MIXERS:-$MIXERS}; do
+        for t in $PARTS; do [ "$t" = parity ] || [ "$t" = niah ] && continue; for s in $SEEDS; do for m in ${MQAR_MIXERS:-$MIXERS}; do
             echo "$S --task $t --mixer $m --seed $s --steps ${MQAR_STEPS:-3000} --target 99 --eval-every 250 --batch 32 --lr 3e-3 --layers 2 --dim 32 --heads 2 --head-dim 16 --len 64 --vocab 256 --pairs 4 --eval-samples 500" >> "$OUT/cmds.txt"
         done; done; done
+        # task-trained NIAH, reduced (PARTS containing "niah"; the full tier below has the TASKS.md sizes):
+        # the full tier's model (2 layers, D=64, 2 heads, K=V=32: state 2048 per layer) and batch 8,
+        # but train length NIAH_LEN bytes, NIAH_STEPS steps, lr NIAH_LR, test at 1x, 2x, 4x the train
+        # length with NIAH_EVAL_SAMPLES samples (RULER's depth draw). Ordered task by task, then seed,
+        # so that an interrupted batch leaves whole (task, seed) groups. NIAH_SAVE=1: every gdn2 run
+        # also writes its checkpoint to $OUT/ckpt/ (for gdn2 eval). MK-NIAH-1 needs >= ~608 bytes.
+        case " $PARTS " in *" niah "*)
+        NL=${NIAH_LEN:-768}; fl=""; [ -n "${NIAH_FULL_LOSS:-}" ] && fl=" --full-loss"
+        for t in ${NIAH_TASKS:-mk-niah-1 s-niah-1 s-niah-3}; do for s in $SEEDS; do for m in ${NIAH_MIXERS:-$MIXERS}; do
+            sv=""; [ -n "${NIAH_SAVE:-}" ] && [ "$m" = gdn2 ] && { mkdir -p "$OUT/ckpt"; sv=" --out $OUT/ckpt/$t-$m-s$s.safetensors"; }
+            echo "$S --task $t --mixer $m --seed $s --steps ${NIAH_STEPS:-300} --batch 8 --lr ${NIAH_LR:-3e-3} --layers 2 --dim 64 --heads 2 --head-dim 32 --len $NL --eval-lens $NL,$((2 * NL)),$((4 * NL)) --eval-samples ${NIAH_EVAL_SAMPLES:-50} --haystack $HAY$fl$sv" >> "$OUT/cmds.txt"
+        done; done; done;;
+        esac
         # parity: GDN-2 with b in [0,1] vs the b*2 extension (eigenvalues in [-1,1]); train L 3..40,
         # test L = 41, 101, 255; 2 layers, D=64, 4 heads (K=16), batch 64, 1000 steps, lr 1e-3.
         case " $PARTS " in *" parity "*)
