@@ -171,27 +171,11 @@ __device__ __forceinline__ void st2(__nv_bfloat16 *x, float a, float b) { *reint
 template <class ST, int KP>
 __host__ __device__ constexpr int ld_of() { return sizeof(ST) == 2 ? KP + 2 : KP + 1; }
 
-template <class Tin, int KP, class ST = float>
-__device__ void load_keys(const ChunkParams &p, size_t tok0, int len, int h, ST *sQ, ST *sK, ST *sB,
-                          float *sG, float *sStart) {
+// The common end of load_keys / load_keys_vec, after the raw q, k, b, g are in shared memory: the
+// q/k L2 norm, then the chunk-local cumulative gate G2 (log2 units, relative to row 31) and sStart.
+template <class ST, int KP>
+__device__ __forceinline__ void keys_finish(const ChunkParams &p, ST *sQ, ST *sK, float *sG, float *sStart) {
     constexpr int LDK = ld_of<ST, KP>(), LDG = KP + 1;
-    const Tin *q = (const Tin *)p.q, *k = (const Tin *)p.k, *b = (const Tin *)p.b;
-    for (int i = threadIdx.x; i < CS * KP; i += NT) {
-        int r = i / KP, d = i % KP;
-        float qv = 0, kv = 0, bv = 0, gv = 0;
-        if (r < len && d < p.K) {
-            size_t idx = ((tok0 + r) * p.H + h) * p.K + d;
-            qv = ldf(q, idx);
-            kv = ldf(k, idx);
-            bv = ldf(b, idx);
-            gv = p.g[idx];
-            if (p.gate) gv = gate_fwd(gv, p.A_log[h], p.dt_bias[(size_t)h * p.K + d], p.lb);
-        }
-        sset(&sQ[r * LDK + d], qv);
-        sset(&sK[r * LDK + d], kv);
-        sset(&sB[r * LDK + d], bv);
-        sG[r * LDG + d] = gv;
-    }
     __syncthreads();
     if (p.l2) { // x <- x / sqrt(sum x^2 + 1e-6), one warp per row
         const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -227,6 +211,30 @@ __device__ void load_keys(const ChunkParams &p, size_t tok0, int len, int h, ST 
         sStart[d] = (float)(acc * 1.4426950408889634);
     }
     __syncthreads();
+}
+
+template <class Tin, int KP, class ST = float>
+__device__ void load_keys(const ChunkParams &p, size_t tok0, int len, int h, ST *sQ, ST *sK, ST *sB,
+                          float *sG, float *sStart) {
+    constexpr int LDK = ld_of<ST, KP>(), LDG = KP + 1;
+    const Tin *q = (const Tin *)p.q, *k = (const Tin *)p.k, *b = (const Tin *)p.b;
+    for (int i = threadIdx.x; i < CS * KP; i += NT) {
+        int r = i / KP, d = i % KP;
+        float qv = 0, kv = 0, bv = 0, gv = 0;
+        if (r < len && d < p.K) {
+            size_t idx = ((tok0 + r) * p.H + h) * p.K + d;
+            qv = ldf(q, idx);
+            kv = ldf(k, idx);
+            bv = ldf(b, idx);
+            gv = p.g[idx];
+            if (p.gate) gv = gate_fwd(gv, p.A_log[h], p.dt_bias[(size_t)h * p.K + d], p.lb);
+        }
+        sset(&sQ[r * LDK + d], qv);
+        sset(&sK[r * LDK + d], kv);
+        sset(&sB[r * LDK + d], bv);
+        sG[r * LDG + d] = gv;
+    }
+    keys_finish<ST, KP>(p, sQ, sK, sG, sStart);
 }
 
 // Register-staged copy of a dense ROWS x COLS fp32 tile (row stride gld floats in global memory)
@@ -484,40 +492,7 @@ __device__ void load_keys_vec(const ChunkParams &p, size_t tok0, int len, int h,
             sG[r * LDG + d + j] = gv[j];
         }
     }
-    __syncthreads();
-    if (p.l2) { // x <- x / sqrt(sum x^2 + 1e-6), one warp per row
-        const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-        for (int r = warp; r < CS; r += NT / 32) {
-            float sq = 0, sk = 0;
-            for (int d = lane; d < KP; d += 32) {
-                float a = sget(&sQ[r * LDK + d]), c = sget(&sK[r * LDK + d]);
-                sq += a * a;
-                sk += c * c;
-            }
-            sq = warp_sum(sq);
-            sk = warp_sum(sk);
-            float rq = 1.0f / sqrtf(sq + 1e-6f), rk = 1.0f / sqrtf(sk + 1e-6f);
-            for (int d = lane; d < KP; d += 32) {
-                sset(&sQ[r * LDK + d], sget(&sQ[r * LDK + d]) * rq);
-                sset(&sK[r * LDK + d], sget(&sK[r * LDK + d]) * rk);
-            }
-        }
-    }
-    for (int d = threadIdx.x; d < KP; d += NT) { // cumulative gate, log2 units, reference row 31
-        double acc = 0;
-        for (int r = 32; r < CS; r++) {
-            acc += sG[r * LDG + d];
-            sG[r * LDG + d] = (float)(acc * 1.4426950408889634);
-        }
-        acc = 0;
-        for (int r = 31; r >= 0; r--) {
-            double gr = sG[r * LDG + d];
-            sG[r * LDG + d] = (float)(acc * 1.4426950408889634);
-            acc -= gr;
-        }
-        sStart[d] = (float)(acc * 1.4426950408889634);
-    }
-    __syncthreads();
+    keys_finish<__nv_bfloat16, KP>(p, sQ, sK, sG, sStart);
 }
 
 template <class Tin, int KP, int VP, class WT>
