@@ -11,12 +11,12 @@
 #include "util/internal.h"
 
 static int check_args(int bits, int64_t rows, int64_t cols, int64_t group) {
-    if (bits != 8 && bits != 4) return gdn2_error(GDN2_ERR_ARG, "quantize: bits must be 8 or 4, got %d", bits);
+    if (bits != 8 && bits != 4) return gdn2_error(GDN2_ERR_ARG, "gdn2_quant: bits must be 8 or 4, got %d", bits);
     if (rows < 1 || cols < 1)
-        return gdn2_error(GDN2_ERR_ARG, "quantize: matrix [%lld, %lld] must have rows and cols >= 1", (long long)rows,
+        return gdn2_error(GDN2_ERR_ARG, "gdn2_quant: matrix [%lld, %lld] must have rows and cols >= 1", (long long)rows,
                           (long long)cols);
     if (bits == 4 && group < 1)
-        return gdn2_error(GDN2_ERR_ARG, "quantize: int4 group size must be >= 1, got %lld", (long long)group);
+        return gdn2_error(GDN2_ERR_ARG, "gdn2_quant: int4 group size must be >= 1, got %lld", (long long)group);
     return GDN2_OK;
 }
 
@@ -64,13 +64,13 @@ static inline int qround(float x, float s, int qmax) {
 int gdn2_quantize(int bits, int64_t group, const float *w, int64_t rows, int64_t cols, void *q, float *scales) {
     int st = check_args(bits, rows, cols, group);
     if (st) return st;
-    if (!w || !q || !scales) return gdn2_error(GDN2_ERR_ARG, "quantize: NULL weight, value or scale buffer");
+    if (!w || !q || !scales) return gdn2_error(GDN2_ERR_ARG, "gdn2_quantize: NULL weight, value or scale buffer");
     if (bits == 8) {
         int8_t *q8 = q;
         for (int64_t r = 0; r < rows; r++) {
             const float *x = w + r * cols;
             float m = absmax(x, cols);
-            if (m < 0) return gdn2_error(GDN2_ERR_ARG, "quantize: non-finite weight in row %lld", (long long)r);
+            if (m < 0) return gdn2_error(GDN2_ERR_ARG, "gdn2_quantize: non-finite weight in row %lld", (long long)r);
             float s = m / 127.0f;
             scales[r] = s;
             for (int64_t c = 0; c < cols; c++) q8[r * cols + c] = (int8_t)qround(x[c], s, 127);
@@ -86,7 +86,7 @@ int gdn2_quantize(int bits, int64_t group, const float *w, int64_t rows, int64_t
         for (int64_t g = 0; g < ng; g++) {
             int64_t c0 = g * group, c1 = c0 + group < cols ? c0 + group : cols;
             float m = absmax(x + c0, c1 - c0);
-            if (m < 0) return gdn2_error(GDN2_ERR_ARG, "quantize: non-finite weight in row %lld", (long long)r);
+            if (m < 0) return gdn2_error(GDN2_ERR_ARG, "gdn2_quantize: non-finite weight in row %lld", (long long)r);
             float s = m / 7.0f;
             scales[r * ng + g] = s;
             for (int64_t c = c0; c < c1; c++) {
@@ -102,7 +102,7 @@ int gdn2_dequantize(int bits, int64_t group, const void *q, const float *scales,
                     float *w) {
     int st = check_args(bits, rows, cols, group);
     if (st) return st;
-    if (!w || !q || !scales) return gdn2_error(GDN2_ERR_ARG, "dequantize: NULL weight, value or scale buffer");
+    if (!w || !q || !scales) return gdn2_error(GDN2_ERR_ARG, "gdn2_dequantize: NULL weight, value or scale buffer");
     if (bits == 8) {
         const int8_t *q8 = q;
         for (int64_t r = 0; r < rows; r++)
@@ -150,7 +150,7 @@ int gdn2_quant_set_of(const char *name) {
 }
 
 int gdn2_quant_parse_sets(const char *s, int *sets) {
-    if (!s || !sets) return gdn2_error(GDN2_ERR_ARG, "quantize: NULL set list");
+    if (!s || !sets) return gdn2_error(GDN2_ERR_ARG, "gdn2_quant_parse_sets: NULL set list");
     int m = 0;
     const char *p = s;
     while (*p) {
@@ -161,12 +161,12 @@ int gdn2_quant_parse_sets(const char *s, int *sets) {
         else if (n == 4 && !strncmp(p, "head", 4)) m |= GDN2_QSET_HEAD;
         else if (n == 3 && !strncmp(p, "all", 3)) m |= GDN2_QSET_PROJ | GDN2_QSET_GATES | GDN2_QSET_HEAD;
         else
-            return gdn2_error(GDN2_ERR_ARG, "quantize: unknown weight set '%.*s' in '%s' (proj, gates, head, all)",
+            return gdn2_error(GDN2_ERR_ARG, "gdn2_quant_parse_sets: unknown weight set '%.*s' in '%s' (proj, gates, head, all)",
                               (int)n, p, s);
         p += n;
         if (*p == ',') p++;
     }
-    if (!m) return gdn2_error(GDN2_ERR_ARG, "quantize: empty weight set list '%s' (proj, gates, head, all)", s);
+    if (!m) return gdn2_error(GDN2_ERR_ARG, "gdn2_quant_parse_sets: empty weight set list '%s' (proj, gates, head, all)", s);
     *sets = m;
     return GDN2_OK;
 }
@@ -186,11 +186,11 @@ const char *gdn2_quant_sets_str(int sets, char *buf, size_t cap) {
 }
 
 int gdn2_model_fake_quant(gdn2_model *m, int bits, int64_t group, int sets, gdn2_quant_stats *stats) {
-    if (!m) return gdn2_error(GDN2_ERR_ARG, "fake quant: model is NULL");
+    if (!m) return gdn2_error(GDN2_ERR_ARG, "gdn2_model_fake_quant: model is NULL");
     int st = check_args(bits, 1, 1, group);
     if (st) return st;
     if (sets <= 0 || (sets & ~(GDN2_QSET_PROJ | GDN2_QSET_GATES | GDN2_QSET_HEAD)))
-        return gdn2_error(GDN2_ERR_ARG, "fake quant: bad weight-set mask %d", sets);
+        return gdn2_error(GDN2_ERR_ARG, "gdn2_model_fake_quant: bad weight-set mask %d", sets);
     gdn2_quant_stats s;
     memset(&s, 0, sizeof s);
     int64_t maxc = 0;
@@ -223,7 +223,7 @@ int gdn2_model_fake_quant(gdn2_model *m, int bits, int64_t group, int sets, gdn2
             if ((st = gdn2_quantize(bits, group, x, 1, cols, qrow, srow))) {
                 char msg[256];
                 snprintf(msg, sizeof msg, "%s", gdn2_last_error());
-                st = gdn2_error(st, "fake quant: %s row %lld: %s", p->name, (long long)r, msg);
+                st = gdn2_error(st, "gdn2_model_fake_quant: %s row %lld: %s", p->name, (long long)r, msg);
                 break;
             }
             gdn2_dequantize(bits, group, qrow, srow, 1, cols, tmp);
