@@ -130,15 +130,6 @@ static int split_list(char *s, char **items, int cap) {
     return n;
 }
 
-static int parse_ll(const char *s, long long lo, long long hi, long long *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno || v < lo || v > hi) return 0;
-    *out = v;
-    return 1;
-}
-
 static int mkdir_p1(const char *dir) {
     struct stat sb;
     if (!stat(dir, &sb)) return S_ISDIR(sb.st_mode) ? GDN2_OK : gdn2_error(GDN2_ERR_IO, "--out '%s' is not a directory", dir);
@@ -163,12 +154,12 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--haystack")) hay = v;
         else if (!strcmp(a, "--adjs")) adjs = v;
         else if (!strcmp(a, "--nouns")) nouns = v;
-        else if (!strcmp(a, "--samples")) ok = parse_ll(v, 1, 1000000, &samples);
-        else if (!strcmp(a, "--seed")) ok = parse_ll(v, 0, (long long)1 << 62, &seed);
-        else if (!strcmp(a, "--max-new")) ok = parse_ll(v, 1, 1 << 20, &max_new);
-        else if (!strcmp(a, "--pairs")) ok = parse_ll(v, 1, 1 << 24, &pairs);
-        else if (!strcmp(a, "--vocab")) ok = parse_ll(v, 4, 1 << 24, &vocab);
-        else if (!strcmp(a, "--threads")) ok = parse_ll(v, 1, 1024, &threads);
+        else if (!strcmp(a, "--samples")) ok = cli_parse_ll(v, 1, 1000000, &samples);
+        else if (!strcmp(a, "--seed")) ok = cli_parse_ll(v, 0, (long long)1 << 62, &seed);
+        else if (!strcmp(a, "--max-new")) ok = cli_parse_ll(v, 1, 1 << 20, &max_new);
+        else if (!strcmp(a, "--pairs")) ok = cli_parse_ll(v, 1, 1 << 24, &pairs);
+        else if (!strcmp(a, "--vocab")) ok = cli_parse_ll(v, 4, 1 << 24, &vocab);
+        else if (!strcmp(a, "--threads")) ok = cli_parse_ll(v, 1, 1024, &threads);
         else { fprintf(stderr, "gdn2 eval: unknown option '%s'\n", a); eval_usage(stderr); return 2; }
         if (!ok) { fprintf(stderr, "gdn2 eval: bad value '%s' for %s\n", v, a); return 2; }
         i++;
@@ -197,7 +188,7 @@ int cmd_eval(int argc, char **argv) {
     }
     for (int i = 0; i < nl; i++) {
         long long v;
-        if (!parse_ll(lstr[i], 1, 1 << 26, &v)) { fprintf(stderr, "gdn2 eval: bad length '%s'\n", lstr[i]); return 2; }
+        if (!cli_parse_ll(lstr[i], 1, 1 << 26, &v)) { fprintf(stderr, "gdn2 eval: bad length '%s'\n", lstr[i]); return 2; }
         lens[i] = (int)v;
     }
     int use_depth = 1;

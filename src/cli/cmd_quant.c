@@ -4,7 +4,6 @@
  * the whole validation split (last 10% of the file, as `gdn2 train`), in consecutive windows of
  * --seq-len bytes, each from a fresh state. MQAR checkpoints: per-query test accuracy through the
  * evaluator of `gdn2 eval --task mqar` (gdn2_eval_cell_run). docs/QUANT.md. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,15 +48,6 @@ static void quant_usage(FILE *f) {
             "  -o, --out PATH    also write the dequantized weights (same names and config) to PATH\n"
             "Prints a table row and a JSON line (mqar: also the test loss on the queried positions). Exit status: 0 ok, 2 bad usage or input, 1 runtime failure.\n",
             GDN2_QUANT_GROUP_DEFAULT);
-}
-
-static int parse_ll(const char *s, long long lo, long long hi, long long *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno || v < lo || v > hi) return 0;
-    *out = v;
-    return 1;
 }
 
 /* ---- metric: validation loss (nats per byte) over the whole validation split --------------- */
@@ -187,14 +177,14 @@ int cmd_quant(int argc, char **argv) {
         else if (!strcmp(a, "--task")) task = v;
         else if (!strcmp(a, "--what")) what = v;
         else if (!strcmp(a, "-o") || !strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--bits")) ok = parse_ll(v, 4, 8, &bits) && (bits == 4 || bits == 8);
-        else if (!strcmp(a, "--group")) ok = parse_ll(v, 1, 1 << 30, &group);
-        else if (!strcmp(a, "--seq-len")) ok = parse_ll(v, 1, 1 << 24, &seq_len);
-        else if (!strcmp(a, "--max-bytes")) ok = parse_ll(v, 2, (long long)1 << 50, &max_bytes);
-        else if (!strcmp(a, "--samples")) ok = parse_ll(v, 1, 1000000, &samples);
-        else if (!strcmp(a, "--pairs")) ok = parse_ll(v, 1, 1 << 24, &pairs);
-        else if (!strcmp(a, "--seed")) ok = parse_ll(v, 0, (long long)1 << 62, &seed);
-        else if (!strcmp(a, "--threads")) ok = parse_ll(v, 0, 1024, &threads);
+        else if (!strcmp(a, "--bits")) ok = cli_parse_ll(v, 4, 8, &bits) && (bits == 4 || bits == 8);
+        else if (!strcmp(a, "--group")) ok = cli_parse_ll(v, 1, 1 << 30, &group);
+        else if (!strcmp(a, "--seq-len")) ok = cli_parse_ll(v, 1, 1 << 24, &seq_len);
+        else if (!strcmp(a, "--max-bytes")) ok = cli_parse_ll(v, 2, (long long)1 << 50, &max_bytes);
+        else if (!strcmp(a, "--samples")) ok = cli_parse_ll(v, 1, 1000000, &samples);
+        else if (!strcmp(a, "--pairs")) ok = cli_parse_ll(v, 1, 1 << 24, &pairs);
+        else if (!strcmp(a, "--seed")) ok = cli_parse_ll(v, 0, (long long)1 << 62, &seed);
+        else if (!strcmp(a, "--threads")) ok = cli_parse_ll(v, 0, 1024, &threads);
         else {
             fprintf(stderr, "gdn2 quantize: unknown option '%s'\n", a);
             quant_usage(stderr);

@@ -13,4 +13,8 @@ int cmd_task(int argc, char **argv);     /* inspect task generators             
 int cmd_eval(int argc, char **argv);     /* evaluate a checkpoint on tasks                       */
 int cmd_quant(int argc, char **argv);    /* int8/int4 weight quantization and its accuracy cost  */
 
+
+/* src/cli/args.c: *out = the decimal integer s if it is whole and in [lo, hi]; returns 1, else 0. */
+int cli_parse_ll(const char *s, long long lo, long long hi, long long *out);
+
 #endif

@@ -288,6 +288,21 @@ __device__ __forceinline__ void stage(float *dst, int ld, const __nv_bfloat16 *s
     }
 }
 
+// Z = w . v of one chunk and value head into shared rows [64][ldz] (zero past len and V)
+template <class Tin, int VP, class ST>
+__device__ __forceinline__ void load_z(const ChunkParams &p, size_t tok0, int len, int hv, ST *sZ, int ldz) {
+    const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w;
+    for (int i = threadIdx.x; i < CS * VP; i += NT) {
+        int r = i / VP, e = i % VP;
+        float z = 0;
+        if (r < len && e < p.V) {
+            size_t idx = ((tok0 + r) * p.HV + hv) * p.V + e;
+            z = ldf(w, idx) * ldf(v, idx);
+        }
+        sset(&sZ[r * ldz + e], z);
+    }
+}
+
 // A = (I+T)^-1 in place in sTA ([64][65] fp32, T strictly lower), by 16x16 blocks, with scratch sX
 // ([16][65]) and sTd (4 x 256). Diagonal blocks: forward substitution per column on a copy of T_dd,
 // A_ic = [i==c] - sum_{c<=j<i} T_ij A_jc.
@@ -415,16 +430,7 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
         [&](int r, int d, float acc) { p.Y[ch * CS * KP + r * KP + d] = acc; });
     // Z = w . v into the q/k region (no longer read), then U = A Z
     ST *sZ = sQ;
-    const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w;
-    for (int i = threadIdx.x; i < CS * VP; i += NT) {
-        int r = i / VP, e = i % VP;
-        float z = 0;
-        if (r < len && e < p.V) {
-            size_t idx = ((tok0 + r) * p.HV + hv) * p.V + e;
-            z = ldf(w, idx) * ldf(v, idx);
-        }
-        sset(&sZ[r * LDZ + e], z);
-    }
+    load_z<Tin, VP>(p, tok0, len, hv, sZ, LDZ);
     __syncthreads();
     mmx<TC, 64, VP, 4, VP / 16>(
         CS, [&](int r, int s) { return sTA[r * 65 + s]; }, [&](int s, int e) { return sget(&sZ[s * LDZ + e]); },
@@ -675,15 +681,7 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
             }
         }
     } else {
-        for (int i = threadIdx.x; i < CS * VP; i += NT) {
-            int r = i / VP, e = i % VP;
-            float z = 0;
-            if (r < len && e < p.V) {
-                size_t idx = ((tok0 + r) * p.HV + hv) * p.V + e;
-                z = ldf(w, idx) * ldf(v, idx);
-            }
-            sset(&sZ[r * LDZ + e], z);
-        }
+        load_z<Tin, VP>(p, tok0, len, hv, sZ, LDZ);
     }
     __syncthreads();
     mm_tc2<64, VP>(
