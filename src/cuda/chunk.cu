@@ -48,9 +48,10 @@ struct ChunkParams {
     const float *dht;
     void *dq, *dk, *dv, *db, *dw;
     float *dg, *dh0, *dA_log, *ddt_bias;
-    // workspace, chunk-major: block ch = c*HV + hv
+    // workspace, chunk-major: block ch = c*HV + hv. On the bf16 fast path dY holds dE = A^T dY and
+    // dA1 holds dT instead (k_bv_tc computes them), and E = gamma.b.k is kept (bf16) for k_bv_tc.
     float *Y, *U, *Qg, *Kg, *Gl, *Aqk, *R, *Hs;
-    float *A, *dHs, *dR, *dY, *dA1, *dAqk, *dQi, *dKi, *dGl, *dQs, *dKs, *dBs, *dGs;
+    float *A, *dHs, *dR, *dY, *dA1, *dAqk, *dQi, *dKi, *dGl, *dQs, *dKs, *dBs, *dGs, *E;
 };
 
 __device__ __forceinline__ void chunk_info(const ChunkParams &p, int c, int &n, size_t &tok0, int &len) {
@@ -171,6 +172,26 @@ __device__ __forceinline__ void st2(__nv_bfloat16 *x, float a, float b) { *reint
 template <class ST, int KP>
 __host__ __device__ constexpr int ld_of() { return sizeof(ST) == 2 ? KP + 2 : KP + 1; }
 
+// Chunk-local cumulative sum of the gate per channel d < NCH of sG ([64][LDG]), in place, in log2
+// units relative to row 31, accumulated in double; sStart[d] = G2 of the virtual row -1.
+template <int NCH, int LDG>
+__device__ __forceinline__ void gate_cumsum(float *sG, float *sStart) {
+    for (int d = threadIdx.x; d < NCH; d += NT) {
+        double acc = 0;
+        for (int r = 32; r < CS; r++) {
+            acc += sG[r * LDG + d];
+            sG[r * LDG + d] = (float)(acc * 1.4426950408889634);
+        }
+        acc = 0;
+        for (int r = 31; r >= 0; r--) {
+            double gr = sG[r * LDG + d];
+            sG[r * LDG + d] = (float)(acc * 1.4426950408889634);
+            acc -= gr;
+        }
+        sStart[d] = (float)(acc * 1.4426950408889634);
+    }
+}
+
 // The common end of load_keys / load_keys_vec, after the raw q, k, b, g are in shared memory: the
 // q/k L2 norm, then the chunk-local cumulative gate G2 (log2 units, relative to row 31) and sStart.
 template <class ST, int KP>
@@ -195,21 +216,7 @@ __device__ __forceinline__ void keys_finish(const ChunkParams &p, ST *sQ, ST *sK
             }
         }
     }
-    // chunk-local cumulative sum per channel in log2 units, reference row 31
-    for (int d = threadIdx.x; d < KP; d += NT) {
-        double acc = 0;
-        for (int r = 32; r < CS; r++) {
-            acc += sG[r * LDG + d];
-            sG[r * LDG + d] = (float)(acc * 1.4426950408889634);
-        }
-        acc = 0;
-        for (int r = 31; r >= 0; r--) {
-            double gr = sG[r * LDG + d];
-            sG[r * LDG + d] = (float)(acc * 1.4426950408889634);
-            acc -= gr;
-        }
-        sStart[d] = (float)(acc * 1.4426950408889634);
-    }
+    gate_cumsum<KP, LDG>(sG, sStart);
     __syncthreads();
 }
 
@@ -636,6 +643,11 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
     }
     for (int d = threadIdx.x; d < KP; d += NT) p.Gl[ch * KP + d] = exp2f(sG[(CS - 1) * LDG + d] - sSt[d]);
     __syncthreads(); // k is dead from here: its region holds the solve's scratch
+    if (bwd && is_bf16<WT>::value) // E for the fast backward's dY E^T (k_bv_tc)
+        for (int i = threadIdx.x; i < CS * KP / 2; i += NT) {
+            const int r = 2 * i / KP, d = 2 * i % KP;
+            *reinterpret_cast<uint32_t *>((bf16 *)p.E + ch * CS * KP + 2 * i) = *reinterpret_cast<const uint32_t *>(&sB[r * LDQ + d]);
+        }
 
     // v and w of the chunk (for Z = w . v below): 16-byte loads issued now, so they fly during the solve
     const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w;
@@ -689,6 +701,123 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
         [&](int r, int e, float a0, float a1) { *reinterpret_cast<float2 *>(&gU[r * VP + e]) = make_float2(a0, a1); });
 }
 
+
+// ------------------------------------------------------------------------------------------------
+// Intra-chunk VJPs of the two score products, on tensor cores (bf16 paths of k_bk and k_bk_tc).
+// With X = dAqk (lower, diagonal included) or dT (strictly lower) and y = q or b.k, per row r and
+// channel d:
+//   dq_in_r  = scale sum_{s<=r} dAqk_rs k_s 2^(G2_r-G2_s),   E'_r = sum_{s<r} dT_rs k_s 2^(G2_r-G2_s)
+//   dkt_r    = scale sum_{r2>=r} dAqk_r2,r q_r2 2^(G2_r2-G2_r) + sum_{r2>r} dT_r2,r b_r2 k_r2 2^(..)
+// Warp w owns the 16 rows of block t = w / 2 and 32 channels from dbase; thread (gq, tq) holds the
+// mma fragment elements r = 16t + gq (+8), d = dbase + 8f + 2tq (+1), f < 4. The sums over the other
+// row blocks run on tensor cores (operands split into bf16 hi + lo, 3 mma: plain bf16 operands cost
+// 5x in dA_log error) with a reference row per block, every exponent <= 0:
+//   s in blocks j < t, ref = 16t:        2^(G2_r-G2_ref) sum_s X_rs [k_s 2^(G2_ref-G2_s)]
+//   r2 in blocks i > t, ref = 16(t+1):   2^(G2_ref-G2_r) sum_r2 X_r2,r [y_r2 2^(G2_r2-G2_ref)]
+// and the 16x16 diagonal block is summed exactly per element (one exp2 per term). Shared arrays:
+// sQ, sK, sB, sG [64][LDK] fp32, sdAqk and sdT [64][65] fp32. fe(h, f, r, d, dq_in, E', dkt) receives
+// the pairs (d, d+1) of row r = 16t + gq + 8h, d = dbase + 8f + 2tq.
+// ------------------------------------------------------------------------------------------------
+template <int LDK, class FE>
+__device__ __forceinline__ void intra_vjp_tc(const float *sQ, const float *sK, const float *sB, const float *sG,
+                                             const float *sdAqk, const float *sdT, float scale, int dbase, FE fe) {
+    const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3;
+    const int t = wp >> 1, rb = 16 * t;
+    float cq[4][4], ce[4][4], ckq[4][4], ckb[4][4];
+#pragma unroll
+    for (int f = 0; f < 4; f++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) cq[f][e] = ce[f][e] = ckq[f][e] = ckb[f][e] = 0.0f;
+    for (int j = 0; j < t; j++) { // earlier blocks: dq_in and E' of rows r
+        uint32_t aqh[4], aql[4], ath[4], atl[4];
+#pragma unroll
+        for (int m = 0; m < 4; m++) {
+            const int r = rb + gq + 8 * (m & 1), s = 16 * j + 2 * tq + 8 * (m >> 1);
+            split_bf16(sdAqk[r * 65 + s], sdAqk[r * 65 + s + 1], aqh[m], aql[m]);
+            split_bf16(sdT[r * 65 + s], sdT[r * 65 + s + 1], ath[m], atl[m]);
+        }
+#pragma unroll
+        for (int f = 0; f < 4; f++) {
+            const int d = dbase + 8 * f + gq;
+            const float gref = sG[rb * LDK + d];
+            uint32_t bh[2], bl[2];
+#pragma unroll
+            for (int m = 0; m < 2; m++) {
+                const int s = 16 * j + 2 * tq + 8 * m;
+                split_bf16(sK[s * LDK + d] * exp2f(fminf(gref - sG[s * LDK + d], 0.0f)),
+                           sK[(s + 1) * LDK + d] * exp2f(fminf(gref - sG[(s + 1) * LDK + d], 0.0f)), bh[m], bl[m]);
+            }
+            mma_split3(cq[f], aqh, aql, bh[0], bh[1], bl[0], bl[1]);
+            mma_split3(ce[f], ath, atl, bh[0], bh[1], bl[0], bl[1]);
+        }
+    }
+    for (int i = t + 1; i < 4; i++) { // later blocks: dkt of rows s of block t
+        uint32_t aqh[4], aql[4], ath[4], atl[4]; // A(m = s, k = r2) = X[r2][s]
+#pragma unroll
+        for (int m = 0; m < 4; m++) {
+            const int sr = rb + gq + 8 * (m & 1), r2 = 16 * i + 2 * tq + 8 * (m >> 1);
+            split_bf16(sdAqk[r2 * 65 + sr], sdAqk[(r2 + 1) * 65 + sr], aqh[m], aql[m]);
+            split_bf16(sdT[r2 * 65 + sr], sdT[(r2 + 1) * 65 + sr], ath[m], atl[m]);
+        }
+#pragma unroll
+        for (int f = 0; f < 4; f++) {
+            const int d = dbase + 8 * f + gq;
+            const float gref = sG[(rb + 16) * LDK + d];
+            uint32_t bqh[2], bql[2], bbh[2], bbl[2];
+#pragma unroll
+            for (int m = 0; m < 2; m++) {
+                const int r2 = 16 * i + 2 * tq + 8 * m;
+                const float x0 = exp2f(fminf(sG[r2 * LDK + d] - gref, 0.0f));
+                const float x1 = exp2f(fminf(sG[(r2 + 1) * LDK + d] - gref, 0.0f));
+                split_bf16(sQ[r2 * LDK + d] * x0, sQ[(r2 + 1) * LDK + d] * x1, bqh[m], bql[m]);
+                split_bf16(sB[r2 * LDK + d] * sK[r2 * LDK + d] * x0, sB[(r2 + 1) * LDK + d] * sK[(r2 + 1) * LDK + d] * x1,
+                           bbh[m], bbl[m]);
+            }
+            mma_split3(ckq[f], aqh, aql, bqh[0], bqh[1], bql[0], bql[1]);
+            mma_split3(ckb[f], ath, atl, bbh[0], bbh[1], bbl[0], bbl[1]);
+        }
+    }
+    // diagonal block, exact, and the combination; element u of row r: d = dbase + 8(u/2) + 2tq + u%2
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int r = rb + gq + 8 * h;
+        float gr[8], dqa[8], ep[8], dkq[8], dkb[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            gr[u] = sG[r * LDK + dbase + 8 * (u >> 1) + 2 * tq + (u & 1)];
+            dqa[u] = ep[u] = dkq[u] = dkb[u] = 0.0f;
+        }
+        for (int s = rb; s < rb + 16; s++) { // s <= r: row sums of r; s >= r: column sums (s = r2)
+            const float a = s <= r ? sdAqk[r * 65 + s] : 0.0f, tt = sdT[r * 65 + s];
+            const float a2 = s >= r ? sdAqk[s * 65 + r] : 0.0f, t2 = sdT[s * 65 + r]; // dT strictly lower
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                const int d = dbase + 8 * (u >> 1) + 2 * tq + (u & 1);
+                const float gs = sG[s * LDK + d], ks = sK[s * LDK + d];
+                const float e = exp2f(-fabsf(gr[u] - gs)); // 2^(G2_r-G2_s) for s <= r, 2^(G2_s-G2_r) for s >= r
+                dqa[u] = fmaf(a, e * ks, dqa[u]);
+                ep[u] = fmaf(tt, e * ks, ep[u]);
+                dkq[u] = fmaf(a2 * sQ[s * LDK + d], e, dkq[u]);
+                dkb[u] = fmaf(t2 * sB[s * LDK + d] * ks, e, dkb[u]);
+            }
+        }
+#pragma unroll
+        for (int f = 0; f < 4; f++) {
+            const int d0 = dbase + 8 * f + 2 * tq;
+            float dq_in[2], ept[2], dkt[2];
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                const int u = 2 * f + c, d = d0 + c, e = 2 * h + c;
+                const float xa = t > 0 ? exp2f(fminf(gr[u] - sG[rb * LDK + d], 0.0f)) : 0.0f;
+                const float yb = t < 3 ? exp2f(fminf(sG[(rb + 16) * LDK + d] - gr[u], 0.0f)) : 0.0f;
+                dq_in[c] = scale * (dqa[u] + xa * cq[f][e]);
+                ept[c] = ep[u] + xa * ce[f][e];
+                dkt[c] = scale * (dkq[u] + yb * ckq[f][e]) + dkb[u] + yb * ckb[f][e];
+            }
+            fe(h, f, r, d0, dq_in, ept, dkt);
+        }
+    }
+}
 
 #include "chunk_tc.cuh"
 
@@ -1017,131 +1146,34 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
         [&](int r, int cc, float acc) { sdA[r * 65 + cc] = cc < r ? -acc : 0.0f; });
     __syncthreads();
 
-    // intra-chunk VJPs (X = dAqk or dT, y = q or b.k):
-    //   sum_{s<=r} X_rs k_s 2^(G2_r-G2_s)  and  sum_{r2>=r} X_r2,r y_r2 2^(G2_r2-G2_r)
+    // intra-chunk VJPs of Aqk and T (see intra_vjp_tc), combined with the terms above
     if constexpr (TC) {
-        // bf16 path: warp w owns the rows of 16-row block t = w / 2 and half of the channels, 32 at a
-        // time; thread (gq, tq) holds the mma fragment elements r = 16t + gq (+8), d = dbase + 8f + 2tq
-        // (+1), f < 4. The sums over the other row blocks run on tensor cores (operands split into bf16
-        // hi + lo, 3 mma: plain bf16 operands cost 5x in dA_log error) with a reference row per block,
-        // every exponent <= 0:
-        //   s in blocks j < t, ref = 16t:        2^(G2_r-G2_ref) sum_s X_rs [k_s 2^(G2_ref-G2_s)]
-        //   r2 in blocks i > t, ref = 16(t+1):   2^(G2_ref-G2_r) sum_r2 X_r2,r [y_r2 2^(G2_r2-G2_ref)]
-        // and the 16x16 diagonal block is summed exactly per element (one exp2 per term).
-        const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3;
-        const int t = wp >> 1, rb = 16 * t;
-        for (int qd = 0; qd < KP / 64; qd++) {
-            const int dbase = (wp & 1) * (KP / 2) + qd * 32;
-            float cq[4][4], ce[4][4], ckq[4][4], ckb[4][4];
+        for (int qd = 0; qd < KP / 64; qd++)
+            intra_vjp_tc<LDK>(sQ, sK, sB, sG, sdAqk, sdA, p.scale, (threadIdx.x / 32 & 1) * (KP / 2) + qd * 32,
+                              [&](int, int, int r, int d0, const float(&dq_in)[2], const float(&ept)[2], const float(&dkt)[2]) {
+                const size_t o = ob + r * KP + d0;
+                const float2 vqi = *reinterpret_cast<const float2 *>(&p.dQi[o]), vki = *reinterpret_cast<const float2 *>(&p.dKi[o]);
+                float2 vk = *reinterpret_cast<const float2 *>(&p.dKs[o]), vb = *reinterpret_cast<const float2 *>(&p.dBs[o]);
+                float2 vg = *reinterpret_cast<const float2 *>(&p.dGs[o]), vq;
+                float *pk = &vk.x, *pb = &vb.x, *pg = &vg.x, *pq = &vq.x;
+                const float *qi = &vqi.x, *ki = &vki.x;
 #pragma unroll
-            for (int f = 0; f < 4; f++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) cq[f][e] = ce[f][e] = ckq[f][e] = ckb[f][e] = 0.0f;
-            for (int j = 0; j < t; j++) { // earlier blocks: dq_in and E' of rows r
-                uint32_t aqh[4], aql[4], ath[4], atl[4];
-#pragma unroll
-                for (int m = 0; m < 4; m++) {
-                    const int r = rb + gq + 8 * (m & 1), s = 16 * j + 2 * tq + 8 * (m >> 1);
-                    split_bf16(sdAqk[r * 65 + s], sdAqk[r * 65 + s + 1], aqh[m], aql[m]);
-                    split_bf16(sdA[r * 65 + s], sdA[r * 65 + s + 1], ath[m], atl[m]);
+                for (int c = 0; c < 2; c++) {
+                    const int d = d0 + c;
+                    const float gr = sG[r * LDK + d], qr = sQ[r * LDK + d], kr = sK[r * LDK + d], br = sB[r * LDK + d];
+                    const float dqi = p.scale * exp2f(gr - sSt[d]) * qi[c];
+                    const float dki = exp2f(sG[(CS - 1) * LDK + d] - gr) * ki[c];
+                    pq[c] = dqi + dq_in[c];
+                    pk[c] += br * ept[c] + dkt[c] + dki;
+                    pb[c] += kr * ept[c];
+                    pg[c] += qr * (dq_in[c] + dqi) + br * kr * ept[c] - kr * (dkt[c] + dki);
+                    atomicAdd(&sEx[d], kr * dki);
                 }
-#pragma unroll
-                for (int f = 0; f < 4; f++) {
-                    const int d = dbase + 8 * f + gq;
-                    const float gref = sG[rb * LDK + d];
-                    uint32_t bh[2], bl[2];
-#pragma unroll
-                    for (int m = 0; m < 2; m++) {
-                        const int s = 16 * j + 2 * tq + 8 * m;
-                        split_bf16(sK[s * LDK + d] * exp2f(fminf(gref - sG[s * LDK + d], 0.0f)),
-                                   sK[(s + 1) * LDK + d] * exp2f(fminf(gref - sG[(s + 1) * LDK + d], 0.0f)), bh[m], bl[m]);
-                    }
-                    mma_split3(cq[f], aqh, aql, bh[0], bh[1], bl[0], bl[1]);
-                    mma_split3(ce[f], ath, atl, bh[0], bh[1], bl[0], bl[1]);
-                }
-            }
-            for (int i = t + 1; i < 4; i++) { // later blocks: dkt of rows s of block t
-                uint32_t aqh[4], aql[4], ath[4], atl[4]; // A(m = s, k = r2) = X[r2][s]
-#pragma unroll
-                for (int m = 0; m < 4; m++) {
-                    const int sr = rb + gq + 8 * (m & 1), r2 = 16 * i + 2 * tq + 8 * (m >> 1);
-                    split_bf16(sdAqk[r2 * 65 + sr], sdAqk[(r2 + 1) * 65 + sr], aqh[m], aql[m]);
-                    split_bf16(sdA[r2 * 65 + sr], sdA[(r2 + 1) * 65 + sr], ath[m], atl[m]);
-                }
-#pragma unroll
-                for (int f = 0; f < 4; f++) {
-                    const int d = dbase + 8 * f + gq;
-                    const float gref = sG[(rb + 16) * LDK + d];
-                    uint32_t bqh[2], bql[2], bbh[2], bbl[2];
-#pragma unroll
-                    for (int m = 0; m < 2; m++) {
-                        const int r2 = 16 * i + 2 * tq + 8 * m;
-                        const float x0 = exp2f(fminf(sG[r2 * LDK + d] - gref, 0.0f));
-                        const float x1 = exp2f(fminf(sG[(r2 + 1) * LDK + d] - gref, 0.0f));
-                        split_bf16(sQ[r2 * LDK + d] * x0, sQ[(r2 + 1) * LDK + d] * x1, bqh[m], bql[m]);
-                        split_bf16(sB[r2 * LDK + d] * sK[r2 * LDK + d] * x0, sB[(r2 + 1) * LDK + d] * sK[(r2 + 1) * LDK + d] * x1,
-                                   bbh[m], bbl[m]);
-                    }
-                    mma_split3(ckq[f], aqh, aql, bqh[0], bqh[1], bql[0], bql[1]);
-                    mma_split3(ckb[f], ath, atl, bbh[0], bbh[1], bbl[0], bbl[1]);
-                }
-            }
-            // diagonal block, exact, and the combination; element u of row r: d = dbase + 8(u/2) + 2tq + u%2
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const int r = rb + gq + 8 * h;
-                float gr[8], dqa[8], ep[8], dkq[8], dkb[8];
-#pragma unroll
-                for (int u = 0; u < 8; u++) {
-                    gr[u] = sG[r * LDK + dbase + 8 * (u >> 1) + 2 * tq + (u & 1)];
-                    dqa[u] = ep[u] = dkq[u] = dkb[u] = 0.0f;
-                }
-                for (int s = rb; s < rb + 16; s++) { // s <= r: row sums of r; s >= r: column sums (s = r2)
-                    const float a = s <= r ? sdAqk[r * 65 + s] : 0.0f, tt = sdA[r * 65 + s];
-                    const float a2 = s >= r ? sdAqk[s * 65 + r] : 0.0f, t2 = sdA[s * 65 + r]; // dT strictly lower
-#pragma unroll
-                    for (int u = 0; u < 8; u++) {
-                        const int d = dbase + 8 * (u >> 1) + 2 * tq + (u & 1);
-                        const float gs = sG[s * LDK + d], ks = sK[s * LDK + d];
-                        const float e = exp2f(-fabsf(gr[u] - gs)); // 2^(G2_r-G2_s) for s <= r, 2^(G2_s-G2_r) for s >= r
-                        dqa[u] = fmaf(a, e * ks, dqa[u]);
-                        ep[u] = fmaf(tt, e * ks, ep[u]);
-                        dkq[u] = fmaf(a2 * sQ[s * LDK + d], e, dkq[u]);
-                        dkb[u] = fmaf(t2 * sB[s * LDK + d] * ks, e, dkb[u]);
-                    }
-                }
-#pragma unroll
-                for (int f = 0; f < 4; f++) {
-                    const int d0 = dbase + 8 * f + 2 * tq;
-                    const size_t o = ob + r * KP + d0;
-                    const float2 vqi = *reinterpret_cast<const float2 *>(&p.dQi[o]), vki = *reinterpret_cast<const float2 *>(&p.dKi[o]);
-                    float2 vk = *reinterpret_cast<const float2 *>(&p.dKs[o]), vb = *reinterpret_cast<const float2 *>(&p.dBs[o]);
-                    float2 vg = *reinterpret_cast<const float2 *>(&p.dGs[o]), vq;
-                    float *pk = &vk.x, *pb = &vb.x, *pg = &vg.x, *pq = &vq.x;
-                    const float *qi = &vqi.x, *ki = &vki.x;
-#pragma unroll
-                    for (int c = 0; c < 2; c++) {
-                        const int u = 2 * f + c, d = d0 + c, e = 2 * h + c;
-                        const float xa = t > 0 ? exp2f(fminf(gr[u] - sG[rb * LDK + d], 0.0f)) : 0.0f;
-                        const float yb = t < 3 ? exp2f(fminf(sG[(rb + 16) * LDK + d] - gr[u], 0.0f)) : 0.0f;
-                        const float dq_in = p.scale * (dqa[u] + xa * cq[f][e]), ept = ep[u] + xa * ce[f][e];
-                        const float dkt = p.scale * (dkq[u] + yb * ckq[f][e]) + dkb[u] + yb * ckb[f][e];
-                        const float qr = sQ[r * LDK + d], kr = sK[r * LDK + d], br = sB[r * LDK + d];
-                        const float dqi = p.scale * exp2f(gr[u] - sSt[d]) * qi[c];
-                        const float dki = exp2f(sG[(CS - 1) * LDK + d] - gr[u]) * ki[c];
-                        pq[c] = dqi + dq_in;
-                        pk[c] += br * ept + dkt + dki;
-                        pb[c] += kr * ept;
-                        pg[c] += qr * (dq_in + dqi) + br * kr * ept - kr * (dkt + dki);
-                        atomicAdd(&sEx[d], kr * dki);
-                    }
-                    *reinterpret_cast<float2 *>(&p.dQs[o]) = vq;
-                    *reinterpret_cast<float2 *>(&p.dKs[o]) = vk;
-                    *reinterpret_cast<float2 *>(&p.dBs[o]) = vb;
-                    *reinterpret_cast<float2 *>(&p.dGs[o]) = vg;
-                }
-            }
-        }
+                *reinterpret_cast<float2 *>(&p.dQs[o]) = vq;
+                *reinterpret_cast<float2 *>(&p.dKs[o]) = vk;
+                *reinterpret_cast<float2 *>(&p.dBs[o]) = vb;
+                *reinterpret_cast<float2 *>(&p.dGs[o]) = vg;
+            });
     } else {
         constexpr int RS = NT / KP;
         const int d = threadIdx.x % KP, r0 = threadIdx.x / KP;
@@ -1293,15 +1325,15 @@ static int64_t count_chunks(const gdn2_dims *d, const gdn2_opts *o) {
 }
 
 // buffers: 0 Y,1 U,2 Qg,3 Kg,4 Gl,5 Aqk,6 R,7 Hs | 8 A,9 dHs,10 dR,11 dY,12 dA1,13 dAqk,14 dQi,15 dKi,
-// 16 dGl,17 dQs,18 dKs,19 dBs,20 dGs
+// 16 dGl,17 dQs,18 dKs,19 dBs,20 dGs,21 E
 static void ws_layout(const gdn2_dims *d, const gdn2_opts *o, int bwd, WsLayout *L) {
     const size_t nch = (size_t)count_chunks(d, o) * d->HV, KP = pad_dim(d->K), VP = pad_dim(d->V);
-    const size_t per[21] = {CS * KP, CS * VP, CS * KP, CS * KP, KP, CS * CS, CS * VP, KP * VP,
+    const size_t per[22] = {CS * KP, CS * VP, CS * KP, CS * KP, KP, CS * CS, CS * VP, KP * VP,
                             CS * CS, KP * VP, CS * VP, CS * KP, CS * CS, CS * CS, CS * KP, CS * KP,
-                            KP, CS * KP, CS * KP, CS * KP, CS * KP};
-    const int nb = bwd ? 21 : 8;
+                            KP, CS * KP, CS * KP, CS * KP, CS * KP, CS * KP};
+    const int nb = bwd ? 22 : 8;
     size_t off = 0;
-    for (int i = 0; i < 21; i++) {
+    for (int i = 0; i < 22; i++) {
         L->off[i] = off;
         if (i < nb) off += ((nch * per[i] + 63) / 64) * 64; // 256-byte aligned
     }
@@ -1441,7 +1473,7 @@ static cudaError_t launch_fast(ChunkParams &p, int bwd, cudaStream_t st) {
     constexpr int BVB = BV == 16 ? 16 : 64;
     const int nsm_prep = prep_smem_bytes<__nv_bfloat16, KP>(), nsm_state = state_tc_smem_bytes<KP, BV>();
     const int nsm_out = out_tc_smem_bytes<KP, VP>(), nsm_bstate = bstate_tc_smem_bytes<KP, BVB>();
-    const int nsm_bv = bv_tc_smem_bytes<VP>(), nsm_bk = bk_smem_floats<KP>() * 4;
+    const int nsm_bv = bv_tc_smem_bytes<VP>(), nsm_bk = bk_tc_smem_bytes();
     static bool attr = false;
     if (!attr) {
         cudaFuncSetAttribute(k_prep_tc<Tin, KP, VP, bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_prep);
@@ -1449,13 +1481,14 @@ static cudaError_t launch_fast(ChunkParams &p, int bwd, cudaStream_t st) {
         cudaFuncSetAttribute(k_out_tc<KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_out);
         cudaFuncSetAttribute(k_bstate_tc<KP, VP, BVB>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bstate);
         cudaFuncSetAttribute(k_bv_tc<KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bv);
-        cudaFuncSetAttribute(k_bk<Tin, KP, VP, bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bk);
+        cudaFuncSetAttribute(k_bk_tc<KP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bk);
         attr = true;
     }
     Prof pr;
     pr.n = 0;
     pr.st = st;
     const dim3 gc(p.nchunks, p.HV), gs(VP / BV, p.nseq * p.HV), gb(VP / BVB, p.nseq * p.HV), gh(p.nchunks, p.H);
+    const dim3 gk(p.nchunks, p.HV, KP / 64);
     pr.mark("start");
     if (p.nchunks > 0) k_prep_tc<Tin, KP, VP, bf16><<<gc, NT, nsm_prep, st>>>(p, bwd);
     pr.mark("prep");
@@ -1472,7 +1505,7 @@ static cudaError_t launch_fast(ChunkParams &p, int bwd, cudaStream_t st) {
     if (p.nchunks > 0) {
         k_bv_tc<KP, VP><<<gc, NT, nsm_bv, st>>>(p);
         pr.mark("bv");
-        k_bk<Tin, KP, VP, bf16><<<gc, NT, nsm_bk, st>>>(p);
+        k_bk_tc<KP><<<gk, NT, nsm_bk, st>>>(p);
         pr.mark("bk");
         k_fin<Tin, KP><<<gh, NT, 0, st>>>(p);
         pr.mark("fin");
@@ -1554,9 +1587,9 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
     }
     {
         float *f = (float *)ws;
-        float **bufs[21] = {&p.Y, &p.U, &p.Qg, &p.Kg, &p.Gl, &p.Aqk, &p.R, &p.Hs, &p.A, &p.dHs, &p.dR,
-                            &p.dY, &p.dA1, &p.dAqk, &p.dQi, &p.dKi, &p.dGl, &p.dQs, &p.dKs, &p.dBs, &p.dGs};
-        for (int i = 0; i < (bwd ? 21 : 8); i++) *bufs[i] = f + L.off[i];
+        float **bufs[22] = {&p.Y, &p.U, &p.Qg, &p.Kg, &p.Gl, &p.Aqk, &p.R, &p.Hs, &p.A, &p.dHs, &p.dR,
+                            &p.dY, &p.dA1, &p.dAqk, &p.dQi, &p.dKi, &p.dGl, &p.dQs, &p.dKs, &p.dBs, &p.dGs, &p.E};
+        for (int i = 0; i < (bwd ? 22 : 8); i++) *bufs[i] = f + L.off[i];
     }
     if (o->cu_seqlens) { // chunk table {seq, tok0, len} and per-sequence chunk offsets
         const size_t ntab = (size_t)nchunks * 3 + nseq + 1;

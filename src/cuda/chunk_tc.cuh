@@ -202,9 +202,14 @@ __global__ __launch_bounds__(NT, 1) void k_bstate_tc(ChunkParams p) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// k_bv_tc: value-side contractions per (chunk, hv) (as k_bv):
-//   dAqk = tril(dO R^T),  dA1 = dR Z^T (Z = w.v),  dZ = A^T dR -> dv = dZ.w, dw = dZ.v
+// k_bv_tc: value-side contractions per (chunk, hv) (as k_bv), and the WY part of the key side that
+// needs all K channels at once (k_bk's first half), so that k_bk_tc can split the channels:
+//   dAqk = tril(dO R^T),  dZ = A^T dR -> dv = dZ.w, dw = dZ.v
 //   dY = -dR S0^T,  dQi = dO S0^T,  dKi = R dSC^T,  dGl = rowsum(S0 . dSC)   (64 key rows at a time)
+//   dA = dR Z^T + dY E^T (Z = w.v, E = gamma.b.k from k_prep_tc),  dE = A^T dY  (-> p.dY)
+//   dT = -tril(A^T tril(dA,-1) A^T, -1)  (-> p.dA1)
+// dY, dA and M = tril(dA,-1) A^T are rounded to bf16 as the operands of the next product, as the
+// generic k_bk's tensor-core products round them.
 // ------------------------------------------------------------------------------------------------
 template <int VP>
 constexpr int bv_tc_smem_bytes() { return (5 * CS * (VP + 8) + CS * (CS + 8)) * 2; }
@@ -230,6 +235,7 @@ __global__ __launch_bounds__(NT, 2) void k_bv_tc(ChunkParams p) {
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
+    TcAcc<CS, CS> dA; // dR Z^T, then += dY E^T over the key halves
     {
         TcAcc<CS, CS> X;
         X.zero();
@@ -237,9 +243,8 @@ __global__ __launch_bounds__(NT, 2) void k_bv_tc(ChunkParams p) {
         X.each_pair([&](int r, int s, float &a0, float &a1) {
             st2(&p.dAqk[ch * CS * CS + r * CS + s], s <= r ? a0 : 0.0f, s + 1 <= r ? a1 : 0.0f);
         });
-        X.zero();
-        X.template mma<false, true, true>(sdR, LV, sV, LV, VP, sW);
-        X.each_pair([&](int r, int s, float &a0, float &a1) { st2(&p.dA1[ch * CS * CS + r * CS + s], a0, a1); });
+        dA.zero();
+        dA.template mma<false, true, true>(sdR, LV, sV, LV, VP, sW);
     }
     {
         TcAcc<CS, VP> X;
@@ -278,13 +283,188 @@ __global__ __launch_bounds__(NT, 2) void k_bv_tc(ChunkParams p) {
         const size_t ob = ch * CS * KP + kh * 64;
         TcAcc<CS, 64> X;
         X.zero();
-        X.template mma<false, true>(sdR, LV, sS0, LV, VP);
-        X.each_pair([&](int r, int dd, float &a0, float &a1) { st2(&p.dY[ob + r * KP + dd], -a0, -a1); });
-        X.zero();
         X.template mma<false, true>(sdO, LV, sS0, LV, VP);
         X.each_pair([&](int r, int dd, float &a0, float &a1) { st2(&p.dQi[ob + r * KP + dd], a0, a1); });
         X.zero();
         X.template mma<false, true>(sR, LV, sdS, LV, VP);
         X.each_pair([&](int r, int dd, float &a0, float &a1) { st2(&p.dKi[ob + r * KP + dd], a0, a1); });
+        X.zero();
+        X.template mma<false, true>(sdR, LV, sS0, LV, VP); // -dY
+        __syncthreads(); // S0 and dSC no longer read: their tiles take E and dY of this key half
+        bf16 *sE = sS0, *sdY = sdS;
+        cp_tile<CS, 64, NT>(sE, LV, (const bf16 *)p.E + ob, KP);
+        cp_async_commit();
+        X.each_pair([&](int r, int dd, float &a0, float &a1) { st2(&sdY[r * LV + dd], -a0, -a1); });
+        cp_async_wait<0>();
+        __syncthreads();
+        dA.template mma<false, true>(sdY, LV, sE, LV, 64);
+        X.zero();
+        X.template mma<true, false>(sA, LC, sdY, LV, CS);
+        X.each_pair([&](int r, int dd, float &a0, float &a1) { st2(&p.dY[ob + r * KP + dd], a0, a1); });
+    }
+    // dT = -tril(A^T M, -1) with M = tril(dA,-1) A^T; the v, w tiles are free
+    __syncthreads();
+    bf16 *sdA = sV, *sM = sW;
+    dA.each_pair([&](int r, int s, float &a0, float &a1) { st2(&sdA[r * LC + s], s < r ? a0 : 0.0f, s + 1 < r ? a1 : 0.0f); });
+    __syncthreads();
+    TcAcc<CS, CS> X;
+    X.zero();
+    X.template mma<false, true>(sdA, LC, sA, LC, CS);
+    X.each_pair([&](int r, int s, float &a0, float &a1) { st2(&sM[r * LC + s], a0, a1); });
+    __syncthreads();
+    X.zero();
+    X.template mma<true, false>(sA, LC, sM, LC, CS);
+    X.each_pair([&](int r, int s, float &a0, float &a1) {
+        st2(&p.dA1[ch * CS * CS + r * CS + s], s < r ? -a0 : 0.0f, s + 1 < r ? -a1 : 0.0f);
+    });
+}
+
+// ------------------------------------------------------------------------------------------------
+// k_bk_tc: the key side per (chunk, hv, 64-channel half kh), after k_bv_tc has reduced everything
+// that needs all K channels (dT, dE = A^T dY). With gamma_r = 2^(G2_r - G2_start):
+//   dq = scale gamma dQi + dq_in
+//   dk = gamma dE.b + b.E' + dkt + 2^(G2_last-G2) dKi,      db = gamma dE.k + k.E'
+//   dG = gamma dE.b.k + q.dq - ... (below), then dg = reverse cumulative sum of dG over the rows
+// with dq_in, E', dkt the intra-chunk VJPs (intra_vjp_tc). q, k (L2-normalised over the whole row
+// when asked), b and G2 of the half live in fp32 shared memory, dAqk and dT too (~102 KB: two blocks
+// per SM); each gradient is written once, the cumulative sum runs in registers (warp shuffles) and
+// across the four row blocks through shared memory. Per-hv results go to dQs, dKs, dBs, dGs for
+// k_fin, as from k_bk.
+// ------------------------------------------------------------------------------------------------
+constexpr int BKH_LD = 68; // row stride of the [64][64] fp32 key tiles: 8 tq x gq lanes hit 32 banks
+constexpr int bk_tc_smem_bytes() { return (4 * CS * BKH_LD + 2 * CS * 65 + 6 * 64) * 4; }
+
+template <int KP>
+__global__ __launch_bounds__(NT, 2) void k_bk_tc(ChunkParams p) {
+    extern __shared__ float sm[];
+    constexpr int LD = BKH_LD;
+    float *sQ = sm, *sK = sQ + CS * LD, *sB = sK + CS * LD, *sG = sB + CS * LD;
+    float *sdAqk = sG + CS * LD, *sdT = sdAqk + CS * 65, *sSt = sdT + CS * 65, *sEx = sSt + 64, *sTot = sEx + 64;
+    const int c = blockIdx.x, hv = blockIdx.y, kh = blockIdx.z, h = hv / p.G, d0 = kh * 64;
+    int n, len;
+    size_t tok0;
+    chunk_info(p, c, n, tok0, len);
+    const size_t ch = (size_t)c * p.HV + hv, ob = ch * CS * KP + d0;
+    const bf16 *q = (const bf16 *)p.q, *k = (const bf16 *)p.k, *b = (const bf16 *)p.b;
+    // q, k, b of the half: 8 bf16 per 16-byte load, widened to fp32
+    for (int i = threadIdx.x; i < CS * 8; i += NT) {
+        const int r = i / 8, d = (i % 8) * 8;
+        uint4 u[3] = {make_uint4(0u, 0u, 0u, 0u), make_uint4(0u, 0u, 0u, 0u), make_uint4(0u, 0u, 0u, 0u)};
+        if (r < len) {
+            const size_t idx = ((tok0 + r) * p.H + h) * KP + d0 + d;
+            u[0] = __ldg(reinterpret_cast<const uint4 *>(q + idx));
+            u[1] = __ldg(reinterpret_cast<const uint4 *>(k + idx));
+            u[2] = __ldg(reinterpret_cast<const uint4 *>(b + idx));
+        }
+        float *dst[3] = {sQ, sK, sB};
+#pragma unroll
+        for (int t = 0; t < 3; t++) {
+            const uint32_t *w = reinterpret_cast<const uint32_t *>(&u[t]);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&w[j]));
+                dst[t][r * LD + d + 2 * j] = f.x;
+                dst[t][r * LD + d + 2 * j + 1] = f.y;
+            }
+        }
+    }
+    for (int i = threadIdx.x; i < CS * 16; i += NT) {
+        const int r = i / 16, d = (i % 16) * 4;
+        float4 g4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (r < len) g4 = __ldg(reinterpret_cast<const float4 *>(p.g + ((tok0 + r) * p.H + h) * KP + d0 + d));
+        float gv[4] = {g4.x, g4.y, g4.z, g4.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            if (p.gate && r < len) gv[j] = gate_fwd(gv[j], p.A_log[h], p.dt_bias[(size_t)h * p.K + d0 + d + j], p.lb);
+            sG[r * LD + d + j] = gv[j];
+        }
+    }
+    stage<CS, CS>(sdAqk, 65, p.dAqk + ch * CS * CS, CS);
+    stage<CS, CS>(sdT, 65, p.dA1 + ch * CS * CS, CS);
+    if (threadIdx.x < 64) sEx[threadIdx.x] = 0.0f;
+    __syncthreads();
+    if (p.l2) { // the norm of the whole row (both halves) from global memory, summed as keys_finish does
+        const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+        for (int r = warp; r < len; r += NT / 32) {
+            const size_t ib = ((tok0 + r) * p.H + h) * KP;
+            float sq = 0, sk = 0;
+            for (int d = lane; d < KP; d += 32) {
+                const float a = __bfloat162float(q[ib + d]), e = __bfloat162float(k[ib + d]);
+                sq += a * a;
+                sk += e * e;
+            }
+            const float rq = 1.0f / sqrtf(warp_sum(sq) + 1e-6f), rk = 1.0f / sqrtf(warp_sum(sk) + 1e-6f);
+            for (int d = lane; d < 64; d += 32) {
+                sQ[r * LD + d] *= rq;
+                sK[r * LD + d] *= rk;
+            }
+        }
+    }
+    gate_cumsum<64, LD>(sG, sSt);
+    __syncthreads();
+
+    const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3, t = wp >> 1;
+    float dG[2][8]; // this thread's dG of rows 16t + gq + 8h, local channels dbase + 8f + 2tq + c: [h][2f + c]
+    intra_vjp_tc<LD>(sQ, sK, sB, sG, sdAqk, sdT, p.scale, (wp & 1) * 32,
+                     [&](int hh, int f, int r, int dl, const float(&dq_in)[2], const float(&ept)[2], const float(&dkt)[2]) {
+        const size_t o = ob + r * KP + dl;
+        const float2 vE = *reinterpret_cast<const float2 *>(&p.dY[o]), vqi = *reinterpret_cast<const float2 *>(&p.dQi[o]);
+        const float2 vki = *reinterpret_cast<const float2 *>(&p.dKi[o]);
+        const float dE[2] = {vE.x, vE.y}, qi[2] = {vqi.x, vqi.y}, ki[2] = {vki.x, vki.y};
+        float dq[2], dk[2], db[2];
+#pragma unroll
+        for (int cc = 0; cc < 2; cc++) {
+            const int d = dl + cc;
+            const float gr = sG[r * LD + d], gam = exp2f(gr - sSt[d]);
+            const float qr = sQ[r * LD + d], kr = sK[r * LD + d], br = sB[r * LD + d];
+            const float e = gam * dE[cc], dqi = p.scale * gam * qi[cc];
+            const float dki = exp2f(sG[(CS - 1) * LD + d] - gr) * ki[cc];
+            dq[cc] = dqi + dq_in[cc];
+            dk[cc] = e * br + br * ept[cc] + dkt[cc] + dki;
+            db[cc] = e * kr + kr * ept[cc];
+            dG[hh][2 * f + cc] = e * br * kr + qr * dq[cc] + br * kr * ept[cc] - kr * (dkt[cc] + dki);
+            atomicAdd(&sEx[d], kr * dki);
+        }
+        *reinterpret_cast<float2 *>(&p.dQs[o]) = make_float2(dq[0], dq[1]);
+        *reinterpret_cast<float2 *>(&p.dKs[o]) = make_float2(dk[0], dk[1]);
+        *reinterpret_cast<float2 *>(&p.dBs[o]) = make_float2(db[0], db[1]);
+    });
+    // dg_r = init + sum_{r' >= r} dG_r' (init: gamma_last rowsum(S0.dSC) + sum_r k.dKi-term, on G2_last).
+    // Within the warp: suffix sums over gq (lanes 4 apart), row gq gets the 8 rows gq+8.. added; the
+    // block totals of the later row blocks come through sTot.
+    float tot[8];
+#pragma unroll
+    for (int u = 0; u < 8; u++) {
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+            for (int off = 1; off < 8; off <<= 1) {
+                const float x = __shfl_down_sync(0xffffffffu, dG[hh][u], 4 * off);
+                if (gq + off < 8) dG[hh][u] += x;
+            }
+        const float lower = __shfl_sync(0xffffffffu, dG[1][u], tq); // sum of rows 8..15 of the block
+        dG[0][u] += lower;
+        tot[u] = dG[0][u]; // at gq == 0: the block total
+    }
+    if (gq == 0)
+#pragma unroll
+        for (int u = 0; u < 8; u++) sTot[t * 64 + (wp & 1) * 32 + 8 * (u >> 1) + 2 * tq + (u & 1)] = tot[u];
+    __syncthreads(); // sTot and sEx complete
+#pragma unroll
+    for (int f = 0; f < 4; f++) {
+        const int dl = (wp & 1) * 32 + 8 * f + 2 * tq;
+        float add[2];
+#pragma unroll
+        for (int cc = 0; cc < 2; cc++) {
+            const int d = dl + cc;
+            float a = exp2f(sG[(CS - 1) * LD + d] - sSt[d]) * p.dGl[ch * KP + d0 + d] + sEx[d];
+            for (int t2 = t + 1; t2 < 4; t2++) a += sTot[t2 * 64 + d];
+            add[cc] = a;
+        }
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            const size_t o = ob + (16 * t + gq + 8 * hh) * KP + dl;
+            *reinterpret_cast<float2 *>(&p.dGs[o]) = make_float2(dG[hh][2 * f] + add[0], dG[hh][2 * f + 1] + add[1]);
+        }
     }
 }
