@@ -49,9 +49,10 @@ struct ChunkParams {
     void *dq, *dk, *dv, *db, *dw;
     float *dg, *dh0, *dA_log, *ddt_bias;
     // workspace, chunk-major: block ch = c*HV + hv. On the bf16 fast path dY holds dE = A^T dY and
-    // dA1 holds dT instead (k_bv_tc computes them), and E = gamma.b.k is kept (bf16) for k_bv_tc.
+    // dA1 holds dT instead (k_bv_tc computes them); E = gamma.b.k (bf16, for k_bv_tc) and Rn, the
+    // q and k row norms 1/|x| (for k_bk_tc), are kept by k_prep_tc.
     float *Y, *U, *Qg, *Kg, *Gl, *Aqk, *R, *Hs;
-    float *A, *dHs, *dR, *dY, *dA1, *dAqk, *dQi, *dKi, *dGl, *dQs, *dKs, *dBs, *dGs, *E;
+    float *A, *dHs, *dR, *dY, *dA1, *dAqk, *dQi, *dKi, *dGl, *dQs, *dKs, *dBs, *dGs, *E, *Rn;
 };
 
 __device__ __forceinline__ void chunk_info(const ChunkParams &p, int c, int &n, size_t &tok0, int &len) {
@@ -195,7 +196,8 @@ __device__ __forceinline__ void gate_cumsum(float *sG, float *sStart) {
 // The common end of load_keys / load_keys_vec, after the raw q, k, b, g are in shared memory: the
 // q/k L2 norm, then the chunk-local cumulative gate G2 (log2 units, relative to row 31) and sStart.
 template <class ST, int KP>
-__device__ __forceinline__ void keys_finish(const ChunkParams &p, ST *sQ, ST *sK, float *sG, float *sStart) {
+__device__ __forceinline__ void keys_finish(const ChunkParams &p, ST *sQ, ST *sK, float *sG, float *sStart,
+                                            float *rnorm) {
     constexpr int LDK = ld_of<ST, KP>(), LDG = KP + 1;
     __syncthreads();
     if (p.l2) { // x <- x / sqrt(sum x^2 + 1e-6), one warp per row
@@ -210,6 +212,10 @@ __device__ __forceinline__ void keys_finish(const ChunkParams &p, ST *sQ, ST *sK
             sq = warp_sum(sq);
             sk = warp_sum(sk);
             float rq = 1.0f / sqrtf(sq + 1e-6f), rk = 1.0f / sqrtf(sk + 1e-6f);
+            if (rnorm && lane == 0) { // kept for k_bk_tc, which sees half of each row
+                rnorm[r] = rq;
+                rnorm[CS + r] = rk;
+            }
             for (int d = lane; d < KP; d += 32) {
                 sset(&sQ[r * LDK + d], sget(&sQ[r * LDK + d]) * rq);
                 sset(&sK[r * LDK + d], sget(&sK[r * LDK + d]) * rk);
@@ -222,7 +228,7 @@ __device__ __forceinline__ void keys_finish(const ChunkParams &p, ST *sQ, ST *sK
 
 template <class Tin, int KP, class ST = float>
 __device__ void load_keys(const ChunkParams &p, size_t tok0, int len, int h, ST *sQ, ST *sK, ST *sB,
-                          float *sG, float *sStart) {
+                          float *sG, float *sStart, float *rnorm = nullptr) {
     constexpr int LDK = ld_of<ST, KP>(), LDG = KP + 1;
     const Tin *q = (const Tin *)p.q, *k = (const Tin *)p.k, *b = (const Tin *)p.b;
     for (int i = threadIdx.x; i < CS * KP; i += NT) {
@@ -241,7 +247,7 @@ __device__ void load_keys(const ChunkParams &p, size_t tok0, int len, int h, ST 
         sset(&sB[r * LDK + d], bv);
         sG[r * LDG + d] = gv;
     }
-    keys_finish<ST, KP>(p, sQ, sK, sG, sStart);
+    keys_finish<ST, KP>(p, sQ, sK, sG, sStart, rnorm);
 }
 
 // Register-staged copy of a dense ROWS x COLS fp32 tile (row stride gld floats in global memory)
@@ -462,7 +468,7 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
 // of 4 scalar loads per loop step. The L2 norm and the cumulative gate are load_keys' code.
 template <int KP>
 __device__ void load_keys_vec(const ChunkParams &p, size_t tok0, int len, int h, __nv_bfloat16 *sQ, __nv_bfloat16 *sK,
-                             __nv_bfloat16 *sB, float *sG, float *sStart) {
+                             __nv_bfloat16 *sB, float *sG, float *sStart, float *rnorm) {
     constexpr int LDK = ld_of<__nv_bfloat16, KP>(), LDG = KP + 1, P8 = CS * KP / 8 / NT, P4 = CS * KP / 4 / NT;
     static_assert(P8 * 8 * NT == CS * KP && P4 * 4 * NT == CS * KP, "vector tiling");
     const __nv_bfloat16 *q = (const __nv_bfloat16 *)p.q, *k = (const __nv_bfloat16 *)p.k, *b = (const __nv_bfloat16 *)p.b;
@@ -505,7 +511,7 @@ __device__ void load_keys_vec(const ChunkParams &p, size_t tok0, int len, int h,
             sG[r * LDG + d + j] = gv[j];
         }
     }
-    keys_finish<__nv_bfloat16, KP>(p, sQ, sK, sG, sStart);
+    keys_finish<__nv_bfloat16, KP>(p, sQ, sK, sG, sStart, rnorm);
 }
 
 template <class Tin, int KP, int VP, class WT>
@@ -526,8 +532,9 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
     const size_t ch = (size_t)c * p.HV + hv;
     WT *gA = (WT *)p.Aqk + ch * CS * CS;
     const bool vec = p.K == KP && ((uintptr_t)p.q | (uintptr_t)p.k | (uintptr_t)p.b | (uintptr_t)p.g) % 16 == 0;
-    if (vec) load_keys_vec<KP>(p, tok0, len, h, sQ, sK, sB, sG, sSt);
-    else load_keys<Tin, KP, ST>(p, tok0, len, h, sQ, sK, sB, sG, sSt);
+    float *rnorm = bwd && is_bf16<WT>::value && p.l2 ? p.Rn + ch * 2 * CS : nullptr; // the fast backward's row norms
+    if (vec) load_keys_vec<KP>(p, tok0, len, h, sQ, sK, sB, sG, sSt, rnorm);
+    else load_keys<Tin, KP, ST>(p, tok0, len, h, sQ, sK, sB, sG, sSt, rnorm);
     const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3;
 
     // (1) off-diagonal blocks (bi > bj) on tensor cores, warp wp < 6 owns block
@@ -715,10 +722,10 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
 //   s in blocks j < t, ref = 16t:        2^(G2_r-G2_ref) sum_s X_rs [k_s 2^(G2_ref-G2_s)]
 //   r2 in blocks i > t, ref = 16(t+1):   2^(G2_ref-G2_r) sum_r2 X_r2,r [y_r2 2^(G2_r2-G2_ref)]
 // and the 16x16 diagonal block is summed exactly per element (one exp2 per term). Shared arrays:
-// sQ, sK, sB, sG [64][LDK] fp32, sdAqk and sdT [64][65] fp32. fe(h, f, r, d, dq_in, E', dkt) receives
+// sQ, sK, sB, sG [64][LDK] fp32, sdAqk and sdT [64][LDX] fp32. fe(h, f, r, d, dq_in, E', dkt) receives
 // the pairs (d, d+1) of row r = 16t + gq + 8h, d = dbase + 8f + 2tq.
 // ------------------------------------------------------------------------------------------------
-template <int LDK, class FE>
+template <int LDK, int LDX, class FE>
 __device__ __forceinline__ void intra_vjp_tc(const float *sQ, const float *sK, const float *sB, const float *sG,
                                              const float *sdAqk, const float *sdT, float scale, int dbase, FE fe) {
     const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3;
@@ -733,8 +740,8 @@ __device__ __forceinline__ void intra_vjp_tc(const float *sQ, const float *sK, c
 #pragma unroll
         for (int m = 0; m < 4; m++) {
             const int r = rb + gq + 8 * (m & 1), s = 16 * j + 2 * tq + 8 * (m >> 1);
-            split_bf16(sdAqk[r * 65 + s], sdAqk[r * 65 + s + 1], aqh[m], aql[m]);
-            split_bf16(sdT[r * 65 + s], sdT[r * 65 + s + 1], ath[m], atl[m]);
+            split_bf16(sdAqk[r * LDX + s], sdAqk[r * LDX + s + 1], aqh[m], aql[m]);
+            split_bf16(sdT[r * LDX + s], sdT[r * LDX + s + 1], ath[m], atl[m]);
         }
 #pragma unroll
         for (int f = 0; f < 4; f++) {
@@ -756,8 +763,8 @@ __device__ __forceinline__ void intra_vjp_tc(const float *sQ, const float *sK, c
 #pragma unroll
         for (int m = 0; m < 4; m++) {
             const int sr = rb + gq + 8 * (m & 1), r2 = 16 * i + 2 * tq + 8 * (m >> 1);
-            split_bf16(sdAqk[r2 * 65 + sr], sdAqk[(r2 + 1) * 65 + sr], aqh[m], aql[m]);
-            split_bf16(sdT[r2 * 65 + sr], sdT[(r2 + 1) * 65 + sr], ath[m], atl[m]);
+            split_bf16(sdAqk[r2 * LDX + sr], sdAqk[(r2 + 1) * LDX + sr], aqh[m], aql[m]);
+            split_bf16(sdT[r2 * LDX + sr], sdT[(r2 + 1) * LDX + sr], ath[m], atl[m]);
         }
 #pragma unroll
         for (int f = 0; f < 4; f++) {
@@ -788,8 +795,8 @@ __device__ __forceinline__ void intra_vjp_tc(const float *sQ, const float *sK, c
             dqa[u] = ep[u] = dkq[u] = dkb[u] = 0.0f;
         }
         for (int s = rb; s < rb + 16; s++) { // s <= r: row sums of r; s >= r: column sums (s = r2)
-            const float a = s <= r ? sdAqk[r * 65 + s] : 0.0f, tt = sdT[r * 65 + s];
-            const float a2 = s >= r ? sdAqk[s * 65 + r] : 0.0f, t2 = sdT[s * 65 + r]; // dT strictly lower
+            const float a = s <= r ? sdAqk[r * LDX + s] : 0.0f, tt = sdT[r * LDX + s];
+            const float a2 = s >= r ? sdAqk[s * LDX + r] : 0.0f, t2 = sdT[s * LDX + r]; // dT strictly lower
 #pragma unroll
             for (int u = 0; u < 8; u++) {
                 const int d = dbase + 8 * (u >> 1) + 2 * tq + (u & 1);
@@ -1149,7 +1156,7 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
     // intra-chunk VJPs of Aqk and T (see intra_vjp_tc), combined with the terms above
     if constexpr (TC) {
         for (int qd = 0; qd < KP / 64; qd++)
-            intra_vjp_tc<LDK>(sQ, sK, sB, sG, sdAqk, sdA, p.scale, (threadIdx.x / 32 & 1) * (KP / 2) + qd * 32,
+            intra_vjp_tc<LDK, 65>(sQ, sK, sB, sG, sdAqk, sdA, p.scale, (threadIdx.x / 32 & 1) * (KP / 2) + qd * 32,
                               [&](int, int, int r, int d0, const float(&dq_in)[2], const float(&ept)[2], const float(&dkt)[2]) {
                 const size_t o = ob + r * KP + d0;
                 const float2 vqi = *reinterpret_cast<const float2 *>(&p.dQi[o]), vki = *reinterpret_cast<const float2 *>(&p.dKi[o]);
@@ -1325,15 +1332,15 @@ static int64_t count_chunks(const gdn2_dims *d, const gdn2_opts *o) {
 }
 
 // buffers: 0 Y,1 U,2 Qg,3 Kg,4 Gl,5 Aqk,6 R,7 Hs | 8 A,9 dHs,10 dR,11 dY,12 dA1,13 dAqk,14 dQi,15 dKi,
-// 16 dGl,17 dQs,18 dKs,19 dBs,20 dGs,21 E
+// 16 dGl,17 dQs,18 dKs,19 dBs,20 dGs,21 E,22 Rn
 static void ws_layout(const gdn2_dims *d, const gdn2_opts *o, int bwd, WsLayout *L) {
     const size_t nch = (size_t)count_chunks(d, o) * d->HV, KP = pad_dim(d->K), VP = pad_dim(d->V);
-    const size_t per[22] = {CS * KP, CS * VP, CS * KP, CS * KP, KP, CS * CS, CS * VP, KP * VP,
+    const size_t per[23] = {CS * KP, CS * VP, CS * KP, CS * KP, KP, CS * CS, CS * VP, KP * VP,
                             CS * CS, KP * VP, CS * VP, CS * KP, CS * CS, CS * CS, CS * KP, CS * KP,
-                            KP, CS * KP, CS * KP, CS * KP, CS * KP, CS * KP};
-    const int nb = bwd ? 22 : 8;
+                            KP, CS * KP, CS * KP, CS * KP, CS * KP, CS * KP, 2 * CS};
+    const int nb = bwd ? 23 : 8;
     size_t off = 0;
-    for (int i = 0; i < 22; i++) {
+    for (int i = 0; i < 23; i++) {
         L->off[i] = off;
         if (i < nb) off += ((nch * per[i] + 63) / 64) * 64; // 256-byte aligned
     }
@@ -1587,9 +1594,9 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
     }
     {
         float *f = (float *)ws;
-        float **bufs[22] = {&p.Y, &p.U, &p.Qg, &p.Kg, &p.Gl, &p.Aqk, &p.R, &p.Hs, &p.A, &p.dHs, &p.dR,
-                            &p.dY, &p.dA1, &p.dAqk, &p.dQi, &p.dKi, &p.dGl, &p.dQs, &p.dKs, &p.dBs, &p.dGs, &p.E};
-        for (int i = 0; i < (bwd ? 22 : 8); i++) *bufs[i] = f + L.off[i];
+        float **bufs[23] = {&p.Y, &p.U, &p.Qg, &p.Kg, &p.Gl, &p.Aqk, &p.R, &p.Hs, &p.A, &p.dHs, &p.dR,
+                            &p.dY, &p.dA1, &p.dAqk, &p.dQi, &p.dKi, &p.dGl, &p.dQs, &p.dKs, &p.dBs, &p.dGs, &p.E, &p.Rn};
+        for (int i = 0; i < (bwd ? 23 : 8); i++) *bufs[i] = f + L.off[i];
     }
     if (o->cu_seqlens) { // chunk table {seq, tok0, len} and per-sequence chunk offsets
         const size_t ntab = (size_t)nchunks * 3 + nseq + 1;

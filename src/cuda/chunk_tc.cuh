@@ -326,86 +326,85 @@ __global__ __launch_bounds__(NT, 2) void k_bv_tc(ChunkParams p) {
 //   dk = gamma dE.b + b.E' + dkt + 2^(G2_last-G2) dKi,      db = gamma dE.k + k.E'
 //   dG = gamma dE.b.k + q.dq - ... (below), then dg = reverse cumulative sum of dG over the rows
 // with dq_in, E', dkt the intra-chunk VJPs (intra_vjp_tc). q, k (L2-normalised over the whole row
-// when asked), b and G2 of the half live in fp32 shared memory, dAqk and dT too (~102 KB: two blocks
+// when asked), b and G2 of the half live in fp32 shared memory, dAqk and dT too (~103 KB: two blocks
 // per SM); each gradient is written once, the cumulative sum runs in registers (warp shuffles) and
 // across the four row blocks through shared memory. Per-hv results go to dQs, dKs, dBs, dGs for
 // k_fin, as from k_bk.
 // ------------------------------------------------------------------------------------------------
 constexpr int BKH_LD = 68; // row stride of the [64][64] fp32 key tiles: 8 tq x gq lanes hit 32 banks
-constexpr int bk_tc_smem_bytes() { return (4 * CS * BKH_LD + 2 * CS * 65 + 6 * 64) * 4; }
+constexpr int bk_tc_smem_bytes() { return (6 * CS * BKH_LD + 6 * 64) * 4; }
 
 template <int KP>
 __global__ __launch_bounds__(NT, 2) void k_bk_tc(ChunkParams p) {
     extern __shared__ float sm[];
     constexpr int LD = BKH_LD;
     float *sQ = sm, *sK = sQ + CS * LD, *sB = sK + CS * LD, *sG = sB + CS * LD;
-    float *sdAqk = sG + CS * LD, *sdT = sdAqk + CS * 65, *sSt = sdT + CS * 65, *sEx = sSt + 64, *sTot = sEx + 64;
+    float *sdAqk = sG + CS * LD, *sdT = sdAqk + CS * LD, *sSt = sdT + CS * LD, *sEx = sSt + 64, *sTot = sEx + 64;
     const int c = blockIdx.x, hv = blockIdx.y, kh = blockIdx.z, h = hv / p.G, d0 = kh * 64;
     int n, len;
     size_t tok0;
     chunk_info(p, c, n, tok0, len);
     const size_t ch = (size_t)c * p.HV + hv, ob = ch * CS * KP + d0;
+    // dAqk and dT by cp.async; q, k, b (8 bf16 per 16-byte load) and g into registers, all in
+    // flight at once, then widened (q, k times the row norms k_prep_tc kept) into fp32 tiles
+    cp_tile<CS, CS, NT>(sdAqk, LD, p.dAqk + ch * CS * CS, CS);
+    cp_tile<CS, CS, NT>(sdT, LD, p.dA1 + ch * CS * CS, CS);
+    cp_async_commit();
     const bf16 *q = (const bf16 *)p.q, *k = (const bf16 *)p.k, *b = (const bf16 *)p.b;
-    // q, k, b of the half: 8 bf16 per 16-byte load, widened to fp32
-    for (int i = threadIdx.x; i < CS * 8; i += NT) {
-        const int r = i / 8, d = (i % 8) * 8;
-        uint4 u[3] = {make_uint4(0u, 0u, 0u, 0u), make_uint4(0u, 0u, 0u, 0u), make_uint4(0u, 0u, 0u, 0u)};
+    constexpr int P8 = CS * 8 / NT, P4 = CS * 16 / NT; // 16-byte pieces per thread: bf16 x 8, fp32 x 4
+    uint4 u[3][P8];
+    float4 g4[P4];
+#pragma unroll
+    for (int i = 0; i < P8; i++) {
+        const int e = threadIdx.x + i * NT, r = e / 8, d = (e % 8) * 8;
+        u[0][i] = u[1][i] = u[2][i] = make_uint4(0u, 0u, 0u, 0u);
         if (r < len) {
             const size_t idx = ((tok0 + r) * p.H + h) * KP + d0 + d;
-            u[0] = __ldg(reinterpret_cast<const uint4 *>(q + idx));
-            u[1] = __ldg(reinterpret_cast<const uint4 *>(k + idx));
-            u[2] = __ldg(reinterpret_cast<const uint4 *>(b + idx));
+            u[0][i] = __ldg(reinterpret_cast<const uint4 *>(q + idx));
+            u[1][i] = __ldg(reinterpret_cast<const uint4 *>(k + idx));
+            u[2][i] = __ldg(reinterpret_cast<const uint4 *>(b + idx));
         }
+    }
+#pragma unroll
+    for (int i = 0; i < P4; i++) {
+        const int e = threadIdx.x + i * NT, r = e / 16, d = (e % 16) * 4;
+        g4[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (r < len) g4[i] = __ldg(reinterpret_cast<const float4 *>(p.g + ((tok0 + r) * p.H + h) * KP + d0 + d));
+    }
+#pragma unroll
+    for (int i = 0; i < P8; i++) {
+        const int e = threadIdx.x + i * NT, r = e / 8, d = (e % 8) * 8;
+        const float nq = p.l2 ? p.Rn[ch * 2 * CS + r] : 1.0f, nk = p.l2 ? p.Rn[ch * 2 * CS + CS + r] : 1.0f;
         float *dst[3] = {sQ, sK, sB};
+        const float nrm[3] = {nq, nk, 1.0f};
 #pragma unroll
         for (int t = 0; t < 3; t++) {
-            const uint32_t *w = reinterpret_cast<const uint32_t *>(&u[t]);
+            const uint32_t *w = reinterpret_cast<const uint32_t *>(&u[t][i]);
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&w[j]));
-                dst[t][r * LD + d + 2 * j] = f.x;
-                dst[t][r * LD + d + 2 * j + 1] = f.y;
+                *reinterpret_cast<float2 *>(&dst[t][r * LD + d + 2 * j]) = make_float2(f.x * nrm[t], f.y * nrm[t]);
             }
         }
     }
-    for (int i = threadIdx.x; i < CS * 16; i += NT) {
-        const int r = i / 16, d = (i % 16) * 4;
-        float4 g4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (r < len) g4 = __ldg(reinterpret_cast<const float4 *>(p.g + ((tok0 + r) * p.H + h) * KP + d0 + d));
-        float gv[4] = {g4.x, g4.y, g4.z, g4.w};
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
+    for (int i = 0; i < P4; i++) {
+        const int e = threadIdx.x + i * NT, r = e / 16, d = (e % 16) * 4;
+        float gv[4] = {g4[i].x, g4[i].y, g4[i].z, g4[i].w};
+#pragma unroll
+        for (int j = 0; j < 4; j++)
             if (p.gate && r < len) gv[j] = gate_fwd(gv[j], p.A_log[h], p.dt_bias[(size_t)h * p.K + d0 + d + j], p.lb);
-            sG[r * LD + d + j] = gv[j];
-        }
+        *reinterpret_cast<float4 *>(&sG[r * LD + d]) = make_float4(gv[0], gv[1], gv[2], gv[3]);
     }
-    stage<CS, CS>(sdAqk, 65, p.dAqk + ch * CS * CS, CS);
-    stage<CS, CS>(sdT, 65, p.dA1 + ch * CS * CS, CS);
     if (threadIdx.x < 64) sEx[threadIdx.x] = 0.0f;
     __syncthreads();
-    if (p.l2) { // the norm of the whole row (both halves) from global memory, summed as keys_finish does
-        const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-        for (int r = warp; r < len; r += NT / 32) {
-            const size_t ib = ((tok0 + r) * p.H + h) * KP;
-            float sq = 0, sk = 0;
-            for (int d = lane; d < KP; d += 32) {
-                const float a = __bfloat162float(q[ib + d]), e = __bfloat162float(k[ib + d]);
-                sq += a * a;
-                sk += e * e;
-            }
-            const float rq = 1.0f / sqrtf(warp_sum(sq) + 1e-6f), rk = 1.0f / sqrtf(warp_sum(sk) + 1e-6f);
-            for (int d = lane; d < 64; d += 32) {
-                sQ[r * LD + d] *= rq;
-                sK[r * LD + d] *= rk;
-            }
-        }
-    }
     gate_cumsum<64, LD>(sG, sSt);
+    cp_async_wait<0>();
     __syncthreads();
 
     const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3, t = wp >> 1;
     float dG[2][8]; // this thread's dG of rows 16t + gq + 8h, local channels dbase + 8f + 2tq + c: [h][2f + c]
-    intra_vjp_tc<LD>(sQ, sK, sB, sG, sdAqk, sdT, p.scale, (wp & 1) * 32,
+    intra_vjp_tc<LD, LD>(sQ, sK, sB, sG, sdAqk, sdT, p.scale, (wp & 1) * 32,
                      [&](int hh, int f, int r, int dl, const float(&dq_in)[2], const float(&ept)[2], const float(&dkt)[2]) {
         const size_t o = ob + r * KP + dl;
         const float2 vE = *reinterpret_cast<const float2 *>(&p.dY[o]), vqi = *reinterpret_cast<const float2 *>(&p.dQi[o]);

@@ -5,8 +5,9 @@
 //
 // Per token (key head h = hv / (HV/H)):  S' = Diag(exp g) S;  r = S'^T (b.k);  u = w.v - r;
 //                                         S = S' + k u^T;      o = scale S^T q
-// One block of 256 threads per (sequence, value head, 32-column V tile). Thread = 4 columns
-// (one float4) x K/32 rows; the column sums over K go through warp shuffles and shared memory.
+// One block of 256 threads per (sequence, value head, V tile); a thread holds K/32 rows x one
+// 16-byte run of columns of the state; the column sums over K go through warp shuffles and shared
+// memory. The token's inputs are loaded while the state is in flight.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <string.h>
@@ -15,7 +16,6 @@
 #include "gdn2_cuda.h"
 
 #define RNT 256
-#define RBV 32
 
 struct RecParams {
     int B, T, H, HV, K, V, G;
@@ -30,33 +30,47 @@ struct RecParams {
     float *snap;
 };
 
-// four consecutive state values in the pool's type <-> float4
-__device__ __forceinline__ float4 ld4(const float *s) { return *(const float4 *)s; }
-__device__ __forceinline__ float4 ld4(const __nv_bfloat16 *s) {
-    const uint2 u = *(const uint2 *)s;
-    const float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&u.x), b = __bfloat1622float2(*(const __nv_bfloat162 *)&u.y);
-    return make_float4(a.x, a.y, b.x, b.y);
+// CPT consecutive state values (one 16-byte access: 4 fp32 or 8 bf16) <-> floats
+__device__ __forceinline__ void ld_state(const float *s, float (&x)[4]) {
+    const float4 a = *(const float4 *)s;
+    x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w;
 }
-__device__ __forceinline__ void st4(float *s, float4 x) { *(float4 *)s = x; }
-__device__ __forceinline__ void st4(__nv_bfloat16 *s, float4 x) {
-    __nv_bfloat162 a = __floats2bfloat162_rn(x.x, x.y), b = __floats2bfloat162_rn(x.z, x.w);
-    uint2 u;
-    u.x = *(uint32_t *)&a;
-    u.y = *(uint32_t *)&b;
-    *(uint2 *)s = u;
+__device__ __forceinline__ void ld_state(const __nv_bfloat16 *s, float (&x)[8]) {
+    const uint4 u = *(const uint4 *)s;
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 f = __bfloat1622float2(*(const __nv_bfloat162 *)&w[i]);
+        x[2 * i] = f.x;
+        x[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void st_state(float *s, const float (&x)[4]) { *(float4 *)s = make_float4(x[0], x[1], x[2], x[3]); }
+__device__ __forceinline__ void st_state(__nv_bfloat16 *s, const float (&x)[8]) {
+    uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        __nv_bfloat162 h = __floats2bfloat162_rn(x[2 * i], x[2 * i + 1]);
+        w[i] = *(uint32_t *)&h;
+    }
+    *(uint4 *)s = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+// One block of 256 threads per (sequence, value head, V tile of 8*CPT columns): lane = column group
+// (lane % 8, CPT columns: one 16-byte access of the pool) x row group (warp * 4 + lane / 8); a
+// thread holds K/32 rows x CPT columns of the state in registers. The bf16 pool takes 8 columns
+// per thread so that a block moves as many bytes per access as the fp32 one.
 template <class Tin, int KP, class TS>
 __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
-    constexpr int NR = KP / 32; // rows per thread
+    constexpr int NR = KP / 32, CPT = 16 / (int)sizeof(TS), RBV = 8 * CPT;
     __shared__ float sq[KP], sk[KP], sbk[KP], sa[KP];
     __shared__ float red[RNT / 32][RBV];
     __shared__ float srow[RBV];
     const int i = blockIdx.z, hv = blockIdx.y, h = hv / p.G, v0 = blockIdx.x * RBV;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int cg = lane % 8, rg = warp * 4 + lane / 8; // column group (float4), row group 0..31
-    const int col = v0 + cg * 4;
-    const bool colok = col < p.V;
+    const int cg = lane % 8, rg = warp * 4 + lane / 8; // column group, row group 0..31
+    const int col = v0 + cg * CPT;
+    const bool colok = col < p.V; // V % CPT == 0 (checked by the caller)
     const int slot = p.slots ? p.slots[i] : i;
     Tin *o = (Tin *)p.o;
     if (slot < 0) {
@@ -66,16 +80,25 @@ __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
         return;
     }
     TS *S = (TS *)p.pool + ((size_t)slot * p.HV + hv) * p.K * p.V;
-    float4 st[NR];
+    float st[NR][CPT];
 #pragma unroll
     for (int j = 0; j < NR; j++) {
-        int d = rg + 32 * j;
-        st[j] = (d < p.K && colok) ? ld4(S + (size_t)d * p.V + col) : make_float4(0, 0, 0, 0);
+        const int d = rg + 32 * j;
+        if (d < p.K && colok) ld_state(S + (size_t)d * p.V + col, st[j]);
+        else
+#pragma unroll
+            for (int c = 0; c < CPT; c++) st[j][c] = 0.0f;
     }
     const Tin *q = (const Tin *)p.q, *k = (const Tin *)p.k, *b = (const Tin *)p.b;
     const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w;
     for (int t = 0; t < p.T; t++) {
         const size_t tok = (size_t)i * p.T + t, ik = (tok * p.H + h) * p.K;
+        // w.v of this token's columns, loaded now so that it arrives with the keys and the state
+        float z = 0.0f;
+        if (threadIdx.x < RBV && v0 + threadIdx.x < p.V) {
+            const size_t iv = (tok * p.HV + hv) * p.V + v0 + threadIdx.x;
+            z = ldf(w, iv) * ldf(v, iv);
+        }
         __syncthreads();
         for (int d = threadIdx.x; d < KP; d += RNT) {
             float qv = 0, kv = 0, bv = 0, g = 0;
@@ -107,63 +130,64 @@ __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
         }
         __syncthreads();
         // decay, then the erase read r = S'^T (b.k), summed over all K rows
-        float4 r = make_float4(0, 0, 0, 0);
+        float r[CPT];
+#pragma unroll
+        for (int c = 0; c < CPT; c++) r[c] = 0.0f;
 #pragma unroll
         for (int j = 0; j < NR; j++) {
-            int d = rg + 32 * j;
-            float a = sa[d], bk = sbk[d] * sk[d];
-            st[j].x *= a; st[j].y *= a; st[j].z *= a; st[j].w *= a;
-            r.x += st[j].x * bk; r.y += st[j].y * bk; r.z += st[j].z * bk; r.w += st[j].w * bk;
+            const int d = rg + 32 * j;
+            const float a = sa[d], bk = sbk[d] * sk[d];
+#pragma unroll
+            for (int c = 0; c < CPT; c++) {
+                st[j][c] *= a;
+                r[c] += st[j][c] * bk;
+            }
         }
 #pragma unroll
-        for (int m = 8; m < 32; m <<= 1) {
-            r.x += __shfl_xor_sync(0xffffffffu, r.x, m);
-            r.y += __shfl_xor_sync(0xffffffffu, r.y, m);
-            r.z += __shfl_xor_sync(0xffffffffu, r.z, m);
-            r.w += __shfl_xor_sync(0xffffffffu, r.w, m);
-        }
-        if (lane < 8) {
-            red[warp][cg * 4 + 0] = r.x; red[warp][cg * 4 + 1] = r.y;
-            red[warp][cg * 4 + 2] = r.z; red[warp][cg * 4 + 3] = r.w;
+        for (int c = 0; c < CPT; c++) {
+#pragma unroll
+            for (int m = 8; m < 32; m <<= 1) r[c] += __shfl_xor_sync(0xffffffffu, r[c], m);
+            if (lane < 8) red[warp][cg * CPT + c] = r[c];
         }
         __syncthreads();
         if (threadIdx.x < RBV) { // u = w.v - r
             float s = 0;
             for (int m = 0; m < RNT / 32; m++) s += red[m][threadIdx.x];
-            int e = v0 + threadIdx.x;
-            float z = e < p.V ? ldf(w, tok * p.HV * p.V + (size_t)hv * p.V + e) * ldf(v, tok * p.HV * p.V + (size_t)hv * p.V + e) : 0.0f;
             srow[threadIdx.x] = z - s;
         }
         __syncthreads();
-        const float4 u = make_float4(srow[cg * 4], srow[cg * 4 + 1], srow[cg * 4 + 2], srow[cg * 4 + 3]);
-        float4 ov = make_float4(0, 0, 0, 0);
+        float ov[CPT];
+#pragma unroll
+        for (int c = 0; c < CPT; c++) ov[c] = 0.0f;
 #pragma unroll
         for (int j = 0; j < NR; j++) {
-            int d = rg + 32 * j;
-            float kd = sk[d], qd = sq[d];
-            st[j].x += kd * u.x; st[j].y += kd * u.y; st[j].z += kd * u.z; st[j].w += kd * u.w;
-            ov.x += qd * st[j].x; ov.y += qd * st[j].y; ov.z += qd * st[j].z; ov.w += qd * st[j].w;
+            const int d = rg + 32 * j;
+            const float kd = sk[d], qd = sq[d];
+#pragma unroll
+            for (int c = 0; c < CPT; c++) {
+                st[j][c] += kd * srow[cg * CPT + c];
+                ov[c] += qd * st[j][c];
+            }
         }
         if (p.snap) {
             float *sn = p.snap + ((tok * p.HV) + hv) * (size_t)p.K * p.V;
 #pragma unroll
             for (int j = 0; j < NR; j++) {
-                int d = rg + 32 * j;
-                if (d < p.K && colok) *(float4 *)(sn + (size_t)d * p.V + col) = st[j];
+                const int d = rg + 32 * j;
+                if (d < p.K && colok)
+#pragma unroll
+                    for (int c = 0; c < CPT; c += 4)
+                        *(float4 *)(sn + (size_t)d * p.V + col + c) = make_float4(st[j][c], st[j][c + 1], st[j][c + 2], st[j][c + 3]);
             }
         }
 #pragma unroll
-        for (int m = 8; m < 32; m <<= 1) {
-            ov.x += __shfl_xor_sync(0xffffffffu, ov.x, m);
-            ov.y += __shfl_xor_sync(0xffffffffu, ov.y, m);
-            ov.z += __shfl_xor_sync(0xffffffffu, ov.z, m);
-            ov.w += __shfl_xor_sync(0xffffffffu, ov.w, m);
-        }
+        for (int c = 0; c < CPT; c++)
+#pragma unroll
+            for (int m = 8; m < 32; m <<= 1) ov[c] += __shfl_xor_sync(0xffffffffu, ov[c], m);
         __syncthreads(); // red is reused
-        if (lane < 8) {
-            red[warp][cg * 4 + 0] = ov.x; red[warp][cg * 4 + 1] = ov.y;
-            red[warp][cg * 4 + 2] = ov.z; red[warp][cg * 4 + 3] = ov.w;
-        }
+        if (lane < 8)
+#pragma unroll
+            for (int c = 0; c < CPT; c++) red[warp][cg * CPT + c] = ov[c];
         __syncthreads();
         if (threadIdx.x < RBV && v0 + threadIdx.x < p.V) {
             float s = 0;
@@ -173,8 +197,8 @@ __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
     }
 #pragma unroll
     for (int j = 0; j < NR; j++) {
-        int d = rg + 32 * j;
-        if (d < p.K && colok) st4(S + (size_t)d * p.V + col, st[j]);
+        const int d = rg + 32 * j;
+        if (d < p.K && colok) st_state(S + (size_t)d * p.V + col, st[j]);
     }
 }
 
@@ -189,9 +213,10 @@ extern "C" int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, c
                      : !a->o ? "o" : !a->state_pool ? "state_pool" : NULL;
     if (!miss && o->gate_in_kernel) miss = !a->A_log ? "A_log" : !a->dt_bias ? "dt_bias" : NULL;
     if (miss) return gdn2_error(GDN2_ERR_ARG, "%s: tensor '%s' is NULL", fn, miss);
-    if (d->K > 128 || d->V % 4 != 0)
-        return gdn2_error(GDN2_ERR_UNSUPPORTED, "%s: K=%lld V=%lld, need K <= 128 and V a multiple of 4", fn,
-                          (long long)d->K, (long long)d->V);
+    const int vmul = a->state_dtype == GDN2_CUDA_BF16 ? 8 : 4; // one 16-byte pool access per thread
+    if (d->K > 128 || d->V % vmul != 0)
+        return gdn2_error(GDN2_ERR_UNSUPPORTED, "%s: K=%lld V=%lld, need K <= 128 and V a multiple of %d (%s state)", fn,
+                          (long long)d->K, (long long)d->V, vmul, vmul == 8 ? "bf16" : "fp32");
     if (!a->slots && a->n_slots < d->B)
         return gdn2_error(GDN2_ERR_ARG, "%s: slots is NULL, so n_slots=%lld must be >= B=%lld", fn,
                           (long long)a->n_slots, (long long)d->B);
@@ -210,7 +235,8 @@ extern "C" int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, c
     p.lb = o->gate_in_kernel ? o->lower_bound : 0.0f;
     p.q = a->q; p.k = a->k; p.v = a->v; p.b = a->b; p.w = a->w; p.g = a->g; p.A_log = a->A_log;
     p.dt_bias = a->dt_bias; p.o = a->o; p.pool = a->state_pool; p.slots = a->slots; p.snap = a->snapshots;
-    dim3 grid((unsigned)((d->V + RBV - 1) / RBV), (unsigned)d->HV, (unsigned)d->B);
+    const int rbv = 8 * vmul; // V columns per block
+    dim3 grid((unsigned)((d->V + rbv - 1) / rbv), (unsigned)d->HV, (unsigned)d->B);
     cudaStream_t st = (cudaStream_t)stream;
     const bool bf = a->dtype == GDN2_CUDA_BF16, small = d->K <= 64, sb = a->state_dtype == GDN2_CUDA_BF16;
     typedef __nv_bfloat16 b16;
