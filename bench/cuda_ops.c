@@ -1,7 +1,9 @@
 /* GPU benchmark of the CUDA kernels (src/cuda), bf16 inputs, fp32 g and state:
  *   - device-to-device copy bandwidth (2 GiB, bytes read + written), the memory ceiling;
  *   - chunk forward and forward+backward at the issue's shapes: ms (median of CUDA-event timed
- *     reps after a warm-up), tokens/s, nominal TFLOP/s (PERF_ANCHORS.md's count);
+ *     reps after a warm-up), tokens/s, nominal TFLOP/s (PERF_ANCHORS.md's count). fwd+bwd is a
+ *     training step: fwd(keep_for_backward) + bwd(reuse_forward); at the first shape a row
+ *     "fwd+bwd (recompute)" times the plain fwd + bwd, whose backward recomputes the forward;
  *   - decode step (T = 1) over N slots, H = HV = 16, K = V = 128: µs per step called from C
  *     (host clock over 200 back-to-back steps, launch included, no graphs) and the achieved GB/s.
  * usage: cuda_ops [out.json] [--quick]. Without a GPU it prints why and exits 0. */
@@ -130,10 +132,14 @@ int main(int argc, char **argv) {
         }
         o.workspace = ws;
         o.workspace_size = ws_bytes;
-        for (int mode = 0; mode < 2; mode++) {
+        /* mode 0: fwd; 1: fwd(keep) + bwd(reuse); 2: fwd + bwd recomputing (first shape only) */
+        static const char *mode_name[3] = {"fwd", "fwd+bwd", "fwd+bwd (recompute)"};
+        for (int mode = 0; mode < (si == 0 ? 3 : 2); mode++) {
             const int reps = mode ? 5 : 10;
             double t[10];
             int rc = 0;
+            a.keep_for_backward = mode == 1;
+            g.reuse_forward = mode == 1;
             for (int r = -1; r < reps && !rc; r++) {
                 gdn2_cuda_timer_start();
                 rc = gdn2_cuda_chunk_fwd(&d, &o, &a, NULL);
@@ -149,12 +155,12 @@ int main(int argc, char **argv) {
             qsort(t, reps, sizeof(double), cmp_d);
             const double ms = t[reps / 2], tok = (double)s.B * s.T;
             const double flop = tok * s.H * (2.0 * 64 * (3 * s.K + 2 * s.V) + 6.0 * s.K * s.V) * (mode ? 3 : 1);
-            printf("%-7s B=%-3lld T=%-6lld H=%-3lld K=%lld V=%lld: %8.3f ms  %7.2f Mtok/s  %6.1f TFLOP/s (min %.3f max %.3f)\n",
-                   mode ? "fwd+bwd" : "fwd", (long long)s.B, (long long)s.T, (long long)s.H, (long long)s.K,
+            printf("%-19s B=%-3lld T=%-6lld H=%-3lld K=%lld V=%lld: %8.3f ms  %7.2f Mtok/s  %6.1f TFLOP/s (min %.3f max %.3f)\n",
+                   mode_name[mode], (long long)s.B, (long long)s.T, (long long)s.H, (long long)s.K,
                    (long long)s.V, ms, tok / ms / 1e3, flop / ms / 1e9, t[0], t[reps - 1]);
             if (jf)
                 fprintf(jf, "%s  {\"name\": \"%s\", \"shape\": [%lld, %lld, %lld, %lld, %lld], \"dtype\": \"bf16\", \"ms_gdn2\": %.4f, \"mtok_s\": %.3f, \"tflops\": %.2f}",
-                        first ? "" : ",\n", mode ? "fwd+bwd" : "fwd", (long long)s.B, (long long)s.T, (long long)s.H,
+                        first ? "" : ",\n", mode_name[mode], (long long)s.B, (long long)s.T, (long long)s.H,
                         (long long)s.K, (long long)s.V, ms, tok / ms / 1e3, flop / ms / 1e9);
             first = 0;
         }

@@ -43,6 +43,8 @@ typedef struct {
     const float *A_log, *dt_bias;       /* [H], [H*K] fp32 (gate_in_kernel)                     */
     void *o;                            /* out [B,T,HV,V], dtype                                */
     float *ht;                          /* out [N,HV,K,V] fp32 or NULL                          */
+    int keep_for_backward;              /* 1: also compute A and leave in opts->workspace all the
+                                           backward needs (see gdn2_cuda_chunk_bwd); 0: as before */
 } gdn2_cuda_fwd_args;
 
 typedef struct {
@@ -52,13 +54,27 @@ typedef struct {
     float *dg;                          /* out [B,T,H,K] fp32 (w.r.t. the g passed)             */
     float *dh0;                         /* out [N,HV,K,V] or NULL                               */
     float *dA_log, *ddt_bias;           /* out [H], [H*K] when gate_in_kernel                   */
+    int reuse_forward;                  /* 1: take the intermediates a keep_for_backward forward
+                                           left in opts->workspace instead of recomputing them  */
 } gdn2_cuda_bwd_args;
 
 /* Device scratch bytes for one forward (backward = 0) or backward (backward = 1) call. */
 size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_opts *o, int backward);
 
-/* Chunkwise (C = 64, WY) forward and gate-aware backward. The backward recomputes the forward
- * intermediates from the inputs (nothing is kept between the calls). Asynchronous on `stream`. */
+/* Chunkwise (C = 64, WY) forward and gate-aware backward. Asynchronous on `stream`.
+ * By default nothing is kept between the calls: the backward recomputes the forward's
+ * intermediates from the inputs.
+ * Reserve space (as cuDNN's RNNs): a forward with a->keep_for_backward = 1 also computes the WY
+ * inverse A and leaves every intermediate the backward needs in opts->workspace, which must then
+ * be non-NULL and at least gdn2_cuda_chunk_workspace_size(d, o, 1) bytes (GDN2_ERR_ARG
+ * otherwise). A backward with g->reuse_forward = 1 (same size rule) skips the recomputation; it
+ * must get the same workspace, the same d, o and input tensors a (same pointers and contents)
+ * and be ordered after that forward (same stream, or synchronised). If the workspace or an input
+ * was changed in between, or the forward was not a keep_for_backward one, the result is
+ * undefined (no error can be detected).
+ * bf16 at K, V in {64, 128}: the fast kernels store the workspace in bf16, the generic ones in
+ * fp32, and the choice also depends on the 16-byte alignment of the outputs (o, ht; d_o, dht,
+ * dh0); with keep/reuse a misaligned output that would switch paths is GDN2_ERR_ARG, naming it. */
 int gdn2_cuda_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a, void *stream);
 int gdn2_cuda_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a,
                         const gdn2_cuda_bwd_args *g, void *stream);

@@ -5,6 +5,7 @@
  *   the same bf16-rounded inputs: fla's bars 0.005 (o, ht), 0.01 (dq, dk, dv, dh0), 0.02 (db, dw,
  *   dg, dA_log, ddt_bias).
  *   official fixtures: max|x-ref|/max|ref| of ours next to the official chunk kernel's.
+ *   reserve space: fwd(keep_for_backward) + bwd(reuse_forward) vs fwd + bwd, equal outputs.
  *   decode: the GPU step vs the CPU step (gdn2_decode_step), slots with holes; the multi-token
  *   recurrent path with snapshots vs the reference. */
 #include <math.h>
@@ -165,43 +166,76 @@ static void down_bf16(float *x, const void *d, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] = bf2f(h[i]);
     free(h);
 }
-static int run_bf16(const tcase *c, const gdn2_opts *o, const tdata *t, float **X) {
-    for (int i = 0; i < NOUT; i++) X[i] = z32(out_len(i, t));
-    void *dev[32];
-    int nd = 0;
-#define KEEP(p) (dev[nd++] = (void *)(p))
+/* the device-pointer API: q,k,v,b,w,o and their gradients in dtype, the rest fp32 */
+static void *up_dt(const float *x, int64_t n, int dtype) { return dtype == GDN2_CUDA_BF16 ? up_bf16(x, n) : up_f32(x, n); }
+static void down_dt(float *x, const void *d, int64_t n, int dtype) {
+    if (dtype == GDN2_CUDA_BF16) down_bf16(x, d, n);
+    else gdn2_cuda_memcpy(x, d, (size_t)n * 4, GDN2_CUDA_D2H);
+}
+typedef struct {
     gdn2_cuda_fwd_args a;
-    memset(&a, 0, sizeof a);
-    a.dtype = GDN2_CUDA_BF16;
-    a.q = KEEP(up_bf16(t->q, t->nk)); a.k = KEEP(up_bf16(t->k, t->nk)); a.v = KEEP(up_bf16(t->v, t->nv));
-    a.b = KEEP(up_bf16(t->b, t->nk)); a.w = KEEP(up_bf16(t->w, t->nv));
-    a.g = KEEP(up_f32(t->g, t->nk)); a.h0 = KEEP(up_f32(t->h0, t->ns));
-    a.A_log = KEEP(up_f32(t->A_log, t->H)); a.dt_bias = KEEP(up_f32(t->dt_bias, t->HK));
-    a.o = KEEP(gdn2_cuda_malloc((size_t)t->nv * 2)); a.ht = KEEP(gdn2_cuda_malloc((size_t)t->ns * 4));
-    gdn2_cuda_bwd_args gb;
-    memset(&gb, 0, sizeof gb);
-    gb.d_o = KEEP(up_bf16(t->d_o, t->nv)); gb.dht = KEEP(up_f32(t->dht, t->ns));
-    gb.dq = KEEP(gdn2_cuda_malloc((size_t)t->nk * 2)); gb.dk = KEEP(gdn2_cuda_malloc((size_t)t->nk * 2));
-    gb.dv = KEEP(gdn2_cuda_malloc((size_t)t->nv * 2)); gb.db = KEEP(gdn2_cuda_malloc((size_t)t->nk * 2));
-    gb.dw = KEEP(gdn2_cuda_malloc((size_t)t->nv * 2)); gb.dg = KEEP(gdn2_cuda_malloc((size_t)t->nk * 4));
-    gb.dh0 = KEEP(gdn2_cuda_malloc((size_t)t->ns * 4));
-    gb.dA_log = KEEP(gdn2_cuda_malloc((size_t)t->H * 4)); gb.ddt_bias = KEEP(gdn2_cuda_malloc((size_t)t->HK * 4));
+    gdn2_cuda_bwd_args g;
+    void *dev[32];
+    int nd;
+} devset;
+static void dev_free(devset *s) {
+    for (int i = 0; i < s->nd; i++) gdn2_cuda_free(s->dev[i]);
+    s->nd = 0;
+}
+/* uploads t's inputs and allocates every output; 0 when all allocations succeeded */
+static int dev_up(devset *s, const tdata *t, int dtype) {
+    memset(s, 0, sizeof *s);
+    const size_t es = dtype == GDN2_CUDA_BF16 ? 2 : 4;
+    int bad = 0;
+#define KEEP(p) (s->dev[s->nd++] = (void *)(p))
+#define NEED(p) (bad |= (KEEP(p) == NULL))
+    gdn2_cuda_fwd_args *a = &s->a;
+    gdn2_cuda_bwd_args *gb = &s->g;
+    a->dtype = dtype;
+    NEED(a->q = up_dt(t->q, t->nk, dtype)); NEED(a->k = up_dt(t->k, t->nk, dtype)); NEED(a->v = up_dt(t->v, t->nv, dtype));
+    NEED(a->b = up_dt(t->b, t->nk, dtype)); NEED(a->w = up_dt(t->w, t->nv, dtype));
+    NEED(a->g = up_f32(t->g, t->nk)); KEEP(a->h0 = up_f32(t->h0, t->ns));
+    KEEP(a->A_log = up_f32(t->A_log, t->H)); KEEP(a->dt_bias = up_f32(t->dt_bias, t->HK)); /* NULL without a gate */
+    bad |= t->A_log && (!a->A_log || !a->dt_bias);
+    NEED(a->o = gdn2_cuda_malloc((size_t)t->nv * es)); NEED(a->ht = gdn2_cuda_malloc((size_t)t->ns * 4));
+    NEED(gb->d_o = up_dt(t->d_o, t->nv, dtype)); KEEP(gb->dht = up_f32(t->dht, t->ns));
+    NEED(gb->dq = gdn2_cuda_malloc((size_t)t->nk * es)); NEED(gb->dk = gdn2_cuda_malloc((size_t)t->nk * es));
+    NEED(gb->dv = gdn2_cuda_malloc((size_t)t->nv * es)); NEED(gb->db = gdn2_cuda_malloc((size_t)t->nk * es));
+    NEED(gb->dw = gdn2_cuda_malloc((size_t)t->nv * es)); NEED(gb->dg = gdn2_cuda_malloc((size_t)t->nk * 4));
+    NEED(gb->dh0 = gdn2_cuda_malloc((size_t)t->ns * 4));
+    NEED(gb->dA_log = gdn2_cuda_malloc((size_t)t->H * 4)); NEED(gb->ddt_bias = gdn2_cuda_malloc((size_t)t->HK * 4));
+#undef NEED
 #undef KEEP
-    int rc = gdn2_cuda_chunk_fwd(&c->d, o, &a, NULL);
-    if (!rc) rc = gdn2_cuda_chunk_bwd(&c->d, o, &a, &gb, NULL);
+    return bad;
+}
+/* fwd + bwd on the device; keep: forward with keep_for_backward, backward with reuse_forward
+ * (o->workspace must then be set) */
+static int run_dev(const tcase *c, const gdn2_opts *o, const tdata *t, int dtype, int keep, float **X) {
+    for (int i = 0; i < NOUT; i++) X[i] = z32(out_len(i, t));
+    devset s;
+    int rc = dev_up(&s, t, dtype) ? gdn2_error(GDN2_ERR_DEVICE, "device allocation failed") : 0;
+    gdn2_cuda_fwd_args *a = &s.a;
+    gdn2_cuda_bwd_args *gb = &s.g;
+    a->keep_for_backward = keep;
+    gb->reuse_forward = keep;
+    if (!rc) rc = gdn2_cuda_chunk_fwd(&c->d, o, a, NULL);
+    if (!rc) rc = gdn2_cuda_chunk_bwd(&c->d, o, a, gb, NULL);
     if (!rc) rc = gdn2_cuda_sync();
     if (!rc) {
-        down_bf16(X[O], a.o, t->nv);
-        gdn2_cuda_memcpy(X[HT], a.ht, (size_t)t->ns * 4, GDN2_CUDA_D2H);
-        down_bf16(X[DQ], gb.dq, t->nk); down_bf16(X[DK], gb.dk, t->nk); down_bf16(X[DV], gb.dv, t->nv);
-        down_bf16(X[DB], gb.db, t->nk); down_bf16(X[DW], gb.dw, t->nv);
-        gdn2_cuda_memcpy(X[DG], gb.dg, (size_t)t->nk * 4, GDN2_CUDA_D2H);
-        gdn2_cuda_memcpy(X[DH0], gb.dh0, (size_t)t->ns * 4, GDN2_CUDA_D2H);
-        gdn2_cuda_memcpy(X[DAL], gb.dA_log, (size_t)t->H * 4, GDN2_CUDA_D2H);
-        gdn2_cuda_memcpy(X[DDT], gb.ddt_bias, (size_t)t->HK * 4, GDN2_CUDA_D2H);
+        down_dt(X[O], a->o, t->nv, dtype);
+        gdn2_cuda_memcpy(X[HT], a->ht, (size_t)t->ns * 4, GDN2_CUDA_D2H);
+        down_dt(X[DQ], gb->dq, t->nk, dtype); down_dt(X[DK], gb->dk, t->nk, dtype); down_dt(X[DV], gb->dv, t->nv, dtype);
+        down_dt(X[DB], gb->db, t->nk, dtype); down_dt(X[DW], gb->dw, t->nv, dtype);
+        gdn2_cuda_memcpy(X[DG], gb->dg, (size_t)t->nk * 4, GDN2_CUDA_D2H);
+        gdn2_cuda_memcpy(X[DH0], gb->dh0, (size_t)t->ns * 4, GDN2_CUDA_D2H);
+        gdn2_cuda_memcpy(X[DAL], gb->dA_log, (size_t)t->H * 4, GDN2_CUDA_D2H);
+        gdn2_cuda_memcpy(X[DDT], gb->ddt_bias, (size_t)t->HK * 4, GDN2_CUDA_D2H);
     }
-    for (int i = 0; i < nd; i++) gdn2_cuda_free(dev[i]);
+    dev_free(&s);
     return rc;
+}
+static int run_bf16(const tcase *c, const gdn2_opts *o, const tdata *t, float **X) {
+    return run_dev(c, o, t, GDN2_CUDA_BF16, 0, X);
 }
 
 static void compare(const char *tag, const tcase *c, const tdata *t, float **X, double **R, int bf16) {
@@ -455,6 +489,130 @@ static void decode_tests(void) {
     tdata_free(&t);
 }
 
+/* ---- reserve space: fwd(keep_for_backward) + bwd(reuse_forward) vs the plain fwd + bwd ---- */
+static void opts_of(const tcase *c, gdn2_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->qk_l2norm = c->l2;
+    o->gate_in_kernel = c->gate;
+    o->lower_bound = c->lb;
+    if (c->n_seqs) {
+        o->cu_seqlens = c->cu;
+        o->n_seqs = c->n_seqs;
+    }
+}
+/* max|x - y| (NaN anywhere gives NaN) and max|y| */
+static double maxdiff(const float *x, const float *y, int64_t n, double *ymax) {
+    double m = 0, a = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)x[i] - (double)y[i]);
+        if (!(e <= m)) m = e;
+        if (fabs((double)y[i]) > a) a = fabs((double)y[i]);
+    }
+    *ymax = a;
+    return m;
+}
+
+/* The same kernels on the same inputs: every output is expected bitwise equal. Exceptions, bar
+ * 1e-4 * max|x|: dg (k_bk sums one term per channel with shared-memory float atomics) and dA_log,
+ * ddt_bias (global float atomics across chunks): their summation order may differ between runs, and
+ * these sums cancel (H200: up to 1.1e-5 * max|x| seen for dA_log).
+ * The kept workspace starts as NaN, so anything the forward fails to leave there shows. */
+static void reuse_case(const tcase *c, int dtype, unsigned long long seed) {
+    const char *dn = dtype == GDN2_CUDA_BF16 ? "bf16" : "fp32";
+    gdn2_opts o;
+    opts_of(c, &o);
+    tdata t;
+    gen(c, &o, seed, &t);
+    float *P[NOUT], *X[NOUT];
+    for (int i = 0; i < NOUT; i++) X[i] = NULL;
+    int rp = run_dev(c, &o, &t, dtype, 0, P); /* recompute, stream-ordered scratch of its own */
+    const size_t ws_bytes = gdn2_cuda_chunk_workspace_size(&c->d, &o, 1);
+    void *ws = gdn2_cuda_malloc(ws_bytes);
+    int rk = ws ? gdn2_cuda_memset(ws, 0xff, ws_bytes) : GDN2_ERR_DEVICE;
+    o.workspace = ws;
+    o.workspace_size = ws_bytes;
+    if (!rk) rk = run_dev(c, &o, &t, dtype, 1, X);
+    CHECK(rp == 0 && rk == 0, "reuse %s %s: fwd+bwd ran, recompute and keep_for_backward/reuse_forward (%s)", dn,
+          c->name, rp || rk ? gdn2_last_error() : "ok");
+    if (rp == 0 && rk == 0)
+        for (int i = 0; i < NOUT; i++) {
+            if ((i == DAL || i == DDT) && !c->gate) continue;
+            const int loose = i == DG || i == DAL || i == DDT;
+            double ymax, e = maxdiff(X[i], P[i], out_len(i, &t), &ymax);
+            CHECK(e <= (loose ? 1e-4 * ymax : 0.0), "reuse %s %s %-8s kept vs recomputed: max|diff| %.3e (max|x| %.2e, bar %s)",
+                  dn, c->name, out_name[i], e, ymax, loose ? "1e-4 max|x|: atomics" : "0");
+        }
+    for (int i = 0; i < NOUT; i++) { free(P[i]); free(X[i]); }
+    gdn2_cuda_free(ws);
+    tdata_free(&t);
+}
+
+/* keep/reuse argument errors: reported before anything is queued */
+static void reuse_errors(void) {
+    const tcase c = {"err", {1, 100, 1, 1, 64, 64}, 1, 1, 0.0f, {0}, 0, 1, 1, 1};
+    gdn2_opts o;
+    opts_of(&c, &o);
+    tdata t;
+    gen(&c, &o, 5, &t);
+    devset s;
+    const size_t need = gdn2_cuda_chunk_workspace_size(&c.d, &o, 1), fwd_only = gdn2_cuda_chunk_workspace_size(&c.d, &o, 0);
+    void *ws = gdn2_cuda_malloc(need);
+    if (dev_up(&s, &t, GDN2_CUDA_BF16) || !ws) {
+        CHECK(0, "reuse errors: device allocation (%s)", gdn2_last_error());
+        dev_free(&s);
+        gdn2_cuda_free(ws);
+        tdata_free(&t);
+        return;
+    }
+    s.a.keep_for_backward = 1;
+    s.g.reuse_forward = 1;
+    int rc = gdn2_cuda_chunk_fwd(&c.d, &o, &s.a, NULL);
+    CHECK(rc == GDN2_ERR_ARG, "keep_for_backward with workspace NULL -> GDN2_ERR_ARG: %s", gdn2_last_error());
+    o.workspace = ws;
+    o.workspace_size = fwd_only;
+    rc = gdn2_cuda_chunk_fwd(&c.d, &o, &s.a, NULL);
+    CHECK(rc == GDN2_ERR_ARG && fwd_only < need, "keep_for_backward with the forward-sized workspace (%zu < %zu) -> GDN2_ERR_ARG: %s",
+          fwd_only, need, gdn2_last_error());
+    o.workspace_size = need - 1;
+    rc = gdn2_cuda_chunk_bwd(&c.d, &o, &s.a, &s.g, NULL);
+    CHECK(rc == GDN2_ERR_ARG, "reuse_forward with a workspace 1 byte too small -> GDN2_ERR_ARG: %s", gdn2_last_error());
+    o.workspace = NULL;
+    o.workspace_size = 0;
+    rc = gdn2_cuda_chunk_bwd(&c.d, &o, &s.a, &s.g, NULL);
+    CHECK(rc == GDN2_ERR_ARG, "reuse_forward with workspace NULL -> GDN2_ERR_ARG: %s", gdn2_last_error());
+    /* bf16 at K=V=64 with aligned inputs is the fast path: a misaligned output must not switch it */
+    o.workspace = ws;
+    o.workspace_size = need;
+    void *o_al = s.a.o;
+    s.a.o = (char *)o_al + 2;
+    rc = gdn2_cuda_chunk_fwd(&c.d, &o, &s.a, NULL);
+    CHECK(rc == GDN2_ERR_ARG && strstr(gdn2_last_error(), "'o'"), "keep_for_backward, bf16, o misaligned -> GDN2_ERR_ARG naming o: %s",
+          gdn2_last_error());
+    s.a.o = o_al;
+    const void *do_al = s.g.d_o;
+    s.g.d_o = (const char *)do_al + 2;
+    rc = gdn2_cuda_chunk_bwd(&c.d, &o, &s.a, &s.g, NULL);
+    CHECK(rc == GDN2_ERR_ARG && strstr(gdn2_last_error(), "'d_o'"), "reuse_forward, bf16, d_o misaligned -> GDN2_ERR_ARG naming d_o: %s",
+          gdn2_last_error());
+    s.g.d_o = do_al;
+    rc = gdn2_cuda_sync();
+    CHECK(rc == 0, "reuse errors: the device is still fine (%s)", rc ? gdn2_last_error() : "ok");
+    dev_free(&s);
+    gdn2_cuda_free(ws);
+    tdata_free(&t);
+}
+
+static void reuse_tests(void) {
+    const tcase rc[] = {
+        {"l2+gate T150 K=V=128 h0/dht", {1, 150, 2, 2, 128, 128}, 1, 1, 0.0f, {0}, 0, 1, 1, 1},
+        {"l2+gate varlen 0,37,37,170,300 h0/dht", {1, 300, 2, 2, 64, 64}, 1, 1, 0.0f, {0, 37, 37, 170, 300}, 4, 1, 1, 1},
+    };
+    for (int dt = 0; dt < 2; dt++)
+        for (size_t i = 0; i < sizeof rc / sizeof rc[0]; i++)
+            reuse_case(&rc[i], dt ? GDN2_CUDA_BF16 : GDN2_CUDA_F32, 2000 + i);
+    reuse_errors();
+}
+
 int main(void) {
     if (!gdn2_cuda_available()) {
         SKIP("CUDA tests: %s", gdn2_last_error());
@@ -491,6 +649,7 @@ int main(void) {
     fixture("op_small", 0);
     fixture("op_gate_in_kernel", 1);
     fixture("op_gva", 0);
+    reuse_tests();
     decode_tests();
     return test_summary();
 }

@@ -14,9 +14,10 @@
 //   forward : k_prep (chunk, hv) -> Y,U,Qg,Kg,gamma_last,Aqk[,A];  k_state (V tile, seq*hv):
 //             sequential over the chunks of one sequence -> H (state at chunk start), R, ht;
 //             k_out (chunk, hv) -> o.
-//   backward: k_prep, k_state (recompute), k_bstate (reverse scan -> dH (grad of chunk end state),
-//             dR, dh0), k_bv (value-side contractions, dv, dw), k_bk (key side, the WY and
-//             intra-chunk VJPs, reverse cumsum of dG), k_fin (GVA group sum, L2-norm and gate VJPs).
+//   backward: k_prep, k_state (recompute; skipped with reuse_forward after a keep_for_backward
+//             forward), k_bstate (reverse scan -> dH (grad of chunk end state), dR, dh0),
+//             k_bv (value-side contractions, dv, dw), k_bk (key side, the WY and intra-chunk
+//             VJPs, reverse cumsum of dG), k_fin (GVA group sum, L2-norm and gate VJPs).
 // Nothing of size O(T K V) is allocated: the per-chunk states are O(T/64 K V).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -725,6 +726,12 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
 // sQ, sK, sB, sG [64][LDK] fp32, sdAqk and sdT [64][LDX] fp32. fe(h, f, r, d, dq_in, E', dkt) receives
 // the pairs (d, d+1) of row r = 16t + gq + 8h, d = dbase + 8f + 2tq.
 // ------------------------------------------------------------------------------------------------
+// x[0], x[1] of a shared fp32 row with stride LD (x 8-byte aligned when LD is even)
+template <int LD>
+__device__ __forceinline__ float2 ld_pair(const float *x) {
+    if constexpr (LD % 2 == 0) return *reinterpret_cast<const float2 *>(x);
+    else return make_float2(x[0], x[1]);
+}
 template <int LDK, int LDX, class FE>
 __device__ __forceinline__ void intra_vjp_tc(const float *sQ, const float *sK, const float *sB, const float *sG,
                                              const float *sdAqk, const float *sdT, float scale, int dbase, FE fe) {
@@ -798,14 +805,20 @@ __device__ __forceinline__ void intra_vjp_tc(const float *sQ, const float *sK, c
             const float a = s <= r ? sdAqk[r * LDX + s] : 0.0f, tt = sdT[r * LDX + s];
             const float a2 = s >= r ? sdAqk[s * LDX + r] : 0.0f, t2 = sdT[s * LDX + r]; // dT strictly lower
 #pragma unroll
-            for (int u = 0; u < 8; u++) {
-                const int d = dbase + 8 * (u >> 1) + 2 * tq + (u & 1);
-                const float gs = sG[s * LDK + d], ks = sK[s * LDK + d];
-                const float e = exp2f(-fabsf(gr[u] - gs)); // 2^(G2_r-G2_s) for s <= r, 2^(G2_s-G2_r) for s >= r
-                dqa[u] = fmaf(a, e * ks, dqa[u]);
-                ep[u] = fmaf(tt, e * ks, ep[u]);
-                dkq[u] = fmaf(a2 * sQ[s * LDK + d], e, dkq[u]);
-                dkb[u] = fmaf(t2 * sB[s * LDK + d] * ks, e, dkb[u]);
+            for (int f = 0; f < 4; f++) { // channel pairs d, d+1: one 8-byte load per array when LDK is even
+                const int d = dbase + 8 * f + 2 * tq;
+                const float2 g2 = ld_pair<LDK>(&sG[s * LDK + d]), k2 = ld_pair<LDK>(&sK[s * LDK + d]);
+                const float2 q2 = ld_pair<LDK>(&sQ[s * LDK + d]), b2 = ld_pair<LDK>(&sB[s * LDK + d]);
+                const float gs[2] = {g2.x, g2.y}, ks[2] = {k2.x, k2.y}, qs[2] = {q2.x, q2.y}, bs[2] = {b2.x, b2.y};
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    const int u = 2 * f + c;
+                    const float e = exp2f(-fabsf(gr[u] - gs[c])); // 2^(G2_r-G2_s) for s <= r, 2^(G2_s-G2_r) for s >= r
+                    dqa[u] = fmaf(a, e * ks[c], dqa[u]);
+                    ep[u] = fmaf(tt, e * ks[c], ep[u]);
+                    dkq[u] = fmaf(a2 * qs[c], e, dkq[u]);
+                    dkb[u] = fmaf(t2 * bs[c] * ks[c], e, dkb[u]);
+                }
             }
         }
 #pragma unroll
@@ -1419,8 +1432,10 @@ struct Prof {
     }
 };
 
+// kept: the forward's intermediates live in the workspace across the calls (keep_for_backward /
+// reuse_forward): the forward's prep also stores A, the backward skips prep and the forward scan.
 template <class Tin, int KP, int VP, int BV>
-static cudaError_t launch_all(ChunkParams &p, int bwd, cudaStream_t st) {
+static cudaError_t launch_all(ChunkParams &p, int bwd, int kept, cudaStream_t st) {
     constexpr bool TC = is_bf16<Tin>::value;
     typedef typename std::conditional<TC, __nv_bfloat16, float>::type ST;
     const int nsm_prep = prep_smem_bytes<ST, KP>(), nsm_state = state_smem_floats<KP, BV>() * 4;
@@ -1442,17 +1457,19 @@ static cudaError_t launch_all(ChunkParams &p, int bwd, cudaStream_t st) {
     pr.st = st;
     const dim3 gc(p.nchunks, p.HV), gs(VP / BV, p.nseq * p.HV), gh(p.nchunks, p.H);
     pr.mark("start");
-    if (p.nchunks > 0) {
-        if constexpr (TC) k_prep_tc<Tin, KP, VP, float><<<gc, NT, nsm_prep, st>>>(p, bwd);
-        else k_prep<Tin, KP, VP><<<gc, NT, nsm_prep, st>>>(p, bwd);
+    if (!(bwd && kept)) { // a reusing backward finds these results in the workspace
+        if (p.nchunks > 0) {
+            if constexpr (TC) k_prep_tc<Tin, KP, VP, float><<<gc, NT, nsm_prep, st>>>(p, bwd || kept);
+            else k_prep<Tin, KP, VP><<<gc, NT, nsm_prep, st>>>(p, bwd || kept);
+        }
+        pr.mark("prep");
+        k_state<KP, VP, BV, TC><<<gs, NT, nsm_state, st>>>(p);
+        pr.mark("state");
     }
-    pr.mark("prep");
-    k_state<KP, VP, BV, TC><<<gs, NT, nsm_state, st>>>(p);
-    pr.mark("state");
     if (!bwd) {
         if (p.nchunks > 0) k_out<Tin, KP, VP><<<gc, NT, nsm_out, st>>>(p);
         pr.mark("out");
-        pr.report("fwd");
+        pr.report(kept ? "fwd (keep)" : "fwd");
         return cudaGetLastError();
     }
     k_bstate<Tin, KP, VP, BV><<<gs, NT, nsm_bstate, st>>>(p);
@@ -1465,7 +1482,7 @@ static cudaError_t launch_all(ChunkParams &p, int bwd, cudaStream_t st) {
         k_fin<Tin, KP><<<gh, NT, 0, st>>>(p);
         pr.mark("fin");
     }
-    pr.report("bwd");
+    pr.report(kept ? "bwd (reuse)" : "bwd");
     return cudaGetLastError();
 }
 
@@ -1475,7 +1492,7 @@ static cudaError_t launch_all(ChunkParams &p, int bwd, cudaStream_t st) {
 // BV as in launch_all for the forward scan; the reverse scan takes 64-column tiles (it holds one
 // block per multiprocessor, so wider tiles halve its operand traffic) unless BV is 16.
 template <int KP, int VP, int BV>
-static cudaError_t launch_fast(ChunkParams &p, int bwd, cudaStream_t st) {
+static cudaError_t launch_fast(ChunkParams &p, int bwd, int kept, cudaStream_t st) {
     typedef __nv_bfloat16 Tin;
     constexpr int BVB = BV == 16 ? 16 : 64;
     const int nsm_prep = prep_smem_bytes<__nv_bfloat16, KP>(), nsm_state = state_tc_smem_bytes<KP, BV>();
@@ -1497,14 +1514,16 @@ static cudaError_t launch_fast(ChunkParams &p, int bwd, cudaStream_t st) {
     const dim3 gc(p.nchunks, p.HV), gs(VP / BV, p.nseq * p.HV), gb(VP / BVB, p.nseq * p.HV), gh(p.nchunks, p.H);
     const dim3 gk(p.nchunks, p.HV, KP / 64);
     pr.mark("start");
-    if (p.nchunks > 0) k_prep_tc<Tin, KP, VP, bf16><<<gc, NT, nsm_prep, st>>>(p, bwd);
-    pr.mark("prep");
-    k_state_tc<KP, VP, BV><<<gs, NT, nsm_state, st>>>(p);
-    pr.mark("state");
+    if (!(bwd && kept)) { // as in launch_all
+        if (p.nchunks > 0) k_prep_tc<Tin, KP, VP, bf16><<<gc, NT, nsm_prep, st>>>(p, bwd || kept);
+        pr.mark("prep");
+        k_state_tc<KP, VP, BV><<<gs, NT, nsm_state, st>>>(p);
+        pr.mark("state");
+    }
     if (!bwd) {
         if (p.nchunks > 0) k_out_tc<KP, VP><<<gc, NT, nsm_out, st>>>(p);
         pr.mark("out");
-        pr.report("fwd");
+        pr.report(kept ? "fwd (keep)" : "fwd");
         return cudaGetLastError();
     }
     k_bstate_tc<KP, VP, BVB><<<gb, NT, nsm_bstate, st>>>(p);
@@ -1517,35 +1536,49 @@ static cudaError_t launch_fast(ChunkParams &p, int bwd, cudaStream_t st) {
         k_fin<Tin, KP><<<gh, NT, 0, st>>>(p);
         pr.mark("fin");
     }
-    pr.report("bwd");
+    pr.report(kept ? "bwd (reuse)" : "bwd");
     return cudaGetLastError();
 }
 
-// bf16 inputs at K == KP, V == VP with 16-byte aligned tensors take the fast path
-static bool fast_path_ok(const ChunkParams &p, int KP, int VP) {
+// bf16 inputs at K == KP, V == VP with 16-byte aligned tensors take the fast path. Split in the
+// part a forward and its backward share (dims, inputs) and the part that differs between them
+// (the outputs: o, ht in the forward; d_o, dht, dh0 in the backward), which keep/reuse must not
+// let switch the path (run_chunk).
+static bool fast_inputs_ok(const ChunkParams &p, int KP, int VP) {
     const uintptr_t al = (uintptr_t)p.q | (uintptr_t)p.k | (uintptr_t)p.v | (uintptr_t)p.b | (uintptr_t)p.w |
-                         (uintptr_t)p.o | (uintptr_t)p.d_o | (uintptr_t)p.h0 | (uintptr_t)p.ht | (uintptr_t)p.dht |
-                         (uintptr_t)p.dh0;
+                         (uintptr_t)p.h0;
     static int generic = -1; // GDN2_CUDA_GENERIC=1: always the generic kernels (for comparisons)
     if (generic < 0) generic = getenv("GDN2_CUDA_GENERIC") != NULL;
     return p.K == KP && p.V == VP && al % 16 == 0 && !generic;
 }
+// the first output that is not 16-byte aligned, or NULL
+static const char *fast_outputs_misaligned(const ChunkParams &p) {
+    const void *t[5] = {p.o, p.ht, p.d_o, p.dht, p.dh0};
+    const char *name[5] = {"o", "ht", "d_o", "dht", "dh0"};
+    for (int i = 0; i < 5; i++)
+        if ((uintptr_t)t[i] % 16) return name[i];
+    return NULL;
+}
+static bool fast_path_ok(const ChunkParams &p, int KP, int VP) {
+    return fast_inputs_ok(p, KP, VP) && !fast_outputs_misaligned(p);
+}
 
 template <class Tin, int KP, int VP>
-static cudaError_t launch_bv(ChunkParams &p, int bwd, cudaStream_t st) {
+static cudaError_t launch_bv(ChunkParams &p, int bwd, int kept, cudaStream_t st) {
     const bool few = (long)p.nseq * p.HV * (VP / 32) < 264;
     if constexpr (is_bf16<Tin>::value)
-        if (fast_path_ok(p, KP, VP)) return few ? launch_fast<KP, VP, 16>(p, bwd, st) : launch_fast<KP, VP, 32>(p, bwd, st);
-    if (few) return launch_all<Tin, KP, VP, 16>(p, bwd, st);
-    return launch_all<Tin, KP, VP, 32>(p, bwd, st);
+        if (fast_path_ok(p, KP, VP))
+            return few ? launch_fast<KP, VP, 16>(p, bwd, kept, st) : launch_fast<KP, VP, 32>(p, bwd, kept, st);
+    if (few) return launch_all<Tin, KP, VP, 16>(p, bwd, kept, st);
+    return launch_all<Tin, KP, VP, 32>(p, bwd, kept, st);
 }
 
 template <class Tin>
-static cudaError_t dispatch(ChunkParams &p, int KP, int VP, int bwd, cudaStream_t st) {
-    if (KP == 64 && VP == 64) return launch_bv<Tin, 64, 64>(p, bwd, st);
-    if (KP == 64 && VP == 128) return launch_bv<Tin, 64, 128>(p, bwd, st);
-    if (KP == 128 && VP == 64) return launch_bv<Tin, 128, 64>(p, bwd, st);
-    return launch_bv<Tin, 128, 128>(p, bwd, st);
+static cudaError_t dispatch(ChunkParams &p, int KP, int VP, int bwd, int kept, cudaStream_t st) {
+    if (KP == 64 && VP == 64) return launch_bv<Tin, 64, 64>(p, bwd, kept, st);
+    if (KP == 64 && VP == 128) return launch_bv<Tin, 64, 128>(p, bwd, kept, st);
+    if (KP == 128 && VP == 64) return launch_bv<Tin, 128, 64>(p, bwd, kept, st);
+    return launch_bv<Tin, 128, 128>(p, bwd, kept, st);
 }
 
 static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a,
@@ -1560,9 +1593,17 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
         if (miss) return gdn2_error(GDN2_ERR_ARG, "%s: gradient tensor '%s' is NULL", fn, miss);
     } else if (!a->o)
         return gdn2_error(GDN2_ERR_ARG, "%s: output tensor 'o' is NULL", fn);
+    // keep_for_backward / reuse_forward: what k_prep (with its bwd flag) and k_state write stays in
+    // the caller's workspace between the calls, laid out as for the backward
+    const int kept = (bwd ? g->reuse_forward : a->keep_for_backward) != 0;
+    const char *kfield = bwd ? "reuse_forward" : "keep_for_backward";
     cudaStream_t st = (cudaStream_t)stream;
     WsLayout L;
-    ws_layout(d, o, bwd, &L);
+    ws_layout(d, o, bwd || kept, &L);
+    if (kept && (!o->workspace || o->workspace_size < L.total))
+        return gdn2_error(GDN2_ERR_ARG, "%s: %s=%d needs opts->workspace (a device buffer of at least "
+                          "gdn2_cuda_chunk_workspace_size(d, o, 1) = %zu bytes), got %s of %zu bytes", fn, kfield,
+                          kept, L.total, o->workspace ? "one" : "NULL", o->workspace_size);
     const int64_t nchunks = count_chunks(d, o), nseq = gdn2_num_states(d, o);
     char *ws = (char *)o->workspace, *own = NULL;
     int *htab = NULL;
@@ -1596,7 +1637,16 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
         float *f = (float *)ws;
         float **bufs[23] = {&p.Y, &p.U, &p.Qg, &p.Kg, &p.Gl, &p.Aqk, &p.R, &p.Hs, &p.A, &p.dHs, &p.dR,
                             &p.dY, &p.dA1, &p.dAqk, &p.dQi, &p.dKi, &p.dGl, &p.dQs, &p.dKs, &p.dBs, &p.dGs, &p.E, &p.Rn};
-        for (int i = 0; i < (bwd ? 23 : 8); i++) *bufs[i] = f + L.off[i];
+        for (int i = 0; i < (bwd || kept ? 23 : 8); i++) *bufs[i] = f + L.off[i];
+    }
+    if (kept && a->dtype == GDN2_CUDA_BF16 && fast_inputs_ok(p, (int)L.KP, (int)L.VP)) {
+        // the workspace dtype follows the path: forward and backward must take the same one
+        const char *bad = fast_outputs_misaligned(p);
+        if (bad) {
+            rc = gdn2_error(GDN2_ERR_ARG, "%s: %s=%d with bf16 at K=%d V=%d needs '%s' 16-byte aligned (the "
+                            "forward and the backward must take the same kernel path)", fn, kfield, kept, p.K, p.V, bad);
+            goto done;
+        }
     }
     if (o->cu_seqlens) { // chunk table {seq, tok0, len} and per-sequence chunk offsets
         const size_t ntab = (size_t)nchunks * 3 + nseq + 1;
@@ -1622,9 +1672,9 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
         CU(cudaMemsetAsync(g->ddt_bias, 0, d->H * d->K * sizeof(float), st));
     }
     if (a->dtype == GDN2_CUDA_BF16)
-        CU(dispatch<__nv_bfloat16>(p, (int)L.KP, (int)L.VP, bwd, st));
+        CU(dispatch<__nv_bfloat16>(p, (int)L.KP, (int)L.VP, bwd, kept, st));
     else
-        CU(dispatch<float>(p, (int)L.KP, (int)L.VP, bwd, st));
+        CU(dispatch<float>(p, (int)L.KP, (int)L.VP, bwd, kept, st));
     if (htab) CU(cudaStreamSynchronize(st)); // the pageable table must outlive the copy
 done:
     if (own) cudaFreeAsync(own, st);

@@ -93,11 +93,13 @@ __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
     const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w;
     for (int t = 0; t < p.T; t++) {
         const size_t tok = (size_t)i * p.T + t, ik = (tok * p.H + h) * p.K;
-        // w.v of this token's columns, loaded now so that it arrives with the keys and the state
-        float z = 0.0f;
+        // w and v of this token's columns: loads issued now (used after the first reduction), so
+        // that they fly with the keys and the state
+        float zw = 0.0f, zv = 0.0f;
         if (threadIdx.x < RBV && v0 + threadIdx.x < p.V) {
             const size_t iv = (tok * p.HV + hv) * p.V + v0 + threadIdx.x;
-            z = ldf(w, iv) * ldf(v, iv);
+            zw = ldf(w, iv);
+            zv = ldf(v, iv);
         }
         __syncthreads();
         for (int d = threadIdx.x; d < KP; d += RNT) {
@@ -153,19 +155,22 @@ __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
         if (threadIdx.x < RBV) { // u = w.v - r
             float s = 0;
             for (int m = 0; m < RNT / 32; m++) s += red[m][threadIdx.x];
-            srow[threadIdx.x] = z - s;
+            srow[threadIdx.x] = zw * zv - s;
         }
         __syncthreads();
-        float ov[CPT];
+        float ov[CPT], u[CPT];
 #pragma unroll
-        for (int c = 0; c < CPT; c++) ov[c] = 0.0f;
+        for (int c = 0; c < CPT; c++) {
+            ov[c] = 0.0f;
+            u[c] = srow[cg * CPT + c];
+        }
 #pragma unroll
         for (int j = 0; j < NR; j++) {
             const int d = rg + 32 * j;
             const float kd = sk[d], qd = sq[d];
 #pragma unroll
             for (int c = 0; c < CPT; c++) {
-                st[j][c] += kd * srow[cg * CPT + c];
+                st[j][c] += kd * u[c];
                 ov[c] += qd * st[j][c];
             }
         }
