@@ -56,19 +56,20 @@ __device__ __forceinline__ void st_state(__nv_bfloat16 *s, const float (&x)[8]) 
     *(uint4 *)s = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
-// One block of 256 threads per (sequence, value head, V tile of 8*CPT columns): lane = column group
-// (lane % 8, CPT columns: one 16-byte access of the pool) x row group (warp * 4 + lane / 8); a
-// thread holds K/32 rows x CPT columns of the state in registers. The bf16 pool takes 8 columns
-// per thread so that a block moves as many bytes per access as the fp32 one.
+// One block of 256 threads per (sequence, value head, 64-column V tile): lane = column group
+// (lane % CG, CPT columns: one 16-byte access of the pool) x row group (warp * 32/CG + lane / CG);
+// a thread holds NR rows x CPT columns = 32 state values (K = 128) in registers, so that three
+// blocks per SM keep ~96 KB of fp32 state loads in flight (the step is bound by how many bytes
+// are in flight, not by arithmetic).
 template <class Tin, int KP, class TS>
 __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
-    constexpr int NR = KP / 32, CPT = 16 / (int)sizeof(TS), RBV = 8 * CPT;
+    constexpr int CPT = 16 / (int)sizeof(TS), CG = 64 / CPT, RGW = 32 / CG, RG = RGW * RNT / 32, NR = KP / RG, RBV = CG * CPT;
     __shared__ float sq[KP], sk[KP], sbk[KP], sa[KP];
     __shared__ float red[RNT / 32][RBV];
     __shared__ float srow[RBV];
     const int i = blockIdx.z, hv = blockIdx.y, h = hv / p.G, v0 = blockIdx.x * RBV;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int cg = lane % 8, rg = warp * 4 + lane / 8; // column group, row group 0..31
+    const int cg = lane % CG, rg = warp * RGW + lane / CG; // column group, row group
     const int col = v0 + cg * CPT;
     const bool colok = col < p.V; // V % CPT == 0 (checked by the caller)
     const int slot = p.slots ? p.slots[i] : i;
@@ -83,7 +84,7 @@ __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
     float st[NR][CPT];
 #pragma unroll
     for (int j = 0; j < NR; j++) {
-        const int d = rg + 32 * j;
+        const int d = rg + RG * j;
         if (d < p.K && colok) ld_state(S + (size_t)d * p.V + col, st[j]);
         else
 #pragma unroll
@@ -137,7 +138,7 @@ __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
         for (int c = 0; c < CPT; c++) r[c] = 0.0f;
 #pragma unroll
         for (int j = 0; j < NR; j++) {
-            const int d = rg + 32 * j;
+            const int d = rg + RG * j;
             const float a = sa[d], bk = sbk[d] * sk[d];
 #pragma unroll
             for (int c = 0; c < CPT; c++) {
@@ -148,8 +149,8 @@ __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
 #pragma unroll
         for (int c = 0; c < CPT; c++) {
 #pragma unroll
-            for (int m = 8; m < 32; m <<= 1) r[c] += __shfl_xor_sync(0xffffffffu, r[c], m);
-            if (lane < 8) red[warp][cg * CPT + c] = r[c];
+            for (int m = CG; m < 32; m <<= 1) r[c] += __shfl_xor_sync(0xffffffffu, r[c], m);
+            if (lane < CG) red[warp][cg * CPT + c] = r[c];
         }
         __syncthreads();
         if (threadIdx.x < RBV) { // u = w.v - r
@@ -166,7 +167,7 @@ __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
         }
 #pragma unroll
         for (int j = 0; j < NR; j++) {
-            const int d = rg + 32 * j;
+            const int d = rg + RG * j;
             const float kd = sk[d], qd = sq[d];
 #pragma unroll
             for (int c = 0; c < CPT; c++) {
@@ -178,7 +179,7 @@ __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
             float *sn = p.snap + ((tok * p.HV) + hv) * (size_t)p.K * p.V;
 #pragma unroll
             for (int j = 0; j < NR; j++) {
-                const int d = rg + 32 * j;
+                const int d = rg + RG * j;
                 if (d < p.K && colok)
 #pragma unroll
                     for (int c = 0; c < CPT; c += 4)
@@ -188,9 +189,9 @@ __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
 #pragma unroll
         for (int c = 0; c < CPT; c++)
 #pragma unroll
-            for (int m = 8; m < 32; m <<= 1) ov[c] += __shfl_xor_sync(0xffffffffu, ov[c], m);
+            for (int m = CG; m < 32; m <<= 1) ov[c] += __shfl_xor_sync(0xffffffffu, ov[c], m);
         __syncthreads(); // red is reused
-        if (lane < 8)
+        if (lane < CG)
 #pragma unroll
             for (int c = 0; c < CPT; c++) red[warp][cg * CPT + c] = ov[c];
         __syncthreads();
@@ -202,7 +203,7 @@ __global__ __launch_bounds__(RNT) void k_recurrent(RecParams p) {
     }
 #pragma unroll
     for (int j = 0; j < NR; j++) {
-        const int d = rg + 32 * j;
+        const int d = rg + RG * j;
         if (d < p.K && colok) st_state(S + (size_t)d * p.V + col, st[j]);
     }
 }
@@ -240,7 +241,7 @@ extern "C" int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, c
     p.lb = o->gate_in_kernel ? o->lower_bound : 0.0f;
     p.q = a->q; p.k = a->k; p.v = a->v; p.b = a->b; p.w = a->w; p.g = a->g; p.A_log = a->A_log;
     p.dt_bias = a->dt_bias; p.o = a->o; p.pool = a->state_pool; p.slots = a->slots; p.snap = a->snapshots;
-    const int rbv = 8 * vmul; // V columns per block
+    const int rbv = 64; // V columns per block (k_recurrent's RBV)
     dim3 grid((unsigned)((d->V + rbv - 1) / rbv), (unsigned)d->HV, (unsigned)d->B);
     cudaStream_t st = (cudaStream_t)stream;
     const bool bf = a->dtype == GDN2_CUDA_BF16, small = d->K <= 64, sb = a->state_dtype == GDN2_CUDA_BF16;
