@@ -100,9 +100,9 @@ def main():
             f"({w['ratio_fla_anchor']:.3f} anchor)" if "ratio_fla_anchor" in w else "-")
         lines.append(f"| {w['name']} | {tuple(w['shape'])} | {w['ms_gdn2']:.3f} | {f(w['ms_official'])} | {fla} | "
                      f"{f(w['ratio_official'])} | {rfla} | {w['mtok_s_gdn2']:.2f} |")
-    lines += ["", "ratio = peer ms / gdn2 ms (above 1: gdn2 faster). '(x anchor)': not reached in this run (fla's "
-              "Triton autotuning ran out of the call's time); figure from ../shared/PERF_ANCHORS.md, same machine kind "
-              "and method, different run.",
+    lines += ["", "ratio = peer ms / gdn2 ms (above 1: gdn2 faster). '(x anchor)': fla not measured in this run (its "
+              "Triton autotuning takes ~200 s per shape on a fresh machine, more than a device call can spare); figure "
+              "from ../shared/PERF_ANCHORS.md, same machine kind and method, different run.",
               "", f"Decode step, H=16, K=V=128, fp32 state, called from C (host clock incl. launch); copy {ours.get('copy_gbps')} GB/s", "",
               "| N | gdn2 us | GB/s | share of copy | official eager us (same run) |", "|---|---|---|---|---|"]
     for d in dec:
