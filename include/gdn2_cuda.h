@@ -96,7 +96,8 @@ typedef struct {
     float *snapshots;                   /* [B,T,HV,K,V] fp32 or NULL                            */
     int state_dtype;                    /* GDN2_CUDA_F32 (0, default) or GDN2_CUDA_BF16: the pool's
                                            type; bf16 halves the bytes a step moves, at ~1-2%
-                                           relative error in o over long runs (docs/CUDA.md)     */
+                                           relative error in o over long runs (docs/CUDA.md);
+                                           V must be a multiple of 4 (fp32) or 8 (bf16)          */
 } gdn2_cuda_recurrent_args;
 int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_recurrent_args *a,
                             void *stream);

@@ -1,5 +1,6 @@
 // The bf16 fast path of the chunk kernels (included by chunk.cu after k_prep_tc): the scans, the
-// output and the value-side backward.
+// output, the value side of the backward with the WY part of the key side (k_bv_tc), and the key
+// side split by 64-channel halves (k_bk_tc).
 //
 // Used when the inputs are bf16 and K == KP, V == VP (64 or 128). The workspace tensors that the
 // official kernels round to bf16 (GDN2.md §11.4) are stored in bf16 here too: Y, Qg, Kg, Aqk (and A
