@@ -538,12 +538,16 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
     else load_keys<Tin, KP, ST>(p, tok0, len, h, sQ, sK, sB, sG, sSt, rnorm);
     const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3;
 
-    // (1) off-diagonal blocks (bi > bj) on tensor cores, warp wp < 6 owns block
-    //     (bi, bj) = (1,0) (2,0) (2,1) (3,0) (3,1) (3,2); reference row ref = 16 bi.
-    //     A operand rows r = ref + gq (+8): x_rd = 2^(G2_rd - G2_ref,d), q_rd x_rd and b_rd k_rd x_rd;
-    //     B operand columns s = 16 bj + 8 f + gq: k_sd 2^(G2_ref,d - G2_sd).
-    if (wp < 6) {
-        const int bi = wp < 1 ? 1 : wp < 3 ? 2 : 3, bj = wp - bi * (bi - 1) / 2, ref = 16 * bi;
+    // Score blocks (16 x 16, block row bi, block column bj <= bi) on tensor cores, reference row
+    // ref = 16 bi: A operand rows r = ref + gq (+8): x_rd = 2^(G2_rd - G2_ref,d) (<= 1), q_rd x_rd and
+    // b_rd k_rd x_rd; B operand columns s = 16 bj + 8 f + gq: k_sd 2^(G2_ref,d - G2_sd), <= 1 for
+    // bj < bi. On a diagonal block (bj = bi) that factor is >= 1: it is used only when the block's
+    // decay span max_d (G2_ref,d - G2_ref+15,d) is <= 64 (no overflow, products >= 2^-64 stay
+    // normal), and the entries above the diagonal are masked; a block with a longer span is summed
+    // exactly per element instead (one exp2 per term, every exponent <= 0).
+    auto score_block = [&](int bi, int bj) {
+        const int ref = 16 * bi;
+        const bool diag = bi == bj;
         float cq[2][4], ct[2][4];
 #pragma unroll
         for (int f = 0; f < 2; f++)
@@ -570,8 +574,8 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
 #pragma unroll
                 for (int m = 0; m < 2; m++) { // b0: channels 2tq, 2tq+1; b1: +8
                     const int d = k0 + 2 * tq + 8 * m;
-                    const float x0 = exp2f(fminf(sG[ref * LDG + d] - sG[s * LDG + d], 0.0f));
-                    const float x1 = exp2f(fminf(sG[ref * LDG + d + 1] - sG[s * LDG + d + 1], 0.0f));
+                    const float e0 = sG[ref * LDG + d] - sG[s * LDG + d], e1 = sG[ref * LDG + d + 1] - sG[s * LDG + d + 1];
+                    const float x0 = exp2f(diag ? e0 : fminf(e0, 0.0f)), x1 = exp2f(diag ? e1 : fminf(e1, 0.0f));
                     const float2 kv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&sK[s * LDQ + d]));
                     split_bf16(kv.x * x0, kv.y * x1, bh[m], bl[m]);
                 }
@@ -580,40 +584,17 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
             }
         }
 #pragma unroll
-        for (int f = 0; f < 2; f++) {
-            const int s = 16 * bj + 8 * f + 2 * tq, r = ref + gq;
-            st2(&gA[r * CS + s], p.scale * cq[f][0], p.scale * cq[f][1]);
-            st2(&gA[(r + 8) * CS + s], p.scale * cq[f][2], p.scale * cq[f][3]);
-            sTA[r * 65 + s] = ct[f][0];
-            sTA[r * 65 + s + 1] = ct[f][1];
-            sTA[(r + 8) * 65 + s] = ct[f][2];
-            sTA[(r + 8) * 65 + s + 1] = ct[f][3];
-        }
-    }
-    // (2) zeros: blocks above the diagonal (float4 groups never straddle a 16-column block) and
-    //     the upper triangles of the diagonal blocks (T is also zero on its diagonal: set in (3))
-    for (int i = threadIdx.x; i < CS * CS / 4; i += NT) {
-        const int r = i / 16, s = (i % 16) * 4;
-        if (s / 16 > r / 16) {
-            st2(&gA[r * CS + s], 0.0f, 0.0f);
-            st2(&gA[r * CS + s + 2], 0.0f, 0.0f);
-            sTA[r * 65 + s] = sTA[r * 65 + s + 1] = sTA[r * 65 + s + 2] = sTA[r * 65 + s + 3] = 0.0f;
-        }
-    }
-    for (int i = threadIdx.x; i < 4 * 256; i += NT) {
-        const int bd = i / 256, rl = (i % 256) / 16, sl = i % 16;
-        if (sl > rl) {
-            sset(&gA[(16 * bd + rl) * CS + 16 * bd + sl], 0.0f);
-            sTA[(16 * bd + rl) * 65 + 16 * bd + sl] = 0.0f;
-        }
-    }
-    // (3) diagonal blocks, exact fp32 per element (every exponent G2_r - G2_s <= 0, s <= r):
-    //     4 x 136 lower entries; threads take items t and t+256, warp 6 also 512+(t-192) (warps
-    //     0..5 did the tensor-core blocks). Item -> (block bd, local row rl >= column sl).
-    {
-        const int nitems = (threadIdx.x >= 192 && threadIdx.x < 224) ? 3 : 2;
-        for (int q = 0; q < nitems; q++) {
-            const int it = q < 2 ? threadIdx.x + 256 * q : 512 + threadIdx.x - 192, bd = it / 136, pi = it % 136;
+        for (int f = 0; f < 2; f++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = ref + gq + 8 * (e >> 1), s = 16 * bj + 8 * f + 2 * tq + (e & 1);
+                sset(&gA[r * CS + s], !diag || s <= r ? p.scale * cq[f][e] : 0.0f);
+                sTA[r * 65 + s] = !diag || s < r ? ct[f][e] : 0.0f;
+            }
+    };
+    // the exact sum of diagonal block bd's 136 lower entries by one warp (long decay spans only)
+    auto score_diag_exact = [&](int bd) {
+        for (int pi = lane; pi < 136; pi += 32) {
             int rl = (int)((sqrtf(8.0f * pi + 1.0f) - 1.0f) * 0.5f);
             if ((rl + 1) * (rl + 2) / 2 <= pi) rl++; // guard the float sqrt at exact squares
             if (rl * (rl + 1) / 2 > pi) rl--;
@@ -634,6 +615,35 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
             }
             sset(&gA[r * CS + s], p.scale * aq);
             sTA[r * 65 + s] = sl < rl ? at : 0.0f;
+        }
+        for (int i = lane; i < 256; i += 32) { // the upper triangle
+            const int rl = i / 16, sl = i % 16;
+            if (sl > rl) {
+                sset(&gA[(16 * bd + rl) * CS + 16 * bd + sl], 0.0f);
+                sTA[(16 * bd + rl) * 65 + 16 * bd + sl] = 0.0f;
+            }
+        }
+    };
+    // (1) warps 0..5: off-diagonal blocks (1,0) (2,0) (2,1) (3,0) (3,1) (3,2); warps 6, 7: the
+    //     diagonal blocks 0, 1 and 2, 3
+    if (wp < 6) {
+        const int bi = wp < 1 ? 1 : wp < 3 ? 2 : 3, bj = wp - bi * (bi - 1) / 2;
+        score_block(bi, bj);
+    } else {
+        for (int bd = 2 * (wp - 6); bd < 2 * (wp - 6) + 2; bd++) {
+            bool ok = true;
+            for (int d = lane; d < KP; d += 32) ok &= sG[16 * bd * LDG + d] - sG[(16 * bd + 15) * LDG + d] <= 64.0f;
+            if (__all_sync(0xffffffffu, ok)) score_block(bd, bd);
+            else score_diag_exact(bd);
+        }
+    }
+    // (2) zeros: the blocks above the diagonal (float4 groups never straddle a 16-column block)
+    for (int i = threadIdx.x; i < CS * CS / 4; i += NT) {
+        const int r = i / 16, s = (i % 16) * 4;
+        if (s / 16 > r / 16) {
+            st2(&gA[r * CS + s], 0.0f, 0.0f);
+            st2(&gA[r * CS + s + 2], 0.0f, 0.0f);
+            sTA[r * 65 + s] = sTA[r * 65 + s + 1] = sTA[r * 65 + s + 2] = sTA[r * 65 + s + 3] = 0.0f;
         }
     }
     __syncthreads();
