@@ -1044,7 +1044,7 @@ __global__ __launch_bounds__(NT) void k_bstate(ChunkParams p) {
 template <int VP>
 constexpr int bv_smem_floats() { return 3 * CS * (VP + 1) + 2 * CS * (VP + 1) + CS * 65; }
 
-template <class Tin, int KP, int VP, class WT>
+template <class Tin, int KP, int VP>
 __global__ __launch_bounds__(NT) void k_bv(ChunkParams p) {
     extern __shared__ float sm[];
     constexpr int LDV = VP + 1;
@@ -1058,7 +1058,7 @@ __global__ __launch_bounds__(NT) void k_bv(ChunkParams p) {
     chunk_info(p, c, n, tok0, len);
     const size_t ch = (size_t)c * p.HV + hv;
     const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w, *dO = (const Tin *)p.d_o;
-    stage<CS, VP>(sR, LDV, (const WT *)p.R + ch * CS * VP, VP);
+    stage<CS, VP>(sR, LDV, p.R + ch * CS * VP, VP);
     stage<CS, VP>(sdR, LDV, p.dR + ch * CS * VP, VP);
     for (int i = threadIdx.x; i < CS * VP; i += NT) {
         int r = i / VP, e = i % VP;
@@ -1094,7 +1094,7 @@ __global__ __launch_bounds__(NT) void k_bv(ChunkParams p) {
         });
     for (int kh = 0; kh < KP / 64; kh++) {
         __syncthreads();
-        stage<64, VP>(sS0, LDV, (const WT *)p.Hs + ch * KP * VP + (size_t)kh * 64 * VP, VP);
+        stage<64, VP>(sS0, LDV, p.Hs + ch * KP * VP + (size_t)kh * 64 * VP, VP);
         stage<64, VP>(sdS, LDV, p.dHs + ch * KP * VP + (size_t)kh * 64 * VP, VP);
         __syncthreads();
         const size_t ob = ch * CS * KP + kh * 64;
@@ -1130,7 +1130,7 @@ __global__ __launch_bounds__(NT) void k_bv(ChunkParams p) {
 template <int KP>
 constexpr int bk_smem_floats() { return 5 * CS * (KP + 1) + 3 * CS * 65 + 2 * KP; }
 
-template <class Tin, int KP, int VP, class WT>
+template <class Tin, int KP, int VP>
 __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
     extern __shared__ float sm[];
     constexpr int LDK = KP + 1;
@@ -1144,7 +1144,7 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
     chunk_info(p, c, n, tok0, len);
     const size_t ch = (size_t)c * p.HV + hv, ob = ch * CS * KP;
     load_keys<Tin, KP>(p, tok0, len, h, sQ, sK, sB, sG, sSt);
-    stage<CS, CS>(sA, 65, (const WT *)p.A + ch * CS * CS, CS);
+    stage<CS, CS>(sA, 65, p.A + ch * CS * CS, CS);
     stage<CS, CS>(sdA, 65, p.dA1 + ch * CS * CS, CS);
     stage<CS, CS>(sdAqk, 65, p.dAqk + ch * CS * CS, CS);
     stage<CS, KP>(sTmp, LDK, p.dY + ob, KP);
@@ -1458,8 +1458,8 @@ static cudaError_t launch_all(ChunkParams &p, int bwd, int kept, cudaStream_t st
         cudaFuncSetAttribute(k_state<KP, VP, BV, TC>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_state);
         cudaFuncSetAttribute(k_out<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_out);
         cudaFuncSetAttribute(k_bstate<Tin, KP, VP, BV>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bstate);
-        cudaFuncSetAttribute(k_bv<Tin, KP, VP, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bv);
-        cudaFuncSetAttribute(k_bk<Tin, KP, VP, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bk);
+        cudaFuncSetAttribute(k_bv<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bv);
+        cudaFuncSetAttribute(k_bk<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bk);
         attr = true;
     }
     Prof pr;
@@ -1485,9 +1485,9 @@ static cudaError_t launch_all(ChunkParams &p, int bwd, int kept, cudaStream_t st
     k_bstate<Tin, KP, VP, BV><<<gs, NT, nsm_bstate, st>>>(p);
     pr.mark("bstate");
     if (p.nchunks > 0) {
-        k_bv<Tin, KP, VP, float><<<gc, NT, nsm_bv, st>>>(p);
+        k_bv<Tin, KP, VP><<<gc, NT, nsm_bv, st>>>(p);
         pr.mark("bv");
-        k_bk<Tin, KP, VP, float><<<gc, NT, nsm_bk, st>>>(p);
+        k_bk<Tin, KP, VP><<<gc, NT, nsm_bk, st>>>(p);
         pr.mark("bk");
         k_fin<Tin, KP><<<gh, NT, 0, st>>>(p);
         pr.mark("fin");
