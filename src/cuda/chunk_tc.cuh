@@ -1,4 +1,4 @@
-// The bf16 fast path of the chunk kernels (included by chunk.cu after k_prep_tc): the scans, the
+// The bf16 fast path of the chunk kernels (included by chunk_fast.cu): the scans, the
 // output, the value side of the backward with the WY part of the key side (k_bv_tc), and the key
 // side split by 64-channel halves (k_bk_tc).
 //

@@ -1,0 +1,65 @@
+// The bf16 fast path of the chunk kernels: its kernels (chunk_tc.cuh) and their launch sequence.
+// Used when the inputs are bf16, K and V are 64 or 128 and every tensor is 16-byte aligned
+// (chunk.cu decides: fast_path_ok).
+#include "chunk_device.cuh"
+#include "chunk_tc.cuh"
+
+// The bf16 fast path (chunk_tc.cuh): bf16 workspace, cp.async + ldmatrix scans and output.
+// BV as in launch_all for the forward scan; the reverse scan takes 64-column tiles (it holds one
+// block per multiprocessor, so wider tiles halve its operand traffic) unless BV is 16.
+template <int KP, int VP, int BV>
+static cudaError_t launch_fast(ChunkParams &p, int bwd, int kept, cudaStream_t st) {
+    typedef __nv_bfloat16 Tin;
+    constexpr int BVB = BV == 16 ? 16 : 64;
+    const int nsm_prep = prep_smem_bytes<__nv_bfloat16, KP>(), nsm_state = state_tc_smem_bytes<KP, BV>();
+    const int nsm_out = out_tc_smem_bytes<KP, VP>(), nsm_bstate = bstate_tc_smem_bytes<KP, BVB>();
+    const int nsm_bv = bv_tc_smem_bytes<VP>(), nsm_bk = bk_tc_smem_bytes();
+    static bool attr = false;
+    if (!attr) {
+        cudaFuncSetAttribute(k_prep_tc<Tin, KP, VP, bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_prep);
+        cudaFuncSetAttribute(k_state_tc<KP, VP, BV>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_state);
+        cudaFuncSetAttribute(k_out_tc<KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_out);
+        cudaFuncSetAttribute(k_bstate_tc<KP, VP, BVB>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bstate);
+        cudaFuncSetAttribute(k_bv_tc<KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bv);
+        cudaFuncSetAttribute(k_bk_tc<KP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bk);
+        attr = true;
+    }
+    Prof pr;
+    pr.n = 0;
+    pr.st = st;
+    const dim3 gc(p.nchunks, p.HV), gs(VP / BV, p.nseq * p.HV), gb(VP / BVB, p.nseq * p.HV), gh(p.nchunks, p.H);
+    const dim3 gk(p.nchunks, p.HV, KP / 64);
+    pr.mark("start");
+    if (!(bwd && kept)) { // as in launch_all
+        if (p.nchunks > 0) k_prep_tc<Tin, KP, VP, bf16><<<gc, NT, nsm_prep, st>>>(p, bwd || kept);
+        pr.mark("prep");
+        k_state_tc<KP, VP, BV><<<gs, NT, nsm_state, st>>>(p);
+        pr.mark("state");
+    }
+    if (!bwd) {
+        if (p.nchunks > 0) k_out_tc<KP, VP><<<gc, NT, nsm_out, st>>>(p);
+        pr.mark("out");
+        pr.report(kept ? "fwd (keep)" : "fwd");
+        return cudaGetLastError();
+    }
+    k_bstate_tc<KP, VP, BVB><<<gb, NT, nsm_bstate, st>>>(p);
+    pr.mark("bstate");
+    if (p.nchunks > 0) {
+        k_bv_tc<KP, VP><<<gc, NT, nsm_bv, st>>>(p);
+        pr.mark("bv");
+        k_bk_tc<KP><<<gk, NT, nsm_bk, st>>>(p);
+        pr.mark("bk");
+        k_fin<Tin, KP><<<gh, NT, 0, st>>>(p);
+        pr.mark("fin");
+    }
+    pr.report(kept ? "bwd (reuse)" : "bwd");
+    return cudaGetLastError();
+}
+
+cudaError_t chunk_launch_fast(ChunkParams &p, int KP, int VP, int BV, int bwd, int kept, cudaStream_t st) {
+    if (KP == 64 && VP == 64) return BV == 16 ? launch_fast<64, 64, 16>(p, bwd, kept, st) : launch_fast<64, 64, 32>(p, bwd, kept, st);
+    if (KP == 64 && VP == 128) return BV == 16 ? launch_fast<64, 128, 16>(p, bwd, kept, st) : launch_fast<64, 128, 32>(p, bwd, kept, st);
+    if (KP == 128 && VP == 64) return BV == 16 ? launch_fast<128, 64, 16>(p, bwd, kept, st) : launch_fast<128, 64, 32>(p, bwd, kept, st);
+    if (KP == 128 && VP == 128) return BV == 16 ? launch_fast<128, 128, 16>(p, bwd, kept, st) : launch_fast<128, 128, 32>(p, bwd, kept, st);
+    return cudaErrorInvalidValue;
+}
