@@ -1,7 +1,8 @@
-// Device side of the chunk kernels shared by chunk.cu (generic kernels, host code) and
-// chunk_fast.cu (the bf16 fast path): parameters, shared-memory loaders, the prep kernels,
-// the intra-chunk VJP products, k_fin, and the profiling marks. Two translation units so that
-// a parallel build compiles the two kernel families at the same time.
+// What the chunk translation units share: chunk.cu (host side), chunk_f32.cu / chunk_bf16.cu (the
+// generic kernels, chunk_generic.cuh) and chunk_fast.cu (the bf16 fast path, chunk_tc.cuh):
+// parameters, shared-memory loaders, the prep kernels, the intra-chunk VJP products, k_fin, the
+// profiling marks and the launchers' declarations. Separate translation units so that a parallel
+// build compiles the kernel families at the same time.
 #ifndef GDN2_CUDA_CHUNK_DEVICE_CUH
 #define GDN2_CUDA_CHUNK_DEVICE_CUH
 
