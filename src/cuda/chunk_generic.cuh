@@ -335,7 +335,7 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
     // intra-chunk VJPs of Aqk and T (see intra_vjp_tc), combined with the terms above
     if constexpr (TC) {
         for (int qd = 0; qd < KP / 64; qd++)
-            intra_vjp_tc<LDK, 65>(sQ, sK, sB, sG, sdAqk, sdA, p.scale, (threadIdx.x / 32 & 1) * (KP / 2) + qd * 32,
+            intra_vjp_tc<LDK, 65>(sQ, sK, sB, sG, sdAqk, sdA, p.scale, (threadIdx.x / 32 & 1) * (KP / 2) + qd * 32, false,
                               [&](int, int, int r, int d0, const float(&dq_in)[2], const float(&ept)[2], const float(&dkt)[2]) {
                 const size_t o = ob + r * KP + d0;
                 const float2 vqi = *reinterpret_cast<const float2 *>(&p.dQi[o]), vki = *reinterpret_cast<const float2 *>(&p.dKi[o]);
