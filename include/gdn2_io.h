@@ -16,6 +16,8 @@ typedef enum {
     GDN2_F16,
     GDN2_I32,
     GDN2_I64,
+    GDN2_I8,  /* int8 quantized weights (gdn2_model_save_quant) */
+    GDN2_U8,  /* packed int4 quantized weights                 */
 } gdn2_dtype;
 
 #define GDN2_MAX_DIMS 8

@@ -79,6 +79,22 @@ typedef struct {
  * quantized. */
 int gdn2_model_fake_quant(gdn2_model *m, int bits, int64_t group, int sets, gdn2_quant_stats *stats);
 
+/* ---- packed checkpoints ------------------------------------------------------------------ */
+/* Like gdn2_model_save, but each selected 2-D weight NAME is stored quantized from m's current
+ * weights (call it on the fp32 model): NAME.q ("I8" [rows, cols] for int8; "U8" [rows,
+ * ceil(cols/2)] packed as above for int4) and NAME.scale (F32 [rows] for int8, [rows,
+ * ceil(cols/group)] for int4); the metadata gets "quant" = {"bits": B, "group": G, "sets": "..."}.
+ * Every other tensor stays F32 under its name. gdn2_model_load reads these files and dequantizes
+ * into fp32 parameters, so the loaded model equals gdn2_model_fake_quant of the saved one, bit for
+ * bit. Written atomically (temp file + rename). Allocates the quantized copies while it writes. */
+int gdn2_model_save_quant(const gdn2_model *m, const char *path, int bits, int64_t group, int sets);
+
+/* Dequantize the packed weight `name` (NAME.q and NAME.scale of a gdn2_model_save_quant file, its
+ * "quant" metadata giving bits and group) into w [rows, cols]; checks dtypes, shapes and that the
+ * scales are finite and >= 0 (errors name the file and tensor). GDN2_ERR_FORMAT when NAME.q is
+ * absent. Used by gdn2_model_load. */
+int gdn2_quant_load_weight(const gdn2_st *st, const char *name, int64_t rows, int64_t cols, float *w);
+
 #ifdef __cplusplus
 }
 #endif

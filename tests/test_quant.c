@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "gdn2.h"
@@ -286,6 +287,114 @@ static void test_model(void) {
     gdn2_model_free(m);
 }
 
+/* ---- packed checkpoints ------------------------------------------------------------------ */
+static long file_size(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+/* rewrite `src` into `dst` with tensor `name` given another dtype / shape / first scale, or without
+ * the "quant" metadata (name NULL) */
+static int rewrite(const char *src, const char *dst, const char *name, int ndim, int64_t d1, float scale0) {
+    gdn2_st st;
+    if (gdn2_st_read(src, &st)) return -1;
+    const char *keys[3], *vals[3];
+    int nm = 0;
+    for (int i = 0; i < st.n_meta; i++)
+        if (name || strcmp(st.meta_keys[i], "quant")) keys[nm] = st.meta_keys[i], vals[nm++] = st.meta_values[i];
+    float *copy = NULL;
+    for (int i = 0; name && i < st.n_tensors; i++) {
+        gdn2_tensor *t = &st.tensors[i];
+        if (strcmp(t->name, name)) continue;
+        if (ndim) {
+            t->ndim = ndim;
+            t->shape[1] = d1;
+            t->nbytes = (size_t)t->shape[0] * (size_t)(ndim == 2 ? d1 : 1) * gdn2_dtype_size(t->dtype);
+        } else {
+            copy = malloc(t->nbytes);
+            memcpy(copy, t->data, t->nbytes);
+            copy[0] = scale0;
+            t->data = copy;
+        }
+    }
+    int rc = gdn2_st_write(dst, st.tensors, st.n_tensors, keys, vals, nm);
+    free(copy);
+    gdn2_st_free(&st);
+    return rc;
+}
+
+static void test_packed(void) {
+    char dir[] = "/tmp/gdn2_quant_XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "mkdtemp for the packed-checkpoint test");
+        return;
+    }
+    char fp32[256], pk[256], bad[256];
+    snprintf(fp32, sizeof fp32, "%s/fp32.safetensors", dir);
+    snprintf(pk, sizeof pk, "%s/packed.safetensors", dir);
+    snprintf(bad, sizeof bad, "%s/bad.safetensors", dir);
+    const char *layouts[2] = {"gdn2", "gdn2,swa"};
+    for (int li = 0; li < 2; li++)
+        for (int bits = 8; bits >= 4; bits -= 4) {
+            gdn2_model *m = tiny_model(layouts[li]), *r = NULL;
+            if (!m) {
+                CHECK(0, "tiny model %s: %s", layouts[li], gdn2_last_error());
+                continue;
+            }
+            const int sets = GDN2_QSET_PROJ | GDN2_QSET_GATES | GDN2_QSET_HEAD;
+            int st = gdn2_model_save(m, fp32);
+            if (!st) st = gdn2_model_save_quant(m, pk, bits, 32, sets);
+            if (!st) st = gdn2_model_load(pk, &r);
+            if (!st) st = gdn2_model_fake_quant(m, bits, 32, sets, NULL);
+            size_t ndiff = 0;
+            for (size_t i = 0; !st && i < m->n_params; i++) ndiff += memcmp(&m->params[i], &r->params[i], 4) != 0;
+            long s32 = file_size(fp32), sq = file_size(pk);
+            CHECK(st == 0 && ndiff == 0, "packed int%d %s: loads to exactly the fake-quantized weights (%zu of %zu differ)%s%s",
+                  bits, layouts[li], ndiff, m->n_params, st ? ": " : "", st ? gdn2_last_error() : "");
+            CHECK(st == 0 && sq > 0 && sq * (bits == 8 ? 3 : 5) < s32, "packed int%d %s: file %ld bytes vs fp32 %ld (%.2fx smaller)",
+                  bits, layouts[li], sq, s32, sq > 0 ? (double)s32 / sq : 0.0);
+            gdn2_model_free(r);
+            gdn2_model_free(m);
+        }
+    /* bad packed files: the error names the file and the tensor */
+    gdn2_model *m = tiny_model("gdn2"), *r = NULL;
+    if (!m || gdn2_model_save_quant(m, pk, 4, 32, GDN2_QSET_PROJ)) {
+        CHECK(0, "packed int4 file for the error cases: %s", gdn2_last_error());
+        gdn2_model_free(m);
+        return;
+    }
+    const char *w = "transformer.h.0.attn.q_proj.weight.q", *sc = "transformer.h.0.attn.q_proj.weight.scale";
+    struct {
+        const char *what, *name, *expect;
+        int ndim;
+        int64_t d1;
+        float s0;
+    } cases[] = {
+        {"values with a wrong shape", w, w, 2, 3, 0},
+        {"scales with a wrong shape", sc, sc, 1, 0, 0},
+        {"a negative scale", sc, "negative", 0, 0, -1.0f},
+        {"a NaN scale", sc, "non-finite", 0, 0, NAN},
+        {"no 'quant' metadata", NULL, "quant", 0, 0, 0},
+    };
+    for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
+        int st = rewrite(pk, bad, cases[i].name, cases[i].ndim, cases[i].d1, cases[i].s0);
+        if (!st) st = gdn2_model_load(bad, &r);
+        CHECK(st == GDN2_ERR_FORMAT && r == NULL && strstr(gdn2_last_error(), cases[i].expect) && strstr(gdn2_last_error(), bad),
+              "packed file with %s rejected: %s", cases[i].what, gdn2_last_error());
+        gdn2_model_free(r);
+        r = NULL;
+    }
+    CHECK(gdn2_model_save_quant(m, bad, 3, 32, GDN2_QSET_PROJ) == GDN2_ERR_ARG &&
+              gdn2_model_save_quant(m, bad, 4, 32, 0) == GDN2_ERR_ARG && gdn2_model_save_quant(NULL, bad, 8, 0, 1) == GDN2_ERR_ARG,
+          "save_quant: bits 3, empty set, NULL model rejected");
+    gdn2_model_free(m);
+    remove(fp32), remove(pk), remove(bad), rmdir(dir);
+}
+
 int main(void) {
     test_known();
     roundtrip(8, 17, 257, 0);
@@ -297,5 +406,6 @@ int main(void) {
     test_bad_args();
     test_classification();
     test_model();
+    test_packed();
     return test_summary();
 }

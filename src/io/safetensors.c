@@ -29,6 +29,7 @@ static const struct {
 } dtype_info[] = {
     [GDN2_F32] = {"F32", 4}, [GDN2_F64] = {"F64", 8}, [GDN2_BF16] = {"BF16", 2},
     [GDN2_F16] = {"F16", 2}, [GDN2_I32] = {"I32", 4}, [GDN2_I64] = {"I64", 8},
+    [GDN2_I8] = {"I8", 1},   [GDN2_U8] = {"U8", 1},
 };
 #define N_DTYPES ((int)(sizeof dtype_info / sizeof dtype_info[0]))
 
@@ -126,7 +127,7 @@ static int parse_entry(const char *path, const cJSON *e, uint64_t data_len, gdn2
         return gdn2_error(GDN2_ERR_FORMAT, "%s: tensor '%s': dtype is not a string", path, nm);
     if (!dtype_parse(dt->valuestring, &t->dtype))
         return gdn2_error(GDN2_ERR_FORMAT,
-                          "%s: tensor '%s': unknown dtype '%s' (supported: F32 F64 BF16 F16 I32 I64)", path,
+                          "%s: tensor '%s': unknown dtype '%s' (supported: F32 F64 BF16 F16 I32 I64 I8 U8)", path,
                           nm, dt->valuestring);
     if (!cJSON_IsArray(sh))
         return gdn2_error(GDN2_ERR_FORMAT, "%s: tensor '%s': shape is not an array", path, nm);

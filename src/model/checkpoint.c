@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gdn2_quant.h"
 #include "model_internal.h"
 #include "util/internal.h"
 
@@ -42,6 +43,13 @@ int gdn2_model_load_params(gdn2_model *m, const gdn2_st *st, const char *prefix)
         int64_t shape[4];
         for (int k = 0; k < 4; k++) shape[k] = p->shape[k];
         float *buf = NULL;
+        char nq[300];
+        snprintf(nq, sizeof nq, "%s.q", nm);
+        if (p->ndim == 2 && !gdn2_st_find(st, nm) && gdn2_st_find(st, nq)) { /* packed (gdn2_model_save_quant) */
+            int s = gdn2_quant_load_weight(st, nm, p->shape[0], p->shape[1], m->params + p->offset);
+            if (s) return s;
+            continue;
+        }
         int s = gdn2_st_get_f32(st, nm, 1, p->ndim, shape, &buf);
         if (s) return s;
         memcpy(m->params + p->offset, buf, p->numel * sizeof(float));
@@ -66,7 +74,8 @@ int gdn2_model_load(const char *path, gdn2_model **out) {
     }
     gdn2_model *m = NULL;
     if (!s) s = gdn2_model_create(&c, &m);
-    if (!s) s = gdn2_model_load_params(m, &st, gdn2_st_find(&st, "transformer.wte.weight") ? "" : "param.");
+    const int bare = gdn2_st_find(&st, "transformer.wte.weight") || gdn2_st_find(&st, "transformer.wte.weight.q");
+    if (!s) s = gdn2_model_load_params(m, &st, bare ? "" : "param."); /* official fixtures: "param." */
     gdn2_st_free(&st);
     if (s) {
         gdn2_model_free(m);
