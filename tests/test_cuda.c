@@ -378,6 +378,21 @@ static void fixture(const char *file, int gate) {
 }
 
 /* ---- decode: GPU step vs CPU step; multi-token recurrent with snapshots vs reference ---- */
+/* three decode steps of t: on the CPU into (oa, pool pa), on the GPU into (ob, pool pb) */
+static int three_steps(const gdn2_dims *d, const gdn2_opts *o, gdn2_decode_tensors t, float *oa, void *pa, float *ob,
+                       void *pb) {
+    int rc = 0;
+    for (int step = 0; step < 3 && !rc; step++) {
+        t.o = oa;
+        t.state_pool = pa;
+        rc = gdn2_decode_step(d, o, &t);
+        t.o = ob;
+        t.state_pool = pb;
+        if (!rc) rc = gdn2_cuda_decode_step_host(d, o, &t);
+    }
+    return rc;
+}
+
 static void decode_tests(void) {
     unsigned long long s = 99;
     gdn2_dims d = {5, 1, 2, 4, 64, 128};
@@ -391,13 +406,8 @@ static void decode_tests(void) {
     float *v = frandn(nv, &s, 1), *w = frand(nv, &s, 0, 1), *al = frand(d.H, &s, 0, 2), *dtb = frandn(d.H * d.K, &s, 0.5);
     float *pool = frandn(ns, &s, 0.3), *pool2 = malloc(ns * 4), *o1 = z32(nv), *o2 = z32(nv);
     memcpy(pool2, pool, ns * 4);
-    int rc = 0;
-    for (int step = 0; step < 3 && !rc; step++) {
-        gdn2_decode_tensors t1 = {q, k, v, g, b, w, al, dtb, o1, pool, n_slots, slots, GDN2_STATE_F32};
-        gdn2_decode_tensors t2 = {q, k, v, g, b, w, al, dtb, o2, pool2, n_slots, slots, GDN2_STATE_F32};
-        rc = gdn2_decode_step(&d, &o, &t1);
-        if (!rc) rc = gdn2_cuda_decode_step_host(&d, &o, &t2);
-    }
+    const gdn2_decode_tensors dt = {q, k, v, g, b, w, al, dtb, NULL, NULL, n_slots, slots, GDN2_STATE_F32};
+    int rc = three_steps(&d, &o, dt, o1, pool, o2, pool2);
     CHECK(rc == 0, "decode: 3 steps on CPU and GPU ran (%s)", rc ? gdn2_last_error() : "ok");
     if (!rc) {
         double eo = rel_rmse_f32(o2, o1, nv), es = rel_rmse_f32(pool2, pool, ns);
@@ -416,13 +426,9 @@ static void decode_tests(void) {
             memcpy(&u, &x, 4);
             p1[i] = p2[i] = (uint16_t)(u >> 16); /* truncation is fine for a starting state */
         }
-        int rb = 0;
-        for (int step = 0; step < 3 && !rb; step++) {
-            gdn2_decode_tensors t1 = {q, k, v, g, b, w, al, dtb, o1, p1, n_slots, slots, GDN2_STATE_BF16};
-            gdn2_decode_tensors t2 = {q, k, v, g, b, w, al, dtb, o2, p2, n_slots, slots, GDN2_STATE_BF16};
-            rb = gdn2_decode_step(&d, &o, &t1);
-            if (!rb) rb = gdn2_cuda_decode_step_host(&d, &o, &t2);
-        }
+        gdn2_decode_tensors tb = dt;
+        tb.state_dtype = GDN2_STATE_BF16;
+        int rb = three_steps(&d, &o, tb, o1, p1, o2, p2);
         CHECK(rb == 0, "decode, bf16 state: 3 steps on CPU and GPU ran (%s)", rb ? gdn2_last_error() : "ok");
         if (!rb) {
             float *w1 = z32(ns), *w2 = z32(ns);
