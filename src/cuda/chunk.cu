@@ -172,11 +172,6 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
     p.lb = o->gate_in_kernel ? o->lower_bound : 0.0f;
     p.nchunks = (int)nchunks;
     p.nseq = (int)nseq;
-    { // experimental, off by default until it has run on a GPU (dev/cuda/NEXT_RUN.md)
-        static int diag_tc = -1;
-        if (diag_tc < 0) diag_tc = getenv("GDN2_CUDA_BK_DIAG_TC") && atoi(getenv("GDN2_CUDA_BK_DIAG_TC")) != 0;
-        p.bk_diag_tc = diag_tc;
-    }
     p.q = a->q; p.k = a->k; p.v = a->v; p.b = a->b; p.w = a->w; p.g = a->g; p.h0 = a->h0;
     p.A_log = a->A_log; p.dt_bias = a->dt_bias;
     p.o = a->o;

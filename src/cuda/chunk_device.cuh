@@ -26,7 +26,6 @@ struct ChunkParams {
     int l2, gate;
     float lb;
     int nchunks, nseq;
-    int bk_diag_tc; // k_bk_tc: diagonal-block VJPs on tensor cores (GDN2_CUDA_BK_DIAG_TC=1; under evaluation)
     const int *ctab; // [nchunks][3] = {seq, tok0, len}, or NULL: fixed length T per sequence
     const int *cofs; // [nseq+1] first chunk of each sequence, or NULL
     const void *q, *k, *v, *b, *w;
@@ -158,6 +157,14 @@ __device__ __forceinline__ void sset(__nv_bfloat16 *x, float v) { *x = __float2b
 // a pair of adjacent elements (8-byte fp32 / 4-byte bf16 store)
 __device__ __forceinline__ void st2(float *x, float a, float b) { *reinterpret_cast<float2 *>(x) = make_float2(a, b); }
 __device__ __forceinline__ void st2(__nv_bfloat16 *x, float a, float b) { *reinterpret_cast<uint32_t *>(x) = pack_bf16(a, b); }
+// 8 adjacent elements (one 16-byte bf16 store / two 16-byte fp32 stores; 16-byte aligned)
+__device__ __forceinline__ void st8(float *x, const float (&v)[8]) {
+    reinterpret_cast<float4 *>(x)[0] = make_float4(v[0], v[1], v[2], v[3]);
+    reinterpret_cast<float4 *>(x)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ __forceinline__ void st8(__nv_bfloat16 *x, const float (&v)[8]) {
+    *reinterpret_cast<uint4 *>(x) = make_uint4(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7]));
+}
 // row stride of a [64][KP] shared array of element type ST (odd in 32-bit words: no bank conflicts)
 template <class ST, int KP>
 __host__ __device__ constexpr int ld_of() { return sizeof(ST) == 2 ? KP + 2 : KP + 1; }
@@ -305,40 +312,45 @@ __device__ __forceinline__ void load_z(const ChunkParams &p, size_t tok0, int le
     }
 }
 
+// Block row IB of the solve below: A_{IB,c} = A_{IB,IB} (- sum_{s<16IB} T_{IB,s} A_{s,c}) for the
+// columns c < 16 IB; T of row block IB is read into X before A overwrites it.
+template <int IB>
+__device__ __forceinline__ void solve_merge_row(float *sTA, float *sX) {
+    mm<16, 16 * IB, 1, IB>(
+        16 * IB, [&](int r, int s) { return sTA[(16 * IB + r) * 65 + s]; }, [&](int s, int cc) { return sTA[s * 65 + cc]; },
+        [&](int r, int cc, float acc) { sX[r * 65 + cc] = -acc; });
+    __syncthreads();
+    mm<16, 16 * IB, 1, IB>(
+        16, [&](int r, int m) { return sTA[(16 * IB + r) * 65 + 16 * IB + m]; }, [&](int m, int cc) { return sX[m * 65 + cc]; },
+        [&](int r, int cc, float acc) { sTA[(16 * IB + r) * 65 + cc] = acc; });
+    __syncthreads();
+}
+
 // A = (I+T)^-1 in place in sTA ([64][65] fp32, T strictly lower), by 16x16 blocks, with scratch sX
-// ([16][65]) and sTd (4 x 256). Diagonal blocks: forward substitution per column on a copy of T_dd,
-// A_ic = [i==c] - sum_{c<=j<i} T_ij A_jc.
-__device__ __forceinline__ void solve_unit_lower(float *sTA, float *sX, float *sTd) {
-    for (int i = threadIdx.x; i < 4 * 256; i += NT) {
-        int bd = i / 256, e = i % 256;
-        sTd[i] = sTA[(16 * bd + e / 16) * 65 + 16 * bd + e % 16];
-    }
-    __syncthreads();
-    if (threadIdx.x < 64) {
-        const int bd = threadIdx.x / 16, o = 16 * bd, cc = threadIdx.x % 16;
-        for (int i = cc; i < 16; i++) {
-            float v = (i == cc) ? 1.0f : 0.0f;
-            for (int j = cc; j < i; j++) v -= sTd[bd * 256 + i * 16 + j] * sTA[(o + j) * 65 + o + cc];
-            sTA[(o + i) * 65 + o + cc] = v;
+// ([16][65]). Diagonal blocks: forward substitution, A_ic = [i==c] - sum_{j<i} T_ij A_jc (A_jc = 0
+// for j < c), warp d < 4 for block d, lane c < 16 for column c, the column in registers (the
+// 16-step chain runs at register latency; lanes 16..31 repeat lanes 0..15 and do not store).
+__device__ __forceinline__ void solve_unit_lower(float *sTA, float *sX) {
+    const int wp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (wp < 4) {
+        const int o = 16 * wp, cc = lane % 16;
+        float a[16];
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            float v = i == cc ? 1.0f : 0.0f;
+#pragma unroll
+            for (int j = 0; j < i; j++) v -= sTA[(o + i) * 65 + o + j] * a[j];
+            a[i] = i < cc ? 0.0f : v;
         }
+        __syncwarp(); // every lane's reads of T_dd precede the stores of A_dd
+        if (lane < 16)
+#pragma unroll
+            for (int i = 0; i < 16; i++) sTA[(o + i) * 65 + o + cc] = a[i];
     }
     __syncthreads();
-    // Block row ib: A_{ib,c} = A_{ib,ib} (- sum_{s<16ib} T_{ib,s} A_{s,c}) for columns c < 16ib; T of
-    // row block ib is read into X before A overwrites it.
-    for (int ib = 1; ib < 4; ib++) {
-        mm<16, 64, 1, 4>(
-            16 * ib, [&](int r, int s) { return sTA[(16 * ib + r) * 65 + s]; },
-            [&](int s, int cc) { return cc < 16 * ib ? sTA[s * 65 + cc] : 0.0f; },
-            [&](int r, int cc, float acc) { sX[r * 65 + cc] = -acc; });
-        __syncthreads();
-        mm<16, 64, 1, 4>(
-            16, [&](int r, int m) { return sTA[(16 * ib + r) * 65 + 16 * ib + m]; },
-            [&](int m, int cc) { return sX[m * 65 + cc]; },
-            [&](int r, int cc, float acc) {
-                if (cc < 16 * ib) sTA[(16 * ib + r) * 65 + cc] = acc;
-            });
-        __syncthreads();
-    }
+    solve_merge_row<1>(sTA, sX);
+    solve_merge_row<2>(sTA, sX);
+    solve_merge_row<3>(sTA, sX);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -358,8 +370,8 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
     constexpr int LDQ = ld_of<ST, KP>(), LDG = KP + 1, LDZ = ld_of<ST, VP>();
     ST *sQ = (ST *)sm, *sK = sQ + CS * LDQ, *sB = sK + CS * LDQ;
     float *sG = (float *)(sB + CS * LDQ), *sTA = sG + CS * LDG, *sSt = sTA + CS * 65;
-    // scratch of the solve lives in the k region (k is dead by then): X [16][65], diagonal T blocks
-    float *sX = (float *)sK, *sTd = sX + 16 * 65;
+    // scratch of the solve lives in the k region (k is dead by then): X [16][65]
+    float *sX = (float *)sK;
     static_assert(2 * CS * ld_of<ST, KP>() >= CS * ld_of<ST, VP>(), "Z does not fit in the q,k region");
     const int c = blockIdx.x, hv = blockIdx.y, h = hv / p.G;
     int n, len;
@@ -422,7 +434,7 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
     for (int d = threadIdx.x; d < KP; d += NT) p.Gl[ch * KP + d] = exp2f(sG[(CS - 1) * LDG + d] - sSt[d]);
     __syncthreads(); // k is dead from here: its region holds the solve's scratch
 
-    solve_unit_lower(sTA, sX, sTd); // A = (I+T)^-1 in place
+    solve_unit_lower(sTA, sX); // A = (I+T)^-1 in place
     if (bwd)
         for (int i = threadIdx.x; i < CS * CS; i += NT) p.A[ch * CS * CS + i] = sTA[(i / CS) * 65 + i % CS];
 
@@ -452,14 +464,21 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
 // ~11, GDN2.md §11.3). q, k, b, g arrive by 16-byte loads, all in flight at once; Y and U leave
 // by 8-byte stores. Everything after the scores (Qg, Kg, E, the solve, Y, U) is k_prep's math.
 
-// load_keys for bf16 inputs with K == KP and 16-byte aligned q, k, b, g: every load is
-// 16 bytes (8 bf16 or 4 fp32), issued in two batches (q, k, b; then g) before their stores, instead
-// of 4 scalar loads per loop step. The L2 norm and the cumulative gate are load_keys' code.
+// load_keys for bf16 inputs with K == KP and 16-byte aligned q, k, b, g, with every step done in
+// registers between the 16-byte loads and the shared-memory stores (no extra pass over shared memory):
+// - q, k, b: the KP/8 threads of a row are adjacent lanes, each holding 8 channels; the L2 norm's
+//   sums of squares go through shuffles within those lanes.
+// - g: thread (row group rg, channel quad c4) holds rows rg*RPG .. +RPG-1 of 4 channels. The
+//   cumulative sum is P_r = sum_{j<=r} g_j in double (a local pass, the group totals through
+//   shared memory, a second local pass from the group's offset); G2_r = (P_r - P_31) log2(e), the
+//   values load_keys computes outward from row 31 (the same double sums, added in another order).
+// dtot is scratch of NT/(KP/4) x KP doubles (the caller's T/A array, unused until the scores).
 template <int KP>
 __device__ void load_keys_vec(const ChunkParams &p, size_t tok0, int len, int h, __nv_bfloat16 *sQ, __nv_bfloat16 *sK,
-                             __nv_bfloat16 *sB, float *sG, float *sStart, float *rnorm) {
-    constexpr int LDK = ld_of<__nv_bfloat16, KP>(), LDG = KP + 1, P8 = CS * KP / 8 / NT, P4 = CS * KP / 4 / NT;
-    static_assert(P8 * 8 * NT == CS * KP && P4 * 4 * NT == CS * KP, "vector tiling");
+                             __nv_bfloat16 *sB, float *sG, float *sStart, float *rnorm, double *dtot) {
+    constexpr int LDK = ld_of<__nv_bfloat16, KP>(), LDG = KP + 1, P8 = CS * KP / 8 / NT, TPR = KP / 8;
+    constexpr int CPL = KP / 4, NG = NT / CPL, RPG = CS / NG; // g: channel quads, row groups, rows per group
+    static_assert(P8 * 8 * NT == CS * KP && NG * RPG == CS && 32 % RPG == 0, "vector tiling");
     const __nv_bfloat16 *q = (const __nv_bfloat16 *)p.q, *k = (const __nv_bfloat16 *)p.k, *b = (const __nv_bfloat16 *)p.b;
     uint4 vq[P8], vk[P8], vb[P8];
 #pragma unroll
@@ -473,6 +492,45 @@ __device__ void load_keys_vec(const ChunkParams &p, size_t tok0, int len, int h,
             vb[i] = __ldg(reinterpret_cast<const uint4 *>(b + idx));
         }
     }
+    if (p.l2) { // x <- x / sqrt(sum x^2 + 1e-6) per row
+        float ssq[P8], ssk[P8];
+#pragma unroll
+        for (int i = 0; i < P8; i++) {
+            const uint32_t *a = reinterpret_cast<const uint32_t *>(&vq[i]), *c = reinterpret_cast<const uint32_t *>(&vk[i]);
+            ssq[i] = ssk[i] = 0.0f;
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&a[u]));
+                const float2 y = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&c[u]));
+                ssq[i] += x.x * x.x + x.y * x.y;
+                ssk[i] += y.x * y.x + y.y * y.y;
+            }
+        }
+#pragma unroll
+        for (int o = TPR / 2; o > 0; o >>= 1)
+#pragma unroll
+            for (int i = 0; i < P8; i++) {
+                ssq[i] += __shfl_xor_sync(0xffffffffu, ssq[i], o);
+                ssk[i] += __shfl_xor_sync(0xffffffffu, ssk[i], o);
+            }
+#pragma unroll
+        for (int i = 0; i < P8; i++) {
+            const float rq = 1.0f / sqrtf(ssq[i] + 1e-6f), rk = 1.0f / sqrtf(ssk[i] + 1e-6f);
+            uint32_t *a = reinterpret_cast<uint32_t *>(&vq[i]), *c = reinterpret_cast<uint32_t *>(&vk[i]);
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&a[u]));
+                const float2 y = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&c[u]));
+                a[u] = pack_bf16(x.x * rq, x.y * rq);
+                c[u] = pack_bf16(y.x * rk, y.y * rk);
+            }
+            const int r = (threadIdx.x + i * NT) * 8 / KP;
+            if (rnorm && threadIdx.x % TPR == 0) { // kept for k_bk_tc, which sees half of each row
+                rnorm[r] = rq;
+                rnorm[CS + r] = rk;
+            }
+        }
+    }
 #pragma unroll
     for (int i = 0; i < P8; i++) {
         const int e = (threadIdx.x + i * NT) * 8, r = e / KP, d = e % KP;
@@ -483,24 +541,45 @@ __device__ void load_keys_vec(const ChunkParams &p, size_t tok0, int len, int h,
         ob_[0] = vb[i].x; ob_[1] = vb[i].y; ob_[2] = vb[i].z; ob_[3] = vb[i].w;
     }
     // g in a second batch (all four tensors at once need ~80 registers and spilled)
-    float4 vg[P4];
+    const int c4 = threadIdx.x % CPL, rg = threadIdx.x / CPL, d0 = 4 * c4;
+    float gv[RPG][4];
 #pragma unroll
-    for (int i = 0; i < P4; i++) {
-        const int e = (threadIdx.x + i * NT) * 4, r = e / KP, d = e % KP;
-        vg[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (r < len) vg[i] = __ldg(reinterpret_cast<const float4 *>(p.g + ((tok0 + r) * p.H + h) * KP + d));
+    for (int i = 0; i < RPG; i++) {
+        const int r = rg * RPG + i;
+        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (r < len) x = __ldg(reinterpret_cast<const float4 *>(p.g + ((tok0 + r) * p.H + h) * KP + d0));
+        gv[i][0] = x.x; gv[i][1] = x.y; gv[i][2] = x.z; gv[i][3] = x.w;
     }
+    if (p.gate)
 #pragma unroll
-    for (int i = 0; i < P4; i++) {
-        const int e = (threadIdx.x + i * NT) * 4, r = e / KP, d = e % KP;
-        float gv[4] = {vg[i].x, vg[i].y, vg[i].z, vg[i].w};
+        for (int i = 0; i < RPG; i++)
+            if (rg * RPG + i < len)
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            if (p.gate && r < len) gv[j] = gate_fwd(gv[j], p.A_log[h], p.dt_bias[(size_t)h * p.K + d + j], p.lb);
-            sG[r * LDG + d + j] = gv[j];
+                for (int j = 0; j < 4; j++) gv[i][j] = gate_fwd(gv[i][j], p.A_log[h], p.dt_bias[(size_t)h * p.K + d0 + j], p.lb);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        double t = 0.0;
+#pragma unroll
+        for (int i = 0; i < RPG; i++) t += gv[i][j];
+        dtot[rg * KP + d0 + j] = t;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        double acc = 0.0, p31 = 0.0; // P before this group; P_31 (the groups of rows 0..31)
+        for (int gi = 0; gi < NG; gi++) {
+            const double t = dtot[gi * KP + d0 + j];
+            if (gi < rg) acc += t;
+            if (gi < 32 / RPG) p31 += t;
         }
+#pragma unroll
+        for (int i = 0; i < RPG; i++) {
+            acc += gv[i][j];
+            sG[(rg * RPG + i) * LDG + d0 + j] = (float)((acc - p31) * 1.4426950408889634);
+        }
+        if (rg == 0) sStart[d0 + j] = (float)(-p31 * 1.4426950408889634);
     }
-    keys_finish<__nv_bfloat16, KP>(p, sQ, sK, sG, sStart, rnorm);
+    __syncthreads();
 }
 
 template <class Tin, int KP, int VP, class WT>
@@ -512,7 +591,7 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
     static_assert(LDQ % 2 == 0 && LDZ % 2 == 0, "bf16 pair loads need even row strides");
     ST *sQ = (ST *)sm, *sK = sQ + CS * LDQ, *sB = sK + CS * LDQ;
     float *sG = (float *)(sB + CS * LDQ), *sTA = sG + CS * LDG, *sSt = sTA + CS * 65;
-    float *sX = (float *)sK, *sTd = sX + 16 * 65;
+    float *sX = (float *)sK;
     static_assert(2 * CS * ld_of<ST, KP>() >= CS * ld_of<ST, VP>(), "Z does not fit in the q,k region");
     const int c = blockIdx.x, hv = blockIdx.y, h = hv / p.G;
     int n, len;
@@ -522,7 +601,7 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
     WT *gA = (WT *)p.Aqk + ch * CS * CS;
     const bool vec = p.K == KP && ((uintptr_t)p.q | (uintptr_t)p.k | (uintptr_t)p.b | (uintptr_t)p.g) % 16 == 0;
     float *rnorm = bwd && is_bf16<WT>::value && p.l2 ? p.Rn + ch * 2 * CS : nullptr; // the fast backward's row norms
-    if (vec) load_keys_vec<KP>(p, tok0, len, h, sQ, sK, sB, sG, sSt, rnorm);
+    if (vec) load_keys_vec<KP>(p, tok0, len, h, sQ, sK, sB, sG, sSt, rnorm, (double *)sTA);
     else load_keys<Tin, KP, ST>(p, tok0, len, h, sQ, sK, sB, sG, sSt, rnorm);
     const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3;
 
@@ -637,23 +716,37 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
     __syncthreads();
 
     // ---- from here on: k_prep's code (Y and U with paired stores) ----
-    // Qg, Kg, gamma_last to global; the pseudo-key E = gamma . b . k replaces b in shared memory
-    for (int i = threadIdx.x; i < CS * KP; i += NT) {
-        int r = i / KP, d = i % KP;
-        float g2 = sG[r * LDG + d], gl = sG[(CS - 1) * LDG + d], gam = exp2f(g2 - sSt[d]);
-        float kv = sget(&sK[r * LDQ + d]);
-        size_t o = ch * CS * KP + i;
-        sset((WT *)p.Qg + o, p.scale * sget(&sQ[r * LDQ + d]) * gam);
-        sset((WT *)p.Kg + o, kv * exp2f(gl - g2));
-        sset(&sB[r * LDQ + d], gam * sget(&sB[r * LDQ + d]) * kv);
+    // Qg = scale q gamma, Kg = k gamma_last/gamma, gamma_last to global; the pseudo-key E = gamma b k
+    // replaces b in shared memory (and goes to global for the fast backward's dY E^T, k_bv_tc).
+    // 8 channels per step: 16-byte stores of bf16 Qg, Kg, E.
+    for (int i = threadIdx.x; i < CS * KP / 8; i += NT) {
+        const int r = 8 * i / KP, d = 8 * i % KP;
+        const uint32_t *pq = reinterpret_cast<const uint32_t *>(&sQ[r * LDQ + d]), *pk = reinterpret_cast<const uint32_t *>(&sK[r * LDQ + d]);
+        uint32_t *pb = reinterpret_cast<uint32_t *>(&sB[r * LDQ + d]);
+        float qg[8], kg[8];
+        uint32_t e[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const float2 qv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&pq[u]));
+            const float2 kv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&pk[u]));
+            const float2 bv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&pb[u]));
+            const int d0 = d + 2 * u;
+            const float g0 = sG[r * LDG + d0], g1 = sG[r * LDG + d0 + 1];
+            const float gm0 = exp2f(g0 - sSt[d0]), gm1 = exp2f(g1 - sSt[d0 + 1]);
+            qg[2 * u] = p.scale * qv.x * gm0;
+            qg[2 * u + 1] = p.scale * qv.y * gm1;
+            kg[2 * u] = kv.x * exp2f(sG[(CS - 1) * LDG + d0] - g0);
+            kg[2 * u + 1] = kv.y * exp2f(sG[(CS - 1) * LDG + d0 + 1] - g1);
+            e[u] = pack_bf16(gm0 * bv.x * kv.x, gm1 * bv.y * kv.y);
+            pb[u] = e[u];
+        }
+        const size_t o = ch * CS * KP + 8 * i;
+        st8((WT *)p.Qg + o, qg);
+        st8((WT *)p.Kg + o, kg);
+        if (bwd && is_bf16<WT>::value) *reinterpret_cast<uint4 *>((bf16 *)p.E + o) = make_uint4(e[0], e[1], e[2], e[3]);
     }
     for (int d = threadIdx.x; d < KP; d += NT) p.Gl[ch * KP + d] = exp2f(sG[(CS - 1) * LDG + d] - sSt[d]);
     __syncthreads(); // k is dead from here: its region holds the solve's scratch
-    if (bwd && is_bf16<WT>::value) // E for the fast backward's dY E^T (k_bv_tc)
-        for (int i = threadIdx.x; i < CS * KP / 2; i += NT) {
-            const int r = 2 * i / KP, d = 2 * i % KP;
-            *reinterpret_cast<uint32_t *>((bf16 *)p.E + ch * CS * KP + 2 * i) = *reinterpret_cast<const uint32_t *>(&sB[r * LDQ + d]);
-        }
 
     // v and w of the chunk (for Z = w . v below): 16-byte loads issued now, so they fly during the solve
     const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w;
@@ -673,7 +766,7 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
             }
         }
 
-    solve_unit_lower(sTA, sX, sTd); // A = (I+T)^-1 in place
+    solve_unit_lower(sTA, sX); // A = (I+T)^-1 in place
     if (bwd)
         for (int i = threadIdx.x; i < CS * CS; i += NT) sset((WT *)p.A + ch * CS * CS + i, sTA[(i / CS) * 65 + i % CS]);
 
@@ -720,7 +813,8 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
 // 5x in dA_log error) with a reference row per block, every exponent <= 0:
 //   s in blocks j < t, ref = 16t:        2^(G2_r-G2_ref) sum_s X_rs [k_s 2^(G2_ref-G2_s)]
 //   r2 in blocks i > t, ref = 16(t+1):   2^(G2_ref-G2_r) sum_r2 X_r2,r [y_r2 2^(G2_r2-G2_ref)]
-// and the 16x16 diagonal block is summed exactly per element (one exp2 per term). Shared arrays:
+// and the 16x16 diagonal block likewise when diag_tc and its decay span allows (below), else exactly
+// per element (one exp2 per term). Shared arrays:
 // sQ, sK, sB, sG [64][LDK] fp32, sdAqk and sdT [64][LDX] fp32. fe(h, f, r, d, dq_in, E', dkt) receives
 // the pairs (d, d+1) of row r = 16t + gq + 8h, d = dbase + 8f + 2tq.
 // ------------------------------------------------------------------------------------------------

@@ -405,7 +405,7 @@ __global__ __launch_bounds__(NT, 2) void k_bk_tc(ChunkParams p) {
 
     const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3, t = wp >> 1;
     float dG[2][8]; // this thread's dG of rows 16t + gq + 8h, local channels dbase + 8f + 2tq + c: [h][2f + c]
-    intra_vjp_tc<LD, LD>(sQ, sK, sB, sG, sdAqk, sdT, p.scale, (wp & 1) * 32, p.bk_diag_tc != 0,
+    intra_vjp_tc<LD, LD>(sQ, sK, sB, sG, sdAqk, sdT, p.scale, (wp & 1) * 32, true,
                      [&](int hh, int f, int r, int dl, const float(&dq_in)[2], const float(&ept)[2], const float(&dkt)[2]) {
         const size_t o = ob + r * KP + dl;
         const float2 vE = *reinterpret_cast<const float2 *>(&p.dY[o]), vqi = *reinterpret_cast<const float2 *>(&p.dQi[o]);
