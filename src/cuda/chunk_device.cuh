@@ -66,6 +66,22 @@ __device__ __forceinline__ void seq_chunks(const ChunkParams &p, int n, int &c0,
     }
 }
 
+// dev: per-phase clock64() marks of k_prep_tc's first 1024 blocks, printed by GDN2_CUDA_PROFILE=1
+// when built with NVFLAGS_EXTRA=-DGDN2_CUDA_CLOCKS (thread 0's view, after each phase's barrier).
+#define PREP_MARKS 8
+#ifdef GDN2_CUDA_CLOCKS
+static __device__ long long g_prep_clk[1024][PREP_MARKS];
+#define PREP_MARK(i)                                                                                   \
+    do {                                                                                               \
+        const unsigned blk_ = blockIdx.x + gridDim.x * blockIdx.y;                                     \
+        if (threadIdx.x == 0 && blk_ < 1024) g_prep_clk[blk_][i] = clock64();                          \
+    } while (0)
+#else
+#define PREP_MARK(i) \
+    do {             \
+    } while (0)
+#endif
+
 // Block matrix product, 256 threads: out(m,n) = sum_{kk<kd} fa(m,kk) fb(kk,n) for m<M, n<N; each
 // thread owns a TM x TN micro tile (rows ty + i*M/TM, columns tx + j*N/TN) handed to fe(m,n,acc).
 template <int M, int N, int TM, int TN, class FA, class FB, class FE>
@@ -154,6 +170,8 @@ __device__ __forceinline__ float sget(const float *x) { return *x; }
 __device__ __forceinline__ float sget(const __nv_bfloat16 *x) { return __bfloat162float(*x); }
 __device__ __forceinline__ void sset(float *x, float v) { *x = v; }
 __device__ __forceinline__ void sset(__nv_bfloat16 *x, float v) { *x = __float2bfloat16(v); }
+// an 8-byte aligned pair of shared fp32 values
+__device__ __forceinline__ float2 ld2(const float *x) { return *reinterpret_cast<const float2 *>(x); }
 // a pair of adjacent elements (8-byte fp32 / 4-byte bf16 store)
 __device__ __forceinline__ void st2(float *x, float a, float b) { *reinterpret_cast<float2 *>(x) = make_float2(a, b); }
 __device__ __forceinline__ void st2(__nv_bfloat16 *x, float a, float b) { *reinterpret_cast<uint32_t *>(x) = pack_bf16(a, b); }
@@ -165,9 +183,15 @@ __device__ __forceinline__ void st8(float *x, const float (&v)[8]) {
 __device__ __forceinline__ void st8(__nv_bfloat16 *x, const float (&v)[8]) {
     *reinterpret_cast<uint4 *>(x) = make_uint4(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7]));
 }
-// row stride of a [64][KP] shared array of element type ST (odd in 32-bit words: no bank conflicts)
+// row stride of a [64][KP] shared array of element type ST: fp32 rows odd in 32-bit words (no bank
+// conflicts for column walks); bf16 rows padded by 16 bytes (16-byte aligned for vector and cp.async
+// access, and the mma fragment pattern, 8 rows x 4 words, hits 32 distinct banks)
 template <class ST, int KP>
-__host__ __device__ constexpr int ld_of() { return sizeof(ST) == 2 ? KP + 2 : KP + 1; }
+__host__ __device__ constexpr int ld_of() { return sizeof(ST) == 2 ? KP + 8 : KP + 1; }
+// row stride of the fp32 G2 array beside them: odd on the exact path; on the bf16 path a multiple of
+// 8 words, so that the fragment pattern's channel pairs are conflict-free 8-byte loads
+template <class ST, int KP>
+__host__ __device__ constexpr int ldg_of() { return sizeof(ST) == 2 ? KP + 8 : KP + 1; }
 
 // Chunk-local cumulative sum of the gate per channel d < NCH of sG ([64][LDG]), in place, in log2
 // units relative to row 31, accumulated in double; sStart[d] = G2 of the virtual row -1.
@@ -194,7 +218,7 @@ __device__ __forceinline__ void gate_cumsum(float *sG, float *sStart) {
 template <class ST, int KP>
 __device__ __forceinline__ void keys_finish(const ChunkParams &p, ST *sQ, ST *sK, float *sG, float *sStart,
                                             float *rnorm) {
-    constexpr int LDK = ld_of<ST, KP>(), LDG = KP + 1;
+    constexpr int LDK = ld_of<ST, KP>(), LDG = ldg_of<ST, KP>();
     __syncthreads();
     if (p.l2) { // x <- x / sqrt(sum x^2 + 1e-6), one warp per row
         const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -225,7 +249,7 @@ __device__ __forceinline__ void keys_finish(const ChunkParams &p, ST *sQ, ST *sK
 template <class Tin, int KP, class ST = float>
 __device__ void load_keys(const ChunkParams &p, size_t tok0, int len, int h, ST *sQ, ST *sK, ST *sB,
                           float *sG, float *sStart, float *rnorm = nullptr) {
-    constexpr int LDK = ld_of<ST, KP>(), LDG = KP + 1;
+    constexpr int LDK = ld_of<ST, KP>(), LDG = ldg_of<ST, KP>();
     const Tin *q = (const Tin *)p.q, *k = (const Tin *)p.k, *b = (const Tin *)p.b;
     for (int i = threadIdx.x; i < CS * KP; i += NT) {
         int r = i / KP, d = i % KP;
@@ -348,6 +372,7 @@ __device__ __forceinline__ void solve_unit_lower(float *sTA, float *sX) {
             for (int i = 0; i < 16; i++) sTA[(o + i) * 65 + o + cc] = a[i];
     }
     __syncthreads();
+    PREP_MARK(4);
     solve_merge_row<1>(sTA, sX);
     solve_merge_row<2>(sTA, sX);
     solve_merge_row<3>(sTA, sX);
@@ -360,14 +385,14 @@ __device__ __forceinline__ void solve_unit_lower(float *sTA, float *sX) {
 // kernels round to bf16 anyway; fp32 on the exact path), G2 fp32, one 64x64 fp32 array that holds
 // T and then A (solved in place), gamma reference. The bf16 layout fits two blocks per SM.
 template <class ST, int KP>
-constexpr int prep_smem_bytes() { return 3 * CS * ld_of<ST, KP>() * (int)sizeof(ST) + CS * (KP + 1) * 4 + CS * 65 * 4 + KP * 4; }
+constexpr int prep_smem_bytes() { return 3 * CS * ld_of<ST, KP>() * (int)sizeof(ST) + CS * ldg_of<ST, KP>() * 4 + CS * 65 * 4 + KP * 4; }
 
 template <class Tin, int KP, int VP>
 __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
     extern __shared__ float sm[];
     constexpr bool TC = is_bf16<Tin>::value;
     typedef typename std::conditional<TC, __nv_bfloat16, float>::type ST;
-    constexpr int LDQ = ld_of<ST, KP>(), LDG = KP + 1, LDZ = ld_of<ST, VP>();
+    constexpr int LDQ = ld_of<ST, KP>(), LDG = ldg_of<ST, KP>(), LDZ = ld_of<ST, VP>();
     ST *sQ = (ST *)sm, *sK = sQ + CS * LDQ, *sB = sK + CS * LDQ;
     float *sG = (float *)(sB + CS * LDQ), *sTA = sG + CS * LDG, *sSt = sTA + CS * 65;
     // scratch of the solve lives in the k region (k is dead by then): X [16][65]
@@ -464,6 +489,47 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
 // ~11, GDN2.md §11.3). q, k, b, g arrive by 16-byte loads, all in flight at once; Y and U leave
 // by 8-byte stores. Everything after the scores (Qg, Kg, E, the solve, Y, U) is k_prep's math.
 
+// C (64 x N) = A B with A = the solved 64 x 64 fp32 array sTA (stride 65), B bf16 in shared rows
+// (16-byte aligned, stride ldb): warp w owns rows 16 (w/2) .. +16 and columns (w%2) N/2 .. +N/2.
+// The A fragments (rounded to bf16, as mm_tc2 rounds them) are loaded once by a64_frags and serve
+// every product with A; B arrives by ldmatrix.trans, two 8-column blocks per instruction.
+__device__ __forceinline__ void a64_frags(const float *sTA, uint32_t (&af)[4][4]) {
+    const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3, r0 = (wp >> 1) * 16;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        const int ka = 16 * kk + 2 * tq;
+        af[kk][0] = pack_bf16(sTA[(r0 + gq) * 65 + ka], sTA[(r0 + gq) * 65 + ka + 1]);
+        af[kk][1] = pack_bf16(sTA[(r0 + gq + 8) * 65 + ka], sTA[(r0 + gq + 8) * 65 + ka + 1]);
+        af[kk][2] = pack_bf16(sTA[(r0 + gq) * 65 + ka + 8], sTA[(r0 + gq) * 65 + ka + 9]);
+        af[kk][3] = pack_bf16(sTA[(r0 + gq + 8) * 65 + ka + 8], sTA[(r0 + gq + 8) * 65 + ka + 9]);
+    }
+}
+template <int N, class FE2>
+__device__ __forceinline__ void mm_a64(const uint32_t (&af)[4][4], const bf16 *b, int ldb, FE2 fe2) {
+    constexpr int NJ = N / 16; // 8-column blocks per warp
+    static_assert(NJ % 2 == 0, "column blocks in pairs");
+    const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3, l8 = lane & 7, mi = lane >> 3;
+    const int r0 = (wp >> 1) * 16, cb = (wp & 1) * (N / 2);
+    float acc[NJ][4];
+#pragma unroll
+    for (int j = 0; j < NJ; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+        for (int j = 0; j < NJ; j += 2) {
+            uint32_t bf[4];
+            ldsm_x4_t(bf, b + (16 * kk + l8 + (mi & 1) * 8) * ldb + cb + 8 * j + (mi >> 1) * 8);
+            mma_bf16(acc[j], af[kk][0], af[kk][1], af[kk][2], af[kk][3], bf[0], bf[1]);
+            mma_bf16(acc[j + 1], af[kk][0], af[kk][1], af[kk][2], af[kk][3], bf[2], bf[3]);
+        }
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        fe2(r0 + gq, cb + 8 * j + 2 * tq, acc[j][0], acc[j][1]);
+        fe2(r0 + gq + 8, cb + 8 * j + 2 * tq, acc[j][2], acc[j][3]);
+    }
+}
+
+
 // load_keys for bf16 inputs with K == KP and 16-byte aligned q, k, b, g, with every step done in
 // registers between the 16-byte loads and the shared-memory stores (no extra pass over shared memory):
 // - q, k, b: the KP/8 threads of a row are adjacent lanes, each holding 8 channels; the L2 norm's
@@ -476,7 +542,8 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
 template <int KP>
 __device__ void load_keys_vec(const ChunkParams &p, size_t tok0, int len, int h, __nv_bfloat16 *sQ, __nv_bfloat16 *sK,
                              __nv_bfloat16 *sB, float *sG, float *sStart, float *rnorm, double *dtot) {
-    constexpr int LDK = ld_of<__nv_bfloat16, KP>(), LDG = KP + 1, P8 = CS * KP / 8 / NT, TPR = KP / 8;
+    constexpr int LDK = ld_of<__nv_bfloat16, KP>(), LDG = ldg_of<__nv_bfloat16, KP>(), P8 = CS * KP / 8 / NT, TPR = KP / 8;
+    static_assert(LDK % 8 == 0, "16-byte shared rows");
     constexpr int CPL = KP / 4, NG = NT / CPL, RPG = CS / NG; // g: channel quads, row groups, rows per group
     static_assert(P8 * 8 * NT == CS * KP && NG * RPG == CS && 32 % RPG == 0, "vector tiling");
     const __nv_bfloat16 *q = (const __nv_bfloat16 *)p.q, *k = (const __nv_bfloat16 *)p.k, *b = (const __nv_bfloat16 *)p.b;
@@ -534,11 +601,9 @@ __device__ void load_keys_vec(const ChunkParams &p, size_t tok0, int len, int h,
 #pragma unroll
     for (int i = 0; i < P8; i++) {
         const int e = (threadIdx.x + i * NT) * 8, r = e / KP, d = e % KP;
-        uint32_t *oq = reinterpret_cast<uint32_t *>(&sQ[r * LDK + d]), *ok = reinterpret_cast<uint32_t *>(&sK[r * LDK + d]);
-        uint32_t *ob_ = reinterpret_cast<uint32_t *>(&sB[r * LDK + d]);
-        oq[0] = vq[i].x; oq[1] = vq[i].y; oq[2] = vq[i].z; oq[3] = vq[i].w;
-        ok[0] = vk[i].x; ok[1] = vk[i].y; ok[2] = vk[i].z; ok[3] = vk[i].w;
-        ob_[0] = vb[i].x; ob_[1] = vb[i].y; ob_[2] = vb[i].z; ob_[3] = vb[i].w;
+        *reinterpret_cast<uint4 *>(&sQ[r * LDK + d]) = vq[i];
+        *reinterpret_cast<uint4 *>(&sK[r * LDK + d]) = vk[i];
+        *reinterpret_cast<uint4 *>(&sB[r * LDK + d]) = vb[i];
     }
     // g in a second batch (all four tensors at once need ~80 registers and spilled)
     const int c4 = threadIdx.x % CPL, rg = threadIdx.x / CPL, d0 = 4 * c4;
@@ -587,22 +652,24 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
     static_assert(is_bf16<Tin>::value, "k_prep_tc is the bf16 path; fp32 inputs use k_prep");
     extern __shared__ float sm[];
     typedef __nv_bfloat16 ST;
-    constexpr int LDQ = ld_of<ST, KP>(), LDG = KP + 1, LDZ = ld_of<ST, VP>();
+    constexpr int LDQ = ld_of<ST, KP>(), LDG = ldg_of<ST, KP>(), LDZ = ld_of<ST, VP>();
     static_assert(LDQ % 2 == 0 && LDZ % 2 == 0, "bf16 pair loads need even row strides");
     ST *sQ = (ST *)sm, *sK = sQ + CS * LDQ, *sB = sK + CS * LDQ;
     float *sG = (float *)(sB + CS * LDQ), *sTA = sG + CS * LDG, *sSt = sTA + CS * 65;
-    float *sX = (float *)sK;
+    float *sX = sG; // the solve's scratch: G2 is dead by then, q and k hold v and w
     static_assert(2 * CS * ld_of<ST, KP>() >= CS * ld_of<ST, VP>(), "Z does not fit in the q,k region");
     const int c = blockIdx.x, hv = blockIdx.y, h = hv / p.G;
     int n, len;
     size_t tok0;
     chunk_info(p, c, n, tok0, len);
     const size_t ch = (size_t)c * p.HV + hv;
+    PREP_MARK(0);
     WT *gA = (WT *)p.Aqk + ch * CS * CS;
     const bool vec = p.K == KP && ((uintptr_t)p.q | (uintptr_t)p.k | (uintptr_t)p.b | (uintptr_t)p.g) % 16 == 0;
     float *rnorm = bwd && is_bf16<WT>::value && p.l2 ? p.Rn + ch * 2 * CS : nullptr; // the fast backward's row norms
     if (vec) load_keys_vec<KP>(p, tok0, len, h, sQ, sK, sB, sG, sSt, rnorm, (double *)sTA);
     else load_keys<Tin, KP, ST>(p, tok0, len, h, sQ, sK, sB, sG, sSt, rnorm);
+    PREP_MARK(1);
     const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3;
 
     // Score blocks (16 x 16, block row bi, block column bj <= bi) on tensor cores, reference row
@@ -611,23 +678,27 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
     // bj < bi. On a diagonal block (bj = bi) that factor is >= 1: it is used only when the block's
     // decay span max_d (G2_ref,d - G2_ref+15,d) is <= 64 (no overflow, products >= 2^-64 stay
     // normal), and the entries above the diagonal are masked; a block with a longer span is summed
-    // exactly per element instead (one exp2 per term, every exponent <= 0).
-    auto score_block = [&](int bi, int bj) {
+    // exactly per element instead (one exp2 per term, every exponent <= 0). score_row does the column
+    // blocks bj0 and bj0 + nbv - 1 of block row bi with the A fragments shared, and stores nbv of
+    // them (a diagonal one only if dok).
+    auto score_row = [&](int bi, int bj0, int nbv, bool dok) {
+        constexpr int NB = 2;
         const int ref = 16 * bi;
-        const bool diag = bi == bj;
-        float cq[2][4], ct[2][4];
+        float cq[NB][2][4], ct[NB][2][4];
 #pragma unroll
-        for (int f = 0; f < 2; f++)
+        for (int nb = 0; nb < NB; nb++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) cq[f][e] = ct[f][e] = 0.0f;
+            for (int f = 0; f < 2; f++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) cq[nb][f][e] = ct[nb][f][e] = 0.0f;
 #pragma unroll 2
         for (int k0 = 0; k0 < KP; k0 += 16) {
             uint32_t qh[4], ql[4], th[4], tl[4];
 #pragma unroll
             for (int m = 0; m < 4; m++) { // fragment register m: row gq (+8 if m odd), channels +8 if m >= 2
                 const int r = ref + gq + (m & 1) * 8, d = k0 + 2 * tq + (m >> 1) * 8;
-                const float x0 = exp2f(fminf(sG[r * LDG + d] - sG[ref * LDG + d], 0.0f));
-                const float x1 = exp2f(fminf(sG[r * LDG + d + 1] - sG[ref * LDG + d + 1], 0.0f));
+                const float2 gr = ld2(&sG[r * LDG + d]), gf = ld2(&sG[ref * LDG + d]);
+                const float x0 = exp2f(fminf(gr.x - gf.x, 0.0f)), x1 = exp2f(fminf(gr.y - gf.y, 0.0f));
                 const float2 qv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&sQ[r * LDQ + d]));
                 const float2 kv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&sK[r * LDQ + d]));
                 const float2 bv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&sB[r * LDQ + d]));
@@ -635,29 +706,41 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
                 split_bf16(bv.x * kv.x * x0, bv.y * kv.y * x1, th[m], tl[m]);
             }
 #pragma unroll
-            for (int f = 0; f < 2; f++) {
-                const int s = 16 * bj + 8 * f + gq;
-                uint32_t bh[2], bl[2];
+            for (int nb = 0; nb < NB; nb++) {
+                const int bj = bj0 + nb * (nbv - 1);
+                const bool diag = bj == bi;
 #pragma unroll
-                for (int m = 0; m < 2; m++) { // b0: channels 2tq, 2tq+1; b1: +8
-                    const int d = k0 + 2 * tq + 8 * m;
-                    const float e0 = sG[ref * LDG + d] - sG[s * LDG + d], e1 = sG[ref * LDG + d + 1] - sG[s * LDG + d + 1];
-                    const float x0 = exp2f(diag ? e0 : fminf(e0, 0.0f)), x1 = exp2f(diag ? e1 : fminf(e1, 0.0f));
-                    const float2 kv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&sK[s * LDQ + d]));
-                    split_bf16(kv.x * x0, kv.y * x1, bh[m], bl[m]);
+                for (int f = 0; f < 2; f++) {
+                    const int s = 16 * bj + 8 * f + gq;
+                    uint32_t bh[2], bl[2];
+#pragma unroll
+                    for (int m = 0; m < 2; m++) { // b0: channels 2tq, 2tq+1; b1: +8
+                        const int d = k0 + 2 * tq + 8 * m;
+                        const float2 gf = ld2(&sG[ref * LDG + d]), gs = ld2(&sG[s * LDG + d]);
+                        const float e0 = gf.x - gs.x, e1 = gf.y - gs.y;
+                        const float x0 = exp2f(diag ? e0 : fminf(e0, 0.0f)), x1 = exp2f(diag ? e1 : fminf(e1, 0.0f));
+                        const float2 kv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&sK[s * LDQ + d]));
+                        split_bf16(kv.x * x0, kv.y * x1, bh[m], bl[m]);
+                    }
+                    mma_split3(cq[nb][f], qh, ql, bh[0], bh[1], bl[0], bl[1]);
+                    mma_split3(ct[nb][f], th, tl, bh[0], bh[1], bl[0], bl[1]);
                 }
-                mma_split3(cq[f], qh, ql, bh[0], bh[1], bl[0], bl[1]);
-                mma_split3(ct[f], th, tl, bh[0], bh[1], bl[0], bl[1]);
             }
         }
 #pragma unroll
-        for (int f = 0; f < 2; f++)
+        for (int nb = 0; nb < NB; nb++) {
+            const int bj = bj0 + nb * (nbv - 1);
+            const bool diag = bj == bi;
+            if (nb >= nbv || (diag && !dok)) continue;
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int r = ref + gq + 8 * (e >> 1), s = 16 * bj + 8 * f + 2 * tq + (e & 1);
-                sset(&gA[r * CS + s], !diag || s <= r ? p.scale * cq[f][e] : 0.0f);
-                sTA[r * 65 + s] = !diag || s < r ? ct[f][e] : 0.0f;
-            }
+            for (int f = 0; f < 2; f++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int r = ref + gq + 8 * (e >> 1), s = 16 * bj + 8 * f + 2 * tq + (e & 1);
+                    sset(&gA[r * CS + s], !diag || s <= r ? p.scale * cq[nb][f][e] : 0.0f);
+                    sTA[r * 65 + s] = !diag || s < r ? ct[nb][f][e] : 0.0f;
+                }
+        }
     };
     // the exact sum of diagonal block bd's 136 lower entries by one warp (long decay spans only)
     auto score_diag_exact = [&](int bd) {
@@ -691,70 +774,80 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
             }
         }
     };
-    // (1) warps 0..5: off-diagonal blocks (1,0) (2,0) (2,1) (3,0) (3,1) (3,2); warps 6, 7: the
-    //     diagonal blocks 0, 1 and 2, 3
+    // whether diagonal block bd's decay span allows the tensor-core path
+    auto diag_tc_ok = [&](int bd) {
+        bool ok = true;
+        for (int d = lane; d < KP; d += 32) ok &= sG[16 * bd * LDG + d] - sG[(16 * bd + 15) * LDG + d] <= 64.0f;
+        return __all_sync(0xffffffffu, ok);
+    };
+    // The 10 blocks by 6 warps, pairs in one block row sharing the A fragments: (3,0)(3,1) | (3,2)(3,3)
+    // | (2,0)(2,1) | (2,2) | (1,0)(1,1) | (0,0); warps 6, 7 zero the blocks above the diagonal. One
+    // call site, so one copy of the code (the single blocks are computed twice and stored once; a
+    // diagonal block whose span is too long is computed, dropped and summed exactly).
     if (wp < 6) {
-        const int bi = wp < 1 ? 1 : wp < 3 ? 2 : 3, bj = wp - bi * (bi - 1) / 2;
-        score_block(bi, bj);
-    } else {
-        for (int bd = 2 * (wp - 6); bd < 2 * (wp - 6) + 2; bd++) {
-            bool ok = true;
-            for (int d = lane; d < KP; d += 32) ok &= sG[16 * bd * LDG + d] - sG[(16 * bd + 15) * LDG + d] <= 64.0f;
-            if (__all_sync(0xffffffffu, ok)) score_block(bd, bd);
-            else score_diag_exact(bd);
-        }
-    }
-    // (2) zeros: the blocks above the diagonal (float4 groups never straddle a 16-column block)
-    for (int i = threadIdx.x; i < CS * CS / 4; i += NT) {
-        const int r = i / 16, s = (i % 16) * 4;
-        if (s / 16 > r / 16) {
-            st2(&gA[r * CS + s], 0.0f, 0.0f);
-            st2(&gA[r * CS + s + 2], 0.0f, 0.0f);
-            sTA[r * 65 + s] = sTA[r * 65 + s + 1] = sTA[r * 65 + s + 2] = sTA[r * 65 + s + 3] = 0.0f;
+        const int bi = wp < 2 ? 3 : wp < 4 ? 2 : wp == 4 ? 1 : 0;
+        const int bj0 = wp == 1 || wp == 3 ? 2 : 0, nbv = wp == 3 || wp == 5 ? 1 : 2;
+        const bool dok = bj0 + nbv - 1 != bi || diag_tc_ok(bi);
+        score_row(bi, bj0, nbv, dok);
+        if (!dok) score_diag_exact(bi);
+    } else { // float4 groups never straddle a 16-column block
+        for (int i = threadIdx.x - 192; i < CS * CS / 4; i += 64) {
+            const int r = i / 16, s = (i % 16) * 4;
+            if (s / 16 > r / 16) {
+                st2(&gA[r * CS + s], 0.0f, 0.0f);
+                st2(&gA[r * CS + s + 2], 0.0f, 0.0f);
+                sTA[r * 65 + s] = sTA[r * 65 + s + 1] = sTA[r * 65 + s + 2] = sTA[r * 65 + s + 3] = 0.0f;
+            }
         }
     }
     __syncthreads();
+    PREP_MARK(2);
 
     // ---- from here on: k_prep's code (Y and U with paired stores) ----
     // Qg = scale q gamma, Kg = k gamma_last/gamma, gamma_last to global; the pseudo-key E = gamma b k
     // replaces b in shared memory (and goes to global for the fast backward's dY E^T, k_bv_tc).
-    // 8 channels per step: 16-byte stores of bf16 Qg, Kg, E.
-    for (int i = threadIdx.x; i < CS * KP / 8; i += NT) {
-        const int r = 8 * i / KP, d = 8 * i % KP;
-        const uint32_t *pq = reinterpret_cast<const uint32_t *>(&sQ[r * LDQ + d]), *pk = reinterpret_cast<const uint32_t *>(&sK[r * LDQ + d]);
-        uint32_t *pb = reinterpret_cast<uint32_t *>(&sB[r * LDQ + d]);
-        float qg[8], kg[8];
-        uint32_t e[4];
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            const float2 qv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&pq[u]));
-            const float2 kv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&pk[u]));
-            const float2 bv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&pb[u]));
-            const int d0 = d + 2 * u;
-            const float g0 = sG[r * LDG + d0], g1 = sG[r * LDG + d0 + 1];
-            const float gm0 = exp2f(g0 - sSt[d0]), gm1 = exp2f(g1 - sSt[d0 + 1]);
-            qg[2 * u] = p.scale * qv.x * gm0;
-            qg[2 * u + 1] = p.scale * qv.y * gm1;
-            kg[2 * u] = kv.x * exp2f(sG[(CS - 1) * LDG + d0] - g0);
-            kg[2 * u + 1] = kv.y * exp2f(sG[(CS - 1) * LDG + d0 + 1] - g1);
-            e[u] = pack_bf16(gm0 * bv.x * kv.x, gm1 * bv.y * kv.y);
-            pb[u] = e[u];
+    // Thread = one channel pair (consecutive across the warp: 4-byte stores coalesce, shared reads
+    // hit distinct banks), every NT/(KP/2)-th row; G2 of the last row and sStart stay in registers.
+    {
+        constexpr int NPAIR = KP / 2, RSTEP = NT / NPAIR;
+        const int d = 2 * (threadIdx.x % NPAIR);
+        const float2 gst = ld2(&sSt[d]), glast = ld2(&sG[(CS - 1) * LDG + d]);
+        const float st0 = gst.x, st1 = gst.y, gl0 = glast.x, gl1 = glast.y;
+        for (int r = threadIdx.x / NPAIR; r < CS; r += RSTEP) {
+            const float2 qv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&sQ[r * LDQ + d]));
+            const float2 kv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&sK[r * LDQ + d]));
+            const float2 bv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&sB[r * LDQ + d]));
+            const float2 gr = ld2(&sG[r * LDG + d]);
+            const float g0 = gr.x, g1 = gr.y;
+            const float gm0 = exp2f(g0 - st0), gm1 = exp2f(g1 - st1);
+            const size_t o = ch * CS * KP + r * KP + d;
+            st2((WT *)p.Qg + o, p.scale * qv.x * gm0, p.scale * qv.y * gm1);
+            st2((WT *)p.Kg + o, kv.x * exp2f(gl0 - g0), kv.y * exp2f(gl1 - g1));
+            const uint32_t e = pack_bf16(gm0 * bv.x * kv.x, gm1 * bv.y * kv.y);
+            *reinterpret_cast<uint32_t *>(&sB[r * LDQ + d]) = e;
+            if (bwd && is_bf16<WT>::value) *reinterpret_cast<uint32_t *>((bf16 *)p.E + o) = e;
         }
-        const size_t o = ch * CS * KP + 8 * i;
-        st8((WT *)p.Qg + o, qg);
-        st8((WT *)p.Kg + o, kg);
-        if (bwd && is_bf16<WT>::value) *reinterpret_cast<uint4 *>((bf16 *)p.E + o) = make_uint4(e[0], e[1], e[2], e[3]);
+        if (threadIdx.x < NPAIR) st2(p.Gl + ch * KP + d, exp2f(gl0 - st0), exp2f(gl1 - st1));
     }
-    for (int d = threadIdx.x; d < KP; d += NT) p.Gl[ch * KP + d] = exp2f(sG[(CS - 1) * LDG + d] - sSt[d]);
-    __syncthreads(); // k is dead from here: its region holds the solve's scratch
+    __syncthreads(); // q, k, G2 are dead from here
+    PREP_MARK(3);
 
-    // v and w of the chunk (for Z = w . v below): 16-byte loads issued now, so they fly during the solve
+    // v and w of the chunk (for Z = w . v below), issued now so that they fly during the solve and Y:
+    // by cp.async into the dead q, k region when both tiles fit there (KP >= VP), else by 16-byte
+    // register loads
     const Tin *v = (const Tin *)p.v, *w = (const Tin *)p.w;
-    constexpr int PZ = CS * VP / 8 / NT;
-    static_assert(PZ * 8 * NT == CS * VP && LDZ % 2 == 0, "vector tiling of v, w");
+    constexpr bool ASYNC_VW = KP >= VP;
+    constexpr int PZ = ASYNC_VW ? 1 : CS * VP / 8 / NT;
+    static_assert(ASYNC_VW || (PZ * 8 * NT == CS * VP && LDZ % 2 == 0), "vector tiling of v, w");
     const bool vz = p.V == VP && ((uintptr_t)v | (uintptr_t)w) % 16 == 0;
+    ST *sZ = sQ, *sWs = sQ + CS * LDZ; // Z (v staged there first) and w: [64][LDZ] each, below sB
     uint4 zv[PZ], zw[PZ];
-    if (vz)
+    if (vz && ASYNC_VW) {
+        const size_t g0 = (tok0 * p.HV + hv) * VP;
+        cp_tile<CS, VP, NT>(sZ, LDZ, (const bf16 *)v + g0, (size_t)p.HV * VP, len);
+        cp_tile<CS, VP, NT>(sWs, LDZ, (const bf16 *)w + g0, (size_t)p.HV * VP, len);
+        cp_async_commit();
+    } else if (vz)
 #pragma unroll
         for (int i = 0; i < PZ; i++) {
             const int e = (threadIdx.x + i * NT) * 8, r = e / VP, c = e % VP;
@@ -767,18 +860,36 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
         }
 
     solve_unit_lower(sTA, sX); // A = (I+T)^-1 in place
+    PREP_MARK(5);
     if (bwd)
         for (int i = threadIdx.x; i < CS * CS; i += NT) sset((WT *)p.A + ch * CS * CS + i, sTA[(i / CS) * 65 + i % CS]);
 
     // Y = A E
     WT *gY = (WT *)p.Y + ch * CS * KP;
     float *gU = p.U + ch * CS * VP;
-    mm_tc2<64, KP>(
-        CS, [&](int r, int s) { return sTA[r * 65 + s]; }, [&](int s, int d) { return sget(&sB[s * LDQ + d]); },
-        [&](int r, int d, float a0, float a1) { st2(&gY[r * KP + d], a0, a1); });
-    // Z = w . v into the q/k region (no longer read), then U = A Z
-    ST *sZ = sQ;
-    if (vz) { // the 16-byte loads issued before the solve
+    uint32_t af[4][4];
+    a64_frags(sTA, af);
+    mm_a64<KP>(af, sB, LDQ, [&](int r, int d, float a0, float a1) { st2(&gY[r * KP + d], a0, a1); });
+    PREP_MARK(6);
+    // Z = w . v into the q/k region, then U = A Z
+    if (vz && ASYNC_VW) {
+        cp_async_wait<0>();
+        // the same (row, 8 columns) per thread as cp_tile's: each thread reads only its own copies
+        for (int i = threadIdx.x; i < CS * VP / 8; i += NT) {
+            const int r = 8 * i / VP, c = 8 * i % VP;
+            uint4 a = *reinterpret_cast<const uint4 *>(&sZ[r * LDZ + c]);
+            const uint4 b = *reinterpret_cast<const uint4 *>(&sWs[r * LDZ + c]);
+            uint32_t *pa = reinterpret_cast<uint32_t *>(&a);
+            const uint32_t *pb = reinterpret_cast<const uint32_t *>(&b);
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&pa[u]));
+                const float2 y = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&pb[u]));
+                pa[u] = pack_bf16(x.x * y.x, x.y * y.y);
+            }
+            *reinterpret_cast<uint4 *>(&sZ[r * LDZ + c]) = a;
+        }
+    } else if (vz) { // the 16-byte loads issued before the solve
 #pragma unroll
         for (int i = 0; i < PZ; i++) {
             const int e = (threadIdx.x + i * NT) * 8, r = e / VP, c = e % VP;
@@ -795,9 +906,8 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
         load_z<Tin, VP>(p, tok0, len, hv, sZ, LDZ);
     }
     __syncthreads();
-    mm_tc2<64, VP>(
-        CS, [&](int r, int s) { return sTA[r * 65 + s]; }, [&](int s, int e) { return sget(&sZ[s * LDZ + e]); },
-        [&](int r, int e, float a0, float a1) { *reinterpret_cast<float2 *>(&gU[r * VP + e]) = make_float2(a0, a1); });
+    mm_a64<VP>(af, sZ, LDZ, [&](int r, int e, float a0, float a1) { *reinterpret_cast<float2 *>(&gU[r * VP + e]) = make_float2(a0, a1); });
+    PREP_MARK(7);
 }
 
 

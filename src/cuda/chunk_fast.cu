@@ -4,6 +4,27 @@
 #include "chunk_device.cuh"
 #include "chunk_tc.cuh"
 
+// dev (GDN2_CUDA_CLOCKS builds, GDN2_CUDA_PROFILE=1): mean cycles of each k_prep_tc phase
+static void prep_clocks_report(int nblocks) {
+#ifdef GDN2_CUDA_CLOCKS
+    if (!profile_on()) return;
+    static long long clk[1024][PREP_MARKS];
+    cudaDeviceSynchronize();
+    if (cudaMemcpyFromSymbol(clk, g_prep_clk, sizeof clk) != cudaSuccess) return;
+    const char *name[PREP_MARKS] = {"", "loads", "scores", "QgKgE", "solve-diag", "solve-merge", "Y", "U"};
+    const int nb = nblocks < 1024 ? nblocks : 1024;
+    fprintf(stderr, "[gdn2 cuda clocks] k_prep_tc, mean cycles over %d blocks:", nb);
+    for (int m = 1; m < PREP_MARKS; m++) {
+        double s = 0;
+        for (int b = 0; b < nb; b++) s += (double)(clk[b][m] - clk[b][m - 1]);
+        fprintf(stderr, " %s %.0f", name[m], s / nb);
+    }
+    fprintf(stderr, "\n");
+#else
+    (void)nblocks;
+#endif
+}
+
 // The bf16 fast path (chunk_tc.cuh): bf16 workspace, cp.async + ldmatrix scans and output.
 // BV as in launch_all for the forward scan; the reverse scan takes 64-column tiles (it holds one
 // block per multiprocessor, so wider tiles halve its operand traffic) unless BV is 16.
@@ -33,6 +54,7 @@ static cudaError_t launch_fast(ChunkParams &p, int bwd, int kept, cudaStream_t s
     if (!(bwd && kept)) { // as in launch_all
         if (p.nchunks > 0) k_prep_tc<Tin, KP, VP, bf16><<<gc, NT, nsm_prep, st>>>(p, bwd || kept);
         pr.mark("prep");
+        prep_clocks_report(p.nchunks * p.HV);
         k_state_tc<KP, VP, BV><<<gs, NT, nsm_state, st>>>(p);
         pr.mark("state");
     }
