@@ -350,10 +350,64 @@ __device__ __forceinline__ void solve_merge_row(float *sTA, float *sX) {
     __syncthreads();
 }
 
+// The same block row on tensor cores (the bf16 paths): X = T_{IB,<IB} A_{<IB,<IB}, then
+// A_{IB,<IB} = -A_{IB,IB} X, every operand split into bf16 hi + lo (3 mma, ~2^-16 relative: A is
+// rounded to bf16 before each later use). Warp j < 2 IB owns the 8 columns 8j .. 8j+7; its X tile
+// passes through sX to become the B operand of the second product.
+template <int IB>
+__device__ __forceinline__ void solve_merge_row_tc(float *sTA, float *sX) {
+    const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3, R = 16 * IB;
+    float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (wp < 2 * IB) {
+        const int n = 8 * wp + gq;
+        float x[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int k0 = 0; k0 < 16 * IB; k0 += 16) {
+            uint32_t ah[4], al[4], bh0, bl0, bh1, bl1;
+            const float *t0 = sTA + (R + gq) * 65 + k0 + 2 * tq, *t1 = t0 + 8 * 65;
+            split_bf16(t0[0], t0[1], ah[0], al[0]);
+            split_bf16(t1[0], t1[1], ah[1], al[1]);
+            split_bf16(t0[8], t0[9], ah[2], al[2]);
+            split_bf16(t1[8], t1[9], ah[3], al[3]);
+            const float *b = sTA + (k0 + 2 * tq) * 65 + n;
+            split_bf16(b[0], b[65], bh0, bl0);
+            split_bf16(b[8 * 65], b[9 * 65], bh1, bl1);
+            mma_split3(x, ah, al, bh0, bh1, bl0, bl1);
+        }
+        float *xs = sX + 8 * wp; // [16][65]: this warp's columns
+        xs[gq * 65 + 2 * tq] = x[0];
+        xs[gq * 65 + 2 * tq + 1] = x[1];
+        xs[(gq + 8) * 65 + 2 * tq] = x[2];
+        xs[(gq + 8) * 65 + 2 * tq + 1] = x[3];
+        __syncwarp();
+        uint32_t ah[4], al[4], bh0, bl0, bh1, bl1;
+        const float *t0 = sTA + (R + gq) * 65 + R + 2 * tq, *t1 = t0 + 8 * 65;
+        split_bf16(t0[0], t0[1], ah[0], al[0]);
+        split_bf16(t1[0], t1[1], ah[1], al[1]);
+        split_bf16(t0[8], t0[9], ah[2], al[2]);
+        split_bf16(t1[8], t1[9], ah[3], al[3]);
+        const float *b = xs + 2 * tq * 65 + gq;
+        split_bf16(b[0], b[65], bh0, bl0);
+        split_bf16(b[8 * 65], b[9 * 65], bh1, bl1);
+        mma_split3(y, ah, al, bh0, bh1, bl0, bl1);
+    }
+    __syncthreads(); // every read of T_{IB,<IB} is done
+    if (wp < 2 * IB) {
+        float *o = sTA + (R + gq) * 65 + 8 * wp + 2 * tq;
+        o[0] = -y[0];
+        o[1] = -y[1];
+        o[8 * 65] = -y[2];
+        o[8 * 65 + 1] = -y[3];
+    }
+    __syncthreads();
+}
+
 // A = (I+T)^-1 in place in sTA ([64][65] fp32, T strictly lower), by 16x16 blocks, with scratch sX
 // ([16][65]). Diagonal blocks: forward substitution, A_ic = [i==c] - sum_{j<i} T_ij A_jc (A_jc = 0
 // for j < c), warp d < 4 for block d, lane c < 16 for column c, the column in registers (the
-// 16-step chain runs at register latency; lanes 16..31 repeat lanes 0..15 and do not store).
+// 16-step chain runs at register latency; lanes 16..31 repeat lanes 0..15 and do not store). The
+// block rows below: exact fp32 (TC false) or split-bf16 tensor cores (TC true, the bf16 paths).
+template <bool TC>
 __device__ __forceinline__ void solve_unit_lower(float *sTA, float *sX) {
     const int wp = threadIdx.x / 32, lane = threadIdx.x % 32;
     if (wp < 4) {
@@ -373,9 +427,15 @@ __device__ __forceinline__ void solve_unit_lower(float *sTA, float *sX) {
     }
     __syncthreads();
     PREP_MARK(4);
-    solve_merge_row<1>(sTA, sX);
-    solve_merge_row<2>(sTA, sX);
-    solve_merge_row<3>(sTA, sX);
+    if constexpr (TC) {
+        solve_merge_row_tc<1>(sTA, sX);
+        solve_merge_row_tc<2>(sTA, sX);
+        solve_merge_row_tc<3>(sTA, sX);
+    } else {
+        solve_merge_row<1>(sTA, sX);
+        solve_merge_row<2>(sTA, sX);
+        solve_merge_row<3>(sTA, sX);
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -459,7 +519,7 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
     for (int d = threadIdx.x; d < KP; d += NT) p.Gl[ch * KP + d] = exp2f(sG[(CS - 1) * LDG + d] - sSt[d]);
     __syncthreads(); // k is dead from here: its region holds the solve's scratch
 
-    solve_unit_lower(sTA, sX); // A = (I+T)^-1 in place
+    solve_unit_lower<false>(sTA, sX); // A = (I+T)^-1 in place
     if (bwd)
         for (int i = threadIdx.x; i < CS * CS; i += NT) p.A[ch * CS * CS + i] = sTA[(i / CS) * 65 + i % CS];
 
@@ -530,11 +590,11 @@ __device__ __forceinline__ void mm_a64(const uint32_t (&af)[4][4], const bf16 *b
 }
 
 
-// load_keys for bf16 inputs with K == KP and 16-byte aligned q, k, b, g, with every step done in
-// registers between the 16-byte loads and the shared-memory stores (no extra pass over shared memory):
-// - q, k, b: the KP/8 threads of a row are adjacent lanes, each holding 8 channels; the L2 norm's
-//   sums of squares go through shuffles within those lanes.
-// - g: thread (row group rg, channel quad c4) holds rows rg*RPG .. +RPG-1 of 4 channels. The
+// load_keys for bf16 inputs with K == KP and 16-byte aligned q, k, b, g: the four tiles arrive by
+// cp.async, all in flight at once (one memory round trip, no registers held), then
+// - q, k: the L2 norm, the KP/8 threads of a row adjacent lanes with 8 channels each (16-byte shared
+//   accesses), the sums of squares by shuffles within those lanes;
+// - g: thread (row group rg, channel quad c4) takes rows rg*RPG .. +RPG-1 of 4 channels. The
 //   cumulative sum is P_r = sum_{j<=r} g_j in double (a local pass, the group totals through
 //   shared memory, a second local pass from the group's offset); G2_r = (P_r - P_31) log2(e), the
 //   values load_keys computes outward from row 31 (the same double sums, added in another order).
@@ -543,47 +603,38 @@ template <int KP>
 __device__ void load_keys_vec(const ChunkParams &p, size_t tok0, int len, int h, __nv_bfloat16 *sQ, __nv_bfloat16 *sK,
                              __nv_bfloat16 *sB, float *sG, float *sStart, float *rnorm, double *dtot) {
     constexpr int LDK = ld_of<__nv_bfloat16, KP>(), LDG = ldg_of<__nv_bfloat16, KP>(), P8 = CS * KP / 8 / NT, TPR = KP / 8;
-    static_assert(LDK % 8 == 0, "16-byte shared rows");
     constexpr int CPL = KP / 4, NG = NT / CPL, RPG = CS / NG; // g: channel quads, row groups, rows per group
     static_assert(P8 * 8 * NT == CS * KP && NG * RPG == CS && 32 % RPG == 0, "vector tiling");
-    const __nv_bfloat16 *q = (const __nv_bfloat16 *)p.q, *k = (const __nv_bfloat16 *)p.k, *b = (const __nv_bfloat16 *)p.b;
-    uint4 vq[P8], vk[P8], vb[P8];
-#pragma unroll
-    for (int i = 0; i < P8; i++) {
-        const int e = (threadIdx.x + i * NT) * 8, r = e / KP, d = e % KP;
-        vq[i] = vk[i] = vb[i] = make_uint4(0u, 0u, 0u, 0u);
-        if (r < len) {
-            const size_t idx = ((tok0 + r) * p.H + h) * KP + d;
-            vq[i] = __ldg(reinterpret_cast<const uint4 *>(q + idx));
-            vk[i] = __ldg(reinterpret_cast<const uint4 *>(k + idx));
-            vb[i] = __ldg(reinterpret_cast<const uint4 *>(b + idx));
-        }
-    }
+    static_assert(LDK % 8 == 0 && LDG % 4 == 0, "16-byte shared rows");
+    typedef __nv_bfloat16 bf;
+    const size_t g0 = (tok0 * p.H + h) * KP, gld = (size_t)p.H * KP;
+    cp_tile<CS, KP, NT>(sQ, LDK, (const bf *)p.q + g0, gld, len);
+    cp_tile<CS, KP, NT>(sK, LDK, (const bf *)p.k + g0, gld, len);
+    cp_tile<CS, KP, NT>(sB, LDK, (const bf *)p.b + g0, gld, len);
+    cp_tile<CS, KP, NT>(sG, LDG, p.g + g0, gld, len);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
     if (p.l2) { // x <- x / sqrt(sum x^2 + 1e-6) per row
-        float ssq[P8], ssk[P8];
 #pragma unroll
         for (int i = 0; i < P8; i++) {
-            const uint32_t *a = reinterpret_cast<const uint32_t *>(&vq[i]), *c = reinterpret_cast<const uint32_t *>(&vk[i]);
-            ssq[i] = ssk[i] = 0.0f;
+            const int e = (threadIdx.x + i * NT) * 8, r = e / KP, d = e % KP;
+            uint4 vq = *reinterpret_cast<const uint4 *>(&sQ[r * LDK + d]), vk = *reinterpret_cast<const uint4 *>(&sK[r * LDK + d]);
+            uint32_t *a = reinterpret_cast<uint32_t *>(&vq), *c = reinterpret_cast<uint32_t *>(&vk);
+            float ssq = 0.0f, ssk = 0.0f;
 #pragma unroll
             for (int u = 0; u < 4; u++) {
                 const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&a[u]));
                 const float2 y = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&c[u]));
-                ssq[i] += x.x * x.x + x.y * x.y;
-                ssk[i] += y.x * y.x + y.y * y.y;
-            }
-        }
-#pragma unroll
-        for (int o = TPR / 2; o > 0; o >>= 1)
-#pragma unroll
-            for (int i = 0; i < P8; i++) {
-                ssq[i] += __shfl_xor_sync(0xffffffffu, ssq[i], o);
-                ssk[i] += __shfl_xor_sync(0xffffffffu, ssk[i], o);
+                ssq += x.x * x.x + x.y * x.y;
+                ssk += y.x * y.x + y.y * y.y;
             }
 #pragma unroll
-        for (int i = 0; i < P8; i++) {
-            const float rq = 1.0f / sqrtf(ssq[i] + 1e-6f), rk = 1.0f / sqrtf(ssk[i] + 1e-6f);
-            uint32_t *a = reinterpret_cast<uint32_t *>(&vq[i]), *c = reinterpret_cast<uint32_t *>(&vk[i]);
+            for (int o = TPR / 2; o > 0; o >>= 1) {
+                ssq += __shfl_xor_sync(0xffffffffu, ssq, o);
+                ssk += __shfl_xor_sync(0xffffffffu, ssk, o);
+            }
+            const float rq = 1.0f / sqrtf(ssq + 1e-6f), rk = 1.0f / sqrtf(ssk + 1e-6f);
 #pragma unroll
             for (int u = 0; u < 4; u++) {
                 const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&a[u]));
@@ -591,28 +642,19 @@ __device__ void load_keys_vec(const ChunkParams &p, size_t tok0, int len, int h,
                 a[u] = pack_bf16(x.x * rq, x.y * rq);
                 c[u] = pack_bf16(y.x * rk, y.y * rk);
             }
-            const int r = (threadIdx.x + i * NT) * 8 / KP;
+            *reinterpret_cast<uint4 *>(&sQ[r * LDK + d]) = vq;
+            *reinterpret_cast<uint4 *>(&sK[r * LDK + d]) = vk;
             if (rnorm && threadIdx.x % TPR == 0) { // kept for k_bk_tc, which sees half of each row
                 rnorm[r] = rq;
                 rnorm[CS + r] = rk;
             }
         }
     }
-#pragma unroll
-    for (int i = 0; i < P8; i++) {
-        const int e = (threadIdx.x + i * NT) * 8, r = e / KP, d = e % KP;
-        *reinterpret_cast<uint4 *>(&sQ[r * LDK + d]) = vq[i];
-        *reinterpret_cast<uint4 *>(&sK[r * LDK + d]) = vk[i];
-        *reinterpret_cast<uint4 *>(&sB[r * LDK + d]) = vb[i];
-    }
-    // g in a second batch (all four tensors at once need ~80 registers and spilled)
     const int c4 = threadIdx.x % CPL, rg = threadIdx.x / CPL, d0 = 4 * c4;
     float gv[RPG][4];
 #pragma unroll
     for (int i = 0; i < RPG; i++) {
-        const int r = rg * RPG + i;
-        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (r < len) x = __ldg(reinterpret_cast<const float4 *>(p.g + ((tok0 + r) * p.H + h) * KP + d0));
+        const float4 x = *reinterpret_cast<const float4 *>(&sG[(rg * RPG + i) * LDG + d0]);
         gv[i][0] = x.x; gv[i][1] = x.y; gv[i][2] = x.z; gv[i][3] = x.w;
     }
     if (p.gate)
@@ -640,10 +682,13 @@ __device__ void load_keys_vec(const ChunkParams &p, size_t tok0, int len, int h,
 #pragma unroll
         for (int i = 0; i < RPG; i++) {
             acc += gv[i][j];
-            sG[(rg * RPG + i) * LDG + d0 + j] = (float)((acc - p31) * 1.4426950408889634);
+            gv[i][j] = (float)((acc - p31) * 1.4426950408889634);
         }
         if (rg == 0) sStart[d0 + j] = (float)(-p31 * 1.4426950408889634);
     }
+#pragma unroll
+    for (int i = 0; i < RPG; i++)
+        *reinterpret_cast<float4 *>(&sG[(rg * RPG + i) * LDG + d0]) = make_float4(gv[i][0], gv[i][1], gv[i][2], gv[i][3]);
     __syncthreads();
 }
 
@@ -678,9 +723,9 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
     // bj < bi. On a diagonal block (bj = bi) that factor is >= 1: it is used only when the block's
     // decay span max_d (G2_ref,d - G2_ref+15,d) is <= 64 (no overflow, products >= 2^-64 stay
     // normal), and the entries above the diagonal are masked; a block with a longer span is summed
-    // exactly per element instead (one exp2 per term, every exponent <= 0). score_row does the column
-    // blocks bj0 and bj0 + nbv - 1 of block row bi with the A fragments shared, and stores nbv of
-    // them (a diagonal one only if dok).
+    // exactly per element instead (one exp2 per term, every exponent <= 0). score_row does the nbv
+    // (1 or 2) column blocks from bj0 of block row bi with the A fragments shared (a diagonal one is
+    // stored only if dok).
     auto score_row = [&](int bi, int bj0, int nbv, bool dok) {
         constexpr int NB = 2;
         const int ref = 16 * bi;
@@ -707,7 +752,8 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
             }
 #pragma unroll
             for (int nb = 0; nb < NB; nb++) {
-                const int bj = bj0 + nb * (nbv - 1);
+                if (nb >= nbv) break;
+                const int bj = bj0 + nb;
                 const bool diag = bj == bi;
 #pragma unroll
                 for (int f = 0; f < 2; f++) {
@@ -729,7 +775,7 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
         }
 #pragma unroll
         for (int nb = 0; nb < NB; nb++) {
-            const int bj = bj0 + nb * (nbv - 1);
+            const int bj = bj0 + nb;
             const bool diag = bj == bi;
             if (nb >= nbv || (diag && !dok)) continue;
 #pragma unroll
@@ -780,18 +826,18 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
         for (int d = lane; d < KP; d += 32) ok &= sG[16 * bd * LDG + d] - sG[(16 * bd + 15) * LDG + d] <= 64.0f;
         return __all_sync(0xffffffffu, ok);
     };
-    // The 10 blocks by 6 warps, pairs in one block row sharing the A fragments: (3,0)(3,1) | (3,2)(3,3)
-    // | (2,0)(2,1) | (2,2) | (1,0)(1,1) | (0,0); warps 6, 7 zero the blocks above the diagonal. One
-    // call site, so one copy of the code (the single blocks are computed twice and stored once; a
-    // diagonal block whose span is too long is computed, dropped and summed exactly).
-    if (wp < 6) {
-        const int bi = wp < 2 ? 3 : wp < 4 ? 2 : wp == 4 ? 1 : 0;
-        const int bj0 = wp == 1 || wp == 3 ? 2 : 0, nbv = wp == 3 || wp == 5 ? 1 : 2;
+    // The 10 blocks by 6 warps, pairs in one block row sharing the A fragments on warps 0..3, one per
+    // scheduler: (3,0)(3,1) | (3,2)(3,3) | (2,0)(2,1) | (1,0)(1,1); single blocks (2,2) | (0,0) on
+    // warps 5, 6; warps 4, 7 zero the blocks above the diagonal. One call site, so one copy of the
+    // code (a diagonal block whose span is too long is computed, dropped and summed exactly).
+    if (wp != 4 && wp != 7) {
+        const int bi = wp < 2 ? 3 : wp == 2 || wp == 5 ? 2 : wp == 3 ? 1 : 0;
+        const int bj0 = wp == 1 || wp == 5 ? 2 : 0, nbv = wp < 4 ? 2 : 1;
         const bool dok = bj0 + nbv - 1 != bi || diag_tc_ok(bi);
         score_row(bi, bj0, nbv, dok);
         if (!dok) score_diag_exact(bi);
     } else { // float4 groups never straddle a 16-column block
-        for (int i = threadIdx.x - 192; i < CS * CS / 4; i += 64) {
+        for (int i = threadIdx.x % 32 + (wp == 7) * 32; i < CS * CS / 4; i += 64) {
             const int r = i / 16, s = (i % 16) * 4;
             if (s / 16 > r / 16) {
                 st2(&gA[r * CS + s], 0.0f, 0.0f);
@@ -859,7 +905,7 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
             }
         }
 
-    solve_unit_lower(sTA, sX); // A = (I+T)^-1 in place
+    solve_unit_lower<true>(sTA, sX); // A = (I+T)^-1 in place
     PREP_MARK(5);
     if (bwd)
         for (int i = threadIdx.x; i < CS * CS; i += NT) sset((WT *)p.A + ch * CS * CS + i, sTA[(i / CS) * 65 + i % CS]);
