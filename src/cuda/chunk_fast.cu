@@ -26,12 +26,13 @@ static void prep_clocks_report(int nblocks) {
 }
 
 // The bf16 fast path (chunk_tc.cuh): bf16 workspace, cp.async + ldmatrix scans and output.
-// BV as in launch_all for the forward scan; the reverse scan takes 64-column tiles (it holds one
-// block per multiprocessor, so wider tiles halve its operand traffic) unless BV is 16.
+// BV: the forward scan's tile (chunk.cu's dispatch); the reverse scan takes 64-column tiles when the
+// forward does (the pairs fill the GPU: it holds one block per multiprocessor, so wider tiles halve
+// its operand traffic), else 16.
 template <int KP, int VP, int BV>
 static cudaError_t launch_fast(ChunkParams &p, int bwd, int kept, cudaStream_t st) {
     typedef __nv_bfloat16 Tin;
-    constexpr int BVB = BV == 16 ? 16 : 64;
+    constexpr int BVB = BV == 64 ? 64 : 16;
     const int nsm_prep = prep_smem_bytes<__nv_bfloat16, KP>(), nsm_state = state_tc_smem_bytes<KP, BV>();
     const int nsm_out = out_tc_smem_bytes<KP, VP>(), nsm_bstate = bstate_tc_smem_bytes<KP, BVB>();
     const int nsm_bv = bv_tc_smem_bytes<VP>(), nsm_bk = bk_tc_smem_bytes();
@@ -79,9 +80,14 @@ static cudaError_t launch_fast(ChunkParams &p, int bwd, int kept, cudaStream_t s
 }
 
 cudaError_t chunk_launch_fast(ChunkParams &p, int KP, int VP, int BV, int bwd, int kept, cudaStream_t st) {
-    if (KP == 64 && VP == 64) return BV == 16 ? launch_fast<64, 64, 16>(p, bwd, kept, st) : launch_fast<64, 64, 32>(p, bwd, kept, st);
-    if (KP == 64 && VP == 128) return BV == 16 ? launch_fast<64, 128, 16>(p, bwd, kept, st) : launch_fast<64, 128, 32>(p, bwd, kept, st);
-    if (KP == 128 && VP == 64) return BV == 16 ? launch_fast<128, 64, 16>(p, bwd, kept, st) : launch_fast<128, 64, 32>(p, bwd, kept, st);
-    if (KP == 128 && VP == 128) return BV == 16 ? launch_fast<128, 128, 16>(p, bwd, kept, st) : launch_fast<128, 128, 32>(p, bwd, kept, st);
+#define GDN2_FAST_BV(K_, V_)                                                                          \
+    if (KP == K_ && VP == V_)                                                                         \
+        return BV == 16 ? launch_fast<K_, V_, 16>(p, bwd, kept, st)                                   \
+             : BV == 32 ? launch_fast<K_, V_, 32>(p, bwd, kept, st) : launch_fast<K_, V_, 64>(p, bwd, kept, st);
+    GDN2_FAST_BV(64, 64)
+    GDN2_FAST_BV(64, 128)
+    GDN2_FAST_BV(128, 64)
+    GDN2_FAST_BV(128, 128)
+#undef GDN2_FAST_BV
     return cudaErrorInvalidValue;
 }

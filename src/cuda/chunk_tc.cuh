@@ -15,19 +15,23 @@
 // ------------------------------------------------------------------------------------------------
 // k_state_tc: per (BV-column V tile, sequence*hv), sequential over the sequence's chunks:
 //   H[ch] = S;  R = U - Y S;  S = Diag(gamma_last) S + Kg^T R
+// Operands arrive by cp.async, each as early as its buffer is free: Y double-buffered (chunk c+1's
+// issued when chunk c starts), U and gamma_last once R of chunk c is done (gamma_last double-
+// buffered: the update still reads it), Kg once the update of chunk c is done (it is needed only by
+// the next update). Single buffers for Kg and U keep BV = 64 at two blocks per SM.
 // ------------------------------------------------------------------------------------------------
 template <int KP, int BV>
 constexpr int state_tc_smem_bytes() {
-    return 2 * 2 * CS * (KP + 8) * 2 + 2 * CS * (BV + 4) * 4 + 2 * KP * 4 + KP * (BV + 8) * 2 + CS * (BV + 8) * 2;
+    return 3 * CS * (KP + 8) * 2 + CS * (BV + 4) * 4 + 2 * KP * 4 + KP * (BV + 8) * 2 + CS * (BV + 8) * 2;
 }
 
 template <int KP, int VP, int BV>
 __global__ __launch_bounds__(NT, 2) void k_state_tc(ChunkParams p) {
     extern __shared__ __align__(16) unsigned char smb[];
     constexpr int LK = KP + 8, LB = BV + 8, LU = BV + 4;
-    bf16 *sY = (bf16 *)smb, *sK = sY + 2 * CS * LK;   // [2][CS][LK] each
-    float *sU = (float *)(sK + 2 * CS * LK);           // [2][CS][LU]
-    float *sGl = sU + 2 * CS * LU;                     // [2][KP]
+    bf16 *sY = (bf16 *)smb, *sK = sY + 2 * CS * LK;   // [2][CS][LK], [CS][LK]
+    float *sU = (float *)(sK + CS * LK);               // [CS][LU]
+    float *sGl = sU + CS * LU;                         // [2][KP]
     bf16 *sSb = (bf16 *)(sGl + 2 * KP), *sR = sSb + KP * LB; // [KP][LB], [CS][LB]
     const int n = blockIdx.y / p.HV, hv = blockIdx.y % p.HV, v0 = blockIdx.x * BV;
     const bf16 *gY = (const bf16 *)p.Y, *gK = (const bf16 *)p.Kg;
@@ -35,15 +39,20 @@ __global__ __launch_bounds__(NT, 2) void k_state_tc(ChunkParams p) {
     const size_t sidx = (size_t)(n * p.HV + hv) * KP * VP;
     int c0, c1;
     seq_chunks(p, n, c0, c1);
-    auto issue = [&](int c, int buf) {
-        const size_t ch = (size_t)c * p.HV + hv;
-        cp_tile<CS, KP, NT>(sY + buf * CS * LK, LK, gY + ch * CS * KP, KP);
-        cp_tile<CS, KP, NT>(sK + buf * CS * LK, LK, gK + ch * CS * KP, KP);
-        cp_tile<CS, BV, NT>(sU + buf * CS * LU, LU, p.U + ch * CS * VP + v0, VP);
-        cp_tile<1, KP, NT>(sGl + buf * KP, KP, p.Gl + ch * KP, KP);
+    auto chk = [&](int c) { return (size_t)c * p.HV + hv; };
+    auto issue_y = [&](int c) { cp_tile<CS, KP, NT>(sY + (c & 1) * CS * LK, LK, gY + chk(c) * CS * KP, KP); cp_async_commit(); };
+    auto issue_u = [&](int c) {
+        cp_tile<CS, BV, NT>(sU, LU, p.U + chk(c) * CS * VP + v0, VP);
+        cp_tile<1, KP, NT>(sGl + (c & 1) * KP, KP, p.Gl + chk(c) * KP, KP);
         cp_async_commit();
     };
-    if (c0 < c1) issue(c0, 0);
+    auto issue_k = [&](int c) { cp_tile<CS, KP, NT>(sK, LK, gK + chk(c) * CS * KP, KP); cp_async_commit(); };
+    // pending groups at the top of iteration c: Y(c), U(c), K(c) in that order
+    if (c0 < c1) {
+        issue_y(c0);
+        issue_u(c0);
+        issue_k(c0);
+    }
     TcAcc<KP, BV> S; // the state, fp32, in the registers of the product that updates it
     S.each_pair([&](int d, int j, float &x0, float &x1) {
         x0 = p.h0 ? p.h0[sidx + (size_t)d * VP + v0 + j] : 0.0f;
@@ -51,35 +60,36 @@ __global__ __launch_bounds__(NT, 2) void k_state_tc(ChunkParams p) {
         st2(&sSb[d * LB + j], x0, x1);
     });
     for (int c = c0; c < c1; c++) {
-        const int buf = (c - c0) & 1;
-        const size_t ch = (size_t)c * p.HV + hv;
-        if (c + 1 < c1) {
-            issue(c + 1, buf ^ 1);
-            cp_async_wait<1>();
-        } else cp_async_wait<0>();
-        __syncthreads(); // chunk c's tiles and sSb (S at the chunk start) are visible
+        const bool next = c + 1 < c1;
+        const size_t ch = chk(c);
+        cp_async_wait<1>(); // Y(c), U(c) (K(c) may still be in flight)
+        __syncthreads();    // chunk c's Y, U, gamma_last and sSb (S at the chunk start) are visible
+        if (next) issue_y(c + 1); // the other Y buffer: its last reader (chunk c-1) is done
         for (int i = threadIdx.x; i < KP * BV / 8; i += NT) {
             const int d = i / (BV / 8), j = (i % (BV / 8)) * 8;
             *reinterpret_cast<uint4 *>(gH + ch * KP * VP + (size_t)d * VP + v0 + j) = *reinterpret_cast<const uint4 *>(sSb + d * LB + j);
         }
         TcAcc<CS, BV> X;
         X.zero();
-        X.template mma<false, false>(sY + buf * CS * LK, LK, sSb, LB, KP);
-        const float *u = sU + buf * CS * LU;
+        X.template mma<false, false>(sY + (c & 1) * CS * LK, LK, sSb, LB, KP);
         X.each_pair([&](int r, int j, float &a0, float &a1) {
-            const uint32_t pk = pack_bf16(u[r * LU + j] - a0, u[r * LU + j + 1] - a1);
+            const uint32_t pk = pack_bf16(sU[r * LU + j] - a0, sU[r * LU + j + 1] - a1);
             *reinterpret_cast<uint32_t *>(&sR[r * LB + j]) = pk;
             *reinterpret_cast<uint32_t *>(&gR[ch * CS * VP + (size_t)r * VP + v0 + j]) = pk;
         });
-        __syncthreads(); // R complete, every read of sSb done
-        const float *gl = sGl + buf * KP;
+        if (next) cp_async_wait<1>(); // K(c) (Y(c+1) may still be in flight)
+        else cp_async_wait<0>();
+        __syncthreads(); // R complete, every read of sSb and sU done, K(c) visible
+        if (next) issue_u(c + 1);
+        const float *gl = sGl + (c & 1) * KP;
         S.each_pair([&](int d, int j, float &x0, float &x1) {
             x0 *= gl[d];
             x1 *= gl[d];
         });
-        S.template mma<true, false>(sK + buf * CS * LK, LK, sR, LB, CS);
+        S.template mma<true, false>(sK, LK, sR, LB, CS);
         S.each_pair([&](int d, int j, float &x0, float &x1) { st2(&sSb[d * LB + j], x0, x1); });
-        __syncthreads(); // sSb holds the next chunk's start state; this chunk's buffers are free
+        __syncthreads(); // sSb holds the next chunk's start state; every read of sK and sR is done
+        if (next) issue_k(c + 1);
     }
     if (p.ht)
         S.each_pair([&](int d, int j, float &x0, float &x1) {
