@@ -350,6 +350,20 @@ __device__ __forceinline__ void solve_merge_row(float *sTA, float *sX) {
     __syncthreads();
 }
 
+// c += A B, one m16n8k16 step with fp32 operands in shared arrays of row stride 65, each split into
+// bf16 hi + lo (mma_split3). a = &A[gq][2tq] (the fragment's rows gq, gq+8, columns 2tq, 2tq+1, +8,
+// +9), b = &B[2tq][gq] (rows 2tq, 2tq+1, +8, +9 of column gq).
+__device__ __forceinline__ void mma_split3_s65(float (&c)[4], const float *a, const float *b) {
+    uint32_t ah[4], al[4], bh0, bl0, bh1, bl1;
+    split_bf16(a[0], a[1], ah[0], al[0]);
+    split_bf16(a[8 * 65], a[8 * 65 + 1], ah[1], al[1]);
+    split_bf16(a[8], a[9], ah[2], al[2]);
+    split_bf16(a[8 * 65 + 8], a[8 * 65 + 9], ah[3], al[3]);
+    split_bf16(b[0], b[65], bh0, bl0);
+    split_bf16(b[8 * 65], b[9 * 65], bh1, bl1);
+    mma_split3(c, ah, al, bh0, bh1, bl0, bl1);
+}
+
 // The same block row on tensor cores (the bf16 paths): X = T_{IB,<IB} A_{<IB,<IB}, then
 // A_{IB,<IB} = -A_{IB,IB} X, every operand split into bf16 hi + lo (3 mma, ~2^-16 relative: A is
 // rounded to bf16 before each later use). Warp j < 2 IB owns the 8 columns 8j .. 8j+7; its X tile
@@ -362,34 +376,15 @@ __device__ __forceinline__ void solve_merge_row_tc(float *sTA, float *sX) {
         const int n = 8 * wp + gq;
         float x[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-        for (int k0 = 0; k0 < 16 * IB; k0 += 16) {
-            uint32_t ah[4], al[4], bh0, bl0, bh1, bl1;
-            const float *t0 = sTA + (R + gq) * 65 + k0 + 2 * tq, *t1 = t0 + 8 * 65;
-            split_bf16(t0[0], t0[1], ah[0], al[0]);
-            split_bf16(t1[0], t1[1], ah[1], al[1]);
-            split_bf16(t0[8], t0[9], ah[2], al[2]);
-            split_bf16(t1[8], t1[9], ah[3], al[3]);
-            const float *b = sTA + (k0 + 2 * tq) * 65 + n;
-            split_bf16(b[0], b[65], bh0, bl0);
-            split_bf16(b[8 * 65], b[9 * 65], bh1, bl1);
-            mma_split3(x, ah, al, bh0, bh1, bl0, bl1);
-        }
+        for (int k0 = 0; k0 < 16 * IB; k0 += 16)
+            mma_split3_s65(x, sTA + (R + gq) * 65 + k0 + 2 * tq, sTA + (k0 + 2 * tq) * 65 + n);
         float *xs = sX + 8 * wp; // [16][65]: this warp's columns
         xs[gq * 65 + 2 * tq] = x[0];
         xs[gq * 65 + 2 * tq + 1] = x[1];
         xs[(gq + 8) * 65 + 2 * tq] = x[2];
         xs[(gq + 8) * 65 + 2 * tq + 1] = x[3];
         __syncwarp();
-        uint32_t ah[4], al[4], bh0, bl0, bh1, bl1;
-        const float *t0 = sTA + (R + gq) * 65 + R + 2 * tq, *t1 = t0 + 8 * 65;
-        split_bf16(t0[0], t0[1], ah[0], al[0]);
-        split_bf16(t1[0], t1[1], ah[1], al[1]);
-        split_bf16(t0[8], t0[9], ah[2], al[2]);
-        split_bf16(t1[8], t1[9], ah[3], al[3]);
-        const float *b = xs + 2 * tq * 65 + gq;
-        split_bf16(b[0], b[65], bh0, bl0);
-        split_bf16(b[8 * 65], b[9 * 65], bh1, bl1);
-        mma_split3(y, ah, al, bh0, bh1, bl0, bl1);
+        mma_split3_s65(y, sTA + (R + gq) * 65 + R + 2 * tq, xs + 2 * tq * 65 + gq);
     }
     __syncthreads(); // every read of T_{IB,<IB} is done
     if (wp < 2 * IB) {
@@ -538,16 +533,16 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
 
 // ------------------------------------------------------------------------------------------------
 // k_prep_tc: k_prep for bf16 inputs (the tensor-core path; fp32 inputs keep k_prep, the exact test
-// path). Only the 4 diagonal 16x16 score blocks keep k_prep's exact per-element loop; the 6
-// off-diagonal blocks (row block i > column block j, every s < every r) use a reference row per
-// row block, ref = 16 i:
+// path). The 16x16 score blocks use a reference row per row block, ref = 16 i:
 //     2^(G2_r - G2_s) = 2^(G2_r - G2_ref) * 2^(G2_ref - G2_s),   r >= ref > s,
-// both exponents <= 0 (G2 is non-increasing), so strong decay underflows to 0 but never
-// overflows. Each block is then a 16x16x128 product on tensor cores, one warp per block, the
-// q-side factor shared by Aqk and T. Each fp32 operand x is split into bf16 hi + lo (x - hi) and
-// the product is ah*bh + ah*bl + al*bh (3 mma, ~16 mantissa bits; the official kernels use TF32,
-// ~11, GDN2.md §11.3). q, k, b, g arrive by 16-byte loads, all in flight at once; Y and U leave
-// by 8-byte stores. Everything after the scores (Qg, Kg, E, the solve, Y, U) is k_prep's math.
+// both exponents <= 0 for the off-diagonal blocks (G2 is non-increasing), so strong decay
+// underflows to 0 but never overflows; the diagonal blocks take the same path when their decay span
+// allows, else k_prep's exact per-element loop. Each block is then a 16x16x128 product on tensor
+// cores, the q-side factor shared by Aqk and T (and by the two blocks of a row pair). Each fp32
+// operand x is split into bf16 hi + lo (x - hi) and the product is ah*bh + ah*bl + al*bh (3 mma, ~16
+// mantissa bits; the official kernels use TF32, ~11, GDN2.md §11.3). The math after the scores (Qg,
+// Kg, E, the solve, Y, U) is k_prep's, with the solve's block rows on tensor cores too and the
+// operands by cp.async / ldmatrix (phase costs: docs/CUDA.md).
 
 // C (64 x N) = A B with A = the solved 64 x 64 fp32 array sTA (stride 65), B bf16 in shared rows
 // (16-byte aligned, stride ldb): warp w owns rows 16 (w/2) .. +16 and columns (w%2) N/2 .. +N/2.
@@ -849,7 +844,6 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
     __syncthreads();
     PREP_MARK(2);
 
-    // ---- from here on: k_prep's code (Y and U with paired stores) ----
     // Qg = scale q gamma, Kg = k gamma_last/gamma, gamma_last to global; the pseudo-key E = gamma b k
     // replaces b in shared memory (and goes to global for the fast backward's dY E^T, k_bv_tc).
     // Thread = one channel pair (consecutive across the warp: 4-byte stores coalesce, shared reads
