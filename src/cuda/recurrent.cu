@@ -58,11 +58,11 @@ __device__ __forceinline__ void st_state(__nv_bfloat16 *s, const float (&x)[8]) 
 
 // One block of 256 threads per (sequence, value head, 64-column V tile): lane = column group
 // (lane % CG, CPT columns: one 16-byte access of the pool) x row group (warp * 32/CG + lane / CG);
-// a thread holds NR rows x CPT columns = 32 state values (K = 128) in registers, so that three
-// blocks per SM keep ~96 KB of fp32 state loads in flight (the step is bound by how many bytes
-// are in flight, not by arithmetic). The fp32 pool fits in 64 registers without spilling, so four
-// blocks per SM (128 KB in flight; at N = 64 the grid then fills 3.9 waves instead of 5.2); the
-// bf16 pool would spill there and keeps three.
+// a thread holds NR rows x CPT columns = 32 state values (K = 128) in registers, so that each
+// block keeps 32 KB of fp32 state loads in flight (the step is bound by how many bytes are in
+// flight, not by arithmetic). The fp32 pool's kernel fits in 64 registers without spilling: four
+// blocks per SM, 128 KB in flight (at N = 64 the grid fills 3.9 waves instead of 5.2 at three);
+// the bf16 pool's would spill there and keeps three.
 template <class Tin, int KP, class TS>
 __global__ __launch_bounds__(RNT, sizeof(TS) == 4 ? 4 : 3) void k_recurrent(RecParams p) {
     constexpr int CPT = 16 / (int)sizeof(TS), CG = 64 / CPT, RGW = 32 / CG, RG = RGW * RNT / 32, NR = KP / RG, RBV = CG * CPT;
