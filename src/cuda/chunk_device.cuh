@@ -441,6 +441,17 @@ __device__ __forceinline__ void solve_unit_lower(float *sTA, float *sX) {
 // T and then A (solved in place), gamma reference. The bf16 layout fits two blocks per SM.
 template <class ST, int KP>
 constexpr int prep_smem_bytes() { return 3 * CS * ld_of<ST, KP>() * (int)sizeof(ST) + CS * ldg_of<ST, KP>() * 4 + CS * 65 * 4 + KP * 4; }
+// That layout, shared by k_prep and k_prep_tc: q, k, b [64][ld_of], G2 [64][ldg_of], T/A [64][65],
+// gamma reference [KP]. Z = w.v later takes the q, k region.
+template <class ST, int KP, int VP>
+struct PrepSmem {
+    static_assert(2 * CS * ld_of<ST, KP>() >= CS * ld_of<ST, VP>(), "Z does not fit in the q,k region");
+    ST *q, *k, *b;
+    float *g, *ta, *st;
+    __device__ explicit PrepSmem(float *sm)
+        : q((ST *)sm), k(q + CS * ld_of<ST, KP>()), b(k + CS * ld_of<ST, KP>()), g((float *)(b + CS * ld_of<ST, KP>())),
+          ta(g + CS * ldg_of<ST, KP>()), st(ta + CS * 65) {}
+};
 
 template <class Tin, int KP, int VP>
 __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
@@ -448,11 +459,10 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
     constexpr bool TC = is_bf16<Tin>::value;
     typedef typename std::conditional<TC, __nv_bfloat16, float>::type ST;
     constexpr int LDQ = ld_of<ST, KP>(), LDG = ldg_of<ST, KP>(), LDZ = ld_of<ST, VP>();
-    ST *sQ = (ST *)sm, *sK = sQ + CS * LDQ, *sB = sK + CS * LDQ;
-    float *sG = (float *)(sB + CS * LDQ), *sTA = sG + CS * LDG, *sSt = sTA + CS * 65;
-    // scratch of the solve lives in the k region (k is dead by then): X [16][65]
-    float *sX = (float *)sK;
-    static_assert(2 * CS * ld_of<ST, KP>() >= CS * ld_of<ST, VP>(), "Z does not fit in the q,k region");
+    const PrepSmem<ST, KP, VP> L(sm);
+    ST *sQ = L.q, *sK = L.k, *sB = L.b;
+    float *sG = L.g, *sTA = L.ta, *sSt = L.st;
+    float *sX = (float *)sK; // the solve's scratch [16][65]: k is dead by then
     const int c = blockIdx.x, hv = blockIdx.y, h = hv / p.G;
     int n, len;
     size_t tok0;
@@ -694,10 +704,10 @@ __global__ __launch_bounds__(NT) void k_prep_tc(ChunkParams p, int bwd) {
     typedef __nv_bfloat16 ST;
     constexpr int LDQ = ld_of<ST, KP>(), LDG = ldg_of<ST, KP>(), LDZ = ld_of<ST, VP>();
     static_assert(LDQ % 2 == 0 && LDZ % 2 == 0, "bf16 pair loads need even row strides");
-    ST *sQ = (ST *)sm, *sK = sQ + CS * LDQ, *sB = sK + CS * LDQ;
-    float *sG = (float *)(sB + CS * LDQ), *sTA = sG + CS * LDG, *sSt = sTA + CS * 65;
-    float *sX = sG; // the solve's scratch: G2 is dead by then, q and k hold v and w
-    static_assert(2 * CS * ld_of<ST, KP>() >= CS * ld_of<ST, VP>(), "Z does not fit in the q,k region");
+    const PrepSmem<ST, KP, VP> L(sm);
+    ST *sQ = L.q, *sK = L.k, *sB = L.b;
+    float *sG = L.g, *sTA = L.ta, *sSt = L.st;
+    float *sX = sG; // the solve's scratch [16][65]: G2 is dead by then, q and k hold v and w
     const int c = blockIdx.x, hv = blockIdx.y, h = hv / p.G;
     int n, len;
     size_t tok0;
