@@ -1,5 +1,8 @@
 /* Minimal test harness: each tests/test_*.c is one program that prints a line per check and ends
- * with "N passed, N failed" (tests/run.sh sums them). Header-only on purpose. */
+ * with "N passed, N failed, N skipped" (tests/run.sh sums them). Header-only on purpose.
+ * Paths: the fixtures (tests/fixtures/official, env GDN2_FIXTURES), the project's data files (data/,
+ * env GDN2_DATA) and the CLI under test (build/gdn2, env GDN2_CLI: the sanitized build sets it) are
+ * relative to the project root, where tests/run.sh runs the programs. */
 #ifndef GDN2_TEST_CHECK_H
 #define GDN2_TEST_CHECK_H
 
@@ -7,7 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static int g_pass, g_fail;
+static int g_pass, g_fail, g_skip;
 
 /* CHECK(cond, fmt, ...): one named assertion */
 #define CHECK(cond, ...)                                                                         \
@@ -20,13 +23,33 @@ static int g_pass, g_fail;
         fflush(stdout);                                                                          \
     } while (0)
 
-/* SKIP(fmt, ...): a check that cannot run here, printed with the reason; counted as neither. */
+/* SKIP(fmt, ...): a check that cannot run on this machine, printed with the reason and counted.
+ * Only SKIP_NO_GPU is an expected skip (tests/run.sh fails the run on any other under CI); a missing
+ * fixture or data file is a FAIL, never a SKIP. */
 #define SKIP(...)                                                                                \
-    do { printf("SKIP "); printf(__VA_ARGS__); printf("\n"); fflush(stdout); } while (0)
+    do { printf("SKIP "); printf(__VA_ARGS__); printf("\n"); g_skip++; fflush(stdout); } while (0)
+#define SKIP_NO_GPU(...)                                                                         \
+    do { printf("SKIP (no CUDA device) "); printf(__VA_ARGS__); printf("\n"); g_skip++; fflush(stdout); } while (0)
 
 static inline int test_summary(void) {
-    printf("%d passed, %d failed\n", g_pass, g_fail);
+    printf("%d passed, %d failed, %d skipped\n", g_pass, g_fail, g_skip);
     return g_fail ? 1 : 0;
+}
+
+/* tests/fixtures/official (env GDN2_FIXTURES overrides) */
+static inline const char *fixture_dir(void) {
+    const char *e = getenv("GDN2_FIXTURES");
+    return e && *e ? e : "tests/fixtures/official";
+}
+/* data/ (env GDN2_DATA overrides): RULER word lists */
+static inline const char *data_dir(void) {
+    const char *e = getenv("GDN2_DATA");
+    return e && *e ? e : "data";
+}
+/* the CLI binary under test (env GDN2_CLI overrides; `make asan` sets it to the sanitized build) */
+static inline const char *cli_path(void) {
+    const char *e = getenv("GDN2_CLI");
+    return e && *e ? e : "build/gdn2";
 }
 
 /* relative RMSE: rms(x - ref) / rms(ref) (ref all zero: rms(x)) */

@@ -38,6 +38,12 @@ static inline uint16_t gdn2_f32_to_bf16(float f) {
     return (uint16_t)((x.u + 0x7fffu + ((x.u >> 16) & 1u)) >> 16);
 }
 
+/* Checked size arithmetic: *out = a * b (a + b); returns 0 on overflow of size_t (then *out is
+ * unspecified). Every product of sizes read from a file header, a checkpoint config or a user
+ * option goes through these. */
+static inline int gdn2_mul_sz(size_t a, size_t b, size_t *out) { return !__builtin_mul_overflow(a, b, out); }
+static inline int gdn2_add_sz(size_t a, size_t b, size_t *out) { return !__builtin_add_overflow(a, b, out); }
+
 /* Monotonic wall clock in seconds. */
 double gdn2_now(void);
 
