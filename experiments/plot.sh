@@ -1,5 +1,5 @@
 #!/bin/sh
-# SVG bar chart of the study results (docs/STUDY.md): one group of bars per (task, test length), one
+# SVG bar chart of the study results (docs/reports/STUDY.md): one group of bars per (task, test length), one
 # bar per mixer setting = mean score over seeds, one dot per seed. No dependencies beyond jq and awk.
 #   experiments/plot.sh OUT.svg RUNS.jsonl [RUNS.jsonl ...]
 set -eu

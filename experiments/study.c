@@ -1,4 +1,4 @@
-/* One run of the mixer study (docs/STUDY.md): train a small model on one synthetic task with the
+/* One run of the mixer study (docs/reports/STUDY.md): train a small model on one synthetic task with the
  * gdn2 library, evaluate it on the test stream, print one JSON line.
  *
  *   study --task mqar|fmqar|parity|modarith|s-niah-1|s-niah-3|mk-niah-1 --mixer gdn2|kda|gdn|attn

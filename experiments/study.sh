@@ -1,5 +1,5 @@
 #!/bin/sh
-# The mixer study (issue 4, docs/STUDY.md): gdn vs kda vs gdn2 (and full attention as a reference)
+# The mixer study (issue 4, docs/reports/STUDY.md): gdn vs kda vs gdn2 (and full attention as a reference)
 # at matched recurrent state (same H, K = V), same data, same budget, 3 seeds, on MQAR,
 # forgetting-MQAR, task-trained S-NIAH-1 / S-NIAH-3 / MK-NIAH-1, and parity with and without
 # allow_neg_eigval. Sizes follow ../shared/TASKS.md §6 (CPU tiers).
@@ -42,7 +42,7 @@ if [ "$TIER" != table ]; then
     elif [ "$TIER" = smoke ]; then
         # MQAR CPU smoke tier: V=256 (keys 1-127, values 128-255), T=64, n=4, random fillers;
         # 2 layers, D=32, 2 heads (K=V=16: state 2*16*16 = 512 per layer); AdamW lr 3e-3, wd 0.1,
-        # cosine, batch 32. TASKS.md estimated ~500 steps; the sanity runs in docs/STUDY.md show the
+        # cosine, batch 32. TASKS.md estimated ~500 steps; the sanity runs in docs/reports/STUDY.md show the
         # recurrent mixers need more, so up to 3000 steps with early stopping at 99 % (Zoology's rule).
         PARTS=${PARTS:-mqar fmqar parity}
         for t in $PARTS; do [ "$t" = parity ] || [ "$t" = niah ] && continue; for s in $SEEDS; do for m in ${MQAR_MIXERS:-$MIXERS}; do
