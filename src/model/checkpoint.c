@@ -251,10 +251,11 @@ static long tmp_pid(const char *name, const char *base) {
     size_t nb = strlen(base), ni = strlen(GDN2_TMP_INFIX);
     if (strncmp(name, base, nb) || strncmp(name + nb, GDN2_TMP_INFIX, ni)) return 0;
     const char *d = name + nb + ni;
-    if (!*d || strlen(d) > 18) return 0;
+    if (!*d || strlen(d) > 10) return 0;
     for (const char *c = d; *c; c++)
         if (*c < '0' || *c > '9') return 0;
-    return strtol(d, NULL, 10);
+    long long pid = strtoll(d, NULL, 10);
+    return pid > 0 && pid <= 2147483647 ? (long)pid : 0; /* a pid_t: never 0 or negative (kill() groups) */
 }
 
 int gdn2_checkpoint_clean_tmp(const char *path, FILE *log) {

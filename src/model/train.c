@@ -148,8 +148,8 @@ static int run_settings(const gdn2_train_opts *o, const char *data_id, run_setti
     int n = 0;
     char fb[32];
 #define SET(nm, fx, ...) (s[n].name = nm, s[n].fixed = fx, snprintf(s[n].val, sizeof s[n].val, __VA_ARGS__), n++)
-    SET("task", 0, "%s", o->task);
-    SET("model", 1, "%s", o->model);
+    SET("task", 0, "%s", o->task ? o->task : "text");
+    SET("model", 1, "%s", o->model ? o->model : "tiny");
     SET("layout", 1, "%s", o->layout ? o->layout : "(config default)");
     SET("gdn-heads", 1, "%lld", (long long)o->gdn_heads);
     SET("gdn-head-dim", 1, "%lld", (long long)o->gdn_head_dim);
@@ -164,7 +164,7 @@ static int run_settings(const gdn2_train_opts *o, const char *data_id, run_setti
     SET("wd", 0, "%s", (fmt_float(fb, sizeof fb, o->weight_decay), fb));
     SET("clip", 0, "%s", (fmt_float(fb, sizeof fb, o->clip), fb));
     SET("exempt-no-decay", 0, "%d", o->exempt_no_decay);
-    if (!strcmp(o->task, "mqar")) {
+    if (o->task && !strcmp(o->task, "mqar")) {
         SET("mqar-vocab", 0, "%d", o->mqar_vocab);
         SET("mqar-pairs", 0, "%d", o->mqar_pairs);
         SET("mqar-no-fill", 0, "%d", o->mqar_no_fill);
@@ -265,8 +265,9 @@ static int check_resume(const char *ck, const char *record, const run_setting *c
             continue;
         }
         if (len < sizeof msg)
-            len += (size_t)snprintf(msg + len, sizeof msg - len, "%s%s: saved %s, now %s", bad ? "; " : "",
-                                    cur[k].name, sv, cur[k].val);
+            len += (size_t)snprintf(msg + len, sizeof msg - len, "%s%s: saved %s, now %s%s", bad ? "; " : "",
+                                    cur[k].name, sv, cur[k].val,
+                                    cur[k].fixed ? " (architecture: only the saved value can resume)" : "");
         bad++;
     }
     cJSON_Delete(r);
