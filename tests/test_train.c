@@ -426,6 +426,15 @@ int main(void) {
     CHECK(st != 0 && strstr(gdn2_last_error(), "adamw.m"), "optimizer state of another size rejected: %s",
           gdn2_last_error());
     gdn2_adamw_free(&ad);
+    /* a model file without a run record (plain gdn2_model_save: e.g. from quantize, or an older gdn2)
+     * cannot be checked against its optimizer file: refused */
+    gdn2_model *mr = NULL;
+    int rst = gdn2_model_load(ck2, &mr);
+    if (!rst) rst = gdn2_model_save(mr, ck2);
+    gdn2_model_free(mr);
+    st = rst ? rst : gdn2_train(&o, &r, NULL);
+    CHECK(!rst && st == GDN2_ERR_FORMAT && strstr(gdn2_last_error(), "no run record"),
+          "resume from a model file without a run record refused: %s", gdn2_last_error());
     /* a missing checkpoint is a clean error */
     o.out = "/nonexistent/x.safetensors";
     st = gdn2_train(&o, &r, NULL);
