@@ -64,6 +64,11 @@ int gdn2_st_get_i64(const gdn2_st *st, const char *name, int required, int ndim,
 int gdn2_st_write(const char *path, const gdn2_tensor *tensors, int n_tensors,
                   const char *const *meta_keys, const char *const *meta_values, int n_meta);
 
+/* The atomic writers' temporary name is PATH GDN2_TMP_INFIX <pid in decimal> ("<path>.tmp.<pid>");
+ * a writer killed before its rename leaves that file behind (gdn2_checkpoint_clean_tmp removes
+ * those of a checkpoint). */
+#define GDN2_TMP_INFIX ".tmp."
+
 /* Write any file atomically: data to "<path>.tmp.<pid>", fsync, rename. */
 int gdn2_write_file_atomic(const char *path, const void *data, size_t len);
 

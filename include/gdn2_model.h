@@ -166,12 +166,29 @@ float gdn2_lr_at(int64_t step, int64_t warmup, int64_t max_steps, float lr, floa
 int gdn2_adamw_save(const gdn2_adamw *o, const char *path, const char *train_json);
 int gdn2_adamw_load(gdn2_adamw *o, const char *path, char **train_json /* malloc'ed, may be NULL */);
 
+/* ---- training checkpoints: the pair PATH (model) + PATH.optim (optimizer) ----------------- */
+/* Both files carry the same run record in metadata "train": a JSON object with at least "run_id"
+ * (string, fixed for the whole run across resumes) and "step" (optimizer steps done); gdn2_train adds
+ * the run's settings (docs/FORMATS.md). Save writes PATH then PATH.optim, each atomically. */
+int gdn2_checkpoint_save(const gdn2_model *m, const gdn2_adamw *o, const char *path, const char *train_json);
+/* Load the pair and check it is one commit: same run id and step in both files (and the optimizer's
+ * "step"); otherwise GDN2_ERR_FORMAT with a message naming both files and both steps. A model file
+ * without a run record is refused too. On success *m, *o (initialised with cfg ac) and *train_json
+ * (malloc'ed: the run record) are set; the caller frees them. */
+int gdn2_checkpoint_load(const char *path, const gdn2_adamw_cfg *ac, gdn2_model **m, gdn2_adamw *o,
+                         char **train_json);
+/* Remove the temporary files "PATH.tmp.<pid>" and "PATH.optim.tmp.<pid>" (GDN2_TMP_INFIX) that a
+ * killed writer left in PATH's folder — regular files with exactly those names and a writer that is
+ * no longer running; nothing else is touched. One line per file to log (may be NULL). Returns the
+ * number removed. */
+int gdn2_checkpoint_clean_tmp(const char *path, FILE *log);
+
 /* ---- training ----------------------------------------------------------------------------- */
 typedef struct {
     const char *model;      /* named config (default "tiny")                                         */
     const char *layout;     /* NULL: the config's                                                     */
     const char *task;       /* "text" (default) or "mqar"                                             */
-    const char *data;       /* text file (default ../shared/data/tinyshakespeare.txt)                */
+    const char *data;       /* text file (default data/tinyshakespeare.txt)                           */
     int64_t batch, seq_len, steps, accum, warmup;
     int64_t stop_at;        /* stop (and save) after this many steps while the schedule still runs to
                              * `steps` (0 = run to the end): for the resume test                     */
@@ -181,7 +198,11 @@ typedef struct {
     uint64_t seed;
     int log_every, eval_every, eval_batches, save_every;
     const char *out;        /* checkpoint path (optimizer state goes to <out>.optim), or NULL        */
-    int resume;             /* continue from <out> and <out>.optim                                    */
+    int resume;             /* continue from <out> and <out>.optim: the saved run settings must match
+                             * these options (else GDN2_ERR_ARG naming the setting) ...               */
+    const char *allow_change; /* ... except those in this comma list of setting names (NULL = none):
+                             * task steps seed lr min-lr warmup batch seq-len accum wd clip
+                             * exempt-no-decay data mqar-vocab mqar-pairs mqar-no-fill                */
     int n_threads;
     int mqar_vocab, mqar_pairs; /* task mqar: vocab (256) and key-value pairs (4); seq_len is T     */
     int mqar_no_fill;       /* mqar: unused query slots stay 0 (Zoology Fig. 2); default random fillers */

@@ -41,11 +41,20 @@ static void train_usage(FILE *f) {
             "  --time-limit S      stop after S seconds\n"
             "  -o, --out PATH      checkpoint (safetensors, official names); optimizer state in PATH.optim\n"
             "  --save-every N      also checkpoint every N steps\n"
-            "  --resume            continue bit-exactly from --out and --out.optim\n"
+            "  --resume            continue bit-exactly from --out and --out.optim: run the same command\n"
+            "                      again with --resume. Refused (exit 2) when the two files are not one\n"
+            "                      save (same run id and step: a save killed between its two renames), or\n"
+            "                      when a run setting differs from the saved run (task, model, layout,\n"
+            "                      steps, seed, lr, min-lr, warmup, batch, seq-len, accum, wd, clip,\n"
+            "                      exempt-no-decay, mqar-*, gdn-head*, and the --data file's size + hash)\n"
+            "  --allow-change LIST with --resume: settings that may differ from the saved run, e.g.\n"
+            "                      steps,lr (not model, layout, gdn-heads, gdn-head-dim: the checkpoint's)\n"
             "  --stop-at N         stop after step N (the schedule still runs to --steps)\n"
             "  --threads N         CPU threads (0 = OpenMP default)\n"
             "  --quiet             no progress lines\n"
             "Prints a progress line (step, loss, lr, tokens/s, ETA) and a final JSON summary line.\n"
+            "Temporary files PATH.tmp.<pid> / PATH.optim.tmp.<pid> left by a killed run are removed at the\n"
+            "next start, with a note.\n"
             "Exit status: 0 ok, 2 bad usage or input, 1 runtime failure.\n",
             gdn2_model_config_names());
 }
@@ -71,7 +80,7 @@ int cmd_train(int argc, char **argv) {
         ARG_I("--eval-every", eval_every) ARG_I("--eval-batches", eval_batches) ARG_I("--eval-samples", eval_samples)
         ARG_I("--mqar-vocab", mqar_vocab) ARG_I("--mqar-pairs", mqar_pairs) ARG_F("--target-acc", target_acc)
         ARG_I("--save-every", save_every) ARG_I("--stop-at", stop_at) ARG_I("--threads", n_threads)
-        ARG_S("-o", out) ARG_S("--out", out)
+        ARG_S("-o", out) ARG_S("--out", out) ARG_S("--allow-change", allow_change)
         else if (!strcmp(a, "--time-limit") && more) o.time_limit_s = atof(argv[++i]);
         ARG_I("--gdn-heads", gdn_heads) ARG_I("--gdn-head-dim", gdn_head_dim)
         else if (!strcmp(a, "--exempt-no-decay")) o.exempt_no_decay = 1;

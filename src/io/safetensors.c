@@ -482,7 +482,7 @@ typedef struct {
 static int af_open(atomic_file *af, const char *path) {
     af->path = path;
     af->fd = -1;
-    if ((size_t)snprintf(af->tmp, sizeof af->tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof af->tmp)
+    if ((size_t)snprintf(af->tmp, sizeof af->tmp, "%s" GDN2_TMP_INFIX "%ld", path, (long)getpid()) >= sizeof af->tmp)
         return gdn2_error(GDN2_ERR_IO, "%s: path too long", path);
     af->fd = open(af->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (af->fd < 0) return gdn2_error(GDN2_ERR_IO, "%s: cannot create temporary file %s: %s", path, af->tmp, strerror(errno));

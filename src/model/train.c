@@ -1,6 +1,10 @@
 /* The training loop behind `gdn2 train` and `gdn2 demo`: AdamW, warmup + cosine, clipping,
  * gradient accumulation, periodic eval, atomic checkpoints and bit-exact resume.
  *
+ * Checkpoints (gdn2_checkpoint_save/load): both files carry the run record {run id, step, the run's
+ * settings}. The run id is drawn at a run's first start and kept across resumes; --resume refuses a
+ * torn pair and any setting that differs from the saved run, unless opts.allow_change names it.
+ *
  * Determinism: every batch is a pure function of (seed, step, micro-step), the optimizer state is
  * saved in fp32, and all reductions run in a fixed order for a fixed thread count, so "N steps" and
  * "k steps, save, resume, N-k steps" produce identical losses (tests/test_train.c). */
@@ -9,7 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "data/rng.h"
 #include "gdn2_data.h"
 #include "gdn2_text.h"
 #include "model_internal.h"
@@ -113,15 +120,180 @@ static void fmt_time(double s, char *buf, size_t n) {
     else snprintf(buf, n, "%lldm%02llds", (long long)(t / 60), (long long)(t % 60));
 }
 
-static int save_all(const gdn2_model *m, const gdn2_adamw *opt, const gdn2_train_opts *o) {
+/* ---- the run record: run id, step and settings, in both checkpoint files ------------------ */
+
+/* One run setting as recorded and compared by --resume: its name (the CLI option without the
+ * dashes, as --allow-change takes it) and its value as text (floats: fmt_float, so equal text
+ * = equal float). fixed: the model's architecture, which a resume takes from the checkpoint, so no flag can
+ * change it. A setting absent from a saved record (e.g. mqar-pairs of a text run) is not compared. */
+typedef struct {
+    const char *name;
+    char val[96];
+    int fixed;
+} run_setting;
+enum { MAX_SETTINGS = 24 };
+
+/* shortest decimal that reads back as the same float (so equal text <=> equal float, and 3e-3 prints
+ * as 0.003 rather than 0.00300000003) */
+static void fmt_float(char *buf, size_t n, float x) {
+    for (int p = 1; p <= 9; p++) {
+        snprintf(buf, n, "%.*g", p, x);
+        if (strtof(buf, NULL) == x) return;
+    }
+}
+
+/* the settings of opts (as given: warmup -1 = 5% of steps, min-lr -1 = lr/10); data_id: the text
+ * file's size and content hash (task text) */
+static int run_settings(const gdn2_train_opts *o, const char *data_id, run_setting *s) {
+    int n = 0;
+    char fb[32];
+#define SET(nm, fx, ...) (s[n].name = nm, s[n].fixed = fx, snprintf(s[n].val, sizeof s[n].val, __VA_ARGS__), n++)
+    SET("task", 0, "%s", o->task ? o->task : "text");
+    SET("model", 1, "%s", o->model ? o->model : "tiny");
+    SET("layout", 1, "%s", o->layout ? o->layout : "(config default)");
+    SET("gdn-heads", 1, "%lld", (long long)o->gdn_heads);
+    SET("gdn-head-dim", 1, "%lld", (long long)o->gdn_head_dim);
+    SET("steps", 0, "%lld", (long long)o->steps);
+    SET("seed", 0, "%llu", (unsigned long long)o->seed);
+    SET("lr", 0, "%s", (fmt_float(fb, sizeof fb, o->lr), fb));
+    SET("min-lr", 0, "%s", (fmt_float(fb, sizeof fb, o->min_lr), fb));
+    SET("warmup", 0, "%lld", (long long)o->warmup);
+    SET("batch", 0, "%lld", (long long)o->batch);
+    SET("seq-len", 0, "%lld", (long long)o->seq_len);
+    SET("accum", 0, "%lld", (long long)(o->accum < 1 ? 1 : o->accum));
+    SET("wd", 0, "%s", (fmt_float(fb, sizeof fb, o->weight_decay), fb));
+    SET("clip", 0, "%s", (fmt_float(fb, sizeof fb, o->clip), fb));
+    SET("exempt-no-decay", 0, "%d", o->exempt_no_decay);
+    if (o->task && !strcmp(o->task, "mqar")) {
+        SET("mqar-vocab", 0, "%d", o->mqar_vocab);
+        SET("mqar-pairs", 0, "%d", o->mqar_pairs);
+        SET("mqar-no-fill", 0, "%d", o->mqar_no_fill);
+    } else {
+        SET("data", 0, "%s", data_id);
+    }
+#undef SET
+    return n;
+}
+
+/* the names --allow-change accepts, and those it refuses (the architecture) */
+static const char *const changeable[] = {"task", "steps", "seed", "lr", "min-lr", "warmup", "batch", "seq-len",
+                                         "accum", "wd", "clip", "exempt-no-decay", "data", "mqar-vocab",
+                                         "mqar-pairs", "mqar-no-fill", NULL};
+static const char *const fixed_settings[] = {"model", "layout", "gdn-heads", "gdn-head-dim", NULL};
+static int in_list(const char *const *l, const char *name) {
+    for (; *l; l++)
+        if (!strcmp(*l, name)) return 1;
+    return 0;
+}
+
+/* the run record as JSON (malloc'ed): {"run_id":"<16 hex>","step":N,"settings":{...},"data_path":...} */
+static char *run_record(uint64_t run_id, int64_t step, const run_setting *s, int n, const char *data_path) {
+    char id[24], stp[24];
+    snprintf(id, sizeof id, "%016llx", (unsigned long long)run_id);
+    snprintf(stp, sizeof stp, "%lld", (long long)step);
+    cJSON *r = cJSON_CreateObject(), *set = cJSON_CreateObject();
+    char *out = NULL;
+    int ok = r && set && cJSON_AddStringToObject(r, "run_id", id) && cJSON_AddRawToObject(r, "step", stp);
+    for (int i = 0; i < n && ok; i++) ok = cJSON_AddStringToObject(set, s[i].name, s[i].val) != NULL;
+    if (ok && cJSON_AddItemToObject(r, "settings", set)) set = NULL;
+    else ok = 0;
+    if (ok && data_path) ok = cJSON_AddStringToObject(r, "data_path", data_path) != NULL;
+    if (ok) out = cJSON_PrintUnformatted(r);
+    cJSON_Delete(set);
+    cJSON_Delete(r);
+    return out;
+}
+
+/* a fresh run id: 64 random bits (/dev/urandom; else clock, pid and an address, mixed) */
+static uint64_t new_run_id(void) {
+    uint64_t id = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f) {
+        if (fread(&id, sizeof id, 1, f) != 1) id = 0;
+        fclose(f);
+    }
+    if (!id) id = mix((uint64_t)time(NULL) ^ mix((uint64_t)(gdn2_now() * 1e9)) ^ ((uint64_t)getpid() << 32) ^
+                      (uint64_t)(uintptr_t)&id);
+    return id ? id : 1;
+}
+
+/* --resume: the saved record's run id, and its settings against the current ones. A difference is
+ * refused (GDN2_ERR_ARG naming each setting with the saved and the new value) unless `allow` (comma
+ * list) names it; an allowed one is reported on log. */
+static int check_resume(const char *ck, const char *record, const run_setting *cur, int n, const char *allow,
+                        FILE *log, uint64_t *run_id) {
+    /* every name in the list must be a changeable setting */
+    char al[512] = ",", names[600] = "";
+    if (allow && (size_t)snprintf(al, sizeof al, ",%s,", allow) >= sizeof al)
+        return gdn2_error(GDN2_ERR_ARG, "train: --allow-change list too long");
+    for (const char *p = al + 1; *p; p = strchr(p, ',') + 1) {
+        char t[64];
+        size_t len = strcspn(p, ",");
+        if (!len) continue;
+        snprintf(t, sizeof t, "%.*s", (int)(len < sizeof t ? len : sizeof t - 1), p);
+        if (in_list(fixed_settings, t))
+            return gdn2_error(GDN2_ERR_ARG,
+                              "train: --allow-change %s: the model's architecture comes from the checkpoint and "
+                              "cannot change on --resume",
+                              t);
+        if (!in_list(changeable, t)) {
+            for (int k = 0; changeable[k]; k++)
+                snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", k ? ", " : "", changeable[k]);
+            return gdn2_error(GDN2_ERR_ARG, "train: --allow-change: unknown setting '%s' (one of: %s)", t, names);
+        }
+    }
+    cJSON *r = cJSON_Parse(record);
+    const cJSON *set = r ? cJSON_GetObjectItemCaseSensitive(r, "settings") : NULL;
+    const cJSON *id = r ? cJSON_GetObjectItemCaseSensitive(r, "run_id") : NULL;
+    if (!cJSON_IsObject(set) || !cJSON_IsString(id)) {
+        cJSON_Delete(r);
+        return gdn2_error(GDN2_ERR_FORMAT, "%s: the run record (metadata 'train') has no settings or run id", ck);
+    }
+    *run_id = strtoull(id->valuestring, NULL, 16);
+    char msg[900] = "";
+    size_t len = 0;
+    int bad = 0;
+    for (int k = 0; k < n; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(set, cur[k].name);
+        if (!v) continue; /* not a setting of the saved run */
+        const char *sv = cJSON_IsString(v) ? v->valuestring : "(not text)";
+        if (!strcmp(sv, cur[k].val)) continue;
+        char key[40];
+        snprintf(key, sizeof key, ",%s,", cur[k].name);
+        if (strstr(al, key)) {
+            if (log) fprintf(log, "resume: %s changes from %s to %s (--allow-change)\n", cur[k].name, sv, cur[k].val);
+            continue;
+        }
+        if (len < sizeof msg)
+            len += (size_t)snprintf(msg + len, sizeof msg - len, "%s%s: saved %s, now %s%s", bad ? "; " : "",
+                                    cur[k].name, sv, cur[k].val,
+                                    cur[k].fixed ? " (architecture: only the saved value can resume)" : "");
+        bad++;
+    }
+    cJSON_Delete(r);
+    if (bad)
+        return gdn2_error(GDN2_ERR_ARG,
+                          "train: --resume %s: %d setting%s differ%s from the saved run (%s); rerun with the saved "
+                          "value%s, or name %s in --allow-change to continue with the new one%s",
+                          ck, bad, bad > 1 ? "s" : "", bad > 1 ? "" : "s", msg, bad > 1 ? "s" : "",
+                          bad > 1 ? "them" : "it", bad > 1 ? "s" : "");
+    return GDN2_OK;
+}
+
+typedef struct {
+    uint64_t run_id;
+    run_setting set[MAX_SETTINGS];
+    int n_set;
+    const char *data_path;
+} run_info;
+
+static int save_all(const gdn2_model *m, const gdn2_adamw *opt, const gdn2_train_opts *o, const run_info *ri) {
     if (!o->out) return GDN2_OK;
-    char path[4096], tj[256];
-    int st = gdn2_model_save(m, o->out);
-    if (st) return st;
-    snprintf(path, sizeof path, "%s.optim", o->out);
-    snprintf(tj, sizeof tj, "{\"step\":%lld,\"seed\":%llu,\"steps\":%lld,\"task\":\"%s\"}", (long long)opt->step,
-             (unsigned long long)o->seed, (long long)o->steps, o->task);
-    return gdn2_adamw_save(opt, path, tj);
+    char *rec = run_record(ri->run_id, opt->step, ri->set, ri->n_set, ri->data_path);
+    if (!rec) return gdn2_error(GDN2_ERR_NOMEM, "%s: out of memory writing the checkpoint", o->out);
+    int st = gdn2_checkpoint_save(m, opt, o->out, rec);
+    free(rec);
+    return st;
 }
 
 int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **model_out) {
@@ -149,11 +321,29 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
         if ((st = gdn2_mqar_check(&ds.mq))) return st;
         vocab = o.mqar_vocab;
     } else if (!strcmp(o.task, "text")) {
-        const char *path = o.data ? o.data : "../shared/data/tinyshakespeare.txt";
+        const char *path = o.data ? o.data : "data/tinyshakespeare.txt";
         if ((st = gdn2_text_load(path, 0.1, &ds.text))) return st;
     } else {
         return gdn2_error(GDN2_ERR_ARG, "train: unknown task '%s' (text or mqar)", o.task);
     }
+    if (o.allow_change && !o.resume) {
+        if (!ds.is_mqar) gdn2_text_free(&ds.text);
+        return gdn2_error(GDN2_ERR_ARG, "train: --allow-change applies only with --resume");
+    }
+    /* the run's settings as given (oin: warmup and min-lr before their defaults are filled in) */
+    run_info ri;
+    memset(&ri, 0, sizeof ri);
+    {
+        char data_id[64] = "";
+        if (!ds.is_mqar) {
+            ri.data_path = o.data ? o.data : "data/tinyshakespeare.txt";
+            snprintf(data_id, sizeof data_id, "%lld bytes, fnv1a64+mix64 %016llx", (long long)ds.text.n,
+                     (unsigned long long)gdn2_hash_bytes(ds.text.data, (size_t)ds.text.n));
+        }
+        ri.n_set = run_settings(oin, data_id, ri.set);
+    }
+    /* temp files of a writer killed before its rename (a crash or a full disk mid-save) */
+    if (o.out) gdn2_checkpoint_clean_tmp(o.out, log);
 
     gdn2_model *m = NULL;
     gdn2_adamw opt;
@@ -166,12 +356,13 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
             st = gdn2_error(GDN2_ERR_ARG, "train: --resume needs the checkpoint path (--out)");
             goto done;
         }
-        if ((st = gdn2_model_load(o.out, &m))) goto done;
-        if ((st = gdn2_adamw_init(&opt, &ac, m->n_params))) goto done;
-        char path[4096];
-        snprintf(path, sizeof path, "%s.optim", o.out);
-        if ((st = gdn2_adamw_load(&opt, path, NULL))) goto done;
+        char *rec = NULL;
+        if ((st = gdn2_checkpoint_load(o.out, &ac, &m, &opt, &rec))) goto done;
+        st = check_resume(o.out, rec, ri.set, ri.n_set, o.allow_change, log, &ri.run_id);
+        free(rec);
+        if (st) goto done;
     } else {
+        ri.run_id = new_run_id();
         gdn2_model_cfg c;
         if ((st = gdn2_model_config(o.model, &c))) goto done;
         if (o.layout && (st = gdn2_model_set_layout(&c, o.layout))) goto done;
@@ -256,7 +447,7 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
                 fflush(log);
                 tlast = now, tok_last = tok_done;
             }
-            if (o.out && o.save_every > 0 && opt.step % o.save_every == 0 && !last) st = save_all(m, &opt, &o);
+            if (o.out && o.save_every > 0 && opt.step % o.save_every == 0 && !last) st = save_all(m, &opt, &o, &ri);
             if (do_eval && ds.is_mqar && o.target_acc > 0 && va >= o.target_acc) break;
             if (o.time_limit_s > 0 && gdn2_now() - t0 > o.time_limit_s) {
                 if (!do_eval && !(st = evaluate(m, &ds, &o, &vl, &va))) r.val_loss = vl, r.val_acc = va;
@@ -268,7 +459,7 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
         r.wall_s = gdn2_now() - t0;
         r.tokens_per_s = r.wall_s > 0 ? (double)tok_done / r.wall_s : 0;
         (void)step0;
-        if (!st) st = save_all(m, &opt, &o);
+        if (!st) st = save_all(m, &opt, &o, &ri);
     }
 done:
     if (!st && !o.quiet)
