@@ -102,21 +102,20 @@ static int parse_config(const gdn2_st *st, const char *path, gdn2_layer_cfg *c) 
 
 int cmd_layer(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
-    int threads = 0, kernel = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { layer_usage(stdout); return 0; }
-        if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--out")) && i + 1 < argc) out = argv[++i];
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--kernel") && i + 1 < argc) {
-            const char *k = argv[++i];
-            if (!strcmp(k, "chunk")) kernel = 0;
-            else if (!strcmp(k, "reference")) kernel = 1;
-            else { fprintf(stderr, "gdn2 layer: --kernel must be chunk or reference, got '%s'\n", k); return 2; }
-        } else if (argv[i][0] == '-') { fprintf(stderr, "gdn2 layer: unknown option '%s'\n", argv[i]); layer_usage(stderr); return 2; }
-        else if (!in) in = argv[i];
-        else { fprintf(stderr, "gdn2 layer: unexpected argument '%s'\n", argv[i]); return 2; }
+    int threads = 0, kernel = 0, npos = 0;
+    const cli_opt opts[] = {
+        CLI_OPT_STR("--out", "-o", &out),
+        CLI_OPT_CHOICE("--kernel", &kernel, "chunk|reference"),
+        CLI_OPT_INT("--threads", &threads, 0, cli_max_threads()),
+    };
+    int rc = cli_parse("layer", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), &in, 1, &npos, layer_usage);
+    if (rc) return rc < 0 ? 0 : rc;
+    if (!in || !out) {
+        fprintf(stderr, "gdn2 layer: %s\n", !in ? "missing input file IN.safetensors" : "missing -o OUT.safetensors");
+        layer_usage(stderr);
+        return 2;
     }
-    if (!in || !out) { layer_usage(stderr); return 2; }
+    if ((rc = cli_check_in("layer", "input", in)) || (rc = cli_check_out("layer", "--out", out))) return rc;
 
     gdn2_st st;
     if (gdn2_st_read(in, &st)) { fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error()); return 2; }
