@@ -61,8 +61,9 @@ static int text_loss(gdn2_model *m, const gdn2_text *t, int64_t T, int64_t max_b
     if (max_bytes > 0 && nv > max_bytes) nv = max_bytes;
     if (nv < 2) return gdn2_error(GDN2_ERR_ARG, "validation split has %lld bytes (need >= 2)", (long long)nv);
     const int64_t npred = nv - 1, nfull = npred / T, rem = npred % T, BMAX = 16;
-    int32_t *tok = gdn2_malloc(sizeof(int32_t) * (size_t)(BMAX * T), "tokens");
-    int32_t *tgt = gdn2_malloc(sizeof(int32_t) * (size_t)(BMAX * T), "targets");
+    const int64_t W = T < npred ? T : npred; /* a window longer than the split is the split */
+    int32_t *tok = gdn2_malloc(sizeof(int32_t) * (size_t)(BMAX * W), "tokens");
+    int32_t *tgt = gdn2_malloc(sizeof(int32_t) * (size_t)(BMAX * W), "targets");
     if (!tok || !tgt) {
         free(tok), free(tgt);
         return GDN2_ERR_NOMEM;
@@ -215,9 +216,9 @@ int cmd_quant(int argc, char **argv) {
         fprintf(stderr, "gdn2 quantize: %s\n", gdn2_last_error());
         return cli_exit_code(st);
     }
-    /* memory, before the text loads: text: the forward over 16 windows of --seq-len bytes (no more
-     * than the validation split, a tenth of the file), the text itself and the windows' ids; mqar:
-     * one forward of T tokens and its logits */
+    /* memory, before the text loads: text: the forward over 16 windows of --seq-len bytes (a window
+     * is at most the validation split, a tenth of the file), the text itself and the windows' ids;
+     * mqar: one forward of T tokens and its logits */
     {
         double tokens = (double)seq_len * (is_mqar ? 1 : 16), fixed = 0;
         struct stat sb;
