@@ -118,7 +118,8 @@ int cmd_layer(int argc, char **argv) {
     if ((rc = cli_check_in("layer", "input", in)) || (rc = cli_check_out("layer", "--out", out))) return rc;
 
     gdn2_st st;
-    if (gdn2_st_read(in, &st)) { fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error()); return 2; }
+    int rd = gdn2_st_read(in, &st);
+    if (rd) { fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error()); return cli_exit_code(rd); }
     int ret = 2;
     gdn2_layer_cfg c;
     gdn2_param_info *pi = NULL;
@@ -152,6 +153,13 @@ int cmd_layer(int argc, char **argv) {
     memcpy(rs, xs, sizeof rs);
     if (gdn2_st_get_f32(&st, "r", 0, 3, rs, &r)) { fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error()); goto done; }
     const int64_t B = xs[0], T = xs[1], D = c.hidden;
+    /* x came from the file, so B*T*D is bounded by its size; the saved activations and gradients
+     * are a multiple of it: estimated before they are allocated */
+    {
+        double need = 4.0 * ((double)npar * (r ? 2 : 1) + (double)B * T * D * (r ? 2 : 1) +
+                             (r ? (double)gdn2_layer_act_size(&c, B, T) : 0.0));
+        if ((ret = cli_check_mem("layer", "the input's x", need))) goto done;
+    }
 
     ret = 1;
     gdn2_layer_set_kernel(kernel);

@@ -78,7 +78,7 @@ int cmd_task(int argc, char **argv) {
     double depth = 0;
     const char *hay = NULL, *adjs = DEFAULT_ADJS, *nouns = DEFAULT_NOUNS;
     const cli_opt opts[] = {
-        {.name = "--len", .kind = CLI_I64, .dst = &len, .ilo = 1, .ihi = 1 << 28},
+        CLI_OPT_I64("--len", &len, 1, 1 << 28),
         CLI_OPT_U64("--seed", &seed, 0, CLI_SEED_MAX),
         CLI_OPT_INT("--max-new", &max_new, 1, 1 << 20),
         CLI_OPT_INT("--vocab", &vocab, 4, 1 << 24),
