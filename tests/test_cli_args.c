@@ -232,6 +232,14 @@ static void test_files_cmds(const char *nodir) {
     EXPECT(2, "--impl", "fast", "op %s -o %s --impl=fast", op, out);
     EXPECT(2, "--device", "gpu", "op %s -o %s --device gpu", op, out);
     EXPECT(1, "not a regular file", g_dir, "op %s -o %s", op, g_dir);
+    /* an output that exists and is not a regular file (a FIFO here, /dev/full in the wild) is never
+     * replaced: the write cannot succeed, exit 1 */
+    const char *fifo = path_in("fifo");
+    CHECK(!mkfifo(fifo, 0644), "mkfifo %s", fifo);
+    EXPECT(1, "not a regular file", fifo, "op %s -o %s", op, fifo);
+    EXPECT(1, "not a regular file", fifo, "train --task mqar --batch 2 --seq-len 16 --mqar-pairs 2 --steps 1 --quiet -o %s", fifo);
+    struct stat sb;
+    CHECK(!stat(fifo, &sb) && S_ISFIFO(sb.st_mode), "the FIFO is still a FIFO");
     EXPECT(0, "impl=reference", NULL, "op %s -o %s --impl=reference --threads=1", op, out);
 }
 

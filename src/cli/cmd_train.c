@@ -52,7 +52,7 @@ static void train_usage(FILE *f) {
             gdn2_model_config_names());
 }
 
-/* --seq-len and --batch are bounded by the memory check below, not by their ranges */
+/* --seq-len is bounded by the memory check (cli_train_preflight), not by its range */
 #define TRAIN_LEN_MAX (1LL << 53)
 
 int cmd_train(int argc, char **argv) {
