@@ -1,9 +1,11 @@
 /* gdn2 demo — the README's first command: train the `tiny` GDN-2 model on MQAR on the CPU and print
  * its test accuracy; with --shakespeare also train the `small` model on Tiny Shakespeare (bytes)
  * and print a few greedy generations. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "commands.h"
 #include "gdn2.h"
@@ -34,28 +36,29 @@ static void demo_usage(FILE *f) {
 
 int cmd_demo(int argc, char **argv) {
     int shakespeare = 0, threads = 1;
-    long long steps = 1000, sh_steps = 500, seed = 3407;
+    int64_t steps = 1000, sh_steps = 500;
+    uint64_t seed = 3407;
     double tlim = 0;
     const char *layout = NULL, *data = NULL, *outdir = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int more = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            demo_usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--shakespeare")) shakespeare = 1;
-        else if (!strcmp(a, "--layout") && more) layout = argv[++i];
-        else if (!strcmp(a, "--steps") && more) steps = atoll(argv[++i]);
-        else if (!strcmp(a, "--sh-steps") && more) sh_steps = atoll(argv[++i]);
-        else if (!strcmp(a, "--time-limit") && more) tlim = atof(argv[++i]);
-        else if (!strcmp(a, "--data") && more) data = argv[++i];
-        else if (!strcmp(a, "--out") && more) outdir = argv[++i];
-        else if (!strcmp(a, "--threads") && more) threads = atoi(argv[++i]);
-        else if (!strcmp(a, "--seed") && more) seed = atoll(argv[++i]);
-        else {
-            fprintf(stderr, "gdn2 demo: unknown or incomplete option '%s'\n", a);
-            demo_usage(stderr);
-            return 2;
+    const cli_opt opts[] = {
+        CLI_OPT_FLAG("--shakespeare", &shakespeare),
+        CLI_OPT_STR("--layout", NULL, &layout),
+        CLI_OPT_I64("--steps", &steps, 1, CLI_STEPS_MAX),
+        CLI_OPT_I64("--sh-steps", &sh_steps, 1, CLI_STEPS_MAX),
+        CLI_OPT_F64("--time-limit", &tlim, 0, INFINITY, 0),
+        CLI_OPT_STR("--data", NULL, &data),
+        CLI_OPT_STR("--out", NULL, &outdir),
+        CLI_OPT_INT("--threads", &threads, 0, cli_max_threads()),
+        CLI_OPT_U64("--seed", &seed, 0, CLI_SEED_MAX),
+    };
+    int rc = cli_parse("demo", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL, demo_usage);
+    if (rc) return rc < 0 ? 0 : rc;
+    if (shakespeare && data && (rc = cli_check_in("demo", "--data", data))) return rc;
+    if (outdir) {
+        struct stat sb;
+        if (stat(outdir, &sb) || !S_ISDIR(sb.st_mode)) {
+            fprintf(stderr, "gdn2 demo: --out: cannot write into '%s': not an existing directory\n", outdir);
+            return 1;
         }
     }
     char path[4096];
@@ -76,11 +79,13 @@ int cmd_demo(int argc, char **argv) {
     }
     printf("== gdn2 demo 1/%d: MQAR (vocab 256, T=64, 4 key-value pairs), model tiny, layout %s\n",
            shakespeare ? 2 : 1, layout ? layout : "gdn2");
+    if ((rc = cli_train_preflight("demo", &o))) return rc;
     gdn2_train_result r;
+    memset(&r, 0, sizeof r);
     int st = gdn2_train(&o, &r, NULL);
     if (st) {
         fprintf(stderr, "gdn2 demo: %s\n", gdn2_last_error());
-        return 1;
+        return cli_train_exit_code(st, &r);
     }
     printf("MQAR test accuracy %.4f after %lld steps in %.1f s (%.0f tokens/s, %zu parameters)%s\n", r.val_acc,
            (long long)r.steps, r.wall_s, r.tokens_per_s, r.n_params,
@@ -103,11 +108,13 @@ int cmd_demo(int argc, char **argv) {
     } else
         o.out = NULL;
     printf("\n== gdn2 demo 2/2: Tiny Shakespeare (bytes), model small, layout %s\n", layout ? layout : "gdn2");
+    if ((rc = cli_train_preflight("demo", &o))) return rc;
     gdn2_model *m = NULL;
+    memset(&r, 0, sizeof r);
     st = gdn2_train(&o, &r, &m);
     if (st) {
         fprintf(stderr, "gdn2 demo: %s\n", gdn2_last_error());
-        return 1;
+        return cli_train_exit_code(st, &r);
     }
     printf("Tiny Shakespeare validation loss %.4f nats/char after %lld steps in %.1f s (%.0f tokens/s)\n", r.val_loss,
            (long long)r.steps, r.wall_s, r.tokens_per_s);

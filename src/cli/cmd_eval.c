@@ -4,6 +4,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,35 +141,32 @@ static int mkdir_p1(const char *dir) {
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *out_dir = "eval_out", *hay = NULL, *adjs = DEFAULT_ADJS, *nouns = DEFAULT_NOUNS;
     char *task_arg = NULL, *len_arg = NULL, *depth_arg = NULL;
-    long long samples = 100, seed = 0, max_new = 0, pairs = 0, vocab = 0, threads = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { eval_usage(stdout); return 0; }
-        if (!v) { fprintf(stderr, "gdn2 eval: option '%s' needs a value (or is unknown)\n", a); eval_usage(stderr); return 2; }
-        int ok = 1;
-        if (!strcmp(a, "--model")) model_path = v;
-        else if (!strcmp(a, "--task")) task_arg = argv[i + 1];
-        else if (!strcmp(a, "--lengths")) len_arg = argv[i + 1];
-        else if (!strcmp(a, "--depths")) depth_arg = argv[i + 1];
-        else if (!strcmp(a, "--out")) out_dir = v;
-        else if (!strcmp(a, "--haystack")) hay = v;
-        else if (!strcmp(a, "--adjs")) adjs = v;
-        else if (!strcmp(a, "--nouns")) nouns = v;
-        else if (!strcmp(a, "--samples")) ok = cli_parse_ll(v, 1, 1000000, &samples);
-        else if (!strcmp(a, "--seed")) ok = cli_parse_ll(v, 0, (long long)1 << 62, &seed);
-        else if (!strcmp(a, "--max-new")) ok = cli_parse_ll(v, 1, 1 << 20, &max_new);
-        else if (!strcmp(a, "--pairs")) ok = cli_parse_ll(v, 1, 1 << 24, &pairs);
-        else if (!strcmp(a, "--vocab")) ok = cli_parse_ll(v, 4, 1 << 24, &vocab);
-        else if (!strcmp(a, "--threads")) ok = cli_parse_ll(v, 1, 1024, &threads);
-        else { fprintf(stderr, "gdn2 eval: unknown option '%s'\n", a); eval_usage(stderr); return 2; }
-        if (!ok) { fprintf(stderr, "gdn2 eval: bad value '%s' for %s\n", v, a); return 2; }
-        i++;
-    }
+    int samples = 100, max_new = 0, pairs = 0, vocab = 0, threads = 1;
+    uint64_t seed = 0;
+    const cli_opt opts[] = {
+        CLI_OPT_STR("--model", NULL, &model_path),
+        CLI_OPT_STR("--task", NULL, &task_arg),
+        CLI_OPT_STR("--lengths", NULL, &len_arg),
+        CLI_OPT_STR("--depths", NULL, &depth_arg),
+        CLI_OPT_STR("--out", NULL, &out_dir),
+        CLI_OPT_STR("--haystack", NULL, &hay),
+        CLI_OPT_STR("--adjs", NULL, &adjs),
+        CLI_OPT_STR("--nouns", NULL, &nouns),
+        CLI_OPT_INT("--samples", &samples, 1, 1000000),
+        CLI_OPT_U64("--seed", &seed, 0, CLI_SEED_MAX),
+        CLI_OPT_INT("--max-new", &max_new, 1, 1 << 20),
+        CLI_OPT_INT("--pairs", &pairs, 1, 1 << 23),
+        CLI_OPT_INT("--vocab", &vocab, 4, 1 << 24),
+        CLI_OPT_INT("--threads", &threads, 0, cli_max_threads()),
+    };
+    int rc = cli_parse("eval", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL, eval_usage);
+    if (rc) return rc < 0 ? 0 : rc;
     if (!model_path || !task_arg || !len_arg) {
         fprintf(stderr, "gdn2 eval: --model, --task and --lengths are required\n");
         eval_usage(stderr);
         return 2;
     }
+    if ((rc = cli_check_in("eval", "--model", model_path))) return rc;
 
     /* tasks, lengths, depths */
     char *tnames[MAX_LIST], *lstr[MAX_LIST], *dstr[MAX_LIST];
@@ -186,9 +184,9 @@ int cmd_eval(int argc, char **argv) {
         any_text |= tasks[i]->kind == GDN2_TASK_KIND_TEXT;
         any_essay |= tasks[i]->kind == GDN2_TASK_KIND_TEXT && gdn2_niah_needs_essay(tasks[i]->id);
     }
-    for (int i = 0; i < nl; i++) {
+    for (int i = 0; i < nl; i++) { /* then the memory check once the model's size is known */
         long long v;
-        if (!cli_parse_ll(lstr[i], 1, 1 << 26, &v)) { fprintf(stderr, "gdn2 eval: bad length '%s'\n", lstr[i]); return 2; }
+        if (!cli_int("eval", "--lengths", lstr[i], 1, INT_MAX, &v)) return 2;
         lens[i] = (int)v;
     }
     int use_depth = 1;
@@ -196,14 +194,8 @@ int cmd_eval(int argc, char **argv) {
     else if (depth_arg) {
         nd = split_list(depth_arg, dstr, MAX_LIST);
         if (nd < 1) { fprintf(stderr, "gdn2 eval: empty or too long --depths list\n"); return 2; }
-        for (int i = 0; i < nd; i++) {
-            char *end;
-            depths[i] = strtod(dstr[i], &end);
-            if (!*dstr[i] || *end || !(depths[i] >= 0 && depths[i] <= 100)) {
-                fprintf(stderr, "gdn2 eval: depth '%s' must be a percentage in [0, 100] (or --depths random)\n", dstr[i]);
-                return 2;
-            }
-        }
+        for (int i = 0; i < nd; i++)
+            if (!cli_num("eval", "--depths", dstr[i], 0, 100, 0, &depths[i])) return 2; /* percent, or 'random' */
     } else
         for (int i = 0; i < nd; i++) depths[i] = 25.0 * i;
     if (any_essay && !hay) {
@@ -213,6 +205,9 @@ int cmd_eval(int argc, char **argv) {
     }
 
     /* resources before the (slower) checkpoint load, so bad paths fail fast */
+    if (any_text && ((rc = cli_check_in("eval", "--adjs", adjs)) || (rc = cli_check_in("eval", "--nouns", nouns))))
+        return rc;
+    if (any_essay && (rc = cli_check_in("eval", "--haystack", hay))) return rc;
     gdn2_ruler_res res;
     memset(&res, 0, sizeof res);
     if (any_text && gdn2_ruler_load(&res, adjs, nouns, any_essay ? hay : NULL)) {
@@ -221,12 +216,14 @@ int cmd_eval(int argc, char **argv) {
     }
     char hash[32];
     gdn2_model *m = NULL;
-    if (file_hash(model_path, hash) || gdn2_model_load(model_path, &m)) {
+    int st = file_hash(model_path, hash);
+    if (!st) st = gdn2_model_load(model_path, &m);
+    if (st) {
         fprintf(stderr, "gdn2 eval: %s\n", gdn2_last_error());
         gdn2_ruler_free(&res);
-        return 2;
+        return cli_exit_code(st);
     }
-    m->n_threads = (int)threads;
+    m->n_threads = threads;
     /* config checks: attention layers are bounded by the RoPE table / cache length */
     int has_attn = 0;
     for (int l = 0; l < m->cfg.n_layer; l++) has_attn |= m->cfg.kind[l] >= GDN2_LAYER_SWA;
@@ -237,11 +234,24 @@ int cmd_eval(int argc, char **argv) {
             gdn2_model_free(m), gdn2_ruler_free(&res);
             return 2;
         }
-    int rc = 0;
-    if (mkdir_p1(out_dir)) {
-        fprintf(stderr, "gdn2 eval: %s\n", gdn2_last_error());
+    /* memory per length, before any sample is drawn: the forward over the whole length (token
+     * tasks: teacher-forced; NIAH: the prefill), the evaluator's logits and the decode state */
+    for (int i = 0; i < nl; i++) {
+        const double L = lens[i], st1 = (double)gdn2_model_state_floats(&m->cfg, 1),
+                     st2 = (double)gdn2_model_state_floats(&m->cfg, 2);
+        double need = cli_forward_bytes(&m->cfg, L, 0) + 4.0 * L * (double)m->cfg.padded_vocab +
+                      4.0 * (st1 + (st2 - st1) * (L - 1));
+        char what[64];
+        snprintf(what, sizeof what, "--lengths %d", lens[i]);
+        if ((rc = cli_check_mem("eval", what, need))) {
+            gdn2_model_free(m), gdn2_ruler_free(&res);
+            return rc;
+        }
+    }
+    if (mkdir_p1(out_dir)) { /* a directory that cannot be made is a failed write: 1 */
+        fprintf(stderr, "gdn2 eval: --out: %s\n", gdn2_last_error());
         gdn2_model_free(m), gdn2_ruler_free(&res);
-        return 2;
+        return 1;
     }
 
     /* validate every cell first (one sample each, no model work): a length too short for the
@@ -284,9 +294,9 @@ int cmd_eval(int argc, char **argv) {
                 gdn2_eval_cell_cfg cc = {t, lens[li], text && use_depth, text ? depths[r] : 0, (int)samples, (uint64_t)seed,
                                          (int)max_new, (int)vocab, (int)pairs, text ? &res : NULL};
                 gdn2_eval_cell out;
-                if (gdn2_eval_cell_run(&em, &cc, &out)) {
+                if ((st = gdn2_eval_cell_run(&em, &cc, &out))) {
                     fprintf(stderr, "gdn2 eval: %s at length %d: %s\n", t->name, lens[li], gdn2_last_error());
-                    rc = 2;
+                    rc = cli_exit_code(st);
                     break;
                 }
                 grid[(size_t)r * nl + li] = out.score;
@@ -319,13 +329,13 @@ int cmd_eval(int argc, char **argv) {
             snprintf(path, sizeof path, "%s/%s_heatmap.svg", out_dir, t->name);
             const char *base = strrchr(model_path, '/');
             snprintf(title, sizeof title, "%s (%s): %s, n=%lld per cell, seed %lld", t->alias, text ? "string_match_all" : "accuracy",
-                     base ? base + 1 : model_path, samples, seed);
+                     base ? base + 1 : model_path, (long long)samples, (long long)seed);
             gdn2_heatmap h = {title, rows, nl, text ? depths : NULL, lens, grid, text ? NULL : "(no depth)"};
             double nan_row = NAN;
             if (!text) h.row_vals = &nan_row;
             if (gdn2_heatmap_write(&h, path)) {
                 fprintf(stderr, "gdn2 eval: %s\n", gdn2_last_error());
-                rc = 2;
+                rc = 1; /* a failed write */
             } else
                 fprintf(stderr, "wrote %s\n", path);
         }
@@ -337,7 +347,7 @@ int cmd_eval(int argc, char **argv) {
         char *js = cJSON_Print(root);
         if (!js || gdn2_write_file_atomic(path, js, strlen(js))) {
             fprintf(stderr, "gdn2 eval: %s\n", js ? gdn2_last_error() : "out of memory writing JSON");
-            rc = 2;
+            rc = 1; /* a failed write */
         } else
             fprintf(stderr, "wrote %s\n", path);
         free(js);

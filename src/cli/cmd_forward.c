@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "gdn2.h"
 #include "gdn2_model.h"
+#include "util/internal.h"
 
 static void forward_usage(FILE *f) {
     fprintf(f,
@@ -27,35 +28,22 @@ static void forward_usage(FILE *f) {
 
 int cmd_forward(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
-    int threads = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            forward_usage(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--kernel") && i + 1 < argc) {
-            const char *k = argv[++i];
-            if (!strcmp(k, "chunk")) gdn2_layer_set_kernel(0);
-            else if (!strcmp(k, "reference")) gdn2_layer_set_kernel(1);
-            else {
-                fprintf(stderr, "gdn2 forward: --kernel must be chunk or reference, not '%s'\n", k);
-                return 2;
-            }
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "gdn2 forward: unknown option '%s'\n", argv[i]);
-            forward_usage(stderr);
-            return 2;
-        } else if (!in) in = argv[i];
-        else {
-            fprintf(stderr, "gdn2 forward: unexpected argument '%s'\n", argv[i]);
-            return 2;
-        }
-    }
+    int threads = 0, kernel = 0, npos = 0;
+    const cli_opt opts[] = {
+        CLI_OPT_STR("--out", "-o", &out),
+        CLI_OPT_CHOICE("--kernel", &kernel, "chunk|reference"),
+        CLI_OPT_INT("--threads", &threads, 0, cli_max_threads()),
+    };
+    int rc = cli_parse("forward", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), &in, 1, &npos,
+                       forward_usage);
+    if (rc) return rc < 0 ? 0 : rc;
     if (!in || !out) {
+        fprintf(stderr, "gdn2 forward: %s\n", !in ? "missing input file IN.safetensors" : "missing -o OUT.safetensors");
         forward_usage(stderr);
         return 2;
     }
+    if ((rc = cli_check_in("forward", "input", in)) || (rc = cli_check_out("forward", "--out", out))) return rc;
+    gdn2_layer_set_kernel(kernel);
     gdn2_model *m = NULL;
     int st = gdn2_model_load(in, &m);
     if (st) {
@@ -79,10 +67,23 @@ int cmd_forward(int argc, char **argv) {
         return 2;
     }
     const int64_t B = shape[0], T = shape[1], Vp = m->cfg.padded_vocab;
-    int rc = 0;
-    int32_t *tok = malloc((size_t)(B * T > 0 ? B * T : 1) * sizeof(int32_t));
-    int32_t *tgt = malloc((size_t)(B * T > 0 ? B * T : 1) * sizeof(int32_t));
-    float *logits = malloc((size_t)(B * T > 0 ? B * T : 1) * Vp * sizeof(float));
+    rc = 0;
+    /* B*T is bounded by the tokens tensor read from the file; B*T*Vp (the logits) is not */
+    size_t ntok = (size_t)(B * T > 0 ? B * T : 1), nlog, log_bytes;
+    int32_t *tok = NULL, *tgt = NULL;
+    float *logits = NULL;
+    if (!gdn2_mul_sz(ntok, (size_t)Vp, &nlog) || !gdn2_mul_sz(nlog, sizeof(float), &log_bytes)) {
+        fprintf(stderr, "gdn2 forward: %s: %lld x %lld tokens x padded vocab %lld logits overflow the size type\n", in,
+                (long long)B, (long long)T, (long long)Vp);
+        rc = 2;
+        goto done;
+    }
+    if ((rc = cli_check_mem("forward", "the tokens tensor of the input",
+                            (double)log_bytes + cli_forward_bytes(&m->cfg, (double)ntok, 0))))
+        goto done;
+    tok = malloc(ntok * sizeof(int32_t));
+    tgt = malloc(ntok * sizeof(int32_t));
+    logits = malloc(log_bytes);
     if (!tok || !tgt || !logits) {
         fprintf(stderr, "gdn2 forward: out of memory for %lld x %lld tokens\n", (long long)B, (long long)T);
         rc = 1;
@@ -109,7 +110,7 @@ int cmd_forward(int argc, char **argv) {
     memset(t, 0, sizeof t);
     t[0].name = "logits", t[0].dtype = GDN2_F32, t[0].ndim = 3;
     t[0].shape[0] = B, t[0].shape[1] = T, t[0].shape[2] = Vp;
-    t[0].nbytes = (size_t)B * T * Vp * sizeof(float), t[0].data = logits;
+    t[0].nbytes = B * T > 0 ? log_bytes : 0, t[0].data = logits;
     t[1].name = "loss", t[1].dtype = GDN2_F32, t[1].ndim = 1, t[1].shape[0] = 1;
     t[1].nbytes = sizeof(float), t[1].data = &loss;
     if ((st = gdn2_st_write(out, t, 2, NULL, NULL, 0))) {

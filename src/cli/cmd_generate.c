@@ -1,5 +1,7 @@
 /* gdn2 generate — sample text from a checkpoint with the byte tokenizer, in constant memory per
  * sequence for GDN-2 and SWA layers (prefill, then one recurrent step per token). */
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,41 +30,47 @@ static void generate_usage(FILE *f) {
 
 int cmd_generate(int argc, char **argv) {
     const char *ckpt = NULL, *prompt = "\n";
-    long long n_new = 200, samples = 1, seed = 1;
+    int64_t n_new = 200, samples = 1;
+    uint64_t seed = 1;
     float temp = 0.8f;
-    int top_k = 40, threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int more = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            generate_usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--prompt") && more) prompt = argv[++i];
-        else if (!strcmp(a, "-n") && more) n_new = atoll(argv[++i]);
-        else if (!strcmp(a, "--temperature") && more) temp = (float)atof(argv[++i]);
-        else if (!strcmp(a, "--top-k") && more) top_k = atoi(argv[++i]);
-        else if (!strcmp(a, "--seed") && more) seed = atoll(argv[++i]);
-        else if (!strcmp(a, "--samples") && more) samples = atoll(argv[++i]);
-        else if (!strcmp(a, "--threads") && more) threads = atoi(argv[++i]);
-        else if (a[0] == '-') {
-            fprintf(stderr, "gdn2 generate: unknown or incomplete option '%s'\n", a);
-            generate_usage(stderr);
-            return 2;
-        } else if (!ckpt) ckpt = a;
-        else {
-            fprintf(stderr, "gdn2 generate: unexpected argument '%s'\n", a);
-            return 2;
-        }
-    }
-    if (!ckpt || n_new < 1 || samples < 1 || !*prompt) {
+    int top_k = 40, threads = 0, npos = 0;
+    const cli_opt opts[] = {
+        CLI_OPT_STR("--prompt", NULL, &prompt),
+        CLI_OPT_I64("-n", &n_new, 1, INT64_MAX / 8), /* then the memory check */
+        CLI_OPT_F32("--temperature", &temp, 0, INFINITY, 0),
+        CLI_OPT_INT("--top-k", &top_k, 0, INT_MAX),
+        CLI_OPT_U64("--seed", &seed, 0, CLI_SEED_MAX),
+        CLI_OPT_I64("--samples", &samples, 1, 1000000),
+        CLI_OPT_INT("--threads", &threads, 0, cli_max_threads()),
+    };
+    int rc = cli_parse("generate", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), &ckpt, 1, &npos,
+                       generate_usage);
+    if (rc) return rc < 0 ? 0 : rc;
+    if (!ckpt) {
+        fprintf(stderr, "gdn2 generate: missing the checkpoint CKPT.safetensors\n");
         generate_usage(stderr);
         return 2;
     }
+    if ((rc = cli_check_in("generate", "checkpoint", ckpt))) return rc;
+    /* buffers: ids [P + n] int32, the decoded text [n + 1]; checked before the checkpoint loads */
+    const int64_t P = (int64_t)strlen(prompt);
+    int64_t total;
+    size_t ids_bytes, txt_bytes, bytes;
+    if (__builtin_add_overflow(P, n_new, &total) || !gdn2_mul_sz((size_t)total, sizeof(int32_t), &ids_bytes) ||
+        !gdn2_add_sz((size_t)n_new, 1, &txt_bytes) || !gdn2_add_sz(ids_bytes, txt_bytes, &bytes)) {
+        fprintf(stderr, "gdn2 generate: -n %lld with a %lld-byte prompt overflows the buffer size\n", (long long)n_new,
+                (long long)P);
+        return 2;
+    }
+    char what[96];
+    snprintf(what, sizeof what, "-n %lld", (long long)n_new);
+    if ((rc = cli_check_mem("generate", what, (double)bytes))) return rc;
+
     gdn2_model *m = NULL;
     int st = gdn2_model_load(ckpt, &m);
     if (st) {
         fprintf(stderr, "gdn2 generate: %s\n", gdn2_last_error());
-        return 2;
+        return cli_exit_code(st);
     }
     if (m->cfg.vocab_size < GDN2_BYTE_VOCAB) {
         fprintf(stderr, "gdn2 generate: %s: vocab_size %lld < 256, not a byte-level model\n", ckpt,
@@ -70,19 +78,26 @@ int cmd_generate(int argc, char **argv) {
         gdn2_model_free(m);
         return 2;
     }
+    /* with the model: the decode state (attention caches grow with P + n: linear in the length, so
+     * taken from lengths 1 and 2 in double) and the prompt's prefill */
+    double st1 = (double)gdn2_model_state_floats(&m->cfg, 1), st2 = (double)gdn2_model_state_floats(&m->cfg, 2);
+    double need = (double)bytes + 4.0 * (st1 + (st2 - st1) * ((double)total - 1)) +
+                  cli_forward_bytes(&m->cfg, (double)P, 0);
+    if ((rc = cli_check_mem("generate", what, need))) {
+        gdn2_model_free(m);
+        return rc;
+    }
     m->n_threads = threads;
-    int64_t P = (int64_t)strlen(prompt);
-    int32_t *ids = malloc((size_t)(P + n_new) * sizeof(int32_t));
-    char *txt = malloc((size_t)n_new + 1);
-    int rc = 0;
+    int32_t *ids = gdn2_malloc(ids_bytes, "token ids");
+    char *txt = gdn2_malloc(txt_bytes, "generated text");
     if (!ids || !txt) {
-        fprintf(stderr, "gdn2 generate: out of memory\n");
+        fprintf(stderr, "gdn2 generate: %s\n", gdn2_last_error());
         rc = 1;
     }
-    gdn2_byte_encode(prompt, P, ids);
-    for (long long s = 0; s < samples && !rc; s++) {
+    if (!rc) gdn2_byte_encode(prompt, P, ids);
+    for (int64_t s = 0; s < samples && !rc; s++) {
         double t0 = gdn2_now();
-        if ((st = gdn2_generate(m, ids, P, n_new, temp, top_k, (uint64_t)(seed + s), ids + P))) {
+        if ((st = gdn2_generate(m, ids, P, n_new, temp, top_k, seed + (uint64_t)s, ids + P))) {
             fprintf(stderr, "gdn2 generate: %s\n", gdn2_last_error());
             rc = 1;
             break;
@@ -91,8 +106,8 @@ int cmd_generate(int argc, char **argv) {
         gdn2_byte_decode(ids + P, n_new, txt);
         txt[n_new] = 0;
         printf("%s%s\n", prompt, txt);
-        fprintf(stderr, "[sample %lld: %lld bytes in %.2f s, %.0f tok/s; decode state %zu floats]\n", s + 1, n_new,
-                dt, n_new / (dt > 0 ? dt : 1), gdn2_model_state_floats(&m->cfg, P + n_new));
+        fprintf(stderr, "[sample %lld: %lld bytes in %.2f s, %.0f tok/s; decode state %zu floats]\n", (long long)s + 1,
+                (long long)n_new, dt, n_new / (dt > 0 ? dt : 1), gdn2_model_state_floats(&m->cfg, total));
     }
     free(ids), free(txt);
     gdn2_model_free(m);

@@ -102,24 +102,24 @@ static int parse_config(const gdn2_st *st, const char *path, gdn2_layer_cfg *c) 
 
 int cmd_layer(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
-    int threads = 0, kernel = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { layer_usage(stdout); return 0; }
-        if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--out")) && i + 1 < argc) out = argv[++i];
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--kernel") && i + 1 < argc) {
-            const char *k = argv[++i];
-            if (!strcmp(k, "chunk")) kernel = 0;
-            else if (!strcmp(k, "reference")) kernel = 1;
-            else { fprintf(stderr, "gdn2 layer: --kernel must be chunk or reference, got '%s'\n", k); return 2; }
-        } else if (argv[i][0] == '-') { fprintf(stderr, "gdn2 layer: unknown option '%s'\n", argv[i]); layer_usage(stderr); return 2; }
-        else if (!in) in = argv[i];
-        else { fprintf(stderr, "gdn2 layer: unexpected argument '%s'\n", argv[i]); return 2; }
+    int threads = 0, kernel = 0, npos = 0;
+    const cli_opt opts[] = {
+        CLI_OPT_STR("--out", "-o", &out),
+        CLI_OPT_CHOICE("--kernel", &kernel, "chunk|reference"),
+        CLI_OPT_INT("--threads", &threads, 0, cli_max_threads()),
+    };
+    int rc = cli_parse("layer", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), &in, 1, &npos, layer_usage);
+    if (rc) return rc < 0 ? 0 : rc;
+    if (!in || !out) {
+        fprintf(stderr, "gdn2 layer: %s\n", !in ? "missing input file IN.safetensors" : "missing -o OUT.safetensors");
+        layer_usage(stderr);
+        return 2;
     }
-    if (!in || !out) { layer_usage(stderr); return 2; }
+    if ((rc = cli_check_in("layer", "input", in)) || (rc = cli_check_out("layer", "--out", out))) return rc;
 
     gdn2_st st;
-    if (gdn2_st_read(in, &st)) { fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error()); return 2; }
+    int rd = gdn2_st_read(in, &st);
+    if (rd) { fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error()); return cli_exit_code(rd); }
     int ret = 2;
     gdn2_layer_cfg c;
     gdn2_param_info *pi = NULL;
@@ -153,6 +153,13 @@ int cmd_layer(int argc, char **argv) {
     memcpy(rs, xs, sizeof rs);
     if (gdn2_st_get_f32(&st, "r", 0, 3, rs, &r)) { fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error()); goto done; }
     const int64_t B = xs[0], T = xs[1], D = c.hidden;
+    /* x came from the file, so B*T*D is bounded by its size; the saved activations and gradients
+     * are a multiple of it: estimated before they are allocated */
+    {
+        double need = 4.0 * ((double)npar * (r ? 2 : 1) + (double)B * T * D * (r ? 2 : 1) +
+                             (r ? (double)gdn2_layer_act_size(&c, B, T) : 0.0));
+        if ((ret = cli_check_mem("layer", "the input's x", need))) goto done;
+    }
 
     ret = 1;
     gdn2_layer_set_kernel(kernel);

@@ -115,83 +115,30 @@ static int parse_meta(const gdn2_st *st, const char *path, gdn2_opts *o) {
     return rc;
 }
 
-static int arg_value(int argc, char **argv, int *i, const char *name, const char **val) {
-    size_t n = strlen(name);
-    if (!strncmp(argv[*i], name, n) && argv[*i][n] == '=') {
-        *val = argv[*i] + n + 1;
-        return 1;
-    }
-    if (strcmp(argv[*i], name)) return 0;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "gdn2 op: %s needs a value\n", name);
-        *val = NULL;
-        return 1;
-    }
-    *val = argv[++*i];
-    return 1;
-}
-
 int cmd_op(int argc, char **argv) {
-    const char *in_path = NULL, *out_path = NULL, *impl = "chunk", *device = "cpu", *threads_s = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            op_usage(stdout);
-            return 0;
-        }
-        int is_val = arg_value(argc, argv, &i, "-o", &v) || arg_value(argc, argv, &i, "--out", &v);
-        if (is_val) {
-            if (!v) return 2;
-            out_path = v;
-        } else if (arg_value(argc, argv, &i, "--impl", &v)) {
-            if (!v) return 2;
-            impl = v;
-        } else if (arg_value(argc, argv, &i, "--device", &v)) {
-            if (!v) return 2;
-            device = v;
-        } else if (arg_value(argc, argv, &i, "--threads", &v)) {
-            if (!v) return 2;
-            threads_s = v;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "gdn2 op: unknown option '%s'\n\n", argv[i]);
-            op_usage(stderr);
-            return 2;
-        } else if (!in_path) {
-            in_path = argv[i];
-        } else {
-            fprintf(stderr, "gdn2 op: more than one input file ('%s', '%s')\n", in_path, argv[i]);
-            return 2;
-        }
-    }
+    static const char *const impls[] = {"chunk", "recurrent", "reference"}, *const devices[] = {"cpu", "cuda"};
+    const char *in_path = NULL, *out_path = NULL;
+    int impl_i = 0, device_i = 0, n_threads = 0, npos = 0;
+    const cli_opt opts[] = {
+        CLI_OPT_STR("--out", "-o", &out_path),
+        CLI_OPT_CHOICE("--impl", &impl_i, "chunk|recurrent|reference"),
+        CLI_OPT_CHOICE("--device", &device_i, "cpu|cuda"),
+        CLI_OPT_INT("--threads", &n_threads, 0, cli_max_threads()),
+    };
+    int prc = cli_parse("op", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), &in_path, 1, &npos, op_usage);
+    if (prc) return prc < 0 ? 0 : prc;
     if (!in_path || !out_path) {
         fprintf(stderr, "gdn2 op: %s\n\n", !in_path ? "missing input file" : "missing -o OUT.safetensors");
         op_usage(stderr);
         return 2;
     }
-    int use_ref = !strcmp(impl, "reference"), use_rec = !strcmp(impl, "recurrent"), use_chunk = !strcmp(impl, "chunk");
-    if (!use_ref && !use_rec && !use_chunk) {
-        fprintf(stderr, "gdn2 op: --impl must be chunk, recurrent or reference (got '%s')\n", impl);
-        return 2;
-    }
-    int use_cuda = !strcmp(device, "cuda");
-    if (!use_cuda && strcmp(device, "cpu")) {
-        fprintf(stderr, "gdn2 op: --device must be cpu or cuda (got '%s')\n", device);
-        return 2;
-    }
+    const char *impl = impls[impl_i], *device = devices[device_i];
+    int use_ref = impl_i == 2, use_rec = impl_i == 1, use_chunk = impl_i == 0, use_cuda = device_i == 1;
     if (use_cuda && !use_chunk) {
         fprintf(stderr, "gdn2 op: --device cuda runs the chunk implementation only (got --impl %s)\n", impl);
         return 2;
     }
-    int n_threads = 0;
-    if (threads_s) {
-        char *end;
-        long t = strtol(threads_s, &end, 10);
-        if (!*threads_s || *end || t < 0 || t > 4096) {
-            fprintf(stderr, "gdn2 op: --threads must be an integer in [0, 4096] (got '%s')\n", threads_s);
-            return 2;
-        }
-        n_threads = (int)t;
-    }
+    if ((prc = cli_check_in("op", "input", in_path)) || (prc = cli_check_out("op", "--out", out_path))) return prc;
 
     int ret = 2, rc;
     gdn2_st st;

@@ -4,9 +4,11 @@
  * the whole validation split (last 10% of the file, as `gdn2 train`), in consecutive windows of
  * --seq-len bytes, each from a fresh state. MQAR checkpoints: per-query test accuracy through the
  * evaluator of `gdn2 eval --task mqar` (gdn2_eval_cell_run). docs/QUANT.md. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "commands.h"
 #include "gdn2.h"
@@ -59,8 +61,9 @@ static int text_loss(gdn2_model *m, const gdn2_text *t, int64_t T, int64_t max_b
     if (max_bytes > 0 && nv > max_bytes) nv = max_bytes;
     if (nv < 2) return gdn2_error(GDN2_ERR_ARG, "validation split has %lld bytes (need >= 2)", (long long)nv);
     const int64_t npred = nv - 1, nfull = npred / T, rem = npred % T, BMAX = 16;
-    int32_t *tok = gdn2_malloc(sizeof(int32_t) * (size_t)(BMAX * T), "tokens");
-    int32_t *tgt = gdn2_malloc(sizeof(int32_t) * (size_t)(BMAX * T), "targets");
+    const int64_t W = T < npred ? T : npred; /* a window longer than the split is the split */
+    int32_t *tok = gdn2_malloc(sizeof(int32_t) * (size_t)(BMAX * W), "tokens");
+    int32_t *tgt = gdn2_malloc(sizeof(int32_t) * (size_t)(BMAX * W), "targets");
     if (!tok || !tgt) {
         free(tok), free(tgt);
         return GDN2_ERR_NOMEM;
@@ -160,65 +163,41 @@ static int mqar_nll(gdn2_model *m, int T, int samples, int pairs, uint64_t seed,
 }
 
 int cmd_quant(int argc, char **argv) {
-    const char *model_path = NULL, *data = DEFAULT_TEXT, *task = "text", *out = NULL, *what = "proj";
-    int packed = 0;
-    long long bits = 0, group = GDN2_QUANT_GROUP_DEFAULT, seq_len = 0, max_bytes = 0, samples = 500, pairs = 0,
-              seed = 0, threads = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            quant_usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--packed")) {
-            packed = 1;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "gdn2 quantize: option '%s' needs a value (or is unknown)\n", a);
-            quant_usage(stderr);
-            return 2;
-        }
-        int ok = 1;
-        if (!strcmp(a, "--model")) model_path = v;
-        else if (!strcmp(a, "--data")) data = v;
-        else if (!strcmp(a, "--task")) task = v;
-        else if (!strcmp(a, "--what")) what = v;
-        else if (!strcmp(a, "-o") || !strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--bits")) ok = cli_parse_ll(v, 4, 8, &bits) && (bits == 4 || bits == 8);
-        else if (!strcmp(a, "--group")) ok = cli_parse_ll(v, 1, 1 << 30, &group);
-        else if (!strcmp(a, "--seq-len")) ok = cli_parse_ll(v, 1, 1 << 24, &seq_len);
-        else if (!strcmp(a, "--max-bytes")) ok = cli_parse_ll(v, 2, (long long)1 << 50, &max_bytes);
-        else if (!strcmp(a, "--samples")) ok = cli_parse_ll(v, 1, 1000000, &samples);
-        else if (!strcmp(a, "--pairs")) ok = cli_parse_ll(v, 1, 1 << 24, &pairs);
-        else if (!strcmp(a, "--seed")) ok = cli_parse_ll(v, 0, (long long)1 << 62, &seed);
-        else if (!strcmp(a, "--threads")) ok = cli_parse_ll(v, 0, 1024, &threads);
-        else {
-            fprintf(stderr, "gdn2 quantize: unknown option '%s'\n", a);
-            quant_usage(stderr);
-            return 2;
-        }
-        if (!ok) {
-            fprintf(stderr, "gdn2 quantize: bad value '%s' for %s%s\n", v, a,
-                    !strcmp(a, "--bits") ? " (8 or 4)" : "");
-            return 2;
-        }
-        i++;
-    }
-    if (!model_path || !bits) {
+    const char *model_path = NULL, *data = DEFAULT_TEXT, *out = NULL, *what = "proj";
+    int packed = 0, bits_i = -1, task = 0, samples = 500, pairs = 0, threads = 1;
+    int64_t group = GDN2_QUANT_GROUP_DEFAULT, seq_len = 0, max_bytes = 0;
+    uint64_t seed = 0;
+    const cli_opt opts[] = {
+        CLI_OPT_STR("--model", NULL, &model_path),
+        CLI_OPT_STR("--data", NULL, &data),
+        CLI_OPT_CHOICE("--task", &task, "text|mqar"),
+        CLI_OPT_STR("--what", NULL, &what),
+        CLI_OPT_STR("--out", "-o", &out),
+        CLI_OPT_CHOICE("--bits", &bits_i, "8|4"),
+        CLI_OPT_I64("--group", &group, 1, 1 << 30),
+        CLI_OPT_I64("--seq-len", &seq_len, 1, 1 << 30), /* then the memory check */
+        CLI_OPT_I64("--max-bytes", &max_bytes, 2, INT64_MAX),
+        CLI_OPT_INT("--samples", &samples, 1, 10000000),
+        CLI_OPT_INT("--pairs", &pairs, 1, 1 << 23),
+        CLI_OPT_U64("--seed", &seed, 0, CLI_SEED_MAX),
+        CLI_OPT_INT("--threads", &threads, 0, cli_max_threads()),
+        CLI_OPT_FLAG("--packed", &packed),
+    };
+    int rc = cli_parse("quantize", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL, quant_usage);
+    if (rc) return rc < 0 ? 0 : rc;
+    if (!model_path || bits_i < 0) {
         fprintf(stderr, "gdn2 quantize: --model and --bits are required\n");
         quant_usage(stderr);
         return 2;
     }
+    const int bits = bits_i == 0 ? 8 : 4, is_mqar = task == 1;
     if (packed && !out) {
         fprintf(stderr, "gdn2 quantize: --packed needs -o PATH\n");
         return 2;
     }
-    int is_mqar = !strcmp(task, "mqar");
-    if (!is_mqar && strcmp(task, "text")) {
-        fprintf(stderr, "gdn2 quantize: unknown --task '%s' (text or mqar)\n", task);
-        return 2;
-    }
+    if ((rc = cli_check_in("quantize", "--model", model_path))) return rc;
+    if (!is_mqar && (rc = cli_check_in("quantize", "--data", data))) return rc;
+    if (out && (rc = cli_check_out("quantize", "--out", out))) return rc;
     int sets = 0;
     if (gdn2_quant_parse_sets(what, &sets)) {
         fprintf(stderr, "gdn2 quantize: %s\n", gdn2_last_error());
@@ -233,47 +212,71 @@ int cmd_quant(int argc, char **argv) {
     gdn2_text text;
     memset(&text, 0, sizeof text);
     int st = gdn2_model_load(model_path, &m);
-    if (!st && !is_mqar) st = gdn2_text_load(data, 0.1, &text);
     if (st) {
         fprintf(stderr, "gdn2 quantize: %s\n", gdn2_last_error());
-        gdn2_model_free(m);
-        return st == GDN2_ERR_NOMEM ? 1 : 2;
+        return cli_exit_code(st);
     }
-    m->n_threads = (int)threads;
+    /* memory, before the text loads: text: the forward over 16 windows of --seq-len bytes (a window
+     * is at most the validation split, a tenth of the file), the text itself and the windows' ids;
+     * mqar: one forward of T tokens and its logits */
+    {
+        double tokens = (double)seq_len * (is_mqar ? 1 : 16), fixed = 0;
+        struct stat sb;
+        if (!is_mqar && !stat(data, &sb)) {
+            double nv = 0.1 * (double)sb.st_size + 1;
+            if (tokens > nv) tokens = nv;
+            fixed = (double)sb.st_size;
+        } else if (is_mqar)
+            fixed = 4.0 * tokens * (double)m->cfg.padded_vocab;
+        char w[64];
+        snprintf(w, sizeof w, "--seq-len %lld", (long long)seq_len);
+        if ((rc = cli_check_mem("quantize", w, cli_forward_bytes(&m->cfg, tokens, 0) + fixed + 8.0 * tokens))) {
+            gdn2_model_free(m);
+            return rc;
+        }
+    }
+    if (!is_mqar && (st = gdn2_text_load(data, 0.1, &text))) {
+        fprintf(stderr, "gdn2 quantize: %s\n", gdn2_last_error());
+        gdn2_model_free(m);
+        return cli_exit_code(st);
+    }
+    m->n_threads = threads;
 
     double v0 = 0, v1 = 0, n0 = 0, n1 = 0, t0 = gdn2_now(), t_metric;
     int64_t count = 0;
     gdn2_quant_stats qs;
     memset(&qs, 0, sizeof qs);
     if (is_mqar) {
-        st = mqar_acc(m, (int)seq_len, (int)samples, (int)pairs, (uint64_t)seed, &v0);
-        if (!st) st = mqar_nll(m, (int)seq_len, (int)samples, (int)pairs, (uint64_t)seed, &n0);
+        st = mqar_acc(m, (int)seq_len, samples, pairs, (uint64_t)seed, &v0);
+        if (!st) st = mqar_nll(m, (int)seq_len, samples, pairs, (uint64_t)seed, &n0);
     } else st = text_loss(m, &text, seq_len, max_bytes, &v0, &count);
     t_metric = gdn2_now() - t0;
-    if (!st && out && packed) st = gdn2_model_save_quant(m, out, (int)bits, group, sets); /* from the fp32 weights */
-    if (!st) st = gdn2_model_fake_quant(m, (int)bits, group, sets, &qs);
+    int write_failed = 0;
+    if (!st && out && packed) /* from the fp32 weights */
+        write_failed = (st = gdn2_model_save_quant(m, out, bits, group, sets)) == GDN2_ERR_IO;
+    if (!st) st = gdn2_model_fake_quant(m, bits, group, sets, &qs);
     if (!st) {
         if (is_mqar) {
-            st = mqar_acc(m, (int)seq_len, (int)samples, (int)pairs, (uint64_t)seed, &v1);
-            if (!st) st = mqar_nll(m, (int)seq_len, (int)samples, (int)pairs, (uint64_t)seed, &n1);
+            st = mqar_acc(m, (int)seq_len, samples, pairs, (uint64_t)seed, &v1);
+            if (!st) st = mqar_nll(m, (int)seq_len, samples, pairs, (uint64_t)seed, &n1);
         } else st = text_loss(m, &text, seq_len, max_bytes, &v1, &count);
     }
-    if (!st && out && !packed) st = gdn2_model_save(m, out);
+    if (!st && out && !packed) write_failed = (st = gdn2_model_save(m, out)) == GDN2_ERR_IO;
     gdn2_text_free(&text);
     if (st) {
         fprintf(stderr, "gdn2 quantize: %s\n", gdn2_last_error());
         gdn2_model_free(m);
-        return st == GDN2_ERR_ARG || st == GDN2_ERR_IO || st == GDN2_ERR_FORMAT ? 2 : 1;
+        return write_failed ? 1 : cli_exit_code(st); /* a failed write is 1 */
     }
     char sbuf[32], gbuf[16];
     gdn2_quant_sets_str(sets, sbuf, sizeof sbuf);
-    if (bits == 4) snprintf(gbuf, sizeof gbuf, "%lld", group);
+    if (bits == 4) snprintf(gbuf, sizeof gbuf, "%lld", (long long)group);
     else snprintf(gbuf, sizeof gbuf, "row");
     const char *metric = is_mqar ? "mqar acc" : "val nats/byte";
     printf("| bits | group | what | metric | fp32 | quantized | delta | weight rel-RMSE | selected MB fp32 -> quant | "
            "model MB fp32 -> quant |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|\n");
-    printf("| %lld | %s | %s | %s | %.4f | %.4f | %+.4f | %.2e | %.3f -> %.3f (%.2fx) | %.3f -> %.3f (%.2fx) |\n", bits,
+    printf("| %d | %s | %s | %s | %.4f | %.4f | %+.4f | %.2e | %.3f -> %.3f (%.2fx) | %.3f -> %.3f (%.2fx) |\n", bits,
            gbuf, sbuf, metric, v0, v1, v1 - v0, qs.weight_rel_rmse, qs.bytes_fp32 / 1e6, qs.bytes_quant / 1e6,
            qs.bytes_quant ? (double)qs.bytes_fp32 / qs.bytes_quant : 0.0, qs.model_bytes_fp32 / 1e6,
            qs.model_bytes_quant / 1e6, qs.model_bytes_quant ? (double)qs.model_bytes_fp32 / qs.model_bytes_quant : 0.0);
@@ -282,14 +285,14 @@ int cmd_quant(int argc, char **argv) {
     if (is_mqar)
         printf("mqar test loss on the queried positions (nats): fp32 %.4f, quantized %.4f, delta %+.4f\n", n0, n1,
                n1 - n0);
-    printf("{\"model\":\"%s\",\"bits\":%lld,\"group\":%lld,\"what\":\"%s\",\"metric\":\"%s\",\"fp32\":%.6f,"
+    printf("{\"model\":\"%s\",\"bits\":%d,\"group\":%lld,\"what\":\"%s\",\"metric\":\"%s\",\"fp32\":%.6f,"
            "\"quantized\":%.6f,\"delta\":%.6f,\"weight_rel_rmse\":%.4e,\"tensors\":%d,\"weights\":%zu,"
            "\"bytes_fp32\":%zu,\"bytes_quant\":%zu,\"model_bytes_fp32\":%zu,\"model_bytes_quant\":%zu,"
            "\"seq_len\":%lld,\"%s\":%lld,%s\"metric_s\":%.2f%s%s%s}\n",
-           model_path, bits, bits == 4 ? group : 0, sbuf, is_mqar ? "mqar_accuracy" : "val_nats_per_byte", v0, v1,
+           model_path, bits, bits == 4 ? (long long)group : 0LL, sbuf, is_mqar ? "mqar_accuracy" : "val_nats_per_byte", v0, v1,
            v1 - v0, qs.weight_rel_rmse, qs.n_tensors, qs.n_weights, qs.bytes_fp32, qs.bytes_quant,
-           qs.model_bytes_fp32, qs.model_bytes_quant, seq_len, is_mqar ? "samples" : "bytes",
-           is_mqar ? samples : (long long)count, extra, t_metric, out ? ",\"out\":\"" : "", out ? out : "", out ? "\"" : "");
+           qs.model_bytes_fp32, qs.model_bytes_quant, (long long)seq_len, is_mqar ? "samples" : "bytes",
+           is_mqar ? (long long)samples : (long long)count, extra, t_metric, out ? ",\"out\":\"" : "", out ? out : "", out ? "\"" : "");
     gdn2_model_free(m);
     return 0;
 }

@@ -42,17 +42,6 @@ static void list_tasks(void) {
                t[i].kind == GDN2_TASK_KIND_TEXT && gdn2_niah_needs_essay(t[i].id) ? ", essay haystack" : "");
 }
 
-static int parse_int(const char *s, const char *opt, long long lo, long long hi, long long *out) {
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) {
-        fprintf(stderr, "gdn2 task: %s expects an integer in [%lld, %lld], got '%s'\n", opt, lo, hi, s);
-        return 0;
-    }
-    *out = v;
-    return 1;
-}
-
 static void print_tokens(const int32_t *tok, const int32_t *tgt, int n) {
     printf("tokens:  ");
     for (int t = 0; t < n; t++) printf("%d%s", tok[t], t + 1 < n ? " " : "\n");
@@ -83,42 +72,28 @@ int cmd_task(int argc, char **argv) {
         fprintf(stderr, "gdn2 task: unknown task '%s' (gdn2 task list shows the names)\n", argv[2]);
         return 2;
     }
-    long long len = -1, seed = 0, max_new = 0, vocab = 256, pairs = 0, updates = 0;
-    int split = 1, use_depth = 0;
+    int64_t len = -1;
+    uint64_t seed = 0;
+    int max_new = 0, vocab = 256, pairs = 0, updates = 0, split = 1, use_depth = 0;
     double depth = 0;
     const char *hay = NULL, *adjs = DEFAULT_ADJS, *nouns = DEFAULT_NOUNS;
-    for (int i = 3; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int has = v != NULL, ok = 1;
-        if (!strcmp(a, "--len") && has) ok = parse_int(v, a, 1, 1 << 28, &len), i++;
-        else if (!strcmp(a, "--seed") && has) ok = parse_int(v, a, 0, (long long)1 << 62, &seed), i++;
-        else if (!strcmp(a, "--max-new") && has) ok = parse_int(v, a, 1, 1 << 20, &max_new), i++;
-        else if (!strcmp(a, "--vocab") && has) ok = parse_int(v, a, 4, 1 << 24, &vocab), i++;
-        else if (!strcmp(a, "--pairs") && has) ok = parse_int(v, a, 1, 1 << 24, &pairs), i++;
-        else if (!strcmp(a, "--updates") && has) ok = parse_int(v, a, 1, 1 << 24, &updates), i++;
-        else if (!strcmp(a, "--haystack") && has) hay = v, i++;
-        else if (!strcmp(a, "--adjs") && has) adjs = v, i++;
-        else if (!strcmp(a, "--nouns") && has) nouns = v, i++;
-        else if (!strcmp(a, "--split") && has) {
-            if (!strcmp(v, "train")) split = 0;
-            else if (!strcmp(v, "test")) split = 1;
-            else { fprintf(stderr, "gdn2 task: --split expects train or test, got '%s'\n", v); return 2; }
-            i++;
-        } else if (!strcmp(a, "--depth") && has) {
-            char *end;
-            depth = strtod(v, &end);
-            if (!*v || *end || !(depth >= 0 && depth <= 100)) {
-                fprintf(stderr, "gdn2 task: --depth expects a percentage in [0, 100], got '%s'\n", v);
-                return 2;
-            }
-            use_depth = 1, i++;
-        } else {
-            fprintf(stderr, "gdn2 task: unknown or incomplete option '%s'\n", a);
-            task_usage(stderr);
-            return 2;
-        }
-        if (!ok) return 2;
-    }
+    const cli_opt opts[] = {
+        CLI_OPT_I64("--len", &len, 1, 1 << 28),
+        CLI_OPT_U64("--seed", &seed, 0, CLI_SEED_MAX),
+        CLI_OPT_INT("--max-new", &max_new, 1, 1 << 20),
+        CLI_OPT_INT("--vocab", &vocab, 4, 1 << 24),
+        CLI_OPT_INT("--pairs", &pairs, 1, 1 << 24),
+        CLI_OPT_INT("--updates", &updates, 1, 1 << 24),
+        CLI_OPT_STR("--haystack", NULL, &hay),
+        CLI_OPT_STR("--adjs", NULL, &adjs),
+        CLI_OPT_STR("--nouns", NULL, &nouns),
+        CLI_OPT_CHOICE("--split", &split, "train|test"),
+        {.name = "--depth", .kind = CLI_F64, .dst = &depth, .flo = 0, .fhi = 100, .seen = &use_depth},
+    };
+    int rc = cli_parse("task", argc, argv, 3, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL, task_usage);
+    if (rc) return rc < 0 ? 0 : rc;
+    /* a sample is [len] tokens and targets (NIAH: a prompt of len bytes): at most 2^28, 2 GB */
+    if (len > 0 && (rc = cli_check_mem("task", "--len", 8.0 * (double)len))) return rc;
 
     if (ti->kind == GDN2_TASK_KIND_TEXT) {
         if (gdn2_niah_needs_essay(ti->id) && !hay) {
@@ -128,12 +103,15 @@ int cmd_task(int argc, char **argv) {
                     ti->alias);
             return 2;
         }
+        if ((rc = cli_check_in("task", "--adjs", adjs)) || (rc = cli_check_in("task", "--nouns", nouns)) ||
+            (gdn2_niah_needs_essay(ti->id) && (rc = cli_check_in("task", "--haystack", hay))))
+            return rc;
         gdn2_ruler_res res;
         if (gdn2_ruler_load(&res, adjs, nouns, gdn2_niah_needs_essay(ti->id) ? hay : NULL)) {
             fprintf(stderr, "gdn2 task: %s\n", gdn2_last_error());
             return 2;
         }
-        gdn2_niah_cfg c = {ti->id, len > 0 ? (int)len : 1024, (int)max_new, use_depth, depth};
+        gdn2_niah_cfg c = {ti->id, len > 0 ? (int)len : 1024, max_new, use_depth, depth};
         gdn2_niah_sample s;
         int st = gdn2_niah_generate(&res, &c, (uint64_t)seed, split, &s);
         gdn2_ruler_free(&res);
@@ -141,7 +119,8 @@ int cmd_task(int argc, char **argv) {
             fprintf(stderr, "gdn2 task: %s\n", gdn2_last_error());
             return 2;
         }
-        printf("task: %s (%s)  split: %s  seed: %lld\n", ti->name, ti->alias, split ? "test" : "train", seed);
+        printf("task: %s (%s)  split: %s  seed: %llu\n", ti->name, ti->alias, split ? "test" : "train",
+               (unsigned long long)seed);
         printf("length budget: %d tokens = prompt %d + answer budget %d (byte-level tokens)\n", c.length, s.prompt_len,
                s.max_new);
         printf("needles: %d  depth of the first answer's needle: %.1f%%\n", s.n_needles, s.depth);
@@ -158,13 +137,13 @@ int cmd_task(int argc, char **argv) {
     int st;
     if (ti->id == GDN2_TASK_MQAR || ti->id == GDN2_TASK_FMQAR) {
         T = len > 0 ? (int)len : 64;
-        gdn2_mqar_cfg c = {(int)vocab, T, pairs > 0 ? (int)pairs : (T / 16 > 0 ? T / 16 : 1),
-                           ti->id == GDN2_TASK_FMQAR, (int)updates, 0, 0};
+        gdn2_mqar_cfg c = {vocab, T, pairs > 0 ? pairs : (T / 16 > 0 ? T / 16 : 1), ti->id == GDN2_TASK_FMQAR, updates,
+                           0, 0};
         tok = malloc(sizeof(int32_t) * (size_t)T), tgt = malloc(sizeof(int32_t) * (size_t)T);
         if (!tok || !tgt) { free(tok); free(tgt); fprintf(stderr, "gdn2 task: out of memory\n"); return 1; }
         st = gdn2_mqar_sample(&c, (uint64_t)seed, split, tok, tgt);
-        if (!st) printf("task: %s  split: %s  seed: %lld  V=%d T=%d pairs=%d%s\n", ti->name, split ? "test" : "train", seed,
-                        c.vocab_size, T, c.n_pairs, c.forgetting ? " (keys overwritten later; answer = latest value)" : "");
+        if (!st) printf("task: %s  split: %s  seed: %llu  V=%d T=%d pairs=%d%s\n", ti->name, split ? "test" : "train",
+                        (unsigned long long)seed, c.vocab_size, T, c.n_pairs, c.forgetting ? " (keys overwritten later; answer = latest value)" : "");
         n_shown = T;
     } else {
         gdn2_state_cfg c = {ti->id == GDN2_TASK_PARITY ? GDN2_ST_PARITY : GDN2_ST_MODARITH, 0, 0, 0};
@@ -176,8 +155,8 @@ int cmd_task(int argc, char **argv) {
         tok = malloc(sizeof(int32_t) * (size_t)T), tgt = malloc(sizeof(int32_t) * (size_t)T);
         if (!tok || !tgt) { free(tok); free(tgt); fprintf(stderr, "gdn2 task: out of memory\n"); return 1; }
         st = gdn2_state_sample(&c, (uint64_t)seed, split, tok, tgt, &L);
-        if (!st) printf("task: %s  split: %s  seed: %lld  L=%d (padded to %d with 0; shown up to L)  vocab=%d\n", ti->name,
-                        split ? "test" : "train", seed, L, T, gdn2_state_vocab(c.kind));
+        if (!st) printf("task: %s  split: %s  seed: %llu  L=%d (padded to %d with 0; shown up to L)  vocab=%d\n", ti->name,
+                        split ? "test" : "train", (unsigned long long)seed, L, T, gdn2_state_vocab(c.kind));
         if (!st && c.kind == GDN2_ST_MODARITH) printf("legend: 1 '+', 2 '-', 3 '*', 4 '=', 5..9 digits 0..4\n");
         n_shown = L;
     }

@@ -1,4 +1,6 @@
 /* gdn2 train — train a model on a text file (byte tokenizer) or on MQAR, on the CPU. */
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,48 +61,59 @@ static void train_usage(FILE *f) {
             gdn2_model_config_names());
 }
 
+/* --seq-len is bounded by the memory check (cli_train_preflight), not by its range */
+#define TRAIN_LEN_MAX (1LL << 53)
+
 int cmd_train(int argc, char **argv) {
     gdn2_train_opts o;
     gdn2_train_defaults(&o);
     o.log = stdout;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int more = i + 1 < argc;
-#define ARG_S(flag, field) else if (!strcmp(a, flag) && more) o.field = argv[++i];
-#define ARG_I(flag, field) else if (!strcmp(a, flag) && more) o.field = atoll(argv[++i]);
-#define ARG_F(flag, field) else if (!strcmp(a, flag) && more) o.field = (float)atof(argv[++i]);
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            train_usage(stdout);
-            return 0;
-        }
-        ARG_S("--model", model) ARG_S("--layout", layout) ARG_S("--task", task) ARG_S("--data", data)
-        ARG_I("--batch", batch) ARG_I("--seq-len", seq_len) ARG_I("--steps", steps) ARG_I("--accum", accum)
-        ARG_I("--warmup", warmup) ARG_F("--lr", lr) ARG_F("--min-lr", min_lr) ARG_F("--wd", weight_decay)
-        ARG_F("--clip", clip) ARG_I("--seed", seed) ARG_I("--log-every", log_every)
-        ARG_I("--eval-every", eval_every) ARG_I("--eval-batches", eval_batches) ARG_I("--eval-samples", eval_samples)
-        ARG_I("--mqar-vocab", mqar_vocab) ARG_I("--mqar-pairs", mqar_pairs) ARG_F("--target-acc", target_acc)
-        ARG_I("--save-every", save_every) ARG_I("--stop-at", stop_at) ARG_I("--threads", n_threads)
-        ARG_S("-o", out) ARG_S("--out", out) ARG_S("--allow-change", allow_change)
-        else if (!strcmp(a, "--time-limit") && more) o.time_limit_s = atof(argv[++i]);
-        ARG_I("--gdn-heads", gdn_heads) ARG_I("--gdn-head-dim", gdn_head_dim)
-        else if (!strcmp(a, "--exempt-no-decay")) o.exempt_no_decay = 1;
-        else if (!strcmp(a, "--mqar-no-fill")) o.mqar_no_fill = 1;
-        else if (!strcmp(a, "--resume")) o.resume = 1;
-        else if (!strcmp(a, "--quiet")) o.quiet = 1;
-        else {
-            fprintf(stderr, "gdn2 train: unknown or incomplete option '%s'\n", a);
-            train_usage(stderr);
-            return 2;
-        }
-#undef ARG_S
-#undef ARG_I
-#undef ARG_F
-    }
+    int task = 0; /* text, mqar */
+    const cli_opt opts[] = {
+        CLI_OPT_STR("--model", NULL, &o.model),
+        CLI_OPT_STR("--layout", NULL, &o.layout),
+        CLI_OPT_CHOICE("--task", &task, "text|mqar"),
+        CLI_OPT_STR("--data", NULL, &o.data),
+        CLI_OPT_I64("--batch", &o.batch, 1, 1 << 20),
+        CLI_OPT_I64("--seq-len", &o.seq_len, 2, TRAIN_LEN_MAX),
+        CLI_OPT_I64("--steps", &o.steps, 1, CLI_STEPS_MAX),
+        CLI_OPT_I64("--accum", &o.accum, 1, 1 << 16),
+        CLI_OPT_I64("--warmup", &o.warmup, 0, CLI_STEPS_MAX),
+        CLI_OPT_F32("--lr", &o.lr, 0, INFINITY, CLI_LO_OPEN),
+        CLI_OPT_F32("--min-lr", &o.min_lr, 0, INFINITY, 0),
+        CLI_OPT_F32("--wd", &o.weight_decay, 0, INFINITY, 0),
+        CLI_OPT_F32("--clip", &o.clip, 0, INFINITY, 0),
+        CLI_OPT_U64("--seed", &o.seed, 0, CLI_SEED_MAX),
+        CLI_OPT_INT("--log-every", &o.log_every, 0, INT_MAX),
+        CLI_OPT_INT("--eval-every", &o.eval_every, 0, INT_MAX),
+        CLI_OPT_INT("--eval-batches", &o.eval_batches, 1, 1000000),
+        CLI_OPT_INT("--eval-samples", &o.eval_samples, 1, 10000000),
+        CLI_OPT_INT("--mqar-vocab", &o.mqar_vocab, 4, 1 << 24),
+        CLI_OPT_INT("--mqar-pairs", &o.mqar_pairs, 1, 1 << 23),
+        CLI_OPT_F32("--target-acc", &o.target_acc, 0, 1, 0),
+        CLI_OPT_F64("--time-limit", &o.time_limit_s, 0, INFINITY, 0),
+        CLI_OPT_STR("--out", "-o", &o.out),
+        CLI_OPT_STR("--allow-change", NULL, &o.allow_change),
+        CLI_OPT_INT("--save-every", &o.save_every, 0, INT_MAX),
+        CLI_OPT_I64("--stop-at", &o.stop_at, 0, CLI_STEPS_MAX),
+        CLI_OPT_INT("--threads", &o.n_threads, 0, cli_max_threads()),
+        CLI_OPT_I64("--gdn-heads", &o.gdn_heads, 1, 1 << 16),
+        CLI_OPT_I64("--gdn-head-dim", &o.gdn_head_dim, 1, 1 << 16),
+        CLI_OPT_FLAG("--exempt-no-decay", &o.exempt_no_decay),
+        CLI_OPT_FLAG("--mqar-no-fill", &o.mqar_no_fill),
+        CLI_OPT_FLAG("--resume", &o.resume),
+        CLI_OPT_FLAG("--quiet", &o.quiet),
+    };
+    int rc = cli_parse("train", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL, train_usage);
+    if (rc) return rc < 0 ? 0 : rc;
+    o.task = task ? "mqar" : "text";
+    if ((rc = cli_train_preflight("train", &o))) return rc;
     gdn2_train_result r;
+    memset(&r, 0, sizeof r);
     int st = gdn2_train(&o, &r, NULL);
     if (st) {
         fprintf(stderr, "gdn2 train: %s\n", gdn2_last_error());
-        return st == GDN2_ERR_ARG || st == GDN2_ERR_IO || st == GDN2_ERR_FORMAT ? 2 : 1;
+        return cli_train_exit_code(st, &r);
     }
     return 0;
 }

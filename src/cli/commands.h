@@ -3,6 +3,8 @@
 #ifndef GDN2_CLI_COMMANDS_H
 #define GDN2_CLI_COMMANDS_H
 
+#include "args.h" /* the one argument parser and the pre-flight checks every command uses */
+
 int cmd_op(int argc, char **argv);       /* run the kernels on tensors from a safetensors file  */
 int cmd_layer(int argc, char **argv);    /* official GatedDeltaNet2 layer fwd/bwd from a file    */
 int cmd_forward(int argc, char **argv);  /* official lit_gpt model forward + loss from a file    */
@@ -13,8 +15,5 @@ int cmd_task(int argc, char **argv);     /* inspect task generators             
 int cmd_eval(int argc, char **argv);     /* evaluate a checkpoint on tasks                       */
 int cmd_quant(int argc, char **argv);    /* int8/int4 weight quantization and its accuracy cost  */
 
-
-/* src/cli/args.c: *out = the decimal integer s if it is whole and in [lo, hi]; returns 1, else 0. */
-int cli_parse_ll(const char *s, long long lo, long long hi, long long *out);
 
 #endif

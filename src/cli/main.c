@@ -27,6 +27,10 @@ static void usage(FILE *f) {
     fprintf(f, "usage: gdn2 <command> [options]   (gdn2 <command> --help for details)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\noptions take their value as '--name VALUE' or '--name=VALUE'; every value is checked against the\n"
+               "option's range (integers may be written 1e8; --threads: 0 = OpenMP default, at most 4 x the online\n"
+               "CPUs, 1024 at most) and requests that cannot fit in physical memory are refused before any work.\n"
+               "Exit status: 0 ok, 2 bad usage or input, 1 runtime failure (a failed write is 1).\n");
 }
 
 int main(int argc, char **argv) {

@@ -1,7 +1,9 @@
 /* Byte-level tokenizer and text loader (include/gdn2_text.h). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "gdn2_text.h"
 #include "util/internal.h"
@@ -11,10 +13,15 @@ int gdn2_text_load(const char *path, double val_frac, gdn2_text *t) {
     if (!(val_frac >= 0 && val_frac < 1))
         return gdn2_error(GDN2_ERR_ARG, "%s: validation fraction %g not in [0, 1)", path, val_frac);
     FILE *f = fopen(path, "rb");
-    if (!f) return gdn2_error(GDN2_ERR_IO, "%s: cannot open text file", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
+    if (!f) return gdn2_error(GDN2_ERR_IO, "%s: cannot open text file: %s", path, strerror(errno));
+    /* a directory opens too, and ftell on it reports a huge size (an out-of-memory message
+     * followed): the size comes from fstat, and only a regular file is read */
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return gdn2_error(GDN2_ERR_IO, "%s: not a regular file", path);
+    }
+    const int64_t n = (int64_t)sb.st_size;
     if (n <= 0) {
         fclose(f);
         return gdn2_error(GDN2_ERR_FORMAT, "%s: empty text file", path);
@@ -28,7 +35,7 @@ int gdn2_text_load(const char *path, double val_frac, gdn2_text *t) {
     fclose(f);
     if (got != (size_t)n) {
         gdn2_text_free(t);
-        return gdn2_error(GDN2_ERR_IO, "%s: short read (%zu of %ld bytes)", path, got, n);
+        return gdn2_error(GDN2_ERR_IO, "%s: short read (%zu of %lld bytes)", path, got, (long long)n);
     }
     t->n = n;
     t->n_train = (int64_t)((double)n * (1.0 - val_frac));
