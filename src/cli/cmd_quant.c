@@ -20,7 +20,7 @@
 #include <cblas.h>
 #endif
 
-#define DEFAULT_TEXT "../shared/data/tinyshakespeare.txt"
+#define DEFAULT_TEXT GDN2_DEFAULT_TEXT /* not shipped: sh scripts/get_data.sh */
 
 static void quant_usage(FILE *f) {
     fprintf(f,
@@ -229,6 +229,7 @@ int cmd_quant(int argc, char **argv) {
     if (!getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
 #endif
 
+    if (!is_mqar && cli_default_text_missing("quantize", data, "--data")) return 2;
     gdn2_model *m = NULL;
     gdn2_text text;
     memset(&text, 0, sizeof text);

@@ -17,4 +17,9 @@ int cmd_quant(int argc, char **argv);    /* int8/int4 weight quantization and it
 /* src/cli/args.c: *out = the decimal integer s if it is whole and in [lo, hi]; returns 1, else 0. */
 int cli_parse_ll(const char *s, long long lo, long long hi, long long *out);
 
+/* src/cli/data_files.c: 1 (after "gdn2 CMD: ..." on stderr naming the file, how to get it and FLAG)
+ * when path is the default text GDN2_DEFAULT_TEXT and cannot be opened; 0 otherwise (the caller
+ * exits 2 on 1). */
+int cli_default_text_missing(const char *cmd, const char *path, const char *flag);
+
 #endif
