@@ -92,8 +92,8 @@ static inline int need_tool(const char *name, const char *what) {
     snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", name);
     if (system(cmd) == 0) return 1;
     const char *ci = getenv("CI");
-    if (ci && !strcmp(ci, "true")) CHECK(0, "%s not installed (CI=true): %s not checked", name, what);
-    else SKIP("%s not installed: %s not checked", name, what);
+    if (ci && !strcmp(ci, "true")) CHECK(0, "%s not installed (CI=true; .ci/run installs it), so not checked: %s", name, what);
+    else SKIP("%s not installed, so not checked: %s", name, what);
     return 0;
 }
 
