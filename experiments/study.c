@@ -102,7 +102,7 @@ static int pred(void *p, const int32_t *tok, int n, int32_t *out) {
 }
 
 int main(int argc, char **argv) {
-    const char *task_name = "mqar", *mixer = "gdn2", *hay = "../shared/data/tinyshakespeare.txt", *out = NULL, *eval_lens = NULL;
+    const char *task_name = "mqar", *mixer = "gdn2", *hay = GDN2_DEFAULT_TEXT, *out = NULL, *eval_lens = NULL;
     long long seed = 0, steps = 500, batch = 32, layers = 2, dim = 64, heads = 2, head_dim = 32, mlp = 0, len = 64,
               vocab = 256, pairs = 0, eval_samples = 200, threads = 1;
     double lr = 3e-3, target = 0;
@@ -131,9 +131,9 @@ int main(int argc, char **argv) {
     if (!(src.task = gdn2_task_find(task_name))) { fprintf(stderr, "study: unknown task '%s'\n", task_name); return 2; }
     int id = src.task->id, text = src.task->kind == GDN2_TASK_KIND_TEXT, T = (int)len, task_vocab;
     if (text) {
-        if (gdn2_ruler_load(&src.res, "../shared/data/ruler_adjectivelist.txt", "../shared/data/ruler_nounlist.txt",
-                            gdn2_niah_needs_essay(id) ? hay : NULL)) {
-            fprintf(stderr, "study: %s\n", gdn2_last_error());
+        if (gdn2_ruler_load(&src.res, GDN2_DEFAULT_ADJS, GDN2_DEFAULT_NOUNS, gdn2_niah_needs_essay(id) ? hay : NULL)) {
+            fprintf(stderr, "study: %s%s%s\n", gdn2_last_error(), strcmp(hay, GDN2_DEFAULT_TEXT) ? "" : "; ",
+                    strcmp(hay, GDN2_DEFAULT_TEXT) ? "" : GDN2_DEFAULT_TEXT_HINT);
             return 2;
         }
         src.niah_len = T, src.full_loss = full_loss, task_vocab = 256;

@@ -2,10 +2,10 @@
 # The mixer study (issue 4, docs/reports/STUDY.md): gdn vs kda vs gdn2 (and full attention as a reference)
 # at matched recurrent state (same H, K = V), same data, same budget, 3 seeds, on MQAR,
 # forgetting-MQAR, task-trained S-NIAH-1 / S-NIAH-3 / MK-NIAH-1, and parity with and without
-# allow_neg_eigval. Sizes follow ../shared/TASKS.md §6 (CPU tiers).
+# allow_neg_eigval. Sizes: the CPU tiers of docs/STUDY.md.
 #
 #   experiments/study.sh smoke   reduced: MQAR/fMQAR smoke tier + parity (~5-10 core-hours worst case)
-#   experiments/study.sh full    the TASKS.md §6 CPU sizes (many core-hours; run on a quiet machine)
+#   experiments/study.sh full    the full CPU sizes (many core-hours; run on a quiet machine)
 #   experiments/study.sh check   a few seconds: the script end to end with meaningless budgets
 #   experiments/study.sh table   only rebuild the tables from the results already collected
 #
@@ -22,7 +22,7 @@ set -eu
 TIER=${1:-smoke}
 JOBS=${JOBS:-1}
 NICE=${NICE:-19}
-HAY=${HAYSTACK:-../shared/data/tinyshakespeare.txt}
+HAY=${HAYSTACK:-data/tinyshakespeare.txt} # essay haystack, not shipped: sh scripts/get_data.sh
 OUT=${OUT:-experiments/results/$TIER}
 [ "$TIER" = table ] && OUT=${OUT_TABLE:-experiments/results/smoke}
 mkdir -p "$OUT"

@@ -91,6 +91,11 @@ typedef struct {
     int64_t n_words;
 } gdn2_ruler_res;
 
+/* RULER's word lists, shipped in data/ (provenance: data/README.md), relative to the working
+ * directory (the project root): the commands' defaults for --adjs / --nouns. */
+#define GDN2_DEFAULT_ADJS "data/ruler_adjectivelist.txt"
+#define GDN2_DEFAULT_NOUNS "data/ruler_nounlist.txt"
+
 /* Load word lists (one word a line) and, if essay_path != NULL, the essay haystack. A missing or
  * empty file is GDN2_ERR_IO with its path in the message. */
 int gdn2_ruler_load(gdn2_ruler_res *r, const char *adj_path, const char *noun_path, const char *essay_path);

@@ -188,7 +188,7 @@ typedef struct {
     const char *model;      /* named config (default "tiny")                                         */
     const char *layout;     /* NULL: the config's                                                     */
     const char *task;       /* "text" (default) or "mqar"                                             */
-    const char *data;       /* text file (default data/tinyshakespeare.txt)                           */
+    const char *data;       /* text file (default GDN2_DEFAULT_TEXT, data/tinyshakespeare.txt)       */
     int64_t batch, seq_len, steps, accum, warmup;
     int64_t stop_at;        /* stop (and save) after this many steps while the schedule still runs to
                              * `steps` (0 = run to the end): for the resume test                     */

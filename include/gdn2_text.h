@@ -18,6 +18,13 @@ typedef struct {
     int64_t n_train; /* bytes [0, n_train) are train, [n_train, n) validation */
 } gdn2_text;
 
+/* The text the commands read when none is given (train --task text, demo --shakespeare, quantize,
+ * the essay haystack of eval / task), relative to the working directory (the project root). It is
+ * Tiny Shakespeare (karpathy/char-rnn), written by others and not shipped with the repository:
+ * `sh scripts/get_data.sh` fetches it. GDN2_DEFAULT_TEXT_HINT ends the message for a missing one. */
+#define GDN2_DEFAULT_TEXT "data/tinyshakespeare.txt"
+#define GDN2_DEFAULT_TEXT_HINT "it is not shipped with the repository: fetch it with `sh scripts/get_data.sh`"
+
 /* Load a text file; val_frac in [0, 1). Errors name the file; a split too short for seq_len+1
  * bytes is caught by gdn2_text_batch. */
 int gdn2_text_load(const char *path, double val_frac, gdn2_text *t);

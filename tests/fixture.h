@@ -1,5 +1,6 @@
-/* Loading the official op fixtures (../shared/fixtures/official/op_*.safetensors) in tests: one
- * place for the path, the SKIP when ../shared is absent, and the `meta` options. */
+/* Loading the official op fixtures (tests/fixtures/official/op_*.safetensors, or $GDN2_FIXTURES) in
+ * tests: one place for the path, the FAIL when a fixture is missing or unreadable, and the `meta`
+ * options. The fixtures ship with the repository, so a missing one is a broken checkout, not a skip. */
 #ifndef GDN2_TEST_FIXTURE_H
 #define GDN2_TEST_FIXTURE_H
 
@@ -8,19 +9,20 @@
 #include "check.h"
 #include "gdn2.h"
 
-/* Read fixture `file` into st. Returns 1 when loaded; 0 after printing a SKIP (file absent) or a
- * failed CHECK (unreadable). */
+/* fixture_dir()/file into buf (the one place fixture paths are built) */
+static inline const char *fixture_path(char *buf, size_t cap, const char *file) {
+    int n = snprintf(buf, cap, "%s/%s", fixture_dir(), file);
+    if (n < 0 || (size_t)n >= cap) buf[0] = 0;
+    return buf;
+}
+
+/* Read fixture `file` into st. Returns 1 when loaded; 0 after a failed CHECK naming the path and the
+ * reason (not found, or not a readable safetensors file). */
 static inline int fixture_read(const char *file, gdn2_st *st) {
     char path[1024];
-    snprintf(path, sizeof path, "%s/fixtures/official/%s", shared_dir(), file);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        SKIP("fixture %s: not found (%s; set GDN2_SHARED)", file, path);
-        return 0;
-    }
-    fclose(f);
+    fixture_path(path, sizeof path, file);
     int rc = gdn2_st_read(path, st);
-    CHECK(rc == GDN2_OK, "fixture %s reads%s%s", file, rc ? ": " : "", rc ? gdn2_last_error() : "");
+    CHECK(rc == GDN2_OK, "fixture %s reads%s%s", path, rc ? ": " : "", rc ? gdn2_last_error() : "");
     return rc == GDN2_OK;
 }
 

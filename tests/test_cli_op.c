@@ -1,4 +1,5 @@
-/* `gdn2 op` end to end: runs ./build/gdn2 as a subprocess (from the project root)
+/* `gdn2 op` end to end: runs the CLI (cli_path(): build/gdn2, or $GDN2_CLI) as a subprocess from
+ * the project root
  *   - on the official op fixtures with --impl reference, recurrent and chunk, checking the outputs
  *     against the fixture's ref64_* tensors (relative RMSE <= 1e-5 for o/ht, <= 1e-4 for every
  *     gradient) and reporting (asserting <= 5e-3) the figure against the official chunk_* tensors;
@@ -15,7 +16,7 @@
 #include "gdn2.h"
 #include "gdn2_cuda.h"
 
-#define GDN2_BIN "./build/gdn2"
+#define GDN2_BIN cli_path()
 
 static char g_dir[256];
 static char g_err[8192]; /* stderr of the last run */
@@ -101,14 +102,10 @@ static const char *const grad_names[] = {"dq", "dk", "dv", "dg", "db", "dw", "dh
 
 static void check_fixture(const char *fix) {
     char in[512];
-    snprintf(in, sizeof in, "%s/fixtures/official/%s.safetensors", shared_dir(), fix);
-    if (access(in, R_OK) != 0) {
-        SKIP("%s: fixture %s not readable (../shared missing?)", fix, in);
-        return;
-    }
+    snprintf(in, sizeof in, "%s/%s.safetensors", fixture_dir(), fix);
     gdn2_st fx;
     if (gdn2_st_read(in, &fx)) {
-        CHECK(0, "%s: read fixture: %s", fix, gdn2_last_error());
+        CHECK(0, "%s: read fixture %s: %s", fix, in, gdn2_last_error());
         return;
     }
     /* the 4th run is the CUDA chunk path (gdn2_cuda_chunk_*_host), skipped where it cannot run */
@@ -122,7 +119,7 @@ static void check_fixture(const char *fix) {
         const char *out = path_in(outname);
         const char *args[] = {"op", in, "-o", out, "--impl", impl, "--threads", "2", "--device", dev, NULL};
         if (!strcmp(dev, "cuda") && !gdn2_cuda_available()) {
-            SKIP("%s --device cuda: %s", fix, gdn2_last_error());
+            SKIP_NO_GPU("%s --device cuda: %s", fix, gdn2_last_error());
             continue;
         }
         int sig, rc = run_gdn2(args, &sig);

@@ -1,5 +1,7 @@
 /* Evaluation protocol (src/data/evaluate.c) against oracle models with known scores, and the
- * `gdn2 eval` / `gdn2 task` CLI run as subprocesses: outputs (table, JSON, SVG) and bad input. */
+ * `gdn2 eval` / `gdn2 task` CLI run as subprocesses: outputs (table, JSON, SVG), the default data
+ * files (data/ word lists; the essay haystack data/tinyshakespeare.txt, missing -> exit 2 saying how
+ * to get it) and bad input. The essay haystack is a text generated here (tests/gentext.h). */
 #include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +13,7 @@
 
 #include "check.h"
 #include "gdn2.h"
+#include "gentext.h"
 #include "gdn2_data.h"
 #include "gdn2_model.h"
 
@@ -107,15 +110,18 @@ static int oracle_predict(void *p, const int32_t *tok, int n, int32_t *pred) {
     return GDN2_OK;
 }
 
-static void test_protocol(const char *sh) {
-    char adj[512], noun[512], hay[512];
-    snprintf(adj, sizeof adj, "%s/data/ruler_adjectivelist.txt", sh);
-    snprintf(noun, sizeof noun, "%s/data/ruler_nounlist.txt", sh);
-    snprintf(hay, sizeof hay, "%s/data/tinyshakespeare.txt", sh);
+static void test_protocol(void) {
+    char adj[512], noun[512], hay[] = "/tmp/gdn2_test_eval_essayXXXXXX";
+    snprintf(adj, sizeof adj, "%s/ruler_adjectivelist.txt", data_dir());
+    snprintf(noun, sizeof noun, "%s/ruler_nounlist.txt", data_dir());
+    int fd = mkstemp(hay);
+    if (fd >= 0) close(fd);
     gdn2_ruler_res r;
-    if (access(adj, R_OK) || access(hay, R_OK) || gdn2_ruler_load(&r, adj, noun, hay)) {
-        SKIP("NIAH protocol tests: %s/data files missing", sh);
-    } else {
+    int st = fd < 0 || test_write_text(hay, 20000, 5) ? GDN2_ERR_IO : gdn2_ruler_load(&r, adj, noun, hay);
+    if (fd >= 0) unlink(hay);
+    CHECK(!st, "NIAH protocol resources: word lists in %s, a generated essay%s%s", data_dir(), st ? ": " : "",
+          st ? gdn2_last_error() : "");
+    if (!st) {
         oracle o = {OR_ALL, 0, 0, 0, 0};
         gdn2_eval_model em = {&o, 256, oracle_generate, oracle_predict};
         int all100 = 1;
@@ -165,7 +171,7 @@ static void test_protocol(const char *sh) {
     gdn2_eval_model em = {&o, 256, oracle_generate, oracle_predict};
     gdn2_eval_cell_cfg c = {gdn2_task_find("forgetting-mqar"), 64, 0, 0, 200, 5, 0, 0, 4, NULL};
     gdn2_eval_cell out;
-    int st = gdn2_eval_cell_run(&em, &c, &out);
+    st = gdn2_eval_cell_run(&em, &c, &out);
     CHECK(!st && out.score == 100.0, "forgetting-MQAR: a memory that overwrites scores %.1f (100)", out.score);
     o.latest = 0;
     gdn2_eval_cell_run(&em, &c, &out);
@@ -200,7 +206,7 @@ static void test_protocol(const char *sh) {
 static char g_out[1 << 16];
 /* run a shell command, capture stdout+stderr into g_out, return the exit status */
 static int run(const char *cmd) {
-    char full[2048];
+    char full[8192];
     snprintf(full, sizeof full, "%s 2>&1", cmd);
     FILE *f = popen(full, "r");
     if (!f) return -1;
@@ -225,22 +231,42 @@ static int make_ckpt(const char *path, int vocab) {
     return st;
 }
 
-static void test_cli(const char *sh) {
-    if (access("./build/gdn2", X_OK)) { SKIP("CLI tests: ./build/gdn2 not built (run from the project root)"); return; }
+/* p made absolute in buf[512] (the CLI runs from another working directory in the default-file
+ * checks) */
+static const char *absolute(const char *p, char *buf) {
+    char cwd[256];
+    if (p[0] == '/' || !getcwd(cwd, sizeof cwd)) snprintf(buf, 512, "%s", p);
+    else snprintf(buf, 512, "%s/%s", cwd, p);
+    return buf;
+}
+
+static char g_cli[512]; /* the CLI, absolute */
+static int run_cli(const char *args) {
+    char full[1024];
+    snprintf(full, sizeof full, "%s %s", g_cli, args);
+    return run(full);
+}
+
+static void test_cli(void) {
+    if (access(cli_path(), X_OK)) {
+        CHECK(0, "CLI tests: %s not built or not executable (make; run from the project root, or set GDN2_CLI)", cli_path());
+        return;
+    }
     char dir[] = "/tmp/gdn2_test_evalXXXXXX";
-    if (!mkdtemp(dir)) { SKIP("cannot create a temp dir"); return; }
-    char ck[600], ck16[600], cmd[2048], words[1200];
+    if (!mkdtemp(dir)) { CHECK(0, "CLI tests: cannot create a temp dir"); return; }
+    char ck[600], ck16[600], cmd[8192], words[1100], hay[600], dd[512];
+    const char *G = absolute(cli_path(), g_cli);
     snprintf(ck, sizeof ck, "%s/tiny.safetensors", dir);
     snprintf(ck16, sizeof ck16, "%s/tiny16.safetensors", dir);
-    snprintf(words, sizeof words, "--adjs %s/data/ruler_adjectivelist.txt --nouns %s/data/ruler_nounlist.txt", sh, sh);
+    absolute(data_dir(), dd);
+    snprintf(words, sizeof words, "--adjs %s/ruler_adjectivelist.txt --nouns %s/ruler_nounlist.txt", dd, dd);
     if (make_ckpt(ck, 0) || make_ckpt(ck16, 16)) { CHECK(0, "tiny checkpoints: %s", gdn2_last_error()); return; }
-    char wl[600];
-    snprintf(wl, sizeof wl, "%s/data/ruler_nounlist.txt", sh);
-    int have_words = !access(wl, R_OK);
+    snprintf(hay, sizeof hay, "%s/essay.txt", dir);
+    if (test_write_text(hay, 5000, 7)) return;
 
-    if (have_words) {
+    {
         /* a real run: table, JSON, SVG */
-        snprintf(cmd, sizeof cmd, "./build/gdn2 eval --model %s --task S-NIAH-1,MK-NIAH-2 --lengths 600,800 --depths 0,100 --samples 2 --seed 3 --out %s/ev %s",
+        snprintf(cmd, sizeof cmd, "%s eval --model %s --task S-NIAH-1,MK-NIAH-2 --lengths 600,800 --depths 0,100 --samples 2 --seed 3 --out %s/ev %s", G,
                  ck, dir, words);
         int rc = run(cmd);
         CHECK(rc == 0 && strstr(g_out, "niah_single_1") && strstr(g_out, "niah_multikey_2") && strstr(g_out, "score"),
@@ -276,67 +302,91 @@ static void test_cli(const char *sh) {
         struct stat sb;
         snprintf(path, sizeof path, "%s/ev/niah_multikey_2_heatmap.svg", dir);
         CHECK(!stat(path, &sb) && sb.st_size > 500, "heatmap SVG written per task (%s)", path);
-        if (!system("command -v xmllint >/dev/null 2>&1")) {
+        if (need_tool("xmllint", "the eval heatmap is well-formed XML")) {
             snprintf(cmd, sizeof cmd, "xmllint --noout %s", path);
             CHECK(run(cmd) == 0, "eval heatmap is well-formed XML");
         }
         /* bad input */
-        snprintf(cmd, sizeof cmd, "./build/gdn2 eval --model %s --task S-NIAH-9 --lengths 600 --out %s/ev %s", ck, dir, words);
+        snprintf(cmd, sizeof cmd, "%s eval --model %s --task S-NIAH-9 --lengths 600 --out %s/ev %s", G, ck, dir, words);
         CHECK(run(cmd) == 2 && strstr(g_out, "unknown task 'S-NIAH-9'"), "eval: unknown task -> exit 2 with the name");
-        snprintf(cmd, sizeof cmd, "./build/gdn2 eval --model %s --task S-NIAH-1 --lengths 200 --samples 1 --out %s/ev %s", ck, dir, words);
+        snprintf(cmd, sizeof cmd, "%s eval --model %s --task S-NIAH-1 --lengths 200 --samples 1 --out %s/ev %s", G, ck, dir, words);
         CHECK(run(cmd) != 0 && strstr(g_out, "shorter"), "eval: length 200 shorter than the needle prompt -> error");
-        snprintf(cmd, sizeof cmd, "./build/gdn2 eval --model %s --task S-NIAH-2 --lengths 600 --out %s/ev %s --haystack %s/nope.txt", ck,
+        snprintf(cmd, sizeof cmd, "%s eval --model %s --task S-NIAH-2 --lengths 600 --out %s/ev %s --haystack %s/nope.txt", G, ck,
                  dir, words, dir);
         CHECK(run(cmd) == 2 && strstr(g_out, "nope.txt"), "eval: missing haystack file -> exit 2 naming it");
-        snprintf(cmd, sizeof cmd, "./build/gdn2 eval --model %s --task S-NIAH-2 --lengths 600 --out %s/ev %s", ck, dir, words);
-        CHECK(run(cmd) == 2 && strstr(g_out, "--haystack"), "eval: essay task without --haystack -> exit 2");
-        snprintf(cmd, sizeof cmd, "./build/gdn2 eval --model %s --task S-NIAH-1 --lengths 600 --samples 1 --out %s/ev %s", ck16, dir, words);
+        /* the essay haystack: --haystack, else data/tinyshakespeare.txt under the working directory,
+         * which the repository does not ship: missing -> exit 2 naming it and scripts/get_data.sh */
+        snprintf(cmd, sizeof cmd, "%s eval --model %s --task S-NIAH-2 --lengths 600 --depths 50 --samples 2 --out %s/ev %s --haystack %s", G,
+                 ck, dir, words, hay);
+        CHECK(run(cmd) == 0 && strstr(g_out, "niah_single_2"), "eval: essay task with --haystack (a generated text) runs");
+        snprintf(cmd, sizeof cmd, "cd %s && %s eval --model %s --task S-NIAH-2 --lengths 600 --depths 50 --samples 1 --out %s/ev %s", dir,
+                 G, ck, dir, words);
+        CHECK(run(cmd) == 2 && strstr(g_out, "data/tinyshakespeare.txt") && strstr(g_out, "sh scripts/get_data.sh") &&
+                  strstr(g_out, "--haystack"),
+              "eval: essay task, no --haystack, no data/tinyshakespeare.txt -> exit 2 naming it and how to get it: %s",
+              strtok(g_out, "\n") ? g_out : "(no output)");
+        snprintf(cmd, sizeof cmd, "mkdir -p %s/data && cp %s %s/data/tinyshakespeare.txt && cd %s && %s eval --model %s --task S-NIAH-2 "
+                 "--lengths 600 --depths 50 --samples 1 --out %s/ev %s",
+                 dir, hay, dir, dir, G, ck, dir, words);
+        CHECK(run(cmd) == 0 && strstr(g_out, "niah_single_2"), "eval: essay task, no --haystack -> data/tinyshakespeare.txt is read");
+        snprintf(cmd, sizeof cmd, "rm -rf %s/data", dir);
+        if (system(cmd)) {}
+        snprintf(cmd, sizeof cmd, "%s eval --model %s --task S-NIAH-1 --lengths 600 --samples 1 --out %s/ev %s", G, ck16, dir, words);
         CHECK(run(cmd) != 0 && strstr(g_out, "vocab_size 16"), "eval: a vocab-16 checkpoint on byte-level NIAH -> config mismatch error");
-        snprintf(cmd, sizeof cmd, "./build/gdn2 eval --model %s --task S-NIAH-1 --lengths 600 --adjs %s/none.txt --out %s/ev", ck, dir, dir);
+        snprintf(cmd, sizeof cmd, "%s eval --model %s --task S-NIAH-1 --lengths 600 --adjs %s/none.txt --out %s/ev", G, ck, dir, dir);
         CHECK(run(cmd) == 2 && strstr(g_out, "none.txt"), "eval: missing word list -> exit 2 naming it");
-        snprintf(cmd, sizeof cmd, "./build/gdn2 eval --model %s --task S-NIAH-1 --lengths 600 --depths 0,150 --out %s/ev %s", ck, dir, words);
+        snprintf(cmd, sizeof cmd, "%s eval --model %s --task S-NIAH-1 --lengths 600 --depths 0,150 --out %s/ev %s", G, ck, dir, words);
         CHECK(run(cmd) == 2 && strstr(g_out, "150"), "eval: depth 150 -> exit 2");
-    } else {
-        SKIP("NIAH CLI tests: %s missing", wl);
     }
-    snprintf(cmd, sizeof cmd, "./build/gdn2 eval --model %s --task mqar,parity --lengths 65 --samples 4 --out %s/ev2", ck16, dir);
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --task mqar,parity --lengths 65 --samples 4 --out %s/ev2", G, ck16, dir);
     int rc = run(cmd);
     CHECK(rc != 0 && strstr(g_out, "even"), "eval: MQAR with an odd length -> error (rc %d)", rc);
-    snprintf(cmd, sizeof cmd, "./build/gdn2 eval --model %s --task fmqar,parity --lengths 64 --samples 4 --out %s/ev2", ck16, dir);
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --task fmqar,parity --lengths 64 --samples 4 --out %s/ev2", G, ck16, dir);
     rc = run(cmd);
     CHECK(rc == 0 && strstr(g_out, "forgetting-mqar") && strstr(g_out, "parity"), "eval: token tasks on a vocab-16 checkpoint run (rc %d)", rc);
-    snprintf(cmd, sizeof cmd, "./build/gdn2 eval --model %s --task mqar --vocab 256 --lengths 64 --out %s/ev2", ck16, dir);
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --task mqar --vocab 256 --lengths 64 --out %s/ev2", G, ck16, dir);
     CHECK(run(cmd) != 0 && strstr(g_out, "exceeds"), "eval: MQAR vocab 256 on a vocab-16 checkpoint -> config mismatch");
-    snprintf(cmd, sizeof cmd, "./build/gdn2 eval --model %s/missing.safetensors --task mqar --lengths 64 --out %s/ev2", dir, dir);
+    snprintf(cmd, sizeof cmd, "%s eval --model %s/missing.safetensors --task mqar --lengths 64 --out %s/ev2", G, dir, dir);
     CHECK(run(cmd) == 2 && strstr(g_out, "missing.safetensors"), "eval: missing checkpoint -> exit 2 naming it");
-    snprintf(cmd, sizeof cmd, "echo 'not a checkpoint' > %s/bad.safetensors; ./build/gdn2 eval --model %s/bad.safetensors --task mqar --lengths 64 --out %s/ev2",
-             dir, dir, dir);
+    snprintf(cmd, sizeof cmd, "echo 'not a checkpoint' > %s/bad.safetensors; %s eval --model %s/bad.safetensors --task mqar --lengths 64 --out %s/ev2",
+             dir, G, dir, dir);
     CHECK(run(cmd) == 2, "eval: a file that is not a checkpoint -> exit 2");
-    CHECK(run("./build/gdn2 eval --task mqar") == 2 && strstr(g_out, "required"), "eval: missing --model -> usage, exit 2");
+    CHECK(run_cli("eval --task mqar") == 2 && strstr(g_out, "required"), "eval: missing --model -> usage, exit 2");
 
     /* gdn2 task */
-    CHECK(run("./build/gdn2 task show mqar --len 64 --seed 1") == 0 && strstr(g_out, "answers:") && strstr(g_out, "targets:"),
+    CHECK(run_cli("task show mqar --len 64 --seed 1") == 0 && strstr(g_out, "answers:") && strstr(g_out, "targets:"),
           "task show mqar prints tokens, targets, answers");
-    if (have_words) {
-        snprintf(cmd, sizeof cmd, "./build/gdn2 task show S-NIAH-1 --len 1024 --seed 2 --depth 50 %s", words);
+    {
+        snprintf(cmd, sizeof cmd, "%s task show S-NIAH-1 --len 1024 --seed 2 --depth 50 %s", G, words);
         CHECK(run(cmd) == 0 && strstr(g_out, "answers (1):") && strstr(g_out, "The grass is green. The sky is blue.") &&
                   strstr(g_out, "mentioned in the provided text is"),
               "task show S-NIAH-1 prints the prompt and its answer");
-        snprintf(cmd, sizeof cmd, "./build/gdn2 task show S-NIAH-1 --len 100 %s", words);
+        snprintf(cmd, sizeof cmd, "%s task show S-NIAH-1 --len 100 %s", G, words);
         CHECK(run(cmd) == 2 && strstr(g_out, "shorter"), "task show: length shorter than the needle -> exit 2");
-        snprintf(cmd, sizeof cmd, "./build/gdn2 task show S-NIAH-3 --len 2048 %s", words);
-        CHECK(run(cmd) == 2 && strstr(g_out, "--haystack"), "task show: essay task without --haystack -> exit 2");
-        snprintf(cmd, sizeof cmd, "./build/gdn2 task show S-NIAH-3 --len 2048 --haystack /nonexistent/pg.txt %s", words);
+        snprintf(cmd, sizeof cmd, "cd %s && %s task show S-NIAH-3 --len 2048 %s", dir, G, words);
+        CHECK(run(cmd) == 2 && strstr(g_out, "data/tinyshakespeare.txt") && strstr(g_out, "sh scripts/get_data.sh"),
+              "task show: essay task, no --haystack, no data/tinyshakespeare.txt -> exit 2 naming it and how to get it");
+        snprintf(cmd, sizeof cmd, "mkdir -p %s/data && cp %s %s/data/tinyshakespeare.txt && cd %s && %s task show S-NIAH-3 --len 2048 %s",
+                 dir, hay, dir, dir, G, words);
+        CHECK(run(cmd) == 0 && strstr(g_out, GENTEXT_OPENING_COLLAPSED),
+              "task show: essay task, no --haystack -> the haystack is data/tinyshakespeare.txt");
+        snprintf(cmd, sizeof cmd, "%s task show S-NIAH-3 --len 2048 --haystack %s %s", G, hay, words);
+        CHECK(run(cmd) == 0 && strstr(g_out, GENTEXT_OPENING_COLLAPSED) && strstr(g_out, "uuid"),
+              "task show S-NIAH-3 --haystack FILE: the prompt's haystack is FILE's text");
+        /* the word lists default to data/ruler_*.txt (shipped) */
+        CHECK(run_cli("task show S-NIAH-1 --len 1024 --seed 4") == 0 && strstr(g_out, "answers (1):"),
+              "task show S-NIAH-1 without --adjs / --nouns reads the shipped data/ word lists");
+        snprintf(cmd, sizeof cmd, "%s task show S-NIAH-3 --len 2048 --haystack /nonexistent/pg.txt %s", G, words);
         CHECK(run(cmd) == 2 && strstr(g_out, "/nonexistent/pg.txt"), "task show: missing haystack file -> exit 2 naming it");
     }
-    CHECK(run("./build/gdn2 task show no-such-task") == 2 && strstr(g_out, "unknown task"), "task show: unknown task -> exit 2");
-    CHECK(run("./build/gdn2 task show parity --len 2") == 2, "task show: parity length 2 -> exit 2");
+    CHECK(run_cli("task show no-such-task") == 2 && strstr(g_out, "unknown task"), "task show: unknown task -> exit 2");
+    CHECK(run_cli("task show parity --len 2") == 2, "task show: parity length 2 -> exit 2");
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) {}
 }
 
 int main(void) {
-    test_protocol(shared_dir());
-    test_cli(shared_dir());
+    test_protocol();
+    test_cli();
     return test_summary();
 }

@@ -1,5 +1,5 @@
 /* The GatedDeltaNet2 layer (src/model/layer_gdn2.c, nn.c):
- *  1. conformance with the official module on ../shared/fixtures/official/layer.safetensors
+ *  1. conformance with the official module on tests/fixtures/official/layer.safetensors
  *     (y vs the float64 re-implementation, y and every gradient vs the official chunk path,
  *     y vs the official recurrent path), through the library and through `gdn2 layer`;
  *  2. central finite-difference gradient checks of the primitives (conv+SiLU, RMSNorm, gated
@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "check.h"
@@ -56,12 +57,7 @@ static double dot_d(const float *a, const float *b, size_t n) {
 /* ------------------------------------------------------------------------------------------ */
 static void test_fixture(void) {
     char path[512];
-    snprintf(path, sizeof path, "%s/fixtures/official/layer.safetensors", shared_dir());
-    struct stat sb;
-    if (stat(path, &sb) != 0) {
-        SKIP("official layer fixture: %s not found (set GDN2_SHARED)", path);
-        return;
-    }
+    snprintf(path, sizeof path, "%s/layer.safetensors", fixture_dir());
     gdn2_st st;
     if (gdn2_st_read(path, &st)) {
         CHECK(0, "read %s: %s", path, gdn2_last_error());
@@ -174,11 +170,10 @@ static void test_fixture(void) {
     gdn2_layer_set_kernel(0);
 
     /* the CLI on the same file (when built): exit 0 and the same y / grads */
-    struct stat cs;
-    if (stat("build/gdn2", &cs) == 0) {
+    if (access(cli_path(), X_OK) == 0) {
         char cmd[1200];
         const char *out = "/tmp/gdn2_test_layer_out.safetensors";
-        snprintf(cmd, sizeof cmd, "./build/gdn2 layer %s -o %s > /dev/null", path, out);
+        snprintf(cmd, sizeof cmd, "%s layer %s -o %s > /dev/null", cli_path(), path, out);
         int rc = system(cmd);
         CHECK(rc == 0, "gdn2 layer IN -o OUT exits 0");
         gdn2_st o;
@@ -215,7 +210,7 @@ static void test_fixture(void) {
             }
             const char *mk[1] = {"meta"}, *mv[1] = {meta};
             gdn2_st_write(bad, ts, nt, mk, mv, 1);
-            snprintf(cmd, sizeof cmd, "./build/gdn2 layer %s -o %s.out 2> %s.err", bad, bad, bad);
+            snprintf(cmd, sizeof cmd, "%s layer %s -o %s.out 2> %s.err", cli_path(), bad, bad, bad);
             rc = system(cmd);
             char ebuf[512] = {0};
             snprintf(cmd, sizeof cmd, "%s.err", bad);
@@ -229,7 +224,7 @@ static void test_fixture(void) {
             remove(bad);
         }
     } else {
-        SKIP("gdn2 layer CLI: build/gdn2 not built");
+        CHECK(0, "gdn2 layer CLI: %s not built or not executable (make; or set GDN2_CLI)", cli_path());
     }
     free(y); free(dx); free(acts); free(dp); free(dp64); free(dx64);
 out:

@@ -1,6 +1,8 @@
 /* Task generators and scorers (src/data): MQAR / forgetting-MQAR structure, RULER NIAH strings,
  * placement and lengths, state-tracking answers recomputed independently, determinism, train/test
- * disjointness, scorer edge cases, SVG heatmap well-formedness. Recipes: ../shared/TASKS.md. */
+ * disjointness, scorer edge cases, SVG heatmap well-formedness. Recipes: Zoology (multiquery_ar.py),
+ * RULER (niah.py), Grazzi et al. 2025; docs/TASKS.md. The essay haystack is a text generated here
+ * (tests/gentext.h); the word lists are RULER's, in data/. */
 #include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,6 +12,7 @@
 
 #include "check.h"
 #include "gdn2.h"
+#include "gentext.h"
 #include "gdn2_data.h"
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -249,14 +252,14 @@ static void test_state(void) {
 /* ---- RULER -------------------------------------------------------------------------------- */
 static void test_ruler_strings(void) {
     char pre[512], post[512], nd[256];
-    /* TASKS.md §1.2 rendered S-NIAH-2 prompt (singular rewrite) */
+    /* RULER's rendered S-NIAH-2 prompt (niah.py's singular rewrite) */
     gdn2_niah_frame(GDN2_NIAH_SINGLE_2, "<KEY>", pre, sizeof pre, post, sizeof post);
     CHECK(!strcmp(pre, "A special magic number is hidden within the following text. Make sure to memorize it. I will "
                        "quiz you about the number afterwards.\n"),
-          "S-NIAH-2 template head, singular (TASKS.md 1.2 rendered prompt)");
+          "S-NIAH-2 template head, singular (RULER's rendered prompt)");
     CHECK(!strcmp(post, "\nWhat is the special magic number for <KEY> mentioned in the provided text? The special magic "
                         "number for <KEY> mentioned in the provided text is"),
-          "S-NIAH-2 question + answer prefix, singular (TASKS.md 1.2)");
+          "S-NIAH-2 question + answer prefix, singular (RULER)");
     gdn2_niah_frame(GDN2_NIAH_SINGLE_3, "k", pre, sizeof pre, post, sizeof post);
     CHECK(!strcmp(pre, "A special magic uuid is hidden within the following text. Make sure to memorize it. I will quiz "
                        "you about the uuid afterwards.\n") &&
@@ -282,19 +285,27 @@ static void test_ruler_strings(void) {
           "task registry: names case-insensitive, unknown -> NULL");
 }
 
-static void test_ruler(const char *sh) {
-    char adj[512], noun[512], hay[512];
-    snprintf(adj, sizeof adj, "%s/data/ruler_adjectivelist.txt", sh);
-    snprintf(noun, sizeof noun, "%s/data/ruler_nounlist.txt", sh);
-    snprintf(hay, sizeof hay, "%s/data/tinyshakespeare.txt", sh);
-    gdn2_ruler_res r;
-    if (access(adj, R_OK) || access(noun, R_OK) || access(hay, R_OK)) {
-        SKIP("RULER generator tests: %s/data word lists or tinyshakespeare.txt missing", sh);
+#define ESSAY_WORDS 30000L
+static void test_ruler(void) {
+    char adj[512], noun[512], hay[] = "/tmp/gdn2_test_essayXXXXXX";
+    snprintf(adj, sizeof adj, "%s/ruler_adjectivelist.txt", data_dir());
+    snprintf(noun, sizeof noun, "%s/ruler_nounlist.txt", data_dir());
+    int fd = mkstemp(hay);
+    if (fd < 0) {
+        CHECK(0, "RULER generator tests: cannot create a temp file for the essay haystack");
         return;
     }
+    close(fd);
+    if (test_write_text(hay, ESSAY_WORDS, 11)) {
+        unlink(hay);
+        return;
+    }
+    gdn2_ruler_res r;
     int st = gdn2_ruler_load(&r, adj, noun, hay);
-    CHECK(!st && r.n_adjs > 900 && r.n_nouns > 6700 && r.n_words > 200000, "ruler resources: %d adjectives, %d nouns, %lld essay words",
-          r.n_adjs, r.n_nouns, (long long)r.n_words);
+    unlink(hay);
+    CHECK(!st && r.n_adjs > 900 && r.n_nouns > 6700 && r.n_words == ESSAY_WORDS,
+          "ruler resources from %s: %d adjectives, %d nouns, %lld essay words (%ld written)%s%s", data_dir(), r.n_adjs,
+          r.n_nouns, st ? -1LL : (long long)r.n_words, ESSAY_WORDS, st ? ": " : "", st ? gdn2_last_error() : "");
     if (st) return;
 
     /* every task at three lengths: frame, needles, answers, length fit, offsets */
@@ -401,7 +412,7 @@ static void test_ruler(const char *sh) {
         gdn2_niah_cfg c = {GDN2_NIAH_SINGLE_2, 1024, 0, 1, 100};
         gdn2_niah_sample smp;
         gdn2_niah_generate(&r, &c, 1, 0, &smp);
-        CHECK(!strncmp(smp.prompt + smp.context_off, "First Citizen: Before we proceed any further, hear me speak.", 60),
+        CHECK(!strncmp(smp.prompt + smp.context_off, GENTEXT_OPENING_COLLAPSED, strlen(GENTEXT_OPENING_COLLAPSED)),
               "essay haystack starts with the corpus' first words, whitespace collapsed");
         gdn2_niah_sample_free(&smp);
     }
@@ -434,7 +445,7 @@ static void test_ruler(const char *sh) {
 static void test_ruler_disjoint(void) {
     char ap[] = "/tmp/gdn2_test_adjXXXXXX", np[] = "/tmp/gdn2_test_nounXXXXXX";
     int fa = mkstemp(ap), fn = mkstemp(np);
-    if (fa < 0 || fn < 0) { SKIP("cannot create temp files"); return; }
+    if (fa < 0 || fn < 0) { CHECK(0, "cannot create temp files for the word lists"); return; }
     const char *A = "red\nblue\ngreen\nwet \n", *N = "cat\ndog\nbird\nfish\n";
     if (write(fa, A, strlen(A)) < 0 || write(fn, N, strlen(N)) < 0) {}
     close(fa), close(fn);
@@ -522,12 +533,10 @@ static void test_heatmap(void) {
         close(fd);
         st = gdn2_heatmap_write(&h, path);
         CHECK(!st, "heatmap written to %s", path);
-        if (system("command -v xmllint >/dev/null 2>&1") == 0) {
+        if (need_tool("xmllint", "the heatmap SVG is well-formed XML")) {
             char cmd[256];
             snprintf(cmd, sizeof cmd, "xmllint --noout %s", path);
             CHECK(system(cmd) == 0, "heatmap SVG is well-formed XML (xmllint)");
-        } else {
-            SKIP("xmllint not installed: XML well-formedness not checked by a parser");
         }
         unlink(path);
     }
@@ -540,7 +549,7 @@ int main(void) {
     test_mqar();
     test_state();
     test_ruler_strings();
-    test_ruler(shared_dir());
+    test_ruler();
     test_ruler_disjoint();
     test_scoring();
     test_heatmap();

@@ -1,5 +1,5 @@
 """Side-by-side timing of the peer GDN-2 kernels on the GPU (bf16 q,k,v,b,w; fp32 g; in-kernel
-q/k L2 norm; no initial/final state), with the same method as ../shared/PERF_ANCHORS.md:
+q/k L2 norm; no initial/final state), with the same method as the PERF_ANCHORS.md peer table (merge.py --anchors):
 triton.testing.do_bench medians (L2 flushed before each rep) after a first call that compiles and
 autotunes.
 

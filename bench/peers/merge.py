@@ -1,12 +1,12 @@
 """Merge one device run's results into bench/results/h200-ops.{json,md}.
 
-  python3 bench/peers/merge.py RUN_DIR [--out bench/results/h200-ops]
+  python3 bench/peers/merge.py RUN_DIR [--out bench/results/h200-ops] [--anchors PERF_ANCHORS.md]
 
 RUN_DIR holds cuda_ops.json (bench/cuda_ops), peers_official.log / peers_fla.log (JSON lines
 printed by bench_peers.py; the .log is read so that a run cut short still counts) and env.txt.
-A peer figure missing from the run is left null; where ../shared/PERF_ANCHORS.md has it (measured on
-the same kind of H200 by the same method, but not in this run) it is given separately as
-ms_<peer>_anchor.
+A peer figure missing from the run is left null; where the --anchors file (a markdown table of peer
+timings, PERF_ANCHORS.md, not shipped with the repository) has it (measured on the same kind of H200
+by the same method, but not in this run) it is given separately as ms_<peer>_anchor.
 """
 import json
 import os
@@ -27,10 +27,10 @@ def read_rows(path):
     return rows
 
 
-def anchors(path="../shared/PERF_ANCHORS.md"):
-    """{(impl, name, (B,T,H)): ms} from PERF_ANCHORS.md's chunk table (K = V = 128)."""
+def anchors(path):
+    """{(impl, name, (B,T,H)): ms} from PERF_ANCHORS.md's chunk table (K = V = 128); {} without one."""
     out = {}
-    if not os.path.exists(path):
+    if not path:
         return out
     for line in open(path):
         cells = [c.strip() for c in line.split("|")[1:-1]]
@@ -61,7 +61,7 @@ def main():
             else:
                 peers[(impl, r["name"], tuple(r["shape"]))] = r["ms"]
     env = open(os.path.join(run, "env.txt")).read().strip() if os.path.exists(os.path.join(run, "env.txt")) else ""
-    anc = anchors()
+    anc = anchors(sys.argv[sys.argv.index("--anchors") + 1] if "--anchors" in sys.argv else None)
     wl = []
     for w in ours["workloads"]:
         key = tuple(w["shape"])
@@ -102,7 +102,7 @@ def main():
                      f"{f(w['ratio_official'])} | {rfla} | {w['mtok_s_gdn2']:.2f} |")
     lines += ["", "ratio = peer ms / gdn2 ms (above 1: gdn2 faster). '(x anchor)': fla not measured in this run (its "
               "Triton autotuning takes ~200 s per shape on a fresh machine, more than a device call can spare); figure "
-              "from ../shared/PERF_ANCHORS.md, same machine kind and method, different run.",
+              "from the --anchors table (PERF_ANCHORS.md), same machine kind and method, different run.",
               "", f"Decode step, H=16, K=V=128, fp32 state, called from C (host clock incl. launch); copy {ours.get('copy_gbps')} GB/s", "",
               "| N | gdn2 us | GB/s | share of copy | official eager us (same run) |", "|---|---|---|---|---|"]
     for d in dec:

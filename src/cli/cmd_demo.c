@@ -21,13 +21,13 @@ static void demo_usage(FILE *f) {
             "   `tiny` model (2 layers, d=64, one 64-dim GDN-2 head per layer, SwiGLU MLP) with AdamW (lr 3e-3,\n"
             "   32 sequences per step) on the CPU until the test accuracy (512 held-out\n"
             "   samples) reaches 0.99, and prints it with the wall time.\n"
-            "2. --shakespeare: trains the `small` model (4 layers, d=128) on ../shared/data/tinyshakespeare.txt\n"
+            "2. --shakespeare: trains the `small` model (4 layers, d=128) on " GDN2_DEFAULT_TEXT "\n"
             "   (bytes, last 10%% validation), prints the validation loss in nats/char and greedy samples.\n"
             "  --layout L        mixer layout for both models (default gdn2; e.g. gdn2,swa)\n"
             "  --steps N         MQAR step budget (default 1000; cosine schedule over it)\n"
             "  --sh-steps N      Shakespeare steps (default 500)\n"
             "  --time-limit S    stop each training after S seconds (default: MQAR 420, Shakespeare 900)\n"
-            "  --data FILE       text for part 2\n"
+            "  --data FILE       text for part 2 (default " GDN2_DEFAULT_TEXT ": sh scripts/get_data.sh)\n"
             "  --out DIR         also keep the checkpoints in DIR (demo_mqar.safetensors, demo_small.safetensors)\n"
             "  --threads N       CPU threads (default 1: on a shared 2-core machine two OpenMP threads ran 2.5-6x\n"
             "                    slower than one, docs/PROFILE.md; 0 = OpenMP default)\n"
@@ -61,6 +61,8 @@ int cmd_demo(int argc, char **argv) {
             return 1;
         }
     }
+    if (shakespeare && !data) data = GDN2_DEFAULT_TEXT; /* checked before part 1, not after it */
+    if (shakespeare && cli_default_text_missing("demo", data, "--data")) return 2;
     char path[4096];
     /* ---- 1. MQAR ---- */
     gdn2_train_opts o;

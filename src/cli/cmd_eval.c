@@ -16,8 +16,8 @@
 #include "gdn2_io.h"
 #include "gdn2_model.h"
 
-#define DEFAULT_ADJS "../shared/data/ruler_adjectivelist.txt"
-#define DEFAULT_NOUNS "../shared/data/ruler_nounlist.txt"
+#define DEFAULT_ADJS GDN2_DEFAULT_ADJS
+#define DEFAULT_NOUNS GDN2_DEFAULT_NOUNS
 #define MAX_LIST 64
 
 static void eval_usage(FILE *f) {
@@ -29,7 +29,7 @@ static void eval_usage(FILE *f) {
             "  --seed S          sample seed (default 0); samples come from the test stream\n"
             "  --out DIR         where eval.json and <task>_heatmap.svg go (default eval_out)\n"
             "  --haystack FILE   essay haystack for the essay NIAH tasks (RULER: Paul Graham essays;\n"
-            "                    e.g. ../shared/data/tinyshakespeare.txt)\n"
+            "                    default " GDN2_DEFAULT_TEXT ", fetched by sh scripts/get_data.sh)\n"
             "  --adjs FILE       adjective list (default " DEFAULT_ADJS ")\n"
             "  --nouns FILE      noun list (default " DEFAULT_NOUNS ")\n"
             "  --max-new N       NIAH generation budget (default 32 numbers, 64 UUID/multi)\n"
@@ -198,11 +198,8 @@ int cmd_eval(int argc, char **argv) {
             if (!cli_num("eval", "--depths", dstr[i], 0, 100, 0, &depths[i])) return 2; /* percent, or 'random' */
     } else
         for (int i = 0; i < nd; i++) depths[i] = 25.0 * i;
-    if (any_essay && !hay) {
-        fprintf(stderr, "gdn2 eval: essay NIAH tasks need --haystack FILE (RULER uses Paul Graham's essays; "
-                        "../shared/data/tinyshakespeare.txt is a public-domain substitute)\n");
-        return 2;
-    }
+    if (any_essay && !hay) hay = GDN2_DEFAULT_TEXT;
+    if (any_essay && cli_default_text_missing("eval", hay, "--haystack")) return 2;
 
     /* resources before the (slower) checkpoint load, so bad paths fail fast */
     if (any_text && ((rc = cli_check_in("eval", "--adjs", adjs)) || (rc = cli_check_in("eval", "--nouns", nouns))))

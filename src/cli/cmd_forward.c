@@ -1,5 +1,5 @@
 /* gdn2 forward — the official lit_gpt GPT forward and mean next-token cross-entropy on tensors
- * from a safetensors file in the format of ../shared/fixtures/official/model.safetensors. */
+ * from a safetensors file in the format of tests/fixtures/official/model.safetensors. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

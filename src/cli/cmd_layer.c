@@ -1,5 +1,5 @@
 /* gdn2 layer — the official GatedDeltaNet2 layer, forward (and backward when `r` is given), on
- * tensors from a safetensors file in the format of ../shared/fixtures/official/layer.safetensors:
+ * tensors from a safetensors file in the format of tests/fixtures/official/layer.safetensors:
  * param.<official name>, x [B,T,d], optional r [B,T,d] (loss = Σ y⊙r), and the layer config in the
  * __metadata__ "meta" JSON's "config" object. Writes y, and with r: grad.x and grad.<name>. */
 #include <cjson/cJSON.h>

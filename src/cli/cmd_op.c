@@ -1,6 +1,6 @@
 /* gdn2 op — run the GDN-2 kernels on tensors from a safetensors file and write the results.
  *
- * The input is the format of ../shared/fixtures/official/op_*.safetensors (and what a PyTorch user
+ * The input is the format of tests/fixtures/official/op_*.safetensors (and what a PyTorch user
  * writes with safetensors.torch.save_file): q,k,g,b [B,T,H,K], v,w,do [B,T,HV,V], h0,dht [N,HV,K,V],
  * A_log [H], dt_bias [H*K], cu_seqlens [N+1] (I32/I64), options in the __metadata__ key "meta"
  * (a JSON object). See docs/FORMATS.md. Exit: 0 ok, 2 bad usage / bad input file, 1 runtime failure. */

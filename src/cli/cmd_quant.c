@@ -22,7 +22,7 @@
 #include <cblas.h>
 #endif
 
-#define DEFAULT_TEXT "../shared/data/tinyshakespeare.txt"
+#define DEFAULT_TEXT GDN2_DEFAULT_TEXT /* not shipped: sh scripts/get_data.sh */
 
 static void quant_usage(FILE *f) {
     fprintf(f,
@@ -196,6 +196,7 @@ int cmd_quant(int argc, char **argv) {
         return 2;
     }
     if ((rc = cli_check_in("quantize", "--model", model_path))) return rc;
+    if (!is_mqar && cli_default_text_missing("quantize", data, "--data")) return 2;
     if (!is_mqar && (rc = cli_check_in("quantize", "--data", data))) return rc;
     if (out && (rc = cli_check_out("quantize", "--out", out))) return rc;
     int sets = 0;

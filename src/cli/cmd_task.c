@@ -10,8 +10,8 @@
 #include "gdn2.h"
 #include "gdn2_data.h"
 
-#define DEFAULT_ADJS "../shared/data/ruler_adjectivelist.txt"
-#define DEFAULT_NOUNS "../shared/data/ruler_nounlist.txt"
+#define DEFAULT_ADJS GDN2_DEFAULT_ADJS
+#define DEFAULT_NOUNS GDN2_DEFAULT_NOUNS
 
 static void task_usage(FILE *f) {
     fprintf(f,
@@ -23,8 +23,8 @@ static void task_usage(FILE *f) {
             "  --seed S         sample seed (default 0)\n"
             "  --split S        train or test (default test)\n"
             "  --depth D        NIAH: put the queried needle at D percent (default: RULER's draw)\n"
-            "  --haystack FILE  essay haystack for the essay tasks (RULER: Paul Graham essays;\n"
-            "                   e.g. ../shared/data/tinyshakespeare.txt)\n"
+            "  --haystack FILE  essay haystack for the essay tasks (RULER: Paul Graham essays; default\n"
+            "                   " GDN2_DEFAULT_TEXT ", fetched by sh scripts/get_data.sh)\n"
             "  --adjs FILE      adjective list (default " DEFAULT_ADJS ")\n"
             "  --nouns FILE     noun list (default " DEFAULT_NOUNS ")\n"
             "  --max-new N      NIAH answer budget in tokens (default 32 numbers, 64 UUID/multi)\n"
@@ -96,13 +96,8 @@ int cmd_task(int argc, char **argv) {
     if (len > 0 && (rc = cli_check_mem("task", "--len", 8.0 * (double)len))) return rc;
 
     if (ti->kind == GDN2_TASK_KIND_TEXT) {
-        if (gdn2_niah_needs_essay(ti->id) && !hay) {
-            fprintf(stderr,
-                    "gdn2 task: %s uses an essay haystack: pass --haystack FILE (RULER uses Paul Graham's essays; "
-                    "../shared/data/tinyshakespeare.txt is a public-domain substitute)\n",
-                    ti->alias);
-            return 2;
-        }
+        if (gdn2_niah_needs_essay(ti->id) && !hay) hay = GDN2_DEFAULT_TEXT;
+        if (gdn2_niah_needs_essay(ti->id) && cli_default_text_missing("task", hay, "--haystack")) return 2;
         if ((rc = cli_check_in("task", "--adjs", adjs)) || (rc = cli_check_in("task", "--nouns", nouns)) ||
             (gdn2_niah_needs_essay(ti->id) && (rc = cli_check_in("task", "--haystack", hay))))
             return rc;

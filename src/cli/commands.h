@@ -16,4 +16,9 @@ int cmd_eval(int argc, char **argv);     /* evaluate a checkpoint on tasks      
 int cmd_quant(int argc, char **argv);    /* int8/int4 weight quantization and its accuracy cost  */
 
 
+/* src/cli/data_files.c: 1 (after "gdn2 CMD: ..." on stderr naming the file, how to get it and FLAG)
+ * when path is the default text GDN2_DEFAULT_TEXT and cannot be opened; 0 otherwise (the caller
+ * exits 2 on 1). */
+int cli_default_text_missing(const char *cmd, const char *path, const char *flag);
+
 #endif

@@ -1,5 +1,5 @@
 /* Evaluation of one (task, length, depth) cell: draw n test samples, run the model through the
- * callbacks of gdn2_eval_model, score as the literature does (TASKS.md §1.4, §2.2, §3.3). */
+ * callbacks of gdn2_eval_model, score as the literature does (RULER, Zoology, Grazzi et al.; docs/TASKS.md "Scoring"). */
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,5 +1,6 @@
 /* MQAR (Zoology multi-query associative recall) and forgetting-MQAR generators.
- * Recipe: ../shared/TASKS.md §2.1 (multiquery_ar.py) and §2.3 (forgetting_mqar.py), re-derived. */
+ * Recipe: Zoology's multiquery_ar.py (HazyResearch/zoology, Arora et al. 2023) and its forgetting
+ * variant, re-derived; docs/TASKS.md ("MQAR and forgetting-MQAR") states what is generated. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

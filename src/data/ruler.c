@@ -1,5 +1,6 @@
 /* RULER needle-in-a-haystack generators: S-NIAH-1/2/3, MK-NIAH-1/2/3, MV-NIAH, MQ-NIAH.
- * Recipe and verbatim strings: ../shared/TASKS.md §1.1-1.3 (NVIDIA/RULER niah.py, re-derived).
+ * Recipe and verbatim strings: NVIDIA/RULER scripts/data/synthetic/niah.py and synthetic.yaml,
+ * re-derived; docs/TASKS.md ("RULER NIAH") states what is generated.
  * Lengths are in tokens of the byte-level tokenizer (1 byte = 1 token), so the fit to length is
  * exact arithmetic on byte counts instead of RULER's search over haystack sizes. */
 #include <ctype.h>
@@ -33,7 +34,7 @@ static const niah_spec SPECS[GDN2_NIAH_COUNT] = {
     {"niah_multiquery", "MQ-NIAH", HAY_ESSAY, TY_WORDS, TY_NUMBERS, 4, 1, 4},
 };
 
-/* RULER's strings, verbatim (TASKS.md §1.2). {V} = type_needle_v, {Q} = query, {C} = context. */
+/* RULER's strings, verbatim (niah.py and synthetic.yaml). {V} = type_needle_v, {Q} = query, {C} = context. */
 static const char TEMPLATE[] =
     "Some special magic {V} are hidden within the following text. Make sure to memorize it. I will quiz "
     "you about the {V} afterwards.\n{C}\nWhat are all the special magic {V} for {Q} mentioned in the "
@@ -52,8 +53,8 @@ int gdn2_niah_needs_essay(int task) { return task >= 0 && task < GDN2_NIAH_COUNT
 int gdn2_niah_default_max_new(int task) {
     if (task < 0 || task >= GDN2_NIAH_COUNT) return 0;
     const niah_spec *s = &SPECS[task];
-    /* byte-level answers: ": 1234567." is ~10 bytes, a UUID 36, four numbers ~45 (TASKS.md §6.2
-     * asks for >= 16 / >= 48; RULER reserves 128 Llama tokens) */
+    /* byte-level answers: ": 1234567." is ~10 bytes, a UUID 36, four numbers ~45 (at least 16 / 48
+     * bytes; RULER reserves 128 Llama tokens) */
     return (s->val_type == TY_UUIDS || s->v * s->q > 1) ? 64 : 32;
 }
 

@@ -1,5 +1,6 @@
-/* Scorers: RULER's string_match_all / string_match_part (../shared/TASKS.md §1.4) and the token
- * accuracies of MQAR (§2.2) and the state-tracking tasks (§3.3). */
+/* Scorers: RULER's string_match_all / string_match_part (NVIDIA/RULER scripts/eval/synthetic/
+ * constants.py) and the token accuracies of MQAR (Zoology) and the state-tracking tasks (Grazzi et
+ * al.); docs/TASKS.md ("Scoring"). */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* State-tracking tasks (Grazzi et al., ICLR 2025; ../shared/TASKS.md §3.3): parity and modular
+/* State-tracking tasks (Grazzi et al., ICLR 2025; docs/TASKS.md "State tracking"): parity and modular
  * arithmetic without brackets. Train lengths 3..40, test 40..256, context 256 right-padded with 0;
  * loss and accuracy only at the answer. These separate transitions with eigenvalues in [0,1]
  * (cannot count mod 2) from [-1,1] (allow_neg_eigval). */

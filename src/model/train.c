@@ -9,6 +9,7 @@
  * saved in fp32, and all reductions run in a fixed order for a fixed thread count, so "N steps" and
  * "k steps, save, resume, N-k steps" produce identical losses (tests/test_train.c). */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -321,7 +322,12 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
         if ((st = gdn2_mqar_check(&ds.mq))) return st;
         vocab = o.mqar_vocab;
     } else if (!strcmp(o.task, "text")) {
-        const char *path = o.data ? o.data : "data/tinyshakespeare.txt";
+        const char *path = o.data ? o.data : GDN2_DEFAULT_TEXT;
+        FILE *probe = o.data ? NULL : fopen(path, "rb"); /* the default is not shipped: say how to get it */
+        if (!o.data && !probe)
+            return gdn2_error(GDN2_ERR_IO, "train: the default text %s cannot be opened (%s); %s, or pass --data FILE",
+                              path, strerror(errno), GDN2_DEFAULT_TEXT_HINT);
+        if (probe) fclose(probe);
         if ((st = gdn2_text_load(path, 0.1, &ds.text))) return st;
     } else {
         return gdn2_error(GDN2_ERR_ARG, "train: unknown task '%s' (text or mqar)", o.task);
