@@ -12,7 +12,7 @@
 #include "gdn2.h"
 #include "gdn2_data.h"
 #include "gdn2_model.h"
-#include "gdn2_quant.h"
+#include "gdn2_quant_model.h"
 #include "gdn2_text.h"
 #include "util/internal.h"
 

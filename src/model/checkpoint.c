@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gdn2_quant.h"
+#include "gdn2_quant_model.h"
 #include "model_internal.h"
 #include "util/internal.h"
 
