@@ -12,6 +12,11 @@ extern "C" {
 
 typedef enum { GDN2_MIXER_GDN2 = 0, GDN2_MIXER_KDA = 1, GDN2_MIXER_GDN = 2 } gdn2_mixer_kind;
 
+/* Which recurrence kernel the forward / backward / step use: the fp32 chunk kernels (the default,
+ * 0), or the float64 reference (gdn2_ref_fwd/bwd through a float<->double adapter; exact but slow:
+ * for conformance tests and finite differences). */
+typedef enum { GDN2_KERNEL_CHUNK = 0, GDN2_KERNEL_REFERENCE = 1 } gdn2_layer_kernel;
+
 typedef struct {
     int64_t hidden;              /* d (hidden_size)                                   */
     int64_t H, HV, K, V;         /* key heads, value heads, key head dim, value head dim (V = K*expand_v) */
@@ -19,6 +24,7 @@ typedef struct {
     int allow_neg_eigval;        /* b <- 2b                                           */
     float norm_eps;              /* 1e-5                                              */
     gdn2_mixer_kind mixer;       /* gdn2 (official), kda or gdn variant, same state size */
+    gdn2_layer_kernel kernel;    /* recurrence kernel, GDN2_KERNEL_CHUNK (0) unless a caller asks */
 } gdn2_layer_cfg;
 
 typedef struct {
@@ -28,7 +34,7 @@ typedef struct {
     int no_decay;                /* exempt from weight decay when the optimizer is asked to exempt (A_log, dt_bias, norm weights, biases) */
 } gdn2_param_info;
 
-/* Validate a config (positive sizes, HV % H == 0, conv_size >= 1, eps > 0, known mixer). */
+/* Validate a config (positive sizes, HV % H == 0, conv_size >= 1, eps > 0, known mixer and kernel). */
 int    gdn2_layer_check(const gdn2_layer_cfg *c);
 int    gdn2_layer_params(const gdn2_layer_cfg *c, gdn2_param_info *out, int cap); /* returns the count; out may be NULL */
 size_t gdn2_layer_param_count(const gdn2_layer_cfg *c);                           /* floats in the flat block */
@@ -47,12 +53,6 @@ int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const floa
 /* one token for n sequences: x,y [n,d]; states [n, state_size] updated in place (constant memory). */
 int gdn2_layer_step(const gdn2_layer_cfg *c, const float *params, const float *x, int64_t n, float *states,
                     float *y, int n_threads);
-
-/* Which recurrence kernel the forward/backward use (process-wide; for conformance tests):
- * 0 = fp32 chunk kernels (default), 1 = float64 reference (gdn2_ref_fwd/bwd through a float<->double
- * adapter; exact but slow). */
-void gdn2_layer_set_kernel(int which);
-int  gdn2_layer_get_kernel(void);
 
 #ifdef __cplusplus
 }

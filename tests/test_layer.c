@@ -68,7 +68,7 @@ static void test_fixture(void) {
         return;
     }
     /* the fixture's meta.config: hidden 256, head_dim 64, 4 heads, expand_v 1, conv 4 */
-    gdn2_layer_cfg c = {256, 4, 4, 64, 64, 4, 0, 1e-5f, GDN2_MIXER_GDN2};
+    gdn2_layer_cfg c = {256, 4, 4, 64, 64, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
     const char *meta = gdn2_st_meta(&st, "meta");
     CHECK(meta && strstr(meta, "\"hidden_size\": 256") && strstr(meta, "\"num_heads\": 4") &&
               strstr(meta, "\"head_dim\": 64"),
@@ -114,7 +114,7 @@ static void test_fixture(void) {
 
     for (int kernel = 1; kernel >= 0; kernel--) {
         const char *kn = kernel ? "float64-recurrence kernel" : "fp32 chunk kernel";
-        gdn2_layer_set_kernel(kernel);
+        c.kernel = kernel ? GDN2_KERNEL_REFERENCE : GDN2_KERNEL_CHUNK;
         double t0 = gdn2_now_for_test();
         int rc = gdn2_layer_forward(&c, params, x, B, T, y, acts, NULL, 0);
         CHECK(rc == 0, "layer forward (%s) on the fixture [B=%lld T=%lld d=256]: %s", kn, (long long)B, (long long)T,
@@ -171,7 +171,6 @@ static void test_fixture(void) {
                   rel_rmse_f32(dx, dx64, ny));
         }
     }
-    gdn2_layer_set_kernel(0);
 
     /* the CLI on the same file (when built): exit 0 and the same y / grads */
     struct stat cs;
@@ -388,12 +387,12 @@ static void test_layer_fd(void) {
     };
     unsigned long long s = 11;
     const float H_FD = 2e-2f; /* with Richardson: worst FD error ~7e-4 over 8 seeds, vs ~1e-2 at 3e-2 plain */
-    gdn2_layer_set_kernel(1); /* FD through the float64 recurrence: the fp32 noise floor is the layer's alone */
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         layer_ctx L;
         memset(&L, 0, sizeof L);
         L.c = (gdn2_layer_cfg){16, cases[ci].H, cases[ci].HV, cases[ci].K, cases[ci].V, 4, cases[ci].neg, 1e-5f,
-                               cases[ci].mixer};
+                               cases[ci].mixer, GDN2_KERNEL_REFERENCE};
+        /* FD through the float64 recurrence: the fp32 noise floor is the layer's alone */
         L.B = 2;
         L.T = 7;
         const size_t npar = gdn2_layer_param_count(&L.c), n = (size_t)(L.B * L.T * L.c.hidden);
@@ -437,12 +436,12 @@ static void test_layer_fd(void) {
             float *yk[2] = {malloc(n2 * sizeof(float)), malloc(n2 * sizeof(float))};
             int rc2 = 0;
             for (int kern = 0; kern < 2 && !rc2; kern++) {
-                gdn2_layer_set_kernel(kern);
+                L.c.kernel = kern ? GDN2_KERNEL_REFERENCE : GDN2_KERNEL_CHUNK;
                 if (L.st0) memcpy(L.st, L.st0, ss * sizeof(float));
                 rc2 = gdn2_layer_forward(&L.c, L.params, x2, L.B, T2, yk[kern], a2, L.st0 ? L.st : NULL, 1);
                 rc2 = rc2 ? rc2 : gdn2_layer_backward(&L.c, L.params, x2, L.B, T2, a2, r2, dxk[kern], dpk[kern], 1);
             }
-            gdn2_layer_set_kernel(1);
+            L.c.kernel = GDN2_KERNEL_REFERENCE;
             gdn2_param_info pi[32];
             const int np = gdn2_layer_params(&L.c, pi, 32);
             double ep = rc2 ? 1 : rel_rmse_f32(dxk[0], dxk[1], n2);
@@ -464,7 +463,6 @@ static void test_layer_fd(void) {
         }
         free(L.params); free(L.x); free(L.r); free(L.y); free(L.st0); free(L.st); free(acts); free(dx); free(dp);
     }
-    gdn2_layer_set_kernel(0);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -479,7 +477,7 @@ static void test_decode(void) {
         {"gdn", GDN2_MIXER_GDN, 2, 2, 16, 16, 0},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
-        gdn2_layer_cfg c = {32, cases[ci].H, cases[ci].HV, cases[ci].K, cases[ci].V, 4, cases[ci].neg, 1e-5f, cases[ci].m};
+        gdn2_layer_cfg c = {32, cases[ci].H, cases[ci].HV, cases[ci].K, cases[ci].V, 4, cases[ci].neg, 1e-5f, cases[ci].m, GDN2_KERNEL_CHUNK};
         const int64_t B = 2, T0 = 70, M = 9, T = T0 + M, d = c.hidden; /* T0 > one chunk of 64 */
         const size_t npar = gdn2_layer_param_count(&c), ss = gdn2_layer_state_size(&c);
         float *params = malloc(npar * sizeof(float));
@@ -521,23 +519,27 @@ static void test_decode(void) {
 }
 
 static void test_config_errors(void) {
-    gdn2_layer_cfg c = {16, 3, 4, 8, 8, 4, 0, 1e-5f, GDN2_MIXER_GDN2};
+    gdn2_layer_cfg c = {16, 3, 4, 8, 8, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
     CHECK(gdn2_layer_check(&c) == GDN2_ERR_ARG && strstr(gdn2_last_error(), "multiple"),
           "HV not a multiple of H is rejected: %s", gdn2_last_error());
     c.HV = 3;
     c.mixer = (gdn2_mixer_kind)7;
     CHECK(gdn2_layer_check(&c) == GDN2_ERR_ARG, "unknown mixer is rejected: %s", gdn2_last_error());
+    c.mixer = GDN2_MIXER_GDN2;
+    c.kernel = (gdn2_layer_kernel)7;
+    CHECK(gdn2_layer_check(&c) == GDN2_ERR_ARG && strstr(gdn2_last_error(), "kernel"),
+          "unknown recurrence kernel is rejected: %s", gdn2_last_error());
     float x = 0, y = 0;
     CHECK(gdn2_layer_forward(&c, &x, &x, 1, 1, &y, NULL, NULL, 1) == GDN2_ERR_ARG, "forward with a bad config fails cleanly");
     /* parameter counts: official 1.3B layer (d=2048, 16 heads x 128) */
-    gdn2_layer_cfg big = {2048, 16, 16, 128, 128, 4, 0, 1e-5f, GDN2_MIXER_GDN2};
+    gdn2_layer_cfg big = {2048, 16, 16, 128, 128, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
     const size_t n = gdn2_layer_param_count(&big);
     /* 6 d·D projections (q,k,v,b,w,o) + f/g low rank (d·V + V·D)·2 + convs 3·D·4 + A_log 16 + dt_bias D
        + g bias D + o_norm V, with d = D = 2048, V = 128 */
     const size_t want = 6 * 2048 * 2048 + 2 * (2048 * 128 + 128 * 2048) + 3 * 2048 * 4 + 16 + 2048 + 2048 + 128;
     CHECK(n == want, "official-size layer has %zu parameters (expected %zu)", n, want);
     /* init: ranges as GDN2.md §4 */
-    gdn2_layer_cfg t = {64, 2, 2, 16, 16, 4, 0, 1e-5f, GDN2_MIXER_GDN2};
+    gdn2_layer_cfg t = {64, 2, 2, 16, 16, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
     gdn2_param_info pi[32];
     const int np = gdn2_layer_params(&t, pi, 32);
     float *p = malloc(gdn2_layer_param_count(&t) * sizeof(float));

@@ -23,7 +23,7 @@ static double dotd(const float *a, const float *b, size_t n) {
     return s;
 }
 static int layer_available(void) {
-    gdn2_layer_cfg c = {64, 2, 2, 32, 32, 4, 0, 1e-5f, GDN2_MIXER_GDN2};
+    gdn2_layer_cfg c = {64, 2, 2, 32, 32, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
     return gdn2_layer_check(&c) == GDN2_OK && gdn2_layer_param_count(&c) > 0;
 }
 
@@ -271,12 +271,13 @@ static double ce64(gdn2_model *m, const int32_t *tok, const int32_t *tgt, int64_
 }
 
 /* FD on the mean CE of a whole model: the embedding, norms, mixers, MLPs, ln_f and lm_head */
-static void test_model_grad(const char *layout) {
+static void test_model_grad(const char *layout, gdn2_layer_kernel kernel) {
     gdn2_model *m = tiny_model(layout, 40);
     if (!m) {
         CHECK(0, "model %s: create failed: %s", layout, gdn2_last_error());
         return;
     }
+    m->cfg.kernel = kernel;
     const int64_t B = 2, T = 11;
     int32_t tok[22], tgt[22];
     for (int i = 0; i < B * T; i++) tok[i] = (int32_t)(test_uniform(&g_seed) * 40), tgt[i] = (int32_t)(test_uniform(&g_seed) * 40);
@@ -463,12 +464,10 @@ int main(void) {
     test_attention("SWA window 4", 2, 2, 8, 4);
     test_attention("SWA GQA 4q/2kv", 4, 2, 8, 6);
     test_mlp_norm();
-    test_model_grad("attn,swa");
+    test_model_grad("attn,swa", GDN2_KERNEL_CHUNK);
     test_generation("swa,attn");
     if (layer_available()) {
-        gdn2_layer_set_kernel(1); /* float64 recurrence: less noise under the finite differences */
-        test_model_grad("gdn2,swa");
-        gdn2_layer_set_kernel(0);
+        test_model_grad("gdn2,swa", GDN2_KERNEL_REFERENCE); /* float64 recurrence: less noise under the FD */
         test_generation("gdn2,swa");
         test_generation("gdn2");
     } else {

@@ -77,6 +77,7 @@ int cmd_demo(int argc, char **argv) {
     printf("== gdn2 demo 1/%d: MQAR (vocab 256, T=64, 4 key-value pairs), model tiny, layout %s\n",
            shakespeare ? 2 : 1, layout ? layout : "gdn2");
     gdn2_train_result r;
+    cli_blas_one_thread();
     int st = gdn2_train(&o, &r, NULL);
     if (st) {
         fprintf(stderr, "gdn2 demo: %s\n", gdn2_last_error());

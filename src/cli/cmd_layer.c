@@ -155,7 +155,7 @@ int cmd_layer(int argc, char **argv) {
     const int64_t B = xs[0], T = xs[1], D = c.hidden;
 
     ret = 1;
-    gdn2_layer_set_kernel(kernel);
+    c.kernel = kernel ? GDN2_KERNEL_REFERENCE : GDN2_KERNEL_CHUNK;
     y = malloc((size_t)(B * T * D + 1) * sizeof(float));
     if (r) {
         acts = malloc((gdn2_layer_act_size(&c, B, T) + 1) * sizeof(float));

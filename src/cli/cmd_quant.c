@@ -16,10 +16,6 @@
 #include "gdn2_text.h"
 #include "util/internal.h"
 
-#ifdef GDN2_HAVE_BLAS
-#include <cblas.h>
-#endif
-
 #define DEFAULT_TEXT "../shared/data/tinyshakespeare.txt"
 
 static void quant_usage(FILE *f) {
@@ -225,9 +221,7 @@ int cmd_quant(int argc, char **argv) {
         return 2;
     }
     if (!seq_len) seq_len = is_mqar ? 64 : 128;
-#ifdef GDN2_HAVE_BLAS
-    if (!getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
-#endif
+    cli_blas_one_thread();
 
     gdn2_model *m = NULL;
     gdn2_text text;

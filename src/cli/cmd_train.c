@@ -88,6 +88,7 @@ int cmd_train(int argc, char **argv) {
 #undef ARG_F
     }
     gdn2_train_result r;
+    cli_blas_one_thread();
     int st = gdn2_train(&o, &r, NULL);
     if (st) {
         fprintf(stderr, "gdn2 train: %s\n", gdn2_last_error());

@@ -14,6 +14,10 @@ int cmd_eval(int argc, char **argv);     /* evaluate a checkpoint on tasks      
 int cmd_quant(int argc, char **argv);    /* int8/int4 weight quantization and its accuracy cost  */
 
 
+/* src/cli/blas.c: one OpenBLAS thread (unless OPENBLAS_NUM_THREADS is set), for the commands that
+ * train or measure a model: parallelism comes from OpenMP. */
+void cli_blas_one_thread(void);
+
 /* src/cli/args.c: *out = the decimal integer s if it is whole and in [lo, hi]; returns 1, else 0. */
 int cli_parse_ll(const char *s, long long lo, long long hi, long long *out);
 

@@ -87,6 +87,8 @@ int gdn2_layer_check(const gdn2_layer_cfg *c) {
     if (!(c->norm_eps > 0.0f)) return gdn2_error(GDN2_ERR_ARG, "gdn2 layer: norm_eps must be > 0, got %g", c->norm_eps);
     if (c->mixer != GDN2_MIXER_GDN2 && c->mixer != GDN2_MIXER_KDA && c->mixer != GDN2_MIXER_GDN)
         return gdn2_error(GDN2_ERR_ARG, "gdn2 layer: unknown mixer kind %d (0 gdn2, 1 kda, 2 gdn)", (int)c->mixer);
+    if (c->kernel != GDN2_KERNEL_CHUNK && c->kernel != GDN2_KERNEL_REFERENCE)
+        return gdn2_error(GDN2_ERR_ARG, "gdn2 layer: unknown recurrence kernel %d (0 chunk, 1 reference)", (int)c->kernel);
     return GDN2_OK;
 }
 
@@ -231,10 +233,6 @@ size_t gdn2_layer_state_size(const gdn2_layer_cfg *c) { return st_S(c) + (size_t
 /* ------------------------------------------------------------------------------------------ */
 /* recurrence dispatch                                                                        */
 /* ------------------------------------------------------------------------------------------ */
-static int g_kernel = 0;
-void gdn2_layer_set_kernel(int which) { g_kernel = which; }
-int gdn2_layer_get_kernel(void) { return g_kernel; }
-
 static double *to_f64(const float *x, size_t n) {
     if (!x) return NULL;
     double *y = gdn2_malloc((n ? n : 1) * sizeof(double), "layer float64 adapter");
@@ -294,8 +292,8 @@ done:
     return rc;
 }
 
-static int rec_fwd(const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, float *o, float *ht) {
-    if (g_kernel == 0) {
+static int rec_fwd(int kernel, const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, float *o, float *ht) {
+    if (kernel == GDN2_KERNEL_CHUNK) {
         gdn2_fwd_tensors t = {in->q, in->k, in->v, in->g, in->b, in->w, in->h0, NULL, NULL, o, ht};
         int rc = gdn2_chunk_fwd(dm, op, &t);
         if (rc != GDN2_ERR_UNSUPPORTED) return rc;
@@ -304,9 +302,9 @@ static int rec_fwd(const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, f
     return rec_ref(dm, op, in, o, ht, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 }
 
-static int rec_bwd(const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, const float *d_o, float *dq,
-                   float *dk, float *dv, float *dg, float *db, float *dw) {
-    if (g_kernel == 0) {
+static int rec_bwd(int kernel, const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, const float *d_o,
+                   float *dq, float *dk, float *dv, float *dg, float *db, float *dw) {
+    if (kernel == GDN2_KERNEL_CHUNK) {
         gdn2_fwd_tensors t = {in->q, in->k, in->v, in->g, in->b, in->w, in->h0, NULL, NULL, NULL, NULL};
         gdn2_bwd_tensors g = {d_o, NULL, dq, dk, dv, dg, db, dw, NULL, NULL, NULL};
         int rc = gdn2_chunk_bwd(dm, op, &t, &g);
@@ -317,8 +315,8 @@ static int rec_bwd(const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, c
 }
 
 /* one token for one sequence; S [HV,K,V] updated in place */
-static int rec_step(const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, float *o, float *S) {
-    if (g_kernel == 0) {
+static int rec_step(int kernel, const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, float *o, float *S) {
+    if (kernel == GDN2_KERNEL_CHUNK) {
         const int32_t slot = 0;
         gdn2_decode_tensors t = {in->q, in->k, in->v, in->g, in->b, in->w, NULL, NULL, o, S, 1, &slot, GDN2_STATE_F32};
         int rc = gdn2_decode_step(dm, op, &t);
@@ -454,7 +452,7 @@ static int forward_impl(const gdn2_layer_cfg *c, const float *params, const floa
         gdn2_dims d1 = {1, 1, H, HV, K, V};
         for (int64_t i = 0; i < B && !rc; i++) {
             rec_in in = {q + i * Dk, k + i * Dk, v + i * Dv, g + i * Dk, b + i * Dk, w + i * Dv, NULL};
-            rc = rec_step(&d1, &op, &in, o + i * Dv, states + i * SS + st_S(c));
+            rc = rec_step(c->kernel, &d1, &op, &in, o + i * Dv, states + i * SS + st_S(c));
         }
     } else {
         gdn2_dims dm = {B, T, H, HV, K, V};
@@ -463,7 +461,7 @@ static int forward_impl(const gdn2_layer_cfg *c, const float *params, const floa
             for (int64_t i = 0; i < B; i++) memcpy(h0 + i * KVs, states + i * SS + st_S(c), KVs * sizeof(float));
             in.h0 = h0;
         }
-        rc = rec_fwd(&dm, &op, &in, o, states ? ht : NULL);
+        rc = rec_fwd(c->kernel, &dm, &op, &in, o, states ? ht : NULL);
         if (!rc && states)
             for (int64_t i = 0; i < B; i++) memcpy(states + i * SS + st_S(c), ht + i * KVs, KVs * sizeof(float));
     }
@@ -569,7 +567,7 @@ int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const floa
         op.qk_l2norm = 1;
         op.n_threads = nt;
         rec_in in = {q, k, v, g, b, w, h0};
-        if ((rc = rec_bwd(&dm, &op, &in, zd, dq, dk, dv, dg, db, dw))) goto done;
+        if ((rc = rec_bwd(c->kernel, &dm, &op, &in, zd, dq, dk, dv, dg, db, dw))) goto done;
     }
 
     /* gates. gdn2/kda decay: u = f + dt, a = e^{A_log[h]}, g = −a softplus(u):

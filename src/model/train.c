@@ -15,10 +15,6 @@
 #include "model_internal.h"
 #include "util/internal.h"
 
-#ifdef GDN2_HAVE_BLAS
-#include <cblas.h>
-#endif
-
 void gdn2_train_defaults(gdn2_train_opts *o) {
     memset(o, 0, sizeof *o);
     o->model = "tiny";
@@ -189,12 +185,6 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
         goto done;
     }
     m->n_threads = o.n_threads;
-#ifdef GDN2_HAVE_BLAS
-    /* Our GEMMs are small (rows = B*T tokens, d <= a few hundred); OpenBLAS's own pthreads then
-     * spin against the OpenMP threads and, on a shared machine, ran 5-8x slower than one BLAS
-     * thread. Parallelism comes from OpenMP instead; OPENBLAS_NUM_THREADS still overrides. */
-    if (!getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
-#endif
     r.n_params = m->n_params;
     if (!o.quiet)
         fprintf(log, "model %s layout %s: %zu parameters (%.3fM); task %s, batch %lld x %lld, accum %lld, %lld steps%s\n",
