@@ -290,7 +290,7 @@ static double prim_loss(void *p) {
     if (c->kind == 0)
         gdn2_conv_silu_fwd(c->B, c->T, c->D, c->W, c->x, c->hist, (size_t)((c->W - 1) * c->D), c->w, c->y, 1);
     else if (c->kind == 1)
-        gdn2_rmsnorm_fwd(c->B * c->T, c->D, c->x, c->w, 1e-5f, c->y, 1);
+        gdn2_rmsnorm_fwd(c->B * c->T, c->D, c->x, c->w, 1e-5f, c->y, NULL, 1);
     else
         gdn2_rmsnorm_swish_fwd(c->B * c->T, c->D, c->x, c->gate, c->w, 1e-5f, c->y, 1);
     return dot_d(c->y, c->r, n);
@@ -312,8 +312,12 @@ static void test_primitives(void) {
             float *dw = calloc((size_t)(c.D * c.W), sizeof(float));
             if (kind == 0)
                 gdn2_conv_silu_bwd(c.B, c.T, c.D, c.W, c.x, c.hist, (size_t)((c.W - 1) * c.D), c.w, c.r, dx, dw, 1);
-            else if (kind == 1)
-                gdn2_rmsnorm_bwd(c.B * c.T, c.D, c.x, c.w, 1e-5f, c.r, dx, 0, dw, 1);
+            else if (kind == 1) {
+                float *rs = malloc((size_t)(c.B * c.T) * sizeof(float));
+                gdn2_rmsnorm_fwd(c.B * c.T, c.D, c.x, c.w, 1e-5f, c.y, rs, 1);
+                gdn2_rmsnorm_bwd(c.B * c.T, c.D, c.x, c.w, rs, c.r, dx, 0, dw, 1);
+                free(rs);
+            }
             else
                 gdn2_rmsnorm_swish_bwd(c.B * c.T, c.D, c.x, c.gate, c.w, 1e-5f, c.r, dx, dg, dw, 1);
             const char *nm = kind == 0 ? (with_hist ? "conv+SiLU (with history)" : "conv+SiLU")

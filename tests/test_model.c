@@ -212,8 +212,8 @@ static void test_mlp_norm(void) {
     /* RMSNorm */
     float *w = malloc(d * 4), *rs = malloc(N * 4), *dw = calloc(d, 4);
     randn(w, d, 1);
-    gdn2_mdl_rmsnorm_fwd(N, d, x, w, 1e-5f, y, rs, 0);
-    gdn2_mdl_rmsnorm_bwd(N, d, x, w, rs, R, dx, 0, dw, 0);
+    gdn2_rmsnorm_fwd(N, d, x, w, 1e-5f, y, rs, 0);
+    gdn2_rmsnorm_bwd(N, d, x, w, rs, R, dx, 0, dw, 0);
     float *nv[2] = {x, w}, *ng[2] = {dx, dw};
     size_t nn[2] = {N * d, d};
     for (int v = 0; v < 2; v++) {
@@ -222,10 +222,10 @@ static void test_mlp_norm(void) {
             size_t i = (size_t)(test_uniform(&g_seed) * nn[v]);
             float keep = nv[v][i], h = 1e-2f;
             nv[v][i] = keep + h;
-            gdn2_mdl_rmsnorm_fwd(N, d, x, w, 1e-5f, y, NULL, 0);
+            gdn2_rmsnorm_fwd(N, d, x, w, 1e-5f, y, NULL, 0);
             double lp = dotd(y, R, N * d);
             nv[v][i] = keep - h;
-            gdn2_mdl_rmsnorm_fwd(N, d, x, w, 1e-5f, y, NULL, 0);
+            gdn2_rmsnorm_fwd(N, d, x, w, 1e-5f, y, NULL, 0);
             double lm = dotd(y, R, N * d);
             nv[v][i] = keep;
             double num = (lp - lm) / (2 * h), an = ng[v][i];

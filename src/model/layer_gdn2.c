@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "../util/internal.h"
+#include "../util/rng.h"
 #include "gdn2_layer.h"
 #include "nn.h"
 
@@ -138,17 +139,8 @@ size_t gdn2_layer_param_count(const gdn2_layer_cfg *c) {
     return layout(c, off);
 }
 
-/* splitmix64 → uniform [0,1) */
-static double rng_uniform(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
-}
-
 void gdn2_layer_init(const gdn2_layer_cfg *c, float *params, uint64_t seed) {
-    uint64_t s = seed * 0x2545F4914F6CDD1DULL + 0x1234567ULL;
+    gdn2_rng s = {seed * 0x2545F4914F6CDD1DULL + 0x1234567ULL};
     size_t off = 0;
     for (int p = 0; p < P_COUNT; p++) {
         int64_t shape[4] = {0, 0, 0, 0};
@@ -160,21 +152,21 @@ void gdn2_layer_init(const gdn2_layer_cfg *c, float *params, uint64_t seed) {
         if (init == INIT_XAVIER) {
             /* Xavier uniform, gain 2^-2.5: U(±gain·sqrt(6/(fan_in+fan_out))) */
             const double bound = pow(2.0, -2.5) * sqrt(6.0 / (double)(shape[0] + shape[1]));
-            for (size_t i = 0; i < numel; i++) x[i] = (float)((2.0 * rng_uniform(&s) - 1.0) * bound);
+            for (size_t i = 0; i < numel; i++) x[i] = (float)((2.0 * gdn2_rng_uniform(&s) - 1.0) * bound);
         } else if (init == INIT_CONV) {
             /* torch Conv1d default (kaiming_uniform a=√5): U(±1/sqrt(fan_in)), fan_in = 1·W */
             const double bound = 1.0 / sqrt((double)c->conv_size);
-            for (size_t i = 0; i < numel; i++) x[i] = (float)((2.0 * rng_uniform(&s) - 1.0) * bound);
+            for (size_t i = 0; i < numel; i++) x[i] = (float)((2.0 * gdn2_rng_uniform(&s) - 1.0) * bound);
         } else if (init == INIT_ZERO) {
             memset(x, 0, numel * sizeof(float));
         } else if (init == INIT_ONE) {
             for (size_t i = 0; i < numel; i++) x[i] = 1.0f;
         } else if (init == INIT_ALOG) {
             /* A ~ U(1,16), A_log = ln A */
-            for (size_t i = 0; i < numel; i++) x[i] = (float)log(1.0 + 15.0 * rng_uniform(&s));
+            for (size_t i = 0; i < numel; i++) x[i] = (float)log(1.0 + 15.0 * gdn2_rng_uniform(&s));
         } else { /* INIT_DT: dt log-uniform in [1e-3, 1e-1], >= 1e-4; dt_bias = softplus^-1(dt) */
             for (size_t i = 0; i < numel; i++) {
-                double dt = exp(rng_uniform(&s) * (log(0.1) - log(0.001)) + log(0.001));
+                double dt = exp(gdn2_rng_uniform(&s) * (log(0.1) - log(0.001)) + log(0.001));
                 if (dt < 1e-4) dt = 1e-4;
                 x[i] = (float)(dt + log(-expm1(-dt)));
             }

@@ -14,6 +14,7 @@
 #include "gdn2_text.h"
 #include "model_internal.h"
 #include "util/internal.h"
+#include "util/rng.h"
 
 void gdn2_train_defaults(gdn2_train_opts *o) {
     memset(o, 0, sizeof *o);
@@ -37,13 +38,8 @@ void gdn2_train_defaults(gdn2_train_opts *o) {
     o->mqar_pairs = 4;
 }
 
-static uint64_t mix(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
 static uint64_t batch_seed(uint64_t seed, int64_t step, int64_t micro) {
-    return mix(mix(seed * 0x100000001B3ULL + (uint64_t)step) ^ ((uint64_t)micro * 0x9E3779B97F4A7C15ULL));
+    return gdn2_mix64(gdn2_mix64(seed * 0x100000001B3ULL + (uint64_t)step) ^ ((uint64_t)micro * 0x9E3779B97F4A7C15ULL));
 }
 
 typedef struct {
@@ -56,7 +52,7 @@ typedef struct {
 static int get_batch(const data_src *ds, int split, uint64_t seed, int64_t B, int64_t T, int32_t *tok, int32_t *tgt) {
     if (!ds->is_mqar) return gdn2_text_batch(&ds->text, split, seed, B, T, tok, tgt);
     for (int64_t b = 0; b < B; b++) {
-        int st = gdn2_mqar_sample(&ds->mq, mix(seed + (uint64_t)b), split, tok + b * T, tgt + b * T);
+        int st = gdn2_mqar_sample(&ds->mq, gdn2_mix64(seed + (uint64_t)b), split, tok + b * T, tgt + b * T);
         if (st) return st;
     }
     return GDN2_OK;
