@@ -4,7 +4,8 @@
 #ifndef GDN2_LAYER_H
 #define GDN2_LAYER_H
 
-#include "gdn2.h"
+#include "gdn2_io.h"
+#include "gdn2_ops.h"
 
 #ifdef __cplusplus
 extern "C" {

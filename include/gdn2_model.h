@@ -10,8 +10,9 @@
 
 #include <stdio.h>
 
-#include "gdn2.h"
+#include "gdn2_io.h"
 #include "gdn2_layer.h"
+#include "gdn2_ops.h"
 
 #ifdef __cplusplus
 extern "C" {

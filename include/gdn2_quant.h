@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gdn2.h"
+#include "gdn2_error.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gdn2.h"
+#include "gdn2_io.h"
 #include "gdn2_model.h"
 #include "gdn2_quant.h"
 
