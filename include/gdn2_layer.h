@@ -55,6 +55,18 @@ int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const floa
 int gdn2_layer_step(const gdn2_layer_cfg *c, const float *params, const float *x, int64_t n, float *states,
                     float *y, int n_threads);
 
+/* ---- layer files (src/model/layer_file.c): one layer in a safetensors file, as the official
+ * fixture (tests/fixtures/official/layer.safetensors) stores it -------------------------------- */
+/* The config from the __metadata__ "meta" JSON's "config" object (the official kwargs:
+ * hidden_size, head_dim (128), num_heads (16), num_v_heads (null = num_heads), expand_v (1),
+ * conv_size (4), allow_neg_eigval (false), norm_eps (1e-5), mixer ("gdn2"|"kda"|"gdn")); kernel is
+ * GDN2_KERNEL_CHUNK. GDN2_ERR_FORMAT, naming the file and the key, for a missing or bad entry. */
+int gdn2_layer_config_from_file(const gdn2_st *st, gdn2_layer_cfg *c);
+/* Every parameter <prefix><official name> (prefix "param." in the fixture), each required with
+ * exactly its expected shape (errors name the file, tensor and shape), into the flat block params
+ * (gdn2_layer_param_count floats). */
+int gdn2_layer_load_params(const gdn2_layer_cfg *c, const gdn2_st *st, const char *prefix, float *params);
+
 #ifdef __cplusplus
 }
 #endif

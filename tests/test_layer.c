@@ -67,31 +67,23 @@ static void test_fixture(void) {
         CHECK(0, "read %s: %s", path, gdn2_last_error());
         return;
     }
-    /* the fixture's meta.config: hidden 256, head_dim 64, 4 heads, expand_v 1, conv 4 */
-    gdn2_layer_cfg c = {256, 4, 4, 64, 64, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
+    /* the fixture's meta.config: hidden 256, head_dim 64, 4 heads, expand_v 1, conv 4 (the layer-file
+     * reader shared with `gdn2 layer`) */
     const char *meta = gdn2_st_meta(&st, "meta");
-    CHECK(meta && strstr(meta, "\"hidden_size\": 256") && strstr(meta, "\"num_heads\": 4") &&
-              strstr(meta, "\"head_dim\": 64"),
-          "fixture meta.config is the expected (hidden 256, 4 heads x 64)");
+    gdn2_layer_cfg c;
+    int ok = gdn2_layer_config_from_file(&st, &c) == GDN2_OK, nfix = 0;
+    CHECK(ok && c.hidden == 256 && c.H == 4 && c.HV == 4 && c.K == 64 && c.V == 64 && c.conv_size == 4 &&
+              !c.allow_neg_eigval && c.norm_eps == 1e-5f && c.mixer == GDN2_MIXER_GDN2 && c.kernel == GDN2_KERNEL_CHUNK,
+          "fixture meta.config is the expected (hidden 256, 4 heads x 64, conv 4): %s", ok ? "ok" : gdn2_last_error());
+    if (!ok) c = (gdn2_layer_cfg){256, 4, 4, 64, 64, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
     const int np = gdn2_layer_params(&c, NULL, 0);
     gdn2_param_info *pi = calloc((size_t)np, sizeof *pi);
     gdn2_layer_params(&c, pi, np);
     const size_t npar = gdn2_layer_param_count(&c);
     float *params = calloc(npar, sizeof(float));
-    int ok = 1, nfix = 0;
-    for (int i = 0; i < np; i++) {
-        char name[128];
-        snprintf(name, sizeof name, "param.%s", pi[i].name);
-        int64_t shape[4];
-        memcpy(shape, pi[i].shape, sizeof shape);
-        float *p = NULL;
-        if (gdn2_st_get_f32(&st, name, 1, pi[i].ndim, shape, &p)) {
-            CHECK(0, "fixture parameter %s: %s", name, gdn2_last_error());
-            ok = 0;
-            continue;
-        }
-        memcpy(params + pi[i].offset, p, pi[i].numel * sizeof(float));
-        free(p);
+    if (gdn2_layer_load_params(&c, &st, "param.", params)) {
+        CHECK(0, "fixture parameters: %s", gdn2_last_error());
+        ok = 0;
     }
     for (int i = 0; i < st.n_tensors; i++) nfix += !strncmp(st.tensors[i].name, "param.", 6);
     CHECK(ok && nfix == np, "our %d parameter names and shapes are exactly the fixture's %d param.* tensors", np, nfix);
