@@ -46,13 +46,16 @@ static const char *const k_names[P_COUNT] = {
     "g_proj.0.weight", "g_proj.1.weight", "g_proj.1.bias", "o_norm.weight", "o_proj.weight",
 };
 
-/* Shape (ndim 0 = absent for this mixer), init and weight-decay flag of parameter slot p. */
-static int slot_spec(const gdn2_layer_cfg *c, int p, int64_t shape[4], int *init, int *no_decay) {
+/* Shape (ndim 0 = absent for this mixer), element count, init and weight-decay flag of parameter
+ * slot p. */
+static int slot_spec(const gdn2_layer_cfg *c, int p, int64_t shape[4], size_t *numel, int *init, int *no_decay) {
     const int64_t d = c->hidden, Dk = c->H * c->K, Dv = c->HV * c->V, R = c->V, H = c->H, W = c->conv_size;
     const int m = c->mixer;
     int nd = 2;
     *init = INIT_XAVIER;
     *no_decay = 0;
+    *numel = 0;
+    for (int i = 0; i < 4; i++) shape[i] = 0;
     switch (p) {
     case P_Q: case P_K: shape[0] = Dk; shape[1] = d; break;
     case P_V: shape[0] = Dv; shape[1] = d; break;
@@ -72,6 +75,8 @@ static int slot_spec(const gdn2_layer_cfg *c, int p, int64_t shape[4], int *init
     case P_O: shape[0] = d; shape[1] = Dv; break;
     default: return 0;
     }
+    *numel = 1;
+    for (int i = 0; i < nd; i++) *numel *= (size_t)shape[i];
     return nd;
 }
 
@@ -97,11 +102,10 @@ int gdn2_layer_params(const gdn2_layer_cfg *c, gdn2_param_info *out, int cap) {
     int n = 0;
     size_t off = 0;
     for (int p = 0; p < P_COUNT; p++) {
-        int64_t shape[4] = {0, 0, 0, 0};
-        int init, nod, nd = slot_spec(c, p, shape, &init, &nod);
+        int64_t shape[4];
+        size_t numel;
+        int init, nod, nd = slot_spec(c, p, shape, &numel, &init, &nod);
         if (!nd) continue;
-        size_t numel = 1;
-        for (int i = 0; i < nd; i++) numel *= (size_t)shape[i];
         if (out && n < cap) {
             gdn2_param_info *pi = &out[n];
             memset(pi, 0, sizeof *pi);
@@ -122,12 +126,11 @@ int gdn2_layer_params(const gdn2_layer_cfg *c, gdn2_param_info *out, int cap) {
 static size_t layout(const gdn2_layer_cfg *c, size_t off[P_COUNT]) {
     size_t o = 0;
     for (int p = 0; p < P_COUNT; p++) {
-        int64_t shape[4] = {0, 0, 0, 0};
-        int init, nod, nd = slot_spec(c, p, shape, &init, &nod);
+        int64_t shape[4];
+        size_t numel;
+        int init, nod, nd = slot_spec(c, p, shape, &numel, &init, &nod);
         off[p] = (size_t)-1;
         if (!nd) continue;
-        size_t numel = 1;
-        for (int i = 0; i < nd; i++) numel *= (size_t)shape[i];
         off[p] = o;
         o += numel;
     }
@@ -143,11 +146,10 @@ void gdn2_layer_init(const gdn2_layer_cfg *c, float *params, uint64_t seed) {
     gdn2_rng s = {seed * 0x2545F4914F6CDD1DULL + 0x1234567ULL};
     size_t off = 0;
     for (int p = 0; p < P_COUNT; p++) {
-        int64_t shape[4] = {0, 0, 0, 0};
-        int init, nod, nd = slot_spec(c, p, shape, &init, &nod);
+        int64_t shape[4];
+        size_t numel;
+        int init, nod, nd = slot_spec(c, p, shape, &numel, &init, &nod);
         if (!nd) continue;
-        size_t numel = 1;
-        for (int i = 0; i < nd; i++) numel *= (size_t)shape[i];
         float *x = params + off;
         if (init == INIT_XAVIER) {
             /* Xavier uniform, gain 2^-2.5: U(±gain·sqrt(6/(fan_in+fan_out))) */
