@@ -15,10 +15,6 @@
 #include "chunk_common.h"
 #include "gate.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 /* per-thread buffers of the backward beyond gdn2_chunk_ws (sized by gdn2_chunk_bwd_extra_floats) */
 typedef struct {
     float *cache;            /* NT x (C·(K+V) + C²): [Y | R] and A per chunk, or NULL */
@@ -352,13 +348,9 @@ int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensor
     const int saved = gdn2_blas_threads_begin();
 #pragma omp parallel num_threads(nt)
     {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
         gdn2_chunk_ws w;
         bwd_ws b;
-        float *p = gdn2_chunk_ws_init(&w, ws + (size_t)tid * per, a.K, a.V);
+        float *p = gdn2_chunk_thread_ws(&w, ws, per, a.K, a.V);
         bwd_ws_init(&b, p, a.K, a.V, max_len);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < tasks; i++) bwd_task(&x, &w, &b, i / a.H, i % a.H);

@@ -404,6 +404,14 @@ GDN2_VEC_CLONES void gdn2_chunk_state_update(gdn2_chunk_ws *w, int64_t K, int64_
 }
 
 /* ---- setup and workspace of the chunk ops (chunk_fwd.c, chunk_bwd.c) ---------------------- */
+float *gdn2_chunk_thread_ws(gdn2_chunk_ws *w, float *ws, size_t per, int64_t K, int64_t V) {
+    int tid = 0;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+#endif
+    return gdn2_chunk_ws_init(w, ws + (size_t)tid * per, K, V);
+}
+
 /* The forward pass of the backward keeps, besides the chunk-start states, each chunk's A and
  * [Y | R] when that costs at most about as much memory as the states themselves
  * (C·(K+V) + C² <= 3·K·V, e.g. K = V >= 64): the reverse pass then skips the solve, the T scores

@@ -119,6 +119,8 @@ typedef struct {
 size_t gdn2_chunk_ws_floats(int64_t K, int64_t V);
 /* Carve a chunk workspace out of `mem` (gdn2_chunk_ws_floats floats); returns the first float after it. */
 float *gdn2_chunk_ws_init(gdn2_chunk_ws *w, float *mem, int64_t K, int64_t V);
+/* Inside an OpenMP region: gdn2_chunk_ws_init on the calling thread's slice of `per` floats of ws. */
+float *gdn2_chunk_thread_ws(gdn2_chunk_ws *w, float *ws, size_t per, int64_t K, int64_t V);
 
 /* Load chunk rows [tok0, tok0+n) (global token row index into the [B*T] axis) for key head h and
  * value head hv: q̂, k̂ (+rstd), b, g (gate applied), v⊙w, the cumulative-decay factors and the

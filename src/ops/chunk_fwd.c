@@ -10,10 +10,6 @@
 #include "chunk_common.h"
 #include "gate.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 /* One (sequence n, value head hv): the chunk loop of F2..F7. */
 static void fwd_task(const gdn2_chunk_args *a, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
                      gdn2_chunk_ws *w, int64_t n, int64_t hv) {
@@ -60,12 +56,8 @@ static int chunk_fwd(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
     const int saved = gdn2_blas_threads_begin();
 #pragma omp parallel num_threads(nt)
     {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
         gdn2_chunk_ws w;
-        gdn2_chunk_ws_init(&w, ws + (size_t)tid * per, a.K, a.V);
+        gdn2_chunk_thread_ws(&w, ws, per, a.K, a.V);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < tasks; i++) fwd_task(&a, d, o, t, &w, i / a.HV, i % a.HV);
     }
