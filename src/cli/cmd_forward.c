@@ -27,8 +27,7 @@ static void forward_usage(FILE *f) {
 
 int cmd_forward(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
-    int threads = 0;
-    gdn2_layer_kernel kernel = GDN2_KERNEL_CHUNK;
+    int threads = 0, kernel = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             forward_usage(stdout);
@@ -37,8 +36,8 @@ int cmd_forward(int argc, char **argv) {
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--kernel") && i + 1 < argc) {
             const char *k = argv[++i];
-            if (!strcmp(k, "chunk")) kernel = GDN2_KERNEL_CHUNK;
-            else if (!strcmp(k, "reference")) kernel = GDN2_KERNEL_REFERENCE;
+            if (!strcmp(k, "chunk")) kernel = 0;
+            else if (!strcmp(k, "reference")) kernel = 1;
             else {
                 fprintf(stderr, "gdn2 forward: --kernel must be chunk or reference, not '%s'\n", k);
                 return 2;
@@ -64,7 +63,7 @@ int cmd_forward(int argc, char **argv) {
         return st == GDN2_ERR_NOMEM ? 1 : 2;
     }
     m->n_threads = threads;
-    m->cfg.kernel = kernel;
+    m->cfg.kernel = kernel ? GDN2_KERNEL_REFERENCE : GDN2_KERNEL_CHUNK;
     gdn2_st file;
     if ((st = gdn2_st_read(in, &file))) {
         fprintf(stderr, "gdn2 forward: %s\n", gdn2_last_error());
