@@ -18,12 +18,8 @@
 #include "gdn2_data.h"
 #include "gdn2_model.h"
 #include "util/internal.h" /* gdn2_now */
+#include "util/rng.h"
 
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
 
 typedef struct {
     const gdn2_task_info *task;
@@ -173,7 +169,7 @@ int main(int argc, char **argv) {
     long long done = 0;
     for (int64_t step = 0; step < steps && !st; step++) {
         for (int64_t b = 0; b < B && !st; b++)
-            st = train_sample(&src, mix64(mix64((uint64_t)seed * 1000003ULL + (uint64_t)step) + (uint64_t)b), T, tok + b * T, tgt + b * T);
+            st = train_sample(&src, gdn2_mix64(gdn2_mix64((uint64_t)seed * 1000003ULL + (uint64_t)step) + (uint64_t)b), T, tok + b * T, tgt + b * T);
         float loss;
         if (!st) st = gdn2_model_zero_grad(m);
         if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &loss, 1);

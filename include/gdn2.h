@@ -1,174 +1,25 @@
-/* gdn2 — Gated DeltaNet-2 in C and CUDA C. Public API (umbrella header).
+/* gdn2 — Gated DeltaNet-2 in C and CUDA C. The public API: this umbrella header includes every
+ * per-area header; a program may include it alone, or only the headers of the areas it uses.
  *
  * Conventions (ggml-like):
  *   - every symbol is prefixed gdn2_; functions return an int status (GDN2_OK = 0) and leave a
- *     human-readable message in gdn2_last_error() on failure;
+ *     human-readable message in gdn2_last_error() on failure (gdn2_error.h);
  *   - the caller owns all memory; ops that need scratch space take an optional workspace
  *     (NULL: the op allocates and frees it itself);
- *   - tensors are dense, row-major, fp32 unless stated, in the official/fla layout:
- *       q, k, g, b : [B, T, H,  K]      (key heads)
- *       v, w, o    : [B, T, HV, V]      (value heads; HV % H == 0, value head hv reads key head hv/(HV/H))
- *       states     : [N, HV, K, V]      (N = B, or the number of packed sequences with cu_seqlens)
- *
- * The math: S_t = (I - k_t (b_t*k_t)^T) Diag(exp(g_t)) S_{t-1} + k_t (w_t*v_t)^T,  o_t = scale * S_t^T q_t
- * See docs/ALGORITHM.md for the chunkwise (WY) form and the backward pass.
+ *   - tensors are dense, row-major, fp32 unless stated, in the official/fla layout (gdn2_ops.h).
  */
 #ifndef GDN2_H
 #define GDN2_H
 
-#include <stddef.h>
-#include <stdint.h>
-
-#ifdef __cplusplus
-extern "C" {
-#endif
-
-/* ------------------------------------------------------------------------------------------ */
-/* status and errors                                                                          */
-/* ------------------------------------------------------------------------------------------ */
-enum {
-    GDN2_OK = 0,
-    GDN2_ERR_ARG = 1,         /* bad shape, option or value                     */
-    GDN2_ERR_IO = 2,          /* file could not be opened / read / written      */
-    GDN2_ERR_FORMAT = 3,      /* malformed file                                 */
-    GDN2_ERR_NOMEM = 4,       /* allocation failed                              */
-    GDN2_ERR_UNSUPPORTED = 5, /* feature not built in (e.g. CUDA) or no device  */
-    GDN2_ERR_DEVICE = 6,      /* CUDA / cuBLAS runtime failure                  */
-};
-
-/* Message of the last failure in this thread ("" if none). */
-const char *gdn2_last_error(void);
-/* Record a failure message (printf-style) and return `status`. Used by every module. */
-int gdn2_error(int status, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-void gdn2_clear_error(void);
-
-/* ------------------------------------------------------------------------------------------ */
-/* problem description                                                                        */
-/* ------------------------------------------------------------------------------------------ */
-typedef struct {
-    int64_t B, T;  /* batch and time; with cu_seqlens B must be 1 and T is the packed length */
-    int64_t H, HV; /* key heads (q,k,g,b) and value heads (v,w,o,state); HV % H == 0        */
-    int64_t K, V;  /* key and value head dims                                               */
-} gdn2_dims;
-
-typedef struct {
-    float scale;              /* query scale; 0 means K^-1/2                                       */
-    int qk_l2norm;            /* 1: q,k <- x / sqrt(sum x^2 + 1e-6) inside the op                   */
-    int gate_in_kernel;       /* 1: g holds the raw pre-activation f and                            */
-                              /*    g_eff = -exp(A_log[h]) * softplus(f + dt_bias[h*K + c])         */
-    float lower_bound;        /* gate_in_kernel and lower_bound < 0:                                */
-                              /*    g_eff = lower_bound * sigmoid(exp(A_log[h]) * (f + dt_bias))    */
-    const int64_t *cu_seqlens; /* [n_seqs+1] packed sequence offsets (B must be 1), or NULL        */
-    int64_t n_seqs;           /* number of packed sequences when cu_seqlens != NULL                 */
-    int n_threads;            /* CPU threads; 0 = OpenMP default                                    */
-    void *workspace;          /* optional scratch (see gdn2_chunk_workspace_size); NULL = allocate  */
-    size_t workspace_size;
-} gdn2_opts;
-
-/* Validate dims and options (HV % H, cu_seqlens increasing and ending at T, lower_bound range,
- * ...). Returns GDN2_OK or GDN2_ERR_ARG with a message naming the offending value. */
-int gdn2_check(const gdn2_dims *d, const gdn2_opts *o);
-/* Number of state slots: B, or n_seqs with cu_seqlens. */
-int64_t gdn2_num_states(const gdn2_dims *d, const gdn2_opts *o);
-/* Effective query scale (o->scale, or K^-1/2 when 0). */
-float gdn2_scale(const gdn2_dims *d, const gdn2_opts *o);
-
-/* ------------------------------------------------------------------------------------------ */
-/* tensors of one call (fp32)                                                                 */
-/* ------------------------------------------------------------------------------------------ */
-typedef struct {
-    const float *q, *k, *v, *g, *b, *w; /* inputs (shapes above)                              */
-    const float *h0;                    /* [N,HV,K,V] initial state, or NULL (zero)           */
-    const float *A_log, *dt_bias;       /* [H], [H*K]; read only when gate_in_kernel          */
-    float *o;                           /* out: [B,T,HV,V]                                    */
-    float *ht;                          /* out: [N,HV,K,V] final state, or NULL               */
-} gdn2_fwd_tensors;
-
-typedef struct {
-    const float *d_o;           /* upstream gradient of o [B,T,HV,V]                              */
-    const float *dht;           /* upstream gradient of ht [N,HV,K,V], or NULL (zero)             */
-    float *dq, *dk, *dv, *dg, *db, *dw; /* out, shapes of q,k,v,g,b,w; dg is w.r.t. the g passed */
-                                        /* (the raw f when gate_in_kernel)                        */
-    float *dh0;                 /* out [N,HV,K,V], or NULL                                        */
-    float *dA_log, *ddt_bias;   /* out [H], [H*K] when gate_in_kernel, else ignored               */
-} gdn2_bwd_tensors;
-
-/* float64 twins, used by the reference implementation only */
-typedef struct {
-    const double *q, *k, *v, *g, *b, *w, *h0, *A_log, *dt_bias;
-    double *o, *ht;
-} gdn2_fwd_tensors_f64;
-typedef struct {
-    const double *d_o, *dht;
-    double *dq, *dk, *dv, *dg, *db, *dw, *dh0, *dA_log, *ddt_bias;
-} gdn2_bwd_tensors_f64;
-
-/* ------------------------------------------------------------------------------------------ */
-/* CPU kernels (src/ops)                                                                      */
-/* ------------------------------------------------------------------------------------------ */
-
-/* float64 token-serial recurrence and its exact backward (BPTT): the oracle. */
-int gdn2_ref_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_f64 *t);
-int gdn2_ref_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_f64 *t,
-                 const gdn2_bwd_tensors_f64 *g);
-
-/* fp32 token-serial forward (the decode semantics over a whole sequence). */
-int gdn2_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t);
-
-/* fp32 chunkwise (WY, chunk 64) forward and gate-aware backward. The backward recomputes what it
- * needs from the inputs (nothing is saved between the calls). */
-#define GDN2_CHUNK 64
-size_t gdn2_chunk_workspace_size(const gdn2_dims *d, const gdn2_opts *o, int backward);
-int gdn2_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t);
-int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
-                   const gdn2_bwd_tensors *g);
-
-/* One decode step for a batch of n = d->B sequences (d->T is ignored, one token each).
- * q,k,g,b [n,H,K]; v,w,o [n,HV,V]. Sequence i reads and updates in place the state
- * state_pool[slots[i]] ([n_slots,HV,K,V]); slots[i] < 0 skips the row (o is zeroed). Slots may be
- * reused across calls (continuous batching); two rows may not share a slot in one call.
- * state_dtype GDN2_STATE_BF16: the pool holds bf16 values (uint16_t bit patterns, half the bytes);
- * each step widens the state to fp32, updates it in fp32 and rounds it back to nearest even
- * (accuracy cost over 10k steps: docs/ALGORITHM.md, "Decode state in bf16"). */
-enum { GDN2_STATE_F32 = 0, GDN2_STATE_BF16 = 1 };
-typedef struct {
-    const float *q, *k, *v, *g, *b, *w;
-    const float *A_log, *dt_bias; /* gate_in_kernel only */
-    float *o;
-    void *state_pool;             /* float (GDN2_STATE_F32) or uint16_t bf16 (GDN2_STATE_BF16) */
-    int64_t n_slots;
-    const int32_t *slots;
-    int state_dtype;              /* GDN2_STATE_F32 (0, the default) or GDN2_STATE_BF16 */
-} gdn2_decode_tensors;
-int gdn2_decode_step(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_tensors *t);
-
-/* Collapse limits, on the same kernels.
- *   KDA: b = w = beta, beta [B,T,H] (per key head; the value heads of a group share it).
- *   GDN: KDA with a scalar decay per head: g [B,T,H] (broadcast over K); gate_in_kernel unsupported.
- * In the gdn2_*_tensors the b and w fields are ignored; dbeta = sum_c db + sum_c dw. */
-int gdn2_kda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta);
-int gdn2_kda_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta);
-int gdn2_kda_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta,
-                       const gdn2_bwd_tensors *g, float *dbeta);
-int gdn2_gdn_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta);
-int gdn2_gdn_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta);
-int gdn2_gdn_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta,
-                       const gdn2_bwd_tensors *g, float *dbeta);
-
-#ifdef __cplusplus
-}
-#endif
-
-/* the rest of the API, one header per concern */
-#include "gdn2_io.h"    /* safetensors                                   */
-#include "gdn2_cuda.h"  /* GPU kernels (stubs without CUDA)              */
-#include "gdn2_layer.h" /* the GatedDeltaNet2 layer and its variants     */
-#include "gdn2_model.h" /* hybrid language models, training, generation  */
-#include "gdn2_text.h"  /* byte tokenizer and text loader                */
-#include "gdn2_data.h"  /* task generators, scoring, evaluation          */
+#include "gdn2_error.h"       /* status codes, gdn2_last_error                          */
+#include "gdn2_ops.h"         /* the ops: reference, recurrent, chunkwise, decode, KDA/GDN */
+#include "gdn2_io.h"          /* safetensors                                             */
+#include "gdn2_cuda.h"        /* GPU kernels (stubs without CUDA)                        */
+#include "gdn2_layer.h"       /* the GatedDeltaNet2 layer and its variants               */
+#include "gdn2_model.h"       /* hybrid language models, training, generation            */
+#include "gdn2_text.h"        /* byte tokenizer and text loader                          */
+#include "gdn2_data.h"        /* task generators, scoring, evaluation                    */
+#include "gdn2_quant.h"       /* int8 / int4 quantization of a matrix                    */
+#include "gdn2_quant_model.h" /* a model's weights quantized, packed checkpoints         */
 
 #endif /* GDN2_H */

@@ -14,7 +14,7 @@
 #ifndef GDN2_CUDA_H
 #define GDN2_CUDA_H
 
-#include "gdn2.h"
+#include "gdn2_ops.h"
 
 #ifdef __cplusplus
 extern "C" {

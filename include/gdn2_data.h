@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gdn2_error.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif

@@ -4,13 +4,19 @@
 #ifndef GDN2_LAYER_H
 #define GDN2_LAYER_H
 
-#include "gdn2.h"
+#include "gdn2_io.h"
+#include "gdn2_ops.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 typedef enum { GDN2_MIXER_GDN2 = 0, GDN2_MIXER_KDA = 1, GDN2_MIXER_GDN = 2 } gdn2_mixer_kind;
+
+/* Which recurrence kernel the forward / backward / step use: the fp32 chunk kernels (the default,
+ * 0), or the float64 reference (gdn2_ref_fwd/bwd through a float<->double adapter; exact but slow:
+ * for conformance tests and finite differences). */
+typedef enum { GDN2_KERNEL_CHUNK = 0, GDN2_KERNEL_REFERENCE = 1 } gdn2_layer_kernel;
 
 typedef struct {
     int64_t hidden;              /* d (hidden_size)                                   */
@@ -19,6 +25,7 @@ typedef struct {
     int allow_neg_eigval;        /* b <- 2b                                           */
     float norm_eps;              /* 1e-5                                              */
     gdn2_mixer_kind mixer;       /* gdn2 (official), kda or gdn variant, same state size */
+    gdn2_layer_kernel kernel;    /* recurrence kernel, GDN2_KERNEL_CHUNK (0) unless a caller asks */
 } gdn2_layer_cfg;
 
 typedef struct {
@@ -28,7 +35,7 @@ typedef struct {
     int no_decay;                /* exempt from weight decay when the optimizer is asked to exempt (A_log, dt_bias, norm weights, biases) */
 } gdn2_param_info;
 
-/* Validate a config (positive sizes, HV % H == 0, conv_size >= 1, eps > 0, known mixer). */
+/* Validate a config (positive sizes, HV % H == 0, conv_size >= 1, eps > 0, known mixer and kernel). */
 int    gdn2_layer_check(const gdn2_layer_cfg *c);
 int    gdn2_layer_params(const gdn2_layer_cfg *c, gdn2_param_info *out, int cap); /* returns the count; out may be NULL */
 size_t gdn2_layer_param_count(const gdn2_layer_cfg *c);                           /* floats in the flat block */
@@ -48,11 +55,17 @@ int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const floa
 int gdn2_layer_step(const gdn2_layer_cfg *c, const float *params, const float *x, int64_t n, float *states,
                     float *y, int n_threads);
 
-/* Which recurrence kernel the forward/backward use (process-wide; for conformance tests):
- * 0 = fp32 chunk kernels (default), 1 = float64 reference (gdn2_ref_fwd/bwd through a float<->double
- * adapter; exact but slow). */
-void gdn2_layer_set_kernel(int which);
-int  gdn2_layer_get_kernel(void);
+/* ---- layer files (src/model/layer_file.c): one layer in a safetensors file, as the official
+ * fixture (tests/fixtures/official/layer.safetensors) stores it -------------------------------- */
+/* The config from the __metadata__ "meta" JSON's "config" object (the official kwargs:
+ * hidden_size, head_dim (128), num_heads (16), num_v_heads (null = num_heads), expand_v (1),
+ * conv_size (4), allow_neg_eigval (false), norm_eps (1e-5), mixer ("gdn2"|"kda"|"gdn")); kernel is
+ * GDN2_KERNEL_CHUNK. GDN2_ERR_FORMAT, naming the file and the key, for a missing or bad entry. */
+int gdn2_layer_config_from_file(const gdn2_st *st, gdn2_layer_cfg *c);
+/* Every parameter <prefix><official name> (prefix "param." in the fixture), each required with
+ * exactly its expected shape (errors name the file, tensor and shape), into the flat block params
+ * (gdn2_layer_param_count floats). */
+int gdn2_layer_load_params(const gdn2_layer_cfg *c, const gdn2_st *st, const char *prefix, float *params);
 
 #ifdef __cplusplus
 }

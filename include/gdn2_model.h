@@ -10,8 +10,9 @@
 
 #include <stdio.h>
 
-#include "gdn2.h"
+#include "gdn2_io.h"
 #include "gdn2_layer.h"
+#include "gdn2_ops.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -44,6 +45,8 @@ typedef struct {
     int allow_neg_eigval;
     char layout[160];                          /* comma list of gdn2|kda|gdn|swa|attn, cycled over n_layer      */
     int kind[GDN2_MAX_LAYERS];                 /* gdn2_layer_kind per layer (from layout)                       */
+    gdn2_layer_kernel kernel;                  /* recurrence kernel of every recurrent layer (a run-time choice:
+                                                * not saved in checkpoints; GDN2_KERNEL_CHUNK = 0 by default)  */
 } gdn2_model_cfg;
 
 /* Named configs: gdn2_1.3B, swa_gdn2_1.3B, gdn2_12h_100M, gdn2_12h_305M, swa_gdn2_100M, tiny, small.

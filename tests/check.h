@@ -7,9 +7,12 @@
 #define GDN2_TEST_CHECK_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util/rng.h"
 
 static int g_pass, g_fail, g_skip;
 
@@ -97,12 +100,11 @@ static inline int need_tool(const char *name, const char *what) {
     return 0;
 }
 
-/* deterministic RNG for tests (splitmix64 + Box-Muller) */
+/* deterministic RNG for tests (the library's splitmix64, src/util/rng.h, + Box-Muller) */
 static inline unsigned long long test_rng_next(unsigned long long *s) {
-    unsigned long long z = (*s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
+    uint64_t t = *s, z = gdn2_splitmix64(&t);
+    *s = t;
+    return z;
 }
 static inline double test_uniform(unsigned long long *s) { return (test_rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
 static inline double test_normal(unsigned long long *s) {

@@ -63,31 +63,23 @@ static void test_fixture(void) {
         CHECK(0, "read %s: %s", path, gdn2_last_error());
         return;
     }
-    /* the fixture's meta.config: hidden 256, head_dim 64, 4 heads, expand_v 1, conv 4 */
-    gdn2_layer_cfg c = {256, 4, 4, 64, 64, 4, 0, 1e-5f, GDN2_MIXER_GDN2};
+    /* the fixture's meta.config: hidden 256, head_dim 64, 4 heads, expand_v 1, conv 4 (the layer-file
+     * reader shared with `gdn2 layer`) */
     const char *meta = gdn2_st_meta(&st, "meta");
-    CHECK(meta && strstr(meta, "\"hidden_size\": 256") && strstr(meta, "\"num_heads\": 4") &&
-              strstr(meta, "\"head_dim\": 64"),
-          "fixture meta.config is the expected (hidden 256, 4 heads x 64)");
+    gdn2_layer_cfg c;
+    int ok = gdn2_layer_config_from_file(&st, &c) == GDN2_OK, nfix = 0;
+    CHECK(ok && c.hidden == 256 && c.H == 4 && c.HV == 4 && c.K == 64 && c.V == 64 && c.conv_size == 4 &&
+              !c.allow_neg_eigval && c.norm_eps == 1e-5f && c.mixer == GDN2_MIXER_GDN2 && c.kernel == GDN2_KERNEL_CHUNK,
+          "fixture meta.config is the expected (hidden 256, 4 heads x 64, conv 4): %s", ok ? "ok" : gdn2_last_error());
+    if (!ok) c = (gdn2_layer_cfg){256, 4, 4, 64, 64, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
     const int np = gdn2_layer_params(&c, NULL, 0);
     gdn2_param_info *pi = calloc((size_t)np, sizeof *pi);
     gdn2_layer_params(&c, pi, np);
     const size_t npar = gdn2_layer_param_count(&c);
     float *params = calloc(npar, sizeof(float));
-    int ok = 1, nfix = 0;
-    for (int i = 0; i < np; i++) {
-        char name[128];
-        snprintf(name, sizeof name, "param.%s", pi[i].name);
-        int64_t shape[4];
-        memcpy(shape, pi[i].shape, sizeof shape);
-        float *p = NULL;
-        if (gdn2_st_get_f32(&st, name, 1, pi[i].ndim, shape, &p)) {
-            CHECK(0, "fixture parameter %s: %s", name, gdn2_last_error());
-            ok = 0;
-            continue;
-        }
-        memcpy(params + pi[i].offset, p, pi[i].numel * sizeof(float));
-        free(p);
+    if (gdn2_layer_load_params(&c, &st, "param.", params)) {
+        CHECK(0, "fixture parameters: %s", gdn2_last_error());
+        ok = 0;
     }
     for (int i = 0; i < st.n_tensors; i++) nfix += !strncmp(st.tensors[i].name, "param.", 6);
     CHECK(ok && nfix == np, "our %d parameter names and shapes are exactly the fixture's %d param.* tensors", np, nfix);
@@ -110,7 +102,7 @@ static void test_fixture(void) {
 
     for (int kernel = 1; kernel >= 0; kernel--) {
         const char *kn = kernel ? "float64-recurrence kernel" : "fp32 chunk kernel";
-        gdn2_layer_set_kernel(kernel);
+        c.kernel = kernel ? GDN2_KERNEL_REFERENCE : GDN2_KERNEL_CHUNK;
         double t0 = gdn2_now_for_test();
         int rc = gdn2_layer_forward(&c, params, x, B, T, y, acts, NULL, 0);
         CHECK(rc == 0, "layer forward (%s) on the fixture [B=%lld T=%lld d=256]: %s", kn, (long long)B, (long long)T,
@@ -167,7 +159,6 @@ static void test_fixture(void) {
                   rel_rmse_f32(dx, dx64, ny));
         }
     }
-    gdn2_layer_set_kernel(0);
 
     /* the CLI on the same file (when built): exit 0 and the same y / grads */
     if (access(cli_path(), X_OK) == 0) {
@@ -286,7 +277,7 @@ static double prim_loss(void *p) {
     if (c->kind == 0)
         gdn2_conv_silu_fwd(c->B, c->T, c->D, c->W, c->x, c->hist, (size_t)((c->W - 1) * c->D), c->w, c->y, 1);
     else if (c->kind == 1)
-        gdn2_rmsnorm_fwd(c->B * c->T, c->D, c->x, c->w, 1e-5f, c->y, 1);
+        gdn2_rmsnorm_fwd(c->B * c->T, c->D, c->x, c->w, 1e-5f, c->y, NULL, 1);
     else
         gdn2_rmsnorm_swish_fwd(c->B * c->T, c->D, c->x, c->gate, c->w, 1e-5f, c->y, 1);
     return dot_d(c->y, c->r, n);
@@ -308,8 +299,12 @@ static void test_primitives(void) {
             float *dw = calloc((size_t)(c.D * c.W), sizeof(float));
             if (kind == 0)
                 gdn2_conv_silu_bwd(c.B, c.T, c.D, c.W, c.x, c.hist, (size_t)((c.W - 1) * c.D), c.w, c.r, dx, dw, 1);
-            else if (kind == 1)
-                gdn2_rmsnorm_bwd(c.B * c.T, c.D, c.x, c.w, 1e-5f, c.r, dx, 0, dw, 1);
+            else if (kind == 1) {
+                float *rs = malloc((size_t)(c.B * c.T) * sizeof(float));
+                gdn2_rmsnorm_fwd(c.B * c.T, c.D, c.x, c.w, 1e-5f, c.y, rs, 1);
+                gdn2_rmsnorm_bwd(c.B * c.T, c.D, c.x, c.w, rs, c.r, dx, 0, dw, 1);
+                free(rs);
+            }
             else
                 gdn2_rmsnorm_swish_bwd(c.B * c.T, c.D, c.x, c.gate, c.w, 1e-5f, c.r, dx, dg, dw, 1);
             const char *nm = kind == 0 ? (with_hist ? "conv+SiLU (with history)" : "conv+SiLU")
@@ -383,12 +378,12 @@ static void test_layer_fd(void) {
     };
     unsigned long long s = 11;
     const float H_FD = 2e-2f; /* with Richardson: worst FD error ~7e-4 over 8 seeds, vs ~1e-2 at 3e-2 plain */
-    gdn2_layer_set_kernel(1); /* FD through the float64 recurrence: the fp32 noise floor is the layer's alone */
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         layer_ctx L;
         memset(&L, 0, sizeof L);
         L.c = (gdn2_layer_cfg){16, cases[ci].H, cases[ci].HV, cases[ci].K, cases[ci].V, 4, cases[ci].neg, 1e-5f,
-                               cases[ci].mixer};
+                               cases[ci].mixer, GDN2_KERNEL_REFERENCE};
+        /* FD through the float64 recurrence: the fp32 noise floor is the layer's alone */
         L.B = 2;
         L.T = 7;
         const size_t npar = gdn2_layer_param_count(&L.c), n = (size_t)(L.B * L.T * L.c.hidden);
@@ -432,12 +427,12 @@ static void test_layer_fd(void) {
             float *yk[2] = {malloc(n2 * sizeof(float)), malloc(n2 * sizeof(float))};
             int rc2 = 0;
             for (int kern = 0; kern < 2 && !rc2; kern++) {
-                gdn2_layer_set_kernel(kern);
+                L.c.kernel = kern ? GDN2_KERNEL_REFERENCE : GDN2_KERNEL_CHUNK;
                 if (L.st0) memcpy(L.st, L.st0, ss * sizeof(float));
                 rc2 = gdn2_layer_forward(&L.c, L.params, x2, L.B, T2, yk[kern], a2, L.st0 ? L.st : NULL, 1);
                 rc2 = rc2 ? rc2 : gdn2_layer_backward(&L.c, L.params, x2, L.B, T2, a2, r2, dxk[kern], dpk[kern], 1);
             }
-            gdn2_layer_set_kernel(1);
+            L.c.kernel = GDN2_KERNEL_REFERENCE;
             gdn2_param_info pi[32];
             const int np = gdn2_layer_params(&L.c, pi, 32);
             double ep = rc2 ? 1 : rel_rmse_f32(dxk[0], dxk[1], n2);
@@ -459,7 +454,6 @@ static void test_layer_fd(void) {
         }
         free(L.params); free(L.x); free(L.r); free(L.y); free(L.st0); free(L.st); free(acts); free(dx); free(dp);
     }
-    gdn2_layer_set_kernel(0);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -474,7 +468,7 @@ static void test_decode(void) {
         {"gdn", GDN2_MIXER_GDN, 2, 2, 16, 16, 0},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
-        gdn2_layer_cfg c = {32, cases[ci].H, cases[ci].HV, cases[ci].K, cases[ci].V, 4, cases[ci].neg, 1e-5f, cases[ci].m};
+        gdn2_layer_cfg c = {32, cases[ci].H, cases[ci].HV, cases[ci].K, cases[ci].V, 4, cases[ci].neg, 1e-5f, cases[ci].m, GDN2_KERNEL_CHUNK};
         const int64_t B = 2, T0 = 70, M = 9, T = T0 + M, d = c.hidden; /* T0 > one chunk of 64 */
         const size_t npar = gdn2_layer_param_count(&c), ss = gdn2_layer_state_size(&c);
         float *params = malloc(npar * sizeof(float));
@@ -516,23 +510,27 @@ static void test_decode(void) {
 }
 
 static void test_config_errors(void) {
-    gdn2_layer_cfg c = {16, 3, 4, 8, 8, 4, 0, 1e-5f, GDN2_MIXER_GDN2};
+    gdn2_layer_cfg c = {16, 3, 4, 8, 8, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
     CHECK(gdn2_layer_check(&c) == GDN2_ERR_ARG && strstr(gdn2_last_error(), "multiple"),
           "HV not a multiple of H is rejected: %s", gdn2_last_error());
     c.HV = 3;
     c.mixer = (gdn2_mixer_kind)7;
     CHECK(gdn2_layer_check(&c) == GDN2_ERR_ARG, "unknown mixer is rejected: %s", gdn2_last_error());
+    c.mixer = GDN2_MIXER_GDN2;
+    c.kernel = (gdn2_layer_kernel)7;
+    CHECK(gdn2_layer_check(&c) == GDN2_ERR_ARG && strstr(gdn2_last_error(), "kernel"),
+          "unknown recurrence kernel is rejected: %s", gdn2_last_error());
     float x = 0, y = 0;
     CHECK(gdn2_layer_forward(&c, &x, &x, 1, 1, &y, NULL, NULL, 1) == GDN2_ERR_ARG, "forward with a bad config fails cleanly");
     /* parameter counts: official 1.3B layer (d=2048, 16 heads x 128) */
-    gdn2_layer_cfg big = {2048, 16, 16, 128, 128, 4, 0, 1e-5f, GDN2_MIXER_GDN2};
+    gdn2_layer_cfg big = {2048, 16, 16, 128, 128, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
     const size_t n = gdn2_layer_param_count(&big);
     /* 6 d·D projections (q,k,v,b,w,o) + f/g low rank (d·V + V·D)·2 + convs 3·D·4 + A_log 16 + dt_bias D
        + g bias D + o_norm V, with d = D = 2048, V = 128 */
     const size_t want = 6 * 2048 * 2048 + 2 * (2048 * 128 + 128 * 2048) + 3 * 2048 * 4 + 16 + 2048 + 2048 + 128;
     CHECK(n == want, "official-size layer has %zu parameters (expected %zu)", n, want);
     /* init: ranges as GDN2.md §4 */
-    gdn2_layer_cfg t = {64, 2, 2, 16, 16, 4, 0, 1e-5f, GDN2_MIXER_GDN2};
+    gdn2_layer_cfg t = {64, 2, 2, 16, 16, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
     gdn2_param_info pi[32];
     const int np = gdn2_layer_params(&t, pi, 32);
     float *p = malloc(gdn2_layer_param_count(&t) * sizeof(float));

@@ -23,7 +23,7 @@ static double dotd(const float *a, const float *b, size_t n) {
     return s;
 }
 static int layer_available(void) {
-    gdn2_layer_cfg c = {64, 2, 2, 32, 32, 4, 0, 1e-5f, GDN2_MIXER_GDN2};
+    gdn2_layer_cfg c = {64, 2, 2, 32, 32, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
     return gdn2_layer_check(&c) == GDN2_OK && gdn2_layer_param_count(&c) > 0;
 }
 
@@ -212,8 +212,8 @@ static void test_mlp_norm(void) {
     /* RMSNorm */
     float *w = malloc(d * 4), *rs = malloc(N * 4), *dw = calloc(d, 4);
     randn(w, d, 1);
-    gdn2_mdl_rmsnorm_fwd(N, d, x, w, 1e-5f, y, rs, 0);
-    gdn2_mdl_rmsnorm_bwd(N, d, x, w, rs, R, dx, 0, dw, 0);
+    gdn2_rmsnorm_fwd(N, d, x, w, 1e-5f, y, rs, 0);
+    gdn2_rmsnorm_bwd(N, d, x, w, rs, R, dx, 0, dw, 0);
     float *nv[2] = {x, w}, *ng[2] = {dx, dw};
     size_t nn[2] = {N * d, d};
     for (int v = 0; v < 2; v++) {
@@ -222,10 +222,10 @@ static void test_mlp_norm(void) {
             size_t i = (size_t)(test_uniform(&g_seed) * nn[v]);
             float keep = nv[v][i], h = 1e-2f;
             nv[v][i] = keep + h;
-            gdn2_mdl_rmsnorm_fwd(N, d, x, w, 1e-5f, y, NULL, 0);
+            gdn2_rmsnorm_fwd(N, d, x, w, 1e-5f, y, NULL, 0);
             double lp = dotd(y, R, N * d);
             nv[v][i] = keep - h;
-            gdn2_mdl_rmsnorm_fwd(N, d, x, w, 1e-5f, y, NULL, 0);
+            gdn2_rmsnorm_fwd(N, d, x, w, 1e-5f, y, NULL, 0);
             double lm = dotd(y, R, N * d);
             nv[v][i] = keep;
             double num = (lp - lm) / (2 * h), an = ng[v][i];
@@ -271,12 +271,13 @@ static double ce64(gdn2_model *m, const int32_t *tok, const int32_t *tgt, int64_
 }
 
 /* FD on the mean CE of a whole model: the embedding, norms, mixers, MLPs, ln_f and lm_head */
-static void test_model_grad(const char *layout) {
+static void test_model_grad(const char *layout, gdn2_layer_kernel kernel) {
     gdn2_model *m = tiny_model(layout, 40);
     if (!m) {
         CHECK(0, "model %s: create failed: %s", layout, gdn2_last_error());
         return;
     }
+    m->cfg.kernel = kernel;
     const int64_t B = 2, T = 11;
     int32_t tok[22], tgt[22];
     for (int i = 0; i < B * T; i++) tok[i] = (int32_t)(test_uniform(&g_seed) * 40), tgt[i] = (int32_t)(test_uniform(&g_seed) * 40);
@@ -456,12 +457,10 @@ int main(void) {
     test_attention("SWA window 4", 2, 2, 8, 4);
     test_attention("SWA GQA 4q/2kv", 4, 2, 8, 6);
     test_mlp_norm();
-    test_model_grad("attn,swa");
+    test_model_grad("attn,swa", GDN2_KERNEL_CHUNK);
     test_generation("swa,attn");
     if (layer_available()) {
-        gdn2_layer_set_kernel(1); /* float64 recurrence: less noise under the finite differences */
-        test_model_grad("gdn2,swa");
-        gdn2_layer_set_kernel(0);
+        test_model_grad("gdn2,swa", GDN2_KERNEL_REFERENCE); /* float64 recurrence: less noise under the FD */
         test_generation("gdn2,swa");
         test_generation("gdn2");
     } else {

@@ -12,7 +12,7 @@
 #include "check.h"
 #include "gdn2.h"
 #include "gdn2_model.h"
-#include "gdn2_quant.h"
+#include "gdn2_quant_model.h"
 
 static unsigned long long g_seed = 20261128;
 

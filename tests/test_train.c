@@ -16,6 +16,10 @@
 #include "gdn2_model.h"
 #include "gdn2_text.h"
 
+#ifdef GDN2_HAVE_BLAS
+#include <cblas.h>
+#endif
+
 static void test_adamw(void) {
     /* two tensors: "w" (decayed) and "n" (no_decay); two steps with different gradients */
     gdn2_model_param tp[2];
@@ -342,6 +346,10 @@ static void test_durability(const char *dir, const char *text) {
 }
 
 int main(void) {
+#ifdef GDN2_HAVE_BLAS
+    /* one BLAS thread, as the CLI's training commands set it (the library leaves it to its caller) */
+    if (!getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
+#endif
     test_adamw();
     test_accumulation();
     test_schedule_clip();

@@ -84,6 +84,7 @@ int cmd_demo(int argc, char **argv) {
     if ((rc = cli_train_preflight("demo", &o))) return rc;
     gdn2_train_result r;
     memset(&r, 0, sizeof r);
+    cli_blas_one_thread();
     int st = gdn2_train(&o, &r, NULL);
     if (st) {
         fprintf(stderr, "gdn2 demo: %s\n", gdn2_last_error());

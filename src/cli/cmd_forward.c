@@ -43,7 +43,6 @@ int cmd_forward(int argc, char **argv) {
         return 2;
     }
     if ((rc = cli_check_in("forward", "input", in)) || (rc = cli_check_out("forward", "--out", out))) return rc;
-    gdn2_layer_set_kernel(kernel);
     gdn2_model *m = NULL;
     int st = gdn2_model_load(in, &m);
     if (st) {
@@ -51,6 +50,7 @@ int cmd_forward(int argc, char **argv) {
         return st == GDN2_ERR_NOMEM ? 1 : 2;
     }
     m->n_threads = threads;
+    m->cfg.kernel = kernel ? GDN2_KERNEL_REFERENCE : GDN2_KERNEL_CHUNK;
     gdn2_st file;
     if ((st = gdn2_st_read(in, &file))) {
         fprintf(stderr, "gdn2 forward: %s\n", gdn2_last_error());

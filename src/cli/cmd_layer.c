@@ -2,7 +2,6 @@
  * tensors from a safetensors file in the format of tests/fixtures/official/layer.safetensors:
  * param.<official name>, x [B,T,d], optional r [B,T,d] (loss = Σ y⊙r), and the layer config in the
  * __metadata__ "meta" JSON's "config" object. Writes y, and with r: grad.x and grad.<name>. */
-#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,79 +24,6 @@ static void layer_usage(FILE *f) {
             "  --kernel NAME   chunk (default: fp32 chunk kernels) or reference (float64 recurrence)\n"
             "  --threads N     CPU threads (0 = OpenMP default)\n"
             "Exit status: 0 ok, 2 bad usage or bad input file, 1 runtime failure.\n");
-}
-
-static int json_num(const cJSON *cfg, const char *key, double def, double *out, const char *path) {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(cfg, key);
-    if (!it || cJSON_IsNull(it)) { *out = def; return 0; }
-    if (cJSON_IsBool(it)) { *out = cJSON_IsTrue(it) ? 1.0 : 0.0; return 0; }
-    if (!cJSON_IsNumber(it)) {
-        fprintf(stderr, "gdn2 layer: %s: meta.config.%s must be a number\n", path, key);
-        return 2;
-    }
-    *out = it->valuedouble;
-    return 0;
-}
-
-/* Build the layer config from meta.config. Returns 0 or an exit status. */
-static int parse_config(const gdn2_st *st, const char *path, gdn2_layer_cfg *c) {
-    const char *meta = gdn2_st_meta(st, "meta");
-    if (!meta) {
-        fprintf(stderr, "gdn2 layer: %s: no \"meta\" entry in the __metadata__ (needs meta.config)\n", path);
-        return 2;
-    }
-    cJSON *root = cJSON_Parse(meta);
-    const cJSON *cfg = root ? cJSON_GetObjectItemCaseSensitive(root, "config") : NULL;
-    if (!cfg || !cJSON_IsObject(cfg)) {
-        fprintf(stderr, "gdn2 layer: %s: meta is not JSON with a \"config\" object\n", path);
-        cJSON_Delete(root);
-        return 2;
-    }
-    double hidden, head_dim, nh, nvh, expand_v, conv, neg, eps;
-    int rc = json_num(cfg, "hidden_size", -1, &hidden, path) || json_num(cfg, "head_dim", 128, &head_dim, path) ||
-             json_num(cfg, "num_heads", 16, &nh, path) || json_num(cfg, "num_v_heads", -1, &nvh, path) ||
-             json_num(cfg, "expand_v", 1, &expand_v, path) || json_num(cfg, "conv_size", 4, &conv, path) ||
-             json_num(cfg, "allow_neg_eigval", 0, &neg, path) || json_num(cfg, "norm_eps", 1e-5, &eps, path);
-    memset(c, 0, sizeof *c);
-    c->mixer = GDN2_MIXER_GDN2;
-    const cJSON *mx = cJSON_GetObjectItemCaseSensitive(cfg, "mixer");
-    if (!rc && mx && cJSON_IsString(mx)) {
-        if (!strcmp(mx->valuestring, "kda")) c->mixer = GDN2_MIXER_KDA;
-        else if (!strcmp(mx->valuestring, "gdn")) c->mixer = GDN2_MIXER_GDN;
-        else if (strcmp(mx->valuestring, "gdn2")) {
-            fprintf(stderr, "gdn2 layer: %s: meta.config.mixer '%s' is not gdn2, kda or gdn\n", path, mx->valuestring);
-            rc = 2;
-        }
-    }
-    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(cfg, "use_short_conv");
-    if (!rc && sc && cJSON_IsFalse(sc)) {
-        fprintf(stderr, "gdn2 layer: %s: use_short_conv=false is not supported (the official layer uses the conv)\n", path);
-        rc = 2;
-    }
-    const cJSON *cbias = cJSON_GetObjectItemCaseSensitive(cfg, "conv_bias");
-    if (!rc && cbias && cJSON_IsTrue(cbias)) {
-        fprintf(stderr, "gdn2 layer: %s: conv_bias=true is not supported (the official layer has no conv bias)\n", path);
-        rc = 2;
-    }
-    cJSON_Delete(root);
-    if (rc) return 2;
-    if (hidden <= 0) {
-        fprintf(stderr, "gdn2 layer: %s: meta.config.hidden_size is missing or not positive\n", path);
-        return 2;
-    }
-    c->hidden = (int64_t)hidden;
-    c->H = (int64_t)nh;
-    c->HV = nvh > 0 ? (int64_t)nvh : c->H;
-    c->K = (int64_t)head_dim;
-    c->V = (int64_t)(head_dim * expand_v + 0.5);
-    c->conv_size = (int64_t)conv;
-    c->allow_neg_eigval = neg != 0.0;
-    c->norm_eps = (float)eps;
-    if (gdn2_layer_check(c)) {
-        fprintf(stderr, "gdn2 layer: %s: %s\n", path, gdn2_last_error());
-        return 2;
-    }
-    return 0;
 }
 
 int cmd_layer(int argc, char **argv) {
@@ -126,7 +52,7 @@ int cmd_layer(int argc, char **argv) {
     float *params = NULL, *x = NULL, *r = NULL, *y = NULL, *acts = NULL, *dx = NULL, *dparams = NULL;
     gdn2_tensor *outs = NULL;
     char **names = NULL;
-    if (parse_config(&st, in, &c)) goto done;
+    if (gdn2_layer_config_from_file(&st, &c)) { fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error()); goto done; }
 
     /* parameters: every param.<name> with exactly the expected shape */
     const int np = gdn2_layer_params(&c, NULL, 0);
@@ -135,18 +61,9 @@ int cmd_layer(int argc, char **argv) {
     params = calloc(npar + 1, sizeof(float));
     if (!pi || !params) { fprintf(stderr, "gdn2 layer: out of memory\n"); ret = 1; goto done; }
     gdn2_layer_params(&c, pi, np);
-    for (int i = 0; i < np; i++) {
-        char name[128];
-        snprintf(name, sizeof name, "param.%s", pi[i].name);
-        int64_t shape[4];
-        memcpy(shape, pi[i].shape, sizeof shape);
-        float *p = NULL;
-        if (gdn2_st_get_f32(&st, name, 1, pi[i].ndim, shape, &p)) {
-            fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error());
-            goto done;
-        }
-        memcpy(params + pi[i].offset, p, pi[i].numel * sizeof(float));
-        free(p);
+    if (gdn2_layer_load_params(&c, &st, "param.", params)) {
+        fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error());
+        goto done;
     }
     int64_t xs[3] = {-1, -1, c.hidden}, rs[3];
     if (gdn2_st_get_f32(&st, "x", 1, 3, xs, &x)) { fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error()); goto done; }
@@ -162,7 +79,7 @@ int cmd_layer(int argc, char **argv) {
     }
 
     ret = 1;
-    gdn2_layer_set_kernel(kernel);
+    c.kernel = kernel ? GDN2_KERNEL_REFERENCE : GDN2_KERNEL_CHUNK;
     y = malloc((size_t)(B * T * D + 1) * sizeof(float));
     if (r) {
         acts = malloc((gdn2_layer_act_size(&c, B, T) + 1) * sizeof(float));

@@ -14,13 +14,9 @@
 #include "gdn2.h"
 #include "gdn2_data.h"
 #include "gdn2_model.h"
-#include "gdn2_quant.h"
+#include "gdn2_quant_model.h"
 #include "gdn2_text.h"
 #include "util/internal.h"
-
-#ifdef GDN2_HAVE_BLAS
-#include <cblas.h>
-#endif
 
 #define DEFAULT_TEXT GDN2_DEFAULT_TEXT /* not shipped: sh scripts/get_data.sh */
 
@@ -205,9 +201,7 @@ int cmd_quant(int argc, char **argv) {
         return 2;
     }
     if (!seq_len) seq_len = is_mqar ? 64 : 128;
-#ifdef GDN2_HAVE_BLAS
-    if (!getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
-#endif
+    cli_blas_one_thread();
 
     gdn2_model *m = NULL;
     gdn2_text text;

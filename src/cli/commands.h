@@ -21,4 +21,8 @@ int cmd_quant(int argc, char **argv);    /* int8/int4 weight quantization and it
  * exits 2 on 1). */
 int cli_default_text_missing(const char *cmd, const char *path, const char *flag);
 
+/* src/cli/blas.c: one OpenBLAS thread (unless OPENBLAS_NUM_THREADS is set), for the commands that
+ * train or measure a model: parallelism comes from OpenMP. */
+void cli_blas_one_thread(void);
+
 #endif

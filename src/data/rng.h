@@ -1,26 +1,15 @@
-/* Deterministic RNG and hashing for the task generators (internal to src/data).
- * splitmix64: tiny, well mixed, and the stream is fully determined by the seed, so a sample is a
- * pure function of (config, seed, split). Not Python's Mersenne Twister: samples are
- * distributionally equivalent to Zoology/RULER, not bit-identical (docs/TASKS.md). */
+/* Streams and content hashing for the task generators (internal to src/data), on the library's
+ * splitmix64 (src/util/rng.h): a sample is a pure function of (config, seed, split). Not Python's
+ * Mersenne Twister: samples are distributionally equivalent to Zoology/RULER, not bit-identical
+ * (docs/TASKS.md). */
 #ifndef GDN2_DATA_RNG_H
 #define GDN2_DATA_RNG_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct { uint64_t s; } gdn2_rng;
+#include "../util/rng.h"
 
-static inline uint64_t gdn2_mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-static inline uint64_t gdn2_rng_u64(gdn2_rng *r) { return gdn2_mix64(r->s += 0x9E3779B97F4A7C15ULL); }
-/* uniform in [0, n) (n >= 1); 128-bit multiply keeps the bias below 2^-40 for our n */
-static inline uint64_t gdn2_rng_below(gdn2_rng *r, uint64_t n) {
-    return (uint64_t)(((unsigned __int128)gdn2_rng_u64(r) * n) >> 64);
-}
-static inline double gdn2_rng_uniform(gdn2_rng *r) { return (gdn2_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0); }
 /* stream for (task tag, seed, split): different tags/splits never share a stream start */
 static inline gdn2_rng gdn2_rng_for(uint64_t tag, uint64_t seed, int split) {
     gdn2_rng r = {gdn2_mix64(gdn2_mix64(tag ^ 0x67646e32ULL) ^ gdn2_mix64(seed + 0x51ULL) ^ ((uint64_t)split << 61))};

@@ -7,6 +7,7 @@
 
 #include "gdn2_text.h"
 #include "util/internal.h"
+#include "util/rng.h"
 
 int gdn2_text_load(const char *path, double val_frac, gdn2_text *t) {
     memset(t, 0, sizeof *t);
@@ -47,12 +48,6 @@ void gdn2_text_free(gdn2_text *t) {
     memset(t, 0, sizeof *t);
 }
 
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
 int gdn2_text_batch(const gdn2_text *t, int split, uint64_t seed, int64_t B, int64_t T, int32_t *tokens,
                     int32_t *targets) {
     int64_t lo = split ? t->n_train : 0, hi = split ? t->n : t->n_train;
@@ -60,9 +55,9 @@ int gdn2_text_batch(const gdn2_text *t, int split, uint64_t seed, int64_t B, int
     if (span < 0)
         return gdn2_error(GDN2_ERR_ARG, "text %s split has %lld bytes, fewer than seq_len+1 = %lld",
                           split ? "validation" : "train", (long long)(hi - lo), (long long)(T + 1));
-    uint64_t s = mix64(seed + 0x74657874ULL);
+    uint64_t s = gdn2_mix64(seed + 0x74657874ULL);
     for (int64_t b = 0; b < B; b++) {
-        s = mix64(s + 0x9E3779B97F4A7C15ULL);
+        s = gdn2_mix64(s + 0x9E3779B97F4A7C15ULL);
         int64_t o = lo + (int64_t)(((unsigned __int128)s * (uint64_t)(span + 1)) >> 64);
         for (int64_t i = 0; i < T; i++) {
             tokens[b * T + i] = t->data[o + i];

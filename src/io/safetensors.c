@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "../util/internal.h"
+#include "gdn2_io.h"
 
 /* A header larger than this is not a tensor file (real headers are a few KB to a few MB). */
 #define ST_MAX_HEADER ((uint64_t)100 * 1024 * 1024)

@@ -20,7 +20,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "gdn2_quant.h"
+#include "gdn2_quant_model.h"
 #include "model_internal.h"
 #include "util/internal.h"
 

@@ -152,6 +152,7 @@ gdn2_layer_cfg gdn2_model_layer_cfg(const gdn2_model_cfg *c, int i) {
     l.norm_eps = c->norm_eps;
     int k = c->kind[i];
     l.mixer = k == GDN2_LAYER_KDA ? GDN2_MIXER_KDA : k == GDN2_LAYER_GDN ? GDN2_MIXER_GDN : GDN2_MIXER_GDN2;
+    l.kernel = c->kernel;
     return l;
 }
 

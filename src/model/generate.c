@@ -7,7 +7,7 @@
 #include "util/internal.h"
 
 /* argmax (temperature <= 0) or a draw from softmax(z / temperature) restricted to the top_k logits */
-static int32_t sample(const float *z, int64_t V, float temperature, int top_k, gdn2_mdl_rng *r, float *scratch) {
+static int32_t sample(const float *z, int64_t V, float temperature, int top_k, gdn2_rng *r, float *scratch) {
     int64_t am = 0;
     for (int64_t v = 1; v < V; v++)
         if (z[v] > z[am]) am = v;
@@ -26,7 +26,7 @@ static int32_t sample(const float *z, int64_t V, float temperature, int top_k, g
     }
     double tot = 0;
     for (int64_t v = 0; v < V; v++) tot += z[v] >= thr ? exp((z[v] - z[am]) / temperature) : 0.0;
-    double u = gdn2_mdl_rng_uniform(r) * tot, acc = 0;
+    double u = gdn2_rng_uniform(r) * tot, acc = 0;
     for (int64_t v = 0; v < V; v++) {
         if (z[v] < thr) continue;
         acc += exp((z[v] - z[am]) / temperature);
@@ -47,7 +47,7 @@ int gdn2_generate(gdn2_model *m, const int32_t *prompt, int64_t P, int64_t n_new
         gdn2_model_state_free(s);
         return GDN2_ERR_NOMEM;
     }
-    gdn2_mdl_rng r = {seed * 0x9E3779B97F4A7C15ULL + 1};
+    gdn2_rng r = {seed * 0x9E3779B97F4A7C15ULL + 1};
     st = gdn2_model_prefill(m, s, prompt, P, lg);
     for (int64_t i = 0; i < n_new && !st; i++) {
         out[i] = sample(lg, V, temperature, top_k, &r, lg + Vp);

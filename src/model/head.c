@@ -1,50 +1,11 @@
-/* The model's RMSNorm (norm_1, norm_2, ln_f; FusedRMSNorm, eps 1e-5) and the cross-entropy of the
- * lm_head logits (mean over targets != -100, as torch / flash-attn's fused CE). */
+/* The cross-entropy of the lm_head logits (mean over targets != -100, as torch / flash-attn's fused
+ * CE). The model's RMSNorm (norm_1, norm_2, ln_f) is nn.c's. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "model_internal.h"
 #include "util/internal.h"
-
-/* y = x r w,  r = 1 / sqrt(mean(x^2) + eps) */
-void gdn2_mdl_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, float eps, float *y, float *rstd,
-                          int n_threads) {
-    const int nt = gdn2_threads(n_threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        const float *xr = x + n * D;
-        float ss = 0.0f;
-        for (int64_t i = 0; i < D; i++) ss += xr[i] * xr[i];
-        float r = 1.0f / sqrtf(ss / (float)D + eps);
-        if (rstd) rstd[n] = r;
-        float *yr = y + n * D;
-        for (int64_t i = 0; i < D; i++) yr[i] = xr[i] * r * w[i];
-    }
-}
-
-/* dx = r (dy w) - x r^3 / D * sum(dy w x);  dw += sum_n dy x r */
-void gdn2_mdl_rmsnorm_bwd(int64_t N, int64_t D, const float *x, const float *w, const float *rstd, const float *dy,
-                          float *dx, int accumulate, float *dw, int n_threads) {
-    const int nt = gdn2_threads(n_threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        const float *xr = x + n * D, *dr = dy + n * D;
-        float r = rstd[n], dot = 0.0f;
-        for (int64_t i = 0; i < D; i++) dot += dr[i] * w[i] * xr[i];
-        float c = dot * r * r * r / (float)D;
-        float *o = dx + n * D;
-        if (accumulate)
-            for (int64_t i = 0; i < D; i++) o[i] += r * dr[i] * w[i] - c * xr[i];
-        else
-            for (int64_t i = 0; i < D; i++) o[i] = r * dr[i] * w[i] - c * xr[i];
-    }
-    for (int64_t n = 0; n < N; n++) { /* row-serial: the same sum order whatever the thread count */
-        const float *xr = x + n * D, *dr = dy + n * D;
-        float r = rstd[n];
-        for (int64_t i = 0; i < D; i++) dw[i] += dr[i] * xr[i] * r;
-    }
-}
 
 /* loss_n = logsumexp(z_n) - z_n[y_n];  d loss_n / dz = softmax(z_n) - onehot(y_n) */
 double gdn2_mdl_xent(int64_t N, int64_t Vp, float *logits, const int32_t *targets, float grad_scale, int want_grad,

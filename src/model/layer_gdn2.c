@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "../util/internal.h"
+#include "../util/rng.h"
 #include "gdn2_layer.h"
 #include "nn.h"
 
@@ -45,13 +46,16 @@ static const char *const k_names[P_COUNT] = {
     "g_proj.0.weight", "g_proj.1.weight", "g_proj.1.bias", "o_norm.weight", "o_proj.weight",
 };
 
-/* Shape (ndim 0 = absent for this mixer), init and weight-decay flag of parameter slot p. */
-static int slot_spec(const gdn2_layer_cfg *c, int p, int64_t shape[4], int *init, int *no_decay) {
+/* Shape (ndim 0 = absent for this mixer), element count, init and weight-decay flag of parameter
+ * slot p. */
+static int slot_spec(const gdn2_layer_cfg *c, int p, int64_t shape[4], size_t *numel, int *init, int *no_decay) {
     const int64_t d = c->hidden, Dk = c->H * c->K, Dv = c->HV * c->V, R = c->V, H = c->H, W = c->conv_size;
     const int m = c->mixer;
     int nd = 2;
     *init = INIT_XAVIER;
     *no_decay = 0;
+    *numel = 0;
+    for (int i = 0; i < 4; i++) shape[i] = 0;
     switch (p) {
     case P_Q: case P_K: shape[0] = Dk; shape[1] = d; break;
     case P_V: shape[0] = Dv; shape[1] = d; break;
@@ -71,6 +75,8 @@ static int slot_spec(const gdn2_layer_cfg *c, int p, int64_t shape[4], int *init
     case P_O: shape[0] = d; shape[1] = Dv; break;
     default: return 0;
     }
+    *numel = 1;
+    for (int i = 0; i < nd; i++) *numel *= (size_t)shape[i];
     return nd;
 }
 
@@ -87,6 +93,8 @@ int gdn2_layer_check(const gdn2_layer_cfg *c) {
     if (!(c->norm_eps > 0.0f)) return gdn2_error(GDN2_ERR_ARG, "gdn2 layer: norm_eps must be > 0, got %g", c->norm_eps);
     if (c->mixer != GDN2_MIXER_GDN2 && c->mixer != GDN2_MIXER_KDA && c->mixer != GDN2_MIXER_GDN)
         return gdn2_error(GDN2_ERR_ARG, "gdn2 layer: unknown mixer kind %d (0 gdn2, 1 kda, 2 gdn)", (int)c->mixer);
+    if (c->kernel != GDN2_KERNEL_CHUNK && c->kernel != GDN2_KERNEL_REFERENCE)
+        return gdn2_error(GDN2_ERR_ARG, "gdn2 layer: unknown recurrence kernel %d (0 chunk, 1 reference)", (int)c->kernel);
     return GDN2_OK;
 }
 
@@ -94,11 +102,10 @@ int gdn2_layer_params(const gdn2_layer_cfg *c, gdn2_param_info *out, int cap) {
     int n = 0;
     size_t off = 0;
     for (int p = 0; p < P_COUNT; p++) {
-        int64_t shape[4] = {0, 0, 0, 0};
-        int init, nod, nd = slot_spec(c, p, shape, &init, &nod);
+        int64_t shape[4];
+        size_t numel;
+        int init, nod, nd = slot_spec(c, p, shape, &numel, &init, &nod);
         if (!nd) continue;
-        size_t numel = 1;
-        for (int i = 0; i < nd; i++) numel *= (size_t)shape[i];
         if (out && n < cap) {
             gdn2_param_info *pi = &out[n];
             memset(pi, 0, sizeof *pi);
@@ -119,12 +126,11 @@ int gdn2_layer_params(const gdn2_layer_cfg *c, gdn2_param_info *out, int cap) {
 static size_t layout(const gdn2_layer_cfg *c, size_t off[P_COUNT]) {
     size_t o = 0;
     for (int p = 0; p < P_COUNT; p++) {
-        int64_t shape[4] = {0, 0, 0, 0};
-        int init, nod, nd = slot_spec(c, p, shape, &init, &nod);
+        int64_t shape[4];
+        size_t numel;
+        int init, nod, nd = slot_spec(c, p, shape, &numel, &init, &nod);
         off[p] = (size_t)-1;
         if (!nd) continue;
-        size_t numel = 1;
-        for (int i = 0; i < nd; i++) numel *= (size_t)shape[i];
         off[p] = o;
         o += numel;
     }
@@ -136,43 +142,33 @@ size_t gdn2_layer_param_count(const gdn2_layer_cfg *c) {
     return layout(c, off);
 }
 
-/* splitmix64 → uniform [0,1) */
-static double rng_uniform(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
-}
-
 void gdn2_layer_init(const gdn2_layer_cfg *c, float *params, uint64_t seed) {
-    uint64_t s = seed * 0x2545F4914F6CDD1DULL + 0x1234567ULL;
+    gdn2_rng s = {seed * 0x2545F4914F6CDD1DULL + 0x1234567ULL};
     size_t off = 0;
     for (int p = 0; p < P_COUNT; p++) {
-        int64_t shape[4] = {0, 0, 0, 0};
-        int init, nod, nd = slot_spec(c, p, shape, &init, &nod);
+        int64_t shape[4];
+        size_t numel;
+        int init, nod, nd = slot_spec(c, p, shape, &numel, &init, &nod);
         if (!nd) continue;
-        size_t numel = 1;
-        for (int i = 0; i < nd; i++) numel *= (size_t)shape[i];
         float *x = params + off;
         if (init == INIT_XAVIER) {
             /* Xavier uniform, gain 2^-2.5: U(±gain·sqrt(6/(fan_in+fan_out))) */
             const double bound = pow(2.0, -2.5) * sqrt(6.0 / (double)(shape[0] + shape[1]));
-            for (size_t i = 0; i < numel; i++) x[i] = (float)((2.0 * rng_uniform(&s) - 1.0) * bound);
+            for (size_t i = 0; i < numel; i++) x[i] = (float)((2.0 * gdn2_rng_uniform(&s) - 1.0) * bound);
         } else if (init == INIT_CONV) {
             /* torch Conv1d default (kaiming_uniform a=√5): U(±1/sqrt(fan_in)), fan_in = 1·W */
             const double bound = 1.0 / sqrt((double)c->conv_size);
-            for (size_t i = 0; i < numel; i++) x[i] = (float)((2.0 * rng_uniform(&s) - 1.0) * bound);
+            for (size_t i = 0; i < numel; i++) x[i] = (float)((2.0 * gdn2_rng_uniform(&s) - 1.0) * bound);
         } else if (init == INIT_ZERO) {
             memset(x, 0, numel * sizeof(float));
         } else if (init == INIT_ONE) {
             for (size_t i = 0; i < numel; i++) x[i] = 1.0f;
         } else if (init == INIT_ALOG) {
             /* A ~ U(1,16), A_log = ln A */
-            for (size_t i = 0; i < numel; i++) x[i] = (float)log(1.0 + 15.0 * rng_uniform(&s));
+            for (size_t i = 0; i < numel; i++) x[i] = (float)log(1.0 + 15.0 * gdn2_rng_uniform(&s));
         } else { /* INIT_DT: dt log-uniform in [1e-3, 1e-1], >= 1e-4; dt_bias = softplus^-1(dt) */
             for (size_t i = 0; i < numel; i++) {
-                double dt = exp(rng_uniform(&s) * (log(0.1) - log(0.001)) + log(0.001));
+                double dt = exp(gdn2_rng_uniform(&s) * (log(0.1) - log(0.001)) + log(0.001));
                 if (dt < 1e-4) dt = 1e-4;
                 x[i] = (float)(dt + log(-expm1(-dt)));
             }
@@ -231,10 +227,6 @@ size_t gdn2_layer_state_size(const gdn2_layer_cfg *c) { return st_S(c) + (size_t
 /* ------------------------------------------------------------------------------------------ */
 /* recurrence dispatch                                                                        */
 /* ------------------------------------------------------------------------------------------ */
-static int g_kernel = 0;
-void gdn2_layer_set_kernel(int which) { g_kernel = which; }
-int gdn2_layer_get_kernel(void) { return g_kernel; }
-
 static double *to_f64(const float *x, size_t n) {
     if (!x) return NULL;
     double *y = gdn2_malloc((n ? n : 1) * sizeof(double), "layer float64 adapter");
@@ -294,8 +286,8 @@ done:
     return rc;
 }
 
-static int rec_fwd(const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, float *o, float *ht) {
-    if (g_kernel == 0) {
+static int rec_fwd(int kernel, const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, float *o, float *ht) {
+    if (kernel == GDN2_KERNEL_CHUNK) {
         gdn2_fwd_tensors t = {in->q, in->k, in->v, in->g, in->b, in->w, in->h0, NULL, NULL, o, ht};
         int rc = gdn2_chunk_fwd(dm, op, &t);
         if (rc != GDN2_ERR_UNSUPPORTED) return rc;
@@ -304,9 +296,9 @@ static int rec_fwd(const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, f
     return rec_ref(dm, op, in, o, ht, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 }
 
-static int rec_bwd(const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, const float *d_o, float *dq,
-                   float *dk, float *dv, float *dg, float *db, float *dw) {
-    if (g_kernel == 0) {
+static int rec_bwd(int kernel, const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, const float *d_o,
+                   float *dq, float *dk, float *dv, float *dg, float *db, float *dw) {
+    if (kernel == GDN2_KERNEL_CHUNK) {
         gdn2_fwd_tensors t = {in->q, in->k, in->v, in->g, in->b, in->w, in->h0, NULL, NULL, NULL, NULL};
         gdn2_bwd_tensors g = {d_o, NULL, dq, dk, dv, dg, db, dw, NULL, NULL, NULL};
         int rc = gdn2_chunk_bwd(dm, op, &t, &g);
@@ -317,8 +309,8 @@ static int rec_bwd(const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, c
 }
 
 /* one token for one sequence; S [HV,K,V] updated in place */
-static int rec_step(const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, float *o, float *S) {
-    if (g_kernel == 0) {
+static int rec_step(int kernel, const gdn2_dims *dm, const gdn2_opts *op, const rec_in *in, float *o, float *S) {
+    if (kernel == GDN2_KERNEL_CHUNK) {
         const int32_t slot = 0;
         gdn2_decode_tensors t = {in->q, in->k, in->v, in->g, in->b, in->w, NULL, NULL, o, S, 1, &slot, GDN2_STATE_F32};
         int rc = gdn2_decode_step(dm, op, &t);
@@ -454,7 +446,7 @@ static int forward_impl(const gdn2_layer_cfg *c, const float *params, const floa
         gdn2_dims d1 = {1, 1, H, HV, K, V};
         for (int64_t i = 0; i < B && !rc; i++) {
             rec_in in = {q + i * Dk, k + i * Dk, v + i * Dv, g + i * Dk, b + i * Dk, w + i * Dv, NULL};
-            rc = rec_step(&d1, &op, &in, o + i * Dv, states + i * SS + st_S(c));
+            rc = rec_step(c->kernel, &d1, &op, &in, o + i * Dv, states + i * SS + st_S(c));
         }
     } else {
         gdn2_dims dm = {B, T, H, HV, K, V};
@@ -463,7 +455,7 @@ static int forward_impl(const gdn2_layer_cfg *c, const float *params, const floa
             for (int64_t i = 0; i < B; i++) memcpy(h0 + i * KVs, states + i * SS + st_S(c), KVs * sizeof(float));
             in.h0 = h0;
         }
-        rc = rec_fwd(&dm, &op, &in, o, states ? ht : NULL);
+        rc = rec_fwd(c->kernel, &dm, &op, &in, o, states ? ht : NULL);
         if (!rc && states)
             for (int64_t i = 0; i < B; i++) memcpy(states + i * SS + st_S(c), ht + i * KVs, KVs * sizeof(float));
     }
@@ -569,7 +561,7 @@ int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const floa
         op.qk_l2norm = 1;
         op.n_threads = nt;
         rec_in in = {q, k, v, g, b, w, h0};
-        if ((rc = rec_bwd(&dm, &op, &in, zd, dq, dk, dv, dg, db, dw))) goto done;
+        if ((rc = rec_bwd(c->kernel, &dm, &op, &in, zd, dq, dk, dv, dg, db, dw))) goto done;
     }
 
     /* gates. gdn2/kda decay: u = f + dt, a = e^{A_log[h]}, g = −a softplus(u):

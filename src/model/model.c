@@ -158,14 +158,14 @@ void gdn2_model_init(gdn2_model *m, uint64_t seed) {
     for (int i = 0; i < m->n_tensors; i++) {
         const gdn2_model_param *p = &m->tensors[i];
         float *w = m->params + p->offset;
-        gdn2_mdl_rng r = {seed ^ (0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1))};
+        gdn2_rng r = {seed ^ (0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1))};
         int is_mixer = strstr(p->name, ".attn.") && !ends_with(p->name, ".attn.attn.weight") &&
                        !ends_with(p->name, ".attn.proj.weight");
         if (is_mixer) continue; /* recurrent layers: their own init above */
         if (!strcmp(p->name, "transformer.wte.weight")) {
             /* N(0, 0.02), Box-Muller */
             for (size_t j = 0; j < p->numel; j++) {
-                double u1 = gdn2_mdl_rng_uniform(&r), u2 = gdn2_mdl_rng_uniform(&r);
+                double u1 = gdn2_rng_uniform(&r), u2 = gdn2_rng_uniform(&r);
                 if (u1 < 1e-300) u1 = 1e-300;
                 w[j] = (float)(0.02 * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
             }
@@ -176,7 +176,7 @@ void gdn2_model_init(gdn2_model *m, uint64_t seed) {
             double bound = 1.0 / sqrt((double)p->shape[1]);
             if (ends_with(p->name, "swiglu.w3.weight") || ends_with(p->name, ".attn.proj.weight"))
                 bound /= sqrt(2.0 * (double)c->n_layer);
-            for (size_t j = 0; j < p->numel; j++) w[j] = (float)((2.0 * gdn2_mdl_rng_uniform(&r) - 1.0) * bound);
+            for (size_t j = 0; j < p->numel; j++) w[j] = (float)((2.0 * gdn2_rng_uniform(&r) - 1.0) * bound);
         }
     }
 }
@@ -223,7 +223,7 @@ static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *tar
     const float *wte = P(m, m->params, "transformer.wte.weight", 0);
     for (int64_t i = 0; i < BT; i++) memcpy(a->res[0] + i * d, wte + (size_t)tokens[i] * d, d * sizeof(float));
     for (int64_t l = 0; l < L && !st; l++) {
-        gdn2_mdl_rmsnorm_fwd(BT, d, a->res[l], P(m, m->params, "transformer.h.%lld.norm_1.weight", l), c->norm_eps,
+        gdn2_rmsnorm_fwd(BT, d, a->res[l], P(m, m->params, "transformer.h.%lld.norm_1.weight", l), c->norm_eps,
                              a->n1[l], a->r1[l], nt);
         if (c->kind[l] >= GDN2_LAYER_SWA) {
             gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
@@ -239,7 +239,7 @@ static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *tar
         }
         if (st) break;
         for (int64_t i = 0; i < BT * d; i++) a->mid[l][i] = a->res[l][i] + tmp[i];
-        gdn2_mdl_rmsnorm_fwd(BT, d, a->mid[l], P(m, m->params, "transformer.h.%lld.norm_2.weight", l), c->norm_eps,
+        gdn2_rmsnorm_fwd(BT, d, a->mid[l], P(m, m->params, "transformer.h.%lld.norm_2.weight", l), c->norm_eps,
                              a->n2[l], a->r2[l], nt);
         gdn2_mlp_forward(BT, d, I, P(m, m->params, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
                          P(m, m->params, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
@@ -248,7 +248,7 @@ static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *tar
     }
     free(tmp);
     if (st) return st;
-    gdn2_mdl_rmsnorm_fwd(BT, d, a->res[L], P(m, m->params, "transformer.ln_f.weight", 0), c->norm_eps, a->nf, a->rf,
+    gdn2_rmsnorm_fwd(BT, d, a->res[L], P(m, m->params, "transformer.ln_f.weight", 0), c->norm_eps, a->nf, a->rf,
                          nt);
     /* lm_head rows: everything when logits are wanted; the last position for generation; else only
      * rows that carry a target (MQAR has 4 of 64) */
@@ -331,7 +331,7 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
                0.0f, nr, (int)d);
     memset(dn, 0, (size_t)BT * d * sizeof(float));
     for (int64_t r = 0; r < a->n_rows; r++) memcpy(dn + a->rows[r] * d, nr + r * d, d * sizeof(float));
-    gdn2_mdl_rmsnorm_bwd(BT, d, a->res[L], P(m, W, "transformer.ln_f.weight", 0), a->rf, dn, dres, 0,
+    gdn2_rmsnorm_bwd(BT, d, a->res[L], P(m, W, "transformer.ln_f.weight", 0), a->rf, dn, dres, 0,
                          P(m, G, "transformer.ln_f.weight", 0), nt);
     for (int64_t l = L - 1; l >= 0 && !st; l--) {
         /* res_{l+1} = mid + mlp(norm_2(mid)) */
@@ -341,7 +341,7 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
                           P(m, G, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
                           P(m, G, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
                           P(m, G, "transformer.h.%lld.mlp.swiglu.w3.weight", l), scr, nt);
-        gdn2_mdl_rmsnorm_bwd(BT, d, a->mid[l], P(m, W, "transformer.h.%lld.norm_2.weight", l), a->r2[l], dn, dres, 1,
+        gdn2_rmsnorm_bwd(BT, d, a->mid[l], P(m, W, "transformer.h.%lld.norm_2.weight", l), a->r2[l], dn, dres, 1,
                              P(m, G, "transformer.h.%lld.norm_2.weight", l), nt);
         /* mid = res_l + mixer(norm_1(res_l)) */
         if (c->kind[l] >= GDN2_LAYER_SWA) {
@@ -356,7 +356,7 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
                                      G + m->layer_off[l], nt);
         }
         if (st) break;
-        gdn2_mdl_rmsnorm_bwd(BT, d, a->res[l], P(m, W, "transformer.h.%lld.norm_1.weight", l), a->r1[l], dn, dres, 1,
+        gdn2_rmsnorm_bwd(BT, d, a->res[l], P(m, W, "transformer.h.%lld.norm_1.weight", l), a->r1[l], dn, dres, 1,
                              P(m, G, "transformer.h.%lld.norm_1.weight", l), nt);
     }
     if (!st) {
@@ -441,7 +441,7 @@ int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, f
     int st = GDN2_OK;
     for (int64_t i = 0; i < n; i++) memcpy(x + i * d, wte + (size_t)tokens[i] * d, d * sizeof(float));
     for (int64_t l = 0; l < c->n_layer && !st; l++) {
-        gdn2_mdl_rmsnorm_fwd(n, d, x, P(m, m->params, "transformer.h.%lld.norm_1.weight", l), c->norm_eps, h, NULL, nt);
+        gdn2_rmsnorm_fwd(n, d, x, P(m, m->params, "transformer.h.%lld.norm_1.weight", l), c->norm_eps, h, NULL, nt);
         if (c->kind[l] >= GDN2_LAYER_SWA) {
             gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
             st = gdn2_attn_step(&ac, P(m, m->params, "transformer.h.%lld.attn.attn.weight", l),
@@ -453,7 +453,7 @@ int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, f
         }
         if (st) break;
         for (int64_t i = 0; i < n * d; i++) mid[i] = x[i] + y[i];
-        gdn2_mdl_rmsnorm_fwd(n, d, mid, P(m, m->params, "transformer.h.%lld.norm_2.weight", l), c->norm_eps, h, NULL,
+        gdn2_rmsnorm_fwd(n, d, mid, P(m, m->params, "transformer.h.%lld.norm_2.weight", l), c->norm_eps, h, NULL,
                              nt);
         gdn2_mlp_forward(n, d, I, P(m, m->params, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
                          P(m, m->params, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
@@ -461,7 +461,7 @@ int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, f
         for (int64_t i = 0; i < n * d; i++) x[i] = mid[i] + y[i];
     }
     if (!st) {
-        gdn2_mdl_rmsnorm_fwd(n, d, x, P(m, m->params, "transformer.ln_f.weight", 0), c->norm_eps, h, NULL, nt);
+        gdn2_rmsnorm_fwd(n, d, x, P(m, m->params, "transformer.ln_f.weight", 0), c->norm_eps, h, NULL, nt);
         gdn2_sgemm(0, 1, (int)n, (int)Vp, (int)d, 1.0f, h, (int)d, P(m, m->params, "lm_head.weight", 0), (int)d, 0.0f,
                    logits, (int)Vp);
         s->pos++;

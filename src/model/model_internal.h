@@ -8,6 +8,8 @@
 #include "gdn2_model.h"
 
 #include "../util/internal.h"
+#include "../util/rng.h"
+#include "nn.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -51,26 +53,10 @@ void gdn2_mlp_backward(int64_t N, int64_t d, int64_t I, const float *w1, const f
                        const float *x, const float *acts, const float *dy, float *dx, float *dw1, float *dw2,
                        float *dw3, float *scratch, int n_threads);
 
-/* ---- norms, embedding, loss (head.c) ------------------------------------------------------ */
-/* y = x * rsqrt(mean(x^2) + eps) * w; rstd [N] saved (may be NULL) */
-void gdn2_mdl_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, float eps, float *y, float *rstd,
-                          int n_threads);
-/* dx written (accumulate: +=), dw accumulated (row-serial: deterministic) */
-void gdn2_mdl_rmsnorm_bwd(int64_t N, int64_t D, const float *x, const float *w, const float *rstd, const float *dy,
-                          float *dx, int accumulate, float *dw, int n_threads);
+/* ---- loss (head.c); the RMSNorm is nn.h's ----------------------------------------------- */
 /* rows of logits [N,Vp]: overwritten by d(loss_sum)/d(logits) * scale (scale 0: keep the logits),
  * returns the summed CE over rows with target != IGNORE; n_valid counts them. */
 double gdn2_mdl_xent(int64_t N, int64_t Vp, float *logits, const int32_t *targets, float grad_scale, int want_grad,
                      int64_t *n_valid, int n_threads);
-
-/* ---- deterministic RNG for init ----------------------------------------------------------- */
-typedef struct { uint64_t s; } gdn2_mdl_rng;
-static inline uint64_t gdn2_mdl_rng_u64(gdn2_mdl_rng *r) {
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-static inline double gdn2_mdl_rng_uniform(gdn2_mdl_rng *r) { return (gdn2_mdl_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0); }
 
 #endif

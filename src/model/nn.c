@@ -138,53 +138,48 @@ void gdn2_conv_hist_update(int64_t B, int64_t T, int64_t D, int64_t W, const flo
     }
 }
 
-void gdn2_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, float eps, float *y, int n_threads) {
-    /* y = x r w,  r = (mean x^2 + eps)^-1/2 */
-#pragma omp parallel for schedule(static) num_threads(gdn2_threads(n_threads))
+/* r = 1 / sqrt(mean(x^2) + eps) of one row of D */
+static inline float rms_rstd(const float *xr, int64_t D, float eps) {
+    float ss = 0.0f;
+    for (int64_t i = 0; i < D; i++) ss += xr[i] * xr[i];
+    return 1.0f / sqrtf(ss / (float)D + eps);
+}
+
+/* y = x r w,  r = 1 / sqrt(mean(x^2) + eps) */
+void gdn2_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, float eps, float *y, float *rstd,
+                      int n_threads) {
+    const int nt = gdn2_threads(n_threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t n = 0; n < N; n++) {
         const float *xr = x + n * D;
-        float ss = 0.0f;
-        for (int64_t j = 0; j < D; j++) ss += xr[j] * xr[j];
-        const float r = 1.0f / sqrtf(ss / (float)D + eps);
-        for (int64_t j = 0; j < D; j++) y[n * D + j] = xr[j] * r * w[j];
+        const float r = rms_rstd(xr, D, eps);
+        if (rstd) rstd[n] = r;
+        float *yr = y + n * D;
+        for (int64_t i = 0; i < D; i++) yr[i] = xr[i] * r * w[i];
     }
 }
 
-int gdn2_rmsnorm_bwd(int64_t N, int64_t D, const float *x, const float *w, float eps, const float *dy,
-                     float *dx, int accumulate, float *dw, int n_threads) {
+/* dx = r (dy w) - x r^3 / D * sum(dy w x);  dw += sum_n dy x r */
+void gdn2_rmsnorm_bwd(int64_t N, int64_t D, const float *x, const float *w, const float *rstd, const float *dy,
+                      float *dx, int accumulate, float *dw, int n_threads) {
     const int nt = gdn2_threads(n_threads);
-    float *part = gdn2_calloc((size_t)nt * (size_t)D + 1, sizeof(float), "rmsnorm backward dw partials");
-    if (!part) return GDN2_ERR_NOMEM;
-    /* x̂ = x r, dx̂ = dy ⊙ w:  dx = r (dx̂ − x̂ mean(dx̂ ⊙ x̂));  dw += sum_n dy ⊙ x̂ */
-#pragma omp parallel num_threads(nt)
-    {
-#ifdef _OPENMP
-        float *pw = part + (size_t)omp_get_thread_num() * D;
-#else
-        float *pw = part;
-#endif
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            const float *xr = x + n * D, *dyr = dy + n * D;
-            float ss = 0.0f, dot = 0.0f;
-            for (int64_t j = 0; j < D; j++) ss += xr[j] * xr[j];
-            const float r = 1.0f / sqrtf(ss / (float)D + eps);
-            for (int64_t j = 0; j < D; j++) {
-                dot += dyr[j] * w[j] * xr[j] * r;
-                pw[j] += dyr[j] * xr[j] * r;
-            }
-            dot /= (float)D;
-            for (int64_t j = 0; j < D; j++) {
-                const float v = r * (dyr[j] * w[j] - xr[j] * r * dot);
-                dx[n * D + j] = accumulate ? dx[n * D + j] + v : v;
-            }
-        }
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *xr = x + n * D, *dr = dy + n * D;
+        float r = rstd[n], dot = 0.0f;
+        for (int64_t i = 0; i < D; i++) dot += dr[i] * w[i] * xr[i];
+        float c = dot * r * r * r / (float)D;
+        float *o = dx + n * D;
+        if (accumulate)
+            for (int64_t i = 0; i < D; i++) o[i] += r * dr[i] * w[i] - c * xr[i];
+        else
+            for (int64_t i = 0; i < D; i++) o[i] = r * dr[i] * w[i] - c * xr[i];
     }
-    if (dw)
-        for (int i = 0; i < nt; i++)
-            for (int64_t j = 0; j < D; j++) dw[j] += part[(size_t)i * D + j];
-    free(part);
-    return GDN2_OK;
+    for (int64_t n = 0; n < N; n++) { /* row-serial: the same sum order whatever the thread count */
+        const float *xr = x + n * D, *dr = dy + n * D;
+        float r = rstd[n];
+        for (int64_t i = 0; i < D; i++) dw[i] += dr[i] * xr[i] * r;
+    }
 }
 
 void gdn2_rmsnorm_swish_fwd(int64_t N, int64_t D, const float *x, const float *gate, const float *w, float eps,
@@ -193,9 +188,7 @@ void gdn2_rmsnorm_swish_fwd(int64_t N, int64_t D, const float *x, const float *g
 #pragma omp parallel for schedule(static) num_threads(gdn2_threads(n_threads))
     for (int64_t n = 0; n < N; n++) {
         const float *xr = x + n * D, *ar = gate + n * D;
-        float ss = 0.0f;
-        for (int64_t j = 0; j < D; j++) ss += xr[j] * xr[j];
-        const float r = 1.0f / sqrtf(ss / (float)D + eps);
+        const float r = rms_rstd(xr, D, eps);
         for (int64_t j = 0; j < D; j++) y[n * D + j] = xr[j] * r * w[j] * gdn2_nn_silu(ar[j]);
     }
 }
@@ -217,9 +210,8 @@ int gdn2_rmsnorm_swish_bwd(int64_t N, int64_t D, const float *x, const float *ga
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < N; n++) {
             const float *xr = x + n * D, *ar = gate + n * D, *dyr = dy + n * D;
-            float ss = 0.0f, dot = 0.0f;
-            for (int64_t j = 0; j < D; j++) ss += xr[j] * xr[j];
-            const float r = 1.0f / sqrtf(ss / (float)D + eps);
+            float dot = 0.0f;
+            const float r = rms_rstd(xr, D, eps);
             for (int64_t j = 0; j < D; j++) {
                 const float xh = xr[j] * r, dn = dyr[j] * gdn2_nn_silu(ar[j]);
                 dgate[n * D + j] = dyr[j] * xh * w[j] * gdn2_nn_silu_grad(ar[j]);

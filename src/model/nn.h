@@ -50,11 +50,14 @@ int gdn2_conv_silu_bwd(int64_t B, int64_t T, int64_t D, int64_t W, const float *
 void gdn2_conv_hist_update(int64_t B, int64_t T, int64_t D, int64_t W, const float *x, float *hist,
                            size_t hist_stride);
 
-/* RMSNorm over rows of D: y = x * rsqrt(mean(x^2) + eps) * w */
-void gdn2_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, float eps, float *y, int n_threads);
-/* dx written (or += when accumulate), dw accumulated. */
-int gdn2_rmsnorm_bwd(int64_t N, int64_t D, const float *x, const float *w, float eps, const float *dy,
-                     float *dx, int accumulate, float *dw, int n_threads);
+/* RMSNorm over rows of D (the model's norm_1, norm_2, ln_f; FusedRMSNorm):
+ * y = x * rsqrt(mean(x^2) + eps) * w; rstd [N] saved for the backward (may be NULL) */
+void gdn2_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, float eps, float *y, float *rstd,
+                      int n_threads);
+/* dx written (or += when accumulate), dw accumulated (row-serial: the same sum order whatever the
+ * thread count); rstd as the forward saved it. */
+void gdn2_rmsnorm_bwd(int64_t N, int64_t D, const float *x, const float *w, const float *rstd, const float *dy,
+                      float *dx, int accumulate, float *dw, int n_threads);
 
 /* Gated RMSNorm with a swish gate (official FusedRMSNormSwishGate), rows of D:
  *   y = x * rsqrt(mean(x^2) + eps) * w  ⊙  a * sigmoid(a)      (a = gate) */

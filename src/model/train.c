@@ -22,10 +22,7 @@
 #include "gdn2_text.h"
 #include "model_internal.h"
 #include "util/internal.h"
-
-#ifdef GDN2_HAVE_BLAS
-#include <cblas.h>
-#endif
+#include "util/rng.h"
 
 void gdn2_train_defaults(gdn2_train_opts *o) {
     memset(o, 0, sizeof *o);
@@ -49,13 +46,8 @@ void gdn2_train_defaults(gdn2_train_opts *o) {
     o->mqar_pairs = 4;
 }
 
-static uint64_t mix(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
 static uint64_t batch_seed(uint64_t seed, int64_t step, int64_t micro) {
-    return mix(mix(seed * 0x100000001B3ULL + (uint64_t)step) ^ ((uint64_t)micro * 0x9E3779B97F4A7C15ULL));
+    return gdn2_mix64(gdn2_mix64(seed * 0x100000001B3ULL + (uint64_t)step) ^ ((uint64_t)micro * 0x9E3779B97F4A7C15ULL));
 }
 
 typedef struct {
@@ -68,7 +60,7 @@ typedef struct {
 static int get_batch(const data_src *ds, int split, uint64_t seed, int64_t B, int64_t T, int32_t *tok, int32_t *tgt) {
     if (!ds->is_mqar) return gdn2_text_batch(&ds->text, split, seed, B, T, tok, tgt);
     for (int64_t b = 0; b < B; b++) {
-        int st = gdn2_mqar_sample(&ds->mq, mix(seed + (uint64_t)b), split, tok + b * T, tgt + b * T);
+        int st = gdn2_mqar_sample(&ds->mq, gdn2_mix64(seed + (uint64_t)b), split, tok + b * T, tgt + b * T);
         if (st) return st;
     }
     return GDN2_OK;
@@ -213,7 +205,7 @@ static uint64_t new_run_id(void) {
         if (fread(&id, sizeof id, 1, f) != 1) id = 0;
         fclose(f);
     }
-    if (!id) id = mix((uint64_t)time(NULL) ^ mix((uint64_t)(gdn2_now() * 1e9)) ^ ((uint64_t)getpid() << 32) ^
+    if (!id) id = gdn2_mix64((uint64_t)time(NULL) ^ gdn2_mix64((uint64_t)(gdn2_now() * 1e9)) ^ ((uint64_t)getpid() << 32) ^
                       (uint64_t)(uintptr_t)&id);
     return id ? id : 1;
 }
@@ -386,12 +378,6 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
         goto done;
     }
     m->n_threads = o.n_threads;
-#ifdef GDN2_HAVE_BLAS
-    /* Our GEMMs are small (rows = B*T tokens, d <= a few hundred); OpenBLAS's own pthreads then
-     * spin against the OpenMP threads and, on a shared machine, ran 5-8x slower than one BLAS
-     * thread. Parallelism comes from OpenMP instead; OPENBLAS_NUM_THREADS still overrides. */
-    if (!getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
-#endif
     r.n_params = m->n_params;
     if (!o.quiet)
         fprintf(log, "model %s layout %s: %zu parameters (%.3fM); task %s, batch %lld x %lld, accum %lld, %lld steps%s\n",

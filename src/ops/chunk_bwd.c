@@ -15,20 +15,7 @@
 #include "chunk_common.h"
 #include "gate.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-/* The forward pass of the backward keeps, besides the chunk-start states, each chunk's A and
- * [Y | R] when that costs at most about as much memory as the states themselves
- * (C·(K+V) + C² <= 3·K·V, e.g. K = V >= 64): the reverse pass then skips the solve, the T scores
- * and the two WY products. */
-static int cache_ok(int64_t K, int64_t V) {
-    const int64_t C = GDN2_C;
-    return C * (K + V) + C * C <= 3 * K * V;
-}
-
-/* per-thread buffers of the backward beyond gdn2_chunk_ws */
+/* per-thread buffers of the backward beyond gdn2_chunk_ws (sized by gdn2_chunk_bwd_extra_floats) */
 typedef struct {
     float *cache;            /* NT x (C·(K+V) + C²): [Y | R] and A per chunk, or NULL */
     float *states;           /* NT x K x V chunk-start states */
@@ -40,13 +27,6 @@ typedef struct {
     float *zL;               /* K: γ_last ⊙ rowsum(S0 ⊙ dS) */
 } bwd_ws;
 
-size_t gdn2_chunk_bwd_extra_floats(int64_t K, int64_t V, int64_t max_len) {
-    const size_t C = GDN2_C, NT = (size_t)((max_len + GDN2_C - 1) / GDN2_C);
-    const size_t cache = cache_ok(K, V) ? NT * (C * (size_t)(K + V) + C * C) + 16 : 0;
-    return cache + (NT + 2) * (size_t)(K * V) + 2 * C * (size_t)(K + V) + 4 * C * C + 9 * C * (size_t)K + C +
-           (size_t)K + 24 * 16;
-}
-
 static float *carve(float **p, size_t n) {
     float *r = *p;
     *p += (n + 15) & ~(size_t)15;
@@ -55,7 +35,7 @@ static float *carve(float **p, size_t n) {
 
 static void bwd_ws_init(bwd_ws *b, float *p, int64_t K, int64_t V, int64_t max_len) {
     const size_t C = GDN2_C, NT = (size_t)((max_len + GDN2_C - 1) / GDN2_C), KV = (size_t)(K * V);
-    b->cache = cache_ok(K, V) ? carve(&p, NT * (C * (size_t)(K + V) + C * C)) : NULL;
+    b->cache = gdn2_chunk_bwd_cache_ok(K, V) ? carve(&p, NT * (C * (size_t)(K + V) + C * C)) : NULL;
     b->states = carve(&p, NT * KV);
     b->dS = carve(&p, KV);
     b->dSn = carve(&p, KV);
@@ -355,12 +335,7 @@ int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensor
     const size_t per = gdn2_chunk_per_thread_floats(d, o, 1);
     float *owned, *ws = gdn2_chunk_workspace("gdn2_chunk_bwd", o, (size_t)nt * per * sizeof(float), &owned);
     if (!ws) return o->workspace ? GDN2_ERR_ARG : GDN2_ERR_NOMEM;
-    int64_t max_len = d->T;
-    if (o->cu_seqlens) {
-        max_len = 0;
-        for (int64_t i = 0; i < o->n_seqs; i++)
-            if (o->cu_seqlens[i + 1] - o->cu_seqlens[i] > max_len) max_len = o->cu_seqlens[i + 1] - o->cu_seqlens[i];
-    }
+    const int64_t max_len = gdn2_chunk_max_seq_len(d, o);
     bwd_ctx x = {&a, d, o, t, g, NULL, NULL};
     if (o->gate_in_kernel) {
         x.pA = gdn2_calloc((size_t)(tasks * (1 + d->K)), sizeof(double), "dA_log/ddt_bias partial sums");
@@ -373,13 +348,9 @@ int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensor
     const int saved = gdn2_blas_threads_begin();
 #pragma omp parallel num_threads(nt)
     {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
         gdn2_chunk_ws w;
         bwd_ws b;
-        float *p = gdn2_chunk_ws_init(&w, ws + (size_t)tid * per, a.K, a.V);
+        float *p = gdn2_chunk_thread_ws(&w, ws, per, a.K, a.V);
         bwd_ws_init(&b, p, a.K, a.V, max_len);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < tasks; i++) bwd_task(&x, &w, &b, i / a.H, i % a.H);

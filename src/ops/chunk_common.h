@@ -119,6 +119,8 @@ typedef struct {
 size_t gdn2_chunk_ws_floats(int64_t K, int64_t V);
 /* Carve a chunk workspace out of `mem` (gdn2_chunk_ws_floats floats); returns the first float after it. */
 float *gdn2_chunk_ws_init(gdn2_chunk_ws *w, float *mem, int64_t K, int64_t V);
+/* Inside an OpenMP region: gdn2_chunk_ws_init on the calling thread's slice of `per` floats of ws. */
+float *gdn2_chunk_thread_ws(gdn2_chunk_ws *w, float *ws, size_t per, int64_t K, int64_t V);
 
 /* Load chunk rows [tok0, tok0+n) (global token row index into the [B*T] axis) for key head h and
  * value head hv: q̂, k̂ (+rstd), b, g (gate applied), v⊙w, the cumulative-decay factors and the
@@ -151,10 +153,14 @@ void gdn2_tile_operands(gdn2_chunk_ws *w, int64_t K, const gdn2_tile *t, int wan
 int gdn2_blas_threads_begin(void);
 void gdn2_blas_threads_end(int saved);
 
-/* shared plumbing of chunk_fwd.c / chunk_bwd.c (defined in chunk_fwd.c) */
+/* shared plumbing of chunk_fwd.c / chunk_bwd.c */
 int gdn2_chunk_threads(const gdn2_dims *d, const gdn2_opts *o, int backward);
 size_t gdn2_chunk_per_thread_floats(const gdn2_dims *d, const gdn2_opts *o, int backward);
-size_t gdn2_chunk_bwd_extra_floats(int64_t K, int64_t V, int64_t max_len); /* chunk_bwd.c */
+/* the longest sequence: T, or the longest cu_seqlens range */
+int64_t gdn2_chunk_max_seq_len(const gdn2_dims *d, const gdn2_opts *o);
+/* whether the backward keeps each chunk's A and [Y | R] (else it recomputes them) */
+int gdn2_chunk_bwd_cache_ok(int64_t K, int64_t V);
+size_t gdn2_chunk_bwd_extra_floats(int64_t K, int64_t V, int64_t max_len);
 int gdn2_chunk_setup(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
                      gdn2_chunk_args *a);
 float *gdn2_chunk_workspace(const char *fn, const gdn2_opts *o, size_t need, float **owned);

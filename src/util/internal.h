@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "gdn2.h"
+#include "gdn2_ops.h"
 
 /* Row-major single-precision GEMM: C = alpha * op(A) op(B) + beta * C, op(X) = X or X^T.
  * op(A) is M x K, op(B) is K x N. OpenBLAS when built with it, else a blocked fallback. */
