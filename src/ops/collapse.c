@@ -33,6 +33,7 @@ static int expand(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const 
     if (scalar_g && o->gate_in_kernel)
         return gdn2_error(GDN2_ERR_ARG, "%s: gate_in_kernel is not supported for Gated DeltaNet (scalar decay g [B,T,H]); "
                           "compute the decay outside and pass gate_in_kernel=0", fn);
+    if ((rc = gdn2_check_beta_values(fn, d, o, t, beta, scalar_g))) return rc;
     const int64_t NT = d->B * d->T, H = d->H, HV = d->HV, K = d->K, V = d->V, G = HV / H;
     e->b = gdn2_malloc((size_t)(NT * H * K + 1) * sizeof(float), "expanded b");
     e->w = gdn2_malloc((size_t)(NT * HV * V + 1) * sizeof(float), "expanded w");
