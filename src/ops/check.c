@@ -1,8 +1,8 @@
 /* Validation of dims, options and input values, shared by every implementation (CPU, CUDA,
  * reference). */
-#include <float.h>
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "check.h"
 
@@ -113,40 +113,56 @@ static int value_error(const char *fn, const char *name, size_t i, double x, int
                       name, is, x, ss);
 }
 
-/* A branch-free pass over blocks of SCAN elements (it vectorises): Σ x·0 is NaN exactly when some
- * x is NaN or ±inf, and the max tells a positive log-decay; only a block that failed is walked
- * again for the position of the first bad element. */
+/* A branch-free pass over blocks of SCAN elements ORs the verdicts together, on the bit patterns
+ * (integer compares vectorise; float compares do not, under the default trapping math): x is NaN
+ * or ±inf when its exponent bits are all ones, and x > 0 (a positive log-decay, +inf or a
+ * positive NaN) when its bits read as a signed integer are > 0. Only a block that failed is walked
+ * again, for the position of the first bad element. The blocks are spread over the op's threads. */
 #define SCAN 4096
-#ifdef _OPENMP
+/* Blocks are spread over the op's threads from this many on (1M elements); below, one thread. */
+#define PAR_MIN_BLOCKS 256
 #define PRAGMA_(x) _Pragma(#x)
-#define SIMD_SCAN(a, m) PRAGMA_(omp simd reduction(+ : a) reduction(max : m))
+#ifdef _OPENMP
+#define SIMD_OR(v) PRAGMA_(omp simd reduction(| : v))
+#define PAR_MIN(v, nt) PRAGMA_(omp parallel for schedule(static) num_threads(nt) reduction(min : v) if (nt > 1))
 #else
-#define SIMD_SCAN(a, m)
+#define SIMD_OR(v)
+#define PAR_MIN(v, nt)
 #endif
-#define DEFINE_CHECK(NAME, T, MAXV)                                                                     \
-    int NAME(const char *fn, const char *name, const T *x, int ndim, const int64_t *shape, size_t first, \
-             size_t count, int nonpos) {                                                                \
-        if (!x) return GDN2_OK;                                                                         \
-        const T *p = x + first, hi = nonpos ? (T)0 : MAXV;                                              \
-        for (size_t b0 = 0; b0 < count; b0 += SCAN) {                                                   \
-            const size_t n = count - b0 < SCAN ? count - b0 : SCAN;                                     \
-            const T *y = p + b0;                                                                        \
-            T acc = 0, mx = -MAXV;                                                                      \
-            SIMD_SCAN(acc, mx)                                                                          \
-            for (size_t i = 0; i < n; i++) {                                                            \
-                acc += y[i] * (T)0;                                                                     \
-                mx = mx > y[i] ? mx : y[i];                                                             \
-            }                                                                                           \
-            if (acc == (T)0 && !(mx > hi)) continue;                                                    \
-            /* (x <= hi) && (x >= -MAXV) is false for NaN, ±inf and a positive g */                   \
-            for (size_t i = 0; i < n; i++)                                                              \
-                if (!(y[i] <= hi && y[i] >= -MAXV))                                                     \
-                    return value_error(fn, name, first + b0 + i, (double)y[i], ndim, shape);            \
+#define DEFINE_CHECK(NAME, T, I, EXP, IMAX)                                                             \
+    static int NAME##_bad(const T *y, size_t n, int nonpos) {                                           \
+        const I pmax = nonpos ? 0 : IMAX; /* bits > pmax: x > 0 */                                      \
+        int bad = 0;                                                                                    \
+        SIMD_OR(bad)                                                                                    \
+        for (size_t i = 0; i < n; i++) {                                                                \
+            I u;                                                                                        \
+            memcpy(&u, y + i, sizeof u);                                                                \
+            bad |= ((u & EXP) == EXP) | (u > pmax);                                                     \
         }                                                                                               \
-        return GDN2_OK;                                                                                 \
+        return bad;                                                                                     \
+    }                                                                                                   \
+    int NAME(const char *fn, const char *name, const T *x, int ndim, const int64_t *shape, size_t first, \
+             size_t count, int nonpos, int n_threads) {                                                 \
+        if (!x || !count) return GDN2_OK;                                                               \
+        const T *p = x + first;                                                                         \
+        const int64_t nblk = (int64_t)((count - 1) / SCAN + 1);                                         \
+        const int nt = nblk >= PAR_MIN_BLOCKS ? gdn2_threads(n_threads) : 1;                            \
+        int64_t fb = nblk; /* first block with a bad element */                                         \
+        (void)nt;                                                                                       \
+        PAR_MIN(fb, nt)                                                                                 \
+        for (int64_t bi = 0; bi < nblk; bi++) {                                                         \
+            const size_t b0 = (size_t)bi * SCAN, n = count - b0 < SCAN ? count - b0 : SCAN;             \
+            if (bi < fb && NAME##_bad(p + b0, n, nonpos)) fb = bi;                                      \
+        }                                                                                               \
+        if (fb == nblk) return GDN2_OK;                                                                 \
+        const size_t b0 = (size_t)fb * SCAN, n = count - b0 < SCAN ? count - b0 : SCAN;                 \
+        for (size_t i = 0; i < n; i++)                                                                  \
+            if (NAME##_bad(p + b0 + i, 1, nonpos))                                                      \
+                return value_error(fn, name, first + b0 + i, (double)p[b0 + i], ndim, shape);           \
+        return GDN2_OK; /* not reached */                                                               \
     }
-DEFINE_CHECK(gdn2_check_tensor_values, float, FLT_MAX)
-DEFINE_CHECK(gdn2_check_tensor_values_f64, double, DBL_MAX)
+DEFINE_CHECK(gdn2_check_tensor_values, float, int32_t, (int32_t)0x7f800000, INT32_MAX)
+DEFINE_CHECK(gdn2_check_tensor_values_f64, double, int64_t, (int64_t)0x7ff0000000000000, INT64_MAX)
 
 /* Both precisions: the same list of tensors. */
 #define CHECK_ALL(CHK)                                                                                     \
@@ -156,20 +172,20 @@ DEFINE_CHECK(gdn2_check_tensor_values_f64, double, DBL_MAX)
         const int64_t sa[1] = {d->H}, sd[1] = {d->H * d->K};                                               \
         const size_t nq = (size_t)(B * T * d->H * d->K), nv = (size_t)(B * T * d->HV * d->V);              \
         const size_t ns = (size_t)(N * d->HV * d->K * d->V);                                               \
-        const int gate = o->gate_in_kernel != 0;                                                           \
+        const int gate = o->gate_in_kernel != 0, nt = o->n_threads;                                        \
         int rc_;                                                                                           \
         if (t) {                                                                                           \
-            if ((rc_ = CHK(fn, "q", t->q, 4, sq, 0, nq, 0)) || (rc_ = CHK(fn, "k", t->k, 4, sq, 0, nq, 0)) ||  \
-                (rc_ = CHK(fn, "v", t->v, 4, sv, 0, nv, 0)) ||                                             \
-                (rc_ = CHK(fn, "g", t->g, 4, sq, 0, nq, !gate)) ||                                         \
-                (rc_ = CHK(fn, "b", t->b, 4, sq, 0, nq, 0)) || (rc_ = CHK(fn, "w", t->w, 4, sv, 0, nv, 0)) ||  \
-                (rc_ = CHK(fn, "h0", t->h0, 4, ss, 0, ns, 0)))                                             \
+            if ((rc_ = CHK(fn, "q", t->q, 4, sq, 0, nq, 0, nt)) || (rc_ = CHK(fn, "k", t->k, 4, sq, 0, nq, 0, nt)) ||  \
+                (rc_ = CHK(fn, "v", t->v, 4, sv, 0, nv, 0, nt)) ||                                             \
+                (rc_ = CHK(fn, "g", t->g, 4, sq, 0, nq, !gate, nt)) ||                                         \
+                (rc_ = CHK(fn, "b", t->b, 4, sq, 0, nq, 0, nt)) || (rc_ = CHK(fn, "w", t->w, 4, sv, 0, nv, 0, nt)) ||  \
+                (rc_ = CHK(fn, "h0", t->h0, 4, ss, 0, ns, 0, nt)))                                             \
                 return rc_;                                                                                \
-            if (gate && ((rc_ = CHK(fn, "A_log", t->A_log, 1, sa, 0, (size_t)d->H, 0)) ||                 \
-                         (rc_ = CHK(fn, "dt_bias", t->dt_bias, 1, sd, 0, (size_t)(d->H * d->K), 0))))      \
+            if (gate && ((rc_ = CHK(fn, "A_log", t->A_log, 1, sa, 0, (size_t)d->H, 0, nt)) ||                 \
+                         (rc_ = CHK(fn, "dt_bias", t->dt_bias, 1, sd, 0, (size_t)(d->H * d->K), 0, nt))))      \
                 return rc_;                                                                                \
         }                                                                                                  \
-        if (g && ((rc_ = CHK(fn, "do", g->d_o, 4, sv, 0, nv, 0)) || (rc_ = CHK(fn, "dht", g->dht, 4, ss, 0, ns, 0)))) \
+        if (g && ((rc_ = CHK(fn, "do", g->d_o, 4, sv, 0, nv, 0, nt)) || (rc_ = CHK(fn, "dht", g->dht, 4, ss, 0, ns, 0, nt)))) \
             return rc_;                                                                                    \
         return GDN2_OK;                                                                                    \
     } while (0)
@@ -188,8 +204,8 @@ int gdn2_check_beta_values(const char *fn, const gdn2_dims *d, const gdn2_opts *
     if (rc) return rc;
     const int64_t sb[3] = {d->B, d->T, d->H};
     const size_t nb = (size_t)(d->B * d->T * d->H);
-    if ((rc = gdn2_check_tensor_values(fn, "beta", beta, 3, sb, 0, nb, 0))) return rc;
-    return scalar_g ? gdn2_check_tensor_values(fn, "g", t->g, 3, sb, 0, nb, !o->gate_in_kernel) : GDN2_OK;
+    if ((rc = gdn2_check_tensor_values(fn, "beta", beta, 3, sb, 0, nb, 0, o->n_threads))) return rc;
+    return scalar_g ? gdn2_check_tensor_values(fn, "g", t->g, 3, sb, 0, nb, !o->gate_in_kernel, o->n_threads) : GDN2_OK;
 }
 
 int gdn2_check_values_f64(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_f64 *t,

@@ -11,11 +11,11 @@
 
 /* Elements [first, first + count) of x, a tensor of shape shape[0..ndim) named `name`: all
  * finite, and when nonpos also <= 0 (a log-decay g outside the kernel's gate). GDN2_ERR_ARG on the
- * first that is not. */
+ * first that is not. Large tensors are scanned with n_threads threads (0 = OpenMP default). */
 int gdn2_check_tensor_values(const char *fn, const char *name, const float *x, int ndim, const int64_t *shape,
-                             size_t first, size_t count, int nonpos);
+                             size_t first, size_t count, int nonpos, int n_threads);
 int gdn2_check_tensor_values_f64(const char *fn, const char *name, const double *x, int ndim,
-                                 const int64_t *shape, size_t first, size_t count, int nonpos);
+                                 const int64_t *shape, size_t first, size_t count, int nonpos, int n_threads);
 
 /* Every input of one call (t, and g when not NULL: do, dht) with the shapes of include/gdn2.h;
  * d and o must have passed gdn2_check. g must be <= 0 unless o->gate_in_kernel. */

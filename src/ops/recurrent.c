@@ -175,16 +175,16 @@ static int decode_check_values(const gdn2_dims *d, const gdn2_opts *o, const gdn
     for (int64_t i = 0; !rc && i < n; i++) {
         if (t->slots[i] < 0) continue;
         const size_t ik = (size_t)(i * H * K), iv = (size_t)(i * HV * V), nk = (size_t)(H * K), nv = (size_t)(HV * V);
-        if ((rc = gdn2_check_tensor_values(fn, "q", t->q, 3, sk, ik, nk, 0)) ||
-            (rc = gdn2_check_tensor_values(fn, "k", t->k, 3, sk, ik, nk, 0)) ||
-            (rc = gdn2_check_tensor_values(fn, "v", t->v, 3, sv, iv, nv, 0)) ||
-            (rc = gdn2_check_tensor_values(fn, "g", t->g, 3, sk, ik, nk, nonpos)) ||
-            (rc = gdn2_check_tensor_values(fn, "b", t->b, 3, sk, ik, nk, 0)) ||
-            (rc = gdn2_check_tensor_values(fn, "w", t->w, 3, sv, iv, nv, 0)))
+        if ((rc = gdn2_check_tensor_values(fn, "q", t->q, 3, sk, ik, nk, 0, 1)) ||
+            (rc = gdn2_check_tensor_values(fn, "k", t->k, 3, sk, ik, nk, 0, 1)) ||
+            (rc = gdn2_check_tensor_values(fn, "v", t->v, 3, sv, iv, nv, 0, 1)) ||
+            (rc = gdn2_check_tensor_values(fn, "g", t->g, 3, sk, ik, nk, nonpos, 1)) ||
+            (rc = gdn2_check_tensor_values(fn, "b", t->b, 3, sk, ik, nk, 0, 1)) ||
+            (rc = gdn2_check_tensor_values(fn, "w", t->w, 3, sv, iv, nv, 0, 1)))
             break;
     }
-    if (!rc && o->gate_in_kernel && !(rc = gdn2_check_tensor_values(fn, "A_log", t->A_log, 1, sa, 0, (size_t)H, 0)))
-        rc = gdn2_check_tensor_values(fn, "dt_bias", t->dt_bias, 1, sd, 0, (size_t)(H * K), 0);
+    if (!rc && o->gate_in_kernel && !(rc = gdn2_check_tensor_values(fn, "A_log", t->A_log, 1, sa, 0, (size_t)H, 0, 1)))
+        rc = gdn2_check_tensor_values(fn, "dt_bias", t->dt_bias, 1, sd, 0, (size_t)(H * K), 0, 1);
     return rc;
 }
 
