@@ -433,6 +433,29 @@ static void test_values(void) {
         p.x[T_DO][11] = 0.0f;
     }
     prob_free(&p);
+
+    /* large tensors: the scan runs on several threads and still reports the first bad element */
+    {
+        const gdn2_dims db = {1, 4096, 1, 1, 256, 256}; /* 1M elements per tensor */
+        prob big;
+        prob_init(&big, db);
+        gdn2_opts o = {0};
+        o.n_threads = 4;
+        gdn2_fwd_tensors ft = fwd_of(&big);
+        CHECK(gdn2_check_inputs(&db, &o, &ft, NULL) == GDN2_OK, "values: 1M-element tensors, 4 threads: clean");
+        big.x[T_W][1000001] = NAN;
+        big.x[T_W][900007] = -INFINITY;
+        big.x[T_W][5] = 0.0f;
+        int rc = gdn2_check_inputs(&db, &o, &ft, NULL);
+        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "w[0,3515,0,167] = -inf"),
+              "values: 1M-element tensors, 4 threads: the first of two bad elements reported (%s)", gdn2_last_error());
+        big.x[T_W][1000001] = big.x[T_W][900007] = 0.5f;
+        big.x[T_G][1048575] = 1e-30f;
+        rc = gdn2_check_inputs(&db, &o, &ft, NULL);
+        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "g[0,4095,0,255] = 1e-30"),
+              "values: 1M-element tensors, 4 threads: the last element's positive g found (%s)", gdn2_last_error());
+        prob_free(&big);
+    }
 }
 
 /* ---- gdn2 op on a file with bad values ------------------------------------------------------- */

@@ -117,7 +117,7 @@ static int value_error(const char *fn, const char *name, size_t i, double x, int
  * (integer compares vectorise; float compares do not, under the default trapping math): x is NaN
  * or ±inf when its exponent bits are all ones, and x > 0 (a positive log-decay, +inf or a
  * positive NaN) when its bits read as a signed integer are > 0. Only a block that failed is walked
- * again, for the position of the first bad element. The blocks are spread over the op's threads. */
+ * again, for the position of the first bad element. */
 #define SCAN 4096
 /* Blocks are spread over the op's threads from this many on (1M elements); below, one thread. */
 #define PAR_MIN_BLOCKS 256
