@@ -22,7 +22,7 @@
 #define ST_MAX_HEADER ((uint64_t)100 * 1024 * 1024)
 /* Offsets and shape entries must be exact integers in a double (cJSON stores numbers as double). */
 #define ST_MAX_INT 9007199254740992.0 /* 2^53 */
-#define ST_MAX_DIM ((size_t)9007199254740992u) /* the writer keeps to the same bound */
+#define ST_MAX_DIM ((size_t)9007199254740992u) /* the same bound, for the writer's dims and offsets */
 
 static const struct {
     const char *name;
@@ -446,7 +446,8 @@ int gdn2_st_get_f32(const gdn2_st *st, const char *name, int required, int ndim,
     if (rc || !t) return rc;
     size_t n = numel(t), bytes;
     if (!gdn2_mul_sz(n, sizeof(float), &bytes))
-        return gdn2_error(GDN2_ERR_FORMAT, "%s: tensor '%s': %zu elements overflow a float array", st->path ? st->path : "(safetensors)", name, n);
+        return gdn2_error(GDN2_ERR_FORMAT, "%s: tensor '%s': %zu elements overflow a float array",
+                          st->path ? st->path : "(safetensors)", name, n);
     float *y = gdn2_malloc(bytes, name);
     if (!y) return GDN2_ERR_NOMEM;
     if (t->dtype == GDN2_F32) memcpy(y, t->data, n * sizeof(float));
@@ -462,7 +463,8 @@ int gdn2_st_get_f64(const gdn2_st *st, const char *name, int required, int ndim,
     if (rc || !t) return rc;
     size_t n = numel(t), bytes;
     if (!gdn2_mul_sz(n, sizeof(double), &bytes))
-        return gdn2_error(GDN2_ERR_FORMAT, "%s: tensor '%s': %zu elements overflow a double array", st->path ? st->path : "(safetensors)", name, n);
+        return gdn2_error(GDN2_ERR_FORMAT, "%s: tensor '%s': %zu elements overflow a double array",
+                          st->path ? st->path : "(safetensors)", name, n);
     double *y = gdn2_malloc(bytes, name);
     if (!y) return GDN2_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) y[i] = elem_f(t, i);
@@ -477,7 +479,8 @@ int gdn2_st_get_i64(const gdn2_st *st, const char *name, int required, int ndim,
     if (rc || !t) return rc;
     size_t n = numel(t), bytes;
     if (!gdn2_mul_sz(n, sizeof(int64_t), &bytes))
-        return gdn2_error(GDN2_ERR_FORMAT, "%s: tensor '%s': %zu elements overflow an int64 array", st->path ? st->path : "(safetensors)", name, n);
+        return gdn2_error(GDN2_ERR_FORMAT, "%s: tensor '%s': %zu elements overflow an int64 array",
+                          st->path ? st->path : "(safetensors)", name, n);
     int64_t *y = gdn2_malloc(bytes, name);
     if (!y) return GDN2_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) y[i] = elem_i(t, i);
@@ -645,8 +648,9 @@ int gdn2_st_write(const char *path, const gdn2_tensor *tensors, int n_tensors, c
                               nm, gdn2_shape_str(t->ndim, t->shape, sb, sizeof sb), gdn2_dtype_name(t->dtype),
                               (unsigned long long)nb, t->nbytes);
         }
-        if (!gdn2_add_sz(total, t->nbytes, &total))
-            return gdn2_error(GDN2_ERR_ARG, "%s: the tensors' bytes add up past 64 bits", path);
+        if (!gdn2_add_sz(total, t->nbytes, &total) || total > ST_MAX_DIM)
+            return gdn2_error(GDN2_ERR_ARG, "%s: the tensors' bytes add up past 2^53 (the largest offset the format "
+                              "can hold exactly)", path);
         if (t->nbytes && !t->data) return gdn2_error(GDN2_ERR_ARG, "%s: tensor '%s' has no data", path, nm);
     }
     for (int i = 0; i < n_meta; i++) {
