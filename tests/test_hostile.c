@@ -370,14 +370,19 @@ static void test_values(void) {
               gdn2_last_error());
         beta[7] = NAN;
         int rc = gdn2_kda_chunk_fwd(&d, &o, &ft, beta);
-        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "beta[0,3,1] = nan"),
+        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "gdn2_kda_chunk_fwd: beta[0,3,1] = nan"),
               "values: gdn2_kda_chunk_fwd refuses beta[0,3,1] = nan (%s)", gdn2_last_error());
         rc = gdn2_kda_recurrent_fwd(&d, &o, &ft, beta);
         CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "gdn2_kda_recurrent_fwd: beta[0,3,1] = nan"),
               "values: gdn2_kda_recurrent_fwd refuses beta (%s)", gdn2_last_error());
         rc = gdn2_kda_chunk_bwd(&d, &o, &ft, beta, &bt, dbeta);
-        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "beta[0,3,1] = nan"),
+        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "gdn2_kda_chunk_bwd: beta[0,3,1] = nan"),
               "values: gdn2_kda_chunk_bwd refuses beta (%s)", gdn2_last_error());
+        ((float *)ft.q)[3] = NAN;
+        rc = gdn2_kda_chunk_fwd(&d, &o, &ft, beta);
+        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "gdn2_kda_chunk_fwd: q[0,0,0,3] = nan"),
+              "values: gdn2_kda_chunk_fwd refuses q (%s)", gdn2_last_error());
+        ((float *)ft.q)[3] = 0.25f;
         beta[7] = 0.5f;
         ft.g = gs;
         CHECK(gdn2_gdn_chunk_fwd(&d, &o, &ft, beta) == GDN2_OK, "values: gdn2_gdn_chunk_fwd accepts clean inputs (%s)",

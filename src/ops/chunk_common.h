@@ -164,7 +164,8 @@ int gdn2_chunk_setup(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
 float *gdn2_chunk_workspace(const char *fn, const gdn2_opts *o, size_t need, float **owned);
 
 /* The chunk forward with KDA's scalar beta [B,T,H] read directly (b = w = beta broadcast over the
- * channels) instead of expanded b / w tensors; for the collapse entry points (collapse.c). */
+ * channels) instead of expanded b / w tensors; for the collapse entry points (collapse.c), which
+ * check the values (gdn2_check_beta_values) before calling it. */
 int gdn2_chunk_fwd_beta(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta);
 
 /* token range of sequence n in the flattened [B*T] axis */

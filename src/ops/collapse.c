@@ -126,7 +126,9 @@ int gdn2_kda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fw
 }
 int gdn2_kda_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta) {
     /* KDA's beta is read in place by the chunk kernel: no expanded b / w tensors */
-    return gdn2_chunk_fwd_beta(d, o, t, beta);
+    int rc = gdn2_check(d, o);
+    if (!rc && t && beta) rc = gdn2_check_beta_values("gdn2_kda_chunk_fwd", d, o, t, beta, 0);
+    return rc ? rc : gdn2_chunk_fwd_beta(d, o, t, beta);
 }
 int gdn2_kda_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta,
                        const gdn2_bwd_tensors *g, float *dbeta) {
