@@ -113,14 +113,16 @@ static int value_error(const char *fn, const char *name, size_t i, double x, int
                       name, is, x, ss);
 }
 
-/* A branch-free pass over blocks of SCAN elements ORs the verdicts together, on the bit patterns
- * (integer compares vectorise; float compares do not, under the default trapping math): x is NaN
- * or ±inf when its exponent bits are all ones, and x > 0 (a positive log-decay, +inf or a
- * positive NaN) when its bits read as a signed integer are > 0. Only a block that failed is walked
- * again, for the position of the first bad element. */
+/* The scan. A branch-free pass over blocks of SCAN elements ORs the verdicts together on the bit
+ * patterns (integer compares vectorise; float compares do not, under the default trapping math):
+ * x is NaN or ±inf when its exponent bits are all ones, and x > 0 (a positive log-decay, +inf or a
+ * positive NaN) when its bits read as a signed integer are > 0. Only the first block that failed
+ * is walked again, for the position of the first bad element. All the tensors of a call are one
+ * list of blocks, scanned in one parallel region (one barrier per call: on a loaded machine each
+ * barrier can cost a time slice) when there are at least PAR_MIN_BLOCKS, else by one thread. */
 #define SCAN 4096
-/* Blocks are spread over the op's threads from this many on (1M elements); below, one thread. */
-#define PAR_MIN_BLOCKS 256
+#define PAR_MIN_BLOCKS 1024 /* 4M elements */
+#define MAX_ITEMS 12
 #define PRAGMA_(x) _Pragma(#x)
 #ifdef _OPENMP
 #define SIMD_OR(v) PRAGMA_(omp simd reduction(| : v))
@@ -129,8 +131,9 @@ static int value_error(const char *fn, const char *name, size_t i, double x, int
 #define SIMD_OR(v)
 #define PAR_MIN(v, nt)
 #endif
-#define DEFINE_CHECK(NAME, T, I, EXP, IMAX)                                                             \
-    static int NAME##_bad(const T *y, size_t n, int nonpos) {                                           \
+
+#define DEFINE_BAD(NAME, T, I, EXP, IMAX)                                                               \
+    static int NAME(const T *y, size_t n, int nonpos) {                                                 \
         const I pmax = nonpos ? 0 : IMAX; /* bits > pmax: x > 0 */                                      \
         int bad = 0;                                                                                    \
         SIMD_OR(bad)                                                                                    \
@@ -140,77 +143,121 @@ static int value_error(const char *fn, const char *name, size_t i, double x, int
             bad |= ((u & EXP) == EXP) | (u > pmax);                                                     \
         }                                                                                               \
         return bad;                                                                                     \
-    }                                                                                                   \
-    int NAME(const char *fn, const char *name, const T *x, int ndim, const int64_t *shape, size_t first, \
-             size_t count, int nonpos, int n_threads) {                                                 \
-        if (!x || !count) return GDN2_OK;                                                               \
-        const T *p = x + first;                                                                         \
-        const int64_t nblk = (int64_t)((count - 1) / SCAN + 1);                                         \
-        const int nt = nblk >= PAR_MIN_BLOCKS ? gdn2_threads(n_threads) : 1;                            \
-        int64_t fb = nblk; /* first block with a bad element */                                         \
-        (void)nt;                                                                                       \
-        PAR_MIN(fb, nt)                                                                                 \
-        for (int64_t bi = 0; bi < nblk; bi++) {                                                         \
-            const size_t b0 = (size_t)bi * SCAN, n = count - b0 < SCAN ? count - b0 : SCAN;             \
-            if (bi < fb && NAME##_bad(p + b0, n, nonpos)) fb = bi;                                      \
-        }                                                                                               \
-        if (fb == nblk) return GDN2_OK;                                                                 \
-        const size_t b0 = (size_t)fb * SCAN, n = count - b0 < SCAN ? count - b0 : SCAN;                 \
-        for (size_t i = 0; i < n; i++)                                                                  \
-            if (NAME##_bad(p + b0 + i, 1, nonpos))                                                      \
-                return value_error(fn, name, first + b0 + i, (double)p[b0 + i], ndim, shape);           \
-        return GDN2_OK; /* not reached */                                                               \
     }
-DEFINE_CHECK(gdn2_check_tensor_values, float, int32_t, (int32_t)0x7f800000, INT32_MAX)
-DEFINE_CHECK(gdn2_check_tensor_values_f64, double, int64_t, (int64_t)0x7ff0000000000000, INT64_MAX)
+DEFINE_BAD(bad_f32, float, int32_t, (int32_t)0x7f800000, INT32_MAX)
+DEFINE_BAD(bad_f64, double, int64_t, (int64_t)0x7ff0000000000000, INT64_MAX)
 
-/* Both precisions: the same list of tensors. */
-#define CHECK_ALL(CHK)                                                                                     \
-    do {                                                                                                   \
-        const int64_t B = d->B, T = d->T, N = gdn2_num_states(d, o);                                       \
-        const int64_t sq[4] = {B, T, d->H, d->K}, sv[4] = {B, T, d->HV, d->V}, ss[4] = {N, d->HV, d->K, d->V}; \
-        const int64_t sa[1] = {d->H}, sd[1] = {d->H * d->K};                                               \
-        const size_t nq = (size_t)(B * T * d->H * d->K), nv = (size_t)(B * T * d->HV * d->V);              \
-        const size_t ns = (size_t)(N * d->HV * d->K * d->V);                                               \
-        const int gate = o->gate_in_kernel != 0, nt = o->n_threads;                                        \
-        int rc_;                                                                                           \
-        if (t) {                                                                                           \
-            if ((rc_ = CHK(fn, "q", t->q, 4, sq, 0, nq, 0, nt)) || (rc_ = CHK(fn, "k", t->k, 4, sq, 0, nq, 0, nt)) ||  \
-                (rc_ = CHK(fn, "v", t->v, 4, sv, 0, nv, 0, nt)) ||                                             \
-                (rc_ = CHK(fn, "g", t->g, 4, sq, 0, nq, !gate, nt)) ||                                         \
-                (rc_ = CHK(fn, "b", t->b, 4, sq, 0, nq, 0, nt)) || (rc_ = CHK(fn, "w", t->w, 4, sv, 0, nv, 0, nt)) ||  \
-                (rc_ = CHK(fn, "h0", t->h0, 4, ss, 0, ns, 0, nt)))                                             \
-                return rc_;                                                                                \
-            if (gate && ((rc_ = CHK(fn, "A_log", t->A_log, 1, sa, 0, (size_t)d->H, 0, nt)) ||                 \
-                         (rc_ = CHK(fn, "dt_bias", t->dt_bias, 1, sd, 0, (size_t)(d->H * d->K), 0, nt))))      \
-                return rc_;                                                                                \
-        }                                                                                                  \
-        if (g && ((rc_ = CHK(fn, "do", g->d_o, 4, sv, 0, nv, 0, nt)) || (rc_ = CHK(fn, "dht", g->dht, 4, ss, 0, ns, 0, nt)))) \
-            return rc_;                                                                                    \
-        return GDN2_OK;                                                                                    \
-    } while (0)
+/* one tensor (or a range of it) to scan */
+typedef struct {
+    const char *name;
+    const void *x;        /* float or double; NULL: skipped */
+    int ndim;
+    const int64_t *shape;
+    size_t first, count;  /* elements [first, first + count) */
+    int nonpos;           /* also refuse x > 0 */
+} scan_item;
+
+static int block_bad(const scan_item *it, int f64, size_t b0, size_t n) {
+    return f64 ? bad_f64((const double *)it->x + it->first + b0, n, it->nonpos)
+               : bad_f32((const float *)it->x + it->first + b0, n, it->nonpos);
+}
+
+/* GDN2_OK, or GDN2_ERR_ARG naming the first bad element (in list order, then index order) */
+static int scan(const char *fn, const scan_item *it, int n_items, int f64, int n_threads) {
+    int64_t start[MAX_ITEMS + 1] = {0}; /* global block index of each item's first block */
+    for (int i = 0; i < n_items; i++)
+        start[i + 1] = start[i] + (it[i].x && it[i].count ? (int64_t)((it[i].count - 1) / SCAN + 1) : 0);
+    const int64_t nblk = start[n_items];
+    const int nt = nblk >= PAR_MIN_BLOCKS ? gdn2_threads(n_threads) : 1;
+    int64_t fb = nblk; /* first bad block */
+    (void)nt;
+    PAR_MIN(fb, nt)
+    for (int64_t gb = 0; gb < nblk; gb++) {
+        if (gb >= fb) continue; /* a block before it already failed (this thread's blocks ascend) */
+        int i = 0;
+        while (start[i + 1] <= gb) i++;
+        const size_t b0 = (size_t)(gb - start[i]) * SCAN, n = it[i].count - b0 < SCAN ? it[i].count - b0 : SCAN;
+        if (block_bad(&it[i], f64, b0, n)) fb = gb;
+    }
+    if (fb == nblk) return GDN2_OK;
+    int i = 0;
+    while (start[i + 1] <= fb) i++;
+    const size_t b0 = (size_t)(fb - start[i]) * SCAN, n = it[i].count - b0 < SCAN ? it[i].count - b0 : SCAN;
+    for (size_t j = b0; j < b0 + n; j++)
+        if (block_bad(&it[i], f64, j, 1)) {
+            const size_t at = it[i].first + j;
+            const double x = f64 ? ((const double *)it[i].x)[at] : (double)((const float *)it[i].x)[at];
+            return value_error(fn, it[i].name, at, x, it[i].ndim, it[i].shape);
+        }
+    return GDN2_OK; /* not reached */
+}
+
+int gdn2_check_tensor_values(const char *fn, const char *name, const float *x, int ndim, const int64_t *shape,
+                             size_t first, size_t count, int nonpos, int n_threads) {
+    const scan_item it = {name, x, ndim, shape, first, count, nonpos};
+    return scan(fn, &it, 1, 0, n_threads);
+}
+
+int gdn2_check_tensor_values_f64(const char *fn, const char *name, const double *x, int ndim,
+                                 const int64_t *shape, size_t first, size_t count, int nonpos, int n_threads) {
+    const scan_item it = {name, x, ndim, shape, first, count, nonpos};
+    return scan(fn, &it, 1, 1, n_threads);
+}
+
+/* The inputs of one call, both precisions (T = fwd tensors, G = bwd tensors, NULL = none): q, k,
+ * v, g, b, w, h0, then A_log, dt_bias with the gate in kernel, then do, dht. */
+#define LIST_INPUTS(TS, GS)                                                                                 \
+    const int64_t B_ = d->B, T_ = d->T, N_ = gdn2_num_states(d, o);                                       \
+    const int64_t sq[4] = {B_, T_, d->H, d->K}, sv[4] = {B_, T_, d->HV, d->V}, ss[4] = {N_, d->HV, d->K, d->V}; \
+    const int64_t sa[1] = {d->H}, sd[1] = {d->H * d->K};                                                  \
+    const size_t nq = (size_t)(B_ * T_ * d->H * d->K), nv = (size_t)(B_ * T_ * d->HV * d->V);             \
+    const size_t ns = (size_t)(N_ * d->HV * d->K * d->V), na = (size_t)d->H, nd = (size_t)(d->H * d->K);  \
+    const int gate = o->gate_in_kernel != 0;                                                              \
+    scan_item it[MAX_ITEMS];                                                                              \
+    int n = 0;                                                                                            \
+    if (TS) {                                                                                              \
+        it[n++] = (scan_item){"q", (TS)->q, 4, sq, 0, nq, 0};                                              \
+        it[n++] = (scan_item){"k", (TS)->k, 4, sq, 0, nq, 0};                                              \
+        it[n++] = (scan_item){"v", (TS)->v, 4, sv, 0, nv, 0};                                              \
+        it[n++] = (scan_item){"g", (TS)->g, 4, sq, 0, nq, !gate};                                          \
+        it[n++] = (scan_item){"b", (TS)->b, 4, sq, 0, nq, 0};                                              \
+        it[n++] = (scan_item){"w", (TS)->w, 4, sv, 0, nv, 0};                                              \
+        it[n++] = (scan_item){"h0", (TS)->h0, 4, ss, 0, ns, 0};                                            \
+        if (gate) {                                                                                       \
+            it[n++] = (scan_item){"A_log", (TS)->A_log, 1, sa, 0, na, 0};                                  \
+            it[n++] = (scan_item){"dt_bias", (TS)->dt_bias, 1, sd, 0, nd, 0};                              \
+        }                                                                                                 \
+    }                                                                                                     \
+    if (GS) {                                                                                              \
+        it[n++] = (scan_item){"do", (GS)->d_o, 4, sv, 0, nv, 0};                                           \
+        it[n++] = (scan_item){"dht", (GS)->dht, 4, ss, 0, ns, 0};                                          \
+    }
 
 int gdn2_check_values(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
                       const gdn2_bwd_tensors *g) {
-    CHECK_ALL(gdn2_check_tensor_values);
+    LIST_INPUTS(t, g)
+    return scan(fn, it, n, 0, o->n_threads);
+}
+
+int gdn2_check_values_f64(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_f64 *t,
+                          const gdn2_bwd_tensors_f64 *g) {
+    LIST_INPUTS(t, g)
+    return scan(fn, it, n, 1, o->n_threads);
 }
 
 int gdn2_check_beta_values(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
                            const float *beta, int scalar_g) {
     gdn2_fwd_tensors rest = *t;
-    rest.b = rest.w = NULL;
+    rest.b = rest.w = NULL; /* ignored by the collapse calls */
     if (scalar_g) rest.g = NULL;
-    int rc = gdn2_check_values(fn, d, o, &rest, NULL);
-    if (rc) return rc;
+    const gdn2_fwd_tensors *tr = &rest;
+    const gdn2_bwd_tensors *none = NULL;
+    LIST_INPUTS(tr, none)
     const int64_t sb[3] = {d->B, d->T, d->H};
     const size_t nb = (size_t)(d->B * d->T * d->H);
-    if ((rc = gdn2_check_tensor_values(fn, "beta", beta, 3, sb, 0, nb, 0, o->n_threads))) return rc;
-    return scalar_g ? gdn2_check_tensor_values(fn, "g", t->g, 3, sb, 0, nb, !o->gate_in_kernel, o->n_threads) : GDN2_OK;
-}
-
-int gdn2_check_values_f64(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_f64 *t,
-                          const gdn2_bwd_tensors_f64 *g) {
-    CHECK_ALL(gdn2_check_tensor_values_f64);
+    it[n++] = (scan_item){"beta", beta, 3, sb, 0, nb, 0};
+    if (scalar_g) it[n++] = (scan_item){"g", t->g, 3, sb, 0, nb, !gate};
+    return scan(fn, it, n, 0, o->n_threads);
 }
 
 int gdn2_check_inputs(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const gdn2_bwd_tensors *g) {
