@@ -10,7 +10,13 @@
  *     include/gdn2.h. opts->cu_seqlens stays a HOST array (the chunk table is built on the host and
  *     uploaded). opts->workspace, when set, is a DEVICE buffer of gdn2_cuda_chunk_workspace_size()
  *     bytes; NULL means the call allocates stream-ordered scratch itself.
- * Limits: K <= 128 and V <= 128 (the official kernels allow K <= 256). */
+ * Limits: K <= 128 and V <= 128 (the official kernels allow K <= 256).
+ * Values are not checked: unlike the CPU entry points, no CUDA entry point (device-pointer or
+ * *_host) scans its inputs for NaN / inf or a positive log-decay g (a device scan would cost a
+ * pass over the inputs and a synchronisation per call). A non-finite input gives non-finite
+ * outputs, not an error (how far a NaN spreads in the chunk kernels: docs/ALGORITHM.md §8). Callers
+ * that take tensors from outside check them on the host first with gdn2_check_inputs (as
+ * `gdn2 op --device cuda` does before the upload). */
 #ifndef GDN2_CUDA_H
 #define GDN2_CUDA_H
 

@@ -4,6 +4,9 @@
 #ifndef GDN2_ERROR_H
 #define GDN2_ERROR_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -30,6 +33,8 @@ int gdn2_error(int status, const char *fmt, ...)
 #endif
     ;
 void gdn2_clear_error(void);
+/* Format a shape as "[2,200,2,64]" into buf (a negative entry, a wildcard, prints as '*'); for messages. */
+const char *gdn2_shape_str(int ndim, const int64_t *shape, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

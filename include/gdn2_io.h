@@ -51,8 +51,6 @@ const gdn2_tensor *gdn2_st_find(const gdn2_st *st, const char *name);
 const char *gdn2_st_meta(const gdn2_st *st, const char *key); /* NULL if absent */
 size_t gdn2_dtype_size(gdn2_dtype dt);
 const char *gdn2_dtype_name(gdn2_dtype dt);
-/* Format "[2,200,2,64]" into buf. */
-const char *gdn2_shape_str(int ndim, const int64_t *shape, char *buf, size_t len);
 
 /* Fetch tensor `name` converted to a newly malloc'ed fp32 (or f64 / int64) array, checking its
  * shape: ndim must match and each shape[i] >= 0 must match (-1 = any; the actual dims are written

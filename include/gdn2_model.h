@@ -55,11 +55,18 @@ int gdn2_model_config(const char *name, gdn2_model_cfg *c);
 const char *gdn2_model_config_names(void);
 /* Set the layout string and the per-layer kinds ("gdn2", "gdn2,swa", "gdn2,kda,attn", ...). */
 int gdn2_model_set_layout(gdn2_model_cfg *c, const char *layout);
-/* Recompute padded_vocab from vocab_size / padding_multiple and validate every field. */
+/* Recompute padded_vocab from vocab_size / padding_multiple and validate every field. Every size is
+ * bounded, generously but finitely, so that no parameter count or activation size computed from a
+ * config overflows: n_layer <= GDN2_MAX_LAYERS, n_embd <= 2^16, vocab_size <= 2^24,
+ * padding_multiple <= 2^16, intermediate_size <= 2^20, block_size and local_window <= 2^24,
+ * n_head / n_query_groups / gdn2 heads <= 4096, head_size and gdn2_head_dim <= 4096,
+ * gdn2_expand_v <= 16, gdn2_conv_size <= 64 (the unused ones too). The message names the key, the
+ * value and the range. */
 int gdn2_model_check(gdn2_model_cfg *c);
 /* lit_gpt config JSON (fixture meta.config: n_layer, n_embd, n_head, vocab_size, padding_multiple,
  * gdn2_per_layer, intermediate_size, local_window, norm_eps, gdn2_num_heads, gdn2_head_dim, ...;
- * gdn2 checkpoints add "gdn2_layout" and the other fields). */
+ * gdn2 checkpoints add "gdn2_layout" and the other fields). Integer keys must hold exact integers
+ * of magnitude <= 2^53 (GDN2_ERR_FORMAT naming the key otherwise); then gdn2_model_check. */
 int gdn2_model_config_from_json(const char *json, gdn2_model_cfg *c);
 char *gdn2_model_config_to_json(const gdn2_model_cfg *c); /* malloc'ed; free() it */
 /* The layer config of recurrent layer i (kind GDN2/KDA/GDN). */

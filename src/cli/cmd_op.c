@@ -68,10 +68,12 @@ typedef struct {
     double *d; /* reference: computed in float64, written as fp32 */
 } op_output;
 
-static size_t prod(int ndim, const int64_t *s) {
-    size_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= (size_t)s[i];
-    return n;
+/* *n = the number of elements of shape s; 0 when the product overflows size_t */
+static int prod(int ndim, const int64_t *s, size_t *n) {
+    *n = 1;
+    for (int i = 0; i < ndim; i++)
+        if (s[i] < 0 || !gdn2_mul_sz(*n, (size_t)s[i], n)) return 0;
+    return 1;
 }
 
 static void set_shape(int *ndim, int64_t *dst, int n, int64_t a, int64_t b, int64_t c, int64_t d) {
@@ -180,6 +182,11 @@ int cmd_op(int argc, char **argv) {
         goto done;
     }
     int64_t N = gdn2_num_states(&d, &o);
+    size_t HK; /* dt_bias [H*K] (gdn2_check bounds it; checked all the same) */
+    if (!gdn2_mul_sz((size_t)d.H, (size_t)d.K, &HK)) {
+        rc = gdn2_error(GDN2_ERR_FORMAT, "%s: H*K = %lld*%lld overflows", in_path, (long long)d.H, (long long)d.K);
+        goto input_error;
+    }
     set_shape(&in[IN_Q].ndim, in[IN_Q].shape, 4, d.B, d.T, d.H, d.K);
     set_shape(&in[IN_K].ndim, in[IN_K].shape, 4, d.B, d.T, d.H, d.K);
     set_shape(&in[IN_V].ndim, in[IN_V].shape, 4, d.B, d.T, d.HV, d.V);
@@ -188,7 +195,7 @@ int cmd_op(int argc, char **argv) {
     set_shape(&in[IN_W].ndim, in[IN_W].shape, 4, d.B, d.T, d.HV, d.V);
     set_shape(&in[IN_H0].ndim, in[IN_H0].shape, 4, N, d.HV, d.K, d.V);
     set_shape(&in[IN_ALOG].ndim, in[IN_ALOG].shape, 1, d.H, 0, 0, 0);
-    set_shape(&in[IN_DTB].ndim, in[IN_DTB].shape, 1, d.H * d.K, 0, 0, 0);
+    set_shape(&in[IN_DTB].ndim, in[IN_DTB].shape, 1, (int64_t)HK, 0, 0, 0);
     set_shape(&in[IN_DO].ndim, in[IN_DO].shape, 4, d.B, d.T, d.HV, d.V);
     set_shape(&in[IN_DHT].ndim, in[IN_DHT].shape, 4, N, d.HV, d.K, d.V);
 
@@ -217,6 +224,24 @@ int cmd_op(int argc, char **argv) {
         fprintf(stderr, "gdn2 op: note: the recurrent path has no backward; writing o and ht only\n");
         backward = 0;
     }
+    /* values: finite, and g <= 0 without the gate in kernel. The CPU entry points check this
+     * themselves, the CUDA ones do not (they take what is on the device): checked here, on the host,
+     * for every implementation, so that a bad file is exit 2 with the tensor and index named. */
+    if (use_ref) {
+        gdn2_fwd_tensors_f64 vt = {in[IN_Q].d, in[IN_K].d, in[IN_V].d, in[IN_G].d, in[IN_B].d, in[IN_W].d,
+                                   in[IN_H0].d, in[IN_ALOG].d, in[IN_DTB].d, NULL, NULL};
+        gdn2_bwd_tensors_f64 vg = {.d_o = in[IN_DO].d, .dht = in[IN_DHT].d};
+        rc = gdn2_check_inputs_f64(&d, &o, &vt, backward ? &vg : NULL);
+    } else {
+        gdn2_fwd_tensors vt = {in[IN_Q].f, in[IN_K].f, in[IN_V].f, in[IN_G].f, in[IN_B].f, in[IN_W].f,
+                               in[IN_H0].f, in[IN_ALOG].f, in[IN_DTB].f, NULL, NULL};
+        gdn2_bwd_tensors vg = {.d_o = in[IN_DO].f, .dht = in[IN_DHT].f};
+        rc = gdn2_check_inputs(&d, &o, &vt, backward ? &vg : NULL);
+    }
+    if (rc) {
+        fprintf(stderr, "gdn2 op: %s: %s\n", in_path, gdn2_last_error());
+        goto done; /* ret is 2 */
+    }
 
     /* ---- outputs ---- */
     ret = 1;
@@ -236,7 +261,11 @@ int cmd_op(int argc, char **argv) {
     }
     for (int j = 0; j < N_OUT; j++) {
         if (!out[j].used) continue;
-        out[j].n = prod(out[j].ndim, out[j].shape);
+        if (!prod(out[j].ndim, out[j].shape, &out[j].n)) {
+            fprintf(stderr, "gdn2 op: %s: output '%s': element count overflows\n", in_path, out_names[j]);
+            ret = 2; /* the shapes come from the input file */
+            goto done;
+        }
         out[j].f = gdn2_calloc(out[j].n, sizeof(float), out_names[j]);
         if (!out[j].f) goto runtime_error;
         if (use_ref && !(out[j].d = gdn2_calloc(out[j].n, sizeof(double), out_names[j]))) goto runtime_error;

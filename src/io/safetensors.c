@@ -23,6 +23,7 @@
 #define ST_MAX_HEADER ((uint64_t)100 * 1024 * 1024)
 /* Offsets and shape entries must be exact integers in a double (cJSON stores numbers as double). */
 #define ST_MAX_INT 9007199254740992.0 /* 2^53 */
+#define ST_MAX_DIM ((size_t)9007199254740992u) /* the same bound, for the writer's dims and offsets */
 
 static const struct {
     const char *name;
@@ -49,28 +50,6 @@ static int dtype_parse(const char *s, gdn2_dtype *out) {
             return 1;
         }
     return 0;
-}
-
-/* "[2,200,2,64]"; a negative entry (a wildcard in an expected shape) prints as '*'. */
-const char *gdn2_shape_str(int ndim, const int64_t *shape, char *buf, size_t len) {
-    size_t n = 0;
-    if (!buf || len == 0) return "";
-    buf[0] = 0;
-#define APPEND(...)                                                                                \
-    do {                                                                                           \
-        if (n < len) {                                                                             \
-            int w_ = snprintf(buf + n, len - n, __VA_ARGS__);                                      \
-            if (w_ > 0) n += (size_t)w_;                                                           \
-        }                                                                                          \
-    } while (0)
-    APPEND("[");
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0) APPEND("%s*", i ? "," : "");
-        else APPEND("%s%lld", i ? "," : "", (long long)shape[i]);
-    }
-    APPEND("]");
-#undef APPEND
-    return buf;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -137,8 +116,6 @@ static int parse_entry(const char *path, const cJSON *e, uint64_t data_len, gdn2
         return gdn2_error(GDN2_ERR_FORMAT, "%s: tensor '%s': %d dimensions, at most %d supported", path, nm,
                           nd, GDN2_MAX_DIMS);
     t->ndim = nd;
-    /* numel * dtype size, with overflow checks (each dim <= 2^53, so test before multiplying) */
-    uint64_t nbytes = gdn2_dtype_size(t->dtype);
     int i = 0;
     const cJSON *x;
     cJSON_ArrayForEach(x, sh) {
@@ -147,9 +124,21 @@ static int parse_entry(const char *path, const cJSON *e, uint64_t data_len, gdn2
             return gdn2_error(GDN2_ERR_FORMAT, "%s: tensor '%s': shape entry %d is not a non-negative integer",
                               path, nm, i);
         t->shape[i++] = (int64_t)dim;
-        if (dim && nbytes > UINT64_MAX / dim)
-            return gdn2_error(GDN2_ERR_FORMAT, "%s: tensor '%s': shape is too large", path, nm);
-        nbytes *= dim;
+    }
+    /* numel * dtype size, checked. A zero dimension makes the tensor empty, but the other
+     * dimensions are still multiplied by whoever reads the shape (row sizes, strides): their
+     * product (zeros counted as 1), in bytes, must fit in int64 too. */
+    size_t nbytes = gdn2_dtype_size(t->dtype), extent = nbytes;
+    for (i = 0; i < nd; i++) {
+        const size_t dim = (size_t)t->shape[i];
+        if (!gdn2_mul_sz(extent, dim ? dim : 1, &extent) || extent > (size_t)INT64_MAX) {
+            char sb[160];
+            return gdn2_error(GDN2_ERR_FORMAT,
+                              "%s: tensor '%s': shape %s x %s is too large (the product of its dimensions overflows "
+                              "64-bit sizes)",
+                              path, nm, gdn2_shape_str(nd, t->shape, sb, sizeof sb), dtype_info[t->dtype].name);
+        }
+        gdn2_mul_sz(nbytes, dim, &nbytes); /* <= extent: cannot overflow */
     }
     if (!cJSON_IsArray(of) || cJSON_GetArraySize(of) != 2 || !json_uint(cJSON_GetArrayItem(of, 0), begin) ||
         !json_uint(cJSON_GetArrayItem(of, 1), end))
@@ -434,8 +423,11 @@ int gdn2_st_get_f32(const gdn2_st *st, const char *name, int required, int ndim,
     *out = NULL;
     int rc = get_checked(st, name, required, ndim, shape, 1, &t);
     if (rc || !t) return rc;
-    size_t n = numel(t);
-    float *y = gdn2_malloc(n * sizeof(float), name);
+    size_t n = numel(t), bytes;
+    if (!gdn2_mul_sz(n, sizeof(float), &bytes))
+        return gdn2_error(GDN2_ERR_FORMAT, "%s: tensor '%s': %zu elements overflow a float array",
+                          st->path ? st->path : "(safetensors)", name, n);
+    float *y = gdn2_malloc(bytes, name);
     if (!y) return GDN2_ERR_NOMEM;
     if (t->dtype == GDN2_F32) memcpy(y, t->data, n * sizeof(float));
     else for (size_t i = 0; i < n; i++) y[i] = (float)elem_f(t, i);
@@ -448,8 +440,11 @@ int gdn2_st_get_f64(const gdn2_st *st, const char *name, int required, int ndim,
     *out = NULL;
     int rc = get_checked(st, name, required, ndim, shape, 1, &t);
     if (rc || !t) return rc;
-    size_t n = numel(t);
-    double *y = gdn2_malloc(n * sizeof(double), name);
+    size_t n = numel(t), bytes;
+    if (!gdn2_mul_sz(n, sizeof(double), &bytes))
+        return gdn2_error(GDN2_ERR_FORMAT, "%s: tensor '%s': %zu elements overflow a double array",
+                          st->path ? st->path : "(safetensors)", name, n);
+    double *y = gdn2_malloc(bytes, name);
     if (!y) return GDN2_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) y[i] = elem_f(t, i);
     *out = y;
@@ -461,8 +456,11 @@ int gdn2_st_get_i64(const gdn2_st *st, const char *name, int required, int ndim,
     *out = NULL;
     int rc = get_checked(st, name, required, ndim, shape, 0, &t);
     if (rc || !t) return rc;
-    size_t n = numel(t);
-    int64_t *y = gdn2_malloc(n * sizeof(int64_t), name);
+    size_t n = numel(t), bytes;
+    if (!gdn2_mul_sz(n, sizeof(int64_t), &bytes))
+        return gdn2_error(GDN2_ERR_FORMAT, "%s: tensor '%s': %zu elements overflow an int64 array",
+                          st->path ? st->path : "(safetensors)", name, n);
+    int64_t *y = gdn2_malloc(bytes, name);
     if (!y) return GDN2_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) y[i] = elem_i(t, i);
     *out = y;
@@ -578,9 +576,9 @@ static char *build_header(const char *path, const gdn2_tensor *ts, int n, const 
         for (int j = 0; j < ts[i].ndim; j++) cJSON_AddItemToArray(sh, json_int(ts[i].shape[j]));
         cJSON_AddItemToObject(e, "shape", sh);
         cJSON_AddItemToArray(of, json_int((int64_t)off));
-        cJSON_AddItemToArray(of, json_int((int64_t)(off + ts[i].nbytes)));
+        off += ts[i].nbytes; /* gdn2_st_write checked that the sum fits */
+        cJSON_AddItemToArray(of, json_int((int64_t)off));
         cJSON_AddItemToObject(e, "data_offsets", of);
-        off += ts[i].nbytes;
     }
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
@@ -598,6 +596,7 @@ int gdn2_st_write(const char *path, const gdn2_tensor *tensors, int n_tensors, c
     if (n_tensors < 0 || (n_tensors && !tensors) || n_meta < 0 || (n_meta && (!meta_keys || !meta_values)))
         return gdn2_error(GDN2_ERR_ARG, "%s: invalid tensor or metadata list", path);
     /* the same checks the reader makes, so we never write a file we would reject */
+    size_t total = 0;
     for (int i = 0; i < n_tensors; i++) {
         const gdn2_tensor *t = &tensors[i];
         const char *nm = t->name ? t->name : "(null)";
@@ -610,11 +609,17 @@ int gdn2_st_write(const char *path, const gdn2_tensor *tensors, int n_tensors, c
             return gdn2_error(GDN2_ERR_ARG, "%s: tensor '%s' has an invalid dtype %d", path, nm, (int)t->dtype);
         if (t->ndim < 0 || t->ndim > GDN2_MAX_DIMS)
             return gdn2_error(GDN2_ERR_ARG, "%s: tensor '%s' has ndim %d (0..%d)", path, nm, t->ndim, GDN2_MAX_DIMS);
-        uint64_t nb = gdn2_dtype_size(t->dtype);
+        size_t nb = gdn2_dtype_size(t->dtype), extent = nb;
         for (int j = 0; j < t->ndim; j++) {
             if (t->shape[j] < 0)
                 return gdn2_error(GDN2_ERR_ARG, "%s: tensor '%s' has a negative dimension", path, nm);
-            nb *= (uint64_t)t->shape[j];
+            const size_t dim = (size_t)t->shape[j];
+            if (!gdn2_mul_sz(extent, dim ? dim : 1, &extent) || extent > (size_t)INT64_MAX || dim > ST_MAX_DIM) {
+                char sb[160];
+                return gdn2_error(GDN2_ERR_ARG, "%s: tensor '%s': shape %s is too large", path, nm,
+                                  gdn2_shape_str(t->ndim, t->shape, sb, sizeof sb));
+            }
+            gdn2_mul_sz(nb, dim, &nb); /* <= extent */
         }
         if (nb != t->nbytes) {
             char sb[160];
@@ -622,6 +627,9 @@ int gdn2_st_write(const char *path, const gdn2_tensor *tensors, int n_tensors, c
                               nm, gdn2_shape_str(t->ndim, t->shape, sb, sizeof sb), gdn2_dtype_name(t->dtype),
                               (unsigned long long)nb, t->nbytes);
         }
+        if (!gdn2_add_sz(total, t->nbytes, &total) || total > ST_MAX_DIM)
+            return gdn2_error(GDN2_ERR_ARG, "%s: the tensors' bytes add up past 2^53 (the largest offset the format "
+                              "can hold exactly)", path);
         if (t->nbytes && !t->data) return gdn2_error(GDN2_ERR_ARG, "%s: tensor '%s' has no data", path, nm);
     }
     for (int i = 0; i < n_meta; i++) {

@@ -71,16 +71,53 @@ int gdn2_model_set_layout(gdn2_model_cfg *c, const char *layout) {
     return GDN2_OK;
 }
 
+/* Limits of the config's sizes: far above any real model (the 1.3B has n_embd 2304, vocab 32000,
+ * intermediate 6784, heads 16-18 of 128), low enough that every parameter count and activation
+ * size computed from them fits in 64 bits; what is too large for the machine is then an
+ * allocation failure with a message, never a wrapped product. */
+#define CFG_MAX_EMBD ((int64_t)1 << 16)   /* n_embd                                    */
+#define CFG_MAX_VOCAB ((int64_t)1 << 24)  /* vocab_size                                */
+#define CFG_MAX_PAD ((int64_t)1 << 16)    /* padding_multiple                          */
+#define CFG_MAX_INTER ((int64_t)1 << 20)  /* intermediate_size                         */
+#define CFG_MAX_HEADS 4096                /* n_head, n_query_groups, gdn2 (v) heads     */
+#define CFG_MAX_HEAD_DIM 4096             /* head_size, gdn2_head_dim (the CPU kernels) */
+#define CFG_MAX_EXPAND 16                 /* gdn2_expand_v                             */
+#define CFG_MAX_CONV 64                   /* gdn2_conv_size                            */
+#define CFG_MAX_LEN ((int64_t)1 << 24)    /* block_size, local_window (tokens)         */
+
+/* lo <= v <= hi, or an error naming the config key, the value and the range */
+static int cfg_range(const char *key, int64_t v, int64_t lo, int64_t hi) {
+    if (v >= lo && v <= hi) return GDN2_OK;
+    return gdn2_error(GDN2_ERR_ARG, "model config: %s = %lld is out of range [%lld, %lld]", key, (long long)v,
+                      (long long)lo, (long long)hi);
+}
+
 int gdn2_model_check(gdn2_model_cfg *c) {
-    if (c->n_layer < 1 || c->n_layer > GDN2_MAX_LAYERS)
-        return gdn2_error(GDN2_ERR_ARG, "model config: n_layer %lld not in [1, %d]", (long long)c->n_layer,
-                          GDN2_MAX_LAYERS);
-    if (c->n_embd < 1 || c->vocab_size < 1 || c->intermediate_size < 1)
-        return gdn2_error(GDN2_ERR_ARG, "model config: n_embd %lld, vocab_size %lld, intermediate_size %lld must be > 0",
-                          (long long)c->n_embd, (long long)c->vocab_size, (long long)c->intermediate_size);
+    int st;
     if (c->padding_multiple < 1) c->padding_multiple = 1;
+    /* every size is bounded, the ones a layout does not use too (they are saved with the config);
+     * those <= 0 that mean "default" are resolved further down */
+    if ((st = cfg_range("n_layer", c->n_layer, 1, GDN2_MAX_LAYERS)) ||
+        (st = cfg_range("n_embd", c->n_embd, 1, CFG_MAX_EMBD)) ||
+        (st = cfg_range("vocab_size", c->vocab_size, 1, CFG_MAX_VOCAB)) ||
+        (st = cfg_range("padding_multiple", c->padding_multiple, 1, CFG_MAX_PAD)) ||
+        (st = cfg_range("intermediate_size", c->intermediate_size, 1, CFG_MAX_INTER)) ||
+        (st = cfg_range("block_size", c->block_size, 1, CFG_MAX_LEN)) ||
+        (st = cfg_range("local_window", c->local_window, 0, CFG_MAX_LEN)) ||
+        (st = cfg_range("n_head", c->n_head, 0, CFG_MAX_HEADS)) ||
+        (st = cfg_range("n_query_groups", c->n_query_groups, 0, CFG_MAX_HEADS)) ||
+        (st = cfg_range("head_size", c->head_size, 0, CFG_MAX_HEAD_DIM)) ||
+        (st = cfg_range("gdn2_num_heads", c->gdn_heads, 0, CFG_MAX_HEADS)) ||
+        (st = cfg_range("gdn2_num_v_heads", c->gdn_v_heads, 0, CFG_MAX_HEADS)) ||
+        (st = cfg_range("gdn2_head_dim", c->gdn_head_dim, 0, CFG_MAX_HEAD_DIM)) ||
+        (st = cfg_range("gdn2_expand_v", c->gdn_expand_v, 0, CFG_MAX_EXPAND)) ||
+        (st = cfg_range("gdn2_conv_size", c->conv_size, 0, CFG_MAX_CONV)))
+        return st;
     c->padded_vocab = (c->vocab_size + c->padding_multiple - 1) / c->padding_multiple * c->padding_multiple;
-    if (!(c->norm_eps > 0)) return gdn2_error(GDN2_ERR_ARG, "model config: norm_eps %g must be > 0", c->norm_eps);
+    if (!(c->norm_eps > 0 && isfinite(c->norm_eps)))
+        return gdn2_error(GDN2_ERR_ARG, "model config: norm_eps %g must be finite and > 0", c->norm_eps);
+    if (!(c->rope_base > 0 && isfinite(c->rope_base)))
+        return gdn2_error(GDN2_ERR_ARG, "model config: rope_base %g must be finite and > 0", c->rope_base);
     if (!c->layout[0]) {
         int st = gdn2_model_set_layout(c, "gdn2");
         if (st) return st;
@@ -94,7 +131,7 @@ int gdn2_model_check(gdn2_model_cfg *c) {
         if (c->n_head < 1) return gdn2_error(GDN2_ERR_ARG, "model config: n_head %lld < 1", (long long)c->n_head);
         if (c->n_query_groups <= 0) c->n_query_groups = c->n_head;
         if (c->head_size <= 0) c->head_size = c->n_embd / c->n_head;
-        if (c->n_head % c->n_query_groups || c->head_size % 2 || c->head_size < 2)
+        if (c->n_query_groups > c->n_head || c->n_head % c->n_query_groups || c->head_size % 2 || c->head_size < 2)
             return gdn2_error(GDN2_ERR_ARG,
                               "model config: n_head %lld must be a multiple of n_query_groups %lld, head_size %lld even",
                               (long long)c->n_head, (long long)c->n_query_groups, (long long)c->head_size);
@@ -157,10 +194,18 @@ gdn2_layer_cfg gdn2_model_layer_cfg(const gdn2_model_cfg *c, int i) {
 }
 
 /* ---- JSON --------------------------------------------------------------------------------- */
+/* Integer key: 1 and *v set when present as a number, 0 when absent (or not a number: defaults
+ * apply); -1 (error recorded) when the number is not an integer of magnitude <= 2^53 (converting
+ * a larger or fractional double, or a huge one, to int64 is not defined / not exact). */
 static int json_i64(const cJSON *o, const char *key, int64_t *v) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!cJSON_IsNumber(it)) return 0;
-    *v = (int64_t)it->valuedouble;
+    const double x = it->valuedouble;
+    if (!(fabs(x) <= 9007199254740992.0) || x != floor(x)) {
+        gdn2_error(GDN2_ERR_FORMAT, "model config: '%s' = %g is not an integer in [-2^53, 2^53]", key, x);
+        return -1;
+    }
+    *v = (int64_t)x;
     return 1;
 }
 
@@ -179,25 +224,29 @@ int gdn2_model_config_from_json(const char *json, gdn2_model_cfg *c) {
         }
     const cJSON *nm = cJSON_GetObjectItemCaseSensitive(o, "name");
     snprintf(c->name, sizeof c->name, "%s", cJSON_IsString(nm) ? nm->valuestring : "custom");
-    json_i64(o, "n_layer", &c->n_layer);
-    json_i64(o, "n_embd", &c->n_embd);
-    json_i64(o, "vocab_size", &c->vocab_size);
-    json_i64(o, "padding_multiple", &c->padding_multiple);
-    c->intermediate_size = 4 * c->n_embd;
-    json_i64(o, "intermediate_size", &c->intermediate_size);
+    /* every integer key, read in one pass so that a malformed one stops the load */
+    int64_t neg = 0, per = 0;
     c->n_head = 1;
-    json_i64(o, "n_head", &c->n_head);
-    json_i64(o, "n_query_groups", &c->n_query_groups);
-    json_i64(o, "head_size", &c->head_size);
-    json_i64(o, "block_size", &c->block_size);
-    json_i64(o, "local_window", &c->local_window);
-    json_i64(o, "gdn2_num_heads", &c->gdn_heads);
-    json_i64(o, "gdn2_head_dim", &c->gdn_head_dim);
-    json_i64(o, "gdn2_num_v_heads", &c->gdn_v_heads);
-    json_i64(o, "gdn2_expand_v", &c->gdn_expand_v);
-    json_i64(o, "gdn2_conv_size", &c->conv_size);
-    int64_t v;
-    if (json_i64(o, "gdn2_allow_neg_eigval", &v)) c->allow_neg_eigval = (int)v;
+    const struct {
+        const char *key;
+        int64_t *dst;
+    } ints[] = {
+        {"n_layer", &c->n_layer}, {"n_embd", &c->n_embd}, {"vocab_size", &c->vocab_size},
+        {"padding_multiple", &c->padding_multiple}, {"intermediate_size", &c->intermediate_size},
+        {"n_head", &c->n_head}, {"n_query_groups", &c->n_query_groups}, {"head_size", &c->head_size},
+        {"block_size", &c->block_size}, {"local_window", &c->local_window}, {"gdn2_num_heads", &c->gdn_heads},
+        {"gdn2_head_dim", &c->gdn_head_dim}, {"gdn2_num_v_heads", &c->gdn_v_heads},
+        {"gdn2_expand_v", &c->gdn_expand_v}, {"gdn2_conv_size", &c->conv_size},
+        {"gdn2_allow_neg_eigval", &neg}, {"gdn2_per_layer", &per},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        if (json_i64(o, ints[i].key, ints[i].dst) < 0) {
+            cJSON_Delete(root);
+            return GDN2_ERR_FORMAT;
+        }
+    if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(o, "intermediate_size")))
+        c->intermediate_size = 4 * c->n_embd; /* |n_embd| <= 2^53: no overflow; range-checked below */
+    c->allow_neg_eigval = neg != 0;
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, "norm_eps");
     if (cJSON_IsNumber(it)) c->norm_eps = (float)it->valuedouble;
     it = cJSON_GetObjectItemCaseSensitive(o, "rope_base");
@@ -209,8 +258,6 @@ int gdn2_model_config_from_json(const char *json, gdn2_model_cfg *c) {
     } else {
         /* lit_gpt: layer i is GDN-2 iff gdn2_per_layer > 0 and i % gdn2_per_layer == 0, else attention
          * (sliding window when local_window > 0) */
-        int64_t per = 0;
-        json_i64(o, "gdn2_per_layer", &per);
         const char *att = c->local_window > 0 ? "swa" : "attn";
         char buf[160] = "";
         if (per <= 0) snprintf(buf, sizeof buf, "%s", att);
@@ -255,9 +302,21 @@ char *gdn2_model_config_to_json(const gdn2_model_cfg *c) {
 }
 
 /* ---- parameter table ---------------------------------------------------------------------- */
+/* Sizes from the config, multiplied and added with overflow checks. gdn2_model_check's bounds keep
+ * every product far below 2^64; were one to overflow anyway, the result saturates at SIZE_MAX,
+ * which no allocation satisfies (an out-of-memory error, not a wrapped size). */
+static size_t mul_sat(size_t a, size_t b) {
+    size_t r;
+    return gdn2_mul_sz(a, b, &r) ? r : SIZE_MAX;
+}
+static size_t add_sat(size_t a, size_t b) {
+    size_t r;
+    return gdn2_add_sz(a, b, &r) ? r : SIZE_MAX;
+}
+
 static void add_param(gdn2_model_param *out, int cap, int *n, size_t *off, const char *name, int ndim, int64_t d0,
                       int64_t d1, int no_decay) {
-    size_t numel = (size_t)d0 * (ndim > 1 ? (size_t)d1 : 1);
+    size_t numel = mul_sat((size_t)d0, ndim > 1 ? (size_t)d1 : 1);
     if (out && *n < cap) {
         gdn2_model_param *p = &out[*n];
         memset(p, 0, sizeof *p);
@@ -270,7 +329,7 @@ static void add_param(gdn2_model_param *out, int cap, int *n, size_t *off, const
         p->no_decay = no_decay;
     }
     (*n)++;
-    *off += numel;
+    *off = add_sat(*off, numel);
 }
 
 /* Flat order: wte, then per block norm_1, attn.*, norm_2, mlp.swiglu.w1/w2/w3, then ln_f, lm_head. */
@@ -284,7 +343,7 @@ int gdn2_model_params(const gdn2_model_cfg *c, gdn2_model_param *out, int cap) {
         snprintf(nm, sizeof nm, "transformer.h.%lld.norm_1.weight", (long long)l);
         add_param(out, cap, &n, &off, nm, 1, d, 0, 1);
         if (c->kind[l] >= GDN2_LAYER_SWA) {
-            int64_t nq = (c->n_head + 2 * c->n_query_groups) * c->head_size;
+            const int64_t nq = (c->n_head + 2 * c->n_query_groups) * c->head_size; /* <= 3 * 4096 * 4096 */
             snprintf(nm, sizeof nm, "transformer.h.%lld.attn.attn.weight", (long long)l);
             add_param(out, cap, &n, &off, nm, 2, nq, d, 0);
             snprintf(nm, sizeof nm, "transformer.h.%lld.attn.proj.weight", (long long)l);
@@ -302,13 +361,13 @@ int gdn2_model_params(const gdn2_model_cfg *c, gdn2_model_param *out, int cap) {
                     snprintf(p->name, sizeof p->name, "transformer.h.%lld.attn.%s", (long long)l, pi[i].name);
                     p->ndim = pi[i].ndim;
                     for (int k = 0; k < 4; k++) p->shape[k] = pi[i].shape[k];
-                    p->offset = base + pi[i].offset;
+                    p->offset = add_sat(base, pi[i].offset);
                     p->numel = pi[i].numel;
                     p->no_decay = pi[i].no_decay;
                 }
                 n++;
             }
-            off = base + gdn2_layer_param_count(&lc);
+            off = add_sat(base, gdn2_layer_param_count(&lc));
             free(pi);
         }
         snprintf(nm, sizeof nm, "transformer.h.%lld.norm_2.weight", (long long)l);
@@ -330,7 +389,7 @@ size_t gdn2_model_param_count(const gdn2_model_cfg *c) {
     gdn2_model_param *p = calloc((size_t)n, sizeof *p);
     if (!p) return 0;
     gdn2_model_params(c, p, n);
-    size_t tot = p[n - 1].offset + p[n - 1].numel;
+    size_t tot = add_sat(p[n - 1].offset, p[n - 1].numel);
     free(p);
     return tot;
 }

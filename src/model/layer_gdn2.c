@@ -442,6 +442,7 @@ static int forward_impl(const gdn2_layer_cfg *c, const float *params, const floa
     memset(&op, 0, sizeof op);
     op.qk_l2norm = 1;
     op.n_threads = nt;
+    op.trust_values = 1; /* no value scan per layer call: a NaN here comes from a diverged run, caught at the loss */
     if (decode) {
         gdn2_dims d1 = {1, 1, H, HV, K, V};
         for (int64_t i = 0; i < B && !rc; i++) {
@@ -560,6 +561,7 @@ int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const floa
         memset(&op, 0, sizeof op);
         op.qk_l2norm = 1;
         op.n_threads = nt;
+        op.trust_values = 1;
         rec_in in = {q, k, v, g, b, w, h0};
         if ((rc = rec_bwd(c->kernel, &dm, &op, &in, zd, dq, dk, dv, dg, db, dw))) goto done;
     }

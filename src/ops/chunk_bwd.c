@@ -330,6 +330,7 @@ int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensor
         if (!miss && o->gate_in_kernel) miss = !g->dA_log ? "dA_log" : !g->ddt_bias ? "ddt_bias" : NULL;
         if (miss) return gdn2_error(GDN2_ERR_ARG, "gdn2_chunk_bwd: output gradient '%s' is NULL", miss);
     }
+    if ((st = gdn2_check_values("gdn2_chunk_bwd", d, o, t, g))) return st;
     const int64_t N = gdn2_num_states(d, o), tasks = N * d->H;
     const int nt = gdn2_chunk_threads(d, o, 1);
     const size_t per = gdn2_chunk_per_thread_floats(d, o, 1);

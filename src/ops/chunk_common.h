@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "../util/internal.h"
+#include "check.h"
 
 #define GDN2_C GDN2_CHUNK
 /* A diagonal score tile is computed with one GEMM, anchored at its first row, only when the
@@ -51,11 +52,14 @@
 
 /* exp in fp32, written to vectorise: Cody–Waite reduction x = n ln2 + r, degree-7 polynomial for
  * e^r (Cephes coefficients), 2^n through the exponent bits. Max relative error 8e-8 (1.3 ulp)
- * over [-87.3, 88]; 0 below -87.3 (no denormals), e^88 above 88, NaN passes through. */
+ * over [-87.3, 88]; 0 below -87.3 (no denormals), e^88 above 88, NaN passes through.
+ * The clamp is written so that NaN lands on `hi` (a comparison with NaN is false): n is then
+ * always an integer in [-126, 127], and its conversion to int32 is defined (converting a NaN
+ * float to an integer is undefined behaviour in C); the NaN is put back by the last select. */
 static inline float gdn2_fexp(float x) {
     const float hi = 88.0f, lo = -87.33654475f;
-    float xc = x > hi ? hi : x;
-    xc = xc < lo ? lo : xc;
+    float xc = x < hi ? x : hi;
+    xc = xc > lo ? xc : lo;
     const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x log2 e) */
     float r = xc - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
@@ -69,7 +73,7 @@ static inline float gdn2_fexp(float x) {
     union { int32_t i; float f; } u;
     u.i = ((int32_t)n + 127) << 23;
     const float res = e * u.f; /* computed unconditionally: the selects below stay branch-free */
-    return x < lo ? 0.0f : res;
+    return x < lo ? 0.0f : (x == x ? res : x);
 }
 
 /* the problem, flattened for the per-chunk code */
@@ -166,7 +170,8 @@ int gdn2_chunk_setup(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
 float *gdn2_chunk_workspace(const char *fn, const gdn2_opts *o, size_t need, float **owned);
 
 /* The chunk forward with KDA's scalar beta [B,T,H] read directly (b = w = beta broadcast over the
- * channels) instead of expanded b / w tensors; for the collapse entry points (collapse.c). */
+ * channels) instead of expanded b / w tensors; for the collapse entry points (collapse.c), which
+ * check the values (gdn2_check_beta_values) before calling it. */
 int gdn2_chunk_fwd_beta(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta);
 
 /* token range of sequence n in the flattened [B*T] axis */

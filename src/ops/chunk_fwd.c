@@ -48,6 +48,7 @@ static int chunk_fwd(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
     int st = gdn2_chunk_setup(fn, d, o, t, &a);
     if (st) return st;
     if (!t->o) return gdn2_error(GDN2_ERR_ARG, "%s: output tensor 'o' is NULL", fn);
+    if (!beta && (st = gdn2_check_values(fn, d, o, t, NULL))) return st; /* beta: checked by the caller */
     const int nt = gdn2_chunk_threads(d, o, 0);
     const size_t per = gdn2_chunk_per_thread_floats(d, o, 0);
     float *owned, *ws = gdn2_chunk_workspace(fn, o, (size_t)nt * per * sizeof(float), &owned);

@@ -33,6 +33,7 @@ static int expand(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const 
     if (scalar_g && o->gate_in_kernel)
         return gdn2_error(GDN2_ERR_ARG, "%s: gate_in_kernel is not supported for Gated DeltaNet (scalar decay g [B,T,H]); "
                           "compute the decay outside and pass gate_in_kernel=0", fn);
+    if ((rc = gdn2_check_beta_values(fn, d, o, t, beta, scalar_g))) return rc;
     const int64_t NT = d->B * d->T, H = d->H, HV = d->HV, K = d->K, V = d->V, G = HV / H;
     e->b = gdn2_malloc((size_t)(NT * H * K + 1) * sizeof(float), "expanded b");
     e->w = gdn2_malloc((size_t)(NT * HV * V + 1) * sizeof(float), "expanded w");
@@ -125,7 +126,9 @@ int gdn2_kda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fw
 }
 int gdn2_kda_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta) {
     /* KDA's beta is read in place by the chunk kernel: no expanded b / w tensors */
-    return gdn2_chunk_fwd_beta(d, o, t, beta);
+    int rc = gdn2_check(d, o);
+    if (!rc && t && beta) rc = gdn2_check_beta_values("gdn2_kda_chunk_fwd", d, o, t, beta, 0);
+    return rc ? rc : gdn2_chunk_fwd_beta(d, o, t, beta);
 }
 int gdn2_kda_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta,
                        const gdn2_bwd_tensors *g, float *dbeta) {

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../util/internal.h"
+#include "check.h"
 #include "gate.h"
 
 typedef struct {
@@ -116,6 +117,7 @@ int gdn2_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_te
     if (!t) return gdn2_error(GDN2_ERR_ARG, "gdn2_recurrent_fwd: tensors must not be NULL");
     if ((rc = check_inputs("gdn2_recurrent_fwd", o, t->q, t->k, t->v, t->g, t->b, t->w, t->A_log, t->dt_bias, t->o)))
         return rc;
+    if ((rc = gdn2_check_values("gdn2_recurrent_fwd", d, o, t, NULL))) return rc;
     const int64_t H = d->H, HV = d->HV, K = d->K, V = d->V, G = HV / H, N = gdn2_num_states(d, o);
     const rec_cfg c = {K, V, gdn2_scale(d, o), o->gate_in_kernel ? o->lower_bound : 0.0f, o->qk_l2norm,
                        o->gate_in_kernel, t->A_log, t->dt_bias};
@@ -161,6 +163,32 @@ int gdn2_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_te
     return GDN2_OK;
 }
 
+/* The values of the rows that run (slots[i] >= 0; a skipped row's inputs are never read), q,k,g,b
+ * [n,H,K] and v,w [n,HV,V], and the gate parameters; the state pool is the op's own and is not
+ * scanned. */
+static int decode_check_values(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_tensors *t) {
+    static const char *fn = "gdn2_decode_step";
+    const int64_t n = d->B, H = d->H, HV = d->HV, K = d->K, V = d->V;
+    const int64_t sk[3] = {n, H, K}, sv[3] = {n, HV, V}, sa[1] = {H}, sd[1] = {H * K};
+    const int nonpos = !o->gate_in_kernel;
+    int rc = GDN2_OK;
+    if (o->trust_values) return GDN2_OK;
+    for (int64_t i = 0; !rc && i < n; i++) {
+        if (t->slots[i] < 0) continue;
+        const size_t ik = (size_t)(i * H * K), iv = (size_t)(i * HV * V), nk = (size_t)(H * K), nv = (size_t)(HV * V);
+        if ((rc = gdn2_check_tensor_values(fn, "q", t->q, 3, sk, ik, nk, 0, 1)) ||
+            (rc = gdn2_check_tensor_values(fn, "k", t->k, 3, sk, ik, nk, 0, 1)) ||
+            (rc = gdn2_check_tensor_values(fn, "v", t->v, 3, sv, iv, nv, 0, 1)) ||
+            (rc = gdn2_check_tensor_values(fn, "g", t->g, 3, sk, ik, nk, nonpos, 1)) ||
+            (rc = gdn2_check_tensor_values(fn, "b", t->b, 3, sk, ik, nk, 0, 1)) ||
+            (rc = gdn2_check_tensor_values(fn, "w", t->w, 3, sv, iv, nv, 0, 1)))
+            break;
+    }
+    if (!rc && o->gate_in_kernel && !(rc = gdn2_check_tensor_values(fn, "A_log", t->A_log, 1, sa, 0, (size_t)H, 0, 1)))
+        rc = gdn2_check_tensor_values(fn, "dt_bias", t->dt_bias, 1, sd, 0, (size_t)(H * K), 0, 1);
+    return rc;
+}
+
 int gdn2_decode_step(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_tensors *t) {
     if (!d || !o || !t) return gdn2_error(GDN2_ERR_ARG, "gdn2_decode_step: dims, opts and tensors must not be NULL");
     if (o->cu_seqlens)
@@ -196,6 +224,7 @@ int gdn2_decode_step(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_t
         seen[s] = 1;
     }
     free(seen);
+    if ((rc = decode_check_values(&d1, o, t))) return rc;
 
     if (t->state_dtype != GDN2_STATE_F32 && t->state_dtype != GDN2_STATE_BF16)
         return gdn2_error(GDN2_ERR_ARG, "gdn2_decode_step: state_dtype=%d, expected GDN2_STATE_F32 (0) or GDN2_STATE_BF16 (1)",

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "../util/internal.h"
+#include "check.h"
 #include "gate.h"
 
 #define REF_SEG 64
@@ -103,6 +104,7 @@ int gdn2_ref_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_
     if (rc) return rc;
     if ((rc = check_fwd_ptrs("gdn2_ref_fwd", o, t))) return rc;
     if (!t->o) return gdn2_error(GDN2_ERR_ARG, "gdn2_ref_fwd: output tensor 'o' is NULL");
+    if ((rc = gdn2_check_values_f64("gdn2_ref_fwd", d, o, t, NULL))) return rc;
     ref_prep p;
     if ((rc = prep(d, o, t, &p))) return rc;
 
@@ -157,6 +159,7 @@ int gdn2_ref_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_
         if (!miss && o->gate_in_kernel) miss = !gr->dA_log ? "dA_log" : !gr->ddt_bias ? "ddt_bias" : NULL;
         if (miss) return gdn2_error(GDN2_ERR_ARG, "gdn2_ref_bwd: output gradient '%s' is NULL", miss);
     }
+    if ((rc = gdn2_check_values_f64("gdn2_ref_bwd", d, o, t, gr))) return rc;
     ref_prep p;
     if ((rc = prep(d, o, t, &p))) return rc;
 

@@ -37,3 +37,25 @@ double gdn2_now(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+/* "[2,200,2,64]"; a negative entry (a wildcard in an expected shape) prints as '*'. */
+const char *gdn2_shape_str(int ndim, const int64_t *shape, char *buf, size_t len) {
+    size_t n = 0;
+    if (!buf || len == 0) return "";
+    buf[0] = 0;
+#define APPEND(...)                                                                                \
+    do {                                                                                           \
+        if (n < len) {                                                                             \
+            int w_ = snprintf(buf + n, len - n, __VA_ARGS__);                                      \
+            if (w_ > 0) n += (size_t)w_;                                                           \
+        }                                                                                          \
+    } while (0)
+    APPEND("[");
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) APPEND("%s*", i ? "," : "");
+        else APPEND("%s%lld", i ? "," : "", (long long)shape[i]);
+    }
+    APPEND("]");
+#undef APPEND
+    return buf;
+}
