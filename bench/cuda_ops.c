@@ -12,10 +12,11 @@
  *     training step: fwd(keep_for_backward) + bwd(reuse_forward); a row "fwd+bwd (recompute)"
  *     times the plain fwd + bwd, whose backward recomputes the forward (first shape, all with
  *     --all-recompute);
+ *     Every timed call gets the caller's workspace (opts->workspace), as a training loop passes it;
  *   - peak GPU memory of a training step in both modes: the bytes of every allocation live at the
- *     step's peak (inputs, d_o, o, the gradients, the workspace: kept by the caller in
- *     keep_for_backward mode, allocated stream-ordered inside each call in the recompute mode,
- *     where the backward's is the larger), the accounting of torch.cuda.max_memory_allocated;
+ *     step's peak (inputs, d_o, o, the gradients, the workspace: the caller's, sized for the
+ *     backward, in both modes; without one the library allocates the same sizes stream-ordered, the
+ *     backward's the larger), the accounting of torch.cuda.max_memory_allocated;
  *   - decode step (T = 1) over N slots, H = HV = 16, K = V = 128, bf16 inputs, fp32 and bf16 state
  *     pools: µs per step back to back (CUDA events over 200 consecutive launches from C, no graph;
  *     and the host clock over 200, launch included) and from a cold L2 (a 512 MiB buffer, > 2x the
@@ -173,11 +174,12 @@ static void problem_free(problem *p) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gdn2_cuda_free(bufs[i]);
     free(p->hq); free(p->hk); free(p->hv); free(p->hb); free(p->hw); free(p->hg); free(p->hdo);
 }
-/* one training step; kept: fwd(keep_for_backward) + bwd(reuse_forward) in the caller's workspace,
- * else fwd + bwd with the library's own stream-ordered scratch */
-static int step(problem *p, int kept, int bwd) {
+/* one call (bwd 0) or training step (bwd 1) with the caller's workspace (as a training loop passes
+ * it); kept: fwd(keep_for_backward) + bwd(reuse_forward), else the backward recomputes the forward.
+ * scratch: no workspace, the library's own stream-ordered scratch (the validation's second run) */
+static int step_ws(problem *p, int kept, int bwd, int scratch) {
     gdn2_opts o = p->o;
-    if (kept) {
+    if (!scratch) {
         o.workspace = p->ws;
         o.workspace_size = p->ws_bytes;
     }
@@ -187,6 +189,7 @@ static int step(problem *p, int kept, int bwd) {
     if (!rc && bwd) rc = gdn2_cuda_chunk_bwd(&p->d, &o, &p->a, &p->g, NULL);
     return rc;
 }
+static int step(problem *p, int kept, int bwd) { return step_ws(p, kept, bwd, 0); }
 
 enum { VO, VDQ, VDK, VDV, VDG, VDB, VDW, NV };
 static const char *vname[NV] = {"o", "dq", "dk", "dv", "dg", "db", "dw"};
@@ -232,7 +235,7 @@ static int validate_chunk(shape s, int si) {
         if (gdn2_cuda_memset(p.a.o, 0xff, p.nv * 2) || gdn2_cuda_memset(p.g.dq, 0xff, p.nk * 2) ||
             gdn2_cuda_memset(p.g.dg, 0xff, p.nk * 4) || gdn2_cuda_memset(p.g.dw, 0xff, p.nv * 2))
             die("poison");
-        rc = step(&p, kept, 1);
+        rc = step_ws(&p, kept, 1, !kept); /* the recompute mode with the library's own scratch */
         if (!rc) rc = gdn2_cuda_sync();
         if (rc) die("bf16 step");
         float *X[NV];
@@ -403,9 +406,9 @@ int main(int argc, char **argv) {
         const shape s = shapes[si];
         problem p;
         problem_make(&p, s);
-        /* peak memory of a training step: the step's tensors plus the workspace (kept: the caller's;
-         * recompute: the forward's scratch is freed, stream-ordered, before the backward takes its
-         * own, the larger) */
+        /* peak memory of a training step: the step's tensors plus the workspace (the caller's in both
+         * modes; without one, the forward's scratch is freed, stream-ordered, before the backward
+         * takes its own, the larger: the same peak) */
         const double tensors = (double)(p.nk * 2 * 3 + p.nk * 4 + p.nv * 2 * 3) /* q,k,b bf16; g fp32; v,w,d_o bf16 */
                              + (double)(p.nv * 2) /* o */
                              + (double)(p.nk * 2 * 3 + p.nk * 4 + p.nv * 2 * 2); /* dq,dk,db bf16; dg fp32; dv,dw bf16 */
