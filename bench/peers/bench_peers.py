@@ -46,6 +46,8 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--decode", action="store_true", help="also time the official recurrent decode step")
+    ap.add_argument("--shapes", default=None,
+                    help="comma-separated indices into the chunk shape list, 'none' for none (default: all)")
     args = ap.parse_args()
 
     import torch
@@ -64,6 +66,8 @@ def main():
     shapes = [(8, 4096, 16, 128, 128), (2, 16384, 16, 128, 128), (1, 65536, 16, 128, 128), (32, 2048, 32, 128, 128)]
     if args.quick:
         shapes = shapes[:1]
+    if args.shapes is not None:
+        shapes = [] if args.shapes == "none" else [shapes[int(i)] for i in args.shapes.split(",")]
     rows = []
     for (B, T, H, K, V) in shapes:
         torch.manual_seed(0)

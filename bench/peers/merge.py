@@ -101,9 +101,14 @@ def main():
              "| op | (B,T,H,K,V) | gdn2 ms | official ms | official/gdn2 | gdn2 Mtok/s | peak GB gdn2 (keep/reuse) | peak GB gdn2 (recompute) | peak GB official |",
              "|---|---|---|---|---|---|---|---|---|"]
     for w in wl:
+        rec = w["name"] == "fwd+bwd (recompute)"  # its peak is the recompute column's; the official's is on fwd+bwd
         lines.append(f"| {w['name']} | {tuple(w['shape'])} | {w['ms_gdn2']:.3f} | {f3(w['ms_official'])} | "
-                     f"{f3(w['ratio_official'])} | {w['mtok_s_gdn2']:.2f} | {f2(w.get('peak_gb_gdn2'))} | "
-                     f"{f2(w.get('peak_gb_gdn2_recompute'))} | {f2(w.get('peak_gb_official'))} |")
+                     f"{f3(w['ratio_official'])} | {w['mtok_s_gdn2']:.2f} | {'-' if rec else f2(w.get('peak_gb_gdn2'))} | "
+                     f"{f2(w.get('peak_gb_gdn2_recompute'))} | {'-' if rec else f2(w.get('peak_gb_official'))} |")
+    missing = [tuple(w["shape"]) for w in wl if w["name"] == "fwd" and w["ms_official"] is None]
+    if missing:
+        lines += ["", "'-' for the official: not measured in this run (" + ", ".join(str(m) for m in missing) +
+                  "; the official Triton kernels autotune each new shape, ~200 s on a fresh machine)."]
     lines += ["", "ratio = peer ms / gdn2 ms (above 1: gdn2 faster); fwd+bwd is a training step (gdn2: "
               "fwd(keep_for_backward) + bwd(reuse_forward); '(recompute)': plain fwd + bwd). Peak GB: every allocation "
               "live at the step's peak, inputs and d_o included (gdn2: inputs, d_o, o, gradients, workspace; official: "
