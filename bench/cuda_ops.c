@@ -8,10 +8,10 @@
  *     exits 1 before any timing;
  *   - device-to-device copy bandwidth (2 GiB, bytes read + written), the memory ceiling;
  *   - chunk forward and forward+backward at the issue's shapes: ms (median of CUDA-event timed
- *     reps after a warm-up), tokens/s, nominal TFLOP/s (PERF_ANCHORS.md's count). fwd+bwd is a
- *     training step: fwd(keep_for_backward) + bwd(reuse_forward); a row "fwd+bwd (recompute)"
- *     times the plain fwd + bwd, whose backward recomputes the forward (first shape, all with
- *     --all-recompute);
+ *     reps after a warm-up), tokens/s, nominal TFLOP/s (2C(3K+2V) + 6KV per token and head, C = 64;
+ *     x3 for fwd+bwd). fwd+bwd is a training step: fwd(keep_for_backward) + bwd(reuse_forward); a
+ *     row "fwd+bwd (recompute)" times the plain fwd + bwd, whose backward recomputes the forward
+ *     (first shape, all with --all-recompute);
  *     Every timed call gets the caller's workspace (opts->workspace), as a training loop passes it;
  *   - peak GPU memory of a training step in both modes: the bytes of every allocation live at the
  *     step's peak (inputs, d_o, o, the gradients, the workspace: the caller's, sized for the
