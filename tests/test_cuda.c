@@ -300,10 +300,10 @@ static double maxrel(const float *x, const float *ref, int64_t n) {
 
 static void fixture(const char *file, int gate) {
     char path[1024];
-    snprintf(path, sizeof path, "%s/fixtures/official/%s.safetensors", shared_dir(), file);
+    snprintf(path, sizeof path, "%s/%s.safetensors", fixture_dir(), file);
     gdn2_st st;
-    if (gdn2_st_read(path, &st)) {
-        SKIP("fixture %s not readable (%s); set GDN2_SHARED", path, gdn2_last_error());
+    if (gdn2_st_read(path, &st)) { /* a missing fixture is a failure, not a skip */
+        CHECK(0, "fixture %s readable (%s; GDN2_FIXTURES sets the folder)", path, gdn2_last_error());
         return;
     }
     int64_t sq[4] = {-1, -1, -1, -1}, sv[4] = {-1, -1, -1, -1}, ss[4] = {-1, -1, -1, -1};
@@ -356,7 +356,11 @@ static void fixture(const char *file, int gate) {
             int64_t s1[4] = {-1, -1, -1, -1}, s2[4] = {-1, -1, -1, -1};
             const gdn2_tensor *tr = gdn2_st_find(&st, key);
             int nd = tr ? tr->ndim : 1;
-            if (gdn2_st_get_f32(&st, key, 1, nd, s1, &ref) || !ref) continue;
+            if (gdn2_st_get_f32(&st, key, 1, nd, s1, &ref) || !ref) { /* a missing ref tensor fails too */
+                CHECK(0, "fixture %s: reference tensor %s present (%s)", file, key, gdn2_last_error());
+                free(ref);
+                continue;
+            }
             snprintf(key, sizeof key, "chunk_%s", out_name[i]);
             gdn2_st_get_f32(&st, key, 0, nd, s2, &off);
             int64_t n = out_len(i, &t);
@@ -612,6 +616,7 @@ static void reuse_tests(void) {
     const tcase rc[] = {
         {"l2+gate T150 K=V=128 h0/dht", {1, 150, 2, 2, 128, 128}, 1, 1, 0.0f, {0}, 0, 1, 1, 1},
         {"l2+gate varlen 0,37,37,170,300 h0/dht", {1, 300, 2, 2, 64, 64}, 1, 1, 0.0f, {0, 37, 37, 170, 300}, 4, 1, 1, 1},
+        {"tiles 64/32: B16 HV4 K=V=128 T130 h0/dht", {16, 130, 4, 4, 128, 128}, 1, 0, 0.0f, {0}, 0, 1, 1, 0},
     };
     for (int dt = 0; dt < 2; dt++)
         for (size_t i = 0; i < sizeof rc / sizeof rc[0]; i++)
@@ -619,9 +624,180 @@ static void reuse_tests(void) {
     reuse_errors();
 }
 
+/* ---- the benchmarks' paths: wide state tiles, a benchmark-size sequence, the decode kernels ---- */
+/* The V tile of the sequential state kernels (src/cuda/chunk.cu, dispatch) is the widest of 64
+ * (bf16 fast path only), 32, 16 columns with pairs * (VP / tile) >= 124 on an H200 (132 SMs),
+ * pairs = sequences x value heads; the benchmarks take all three. The cases below reach 64 and 32,
+ * which no smaller case does (chunk_tile_cases); tile_name() prints which the rule gives. */
+static const char *tile_name(const gdn2_dims *d, int nseq, int fast) {
+    const long pairs = (long)nseq * d->HV, vp = d->V <= 64 ? 64 : 128, enough = 132 - 132 / 16;
+    return fast && pairs * (vp / 64) >= enough ? "64" : pairs * (vp / 32) >= enough ? "32" : "16";
+}
+
+/* the (sequence bi, head hi) slice [1,T,1,X] of a [B,T,H,X] tensor */
+static float *slice_bh(const float *x, int64_t B, int64_t T, int64_t H, int64_t X, int64_t bi, int64_t hi) {
+    (void)B;
+    float *y = malloc((size_t)(T * X) * sizeof(float));
+    for (int64_t t = 0; t < T; t++) memcpy(y + t * X, x + ((bi * T + t) * H + hi) * X, (size_t)X * sizeof(float));
+    return y;
+}
+
+/* A benchmark shape, (B,T,H,K,V) = (2,16384,16,128,128) with the benchmark's options (in-kernel q/k
+ * L2 norm, no gate, no initial state): the bf16 training step bench/cuda_ops times (fwd with
+ * keep_for_backward, bwd with reuse_forward) against
+ *   - the fp32 CUDA path (generic kernels, exact fp32 math) on the same bf16-rounded inputs, every
+ *     output, with the bf16 bars of compare();
+ *   - a sampled float64 check: the float64 reference on the (sequence 1, head 5) slice (heads and
+ *     sequences are independent), both paths' outputs of that slice, fp32 and bf16 bars. */
+static void long_case(void) {
+    const tcase c = {"bench shape B2 T16384 H16 K=V=128", {2, 16384, 16, 16, 128, 128}, 1, 0, 0.0f, {0}, 0, 0, 0, 0};
+    gdn2_opts o;
+    opts_of(&c, &o);
+    tdata t;
+    gen(&c, &o, 4242, &t);
+    round_bf16(t.q, t.nk); round_bf16(t.k, t.nk); round_bf16(t.v, t.nv); round_bf16(t.b, t.nk);
+    round_bf16(t.w, t.nv); round_bf16(t.d_o, t.nv);
+    printf("long case: V tile %s (bf16 fast path), %s (fp32 path)\n", tile_name(&c.d, 2, 1), tile_name(&c.d, 2, 0));
+    float *F[NOUT], *X[NOUT];
+    for (int i = 0; i < NOUT; i++) F[i] = X[i] = NULL;
+    int rf = run_dev(&c, &o, &t, GDN2_CUDA_F32, 0, F);
+    CHECK(rf == 0, "%s: fp32 CUDA fwd+bwd ran (%s)", c.name, rf ? gdn2_last_error() : "ok");
+    const size_t ws_bytes = gdn2_cuda_chunk_workspace_size(&c.d, &o, 1);
+    void *ws = gdn2_cuda_malloc(ws_bytes);
+    gdn2_opts ok = o;
+    ok.workspace = ws;
+    ok.workspace_size = ws_bytes;
+    int rb = ws ? run_dev(&c, &ok, &t, GDN2_CUDA_BF16, 1, X) : GDN2_ERR_DEVICE;
+    CHECK(rb == 0, "%s: bf16 fwd(keep_for_backward) + bwd(reuse_forward) ran (%s)", c.name, rb ? gdn2_last_error() : "ok");
+    const int outs[] = {O, DQ, DK, DV, DG, DB, DW};
+    if (rf == 0 && rb == 0)
+        for (size_t j = 0; j < sizeof outs / sizeof outs[0]; j++) {
+            const int i = outs[j];
+            const int64_t n = out_len(i, &t);
+            const double e = rel_rmse_f32(X[i], F[i], (size_t)n);
+            const double bar = i == O ? 0.005 : (i == DQ || i == DK || i == DV) ? 0.01 : 0.02;
+            const int fin = all_finite_f32(X[i], (size_t)n) && all_finite_f32(F[i], (size_t)n);
+            CHECK(fin && e <= bar, "%s: bf16 (keep/reuse) vs fp32 CUDA %-3s rel_rmse %.3e (bar %.0e)%s", c.name, out_name[i], e,
+                  bar, fin ? "" : " NON-FINITE");
+        }
+    /* sampled float64 check on one (sequence, head) slice */
+    const int64_t bi = 1, hi = 5, T = c.d.T, K = c.d.K, V = c.d.V, H = c.d.H;
+    tcase s1 = c;
+    s1.d.B = 1; s1.d.H = 1; s1.d.HV = 1;
+    tdata ts;
+    memset(&ts, 0, sizeof ts);
+    ts.nk = T * K; ts.nv = T * V; ts.ns = K * V; ts.H = 1; ts.HK = K;
+    ts.q = slice_bh(t.q, 2, T, H, K, bi, hi); ts.k = slice_bh(t.k, 2, T, H, K, bi, hi); ts.v = slice_bh(t.v, 2, T, H, V, bi, hi);
+    ts.g = slice_bh(t.g, 2, T, H, K, bi, hi); ts.b = slice_bh(t.b, 2, T, H, K, bi, hi); ts.w = slice_bh(t.w, 2, T, H, V, bi, hi);
+    ts.d_o = slice_bh(t.d_o, 2, T, H, V, bi, hi);
+    double *R[NOUT];
+    int rr = run_ref(&s1, &o, &ts, R);
+    CHECK(rr == 0, "%s: float64 reference on the slice (sequence %lld, head %lld) ran (%s)", c.name, (long long)bi,
+          (long long)hi, rr ? gdn2_last_error() : "ok");
+    if (rr == 0)
+        for (int pass = 0; pass < 2; pass++) {
+            float **Y = pass ? X : F;
+            if (pass ? rb : rf) continue;
+            for (size_t j = 0; j < sizeof outs / sizeof outs[0]; j++) {
+                const int i = outs[j];
+                const int64_t xd = (i == O || i == DV || i == DW) ? V : K;
+                float *ys = slice_bh(Y[i], 2, T, H, xd, bi, hi);
+                const double e = rel_rmse_f32_f64(ys, R[i], (size_t)(T * xd));
+                const double bar = !pass ? (i == O ? 1e-5 : 1e-4)
+                                         : i == O ? 0.005 : (i == DQ || i == DK || i == DV) ? 0.01 : 0.02;
+                CHECK(all_finite_f32(ys, (size_t)(T * xd)) && e <= bar, "%s: slice vs float64, %s %-3s rel_rmse %.3e (bar %.0e)",
+                      c.name, pass ? "bf16" : "fp32", out_name[i], e, bar);
+                free(ys);
+            }
+        }
+    for (int i = 0; i < NOUT; i++) { free(F[i]); free(X[i]); if (rr == 0) free(R[i]); }
+    tdata_free(&ts);
+    gdn2_cuda_free(ws);
+    tdata_free(&t);
+}
+
+/* The decode kernels bench/cuda_ops times: bf16 inputs, K = V = 128, H = 16, N = 64 slots in a
+ * permuted order, fp32 and bf16 state pools; three steps on the GPU (device-pointer API) against
+ * the CPU step on the same bf16-rounded inputs. */
+static void decode_bench_shape(void) {
+    const int64_t N = 64, H = 16, K = 128, V = 128;
+    gdn2_dims d = {N, 1, H, H, K, V};
+    gdn2_opts o;
+    memset(&o, 0, sizeof o);
+    o.qk_l2norm = 1;
+    unsigned long long s = 77;
+    const int64_t nk = N * H * K, nv = N * H * V, ns = N * H * K * V;
+    float *q = frandn(nk, &s, 1), *k = frandn(nk, &s, 1), *g = frand(nk, &s, -0.5, -0.01), *b = frand(nk, &s, 0, 1);
+    float *v = frandn(nv, &s, 1), *w = frand(nv, &s, 0, 1), *pool0 = frandn(ns, &s, 0.1);
+    round_bf16(q, nk); round_bf16(k, nk); round_bf16(b, nk); round_bf16(v, nv); round_bf16(w, nv);
+    int32_t slots[64];
+    for (int64_t i = 0; i < N; i++) slots[i] = (int32_t)((i * 7) % N); /* as bench/cuda_ops */
+    for (int sb = 0; sb < 2; sb++) {
+        const size_t es = sb ? 2 : 4;
+        void *pc = malloc((size_t)ns * es), *pg = malloc((size_t)ns * es);
+        for (int64_t i = 0; i < ns; i++) {
+            if (sb) ((uint16_t *)pc)[i] = f2bf(pool0[i]);
+            else ((float *)pc)[i] = pool0[i];
+        }
+        memcpy(pg, pc, (size_t)ns * es);
+        float *oc = z32(nv), *og = z32(nv);
+        gdn2_cuda_recurrent_args a;
+        memset(&a, 0, sizeof a);
+        a.dtype = GDN2_CUDA_BF16;
+        a.q = up_bf16(q, nk); a.k = up_bf16(k, nk); a.v = up_bf16(v, nv); a.b = up_bf16(b, nk); a.w = up_bf16(w, nv);
+        a.g = up_f32(g, nk);
+        a.o = gdn2_cuda_malloc((size_t)nv * 2);
+        a.state_pool = gdn2_cuda_malloc((size_t)ns * es);
+        a.state_dtype = sb ? GDN2_CUDA_BF16 : GDN2_CUDA_F32;
+        a.n_slots = N;
+        void *dslots = gdn2_cuda_malloc(sizeof slots);
+        a.slots = dslots;
+        int rc = !a.q || !a.k || !a.v || !a.b || !a.w || !a.g || !a.o || !a.state_pool || !dslots;
+        if (!rc) rc = gdn2_cuda_memcpy(a.state_pool, pg, (size_t)ns * es, GDN2_CUDA_H2D);
+        if (!rc) rc = gdn2_cuda_memcpy(dslots, slots, sizeof slots, GDN2_CUDA_H2D);
+        const gdn2_decode_tensors ct = {q, k, v, g, b, w, NULL, NULL, oc, pc, N, slots, sb ? GDN2_STATE_BF16 : GDN2_STATE_F32};
+        for (int step = 0; step < 3 && !rc; step++) {
+            rc = gdn2_decode_step(&d, &o, &ct);
+            if (!rc) rc = gdn2_cuda_recurrent_fwd(&d, &o, &a, NULL);
+        }
+        if (!rc) rc = gdn2_cuda_sync();
+        CHECK(rc == 0, "decode bench shape N=64 H=16 K=V=128 bf16 in, %s pool: 3 steps on CPU and GPU ran (%s)",
+              sb ? "bf16" : "fp32", rc ? gdn2_last_error() : "ok");
+        if (!rc) {
+            down_bf16(og, a.o, nv);
+            gdn2_cuda_memcpy(pg, a.state_pool, (size_t)ns * es, GDN2_CUDA_D2H);
+            float *wc = z32(ns), *wg = z32(ns);
+            int64_t differ = 0;
+            for (int64_t i = 0; i < ns; i++) {
+                if (sb) {
+                    wc[i] = bf2f(((uint16_t *)pc)[i]);
+                    wg[i] = bf2f(((uint16_t *)pg)[i]);
+                    differ += ((uint16_t *)pc)[i] != ((uint16_t *)pg)[i];
+                } else {
+                    wc[i] = ((float *)pc)[i];
+                    wg[i] = ((float *)pg)[i];
+                }
+            }
+            const double eo = rel_rmse_f32(og, oc, (size_t)nv), es2 = rel_rmse_f32(wg, wc, (size_t)ns);
+            /* o is stored in bf16 by the GPU (0.005, the chunk path's bar); the fp32 pool differs by the
+             * summation order only; a bf16 pool value may round the other way (one ulp, rarely) */
+            const int ok = all_finite_f32(og, (size_t)nv) && eo <= 0.005 &&
+                           es2 <= (sb ? 1e-3 : 1e-5);
+            CHECK(ok, "decode bench shape, %s pool: GPU vs CPU o rel_rmse %.2e (bar 5e-3), pool %.2e (bar %.0e)",
+                  sb ? "bf16" : "fp32", eo, es2, sb ? 1e-3 : 1e-5);
+            if (sb) CHECK(differ * 100 < ns, "decode bench shape, bf16 pool: %lld of %lld values differ (< 1%%)", (long long)differ, (long long)ns);
+            free(wc); free(wg);
+        }
+        void *bufs[] = {(void *)a.q, (void *)a.k, (void *)a.v, (void *)a.b, (void *)a.w, (void *)a.g, a.o, a.state_pool, dslots};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gdn2_cuda_free(bufs[i]);
+        free(pc); free(pg); free(oc); free(og);
+    }
+    free(q); free(k); free(g); free(b); free(v); free(w); free(pool0);
+}
+
 int main(void) {
     if (!gdn2_cuda_available()) {
-        SKIP("CUDA tests: %s", gdn2_last_error());
+        SKIP_NO_GPU("CUDA tests: %s", gdn2_last_error());
         return test_summary();
     }
     char name[128] = "?";
@@ -649,13 +825,24 @@ int main(void) {
         {"varlen 0,37,37,170,300 h0", {1, 300, 2, 2, 64, 64}, 1, 0, 0.0f, {0, 37, 37, 170, 300}, 4, 1, 1, 0},
         {"extreme gates (to e^-60 per token)", {1, 192, 2, 2, 64, 64}, 1, 0, 0.0f, {0}, 0, 1, 1, 2},
         {"odd dims K=48 V=80 T=65", {1, 65, 1, 1, 48, 80}, 1, 0, 0.0f, {0}, 0, 1, 1, 0},
+        /* chunk_tile_cases: the wide state tiles (tile_name); bf16 / fp32 tile in the name */
+        {"tiles 64/32: B16 HV4 K=V=128 T130 h0/dht", {16, 130, 4, 4, 128, 128}, 1, 0, 0.0f, {0}, 0, 1, 1, 0},
+        {"tiles 32/32: B8 H2 HV4 K=V=128 T100 gate", {8, 100, 2, 4, 128, 128}, 1, 1, 0.0f, {0}, 0, 1, 1, 1},
+        {"tiles 64/32: B31 HV4 K=V=64 T70 h0/dht", {31, 70, 4, 4, 64, 64}, 1, 0, 0.0f, {0}, 0, 1, 1, 0},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 1000 + i);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (strncmp(cases[i].name, "tiles", 5) == 0)
+            printf("%s: V tile %s (bf16 fast path), %s (fp32 path)\n", cases[i].name,
+                   tile_name(&cases[i].d, (int)cases[i].d.B, 1), tile_name(&cases[i].d, (int)cases[i].d.B, 0));
+        run_case(&cases[i], 1000 + i);
+    }
 
     fixture("op_small", 0);
     fixture("op_gate_in_kernel", 1);
     fixture("op_gva", 0);
     reuse_tests();
     decode_tests();
+    decode_bench_shape();
+    long_case();
     return test_summary();
 }

@@ -1,7 +1,13 @@
 """Side-by-side timing of the peer GDN-2 kernels on the GPU (bf16 q,k,v,b,w; fp32 g; in-kernel
-q/k L2 norm; no initial/final state), with the same method as the PERF_ANCHORS.md peer table (merge.py --anchors):
-triton.testing.do_bench medians (L2 flushed before each rep) after a first call that compiles and
-autotunes.
+q/k L2 norm; no initial/final state): triton.testing.do_bench medians (L2 flushed before each rep)
+after a first call that compiles and autotunes. Also:
+  - the peak GPU memory of one training step (fwd + bwd), torch.cuda.max_memory_allocated from a
+    reset right before the step, inputs and d_o already allocated and counted (the accounting of
+    bench/cuda_ops's peak_gb_gdn2), gradients set to None first;
+  - --decode: the official fused_recurrent step captured in a CUDA graph (one launch per replay,
+    output buffer preallocated), timed back to back (events around 200 consecutive replays) and
+    from a cold L2 (a 512 MiB buffer written before each replay, events around the replay alone),
+    as bench/cuda_ops times ours; the eager call through do_bench is kept for reference.
 
   python3 bench/peers/bench_peers.py --impl official --root peers [--quick] --out peers_official.json
   python3 bench/peers/bench_peers.py --impl fla --root peers [--quick] --out peers_fla.json
@@ -40,6 +46,8 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--decode", action="store_true", help="also time the official recurrent decode step")
+    ap.add_argument("--shapes", default=None,
+                    help="comma-separated indices into the chunk shape list, 'none' for none (default: all)")
     args = ap.parse_args()
 
     import torch
@@ -58,6 +66,8 @@ def main():
     shapes = [(8, 4096, 16, 128, 128), (2, 16384, 16, 128, 128), (1, 65536, 16, 128, 128), (32, 2048, 32, 128, 128)]
     if args.quick:
         shapes = shapes[:1]
+    if args.shapes is not None:
+        shapes = [] if args.shapes == "none" else [shapes[int(i)] for i in args.shapes.split(",")]
     rows = []
     for (B, T, H, K, V) in shapes:
         torch.manual_seed(0)
@@ -84,10 +94,22 @@ def main():
         first = time.time() - t0
         ms_f = triton.testing.do_bench(fwd, warmup=25, rep=200, return_mode="median")
         ms_fb = triton.testing.do_bench(fwd_bwd, warmup=25, rep=300, return_mode="median", grad_to_none=[q, k, v, g, b, w])
+        # peak memory of one training step, from a reset with the inputs and d_o allocated
+        for x in (q, k, v, g, b, w):
+            x.grad = None
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fwd_bwd()
+        torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 1e9
         for name, ms in (("fwd", ms_f), ("fwd+bwd", ms_fb)):
             row = {"impl": args.impl, "name": name, "shape": [B, T, H, K, V], "dtype": "bf16", "ms": round(ms, 4),
-                   "mtok_s": round(B * T / ms / 1e3, 3), "first_call_s": round(first, 1), "peak_gb": round(peak, 2)}
+                   "mtok_s": round(B * T / ms / 1e3, 3), "first_call_s": round(first, 1)}
+            if name == "fwd+bwd":
+                row["peak_gb"] = round(peak, 3)
+                row["inputs_gb"] = round(base / 1e9, 3)
             rows.append(row)
             print(json.dumps(row), flush=True)
         del q, k, v, g, b, w, do
@@ -97,6 +119,7 @@ def main():
     dec = []
     if args.decode and args.impl == "official":
         from lit_gpt.gdn2_ops.fused_recurrent_gdn2 import fused_recurrent_gdn2_fwd
+        flush = torch.empty(512 << 20, dtype=torch.uint8, device=dev)  # > 2x the H200's L2 (50 MB)
         for N in (1, 16, 64, 256, 1024):
             H, K, V = 16, 128, 128
             q = torch.randn(N, 1, H, K, device=dev, dtype=torch.bfloat16)
@@ -108,17 +131,51 @@ def main():
             h0 = torch.randn(N, H, K, V, device=dev, dtype=torch.float32) * 0.1
             q2, k2, v2, g2, b2, w2 = [x.reshape(1, N, H, -1) for x in (q, k, v, g, b, w)]
             cu = torch.arange(N + 1, device=dev, dtype=torch.int64)
+            out = torch.empty_like(v2)
 
             def step():
                 return fused_recurrent_gdn2_fwd(q2, k2, v2, g2, b2, w2, initial_state=h0, scale=K ** -0.5,
                                                 output_final_state=True, inplace_final_state=True, cu_seqlens=cu,
-                                                use_qk_l2norm_in_kernel=True)
+                                                use_qk_l2norm_in_kernel=True, out=out)
             try:
                 step()
                 torch.cuda.synchronize()
                 us = triton.testing.do_bench(step, warmup=25, rep=200, return_mode="median") * 1e3
-                dec.append({"impl": "official", "N": N, "us_eager": round(us, 2)})
-                print(json.dumps(dec[-1]), flush=True)
+                row = {"impl": "official", "N": N, "us_eager": round(us, 2)}
+                # the step in a CUDA graph: warm-up on a side stream, then capture one call
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(3):
+                        step()
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    step()
+                for _ in range(20):
+                    graph.replay()
+                torch.cuda.synchronize()
+                t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                reps = 200
+                t0.record()
+                for _ in range(reps):
+                    graph.replay()
+                t1.record()
+                t1.synchronize()
+                row["us_graph"] = round(t0.elapsed_time(t1) / reps * 1e3, 3)
+                cold = []
+                for i in range(50):
+                    flush.fill_(i & 0xff)
+                    t0.record()
+                    graph.replay()
+                    t1.record()
+                    t1.synchronize()
+                    cold.append(t0.elapsed_time(t1) * 1e3)
+                cold.sort()
+                row["us_graph_cold"] = round(cold[len(cold) // 2], 3)
+                dec.append(row)
+                print(json.dumps(row), flush=True)
+                del graph
             except Exception as e:  # the launcher's argument list differs between versions
                 print(f"official decode N={N} failed: {e!r}", flush=True)
                 break

@@ -1,12 +1,11 @@
 """Merge one device run's results into bench/results/h200-ops.{json,md}.
 
-  python3 bench/peers/merge.py RUN_DIR [--out bench/results/h200-ops] [--anchors PERF_ANCHORS.md]
+  python3 bench/peers/merge.py RUN_DIR [--out bench/results/h200-ops] [--commit HASH]
 
 RUN_DIR holds cuda_ops.json (bench/cuda_ops), peers_official.log / peers_fla.log (JSON lines
 printed by bench_peers.py; the .log is read so that a run cut short still counts) and env.txt.
-A peer figure missing from the run is left null; where the --anchors file (a markdown table of peer
-timings, PERF_ANCHORS.md, not shipped with the repository) has it (measured on the same kind of H200
-by the same method, but not in this run) it is given separately as ms_<peer>_anchor.
+A peer figure missing from the run is left null. --commit names the commit the run measured (the
+device's copy of the tree has no git history).
 """
 import json
 import os
@@ -27,94 +26,115 @@ def read_rows(path):
     return rows
 
 
-def anchors(path):
-    """{(impl, name, (B,T,H)): ms} from PERF_ANCHORS.md's chunk table (K = V = 128); {} without one."""
-    out = {}
-    if not path:
-        return out
-    for line in open(path):
-        cells = [c.strip() for c in line.split("|")[1:-1]]
-        if len(cells) < 4 or not cells[1].startswith("("):
-            continue
-        impl = "official" if cells[0].startswith("official") else "fla" if cells[0].startswith("fla HEAD") else None
-        if impl is None:
-            continue
-        try:
-            bth = tuple(int(x) for x in cells[1].strip("()").split(","))
-            out[(impl, "fwd", bth)] = float(cells[2])
-            out[(impl, "fwd+bwd", bth)] = float(cells[3])
-        except ValueError:
-            pass
-    return out
+def share(us, nbytes, copy):
+    """(GB/s, share of copy) of a step that moves nbytes in us microseconds"""
+    if us is None or not nbytes or not copy:
+        return None, None
+    gbps = nbytes / (us * 1e-6) / 1e9
+    return round(gbps, 1), round(gbps / copy, 3)
 
 
 def main():
     run = sys.argv[1]
     out = sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else "bench/results/h200-ops"
+    commit = sys.argv[sys.argv.index("--commit") + 1] if "--commit" in sys.argv else None
     ours = json.load(open(os.path.join(run, "cuda_ops.json")))
-    peers = {}
-    dec_off = {}
+    peers, peak_off, dec_off = {}, {}, {}
     for impl in ("official", "fla"):
         for r in read_rows(os.path.join(run, f"peers_{impl}.log")):
             if "N" in r:
-                dec_off[r["N"]] = r["us_eager"]
+                dec_off[r["N"]] = r
             else:
                 peers[(impl, r["name"], tuple(r["shape"]))] = r["ms"]
+                if "peak_gb" in r:
+                    peak_off[(impl, tuple(r["shape"]))] = r["peak_gb"]
     env = open(os.path.join(run, "env.txt")).read().strip() if os.path.exists(os.path.join(run, "env.txt")) else ""
-    anc = anchors(sys.argv[sys.argv.index("--anchors") + 1] if "--anchors" in sys.argv else None)
+    copy = ours.get("copy_gbps")
     wl = []
     for w in ours["workloads"]:
         key = tuple(w["shape"])
         mo, mf = peers.get(("official", w["name"], key)), peers.get(("fla", w["name"], key))
-        wl.append({"name": w["name"], "shape": w["shape"], "dtype": w["dtype"], "ms_gdn2": w["ms_gdn2"],
-                   "ms_official": mo, "ms_fla": mf,
-                   "ratio_official": round(mo / w["ms_gdn2"], 3) if mo else None,
-                   "ratio_fla": round(mf / w["ms_gdn2"], 3) if mf else None,
-                   "mtok_s_gdn2": w["mtok_s"], "tflops_gdn2": w["tflops"]})
-        for impl, ms in (("official", mo), ("fla", mf)):
-            a = anc.get((impl, w["name"], key[:3]))
-            if ms is None and a is not None:
-                wl[-1][f"ms_{impl}_anchor"] = a
-                wl[-1][f"ratio_{impl}_anchor"] = round(a / w["ms_gdn2"], 3)
+        row = {"name": w["name"], "shape": w["shape"], "dtype": w["dtype"], "ms_gdn2": w["ms_gdn2"],
+               "ms_official": mo, "ms_fla": mf,
+               "ratio_official": round(mo / w["ms_gdn2"], 3) if mo else None,
+               "ratio_fla": round(mf / w["ms_gdn2"], 3) if mf else None,
+               "mtok_s_gdn2": w["mtok_s"], "tflops_gdn2": w["tflops"]}
+        if w["name"].startswith("fwd+bwd"):
+            row["peak_gb_gdn2"] = w.get("peak_gb_gdn2")
+            row["peak_gb_gdn2_recompute"] = w.get("peak_gb_gdn2_recompute")
+            row["peak_gb_official"] = peak_off.get(("official", key))
+        wl.append(row)
     dec = []
     for d in ours["decode"]:
-        dec.append({"N": d["N"], "us": d["us"], "us_events": d.get("us_events"), "gbps": d["gbps"],
-                    "copy_gbps": d["copy_gbps"], "share_of_copy": round(d["gbps"] / d["copy_gbps"], 3),
-                    "us_official_eager": dec_off.get(d["N"])})
-    dec16 = [{"N": d["N"], "us": d["us"], "us_events": d.get("us_events"), "gbps": d["gbps"], "copy_gbps": d["copy_gbps"],
-              "share_of_copy": round(d["gbps"] / d["copy_gbps"], 3)} for d in ours.get("decode_bf16_state", [])]
-    res = {"device": ours.get("device"), "env": env, "copy_gbps": ours.get("copy_gbps"), "workloads": wl, "decode": dec}
+        o = dec_off.get(d["N"], {})
+        nb = d.get("bytes")
+        row = {"N": d["N"], "bytes": nb, "copy_gbps": copy,
+               "us_gdn2_b2b": d.get("us_events"), "us_gdn2_cold": d.get("us_cold"), "us_gdn2_host_clock": d["us"],
+               "us_official_graph_b2b": o.get("us_graph"), "us_official_graph_cold": o.get("us_graph_cold"),
+               "us_official_eager": o.get("us_eager")}
+        for k in ("gdn2_b2b", "gdn2_cold", "official_graph_b2b", "official_graph_cold"):
+            row[f"gbps_{k}"], row[f"share_{k}"] = share(row[f"us_{k}"], nb, copy)
+        dec.append(row)
+    dec16 = []
+    for d in ours.get("decode_bf16_state", []):
+        nb = d.get("bytes")
+        row = {"N": d["N"], "bytes": nb, "us_gdn2_b2b": d.get("us_events"), "us_gdn2_cold": d.get("us_cold"),
+               "us_gdn2_host_clock": d["us"]}
+        for k in ("gdn2_b2b", "gdn2_cold"):
+            row[f"gbps_{k}"], row[f"share_{k}"] = share(row[f"us_{k}"], nb, copy)
+        dec16.append(row)
+    res = {"device": ours.get("device"), "commit": commit, "env": env, "validated": ours.get("validated", False),
+           "copy_gbps": copy, "workloads": wl, "decode": dec}
     if dec16:
         res["decode_bf16_state"] = dec16
-    with open(out + ".json", "w") as f:
+    with open(out + ".json.tmp", "w") as f:
         json.dump(res, f, indent=1)
+    os.replace(out + ".json.tmp", out + ".json")
+
+    f3 = lambda x: "-" if x is None else f"{x:.3f}"
+    f2 = lambda x: "-" if x is None else f"{x:.2f}"
+    pc = lambda x: "-" if x is None else f"{100 * x:.0f}%"
     lines = ["# H200 op benchmark (bf16 q,k,v,b,w; fp32 g and state; in-kernel q/k L2 norm)", "",
+             f"Measured at commit {commit or '(not given)'}; outputs validated against the fp32 CUDA path (chunk) and "
+             "the CPU step (decode) before timing: " + ("passed." if ours.get("validated") else "NOT RECORDED."), "",
              "```", env, "```", "",
-             "| op | (B,T,H,K,V) | gdn2 ms | official ms | fla ms | official/gdn2 | fla/gdn2 | gdn2 Mtok/s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| op | (B,T,H,K,V) | gdn2 ms | official ms | official/gdn2 | gdn2 Mtok/s | peak GB gdn2 (keep/reuse) | peak GB gdn2 (recompute) | peak GB official |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for w in wl:
-        f = lambda x: "-" if x is None else f"{x:.3f}"
-        fla = f(w["ms_fla"]) if w["ms_fla"] is not None else (
-            f"({w['ms_fla_anchor']:.3f} anchor)" if "ms_fla_anchor" in w else "-")
-        rfla = f(w["ratio_fla"]) if w["ratio_fla"] is not None else (
-            f"({w['ratio_fla_anchor']:.3f} anchor)" if "ratio_fla_anchor" in w else "-")
-        lines.append(f"| {w['name']} | {tuple(w['shape'])} | {w['ms_gdn2']:.3f} | {f(w['ms_official'])} | {fla} | "
-                     f"{f(w['ratio_official'])} | {rfla} | {w['mtok_s_gdn2']:.2f} |")
-    lines += ["", "ratio = peer ms / gdn2 ms (above 1: gdn2 faster). '(x anchor)': fla not measured in this run (its "
-              "Triton autotuning takes ~200 s per shape on a fresh machine, more than a device call can spare); figure "
-              "from the --anchors table (PERF_ANCHORS.md), same machine kind and method, different run.",
-              "", f"Decode step, H=16, K=V=128, fp32 state, called from C (host clock incl. launch); copy {ours.get('copy_gbps')} GB/s", "",
-              "| N | gdn2 us | GB/s | share of copy | official eager us (same run) |", "|---|---|---|---|---|"]
+        rec = w["name"] == "fwd+bwd (recompute)"  # its peak is the recompute column's; the official's is on fwd+bwd
+        lines.append(f"| {w['name']} | {tuple(w['shape'])} | {w['ms_gdn2']:.3f} | {f3(w['ms_official'])} | "
+                     f"{f3(w['ratio_official'])} | {w['mtok_s_gdn2']:.2f} | {'-' if rec else f2(w.get('peak_gb_gdn2'))} | "
+                     f"{f2(w.get('peak_gb_gdn2_recompute'))} | {'-' if rec else f2(w.get('peak_gb_official'))} |")
+    missing = [tuple(w["shape"]) for w in wl if w["name"] == "fwd" and w["ms_official"] is None]
+    if missing:
+        lines += ["", "'-' for the official: not measured in this run (" + ", ".join(str(m) for m in missing) +
+                  "; the official Triton kernels autotune each new shape, ~200 s on a fresh machine)."]
+    lines += ["", "ratio = peer ms / gdn2 ms (above 1: gdn2 faster); fwd+bwd is a training step (gdn2: "
+              "fwd(keep_for_backward) + bwd(reuse_forward); '(recompute)': plain fwd + bwd). Peak GB: every allocation "
+              "live at the step's peak, inputs and d_o included (gdn2: inputs, d_o, o, gradients, workspace; official: "
+              "torch.cuda.max_memory_allocated from a reset right before one fwd+bwd).",
+              "", f"Decode step, H=16, K=V=128, bf16 inputs, fp32 state pool; copy {copy} GB/s. gdn2: one launch per step "
+              "from C (no graph); official: fused_recurrent step captured in a CUDA graph, one replay per step. "
+              "Back to back: events around 200 consecutive steps. Cold L2: a 512 MiB buffer written before each step, "
+              "events around the step alone (median of 50).", "",
+              "| N | gdn2 b2b us | share of copy | official graph b2b us | share | gdn2 cold us | share | official graph cold us | share | official/gdn2 b2b | official/gdn2 cold |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for d in dec:
-        lines.append(f"| {d['N']} | {d['us']:.2f} | {d['gbps']:.0f} | {100 * d['share_of_copy']:.0f}% | "
-                     f"{'-' if d['us_official_eager'] is None else d['us_official_eager']} |")
+        r1 = d["us_official_graph_b2b"] / d["us_gdn2_b2b"] if d["us_official_graph_b2b"] and d["us_gdn2_b2b"] else None
+        r2 = d["us_official_graph_cold"] / d["us_gdn2_cold"] if d["us_official_graph_cold"] and d["us_gdn2_cold"] else None
+        lines.append(f"| {d['N']} | {f2(d['us_gdn2_b2b'])} | {pc(d['share_gdn2_b2b'])} | {f2(d['us_official_graph_b2b'])} | "
+                     f"{pc(d['share_official_graph_b2b'])} | {f2(d['us_gdn2_cold'])} | {pc(d['share_gdn2_cold'])} | "
+                     f"{f2(d['us_official_graph_cold'])} | {pc(d['share_official_graph_cold'])} | {f2(r1)} | {f2(r2)} |")
     if dec16:
-        lines += ["", "Decode step with the state pool in bf16 (half the state bytes; accuracy cost in bench/results/cpu-decode-state.json)", "",
-                  "| N | gdn2 us | GB/s | share of copy |", "|---|---|---|---|"]
+        lines += ["", "Decode step with the state pool in bf16 (half the state bytes; accuracy cost in "
+                  "bench/results/cpu-decode-state.json)", "",
+                  "| N | gdn2 b2b us | share of copy | gdn2 cold us | share of copy |", "|---|---|---|---|---|"]
         for d in dec16:
-            lines.append(f"| {d['N']} | {d['us']:.2f} | {d['gbps']:.0f} | {100 * d['share_of_copy']:.0f}% |")
-    with open(out + ".md", "w") as f:
+            lines.append(f"| {d['N']} | {f2(d['us_gdn2_b2b'])} | {pc(d['share_gdn2_b2b'])} | {f2(d['us_gdn2_cold'])} | "
+                         f"{pc(d['share_gdn2_cold'])} |")
+    with open(out + ".md.tmp", "w") as f:
         f.write("\n".join(lines) + "\n")
+    os.replace(out + ".md.tmp", out + ".md")
     print("\n".join(lines))
 
 

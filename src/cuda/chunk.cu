@@ -19,10 +19,15 @@
 //             k_bv (value-side contractions, dv, dw), k_bk (key side, the WY and intra-chunk
 //             VJPs, reverse cumsum of dG), k_fin (GVA group sum, L2-norm and gate VJPs).
 // Nothing of size O(T K V) is allocated: the per-chunk states are O(T/64 K V).
-// This file: the host side. chunk_device.cuh: what the kernel translation units share (loaders,
-// k_prep / k_prep_tc, k_fin); chunk_generic.cuh via chunk_f32.cu / chunk_bf16.cu: the generic kernels;
-// chunk_fast.cu + chunk_tc.cuh: the bf16 fast path.
-#include "chunk_device.cuh"
+// This file: the host side. chunk_params.cuh: the parameters and the launchers it calls;
+// chunk_device.cuh: what the kernel translation units share (loaders, k_prep / k_prep_tc, k_fin);
+// chunk_generic.cuh via chunk_f32.cu / chunk_bf16.cu: the generic kernels; chunk_fast.cu +
+// chunk_tc.cuh: the bf16 fast path.
+#include <stdlib.h>
+#include <string.h>
+
+#include "chunk_params.cuh"
+#include "host.cuh"
 
 // ================================================================================================
 // host side
@@ -103,8 +108,9 @@ extern "C" size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_
 static bool fast_inputs_ok(const ChunkParams &p, int KP, int VP) {
     const uintptr_t al = (uintptr_t)p.q | (uintptr_t)p.k | (uintptr_t)p.v | (uintptr_t)p.b | (uintptr_t)p.w |
                          (uintptr_t)p.h0;
-    static int generic = -1; // GDN2_CUDA_GENERIC=1: always the generic kernels (for comparisons)
-    if (generic < 0) generic = getenv("GDN2_CUDA_GENERIC") != NULL;
+    // GDN2_CUDA_GENERIC=1: always the generic kernels (for comparisons)
+    static std::atomic<int> generic_env{INT_MIN};
+    const int generic = env_once(generic_env, "GDN2_CUDA_GENERIC", [](const char *e) { return e != NULL ? 1 : 0; });
     return p.K == KP && p.V == VP && al % 16 == 0 && !generic;
 }
 // the first output that is not 16-byte aligned, or NULL
@@ -128,15 +134,18 @@ static bool fast_path_ok(const ChunkParams &p, int KP, int VP) {
 // 1.77. GDN2_CUDA_STATE_BV=16|32|64 forces the tile (dev; 64 only on the fast path).
 template <class Tin>
 static cudaError_t dispatch(ChunkParams &p, int KP, int VP, int bwd, int kept, cudaStream_t st) {
-    static int forced = -1, nsm = 0;
-    if (forced < 0) {
-        const char *e = getenv("GDN2_CUDA_STATE_BV");
-        forced = e ? atoi(e) : 0;
-        if (forced != 16 && forced != 32 && forced != 64) forced = 0;
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-            nsm = 132;
-    }
+    static std::atomic<int> forced_env{INT_MIN};
+    static PerDevice sm_count; // multiprocessors of each device
+    const int forced = env_once(forced_env, "GDN2_CUDA_STATE_BV", [](const char *e) {
+        const int bv = e ? atoi(e) : 0;
+        return bv == 16 || bv == 32 || bv == 64 ? bv : 0;
+    });
+    const int dev = current_device();
+    int nsm = sm_count.get(dev, [dev] {
+        int n = 0;
+        return cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && n > 0 ? n : 0;
+    });
+    if (nsm == 0) nsm = 132; // the query failed: an H200's count (the launch reports the error)
     const long pairs = (long)p.nseq * p.HV, enough = nsm - nsm / 16;
     const bool fast = is_bf16<Tin>::value && fast_path_ok(p, KP, VP);
     int BV = fast && pairs * (VP / 64) >= enough ? 64 : pairs * (VP / 32) >= enough ? 32 : 16;
@@ -181,17 +190,10 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
         CU(cudaMallocAsync((void **)&own, L.total, st));
         ws = own;
     }
-    p.B = (int)d->B; p.T = (int)d->T; p.H = (int)d->H; p.HV = (int)d->HV; p.K = (int)d->K; p.V = (int)d->V;
-    p.G = (int)(d->HV / d->H);
-    p.scale = gdn2_scale(d, o);
-    p.l2 = o->qk_l2norm;
-    p.gate = o->gate_in_kernel;
-    p.lb = o->gate_in_kernel ? o->lower_bound : 0.0f;
+    fill_kernel_params(p, d, o, a);
     p.nchunks = (int)nchunks;
     p.nseq = (int)nseq;
-    p.q = a->q; p.k = a->k; p.v = a->v; p.b = a->b; p.w = a->w; p.g = a->g; p.h0 = a->h0;
-    p.A_log = a->A_log; p.dt_bias = a->dt_bias;
-    p.o = a->o;
+    p.h0 = a->h0;
     p.ht = bwd ? NULL : a->ht;
     if (bwd) {
         p.d_o = g->d_o; p.dht = g->dht; p.dq = g->dq; p.dk = g->dk; p.dv = g->dv; p.db = g->db; p.dw = g->dw;

@@ -3,14 +3,18 @@
 // (chunk.cu decides: fast_path_ok).
 #include "chunk_device.cuh"
 #include "chunk_tc.cuh"
+#include "host.cuh"
 
 // dev (GDN2_CUDA_CLOCKS builds, GDN2_CUDA_PROFILE=1): mean cycles of each k_prep_tc phase
 static void prep_clocks_report(int nblocks) {
 #ifdef GDN2_CUDA_CLOCKS
     if (!profile_on()) return;
-    static long long clk[1024][PREP_MARKS];
+    long long(*clk)[PREP_MARKS] = (long long(*)[PREP_MARKS])malloc(sizeof(long long) * 1024 * PREP_MARKS);
     cudaDeviceSynchronize();
-    if (cudaMemcpyFromSymbol(clk, g_prep_clk, sizeof clk) != cudaSuccess) return;
+    if (!clk || cudaMemcpyFromSymbol(clk, g_prep_clk, sizeof(long long) * 1024 * PREP_MARKS) != cudaSuccess) {
+        free(clk);
+        return;
+    }
     const char *name[PREP_MARKS] = {"", "loads", "scores", "QgKgE", "solve-diag", "solve-merge", "Y", "U"};
     const int nb = nblocks < 1024 ? nblocks : 1024;
     fprintf(stderr, "[gdn2 cuda clocks] k_prep_tc, mean cycles over %d blocks:", nb);
@@ -20,6 +24,7 @@ static void prep_clocks_report(int nblocks) {
         fprintf(stderr, " %s %.0f", name[m], s / nb);
     }
     fprintf(stderr, "\n");
+    free(clk);
 #else
     (void)nblocks;
 #endif
@@ -36,19 +41,19 @@ static cudaError_t launch_fast(ChunkParams &p, int bwd, int kept, cudaStream_t s
     const int nsm_prep = prep_smem_bytes<__nv_bfloat16, KP>(), nsm_state = state_tc_smem_bytes<KP, BV>();
     const int nsm_out = out_tc_smem_bytes<KP, VP>(), nsm_bstate = bstate_tc_smem_bytes<KP, BVB>();
     const int nsm_bv = bv_tc_smem_bytes<VP>(), nsm_bk = bk_tc_smem_bytes();
-    static bool attr = false;
-    if (!attr) {
-        cudaFuncSetAttribute(k_prep_tc<Tin, KP, VP, bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_prep);
-        cudaFuncSetAttribute(k_state_tc<KP, VP, BV>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_state);
-        cudaFuncSetAttribute(k_out_tc<KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_out);
-        cudaFuncSetAttribute(k_bstate_tc<KP, VP, BVB>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bstate);
-        cudaFuncSetAttribute(k_bv_tc<KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bv);
-        cudaFuncSetAttribute(k_bk_tc<KP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bk);
-        attr = true;
-    }
-    Prof pr;
-    pr.n = 0;
-    pr.st = st;
+    static PerDevice attr; // the shared-memory limits are set once per device
+    const cudaError_t ea = once_per_device(attr, [&] {
+        const cudaFuncAttribute m = cudaFuncAttributeMaxDynamicSharedMemorySize;
+        cudaError_t e = cudaFuncSetAttribute(k_prep_tc<Tin, KP, VP, bf16>, m, nsm_prep);
+        if (e == cudaSuccess) e = cudaFuncSetAttribute(k_state_tc<KP, VP, BV>, m, nsm_state);
+        if (e == cudaSuccess) e = cudaFuncSetAttribute(k_out_tc<KP, VP>, m, nsm_out);
+        if (e == cudaSuccess) e = cudaFuncSetAttribute(k_bstate_tc<KP, VP, BVB>, m, nsm_bstate);
+        if (e == cudaSuccess) e = cudaFuncSetAttribute(k_bv_tc<KP, VP>, m, nsm_bv);
+        if (e == cudaSuccess) e = cudaFuncSetAttribute(k_bk_tc<KP>, m, nsm_bk);
+        return e;
+    });
+    if (ea != cudaSuccess) return ea;
+    Prof pr(st);
     const dim3 gc(p.nchunks, p.HV), gs(VP / BV, p.nseq * p.HV), gb(VP / BVB, p.nseq * p.HV), gh(p.nchunks, p.H);
     const dim3 gk(p.nchunks, p.HV, KP / 64);
     pr.mark("start");

@@ -5,6 +5,7 @@
 #define GDN2_CUDA_CHUNK_GENERIC_CUH
 
 #include "chunk_device.cuh"
+#include "host.cuh"
 
 
 // ------------------------------------------------------------------------------------------------
@@ -411,20 +412,21 @@ static cudaError_t launch_all(ChunkParams &p, int bwd, int kept, cudaStream_t st
     const int nsm_prep = prep_smem_bytes<ST, KP>(), nsm_state = state_smem_floats<KP, BV>() * 4;
     const int nsm_out = out_smem_floats<KP, VP>() * 4, nsm_bstate = bstate_smem_floats<KP, BV>() * 4;
     const int nsm_bv = bv_smem_floats<VP>() * 4, nsm_bk = bk_smem_floats<KP>() * 4;
-    static bool attr = false;
-    if (!attr) {
-        if constexpr (TC) cudaFuncSetAttribute(k_prep_tc<Tin, KP, VP, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_prep);
-        else cudaFuncSetAttribute(k_prep<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_prep);
-        cudaFuncSetAttribute(k_state<KP, VP, BV, TC>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_state);
-        cudaFuncSetAttribute(k_out<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_out);
-        cudaFuncSetAttribute(k_bstate<Tin, KP, VP, BV>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bstate);
-        cudaFuncSetAttribute(k_bv<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bv);
-        cudaFuncSetAttribute(k_bk<Tin, KP, VP>, cudaFuncAttributeMaxDynamicSharedMemorySize, nsm_bk);
-        attr = true;
-    }
-    Prof pr;
-    pr.n = 0;
-    pr.st = st;
+    static PerDevice attr; // the shared-memory limits are set once per device
+    const cudaError_t ea = once_per_device(attr, [&] {
+        const cudaFuncAttribute m = cudaFuncAttributeMaxDynamicSharedMemorySize;
+        cudaError_t e;
+        if constexpr (TC) e = cudaFuncSetAttribute(k_prep_tc<Tin, KP, VP, float>, m, nsm_prep);
+        else e = cudaFuncSetAttribute(k_prep<Tin, KP, VP>, m, nsm_prep);
+        if (e == cudaSuccess) e = cudaFuncSetAttribute(k_state<KP, VP, BV, TC>, m, nsm_state);
+        if (e == cudaSuccess) e = cudaFuncSetAttribute(k_out<Tin, KP, VP>, m, nsm_out);
+        if (e == cudaSuccess) e = cudaFuncSetAttribute(k_bstate<Tin, KP, VP, BV>, m, nsm_bstate);
+        if (e == cudaSuccess) e = cudaFuncSetAttribute(k_bv<Tin, KP, VP>, m, nsm_bv);
+        if (e == cudaSuccess) e = cudaFuncSetAttribute(k_bk<Tin, KP, VP>, m, nsm_bk);
+        return e;
+    });
+    if (ea != cudaSuccess) return ea;
+    Prof pr(st);
     const dim3 gc(p.nchunks, p.HV), gs(VP / BV, p.nseq * p.HV), gh(p.nchunks, p.H);
     pr.mark("start");
     if (!(bwd && kept)) { // a reusing backward finds these results in the workspace

@@ -14,6 +14,7 @@
 
 #include "common.cuh"
 #include "gdn2_cuda.h"
+#include "host.cuh"
 
 #define RNT 256
 
@@ -235,14 +236,8 @@ extern "C" int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, c
     if (d->T == 0 || d->B == 0) return GDN2_OK;
     RecParams p;
     memset(&p, 0, sizeof p);
-    p.B = (int)d->B; p.T = (int)d->T; p.H = (int)d->H; p.HV = (int)d->HV; p.K = (int)d->K; p.V = (int)d->V;
-    p.G = (int)(d->HV / d->H);
-    p.scale = gdn2_scale(d, o);
-    p.l2 = o->qk_l2norm;
-    p.gate = o->gate_in_kernel;
-    p.lb = o->gate_in_kernel ? o->lower_bound : 0.0f;
-    p.q = a->q; p.k = a->k; p.v = a->v; p.b = a->b; p.w = a->w; p.g = a->g; p.A_log = a->A_log;
-    p.dt_bias = a->dt_bias; p.o = a->o; p.pool = a->state_pool; p.slots = a->slots; p.snap = a->snapshots;
+    fill_kernel_params(p, d, o, a);
+    p.pool = a->state_pool; p.slots = a->slots; p.snap = a->snapshots;
     const int rbv = 64; // V columns per block (k_recurrent's RBV)
     dim3 grid((unsigned)((d->V + rbv - 1) / rbv), (unsigned)d->HV, (unsigned)d->B);
     cudaStream_t st = (cudaStream_t)stream;

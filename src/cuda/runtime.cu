@@ -15,15 +15,21 @@ extern "C" int gdn2_cuda_available(void) {
     return 1;
 }
 
-// A list of device buffers freed together.
+// A list of device buffers freed together (at most DEVBUFS_MAX: the most an entry point stages).
+#define DEVBUFS_MAX 32
 typedef struct {
-    void *p[32];
+    void *p[DEVBUFS_MAX];
     int n;
     int rc;
 } devbufs;
 
+static int devbufs_full(devbufs *b, const char *what) {
+    if (b->n < DEVBUFS_MAX) return 0;
+    b->rc = gdn2_error(GDN2_ERR_DEVICE, "device buffer list full at '%s' (%d buffers)", what, DEVBUFS_MAX);
+    return 1;
+}
 static void *dev_copy(devbufs *b, const void *h, size_t bytes, const char *what) {
-    if (b->rc || !h) return NULL;
+    if (b->rc || !h || devbufs_full(b, what)) return NULL;
     void *d = NULL;
     cudaError_t e = cudaMalloc(&d, bytes ? bytes : 4);
     if (e == cudaSuccess && bytes) e = cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice);
@@ -37,7 +43,7 @@ static void *dev_copy(devbufs *b, const void *h, size_t bytes, const char *what)
     return d;
 }
 static void *dev_alloc(devbufs *b, int want, size_t bytes, const char *what) {
-    if (b->rc || !want) return NULL;
+    if (b->rc || !want || devbufs_full(b, what)) return NULL;
     void *d = NULL;
     cudaError_t e = cudaMalloc(&d, bytes ? bytes : 4);
     if (e == cudaSuccess) e = cudaMemset(d, 0, bytes ? bytes : 4);
@@ -60,6 +66,26 @@ static void dev_free(devbufs *b) {
     b->n = 0;
 }
 
+// Stage the inputs a kernel call reads (q, k, v, g, b, w and, with the in-kernel gate, A_log and
+// dt_bias) from host tensors into device buffers of b: the one host-to-device staging of the fp32
+// host entry points. HT: gdn2_fwd_tensors or gdn2_decode_tensors; DA: gdn2_cuda_fwd_args or
+// gdn2_cuda_recurrent_args (the same field names). nk, nv: sizes of the key-side and value-side
+// tensors, in bytes.
+template <class HT, class DA>
+static void stage_inputs(devbufs *b, const gdn2_dims *d, const gdn2_opts *o, const HT *t, size_t nk, size_t nv, DA *a) {
+    a->dtype = GDN2_CUDA_F32;
+    a->q = dev_copy(b, t->q, nk, "q");
+    a->k = dev_copy(b, t->k, nk, "k");
+    a->v = dev_copy(b, t->v, nv, "v");
+    a->g = (const float *)dev_copy(b, t->g, nk, "g");
+    a->b = dev_copy(b, t->b, nk, "b");
+    a->w = dev_copy(b, t->w, nv, "w");
+    if (o->gate_in_kernel) {
+        a->A_log = (const float *)dev_copy(b, t->A_log, d->H * 4, "A_log");
+        a->dt_bias = (const float *)dev_copy(b, t->dt_bias, d->H * d->K * 4, "dt_bias");
+    }
+}
+
 static int host_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
                       const gdn2_bwd_tensors *g) {
     int rc = gdn2_check(d, o);
@@ -72,18 +98,8 @@ static int host_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, co
     memset(&b, 0, sizeof b);
     gdn2_cuda_fwd_args a;
     memset(&a, 0, sizeof a);
-    a.dtype = GDN2_CUDA_F32;
-    a.q = dev_copy(&b, t->q, nk, "q");
-    a.k = dev_copy(&b, t->k, nk, "k");
-    a.v = dev_copy(&b, t->v, nv, "v");
-    a.g = (const float *)dev_copy(&b, t->g, nk, "g");
-    a.b = dev_copy(&b, t->b, nk, "b");
-    a.w = dev_copy(&b, t->w, nv, "w");
+    stage_inputs(&b, d, o, t, nk, nv, &a);
     a.h0 = (const float *)dev_copy(&b, t->h0, ns, "h0");
-    if (o->gate_in_kernel) {
-        a.A_log = (const float *)dev_copy(&b, t->A_log, d->H * 4, "A_log");
-        a.dt_bias = (const float *)dev_copy(&b, t->dt_bias, d->H * d->K * 4, "dt_bias");
-    }
     if (!g) {
         a.o = dev_alloc(&b, t->o != NULL, nv, "o");
         a.ht = (float *)dev_alloc(&b, t->ht != NULL, ns, "ht");
@@ -160,17 +176,7 @@ extern "C" int gdn2_cuda_decode_step_host(const gdn2_dims *d, const gdn2_opts *o
     memset(&b, 0, sizeof b);
     gdn2_cuda_recurrent_args a;
     memset(&a, 0, sizeof a);
-    a.dtype = GDN2_CUDA_F32;
-    a.q = dev_copy(&b, t->q, nk, "q");
-    a.k = dev_copy(&b, t->k, nk, "k");
-    a.v = dev_copy(&b, t->v, nv, "v");
-    a.g = (const float *)dev_copy(&b, t->g, nk, "g");
-    a.b = dev_copy(&b, t->b, nk, "b");
-    a.w = dev_copy(&b, t->w, nv, "w");
-    if (o->gate_in_kernel) {
-        a.A_log = (const float *)dev_copy(&b, t->A_log, d->H * 4, "A_log");
-        a.dt_bias = (const float *)dev_copy(&b, t->dt_bias, d->H * d->K * 4, "dt_bias");
-    }
+    stage_inputs(&b, d, o, t, nk, nv, &a);
     a.state_pool = dev_copy(&b, t->state_pool, ns, "state_pool");
     a.state_dtype = sb ? GDN2_CUDA_BF16 : GDN2_CUDA_F32;
     a.slots = (const int32_t *)dev_copy(&b, t->slots, d->B * 4, "slots");
@@ -229,19 +235,38 @@ extern "C" int gdn2_cuda_device_info(char *name, size_t len, int *driver, int *r
     if (runtime) cudaRuntimeGetVersion(runtime);
     return GDN2_OK;
 }
-static cudaEvent_t g_ev0, g_ev1;
+// The event pair of gdn2_cuda_timer_start / stop, per thread (each thread times its own work):
+// made on the device current at start, destroyed by stop (or by the next start).
+static thread_local cudaEvent_t t_ev0, t_ev1;
+static void timer_release(void) {
+    if (t_ev0) cudaEventDestroy(t_ev0);
+    if (t_ev1) cudaEventDestroy(t_ev1);
+    t_ev0 = t_ev1 = NULL;
+}
 extern "C" int gdn2_cuda_timer_start(void) {
-    if (!g_ev0) {
-        cudaEventCreate(&g_ev0);
-        cudaEventCreate(&g_ev1);
+    timer_release();
+    cudaError_t e = cudaEventCreate(&t_ev0);
+    if (e == cudaSuccess) e = cudaEventCreate(&t_ev1);
+    if (e == cudaSuccess) e = cudaEventRecord(t_ev0, 0);
+    if (e != cudaSuccess) {
+        timer_release();
+        return gdn2_error(GDN2_ERR_DEVICE, "gdn2_cuda_timer_start: %s", cudaGetErrorString(e));
     }
-    cudaError_t e = cudaEventRecord(g_ev0, 0);
-    return e == cudaSuccess ? GDN2_OK : gdn2_error(GDN2_ERR_DEVICE, "cudaEventRecord: %s", cudaGetErrorString(e));
+    return GDN2_OK;
 }
 extern "C" double gdn2_cuda_timer_stop(void) {
     float ms = -1.0f;
-    cudaEventRecord(g_ev1, 0);
-    cudaEventSynchronize(g_ev1);
-    cudaEventElapsedTime(&ms, g_ev0, g_ev1);
+    if (!t_ev0) {
+        gdn2_error(GDN2_ERR_ARG, "gdn2_cuda_timer_stop: no gdn2_cuda_timer_start on this thread");
+        return -1.0;
+    }
+    cudaError_t e = cudaEventRecord(t_ev1, 0);
+    if (e == cudaSuccess) e = cudaEventSynchronize(t_ev1);
+    if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, t_ev0, t_ev1);
+    timer_release();
+    if (e != cudaSuccess) {
+        gdn2_error(GDN2_ERR_DEVICE, "gdn2_cuda_timer_stop: %s", cudaGetErrorString(e));
+        return -1.0;
+    }
     return ms;
 }
