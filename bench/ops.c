@@ -3,11 +3,16 @@
  *
  *   build/bench/ops [--reps N] [--threads N] [--out DIR]     (default DIR bench/results)
  *
- * FLOP count (PERF_ANCHORS.md, for comparability with the GPU anchors): per token per head the
+ * FLOP count (the nominal count of the GPU peer tables, for comparability): per token per head the
  * nominal forward is F_fwd = 2C(3K + 2V) + 6KV with C = 64; forward+backward counts 3·F_fwd. The
  * same nominal count is used for the recurrent forward and the decode step (their real work is
  * ~8KV per token-head), so every GFLOP/s column compares speed at equal nominal work.
- * Timing: best of N repetitions (the machine is shared; the best is the least disturbed run). */
+ * Timing: best of N repetitions (the best is the least disturbed run); the load average before and
+ * after the run is printed and written beside the figures, so a run on a busy machine shows as one.
+ * Validation before timing (exit 1, nothing timed, on a failure): at each shape the chunk forward
+ * against the fp32 token-serial recurrence, the chunk backward on the shape's first 192 tokens
+ * against the float64 reference (BPTT), and the decode step against the recurrence's first token. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +58,129 @@ static float *buf(size_t n, float lo, float hi) {
     }
     for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * frand();
     return x;
+}
+
+static double rel_rmse(const float *x, const float *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double e = (double)x[i] - ref[i];
+        num += e * e, den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+static double rel_rmse64(const float *x, const double *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double e = (double)x[i] - ref[i];
+        num += e * e, den += ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+static double *to64(const float *x, size_t n) {
+    double *y = malloc((n ? n : 1) * sizeof(double));
+    if (!y) { fprintf(stderr, "out of memory\n"); exit(1); }
+    for (size_t i = 0; i < n; i++) y[i] = x[i];
+    return y;
+}
+#define VALIDATE(what, err, bar)                                                                         \
+    do {                                                                                                 \
+        const double e_ = (err);                                                                         \
+        printf("  validate %-44s rel_rmse %.2e (bar %.0e) %s\n", what, e_, (double)(bar), e_ <= (bar) ? "ok" : "FAILED"); \
+        if (!(e_ <= (bar))) {                                                                            \
+            fprintf(stderr, "bench/ops: %s is wrong (rel_rmse %.3e > %.0e): nothing timed\n", what, e_, (double)(bar)); \
+            exit(1);                                                                                     \
+        }                                                                                                \
+    } while (0)
+
+/* The outputs of the timed calls checked against independent references (see the header). */
+static void validate_shape(const shape *s, const gdn2_opts *o0, const gdn2_fwd_tensors *t) {
+    gdn2_dims d = {s->B, s->T, s->H, s->H, s->K, s->V};
+    gdn2_opts o = *o0;
+    const size_t nv = (size_t)(s->B * s->T * s->H * s->V);
+    char what[96];
+    /* 1. chunk forward vs the fp32 recurrence at the full shape */
+    float *oc = buf(nv, 0, 0), *orr = buf(nv, 0, 0);
+    gdn2_fwd_tensors tc = *t, tr = *t;
+    tc.o = oc, tc.ht = NULL, tr.o = orr, tr.ht = NULL;
+    if (gdn2_chunk_fwd(&d, &o, &tc) || gdn2_recurrent_fwd(&d, &o, &tr)) {
+        fprintf(stderr, "bench/ops: validation call failed: %s\n", gdn2_last_error());
+        exit(1);
+    }
+    snprintf(what, sizeof what, "chunk_fwd o vs recurrent (%lld,%lld,%lld,%lld,%lld)", (long long)s->B, (long long)s->T,
+             (long long)s->H, (long long)s->K, (long long)s->V);
+    VALIDATE(what, rel_rmse(oc, orr, nv), 1e-5);
+    /* 2. decode: the first token of every sequence from a zero state = the recurrence's first token */
+    {
+        gdn2_dims dd = d;
+        dd.T = 1;
+        const size_t ns = (size_t)(s->B * s->H * s->K * s->V), rq = (size_t)(s->H * s->K), rv = (size_t)(s->H * s->V);
+        float *pool = buf(ns, 0, 0), *od = buf((size_t)s->B * rv, 0, 0), *qs[6];
+        int32_t *slots = malloc((size_t)s->B * sizeof(int32_t));
+        const float *src[6] = {t->q, t->k, t->v, t->g, t->b, t->w};
+        for (int j = 0; j < 6; j++) {
+            const size_t r = (j == 2 || j == 5) ? rv : rq;
+            qs[j] = buf((size_t)s->B * r, 0, 0);
+            for (int64_t i = 0; i < s->B; i++) memcpy(qs[j] + i * r, src[j] + (size_t)(i * s->T) * r, r * sizeof(float));
+        }
+        float *ref1 = buf((size_t)s->B * rv, 0, 0);
+        for (int64_t i = 0; i < s->B; i++) {
+            slots[i] = (int32_t)i;
+            memcpy(ref1 + i * rv, orr + (size_t)(i * s->T) * rv, rv * sizeof(float));
+        }
+        gdn2_decode_tensors dt = {qs[0], qs[1], qs[2], qs[3], qs[4], qs[5], NULL, NULL, od, pool, s->B, slots, GDN2_STATE_F32};
+        if (gdn2_decode_step(&dd, &o, &dt)) {
+            fprintf(stderr, "bench/ops: validation call failed: %s\n", gdn2_last_error());
+            exit(1);
+        }
+        VALIDATE("decode_step o vs recurrent, first token", rel_rmse(od, ref1, (size_t)s->B * rv), 1e-5);
+        for (int j = 0; j < 6; j++) free(qs[j]);
+        free(pool), free(od), free(slots), free(ref1);
+    }
+    free(oc), free(orr);
+    /* 3. chunk backward on the first Ts tokens of every sequence vs the float64 reference */
+    const int64_t Ts = s->T < 192 ? s->T : 192;
+    gdn2_dims ds = {s->B, Ts, s->H, s->H, s->K, s->V};
+    const size_t mq = (size_t)(s->B * Ts * s->H * s->K), mv = (size_t)(s->B * Ts * s->H * s->V);
+    float *in[6], *dO = buf(mv, -1, 1), *os = buf(mv, 0, 0), *gr[6];
+    const float *src[6] = {t->q, t->k, t->v, t->g, t->b, t->w};
+    for (int j = 0; j < 6; j++) {
+        const size_t r = (j == 2 || j == 5) ? (size_t)(s->H * s->V) : (size_t)(s->H * s->K), n = (j == 2 || j == 5) ? mv : mq;
+        in[j] = buf(n, 0, 0), gr[j] = buf(n, 0, 0);
+        for (int64_t i = 0; i < s->B; i++)
+            memcpy(in[j] + (size_t)(i * Ts) * r, src[j] + (size_t)(i * s->T) * r, (size_t)Ts * r * sizeof(float));
+    }
+    gdn2_opts os_ = o;
+    os_.workspace = NULL, os_.workspace_size = 0;
+    gdn2_fwd_tensors ts = {in[0], in[1], in[2], in[3], in[4], in[5], NULL, NULL, NULL, os, NULL};
+    gdn2_bwd_tensors gs = {dO, NULL, gr[0], gr[1], gr[2], gr[3], gr[4], gr[5], NULL, NULL, NULL};
+    double *in64[6], *gr64[6], *dO64 = to64(dO, mv), *o64 = calloc(mv, sizeof(double));
+    for (int j = 0; j < 6; j++) {
+        const size_t n = (j == 2 || j == 5) ? mv : mq;
+        in64[j] = to64(in[j], n), gr64[j] = calloc(n, sizeof(double));
+    }
+    gdn2_fwd_tensors_f64 t64 = {in64[0], in64[1], in64[2], in64[3], in64[4], in64[5], NULL, NULL, NULL, o64, NULL};
+    gdn2_bwd_tensors_f64 g64 = {dO64, NULL, gr64[0], gr64[1], gr64[2], gr64[3], gr64[4], gr64[5], NULL, NULL, NULL};
+    if (gdn2_chunk_bwd(&ds, &os_, &ts, &gs) || gdn2_ref_bwd(&ds, &os_, &t64, &g64)) {
+        fprintf(stderr, "bench/ops: validation call failed: %s\n", gdn2_last_error());
+        exit(1);
+    }
+    static const char *gn[6] = {"dq", "dk", "dv", "dg", "db", "dw"};
+    for (int j = 0; j < 6; j++) {
+        const size_t n = (j == 2 || j == 5) ? mv : mq;
+        snprintf(what, sizeof what, "chunk_bwd %s vs float64, first %lld tokens", gn[j], (long long)Ts);
+        VALIDATE(what, rel_rmse64(gr[j], gr64[j], n), 1e-4);
+        free(in[j]), free(gr[j]), free(in64[j]), free(gr64[j]);
+    }
+    free(dO), free(os), free(dO64), free(o64);
+}
+
+static void loadavg(char *out, size_t n) {
+    snprintf(out, n, "unknown");
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f) return;
+    double a, b, c;
+    if (fscanf(f, "%lf %lf %lf", &a, &b, &c) == 3) snprintf(out, n, "%.2f %.2f %.2f", a, b, c);
+    fclose(f);
 }
 
 static double nominal_fwd_flops(const shape *s) {
@@ -166,6 +294,7 @@ static void bench_shape(const shape *s, int reps, int threads) {
     void *ws = malloc(wsz);
     o.workspace = ws;
     o.workspace_size = wsz;
+    validate_shape(s, &o, &t);
     double best;
     TIME_BEST(reps, best, gdn2_chunk_fwd(&d, &o, &t));
     record("chunk_fwd", s, best, tokens, F);
@@ -266,6 +395,9 @@ int main(int argc, char **argv) {
     git_commit(commit, sizeof commit);
     cpu_model(cpu, sizeof cpu);
     const long nproc = sysconf(_SC_NPROCESSORS_ONLN);
+    char load0[64], load1[64];
+    loadavg(load0, sizeof load0);
+    printf("load average before: %s\n", load0);
     printf("machine: %s, nproc %ld, threads %d, gemm %s, commit %s, best of %d\n", cpu, nproc, nt,
            gdn2_gemm_backend(), commit, reps);
     const double g1024 = sgemm_gflops(1024, 1024, 1024, reps, 3);
@@ -277,6 +409,8 @@ int main(int argc, char **argv) {
 
     const shape shapes[2] = {{1, 4096, 8, 128, 128}, {4, 1024, 4, 64, 64}};
     for (int i = 0; i < 2; i++) bench_shape(&shapes[i], reps, threads);
+    loadavg(load1, sizeof load1);
+    printf("load average after: %s\n", load1);
 
     /* bench/results/cpu-ops.{json,md} */
     char path[1024], *txt = malloc(1 << 16);
@@ -285,6 +419,8 @@ int main(int argc, char **argv) {
     P("{\n  \"machine\": {\"cpu\": \"%s\", \"nproc\": %ld, \"threads\": %d, \"gemm\": \"%s\"},\n", cpu, nproc, nt,
       gdn2_gemm_backend());
     P("  \"commit\": \"%s\",\n  \"dtype\": \"fp32\",\n  \"timing\": \"best of %d repetitions\",\n", commit, reps);
+    P("  \"loadavg_before\": \"%s\",\n  \"loadavg_after\": \"%s\",\n", load0, load1);
+    P("  \"validated\": \"chunk fwd vs fp32 recurrence, decode vs recurrence, chunk bwd (first 192 tokens) vs float64: passed\",\n");
     P("  \"flops\": \"nominal F_fwd = 2C(3K+2V)+6KV per token per head, C=64; fwd+bwd = 3 F_fwd\",\n");
     P("  \"sgemm_gflops\": {\"1024x1024x1024\": %.1f, \"64x128x128_per_thread_blocks\": %.1f},\n", g1024, gblk);
     P("  \"sgemm_gflops_per_core\": {\"1024x1024x1024\": %.1f, \"64x128x128_per_thread_blocks\": %.1f},\n", g1024c, gblkc);
@@ -304,9 +440,13 @@ int main(int argc, char **argv) {
     if (rc) fprintf(stderr, "%s\n", gdn2_last_error());
     len = 0;
     P("# CPU op benchmark (bench/ops.c)\n\n");
-    P("Machine: %s, nproc %ld, %d threads, gemm backend %s. Commit %s. fp32. Best of %d repetitions "
-      "(the machine is shared with other builds).\n\n", cpu, nproc, nt, gdn2_gemm_backend(), commit, reps);
-    P("FLOPs are nominal (PERF_ANCHORS.md): F_fwd = 2C(3K+2V) + 6KV per token per head with C = 64; "
+    P("Machine: %s, nproc %ld, %d threads, gemm backend %s. Commit %s. fp32. Best of %d repetitions. "
+      "Load average (1/5/15 min) before the run %s, after it %s.\n\n", cpu, nproc, nt, gdn2_gemm_backend(), commit,
+      reps, load0, load1);
+    P("Outputs validated before timing: the chunk forward against the fp32 token-serial recurrence (rel RMSE <= 1e-5), "
+      "the decode step against the recurrence's first token (1e-5), the chunk backward on each shape's first 192 "
+      "tokens against the float64 reference (1e-4).\n\n");
+    P("FLOPs are nominal (the peers' count): F_fwd = 2C(3K+2V) + 6KV per token per head with C = 64; "
       "fwd+bwd = 3·F_fwd; the recurrent forward and the decode step use the same F_fwd so that "
       "GFLOP/s ratios equal speed ratios. q/k L2 norm in kernel, no h0/ht.\n\n");
     P("Ceiling (same run): OpenBLAS sgemm 1024³ %.1f GFLOP/s (%.1f per CPU-second); 64×128×128 blocks, "
