@@ -2,6 +2,7 @@
  * lit_gpt config JSON (fixtures' meta.config, our checkpoints), and the parameter table with the
  * official lit_gpt names, computed from the config alone (the 1.3B counts need no weights). */
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,18 @@ int gdn2_model_set_layout(gdn2_model_cfg *c, const char *layout) {
     return GDN2_OK;
 }
 
+/* Every width a parameter shape is built from (a dimension, or heads x head size) is at most
+ * MAX_WIDTH = 2^20, so no tensor exceeds 2^40 elements and the parameter table (at most 128 layers
+ * x 20 tensors) sums without overflow in int64 or size_t. The 1.3B models' widest is 32000. */
+#define MAX_WIDTH ((int64_t)1 << 20)
+/* block_size and local_window size caches and tables, not parameters */
+#define MAX_CONTEXT ((int64_t)1 << 30)
+
+static int width_ok(const char *what, int64_t v) {
+    if (v >= 1 && v <= MAX_WIDTH) return GDN2_OK;
+    return gdn2_error(GDN2_ERR_ARG, "model config: %s %lld not in [1, %lld]", what, (long long)v, (long long)MAX_WIDTH);
+}
+
 int gdn2_model_check(gdn2_model_cfg *c) {
     if (c->n_layer < 1 || c->n_layer > GDN2_MAX_LAYERS)
         return gdn2_error(GDN2_ERR_ARG, "model config: n_layer %lld not in [1, %d]", (long long)c->n_layer,
@@ -79,10 +92,24 @@ int gdn2_model_check(gdn2_model_cfg *c) {
         return gdn2_error(GDN2_ERR_ARG, "model config: n_embd %lld, vocab_size %lld, intermediate_size %lld must be > 0",
                           (long long)c->n_embd, (long long)c->vocab_size, (long long)c->intermediate_size);
     if (c->padding_multiple < 1) c->padding_multiple = 1;
+    int st;
+    if ((st = width_ok("n_embd", c->n_embd)) || (st = width_ok("vocab_size", c->vocab_size)) ||
+        (st = width_ok("intermediate_size", c->intermediate_size)) ||
+        (st = width_ok("padding_multiple", c->padding_multiple)))
+        return st;
+    if (c->block_size < 1 || c->block_size > MAX_CONTEXT || c->local_window < 0 || c->local_window > MAX_CONTEXT)
+        return gdn2_error(GDN2_ERR_ARG, "model config: block_size %lld not in [1, %lld] or local_window %lld not in [0, %lld]",
+                          (long long)c->block_size, (long long)MAX_CONTEXT, (long long)c->local_window,
+                          (long long)MAX_CONTEXT);
     c->padded_vocab = (c->vocab_size + c->padding_multiple - 1) / c->padding_multiple * c->padding_multiple;
-    if (!(c->norm_eps > 0)) return gdn2_error(GDN2_ERR_ARG, "model config: norm_eps %g must be > 0", c->norm_eps);
+    if (!(c->norm_eps > 0) || !isfinite(c->norm_eps))
+        return gdn2_error(GDN2_ERR_ARG, "model config: norm_eps %g must be finite and > 0", c->norm_eps);
+    if (!(c->rope_base > 0) || !isfinite(c->rope_base))
+        return gdn2_error(GDN2_ERR_ARG, "model config: rope_base %g must be finite and > 0", c->rope_base);
+    if (c->allow_neg_eigval != 0 && c->allow_neg_eigval != 1)
+        return gdn2_error(GDN2_ERR_ARG, "model config: gdn2_allow_neg_eigval %d must be 0 or 1", c->allow_neg_eigval);
     if (!c->layout[0]) {
-        int st = gdn2_model_set_layout(c, "gdn2");
+        st = gdn2_model_set_layout(c, "gdn2");
         if (st) return st;
     }
     int any_attn = 0, any_rec = 0;
@@ -94,10 +121,16 @@ int gdn2_model_check(gdn2_model_cfg *c) {
         if (c->n_head < 1) return gdn2_error(GDN2_ERR_ARG, "model config: n_head %lld < 1", (long long)c->n_head);
         if (c->n_query_groups <= 0) c->n_query_groups = c->n_head;
         if (c->head_size <= 0) c->head_size = c->n_embd / c->n_head;
+        if ((st = width_ok("n_head", c->n_head)) || (st = width_ok("n_query_groups", c->n_query_groups)) ||
+            (st = width_ok("head_size", c->head_size)))
+            return st;
         if (c->n_head % c->n_query_groups || c->head_size % 2 || c->head_size < 2)
             return gdn2_error(GDN2_ERR_ARG,
                               "model config: n_head %lld must be a multiple of n_query_groups %lld, head_size %lld even",
                               (long long)c->n_head, (long long)c->n_query_groups, (long long)c->head_size);
+        /* the fused qkv rows (each factor <= 2^20, so the product fits) */
+        if ((st = width_ok("(n_head + 2 n_query_groups) x head_size", (c->n_head + 2 * c->n_query_groups) * c->head_size)))
+            return st;
         for (int64_t i = 0; i < c->n_layer; i++)
             if (c->kind[i] == GDN2_LAYER_SWA && c->local_window < 1)
                 return gdn2_error(GDN2_ERR_ARG, "model config: layer %lld is swa but local_window is %lld",
@@ -106,6 +139,13 @@ int gdn2_model_check(gdn2_model_cfg *c) {
     if (any_rec) {
         if (c->gdn_v_heads <= 0) c->gdn_v_heads = c->gdn_heads;
         if (c->gdn_expand_v <= 0) c->gdn_expand_v = 1;
+        if ((st = width_ok("gdn2_num_heads", c->gdn_heads)) || (st = width_ok("gdn2_num_v_heads", c->gdn_v_heads)) ||
+            (st = width_ok("gdn2_head_dim", c->gdn_head_dim)) || (st = width_ok("gdn2_expand_v", c->gdn_expand_v)) ||
+            (st = width_ok("gdn2_conv_size", c->conv_size)) ||
+            (st = width_ok("gdn2_num_heads x gdn2_head_dim", c->gdn_heads * c->gdn_head_dim)) ||
+            (st = width_ok("gdn2_head_dim x gdn2_expand_v", c->gdn_head_dim * c->gdn_expand_v)) ||
+            (st = width_ok("gdn2_num_v_heads x value head dim", c->gdn_v_heads * c->gdn_head_dim * c->gdn_expand_v)))
+            return st;
         gdn2_layer_cfg l = gdn2_model_layer_cfg(c, 0);
         if (l.H < 1 || l.K < 1 || l.HV % l.H || l.conv_size < 1)
             return gdn2_error(GDN2_ERR_ARG,
@@ -156,10 +196,34 @@ gdn2_layer_cfg gdn2_model_layer_cfg(const gdn2_model_cfg *c, int i) {
 }
 
 /* ---- JSON --------------------------------------------------------------------------------- */
+/* Integer field `key`: 1 = read into *v; 0 = absent or null (lit_gpt writes null for "derive it");
+ * -1 = present but not an integer in [-2^53, 2^53] (error recorded: converting such a double to
+ * int64 is undefined). A bool counts as 0/1 (lit_gpt's allow_neg_eigval). */
 static int json_i64(const cJSON *o, const char *key, int64_t *v) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!cJSON_IsNumber(it)) return 0;
-    *v = (int64_t)it->valuedouble;
+    if (!it || cJSON_IsNull(it)) return 0;
+    if (cJSON_IsBool(it)) {
+        *v = cJSON_IsTrue(it);
+        return 1;
+    }
+    const double d = it->valuedouble;
+    if (!cJSON_IsNumber(it) || !(fabs(d) <= 9007199254740992.0) || d != floor(d)) {
+        gdn2_error(GDN2_ERR_FORMAT, "model config: '%s' is not an integer in [-2^53, 2^53]", key);
+        return -1;
+    }
+    *v = (int64_t)d;
+    return 1;
+}
+
+/* Float field: as json_i64, for a finite number within float range. */
+static int json_f32(const cJSON *o, const char *key, float *v) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!it || cJSON_IsNull(it)) return 0;
+    if (!cJSON_IsNumber(it) || !(fabs(it->valuedouble) <= FLT_MAX)) {
+        gdn2_error(GDN2_ERR_FORMAT, "model config: '%s' is not a finite number within float range", key);
+        return -1;
+    }
+    *v = (float)it->valuedouble;
     return 1;
 }
 
@@ -178,29 +242,38 @@ int gdn2_model_config_from_json(const char *json, gdn2_model_cfg *c) {
         }
     const cJSON *nm = cJSON_GetObjectItemCaseSensitive(o, "name");
     snprintf(c->name, sizeof c->name, "%s", cJSON_IsString(nm) ? nm->valuestring : "custom");
-    json_i64(o, "n_layer", &c->n_layer);
-    json_i64(o, "n_embd", &c->n_embd);
-    json_i64(o, "vocab_size", &c->vocab_size);
-    json_i64(o, "padding_multiple", &c->padding_multiple);
-    c->intermediate_size = 4 * c->n_embd;
-    json_i64(o, "intermediate_size", &c->intermediate_size);
     c->n_head = 1;
-    json_i64(o, "n_head", &c->n_head);
-    json_i64(o, "n_query_groups", &c->n_query_groups);
-    json_i64(o, "head_size", &c->head_size);
-    json_i64(o, "block_size", &c->block_size);
-    json_i64(o, "local_window", &c->local_window);
-    json_i64(o, "gdn2_num_heads", &c->gdn_heads);
-    json_i64(o, "gdn2_head_dim", &c->gdn_head_dim);
-    json_i64(o, "gdn2_num_v_heads", &c->gdn_v_heads);
-    json_i64(o, "gdn2_expand_v", &c->gdn_expand_v);
-    json_i64(o, "gdn2_conv_size", &c->conv_size);
-    int64_t v;
-    if (json_i64(o, "gdn2_allow_neg_eigval", &v)) c->allow_neg_eigval = (int)v;
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, "norm_eps");
-    if (cJSON_IsNumber(it)) c->norm_eps = (float)it->valuedouble;
-    it = cJSON_GetObjectItemCaseSensitive(o, "rope_base");
-    if (cJSON_IsNumber(it)) c->rope_base = (float)it->valuedouble;
+    int64_t per = 0, neg = 0;
+    const struct {
+        const char *key;
+        int64_t *v;
+    } ints[] = {
+        {"n_layer", &c->n_layer}, {"n_embd", &c->n_embd}, {"vocab_size", &c->vocab_size},
+        {"padding_multiple", &c->padding_multiple}, {"intermediate_size", &c->intermediate_size},
+        {"n_head", &c->n_head}, {"n_query_groups", &c->n_query_groups}, {"head_size", &c->head_size},
+        {"block_size", &c->block_size}, {"local_window", &c->local_window}, {"gdn2_num_heads", &c->gdn_heads},
+        {"gdn2_head_dim", &c->gdn_head_dim}, {"gdn2_num_v_heads", &c->gdn_v_heads},
+        {"gdn2_expand_v", &c->gdn_expand_v}, {"gdn2_conv_size", &c->conv_size},
+        {"gdn2_allow_neg_eigval", &neg}, {"gdn2_per_layer", &per},
+    };
+    int bad = 0, has_inter = 0;
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0] && !bad; i++) {
+        int r = json_i64(o, ints[i].key, ints[i].v);
+        bad = r < 0;
+        if (r > 0 && ints[i].v == &c->intermediate_size) has_inter = 1;
+    }
+    if (!bad) bad = json_f32(o, "norm_eps", &c->norm_eps) < 0 || json_f32(o, "rope_base", &c->rope_base) < 0;
+    if (bad) {
+        cJSON_Delete(root);
+        return GDN2_ERR_FORMAT;
+    }
+    /* n_embd is checked later; bound it here so that the default 4 * n_embd cannot overflow */
+    if (!has_inter) c->intermediate_size = c->n_embd > 0 && c->n_embd <= INT64_MAX / 4 ? 4 * c->n_embd : -1;
+    if (neg != 0 && neg != 1) {
+        cJSON_Delete(root);
+        return gdn2_error(GDN2_ERR_FORMAT, "model config: gdn2_allow_neg_eigval %lld must be 0 or 1", (long long)neg);
+    }
+    c->allow_neg_eigval = (int)neg;
     int st = GDN2_OK;
     const cJSON *lay = cJSON_GetObjectItemCaseSensitive(o, "gdn2_layout");
     if (cJSON_IsString(lay)) {
@@ -208,8 +281,6 @@ int gdn2_model_config_from_json(const char *json, gdn2_model_cfg *c) {
     } else {
         /* lit_gpt: layer i is GDN-2 iff gdn2_per_layer > 0 and i % gdn2_per_layer == 0, else attention
          * (sliding window when local_window > 0) */
-        int64_t per = 0;
-        json_i64(o, "gdn2_per_layer", &per);
         const char *att = c->local_window > 0 ? "swa" : "attn";
         char buf[160] = "";
         if (per <= 0) snprintf(buf, sizeof buf, "%s", att);
