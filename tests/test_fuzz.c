@@ -71,17 +71,30 @@ static int load_input(const char *target, const char *path, const char *name) {
     return !strcmp(target, "fuzz_checkpoint") ? load_checkpoint_input(path, name) : load_safetensors_input(path);
 }
 
-/* regression input -> words its error message must contain */
+/* regression input -> the words its error message must contain ('|' separates words that must all
+ * appear, in any order: the wording of a range error may change, the key and value may not) */
 static const struct {
     const char *name, *words;
 } k_expect[] = {
-    {"config_int_cast_overflow.json", "'gdn2_head_dim' is not an integer"},
-    {"config_width_overflow.json", "gdn2_num_heads 4294967296 not in [1, 1048576]"},
-    {"config_rope_base_inf.json", "'rope_base' is not a finite number"},
+    {"config_int_cast_overflow.json", "'gdn2_head_dim'|not an integer"},
+    {"config_width_overflow.json", "gdn2_num_heads|4294967296"},
+    {"config_rope_base_inf.json", "rope_base|finite"},
     {"model_huge_config_tiny_file.safetensors", "parameters but the file holds only"},
-    {"shape_product_overflow.safetensors", "shape is too large"},
-    {"header_length_max.safetensors", "header length 18446744073709551615 exceeds the file size"},
+    {"shape_product_overflow.safetensors", "'x'|too large"},
+    {"header_length_max.safetensors", "header length 18446744073709551615|exceeds the file size"},
 };
+
+static int has_words(const char *msg, const char *words) {
+    char w[256];
+    for (const char *p = words; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t n = bar ? (size_t)(bar - p) : strlen(p);
+        snprintf(w, sizeof w, "%.*s", (int)n, p);
+        if (!strstr(msg, w)) return 0;
+        p += n + (bar != NULL);
+    }
+    return 1;
+}
 
 static void replay(const char *target, int regressions) {
     char dir[512];
@@ -109,7 +122,7 @@ static void replay(const char *target, int regressions) {
         for (size_t i = 0; i < sizeof k_expect / sizeof k_expect[0]; i++)
             if (!strcmp(k_expect[i].name, e->d_name)) words = k_expect[i].words;
         if (words)
-            CHECK(rc && strstr(msg, words), "regression %s refused with \"%s\" (got rc %d: %s)", path, words, rc, msg);
+            CHECK(rc && has_words(msg, words), "regression %s refused with \"%s\" (got rc %d: %s)", path, words, rc, msg);
         else
             CHECK(1, "regression %s handled without a crash (rc %d%s%s)", path, rc, rc ? ": " : "", msg);
     }
