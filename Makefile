@@ -3,6 +3,9 @@
 #   make NATIVE=1      opt in to -O3 -march=native (the default build runs on any x86-64)
 #   make CUDA=0        build without CUDA even if nvcc exists
 #   make CUDA_ARCH=sm_90a   GPU target (default sm_90a: H100/H200)
+#   make asan-test     library, CLI and tests with ASan+UBSan (+LSan) in build-asan/, then the suite
+#                      against them (make asan: build only)
+#   make fuzz          libFuzzer targets (clang) in build-fuzz/fuzz/; see tests/fuzz/README.md
 # Detected automatically: OpenBLAS (cblas sgemm), OpenMP, CUDA (nvcc). libcjson is required.
 
 CC      ?= gcc
@@ -14,7 +17,7 @@ OPT     := -O2
 ifeq ($(NATIVE),1)
 OPT     := -O3 -march=native
 endif
-CFLAGS  += $(CSTD) $(OPT) $(WARN) -g -fPIC -Iinclude -Isrc $(CPPFLAGS)
+CFLAGS  += $(CSTD) $(OPT) $(WARN) -g -fPIC -Iinclude -Isrc $(CPPFLAGS) $(SANFLAGS)
 LDLIBS  += -lm
 
 # try-compile: extra include/library dirs can come through CPPFLAGS / LDFLAGS (e.g. unpacked .debs)
@@ -96,3 +99,59 @@ test: all
 
 clean:
 	rm -rf $(BUILD)
+
+# ---- sanitizers and fuzzing ----------------------------------------------------------------------
+# `make asan` rebuilds everything but the benchmarks into build-asan/ (a make of its own, CUDA off)
+# with AddressSanitizer + UndefinedBehaviorSanitizer; any UB report aborts (-fno-sanitize-recover).
+# `make asan-test` runs the suite against it, with the sanitized CLI (the tests read GDN2_CLI) and
+# LeakSanitizer on. OpenBLAS and libcjson are not instrumented (their own memory is not checked).
+ASAN_BUILD := build-asan
+ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+ASAN_ENV   := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+              UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 LSAN_OPTIONS=report_objects=1
+.PHONY: asan asan-test fuzz fuzz-run
+# ASAN_TESTS: the test programs to build and run (default all but ASAN_SKIP, e.g.
+# ASAN_SKIP="test_chunk test_collapse"). They run from $(ASAN_BUILD)/run/tests (links), so a subset
+# runs alone even after a full build.
+ASAN_SKIP  ?=
+ASAN_TESTS ?= $(filter-out $(ASAN_SKIP),$(notdir $(TEST_BIN)))
+asan:
+	$(MAKE) BUILD=$(ASAN_BUILD) CUDA=0 OPT=-O1 SANFLAGS="$(ASAN_FLAGS)" \
+	    $(ASAN_BUILD)/libgdn2.a $(ASAN_BUILD)/gdn2 $(ASAN_TESTS:%=$(ASAN_BUILD)/tests/%)
+
+asan-test: asan
+	@rm -rf $(ASAN_BUILD)/run && mkdir -p $(ASAN_BUILD)/run/tests
+	@for t in $(ASAN_TESTS); do ln -s ../../tests/$$t $(ASAN_BUILD)/run/tests/$$t; done
+	@$(ASAN_ENV) GDN2_CLI=$(ASAN_BUILD)/gdn2 sh tests/run.sh $(ASAN_BUILD)/run
+
+# `make fuzz` builds the library with clang and -fsanitize=fuzzer-no-link,address,undefined into
+# build-fuzz/, and one libFuzzer program per tests/fuzz/fuzz_*.c into build-fuzz/fuzz/.
+# `make fuzz-run FUZZ_RUNS=N` replays the regression inputs and runs each target N executions
+# (default 100000) on its seed corpus (copied to build-fuzz/corpus/, tests/fuzz/corpus stays as is).
+FUZZ_CC    ?= clang
+FUZZ_BUILD := build-fuzz
+FUZZ_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN   := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/fuzz/%)
+FUZZ_RUNS  ?= 100000
+ifeq ($(BUILD),$(FUZZ_BUILD))
+$(FUZZ_BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer $< $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
+$(FUZZ_BUILD)/fuzz/gen_seeds: tests/fuzz/gen_seeds.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
+endif
+fuzz:
+	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz needs clang with libFuzzer: apt-get install clang" >&2; exit 2; }
+	$(MAKE) BUILD=$(FUZZ_BUILD) CUDA=0 CC=$(FUZZ_CC) OPT="-O1" \
+	    SANFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_FLAGS)" $(FUZZ_BIN) $(FUZZ_BUILD)/fuzz/gen_seeds
+
+fuzz-run: fuzz
+	@set -e; for f in $(FUZZ_BIN); do n=$$(basename $$f); log=$(FUZZ_BUILD)/$$n.log; \
+	    echo "== $$n: the regression inputs, then $(FUZZ_RUNS) runs (log: $$log)"; \
+	    $$f -runs=0 tests/fuzz/regressions/$$n/* > $$log 2>&1 || { tail -n 40 $$log; exit 1; }; \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$n; cp -n tests/fuzz/corpus/$$n/* $(FUZZ_BUILD)/corpus/$$n/; \
+	    $$f -runs=$(FUZZ_RUNS) -dict=tests/fuzz/json.dict -max_len=65536 -artifact_prefix=$(FUZZ_BUILD)/ \
+	        -print_final_stats=1 $(FUZZ_BUILD)/corpus/$$n >> $$log 2>&1 || { tail -n 40 $$log; exit 1; }; \
+	    grep -E '(DONE|exec_per_sec)' $$log | tail -n 2; done

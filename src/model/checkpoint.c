@@ -86,6 +86,16 @@ static int model_from_st(const char *path, const gdn2_st *st, gdn2_model **out) 
         snprintf(msg, sizeof msg, "%s", gdn2_last_error());
         gdn2_error(s, "%s: %s", path, msg);
     }
+    if (!s) {
+        /* every parameter is stored (4 bytes as F32, at least half a byte packed as int4): a config
+         * that asks for more than twice the file's tensor bytes is refused before it is allocated */
+        size_t held = 0, need = gdn2_model_param_count(&c);
+        for (int i = 0; i < st->n_tensors; i++) held += st->tensors[i].nbytes; /* <= the file size */
+        if (need / 2 > held)
+            s = gdn2_error(GDN2_ERR_FORMAT,
+                           "%s: the config describes %zu parameters but the file holds only %zu bytes of tensors",
+                           path, need, held);
+    }
     gdn2_model *m = NULL;
     if (!s) s = gdn2_model_create(&c, &m);
     const int bare = gdn2_st_find(st, "transformer.wte.weight") || gdn2_st_find(st, "transformer.wte.weight.q");

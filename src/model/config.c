@@ -2,6 +2,7 @@
  * lit_gpt config JSON (fixtures' meta.config, our checkpoints), and the parameter table with the
  * official lit_gpt names, computed from the config alone (the 1.3B counts need no weights). */
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,6 +132,10 @@ int gdn2_model_check(gdn2_model_cfg *c) {
         if (c->n_head < 1) return gdn2_error(GDN2_ERR_ARG, "model config: n_head %lld < 1", (long long)c->n_head);
         if (c->n_query_groups <= 0) c->n_query_groups = c->n_head;
         if (c->head_size <= 0) c->head_size = c->n_embd / c->n_head;
+        /* the derived head size obeys the same range as a given one (else a config that loads is
+         * refused when its own saved copy is read back: tests/fuzz/regressions/config_check_twice.json) */
+        int st = cfg_range("head_size", c->head_size, 0, CFG_MAX_HEAD_DIM);
+        if (st) return st;
         if (c->n_query_groups > c->n_head || c->n_head % c->n_query_groups || c->head_size % 2 || c->head_size < 2)
             return gdn2_error(GDN2_ERR_ARG,
                               "model config: n_head %lld must be a multiple of n_query_groups %lld, head_size %lld even",
@@ -247,10 +252,18 @@ int gdn2_model_config_from_json(const char *json, gdn2_model_cfg *c) {
     if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(o, "intermediate_size")))
         c->intermediate_size = 4 * c->n_embd; /* |n_embd| <= 2^53: no overflow; range-checked below */
     c->allow_neg_eigval = neg != 0;
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, "norm_eps");
-    if (cJSON_IsNumber(it)) c->norm_eps = (float)it->valuedouble;
-    it = cJSON_GetObjectItemCaseSensitive(o, "rope_base");
-    if (cJSON_IsNumber(it)) c->rope_base = (float)it->valuedouble;
+    /* float keys: a finite number in float range (a double beyond FLT_MAX has no float value) */
+    static const char *fkeys[2] = {"norm_eps", "rope_base"};
+    float *fdst[2] = {&c->norm_eps, &c->rope_base};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, fkeys[i]);
+        if (!cJSON_IsNumber(it)) continue;
+        if (!isfinite(it->valuedouble) || fabs(it->valuedouble) > FLT_MAX) {
+            cJSON_Delete(root);
+            return gdn2_error(GDN2_ERR_FORMAT, "model config: %s = %g is not a finite float", fkeys[i], it->valuedouble);
+        }
+        *fdst[i] = (float)it->valuedouble;
+    }
     int st = GDN2_OK;
     const cJSON *lay = cJSON_GetObjectItemCaseSensitive(o, "gdn2_layout");
     if (cJSON_IsString(lay)) {
