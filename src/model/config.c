@@ -258,9 +258,10 @@ int gdn2_model_config_from_json(const char *json, gdn2_model_cfg *c) {
     for (int i = 0; i < 2; i++) {
         const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, fkeys[i]);
         if (!cJSON_IsNumber(it)) continue;
-        if (!isfinite(it->valuedouble) || fabs(it->valuedouble) > FLT_MAX) {
+        const double x = it->valuedouble;
+        if (!isfinite(x) || fabs(x) > FLT_MAX) {
             cJSON_Delete(root);
-            return gdn2_error(GDN2_ERR_FORMAT, "model config: %s = %g is not a finite float", fkeys[i], it->valuedouble);
+            return gdn2_error(GDN2_ERR_FORMAT, "model config: %s = %g is not a finite float", fkeys[i], x);
         }
         *fdst[i] = (float)it->valuedouble;
     }
