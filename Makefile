@@ -1,5 +1,5 @@
 # gdn2 build. `make` builds build/libgdn2.a, build/gdn2 (CLI), tests and benchmarks.
-#   make test          run the test suite (ends with "N passed, N failed")
+#   make test          run the test suite (ends with "N passed, N failed, N skipped")
 #   make NATIVE=1      opt in to -O3 -march=native (the default build runs on any x86-64)
 #   make CUDA=0        build without CUDA even if nvcc exists
 #   make CUDA_ARCH=sm_90a   GPU target (default sm_90a: H100/H200)

@@ -401,11 +401,11 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
             if ((st = gdn2_model_zero_grad(m))) break;
             double lsum = 0.0;
             for (int64_t k = 0; k < o.accum && !st; k++) {
-                float l;
+                float l = 0.0f; /* read only when the forward succeeded (st == 0) */
                 st = get_batch(&ds, 0, batch_seed(o.seed, step, k), B, T, tok, tgt);
                 if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &l, 1);
                 if (!st) st = gdn2_model_backward(m, 1.0f / (float)o.accum);
-                lsum += l;
+                if (!st) lsum += l;
             }
             if (st) break;
             float loss = (float)(lsum / o.accum);
