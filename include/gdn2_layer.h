@@ -39,7 +39,7 @@ typedef struct {
 int    gdn2_layer_check(const gdn2_layer_cfg *c);
 int    gdn2_layer_params(const gdn2_layer_cfg *c, gdn2_param_info *out, int cap); /* returns the count; out may be NULL */
 size_t gdn2_layer_param_count(const gdn2_layer_cfg *c);                           /* floats in the flat block */
-void   gdn2_layer_init(const gdn2_layer_cfg *c, float *params, uint64_t seed);    /* official init (GDN2.md §4) */
+void   gdn2_layer_init(const gdn2_layer_cfg *c, float *params, uint64_t seed);    /* official init (docs/LAYER.md) */
 size_t gdn2_layer_act_size(const gdn2_layer_cfg *c, int64_t B, int64_t T);        /* floats saved by forward for backward (O(B·T·d), never O(T·K·V)) */
 size_t gdn2_layer_state_size(const gdn2_layer_cfg *c);                             /* floats of decode state per sequence: conv caches + recurrent state */
 

@@ -2,7 +2,7 @@
  * softmax attention (full or sliding window, RoPE), SwiGLU MLP, RMSNorm, untied lm_head; its AdamW,
  * training loop, checkpoints and constant-memory generation. fp32 on the CPU. docs/MODEL.md.
  *
- * Block (pre-norm, GDN2.md §5.1):  x += mixer(norm_1(x));  x += w3(silu(w1 n) * w2 n), n = norm_2(x)
+ * Block (pre-norm, docs/MODEL.md):  x += mixer(norm_1(x));  x += w3(silu(w1 n) * w2 n), n = norm_2(x)
  * Model: wte -> blocks -> ln_f -> lm_head (padded vocab, not tied to wte).
  * Parameters live in one flat float block (m->params), described by a table of official names. */
 #ifndef GDN2_MODEL_H
@@ -102,7 +102,7 @@ typedef struct {
 
 int gdn2_model_create(const gdn2_model_cfg *c, gdn2_model **out); /* params zeroed; call init or load */
 void gdn2_model_free(gdn2_model *m);
-/* Official init (GDN2.md §5.1: wte N(0,0.02); Linear U(±1/sqrt(fan_in)); w3 and attn proj further
+/* Official init (docs/MODEL.md: wte N(0,0.02); Linear U(±1/sqrt(fan_in)); w3 and attn proj further
  * / sqrt(2 n_layer); norms 1; recurrent layers their own init). Deterministic in seed. */
 void gdn2_model_init(gdn2_model *m, uint64_t seed);
 const gdn2_model_param *gdn2_model_find(const gdn2_model *m, const char *name);

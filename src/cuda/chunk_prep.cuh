@@ -127,7 +127,7 @@ __global__ __launch_bounds__(NT) void k_prep(ChunkParams p, int bwd) {
 // allows, else k_prep's exact per-element loop. Each block is then a 16x16x128 product on tensor
 // cores, the q-side factor shared by Aqk and T (and by the two blocks of a row pair). Each fp32
 // operand x is split into bf16 hi + lo (x - hi) and the product is ah*bh + ah*bl + al*bh (3 mma, ~16
-// mantissa bits; the official kernels use TF32, ~11, GDN2.md §11.3). The math after the scores (Qg,
+// mantissa bits; the official kernels use TF32, ~11, docs/CUDA.md). The math after the scores (Qg,
 // Kg, E, the solve, Y, U) is k_prep's, with the solve's block rows on tensor cores too and the
 // operands by cp.async / ldmatrix (phase costs: docs/CUDA.md).
 

@@ -3,7 +3,7 @@
 // side split by 64-channel halves (k_bk_tc).
 //
 // Used when the inputs are bf16 and K == KP, V == VP (64 or 128). The workspace tensors that the
-// official kernels round to bf16 (GDN2.md §11.4) are stored in bf16 here too: Y, Qg, Kg, Aqk (and A
+// official kernels round to bf16 (docs/CUDA.md) are stored in bf16 here too: Y, Qg, Kg, Aqk (and A
 // when the backward runs; written by k_prep_tc), H (chunk-start states), R (v_new) and dR. U,
 // gamma_last, dH and the other backward intermediates stay fp32. Each of those bf16 tensors was
 // already rounded to bf16 where the generic kernels feed it to a tensor-core product, so storing it

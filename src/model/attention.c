@@ -1,5 +1,5 @@
 /* Causal softmax attention with RoPE, full or sliding-window, as the official lit_gpt SWA layer
- * (GDN2.md §5.1): one fused qkv Linear whose output is laid out per query group as
+ * (docs/MODEL.md): one fused qkv Linear whose output is laid out per query group as
  * [q x (n_head/n_groups), k, v] (head_size each), rotate-half RoPE (base 10000) over the whole head,
  * softmax scale hs^-1/2, causal with window (W-1, 0): query t sees keys max(0, t-W+1) .. t; proj d->d.
  *

@@ -1,4 +1,4 @@
-/* Model configs: the named ones (GDN2.md §5.2 plus tiny/small for the CPU), layout strings, the
+/* Model configs: the named ones (docs/MODEL.md plus tiny/small for the CPU), layout strings, the
  * lit_gpt config JSON (fixtures' meta.config, our checkpoints), and the parameter table with the
  * official lit_gpt names, computed from the config alone (the 1.3B counts need no weights). */
 #include <cjson/cJSON.h>
@@ -17,7 +17,7 @@ typedef struct {
     const char *layout;
 } named_cfg;
 
-/* GDN2.md §5.2 (official 1.3B, Jellyfish 100M/305M) and two CPU sizes */
+/* docs/MODEL.md (official 1.3B, Jellyfish 100M/305M) and two CPU sizes */
 static const named_cfg k_named[] = {
     {"gdn2_1.3B", 18, 2304, 18, 128, 16, 128, 6208, 32000, 2048, 4096, "gdn2"},
     {"swa_gdn2_1.3B", 18, 2304, 18, 128, 16, 128, 6784, 32000, 2048, 4096, "gdn2,swa"},

@@ -1,4 +1,4 @@
-/* The official GatedDeltaNet2 token mixer (lit_gpt/gdn2.py, GDN2.md §4) on the CPU in fp32:
+/* The official GatedDeltaNet2 token mixer (lit_gpt/gdn2.py, docs/LAYER.md) on the CPU in fp32:
  * forward, full backward (VJP), and a constant-memory decode step; plus the `kda` and `gdn` mixer
  * variants on the same code and state size. docs/LAYER.md has the parameter tables.
  *

@@ -1,4 +1,4 @@
-/* LLaMA SwiGLU MLP as lit_gpt's LLaMAMLP (GDN2.md §5.1), no bias:
+/* LLaMA SwiGLU MLP as lit_gpt's LLaMAMLP (docs/MODEL.md), no bias:
  *   h1 = x W1^T,  h2 = x W2^T,  a = silu(h1) * h2,  y = a W3^T      (W1, W2 [I,d], W3 [d,I]) */
 #include <math.h>
 #include <string.h>

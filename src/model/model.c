@@ -1,4 +1,4 @@
-/* The lit_gpt GPT (GDN2.md §5.1) on the CPU: embedding, pre-norm blocks, ln_f, untied lm_head, mean
+/* The lit_gpt GPT (docs/MODEL.md) on the CPU: embedding, pre-norm blocks, ln_f, untied lm_head, mean
  * cross-entropy; forward, backward, and constant-memory generation (prefill + step).
  *
  *   res_0 = wte[tokens]

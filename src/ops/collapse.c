@@ -1,4 +1,4 @@
-/* Collapse limits of GDN-2 on the same kernels (GDN2.md §1.8):
+/* Collapse limits of GDN-2 on the same kernels (docs/ALGORITHM.md):
  *   KDA:           b_t = β_t·1_K, w_t = β_t·1_V   → S_t = (I − β_t k_t k_tᵀ) Diag(α_t) S_{t−1} + β_t k_t v_tᵀ
  *   Gated DeltaNet: KDA with a scalar decay per head, g_t·1_K.
  * β is [B,T,H] (per key head; the value heads of a group share it), the GDN decay g is [B,T,H].
