@@ -112,9 +112,9 @@ static inline int run_gdn2(const char *const *args, int *signaled) {
     return run_status_(st);
 }
 
-/* the first line of the last run's output (at most 511 bytes of it), for a check's message */
+/* the first line of the last run's output (at most 1023 bytes of it), for a check's message */
 static inline const char *first_line(void) {
-    static char b[512];
+    static char b[1024];
     size_t n = strcspn(g_out, "\n");
     snprintf(b, sizeof b, "%.*s", (int)(n < sizeof b ? n : sizeof b - 1), g_out);
     return b;
