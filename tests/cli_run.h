@@ -46,19 +46,20 @@ static inline void run_capture_(int fd) {
     g_out[n] = 0;
 }
 
-/* run the shell command fmt (printf-style) with stdout and stderr captured in g_out */
+/* run the shell command fmt (printf-style) with stdout and stderr captured in g_out; the command
+ * runs in a group, { ...; } 2>&1, so that every part of a compound one (a && b; c) is captured */
 __attribute__((format(printf, 1, 2))) static inline int run(const char *fmt, ...) {
-    char cmd[16384];
+    char body[16384], cmd[16384 + 16];
     va_list ap;
     va_start(ap, fmt);
-    int len = vsnprintf(cmd, sizeof cmd - 8, fmt, ap);
+    int len = vsnprintf(body, sizeof body, fmt, ap);
     va_end(ap);
     g_out[0] = 0;
-    if (len < 0 || (size_t)len >= sizeof cmd - 8) {
-        snprintf(g_out, sizeof g_out, "run: command longer than %zu bytes, not run", sizeof cmd - 9);
+    if (len < 0 || (size_t)len >= sizeof body) {
+        snprintf(g_out, sizeof g_out, "run: command longer than %zu bytes, not run", sizeof body - 1);
         return -1;
     }
-    strcat(cmd, " 2>&1");
+    snprintf(cmd, sizeof cmd, "{ %s\n} 2>&1", body);
     fflush(stdout);
     FILE *f = popen(cmd, "r");
     if (!f) {
