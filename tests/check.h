@@ -56,6 +56,9 @@ static inline const char *cli_path(void) {
     return e && *e ? e : "build/gdn2";
 }
 
+/* 1 when s contains sub (0 when either is NULL: a missing message is not a match) */
+static inline int contains(const char *s, const char *sub) { return s && sub && strstr(s, sub) != NULL; }
+
 /* relative RMSE: rms(x - ref) / rms(ref) (ref all zero: rms(x)) */
 static inline double rel_rmse_f32_f64(const float *x, const double *ref, size_t n) {
     double num = 0, den = 0;

@@ -7,46 +7,13 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "cli_run.h"
 #include "gdn2.h"
 #include "gdn2_model.h"
 #include "gdn2_text.h"
-
-static char g_dir[64];
-static char g_out[1 << 16]; /* stdout + stderr of the last run */
-
-/* Run `gdn2 <args>` (args formatted like printf) with stdout and stderr captured in g_out. Returns
- * the exit status; a signal shows as 128 + signal (as the shell reports it). */
-static int run(const char *fmt, ...) {
-    char args[4096], cmd[4600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", cli_path(), args);
-    fflush(stdout);
-    FILE *f = popen(cmd, "r");
-    g_out[0] = 0;
-    if (!f) return -1;
-    size_t n = fread(g_out, 1, sizeof g_out - 1, f);
-    g_out[n] = 0;
-    int st = pclose(f);
-    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* first line of the last output, for the check message */
-static const char *first_line(void) {
-    static char b[300];
-    size_t n = strcspn(g_out, "\n");
-    if (n >= sizeof b) n = sizeof b - 1;
-    memcpy(b, g_out, n);
-    b[n] = 0;
-    return b;
-}
 
 /* run, then check the exit status and that the output names must1 and must2 (NULL: anything) */
 static void expect(int want, const char *must1, const char *must2, const char *fmt, ...) {
@@ -55,20 +22,12 @@ static void expect(int want, const char *must1, const char *must2, const char *f
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
-    int rc = run("%s", args);
+    int rc = run("'%s' %s", cli_path(), args);
     CHECK(rc == want && (!must1 || strstr(g_out, must1)) && (!must2 || strstr(g_out, must2)),
           "gdn2 %.100s -> exit %d (want %d, naming %s%s%s): %s", args, rc, want, must1 ? must1 : "-",
           must2 ? " and " : "", must2 ? must2 : "", first_line());
 }
 #define EXPECT expect
-
-static const char *path_in(const char *name) {
-    static char buf[8][256];
-    static int k;
-    char *p = buf[k++ & 7];
-    snprintf(p, 256, "%s/%s", g_dir, name);
-    return p;
-}
 
 /* a random, untrained `tiny` byte-level checkpoint through the library API (no training) */
 static int make_ckpt(const char *path) {
@@ -255,11 +214,7 @@ static void test_task(void) {
 }
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/gdn2_cli_argsXXXXXX");
-    if (!mkdtemp(g_dir)) {
-        CHECK(0, "cannot create a temporary directory");
-        return test_summary();
-    }
+    if (make_tmp_dir("cli_args")) return test_summary();
     CHECK(!access(cli_path(), X_OK), "the CLI under test: %s", cli_path());
     const char *ck = path_in("tiny.safetensors"), *text = path_in("text.txt");
     char nodir[128];
@@ -281,8 +236,6 @@ int main(void) {
     test_files_cmds(nodir);
     test_task();
 
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd)) printf("note: could not remove %s\n", g_dir);
+    remove_tmp_dir();
     return test_summary();
 }

@@ -5,81 +5,16 @@
  *     gradient) and reporting (asserting <= 5e-3) the figure against the official chunk_* tensors;
  *   - on a synthetic varlen + GVA + gate-in-kernel + bf16 file: chunk and recurrent vs reference;
  *   - on bad inputs: exit status 2 (not a signal), stderr naming the file / tensor, no output file. */
-#include <dirent.h>
-#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "cli_run.h"
 #include "gdn2.h"
 #include "gdn2_cuda.h"
 
 #define GDN2_BIN cli_path()
-
-static char g_dir[256];
-static char g_err[8192]; /* stderr of the last run */
-
-static const char *path_in(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ & 7];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
-
-static int contains(const char *s, const char *sub) { return strstr(s, sub) != NULL; }
-
-/* The first line of the last run's output, for one-line check messages. */
-static const char *brief(void) {
-    static char b[400];
-    size_t n = strcspn(g_err, "\n");
-    if (n >= sizeof b) n = sizeof b - 1;
-    memcpy(b, g_err, n);
-    b[n] = 0;
-    return b;
-}
-
-/* Run gdn2 with args (NULL-terminated, without argv[0]); returns the exit status, or 128+signal
- * when killed (*signaled = 1). stdout+stderr land in g_err. */
-static int run_gdn2(const char *const *args, int *signaled) {
-    const char *argv[32];
-    int n = 0;
-    argv[n++] = GDN2_BIN;
-    while (*args && n < 31) argv[n++] = *args++;
-    argv[n] = NULL;
-    const char *errp = path_in("stderr.txt");
-    *signaled = 0;
-    g_err[0] = 0;
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        int fd = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execv(GDN2_BIN, (char *const *)argv);
-        _exit(127);
-    }
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0) {}
-    FILE *f = fopen(errp, "rb");
-    if (f) {
-        size_t k = fread(g_err, 1, sizeof g_err - 1, f);
-        g_err[k] = 0;
-        fclose(f);
-        while (k && g_err[k - 1] == '\n') g_err[--k] = 0;
-    }
-    if (WIFSIGNALED(st)) {
-        *signaled = 1;
-        return 128 + WTERMSIG(st);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 /* Tensor `name` of st as fp32 with the shape of `like` (any shape when like is NULL). */
 static float *get(const gdn2_st *st, const char *name, const gdn2_tensor *like, size_t *n) {
@@ -123,15 +58,15 @@ static void check_fixture(const char *fix) {
             continue;
         }
         int sig, rc = run_gdn2(args, &sig);
-        if (!strcmp(dev, "cuda") && rc == 1 && !sig && contains(g_err, "not implemented")) {
-            SKIP("%s --device cuda: %s", fix, brief());
+        if (!strcmp(dev, "cuda") && rc == 1 && !sig && contains(g_out, "not implemented")) {
+            SKIP("%s --device cuda: %s", fix, first_line());
             continue;
         }
-        CHECK(rc == 0 && !sig, "%s --impl %s --device %s: exit %d: %s", fix, impl, dev, rc, brief());
+        CHECK(rc == 0 && !sig, "%s --impl %s --device %s: exit %d: %s", fix, impl, dev, rc, first_line());
         if (rc != 0) continue;
-        CHECK(contains(g_err, "impl=") && contains(g_err, " ms"), "%s --impl %s: one-line summary on stderr", fix, impl);
+        CHECK(contains(g_out, "impl=") && contains(g_out, " ms"), "%s --impl %s: one-line summary on stderr", fix, impl);
         if (is_rec)
-            CHECK(contains(g_err, "no backward"), "%s --impl recurrent with do: note that there is no backward", fix);
+            CHECK(contains(g_out, "no backward"), "%s --impl recurrent with do: note that there is no backward", fix);
         gdn2_st os;
         if (gdn2_st_read(out, &os)) {
             CHECK(0, "%s --impl %s: read output: %s", fix, impl, gdn2_last_error());
@@ -315,10 +250,10 @@ static void check_synthetic(void) {
         int sig;
         rc = run_gdn2(args, &sig);
         CHECK(rc == 0 && !sig, "synthetic (T=90 in 3 sequences, H=2 HV=4 K=16 V=8, bf16 q) --impl %s: exit %d: %s",
-              impls[i], rc, brief());
+              impls[i], rc, first_line());
         have[i] = rc == 0 && gdn2_st_read(out, &outs[i]) == 0;
         if (rc == 0 && i == 0)
-            CHECK(contains(g_err, "N=3") && contains(g_err, "varlen"), "summary reports 3 packed sequences: %s", brief());
+            CHECK(contains(g_out, "N=3") && contains(g_out, "varlen"), "summary reports 3 packed sequences: %s", first_line());
     }
     if (have[0]) {
         const gdn2_tensor *dq = gdn2_st_find(&outs[0], "dq"), *dv = gdn2_st_find(&outs[0], "dv"),
@@ -362,9 +297,9 @@ static void expect_bad(const char *what, const char *in, const char *const *extr
     while (extra && *extra && n < 15) args[n++] = *extra++;
     args[n] = NULL;
     int sig, rc = run_gdn2(args, &sig);
-    int ok = rc == want_rc && !sig && (!must1 || contains(g_err, must1)) && (!must2 || contains(g_err, must2)) &&
+    int ok = rc == want_rc && !sig && (!must1 || contains(g_out, must1)) && (!must2 || contains(g_out, must2)) &&
              access(out, F_OK) != 0;
-    CHECK(ok, "bad input: %s -> exit %d%s: %s", what, rc, sig ? " (signal!)" : "", brief());
+    CHECK(ok, "bad input: %s -> exit %d%s: %s", what, rc, sig ? " (signal!)" : "", first_line());
 }
 
 static void check_bad_inputs(void) {
@@ -378,7 +313,7 @@ static void check_bad_inputs(void) {
     const char *args[] = {"op", good, "-o", out, "--impl", "reference", NULL};
     int sig;
     rc = rc ? rc : run_gdn2(args, &sig);
-    CHECK(rc == 0, "baseline synthetic input runs (exit %d: %s)", rc, brief());
+    CHECK(rc == 0, "baseline synthetic input runs (exit %d: %s)", rc, first_line());
     unlink(out);
 
     /* forward only: without `do` only o and ht are written (dht alone is ignored with a note) */
@@ -389,12 +324,12 @@ static void check_bad_inputs(void) {
         const char *a2[] = {"op", fwd, "-o", out, "--impl", "reference", NULL};
         rc = run_gdn2(a2, &sig);
         gdn2_st os;
-        int ok = rc == 0 && contains(g_err, "dht ignored") && gdn2_st_read(out, &os) == 0;
+        int ok = rc == 0 && contains(g_out, "dht ignored") && gdn2_st_read(out, &os) == 0;
         if (ok) {
             ok = os.n_tensors == 2 && gdn2_st_find(&os, "o") && gdn2_st_find(&os, "ht");
             gdn2_st_free(&os);
         }
-        CHECK(ok, "no do in the input: only o and ht written, note about dht (exit %d: %s)", rc, brief());
+        CHECK(ok, "no do in the input: only o and ht written, note about dht (exit %d: %s)", rc, first_line());
         unlink(out);
     }
 
@@ -506,18 +441,18 @@ static void check_bad_inputs(void) {
     expect_bad("unknown option", good, bad_opt, "--frobnicate", NULL, 2);
     const char *noo[] = {"op", good, NULL};
     rc = run_gdn2(noo, &sig);
-    CHECK(rc == 2 && !sig && contains(g_err, "-o"), "bad usage: no -o -> exit %d: %s", rc, brief());
+    CHECK(rc == 2 && !sig && contains(g_out, "-o"), "bad usage: no -o -> exit %d: %s", rc, first_line());
     const char *help[] = {"op", "--help", NULL};
     rc = run_gdn2(help, &sig);
-    CHECK(rc == 0 && contains(g_err, "usage: gdn2 op") && contains(g_err, "cu_seqlens"), "gdn2 op --help -> exit %d", rc);
+    CHECK(rc == 0 && contains(g_out, "usage: gdn2 op") && contains(g_out, "cu_seqlens"), "gdn2 op --help -> exit %d", rc);
     const char *outdir[] = {"op", good, "-o", path_in("no/such/dir/out.safetensors"), "--impl", "reference", NULL};
     rc = run_gdn2(outdir, &sig);
-    CHECK(rc == 1 && !sig && contains(g_err, "no/such/dir"), "unwritable output -> exit %d (runtime failure): %s", rc, brief());
+    CHECK(rc == 1 && !sig && contains(g_out, "no/such/dir"), "unwritable output -> exit %d (runtime failure): %s", rc, first_line());
 
     /* --device cuda: runs, or fails cleanly with exit 1 where CUDA is missing or unimplemented */
     const char *cuda[] = {"op", good, "-o", out, "--device", "cuda", NULL};
     rc = run_gdn2(cuda, &sig);
-    CHECK(!sig && (rc == 0 || (rc == 1 && g_err[0])), "--device cuda -> exit %d: %s", rc, brief());
+    CHECK(!sig && (rc == 0 || (rc == 1 && g_out[0])), "--device cuda -> exit %d: %s", rc, first_line());
     unlink(out);
     const char *cuda_ref[] = {"--device", "cuda", "--impl", "reference", NULL};
     expect_bad("--device cuda --impl reference", good, cuda_ref, "chunk", NULL, 2);
@@ -530,21 +465,12 @@ int main(void) {
         CHECK(0, "%s not found: run `make` first and run the tests from the project root", GDN2_BIN);
         return test_summary();
     }
-    snprintf(g_dir, sizeof g_dir, "/tmp/gdn2_test_cli_op.XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        CHECK(0, "mkdtemp");
-        return test_summary();
-    }
+    if (make_tmp_dir("test_cli_op.")) return test_summary();
     check_bad_inputs();
     check_synthetic();
     check_fixture("op_small");
     check_fixture("op_gate_in_kernel");
     check_fixture("op_gva");
-    DIR *d = opendir(g_dir);
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlink(path_in(e->d_name));
-    if (d) closedir(d);
-    rmdir(g_dir);
+    remove_tmp_dir();
     return test_summary();
 }

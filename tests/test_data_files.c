@@ -18,35 +18,11 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "cli_run.h"
 #include "fixture.h"
 #include "gdn2.h"
 #include "gentext.h"
 
-static char g_out[1 << 16];
-/* run a shell command, stdout+stderr into g_out; the exit status (-1: killed or not run) */
-static int run(const char *cmd) {
-    char full[8192];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *f = popen(full, "r");
-    if (!f) return -1;
-    size_t n = fread(g_out, 1, sizeof g_out - 1, f);
-    g_out[n] = 0;
-    int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-static const char *first_line(void) {
-    static char b[512];
-    snprintf(b, sizeof b, "%.511s", g_out);
-    b[strcspn(b, "\n")] = 0;
-    return b;
-}
-/* p made absolute in buf[512] */
-static const char *absolute(const char *p, char *buf) {
-    char cwd[256];
-    if (p[0] == '/' || !getcwd(cwd, sizeof cwd)) snprintf(buf, 512, "%s", p);
-    else snprintf(buf, 512, "%s/%s", cwd, p);
-    return buf;
-}
 /* entries in dir/sub (-1: cannot open) */
 static int count_entries(const char *dir, const char *sub) {
     char p[600];
@@ -150,14 +126,14 @@ static void test_default_text(void) {
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         snprintf(cmd, sizeof cmd, "cd %s && %s %s", dir, cli, cmds[i].args);
-        int rc = run(cmd);
+        int rc = run("%s", cmd);
         CHECK(rc == 2 && strstr(g_out, "data/tinyshakespeare.txt") && strstr(g_out, "sh scripts/get_data.sh") &&
                   strstr(g_out, cmds[i].flag) && !strstr(g_out, "MQAR"),
               "%s without data/tinyshakespeare.txt: exit %d (2), names the file, scripts/get_data.sh and %s: %s",
               cmds[i].name, rc, cmds[i].flag, first_line());
     }
     snprintf(cmd, sizeof cmd, "cd %s && %s train --help", dir, cli);
-    CHECK(run(cmd) == 0 && strstr(g_out, "data/tinyshakespeare.txt") && strstr(g_out, "get_data.sh"),
+    CHECK(run("%s", cmd) == 0 && strstr(g_out, "data/tinyshakespeare.txt") && strstr(g_out, "get_data.sh"),
           "train --help names the default text and scripts/get_data.sh");
 
     /* data/tinyshakespeare.txt present (a generated text): read by default */
@@ -166,10 +142,10 @@ static void test_default_text(void) {
     snprintf(txt, sizeof txt, "%s/data/tinyshakespeare.txt", dir);
     if (test_write_text(txt, 20000, 3) == 0) {
         snprintf(cmd, sizeof cmd, "cd %s && %s train --steps 2 --batch 2 --seq-len 32 --eval-batches 1 --quiet", dir, cli);
-        int rc = run(cmd);
+        int rc = run("%s", cmd);
         CHECK(rc == 0, "train with the default text present: exit %d: %s", rc, first_line());
         snprintf(cmd, sizeof cmd, "cd %s && %s quantize --model tiny.safetensors --bits 8 --max-bytes 256", dir, cli);
-        rc = run(cmd);
+        rc = run("%s", cmd);
         CHECK(rc == 0, "quantize with the default text present: exit %d: %s", rc, first_line());
     }
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
@@ -189,7 +165,7 @@ static void test_get_data(void) {
     snprintf(src, sizeof src, "%s/short.txt", dir);
     test_write_text(src, 1000, 1);
     snprintf(cmd, sizeof cmd, "GDN2_DATA=%s/out sh scripts/get_data.sh %s", dir, src);
-    int rc = run(cmd);
+    int rc = run("%s", cmd);
     CHECK(rc == 1 && strstr(g_out, "expected 1115394") && file_size(dest) < 0 && count_entries(dir, "out") == 0,
           "get_data.sh, a source of the wrong size: exit %d (1), nothing left in the data folder: %s", rc, first_line());
     /* a source of the right size: written (same bytes), no temp file; a second run keeps it */
@@ -198,14 +174,14 @@ static void test_get_data(void) {
     for (long i = 0; f && i < 1115394; i++) fputc("abcdefghij klmnopqrstuvwxyz.\n"[i % 29], f);
     if (f) fclose(f);
     snprintf(cmd, sizeof cmd, "GDN2_DATA=%s/out sh scripts/get_data.sh %s", dir, src);
-    rc = run(cmd);
+    rc = run("%s", cmd);
     CHECK(rc == 0 && file_size(dest) == 1115394 && count_entries(dir, "out") == 1,
           "get_data.sh, a source of the right size: exit %d, %s written (%ld bytes), no temp file", rc, dest,
           file_size(dest));
     snprintf(cmd, sizeof cmd, "cmp -s %s %s", src, dest);
-    CHECK(run(cmd) == 0, "get_data.sh: the written file is the source's bytes");
+    CHECK(run("%s", cmd) == 0, "get_data.sh: the written file is the source's bytes");
     snprintf(cmd, sizeof cmd, "GDN2_DATA=%s/out sh scripts/get_data.sh /nonexistent/source.txt", dir);
-    rc = run(cmd);
+    rc = run("%s", cmd);
     CHECK(rc == 0 && strstr(g_out, "already there") && file_size(dest) == 1115394,
           "get_data.sh with the file already there: exit %d, kept: %s", rc, first_line());
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

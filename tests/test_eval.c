@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "cli_run.h"
 #include "gdn2.h"
 #include "gentext.h"
 #include "gdn2_data.h"
@@ -203,19 +203,6 @@ static void test_protocol(void) {
 }
 
 /* ---- CLI ---------------------------------------------------------------------------------- */
-static char g_out[1 << 16];
-/* run a shell command, capture stdout+stderr into g_out, return the exit status */
-static int run(const char *cmd) {
-    char full[8192];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *f = popen(full, "r");
-    if (!f) return -1;
-    size_t n = fread(g_out, 1, sizeof g_out - 1, f);
-    g_out[n] = 0;
-    int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static int make_ckpt(const char *path, int vocab) {
     gdn2_model_cfg c;
     if (gdn2_model_config("tiny", &c)) return 1;
@@ -231,21 +218,8 @@ static int make_ckpt(const char *path, int vocab) {
     return st;
 }
 
-/* p made absolute in buf[512] (the CLI runs from another working directory in the default-file
- * checks) */
-static const char *absolute(const char *p, char *buf) {
-    char cwd[256];
-    if (p[0] == '/' || !getcwd(cwd, sizeof cwd)) snprintf(buf, 512, "%s", p);
-    else snprintf(buf, 512, "%s/%s", cwd, p);
-    return buf;
-}
-
 static char g_cli[512]; /* the CLI, absolute */
-static int run_cli(const char *args) {
-    char full[1024];
-    snprintf(full, sizeof full, "%s %s", g_cli, args);
-    return run(full);
-}
+static int run_cli(const char *args) { return run("%s %s", g_cli, args); }
 
 static void test_cli(void) {
     if (access(cli_path(), X_OK)) {
@@ -268,7 +242,7 @@ static void test_cli(void) {
         /* a real run: table, JSON, SVG */
         snprintf(cmd, sizeof cmd, "%s eval --model %s --task S-NIAH-1,MK-NIAH-2 --lengths 600,800 --depths 0,100 --samples 2 --seed 3 --out %s/ev %s", G,
                  ck, dir, words);
-        int rc = run(cmd);
+        int rc = run("%s", cmd);
         CHECK(rc == 0 && strstr(g_out, "niah_single_1") && strstr(g_out, "niah_multikey_2") && strstr(g_out, "score"),
               "gdn2 eval on a (random) tiny checkpoint prints the table (rc %d)", rc);
         char path[700];
@@ -304,53 +278,53 @@ static void test_cli(void) {
         CHECK(!stat(path, &sb) && sb.st_size > 500, "heatmap SVG written per task (%s)", path);
         if (need_tool("xmllint", "the eval heatmap is well-formed XML")) {
             snprintf(cmd, sizeof cmd, "xmllint --noout %s", path);
-            CHECK(run(cmd) == 0, "eval heatmap is well-formed XML");
+            CHECK(run("%s", cmd) == 0, "eval heatmap is well-formed XML");
         }
         /* bad input */
         snprintf(cmd, sizeof cmd, "%s eval --model %s --task S-NIAH-9 --lengths 600 --out %s/ev %s", G, ck, dir, words);
-        CHECK(run(cmd) == 2 && strstr(g_out, "unknown task 'S-NIAH-9'"), "eval: unknown task -> exit 2 with the name");
+        CHECK(run("%s", cmd) == 2 && strstr(g_out, "unknown task 'S-NIAH-9'"), "eval: unknown task -> exit 2 with the name");
         snprintf(cmd, sizeof cmd, "%s eval --model %s --task S-NIAH-1 --lengths 200 --samples 1 --out %s/ev %s", G, ck, dir, words);
-        CHECK(run(cmd) != 0 && strstr(g_out, "shorter"), "eval: length 200 shorter than the needle prompt -> error");
+        CHECK(run("%s", cmd) != 0 && strstr(g_out, "shorter"), "eval: length 200 shorter than the needle prompt -> error");
         snprintf(cmd, sizeof cmd, "%s eval --model %s --task S-NIAH-2 --lengths 600 --out %s/ev %s --haystack %s/nope.txt", G, ck,
                  dir, words, dir);
-        CHECK(run(cmd) == 2 && strstr(g_out, "nope.txt"), "eval: missing haystack file -> exit 2 naming it");
+        CHECK(run("%s", cmd) == 2 && strstr(g_out, "nope.txt"), "eval: missing haystack file -> exit 2 naming it");
         /* the essay haystack: --haystack, else data/tinyshakespeare.txt under the working directory,
          * which the repository does not ship: missing -> exit 2 naming it and scripts/get_data.sh */
         snprintf(cmd, sizeof cmd, "%s eval --model %s --task S-NIAH-2 --lengths 600 --depths 50 --samples 2 --out %s/ev %s --haystack %s", G,
                  ck, dir, words, hay);
-        CHECK(run(cmd) == 0 && strstr(g_out, "niah_single_2"), "eval: essay task with --haystack (a generated text) runs");
+        CHECK(run("%s", cmd) == 0 && strstr(g_out, "niah_single_2"), "eval: essay task with --haystack (a generated text) runs");
         snprintf(cmd, sizeof cmd, "cd %s && %s eval --model %s --task S-NIAH-2 --lengths 600 --depths 50 --samples 1 --out %s/ev %s", dir,
                  G, ck, dir, words);
-        CHECK(run(cmd) == 2 && strstr(g_out, "data/tinyshakespeare.txt") && strstr(g_out, "sh scripts/get_data.sh") &&
+        CHECK(run("%s", cmd) == 2 && strstr(g_out, "data/tinyshakespeare.txt") && strstr(g_out, "sh scripts/get_data.sh") &&
                   strstr(g_out, "--haystack"),
               "eval: essay task, no --haystack, no data/tinyshakespeare.txt -> exit 2 naming it and how to get it: %s",
               strtok(g_out, "\n") ? g_out : "(no output)");
         snprintf(cmd, sizeof cmd, "mkdir -p %s/data && cp %s %s/data/tinyshakespeare.txt && cd %s && %s eval --model %s --task S-NIAH-2 "
                  "--lengths 600 --depths 50 --samples 1 --out %s/ev %s",
                  dir, hay, dir, dir, G, ck, dir, words);
-        CHECK(run(cmd) == 0 && strstr(g_out, "niah_single_2"), "eval: essay task, no --haystack -> data/tinyshakespeare.txt is read");
+        CHECK(run("%s", cmd) == 0 && strstr(g_out, "niah_single_2"), "eval: essay task, no --haystack -> data/tinyshakespeare.txt is read");
         snprintf(cmd, sizeof cmd, "rm -rf %s/data", dir);
         if (system(cmd)) {}
         snprintf(cmd, sizeof cmd, "%s eval --model %s --task S-NIAH-1 --lengths 600 --samples 1 --out %s/ev %s", G, ck16, dir, words);
-        CHECK(run(cmd) != 0 && strstr(g_out, "vocab_size 16"), "eval: a vocab-16 checkpoint on byte-level NIAH -> config mismatch error");
+        CHECK(run("%s", cmd) != 0 && strstr(g_out, "vocab_size 16"), "eval: a vocab-16 checkpoint on byte-level NIAH -> config mismatch error");
         snprintf(cmd, sizeof cmd, "%s eval --model %s --task S-NIAH-1 --lengths 600 --adjs %s/none.txt --out %s/ev", G, ck, dir, dir);
-        CHECK(run(cmd) == 2 && strstr(g_out, "none.txt"), "eval: missing word list -> exit 2 naming it");
+        CHECK(run("%s", cmd) == 2 && strstr(g_out, "none.txt"), "eval: missing word list -> exit 2 naming it");
         snprintf(cmd, sizeof cmd, "%s eval --model %s --task S-NIAH-1 --lengths 600 --depths 0,150 --out %s/ev %s", G, ck, dir, words);
-        CHECK(run(cmd) == 2 && strstr(g_out, "150"), "eval: depth 150 -> exit 2");
+        CHECK(run("%s", cmd) == 2 && strstr(g_out, "150"), "eval: depth 150 -> exit 2");
     }
     snprintf(cmd, sizeof cmd, "%s eval --model %s --task mqar,parity --lengths 65 --samples 4 --out %s/ev2", G, ck16, dir);
-    int rc = run(cmd);
+    int rc = run("%s", cmd);
     CHECK(rc != 0 && strstr(g_out, "even"), "eval: MQAR with an odd length -> error (rc %d)", rc);
     snprintf(cmd, sizeof cmd, "%s eval --model %s --task fmqar,parity --lengths 64 --samples 4 --out %s/ev2", G, ck16, dir);
-    rc = run(cmd);
+    rc = run("%s", cmd);
     CHECK(rc == 0 && strstr(g_out, "forgetting-mqar") && strstr(g_out, "parity"), "eval: token tasks on a vocab-16 checkpoint run (rc %d)", rc);
     snprintf(cmd, sizeof cmd, "%s eval --model %s --task mqar --vocab 256 --lengths 64 --out %s/ev2", G, ck16, dir);
-    CHECK(run(cmd) != 0 && strstr(g_out, "exceeds"), "eval: MQAR vocab 256 on a vocab-16 checkpoint -> config mismatch");
+    CHECK(run("%s", cmd) != 0 && strstr(g_out, "exceeds"), "eval: MQAR vocab 256 on a vocab-16 checkpoint -> config mismatch");
     snprintf(cmd, sizeof cmd, "%s eval --model %s/missing.safetensors --task mqar --lengths 64 --out %s/ev2", G, dir, dir);
-    CHECK(run(cmd) == 2 && strstr(g_out, "missing.safetensors"), "eval: missing checkpoint -> exit 2 naming it");
+    CHECK(run("%s", cmd) == 2 && strstr(g_out, "missing.safetensors"), "eval: missing checkpoint -> exit 2 naming it");
     snprintf(cmd, sizeof cmd, "echo 'not a checkpoint' > %s/bad.safetensors; %s eval --model %s/bad.safetensors --task mqar --lengths 64 --out %s/ev2",
              dir, G, dir, dir);
-    CHECK(run(cmd) == 2, "eval: a file that is not a checkpoint -> exit 2");
+    CHECK(run("%s", cmd) == 2, "eval: a file that is not a checkpoint -> exit 2");
     CHECK(run_cli("eval --task mqar") == 2 && strstr(g_out, "required"), "eval: missing --model -> usage, exit 2");
 
     /* gdn2 task */
@@ -358,26 +332,26 @@ static void test_cli(void) {
           "task show mqar prints tokens, targets, answers");
     {
         snprintf(cmd, sizeof cmd, "%s task show S-NIAH-1 --len 1024 --seed 2 --depth 50 %s", G, words);
-        CHECK(run(cmd) == 0 && strstr(g_out, "answers (1):") && strstr(g_out, "The grass is green. The sky is blue.") &&
+        CHECK(run("%s", cmd) == 0 && strstr(g_out, "answers (1):") && strstr(g_out, "The grass is green. The sky is blue.") &&
                   strstr(g_out, "mentioned in the provided text is"),
               "task show S-NIAH-1 prints the prompt and its answer");
         snprintf(cmd, sizeof cmd, "%s task show S-NIAH-1 --len 100 %s", G, words);
-        CHECK(run(cmd) == 2 && strstr(g_out, "shorter"), "task show: length shorter than the needle -> exit 2");
+        CHECK(run("%s", cmd) == 2 && strstr(g_out, "shorter"), "task show: length shorter than the needle -> exit 2");
         snprintf(cmd, sizeof cmd, "cd %s && %s task show S-NIAH-3 --len 2048 %s", dir, G, words);
-        CHECK(run(cmd) == 2 && strstr(g_out, "data/tinyshakespeare.txt") && strstr(g_out, "sh scripts/get_data.sh"),
+        CHECK(run("%s", cmd) == 2 && strstr(g_out, "data/tinyshakespeare.txt") && strstr(g_out, "sh scripts/get_data.sh"),
               "task show: essay task, no --haystack, no data/tinyshakespeare.txt -> exit 2 naming it and how to get it");
         snprintf(cmd, sizeof cmd, "mkdir -p %s/data && cp %s %s/data/tinyshakespeare.txt && cd %s && %s task show S-NIAH-3 --len 2048 %s",
                  dir, hay, dir, dir, G, words);
-        CHECK(run(cmd) == 0 && strstr(g_out, GENTEXT_OPENING_COLLAPSED),
+        CHECK(run("%s", cmd) == 0 && strstr(g_out, GENTEXT_OPENING_COLLAPSED),
               "task show: essay task, no --haystack -> the haystack is data/tinyshakespeare.txt");
         snprintf(cmd, sizeof cmd, "%s task show S-NIAH-3 --len 2048 --haystack %s %s", G, hay, words);
-        CHECK(run(cmd) == 0 && strstr(g_out, GENTEXT_OPENING_COLLAPSED) && strstr(g_out, "uuid"),
+        CHECK(run("%s", cmd) == 0 && strstr(g_out, GENTEXT_OPENING_COLLAPSED) && strstr(g_out, "uuid"),
               "task show S-NIAH-3 --haystack FILE: the prompt's haystack is FILE's text");
         /* the word lists default to data/ruler_*.txt (shipped) */
         CHECK(run_cli("task show S-NIAH-1 --len 1024 --seed 4") == 0 && strstr(g_out, "answers (1):"),
               "task show S-NIAH-1 without --adjs / --nouns reads the shipped data/ word lists");
         snprintf(cmd, sizeof cmd, "%s task show S-NIAH-3 --len 2048 --haystack /nonexistent/pg.txt %s", G, words);
-        CHECK(run(cmd) == 2 && strstr(g_out, "/nonexistent/pg.txt"), "task show: missing haystack file -> exit 2 naming it");
+        CHECK(run("%s", cmd) == 2 && strstr(g_out, "/nonexistent/pg.txt"), "task show: missing haystack file -> exit 2 naming it");
     }
     CHECK(run_cli("task show no-such-task") == 2 && strstr(g_out, "unknown task"), "task show: unknown task -> exit 2");
     CHECK(run_cli("task show parity --len 2") == 2, "task show: parity length 2 -> exit 2");

@@ -14,29 +14,16 @@
  *     with -fsanitize=undefined,float-cast-overflow to see it).
  * Also times the value scan against the chunk forward and backward it guards (printed, not
  * asserted: the machine may be shared). */
-#include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "cli_run.h"
 #include "gdn2.h"
 #include "ops/chunk_common.h" /* gdn2_fexp */
-
-static char g_dir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ & 7];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
-
-static int has(const char *s, const char *sub) { return strstr(s, sub) != NULL; }
 
 /* ---- safetensors ---------------------------------------------------------------------------- */
 
@@ -55,12 +42,12 @@ static void write_raw(const char *path, const char *json, size_t data) {
 
 /* read a crafted file: 1 when refused with GDN2_ERR_FORMAT and a message containing `want` */
 static int st_refused(const char *json, size_t data, const char *want) {
-    const char *p = tmp_path("crafted.safetensors");
+    const char *p = path_in("crafted.safetensors");
     write_raw(p, json, data);
     gdn2_st st;
     int rc = gdn2_st_read(p, &st);
     if (rc == GDN2_OK) gdn2_st_free(&st);
-    return rc == GDN2_ERR_FORMAT && has(gdn2_last_error(), want);
+    return rc == GDN2_ERR_FORMAT && contains(gdn2_last_error(), want);
 }
 
 static void test_safetensors(void) {
@@ -83,7 +70,7 @@ static void test_safetensors(void) {
           "safetensors: shape exceeding its byte span refused (%s)", gdn2_last_error());
     /* an empty tensor of modest shape is still fine */
     {
-        const char *p = tmp_path("empty.safetensors");
+        const char *p = path_in("empty.safetensors");
         write_raw(p, "{\"x\":{\"dtype\":\"F32\",\"shape\":[0,4096,4096],\"data_offsets\":[0,0]}}", 0);
         gdn2_st st;
         int rc = gdn2_st_read(p, &st);
@@ -94,12 +81,12 @@ static void test_safetensors(void) {
     /* the writer refuses what the reader would */
     {
         gdn2_tensor t = {.name = "x", .dtype = GDN2_F32, .ndim = 3, .shape = {0, (int64_t)1 << 62, 4}, .nbytes = 0};
-        int rc = gdn2_st_write(tmp_path("w.safetensors"), &t, 1, NULL, NULL, 0);
-        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "too large"),
+        int rc = gdn2_st_write(path_in("w.safetensors"), &t, 1, NULL, NULL, 0);
+        CHECK(rc == GDN2_ERR_ARG && contains(gdn2_last_error(), "too large"),
               "safetensors writer: [0,2^62,4] refused (rc %d: %s)", rc, gdn2_last_error());
         gdn2_tensor u = {.name = "y", .dtype = GDN2_F32, .ndim = 3, .shape = {(int64_t)1 << 31, (int64_t)1 << 31, 8},
                          .nbytes = 0};
-        rc = gdn2_st_write(tmp_path("w.safetensors"), &u, 1, NULL, NULL, 0);
+        rc = gdn2_st_write(path_in("w.safetensors"), &u, 1, NULL, NULL, 0);
         CHECK(rc == GDN2_ERR_ARG, "safetensors writer: [2^31,2^31,8] F32 (2^65 bytes) refused (rc %d: %s)", rc,
               gdn2_last_error());
     }
@@ -110,7 +97,7 @@ static void test_safetensors(void) {
 static int cfg_refused(const char *json, const char *want1, const char *want2) {
     gdn2_model_cfg c;
     int rc = gdn2_model_config_from_json(json, &c);
-    return rc != GDN2_OK && has(gdn2_last_error(), want1) && (!want2 || has(gdn2_last_error(), want2));
+    return rc != GDN2_OK && contains(gdn2_last_error(), want1) && (!want2 || contains(gdn2_last_error(), want2));
 }
 
 static void test_config(void) {
@@ -164,7 +151,7 @@ static void test_config(void) {
 static int dims_refused(gdn2_dims d, const char *want) {
     gdn2_opts o = {0};
     int rc = gdn2_check(&d, &o);
-    return rc == GDN2_ERR_ARG && has(gdn2_last_error(), want);
+    return rc == GDN2_ERR_ARG && contains(gdn2_last_error(), want);
 }
 
 static void test_dims(void) {
@@ -317,8 +304,8 @@ static void test_values(void) {
                 char ix[96], want[128];
                 idx4(j, s, ix, sizeof ix);
                 snprintf(want, sizeof want, "%s: %s%s = ", enames[e], tnames[ti], ix);
-                CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), want) &&
-                          has(gdn2_last_error(), k == 0 ? "nan" : "inf"),
+                CHECK(rc == GDN2_ERR_ARG && contains(gdn2_last_error(), want) &&
+                          contains(gdn2_last_error(), k == 0 ? "nan" : "inf"),
                       "values: %s refuses %s at %s = %g (rc %d: %s)", enames[e], tnames[ti], ix, (double)bad[k], rc,
                       gdn2_last_error());
             }
@@ -332,7 +319,7 @@ static void test_values(void) {
             char ix[96], want[128];
             idx4(j, sq, ix, sizeof ix);
             snprintf(want, sizeof want, "g%s = 0.25", ix);
-            CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), want) && has(gdn2_last_error(), "log-decay"),
+            CHECK(rc == GDN2_ERR_ARG && contains(gdn2_last_error(), want) && contains(gdn2_last_error(), "log-decay"),
                   "values: %s refuses g%s = 0.25 without the gate in kernel (%s)", enames[e], ix, gdn2_last_error());
             /* ... and accepted as the raw gate of the gate in kernel (every g positive here) */
             gdn2_opts og = o;
@@ -349,7 +336,7 @@ static void test_values(void) {
                 rc = call(e, &p, &og);
                 p.x[ti][1] = keep2;
                 snprintf(want, sizeof want, "%s[1] = nan", tnames[ti]);
-                CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), want), "values: %s refuses %s (%s)", enames[e],
+                CHECK(rc == GDN2_ERR_ARG && contains(gdn2_last_error(), want), "values: %s refuses %s (%s)", enames[e],
                       want, gdn2_last_error());
             }
             for (size_t i = 0; i < p.n[T_G]; i++) p.x[T_G][i] = -p.x[T_G][i];
@@ -370,17 +357,17 @@ static void test_values(void) {
               gdn2_last_error());
         beta[7] = NAN;
         int rc = gdn2_kda_chunk_fwd(&d, &o, &ft, beta);
-        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "gdn2_kda_chunk_fwd: beta[0,3,1] = nan"),
+        CHECK(rc == GDN2_ERR_ARG && contains(gdn2_last_error(), "gdn2_kda_chunk_fwd: beta[0,3,1] = nan"),
               "values: gdn2_kda_chunk_fwd refuses beta[0,3,1] = nan (%s)", gdn2_last_error());
         rc = gdn2_kda_recurrent_fwd(&d, &o, &ft, beta);
-        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "gdn2_kda_recurrent_fwd: beta[0,3,1] = nan"),
+        CHECK(rc == GDN2_ERR_ARG && contains(gdn2_last_error(), "gdn2_kda_recurrent_fwd: beta[0,3,1] = nan"),
               "values: gdn2_kda_recurrent_fwd refuses beta (%s)", gdn2_last_error());
         rc = gdn2_kda_chunk_bwd(&d, &o, &ft, beta, &bt, dbeta);
-        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "gdn2_kda_chunk_bwd: beta[0,3,1] = nan"),
+        CHECK(rc == GDN2_ERR_ARG && contains(gdn2_last_error(), "gdn2_kda_chunk_bwd: beta[0,3,1] = nan"),
               "values: gdn2_kda_chunk_bwd refuses beta (%s)", gdn2_last_error());
         ((float *)ft.q)[3] = NAN;
         rc = gdn2_kda_chunk_fwd(&d, &o, &ft, beta);
-        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "gdn2_kda_chunk_fwd: q[0,0,0,3] = nan"),
+        CHECK(rc == GDN2_ERR_ARG && contains(gdn2_last_error(), "gdn2_kda_chunk_fwd: q[0,0,0,3] = nan"),
               "values: gdn2_kda_chunk_fwd refuses q (%s)", gdn2_last_error());
         ((float *)ft.q)[3] = 0.25f;
         beta[7] = 0.5f;
@@ -389,11 +376,11 @@ static void test_values(void) {
               gdn2_last_error());
         gs[9] = 0.5f;
         rc = gdn2_gdn_chunk_fwd(&d, &o, &ft, beta);
-        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "g[0,4,1] = 0.5"),
+        CHECK(rc == GDN2_ERR_ARG && contains(gdn2_last_error(), "g[0,4,1] = 0.5"),
               "values: gdn2_gdn_chunk_fwd refuses the scalar g[0,4,1] = 0.5 (%s)", gdn2_last_error());
         gs[9] = -INFINITY;
         rc = gdn2_gdn_chunk_bwd(&d, &o, &ft, beta, &bt, dbeta);
-        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "g[0,4,1] = -inf"),
+        CHECK(rc == GDN2_ERR_ARG && contains(gdn2_last_error(), "g[0,4,1] = -inf"),
               "values: gdn2_gdn_chunk_bwd refuses g[0,4,1] = -inf (%s)", gdn2_last_error());
         free(beta), free(gs), free(dbeta);
     }
@@ -413,12 +400,12 @@ static void test_values(void) {
         CHECK(rc == GDN2_OK, "values: gdn2_decode_step ignores a NaN in a skipped row (rc %d %s)", rc, gdn2_last_error());
         slots[1] = 0;
         rc = gdn2_decode_step(&dd, &o, &dt);
-        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "gdn2_decode_step: q[1,0,3] = nan"),
+        CHECK(rc == GDN2_ERR_ARG && contains(gdn2_last_error(), "gdn2_decode_step: q[1,0,3] = nan"),
               "values: gdn2_decode_step refuses q[1,0,3] = nan in a row that runs (%s)", gdn2_last_error());
         row1[3] = keep;
         p.x[T_G][2] = 1.0f;
         rc = gdn2_decode_step(&dd, &o, &dt);
-        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "g[0,0,2] = 1"),
+        CHECK(rc == GDN2_ERR_ARG && contains(gdn2_last_error(), "g[0,0,2] = 1"),
               "values: gdn2_decode_step refuses g[0,0,2] = 1 (%s)", gdn2_last_error());
         p.x[T_G][2] = -0.1f;
         free(pool);
@@ -432,7 +419,7 @@ static void test_values(void) {
         CHECK(gdn2_check_inputs(&d, &o, &ft, &bt) == GDN2_OK, "values: gdn2_check_inputs accepts clean inputs");
         p.x[T_DO][11] = INFINITY;
         int rc = gdn2_check_inputs(&d, &o, &ft, &bt);
-        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "do[0,0,1,3] = inf"), "values: gdn2_check_inputs: %s",
+        CHECK(rc == GDN2_ERR_ARG && contains(gdn2_last_error(), "do[0,0,1,3] = inf"), "values: gdn2_check_inputs: %s",
               gdn2_last_error());
         CHECK(gdn2_check_inputs(&d, &o, &ft, NULL) == GDN2_OK, "values: gdn2_check_inputs without g ignores do");
         p.x[T_DO][11] = 0.0f;
@@ -452,12 +439,12 @@ static void test_values(void) {
         big.x[T_W][900007] = -INFINITY;
         big.x[T_W][5] = 0.0f;
         int rc = gdn2_check_inputs(&db, &o, &ft, NULL);
-        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "w[0,3515,0,167] = -inf"),
+        CHECK(rc == GDN2_ERR_ARG && contains(gdn2_last_error(), "w[0,3515,0,167] = -inf"),
               "values: 1M-element tensors, 4 threads: the first of two bad elements reported (%s)", gdn2_last_error());
         big.x[T_W][1000001] = big.x[T_W][900007] = 0.5f;
         big.x[T_G][1048575] = 1e-30f;
         rc = gdn2_check_inputs(&db, &o, &ft, NULL);
-        CHECK(rc == GDN2_ERR_ARG && has(gdn2_last_error(), "g[0,4095,0,255] = 1e-30"),
+        CHECK(rc == GDN2_ERR_ARG && contains(gdn2_last_error(), "g[0,4095,0,255] = 1e-30"),
               "values: 1M-element tensors, 4 threads: the last element's positive g found (%s)", gdn2_last_error());
         prob_free(&big);
     }
@@ -465,37 +452,12 @@ static void test_values(void) {
 
 /* ---- gdn2 op on a file with bad values ------------------------------------------------------- */
 
-static char g_out[8192];
-
+/* the CLI with args (cli_run.h's run_gdn2), its output folded to one line for the check message */
 static int run_cli(const char *const *args) {
-    const char *argv[16];
-    int n = 0;
-    argv[n++] = cli_path();
-    while (*args && n < 15) argv[n++] = *args++;
-    argv[n] = NULL;
-    const char *errp = tmp_path("cli.txt");
-    g_out[0] = 0;
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        int fd = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) dup2(fd, 1), dup2(fd, 2), close(fd);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0) {}
-    FILE *f = fopen(errp, "rb");
-    if (f) {
-        size_t k = fread(g_out, 1, sizeof g_out - 1, f);
-        g_out[k] = 0;
-        fclose(f);
-        while (k && g_out[k - 1] == '\n') g_out[--k] = 0;
-        for (size_t i = 0; i < k; i++)
-            if (g_out[i] == '\n') g_out[i] = '|'; /* one line per check message */
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    int rc = run_gdn2(args, NULL);
+    for (char *c = g_out; *c; c++)
+        if (*c == '\n') *c = '|';
+    return rc;
 }
 
 /* An op input file (B=1, T=8, H=1, K=V=4, with do) through the library's writer; `bad` is set
@@ -521,8 +483,8 @@ static int write_op_file(const char *path, int which, size_t at, float bad) {
 
 static void test_cli(void) {
     char in[512], out[512];
-    snprintf(in, sizeof in, "%s", tmp_path("op_in.safetensors"));
-    snprintf(out, sizeof out, "%s", tmp_path("op_out.safetensors"));
+    snprintf(in, sizeof in, "%s", path_in("op_in.safetensors"));
+    snprintf(out, sizeof out, "%s", path_in("op_out.safetensors"));
     CHECK(write_op_file(in, -1, 0, 0) == GDN2_OK, "cli: clean op file written (%s)", gdn2_last_error());
     int rc = run_cli((const char *[]){"op", in, "-o", out, NULL});
     CHECK(rc == 0, "cli: gdn2 op on a clean file exits 0 (%d: %.200s)", rc, g_out);
@@ -547,7 +509,7 @@ static void test_cli(void) {
         unlink(out);
         rc = run_cli((const char *[]){"op", in, "-o", out, "--impl", cases[c].impl, "--device", cases[c].device, NULL});
         struct stat sb;
-        CHECK(rc == 2 && has(g_out, cases[c].want) && has(g_out, in) && stat(out, &sb) != 0,
+        CHECK(rc == 2 && contains(g_out, cases[c].want) && contains(g_out, in) && stat(out, &sb) != 0,
               "cli: gdn2 op --impl %s --device %s with %s: exit 2, named, no output (exit %d: %.300s)", cases[c].impl,
               cases[c].device, cases[c].want, rc, g_out);
     }
@@ -561,11 +523,11 @@ static void test_cli(void) {
               "\"w\":{\"dtype\":\"F32\",\"shape\":[1,0,65536,65536],\"data_offsets\":[0,0]}}",
               0);
     rc = run_cli((const char *[]){"op", in, "-o", out, NULL});
-    CHECK(rc == 2 && has(g_out, "H*K"), "cli: gdn2 op with T=0 and H=K=65536: exit 2 (exit %d: %.300s)", rc, g_out);
+    CHECK(rc == 2 && contains(g_out, "H*K"), "cli: gdn2 op with T=0 and H=K=65536: exit 2 (exit %d: %.300s)", rc, g_out);
     /* a zero dimension hiding 2^40 x 2^40 in the header */
     write_raw(in, "{\"q\":{\"dtype\":\"F32\",\"shape\":[1,0,1099511627776,1099511627776],\"data_offsets\":[0,0]}}", 0);
     rc = run_cli((const char *[]){"op", in, "-o", out, NULL});
-    CHECK(rc == 2 && has(g_out, "too large"), "cli: gdn2 op with q [1,0,2^40,2^40]: exit 2 (exit %d: %.300s)", rc,
+    CHECK(rc == 2 && contains(g_out, "too large"), "cli: gdn2 op with q [1,0,2^40,2^40]: exit 2 (exit %d: %.300s)", rc,
           g_out);
 }
 
@@ -618,11 +580,7 @@ static void time_scan(void) {
 }
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/gdn2_hostile_XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        CHECK(0, "cannot create a temporary directory");
-        return test_summary();
-    }
+    if (make_tmp_dir("hostile_")) return test_summary();
     test_safetensors();
     test_config();
     test_dims();
@@ -630,8 +588,6 @@ int main(void) {
     test_cli();
     test_fexp();
     time_scan();
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd) != 0) printf("note: could not remove %s\n", g_dir);
+    remove_tmp_dir();
     return test_summary();
 }

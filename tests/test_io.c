@@ -8,19 +8,8 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "cli_run.h" /* make_tmp_dir, path_in */
 #include "gdn2.h"
-
-static char g_dir[256];
-
-static const char *path_in(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ & 7];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
-
-static int contains(const char *s, const char *sub) { return s && sub && strstr(s, sub) != NULL; }
 
 /* Raw file: 8-byte little-endian length hlen (the real JSON length unless overridden), JSON, data. */
 static const char *raw_file(const char *name, const char *json, int64_t hlen_override, const void *data,
@@ -415,22 +404,12 @@ static void test_fixture(void) {
 }
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/gdn2_test_io.XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        CHECK(0, "mkdtemp");
-        return test_summary();
-    }
+    if (make_tmp_dir("test_io.")) return test_summary();
     test_roundtrip();
     test_malformed();
     test_corruption();
     test_atomic();
     test_fixture();
-    /* clean up the temporary directory */
-    DIR *d = opendir(g_dir);
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlink(path_in(e->d_name));
-    if (d) closedir(d);
-    rmdir(g_dir);
+    remove_tmp_dir();
     return test_summary();
 }

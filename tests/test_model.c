@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "cli_run.h"
 #include "gdn2.h"
 #include "gdn2_model.h"
 #include "model/model_internal.h"
@@ -434,13 +435,8 @@ static void test_fixture(void) {
               "gdn2 forward CLI on model.safetensors: logits rel RMSE %.2e, loss %.6f",
               ok ? rel_rmse_f32(cl, ref, B * T * Vp) : -1.0, ok ? cls[0] : -1.0f);
         free(cl), free(cls);
-        snprintf(cmd, sizeof cmd, "%s forward %s/layer.safetensors -o %s 2>&1", cli_path(), fixture_dir(), outp);
-        FILE *pp = popen(cmd, "r");
-        char msg[1024] = "";
-        size_t nr = pp ? fread(msg, 1, sizeof msg - 1, pp) : 0;
-        msg[nr] = 0;
-        int prc = pp ? pclose(pp) : -1;
-        CHECK(prc != 0 && strstr(msg, "n_layer"), "gdn2 forward on a layer file fails naming the missing field: %s", msg);
+        int prc = run("%s forward %s/layer.safetensors -o %s", cli_path(), fixture_dir(), outp);
+        CHECK(prc != 0 && strstr(g_out, "n_layer"), "gdn2 forward on a layer file fails naming the missing field: %s", g_out);
         unlink(outp);
     } else {
         CHECK(0, "gdn2 forward CLI: %s not built or not executable (make; or set GDN2_CLI)", cli_path());

@@ -8,10 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
+#include <sys/wait.h> /* dead_pid */
 #include <unistd.h>
 
 #include "check.h"
+#include "cli_run.h"
 #include "gdn2.h"
 #include "gdn2_model.h"
 #include "gdn2_text.h"
@@ -170,31 +171,9 @@ static int write_text(const char *path, size_t n, unsigned long long seed) {
     return fclose(f) ? -1 : 0;
 }
 
-/* the CLI (cli_path()) with `args`, output (stdout + stderr) into out; returns the exit status
- * (-1 when it did not exit normally) */
-static char g_dir[64];
-static int run_cli(const char *env, const char *args, char *out, size_t n) {
-    char cmd[4096], log[128];
-    snprintf(log, sizeof log, "%s/cli.log", g_dir);
-    snprintf(cmd, sizeof cmd, "%s '%s' train %s > '%s' 2>&1", env ? env : "", cli_path(), args, log);
-    int rc = system(cmd);
-    out[0] = 0;
-    FILE *f = fopen(log, "r");
-    if (f) {
-        size_t got = fread(out, 1, n - 1, f);
-        out[got] = 0;
-        fclose(f);
-    }
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-/* the first line of a command's output (its error message), for the check's line */
-static const char *first_line(const char *out) {
-    static char l[1024];
-    size_t n = strcspn(out, "\n");
-    snprintf(l, sizeof l, "%.*s", (int)(n < sizeof l ? n : sizeof l - 1), out);
-    return l;
-}
+/* `gdn2 train <args>` (the CLI, cli_path()) with the environment assignments env in front; output
+ * (stdout + stderr) into g_out; the exit status (cli_run.h's run) */
+static int run_cli(const char *env, const char *args) { return run("%s '%s' train %s", env ? env : "", cli_path(), args); }
 
 static int file_exists(const char *dir, const char *name) {
     char p[512];
@@ -251,7 +230,6 @@ static int same_pair(const char *a, const char *b, char *why, size_t n) {
 /* checkpoint durability through the CLI (exit status and message of each refusal); dir and text are
  * the short /tmp paths made by main */
 static void test_durability(const char *dir, const char *text) {
-    static char out[16384];
     char base[512], args[2048], ck[256], ckb[256], txt2[256];
     snprintf(ck, sizeof ck, "%s/c.safetensors", dir);
     snprintf(base, sizeof base,
@@ -262,68 +240,68 @@ static void test_durability(const char *dir, const char *text) {
     /* kill between the two renames: a pair at step 10, then a resumed run killed (test hook) after the
      * model file of step 20 was renamed into place and before the optimizer file's rename */
     snprintf(args, sizeof args, "%s -o '%s' --stop-at 10", base, ck);
-    int rc0 = run_cli(NULL, args, out, sizeof out);
+    int rc0 = run_cli(NULL, args);
     snprintf(args, sizeof args, "%s -o '%s' --resume", base, ck);
-    int rc1 = run_cli("GDN2_TEST_CRASH_AFTER_FIRST_RENAME=1", args, out, sizeof out);
+    int rc1 = run_cli("GDN2_TEST_CRASH_AFTER_FIRST_RENAME=1", args);
     CHECK(rc0 == 0 && rc1 == 3, "kill-between-renames hook: the resumed run stops with status 3 after the first rename (got %d, %d)",
           rc0, rc1);
-    int rc = run_cli(NULL, args, out, sizeof out);
+    int rc = run_cli(NULL, args);
     char want1[700], want2[700];
     snprintf(want1, sizeof want1, "%s is step 20", ck);
     snprintf(want2, sizeof want2, "%s.optim is step 10", ck);
-    CHECK(rc == 2 && strstr(out, want1) && strstr(out, want2),
+    CHECK(rc == 2 && strstr(g_out, want1) && strstr(g_out, want2),
           "--resume refuses a model at step 20 with its optimizer at step 10 (exit 2, both files and steps named): exit %d: %s",
-          rc, first_line(out));
+          rc, first_line());
 
     /* a pair mixed from two runs at the same step: run ids differ */
     snprintf(ckb, sizeof ckb, "%s/d.safetensors", dir);
     snprintf(args, sizeof args, "%s -o '%s' --stop-at 10", base, ck);
-    rc0 = run_cli(NULL, args, out, sizeof out);
+    rc0 = run_cli(NULL, args);
     snprintf(args, sizeof args, "%s -o '%s' --stop-at 10", base, ckb);
-    rc1 = run_cli(NULL, args, out, sizeof out);
+    rc1 = run_cli(NULL, args);
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "cp '%s.optim' '%s.optim'", ckb, ck);
     int cp = system(cmd);
     snprintf(args, sizeof args, "%s -o '%s' --resume", base, ck);
-    rc = run_cli(NULL, args, out, sizeof out);
-    CHECK(rc0 == 0 && rc1 == 0 && cp == 0 && rc == 2 && strstr(out, "of run") && strstr(out, "does not match"),
+    rc = run_cli(NULL, args);
+    CHECK(rc0 == 0 && rc1 == 0 && cp == 0 && rc == 2 && strstr(g_out, "of run") && strstr(g_out, "does not match"),
           "--resume refuses a model and an optimizer file of two runs at the same step (run ids differ): exit %d: %s",
-          rc, first_line(out));
+          rc, first_line());
 
     /* changed settings: refused, naming the setting and both values; --allow-change honoured */
     snprintf(args, sizeof args, "%s -o '%s' --stop-at 10", base, ck);
-    rc0 = run_cli(NULL, args, out, sizeof out);
+    rc0 = run_cli(NULL, args);
     snprintf(args, sizeof args, "%s -o '%s' --resume --lr 1e-3", base, ck);
-    rc = run_cli(NULL, args, out, sizeof out);
-    CHECK(rc0 == 0 && rc == 2 && strstr(out, "lr: saved 0.003, now 0.001"),
-          "--resume with another --lr refused (exit 2, setting, saved and new value named): exit %d: %s", rc, first_line(out));
+    rc = run_cli(NULL, args);
+    CHECK(rc0 == 0 && rc == 2 && strstr(g_out, "lr: saved 0.003, now 0.001"),
+          "--resume with another --lr refused (exit 2, setting, saved and new value named): exit %d: %s", rc, first_line());
     snprintf(args, sizeof args, "%s -o '%s' --resume --seed 6 --steps 30", base, ck);
-    rc = run_cli(NULL, args, out, sizeof out);
-    CHECK(rc == 2 && strstr(out, "seed: saved 5, now 6") && strstr(out, "steps: saved 20, now 30"),
-          "--resume with another --seed and --steps: both named: exit %d: %s", rc, first_line(out));
+    rc = run_cli(NULL, args);
+    CHECK(rc == 2 && strstr(g_out, "seed: saved 5, now 6") && strstr(g_out, "steps: saved 20, now 30"),
+          "--resume with another --seed and --steps: both named: exit %d: %s", rc, first_line());
     /* the same data under another name is fine; other content is refused */
     snprintf(txt2, sizeof txt2, "%s/text2.txt", dir);
     snprintf(cmd, sizeof cmd, "cp '%s' '%s' && printf 'x' >> '%s'", text, txt2, txt2);
     cp = system(cmd);
     snprintf(args, sizeof args, "%s -o '%s' --resume --data '%s'", base, ck, txt2);
-    rc = run_cli(NULL, args, out, sizeof out);
-    CHECK(cp == 0 && rc == 2 && strstr(out, "data: saved"), "--resume on a changed --data file refused: exit %d: %s",
-          rc, first_line(out));
+    rc = run_cli(NULL, args);
+    CHECK(cp == 0 && rc == 2 && strstr(g_out, "data: saved"), "--resume on a changed --data file refused: exit %d: %s",
+          rc, first_line());
     snprintf(args, sizeof args, "%s -o '%s' --resume --allow-change bogus", base, ck);
-    rc = run_cli(NULL, args, out, sizeof out);
-    CHECK(rc == 2 && strstr(out, "unknown setting 'bogus'"), "--allow-change with an unknown name refused: exit %d: %s",
-          rc, first_line(out));
+    rc = run_cli(NULL, args);
+    CHECK(rc == 2 && strstr(g_out, "unknown setting 'bogus'"), "--allow-change with an unknown name refused: exit %d: %s",
+          rc, first_line());
     snprintf(args, sizeof args, "%s -o '%s' --resume --layout gdn2,swa --allow-change layout", base, ck);
-    rc = run_cli(NULL, args, out, sizeof out);
-    CHECK(rc == 2 && strstr(out, "architecture"), "--allow-change layout refused (the architecture is the checkpoint's): exit %d: %s",
-          rc, first_line(out));
+    rc = run_cli(NULL, args);
+    CHECK(rc == 2 && strstr(g_out, "architecture"), "--allow-change layout refused (the architecture is the checkpoint's): exit %d: %s",
+          rc, first_line());
     snprintf(args, sizeof args, "%s -o '%s' --allow-change lr", base, ckb);
-    rc = run_cli(NULL, args, out, sizeof out);
-    CHECK(rc == 2 && strstr(out, "only with --resume"), "--allow-change without --resume refused: exit %d: %s", rc, first_line(out));
+    rc = run_cli(NULL, args);
+    CHECK(rc == 2 && strstr(g_out, "only with --resume"), "--allow-change without --resume refused: exit %d: %s", rc, first_line());
     snprintf(args, sizeof args, "%s -o '%s' --resume --lr 1e-3 --allow-change steps,lr", base, ck);
-    rc = run_cli(NULL, args, out, sizeof out);
-    CHECK(rc == 0 && strstr(out, "lr changes from 0.003 to 0.001") && strstr(out, "\"steps\":20"),
-          "--resume --lr 1e-3 --allow-change steps,lr continues to step 20 and says so: exit %d: %s", rc, first_line(out));
+    rc = run_cli(NULL, args);
+    CHECK(rc == 0 && strstr(g_out, "lr changes from 0.003 to 0.001") && strstr(g_out, "\"steps\":20"),
+          "--resume --lr 1e-3 --allow-change steps,lr continues to step 20 and says so: exit %d: %s", rc, first_line());
 
     /* leftover temp files of killed writers: exactly the checkpoint's own are removed */
     long dp = dead_pid(), me = (long)getpid();
@@ -336,13 +314,13 @@ static void test_durability(const char *dir, const char *text) {
     int made = touch(dir, t1) == 0 && touch(dir, t2) == 0;
     for (int i = 0; i < 6; i++) made &= touch(dir, keep[i]) == 0;
     snprintf(args, sizeof args, "%s -o '%s' --stop-at 2", base, ck);
-    rc = run_cli(NULL, args, out, sizeof out);
+    rc = run_cli(NULL, args);
     int kept = 1;
     for (int i = 0; i < 6; i++) kept &= file_exists(dir, keep[i]);
-    int ok = made && rc == 0 && !file_exists(dir, t1) && !file_exists(dir, t2) && kept && strstr(out, "removed") &&
-             strstr(out, t1) && strstr(out, t2);
+    int ok = made && rc == 0 && !file_exists(dir, t1) && !file_exists(dir, t2) && kept && strstr(g_out, "removed") &&
+             strstr(g_out, t1) && strstr(g_out, t2);
     CHECK(ok, "leftover %s and %s removed with a note; other names and a live writer's file kept: exit %d: %s", t1, t2,
-          rc, ok ? first_line(out) : out);
+          rc, ok ? first_line() : g_out);
 }
 
 int main(void) {
@@ -354,11 +332,7 @@ int main(void) {
     test_accumulation();
     test_schedule_clip();
 
-    snprintf(g_dir, sizeof g_dir, "/tmp/gdn2_test_train_XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        CHECK(0, "mkdtemp");
-        return test_summary();
-    }
+    if (make_tmp_dir("test_train_")) return test_summary();
     const char *dir = g_dir;
     char data[256];
     snprintf(data, sizeof data, "%s/text.txt", dir);
@@ -451,8 +425,6 @@ int main(void) {
 
     test_durability(dir, data);
 
-    char cmd[1400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd)) printf("note: could not remove %s\n", dir);
+    remove_tmp_dir();
     return test_summary();
 }
