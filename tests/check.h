@@ -86,10 +86,6 @@ static inline int all_finite_f32(const float *x, size_t n) {
     return 1;
 }
 
-/* Transitional, for tests/test_cuda.c and tests/test_train.c only (their owners move them to
- * fixture_dir() in the same issue): they build "<shared_dir()>/fixtures/official/<file>", which this
- * maps to the fixtures in the repository. Delete once nothing calls it. */
-static inline const char *shared_dir(void) { return "tests"; }
 
 /* 1 when the command-line tool `name` is on PATH. Without it, the check `what` it would do is a FAIL
  * under CI (env CI=true: .ci/run installs the tool) and a SKIP elsewhere; returns 0. */
