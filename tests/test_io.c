@@ -370,6 +370,20 @@ static void test_atomic(void) {
     rc = gdn2_write_file_atomic(path_in("no/such/dir/file.bin"), "x", 1);
     CHECK(rc == GDN2_ERR_IO && contains(gdn2_last_error(), "no/such/dir"), "write into a missing directory fails: %s",
           gdn2_last_error());
+    /* a target that exists and is not a regular file (a FIFO, a directory) is never replaced */
+    const char *pf = path_in("fifo"), *pd = path_in("adir");
+    struct stat sb;
+    if (mkfifo(pf, 0644) == 0) {
+        rc = gdn2_write_file_atomic(pf, "x", 1);
+        CHECK(rc == GDN2_ERR_IO && contains(gdn2_last_error(), "not a regular file") && stat(pf, &sb) == 0 &&
+                  S_ISFIFO(sb.st_mode),
+              "a FIFO at the target is refused and left a FIFO: %s", gdn2_last_error());
+    } else
+        CHECK(0, "mkfifo %s", pf);
+    CHECK(mkdir(pd, 0755) == 0, "mkdir %s", pd);
+    rc = gdn2_write_file_atomic(pd, "x", 1);
+    CHECK(rc == GDN2_ERR_IO && stat(pd, &sb) == 0 && S_ISDIR(sb.st_mode),
+          "a directory at the target is refused and left a directory: %s", gdn2_last_error());
     /* the writer refuses inconsistent tensors before touching the disk */
     gdn2_tensor bad = {"t", GDN2_F32, 1, {3}, sizeof a, a};
     const char *pb = path_in("bad_write.safetensors");

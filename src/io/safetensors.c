@@ -481,6 +481,11 @@ typedef struct {
 static int af_open(atomic_file *af, const char *path) {
     af->path = path;
     af->fd = -1;
+    /* the rename would replace whatever is at path: only a regular file (or nothing) is replaced,
+     * never a device, a FIFO or a directory (as root, -o /dev/null would otherwise become a file) */
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+        return gdn2_error(GDN2_ERR_IO, "%s: exists and is not a regular file; refusing to replace it", path);
     if ((size_t)snprintf(af->tmp, sizeof af->tmp, "%s" GDN2_TMP_INFIX "%ld", path, (long)getpid()) >= sizeof af->tmp)
         return gdn2_error(GDN2_ERR_IO, "%s: path too long", path);
     af->fd = open(af->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
