@@ -1,7 +1,7 @@
 /* Built only when CUDA is off: the GPU API reports that it is not available. */
 #include "gdn2_cuda.h"
 
-#define NO_CUDA "gdn2 was built without CUDA (nvcc not found at build time)"
+#define NO_CUDA "gdn2 was built without CUDA (make CUDA=0, or no nvcc at build time)"
 
 int gdn2_cuda_available(void) {
     gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
