@@ -1,0 +1,215 @@
+/* The model's arithmetic backend (docs/BACKEND.md): the operations the language model
+ * (src/model) is written in, with one implementation per device. The model — config, parameter
+ * table, order of operations, training loop, checkpoints — exists once; a backend only computes.
+ *
+ *   cpu  (src/backend/cpu.c over src/backend/nn.c and src/ops): fp32 everywhere, host memory.
+ *   cuda (src/backend/cuda.c over src/cuda/nn.cu, attn.cu and the chunk kernels): bf16-mixed as the
+ *        official torch.autocast training: activations that feed matrix products in bf16, fp32
+ *        residual stream, norms' statistics, gates' decay, recurrent state, loss, master weights,
+ *        gradients and AdamW moments. Matrix products through cuBLASLt (bf16 in, fp32 accumulate).
+ *
+ * Types. Every tensor argument is either fp32 (`float *`) or of the backend's activation type
+ * (`void *`, "ACT": fp32 on the CPU, bf16 on CUDA; act_bytes bytes per element). Weights come in
+ * two views of the same flat parameter block: fp32 master weights (`const float *`, norms, convs,
+ * gate parameters read them) and the ACT view (`const void *W`, what matrix products read: the
+ * master block itself on the CPU, a bf16 copy on CUDA refreshed by adamw). Weight gradients are
+ * always fp32 and always accumulated (+=).
+ *
+ * Memory. All tensors handed to an op live in the backend's memory (alloc; host memory on the CPU,
+ * device memory on CUDA) unless the argument says HOST. Ops are queued in order on the backend's
+ * one stream; `sync` waits for them. No op allocates memory that outlives the call except the
+ * backend's own scratch (sized at the first call that needs it and kept in ctx; `release_all`
+ * frees it). Nothing here is process-global: two backends are independent.
+ *
+ * Errors: GDN2_OK or a gdn2 status with gdn2_last_error() set. An op a backend lacks returns
+ * GDN2_ERR_UNSUPPORTED naming the op and the backend.
+ *
+ * Determinism: every reduction runs in a fixed order on both backends (no atomics whose order
+ * changes the result), so the same call twice gives the same bits. */
+#ifndef GDN2_BACKEND_H
+#define GDN2_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gdn2_ops.h"
+
+enum { GDN2_DT_F32 = 0, GDN2_DT_ACT = 1 };
+
+/* causal attention with RoPE, full (window 0) or sliding-window (query t sees keys t-window+1..t);
+ * n_head query heads in n_groups kv groups (GQA), head size hs */
+typedef struct {
+    int64_t d, n_head, n_groups, hs;
+    int64_t window;
+    float rope_base;
+} gdn2_attn_cfg;
+
+/* one stretch of the flat parameter block with one weight decay (AdamW) */
+typedef struct {
+    size_t offset, numel;
+    float weight_decay;
+} gdn2_adamw_seg;
+
+typedef struct {
+    float lr, beta1, beta2, eps;
+    float step_size; /* lr / (1 - beta1^t)                                  */
+    float bc2_sqrt;  /* sqrt(1 - beta2^t)                                   */
+} gdn2_adamw_hyper;
+
+typedef struct gdn2_backend gdn2_backend;
+struct gdn2_backend {
+    const char *name;  /* "cpu" or "cuda"                                   */
+    int on_device;     /* 0: tensors are host memory; 1: device memory       */
+    size_t act_bytes;  /* 4 (fp32) or 2 (bf16)                               */
+    int n_threads;     /* CPU: OpenMP threads (0 = default)                  */
+    void *ctx;         /* backend's private state (stream, handles, scratch) */
+
+    /* ---- memory (bytes) ------------------------------------------------------------------ */
+    void *(*alloc)(gdn2_backend *be, size_t bytes, const char *what); /* zero-filled; NULL + error */
+    void (*release)(gdn2_backend *be, void *p);
+    int (*upload)(gdn2_backend *be, void *dst, const void *host_src, size_t bytes);
+    int (*download)(gdn2_backend *be, void *host_dst, const void *src, size_t bytes);
+    int (*copy)(gdn2_backend *be, void *dst, const void *src, size_t bytes);
+    int (*zero)(gdn2_backend *be, void *p, size_t bytes);
+    int (*sync)(gdn2_backend *be);
+    void (*destroy)(gdn2_backend *be); /* frees ctx and its scratch; not the struct itself */
+
+    /* y (ydt) = x (xdt), n elements (rounding to bf16: round to nearest even) */
+    int (*cast)(gdn2_backend *be, size_t n, const void *x, int xdt, void *y, int ydt);
+
+    /* ---- matrix products (torch nn.Linear layout, rows are tokens) ------------------------ */
+    /* Y[N,out] (ydt) = (accumulate ? Y : 0) + X[N,in] W[out,in]^T (+ bias[out], fp32, may be NULL).
+     * X, W: ACT. */
+    int (*linear_fwd)(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
+                      const float *bias, void *Y, int ydt, int accumulate);
+    /* dX[N,in] (ACT) = (accumulate ? dX : 0) + dY W;  dW[out,in] (fp32) += dY^T X;
+     * dbias[out] (fp32) += sum_n dY.  dY: ACT. dX, dW, dbias may each be NULL (not wanted). */
+    int (*linear_bwd)(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
+                      const void *dY, void *dX, int accumulate, float *dW, float *dbias);
+
+    /* ---- elementwise and rows ------------------------------------------------------------- */
+    /* out (fp32) = a (fp32) + b (ACT); out may alias a */
+    int (*add)(gdn2_backend *be, size_t n, const float *a, const void *b, float *out);
+    /* out[i,:] (fp32) = wte[tokens[i],:] (fp32 master); tokens in backend memory */
+    int (*embed_fwd)(gdn2_backend *be, int64_t N, int64_t d, const int32_t *tokens, const float *wte, float *out);
+    /* dwte[tokens[i],:] += dout[i,:] (fp32), for each vocabulary row the positions summed in
+     * increasing i. tokens_host: the same ids on the HOST (the backend may bucket them there). */
+    int (*embed_bwd)(gdn2_backend *be, int64_t N, int64_t d, const int32_t *tokens_host, const int32_t *tokens,
+                     const float *dout, float *dwte);
+    /* dst[r,:] = src[rows[r],:]  (ACT; rows HOST, n_rows of them) */
+    int (*gather_rows)(gdn2_backend *be, int64_t n_rows, int64_t d, const int64_t *rows_host, const void *src,
+                       void *dst);
+    /* dst[rows[r],:] = src[r,:], every other row of dst [N,d] zeroed (ACT) */
+    int (*scatter_rows)(gdn2_backend *be, int64_t n_rows, int64_t N, int64_t d, const int64_t *rows_host,
+                        const void *src, void *dst);
+    /* x (ACT) = sigmoid(x) in place */
+    int (*sigmoid)(gdn2_backend *be, size_t n, void *x);
+
+    /* ---- norms ---------------------------------------------------------------------------- */
+    /* RMSNorm over rows of D: y (ACT) = x (fp32) * rstd * w,  rstd [N] (fp32, may be NULL) =
+     * 1/sqrt(mean(x^2) + eps) */
+    int (*rmsnorm_fwd)(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, float eps, void *y,
+                       float *rstd);
+    /* dx (fp32) = (accumulate ? dx : 0) + VJP;  dw (fp32) += ...;  dy: ACT */
+    int (*rmsnorm_bwd)(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, const float *rstd,
+                       const void *dy, float *dx, int accumulate, float *dw);
+    /* gated RMSNorm with swish gate over rows of D (all ACT but w):
+     * y = x rsqrt(mean(x^2) + eps) w * a sigmoid(a) */
+    int (*rmsnorm_swish_fwd)(gdn2_backend *be, int64_t N, int64_t D, const void *x, const void *gate,
+                             const float *w, float eps, void *y);
+    /* dx, dgate (ACT) written; dw (fp32) += */
+    int (*rmsnorm_swish_bwd)(gdn2_backend *be, int64_t N, int64_t D, const void *x, const void *gate,
+                             const float *w, float eps, const void *dy, void *dx, void *dgate, float *dw);
+
+    /* ---- the recurrent layer's pieces ----------------------------------------------------- */
+    /* y = silu(causal depthwise conv_W(x)) over [B,T,D] (ACT), w [D,W] fp32; hist (fp32, may be
+     * NULL = zeros): per sequence b, hist + b*hist_stride holds the W-1 previous rows [W-1,D]. */
+    int (*conv_silu_fwd)(gdn2_backend *be, int64_t B, int64_t T, int64_t D, int64_t W, const void *x,
+                         const float *hist, size_t hist_stride, const float *w, void *y);
+    /* dx (ACT) written, dw (fp32) += */
+    int (*conv_silu_bwd)(gdn2_backend *be, int64_t B, int64_t T, int64_t D, int64_t W, const void *x,
+                         const float *hist, size_t hist_stride, const float *w, const void *dy, void *dx, float *dw);
+    /* hist <- the last W-1 rows of (hist ++ x) per sequence (x ACT, hist fp32) */
+    int (*conv_hist_update)(gdn2_backend *be, int64_t B, int64_t T, int64_t D, int64_t W, const void *x,
+                            float *hist, size_t hist_stride);
+    /* The layer's gates at kernel layout (src/model/layer_gdn2.c has the formulas), N tokens:
+     *   mixer 0 gdn2: g[n,h,i] = -e^{A_log[h]} softplus(f[n,h,i] + dt[h,i]);  b = cb sb [N,H,K];  w = sw [N,HV,V]
+     *   mixer 1 kda:  g as gdn2;  b[n,h,:] = cb sb[n,h];  w[n,hv,:] = cb sb[n,hv/G]
+     *   mixer 2 gdn:  g[n,h,:] = -e^{A_log[h]} softplus(f[n,h] + dt[h]);  b, w as kda
+     * f, sb, sw ACT (sb, sw already sigmoids; sw only for gdn2); g fp32 (NULL: only b, w); b, w ACT. */
+    int (*gates_fwd)(gdn2_backend *be, int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, int64_t V,
+                     float cb, const void *f, const void *sb, const void *sw, const float *A_log, const float *dt,
+                     float *g, void *b, void *w);
+    /* Their VJP. In: dg (fp32 [N,H,K]), db (ACT [N,H,K]), dw (ACT [N,HV,V]), the forward's f, sb, sw,
+     * g. Out: df (ACT, [N,H,K], gdn [N,H]): the gradient of f; dpb (ACT, [N,H,K] gdn2, [N,H] kda/gdn):
+     * of the erase (or beta) projection's output before the sigmoid; dpw (ACT [N,HV,V], gdn2 only):
+     * of the write projection's; dA_log [H], ddt ([H,K], gdn [H]) fp32 +=, each summed over n in
+     * double in a fixed order. */
+    int (*gates_bwd)(gdn2_backend *be, int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, int64_t V,
+                     float cb, const void *f, const void *sb, const void *sw, const float *g, const float *A_log,
+                     const float *dt, const float *dg, const void *db, const void *dw, void *df, void *dpb,
+                     void *dpw, float *dA_log, float *ddt);
+    /* The GDN-2 recurrence over [B,T] (src/ops, src/cuda): q,k,v,b,w,o ACT; g, h0, ht fp32 (h0, ht
+     * may be NULL); opts as gdn2_chunk_fwd (qk_l2norm ...). kernel: GDN2_KERNEL_CHUNK or
+     * GDN2_KERNEL_REFERENCE (the float64 reference; CPU only). */
+    int (*gdn2_fwd)(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
+                    const void *k, const void *v, const float *g, const void *b, const void *w, const float *h0,
+                    void *o, float *ht);
+    /* dq, dk, dv, db, dw (ACT), dg (fp32) written; dh0 not computed */
+    int (*gdn2_bwd)(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
+                    const void *k, const void *v, const float *g, const void *b, const void *w, const float *h0,
+                    const void *d_o, void *dq, void *dk, void *dv, float *dg, void *db, void *dw);
+
+    /* ---- SwiGLU --------------------------------------------------------------------------- */
+    /* a = silu(h1) * h2 (ACT) */
+    int (*swiglu_fwd)(gdn2_backend *be, size_t n, const void *h1, const void *h2, void *a);
+    /* in: da (in dh1); out: dh1 = da h2 silu'(h1), dh2 = da silu(h1) (ACT) */
+    int (*swiglu_bwd)(gdn2_backend *be, size_t n, const void *h1, const void *h2, void *dh1, void *dh2);
+
+    /* ---- attention ------------------------------------------------------------------------ */
+    /* qkv [B*T, (nh+2ng)hs] (per group [q x nh/ng, k, v]) -> q [B,nh,T,hs], k, v [B,ng,T,hs] with
+     * rotate-half RoPE on q and k at positions 0..T-1 (all ACT) */
+    int (*rope_split)(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *qkv, void *q,
+                      void *k, void *v);
+    /* its VJP: dqkv (ACT) written from dq, dk, dv */
+    int (*rope_split_bwd)(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *dq,
+                          const void *dk, const void *dv, void *dqkv);
+    /* o [B,T,nh*hs] (ACT) = softmax(scale q k^T, causal/window) v, lse [B,nh,T] fp32 saved */
+    int (*attn_fwd)(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *q, const void *k,
+                    const void *v, void *o, float *lse);
+    /* dq, dk, dv (ACT) written from dO (ACT [B,T,nh*hs]) */
+    int (*attn_bwd)(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *q, const void *k,
+                    const void *v, const void *o, const float *lse, const void *dO, void *dq, void *dk, void *dv);
+
+    /* ---- loss ----------------------------------------------------------------------------- */
+    /* rows of logits [N,Vp] fp32: loss[n] = logsumexp(z_n) - z_n[t_n] (0 where t_n = -100);
+     * dlogits (ACT, may be NULL) = scale (softmax(z_n) - onehot(t_n)), rows with t_n = -100 zero.
+     * targets in backend memory. */
+    int (*xent)(gdn2_backend *be, int64_t N, int64_t Vp, const float *logits, const int32_t *targets, float scale,
+                void *dlogits, float *loss);
+
+    /* ---- optimizer ------------------------------------------------------------------------ */
+    /* sum of g[i]^2 over n floats, in double in a fixed order, to the HOST */
+    int (*sumsq)(gdn2_backend *be, size_t n, const float *g, double *out_host);
+    int (*scale)(gdn2_backend *be, size_t n, float *x, float k); /* x *= k */
+    /* torch AdamW over the segments (HOST table) of the flat block:
+     *   w *= 1 - lr wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  w -= step_size m / (sqrt(v)/bc2_sqrt + eps)
+     * and, when w_act is not NULL and not w, w_act (ACT) = w rounded (the matmul copy). */
+    int (*adamw)(gdn2_backend *be, const gdn2_adamw_seg *segs, int n_segs, const gdn2_adamw_hyper *h, float *w,
+                 const float *g, float *m, float *v, void *w_act);
+};
+
+/* CPU backend with n_threads OpenMP threads (0 = default). Never fails. */
+void gdn2_backend_cpu_init(gdn2_backend *be, int n_threads);
+/* CUDA backend on the current device: GDN2_ERR_UNSUPPORTED without CUDA built in or without a
+ * device (the message says which). */
+int gdn2_backend_cuda_init(gdn2_backend *be);
+/* "cpu" or "cuda" */
+int gdn2_backend_init(gdn2_backend *be, const char *device, int n_threads);
+
+/* bytes of n elements of type dt on this backend */
+static inline size_t gdn2_be_bytes(const gdn2_backend *be, size_t n, int dt) {
+    return n * (dt == GDN2_DT_ACT ? be->act_bytes : sizeof(float));
+}
+
+#endif
