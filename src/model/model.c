@@ -40,7 +40,7 @@ static size_t mixer_bytes(const gdn2_backend *be, const gdn2_model_cfg *c, int l
         return what == 0 ? gdn2_attn_act_bytes(be, &a, B, T) : gdn2_attn_scratch_bytes(be, &a, B, T, what == 2);
     }
     gdn2_layer_cfg lc = gdn2_model_layer_cfg(c, l);
-    return what == 0 ? gdn2_layer_act_bytes(be, &lc, B, T) : gdn2_layer_scratch_bytes(be, &lc, B, T, what == 2, 0);
+    return what == 0 ? gdn2_layer_act_bytes(be, &lc, B, T) : gdn2_layer_scratch_bytes(be, &lc, B, T, what == 2, 1);
 }
 
 /* lm_head rows per pass: the fp32 logits of one pass stay under 256 MiB */
