@@ -123,6 +123,8 @@ int gdn2_cuda_memset(void *p, int value, size_t bytes);
 int gdn2_cuda_sync(void);                             /* device synchronise + error check      */
 /* GPU name and driver/runtime versions, e.g. "NVIDIA H200", 13000, 13000. */
 int gdn2_cuda_device_info(char *name, size_t len, int *driver, int *runtime);
+/* Free and total bytes of the current device (cudaMemGetInfo). */
+int gdn2_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
 /* Event timer on the default stream: start, then stop returns the elapsed milliseconds. */
 int gdn2_cuda_timer_start(void);
 double gdn2_cuda_timer_stop(void);

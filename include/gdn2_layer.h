@@ -55,6 +55,13 @@ int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const floa
 int gdn2_layer_step(const gdn2_layer_cfg *c, const float *params, const float *x, int64_t n, float *states,
                     float *y, int n_threads);
 
+/* Forward (and, when dy is not NULL, backward: dx written, dparams accumulated) of one layer on
+ * device "cpu" or "cuda" from host fp32 tensors: upload, run on that backend, download. On CUDA the
+ * layer runs bf16-mixed (inputs, weights and activations rounded to bf16 where the matrix products
+ * read them; docs/BACKEND.md). The conformance entry point of `gdn2 layer --device`. */
+int gdn2_layer_run(const char *device, const gdn2_layer_cfg *c, const float *params, const float *x, int64_t B,
+                   int64_t T, float *y, const float *dy, float *dx, float *dparams, int n_threads);
+
 /* ---- layer files (src/model/layer_file.c): one layer in a safetensors file, as the official
  * fixture (tests/fixtures/official/layer.safetensors) stores it -------------------------------- */
 /* The config from the __metadata__ "meta" JSON's "config" object (the official kwargs:

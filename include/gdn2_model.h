@@ -72,6 +72,11 @@ char *gdn2_model_config_to_json(const gdn2_model_cfg *c); /* malloc'ed; free() i
 /* The layer config of recurrent layer i (kind GDN2/KDA/GDN). */
 gdn2_layer_cfg gdn2_model_layer_cfg(const gdn2_model_cfg *c, int i);
 
+/* Training FLOPs per token at sequence length T as the official harness counts them (6 N_nonemb +
+ * attention; docs/BACKEND.md); *recurrence (may be NULL) gets the GDN-2 recurrence's nominal count,
+ * not included in the return value. */
+double gdn2_model_flops_per_token(const gdn2_model_cfg *c, int64_t T, double *recurrence);
+
 /* one parameter tensor of the model: official lit_gpt name, shape, place in the flat block */
 typedef struct {
     char name[128];
@@ -247,6 +252,7 @@ typedef struct {
     int mqar_no_fill;       /* mqar: unused query slots stay 0 (Zoology Fig. 2); default random fillers */
     int64_t gdn_heads, gdn_head_dim; /* override the config's recurrent heads / head dim (0 = keep) */
     float target_acc;       /* mqar: stop when the eval accuracy reaches this (0 = never)              */
+    float target_loss;      /* text: stop when the validation loss is at most this (0 = never)        */
     double time_limit_s;    /* stop after this wall time (0 = none)                                   */
     FILE *log;              /* progress lines (NULL: stderr; set quiet to silence)                   */
     int quiet;

@@ -353,7 +353,9 @@ int cli_train_preflight(const char *cmd, const gdn2_train_opts *o) {
     }
     char what[160];
     snprintf(what, sizeof what, "training with --batch %lld x --seq-len %lld", (long long)B, (long long)T);
-    if ((rc = cli_check_mem(cmd, what, bytes))) return rc;
+    /* on the GPU the activations live in device memory: the device refuses what does not fit, with
+     * the sizes (host memory holds the weights' and moments' copies only) */
+    if (!(o->device && !strcmp(o->device, "cuda")) && (rc = cli_check_mem(cmd, what, bytes))) return rc;
     /* sizes the library keeps in an int: the GEMM row count (tokens per micro-batch) and the MQAR
      * generator's T; and the run's token counter (int64) */
     int64_t per_step, total;

@@ -11,9 +11,11 @@
 
 static void forward_usage(FILE *f) {
     fprintf(f,
-            "usage: gdn2 forward IN.safetensors -o OUT.safetensors [--kernel chunk|reference] [--threads N]\n"
+            "usage: gdn2 forward IN.safetensors -o OUT.safetensors [--device cpu|cuda] [--kernel chunk|reference]\n"
+            "                    [--threads N]\n"
             "\n"
-            "Runs the lit_gpt GPT (GDN-2 / SWA hybrid as configured) in fp32 on the CPU.\n"
+            "Runs the lit_gpt GPT (GDN-2 / SWA hybrid as configured) in fp32 on the CPU, or bf16-mixed on the\n"
+            "GPU (--device cuda; docs/BACKEND.md).\n"
             "IN:  param.<name> for every parameter (official lit_gpt names: transformer.wte.weight,\n"
             "     transformer.h.N.{norm_1,attn.*,norm_2,mlp.swiglu.w1/w2/w3}, transformer.ln_f.weight,\n"
             "     lm_head.weight), tokens I64 [B,T], and __metadata__ \"meta\" = JSON whose \"config\" has\n"
@@ -21,16 +23,18 @@ static void forward_usage(FILE *f) {
             "     intermediate_size, local_window, norm_eps, gdn2_num_heads, gdn2_head_dim.\n"
             "     Parameters may also be unprefixed with the config in __metadata__ \"config\" (gdn2 checkpoints).\n"
             "OUT: logits F32 [B,T,padded_vocab], loss F32 [1] = mean CE(logits[:, :-1], tokens[:, 1:]).\n"
-            "  --kernel NAME   GDN-2 recurrence: chunk (default, fp32) or reference (float64)\n"
+            "  --device D      cpu (default) or cuda\n"
+            "  --kernel NAME   GDN-2 recurrence: chunk (default, fp32) or reference (float64, CPU only)\n"
             "  --threads N     CPU threads (0 = OpenMP default)\n"
             "Exit status: 0 ok, 2 bad usage or bad input file, 1 runtime failure.\n");
 }
 
 int cmd_forward(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
-    int threads = 0, kernel = 0, npos = 0;
+    int threads = 0, kernel = 0, npos = 0, device = 0;
     const cli_opt opts[] = {
         CLI_OPT_STR("--out", "-o", &out),
+        CLI_OPT_CHOICE("--device", &device, "cpu|cuda"),
         CLI_OPT_CHOICE("--kernel", &kernel, "chunk|reference"),
         CLI_OPT_INT("--threads", &threads, 0, cli_max_threads()),
     };
@@ -51,6 +55,11 @@ int cmd_forward(int argc, char **argv) {
     }
     m->n_threads = threads;
     m->cfg.kernel = kernel ? GDN2_KERNEL_REFERENCE : GDN2_KERNEL_CHUNK;
+    if (device && (st = gdn2_model_set_device(m, "cuda"))) {
+        fprintf(stderr, "gdn2 forward: --device cuda: %s\n", gdn2_last_error());
+        gdn2_model_free(m);
+        return cli_exit_code(st);
+    }
     gdn2_st file;
     if ((st = gdn2_st_read(in, &file))) {
         fprintf(stderr, "gdn2 forward: %s\n", gdn2_last_error());

@@ -13,24 +13,28 @@
 
 static void layer_usage(FILE *f) {
     fprintf(f,
-            "usage: gdn2 layer IN.safetensors -o OUT.safetensors [--kernel chunk|reference] [--threads N]\n"
+            "usage: gdn2 layer IN.safetensors -o OUT.safetensors [--device cpu|cuda] [--kernel chunk|reference]\n"
+            "                  [--threads N]\n"
             "\n"
-            "Runs the official GatedDeltaNet2 token mixer (lit_gpt/gdn2.py) in fp32 on the CPU.\n"
+            "Runs the official GatedDeltaNet2 token mixer (lit_gpt/gdn2.py) in fp32 on the CPU, or bf16-mixed on\n"
+            "the GPU (--device cuda; docs/BACKEND.md).\n"
             "IN: param.<name> for every parameter (official names, e.g. param.q_proj.weight, param.A_log),\n"
             "    x [B,T,d], optional r [B,T,d]; __metadata__ \"meta\" = JSON with a \"config\" object:\n"
             "    hidden_size, head_dim, num_heads, num_v_heads (null = num_heads), expand_v (1),\n"
             "    conv_size (4), allow_neg_eigval (false), norm_eps (1e-5), mixer (\"gdn2\"|\"kda\"|\"gdn\").\n"
             "OUT: y [B,T,d]; with r also grad.x and grad.<name> of loss = sum(y * r).\n"
-            "  --kernel NAME   chunk (default: fp32 chunk kernels) or reference (float64 recurrence)\n"
+            "  --device D      cpu (default) or cuda\n"
+            "  --kernel NAME   chunk (default: fp32 chunk kernels) or reference (float64 recurrence, CPU only)\n"
             "  --threads N     CPU threads (0 = OpenMP default)\n"
             "Exit status: 0 ok, 2 bad usage or bad input file, 1 runtime failure.\n");
 }
 
 int cmd_layer(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
-    int threads = 0, kernel = 0, npos = 0;
+    int threads = 0, kernel = 0, npos = 0, device = 0;
     const cli_opt opts[] = {
         CLI_OPT_STR("--out", "-o", &out),
+        CLI_OPT_CHOICE("--device", &device, "cpu|cuda"),
         CLI_OPT_CHOICE("--kernel", &kernel, "chunk|reference"),
         CLI_OPT_INT("--threads", &threads, 0, cli_max_threads()),
     };
@@ -87,11 +91,19 @@ int cmd_layer(int argc, char **argv) {
         dparams = calloc(npar + 1, sizeof(float));
     }
     if (!y || (r && (!acts || !dx || !dparams))) { fprintf(stderr, "gdn2 layer: out of memory\n"); goto done; }
-    if (gdn2_layer_forward(&c, params, x, B, T, y, acts, NULL, threads)) {
+    if (device) {
+        /* on the GPU: one call does the forward and, with r, the backward */
+        int rr = gdn2_layer_run("cuda", &c, params, x, B, T, y, r, dx, dparams, threads);
+        if (rr) {
+            fprintf(stderr, "gdn2 layer: --device cuda: %s\n", gdn2_last_error());
+            ret = cli_exit_code(rr);
+            goto done;
+        }
+    } else if (gdn2_layer_forward(&c, params, x, B, T, y, acts, NULL, threads)) {
         fprintf(stderr, "gdn2 layer: forward: %s\n", gdn2_last_error());
         goto done;
     }
-    if (r && gdn2_layer_backward(&c, params, x, B, T, acts, r, dx, dparams, threads)) {
+    if (r && !device && gdn2_layer_backward(&c, params, x, B, T, acts, r, dx, dparams, threads)) {
         fprintf(stderr, "gdn2 layer: backward: %s\n", gdn2_last_error());
         goto done;
     }

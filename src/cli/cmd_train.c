@@ -1,4 +1,4 @@
-/* gdn2 train — train a model on a text file (byte tokenizer) or on MQAR, on the CPU. */
+/* gdn2 train — train a model on a text file (byte tokenizer) or on MQAR, on the CPU or the GPU. */
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,8 +13,10 @@ static void train_usage(FILE *f) {
     fprintf(f,
             "usage: gdn2 train [options]\n"
             "\n"
-            "Trains a GDN-2 / hybrid language model in fp32 on the CPU (OpenMP) with AdamW (betas 0.9/0.95,\n"
-            "eps 1e-8), linear warmup then cosine to min-lr, gradient clipping and accumulation.\n"
+            "Trains a GDN-2 / hybrid language model in fp32 on the CPU (OpenMP), or bf16-mixed on the GPU\n"
+            "(--device cuda), with AdamW (betas 0.9/0.95, eps 1e-8), linear warmup then cosine to min-lr,\n"
+            "gradient clipping and accumulation. Checkpoints are the same files on both devices.\n"
+            "  --device D          cpu (default) or cuda\n"
             "  --model NAME        config: %s (default tiny)\n"
             "  --layout L          per-layer mixers, cycled: e.g. gdn2 | gdn2,swa | kda | gdn | attn\n"
             "  --task T            text (default) or mqar\n"
@@ -41,6 +43,7 @@ static void train_usage(FILE *f) {
             "  --gdn-heads N       override the config's recurrent heads\n"
             "  --gdn-head-dim N    override the config's recurrent head dim\n"
             "  --target-acc X      mqar: stop once the test accuracy reaches X\n"
+            "  --target-loss X     text: stop once the validation loss is at most X (nats/token)\n"
             "  --time-limit S      stop after S seconds\n"
             "  -o, --out PATH      checkpoint (safetensors, official names); optimizer state in PATH.optim\n"
             "  --save-every N      also checkpoint every N steps\n"
@@ -70,6 +73,7 @@ int cmd_train(int argc, char **argv) {
     gdn2_train_defaults(&o);
     o.log = stdout;
     int task = 0; /* text, mqar */
+    int device = 0; /* cpu, cuda */
     const cli_opt opts[] = {
         CLI_OPT_STR("--model", NULL, &o.model),
         CLI_OPT_STR("--layout", NULL, &o.layout),
@@ -92,6 +96,8 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_INT("--mqar-vocab", &o.mqar_vocab, 4, 1 << 24),
         CLI_OPT_INT("--mqar-pairs", &o.mqar_pairs, 1, 1 << 23),
         CLI_OPT_F32("--target-acc", &o.target_acc, 0, 1, 0),
+        CLI_OPT_F32("--target-loss", &o.target_loss, 0, INFINITY, 0),
+        CLI_OPT_CHOICE("--device", &device, "cpu|cuda"),
         CLI_OPT_F64("--time-limit", &o.time_limit_s, 0, INFINITY, 0),
         CLI_OPT_STR("--out", "-o", &o.out),
         CLI_OPT_STR("--allow-change", NULL, &o.allow_change),
@@ -108,6 +114,7 @@ int cmd_train(int argc, char **argv) {
     int rc = cli_parse("train", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL, train_usage);
     if (rc) return rc < 0 ? 0 : rc;
     o.task = task ? "mqar" : "text";
+    o.device = device ? "cuda" : NULL;
     if ((rc = cli_train_preflight("train", &o))) return rc;
     gdn2_train_result r;
     memset(&r, 0, sizeof r);

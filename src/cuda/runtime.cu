@@ -235,6 +235,14 @@ extern "C" int gdn2_cuda_device_info(char *name, size_t len, int *driver, int *r
     if (runtime) cudaRuntimeGetVersion(runtime);
     return GDN2_OK;
 }
+extern "C" int gdn2_cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
+    size_t f = 0, t = 0;
+    cudaError_t e = cudaMemGetInfo(&f, &t);
+    if (e != cudaSuccess) return gdn2_error(GDN2_ERR_DEVICE, "cudaMemGetInfo: %s", cudaGetErrorString(e));
+    if (free_bytes) *free_bytes = f;
+    if (total_bytes) *total_bytes = t;
+    return GDN2_OK;
+}
 // The event pair of gdn2_cuda_timer_start / stop, per thread (each thread times its own work):
 // made on the device current at start, destroyed by stop (or by the next start).
 static thread_local cudaEvent_t t_ev0, t_ev1;

@@ -407,3 +407,25 @@ size_t gdn2_model_param_count(const gdn2_model_cfg *c) {
     free(p);
     return tot;
 }
+
+/* The official harness's count (../peers official_train_bench.py, docs/BACKEND.md):
+ *   6 N_nonemb + sum over attention layers of 12 n_head head_size avg_keys,
+ *   avg_keys = mean_{i<T} min(i+1, window) (window T for full attention);
+ * the recurrence's nominal chunked-WY FLOPs 3 HV (2C(3K+2V) + 6KV) per layer (C = 64) separately. */
+double gdn2_model_flops_per_token(const gdn2_model_cfg *c, int64_t T, double *recurrence) {
+    const size_t n = gdn2_model_param_count(c), wte = (size_t)c->padded_vocab * (size_t)c->n_embd;
+    double attn = 0.0, rec = 0.0;
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        if (c->kind[l] >= GDN2_LAYER_SWA) {
+            const int64_t W = c->kind[l] == GDN2_LAYER_SWA && c->local_window > 0 ? c->local_window : T;
+            double keys = 0.0;
+            for (int64_t i = 0; i < T; i++) keys += (double)(i + 1 < W ? i + 1 : W);
+            attn += 12.0 * (double)c->n_head * (double)c->head_size * keys / (double)T;
+        } else {
+            gdn2_layer_cfg lc = gdn2_model_layer_cfg(c, (int)l);
+            rec += 3.0 * (double)lc.HV * (2.0 * 64 * (3.0 * lc.K + 2.0 * lc.V) + 6.0 * lc.K * lc.V);
+        }
+    }
+    if (recurrence) *recurrence = rec;
+    return 6.0 * (double)(n - wte) + attn;
+}

@@ -569,3 +569,66 @@ int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const floa
     free(scr);
     return rc;
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* one layer on a device, host tensors in and out                                             */
+/* ------------------------------------------------------------------------------------------ */
+int gdn2_layer_run(const char *device, const gdn2_layer_cfg *c, const float *params, const float *x, int64_t B,
+                   int64_t T, float *y, const float *dy, float *dx, float *dparams, int n_threads) {
+    int rc = check_call("gdn2_layer_run", c, params, x, B, T, y);
+    if (rc) return rc;
+    if (dy && (!dx || !dparams))
+        return gdn2_error(GDN2_ERR_ARG, "gdn2_layer_run: dy given but %s is NULL", !dx ? "dx" : "dparams");
+    if (B == 0 || T == 0) return GDN2_OK;
+    gdn2_backend be;
+    if ((rc = gdn2_backend_init(&be, device, n_threads))) return rc;
+    const size_t np = gdn2_layer_param_count(c), nx = (size_t)(B * T * c->hidden);
+    float *dpar = NULL, *xf = NULL, *dgr = NULL;
+    void *pact = NULL, *xa = NULL, *ya = NULL, *acts = NULL, *scr = NULL, *dya = NULL, *dxa = NULL;
+    const size_t sb = gdn2_layer_scratch_bytes(&be, c, B, T, 0, 0), sbb = gdn2_layer_scratch_bytes(&be, c, B, T, 1, 0);
+#define ALLOC(p, bytes, what) \
+    if (!rc && !((p) = be.alloc(&be, (bytes), (what)))) rc = GDN2_ERR_NOMEM
+    ALLOC(dpar, np * sizeof(float), "layer weights");
+    ALLOC(pact, gdn2_be_bytes(&be, np, GDN2_DT_ACT), "layer weights (matmul copy)");
+    ALLOC(xf, nx * sizeof(float), "layer input");
+    ALLOC(xa, gdn2_be_bytes(&be, nx, GDN2_DT_ACT), "layer input");
+    ALLOC(ya, gdn2_be_bytes(&be, nx, GDN2_DT_ACT), "layer output");
+    ALLOC(acts, gdn2_layer_act_bytes(&be, c, B, T), "layer activations");
+    ALLOC(scr, sb > sbb ? sb : sbb, "layer scratch");
+    if (dy) {
+        ALLOC(dgr, np * sizeof(float), "layer gradients");
+        ALLOC(dya, gdn2_be_bytes(&be, nx, GDN2_DT_ACT), "layer output gradient");
+        ALLOC(dxa, gdn2_be_bytes(&be, nx, GDN2_DT_ACT), "layer input gradient");
+    }
+#undef ALLOC
+    if (!rc) rc = be.upload(&be, dpar, params, np * sizeof(float));
+    if (!rc) rc = be.cast(&be, np, dpar, GDN2_DT_F32, pact, GDN2_DT_ACT);
+    if (!rc) rc = be.upload(&be, xf, x, nx * sizeof(float));
+    if (!rc) rc = be.cast(&be, nx, xf, GDN2_DT_F32, xa, GDN2_DT_ACT);
+    if (!rc) rc = forward_impl(&be, c, dpar, pact, xa, B, T, ya, acts, NULL, 0, scr);
+    /* y back to fp32 on the device (xf is free now), then to the host */
+    if (!rc) rc = be.cast(&be, nx, ya, GDN2_DT_ACT, xf, GDN2_DT_F32);
+    if (!rc) rc = be.download(&be, y, xf, nx * sizeof(float));
+    if (!rc && dy) {
+        rc = be.upload(&be, xf, dy, nx * sizeof(float));
+        if (!rc) rc = be.cast(&be, nx, xf, GDN2_DT_F32, dya, GDN2_DT_ACT);
+        if (!rc) rc = gdn2_layer_bwd_be(&be, c, dpar, pact, xa, B, T, acts, dya, dxa, dgr, scr);
+        if (!rc) rc = be.cast(&be, nx, dxa, GDN2_DT_ACT, xf, GDN2_DT_F32);
+        if (!rc) rc = be.download(&be, dx, xf, nx * sizeof(float));
+        if (!rc) {
+            /* dparams += the device's gradients */
+            float *h = gdn2_malloc(np * sizeof(float) + 4, "layer gradients (host)");
+            if (!h) rc = GDN2_ERR_NOMEM;
+            if (!rc) rc = be.download(&be, h, dgr, np * sizeof(float));
+            if (!rc)
+                for (size_t i = 0; i < np; i++) dparams[i] += h[i];
+            free(h);
+        }
+    }
+    if (!rc) rc = be.sync(&be);
+    void *bufs[] = {dpar, pact, xf, xa, ya, acts, scr, dgr, dya, dxa};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) be.release(&be, bufs[i]);
+    be.destroy(&be);
+    return rc;
+}

@@ -20,6 +20,7 @@
 #include "data/rng.h"
 #include "gdn2_data.h"
 #include "gdn2_text.h"
+#include "gdn2_cuda.h"
 #include "model_internal.h"
 #include "util/internal.h"
 #include "util/rng.h"
@@ -396,6 +397,10 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
         int64_t stop = o.stop_at > 0 && o.stop_at < o.steps ? o.stop_at : o.steps;
         double t0 = gdn2_now(), tlast = t0;
         int64_t tok_done = 0, tok_last = 0, step0 = opt.step;
+        /* on the GPU the progress line adds MFU (the official harness's FLOP count, of the H100/H200
+         * dense bf16 peak 989 TFLOP/s) and the device memory in use */
+        const int on_gpu = !strcmp(gdn2_model_device(m), "cuda");
+        const double flops_tok = gdn2_model_flops_per_token(&m->cfg, T, NULL);
         float vl = NAN, va = NAN;
         while (opt.step < stop && !st) {
             int64_t step = opt.step;
@@ -435,6 +440,12 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
                 fmt_time((double)(stop - opt.step) * B * T * o.accum / (avg > 0 ? avg : 1), eta, sizeof eta);
                 fprintf(log, "step %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s", (long long)opt.step,
                         (long long)o.steps, loss, lr, tps, eta);
+                if (on_gpu) {
+                    size_t fr = 0, tot = 0;
+                    gdn2_cuda_mem_info(&fr, &tot);
+                    fprintf(log, " | MFU %.1f%% | GPU mem %.1f/%.1f GB", 100.0 * flops_tok * tps / 989e12,
+                            (double)(tot - fr) / 1e9, (double)tot / 1e9);
+                }
                 if (do_eval) fprintf(log, " | val loss %.4f acc %.4f", vl, va);
                 fprintf(log, "\n");
                 fflush(log);
@@ -442,6 +453,7 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
             }
             if (o.out && o.save_every > 0 && opt.step % o.save_every == 0 && !last) st = save_all(m, &opt, &o, &ri);
             if (do_eval && ds.is_mqar && o.target_acc > 0 && va >= o.target_acc) break;
+            if (do_eval && !ds.is_mqar && o.target_loss > 0 && vl <= o.target_loss) break;
             if (o.time_limit_s > 0 && gdn2_now() - t0 > o.time_limit_s) {
                 if (!do_eval && !(st = evaluate(m, &ds, &o, &vl, &va))) r.val_loss = vl, r.val_acc = va;
                 break;
