@@ -26,12 +26,14 @@ static const named_cfg k_named[] = {
     {"swa_gdn2_100M", 12, 768, 12, 64, 4, 64, 2048, 32000, 2048, 4096, "gdn2,swa"},
     {"tiny", 2, 64, 2, 32, 1, 64, 128, 256, 128, 1024, "gdn2"},
     {"small", 4, 128, 4, 32, 4, 32, 352, 256, 128, 1024, "gdn2"},
+    /* the GPU tests' hybrid: tiny's size with attention heads of 64 (the CUDA attention's sizes) */
+    {"hybrid_tiny", 2, 128, 2, 64, 2, 64, 256, 256, 32, 1024, "gdn2,swa"},
     /* the GPU demo's char model: nanoGPT shakespeare-char's size (6 x 384, ~10.7M parameters) */
     {"char_10M", 6, 384, 6, 64, 6, 64, 1024, 256, 256, 1024, "gdn2"},
 };
 
 const char *gdn2_model_config_names(void) {
-    return "gdn2_1.3B, swa_gdn2_1.3B, gdn2_12h_100M, gdn2_12h_305M, swa_gdn2_100M, tiny, small, char_10M";
+    return "gdn2_1.3B, swa_gdn2_1.3B, gdn2_12h_100M, gdn2_12h_305M, swa_gdn2_100M, tiny, small, hybrid_tiny, char_10M";
 }
 
 static void cfg_defaults(gdn2_model_cfg *c) {
