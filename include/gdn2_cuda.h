@@ -125,6 +125,8 @@ int gdn2_cuda_sync(void);                             /* device synchronise + er
 int gdn2_cuda_device_info(char *name, size_t len, int *driver, int *runtime);
 /* Free and total bytes of the current device (cudaMemGetInfo). */
 int gdn2_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
+/* High-water mark of the device's default stream-ordered memory pool (cudaMallocAsync scratch). */
+int gdn2_cuda_pool_high(size_t *bytes);
 /* Event timer on the default stream: start, then stop returns the elapsed milliseconds. */
 int gdn2_cuda_timer_start(void);
 double gdn2_cuda_timer_stop(void);

@@ -243,6 +243,17 @@ extern "C" int gdn2_cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
     if (total_bytes) *total_bytes = t;
     return GDN2_OK;
 }
+extern "C" int gdn2_cuda_pool_high(size_t *bytes) {
+    int dev = 0;
+    cudaGetDevice(&dev);
+    cudaMemPool_t pool;
+    cudaError_t e = cudaDeviceGetDefaultMemPool(&pool, dev);
+    cuuint64_t v = 0;
+    if (e == cudaSuccess) e = cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &v);
+    if (e != cudaSuccess) return gdn2_error(GDN2_ERR_DEVICE, "memory pool high-water mark: %s", cudaGetErrorString(e));
+    *bytes = (size_t)v;
+    return GDN2_OK;
+}
 // The event pair of gdn2_cuda_timer_start / stop, per thread (each thread times its own work):
 // made on the device current at start, destroyed by stop (or by the next start).
 static thread_local cudaEvent_t t_ev0, t_ev1;

@@ -62,5 +62,9 @@ int gdn2_cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
     (void)free_bytes, (void)total_bytes;
     return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
 }
+int gdn2_cuda_pool_high(size_t *bytes) {
+    (void)bytes;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}
 int gdn2_cuda_timer_start(void) { return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA); }
 double gdn2_cuda_timer_stop(void) { return -1.0; }

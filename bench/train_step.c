@@ -1,0 +1,248 @@
+/* GPU training-step benchmark of the language model (the CUDA backend of the same model the CPU
+ * trains): tokens/s, step time, peak device memory, MFU and where a step's time goes, for a named
+ * config at (micro-batch B, T), random token ids as the official harness uses.
+ *
+ *   build/bench/train_step --config gdn2_1.3B --batch 4 --seq-len 4096 [--warmup 2] [--steps 6]
+ *                          [--layout L] [--no-profile] [--json OUT.json]
+ *
+ * One step = forward (bf16-mixed, lm_head + cross-entropy in row chunks), backward, global-norm clip
+ * at 1.0, AdamW (one multi-tensor kernel) — what the official harness times (autocast forward,
+ * fused CE, backward, clip_grad_norm_, fused AdamW). Timed: median wall time of --steps steps after
+ * --warmup, each ended by a device synchronisation (the loss is read on the host every step, as
+ * the training loop does).
+ * Validation before timing (exit 1, nothing timed): the first step's loss is finite and within 1
+ * nat of ln(vocab) (random init on random tokens), and the loss after the warm-up steps is finite.
+ * Memory: peak = device memory in use after a step (cudaMemGetInfo) minus the memory in use before
+ * the model was created (the CUDA context), plus the high-water mark of the stream-ordered pool
+ * (the chunk kernels' scratch); the official figure is torch.cuda.max_memory_allocated.
+ * MFU: the official harness's FLOP count (gdn2_model_flops_per_token: 6 N_nonemb + attention) of
+ * the 989 TFLOP/s dense bf16 peak.
+ * Split (--no-profile to skip): one more step with every backend op bracketed by CUDA events
+ * (synchronising each op: slower than the timed steps, a breakdown only), summed by family: GEMM
+ * (linear_fwd/bwd), GDN-2 (the chunk op), attention (rope + attention), the rest. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "gdn2.h"
+#include "gdn2_cuda.h"
+#include "gdn2_model.h"
+#include "util/internal.h"
+
+/* ---- per-family timing through the backend table ---------------------------------------- */
+enum { FAM_GEMM, FAM_GDN2, FAM_ATTN, FAM_REST, N_FAM };
+static double g_ms[N_FAM];
+static gdn2_backend g_orig;
+#define TIMED(fam, call)                                                                           \
+    do {                                                                                           \
+        gdn2_cuda_timer_start();                                                                   \
+        int rc_ = (call);                                                                          \
+        double ms_ = gdn2_cuda_timer_stop();                                                       \
+        if (ms_ > 0) g_ms[fam] += ms_;                                                             \
+        return rc_;                                                                                \
+    } while (0)
+
+static int p_linear_fwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
+                        const float *bias, void *Y, int ydt, int acc) {
+    TIMED(FAM_GEMM, g_orig.linear_fwd(be, N, in, out, X, W, bias, Y, ydt, acc));
+}
+static int p_linear_bwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
+                        const void *dY, void *dX, int acc, float *dW, float *db) {
+    TIMED(FAM_GEMM, g_orig.linear_bwd(be, N, in, out, X, W, dY, dX, acc, dW, db));
+}
+static int p_gdn2_fwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
+                      const void *k, const void *v, const float *g, const void *b, const void *w, const float *h0,
+                      void *o, float *ht) {
+    TIMED(FAM_GDN2, g_orig.gdn2_fwd(be, kernel, dm, op, q, k, v, g, b, w, h0, o, ht));
+}
+static int p_gdn2_bwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
+                      const void *k, const void *v, const float *g, const void *b, const void *w, const float *h0,
+                      const void *d_o, void *dq, void *dk, void *dv, float *dg, void *db, void *dw) {
+    TIMED(FAM_GDN2, g_orig.gdn2_bwd(be, kernel, dm, op, q, k, v, g, b, w, h0, d_o, dq, dk, dv, dg, db, dw));
+}
+static int p_attn_fwd(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *q, const void *k,
+                      const void *v, void *o, float *lse) {
+    TIMED(FAM_ATTN, g_orig.attn_fwd(be, a, B, T, q, k, v, o, lse));
+}
+static int p_attn_bwd(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *q, const void *k,
+                      const void *v, const void *o, const float *lse, const void *dO, void *dq, void *dk, void *dv) {
+    TIMED(FAM_ATTN, g_orig.attn_bwd(be, a, B, T, q, k, v, o, lse, dO, dq, dk, dv));
+}
+static int p_rope(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *qkv, void *q, void *k,
+                  void *v) {
+    TIMED(FAM_ATTN, g_orig.rope_split(be, a, B, T, qkv, q, k, v));
+}
+static int p_rope_bwd(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *dq, const void *dk,
+                      const void *dv, void *dqkv) {
+    TIMED(FAM_ATTN, g_orig.rope_split_bwd(be, a, B, T, dq, dk, dv, dqkv));
+}
+static void profile_on(gdn2_backend *be) {
+    g_orig = *be;
+    be->linear_fwd = p_linear_fwd, be->linear_bwd = p_linear_bwd;
+    be->gdn2_fwd = p_gdn2_fwd, be->gdn2_bwd = p_gdn2_bwd;
+    be->attn_fwd = p_attn_fwd, be->attn_bwd = p_attn_bwd, be->rope_split = p_rope, be->rope_split_bwd = p_rope_bwd;
+}
+static void profile_off(gdn2_backend *be) {
+    gdn2_backend cur = *be;
+    *be = g_orig;
+    be->ctx = cur.ctx;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static size_t used_bytes(void) {
+    size_t fr = 0, tot = 0;
+    gdn2_cuda_mem_info(&fr, &tot);
+    return tot - fr;
+}
+
+int main(int argc, char **argv) {
+    const char *cfg_name = "gdn2_1.3B", *layout = NULL, *json = NULL;
+    int64_t B = 4, T = 4096;
+    int warmup = 2, steps = 6, profile = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--config") && v) cfg_name = v, i++;
+        else if (!strcmp(a, "--layout") && v) layout = v, i++;
+        else if (!strcmp(a, "--batch") && v) B = atoll(v), i++;
+        else if (!strcmp(a, "--seq-len") && v) T = atoll(v), i++;
+        else if (!strcmp(a, "--warmup") && v) warmup = atoi(v), i++;
+        else if (!strcmp(a, "--steps") && v) steps = atoi(v), i++;
+        else if (!strcmp(a, "--json") && v) json = v, i++;
+        else if (!strcmp(a, "--no-profile")) profile = 0;
+        else {
+            fprintf(stderr, "usage: train_step [--config NAME] [--layout L] [--batch B] [--seq-len T] [--warmup N] "
+                            "[--steps N] [--no-profile] [--json OUT]\n(unknown or incomplete option '%s')\n", a);
+            return 2;
+        }
+    }
+    if (B < 1 || T < 2 || steps < 1 || warmup < 1) {
+        fprintf(stderr, "train_step: --batch >= 1, --seq-len >= 2, --steps >= 1, --warmup >= 1\n");
+        return 2;
+    }
+    if (!gdn2_cuda_available()) {
+        fprintf(stderr, "train_step: no CUDA device: %s\n", gdn2_last_error());
+        return 1;
+    }
+    gdn2_model_cfg c;
+    if (gdn2_model_config(cfg_name, &c) || (layout && gdn2_model_set_layout(&c, layout))) {
+        fprintf(stderr, "train_step: %s\n", gdn2_last_error());
+        return 2;
+    }
+    char dev[128] = "";
+    int drv = 0, rt = 0;
+    gdn2_cuda_device_info(dev, sizeof dev, &drv, &rt);
+    const size_t base = used_bytes();
+    gdn2_model *m = NULL;
+    gdn2_adamw opt;
+    memset(&opt, 0, sizeof opt);
+    gdn2_adamw_cfg ac = gdn2_adamw_default();
+    int st = gdn2_model_create(&c, &m);
+    if (!st) gdn2_model_init(m, 1);
+    if (!st) st = gdn2_adamw_init(&opt, &ac, m->n_params);
+    if (!st) st = gdn2_model_set_device(m, "cuda");
+    if (st) {
+        fprintf(stderr, "train_step: %s\n", gdn2_last_error());
+        return 1;
+    }
+    const int64_t BT = B * T;
+    int32_t *tok = malloc((size_t)(BT + 1) * sizeof(int32_t)), *tgt = malloc((size_t)BT * sizeof(int32_t));
+    uint64_t s = 12345;
+    double *ms = calloc((size_t)steps, sizeof(double));
+    float loss0 = NAN, loss = NAN;
+    for (int it = 0; it < warmup + steps && !st; it++) {
+        for (int64_t i = 0; i <= BT; i++) {
+            s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+            tok[i] = (int32_t)((s >> 33) % (uint64_t)c.vocab_size);
+        }
+        for (int64_t i = 0; i < BT; i++) tgt[i] = tok[i + 1];
+        double t0 = gdn2_now();
+        st = gdn2_model_zero_grad(m);
+        if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &loss, 1);
+        if (!st) st = gdn2_model_backward(m, 1.0f);
+        if (!st) gdn2_model_clip_grad_norm(m, 1.0f);
+        if (!st) st = gdn2_adamw_step(&opt, m, 4e-4f);
+        if (!st) st = gdn2_cuda_sync();
+        double t1 = gdn2_now();
+        if (st) break;
+        if (it == 0) {
+            loss0 = loss;
+            const double lnv = log((double)c.vocab_size);
+            if (!isfinite(loss) || fabs(loss - lnv) > 1.0) {
+                fprintf(stderr, "train_step: validation failed: first loss %g, expected ln(%lld) = %.3f +- 1\n", loss,
+                        (long long)c.vocab_size, lnv);
+                return 1;
+            }
+        }
+        if (it == warmup - 1 && !isfinite(loss)) {
+            fprintf(stderr, "train_step: validation failed: loss %g after the warm-up\n", loss);
+            return 1;
+        }
+        if (it >= warmup) ms[it - warmup] = (t1 - t0) * 1e3;
+        fprintf(stderr, "step %d: %.1f ms, loss %.4f\n", it, (t1 - t0) * 1e3, loss);
+    }
+    if (st) {
+        fprintf(stderr, "train_step: %s\n", gdn2_last_error());
+        return 1;
+    }
+    size_t pool_high = 0;
+    gdn2_cuda_pool_high(&pool_high);
+    const double peak_gb = (double)(used_bytes() - base + pool_high) / 1e9;
+    qsort(ms, (size_t)steps, sizeof(double), cmp_d);
+    const double med = steps % 2 ? ms[steps / 2] : 0.5 * (ms[steps / 2 - 1] + ms[steps / 2]);
+    const double tok_s = (double)BT / (med / 1e3);
+    double rec = 0;
+    const double fl = gdn2_model_flops_per_token(&m->cfg, T, &rec);
+    const double mfu = fl * tok_s / 989e12;
+    double split_total = 0;
+    if (profile) {
+        profile_on(m->be);
+        double t0 = gdn2_now();
+        st = gdn2_model_zero_grad(m);
+        if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &loss, 1);
+        if (!st) st = gdn2_model_backward(m, 1.0f);
+        if (!st) gdn2_model_clip_grad_norm(m, 1.0f);
+        if (!st) st = gdn2_adamw_step(&opt, m, 4e-4f);
+        if (!st) st = gdn2_cuda_sync();
+        split_total = (gdn2_now() - t0) * 1e3;
+        profile_off(m->be);
+        g_ms[FAM_REST] = split_total - g_ms[FAM_GEMM] - g_ms[FAM_GDN2] - g_ms[FAM_ATTN];
+    }
+    printf("%s %s B=%lld T=%lld: step %.1f ms (median of %d), %.0f tokens/s, peak %.2f GB, MFU %.1f%% "
+           "(%.3g GFLOP/token; +%.3g nominal recurrence), loss %.4f -> %.4f\n",
+           cfg_name, m->cfg.layout, (long long)B, (long long)T, med, steps, tok_s, peak_gb, 100 * mfu, fl / 1e9,
+           rec / 1e9, loss0, loss);
+    if (profile)
+        printf("  split of a profiled step (%.1f ms, each op synchronised): GEMM %.1f, GDN-2 %.1f, attention %.1f, "
+               "rest %.1f ms\n",
+               split_total, g_ms[FAM_GEMM], g_ms[FAM_GDN2], g_ms[FAM_ATTN], g_ms[FAM_REST]);
+    if (json) {
+        FILE *f = fopen(json, "w");
+        if (!f) {
+            fprintf(stderr, "train_step: cannot write %s\n", json);
+            return 1;
+        }
+        fprintf(f,
+                "{\"config\": \"%s\", \"layout\": \"%s\", \"T\": %lld, \"micro_batch\": %lld, \"step_ms\": %.3f, "
+                "\"tok_s\": %.1f, \"peak_gb\": %.3f, \"mfu\": %.4f, \"flops_per_token\": %.6g, "
+                "\"flops_recurrence_nominal\": %.6g, \"params\": %zu, \"steps\": %d, \"warmup\": %d, "
+                "\"loss_first\": %.5f, \"loss_last\": %.5f, \"device\": \"%s\", \"driver\": %d, \"runtime\": %d",
+                cfg_name, m->cfg.layout, (long long)T, (long long)B, med, tok_s, peak_gb, mfu, fl, rec, m->n_params,
+                steps, warmup, loss0, loss, dev, drv, rt);
+        if (profile)
+            fprintf(f, ", \"split_ms\": {\"profiled_step\": %.3f, \"gemm\": %.3f, \"gdn2\": %.3f, \"attention\": %.3f, "
+                       "\"rest\": %.3f}",
+                    split_total, g_ms[FAM_GEMM], g_ms[FAM_GDN2], g_ms[FAM_ATTN], g_ms[FAM_REST]);
+        fprintf(f, "}\n");
+        fclose(f);
+    }
+    gdn2_adamw_free(&opt);
+    gdn2_model_free(m);
+    free(tok), free(tgt), free(ms);
+    return 0;
+}
