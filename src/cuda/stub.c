@@ -1,5 +1,6 @@
 /* Built only when CUDA is off: the GPU API reports that it is not available. */
 #include "gdn2_cuda.h"
+#include "cuda/attn.h"
 
 #define NO_CUDA "gdn2 was built without CUDA (make CUDA=0, or no nvcc at build time)"
 
@@ -68,3 +69,23 @@ int gdn2_cuda_pool_high(size_t *bytes) {
 }
 int gdn2_cuda_timer_start(void) { return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA); }
 double gdn2_cuda_timer_stop(void) { return -1.0; }
+
+int gdn2_cuda_rope_split(const gdn2_cuda_attn_shape *s, const void *qkv, void *q, void *k, void *v, void *stream) {
+    (void)s; (void)qkv; (void)q; (void)k; (void)v; (void)stream;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}
+int gdn2_cuda_rope_split_bwd(const gdn2_cuda_attn_shape *s, const void *dq, const void *dk, const void *dv,
+                             void *dqkv, void *stream) {
+    (void)s; (void)dq; (void)dk; (void)dv; (void)dqkv; (void)stream;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}
+int gdn2_cuda_attn_fwd(const gdn2_cuda_attn_shape *s, const void *q, const void *k, const void *v, void *o,
+                       float *lse, void *stream) {
+    (void)s; (void)q; (void)k; (void)v; (void)o; (void)lse; (void)stream;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}
+int gdn2_cuda_attn_bwd(const gdn2_cuda_attn_shape *s, const void *q, const void *k, const void *v, const void *o,
+                       const float *lse, const void *dO, void *dq, void *dk, void *dv, void *stream) {
+    (void)s; (void)q; (void)k; (void)v; (void)o; (void)lse; (void)dO; (void)dq; (void)dk; (void)dv; (void)stream;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}

@@ -1,0 +1,716 @@
+// Causal softmax attention for the CUDA backend (C API: src/cuda/attn.h), bf16 in/out, fp32
+// softmax statistics, sm_90a. Semantics: src/model/attention.c (gdn2_attn_forward / _backward).
+//
+// Kernels (128 threads = 4 warps; tensor cores: mma.sync m16n8k16 bf16 -> fp32, operands by
+// ldmatrix from shared tiles of row stride hs + 8, the conventions of tc.cuh):
+//   rope_split_kernel / rope_split_bwd_kernel  elementwise, one thread per (token, head slot, pair)
+//   attn_fwd_kernel<HS>      block = (b, h, 64 queries); loops over the 64-key tiles inside the
+//                            causal window (SWA costs O(T * window)), K/V double-buffered with
+//                            cp.async; warp w owns query rows 16w..16w+15 and all 64 keys of the
+//                            tile, so the online-softmax row statistics live in a quad of lanes.
+//   attn_bwd_D_kernel<HS>    D = rowsum(dO * o) (fp32), one warp per (b, h, t)
+//   attn_bwd_dkdv_kernel<HS> block = (b, g, 64 keys); loops over the query heads of the group and
+//                            the query tiles (BQ = 64 for hs 64, 32 for hs 128) that see the keys,
+//                            in a fixed order: dk, dv accumulate in registers, written once (no
+//                            atomics: deterministic). Warp w owns keys 16w..16w+15 (S^T, dP^T).
+//   attn_bwd_dq_kernel<HS>   block = (b, h, 64 queries); recomputes P, dP over the visible key
+//                            tiles, dq in registers (deterministic).
+// lse is natural-log: lse_t = log sum_j exp(scale q_t.k_j); inside the kernels scores are kept in
+// log2 units (x * scale * log2 e) and exp2f is used.
+// Rows past T (ragged last tile) load as zeros and are never stored; fully masked rows of a tile
+// (window lower bound) are handled by the -inf guard of the online softmax.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "attn.h"
+#include "common.cuh"
+#include "gdn2_error.h"
+#include "host.cuh"
+#include "tc.cuh"
+
+namespace {
+
+constexpr int NTH = 128; // threads per attention block (4 warps)
+constexpr int BM = 64;   // query tile (forward, dq)
+constexpr int BN = 64;   // key tile
+constexpr float LN2 = 0.6931471805599453f;
+
+struct AttnParams {
+    const bf16 *q, *k, *v, *o, *dO;
+    bf16 *out, *dq, *dk, *dv; // out: the forward's o
+    const float *lse_in, *D;
+    float *lse;
+    int T, nh, ng, qpk, window; // window: 0 = full causal (also when >= T)
+    float scale, sl2;           // hs^-1/2, hs^-1/2 log2(e)
+};
+
+__device__ __forceinline__ void zero4(float (&c)[4]) { c[0] = c[1] = c[2] = c[3] = 0.0f; }
+
+// A fragment (m16 x k16) of rows 16w.. of a shared tile (row stride LD), columns k0..k0+15
+template <int LD>
+__device__ __forceinline__ void lda_rows(uint32_t (&a)[4], const bf16 *s, int row0, int k0) {
+    const int lane = threadIdx.x & 31;
+    ldsm_x4(a, s + (row0 + (lane & 15)) * LD + k0 + (lane >> 4) * 8);
+}
+// B fragments of two 8-column blocks n0.., n0+8.. where B(k, n) = s[n][k] (s row-major in n):
+// b[0], b[1] for block n0, b[2], b[3] for block n0 + 8
+template <int LD>
+__device__ __forceinline__ void ldb_nk(uint32_t (&b)[4], const bf16 *s, int n0, int k0) {
+    const int lane = threadIdx.x & 31, l8 = lane & 7, mi = lane >> 3;
+    ldsm_x4(b, s + (n0 + l8 + (mi >> 1) * 8) * LD + k0 + (mi & 1) * 8);
+}
+// the same where B(k, n) = s[k][n] (s row-major in k): ldmatrix.trans
+template <int LD>
+__device__ __forceinline__ void ldb_kn(uint32_t (&b)[4], const bf16 *s, int k0, int n0) {
+    const int lane = threadIdx.x & 31, l8 = lane & 7, mi = lane >> 3;
+    ldsm_x4_t(b, s + (k0 + l8 + (mi & 1) * 8) * LD + n0 + (mi >> 1) * 8);
+}
+// accumulator fragments c[2kk], c[2kk+1] (16 x 16 block of a C tile) -> A fragment for k step kk
+__device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
+    a[0] = pack_bf16(c0[0], c0[1]);
+    a[1] = pack_bf16(c0[2], c0[3]);
+    a[2] = pack_bf16(c1[0], c1[1]);
+    a[3] = pack_bf16(c1[2], c1[3]);
+}
+__device__ __forceinline__ void mma4(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    mma_bf16(c, a[0], a[1], a[2], a[3], b0, b1);
+}
+
+// ---- RoPE split ------------------------------------------------------------------------------
+// element pair (i, i + hs/2) of head slot `slot` of token bt; slot = g (qpk + 2) + j: j < qpk a query
+// head, j = qpk the key, j = qpk + 1 the value. Angles as rope_cs (fp32): theta_i = 1/base^(2i/hs).
+__device__ __forceinline__ void rope_angle(int t, int i, int hs, float base, float &c, float &s) {
+    const float th = 1.0f / powf(base, (float)(2 * i) / (float)hs);
+    const float ang = (float)t * th;
+    c = cosf(ang);
+    s = sinf(ang);
+}
+
+__global__ void rope_split_kernel(const bf16 *__restrict__ qkv, bf16 *__restrict__ q, bf16 *__restrict__ k,
+                                  bf16 *__restrict__ v, int64_t n, int T, int nh, int ng, int qpk, int hs, float base) {
+    const int h2 = hs / 2, ns = nh + 2 * ng;
+    for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (int64_t)gridDim.x * blockDim.x) {
+        const int i = (int)(idx % h2);
+        const int64_t rest = idx / h2;
+        const int slot = (int)(rest % ns);
+        const int64_t bt = rest / ns;
+        const int t = (int)(bt % T);
+        const int64_t b = bt / T;
+        const int grp = slot / (qpk + 2), j = slot % (qpk + 2);
+        const bf16 *src = qkv + (bt * ns + slot) * hs;
+        if (j == qpk + 1) {
+            bf16 *dst = v + ((b * ng + grp) * T + t) * hs;
+            dst[i] = src[i];
+            dst[i + h2] = src[i + h2];
+            continue;
+        }
+        float c, s;
+        rope_angle(t, i, hs, base, c, s);
+        const float x1 = __bfloat162float(src[i]), x2 = __bfloat162float(src[i + h2]);
+        // as the CPU: y1 = x1 c - x2 s, y2 = x2 c + x1 s, each product rounded (no fma)
+        const float y1 = __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, s));
+        const float y2 = __fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, s));
+        bf16 *dst = j < qpk ? q + ((b * nh + grp * qpk + j) * T + t) * hs : k + ((b * ng + grp) * T + t) * hs;
+        dst[i] = __float2bfloat16(y1);
+        dst[i + h2] = __float2bfloat16(y2);
+    }
+}
+
+__global__ void rope_split_bwd_kernel(const bf16 *__restrict__ dq, const bf16 *__restrict__ dk,
+                                      const bf16 *__restrict__ dv, bf16 *__restrict__ dqkv, int64_t n, int T, int nh,
+                                      int ng, int qpk, int hs, float base) {
+    const int h2 = hs / 2, ns = nh + 2 * ng;
+    for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (int64_t)gridDim.x * blockDim.x) {
+        const int i = (int)(idx % h2);
+        const int64_t rest = idx / h2;
+        const int slot = (int)(rest % ns);
+        const int64_t bt = rest / ns;
+        const int t = (int)(bt % T);
+        const int64_t b = bt / T;
+        const int grp = slot / (qpk + 2), j = slot % (qpk + 2);
+        bf16 *dst = dqkv + (bt * ns + slot) * hs;
+        if (j == qpk + 1) {
+            const bf16 *src = dv + ((b * ng + grp) * T + t) * hs;
+            dst[i] = src[i];
+            dst[i + h2] = src[i + h2];
+            continue;
+        }
+        const bf16 *src = j < qpk ? dq + ((b * nh + grp * qpk + j) * T + t) * hs : dk + ((b * ng + grp) * T + t) * hs;
+        float c, s;
+        rope_angle(t, i, hs, base, c, s);
+        const float d1 = __bfloat162float(src[i]), d2 = __bfloat162float(src[i + h2]);
+        // transpose of the rotation: dx1 = d1 c + d2 s, dx2 = d2 c - d1 s
+        dst[i] = __float2bfloat16(__fadd_rn(__fmul_rn(d1, c), __fmul_rn(d2, s)));
+        dst[i + h2] = __float2bfloat16(__fsub_rn(__fmul_rn(d2, c), __fmul_rn(d1, s)));
+    }
+}
+
+// ---- forward -----------------------------------------------------------------------------------
+// grid (B*nh, ceil(T/BM)); blockIdx.y = 0 takes the last (heaviest) query tile.
+// shared: Q [BM][LD], K [2][BN][LD], V [2][BN][LD]
+template <int HS>
+__global__ void __launch_bounds__(NTH) attn_fwd_kernel(const AttnParams p) {
+    constexpr int LD = HS + 8, KS = HS / 16, NB = BN / 8, OJ = HS / 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *sQ = reinterpret_cast<bf16 *>(smem_raw), *sK = sQ + BM * LD, *sV = sK + 2 * BN * LD;
+    const int T = p.T, W = p.window;
+    const int bh = blockIdx.x, b = bh / p.nh, h = bh % p.nh, g = h / p.qpk;
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * BM;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    const bf16 *qg = p.q + ((size_t)bh * T + q0) * HS;
+    const bf16 *kg = p.k + (size_t)(b * p.ng + g) * T * HS;
+    const bf16 *vg = p.v + (size_t)(b * p.ng + g) * T * HS;
+    const int kt_lo = W > 0 ? max(0, q0 - W + 1) / BN : 0;
+    const int kt_hi = min(q0 + BM - 1, T - 1) / BN;
+
+    cp_tile<BM, HS, NTH>(sQ, LD, qg, HS, min(BM, T - q0));
+    cp_tile<BN, HS, NTH>(sK, LD, kg + (size_t)kt_lo * BN * HS, HS, min(BN, T - kt_lo * BN));
+    cp_tile<BN, HS, NTH>(sV, LD, vg + (size_t)kt_lo * BN * HS, HS, min(BN, T - kt_lo * BN));
+    cp_async_commit();
+
+    uint32_t qf[KS][4];
+    float o[OJ][4];
+#pragma unroll
+    for (int j = 0; j < OJ; j++) zero4(o[j]);
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    const int r0 = q0 + warp * 16 + gq; // this thread's rows r0, r0 + 8
+
+    for (int kt = kt_lo, it = 0; kt <= kt_hi; kt++, it++) {
+        const int cur = it & 1;
+        const bf16 *cK = sK + cur * BN * LD, *cV = sV + cur * BN * LD;
+        if (kt < kt_hi) { // prefetch the next tile into the other buffer (freed by the last sync)
+            const int n1 = (kt + 1) * BN;
+            cp_tile<BN, HS, NTH>(sK + (cur ^ 1) * BN * LD, LD, kg + (size_t)n1 * HS, HS, min(BN, T - n1));
+            cp_tile<BN, HS, NTH>(sV + (cur ^ 1) * BN * LD, LD, vg + (size_t)n1 * HS, HS, min(BN, T - n1));
+        }
+        cp_async_commit();
+        cp_async_wait<1>(); // this tile (and Q) arrived
+        __syncthreads();
+        if (it == 0) {
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) lda_rows<LD>(qf[kk], sQ, warp * 16, 16 * kk);
+        }
+        // S = Q K^T (16 rows x 64 keys per warp)
+        float s[NB][4];
+#pragma unroll
+        for (int j = 0; j < NB; j++) zero4(s[j]);
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+            for (int j = 0; j < NB; j += 2) {
+                uint32_t bf[4];
+                ldb_nk<LD>(bf, cK, 8 * j, 16 * kk);
+                mma4(s[j], qf[kk], bf[0], bf[1]);
+                mma4(s[j + 1], qf[kk], bf[2], bf[3]);
+            }
+        // log2 units, causal / window mask
+        const int c0 = kt * BN;
+        const bool need = (c0 + BN - 1 > q0) || (W > 0 && c0 < q0 + BM - W);
+#pragma unroll
+        for (int j = 0; j < NB; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float x = s[j][e] * p.sl2;
+                if (need) {
+                    const int r = r0 + (e >> 1) * 8, c = c0 + 8 * j + 2 * tq + (e & 1);
+                    if (c > r || (W > 0 && r - c >= W)) x = -INFINITY;
+                }
+                s[j][e] = x;
+            }
+        // online softmax over the two rows
+        float mx[2] = {m[0], m[1]};
+#pragma unroll
+        for (int j = 0; j < NB; j++) {
+            mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
+            mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
+        }
+        float base[2], alpha[2], rs[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+            base[i] = mx[i] == -INFINITY ? 0.0f : mx[i]; // a row with nothing visible yet
+            alpha[i] = exp2f(m[i] - base[i]);
+            m[i] = mx[i];
+        }
+#pragma unroll
+        for (int j = 0; j < NB; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float pe = exp2f(s[j][e] - base[e >> 1]);
+                s[j][e] = pe;
+                rs[e >> 1] += pe;
+            }
+        l[0] = l[0] * alpha[0] + rs[0]; // per-thread partial sums (the quad's are added at the end)
+        l[1] = l[1] * alpha[1] + rs[1];
+#pragma unroll
+        for (int j = 0; j < OJ; j++) {
+            o[j][0] *= alpha[0];
+            o[j][1] *= alpha[0];
+            o[j][2] *= alpha[1];
+            o[j][3] *= alpha[1];
+        }
+        // O += P V (P rounded to bf16)
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) {
+            uint32_t pa[4];
+            c_to_a(pa, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+            for (int j = 0; j < OJ; j += 2) {
+                uint32_t bf[4];
+                ldb_kn<LD>(bf, cV, 16 * kk, 8 * j);
+                mma4(o[j], pa, bf[0], bf[1]);
+                mma4(o[j + 1], pa, bf[2], bf[3]);
+            }
+        }
+        __syncthreads(); // everyone is done with this buffer before it is refilled
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int r = r0 + 8 * i;
+        if (r >= T) continue;
+        const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+        bf16 *orow = p.out + ((size_t)(b * T + r) * p.nh + h) * HS;
+#pragma unroll
+        for (int j = 0; j < OJ; j++)
+            *reinterpret_cast<uint32_t *>(orow + 8 * j + 2 * tq) = pack_bf16(o[j][2 * i] * inv, o[j][2 * i + 1] * inv);
+        if (tq == 0) p.lse[(size_t)bh * T + r] = (m[i] + log2f(l[i])) * LN2;
+    }
+}
+
+// ---- backward ------------------------------------------------------------------------------------
+// D[b,h,t] = sum_i dO[b,t,h,i] o[b,t,h,i]; one warp per row
+template <int HS>
+__global__ void attn_bwd_D_kernel(const bf16 *__restrict__ o, const bf16 *__restrict__ dO, float *__restrict__ D,
+                                  int64_t rows, int T, int nh) {
+    const int64_t row = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const int64_t t = row % T, bh = row / T, h = bh % nh, b = bh / nh;
+    const size_t off = ((size_t)(b * T + t) * nh + h) * HS;
+    float acc = 0.0f;
+#pragma unroll
+    for (int i = 2 * lane; i < HS; i += 64) {
+        const float2 a = bf2_to_f2(o + off + i), c = bf2_to_f2(dO + off + i);
+        acc = fmaf(a.x, c.x, acc);
+        acc = fmaf(a.y, c.y, acc);
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) D[row] = acc;
+}
+
+// dk, dv of 64 keys of one (b, g): grid (B*ng, ceil(T/BN)); blockIdx.y = 0 (the most queries) first.
+// shared: K [BN][LD], V [BN][LD], Q [BQ][LD], dO [BQ][LD], lse*log2e [BQ], D [BQ]
+template <int HS, int BQ>
+__global__ void __launch_bounds__(NTH) attn_bwd_dkdv_kernel(const AttnParams p) {
+    constexpr int LD = HS + 8, KS = HS / 16, NB = BQ / 8, OJ = HS / 8;
+    static_assert(NB % 2 == 0, "query tile in pairs of 8-column blocks");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *sK = reinterpret_cast<bf16 *>(smem_raw), *sV = sK + BN * LD, *sQ = sV + BN * LD, *sO = sQ + BQ * LD;
+    float *sL = reinterpret_cast<float *>(sO + BQ * LD), *sD = sL + BQ;
+    const int T = p.T, W = p.window, nh = p.nh;
+    const int bg = blockIdx.x, b = bg / p.ng, g = bg % p.ng;
+    const int n0 = blockIdx.y * BN;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+
+    cp_tile<BN, HS, NTH>(sK, LD, p.k + ((size_t)bg * T + n0) * HS, HS, min(BN, T - n0));
+    cp_tile<BN, HS, NTH>(sV, LD, p.v + ((size_t)bg * T + n0) * HS, HS, min(BN, T - n0));
+    cp_async_commit();
+
+    const int last = W > 0 ? min(T - 1, n0 + BN - 1 + W - 1) : T - 1; // the last query that sees a key here
+    const int qt_lo = n0 / BQ, qt_hi = last / BQ;
+    const int kr0 = n0 + warp * 16 + gq; // this thread's keys kr0, kr0 + 8
+
+    float dk[OJ][4], dv[OJ][4];
+#pragma unroll
+    for (int j = 0; j < OJ; j++) zero4(dk[j]), zero4(dv[j]);
+
+    for (int jh = 0; jh < p.qpk; jh++) {
+        const int h = g * p.qpk + jh;
+        const bf16 *qg = p.q + (size_t)(b * nh + h) * T * HS;
+        const bf16 *og = p.dO + (size_t)b * T * nh * HS + (size_t)h * HS;
+        const float *lg = p.lse_in + (size_t)(b * nh + h) * T, *Dg = p.D + (size_t)(b * nh + h) * T;
+        for (int qt = qt_lo; qt <= qt_hi; qt++) {
+            const int t0 = qt * BQ;
+            __syncthreads(); // the previous tile's readers are done
+            cp_tile<BQ, HS, NTH>(sQ, LD, qg + (size_t)t0 * HS, HS, min(BQ, T - t0));
+            cp_tile<BQ, HS, NTH>(sO, LD, og + (size_t)t0 * nh * HS, (size_t)nh * HS, min(BQ, T - t0));
+            cp_async_commit();
+            if (threadIdx.x < BQ) {
+                const int t = t0 + threadIdx.x;
+                sL[threadIdx.x] = t < T ? lg[t] * GDN2_LOG2E : INFINITY; // p = 0 past T
+                sD[threadIdx.x] = t < T ? Dg[t] : 0.0f;
+            }
+            cp_async_wait<0>();
+            __syncthreads();
+            // S^T = K Q^T, dP^T = V dO^T (16 keys x BQ queries per warp)
+            float st[NB][4], dp[NB][4];
+#pragma unroll
+            for (int j = 0; j < NB; j++) zero4(st[j]), zero4(dp[j]);
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                uint32_t ka[4], va[4];
+                lda_rows<LD>(ka, sK, warp * 16, 16 * kk);
+                lda_rows<LD>(va, sV, warp * 16, 16 * kk);
+#pragma unroll
+                for (int j = 0; j < NB; j += 2) {
+                    uint32_t bq[4], bo[4];
+                    ldb_nk<LD>(bq, sQ, 8 * j, 16 * kk);
+                    ldb_nk<LD>(bo, sO, 8 * j, 16 * kk);
+                    mma4(st[j], ka, bq[0], bq[1]);
+                    mma4(st[j + 1], ka, bq[2], bq[3]);
+                    mma4(dp[j], va, bo[0], bo[1]);
+                    mma4(dp[j + 1], va, bo[2], bo[3]);
+                }
+            }
+            // P^T = exp(scale s - lse) where visible, dS^T = P^T (dP^T - D)
+#pragma unroll
+            for (int j = 0; j < NB; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int r = kr0 + (e >> 1) * 8, cl = 8 * j + 2 * tq + (e & 1), c = t0 + cl;
+                    const bool vis = c >= r && (W == 0 || c - r < W);
+                    const float pe = vis ? exp2f(st[j][e] * p.sl2 - sL[cl]) : 0.0f;
+                    st[j][e] = pe;
+                    dp[j][e] = pe * (dp[j][e] - sD[cl]);
+                }
+            // dV += P^T dO, dK += dS^T Q
+#pragma unroll
+            for (int kq = 0; kq < BQ / 16; kq++) {
+                uint32_t pa[4], da[4];
+                c_to_a(pa, st[2 * kq], st[2 * kq + 1]);
+                c_to_a(da, dp[2 * kq], dp[2 * kq + 1]);
+#pragma unroll
+                for (int j = 0; j < OJ; j += 2) {
+                    uint32_t bo[4], bq[4];
+                    ldb_kn<LD>(bo, sO, 16 * kq, 8 * j);
+                    ldb_kn<LD>(bq, sQ, 16 * kq, 8 * j);
+                    mma4(dv[j], pa, bo[0], bo[1]);
+                    mma4(dv[j + 1], pa, bo[2], bo[3]);
+                    mma4(dk[j], da, bq[0], bq[1]);
+                    mma4(dk[j + 1], da, bq[2], bq[3]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int r = kr0 + 8 * i;
+        if (r >= T) continue;
+        bf16 *dkr = p.dk + ((size_t)bg * T + r) * HS, *dvr = p.dv + ((size_t)bg * T + r) * HS;
+#pragma unroll
+        for (int j = 0; j < OJ; j++) {
+            *reinterpret_cast<uint32_t *>(dkr + 8 * j + 2 * tq) =
+                pack_bf16(dk[j][2 * i] * p.scale, dk[j][2 * i + 1] * p.scale);
+            *reinterpret_cast<uint32_t *>(dvr + 8 * j + 2 * tq) = pack_bf16(dv[j][2 * i], dv[j][2 * i + 1]);
+        }
+    }
+}
+
+// dq of 64 queries of one (b, h): grid (B*nh, ceil(T/BM)); blockIdx.y = 0 takes the last tile.
+// shared: Q [BM][LD], dO [BM][LD], K [2][BN][LD], V [2][BN][LD]
+template <int HS>
+__global__ void __launch_bounds__(NTH) attn_bwd_dq_kernel(const AttnParams p) {
+    constexpr int LD = HS + 8, KS = HS / 16, NB = BN / 8, OJ = HS / 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *sQ = reinterpret_cast<bf16 *>(smem_raw), *sO = sQ + BM * LD, *sK = sO + BM * LD, *sV = sK + 2 * BN * LD;
+    const int T = p.T, W = p.window, nh = p.nh;
+    const int bh = blockIdx.x, b = bh / nh, h = bh % nh, g = h / p.qpk;
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * BM;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    const bf16 *kg = p.k + (size_t)(b * p.ng + g) * T * HS;
+    const bf16 *vg = p.v + (size_t)(b * p.ng + g) * T * HS;
+    const int kt_lo = W > 0 ? max(0, q0 - W + 1) / BN : 0;
+    const int kt_hi = min(q0 + BM - 1, T - 1) / BN;
+
+    cp_tile<BM, HS, NTH>(sQ, LD, p.q + ((size_t)bh * T + q0) * HS, HS, min(BM, T - q0));
+    cp_tile<BM, HS, NTH>(sO, LD, p.dO + ((size_t)b * T + q0) * nh * HS + (size_t)h * HS, (size_t)nh * HS,
+                         min(BM, T - q0));
+    cp_tile<BN, HS, NTH>(sK, LD, kg + (size_t)kt_lo * BN * HS, HS, min(BN, T - kt_lo * BN));
+    cp_tile<BN, HS, NTH>(sV, LD, vg + (size_t)kt_lo * BN * HS, HS, min(BN, T - kt_lo * BN));
+    cp_async_commit();
+
+    const int r0 = q0 + warp * 16 + gq;
+    float Lr[2], Dr[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int r = r0 + 8 * i;
+        Lr[i] = r < T ? p.lse_in[(size_t)bh * T + r] * GDN2_LOG2E : INFINITY;
+        Dr[i] = r < T ? p.D[(size_t)bh * T + r] : 0.0f;
+    }
+    float dq[OJ][4];
+#pragma unroll
+    for (int j = 0; j < OJ; j++) zero4(dq[j]);
+
+    for (int kt = kt_lo, it = 0; kt <= kt_hi; kt++, it++) {
+        const int cur = it & 1;
+        const bf16 *cK = sK + cur * BN * LD, *cV = sV + cur * BN * LD;
+        if (kt < kt_hi) {
+            const int n1 = (kt + 1) * BN;
+            cp_tile<BN, HS, NTH>(sK + (cur ^ 1) * BN * LD, LD, kg + (size_t)n1 * HS, HS, min(BN, T - n1));
+            cp_tile<BN, HS, NTH>(sV + (cur ^ 1) * BN * LD, LD, vg + (size_t)n1 * HS, HS, min(BN, T - n1));
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        // S = Q K^T, dP = dO V^T (16 rows x 64 keys per warp)
+        float s[NB][4], dp[NB][4];
+#pragma unroll
+        for (int j = 0; j < NB; j++) zero4(s[j]), zero4(dp[j]);
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+            uint32_t qa[4], oa[4];
+            lda_rows<LD>(qa, sQ, warp * 16, 16 * kk);
+            lda_rows<LD>(oa, sO, warp * 16, 16 * kk);
+#pragma unroll
+            for (int j = 0; j < NB; j += 2) {
+                uint32_t bk[4], bv[4];
+                ldb_nk<LD>(bk, cK, 8 * j, 16 * kk);
+                ldb_nk<LD>(bv, cV, 8 * j, 16 * kk);
+                mma4(s[j], qa, bk[0], bk[1]);
+                mma4(s[j + 1], qa, bk[2], bk[3]);
+                mma4(dp[j], oa, bv[0], bv[1]);
+                mma4(dp[j + 1], oa, bv[2], bv[3]);
+            }
+        }
+        const int c0 = kt * BN;
+#pragma unroll
+        for (int j = 0; j < NB; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int i = e >> 1, r = r0 + 8 * i, c = c0 + 8 * j + 2 * tq + (e & 1);
+                const bool vis = c <= r && (W == 0 || r - c < W);
+                const float pe = vis ? exp2f(s[j][e] * p.sl2 - Lr[i]) : 0.0f;
+                dp[j][e] = pe * (dp[j][e] - Dr[i]);
+            }
+        // dQ += dS K
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) {
+            uint32_t da[4];
+            c_to_a(da, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+            for (int j = 0; j < OJ; j += 2) {
+                uint32_t bk[4];
+                ldb_kn<LD>(bk, cK, 16 * kk, 8 * j);
+                mma4(dq[j], da, bk[0], bk[1]);
+                mma4(dq[j + 1], da, bk[2], bk[3]);
+            }
+        }
+        __syncthreads();
+    }
+    cp_async_wait<0>();
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int r = r0 + 8 * i;
+        if (r >= T) continue;
+        bf16 *dqr = p.dq + ((size_t)bh * T + r) * HS;
+#pragma unroll
+        for (int j = 0; j < OJ; j++)
+            *reinterpret_cast<uint32_t *>(dqr + 8 * j + 2 * tq) =
+                pack_bf16(dq[j][2 * i] * p.scale, dq[j][2 * i + 1] * p.scale);
+    }
+}
+
+// ---- host --------------------------------------------------------------------------------------
+constexpr int64_t MAX_TILES = 65535; // gridDim.y
+
+int check_shape(const gdn2_cuda_attn_shape *s, const char *fn) {
+    if (!s) return gdn2_error(GDN2_ERR_ARG, "%s: shape s is NULL", fn);
+    if (s->B < 1) return gdn2_error(GDN2_ERR_ARG, "%s: B = %lld, must be >= 1", fn, (long long)s->B);
+    if (s->T < 1) return gdn2_error(GDN2_ERR_ARG, "%s: T = %lld, must be >= 1", fn, (long long)s->T);
+    if (s->T > MAX_TILES * BN)
+        return gdn2_error(GDN2_ERR_ARG, "%s: T = %lld exceeds the supported %lld", fn, (long long)s->T,
+                          (long long)(MAX_TILES * BN));
+    if (s->hs != 64 && s->hs != 128)
+        return gdn2_error(GDN2_ERR_ARG, "%s: hs = %lld, head size must be 64 or 128", fn, (long long)s->hs);
+    if (s->n_head < 1 || s->n_groups < 1 || s->n_head % s->n_groups)
+        return gdn2_error(GDN2_ERR_ARG, "%s: n_head = %lld must be a positive multiple of n_groups = %lld", fn,
+                          (long long)s->n_head, (long long)s->n_groups);
+    if (s->window < 0)
+        return gdn2_error(GDN2_ERR_ARG, "%s: window = %lld, must be >= 0 (0: full causal)", fn, (long long)s->window);
+    if (s->B * s->n_head > INT_MAX || s->B * s->n_head * s->T > (int64_t)INT_MAX * 32)
+        return gdn2_error(GDN2_ERR_ARG, "%s: B * n_head = %lld x T = %lld too large", fn,
+                          (long long)(s->B * s->n_head), (long long)s->T);
+    return GDN2_OK;
+}
+
+int check_ptr(const void *ptr, const char *name, const char *fn, unsigned align) {
+    if (!ptr) return gdn2_error(GDN2_ERR_ARG, "%s: %s is NULL", fn, name);
+    if ((uintptr_t)ptr % align)
+        return gdn2_error(GDN2_ERR_ARG, "%s: %s is not %u-byte aligned", fn, name, align);
+    return GDN2_OK;
+}
+
+int launch_status(const char *fn) {
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return gdn2_error(GDN2_ERR_DEVICE, "%s: launch failed: %s", fn, cudaGetErrorString(e));
+    return GDN2_OK;
+}
+
+template <class K>
+int set_smem(PerDevice &done, K kernel, size_t smem, const char *fn) {
+    cudaError_t e = once_per_device(done, [&] {
+        return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    });
+    if (e != cudaSuccess)
+        return gdn2_error(GDN2_ERR_DEVICE, "%s: cudaFuncSetAttribute(%zu bytes shared) failed: %s", fn, smem,
+                          cudaGetErrorString(e));
+    return GDN2_OK;
+}
+
+AttnParams params_of(const gdn2_cuda_attn_shape *s) {
+    AttnParams p = {};
+    p.T = (int)s->T;
+    p.nh = (int)s->n_head;
+    p.ng = (int)s->n_groups;
+    p.qpk = p.nh / p.ng;
+    p.window = s->window >= s->T ? 0 : (int)s->window; // a window covering every position is full causal
+    p.scale = 1.0f / sqrtf((float)s->hs);
+    p.sl2 = p.scale * GDN2_LOG2E;
+    return p;
+}
+
+template <int HS>
+int launch_fwd(const AttnParams &p, int B, cudaStream_t st, const char *fn) {
+    static PerDevice done;
+    const size_t smem = (size_t)(BM + 4 * BN) * (HS + 8) * sizeof(bf16);
+    int rc = set_smem(done, attn_fwd_kernel<HS>, smem, fn);
+    if (rc) return rc;
+    dim3 grid((unsigned)(B * p.nh), (unsigned)((p.T + BM - 1) / BM));
+    attn_fwd_kernel<HS><<<grid, NTH, smem, st>>>(p);
+    return launch_status(fn);
+}
+
+template <int HS>
+int launch_bwd(const AttnParams &p, int B, cudaStream_t st, const char *fn) {
+    constexpr int BQ = HS == 128 ? 32 : 64;
+    static PerDevice done_kv, done_q;
+    const int64_t rows = (int64_t)B * p.nh * p.T;
+    attn_bwd_D_kernel<HS><<<(unsigned)((rows * 32 + 255) / 256), 256, 0, st>>>(p.o, p.dO, const_cast<float *>(p.D),
+                                                                               rows, p.T, p.nh);
+    int rc = launch_status(fn);
+    if (rc) return rc;
+    const size_t smem_kv = (size_t)(2 * BN + 2 * BQ) * (HS + 8) * sizeof(bf16) + 2 * BQ * sizeof(float);
+    rc = set_smem(done_kv, attn_bwd_dkdv_kernel<HS, BQ>, smem_kv, fn);
+    if (rc) return rc;
+    attn_bwd_dkdv_kernel<HS, BQ><<<dim3((unsigned)(B * p.ng), (unsigned)((p.T + BN - 1) / BN)), NTH, smem_kv, st>>>(p);
+    rc = launch_status(fn);
+    if (rc) return rc;
+    const size_t smem_q = (size_t)(2 * BM + 4 * BN) * (HS + 8) * sizeof(bf16);
+    rc = set_smem(done_q, attn_bwd_dq_kernel<HS>, smem_q, fn);
+    if (rc) return rc;
+    attn_bwd_dq_kernel<HS><<<dim3((unsigned)(B * p.nh), (unsigned)((p.T + BM - 1) / BM)), NTH, smem_q, st>>>(p);
+    return launch_status(fn);
+}
+
+unsigned rope_blocks(int64_t n) {
+    int64_t nb = (n + 255) / 256;
+    return (unsigned)(nb < 65536 * 8 ? (nb > 0 ? nb : 1) : 65536 * 8);
+}
+
+} // namespace
+
+extern "C" int gdn2_cuda_rope_split(const gdn2_cuda_attn_shape *s, const void *qkv, void *q, void *k, void *v,
+                                    void *stream) {
+    const char *fn = "gdn2_cuda_rope_split";
+    int rc = check_shape(s, fn);
+    if (!rc) rc = check_ptr(qkv, "qkv", fn, 2);
+    if (!rc) rc = check_ptr(q, "q", fn, 2);
+    if (!rc) rc = check_ptr(k, "k", fn, 2);
+    if (!rc) rc = check_ptr(v, "v", fn, 2);
+    if (!rc && !(s->rope_base > 0.0f))
+        rc = gdn2_error(GDN2_ERR_ARG, "%s: rope_base = %g, must be > 0", fn, (double)s->rope_base);
+    if (rc) return rc;
+    const int64_t n = s->B * s->T * (s->n_head + 2 * s->n_groups) * (s->hs / 2);
+    rope_split_kernel<<<rope_blocks(n), 256, 0, (cudaStream_t)stream>>>(
+        (const bf16 *)qkv, (bf16 *)q, (bf16 *)k, (bf16 *)v, n, (int)s->T, (int)s->n_head, (int)s->n_groups,
+        (int)(s->n_head / s->n_groups), (int)s->hs, s->rope_base);
+    return launch_status(fn);
+}
+
+extern "C" int gdn2_cuda_rope_split_bwd(const gdn2_cuda_attn_shape *s, const void *dq, const void *dk, const void *dv,
+                                        void *dqkv, void *stream) {
+    const char *fn = "gdn2_cuda_rope_split_bwd";
+    int rc = check_shape(s, fn);
+    if (!rc) rc = check_ptr(dq, "dq", fn, 2);
+    if (!rc) rc = check_ptr(dk, "dk", fn, 2);
+    if (!rc) rc = check_ptr(dv, "dv", fn, 2);
+    if (!rc) rc = check_ptr(dqkv, "dqkv", fn, 2);
+    if (!rc && !(s->rope_base > 0.0f))
+        rc = gdn2_error(GDN2_ERR_ARG, "%s: rope_base = %g, must be > 0", fn, (double)s->rope_base);
+    if (rc) return rc;
+    const int64_t n = s->B * s->T * (s->n_head + 2 * s->n_groups) * (s->hs / 2);
+    rope_split_bwd_kernel<<<rope_blocks(n), 256, 0, (cudaStream_t)stream>>>(
+        (const bf16 *)dq, (const bf16 *)dk, (const bf16 *)dv, (bf16 *)dqkv, n, (int)s->T, (int)s->n_head,
+        (int)s->n_groups, (int)(s->n_head / s->n_groups), (int)s->hs, s->rope_base);
+    return launch_status(fn);
+}
+
+extern "C" int gdn2_cuda_attn_fwd(const gdn2_cuda_attn_shape *s, const void *q, const void *k, const void *v, void *o,
+                                  float *lse, void *stream) {
+    const char *fn = "gdn2_cuda_attn_fwd";
+    int rc = check_shape(s, fn);
+    if (!rc) rc = check_ptr(q, "q", fn, 16);
+    if (!rc) rc = check_ptr(k, "k", fn, 16);
+    if (!rc) rc = check_ptr(v, "v", fn, 16);
+    if (!rc) rc = check_ptr(o, "o", fn, 4);
+    if (!rc) rc = check_ptr(lse, "lse", fn, 4);
+    if (rc) return rc;
+    AttnParams p = params_of(s);
+    p.q = (const bf16 *)q;
+    p.k = (const bf16 *)k;
+    p.v = (const bf16 *)v;
+    p.out = (bf16 *)o;
+    p.lse = lse;
+    cudaStream_t st = (cudaStream_t)stream;
+    return s->hs == 64 ? launch_fwd<64>(p, (int)s->B, st, fn) : launch_fwd<128>(p, (int)s->B, st, fn);
+}
+
+extern "C" int gdn2_cuda_attn_bwd(const gdn2_cuda_attn_shape *s, const void *q, const void *k, const void *v,
+                                  const void *o, const float *lse, const void *dO, void *dq, void *dk, void *dv,
+                                  void *stream) {
+    const char *fn = "gdn2_cuda_attn_bwd";
+    int rc = check_shape(s, fn);
+    if (!rc) rc = check_ptr(q, "q", fn, 16);
+    if (!rc) rc = check_ptr(k, "k", fn, 16);
+    if (!rc) rc = check_ptr(v, "v", fn, 16);
+    if (!rc) rc = check_ptr(o, "o", fn, 4);
+    if (!rc) rc = check_ptr(lse, "lse", fn, 4);
+    if (!rc) rc = check_ptr(dO, "dO", fn, 16);
+    if (!rc) rc = check_ptr(dq, "dq", fn, 4);
+    if (!rc) rc = check_ptr(dk, "dk", fn, 4);
+    if (!rc) rc = check_ptr(dv, "dv", fn, 4);
+    if (rc) return rc;
+    AttnParams p = params_of(s);
+    p.q = (const bf16 *)q;
+    p.k = (const bf16 *)k;
+    p.v = (const bf16 *)v;
+    p.o = (const bf16 *)o;
+    p.dO = (const bf16 *)dO;
+    p.lse_in = lse;
+    p.dq = (bf16 *)dq;
+    p.dk = (bf16 *)dk;
+    p.dv = (bf16 *)dv;
+    cudaStream_t st = (cudaStream_t)stream;
+    float *D = NULL;
+    const size_t dbytes = (size_t)(s->B * s->n_head * s->T) * sizeof(float);
+    cudaError_t e = cudaMallocAsync((void **)&D, dbytes, st);
+    if (e != cudaSuccess)
+        return gdn2_error(GDN2_ERR_DEVICE, "%s: cudaMallocAsync(D, %zu bytes) failed: %s", fn, dbytes,
+                          cudaGetErrorString(e));
+    p.D = D;
+    rc = s->hs == 64 ? launch_bwd<64>(p, (int)s->B, st, fn) : launch_bwd<128>(p, (int)s->B, st, fn);
+    e = cudaFreeAsync(D, st);
+    if (!rc && e != cudaSuccess)
+        rc = gdn2_error(GDN2_ERR_DEVICE, "%s: cudaFreeAsync(D) failed: %s", fn, cudaGetErrorString(e));
+    return rc;
+}
