@@ -100,9 +100,9 @@ static int expand(const char *pattern, const char *what, char ***paths, int64_t 
         memset(&g, 0, sizeof g);
         int rc = glob(item, 0, NULL, &g);
         if (rc == GLOB_NOMATCH || (rc == 0 && g.gl_pathc == 0)) {
-            st = gdn2_error(GDN2_ERR_IO, "%s: no file matches '%s'", what, item);
+            st = gdn2_error(GDN2_ERR_IO, "%s '%s': no file matches '%s'", what, pattern, item);
         } else if (rc != 0) {
-            st = gdn2_error(GDN2_ERR_IO, "%s: cannot expand '%s' (%s)", what, item,
+            st = gdn2_error(GDN2_ERR_IO, "%s '%s': cannot expand '%s' (%s)", what, pattern, item,
                             rc == GLOB_NOSPACE ? "out of memory" : "read error");
         } else {
             for (size_t k = 0; k < g.gl_pathc && !st; k++) {
@@ -256,9 +256,9 @@ int gdn2_tokens_open(const char *pattern, const char *val_pattern, const gdn2_to
     if (cfg) d->cfg = *cfg;
     d->s[0].shuffle = d->cfg.shuffle;
     d->s[0].order_epoch = d->s[1].order_epoch = -1;
-    int st = load_files(d, pattern, "token data");
+    int st = load_files(d, pattern, "token data pattern");
     d->n_main = d->n_files;
-    if (!st && val_pattern) st = load_files(d, val_pattern, "validation token data");
+    if (!st && val_pattern) st = load_files(d, val_pattern, "validation token data pattern");
     if (!st) {
         if (val_pattern) {
             for (int64_t i = 0; i < d->n_main && !st; i++) st = add_span(&d->s[0], &d->files[i], 0, d->files[i].n_tokens);
