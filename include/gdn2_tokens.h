@@ -74,6 +74,10 @@ void gdn2_tokens_set_vocab(gdn2_tokens *d, int64_t vocab_size);
  * for an id >= vocab_size in the window. On an error the state does not move. */
 int gdn2_tokens_next(gdn2_tokens *d, int split, int64_t B, int64_t T, int32_t *inputs, int32_t *targets);
 
+/* GDN2_OK when both splits can serve a [B,T] batch (some shard of each holds B*T+1 tokens); else the
+ * error gdn2_tokens_next would give. For a caller that wants to fail before any work. */
+int gdn2_tokens_check_batch(const gdn2_tokens *d, int64_t B, int64_t T);
+
 gdn2_tokens_state gdn2_tokens_get_state(const gdn2_tokens *d, int split);
 /* GDN2_ERR_ARG when the state does not fit this dataset (shard index beyond the split's shards,
  * position beyond that shard's tokens, negative values). */

@@ -406,6 +406,11 @@ static void test_cli(void) {
     rc = run("%s", args);
     CHECK(rc == 2 && contains(g_out, "corpus_000000.bin: token ") && contains(g_out, "vocabulary size 100"),
           "train --vocab 100 on byte tokens: exit 2 naming the shard and the token: %s", strstr(g_out, "gdn2 train:") ? strstr(g_out, "gdn2 train:") : g_out);
+    /* a batch longer than every shard: refused before the model is built */
+    snprintf(args, sizeof args, "'%s' train --task tokens --data '%s' --batch 4 --seq-len 5000 --steps 1", cli_path(), pat);
+    rc = run("%s", args);
+    CHECK(rc == 2 && contains(g_out, "no train shard holds batch x seq-len + 1 = 20001 tokens") && !contains(g_out, "model tiny"),
+          "train with B*T+1 beyond every shard: exit 2 before any model work: %s", g_out);
     const char *a3[] = {"train", "--task", "text", "--data", path_in("text.txt"), "--val-data", pat, "--steps", "1", NULL};
     rc = run_gdn2(a3, NULL);
     CHECK(rc == 2 && contains(g_out, "only to --task tokens"), "--val-data with --task text refused: %s", g_out);

@@ -315,12 +315,14 @@ static void set_order(stream *s, uint64_t seed, int64_t epoch) {
     s->order_epoch = epoch;
 }
 
-int gdn2_tokens_next(gdn2_tokens *d, int split, int64_t B, int64_t T, int32_t *inputs, int32_t *targets) {
+/* the error for a split none of whose shards holds a batch of need tokens; GDN2_OK if one does */
+static int split_fits(const gdn2_tokens *d, int split, int64_t B, int64_t T, int64_t *need_out) {
     if (split != 0 && split != 1) return gdn2_error(GDN2_ERR_ARG, "tokens: split %d is not 0 (train) or 1 (validation)", split);
-    stream *s = &d->s[split];
+    const stream *s = &d->s[split];
     int64_t bt, need;
     if (B < 1 || T < 1 || __builtin_mul_overflow(B, T, &bt) || __builtin_add_overflow(bt, 1, &need))
         return gdn2_error(GDN2_ERR_ARG, "tokens: batch %lld x %lld is not a valid size", (long long)B, (long long)T);
+    if (need_out) *need_out = need;
     const char *name = split ? "validation" : "train";
     if (s->n == 0 || s->max_len < need) {
         if (s->n == 0) return gdn2_error(GDN2_ERR_ARG, "tokens: the %s split has no tokens", name);
@@ -330,6 +332,20 @@ int gdn2_tokens_next(gdn2_tokens *d, int split, int64_t B, int64_t T, int32_t *i
                           name, (long long)need, l->f->path, (long long)(l->hi - l->lo),
                           l->hi - l->lo < l->f->n_tokens ? " in this split" : "");
     }
+    return GDN2_OK;
+}
+
+int gdn2_tokens_check_batch(const gdn2_tokens *d, int64_t B, int64_t T) {
+    int st = split_fits(d, 0, B, T, NULL);
+    return st ? st : split_fits(d, 1, B, T, NULL);
+}
+
+int gdn2_tokens_next(gdn2_tokens *d, int split, int64_t B, int64_t T, int32_t *inputs, int32_t *targets) {
+    int64_t need;
+    int rc = split_fits(d, split, B, T, &need);
+    if (rc) return rc;
+    stream *s = &d->s[split];
+    const int64_t bt = need - 1;
     gdn2_tokens_state st = s->st;
     for (;;) { /* ends within n moves: some span holds `need` */
         set_order(s, d->cfg.seed, st.epoch);
@@ -340,7 +356,7 @@ int gdn2_tokens_next(gdn2_tokens *d, int split, int64_t B, int64_t T, int32_t *i
     }
     const span *p = &s->sp[s->order[st.shard]];
     const int64_t a = p->lo + st.pos;
-    int rc = check_ids(p->f, a, a + need, d->cfg.vocab_size);
+    rc = check_ids(p->f, a, a + need, d->cfg.vocab_size);
     if (rc) return rc;
     for (int64_t i = 0; i < bt; i++) inputs[i] = (int32_t)tok_at(p->f, a + i);
     for (int64_t i = 0; i + 1 < bt; i++) targets[i] = inputs[i + 1];

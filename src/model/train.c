@@ -352,7 +352,7 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
         }
         gdn2_tokens_cfg tc = {vocab, o.shuffle_shards, o.seed};
         if ((st = gdn2_tokens_open(o.data, o.val_data, &tc, &ds.tok))) return st;
-        if (o.scan_data && (st = gdn2_tokens_scan(ds.tok))) {
+        if ((st = gdn2_tokens_check_batch(ds.tok, o.batch, o.seq_len)) || (o.scan_data && (st = gdn2_tokens_scan(ds.tok)))) {
             gdn2_tokens_close(ds.tok);
             return st;
         }
@@ -440,7 +440,6 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
                         (long long)vocab);
         goto done;
     }
-    if (ds.tok) gdn2_tokens_set_vocab(ds.tok, vocab);
     m->n_threads = o.n_threads;
     r.n_params = m->n_params;
     if (ds.tok && !o.quiet) {
