@@ -18,6 +18,7 @@
 #include "gdn2_layer.h"       /* the GatedDeltaNet2 layer and its variants               */
 #include "gdn2_model.h"       /* hybrid language models, training, generation            */
 #include "gdn2_text.h"        /* byte tokenizer and text loader                          */
+#include "gdn2_tokens.h"      /* token shards (llm.c's .bin), memory-mapped              */
 #include "gdn2_data.h"        /* task generators, scoring, evaluation                    */
 #include "gdn2_quant.h"       /* int8 / int4 quantization of a matrix                    */
 #include "gdn2_quant_model.h" /* a model's weights quantized, packed checkpoints         */

@@ -72,6 +72,20 @@ int gdn2_st_write(const char *path, const gdn2_tensor *tensors, int n_tensors,
 /* Write any file atomically: data to "<path>.tmp.<pid>", fsync, rename. */
 int gdn2_write_file_atomic(const char *path, const void *data, size_t len);
 
+/* The same path for a file written in pieces (e.g. a token shard streamed from a text): open
+ * creates "<path>.tmp.<pid>" (refusing to replace anything at path but a regular file), write
+ * appends, commit fsyncs, renames over path and fsyncs the folder; abort (or a failed write or
+ * commit, which abort themselves) removes the temporary file. */
+typedef struct {
+    const char *path;
+    char tmp[4096];
+    int fd;
+} gdn2_atomic_file;
+int gdn2_atomic_open(gdn2_atomic_file *af, const char *path);
+int gdn2_atomic_write(gdn2_atomic_file *af, const void *data, size_t len);
+int gdn2_atomic_commit(gdn2_atomic_file *af);
+void gdn2_atomic_abort(gdn2_atomic_file *af);
+
 #ifdef __cplusplus
 }
 #endif

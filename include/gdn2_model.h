@@ -230,8 +230,13 @@ int gdn2_checkpoint_clean_tmp(const char *path, FILE *log);
 typedef struct {
     const char *model;      /* named config (default "tiny")                                         */
     const char *layout;     /* NULL: the config's                                                     */
-    const char *task;       /* "text" (default) or "mqar"                                             */
-    const char *data;       /* text file (default GDN2_DEFAULT_TEXT, data/tinyshakespeare.txt)       */
+    const char *task;       /* "text" (default), "mqar" or "tokens"                                   */
+    const char *data;       /* text file (default GDN2_DEFAULT_TEXT, data/tinyshakespeare.txt); task
+                             * tokens: the shards' glob pattern or comma list (include/gdn2_tokens.h) */
+    const char *val_data;   /* tokens: validation shards (NULL: the last shard of data, or its last 10%) */
+    int64_t vocab;          /* tokens: the model's vocab_size, ids must be below it (0: the config's)  */
+    int shuffle_shards;     /* tokens: shuffle the train shards' order per epoch with seed            */
+    int scan_data;          /* tokens: check every token id before the first step (else per batch)    */
     int64_t batch, seq_len, steps, accum, warmup;
     int64_t stop_at;        /* stop (and save) after this many steps while the schedule still runs to
                              * `steps` (0 = run to the end): for the resume test                     */

@@ -1,6 +1,6 @@
 /* The CLI's argument parser and pre-flight checks (src/cli/args.c), end to end: runs the CLI
  * (cli_path(): build/gdn2, env GDN2_CLI) with bad input for every command (train, generate,
- * quantize, demo, eval, layer, forward, op, task) and checks the exit status (2 bad usage or input,
+ * quantize, demo, eval, layer, forward, op, task, tokens) and checks the exit status (2 bad usage or input,
  * 1 a write that cannot succeed, never a signal) and that the message names the option or file and
  * the value; then good values, which must still be accepted. Every refusal happens before any heavy
  * work, so the whole program runs in seconds. Also the library side: gdn2_text_load on a directory. */
@@ -91,6 +91,13 @@ static void test_train(const char *text, const char *nodir) {
     EXPECT(2, "not a regular file", g_dir, "train --data %s --steps 1 --quiet", g_dir);
     EXPECT(1, "does not exist", nodir, "%s -o %s/ck.safetensors", mq, nodir);
     EXPECT(1, "not a regular file", g_dir, "%s -o %s", mq, g_dir);
+    /* task tokens: its options' ranges, a pattern matching nothing, a text that is not a shard */
+    EXPECT(2, "--vocab", "\"0\"", "train --task tokens --data x.bin --vocab 0 --steps 1 --quiet");
+    EXPECT(2, "--vocab", "16777217", "train --task tokens --data x.bin --vocab 16777217 --steps 1 --quiet");
+    EXPECT(2, "no file matches", "nothing_*.bin", "train --task tokens --data '%s/nothing_*.bin' --steps 1 --quiet", g_dir);
+    EXPECT(2, "bad magic", text, "train --task tokens --data %s --steps 1 --quiet", text);
+    EXPECT(2, "needs --data", NULL, "train --task tokens --steps 1 --quiet");
+    EXPECT(2, "only to --task tokens", NULL, "%s --shuffle-shards", mq);
 
     /* good values are still accepted: scientific integers, --name=value, 64-bit seeds */
     const char *ck = path_in("trained.safetensors");
@@ -235,6 +242,15 @@ int main(void) {
     test_eval(ck, nodir);
     test_files_cmds(nodir);
     test_task();
+    /* gdn2 tokens */
+    EXPECT(2, "--shard-tokens", "\"0\"", "tokens --from-text %s --out %s/t --shard-tokens 0", text, g_dir);
+    EXPECT(2, "--shard-tokens", "3e9", "tokens --from-text %s --out %s/t --shard-tokens 3e9", text, g_dir);
+    EXPECT(2, "--from-text", "--info", "tokens");
+    EXPECT(2, "not a regular file", g_dir, "tokens --from-text %s --out %s/t", g_dir, g_dir);
+    EXPECT(1, "does not exist", nodir, "tokens --from-text %s --out %s/t", text, nodir);
+    EXPECT(2, "no file matches", NULL, "tokens --info '%s/none_*.bin'", g_dir);
+    EXPECT(0, "uint16 shards", "tk_000000.bin", "tokens --from-text %s --out %s/tk --shard-tokens 1e3", text, g_dir);
+    EXPECT(0, "every token id is below 256", NULL, "tokens --info '%s/tk_*.bin' --vocab 256", g_dir);
 
     remove_tmp_dir();
     return test_summary();

@@ -326,10 +326,12 @@ int cli_exit_code(int st) { return st == GDN2_ERR_ARG || st == GDN2_ERR_IO || st
 
 int cli_train_preflight(const char *cmd, const gdn2_train_opts *o) {
     int rc;
-    const int mqar = !strcmp(o->task, "mqar");
-    if (!mqar && o->data && (rc = cli_check_in(cmd, "--data", o->data))) return rc;
+    const int mqar = !strcmp(o->task, "mqar"), tok_task = !strcmp(o->task, "tokens");
+    /* task tokens: --data is a pattern, which its loader expands and checks */
+    if (!mqar && !tok_task && o->data && (rc = cli_check_in(cmd, "--data", o->data))) return rc;
     if (o->out && (rc = cli_check_out(cmd, "--out", o->out))) return rc;
-    const int64_t B = o->batch, T = o->seq_len, vocab = mqar ? o->mqar_vocab : GDN2_BYTE_VOCAB;
+    const int64_t B = o->batch, T = o->seq_len;
+    const int64_t vocab = mqar ? o->mqar_vocab : tok_task && o->vocab > 0 ? o->vocab : GDN2_BYTE_VOCAB;
     const double tokens = (double)B * (double)T;
     double bytes;
     if (o->resume) {
@@ -342,7 +344,7 @@ int cli_train_preflight(const char *cmd, const gdn2_train_opts *o) {
             fprintf(stderr, "gdn2 %s: %s\n", cmd, gdn2_last_error());
             return 2;
         }
-        c.vocab_size = vocab;
+        if (!tok_task || o->vocab > 0) c.vocab_size = vocab; /* tokens without --vocab: the config's */
         if (o->gdn_heads > 0) c.gdn_heads = c.gdn_v_heads = o->gdn_heads;
         if (o->gdn_head_dim > 0) c.gdn_head_dim = o->gdn_head_dim;
         if (gdn2_model_check(&c)) {

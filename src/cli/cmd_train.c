@@ -19,9 +19,16 @@ static void train_usage(FILE *f) {
             "  --device D          cpu (default) or cuda\n"
             "  --model NAME        config: %s (default tiny)\n"
             "  --layout L          per-layer mixers, cycled: e.g. gdn2 | gdn2,swa | kda | gdn | attn\n"
-            "  --task T            text (default) or mqar\n"
+            "  --task T            text (default), mqar, or tokens (llm.c token shards, docs/FORMATS.md)\n"
             "  --data FILE         text file (default " GDN2_DEFAULT_TEXT ", fetched by sh scripts/get_data.sh);\n"
-            "                      last 10%% = validation\n"
+            "                      last 10%% = validation. Task tokens: a glob pattern or comma list of .bin\n"
+            "                      shards (\"data/fineweb_train_*.bin\"), memory-mapped, read in name order\n"
+            "  --val-data PATTERN  tokens: validation shards (default: the last shard of --data, or the last\n"
+            "                      10%% of its only shard)\n"
+            "  --vocab N           tokens: the model's vocabulary (default: the --model config's); an id >= N in\n"
+            "                      a batch is an error naming the file and position\n"
+            "  --shuffle-shards    tokens: shuffle the train shards' order each epoch (by --seed)\n"
+            "  --scan-data         tokens: check every token id before the first step (default: each batch's)\n"
             "  --batch N           sequences per micro-batch (16)\n"
             "  --seq-len N         tokens per sequence (64)\n"
             "  --steps N           optimizer steps (1000)\n"
@@ -52,7 +59,8 @@ static void train_usage(FILE *f) {
             "                      save (same run id and step: a save killed between its two renames), or\n"
             "                      when a run setting differs from the saved run (task, model, layout,\n"
             "                      steps, seed, lr, min-lr, warmup, batch, seq-len, accum, wd, clip,\n"
-            "                      exempt-no-decay, mqar-*, gdn-head*, and the --data file's size + hash)\n"
+            "                      exempt-no-decay, mqar-*, gdn-head*, vocab, shuffle-shards, and the --data /\n"
+            "                      --val-data files' size + hash); task tokens continues at the saved data position\n"
             "  --allow-change LIST with --resume: settings that may differ from the saved run, e.g.\n"
             "                      steps,lr (not model, layout, gdn-heads, gdn-head-dim: the checkpoint's)\n"
             "  --stop-at N         stop after step N (the schedule still runs to --steps)\n"
@@ -72,13 +80,17 @@ int cmd_train(int argc, char **argv) {
     gdn2_train_opts o;
     gdn2_train_defaults(&o);
     o.log = stdout;
-    int task = 0; /* text, mqar */
+    int task = 0; /* text, mqar, tokens */
     int device = 0; /* cpu, cuda */
     const cli_opt opts[] = {
         CLI_OPT_STR("--model", NULL, &o.model),
         CLI_OPT_STR("--layout", NULL, &o.layout),
-        CLI_OPT_CHOICE("--task", &task, "text|mqar"),
+        CLI_OPT_CHOICE("--task", &task, "text|mqar|tokens"),
         CLI_OPT_STR("--data", NULL, &o.data),
+        CLI_OPT_STR("--val-data", NULL, &o.val_data),
+        CLI_OPT_I64("--vocab", &o.vocab, 1, 1 << 24),
+        CLI_OPT_FLAG("--shuffle-shards", &o.shuffle_shards),
+        CLI_OPT_FLAG("--scan-data", &o.scan_data),
         CLI_OPT_I64("--batch", &o.batch, 1, 1 << 20),
         CLI_OPT_I64("--seq-len", &o.seq_len, 2, TRAIN_LEN_MAX),
         CLI_OPT_I64("--steps", &o.steps, 1, CLI_STEPS_MAX),
@@ -113,7 +125,7 @@ int cmd_train(int argc, char **argv) {
     };
     int rc = cli_parse("train", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL, train_usage);
     if (rc) return rc < 0 ? 0 : rc;
-    o.task = task ? "mqar" : "text";
+    o.task = task == 2 ? "tokens" : task ? "mqar" : "text";
     o.device = device ? "cuda" : NULL;
     if ((rc = cli_train_preflight("train", &o))) return rc;
     gdn2_train_result r;

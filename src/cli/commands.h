@@ -13,6 +13,7 @@ int cmd_generate(int argc, char **argv); /* constant-memory generation from a ch
 int cmd_demo(int argc, char **argv);     /* the main job: small end-to-end CPU demo              */
 int cmd_task(int argc, char **argv);     /* inspect task generators                              */
 int cmd_eval(int argc, char **argv);     /* evaluate a checkpoint on tasks                       */
+int cmd_tokens(int argc, char **argv);   /* make and inspect llm.c token shards                  */
 int cmd_quant(int argc, char **argv);    /* int8/int4 weight quantization and its accuracy cost  */
 
 

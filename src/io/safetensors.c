@@ -551,6 +551,42 @@ int gdn2_write_file_atomic(const char *path, const void *data, size_t len) {
     return af_commit(&af);
 }
 
+/* the streaming form (include/gdn2_io.h): the same temp-file writer */
+_Static_assert(sizeof(((gdn2_atomic_file *)0)->tmp) == sizeof(((atomic_file *)0)->tmp), "atomic_file layouts");
+int gdn2_atomic_open(gdn2_atomic_file *af, const char *path) {
+    atomic_file a;
+    int rc = af_open(&a, path);
+    af->path = a.path, af->fd = a.fd;
+    memcpy(af->tmp, a.tmp, sizeof af->tmp);
+    return rc;
+}
+static atomic_file af_of(const gdn2_atomic_file *af) {
+    atomic_file a;
+    a.path = af->path, a.fd = af->fd;
+    memcpy(a.tmp, af->tmp, sizeof a.tmp);
+    return a;
+}
+int gdn2_atomic_write(gdn2_atomic_file *af, const void *data, size_t len) {
+    atomic_file a = af_of(af);
+    int rc = af_write(&a, data, len);
+    if (rc) {
+        af_abort(&a);
+        af->fd = -1;
+    }
+    return rc;
+}
+int gdn2_atomic_commit(gdn2_atomic_file *af) {
+    atomic_file a = af_of(af);
+    int rc = af_commit(&a);
+    af->fd = -1;
+    return rc;
+}
+void gdn2_atomic_abort(gdn2_atomic_file *af) {
+    atomic_file a = af_of(af);
+    if (a.fd >= 0) af_abort(&a);
+    af->fd = -1;
+}
+
 static cJSON *json_int(int64_t v) {
     char s[32];
     snprintf(s, sizeof s, "%lld", (long long)v);

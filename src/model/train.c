@@ -5,7 +5,8 @@
  * settings}. The run id is drawn at a run's first start and kept across resumes; --resume refuses a
  * torn pair and any setting that differs from the saved run, unless opts.allow_change names it.
  *
- * Determinism: every batch is a pure function of (seed, step, micro-step), the optimizer state is
+ * Determinism: every batch is a pure function of (seed, step, micro-step) (task tokens: of the token
+ * stream's position, which the run record keeps as data_state), the optimizer state is
  * saved in fp32, and all reductions run in a fixed order for a fixed thread count, so "N steps" and
  * "k steps, save, resume, N-k steps" produce identical losses (tests/test_train.c). */
 #include <cjson/cJSON.h>
@@ -21,6 +22,7 @@
 #include "gdn2_data.h"
 #include "gdn2_text.h"
 #include "gdn2_cuda.h"
+#include "gdn2_tokens.h"
 #include "model_internal.h"
 #include "util/internal.h"
 #include "util/rng.h"
@@ -55,10 +57,12 @@ typedef struct {
     int is_mqar;
     gdn2_text text;
     gdn2_mqar_cfg mq;
+    gdn2_tokens *tok; /* task tokens: sequential streams whose position the run record keeps */
 } data_src;
 
 /* one [B,T] batch of the train (split 0) or eval (split 1) stream */
 static int get_batch(const data_src *ds, int split, uint64_t seed, int64_t B, int64_t T, int32_t *tok, int32_t *tgt) {
+    if (ds->tok) return gdn2_tokens_next(ds->tok, split, B, T, tok, tgt);
     if (!ds->is_mqar) return gdn2_text_batch(&ds->text, split, seed, B, T, tok, tgt);
     for (int64_t b = 0; b < B; b++) {
         int st = gdn2_mqar_sample(&ds->mq, gdn2_mix64(seed + (uint64_t)b), split, tok + b * T, tgt + b * T);
@@ -82,6 +86,10 @@ static int evaluate(gdn2_model *m, const data_src *ds, const gdn2_train_opts *o,
     double lsum = 0.0;
     int64_t nlab = 0, ncorrect = 0;
     int st = GDN2_OK;
+    if (ds->tok) { /* fixed eval set: the validation stream's first batches */
+        const gdn2_tokens_state start = {0, 0, 0};
+        st = gdn2_tokens_set_state(ds->tok, 1, &start);
+    }
     for (int64_t i = 0; i < n_batches && !st; i++) {
         /* fixed eval set: seeds independent of the step */
         st = get_batch(ds, 1, batch_seed(o->seed ^ 0xE7A1ULL, i, 0) + (uint64_t)(i * B), B, T, tok, tgt);
@@ -137,8 +145,10 @@ static void fmt_float(char *buf, size_t n, float x) {
 }
 
 /* the settings of opts (as given: warmup -1 = 5% of steps, min-lr -1 = lr/10); data_id: the text
- * file's size and content hash (task text) */
-static int run_settings(const gdn2_train_opts *o, const char *data_id, run_setting *s) {
+ * file's size and content hash (task text), the shards' identity (task tokens, with val_id and the
+ * data vocabulary) */
+static int run_settings(const gdn2_train_opts *o, const char *data_id, const char *val_id, int64_t vocab,
+                        run_setting *s) {
     int n = 0;
     char fb[32];
 #define SET(nm, fx, ...) (s[n].name = nm, s[n].fixed = fx, snprintf(s[n].val, sizeof s[n].val, __VA_ARGS__), n++)
@@ -165,6 +175,11 @@ static int run_settings(const gdn2_train_opts *o, const char *data_id, run_setti
     } else {
         SET("data", 0, "%s", data_id);
     }
+    if (o->task && !strcmp(o->task, "tokens")) {
+        SET("val-data", 0, "%s", val_id);
+        SET("vocab", 1, "%lld", (long long)vocab);
+        SET("shuffle-shards", 0, "%d", o->shuffle_shards);
+    }
 #undef SET
     return n;
 }
@@ -172,16 +187,18 @@ static int run_settings(const gdn2_train_opts *o, const char *data_id, run_setti
 /* the names --allow-change accepts, and those it refuses (the architecture) */
 static const char *const changeable[] = {"task", "steps", "seed", "lr", "min-lr", "warmup", "batch", "seq-len",
                                          "accum", "wd", "clip", "exempt-no-decay", "data", "mqar-vocab",
-                                         "mqar-pairs", "mqar-no-fill", NULL};
-static const char *const fixed_settings[] = {"model", "layout", "gdn-heads", "gdn-head-dim", NULL};
+                                         "mqar-pairs", "mqar-no-fill", "val-data", "shuffle-shards", NULL};
+static const char *const fixed_settings[] = {"model", "layout", "gdn-heads", "gdn-head-dim", "vocab", NULL};
 static int in_list(const char *const *l, const char *name) {
     for (; *l; l++)
         if (!strcmp(*l, name)) return 1;
     return 0;
 }
 
-/* the run record as JSON (malloc'ed): {"run_id":"<16 hex>","step":N,"settings":{...},"data_path":...} */
-static char *run_record(uint64_t run_id, int64_t step, const run_setting *s, int n, const char *data_path) {
+/* the run record as JSON (malloc'ed): {"run_id":"<16 hex>","step":N,"settings":{...},"data_path":...
+ * [,"data_state":{...}]} (data_state: the token stream's position, task tokens) */
+static char *run_record(uint64_t run_id, int64_t step, const run_setting *s, int n, const char *data_path,
+                        const char *data_state) {
     char id[24], stp[24];
     snprintf(id, sizeof id, "%016llx", (unsigned long long)run_id);
     snprintf(stp, sizeof stp, "%lld", (long long)step);
@@ -192,6 +209,7 @@ static char *run_record(uint64_t run_id, int64_t step, const run_setting *s, int
     if (ok && cJSON_AddItemToObject(r, "settings", set)) set = NULL;
     else ok = 0;
     if (ok && data_path) ok = cJSON_AddStringToObject(r, "data_path", data_path) != NULL;
+    if (ok && data_state) ok = cJSON_AddRawToObject(r, "data_state", data_state) != NULL;
     if (ok) out = cJSON_PrintUnformatted(r);
     cJSON_Delete(set);
     cJSON_Delete(r);
@@ -279,11 +297,14 @@ typedef struct {
     run_setting set[MAX_SETTINGS];
     int n_set;
     const char *data_path;
+    gdn2_tokens *tok; /* task tokens: its train position goes into the record */
 } run_info;
 
 static int save_all(const gdn2_model *m, const gdn2_adamw *opt, const gdn2_train_opts *o, const run_info *ri) {
     if (!o->out) return GDN2_OK;
-    char *rec = run_record(ri->run_id, opt->step, ri->set, ri->n_set, ri->data_path);
+    char *dst = ri->tok ? gdn2_tokens_state_json(ri->tok, 0) : NULL;
+    char *rec = (!ri->tok || dst) ? run_record(ri->run_id, opt->step, ri->set, ri->n_set, ri->data_path, dst) : NULL;
+    free(dst);
     if (!rec) return gdn2_error(GDN2_ERR_NOMEM, "%s: out of memory writing the checkpoint", o->out);
     int st = gdn2_checkpoint_save(m, opt, o->out, rec);
     free(rec);
@@ -322,24 +343,49 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
                               path, strerror(errno), GDN2_DEFAULT_TEXT_HINT);
         if (probe) fclose(probe);
         if ((st = gdn2_text_load(path, 0.1, &ds.text))) return st;
+    } else if (!strcmp(o.task, "tokens")) {
+        if (!o.data) return gdn2_error(GDN2_ERR_ARG, "train: --task tokens needs --data PATTERN (token shards)");
+        if (o.vocab > 0) vocab = o.vocab;
+        else {
+            gdn2_model_cfg c; /* the model config's vocabulary (on --resume the saved model must match) */
+            if ((st = gdn2_model_config(o.model, &c))) return st;
+            vocab = c.vocab_size;
+        }
+        gdn2_tokens_cfg tc = {vocab, o.shuffle_shards, o.seed};
+        if ((st = gdn2_tokens_open(o.data, o.val_data, &tc, &ds.tok))) return st;
+        if ((st = gdn2_tokens_check_batch(ds.tok, o.batch, o.seq_len)) || (o.scan_data && (st = gdn2_tokens_scan(ds.tok)))) {
+            gdn2_tokens_close(ds.tok);
+            return st;
+        }
     } else {
-        return gdn2_error(GDN2_ERR_ARG, "train: unknown task '%s' (text or mqar)", o.task);
+        return gdn2_error(GDN2_ERR_ARG, "train: unknown task '%s' (text, mqar or tokens)", o.task);
     }
-    if (o.allow_change && !o.resume) {
+    if (!ds.tok && (o.val_data || o.vocab || o.shuffle_shards || o.scan_data))
+        st = gdn2_error(GDN2_ERR_ARG, "train: --val-data, --vocab, --shuffle-shards and --scan-data apply only to --task tokens");
+    else if (o.allow_change && !o.resume)
+        st = gdn2_error(GDN2_ERR_ARG, "train: --allow-change applies only with --resume");
+    if (st) {
         if (!ds.is_mqar) gdn2_text_free(&ds.text);
-        return gdn2_error(GDN2_ERR_ARG, "train: --allow-change applies only with --resume");
+        gdn2_tokens_close(ds.tok);
+        return st;
     }
     /* the run's settings as given (oin: warmup and min-lr before their defaults are filled in) */
     run_info ri;
     memset(&ri, 0, sizeof ri);
     {
-        char data_id[64] = "";
-        if (!ds.is_mqar) {
+        char data_id[96] = "", val_id[96] = "";
+        if (ds.tok) {
+            ri.data_path = o.data;
+            ri.tok = ds.tok;
+            gdn2_tokens_identity(ds.tok, 0, data_id, sizeof data_id);
+            if (o.val_data) gdn2_tokens_identity(ds.tok, 1, val_id, sizeof val_id);
+            else snprintf(val_id, sizeof val_id, "(from --data)");
+        } else if (!ds.is_mqar) {
             ri.data_path = o.data ? o.data : "data/tinyshakespeare.txt";
             snprintf(data_id, sizeof data_id, "%lld bytes, fnv1a64+mix64 %016llx", (long long)ds.text.n,
                      (unsigned long long)gdn2_hash_bytes(ds.text.data, (size_t)ds.text.n));
         }
-        ri.n_set = run_settings(oin, data_id, ri.set);
+        ri.n_set = run_settings(oin, data_id, val_id, vocab, ri.set);
     }
     /* temp files of a writer killed before its rename (a crash or a full disk mid-save) */
     if (o.out) gdn2_checkpoint_clean_tmp(o.out, log);
@@ -358,6 +404,23 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
         char *rec = NULL;
         if ((st = gdn2_checkpoint_load(o.out, &ac, &m, &opt, &rec))) goto done;
         st = check_resume(o.out, rec, ri.set, ri.n_set, o.allow_change, log, &ri.run_id);
+        if (!st && ds.tok) { /* continue the token stream where the saved run left it */
+            cJSON *r = cJSON_Parse(rec);
+            const cJSON *p = r ? cJSON_GetObjectItemCaseSensitive(r, "data_state") : NULL;
+            char *pj = p ? cJSON_PrintUnformatted(p) : NULL;
+            gdn2_tokens_state ts;
+            if (!p) {
+                if (log) fprintf(log, "resume: %s has no token data position; the token stream starts at its beginning\n", o.out);
+            } else if (!pj) {
+                st = gdn2_error(GDN2_ERR_NOMEM, "out of memory");
+            } else if ((st = gdn2_tokens_state_parse(pj, &ts)) || (st = gdn2_tokens_set_state(ds.tok, 0, &ts))) {
+                char why[512];
+                snprintf(why, sizeof why, "%s", gdn2_last_error());
+                st = gdn2_error(st, "train: --resume %s: the saved data_state: %s", o.out, why);
+            }
+            free(pj);
+            cJSON_Delete(r);
+        }
         free(rec);
         if (st) goto done;
     } else {
@@ -381,6 +444,14 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
     m->n_threads = o.n_threads;
     if (o.device && (st = gdn2_model_set_device(m, o.device))) goto done;
     r.n_params = m->n_params;
+    if (ds.tok && !o.quiet) {
+        const gdn2_tokens_state ts = gdn2_tokens_get_state(ds.tok, 0);
+        fprintf(log, "data %s: %lld shard%s, %lld tokens train; %lld shard%s, %lld tokens validation; at epoch %lld shard %lld token %lld\n",
+                o.data, (long long)gdn2_tokens_n_shards(ds.tok, 0), gdn2_tokens_n_shards(ds.tok, 0) == 1 ? "" : "s",
+                (long long)gdn2_tokens_n_tokens(ds.tok, 0), (long long)gdn2_tokens_n_shards(ds.tok, 1),
+                gdn2_tokens_n_shards(ds.tok, 1) == 1 ? "" : "s", (long long)gdn2_tokens_n_tokens(ds.tok, 1),
+                (long long)ts.epoch, (long long)ts.shard, (long long)ts.pos);
+    }
     if (!o.quiet)
         fprintf(log, "model %s layout %s: %zu parameters (%.3fM); task %s, batch %lld x %lld, accum %lld, %lld steps%s\n",
                 m->cfg.name, m->cfg.layout, m->n_params, m->n_params / 1e6, o.task, (long long)o.batch,
@@ -476,6 +547,7 @@ done:
     if (res) *res = r;
     gdn2_adamw_free(&opt);
     if (!ds.is_mqar) gdn2_text_free(&ds.text);
+    gdn2_tokens_close(ds.tok);
     /* the model goes back to the caller on the CPU (generation and evaluation run there) */
     if (model_out && !st && m && (st = gdn2_model_set_device(m, "cpu")))
         fprintf(stderr, "gdn2 train: moving the model back to the CPU: %s\n", gdn2_last_error());
