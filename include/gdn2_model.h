@@ -87,6 +87,7 @@ int gdn2_model_params(const gdn2_model_cfg *c, gdn2_model_param *out, int cap);
 size_t gdn2_model_param_count(const gdn2_model_cfg *c); /* total floats */
 
 struct gdn2_model_acts; /* activations saved by a training forward (private) */
+struct gdn2_backend;    /* the arithmetic backend (src/backend/backend.h, private)               */
 
 typedef struct {
     gdn2_model_cfg cfg;
@@ -98,6 +99,14 @@ typedef struct {
     size_t *layer_off;          /* [n_layer] offset of each layer's mixer block in params        */
     int n_threads;              /* 0 = OpenMP default                                            */
     struct gdn2_model_acts *acts;
+    /* Where the arithmetic runs: the CPU backend unless gdn2_model_set_device moved the model.
+     * params / grads are always HOST memory: on the CPU they are the live tensors; on a device
+     * they are the host copies, written by gdn2_model_sync_host (checkpoint saving does it). */
+    struct gdn2_backend *be;
+    float *dev_params;          /* fp32 master weights in the backend's memory (== params on the CPU) */
+    void *dev_params_act;       /* the same weights as the matrix products read them (CPU: params;
+                                 * CUDA: bf16, rewritten by every optimizer step)                  */
+    float *dev_grads;           /* gradients in the backend's memory (== grads on the CPU)           */
 } gdn2_model;
 
 int gdn2_model_create(const gdn2_model_cfg *c, gdn2_model **out); /* params zeroed; call init or load */
@@ -106,6 +115,20 @@ void gdn2_model_free(gdn2_model *m);
  * / sqrt(2 n_layer); norms 1; recurrent layers their own init). Deterministic in seed. */
 void gdn2_model_init(gdn2_model *m, uint64_t seed);
 const gdn2_model_param *gdn2_model_find(const gdn2_model *m, const char *name);
+
+/* Move the model's arithmetic to "cpu" (default) or "cuda" (bf16-mixed: docs/BACKEND.md). The
+ * host weights m->params are uploaded; activations are reallocated on the new device. Call after
+ * init or load. GDN2_ERR_UNSUPPORTED without a CUDA build or device, GDN2_ERR_NOMEM naming the
+ * sizes when the weights do not fit. Generation (prefill, step) runs on the CPU only for now. */
+int gdn2_model_set_device(gdn2_model *m, const char *device);
+const char *gdn2_model_device(const gdn2_model *m); /* "cpu" or "cuda" */
+/* After editing m->params on the host of a device model: upload them (and refresh the bf16 copy). */
+int gdn2_model_upload(gdn2_model *m);
+/* Device weights (and gradients, when allocated) -> m->params (m->grads). No-op on the CPU. */
+int gdn2_model_sync_host(gdn2_model *m);
+/* Global L2 norm of the gradients (double sum in a fixed order), clipped to max_norm as
+ * torch.nn.utils.clip_grad_norm_ (max_norm <= 0: no clip); returns the norm before (NaN on error). */
+float gdn2_model_clip_grad_norm(gdn2_model *m, float max_norm);
 
 /* Forward over tokens [B,T] (values in [0, vocab)). targets [B,T] (GDN2_IGNORE = no loss) may be NULL.
  * loss (may be NULL): mean cross-entropy over the non-ignored targets (0 if none).
@@ -160,14 +183,19 @@ typedef struct {
 typedef struct {
     gdn2_adamw_cfg cfg;
     size_t n;
-    float *m, *v;
+    float *m, *v;  /* HOST moments (the checkpoint's); on a device, copies written when saving */
     int64_t step; /* updates done */
+    struct gdn2_backend *be; /* set by the first step of a device model: dm, dv live there */
+    float *dm, *dv;
 } gdn2_adamw;
 gdn2_adamw_cfg gdn2_adamw_default(void);
 int gdn2_adamw_init(gdn2_adamw *o, const gdn2_adamw_cfg *c, size_t n);
 void gdn2_adamw_free(gdn2_adamw *o);
-/* One update of m->params from m->grads at learning rate lr (torch AdamW: decoupled decay). */
-void gdn2_adamw_step(gdn2_adamw *o, gdn2_model *m, float lr);
+/* One update of the model's weights from its gradients at learning rate lr (torch AdamW:
+ * decoupled decay), on the model's device (the moments move there at the first step). */
+int gdn2_adamw_step(gdn2_adamw *o, gdn2_model *m, float lr);
+/* Device moments -> o->m, o->v (no-op for a CPU optimizer). */
+int gdn2_adamw_sync_host(gdn2_adamw *o);
 /* Scale g so that its L2 norm is at most max_norm (max_norm <= 0: no clip); returns the norm before. */
 float gdn2_clip_grad_norm(float *g, size_t n, float max_norm);
 /* Linear warmup from 0 over `warmup` steps, then cosine from lr to min_lr at max_steps. */
@@ -214,6 +242,7 @@ typedef struct {
                              * task steps seed lr min-lr warmup batch seq-len accum wd clip
                              * exempt-no-decay data mqar-vocab mqar-pairs mqar-no-fill                */
     int n_threads;
+    const char *device;     /* "cpu" (NULL) or "cuda": where the model trains (gdn2_model_set_device) */
     int mqar_vocab, mqar_pairs; /* task mqar: vocab (256) and key-value pairs (4); seq_len is T     */
     int mqar_no_fill;       /* mqar: unused query slots stay 0 (Zoology Fig. 2); default random fillers */
     int64_t gdn_heads, gdn_head_dim; /* override the config's recurrent heads / head dim (0 = keep) */

@@ -21,7 +21,7 @@
 #include "gdn2.h"
 #include "gdn2_io.h"
 #include "gdn2_layer.h"
-#include "model/nn.h"
+#include "backend/nn.h"
 
 static double gdn2_now_for_test(void) {
     struct timespec ts;

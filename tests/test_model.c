@@ -12,7 +12,10 @@
 #include "cli_run.h"
 #include "gdn2.h"
 #include "gdn2_model.h"
+#include "backend/nn.h"
 #include "model/model_internal.h"
+
+static gdn2_backend g_cpu; /* the CPU backend the layer-level tests run on (main initialises it) */
 
 static unsigned long long g_seed = 1234;
 static void randn(float *x, size_t n, double s) {
@@ -134,15 +137,15 @@ static void test_attention(const char *what, int64_t nh, int64_t ng, int64_t hs,
     gdn2_attn_cfg a = {32, nh, ng, hs, window, 10000.0f};
     const int64_t B = 2, T = 13, d = a.d, nq = (nh + 2 * ng) * hs, BT = B * T;
     float *x = malloc(BT * d * 4), *wq = malloc(nq * d * 4), *wp = malloc(d * nh * hs * 4), *R = malloc(BT * d * 4);
-    float *y = malloc(BT * d * 4), *acts = malloc(gdn2_attn_act_size(&a, B, T) * 4), *dx = malloc(BT * d * 4);
+    float *y = malloc(BT * d * 4), *acts = malloc(gdn2_attn_act_bytes(&g_cpu, &a, B, T)), *scr = malloc(gdn2_attn_scratch_bytes(&g_cpu, &a, B, T, 1)), *dx = malloc(BT * d * 4);
     float *dwq = calloc(nq * d, 4), *dwp = calloc(d * nh * hs, 4);
     double *yr = malloc(BT * d * 8);
     randn(x, BT * d, 1.0), randn(wq, nq * d, 0.3), randn(wp, d * nh * hs, 0.2), randn(R, BT * d, 1.0);
-    int st = gdn2_attn_forward(&a, wq, wp, x, B, T, y, acts, 0);
+    int st = gdn2_attn_forward(&g_cpu, &a, wq, wp, x, B, T, y, acts, scr);
     attn_ref(&a, wq, wp, x, B, T, yr);
     double err = rel_rmse_f32_f64(y, yr, BT * d);
     CHECK(st == 0 && err < 1e-5, "attention %s forward vs float64 (RoPE, mask): rel RMSE %.2e", what, err);
-    st = gdn2_attn_backward(&a, wq, wp, x, B, T, acts, R, dx, dwq, dwp, 0);
+    st = gdn2_attn_backward(&g_cpu, &a, wq, wp, x, B, T, acts, R, dx, dwq, dwp, scr);
     /* finite differences, h = 1e-2, aggregated relative error over 3 x 24 coordinates */
     float *vars[3] = {x, wq, wp}, *grads[3] = {dx, dwq, dwp};
     size_t ns[3] = {BT * d, nq * d, d * nh * hs};
@@ -153,10 +156,10 @@ static void test_attention(const char *what, int64_t nh, int64_t ng, int64_t hs,
             size_t i = (size_t)(test_uniform(&g_seed) * ns[v]);
             float keep = vars[v][i], h = 1e-2f;
             vars[v][i] = keep + h;
-            gdn2_attn_forward(&a, wq, wp, x, B, T, y, acts, 0);
+            gdn2_attn_forward(&g_cpu, &a, wq, wp, x, B, T, y, acts, scr);
             double lp = dotd(y, R, BT * d);
             vars[v][i] = keep - h;
-            gdn2_attn_forward(&a, wq, wp, x, B, T, y, acts, 0);
+            gdn2_attn_forward(&g_cpu, &a, wq, wp, x, B, T, y, acts, scr);
             double lm = dotd(y, R, BT * d);
             vars[v][i] = keep;
             double num = (lp - lm) / (2 * h), an = grads[v][i];
@@ -165,18 +168,18 @@ static void test_attention(const char *what, int64_t nh, int64_t ng, int64_t hs,
         double rel = sqrt(num2 / (den2 > 0 ? den2 : 1));
         CHECK(st == 0 && rel < 1e-2, "attention %s grad %s vs finite differences: rel err %.2e", what, names[v], rel);
     }
-    free(x), free(wq), free(wp), free(R), free(y), free(acts), free(dx), free(dwq), free(dwp), free(yr);
+    free(x), free(wq), free(wp), free(R), free(y), free(acts), free(scr), free(dx), free(dwq), free(dwp), free(yr);
 }
 
 static void test_mlp_norm(void) {
     const int64_t N = 7, d = 16, I = 24;
     float *x = malloc(N * d * 4), *w1 = malloc(I * d * 4), *w2 = malloc(I * d * 4), *w3 = malloc(d * I * 4);
-    float *R = malloc(N * d * 4), *y = malloc(N * d * 4), *acts = malloc(gdn2_mlp_act_size(N, I) * 4);
+    float *R = malloc(N * d * 4), *y = malloc(N * d * 4), *acts = malloc(gdn2_mlp_act_bytes(&g_cpu, N, I));
     float *dx = malloc(N * d * 4), *dw1 = calloc(I * d, 4), *dw2 = calloc(I * d, 4), *dw3 = calloc(d * I, 4);
     float *scr = malloc(2 * N * I * 4);
     randn(x, N * d, 1), randn(w1, I * d, 0.4), randn(w2, I * d, 0.4), randn(w3, d * I, 0.3), randn(R, N * d, 1);
     /* SwiGLU forward vs float64 */
-    gdn2_mlp_forward(N, d, I, w1, w2, w3, x, y, acts, 0);
+    gdn2_mlp_forward(&g_cpu, N, d, I, w1, w2, w3, x, y, acts);
     double e2 = 0, r2 = 0;
     for (int64_t n = 0; n < N; n++)
         for (int64_t j = 0; j < d; j++) {
@@ -189,7 +192,7 @@ static void test_mlp_norm(void) {
             e2 += (s - y[n * d + j]) * (s - y[n * d + j]), r2 += s * s;
         }
     CHECK(sqrt(e2 / r2) < 1e-6, "SwiGLU forward vs float64: rel RMSE %.2e", sqrt(e2 / r2));
-    gdn2_mlp_backward(N, d, I, w1, w2, w3, x, acts, R, dx, dw1, dw2, dw3, scr, 0);
+    gdn2_mlp_backward(&g_cpu, N, d, I, w1, w2, w3, x, acts, R, dx, dw1, dw2, dw3, scr);
     float *vars[4] = {x, w1, w2, w3}, *grads[4] = {dx, dw1, dw2, dw3};
     size_t ns[4] = {N * d, I * d, I * d, d * I};
     const char *names[4] = {"x", "w1", "w2", "w3"};
@@ -199,10 +202,10 @@ static void test_mlp_norm(void) {
             size_t i = (size_t)(test_uniform(&g_seed) * ns[v]);
             float keep = vars[v][i], h = 1e-2f;
             vars[v][i] = keep + h;
-            gdn2_mlp_forward(N, d, I, w1, w2, w3, x, y, acts, 0);
+            gdn2_mlp_forward(&g_cpu, N, d, I, w1, w2, w3, x, y, acts);
             double lp = dotd(y, R, N * d);
             vars[v][i] = keep - h;
-            gdn2_mlp_forward(N, d, I, w1, w2, w3, x, y, acts, 0);
+            gdn2_mlp_forward(&g_cpu, N, d, I, w1, w2, w3, x, y, acts);
             double lm = dotd(y, R, N * d);
             vars[v][i] = keep;
             double num = (lp - lm) / (2 * h), an = grads[v][i];
@@ -447,6 +450,7 @@ static void test_fixture(void) {
 }
 
 int main(void) {
+    gdn2_backend_cpu_init(&g_cpu, 0);
     test_counts();
     test_config();
     test_attention("full MHA", 2, 2, 8, 0);

@@ -36,6 +36,10 @@
 
 enum { GDN2_DT_F32 = 0, GDN2_DT_ACT = 1 };
 
+#ifndef GDN2_IGNORE
+#define GDN2_IGNORE (-100) /* target value that carries no loss (as torch) */
+#endif
+
 /* causal attention with RoPE, full (window 0) or sliding-window (query t sees keys t-window+1..t);
  * n_head query heads in n_groups kv groups (GQA), head size hs */
 typedef struct {

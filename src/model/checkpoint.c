@@ -26,6 +26,9 @@
 
 /* model file with an optional run record (metadata "train") */
 static int model_save_meta(const gdn2_model *m, const char *path, const char *train_json) {
+    /* a model on a device saves its device weights: refresh the host copy first (logically const) */
+    int sst = gdn2_model_sync_host((gdn2_model *)m);
+    if (sst) return sst;
     gdn2_tensor *t = calloc((size_t)m->n_tensors, sizeof *t);
     char *cfg = gdn2_model_config_to_json(&m->cfg);
     if (!t || !cfg) {
@@ -119,6 +122,8 @@ int gdn2_model_load(const char *path, gdn2_model **out) {
 }
 
 int gdn2_adamw_save(const gdn2_adamw *o, const char *path, const char *train_json) {
+    int sst = gdn2_adamw_sync_host((gdn2_adamw *)o);
+    if (sst) return sst;
     gdn2_tensor t[2];
     memset(t, 0, sizeof t);
     const char *names[2] = {"adamw.m", "adamw.v"};

@@ -16,72 +16,155 @@
 
 struct gdn2_model_acts {
     int64_t B, T;
-    size_t size;
-    float *buf;
-    float **res, **n1, **r1, **mix, **mid, **n2, **r2, **mlp; /* per layer (res has n_layer+1)  */
-    float *nf, *rf;
-    int32_t *tokens, *targets;
-    /* lm_head rows: all B*T, or only those with a target */
-    int64_t n_rows, *rows;
-    float *logits; /* [n_rows, Vp] */
-    size_t logits_cap;
+    void *buf;                       /* backend memory: what the backward needs                     */
+    size_t buf_bytes;
+    void *scr;                       /* backend memory: scratch of one forward or backward          */
+    size_t scr_bytes;
+    float **res, **r1, **mid, **r2;  /* fp32 residual stream and norms' 1/rms (res has n_layer+1)  */
+    void **n1, **mix, **n2, **mlp;   /* ACT norm outputs, the mixers' and MLPs' saved blocks         */
+    void *nf;                        /* ACT ln_f output                                             */
+    float *rf;
+    int32_t *dtokens, *drt;          /* backend: tokens [BT], lm_head row targets [BT]             */
+    float *dloss;                    /* backend: per-row loss [BT]                                   */
+    int32_t *tokens, *targets, *rt;  /* HOST copies; rt: the targets of the lm_head rows            */
+    int64_t n_rows, *rows;           /* HOST: lm_head rows (all B*T, or those with a target)        */
+    float *loss_rows;                /* HOST [BT]                                                    */
     int64_t n_valid;
-    int trained; /* 1 after a train forward (backward allowed) */
+    int trained;                     /* 1 after a train forward (backward allowed)                   */
 };
 
-static size_t mixer_act_size(const gdn2_model_cfg *c, int l, int64_t B, int64_t T) {
+/* bytes of the mixer's saved block of layer l, and of its forward/backward scratch */
+static size_t mixer_bytes(const gdn2_backend *be, const gdn2_model_cfg *c, int l, int64_t B, int64_t T, int what) {
     if (c->kind[l] >= GDN2_LAYER_SWA) {
         gdn2_attn_cfg a = gdn2_attn_cfg_of(c, c->kind[l]);
-        return gdn2_attn_act_size(&a, B, T);
+        return what == 0 ? gdn2_attn_act_bytes(be, &a, B, T) : gdn2_attn_scratch_bytes(be, &a, B, T, what == 2);
     }
     gdn2_layer_cfg lc = gdn2_model_layer_cfg(c, l);
-    return gdn2_layer_act_size(&lc, B, T);
+    return what == 0 ? gdn2_layer_act_bytes(be, &lc, B, T) : gdn2_layer_scratch_bytes(be, &lc, B, T, what == 2, 0);
 }
 
-static void acts_free(struct gdn2_model_acts *a) {
+/* lm_head rows per pass: the fp32 logits of one pass stay under 256 MiB */
+static int64_t head_chunk(const gdn2_model_cfg *c, int64_t n_rows) {
+    int64_t hc = ((int64_t)1 << 26) / c->padded_vocab;
+    if (hc < 1) hc = 1;
+    return n_rows < hc ? (n_rows > 0 ? n_rows : 1) : hc;
+}
+
+static size_t al(const gdn2_backend *be, size_t o) {
+    const size_t a = be->on_device ? 256 : 16;
+    return (o + a - 1) / a * a;
+}
+
+/* scratch: [y ACT BT d | dres fp32 BT d | dres_act ACT BT d | dn ACT BT d] then the largest of the
+ * mixers' and MLPs' scratch and the lm_head's (rows ACT [BT,d] | logits fp32 [hc,Vp] | dlogits ACT
+ * [hc,Vp] | drows ACT [BT,d]) */
+typedef struct {
+    size_t y, dres, dres_act, dn, var, head_rows, head_logits, head_dlogits, head_drows, total;
+} scr_layout;
+
+static scr_layout scr_offsets(const gdn2_backend *be, const gdn2_model_cfg *c, int64_t B, int64_t T) {
+    const size_t BT = (size_t)(B * T), d = (size_t)c->n_embd, Vp = (size_t)c->padded_vocab;
+    const size_t hc = (size_t)head_chunk(c, (int64_t)BT);
+    scr_layout S;
+    size_t o = 0;
+    S.y = o, o = al(be, o + gdn2_be_bytes(be, BT * d, GDN2_DT_ACT));
+    S.dres = o, o = al(be, o + gdn2_be_bytes(be, BT * d, GDN2_DT_F32));
+    S.dres_act = o, o = al(be, o + gdn2_be_bytes(be, BT * d, GDN2_DT_ACT));
+    S.dn = o, o = al(be, o + gdn2_be_bytes(be, BT * d, GDN2_DT_ACT));
+    S.var = o;
+    size_t var = gdn2_mlp_scratch_bytes(be, B * T, c->intermediate_size);
+    for (int l = 0; l < c->n_layer; l++)
+        for (int w = 1; w <= 2; w++) {
+            size_t b = mixer_bytes(be, c, l, B, T, w);
+            if (b > var) var = b;
+        }
+    size_t h = 0;
+    S.head_rows = o + h, h = al(be, h + gdn2_be_bytes(be, BT * d, GDN2_DT_ACT));
+    S.head_logits = o + h, h = al(be, h + gdn2_be_bytes(be, hc * Vp, GDN2_DT_F32));
+    S.head_dlogits = o + h, h = al(be, h + gdn2_be_bytes(be, hc * Vp, GDN2_DT_ACT));
+    S.head_drows = o + h, h = al(be, h + gdn2_be_bytes(be, BT * d, GDN2_DT_ACT));
+    S.total = o + al(be, var > h ? var : h);
+    return S;
+}
+
+#define AT(p, off) ((void *)((char *)(p) + (off)))
+
+static void acts_free(gdn2_backend *be, struct gdn2_model_acts *a) {
     if (!a) return;
-    free(a->buf), free(a->res), free(a->tokens), free(a->targets), free(a->rows), free(a->logits);
+    if (be) {
+        be->release(be, a->buf), be->release(be, a->scr), be->release(be, a->dtokens), be->release(be, a->drt);
+        be->release(be, a->dloss);
+    }
+    free(a->res), free(a->tokens), free(a->targets), free(a->rt), free(a->rows), free(a->loss_rows);
     free(a);
 }
 
-/* (re)size the activation buffer for (B, T) */
+/* (re)size the activation buffers for (B, T) */
 static int acts_ensure(gdn2_model *m, int64_t B, int64_t T) {
     struct gdn2_model_acts *a = m->acts;
+    gdn2_backend *be = m->be;
     const gdn2_model_cfg *c = &m->cfg;
     if (a && a->B == B && a->T == T) return GDN2_OK;
-    acts_free(a);
+    acts_free(be, a);
     m->acts = a = calloc(1, sizeof *a);
     if (!a) return gdn2_error(GDN2_ERR_NOMEM, "out of memory for model activations");
     const int64_t L = c->n_layer, d = c->n_embd, BT = B * T, I = c->intermediate_size;
-    size_t tot = (size_t)(L + 1) * BT * d + (size_t)BT * d + BT; /* res, nf, rf */
-    for (int l = 0; l < L; l++)
-        tot += (size_t)BT * d * 3 + 2 * BT + mixer_act_size(c, l, B, T) + gdn2_mlp_act_size(BT, I);
-    a->B = B, a->T = T, a->size = tot;
-    a->buf = gdn2_malloc(tot * sizeof(float), "model activations");
-    a->res = calloc((size_t)8 * L + 1, sizeof(float *));
+    a->B = B, a->T = T;
+    /* saved: res[0..L], per layer n1 r1 mix mid n2 r2 mlp, then nf rf */
+    size_t o = 0;
+    size_t *off = calloc((size_t)(8 * L + 3), sizeof(size_t));
+    if (!off) return gdn2_error(GDN2_ERR_NOMEM, "out of memory for model activations");
+    size_t *po = off;
+    for (int l = 0; l <= L; l++) *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)(BT * d), GDN2_DT_F32));
+    for (int l = 0; l < L; l++) {
+        *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)(BT * d), GDN2_DT_ACT)); /* n1  */
+        *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)BT, GDN2_DT_F32));       /* r1  */
+        *po++ = o, o = al(be, o + mixer_bytes(be, c, l, B, T, 0));                   /* mix */
+        *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)(BT * d), GDN2_DT_F32)); /* mid */
+        *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)(BT * d), GDN2_DT_ACT)); /* n2  */
+        *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)BT, GDN2_DT_F32));       /* r2  */
+        *po++ = o, o = al(be, o + gdn2_mlp_act_bytes(be, BT, I));                    /* mlp */
+    }
+    *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)(BT * d), GDN2_DT_ACT)); /* nf */
+    *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)BT, GDN2_DT_F32));       /* rf */
+    a->buf_bytes = o;
+    a->scr_bytes = scr_offsets(be, c, B, T).total;
+    a->buf = be->alloc(be, a->buf_bytes, "model activations");
+    a->scr = a->buf ? be->alloc(be, a->scr_bytes, "model scratch") : NULL;
+    a->dtokens = a->scr ? be->alloc(be, (size_t)BT * sizeof(int32_t), "tokens") : NULL;
+    a->drt = a->dtokens ? be->alloc(be, (size_t)BT * sizeof(int32_t), "lm_head row targets") : NULL;
+    a->dloss = a->drt ? be->alloc(be, (size_t)BT * sizeof(float), "per-row loss") : NULL;
+    a->res = calloc((size_t)8 * L + 1, sizeof(void *));
     a->tokens = gdn2_malloc((size_t)BT * sizeof(int32_t), "tokens");
     a->targets = gdn2_malloc((size_t)BT * sizeof(int32_t), "targets");
+    a->rt = gdn2_malloc((size_t)BT * sizeof(int32_t), "row targets");
     a->rows = gdn2_malloc((size_t)BT * sizeof(int64_t), "lm_head rows");
-    if (!a->buf || !a->res || !a->tokens || !a->targets || !a->rows) {
-        acts_free(a);
+    a->loss_rows = gdn2_malloc((size_t)BT * sizeof(float), "per-row loss");
+    if (!a->buf || !a->scr || !a->dtokens || !a->drt || !a->dloss || !a->res || !a->tokens || !a->targets ||
+        !a->rt || !a->rows || !a->loss_rows) {
+        free(off);
+        acts_free(be, a);
         m->acts = NULL;
-        return gdn2_error(GDN2_ERR_NOMEM, "out of memory for model activations (%zu floats)", tot);
+        return gdn2_error(GDN2_ERR_NOMEM, "out of memory for model activations (%.3g GB on %s for B=%lld T=%lld)",
+                          (double)(o + scr_offsets(be, c, B, T).total) / 1e9, be->name, (long long)B, (long long)T);
     }
-    a->n1 = a->res + L + 1, a->r1 = a->n1 + L, a->mix = a->r1 + L, a->mid = a->mix + L;
-    a->n2 = a->mid + L, a->r2 = a->n2 + L, a->mlp = a->r2 + L;
-    float *p = a->buf;
-    for (int l = 0; l <= L; l++) a->res[l] = p, p += BT * d;
+    void **pv = (void **)a->res;
+    a->r1 = (float **)(pv + L + 1), a->mid = a->r1 + L, a->r2 = a->mid + L;
+    a->n1 = (void **)(a->r2 + L), a->mix = a->n1 + L, a->n2 = a->mix + L, a->mlp = a->n2 + L;
+    po = off;
+    for (int l = 0; l <= L; l++) a->res[l] = AT(a->buf, *po++);
     for (int l = 0; l < L; l++) {
-        a->n1[l] = p, p += BT * d;
-        a->r1[l] = p, p += BT;
-        a->mix[l] = p, p += mixer_act_size(c, l, B, T);
-        a->mid[l] = p, p += BT * d;
-        a->n2[l] = p, p += BT * d;
-        a->r2[l] = p, p += BT;
-        a->mlp[l] = p, p += gdn2_mlp_act_size(BT, I);
+        a->n1[l] = AT(a->buf, *po++);
+        a->r1[l] = AT(a->buf, *po++);
+        a->mix[l] = AT(a->buf, *po++);
+        a->mid[l] = AT(a->buf, *po++);
+        a->n2[l] = AT(a->buf, *po++);
+        a->r2[l] = AT(a->buf, *po++);
+        a->mlp[l] = AT(a->buf, *po++);
     }
-    a->nf = p, p += BT * d;
-    a->rf = p, p += BT;
+    a->nf = AT(a->buf, *po++);
+    a->rf = AT(a->buf, *po++);
+    free(off);
     return GDN2_OK;
 }
 
@@ -115,19 +198,83 @@ int gdn2_model_create(const gdn2_model_cfg *cin, gdn2_model **out) {
         m->layer_off[l] = p->offset + p->numel;
     }
     m->params = gdn2_calloc(m->n_params, sizeof(float), "model parameters");
-    if (!m->params) {
+    m->be = malloc(sizeof *m->be);
+    if (!m->params || !m->be) {
         gdn2_model_free(m);
-        return GDN2_ERR_NOMEM;
+        return gdn2_error(GDN2_ERR_NOMEM, "out of memory for the model parameters");
     }
+    gdn2_backend_cpu_init(m->be, 0);
+    m->dev_params = m->params, m->dev_params_act = m->params;
     *out = m;
     return GDN2_OK;
 }
 
+static void release_device(gdn2_model *m) {
+    gdn2_backend *be = m->be;
+    acts_free(be, m->acts);
+    m->acts = NULL;
+    if (be && be->on_device) {
+        be->release(be, m->dev_params), be->release(be, m->dev_params_act), be->release(be, m->dev_grads);
+        be->destroy(be);
+        gdn2_backend_cpu_init(be, m->n_threads);
+    }
+    m->dev_params = m->params, m->dev_params_act = m->params, m->dev_grads = m->grads;
+}
+
 void gdn2_model_free(gdn2_model *m) {
     if (!m) return;
-    free(m->tensors), free(m->layer_off), free(m->params), free(m->grads);
-    acts_free(m->acts);
+    release_device(m);
+    free(m->tensors), free(m->layer_off), free(m->params), free(m->grads), free(m->be);
     free(m);
+}
+
+const char *gdn2_model_device(const gdn2_model *m) { return m->be->name; }
+
+int gdn2_model_upload(gdn2_model *m) {
+    gdn2_backend *be = m->be;
+    if (!be->on_device) return GDN2_OK;
+    int st = be->upload(be, m->dev_params, m->params, m->n_params * sizeof(float));
+    if (!st) st = be->cast(be, m->n_params, m->dev_params, GDN2_DT_F32, m->dev_params_act, GDN2_DT_ACT);
+    if (!st) st = be->sync(be);
+    return st;
+}
+
+int gdn2_model_sync_host(gdn2_model *m) {
+    gdn2_backend *be = m->be;
+    if (!be->on_device) return GDN2_OK;
+    int st = be->download(be, m->params, m->dev_params, m->n_params * sizeof(float));
+    if (!st && m->dev_grads) {
+        if (!m->grads && !(m->grads = gdn2_malloc(m->n_params * sizeof(float), "model gradients")))
+            return GDN2_ERR_NOMEM;
+        st = be->download(be, m->grads, m->dev_grads, m->n_params * sizeof(float));
+    }
+    return st;
+}
+
+int gdn2_model_set_device(gdn2_model *m, const char *device) {
+    if (!device) device = "cpu";
+    if (!strcmp(device, m->be->name)) return GDN2_OK;
+    if (strcmp(device, "cpu") && strcmp(device, "cuda"))
+        return gdn2_error(GDN2_ERR_ARG, "model device '%s': expected cpu or cuda", device);
+    int st = gdn2_model_sync_host(m);
+    if (st) return st;
+    release_device(m);
+    if (!strcmp(device, "cpu")) return GDN2_OK;
+    gdn2_backend be;
+    if ((st = gdn2_backend_init(&be, device, m->n_threads))) return st;
+    *m->be = be;
+    const size_t n = m->n_params;
+    m->dev_params = be.alloc(m->be, n * sizeof(float), "model weights (fp32 master)");
+    m->dev_params_act = m->dev_params ? be.alloc(m->be, gdn2_be_bytes(m->be, n, GDN2_DT_ACT), "model weights (matmul copy)") : NULL;
+    m->dev_grads = m->dev_params_act ? be.alloc(m->be, n * sizeof(float), "model gradients") : NULL;
+    if (!m->dev_grads || (st = gdn2_model_upload(m))) {
+        st = st ? st : GDN2_ERR_NOMEM;
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", gdn2_last_error());
+        release_device(m);
+        return gdn2_error(st, "model to %s (%zu parameters): %s", device, n, msg);
+    }
+    return GDN2_OK;
 }
 
 const gdn2_model_param *gdn2_model_find(const gdn2_model *m, const char *name) {
@@ -182,21 +329,68 @@ void gdn2_model_init(gdn2_model *m, uint64_t seed) {
 }
 
 int gdn2_model_zero_grad(gdn2_model *m) {
+    if (m->be->on_device) return m->be->zero(m->be, m->dev_grads, m->n_params * sizeof(float));
     if (!m->grads) {
         m->grads = gdn2_calloc(m->n_params, sizeof(float), "model gradients");
+        m->dev_grads = m->grads;
         return m->grads ? GDN2_OK : GDN2_ERR_NOMEM;
     }
     memset(m->grads, 0, m->n_params * sizeof(float));
     return GDN2_OK;
 }
 
+/* matmul view of parameter fmt (layer l) */
+static const void *PA(const gdn2_model *m, const char *fmt, long long l) {
+    char nm[128];
+    snprintf(nm, sizeof nm, fmt, l);
+    const gdn2_model_param *p = gdn2_model_find(m, nm);
+    return p ? (const char *)m->dev_params_act + p->offset * m->be->act_bytes : NULL;
+}
+
 /* ---- forward ------------------------------------------------------------------------------ */
-/* states: generation state (prefill from position 0) or NULL. last_logits: [B,Vp] of position T-1. */
+/* One pass of lm_head over the rows a->rows (ln_f outputs), in chunks of head_chunk rows:
+ *   logits = rows W_head^T (fp32);  loss per row;  backward: dlogits = scale (softmax - onehot),
+ *   dW_head += dlogits^T rows, drows = dlogits W_head, scattered to dn [BT,d] (zero elsewhere).
+ * The full fp32 logits are never stored: the backward recomputes each chunk (one more GEMM).
+ * logits_out / last_logits (HOST) receive the chunks' logits when asked. */
+static int head_pass(gdn2_model *m, int backward, float scale, float *logits_out, float *last_logits, int want_loss) {
+    gdn2_backend *be = m->be;
+    struct gdn2_model_acts *a = m->acts;
+    const gdn2_model_cfg *c = &m->cfg;
+    const int64_t BT = a->B * a->T, d = c->n_embd, Vp = c->padded_vocab, nr = a->n_rows, hc = head_chunk(c, BT);
+    const scr_layout S = scr_offsets(be, c, a->B, a->T);
+    const void *W = PA(m, "lm_head.weight", 0);
+    float *dW = backward ? P(m, m->dev_grads, "lm_head.weight", 0) : NULL;
+    void *rows = nr == BT ? a->nf : AT(a->scr, S.head_rows);
+    void *drows = nr == BT ? AT(a->scr, S.dn) : AT(a->scr, S.head_drows);
+    float *logits = AT(a->scr, S.head_logits);
+    void *dlogits = AT(a->scr, S.head_dlogits);
+    int st = GDN2_OK;
+    if (nr == 0) return backward ? be->zero(be, AT(a->scr, S.dn), gdn2_be_bytes(be, (size_t)(BT * d), GDN2_DT_ACT)) : 0;
+    if (nr != BT && (st = be->gather_rows(be, nr, d, a->rows, a->nf, rows))) return st;
+    for (int64_t r0 = 0; r0 < nr && !st; r0 += hc) {
+        const int64_t n = nr - r0 < hc ? nr - r0 : hc;
+        const void *x = (const char *)rows + gdn2_be_bytes(be, (size_t)(r0 * d), GDN2_DT_ACT);
+        st = be->linear_fwd(be, n, d, Vp, x, W, NULL, logits, GDN2_DT_F32, 0);
+        if (!st && logits_out) st = be->download(be, logits_out + r0 * Vp, logits, (size_t)(n * Vp) * sizeof(float));
+        if (!st && last_logits) st = be->download(be, last_logits + r0 * Vp, logits, (size_t)(n * Vp) * sizeof(float));
+        if (!st && (want_loss || backward))
+            st = be->xent(be, n, Vp, logits, a->drt + r0, scale, backward ? dlogits : NULL, a->dloss + r0);
+        if (!st && backward)
+            st = be->linear_bwd(be, n, d, Vp, x, W, dlogits,
+                                (char *)drows + gdn2_be_bytes(be, (size_t)(r0 * d), GDN2_DT_ACT), 0, dW, NULL);
+    }
+    if (!st && backward && nr != BT) st = be->scatter_rows(be, nr, BT, d, a->rows, drows, AT(a->scr, S.dn));
+    return st;
+}
+
+/* states: generation state (prefill from position 0, CPU) or NULL. last_logits: [B,Vp] of position T-1. */
 static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
                         float *logits_out, float *loss, int train, gdn2_model_state *s, float *last_logits) {
     const gdn2_model_cfg *c = &m->cfg;
-    const int64_t L = c->n_layer, d = c->n_embd, BT = B * T, I = c->intermediate_size, Vp = c->padded_vocab;
-    const int nt = m->n_threads;
+    gdn2_backend *be = m->be;
+    const int64_t L = c->n_layer, d = c->n_embd, BT = B * T, I = c->intermediate_size;
+    if (!be->on_device) be->n_threads = m->n_threads;
     if (B < 1 || T < 1) return gdn2_error(GDN2_ERR_ARG, "model forward: B=%lld, T=%lld must be >= 1", (long long)B,
                                           (long long)T);
     for (int64_t i = 0; i < BT; i++)
@@ -209,47 +403,48 @@ static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *tar
                 return gdn2_error(GDN2_ERR_ARG, "model forward: targets[%lld] = %d outside [0, %lld) and not -100",
                                   (long long)i, targets[i], (long long)c->vocab_size);
     if (train && !targets) return gdn2_error(GDN2_ERR_ARG, "model forward: training needs targets");
+    if (s && be->on_device)
+        return gdn2_error(GDN2_ERR_UNSUPPORTED, "model prefill: generation runs on the CPU backend (the model is on %s)",
+                          be->name);
     int st = acts_ensure(m, B, T);
     if (st) return st;
     struct gdn2_model_acts *a = m->acts;
+    const scr_layout S = scr_offsets(be, c, B, T);
+    void *y = AT(a->scr, S.y), *var = AT(a->scr, S.var);
     a->trained = 0;
     memcpy(a->tokens, tokens, (size_t)BT * sizeof(int32_t));
     if (targets) memcpy(a->targets, targets, (size_t)BT * sizeof(int32_t));
     else
         for (int64_t i = 0; i < BT; i++) a->targets[i] = GDN2_IGNORE;
-    float *tmp = gdn2_malloc((size_t)BT * d * sizeof(float), "mixer output");
-    if (!tmp) return GDN2_ERR_NOMEM;
+    if ((st = be->upload(be, a->dtokens, tokens, (size_t)BT * sizeof(int32_t)))) return st;
 
-    const float *wte = P(m, m->params, "transformer.wte.weight", 0);
-    for (int64_t i = 0; i < BT; i++) memcpy(a->res[0] + i * d, wte + (size_t)tokens[i] * d, d * sizeof(float));
-    for (int64_t l = 0; l < L && !st; l++) {
-        gdn2_rmsnorm_fwd(BT, d, a->res[l], P(m, m->params, "transformer.h.%lld.norm_1.weight", l), c->norm_eps,
-                             a->n1[l], a->r1[l], nt);
+#define TRY(call) do { if ((st = (call))) return st; } while (0)
+    TRY(be->embed_fwd(be, BT, d, a->dtokens, P(m, m->dev_params, "transformer.wte.weight", 0), a->res[0]));
+    for (int64_t l = 0; l < L; l++) {
+        TRY(be->rmsnorm_fwd(be, BT, d, a->res[l], P(m, m->dev_params, "transformer.h.%lld.norm_1.weight", l),
+                            c->norm_eps, a->n1[l], a->r1[l]));
         if (c->kind[l] >= GDN2_LAYER_SWA) {
             gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
-            st = gdn2_attn_forward(&ac, P(m, m->params, "transformer.h.%lld.attn.attn.weight", l),
-                                   P(m, m->params, "transformer.h.%lld.attn.proj.weight", l), a->n1[l], B, T, tmp,
-                                   a->mix[l], nt);
-            if (!st && s) st = gdn2_attn_fill_cache(&ac, a->mix[l], B, T, s->max_len, s->data + s->layer_off[l],
-                                                    s->layer_size[l]);
+            TRY(gdn2_attn_forward(be, &ac, PA(m, "transformer.h.%lld.attn.attn.weight", l),
+                                  PA(m, "transformer.h.%lld.attn.proj.weight", l), a->n1[l], B, T, y, a->mix[l], var));
+            if (s) TRY(gdn2_attn_fill_cache(&ac, a->mix[l], B, T, s->max_len, s->data + s->layer_off[l],
+                                            s->layer_size[l]));
         } else {
             gdn2_layer_cfg lc = gdn2_model_layer_cfg(c, (int)l);
-            st = gdn2_layer_forward(&lc, m->params + m->layer_off[l], a->n1[l], B, T, tmp, train ? a->mix[l] : NULL,
-                                    s ? s->data + s->layer_off[l] : NULL, nt);
+            TRY(gdn2_layer_fwd_be(be, &lc, m->dev_params + m->layer_off[l],
+                                  (const char *)m->dev_params_act + m->layer_off[l] * be->act_bytes, a->n1[l], B, T, y,
+                                  a->mix[l], s ? s->data + s->layer_off[l] : NULL, var));
         }
-        if (st) break;
-        for (int64_t i = 0; i < BT * d; i++) a->mid[l][i] = a->res[l][i] + tmp[i];
-        gdn2_rmsnorm_fwd(BT, d, a->mid[l], P(m, m->params, "transformer.h.%lld.norm_2.weight", l), c->norm_eps,
-                             a->n2[l], a->r2[l], nt);
-        gdn2_mlp_forward(BT, d, I, P(m, m->params, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
-                         P(m, m->params, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
-                         P(m, m->params, "transformer.h.%lld.mlp.swiglu.w3.weight", l), a->n2[l], tmp, a->mlp[l], nt);
-        for (int64_t i = 0; i < BT * d; i++) a->res[l + 1][i] = a->mid[l][i] + tmp[i];
+        TRY(be->add(be, (size_t)(BT * d), a->res[l], y, a->mid[l]));
+        TRY(be->rmsnorm_fwd(be, BT, d, a->mid[l], P(m, m->dev_params, "transformer.h.%lld.norm_2.weight", l),
+                            c->norm_eps, a->n2[l], a->r2[l]));
+        TRY(gdn2_mlp_forward(be, BT, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
+                             PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
+                             PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), a->n2[l], y, a->mlp[l]));
+        TRY(be->add(be, (size_t)(BT * d), a->mid[l], y, a->res[l + 1]));
     }
-    free(tmp);
-    if (st) return st;
-    gdn2_rmsnorm_fwd(BT, d, a->res[L], P(m, m->params, "transformer.ln_f.weight", 0), c->norm_eps, a->nf, a->rf,
-                         nt);
+    TRY(be->rmsnorm_fwd(be, BT, d, a->res[L], P(m, m->dev_params, "transformer.ln_f.weight", 0), c->norm_eps, a->nf,
+                        a->rf));
     /* lm_head rows: everything when logits are wanted; the last position for generation; else only
      * rows that carry a target (MQAR has 4 of 64) */
     a->n_rows = 0;
@@ -257,35 +452,19 @@ static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *tar
         int keep = logits_out ? 1 : last_logits ? (i % T == T - 1) : a->targets[i] != GDN2_IGNORE;
         if (keep) a->rows[a->n_rows++] = i;
     }
-    size_t need = (size_t)(a->n_rows ? a->n_rows : 1) * Vp;
-    if (a->logits_cap < need) {
-        free(a->logits);
-        a->logits = gdn2_malloc(need * sizeof(float), "logits");
-        a->logits_cap = a->logits ? need : 0;
-        if (!a->logits) return GDN2_ERR_NOMEM;
-    }
-    float *nr = a->nf;
-    if (a->n_rows != BT) {
-        nr = gdn2_malloc((size_t)(a->n_rows ? a->n_rows : 1) * d * sizeof(float), "lm_head input rows");
-        if (!nr) return GDN2_ERR_NOMEM;
-        for (int64_t r = 0; r < a->n_rows; r++) memcpy(nr + r * d, a->nf + a->rows[r] * d, d * sizeof(float));
-    }
-    if (a->n_rows)
-        gdn2_sgemm(0, 1, (int)a->n_rows, (int)Vp, (int)d, 1.0f, nr, (int)d,
-                   P(m, m->params, "lm_head.weight", 0), (int)d, 0.0f, a->logits, (int)Vp);
-    if (nr != a->nf) free(nr);
-    if (logits_out) memcpy(logits_out, a->logits, (size_t)BT * Vp * sizeof(float));
-    if (last_logits)
-        for (int64_t r = 0; r < a->n_rows; r++)
-            memcpy(last_logits + r * Vp, a->logits + r * Vp, Vp * sizeof(float));
     a->n_valid = 0;
+    for (int64_t r = 0; r < a->n_rows; r++) {
+        a->rt[r] = a->targets[a->rows[r]];
+        a->n_valid += a->rt[r] != GDN2_IGNORE;
+    }
     if (loss) *loss = 0.0f;
-    if (targets && (loss || train)) {
-        int32_t *rt = gdn2_malloc((size_t)(a->n_rows ? a->n_rows : 1) * sizeof(int32_t), "row targets");
-        if (!rt) return GDN2_ERR_NOMEM;
-        for (int64_t r = 0; r < a->n_rows; r++) rt[r] = a->targets[a->rows[r]];
-        double tot = gdn2_mdl_xent(a->n_rows, Vp, a->logits, rt, 0.0f, 0, &a->n_valid, nt);
-        free(rt);
+    const int want_loss = targets && (loss || train);
+    if (a->n_rows) TRY(be->upload(be, a->drt, a->rt, (size_t)a->n_rows * sizeof(int32_t)));
+    if (logits_out || last_logits || want_loss) TRY(head_pass(m, 0, 0.0f, logits_out, last_logits, want_loss));
+    if (want_loss && a->n_rows) {
+        TRY(be->download(be, a->loss_rows, a->dloss, (size_t)a->n_rows * sizeof(float)));
+        double tot = 0.0;
+        for (int64_t r = 0; r < a->n_rows; r++) tot += a->loss_rows[r];
         if (loss) *loss = a->n_valid ? (float)(tot / (double)a->n_valid) : 0.0f;
     }
     a->trained = train;
@@ -300,76 +479,66 @@ int gdn2_model_forward(gdn2_model *m, const int32_t *tokens, const int32_t *targ
 /* ---- backward ----------------------------------------------------------------------------- */
 int gdn2_model_backward(gdn2_model *m, float scale) {
     struct gdn2_model_acts *a = m->acts;
+    gdn2_backend *be = m->be;
     if (!a || !a->trained) return gdn2_error(GDN2_ERR_ARG, "model backward: no training forward to differentiate");
-    if (!m->grads && gdn2_model_zero_grad(m)) return GDN2_ERR_NOMEM;
+    if (!m->dev_grads && gdn2_model_zero_grad(m)) return GDN2_ERR_NOMEM;
+    if (!be->on_device) be->n_threads = m->n_threads;
     const gdn2_model_cfg *c = &m->cfg;
-    const int64_t L = c->n_layer, d = c->n_embd, B = a->B, T = a->T, BT = B * T, I = c->intermediate_size,
-                  Vp = c->padded_vocab;
-    const int nt = m->n_threads;
-    float *G = m->grads, *W = m->params;
+    const int64_t L = c->n_layer, d = c->n_embd, B = a->B, T = a->T, BT = B * T, I = c->intermediate_size;
+    float *G = m->dev_grads, *W = m->dev_params;
     if (a->n_valid == 0) return GDN2_OK; /* nothing carries a loss */
-    float *dres = gdn2_calloc((size_t)BT * d, sizeof(float), "d residual");
-    float *dn = gdn2_malloc((size_t)BT * d * sizeof(float), "d norm");
-    float *dtmp = gdn2_malloc((size_t)BT * d * sizeof(float), "d mixer input");
-    float *scr = gdn2_malloc((size_t)2 * BT * I * sizeof(float), "mlp backward scratch");
-    float *nr = gdn2_malloc((size_t)a->n_rows * d * sizeof(float), "lm_head rows");
-    int32_t *rt = gdn2_malloc((size_t)a->n_rows * sizeof(int32_t), "row targets");
-    int st = GDN2_OK;
-    if (!dres || !dn || !dtmp || !scr || !nr || !rt) {
-        st = GDN2_ERR_NOMEM;
-        goto done;
-    }
-    /* dlogits = scale / n_valid * (softmax - onehot), in place of the saved logits */
-    for (int64_t r = 0; r < a->n_rows; r++) rt[r] = a->targets[a->rows[r]];
-    gdn2_mdl_xent(a->n_rows, Vp, a->logits, rt, scale / (float)a->n_valid, 1, NULL, nt);
-    a->trained = 0; /* the logits are now gradients */
-    for (int64_t r = 0; r < a->n_rows; r++) memcpy(nr + r * d, a->nf + a->rows[r] * d, d * sizeof(float));
-    /* logits = nf W^T: dW_head += dlogits^T nf;  dnf = dlogits W_head (scattered back to rows) */
-    gdn2_sgemm(1, 0, (int)Vp, (int)d, (int)a->n_rows, 1.0f, a->logits, (int)Vp, nr, (int)d, 1.0f,
-               P(m, G, "lm_head.weight", 0), (int)d);
-    gdn2_sgemm(0, 0, (int)a->n_rows, (int)d, (int)Vp, 1.0f, a->logits, (int)Vp, P(m, W, "lm_head.weight", 0), (int)d,
-               0.0f, nr, (int)d);
-    memset(dn, 0, (size_t)BT * d * sizeof(float));
-    for (int64_t r = 0; r < a->n_rows; r++) memcpy(dn + a->rows[r] * d, nr + r * d, d * sizeof(float));
-    gdn2_rmsnorm_bwd(BT, d, a->res[L], P(m, W, "transformer.ln_f.weight", 0), a->rf, dn, dres, 0,
-                         P(m, G, "transformer.ln_f.weight", 0), nt);
-    for (int64_t l = L - 1; l >= 0 && !st; l--) {
+    const scr_layout S = scr_offsets(be, c, B, T);
+    float *dres = AT(a->scr, S.dres);
+    /* with an fp32 ACT type the cast of dres is the identity: use dres itself */
+    void *dres_act = be->act_bytes == sizeof(float) ? (void *)dres : AT(a->scr, S.dres_act);
+    void *dn = AT(a->scr, S.dn), *var = AT(a->scr, S.var);
+    int st;
+    /* lm_head + cross-entropy: dn = d loss / d nf (mean over the targets, times scale) */
+    TRY(head_pass(m, 1, scale / (float)a->n_valid, NULL, NULL, 0));
+    a->trained = 0;
+    TRY(be->rmsnorm_bwd(be, BT, d, a->res[L], P(m, W, "transformer.ln_f.weight", 0), a->rf, dn, dres, 0,
+                        P(m, G, "transformer.ln_f.weight", 0)));
+    for (int64_t l = L - 1; l >= 0; l--) {
         /* res_{l+1} = mid + mlp(norm_2(mid)) */
-        gdn2_mlp_backward(BT, d, I, P(m, W, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
-                          P(m, W, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
-                          P(m, W, "transformer.h.%lld.mlp.swiglu.w3.weight", l), a->n2[l], a->mlp[l], dres, dn,
-                          P(m, G, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
-                          P(m, G, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
-                          P(m, G, "transformer.h.%lld.mlp.swiglu.w3.weight", l), scr, nt);
-        gdn2_rmsnorm_bwd(BT, d, a->mid[l], P(m, W, "transformer.h.%lld.norm_2.weight", l), a->r2[l], dn, dres, 1,
-                             P(m, G, "transformer.h.%lld.norm_2.weight", l), nt);
+        if (dres_act != (void *)dres) TRY(be->cast(be, (size_t)(BT * d), dres, GDN2_DT_F32, dres_act, GDN2_DT_ACT));
+        TRY(gdn2_mlp_backward(be, BT, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
+                              PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
+                              PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), a->n2[l], a->mlp[l], dres_act, dn,
+                              P(m, G, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
+                              P(m, G, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
+                              P(m, G, "transformer.h.%lld.mlp.swiglu.w3.weight", l), var));
+        TRY(be->rmsnorm_bwd(be, BT, d, a->mid[l], P(m, W, "transformer.h.%lld.norm_2.weight", l), a->r2[l], dn, dres,
+                            1, P(m, G, "transformer.h.%lld.norm_2.weight", l)));
         /* mid = res_l + mixer(norm_1(res_l)) */
+        if (dres_act != (void *)dres) TRY(be->cast(be, (size_t)(BT * d), dres, GDN2_DT_F32, dres_act, GDN2_DT_ACT));
         if (c->kind[l] >= GDN2_LAYER_SWA) {
             gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
-            st = gdn2_attn_backward(&ac, P(m, W, "transformer.h.%lld.attn.attn.weight", l),
-                                    P(m, W, "transformer.h.%lld.attn.proj.weight", l), a->n1[l], B, T, a->mix[l], dres,
-                                    dn, P(m, G, "transformer.h.%lld.attn.attn.weight", l),
-                                    P(m, G, "transformer.h.%lld.attn.proj.weight", l), nt);
+            TRY(gdn2_attn_backward(be, &ac, PA(m, "transformer.h.%lld.attn.attn.weight", l),
+                                   PA(m, "transformer.h.%lld.attn.proj.weight", l), a->n1[l], B, T, a->mix[l],
+                                   dres_act, dn, P(m, G, "transformer.h.%lld.attn.attn.weight", l),
+                                   P(m, G, "transformer.h.%lld.attn.proj.weight", l), var));
         } else {
             gdn2_layer_cfg lc = gdn2_model_layer_cfg(c, (int)l);
-            st = gdn2_layer_backward(&lc, W + m->layer_off[l], a->n1[l], B, T, a->mix[l], dres, dn,
-                                     G + m->layer_off[l], nt);
+            TRY(gdn2_layer_bwd_be(be, &lc, W + m->layer_off[l],
+                                  (const char *)m->dev_params_act + m->layer_off[l] * be->act_bytes, a->n1[l], B, T,
+                                  a->mix[l], dres_act, dn, G + m->layer_off[l], var));
         }
-        if (st) break;
-        gdn2_rmsnorm_bwd(BT, d, a->res[l], P(m, W, "transformer.h.%lld.norm_1.weight", l), a->r1[l], dn, dres, 1,
-                             P(m, G, "transformer.h.%lld.norm_1.weight", l), nt);
+        TRY(be->rmsnorm_bwd(be, BT, d, a->res[l], P(m, W, "transformer.h.%lld.norm_1.weight", l), a->r1[l], dn, dres,
+                            1, P(m, G, "transformer.h.%lld.norm_1.weight", l)));
     }
-    if (!st) {
-        float *gw = P(m, G, "transformer.wte.weight", 0);
-        for (int64_t i = 0; i < BT; i++) { /* serial scatter-add: deterministic */
-            float *g = gw + (size_t)a->tokens[i] * d;
-            const float *s = dres + i * d;
-            for (int64_t j = 0; j < d; j++) g[j] += s[j];
-        }
-    }
-done:
-    free(dres), free(dn), free(dtmp), free(scr), free(nr), free(rt);
-    return st;
+    TRY(be->embed_bwd(be, BT, d, a->tokens, a->dtokens, dres, P(m, G, "transformer.wte.weight", 0)));
+    return GDN2_OK;
+}
+
+float gdn2_model_clip_grad_norm(gdn2_model *m, float max_norm) {
+    gdn2_backend *be = m->be;
+    if (!m->dev_grads) return 0.0f;
+    double s = 0.0;
+    if (be->sumsq(be, m->n_params, m->dev_grads, &s)) return NAN;
+    float tot = (float)sqrt(s);
+    if (max_norm > 0 && tot > max_norm && be->scale(be, m->n_params, m->dev_grads, max_norm / (tot + 1e-6f)))
+        return NAN;
+    return tot;
 }
 
 /* ---- generation --------------------------------------------------------------------------- */
@@ -427,8 +596,13 @@ void gdn2_model_state_free(gdn2_model_state *s) {
 
 int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, float *logits) {
     const gdn2_model_cfg *c = &m->cfg;
+    gdn2_backend *be = m->be;
     const int64_t n = s->n, d = c->n_embd, I = c->intermediate_size, Vp = c->padded_vocab;
     const int nt = m->n_threads;
+    if (be->on_device)
+        return gdn2_error(GDN2_ERR_UNSUPPORTED, "model step: generation runs on the CPU backend (the model is on %s)",
+                          be->name);
+    be->n_threads = nt;
     for (int64_t i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
             return gdn2_error(GDN2_ERR_ARG, "model step: tokens[%lld] = %d outside [0, vocab_size %lld)",
@@ -441,7 +615,7 @@ int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, f
     int st = GDN2_OK;
     for (int64_t i = 0; i < n; i++) memcpy(x + i * d, wte + (size_t)tokens[i] * d, d * sizeof(float));
     for (int64_t l = 0; l < c->n_layer && !st; l++) {
-        gdn2_rmsnorm_fwd(n, d, x, P(m, m->params, "transformer.h.%lld.norm_1.weight", l), c->norm_eps, h, NULL, nt);
+        be->rmsnorm_fwd(be, n, d, x, P(m, m->params, "transformer.h.%lld.norm_1.weight", l), c->norm_eps, h, NULL);
         if (c->kind[l] >= GDN2_LAYER_SWA) {
             gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
             st = gdn2_attn_step(&ac, P(m, m->params, "transformer.h.%lld.attn.attn.weight", l),
@@ -452,19 +626,17 @@ int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, f
             st = gdn2_layer_step(&lc, m->params + m->layer_off[l], h, n, s->data + s->layer_off[l], y, nt);
         }
         if (st) break;
-        for (int64_t i = 0; i < n * d; i++) mid[i] = x[i] + y[i];
-        gdn2_rmsnorm_fwd(n, d, mid, P(m, m->params, "transformer.h.%lld.norm_2.weight", l), c->norm_eps, h, NULL,
-                             nt);
-        gdn2_mlp_forward(n, d, I, P(m, m->params, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
-                         P(m, m->params, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
-                         P(m, m->params, "transformer.h.%lld.mlp.swiglu.w3.weight", l), h, y, mact, nt);
-        for (int64_t i = 0; i < n * d; i++) x[i] = mid[i] + y[i];
+        be->add(be, (size_t)(n * d), x, y, mid);
+        be->rmsnorm_fwd(be, n, d, mid, P(m, m->params, "transformer.h.%lld.norm_2.weight", l), c->norm_eps, h, NULL);
+        st = gdn2_mlp_forward(be, n, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
+                              PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
+                              PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), h, y, mact);
+        be->add(be, (size_t)(n * d), mid, y, x);
     }
     if (!st) {
-        gdn2_rmsnorm_fwd(n, d, x, P(m, m->params, "transformer.ln_f.weight", 0), c->norm_eps, h, NULL, nt);
-        gdn2_sgemm(0, 1, (int)n, (int)Vp, (int)d, 1.0f, h, (int)d, P(m, m->params, "lm_head.weight", 0), (int)d, 0.0f,
-                   logits, (int)Vp);
-        s->pos++;
+        be->rmsnorm_fwd(be, n, d, x, P(m, m->params, "transformer.ln_f.weight", 0), c->norm_eps, h, NULL);
+        st = be->linear_fwd(be, n, d, Vp, h, PA(m, "lm_head.weight", 0), NULL, logits, GDN2_DT_F32, 0);
+        if (!st) s->pos++;
     }
     free(x);
     return st;

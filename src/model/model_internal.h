@@ -1,4 +1,7 @@
-/* Internal pieces of the language model (src/model/{attention,mlp,head,model}.c). Not public API. */
+/* Internal pieces of the language model (src/model): the layers written once over the backend
+ * (src/backend/backend.h). Not public API. Buffers are backend memory unless a comment says HOST;
+ * `void *` tensors are of the backend's activation type (ACT), `float *` fp32. Every layer takes
+ * its weights twice: the fp32 master block (params) and the matmul view (params_act). */
 #ifndef GDN2_MODEL_INTERNAL_H
 #define GDN2_MODEL_INTERNAL_H
 
@@ -7,34 +10,37 @@
 
 #include "gdn2_model.h"
 
+#include "../backend/backend.h"
 #include "../util/internal.h"
 #include "../util/rng.h"
-#include "nn.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
+/* ---- recurrent layer (layer_gdn2.c) ------------------------------------------------------- */
+size_t gdn2_layer_act_bytes(const gdn2_backend *be, const gdn2_layer_cfg *c, int64_t B, int64_t T);
+/* scratch of one forward (backward 0; with_states: the forward gets states) or backward call */
+size_t gdn2_layer_scratch_bytes(const gdn2_backend *be, const gdn2_layer_cfg *c, int64_t B, int64_t T,
+                                int backward, int with_states);
+/* x, y [B,T,d] ACT; acts (gdn2_layer_act_bytes) filled for the backward; states (fp32, may be NULL)
+ * as gdn2_layer_forward. */
+int gdn2_layer_fwd_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *params, const void *params_act,
+                      const void *x, int64_t B, int64_t T, void *y, void *acts, float *states, void *scratch);
+/* dx (ACT) written; dparams (fp32) accumulated */
+int gdn2_layer_bwd_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *params, const void *params_act,
+                      const void *x, int64_t B, int64_t T, const void *acts, const void *dy, void *dx, float *dparams,
+                      void *scratch);
 
 /* ---- attention (attention.c) --------------------------------------------------------------- */
-typedef struct {
-    int64_t d, n_head, n_groups, hs; /* hidden, query heads, kv heads (groups), head size          */
-    int64_t window;                  /* keys t-window+1..t visible; 0 = full causal               */
-    float rope_base;
-} gdn2_attn_cfg;
-
 gdn2_attn_cfg gdn2_attn_cfg_of(const gdn2_model_cfg *c, int kind);
-/* floats saved by the forward: q [B,nh,T,hs], k,v [B,ng,T,hs] (post-RoPE), o [B,T,nh*hs], lse [B,nh,T] */
-size_t gdn2_attn_act_size(const gdn2_attn_cfg *a, int64_t B, int64_t T);
-/* y [B,T,d] = proj(attn(rope(qkv(x)))). acts: buffer of gdn2_attn_act_size (always needed: it holds
- * q/k/v; the caller keeps it for backward). w_qkv [(nh+2ng)hs, d], w_proj [d, nh*hs]. */
-int gdn2_attn_forward(const gdn2_attn_cfg *a, const float *w_qkv, const float *w_proj, const float *x, int64_t B,
-                      int64_t T, float *y, float *acts, int n_threads);
-/* dx written; dw_qkv, dw_proj accumulated. */
-int gdn2_attn_backward(const gdn2_attn_cfg *a, const float *w_qkv, const float *w_proj, const float *x, int64_t B,
-                       int64_t T, const float *acts, const float *dy, float *dx, float *dw_qkv, float *dw_proj,
-                       int n_threads);
-/* decode cache per sequence: k,v [ng, cap, hs] (cap = window for SWA: a ring; max_len for full) */
+/* saved by the forward: q [B,nh,T,hs], k,v [B,ng,T,hs] (post-RoPE), o [B,T,nh*hs] (ACT), lse [B,nh,T] (fp32) */
+size_t gdn2_attn_act_bytes(const gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T);
+size_t gdn2_attn_scratch_bytes(const gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, int backward);
+/* y [B,T,d] = proj(attn(rope(qkv(x)))) (x, y ACT). w_qkv [(nh+2ng)hs, d], w_proj [d, nh*hs] (matmul views). */
+int gdn2_attn_forward(gdn2_backend *be, const gdn2_attn_cfg *a, const void *w_qkv, const void *w_proj, const void *x,
+                      int64_t B, int64_t T, void *y, void *acts, void *scratch);
+/* dx (ACT) written; dw_qkv, dw_proj (fp32) accumulated. */
+int gdn2_attn_backward(gdn2_backend *be, const gdn2_attn_cfg *a, const void *w_qkv, const void *w_proj,
+                       const void *x, int64_t B, int64_t T, const void *acts, const void *dy, void *dx, float *dw_qkv,
+                       float *dw_proj, void *scratch);
+/* decode (CPU, host fp32): cache per sequence: k,v [ng, cap, hs] (cap = window for SWA: a ring; max_len for full) */
 size_t gdn2_attn_state_size(const gdn2_attn_cfg *a, int64_t max_len);
 /* after a forward from position 0 over T tokens (acts of that forward), fill the caches of n = B seqs */
 int gdn2_attn_fill_cache(const gdn2_attn_cfg *a, const float *acts, int64_t B, int64_t T, int64_t max_len,
@@ -44,19 +50,14 @@ int gdn2_attn_step(const gdn2_attn_cfg *a, const float *w_qkv, const float *w_pr
                    int64_t pos, int64_t max_len, float *states, size_t state_stride, float *y, int n_threads);
 
 /* ---- SwiGLU MLP (mlp.c) ------------------------------------------------------------------- */
-/* acts: h1, h2, a each [N, I] */
-size_t gdn2_mlp_act_size(int64_t N, int64_t I);
-void gdn2_mlp_forward(int64_t N, int64_t d, int64_t I, const float *w1, const float *w2, const float *w3,
-                      const float *x, float *y, float *acts, int n_threads);
-/* dx written, dw* accumulated; scratch [2 N I] */
-void gdn2_mlp_backward(int64_t N, int64_t d, int64_t I, const float *w1, const float *w2, const float *w3,
-                       const float *x, const float *acts, const float *dy, float *dx, float *dw1, float *dw2,
-                       float *dw3, float *scratch, int n_threads);
-
-/* ---- loss (head.c); the RMSNorm is nn.h's ----------------------------------------------- */
-/* rows of logits [N,Vp]: overwritten by d(loss_sum)/d(logits) * scale (scale 0: keep the logits),
- * returns the summed CE over rows with target != IGNORE; n_valid counts them. */
-double gdn2_mdl_xent(int64_t N, int64_t Vp, float *logits, const int32_t *targets, float grad_scale, int want_grad,
-                     int64_t *n_valid, int n_threads);
+/* acts: h1, h2, a each [N, I] ACT; backward scratch: 2 N I ACT */
+size_t gdn2_mlp_act_bytes(const gdn2_backend *be, int64_t N, int64_t I);
+size_t gdn2_mlp_scratch_bytes(const gdn2_backend *be, int64_t N, int64_t I);
+int gdn2_mlp_forward(gdn2_backend *be, int64_t N, int64_t d, int64_t I, const void *w1, const void *w2,
+                     const void *w3, const void *x, void *y, void *acts);
+/* dx written, dw* accumulated */
+int gdn2_mlp_backward(gdn2_backend *be, int64_t N, int64_t d, int64_t I, const void *w1, const void *w2,
+                      const void *w3, const void *x, const void *acts, const void *dy, void *dx, float *dw1,
+                      float *dw2, float *dw3, void *scratch);
 
 #endif

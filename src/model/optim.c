@@ -27,33 +27,68 @@ int gdn2_adamw_init(gdn2_adamw *o, const gdn2_adamw_cfg *c, size_t n) {
 
 void gdn2_adamw_free(gdn2_adamw *o) {
     free(o->m), free(o->v);
-    o->m = o->v = NULL;
+    if (o->be) {
+        if (o->dm) o->be->release(o->be, o->dm);
+        if (o->dv) o->be->release(o->be, o->dv);
+    }
+    o->m = o->v = o->dm = o->dv = NULL;
+    o->be = NULL;
 }
 
 /* t = step+1;  p <- p (1 - lr wd);  m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;
- * p <- p - lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps) */
-void gdn2_adamw_step(gdn2_adamw *o, gdn2_model *m, float lr) {
+ * p <- p - lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)   (the backend's adamw, one pass) */
+int gdn2_adamw_step(gdn2_adamw *o, gdn2_model *m, float lr) {
     const gdn2_adamw_cfg *c = &o->cfg;
+    gdn2_backend cpu, *be = m->be;
+    if (!be) { /* a model struct filled by hand (tests): host tensors */
+        gdn2_backend_cpu_init(&cpu, m->n_threads);
+        be = &cpu;
+    }
+    float *wp = m->dev_params ? m->dev_params : m->params, *gp = m->dev_grads ? m->dev_grads : m->grads;
+    void *wa = m->dev_params_act ? m->dev_params_act : wp;
+    if (o->n != m->n_params)
+        return gdn2_error(GDN2_ERR_ARG, "AdamW: %zu moments for a model of %zu parameters", o->n, m->n_params);
+    if (!gp) return gdn2_error(GDN2_ERR_ARG, "AdamW: the model has no gradients (no backward yet)");
+    float *mm = o->m, *vv = o->v;
+    if (be->on_device) {
+        if (!o->dm) {
+            o->dm = be->alloc(be, o->n * sizeof(float), "AdamW m");
+            o->dv = o->dm ? be->alloc(be, o->n * sizeof(float), "AdamW v") : NULL;
+            int st = !o->dv ? GDN2_ERR_NOMEM : be->upload(be, o->dm, o->m, o->n * sizeof(float));
+            if (!st) st = be->upload(be, o->dv, o->v, o->n * sizeof(float));
+            if (st) {
+                if (o->dm) be->release(be, o->dm);
+                if (o->dv) be->release(be, o->dv);
+                o->dm = o->dv = NULL;
+                return st;
+            }
+            o->be = be;
+        }
+        mm = o->dm, vv = o->dv;
+    } else {
+        be->n_threads = m->n_threads;
+    }
+    gdn2_adamw_seg *segs = gdn2_malloc((size_t)m->n_tensors * sizeof *segs, "AdamW segments");
+    if (!segs) return GDN2_ERR_NOMEM;
+    for (int t = 0; t < m->n_tensors; t++) {
+        const gdn2_model_param *p = &m->tensors[t];
+        segs[t].offset = p->offset, segs[t].numel = p->numel;
+        segs[t].weight_decay = (c->exempt_no_decay && p->no_decay) ? 0.0f : c->weight_decay;
+    }
     o->step++;
     const double bc1 = 1.0 - pow((double)c->beta1, (double)o->step);
     const double bc2 = 1.0 - pow((double)c->beta2, (double)o->step);
-    const float step_size = (float)(lr / bc1), bc2s = (float)sqrt(bc2);
-    const int nt = gdn2_threads(m->n_threads);
-    for (int t = 0; t < m->n_tensors; t++) {
-        const gdn2_model_param *p = &m->tensors[t];
-        float wd = (c->exempt_no_decay && p->no_decay) ? 0.0f : c->weight_decay;
-        float decay = 1.0f - lr * wd;
-        float *w = m->params + p->offset, *g = m->grads + p->offset, *mm = o->m + p->offset, *vv = o->v + p->offset;
-        const int64_t n = (int64_t)p->numel;
-#pragma omp parallel for num_threads(nt) schedule(static) if (n > 65536)
-        for (int64_t i = 0; i < n; i++) {
-            float gi = g[i];
-            w[i] *= decay;
-            mm[i] = c->beta1 * mm[i] + (1.0f - c->beta1) * gi;
-            vv[i] = c->beta2 * vv[i] + (1.0f - c->beta2) * gi * gi;
-            w[i] -= step_size * mm[i] / (sqrtf(vv[i]) / bc2s + c->eps);
-        }
-    }
+    gdn2_adamw_hyper h = {lr, c->beta1, c->beta2, c->eps, (float)(lr / bc1), (float)sqrt(bc2)};
+    int st = be->adamw(be, segs, m->n_tensors, &h, wp, gp, mm, vv, wa);
+    free(segs);
+    return st;
+}
+
+int gdn2_adamw_sync_host(gdn2_adamw *o) {
+    if (!o->be || !o->dm) return GDN2_OK;
+    int st = o->be->download(o->be, o->m, o->dm, o->n * sizeof(float));
+    if (!st) st = o->be->download(o->be, o->v, o->dv, o->n * sizeof(float));
+    return st;
 }
 
 /* total = ||g||_2; if total > max: g *= max / (total + 1e-6) */

@@ -378,6 +378,7 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
         goto done;
     }
     m->n_threads = o.n_threads;
+    if (o.device && (st = gdn2_model_set_device(m, o.device))) goto done;
     r.n_params = m->n_params;
     if (!o.quiet)
         fprintf(log, "model %s layout %s: %zu parameters (%.3fM); task %s, batch %lld x %lld, accum %lld, %lld steps%s\n",
@@ -414,9 +415,9 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
                                 (long long)step);
                 break;
             }
-            gdn2_clip_grad_norm(m->grads, m->n_params, o.clip);
+            gdn2_model_clip_grad_norm(m, o.clip);
             float lr = gdn2_lr_at(step, o.warmup, o.steps, o.lr, o.min_lr);
-            gdn2_adamw_step(&opt, m, lr);
+            if ((st = gdn2_adamw_step(&opt, m, lr))) break;
             if (o.loss_trace) o.loss_trace[step] = loss;
             r.train_loss = loss;
             tok_done += B * T * o.accum;
@@ -463,6 +464,9 @@ done:
     if (res) *res = r;
     gdn2_adamw_free(&opt);
     if (!ds.is_mqar) gdn2_text_free(&ds.text);
+    /* the model goes back to the caller on the CPU (generation and evaluation run there) */
+    if (model_out && !st && m && (st = gdn2_model_set_device(m, "cpu")))
+        fprintf(stderr, "gdn2 train: moving the model back to the CPU: %s\n", gdn2_last_error());
     if (model_out && !st) *model_out = m;
     else gdn2_model_free(m);
     return st;

@@ -1,0 +1,314 @@
+/* The CPU backend: fp32 everywhere, host memory, the ops of nn.c and src/ops behind the table of
+ * backend.h. ACT is fp32, so `void *` activations are `float *` and the matmul view of the weights
+ * is the master block itself. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util/internal.h"
+#include "backend.h"
+#include "gdn2_layer.h"
+#include "nn.h"
+
+#define F(p) ((float *)(p))
+#define CF(p) ((const float *)(p))
+#define NT(be) ((be)->n_threads)
+
+static void *cpu_alloc(gdn2_backend *be, size_t bytes, const char *what) {
+    (void)be;
+    return gdn2_calloc(bytes ? bytes : 1, 1, what);
+}
+static void cpu_release(gdn2_backend *be, void *p) { (void)be, free(p); }
+static int cpu_copy(gdn2_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    if (bytes && dst != src) memmove(dst, src, bytes);
+    return GDN2_OK;
+}
+static int cpu_zero(gdn2_backend *be, void *p, size_t bytes) {
+    (void)be;
+    if (bytes) memset(p, 0, bytes);
+    return GDN2_OK;
+}
+static int cpu_sync(gdn2_backend *be) { (void)be; return GDN2_OK; }
+static void cpu_destroy(gdn2_backend *be) { (void)be; }
+static int cpu_cast(gdn2_backend *be, size_t n, const void *x, int xdt, void *y, int ydt) {
+    (void)xdt, (void)ydt;
+    return cpu_copy(be, y, x, n * sizeof(float));
+}
+
+static int cpu_linear_fwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
+                          const float *bias, void *Y, int ydt, int accumulate) {
+    (void)be, (void)ydt;
+    if (!accumulate) {
+        gdn2_linear_fwd(N, in, out, CF(X), CF(W), bias, F(Y));
+        return GDN2_OK;
+    }
+    gdn2_sgemm(0, 1, (int)N, (int)out, (int)in, 1.0f, CF(X), (int)in, CF(W), (int)in, 1.0f, F(Y), (int)out);
+    if (bias)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t j = 0; j < out; j++) F(Y)[n * out + j] += bias[j];
+    return GDN2_OK;
+}
+static int cpu_linear_bwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
+                          const void *dY, void *dX, int accumulate, float *dW, float *dbias) {
+    (void)be;
+    gdn2_linear_bwd(N, in, out, CF(X), CF(W), CF(dY), F(dX), accumulate, dW, dbias);
+    return GDN2_OK;
+}
+
+static int cpu_add(gdn2_backend *be, size_t n, const float *a, const void *b, float *out) {
+    const float *bb = CF(b);
+#pragma omp parallel for num_threads(gdn2_threads(NT(be))) schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < (int64_t)n; i++) out[i] = a[i] + bb[i];
+    return GDN2_OK;
+}
+static int cpu_embed_fwd(gdn2_backend *be, int64_t N, int64_t d, const int32_t *tokens, const float *wte,
+                         float *out) {
+    (void)be;
+    for (int64_t i = 0; i < N; i++) memcpy(out + i * d, wte + (size_t)tokens[i] * d, (size_t)d * sizeof(float));
+    return GDN2_OK;
+}
+static int cpu_embed_bwd(gdn2_backend *be, int64_t N, int64_t d, const int32_t *tokens_host, const int32_t *tokens,
+                         const float *dout, float *dwte) {
+    (void)be, (void)tokens;
+    for (int64_t i = 0; i < N; i++) { /* serial scatter-add: deterministic */
+        float *g = dwte + (size_t)tokens_host[i] * d;
+        const float *s = dout + i * d;
+        for (int64_t j = 0; j < d; j++) g[j] += s[j];
+    }
+    return GDN2_OK;
+}
+static int cpu_gather_rows(gdn2_backend *be, int64_t n_rows, int64_t d, const int64_t *rows, const void *src,
+                           void *dst) {
+    (void)be;
+    for (int64_t r = 0; r < n_rows; r++) memcpy(F(dst) + r * d, CF(src) + rows[r] * d, (size_t)d * sizeof(float));
+    return GDN2_OK;
+}
+static int cpu_scatter_rows(gdn2_backend *be, int64_t n_rows, int64_t N, int64_t d, const int64_t *rows,
+                            const void *src, void *dst) {
+    (void)be;
+    memset(dst, 0, (size_t)(N * d) * sizeof(float));
+    for (int64_t r = 0; r < n_rows; r++) memcpy(F(dst) + rows[r] * d, CF(src) + r * d, (size_t)d * sizeof(float));
+    return GDN2_OK;
+}
+static int cpu_sigmoid(gdn2_backend *be, size_t n, void *x) {
+    float *p = F(x);
+#pragma omp parallel for schedule(static) num_threads(gdn2_threads(NT(be)))
+    for (int64_t i = 0; i < (int64_t)n; i++) p[i] = gdn2_nn_sigmoid(p[i]);
+    return GDN2_OK;
+}
+
+static int cpu_rmsnorm_fwd(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, float eps,
+                           void *y, float *rstd) {
+    gdn2_rmsnorm_fwd(N, D, x, w, eps, F(y), rstd, NT(be));
+    return GDN2_OK;
+}
+static int cpu_rmsnorm_bwd(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, const float *rstd,
+                           const void *dy, float *dx, int accumulate, float *dw) {
+    gdn2_rmsnorm_bwd(N, D, x, w, rstd, CF(dy), dx, accumulate, dw, NT(be));
+    return GDN2_OK;
+}
+static int cpu_rmsnorm_swish_fwd(gdn2_backend *be, int64_t N, int64_t D, const void *x, const void *gate,
+                                 const float *w, float eps, void *y) {
+    gdn2_rmsnorm_swish_fwd(N, D, CF(x), CF(gate), w, eps, F(y), NT(be));
+    return GDN2_OK;
+}
+static int cpu_rmsnorm_swish_bwd(gdn2_backend *be, int64_t N, int64_t D, const void *x, const void *gate,
+                                 const float *w, float eps, const void *dy, void *dx, void *dgate, float *dw) {
+    return gdn2_rmsnorm_swish_bwd(N, D, CF(x), CF(gate), w, eps, CF(dy), F(dx), F(dgate), dw, NT(be));
+}
+
+static int cpu_conv_silu_fwd(gdn2_backend *be, int64_t B, int64_t T, int64_t D, int64_t W, const void *x,
+                             const float *hist, size_t hist_stride, const float *w, void *y) {
+    return gdn2_conv_silu_fwd(B, T, D, W, CF(x), hist, hist_stride, w, F(y), NT(be));
+}
+static int cpu_conv_silu_bwd(gdn2_backend *be, int64_t B, int64_t T, int64_t D, int64_t W, const void *x,
+                             const float *hist, size_t hist_stride, const float *w, const void *dy, void *dx,
+                             float *dw) {
+    return gdn2_conv_silu_bwd(B, T, D, W, CF(x), hist, hist_stride, w, CF(dy), F(dx), dw, NT(be));
+}
+static int cpu_conv_hist_update(gdn2_backend *be, int64_t B, int64_t T, int64_t D, int64_t W, const void *x,
+                                float *hist, size_t hist_stride) {
+    (void)be;
+    gdn2_conv_hist_update(B, T, D, W, CF(x), hist, hist_stride);
+    return GDN2_OK;
+}
+static int cpu_gates_fwd(gdn2_backend *be, int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, int64_t V,
+                         float cb, const void *f, const void *sb, const void *sw, const float *A_log, const float *dt,
+                         float *g, void *b, void *w) {
+    gdn2_nn_gates_fwd(mixer, N, H, HV, K, V, cb, CF(f), CF(sb), CF(sw), A_log, dt, g, F(b), F(w), NT(be));
+    return GDN2_OK;
+}
+static int cpu_gates_bwd(gdn2_backend *be, int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, int64_t V,
+                         float cb, const void *f, const void *sb, const void *sw, const float *g, const float *A_log,
+                         const float *dt, const float *dg, const void *db, const void *dw, void *df, void *dpb,
+                         void *dpw, float *dA_log, float *ddt) {
+    return gdn2_nn_gates_bwd(mixer, N, H, HV, K, V, cb, CF(f), CF(sb), CF(sw), g, A_log, dt, dg, CF(db), CF(dw),
+                             F(df), F(dpb), F(dpw), dA_log, ddt, NT(be));
+}
+
+/* ---- the recurrence: the fp32 chunk kernels, or the float64 reference through an adapter ---- */
+static double *to_f64(const float *x, size_t n) {
+    if (!x) return NULL;
+    double *y = gdn2_malloc((n ? n : 1) * sizeof(double), "layer float64 adapter");
+    if (y)
+        for (size_t i = 0; i < n; i++) y[i] = x[i];
+    return y;
+}
+static void to_f32(float *y, const double *x, size_t n) {
+    if (y && x)
+        for (size_t i = 0; i < n; i++) y[i] = (float)x[i];
+}
+
+/* float64 adapter around gdn2_ref_fwd/bwd: exact, slow; the conformance option and a fallback
+ * while the fp32 kernels are not built in (GDN2_ERR_UNSUPPORTED). d_o NULL = forward only. */
+static int rec_ref(const gdn2_dims *dm, const gdn2_opts *op, const float *q, const float *k, const float *v,
+                   const float *g, const float *b, const float *w, const float *h0, float *o, float *ht,
+                   const float *d_o, float *dq, float *dk, float *dv, float *dg, float *db, float *dw) {
+    const size_t nk = (size_t)(dm->B * dm->T * dm->H * dm->K), nv = (size_t)(dm->B * dm->T * dm->HV * dm->V);
+    const size_t ns = (size_t)(dm->B * dm->HV * dm->K * dm->V);
+    enum { Q, Kk, Vv, Gg, Bb, Ww, H0, O, HT, DO, DQ, DK, DV, DG, DB, DW, NBUF };
+    double *buf[NBUF] = {0};
+    int rc = GDN2_OK;
+    buf[Q] = to_f64(q, nk); buf[Kk] = to_f64(k, nk); buf[Vv] = to_f64(v, nv);
+    buf[Gg] = to_f64(g, nk); buf[Bb] = to_f64(b, nk); buf[Ww] = to_f64(w, nv);
+    buf[H0] = to_f64(h0, ns);
+    if (!d_o) {
+        buf[O] = gdn2_malloc(nv * sizeof(double) + 8, "layer float64 adapter o");
+        if (ht) buf[HT] = gdn2_malloc(ns * sizeof(double) + 8, "layer float64 adapter ht");
+    } else {
+        buf[DO] = to_f64(d_o, nv);
+        for (int i = DQ; i <= DW; i++)
+            buf[i] = gdn2_malloc(((i == DV || i == DW) ? nv : nk) * sizeof(double) + 8, "layer float64 adapter grads");
+    }
+    for (int i = 0; i < NBUF; i++) {
+        const int needed = i <= Ww || (i == H0 && h0) || (!d_o && (i == O || (i == HT && ht))) || (d_o && i >= DO);
+        if (needed && !buf[i]) { rc = GDN2_ERR_NOMEM; goto done; }
+    }
+    gdn2_fwd_tensors_f64 t = {buf[Q], buf[Kk], buf[Vv], buf[Gg], buf[Bb], buf[Ww], buf[H0], NULL, NULL,
+                              buf[O], buf[HT]};
+    if (!d_o) {
+        rc = gdn2_ref_fwd(dm, op, &t);
+        if (!rc) { to_f32(o, buf[O], nv); to_f32(ht, buf[HT], ns); }
+    } else {
+        gdn2_bwd_tensors_f64 gt = {buf[DO], NULL, buf[DQ], buf[DK], buf[DV], buf[DG], buf[DB], buf[DW], NULL, NULL, NULL};
+        rc = gdn2_ref_bwd(dm, op, &t, &gt);
+        if (!rc) {
+            to_f32(dq, buf[DQ], nk); to_f32(dk, buf[DK], nk); to_f32(dv, buf[DV], nv);
+            to_f32(dg, buf[DG], nk); to_f32(db, buf[DB], nk); to_f32(dw, buf[DW], nv);
+        }
+    }
+done:
+    for (int i = 0; i < NBUF; i++) free(buf[i]);
+    return rc;
+}
+
+static int cpu_gdn2_fwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
+                        const void *k, const void *v, const float *g, const void *b, const void *w, const float *h0,
+                        void *o, float *ht) {
+    (void)be;
+    if (kernel == GDN2_KERNEL_CHUNK) {
+        gdn2_fwd_tensors t = {CF(q), CF(k), CF(v), g, CF(b), CF(w), h0, NULL, NULL, F(o), ht};
+        int rc = gdn2_chunk_fwd(dm, op, &t);
+        if (rc != GDN2_ERR_UNSUPPORTED) return rc;
+        gdn2_clear_error();
+    }
+    return rec_ref(dm, op, CF(q), CF(k), CF(v), g, CF(b), CF(w), h0, F(o), ht, NULL, NULL, NULL, NULL, NULL, NULL,
+                   NULL);
+}
+static int cpu_gdn2_bwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
+                        const void *k, const void *v, const float *g, const void *b, const void *w, const float *h0,
+                        const void *d_o, void *dq, void *dk, void *dv, float *dg, void *db, void *dw) {
+    (void)be;
+    if (kernel == GDN2_KERNEL_CHUNK) {
+        gdn2_fwd_tensors t = {CF(q), CF(k), CF(v), g, CF(b), CF(w), h0, NULL, NULL, NULL, NULL};
+        gdn2_bwd_tensors gt = {CF(d_o), NULL, F(dq), F(dk), F(dv), dg, F(db), F(dw), NULL, NULL, NULL};
+        int rc = gdn2_chunk_bwd(dm, op, &t, &gt);
+        if (rc != GDN2_ERR_UNSUPPORTED) return rc;
+        gdn2_clear_error();
+    }
+    return rec_ref(dm, op, CF(q), CF(k), CF(v), g, CF(b), CF(w), h0, NULL, NULL, CF(d_o), F(dq), F(dk), F(dv), dg,
+                   F(db), F(dw));
+}
+
+static int cpu_swiglu_fwd(gdn2_backend *be, size_t n, const void *h1, const void *h2, void *a) {
+    gdn2_nn_swiglu_fwd(n, CF(h1), CF(h2), F(a), NT(be));
+    return GDN2_OK;
+}
+static int cpu_swiglu_bwd(gdn2_backend *be, size_t n, const void *h1, const void *h2, void *dh1, void *dh2) {
+    gdn2_nn_swiglu_bwd(n, CF(h1), CF(h2), F(dh1), F(dh2), NT(be));
+    return GDN2_OK;
+}
+static int cpu_rope_split(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *qkv, void *q,
+                          void *k, void *v) {
+    return gdn2_nn_rope_split(a, B, T, CF(qkv), F(q), F(k), F(v), NT(be));
+}
+static int cpu_rope_split_bwd(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *dq,
+                              const void *dk, const void *dv, void *dqkv) {
+    return gdn2_nn_rope_split_bwd(a, B, T, CF(dq), CF(dk), CF(dv), F(dqkv), NT(be));
+}
+static int cpu_attn_fwd(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *q, const void *k,
+                        const void *v, void *o, float *lse) {
+    return gdn2_nn_attn_fwd(a, B, T, CF(q), CF(k), CF(v), F(o), lse, NT(be));
+}
+static int cpu_attn_bwd(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *q, const void *k,
+                        const void *v, const void *o, const float *lse, const void *dO, void *dq, void *dk, void *dv) {
+    return gdn2_nn_attn_bwd(a, B, T, CF(q), CF(k), CF(v), CF(o), lse, CF(dO), F(dq), F(dk), F(dv), NT(be));
+}
+static int cpu_xent(gdn2_backend *be, int64_t N, int64_t Vp, const float *logits, const int32_t *targets, float scale,
+                    void *dlogits, float *loss) {
+    gdn2_nn_xent(N, Vp, logits, targets, scale, F(dlogits), loss, NT(be));
+    return GDN2_OK;
+}
+static int cpu_sumsq(gdn2_backend *be, size_t n, const float *g, double *out) {
+    (void)be;
+    *out = gdn2_nn_sumsq(n, g);
+    return GDN2_OK;
+}
+static int cpu_scale(gdn2_backend *be, size_t n, float *x, float k) {
+    (void)be;
+    for (size_t i = 0; i < n; i++) x[i] *= k;
+    return GDN2_OK;
+}
+static int cpu_adamw(gdn2_backend *be, const gdn2_adamw_seg *segs, int n_segs, const gdn2_adamw_hyper *h, float *w,
+                     const float *g, float *m, float *v, void *w_act) {
+    gdn2_nn_adamw(segs, n_segs, h, w, g, m, v, NT(be));
+    if (w_act && w_act != (void *)w) {
+        size_t n = 0;
+        for (int i = 0; i < n_segs; i++)
+            if (segs[i].offset + segs[i].numel > n) n = segs[i].offset + segs[i].numel;
+        memcpy(w_act, w, n * sizeof(float));
+    }
+    return GDN2_OK;
+}
+
+void gdn2_backend_cpu_init(gdn2_backend *be, int n_threads) {
+    memset(be, 0, sizeof *be);
+    be->name = "cpu";
+    be->on_device = 0;
+    be->act_bytes = sizeof(float);
+    be->n_threads = n_threads;
+    be->alloc = cpu_alloc, be->release = cpu_release, be->upload = cpu_copy, be->download = cpu_copy;
+    be->copy = cpu_copy, be->zero = cpu_zero, be->sync = cpu_sync, be->destroy = cpu_destroy, be->cast = cpu_cast;
+    be->linear_fwd = cpu_linear_fwd, be->linear_bwd = cpu_linear_bwd;
+    be->add = cpu_add, be->embed_fwd = cpu_embed_fwd, be->embed_bwd = cpu_embed_bwd;
+    be->gather_rows = cpu_gather_rows, be->scatter_rows = cpu_scatter_rows, be->sigmoid = cpu_sigmoid;
+    be->rmsnorm_fwd = cpu_rmsnorm_fwd, be->rmsnorm_bwd = cpu_rmsnorm_bwd;
+    be->rmsnorm_swish_fwd = cpu_rmsnorm_swish_fwd, be->rmsnorm_swish_bwd = cpu_rmsnorm_swish_bwd;
+    be->conv_silu_fwd = cpu_conv_silu_fwd, be->conv_silu_bwd = cpu_conv_silu_bwd;
+    be->conv_hist_update = cpu_conv_hist_update;
+    be->gates_fwd = cpu_gates_fwd, be->gates_bwd = cpu_gates_bwd;
+    be->gdn2_fwd = cpu_gdn2_fwd, be->gdn2_bwd = cpu_gdn2_bwd;
+    be->swiglu_fwd = cpu_swiglu_fwd, be->swiglu_bwd = cpu_swiglu_bwd;
+    be->rope_split = cpu_rope_split, be->rope_split_bwd = cpu_rope_split_bwd;
+    be->attn_fwd = cpu_attn_fwd, be->attn_bwd = cpu_attn_bwd;
+    be->xent = cpu_xent, be->sumsq = cpu_sumsq, be->scale = cpu_scale, be->adamw = cpu_adamw;
+}
+
+int gdn2_backend_init(gdn2_backend *be, const char *device, int n_threads) {
+    if (!device || !strcmp(device, "cpu")) {
+        gdn2_backend_cpu_init(be, n_threads);
+        return GDN2_OK;
+    }
+    if (!strcmp(device, "cuda")) return gdn2_backend_cuda_init(be);
+    return gdn2_error(GDN2_ERR_ARG, "device '%s': expected cpu or cuda", device);
+}
