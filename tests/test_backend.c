@@ -59,12 +59,6 @@ static float *randu(size_t n, double lo, double hi) {
     for (size_t i = 0; i < n; i++) x[i] = rbf((float)(lo + (hi - lo) * test_uniform(&g_seed)));
     return x;
 }
-static float *dup(const float *x, size_t n) {
-    float *y = malloc((n ? n : 1) * sizeof(float));
-    memcpy(y, x, n * sizeof(float));
-    return y;
-}
-
 /* ---- device buffers of one run, freed together ---- */
 typedef struct {
     gdn2_backend *be;

@@ -212,6 +212,7 @@ extern "C" int gdn2_cuda_linear_bwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int6
         return rc;
     if (dbias) {
         const int64_t nch = (N + GEMM_RCH - 1) / GEMM_RCH;
+        if (nch > 65535) return gdn2_error(GDN2_ERR_ARG, "%s: dbias over N=%lld rows: at most %d", fn, (long long)N, 65535 * GEMM_RCH);
         float *part = (float *)gdn2_cuda_nn_scratch(c, (size_t)(nch * out) * sizeof(float), "linear_bwd dbias partials");
         if (!part) return GDN2_ERR_NOMEM;
         k_colsum_part_bf16<<<dim3((unsigned)((out + 255) / 256), (unsigned)nch), 256, 0, c->stream>>>(

@@ -43,6 +43,11 @@ static inline unsigned grid1(size_t n) {
     return (unsigned)(b > NN_MAX_GRID ? NN_MAX_GRID : (b ? b : 1));
 }
 static inline unsigned cdiv(int64_t a, int64_t b) { return (unsigned)((a + b - 1) / b); }
+// the column reductions put the row chunks on grid.y (at most 65535 of NN_RCH rows)
+#define CHECK_CHUNKS(fn, nch)                                                                          \
+    if ((nch) > 65535)                                                                                 \
+        return gdn2_error(GDN2_ERR_ARG, "%s: %lld rows, more than the %d a call can reduce", fn,       \
+                          (long long)(nch) * NN_RCH, 65535 * NN_RCH);
 #define GRID_STRIDE(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 
 static int cuerr(const char *fn, cudaError_t e) {
@@ -462,6 +467,7 @@ extern "C" int gdn2_cuda_rmsnorm_bwd(gdn2_cuda_nn *c, int64_t N, int64_t D, cons
     }
     if (!dw) return GDN2_OK;
     const int64_t nch = cdiv(N, NN_RCH);
+    CHECK_CHUNKS(fn, nch);
     float *part = (float *)gdn2_cuda_nn_scratch(c, (size_t)(nch * D) * sizeof(float), "rmsnorm_bwd dw partials");
     if (!part) return GDN2_ERR_NOMEM;
     k_rmsnorm_dw_part<<<dim3(cdiv(D, NN_BS), (unsigned)nch), NN_BS, 0, c->stream>>>(N, D, x, rstd, (const bf16 *)dy, part);
@@ -537,6 +543,7 @@ extern "C" int gdn2_cuda_rmsnorm_swish_bwd(gdn2_cuda_nn *c, int64_t N, int64_t D
     const char *fn = "cuda rmsnorm_swish_bwd";
     if (N <= 0 || D <= 0) return GDN2_OK;
     const int64_t nch = cdiv(N, NN_RCH);
+    CHECK_CHUNKS(fn, nch);
     const size_t rb = al256((size_t)N * sizeof(float));
     char *scr = (char *)gdn2_cuda_nn_scratch(c, rb + (dw ? (size_t)(nch * D) * sizeof(float) : 0), fn);
     if (!scr) return GDN2_ERR_NOMEM;
@@ -640,6 +647,7 @@ extern "C" int gdn2_cuda_conv_silu_bwd(gdn2_cuda_nn *c, int64_t B, int64_t T, in
     const size_t n = (size_t)(B * T * D);
     if (!n || W <= 0) return GDN2_OK;
     const int64_t nch = cdiv(B * T, NN_RCH);
+    CHECK_CHUNKS(fn, nch);
     const size_t dcb = al256(n * sizeof(float));
     char *scr = (char *)gdn2_cuda_nn_scratch(c, dcb + (dw ? (size_t)(nch * D * W) * sizeof(float) : 0), fn);
     if (!scr) return GDN2_ERR_NOMEM;
@@ -861,6 +869,7 @@ extern "C" int gdn2_cuda_gates_bwd(gdn2_cuda_nn *c, int mixer, int64_t N, int64_
     }
     if (!dA_log && !ddt) return GDN2_OK;
     const int64_t ncols = mixer == MX_GDN ? H : H * K, nch = cdiv(N, NN_RCH);
+    CHECK_CHUNKS(fn, nch);
     const size_t pb = al256((size_t)(nch * ncols) * sizeof(double));
     char *scr = (char *)gdn2_cuda_nn_scratch(c, 2 * pb, "gates_bwd token sums");
     if (!scr) return GDN2_ERR_NOMEM;
