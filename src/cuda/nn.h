@@ -8,7 +8,9 @@
  * partials), a pinned host word for results sent to the host, and the AdamW segment table cache.
  * Nothing is process-global: two contexts are independent. Every op queues its work on the
  * context's stream (the `stream` of gdn2_cuda_nn_stream) and returns without waiting, except where
- * the comment says it synchronises (sumsq, download, upload, alloc/free bookkeeping).
+ * it synchronises: upload, download, free, sumsq (its result goes to the host), gather/scatter_rows
+ * (after uploading the host row table), the first adamw call with a new segment table, and any op
+ * whose scratch has to grow (the old buffer is freed once the stream is idle).
  *
  * Stream: gdn2_cuda_nn_create makes its own stream with cudaStreamCreate (a *blocking* stream: it
  * stays ordered with the legacy default stream, so plain cudaMemcpy / gdn2_cuda_memcpy and the
