@@ -1,8 +1,283 @@
-/* The CUDA backend's table (placeholder until src/cuda/nn.cu lands): refuses cleanly. */
-#include "../util/internal.h"
+/* The CUDA backend (src/backend/backend.h): thin wrappers over the C APIs of src/cuda/nn.h (kernels,
+ * cuBLASLt linears, memory), src/cuda/attn.h (RoPE, attention) and include/gdn2_cuda.h (the GDN-2
+ * chunk kernels). This file includes no CUDA header: the C compile has no CUDA include path.
+ *
+ * Types: ACT is bf16 (act_bytes 2); fp32 tensors are float. Memory: device memory (cudaMalloc,
+ * zero-filled on the stream).
+ * Stream: one per backend, created by gdn2_cuda_nn_create with cudaStreamCreate: a blocking stream,
+ * so it stays ordered with the legacy default stream that plain cudaMemcpy and other library calls
+ * use. Every op is queued on it; `sync` waits for it; upload, download and sumsq wait themselves.
+ * ctx: the gdn2_cuda_nn context (stream, cuBLASLt handle + 32 MiB workspace, scratch, caches).
+ * Without CUDA built in, gdn2_backend_cuda_init returns GDN2_ERR_UNSUPPORTED. */
+#include <string.h>
+
 #include "backend.h"
+#include "gdn2_cuda.h"
+#include "gdn2_error.h"
+#include "gdn2_layer.h"
+
+#ifdef GDN2_HAVE_CUDA
+
+#include "cuda/attn.h"
+#include "cuda/nn.h"
+
+#define NN(be) ((gdn2_cuda_nn *)(be)->ctx)
+#define STREAM(be) gdn2_cuda_nn_stream(NN(be))
+
+static int cdt(int dt) { return dt == GDN2_DT_ACT ? GDN2_CUDA_BF16 : GDN2_CUDA_F32; }
+
+/* ---- memory -------------------------------------------------------------------------------- */
+static void *cu_alloc(gdn2_backend *be, size_t bytes, const char *what) { return gdn2_cuda_nn_alloc(NN(be), bytes, what); }
+static void cu_release(gdn2_backend *be, void *p) { gdn2_cuda_nn_free(NN(be), p); }
+static int cu_upload(gdn2_backend *be, void *dst, const void *src, size_t bytes) {
+    return gdn2_cuda_nn_upload(NN(be), dst, src, bytes);
+}
+static int cu_download(gdn2_backend *be, void *dst, const void *src, size_t bytes) {
+    return gdn2_cuda_nn_download(NN(be), dst, src, bytes);
+}
+static int cu_copy(gdn2_backend *be, void *dst, const void *src, size_t bytes) {
+    return gdn2_cuda_nn_copy(NN(be), dst, src, bytes);
+}
+static int cu_zero(gdn2_backend *be, void *p, size_t bytes) { return gdn2_cuda_nn_zero(NN(be), p, bytes); }
+static int cu_sync(gdn2_backend *be) { return gdn2_cuda_nn_sync(NN(be)); }
+static void cu_destroy(gdn2_backend *be) {
+    gdn2_cuda_nn_destroy(NN(be));
+    be->ctx = NULL;
+}
+
+static int cu_cast(gdn2_backend *be, size_t n, const void *x, int xdt, void *y, int ydt) {
+    return gdn2_cuda_cast(n, x, cdt(xdt), y, cdt(ydt), STREAM(be));
+}
+
+/* ---- matrix products ----------------------------------------------------------------------- */
+static int cu_linear_fwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
+                         const float *bias, void *Y, int ydt, int accumulate) {
+    return gdn2_cuda_linear_fwd(NN(be), N, in, out, X, W, bias, Y, cdt(ydt), accumulate);
+}
+static int cu_linear_bwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
+                         const void *dY, void *dX, int accumulate, float *dW, float *dbias) {
+    return gdn2_cuda_linear_bwd(NN(be), N, in, out, X, W, dY, dX, accumulate, dW, dbias);
+}
+
+/* ---- elementwise and rows ------------------------------------------------------------------ */
+static int cu_add(gdn2_backend *be, size_t n, const float *a, const void *b, float *out) {
+    return gdn2_cuda_add(n, a, b, out, STREAM(be));
+}
+static int cu_embed_fwd(gdn2_backend *be, int64_t N, int64_t d, const int32_t *tokens, const float *wte, float *out) {
+    return gdn2_cuda_embed_fwd(N, d, tokens, wte, out, STREAM(be));
+}
+static int cu_embed_bwd(gdn2_backend *be, int64_t N, int64_t d, const int32_t *tokens_host, const int32_t *tokens,
+                        const float *dout, float *dwte) {
+    (void)tokens; /* bucketed from the host copy */
+    return gdn2_cuda_embed_bwd(NN(be), N, d, tokens_host, dout, dwte);
+}
+static int cu_gather_rows(gdn2_backend *be, int64_t n_rows, int64_t d, const int64_t *rows_host, const void *src,
+                          void *dst) {
+    return gdn2_cuda_gather_rows(NN(be), n_rows, d, rows_host, src, dst);
+}
+static int cu_scatter_rows(gdn2_backend *be, int64_t n_rows, int64_t N, int64_t d, const int64_t *rows_host,
+                           const void *src, void *dst) {
+    return gdn2_cuda_scatter_rows(NN(be), n_rows, N, d, rows_host, src, dst);
+}
+static int cu_sigmoid(gdn2_backend *be, size_t n, void *x) { return gdn2_cuda_sigmoid(n, x, STREAM(be)); }
+
+/* ---- norms --------------------------------------------------------------------------------- */
+static int cu_rmsnorm_fwd(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, float eps, void *y,
+                          float *rstd) {
+    return gdn2_cuda_rmsnorm_fwd(N, D, x, w, eps, y, rstd, STREAM(be));
+}
+static int cu_rmsnorm_bwd(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, const float *rstd,
+                          const void *dy, float *dx, int accumulate, float *dw) {
+    return gdn2_cuda_rmsnorm_bwd(NN(be), N, D, x, w, rstd, dy, dx, accumulate, dw);
+}
+static int cu_rmsnorm_swish_fwd(gdn2_backend *be, int64_t N, int64_t D, const void *x, const void *gate,
+                                const float *w, float eps, void *y) {
+    return gdn2_cuda_rmsnorm_swish_fwd(N, D, x, gate, w, eps, y, STREAM(be));
+}
+static int cu_rmsnorm_swish_bwd(gdn2_backend *be, int64_t N, int64_t D, const void *x, const void *gate,
+                                const float *w, float eps, const void *dy, void *dx, void *dgate, float *dw) {
+    return gdn2_cuda_rmsnorm_swish_bwd(NN(be), N, D, x, gate, w, eps, dy, dx, dgate, dw);
+}
+
+/* ---- the recurrent layer's pieces ---------------------------------------------------------- */
+static int cu_conv_silu_fwd(gdn2_backend *be, int64_t B, int64_t T, int64_t D, int64_t W, const void *x,
+                            const float *hist, size_t hist_stride, const float *w, void *y) {
+    return gdn2_cuda_conv_silu_fwd(B, T, D, W, x, hist, hist_stride, w, y, STREAM(be));
+}
+static int cu_conv_silu_bwd(gdn2_backend *be, int64_t B, int64_t T, int64_t D, int64_t W, const void *x,
+                            const float *hist, size_t hist_stride, const float *w, const void *dy, void *dx,
+                            float *dw) {
+    return gdn2_cuda_conv_silu_bwd(NN(be), B, T, D, W, x, hist, hist_stride, w, dy, dx, dw);
+}
+static int cu_conv_hist_update(gdn2_backend *be, int64_t B, int64_t T, int64_t D, int64_t W, const void *x,
+                               float *hist, size_t hist_stride) {
+    return gdn2_cuda_conv_hist_update(B, T, D, W, x, hist, hist_stride, STREAM(be));
+}
+static int cu_gates_fwd(gdn2_backend *be, int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, int64_t V, float cb,
+                        const void *f, const void *sb, const void *sw, const float *A_log, const float *dt, float *g,
+                        void *b, void *w) {
+    return gdn2_cuda_gates_fwd(mixer, N, H, HV, K, V, cb, f, sb, sw, A_log, dt, g, b, w, STREAM(be));
+}
+static int cu_gates_bwd(gdn2_backend *be, int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, int64_t V, float cb,
+                        const void *f, const void *sb, const void *sw, const float *g, const float *A_log,
+                        const float *dt, const float *dg, const void *db, const void *dw, void *df, void *dpb,
+                        void *dpw, float *dA_log, float *ddt) {
+    return gdn2_cuda_gates_bwd(NN(be), mixer, N, H, HV, K, V, cb, f, sb, sw, g, A_log, dt, dg, db, dw, df, dpb, dpw,
+                               dA_log, ddt);
+}
+
+/* the chunk kernels in bf16, recompute mode (no workspace: they allocate stream-ordered scratch) */
+static int chunk_kernel(const char *fn, int kernel) {
+    if (kernel == GDN2_KERNEL_CHUNK) return GDN2_OK;
+    if (kernel == GDN2_KERNEL_REFERENCE)
+        return gdn2_error(GDN2_ERR_UNSUPPORTED, "%s: the float64 reference kernel runs on the cpu backend only", fn);
+    return gdn2_error(GDN2_ERR_ARG, "%s: kernel %d unknown", fn, kernel);
+}
+static int cu_gdn2_fwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
+                       const void *k, const void *v, const float *g, const void *b, const void *w, const float *h0,
+                       void *o, float *ht) {
+    int rc = chunk_kernel("cuda gdn2_fwd", kernel);
+    if (rc) return rc;
+    gdn2_opts o2 = *op;
+    o2.workspace = NULL, o2.workspace_size = 0;
+    gdn2_cuda_fwd_args a;
+    memset(&a, 0, sizeof a);
+    a.dtype = GDN2_CUDA_BF16;
+    a.q = q, a.k = k, a.v = v, a.b = b, a.w = w, a.g = g, a.h0 = h0, a.o = o, a.ht = ht;
+    return gdn2_cuda_chunk_fwd(dm, &o2, &a, STREAM(be));
+}
+static int cu_gdn2_bwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
+                       const void *k, const void *v, const float *g, const void *b, const void *w, const float *h0,
+                       const void *d_o, void *dq, void *dk, void *dv, float *dg, void *db, void *dw) {
+    int rc = chunk_kernel("cuda gdn2_bwd", kernel);
+    if (rc) return rc;
+    gdn2_opts o2 = *op;
+    o2.workspace = NULL, o2.workspace_size = 0;
+    gdn2_cuda_fwd_args a;
+    gdn2_cuda_bwd_args ga;
+    memset(&a, 0, sizeof a);
+    memset(&ga, 0, sizeof ga);
+    a.dtype = GDN2_CUDA_BF16;
+    a.q = q, a.k = k, a.v = v, a.b = b, a.w = w, a.g = g, a.h0 = h0;
+    ga.d_o = d_o, ga.dq = dq, ga.dk = dk, ga.dv = dv, ga.dg = dg, ga.db = db, ga.dw = dw;
+    return gdn2_cuda_chunk_bwd(dm, &o2, &a, &ga, STREAM(be));
+}
+
+/* ---- SwiGLU -------------------------------------------------------------------------------- */
+static int cu_swiglu_fwd(gdn2_backend *be, size_t n, const void *h1, const void *h2, void *a) {
+    return gdn2_cuda_swiglu_fwd(n, h1, h2, a, STREAM(be));
+}
+static int cu_swiglu_bwd(gdn2_backend *be, size_t n, const void *h1, const void *h2, void *dh1, void *dh2) {
+    return gdn2_cuda_swiglu_bwd(n, h1, h2, dh1, dh2, STREAM(be));
+}
+
+/* ---- attention (src/cuda/attn.h) ----------------------------------------------------------- */
+static gdn2_cuda_attn_shape attn_shape(const gdn2_attn_cfg *a, int64_t B, int64_t T) {
+    gdn2_cuda_attn_shape s;
+    s.B = B, s.T = T, s.n_head = a->n_head, s.n_groups = a->n_groups, s.hs = a->hs, s.window = a->window;
+    s.rope_base = a->rope_base;
+    return s;
+}
+static int cu_rope_split(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *qkv, void *q,
+                         void *k, void *v) {
+    gdn2_cuda_attn_shape s = attn_shape(a, B, T);
+    return gdn2_cuda_rope_split(&s, qkv, q, k, v, STREAM(be));
+}
+static int cu_rope_split_bwd(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *dq,
+                             const void *dk, const void *dv, void *dqkv) {
+    gdn2_cuda_attn_shape s = attn_shape(a, B, T);
+    return gdn2_cuda_rope_split_bwd(&s, dq, dk, dv, dqkv, STREAM(be));
+}
+static int cu_attn_fwd(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *q, const void *k,
+                       const void *v, void *o, float *lse) {
+    gdn2_cuda_attn_shape s = attn_shape(a, B, T);
+    return gdn2_cuda_attn_fwd(&s, q, k, v, o, lse, STREAM(be));
+}
+static int cu_attn_bwd(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *q, const void *k,
+                       const void *v, const void *o, const float *lse, const void *dO, void *dq, void *dk, void *dv) {
+    gdn2_cuda_attn_shape s = attn_shape(a, B, T);
+    return gdn2_cuda_attn_bwd(&s, q, k, v, o, lse, dO, dq, dk, dv, STREAM(be));
+}
+
+/* ---- loss and optimizer -------------------------------------------------------------------- */
+static int cu_xent(gdn2_backend *be, int64_t N, int64_t Vp, const float *logits, const int32_t *targets, float scale,
+                   void *dlogits, float *loss) {
+    return gdn2_cuda_xent(N, Vp, logits, targets, scale, dlogits, loss, STREAM(be));
+}
+static int cu_sumsq(gdn2_backend *be, size_t n, const float *g, double *out_host) {
+    return gdn2_cuda_sumsq(NN(be), n, g, out_host);
+}
+static int cu_scale(gdn2_backend *be, size_t n, float *x, float k) { return gdn2_cuda_scale(n, x, k, STREAM(be)); }
+static int cu_adamw(gdn2_backend *be, const gdn2_adamw_seg *segs, int n_segs, const gdn2_adamw_hyper *h, float *w,
+                    const float *g, float *m, float *v, void *w_act) {
+    /* gdn2_cuda_adamw_seg is gdn2_adamw_seg field for field (checked below) */
+    return gdn2_cuda_adamw(NN(be), (const gdn2_cuda_adamw_seg *)(const void *)segs, n_segs, h->lr, h->beta1, h->beta2,
+                           h->eps, h->step_size, h->bc2_sqrt, w, g, m, v, w_act);
+}
+_Static_assert(sizeof(gdn2_cuda_adamw_seg) == sizeof(gdn2_adamw_seg) &&
+                   offsetof(gdn2_cuda_adamw_seg, numel) == offsetof(gdn2_adamw_seg, numel) &&
+                   offsetof(gdn2_cuda_adamw_seg, weight_decay) == offsetof(gdn2_adamw_seg, weight_decay),
+               "gdn2_cuda_adamw_seg must match gdn2_adamw_seg");
 
 int gdn2_backend_cuda_init(gdn2_backend *be) {
-    (void)be;
-    return gdn2_error(GDN2_ERR_UNSUPPORTED, "CUDA backend of the model: not built yet");
+    memset(be, 0, sizeof *be);
+    if (!gdn2_cuda_available()) return GDN2_ERR_UNSUPPORTED; /* message set: no device */
+    gdn2_cuda_nn *nn = NULL;
+    int rc = gdn2_cuda_nn_create(&nn);
+    if (rc) return rc;
+    be->name = "cuda";
+    be->on_device = 1;
+    be->act_bytes = 2;
+    be->n_threads = 0;
+    be->ctx = nn;
+    be->alloc = cu_alloc;
+    be->release = cu_release;
+    be->upload = cu_upload;
+    be->download = cu_download;
+    be->copy = cu_copy;
+    be->zero = cu_zero;
+    be->sync = cu_sync;
+    be->destroy = cu_destroy;
+    be->cast = cu_cast;
+    be->linear_fwd = cu_linear_fwd;
+    be->linear_bwd = cu_linear_bwd;
+    be->add = cu_add;
+    be->embed_fwd = cu_embed_fwd;
+    be->embed_bwd = cu_embed_bwd;
+    be->gather_rows = cu_gather_rows;
+    be->scatter_rows = cu_scatter_rows;
+    be->sigmoid = cu_sigmoid;
+    be->rmsnorm_fwd = cu_rmsnorm_fwd;
+    be->rmsnorm_bwd = cu_rmsnorm_bwd;
+    be->rmsnorm_swish_fwd = cu_rmsnorm_swish_fwd;
+    be->rmsnorm_swish_bwd = cu_rmsnorm_swish_bwd;
+    be->conv_silu_fwd = cu_conv_silu_fwd;
+    be->conv_silu_bwd = cu_conv_silu_bwd;
+    be->conv_hist_update = cu_conv_hist_update;
+    be->gates_fwd = cu_gates_fwd;
+    be->gates_bwd = cu_gates_bwd;
+    be->gdn2_fwd = cu_gdn2_fwd;
+    be->gdn2_bwd = cu_gdn2_bwd;
+    be->swiglu_fwd = cu_swiglu_fwd;
+    be->swiglu_bwd = cu_swiglu_bwd;
+    be->rope_split = cu_rope_split;
+    be->rope_split_bwd = cu_rope_split_bwd;
+    be->attn_fwd = cu_attn_fwd;
+    be->attn_bwd = cu_attn_bwd;
+    be->xent = cu_xent;
+    be->sumsq = cu_sumsq;
+    be->scale = cu_scale;
+    be->adamw = cu_adamw;
+    return GDN2_OK;
 }
+
+#else /* !GDN2_HAVE_CUDA */
+
+int gdn2_backend_cuda_init(gdn2_backend *be) {
+    memset(be, 0, sizeof *be);
+    return gdn2_error(GDN2_ERR_UNSUPPORTED,
+                      "the cuda backend is not available: gdn2 was built without CUDA (make CUDA=0, or no nvcc at "
+                      "build time)");
+}
+
+#endif

@@ -1,0 +1,224 @@
+// Linear layers on cuBLASLt (src/cuda/nn.h): bf16 A and B, fp32 compute and scale, C = D fp32 or bf16.
+//
+// Layouts. The model's matrices are row-major (torch): X [N,in], W [out,in], Y [N,out]. cuBLASLt is
+// column-major; a row-major [r,c] buffer read column-major is its transpose [c,r] with ld = c. So
+//   forward   Y = X W^T     <=>  Y^T [out,N]  = (W^T)^T [out,in] . X^T [in,N]  : op TN, m=out, n=N,  k=in
+//   dX        dX = dY W     <=>  dX^T [in,N]  = W^T [in,out] . dY^T [out,N]    : op NN, m=in,  n=N,  k=out
+//   dW       dW += dY^T X   <=>  dW^T [in,out] += X^T [in,N] . (dY^T)^T [N,out]: op NT, m=in,  n=out, k=N
+// where each buffer's column-major view is: W -> [in,out] ld in, X -> [in,N] ld in, dY -> [out,N] ld out.
+// Accumulation is beta = 1 with C = D (in place). The bias is put in Y by a small kernel before the
+// product (beta = 1); dbias is a fixed-order column sum (per-chunk partials, then chunks in order).
+//
+// Determinism: cuBLASLt gives the same bits for the same algorithm, shapes and workspace; the
+// algorithm is the heuristic's first choice for (shape, transposes, C type, alignments), cached per
+// context, and split-K reductions that write in place are excluded (only NONE, or reductions in the
+// workspace, which run in a fixed order).
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <string.h>
+
+#include "gdn2_cuda.h"
+#include "nn_ctx.cuh"
+
+typedef __nv_bfloat16 bf16;
+
+static const char *lt_status(cublasStatus_t s) {
+    switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "success";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "architecture mismatch";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "mapping error";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "internal error";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported";
+    default: return "unknown status";
+    }
+}
+
+int gdn2_cuda_gemm_init(gdn2_cuda_nn *c) {
+    cublasStatus_t s = cublasLtCreate(&c->lt);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        c->lt = NULL;
+        return gdn2_error(GDN2_ERR_DEVICE, "cublasLtCreate failed: %s", lt_status(s));
+    }
+    cudaError_t e = cudaMalloc(&c->lt_ws, GDN2_LT_WORKSPACE_BYTES);
+    if (e != cudaSuccess) {
+        c->lt_ws = NULL;
+        return gdn2_error(GDN2_ERR_NOMEM, "cuBLASLt workspace (%zu bytes): %s", GDN2_LT_WORKSPACE_BYTES, cudaGetErrorString(e));
+    }
+    return GDN2_OK;
+}
+
+void gdn2_cuda_gemm_fini(gdn2_cuda_nn *c) {
+    if (c->lt_ws) cudaFree(c->lt_ws);
+    if (c->lt) cublasLtDestroy(c->lt);
+    c->lt_ws = NULL, c->lt = NULL;
+}
+
+// the largest power of two (<= 256) dividing the address: what the heuristic may assume
+static uint32_t ptr_align(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    uint32_t al = 256;
+    while (al > 1 && (a & (al - 1))) al >>= 1;
+    return al;
+}
+
+// D = C = alpha op(A) op(B) + beta C; A, B bf16, C (cdt) in place. m, n, k as cuBLAS (column-major).
+static int lt_matmul(gdn2_cuda_nn *c, const char *fn, cublasOperation_t ta, cublasOperation_t tb, int64_t m,
+                     int64_t n, int64_t k, const void *A, int64_t lda, const void *B, int64_t ldb, void *C,
+                     cudaDataType_t cdt, int64_t ldc, float beta) {
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasStatus_t s;
+    int rc = GDN2_OK;
+    const float alpha = 1.0f;
+    const uint32_t alA = ptr_align(A), alB = ptr_align(B), alC = ptr_align(C);
+#define LT(call)                                                                                  \
+    do {                                                                                          \
+        s = (call);                                                                               \
+        if (s != CUBLAS_STATUS_SUCCESS) {                                                         \
+            rc = gdn2_error(GDN2_ERR_DEVICE, "%s: %s failed: %s (m=%lld n=%lld k=%lld)", fn, #call, \
+                            lt_status(s), (long long)m, (long long)n, (long long)k);              \
+            goto done;                                                                            \
+        }                                                                                         \
+    } while (0)
+    LT(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    {
+        int32_t tA = ta, tB = tb;
+        LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA));
+        LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tB, sizeof tB));
+    }
+    // stored shapes (before op): A is m x k (N) or k x m (T); B is k x n (N) or n x k (T)
+    LT(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda));
+    LT(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb));
+    LT(cublasLtMatrixLayoutCreate(&lc, cdt, m, n, ldc));
+    {
+        gdn2_gemm_algo_entry *hit = NULL;
+        const int cd = (int)cdt, b1 = beta != 0.0f;
+        // key: shape, transposes, C type, beta != 0 and the three alignments (packed in ta/tb fields)
+        const int kta = (int)ta | (int)(alA << 8), ktb = (int)tb | (int)(alB << 8) | (int)(alC << 20);
+        uint64_t hsh = (uint64_t)m * 73856093u ^ (uint64_t)n * 19349663u ^ (uint64_t)k * 83492791u ^ (uint64_t)kta * 2654435761u ^
+                       (uint64_t)ktb * 40503u ^ (uint64_t)cd * 97u ^ (uint64_t)b1;
+        int slot = (int)(hsh % GDN2_GEMM_CACHE);
+        gdn2_gemm_algo_entry *e = &c->gemm_cache[slot];
+        if (e->used && e->m == m && e->n == n && e->k == k && e->lda == lda && e->ldb == ldb && e->ldc == ldc &&
+            e->ta == kta && e->tb == ktb && e->cdt == cd && e->beta1 == b1)
+            hit = e;
+        if (!hit) {
+            LT(cublasLtMatmulPreferenceCreate(&pref));
+            uint64_t ws = GDN2_LT_WORKSPACE_BYTES;
+            uint32_t red = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE |
+                           CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE;
+            LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+            LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof red));
+            LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &alA, sizeof alA));
+            LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &alB, sizeof alB));
+            LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &alC, sizeof alC));
+            LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &alC, sizeof alC));
+            cublasLtMatmulHeuristicResult_t res;
+            int nres = 0;
+            memset(&res, 0, sizeof res);
+            LT(cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, lc, lc, pref, 1, &res, &nres));
+            if (nres < 1) {
+                rc = gdn2_error(GDN2_ERR_DEVICE, "%s: cuBLASLt has no algorithm for m=%lld n=%lld k=%lld", fn,
+                                (long long)m, (long long)n, (long long)k);
+                goto done;
+            }
+            e->used = 1, e->m = m, e->n = n, e->k = k, e->lda = lda, e->ldb = ldb, e->ldc = ldc;
+            e->ta = kta, e->tb = ktb, e->cdt = cd, e->beta1 = b1, e->algo = res.algo;
+            hit = e;
+        }
+        LT(cublasLtMatmul(c->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &hit->algo, c->lt_ws,
+                          GDN2_LT_WORKSPACE_BYTES, c->stream));
+    }
+#undef LT
+done:
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (lc) cublasLtMatrixLayoutDestroy(lc);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (op) cublasLtMatmulDescDestroy(op);
+    return rc;
+}
+
+// Y[n, j] = (overwrite ? 0 : Y[n, j]) + bias[j]   (bias NULL: 0)
+__global__ void k_bias_rows(int64_t N, int64_t out, const float *bias, void *Y, int ydt, int overwrite) {
+    const size_t n = (size_t)(N * out);
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float b = bias ? bias[i % out] : 0.0f;
+        if (ydt == GDN2_CUDA_BF16) {
+            bf16 *y = (bf16 *)Y;
+            y[i] = __float2bfloat16_rn(overwrite ? b : __bfloat162float(y[i]) + b);
+        } else {
+            float *y = (float *)Y;
+            y[i] = overwrite ? b : y[i] + b;
+        }
+    }
+}
+// part[ch, j] = sum_{n in rows chunk ch (64 rows), increasing} dY[n, j]
+#define GEMM_RCH 64
+__global__ void k_colsum_part_bf16(int64_t N, int64_t ncols, const bf16 *src, float *part) {
+    const int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, ch = blockIdx.y;
+    if (j >= ncols) return;
+    const int64_t n1 = (ch + 1) * GEMM_RCH < N ? (ch + 1) * GEMM_RCH : N;
+    float acc = 0.0f;
+    for (int64_t n = ch * GEMM_RCH; n < n1; n++) acc += __bfloat162float(src[n * ncols + j]);
+    part[ch * ncols + j] = acc;
+}
+
+static unsigned grid_elems(size_t n) {
+    size_t b = (n + 255) / 256;
+    return (unsigned)(b > (1u << 22) ? (1u << 22) : (b ? b : 1));
+}
+
+extern "C" int gdn2_cuda_linear_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,
+                                    const void *W, const float *bias, void *Y, int ydt, int accumulate) {
+    const char *fn = "cuda linear_fwd";
+    if (ydt != GDN2_CUDA_F32 && ydt != GDN2_CUDA_BF16) return gdn2_error(GDN2_ERR_ARG, "%s: ydt=%d", fn, ydt);
+    if (N <= 0 || out <= 0) return GDN2_OK;
+    int rc;
+    if (bias || in <= 0) { // Y = (acc ? Y : 0) + bias first, then the product with beta = 1
+        if (!(in <= 0 && !bias && accumulate)) {
+            k_bias_rows<<<grid_elems((size_t)(N * out)), 256, 0, c->stream>>>(N, out, bias, Y, ydt, !accumulate);
+            if ((rc = gdn2_cuda_launch_check(fn))) return rc;
+        }
+        if (in <= 0) return GDN2_OK;
+        accumulate = 1;
+    }
+    return lt_matmul(c, fn, CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, W, in, X, in, Y,
+                     ydt == GDN2_CUDA_BF16 ? CUDA_R_16BF : CUDA_R_32F, out, accumulate ? 1.0f : 0.0f);
+}
+
+extern "C" int gdn2_cuda_linear_bwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,
+                                    const void *W, const void *dY, void *dX, int accumulate, float *dW, float *dbias) {
+    const char *fn = "cuda linear_bwd";
+    int rc = GDN2_OK;
+    if (N <= 0 || in <= 0 || out <= 0) {
+        // an empty product: dX = (acc ? dX : 0), nothing to add to dW, dbias
+        if (dX && !accumulate && N > 0 && in > 0)
+            return gdn2_cuda_nn_zero(c, dX, (size_t)(N * in) * sizeof(bf16));
+        return GDN2_OK;
+    }
+    // dX^T [in,N] = W^T [in,out] . dY^T [out,N]
+    if (dX && (rc = lt_matmul(c, fn, CUBLAS_OP_N, CUBLAS_OP_N, in, N, out, W, in, dY, out, dX, CUDA_R_16BF, in,
+                              accumulate ? 1.0f : 0.0f)))
+        return rc;
+    // dW^T [in,out] += X^T [in,N] . (dY^T [out,N])^T
+    if (dW && (rc = lt_matmul(c, fn, CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, X, in, dY, out, dW, CUDA_R_32F, in, 1.0f)))
+        return rc;
+    if (dbias) {
+        const int64_t nch = (N + GEMM_RCH - 1) / GEMM_RCH;
+        if (nch > 65535) return gdn2_error(GDN2_ERR_ARG, "%s: dbias over N=%lld rows: at most %d", fn, (long long)N, 65535 * GEMM_RCH);
+        float *part = (float *)gdn2_cuda_nn_scratch(c, (size_t)(nch * out) * sizeof(float), "linear_bwd dbias partials");
+        if (!part) return GDN2_ERR_NOMEM;
+        k_colsum_part_bf16<<<dim3((unsigned)((out + 255) / 256), (unsigned)nch), 256, 0, c->stream>>>(
+            N, out, (const bf16 *)dY, part);
+        if ((rc = gdn2_cuda_launch_check(fn))) return rc;
+        rc = gdn2_cuda_colsum_finish(part, nch, out, dbias, c->stream);
+    }
+    return rc;
+}

@@ -1,0 +1,735 @@
+/* The CUDA backend (src/backend/cuda.c over src/cuda/nn.cu, gemm.cu, attn.cu and the chunk kernels)
+ * against the CPU backend (src/backend/cpu.c), op by op, forward and backward, on random inputs.
+ * Inputs are rounded to bf16 first, so both backends see the same values (the CPU reads them as
+ * fp32, the GPU as bf16 where the op's argument is ACT). Shapes are CI-small but include sizes that
+ * are not multiples of 128 (37, 200, 1003, 2304-wide rows) and head sizes K = V = 64 and 128.
+ *
+ * Bars (relative RMSE of the GPU output against the CPU's, check.h rel_rmse_f32):
+ *   ACT (bf16) outputs: 1e-2 (one bf16 rounding is 2^-9 = 2e-3 relative at most);
+ *   fp32 outputs computed from bf16-exact inputs in fp32: 1e-5 forward (elementwise / per row),
+ *   1e-4 where a reduction's order differs (norm, conv and gate parameter gradients, dbias, dW);
+ *   exact (0) for pure data movement (casts of bf16-exact values, embed, gather/scatter, hist);
+ *   the GDN-2 chunk kernels in bf16 vs the CPU's fp32 chunk: 2e-2 (o, ht), 3e-2 (gradients)
+ *   (fla's bars for bf16 against fp32 are 0.005-0.02 against a float64 reference);
+ *   attention: 1e-2 (q, k, v, o, dqkv), 1e-4 (lse), 2e-2 (dq, dk, dv);
+ *   sumsq: 1e-12 relative (both in double).
+ * Determinism: embed_bwd, rmsnorm_bwd (dw), gates_bwd (all outputs) and linear_bwd (dX, dW, dbias)
+ * run twice on the GPU give bit-identical results.
+ * Without a GPU: the CPU side still runs (finite outputs), every GPU check is SKIP_NO_GPU, and
+ * gdn2_backend_cuda_init must fail with GDN2_ERR_UNSUPPORTED and a message. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "check.h"
+#include "gdn2_cuda.h"
+#include "gdn2_layer.h"
+
+static gdn2_backend CPU, GPU;
+static int have_gpu;
+
+/* ---- bf16 on the host (round to nearest even) ---- */
+static uint16_t f2bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static float bf2f(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static float rbf(float x) { return bf2f(f2bf(x)); }
+
+static unsigned long long g_seed = 12345;
+/* n values sd * N(0,1), rounded to bf16 */
+static float *randn(size_t n, double sd) {
+    float *x = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = rbf((float)(sd * test_normal(&g_seed)));
+    return x;
+}
+/* n values U(lo, hi), rounded to bf16 */
+static float *randu(size_t n, double lo, double hi) {
+    float *x = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = rbf((float)(lo + (hi - lo) * test_uniform(&g_seed)));
+    return x;
+}
+/* ---- device buffers of one run, freed together ---- */
+typedef struct {
+    gdn2_backend *be;
+    void *p[64];
+    int n, rc;
+} arena;
+
+static void *put(arena *a, const float *h, size_t n, int dt) {
+    gdn2_backend *be = a->be;
+    const size_t bytes = gdn2_be_bytes(be, n, dt);
+    void *d = be->alloc(be, bytes, "test tensor");
+    if (!d) { a->rc = a->rc ? a->rc : GDN2_ERR_NOMEM; return NULL; }
+    a->p[a->n++] = d;
+    if (!h) return d;
+    int rc;
+    if (dt == GDN2_DT_ACT && be->act_bytes == 2) {
+        uint16_t *t = malloc((n ? n : 1) * 2);
+        for (size_t i = 0; i < n; i++) t[i] = f2bf(h[i]);
+        rc = be->upload(be, d, t, bytes);
+        free(t);
+    } else {
+        rc = be->upload(be, d, h, bytes);
+    }
+    if (rc && !a->rc) a->rc = rc;
+    return d;
+}
+static void *put_raw(arena *a, const void *h, size_t bytes) {
+    void *d = a->be->alloc(a->be, bytes, "test raw");
+    if (!d) { a->rc = a->rc ? a->rc : GDN2_ERR_NOMEM; return NULL; }
+    a->p[a->n++] = d;
+    int rc = a->be->upload(a->be, d, h, bytes);
+    if (rc && !a->rc) a->rc = rc;
+    return d;
+}
+/* host fp32 copy of a device tensor (malloc'd) */
+static float *get(arena *a, const void *d, size_t n, int dt) {
+    gdn2_backend *be = a->be;
+    float *h = calloc(n ? n : 1, sizeof(float));
+    if (!d || a->rc) return h;
+    int rc;
+    if (dt == GDN2_DT_ACT && be->act_bytes == 2) {
+        uint16_t *t = malloc((n ? n : 1) * 2);
+        rc = be->download(be, t, d, n * 2);
+        for (size_t i = 0; i < n; i++) h[i] = bf2f(t[i]);
+        free(t);
+    } else {
+        rc = be->download(be, h, d, n * sizeof(float));
+    }
+    if (rc && !a->rc) a->rc = rc;
+    return h;
+}
+static void arena_free(arena *a) {
+    for (int i = 0; i < a->n; i++) a->be->release(a->be, a->p[i]);
+    a->n = 0;
+}
+static void note(arena *a, int rc) {
+    if (rc && !a->rc) a->rc = rc;
+}
+
+/* ---- the outputs of one run ---- */
+#define MAXOUT 12
+typedef struct {
+    int n, rc;
+    const char *name[MAXOUT];
+    float *v[MAXOUT];
+    size_t len[MAXOUT];
+    double bar[MAXOUT];
+} res;
+static void res_add(res *r, const char *name, float *v, size_t len, double bar) {
+    r->name[r->n] = name, r->v[r->n] = v, r->len[r->n] = len, r->bar[r->n] = bar;
+    r->n++;
+}
+static void res_free(res *r) {
+    for (int i = 0; i < r->n; i++) free(r->v[i]);
+    memset(r, 0, sizeof *r);
+}
+static void finish(arena *a, res *r) {
+    r->rc = a->rc;
+    if (a->rc == GDN2_OK) r->rc = a->be->sync(a->be);
+    arena_free(a);
+}
+
+/* CPU sanity (rc, finite) always; then, with a GPU, each output against the CPU's */
+static void compare(const char *op, const res *c, const res *g) {
+    int fin = c->rc == GDN2_OK;
+    for (int i = 0; i < c->n && fin; i++) fin = all_finite_f32(c->v[i], c->len[i]);
+    CHECK(fin, "%s: cpu backend runs, finite outputs (rc %d %s)", op, c->rc, c->rc ? gdn2_last_error() : "");
+    if (!have_gpu) {
+        SKIP_NO_GPU("%s: cuda vs cpu", op);
+        return;
+    }
+    if (g->rc) {
+        CHECK(0, "%s: cuda backend failed: rc %d: %s", op, g->rc, gdn2_last_error());
+        return;
+    }
+    for (int i = 0; i < c->n; i++) {
+        const double e = rel_rmse_f32(g->v[i], c->v[i], c->len[i]);
+        const int ok = all_finite_f32(g->v[i], g->len[i]) && (c->bar[i] == 0 ? e == 0 : e <= c->bar[i]);
+        CHECK(ok, "%s %s: cuda vs cpu rel RMSE %.3g (bar %.0e, %zu values)", op, c->name[i], e, c->bar[i], c->len[i]);
+    }
+}
+/* two GPU runs: bit-identical outputs */
+static void same_bits(const char *op, const res *g1, const res *g2) {
+    if (!have_gpu) {
+        SKIP_NO_GPU("%s: determinism", op);
+        return;
+    }
+    int ok = g1->rc == GDN2_OK && g2->rc == GDN2_OK && g1->n == g2->n;
+    for (int i = 0; i < g1->n && ok; i++) ok = !memcmp(g1->v[i], g2->v[i], g1->len[i] * sizeof(float));
+    CHECK(ok, "%s: two cuda runs give the same bits (all %d outputs)", op, g1->n);
+}
+
+#define BOTH(call_cpu, call_gpu)                                 \
+    do {                                                         \
+        call_cpu;                                                \
+        if (have_gpu) { call_gpu; }                              \
+    } while (0)
+
+/* ================================================================================================ */
+/* elementwise                                                                                      */
+/* ================================================================================================ */
+static void run_elem(gdn2_backend *be, size_t n, const float *x, const float *a, const float *h1, const float *h2,
+                     const float *da, res *r) {
+    arena A = {.be = be};
+    void *xa = put(&A, x, n, GDN2_DT_ACT);
+    float *af = put(&A, a, n, GDN2_DT_F32);
+    float *out = put(&A, NULL, n, GDN2_DT_F32);
+    float *xf = put(&A, x, n, GDN2_DT_F32);
+    void *sg = put(&A, x, n, GDN2_DT_ACT);
+    void *y1 = put(&A, NULL, n, GDN2_DT_ACT);
+    void *h1d = put(&A, h1, n, GDN2_DT_ACT), *h2d = put(&A, h2, n, GDN2_DT_ACT), *ad = put(&A, NULL, n, GDN2_DT_ACT);
+    void *dh1 = put(&A, da, n, GDN2_DT_ACT), *dh2 = put(&A, NULL, n, GDN2_DT_ACT);
+    float *sc = put(&A, a, n, GDN2_DT_F32);
+    if (!A.rc) {
+        note(&A, be->add(be, n, af, xa, out));
+        note(&A, be->cast(be, n, xa, GDN2_DT_ACT, xf, GDN2_DT_F32)); /* bf16-exact: the same values back */
+        note(&A, be->cast(be, n, af, GDN2_DT_F32, y1, GDN2_DT_ACT));
+        note(&A, be->sigmoid(be, n, sg));
+        note(&A, be->swiglu_fwd(be, n, h1d, h2d, ad));
+        note(&A, be->swiglu_bwd(be, n, h1d, h2d, dh1, dh2));
+        note(&A, be->scale(be, n, sc, 0.37f));
+    }
+    res_add(r, "add", get(&A, out, n, GDN2_DT_F32), n, 1e-7);
+    res_add(r, "cast act->f32", get(&A, xf, n, GDN2_DT_F32), n, 0);
+    res_add(r, "cast f32->act", get(&A, y1, n, GDN2_DT_ACT), n, 1e-2);
+    res_add(r, "sigmoid", get(&A, sg, n, GDN2_DT_ACT), n, 1e-2);
+    res_add(r, "swiglu a", get(&A, ad, n, GDN2_DT_ACT), n, 1e-2);
+    res_add(r, "swiglu dh1", get(&A, dh1, n, GDN2_DT_ACT), n, 1e-2);
+    res_add(r, "swiglu dh2", get(&A, dh2, n, GDN2_DT_ACT), n, 1e-2);
+    res_add(r, "scale", get(&A, sc, n, GDN2_DT_F32), n, 1e-7);
+    finish(&A, r);
+}
+
+static void t_elem(size_t n) {
+    float *x = randn(n, 2.0), *a = malloc(n * sizeof(float)), *h1 = randn(n, 2.0), *h2 = randn(n, 1.0);
+    float *da = randn(n, 1.0);
+    for (size_t i = 0; i < n; i++) a[i] = (float)test_normal(&g_seed); /* not bf16-exact: the cast rounds */
+    res c = {0}, g = {0};
+    BOTH(run_elem(&CPU, n, x, a, h1, h2, da, &c), run_elem(&GPU, n, x, a, h1, h2, da, &g));
+    char op[64];
+    snprintf(op, sizeof op, "elementwise n=%zu", n);
+    compare(op, &c, &g);
+    if (have_gpu && !g.rc) { /* the cast rounds to nearest even, as the host does */
+        int exact = 1;
+        for (size_t i = 0; i < n; i++) exact &= g.v[2][i] == rbf(a[i]);
+        CHECK(exact, "%s: cast f32->bf16 is round-to-nearest-even (bit-exact)", op);
+    }
+    res_free(&c), res_free(&g);
+    free(x), free(a), free(h1), free(h2), free(da);
+}
+
+/* ================================================================================================ */
+/* embedding, rows                                                                                  */
+/* ================================================================================================ */
+static void run_embed(gdn2_backend *be, int64_t N, int64_t d, int64_t vocab, const int32_t *tok, const float *wte,
+                      const float *dout, const float *dwte0, res *r) {
+    arena A = {.be = be};
+    int32_t *td = put_raw(&A, tok, (size_t)N * sizeof(int32_t));
+    float *w = put(&A, wte, (size_t)(vocab * d), GDN2_DT_F32), *out = put(&A, NULL, (size_t)(N * d), GDN2_DT_F32);
+    float *dd = put(&A, dout, (size_t)(N * d), GDN2_DT_F32), *dw = put(&A, dwte0, (size_t)(vocab * d), GDN2_DT_F32);
+    if (!A.rc) {
+        note(&A, be->embed_fwd(be, N, d, td, w, out));
+        note(&A, be->embed_bwd(be, N, d, tok, td, dd, dw));
+    }
+    res_add(r, "out", get(&A, out, (size_t)(N * d), GDN2_DT_F32), (size_t)(N * d), 0);
+    res_add(r, "dwte", get(&A, dw, (size_t)(vocab * d), GDN2_DT_F32), (size_t)(vocab * d), 1e-6);
+    finish(&A, r);
+}
+
+static void t_embed(int64_t N, int64_t d, int64_t vocab) {
+    int32_t *tok = malloc((size_t)N * sizeof(int32_t));
+    for (int64_t i = 0; i < N; i++) tok[i] = (int32_t)(test_rng_next(&g_seed) % (unsigned long long)vocab);
+    float *wte = randn((size_t)(vocab * d), 1.0), *dout = randn((size_t)(N * d), 1.0), *dw0 = randn((size_t)(vocab * d), 0.1);
+    res c = {0}, g = {0}, g2 = {0};
+    BOTH(run_embed(&CPU, N, d, vocab, tok, wte, dout, dw0, &c), run_embed(&GPU, N, d, vocab, tok, wte, dout, dw0, &g));
+    char op[64];
+    snprintf(op, sizeof op, "embed N=%lld d=%lld vocab=%lld", (long long)N, (long long)d, (long long)vocab);
+    compare(op, &c, &g);
+    if (have_gpu) run_embed(&GPU, N, d, vocab, tok, wte, dout, dw0, &g2);
+    same_bits(op, &g, &g2);
+    res_free(&c), res_free(&g), res_free(&g2);
+    free(tok), free(wte), free(dout), free(dw0);
+}
+
+static void run_rows(gdn2_backend *be, int64_t nr, int64_t N, int64_t d, const int64_t *rows, const float *src,
+                     const float *small, res *r) {
+    arena A = {.be = be};
+    void *s = put(&A, src, (size_t)(N * d), GDN2_DT_ACT), *g = put(&A, NULL, (size_t)(nr * d), GDN2_DT_ACT);
+    void *sm = put(&A, small, (size_t)(nr * d), GDN2_DT_ACT), *sc = put(&A, src, (size_t)(N * d), GDN2_DT_ACT);
+    if (!A.rc) {
+        note(&A, be->gather_rows(be, nr, d, rows, s, g));
+        note(&A, be->scatter_rows(be, nr, N, d, rows, sm, sc));
+    }
+    res_add(r, "gather", get(&A, g, (size_t)(nr * d), GDN2_DT_ACT), (size_t)(nr * d), 0);
+    res_add(r, "scatter", get(&A, sc, (size_t)(N * d), GDN2_DT_ACT), (size_t)(N * d), 0);
+    finish(&A, r);
+}
+
+static void t_rows(int64_t N, int64_t d) {
+    int64_t rows[7] = {3, 0, N - 1, 5, 11, 2, 8}, nr = 7;
+    float *src = randn((size_t)(N * d), 1.0), *small = randn((size_t)(nr * d), 1.0);
+    res c = {0}, g = {0};
+    BOTH(run_rows(&CPU, nr, N, d, rows, src, small, &c), run_rows(&GPU, nr, N, d, rows, src, small, &g));
+    compare("gather_rows / scatter_rows", &c, &g);
+    res_free(&c), res_free(&g);
+    free(src), free(small);
+}
+
+/* ================================================================================================ */
+/* norms                                                                                            */
+/* ================================================================================================ */
+static void run_rms(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, const float *dy,
+                    const float *dx0, const float *dw0, int acc, res *r) {
+    arena A = {.be = be};
+    const size_t n = (size_t)(N * D);
+    float *xd = put(&A, x, n, GDN2_DT_F32), *wd = put(&A, w, (size_t)D, GDN2_DT_F32);
+    void *y = put(&A, NULL, n, GDN2_DT_ACT);
+    float *rs = put(&A, NULL, (size_t)N, GDN2_DT_F32);
+    void *dyd = put(&A, dy, n, GDN2_DT_ACT);
+    float *dx = put(&A, dx0, n, GDN2_DT_F32), *dw = put(&A, dw0, (size_t)D, GDN2_DT_F32);
+    if (!A.rc) {
+        note(&A, be->rmsnorm_fwd(be, N, D, xd, wd, 1e-5f, y, rs));
+        note(&A, be->rmsnorm_bwd(be, N, D, xd, wd, rs, dyd, dx, acc, dw));
+    }
+    res_add(r, "y", get(&A, y, n, GDN2_DT_ACT), n, 1e-2);
+    res_add(r, "rstd", get(&A, rs, (size_t)N, GDN2_DT_F32), (size_t)N, 1e-5);
+    res_add(r, "dx", get(&A, dx, n, GDN2_DT_F32), n, 1e-4);
+    res_add(r, "dw", get(&A, dw, (size_t)D, GDN2_DT_F32), (size_t)D, 1e-4);
+    finish(&A, r);
+}
+
+static void t_rms(int64_t N, int64_t D, int acc) {
+    const size_t n = (size_t)(N * D);
+    float *x = randn(n, 1.5), *w = randu((size_t)D, 0.5, 1.5), *dy = randn(n, 1.0), *dx0 = randn(n, 0.5);
+    float *dw0 = randn((size_t)D, 0.5);
+    res c = {0}, g = {0}, g2 = {0};
+    BOTH(run_rms(&CPU, N, D, x, w, dy, dx0, dw0, acc, &c), run_rms(&GPU, N, D, x, w, dy, dx0, dw0, acc, &g));
+    char op[80];
+    snprintf(op, sizeof op, "rmsnorm N=%lld D=%lld acc=%d", (long long)N, (long long)D, acc);
+    compare(op, &c, &g);
+    if (have_gpu) run_rms(&GPU, N, D, x, w, dy, dx0, dw0, acc, &g2);
+    same_bits(op, &g, &g2);
+    res_free(&c), res_free(&g), res_free(&g2);
+    free(x), free(w), free(dy), free(dx0), free(dw0);
+}
+
+static void run_rmss(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *a, const float *w,
+                     const float *dy, const float *dw0, res *r) {
+    arena A = {.be = be};
+    const size_t n = (size_t)(N * D);
+    void *xd = put(&A, x, n, GDN2_DT_ACT), *ad = put(&A, a, n, GDN2_DT_ACT), *y = put(&A, NULL, n, GDN2_DT_ACT);
+    float *wd = put(&A, w, (size_t)D, GDN2_DT_F32), *dw = put(&A, dw0, (size_t)D, GDN2_DT_F32);
+    void *dyd = put(&A, dy, n, GDN2_DT_ACT), *dx = put(&A, NULL, n, GDN2_DT_ACT), *dg = put(&A, NULL, n, GDN2_DT_ACT);
+    if (!A.rc) {
+        note(&A, be->rmsnorm_swish_fwd(be, N, D, xd, ad, wd, 1e-5f, y));
+        note(&A, be->rmsnorm_swish_bwd(be, N, D, xd, ad, wd, 1e-5f, dyd, dx, dg, dw));
+    }
+    res_add(r, "y", get(&A, y, n, GDN2_DT_ACT), n, 1e-2);
+    res_add(r, "dx", get(&A, dx, n, GDN2_DT_ACT), n, 1e-2);
+    res_add(r, "dgate", get(&A, dg, n, GDN2_DT_ACT), n, 1e-2);
+    res_add(r, "dw", get(&A, dw, (size_t)D, GDN2_DT_F32), (size_t)D, 1e-4);
+    finish(&A, r);
+}
+
+static void t_rmss(int64_t N, int64_t D) {
+    const size_t n = (size_t)(N * D);
+    float *x = randn(n, 1.0), *a = randn(n, 2.0), *w = randu((size_t)D, 0.5, 1.5), *dy = randn(n, 1.0);
+    float *dw0 = randn((size_t)D, 0.5);
+    res c = {0}, g = {0}, g2 = {0};
+    BOTH(run_rmss(&CPU, N, D, x, a, w, dy, dw0, &c), run_rmss(&GPU, N, D, x, a, w, dy, dw0, &g));
+    char op[80];
+    snprintf(op, sizeof op, "rmsnorm_swish N=%lld D=%lld", (long long)N, (long long)D);
+    compare(op, &c, &g);
+    if (have_gpu) run_rmss(&GPU, N, D, x, a, w, dy, dw0, &g2);
+    same_bits(op, &g, &g2);
+    res_free(&c), res_free(&g), res_free(&g2);
+    free(x), free(a), free(w), free(dy), free(dw0);
+}
+
+/* ================================================================================================ */
+/* conv                                                                                             */
+/* ================================================================================================ */
+static void run_conv(gdn2_backend *be, int64_t B, int64_t T, int64_t D, int64_t W, const float *x, const float *hist,
+                     size_t hs, const float *w, const float *dy, const float *dw0, res *r) {
+    arena A = {.be = be};
+    const size_t n = (size_t)(B * T * D), nh = (size_t)B * hs;
+    void *xd = put(&A, x, n, GDN2_DT_ACT), *y = put(&A, NULL, n, GDN2_DT_ACT);
+    float *hd = hist ? put(&A, hist, nh, GDN2_DT_F32) : NULL;
+    float *wd = put(&A, w, (size_t)(D * W), GDN2_DT_F32), *dw = put(&A, dw0, (size_t)(D * W), GDN2_DT_F32);
+    void *dyd = put(&A, dy, n, GDN2_DT_ACT), *dx = put(&A, NULL, n, GDN2_DT_ACT);
+    float *h2 = put(&A, hist ? hist : NULL, nh, GDN2_DT_F32);
+    if (!A.rc) {
+        note(&A, be->conv_silu_fwd(be, B, T, D, W, xd, hd, hs, wd, y));
+        note(&A, be->conv_silu_bwd(be, B, T, D, W, xd, hd, hs, wd, dyd, dx, dw));
+        note(&A, be->conv_hist_update(be, B, T, D, W, xd, h2, hs));
+    }
+    res_add(r, "y", get(&A, y, n, GDN2_DT_ACT), n, 1e-2);
+    res_add(r, "dx", get(&A, dx, n, GDN2_DT_ACT), n, 1e-2);
+    res_add(r, "dw", get(&A, dw, (size_t)(D * W), GDN2_DT_F32), (size_t)(D * W), 1e-4);
+    res_add(r, "hist_update", get(&A, h2, nh, GDN2_DT_F32), nh, 0);
+    finish(&A, r);
+}
+
+static void t_conv(int64_t B, int64_t T, int64_t D, int64_t W, int with_hist) {
+    const size_t n = (size_t)(B * T * D), hs = (size_t)((W - 1) * D + 17);
+    float *x = randn(n, 1.0), *hist = with_hist ? randn((size_t)B * hs, 1.0) : NULL, *w = randn((size_t)(D * W), 0.5);
+    float *dy = randn(n, 1.0), *dw0 = randn((size_t)(D * W), 0.1);
+    res c = {0}, g = {0};
+    BOTH(run_conv(&CPU, B, T, D, W, x, hist, hs, w, dy, dw0, &c), run_conv(&GPU, B, T, D, W, x, hist, hs, w, dy, dw0, &g));
+    char op[96];
+    snprintf(op, sizeof op, "conv_silu B=%lld T=%lld D=%lld W=%lld hist=%d", (long long)B, (long long)T, (long long)D,
+             (long long)W, with_hist);
+    compare(op, &c, &g);
+    res_free(&c), res_free(&g);
+    free(x), free(hist), free(w), free(dy), free(dw0);
+}
+
+/* ================================================================================================ */
+/* gates                                                                                            */
+/* ================================================================================================ */
+typedef struct {
+    int mixer;
+    int64_t N, H, HV, K, V;
+    float cb;
+} gcase;
+
+static void run_gates(gdn2_backend *be, const gcase *c, const float *f, const float *sb, const float *sw,
+                      const float *A_log, const float *dt, const float *g_in, const float *dg, const float *db,
+                      const float *dw, const float *dA0, const float *ddt0, res *r) {
+    arena A = {.be = be};
+    const int gdn = c->mixer == GDN2_MIXER_GDN, g2 = c->mixer == GDN2_MIXER_GDN2;
+    const size_t nk = (size_t)(c->N * c->H * c->K), nv = (size_t)(c->N * c->HV * c->V), nh = (size_t)(c->N * c->H);
+    const size_t nf = gdn ? nh : nk, nb = g2 ? nk : nh, ndt = gdn ? (size_t)c->H : (size_t)(c->H * c->K);
+    void *fd = put(&A, f, nf, GDN2_DT_ACT), *sbd = put(&A, sb, nb, GDN2_DT_ACT);
+    void *swd = g2 ? put(&A, sw, nv, GDN2_DT_ACT) : NULL;
+    float *Al = put(&A, A_log, (size_t)c->H, GDN2_DT_F32), *dtd = put(&A, dt, ndt, GDN2_DT_F32);
+    float *g = put(&A, NULL, nk, GDN2_DT_F32);
+    void *b = put(&A, NULL, nk, GDN2_DT_ACT), *w = put(&A, NULL, nv, GDN2_DT_ACT);
+    float *gi = g_in ? put(&A, g_in, nk, GDN2_DT_F32) : NULL, *dgd = dg ? put(&A, dg, nk, GDN2_DT_F32) : NULL;
+    void *dbd = db ? put(&A, db, nk, GDN2_DT_ACT) : NULL, *dwd = dw ? put(&A, dw, nv, GDN2_DT_ACT) : NULL;
+    void *df = put(&A, NULL, nf, GDN2_DT_ACT), *dpb = put(&A, NULL, nb, GDN2_DT_ACT);
+    void *dpw = g2 ? put(&A, NULL, nv, GDN2_DT_ACT) : NULL;
+    float *dA = dA0 ? put(&A, dA0, (size_t)c->H, GDN2_DT_F32) : NULL, *ddt = ddt0 ? put(&A, ddt0, ndt, GDN2_DT_F32) : NULL;
+    if (!A.rc) note(&A, be->gates_fwd(be, c->mixer, c->N, c->H, c->HV, c->K, c->V, c->cb, fd, sbd, swd, Al, dtd, g, b, w));
+    if (!A.rc && g_in)
+        note(&A, be->gates_bwd(be, c->mixer, c->N, c->H, c->HV, c->K, c->V, c->cb, fd, sbd, swd, gi, Al, dtd, dgd, dbd,
+                               dwd, df, dpb, dpw, dA, ddt));
+    if (!g_in) { /* forward only */
+        res_add(r, "g", get(&A, g, nk, GDN2_DT_F32), nk, 1e-5);
+        res_add(r, "b", get(&A, b, nk, GDN2_DT_ACT), nk, 1e-2);
+        res_add(r, "w", get(&A, w, nv, GDN2_DT_ACT), nv, 1e-2);
+    } else {
+        res_add(r, "df", get(&A, df, nf, GDN2_DT_ACT), nf, 1e-2);
+        res_add(r, "dpb", get(&A, dpb, nb, GDN2_DT_ACT), nb, 1e-2);
+        if (g2) res_add(r, "dpw", get(&A, dpw, nv, GDN2_DT_ACT), nv, 1e-2);
+        res_add(r, "dA_log", get(&A, dA, (size_t)c->H, GDN2_DT_F32), (size_t)c->H, 1e-4);
+        res_add(r, "ddt", get(&A, ddt, ndt, GDN2_DT_F32), ndt, 1e-4);
+    }
+    finish(&A, r);
+}
+
+static void t_gates(int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, int64_t V) {
+    gcase c = {mixer, N, H, HV, K, V, mixer == GDN2_MIXER_GDN2 ? 2.0f : 1.0f};
+    const int gdn = mixer == GDN2_MIXER_GDN, g2 = mixer == GDN2_MIXER_GDN2;
+    const size_t nk = (size_t)(N * H * K), nv = (size_t)(N * HV * V), nh = (size_t)(N * H);
+    const size_t nf = gdn ? nh : nk, nb = g2 ? nk : nh, ndt = gdn ? (size_t)H : (size_t)(H * K);
+    float *f = randn(nf, 2.0), *sb = randu(nb, 0.01, 0.99), *sw = randu(nv, 0.01, 0.99), *A_log = randu((size_t)H, -1, 1);
+    float *dt = randn(ndt, 0.5), *dg = randn(nk, 1.0), *db = randn(nk, 1.0), *dw = randn(nv, 1.0);
+    float *dA0 = randn((size_t)H, 0.1), *ddt0 = randn(ndt, 0.1);
+    f[0] = 21.0f, f[nf / 2] = 25.0f; /* past softplus's threshold (20) */
+    res cf = {0}, gf = {0}, cb = {0}, gb = {0}, gb2 = {0};
+    BOTH(run_gates(&CPU, &c, f, sb, sw, A_log, dt, NULL, NULL, NULL, NULL, NULL, NULL, &cf),
+         run_gates(&GPU, &c, f, sb, sw, A_log, dt, NULL, NULL, NULL, NULL, NULL, NULL, &gf));
+    char op[96];
+    snprintf(op, sizeof op, "gates_fwd mixer=%d N=%lld H=%lld HV=%lld K=%lld", mixer, (long long)N, (long long)H,
+             (long long)HV, (long long)K);
+    compare(op, &cf, &gf);
+    /* the backward reads the forward's g: the CPU's, given to both */
+    const float *g_in = cf.v[0];
+    BOTH(run_gates(&CPU, &c, f, sb, sw, A_log, dt, g_in, dg, db, dw, dA0, ddt0, &cb),
+         run_gates(&GPU, &c, f, sb, sw, A_log, dt, g_in, dg, db, dw, dA0, ddt0, &gb));
+    op[6] = 'b', op[7] = 'w', op[8] = 'd'; /* "gates_fwd" -> "gates_bwd" */
+    compare(op, &cb, &gb);
+    if (have_gpu) run_gates(&GPU, &c, f, sb, sw, A_log, dt, g_in, dg, db, dw, dA0, ddt0, &gb2);
+    same_bits(op, &gb, &gb2);
+    res_free(&cf), res_free(&gf), res_free(&cb), res_free(&gb), res_free(&gb2);
+    free(f), free(sb), free(sw), free(A_log), free(dt), free(dg), free(db), free(dw), free(dA0), free(ddt0);
+}
+
+/* ================================================================================================ */
+/* linear                                                                                           */
+/* ================================================================================================ */
+static void run_lin(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const float *X, const float *W,
+                    const float *bias, const float *Y0, int ydt, int acc, const float *dY, const float *dX0,
+                    const float *dW0, const float *db0, res *r) {
+    arena A = {.be = be};
+    const size_t nx = (size_t)(N * in), nw = (size_t)(out * in), ny = (size_t)(N * out);
+    void *Xd = put(&A, X, nx, GDN2_DT_ACT), *Wd = put(&A, W, nw, GDN2_DT_ACT), *Yd = put(&A, Y0, ny, ydt);
+    float *bd = bias ? put(&A, bias, (size_t)out, GDN2_DT_F32) : NULL;
+    void *dYd = put(&A, dY, ny, GDN2_DT_ACT), *dXd = put(&A, dX0, nx, GDN2_DT_ACT);
+    float *dWd = put(&A, dW0, nw, GDN2_DT_F32), *dbd = bias ? put(&A, db0, (size_t)out, GDN2_DT_F32) : NULL;
+    if (!A.rc) {
+        note(&A, be->linear_fwd(be, N, in, out, Xd, Wd, bd, Yd, ydt, acc));
+        note(&A, be->linear_bwd(be, N, in, out, Xd, Wd, dYd, dXd, acc, dWd, dbd));
+    }
+    res_add(r, "Y", get(&A, Yd, ny, ydt), ny, ydt == GDN2_DT_ACT ? 1e-2 : 1e-5);
+    res_add(r, "dX", get(&A, dXd, nx, GDN2_DT_ACT), nx, 1e-2);
+    res_add(r, "dW", get(&A, dWd, nw, GDN2_DT_F32), nw, 1e-4);
+    if (bias) res_add(r, "dbias", get(&A, dbd, (size_t)out, GDN2_DT_F32), (size_t)out, 1e-4);
+    finish(&A, r);
+}
+
+static void t_lin(int64_t N, int64_t in, int64_t out, int with_bias, int ydt, int acc) {
+    float *X = randn((size_t)(N * in), 1.0), *W = randn((size_t)(out * in), 0.05), *bias = randn((size_t)out, 0.5);
+    float *Y0 = randn((size_t)(N * out), 1.0), *dY = randn((size_t)(N * out), 1.0), *dX0 = randn((size_t)(N * in), 0.1);
+    float *dW0 = randn((size_t)(out * in), 0.1), *db0 = randn((size_t)out, 0.1);
+    res c = {0}, g = {0}, g2 = {0};
+    const float *b = with_bias ? bias : NULL;
+    BOTH(run_lin(&CPU, N, in, out, X, W, b, Y0, ydt, acc, dY, dX0, dW0, db0, &c),
+         run_lin(&GPU, N, in, out, X, W, b, Y0, ydt, acc, dY, dX0, dW0, db0, &g));
+    char op[96];
+    snprintf(op, sizeof op, "linear N=%lld in=%lld out=%lld bias=%d y=%s acc=%d", (long long)N, (long long)in,
+             (long long)out, with_bias, ydt == GDN2_DT_ACT ? "act" : "f32", acc);
+    compare(op, &c, &g);
+    if (have_gpu) run_lin(&GPU, N, in, out, X, W, b, Y0, ydt, acc, dY, dX0, dW0, db0, &g2);
+    same_bits(op, &g, &g2);
+    res_free(&c), res_free(&g), res_free(&g2);
+    free(X), free(W), free(bias), free(Y0), free(dY), free(dX0), free(dW0), free(db0);
+}
+
+/* ================================================================================================ */
+/* loss, optimizer                                                                                  */
+/* ================================================================================================ */
+static void run_xent(gdn2_backend *be, int64_t N, int64_t Vp, const float *z, const int32_t *t, res *r) {
+    arena A = {.be = be};
+    float *zd = put(&A, z, (size_t)(N * Vp), GDN2_DT_F32), *loss = put(&A, NULL, (size_t)N, GDN2_DT_F32);
+    int32_t *td = put_raw(&A, t, (size_t)N * sizeof(int32_t));
+    void *dz = put(&A, NULL, (size_t)(N * Vp), GDN2_DT_ACT);
+    if (!A.rc) note(&A, be->xent(be, N, Vp, zd, td, 1.0f / 9.0f, dz, loss));
+    res_add(r, "loss", get(&A, loss, (size_t)N, GDN2_DT_F32), (size_t)N, 1e-5);
+    res_add(r, "dlogits", get(&A, dz, (size_t)(N * Vp), GDN2_DT_ACT), (size_t)(N * Vp), 1e-2);
+    finish(&A, r);
+}
+
+static void t_xent(int64_t N, int64_t Vp) {
+    float *z = randn((size_t)(N * Vp), 3.0);
+    int32_t *t = malloc((size_t)N * sizeof(int32_t));
+    for (int64_t i = 0; i < N; i++) t[i] = i % 4 == 1 ? GDN2_IGNORE : (int32_t)(test_rng_next(&g_seed) % (unsigned long long)Vp);
+    res c = {0}, g = {0};
+    BOTH(run_xent(&CPU, N, Vp, z, t, &c), run_xent(&GPU, N, Vp, z, t, &g));
+    char op[64];
+    snprintf(op, sizeof op, "xent N=%lld Vp=%lld", (long long)N, (long long)Vp);
+    compare(op, &c, &g);
+    res_free(&c), res_free(&g);
+    free(z), free(t);
+}
+
+static double run_sumsq(gdn2_backend *be, size_t n, const float *x, int *rc) {
+    arena A = {.be = be};
+    float *d = put(&A, x, n, GDN2_DT_F32);
+    double s = -1;
+    *rc = A.rc ? A.rc : be->sumsq(be, n, d, &s);
+    arena_free(&A);
+    return s;
+}
+
+static void t_sumsq(size_t n) {
+    float *x = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)test_normal(&g_seed);
+    int rc1 = 0, rc2 = 0, rc3 = 0;
+    double c = run_sumsq(&CPU, n, x, &rc1);
+    CHECK(rc1 == 0 && c > 0, "sumsq n=%zu: cpu runs", n);
+    if (!have_gpu) SKIP_NO_GPU("sumsq n=%zu: cuda vs cpu", n);
+    else {
+        double g = run_sumsq(&GPU, n, x, &rc2), g2 = run_sumsq(&GPU, n, x, &rc3);
+        CHECK(rc2 == 0 && fabs(g - c) <= 1e-12 * fabs(c), "sumsq n=%zu: cuda %.17g vs cpu %.17g (rel bar 1e-12)", n, g, c);
+        CHECK(rc3 == 0 && !memcmp(&g, &g2, sizeof g), "sumsq n=%zu: two cuda runs give the same bits", n);
+    }
+    free(x);
+}
+
+static void run_adamw(gdn2_backend *be, const gdn2_adamw_seg *segs, int ns, size_t n, const float *w0, const float *g,
+                      res *r) {
+    arena A = {.be = be};
+    float *w = put(&A, w0, n, GDN2_DT_F32), *gd = put(&A, g, n, GDN2_DT_F32);
+    float *m = put(&A, NULL, n, GDN2_DT_F32), *v = put(&A, NULL, n, GDN2_DT_F32);
+    void *wa = put(&A, NULL, n, GDN2_DT_ACT);
+    for (int t = 1; t <= 3 && !A.rc; t++) { /* three steps: the segment table cached after the first */
+        gdn2_adamw_hyper h = {1e-2f, 0.9f, 0.95f, 1e-8f, 0, 0};
+        h.step_size = (float)(h.lr / (1.0 - pow(h.beta1, t)));
+        h.bc2_sqrt = (float)sqrt(1.0 - pow(h.beta2, t));
+        note(&A, be->adamw(be, segs, ns, &h, w, gd, m, v, wa));
+    }
+    res_add(r, "w", get(&A, w, n, GDN2_DT_F32), n, 1e-5);
+    res_add(r, "m", get(&A, m, n, GDN2_DT_F32), n, 1e-6);
+    res_add(r, "v", get(&A, v, n, GDN2_DT_F32), n, 1e-6);
+    res_add(r, "w_act", get(&A, wa, n, GDN2_DT_ACT), n, 1e-2);
+    finish(&A, r);
+}
+
+static void t_adamw(void) {
+    /* three segments with a gap (elements 4001..4099 untouched) and two weight decays */
+    gdn2_adamw_seg segs[3] = {{0, 1000, 0.1f}, {1000, 3001, 0.0f}, {4100, 2999, 0.1f}};
+    const size_t n = 7099;
+    float *w0 = randn(n, 1.0), *g = randn(n, 1.0);
+    res c = {0}, gg = {0};
+    BOTH(run_adamw(&CPU, segs, 3, n, w0, g, &c), run_adamw(&GPU, segs, 3, n, w0, g, &gg));
+    compare("adamw (3 segments, 3 steps)", &c, &gg);
+    res_free(&c), res_free(&gg);
+    free(w0), free(g);
+}
+
+/* ================================================================================================ */
+/* the GDN-2 recurrence (chunk kernels: CPU fp32, GPU bf16)                                         */
+/* ================================================================================================ */
+static void run_gdn2(gdn2_backend *be, const gdn2_dims *dm, const float *q, const float *k, const float *v,
+                     const float *g, const float *b, const float *w, const float *h0, const float *d_o, res *r) {
+    arena A = {.be = be};
+    const size_t nk = (size_t)(dm->B * dm->T * dm->H * dm->K), nv = (size_t)(dm->B * dm->T * dm->HV * dm->V);
+    const size_t ns = (size_t)(dm->B * dm->HV * dm->K * dm->V);
+    gdn2_opts op;
+    memset(&op, 0, sizeof op);
+    op.qk_l2norm = 1;
+    op.trust_values = 1;
+    void *qd = put(&A, q, nk, GDN2_DT_ACT), *kd = put(&A, k, nk, GDN2_DT_ACT), *vd = put(&A, v, nv, GDN2_DT_ACT);
+    float *gd = put(&A, g, nk, GDN2_DT_F32), *h0d = put(&A, h0, ns, GDN2_DT_F32), *ht = put(&A, NULL, ns, GDN2_DT_F32);
+    void *bd = put(&A, b, nk, GDN2_DT_ACT), *wd = put(&A, w, nv, GDN2_DT_ACT), *o = put(&A, NULL, nv, GDN2_DT_ACT);
+    void *dod = put(&A, d_o, nv, GDN2_DT_ACT), *dq = put(&A, NULL, nk, GDN2_DT_ACT), *dk = put(&A, NULL, nk, GDN2_DT_ACT);
+    void *dv = put(&A, NULL, nv, GDN2_DT_ACT), *db = put(&A, NULL, nk, GDN2_DT_ACT), *dw = put(&A, NULL, nv, GDN2_DT_ACT);
+    float *dg = put(&A, NULL, nk, GDN2_DT_F32);
+    if (!A.rc) note(&A, be->gdn2_fwd(be, GDN2_KERNEL_CHUNK, dm, &op, qd, kd, vd, gd, bd, wd, h0d, o, ht));
+    if (!A.rc)
+        note(&A, be->gdn2_bwd(be, GDN2_KERNEL_CHUNK, dm, &op, qd, kd, vd, gd, bd, wd, h0d, dod, dq, dk, dv, dg, db, dw));
+    res_add(r, "o", get(&A, o, nv, GDN2_DT_ACT), nv, 2e-2);
+    res_add(r, "ht", get(&A, ht, ns, GDN2_DT_F32), ns, 2e-2);
+    res_add(r, "dq", get(&A, dq, nk, GDN2_DT_ACT), nk, 3e-2);
+    res_add(r, "dk", get(&A, dk, nk, GDN2_DT_ACT), nk, 3e-2);
+    res_add(r, "dv", get(&A, dv, nv, GDN2_DT_ACT), nv, 3e-2);
+    res_add(r, "dg", get(&A, dg, nk, GDN2_DT_F32), nk, 3e-2);
+    res_add(r, "db", get(&A, db, nk, GDN2_DT_ACT), nk, 3e-2);
+    res_add(r, "dw", get(&A, dw, nv, GDN2_DT_ACT), nv, 3e-2);
+    finish(&A, r);
+}
+
+static void t_gdn2(int64_t B, int64_t T, int64_t H, int64_t HV, int64_t K, int64_t V) {
+    gdn2_dims dm = {B, T, H, HV, K, V};
+    const size_t nk = (size_t)(B * T * H * K), nv = (size_t)(B * T * HV * V), ns = (size_t)(B * HV * K * V);
+    float *q = randn(nk, 1.0), *k = randn(nk, 1.0), *v = randn(nv, 1.0), *g = randu(nk, -1.0, -0.01);
+    float *b = randu(nk, 0.0, 2.0), *w = randu(nv, 0.0, 1.0), *h0 = randn(ns, 0.1), *d_o = randn(nv, 1.0);
+    res c = {0}, gg = {0};
+    BOTH(run_gdn2(&CPU, &dm, q, k, v, g, b, w, h0, d_o, &c), run_gdn2(&GPU, &dm, q, k, v, g, b, w, h0, d_o, &gg));
+    char op[96];
+    snprintf(op, sizeof op, "gdn2 chunk B=%lld T=%lld H=%lld HV=%lld K=%lld V=%lld", (long long)B, (long long)T,
+             (long long)H, (long long)HV, (long long)K, (long long)V);
+    compare(op, &c, &gg);
+    res_free(&c), res_free(&gg);
+    free(q), free(k), free(v), free(g), free(b), free(w), free(h0), free(d_o);
+}
+
+/* ================================================================================================ */
+/* attention (src/cuda/attn.cu)                                                                     */
+/* ================================================================================================ */
+/* rope_split on qkv; attn fwd/bwd on the given (shared, bf16-exact) q, k, v; rope_split_bwd on dq,dk,dv */
+static void run_attn(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const float *qkv,
+                     const float *q, const float *k, const float *v, const float *dO, res *r) {
+    arena A = {.be = be};
+    const size_t nq = (size_t)(B * a->n_head * T * a->hs), nkv = (size_t)(B * a->n_groups * T * a->hs);
+    const size_t nqkv = (size_t)(B * T * (a->n_head + 2 * a->n_groups) * a->hs), nl = (size_t)(B * a->n_head * T);
+    void *qkvd = put(&A, qkv, nqkv, GDN2_DT_ACT), *q1 = put(&A, NULL, nq, GDN2_DT_ACT), *k1 = put(&A, NULL, nkv, GDN2_DT_ACT);
+    void *v1 = put(&A, NULL, nkv, GDN2_DT_ACT);
+    void *qd = put(&A, q, nq, GDN2_DT_ACT), *kd = put(&A, k, nkv, GDN2_DT_ACT), *vd = put(&A, v, nkv, GDN2_DT_ACT);
+    void *o = put(&A, NULL, nq, GDN2_DT_ACT), *dOd = put(&A, dO, nq, GDN2_DT_ACT);
+    float *lse = put(&A, NULL, nl, GDN2_DT_F32);
+    void *dq = put(&A, NULL, nq, GDN2_DT_ACT), *dk = put(&A, NULL, nkv, GDN2_DT_ACT), *dv = put(&A, NULL, nkv, GDN2_DT_ACT);
+    void *dqkv = put(&A, NULL, nqkv, GDN2_DT_ACT);
+    if (!A.rc) note(&A, be->rope_split(be, a, B, T, qkvd, q1, k1, v1));
+    if (!A.rc) note(&A, be->attn_fwd(be, a, B, T, qd, kd, vd, o, lse));
+    if (!A.rc) note(&A, be->attn_bwd(be, a, B, T, qd, kd, vd, o, lse, dOd, dq, dk, dv));
+    if (!A.rc) note(&A, be->rope_split_bwd(be, a, B, T, dq, dk, dv, dqkv));
+    res_add(r, "rope q", get(&A, q1, nq, GDN2_DT_ACT), nq, 1e-2);
+    res_add(r, "rope k", get(&A, k1, nkv, GDN2_DT_ACT), nkv, 1e-2);
+    res_add(r, "rope v", get(&A, v1, nkv, GDN2_DT_ACT), nkv, 1e-2);
+    res_add(r, "o", get(&A, o, nq, GDN2_DT_ACT), nq, 1e-2);
+    res_add(r, "lse", get(&A, lse, nl, GDN2_DT_F32), nl, 1e-4);
+    res_add(r, "dq", get(&A, dq, nq, GDN2_DT_ACT), nq, 2e-2);
+    res_add(r, "dk", get(&A, dk, nkv, GDN2_DT_ACT), nkv, 2e-2);
+    res_add(r, "dv", get(&A, dv, nkv, GDN2_DT_ACT), nkv, 2e-2);
+    res_add(r, "dqkv", get(&A, dqkv, nqkv, GDN2_DT_ACT), nqkv, 2e-2);
+    finish(&A, r);
+}
+
+static void t_attn(int64_t B, int64_t T, int64_t nh, int64_t ng, int64_t hs, int64_t window) {
+    gdn2_attn_cfg a = {nh * hs, nh, ng, hs, window, 10000.0f};
+    const size_t nq = (size_t)(B * nh * T * hs), nkv = (size_t)(B * ng * T * hs), nqkv = (size_t)(B * T * (nh + 2 * ng) * hs);
+    float *qkv = randn(nqkv, 1.0), *q = randn(nq, 1.0), *k = randn(nkv, 1.0), *v = randn(nkv, 1.0), *dO = randn(nq, 1.0);
+    res c = {0}, g = {0};
+    BOTH(run_attn(&CPU, &a, B, T, qkv, q, k, v, dO, &c), run_attn(&GPU, &a, B, T, qkv, q, k, v, dO, &g));
+    char op[96];
+    snprintf(op, sizeof op, "attention B=%lld T=%lld nh=%lld ng=%lld hs=%lld window=%lld", (long long)B, (long long)T,
+             (long long)nh, (long long)ng, (long long)hs, (long long)window);
+    compare(op, &c, &g);
+    res_free(&c), res_free(&g);
+    free(qkv), free(q), free(k), free(v), free(dO);
+}
+
+int main(void) {
+    gdn2_backend_cpu_init(&CPU, 0);
+    int rc = gdn2_backend_cuda_init(&GPU);
+    have_gpu = rc == GDN2_OK;
+    if (!have_gpu) {
+        CHECK(rc == GDN2_ERR_UNSUPPORTED && gdn2_last_error()[0],
+              "no GPU: gdn2_backend_cuda_init fails cleanly (rc %d: %s)", rc, gdn2_last_error());
+    } else {
+        char name[128] = "?";
+        int drv = 0, rt = 0;
+        gdn2_cuda_device_info(name, sizeof name, &drv, &rt);
+        printf("device: %s, driver API %d, runtime %d\n", name, drv, rt);
+        CHECK(!strcmp(GPU.name, "cuda") && GPU.on_device == 1 && GPU.act_bytes == 2, "cuda backend table: name, on_device, act_bytes");
+    }
+
+    t_elem(1001);
+    t_elem(65537);
+    t_embed(50, 200, 17);
+    t_embed(300, 2304, 1000);
+    t_rows(20, 200);
+    t_rms(37, 2304, 1);
+    t_rms(100, 200, 0);
+    t_rmss(37 * 4, 64);
+    t_rmss(37 * 4, 128);
+    t_conv(2, 37, 200, 4, 1);
+    t_conv(2, 37, 200, 4, 0);
+    t_conv(3, 2, 72, 4, 1); /* T < W-1: the history shifts within itself */
+    for (int mixer = 0; mixer < 3; mixer++) {
+        t_gates(mixer, 37, 2, 4, 64, 64);
+        t_gates(mixer, 150, 2, 2, 128, 128);
+    }
+    t_lin(37, 200, 72, 0, GDN2_DT_F32, 0);
+    t_lin(37, 200, 72, 1, GDN2_DT_ACT, 0);
+    t_lin(64, 2304, 96, 1, GDN2_DT_F32, 1);
+    t_lin(130, 96, 2304, 0, GDN2_DT_ACT, 1);
+    t_lin(5, 37, 11, 1, GDN2_DT_ACT, 1); /* odd leading dimensions: 2-byte aligned rows */
+    t_xent(13, 1003);
+    t_xent(4, 50304);
+    t_sumsq(100003);
+    t_adamw();
+    t_gdn2(2, 100, 2, 4, 64, 64);
+    t_gdn2(1, 130, 2, 2, 128, 128);
+    t_attn(2, 50, 4, 2, 64, 0);
+    t_attn(1, 70, 4, 4, 128, 16);
+
+    if (have_gpu) GPU.destroy(&GPU);
+    CPU.destroy(&CPU);
+    return test_summary();
+}
