@@ -1,6 +1,8 @@
 #!/bin/bash
 # One device call: build the CUDA parts, run the GPU tests, our benchmark, the peers.
 # usage (on the device, from the tree's root): dev/cuda/device_run.sh "build test bench peers_official peers_fla" [--quick]
+#   model phases (issue 16, the GPU model path): "model_build model_test demo train_bench official_train"
+#   (official_train needs peers/p4/{official/lit_gpt,fla,shim/flash_attn} and peers/official_train_bench.py)
 # Needs beside it: .debs (libcjson1 + libcjson-dev .deb files: `apt-get download libcjson1 libcjson-dev`),
 # peers/{official,fla_old,fla_head} (git archives of the peer commits, bench/peers/bench_peers.py),
 # optionally .triton/<impl>.tgz (a Triton cache from an earlier call). GDN2_FIXTURES: the fixture folder
@@ -40,3 +42,39 @@ for impl in official fla; do
     [ -f .triton/$impl.tgz ] || { tar czf "$OUT/triton_$impl.tgz" -C $TRITON_CACHE_DIR .; ls -la "$OUT/triton_$impl.tgz"; }
   fi
 done
+
+# ---- the model on the GPU (the CUDA backend of src/backend) ----------------------------------------
+MK="make -j16 CUDA=1 CPPFLAGS=-I$D/usr/include LDFLAGS=-L$L\ -Wl,-rpath,$L"
+if [[ " $PHASES " == *" model_build "* ]]; then
+  t0=$(date +%s)
+  make -j16 CUDA=1 CPPFLAGS="-I$D/usr/include" LDFLAGS="-L$L -Wl,-rpath,$L" all > "$OUT/model_build.log" 2>&1 || { tail -30 "$OUT/model_build.log"; exit 1; }
+  echo "model build: $(( $(date +%s) - t0 )) s"
+fi
+if [[ " $PHASES " == *" model_test "* ]]; then
+  for t in test_backend test_cuda_attn test_model_cuda test_cuda; do
+    t0=$(date +%s)
+    timeout ${TEST_TIMEOUT:-240} ./build/tests/$t > "$OUT/$t.log" 2>&1; echo "$t rc=$? $(( $(date +%s) - t0 )) s: $(tail -1 $OUT/$t.log)"
+    grep -E "^FAIL" "$OUT/$t.log" | head -20
+  done
+fi
+if [[ " $PHASES " == *" demo "* ]]; then
+  # Tiny Shakespeare: the device has no network; carry it as data/tinyshakespeare.txt (an ignored path)
+  t0=$(date +%s)
+  timeout ${DEMO_TIMEOUT:-300} ./build/gdn2 demo --device cuda > "$OUT/demo_cuda.log" 2>&1; echo "demo rc=$? $(( $(date +%s) - t0 )) s"
+  grep -E "step|validation|goal" "$OUT/demo_cuda.log" | tail -12
+fi
+if [[ " $PHASES " == *" train_bench "* ]]; then
+  for cb in gdn2_1.3B:4 swa_gdn2_1.3B:4 gdn2_12h_100M:16 swa_gdn2_100M:16; do
+    c=${cb%%:*}; b=${cb##*:}
+    timeout 200 ./build/bench/train_step --config $c --batch $b --seq-len 4096 --warmup 2 --steps 6 --json "$OUT/train_$c.json" \
+      > "$OUT/train_$c.log" 2>&1; echo "train_step $c B=$b rc=$?"; tail -2 "$OUT/train_$c.log"
+  done
+fi
+if [[ " $PHASES " == *" official_train "* ]]; then
+  export TRITON_CACHE_DIR=/tmp/triton_train; mkdir -p $TRITON_CACHE_DIR
+  t0=$(date +%s)
+  GDN2_P4=peers/p4 PYTHONUNBUFFERED=1 timeout ${PEER_TIMEOUT:-560} python3 peers/official_train_bench.py "$OUT/official_train.json" \
+    --configs ${OFFICIAL_CONFIGS:-gdn2_1.3B,swa_gdn2_1.3B} --batches ${OFFICIAL_BATCHES:-4} --warmup 2 --steps 6 \
+    --deadline-s ${PEER_DEADLINE:-540} > "$OUT/official_train.log" 2>&1
+  echo "official train rc=$? $(( $(date +%s) - t0 )) s"; tail -8 "$OUT/official_train.log"
+fi

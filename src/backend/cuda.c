@@ -126,7 +126,9 @@ static int cu_gates_bwd(gdn2_backend *be, int mixer, int64_t N, int64_t H, int64
                                dA_log, ddt);
 }
 
-/* the chunk kernels in bf16, recompute mode (no workspace: they allocate stream-ordered scratch) */
+/* the chunk kernels in bf16, recompute mode, their workspace in the context's scratch (a NULL
+ * workspace would make them allocate stream-ordered memory at every call, which the default pool
+ * returns at every synchronisation: 2.3x slower forward, docs/CUDA.md) */
 static int chunk_kernel(const char *fn, int kernel) {
     if (kernel == GDN2_KERNEL_CHUNK) return GDN2_OK;
     if (kernel == GDN2_KERNEL_REFERENCE)
@@ -139,7 +141,9 @@ static int cu_gdn2_fwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const 
     int rc = chunk_kernel("cuda gdn2_fwd", kernel);
     if (rc) return rc;
     gdn2_opts o2 = *op;
-    o2.workspace = NULL, o2.workspace_size = 0;
+    o2.workspace_size = gdn2_cuda_chunk_workspace_size(dm, &o2, 0);
+    o2.workspace = gdn2_cuda_nn_workspace(NN(be), o2.workspace_size, "chunk forward workspace");
+    if (!o2.workspace) return GDN2_ERR_NOMEM;
     gdn2_cuda_fwd_args a;
     memset(&a, 0, sizeof a);
     a.dtype = GDN2_CUDA_BF16;
@@ -152,7 +156,9 @@ static int cu_gdn2_bwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const 
     int rc = chunk_kernel("cuda gdn2_bwd", kernel);
     if (rc) return rc;
     gdn2_opts o2 = *op;
-    o2.workspace = NULL, o2.workspace_size = 0;
+    o2.workspace_size = gdn2_cuda_chunk_workspace_size(dm, &o2, 1);
+    o2.workspace = gdn2_cuda_nn_workspace(NN(be), o2.workspace_size, "chunk backward workspace");
+    if (!o2.workspace) return GDN2_ERR_NOMEM;
     gdn2_cuda_fwd_args a;
     gdn2_cuda_bwd_args ga;
     memset(&a, 0, sizeof a);

@@ -86,6 +86,10 @@ extern "C" void gdn2_cuda_nn_destroy(gdn2_cuda_nn *c) {
 
 extern "C" void *gdn2_cuda_nn_stream(const gdn2_cuda_nn *c) { return (void *)c->stream; }
 
+extern "C" void *gdn2_cuda_nn_workspace(gdn2_cuda_nn *c, size_t bytes, const char *what) {
+    return gdn2_cuda_nn_scratch(c, bytes, what);
+}
+
 void *gdn2_cuda_nn_scratch(gdn2_cuda_nn *c, size_t bytes, const char *what) {
     if (bytes == 0) bytes = 256;
     if (bytes <= c->scratch_bytes) return c->scratch;

@@ -248,7 +248,7 @@ extern "C" int gdn2_cuda_pool_high(size_t *bytes) {
     cudaGetDevice(&dev);
     cudaMemPool_t pool;
     cudaError_t e = cudaDeviceGetDefaultMemPool(&pool, dev);
-    cuuint64_t v = 0;
+    unsigned long long v = 0; /* cudaMemPoolAttrReservedMemHigh is a cuuint64_t */
     if (e == cudaSuccess) e = cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &v);
     if (e != cudaSuccess) return gdn2_error(GDN2_ERR_DEVICE, "memory pool high-water mark: %s", cudaGetErrorString(e));
     *bytes = (size_t)v;
