@@ -103,6 +103,10 @@ typedef struct {
     float *grads;               /* [n_params], allocated by the first backward / zero_grad       */
     size_t *layer_off;          /* [n_layer] offset of each layer's mixer block in params        */
     int n_threads;              /* 0 = OpenMP default                                            */
+    int recompute;              /* 1: a training forward keeps only each block's input (the residual
+                                 * stream) and the backward re-runs the block before differentiating
+                                 * it: one more forward of compute, activations of one block instead of
+                                 * all (the 1.3B configs at T = 4096); the same gradients bit for bit */
     struct gdn2_model_acts *acts;
     /* Where the arithmetic runs: the CPU backend unless gdn2_model_set_device moved the model.
      * params / grads are always HOST memory: on the CPU they are the live tensors; on a device
@@ -253,6 +257,7 @@ typedef struct {
                              * exempt-no-decay data mqar-vocab mqar-pairs mqar-no-fill                */
     int n_threads;
     const char *device;     /* "cpu" (NULL) or "cuda": where the model trains (gdn2_model_set_device) */
+    int recompute;          /* activation recomputation per block (gdn2_model.recompute)               */
     int mqar_vocab, mqar_pairs; /* task mqar: vocab (256) and key-value pairs (4); seq_len is T     */
     int mqar_no_fill;       /* mqar: unused query slots stay 0 (Zoology Fig. 2); default random fillers */
     int64_t gdn_heads, gdn_head_dim; /* override the config's recurrent heads / head dim (0 = keep) */

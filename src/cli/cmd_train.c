@@ -64,6 +64,8 @@ static void train_usage(FILE *f) {
             "  --allow-change LIST with --resume: settings that may differ from the saved run, e.g.\n"
             "                      steps,lr (not model, layout, gdn-heads, gdn-head-dim: the checkpoint's)\n"
             "  --stop-at N         stop after step N (the schedule still runs to --steps)\n"
+            "  --recompute         keep only each block's input and recompute the block in the backward\n"
+            "                      (one more forward; activations of one block: for the 1.3B configs)\n"
             "  --threads N         CPU threads (0 = OpenMP default)\n"
             "  --quiet             no progress lines\n"
             "Prints a progress line (step, loss, lr, tokens/s, ETA) and a final JSON summary line.\n"
@@ -121,6 +123,7 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_FLAG("--exempt-no-decay", &o.exempt_no_decay),
         CLI_OPT_FLAG("--mqar-no-fill", &o.mqar_no_fill),
         CLI_OPT_FLAG("--resume", &o.resume),
+        CLI_OPT_FLAG("--recompute", &o.recompute),
         CLI_OPT_FLAG("--quiet", &o.quiet),
     };
     int rc = cli_parse("train", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL, train_usage);

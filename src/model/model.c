@@ -16,6 +16,7 @@
 
 struct gdn2_model_acts {
     int64_t B, T;
+    int recompute;                   /* 1: one block's activations, shared by all layers (below)     */
     void *buf;                       /* backend memory: what the backward needs                     */
     size_t buf_bytes;
     void *scr;                       /* backend memory: scratch of one forward or backward          */
@@ -104,22 +105,32 @@ static int acts_ensure(gdn2_model *m, int64_t B, int64_t T) {
     struct gdn2_model_acts *a = m->acts;
     gdn2_backend *be = m->be;
     const gdn2_model_cfg *c = &m->cfg;
-    if (a && a->B == B && a->T == T) return GDN2_OK;
+    const int rcp = m->recompute != 0;
+    if (a && a->B == B && a->T == T && a->recompute == rcp) return GDN2_OK;
     acts_free(be, a);
     m->acts = a = calloc(1, sizeof *a);
     if (!a) return gdn2_error(GDN2_ERR_NOMEM, "out of memory for model activations");
     const int64_t L = c->n_layer, d = c->n_embd, BT = B * T, I = c->intermediate_size;
-    a->B = B, a->T = T;
+    a->B = B, a->T = T, a->recompute = rcp;
     /* saved: res[0..L], per layer n1 r1 mix mid n2 r2 mlp, then nf rf */
     size_t o = 0;
     size_t *off = calloc((size_t)(8 * L + 3), sizeof(size_t));
     if (!off) return gdn2_error(GDN2_ERR_NOMEM, "out of memory for model activations");
     size_t *po = off;
     for (int l = 0; l <= L; l++) *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)(BT * d), GDN2_DT_F32));
+    /* recompute: every layer's block activations share one slot (sized for the largest mixer); the
+     * backward re-runs block l from res[l] before differentiating it */
+    size_t mixmax = 0;
+    for (int l = 0; l < L; l++)
+        if (mixer_bytes(be, c, l, B, T, 0) > mixmax) mixmax = mixer_bytes(be, c, l, B, T, 0);
     for (int l = 0; l < L; l++) {
+        if (rcp && l > 0) { /* the same offsets as layer 0 */
+            for (int k = 0; k < 7; k++, po++) *po = po[-7];
+            continue;
+        }
         *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)(BT * d), GDN2_DT_ACT)); /* n1  */
         *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)BT, GDN2_DT_F32));       /* r1  */
-        *po++ = o, o = al(be, o + mixer_bytes(be, c, l, B, T, 0));                   /* mix */
+        *po++ = o, o = al(be, o + (rcp ? mixmax : mixer_bytes(be, c, l, B, T, 0)));  /* mix */
         *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)(BT * d), GDN2_DT_F32)); /* mid */
         *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)(BT * d), GDN2_DT_ACT)); /* n2  */
         *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)BT, GDN2_DT_F32));       /* r2  */
@@ -384,12 +395,46 @@ static int head_pass(gdn2_model *m, int backward, float scale, float *logits_out
     return st;
 }
 
+#define TRY(call) do { if ((st = (call))) return st; } while (0)
+
+/* Block l of the forward: mid = res_l + mixer(norm_1(res_l)); res_{l+1} = mid + mlp(norm_2(mid))
+ * (res_{l+1} written when write_next). states: prefill (CPU) or NULL. y, var: scratch. */
+static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, void *y, void *var, int write_next) {
+    const gdn2_model_cfg *c = &m->cfg;
+    gdn2_backend *be = m->be;
+    struct gdn2_model_acts *a = m->acts;
+    const int64_t d = c->n_embd, B = a->B, T = a->T, BT = B * T, I = c->intermediate_size;
+    int st;
+    TRY(be->rmsnorm_fwd(be, BT, d, a->res[l], P(m, m->dev_params, "transformer.h.%lld.norm_1.weight", l),
+                        c->norm_eps, a->n1[l], a->r1[l]));
+    if (c->kind[l] >= GDN2_LAYER_SWA) {
+        gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
+        TRY(gdn2_attn_forward(be, &ac, PA(m, "transformer.h.%lld.attn.attn.weight", l),
+                              PA(m, "transformer.h.%lld.attn.proj.weight", l), a->n1[l], B, T, y, a->mix[l], var));
+        if (s) TRY(gdn2_attn_fill_cache(&ac, a->mix[l], B, T, s->max_len, s->data + s->layer_off[l],
+                                        s->layer_size[l]));
+    } else {
+        gdn2_layer_cfg lc = gdn2_model_layer_cfg(c, (int)l);
+        TRY(gdn2_layer_fwd_be(be, &lc, m->dev_params + m->layer_off[l],
+                              (const char *)m->dev_params_act + m->layer_off[l] * be->act_bytes, a->n1[l], B, T, y,
+                              a->mix[l], s ? s->data + s->layer_off[l] : NULL, var));
+    }
+    TRY(be->add(be, (size_t)(BT * d), a->res[l], y, a->mid[l]));
+    TRY(be->rmsnorm_fwd(be, BT, d, a->mid[l], P(m, m->dev_params, "transformer.h.%lld.norm_2.weight", l),
+                        c->norm_eps, a->n2[l], a->r2[l]));
+    TRY(gdn2_mlp_forward(be, BT, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
+                         PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
+                         PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), a->n2[l], y, a->mlp[l]));
+    if (write_next) TRY(be->add(be, (size_t)(BT * d), a->mid[l], y, a->res[l + 1]));
+    return GDN2_OK;
+}
+
 /* states: generation state (prefill from position 0, CPU) or NULL. last_logits: [B,Vp] of position T-1. */
 static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
                         float *logits_out, float *loss, int train, gdn2_model_state *s, float *last_logits) {
     const gdn2_model_cfg *c = &m->cfg;
     gdn2_backend *be = m->be;
-    const int64_t L = c->n_layer, d = c->n_embd, BT = B * T, I = c->intermediate_size;
+    const int64_t L = c->n_layer, d = c->n_embd, BT = B * T;
     if (!be->on_device) be->n_threads = m->n_threads;
     if (B < 1 || T < 1) return gdn2_error(GDN2_ERR_ARG, "model forward: B=%lld, T=%lld must be >= 1", (long long)B,
                                           (long long)T);
@@ -418,31 +463,8 @@ static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *tar
         for (int64_t i = 0; i < BT; i++) a->targets[i] = GDN2_IGNORE;
     if ((st = be->upload(be, a->dtokens, tokens, (size_t)BT * sizeof(int32_t)))) return st;
 
-#define TRY(call) do { if ((st = (call))) return st; } while (0)
     TRY(be->embed_fwd(be, BT, d, a->dtokens, P(m, m->dev_params, "transformer.wte.weight", 0), a->res[0]));
-    for (int64_t l = 0; l < L; l++) {
-        TRY(be->rmsnorm_fwd(be, BT, d, a->res[l], P(m, m->dev_params, "transformer.h.%lld.norm_1.weight", l),
-                            c->norm_eps, a->n1[l], a->r1[l]));
-        if (c->kind[l] >= GDN2_LAYER_SWA) {
-            gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
-            TRY(gdn2_attn_forward(be, &ac, PA(m, "transformer.h.%lld.attn.attn.weight", l),
-                                  PA(m, "transformer.h.%lld.attn.proj.weight", l), a->n1[l], B, T, y, a->mix[l], var));
-            if (s) TRY(gdn2_attn_fill_cache(&ac, a->mix[l], B, T, s->max_len, s->data + s->layer_off[l],
-                                            s->layer_size[l]));
-        } else {
-            gdn2_layer_cfg lc = gdn2_model_layer_cfg(c, (int)l);
-            TRY(gdn2_layer_fwd_be(be, &lc, m->dev_params + m->layer_off[l],
-                                  (const char *)m->dev_params_act + m->layer_off[l] * be->act_bytes, a->n1[l], B, T, y,
-                                  a->mix[l], s ? s->data + s->layer_off[l] : NULL, var));
-        }
-        TRY(be->add(be, (size_t)(BT * d), a->res[l], y, a->mid[l]));
-        TRY(be->rmsnorm_fwd(be, BT, d, a->mid[l], P(m, m->dev_params, "transformer.h.%lld.norm_2.weight", l),
-                            c->norm_eps, a->n2[l], a->r2[l]));
-        TRY(gdn2_mlp_forward(be, BT, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
-                             PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
-                             PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), a->n2[l], y, a->mlp[l]));
-        TRY(be->add(be, (size_t)(BT * d), a->mid[l], y, a->res[l + 1]));
-    }
+    for (int64_t l = 0; l < L; l++) TRY(block_forward(m, l, s, y, var, 1));
     TRY(be->rmsnorm_fwd(be, BT, d, a->res[L], P(m, m->dev_params, "transformer.ln_f.weight", 0), c->norm_eps, a->nf,
                         a->rf));
     /* lm_head rows: everything when logits are wanted; the last position for generation; else only
@@ -499,6 +521,8 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
     TRY(be->rmsnorm_bwd(be, BT, d, a->res[L], P(m, W, "transformer.ln_f.weight", 0), a->rf, dn, dres, 0,
                         P(m, G, "transformer.ln_f.weight", 0)));
     for (int64_t l = L - 1; l >= 0; l--) {
+        /* recompute mode: block l's activations again from res_l (the same bits: deterministic ops) */
+        if (a->recompute) TRY(block_forward(m, l, NULL, AT(a->scr, S.y), var, 0));
         /* res_{l+1} = mid + mlp(norm_2(mid)) */
         if (dres_act != (void *)dres) TRY(be->cast(be, (size_t)(BT * d), dres, GDN2_DT_F32, dres_act, GDN2_DT_ACT));
         TRY(gdn2_mlp_backward(be, BT, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),

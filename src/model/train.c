@@ -442,6 +442,7 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
         goto done;
     }
     m->n_threads = o.n_threads;
+    m->recompute = o.recompute;
     if (o.device && (st = gdn2_model_set_device(m, o.device))) goto done;
     r.n_params = m->n_params;
     if (ds.tok && !o.quiet) {
