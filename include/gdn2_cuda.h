@@ -123,6 +123,9 @@ int gdn2_cuda_memset(void *p, int value, size_t bytes);
 int gdn2_cuda_sync(void);                             /* device synchronise + error check      */
 /* GPU name and driver/runtime versions, e.g. "NVIDIA H200", 13000, 13000. */
 int gdn2_cuda_device_info(char *name, size_t len, int *driver, int *runtime);
+/* Make device `dev` current for this thread (one process per GPU: call before anything else). */
+int gdn2_cuda_set_device(int dev);
+int gdn2_cuda_device_count(void); /* 0 without CUDA or without a device */
 /* Free and total bytes of the current device (cudaMemGetInfo). */
 int gdn2_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
 /* High-water mark of the device's default stream-ordered memory pool (cudaMallocAsync scratch). */

@@ -93,6 +93,7 @@ size_t gdn2_model_param_count(const gdn2_model_cfg *c); /* total floats */
 
 struct gdn2_model_acts; /* activations saved by a training forward (private) */
 struct gdn2_backend;    /* the arithmetic backend (src/backend/backend.h, private)               */
+struct gdn2_comm;       /* a data-parallel communicator (src/dist/comm.h, private)                */
 
 typedef struct {
     gdn2_model_cfg cfg;
@@ -258,6 +259,16 @@ typedef struct {
     int n_threads;
     const char *device;     /* "cpu" (NULL) or "cuda": where the model trains (gdn2_model_set_device) */
     int recompute;          /* activation recomputation per block (gdn2_model.recompute)               */
+    /* Data parallel (docs/DIST.md), set by gdn2_train_parallel for each rank; 0 / NULL: one process.
+     * Each rank trains on rows [rank·batch/world, (rank+1)·batch/world) of every global batch
+     * (--batch is the global micro-batch); rank 0 logs and writes the checkpoints, the same files as
+     * one process. */
+    int rank, world;
+    struct gdn2_comm *comm;            /* local ranks (CPU): made before the ranks start           */
+    const unsigned char *nccl_id;      /* GPU ranks: the NCCL unique id (128 bytes)               */
+    int zero1;                         /* shard the AdamW moments over the ranks (ZeRO-1)          */
+    double dist_timeout_s;             /* a collective waits this long for the slowest rank (600)  */
+    double dist_grace_s;               /* after a rank fails, SIGTERM, then SIGKILL after this (10) */
     int mqar_vocab, mqar_pairs; /* task mqar: vocab (256) and key-value pairs (4); seq_len is T     */
     int mqar_no_fill;       /* mqar: unused query slots stay 0 (Zoology Fig. 2); default random fillers */
     int64_t gdn_heads, gdn_head_dim; /* override the config's recurrent heads / head dim (0 = keep) */
@@ -277,6 +288,12 @@ typedef struct {
 } gdn2_train_result;
 void gdn2_train_defaults(gdn2_train_opts *o);
 int gdn2_train(const gdn2_train_opts *o, gdn2_train_result *r, gdn2_model **model_out /* may be NULL */);
+/* Data-parallel training on `world` ranks of this machine: processes forked and supervised here,
+ * one per GPU (o->device "cuda": rank r on GPU r, NCCL) or per CPU rank (o->device NULL/"cpu":
+ * shared memory). If a rank fails the others are stopped (SIGTERM, then SIGKILL after
+ * o->dist_grace_s or 10 s) and the error names the rank; checkpoints written before stay intact.
+ * r receives rank 0's result. world = 1 runs gdn2_train in this process. */
+int gdn2_train_parallel(const gdn2_train_opts *o, int world, gdn2_train_result *r);
 
 #ifdef __cplusplus
 }

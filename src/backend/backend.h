@@ -67,6 +67,8 @@ struct gdn2_backend {
     size_t act_bytes;  /* 4 (fp32) or 2 (bf16)                               */
     int n_threads;     /* CPU: OpenMP threads (0 = default)                  */
     void *ctx;         /* backend's private state (stream, handles, scratch) */
+    void *stream;      /* the device stream every op is queued on (cudaStream_t), NULL on the CPU:
+                        * what other libraries (NCCL) queue their work on to stay in order */
 
     /* ---- memory (bytes) ------------------------------------------------------------------ */
     void *(*alloc)(gdn2_backend *be, size_t bytes, const char *what); /* zero-filled; NULL + error */

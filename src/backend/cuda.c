@@ -236,6 +236,7 @@ int gdn2_backend_cuda_init(gdn2_backend *be) {
     be->act_bytes = 2;
     be->n_threads = 0;
     be->ctx = nn;
+    be->stream = gdn2_cuda_nn_stream(nn);
     be->alloc = cu_alloc;
     be->release = cu_release;
     be->upload = cu_upload;

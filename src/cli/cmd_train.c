@@ -64,6 +64,11 @@ static void train_usage(FILE *f) {
             "  --allow-change LIST with --resume: settings that may differ from the saved run, e.g.\n"
             "                      steps,lr (not model, layout, gdn-heads, gdn-head-dim: the checkpoint's)\n"
             "  --stop-at N         stop after step N (the schedule still runs to --steps)\n"
+            "  --ranks N           data parallel on N CPU processes of this machine (shared memory; --batch is\n"
+            "                      the global batch, split over the ranks; docs/DIST.md)\n"
+            "  --gpus N            data parallel on N GPUs of this machine, one process each (NCCL; implies\n"
+            "                      --device cuda)\n"
+            "  --zero1             with --ranks/--gpus: shard the AdamW moments over the ranks (ZeRO-1)\n"
             "  --recompute         keep only each block's input and recompute the block in the backward\n"
             "                      (one more forward; activations of one block: for the 1.3B configs)\n"
             "  --threads N         CPU threads (0 = OpenMP default)\n"
@@ -84,6 +89,7 @@ int cmd_train(int argc, char **argv) {
     o.log = stdout;
     int task = 0; /* text, mqar, tokens */
     int device = 0; /* cpu, cuda */
+    int ranks = 1, gpus = 0;
     const cli_opt opts[] = {
         CLI_OPT_STR("--model", NULL, &o.model),
         CLI_OPT_STR("--layout", NULL, &o.layout),
@@ -124,17 +130,30 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_FLAG("--mqar-no-fill", &o.mqar_no_fill),
         CLI_OPT_FLAG("--resume", &o.resume),
         CLI_OPT_FLAG("--recompute", &o.recompute),
+        CLI_OPT_INT("--ranks", &ranks, 1, 64),
+        CLI_OPT_INT("--gpus", &gpus, 1, 64),
+        CLI_OPT_FLAG("--zero1", &o.zero1),
         CLI_OPT_FLAG("--quiet", &o.quiet),
     };
     int rc = cli_parse("train", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL, train_usage);
     if (rc) return rc < 0 ? 0 : rc;
     o.task = task == 2 ? "tokens" : task ? "mqar" : "text";
-    o.device = device ? "cuda" : NULL;
+    o.device = device || gpus ? "cuda" : NULL;
+    if (gpus && ranks > 1) {
+        fprintf(stderr, "gdn2 train: --gpus N and --ranks N both given: --ranks is for CPU ranks, --gpus for GPUs\n");
+        return 2;
+    }
+    const int world = gpus ? gpus : ranks;
+    if (o.batch % world) {
+        fprintf(stderr, "gdn2 train: --batch %lld must be a multiple of the %d ranks (the global batch is split)\n",
+                (long long)o.batch, world);
+        return 2;
+    }
     if ((rc = cli_train_preflight("train", &o))) return rc;
     gdn2_train_result r;
     memset(&r, 0, sizeof r);
     cli_blas_one_thread();
-    int st = gdn2_train(&o, &r, NULL);
+    int st = world > 1 ? gdn2_train_parallel(&o, world, &r) : gdn2_train(&o, &r, NULL);
     if (st) {
         fprintf(stderr, "gdn2 train: %s\n", gdn2_last_error());
         return cli_train_exit_code(st, &r);

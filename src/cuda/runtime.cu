@@ -235,6 +235,14 @@ extern "C" int gdn2_cuda_device_info(char *name, size_t len, int *driver, int *r
     if (runtime) cudaRuntimeGetVersion(runtime);
     return GDN2_OK;
 }
+extern "C" int gdn2_cuda_set_device(int dev) {
+    cudaError_t e = cudaSetDevice(dev);
+    return e == cudaSuccess ? GDN2_OK : gdn2_error(GDN2_ERR_DEVICE, "cudaSetDevice(%d): %s", dev, cudaGetErrorString(e));
+}
+extern "C" int gdn2_cuda_device_count(void) {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
 extern "C" int gdn2_cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
     size_t f = 0, t = 0;
     cudaError_t e = cudaMemGetInfo(&f, &t);

@@ -1,6 +1,7 @@
 /* Built only when CUDA is off: the GPU API reports that it is not available. */
 #include "gdn2_cuda.h"
 #include "cuda/attn.h"
+#include "cuda/nccl.h"
 
 #define NO_CUDA "gdn2 was built without CUDA (make CUDA=0, or no nvcc at build time)"
 
@@ -89,3 +90,29 @@ int gdn2_cuda_attn_bwd(const gdn2_cuda_attn_shape *s, const void *q, const void 
     (void)s; (void)q; (void)k; (void)v; (void)o; (void)lse; (void)dO; (void)dq; (void)dk; (void)dv; (void)stream;
     return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
 }
+
+/* NCCL (src/cuda/nccl.h) */
+int gdn2_cuda_nccl_id(unsigned char id[128]) { (void)id; return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA); }
+int gdn2_cuda_nccl_init(void **comm, const unsigned char id[128], int rank, int world) {
+    (void)comm, (void)id, (void)rank, (void)world;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}
+void gdn2_cuda_nccl_destroy(void *comm) { (void)comm; }
+int gdn2_cuda_nccl_all_reduce(void *comm, float *buf, size_t n, void *stream) {
+    (void)comm, (void)buf, (void)n, (void)stream;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}
+int gdn2_cuda_nccl_reduce_scatter(void *comm, const float *in, float *out, size_t shard, void *stream) {
+    (void)comm, (void)in, (void)out, (void)shard, (void)stream;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}
+int gdn2_cuda_nccl_all_gather(void *comm, const void *in, void *out, size_t bytes, void *stream) {
+    (void)comm, (void)in, (void)out, (void)bytes, (void)stream;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}
+int gdn2_cuda_nccl_all_reduce_host(void *comm, double *v, int n, void *stream) {
+    (void)comm, (void)v, (void)n, (void)stream;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}
+int gdn2_cuda_set_device(int dev) { (void)dev; return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA); }
+int gdn2_cuda_device_count(void) { return 0; }

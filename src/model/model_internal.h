@@ -60,4 +60,17 @@ int gdn2_mlp_backward(gdn2_backend *be, int64_t N, int64_t d, int64_t I, const v
                       const void *w3, const void *x, const void *acts, const void *dy, void *dx, float *dw1,
                       float *dw2, float *dw3, void *scratch);
 
+/* ---- AdamW (optim.c) ----------------------------------------------------------------------- */
+/* the next step's hyper-parameters (bias corrections of step o->step + 1); increments o->step */
+gdn2_adamw_hyper gdn2_adamw_next_hyper(gdn2_adamw *o, float lr);
+
+/* ---- data parallel (dist.c, docs/DIST.md) -------------------------------------------------- */
+typedef struct gdn2_dist gdn2_dist;
+int gdn2_dist_create(struct gdn2_comm *c, int zero1, gdn2_model *m, const gdn2_adamw *o, gdn2_dist **out);
+void gdn2_dist_free(gdn2_dist *d, gdn2_model *m);
+int gdn2_dist_reduce_grads(gdn2_dist *d, gdn2_model *m);
+float gdn2_dist_clip(gdn2_dist *d, gdn2_model *m, float max_norm);
+int gdn2_dist_adamw(gdn2_dist *d, gdn2_adamw *o, gdn2_model *m, float lr);
+int gdn2_dist_gather_moments(gdn2_dist *d, gdn2_adamw *o, gdn2_model *m);
+
 #endif

@@ -75,13 +75,19 @@ int gdn2_adamw_step(gdn2_adamw *o, gdn2_model *m, float lr) {
         segs[t].offset = p->offset, segs[t].numel = p->numel;
         segs[t].weight_decay = (c->exempt_no_decay && p->no_decay) ? 0.0f : c->weight_decay;
     }
+    const gdn2_adamw_hyper h = gdn2_adamw_next_hyper(o, lr);
+    int st = be->adamw(be, segs, m->n_tensors, &h, wp, gp, mm, vv, wa);
+    free(segs);
+    return st;
+}
+
+gdn2_adamw_hyper gdn2_adamw_next_hyper(gdn2_adamw *o, float lr) {
+    const gdn2_adamw_cfg *c = &o->cfg;
     o->step++;
     const double bc1 = 1.0 - pow((double)c->beta1, (double)o->step);
     const double bc2 = 1.0 - pow((double)c->beta2, (double)o->step);
     gdn2_adamw_hyper h = {lr, c->beta1, c->beta2, c->eps, (float)(lr / bc1), (float)sqrt(bc2)};
-    int st = be->adamw(be, segs, m->n_tensors, &h, wp, gp, mm, vv, wa);
-    free(segs);
-    return st;
+    return h;
 }
 
 int gdn2_adamw_sync_host(gdn2_adamw *o) {

@@ -23,6 +23,7 @@
 #include "gdn2_text.h"
 #include "gdn2_cuda.h"
 #include "gdn2_tokens.h"
+#include "../dist/comm.h"
 #include "model_internal.h"
 #include "util/internal.h"
 #include "util/rng.h"
@@ -311,6 +312,25 @@ static int save_all(const gdn2_model *m, const gdn2_adamw *opt, const gdn2_train
     return st;
 }
 
+/* data parallel: the ZeRO-1 moments are gathered (every rank takes part), then rank 0 writes the
+ * pair: the same files as one process, loadable by any number of ranks */
+static int save_ranked(gdn2_model *m, gdn2_adamw *opt, const gdn2_train_opts *o, const run_info *ri, gdn2_dist *d,
+                       int rank) {
+    if (!o->out) return GDN2_OK;
+    int st = d ? gdn2_dist_gather_moments(d, opt, m) : GDN2_OK;
+    if (!st && rank == 0) st = save_all(m, opt, o, ri);
+    return st;
+}
+
+/* Fault injection for the tests of rank failure: GDN2_DIST_FAIL="RANK:STEP" makes that rank's
+ * process exit (status 7) at the start of that step. Read by data-parallel ranks only. */
+static int dist_fail_here(int rank, int64_t step) {
+    const char *e = getenv("GDN2_DIST_FAIL");
+    int r = -1;
+    long long s = -1;
+    return e && sscanf(e, "%d:%lld", &r, &s) == 2 && r == rank && s == step;
+}
+
 int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **model_out) {
     gdn2_train_opts o = *oin;
     gdn2_train_result r;
@@ -323,6 +343,15 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
     if (o.batch < 1 || o.seq_len < 2 || o.steps < 1)
         return gdn2_error(GDN2_ERR_ARG, "train: batch %lld, seq_len %lld, steps %lld must be >= 1, 2, 1",
                           (long long)o.batch, (long long)o.seq_len, (long long)o.steps);
+    /* data parallel: this process is rank R of W; --batch is the global micro-batch */
+    const int W = o.world > 1 ? o.world : 1, R = W > 1 ? o.rank : 0;
+    if (W > 1 && (R < 0 || R >= W || (!o.comm && !o.nccl_id)))
+        return gdn2_error(GDN2_ERR_ARG, "train: rank %d of %d without a communicator", R, W);
+    if (o.batch % W)
+        return gdn2_error(GDN2_ERR_ARG, "train: --batch %lld must be a multiple of the %d ranks (the global batch is split)",
+                          (long long)o.batch, W);
+    gdn2_comm *comm = o.comm, *comm_owned = NULL;
+    gdn2_dist *dist = NULL;
     data_src ds;
     memset(&ds, 0, sizeof ds);
     int st = GDN2_OK;
@@ -444,6 +473,9 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
     m->n_threads = o.n_threads;
     m->recompute = o.recompute;
     if (o.device && (st = gdn2_model_set_device(m, o.device))) goto done;
+    if (W > 1 && !comm && (st = gdn2_comm_nccl(o.nccl_id, R, W, m->be->stream, &comm_owned))) goto done;
+    if (W > 1 && !comm) comm = comm_owned;
+    if (W > 1 && (st = gdn2_dist_create(comm, o.zero1, m, &opt, &dist))) goto done;
     r.n_params = m->n_params;
     if (ds.tok && !o.quiet) {
         const gdn2_tokens_state ts = gdn2_tokens_get_state(ds.tok, 0);
@@ -477,14 +509,36 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
         while (opt.step < stop && !st) {
             int64_t step = opt.step;
             if ((st = gdn2_model_zero_grad(m))) break;
+            if (W > 1 && dist_fail_here(R, step)) {
+                fprintf(stderr, "rank %d: GDN2_DIST_FAIL: exiting at step %lld (fault injection)\n", R, (long long)step);
+                fflush(NULL);
+                _exit(7);
+            }
             double lsum = 0.0;
             for (int64_t k = 0; k < o.accum && !st; k++) {
                 float l = 0.0f; /* read only when the forward succeeded (st == 0) */
                 st = get_batch(&ds, 0, batch_seed(o.seed, step, k), B, T, tok, tgt);
-                if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &l, 1);
-                if (!st) st = gdn2_model_backward(m, 1.0f / (float)o.accum);
-                if (!st) lsum += l;
+                if (st) break;
+                if (W == 1) {
+                    st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &l, 1);
+                    if (!st) st = gdn2_model_backward(m, 1.0f / (float)o.accum);
+                    if (!st) lsum += l;
+                    continue;
+                }
+                /* rank R: rows [R Bl, (R+1) Bl) of the global batch; the loss is the mean over the
+                 * global batch's targets, so each rank's gradient is weighted by its share of them */
+                const int64_t Bl = B / W;
+                const int32_t *lt = tok + (size_t)R * Bl * T, *lg = tgt + (size_t)R * Bl * T;
+                int64_t ng = 0, nl = 0;
+                for (int64_t i = 0; i < B * T; i++) ng += tgt[i] != GDN2_IGNORE;
+                for (int64_t i = 0; i < Bl * T; i++) nl += lg[i] != GDN2_IGNORE;
+                st = gdn2_model_forward(m, lt, lg, Bl, T, NULL, &l, 1);
+                if (!st && nl) st = gdn2_model_backward(m, (float)(1.0 / (double)o.accum * (double)nl / (double)ng));
+                double part = (double)l * (double)nl;
+                if (!st) st = comm->all_reduce_host(comm, &part, 1);
+                if (!st) lsum += ng ? part / (double)ng : 0.0;
             }
+            if (!st && W > 1) st = gdn2_dist_reduce_grads(dist, m);
             if (st) break;
             float loss = (float)(lsum / o.accum);
             if (!isfinite(loss)) {
@@ -492,9 +546,10 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
                                 (long long)step);
                 break;
             }
-            gdn2_model_clip_grad_norm(m, o.clip);
+            if (W > 1) gdn2_dist_clip(dist, m, o.clip);
+            else gdn2_model_clip_grad_norm(m, o.clip);
             float lr = gdn2_lr_at(step, o.warmup, o.steps, o.lr, o.min_lr);
-            if ((st = gdn2_adamw_step(&opt, m, lr))) break;
+            if ((st = W > 1 ? gdn2_dist_adamw(dist, &opt, m, lr) : gdn2_adamw_step(&opt, m, lr))) break;
             if (o.loss_trace) o.loss_trace[step] = loss;
             r.train_loss = loss;
             tok_done += B * T * o.accum;
@@ -523,10 +578,17 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
                 fflush(log);
                 tlast = now, tok_last = tok_done;
             }
-            if (o.out && o.save_every > 0 && opt.step % o.save_every == 0 && !last) st = save_all(m, &opt, &o, &ri);
+            if (o.out && o.save_every > 0 && opt.step % o.save_every == 0 && !last)
+                st = save_ranked(m, &opt, &o, &ri, dist, R);
             if (do_eval && ds.is_mqar && o.target_acc > 0 && va >= o.target_acc) break;
             if (do_eval && !ds.is_mqar && o.target_loss > 0 && vl <= o.target_loss) break;
-            if (o.time_limit_s > 0 && gdn2_now() - t0 > o.time_limit_s) {
+            int over = o.time_limit_s > 0 && gdn2_now() - t0 > o.time_limit_s;
+            if (W > 1 && o.time_limit_s > 0) { /* every rank stops at the same step */
+                double f = over;
+                if ((st = comm->all_reduce_host(comm, &f, 1))) break;
+                over = f > 0;
+            }
+            if (over) {
                 if (!do_eval && !(st = evaluate(m, &ds, &o, &vl, &va))) r.val_loss = vl, r.val_acc = va;
                 break;
             }
@@ -536,9 +598,10 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
         r.wall_s = gdn2_now() - t0;
         r.tokens_per_s = r.wall_s > 0 ? (double)tok_done / r.wall_s : 0;
         (void)step0;
-        if (!st) st = save_all(m, &opt, &o, &ri);
+        if (!st) st = save_ranked(m, &opt, &o, &ri, dist, R);
     }
 done:
+    if (st && comm) gdn2_comm_local_fail(comm); /* the other ranks stop at their next collective */
     if (!st && !o.quiet)
         fprintf(log,
                 "{\"steps\":%lld,\"train_loss\":%.6f,\"val_loss\":%.6f,\"val_acc\":%.6f,\"wall_s\":%.2f,"
@@ -546,6 +609,8 @@ done:
                 (long long)r.steps, r.train_loss, r.val_loss, r.val_acc, r.wall_s, r.tokens_per_s, r.n_params,
                 m ? m->cfg.name : "", m ? m->cfg.layout : "", o.task);
     if (res) *res = r;
+    if (dist) gdn2_dist_free(dist, m);
+    if (comm_owned) comm_owned->destroy(comm_owned);
     gdn2_adamw_free(&opt);
     if (!ds.is_mqar) gdn2_text_free(&ds.text);
     gdn2_tokens_close(ds.tok);

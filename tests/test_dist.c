@@ -1,0 +1,212 @@
+/* Data-parallel training on local ranks (src/dist, src/model/dist.c, train_parallel.c; docs/DIST.md):
+ *   1. the local communicator's collectives in 3 forked ranks, exact;
+ *   2. MQAR training of `tiny` on 1, 2 and 4 ranks from the same global batches: the loss curves agree
+ *      (bound 1e-4 relative per step: only the order of the gradient sum over ranks differs), and
+ *      ZeRO-1 on 2 ranks is bit-identical to the replicated optimizer on 2 ranks (curve, weights,
+ *      AdamW moments: the update is elementwise, only where it is computed changes);
+ *   3. checkpoints: a 2-rank run resumed on 2 ranks is bit-exact against the straight run, and its
+ *      checkpoint continues on 1 rank;
+ *   4. failure: a rank that dies (GDN2_DIST_FAIL) stops the run within seconds with an error naming
+ *      it, and the last checkpoint stays loadable;
+ *   5. bad input: a global batch that does not split over the ranks. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "cli_run.h"
+#include "dist/comm.h"
+#include "dist/launch.h"
+#include "gdn2.h"
+#include "gdn2_model.h"
+#include "util/internal.h"
+
+/* ---- 1. collectives ---------------------------------------------------------------------- */
+static int coll_body(int rank, int world, void *arg) {
+    gdn2_local_arena *a = arg;
+    gdn2_comm *c = NULL;
+    if (gdn2_comm_local(a, rank, &c)) return 1;
+    int bad = 0;
+    /* all_reduce over a buffer larger than one slot (2 rounds) */
+    const size_t n = (1u << 20) + 777;
+    float *x = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)(rank + 1) * (float)(i % 97);
+    if (c->all_reduce(c, x, n)) bad |= 1;
+    const float want = (float)(world * (world + 1) / 2);
+    for (size_t i = 0; i < n && !bad; i++)
+        if (x[i] != want * (float)(i % 97)) bad |= 2;
+    /* reduce_scatter: shard s of rank r = sum over ranks of in[r*s + i] */
+    const size_t s = 1001;
+    float *in = malloc((size_t)world * s * sizeof(float)), *out = malloc(s * sizeof(float));
+    for (size_t i = 0; i < (size_t)world * s; i++) in[i] = (float)(rank * 1000 + (int)(i % 13));
+    if (c->reduce_scatter(c, in, out, s)) bad |= 4;
+    for (size_t i = 0; i < s && !bad; i++) {
+        float e = 0;
+        for (int r = 0; r < world; r++) e += (float)(r * 1000 + (int)(((size_t)rank * s + i) % 13));
+        if (out[i] != e) bad |= 8;
+    }
+    /* all_gather in place (in = out + rank*bytes) */
+    int32_t *g = calloc((size_t)world * 5, sizeof(int32_t));
+    for (int i = 0; i < 5; i++) g[rank * 5 + i] = rank * 10 + i;
+    if (c->all_gather(c, g + rank * 5, g, 5 * sizeof(int32_t))) bad |= 16;
+    for (int r = 0; r < world && !bad; r++)
+        for (int i = 0; i < 5; i++)
+            if (g[r * 5 + i] != r * 10 + i) bad |= 32;
+    double h[2] = {1.0, (double)rank};
+    if (c->all_reduce_host(c, h, 2) || h[0] != world || h[1] != world * (world - 1) / 2.0) bad |= 64;
+    free(x), free(in), free(out), free(g);
+    c->destroy(c);
+    if (bad) fprintf(stderr, "rank %d: collective check bits %d\n", rank, bad);
+    return bad ? 1 : 0;
+}
+
+static void test_collectives(void) {
+    gdn2_local_arena *a = NULL;
+    int st = gdn2_comm_local_arena(3, 60, &a);
+    if (!st) st = gdn2_launch(3, coll_body, a, a, 5);
+    CHECK(st == 0, "local collectives on 3 ranks (all_reduce over 2 slot rounds, reduce_scatter, all_gather in place, "
+                   "host sums) exact%s%s", st ? ": " : "", st ? gdn2_last_error() : "");
+    gdn2_comm_local_arena_free(a);
+}
+
+/* ---- 2-4. training ------------------------------------------------------------------------ */
+enum { S = 16 };
+
+static gdn2_train_opts opts(float *trace, const char *out) {
+    gdn2_train_opts o;
+    gdn2_train_defaults(&o);
+    o.model = "tiny";
+    o.layout = "gdn2,swa";
+    o.task = "mqar";
+    o.batch = 8, o.seq_len = 32, o.steps = S, o.warmup = 3, o.lr = 3e-3f;
+    o.log_every = 0, o.eval_samples = 16, o.n_threads = 1, o.seed = 21, o.mqar_pairs = 2;
+    o.quiet = 1;
+    o.loss_trace = trace;
+    o.out = out;
+    o.dist_grace_s = 3;
+    return o;
+}
+
+static int load_pair(const char *path, gdn2_model **m, gdn2_adamw *o) {
+    char op[1300];
+    snprintf(op, sizeof op, "%s.optim", path);
+    gdn2_adamw_cfg ac = gdn2_adamw_default();
+    int st = gdn2_model_load(path, m);
+    if (!st) st = gdn2_adamw_init(o, &ac, (*m)->n_params);
+    if (!st) st = gdn2_adamw_load(o, op, NULL);
+    return st;
+}
+
+static int same_pair(const char *a, const char *b, char *why, size_t n) {
+    gdn2_model *ma = NULL, *mb = NULL;
+    gdn2_adamw oa, ob;
+    memset(&oa, 0, sizeof oa), memset(&ob, 0, sizeof ob);
+    int st = load_pair(a, &ma, &oa);
+    if (!st) st = load_pair(b, &mb, &ob);
+    int same = 0;
+    if (st) snprintf(why, n, "%s", gdn2_last_error());
+    else {
+        const size_t by = ma->n_params * sizeof(float);
+        int w = !memcmp(ma->params, mb->params, by), m1 = !memcmp(oa.m, ob.m, by), v = !memcmp(oa.v, ob.v, by);
+        same = w && m1 && v && oa.step == ob.step;
+        snprintf(why, n, "weights %s, m %s, v %s, step %lld/%lld", w ? "equal" : "DIFFER", m1 ? "equal" : "DIFFER",
+                 v ? "equal" : "DIFFER", (long long)oa.step, (long long)ob.step);
+    }
+    gdn2_model_free(ma), gdn2_model_free(mb);
+    gdn2_adamw_free(&oa), gdn2_adamw_free(&ob);
+    return same;
+}
+
+static void test_training(const char *dir) {
+    float t1[S], t2[S], t4[S], tz[S];
+    char c2[1024], cz[1024], cs[1024], c1[1024];
+    snprintf(c2, sizeof c2, "%s/r2.safetensors", dir);
+    snprintf(cz, sizeof cz, "%s/z2.safetensors", dir);
+    snprintf(cs, sizeof cs, "%s/split.safetensors", dir);
+    snprintf(c1, sizeof c1, "%s/one.safetensors", dir);
+    gdn2_train_result r;
+    gdn2_train_opts o = opts(t1, NULL);
+    int st1 = gdn2_train(&o, &r, NULL);
+    o = opts(t2, c2);
+    int st2 = gdn2_train_parallel(&o, 2, &r);
+    o = opts(t4, NULL);
+    int st4 = gdn2_train_parallel(&o, 4, &r);
+    o = opts(tz, cz);
+    o.zero1 = 1;
+    int stz = gdn2_train_parallel(&o, 2, &r);
+    CHECK(!st1 && !st2 && !st4 && !stz, "tiny gdn2,swa MQAR on 1, 2, 4 ranks and 2 ranks ZeRO-1 trained%s%s",
+          (st1 || st2 || st4 || stz) ? ": " : "", (st1 || st2 || st4 || stz) ? gdn2_last_error() : "");
+    if (st1 || st2 || st4 || stz) return;
+    double e2 = 0, e4 = 0;
+    for (int i = 0; i < S; i++) {
+        e2 = fmax(e2, fabs((double)t2[i] - t1[i]) / t1[i]);
+        e4 = fmax(e4, fabs((double)t4[i] - t1[i]) / t1[i]);
+    }
+    CHECK(e2 <= 1e-4 && e4 <= 1e-4,
+          "loss curves of 2 and 4 ranks vs 1 rank at the same global batch: max relative diff %.1e, %.1e <= 1e-4 "
+          "(final %.6f, %.6f, %.6f)", e2, e4, t1[S - 1], t2[S - 1], t4[S - 1]);
+    char why[256];
+    int same = !memcmp(t2, tz, sizeof t2) && same_pair(c2, cz, why, sizeof why);
+    CHECK(same, "ZeRO-1 on 2 ranks == replicated AdamW on 2 ranks, bit for bit (loss curve; %s)", why);
+    /* resume on 2 ranks: 8 + 8 == 16 straight */
+    float ts[S];
+    o = opts(ts, cs);
+    o.zero1 = 1;
+    o.stop_at = 8;
+    int st = gdn2_train_parallel(&o, 2, &r);
+    o.stop_at = 0;
+    o.resume = 1;
+    if (!st) st = gdn2_train_parallel(&o, 2, &r);
+    same = !st && !memcmp(ts, tz, sizeof ts) && same_pair(cs, cz, why, sizeof why);
+    CHECK(same, "2 ranks ZeRO-1: 8 steps + resume 8 == 16 straight, bit for bit (%s)%s%s", st ? "" : why,
+          st ? ": " : "", st ? gdn2_last_error() : "");
+    /* a 2-rank checkpoint continues on 1 rank (steps 16 -> 20) */
+    float t20[20];
+    o = opts(t20, c2);
+    o.steps = 20, o.resume = 1, o.allow_change = "steps";
+    o.loss_trace = NULL;
+    st = gdn2_train(&o, &r, NULL);
+    CHECK(!st && r.steps == 20, "the 2-rank checkpoint resumes on 1 rank (--allow-change steps) to step %lld%s%s",
+          (long long)r.steps, st ? ": " : "", st ? gdn2_last_error() : "");
+    (void)c1;
+}
+
+static void test_failure(const char *dir) {
+    char ck[1024];
+    snprintf(ck, sizeof ck, "%s/fail.safetensors", dir);
+    float tr[S];
+    gdn2_train_opts o = opts(tr, ck);
+    o.save_every = 3;
+    setenv("GDN2_DIST_FAIL", "1:5", 1);
+    gdn2_train_result r;
+    double t0 = gdn2_now();
+    int st = gdn2_train_parallel(&o, 2, &r);
+    double dt = gdn2_now() - t0;
+    unsetenv("GDN2_DIST_FAIL");
+    CHECK(st != 0 && contains(gdn2_last_error(), "rank 1 of 2") && dt < 60,
+          "a rank that dies at step 5 stops the run in %.1f s (< 60) with an error naming it: %s", dt,
+          gdn2_last_error());
+    gdn2_model *m = NULL;
+    gdn2_adamw oa;
+    memset(&oa, 0, sizeof oa);
+    int ls = load_pair(ck, &m, &oa);
+    CHECK(!ls && oa.step == 3, "the checkpoint of step 3 is intact (loads, step %lld)%s%s", (long long)oa.step,
+          ls ? ": " : "", ls ? gdn2_last_error() : "");
+    gdn2_model_free(m);
+    gdn2_adamw_free(&oa);
+    /* bad input */
+    o = opts(NULL, NULL);
+    o.batch = 6;
+    st = gdn2_train_parallel(&o, 4, &r);
+    CHECK(st == GDN2_ERR_ARG && contains(gdn2_last_error(), "multiple of the 4 ranks"),
+          "--batch 6 on 4 ranks refused: %s", gdn2_last_error());
+}
+
+int main(void) {
+    test_collectives();
+    if (make_tmp_dir("test_dist_")) return test_summary();
+    test_training(g_dir);
+    test_failure(g_dir);
+    return test_summary();
+}
