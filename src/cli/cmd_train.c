@@ -69,6 +69,8 @@ static void train_usage(FILE *f) {
             "  --gpus N            data parallel on N GPUs of this machine, one process each (NCCL; implies\n"
             "                      --device cuda)\n"
             "  --zero1             with --ranks/--gpus: shard the AdamW moments over the ranks (ZeRO-1)\n"
+            "  --dist-timeout S    a collective waits S seconds for the slowest rank (600)\n"
+            "  --dist-grace S      after a rank fails, the others get SIGTERM, then SIGKILL S seconds later (10)\n"
             "  --recompute         keep only each block's input and recompute the block in the backward\n"
             "                      (one more forward; activations of one block: for the 1.3B configs)\n"
             "  --threads N         CPU threads (0 = OpenMP default)\n"
@@ -133,6 +135,8 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_INT("--ranks", &ranks, 1, 64),
         CLI_OPT_INT("--gpus", &gpus, 1, 64),
         CLI_OPT_FLAG("--zero1", &o.zero1),
+        CLI_OPT_F64("--dist-timeout", &o.dist_timeout_s, 0, 1e6, CLI_LO_OPEN),
+        CLI_OPT_F64("--dist-grace", &o.dist_grace_s, 0, 1e6, CLI_LO_OPEN),
         CLI_OPT_FLAG("--quiet", &o.quiet),
     };
     int rc = cli_parse("train", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL, train_usage);
