@@ -415,6 +415,7 @@ GDN2_VEC_CLONES void gdn2_chunk_state_update(gdn2_chunk_ws *w, int64_t K, int64_
     for (int64_t c = 0; c < K; c++) {
         float *s = S + c * V;
         const float f = gl[c];
+        GDN2_SIMD
         for (int64_t j = 0; j < V; j++) s[j] *= f;
     }
     gdn2_sgemm(1, 0, (int)K, (int)V, n, 1.0f, w->kg, (int)K, w->R, (int)(K + V), 1.0f, S, (int)V);
