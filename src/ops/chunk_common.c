@@ -106,7 +106,15 @@ GDN2_VEC_CLONES void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a,
         for (int64_t c = 0; c < K; c++) {
             q[c] = sq[c] * rq;
             k[c] = sk[c] * rk;
-            b[c] = a->beta ? bt : sb[c];
+        }
+        /* two loops, not a select inside one: vectorised, `a->beta ? bt : sb[c]` became a masked load
+         * through the NULL sb in KDA mode, and each such load took a microcode assist (18% of the
+         * KDA forward at K = 128) */
+        if (a->beta) {
+            GDN2_SIMD
+            for (int64_t c = 0; c < K; c++) b[c] = bt;
+        } else {
+            memcpy(b, sb, K * sizeof(float));
         }
         if (a->gate) {
             const float *f = a->g + ok;
