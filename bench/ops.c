@@ -354,6 +354,20 @@ static void git_commit(char *out, size_t n) {
     pclose(p);
 }
 
+/* OpenBLAS's kernel set (its DYNAMIC_ARCH pick, or OPENBLAS_CORETYPE): a build older than the CPU
+ * falls back to "Prescott" (SSE3 kernels, ~1/4 of an AVX-512 core's sgemm rate) — e.g. OpenBLAS
+ * 0.3.21 on Emerald Rapids; then set OPENBLAS_CORETYPE (Cooperlake, SkylakeX or Haswell). */
+#ifdef GDN2_HAVE_BLAS
+char *openblas_get_corename(void);
+#endif
+static const char *blas_core(void) {
+#ifdef GDN2_HAVE_BLAS
+    return openblas_get_corename();
+#else
+    return "none";
+#endif
+}
+
 static void cpu_model(char *out, size_t n) {
     snprintf(out, n, "unknown");
     FILE *f = fopen("/proc/cpuinfo", "r");
@@ -398,8 +412,11 @@ int main(int argc, char **argv) {
     char load0[64], load1[64];
     loadavg(load0, sizeof load0);
     printf("load average before: %s\n", load0);
-    printf("machine: %s, nproc %ld, threads %d, gemm %s, commit %s, best of %d\n", cpu, nproc, nt,
-           gdn2_gemm_backend(), commit, reps);
+    printf("machine: %s, nproc %ld, threads %d, gemm %s (kernels %s), commit %s, best of %d\n", cpu, nproc, nt,
+           gdn2_gemm_backend(), blas_core(), commit, reps);
+    if (!strcmp(blas_core(), "Prescott"))
+        printf("warning: OpenBLAS runs its generic SSE3 (Prescott) kernels; if this CPU is newer than the OpenBLAS "
+               "build, set OPENBLAS_CORETYPE (e.g. Cooperlake, SkylakeX, Haswell)\n");
     const double g1024 = sgemm_gflops(1024, 1024, 1024, reps, 3);
     const double g1024c = 2.0 * 1024 * 1024 * 1024 / g_cpu * 1e-9;
     const double gblk = sgemm_block_gflops(64, 128, 128, nt, reps, 2000);
@@ -416,8 +433,8 @@ int main(int argc, char **argv) {
     char path[1024], *txt = malloc(1 << 16);
     size_t len = 0, cap = 1 << 16;
 #define P(...) len += (size_t)snprintf(txt + len, cap - len, __VA_ARGS__)
-    P("{\n  \"machine\": {\"cpu\": \"%s\", \"nproc\": %ld, \"threads\": %d, \"gemm\": \"%s\"},\n", cpu, nproc, nt,
-      gdn2_gemm_backend());
+    P("{\n  \"machine\": {\"cpu\": \"%s\", \"nproc\": %ld, \"threads\": %d, \"gemm\": \"%s\", \"blas_kernels\": \"%s\"},\n",
+      cpu, nproc, nt, gdn2_gemm_backend(), blas_core());
     P("  \"commit\": \"%s\",\n  \"dtype\": \"fp32\",\n  \"timing\": \"best of %d repetitions\",\n", commit, reps);
     P("  \"loadavg_before\": \"%s\",\n  \"loadavg_after\": \"%s\",\n", load0, load1);
     P("  \"validated\": \"chunk fwd vs fp32 recurrence, decode vs recurrence, chunk bwd (first 192 tokens) vs float64: passed\",\n");
@@ -440,9 +457,9 @@ int main(int argc, char **argv) {
     if (rc) fprintf(stderr, "%s\n", gdn2_last_error());
     len = 0;
     P("# CPU op benchmark (bench/ops.c)\n\n");
-    P("Machine: %s, nproc %ld, %d threads, gemm backend %s. Commit %s. fp32. Best of %d repetitions. "
-      "Load average (1/5/15 min) before the run %s, after it %s.\n\n", cpu, nproc, nt, gdn2_gemm_backend(), commit,
-      reps, load0, load1);
+    P("Machine: %s, nproc %ld, %d threads, gemm backend %s (kernels %s%s). Commit %s. fp32. Best of %d repetitions. "
+      "Load average (1/5/15 min) before the run %s, after it %s.\n\n", cpu, nproc, nt, gdn2_gemm_backend(), blas_core(),
+      getenv("OPENBLAS_CORETYPE") ? ", set by OPENBLAS_CORETYPE" : "", commit, reps, load0, load1);
     P("Outputs validated before timing: the chunk forward against the fp32 token-serial recurrence (rel RMSE <= 1e-5), "
       "the decode step against the recurrence's first token (1e-5), the chunk backward on each shape's first 192 "
       "tokens against the float64 reference (1e-4).\n\n");
@@ -470,6 +487,17 @@ int main(int argc, char **argv) {
               "(wall clock), %.0f%% per CPU-second.\n", (long long)results[i].s.B, (long long)results[i].s.T,
               (long long)results[i].s.H, (long long)results[i].s.K, (long long)results[i].s.V,
               100.0 * results[i].gflops / g1024, 100.0 * results[i].gflops_per_core / g1024c);
+    /* the backward alone = (fwd+bwd) − fwd of the same shape, against the forward */
+    for (int i = 0; i < n_results; i++)
+        for (int j = 0; j < n_results; j++)
+            if (!strcmp(results[i].op, "chunk_fwd") && !strcmp(results[j].op, "chunk_fwd+bwd") &&
+                !memcmp(&results[i].s, &results[j].s, sizeof(shape)))
+                P("\nTarget backward <= 3x the forward: (%lld,%lld,%lld,%lld,%lld) backward = (fwd+bwd) − fwd = %.1f ms, "
+                  "%.2fx the forward (wall clock); %.2fx in CPU time.\n", (long long)results[i].s.B,
+                  (long long)results[i].s.T, (long long)results[i].s.H, (long long)results[i].s.K,
+                  (long long)results[i].s.V, (results[j].sec - results[i].sec) * 1e3,
+                  (results[j].sec - results[i].sec) / results[i].sec,
+                  (results[j].cpu_sec - results[i].cpu_sec) / results[i].cpu_sec);
     /* the ggml peer (bench/peers/ggml_gdn.c) leaves its figures in DIR/cpu-peer-ggml.json */
     {
         char pp[1024];

@@ -129,9 +129,10 @@ typedef struct {
 } bwd_ctx;
 
 /* One value head hv of the task's group: forward state pass, then the reverse chunk loop. The
- * key-head gradients are accumulated (w.r.t. q̂, k̂, g_eff) into g->dq, dk, db, dg. */
+ * key-head gradients (w.r.t. q̂, k̂, g_eff) are written into g->dq, dk, db, dg by the group's first
+ * value head (`first`: no zeroing pass over them beforehand) and accumulated by the others. */
 GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws *b, int64_t n, int64_t h, int64_t hv,
-                     int64_t bos, int64_t len) {
+                     int64_t bos, int64_t len, int first) {
     const gdn2_chunk_args *a = x->a;
     const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, KV = K + V;
     const int C = GDN2_C, k = (int)K, v = (int)V, kv = (int)KV, ldo = (int)(HV * V);
@@ -238,14 +239,21 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
             float *restrict gq = x->g->dq + ok, *restrict gk = x->g->dk + ok, *restrict gb = x->g->db + ok;
             float *restrict gg = x->g->dg + ok, *restrict Xr = Xs;
             const float *restrict zL = b->zL;
-            GDN2_SIMD
-            for (int64_t c = 0; c < K; c++) {
-                gq[c] += gam[c] * dqg[c] + dqi[c] + dAd * kk[c];
-                gk[c] += kgf[c] * dkg[c] + gam[c] * bb[c] * dE[c] + bb[c] * ep[c] + dkt[c] + dAd * q[c];
-                gb[c] += gam[c] * kk[c] * dE[c] + kk[c] * ep[c];
-                Xr[c] += q[c] * gam[c] * dqg[c] + E[c] * dE[c] + q[c] * dqi[c] + bk[c] * ep[c] - kk[c] * dkt[c];
-                gg[c] += Xr[c] + yex[c] + zL[c];
+#define B10_ROW(OP)                                                                                           \
+            GDN2_SIMD                                                                                             \
+            for (int64_t c = 0; c < K; c++) {                                                                     \
+                gq[c] OP gam[c] * dqg[c] + dqi[c] + dAd * kk[c];                                                  \
+                gk[c] OP kgf[c] * dkg[c] + gam[c] * bb[c] * dE[c] + bb[c] * ep[c] + dkt[c] + dAd * q[c];          \
+                gb[c] OP gam[c] * kk[c] * dE[c] + kk[c] * ep[c];                                                  \
+                Xr[c] += q[c] * gam[c] * dqg[c] + E[c] * dE[c] + q[c] * dqi[c] + bk[c] * ep[c] - kk[c] * dkt[c]; \
+                gg[c] OP Xr[c] + yex[c] + zL[c];                                                                  \
             }
+            if (first) {
+                B10_ROW(=)
+            } else {
+                B10_ROW(+=)
+            }
+#undef B10_ROW
             const float *dZ = dE + K, *vv = a->v + ov, *ww = a->w + ov;
             float *restrict gv = x->g->dv + ov, *restrict gw = x->g->dw + ov;
             GDN2_SIMD
@@ -278,14 +286,8 @@ GDN2_VEC_CLONES static void bwd_task(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
     const int64_t K = a->K, H = a->H;
     int64_t bos, len;
     gdn2_seq_range(x->d, x->o, n, &bos, &len);
-    for (int64_t t = bos; t < bos + len; t++) {
-        const int64_t ok = (t * H + h) * K;
-        memset(x->g->dq + ok, 0, K * sizeof(float));
-        memset(x->g->dk + ok, 0, K * sizeof(float));
-        memset(x->g->db + ok, 0, K * sizeof(float));
-        memset(x->g->dg + ok, 0, K * sizeof(float));
-    }
-    for (int64_t j = 0; j < a->G; j++) bwd_head(x, w, b, n, h, h * a->G + j, bos, len);
+    /* the first value head of the group writes dq, dk, db, dg (every row of the sequence), the others add */
+    for (int64_t j = 0; j < a->G; j++) bwd_head(x, w, b, n, h, h * a->G + j, bos, len, j == 0);
     /* B11: l2norm VJP dx = rstd (dŷ − (dŷ·ŷ) ŷ), and the gate VJP with the parameter partials */
     double pA = 0.0, *pdt = x->pdt ? x->pdt + (n * H + h) * K : NULL;
     if (pdt) memset(pdt, 0, K * sizeof(double));

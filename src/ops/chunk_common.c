@@ -106,7 +106,15 @@ GDN2_VEC_CLONES void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a,
         for (int64_t c = 0; c < K; c++) {
             q[c] = sq[c] * rq;
             k[c] = sk[c] * rk;
-            b[c] = a->beta ? bt : sb[c];
+        }
+        /* two loops, not a select inside one: vectorised, `a->beta ? bt : sb[c]` became a masked load
+         * through the NULL sb in KDA mode, and each such load took a microcode assist (18% of the
+         * KDA forward at K = 128) */
+        if (a->beta) {
+            GDN2_SIMD
+            for (int64_t c = 0; c < K; c++) b[c] = bt;
+        } else {
+            memcpy(b, sb, K * sizeof(float));
         }
         if (a->gate) {
             const float *f = a->g + ok;
@@ -364,22 +372,39 @@ void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want
 
 /* (F3) A = (I + T)^{-1} by forward substitution, row by row in place:
  *   A_i = e_i − Σ_{j<i} T_ij A_j
- * Row j of A is zero beyond column j and A_jj = 1, so every update can run over the whole prefix
- * [0, i) of row i: one vectorised loop of fixed length per row instead of ragged short ones. */
+ * Row j of A is zero beyond column j and A_jj = 1, and row i of T is zero from column i on (the
+ * scores zero it), so every update can run over the columns [0, W) with W = i rounded up to 16:
+ * fixed 16-wide blocks (two 8-wide vectors, no ragged tails), four rows j per pass over A_i. */
 GDN2_VEC_CLONES void gdn2_chunk_solve(gdn2_chunk_ws *w, int n) {
     const int C = GDN2_C;
     float *restrict t = w->tmp;
-    for (int i = 0; i < n; i++) {
+    if (n > 0) w->A[0] = 1.0f; /* row 0 = e_0 */
+    for (int i = 1; i < n; i++) {
         float *restrict Ai = w->A + i * C;
+        const int W = (i + 15) & ~15;
         for (int j = 0; j < i; j++) {
             t[j] = Ai[j];
             Ai[j] = 0.0f;
         }
-        for (int j = 0; j < i; j++) {
-            const float tij = t[j];
-            const float *restrict Aj = w->A + j * C;
+        for (int c0 = 0; c0 < W; c0 += 16) {
+            float acc[16] = {0};
+            int j = 0;
+            /* acc = Σ_j T_ij A_j[c0, c0+16), four rows at a time */
+            for (; j + 4 <= i; j += 4) {
+                const float t0 = t[j], t1 = t[j + 1], t2 = t[j + 2], t3 = t[j + 3];
+                const float *restrict A0 = w->A + j * C + c0, *restrict A1 = A0 + C, *restrict A2 = A1 + C,
+                                      *restrict A3 = A2 + C;
+                GDN2_SIMD
+                for (int c = 0; c < 16; c++) acc[c] += t0 * A0[c] + t1 * A1[c] + t2 * A2[c] + t3 * A3[c];
+            }
+            for (; j < i; j++) {
+                const float tj = t[j];
+                const float *restrict Aj = w->A + j * C + c0;
+                GDN2_SIMD
+                for (int c = 0; c < 16; c++) acc[c] += tj * Aj[c];
+            }
             GDN2_SIMD
-            for (int c = 0; c < i; c++) Ai[c] -= tij * Aj[c];
+            for (int c = 0; c < 16; c++) Ai[c0 + c] = -acc[c];
         }
         Ai[i] = 1.0f;
     }
@@ -398,6 +423,7 @@ GDN2_VEC_CLONES void gdn2_chunk_state_update(gdn2_chunk_ws *w, int64_t K, int64_
     for (int64_t c = 0; c < K; c++) {
         float *s = S + c * V;
         const float f = gl[c];
+        GDN2_SIMD
         for (int64_t j = 0; j < V; j++) s[j] *= f;
     }
     gdn2_sgemm(1, 0, (int)K, (int)V, n, 1.0f, w->kg, (int)K, w->R, (int)(K + V), 1.0f, S, (int)V);
