@@ -53,7 +53,7 @@ ifeq ($(CUDA),1)
 CFLAGS  += -DGDN2_HAVE_CUDA
 NVFLAGS := -O3 -std=c++17 -arch=$(CUDA_ARCH) -lineinfo -Xcompiler -fPIC -Iinclude -Isrc -DGDN2_HAVE_CUDA
 NVFLAGS += $(NVFLAGS_EXTRA)
-LDLIBS  += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcublasLt -lcublas -lcudart -lstdc++ -ldl -lpthread -lrt
+LDLIBS  += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcublasLt -lcublas -lnccl -lcudart -lstdc++ -ldl -lpthread -lrt
 LIB_OBJ := $(LIB_C:%.c=$(BUILD)/%.o) $(CUDA_CU:%.cu=$(BUILD)/%.cu.o)
 else
 LIB_OBJ := $(LIB_C:%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/cuda/*.c))

@@ -80,7 +80,8 @@ struct gdn2_backend {
     int (*sync)(gdn2_backend *be);
     void (*destroy)(gdn2_backend *be); /* frees ctx and its scratch; not the struct itself */
 
-    /* y (ydt) = x (xdt), n elements (rounding to bf16: round to nearest even) */
+    /* y (ydt) = x (xdt), n elements (rounding to bf16: round to nearest even); x and y must not
+     * overlap when xdt != ydt (the CUDA kernel is not in-place) */
     int (*cast)(gdn2_backend *be, size_t n, const void *x, int xdt, void *y, int ydt);
 
     /* ---- matrix products (torch nn.Linear layout, rows are tokens) ------------------------ */

@@ -1023,9 +1023,9 @@ extern "C" int gdn2_cuda_adamw(gdn2_cuda_nn *c, const gdn2_cuda_adamw_seg *segs,
     const char *fn = "cuda adamw";
     if (n_segs <= 0) return GDN2_OK;
     if (!segs) return gdn2_error(GDN2_ERR_ARG, "%s: segment table is NULL", fn);
-    // the device table, cached: rebuilt when the host table (pointer, count or contents) changes
+    // the device table, cached: rebuilt when the host table (count or contents; the trainer makes a new table each step) changes
     const size_t hb = (size_t)n_segs * sizeof *segs;
-    if (!(c->seg_dev && c->seg_key == segs && c->seg_n == n_segs && !memcmp(c->seg_copy, segs, hb))) {
+    if (!(c->seg_dev && c->seg_n == n_segs && !memcmp(c->seg_copy, segs, hb))) {
         adamw_dseg *t = (adamw_dseg *)malloc((size_t)n_segs * sizeof *t);
         gdn2_cuda_adamw_seg *cp = (gdn2_cuda_adamw_seg *)malloc(hb);
         if (!t || !cp) {

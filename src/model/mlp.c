@@ -2,18 +2,20 @@
  *   h1 = x W1^T,  h2 = x W2^T,  a = silu(h1) * h2,  y = a W3^T      (W1, W2 [I,d], W3 [d,I]) */
 #include "model_internal.h"
 
-size_t gdn2_mlp_act_bytes(const gdn2_backend *be, int64_t N, int64_t I) {
-    return gdn2_be_bytes(be, (size_t)3 * N * I, GDN2_DT_ACT);
+/* bytes of k [N,I] ACT tensors, each starting on a 256-byte boundary on a device */
+static size_t span(const gdn2_backend *be, int64_t N, int64_t I, int k) {
+    const size_t one = gdn2_be_bytes(be, (size_t)(N * I), GDN2_DT_ACT), al = be->on_device ? 256 : 1;
+    return (size_t)k * ((one + al - 1) / al * al);
 }
-size_t gdn2_mlp_scratch_bytes(const gdn2_backend *be, int64_t N, int64_t I) {
-    return gdn2_be_bytes(be, (size_t)2 * N * I, GDN2_DT_ACT);
-}
+size_t gdn2_mlp_act_bytes(const gdn2_backend *be, int64_t N, int64_t I) { return span(be, N, I, 3); }
+size_t gdn2_mlp_scratch_bytes(const gdn2_backend *be, int64_t N, int64_t I) { return span(be, N, I, 2); }
 
-#define AT(p, n) ((void *)((char *)(p) + gdn2_be_bytes(be, (size_t)(n), GDN2_DT_ACT)))
+/* the k-th [N,I] tensor of a block */
+#define AT(p, k) ((void *)((char *)(p) + span(be, N, I, (k))))
 
 int gdn2_mlp_forward(gdn2_backend *be, int64_t N, int64_t d, int64_t I, const void *w1, const void *w2,
                      const void *w3, const void *x, void *y, void *acts) {
-    void *h1 = acts, *h2 = AT(acts, N * I), *a = AT(acts, 2 * N * I);
+    void *h1 = acts, *h2 = AT(acts, 1), *a = AT(acts, 2);
     int rc;
     if ((rc = be->linear_fwd(be, N, d, I, x, w1, NULL, h1, GDN2_DT_ACT, 0)) ||
         (rc = be->linear_fwd(be, N, d, I, x, w2, NULL, h2, GDN2_DT_ACT, 0)) ||
@@ -25,8 +27,8 @@ int gdn2_mlp_forward(gdn2_backend *be, int64_t N, int64_t d, int64_t I, const vo
 int gdn2_mlp_backward(gdn2_backend *be, int64_t N, int64_t d, int64_t I, const void *w1, const void *w2,
                       const void *w3, const void *x, const void *acts, const void *dy, void *dx, float *dw1,
                       float *dw2, float *dw3, void *scratch) {
-    const void *h1 = acts, *h2 = AT(acts, N * I), *a = AT(acts, 2 * N * I);
-    void *dh1 = scratch, *dh2 = AT(scratch, N * I);
+    const void *h1 = acts, *h2 = AT(acts, 1), *a = AT(acts, 2);
+    void *dh1 = scratch, *dh2 = AT(scratch, 1);
     int rc;
     /* dW3 += dy^T a;  da = dy W3 (into dh1);  dh1, dh2 from da;  then the two input projections */
     if ((rc = be->linear_bwd(be, N, I, d, a, w3, dy, dh1, 0, dw3, NULL)) ||
