@@ -19,6 +19,8 @@ OPT     := -O3 -march=native
 endif
 CFLAGS  += $(CSTD) $(OPT) $(WARN) -g -fPIC -Iinclude -Isrc $(CPPFLAGS) $(SANFLAGS)
 LDLIBS  += -lm
+# only the functions marked GDN2_API (include/gdn2_export.h) are exported by libgdn2.so
+CFLAGS  += -fvisibility=hidden
 
 # try-compile: extra include/library dirs can come through CPPFLAGS / LDFLAGS (e.g. unpacked .debs)
 try = $(shell printf '$(1)\nint main(void){return 0;}\n' | $(CC) $(CPPFLAGS) -x c - $(LDFLAGS) $(2) -o /dev/null >/dev/null 2>&1 && echo 1)
@@ -58,6 +60,7 @@ LIB_OBJ := $(LIB_C:%.c=$(BUILD)/%.o) $(CUDA_CU:%.cu=$(BUILD)/%.cu.o)
 else
 LIB_OBJ := $(LIB_C:%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/cuda/*.c))
 endif
+NVFLAGS += -Xcompiler -fvisibility=hidden
 
 CLI_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/cli/*.c))
 TEST_BIN  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
@@ -97,6 +100,62 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 test: all
 	@sh tests/run.sh $(BUILD)
 
+# ---- shared library, install, pkg-config ---------------------------------------------------------
+# `make lib-shared` builds $(BUILD)/libgdn2.so.$(VERSION) (soname libgdn2.so.MAJOR) with the
+# symlinks libgdn2.so.MAJOR and libgdn2.so, from the same objects as the static library (-fPIC,
+# -fvisibility=hidden: only GDN2_API functions are exported). `make install PREFIX=/usr/local`
+# (DESTDIR-aware; LIBDIR, INCLUDEDIR, BINDIR, PKGCONFIGDIR may be set) installs the headers into
+# INCLUDEDIR/gdn2/, both libraries, the CLI and gdn2.pc (`pkg-config --cflags --libs gdn2`; add
+# --static for libgdn2.a, whose dependencies are in Libs.private). `make uninstall` removes them.
+VERSION      := $(shell sed -n 's/^\#define GDN2_VERSION_STRING "\(.*\)"/\1/p' include/gdn2_export.h)
+SOMAJOR      := $(firstword $(subst ., ,$(VERSION)))
+SONAME       := libgdn2.so.$(SOMAJOR)
+LIB_SO       := $(BUILD)/libgdn2.so.$(VERSION)
+PREFIX       ?= /usr/local
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+BINDIR       ?= $(PREFIX)/bin
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+PUB_H        := $(wildcard include/*.h)
+.PHONY: lib-shared install uninstall
+all: $(BUILD)/libgdn2.so
+lib-shared: $(BUILD)/libgdn2.so
+
+$(LIB_SO): $(LIB_OBJ) $(BUILD)/libgdn2.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined -Wl,--version-script=$(BUILD)/libgdn2.map $(CFLAGS) \
+	    $(LIB_OBJ) $(LDFLAGS) $(LDLIBS) -o $@
+# The linker's export list: the GDN2_API declarations of the public headers (GDN2_API defined to a
+# marker). -fvisibility=hidden alone is not enough: GCC 12 exports the ifunc symbols of the
+# target_clones functions (src/ops/chunk_common.h) whatever their visibility.
+$(BUILD)/libgdn2.map: $(PUB_H)
+	@mkdir -p $(dir $@)
+	{ echo '{ global:'; for h in $(notdir $(PUB_H)); do echo "#include \"$$h\""; done | \
+	    $(CC) -E -P -Iinclude -DGDN2_API=__gdn2_api__ -x c - | tr '\n' ' ' | grep -o '__gdn2_api__[^;(]*(' | \
+	    sed -E 's/.*[^A-Za-z0-9_]([A-Za-z_][A-Za-z0-9_]*) *\($$/  \1;/'; echo 'local: *; };'; } > $@
+$(BUILD)/$(SONAME): $(LIB_SO)
+	ln -sf $(notdir $<) $@
+$(BUILD)/libgdn2.so: $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+install: $(LIB) $(BUILD)/libgdn2.so $(BUILD)/gdn2
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/gdn2 $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 644 $(PUB_H) $(DESTDIR)$(INCLUDEDIR)/gdn2/
+	install -m 644 $(LIB) $(DESTDIR)$(LIBDIR)/libgdn2.a
+	install -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/
+	ln -sf libgdn2.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libgdn2.so
+	install -m 755 $(BUILD)/gdn2 $(DESTDIR)$(BINDIR)/gdn2
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
+	    'Name: gdn2' 'Description: Gated DeltaNet-2 kernels, layer and models (C11 + CUDA C)' \
+	    'Version: $(VERSION)' 'Cflags: -I$${includedir}/gdn2' 'Libs: -L$${libdir} -lgdn2' \
+	    'Libs.private: $(strip $(LDFLAGS) $(LDLIBS))' > $(DESTDIR)$(PKGCONFIGDIR)/gdn2.pc
+
+uninstall:
+	rm -f $(PUB_H:include/%=$(DESTDIR)$(INCLUDEDIR)/gdn2/%) $(DESTDIR)$(LIBDIR)/libgdn2.a \
+	    $(DESTDIR)$(LIBDIR)/libgdn2.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libgdn2.so \
+	    $(DESTDIR)$(BINDIR)/gdn2 $(DESTDIR)$(PKGCONFIGDIR)/gdn2.pc
+	-rmdir $(DESTDIR)$(INCLUDEDIR)/gdn2 2>/dev/null
+
 clean:
 	rm -rf $(BUILD)
 
@@ -114,7 +173,10 @@ ASAN_ENV   := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=
 # ASAN_SKIP="test_chunk test_collapse"). They run from $(ASAN_BUILD)/run/tests (links), so a subset
 # runs alone even after a full build.
 ASAN_SKIP  ?=
-ASAN_TESTS ?= $(filter-out $(ASAN_SKIP),$(notdir $(TEST_BIN)))
+# not run under ASan: they test the regular build's packaging (install tree, exported symbols of
+# build/libgdn2.so, the Python package on it), not the library's memory use
+ASAN_NOT   := test_install test_symbols test_python
+ASAN_TESTS ?= $(filter-out $(ASAN_SKIP) $(ASAN_NOT),$(notdir $(TEST_BIN)))
 asan:
 	$(MAKE) BUILD=$(ASAN_BUILD) CUDA=0 OPT=-O1 SANFLAGS="$(ASAN_FLAGS)" \
 	    $(ASAN_BUILD)/libgdn2.a $(ASAN_BUILD)/gdn2 $(ASAN_TESTS:%=$(ASAN_BUILD)/tests/%)

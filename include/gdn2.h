@@ -11,6 +11,8 @@
 #ifndef GDN2_H
 #define GDN2_H
 
+#include "gdn2_export.h"
+
 #include "gdn2_error.h"       /* status codes, gdn2_last_error                          */
 #include "gdn2_ops.h"         /* the ops: reference, recurrent, chunkwise, decode, KDA/GDN */
 #include "gdn2_io.h"          /* safetensors                                             */

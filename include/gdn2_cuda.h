@@ -20,6 +20,8 @@
 #ifndef GDN2_CUDA_H
 #define GDN2_CUDA_H
 
+#include "gdn2_export.h"
+
 #include "gdn2_ops.h"
 
 #ifdef __cplusplus
@@ -28,12 +30,12 @@ extern "C" {
 
 /* 1 if a CUDA device is usable (library built with CUDA and a device present), else 0 with the
  * reason in gdn2_last_error(). */
-int gdn2_cuda_available(void);
+GDN2_API int gdn2_cuda_available(void);
 
 /* Host-pointer convenience entry points (fp32 in and out): copy the tensors to the GPU, run the
  * CUDA chunk kernels in fp32, copy the results back. Used by `gdn2 op --device cuda` and tests. */
-int gdn2_cuda_chunk_fwd_host(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t);
-int gdn2_cuda_chunk_bwd_host(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
+GDN2_API int gdn2_cuda_chunk_fwd_host(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t);
+GDN2_API int gdn2_cuda_chunk_bwd_host(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
                              const gdn2_bwd_tensors *g);
 
 /* ---------------------------------------------------------------------------------------- */
@@ -46,7 +48,9 @@ typedef struct {
     const void *q, *k, *v, *b, *w;      /* [B,T,H,K] / [B,T,HV,V] as in gdn2.h                  */
     const float *g;                     /* [B,T,H,K] fp32 (raw f when gate_in_kernel)           */
     const float *h0;                    /* [N,HV,K,V] fp32 or NULL                              */
-    const float *A_log, *dt_bias;       /* [H], [H*K] fp32 (gate_in_kernel)                     */
+    const float *A_log, *dt_bias;       /* [H], [H*K] fp32 (gate_in_kernel; both required here:
+                                           pass zeros for an absent one. The CPU ops and the
+                                           *_host entry points take NULL as zero)                */
     void *o;                            /* out [B,T,HV,V], dtype                                */
     float *ht;                          /* out [N,HV,K,V] fp32 or NULL                          */
     int keep_for_backward;              /* 1: also compute A and leave in opts->workspace all the
@@ -65,7 +69,7 @@ typedef struct {
 } gdn2_cuda_bwd_args;
 
 /* Device scratch bytes for one forward (backward = 0) or backward (backward = 1) call. */
-size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_opts *o, int backward);
+GDN2_API size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_opts *o, int backward);
 
 /* Chunkwise (C = 64, WY) forward and gate-aware backward. Asynchronous on `stream`.
  * By default nothing is kept between the calls: the backward recomputes the forward's
@@ -81,8 +85,8 @@ size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_opts *o, in
  * bf16 at K, V in {64, 128}: the fast kernels store the workspace in bf16, the generic ones in
  * fp32, and the choice also depends on the 16-byte alignment of the outputs (o, ht; d_o, dht,
  * dh0); with keep/reuse a misaligned output that would switch paths is GDN2_ERR_ARG, naming it. */
-int gdn2_cuda_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a, void *stream);
-int gdn2_cuda_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a,
+GDN2_API int gdn2_cuda_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a, void *stream);
+GDN2_API int gdn2_cuda_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a,
                         const gdn2_cuda_bwd_args *g, void *stream);
 
 /* Token-serial recurrent forward on a pool of states (decode, short prompts, speculative decoding).
@@ -105,34 +109,34 @@ typedef struct {
                                            relative error in o over long runs (docs/CUDA.md);
                                            V must be a multiple of 4 (fp32) or 8 (bf16)          */
 } gdn2_cuda_recurrent_args;
-int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_recurrent_args *a,
+GDN2_API int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_recurrent_args *a,
                             void *stream);
 
 /* fp32 host twin of gdn2_decode_step (include/gdn2.h) on the GPU: copies in, one step, copies back. */
-int gdn2_cuda_decode_step_host(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_tensors *t);
+GDN2_API int gdn2_cuda_decode_step_host(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_tensors *t);
 
 
 /* ---------------------------------------------------------------------------------------- */
 /* small device helpers for C callers (tests, benchmarks) that do not include cuda_runtime.h  */
 /* ---------------------------------------------------------------------------------------- */
 enum { GDN2_CUDA_H2D = 1, GDN2_CUDA_D2H = 2, GDN2_CUDA_D2D = 3 };
-void *gdn2_cuda_malloc(size_t bytes);                 /* NULL on failure (see gdn2_last_error) */
-void gdn2_cuda_free(void *p);
-int gdn2_cuda_memcpy(void *dst, const void *src, size_t bytes, int kind);
-int gdn2_cuda_memset(void *p, int value, size_t bytes);
-int gdn2_cuda_sync(void);                             /* device synchronise + error check      */
+GDN2_API void *gdn2_cuda_malloc(size_t bytes);                 /* NULL on failure (see gdn2_last_error) */
+GDN2_API void gdn2_cuda_free(void *p);
+GDN2_API int gdn2_cuda_memcpy(void *dst, const void *src, size_t bytes, int kind);
+GDN2_API int gdn2_cuda_memset(void *p, int value, size_t bytes);
+GDN2_API int gdn2_cuda_sync(void);                             /* device synchronise + error check      */
 /* GPU name and driver/runtime versions, e.g. "NVIDIA H200", 13000, 13000. */
-int gdn2_cuda_device_info(char *name, size_t len, int *driver, int *runtime);
+GDN2_API int gdn2_cuda_device_info(char *name, size_t len, int *driver, int *runtime);
 /* Make device `dev` current for this thread (one process per GPU: call before anything else). */
-int gdn2_cuda_set_device(int dev);
-int gdn2_cuda_device_count(void); /* 0 without CUDA or without a device */
+GDN2_API int gdn2_cuda_set_device(int dev);
+GDN2_API int gdn2_cuda_device_count(void); /* 0 without CUDA or without a device */
 /* Free and total bytes of the current device (cudaMemGetInfo). */
-int gdn2_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
+GDN2_API int gdn2_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
 /* High-water mark of the device's default stream-ordered memory pool (cudaMallocAsync scratch). */
-int gdn2_cuda_pool_high(size_t *bytes);
+GDN2_API int gdn2_cuda_pool_high(size_t *bytes);
 /* Event timer on the default stream: start, then stop returns the elapsed milliseconds. */
-int gdn2_cuda_timer_start(void);
-double gdn2_cuda_timer_stop(void);
+GDN2_API int gdn2_cuda_timer_start(void);
+GDN2_API double gdn2_cuda_timer_stop(void);
 
 #ifdef __cplusplus
 }

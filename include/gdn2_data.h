@@ -13,6 +13,8 @@
 #ifndef GDN2_DATA_H
 #define GDN2_DATA_H
 
+#include "gdn2_export.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,10 +47,10 @@ typedef struct {
 } gdn2_mqar_cfg;
 
 /* Validate a config (clear message via gdn2_last_error on failure). */
-int gdn2_mqar_check(const gdn2_mqar_cfg *c);
+GDN2_API int gdn2_mqar_check(const gdn2_mqar_cfg *c);
 /* One sample: tokens[seq_len], targets[seq_len] (GDN2_IGNORE where no loss).
  * split 0 = train stream, 1 = test stream (disjoint); deterministic in (cfg, seed, split). */
-int gdn2_mqar_sample(const gdn2_mqar_cfg *c, uint64_t seed, int split, int32_t *tokens, int32_t *targets);
+GDN2_API int gdn2_mqar_sample(const gdn2_mqar_cfg *c, uint64_t seed, int split, int32_t *tokens, int32_t *targets);
 
 /* ------------------------------------------------------------------------------------------ */
 /* State tracking (Grazzi et al.): parity and modular arithmetic without brackets             */
@@ -65,9 +67,9 @@ typedef struct {
     int min_len, max_len;
 } gdn2_state_cfg;
 
-int gdn2_state_vocab(int kind); /* 3 or 10 */
+GDN2_API int gdn2_state_vocab(int kind); /* 3 or 10 */
 /* One sample; *len_out (may be NULL) gets L. */
-int gdn2_state_sample(const gdn2_state_cfg *c, uint64_t seed, int split, int32_t *tokens,
+GDN2_API int gdn2_state_sample(const gdn2_state_cfg *c, uint64_t seed, int split, int32_t *tokens,
                       int32_t *targets, int *len_out);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -100,8 +102,8 @@ typedef struct {
 
 /* Load word lists (one word a line) and, if essay_path != NULL, the essay haystack. A missing or
  * empty file is GDN2_ERR_IO with its path in the message. */
-int gdn2_ruler_load(gdn2_ruler_res *r, const char *adj_path, const char *noun_path, const char *essay_path);
-void gdn2_ruler_free(gdn2_ruler_res *r);
+GDN2_API int gdn2_ruler_load(gdn2_ruler_res *r, const char *adj_path, const char *noun_path, const char *essay_path);
+GDN2_API void gdn2_ruler_free(gdn2_ruler_res *r);
 
 typedef struct {
     int task;        /* gdn2_niah_task */
@@ -124,22 +126,22 @@ typedef struct {
     double depth;                                 /* actual depth (percent of context) of needle 0 */
 } gdn2_niah_sample;
 
-const char *gdn2_niah_name(int task);             /* RULER name, e.g. "niah_single_1" */
-const char *gdn2_niah_paper_name(int task);       /* paper name, e.g. "S-NIAH-1" */
-int gdn2_niah_needs_essay(int task);
-int gdn2_niah_default_max_new(int task);
+GDN2_API const char *gdn2_niah_name(int task);             /* RULER name, e.g. "niah_single_1" */
+GDN2_API const char *gdn2_niah_paper_name(int task);       /* paper name, e.g. "S-NIAH-1" */
+GDN2_API int gdn2_niah_needs_essay(int task);
+GDN2_API int gdn2_niah_default_max_new(int task);
 /* One sample (free with gdn2_niah_sample_free). GDN2_ERR_ARG if length cannot hold the prompt
  * frame, the needles, one haystack unit and max_new. */
-int gdn2_niah_generate(const gdn2_ruler_res *r, const gdn2_niah_cfg *c, uint64_t seed, int split,
+GDN2_API int gdn2_niah_generate(const gdn2_ruler_res *r, const gdn2_niah_cfg *c, uint64_t seed, int split,
                        gdn2_niah_sample *s);
-void gdn2_niah_sample_free(gdn2_niah_sample *s);
+GDN2_API void gdn2_niah_sample_free(gdn2_niah_sample *s);
 
 /* RULER's task template and answer prefix after the singular rewrite (for tests and docs):
  * writes the text before the context, and the text after it (question + answer prefix) with
  * `query` substituted. Returns GDN2_OK or GDN2_ERR_ARG if a buffer is too small. */
-int gdn2_niah_frame(int task, const char *query, char *pre, size_t pre_cap, char *post, size_t post_cap);
+GDN2_API int gdn2_niah_frame(int task, const char *query, char *pre, size_t pre_cap, char *post, size_t post_cap);
 /* RULER's needle sentence for (value type of task, key, value). */
-int gdn2_niah_needle(int task, const char *key, const char *value, char *out, size_t cap);
+GDN2_API int gdn2_niah_needle(int task, const char *key, const char *value, char *out, size_t cap);
 
 /* ------------------------------------------------------------------------------------------ */
 /* task registry (CLI names)                                                                  */
@@ -156,25 +158,25 @@ typedef struct {
 #define GDN2_TASK_PARITY 2
 #define GDN2_TASK_MODARITH 3
 /* Look up a task by name or alias (case-insensitive); NULL if unknown. */
-const gdn2_task_info *gdn2_task_find(const char *name);
+GDN2_API const gdn2_task_info *gdn2_task_find(const char *name);
 /* All tasks (count in *n). */
-const gdn2_task_info *gdn2_task_list(int *n);
+GDN2_API const gdn2_task_info *gdn2_task_list(int *n);
 
 /* ------------------------------------------------------------------------------------------ */
 /* scoring                                                                                    */
 /* ------------------------------------------------------------------------------------------ */
 /* RULER post-processing: strip, control characters (0x00-0x1F) -> '\n', strip. Writes to out. */
-void gdn2_ruler_postprocess(const char *pred, size_t n, char *out, size_t cap);
+GDN2_API void gdn2_ruler_postprocess(const char *pred, size_t n, char *out, size_t cap);
 /* RULER string_match_all for one sample: fraction of refs that occur case-insensitively as
  * substrings of pred (after postprocessing). 0 refs -> 0. */
-double gdn2_string_match_all(const char *pred, const char *const *refs, int n_refs);
+GDN2_API double gdn2_string_match_all(const char *pred, const char *const *refs, int n_refs);
 /* string_match_part: 1 if any ref occurs, else 0. */
-double gdn2_string_match_part(const char *pred, const char *const *refs, int n_refs);
+GDN2_API double gdn2_string_match_part(const char *pred, const char *const *refs, int n_refs);
 /* Token tasks: predicted argmax pred[t] vs targets[t] over positions with a target.
  * *n_correct and *n_scored get the counts; returns the per-sample accuracy (0 if nothing scored). */
-double gdn2_token_accuracy(const int32_t *pred, const int32_t *targets, int n, int *n_correct, int *n_scored);
+GDN2_API double gdn2_token_accuracy(const int32_t *pred, const int32_t *targets, int n, int *n_correct, int *n_scored);
 /* Sequence accuracy: 1 if every scored position is right (and at least one is scored). */
-int gdn2_sequence_correct(const int32_t *pred, const int32_t *targets, int n);
+GDN2_API int gdn2_sequence_correct(const int32_t *pred, const int32_t *targets, int n);
 
 /* ------------------------------------------------------------------------------------------ */
 /* evaluation of one (task, length, depth) cell against any model (src/data/evaluate.c)       */
@@ -215,7 +217,7 @@ typedef struct {
     double mean_len;   /* mean prompt / sequence length in tokens                                */
 } gdn2_eval_cell;
 
-int gdn2_eval_cell_run(const gdn2_eval_model *m, const gdn2_eval_cell_cfg *c, gdn2_eval_cell *out);
+GDN2_API int gdn2_eval_cell_run(const gdn2_eval_model *m, const gdn2_eval_cell_cfg *c, gdn2_eval_cell *out);
 
 /* ------------------------------------------------------------------------------------------ */
 /* heatmap (SVG): score over depth (rows) x length (columns), the standard NIAH picture       */
@@ -229,9 +231,9 @@ typedef struct {
     const char *row_axis;   /* y-axis title; NULL = "needle depth (%)" */
 } gdn2_heatmap;
 /* Render to a malloc'd NUL-terminated SVG string (*out). */
-int gdn2_heatmap_svg(const gdn2_heatmap *h, char **out);
+GDN2_API int gdn2_heatmap_svg(const gdn2_heatmap *h, char **out);
 /* Render and write atomically to path. */
-int gdn2_heatmap_write(const gdn2_heatmap *h, const char *path);
+GDN2_API int gdn2_heatmap_write(const gdn2_heatmap *h, const char *path);
 
 #ifdef __cplusplus
 }

@@ -4,6 +4,8 @@
 #ifndef GDN2_ERROR_H
 #define GDN2_ERROR_H
 
+#include "gdn2_export.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,16 +27,16 @@ enum {
 };
 
 /* Message of the last failure in this thread ("" if none). */
-const char *gdn2_last_error(void);
+GDN2_API const char *gdn2_last_error(void);
 /* Record a failure message (printf-style) and return `status`. Used by every module. */
-int gdn2_error(int status, const char *fmt, ...)
+GDN2_API int gdn2_error(int status, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
-void gdn2_clear_error(void);
+GDN2_API void gdn2_clear_error(void);
 /* Format a shape as "[2,200,2,64]" into buf (a negative entry, a wildcard, prints as '*'); for messages. */
-const char *gdn2_shape_str(int ndim, const int64_t *shape, char *buf, size_t len);
+GDN2_API const char *gdn2_shape_str(int ndim, const int64_t *shape, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

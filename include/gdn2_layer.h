@@ -4,6 +4,8 @@
 #ifndef GDN2_LAYER_H
 #define GDN2_LAYER_H
 
+#include "gdn2_export.h"
+
 #include "gdn2_io.h"
 #include "gdn2_ops.h"
 
@@ -36,30 +38,30 @@ typedef struct {
 } gdn2_param_info;
 
 /* Validate a config (positive sizes, HV % H == 0, conv_size >= 1, eps > 0, known mixer and kernel). */
-int    gdn2_layer_check(const gdn2_layer_cfg *c);
-int    gdn2_layer_params(const gdn2_layer_cfg *c, gdn2_param_info *out, int cap); /* returns the count; out may be NULL */
-size_t gdn2_layer_param_count(const gdn2_layer_cfg *c);                           /* floats in the flat block */
-void   gdn2_layer_init(const gdn2_layer_cfg *c, float *params, uint64_t seed);    /* official init (docs/LAYER.md) */
-size_t gdn2_layer_act_size(const gdn2_layer_cfg *c, int64_t B, int64_t T);        /* floats saved by forward for backward (O(B·T·d), never O(T·K·V)) */
-size_t gdn2_layer_state_size(const gdn2_layer_cfg *c);                             /* floats of decode state per sequence: conv caches + recurrent state */
+GDN2_API int    gdn2_layer_check(const gdn2_layer_cfg *c);
+GDN2_API int    gdn2_layer_params(const gdn2_layer_cfg *c, gdn2_param_info *out, int cap); /* returns the count; out may be NULL */
+GDN2_API size_t gdn2_layer_param_count(const gdn2_layer_cfg *c);                           /* floats in the flat block */
+GDN2_API void   gdn2_layer_init(const gdn2_layer_cfg *c, float *params, uint64_t seed);    /* official init (docs/LAYER.md) */
+GDN2_API size_t gdn2_layer_act_size(const gdn2_layer_cfg *c, int64_t B, int64_t T);        /* floats saved by forward for backward (O(B·T·d), never O(T·K·V)) */
+GDN2_API size_t gdn2_layer_state_size(const gdn2_layer_cfg *c);                             /* floats of decode state per sequence: conv caches + recurrent state */
 
 /* x,y [B,T,d]. acts: NULL for inference, else a buffer of gdn2_layer_act_size floats filled for backward.
  * states: NULL, or [B, state_size]: the forward starts from these states and writes the final states back
  * (prefill, chunked prefill; zero-filled states = fresh sequence). */
-int gdn2_layer_forward(const gdn2_layer_cfg *c, const float *params, const float *x, int64_t B, int64_t T,
+GDN2_API int gdn2_layer_forward(const gdn2_layer_cfg *c, const float *params, const float *x, int64_t B, int64_t T,
                        float *y, float *acts, float *states, int n_threads);
 /* dx written (not accumulated); dparams accumulated (+=) into the flat gradient block. */
-int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const float *x, int64_t B, int64_t T,
+GDN2_API int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const float *x, int64_t B, int64_t T,
                         const float *acts, const float *dy, float *dx, float *dparams, int n_threads);
 /* one token for n sequences: x,y [n,d]; states [n, state_size] updated in place (constant memory). */
-int gdn2_layer_step(const gdn2_layer_cfg *c, const float *params, const float *x, int64_t n, float *states,
+GDN2_API int gdn2_layer_step(const gdn2_layer_cfg *c, const float *params, const float *x, int64_t n, float *states,
                     float *y, int n_threads);
 
 /* Forward (and, when dy is not NULL, backward: dx written, dparams accumulated) of one layer on
  * device "cpu" or "cuda" from host fp32 tensors: upload, run on that backend, download. On CUDA the
  * layer runs bf16-mixed (inputs, weights and activations rounded to bf16 where the matrix products
  * read them; docs/BACKEND.md). The conformance entry point of `gdn2 layer --device`. */
-int gdn2_layer_run(const char *device, const gdn2_layer_cfg *c, const float *params, const float *x, int64_t B,
+GDN2_API int gdn2_layer_run(const char *device, const gdn2_layer_cfg *c, const float *params, const float *x, int64_t B,
                    int64_t T, float *y, const float *dy, float *dx, float *dparams, int n_threads);
 
 /* ---- layer files (src/model/layer_file.c): one layer in a safetensors file, as the official
@@ -68,11 +70,11 @@ int gdn2_layer_run(const char *device, const gdn2_layer_cfg *c, const float *par
  * hidden_size, head_dim (128), num_heads (16), num_v_heads (null = num_heads), expand_v (1),
  * conv_size (4), allow_neg_eigval (false), norm_eps (1e-5), mixer ("gdn2"|"kda"|"gdn")); kernel is
  * GDN2_KERNEL_CHUNK. GDN2_ERR_FORMAT, naming the file and the key, for a missing or bad entry. */
-int gdn2_layer_config_from_file(const gdn2_st *st, gdn2_layer_cfg *c);
+GDN2_API int gdn2_layer_config_from_file(const gdn2_st *st, gdn2_layer_cfg *c);
 /* Every parameter <prefix><official name> (prefix "param." in the fixture), each required with
  * exactly its expected shape (errors name the file, tensor and shape), into the flat block params
  * (gdn2_layer_param_count floats). */
-int gdn2_layer_load_params(const gdn2_layer_cfg *c, const gdn2_st *st, const char *prefix, float *params);
+GDN2_API int gdn2_layer_load_params(const gdn2_layer_cfg *c, const gdn2_st *st, const char *prefix, float *params);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,8 @@
 #ifndef GDN2_MODEL_H
 #define GDN2_MODEL_H
 
+#include "gdn2_export.h"
+
 #include <stdio.h>
 
 #include "gdn2_io.h"
@@ -51,10 +53,10 @@ typedef struct {
 
 /* Named configs: gdn2_1.3B, swa_gdn2_1.3B, gdn2_12h_100M, gdn2_12h_305M, swa_gdn2_100M, tiny, small.
  * Returns GDN2_ERR_ARG (message lists the names) for an unknown name. */
-int gdn2_model_config(const char *name, gdn2_model_cfg *c);
-const char *gdn2_model_config_names(void);
+GDN2_API int gdn2_model_config(const char *name, gdn2_model_cfg *c);
+GDN2_API const char *gdn2_model_config_names(void);
 /* Set the layout string and the per-layer kinds ("gdn2", "gdn2,swa", "gdn2,kda,attn", ...). */
-int gdn2_model_set_layout(gdn2_model_cfg *c, const char *layout);
+GDN2_API int gdn2_model_set_layout(gdn2_model_cfg *c, const char *layout);
 /* Recompute padded_vocab from vocab_size / padding_multiple and validate every field. Every size is
  * bounded, generously but finitely, so that no parameter count or activation size computed from a
  * config overflows: n_layer <= GDN2_MAX_LAYERS, n_embd <= 2^16, vocab_size <= 2^24,
@@ -62,20 +64,20 @@ int gdn2_model_set_layout(gdn2_model_cfg *c, const char *layout);
  * n_head / n_query_groups / gdn2 heads <= 4096, head_size and gdn2_head_dim <= 4096,
  * gdn2_expand_v <= 16, gdn2_conv_size <= 64 (the unused ones too). The message names the key, the
  * value and the range. */
-int gdn2_model_check(gdn2_model_cfg *c);
+GDN2_API int gdn2_model_check(gdn2_model_cfg *c);
 /* lit_gpt config JSON (fixture meta.config: n_layer, n_embd, n_head, vocab_size, padding_multiple,
  * gdn2_per_layer, intermediate_size, local_window, norm_eps, gdn2_num_heads, gdn2_head_dim, ...;
  * gdn2 checkpoints add "gdn2_layout" and the other fields). Integer keys must hold exact integers
  * of magnitude <= 2^53 (GDN2_ERR_FORMAT naming the key otherwise); then gdn2_model_check. */
-int gdn2_model_config_from_json(const char *json, gdn2_model_cfg *c);
-char *gdn2_model_config_to_json(const gdn2_model_cfg *c); /* malloc'ed; free() it */
+GDN2_API int gdn2_model_config_from_json(const char *json, gdn2_model_cfg *c);
+GDN2_API char *gdn2_model_config_to_json(const gdn2_model_cfg *c); /* malloc'ed; free() it */
 /* The layer config of recurrent layer i (kind GDN2/KDA/GDN). */
-gdn2_layer_cfg gdn2_model_layer_cfg(const gdn2_model_cfg *c, int i);
+GDN2_API gdn2_layer_cfg gdn2_model_layer_cfg(const gdn2_model_cfg *c, int i);
 
 /* Training FLOPs per token at sequence length T as the official harness counts them (6 N_nonemb +
  * attention; docs/BACKEND.md); *recurrence (may be NULL) gets the GDN-2 recurrence's nominal count,
  * not included in the return value. */
-double gdn2_model_flops_per_token(const gdn2_model_cfg *c, int64_t T, double *recurrence);
+GDN2_API double gdn2_model_flops_per_token(const gdn2_model_cfg *c, int64_t T, double *recurrence);
 
 /* one parameter tensor of the model: official lit_gpt name, shape, place in the flat block */
 typedef struct {
@@ -88,8 +90,8 @@ typedef struct {
 
 /* Parameter table straight from the config (no allocation of the weights; used for the 1.3B counts).
  * Returns the number of tensors; out may be NULL. */
-int gdn2_model_params(const gdn2_model_cfg *c, gdn2_model_param *out, int cap);
-size_t gdn2_model_param_count(const gdn2_model_cfg *c); /* total floats */
+GDN2_API int gdn2_model_params(const gdn2_model_cfg *c, gdn2_model_param *out, int cap);
+GDN2_API size_t gdn2_model_param_count(const gdn2_model_cfg *c); /* total floats */
 
 struct gdn2_model_acts; /* activations saved by a training forward (private) */
 struct gdn2_backend;    /* the arithmetic backend (src/backend/backend.h, private)               */
@@ -119,45 +121,45 @@ typedef struct {
     float *dev_grads;           /* gradients in the backend's memory (== grads on the CPU)           */
 } gdn2_model;
 
-int gdn2_model_create(const gdn2_model_cfg *c, gdn2_model **out); /* params zeroed; call init or load */
-void gdn2_model_free(gdn2_model *m);
+GDN2_API int gdn2_model_create(const gdn2_model_cfg *c, gdn2_model **out); /* params zeroed; call init or load */
+GDN2_API void gdn2_model_free(gdn2_model *m);
 /* Official init (docs/MODEL.md: wte N(0,0.02); Linear U(±1/sqrt(fan_in)); w3 and attn proj further
  * / sqrt(2 n_layer); norms 1; recurrent layers their own init). Deterministic in seed. */
-void gdn2_model_init(gdn2_model *m, uint64_t seed);
-const gdn2_model_param *gdn2_model_find(const gdn2_model *m, const char *name);
+GDN2_API void gdn2_model_init(gdn2_model *m, uint64_t seed);
+GDN2_API const gdn2_model_param *gdn2_model_find(const gdn2_model *m, const char *name);
 
 /* Move the model's arithmetic to "cpu" (default) or "cuda" (bf16-mixed: docs/BACKEND.md). The
  * host weights m->params are uploaded; activations are reallocated on the new device. Call after
  * init or load. GDN2_ERR_UNSUPPORTED without a CUDA build or device, GDN2_ERR_NOMEM naming the
  * sizes when the weights do not fit. Generation (prefill, step) runs on the CPU only for now. */
-int gdn2_model_set_device(gdn2_model *m, const char *device);
-const char *gdn2_model_device(const gdn2_model *m); /* "cpu" or "cuda" */
+GDN2_API int gdn2_model_set_device(gdn2_model *m, const char *device);
+GDN2_API const char *gdn2_model_device(const gdn2_model *m); /* "cpu" or "cuda" */
 /* After editing m->params on the host of a device model: upload them (and refresh the bf16 copy). */
-int gdn2_model_upload(gdn2_model *m);
+GDN2_API int gdn2_model_upload(gdn2_model *m);
 /* Device weights (and gradients, when allocated) -> m->params (m->grads). No-op on the CPU. */
-int gdn2_model_sync_host(gdn2_model *m);
+GDN2_API int gdn2_model_sync_host(gdn2_model *m);
 /* Global L2 norm of the gradients (double sum in a fixed order), clipped to max_norm as
  * torch.nn.utils.clip_grad_norm_ (max_norm <= 0: no clip); returns the norm before (NaN on error). */
-float gdn2_model_clip_grad_norm(gdn2_model *m, float max_norm);
+GDN2_API float gdn2_model_clip_grad_norm(gdn2_model *m, float max_norm);
 
 /* Forward over tokens [B,T] (values in [0, vocab)). targets [B,T] (GDN2_IGNORE = no loss) may be NULL.
  * loss (may be NULL): mean cross-entropy over the non-ignored targets (0 if none).
  * logits (may be NULL): [B,T,padded_vocab]. train = 1 keeps the activations for gdn2_model_backward
  * (then only the rows with a target are sent through lm_head unless logits are requested). */
-int gdn2_model_forward(gdn2_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
+GDN2_API int gdn2_model_forward(gdn2_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
                        float *logits, float *loss, int train);
 /* grads += scale * d(loss)/d(params) for the last train forward (scale = 1/accum for accumulation). */
-int gdn2_model_backward(gdn2_model *m, float scale);
-int gdn2_model_zero_grad(gdn2_model *m);
+GDN2_API int gdn2_model_backward(gdn2_model *m, float scale);
+GDN2_API int gdn2_model_zero_grad(gdn2_model *m);
 
 /* ---- checkpoints -------------------------------------------------------------------------- */
 /* safetensors with the official names (prefix "" ) and __metadata__ {"format":"gdn2","config":JSON}. */
-int gdn2_model_save(const gdn2_model *m, const char *path);
+GDN2_API int gdn2_model_save(const gdn2_model *m, const char *path);
 /* Build a model from a checkpoint (config from metadata "config", or the fixture's "meta".config). */
-int gdn2_model_load(const char *path, gdn2_model **out);
+GDN2_API int gdn2_model_load(const char *path, gdn2_model **out);
 /* Copy every tensor `<prefix><name>` from an open file into m->params (all required, F32 any width
  * converted; errors name the file, tensor and expected shape). */
-int gdn2_model_load_params(gdn2_model *m, const gdn2_st *st, const char *prefix);
+GDN2_API int gdn2_model_load_params(gdn2_model *m, const gdn2_st *st, const char *prefix);
 
 /* ---- generation (constant memory per sequence for recurrent and SWA layers) ---------------- */
 /* Per-sequence state: recurrent layers gdn2_layer_state_size floats; SWA a ring of the last
@@ -171,18 +173,18 @@ typedef struct {
     float *data;             /* n * per_seq floats                                              */
 } gdn2_model_state;
 
-size_t gdn2_model_state_floats(const gdn2_model_cfg *c, int64_t max_len); /* per sequence */
-int gdn2_model_state_create(const gdn2_model *m, int64_t n, int64_t max_len, gdn2_model_state **out);
-void gdn2_model_state_reset(gdn2_model_state *s);
-void gdn2_model_state_free(gdn2_model_state *s);
+GDN2_API size_t gdn2_model_state_floats(const gdn2_model_cfg *c, int64_t max_len); /* per sequence */
+GDN2_API int gdn2_model_state_create(const gdn2_model *m, int64_t n, int64_t max_len, gdn2_model_state **out);
+GDN2_API void gdn2_model_state_reset(gdn2_model_state *s);
+GDN2_API void gdn2_model_state_free(gdn2_model_state *s);
 /* Consume tokens [n,T] (all sequences the same length); logits [n,padded_vocab] of the last token. */
-int gdn2_model_prefill(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, int64_t T, float *logits);
+GDN2_API int gdn2_model_prefill(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, int64_t T, float *logits);
 /* One token per sequence: tokens [n] -> logits [n,padded_vocab]. */
-int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, float *logits);
+GDN2_API int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, float *logits);
 
 /* Sample n_new tokens after prompt [P] (P >= 1) for one sequence, in constant memory (prefill, then
  * one step per token). temperature <= 0: greedy; top_k > 0 keeps the k most likely tokens. */
-int gdn2_generate(gdn2_model *m, const int32_t *prompt, int64_t P, int64_t n_new, float temperature, int top_k,
+GDN2_API int gdn2_generate(gdn2_model *m, const int32_t *prompt, int64_t P, int64_t n_new, float temperature, int top_k,
                   uint64_t seed, int32_t *out);
 
 /* ---- optimizer ---------------------------------------------------------------------------- */
@@ -198,38 +200,38 @@ typedef struct {
     struct gdn2_backend *be; /* set by the first step of a device model: dm, dv live there */
     float *dm, *dv;
 } gdn2_adamw;
-gdn2_adamw_cfg gdn2_adamw_default(void);
-int gdn2_adamw_init(gdn2_adamw *o, const gdn2_adamw_cfg *c, size_t n);
-void gdn2_adamw_free(gdn2_adamw *o);
+GDN2_API gdn2_adamw_cfg gdn2_adamw_default(void);
+GDN2_API int gdn2_adamw_init(gdn2_adamw *o, const gdn2_adamw_cfg *c, size_t n);
+GDN2_API void gdn2_adamw_free(gdn2_adamw *o);
 /* One update of the model's weights from its gradients at learning rate lr (torch AdamW:
  * decoupled decay), on the model's device (the moments move there at the first step). */
-int gdn2_adamw_step(gdn2_adamw *o, gdn2_model *m, float lr);
+GDN2_API int gdn2_adamw_step(gdn2_adamw *o, gdn2_model *m, float lr);
 /* Device moments -> o->m, o->v (no-op for a CPU optimizer). */
-int gdn2_adamw_sync_host(gdn2_adamw *o);
+GDN2_API int gdn2_adamw_sync_host(gdn2_adamw *o);
 /* Scale g so that its L2 norm is at most max_norm (max_norm <= 0: no clip); returns the norm before. */
-float gdn2_clip_grad_norm(float *g, size_t n, float max_norm);
+GDN2_API float gdn2_clip_grad_norm(float *g, size_t n, float max_norm);
 /* Linear warmup from 0 over `warmup` steps, then cosine from lr to min_lr at max_steps. */
-float gdn2_lr_at(int64_t step, int64_t warmup, int64_t max_steps, float lr, float min_lr);
+GDN2_API float gdn2_lr_at(int64_t step, int64_t warmup, int64_t max_steps, float lr, float min_lr);
 /* Optimizer checkpoint: m, v, step and a caller string (metadata "train", e.g. data state). */
-int gdn2_adamw_save(const gdn2_adamw *o, const char *path, const char *train_json);
-int gdn2_adamw_load(gdn2_adamw *o, const char *path, char **train_json /* malloc'ed, may be NULL */);
+GDN2_API int gdn2_adamw_save(const gdn2_adamw *o, const char *path, const char *train_json);
+GDN2_API int gdn2_adamw_load(gdn2_adamw *o, const char *path, char **train_json /* malloc'ed, may be NULL */);
 
 /* ---- training checkpoints: the pair PATH (model) + PATH.optim (optimizer) ----------------- */
 /* Both files carry the same run record in metadata "train": a JSON object with at least "run_id"
  * (string, fixed for the whole run across resumes) and "step" (optimizer steps done); gdn2_train adds
  * the run's settings (docs/FORMATS.md). Save writes PATH then PATH.optim, each atomically. */
-int gdn2_checkpoint_save(const gdn2_model *m, const gdn2_adamw *o, const char *path, const char *train_json);
+GDN2_API int gdn2_checkpoint_save(const gdn2_model *m, const gdn2_adamw *o, const char *path, const char *train_json);
 /* Load the pair and check it is one commit: same run id and step in both files (and the optimizer's
  * "step"); otherwise GDN2_ERR_FORMAT with a message naming both files and both steps. A model file
  * without a run record is refused too. On success *m, *o (initialised with cfg ac) and *train_json
  * (malloc'ed: the run record) are set; the caller frees them. */
-int gdn2_checkpoint_load(const char *path, const gdn2_adamw_cfg *ac, gdn2_model **m, gdn2_adamw *o,
+GDN2_API int gdn2_checkpoint_load(const char *path, const gdn2_adamw_cfg *ac, gdn2_model **m, gdn2_adamw *o,
                          char **train_json);
 /* Remove the temporary files "PATH.tmp.<pid>" and "PATH.optim.tmp.<pid>" (GDN2_TMP_INFIX) that a
  * killed writer left in PATH's folder — regular files with exactly those names and a writer that is
  * no longer running; nothing else is touched. One line per file to log (may be NULL). Returns the
  * number removed. */
-int gdn2_checkpoint_clean_tmp(const char *path, FILE *log);
+GDN2_API int gdn2_checkpoint_clean_tmp(const char *path, FILE *log);
 
 /* ---- training ----------------------------------------------------------------------------- */
 typedef struct {
@@ -286,14 +288,14 @@ typedef struct {
     double wall_s, tokens_per_s;
     size_t n_params;
 } gdn2_train_result;
-void gdn2_train_defaults(gdn2_train_opts *o);
-int gdn2_train(const gdn2_train_opts *o, gdn2_train_result *r, gdn2_model **model_out /* may be NULL */);
+GDN2_API void gdn2_train_defaults(gdn2_train_opts *o);
+GDN2_API int gdn2_train(const gdn2_train_opts *o, gdn2_train_result *r, gdn2_model **model_out /* may be NULL */);
 /* Data-parallel training on `world` ranks of this machine: processes forked and supervised here,
  * one per GPU (o->device "cuda": rank r on GPU r, NCCL) or per CPU rank (o->device NULL/"cpu":
  * shared memory). If a rank fails the others are stopped (SIGTERM, then SIGKILL after
  * o->dist_grace_s or 10 s) and the error names the rank; checkpoints written before stay intact.
  * r receives rank 0's result. world = 1 runs gdn2_train in this process. */
-int gdn2_train_parallel(const gdn2_train_opts *o, int world, gdn2_train_result *r);
+GDN2_API int gdn2_train_parallel(const gdn2_train_opts *o, int world, gdn2_train_result *r);
 
 #ifdef __cplusplus
 }

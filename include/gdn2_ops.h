@@ -18,6 +18,8 @@
 #ifndef GDN2_OPS_H
 #define GDN2_OPS_H
 
+#include "gdn2_export.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -62,11 +64,11 @@ typedef struct {
  * B, H or K), and every tensor ([B,T,H,K], [B,T,HV,V], [N,HV,K,V], T counted as at least 1) must be
  * addressable: its size in float64 bytes fits in int64. Returns GDN2_OK or GDN2_ERR_ARG with a
  * message naming the offending value. It looks at no tensor; see gdn2_check_inputs for values. */
-int gdn2_check(const gdn2_dims *d, const gdn2_opts *o);
+GDN2_API int gdn2_check(const gdn2_dims *d, const gdn2_opts *o);
 /* Number of state slots: B, or n_seqs with cu_seqlens. */
-int64_t gdn2_num_states(const gdn2_dims *d, const gdn2_opts *o);
+GDN2_API int64_t gdn2_num_states(const gdn2_dims *d, const gdn2_opts *o);
 /* Effective query scale (o->scale, or K^-1/2 when 0). */
-float gdn2_scale(const gdn2_dims *d, const gdn2_opts *o);
+GDN2_API float gdn2_scale(const gdn2_dims *d, const gdn2_opts *o);
 
 /* ------------------------------------------------------------------------------------------ */
 /* tensors of one call (fp32)                                                                 */
@@ -74,7 +76,8 @@ float gdn2_scale(const gdn2_dims *d, const gdn2_opts *o);
 typedef struct {
     const float *q, *k, *v, *g, *b, *w; /* inputs (shapes above)                              */
     const float *h0;                    /* [N,HV,K,V] initial state, or NULL (zero)           */
-    const float *A_log, *dt_bias;       /* [H], [H*K]; read only when gate_in_kernel          */
+    const float *A_log, *dt_bias;       /* [H], [H*K]; read only when gate_in_kernel; either  */
+                                        /* may be NULL: zero (as fla with A_log / dt_bias None) */
     float *o;                           /* out: [B,T,HV,V]                                    */
     float *ht;                          /* out: [N,HV,K,V] final state, or NULL               */
 } gdn2_fwd_tensors;
@@ -85,7 +88,8 @@ typedef struct {
     float *dq, *dk, *dv, *dg, *db, *dw; /* out, shapes of q,k,v,g,b,w; dg is w.r.t. the g passed */
                                         /* (the raw f when gate_in_kernel)                        */
     float *dh0;                 /* out [N,HV,K,V], or NULL                                        */
-    float *dA_log, *ddt_bias;   /* out [H], [H*K] when gate_in_kernel, else ignored               */
+    float *dA_log, *ddt_bias;   /* out [H], [H*K] when gate_in_kernel, else ignored; NULL: not    */
+                                /* written (the CPU ops; the CUDA device API needs both)          */
 } gdn2_bwd_tensors;
 
 /* float64 twins, used by the reference implementation only */
@@ -110,8 +114,8 @@ typedef struct {
  * checks on its inputs itself (unless o->trust_values) and returns that error before computing anything; the decode step
  * checks the rows it runs (slots[i] >= 0) and not its state pool (the op's own state, carried from
  * step to step). The CUDA entry points do not (include/gdn2_cuda.h): call these on the host first. */
-int gdn2_check_inputs(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const gdn2_bwd_tensors *g);
-int gdn2_check_inputs_f64(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_f64 *t,
+GDN2_API int gdn2_check_inputs(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const gdn2_bwd_tensors *g);
+GDN2_API int gdn2_check_inputs_f64(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_f64 *t,
                           const gdn2_bwd_tensors_f64 *g);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -119,19 +123,19 @@ int gdn2_check_inputs_f64(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd
 /* ------------------------------------------------------------------------------------------ */
 
 /* float64 token-serial recurrence and its exact backward (BPTT): the oracle. */
-int gdn2_ref_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_f64 *t);
-int gdn2_ref_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_f64 *t,
+GDN2_API int gdn2_ref_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_f64 *t);
+GDN2_API int gdn2_ref_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_f64 *t,
                  const gdn2_bwd_tensors_f64 *g);
 
 /* fp32 token-serial forward (the decode semantics over a whole sequence). */
-int gdn2_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t);
+GDN2_API int gdn2_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t);
 
 /* fp32 chunkwise (WY, chunk 64) forward and gate-aware backward. The backward recomputes what it
  * needs from the inputs (nothing is saved between the calls). */
 #define GDN2_CHUNK 64
-size_t gdn2_chunk_workspace_size(const gdn2_dims *d, const gdn2_opts *o, int backward);
-int gdn2_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t);
-int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
+GDN2_API size_t gdn2_chunk_workspace_size(const gdn2_dims *d, const gdn2_opts *o, int backward);
+GDN2_API int gdn2_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t);
+GDN2_API int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
                    const gdn2_bwd_tensors *g);
 
 /* One decode step for a batch of n = d->B sequences (d->T is ignored, one token each).
@@ -151,19 +155,19 @@ typedef struct {
     const int32_t *slots;
     int state_dtype;              /* GDN2_STATE_F32 (0, the default) or GDN2_STATE_BF16 */
 } gdn2_decode_tensors;
-int gdn2_decode_step(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_tensors *t);
+GDN2_API int gdn2_decode_step(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_tensors *t);
 
 /* Collapse limits, on the same kernels.
  *   KDA: b = w = beta, beta [B,T,H] (per key head; the value heads of a group share it).
  *   GDN: KDA with a scalar decay per head: g [B,T,H] (broadcast over K); gate_in_kernel unsupported.
  * In the gdn2_*_tensors the b and w fields are ignored; dbeta = sum_c db + sum_c dw. */
-int gdn2_kda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta);
-int gdn2_kda_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta);
-int gdn2_kda_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta,
+GDN2_API int gdn2_kda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta);
+GDN2_API int gdn2_kda_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta);
+GDN2_API int gdn2_kda_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta,
                        const gdn2_bwd_tensors *g, float *dbeta);
-int gdn2_gdn_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta);
-int gdn2_gdn_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta);
-int gdn2_gdn_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta,
+GDN2_API int gdn2_gdn_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta);
+GDN2_API int gdn2_gdn_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta);
+GDN2_API int gdn2_gdn_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta,
                        const gdn2_bwd_tensors *g, float *dbeta);
 
 #ifdef __cplusplus

@@ -19,6 +19,8 @@
 #ifndef GDN2_QUANT_H
 #define GDN2_QUANT_H
 
+#include "gdn2_export.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,14 +36,14 @@ extern "C" {
  * fp32 scales (either pointer may be NULL). bits 8: rows*cols bytes, rows scales (group is
  * ignored); bits 4: rows*ceil(cols/2) bytes, rows*ceil(cols/group) scales (group >= 1).
  * GDN2_ERR_ARG for other bits, group < 1 with bits 4, or rows/cols < 1. */
-int gdn2_quant_sizes(int bits, int64_t rows, int64_t cols, int64_t group, size_t *q_bytes, size_t *n_scales);
+GDN2_API int gdn2_quant_sizes(int bits, int64_t rows, int64_t cols, int64_t group, size_t *q_bytes, size_t *n_scales);
 /* Bytes the quantized matrix takes with its fp32 scales (q_bytes + 4 * n_scales); 0 on bad arguments. */
-size_t gdn2_quant_nbytes(int bits, int64_t rows, int64_t cols, int64_t group);
+GDN2_API size_t gdn2_quant_nbytes(int bits, int64_t rows, int64_t cols, int64_t group);
 
 /* Quantize w [rows, cols] into q (int8_t for bits 8, packed uint8_t for bits 4) and scales. */
-int gdn2_quantize(int bits, int64_t group, const float *w, int64_t rows, int64_t cols, void *q, float *scales);
+GDN2_API int gdn2_quantize(int bits, int64_t group, const float *w, int64_t rows, int64_t cols, void *q, float *scales);
 /* w [rows, cols] = dequantized q (w may not alias q or scales). */
-int gdn2_dequantize(int bits, int64_t group, const void *q, const float *scales, int64_t rows, int64_t cols,
+GDN2_API int gdn2_dequantize(int bits, int64_t group, const void *q, const float *scales, int64_t rows, int64_t cols,
                     float *w);
 
 #ifdef __cplusplus

@@ -7,6 +7,8 @@
 #ifndef GDN2_QUANT_MODEL_H
 #define GDN2_QUANT_MODEL_H
 
+#include "gdn2_export.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,11 +30,11 @@ extern "C" {
 enum { GDN2_QSET_PROJ = 1, GDN2_QSET_GATES = 2, GDN2_QSET_HEAD = 4 };
 
 /* The set a parameter name belongs to (GDN2_QSET_*), or 0 for a tensor that is never quantized. */
-int gdn2_quant_set_of(const char *name);
+GDN2_API int gdn2_quant_set_of(const char *name);
 /* Parse "proj", "proj,gates", "proj,gates,head", "all" ... into a GDN2_QSET_* mask (> 0). */
-int gdn2_quant_parse_sets(const char *s, int *sets);
+GDN2_API int gdn2_quant_parse_sets(const char *s, int *sets);
 /* The mask as text ("proj,gates", ...), written into buf (cap bytes); returns buf. */
-const char *gdn2_quant_sets_str(int sets, char *buf, size_t cap);
+GDN2_API const char *gdn2_quant_sets_str(int sets, char *buf, size_t cap);
 
 typedef struct {
     int n_tensors;         /* tensors quantized                                          */
@@ -50,7 +52,7 @@ typedef struct {
  * bytes, scales and an fp32 copy: about 5*cols bytes) and frees it before returning. On error
  * (bad bits/group/sets, non-finite weight: the message names the tensor) m may be partly
  * quantized. */
-int gdn2_model_fake_quant(gdn2_model *m, int bits, int64_t group, int sets, gdn2_quant_stats *stats);
+GDN2_API int gdn2_model_fake_quant(gdn2_model *m, int bits, int64_t group, int sets, gdn2_quant_stats *stats);
 
 /* ---- packed checkpoints ------------------------------------------------------------------ */
 /* Like gdn2_model_save, but each selected 2-D weight NAME is stored quantized from m's current
@@ -60,13 +62,13 @@ int gdn2_model_fake_quant(gdn2_model *m, int bits, int64_t group, int sets, gdn2
  * Every other tensor stays F32 under its name. gdn2_model_load reads these files and dequantizes
  * into fp32 parameters, so the loaded model equals gdn2_model_fake_quant of the saved one, bit for
  * bit. Written atomically (temp file + rename). Allocates the quantized copies while it writes. */
-int gdn2_model_save_quant(const gdn2_model *m, const char *path, int bits, int64_t group, int sets);
+GDN2_API int gdn2_model_save_quant(const gdn2_model *m, const char *path, int bits, int64_t group, int sets);
 
 /* Dequantize the packed weight `name` (NAME.q and NAME.scale of a gdn2_model_save_quant file, its
  * "quant" metadata giving bits and group) into w [rows, cols]; checks dtypes, shapes and that the
  * scales are finite and >= 0 (errors name the file and tensor). GDN2_ERR_FORMAT when NAME.q is
  * absent. Used by gdn2_model_load. */
-int gdn2_quant_load_weight(const gdn2_st *st, const char *name, int64_t rows, int64_t cols, float *w);
+GDN2_API int gdn2_quant_load_weight(const gdn2_st *st, const char *name, int64_t rows, int64_t cols, float *w);
 
 #ifdef __cplusplus
 }

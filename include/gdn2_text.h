@@ -3,6 +3,8 @@
 #ifndef GDN2_TEXT_H
 #define GDN2_TEXT_H
 
+#include "gdn2_export.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,16 +31,16 @@ typedef struct {
 
 /* Load a text file; val_frac in [0, 1). Errors name the file; a split too short for seq_len+1
  * bytes is caught by gdn2_text_batch. */
-int gdn2_text_load(const char *path, double val_frac, gdn2_text *t);
-void gdn2_text_free(gdn2_text *t);
+GDN2_API int gdn2_text_load(const char *path, double val_frac, gdn2_text *t);
+GDN2_API void gdn2_text_free(gdn2_text *t);
 /* B windows of T+1 bytes from split 0 (train) / 1 (val) at offsets drawn from `seed` (a pure
  * function of seed: the trainer passes a hash of (run seed, step, micro-step), so resume is exact):
  * tokens[b,t] = byte[o_b + t], targets[b,t] = byte[o_b + t + 1]. */
-int gdn2_text_batch(const gdn2_text *t, int split, uint64_t seed, int64_t B, int64_t T, int32_t *tokens,
+GDN2_API int gdn2_text_batch(const gdn2_text *t, int split, uint64_t seed, int64_t B, int64_t T, int32_t *tokens,
                     int32_t *targets);
 /* byte tokenizer: encode copies bytes to ids; decode writes n bytes (ids outside 0..255 become '?') */
-int64_t gdn2_byte_encode(const char *s, int64_t n, int32_t *ids);
-void gdn2_byte_decode(const int32_t *ids, int64_t n, char *out);
+GDN2_API int64_t gdn2_byte_encode(const char *s, int64_t n, int32_t *ids);
+GDN2_API void gdn2_byte_decode(const int32_t *ids, int64_t n, char *out);
 
 #ifdef __cplusplus
 }

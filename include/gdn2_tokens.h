@@ -26,6 +26,8 @@
 #ifndef GDN2_TOKENS_H
 #define GDN2_TOKENS_H
 
+#include "gdn2_export.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -64,52 +66,52 @@ typedef struct {
  * file, a file that is not a regular file or cannot be mapped, a header shorter than 1024 bytes,
  * a bad magic or version, a token count < 1, and a file size that is not exactly
  * 1024 + count * width (truncated or padded: both sizes named). */
-int gdn2_tokens_open(const char *pattern, const char *val_pattern, const gdn2_tokens_cfg *cfg, gdn2_tokens **out);
-void gdn2_tokens_close(gdn2_tokens *d);
+GDN2_API int gdn2_tokens_open(const char *pattern, const char *val_pattern, const gdn2_tokens_cfg *cfg, gdn2_tokens **out);
+GDN2_API void gdn2_tokens_close(gdn2_tokens *d);
 /* vocab_size for the id checks from now on (0 = none) */
-void gdn2_tokens_set_vocab(gdn2_tokens *d, int64_t vocab_size);
+GDN2_API void gdn2_tokens_set_vocab(gdn2_tokens *d, int64_t vocab_size);
 
 /* The next batch of split (0 train, 1 val): inputs[B*T], targets[B*T]; the split's state advances.
  * GDN2_ERR_ARG when no shard of the split holds B*T+1 tokens (the largest is named); GDN2_ERR_FORMAT
  * for an id >= vocab_size in the window. On an error the state does not move. */
-int gdn2_tokens_next(gdn2_tokens *d, int split, int64_t B, int64_t T, int32_t *inputs, int32_t *targets);
+GDN2_API int gdn2_tokens_next(gdn2_tokens *d, int split, int64_t B, int64_t T, int32_t *inputs, int32_t *targets);
 
 /* GDN2_OK when both splits can serve a [B,T] batch (some shard of each holds B*T+1 tokens); else the
  * error gdn2_tokens_next would give. For a caller that wants to fail before any work. */
-int gdn2_tokens_check_batch(const gdn2_tokens *d, int64_t B, int64_t T);
+GDN2_API int gdn2_tokens_check_batch(const gdn2_tokens *d, int64_t B, int64_t T);
 
-gdn2_tokens_state gdn2_tokens_get_state(const gdn2_tokens *d, int split);
+GDN2_API gdn2_tokens_state gdn2_tokens_get_state(const gdn2_tokens *d, int split);
 /* GDN2_ERR_ARG when the state does not fit this dataset (shard index beyond the split's shards,
  * position beyond that shard's tokens, negative values). */
-int gdn2_tokens_set_state(gdn2_tokens *d, int split, const gdn2_tokens_state *s);
+GDN2_API int gdn2_tokens_set_state(gdn2_tokens *d, int split, const gdn2_tokens_state *s);
 /* The state as JSON {"epoch":E,"shard":S,"pos":P,"file":"<path of that shard>"} (malloc'ed; NULL
  * when out of memory), and back: "file" is for people and is not read; the three integers must be
  * present, whole and >= 0 (GDN2_ERR_FORMAT otherwise). */
-char *gdn2_tokens_state_json(const gdn2_tokens *d, int split);
-int gdn2_tokens_state_parse(const char *json, gdn2_tokens_state *s);
+GDN2_API char *gdn2_tokens_state_json(const gdn2_tokens *d, int split);
+GDN2_API int gdn2_tokens_state_parse(const char *json, gdn2_tokens_state *s);
 
 /* Check every id of every shard of both splits against vocab_size (reads the whole corpus once,
  * through the mappings). GDN2_OK when vocab_size is 0. */
-int gdn2_tokens_scan(const gdn2_tokens *d);
+GDN2_API int gdn2_tokens_scan(const gdn2_tokens *d);
 
 /* Sizes: shards and tokens of a split; shard i's path, version and token count (in sorted order,
  * i < n_shards of that split). */
-int64_t gdn2_tokens_n_shards(const gdn2_tokens *d, int split);
-int64_t gdn2_tokens_n_tokens(const gdn2_tokens *d, int split);
-const char *gdn2_tokens_shard_path(const gdn2_tokens *d, int split, int64_t i);
+GDN2_API int64_t gdn2_tokens_n_shards(const gdn2_tokens *d, int split);
+GDN2_API int64_t gdn2_tokens_n_tokens(const gdn2_tokens *d, int split);
+GDN2_API const char *gdn2_tokens_shard_path(const gdn2_tokens *d, int split, int64_t i);
 /* An identity of the files behind both splits for a run record: the shard count, the token count
  * and a hash (FNV-1a + mix64) over each shard's base name, size, version and its first and last
  * 4 KiB of tokens (not the whole corpus: a same-size edit in the middle goes unseen).
  * Writes at most cap bytes, e.g. "3 shards, 123456 tokens, fnv1a64+mix64 0123456789abcdef". */
-void gdn2_tokens_identity(const gdn2_tokens *d, int split, char *buf, size_t cap);
+GDN2_API void gdn2_tokens_identity(const gdn2_tokens *d, int split, char *buf, size_t cap);
 
 /* Write one shard atomically (temp name + rename): the header then n ids (n in 1..2^31-1) as
  * version 1 (uint16: every id must be < 65536) or 2 (uint32). */
-int gdn2_tokens_write_shard(const char *path, int version, const uint32_t *ids, int64_t n);
+GDN2_API int gdn2_tokens_write_shard(const char *path, int version, const uint32_t *ids, int64_t n);
 /* Shards from a byte text (token = byte, vocab 256), streamed: PREFIX_000000.bin, PREFIX_000001.bin
  * ... of shard_tokens tokens each (the last may be shorter), version 1 or 2. *n_shards and
  * *n_tokens (may be NULL) get what was written. */
-int gdn2_tokens_from_text(const char *text_path, const char *prefix, int64_t shard_tokens, int version,
+GDN2_API int gdn2_tokens_from_text(const char *text_path, const char *prefix, int64_t shard_tokens, int version,
                           int64_t *n_shards, int64_t *n_tokens);
 
 #ifdef __cplusplus

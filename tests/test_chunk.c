@@ -287,8 +287,9 @@ static void bad_inputs(void) {
         CHECK(rc == GDN2_ERR_ARG && strstr(gdn2_last_error(), "'dg'"), "chunk bwd rejects dg=NULL: %s",
               gdn2_last_error());
         o.gate_in_kernel = 1;
-        rc = gdn2_chunk_fwd(&d, &o, &t);
-        CHECK(rc == GDN2_ERR_ARG && strstr(gdn2_last_error(), "'A_log'"), "chunk fwd with the gate needs A_log: %s",
+        gdn2_clear_error();
+        rc = gdn2_chunk_fwd(&d, &o, &t); /* A_log and dt_bias NULL: zero (test_python / test_cli_op compare) */
+        CHECK(rc == GDN2_OK, "chunk fwd with the gate and no A_log / dt_bias runs (absent = zero): %d %s", rc,
               gdn2_last_error());
         o.gate_in_kernel = 0;
     }

@@ -414,9 +414,43 @@ static void check_bad_inputs(void) {
     const char *pm = path_in("no_w.safetensors");
     problem_write(&p, pm, "w", NULL, meta_gate);
     expect_bad("missing required tensor w", pm, NULL, pm, "'w'", 2);
-    const char *pa = path_in("no_alog.safetensors");
-    problem_write(&p, pa, "A_log", NULL, meta_gate);
-    expect_bad("gate in kernel without A_log", pa, NULL, pa, "'A_log'", 2);
+    /* A_log / dt_bias are optional with the gate in kernel: absent = zero, for every implementation
+     * (with do in the file: chunk and reference also write dA_log / ddt_bias) */
+    {
+        float zeros[64] = {0};
+        const gdn2_tensor zt[2] = {{"A_log", GDN2_F32, 1, {p.H}, (size_t)p.H * sizeof(float), zeros},
+                                   {"dt_bias", GDN2_F32, 1, {p.H * p.K}, (size_t)(p.H * p.K) * sizeof(float), zeros}};
+        static const char *const impls[] = {"chunk", "reference", "recurrent"};
+        for (int which = 0; which < 2; which++)
+            for (int i = 0; i < 3; i++) {
+                const char *pn = path_in("gate_absent.safetensors"), *pz = path_in("gate_zero.safetensors");
+                const char *o1 = path_in("gate_absent_out.safetensors"), *o2 = path_in("gate_zero_out.safetensors");
+                problem_write(&p, pn, zt[which].name, NULL, meta_gate);
+                problem_write(&p, pz, NULL, &zt[which], meta_gate);
+                const char *a1[] = {"op", pn, "-o", o1, "--impl", impls[i], NULL};
+                const char *a2[] = {"op", pz, "-o", o2, "--impl", impls[i], NULL};
+                int r1 = run_gdn2(a1, NULL);
+                char msg1[1024];
+                snprintf(msg1, sizeof msg1, "%s", first_line());
+                int r2 = run_gdn2(a2, NULL), same = 0;
+                gdn2_st sa, sb;
+                if (r1 == 0 && r2 == 0 && gdn2_st_read(o1, &sa) == 0) {
+                    if (gdn2_st_read(o2, &sb) == 0) {
+                        same = sa.n_tensors == sb.n_tensors;
+                        for (int j = 0; j < sb.n_tensors; j++) {
+                            const gdn2_tensor *x = gdn2_st_find(&sa, sb.tensors[j].name);
+                            same = same && x && x->nbytes == sb.tensors[j].nbytes &&
+                                   !memcmp(x->data, sb.tensors[j].data, x->nbytes);
+                        }
+                        if (i < 2) same = same && gdn2_st_find(&sa, "dA_log") && gdn2_st_find(&sa, "ddt_bias");
+                        gdn2_st_free(&sb);
+                    }
+                    gdn2_st_free(&sa);
+                }
+                CHECK(same, "gate in kernel without %s = with %s zero (--impl %s): exit %d / %d, same outputs: %s",
+                      zt[which].name, zt[which].name, impls[i], r1, r2, msg1);
+            }
+    }
 
     /* options */
     const char *pmo = path_in("meta_bad.safetensors");

@@ -269,8 +269,20 @@ static void test_decode(void) {
     dt.slots = slots;
     dt.A_log = NULL;
     slots[0] = 0; slots[1] = 1; slots[2] = 2; slots[3] = 3;
-    rc = gdn2_decode_step(&dd, &od, &dt);
-    CHECK(rc == GDN2_ERR_ARG, "decode: gate_in_kernel without A_log rejected: %s", gdn2_last_error());
+    {   /* absent A_log = zero: the same step as with an all-zero A_log */
+        float *after = falloc(NSLOT * SS), zal[64] = {0};
+        memcpy(copy, pool, NSLOT * SS * sizeof(float));
+        rc = gdn2_decode_step(&dd, &od, &dt);
+        memcpy(after, pool, NSLOT * SS * sizeof(float));
+        memcpy(pool, copy, NSLOT * SS * sizeof(float));
+        dt.A_log = zal;
+        int rc2 = gdn2_decode_step(&dd, &od, &dt);
+        CHECK(rc == 0 && rc2 == 0 && !memcmp(after, pool, NSLOT * SS * sizeof(float)),
+              "decode: gate_in_kernel without A_log = with A_log zero: %d %d %s", rc, rc2, rc ? gdn2_last_error() : "");
+        memcpy(pool, copy, NSLOT * SS * sizeof(float));
+        dt.A_log = NULL;
+        free(after);
+    }
 
     /* bf16 state pool: one step must be exactly "widen, the fp32 step, round to nearest even" */
     {

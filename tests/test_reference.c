@@ -297,8 +297,9 @@ static void test_bad_inputs(void) {
     CHECK(rc == GDN2_ERR_ARG, "NULL q rejected: %s", gdn2_last_error());
     t.q = x;
     o.gate_in_kernel = 1;
+    gdn2_clear_error();
     rc = gdn2_ref_fwd(&d, &o, &t);
-    CHECK(rc == GDN2_ERR_ARG, "gate_in_kernel without A_log rejected: %s", gdn2_last_error());
+    CHECK(rc == GDN2_OK, "gate_in_kernel without A_log / dt_bias runs (absent = zero): %d %s", rc, gdn2_last_error());
 }
 
 int main(void) {

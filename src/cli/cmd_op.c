@@ -27,7 +27,7 @@ static void op_usage(FILE *f) {
             "  q, k, g, b   [B,T,H,K]   key heads (g is the log-decay, or the raw gate with the gate in kernel)\n"
             "  v, w         [B,T,HV,V]  value heads, HV a multiple of H (value head hv reads key head hv/(HV/H))\n"
             "  h0           [N,HV,K,V]  optional initial state (N = B, or the number of packed sequences)\n"
-            "  A_log [H], dt_bias [H*K] required when use_gate_in_kernel\n"
+            "  A_log [H], dt_bias [H*K] read when use_gate_in_kernel (each optional: absent = zero)\n"
             "  cu_seqlens   [N+1]       optional, I32/I64: packed sequences (B must be 1)\n"
             "  do [B,T,HV,V], dht [N,HV,K,V]  optional upstream gradients: `do` turns on the backward\n"
             "Options: __metadata__ key \"meta\", a JSON object with optional keys scale (default K^-1/2),\n"
@@ -201,7 +201,8 @@ int cmd_op(int argc, char **argv) {
 
     /* ---- load every input at the working precision (q and v again for the reference) ---- */
     for (int i = 0; i < N_IN; i++) {
-        int required = i <= IN_W || ((i == IN_ALOG || i == IN_DTB) && o.gate_in_kernel);
+        /* A_log and dt_bias are optional with the gate in kernel: absent = zero (NULL to the ops) */
+        int required = i <= IN_W;
         if ((i == IN_ALOG || i == IN_DTB) && !o.gate_in_kernel) {
             if (gdn2_st_find(&st, in_names[i]))
                 fprintf(stderr, "gdn2 op: note: %s ignored (use_gate_in_kernel is off)\n", in_names[i]);

@@ -81,8 +81,10 @@ static void stage_inputs(devbufs *b, const gdn2_dims *d, const gdn2_opts *o, con
     a->b = dev_copy(b, t->b, nk, "b");
     a->w = dev_copy(b, t->w, nv, "w");
     if (o->gate_in_kernel) {
-        a->A_log = (const float *)dev_copy(b, t->A_log, d->H * 4, "A_log");
-        a->dt_bias = (const float *)dev_copy(b, t->dt_bias, d->H * d->K * 4, "dt_bias");
+        // absent (NULL) A_log / dt_bias are zero: the device API needs them, so upload zeros
+        a->A_log = (const float *)(t->A_log ? dev_copy(b, t->A_log, d->H * 4, "A_log") : dev_alloc(b, 1, d->H * 4, "A_log"));
+        a->dt_bias = (const float *)(t->dt_bias ? dev_copy(b, t->dt_bias, d->H * d->K * 4, "dt_bias")
+                                                : dev_alloc(b, 1, d->H * d->K * 4, "dt_bias"));
     }
 }
 
@@ -119,8 +121,8 @@ static int host_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, co
         ga.dw = dev_alloc(&b, g->dw != NULL, nv, "dw");
         ga.dh0 = (float *)dev_alloc(&b, g->dh0 != NULL, ns, "dh0");
         if (o->gate_in_kernel) {
-            ga.dA_log = (float *)dev_alloc(&b, g->dA_log != NULL, d->H * 4, "dA_log");
-            ga.ddt_bias = (float *)dev_alloc(&b, g->ddt_bias != NULL, d->H * d->K * 4, "ddt_bias");
+            ga.dA_log = (float *)dev_alloc(&b, 1, d->H * 4, "dA_log"); // the device API needs both
+            ga.ddt_bias = (float *)dev_alloc(&b, 1, d->H * d->K * 4, "ddt_bias");
         }
         if (!b.rc) b.rc = gdn2_cuda_chunk_bwd(d, o, &a, &ga, NULL);
         if (!b.rc) {

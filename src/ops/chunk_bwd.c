@@ -312,7 +312,8 @@ GDN2_VEC_CLONES static void bwd_task(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
             float *dg = x->g->dg + ok;
             const float *f = a->g + ok;
             for (int64_t c = 0; c < K; c++) {
-                dg[c] = gate_vjp_f32(dg[c], f[c], a->A_log[h], a->dt_bias[h * K + c], a->lb, &pA);
+                dg[c] = gate_vjp_f32(dg[c], f[c], a->A_log ? a->A_log[h] : 0.0f, a->dt_bias ? a->dt_bias[h * K + c] : 0.0f,
+                                     a->lb, &pA);
                 pdt[c] += dg[c];
             }
         }
@@ -329,7 +330,6 @@ int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensor
     {
         const char *miss = !g->dq ? "dq" : !g->dk ? "dk" : !g->dv ? "dv" : !g->dg ? "dg" : !g->db ? "db"
                          : !g->dw ? "dw" : NULL;
-        if (!miss && o->gate_in_kernel) miss = !g->dA_log ? "dA_log" : !g->ddt_bias ? "ddt_bias" : NULL;
         if (miss) return gdn2_error(GDN2_ERR_ARG, "gdn2_chunk_bwd: output gradient '%s' is NULL", miss);
     }
     if ((st = gdn2_check_values("gdn2_chunk_bwd", d, o, t, g))) return st;
@@ -364,11 +364,11 @@ int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensor
         for (int64_t h = 0; h < d->H; h++) {
             double sA = 0.0;
             for (int64_t n = 0; n < N; n++) sA += x.pA[n * d->H + h];
-            g->dA_log[h] = (float)sA;
+            if (g->dA_log) g->dA_log[h] = (float)sA;
             for (int64_t c = 0; c < d->K; c++) {
                 double s = 0.0;
                 for (int64_t n = 0; n < N; n++) s += x.pdt[(n * d->H + h) * d->K + c];
-                g->ddt_bias[h * d->K + c] = (float)s;
+                if (g->ddt_bias) g->ddt_bias[h * d->K + c] = (float)s;
             }
         }
         free(x.pA);

@@ -118,7 +118,9 @@ GDN2_VEC_CLONES void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a,
         }
         if (a->gate) {
             const float *f = a->g + ok;
-            for (int64_t c = 0; c < K; c++) g[c] = gdn2_gate_f32(f[c], a->A_log[h], a->dt_bias[h * K + c], a->lb);
+            const float al = a->A_log ? a->A_log[h] : 0.0f; /* absent A_log / dt_bias: zero */
+            const float *dtb = a->dt_bias ? a->dt_bias + h * K : NULL;
+            for (int64_t c = 0; c < K; c++) g[c] = gdn2_gate_f32(f[c], al, dtb ? dtb[c] : 0.0f, a->lb);
         } else {
             memcpy(g, a->g + ok, K * sizeof(float));
         }
@@ -498,7 +500,6 @@ int gdn2_chunk_setup(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
     if (!t) return gdn2_error(GDN2_ERR_ARG, "%s: tensors must not be NULL", fn);
     const char *miss = !t->q ? "q" : !t->k ? "k" : !t->v ? "v" : !t->g ? "g" : NULL;
     if (!miss && !a->beta) miss = !t->b ? "b" : !t->w ? "w" : NULL;
-    if (!miss && o->gate_in_kernel) miss = !t->A_log ? "A_log" : !t->dt_bias ? "dt_bias" : NULL;
     if (miss) return gdn2_error(GDN2_ERR_ARG, "%s: input tensor '%s' is NULL", fn, miss);
     if (d->K > 4096 || d->V > 4096)
         return gdn2_error(GDN2_ERR_ARG, "%s: K=%lld V=%lld exceed 4096", fn, (long long)d->K, (long long)d->V);

@@ -45,7 +45,8 @@ static void rec_prep(const rec_cfg *c, int64_t h, const float *q, const float *k
         memcpy(r->kn, k, K * sizeof(float));
     }
     if (c->gate)
-        for (int64_t i = 0; i < K; i++) r->al[i] = expf(gdn2_gate_f32(g[i], c->A_log[h], c->dt_bias[h * K + i], c->lb));
+        for (int64_t i = 0; i < K; i++) r->al[i] = expf(gdn2_gate_f32(g[i], c->A_log ? c->A_log[h] : 0.0f,
+                                                                  c->dt_bias ? c->dt_bias[h * K + i] : 0.0f, c->lb));
     else
         for (int64_t i = 0; i < K; i++) r->al[i] = expf(g[i]);
     for (int64_t i = 0; i < K; i++) r->p[i] = b[i] * r->kn[i];
@@ -106,7 +107,6 @@ static int check_inputs(const char *fn, const gdn2_opts *o, const float *q, cons
                         const float *g, const float *b, const float *w, const float *A_log,
                         const float *dt_bias, const float *out) {
     const char *miss = !q ? "q" : !k ? "k" : !v ? "v" : !g ? "g" : !b ? "b" : !w ? "w" : !out ? "o" : NULL;
-    if (!miss && o->gate_in_kernel) miss = !A_log ? "A_log" : !dt_bias ? "dt_bias" : NULL;
     if (miss) return gdn2_error(GDN2_ERR_ARG, "%s: tensor '%s' is NULL", fn, miss);
     return GDN2_OK;
 }

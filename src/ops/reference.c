@@ -39,7 +39,6 @@ static void seq_range(const gdn2_dims *d, const gdn2_opts *o, int64_t n, int64_t
 static int check_fwd_ptrs(const char *fn, const gdn2_opts *o, const gdn2_fwd_tensors_f64 *t) {
     if (!t) return gdn2_error(GDN2_ERR_ARG, "%s: tensors must not be NULL", fn);
     const char *miss = !t->q ? "q" : !t->k ? "k" : !t->v ? "v" : !t->g ? "g" : !t->b ? "b" : !t->w ? "w" : NULL;
-    if (!miss && o->gate_in_kernel) miss = !t->A_log ? "A_log" : !t->dt_bias ? "dt_bias" : NULL;
     if (miss) return gdn2_error(GDN2_ERR_ARG, "%s: input tensor '%s' is NULL", fn, miss);
     return GDN2_OK;
 }
@@ -78,7 +77,9 @@ static int prep(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_f
             p->rq[i] = p->rk[i] = 1.0;
         }
         for (int64_t c = 0; c < K; c++)
-            p->g[i * K + c] = o->gate_in_kernel ? gdn2_gate_f64(g[c], t->A_log[h], t->dt_bias[h * K + c], lb) : g[c];
+            p->g[i * K + c] = o->gate_in_kernel ? gdn2_gate_f64(g[c], t->A_log ? t->A_log[h] : 0.0,
+                                                                 t->dt_bias ? t->dt_bias[h * K + c] : 0.0, lb)
+                                                : g[c];
     }
     return GDN2_OK;
 }
@@ -156,7 +157,6 @@ int gdn2_ref_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_
     {
         const char *miss = !gr->dq ? "dq" : !gr->dk ? "dk" : !gr->dv ? "dv" : !gr->dg ? "dg" : !gr->db ? "db"
                          : !gr->dw ? "dw" : NULL;
-        if (!miss && o->gate_in_kernel) miss = !gr->dA_log ? "dA_log" : !gr->ddt_bias ? "ddt_bias" : NULL;
         if (miss) return gdn2_error(GDN2_ERR_ARG, "gdn2_ref_bwd: output gradient '%s' is NULL", miss);
     }
     if ((rc = gdn2_check_values_f64("gdn2_ref_bwd", d, o, t, gr))) return rc;
@@ -298,15 +298,18 @@ int gdn2_ref_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_
             gdn2_l2norm_vjp_f64(K, p.k + i * K, p.rk[i], gr->dk + i * K);
         }
     if (o->gate_in_kernel) {
-        memset(gr->dA_log, 0, (size_t)H * sizeof(double));
-        memset(gr->ddt_bias, 0, (size_t)(H * K) * sizeof(double));
+        /* absent A_log / dt_bias read as zero; absent dA_log / ddt_bias are not written */
+        if (gr->dA_log) memset(gr->dA_log, 0, (size_t)H * sizeof(double));
+        if (gr->ddt_bias) memset(gr->ddt_bias, 0, (size_t)(H * K) * sizeof(double));
         for (int64_t i = 0; i < NT * H; i++) {
             const int64_t h = i % H;
+            double sink = 0.0;
             for (int64_t c = 0; c < K; c++) {
-                double df = gdn2_gate_vjp_f64(gr->dg[i * K + c], t->g[i * K + c], t->A_log[h],
-                                              t->dt_bias[h * K + c], (double)o->lower_bound, &gr->dA_log[h]);
+                double df = gdn2_gate_vjp_f64(gr->dg[i * K + c], t->g[i * K + c], t->A_log ? t->A_log[h] : 0.0,
+                                              t->dt_bias ? t->dt_bias[h * K + c] : 0.0, (double)o->lower_bound,
+                                              gr->dA_log ? &gr->dA_log[h] : &sink);
                 gr->dg[i * K + c] = df;
-                gr->ddt_bias[h * K + c] += df;
+                if (gr->ddt_bias) gr->ddt_bias[h * K + c] += df;
             }
         }
     }
