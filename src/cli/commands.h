@@ -13,7 +13,8 @@ int cmd_generate(int argc, char **argv); /* constant-memory generation from a ch
 int cmd_demo(int argc, char **argv);     /* the main job: small end-to-end CPU demo              */
 int cmd_task(int argc, char **argv);     /* inspect task generators                              */
 int cmd_eval(int argc, char **argv);     /* evaluate a checkpoint on tasks                       */
-int cmd_quant(int argc, char **argv);    /* int8/int4 weight quantization and its accuracy cost  */
+int cmd_quant(int argc, char **argv);
+int cmd_serve(int argc, char **argv);    /* OpenAI-style completions server (libmicrohttpd)     */    /* int8/int4 weight quantization and its accuracy cost  */
 
 
 /* src/cli/data_files.c: 1 (after "gdn2 CMD: ..." on stderr naming the file, how to get it and FLAG)

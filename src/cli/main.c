@@ -18,6 +18,7 @@ static const command commands[] = {
     {"forward", cmd_forward, "official lit_gpt model forward and loss from a safetensors file"},
     {"train", cmd_train, "train a model on a text file or a synthetic task"},
     {"generate", cmd_generate, "generate text from a checkpoint (constant memory)"},
+    {"serve", cmd_serve, "OpenAI-style completions server with continuous batching"},
     {"task", cmd_task, "show samples of the task generators"},
     {"eval", cmd_eval, "evaluate a checkpoint on tasks"},
     {"quantize", cmd_quant, "int8/int4 weight quantization of a checkpoint with its measured accuracy cost"},
