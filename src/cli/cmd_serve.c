@@ -458,7 +458,8 @@ static int format_events(req *r) {
     }
     free(text);
     size_t need = (ev ? strlen(ev) + 8 : 0) + (done ? 16 : 0);
-    if (r->pend_len - r->pend_off + need + 1 > r->pend_cap) {
+    if (r->pend_off == r->pend_len) r->pend_off = r->pend_len = 0;
+    if (r->pend_len + need + 1 > r->pend_cap) { /* grow, moving the unsent bytes to the front */
         size_t cap = r->pend_len - r->pend_off + need + 256;
         char *nb = malloc(cap);
         if (!nb) {
