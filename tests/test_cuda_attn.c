@@ -179,7 +179,10 @@ static void cpu_crosscheck(const ashape *a, unsigned long long seed) {
     gdn2_attn_cfg cfg = {d, nh, ng, hs, a->W, ROPE_BASE};
     unsigned long long s = seed;
     float *wqkv = falloc(d * d), *wproj = falloc(d * C), *x = falloc(BT * d), *y = falloc(BT * d);
-    float *acts = falloc((int64_t)gdn2_attn_act_size(&cfg, a->B, a->T));
+    gdn2_backend cpu;
+    gdn2_backend_cpu_init(&cpu, 2);
+    float *acts = falloc((int64_t)(gdn2_attn_act_bytes(&cpu, &cfg, a->B, a->T) / sizeof(float)) + 1);
+    float *ascr = falloc((int64_t)(gdn2_attn_scratch_bytes(&cpu, &cfg, a->B, a->T, 1) / sizeof(float)) + 1);
     float *dy = falloc(BT * d), *dx = falloc(BT * d), *dwq = falloc(d * d), *dwp = falloc(d * C);
     double *xd = dalloc(BT * d), *dOd = dalloc(BT * C);
     const int64_t nq = BT * C, nk = BT * ng * hs;
@@ -195,8 +198,8 @@ static void cpu_crosscheck(const ashape *a, unsigned long long seed) {
     char nm[96];
     snprintf(nm, sizeof nm, "B%lld T%lld nh%lld ng%lld hs%lld W%lld", (long long)a->B, (long long)a->T, (long long)nh,
              (long long)ng, (long long)hs, (long long)a->W);
-    int rc = gdn2_attn_forward(&cfg, wqkv, wproj, x, a->B, a->T, y, acts, 2);
-    int rc2 = rc ? rc : gdn2_attn_backward(&cfg, wqkv, wproj, x, a->B, a->T, acts, dy, dx, dwq, dwp, 2);
+    int rc = gdn2_attn_forward(&cpu, &cfg, wqkv, wproj, x, a->B, a->T, y, acts, ascr);
+    int rc2 = rc ? rc : gdn2_attn_backward(&cpu, &cfg, wqkv, wproj, x, a->B, a->T, acts, dy, dx, dwq, dwp, ascr);
     CHECK(rc == 0 && rc2 == 0, "reference vs CPU layer %s: CPU forward/backward ran (%s)", nm, gdn2_last_error());
     if (!rc && !rc2) {
         ref_rope_split(a, xd, q, k, v);
@@ -211,7 +214,7 @@ static void cpu_crosscheck(const ashape *a, unsigned long long seed) {
               "(<= 1e-4)",
               nm, eq, ek, ev, eo, el, ex);
     }
-    free(wqkv), free(wproj), free(x), free(y), free(acts), free(dy), free(dx), free(dwq), free(dwp);
+    free(wqkv), free(wproj), free(x), free(y), free(acts), free(ascr), free(dy), free(dx), free(dwq), free(dwp);
     free(xd), free(dOd), free(q), free(k), free(v), free(o), free(lse), free(dq), free(dk), free(dv), free(dqkv);
 }
 
