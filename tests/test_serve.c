@@ -304,7 +304,12 @@ static void test_constant_memory(void) {
         rss[i] = max_rss_kb();
     }
     const gdn2_model_state *pool = e ? gdn2_engine_pool(e) : NULL;
-    CHECK(!st && f1 == f2 && pool && pool->per_seq == f1 && rss[1] - rss[0] < 2048,
+#if defined(__SANITIZE_ADDRESS__)
+    const long rss_bar = 1L << 30; /* ASan keeps freed memory in quarantine: RSS says nothing there */
+#else
+    const long rss_bar = 2048;
+#endif
+    CHECK(!st && f1 == f2 && pool && pool->per_seq == f1 && rss[1] - rss[0] < rss_bar,
           "gdn2+swa: decode state %zu floats per sequence at any context (%zu at 2^20); 3000 tokens through a slot "
           "of context 8; peak RSS +%ld KiB from 300 to 3000 tokens",
           f1, f2, rss[1] - rss[0]);

@@ -466,7 +466,7 @@ static int format_events(req *r) {
             free(ev);
             return 0;
         }
-        memcpy(nb, r->pend + r->pend_off, r->pend_len - r->pend_off);
+        if (r->pend_len > r->pend_off) memcpy(nb, r->pend + r->pend_off, r->pend_len - r->pend_off);
         free(r->pend);
         r->pend = nb, r->pend_len -= r->pend_off, r->pend_off = 0, r->pend_cap = cap;
     }
