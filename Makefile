@@ -6,7 +6,8 @@
 #   make asan-test     library, CLI and tests with ASan+UBSan (+LSan) in build-asan/, then the suite
 #                      against them (make asan: build only)
 #   make fuzz          libFuzzer targets (clang) in build-fuzz/fuzz/; see tests/fuzz/README.md
-# Detected automatically: OpenBLAS (cblas sgemm), OpenMP, CUDA (nvcc). libcjson is required.
+# Detected automatically: OpenBLAS (cblas sgemm), OpenMP, CUDA (nvcc), libmicrohttpd (`gdn2 serve`
+# is built only with it). libcjson is required.
 
 CC      ?= gcc
 NVCC    ?= nvcc
@@ -43,6 +44,15 @@ $(error libcjson not found: apt-get install libcjson-dev)
 endif
 LDLIBS  += -lcjson
 
+# libmicrohttpd: the HTTP server of `gdn2 serve` (without it the command says how to get it)
+HAVE_MHD := $(call try,#include <microhttpd.h>,-lmicrohttpd)
+ifeq ($(HAVE_MHD),1)
+CFLAGS  += -DGDN2_HAVE_MHD
+LDLIBS  += -lmicrohttpd -lpthread
+else
+$(info libmicrohttpd not found: building gdn2 without `gdn2 serve` (apt-get install libmicrohttpd-dev))
+endif
+
 CUDA ?= $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
 CUDA_ARCH ?= sm_90a
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
@@ -72,7 +82,7 @@ all: $(LIB) $(BUILD)/gdn2 $(TEST_BIN) $(BENCH_BIN)
 lib: $(LIB)
 
 info:
-	@echo "openmp=$(HAVE_OPENMP) openblas=$(HAVE_BLAS) cuda=$(CUDA) arch=$(CUDA_ARCH) native=$(NATIVE)"
+	@echo "openmp=$(HAVE_OPENMP) openblas=$(HAVE_BLAS) microhttpd=$(HAVE_MHD) cuda=$(CUDA) arch=$(CUDA_ARCH) native=$(NATIVE)"
 
 $(BUILD)/%.o: %.c $(wildcard include/*.h src/*/*.h)
 	@mkdir -p $(dir $@)

@@ -164,16 +164,26 @@ GDN2_API int gdn2_model_load_params(gdn2_model *m, const gdn2_st *st, const char
 /* ---- generation (constant memory per sequence for recurrent and SWA layers) ---------------- */
 /* Per-sequence state: recurrent layers gdn2_layer_state_size floats; SWA a ring of the last
  * local_window post-RoPE keys and values; full attention a cache of max_len keys/values (grows
- * with the context — the one non-constant part, as any transformer). */
+ * with the context — the one non-constant part, as any transformer).
+ *
+ * The state is a pool of n SLOTS, one sequence each, every slot with its own position
+ * (slot_pos): continuous batching steps any subset of the slots, each at its own position
+ * (gdn2_model_step_slots), and a slot is reset, filled from a prefix file or copied on its own.
+ * Nothing moves when the set of active slots changes: a step reads and writes the slots it is
+ * given in place. The whole-state calls (prefill, step) treat all n slots as one batch at one
+ * position (pos) and are written on the slot calls. */
 typedef struct {
-    int64_t n, max_len, pos; /* sequences, capacity for full attention, tokens consumed so far */
-    size_t per_seq;          /* floats per sequence (all layers)                               */
+    int64_t n, max_len, pos; /* slots, capacity for full attention, tokens consumed (whole-state calls) */
+    size_t per_seq;          /* floats per slot (all layers)                                   */
     size_t *layer_off;       /* [n_layer] offset in data of layer l's block [n, layer_size[l]]  */
-    size_t *layer_size;      /* [n_layer] floats of layer l's state per sequence                */
+    size_t *layer_size;      /* [n_layer] floats of layer l's state per slot                    */
     float *data;             /* n * per_seq floats                                              */
+    int64_t *slot_pos;       /* [n] tokens consumed by each slot (its next position)            */
+    int n_layer;
 } gdn2_model_state;
 
 GDN2_API size_t gdn2_model_state_floats(const gdn2_model_cfg *c, int64_t max_len); /* per sequence */
+/* n slots; max_len (< 1: block_size) sizes the full-attention caches */
 GDN2_API int gdn2_model_state_create(const gdn2_model *m, int64_t n, int64_t max_len, gdn2_model_state **out);
 GDN2_API void gdn2_model_state_reset(gdn2_model_state *s);
 GDN2_API void gdn2_model_state_free(gdn2_model_state *s);
@@ -181,6 +191,56 @@ GDN2_API void gdn2_model_state_free(gdn2_model_state *s);
 GDN2_API int gdn2_model_prefill(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, int64_t T, float *logits);
 /* One token per sequence: tokens [n] -> logits [n,padded_vocab]. */
 GDN2_API int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, float *logits);
+
+/* ---- state slots (continuous batching; docs/SERVING.md) ---------------------------------- */
+/* Zero one slot (its states, caches and position): a fresh sequence. */
+GDN2_API int gdn2_model_state_reset_slot(gdn2_model_state *s, int64_t slot);
+/* dst's slot dst_slot = src's slot src_slot (states and position; full-attention caches copied up
+ * to the position, which must fit dst->max_len). dst and src may be the same pool. */
+GDN2_API int gdn2_model_state_copy_slot(const gdn2_model *m, gdn2_model_state *dst, int64_t dst_slot,
+                               const gdn2_model_state *src, int64_t src_slot);
+/* Consume tokens [T] (T >= 1) into one slot; logits [padded_vocab] of the last one. From a fresh
+ * slot (position 0), and for models without attention layers from any position, this is one
+ * chunked parallel forward (B = 1); a slot of a model with attention layers that already holds
+ * tokens continues token by token. */
+GDN2_API int gdn2_model_prefill_slot(gdn2_model *m, gdn2_model_state *s, int64_t slot, const int32_t *tokens, int64_t T,
+                            float *logits);
+/* One token for each of n distinct slots: sequence i is slot slots[i] (slots NULL: i) at position
+ * positions[i] (positions NULL: the slot's own slot_pos); tokens [n] -> logits [n,padded_vocab].
+ * Each slot's position becomes positions[i] + 1. Batch-invariant on the CPU: a sequence's logits
+ * are bit for bit the same whichever other slots share the step (its matrix products run on its
+ * own row). */
+GDN2_API int gdn2_model_step_slots(gdn2_model *m, gdn2_model_state *s, int64_t n, const int32_t *slots,
+                          const int64_t *positions, const int32_t *tokens, float *logits);
+
+/* Prefix state files: one slot after a prompt prefix, so that a long shared context is prefilled
+ * once. safetensors (written atomically): "state.<l>" per layer (full attention: only the
+ * positions written, [2, groups, tokens, head_size]), optional "logits" [padded_vocab] of the last
+ * prefix token; metadata format "gdn2-prefix", model (config name), config_hash, weights_hash,
+ * tokens, config. Loading checks both hashes against m: another config or other weights are
+ * GDN2_ERR_ARG naming both. */
+GDN2_API uint64_t gdn2_model_config_hash(const gdn2_model_cfg *c);  /* FNV-1a of the config JSON          */
+GDN2_API uint64_t gdn2_model_weights_hash(const gdn2_model *m);     /* n_params + up to 2^16 spaced weights */
+GDN2_API int gdn2_model_state_save_slot(const gdn2_model *m, const gdn2_model_state *s, int64_t slot, const float *logits,
+                               const char *path);
+/* logits [padded_vocab] (may be NULL) gets the file's logits; *has_logits (may be NULL) says
+ * whether it had them. On error the slot is left reset. */
+GDN2_API int gdn2_model_state_load_slot(const gdn2_model *m, gdn2_model_state *s, int64_t slot, const char *path,
+                               float *logits, int *has_logits);
+
+/* ---- sampling ----------------------------------------------------------------------------- */
+typedef struct {
+    float temperature; /* <= 0: greedy (argmax, first of equals)                               */
+    int top_k;         /* > 0: only the k largest logits                                        */
+    float top_p;       /* in (0, 1): nucleus, the most likely tokens whose mass reaches top_p;
+                        * >= 1 (or <= 0): off                                                   */
+    uint64_t seed;     /* the draw stream (gdn2_sampler_seed)                                    */
+} gdn2_sampling;
+/* The random stream of a request (state for gdn2_sample) from its seed. */
+GDN2_API uint64_t gdn2_sampler_seed(uint64_t seed);
+/* One token from logits[0..V) (V = vocab_size): softmax(z / temperature) restricted by top_k,
+ * then top_p; *rng advances by one draw unless greedy. */
+GDN2_API int32_t gdn2_sample(const float *logits, int64_t V, const gdn2_sampling *sp, uint64_t *rng);
 
 /* Sample n_new tokens after prompt [P] (P >= 1) for one sequence, in constant memory (prefill, then
  * one step per token). temperature <= 0: greedy; top_k > 0 keeps the k most likely tokens. */

@@ -15,6 +15,7 @@ int cmd_task(int argc, char **argv);     /* inspect task generators             
 int cmd_eval(int argc, char **argv);     /* evaluate a checkpoint on tasks                       */
 int cmd_tokens(int argc, char **argv);   /* make and inspect llm.c token shards                  */
 int cmd_quant(int argc, char **argv);    /* int8/int4 weight quantization and its accuracy cost  */
+int cmd_serve(int argc, char **argv);    /* OpenAI-style completions server (libmicrohttpd)     */
 
 
 /* src/cli/data_files.c: 1 (after "gdn2 CMD: ..." on stderr naming the file, how to get it and FLAG)

@@ -19,6 +19,7 @@ static const command commands[] = {
     {"train", cmd_train, "train a model on a text file, token shards or a synthetic task"},
     {"tokens", cmd_tokens, "make token shards from a text (llm.c's .bin format) and inspect them"},
     {"generate", cmd_generate, "generate text from a checkpoint (constant memory)"},
+    {"serve", cmd_serve, "OpenAI-style completions server with continuous batching"},
     {"task", cmd_task, "show samples of the task generators"},
     {"eval", cmd_eval, "evaluate a checkpoint on tasks"},
     {"quantize", cmd_quant, "int8/int4 weight quantization of a checkpoint with its measured accuracy cost"},

@@ -150,15 +150,18 @@ int gdn2_attn_fill_cache(const gdn2_attn_cfg *a, const float *acts, int64_t B, i
 }
 
 int gdn2_attn_step(const gdn2_attn_cfg *a, const float *w_qkv, const float *w_proj, const float *x, int64_t n,
-                   int64_t pos, int64_t max_len, float *states, size_t state_stride, float *y, int n_threads) {
+                   const int64_t *pos, const int32_t *slots, int64_t max_len, float *states, size_t state_stride,
+                   float *y, int n_threads) {
     int st = check_cfg(a);
     if (st) return st;
     const int64_t nh = a->n_head, ng = a->n_groups, hs = a->hs, qpk = nh / ng, d = a->d, h2 = hs / 2;
     const int64_t nqkv = (nh + 2 * ng) * hs, C = nh * hs, cap = cache_cap(a, max_len);
     const float scale = 1.0f / sqrtf((float)hs);
-    if (a->window == 0 && pos >= max_len)
-        return gdn2_error(GDN2_ERR_ARG, "attention cache full: position %lld, max_len %lld (full attention grows)",
-                          (long long)pos, (long long)max_len);
+    for (int64_t b = 0; b < n; b++)
+        if (pos[b] < 0 || (a->window == 0 && pos[b] >= max_len))
+            return gdn2_error(GDN2_ERR_ARG,
+                              "attention cache full: position %lld, max_len %lld (full attention grows)",
+                              (long long)pos[b], (long long)max_len);
     float *qkv = gdn2_malloc((size_t)n * nqkv * sizeof(float), "attention step qkv");
     float *o = gdn2_malloc((size_t)n * C * sizeof(float), "attention step o");
     float *cs = gdn2_malloc((size_t)(hs + 2 * cap + hs) * sizeof(float), "attention step scratch");
@@ -166,13 +169,17 @@ int gdn2_attn_step(const gdn2_attn_cfg *a, const float *w_qkv, const float *w_pr
         free(qkv), free(o), free(cs);
         return GDN2_ERR_NOMEM;
     }
-    gdn2_nn_rope_cs(pos, hs, a->rope_base, cs, cs + h2);
     float *sc = cs + hs, *qr = sc + cap;
-    gdn2_sgemm(0, 1, (int)n, (int)nqkv, (int)d, 1.0f, x, (int)d, w_qkv, (int)d, 0.0f, qkv, (int)nqkv);
-    int64_t j0 = a->window > 0 && pos - a->window + 1 > 0 ? pos - a->window + 1 : 0;
-    int64_t slot = cache_slot(a, pos, cap);
+    /* one product per sequence (M = 1): a sequence's numbers never depend on the others in the step */
+    for (int64_t b = 0; b < n; b++)
+        gdn2_sgemm(0, 1, 1, (int)nqkv, (int)d, 1.0f, x + b * d, (int)d, w_qkv, (int)d, 0.0f, qkv + b * nqkv,
+                   (int)nqkv);
     for (int64_t b = 0; b < n; b++) {
-        float *kc = states + b * state_stride, *vc = kc + ng * cap * hs;
+        const int64_t p = pos[b];
+        gdn2_nn_rope_cs(p, hs, a->rope_base, cs, cs + h2);
+        int64_t j0 = a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
+        int64_t slot = cache_slot(a, p, cap);
+        float *kc = states + (size_t)(slots ? slots[b] : b) * state_stride, *vc = kc + ng * cap * hs;
         const float *row = qkv + b * nqkv;
         for (int64_t g = 0; g < ng; g++) {
             const float *grp = row + g * (qpk + 2) * hs;
@@ -183,22 +190,23 @@ int gdn2_attn_step(const gdn2_attn_cfg *a, const float *w_qkv, const float *w_pr
             int64_t g = h / qpk;
             gdn2_nn_rope_apply(row + g * (qpk + 2) * hs + (h % qpk) * hs, qr, hs, cs, cs + h2);
             float mx = -INFINITY, l = 0.0f;
-            for (int64_t j = j0; j <= pos; j++) {
+            for (int64_t j = j0; j <= p; j++) {
                 float s = scale * gdn2_nn_dot(qr, kc + (g * cap + cache_slot(a, j, cap)) * hs, hs);
                 sc[j - j0] = s;
                 if (s > mx) mx = s;
             }
-            for (int64_t j = j0; j <= pos; j++) l += (sc[j - j0] = expf(sc[j - j0] - mx));
+            for (int64_t j = j0; j <= p; j++) l += (sc[j - j0] = expf(sc[j - j0] - mx));
             float *ot = o + b * C + h * hs;
             memset(ot, 0, hs * sizeof(float));
-            for (int64_t j = j0; j <= pos; j++) {
-                float p = sc[j - j0] / l;
+            for (int64_t j = j0; j <= p; j++) {
+                float pr = sc[j - j0] / l;
                 const float *vj = vc + (g * cap + cache_slot(a, j, cap)) * hs;
-                for (int64_t i = 0; i < hs; i++) ot[i] += p * vj[i];
+                for (int64_t i = 0; i < hs; i++) ot[i] += pr * vj[i];
             }
         }
     }
-    gdn2_sgemm(0, 1, (int)n, (int)d, (int)C, 1.0f, o, (int)C, w_proj, (int)C, 0.0f, y, (int)d);
+    for (int64_t b = 0; b < n; b++)
+        gdn2_sgemm(0, 1, 1, (int)d, (int)C, 1.0f, o + b * C, (int)C, w_proj, (int)C, 0.0f, y + b * d, (int)d);
     free(qkv), free(o), free(cs);
     (void)n_threads;
     return GDN2_OK;

@@ -329,7 +329,7 @@ static gdn2_opts rec_opts(const gdn2_backend *be) {
  * and the recurrence runs through the decode step per sequence, in place in states. */
 static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *params, const void *params_act,
                         const void *x, int64_t B, int64_t T, void *y, void *A, float *states, int decode,
-                        void *scratch) {
+                        const int32_t *slots, void *scratch) {
     const int64_t d = c->hidden, H = c->H, HV = c->HV, K = c->K, V = c->V, W = c->conv_size, R = V;
     const int64_t N = B * T, Dk = H * K, Dv = HV * V, m = c->mixer;
     const size_t SS = gdn2_layer_state_size(c), KVs = (size_t)(HV * K * V);
@@ -361,9 +361,19 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
     /* q = silu(conv(qp)), from the conv caches when states are given */
     const float *hq = states ? states + st_conv_q(c) : NULL, *hk = states ? states + st_conv_k(c) : NULL;
     const float *hv = states ? states + st_conv_v(c) : NULL;
-    TRY(be->conv_silu_fwd(be, B, T, Dk, W, qp, hq, SS, PP(&lp, P_QC), q));
-    TRY(be->conv_silu_fwd(be, B, T, Dk, W, kp, hk, SS, PP(&lp, P_KC), k));
-    TRY(be->conv_silu_fwd(be, B, T, Dv, W, vp, hv, SS, PP(&lp, P_VC), v));
+    if (slots) { /* decode over state slots (T = 1): each sequence's conv caches where its slot is */
+        const size_t ab = be->act_bytes;
+        for (int64_t i = 0; i < B; i++) {
+            const size_t so = (size_t)slots[i] * SS;
+            TRY(be->conv_silu_fwd(be, 1, 1, Dk, W, AT(qp, i * Dk * ab), hq + so, SS, PP(&lp, P_QC), AT(q, i * Dk * ab)));
+            TRY(be->conv_silu_fwd(be, 1, 1, Dk, W, AT(kp, i * Dk * ab), hk + so, SS, PP(&lp, P_KC), AT(k, i * Dk * ab)));
+            TRY(be->conv_silu_fwd(be, 1, 1, Dv, W, AT(vp, i * Dv * ab), hv + so, SS, PP(&lp, P_VC), AT(v, i * Dv * ab)));
+        }
+    } else {
+        TRY(be->conv_silu_fwd(be, B, T, Dk, W, qp, hq, SS, PP(&lp, P_QC), q));
+        TRY(be->conv_silu_fwd(be, B, T, Dk, W, kp, hk, SS, PP(&lp, P_KC), k));
+        TRY(be->conv_silu_fwd(be, B, T, Dv, W, vp, hv, SS, PP(&lp, P_VC), v));
+    }
     /* decay pre-activation: f = (x Wf0ᵀ) Wf1ᵀ (gdn2, kda) or f = x Waᵀ (gdn) */
     if (m == GDN2_MIXER_GDN) {
         TRY(be->linear_fwd(be, N, d, H, x, PA(&lp, P_A), NULL, f, GDN2_DT_ACT, 0));
@@ -389,7 +399,7 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
         const float *Q = q, *Kp = k, *Vp = v, *Bp = b, *Wp = w;
         float *O = o;
         for (int64_t i = 0; i < B && !rc; i++) {
-            float *Sst = states + i * SS + st_S(c);
+            float *Sst = states + (size_t)(slots ? slots[i] : i) * SS + st_S(c);
             if (c->kernel == GDN2_KERNEL_CHUNK) {
                 const int32_t slot = 0;
                 gdn2_decode_tensors t = {Q + i * Dk, Kp + i * Dk, Vp + i * Dv, g + i * Dk, Bp + i * Dk, Wp + i * Dv,
@@ -417,7 +427,15 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
     }
     if (rc) return rc;
     /* the conv caches move on only once the recurrence succeeded (a failed call leaves them as they were) */
-    if (states) {
+    if (states && slots) {
+        const size_t ab = be->act_bytes;
+        for (int64_t i = 0; i < B; i++) {
+            float *si = states + (size_t)slots[i] * SS;
+            TRY(be->conv_hist_update(be, 1, 1, Dk, W, AT(qp, i * Dk * ab), si + st_conv_q(c), SS));
+            TRY(be->conv_hist_update(be, 1, 1, Dk, W, AT(kp, i * Dk * ab), si + st_conv_k(c), SS));
+            TRY(be->conv_hist_update(be, 1, 1, Dv, W, AT(vp, i * Dv * ab), si + st_conv_v(c), SS));
+        }
+    } else if (states) {
         TRY(be->conv_hist_update(be, B, T, Dk, W, qp, states + st_conv_q(c), SS));
         TRY(be->conv_hist_update(be, B, T, Dk, W, kp, states + st_conv_k(c), SS));
         TRY(be->conv_hist_update(be, B, T, Dv, W, vp, states + st_conv_v(c), SS));
@@ -437,7 +455,7 @@ int gdn2_layer_fwd_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *pa
     if (rc) return rc;
     if (!acts || !scratch) return gdn2_error(GDN2_ERR_ARG, "gdn2_layer_forward: %s is NULL", !acts ? "acts" : "scratch");
     if (B == 0 || T == 0) return GDN2_OK;
-    return forward_impl(be, c, params, params_act, x, B, T, y, acts, states, 0, scratch);
+    return forward_impl(be, c, params, params_act, x, B, T, y, acts, states, 0, NULL, scratch);
 }
 
 int gdn2_layer_forward(const gdn2_layer_cfg *c, const float *params, const float *x, int64_t B, int64_t T,
@@ -453,7 +471,7 @@ int gdn2_layer_forward(const gdn2_layer_cfg *c, const float *params, const float
         if (!A) return GDN2_ERR_NOMEM;
     }
     void *scr = gdn2_malloc(gdn2_layer_scratch_bytes(&be, c, B, T, 0, states != NULL) + 4, "gdn2 layer forward scratch");
-    rc = scr ? forward_impl(&be, c, params, params, x, B, T, y, A, states, 0, scr) : GDN2_ERR_NOMEM;
+    rc = scr ? forward_impl(&be, c, params, params, x, B, T, y, A, states, 0, NULL, scr) : GDN2_ERR_NOMEM;
     free(scr);
     if (A != acts) free(A);
     return rc;
@@ -467,10 +485,19 @@ int gdn2_layer_step(const gdn2_layer_cfg *c, const float *params, const float *x
     if (n == 0) return GDN2_OK;
     gdn2_backend be;
     gdn2_backend_cpu_init(&be, n_threads);
+    return gdn2_layer_step_be(&be, c, params, x, n, states, NULL, y);
+}
+
+int gdn2_layer_step_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *params, const float *x, int64_t n,
+                       float *states, const int32_t *slots, float *y) {
+    int rc = check_call("gdn2_layer_step", c, params, x, n, 1, y);
+    if (rc) return rc;
+    if (!states) return gdn2_error(GDN2_ERR_ARG, "gdn2_layer_step: states is NULL");
+    if (n == 0) return GDN2_OK;
     /* the step keeps no copy of the initial states: the block stops where they would start */
-    void *A = gdn2_malloc(act_offsets(&be, c, n, 1).st + 4, "gdn2 layer step activations");
-    void *scr = gdn2_malloc(gdn2_layer_scratch_bytes(&be, c, n, 1, 0, 0) + 4, "gdn2 layer step scratch");
-    rc = A && scr ? forward_impl(&be, c, params, params, x, n, 1, y, A, states, 1, scr) : GDN2_ERR_NOMEM;
+    void *A = gdn2_malloc(act_offsets(be, c, n, 1).st + 4, "gdn2 layer step activations");
+    void *scr = gdn2_malloc(gdn2_layer_scratch_bytes(be, c, n, 1, 0, 0) + 4, "gdn2 layer step scratch");
+    rc = A && scr ? forward_impl(be, c, params, params, x, n, 1, y, A, states, 1, slots, scr) : GDN2_ERR_NOMEM;
     free(A), free(scr);
     return rc;
 }
@@ -605,7 +632,7 @@ int gdn2_layer_run(const char *device, const gdn2_layer_cfg *c, const float *par
     if (!rc) rc = be.cast(&be, np, dpar, GDN2_DT_F32, pact, GDN2_DT_ACT);
     if (!rc) rc = be.upload(&be, xf, x, nx * sizeof(float));
     if (!rc) rc = be.cast(&be, nx, xf, GDN2_DT_F32, xa, GDN2_DT_ACT);
-    if (!rc) rc = forward_impl(&be, c, dpar, pact, xa, B, T, ya, acts, NULL, 0, scr);
+    if (!rc) rc = forward_impl(&be, c, dpar, pact, xa, B, T, ya, acts, NULL, 0, NULL, scr);
     /* y back to fp32 on the device (xf is free now), then to the host */
     if (!rc) rc = be.cast(&be, nx, ya, GDN2_DT_ACT, xf, GDN2_DT_F32);
     if (!rc) rc = be.download(&be, y, xf, nx * sizeof(float));

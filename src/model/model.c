@@ -398,8 +398,10 @@ static int head_pass(gdn2_model *m, int backward, float scale, float *logits_out
 #define TRY(call) do { if ((st = (call))) return st; } while (0)
 
 /* Block l of the forward: mid = res_l + mixer(norm_1(res_l)); res_{l+1} = mid + mlp(norm_2(mid))
- * (res_{l+1} written when write_next). states: prefill (CPU) or NULL. y, var: scratch. */
-static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, void *y, void *var, int write_next) {
+ * (res_{l+1} written when write_next). states: prefill (CPU) into slots slot0.. of s, or NULL.
+ * y, var: scratch. */
+static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, int64_t slot0, void *y, void *var,
+                         int write_next) {
     const gdn2_model_cfg *c = &m->cfg;
     gdn2_backend *be = m->be;
     struct gdn2_model_acts *a = m->acts;
@@ -411,13 +413,15 @@ static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, void *y,
         gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
         TRY(gdn2_attn_forward(be, &ac, PA(m, "transformer.h.%lld.attn.attn.weight", l),
                               PA(m, "transformer.h.%lld.attn.proj.weight", l), a->n1[l], B, T, y, a->mix[l], var));
-        if (s) TRY(gdn2_attn_fill_cache(&ac, a->mix[l], B, T, s->max_len, s->data + s->layer_off[l],
+        if (s) TRY(gdn2_attn_fill_cache(&ac, a->mix[l], B, T, s->max_len,
+                                        s->data + s->layer_off[l] + (size_t)slot0 * s->layer_size[l],
                                         s->layer_size[l]));
     } else {
         gdn2_layer_cfg lc = gdn2_model_layer_cfg(c, (int)l);
         TRY(gdn2_layer_fwd_be(be, &lc, m->dev_params + m->layer_off[l],
                               (const char *)m->dev_params_act + m->layer_off[l] * be->act_bytes, a->n1[l], B, T, y,
-                              a->mix[l], s ? s->data + s->layer_off[l] : NULL, var));
+                              a->mix[l], s ? s->data + s->layer_off[l] + (size_t)slot0 * s->layer_size[l] : NULL,
+                              var));
     }
     TRY(be->add(be, (size_t)(BT * d), a->res[l], y, a->mid[l]));
     TRY(be->rmsnorm_fwd(be, BT, d, a->mid[l], P(m, m->dev_params, "transformer.h.%lld.norm_2.weight", l),
@@ -429,9 +433,11 @@ static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, void *y,
     return GDN2_OK;
 }
 
-/* states: generation state (prefill from position 0, CPU) or NULL. last_logits: [B,Vp] of position T-1. */
+/* last_logits: [B,Vp] of position T-1. states (CPU): sequence b of the batch uses state slot slot0 + b of s (a recurrent layer starts from the
+ * slot's state; attention layers fill their caches: from position 0 only). */
 static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
-                        float *logits_out, float *loss, int train, gdn2_model_state *s, float *last_logits) {
+                        float *logits_out, float *loss, int train, gdn2_model_state *s, int64_t slot0,
+                        float *last_logits) {
     const gdn2_model_cfg *c = &m->cfg;
     gdn2_backend *be = m->be;
     const int64_t L = c->n_layer, d = c->n_embd, BT = B * T;
@@ -464,7 +470,7 @@ static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *tar
     if ((st = be->upload(be, a->dtokens, tokens, (size_t)BT * sizeof(int32_t)))) return st;
 
     TRY(be->embed_fwd(be, BT, d, a->dtokens, P(m, m->dev_params, "transformer.wte.weight", 0), a->res[0]));
-    for (int64_t l = 0; l < L; l++) TRY(block_forward(m, l, s, y, var, 1));
+    for (int64_t l = 0; l < L; l++) TRY(block_forward(m, l, s, slot0, y, var, 1));
     TRY(be->rmsnorm_fwd(be, BT, d, a->res[L], P(m, m->dev_params, "transformer.ln_f.weight", 0), c->norm_eps, a->nf,
                         a->rf));
     /* lm_head rows: everything when logits are wanted; the last position for generation; else only
@@ -495,7 +501,7 @@ static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *tar
 
 int gdn2_model_forward(gdn2_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
                        float *logits, float *loss, int train) {
-    return forward_impl(m, tokens, targets, B, T, logits, loss, train, NULL, NULL);
+    return forward_impl(m, tokens, targets, B, T, logits, loss, train, NULL, 0, NULL);
 }
 
 /* ---- backward ----------------------------------------------------------------------------- */
@@ -522,7 +528,7 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
                         P(m, G, "transformer.ln_f.weight", 0)));
     for (int64_t l = L - 1; l >= 0; l--) {
         /* recompute mode: block l's activations again from res_l (the same bits: deterministic ops) */
-        if (a->recompute) TRY(block_forward(m, l, NULL, AT(a->scr, S.y), var, 0));
+        if (a->recompute) TRY(block_forward(m, l, NULL, 0, AT(a->scr, S.y), var, 0));
         /* res_{l+1} = mid + mlp(norm_2(mid)) */
         if (dres_act != (void *)dres) TRY(be->cast(be, (size_t)(BT * d), dres, GDN2_DT_F32, dres_act, GDN2_DT_ACT));
         TRY(gdn2_mlp_backward(be, BT, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
@@ -584,24 +590,29 @@ size_t gdn2_model_state_floats(const gdn2_model_cfg *c, int64_t max_len) {
 int gdn2_model_state_create(const gdn2_model *m, int64_t n, int64_t max_len, gdn2_model_state **out) {
     *out = NULL;
     const gdn2_model_cfg *c = &m->cfg;
-    if (n < 1) return gdn2_error(GDN2_ERR_ARG, "generation state: n = %lld sequences must be >= 1", (long long)n);
+    if (n < 1 || n > INT32_MAX)
+        return gdn2_error(GDN2_ERR_ARG, "generation state: n = %lld sequences must be in [1, 2^31)", (long long)n);
     if (max_len < 1) max_len = c->block_size;
     gdn2_model_state *s = calloc(1, sizeof *s);
     if (!s) return gdn2_error(GDN2_ERR_NOMEM, "out of memory for the generation state");
-    s->n = n, s->max_len = max_len;
+    s->n = n, s->max_len = max_len, s->n_layer = (int)c->n_layer;
     s->layer_off = calloc((size_t)c->n_layer, sizeof(size_t));
     s->layer_size = calloc((size_t)c->n_layer, sizeof(size_t));
+    s->slot_pos = calloc((size_t)n, sizeof(int64_t));
     size_t off = 0;
-    for (int l = 0; s->layer_off && s->layer_size && l < c->n_layer; l++) {
+    int ok = s->layer_off && s->layer_size && s->slot_pos;
+    for (int l = 0; ok && l < c->n_layer; l++) {
         s->layer_size[l] = layer_state_size(c, l, max_len);
         s->layer_off[l] = off;
-        off += s->layer_size[l] * (size_t)n;
+        size_t blk;
+        ok = gdn2_mul_sz(s->layer_size[l], (size_t)n, &blk) && gdn2_add_sz(off, blk, &off);
     }
-    s->per_seq = off / (size_t)n;
-    s->data = s->layer_off && s->layer_size ? gdn2_calloc(off ? off : 1, sizeof(float), "generation state") : NULL;
+    s->per_seq = ok ? off / (size_t)n : 0;
+    s->data = ok ? gdn2_calloc(off ? off : 1, sizeof(float), "generation state") : NULL;
     if (!s->data) {
         gdn2_model_state_free(s);
-        return gdn2_error(GDN2_ERR_NOMEM, "out of memory for the generation state (%zu floats)", off);
+        return gdn2_error(GDN2_ERR_NOMEM, "out of memory for the generation state (%lld sequences x %zu floats)",
+                          (long long)n, gdn2_model_state_floats(c, max_len));
     }
     *out = s;
     return GDN2_OK;
@@ -609,45 +620,137 @@ int gdn2_model_state_create(const gdn2_model *m, int64_t n, int64_t max_len, gdn
 
 void gdn2_model_state_reset(gdn2_model_state *s) {
     memset(s->data, 0, s->per_seq * (size_t)s->n * sizeof(float));
+    memset(s->slot_pos, 0, (size_t)s->n * sizeof(int64_t));
     s->pos = 0;
 }
 
 void gdn2_model_state_free(gdn2_model_state *s) {
     if (!s) return;
-    free(s->layer_off), free(s->layer_size), free(s->data);
+    free(s->layer_off), free(s->layer_size), free(s->data), free(s->slot_pos);
     free(s);
 }
 
-int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, float *logits) {
+static int check_slot(const gdn2_model_state *s, int64_t slot, const char *fn) {
+    if (slot < 0 || slot >= s->n)
+        return gdn2_error(GDN2_ERR_ARG, "%s: slot %lld outside [0, %lld)", fn, (long long)slot, (long long)s->n);
+    return GDN2_OK;
+}
+
+static float *slot_block(const gdn2_model_state *s, int l, int64_t slot) {
+    return s->data + s->layer_off[l] + (size_t)slot * s->layer_size[l];
+}
+
+int gdn2_model_state_reset_slot(gdn2_model_state *s, int64_t slot) {
+    int st = check_slot(s, slot, "state reset");
+    if (st) return st;
+    for (int l = 0; l < s->n_layer; l++) memset(slot_block(s, l, slot), 0, s->layer_size[l] * sizeof(float));
+    s->slot_pos[slot] = 0;
+    return GDN2_OK;
+}
+
+/* full attention caches [2][ng][cap][hs] hold positions by index: copy rows [0, pos) between
+ * capacities; every other layer's block is position-independent in size (recurrent state, SWA ring) */
+static void copy_layer(const gdn2_model_cfg *c, int l, float *dst, int64_t dcap, const float *src, int64_t scap,
+                       int64_t pos, size_t size) {
+    if (c->kind[l] == GDN2_LAYER_ATTN) {
+        const int64_t ng = c->n_query_groups, hs = c->head_size;
+        for (int64_t kv = 0; kv < 2; kv++)
+            for (int64_t g = 0; g < ng; g++)
+                memcpy(dst + ((kv * ng + g) * dcap) * hs, src + ((kv * ng + g) * scap) * hs,
+                       (size_t)(pos * hs) * sizeof(float));
+    } else {
+        memcpy(dst, src, size * sizeof(float));
+    }
+}
+
+int gdn2_model_state_copy_slot(const gdn2_model *m, gdn2_model_state *dst, int64_t dst_slot,
+                               const gdn2_model_state *src, int64_t src_slot) {
+    int st;
+    if ((st = check_slot(dst, dst_slot, "state copy")) || (st = check_slot(src, src_slot, "state copy"))) return st;
     const gdn2_model_cfg *c = &m->cfg;
-    gdn2_backend *be = m->be;
-    const int64_t n = s->n, d = c->n_embd, I = c->intermediate_size, Vp = c->padded_vocab;
-    const int nt = m->n_threads;
-    if (be->on_device)
+    const int64_t pos = src->slot_pos[src_slot];
+    for (int l = 0; l < c->n_layer; l++)
+        if (c->kind[l] == GDN2_LAYER_ATTN && pos > dst->max_len)
+            return gdn2_error(GDN2_ERR_ARG, "state copy: %lld tokens do not fit the full-attention cache of %lld",
+                              (long long)pos, (long long)dst->max_len);
+    if (dst == src && dst_slot == src_slot) return GDN2_OK;
+    for (int l = 0; l < c->n_layer; l++) {
+        if (c->kind[l] == GDN2_LAYER_ATTN) memset(slot_block(dst, l, dst_slot), 0, dst->layer_size[l] * sizeof(float));
+        copy_layer(c, l, slot_block(dst, l, dst_slot), dst->max_len, slot_block(src, l, src_slot), src->max_len, pos,
+                   dst->layer_size[l]);
+    }
+    dst->slot_pos[dst_slot] = pos;
+    return GDN2_OK;
+}
+
+/* Y = X W^T row by row (M = 1 products): each sequence's numbers are the same whichever other
+ * sequences share the step (a GEMM's blocking, and so its rounding, changes with M) */
+static int rows_linear_fwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
+                           const float *bias, void *Y, int ydt, int accumulate) {
+    (void)be, (void)ydt;
+    const float *x = X;
+    float *y = Y;
+    for (int64_t r = 0; r < N; r++) {
+        float *yr = y + r * out;
+        if (bias && !accumulate) memcpy(yr, bias, (size_t)out * sizeof(float));
+        gdn2_sgemm(0, 1, 1, (int)out, (int)in, 1.0f, x + r * in, (int)in, W, (int)in,
+                   (bias || accumulate) ? 1.0f : 0.0f, yr, (int)out);
+        if (bias && accumulate)
+            for (int64_t j = 0; j < out; j++) yr[j] += bias[j];
+    }
+    return GDN2_OK;
+}
+
+int gdn2_model_step_slots(gdn2_model *m, gdn2_model_state *s, int64_t n, const int32_t *slots,
+                          const int64_t *positions, const int32_t *tokens, float *logits) {
+    const gdn2_model_cfg *c = &m->cfg;
+    if (m->be->on_device)
         return gdn2_error(GDN2_ERR_UNSUPPORTED, "model step: generation runs on the CPU backend (the model is on %s)",
-                          be->name);
+                          m->be->name);
+    if (n < 1 || n > s->n)
+        return gdn2_error(GDN2_ERR_ARG, "model step: n = %lld sequences outside [1, %lld]", (long long)n,
+                          (long long)s->n);
+    const int64_t d = c->n_embd, I = c->intermediate_size, Vp = c->padded_vocab;
+    const int nt = m->n_threads;
+    /* a copy of the backend whose products run per row (batch-invariant decode) */
+    gdn2_backend rb = *m->be;
+    gdn2_backend *be = &rb;
     be->n_threads = nt;
+    be->linear_fwd = rows_linear_fwd;
     for (int64_t i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
             return gdn2_error(GDN2_ERR_ARG, "model step: tokens[%lld] = %d outside [0, vocab_size %lld)",
                               (long long)i, tokens[i], (long long)c->vocab_size);
     size_t need = (size_t)n * (4 * d + 3 * I);
     float *x = gdn2_malloc(need * sizeof(float), "step buffers");
-    if (!x) return GDN2_ERR_NOMEM;
+    int64_t *pos = gdn2_malloc((size_t)n * sizeof(int64_t), "step positions");
+    unsigned char *seen = gdn2_calloc((size_t)s->n, 1, "step slots");
+    int st = x && pos && seen ? GDN2_OK : GDN2_ERR_NOMEM;
+    for (int64_t i = 0; i < n && !st; i++) {
+        const int64_t sl = slots ? slots[i] : i;
+        if (sl < 0 || sl >= s->n) st = gdn2_error(GDN2_ERR_ARG, "model step: slots[%lld] = %lld outside [0, %lld)",
+                                                  (long long)i, (long long)sl, (long long)s->n);
+        else if (seen[sl]++) st = gdn2_error(GDN2_ERR_ARG, "model step: slot %lld given twice", (long long)sl);
+        else if ((pos[i] = positions ? positions[i] : s->slot_pos[sl]) < 0)
+            st = gdn2_error(GDN2_ERR_ARG, "model step: position %lld < 0", (long long)pos[i]);
+    }
+    if (st) {
+        free(x), free(pos), free(seen);
+        return st;
+    }
     float *h = x + n * d, *y = h + n * d, *mid = y + n * d, *mact = mid + n * d;
     const float *wte = P(m, m->params, "transformer.wte.weight", 0);
-    int st = GDN2_OK;
     for (int64_t i = 0; i < n; i++) memcpy(x + i * d, wte + (size_t)tokens[i] * d, d * sizeof(float));
     for (int64_t l = 0; l < c->n_layer && !st; l++) {
         be->rmsnorm_fwd(be, n, d, x, P(m, m->params, "transformer.h.%lld.norm_1.weight", l), c->norm_eps, h, NULL);
         if (c->kind[l] >= GDN2_LAYER_SWA) {
             gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
             st = gdn2_attn_step(&ac, P(m, m->params, "transformer.h.%lld.attn.attn.weight", l),
-                                P(m, m->params, "transformer.h.%lld.attn.proj.weight", l), h, n, s->pos, s->max_len,
-                                s->data + s->layer_off[l], s->layer_size[l], y, nt);
+                                P(m, m->params, "transformer.h.%lld.attn.proj.weight", l), h, n, pos, slots,
+                                s->max_len, s->data + s->layer_off[l], s->layer_size[l], y, nt);
         } else {
             gdn2_layer_cfg lc = gdn2_model_layer_cfg(c, (int)l);
-            st = gdn2_layer_step(&lc, m->params + m->layer_off[l], h, n, s->data + s->layer_off[l], y, nt);
+            st = gdn2_layer_step_be(be, &lc, m->params + m->layer_off[l], h, n, s->data + s->layer_off[l], slots, y);
         }
         if (st) break;
         be->add(be, (size_t)(n * d), x, y, mid);
@@ -660,9 +763,41 @@ int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, f
     if (!st) {
         be->rmsnorm_fwd(be, n, d, x, P(m, m->params, "transformer.ln_f.weight", 0), c->norm_eps, h, NULL);
         st = be->linear_fwd(be, n, d, Vp, h, PA(m, "lm_head.weight", 0), NULL, logits, GDN2_DT_F32, 0);
-        if (!st) s->pos++;
+        if (!st)
+            for (int64_t i = 0; i < n; i++) s->slot_pos[slots ? slots[i] : i] = pos[i] + 1;
     }
-    free(x);
+    free(x), free(pos), free(seen);
+    return st;
+}
+
+int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, float *logits) {
+    int st = gdn2_model_step_slots(m, s, s->n, NULL, NULL, tokens, logits);
+    if (!st) s->pos = s->slot_pos[0];
+    return st;
+}
+
+static int has_attention(const gdn2_model_cfg *c) {
+    for (int l = 0; l < c->n_layer; l++)
+        if (c->kind[l] >= GDN2_LAYER_SWA) return 1;
+    return 0;
+}
+
+int gdn2_model_prefill_slot(gdn2_model *m, gdn2_model_state *s, int64_t slot, const int32_t *tokens, int64_t T,
+                            float *logits) {
+    int st = check_slot(s, slot, "prefill");
+    if (st) return st;
+    if (T < 1) return gdn2_error(GDN2_ERR_ARG, "prefill: T = %lld must be >= 1", (long long)T);
+    const int64_t p0 = s->slot_pos[slot];
+    if (p0 == 0 || !has_attention(&m->cfg)) {
+        /* one chunked parallel forward: from a fresh slot, or (recurrent layers only) from the
+         * slot's states; attention caches are filled from position 0 */
+        st = forward_impl(m, tokens, NULL, 1, T, NULL, NULL, 0, s, slot, logits);
+        if (!st) s->slot_pos[slot] = p0 + T;
+        return st;
+    }
+    /* continuing a sequence with attention layers: token by token (their caches are positional) */
+    const int32_t sl = (int32_t)slot;
+    for (int64_t t = 0; t < T && !st; t++) st = gdn2_model_step_slots(m, s, 1, &sl, NULL, tokens + t, logits);
     return st;
 }
 
@@ -671,8 +806,11 @@ int gdn2_model_prefill(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens
     if (s->pos == 0) {
         /* one parallel forward from a fresh state: recurrent layers carry their states out, the
          * attention layers copy their last keys/values into the caches */
-        int st = forward_impl(m, tokens, NULL, s->n, T, NULL, NULL, 0, s, logits);
-        if (!st) s->pos = T;
+        int st = forward_impl(m, tokens, NULL, s->n, T, NULL, NULL, 0, s, 0, logits);
+        if (!st) {
+            s->pos = T;
+            for (int64_t i = 0; i < s->n; i++) s->slot_pos[i] = T;
+        }
         return st;
     }
     /* continuing a sequence: token by token (attention caches are positional) */
@@ -684,5 +822,161 @@ int gdn2_model_prefill(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens
         st = gdn2_model_step(m, s, tok, logits);
     }
     free(tok);
+    return st;
+}
+
+/* ---- prefix state files ------------------------------------------------------------------- */
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001B3ULL;
+    return h;
+}
+
+uint64_t gdn2_model_config_hash(const gdn2_model_cfg *c) {
+    char *j = gdn2_model_config_to_json(c);
+    uint64_t h = j ? fnv1a(0xCBF29CE484222325ULL, j, strlen(j)) : 0;
+    free(j);
+    return h;
+}
+
+uint64_t gdn2_model_weights_hash(const gdn2_model *m) {
+    /* the parameter count and up to 2^16 evenly spaced weights (a different checkpoint of the same
+     * config differs there with certainty in practice; reading every weight would cost a pass) */
+    uint64_t h = fnv1a(0xCBF29CE484222325ULL, &m->n_params, sizeof m->n_params);
+    const size_t step = m->n_params > 65536 ? m->n_params / 65536 : 1;
+    for (size_t i = 0; i < m->n_params; i += step) h = fnv1a(h, &m->params[i], sizeof(float));
+    return h;
+}
+
+#define PREFIX_FORMAT "gdn2-prefix"
+
+int gdn2_model_state_save_slot(const gdn2_model *m, const gdn2_model_state *s, int64_t slot, const float *logits,
+                               const char *path) {
+    int st = check_slot(s, slot, "prefix save");
+    if (st) return st;
+    const gdn2_model_cfg *c = &m->cfg;
+    const int64_t pos = s->slot_pos[slot];
+    if (pos < 1) return gdn2_error(GDN2_ERR_ARG, "prefix save: slot %lld holds no tokens", (long long)slot);
+    const int nt = (int)c->n_layer + 1;
+    gdn2_tensor *t = calloc((size_t)nt, sizeof *t);
+    char (*names)[32] = calloc((size_t)nt, sizeof *names);
+    float **bufs = calloc((size_t)nt, sizeof *bufs);
+    if (!t || !names || !bufs) {
+        free(t), free(names), free(bufs);
+        return gdn2_error(GDN2_ERR_NOMEM, "out of memory for the prefix file's table");
+    }
+    for (int l = 0; l < c->n_layer && !st; l++) {
+        snprintf(names[l], sizeof names[l], "state.%d", l);
+        t[l].name = names[l];
+        t[l].dtype = GDN2_F32;
+        if (c->kind[l] == GDN2_LAYER_ATTN) { /* only the positions written so far */
+            const int64_t ng = c->n_query_groups, hs = c->head_size;
+            bufs[l] = gdn2_malloc((size_t)(2 * ng * pos * hs) * sizeof(float), "prefix attention cache");
+            if (!bufs[l]) {
+                st = GDN2_ERR_NOMEM;
+                break;
+            }
+            copy_layer(c, l, bufs[l], pos, slot_block(s, l, slot), s->max_len, pos, 0);
+            t[l].ndim = 4;
+            t[l].shape[0] = 2, t[l].shape[1] = ng, t[l].shape[2] = pos, t[l].shape[3] = hs;
+            t[l].nbytes = (size_t)(2 * ng * pos * hs) * sizeof(float);
+            t[l].data = bufs[l];
+        } else {
+            t[l].ndim = 1;
+            t[l].shape[0] = (int64_t)s->layer_size[l];
+            t[l].nbytes = s->layer_size[l] * sizeof(float);
+            t[l].data = slot_block(s, l, slot);
+        }
+    }
+    int n_t = (int)c->n_layer;
+    if (logits) {
+        t[n_t].name = "logits";
+        t[n_t].dtype = GDN2_F32;
+        t[n_t].ndim = 1;
+        t[n_t].shape[0] = c->padded_vocab;
+        t[n_t].nbytes = (size_t)c->padded_vocab * sizeof(float);
+        t[n_t].data = (void *)logits;
+        n_t++;
+    }
+    char *cj = gdn2_model_config_to_json(c);
+    char tok[32], ch[32], wh[32];
+    snprintf(tok, sizeof tok, "%lld", (long long)pos);
+    snprintf(ch, sizeof ch, "%016llx", (unsigned long long)gdn2_model_config_hash(c));
+    snprintf(wh, sizeof wh, "%016llx", (unsigned long long)gdn2_model_weights_hash(m));
+    const char *keys[] = {"format", "model", "config_hash", "weights_hash", "tokens", "config"};
+    const char *vals[] = {PREFIX_FORMAT, c->name, ch, wh, tok, cj ? cj : "{}"};
+    if (!st && !cj) st = gdn2_error(GDN2_ERR_NOMEM, "out of memory for the prefix file's config");
+    if (!st) st = gdn2_st_write(path, t, n_t, keys, vals, 6);
+    free(cj);
+    for (int l = 0; l < nt; l++) free(bufs[l]);
+    free(t), free(names), free(bufs);
+    return st;
+}
+
+int gdn2_model_state_load_slot(const gdn2_model *m, gdn2_model_state *s, int64_t slot, const char *path,
+                               float *logits, int *has_logits) {
+    int st = check_slot(s, slot, "prefix load");
+    if (st) return st;
+    if (has_logits) *has_logits = 0;
+    const gdn2_model_cfg *c = &m->cfg;
+    gdn2_st f;
+    if ((st = gdn2_st_read(path, &f))) return st;
+    const char *fmt = gdn2_st_meta(&f, "format"), *tk = gdn2_st_meta(&f, "tokens");
+    const char *ch = gdn2_st_meta(&f, "config_hash"), *wh = gdn2_st_meta(&f, "weights_hash");
+    const char *name = gdn2_st_meta(&f, "model");
+    char my_ch[32], my_wh[32];
+    snprintf(my_ch, sizeof my_ch, "%016llx", (unsigned long long)gdn2_model_config_hash(c));
+    snprintf(my_wh, sizeof my_wh, "%016llx", (unsigned long long)gdn2_model_weights_hash(m));
+    char *end = NULL;
+    long long pos = tk ? strtoll(tk, &end, 10) : -1;
+    if (!fmt || strcmp(fmt, PREFIX_FORMAT) || !ch || !wh || !tk || !end || *end || pos < 1)
+        st = gdn2_error(GDN2_ERR_FORMAT,
+                        "%s: not a gdn2 prefix state file (metadata format \"%s\", config_hash, weights_hash and a "
+                        "token count >= 1 expected)",
+                        path, PREFIX_FORMAT);
+    else if (strcmp(ch, my_ch))
+        st = gdn2_error(GDN2_ERR_ARG,
+                        "%s: prefix state of another model: its config is '%s' (hash %s), this checkpoint's is '%s' "
+                        "(hash %s)",
+                        path, name ? name : "?", ch, c->name, my_ch);
+    else if (strcmp(wh, my_wh))
+        st = gdn2_error(GDN2_ERR_ARG,
+                        "%s: prefix state of other weights: config '%s' matches but the weights hash %s is not this "
+                        "checkpoint's %s",
+                        path, c->name, wh, my_wh);
+    for (int l = 0; l < c->n_layer && !st; l++) {
+        if (c->kind[l] == GDN2_LAYER_ATTN && pos > s->max_len) {
+            st = gdn2_error(GDN2_ERR_ARG, "%s: a prefix of %lld tokens does not fit the full-attention cache of %lld",
+                            path, pos, (long long)s->max_len);
+            break;
+        }
+        char nm[32];
+        snprintf(nm, sizeof nm, "state.%d", l);
+        int64_t shape[4] = {(int64_t)s->layer_size[l], 0, 0, 0};
+        int nd = 1;
+        if (c->kind[l] == GDN2_LAYER_ATTN)
+            nd = 4, shape[0] = 2, shape[1] = c->n_query_groups, shape[2] = pos, shape[3] = c->head_size;
+        float *buf = NULL;
+        if ((st = gdn2_st_get_f32(&f, nm, 1, nd, shape, &buf))) break;
+        float *dst = slot_block(s, l, slot);
+        if (c->kind[l] == GDN2_LAYER_ATTN) {
+            memset(dst, 0, s->layer_size[l] * sizeof(float));
+            copy_layer(c, l, dst, s->max_len, buf, pos, pos, 0);
+        } else {
+            memcpy(dst, buf, s->layer_size[l] * sizeof(float));
+        }
+        free(buf);
+    }
+    if (!st) {
+        int64_t shape[1] = {c->padded_vocab};
+        float *lg = NULL;
+        st = gdn2_st_get_f32(&f, "logits", 0, 1, shape, &lg);
+        if (!st && lg && logits) memcpy(logits, lg, (size_t)c->padded_vocab * sizeof(float));
+        if (!st && has_logits) *has_logits = lg != NULL;
+        free(lg);
+    }
+    if (!st) s->slot_pos[slot] = pos;
+    else gdn2_model_state_reset_slot(s, slot);
+    gdn2_st_free(&f);
     return st;
 }

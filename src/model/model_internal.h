@@ -45,9 +45,17 @@ size_t gdn2_attn_state_size(const gdn2_attn_cfg *a, int64_t max_len);
 /* after a forward from position 0 over T tokens (acts of that forward), fill the caches of n = B seqs */
 int gdn2_attn_fill_cache(const gdn2_attn_cfg *a, const float *acts, int64_t B, int64_t T, int64_t max_len,
                          float *states, size_t state_stride);
-/* one token at position pos for n sequences: x,y [n,d] */
+/* one token for each of n sequences, sequence b at position pos[b] with its cache at
+ * states + slots[b] * state_stride (slots NULL: b); x,y [n,d]. Each sequence's products run on
+ * its own row (batch-invariant: a row's numbers do not depend on the other rows). */
 int gdn2_attn_step(const gdn2_attn_cfg *a, const float *w_qkv, const float *w_proj, const float *x, int64_t n,
-                   int64_t pos, int64_t max_len, float *states, size_t state_stride, float *y, int n_threads);
+                   const int64_t *pos, const int32_t *slots, int64_t max_len, float *states, size_t state_stride,
+                   float *y, int n_threads);
+/* ---- recurrent layer decode over state slots (layer_gdn2.c) ------------------------------ */
+/* one token for n sequences (CPU backend be, x,y [n,d]); sequence i's decode state is
+ * states + slots[i] * gdn2_layer_state_size(c) (slots NULL: i), updated in place */
+int gdn2_layer_step_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *params, const float *x, int64_t n,
+                       float *states, const int32_t *slots, float *y);
 
 /* ---- SwiGLU MLP (mlp.c) ------------------------------------------------------------------- */
 /* acts: h1, h2, a each [N, I] ACT; backward scratch: 2 N I ACT */
