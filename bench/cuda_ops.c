@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "gdn2.h"
+#include "util/internal.h"
 #include "gdn2_cuda.h"
 
 static double now_s(void) {
@@ -38,18 +39,9 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static uint16_t f2bf(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-static float bf2f(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
+/* bf16 on the host: src/util/internal.h's conversions (round to nearest even, NaN kept) */
+#define f2bf gdn2_f32_to_bf16
+#define bf2f gdn2_bf16_to_f32
 
 static unsigned long long g_rng = 12345;
 static double urand(void) {

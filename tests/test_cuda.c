@@ -14,24 +14,14 @@
 #include <string.h>
 
 #include "check.h"
+#include "util/internal.h"
 #include "gdn2.h"
 #include "gdn2_cuda.h"
 #include "gdn2_io.h"
 
-/* ---- bf16 on the host (round to nearest even) ---- */
-static uint16_t f2bf(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-static float bf2f(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
+/* bf16 on the host: src/util/internal.h's conversions (round to nearest even, NaN kept) */
+#define f2bf gdn2_f32_to_bf16
+#define bf2f gdn2_bf16_to_f32
 static void round_bf16(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] = bf2f(f2bf(x[i]));
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "ckpt_pair.h"
 #include "cli_run.h"
 #include "dist/comm.h"
 #include "dist/launch.h"
@@ -88,36 +89,6 @@ static gdn2_train_opts opts(float *trace, const char *out) {
     return o;
 }
 
-static int load_pair(const char *path, gdn2_model **m, gdn2_adamw *o) {
-    char op[1300];
-    snprintf(op, sizeof op, "%s.optim", path);
-    gdn2_adamw_cfg ac = gdn2_adamw_default();
-    int st = gdn2_model_load(path, m);
-    if (!st) st = gdn2_adamw_init(o, &ac, (*m)->n_params);
-    if (!st) st = gdn2_adamw_load(o, op, NULL);
-    return st;
-}
-
-static int same_pair(const char *a, const char *b, char *why, size_t n) {
-    gdn2_model *ma = NULL, *mb = NULL;
-    gdn2_adamw oa, ob;
-    memset(&oa, 0, sizeof oa), memset(&ob, 0, sizeof ob);
-    int st = load_pair(a, &ma, &oa);
-    if (!st) st = load_pair(b, &mb, &ob);
-    int same = 0;
-    if (st) snprintf(why, n, "%s", gdn2_last_error());
-    else {
-        const size_t by = ma->n_params * sizeof(float);
-        int w = !memcmp(ma->params, mb->params, by), m1 = !memcmp(oa.m, ob.m, by), v = !memcmp(oa.v, ob.v, by);
-        same = w && m1 && v && oa.step == ob.step;
-        snprintf(why, n, "weights %s, m %s, v %s, step %lld/%lld", w ? "equal" : "DIFFER", m1 ? "equal" : "DIFFER",
-                 v ? "equal" : "DIFFER", (long long)oa.step, (long long)ob.step);
-    }
-    gdn2_model_free(ma), gdn2_model_free(mb);
-    gdn2_adamw_free(&oa), gdn2_adamw_free(&ob);
-    return same;
-}
-
 static void test_training(const char *dir) {
     float t1[S], t2[S], t4[S], tz[S];
     char c2[1024], cz[1024], cs[1024], c1[1024];
@@ -147,7 +118,7 @@ static void test_training(const char *dir) {
           "loss curves of 2 and 4 ranks vs 1 rank at the same global batch: max relative diff %.1e, %.1e <= 1e-4 "
           "(final %.6f, %.6f, %.6f)", e2, e4, t1[S - 1], t2[S - 1], t4[S - 1]);
     char why[256];
-    int same = !memcmp(t2, tz, sizeof t2) && same_pair(c2, cz, why, sizeof why);
+    int same = !memcmp(t2, tz, sizeof t2) && ckpt_same_pair(c2, cz, why, sizeof why);
     CHECK(same, "ZeRO-1 on 2 ranks == replicated AdamW on 2 ranks, bit for bit (loss curve; %s)", why);
     /* resume on 2 ranks: 8 + 8 == 16 straight */
     float ts[S];
@@ -158,7 +129,7 @@ static void test_training(const char *dir) {
     o.stop_at = 0;
     o.resume = 1;
     if (!st) st = gdn2_train_parallel(&o, 2, &r);
-    same = !st && !memcmp(ts, tz, sizeof ts) && same_pair(cs, cz, why, sizeof why);
+    same = !st && !memcmp(ts, tz, sizeof ts) && ckpt_same_pair(cs, cz, why, sizeof why);
     CHECK(same, "2 ranks ZeRO-1: 8 steps + resume 8 == 16 straight, bit for bit (%s)%s%s", st ? "" : why,
           st ? ": " : "", st ? gdn2_last_error() : "");
     /* a 2-rank checkpoint continues on 1 rank (steps 16 -> 20) */
@@ -190,7 +161,7 @@ static void test_failure(const char *dir) {
     gdn2_model *m = NULL;
     gdn2_adamw oa;
     memset(&oa, 0, sizeof oa);
-    int ls = load_pair(ck, &m, &oa);
+    int ls = ckpt_load_pair(ck, &m, &oa);
     CHECK(!ls && oa.step == 3, "the checkpoint of step 3 is intact (loads, step %lld)%s%s", (long long)oa.step,
           ls ? ": " : "", ls ? gdn2_last_error() : "");
     gdn2_model_free(m);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "ckpt_pair.h"
 #include "cli_run.h"
 #include "gdn2.h"
 #include "gdn2_cuda.h"
@@ -141,17 +142,6 @@ static gdn2_train_opts run_opts(const char *model, int64_t steps, float *trace, 
     return o;
 }
 
-/* weights of a checkpoint pair, and its optimizer moments */
-static int load_pair(const char *path, gdn2_model **m, gdn2_adamw *o) {
-    char op[1300];
-    snprintf(op, sizeof op, "%s.optim", path);
-    gdn2_adamw_cfg ac = gdn2_adamw_default();
-    int st = gdn2_model_load(path, m);
-    if (!st) st = gdn2_adamw_init(o, &ac, (*m)->n_params);
-    if (!st) st = gdn2_adamw_load(o, op, NULL);
-    return st;
-}
-
 static void test_train(const char *model, const char *dir) {
     enum { S = 100 };
     float gpu[S], gpu2[S], cpu[S];
@@ -187,8 +177,8 @@ static void test_train(const char *model, const char *dir) {
     gdn2_model *ma = NULL, *mb = NULL;
     gdn2_adamw oa, ob;
     memset(&oa, 0, sizeof oa), memset(&ob, 0, sizeof ob);
-    int ls = load_pair(a, &ma, &oa);
-    if (!ls) ls = load_pair(b, &mb, &ob);
+    int ls = ckpt_load_pair(a, &ma, &oa);
+    if (!ls) ls = ckpt_load_pair(b, &mb, &ob);
     int same = !ls && !memcmp(gpu, gpu2, sizeof gpu) && !memcmp(ma->params, mb->params, ma->n_params * 4) &&
                !memcmp(oa.m, ob.m, ma->n_params * 4) && !memcmp(oa.v, ob.v, ma->n_params * 4);
     CHECK(same, "%s: the same GPU run twice is bit-identical (loss trace, weights, AdamW moments)%s%s", model,
@@ -238,8 +228,8 @@ static void test_resume(const char *dir) {
     gdn2_model *ma = NULL, *mb = NULL;
     gdn2_adamw oa, ob;
     memset(&oa, 0, sizeof oa), memset(&ob, 0, sizeof ob);
-    if (!st) st = load_pair(a, &ma, &oa);
-    if (!st) st = load_pair(b, &mb, &ob);
+    if (!st) st = ckpt_load_pair(a, &ma, &oa);
+    if (!st) st = ckpt_load_pair(b, &mb, &ob);
     int same = !st && !memcmp(straight, split, sizeof straight) && !memcmp(ma->params, mb->params, ma->n_params * 4) &&
                !memcmp(oa.m, ob.m, ma->n_params * 4) && !memcmp(oa.v, ob.v, ma->n_params * 4) && oa.step == ob.step;
     CHECK(same, "GPU resume: 20 steps straight == 10 + resume 10, loss trace, weights and AdamW state bit for bit%s%s",

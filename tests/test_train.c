@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "ckpt_pair.h"
 #include "cli_run.h"
 #include "gdn2.h"
 #include "gdn2_model.h"
@@ -199,34 +200,6 @@ static long dead_pid(void) {
 }
 
 /* bit-for-bit equality of two checkpoint pairs: weights, AdamW m and v, step */
-static int same_pair(const char *a, const char *b, char *why, size_t n) {
-    gdn2_model *ma = NULL, *mb = NULL;
-    gdn2_adamw oa, ob;
-    memset(&oa, 0, sizeof oa), memset(&ob, 0, sizeof ob);
-    gdn2_adamw_cfg ac = gdn2_adamw_default();
-    char pa[1300], pb[1300];
-    snprintf(pa, sizeof pa, "%s.optim", a), snprintf(pb, sizeof pb, "%s.optim", b);
-    int st = gdn2_model_load(a, &ma);
-    if (!st) st = gdn2_model_load(b, &mb);
-    if (!st) st = gdn2_adamw_init(&oa, &ac, ma->n_params);
-    if (!st) st = gdn2_adamw_init(&ob, &ac, mb->n_params);
-    if (!st) st = gdn2_adamw_load(&oa, pa, NULL);
-    if (!st) st = gdn2_adamw_load(&ob, pb, NULL);
-    int same = 0;
-    if (st) snprintf(why, n, "%s", gdn2_last_error());
-    else if (ma->n_params != mb->n_params) snprintf(why, n, "%zu vs %zu parameters", ma->n_params, mb->n_params);
-    else {
-        const size_t bytes = ma->n_params * sizeof(float);
-        int w = !memcmp(ma->params, mb->params, bytes), m = !memcmp(oa.m, ob.m, bytes), v = !memcmp(oa.v, ob.v, bytes);
-        same = w && m && v && oa.step == ob.step;
-        snprintf(why, n, "weights %s, m %s, v %s, step %lld vs %lld", w ? "equal" : "DIFFER", m ? "equal" : "DIFFER",
-                 v ? "equal" : "DIFFER", (long long)oa.step, (long long)ob.step);
-    }
-    gdn2_model_free(ma), gdn2_model_free(mb);
-    gdn2_adamw_free(&oa), gdn2_adamw_free(&ob);
-    return same;
-}
-
 /* checkpoint durability through the CLI (exit status and message of each refusal); dir and text are
  * the short /tmp paths made by main */
 static void test_durability(const char *dir, const char *text) {
@@ -396,7 +369,7 @@ int main(void) {
     if (!ident)
         for (int i = 0; i < 20; i++) printf("  step %d: %.9g %.9g\n", i, straight[i], split[i]);
     char why[256] = "";
-    int same = !st && same_pair(ck, ck2, why, sizeof why);
+    int same = !st && ckpt_same_pair(ck, ck2, why, sizeof why);
     CHECK(same, "resume: final weights and AdamW m, v, step bit for bit equal to the straight run's (%s)", why);
     /* the optimizer file refuses a model of another size */
     gdn2_adamw ad;
