@@ -272,12 +272,9 @@ static int cpu_scale(gdn2_backend *be, size_t n, float *x, float k) {
 static int cpu_adamw(gdn2_backend *be, const gdn2_adamw_seg *segs, int n_segs, const gdn2_adamw_hyper *h, float *w,
                      const float *g, float *m, float *v, void *w_act) {
     gdn2_nn_adamw(segs, n_segs, h, w, g, m, v, NT(be));
-    if (w_act && w_act != (void *)w) {
-        size_t n = 0;
+    if (w_act && w_act != (void *)w) /* the segments only, as the CUDA kernel writes them */
         for (int i = 0; i < n_segs; i++)
-            if (segs[i].offset + segs[i].numel > n) n = segs[i].offset + segs[i].numel;
-        memcpy(w_act, w, n * sizeof(float));
-    }
+            memcpy(F(w_act) + segs[i].offset, w + segs[i].offset, segs[i].numel * sizeof(float));
     return GDN2_OK;
 }
 
