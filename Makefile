@@ -6,8 +6,10 @@
 #   make asan-test     library, CLI and tests with ASan+UBSan (+LSan) in build-asan/, then the suite
 #                      against them (make asan: build only)
 #   make fuzz          libFuzzer targets (clang) in build-fuzz/fuzz/; see tests/fuzz/README.md
+#   make MPI=0         build without MPI even if it is found
 # Detected automatically: OpenBLAS (cblas sgemm), OpenMP, CUDA (nvcc), libmicrohttpd (`gdn2 serve`
-# is built only with it). libcjson is required.
+# is built only with it), MPI (mpicc -showme or pkg-config ompi-c / mpi: `mpirun -np N gdn2 train`,
+# docs/DIST.md; without it src/dist/comm_mpi.c is a stub that says so). libcjson is required.
 
 CC      ?= gcc
 NVCC    ?= nvcc
@@ -53,6 +55,24 @@ else
 $(info libmicrohttpd not found: building gdn2 without `gdn2 serve` (apt-get install libmicrohttpd-dev))
 endif
 
+# MPI: the flags of the MPI C compiler wrapper (OpenMPI's -showme, MPICH's -compile_info is not
+# parsed), else pkg-config; used only if a program including <mpi.h> links with them
+MPICC ?= mpicc
+ifneq ($(MPI),0)
+MPI_CFLAGS := $(shell $(MPICC) -showme:compile 2>/dev/null || pkg-config --cflags ompi-c 2>/dev/null || pkg-config --cflags mpi 2>/dev/null)
+MPI_LIBS   := $(shell $(MPICC) -showme:link 2>/dev/null || pkg-config --libs ompi-c 2>/dev/null || pkg-config --libs mpi 2>/dev/null)
+HAVE_MPI   := $(call try,#include <mpi.h>,$(MPI_CFLAGS) $(MPI_LIBS))
+endif
+ifeq ($(HAVE_MPI),1)
+CFLAGS  += -DGDN2_HAVE_MPI $(MPI_CFLAGS)
+LDLIBS  += $(MPI_LIBS)
+else
+ifneq ($(MPI),0)
+$(info MPI not found: building gdn2 without `mpirun -np N gdn2 train` (apt-get install libopenmpi-dev openmpi-bin))
+endif
+HAVE_MPI := 0
+endif
+
 CUDA ?= $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
 CUDA_ARCH ?= sm_90a
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
@@ -82,7 +102,7 @@ all: $(LIB) $(BUILD)/gdn2 $(TEST_BIN) $(BENCH_BIN)
 lib: $(LIB)
 
 info:
-	@echo "openmp=$(HAVE_OPENMP) openblas=$(HAVE_BLAS) microhttpd=$(HAVE_MHD) cuda=$(CUDA) arch=$(CUDA_ARCH) native=$(NATIVE)"
+	@echo "openmp=$(HAVE_OPENMP) openblas=$(HAVE_BLAS) microhttpd=$(HAVE_MHD) mpi=$(HAVE_MPI) cuda=$(CUDA) arch=$(CUDA_ARCH) native=$(NATIVE)"
 
 $(BUILD)/%.o: %.c $(wildcard include/*.h src/*/*.h)
 	@mkdir -p $(dir $@)

@@ -356,6 +356,14 @@ GDN2_API int gdn2_train(const gdn2_train_opts *o, gdn2_train_result *r, gdn2_mod
  * o->dist_grace_s or 10 s) and the error names the rank; checkpoints written before stay intact.
  * r receives rank 0's result. world = 1 runs gdn2_train in this process. */
 GDN2_API int gdn2_train_parallel(const gdn2_train_opts *o, int world, gdn2_train_result *r);
+/* Data-parallel training with this process as one rank of an MPI job (`mpirun -np N`, one or
+ * several nodes; docs/DIST.md). The caller has called MPI_Init and calls MPI_Finalize (or MPI_Abort
+ * when this fails: the other ranks may be waiting in a collective). CPU: the gradient sums go over
+ * MPI in rank order (the same bits as gdn2_train_parallel on N ranks); o->device "cuda": this rank
+ * uses the GPU of its index on its node, rank 0 makes the NCCL unique id and MPI broadcasts it, then
+ * NCCL carries the collectives. Ranks other than 0 are quiet; rank 0 writes the checkpoints; r is
+ * this rank's result (rank 0's is the run's). GDN2_ERR_UNSUPPORTED when built without MPI. */
+GDN2_API int gdn2_train_mpi(const gdn2_train_opts *o, gdn2_train_result *r);
 
 #ifdef __cplusplus
 }

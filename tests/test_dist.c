@@ -8,7 +8,12 @@
  *      checkpoint continues on 1 rank;
  *   4. failure: a rank that dies (GDN2_DIST_FAIL) stops the run within seconds with an error naming
  *      it, and the last checkpoint stays loadable;
- *   5. bad input: a global batch that does not split over the ranks. */
+ *   5. bad input: a global batch that does not split over the ranks;
+ *   6. MPI (built with it, .ci/run installs OpenMPI): `mpirun -np 2 gdn2 train` gives the same loss
+ *      lines and the same checkpoint, bit for bit, as `gdn2 train --ranks 2` (the MPI communicator
+ *      sums in rank order), replicated and ZeRO-1; a rank that dies under mpirun stops the job with
+ *      its checkpoint intact. Built without MPI: a process that finds itself under mpirun refuses
+ *      with an error saying so (instead of training alone). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,12 +27,14 @@
 #include "gdn2.h"
 #include "gdn2_model.h"
 #include "util/internal.h"
+#ifdef GDN2_HAVE_MPI
+#include <mpi.h>
+#endif
 
 /* ---- 1. collectives ---------------------------------------------------------------------- */
-static int coll_body(int rank, int world, void *arg) {
-    gdn2_local_arena *a = arg;
-    gdn2_comm *c = NULL;
-    if (gdn2_comm_local(a, rank, &c)) return 1;
+/* the collectives of communicator c checked (exact: small integers); returns 0 when right */
+static int coll_check(gdn2_comm *c) {
+    const int rank = c->rank, world = c->world;
     int bad = 0;
     /* all_reduce over a buffer larger than one slot (2 rounds) */
     const size_t n = (1u << 20) + 777;
@@ -57,8 +64,15 @@ static int coll_body(int rank, int world, void *arg) {
     double h[2] = {1.0, (double)rank};
     if (c->all_reduce_host(c, h, 2) || h[0] != world || h[1] != world * (world - 1) / 2.0) bad |= 64;
     free(x), free(in), free(out), free(g);
+    if (bad) fprintf(stderr, "rank %d (%s): collective check bits %d\n", rank, c->name, bad);
+    return bad;
+}
+
+static int coll_body(int rank, int world, void *arg) {
+    gdn2_comm *c = NULL;
+    if (gdn2_comm_local(arg, rank, &c)) return 1;
+    int bad = coll_check(c);
     c->destroy(c);
-    if (bad) fprintf(stderr, "rank %d: collective check bits %d\n", rank, bad);
     return bad ? 1 : 0;
 }
 
@@ -174,10 +188,112 @@ static void test_failure(const char *dir) {
           "--batch 6 on 4 ranks refused: %s", gdn2_last_error());
 }
 
-int main(void) {
+static char g_self[4096]; /* this program, run again under mpirun */
+
+/* ---- 6. mpirun ----------------------------------------------------------------------------- */
+#define MPI_TRAIN                                                                                             \
+    "train --task mqar --model tiny --layout gdn2,swa --batch 8 --seq-len 32 --steps 16 --warmup 3 "          \
+    "--lr 3e-3 --mqar-pairs 2 --eval-samples 16 --threads 1 --seed 21 --log-every 1"
+/* mpirun as root on a machine with fewer cores than ranks; no LeakSanitizer in the ranks of an ASan
+ * build (OpenMPI's own allocations at exit are not the library's) */
+#define MPIRUN "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 mpirun -np 2 --oversubscribe --allow-run-as-root"
+
+#ifdef GDN2_HAVE_MPI
+/* the "loss X" fields of the progress lines in g_out, space-separated */
+static void loss_fields(char *dst, size_t n) {
+    size_t k = 0;
+    dst[0] = 0;
+    for (const char *p = g_out; (p = strstr(p, "| loss ")) != NULL; p += 7) {
+        const char *e = strchr(p + 7, ' ');
+        size_t len = e ? (size_t)(e - (p + 7)) : strlen(p + 7);
+        if (k + len + 2 >= n) break;
+        memcpy(dst + k, p + 7, len), k += len, dst[k++] = ' ', dst[k] = 0;
+    }
+}
+
+#endif
+
+static void test_mpi(const char *dir) {
+    const char *cli = cli_path();
+#ifdef GDN2_HAVE_MPI
+    if (!need_tool("mpirun", "mpirun -np 2 gdn2 train == gdn2 train --ranks 2")) return;
+    /* this program under mpirun on 3 ranks: the MPI communicator's collectives (mpi_ranks below) */
+    int rc0 = run("ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 mpirun -np 3 --oversubscribe "
+                  "--allow-run-as-root '%s' --mpi-collectives", g_self);
+    CHECK(rc0 == 0, "MPI collectives on 3 ranks (all_reduce over 2 chunk rounds, reduce_scatter, all_gather in place, "
+                    "host sums) exact: exit %d%s%s", rc0, rc0 ? ": " : "", rc0 ? g_out : "");
+    static char want[4096], got[4096];
+    char l2[1024], m2[1024], mz[1024], mf[1024], why[256];
+    snprintf(l2, sizeof l2, "%s/l2.safetensors", dir);
+    snprintf(m2, sizeof m2, "%s/m2.safetensors", dir);
+    snprintf(mz, sizeof mz, "%s/mz.safetensors", dir);
+    snprintf(mf, sizeof mf, "%s/mf.safetensors", dir);
+    int rc = run("'%s' " MPI_TRAIN " --ranks 2 -o '%s'", cli, l2);
+    loss_fields(want, sizeof want);
+    CHECK(rc == 0 && strlen(want) > 16 * 6, "gdn2 train --ranks 2 (the reference of the MPI runs): exit %d%s%s", rc,
+          rc ? ": " : "", rc ? g_out : "");
+    if (rc) return;
+    double t0 = gdn2_now();
+    rc = run(MPIRUN " '%s' " MPI_TRAIN " -o '%s'", cli, m2);
+    const double dt = gdn2_now() - t0;
+    loss_fields(got, sizeof got);
+    const char *js = strstr(g_out, "{\"steps\":16");
+    int one_log = js && !strstr(js + 1, "{\"steps\":"); /* rank 1 is quiet */
+    CHECK(rc == 0 && !strcmp(want, got) && one_log,
+          "mpirun -np 2 gdn2 train (%.1f s): the loss lines of --ranks 2, one log (rank 0's): exit %d, %s%s%s", dt, rc,
+          !strcmp(want, got) ? "same losses" : "losses differ", rc ? ": " : "", rc ? g_out : "");
+    int same = !rc && ckpt_same_pair(l2, m2, why, sizeof why);
+    CHECK(same, "its checkpoint loads and equals --ranks 2's, bit for bit (weights, AdamW moments, step; %s)", rc ? "-" : why);
+    rc = run(MPIRUN " '%s' " MPI_TRAIN " --zero1 -o '%s'", cli, mz);
+    loss_fields(got, sizeof got);
+    same = !rc && !strcmp(want, got) && ckpt_same_pair(l2, mz, why, sizeof why);
+    CHECK(same, "mpirun -np 2 gdn2 train --zero1 (reduce_scatter, all_gather over MPI, padded shards) == --ranks 2, bit "
+                "for bit (%s)%s%s", rc ? "-" : why, rc ? ": " : "", rc ? g_out : "");
+    t0 = gdn2_now();
+    rc = run("GDN2_DIST_FAIL=1:5 " MPIRUN " '%s' " MPI_TRAIN " --save-every 3 -o '%s'", cli, mf);
+    gdn2_model *m = NULL;
+    gdn2_adamw oa;
+    memset(&oa, 0, sizeof oa);
+    int ls = ckpt_load_pair(mf, &m, &oa);
+    CHECK(rc != 0 && gdn2_now() - t0 < 60 && !ls && oa.step == 3,
+          "a rank that dies at step 5 under mpirun ends the job (exit %d in %.1f s), the checkpoint of step 3 loads "
+          "(step %lld)", rc, gdn2_now() - t0, (long long)oa.step);
+    gdn2_model_free(m);
+    gdn2_adamw_free(&oa);
+#else
+    (void)dir;
+    const char *ci = getenv("CI");
+    if (ci && !strcmp(ci, "true")) CHECK(0, "built without MPI under CI=true (.ci/run installs libopenmpi-dev): mpirun not checked");
+    int rc = run("OMPI_COMM_WORLD_SIZE=2 '%s' " MPI_TRAIN, cli);
+    CHECK(rc == 1 && contains(g_out, "built without MPI") && contains(g_out, "OMPI_COMM_WORLD_SIZE=2") &&
+              !contains(g_out, "step 1/"),
+          "built without MPI, a process under mpirun (OMPI_COMM_WORLD_SIZE=2) refuses instead of training alone: "
+          "exit %d: %s", rc, first_line());
+#endif
+}
+
+#ifdef GDN2_HAVE_MPI
+/* `test_dist --mpi-collectives` under mpirun: one rank of the collectives check */
+static int mpi_ranks(void) {
+    if (MPI_Init(NULL, NULL) != MPI_SUCCESS) return 1;
+    gdn2_comm *c = NULL;
+    int bad = gdn2_comm_mpi(&c) ? 1 : coll_check(c);
+    if (c) c->destroy(c);
+    MPI_Finalize();
+    return bad ? 1 : 0;
+}
+#endif
+
+int main(int argc, char **argv) {
+#ifdef GDN2_HAVE_MPI
+    if (argc > 1 && !strcmp(argv[1], "--mpi-collectives")) return mpi_ranks();
+#endif
+    (void)argc;
+    snprintf(g_self, sizeof g_self, "%s", argv[0]); /* the tests run from the project root */
     test_collectives();
     if (make_tmp_dir("test_dist_")) return test_summary();
     test_training(g_dir);
     test_failure(g_dir);
+    test_mpi(g_dir);
     return test_summary();
 }

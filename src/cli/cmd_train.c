@@ -8,6 +8,9 @@
 #include "commands.h"
 #include "gdn2.h"
 #include "gdn2_model.h"
+#ifdef GDN2_HAVE_MPI
+#include <mpi.h>
+#endif
 
 static void train_usage(FILE *f) {
     fprintf(f,
@@ -68,7 +71,12 @@ static void train_usage(FILE *f) {
             "                      the global batch, split over the ranks; docs/DIST.md)\n"
             "  --gpus N            data parallel on N GPUs of this machine, one process each (NCCL; implies\n"
             "                      --device cuda)\n"
-            "  --zero1             with --ranks/--gpus: shard the AdamW moments over the ranks (ZeRO-1)\n"
+            "  --dist D            auto (default): one rank of an MPI job when started by mpirun (with\n"
+            "                      OMPI_COMM_WORLD_SIZE or PMI_SIZE > 1 in the environment), else --ranks/--gpus;\n"
+            "                      mpi: an MPI job whatever the environment; local: never MPI. Under MPI every\n"
+            "                      process is one rank: `mpirun -np N gdn2 train ...` (CPU; --device cuda: the\n"
+            "                      GPU of the process's index on its node, NCCL), --batch is the global batch\n"
+            "  --zero1             with --ranks/--gpus/mpirun: shard the AdamW moments over the ranks (ZeRO-1)\n"
             "  --dist-timeout S    a collective waits S seconds for the slowest rank (600)\n"
             "  --dist-grace S      after a rank fails, the others get SIGTERM, then SIGKILL S seconds later (10)\n"
             "  --recompute         keep only each block's input and recompute the block in the backward\n"
@@ -82,6 +90,58 @@ static void train_usage(FILE *f) {
             gdn2_model_config_names());
 }
 
+/* started by mpirun (OpenMPI) or a PMI launcher (MPICH's hydra, Slurm) with more than one process:
+ * the variable that says so in why */
+static int mpi_launched(char *why, size_t n) {
+    const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"};
+    for (int i = 0; i < 2; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && atoi(v) > 1) {
+            snprintf(why, n, "%s=%s", vars[i], v);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* this process as one rank of an MPI job: MPI_Init and MPI_Finalize here, in the program (the
+ * library takes the job as it finds it); a rank that fails aborts the job (the others may be
+ * waiting for it in a collective) */
+static int train_mpi(gdn2_train_opts *o, const char *why) {
+    gdn2_train_result r;
+    memset(&r, 0, sizeof r);
+#ifdef GDN2_HAVE_MPI
+    if (MPI_Init(NULL, NULL) != MPI_SUCCESS) {
+        fprintf(stderr, "gdn2 train: MPI_Init failed (%s)\n", why);
+        return 1;
+    }
+    int rank = 0, world = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    if (o->batch % world) {
+        if (rank == 0)
+            fprintf(stderr, "gdn2 train: --batch %lld must be a multiple of the %d MPI ranks (the global batch is split)\n",
+                    (long long)o->batch, world);
+        MPI_Finalize();
+        return 2;
+    }
+    int st = gdn2_train_mpi(o, &r);
+    if (st) {
+        fprintf(stderr, "gdn2 train: rank %d of %d: %s\n", rank, world, gdn2_last_error());
+        fflush(NULL);
+        if (world > 1) MPI_Abort(MPI_COMM_WORLD, cli_train_exit_code(st, &r));
+        MPI_Finalize();
+        return cli_train_exit_code(st, &r);
+    }
+    MPI_Finalize();
+    return 0;
+#else
+    int st = gdn2_train_mpi(o, &r); /* the stub: built without MPI */
+    fprintf(stderr, "gdn2 train: started as an MPI job (%s), but %s\n", why, gdn2_last_error());
+    return cli_train_exit_code(st, &r);
+#endif
+}
+
 /* --seq-len is bounded by the memory check (cli_train_preflight), not by its range */
 #define TRAIN_LEN_MAX (1LL << 53)
 
@@ -92,6 +152,7 @@ int cmd_train(int argc, char **argv) {
     int task = 0; /* text, mqar, tokens */
     int device = 0; /* cpu, cuda */
     int ranks = 1, gpus = 0;
+    int dist = 0; /* auto, local, mpi */
     const cli_opt opts[] = {
         CLI_OPT_STR("--model", NULL, &o.model),
         CLI_OPT_STR("--layout", NULL, &o.layout),
@@ -134,6 +195,7 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_FLAG("--recompute", &o.recompute),
         CLI_OPT_INT("--ranks", &ranks, 1, 64),
         CLI_OPT_INT("--gpus", &gpus, 1, 64),
+        CLI_OPT_CHOICE("--dist", &dist, "auto|local|mpi"),
         CLI_OPT_FLAG("--zero1", &o.zero1),
         CLI_OPT_F64("--dist-timeout", &o.dist_timeout_s, 0, 1e6, CLI_LO_OPEN),
         CLI_OPT_F64("--dist-grace", &o.dist_grace_s, 0, 1e6, CLI_LO_OPEN),
@@ -146,6 +208,17 @@ int cmd_train(int argc, char **argv) {
     if (gpus && ranks > 1) {
         fprintf(stderr, "gdn2 train: --gpus N and --ranks N both given: --ranks is for CPU ranks, --gpus for GPUs\n");
         return 2;
+    }
+    char why[96] = "--dist mpi";
+    if (dist == 2 || (dist == 0 && mpi_launched(why, sizeof why))) {
+        if (gpus || ranks > 1) {
+            fprintf(stderr, "gdn2 train: started as an MPI job (%s): every process is one rank; --ranks and --gpus do not "
+                            "apply (--device cuda for one GPU per process)\n", why);
+            return 2;
+        }
+        if ((rc = cli_train_preflight("train", &o))) return rc;
+        cli_blas_one_thread();
+        return train_mpi(&o, why);
     }
     const int world = gpus ? gpus : ranks;
     if (o.batch % world) {

@@ -4,9 +4,10 @@
  *         exchanging through a shared-memory arena; host buffers (the CPU backend's). Used by
  *         `gdn2 train --ranks N` and by the tests of everything above the transport.
  *   nccl  (comm_nccl.c over src/cuda/nccl.cu): device buffers on the CUDA backend's stream; the
- *         unique id comes from the launcher (one node, `--gpus N`) or from MPI (several nodes).
- * Every reduction sums the ranks' contributions in a fixed order (local: rank 0, 1, ...; NCCL: its
- * fixed ring/tree order for a given topology), so a run is repeatable.
+ *         unique id comes from the launcher (one node, `--gpus N`) or from MPI (`mpirun`).
+ *   mpi   (comm_mpi.c): the processes of an MPI job (`mpirun -np N gdn2 train`); host buffers.
+ * Every reduction sums the ranks' contributions in a fixed order (local and mpi: rank 0, 1, ...,
+ * the same bits; NCCL: its fixed ring/tree order for a given topology), so a run is repeatable.
  * Failure: a rank that does not arrive at a collective within the communicator's timeout makes the
  * call fail with GDN2_ERR_DEVICE naming the rank (local: also when its process is gone); the
  * launcher then stops the other ranks. Not public API. */
@@ -51,5 +52,14 @@ void gdn2_comm_local_fail(gdn2_comm *c);
 enum { GDN2_NCCL_ID_BYTES = 128 };
 int gdn2_comm_nccl_id(unsigned char id[GDN2_NCCL_ID_BYTES]);
 int gdn2_comm_nccl(const unsigned char id[GDN2_NCCL_ID_BYTES], int rank, int world, void *stream, gdn2_comm **out);
+
+/* ---- mpi: the processes of an MPI job ------------------------------------------------------ */
+/* Over a duplicate of MPI_COMM_WORLD; the caller has called MPI_Init (and calls MPI_Finalize after
+ * destroy). Without MPI built in (the Makefile found no mpi.h): GDN2_ERR_UNSUPPORTED, saying so. */
+int gdn2_comm_mpi(gdn2_comm **out);
+/* this rank's index among the ranks of its node (the GPU it uses); 0 for other kinds */
+int gdn2_comm_mpi_local_rank(const gdn2_comm *c);
+/* rank 0's `bytes` bytes at buf to every rank (the NCCL unique id) */
+int gdn2_comm_mpi_bcast(gdn2_comm *c, void *buf, size_t bytes);
 
 #endif

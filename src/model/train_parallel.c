@@ -1,4 +1,5 @@
-/* gdn2_train_parallel: data-parallel training on the ranks of one machine (docs/DIST.md). The
+/* gdn2_train_parallel: data-parallel training on the ranks of one machine (docs/DIST.md); and
+ * gdn2_train_mpi: this process as one rank of an MPI job (at the end of the file). The
  * calling process forks one process per rank (src/dist/launch.c) and supervises them; each rank
  * runs gdn2_train with its communicator. What the ranks hand back to the caller (rank 0's result,
  * the loss trace, the NCCL unique id that rank 0 makes and the others wait for) lives in one
@@ -104,5 +105,31 @@ int gdn2_train_parallel(const gdn2_train_opts *o, int world, gdn2_train_result *
     if (o->loss_trace) memcpy(o->loss_trace, sh->trace, (size_t)o->steps * sizeof(float));
     gdn2_comm_local_arena_free(arena);
     munmap(sh, page);
+    return st;
+}
+
+int gdn2_train_mpi(const gdn2_train_opts *oin, gdn2_train_result *r) {
+    gdn2_comm *c = NULL;
+    int st = gdn2_comm_mpi(&c);
+    if (st) return st;
+    gdn2_train_opts o = *oin;
+    o.rank = c->rank, o.world = c->world;
+    if (c->rank) o.quiet = 1;
+    unsigned char id[GDN2_NCCL_ID_BYTES + 1]; /* the id and rank 0's status (0 ok) */
+    if (c->world > 1 && o.device && !strcmp(o.device, "cuda")) {
+        /* NCCL: one GPU per rank of a node, the unique id from rank 0 over MPI */
+        setenv("NCCL_NVLS_ENABLE", "0", 0); /* NVLink multicast off on shared machines */
+        st = gdn2_cuda_set_device(gdn2_comm_mpi_local_rank(c));
+        memset(id, 0, sizeof id);
+        if (c->rank == 0) id[GDN2_NCCL_ID_BYTES] = (unsigned char)(st || (st = gdn2_comm_nccl_id(id)) ? 1 : 0);
+        int bs = gdn2_comm_mpi_bcast(c, id, sizeof id);
+        if (!st && bs) st = bs;
+        if (!st && id[GDN2_NCCL_ID_BYTES]) st = gdn2_error(GDN2_ERR_DEVICE, "rank 0 could not make the NCCL unique id");
+        o.nccl_id = id, o.comm = NULL;
+    } else if (c->world > 1) {
+        o.comm = c;
+    }
+    if (!st) st = gdn2_train(&o, r, NULL);
+    if (!st) c->destroy(c); /* on failure the caller aborts the job: the others may sit in a collective */
     return st;
 }
