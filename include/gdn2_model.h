@@ -106,6 +106,9 @@ typedef struct {
     float *grads;               /* [n_params], allocated by the first backward / zero_grad       */
     size_t *layer_off;          /* [n_layer] offset of each layer's mixer block in params        */
     int n_threads;              /* 0 = OpenMP default                                            */
+    float dropout;              /* training forwards drop this share of each mixer's and MLP's output
+                                 * before its residual add (nanoGPT's resid dropout), 0 = none     */
+    uint64_t dropout_seed;      /* the masks' stream, set per micro-batch by the trainer          */
     int recompute;              /* 1: a training forward keeps only each block's input (the residual
                                  * stream) and the backward re-runs the block before differentiating
                                  * it: one more forward of compute, activations of one block instead of
@@ -321,6 +324,7 @@ typedef struct {
     int n_threads;
     const char *device;     /* "cpu" (NULL) or "cuda": where the model trains (gdn2_model_set_device) */
     int recompute;          /* activation recomputation per block (gdn2_model.recompute)               */
+    float dropout;          /* residual-branch dropout of training forwards (0 = none)                 */
     /* Data parallel (docs/DIST.md), set by gdn2_train_parallel for each rank; 0 / NULL: one process.
      * Each rank trains on rows [rank·batch/world, (rank+1)·batch/world) of every global batch
      * (--batch is the global micro-batch); rank 0 logs and writes the checkpoints, the same files as

@@ -177,7 +177,7 @@ static void run_elem(gdn2_backend *be, size_t n, const float *x, const float *a,
     float *af = put(&A, a, n, GDN2_DT_F32);
     float *out = put(&A, NULL, n, GDN2_DT_F32);
     float *xf = put(&A, x, n, GDN2_DT_F32);
-    void *sg = put(&A, x, n, GDN2_DT_ACT);
+    void *sg = put(&A, x, n, GDN2_DT_ACT), *dr = put(&A, x, n, GDN2_DT_ACT);
     void *y1 = put(&A, NULL, n, GDN2_DT_ACT);
     void *h1d = put(&A, h1, n, GDN2_DT_ACT), *h2d = put(&A, h2, n, GDN2_DT_ACT), *ad = put(&A, NULL, n, GDN2_DT_ACT);
     void *dh1 = put(&A, da, n, GDN2_DT_ACT), *dh2 = put(&A, NULL, n, GDN2_DT_ACT);
@@ -187,6 +187,7 @@ static void run_elem(gdn2_backend *be, size_t n, const float *x, const float *a,
         note(&A, be->cast(be, n, xa, GDN2_DT_ACT, xf, GDN2_DT_F32)); /* bf16-exact: the same values back */
         note(&A, be->cast(be, n, af, GDN2_DT_F32, y1, GDN2_DT_ACT));
         note(&A, be->sigmoid(be, n, sg));
+        note(&A, be->dropout(be, n, dr, 0.3f, 0x5EEDULL));
         note(&A, be->swiglu_fwd(be, n, h1d, h2d, ad));
         note(&A, be->swiglu_bwd(be, n, h1d, h2d, dh1, dh2));
         note(&A, be->scale(be, n, sc, 0.37f));
@@ -195,6 +196,7 @@ static void run_elem(gdn2_backend *be, size_t n, const float *x, const float *a,
     res_add(r, "cast act->f32", get(&A, xf, n, GDN2_DT_F32), n, 0);
     res_add(r, "cast f32->act", get(&A, y1, n, GDN2_DT_ACT), n, 1e-2);
     res_add(r, "sigmoid", get(&A, sg, n, GDN2_DT_ACT), n, 1e-2);
+    res_add(r, "dropout p=0.3", get(&A, dr, n, GDN2_DT_ACT), n, 1e-2);
     res_add(r, "swiglu a", get(&A, ad, n, GDN2_DT_ACT), n, 1e-2);
     res_add(r, "swiglu dh1", get(&A, dh1, n, GDN2_DT_ACT), n, 1e-2);
     res_add(r, "swiglu dh2", get(&A, dh2, n, GDN2_DT_ACT), n, 1e-2);
@@ -215,6 +217,16 @@ static void t_elem(size_t n) {
         int exact = 1;
         for (size_t i = 0; i < n; i++) exact &= g.v[2][i] == rbf(a[i]);
         CHECK(exact, "%s: cast f32->bf16 is round-to-nearest-even (bit-exact)", op);
+    }
+    if (!c.rc) { /* the same dropout mask on both backends, and a share near p dropped */
+        size_t zc = 0, same = 1;
+        for (size_t i = 0; i < n; i++) {
+            zc += c.v[4][i] == 0.0f && x[i] != 0.0f;
+            if (have_gpu && !g.rc) same &= (c.v[4][i] == 0.0f) == (g.v[4][i] == 0.0f);
+        }
+        const double share = (double)zc / (double)n;
+        CHECK(same && fabs(share - 0.3) < 0.3 * 0.1 + 3.0 / sqrt((double)n),
+              "%s: dropout p=0.3 drops %.4f of the values%s", op, share, have_gpu ? ", the same ones on both backends" : "");
     }
     res_free(&c), res_free(&g);
     free(x), free(a), free(h1), free(h2), free(da);

@@ -90,6 +90,10 @@ static int cpu_scatter_rows(gdn2_backend *be, int64_t n_rows, int64_t N, int64_t
     for (int64_t r = 0; r < n_rows; r++) memcpy(F(dst) + rows[r] * d, CF(src) + r * d, (size_t)d * sizeof(float));
     return GDN2_OK;
 }
+static int cpu_dropout(gdn2_backend *be, size_t n, void *x, float p, uint64_t seed) {
+    gdn2_nn_dropout(n, F(x), p, seed, NT(be));
+    return GDN2_OK;
+}
 static int cpu_sigmoid(gdn2_backend *be, size_t n, void *x) {
     float *p = F(x);
 #pragma omp parallel for schedule(static) num_threads(gdn2_threads(NT(be)))
@@ -288,7 +292,7 @@ void gdn2_backend_cpu_init(gdn2_backend *be, int n_threads) {
     be->copy = cpu_copy, be->zero = cpu_zero, be->sync = cpu_sync, be->destroy = cpu_destroy, be->cast = cpu_cast;
     be->linear_fwd = cpu_linear_fwd, be->linear_bwd = cpu_linear_bwd;
     be->add = cpu_add, be->embed_fwd = cpu_embed_fwd, be->embed_bwd = cpu_embed_bwd;
-    be->gather_rows = cpu_gather_rows, be->scatter_rows = cpu_scatter_rows, be->sigmoid = cpu_sigmoid;
+    be->gather_rows = cpu_gather_rows, be->scatter_rows = cpu_scatter_rows, be->sigmoid = cpu_sigmoid, be->dropout = cpu_dropout;
     be->rmsnorm_fwd = cpu_rmsnorm_fwd, be->rmsnorm_bwd = cpu_rmsnorm_bwd;
     be->rmsnorm_swish_fwd = cpu_rmsnorm_swish_fwd, be->rmsnorm_swish_bwd = cpu_rmsnorm_swish_bwd;
     be->conv_silu_fwd = cpu_conv_silu_fwd, be->conv_silu_bwd = cpu_conv_silu_bwd;

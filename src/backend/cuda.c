@@ -80,6 +80,9 @@ static int cu_scatter_rows(gdn2_backend *be, int64_t n_rows, int64_t N, int64_t 
     return gdn2_cuda_scatter_rows(NN(be), n_rows, N, d, rows_host, src, dst);
 }
 static int cu_sigmoid(gdn2_backend *be, size_t n, void *x) { return gdn2_cuda_sigmoid(n, x, STREAM(be)); }
+static int cu_dropout(gdn2_backend *be, size_t n, void *x, float p, uint64_t seed) {
+    return gdn2_cuda_dropout(n, x, p, seed, STREAM(be));
+}
 
 /* ---- norms --------------------------------------------------------------------------------- */
 static int cu_rmsnorm_fwd(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, float eps, void *y,
@@ -254,6 +257,7 @@ int gdn2_backend_cuda_init(gdn2_backend *be) {
     be->gather_rows = cu_gather_rows;
     be->scatter_rows = cu_scatter_rows;
     be->sigmoid = cu_sigmoid;
+    be->dropout = cu_dropout;
     be->rmsnorm_fwd = cu_rmsnorm_fwd;
     be->rmsnorm_bwd = cu_rmsnorm_bwd;
     be->rmsnorm_swish_fwd = cu_rmsnorm_swish_fwd;

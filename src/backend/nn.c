@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../util/internal.h"
+#include "../util/rng.h"
 
 void gdn2_linear_fwd(int64_t N, int64_t in, int64_t out, const float *X, const float *W, const float *bias,
                      float *Y) {
@@ -613,4 +614,11 @@ int gdn2_nn_attn_bwd(const gdn2_attn_cfg *a, int64_t B, int64_t T, const float *
     }
     free(Dt), free(sc);
     return GDN2_OK;
+}
+
+void gdn2_nn_dropout(size_t n, float *x, float p, uint64_t seed, int n_threads) {
+    const uint32_t thr = gdn2_dropout_thr(p);
+    const float k = 1.0f / (1.0f - p);
+#pragma omp parallel for num_threads(gdn2_threads(n_threads)) schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < (int64_t)n; i++) x[i] = gdn2_dropout_keep(seed, (uint64_t)i, thr) ? x[i] * k : 0.0f;
 }

@@ -76,6 +76,8 @@ int gdn2_nn_gates_bwd(int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, in
                       const float *sb, const float *sw, const float *g, const float *A_log, const float *dt,
                       const float *dg, const float *db, const float *dw, float *df, float *dpb, float *dpw,
                       float *dA_log, float *ddt, int n_threads);
+/* x *= mask / (1 - p), the mask of gdn2_dropout_keep(seed, i, ...) (backend.h dropout) */
+void gdn2_nn_dropout(size_t n, float *x, float p, uint64_t seed, int n_threads);
 /* a = silu(h1) h2;  backward: da in dh1 -> dh1, dh2 */
 void gdn2_nn_swiglu_fwd(size_t n, const float *h1, const float *h2, float *a, int n_threads);
 void gdn2_nn_swiglu_bwd(size_t n, const float *h1, const float *h2, float *dh1, float *dh2, int n_threads);

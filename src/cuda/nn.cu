@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/rng.h"
 #include "gdn2_cuda.h"
 #include "nn_ctx.cuh"
 
@@ -225,6 +226,18 @@ extern "C" int gdn2_cuda_sigmoid(size_t n, void *x, void *stream) {
     if (!n) return GDN2_OK;
     k_sigmoid<<<grid1(n), NN_BS, 0, S(stream)>>>(n, (bf16 *)x);
     return gdn2_cuda_launch_check("sigmoid");
+}
+
+// dropout: x = x / (1 - p) where gdn2_dropout_keep(seed, i, thr) (util/rng.h: the CPU's mask), else 0
+__global__ void k_dropout(size_t n, bf16 *x, uint32_t thr, float k, uint64_t seed) {
+    GRID_STRIDE(i, n) x[i] = gdn2_dropout_keep(seed, (uint64_t)i, thr) ? tob(ldb(x, i) * k) : tob(0.0f);
+}
+
+extern "C" int gdn2_cuda_dropout(size_t n, void *x, float p, uint64_t seed, void *stream) {
+    if (!n) return GDN2_OK;
+    const uint32_t thr = gdn2_dropout_thr(p);
+    k_dropout<<<grid1(n), NN_BS, 0, S(stream)>>>(n, (bf16 *)x, thr, 1.0f / (1.0f - p), seed);
+    return gdn2_cuda_launch_check("dropout");
 }
 
 // x *= k

@@ -17,6 +17,7 @@
 struct gdn2_model_acts {
     int64_t B, T;
     int recompute;                   /* 1: one block's activations, shared by all layers (below)     */
+    int dropped;                     /* the last forward applied dropout (its backward does too)     */
     void *buf;                       /* backend memory: what the backward needs                     */
     size_t buf_bytes;
     void *scr;                       /* backend memory: scratch of one forward or backward          */
@@ -400,8 +401,13 @@ static int head_pass(gdn2_model *m, int backward, float scale, float *logits_out
 /* Block l of the forward: mid = res_l + mixer(norm_1(res_l)); res_{l+1} = mid + mlp(norm_2(mid))
  * (res_{l+1} written when write_next). states: prefill (CPU) into slots slot0.. of s, or NULL.
  * y, var: scratch. */
+/* the dropout stream of block l's mixer (k 0) or MLP (k 1) output */
+static uint64_t drop_seed(const gdn2_model *m, int64_t l, int k) {
+    return gdn2_mix64(m->dropout_seed ^ (0xD1B54A32D192ED03ULL * (uint64_t)(2 * l + k + 1)));
+}
+
 static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, int64_t slot0, void *y, void *var,
-                         int write_next) {
+                         int write_next, int drop) {
     const gdn2_model_cfg *c = &m->cfg;
     gdn2_backend *be = m->be;
     struct gdn2_model_acts *a = m->acts;
@@ -423,12 +429,14 @@ static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, int64_t 
                               a->mix[l], s ? s->data + s->layer_off[l] + (size_t)slot0 * s->layer_size[l] : NULL,
                               var));
     }
+    if (drop) TRY(be->dropout(be, (size_t)(BT * d), y, m->dropout, drop_seed(m, l, 0)));
     TRY(be->add(be, (size_t)(BT * d), a->res[l], y, a->mid[l]));
     TRY(be->rmsnorm_fwd(be, BT, d, a->mid[l], P(m, m->dev_params, "transformer.h.%lld.norm_2.weight", l),
                         c->norm_eps, a->n2[l], a->r2[l]));
     TRY(gdn2_mlp_forward(be, BT, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
                          PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
                          PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), a->n2[l], y, a->mlp[l]));
+    if (drop) TRY(be->dropout(be, (size_t)(BT * d), y, m->dropout, drop_seed(m, l, 1)));
     if (write_next) TRY(be->add(be, (size_t)(BT * d), a->mid[l], y, a->res[l + 1]));
     return GDN2_OK;
 }
@@ -470,7 +478,11 @@ static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *tar
     if ((st = be->upload(be, a->dtokens, tokens, (size_t)BT * sizeof(int32_t)))) return st;
 
     TRY(be->embed_fwd(be, BT, d, a->dtokens, P(m, m->dev_params, "transformer.wte.weight", 0), a->res[0]));
-    for (int64_t l = 0; l < L; l++) TRY(block_forward(m, l, s, slot0, y, var, 1));
+    const int drop = train && m->dropout > 0.0f;
+    if (drop && !(m->dropout < 1.0f))
+        return gdn2_error(GDN2_ERR_ARG, "model forward: dropout %g outside [0, 1)", m->dropout);
+    a->dropped = drop;
+    for (int64_t l = 0; l < L; l++) TRY(block_forward(m, l, s, slot0, y, var, 1, drop));
     TRY(be->rmsnorm_fwd(be, BT, d, a->res[L], P(m, m->dev_params, "transformer.ln_f.weight", 0), c->norm_eps, a->nf,
                         a->rf));
     /* lm_head rows: everything when logits are wanted; the last position for generation; else only
@@ -518,7 +530,7 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
     const scr_layout S = scr_offsets(be, c, B, T);
     float *dres = AT(a->scr, S.dres);
     /* with an fp32 ACT type the cast of dres is the identity: use dres itself */
-    void *dres_act = be->act_bytes == sizeof(float) ? (void *)dres : AT(a->scr, S.dres_act);
+    void *dres_act = be->act_bytes == sizeof(float) && !a->dropped ? (void *)dres : AT(a->scr, S.dres_act);
     void *dn = AT(a->scr, S.dn), *var = AT(a->scr, S.var);
     int st;
     /* lm_head + cross-entropy: dn = d loss / d nf (mean over the targets, times scale) */
@@ -528,9 +540,10 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
                         P(m, G, "transformer.ln_f.weight", 0)));
     for (int64_t l = L - 1; l >= 0; l--) {
         /* recompute mode: block l's activations again from res_l (the same bits: deterministic ops) */
-        if (a->recompute) TRY(block_forward(m, l, NULL, 0, AT(a->scr, S.y), var, 0));
+        if (a->recompute) TRY(block_forward(m, l, NULL, 0, AT(a->scr, S.y), var, 0, a->dropped));
         /* res_{l+1} = mid + mlp(norm_2(mid)) */
         if (dres_act != (void *)dres) TRY(be->cast(be, (size_t)(BT * d), dres, GDN2_DT_F32, dres_act, GDN2_DT_ACT));
+        if (a->dropped) TRY(be->dropout(be, (size_t)(BT * d), dres_act, m->dropout, drop_seed(m, l, 1)));
         TRY(gdn2_mlp_backward(be, BT, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
                               PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
                               PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), a->n2[l], a->mlp[l], dres_act, dn,
@@ -541,6 +554,7 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
                             1, P(m, G, "transformer.h.%lld.norm_2.weight", l)));
         /* mid = res_l + mixer(norm_1(res_l)) */
         if (dres_act != (void *)dres) TRY(be->cast(be, (size_t)(BT * d), dres, GDN2_DT_F32, dres_act, GDN2_DT_ACT));
+        if (a->dropped) TRY(be->dropout(be, (size_t)(BT * d), dres_act, m->dropout, drop_seed(m, l, 0)));
         if (c->kind[l] >= GDN2_LAYER_SWA) {
             gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
             TRY(gdn2_attn_backward(be, &ac, PA(m, "transformer.h.%lld.attn.attn.weight", l),

@@ -134,7 +134,7 @@ typedef struct {
     char val[96];
     int fixed;
 } run_setting;
-enum { MAX_SETTINGS = 24 };
+enum { MAX_SETTINGS = 28 };
 
 /* shortest decimal that reads back as the same float (so equal text <=> equal float, and 3e-3 prints
  * as 0.003 rather than 0.00300000003) */
@@ -169,6 +169,7 @@ static int run_settings(const gdn2_train_opts *o, const char *data_id, const cha
     SET("wd", 0, "%s", (fmt_float(fb, sizeof fb, o->weight_decay), fb));
     SET("clip", 0, "%s", (fmt_float(fb, sizeof fb, o->clip), fb));
     SET("exempt-no-decay", 0, "%d", o->exempt_no_decay);
+    if (o->dropout > 0) SET("dropout", 0, "%s", (fmt_float(fb, sizeof fb, o->dropout), fb));
     if (o->task && !strcmp(o->task, "mqar")) {
         SET("mqar-vocab", 0, "%d", o->mqar_vocab);
         SET("mqar-pairs", 0, "%d", o->mqar_pairs);
@@ -188,7 +189,7 @@ static int run_settings(const gdn2_train_opts *o, const char *data_id, const cha
 /* the names --allow-change accepts, and those it refuses (the architecture) */
 static const char *const changeable[] = {"task", "steps", "seed", "lr", "min-lr", "warmup", "batch", "seq-len",
                                          "accum", "wd", "clip", "exempt-no-decay", "data", "mqar-vocab",
-                                         "mqar-pairs", "mqar-no-fill", "val-data", "shuffle-shards", NULL};
+                                         "mqar-pairs", "mqar-no-fill", "val-data", "shuffle-shards", "dropout", NULL};
 static const char *const fixed_settings[] = {"model", "layout", "gdn-heads", "gdn-head-dim", "vocab", NULL};
 static int in_list(const char *const *l, const char *name) {
     for (; *l; l++)
@@ -472,6 +473,7 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
     }
     m->n_threads = o.n_threads;
     m->recompute = o.recompute;
+    m->dropout = o.dropout;
     if (o.device && (st = gdn2_model_set_device(m, o.device))) goto done;
     if (W > 1 && !comm && (st = gdn2_comm_nccl(o.nccl_id, R, W, m->be->stream, &comm_owned))) goto done;
     if (W > 1 && !comm) comm = comm_owned;
@@ -519,6 +521,8 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
                 float l = 0.0f; /* read only when the forward succeeded (st == 0) */
                 st = get_batch(&ds, 0, batch_seed(o.seed, step, k), B, T, tok, tgt);
                 if (st) break;
+                /* dropout masks: a pure function of (seed, step, micro-batch, rank) */
+                m->dropout_seed = batch_seed(o.seed ^ 0xD0D0ULL, step, k) ^ (uint64_t)R;
                 if (W == 1) {
                     st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &l, 1);
                     if (!st) st = gdn2_model_backward(m, 1.0f / (float)o.accum);

@@ -9,7 +9,14 @@
 
 #include <stdint.h>
 
-static inline uint64_t gdn2_mix64(uint64_t z) {
+/* the mixer also runs in CUDA kernels (dropout masks: the same bits on both backends) */
+#ifdef __CUDACC__
+#define GDN2_HD __host__ __device__
+#else
+#define GDN2_HD
+#endif
+
+static inline GDN2_HD uint64_t gdn2_mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     return z ^ (z >> 31);
@@ -23,6 +30,13 @@ static inline uint64_t gdn2_rng_u64(gdn2_rng *r) { return gdn2_splitmix64(&r->s)
 static inline uint64_t gdn2_rng_below(gdn2_rng *r, uint64_t n) {
     return (uint64_t)(((unsigned __int128)gdn2_rng_u64(r) * n) >> 64);
 }
+/* Dropout mask element i of stream `seed`: kept when the top 32 bits of mix64(seed + (i+1)·φ) are at
+ * least thr = p·2^32 (p the drop probability). */
+static inline GDN2_HD int gdn2_dropout_keep(uint64_t seed, uint64_t i, uint32_t thr) {
+    return (uint32_t)(gdn2_mix64(seed + (i + 1) * 0x9E3779B97F4A7C15ULL) >> 32) >= thr;
+}
+static inline uint32_t gdn2_dropout_thr(float p) { return (uint32_t)((double)p * 4294967296.0); }
+
 /* uniform in [0, 1) from the top 53 bits */
 static inline double gdn2_rng_uniform(gdn2_rng *r) { return (gdn2_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0); }
 
