@@ -132,10 +132,10 @@ static int value_error(const char *fn, const char *name, size_t i, double x, int
 #define PAR_MIN(v, nt)
 #endif
 
-/* compiled for baseline x86-64 and x86-64-v3 (8-wide integer compares), as the chunk kernels'
+/* compiled for baseline x86-64, x86-64-v3 and x86-64-v4 (8- / 16-wide integer compares), as the chunk kernels'
  * element-wise functions (chunk_common.h) */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && !defined(__AVX2__)
-#define SCAN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define SCAN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define SCAN_CLONES
 #endif

@@ -41,11 +41,12 @@
 #pragma GCC optimize("no-trapping-math")
 #endif
 
-/* The element-wise functions are compiled twice, baseline x86-64 and x86-64-v3 (AVX2+FMA), and
- * the loader picks one for the machine (GCC function multi-versioning, GCC >= 12): the default
- * build stays portable and still uses 8-wide vectors where the CPU has them. */
+/* The element-wise functions are compiled three times, baseline x86-64, x86-64-v3 (AVX2+FMA) and
+ * x86-64-v4 (AVX-512F/BW/DQ/VL), and the loader picks one for the machine (GCC function
+ * multi-versioning, GCC >= 12): the default build stays portable and still uses 8- or 16-wide
+ * vectors where the CPU has them. */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && !defined(__AVX2__)
-#define GDN2_VEC_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define GDN2_VEC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define GDN2_VEC_CLONES
 #endif
