@@ -263,6 +263,19 @@ int gdn2_check_values_f64(const char *fn, const gdn2_dims *d, const gdn2_opts *o
     return o->trust_values ? GDN2_OK : scan_inputs_f64(fn, d, o, t, g);
 }
 
+int gdn2_check_values_rest(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
+                           const gdn2_bwd_tensors *g) {
+    if (o->trust_values) return GDN2_OK;
+    gdn2_fwd_tensors rest = *t;
+    rest.q = rest.k = rest.v = rest.g = rest.b = rest.w = NULL; /* checked by the kernel's load */
+    const gdn2_fwd_tensors *tr = &rest;
+    {
+        LIST_INPUTS(tr, g)
+        if (scan(fn, it, n, 0, o->n_threads) == GDN2_OK) return GDN2_OK;
+    }
+    return scan_inputs(fn, d, o, t, g); /* the error of the full scan: first bad tensor in list order */
+}
+
 int gdn2_check_beta_values(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
                            const float *beta, int scalar_g) {
     if (o->trust_values) return GDN2_OK;

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../util/internal.h"
 #include "check.h"
@@ -28,8 +29,10 @@
 #define GDN2_SIMD _Pragma("omp simd")
 #define GDN2_SIMD_MAX(v) GDN2_PRAGMA(omp simd reduction(max : v))
 #define GDN2_SIMD_SUM(v) GDN2_PRAGMA(omp simd reduction(+ : v))
+#define GDN2_SIMD_OR(v) GDN2_PRAGMA(omp simd reduction(| : v))
 #else
 #define GDN2_SIMD_SUM(v)
+#define GDN2_SIMD_OR(v)
 #define GDN2_SIMD
 #define GDN2_SIMD_MAX(v)
 #endif
@@ -77,6 +80,16 @@ static inline float gdn2_fexp(float x) {
     return x < lo ? 0.0f : (x == x ? res : x);
 }
 
+/* The value scan's test (check.c) on one element's bits u, for the chunk load: nonzero when the
+ * float is NaN or ±inf (exponent bits all ones) or its bits as a signed integer exceed pmax (pmax =
+ * 0: x > 0, a positive log-decay; INT32_MAX: never). Integer compares: vectorise in OR-reductions. */
+static inline int32_t gdn2_bits(const float *x) {
+    int32_t u;
+    memcpy(&u, x, sizeof u);
+    return u;
+}
+#define GDN2_BAD_BITS(u, pmax) ((((u) & 0x7f800000) == 0x7f800000) | ((u) > (pmax)))
+
 /* the problem, flattened for the per-chunk code */
 typedef struct {
     int64_t H, HV, K, V, G;            /* G = HV / H value heads per key head */
@@ -119,6 +132,8 @@ typedef struct {
     gdn2_tile tiles[2 * GDN2_C];
     int n_tiles;
     float *S;                  /* K x V running state */
+    int check;                 /* gdn2_chunk_load tests the input rows it reads (the value scan's test) */
+    int bad;                   /* ... and ORs the verdict in here (0 from gdn2_chunk_ws_init) */
 } gdn2_chunk_ws;
 
 size_t gdn2_chunk_ws_floats(int64_t K, int64_t V);
