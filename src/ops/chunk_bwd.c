@@ -59,27 +59,32 @@ static void bwd_ws_init(bwd_ws *b, float *p, int64_t K, int64_t V, int64_t max_l
 }
 
 /* The recompute of one chunk (F1..F5) against its chunk-start state S0.
- *   pass 0 (forward pass of the backward): T, A, [Y | R]; stores A and [Y | R] in `slot` if given;
- *   pass 1 (reverse pass): Aqk, plus A and [Y | R] from `slot` if given, else recomputed. */
+ *   pass 0 (forward pass of the backward): T, A, [Y | R]; into `slot` if given;
+ *   pass 1 (reverse pass): Aqk, plus A and [Y | R] from `slot` if given, else recomputed.
+ * With a slot, w->YU, w->R, w->A are left pointing into it (no copies); bwd_head restores them. */
 static void recompute(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok, int n, int64_t h, int64_t hv,
                       const float *S0, int pass, float *slot) {
     const int C = GDN2_C;
     const size_t kv = (size_t)(a->K + a->V);
     gdn2_chunk_load(w, a, tok, n, h, hv);
     gdn2_chunk_plan(w, a->K, n);
-    if (pass == 1 && slot) { /* Aqk only; A and [Y | R] as the forward pass left them */
+    if (pass == 1 && slot) { /* Aqk only; A and [Y | R] read in place from where the forward pass left
+                              * them (w->YU, R, A point into the slot; the reverse pass only reads them,
+                              * and bwd_head points them back at the workspace after it) */
         gdn2_chunk_scores(w, a->K, n, a->scale, 1, 0);
-        memcpy(w->YU, slot, (size_t)n * kv * sizeof(float));
-        memcpy(w->A, slot + C * kv, (size_t)n * C * sizeof(float));
+        w->YU = slot;
+        w->R = slot + a->K;
+        w->A = slot + C * kv;
         return;
+    }
+    if (slot) { /* pass 0: T, A and [Y | R] computed straight into the slot */
+        w->YU = slot;
+        w->R = slot + a->K;
+        w->A = slot + C * kv;
     }
     gdn2_chunk_scores(w, a->K, n, a->scale, pass == 1, 1);
     gdn2_chunk_solve(w, n);
     gdn2_chunk_wy(w, a->K, a->V, n, S0);
-    if (slot) {
-        memcpy(slot, w->YU, (size_t)n * kv * sizeof(float));
-        memcpy(slot + C * kv, w->A, (size_t)n * C * sizeof(float));
-    }
 }
 
 /* B9: the intra-chunk VJP through Aqk and T, tile by tile with the forward's exp anchoring:
@@ -141,6 +146,7 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
     const int64_t nch = (len + C - 1) / C;
     const size_t cslot = (size_t)C * (size_t)KV + (size_t)C * C; /* floats per chunk in b->cache */
 
+    float *const YU0 = w->YU, *const R0 = w->R, *const A0 = w->A; /* recompute may point these into the cache */
     /* 1. chunk-start states */
     float *S = w->S;
     if (x->t->h0) memcpy(S, x->t->h0 + (n * HV + hv) * K * V, sz * sizeof(float));
@@ -269,6 +275,9 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
         b->dSn = tmp;
     }
     w->check = check;
+    w->YU = YU0;
+    w->R = R0;
+    w->A = A0;
     if (x->g->dh0) memcpy(x->g->dh0 + (n * HV + hv) * K * V, b->dS, sz * sizeof(float));
 }
 
