@@ -44,6 +44,7 @@ int main(int argc, char **argv) {
     gdn2_opts o = {0};
     o.qk_l2norm = 1;
     o.n_threads = th;
+    o.trust_values = getenv("TRUST") != NULL; /* A/B of the value scan's cost */
     size_t nq = B * T * H * K, nv = B * T * H * V;
     float *q = buf(nq, -1, 1), *k = buf(nq, -1, 1), *v = buf(nv, -1, 1), *g = buf(nq, -0.5f, -0.001f);
     float *b = buf(nq, 0, 1), *w = buf(nv, 0, 1), *out = buf(nv, 0, 0), *dO = buf(nv, -1, 1), *beta = buf(B * T * H, 0, 1);

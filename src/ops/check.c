@@ -132,10 +132,10 @@ static int value_error(const char *fn, const char *name, size_t i, double x, int
 #define PAR_MIN(v, nt)
 #endif
 
-/* compiled for baseline x86-64 and x86-64-v3 (8-wide integer compares), as the chunk kernels'
+/* compiled for baseline x86-64, x86-64-v3 and x86-64-v4 (8- / 16-wide integer compares), as the chunk kernels'
  * element-wise functions (chunk_common.h) */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && !defined(__AVX2__)
-#define SCAN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define SCAN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define SCAN_CLONES
 #endif
@@ -261,6 +261,19 @@ int gdn2_check_values(const char *fn, const gdn2_dims *d, const gdn2_opts *o, co
 int gdn2_check_values_f64(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors_f64 *t,
                           const gdn2_bwd_tensors_f64 *g) {
     return o->trust_values ? GDN2_OK : scan_inputs_f64(fn, d, o, t, g);
+}
+
+int gdn2_check_values_rest(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
+                           const gdn2_bwd_tensors *g) {
+    if (o->trust_values) return GDN2_OK;
+    gdn2_fwd_tensors rest = *t;
+    rest.q = rest.k = rest.v = rest.g = rest.b = rest.w = NULL; /* checked by the kernel's load */
+    const gdn2_fwd_tensors *tr = &rest;
+    {
+        LIST_INPUTS(tr, g)
+        if (scan(fn, it, n, 0, o->n_threads) == GDN2_OK) return GDN2_OK;
+    }
+    return scan_inputs(fn, d, o, t, g); /* the error of the full scan: first bad tensor in list order */
 }
 
 int gdn2_check_beta_values(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,

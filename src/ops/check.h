@@ -22,6 +22,13 @@ int gdn2_check_tensor_values_f64(const char *fn, const char *name, const double 
  * GDN2_OK at once when o->trust_values (gdn2_check_inputs always scans). */
 int gdn2_check_values(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
                       const gdn2_bwd_tensors *g);
+/* The split scan of the chunk kernels, which check the rows of q, k, v, g, b, w themselves as their
+ * load reads them (GDN2_BAD_BITS, chunk_common.h): this scans only the rest (h0, A_log, dt_bias, and do, dht
+ * when g is not NULL). When it finds a bad element, or later when `kernel_bad` (the kernel saw a bad
+ * row), gdn2_check_values gives the error, so that the message names the first bad tensor in the
+ * documented order exactly as before. GDN2_OK at once when o->trust_values. */
+int gdn2_check_values_rest(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
+                           const gdn2_bwd_tensors *g);
 /* The KDA / GDN collapse calls: as gdn2_check_values for t without b and w (ignored), and beta
  * [B,T,H] finite; scalar_g (GDN): g is [B,T,H] too. */
 int gdn2_check_beta_values(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,

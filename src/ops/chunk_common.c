@@ -134,6 +134,29 @@ GDN2_VEC_CLONES void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a,
             GDN2_SIMD
             for (int64_t c = 0; c < V; c++) z[c] = wv[c] * v[c];
         }
+        /* the input value scan, folded in: the rows just read (still in L1) must be finite, and g
+         * <= 0 unless the gate is computed here (in KDA mode b, w are beta, checked by the caller) */
+        if (w->check) {
+            /* bad = OR over c of [q_c, k_c, b_c, v_c, w_c not finite] | [g_c not finite or (no gate) g_c > 0];
+             * in KDA mode q, v stand in for b, w (no loads through NULL, see above) */
+            const float *restrict sf = a->g + ok, *restrict sbb = a->beta ? sq : sb;
+            const float *restrict sw = a->beta ? v : a->w + ov;
+            const int32_t gmax = a->gate ? INT32_MAX : 0;
+            int bad = 0;
+            GDN2_SIMD_OR(bad)
+            for (int64_t c = 0; c < K; c++) {
+                const int32_t uq = gdn2_bits(sq + c), uk = gdn2_bits(sk + c), ub = gdn2_bits(sbb + c);
+                const int32_t ug = gdn2_bits(sf + c);
+                bad |= GDN2_BAD_BITS(uq, INT32_MAX) | GDN2_BAD_BITS(uk, INT32_MAX) | GDN2_BAD_BITS(ub, INT32_MAX) |
+                       GDN2_BAD_BITS(ug, gmax);
+            }
+            GDN2_SIMD_OR(bad)
+            for (int64_t c = 0; c < V; c++) {
+                const int32_t uv = gdn2_bits(v + c), uw = gdn2_bits(sw + c);
+                bad |= GDN2_BAD_BITS(uv, INT32_MAX) | GDN2_BAD_BITS(uw, INT32_MAX);
+            }
+            w->bad |= bad;
+        }
     }
     /* forward cumulative sums G_r = Σ_{i<=r} g_i (into gam, exponentiated below), and the chunk's
      * decay span max_c (max(0, max_r G) − min(0, min_r G)) */

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../util/internal.h"
 #include "check.h"
@@ -28,8 +29,10 @@
 #define GDN2_SIMD _Pragma("omp simd")
 #define GDN2_SIMD_MAX(v) GDN2_PRAGMA(omp simd reduction(max : v))
 #define GDN2_SIMD_SUM(v) GDN2_PRAGMA(omp simd reduction(+ : v))
+#define GDN2_SIMD_OR(v) GDN2_PRAGMA(omp simd reduction(| : v))
 #else
 #define GDN2_SIMD_SUM(v)
+#define GDN2_SIMD_OR(v)
 #define GDN2_SIMD
 #define GDN2_SIMD_MAX(v)
 #endif
@@ -41,11 +44,12 @@
 #pragma GCC optimize("no-trapping-math")
 #endif
 
-/* The element-wise functions are compiled twice, baseline x86-64 and x86-64-v3 (AVX2+FMA), and
- * the loader picks one for the machine (GCC function multi-versioning, GCC >= 12): the default
- * build stays portable and still uses 8-wide vectors where the CPU has them. */
+/* The element-wise functions are compiled three times, baseline x86-64, x86-64-v3 (AVX2+FMA) and
+ * x86-64-v4 (AVX-512F/BW/DQ/VL), and the loader picks one for the machine (GCC function
+ * multi-versioning, GCC >= 12): the default build stays portable and still uses 8- or 16-wide
+ * vectors where the CPU has them. */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && !defined(__AVX2__)
-#define GDN2_VEC_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define GDN2_VEC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define GDN2_VEC_CLONES
 #endif
@@ -75,6 +79,16 @@ static inline float gdn2_fexp(float x) {
     const float res = e * u.f; /* computed unconditionally: the selects below stay branch-free */
     return x < lo ? 0.0f : (x == x ? res : x);
 }
+
+/* The value scan's test (check.c) on one element's bits u, for the chunk load: nonzero when the
+ * float is NaN or ±inf (exponent bits all ones) or its bits as a signed integer exceed pmax (pmax =
+ * 0: x > 0, a positive log-decay; INT32_MAX: never). Integer compares: vectorise in OR-reductions. */
+static inline int32_t gdn2_bits(const float *x) {
+    int32_t u;
+    memcpy(&u, x, sizeof u);
+    return u;
+}
+#define GDN2_BAD_BITS(u, pmax) ((((u) & 0x7f800000) == 0x7f800000) | ((u) > (pmax)))
 
 /* the problem, flattened for the per-chunk code */
 typedef struct {
@@ -118,6 +132,8 @@ typedef struct {
     gdn2_tile tiles[2 * GDN2_C];
     int n_tiles;
     float *S;                  /* K x V running state */
+    int check;                 /* gdn2_chunk_load tests the input rows it reads (the value scan's test) */
+    int bad;                   /* ... and ORs the verdict in here (0 from gdn2_chunk_ws_init) */
 } gdn2_chunk_ws;
 
 size_t gdn2_chunk_ws_floats(int64_t K, int64_t V);

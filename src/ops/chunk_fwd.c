@@ -48,23 +48,30 @@ static int chunk_fwd(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
     int st = gdn2_chunk_setup(fn, d, o, t, &a);
     if (st) return st;
     if (!t->o) return gdn2_error(GDN2_ERR_ARG, "%s: output tensor 'o' is NULL", fn);
-    if (!beta && (st = gdn2_check_values(fn, d, o, t, NULL))) return st; /* beta: checked by the caller */
+    /* the value scan: here only h0 (and A_log, dt_bias); the rows of q, k, v, g, b, w are tested by
+     * the load as it reads them (w.check), and a bad one turns into the full scan's error after the
+     * kernel (the outputs o, ht then hold unspecified values). beta mode: checked by the caller. */
+    const int check = !beta && !o->trust_values;
+    if (check && (st = gdn2_check_values_rest(fn, d, o, t, NULL))) return st;
     const int nt = gdn2_chunk_threads(d, o, 0);
     const size_t per = gdn2_chunk_per_thread_floats(d, o, 0);
     float *owned, *ws = gdn2_chunk_workspace(fn, o, (size_t)nt * per * sizeof(float), &owned);
     if (!ws) return o->workspace ? GDN2_ERR_ARG : GDN2_ERR_NOMEM;
     const int64_t tasks = gdn2_num_states(d, o) * d->HV;
     const int saved = gdn2_blas_threads_begin();
-#pragma omp parallel num_threads(nt)
+    int bad = 0;
+#pragma omp parallel num_threads(nt) reduction(| : bad)
     {
         gdn2_chunk_ws w;
         gdn2_chunk_thread_ws(&w, ws, per, a.K, a.V);
+        w.check = check;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < tasks; i++) fwd_task(&a, d, o, t, &w, i / a.HV, i % a.HV);
+        bad |= w.bad;
     }
     gdn2_blas_threads_end(saved);
     free(owned);
-    return GDN2_OK;
+    return bad ? gdn2_check_values(fn, d, o, t, NULL) : GDN2_OK;
 }
 
 int gdn2_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t) {
