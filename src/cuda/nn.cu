@@ -611,10 +611,117 @@ __global__ void k_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t W, cons
     }
 }
 
+// ---- the fast path (W <= CONV_MAXW): one thread per (sequence, channel, run of CONV_R time steps),
+// a sliding window of the last W inputs in registers, 32-bit indices inside the run; consecutive
+// threads take consecutive channels (coalesced rows). Same formulas and summation orders as above.
+#define CONV_MAXW 8
+#define CONV_R 32
+#define CONV_BS 128
+// xe_s of (b, ch) as conv_xe, with x already offset to (b, ch): row stride D
+__device__ __forceinline__ float conv_xe_fast(const bf16 *xb, const float *hb, int64_t D, int W, int64_t s) {
+    if (s >= W - 1) return ldb(xb, (size_t)((s - (W - 1)) * D));
+    return hb ? hb[s * D] : 0.0f;
+}
+// y_t = silu(sum_i w_i xe_{t+i}), t in [t0, t1)
+__global__ void __launch_bounds__(CONV_BS) k_conv_fwd_fast(int64_t T, int64_t D, int W, const bf16 *x,
+                                                           const float *hist, size_t hs, const float *w, bf16 *y) {
+    const int64_t ch = blockIdx.x * (int64_t)CONV_BS + threadIdx.x;
+    if (ch >= D) return;
+    const int64_t nr = (T + CONV_R - 1) / CONV_R, b = blockIdx.y / nr, t0 = (blockIdx.y % nr) * CONV_R;
+    const int64_t t1 = t0 + CONV_R < T ? t0 + CONV_R : T;
+    const bf16 *xb = x + (size_t)(b * T * D + ch);
+    const float *hb = hist ? hist + b * hs + ch : NULL;
+    float wr[CONV_MAXW], win[CONV_MAXW];
+#pragma unroll
+    for (int i = 0; i < CONV_MAXW; i++) wr[i] = i < W ? w[ch * W + i] : 0.0f, win[i] = 0.0f;
+    // win[i] = xe_{t+i} for the current t; fill the first W-1
+#pragma unroll
+    for (int i = 0; i < CONV_MAXW - 1; i++)
+        if (i < W - 1) win[i] = conv_xe_fast(xb, hb, D, W, t0 + i);
+    bf16 *yb = y + (size_t)(b * T * D + ch);
+    for (int64_t t = t0; t < t1; t++) {
+        float c = 0.0f;
+#pragma unroll
+        for (int i = 0; i < CONV_MAXW; i++) {
+            if (i == W - 1) win[i] = ldb(xb, (size_t)(t * D));
+            if (i < W) c += wr[i] * win[i];
+        }
+        yb[(size_t)(t * D)] = tob(silu_(c));
+#pragma unroll
+        for (int i = 0; i < CONV_MAXW - 1; i++) win[i] = win[i + 1];
+    }
+}
+// The backward of one run, fused: dc_t = dy_t silu'(c_t) for t in [t0, min(T, t1+W-1)) (c recomputed),
+// dx_t' = sum_i w_i dc_{t'+W-1-i} (i increasing, terms past T absent) for t' in [t0, t1), and the
+// run's dw partial part[run, ch*W+i] = sum_{t in [t0,t1)} dc_t xe_{t+i} (t increasing).
+__global__ void __launch_bounds__(CONV_BS) k_conv_bwd_fast(int64_t T, int64_t D, int W, const bf16 *x,
+                                                           const float *hist, size_t hs, const float *w,
+                                                           const bf16 *dy, bf16 *dx, float *part) {
+    const int64_t ch = blockIdx.x * (int64_t)CONV_BS + threadIdx.x;
+    if (ch >= D) return;
+    const int64_t nr = (T + CONV_R - 1) / CONV_R, b = blockIdx.y / nr, t0 = (blockIdx.y % nr) * CONV_R;
+    const int64_t t1 = t0 + CONV_R < T ? t0 + CONV_R : T;
+    const int64_t te = t1 + W - 1 < T ? t1 + W - 1 : T; // dc rows this run needs
+    const bf16 *xb = x + (size_t)(b * T * D + ch), *dyb = dy + (size_t)(b * T * D + ch);
+    const float *hb = hist ? hist + b * hs + ch : NULL;
+    float wr[CONV_MAXW], win[CONV_MAXW], dcw[CONV_MAXW], acc[CONV_MAXW];
+#pragma unroll
+    for (int i = 0; i < CONV_MAXW; i++) wr[i] = i < W ? w[ch * W + i] : 0.0f, win[i] = dcw[i] = acc[i] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < CONV_MAXW - 1; i++)
+        if (i < W - 1) win[i] = conv_xe_fast(xb, hb, D, W, t0 + i);
+    bf16 *dxb = dx ? dx + (size_t)(b * T * D + ch) : NULL;
+    // rows t0 .. t1+W-2: dc for t < te, zero past T (absent terms); dx of row t-(W-1) once its
+    // W dc values are known
+    for (int64_t t = t0; t < t1 + W - 1; t++) {
+        float dc = 0.0f;
+        if (t < te) {
+            float c = 0.0f;
+#pragma unroll
+            for (int i = 0; i < CONV_MAXW; i++) {
+                if (i == W - 1) win[i] = ldb(xb, (size_t)(t * D));
+                if (i < W) c += wr[i] * win[i];
+            }
+            dc = ldb(dyb, (size_t)(t * D)) * silu_grad_(c);
+            if (t < t1 && part) {
+#pragma unroll
+                for (int i = 0; i < CONV_MAXW; i++)
+                    if (i < W) acc[i] += dc * win[i];
+            }
+#pragma unroll
+            for (int i = 0; i < CONV_MAXW - 1; i++) win[i] = win[i + 1];
+        }
+        // dcw[j] = dc_{t-(W-1)+j}
+#pragma unroll
+        for (int j = 0; j < CONV_MAXW - 1; j++) dcw[j] = dcw[j + 1];
+#pragma unroll
+        for (int j = 0; j < CONV_MAXW; j++)
+            if (j == W - 1) dcw[j] = dc;
+        const int64_t tp = t - (W - 1);
+        if (dxb && tp >= t0 && tp < t1) {
+            float s = 0.0f; // sum_i w_i dc_{tp+W-1-i} = sum_i w_i dcw[W-1-i], i increasing
+#pragma unroll
+            for (int i = 0; i < CONV_MAXW; i++)
+                if (i < W) s += wr[i] * dcw[W - 1 - i];
+            dxb[(size_t)(tp * D)] = tob(s);
+        }
+    }
+    if (part) {
+        float *pr = part + (size_t)blockIdx.y * (size_t)(D * W) + (size_t)(ch * W);
+        for (int i = 0; i < W; i++) pr[i] = acc[i];
+    }
+}
+
 extern "C" int gdn2_cuda_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t W, const void *x, const float *hist,
                                        size_t hist_stride, const float *w, void *y, void *stream) {
     const size_t n = (size_t)(B * T * D);
     if (!n || W <= 0) return GDN2_OK;
+    const int64_t runs = B * ((T + CONV_R - 1) / CONV_R);
+    if (W <= CONV_MAXW && runs <= 65535) {
+        k_conv_fwd_fast<<<dim3((unsigned)cdiv(D, CONV_BS), (unsigned)runs), CONV_BS, 0, S(stream)>>>(
+            T, D, (int)W, (const bf16 *)x, hist, hist_stride, w, (bf16 *)y);
+        return gdn2_cuda_launch_check("conv_silu_fwd");
+    }
     k_conv_silu_fwd<<<grid1(n), NN_BS, 0, S(stream)>>>(B, T, D, W, (const bf16 *)x, hist, hist_stride, w, (bf16 *)y);
     return gdn2_cuda_launch_check("conv_silu_fwd");
 }
@@ -663,6 +770,17 @@ extern "C" int gdn2_cuda_conv_silu_bwd(gdn2_cuda_nn *c, int64_t B, int64_t T, in
     const char *fn = "cuda conv_silu_bwd";
     const size_t n = (size_t)(B * T * D);
     if (!n || W <= 0) return GDN2_OK;
+    const int64_t runs = B * ((T + CONV_R - 1) / CONV_R);
+    if (W <= CONV_MAXW && runs <= 65535) {
+        /* one fused pass: dx and the per-run dw partials, then the fixed-order sum over runs */
+        float *part = NULL;
+        if (dw && !(part = (float *)gdn2_cuda_nn_scratch(c, (size_t)(runs * D * W) * sizeof(float), fn)))
+            return GDN2_ERR_NOMEM;
+        k_conv_bwd_fast<<<dim3((unsigned)cdiv(D, CONV_BS), (unsigned)runs), CONV_BS, 0, c->stream>>>(
+            T, D, (int)W, (const bf16 *)x, hist, hist_stride, w, (const bf16 *)dy, (bf16 *)dx, part);
+        int rc = gdn2_cuda_launch_check(fn);
+        return rc || !dw ? rc : gdn2_cuda_colsum_finish(part, runs, D * W, dw, c->stream);
+    }
     const int64_t nch = cdiv(B * T, NN_RCH);
     CHECK_CHUNKS(fn, nch);
     const size_t dcb = al256(n * sizeof(float));
