@@ -199,7 +199,7 @@ int main(int argc, char **argv) {
     gdn2_adamw_cfg ac = gdn2_adamw_default();
     int st = gdn2_model_create(&c, &m);
     if (!st) gdn2_model_init(m, 1);
-    if (!st) st = gdn2_adamw_init(&opt, &ac, m->n_params);
+    if (!st) st = gdn2_adamw_init(&opt, &ac, m->n_flat);
     if (!st) st = gdn2_model_set_device(m, "cuda");
     if (!st) m->recompute = recompute;
     if (st) {

@@ -158,7 +158,7 @@ int main(int argc, char **argv) {
     gdn2_adamw opt;
     gdn2_adamw_cfg ac = gdn2_adamw_default();
     ac.weight_decay = 0.1f;
-    gdn2_adamw_init(&opt, &ac, m->n_params);
+    gdn2_adamw_init(&opt, &ac, m->n_flat);
 
     const int64_t B = batch;
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)(B * T)), *tgt = malloc(sizeof(int32_t) * (size_t)(B * T));
@@ -176,7 +176,7 @@ int main(int argc, char **argv) {
         if (!st) st = gdn2_model_backward(m, 1.0f);
         if (st) break;
         if (!isfinite(loss)) { st = gdn2_error(GDN2_ERR_ARG, "loss %g at step %lld", loss, (long long)step); break; }
-        gdn2_clip_grad_norm(m->grads, m->n_params, 1.0f);
+        gdn2_clip_grad_norm(m->grads, m->n_flat, 1.0f);
         gdn2_adamw_step(&opt, m, gdn2_lr_at(step, steps / 20, steps, (float)lr, (float)lr / 10));
         loss_ema = isnan(loss_ema) ? loss : 0.95 * loss_ema + 0.05 * loss;
         done = step + 1;

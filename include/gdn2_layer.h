@@ -30,17 +30,25 @@ typedef struct {
     gdn2_layer_kernel kernel;    /* recurrence kernel, GDN2_KERNEL_CHUNK (0) unless a caller asks */
 } gdn2_layer_cfg;
 
+/* The flat parameter block: every tensor starts at a multiple of GDN2_PARAM_ALIGN floats (256 bytes
+ * in fp32, 128 in bf16: the alignment the CUDA backend's matrix products want), the gaps between
+ * tensors are zeros. So a block holds more floats (gdn2_layer_param_count) than parameters (the sum
+ * of gdn2_layer_params' numel); files store the tensors by name, never the block. */
+#define GDN2_PARAM_ALIGN 64
+
 typedef struct {
     char name[96];               /* official name relative to the layer, e.g. "q_proj.weight", "A_log" */
     int ndim; int64_t shape[4];
-    size_t offset, numel;        /* in floats, into the layer's flat parameter block */
+    size_t offset, numel;        /* in floats, into the layer's flat parameter block (offset a multiple of GDN2_PARAM_ALIGN) */
     int no_decay;                /* exempt from weight decay when the optimizer is asked to exempt (A_log, dt_bias, norm weights, biases) */
 } gdn2_param_info;
 
 /* Validate a config (positive sizes, HV % H == 0, conv_size >= 1, eps > 0, known mixer and kernel). */
 GDN2_API int    gdn2_layer_check(const gdn2_layer_cfg *c);
 GDN2_API int    gdn2_layer_params(const gdn2_layer_cfg *c, gdn2_param_info *out, int cap); /* returns the count; out may be NULL */
-GDN2_API size_t gdn2_layer_param_count(const gdn2_layer_cfg *c);                           /* floats in the flat block */
+/* Floats in the flat block (alignment gaps included): the size to allocate for params / dparams.
+ * Not the number of parameters, which is the sum of gdn2_layer_params' numel. */
+GDN2_API size_t gdn2_layer_param_count(const gdn2_layer_cfg *c);
 GDN2_API void   gdn2_layer_init(const gdn2_layer_cfg *c, float *params, uint64_t seed);    /* official init (docs/LAYER.md) */
 GDN2_API size_t gdn2_layer_act_size(const gdn2_layer_cfg *c, int64_t B, int64_t T);        /* floats saved by forward for backward (O(B·T·d), never O(T·K·V)) */
 GDN2_API size_t gdn2_layer_state_size(const gdn2_layer_cfg *c);                             /* floats of decode state per sequence: conv caches + recurrent state */
@@ -73,7 +81,7 @@ GDN2_API int gdn2_layer_run(const char *device, const gdn2_layer_cfg *c, const f
 GDN2_API int gdn2_layer_config_from_file(const gdn2_st *st, gdn2_layer_cfg *c);
 /* Every parameter <prefix><official name> (prefix "param." in the fixture), each required with
  * exactly its expected shape (errors name the file, tensor and shape), into the flat block params
- * (gdn2_layer_param_count floats). */
+ * (gdn2_layer_param_count floats, the alignment gaps zeroed). */
 GDN2_API int gdn2_layer_load_params(const gdn2_layer_cfg *c, const gdn2_st *st, const char *prefix, float *params);
 
 #ifdef __cplusplus

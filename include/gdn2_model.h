@@ -79,7 +79,8 @@ GDN2_API gdn2_layer_cfg gdn2_model_layer_cfg(const gdn2_model_cfg *c, int i);
  * not included in the return value. */
 GDN2_API double gdn2_model_flops_per_token(const gdn2_model_cfg *c, int64_t T, double *recurrence);
 
-/* one parameter tensor of the model: official lit_gpt name, shape, place in the flat block */
+/* one parameter tensor of the model: official lit_gpt name, shape, place in the flat block (offset
+ * in floats, a multiple of GDN2_PARAM_ALIGN; the gaps between tensors are zeros) */
 typedef struct {
     char name[128];
     int ndim;
@@ -91,7 +92,8 @@ typedef struct {
 /* Parameter table straight from the config (no allocation of the weights; used for the 1.3B counts).
  * Returns the number of tensors; out may be NULL. */
 GDN2_API int gdn2_model_params(const gdn2_model_cfg *c, gdn2_model_param *out, int cap);
-GDN2_API size_t gdn2_model_param_count(const gdn2_model_cfg *c); /* total floats */
+GDN2_API size_t gdn2_model_param_count(const gdn2_model_cfg *c); /* parameters: the sum of the tensors' numel */
+GDN2_API size_t gdn2_model_flat_size(const gdn2_model_cfg *c);   /* floats in the flat block, gaps included */
 
 struct gdn2_model_acts; /* activations saved by a training forward (private) */
 struct gdn2_backend;    /* the arithmetic backend (src/backend/backend.h, private)               */
@@ -101,10 +103,12 @@ typedef struct {
     gdn2_model_cfg cfg;
     int n_tensors;
     gdn2_model_param *tensors;
-    size_t n_params;
-    float *params;              /* [n_params]                                                    */
-    float *grads;               /* [n_params], allocated by the first backward / zero_grad       */
-    size_t *layer_off;          /* [n_layer] offset of each layer's mixer block in params        */
+    size_t n_params;            /* parameters (gdn2_model_param_count): what logs and counts report */
+    size_t n_flat;              /* floats in the flat block (gdn2_model_flat_size): the size of params,
+                                 * grads, the device copies, AdamW's moments and data-parallel shards */
+    float *params;              /* [n_flat]                                                      */
+    float *grads;               /* [n_flat], allocated by the first backward / zero_grad         */
+    size_t *layer_off;          /* [n_layer] offset of each layer's mixer block in params (aligned) */
     int n_threads;              /* 0 = OpenMP default                                            */
     float dropout;              /* training forwards drop this share of each mixer's and MLP's output
                                  * before its residual add (nanoGPT's resid dropout), 0 = none     */
@@ -223,7 +227,7 @@ GDN2_API int gdn2_model_step_slots(gdn2_model *m, gdn2_model_state *s, int64_t n
  * tokens, config. Loading checks both hashes against m: another config or other weights are
  * GDN2_ERR_ARG naming both. */
 GDN2_API uint64_t gdn2_model_config_hash(const gdn2_model_cfg *c);  /* FNV-1a of the config JSON          */
-GDN2_API uint64_t gdn2_model_weights_hash(const gdn2_model *m);     /* n_params + up to 2^16 spaced weights */
+GDN2_API uint64_t gdn2_model_weights_hash(const gdn2_model *m);     /* n_params + up to 2^16 spaced weights (gaps skipped) */
 GDN2_API int gdn2_model_state_save_slot(const gdn2_model *m, const gdn2_model_state *s, int64_t slot, const float *logits,
                                const char *path);
 /* logits [padded_vocab] (may be NULL) gets the file's logits; *has_logits (may be NULL) says
@@ -257,14 +261,14 @@ typedef struct {
 } gdn2_adamw_cfg;
 typedef struct {
     gdn2_adamw_cfg cfg;
-    size_t n;
+    size_t n;      /* moments: the model's flat block (gdn2_model.n_flat), alignment gaps included */
     float *m, *v;  /* HOST moments (the checkpoint's); on a device, copies written when saving */
     int64_t step; /* updates done */
     struct gdn2_backend *be; /* set by the first step of a device model: dm, dv live there */
     float *dm, *dv;
 } gdn2_adamw;
 GDN2_API gdn2_adamw_cfg gdn2_adamw_default(void);
-GDN2_API int gdn2_adamw_init(gdn2_adamw *o, const gdn2_adamw_cfg *c, size_t n);
+GDN2_API int gdn2_adamw_init(gdn2_adamw *o, const gdn2_adamw_cfg *c, size_t n); /* n = the model's n_flat */
 GDN2_API void gdn2_adamw_free(gdn2_adamw *o);
 /* One update of the model's weights from its gradients at learning rate lr (torch AdamW:
  * decoupled decay), on the model's device (the moments move there at the first step). */
@@ -275,7 +279,9 @@ GDN2_API int gdn2_adamw_sync_host(gdn2_adamw *o);
 GDN2_API float gdn2_clip_grad_norm(float *g, size_t n, float max_norm);
 /* Linear warmup from 0 over `warmup` steps, then cosine from lr to min_lr at max_steps. */
 GDN2_API float gdn2_lr_at(int64_t step, int64_t warmup, int64_t max_steps, float lr, float min_lr);
-/* Optimizer checkpoint: m, v, step and a caller string (metadata "train", e.g. data state). */
+/* Optimizer checkpoint: m, v, step and a caller string (metadata "train", e.g. data state). The
+ * moments are stored as the flat block (n floats): loading refuses, naming both sizes, a file whose
+ * moments are of another size (another model, or written before the block was aligned). */
 GDN2_API int gdn2_adamw_save(const gdn2_adamw *o, const char *path, const char *train_json);
 GDN2_API int gdn2_adamw_load(gdn2_adamw *o, const char *path, char **train_json /* malloc'ed, may be NULL */);
 

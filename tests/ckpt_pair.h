@@ -14,7 +14,7 @@ static inline int ckpt_load_pair(const char *path, gdn2_model **m, gdn2_adamw *o
     snprintf(op, sizeof op, "%s.optim", path);
     gdn2_adamw_cfg ac = gdn2_adamw_default();
     int st = gdn2_model_load(path, m);
-    if (!st) st = gdn2_adamw_init(o, &ac, (*m)->n_params);
+    if (!st) st = gdn2_adamw_init(o, &ac, (*m)->n_flat);
     if (!st) st = gdn2_adamw_load(o, op, NULL);
     return st;
 }
@@ -28,9 +28,9 @@ static inline int ckpt_same_pair(const char *a, const char *b, char *why, size_t
     if (!st) st = ckpt_load_pair(b, &mb, &ob);
     int same = 0;
     if (st) snprintf(why, n, "%s", gdn2_last_error());
-    else if (ma->n_params != mb->n_params) snprintf(why, n, "%zu vs %zu parameters", ma->n_params, mb->n_params);
+    else if (ma->n_flat != mb->n_flat) snprintf(why, n, "flat blocks of %zu vs %zu floats", ma->n_flat, mb->n_flat);
     else {
-        const size_t by = ma->n_params * sizeof(float);
+        const size_t by = ma->n_flat * sizeof(float);
         int w = !memcmp(ma->params, mb->params, by), m1 = !memcmp(oa.m, ob.m, by), v = !memcmp(oa.v, ob.v, by);
         same = w && m1 && v && oa.step == ob.step;
         snprintf(why, n, "weights %s, m %s, v %s, step %lld vs %lld", w ? "equal" : "DIFFER", m1 ? "equal" : "DIFFER",

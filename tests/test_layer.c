@@ -517,11 +517,17 @@ static void test_config_errors(void) {
     CHECK(gdn2_layer_forward(&c, &x, &x, 1, 1, &y, NULL, NULL, 1) == GDN2_ERR_ARG, "forward with a bad config fails cleanly");
     /* parameter counts: official 1.3B layer (d=2048, 16 heads x 128) */
     gdn2_layer_cfg big = {2048, 16, 16, 128, 128, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
-    const size_t n = gdn2_layer_param_count(&big);
+    gdn2_param_info bpi[32];
+    const int bnp = gdn2_layer_params(&big, bpi, 32);
+    size_t n = 0;
+    for (int i = 0; i < bnp && i < 32; i++) n += bpi[i].numel;
+    const size_t flat = gdn2_layer_param_count(&big); /* the flat block: the tensors at multiples of 64 floats */
     /* 6 d·D projections (q,k,v,b,w,o) + f/g low rank (d·V + V·D)·2 + convs 3·D·4 + A_log 16 + dt_bias D
        + g bias D + o_norm V, with d = D = 2048, V = 128 */
     const size_t want = 6 * 2048 * 2048 + 2 * (2048 * 128 + 128 * 2048) + 3 * 2048 * 4 + 16 + 2048 + 2048 + 128;
     CHECK(n == want, "official-size layer has %zu parameters (expected %zu)", n, want);
+    CHECK(bnp <= 32 && flat == bpi[bnp - 1].offset + bpi[bnp - 1].numel && flat - n < (size_t)bnp * GDN2_PARAM_ALIGN,
+          "official-size layer's flat block: %zu floats for %zu parameters in %d tensors", flat, n, bnp);
     /* init: ranges as GDN2.md §4 */
     gdn2_layer_cfg t = {64, 2, 2, 16, 16, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
     gdn2_param_info pi[32];

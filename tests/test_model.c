@@ -49,6 +49,161 @@ static void test_counts(void) {
     }
 }
 
+/* ---- the flat block's alignment ------------------------------------------------------------ */
+/* Every tensor of every named config's table (and of each layout's kinds, and of the layer's own
+ * slots for every mixer) starts at a multiple of GDN2_PARAM_ALIGN floats (the bf16 view at 128-byte
+ * boundaries), no two overlap, the layer's block sits at layer_off with its slots at their own
+ * offsets, the gaps are zeros after init, and the parameter counts are the sums of numel. */
+static int table_aligned(const gdn2_model_cfg *c, const char *what) {
+    int n = gdn2_model_params(c, NULL, 0), bad = 0, overlap = 0;
+    gdn2_model_param *p = calloc((size_t)n, sizeof *p);
+    if (!p) return 0;
+    gdn2_model_params(c, p, n);
+    size_t sum = 0, end = 0;
+    for (int i = 0; i < n; i++) {
+        if (p[i].offset % GDN2_PARAM_ALIGN) {
+            if (bad++ < 3) printf("  %s: %s at offset %zu (bf16 byte %zu)\n", what, p[i].name, p[i].offset, p[i].offset * 2);
+        }
+        overlap += p[i].offset < end;
+        end = p[i].offset + p[i].numel;
+        sum += p[i].numel;
+    }
+    free(p);
+    const size_t cnt = gdn2_model_param_count(c), flat = gdn2_model_flat_size(c);
+    CHECK(!bad && !overlap && cnt == sum && flat == end && flat >= cnt && flat - cnt < (size_t)n * GDN2_PARAM_ALIGN,
+          "%s: %d tensors at multiples of %d floats (%d not), in order without overlap (%d); %zu parameters, "
+          "flat block %zu floats", what, n, GDN2_PARAM_ALIGN, bad, overlap, cnt, flat);
+    return !bad && !overlap;
+}
+
+static void test_alignment(void) {
+    if (!layer_available()) {
+        CHECK(0, "flat-block alignment: the GDN-2 layer is unavailable");
+        return;
+    }
+    const char *names[] = {"gdn2_1.3B", "swa_gdn2_1.3B", "gdn2_12h_100M", "gdn2_12h_305M", "swa_gdn2_100M",
+                           "tiny", "small", "hybrid_tiny", "char_10M"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        gdn2_model_cfg c;
+        CHECK(gdn2_model_config(names[i], &c) == GDN2_OK, "config %s", names[i]);
+        table_aligned(&c, names[i]);
+        CHECK(strstr(gdn2_model_config_names(), names[i]) != NULL, "%s is among the named configs", names[i]);
+    }
+    /* every layer kind, with sizes that leave every 1-D tensor short of a multiple of 64 */
+    const char *layouts[] = {"gdn2,kda,gdn,swa,attn", "kda", "gdn"};
+    for (size_t i = 0; i < sizeof layouts / sizeof layouts[0]; i++) {
+        gdn2_model_cfg c;
+        gdn2_model_config("tiny", &c);
+        c.n_layer = 5, c.gdn_heads = c.gdn_v_heads = 3, c.gdn_head_dim = 20;
+        if (gdn2_model_set_layout(&c, layouts[i]) || gdn2_model_check(&c)) {
+            CHECK(0, "layout %s: %s", layouts[i], gdn2_last_error());
+            continue;
+        }
+        char what[96];
+        snprintf(what, sizeof what, "tiny (3 heads of 20) layout %s", layouts[i]);
+        table_aligned(&c, what);
+        gdn2_model *m = NULL;
+        if (gdn2_model_create(&c, &m)) {
+            CHECK(0, "create %s: %s", what, gdn2_last_error());
+            continue;
+        }
+        gdn2_model_init(m, 3);
+        /* the model's layer_off and the layer's own offsets name the same floats */
+        int agree = 1, nrec = 0;
+        for (int64_t l = 0; l < c.n_layer; l++) {
+            if (c.kind[l] >= GDN2_LAYER_SWA) continue;
+            nrec++;
+            gdn2_layer_cfg lc = gdn2_model_layer_cfg(&c, (int)l);
+            int np = gdn2_layer_params(&lc, NULL, 0);
+            gdn2_param_info *pi = calloc((size_t)np, sizeof *pi);
+            gdn2_layer_params(&lc, pi, np);
+            agree &= m->layer_off[l] % GDN2_PARAM_ALIGN == 0;
+            for (int k = 0; k < np; k++) {
+                char nm[160];
+                snprintf(nm, sizeof nm, "transformer.h.%lld.attn.%s", (long long)l, pi[k].name);
+                const gdn2_model_param *mp = gdn2_model_find(m, nm);
+                agree &= mp && mp->offset == m->layer_off[l] + pi[k].offset && mp->numel == pi[k].numel &&
+                         pi[k].offset % GDN2_PARAM_ALIGN == 0;
+            }
+            agree &= gdn2_layer_param_count(&lc) == pi[np - 1].offset + pi[np - 1].numel;
+            free(pi);
+        }
+        /* the gaps hold zeros after init */
+        size_t nonzero = 0, end = 0;
+        for (int t = 0; t < m->n_tensors; t++) {
+            for (size_t j = end; j < m->tensors[t].offset; j++) nonzero += m->params[j] != 0.0f;
+            end = m->tensors[t].offset + m->tensors[t].numel;
+        }
+        CHECK(agree && nrec > 0 && nonzero == 0 && m->n_params == gdn2_model_param_count(&c) &&
+                  m->n_flat == gdn2_model_flat_size(&c) && m->n_flat > m->n_params,
+              "%s: layer_off and the layer's slot offsets agree over %d recurrent layers; %zu nonzero floats in "
+              "the gaps; n_params %zu, n_flat %zu", what, nrec, nonzero, m->n_params, m->n_flat);
+        gdn2_model_free(m);
+    }
+    /* the layer's own block, every mixer */
+    for (int mix = 0; mix < 3; mix++) {
+        gdn2_layer_cfg lc = {100, 3, 6, 20, 12, 4, 0, 1e-5f, (gdn2_mixer_kind)mix, GDN2_KERNEL_CHUNK};
+        int np = gdn2_layer_params(&lc, NULL, 0), bad = 0;
+        gdn2_param_info *pi = calloc((size_t)np, sizeof *pi);
+        gdn2_layer_params(&lc, pi, np);
+        size_t sum = 0;
+        for (int k = 0; k < np; k++) bad += pi[k].offset % GDN2_PARAM_ALIGN != 0, sum += pi[k].numel;
+        const size_t flat = gdn2_layer_param_count(&lc);
+        float *w = malloc(flat * sizeof(float));
+        for (size_t j = 0; j < flat; j++) w[j] = 7.0f;
+        gdn2_layer_init(&lc, w, 1);
+        size_t nonzero = 0, end = 0;
+        for (int k = 0; k < np; k++) {
+            for (size_t j = end; j < pi[k].offset; j++) nonzero += w[j] != 0.0f;
+            end = pi[k].offset + pi[k].numel;
+        }
+        CHECK(np > 0 && !bad && flat == end && flat > sum && nonzero == 0,
+              "layer mixer %d: %d slots at multiples of %d floats (%d not); %zu parameters in a block of %zu floats; "
+              "init zeroes the gaps (%zu nonzero)", mix, np, GDN2_PARAM_ALIGN, bad, sum, flat, nonzero);
+        free(w), free(pi);
+    }
+}
+
+/* An optimizer file whose moments are not the flat block's size (one written before the block was
+ * aligned held the parameter count) is refused with a message naming both sizes. */
+static void test_optim_size(void) {
+    gdn2_model_cfg c;
+    gdn2_model *m = NULL;
+    gdn2_model_config("tiny", &c);
+    if (!layer_available() || gdn2_model_create(&c, &m)) {
+        CHECK(0, "optimizer file size: tiny model");
+        return;
+    }
+    char path[256];
+    snprintf(path, sizeof path, "%s/gdn2_test_optim_%d.safetensors", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+             (int)getpid());
+    gdn2_adamw_cfg ac = gdn2_adamw_default();
+    gdn2_adamw old, cur;
+    memset(&old, 0, sizeof old), memset(&cur, 0, sizeof cur);
+    int st = gdn2_adamw_init(&old, &ac, m->n_params); /* the pre-alignment size */
+    if (!st) st = gdn2_adamw_save(&old, path, NULL);
+    if (!st) st = gdn2_adamw_init(&cur, &ac, m->n_flat);
+    int ls = st ? st : gdn2_adamw_load(&cur, path, NULL);
+    char want[64];
+    snprintf(want, sizeof want, "%zu", m->n_flat);
+    CHECK(!st && ls == GDN2_ERR_FORMAT && strstr(gdn2_last_error(), "flat parameter block") &&
+              strstr(gdn2_last_error(), want),
+          "an optimizer file of %zu moments for a flat block of %zu floats is refused: %s", m->n_params, m->n_flat,
+          gdn2_last_error());
+    if (!st) {
+        gdn2_adamw_free(&cur);
+        st = gdn2_adamw_init(&cur, &ac, m->n_flat);
+        gdn2_adamw_free(&old);
+        if (!st) st = gdn2_adamw_init(&old, &ac, m->n_flat);
+        if (!st) st = gdn2_adamw_save(&old, path, NULL);
+        CHECK(!st && gdn2_adamw_load(&cur, path, NULL) == GDN2_OK, "an optimizer file of the flat block's size loads%s%s",
+              st ? ": " : "", st ? gdn2_last_error() : "");
+    }
+    gdn2_adamw_free(&old), gdn2_adamw_free(&cur);
+    remove(path);
+    gdn2_model_free(m);
+}
+
 static void test_config(void) {
     gdn2_model_cfg c;
     CHECK(gdn2_model_config("nope", &c) == GDN2_ERR_ARG && strstr(gdn2_last_error(), "tiny"),
@@ -468,16 +623,16 @@ static void test_recompute(void) {
     int32_t tok[48], tgt[48];
     for (int i = 0; i < 48; i++) tok[i] = (i * 29 + 3) % 256, tgt[i] = i % 5 == 0 ? GDN2_IGNORE : (i * 13 + 1) % 256;
     float l0 = 0, l1 = 0;
-    float *g0 = malloc(m->n_params * sizeof(float));
+    float *g0 = malloc(m->n_flat * sizeof(float));
     int st = gdn2_model_zero_grad(m);
     if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &l0, 1);
     if (!st) st = gdn2_model_backward(m, 1.0f);
-    if (!st) memcpy(g0, m->grads, m->n_params * sizeof(float));
+    if (!st) memcpy(g0, m->grads, m->n_flat * sizeof(float));
     m->recompute = 1;
     if (!st) st = gdn2_model_zero_grad(m);
     if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &l1, 1);
     if (!st) st = gdn2_model_backward(m, 1.0f);
-    CHECK(!st && l0 == l1 && !memcmp(g0, m->grads, m->n_params * sizeof(float)),
+    CHECK(!st && l0 == l1 && !memcmp(g0, m->grads, m->n_flat * sizeof(float)),
           "recompute per block (gdn2,swa,kda): loss %.6f vs %.6f and every gradient bit for bit equal%s%s", l0, l1,
           st ? ": " : "", st ? gdn2_last_error() : "");
     free(g0);
@@ -544,6 +699,8 @@ static void test_dropout(void) {
 int main(void) {
     gdn2_backend_cpu_init(&g_cpu, 0);
     test_counts();
+    test_alignment();
+    test_optim_size();
     test_recompute();
     test_dropout();
     test_config();

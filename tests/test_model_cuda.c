@@ -179,8 +179,8 @@ static void test_train(const char *model, const char *dir) {
     memset(&oa, 0, sizeof oa), memset(&ob, 0, sizeof ob);
     int ls = ckpt_load_pair(a, &ma, &oa);
     if (!ls) ls = ckpt_load_pair(b, &mb, &ob);
-    int same = !ls && !memcmp(gpu, gpu2, sizeof gpu) && !memcmp(ma->params, mb->params, ma->n_params * 4) &&
-               !memcmp(oa.m, ob.m, ma->n_params * 4) && !memcmp(oa.v, ob.v, ma->n_params * 4);
+    int same = !ls && !memcmp(gpu, gpu2, sizeof gpu) && !memcmp(ma->params, mb->params, ma->n_flat * 4) &&
+               !memcmp(oa.m, ob.m, ma->n_flat * 4) && !memcmp(oa.v, ob.v, ma->n_flat * 4);
     CHECK(same, "%s: the same GPU run twice is bit-identical (loss trace, weights, AdamW moments)%s%s", model,
           ls ? ": " : "", ls ? gdn2_last_error() : "");
     /* cross-load: the GPU checkpoint evaluated on the CPU and on the GPU */
@@ -200,7 +200,7 @@ static void test_train(const char *model, const char *dir) {
         gdn2_model *mc = NULL;
         int s3 = s2 ? s2 : gdn2_model_save(ma, c2);
         if (!s3) s3 = gdn2_model_load(c2, &mc);
-        CHECK(!s3 && !memcmp(mc->params, mb->params, mb->n_params * 4),
+        CHECK(!s3 && !memcmp(mc->params, mb->params, mb->n_flat * 4),
               "%s: a model moved to the GPU and saved from there reloads with the same weights%s%s", model,
               s3 ? ": " : "", s3 ? gdn2_last_error() : "");
         gdn2_model_free(mc);
@@ -230,8 +230,8 @@ static void test_resume(const char *dir) {
     memset(&oa, 0, sizeof oa), memset(&ob, 0, sizeof ob);
     if (!st) st = ckpt_load_pair(a, &ma, &oa);
     if (!st) st = ckpt_load_pair(b, &mb, &ob);
-    int same = !st && !memcmp(straight, split, sizeof straight) && !memcmp(ma->params, mb->params, ma->n_params * 4) &&
-               !memcmp(oa.m, ob.m, ma->n_params * 4) && !memcmp(oa.v, ob.v, ma->n_params * 4) && oa.step == ob.step;
+    int same = !st && !memcmp(straight, split, sizeof straight) && !memcmp(ma->params, mb->params, ma->n_flat * 4) &&
+               !memcmp(oa.m, ob.m, ma->n_flat * 4) && !memcmp(oa.v, ob.v, ma->n_flat * 4) && oa.step == ob.step;
     CHECK(same, "GPU resume: 20 steps straight == 10 + resume 10, loss trace, weights and AdamW state bit for bit%s%s",
           st ? ": " : "", st ? gdn2_last_error() : "");
     gdn2_model_free(ma), gdn2_model_free(mb);

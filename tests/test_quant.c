@@ -205,8 +205,8 @@ static void test_model(void) {
     for (int i = 0; i < B * T; i++) tok[i] = (int32_t)(test_rng_next(&g_seed) % (unsigned long long)m->cfg.vocab_size);
     float *l0 = malloc(sizeof(float) * (size_t)(B * T * Vp)), *l8 = malloc(sizeof(float) * (size_t)(B * T * Vp));
     float *l4 = malloc(sizeof(float) * (size_t)(B * T * Vp));
-    float *p0 = malloc(sizeof(float) * m->n_params);
-    memcpy(p0, m->params, sizeof(float) * m->n_params);
+    float *p0 = malloc(sizeof(float) * m->n_flat);
+    memcpy(p0, m->params, sizeof(float) * m->n_flat);
     int st = gdn2_model_forward(m, tok, NULL, B, T, l0, NULL, 0);
 
     const int all = GDN2_QSET_PROJ | GDN2_QSET_GATES | GDN2_QSET_HEAD;
@@ -225,17 +225,17 @@ static void test_model(void) {
           n_excl);
     CHECK(sel_changed, "int8 all sets: every selected tensor changed");
     /* the same quantization applied again changes nothing (w' is on the grid) */
-    float *p8 = malloc(sizeof(float) * m->n_params);
-    memcpy(p8, m->params, sizeof(float) * m->n_params);
+    float *p8 = malloc(sizeof(float) * m->n_flat);
+    memcpy(p8, m->params, sizeof(float) * m->n_flat);
     gdn2_quant_stats again;
     st = gdn2_model_fake_quant(m, 8, 0, all, &again);
     size_t ndiff = 0;
-    for (size_t i = 0; i < m->n_params; i++) ndiff += fabsf(m->params[i] - p8[i]) > 1e-6f * fabsf(p8[i]);
+    for (size_t i = 0; i < m->n_flat; i++) ndiff += fabsf(m->params[i] - p8[i]) > 1e-6f * fabsf(p8[i]);
     CHECK(st == 0 && ndiff == 0, "int8 fake quant is idempotent (%zu of %zu values moved by > 1e-6 rel)", ndiff,
-          m->n_params);
+          m->n_flat);
     free(p8);
 
-    memcpy(m->params, p0, sizeof(float) * m->n_params);
+    memcpy(m->params, p0, sizeof(float) * m->n_flat);
     if (!st) st = gdn2_model_fake_quant(m, 4, 32, all, &s4);
     if (!st) st = gdn2_model_forward(m, tok, NULL, B, T, l4, NULL, 0);
     double e8 = rel_rmse_f32(l8, l0, (size_t)(B * T * Vp)), e4 = rel_rmse_f32(l4, l0, (size_t)(B * T * Vp));
@@ -268,7 +268,7 @@ static void test_model(void) {
     free(q), free(sc), free(w);
 
     /* proj only: gates and head untouched */
-    memcpy(m->params, p0, sizeof(float) * m->n_params);
+    memcpy(m->params, p0, sizeof(float) * m->n_flat);
     gdn2_quant_stats sp;
     st = gdn2_model_fake_quant(m, 4, 32, GDN2_QSET_PROJ, &sp);
     int other_same = 1;
@@ -351,10 +351,10 @@ static void test_packed(void) {
             if (!st) st = gdn2_model_load(pk, &r);
             if (!st) st = gdn2_model_fake_quant(m, bits, 32, sets, NULL);
             size_t ndiff = 0;
-            for (size_t i = 0; !st && i < m->n_params; i++) ndiff += memcmp(&m->params[i], &r->params[i], 4) != 0;
+            for (size_t i = 0; !st && i < m->n_flat; i++) ndiff += memcmp(&m->params[i], &r->params[i], 4) != 0;
             long s32 = file_size(fp32), sq = file_size(pk);
             CHECK(st == 0 && ndiff == 0, "packed int%d %s: loads to exactly the fake-quantized weights (%zu of %zu differ)%s%s",
-                  bits, layouts[li], ndiff, m->n_params, st ? ": " : "", st ? gdn2_last_error() : "");
+                  bits, layouts[li], ndiff, m->n_flat, st ? ": " : "", st ? gdn2_last_error() : "");
             CHECK(st == 0 && sq > 0 && sq * (bits == 8 ? 3 : 5) < s32, "packed int%d %s: file %ld bytes vs fp32 %ld (%.2fx smaller)",
                   bits, layouts[li], sq, s32, sq > 0 ? (double)s32 / sq : 0.0);
             gdn2_model_free(r);

@@ -31,7 +31,7 @@ static void test_adamw(void) {
     float p[5] = {0.5f, -1.0f, 2.0f, 1.0f, 0.25f}, g[5];
     gdn2_model m;
     memset(&m, 0, sizeof m);
-    m.n_tensors = 2, m.tensors = tp, m.n_params = 5, m.params = p, m.grads = g, m.n_threads = 1;
+    m.n_tensors = 2, m.tensors = tp, m.n_params = 5, m.n_flat = 5, m.params = p, m.grads = g, m.n_threads = 1;
     for (int exempt = 0; exempt < 2; exempt++) {
         float pp[5] = {0.5f, -1.0f, 2.0f, 1.0f, 0.25f};
         memcpy(p, pp, sizeof p);
@@ -114,14 +114,14 @@ static void test_accumulation(void) {
     gdn2_model_zero_grad(m);
     gdn2_model_forward(m, tok, tgt, B, T, NULL, &l, 1);
     gdn2_model_backward(m, 1.0f);
-    float *full = malloc(m->n_params * sizeof(float));
-    memcpy(full, m->grads, m->n_params * sizeof(float));
+    float *full = malloc(m->n_flat * sizeof(float));
+    memcpy(full, m->grads, m->n_flat * sizeof(float));
     gdn2_model_zero_grad(m);
     for (int h = 0; h < 2; h++) {
         gdn2_model_forward(m, tok + h * (B / 2) * T, tgt + h * (B / 2) * T, B / 2, T, NULL, &l, 1);
         gdn2_model_backward(m, 0.5f);
     }
-    double e = rel_rmse_f32(m->grads, full, m->n_params);
+    double e = rel_rmse_f32(m->grads, full, m->n_flat);
     CHECK(e < 1e-5, "gradient accumulation: 2 half-batches x 0.5 == full batch (rel RMSE %.2e)", e);
     int flags_ok = 1;
     for (int i = 0; i < m->n_tensors; i++) {

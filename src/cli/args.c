@@ -316,7 +316,7 @@ double cli_forward_bytes(const gdn2_model_cfg *c, double tokens, int train) {
     }
     if (train) per += 3 * d + 2 * I + Vp;
     double bytes = tokens * (4.0 * per + 16.0);
-    if (train) bytes += 16.0 * (double)gdn2_model_param_count(c);
+    if (train) bytes += 16.0 * (double)gdn2_model_flat_size(c); /* weights, grads, AdamW m, v over the flat block */
     return bytes;
 }
 

@@ -155,6 +155,16 @@ int gdn2_adamw_load(gdn2_adamw *o, const char *path, char **train_json) {
     float *mv[2] = {NULL, NULL};
     const char *names[2] = {"adamw.m", "adamw.v"};
     for (int i = 0; i < 2 && !s; i++) {
+        /* the moments cover the model's flat block, alignment gaps included (gdn2_model.n_flat) */
+        const gdn2_tensor *t = gdn2_st_find(&st, names[i]);
+        if (t && t->ndim == 1 && t->shape[0] != (int64_t)o->n) {
+            s = gdn2_error(GDN2_ERR_FORMAT,
+                           "%s: '%s' holds %lld moments but the model's flat parameter block has %zu floats "
+                           "(an optimizer file of another model, or one written before the block's tensors were "
+                           "aligned to %d floats); refusing to resume from it",
+                           path, names[i], (long long)t->shape[0], o->n, GDN2_PARAM_ALIGN);
+            break;
+        }
         int64_t shape[1] = {(int64_t)o->n};
         s = gdn2_st_get_f32(&st, names[i], 1, 1, shape, &mv[i]);
     }
@@ -240,7 +250,7 @@ int gdn2_checkpoint_load(const char *path, const gdn2_adamw_cfg *ac, gdn2_model 
     char mid[64], oid[64];
     long long ms = 0, os = 0;
     if (!s) s = record_id_step(path, mj, mid, sizeof mid, &ms);
-    if (!s) s = gdn2_adamw_init(o, ac, m->n_params);
+    if (!s) s = gdn2_adamw_init(o, ac, m->n_flat);
     if (!s) s = gdn2_adamw_load(o, op, &oj);
     if (!s) s = record_id_step(op, oj, oid, sizeof oid, &os);
     if (!s && (strcmp(mid, oid) || ms != os || os != (long long)o->step))

@@ -342,15 +342,17 @@ static void add_param(gdn2_model_param *out, int cap, int *n, size_t *off, const
         p->ndim = ndim;
         p->shape[0] = d0;
         if (ndim > 1) p->shape[1] = d1;
-        p->offset = *off;
+        p->offset = gdn2_param_align_up(*off);
         p->numel = numel;
         p->no_decay = no_decay;
     }
     (*n)++;
-    *off = add_sat(*off, numel);
+    *off = add_sat(gdn2_param_align_up(*off), numel);
 }
 
-/* Flat order: wte, then per block norm_1, attn.*, norm_2, mlp.swiglu.w1/w2/w3, then ln_f, lm_head. */
+/* Flat order: wte, then per block norm_1, attn.*, norm_2, mlp.swiglu.w1/w2/w3, then ln_f, lm_head;
+ * every tensor, and a recurrent layer's block (whose own slots are aligned relative to its start),
+ * at a multiple of GDN2_PARAM_ALIGN floats (gdn2_param_align_up). */
 int gdn2_model_params(const gdn2_model_cfg *c, gdn2_model_param *out, int cap) {
     int n = 0;
     size_t off = 0;
@@ -371,7 +373,7 @@ int gdn2_model_params(const gdn2_model_cfg *c, gdn2_model_param *out, int cap) {
             int np = gdn2_layer_params(&lc, NULL, 0);
             gdn2_param_info *pi = np > 0 ? calloc((size_t)np, sizeof *pi) : NULL;
             if (pi) gdn2_layer_params(&lc, pi, np);
-            size_t base = off;
+            const size_t base = gdn2_param_align_up(off); /* == gdn2_model's layer_off[l] */
             for (int i = 0; pi && i < np; i++) {
                 if (out && n < cap) {
                     gdn2_model_param *p = &out[n];
@@ -402,15 +404,22 @@ int gdn2_model_params(const gdn2_model_cfg *c, gdn2_model_param *out, int cap) {
     return n;
 }
 
-size_t gdn2_model_param_count(const gdn2_model_cfg *c) {
+/* flat = 0: the parameters (sum of numel); 1: the floats of the flat block (end of the last tensor) */
+static size_t model_size(const gdn2_model_cfg *c, int flat) {
     int n = gdn2_model_params(c, NULL, 0);
     gdn2_model_param *p = calloc((size_t)n, sizeof *p);
     if (!p) return 0;
     gdn2_model_params(c, p, n);
-    size_t tot = add_sat(p[n - 1].offset, p[n - 1].numel);
+    size_t tot = 0;
+    if (flat) tot = add_sat(p[n - 1].offset, p[n - 1].numel);
+    else
+        for (int i = 0; i < n; i++) tot = add_sat(tot, p[i].numel);
     free(p);
     return tot;
 }
+
+size_t gdn2_model_param_count(const gdn2_model_cfg *c) { return model_size(c, 0); }
+size_t gdn2_model_flat_size(const gdn2_model_cfg *c) { return model_size(c, 1); }
 
 /* The official harness's count (../peers official_train_bench.py, docs/BACKEND.md):
  *   6 N_nonemb + sum over attention layers of 12 n_head head_size avg_keys,

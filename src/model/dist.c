@@ -46,7 +46,7 @@ int gdn2_dist_create(gdn2_comm *c, int zero1, gdn2_model *m, const gdn2_adamw *o
     gdn2_dist *d = calloc(1, sizeof *d);
     if (!d) return gdn2_error(GDN2_ERR_NOMEM, "out of memory for the data-parallel state");
     const size_t W = (size_t)c->world;
-    d->c = c, d->zero1 = zero1, d->n = m->n_params;
+    d->c = c, d->zero1 = zero1, d->n = m->n_flat; /* shards of the flat block, gaps included */
     d->shard = (d->n + W - 1) / W;
     d->lo = (size_t)c->rank * d->shard;
     d->len = d->lo >= d->n ? 0 : (d->n - d->lo < d->shard ? d->n - d->lo : d->shard);

@@ -81,6 +81,7 @@ int gdn2_layer_load_params(const gdn2_layer_cfg *c, const gdn2_st *st, const cha
     if (!pi) return gdn2_error(GDN2_ERR_NOMEM, "out of memory for the layer's parameter table");
     gdn2_layer_params(c, pi, np);
     int rc = GDN2_OK;
+    memset(params, 0, gdn2_layer_param_count(c) * sizeof(float)); /* the alignment gaps */
     for (int i = 0; i < np && !rc; i++) {
         char name[256];
         snprintf(name, sizeof name, "%s%s", prefix, pi[i].name);

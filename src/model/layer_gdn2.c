@@ -100,9 +100,12 @@ int gdn2_layer_check(const gdn2_layer_cfg *c) {
     return GDN2_OK;
 }
 
+static size_t layout(const gdn2_layer_cfg *c, size_t off[P_COUNT]);
+
 int gdn2_layer_params(const gdn2_layer_cfg *c, gdn2_param_info *out, int cap) {
     int n = 0;
-    size_t off = 0;
+    size_t off[P_COUNT];
+    layout(c, off);
     for (int p = 0; p < P_COUNT; p++) {
         int64_t shape[4];
         size_t numel;
@@ -114,17 +117,17 @@ int gdn2_layer_params(const gdn2_layer_cfg *c, gdn2_param_info *out, int cap) {
             snprintf(pi->name, sizeof pi->name, "%s", k_names[p]);
             pi->ndim = nd;
             memcpy(pi->shape, shape, sizeof shape);
-            pi->offset = off;
+            pi->offset = off[p];
             pi->numel = numel;
             pi->no_decay = nod;
         }
-        off += numel;
         n++;
     }
     return n;
 }
 
-/* offsets of every slot ((size_t)-1 when absent) */
+/* offsets of every slot ((size_t)-1 when absent), each at a multiple of GDN2_PARAM_ALIGN floats;
+ * returns the floats of the block (the end of the last slot) */
 static size_t layout(const gdn2_layer_cfg *c, size_t off[P_COUNT]) {
     size_t o = 0;
     for (int p = 0; p < P_COUNT; p++) {
@@ -133,8 +136,8 @@ static size_t layout(const gdn2_layer_cfg *c, size_t off[P_COUNT]) {
         int init, nod, nd = slot_spec(c, p, shape, &numel, &init, &nod);
         off[p] = (size_t)-1;
         if (!nd) continue;
-        off[p] = o;
-        o += numel;
+        off[p] = gdn2_param_align_up(o);
+        o = off[p] + numel;
     }
     return o;
 }
@@ -146,13 +149,14 @@ size_t gdn2_layer_param_count(const gdn2_layer_cfg *c) {
 
 void gdn2_layer_init(const gdn2_layer_cfg *c, float *params, uint64_t seed) {
     gdn2_rng s = {seed * 0x2545F4914F6CDD1DULL + 0x1234567ULL};
-    size_t off = 0;
+    size_t off[P_COUNT];
+    memset(params, 0, layout(c, off) * sizeof(float)); /* the alignment gaps */
     for (int p = 0; p < P_COUNT; p++) {
         int64_t shape[4];
         size_t numel;
         int init, nod, nd = slot_spec(c, p, shape, &numel, &init, &nod);
         if (!nd) continue;
-        float *x = params + off;
+        float *x = params + off[p];
         if (init == INIT_XAVIER) {
             /* Xavier uniform, gain 2^-2.5: U(±gain·sqrt(6/(fan_in+fan_out))) */
             const double bound = pow(2.0, -2.5) * sqrt(6.0 / (double)(shape[0] + shape[1]));
@@ -175,7 +179,6 @@ void gdn2_layer_init(const gdn2_layer_cfg *c, float *params, uint64_t seed) {
                 x[i] = (float)(dt + log(-expm1(-dt)));
             }
         }
-        off += numel;
     }
 }
 

@@ -201,15 +201,18 @@ int gdn2_model_create(const gdn2_model_cfg *cin, gdn2_model **out) {
         return gdn2_error(GDN2_ERR_NOMEM, "out of memory for the parameter table");
     }
     gdn2_model_params(&c, m->tensors, m->n_tensors);
-    m->n_params = m->tensors[m->n_tensors - 1].offset + m->tensors[m->n_tensors - 1].numel;
-    /* each mixer block starts right after its norm_1 */
+    m->n_params = 0;
+    for (int i = 0; i < m->n_tensors; i++) m->n_params += m->tensors[i].numel;
+    m->n_flat = m->tensors[m->n_tensors - 1].offset + m->tensors[m->n_tensors - 1].numel;
+    /* each mixer block starts at the first aligned offset after its norm_1 (as gdn2_model_params
+     * places it) */
     char nm[64];
     for (int64_t l = 0; l < c.n_layer; l++) {
         snprintf(nm, sizeof nm, "transformer.h.%lld.norm_1.weight", (long long)l);
         const gdn2_model_param *p = gdn2_model_find(m, nm);
-        m->layer_off[l] = p->offset + p->numel;
+        m->layer_off[l] = gdn2_param_align_up(p->offset + p->numel);
     }
-    m->params = gdn2_calloc(m->n_params, sizeof(float), "model parameters");
+    m->params = gdn2_calloc(m->n_flat, sizeof(float), "model parameters");
     m->be = malloc(sizeof *m->be);
     if (!m->params || !m->be) {
         gdn2_model_free(m);
@@ -245,8 +248,8 @@ const char *gdn2_model_device(const gdn2_model *m) { return m->be->name; }
 int gdn2_model_upload(gdn2_model *m) {
     gdn2_backend *be = m->be;
     if (!be->on_device) return GDN2_OK;
-    int st = be->upload(be, m->dev_params, m->params, m->n_params * sizeof(float));
-    if (!st) st = be->cast(be, m->n_params, m->dev_params, GDN2_DT_F32, m->dev_params_act, GDN2_DT_ACT);
+    int st = be->upload(be, m->dev_params, m->params, m->n_flat * sizeof(float));
+    if (!st) st = be->cast(be, m->n_flat, m->dev_params, GDN2_DT_F32, m->dev_params_act, GDN2_DT_ACT);
     if (!st) st = be->sync(be);
     return st;
 }
@@ -254,11 +257,11 @@ int gdn2_model_upload(gdn2_model *m) {
 int gdn2_model_sync_host(gdn2_model *m) {
     gdn2_backend *be = m->be;
     if (!be->on_device) return GDN2_OK;
-    int st = be->download(be, m->params, m->dev_params, m->n_params * sizeof(float));
+    int st = be->download(be, m->params, m->dev_params, m->n_flat * sizeof(float));
     if (!st && m->dev_grads) {
-        if (!m->grads && !(m->grads = gdn2_malloc(m->n_params * sizeof(float), "model gradients")))
+        if (!m->grads && !(m->grads = gdn2_malloc(m->n_flat * sizeof(float), "model gradients")))
             return GDN2_ERR_NOMEM;
-        st = be->download(be, m->grads, m->dev_grads, m->n_params * sizeof(float));
+        st = be->download(be, m->grads, m->dev_grads, m->n_flat * sizeof(float));
     }
     return st;
 }
@@ -275,7 +278,7 @@ int gdn2_model_set_device(gdn2_model *m, const char *device) {
     gdn2_backend be;
     if ((st = gdn2_backend_init(&be, device, m->n_threads))) return st;
     *m->be = be;
-    const size_t n = m->n_params;
+    const size_t n = m->n_flat;
     m->dev_params = be.alloc(m->be, n * sizeof(float), "model weights (fp32 master)");
     m->dev_params_act = m->dev_params ? be.alloc(m->be, gdn2_be_bytes(m->be, n, GDN2_DT_ACT), "model weights (matmul copy)") : NULL;
     m->dev_grads = m->dev_params_act ? be.alloc(m->be, n * sizeof(float), "model gradients") : NULL;
@@ -284,7 +287,7 @@ int gdn2_model_set_device(gdn2_model *m, const char *device) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", gdn2_last_error());
         release_device(m);
-        return gdn2_error(st, "model to %s (%zu parameters): %s", device, n, msg);
+        return gdn2_error(st, "model to %s (%zu parameters): %s", device, m->n_params, msg);
     }
     return GDN2_OK;
 }
@@ -341,13 +344,13 @@ void gdn2_model_init(gdn2_model *m, uint64_t seed) {
 }
 
 int gdn2_model_zero_grad(gdn2_model *m) {
-    if (m->be->on_device) return m->be->zero(m->be, m->dev_grads, m->n_params * sizeof(float));
+    if (m->be->on_device) return m->be->zero(m->be, m->dev_grads, m->n_flat * sizeof(float));
     if (!m->grads) {
-        m->grads = gdn2_calloc(m->n_params, sizeof(float), "model gradients");
+        m->grads = gdn2_calloc(m->n_flat, sizeof(float), "model gradients");
         m->dev_grads = m->grads;
         return m->grads ? GDN2_OK : GDN2_ERR_NOMEM;
     }
-    memset(m->grads, 0, m->n_params * sizeof(float));
+    memset(m->grads, 0, m->n_flat * sizeof(float));
     return GDN2_OK;
 }
 
@@ -578,9 +581,9 @@ float gdn2_model_clip_grad_norm(gdn2_model *m, float max_norm) {
     gdn2_backend *be = m->be;
     if (!m->dev_grads) return 0.0f;
     double s = 0.0;
-    if (be->sumsq(be, m->n_params, m->dev_grads, &s)) return NAN;
+    if (be->sumsq(be, m->n_flat, m->dev_grads, &s)) return NAN;
     float tot = (float)sqrt(s);
-    if (max_norm > 0 && tot > max_norm && be->scale(be, m->n_params, m->dev_grads, max_norm / (tot + 1e-6f)))
+    if (max_norm > 0 && tot > max_norm && be->scale(be, m->n_flat, m->dev_grads, max_norm / (tot + 1e-6f)))
         return NAN;
     return tot;
 }
@@ -855,10 +858,18 @@ uint64_t gdn2_model_config_hash(const gdn2_model_cfg *c) {
 
 uint64_t gdn2_model_weights_hash(const gdn2_model *m) {
     /* the parameter count and up to 2^16 evenly spaced weights (a different checkpoint of the same
-     * config differs there with certainty in practice; reading every weight would cost a pass) */
+     * config differs there with certainty in practice; reading every weight would cost a pass).
+     * Index i counts parameters, the tensors in table order without the flat block's alignment
+     * gaps: the hash is the weights', independent of how the block is laid out. */
     uint64_t h = fnv1a(0xCBF29CE484222325ULL, &m->n_params, sizeof m->n_params);
     const size_t step = m->n_params > 65536 ? m->n_params / 65536 : 1;
-    for (size_t i = 0; i < m->n_params; i += step) h = fnv1a(h, &m->params[i], sizeof(float));
+    size_t first = 0; /* parameters before tensor t */
+    int t = 0;
+    for (size_t i = 0; i < m->n_params; i += step) {
+        while (t < m->n_tensors && i >= first + m->tensors[t].numel) first += m->tensors[t++].numel;
+        if (t == m->n_tensors) break;
+        h = fnv1a(h, &m->params[m->tensors[t].offset + (i - first)], sizeof(float));
+    }
     return h;
 }
 

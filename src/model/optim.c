@@ -46,8 +46,9 @@ int gdn2_adamw_step(gdn2_adamw *o, gdn2_model *m, float lr) {
     }
     float *wp = m->dev_params ? m->dev_params : m->params, *gp = m->dev_grads ? m->dev_grads : m->grads;
     void *wa = m->dev_params_act ? m->dev_params_act : wp;
-    if (o->n != m->n_params)
-        return gdn2_error(GDN2_ERR_ARG, "AdamW: %zu moments for a model of %zu parameters", o->n, m->n_params);
+    if (o->n != m->n_flat)
+        return gdn2_error(GDN2_ERR_ARG, "AdamW: %zu moments for a model whose flat parameter block has %zu floats",
+                          o->n, m->n_flat);
     if (!gp) return gdn2_error(GDN2_ERR_ARG, "AdamW: the model has no gradients (no backward yet)");
     float *mm = o->m, *vv = o->v;
     if (be->on_device) {

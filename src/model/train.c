@@ -464,7 +464,7 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
         if ((st = gdn2_model_check(&c))) goto done;
         if ((st = gdn2_model_create(&c, &m))) goto done;
         gdn2_model_init(m, o.seed);
-        if ((st = gdn2_adamw_init(&opt, &ac, m->n_params))) goto done;
+        if ((st = gdn2_adamw_init(&opt, &ac, m->n_flat))) goto done;
     }
     if (m->cfg.vocab_size < vocab) {
         st = gdn2_error(GDN2_ERR_ARG, "train: model vocab %lld < data vocab %lld", (long long)m->cfg.vocab_size,

@@ -48,7 +48,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *path = fuzz_file(data, size);
     gdn2_model *m = NULL;
     if (gdn2_model_load(path, &m) == GDN2_OK) {
-        if (!m || !m->params || m->n_params != gdn2_model_param_count(&m->cfg)) abort();
+        if (!m || !m->params || m->n_params != gdn2_model_param_count(&m->cfg) ||
+            m->n_flat != gdn2_model_flat_size(&m->cfg))
+            abort();
         gdn2_model_free(m);
     } else if (m || !gdn2_last_error()[0]) {
         abort();
