@@ -664,15 +664,15 @@ static void test_dropout(void) {
     if (!st) st = gdn2_model_zero_grad(m);
     if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &l0, 1);
     if (!st) st = gdn2_model_backward(m, 1.0f);
-    float *g0 = malloc(m->n_params * sizeof(float));
-    if (!st) memcpy(g0, m->grads, m->n_params * sizeof(float));
+    float *g0 = malloc(m->n_flat * sizeof(float));
+    if (!st) memcpy(g0, m->grads, m->n_flat * sizeof(float));
     CHECK(!st && le == le2 && l0 != le, "dropout 0.3: evaluation loss unchanged (%.6f), training loss %.6f differs", le,
           l0);
     /* finite differences on 12 coordinates of the flat block */
     double num2 = 0, den2 = 0;
     uint64_t sd = 5;
     for (int k = 0; k < 12 && !st; k++) {
-        size_t i = (size_t)(gdn2_splitmix64(&sd) % m->n_params);
+        size_t i = (size_t)(gdn2_splitmix64(&sd) % m->n_flat);
         float keep = m->params[i], h = 1e-2f;
         m->params[i] = keep + h;
         st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &l1, 1);
@@ -689,7 +689,7 @@ static void test_dropout(void) {
     if (!st) st = gdn2_model_zero_grad(m);
     if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &l1, 1);
     if (!st) st = gdn2_model_backward(m, 1.0f);
-    CHECK(!st && l1 == l0 && !memcmp(g0, m->grads, m->n_params * sizeof(float)),
+    CHECK(!st && l1 == l0 && !memcmp(g0, m->grads, m->n_flat * sizeof(float)),
           "dropout 0.3 with recomputation: the same loss and gradients bit for bit%s%s", st ? ": " : "",
           st ? gdn2_last_error() : "");
     free(g0);
