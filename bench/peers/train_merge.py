@@ -32,7 +32,7 @@ for p in a.ours:
         g = json.load(f)
     k = (g["config"], g["micro_batch"], g["T"])
     r = off.get(k)
-    rows.append(dict(config=g["config"], T=g["T"], micro_batch=g["micro_batch"],
+    rows.append(dict(config=g["config"], T=g["T"], micro_batch=g["micro_batch"], recompute=g.get("recompute", 0),
                      tok_s_gdn2=round(g["tok_s"], 1), tok_s_official=round(r["tok_s"], 1) if r else None,
                      ratio=round(g["tok_s"] / r["tok_s"], 3) if r else None,
                      peak_gb_gdn2=round(g["peak_gb"], 2), peak_gb_official=round(r["peak_gb"], 2) if r else None,
