@@ -144,6 +144,18 @@ static void profile_on(gdn2_backend *be) {
 }
 static void profile_off(gdn2_backend *be) { *be = g_orig; }
 
+/* one training step as the official harness times it: forward, backward, clip at 1.0, AdamW, sync */
+static int train_step(gdn2_model *m, gdn2_adamw *opt, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T,
+                      float *loss) {
+    int st = gdn2_model_zero_grad(m);
+    if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, loss, 1);
+    if (!st) st = gdn2_model_backward(m, 1.0f);
+    if (!st) gdn2_model_clip_grad_norm(m, 1.0f);
+    if (!st) st = gdn2_adamw_step(opt, m, 4e-4f);
+    if (!st) st = gdn2_cuda_sync();
+    return st;
+}
+
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -218,12 +230,7 @@ int main(int argc, char **argv) {
         }
         for (int64_t i = 0; i < BT; i++) tgt[i] = tok[i + 1];
         double t0 = gdn2_now();
-        st = gdn2_model_zero_grad(m);
-        if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &loss, 1);
-        if (!st) st = gdn2_model_backward(m, 1.0f);
-        if (!st) gdn2_model_clip_grad_norm(m, 1.0f);
-        if (!st) st = gdn2_adamw_step(&opt, m, 4e-4f);
-        if (!st) st = gdn2_cuda_sync();
+        st = train_step(m, &opt, tok, tgt, B, T, &loss);
         double t1 = gdn2_now();
         if (st) break;
         if (it == 0) {
@@ -259,12 +266,7 @@ int main(int argc, char **argv) {
     if (profile) {
         profile_on(m->be);
         double t0 = gdn2_now();
-        st = gdn2_model_zero_grad(m);
-        if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &loss, 1);
-        if (!st) st = gdn2_model_backward(m, 1.0f);
-        if (!st) gdn2_model_clip_grad_norm(m, 1.0f);
-        if (!st) st = gdn2_adamw_step(&opt, m, 4e-4f);
-        if (!st) st = gdn2_cuda_sync();
+        st = train_step(m, &opt, tok, tgt, B, T, &loss);
         split_total = (gdn2_now() - t0) * 1e3;
         profile_off(m->be);
         g_ms[FAM_GEMM] = g_op_ms[OP_linear_fwd] + g_op_ms[OP_linear_bwd];
