@@ -177,17 +177,33 @@ extern "C" int gdn2_cuda_nn_sync(gdn2_cuda_nn *c) {
 // column reductions over rows: the fixed-order second pass
 // =====================================================================================================
 // out[j] += sum_{r = 0..nch-1} part[r * ncols + j]   (r increasing)
-__global__ void k_colsum_finish(const float *part, int64_t nch, int64_t ncols, float *out) {
-    int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (j >= ncols) return;
-    float acc = 0.0f;
-    for (int64_t r = 0; r < nch; r++) acc += part[r * ncols + j];
-    out[j] += acc;
+// A block owns CS_COLS columns; its CS_GROUPS warps each sum the rows r = g, g + CS_GROUPS, ... of
+// those columns (coalesced: a warp reads 32 consecutive columns of one row), then warp 0 adds the
+// groups in order g = 0, 1, ...: a fixed order, with CS_GROUPS times the loads in flight of one
+// thread per column (which left a column sum over 4096 chunks latency-bound on one SM).
+#define CS_COLS 32
+#define CS_GROUPS 32
+// out[j] += sum over rows of part[r, j] (float), or (double) into a double result when `dbl`
+template <typename TP, typename TO>
+__global__ void __launch_bounds__(CS_COLS * CS_GROUPS) k_colsum(const TP *part, int64_t nch, int64_t ncols, TO *out) {
+    __shared__ TP sh[CS_GROUPS][CS_COLS + 1];
+    const int c = threadIdx.x % CS_COLS, g = threadIdx.x / CS_COLS;
+    const int64_t j = blockIdx.x * (int64_t)CS_COLS + c;
+    TP acc = 0;
+    if (j < ncols)
+        for (int64_t r = g; r < nch; r += CS_GROUPS) acc += part[r * ncols + j];
+    sh[g][c] = acc;
+    __syncthreads();
+    if (g == 0 && j < ncols) {
+        TP t = 0;
+        for (int k = 0; k < CS_GROUPS; k++) t += sh[k][c];
+        out[j] += (TO)t;
+    }
 }
 
 int gdn2_cuda_colsum_finish(const float *part, int64_t nch, int64_t ncols, float *out, cudaStream_t s) {
     if (ncols <= 0) return GDN2_OK;
-    k_colsum_finish<<<cdiv(ncols, NN_BS), NN_BS, 0, s>>>(part, nch, ncols, out);
+    k_colsum<float, float><<<cdiv(ncols, CS_COLS), CS_COLS * CS_GROUPS, 0, s>>>(part, nch, ncols, out);
     return gdn2_cuda_launch_check("column sum");
 }
 
@@ -959,24 +975,25 @@ __global__ void k_gates_red_part(int mixer, int64_t N, int64_t H, int64_t K, con
     pA[ch * ncols + col] = sa;
     pD[ch * ncols + col] = sd;
 }
-// ddt[col] += sum_ch pD[ch, col];  dA_log[h] += sum_ch sum_{cols of h} pA   (fixed order, double)
-__global__ void k_gates_red_fin(int mixer, int64_t nch, int64_t H, int64_t K, const double *pA, const double *pD,
-                                float *dA_log, float *ddt) {
-    const int64_t ncols = mixer == MX_GDN ? H : H * K, per = mixer == MX_GDN ? 1 : K;
-    const int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (ddt && j < ncols) {
-        double s = 0.0;
-        for (int64_t ch = 0; ch < nch; ch++) s += pD[ch * ncols + j];
-        ddt[j] += (float)s;
+// dA_log[h] += sum over (ch, i) of pA[ch, h per + i]: one block per head, thread t sums k = t,
+// t + NN_BS, ... of the (ch, i) pairs, then a fixed tree over the block (double). (One thread per
+// head summing its 32768 partials alone took ~3 ms a call at the 1.3B size: too few loads in flight.)
+// ddt: k_colsum over pD.
+__global__ void __launch_bounds__(NN_BS) k_gates_dA_fin(int64_t nch, int64_t ncols, int64_t per, const double *pA,
+                                                        float *dA_log) {
+    __shared__ double sh[NN_BS];
+    const int64_t h = blockIdx.x, n = nch * per;
+    const int t = threadIdx.x;
+    double acc = 0.0;
+    for (int64_t k = t; k < n; k += NN_BS) acc += pA[(k / per) * ncols + h * per + k % per];
+    sh[t] = acc;
+    __syncthreads();
+    for (int o = NN_BS / 2; o > 0; o >>= 1) {
+        if (t < o) sh[t] += sh[t + o];
+        __syncthreads();
     }
-    if (dA_log && j < H) {
-        double s = 0.0;
-        for (int64_t ch = 0; ch < nch; ch++)
-            for (int64_t i = 0; i < per; i++) s += pA[ch * ncols + j * per + i];
-        dA_log[j] += (float)s;
-    }
+    if (t == 0) dA_log[h] += (float)sh[0];
 }
-
 extern "C" int gdn2_cuda_gates_bwd(gdn2_cuda_nn *c, int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, int64_t V,
                                    float cb, const void *f, const void *sb, const void *sw, const float *g,
                                    const float *A_log, const float *dt, const float *dg, const void *db, const void *dw,
@@ -1012,7 +1029,8 @@ extern "C" int gdn2_cuda_gates_bwd(gdn2_cuda_nn *c, int mixer, int64_t N, int64_
     k_gates_red_part<<<dim3(cdiv(ncols, NN_BS), (unsigned)nch), NN_BS, 0, s>>>(mixer, N, H, K, fb, g, A_log, dt, dg,
                                                                                pA, pD);
     if ((rc = gdn2_cuda_launch_check(fn))) return rc;
-    k_gates_red_fin<<<cdiv(ncols, NN_BS), NN_BS, 0, s>>>(mixer, nch, H, K, pA, pD, dA_log, ddt);
+    if (ddt) k_colsum<double, float><<<cdiv(ncols, CS_COLS), CS_COLS * CS_GROUPS, 0, s>>>(pD, nch, ncols, ddt);
+    if (dA_log) k_gates_dA_fin<<<(unsigned)H, NN_BS, 0, s>>>(nch, ncols, mixer == MX_GDN ? 1 : K, pA, dA_log);
     return gdn2_cuda_launch_check(fn);
 }
 
