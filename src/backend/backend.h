@@ -18,7 +18,7 @@
  * Memory. All tensors handed to an op live in the backend's memory (alloc; host memory on the CPU,
  * device memory on CUDA) unless the argument says HOST. Ops are queued in order on the backend's
  * one stream; `sync` waits for them. No op allocates memory that outlives the call except the
- * backend's own scratch (sized at the first call that needs it and kept in ctx; `release_all`
+ * backend's own scratch (sized at the first call that needs it and kept in ctx; `destroy`
  * frees it). Nothing here is process-global: two backends are independent.
  *
  * Errors: GDN2_OK or a gdn2 status with gdn2_last_error() set. An op a backend lacks returns
