@@ -20,7 +20,7 @@ typedef struct {
     float *cache;            /* NT x (C·(K+V) + C²): [Y | R] and A per chunk, or NULL */
     float *states;           /* NT x K x V chunk-start states */
     float *dS, *dSn;         /* K x V: gradient of the chunk-end / chunk-start state */
-    float *dYR, *dEZ;        /* C x (K+V): [dY | dR], [dĒ | dZ] */
+    float *dYR, *dEZ;        /* 2C x (K+V): [dY | dR] over −scale·dO's rows (B3); C x (K+V): [dĒ | dZ] */
     float *dAqk, *dA, *M, *dT; /* C x C */
     float *dqg, *dkg, *dqi, *Ep, *dkt, *P1, *P2, *P3, *X; /* C x K */
     float *dAd;              /* C: diagonal of dAqk */
@@ -39,7 +39,7 @@ static void bwd_ws_init(bwd_ws *b, float *p, int64_t K, int64_t V, int64_t max_l
     b->states = carve(&p, NT * KV);
     b->dS = carve(&p, KV);
     b->dSn = carve(&p, KV);
-    b->dYR = carve(&p, C * (K + V));
+    b->dYR = carve(&p, 2 * C * (K + V));
     b->dEZ = carve(&p, C * (K + V));
     b->dAqk = carve(&p, C * C);
     b->dA = carve(&p, C * C);
@@ -186,9 +186,17 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
         /* B2: dR = Aqkᵀ dO + kg dS */
         gdn2_sgemm(1, 0, cn, v, cn, 1.0f, w->Aqk, C, dO, ldo, 0.0f, dR, kv);
         gdn2_sgemm(0, 0, cn, v, k, 1.0f, w->kg, k, dS, v, 1.0f, dR, kv);
-        /* B3: dY = −dR S0ᵀ,  dqg = scale·dO S0ᵀ;  B4: dkg = R dSᵀ */
-        gdn2_sgemm(0, 1, cn, k, v, -1.0f, dR, kv, S0, v, 0.0f, dY, kv);
-        gdn2_sgemm(0, 1, cn, k, v, scale, dO, ldo, S0, v, 0.0f, b->dqg, k);
+        /* B3: dY = −dR S0ᵀ,  dqg = scale·dO S0ᵀ as one GEMM against S0ᵀ: −scale·dO is copied into
+         * the rows cn..2cn−1 of dYR's dR columns, so [dY ; dqg] = −[dR ; −scale·dO] S0ᵀ lands in
+         * dYR's dY columns (dqg: rows cn..2cn−1, row stride K+V) */
+        for (int r = 0; r < cn; r++) {
+            const float *restrict src = dO + (size_t)r * ldo;
+            float *restrict dst = dR + (size_t)(cn + r) * kv;
+            GDN2_SIMD
+            for (int j = 0; j < v; j++) dst[j] = -scale * src[j];
+        }
+        gdn2_sgemm(0, 1, 2 * cn, k, v, -1.0f, dR, kv, S0, v, 0.0f, dY, kv);
+        const float *const dqg0 = dY + (size_t)cn * kv;
         gdn2_sgemm(0, 1, cn, k, v, 1.0f, w->R, kv, dS, v, 0.0f, b->dkg, k);
         /* B5: dS0 = Diag(γ_last) dS + scale·qgᵀ dO − Yᵀ dR;  zL = γ_last ⊙ rowsum(S0 ⊙ dS) */
         const float *gl = w->gam + (cn - 1) * K;
@@ -241,7 +249,7 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
             const int64_t ok = ((tok + r) * H + h) * K, ov = ((tok + r) * HV + hv) * V;
             const float *q = w->q + r * K, *kk = w->k + r * K, *bb = w->b + r * K, *gam = w->gam + r * K;
             const float *kgf = w->kgf + r * K, *bk = w->bk + r * K, *E = w->EZ + r * KV, *dE = b->dEZ + r * KV;
-            const float *dqg = b->dqg + r * K, *dkg = b->dkg + r * K, *dqi = b->dqi + r * K, *ep = b->Ep + r * K;
+            const float *dqg = dqg0 + r * KV, *dkg = b->dkg + r * K, *dqi = b->dqi + r * K, *ep = b->Ep + r * K;
             const float *dkt = b->dkt + r * K, *yex = b->P2 + r * K;
             const float dAd = b->dAd[r];
             float *restrict gq = x->g->dq + ok, *restrict gk = x->g->dk + ok, *restrict gb = x->g->db + ok;
