@@ -22,7 +22,7 @@ typedef struct {
     float *dS, *dSn;         /* K x V: gradient of the chunk-end / chunk-start state */
     float *dYR, *dEZ;        /* 2C x (K+V): [dY | dR] over −scale·dO's rows (B3); C x (K+V): [dĒ | dZ] */
     float *dAqk, *dA, *M, *dT; /* C x C */
-    float *dqg, *dkg, *dqi, *Ep, *dkt, *P1, *P2, *P3, *X; /* C x K */
+    float *dkg, *dqi, *Ep, *dkt, *P1, *P2, *P3, *X; /* C x K (dqg lives in dYR, B3) */
     float *dAd;              /* C: diagonal of dAqk */
     float *zL;               /* K: γ_last ⊙ rowsum(S0 ⊙ dS) */
 } bwd_ws;
@@ -45,7 +45,6 @@ static void bwd_ws_init(bwd_ws *b, float *p, int64_t K, int64_t V, int64_t max_l
     b->dA = carve(&p, C * C);
     b->M = carve(&p, C * C);
     b->dT = carve(&p, C * C);
-    b->dqg = carve(&p, C * K);
     b->dkg = carve(&p, C * K);
     b->dqi = carve(&p, C * K);
     b->Ep = carve(&p, C * K);
