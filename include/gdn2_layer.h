@@ -36,6 +36,14 @@ typedef struct {
  * of gdn2_layer_params' numel); files store the tensors by name, never the block. */
 #define GDN2_PARAM_ALIGN 64
 
+/* The one rounding rule of the flat block's offsets (the model's table and the layer's slots): up
+ * to a multiple of GDN2_PARAM_ALIGN floats (256 bytes fp32, 128 bf16: cuBLASLt's TMA kernels on every
+ * weight); the gaps are zeros. Saturates at SIZE_MAX (overflowing configs are refused elsewhere). */
+static inline size_t gdn2_param_align_up(size_t off) {
+    const size_t a = GDN2_PARAM_ALIGN;
+    return off > SIZE_MAX - (a - 1) ? SIZE_MAX : (off + a - 1) / a * a;
+}
+
 typedef struct {
     char name[96];               /* official name relative to the layer, e.g. "q_proj.weight", "A_log" */
     int ndim; int64_t shape[4];

@@ -199,8 +199,8 @@ typedef struct {
     size_t o;
 } carve;
 static size_t take(carve *cv, size_t n, int dt) {
-    const size_t al = cv->be->on_device ? 256 : 1;
-    size_t at = (cv->o + al - 1) / al * al;
+    const size_t align = cv->be->on_device ? 256 : 1;
+    size_t at = (cv->o + align - 1) / align * align;
     cv->o = at + gdn2_be_bytes(cv->be, n, dt);
     return at;
 }
@@ -356,11 +356,11 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
     else rc = be->zero(be, st0, (size_t)B * SS * sizeof(float));
     if (rc) return rc;
 
-#define TRY(call) do { if ((rc = (call))) return rc; } while (0)
+#define LTRY(call) do { if ((rc = (call))) return rc; } while (0)
     /* projections: qp = x Wqᵀ, kp = x Wkᵀ, vp = x Wvᵀ */
-    TRY(be->linear_fwd(be, N, d, Dk, x, PA(&lp, P_Q), NULL, qp, GDN2_DT_ACT, 0));
-    TRY(be->linear_fwd(be, N, d, Dk, x, PA(&lp, P_K), NULL, kp, GDN2_DT_ACT, 0));
-    TRY(be->linear_fwd(be, N, d, Dv, x, PA(&lp, P_V), NULL, vp, GDN2_DT_ACT, 0));
+    LTRY(be->linear_fwd(be, N, d, Dk, x, PA(&lp, P_Q), NULL, qp, GDN2_DT_ACT, 0));
+    LTRY(be->linear_fwd(be, N, d, Dk, x, PA(&lp, P_K), NULL, kp, GDN2_DT_ACT, 0));
+    LTRY(be->linear_fwd(be, N, d, Dv, x, PA(&lp, P_V), NULL, vp, GDN2_DT_ACT, 0));
     /* q = silu(conv(qp)), from the conv caches when states are given */
     const float *hq = states ? states + st_conv_q(c) : NULL, *hk = states ? states + st_conv_k(c) : NULL;
     const float *hv = states ? states + st_conv_v(c) : NULL;
@@ -368,32 +368,32 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
         const size_t ab = be->act_bytes;
         for (int64_t i = 0; i < B; i++) {
             const size_t so = (size_t)slots[i] * SS;
-            TRY(be->conv_silu_fwd(be, 1, 1, Dk, W, AT(qp, i * Dk * ab), hq + so, SS, PP(&lp, P_QC), AT(q, i * Dk * ab)));
-            TRY(be->conv_silu_fwd(be, 1, 1, Dk, W, AT(kp, i * Dk * ab), hk + so, SS, PP(&lp, P_KC), AT(k, i * Dk * ab)));
-            TRY(be->conv_silu_fwd(be, 1, 1, Dv, W, AT(vp, i * Dv * ab), hv + so, SS, PP(&lp, P_VC), AT(v, i * Dv * ab)));
+            LTRY(be->conv_silu_fwd(be, 1, 1, Dk, W, AT(qp, i * Dk * ab), hq + so, SS, PP(&lp, P_QC), AT(q, i * Dk * ab)));
+            LTRY(be->conv_silu_fwd(be, 1, 1, Dk, W, AT(kp, i * Dk * ab), hk + so, SS, PP(&lp, P_KC), AT(k, i * Dk * ab)));
+            LTRY(be->conv_silu_fwd(be, 1, 1, Dv, W, AT(vp, i * Dv * ab), hv + so, SS, PP(&lp, P_VC), AT(v, i * Dv * ab)));
         }
     } else {
-        TRY(be->conv_silu_fwd(be, B, T, Dk, W, qp, hq, SS, PP(&lp, P_QC), q));
-        TRY(be->conv_silu_fwd(be, B, T, Dk, W, kp, hk, SS, PP(&lp, P_KC), k));
-        TRY(be->conv_silu_fwd(be, B, T, Dv, W, vp, hv, SS, PP(&lp, P_VC), v));
+        LTRY(be->conv_silu_fwd(be, B, T, Dk, W, qp, hq, SS, PP(&lp, P_QC), q));
+        LTRY(be->conv_silu_fwd(be, B, T, Dk, W, kp, hk, SS, PP(&lp, P_KC), k));
+        LTRY(be->conv_silu_fwd(be, B, T, Dv, W, vp, hv, SS, PP(&lp, P_VC), v));
     }
     /* decay pre-activation: f = (x Wf0ᵀ) Wf1ᵀ (gdn2, kda) or f = x Waᵀ (gdn) */
     if (m == GDN2_MIXER_GDN) {
-        TRY(be->linear_fwd(be, N, d, H, x, PA(&lp, P_A), NULL, f, GDN2_DT_ACT, 0));
+        LTRY(be->linear_fwd(be, N, d, H, x, PA(&lp, P_A), NULL, f, GDN2_DT_ACT, 0));
     } else {
-        TRY(be->linear_fwd(be, N, d, R, x, PA(&lp, P_F0), NULL, f1, GDN2_DT_ACT, 0));
-        TRY(be->linear_fwd(be, N, R, Dk, f1, PA(&lp, P_F1), NULL, f, GDN2_DT_ACT, 0));
+        LTRY(be->linear_fwd(be, N, d, R, x, PA(&lp, P_F0), NULL, f1, GDN2_DT_ACT, 0));
+        LTRY(be->linear_fwd(be, N, R, Dk, f1, PA(&lp, P_F1), NULL, f, GDN2_DT_ACT, 0));
     }
     /* erase/write gates: sb = σ(x Wbᵀ) ([N,Dk] or β [N,H]); sw = σ(x Wwᵀ) (gdn2) */
     const int64_t bw = gate_width(c);
-    TRY(be->linear_fwd(be, N, d, bw, x, PA(&lp, P_B), NULL, sb, GDN2_DT_ACT, 0));
-    TRY(be->sigmoid(be, (size_t)(N * bw), sb));
+    LTRY(be->linear_fwd(be, N, d, bw, x, PA(&lp, P_B), NULL, sb, GDN2_DT_ACT, 0));
+    LTRY(be->sigmoid(be, (size_t)(N * bw), sb));
     if (m == GDN2_MIXER_GDN2) {
-        TRY(be->linear_fwd(be, N, d, Dv, x, PA(&lp, P_W), NULL, sw, GDN2_DT_ACT, 0));
-        TRY(be->sigmoid(be, (size_t)(N * Dv), sw));
+        LTRY(be->linear_fwd(be, N, d, Dv, x, PA(&lp, P_W), NULL, sw, GDN2_DT_ACT, 0));
+        LTRY(be->sigmoid(be, (size_t)(N * Dv), sw));
     }
     const float cb = c->allow_neg_eigval ? 2.0f : 1.0f;
-    TRY(be->gates_fwd(be, (int)m, N, H, HV, K, V, cb, f, sb, sw, PP(&lp, P_ALOG), PP(&lp, P_DT), g, b, w));
+    LTRY(be->gates_fwd(be, (int)m, N, H, HV, K, V, cb, f, sb, sw, PP(&lp, P_ALOG), PP(&lp, P_DT), g, b, w));
 
     /* recurrence: o = GDN2(q, k, v, g, b, w), q/k L2-normalised in the kernel */
     gdn2_opts op = rec_opts(be);
@@ -434,21 +434,21 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
         const size_t ab = be->act_bytes;
         for (int64_t i = 0; i < B; i++) {
             float *si = states + (size_t)slots[i] * SS;
-            TRY(be->conv_hist_update(be, 1, 1, Dk, W, AT(qp, i * Dk * ab), si + st_conv_q(c), SS));
-            TRY(be->conv_hist_update(be, 1, 1, Dk, W, AT(kp, i * Dk * ab), si + st_conv_k(c), SS));
-            TRY(be->conv_hist_update(be, 1, 1, Dv, W, AT(vp, i * Dv * ab), si + st_conv_v(c), SS));
+            LTRY(be->conv_hist_update(be, 1, 1, Dk, W, AT(qp, i * Dk * ab), si + st_conv_q(c), SS));
+            LTRY(be->conv_hist_update(be, 1, 1, Dk, W, AT(kp, i * Dk * ab), si + st_conv_k(c), SS));
+            LTRY(be->conv_hist_update(be, 1, 1, Dv, W, AT(vp, i * Dv * ab), si + st_conv_v(c), SS));
         }
     } else if (states) {
-        TRY(be->conv_hist_update(be, B, T, Dk, W, qp, states + st_conv_q(c), SS));
-        TRY(be->conv_hist_update(be, B, T, Dk, W, kp, states + st_conv_k(c), SS));
-        TRY(be->conv_hist_update(be, B, T, Dv, W, vp, states + st_conv_v(c), SS));
+        LTRY(be->conv_hist_update(be, B, T, Dk, W, qp, states + st_conv_q(c), SS));
+        LTRY(be->conv_hist_update(be, B, T, Dk, W, kp, states + st_conv_k(c), SS));
+        LTRY(be->conv_hist_update(be, B, T, Dv, W, vp, states + st_conv_v(c), SS));
     }
 
     /* output gate a = (x Wg0ᵀ) Wg1ᵀ + bg;  z = RMSNorm(o)·wn ⊙ silu(a) per value head;  y = z Woᵀ */
-    TRY(be->linear_fwd(be, N, d, R, x, PA(&lp, P_G0), NULL, g1, GDN2_DT_ACT, 0));
-    TRY(be->linear_fwd(be, N, R, Dv, g1, PA(&lp, P_G1), PP(&lp, P_G1B), ga, GDN2_DT_ACT, 0));
-    TRY(be->rmsnorm_swish_fwd(be, N * HV, V, o, ga, PP(&lp, P_ON), c->norm_eps, z));
-    TRY(be->linear_fwd(be, N, Dv, d, z, PA(&lp, P_O), NULL, y, GDN2_DT_ACT, 0));
+    LTRY(be->linear_fwd(be, N, d, R, x, PA(&lp, P_G0), NULL, g1, GDN2_DT_ACT, 0));
+    LTRY(be->linear_fwd(be, N, R, Dv, g1, PA(&lp, P_G1), PP(&lp, P_G1B), ga, GDN2_DT_ACT, 0));
+    LTRY(be->rmsnorm_swish_fwd(be, N * HV, V, o, ga, PP(&lp, P_ON), c->norm_eps, z));
+    LTRY(be->linear_fwd(be, N, Dv, d, z, PA(&lp, P_O), NULL, y, GDN2_DT_ACT, 0));
     return GDN2_OK;
 }
 
@@ -540,49 +540,49 @@ int gdn2_layer_bwd_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *pa
     const float *hq = st0 + st_conv_q(c), *hk = st0 + st_conv_k(c), *hv = st0 + st_conv_v(c);
 
     /* y = z Woᵀ:  dWo += dyᵀ z;  dz = dy Wo   (z recomputed from o and a) */
-    TRY(be->rmsnorm_swish_fwd(be, N * HV, V, o, ga, PP(&lp, P_ON), c->norm_eps, zd));
-    TRY(be->linear_bwd(be, N, Dv, d, zd, PA(&lp, P_O), dy, dpre, 0, dP[P_O], NULL));
+    LTRY(be->rmsnorm_swish_fwd(be, N * HV, V, o, ga, PP(&lp, P_ON), c->norm_eps, zd));
+    LTRY(be->linear_bwd(be, N, Dv, d, zd, PA(&lp, P_O), dy, dpre, 0, dP[P_O], NULL));
     /* gated RMSNorm: do (into zd), da, dwn */
-    TRY(be->rmsnorm_swish_bwd(be, N * HV, V, o, ga, PP(&lp, P_ON), c->norm_eps, dpre, zd, dga, dP[P_ON]));
+    LTRY(be->rmsnorm_swish_bwd(be, N * HV, V, o, ga, PP(&lp, P_ON), c->norm_eps, dpre, zd, dga, dP[P_ON]));
     /* a = g1 Wg1ᵀ + bg, g1 = x Wg0ᵀ:  dWg1 += daᵀ g1, dbg += Σ da, dg1 = da Wg1; dWg0 += dg1ᵀ x, dx = dg1 Wg0 */
-    TRY(be->linear_bwd(be, N, R, Dv, g1, PA(&lp, P_G1), dga, dg1, 0, dP[P_G1], dP[P_G1B]));
-    TRY(be->linear_bwd(be, N, d, R, x, PA(&lp, P_G0), dg1, dx, 0, dP[P_G0], NULL));
+    LTRY(be->linear_bwd(be, N, R, Dv, g1, PA(&lp, P_G1), dga, dg1, 0, dP[P_G1], dP[P_G1B]));
+    LTRY(be->linear_bwd(be, N, d, R, x, PA(&lp, P_G0), dg1, dx, 0, dP[P_G0], NULL));
 
     /* rebuild b, w (q, k, v, g are saved) and run the recurrence backward */
-    TRY(be->gates_fwd(be, (int)m, N, H, HV, K, V, cb, f, sb, sw, PP(&lp, P_ALOG), PP(&lp, P_DT), NULL, b, w));
-    for (int64_t i = 0; i < B; i++) TRY(be->copy(be, h0 + i * KVs, st0 + i * SS + st_S(c), KVs * sizeof(float)));
+    LTRY(be->gates_fwd(be, (int)m, N, H, HV, K, V, cb, f, sb, sw, PP(&lp, P_ALOG), PP(&lp, P_DT), NULL, b, w));
+    for (int64_t i = 0; i < B; i++) LTRY(be->copy(be, h0 + i * KVs, st0 + i * SS + st_S(c), KVs * sizeof(float)));
     {
         gdn2_dims dm = {B, T, H, HV, K, V};
         gdn2_opts op = rec_opts(be);
-        TRY(be->gdn2_bwd(be, c->kernel, &dm, &op, q, k, v, g, b, w, h0, zd, dq, dk, dv, dg, db, dw));
+        LTRY(be->gdn2_bwd(be, c->kernel, &dm, &op, q, k, v, g, b, w, h0, zd, dq, dk, dv, dg, db, dw));
     }
     /* gates: df, the erase/write projections' pre-activation grads, dA_log, ddt */
-    TRY(be->gates_bwd(be, (int)m, N, H, HV, K, V, cb, f, sb, sw, g, PP(&lp, P_ALOG), PP(&lp, P_DT), dg, db, dw, df,
+    LTRY(be->gates_bwd(be, (int)m, N, H, HV, K, V, cb, f, sb, sw, g, PP(&lp, P_ALOG), PP(&lp, P_DT), dg, db, dw, df,
                       dpre, dpw, dP[P_ALOG], dP[P_DT]));
     if (m == GDN2_MIXER_GDN) {
         /* f = x Waᵀ (df is [N,H]) */
-        TRY(be->linear_bwd(be, N, d, H, x, PA(&lp, P_A), df, dx, 1, dP[P_A], NULL));
+        LTRY(be->linear_bwd(be, N, d, H, x, PA(&lp, P_A), df, dx, 1, dP[P_A], NULL));
     } else {
         /* f = f1 Wf1ᵀ, f1 = x Wf0ᵀ */
-        TRY(be->linear_bwd(be, N, R, Dk, f1, PA(&lp, P_F1), df, dg1, 0, dP[P_F1], NULL));
-        TRY(be->linear_bwd(be, N, d, R, x, PA(&lp, P_F0), dg1, dx, 1, dP[P_F0], NULL));
+        LTRY(be->linear_bwd(be, N, R, Dk, f1, PA(&lp, P_F1), df, dg1, 0, dP[P_F1], NULL));
+        LTRY(be->linear_bwd(be, N, d, R, x, PA(&lp, P_F0), dg1, dx, 1, dP[P_F0], NULL));
     }
     if (m == GDN2_MIXER_GDN2) {
-        TRY(be->linear_bwd(be, N, d, Dk, x, PA(&lp, P_B), dpre, dx, 1, dP[P_B], NULL));
-        TRY(be->linear_bwd(be, N, d, Dv, x, PA(&lp, P_W), dpw, dx, 1, dP[P_W], NULL));
+        LTRY(be->linear_bwd(be, N, d, Dk, x, PA(&lp, P_B), dpre, dx, 1, dP[P_B], NULL));
+        LTRY(be->linear_bwd(be, N, d, Dv, x, PA(&lp, P_W), dpw, dx, 1, dP[P_W], NULL));
     } else {
-        TRY(be->linear_bwd(be, N, d, H, x, PA(&lp, P_B), dpre, dx, 1, dP[P_B], NULL));
+        LTRY(be->linear_bwd(be, N, d, H, x, PA(&lp, P_B), dpre, dx, 1, dP[P_B], NULL));
     }
     /* short convs + SiLU, then the projections: dqp = conv_vjp(dq); dWq += dqpᵀ x; dx += dqp Wq */
-    TRY(be->conv_silu_bwd(be, B, T, Dk, W, qp, hq, SS, PP(&lp, P_QC), dq, dpre, dP[P_QC]));
-    TRY(be->linear_bwd(be, N, d, Dk, x, PA(&lp, P_Q), dpre, dx, 1, dP[P_Q], NULL));
-    TRY(be->conv_silu_bwd(be, B, T, Dk, W, kp, hk, SS, PP(&lp, P_KC), dk, dpre, dP[P_KC]));
-    TRY(be->linear_bwd(be, N, d, Dk, x, PA(&lp, P_K), dpre, dx, 1, dP[P_K], NULL));
-    TRY(be->conv_silu_bwd(be, B, T, Dv, W, vp, hv, SS, PP(&lp, P_VC), dv, dpre, dP[P_VC]));
-    TRY(be->linear_bwd(be, N, d, Dv, x, PA(&lp, P_V), dpre, dx, 1, dP[P_V], NULL));
+    LTRY(be->conv_silu_bwd(be, B, T, Dk, W, qp, hq, SS, PP(&lp, P_QC), dq, dpre, dP[P_QC]));
+    LTRY(be->linear_bwd(be, N, d, Dk, x, PA(&lp, P_Q), dpre, dx, 1, dP[P_Q], NULL));
+    LTRY(be->conv_silu_bwd(be, B, T, Dk, W, kp, hk, SS, PP(&lp, P_KC), dk, dpre, dP[P_KC]));
+    LTRY(be->linear_bwd(be, N, d, Dk, x, PA(&lp, P_K), dpre, dx, 1, dP[P_K], NULL));
+    LTRY(be->conv_silu_bwd(be, B, T, Dv, W, vp, hv, SS, PP(&lp, P_VC), dv, dpre, dP[P_VC]));
+    LTRY(be->linear_bwd(be, N, d, Dv, x, PA(&lp, P_V), dpre, dx, 1, dP[P_V], NULL));
     return GDN2_OK;
 }
-#undef TRY
+#undef LTRY
 
 int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const float *x, int64_t B, int64_t T,
                         const float *acts, const float *dy, float *dx, float *dparams, int n_threads) {

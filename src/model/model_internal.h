@@ -14,17 +14,6 @@
 #include "../util/internal.h"
 #include "../util/rng.h"
 
-/* ---- the flat parameter block ------------------------------------------------------------- */
-/* Every tensor of the flat block (the model's table, config.c, and the recurrent layer's own slots,
- * layer_gdn2.c) starts at a multiple of GDN2_PARAM_ALIGN floats: 256 bytes of the fp32 master
- * weights and gradients, 128 bytes of the bf16 matmul view, so that cuBLASLt may use its TMA
- * kernels on every weight. The gaps are zeros. Saturates at SIZE_MAX (overflowing configs are
- * refused elsewhere). The one rounding rule of both tables. */
-static inline size_t gdn2_param_align_up(size_t off) {
-    const size_t a = GDN2_PARAM_ALIGN;
-    return off > SIZE_MAX - (a - 1) ? SIZE_MAX : (off + a - 1) / a * a;
-}
-
 /* ---- recurrent layer (layer_gdn2.c) ------------------------------------------------------- */
 size_t gdn2_layer_act_bytes(const gdn2_backend *be, const gdn2_layer_cfg *c, int64_t B, int64_t T);
 /* scratch of one forward (backward 0; with_states: the forward gets states) or backward call */
