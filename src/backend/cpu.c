@@ -97,7 +97,7 @@ static int cpu_dropout(gdn2_backend *be, size_t n, void *x, float p, uint64_t se
 static int cpu_sigmoid(gdn2_backend *be, size_t n, void *x) {
     float *p = F(x);
 #pragma omp parallel for schedule(static) num_threads(gdn2_threads(NT(be)))
-    for (int64_t i = 0; i < (int64_t)n; i++) p[i] = gdn2_nn_sigmoid(p[i]);
+    for (int64_t i = 0; i < (int64_t)n; i++) p[i] = gdn2_sigmoid_f32(p[i]);
     return GDN2_OK;
 }
 

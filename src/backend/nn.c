@@ -68,7 +68,7 @@ int gdn2_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t W, const float *
     for (int64_t bt = 0; bt < B * T; bt++) {
         float *yt = y + bt * D;
         conv_pre(x, hist, hist_stride, bt / T, bt % T, T, D, W, wT, yt);
-        for (int64_t ch = 0; ch < D; ch++) yt[ch] = gdn2_nn_silu(yt[ch]);
+        for (int64_t ch = 0; ch < D; ch++) yt[ch] = gdn2_silu_f32(yt[ch]);
     }
     free(wT);
     return GDN2_OK;
@@ -94,7 +94,7 @@ int gdn2_conv_silu_bwd(int64_t B, int64_t T, int64_t D, int64_t W, const float *
             const int64_t b = bt / T, t = bt % T;
             float *dct = dc + bt * D;
             conv_pre(x, hist, hist_stride, b, t, T, D, W, wT, dct);
-            for (int64_t ch = 0; ch < D; ch++) dct[ch] = dy[bt * D + ch] * gdn2_nn_silu_grad(dct[ch]);
+            for (int64_t ch = 0; ch < D; ch++) dct[ch] = dy[bt * D + ch] * gdn2_silu_grad_f32(dct[ch]);
             for (int64_t i = 0; i < W; i++) {
                 const float *restrict row = conv_row(x, hist, hist_stride, b, T, D, W, t + i);
                 float *restrict pi = pw + i * D;
@@ -190,7 +190,7 @@ void gdn2_rmsnorm_swish_fwd(int64_t N, int64_t D, const float *x, const float *g
     for (int64_t n = 0; n < N; n++) {
         const float *xr = x + n * D, *ar = gate + n * D;
         const float r = rms_rstd(xr, D, eps);
-        for (int64_t j = 0; j < D; j++) y[n * D + j] = xr[j] * r * w[j] * gdn2_nn_silu(ar[j]);
+        for (int64_t j = 0; j < D; j++) y[n * D + j] = xr[j] * r * w[j] * gdn2_silu_f32(ar[j]);
     }
 }
 
@@ -214,14 +214,14 @@ int gdn2_rmsnorm_swish_bwd(int64_t N, int64_t D, const float *x, const float *ga
             float dot = 0.0f;
             const float r = rms_rstd(xr, D, eps);
             for (int64_t j = 0; j < D; j++) {
-                const float xh = xr[j] * r, dn = dyr[j] * gdn2_nn_silu(ar[j]);
-                dgate[n * D + j] = dyr[j] * xh * w[j] * gdn2_nn_silu_grad(ar[j]);
+                const float xh = xr[j] * r, dn = dyr[j] * gdn2_silu_f32(ar[j]);
+                dgate[n * D + j] = dyr[j] * xh * w[j] * gdn2_silu_grad_f32(ar[j]);
                 pw[j] += dn * xh;
                 dot += dn * w[j] * xh;
             }
             dot /= (float)D;
             for (int64_t j = 0; j < D; j++) {
-                const float dn = dyr[j] * gdn2_nn_silu(ar[j]);
+                const float dn = dyr[j] * gdn2_silu_f32(ar[j]);
                 dx[n * D + j] = r * (dn * w[j] - xr[j] * r * dot);
             }
         }
@@ -247,10 +247,10 @@ void gdn2_nn_gates_fwd(int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, i
             float *gr = g ? g + (n * H + h) * K : NULL, *br = b + (n * H + h) * K;
             if (!g) {
             } else if (mixer == 2) {
-                const float gs = -a * gdn2_nn_softplus(f[n * H + h] + dt[h]);
+                const float gs = -a * gdn2_softplus_f32(f[n * H + h] + dt[h]);
                 for (int64_t i = 0; i < K; i++) gr[i] = gs;
             } else {
-                for (int64_t i = 0; i < K; i++) gr[i] = -a * gdn2_nn_softplus(f[(n * H + h) * K + i] + dt[h * K + i]);
+                for (int64_t i = 0; i < K; i++) gr[i] = -a * gdn2_softplus_f32(f[(n * H + h) * K + i] + dt[h * K + i]);
             }
             if (mixer == 0)
                 for (int64_t i = 0; i < K; i++) br[i] = cb * sb[(n * H + h) * K + i];
@@ -296,8 +296,8 @@ int gdn2_nn_gates_bwd(int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, in
                 if (mixer == 2) {
                     float s = 0.0f;
                     for (int64_t i = 0; i < K; i++) s += dgr[i];
-                    const float u = f[n * H + h] + dt[h], gs = -a * gdn2_nn_softplus(u);
-                    const float d = s * (-a) * gdn2_nn_softplus_grad(u);
+                    const float u = f[n * H + h] + dt[h], gs = -a * gdn2_softplus_f32(u);
+                    const float d = s * (-a) * gdn2_softplus_grad_f32(u);
                     dA[h] += (double)s * gs;
                     dd[h] += d;
                     df[n * H + h] = d;
@@ -305,7 +305,7 @@ int gdn2_nn_gates_bwd(int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, in
                     const float *fr = f + (n * H + h) * K, *dtr = dt + h * K;
                     for (int64_t i = 0; i < K; i++) {
                         const float u = fr[i] + dtr[i];
-                        const float d = dgr[i] * (-a) * gdn2_nn_softplus_grad(u);
+                        const float d = dgr[i] * (-a) * gdn2_softplus_grad_f32(u);
                         dA[h] += (double)dgr[i] * g[(n * H + h) * K + i];
                         dd[h * K + i] += d;
                         df[(n * H + h) * K + i] = d;
@@ -345,14 +345,14 @@ int gdn2_nn_gates_bwd(int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, in
 /* ------------------------------------------------------------------------------------------ */
 void gdn2_nn_swiglu_fwd(size_t n, const float *h1, const float *h2, float *a, int n_threads) {
 #pragma omp parallel for num_threads(gdn2_threads(n_threads)) schedule(static)
-    for (int64_t i = 0; i < (int64_t)n; i++) a[i] = h1[i] * gdn2_nn_sigmoid(h1[i]) * h2[i];
+    for (int64_t i = 0; i < (int64_t)n; i++) a[i] = h1[i] * gdn2_sigmoid_f32(h1[i]) * h2[i];
 }
 
 void gdn2_nn_swiglu_bwd(size_t n, const float *h1, const float *h2, float *dh1, float *dh2, int n_threads) {
     /* dh2 = da silu(h1);  dh1 = da h2 silu'(h1),  silu'(z) = s (1 + z (1 - s)) */
 #pragma omp parallel for num_threads(gdn2_threads(n_threads)) schedule(static)
     for (int64_t i = 0; i < (int64_t)n; i++) {
-        float z = h1[i], s = gdn2_nn_sigmoid(z), da = dh1[i];
+        float z = h1[i], s = gdn2_sigmoid_f32(z), da = dh1[i];
         dh2[i] = da * z * s;
         dh1[i] = da * h2[i] * s * (1.0f + z * (1.0f - s));
     }

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../util/act.h"
 #include "../util/internal.h"
 #include "backend.h"
 
@@ -18,17 +19,7 @@
 #endif
 
 
-static inline float gdn2_nn_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-/* torch softplus (beta 1, threshold 20): linear above 20 */
-static inline float gdn2_nn_softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
-/* d softplus / dx as torch computes it: 1 above the threshold, else sigmoid(x) */
-static inline float gdn2_nn_softplus_grad(float x) { return x > 20.0f ? 1.0f : gdn2_nn_sigmoid(x); }
-static inline float gdn2_nn_silu(float x) { return x * gdn2_nn_sigmoid(x); }
-/* d silu / dx = s (1 + x (1 - s)), s = sigmoid(x) */
-static inline float gdn2_nn_silu_grad(float x) {
-    float s = gdn2_nn_sigmoid(x);
-    return s * (1.0f + x * (1.0f - s));
-}
+/* scalar activations: src/util/act.h (gdn2_sigmoid_f32, gdn2_softplus_f32, gdn2_silu_f32, ...) */
 
 /* Y[N,out] = X[N,in] W[out,in]^T (+ bias[out] if not NULL)  (torch nn.Linear layout) */
 void gdn2_linear_fwd(int64_t N, int64_t in, int64_t out, const float *X, const float *W, const float *bias,

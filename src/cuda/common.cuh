@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "../util/act.h"
+
 #define GDN2_LOG2E 1.4426950408889634f
 
 // element load/store in the input dtype, math in fp32
@@ -20,26 +22,25 @@ __device__ __forceinline__ float warp_sum(float x) {
     return x;
 }
 
-__device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 // In-kernel decay gate (same as src/ops/gate.h): u = f + dt_bias, a = exp(A_log)
 //   default: g = -a * softplus(u) (torch softplus, threshold 20); lower bound lb < 0: g = lb * sigmoid(a u)
 __device__ __forceinline__ float gate_fwd(float f, float A_log, float dtb, float lb) {
     float a = expf(A_log), u = f + dtb;
-    if (lb < 0.0f) return lb * sigmoidf_(a * u);
-    return -a * (u > 20.0f ? u : log1pf(expf(u)));
+    if (lb < 0.0f) return lb * gdn2_sigmoid_f32(a * u);
+    return -a * gdn2_softplus_f32(u);
 }
 // VJP of the gate: returns d f and adds the A_log part to *dAl.
 __device__ __forceinline__ float gate_vjp(float dg, float f, float A_log, float dtb, float lb, float *dAl) {
     float a = expf(A_log), u = f + dtb;
     if (lb < 0.0f) {
-        float s = sigmoidf_(a * u), inner = dg * lb * s * (1.0f - s);
+        float s = gdn2_sigmoid_f32(a * u), inner = dg * lb * s * (1.0f - s);
         *dAl += inner * a * u;
         return inner * a;
     }
-    float g = -a * (u > 20.0f ? u : log1pf(expf(u)));
+    float g = -a * gdn2_softplus_f32(u);
     *dAl += dg * g;
-    return dg * (-a) * (u > 20.0f ? 1.0f : sigmoidf_(u));
+    return dg * (-a) * gdn2_softplus_grad_f32(u);
 }
 
 #endif

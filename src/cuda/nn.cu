@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/act.h"
 #include "../util/rng.h"
 #include "gdn2_cuda.h"
 #include "nn_ctx.cuh"
@@ -21,17 +22,9 @@ typedef __nv_bfloat16 bf16;
 #define NN_RCH 64        // rows per chunk of the column (over-rows) reductions
 #define NN_MAX_GRID (1u << 22)
 
-// ---- scalar helpers (the CPU's formulas: src/backend/nn.h) --------------------------------------
+// ---- scalar helpers (the activations: src/util/act.h, shared with the CPU) --------------------------------------
 __device__ __forceinline__ float ldb(const bf16 *p, size_t i) { return __bfloat162float(p[i]); }
 __device__ __forceinline__ bf16 tob(float x) { return __float2bfloat16_rn(x); }
-__device__ __forceinline__ float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
-__device__ __forceinline__ float softplus_(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
-__device__ __forceinline__ float softplus_grad_(float x) { return x > 20.0f ? 1.0f : sigm(x); }
-__device__ __forceinline__ float silu_(float x) { return x * sigm(x); }
-__device__ __forceinline__ float silu_grad_(float x) {
-    float s = sigm(x);
-    return s * (1.0f + x * (1.0f - s));
-}
 __device__ __forceinline__ float warp_sum_(float x) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
@@ -236,7 +229,7 @@ extern "C" int gdn2_cuda_add(size_t n, const float *a, const void *b, float *out
 }
 
 // x = sigmoid(x) = 1 / (1 + e^-x), in place
-__global__ void k_sigmoid(size_t n, bf16 *x) { GRID_STRIDE(i, n) x[i] = tob(sigm(ldb(x, i))); }
+__global__ void k_sigmoid(size_t n, bf16 *x) { GRID_STRIDE(i, n) x[i] = tob(gdn2_sigmoid_f32(ldb(x, i))); }
 
 extern "C" int gdn2_cuda_sigmoid(size_t n, void *x, void *stream) {
     if (!n) return GDN2_OK;
@@ -269,13 +262,13 @@ extern "C" int gdn2_cuda_scale(size_t n, float *x, float k, void *stream) {
 __global__ void k_swiglu_fwd(size_t n, const bf16 *h1, const bf16 *h2, bf16 *a) {
     GRID_STRIDE(i, n) {
         float z = ldb(h1, i);
-        a[i] = tob(z * sigm(z) * ldb(h2, i));
+        a[i] = tob(z * gdn2_sigmoid_f32(z) * ldb(h2, i));
     }
 }
 // in: da in dh1.  dh2 = da z s;  dh1 = da h2 s (1 + z (1 - s)),  z = h1, s = sigma(z)
 __global__ void k_swiglu_bwd(size_t n, const bf16 *h1, const bf16 *h2, bf16 *dh1, bf16 *dh2) {
     GRID_STRIDE(i, n) {
-        float z = ldb(h1, i), s = sigm(z), da = ldb(dh1, i);
+        float z = ldb(h1, i), s = gdn2_sigmoid_f32(z), da = ldb(dh1, i);
         dh2[i] = tob(da * z * s);
         dh1[i] = tob(da * ldb(h2, i) * s * (1.0f + z * (1.0f - s)));
     }
@@ -520,7 +513,7 @@ __global__ void k_rmsnorm_swish_fwd(int64_t N, int64_t D, const bf16 *x, const b
     }
     ss = warp_sum_(ss);
     const float r = 1.0f / sqrtf(ss / (float)D + eps);
-    for (int64_t i = lane; i < D; i += 32) y[row * D + i] = tob(ldb(xr, i) * r * w[i] * silu_(ldb(ar, i)));
+    for (int64_t i = lane; i < D; i += 32) y[row * D + i] = tob(ldb(xr, i) * r * w[i] * gdn2_silu_f32(ldb(ar, i)));
 }
 
 extern "C" int gdn2_cuda_rmsnorm_swish_fwd(int64_t N, int64_t D, const void *x, const void *gate, const float *w,
@@ -547,13 +540,13 @@ __global__ void k_rmsnorm_swish_bwd(int64_t N, int64_t D, const bf16 *x, const b
     if (lane == 0 && rbuf) rbuf[row] = r;
     float dot = 0.0f;
     for (int64_t j = lane; j < D; j += 32) {
-        const float a = ldb(ar, j), xh = ldb(xr, j) * r, dyv = ldb(dyr, j), dn = dyv * silu_(a);
-        dgate[row * D + j] = tob(dyv * xh * w[j] * silu_grad_(a));
+        const float a = ldb(ar, j), xh = ldb(xr, j) * r, dyv = ldb(dyr, j), dn = dyv * gdn2_silu_f32(a);
+        dgate[row * D + j] = tob(dyv * xh * w[j] * gdn2_silu_grad_f32(a));
         dot += dn * w[j] * xh;
     }
     dot = warp_sum_(dot) / (float)D;
     for (int64_t j = lane; j < D; j += 32) {
-        const float dn = ldb(dyr, j) * silu_(ldb(ar, j));
+        const float dn = ldb(dyr, j) * gdn2_silu_f32(ldb(ar, j));
         dx[row * D + j] = tob(r * (dn * w[j] - ldb(xr, j) * r * dot));
     }
 }
@@ -566,7 +559,7 @@ __global__ void k_rmsnorm_swish_dw_part(int64_t N, int64_t D, const bf16 *x, con
     float acc = 0.0f;
     for (int64_t n = ch * NN_RCH; n < n1; n++) {
         const size_t e = (size_t)(n * D + j);
-        acc += ldb(dy, e) * silu_(ldb(gate, e)) * (ldb(x, e) * rbuf[n]);
+        acc += ldb(dy, e) * gdn2_silu_f32(ldb(gate, e)) * (ldb(x, e) * rbuf[n]);
     }
     part[ch * D + j] = acc;
 }
@@ -623,7 +616,7 @@ __global__ void k_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t W, cons
     const size_t n = (size_t)(B * T * D);
     GRID_STRIDE(e, n) {
         const int64_t ch = (int64_t)(e % D), bt = (int64_t)(e / D), t = bt % T, b = bt / T;
-        y[e] = tob(silu_(conv_pre_(x, hist, hs, w, b, t, T, D, W, ch)));
+        y[e] = tob(gdn2_silu_f32(conv_pre_(x, hist, hs, w, b, t, T, D, W, ch)));
     }
 }
 
@@ -662,7 +655,7 @@ __global__ void __launch_bounds__(CONV_BS) k_conv_fwd_fast(int64_t T, int64_t D,
             if (i == W - 1) win[i] = ldb(xb, (size_t)(t * D));
             if (i < W) c += wr[i] * win[i];
         }
-        yb[(size_t)(t * D)] = tob(silu_(c));
+        yb[(size_t)(t * D)] = tob(gdn2_silu_f32(c));
 #pragma unroll
         for (int i = 0; i < CONV_MAXW - 1; i++) win[i] = win[i + 1];
     }
@@ -698,7 +691,7 @@ __global__ void __launch_bounds__(CONV_BS) k_conv_bwd_fast(int64_t T, int64_t D,
                 if (i == W - 1) win[i] = ldb(xb, (size_t)(t * D));
                 if (i < W) c += wr[i] * win[i];
             }
-            dc = ldb(dyb, (size_t)(t * D)) * silu_grad_(c);
+            dc = ldb(dyb, (size_t)(t * D)) * gdn2_silu_grad_f32(c);
             if (t < t1 && part) {
 #pragma unroll
                 for (int i = 0; i < CONV_MAXW; i++)
@@ -748,7 +741,7 @@ __global__ void k_conv_dc(int64_t B, int64_t T, int64_t D, int64_t W, const bf16
     const size_t n = (size_t)(B * T * D);
     GRID_STRIDE(e, n) {
         const int64_t ch = (int64_t)(e % D), bt = (int64_t)(e / D), t = bt % T, b = bt / T;
-        dc[e] = ldb(dy, e) * silu_grad_(conv_pre_(x, hist, hs, w, b, t, T, D, W, ch));
+        dc[e] = ldb(dy, e) * gdn2_silu_grad_f32(conv_pre_(x, hist, hs, w, b, t, T, D, W, ch));
     }
 }
 // dx_t[ch] = sum_i w[ch*W+i] dc_{t+W-1-i}[ch]   (i increasing, terms with t+W-1-i < T)
@@ -852,7 +845,7 @@ __global__ void k_gates_fwd_k(int mixer, int64_t N, int64_t H, int64_t K, float 
         const int64_t nh = (int64_t)(e / K), i = (int64_t)(e % K), h = nh % H;
         if (g) {
             const float a = expf(A_log[h]);
-            g[e] = mixer == MX_GDN ? -a * softplus_(ldb(f, nh) + dt[h]) : -a * softplus_(ldb(f, e) + dt[h * K + i]);
+            g[e] = mixer == MX_GDN ? -a * gdn2_softplus_f32(ldb(f, nh) + dt[h]) : -a * gdn2_softplus_f32(ldb(f, e) + dt[h * K + i]);
         }
         b[e] = tob(cb * (mixer == MX_GDN2 ? ldb(sb, e) : ldb(sb, nh)));
     }
@@ -906,7 +899,7 @@ __global__ void k_gates_bwd_k(int mixer, int64_t N, int64_t H, int64_t K, float 
     GRID_STRIDE(e, n) {
         const int64_t h = (int64_t)(e / K) % H, i = (int64_t)(e % K);
         const float a = expf(A_log[h]), u = ldb(f, e) + dt[h * K + i];
-        if (df) df[e] = tob(dg[e] * (-a) * softplus_grad_(u));
+        if (df) df[e] = tob(dg[e] * (-a) * gdn2_softplus_grad_f32(u));
         if (mixer == MX_GDN2 && dpb) {
             const float s = ldb(sb, e);
             dpb[e] = tob(ldb(db, e) * cb * s * (1.0f - s));
@@ -932,7 +925,7 @@ __global__ void k_gates_bwd_head(int mixer, int64_t N, int64_t H, int64_t HV, in
         float s = 0.0f;
         for (int64_t i = 0; i < K; i++) s += dg[nh * K + i];
         const float a = expf(A_log[h]), u = ldb(f, nh) + dt[h];
-        df[nh] = tob(s * (-a) * softplus_grad_(u));
+        df[nh] = tob(s * (-a) * gdn2_softplus_grad_f32(u));
     }
     if (dpb) {
         float s = 0.0f;
@@ -959,15 +952,15 @@ __global__ void k_gates_red_part(int mixer, int64_t N, int64_t H, int64_t K, con
         if (mixer == MX_GDN) {
             float s = 0.0f;
             for (int64_t k = 0; k < K; k++) s += dg[(n * H + h) * K + k];
-            const float u = ldb(f, n * H + h) + dt[h], gs = -a * softplus_(u);
-            const float dfv = s * (-a) * softplus_grad_(u);
+            const float u = ldb(f, n * H + h) + dt[h], gs = -a * gdn2_softplus_f32(u);
+            const float dfv = s * (-a) * gdn2_softplus_grad_f32(u);
             sa += (double)s * gs;
             sd += dfv;
         } else {
             const size_t e = (size_t)((n * H + h) * K + i);
             const float u = ldb(f, e) + dt[h * K + i];
-            const float ge = g ? g[e] : -a * softplus_(u);
-            const float dfv = dg[e] * (-a) * softplus_grad_(u);
+            const float ge = g ? g[e] : -a * gdn2_softplus_f32(u);
+            const float dfv = dg[e] * (-a) * gdn2_softplus_grad_f32(u);
             sa += (double)dg[e] * ge;
             sd += dfv;
         }

@@ -297,7 +297,7 @@ static inline float gate_vjp_f32(float dg, float f, float A_log, float dt_bias, 
         return inner * aa;
     }
     *dA += (double)dg * (-aa * gdn2_softplus_f32(u));
-    return dg * (-aa) * (u > 20.0f ? 1.0f : gdn2_sigmoid_f32(u));
+    return dg * (-aa) * gdn2_softplus_grad_f32(u);
 }
 
 GDN2_VEC_CLONES static void bwd_task(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws *b, int64_t n, int64_t h) {

@@ -6,15 +6,14 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "../util/act.h"
 #include "../util/internal.h"
 
 #define GDN2_L2NORM_EPS 1e-6
 
 /* torch softplus (beta 1, threshold 20): x above 20 is passed through. */
 static inline double gdn2_softplus_f64(double x) { return x > 20.0 ? x : log1p(exp(x)); }
-static inline float gdn2_softplus_f32(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 static inline double gdn2_sigmoid_f64(double x) { return 1.0 / (1.0 + exp(-x)); }
-static inline float gdn2_sigmoid_f32(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* In-kernel gate for channel c of key head h, u = f + dt_bias[h*K+c], a = exp(A_log[h]):
  *   default:      g = -a * softplus(u)

@@ -10,10 +10,12 @@
 #include <stdint.h>
 
 /* the mixer also runs in CUDA kernels (dropout masks: the same bits on both backends) */
+#ifndef GDN2_HD
 #ifdef __CUDACC__
 #define GDN2_HD __host__ __device__
 #else
 #define GDN2_HD
+#endif
 #endif
 
 static inline GDN2_HD uint64_t gdn2_mix64(uint64_t z) {
