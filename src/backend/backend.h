@@ -147,7 +147,8 @@ struct gdn2_backend {
      *   mixer 0 gdn2: g[n,h,i] = -e^{A_log[h]} softplus(f[n,h,i] + dt[h,i]);  b = cb sb [N,H,K];  w = sw [N,HV,V]
      *   mixer 1 kda:  g as gdn2;  b[n,h,:] = cb sb[n,h];  w[n,hv,:] = cb sb[n,hv/G]
      *   mixer 2 gdn:  g[n,h,:] = -e^{A_log[h]} softplus(f[n,h] + dt[h]);  b, w as kda
-     * f, sb, sw ACT (sb, sw already sigmoids; sw only for gdn2); g fp32 (NULL: only b, w); b, w ACT. */
+     * f, sb, sw ACT (sb, sw already sigmoids; sw only for gdn2); g fp32, b, w ACT; each output may be
+ * NULL (not computed). */
     int (*gates_fwd)(gdn2_backend *be, int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, int64_t V,
                      float cb, const void *f, const void *sb, const void *sw, const float *A_log, const float *dt,
                      float *g, void *b, void *w);
@@ -155,7 +156,8 @@ struct gdn2_backend {
      * g. Out: df (ACT, [N,H,K], gdn [N,H]): the gradient of f; dpb (ACT, [N,H,K] gdn2, [N,H] kda/gdn):
      * of the erase (or beta) projection's output before the sigmoid; dpw (ACT [N,HV,V], gdn2 only):
      * of the write projection's; dA_log [H], ddt ([H,K], gdn [H]) fp32 +=, each summed over n in
-     * double in a fixed order. */
+     * double in a fixed order. g may be recomputed from f rather than read (CUDA: the forward's
+     * formula on the same device, the same bits). */
     int (*gates_bwd)(gdn2_backend *be, int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, int64_t V,
                      float cb, const void *f, const void *sb, const void *sw, const float *g, const float *A_log,
                      const float *dt, const float *dg, const void *db, const void *dw, void *df, void *dpb,

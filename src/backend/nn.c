@@ -244,7 +244,7 @@ void gdn2_nn_gates_fwd(int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, i
     for (int64_t n = 0; n < N; n++) {
         for (int64_t h = 0; h < H; h++) {
             const float a = expf(A_log[h]);
-            float *gr = g ? g + (n * H + h) * K : NULL, *br = b + (n * H + h) * K;
+            float *gr = g ? g + (n * H + h) * K : NULL, *br = b ? b + (n * H + h) * K : NULL;
             if (!g) {
             } else if (mixer == 2) {
                 const float gs = -a * gdn2_softplus_f32(f[n * H + h] + dt[h]);
@@ -252,12 +252,14 @@ void gdn2_nn_gates_fwd(int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, i
             } else {
                 for (int64_t i = 0; i < K; i++) gr[i] = -a * gdn2_softplus_f32(f[(n * H + h) * K + i] + dt[h * K + i]);
             }
-            if (mixer == 0)
+            if (!br) {
+            } else if (mixer == 0) {
                 for (int64_t i = 0; i < K; i++) br[i] = cb * sb[(n * H + h) * K + i];
-            else
+            } else {
                 for (int64_t i = 0; i < K; i++) br[i] = cb * sb[n * H + h];
+            }
         }
-        for (int64_t hv = 0; hv < HV; hv++) {
+        for (int64_t hv = 0; w && hv < HV; hv++) {
             float *wr = w + (n * HV + hv) * V;
             if (mixer == 0)
                 memcpy(wr, sw + (n * HV + hv) * V, (size_t)V * sizeof(float));

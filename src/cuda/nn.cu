@@ -31,12 +31,110 @@ __device__ __forceinline__ float warp_sum_(float x) {
     return x;
 }
 
+// ---- 8-wide groups: elements [i0, i0+8) as one 16-byte access of bf16 (two of fp32) when the caller
+// says every pointer is 16-byte aligned (vec) and the group is whole, else element by element, the
+// elements at or past `lim` reading 0 and not written. Same values either way; the vector form only
+// puts more bytes in flight per thread (the scalar kernels ran at 15-40 % of the copy bandwidth).
+__device__ __forceinline__ void ld8(const bf16 *p, size_t i0, size_t lim, bool vec, float o[8]) {
+    if (vec && i0 + 8 <= lim) {
+        const uint4 u = *reinterpret_cast<const uint4 *>(p + i0);
+        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const float2 f = __bfloat1622float2(h[k]);
+            o[2 * k] = f.x, o[2 * k + 1] = f.y;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++) o[k] = i0 + k < lim ? ldb(p, i0 + k) : 0.0f;
+    }
+}
+__device__ __forceinline__ void ld8(const float *p, size_t i0, size_t lim, bool vec, float o[8]) {
+    if (vec && i0 + 8 <= lim) {
+        const float4 a = *reinterpret_cast<const float4 *>(p + i0), b = *reinterpret_cast<const float4 *>(p + i0 + 4);
+        o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z, o[7] = b.w;
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++) o[k] = i0 + k < lim ? p[i0 + k] : 0.0f;
+    }
+}
+__device__ __forceinline__ void st8(bf16 *p, size_t i0, size_t lim, bool vec, const float v[8]) {
+    if (vec && i0 + 8 <= lim) {
+        uint4 u;
+        __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&u);
+#pragma unroll
+        for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+        *reinterpret_cast<uint4 *>(p + i0) = u;
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            if (i0 + k < lim) p[i0 + k] = tob(v[k]);
+    }
+}
+__device__ __forceinline__ void st8(float *p, size_t i0, size_t lim, bool vec, const float v[8]) {
+    if (vec && i0 + 8 <= lim) {
+        *reinterpret_cast<float4 *>(p + i0) = make_float4(v[0], v[1], v[2], v[3]);
+        *reinterpret_cast<float4 *>(p + i0 + 4) = make_float4(v[4], v[5], v[6], v[7]);
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            if (i0 + k < lim) p[i0 + k] = v[k];
+    }
+}
+// 4-wide, the same contract (the per-row kernels: a warp covers 128 columns per step)
+__device__ __forceinline__ void ld4(const bf16 *p, size_t i0, size_t lim, bool vec, float o[4]) {
+    if (vec && i0 + 4 <= lim) {
+        const uint2 u = *reinterpret_cast<const uint2 *>(p + i0);
+        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.x));
+        const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.y));
+        o[0] = a.x, o[1] = a.y, o[2] = b.x, o[3] = b.y;
+    } else {
+#pragma unroll
+        for (int k = 0; k < 4; k++) o[k] = i0 + k < lim ? ldb(p, i0 + k) : 0.0f;
+    }
+}
+__device__ __forceinline__ void ld4(const float *p, size_t i0, size_t lim, bool vec, float o[4]) {
+    if (vec && i0 + 4 <= lim) {
+        const float4 a = *reinterpret_cast<const float4 *>(p + i0);
+        o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w;
+    } else {
+#pragma unroll
+        for (int k = 0; k < 4; k++) o[k] = i0 + k < lim ? p[i0 + k] : 0.0f;
+    }
+}
+__device__ __forceinline__ void st4(bf16 *p, size_t i0, size_t lim, bool vec, const float v[4]) {
+    if (vec && i0 + 4 <= lim) {
+        uint2 u;
+        *reinterpret_cast<__nv_bfloat162 *>(&u.x) = __floats2bfloat162_rn(v[0], v[1]);
+        *reinterpret_cast<__nv_bfloat162 *>(&u.y) = __floats2bfloat162_rn(v[2], v[3]);
+        *reinterpret_cast<uint2 *>(p + i0) = u;
+    } else {
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            if (i0 + k < lim) p[i0 + k] = tob(v[k]);
+    }
+}
+__device__ __forceinline__ void st4(float *p, size_t i0, size_t lim, bool vec, const float v[4]) {
+    if (vec && i0 + 4 <= lim) {
+        *reinterpret_cast<float4 *>(p + i0) = make_float4(v[0], v[1], v[2], v[3]);
+    } else {
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            if (i0 + k < lim) p[i0 + k] = v[k];
+    }
+}
+static inline bool al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+static inline bool al8(const void *p) { return ((uintptr_t)p & 7) == 0; }
+// the 8-wide grid-stride loop: i0 = the first element of each group
+#define GRID_STRIDE8(i0, n) GRID_STRIDE(g8_, ((n) + 7) / 8) for (size_t i0 = g8_ * 8, once_ = 1; once_; once_ = 0)
+
 static inline cudaStream_t S(void *stream) { return (cudaStream_t)stream; }
 static inline unsigned grid1(size_t n) {
     size_t b = (n + NN_BS - 1) / NN_BS;
     return (unsigned)(b > NN_MAX_GRID ? NN_MAX_GRID : (b ? b : 1));
 }
 static inline unsigned cdiv(int64_t a, int64_t b) { return (unsigned)((a + b - 1) / b); }
+static inline unsigned grid8(size_t n) { return grid1((n + 7) / 8); }
 // the column reductions put the row chunks on grid.y (at most 65535 of NN_RCH rows)
 #define CHECK_CHUNKS(fn, nch)                                                                          \
     if ((nch) > 65535)                                                                                 \
@@ -204,8 +302,13 @@ int gdn2_cuda_colsum_finish(const float *part, int64_t nch, int64_t ncols, float
 // elementwise
 // =====================================================================================================
 // y = bf16(x)  /  y = float(x)
-__global__ void k_f32_to_bf16(size_t n, const float *x, bf16 *y) { GRID_STRIDE(i, n) y[i] = tob(x[i]); }
-__global__ void k_bf16_to_f32(size_t n, const bf16 *x, float *y) { GRID_STRIDE(i, n) y[i] = ldb(x, i); }
+template <typename TX, typename TY> __global__ void k_cast(size_t n, const TX *x, TY *y, bool vec) {
+    GRID_STRIDE8(i0, n) {
+        float v[8];
+        ld8(x, i0, n, vec, v);
+        st8(y, i0, n, vec, v);
+    }
+}
 
 extern "C" int gdn2_cuda_cast(size_t n, const void *x, int xdt, void *y, int ydt, void *stream) {
     if (!n) return GDN2_OK;
@@ -214,74 +317,121 @@ extern "C" int gdn2_cuda_cast(size_t n, const void *x, int xdt, void *y, int ydt
         return cuerr("cast (copy)", cudaMemcpyAsync(y, x, n * (xdt == GDN2_CUDA_BF16 ? 2 : 4),
                                                     cudaMemcpyDeviceToDevice, S(stream)));
     }
-    if (xdt == GDN2_CUDA_F32) k_f32_to_bf16<<<grid1(n), NN_BS, 0, S(stream)>>>(n, (const float *)x, (bf16 *)y);
-    else k_bf16_to_f32<<<grid1(n), NN_BS, 0, S(stream)>>>(n, (const bf16 *)x, (float *)y);
+    const bool vec = al16(x) && al16(y);
+    if (xdt == GDN2_CUDA_F32) k_cast<<<grid8(n), NN_BS, 0, S(stream)>>>(n, (const float *)x, (bf16 *)y, vec);
+    else k_cast<<<grid8(n), NN_BS, 0, S(stream)>>>(n, (const bf16 *)x, (float *)y, vec);
     return gdn2_cuda_launch_check("cast");
 }
 
 // out = a + float(b)
-__global__ void k_add(size_t n, const float *a, const bf16 *b, float *out) { GRID_STRIDE(i, n) out[i] = a[i] + ldb(b, i); }
+__global__ void k_add(size_t n, const float *a, const bf16 *b, float *out, bool vec) {
+    GRID_STRIDE8(i0, n) {
+        float u[8], v[8];
+        ld8(a, i0, n, vec, u);
+        ld8(b, i0, n, vec, v);
+#pragma unroll
+        for (int k = 0; k < 8; k++) u[k] += v[k];
+        st8(out, i0, n, vec, u);
+    }
+}
 
 extern "C" int gdn2_cuda_add(size_t n, const float *a, const void *b, float *out, void *stream) {
     if (!n) return GDN2_OK;
-    k_add<<<grid1(n), NN_BS, 0, S(stream)>>>(n, a, (const bf16 *)b, out);
+    k_add<<<grid8(n), NN_BS, 0, S(stream)>>>(n, a, (const bf16 *)b, out, al16(a) && al16(b) && al16(out));
     return gdn2_cuda_launch_check("add");
 }
 
 // x = sigmoid(x) = 1 / (1 + e^-x), in place
-__global__ void k_sigmoid(size_t n, bf16 *x) { GRID_STRIDE(i, n) x[i] = tob(gdn2_sigmoid_f32(ldb(x, i))); }
+__global__ void k_sigmoid(size_t n, bf16 *x, bool vec) {
+    GRID_STRIDE8(i0, n) {
+        float v[8];
+        ld8(x, i0, n, vec, v);
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] = gdn2_sigmoid_f32(v[k]);
+        st8(x, i0, n, vec, v);
+    }
+}
 
 extern "C" int gdn2_cuda_sigmoid(size_t n, void *x, void *stream) {
     if (!n) return GDN2_OK;
-    k_sigmoid<<<grid1(n), NN_BS, 0, S(stream)>>>(n, (bf16 *)x);
+    k_sigmoid<<<grid8(n), NN_BS, 0, S(stream)>>>(n, (bf16 *)x, al16(x));
     return gdn2_cuda_launch_check("sigmoid");
 }
 
 // dropout: x = x / (1 - p) where gdn2_dropout_keep(seed, i, thr) (util/rng.h: the CPU's mask), else 0
-__global__ void k_dropout(size_t n, bf16 *x, uint32_t thr, float k, uint64_t seed) {
-    GRID_STRIDE(i, n) x[i] = gdn2_dropout_keep(seed, (uint64_t)i, thr) ? tob(ldb(x, i) * k) : tob(0.0f);
+__global__ void k_dropout(size_t n, bf16 *x, uint32_t thr, float s, uint64_t seed, bool vec) {
+    GRID_STRIDE8(i0, n) {
+        float v[8];
+        ld8(x, i0, n, vec, v);
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] = gdn2_dropout_keep(seed, (uint64_t)(i0 + k), thr) ? v[k] * s : 0.0f;
+        st8(x, i0, n, vec, v);
+    }
 }
 
 extern "C" int gdn2_cuda_dropout(size_t n, void *x, float p, uint64_t seed, void *stream) {
     if (!n) return GDN2_OK;
     const uint32_t thr = gdn2_dropout_thr(p);
-    k_dropout<<<grid1(n), NN_BS, 0, S(stream)>>>(n, (bf16 *)x, thr, 1.0f / (1.0f - p), seed);
+    k_dropout<<<grid8(n), NN_BS, 0, S(stream)>>>(n, (bf16 *)x, thr, 1.0f / (1.0f - p), seed, al16(x));
     return gdn2_cuda_launch_check("dropout");
 }
 
 // x *= k
-__global__ void k_scale(size_t n, float *x, float k) { GRID_STRIDE(i, n) x[i] *= k; }
+__global__ void k_scale(size_t n, float *x, float s, bool vec) {
+    GRID_STRIDE8(i0, n) {
+        float v[8];
+        ld8(x, i0, n, vec, v);
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] *= s;
+        st8(x, i0, n, vec, v);
+    }
+}
 
 extern "C" int gdn2_cuda_scale(size_t n, float *x, float k, void *stream) {
     if (!n) return GDN2_OK;
-    k_scale<<<grid1(n), NN_BS, 0, S(stream)>>>(n, x, k);
+    k_scale<<<grid8(n), NN_BS, 0, S(stream)>>>(n, x, k, al16(x));
     return gdn2_cuda_launch_check("scale");
 }
 
 // a = silu(h1) h2 = (h1 sigma(h1)) h2
-__global__ void k_swiglu_fwd(size_t n, const bf16 *h1, const bf16 *h2, bf16 *a) {
-    GRID_STRIDE(i, n) {
-        float z = ldb(h1, i);
-        a[i] = tob(z * gdn2_sigmoid_f32(z) * ldb(h2, i));
+__global__ void k_swiglu_fwd(size_t n, const bf16 *h1, const bf16 *h2, bf16 *a, bool vec) {
+    GRID_STRIDE8(i0, n) {
+        float z[8], u[8];
+        ld8(h1, i0, n, vec, z);
+        ld8(h2, i0, n, vec, u);
+#pragma unroll
+        for (int k = 0; k < 8; k++) z[k] = z[k] * gdn2_sigmoid_f32(z[k]) * u[k];
+        st8(a, i0, n, vec, z);
     }
 }
 // in: da in dh1.  dh2 = da z s;  dh1 = da h2 s (1 + z (1 - s)),  z = h1, s = sigma(z)
-__global__ void k_swiglu_bwd(size_t n, const bf16 *h1, const bf16 *h2, bf16 *dh1, bf16 *dh2) {
-    GRID_STRIDE(i, n) {
-        float z = ldb(h1, i), s = gdn2_sigmoid_f32(z), da = ldb(dh1, i);
-        dh2[i] = tob(da * z * s);
-        dh1[i] = tob(da * ldb(h2, i) * s * (1.0f + z * (1.0f - s)));
+__global__ void k_swiglu_bwd(size_t n, const bf16 *h1, const bf16 *h2, bf16 *dh1, bf16 *dh2, bool vec) {
+    GRID_STRIDE8(i0, n) {
+        float z[8], u[8], da[8], d2[8];
+        ld8(h1, i0, n, vec, z);
+        ld8(h2, i0, n, vec, u);
+        ld8(dh1, i0, n, vec, da);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const float s = gdn2_sigmoid_f32(z[k]);
+            d2[k] = da[k] * z[k] * s;
+            da[k] = da[k] * u[k] * s * (1.0f + z[k] * (1.0f - s));
+        }
+        st8(dh2, i0, n, vec, d2);
+        st8(dh1, i0, n, vec, da);
     }
 }
 
 extern "C" int gdn2_cuda_swiglu_fwd(size_t n, const void *h1, const void *h2, void *a, void *stream) {
     if (!n) return GDN2_OK;
-    k_swiglu_fwd<<<grid1(n), NN_BS, 0, S(stream)>>>(n, (const bf16 *)h1, (const bf16 *)h2, (bf16 *)a);
+    k_swiglu_fwd<<<grid8(n), NN_BS, 0, S(stream)>>>(n, (const bf16 *)h1, (const bf16 *)h2, (bf16 *)a,
+                                                   al16(h1) && al16(h2) && al16(a));
     return gdn2_cuda_launch_check("swiglu_fwd");
 }
 extern "C" int gdn2_cuda_swiglu_bwd(size_t n, const void *h1, const void *h2, void *dh1, void *dh2, void *stream) {
     if (!n) return GDN2_OK;
-    k_swiglu_bwd<<<grid1(n), NN_BS, 0, S(stream)>>>(n, (const bf16 *)h1, (const bf16 *)h2, (bf16 *)dh1, (bf16 *)dh2);
+    k_swiglu_bwd<<<grid8(n), NN_BS, 0, S(stream)>>>(n, (const bf16 *)h1, (const bf16 *)h2, (bf16 *)dh1, (bf16 *)dh2,
+                                                   al16(h1) && al16(h2) && al16(dh1) && al16(dh2));
     return gdn2_cuda_launch_check("swiglu_bwd");
 }
 
@@ -433,40 +583,72 @@ extern "C" int gdn2_cuda_scatter_rows(gdn2_cuda_nn *c, int64_t n_rows, int64_t N
     if (row >= (N)) return;
 static inline unsigned row_grid(int64_t N) { return cdiv(N, NN_ROWS_WARPS); }
 
+// Each lane takes 4 consecutive columns per step (16- or 8-byte accesses when vec: D % 4 == 0 and
+// aligned pointers): i = 4 lane + 128 s. Sums: per lane in that order, then the warp's shuffle tree.
+#define ROW_STEP(i, lane, D) for (int64_t i = 4 * (int64_t)(lane); i < (D); i += 128)
+
 // r = 1 / sqrt(mean(x^2) + eps);  y = x r w;  rstd[n] = r
-__global__ void k_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, float eps, bf16 *y, float *rstd) {
+__global__ void k_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, float eps, bf16 *y, float *rstd,
+                              bool vec) {
     ROW_OF_WARP(row, lane, N);
-    const float *xr = x + row * D;
+    const size_t r0 = (size_t)(row * D), lim = r0 + (size_t)D;
     float ss = 0.0f;
-    for (int64_t i = lane; i < D; i += 32) ss += xr[i] * xr[i];
+    ROW_STEP(i, lane, D) {
+        float v[4];
+        ld4(x, r0 + i, lim, vec, v);
+#pragma unroll
+        for (int k = 0; k < 4; k++) ss += v[k] * v[k];
+    }
     ss = warp_sum_(ss);
     const float r = 1.0f / sqrtf(ss / (float)D + eps);
     if (lane == 0 && rstd) rstd[row] = r;
-    for (int64_t i = lane; i < D; i += 32) y[row * D + i] = tob(xr[i] * r * w[i]);
+    ROW_STEP(i, lane, D) {
+        float v[4], wv[4];
+        ld4(x, r0 + i, lim, vec, v);
+        ld4(w, i, D, vec, wv);
+#pragma unroll
+        for (int k = 0; k < 4; k++) v[k] = v[k] * r * wv[k];
+        st4(y, r0 + i, lim, vec, v);
+    }
 }
 
 extern "C" int gdn2_cuda_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, float eps, void *y,
                                      float *rstd, void *stream) {
     if (N <= 0 || D <= 0) return GDN2_OK;
-    k_rmsnorm_fwd<<<row_grid(N), 32 * NN_ROWS_WARPS, 0, S(stream)>>>(N, D, x, w, eps, (bf16 *)y, rstd);
+    const bool vec = D % 4 == 0 && al16(x) && al16(w) && al8(y);
+    k_rmsnorm_fwd<<<row_grid(N), 32 * NN_ROWS_WARPS, 0, S(stream)>>>(N, D, x, w, eps, (bf16 *)y, rstd, vec);
     return gdn2_cuda_launch_check("rmsnorm_fwd");
 }
 
 // dx = (acc ? dx : 0) + r dy w - c x,   c = r^3 / D * sum_i dy_i w_i x_i
 __global__ void k_rmsnorm_bwd_dx(int64_t N, int64_t D, const float *x, const float *w, const float *rstd,
-                                 const bf16 *dy, float *dx, int acc) {
+                                 const bf16 *dy, float *dx, int acc, bool vec) {
     ROW_OF_WARP(row, lane, N);
-    const float *xr = x + row * D;
-    const bf16 *dr = dy + row * D;
+    const size_t r0 = (size_t)(row * D), lim = r0 + (size_t)D;
     const float r = rstd[row];
     float dot = 0.0f;
-    for (int64_t i = lane; i < D; i += 32) dot += ldb(dr, i) * w[i] * xr[i];
+    ROW_STEP(i, lane, D) {
+        float xv[4], wv[4], dv[4];
+        ld4(x, r0 + i, lim, vec, xv);
+        ld4(w, i, D, vec, wv);
+        ld4(dy, r0 + i, lim, vec, dv);
+#pragma unroll
+        for (int k = 0; k < 4; k++) dot += dv[k] * wv[k] * xv[k];
+    }
     dot = warp_sum_(dot);
     const float cc = dot * r * r * r / (float)D;
-    float *o = dx + row * D;
-    for (int64_t i = lane; i < D; i += 32) {
-        float v = r * ldb(dr, i) * w[i] - cc * xr[i];
-        o[i] = acc ? o[i] + v : v;
+    ROW_STEP(i, lane, D) {
+        float xv[4], wv[4], dv[4], o[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        ld4(x, r0 + i, lim, vec, xv);
+        ld4(w, i, D, vec, wv);
+        ld4(dy, r0 + i, lim, vec, dv);
+        if (acc) ld4(dx, r0 + i, lim, vec, o);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const float v = r * dv[k] * wv[k] - cc * xv[k];
+            o[k] = acc ? o[k] + v : v;
+        }
+        st4(dx, r0 + i, lim, vec, o);
     }
 }
 // part[ch, i] = sum_{n in chunk ch, increasing} dy[n,i] x[n,i] r[n]
@@ -476,6 +658,7 @@ __global__ void k_rmsnorm_dw_part(int64_t N, int64_t D, const float *x, const fl
     if (i >= D) return;
     const int64_t n1 = (ch + 1) * NN_RCH < N ? (ch + 1) * NN_RCH : N;
     float acc = 0.0f;
+#pragma unroll 8
     for (int64_t n = ch * NN_RCH; n < n1; n++) acc += ldb(dy, n * D + i) * x[n * D + i] * rstd[n];
     part[ch * D + i] = acc;
 }
@@ -486,8 +669,9 @@ extern "C" int gdn2_cuda_rmsnorm_bwd(gdn2_cuda_nn *c, int64_t N, int64_t D, cons
     if (N <= 0 || D <= 0) return GDN2_OK;
     if (!rstd) return gdn2_error(GDN2_ERR_ARG, "%s: rstd is NULL (the forward must save it)", fn);
     if (dx) {
+        const bool vec = D % 4 == 0 && al16(x) && al16(w) && al8(dy) && al16(dx);
         k_rmsnorm_bwd_dx<<<row_grid(N), 32 * NN_ROWS_WARPS, 0, c->stream>>>(N, D, x, w, rstd, (const bf16 *)dy, dx,
-                                                                           accumulate);
+                                                                           accumulate, vec);
         int rc = gdn2_cuda_launch_check(fn);
         if (rc) return rc;
     }
@@ -503,51 +687,82 @@ extern "C" int gdn2_cuda_rmsnorm_bwd(gdn2_cuda_nn *c, int64_t N, int64_t D, cons
 
 // gated: y = x r w silu(a),  r = 1 / sqrt(mean(x^2) + eps)
 __global__ void k_rmsnorm_swish_fwd(int64_t N, int64_t D, const bf16 *x, const bf16 *gate, const float *w, float eps,
-                                    bf16 *y) {
+                                    bf16 *y, bool vec) {
     ROW_OF_WARP(row, lane, N);
-    const bf16 *xr = x + row * D, *ar = gate + row * D;
+    const size_t r0 = (size_t)(row * D), lim = r0 + (size_t)D;
     float ss = 0.0f;
-    for (int64_t i = lane; i < D; i += 32) {
-        float v = ldb(xr, i);
-        ss += v * v;
+    ROW_STEP(i, lane, D) {
+        float v[4];
+        ld4(x, r0 + i, lim, vec, v);
+#pragma unroll
+        for (int k = 0; k < 4; k++) ss += v[k] * v[k];
     }
     ss = warp_sum_(ss);
     const float r = 1.0f / sqrtf(ss / (float)D + eps);
-    for (int64_t i = lane; i < D; i += 32) y[row * D + i] = tob(ldb(xr, i) * r * w[i] * gdn2_silu_f32(ldb(ar, i)));
+    ROW_STEP(i, lane, D) {
+        float v[4], av[4], wv[4];
+        ld4(x, r0 + i, lim, vec, v);
+        ld4(gate, r0 + i, lim, vec, av);
+        ld4(w, i, D, vec, wv);
+#pragma unroll
+        for (int k = 0; k < 4; k++) v[k] = v[k] * r * wv[k] * gdn2_silu_f32(av[k]);
+        st4(y, r0 + i, lim, vec, v);
+    }
 }
 
 extern "C" int gdn2_cuda_rmsnorm_swish_fwd(int64_t N, int64_t D, const void *x, const void *gate, const float *w,
                                            float eps, void *y, void *stream) {
     if (N <= 0 || D <= 0) return GDN2_OK;
+    const bool vec = D % 4 == 0 && al8(x) && al8(gate) && al16(w) && al8(y);
     k_rmsnorm_swish_fwd<<<row_grid(N), 32 * NN_ROWS_WARPS, 0, S(stream)>>>(N, D, (const bf16 *)x, (const bf16 *)gate,
-                                                                           w, eps, (bf16 *)y);
+                                                                           w, eps, (bf16 *)y, vec);
     return gdn2_cuda_launch_check("rmsnorm_swish_fwd");
 }
 
 // With xh = x r, dn = dy silu(a):  dgate = dy xh w silu'(a);  dx = r (dn w - xh mean(dn w xh));
 // rbuf[n] = r for the dw pass
 __global__ void k_rmsnorm_swish_bwd(int64_t N, int64_t D, const bf16 *x, const bf16 *gate, const float *w, float eps,
-                                    const bf16 *dy, bf16 *dx, bf16 *dgate, float *rbuf) {
+                                    const bf16 *dy, bf16 *dx, bf16 *dgate, float *rbuf, bool vec) {
     ROW_OF_WARP(row, lane, N);
-    const bf16 *xr = x + row * D, *ar = gate + row * D, *dyr = dy + row * D;
+    const size_t r0 = (size_t)(row * D), lim = r0 + (size_t)D;
     float ss = 0.0f;
-    for (int64_t i = lane; i < D; i += 32) {
-        float v = ldb(xr, i);
-        ss += v * v;
+    ROW_STEP(i, lane, D) {
+        float v[4];
+        ld4(x, r0 + i, lim, vec, v);
+#pragma unroll
+        for (int k = 0; k < 4; k++) ss += v[k] * v[k];
     }
     ss = warp_sum_(ss);
     const float r = 1.0f / sqrtf(ss / (float)D + eps);
     if (lane == 0 && rbuf) rbuf[row] = r;
     float dot = 0.0f;
-    for (int64_t j = lane; j < D; j += 32) {
-        const float a = ldb(ar, j), xh = ldb(xr, j) * r, dyv = ldb(dyr, j), dn = dyv * gdn2_silu_f32(a);
-        dgate[row * D + j] = tob(dyv * xh * w[j] * gdn2_silu_grad_f32(a));
-        dot += dn * w[j] * xh;
+    ROW_STEP(j, lane, D) {
+        float xv[4], av[4], dv[4], wv[4], o[4];
+        ld4(x, r0 + j, lim, vec, xv);
+        ld4(gate, r0 + j, lim, vec, av);
+        ld4(dy, r0 + j, lim, vec, dv);
+        ld4(w, j, D, vec, wv);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const float xh = xv[k] * r, dn = dv[k] * gdn2_silu_f32(av[k]);
+            o[k] = dv[k] * xh * wv[k] * gdn2_silu_grad_f32(av[k]);
+            dot += dn * wv[k] * xh;
+        }
+        st4(dgate, r0 + j, lim, vec, o);
     }
     dot = warp_sum_(dot) / (float)D;
-    for (int64_t j = lane; j < D; j += 32) {
-        const float dn = ldb(dyr, j) * gdn2_silu_f32(ldb(ar, j));
-        dx[row * D + j] = tob(r * (dn * w[j] - ldb(xr, j) * r * dot));
+    ROW_STEP(j, lane, D) {
+        float xv[4], av[4], dv[4], wv[4], o[4];
+        ld4(x, r0 + j, lim, vec, xv);
+        ld4(gate, r0 + j, lim, vec, av);
+        ld4(dy, r0 + j, lim, vec, dv);
+        ld4(w, j, D, vec, wv);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const float dn = dv[k] * gdn2_silu_f32(av[k]);
+            o[k] = r * (dn * wv[k] - xv[k] * r * dot);
+        }
+        st4(dx, r0 + j, lim, vec, o);
     }
 }
 // part[ch, j] = sum_{n in chunk ch} dy silu(a) x r
@@ -557,6 +772,7 @@ __global__ void k_rmsnorm_swish_dw_part(int64_t N, int64_t D, const bf16 *x, con
     if (j >= D) return;
     const int64_t n1 = (ch + 1) * NN_RCH < N ? (ch + 1) * NN_RCH : N;
     float acc = 0.0f;
+#pragma unroll 8
     for (int64_t n = ch * NN_RCH; n < n1; n++) {
         const size_t e = (size_t)(n * D + j);
         acc += ldb(dy, e) * gdn2_silu_f32(ldb(gate, e)) * (ldb(x, e) * rbuf[n]);
@@ -574,8 +790,9 @@ extern "C" int gdn2_cuda_rmsnorm_swish_bwd(gdn2_cuda_nn *c, int64_t N, int64_t D
     char *scr = (char *)gdn2_cuda_nn_scratch(c, rb + (dw ? (size_t)(nch * D) * sizeof(float) : 0), fn);
     if (!scr) return GDN2_ERR_NOMEM;
     float *rbuf = (float *)scr, *part = (float *)(scr + rb);
+    const bool vec = D % 4 == 0 && al8(x) && al8(gate) && al16(w) && al8(dy) && al8(dx) && al8(dgate);
     k_rmsnorm_swish_bwd<<<row_grid(N), 32 * NN_ROWS_WARPS, 0, c->stream>>>(
-        N, D, (const bf16 *)x, (const bf16 *)gate, w, eps, (const bf16 *)dy, (bf16 *)dx, (bf16 *)dgate, rbuf);
+        N, D, (const bf16 *)x, (const bf16 *)gate, w, eps, (const bf16 *)dy, (bf16 *)dx, (bf16 *)dgate, rbuf, vec);
     int rc = gdn2_cuda_launch_check(fn);
     if (rc || !dw) return rc;
     k_rmsnorm_swish_dw_part<<<dim3(cdiv(D, NN_BS), (unsigned)nch), NN_BS, 0, c->stream>>>(
@@ -620,9 +837,10 @@ __global__ void k_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t W, cons
     }
 }
 
-// ---- the fast path (W <= CONV_MAXW): one thread per (sequence, channel, run of CONV_R time steps),
-// a sliding window of the last W inputs in registers, 32-bit indices inside the run; consecutive
-// threads take consecutive channels (coalesced rows). Same formulas and summation orders as above.
+// ---- the fast path (W <= CONV_MAXW, W a template argument): one thread per (sequence, channel, run of
+// CONV_R time steps); consecutive threads take consecutive channels (coalesced rows). Every input
+// row the run needs is loaded into registers first (independent loads: ~40 in flight per thread,
+// where the sliding-window loop had one), then the same formulas and summation orders as above.
 #define CONV_MAXW 8
 #define CONV_R 32
 #define CONV_BS 128
@@ -632,94 +850,93 @@ __device__ __forceinline__ float conv_xe_fast(const bf16 *xb, const float *hb, i
     return hb ? hb[s * D] : 0.0f;
 }
 // y_t = silu(sum_i w_i xe_{t+i}), t in [t0, t1)
-__global__ void __launch_bounds__(CONV_BS) k_conv_fwd_fast(int64_t T, int64_t D, int W, const bf16 *x,
-                                                           const float *hist, size_t hs, const float *w, bf16 *y) {
+template <int W>
+__global__ void __launch_bounds__(CONV_BS) k_conv_fwd_fast(int64_t T, int64_t D, const bf16 *x, const float *hist,
+                                                           size_t hs, const float *w, bf16 *y) {
     const int64_t ch = blockIdx.x * (int64_t)CONV_BS + threadIdx.x;
     if (ch >= D) return;
     const int64_t nr = (T + CONV_R - 1) / CONV_R, b = blockIdx.y / nr, t0 = (blockIdx.y % nr) * CONV_R;
-    const int64_t t1 = t0 + CONV_R < T ? t0 + CONV_R : T;
+    const int n = (int)(t0 + CONV_R < T ? CONV_R : T - t0); // rows of this run
     const bf16 *xb = x + (size_t)(b * T * D + ch);
     const float *hb = hist ? hist + b * hs + ch : NULL;
-    float wr[CONV_MAXW], win[CONV_MAXW];
+    float wr[W], xe[CONV_R + W - 1]; // xe[j] = xe_{t0+j}
 #pragma unroll
-    for (int i = 0; i < CONV_MAXW; i++) wr[i] = i < W ? w[ch * W + i] : 0.0f, win[i] = 0.0f;
-    // win[i] = xe_{t+i} for the current t; fill the first W-1
+    for (int i = 0; i < W; i++) wr[i] = w[ch * W + i];
 #pragma unroll
-    for (int i = 0; i < CONV_MAXW - 1; i++)
-        if (i < W - 1) win[i] = conv_xe_fast(xb, hb, D, W, t0 + i);
+    for (int j = 0; j < CONV_R + W - 1; j++) xe[j] = j < n + W - 1 ? conv_xe_fast(xb, hb, D, W, t0 + j) : 0.0f;
     bf16 *yb = y + (size_t)(b * T * D + ch);
-    for (int64_t t = t0; t < t1; t++) {
+#pragma unroll
+    for (int r = 0; r < CONV_R; r++) {
+        if (r >= n) break;
         float c = 0.0f;
 #pragma unroll
-        for (int i = 0; i < CONV_MAXW; i++) {
-            if (i == W - 1) win[i] = ldb(xb, (size_t)(t * D));
-            if (i < W) c += wr[i] * win[i];
-        }
-        yb[(size_t)(t * D)] = tob(gdn2_silu_f32(c));
-#pragma unroll
-        for (int i = 0; i < CONV_MAXW - 1; i++) win[i] = win[i + 1];
+        for (int i = 0; i < W; i++) c += wr[i] * xe[r + i];
+        yb[(size_t)((t0 + r) * D)] = tob(gdn2_silu_f32(c));
     }
 }
-// The backward of one run, fused: dc_t = dy_t silu'(c_t) for t in [t0, min(T, t1+W-1)) (c recomputed),
-// dx_t' = sum_i w_i dc_{t'+W-1-i} (i increasing, terms past T absent) for t' in [t0, t1), and the
-// run's dw partial part[run, ch*W+i] = sum_{t in [t0,t1)} dc_t xe_{t+i} (t increasing).
-__global__ void __launch_bounds__(CONV_BS) k_conv_bwd_fast(int64_t T, int64_t D, int W, const bf16 *x,
-                                                           const float *hist, size_t hs, const float *w,
-                                                           const bf16 *dy, bf16 *dx, float *part) {
+// The backward of one run, fused: dc_t = dy_t silu'(c_t) for t in [t0, te), te = min(T, t1+W-1) (c
+// recomputed; dc = 0 past T: absent terms), dx_t = sum_i w_i dc_{t+W-1-i} (i increasing) for t in
+// [t0, t1), and the run's dw partial part[run, ch*W+i] = sum_{t in [t0,t1)} dc_t xe_{t+i} (t increasing).
+template <int W>
+__global__ void __launch_bounds__(CONV_BS) k_conv_bwd_fast(int64_t T, int64_t D, const bf16 *x, const float *hist,
+                                                           size_t hs, const float *w, const bf16 *dy, bf16 *dx,
+                                                           float *part) {
     const int64_t ch = blockIdx.x * (int64_t)CONV_BS + threadIdx.x;
     if (ch >= D) return;
     const int64_t nr = (T + CONV_R - 1) / CONV_R, b = blockIdx.y / nr, t0 = (blockIdx.y % nr) * CONV_R;
-    const int64_t t1 = t0 + CONV_R < T ? t0 + CONV_R : T;
-    const int64_t te = t1 + W - 1 < T ? t1 + W - 1 : T; // dc rows this run needs
+    const int n = (int)(t0 + CONV_R < T ? CONV_R : T - t0);             // rows of this run
+    const int ne = (int)(t0 + n + W - 1 < T ? n + W - 1 : T - t0);      // dc rows it needs
     const bf16 *xb = x + (size_t)(b * T * D + ch), *dyb = dy + (size_t)(b * T * D + ch);
     const float *hb = hist ? hist + b * hs + ch : NULL;
-    float wr[CONV_MAXW], win[CONV_MAXW], dcw[CONV_MAXW], acc[CONV_MAXW];
+    float wr[W], xe[CONV_R + 2 * W - 2], dc[CONV_R + W - 1]; // xe[j] = xe_{t0+j}, dc[j] = dc_{t0+j}
 #pragma unroll
-    for (int i = 0; i < CONV_MAXW; i++) wr[i] = i < W ? w[ch * W + i] : 0.0f, win[i] = dcw[i] = acc[i] = 0.0f;
+    for (int i = 0; i < W; i++) wr[i] = w[ch * W + i];
 #pragma unroll
-    for (int i = 0; i < CONV_MAXW - 1; i++)
-        if (i < W - 1) win[i] = conv_xe_fast(xb, hb, D, W, t0 + i);
-    bf16 *dxb = dx ? dx + (size_t)(b * T * D + ch) : NULL;
-    // rows t0 .. t1+W-2: dc for t < te, zero past T (absent terms); dx of row t-(W-1) once its
-    // W dc values are known
-    for (int64_t t = t0; t < t1 + W - 1; t++) {
-        float dc = 0.0f;
-        if (t < te) {
-            float c = 0.0f;
+    for (int j = 0; j < CONV_R + 2 * W - 2; j++) xe[j] = j < ne + W - 1 ? conv_xe_fast(xb, hb, D, W, t0 + j) : 0.0f;
 #pragma unroll
-            for (int i = 0; i < CONV_MAXW; i++) {
-                if (i == W - 1) win[i] = ldb(xb, (size_t)(t * D));
-                if (i < W) c += wr[i] * win[i];
-            }
-            dc = ldb(dyb, (size_t)(t * D)) * gdn2_silu_grad_f32(c);
-            if (t < t1 && part) {
+    for (int j = 0; j < CONV_R + W - 1; j++) dc[j] = j < ne ? ldb(dyb, (size_t)((t0 + j) * D)) : 0.0f;
 #pragma unroll
-                for (int i = 0; i < CONV_MAXW; i++)
-                    if (i < W) acc[i] += dc * win[i];
-            }
+    for (int j = 0; j < CONV_R + W - 1; j++) {
+        float c = 0.0f;
 #pragma unroll
-            for (int i = 0; i < CONV_MAXW - 1; i++) win[i] = win[i + 1];
-        }
-        // dcw[j] = dc_{t-(W-1)+j}
+        for (int i = 0; i < W; i++) c += wr[i] * xe[j + i];
+        dc[j] = j < ne ? dc[j] * gdn2_silu_grad_f32(c) : 0.0f;
+    }
+    if (dx) {
+        bf16 *dxb = dx + (size_t)(b * T * D + ch);
 #pragma unroll
-        for (int j = 0; j < CONV_MAXW - 1; j++) dcw[j] = dcw[j + 1];
+        for (int r = 0; r < CONV_R; r++) {
+            if (r >= n) break;
+            float s = 0.0f;
 #pragma unroll
-        for (int j = 0; j < CONV_MAXW; j++)
-            if (j == W - 1) dcw[j] = dc;
-        const int64_t tp = t - (W - 1);
-        if (dxb && tp >= t0 && tp < t1) {
-            float s = 0.0f; // sum_i w_i dc_{tp+W-1-i} = sum_i w_i dcw[W-1-i], i increasing
-#pragma unroll
-            for (int i = 0; i < CONV_MAXW; i++)
-                if (i < W) s += wr[i] * dcw[W - 1 - i];
-            dxb[(size_t)(tp * D)] = tob(s);
+            for (int i = 0; i < W; i++) s += wr[i] * dc[r + W - 1 - i];
+            dxb[(size_t)((t0 + r) * D)] = tob(s);
         }
     }
     if (part) {
         float *pr = part + (size_t)blockIdx.y * (size_t)(D * W) + (size_t)(ch * W);
-        for (int i = 0; i < W; i++) pr[i] = acc[i];
+#pragma unroll
+        for (int i = 0; i < W; i++) {
+            float acc = 0.0f;
+#pragma unroll
+            for (int r = 0; r < CONV_R; r++)
+                if (r < n) acc += dc[r] * xe[r + i];
+            pr[i] = acc;
+        }
     }
 }
+// the launches for W = 1 .. CONV_MAXW
+#define CONV_FAST_SWITCH(W, LAUNCH)                                                                     \
+    switch (W) {                                                                                        \
+    case 1: LAUNCH(1); break;                                                                           \
+    case 2: LAUNCH(2); break;                                                                           \
+    case 3: LAUNCH(3); break;                                                                           \
+    case 4: LAUNCH(4); break;                                                                           \
+    case 5: LAUNCH(5); break;                                                                           \
+    case 6: LAUNCH(6); break;                                                                           \
+    case 7: LAUNCH(7); break;                                                                           \
+    default: LAUNCH(8); break;                                                                          \
+    }
 
 extern "C" int gdn2_cuda_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t W, const void *x, const float *hist,
                                        size_t hist_stride, const float *w, void *y, void *stream) {
@@ -727,8 +944,11 @@ extern "C" int gdn2_cuda_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t 
     if (!n || W <= 0) return GDN2_OK;
     const int64_t runs = B * ((T + CONV_R - 1) / CONV_R);
     if (W <= CONV_MAXW && runs <= 65535) {
-        k_conv_fwd_fast<<<dim3((unsigned)cdiv(D, CONV_BS), (unsigned)runs), CONV_BS, 0, S(stream)>>>(
-            T, D, (int)W, (const bf16 *)x, hist, hist_stride, w, (bf16 *)y);
+#define LAUNCH(WW)                                                                                     \
+    k_conv_fwd_fast<WW><<<dim3((unsigned)cdiv(D, CONV_BS), (unsigned)runs), CONV_BS, 0, S(stream)>>>(        \
+        T, D, (const bf16 *)x, hist, hist_stride, w, (bf16 *)y)
+        CONV_FAST_SWITCH(W, LAUNCH)
+#undef LAUNCH
         return gdn2_cuda_launch_check("conv_silu_fwd");
     }
     k_conv_silu_fwd<<<grid1(n), NN_BS, 0, S(stream)>>>(B, T, D, W, (const bf16 *)x, hist, hist_stride, w, (bf16 *)y);
@@ -785,8 +1005,11 @@ extern "C" int gdn2_cuda_conv_silu_bwd(gdn2_cuda_nn *c, int64_t B, int64_t T, in
         float *part = NULL;
         if (dw && !(part = (float *)gdn2_cuda_nn_scratch(c, (size_t)(runs * D * W) * sizeof(float), fn)))
             return GDN2_ERR_NOMEM;
-        k_conv_bwd_fast<<<dim3((unsigned)cdiv(D, CONV_BS), (unsigned)runs), CONV_BS, 0, c->stream>>>(
-            T, D, (int)W, (const bf16 *)x, hist, hist_stride, w, (const bf16 *)dy, (bf16 *)dx, part);
+#define LAUNCH(WW)                                                                                     \
+    k_conv_bwd_fast<WW><<<dim3((unsigned)cdiv(D, CONV_BS), (unsigned)runs), CONV_BS, 0, c->stream>>>(        \
+        T, D, (const bf16 *)x, hist, hist_stride, w, (const bf16 *)dy, (bf16 *)dx, part)
+        CONV_FAST_SWITCH(W, LAUNCH)
+#undef LAUNCH
         int rc = gdn2_cuda_launch_check(fn);
         return rc || !dw ? rc : gdn2_cuda_colsum_finish(part, runs, D * W, dw, c->stream);
     }
@@ -837,31 +1060,52 @@ extern "C" int gdn2_cuda_conv_hist_update(int64_t B, int64_t T, int64_t D, int64
 enum { MX_GDN2 = 0, MX_KDA = 1, MX_GDN = 2 };
 
 // per (n,h,i):  g = -e^{A_log[h]} softplus(f + dt)  (gdn: the head's scalar f[n,h] + dt[h]);
-//               b = cb sb[n,h,i] (gdn2) or cb sb[n,h] (kda, gdn)
-__global__ void k_gates_fwd_k(int mixer, int64_t N, int64_t H, int64_t K, float cb, const bf16 *f, const bf16 *sb,
-                              const float *A_log, const float *dt, float *g, bf16 *b) {
-    const size_t n = (size_t)(N * H * K);
-    GRID_STRIDE(e, n) {
-        const int64_t nh = (int64_t)(e / K), i = (int64_t)(e % K), h = nh % H;
+//               b = cb sb[n,h,i] (gdn2) or cb sb[n,h] (kda, gdn).   g or b may be NULL (not wanted).
+// On the vector path (vec: K % 8 == 0 and 16-byte aligned pointers) a group of 8 lies in one (n, h) row.
+__global__ void k_gates_fwd_k(int mixer, size_t nk, int64_t H, int64_t K, float cb, const bf16 *f, const bf16 *sb,
+                              const float *A_log, const float *dt, float *g, bf16 *b, bool vec) {
+    GRID_STRIDE8(e0, nk) {
+        float fv[8], o[8];
+        if (mixer != MX_GDN) ld8(f, e0, nk, vec, fv);
         if (g) {
-            const float a = expf(A_log[h]);
-            g[e] = mixer == MX_GDN ? -a * gdn2_softplus_f32(ldb(f, nh) + dt[h]) : -a * gdn2_softplus_f32(ldb(f, e) + dt[h * K + i]);
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                const size_t e = e0 + (e0 + k < nk ? k : 0); // past the end: any valid index (not stored)
+                const int64_t nh = (int64_t)(e / K), i = (int64_t)(e % K), h = nh % H;
+                const float a = expf(A_log[h]);
+                o[k] = mixer == MX_GDN ? -a * gdn2_softplus_f32(ldb(f, nh) + dt[h]) : -a * gdn2_softplus_f32(fv[k] + dt[h * K + i]);
+            }
+            st8(g, e0, nk, vec, o);
         }
-        b[e] = tob(cb * (mixer == MX_GDN2 ? ldb(sb, e) : ldb(sb, nh)));
+        if (b) {
+            if (mixer == MX_GDN2) {
+                ld8(sb, e0, nk, vec, o);
+            } else {
+#pragma unroll
+                for (int k = 0; k < 8; k++) o[k] = e0 + k < nk ? ldb(sb, (e0 + k) / K) : 0.0f;
+            }
+#pragma unroll
+            for (int k = 0; k < 8; k++) o[k] *= cb;
+            st8(b, e0, nk, vec, o);
+        }
     }
 }
 // per (n,hv,j):  w = sw (gdn2) or cb sb[n, hv/G] (kda, gdn)
-__global__ void k_gates_fwd_v(int mixer, int64_t N, int64_t H, int64_t HV, int64_t V, float cb, const bf16 *sb,
-                              const bf16 *sw, bf16 *w) {
-    const size_t n = (size_t)(N * HV * V);
+__global__ void k_gates_fwd_v(int mixer, size_t nv, int64_t H, int64_t HV, int64_t V, float cb, const bf16 *sb,
+                              const bf16 *sw, bf16 *w, bool vec) {
     const int64_t G = HV / H;
-    GRID_STRIDE(e, n) {
+    GRID_STRIDE8(e0, nv) {
+        float o[8];
         if (mixer == MX_GDN2) {
-            w[e] = sw[e];
+            ld8(sw, e0, nv, vec, o);
         } else {
-            const int64_t nhv = (int64_t)(e / V), hv = nhv % HV, nn = nhv / HV;
-            w[e] = tob(cb * ldb(sb, nn * H + hv / G));
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                const int64_t nhv = (int64_t)((e0 + k) / V), hv = nhv % HV, nn = nhv / HV;
+                o[k] = e0 + k < nv ? cb * ldb(sb, nn * H + hv / G) : 0.0f;
+            }
         }
+        st8(w, e0, nv, vec, o);
     }
 }
 
@@ -878,39 +1122,77 @@ extern "C" int gdn2_cuda_gates_fwd(int mixer, int64_t N, int64_t H, int64_t HV, 
     int rc = gates_check(fn, mixer, H, HV);
     if (rc) return rc;
     const size_t nk = (size_t)(N * H * K), nv = (size_t)(N * HV * V);
-    if (nk) {
-        k_gates_fwd_k<<<grid1(nk), NN_BS, 0, S(stream)>>>(mixer, N, H, K, cb, (const bf16 *)f, (const bf16 *)sb, A_log,
-                                                          dt, g, (bf16 *)b);
+    if (nk && (g || b)) {
+        const bool vec = K % 8 == 0 && al16(f) && al16(sb) && al16(g) && al16(b);
+        k_gates_fwd_k<<<grid8(nk), NN_BS, 0, S(stream)>>>(mixer, nk, H, K, cb, (const bf16 *)f, (const bf16 *)sb, A_log,
+                                                          dt, g, (bf16 *)b, vec);
         if ((rc = gdn2_cuda_launch_check(fn))) return rc;
     }
-    if (nv) {
-        k_gates_fwd_v<<<grid1(nv), NN_BS, 0, S(stream)>>>(mixer, N, H, HV, V, cb, (const bf16 *)sb, (const bf16 *)sw,
-                                                          (bf16 *)w);
+    if (nv && w) {
+        const bool vec = V % 8 == 0 && al16(sw) && al16(w);
+        k_gates_fwd_v<<<grid8(nv), NN_BS, 0, S(stream)>>>(mixer, nv, H, HV, V, cb, (const bf16 *)sb, (const bf16 *)sw,
+                                                          (bf16 *)w, vec);
         rc = gdn2_cuda_launch_check(fn);
     }
     return rc;
 }
 
-// gdn2, kda, per (n,h,i), u = f + dt[h,i], a = e^{A_log[h]}:  df = dg (-a) softplus'(u);
-// gdn2 also: dpb = db cb sb (1 - sb)
-__global__ void k_gates_bwd_k(int mixer, int64_t N, int64_t H, int64_t K, float cb, const bf16 *f, const bf16 *sb,
-                              const float *A_log, const float *dt, const float *dg, const bf16 *db, bf16 *df, bf16 *dpb) {
-    const size_t n = (size_t)(N * H * K);
-    GRID_STRIDE(e, n) {
-        const int64_t h = (int64_t)(e / K) % H, i = (int64_t)(e % K);
-        const float a = expf(A_log[h]), u = ldb(f, e) + dt[h * K + i];
-        if (df) df[e] = tob(dg[e] * (-a) * gdn2_softplus_grad_f32(u));
+// gdn2, kda: one thread per 8 columns col = h*K + i of one chunk of NN_RCH tokens (grid.y), u = f + dt[col],
+// a = e^{A_log[h]}:  df = dg (-a) softplus'(u);  gdn2 also dpb = db cb sb (1 - sb); and, unless pA is NULL,
+// the chunk's token sums (n increasing, double) pA[ch, col] = sum dg g, pD[ch, col] = sum df with
+// g = -a softplus(u) recomputed (the forward's formula on the same device: the same bits as the g it
+// saved, one fp32 read fewer). vec: H K % 8 == 0 and 16-byte aligned pointers.
+#define GATES_BS 128
+__global__ void __launch_bounds__(GATES_BS) k_gates_bwd_kc(int mixer, int64_t N, int64_t H, int64_t K, float cb,
+                                                           const bf16 *f, const bf16 *sb, const float *A_log,
+                                                           const float *dt, const float *dg, const bf16 *db, bf16 *df,
+                                                           bf16 *dpb, double *pA, double *pD, bool vec) {
+    const int64_t ncols = H * K, c0 = (blockIdx.x * (int64_t)GATES_BS + threadIdx.x) * 8, ch = blockIdx.y;
+    if (c0 >= ncols) return;
+    float a[8], dtv[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        const int64_t col = c0 + k < ncols ? c0 + k : c0;
+        a[k] = expf(A_log[col / K]), dtv[k] = dt[col];
+    }
+    double sa[8], sd[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) sa[k] = sd[k] = 0.0;
+    const int64_t n1 = (ch + 1) * NN_RCH < N ? (ch + 1) * NN_RCH : N;
+    for (int64_t n = ch * NN_RCH; n < n1; n++) {
+        const size_t e0 = (size_t)(n * ncols + c0), lim = (size_t)(n * ncols + ncols);
+        float fv[8], gv[8], o[8];
+        ld8(f, e0, lim, vec, fv);
+        ld8(dg, e0, lim, vec, gv);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const float u = fv[k] + dtv[k];
+            o[k] = gv[k] * (-a[k]) * gdn2_softplus_grad_f32(u);
+            sa[k] += (double)gv[k] * (-a[k] * gdn2_softplus_f32(u));
+            sd[k] += o[k];
+        }
+        if (df) st8(df, e0, lim, vec, o);
         if (mixer == MX_GDN2 && dpb) {
-            const float s = ldb(sb, e);
-            dpb[e] = tob(ldb(db, e) * cb * s * (1.0f - s));
+            float sv[8], dv[8];
+            ld8(sb, e0, lim, vec, sv);
+            ld8(db, e0, lim, vec, dv);
+#pragma unroll
+            for (int k = 0; k < 8; k++) o[k] = dv[k] * cb * sv[k] * (1.0f - sv[k]);
+            st8(dpb, e0, lim, vec, o);
         }
     }
+    if (pA)
+        for (int k = 0; k < 8 && c0 + k < ncols; k++) pA[ch * ncols + c0 + k] = sa[k], pD[ch * ncols + c0 + k] = sd[k];
 }
 // gdn2, per (n,hv,j):  dpw = dw sw (1 - sw)
-__global__ void k_gates_bwd_w(size_t n, const bf16 *sw, const bf16 *dw, bf16 *dpw) {
-    GRID_STRIDE(e, n) {
-        const float s = ldb(sw, e);
-        dpw[e] = tob(ldb(dw, e) * s * (1.0f - s));
+__global__ void k_gates_bwd_w(size_t n, const bf16 *sw, const bf16 *dw, bf16 *dpw, bool vec) {
+    GRID_STRIDE8(i0, n) {
+        float s[8], d[8];
+        ld8(sw, i0, n, vec, s);
+        ld8(dw, i0, n, vec, d);
+#pragma unroll
+        for (int k = 0; k < 8; k++) d[k] = d[k] * s[k] * (1.0f - s[k]);
+        st8(dpw, i0, n, vec, d);
     }
 }
 // kda, gdn, per (n,h):  dbeta = cb (sum_i db[n,h,i] + sum_{j < G V} dw[n, h G, j]);  dpb = dbeta beta (1 - beta);
@@ -936,37 +1218,24 @@ __global__ void k_gates_bwd_head(int mixer, int64_t N, int64_t H, int64_t HV, in
         dpb[nh] = tob(s * cb * be * (1.0f - be));
     }
 }
-// Token sums of the gate parameters' gradients, chunk ch of NN_RCH tokens, column col:
-//   gdn2/kda (col = h*K + i):  pA = sum_n dg g (g recomputed if NULL),  pD = sum_n df   (double)
-//   gdn (col = h):              pA = sum_n s gs,  pD = sum_n df,  s = sum_i dg[n,h,i], gs = -a softplus(u)
-__global__ void k_gates_red_part(int mixer, int64_t N, int64_t H, int64_t K, const bf16 *f, const float *g,
-                                 const float *A_log, const float *dt, const float *dg, double *pA, double *pD) {
-    const int64_t ncols = mixer == MX_GDN ? H : H * K;
-    const int64_t col = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, ch = blockIdx.y;
-    if (col >= ncols) return;
-    const int64_t h = mixer == MX_GDN ? col : col / K, i = mixer == MX_GDN ? 0 : col % K;
+// gdn: token sums of the gate parameters' gradients, chunk ch of NN_RCH tokens, head h (grid.x):
+//   pA = sum_n s gs,  pD = sum_n df  (double),  s = sum_i dg[n,h,i], gs = -a softplus(u), u = f[n,h] + dt[h]
+__global__ void k_gates_red_gdn(int64_t N, int64_t H, int64_t K, const bf16 *f, const float *A_log, const float *dt,
+                                const float *dg, double *pA, double *pD) {
+    const int64_t h = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, ch = blockIdx.y;
+    if (h >= H) return;
     const int64_t n1 = (ch + 1) * NN_RCH < N ? (ch + 1) * NN_RCH : N;
     const float a = expf(A_log[h]);
     double sa = 0.0, sd = 0.0;
     for (int64_t n = ch * NN_RCH; n < n1; n++) {
-        if (mixer == MX_GDN) {
-            float s = 0.0f;
-            for (int64_t k = 0; k < K; k++) s += dg[(n * H + h) * K + k];
-            const float u = ldb(f, n * H + h) + dt[h], gs = -a * gdn2_softplus_f32(u);
-            const float dfv = s * (-a) * gdn2_softplus_grad_f32(u);
-            sa += (double)s * gs;
-            sd += dfv;
-        } else {
-            const size_t e = (size_t)((n * H + h) * K + i);
-            const float u = ldb(f, e) + dt[h * K + i];
-            const float ge = g ? g[e] : -a * gdn2_softplus_f32(u);
-            const float dfv = dg[e] * (-a) * gdn2_softplus_grad_f32(u);
-            sa += (double)dg[e] * ge;
-            sd += dfv;
-        }
+        float s = 0.0f;
+        for (int64_t k = 0; k < K; k++) s += dg[(n * H + h) * K + k];
+        const float u = ldb(f, n * H + h) + dt[h];
+        sa += (double)s * (-a * gdn2_softplus_f32(u));
+        sd += s * (-a) * gdn2_softplus_grad_f32(u);
     }
-    pA[ch * ncols + col] = sa;
-    pD[ch * ncols + col] = sd;
+    pA[ch * H + h] = sa;
+    pD[ch * H + h] = sd;
 }
 // dA_log[h] += sum over (ch, i) of pA[ch, h per + i]: one block per head, thread t sums k = t,
 // t + NN_BS, ... of the (ch, i) pairs, then a fixed tree over the block (double). (One thread per
@@ -995,15 +1264,27 @@ extern "C" int gdn2_cuda_gates_bwd(gdn2_cuda_nn *c, int mixer, int64_t N, int64_
     int rc = gates_check(fn, mixer, H, HV);
     if (rc || N <= 0) return rc;
     const bf16 *fb = (const bf16 *)f, *sbb = (const bf16 *)sb;
-    const size_t nk = (size_t)(N * H * K), nv = (size_t)(N * HV * V);
+    const size_t nv = (size_t)(N * HV * V);
     cudaStream_t s = c->stream;
-    if (mixer != MX_GDN && nk) {
-        k_gates_bwd_k<<<grid1(nk), NN_BS, 0, s>>>(mixer, N, H, K, cb, fb, sbb, A_log, dt, dg, (const bf16 *)db,
-                                                  (bf16 *)df, (bf16 *)dpb);
+    const int64_t ncols = mixer == MX_GDN ? H : H * K, nch = cdiv(N, NN_RCH);
+    CHECK_CHUNKS(fn, nch);
+    double *pA = NULL, *pD = NULL;
+    const size_t pb = al256((size_t)(nch * ncols) * sizeof(double));
+    if (dA_log || ddt) {
+        char *scr = (char *)gdn2_cuda_nn_scratch(c, 2 * pb, "gates_bwd token sums");
+        if (!scr) return GDN2_ERR_NOMEM;
+        pA = (double *)scr, pD = (double *)(scr + pb);
+    }
+    (void)g; // recomputed on the device (see k_gates_bwd_kc)
+    if (mixer != MX_GDN && (df || pA || (mixer == MX_GDN2 && dpb))) {
+        const bool vec = ncols % 8 == 0 && al16(f) && al16(sb) && al16(dg) && al16(db) && al16(df) && al16(dpb);
+        k_gates_bwd_kc<<<dim3(cdiv(ncols, 8 * GATES_BS), (unsigned)nch), GATES_BS, 0, s>>>(
+            mixer, N, H, K, cb, fb, sbb, A_log, dt, dg, (const bf16 *)db, (bf16 *)df, (bf16 *)dpb, pA, pD, vec);
         if ((rc = gdn2_cuda_launch_check(fn))) return rc;
     }
     if (mixer == MX_GDN2 && nv && dpw) {
-        k_gates_bwd_w<<<grid1(nv), NN_BS, 0, s>>>(nv, (const bf16 *)sw, (const bf16 *)dw, (bf16 *)dpw);
+        const bool vec = al16(sw) && al16(dw) && al16(dpw);
+        k_gates_bwd_w<<<grid8(nv), NN_BS, 0, s>>>(nv, (const bf16 *)sw, (const bf16 *)dw, (bf16 *)dpw, vec);
         if ((rc = gdn2_cuda_launch_check(fn))) return rc;
     }
     if (mixer != MX_GDN2) {
@@ -1012,16 +1293,11 @@ extern "C" int gdn2_cuda_gates_bwd(gdn2_cuda_nn *c, int mixer, int64_t N, int64_
                                                               (bf16 *)dpb);
         if ((rc = gdn2_cuda_launch_check(fn))) return rc;
     }
-    if (!dA_log && !ddt) return GDN2_OK;
-    const int64_t ncols = mixer == MX_GDN ? H : H * K, nch = cdiv(N, NN_RCH);
-    CHECK_CHUNKS(fn, nch);
-    const size_t pb = al256((size_t)(nch * ncols) * sizeof(double));
-    char *scr = (char *)gdn2_cuda_nn_scratch(c, 2 * pb, "gates_bwd token sums");
-    if (!scr) return GDN2_ERR_NOMEM;
-    double *pA = (double *)scr, *pD = (double *)(scr + pb);
-    k_gates_red_part<<<dim3(cdiv(ncols, NN_BS), (unsigned)nch), NN_BS, 0, s>>>(mixer, N, H, K, fb, g, A_log, dt, dg,
-                                                                               pA, pD);
-    if ((rc = gdn2_cuda_launch_check(fn))) return rc;
+    if (!pA) return GDN2_OK;
+    if (mixer == MX_GDN) {
+        k_gates_red_gdn<<<dim3(cdiv(H, NN_BS), (unsigned)nch), NN_BS, 0, s>>>(N, H, K, fb, A_log, dt, dg, pA, pD);
+        if ((rc = gdn2_cuda_launch_check(fn))) return rc;
+    }
     if (ddt) k_colsum<double, float><<<cdiv(ncols, CS_COLS), CS_COLS * CS_GROUPS, 0, s>>>(pD, nch, ncols, ddt);
     if (dA_log) k_gates_dA_fin<<<(unsigned)H, NN_BS, 0, s>>>(nch, ncols, mixer == MX_GDN ? 1 : K, pA, dA_log);
     return gdn2_cuda_launch_check(fn);

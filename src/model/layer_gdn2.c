@@ -192,6 +192,8 @@ typedef struct {
 } act_layout;
 
 static int64_t gate_width(const gdn2_layer_cfg *c) { return c->mixer == GDN2_MIXER_GDN2 ? c->H * c->K : c->H; }
+/* gdn2 without negative eigenvalues: the gates b, w are the sigmoids sb, sw themselves */
+static int gates_alias(const gdn2_layer_cfg *c) { return c->mixer == GDN2_MIXER_GDN2 && !c->allow_neg_eigval; }
 
 /* a bump allocator over byte offsets: each tensor n elements of type dt */
 typedef struct {
@@ -344,7 +346,8 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
     void *sb = AT(A, L.sb), *sw = AT(A, L.sw), *o = AT(A, L.o), *g1 = AT(A, L.g1), *ga = AT(A, L.a);
     void *q = AT(A, L.q), *k = AT(A, L.k), *v = AT(A, L.v);
     float *g = AT(A, L.g), *st0 = AT(A, L.st);
-    void *b = AT(scratch, S.b), *w = AT(scratch, S.w), *z = AT(scratch, S.z);
+    void *bs = AT(scratch, S.b), *ws = AT(scratch, S.w), *z = AT(scratch, S.z);
+    const void *b = bs, *w = ws;
     float *h0 = AT(scratch, S.h0), *ht = AT(scratch, S.ht);
     int rc = GDN2_OK;
     if (decode && be->on_device)
@@ -393,7 +396,12 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
         LTRY(be->sigmoid(be, (size_t)(N * Dv), sw));
     }
     const float cb = c->allow_neg_eigval ? 2.0f : 1.0f;
-    LTRY(be->gates_fwd(be, (int)m, N, H, HV, K, V, cb, f, sb, sw, PP(&lp, P_ALOG), PP(&lp, P_DT), g, b, w));
+    /* gdn2 with cb = 1: b = sb and w = sw exactly, so the recurrence reads the sigmoids in place
+     * (the gates op would only copy them) */
+    const int alias = gates_alias(c);
+    if (alias) b = sb, w = sw;
+    LTRY(be->gates_fwd(be, (int)m, N, H, HV, K, V, cb, f, sb, sw, PP(&lp, P_ALOG), PP(&lp, P_DT), g, alias ? NULL : bs,
+                       alias ? NULL : ws));
 
     /* recurrence: o = GDN2(q, k, v, g, b, w), q/k L2-normalised in the kernel */
     gdn2_opts op = rec_opts(be);
@@ -532,7 +540,8 @@ int gdn2_layer_bwd_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *pa
     const void *sb = AT(A, L.sb), *sw = AT(A, L.sw), *o = AT(A, L.o), *g1 = AT(A, L.g1), *ga = AT(A, L.a);
     const void *q = AT(A, L.q), *k = AT(A, L.k), *v = AT(A, L.v);
     const float *g = AT(A, L.g), *st0 = AT(A, L.st);
-    void *b = AT(scratch, S.b), *w = AT(scratch, S.w);
+    void *bs = AT(scratch, S.b), *ws = AT(scratch, S.w);
+    const void *b = bs, *w = ws;
     void *dq = AT(scratch, S.dq), *dk = AT(scratch, S.dk), *dv = AT(scratch, S.dv), *db = AT(scratch, S.db);
     void *dw = AT(scratch, S.dw), *zd = AT(scratch, S.zd), *dga = AT(scratch, S.dga), *dg1 = AT(scratch, S.dg1);
     void *dpre = AT(scratch, S.dpre), *df = AT(scratch, S.df), *dpw = AT(scratch, S.dpw);
@@ -549,7 +558,8 @@ int gdn2_layer_bwd_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *pa
     LTRY(be->linear_bwd(be, N, d, R, x, PA(&lp, P_G0), dg1, dx, 0, dP[P_G0], NULL));
 
     /* rebuild b, w (q, k, v, g are saved) and run the recurrence backward */
-    LTRY(be->gates_fwd(be, (int)m, N, H, HV, K, V, cb, f, sb, sw, PP(&lp, P_ALOG), PP(&lp, P_DT), NULL, b, w));
+    if (gates_alias(c)) b = sb, w = sw;
+    else LTRY(be->gates_fwd(be, (int)m, N, H, HV, K, V, cb, f, sb, sw, PP(&lp, P_ALOG), PP(&lp, P_DT), NULL, bs, ws));
     for (int64_t i = 0; i < B; i++) LTRY(be->copy(be, h0 + i * KVs, st0 + i * SS + st_S(c), KVs * sizeof(float)));
     {
         gdn2_dims dm = {B, T, H, HV, K, V};
