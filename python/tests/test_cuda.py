@@ -67,26 +67,41 @@ def finish():
 try:
     import torch
 except Exception as e:  # noqa: BLE001
-    skip("(no CUDA device) torch is not importable (%s)" % e)
-    finish()
-if not torch.cuda.is_available():
-    skip("(no CUDA device) torch %s sees no CUDA device" % torch.__version__)
-    finish()
-import gdn2  # noqa: E402
+    torch = None
+    TORCH_ERR = repr(e)
+import gdn2  # noqa: E402  (after torch: see gdn2/_lib.py, _preload_torch)
 
-if not gdn2.cuda_available():
-    check(False, "libgdn2 at %s has no usable CUDA while torch sees %s (rebuild with make CUDA=1): %s"
-          % (gdn2.library_path, torch.cuda.get_device_name(0), gdn2._lib.last_error()))
-    finish()
-print("note: %s, torch %s, libgdn2 %s at %s" % (torch.cuda.get_device_name(0), torch.__version__, gdn2.version(),
-                                                gdn2.library_path), flush=True)
-DEV = torch.device("cuda")
-F64 = torch.float64
+
+def gate():
+    """True when the GPU checks can run; else the one skip line (or a FAIL for a GPU machine with
+    a libgdn2 built without CUDA)."""
+    if torch is None:
+        skip("(no CUDA device) torch is not importable (%s)" % TORCH_ERR)
+        return False
+    if not torch.cuda.is_available():
+        skip("(no CUDA device) torch %s sees no CUDA device" % torch.__version__)
+        return False
+    if not gdn2.cuda_available():
+        check(False, "libgdn2 at %s has no usable CUDA while torch sees %s (rebuild with make CUDA=1): %s"
+              % (gdn2.library_path, torch.cuda.get_device_name(0), gdn2._lib.last_error()))
+        return False
+    print("note: %s, torch %s, libgdn2 %s at %s" % (torch.cuda.get_device_name(0), torch.__version__,
+                                                    gdn2.version(), gdn2.library_path), flush=True)
+    return True
+
+
+DEV = os.environ.get("GDN2_TEST_DEVICE", "cuda")  # (cpu: a dry run of this script's own code)
+F64 = torch.float64 if torch is not None else None
 BARS_BF16 = dict(o=5e-3, ht=5e-3, dq=1e-2, dk=1e-2, dv=1e-2, dh0=1e-2, dg=2e-2, db=2e-2, dw=2e-2, dA_log=2e-2,
                  ddt_bias=2e-2, dbeta=2e-2)
 BARS_F32 = {k: (1e-5 if k in ("o", "ht") else 1e-4) for k in BARS_BF16}
 GRAD_OF = dict(q="dq", k="dk", v="dv", g="dg", b="db", w="dw", beta="dbeta", initial_state="dh0", A_log="dA_log",
                dt_bias="ddt_bias")
+
+
+def sync():
+    if DEV == "cuda":
+        torch.cuda.synchronize()
 
 
 def rel(x, ref):
@@ -358,7 +373,8 @@ def test_layouts():
     base = run_op(gdn2.chunk_gdn2, x, up, kw, torch.bfloat16, DEV)
 
     def strided(**a):  # every input a transposed copy's view: same values, other strides
-        a = {n: (t.transpose(1, 2).contiguous().transpose(1, 2) if t.dim() == 4 and n != "initial_state" else t)
+        a = {n: (t.transpose(1, 2).contiguous().transpose(1, 2) if torch.is_tensor(t) and t.dim() == 4
+                 and n != "initial_state" else t)
              for n, t in a.items()}
         return gdn2.chunk_gdn2(**a)
 
@@ -372,14 +388,15 @@ def test_layouts():
     got = run_op(vfirst, x, up, kw, torch.bfloat16, DEV)
     compare("chunk_gdn2 bf16 state_v_first", got, ref, BARS_BF16)
 
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        got = run_op(gdn2.chunk_gdn2, x, up, kw, torch.bfloat16, DEV)
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    worst = max(rel(got[n], base[n]) for n in base if base[n] is not None)
-    check(worst <= 1e-6, "chunk_gdn2 bf16 on a side stream vs the default stream: worst rel %.1e" % worst)
+    if DEV == "cuda":
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            got = run_op(gdn2.chunk_gdn2, x, up, kw, torch.bfloat16, DEV)
+        torch.cuda.current_stream().wait_stream(s)
+        sync()
+        worst = max(rel(got[n], base[n]) for n in base if base[n] is not None)
+        check(worst <= 1e-6, "chunk_gdn2 bf16 on a side stream vs the default stream: worst rel %.1e" % worst)
 
     ref32 = run_op(gdn2.chunk_gdn2, x, up, kw, torch.float16, "cpu", f64=True)
     got = run_op(gdn2.chunk_gdn2, x, up, kw, torch.float16, DEV)
@@ -389,7 +406,7 @@ def test_layouts():
     compare("chunk_gdn2 fp16 inputs (fp32 kernels)", got, ref32, BARS_BF16)
 
     # autocast (the layer's setting): bf16 activations in, fp32 g; no error, o bf16
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast(DEV, dtype=torch.bfloat16):
         X = leaves(x, torch.bfloat16, DEV)
         o, ht = gdn2.chunk_gdn2(**X, **kw, output_final_state=True)
         (o.float().sum() + ht.sum()).backward()
@@ -423,8 +440,9 @@ def test_errors():
     m = err(ValueError, cu_seqlens=torch.tensor([0, 10, 50], device=DEV))
     check(m is not None and "cu_seqlens" in m.lower(), "CUDA: cu_seqlens not ending at T refused: %s" % m)
     m = err(ValueError, k=X["k"].cpu())
-    check(m is not None and "cpu" in m, "CUDA: k on the CPU refused: %s" % m)
-    torch.cuda.synchronize()
+    if DEV == "cuda":
+        check(m is not None and "cpu" in m, "CUDA: k on the CPU refused: %s" % m)
+    sync()
 
 
 # ---------------------------------------------------------------------------- other entry points
@@ -477,7 +495,7 @@ def test_decode():
             og = gdn2.decode_step(*(t.to(dtype=dt, device=DEV) for t in (q, k, v)), g.to(DEV), b.to(dt).to(DEV),
                                   w.to(dt).to(DEV), pg, torch.tensor(slots, device=DEV, dtype=torch.int32),
                                   A_log.to(DEV), dt_bias.to(DEV), **kw)
-            torch.cuda.synchronize()
+            sync()
             eo, es = rel(og, oc), rel(pg, pc)
             bo = 5e-3 if dt == torch.bfloat16 else 1e-5
             bs = 1e-3 if sdt == torch.bfloat16 else 1e-5
@@ -523,6 +541,8 @@ def test_decode():
 
 def main():
     t0 = time.time()
+    if DEV == "cuda" and not gate():
+        finish()
     load_peers()
     guard("reference", test_reference)
     guard("chunk", test_chunk)
