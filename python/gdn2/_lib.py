@@ -7,6 +7,7 @@ installed inside this package (pip install), the project's build/libgdn2.so when
 used from a source checkout (python/gdn2 -> ../../build)."""
 import ctypes
 import os
+import sys
 
 c_int, c_int64, c_float, c_size_t, c_void_p = ctypes.c_int, ctypes.c_int64, ctypes.c_float, ctypes.c_size_t, ctypes.c_void_p
 P = c_void_p  # every tensor pointer is passed as an address
@@ -86,10 +87,41 @@ def _candidates():
             os.path.join(os.path.dirname(os.path.dirname(here)), "build", "libgdn2.so")]
 
 
+def _needs_cuda_libs(path):
+    """Whether the library links the CUDA runtime / NCCL / cuBLAS (a CUDA build): their names in
+    its dynamic string table, which sits near the start of the file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8 << 20)
+    except OSError:
+        return False
+    return any(n in head for n in (b"libcudart.so", b"libnccl.so", b"libcublas"))
+
+
+def _preload_torch(path):
+    """A CUDA build of libgdn2 links libcudart / libcublasLt / libnccl by soname. When it is
+    loaded first, a later `import torch` binds torch's CUDA libraries to those copies (same
+    sonames, possibly older: e.g. "libtorch_cuda.so: undefined symbol: ncclCommResume") and
+    fails. So when torch is installed and not yet imported, import it first: then libgdn2 binds to
+    torch's (newer) copies. GDN2_PRELOAD_TORCH=0 turns this off."""
+    if os.environ.get("GDN2_PRELOAD_TORCH", "1") in ("0", "") or "torch" in sys.modules:
+        return
+    if not _needs_cuda_libs(path):
+        return
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
+        return
+    try:
+        import torch  # noqa: F401
+    except Exception:  # noqa: BLE001  (a broken torch: load the library anyway)
+        pass
+
+
 def _load():
     tried = []
     for path in _candidates():
         if os.path.exists(path):
+            _preload_torch(path)
             return ctypes.CDLL(path), path
         tried.append(path)
     raise ImportError("gdn2: libgdn2.so not found (tried %s); install the package with `pip install ./python` "
@@ -121,6 +153,7 @@ _PROTOS = {
     "gdn2_cuda_chunk_fwd": ([_pd, _po, ctypes.POINTER(CudaFwdArgs), P], c_int),
     "gdn2_cuda_chunk_bwd": ([_pd, _po, ctypes.POINTER(CudaFwdArgs), ctypes.POINTER(CudaBwdArgs), P], c_int),
     "gdn2_cuda_recurrent_fwd": ([_pd, _po, ctypes.POINTER(CudaRecurrentArgs), P], c_int),
+    "gdn2_cuda_chunk_workspace_size": ([_pd, _po, c_int], c_size_t),
 }
 for _name, (_args, _res) in _PROTOS.items():
     _f = getattr(lib, _name)
@@ -156,5 +189,13 @@ def version_number():
     return lib.gdn2_version_number()
 
 
+_cuda_ok = False
+
+
 def cuda_available():
-    return bool(lib.gdn2_cuda_available())
+    """True if the library was built with CUDA and a device is present (a positive answer is
+    remembered: the torch CUDA path asks on every call)."""
+    global _cuda_ok
+    if not _cuda_ok:
+        _cuda_ok = bool(lib.gdn2_cuda_available())
+    return _cuda_ok

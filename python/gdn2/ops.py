@@ -4,11 +4,13 @@ names, layouts and return values of fla's ops (fla/ops/gdn2, fla/ops/kda, fla/op
 q, k [B,T,H,K]; v [B,T,HV,V] (HV a multiple of H: grouped value heads); states [N,HV,K,V] (or
 [N,HV,V,K] with state_v_first=True). float64 inputs run the float64 reference (exact; what
 gradcheck needs), other dtypes the fp32 kernels, outputs in q's dtype, final states in fp32 (fp64)."""
+import os
+
 import numpy as np
 
 from . import _core
 
-_IGNORED = ("safe_gate", "disable_recompute", "cu_seqlens_cpu", "inplace_final_state", "cp_context")
+_IGNORED = ("safe_gate", "cu_seqlens_cpu", "inplace_final_state", "cp_context")
 
 
 def _is_torch(x):
@@ -24,6 +26,9 @@ def _opts(kwargs, state_v_first, return_intermediate_states, cu_seqlens):
     if kwargs.pop("chunk_size", 64) != 64:
         raise ValueError("gdn2: chunk_size must be 64 (the kernels' chunk)")
     cu_cpu = kwargs.get("cu_seqlens_cpu")
+    # fla's disable_recompute (keep the forward's intermediates for the backward): on CUDA the
+    # keep_for_backward / reuse_forward reserve space; elsewhere nothing to keep
+    keep = bool(kwargs.pop("disable_recompute", False)) or os.environ.get("GDN2_CUDA_KEEP", "0") not in ("", "0")
     for name in _IGNORED:
         kwargs.pop(name, None)
     for name in ("ssm_state_indices", "num_accepted_tokens", "out"):
@@ -39,7 +44,7 @@ def _opts(kwargs, state_v_first, return_intermediate_states, cu_seqlens):
         cu_seqlens = cu_cpu
     elif cu_cpu is not None:
         cu_seqlens = cu_cpu  # the host copy: the C API reads cu_seqlens on the host
-    return bool(state_v_first), cu_seqlens
+    return bool(state_v_first), cu_seqlens, keep
 
 
 def _np_run(kind, impl, q, k, v, g, b, w, beta, scale, initial_state, output_final_state, l2, gate, A_log, dt_bias,
@@ -60,11 +65,11 @@ def _np_run(kind, impl, q, k, v, g, b, w, beta, scale, initial_state, output_fin
 
 def _run(kind, impl, q, k, v, g, b, w, beta, scale, initial_state, output_final_state, l2, gate, A_log, dt_bias,
          lower_bound, cu_seqlens, state_v_first, return_intermediate_states, kwargs):
-    state_v_first, cu_seqlens = _opts(kwargs, state_v_first, return_intermediate_states, cu_seqlens)
+    state_v_first, cu_seqlens, keep = _opts(kwargs, state_v_first, return_intermediate_states, cu_seqlens)
     if _is_torch(q):
         from . import torch_ops
         return torch_ops.run(kind, impl, q, k, v, g, b, w, beta, scale, initial_state, output_final_state, l2, gate,
-                             A_log, dt_bias, lower_bound, cu_seqlens, state_v_first)
+                             A_log, dt_bias, lower_bound, cu_seqlens, state_v_first, keep)
     return _np_run(kind, impl, q, k, v, g, b, w, beta, scale, initial_state, output_final_state, l2, gate, A_log,
                    dt_bias, lower_bound, cu_seqlens, state_v_first)
 

@@ -4,11 +4,19 @@ CPU tensors: the numpy core (gdn2/_core.py) on views of the tensors; float64 run
 reference forward and its exact backward (so torch.autograd.gradcheck applies), other dtypes the
 fp32 chunk / recurrent kernels, results cast back to the input dtypes.
 
-CUDA tensors (GPU-UNTESTED: written against include/gdn2_cuda.h, never run on a device here):
-the device-pointer API on torch's current stream, q, k, v, b, w (and o and their gradients) in
-bf16 when q is bf16, else fp32; g, states, A_log, dt_bias in fp32. KDA / GDN on CUDA expand beta
-(and the scalar decay) with torch ops and run the GDN-2 kernels; the recurrent form on CUDA runs
-the chunk kernels (same function)."""
+CUDA tensors: the device-pointer API (include/gdn2_cuda.h) on torch's current stream of q's
+device: q, k, v, b, w (and o and their gradients) in bf16 when q is bf16, else fp32 (inputs of
+other dtypes are converted; outputs and gradients come back in the dtypes of the inputs); g, states,
+A_log, dt_bias in fp32; cu_seqlens read on the host (a CUDA tensor is copied back: one
+synchronisation); the scratch is a torch tensor (torch's allocator and memory statistics see it).
+By default the backward recomputes the forward's intermediates (as fla's default); with
+disable_recompute=True (fla's name; or GDN2_CUDA_KEEP=1 in the environment) the forward keeps them
+in its workspace (keep_for_backward, held by the autograd graph until the backward) and the backward
+reuses them. KDA / GDN on CUDA expand beta (and the scalar decay) with torch ops and run the GDN-2
+kernels; the recurrent form (fused_recurrent_*) on CUDA runs the chunk kernels (same function);
+decode_step on CUDA runs gdn2_cuda_recurrent_fwd (one token, a state pool with slots). Shapes are
+checked on the host before any launch (the kernels trust their pointers); values are not (NaN /
+inf in give NaN / inf out, as fla)."""
 import ctypes
 
 import numpy as np
@@ -24,7 +32,7 @@ def _np(t, dt):
 
 
 def _cpu_problem(meta, q, k, v, g, b, w, beta, h0, A_log, dt_bias):
-    kind, impl, scale, l2, gate, lb, cu = meta
+    kind, impl, scale, l2, gate, lb, cu = meta[:7]
     f64 = q.dtype == torch.float64
     dt = np.float64 if f64 else np.float32
     return _core.Problem(kind, _np(q, dt), _np(k, dt), _np(v, dt), _np(g, dt), b=_np(b, dt), w=_np(w, dt),
@@ -32,94 +40,162 @@ def _cpu_problem(meta, q, k, v, g, b, w, beta, h0, A_log, dt_bias):
                          scale=scale, qk_l2norm=l2, gate_in_kernel=gate, lower_bound=lb, cu_seqlens=cu, f64=f64)
 
 
-# ---- CUDA (GPU-untested) ----------------------------------------------------------------------
+# ---- CUDA -------------------------------------------------------------------------------------
+# The device-pointer API of include/gdn2_cuda.h: q, k, v, b, w, o and their gradients in bf16 (q
+# bf16) or fp32 (any other q dtype); g, h0, ht, A_log, dt_bias and their gradients fp32; every
+# tensor C-contiguous in the layouts of include/gdn2.h; cu_seqlens a HOST int64 array; the work
+# queued on torch's current stream of q's device; the scratch (opts->workspace) a torch tensor, so
+# that torch's caching allocator and its memory statistics see it.
 def _addr(t):
     return None if t is None else t.data_ptr()
 
 
-def _cuda_setup(meta, q, k, v, g, b, w, h0, A_log, dt_bias):
-    kind, impl, scale, l2, gate, lb, cu = meta
-    if kind != "gdn2":
-        raise AssertionError("gdn2: internal: CUDA runs the expanded GDN-2 form")
+def _need_cuda():
     if not L.cuda_available():
         raise L.Gdn2Unsupported(L.GDN2_ERR_UNSUPPORTED, "gdn2: CUDA tensors need a libgdn2 built with CUDA and a "
                                 "device: " + L.last_error())
-    B, T, H, K = q.shape
-    HV, V = v.shape[2], v.shape[3]
-    bf = q.dtype == torch.bfloat16
-    cdt = torch.bfloat16 if bf else torch.float32
-    x = {n: t.detach().to(dtype=cdt).contiguous() for n, t in (("q", q), ("k", k), ("v", v), ("b", b), ("w", w))}
-    x["g"] = g.detach().to(dtype=torch.float32).contiguous()
-    N = B if cu is None else len(cu) - 1
-    x["h0"] = None if h0 is None else h0.detach().to(dtype=torch.float32).contiguous()
-    if gate:  # the device API needs both: absent = zero
-        x["A_log"] = (torch.zeros(H, device=q.device) if A_log is None
-                      else A_log.detach().to(dtype=torch.float32).reshape(-1).contiguous())
-        x["dt_bias"] = (torch.zeros(H * K, device=q.device) if dt_bias is None
-                        else dt_bias.detach().to(dtype=torch.float32).reshape(-1).contiguous())
-    else:
-        x["A_log"] = x["dt_bias"] = None
-    dims = L.Dims(B, T, H, HV, K, V)
-    opts = L.Opts()
-    opts.scale = 0.0 if scale is None else float(scale)
-    opts.qk_l2norm, opts.gate_in_kernel = int(bool(l2)), int(bool(gate))
-    opts.lower_bound = 0.0 if lb is None else float(lb)
-    cu_arr = None
-    if cu is not None:  # a HOST array (include/gdn2_cuda.h)
-        cu_arr = np.ascontiguousarray(cu, dtype=np.int64)
-        opts.cu_seqlens, opts.n_seqs = cu_arr.ctypes.data, cu_arr.size - 1
-    a = L.CudaFwdArgs()
-    a.dtype = L.GDN2_CUDA_BF16 if bf else L.GDN2_CUDA_F32
-    for n in ("q", "k", "v", "b", "w", "g", "h0", "A_log", "dt_bias"):
-        setattr(a, n, _addr(x[n]))
-    return dims, opts, a, x, cdt, N, cu_arr
 
 
-def _cuda_fwd(meta, q, k, v, g, b, w, h0, A_log, dt_bias):
-    dims, opts, a, x, cdt, N, cu_arr = _cuda_setup(meta, q, k, v, g, b, w, h0, A_log, dt_bias)
-    o = torch.empty(v.shape, dtype=cdt, device=q.device)
-    ht = torch.empty((N, dims.HV, dims.K, dims.V), dtype=torch.float32, device=q.device)
-    a.o, a.ht = _addr(o), _addr(ht)
-    with torch.cuda.device(q.device):
-        stream = torch.cuda.current_stream(q.device).cuda_stream
-        L.call("gdn2_cuda_chunk_fwd", ctypes.byref(dims), ctypes.byref(opts), ctypes.byref(a), ctypes.c_void_p(stream))
-    return o, ht
+def _stream(dev):
+    return ctypes.c_void_p(torch.cuda.current_stream(dev).cuda_stream)
 
 
-def _cuda_bwd(meta, q, k, v, g, b, w, h0, A_log, dt_bias, do, dht):
-    dims, opts, a, x, cdt, N, cu_arr = _cuda_setup(meta, q, k, v, g, b, w, h0, A_log, dt_bias)
-    dev = q.device
-    do_c = do.detach().to(dtype=cdt).contiguous()
-    dht_c = None if dht is None else dht.detach().to(dtype=torch.float32).contiguous()
-    out = {n: torch.empty(x[n].shape, dtype=cdt, device=dev) for n in ("q", "k", "v", "b", "w")}
-    dg = torch.empty(x["g"].shape, dtype=torch.float32, device=dev)
-    dh0 = None if h0 is None else torch.empty(x["h0"].shape, dtype=torch.float32, device=dev)
-    gate = opts.gate_in_kernel
-    dA = torch.empty(dims.H, dtype=torch.float32, device=dev) if gate else None
-    ddt = torch.empty(dims.H * dims.K, dtype=torch.float32, device=dev) if gate else None
-    gr = L.CudaBwdArgs()
-    gr.d_o, gr.dht = _addr(do_c), _addr(dht_c)
-    gr.dq, gr.dk, gr.dv, gr.db, gr.dw = (_addr(out[n]) for n in ("q", "k", "v", "b", "w"))
-    gr.dg, gr.dh0, gr.dA_log, gr.ddt_bias = _addr(dg), _addr(dh0), _addr(dA), _addr(ddt)
-    with torch.cuda.device(dev):
-        stream = torch.cuda.current_stream(dev).cuda_stream
-        L.call("gdn2_cuda_chunk_bwd", ctypes.byref(dims), ctypes.byref(opts), ctypes.byref(a), ctypes.byref(gr),
-               ctypes.c_void_p(stream))
-    return _core.Grads(out["q"], out["k"], out["v"], dg, out["b"], out["w"], dA, ddt, dh0)
+def _expect(t, name, shape):
+    if t is not None and tuple(t.shape) != tuple(shape):
+        raise ValueError("gdn2: %s has shape %s, expected %s" % (name, tuple(t.shape), tuple(shape)))
+
+
+def _flat(t, name, n):
+    """A_log / dt_bias as a contiguous fp32 vector of n elements (checked: the kernels read n)."""
+    t = t.detach().to(dtype=torch.float32).reshape(-1).contiguous()
+    if t.numel() != n:
+        raise ValueError("gdn2: %s has %d elements, expected %d" % (name, t.numel(), n))
+    return t
+
+
+def _al16(t):
+    """t, or a copy when its address is not 16-byte aligned (the bf16 fast kernels and the
+    keep_for_backward rule want aligned outputs and upstream gradients)."""
+    return t if t is None or t.data_ptr() % 16 == 0 else t.clone()
+
+
+def _ws(dims, opts, backward, dev):
+    """A torch-allocated device workspace for one call, pointed to by opts (kept alive by the caller)."""
+    n = int(L.lib.gdn2_cuda_chunk_workspace_size(ctypes.byref(dims), ctypes.byref(opts), int(backward)))
+    if n == 0:
+        L.check(L.GDN2_ERR_ARG, "gdn2_cuda_chunk_workspace_size")
+    ws = torch.empty(n, dtype=torch.uint8, device=dev)
+    opts.workspace, opts.workspace_size = ws.data_ptr(), n
+    return ws
+
+
+class _CudaCall:
+    """One chunk call's checked, converted inputs and its C structs (gdn2_dims, gdn2_opts,
+    gdn2_cuda_fwd_args). The converted tensors x are referenced here: the C structs hold their
+    addresses only."""
+
+    def __init__(self, meta, q, k, v, g, b, w, h0, A_log, dt_bias):
+        kind, impl, scale, l2, gate, lb, cu = meta[:7]
+        if kind != "gdn2":
+            raise AssertionError("gdn2: internal: CUDA runs the expanded GDN-2 form")
+        _need_cuda()
+        B, T, H, K = q.shape
+        if tuple(v.shape[:2]) != (B, T):
+            raise ValueError("gdn2: v has shape %s, expected [B=%d, T=%d, HV, V]" % (tuple(v.shape), B, T))
+        HV, V = v.shape[2], v.shape[3]
+        N = B if cu is None else len(cu) - 1
+        for t, name, shape in ((k, "k", (B, T, H, K)), (g, "g", (B, T, H, K)), (b, "b", (B, T, H, K)),
+                               (w, "w", (B, T, HV, V)), (h0, "initial_state", (N, HV, K, V))):
+            _expect(t, name, shape)
+        if scale is not None and float(scale) == 0.0:
+            raise ValueError("gdn2: scale = 0 is not supported (None means K^-1/2)")
+        self.bf = q.dtype == torch.bfloat16
+        self.cdt = cdt = torch.bfloat16 if self.bf else torch.float32
+        self.dev = q.device
+        x = {n: t.detach().to(dtype=cdt).contiguous() for n, t in (("q", q), ("k", k), ("v", v), ("b", b), ("w", w))}
+        x["g"] = g.detach().to(dtype=torch.float32).contiguous()
+        x["h0"] = None if h0 is None else h0.detach().to(dtype=torch.float32).contiguous()
+        if gate:  # the device API needs both: absent = zero (as fla / the CPU ops)
+            x["A_log"] = torch.zeros(H, device=q.device) if A_log is None else _flat(A_log, "A_log", H)
+            x["dt_bias"] = (torch.zeros(H * K, device=q.device) if dt_bias is None
+                            else _flat(dt_bias, "dt_bias", H * K))
+        else:
+            x["A_log"] = x["dt_bias"] = None
+        self.x, self.N = x, N
+        self.dims = L.Dims(B, T, H, HV, K, V)
+        self.opts = opts = L.Opts()
+        opts.scale = 0.0 if scale is None else float(scale)
+        opts.qk_l2norm, opts.gate_in_kernel = int(bool(l2)), int(bool(gate))
+        opts.lower_bound = 0.0 if lb is None else float(lb)
+        self.cu = None
+        if cu is not None:  # a HOST array (include/gdn2_cuda.h); checked against T by the library
+            self.cu = np.ascontiguousarray(cu, dtype=np.int64)
+            opts.cu_seqlens, opts.n_seqs = self.cu.ctypes.data, self.cu.size - 1
+        self.a = a = L.CudaFwdArgs()
+        a.dtype = L.GDN2_CUDA_BF16 if self.bf else L.GDN2_CUDA_F32
+        for n in ("q", "k", "v", "b", "w", "g", "h0", "A_log", "dt_bias"):
+            setattr(a, n, _addr(x[n]))
+        self.ws = None
+
+    def forward(self, keep):
+        """(o, ht); keep: also leave in a workspace (kept on self) what the backward needs."""
+        d = self.dims
+        o = torch.empty((d.B, d.T, d.HV, d.V), dtype=self.cdt, device=self.dev)
+        ht = torch.empty((self.N, d.HV, d.K, d.V), dtype=torch.float32, device=self.dev)
+        self.a.o, self.a.ht = _addr(o), _addr(ht)
+        self.a.keep_for_backward = int(bool(keep))
+        with torch.cuda.device(self.dev):
+            self.ws = _ws(d, self.opts, 1 if keep else 0, self.dev)
+            L.call("gdn2_cuda_chunk_fwd", ctypes.byref(d), ctypes.byref(self.opts), ctypes.byref(self.a),
+                   _stream(self.dev))
+        if not keep:
+            self.ws = None  # the stream-ordered caching allocator may reuse it after the queued work
+        return o, ht
+
+    def backward(self, do, dht, reuse):
+        """Grads; reuse: take the intermediates that self.forward(keep=True) left in self.ws."""
+        d, x, dev = self.dims, self.x, self.dev
+        do_c = _al16(do.detach().to(dtype=self.cdt).contiguous())
+        dht_c = None if dht is None else _al16(dht.detach().to(dtype=torch.float32).contiguous())
+        out = {n: torch.empty(x[n].shape, dtype=self.cdt, device=dev) for n in ("q", "k", "v", "b", "w")}
+        dg = torch.empty(x["g"].shape, dtype=torch.float32, device=dev)
+        dh0 = None if x["h0"] is None else torch.empty(x["h0"].shape, dtype=torch.float32, device=dev)
+        gate = self.opts.gate_in_kernel
+        dA = torch.empty(d.H, dtype=torch.float32, device=dev) if gate else None
+        ddt = torch.empty(d.H * d.K, dtype=torch.float32, device=dev) if gate else None
+        gr = L.CudaBwdArgs()
+        gr.d_o, gr.dht = _addr(do_c), _addr(dht_c)
+        gr.dq, gr.dk, gr.dv, gr.db, gr.dw = (_addr(out[n]) for n in ("q", "k", "v", "b", "w"))
+        gr.dg, gr.dh0, gr.dA_log, gr.ddt_bias = _addr(dg), _addr(dh0), _addr(dA), _addr(ddt)
+        gr.reuse_forward = int(bool(reuse))
+        self.a.keep_for_backward = 0
+        with torch.cuda.device(dev):
+            if not reuse:
+                self.ws = _ws(d, self.opts, 1, dev)
+            L.call("gdn2_cuda_chunk_bwd", ctypes.byref(d), ctypes.byref(self.opts), ctypes.byref(self.a),
+                   ctypes.byref(gr), _stream(dev))
+        self.ws = None
+        return _core.Grads(out["q"], out["k"], out["v"], dg, out["b"], out["w"], dA, ddt, dh0)
 
 
 # ---- the autograd function --------------------------------------------------------------------
 class _Fn(torch.autograd.Function):
     """(o, ht) = op(q, k, v, g, b, w, beta, h0, A_log, dt_bias) for meta = (kind, impl, scale,
-    qk_l2norm, gate_in_kernel, lower_bound, cu_seqlens as a host numpy array or None)."""
+    qk_l2norm, gate_in_kernel, lower_bound, cu_seqlens as a host numpy array or None, keep: CUDA
+    keep_for_backward)."""
 
     @staticmethod
     def forward(ctx, meta, q, k, v, g, b, w, beta, h0, A_log, dt_bias):
         ctx.meta = meta
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(q, k, v, g, b, w, beta, h0, A_log, dt_bias)
+        ctx.cuda_kept = None
         if q.is_cuda:
-            o, ht = _cuda_fwd(meta, q, k, v, g, b, w, h0, A_log, dt_bias)
+            call = _CudaCall(meta, q, k, v, g, b, w, h0, A_log, dt_bias)
+            keep = bool(meta[7]) and any(ctx.needs_input_grad)
+            o, ht = call.forward(keep)
+            if keep:  # the workspace and the converted inputs (same addresses) for the backward
+                ctx.cuda_kept = call
         else:
             o, ht = _cpu_problem(meta, q, k, v, g, b, w, beta, h0, A_log, dt_bias).forward(meta[1], want_ht=True)
             o, ht = torch.from_numpy(o), torch.from_numpy(ht)
@@ -127,12 +203,16 @@ class _Fn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, g, b, w, beta, h0, A_log, dt_bias = ctx.saved_tensors
+        q, k, v, g, b, w, beta, h0, A_log, dt_bias = ctx.saved_tensors  # (autograd's in-place checks)
         meta = ctx.meta
         if do is None:
             do = torch.zeros(v.shape, dtype=q.dtype, device=q.device)
         if q.is_cuda:
-            gr = _cuda_bwd(meta, q, k, v, g, b, w, h0, A_log, dt_bias, do, dht)
+            call, reuse = ctx.cuda_kept, ctx.cuda_kept is not None
+            ctx.cuda_kept = None  # once: a second backward (retain_graph) recomputes
+            if call is None:
+                call = _CudaCall(meta, q, k, v, g, b, w, h0, A_log, dt_bias)
+            gr = call.backward(do, dht, reuse)
         else:
             f64 = q.dtype == torch.float64
             dt = np.float64 if f64 else np.float32
@@ -152,8 +232,15 @@ class _Fn(torch.autograd.Function):
                 like(gr.dh0, h0), like(gr.dA_log, A_log), like(gr.ddt_bias, dt_bias))
 
 
+def _no_compile(fn):
+    """Keep torch.compile / dynamo out of the ctypes calls (as the official chunk_gdn2 does)."""
+    dis = getattr(getattr(torch, "compiler", None), "disable", None)
+    return dis(fn) if dis is not None else fn
+
+
+@_no_compile
 def run(kind, impl, q, k, v, g, b, w, beta, scale, initial_state, output_final_state, l2, gate, A_log, dt_bias,
-        lower_bound, cu_seqlens, state_v_first):
+        lower_bound, cu_seqlens, state_v_first, keep=False):
     cu = None
     if cu_seqlens is not None:
         cu = (cu_seqlens.detach().cpu().numpy() if torch.is_tensor(cu_seqlens) else np.asarray(cu_seqlens))
@@ -186,7 +273,7 @@ def run(kind, impl, q, k, v, g, b, w, beta, scale, initial_state, output_final_s
         kind, beta = "gdn2", None
     if q.is_cuda and impl == "recurrent":
         impl = "chunk"
-    meta = (kind, impl, scale, bool(l2), bool(gate), lower_bound, cu)
+    meta = (kind, impl, scale, bool(l2), bool(gate), lower_bound, cu, bool(keep) and q.is_cuda)
     o, ht = _Fn.apply(meta, q, k, v, g, b, w, beta, h0, A_log, dt_bias)
     if not output_final_state:
         return o, None
@@ -210,30 +297,39 @@ def decode_step(q, k, v, g, b, w, state_pool, slots, A_log, dt_bias, scale, l2, 
                                  np.asarray(slots.cpu() if torch.is_tensor(slots) else slots, dtype=np.int32),
                                  _np(A_log, f), _np(dt_bias, f), scale, l2, gate, lower_bound)
         return torch.from_numpy(o).to(dtype=q.dtype)
-    # CUDA (GPU-untested): gdn2_cuda_recurrent_fwd with T = 1 on the current stream
-    if not L.cuda_available():
-        raise L.Gdn2Unsupported(L.GDN2_ERR_UNSUPPORTED, "gdn2: CUDA tensors need a libgdn2 built with CUDA and a "
-                                "device: " + L.last_error())
+    # CUDA: gdn2_cuda_recurrent_fwd with T = 1 on the current stream
+    _need_cuda()
+    if q.dim() != 3 or v.dim() != 3:
+        raise ValueError("gdn2: q and v must be [n,H,K] and [n,HV,V], got %s and %s" % (tuple(q.shape), tuple(v.shape)))
     n, H, K = q.shape
+    if v.shape[0] != n or v.shape[1] % H:
+        raise ValueError("gdn2: v has shape %s, expected [n=%d, HV (a multiple of H=%d), V]" % (tuple(v.shape), n, H))
     HV, V = v.shape[1], v.shape[2]
-    if tuple(state_pool.shape[1:]) != (HV, K, V) or state_pool.dim() != 4 or not state_pool.is_cuda:
-        raise ValueError("gdn2: state_pool must be a CUDA tensor [n_slots, HV=%d, K=%d, V=%d], got %s"
-                         % (HV, K, V, tuple(state_pool.shape)))
+    if state_pool.dim() != 4 or tuple(state_pool.shape[1:]) != (HV, K, V) or state_pool.device != q.device:
+        raise ValueError("gdn2: state_pool must be a tensor [n_slots, HV=%d, K=%d, V=%d] on %s, got %s on %s"
+                         % (HV, K, V, q.device, tuple(state_pool.shape), state_pool.device))
+    for nm, t, shp in (("k", k, (n, H, K)), ("g", g, (n, H, K)), ("b", b, (n, H, K)), ("w", w, (n, HV, V))):
+        _expect(t, nm, shp)
+        if t.device != q.device:
+            raise ValueError("gdn2: %s is on %s, q on %s" % (nm, t.device, q.device))
+    if scale is not None and float(scale) == 0.0:
+        raise ValueError("gdn2: scale = 0 is not supported (None means K^-1/2)")
     bf = q.dtype == torch.bfloat16
     cdt = torch.bfloat16 if bf else torch.float32
     x = {nm: t.detach().to(dtype=cdt).contiguous() for nm, t in (("q", q), ("k", k), ("v", v), ("b", b), ("w", w))}
-    for nm, t, s in (("q", x["q"], (n, H, K)), ("k", x["k"], (n, H, K)), ("b", x["b"], (n, H, K)),
-                     ("v", x["v"], (n, HV, V)), ("w", x["w"], (n, HV, V)), ("g", g, (n, H, K))):
-        if tuple(t.shape) != s:
-            raise ValueError("gdn2: %s has shape %s, expected %s" % (nm, tuple(t.shape), s))
     gg = g.detach().to(dtype=torch.float32).contiguous()
-    sl = torch.as_tensor(slots, device=q.device).to(dtype=torch.int32).contiguous()
+    if torch.is_tensor(slots) and slots.is_cuda:  # not checked on the host (that would synchronise)
+        sl = slots.to(device=q.device, dtype=torch.int32).contiguous()
+    else:
+        hs = np.asarray(slots.cpu() if torch.is_tensor(slots) else slots, dtype=np.int64).reshape(-1)
+        if hs.size and int(hs.max()) >= state_pool.shape[0]:
+            raise ValueError("gdn2: slot %d out of range (n_slots = %d)" % (int(hs.max()), state_pool.shape[0]))
+        sl = torch.as_tensor(hs.astype(np.int32), device=q.device)
     if tuple(sl.shape) != (n,):
-        raise ValueError("gdn2: slots must be [n=%d]" % n)
+        raise ValueError("gdn2: slots must be [n=%d], got %s" % (n, tuple(sl.shape)))
     if gate:
-        A_log = torch.zeros(H, device=q.device) if A_log is None else A_log.detach().float().reshape(-1).contiguous()
-        dt_bias = (torch.zeros(H * K, device=q.device) if dt_bias is None
-                   else dt_bias.detach().float().reshape(-1).contiguous())
+        A_log = torch.zeros(H, device=q.device) if A_log is None else _flat(A_log, "A_log", H)
+        dt_bias = torch.zeros(H * K, device=q.device) if dt_bias is None else _flat(dt_bias, "dt_bias", H * K)
     o = torch.empty((n, HV, V), dtype=cdt, device=q.device)
     dims = L.Dims(n, 1, H, HV, K, V)
     opts = L.Opts()
@@ -247,7 +343,5 @@ def decode_step(q, k, v, g, b, w, state_pool, slots, A_log, dt_bias, scale, l2, 
     a.state_pool, a.n_slots, a.slots = _addr(state_pool), state_pool.shape[0], _addr(sl)
     a.state_dtype = L.GDN2_CUDA_BF16 if state_pool.dtype == torch.bfloat16 else L.GDN2_CUDA_F32
     with torch.cuda.device(q.device):
-        stream = torch.cuda.current_stream(q.device).cuda_stream
-        L.call("gdn2_cuda_recurrent_fwd", ctypes.byref(dims), ctypes.byref(opts), ctypes.byref(a),
-               ctypes.c_void_p(stream))
+        L.call("gdn2_cuda_recurrent_fwd", ctypes.byref(dims), ctypes.byref(opts), ctypes.byref(a), _stream(q.device))
     return o.to(dtype=q.dtype)

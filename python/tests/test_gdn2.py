@@ -239,6 +239,9 @@ def test_numpy():
     check(m is not None and "no_such_option" in m, "unknown keyword: TypeError: %s" % m)
     m = raises(ValueError, gdn2.chunk_gdn2, q, k, v, g, b, w, chunk_size=32)
     check(m is not None, "chunk_size != 64 refused: %s" % m)
+    o1, _ = gdn2.chunk_gdn2(q, k, v, g, b, w)
+    o2, _ = gdn2.chunk_gdn2(q, k, v, g, b, w, disable_recompute=True, safe_gate=True)
+    check(np.array_equal(o1, o2), "fla's disable_recompute / safe_gate accepted on the CPU (same result)")
     m = raises(gdn2.Gdn2Error, gdn2.chunk_gdn2, np.full_like(q, np.nan), k, v, g, b, w)
     check(m is not None and "nan" in m, "NaN input: %s" % m)
 
