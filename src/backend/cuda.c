@@ -220,15 +220,26 @@ static int cu_decode(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gd
                      const void *k, const void *v, const float *g, const void *b, const void *w, float *pool,
                      size_t slot_stride, const int32_t *slots, void *o) {
     (void)kernel;
-    gdn2_cuda_recurrent_args a;
-    memset(&a, 0, sizeof a);
-    a.dtype = GDN2_CUDA_BF16;
-    a.q = q, a.k = k, a.v = v, a.b = b, a.w = w, a.g = g, a.o = o;
-    a.state_pool = pool, a.slots = slots, a.slot_stride = (int64_t)slot_stride, a.state_dtype = GDN2_CUDA_F32;
-    a.n_slots = dm->B; /* with slots: not read by the kernel (the caller's indices are in range) */
-    gdn2_dims d1 = *dm;
-    d1.T = 1;
-    return gdn2_cuda_recurrent_fwd(&d1, op, &a, STREAM(be));
+    /* the kernel puts the sequences on grid.z (at most 65535): longer batches in pieces */
+    const int64_t Dk = dm->H * dm->K, Dv = dm->HV * dm->V, piece = 65535;
+    int rc = GDN2_OK;
+    for (int64_t i0 = 0; i0 < dm->B && !rc; i0 += piece) {
+        const int64_t n = dm->B - i0 < piece ? dm->B - i0 : piece;
+        gdn2_cuda_recurrent_args a;
+        memset(&a, 0, sizeof a);
+        a.dtype = GDN2_CUDA_BF16;
+        a.q = (const char *)q + 2 * i0 * Dk, a.k = (const char *)k + 2 * i0 * Dk, a.b = (const char *)b + 2 * i0 * Dk;
+        a.v = (const char *)v + 2 * i0 * Dv, a.w = (const char *)w + 2 * i0 * Dv, a.o = (char *)o + 2 * i0 * Dv;
+        a.g = g + i0 * Dk;
+        /* slots NULL: sequence i is slot i, so the piece's pool starts at slot i0 */
+        a.state_pool = slots ? pool : pool + (size_t)i0 * slot_stride, a.slots = slots ? slots + i0 : NULL;
+        a.slot_stride = (int64_t)slot_stride, a.state_dtype = GDN2_CUDA_F32;
+        a.n_slots = n; /* with slots: not read by the kernel (the caller's indices are in range) */
+        gdn2_dims d1 = *dm;
+        d1.B = n, d1.T = 1;
+        rc = gdn2_cuda_recurrent_fwd(&d1, op, &a, STREAM(be));
+    }
+    return rc;
 }
 static int cu_attn_step(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t n, const void *qkv, const int64_t *pos,
                         const int32_t *slots, int64_t cap, float *cache, size_t stride, void *o) {
