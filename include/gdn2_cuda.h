@@ -91,7 +91,8 @@ GDN2_API int gdn2_cuda_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const g
 
 /* Token-serial recurrent forward on a pool of states (decode, short prompts, speculative decoding).
  * d->B sequences of d->T tokens each (no cu_seqlens): q,k,g,b [B,T,H,K], v,w,o [B,T,HV,V].
- * Sequence i reads state_pool[slots[i]] ([n_slots,HV,K,V] fp32; slots == NULL means slot i),
+ * Sequence i reads state_pool[slots[i]] ([n_slots,HV,K,V] fp32, or slots slot_stride apart;
+ * slots == NULL means slot i),
  * runs its T tokens and writes the state back in place; slots[i] < 0 skips the row (o zeroed).
  * snapshots, when not NULL, receives the state after every token, [B,T,HV,K,V] fp32, so that a
  * speculative step can roll back to any accepted prefix. d->T = 1 is the decode step. */
@@ -108,6 +109,11 @@ typedef struct {
                                            type; bf16 halves the bytes a step moves, at ~1-2%
                                            relative error in o over long runs (docs/CUDA.md);
                                            V must be a multiple of 4 (fp32) or 8 (bf16)          */
+    int64_t slot_stride;                /* elements of the pool's type from one slot's state to the
+                                           next; 0 (default): HV*K*V, a dense pool. A larger stride
+                                           lets each state sit inside a bigger per-sequence block
+                                           (the model's decode state, gdn2_model_state); it must
+                                           keep every state 16-byte aligned (as the pool itself)  */
 } gdn2_cuda_recurrent_args;
 GDN2_API int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_recurrent_args *a,
                             void *stream);

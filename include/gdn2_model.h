@@ -138,7 +138,8 @@ GDN2_API const gdn2_model_param *gdn2_model_find(const gdn2_model *m, const char
 /* Move the model's arithmetic to "cpu" (default) or "cuda" (bf16-mixed: docs/BACKEND.md). The
  * host weights m->params are uploaded; activations are reallocated on the new device. Call after
  * init or load. GDN2_ERR_UNSUPPORTED without a CUDA build or device, GDN2_ERR_NOMEM naming the
- * sizes when the weights do not fit. Generation (prefill, step) runs on the CPU only for now. */
+ * sizes when the weights do not fit. Generation (prefill, step, the state slots) runs on the model's
+ * device too: make the states after moving the model. */
 GDN2_API int gdn2_model_set_device(gdn2_model *m, const char *device);
 GDN2_API const char *gdn2_model_device(const gdn2_model *m); /* "cpu" or "cuda" */
 /* After editing m->params on the host of a device model: upload them (and refresh the bf16 copy). */
@@ -184,13 +185,25 @@ typedef struct {
     size_t per_seq;          /* floats per slot (all layers)                                   */
     size_t *layer_off;       /* [n_layer] offset in data of layer l's block [n, layer_size[l]]  */
     size_t *layer_size;      /* [n_layer] floats of layer l's state per slot                    */
-    float *data;             /* n * per_seq floats                                              */
-    int64_t *slot_pos;       /* [n] tokens consumed by each slot (its next position)            */
+    float *data;             /* n * per_seq floats, in the memory of the model's device when the state
+                              * was made: host memory on the CPU, GPU memory on CUDA (the same layout;
+                              * read a slot on the host through gdn2_model_state_save_slot)      */
+    int64_t *slot_pos;       /* [n] tokens consumed by each slot (its next position), HOST        */
     int n_layer;
+    /* private: the device of data, and the step's buffers kept between steps */
+    int on_device;           /* 1: data (and work) are device memory of be                       */
+    struct gdn2_backend *be; /* the model's backend at creation (device states only)             */
+    void *work;              /* the step's activations and tables, in be's memory                */
+    int64_t work_n;          /* sequences the work buffer is laid out for                        */
+    void *stage;             /* HOST staging of the step's tables (device states)                */
 } gdn2_model_state;
 
 GDN2_API size_t gdn2_model_state_floats(const gdn2_model_cfg *c, int64_t max_len); /* per sequence */
-/* n slots; max_len (< 1: block_size) sizes the full-attention caches */
+/* n slots; max_len (< 1: block_size) sizes the full-attention caches. The state lives where the
+ * model runs (gdn2_model_set_device): on a GPU its slots are device memory, and every call below
+ * works there (reset, copy, prefill, step; save and load go through host copies, so that a prefix
+ * file written from the GPU loads on the CPU and back). Free a device state before the model, and
+ * make states after gdn2_model_set_device: a state made on another device is refused. */
 GDN2_API int gdn2_model_state_create(const gdn2_model *m, int64_t n, int64_t max_len, gdn2_model_state **out);
 GDN2_API void gdn2_model_state_reset(gdn2_model_state *s);
 GDN2_API void gdn2_model_state_free(gdn2_model_state *s);
@@ -216,7 +229,9 @@ GDN2_API int gdn2_model_prefill_slot(gdn2_model *m, gdn2_model_state *s, int64_t
  * positions[i] (positions NULL: the slot's own slot_pos); tokens [n] -> logits [n,padded_vocab].
  * Each slot's position becomes positions[i] + 1. Batch-invariant on the CPU: a sequence's logits
  * are bit for bit the same whichever other slots share the step (its matrix products run on its
- * own row). */
+ * own row). On CUDA (bf16-mixed, docs/BACKEND.md) the step is one batch: its matrix products run
+ * over all n rows (cuBLASLt picks its kernel by the shape), so a sequence's logits may differ in
+ * the last bits with the batch it shares; the same call twice gives the same bits. */
 GDN2_API int gdn2_model_step_slots(gdn2_model *m, gdn2_model_state *s, int64_t n, const int32_t *slots,
                           const int64_t *positions, const int32_t *tokens, float *logits);
 

@@ -1,4 +1,5 @@
-/* The CUDA backend (src/backend/cuda.c over src/cuda/nn.cu, gemm.cu, attn.cu and the chunk kernels)
+/* The CUDA backend (src/backend/cuda.c over src/cuda/nn.cu, gemm.cu, attn.cu, decode_nn.cu and the
+ * chunk and recurrent kernels)
  * against the CPU backend (src/backend/cpu.c), op by op, forward and backward, on random inputs.
  * Inputs are rounded to bf16 first, so both backends see the same values (the CPU reads them as
  * fp32, the GPU as bf16 where the op's argument is ACT). Shapes are CI-small but include sizes that
@@ -12,7 +13,10 @@
  *   the GDN-2 chunk kernels in bf16 vs the CPU's fp32 chunk: 2e-2 (o, ht), 3e-2 (gradients)
  *   (fla's bars for bf16 against fp32 are 0.005-0.02 against a float64 reference);
  *   attention: 1e-2 (q, k, v, o, dqkv), 1e-4 (lse), 2e-2 (dq, dk, dv);
- *   sumsq: 1e-12 relative (both in double).
+ *   sumsq: 1e-12 relative (both in double);
+ *   the decode ops over a slot pool with a stride (shuffled slots, untouched rows checked too):
+ *   conv_step y 1e-2 and the caches after exact; decode o 1e-2 and the states after 1e-5 (fp32 in
+ *   another order); attn_step o 1e-2 and the caches after 1e-5 (RoPE'd keys: another libm's sin/cos).
  * Determinism: embed_bwd, rmsnorm_bwd (dw), gates_bwd (all outputs) and linear_bwd (dX, dW, dbias)
  * run twice on the GPU give bit-identical results.
  * Without a GPU: the CPU side still runs (finite outputs), every GPU check is SKIP_NO_GPU, and
@@ -686,6 +690,104 @@ static void t_attn(int64_t B, int64_t T, int64_t nh, int64_t ng, int64_t hs, int
     free(qkv), free(q), free(k), free(v), free(dO);
 }
 
+/* ================================================================================================ */
+/* the decode step's ops over a pool of per-sequence states (conv_step, decode, attn_step)           */
+/* ================================================================================================ */
+/* n = 3 sequences in slots {3, 0, 4} of a pool of 5 whose per-slot stride is larger than the state
+ * (as in the model's decode state): the rows not named stay as they were */
+enum { DEC_NS = 5, DEC_N = 3 };
+static const int32_t k_dec_slots[DEC_N] = {3, 0, 4};
+
+static void run_conv_step(gdn2_backend *be, int64_t D, int64_t W, size_t hs, const float *x, const float *hist,
+                          const float *w, res *r) {
+    arena A = {.be = be};
+    const size_t nh = DEC_NS * hs, n = (size_t)(DEC_N * D);
+    void *xd = put(&A, x, n, GDN2_DT_ACT), *y = put(&A, NULL, n, GDN2_DT_ACT);
+    float *hd = put(&A, hist, nh, GDN2_DT_F32), *wd = put(&A, w, (size_t)(D * W), GDN2_DT_F32);
+    const int32_t *sl = put_raw(&A, k_dec_slots, sizeof k_dec_slots);
+    if (!A.rc) note(&A, be->conv_step(be, DEC_N, D, W, xd, hd, hs, sl, wd, y));
+    res_add(r, "y", get(&A, y, n, GDN2_DT_ACT), n, 1e-2);
+    res_add(r, "caches after", get(&A, hd, nh, GDN2_DT_F32), nh, 0);
+    finish(&A, r);
+}
+
+static void t_conv_step(int64_t D, int64_t W) {
+    const size_t hs = (size_t)((W - 1) * D + 17);
+    float *x = randn((size_t)(DEC_N * D), 1.0), *hist = randn(DEC_NS * hs, 1.0), *w = randn((size_t)(D * W), 0.5);
+    res c = {0}, g = {0};
+    BOTH(run_conv_step(&CPU, D, W, hs, x, hist, w, &c), run_conv_step(&GPU, D, W, hs, x, hist, w, &g));
+    char op[96];
+    snprintf(op, sizeof op, "conv_step n=%d of %d slots D=%lld W=%lld", DEC_N, DEC_NS, (long long)D, (long long)W);
+    compare(op, &c, &g);
+    res_free(&c), res_free(&g);
+    free(x), free(hist), free(w);
+}
+
+static void run_decode(gdn2_backend *be, const gdn2_dims *dm, size_t stride, const float *q, const float *k,
+                       const float *v, const float *g, const float *b, const float *w, const float *pool, res *r) {
+    arena A = {.be = be};
+    const size_t nk = (size_t)(DEC_N * dm->H * dm->K), nv = (size_t)(DEC_N * dm->HV * dm->V), np = DEC_NS * stride;
+    gdn2_opts op;
+    memset(&op, 0, sizeof op);
+    op.qk_l2norm = 1;
+    op.trust_values = 1;
+    void *qd = put(&A, q, nk, GDN2_DT_ACT), *kd = put(&A, k, nk, GDN2_DT_ACT), *vd = put(&A, v, nv, GDN2_DT_ACT);
+    void *bd = put(&A, b, nk, GDN2_DT_ACT), *wd = put(&A, w, nv, GDN2_DT_ACT), *o = put(&A, NULL, nv, GDN2_DT_ACT);
+    float *gd = put(&A, g, nk, GDN2_DT_F32), *pd = put(&A, pool, np, GDN2_DT_F32);
+    const int32_t *sl = put_raw(&A, k_dec_slots, sizeof k_dec_slots);
+    gdn2_dims d1 = *dm;
+    d1.B = DEC_N, d1.T = 1;
+    if (!A.rc) note(&A, be->decode(be, GDN2_KERNEL_CHUNK, &d1, &op, qd, kd, vd, gd, bd, wd, pd, stride, sl, o));
+    res_add(r, "o", get(&A, o, nv, GDN2_DT_ACT), nv, 1e-2);
+    res_add(r, "states after", get(&A, pd, np, GDN2_DT_F32), np, 1e-5);
+    finish(&A, r);
+}
+
+static void t_decode(int64_t H, int64_t HV, int64_t K, int64_t V) {
+    gdn2_dims dm = {DEC_N, 1, H, HV, K, V};
+    const size_t nk = (size_t)(DEC_N * H * K), nv = (size_t)(DEC_N * HV * V), stride = (size_t)(HV * K * V + 64);
+    float *q = randn(nk, 1.0), *k = randn(nk, 1.0), *v = randn(nv, 1.0), *g = randu(nk, -1.0, -0.01);
+    float *b = randu(nk, 0.0, 2.0), *w = randu(nv, 0.0, 1.0), *pool = randn(DEC_NS * stride, 0.1);
+    res c = {0}, gg = {0};
+    BOTH(run_decode(&CPU, &dm, stride, q, k, v, g, b, w, pool, &c), run_decode(&GPU, &dm, stride, q, k, v, g, b, w, pool, &gg));
+    char op[96];
+    snprintf(op, sizeof op, "decode n=%d of %d slots H=%lld HV=%lld K=%lld V=%lld", DEC_N, DEC_NS, (long long)H,
+             (long long)HV, (long long)K, (long long)V);
+    compare(op, &c, &gg);
+    res_free(&c), res_free(&gg);
+    free(q), free(k), free(v), free(g), free(b), free(w), free(pool);
+}
+
+static void run_attn_step(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t cap, size_t stride, const int64_t *pos,
+                          const float *qkv, const float *cache, res *r) {
+    arena A = {.be = be};
+    const size_t nqkv = (size_t)(DEC_N * (a->n_head + 2 * a->n_groups) * a->hs), no = (size_t)(DEC_N * a->n_head * a->hs);
+    const size_t nc = DEC_NS * stride;
+    void *qd = put(&A, qkv, nqkv, GDN2_DT_ACT), *o = put(&A, NULL, no, GDN2_DT_ACT);
+    float *cd = put(&A, cache, nc, GDN2_DT_F32);
+    const int32_t *sl = put_raw(&A, k_dec_slots, sizeof k_dec_slots);
+    const int64_t *pd = put_raw(&A, pos, DEC_N * sizeof(int64_t));
+    if (!A.rc) note(&A, be->attn_step(be, a, DEC_N, qd, pd, sl, cap, cd, stride, o));
+    res_add(r, "o", get(&A, o, no, GDN2_DT_ACT), no, 1e-2);
+    res_add(r, "caches after", get(&A, cd, nc, GDN2_DT_F32), nc, 1e-5);
+    finish(&A, r);
+}
+
+static void t_attn_step(int64_t nh, int64_t ng, int64_t hs, int64_t window, int64_t cap, const int64_t *pos) {
+    gdn2_attn_cfg a = {nh * hs, nh, ng, hs, window, 10000.0f};
+    const size_t nqkv = (size_t)(DEC_N * (nh + 2 * ng) * hs), stride = (size_t)(2 * ng * cap * hs + 32);
+    float *qkv = randn(nqkv, 1.0), *cache = randn(DEC_NS * stride, 1.0);
+    res c = {0}, g = {0};
+    BOTH(run_attn_step(&CPU, &a, cap, stride, pos, qkv, cache, &c), run_attn_step(&GPU, &a, cap, stride, pos, qkv, cache, &g));
+    char op[128];
+    snprintf(op, sizeof op, "attn_step n=%d of %d slots nh=%lld ng=%lld hs=%lld window=%lld cap=%lld pos=%lld,%lld,%lld",
+             DEC_N, DEC_NS, (long long)nh, (long long)ng, (long long)hs, (long long)window, (long long)cap,
+             (long long)pos[0], (long long)pos[1], (long long)pos[2]);
+    compare(op, &c, &g);
+    res_free(&c), res_free(&g);
+    free(qkv), free(cache);
+}
+
 int main(void) {
     gdn2_backend_cpu_init(&CPU, 0);
     int rc = gdn2_backend_cuda_init(&GPU);
@@ -730,6 +832,16 @@ int main(void) {
     t_gdn2(1, 130, 2, 2, 128, 128);
     t_attn(2, 50, 4, 2, 64, 0);
     t_attn(1, 70, 4, 4, 128, 16);
+    t_conv_step(200, 4);
+    t_conv_step(72, 2);
+    t_decode(2, 4, 64, 64);
+    t_decode(1, 2, 128, 128);
+    {
+        const int64_t ring[DEC_N] = {20, 3, 40}, full[DEC_N] = {20, 3, 63};
+        t_attn_step(4, 2, 64, 16, 16, ring);  /* SWA ring: rows p % 16 (two of the three wrapped) */
+        t_attn_step(4, 4, 128, 0, 64, full);  /* full attention: row p */
+        t_attn_step(2, 1, 64, 2048, 2048, ring);
+    }
 
     if (have_gpu) GPU.destroy(&GPU);
     CPU.destroy(&CPU);

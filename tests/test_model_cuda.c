@@ -10,7 +10,18 @@
  *      weights);
  *   4. checkpoints cross-load: a GPU-written checkpoint evaluates on the CPU to the GPU's loss
  *      (within 1e-2 relative) and a CPU-written one on the GPU;
- *   5. resume on the GPU is bit-exact: 20 steps straight == 10 + resume 10 (weights, AdamW m, v). */
+ *   5. resume on the GPU is bit-exact: 20 steps straight == 10 + resume 10 (weights, AdamW m, v);
+ *   6. generation on the GPU (tiny: gdn2; hybrid_tiny: gdn2,swa with a 32-token window, so that the
+ *      ring wraps) against the CPU from the same weights, rounded to bf16 first so that only the
+ *      activations' rounding differs: prefill_slot's logits and 24 step_slots over random subsets of
+ *      8 slots in shuffled order (every logit row within relative RMSE 3e-2 of the CPU's; the
+ *      greedy token the same wherever the CPU's top-2 margin exceeds 0.1); the GPU run twice is
+ *      bit-identical; copy_slot and reset_slot on the GPU reproduce a slot's logits bit for bit;
+ *      a prefix file saved from the GPU loads on the CPU and one from the CPU on the GPU (the next
+ *      step's logits within the same bar); greedy gdn2_generate runs on the GPU; a CPU state is
+ *      refused by the GPU model, naming both devices.
+ * GDN2_TEST_DECODE_DEVICE=cpu runs part 6 with a CPU model in the GPU's place (a self-check of the
+ * test on a machine without a GPU: every bar then holds with room, the bits are the same). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,10 +249,223 @@ static void test_resume(const char *dir) {
     gdn2_adamw_free(&oa), gdn2_adamw_free(&ob);
 }
 
+/* ---- 6. generation on the GPU against the CPU ------------------------------------------------ */
+static float bf16_round(float x) { /* round to nearest even, as the GPU's weights */
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static int argmax_v(const float *x, int64_t n, double *margin) {
+    int64_t b = 0, s = -1;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[b]) s = b, b = i;
+        else if (s < 0 || x[i] > x[s]) s = i;
+    *margin = s >= 0 ? (double)x[b] - x[s] : 1e30;
+    return (int)b;
+}
+
+/* the model named `name` twice from one init, weights rounded to bf16: *cpu on the CPU, *dev on dev */
+static int decode_models(const char *name, const char *dev, gdn2_model **cpu, gdn2_model **gpu) {
+    gdn2_model_cfg c;
+    *cpu = *gpu = NULL;
+    int st = gdn2_model_config(name, &c);
+    if (!st) st = gdn2_model_create(&c, cpu);
+    if (!st) st = gdn2_model_create(&c, gpu);
+    if (st) return st;
+    gdn2_model_init(*cpu, 11);
+    for (size_t i = 0; i < (*cpu)->n_flat; i++) (*cpu)->params[i] = bf16_round((*cpu)->params[i]);
+    memcpy((*gpu)->params, (*cpu)->params, (*cpu)->n_flat * sizeof(float));
+    (*cpu)->n_threads = (*gpu)->n_threads = 2;
+    return gdn2_model_set_device(*gpu, dev);
+}
+
+/* the worst relative RMSE of n rows of logits, and whether the greedy tokens agree where the
+ * reference's margin is above 0.1 */
+static double rows_err(const float *a, const float *ref, int64_t n, int64_t Vp, int64_t V, int *argmax_ok) {
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = rel_rmse(a + i * Vp, ref + i * Vp, (size_t)V), ma, mr;
+        if (e > worst) worst = e;
+        int ta = argmax_v(a + i * Vp, V, &ma), tr = argmax_v(ref + i * Vp, V, &mr);
+        if (mr > 0.1 && ta != tr) *argmax_ok = 0;
+    }
+    return worst;
+}
+
+enum { DN = 8, DSTEPS = 24 };
+
+/* one run of the decode script on model m: prefill slots 0..DN-1 (lengths 1..40), then DSTEPS steps
+ * over random subsets in shuffled order; logits of every prefill and step appended to lg (rows in
+ * order). Returns the status; the script's randomness comes from seed, so two runs on two models
+ * see the same tokens. */
+static int decode_script(gdn2_model *m, gdn2_model_state *s, uint64_t seed, float *lg, int64_t *rows) {
+    unsigned long long r = seed;
+    const int64_t Vp = m->cfg.padded_vocab, V = m->cfg.vocab_size;
+    int st = GDN2_OK;
+    int32_t prompt[40], slots[DN], tok[DN];
+    *rows = 0;
+    for (int k = 0; k < DN && !st; k++) {
+        const int P = 1 + (int)(test_uniform(&r) * 40);
+        for (int t = 0; t < P; t++) prompt[t] = (int32_t)(test_uniform(&r) * V);
+        st = gdn2_model_prefill_slot(m, s, k, prompt, P, lg + (*rows)++ * Vp);
+    }
+    for (int step = 0; step < DSTEPS && !st; step++) {
+        int n = 0;
+        for (int k = 0; k < DN; k++)
+            if (test_uniform(&r) < 0.7) slots[n++] = k;
+        if (!n) slots[n++] = step % DN;
+        for (int i = n - 1; i > 0; i--) { /* shuffled */
+            int j = (int)(test_uniform(&r) * (i + 1)), t = slots[i];
+            slots[i] = slots[j], slots[j] = t;
+        }
+        for (int i = 0; i < n; i++) tok[i] = (int32_t)(test_uniform(&r) * V);
+        st = gdn2_model_step_slots(m, s, n, slots, NULL, tok, lg + *rows * Vp);
+        *rows += n;
+    }
+    return st;
+}
+
+static void test_decode(const char *name, const char *dev, const char *dir) {
+    gdn2_model *mc = NULL, *mg = NULL;
+    int st = decode_models(name, dev, &mc, &mg);
+    CHECK(st == 0, "%s: the model on the CPU and on %s from one init: %s", name, dev, st ? gdn2_last_error() : "ok");
+    if (st) {
+        gdn2_model_free(mc), gdn2_model_free(mg);
+        return;
+    }
+    const int64_t Vp = mc->cfg.padded_vocab, V = mc->cfg.vocab_size, cap = DN + DSTEPS * DN;
+    float *lc = malloc((size_t)(cap * Vp) * 4), *lg = malloc((size_t)(cap * Vp) * 4), *lg2 = malloc((size_t)(cap * Vp) * 4);
+    gdn2_model_state *sc = NULL, *sg = NULL, *sg2 = NULL;
+    int64_t rc_rows = 0, rg_rows = 0, rg2_rows = 0;
+    st = gdn2_model_state_create(mc, DN, 128, &sc);
+    if (!st) st = gdn2_model_state_create(mg, DN, 128, &sg);
+    if (!st) st = gdn2_model_state_create(mg, DN, 128, &sg2);
+    int sc_st = st ? st : decode_script(mc, sc, 77, lc, &rc_rows);
+    int sg_st = st ? st : decode_script(mg, sg, 77, lg, &rg_rows);
+    CHECK(!sc_st && !sg_st && rc_rows == rg_rows, "%s: prefill of %d slots + %d steps over shuffled slot subsets, CPU and %s%s%s",
+          name, DN, DSTEPS, dev, (sc_st || sg_st) ? ": " : "", (sc_st || sg_st) ? gdn2_last_error() : "");
+    if (!sc_st && !sg_st && rc_rows == rg_rows) {
+        int am_pre = 1, am_step = 1;
+        double ep = rows_err(lg, lc, DN, Vp, V, &am_pre);
+        double es = rows_err(lg + DN * Vp, lc + DN * Vp, rg_rows - DN, Vp, V, &am_step);
+        CHECK(ep <= 3e-2 && am_pre, "%s: %s prefill_slot logits vs CPU: worst row relative RMSE %.2e <= 3e-2, greedy "
+              "token equal where the CPU margin > 0.1: %s", name, dev, ep, am_pre ? "yes" : "no");
+        CHECK(es <= 3e-2 && am_step, "%s: %s step_slots logits vs CPU (%lld rows): worst row relative RMSE %.2e <= 3e-2, "
+              "greedy token equal where the CPU margin > 0.1: %s", name, dev, (long long)(rg_rows - DN), es,
+              am_step ? "yes" : "no");
+        int st2 = decode_script(mg, sg2, 77, lg2, &rg2_rows);
+        CHECK(!st2 && rg2_rows == rg_rows && !memcmp(lg, lg2, (size_t)(rg_rows * Vp) * 4),
+              "%s: the same decode script twice on %s gives the same logits bit for bit%s%s", name, dev,
+              st2 ? ": " : "", st2 ? gdn2_last_error() : "");
+    }
+    /* copy_slot and reset_slot: slot 1 <- slot 3, then one step of each alone with the same token */
+    if (!sc_st && !sg_st) {
+        float *a = malloc((size_t)Vp * 4), *b = malloc((size_t)Vp * 4), *c1 = malloc((size_t)Vp * 4);
+        int32_t t = 7, s3 = 3, s1 = 1;
+        int64_t pos3 = sg->slot_pos[3];
+        int s = gdn2_model_state_copy_slot(mg, sg, 1, sg, 3);
+        if (!s) s = gdn2_model_step_slots(mg, sg, 1, &s3, NULL, &t, a);
+        if (!s) s = gdn2_model_step_slots(mg, sg, 1, &s1, NULL, &t, b);
+        CHECK(!s && !memcmp(a, b, (size_t)Vp * 4) && sg->slot_pos[1] == pos3 + 1,
+              "%s: copy_slot on %s: the copy steps to the original's logits bit for bit%s%s", name, dev, s ? ": " : "",
+              s ? gdn2_last_error() : "");
+        /* reset slot 1, prefill it with slot 0's script prompt again: the first prefill's logits */
+        unsigned long long r = 77;
+        int32_t prompt[40];
+        const int P = 1 + (int)(test_uniform(&r) * 40);
+        for (int i = 0; i < P; i++) prompt[i] = (int32_t)(test_uniform(&r) * V);
+        s = gdn2_model_state_reset_slot(sg, 1);
+        if (!s) s = gdn2_model_prefill_slot(mg, sg, 1, prompt, P, c1);
+        CHECK(!s && !memcmp(c1, lg, (size_t)Vp * 4) && sg->slot_pos[1] == P,
+              "%s: reset_slot + prefill on %s reproduces the slot's first prefill bit for bit%s%s", name, dev,
+              s ? ": " : "", s ? gdn2_last_error() : "");
+        free(a), free(b), free(c1);
+    }
+    /* prefix files across devices: slot 2 of each pool saved, loaded into the other device's pool,
+     * then one step with the same token on each side */
+    if (!sc_st && !sg_st && dir) {
+        char fg[1100], fc[1100];
+        snprintf(fg, sizeof fg, "%s/%s_prefix_gpu.safetensors", dir, name);
+        snprintf(fc, sizeof fc, "%s/%s_prefix_cpu.safetensors", dir, name);
+        float *a = malloc((size_t)Vp * 4), *b = malloc((size_t)Vp * 4);
+        int32_t t = 11, s2 = 2, s5 = 5;
+        int s = gdn2_model_state_save_slot(mg, sg, 2, NULL, fg);
+        if (!s) s = gdn2_model_state_save_slot(mc, sc, 2, NULL, fc);
+        if (!s) s = gdn2_model_state_load_slot(mc, sc, 5, fg, NULL, NULL); /* GPU file into CPU slot 5 */
+        int64_t pg = sg->slot_pos[2];
+        CHECK(!s && sc->slot_pos[5] == pg, "%s: a prefix file saved from %s loads into a CPU pool (%lld tokens)%s%s", name,
+              dev, (long long)pg, s ? ": " : "", s ? gdn2_last_error() : "");
+        if (!s) s = gdn2_model_step_slots(mc, sc, 1, &s5, NULL, &t, a); /* CPU from the GPU's state   */
+        if (!s) s = gdn2_model_step_slots(mc, sc, 1, &s2, NULL, &t, b); /* CPU from its own state      */
+        int am = 1;
+        double e = s ? 1 : rows_err(a, b, 1, Vp, V, &am);
+        CHECK(!s && e <= 3e-2 && am, "%s: the CPU stepping from the %s-saved state vs from its own: relative RMSE %.2e <= 3e-2%s%s",
+              name, dev, e, s ? ": " : "", s ? gdn2_last_error() : "");
+        if (!s) s = gdn2_model_state_load_slot(mg, sg, 5, fc, NULL, NULL); /* CPU file into GPU slot 5 */
+        if (!s) s = gdn2_model_step_slots(mg, sg, 1, &s5, NULL, &t, a);
+        am = 1;
+        e = s ? 1 : rows_err(a, b, 1, Vp, V, &am);
+        CHECK(!s && e <= 3e-2 && am, "%s: a CPU prefix file loaded on %s: the next step vs the CPU's, relative RMSE %.2e <= 3e-2%s%s",
+              name, dev, e, s ? ": " : "", s ? gdn2_last_error() : "");
+        free(a), free(b);
+    }
+    /* greedy generation in lockstep: the CPU's token fed to both; the GPU's choice the same wherever
+     * the CPU's margin is above 0.1 */
+    if (!st) {
+        gdn2_model_state *gc = NULL, *gg = NULL;
+        float *a = malloc((size_t)Vp * 4), *b = malloc((size_t)Vp * 4);
+        int32_t prompt[12], out[16];
+        for (int i = 0; i < 12; i++) prompt[i] = (int32_t)((i * 37 + 5) % V);
+        int s = gdn2_model_state_create(mc, 1, 64, &gc);
+        if (!s) s = gdn2_model_state_create(mg, 1, 64, &gg);
+        if (!s) s = gdn2_model_prefill(mc, gc, prompt, 12, b);
+        if (!s) s = gdn2_model_prefill(mg, gg, prompt, 12, a);
+        int agree = 1, checked = 0;
+        for (int i = 0; i < 16 && !s; i++) {
+            double mcpu, mgpu;
+            int32_t tc = argmax_v(b, V, &mcpu), tg = argmax_v(a, V, &mgpu);
+            if (mcpu > 0.1) checked++, agree &= tc == tg;
+            if (!s) s = gdn2_model_step(mc, gc, &tc, b);
+            if (!s) s = gdn2_model_step(mg, gg, &tc, a);
+        }
+        CHECK(!s && agree, "%s: greedy decoding in lockstep: %s picks the CPU's token at all %d positions with a margin "
+              "> 0.1%s%s", name, dev, checked, s ? ": " : "", s ? gdn2_last_error() : "");
+        s = gdn2_generate(mg, prompt, 12, 16, 0.0f, 0, 1, out);
+        int valid = !s;
+        for (int i = 0; i < 16 && valid; i++) valid = out[i] >= 0 && out[i] < V;
+        CHECK(valid, "%s: gdn2_generate (greedy, 16 tokens) on %s%s%s", name, dev, s ? ": " : "", s ? gdn2_last_error() : "");
+        gdn2_model_state_free(gc), gdn2_model_state_free(gg);
+        free(a), free(b);
+    }
+    /* a state of the CPU model handed to the device model */
+    if (!st && strcmp(dev, "cpu")) {
+        int32_t t = 1;
+        float *a = malloc((size_t)Vp * 4);
+        int s = gdn2_model_step_slots(mg, sc, 1, NULL, NULL, &t, a);
+        CHECK(s == GDN2_ERR_ARG && contains(gdn2_last_error(), "cpu") && contains(gdn2_last_error(), dev),
+              "%s: a CPU state given to the %s model is refused: %s", name, dev, gdn2_last_error());
+        free(a);
+    }
+    gdn2_model_state_free(sc), gdn2_model_state_free(sg), gdn2_model_state_free(sg2);
+    free(lc), free(lg), free(lg2);
+    gdn2_model_free(mc), gdn2_model_free(mg);
+}
+
 int main(void) {
+    const char *ddev = getenv("GDN2_TEST_DECODE_DEVICE");
+    if (ddev && !strcmp(ddev, "cpu")) { /* the decode checks with a CPU model as the device one */
+        if (make_tmp_dir("test_model_cuda_")) return test_summary();
+        test_decode("tiny", "cpu", g_dir);
+        test_decode("hybrid_tiny", "cpu", g_dir);
+        return test_summary();
+    }
     if (!gdn2_cuda_available()) {
         const char *why = gdn2_last_error();
-        SKIP_NO_GPU("model on the GPU: layer and model fixtures, training vs CPU, determinism, cross-load, resume (%s)",
+        SKIP_NO_GPU("model on the GPU: layer and model fixtures, training vs CPU, determinism, cross-load, resume, "
+                    "generation vs CPU (%s)",
                     why);
         return test_summary();
     }
@@ -251,5 +475,7 @@ int main(void) {
     test_train("tiny", g_dir);
     test_train("hybrid_tiny", g_dir);
     test_resume(g_dir);
+    test_decode("tiny", "cuda", g_dir);
+    test_decode("hybrid_tiny", "cuda", g_dir);
     return test_summary();
 }

@@ -173,6 +173,34 @@ struct gdn2_backend {
                     const void *k, const void *v, const float *g, const void *b, const void *w, const float *h0,
                     const void *d_o, void *dq, void *dk, void *dv, float *dg, void *db, void *dw);
 
+    /* ---- decoding: one token per sequence over a pool of per-sequence states ------------- */
+    /* The decode step of generation (src/model gdn2_model_step_slots): n sequences, sequence i's
+     * state at base + slots[i] * stride (slots: int32 [n] in backend memory; NULL: slot i).
+     *
+     * conv_step: the short conv for one token: with hist_i = hist + slots[i]*hist_stride ([W-1,D]
+     * fp32, oldest row first), y[i] = silu(conv_W(hist_i ++ x[i])) (as conv_silu_fwd with T = 1),
+     * then hist_i <- the last W-1 rows of (hist_i ++ x[i]) (as conv_hist_update). x, y ACT [n,D]. */
+    int (*conv_step)(gdn2_backend *be, int64_t n, int64_t D, int64_t W, const void *x, float *hist,
+                     size_t hist_stride, const int32_t *slots, const float *w, void *y);
+    /* decode: one token of the GDN-2 recurrence (the semantics of gdn2_decode_step) for n = dm->B
+     * sequences (dm->T = 1): sequence i's state pool + slots[i]*slot_stride ([HV,K,V] fp32, slot_stride
+     * in floats) is read and updated in place. q, k, b [n,H,K], v, w, o [n,HV,V] ACT; g fp32; opts as
+     * gdn2_fwd. kernel: GDN2_KERNEL_CHUNK (the fp32 decode kernel) or GDN2_KERNEL_REFERENCE (the
+     * float64 reference; CPU only; CUDA runs its one decode kernel for either). */
+    int (*decode)(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
+                  const void *k, const void *v, const float *g, const void *b, const void *w, float *pool,
+                  size_t slot_stride, const int32_t *slots, void *o);
+    /* attn_step: one query per sequence against its key/value cache. qkv [n,(nh+2ng)hs] ACT (the fused
+     * projection, per group [q x nh/ng, k, v]); pos int64 [n] (backend memory): sequence i's position.
+     * Sequence i's cache, fp32 at cache + slots[i]*stride: keys [ng,cap,hs] then values [ng,cap,hs];
+     * position p lives in row p % cap when a->window > 0 (a ring of the last cap = window positions),
+     * row p otherwise (full attention: p < cap, checked by the caller). RoPE (rope_split's) is applied
+     * to q and k at pos[i]; k (after RoPE) and v are written to row p; then
+     * o[i] (ACT [n, nh*hs]) = softmax(q k^T / sqrt(hs)) v over the positions max(0, p-window+1) .. p
+     * (0 .. p for full attention). */
+    int (*attn_step)(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t n, const void *qkv, const int64_t *pos,
+                     const int32_t *slots, int64_t cap, float *cache, size_t stride, void *o);
+
     /* ---- SwiGLU --------------------------------------------------------------------------- */
     /* a = silu(h1) * h2 (ACT) */
     int (*swiglu_fwd)(gdn2_backend *be, size_t n, const void *h1, const void *h2, void *a);

@@ -234,6 +234,47 @@ static int cpu_gdn2_bwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const
                    F(db), F(dw));
 }
 
+/* ---- decoding ---------------------------------------------------------------------------- */
+/* per sequence: the conv of the forward (T = 1) from its cache, then the cache moves on */
+static int cpu_conv_step(gdn2_backend *be, int64_t n, int64_t D, int64_t W, const void *x, float *hist,
+                         size_t hist_stride, const int32_t *slots, const float *w, void *y) {
+    for (int64_t i = 0; i < n; i++) {
+        float *h = hist + (size_t)(slots ? slots[i] : i) * hist_stride;
+        int rc = gdn2_conv_silu_fwd(1, 1, D, W, CF(x) + i * D, h, hist_stride, w, F(y) + i * D, NT(be));
+        if (rc) return rc;
+        gdn2_conv_hist_update(1, 1, D, W, CF(x) + i * D, h, hist_stride);
+    }
+    return GDN2_OK;
+}
+/* per sequence: gdn2_decode_step on its own state (a one-slot pool), or the float64 reference from
+ * the state (kernel REFERENCE, or sizes the fp32 decode kernel does not take) */
+static int cpu_decode(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
+                      const void *k, const void *v, const float *g, const void *b, const void *w, float *pool,
+                      size_t slot_stride, const int32_t *slots, void *o) {
+    (void)be;
+    const int64_t n = dm->B, Dk = dm->H * dm->K, Dv = dm->HV * dm->V;
+    const gdn2_dims d1 = {1, 1, dm->H, dm->HV, dm->K, dm->V};
+    int rc = GDN2_OK;
+    for (int64_t i = 0; i < n && !rc; i++) {
+        float *S = pool + (size_t)(slots ? slots[i] : i) * slot_stride;
+        if (kernel == GDN2_KERNEL_CHUNK) {
+            const int32_t slot = 0;
+            gdn2_decode_tensors t = {CF(q) + i * Dk, CF(k) + i * Dk, CF(v) + i * Dv, g + i * Dk, CF(b) + i * Dk,
+                                     CF(w) + i * Dv, NULL, NULL, F(o) + i * Dv, S, 1, &slot, GDN2_STATE_F32};
+            rc = gdn2_decode_step(&d1, op, &t);
+            if (rc != GDN2_ERR_UNSUPPORTED) continue;
+            gdn2_clear_error();
+        }
+        rc = rec_ref(&d1, op, CF(q) + i * Dk, CF(k) + i * Dk, CF(v) + i * Dv, g + i * Dk, CF(b) + i * Dk,
+                     CF(w) + i * Dv, S, F(o) + i * Dv, S, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+    }
+    return rc;
+}
+static int cpu_attn_step(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t n, const void *qkv, const int64_t *pos,
+                         const int32_t *slots, int64_t cap, float *cache, size_t stride, void *o) {
+    return gdn2_nn_attn_step(a, n, CF(qkv), pos, slots, cap, cache, stride, F(o), NT(be));
+}
+
 static int cpu_swiglu_fwd(gdn2_backend *be, size_t n, const void *h1, const void *h2, void *a) {
     gdn2_nn_swiglu_fwd(n, CF(h1), CF(h2), F(a), NT(be));
     return GDN2_OK;
@@ -302,6 +343,7 @@ void gdn2_backend_cpu_init(gdn2_backend *be, int n_threads) {
     be->swiglu_fwd = cpu_swiglu_fwd, be->swiglu_bwd = cpu_swiglu_bwd;
     be->rope_split = cpu_rope_split, be->rope_split_bwd = cpu_rope_split_bwd;
     be->attn_fwd = cpu_attn_fwd, be->attn_bwd = cpu_attn_bwd;
+    be->conv_step = cpu_conv_step, be->decode = cpu_decode, be->attn_step = cpu_attn_step;
     be->xent = cpu_xent, be->sumsq = cpu_sumsq, be->scale = cpu_scale, be->adamw = cpu_adamw;
 }
 

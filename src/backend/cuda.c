@@ -19,6 +19,7 @@
 #ifdef GDN2_HAVE_CUDA
 
 #include "cuda/attn.h"
+#include "cuda/decode_nn.h"
 #include "cuda/nn.h"
 
 #define NN(be) ((gdn2_cuda_nn *)(be)->ctx)
@@ -208,6 +209,44 @@ static int cu_attn_bwd(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int6
     return gdn2_cuda_attn_bwd(&s, q, k, v, o, lse, dO, dq, dk, dv, STREAM(be));
 }
 
+/* ---- decoding (src/cuda/decode_nn.h, gdn2_cuda_recurrent_fwd) ------------------------------- */
+static int cu_conv_step(gdn2_backend *be, int64_t n, int64_t D, int64_t W, const void *x, float *hist,
+                        size_t hist_stride, const int32_t *slots, const float *w, void *y) {
+    return gdn2_cuda_conv_step(n, D, W, x, hist, hist_stride, slots, w, y, STREAM(be));
+}
+/* the token-serial kernel on the state pool (either kernel choice: the float64 reference is CPU only,
+ * and the decode step has one CUDA kernel) */
+static int cu_decode(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
+                     const void *k, const void *v, const float *g, const void *b, const void *w, float *pool,
+                     size_t slot_stride, const int32_t *slots, void *o) {
+    (void)kernel;
+    /* the kernel puts the sequences on grid.z (at most 65535): longer batches in pieces */
+    const int64_t Dk = dm->H * dm->K, Dv = dm->HV * dm->V, piece = 65535;
+    int rc = GDN2_OK;
+    for (int64_t i0 = 0; i0 < dm->B && !rc; i0 += piece) {
+        const int64_t n = dm->B - i0 < piece ? dm->B - i0 : piece;
+        gdn2_cuda_recurrent_args a;
+        memset(&a, 0, sizeof a);
+        a.dtype = GDN2_CUDA_BF16;
+        a.q = (const char *)q + 2 * i0 * Dk, a.k = (const char *)k + 2 * i0 * Dk, a.b = (const char *)b + 2 * i0 * Dk;
+        a.v = (const char *)v + 2 * i0 * Dv, a.w = (const char *)w + 2 * i0 * Dv, a.o = (char *)o + 2 * i0 * Dv;
+        a.g = g + i0 * Dk;
+        /* slots NULL: sequence i is slot i, so the piece's pool starts at slot i0 */
+        a.state_pool = slots ? pool : pool + (size_t)i0 * slot_stride, a.slots = slots ? slots + i0 : NULL;
+        a.slot_stride = (int64_t)slot_stride, a.state_dtype = GDN2_CUDA_F32;
+        a.n_slots = n; /* with slots: not read by the kernel (the caller's indices are in range) */
+        gdn2_dims d1 = *dm;
+        d1.B = n, d1.T = 1;
+        rc = gdn2_cuda_recurrent_fwd(&d1, op, &a, STREAM(be));
+    }
+    return rc;
+}
+static int cu_attn_step(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t n, const void *qkv, const int64_t *pos,
+                        const int32_t *slots, int64_t cap, float *cache, size_t stride, void *o) {
+    gdn2_cuda_attn_shape s = attn_shape(a, n, 1);
+    return gdn2_cuda_attn_step(&s, qkv, pos, slots, cap, cache, stride, o, STREAM(be));
+}
+
 /* ---- loss and optimizer -------------------------------------------------------------------- */
 static int cu_xent(gdn2_backend *be, int64_t N, int64_t Vp, const float *logits, const int32_t *targets, float scale,
                    void *dlogits, float *loss) {
@@ -275,6 +314,9 @@ int gdn2_backend_cuda_init(gdn2_backend *be) {
     be->rope_split_bwd = cu_rope_split_bwd;
     be->attn_fwd = cu_attn_fwd;
     be->attn_bwd = cu_attn_bwd;
+    be->conv_step = cu_conv_step;
+    be->decode = cu_decode;
+    be->attn_step = cu_attn_step;
     be->xent = cu_xent;
     be->sumsq = cu_sumsq;
     be->scale = cu_scale;

@@ -7,6 +7,7 @@
 
 #include "../util/internal.h"
 #include "../util/rng.h"
+#include "../util/rope.h"
 
 void gdn2_linear_fwd(int64_t N, int64_t in, int64_t out, const float *X, const float *W, const float *bias,
                      float *Y) {
@@ -415,12 +416,7 @@ double gdn2_nn_sumsq(size_t n, const float *g) {
 /* attention                                                                                  */
 /* ------------------------------------------------------------------------------------------ */
 void gdn2_nn_rope_cs(int64_t pos, int64_t hs, float base, float *c, float *s) {
-    for (int64_t i = 0; i < hs / 2; i++) {
-        float th = 1.0f / powf(base, (float)(2 * i) / (float)hs);
-        float ang = (float)pos * th;
-        c[i] = cosf(ang);
-        s[i] = sinf(ang);
-    }
+    for (int64_t i = 0; i < hs / 2; i++) gdn2_rope_angle(pos, i, hs, base, c + i, s + i);
 }
 
 void gdn2_nn_rope_apply(const float *x, float *y, int64_t hs, const float *c, const float *s) {
@@ -623,4 +619,56 @@ void gdn2_nn_dropout(size_t n, float *x, float p, uint64_t seed, int n_threads) 
     const float k = 1.0f / (1.0f - p);
 #pragma omp parallel for num_threads(gdn2_threads(n_threads)) schedule(static) if (n > 65536)
     for (int64_t i = 0; i < (int64_t)n; i++) x[i] = gdn2_dropout_keep(seed, (uint64_t)i, thr) ? x[i] * k : 0.0f;
+}
+
+/* ---- attention decode step (backend.h attn_step) ------------------------------------------- */
+int gdn2_nn_attn_step(const gdn2_attn_cfg *a, int64_t n, const float *qkv, const int64_t *pos, const int32_t *slots,
+                      int64_t cap, float *cache, size_t stride, float *o, int n_threads) {
+    const int64_t nh = a->n_head, ng = a->n_groups, hs = a->hs, qpk = nh / ng, h2 = hs / 2;
+    const int64_t nqkv = (nh + 2 * ng) * hs, C = nh * hs;
+    const float scale = 1.0f / sqrtf((float)hs);
+    (void)n_threads;
+    for (int64_t b = 0; b < n; b++)
+        if (pos[b] < 0 || (a->window == 0 && pos[b] >= cap))
+            return gdn2_error(GDN2_ERR_ARG, "attention cache full: position %lld, capacity %lld (full attention grows)",
+                              (long long)pos[b], (long long)cap);
+    float *cs = gdn2_malloc((size_t)(hs + 2 * cap + hs) * sizeof(float), "attention step scratch");
+    if (!cs) return GDN2_ERR_NOMEM;
+    float *sc = cs + hs, *qr = sc + cap;
+    /* the row of position j: a ring of the last cap positions (SWA) or the position itself */
+#define CACHE_ROW(j) (a->window > 0 ? (j) % cap : (j))
+    for (int64_t b = 0; b < n; b++) {
+        const int64_t p = pos[b];
+        gdn2_nn_rope_cs(p, hs, a->rope_base, cs, cs + h2);
+        const int64_t j0 = a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
+        const int64_t row_p = CACHE_ROW(p);
+        float *kc = cache + (size_t)(slots ? slots[b] : b) * stride, *vc = kc + ng * cap * hs;
+        const float *row = qkv + b * nqkv;
+        for (int64_t g = 0; g < ng; g++) {
+            const float *grp = row + g * (qpk + 2) * hs;
+            gdn2_nn_rope_apply(grp + qpk * hs, kc + (g * cap + row_p) * hs, hs, cs, cs + h2);
+            memcpy(vc + (g * cap + row_p) * hs, grp + (qpk + 1) * hs, hs * sizeof(float));
+        }
+        for (int64_t h = 0; h < nh; h++) {
+            const int64_t g = h / qpk;
+            gdn2_nn_rope_apply(row + g * (qpk + 2) * hs + (h % qpk) * hs, qr, hs, cs, cs + h2);
+            float mx = -INFINITY, l = 0.0f;
+            for (int64_t j = j0; j <= p; j++) {
+                float s = scale * gdn2_nn_dot(qr, kc + (g * cap + CACHE_ROW(j)) * hs, hs);
+                sc[j - j0] = s;
+                if (s > mx) mx = s;
+            }
+            for (int64_t j = j0; j <= p; j++) l += (sc[j - j0] = expf(sc[j - j0] - mx));
+            float *ot = o + b * C + h * hs;
+            memset(ot, 0, hs * sizeof(float));
+            for (int64_t j = j0; j <= p; j++) {
+                const float pr = sc[j - j0] / l;
+                const float *vj = vc + (g * cap + CACHE_ROW(j)) * hs;
+                for (int64_t i = 0; i < hs; i++) ot[i] += pr * vj[i];
+            }
+        }
+    }
+#undef CACHE_ROW
+    free(cs);
+    return GDN2_OK;
 }

@@ -97,5 +97,9 @@ int gdn2_nn_attn_fwd(const gdn2_attn_cfg *a, int64_t B, int64_t T, const float *
 int gdn2_nn_attn_bwd(const gdn2_attn_cfg *a, int64_t B, int64_t T, const float *q, const float *k, const float *v,
                      const float *o, const float *lse, const float *dO, float *dq, float *dk, float *dv,
                      int n_threads);
+/* one query per sequence against its key/value cache (backend.h attn_step; pos, slots HOST);
+ * the scores of a row in one pass, then the softmax and the weighted values: O(window) per query */
+int gdn2_nn_attn_step(const gdn2_attn_cfg *a, int64_t n, const float *qkv, const int64_t *pos, const int32_t *slots,
+                      int64_t cap, float *cache, size_t stride, float *o, int n_threads);
 
 #endif

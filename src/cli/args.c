@@ -322,6 +322,14 @@ double cli_forward_bytes(const gdn2_model_cfg *c, double tokens, int train) {
 
 int cli_exit_code(int st) { return st == GDN2_ERR_ARG || st == GDN2_ERR_IO || st == GDN2_ERR_FORMAT ? 2 : 1; }
 
+int cli_model_device(const char *cmd, gdn2_model *m, int cuda) {
+    if (!cuda) return 0;
+    int st = gdn2_model_set_device(m, "cuda");
+    if (!st) return 0;
+    fprintf(stderr, "gdn2 %s: --device cuda: %s\n", cmd, gdn2_last_error());
+    return cli_exit_code(st);
+}
+
 /* ---- training runs (gdn2 train, gdn2 demo) ------------------------------------------------- */
 
 int cli_train_preflight(const char *cmd, const gdn2_train_opts *o) {

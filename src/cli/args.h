@@ -111,4 +111,9 @@ int cli_train_exit_code(int st, const gdn2_train_result *r);
 /* Exit code of a library status: bad argument / input file / format -> 2, else 1 (README). */
 int cli_exit_code(int st);
 
+/* --device cuda of a command that runs a model (forward, generate, eval, serve): moves m to the GPU
+ * (gdn2_model_set_device). On failure (no CUDA built in, no device, the weights do not fit) prints
+ * "gdn2 <cmd>: --device cuda: <why>" and returns the exit code; 0 when done or when cuda is 0. */
+int cli_model_device(const char *cmd, gdn2_model *m, int cuda);
+
 #endif

@@ -36,6 +36,9 @@ static void eval_usage(FILE *f) {
             "  --pairs N         MQAR key-value pairs (default T/16)\n"
             "  --vocab V         MQAR vocabulary (default: the model's vocab_size)\n"
             "  --threads N       CPU threads (default 1: small models decode faster single-threaded)\n"
+            "  --device D        cpu (default) or cuda: forwards, prefills and decode steps on the GPU\n"
+            "                    (bf16-mixed, docs/BACKEND.md: scores may differ from the CPU's where a\n"
+            "                    greedy choice is close)\n"
             "lengths are tokens: NIAH prompt + answer budget (bytes), MQAR T, parity/modarith L.\n"
             "tasks: gdn2 task list\n");
 }
@@ -141,7 +144,7 @@ static int mkdir_p1(const char *dir) {
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *out_dir = "eval_out", *hay = NULL, *adjs = DEFAULT_ADJS, *nouns = DEFAULT_NOUNS;
     char *task_arg = NULL, *len_arg = NULL, *depth_arg = NULL;
-    int samples = 100, max_new = 0, pairs = 0, vocab = 0, threads = 1;
+    int samples = 100, max_new = 0, pairs = 0, vocab = 0, threads = 1, device = 0;
     uint64_t seed = 0;
     const cli_opt opts[] = {
         CLI_OPT_STR("--model", NULL, &model_path),
@@ -158,6 +161,7 @@ int cmd_eval(int argc, char **argv) {
         CLI_OPT_INT("--pairs", &pairs, 1, 1 << 23),
         CLI_OPT_INT("--vocab", &vocab, 4, 1 << 24),
         CLI_OPT_INT("--threads", &threads, 0, cli_max_threads()),
+        CLI_OPT_CHOICE("--device", &device, "cpu|cuda"),
     };
     int rc = cli_parse("eval", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL, eval_usage);
     if (rc) return rc < 0 ? 0 : rc;
@@ -238,12 +242,17 @@ int cmd_eval(int argc, char **argv) {
                      st2 = (double)gdn2_model_state_floats(&m->cfg, 2);
         double need = cli_forward_bytes(&m->cfg, L, 0) + 4.0 * L * (double)m->cfg.padded_vocab +
                       4.0 * (st1 + (st2 - st1) * (L - 1));
+        if (device) need = 4.0 * L * (double)m->cfg.padded_vocab; /* the rest lives on the GPU */
         char what[64];
         snprintf(what, sizeof what, "--lengths %d", lens[i]);
         if ((rc = cli_check_mem("eval", what, need))) {
             gdn2_model_free(m), gdn2_ruler_free(&res);
             return rc;
         }
+    }
+    if ((rc = cli_model_device("eval", m, device))) {
+        gdn2_model_free(m), gdn2_ruler_free(&res);
+        return rc;
     }
     if (mkdir_p1(out_dir)) { /* a directory that cannot be made is a failed write: 1 */
         fprintf(stderr, "gdn2 eval: --out: %s\n", gdn2_last_error());
@@ -273,6 +282,7 @@ int cmd_eval(int argc, char **argv) {
     cJSON_AddStringToObject(root, "model", model_path);
     cJSON_AddStringToObject(root, "model_hash", hash);
     cJSON_AddStringToObject(root, "layout", m->cfg.layout);
+    cJSON_AddStringToObject(root, "device", gdn2_model_device(m));
     cJSON_AddNumberToObject(root, "seed", (double)seed);
     cJSON_AddNumberToObject(root, "samples", (double)samples);
     cJSON_AddStringToObject(root, "split", "test");

@@ -55,10 +55,9 @@ int cmd_forward(int argc, char **argv) {
     }
     m->n_threads = threads;
     m->cfg.kernel = kernel ? GDN2_KERNEL_REFERENCE : GDN2_KERNEL_CHUNK;
-    if (device && (st = gdn2_model_set_device(m, "cuda"))) {
-        fprintf(stderr, "gdn2 forward: --device cuda: %s\n", gdn2_last_error());
+    if ((rc = cli_model_device("forward", m, device))) {
         gdn2_model_free(m);
-        return cli_exit_code(st);
+        return rc;
     }
     gdn2_st file;
     if ((st = gdn2_st_read(in, &file))) {

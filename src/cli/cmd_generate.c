@@ -19,7 +19,7 @@ static void generate_usage(FILE *f) {
     fprintf(f,
             "usage: gdn2 generate CKPT.safetensors [--prompt TEXT | --prompts FILE] [-n TOKENS] [--temperature T]\n"
             "                     [--top-k K] [--top-p P] [--seed S] [--samples N] [--stop TEXT] [--slots N]\n"
-            "                     [--save-prefix FILE] [--load-prefix FILE] [--threads N]\n"
+            "                     [--save-prefix FILE] [--load-prefix FILE] [--device cpu|cuda] [--threads N]\n"
             "\n"
             "Generates bytes from a checkpoint written by gdn2 train (byte tokenizer, vocab >= 256). Every\n"
             "prompt x sample is one request of the generation engine; they run as one continuous batch\n"
@@ -36,6 +36,9 @@ static void generate_usage(FILE *f) {
             "  --slots N           sequences decoded at once (default: all requests, at most 64)\n"
             "  --save-prefix FILE  save the state after the (one) prompt to FILE (safetensors), then generate\n"
             "  --load-prefix FILE  start every sequence from the state in FILE (same checkpoint), then its prompt\n"
+            "                      (prefix files are the same on both devices: one saved on the GPU loads on the CPU)\n"
+            "  --device D          cpu (default) or cuda: the model, its decode states and the steps on the GPU\n"
+            "                      (bf16-mixed, docs/BACKEND.md)\n"
             "  --threads N         CPU threads (0 = OpenMP default)\n"
             "Exit status: 0 ok, 2 bad usage or input, 1 runtime failure.\n");
 }
@@ -91,7 +94,7 @@ int cmd_generate(int argc, char **argv) {
     int64_t n_new = 200, samples = 1, slots = 0;
     uint64_t seed = 1;
     float temp = 0.8f, top_p = 1.0f;
-    int top_k = 40, threads = 0, npos = 0;
+    int top_k = 40, threads = 0, npos = 0, device = 0;
     const cli_opt opts[] = {
         CLI_OPT_STR("--prompt", NULL, &prompt),
         CLI_OPT_STR("--prompts", NULL, &prompts_file),
@@ -106,6 +109,7 @@ int cmd_generate(int argc, char **argv) {
         CLI_OPT_STR("--save-prefix", NULL, &save_prefix),
         CLI_OPT_STR("--load-prefix", NULL, &load_prefix),
         CLI_OPT_INT("--threads", &threads, 0, cli_max_threads()),
+        CLI_OPT_CHOICE("--device", &device, "cpu|cuda"),
     };
     int rc = cli_parse("generate", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), &ckpt, 1, &npos,
                        generate_usage);
@@ -181,6 +185,10 @@ int cmd_generate(int argc, char **argv) {
                 (long long)m->cfg.vocab_size);
         rc = 2;
     }
+    if (!rc) {
+        m->n_threads = threads;
+        rc = cli_model_device("generate", m, device); /* before any state: states live where the model runs */
+    }
     /* the prefix, into a one-slot pool (its full-attention cache sized by the file's token count) */
     gdn2_model_state *pre = NULL;
     float *pre_lg = NULL;
@@ -217,11 +225,12 @@ int cmd_generate(int argc, char **argv) {
         double st1 = (double)gdn2_model_state_floats(&m->cfg, 1), st2 = (double)gdn2_model_state_floats(&m->cfg, 2);
         double need = (double)bytes + 4.0 * (double)slots * (st1 + (st2 - st1) * ((double)ctx - 1)) +
                       cli_forward_bytes(&m->cfg, (double)maxP, 0);
+        if (device) /* the states and the forward live on the GPU: the host holds the ids, texts, logits */
+            need = (double)bytes + 8.0 * (double)slots * (double)m->cfg.padded_vocab;
         rc = cli_check_mem("generate", what, need);
     }
     gdn2_engine *e = NULL;
     if (!rc) {
-        m->n_threads = threads;
         if ((st = gdn2_engine_create(m, slots, ctx > 2 ? ctx : 2, &e))) {
             fprintf(stderr, "gdn2 generate: %s\n", gdn2_last_error());
             rc = cli_exit_code(st);

@@ -686,9 +686,9 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 static void serve_usage(FILE *f) {
     fprintf(f,
             "usage: gdn2 serve CKPT.safetensors --port P [--host ADDR] [--slots N] [--queue N] [--max-tokens N]\n"
-            "                  [--max-prompt N] [--threads N] [--drain-s S]\n"
+            "                  [--max-prompt N] [--threads N] [--device cpu|cuda] [--drain-s S]\n"
             "\n"
-            "OpenAI-style completions over HTTP (byte tokenizer), continuous batching on the CPU:\n"
+            "OpenAI-style completions over HTTP (byte tokenizer), continuous batching on the CPU or the GPU:\n"
             "  POST /v1/completions {prompt, max_tokens, temperature, top_p, top_k, seed, stop, stream}\n"
             "  GET  /health\n"
             "  --port P          TCP port (0: any free one; the port is printed)\n"
@@ -698,6 +698,8 @@ static void serve_usage(FILE *f) {
             "  --max-tokens N    largest max_tokens a request may ask for (256; default of a request: 16)\n"
             "  --max-prompt N    longest prompt in tokens (4096)\n"
             "  --threads N       CPU threads (0 = OpenMP default)\n"
+            "  --device D        cpu (default) or cuda: the model, the slots' states and the steps on the GPU\n"
+            "                    (bf16-mixed, docs/BACKEND.md; a step is one batch there: docs/SERVING.md)\n"
             "  --drain-s S       on SIGTERM/SIGINT, seconds to let running requests finish (30)\n"
             "SIGTERM / SIGINT: stop accepting, finish running requests (queued ones get 503), exit 0.\n"
             "Exit status: 0 ok, 2 bad usage or input, 1 runtime failure.\n");
@@ -705,7 +707,7 @@ static void serve_usage(FILE *f) {
 
 int cmd_serve(int argc, char **argv) {
     const char *ckpt = NULL, *host = "127.0.0.1";
-    int port = -1, threads = 0, npos = 0;
+    int port = -1, threads = 0, npos = 0, device = 0;
     int64_t slots = 4, queue = 16, max_tokens = 256, max_prompt = 4096;
     double drain_s = 30;
     const cli_opt opts[] = {
@@ -717,6 +719,7 @@ int cmd_serve(int argc, char **argv) {
         CLI_OPT_I64("--max-prompt", &max_prompt, 1, 1 << 24),
         CLI_OPT_INT("--threads", &threads, 0, cli_max_threads()),
         CLI_OPT_F64("--drain-s", &drain_s, 0, 86400, 0),
+        CLI_OPT_CHOICE("--device", &device, "cpu|cuda"),
     };
     int rc = cli_parse("serve", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), &ckpt, 1, &npos, serve_usage);
     if (rc) return rc < 0 ? 0 : rc;
@@ -750,9 +753,12 @@ int cmd_serve(int argc, char **argv) {
     double st1 = (double)gdn2_model_state_floats(&srv.m->cfg, 1), st2 = (double)gdn2_model_state_floats(&srv.m->cfg, 2);
     char what[96];
     snprintf(what, sizeof what, "--slots %lld", (long long)slots);
-    if ((rc = cli_check_mem("serve", what,
-                            4.0 * (double)slots * (st1 + (st2 - st1) * ((double)ctx - 1)) +
-                                cli_forward_bytes(&srv.m->cfg, (double)max_prompt, 0)))) {
+    /* on the GPU the states and the prefill's forward live in device memory (which refuses what
+     * does not fit, naming the sizes): the host holds the slots' logits */
+    const double host_need = device ? 8.0 * (double)slots * (double)srv.m->cfg.padded_vocab
+                                    : 4.0 * (double)slots * (st1 + (st2 - st1) * ((double)ctx - 1)) +
+                                          cli_forward_bytes(&srv.m->cfg, (double)max_prompt, 0);
+    if ((rc = cli_check_mem("serve", what, host_need)) || (rc = cli_model_device("serve", srv.m, device))) {
         gdn2_model_free(srv.m);
         return rc;
     }
@@ -795,9 +801,11 @@ int cmd_serve(int argc, char **argv) {
         return 1;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    fprintf(stderr, "gdn2 serve: %s (%s) on http://%s:%u with %lld slots, queue %lld, max_tokens %lld, max_prompt %lld\n",
+    fprintf(stderr,
+            "gdn2 serve: %s (%s) on http://%s:%u with %lld slots, queue %lld, max_tokens %lld, max_prompt %lld, "
+            "device %s\n",
             ckpt, srv.model_name, host, di ? di->port : (unsigned)port, (long long)slots, (long long)queue,
-            (long long)max_tokens, (long long)max_prompt);
+            (long long)max_tokens, (long long)max_prompt, gdn2_model_device(srv.m));
     fflush(stderr);
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0) {

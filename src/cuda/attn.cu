@@ -29,6 +29,7 @@
 #include "gdn2_error.h"
 #include "host.cuh"
 #include "tc.cuh"
+#include "../util/rope.h"
 
 namespace {
 
@@ -82,10 +83,7 @@ __device__ __forceinline__ void mma4(float (&c)[4], const uint32_t (&a)[4], uint
 // element pair (i, i + hs/2) of head slot `slot` of token bt; slot = g (qpk + 2) + j: j < qpk a query
 // head, j = qpk the key, j = qpk + 1 the value. Angles as rope_cs (fp32): theta_i = 1/base^(2i/hs).
 __device__ __forceinline__ void rope_angle(int t, int i, int hs, float base, float &c, float &s) {
-    const float th = 1.0f / powf(base, (float)(2 * i) / (float)hs);
-    const float ang = (float)t * th;
-    c = cosf(ang);
-    s = sinf(ang);
+    gdn2_rope_angle(t, i, hs, base, &c, &s); // src/util/rope.h, the CPU's formula
 }
 
 __global__ void rope_split_kernel(const bf16 *__restrict__ qkv, bf16 *__restrict__ q, bf16 *__restrict__ k,

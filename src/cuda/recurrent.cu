@@ -28,6 +28,7 @@ struct RecParams {
     void *o;
     void *pool;
     const int32_t *slots;
+    size_t slot_stride; // pool elements from one slot to the next
     float *snap;
 };
 
@@ -83,7 +84,7 @@ __global__ __launch_bounds__(RNT, sizeof(TS) == 4 ? 4 : 3) void k_recurrent(RecP
                 if (v0 + e < p.V) stf(o, (((size_t)i * p.T + t) * p.HV + hv) * p.V + v0 + e, 0.0f);
         return;
     }
-    TS *S = (TS *)p.pool + ((size_t)slot * p.HV + hv) * p.K * p.V;
+    TS *S = (TS *)p.pool + (size_t)slot * p.slot_stride + (size_t)hv * p.K * p.V;
     float st[NR][CPT];
 #pragma unroll
     for (int j = 0; j < NR; j++) {
@@ -233,11 +234,20 @@ extern "C" int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, c
         return gdn2_error(GDN2_ERR_ARG, "%s: dtype=%d, expected GDN2_CUDA_F32 or GDN2_CUDA_BF16", fn, a->dtype);
     if (a->state_dtype != GDN2_CUDA_F32 && a->state_dtype != GDN2_CUDA_BF16)
         return gdn2_error(GDN2_ERR_ARG, "%s: state_dtype=%d, expected GDN2_CUDA_F32 or GDN2_CUDA_BF16", fn, a->state_dtype);
+    const int64_t dense = d->HV * d->K * d->V;
+    if (a->slot_stride < 0 || (a->slot_stride > 0 && a->slot_stride < dense))
+        return gdn2_error(GDN2_ERR_ARG, "%s: slot_stride=%lld must be 0 or >= HV*K*V=%lld", fn,
+                          (long long)a->slot_stride, (long long)dense);
+    const size_t esz = a->state_dtype == GDN2_CUDA_BF16 ? 2 : 4;
+    if (((uintptr_t)a->state_pool % 16) || ((size_t)a->slot_stride * esz) % 16)
+        return gdn2_error(GDN2_ERR_ARG, "%s: state_pool (%p) and slot_stride (%lld elements) must keep every state "
+                          "16-byte aligned", fn, a->state_pool, (long long)a->slot_stride);
     if (d->T == 0 || d->B == 0) return GDN2_OK;
     RecParams p;
     memset(&p, 0, sizeof p);
     fill_kernel_params(p, d, o, a);
     p.pool = a->state_pool; p.slots = a->slots; p.snap = a->snapshots;
+    p.slot_stride = a->slot_stride > 0 ? (size_t)a->slot_stride : (size_t)(d->HV * d->K * d->V);
     const int rbv = 64; // V columns per block (k_recurrent's RBV)
     dim3 grid((unsigned)((d->V + rbv - 1) / rbv), (unsigned)d->HV, (unsigned)d->B);
     cudaStream_t st = (cudaStream_t)stream;

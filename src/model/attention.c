@@ -3,14 +3,14 @@
  * [q x (n_head/n_groups), k, v] (head_size each), rotate-half RoPE (base 10000) over the whole head,
  * softmax scale hs^-1/2, causal with window (W-1, 0): query t sees keys max(0, t-W+1) .. t; proj d->d.
  *
- * The layer is written over the backend (qkv and proj products, rope_split, attn_fwd/bwd); the
- * decode step and cache (generation) are CPU fp32 code. Memory: nothing O(T^2) on either backend
+ * The layer is written over the backend (qkv and proj products, rope_split, attn_fwd/bwd), and so
+ * is its decode step (the products and the backend's attn_step over fp32 caches in backend memory;
+ * the caches filled after a prefill by casts from the forward's saved keys and values). Memory: nothing O(T^2) on either backend
  * (flash-attention style: the row's log-sum-exp is saved, the backward recomputes the probabilities). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../backend/nn.h"
 #include "model_internal.h"
 
 gdn2_attn_cfg gdn2_attn_cfg_of(const gdn2_model_cfg *c, int kind) {
@@ -117,97 +117,54 @@ int gdn2_attn_backward(gdn2_backend *be, const gdn2_attn_cfg *a, const void *w_q
 }
 
 /* ---- decoding ----------------------------------------------------------------------------- */
-static int64_t cache_cap(const gdn2_attn_cfg *a, int64_t max_len) { return a->window > 0 ? a->window : max_len; }
+int64_t gdn2_attn_cache_cap(const gdn2_attn_cfg *a, int64_t max_len) { return a->window > 0 ? a->window : max_len; }
 
 size_t gdn2_attn_state_size(const gdn2_attn_cfg *a, int64_t max_len) {
-    return (size_t)2 * a->n_groups * cache_cap(a, max_len) * a->hs;
+    return (size_t)2 * a->n_groups * gdn2_attn_cache_cap(a, max_len) * a->hs;
 }
 
-/* slot of position p: a ring for SWA (the last W keys), the position itself for full attention */
-static int64_t cache_slot(const gdn2_attn_cfg *a, int64_t p, int64_t cap) { return a->window > 0 ? p % cap : p; }
-
-int gdn2_attn_fill_cache(const gdn2_attn_cfg *a, const float *acts, int64_t B, int64_t T, int64_t max_len,
-                         float *states, size_t state_stride) {
-    const int64_t ng = a->n_groups, hs = a->hs, cap = cache_cap(a, max_len);
+int gdn2_attn_fill_cache(gdn2_backend *be, const gdn2_attn_cfg *a, const void *acts, int64_t B, int64_t T,
+                         int64_t max_len, float *states, size_t state_stride) {
+    const int64_t ng = a->n_groups, hs = a->hs, cap = gdn2_attn_cache_cap(a, max_len);
     if (a->window == 0 && T > max_len)
         return gdn2_error(GDN2_ERR_ARG, "attention cache: prompt of %lld tokens exceeds max_len %lld",
                           (long long)T, (long long)max_len);
-    gdn2_backend cpu;
-    gdn2_backend_cpu_init(&cpu, 1);
-    const attn_layout L = attn_offsets(&cpu, a, B, T);
-    const float *Ak = (const float *)((const char *)acts + L.k), *Av = (const float *)((const char *)acts + L.v);
-    int64_t j0 = T > cap ? T - cap : 0;
-    for (int64_t b = 0; b < B; b++) {
-        float *kc = states + b * state_stride, *vc = kc + ng * cap * hs;
-        for (int64_t g = 0; g < ng; g++)
-            for (int64_t j = j0; j < T; j++) {
-                int64_t sl = cache_slot(a, j, cap);
-                memcpy(kc + (g * cap + sl) * hs, Ak + ((b * ng + g) * T + j) * hs, hs * sizeof(float));
-                memcpy(vc + (g * cap + sl) * hs, Av + ((b * ng + g) * T + j) * hs, hs * sizeof(float));
-            }
-    }
+    const attn_layout L = attn_offsets(be, a, B, T);
+    const char *src[2] = {(const char *)acts + L.k, (const char *)acts + L.v};
+    /* the last min(T, cap) positions; position j in row j % cap (SWA ring) or j: at most two runs of
+     * consecutive rows per (sequence, group), each one cast from the activation type to fp32 */
+    const int64_t j0 = T > cap ? T - cap : 0;
+    for (int64_t b = 0; b < B; b++)
+        for (int kv = 0; kv < 2; kv++) {
+            float *cache = states + b * state_stride + (size_t)kv * ng * cap * hs;
+            for (int64_t g = 0; g < ng; g++)
+                for (int64_t j = j0; j < T;) {
+                    const int64_t row = a->window > 0 ? j % cap : j, len = T - j < cap - row ? T - j : cap - row;
+                    const void *from = src[kv] + gdn2_be_bytes(be, (size_t)(((b * ng + g) * T + j) * hs), GDN2_DT_ACT);
+                    int st = be->cast(be, (size_t)(len * hs), from, GDN2_DT_ACT, cache + (g * cap + row) * hs,
+                                      GDN2_DT_F32);
+                    if (st) return st;
+                    j += len;
+                }
+        }
     return GDN2_OK;
 }
 
-int gdn2_attn_step(const gdn2_attn_cfg *a, const float *w_qkv, const float *w_proj, const float *x, int64_t n,
-                   const int64_t *pos, const int32_t *slots, int64_t max_len, float *states, size_t state_stride,
-                   float *y, int n_threads) {
+size_t gdn2_attn_step_bytes(const gdn2_backend *be, const gdn2_attn_cfg *a, int64_t n) {
+    const size_t nqkv = (size_t)n * (a->n_head + 2 * a->n_groups) * a->hs, no = (size_t)n * a->n_head * a->hs;
+    return up(be, gdn2_be_bytes(be, nqkv, GDN2_DT_ACT)) + up(be, gdn2_be_bytes(be, no, GDN2_DT_ACT));
+}
+
+int gdn2_attn_step_be(gdn2_backend *be, const gdn2_attn_cfg *a, const void *w_qkv, const void *w_proj, const void *x,
+                      int64_t n, const int64_t *pos, const int32_t *slots, int64_t cap, float *states,
+                      size_t state_stride, void *y, void *scratch) {
     int st = check_cfg(a);
     if (st) return st;
-    const int64_t nh = a->n_head, ng = a->n_groups, hs = a->hs, qpk = nh / ng, d = a->d, h2 = hs / 2;
-    const int64_t nqkv = (nh + 2 * ng) * hs, C = nh * hs, cap = cache_cap(a, max_len);
-    const float scale = 1.0f / sqrtf((float)hs);
-    for (int64_t b = 0; b < n; b++)
-        if (pos[b] < 0 || (a->window == 0 && pos[b] >= max_len))
-            return gdn2_error(GDN2_ERR_ARG,
-                              "attention cache full: position %lld, max_len %lld (full attention grows)",
-                              (long long)pos[b], (long long)max_len);
-    float *qkv = gdn2_malloc((size_t)n * nqkv * sizeof(float), "attention step qkv");
-    float *o = gdn2_malloc((size_t)n * C * sizeof(float), "attention step o");
-    float *cs = gdn2_malloc((size_t)(hs + 2 * cap + hs) * sizeof(float), "attention step scratch");
-    if (!qkv || !o || !cs) {
-        free(qkv), free(o), free(cs);
-        return GDN2_ERR_NOMEM;
-    }
-    float *sc = cs + hs, *qr = sc + cap;
-    /* one product per sequence (M = 1): a sequence's numbers never depend on the others in the step */
-    for (int64_t b = 0; b < n; b++)
-        gdn2_sgemm(0, 1, 1, (int)nqkv, (int)d, 1.0f, x + b * d, (int)d, w_qkv, (int)d, 0.0f, qkv + b * nqkv,
-                   (int)nqkv);
-    for (int64_t b = 0; b < n; b++) {
-        const int64_t p = pos[b];
-        gdn2_nn_rope_cs(p, hs, a->rope_base, cs, cs + h2);
-        int64_t j0 = a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
-        int64_t slot = cache_slot(a, p, cap);
-        float *kc = states + (size_t)(slots ? slots[b] : b) * state_stride, *vc = kc + ng * cap * hs;
-        const float *row = qkv + b * nqkv;
-        for (int64_t g = 0; g < ng; g++) {
-            const float *grp = row + g * (qpk + 2) * hs;
-            gdn2_nn_rope_apply(grp + qpk * hs, kc + (g * cap + slot) * hs, hs, cs, cs + h2);
-            memcpy(vc + (g * cap + slot) * hs, grp + (qpk + 1) * hs, hs * sizeof(float));
-        }
-        for (int64_t h = 0; h < nh; h++) {
-            int64_t g = h / qpk;
-            gdn2_nn_rope_apply(row + g * (qpk + 2) * hs + (h % qpk) * hs, qr, hs, cs, cs + h2);
-            float mx = -INFINITY, l = 0.0f;
-            for (int64_t j = j0; j <= p; j++) {
-                float s = scale * gdn2_nn_dot(qr, kc + (g * cap + cache_slot(a, j, cap)) * hs, hs);
-                sc[j - j0] = s;
-                if (s > mx) mx = s;
-            }
-            for (int64_t j = j0; j <= p; j++) l += (sc[j - j0] = expf(sc[j - j0] - mx));
-            float *ot = o + b * C + h * hs;
-            memset(ot, 0, hs * sizeof(float));
-            for (int64_t j = j0; j <= p; j++) {
-                float pr = sc[j - j0] / l;
-                const float *vj = vc + (g * cap + cache_slot(a, j, cap)) * hs;
-                for (int64_t i = 0; i < hs; i++) ot[i] += pr * vj[i];
-            }
-        }
-    }
-    for (int64_t b = 0; b < n; b++)
-        gdn2_sgemm(0, 1, 1, (int)d, (int)C, 1.0f, o + b * C, (int)C, w_proj, (int)C, 0.0f, y + b * d, (int)d);
-    free(qkv), free(o), free(cs);
-    (void)n_threads;
-    return GDN2_OK;
+    const int64_t nh = a->n_head, ng = a->n_groups, hs = a->hs, d = a->d, nqkv = (nh + 2 * ng) * hs, C = nh * hs;
+    void *qkv = scratch, *o = AT(scratch, up(be, gdn2_be_bytes(be, (size_t)(n * nqkv), GDN2_DT_ACT)));
+    /* qkv = x W_qkv^T;  RoPE, the new key and value into the cache, attention over it;  y = o W_proj^T */
+    if ((st = be->linear_fwd(be, n, d, nqkv, x, w_qkv, NULL, qkv, GDN2_DT_ACT, 0)) ||
+        (st = be->attn_step(be, a, n, qkv, pos, slots, cap, states, state_stride, o)))
+        return st;
+    return be->linear_fwd(be, n, C, d, o, w_proj, NULL, y, GDN2_DT_ACT, 0);
 }

@@ -330,8 +330,9 @@ static gdn2_opts rec_opts(const gdn2_backend *be) {
     return op;
 }
 
-/* The forward over [B,T] on backend be (see gdn2_layer_fwd_be). decode = 1 (CPU only): T must be 1
- * and the recurrence runs through the decode step per sequence, in place in states. */
+/* The forward over [B,T] on backend be (see gdn2_layer_fwd_be). decode = 1: T must be 1, sequence
+ * i's state is states + slots[i] * SS (slots in backend memory, NULL: i), and the short convs and
+ * the recurrence run through the backend's decode ops (conv_step, decode), in place in the states. */
 static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *params, const void *params_act,
                         const void *x, int64_t B, int64_t T, void *y, void *A, float *states, int decode,
                         const int32_t *slots, void *scratch) {
@@ -350,8 +351,6 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
     const void *b = bs, *w = ws;
     float *h0 = AT(scratch, S.h0), *ht = AT(scratch, S.ht);
     int rc = GDN2_OK;
-    if (decode && be->on_device)
-        return gdn2_error(GDN2_ERR_UNSUPPORTED, "gdn2 layer decode step: not on the %s backend", be->name);
 
     /* keep the initial states for the backward (zeros for a fresh sequence); not needed by a step */
     if (decode) {
@@ -367,14 +366,10 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
     /* q = silu(conv(qp)), from the conv caches when states are given */
     const float *hq = states ? states + st_conv_q(c) : NULL, *hk = states ? states + st_conv_k(c) : NULL;
     const float *hv = states ? states + st_conv_v(c) : NULL;
-    if (slots) { /* decode over state slots (T = 1): each sequence's conv caches where its slot is */
-        const size_t ab = be->act_bytes;
-        for (int64_t i = 0; i < B; i++) {
-            const size_t so = (size_t)slots[i] * SS;
-            LTRY(be->conv_silu_fwd(be, 1, 1, Dk, W, AT(qp, i * Dk * ab), hq + so, SS, PP(&lp, P_QC), AT(q, i * Dk * ab)));
-            LTRY(be->conv_silu_fwd(be, 1, 1, Dk, W, AT(kp, i * Dk * ab), hk + so, SS, PP(&lp, P_KC), AT(k, i * Dk * ab)));
-            LTRY(be->conv_silu_fwd(be, 1, 1, Dv, W, AT(vp, i * Dv * ab), hv + so, SS, PP(&lp, P_VC), AT(v, i * Dv * ab)));
-        }
+    if (decode) { /* one token per sequence from its slot's conv caches, which move on (T = 1) */
+        LTRY(be->conv_step(be, N, Dk, W, qp, states + st_conv_q(c), SS, slots, PP(&lp, P_QC), q));
+        LTRY(be->conv_step(be, N, Dk, W, kp, states + st_conv_k(c), SS, slots, PP(&lp, P_KC), k));
+        LTRY(be->conv_step(be, N, Dv, W, vp, states + st_conv_v(c), SS, slots, PP(&lp, P_VC), v));
     } else {
         LTRY(be->conv_silu_fwd(be, B, T, Dk, W, qp, hq, SS, PP(&lp, P_QC), q));
         LTRY(be->conv_silu_fwd(be, B, T, Dk, W, kp, hk, SS, PP(&lp, P_KC), k));
@@ -405,24 +400,9 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
 
     /* recurrence: o = GDN2(q, k, v, g, b, w), q/k L2-normalised in the kernel */
     gdn2_opts op = rec_opts(be);
-    if (decode) {
-        gdn2_dims d1 = {1, 1, H, HV, K, V};
-        const float *Q = q, *Kp = k, *Vp = v, *Bp = b, *Wp = w;
-        float *O = o;
-        for (int64_t i = 0; i < B && !rc; i++) {
-            float *Sst = states + (size_t)(slots ? slots[i] : i) * SS + st_S(c);
-            if (c->kernel == GDN2_KERNEL_CHUNK) {
-                const int32_t slot = 0;
-                gdn2_decode_tensors t = {Q + i * Dk, Kp + i * Dk, Vp + i * Dv, g + i * Dk, Bp + i * Dk, Wp + i * Dv,
-                                         NULL, NULL, O + i * Dv, Sst, 1, &slot, GDN2_STATE_F32};
-                rc = gdn2_decode_step(&d1, &op, &t);
-                if (rc != GDN2_ERR_UNSUPPORTED) continue;
-                gdn2_clear_error();
-            }
-            /* the float64 reference from the state, through the backend's recurrence op */
-            rc = be->gdn2_fwd(be, GDN2_KERNEL_REFERENCE, &d1, &op, Q + i * Dk, Kp + i * Dk, Vp + i * Dv, g + i * Dk,
-                              Bp + i * Dk, Wp + i * Dv, Sst, O + i * Dv, Sst);
-        }
+    if (decode) { /* the decode op on the slots' states, in place */
+        gdn2_dims d1 = {B, 1, H, HV, K, V};
+        rc = be->decode(be, c->kernel, &d1, &op, q, k, v, g, b, w, states + st_S(c), SS, slots, o);
     } else {
         gdn2_dims dm = {B, T, H, HV, K, V};
         float *h0p = NULL;
@@ -437,16 +417,9 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
                 rc = be->copy(be, states + i * SS + st_S(c), ht + i * KVs, KVs * sizeof(float));
     }
     if (rc) return rc;
-    /* the conv caches move on only once the recurrence succeeded (a failed call leaves them as they were) */
-    if (states && slots) {
-        const size_t ab = be->act_bytes;
-        for (int64_t i = 0; i < B; i++) {
-            float *si = states + (size_t)slots[i] * SS;
-            LTRY(be->conv_hist_update(be, 1, 1, Dk, W, AT(qp, i * Dk * ab), si + st_conv_q(c), SS));
-            LTRY(be->conv_hist_update(be, 1, 1, Dk, W, AT(kp, i * Dk * ab), si + st_conv_k(c), SS));
-            LTRY(be->conv_hist_update(be, 1, 1, Dv, W, AT(vp, i * Dv * ab), si + st_conv_v(c), SS));
-        }
-    } else if (states) {
+    /* the prefill's conv caches move on only once the recurrence succeeded (a failed call leaves
+     * them as they were; the decode step's conv_step moved them already) */
+    if (states && !decode) {
         LTRY(be->conv_hist_update(be, B, T, Dk, W, qp, states + st_conv_q(c), SS));
         LTRY(be->conv_hist_update(be, B, T, Dk, W, kp, states + st_conv_k(c), SS));
         LTRY(be->conv_hist_update(be, B, T, Dv, W, vp, states + st_conv_v(c), SS));
@@ -488,6 +461,12 @@ int gdn2_layer_forward(const gdn2_layer_cfg *c, const float *params, const float
     return rc;
 }
 
+size_t gdn2_layer_step_bytes(const gdn2_backend *be, const gdn2_layer_cfg *c, int64_t n) {
+    /* the step keeps no copy of the initial states: the activations stop where they would start */
+    const size_t a = act_offsets(be, c, n, 1).st, al = be->on_device ? 256 : 16;
+    return (a + al - 1) / al * al + gdn2_layer_scratch_bytes(be, c, n, 1, 0, 0);
+}
+
 int gdn2_layer_step(const gdn2_layer_cfg *c, const float *params, const float *x, int64_t n, float *states,
                     float *y, int n_threads) {
     int rc = check_call("gdn2_layer_step", c, params, x, n, 1, y);
@@ -496,21 +475,21 @@ int gdn2_layer_step(const gdn2_layer_cfg *c, const float *params, const float *x
     if (n == 0) return GDN2_OK;
     gdn2_backend be;
     gdn2_backend_cpu_init(&be, n_threads);
-    return gdn2_layer_step_be(&be, c, params, x, n, states, NULL, y);
+    void *scr = gdn2_malloc(gdn2_layer_step_bytes(&be, c, n) + 4, "gdn2 layer step scratch");
+    rc = scr ? gdn2_layer_step_be(&be, c, params, params, x, n, states, NULL, y, scr) : GDN2_ERR_NOMEM;
+    free(scr);
+    return rc;
 }
 
-int gdn2_layer_step_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *params, const float *x, int64_t n,
-                       float *states, const int32_t *slots, float *y) {
+int gdn2_layer_step_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *params, const void *params_act,
+                       const void *x, int64_t n, float *states, const int32_t *slots, void *y, void *scratch) {
     int rc = check_call("gdn2_layer_step", c, params, x, n, 1, y);
     if (rc) return rc;
-    if (!states) return gdn2_error(GDN2_ERR_ARG, "gdn2_layer_step: states is NULL");
+    if (!states || !scratch) return gdn2_error(GDN2_ERR_ARG, "gdn2_layer_step: %s is NULL", !states ? "states" : "scratch");
     if (n == 0) return GDN2_OK;
-    /* the step keeps no copy of the initial states: the block stops where they would start */
-    void *A = gdn2_malloc(act_offsets(be, c, n, 1).st + 4, "gdn2 layer step activations");
-    void *scr = gdn2_malloc(gdn2_layer_scratch_bytes(be, c, n, 1, 0, 0) + 4, "gdn2 layer step scratch");
-    rc = A && scr ? forward_impl(be, c, params, params, x, n, 1, y, A, states, 1, slots, scr) : GDN2_ERR_NOMEM;
-    free(A), free(scr);
-    return rc;
+    const size_t a = act_offsets(be, c, n, 1).st, al = be->on_device ? 256 : 16;
+    return forward_impl(be, c, params, params_act, x, n, 1, y, scratch, states, 1, slots,
+                        AT(scratch, (a + al - 1) / al * al));
 }
 
 /* ------------------------------------------------------------------------------------------ */

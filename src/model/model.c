@@ -402,7 +402,7 @@ static int head_pass(gdn2_model *m, int backward, float scale, float *logits_out
 #define TRY(call) do { if ((st = (call))) return st; } while (0)
 
 /* Block l of the forward: mid = res_l + mixer(norm_1(res_l)); res_{l+1} = mid + mlp(norm_2(mid))
- * (res_{l+1} written when write_next). states: prefill (CPU) into slots slot0.. of s, or NULL.
+ * (res_{l+1} written when write_next). states: prefill into slots slot0.. of s, or NULL.
  * y, var: scratch. */
 /* the dropout stream of block l's mixer (k 0) or MLP (k 1) output */
 static uint64_t drop_seed(const gdn2_model *m, int64_t l, int k) {
@@ -422,7 +422,7 @@ static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, int64_t 
         gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
         TRY(gdn2_attn_forward(be, &ac, PA(m, "transformer.h.%lld.attn.attn.weight", l),
                               PA(m, "transformer.h.%lld.attn.proj.weight", l), a->n1[l], B, T, y, a->mix[l], var));
-        if (s) TRY(gdn2_attn_fill_cache(&ac, a->mix[l], B, T, s->max_len,
+        if (s) TRY(gdn2_attn_fill_cache(be, &ac, a->mix[l], B, T, s->max_len,
                                         s->data + s->layer_off[l] + (size_t)slot0 * s->layer_size[l],
                                         s->layer_size[l]));
     } else {
@@ -444,8 +444,10 @@ static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, int64_t 
     return GDN2_OK;
 }
 
-/* last_logits: [B,Vp] of position T-1. states (CPU): sequence b of the batch uses state slot slot0 + b of s (a recurrent layer starts from the
- * slot's state; attention layers fill their caches: from position 0 only). */
+/* last_logits: [B,Vp] of position T-1. states (in the backend's memory, as the model): sequence b of
+ * the batch uses state slot slot0 + b of s (a recurrent layer starts from the slot's state and
+ * leaves its final state and conv history there; attention layers fill their caches: from
+ * position 0 only). */
 static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
                         float *logits_out, float *loss, int train, gdn2_model_state *s, int64_t slot0,
                         float *last_logits) {
@@ -465,9 +467,6 @@ static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *tar
                 return gdn2_error(GDN2_ERR_ARG, "model forward: targets[%lld] = %d outside [0, %lld) and not -100",
                                   (long long)i, targets[i], (long long)c->vocab_size);
     if (train && !targets) return gdn2_error(GDN2_ERR_ARG, "model forward: training needs targets");
-    if (s && be->on_device)
-        return gdn2_error(GDN2_ERR_UNSUPPORTED, "model prefill: generation runs on the CPU backend (the model is on %s)",
-                          be->name);
     int st = acts_ensure(m, B, T);
     if (st) return st;
     struct gdn2_model_acts *a = m->acts;
@@ -604,6 +603,34 @@ size_t gdn2_model_state_floats(const gdn2_model_cfg *c, int64_t max_len) {
     return t;
 }
 
+/* ---- where a state's memory is: host (CPU states, and the HOST side of a transfer: s NULL) or
+ * the device of its backend. Every byte of a state moves through these. */
+static int mem_zero(const gdn2_model_state *s, void *p, size_t bytes) {
+    if (s && s->on_device) return s->be->zero(s->be, p, bytes);
+    if (bytes) memset(p, 0, bytes);
+    return GDN2_OK;
+}
+/* bytes from src (in the memory of state ss, or the host when ss is NULL) to dst (of ds / host) */
+static int mem_xfer(const gdn2_model_state *ds, void *dst, const gdn2_model_state *ss, const void *src, size_t bytes) {
+    const int dd = ds && ds->on_device, sd = ss && ss->on_device;
+    if (!bytes || dst == src) return GDN2_OK;
+    if (dd && sd) return ds->be->copy(ds->be, dst, src, bytes);
+    if (dd) return ds->be->upload(ds->be, dst, src, bytes);
+    if (sd) return ss->be->download(ss->be, dst, src, bytes);
+    memmove(dst, src, bytes);
+    return GDN2_OK;
+}
+
+/* the state must live where the model runs now */
+static int check_state(const gdn2_model *m, const gdn2_model_state *s, const char *fn) {
+    if (s->on_device != m->be->on_device || (s->on_device && s->be != m->be))
+        return gdn2_error(GDN2_ERR_ARG,
+                          "%s: the state was made for the model on %s, the model is on %s now (make states after "
+                          "gdn2_model_set_device)",
+                          fn, s->on_device ? "a device" : "cpu", m->be->name);
+    return GDN2_OK;
+}
+
 int gdn2_model_state_create(const gdn2_model *m, int64_t n, int64_t max_len, gdn2_model_state **out) {
     *out = NULL;
     const gdn2_model_cfg *c = &m->cfg;
@@ -613,10 +640,12 @@ int gdn2_model_state_create(const gdn2_model *m, int64_t n, int64_t max_len, gdn
     gdn2_model_state *s = calloc(1, sizeof *s);
     if (!s) return gdn2_error(GDN2_ERR_NOMEM, "out of memory for the generation state");
     s->n = n, s->max_len = max_len, s->n_layer = (int)c->n_layer;
+    s->on_device = m->be->on_device;
+    s->be = s->on_device ? m->be : NULL;
     s->layer_off = calloc((size_t)c->n_layer, sizeof(size_t));
     s->layer_size = calloc((size_t)c->n_layer, sizeof(size_t));
     s->slot_pos = calloc((size_t)n, sizeof(int64_t));
-    size_t off = 0;
+    size_t off = 0, bytes = 0;
     int ok = s->layer_off && s->layer_size && s->slot_pos;
     for (int l = 0; ok && l < c->n_layer; l++) {
         s->layer_size[l] = layer_state_size(c, l, max_len);
@@ -624,26 +653,37 @@ int gdn2_model_state_create(const gdn2_model *m, int64_t n, int64_t max_len, gdn
         size_t blk;
         ok = gdn2_mul_sz(s->layer_size[l], (size_t)n, &blk) && gdn2_add_sz(off, blk, &off);
     }
+    ok = ok && gdn2_mul_sz(off ? off : 1, sizeof(float), &bytes);
     s->per_seq = ok ? off / (size_t)n : 0;
-    s->data = ok ? gdn2_calloc(off ? off : 1, sizeof(float), "generation state") : NULL;
+    if (!ok) s->data = NULL;
+    else if (s->on_device) s->data = m->be->alloc(m->be, bytes, "generation state");
+    else s->data = gdn2_calloc(off ? off : 1, sizeof(float), "generation state");
     if (!s->data) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", gdn2_last_error());
         gdn2_model_state_free(s);
-        return gdn2_error(GDN2_ERR_NOMEM, "out of memory for the generation state (%lld sequences x %zu floats)",
-                          (long long)n, gdn2_model_state_floats(c, max_len));
+        return gdn2_error(GDN2_ERR_NOMEM, "out of memory for the generation state on %s (%lld sequences x %zu floats): %s",
+                          m->be->name, (long long)n, gdn2_model_state_floats(c, max_len), why);
     }
     *out = s;
     return GDN2_OK;
 }
 
 void gdn2_model_state_reset(gdn2_model_state *s) {
-    memset(s->data, 0, s->per_seq * (size_t)s->n * sizeof(float));
+    mem_zero(s, s->data, s->per_seq * (size_t)s->n * sizeof(float));
     memset(s->slot_pos, 0, (size_t)s->n * sizeof(int64_t));
     s->pos = 0;
 }
 
 void gdn2_model_state_free(gdn2_model_state *s) {
     if (!s) return;
-    free(s->layer_off), free(s->layer_size), free(s->data), free(s->slot_pos);
+    if (s->on_device) {
+        if (s->data) s->be->release(s->be, s->data);
+        if (s->work) s->be->release(s->be, s->work);
+    } else {
+        free(s->data), free(s->work);
+    }
+    free(s->layer_off), free(s->layer_size), free(s->slot_pos), free(s->stage);
     free(s);
 }
 
@@ -659,25 +699,27 @@ static float *slot_block(const gdn2_model_state *s, int l, int64_t slot) {
 
 int gdn2_model_state_reset_slot(gdn2_model_state *s, int64_t slot) {
     int st = check_slot(s, slot, "state reset");
-    if (st) return st;
-    for (int l = 0; l < s->n_layer; l++) memset(slot_block(s, l, slot), 0, s->layer_size[l] * sizeof(float));
-    s->slot_pos[slot] = 0;
-    return GDN2_OK;
+    for (int l = 0; l < s->n_layer && !st; l++) st = mem_zero(s, slot_block(s, l, slot), s->layer_size[l] * sizeof(float));
+    if (!st) s->slot_pos[slot] = 0;
+    return st;
 }
 
-/* full attention caches [2][ng][cap][hs] hold positions by index: copy rows [0, pos) between
+/* layer l's block of one slot from src (of state ss; NULL: host) to dst (of ds; NULL: host). Full
+ * attention caches [2][ng][cap][hs] hold positions by index: rows [0, pos) copied between
  * capacities; every other layer's block is position-independent in size (recurrent state, SWA ring) */
-static void copy_layer(const gdn2_model_cfg *c, int l, float *dst, int64_t dcap, const float *src, int64_t scap,
-                       int64_t pos, size_t size) {
+static int copy_layer(const gdn2_model_cfg *c, int l, const gdn2_model_state *ds, float *dst, int64_t dcap,
+                      const gdn2_model_state *ss, const float *src, int64_t scap, int64_t pos, size_t size) {
+    int st = GDN2_OK;
     if (c->kind[l] == GDN2_LAYER_ATTN) {
         const int64_t ng = c->n_query_groups, hs = c->head_size;
-        for (int64_t kv = 0; kv < 2; kv++)
-            for (int64_t g = 0; g < ng; g++)
-                memcpy(dst + ((kv * ng + g) * dcap) * hs, src + ((kv * ng + g) * scap) * hs,
-                       (size_t)(pos * hs) * sizeof(float));
+        for (int64_t kv = 0; kv < 2 && !st; kv++)
+            for (int64_t g = 0; g < ng && !st; g++)
+                st = mem_xfer(ds, dst + ((kv * ng + g) * dcap) * hs, ss, src + ((kv * ng + g) * scap) * hs,
+                              (size_t)(pos * hs) * sizeof(float));
     } else {
-        memcpy(dst, src, size * sizeof(float));
+        st = mem_xfer(ds, dst, ss, src, size * sizeof(float));
     }
+    return st;
 }
 
 int gdn2_model_state_copy_slot(const gdn2_model *m, gdn2_model_state *dst, int64_t dst_slot,
@@ -691,13 +733,14 @@ int gdn2_model_state_copy_slot(const gdn2_model *m, gdn2_model_state *dst, int64
             return gdn2_error(GDN2_ERR_ARG, "state copy: %lld tokens do not fit the full-attention cache of %lld",
                               (long long)pos, (long long)dst->max_len);
     if (dst == src && dst_slot == src_slot) return GDN2_OK;
-    for (int l = 0; l < c->n_layer; l++) {
-        if (c->kind[l] == GDN2_LAYER_ATTN) memset(slot_block(dst, l, dst_slot), 0, dst->layer_size[l] * sizeof(float));
-        copy_layer(c, l, slot_block(dst, l, dst_slot), dst->max_len, slot_block(src, l, src_slot), src->max_len, pos,
-                   dst->layer_size[l]);
+    for (int l = 0; l < c->n_layer && !st; l++) {
+        if (c->kind[l] == GDN2_LAYER_ATTN) st = mem_zero(dst, slot_block(dst, l, dst_slot), dst->layer_size[l] * sizeof(float));
+        if (!st)
+            st = copy_layer(c, l, dst, slot_block(dst, l, dst_slot), dst->max_len, src, slot_block(src, l, src_slot),
+                            src->max_len, pos, dst->layer_size[l]);
     }
-    dst->slot_pos[dst_slot] = pos;
-    return GDN2_OK;
+    if (!st) dst->slot_pos[dst_slot] = pos;
+    return st;
 }
 
 /* Y = X W^T row by row (M = 1 products): each sequence's numbers are the same whichever other
@@ -718,73 +761,143 @@ static int rows_linear_fwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out,
     return GDN2_OK;
 }
 
+/* The step's buffers for n sequences, in the backend's memory (kept in the state between steps):
+ *   x fp32 [n,d] (residual) | mid fp32 [n,d] | h ACT [n,d] | y ACT [n,d] | MLP acts | the largest
+ *   mixer step scratch | logits fp32 [n,Vp] (device only: the CPU writes the caller's) |
+ *   tables: positions int64 [n], tokens int32 [n], slots int32 [n] (one upload) */
+typedef struct {
+    size_t x, mid, h, y, mlp, mix, logits, tab, tab_bytes, total;
+} step_layout;
+
+static step_layout step_offsets(const gdn2_backend *be, const gdn2_model_cfg *c, int64_t n) {
+    const size_t N = (size_t)n, d = (size_t)c->n_embd;
+    step_layout S;
+    size_t o = 0, mix = 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        size_t b;
+        if (c->kind[l] >= GDN2_LAYER_SWA) {
+            gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
+            b = gdn2_attn_step_bytes(be, &ac, n);
+        } else {
+            gdn2_layer_cfg lc = gdn2_model_layer_cfg(c, l);
+            b = gdn2_layer_step_bytes(be, &lc, n);
+        }
+        if (b > mix) mix = b;
+    }
+    S.x = o, o = al(be, o + gdn2_be_bytes(be, N * d, GDN2_DT_F32));
+    S.mid = o, o = al(be, o + gdn2_be_bytes(be, N * d, GDN2_DT_F32));
+    S.h = o, o = al(be, o + gdn2_be_bytes(be, N * d, GDN2_DT_ACT));
+    S.y = o, o = al(be, o + gdn2_be_bytes(be, N * d, GDN2_DT_ACT));
+    S.mlp = o, o = al(be, o + gdn2_mlp_act_bytes(be, n, c->intermediate_size));
+    S.mix = o, o = al(be, o + mix);
+    S.logits = o, o = al(be, o + (be->on_device ? gdn2_be_bytes(be, N * (size_t)c->padded_vocab, GDN2_DT_F32) : 0));
+    S.tab = o, S.tab_bytes = N * (sizeof(int64_t) + 2 * sizeof(int32_t));
+    S.total = al(be, o + S.tab_bytes);
+    return S;
+}
+
+/* the state's step buffers laid out for at least n sequences */
+static int step_work(gdn2_model_state *s, const gdn2_backend *be, const gdn2_model_cfg *c, int64_t n) {
+    if (s->work && s->work_n >= n) return GDN2_OK;
+    const step_layout S = step_offsets(be, c, n);
+    if (s->on_device) {
+        if (s->work) s->be->release(s->be, s->work);
+        free(s->stage);
+        s->work = s->be->alloc(s->be, S.total, "generation step buffers");
+        s->stage = s->work ? gdn2_malloc(S.tab_bytes, "generation step tables") : NULL;
+    } else {
+        free(s->work);
+        s->work = gdn2_malloc(S.total, "generation step buffers");
+        s->stage = NULL;
+    }
+    s->work_n = s->work && (s->stage || !s->on_device) ? n : 0;
+    return s->work_n ? GDN2_OK : GDN2_ERR_NOMEM;
+}
+
 int gdn2_model_step_slots(gdn2_model *m, gdn2_model_state *s, int64_t n, const int32_t *slots,
                           const int64_t *positions, const int32_t *tokens, float *logits) {
     const gdn2_model_cfg *c = &m->cfg;
-    if (m->be->on_device)
-        return gdn2_error(GDN2_ERR_UNSUPPORTED, "model step: generation runs on the CPU backend (the model is on %s)",
-                          m->be->name);
+    int st = check_state(m, s, "model step");
+    if (st) return st;
     if (n < 1 || n > s->n)
         return gdn2_error(GDN2_ERR_ARG, "model step: n = %lld sequences outside [1, %lld]", (long long)n,
                           (long long)s->n);
     const int64_t d = c->n_embd, I = c->intermediate_size, Vp = c->padded_vocab;
-    const int nt = m->n_threads;
-    /* a copy of the backend whose products run per row (batch-invariant decode) */
-    gdn2_backend rb = *m->be;
-    gdn2_backend *be = &rb;
-    be->n_threads = nt;
-    be->linear_fwd = rows_linear_fwd;
     for (int64_t i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
             return gdn2_error(GDN2_ERR_ARG, "model step: tokens[%lld] = %d outside [0, vocab_size %lld)",
                               (long long)i, tokens[i], (long long)c->vocab_size);
-    size_t need = (size_t)n * (4 * d + 3 * I);
-    float *x = gdn2_malloc(need * sizeof(float), "step buffers");
-    int64_t *pos = gdn2_malloc((size_t)n * sizeof(int64_t), "step positions");
+    /* on the CPU, a copy of the backend whose products run per row (batch-invariant decode); on a
+     * device, the model's backend (one batched product) */
+    gdn2_backend rb = *m->be;
+    gdn2_backend *be = m->be;
+    if (!be->on_device) {
+        be = &rb;
+        be->n_threads = m->n_threads;
+        be->linear_fwd = rows_linear_fwd;
+    }
+    if ((st = step_work(s, be, c, n))) return st;
+    const step_layout S = step_offsets(be, c, s->work_n);
+    /* the tables (host side: the staging copy on a device, the work buffer itself on the CPU) */
+    char *tab = s->on_device ? (char *)s->stage : (char *)AT(s->work, S.tab);
+    int64_t *pos = (int64_t *)tab;
+    int32_t *tok = (int32_t *)(pos + s->work_n), *sl = tok + s->work_n;
     unsigned char *seen = gdn2_calloc((size_t)s->n, 1, "step slots");
-    int st = x && pos && seen ? GDN2_OK : GDN2_ERR_NOMEM;
+    if (!seen) return GDN2_ERR_NOMEM;
+    int has_full = 0;
+    for (int l = 0; l < c->n_layer; l++) has_full |= c->kind[l] == GDN2_LAYER_ATTN;
     for (int64_t i = 0; i < n && !st; i++) {
-        const int64_t sl = slots ? slots[i] : i;
-        if (sl < 0 || sl >= s->n) st = gdn2_error(GDN2_ERR_ARG, "model step: slots[%lld] = %lld outside [0, %lld)",
-                                                  (long long)i, (long long)sl, (long long)s->n);
-        else if (seen[sl]++) st = gdn2_error(GDN2_ERR_ARG, "model step: slot %lld given twice", (long long)sl);
-        else if ((pos[i] = positions ? positions[i] : s->slot_pos[sl]) < 0)
+        const int64_t k = slots ? slots[i] : i;
+        if (k < 0 || k >= s->n) st = gdn2_error(GDN2_ERR_ARG, "model step: slots[%lld] = %lld outside [0, %lld)",
+                                                (long long)i, (long long)k, (long long)s->n);
+        else if (seen[k]++) st = gdn2_error(GDN2_ERR_ARG, "model step: slot %lld given twice", (long long)k);
+        else if ((pos[i] = positions ? positions[i] : s->slot_pos[k]) < 0)
             st = gdn2_error(GDN2_ERR_ARG, "model step: position %lld < 0", (long long)pos[i]);
+        else if (has_full && pos[i] >= s->max_len)
+            st = gdn2_error(GDN2_ERR_ARG, "attention cache full: position %lld, max_len %lld (full attention grows)",
+                            (long long)pos[i], (long long)s->max_len);
+        sl[i] = (int32_t)k;
+        tok[i] = tokens[i];
     }
-    if (st) {
-        free(x), free(pos), free(seen);
-        return st;
-    }
-    float *h = x + n * d, *y = h + n * d, *mid = y + n * d, *mact = mid + n * d;
-    const float *wte = P(m, m->params, "transformer.wte.weight", 0);
-    for (int64_t i = 0; i < n; i++) memcpy(x + i * d, wte + (size_t)tokens[i] * d, d * sizeof(float));
-    for (int64_t l = 0; l < c->n_layer && !st; l++) {
-        be->rmsnorm_fwd(be, n, d, x, P(m, m->params, "transformer.h.%lld.norm_1.weight", l), c->norm_eps, h, NULL);
+    free(seen);
+    if (st) return st;
+    /* the tables are laid out for work_n sequences: the three arrays at their full offsets */
+    if (s->on_device) st = be->upload(be, AT(s->work, S.tab), s->stage, S.tab_bytes);
+    if (st) return st;
+    const int64_t *dpos = (const int64_t *)AT(s->work, S.tab);
+    const int32_t *dtok = (const int32_t *)(dpos + s->work_n), *dsl = slots ? dtok + s->work_n : NULL;
+    float *x = AT(s->work, S.x), *mid = AT(s->work, S.mid);
+    void *h = AT(s->work, S.h), *y = AT(s->work, S.y), *mact = AT(s->work, S.mlp), *mix = AT(s->work, S.mix);
+    TRY(be->embed_fwd(be, n, d, dtok, P(m, m->dev_params, "transformer.wte.weight", 0), x));
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        float *states = s->data + s->layer_off[l];
+        TRY(be->rmsnorm_fwd(be, n, d, x, P(m, m->dev_params, "transformer.h.%lld.norm_1.weight", l), c->norm_eps, h,
+                            NULL));
         if (c->kind[l] >= GDN2_LAYER_SWA) {
             gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
-            st = gdn2_attn_step(&ac, P(m, m->params, "transformer.h.%lld.attn.attn.weight", l),
-                                P(m, m->params, "transformer.h.%lld.attn.proj.weight", l), h, n, pos, slots,
-                                s->max_len, s->data + s->layer_off[l], s->layer_size[l], y, nt);
+            TRY(gdn2_attn_step_be(be, &ac, PA(m, "transformer.h.%lld.attn.attn.weight", l),
+                                  PA(m, "transformer.h.%lld.attn.proj.weight", l), h, n, dpos, dsl,
+                                  gdn2_attn_cache_cap(&ac, s->max_len), states, s->layer_size[l], y, mix));
         } else {
             gdn2_layer_cfg lc = gdn2_model_layer_cfg(c, (int)l);
-            st = gdn2_layer_step_be(be, &lc, m->params + m->layer_off[l], h, n, s->data + s->layer_off[l], slots, y);
+            TRY(gdn2_layer_step_be(be, &lc, m->dev_params + m->layer_off[l],
+                                   (const char *)m->dev_params_act + m->layer_off[l] * be->act_bytes, h, n, states, dsl,
+                                   y, mix));
         }
-        if (st) break;
-        be->add(be, (size_t)(n * d), x, y, mid);
-        be->rmsnorm_fwd(be, n, d, mid, P(m, m->params, "transformer.h.%lld.norm_2.weight", l), c->norm_eps, h, NULL);
-        st = gdn2_mlp_forward(be, n, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
-                              PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
-                              PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), h, y, mact);
-        be->add(be, (size_t)(n * d), mid, y, x);
+        TRY(be->add(be, (size_t)(n * d), x, y, mid));
+        TRY(be->rmsnorm_fwd(be, n, d, mid, P(m, m->dev_params, "transformer.h.%lld.norm_2.weight", l), c->norm_eps, h,
+                            NULL));
+        TRY(gdn2_mlp_forward(be, n, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
+                             PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
+                             PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), h, y, mact));
+        TRY(be->add(be, (size_t)(n * d), mid, y, x));
     }
-    if (!st) {
-        be->rmsnorm_fwd(be, n, d, x, P(m, m->params, "transformer.ln_f.weight", 0), c->norm_eps, h, NULL);
-        st = be->linear_fwd(be, n, d, Vp, h, PA(m, "lm_head.weight", 0), NULL, logits, GDN2_DT_F32, 0);
-        if (!st)
-            for (int64_t i = 0; i < n; i++) s->slot_pos[slots ? slots[i] : i] = pos[i] + 1;
-    }
-    free(x), free(pos), free(seen);
-    return st;
+    TRY(be->rmsnorm_fwd(be, n, d, x, P(m, m->dev_params, "transformer.ln_f.weight", 0), c->norm_eps, h, NULL));
+    float *lg = s->on_device ? (float *)AT(s->work, S.logits) : logits;
+    TRY(be->linear_fwd(be, n, d, Vp, h, PA(m, "lm_head.weight", 0), NULL, lg, GDN2_DT_F32, 0));
+    if (s->on_device) TRY(be->download(be, logits, lg, (size_t)(n * Vp) * sizeof(float)));
+    for (int64_t i = 0; i < n; i++) s->slot_pos[slots ? slots[i] : i] = pos[i] + 1;
+    return GDN2_OK;
 }
 
 int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, float *logits) {
@@ -802,6 +915,7 @@ static int has_attention(const gdn2_model_cfg *c) {
 int gdn2_model_prefill_slot(gdn2_model *m, gdn2_model_state *s, int64_t slot, const int32_t *tokens, int64_t T,
                             float *logits) {
     int st = check_slot(s, slot, "prefill");
+    if (!st) st = check_state(m, s, "prefill");
     if (st) return st;
     if (T < 1) return gdn2_error(GDN2_ERR_ARG, "prefill: T = %lld must be >= 1", (long long)T);
     const int64_t p0 = s->slot_pos[slot];
@@ -819,11 +933,13 @@ int gdn2_model_prefill_slot(gdn2_model *m, gdn2_model_state *s, int64_t slot, co
 }
 
 int gdn2_model_prefill(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, int64_t T, float *logits) {
+    int st = check_state(m, s, "prefill");
+    if (st) return st;
     if (T < 1) return gdn2_error(GDN2_ERR_ARG, "prefill: T = %lld must be >= 1", (long long)T);
     if (s->pos == 0) {
         /* one parallel forward from a fresh state: recurrent layers carry their states out, the
          * attention layers copy their last keys/values into the caches */
-        int st = forward_impl(m, tokens, NULL, s->n, T, NULL, NULL, 0, s, 0, logits);
+        st = forward_impl(m, tokens, NULL, s->n, T, NULL, NULL, 0, s, 0, logits);
         if (!st) {
             s->pos = T;
             for (int64_t i = 0; i < s->n; i++) s->slot_pos[i] = T;
@@ -833,7 +949,6 @@ int gdn2_model_prefill(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens
     /* continuing a sequence: token by token (attention caches are positional) */
     int32_t *tok = gdn2_malloc((size_t)s->n * sizeof(int32_t), "prefill tokens");
     if (!tok) return GDN2_ERR_NOMEM;
-    int st = GDN2_OK;
     for (int64_t t = 0; t < T && !st; t++) {
         for (int64_t i = 0; i < s->n; i++) tok[i] = tokens[i * T + t];
         st = gdn2_model_step(m, s, tok, logits);
@@ -878,6 +993,7 @@ uint64_t gdn2_model_weights_hash(const gdn2_model *m) {
 int gdn2_model_state_save_slot(const gdn2_model *m, const gdn2_model_state *s, int64_t slot, const float *logits,
                                const char *path) {
     int st = check_slot(s, slot, "prefix save");
+    if (!st) st = check_state(m, s, "prefix save");
     if (st) return st;
     const gdn2_model_cfg *c = &m->cfg;
     const int64_t pos = s->slot_pos[slot];
@@ -901,7 +1017,7 @@ int gdn2_model_state_save_slot(const gdn2_model *m, const gdn2_model_state *s, i
                 st = GDN2_ERR_NOMEM;
                 break;
             }
-            copy_layer(c, l, bufs[l], pos, slot_block(s, l, slot), s->max_len, pos, 0);
+            if ((st = copy_layer(c, l, NULL, bufs[l], pos, s, slot_block(s, l, slot), s->max_len, pos, 0))) break;
             t[l].ndim = 4;
             t[l].shape[0] = 2, t[l].shape[1] = ng, t[l].shape[2] = pos, t[l].shape[3] = hs;
             t[l].nbytes = (size_t)(2 * ng * pos * hs) * sizeof(float);
@@ -911,6 +1027,14 @@ int gdn2_model_state_save_slot(const gdn2_model *m, const gdn2_model_state *s, i
             t[l].shape[0] = (int64_t)s->layer_size[l];
             t[l].nbytes = s->layer_size[l] * sizeof(float);
             t[l].data = slot_block(s, l, slot);
+            if (s->on_device) { /* a host copy of the slot's block */
+                if (!(bufs[l] = gdn2_malloc(t[l].nbytes, "prefix state (host copy)"))) {
+                    st = GDN2_ERR_NOMEM;
+                    break;
+                }
+                if ((st = mem_xfer(NULL, bufs[l], s, slot_block(s, l, slot), t[l].nbytes))) break;
+                t[l].data = bufs[l];
+            }
         }
     }
     int n_t = (int)c->n_layer;
@@ -941,6 +1065,7 @@ int gdn2_model_state_save_slot(const gdn2_model *m, const gdn2_model_state *s, i
 int gdn2_model_state_load_slot(const gdn2_model *m, gdn2_model_state *s, int64_t slot, const char *path,
                                float *logits, int *has_logits) {
     int st = check_slot(s, slot, "prefix load");
+    if (!st) st = check_state(m, s, "prefix load");
     if (st) return st;
     if (has_logits) *has_logits = 0;
     const gdn2_model_cfg *c = &m->cfg;
@@ -985,10 +1110,10 @@ int gdn2_model_state_load_slot(const gdn2_model *m, gdn2_model_state *s, int64_t
         if ((st = gdn2_st_get_f32(&f, nm, 1, nd, shape, &buf))) break;
         float *dst = slot_block(s, l, slot);
         if (c->kind[l] == GDN2_LAYER_ATTN) {
-            memset(dst, 0, s->layer_size[l] * sizeof(float));
-            copy_layer(c, l, dst, s->max_len, buf, pos, pos, 0);
+            st = mem_zero(s, dst, s->layer_size[l] * sizeof(float));
+            if (!st) st = copy_layer(c, l, s, dst, s->max_len, NULL, buf, pos, pos, 0);
         } else {
-            memcpy(dst, buf, s->layer_size[l] * sizeof(float));
+            st = mem_xfer(s, dst, NULL, buf, s->layer_size[l] * sizeof(float));
         }
         free(buf);
     }

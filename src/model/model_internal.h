@@ -40,22 +40,29 @@ int gdn2_attn_forward(gdn2_backend *be, const gdn2_attn_cfg *a, const void *w_qk
 int gdn2_attn_backward(gdn2_backend *be, const gdn2_attn_cfg *a, const void *w_qkv, const void *w_proj,
                        const void *x, int64_t B, int64_t T, const void *acts, const void *dy, void *dx, float *dw_qkv,
                        float *dw_proj, void *scratch);
-/* decode (CPU, host fp32): cache per sequence: k,v [ng, cap, hs] (cap = window for SWA: a ring; max_len for full) */
+/* decode: the cache of a sequence, fp32: keys [ng, cap, hs] then values [ng, cap, hs]; cap = window
+ * for SWA (a ring: position p in row p % cap), max_len for full attention (row p) */
+int64_t gdn2_attn_cache_cap(const gdn2_attn_cfg *a, int64_t max_len);
 size_t gdn2_attn_state_size(const gdn2_attn_cfg *a, int64_t max_len);
-/* after a forward from position 0 over T tokens (acts of that forward), fill the caches of n = B seqs */
-int gdn2_attn_fill_cache(const gdn2_attn_cfg *a, const float *acts, int64_t B, int64_t T, int64_t max_len,
-                         float *states, size_t state_stride);
-/* one token for each of n sequences, sequence b at position pos[b] with its cache at
- * states + slots[b] * state_stride (slots NULL: b); x,y [n,d]. Each sequence's products run on
- * its own row (batch-invariant: a row's numbers do not depend on the other rows). */
-int gdn2_attn_step(const gdn2_attn_cfg *a, const float *w_qkv, const float *w_proj, const float *x, int64_t n,
-                   const int64_t *pos, const int32_t *slots, int64_t max_len, float *states, size_t state_stride,
-                   float *y, int n_threads);
+/* after a forward from position 0 over T tokens (acts of that forward, backend memory), fill the
+ * caches of its B sequences (sequence b's at states + b * state_stride) */
+int gdn2_attn_fill_cache(gdn2_backend *be, const gdn2_attn_cfg *a, const void *acts, int64_t B, int64_t T,
+                         int64_t max_len, float *states, size_t state_stride);
+/* one token for each of n sequences, sequence i at position pos[i] with its cache at
+ * states + slots[i] * state_stride (pos, slots in backend memory; slots NULL: i); x, y [n,d] ACT;
+ * scratch: gdn2_attn_step_bytes. Full attention needs pos[i] < cap (the caller checks). */
+size_t gdn2_attn_step_bytes(const gdn2_backend *be, const gdn2_attn_cfg *a, int64_t n);
+int gdn2_attn_step_be(gdn2_backend *be, const gdn2_attn_cfg *a, const void *w_qkv, const void *w_proj, const void *x,
+                      int64_t n, const int64_t *pos, const int32_t *slots, int64_t cap, float *states,
+                      size_t state_stride, void *y, void *scratch);
 /* ---- recurrent layer decode over state slots (layer_gdn2.c) ------------------------------ */
-/* one token for n sequences (CPU backend be, x,y [n,d]); sequence i's decode state is
- * states + slots[i] * gdn2_layer_state_size(c) (slots NULL: i), updated in place */
-int gdn2_layer_step_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *params, const float *x, int64_t n,
-                       float *states, const int32_t *slots, float *y);
+/* bytes of the scratch of one decode step of n sequences */
+size_t gdn2_layer_step_bytes(const gdn2_backend *be, const gdn2_layer_cfg *c, int64_t n);
+/* one token for n sequences (x, y [n,d] ACT); sequence i's decode state is
+ * states + slots[i] * gdn2_layer_state_size(c) (slots int32 in backend memory, NULL: i), updated in
+ * place; scratch: gdn2_layer_step_bytes */
+int gdn2_layer_step_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *params, const void *params_act,
+                       const void *x, int64_t n, float *states, const int32_t *slots, void *y, void *scratch);
 
 /* ---- SwiGLU MLP (mlp.c) ------------------------------------------------------------------- */
 /* acts: h1, h2, a each [N, I] ACT; backward scratch: 2 N I ACT */

@@ -1,0 +1,40 @@
+/* The CUDA backend's decode-step kernels (src/cuda/decode_nn.cu): the ops of the generation step
+ * that the training kernels do not cover (src/backend/backend.h conv_step and attn_step; the
+ * recurrence's step is gdn2_cuda_recurrent_fwd of include/gdn2_cuda.h). C API over device pointers,
+ * queued on `stream` (cudaStream_t as void *); bf16 activations, fp32 caches and math. Semantics:
+ * the CPU ops of the same names (src/backend/cpu.c cpu_conv_step, src/backend/nn.c
+ * gdn2_nn_attn_step), which the tests compare against. Nothing here knows the model: a state is a
+ * pointer, a stride and a slot index. Not public API. */
+#ifndef GDN2_CUDA_DECODE_NN_H
+#define GDN2_CUDA_DECODE_NN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attn.h" /* gdn2_cuda_attn_shape */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* n sequences, one token each: with h_i = hist + slots[i]*hist_stride ([W-1,D] fp32, oldest row
+ * first; slots int32 [n] device or NULL = i), y[i] = silu(sum_{k<W} w[ch*W+k] xe_k) where xe is
+ * (h_i ++ x[i]) (k increasing, as the training kernel), then h_i <- its last W-1 rows.
+ * x, y bf16 [n,D]; w fp32 [D,W]. One thread per (sequence, channel). */
+int gdn2_cuda_conv_step(int64_t n, int64_t D, int64_t W, const void *x, float *hist, size_t hist_stride,
+                        const int32_t *slots, const float *w, void *y, void *stream);
+
+/* One query per sequence against its cache (backend.h attn_step): s->B = n sequences (s->T is
+ * ignored), qkv bf16 [n,(nh+2ng)hs], pos int64 [n] and slots int32 [n] (or NULL = i) on the device;
+ * sequence i's cache at cache + slots[i]*stride: keys [ng,cap,hs] then values [ng,cap,hs] fp32,
+ * position p in row p % cap (s->window > 0) or p (full attention, p < cap: the caller checks).
+ * Two kernels: the new key (RoPE'd) and value into row p, then per (sequence, query head) a block
+ * of 8 warps, each warp one key at a time over its share of the visible positions (online softmax,
+ * lane = hs/32 dims), the warps merged at the end. hs even and <= 256. o bf16 [n, nh*hs]. */
+int gdn2_cuda_attn_step(const gdn2_cuda_attn_shape *s, const void *qkv, const int64_t *pos, const int32_t *slots,
+                        int64_t cap, float *cache, size_t stride, void *o, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
