@@ -78,3 +78,32 @@ if [[ " $PHASES " == *" official_train "* ]]; then
     --deadline-s ${PEER_DEADLINE:-540} > "$OUT/official_train.log" 2>&1
   echo "official train rc=$? $(( $(date +%s) - t0 )) s"; tail -8 "$OUT/official_train.log"
 fi
+
+# ---- inference on the GPU (issue 13), the Python CUDA path (issue 12), NCCL at world size 1 (issue 14) ----
+if [[ " $PHASES " == *" decode "* ]]; then
+  t0=$(date +%s)
+  timeout ${DECODE_TIMEOUT:-240} ./build/bench/decode_model --json "$OUT/h200-decode.json" > "$OUT/decode_model.log" 2>&1
+  echo "decode_model rc=$? $(( $(date +%s) - t0 )) s"; tail -12 "$OUT/decode_model.log"
+  ./build/gdn2 train --model tiny --task mqar --steps 20 --batch 8 --seq-len 64 --quiet --out /tmp/t.safetensors > "$OUT/cli_gpu.log" 2>&1
+  { ./build/gdn2 generate /tmp/t.safetensors --device cuda -n 32 --temperature 0 --prompt hello --samples 2; echo "generate rc=$?";
+    ./build/gdn2 eval --model /tmp/t.safetensors --task mqar --lengths 64 --samples 20 --device cuda --out /tmp/ev; echo "eval rc=$?";
+    ./build/gdn2 eval --model /tmp/t.safetensors --task mqar --lengths 64 --samples 20 --out /tmp/ev_cpu; echo "eval cpu rc=$?"; } >> "$OUT/cli_gpu.log" 2>&1
+  tail -8 "$OUT/cli_gpu.log"
+fi
+if [[ " $PHASES " == *" python "* ]]; then
+  t0=$(date +%s)
+  PYTHONPATH=python timeout ${PY_TIMEOUT:-300} python3 python/tests/test_cuda.py > "$OUT/python_test_cuda.log" 2>&1
+  echo "python test_cuda rc=$? $(( $(date +%s) - t0 )) s"; grep -E "FAIL" "$OUT/python_test_cuda.log" | head -10; tail -2 "$OUT/python_test_cuda.log"
+fi
+if [[ " $PHASES " == *" swap "* ]]; then
+  t0=$(date +%s)
+  PYTHONPATH=python TRITON_CACHE_DIR=/tmp/triton_swap timeout ${SWAP_TIMEOUT:-400} python3 bench/peers/swap_layer_train.py \
+    --steps ${SWAP_STEPS:-200} --deadline-s $(( ${SWAP_TIMEOUT:-400} - 30 )) --out "$OUT/h200-swap-layer.json" > "$OUT/swap.log" 2>&1
+  echo "swap rc=$? $(( $(date +%s) - t0 )) s"; tail -8 "$OUT/swap.log"
+fi
+if [[ " $PHASES " == *" nccl1 "* ]]; then
+  A="--model tiny --task text --data data/tinyshakespeare.txt --steps 30 --batch 8 --seq-len 128 --log-every 10"
+  ./build/gdn2 train --device cuda $A > "$OUT/nccl_ref.log" 2>&1; echo "single GPU rc=$?"
+  ./build/gdn2 train --gpus 1 $A > "$OUT/nccl_1.log" 2>&1; echo "--gpus 1 (NCCL) rc=$?"
+  tail -1 "$OUT/nccl_ref.log"; tail -1 "$OUT/nccl_1.log"
+fi
