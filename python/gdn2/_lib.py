@@ -75,7 +75,7 @@ class CudaBwdArgs(ctypes.Structure):
 class CudaRecurrentArgs(ctypes.Structure):
     _fields_ = [("dtype", c_int), ("q", P), ("k", P), ("v", P), ("b", P), ("w", P), ("g", P), ("A_log", P),
                 ("dt_bias", P), ("o", P), ("state_pool", P), ("n_slots", c_int64), ("slots", P), ("snapshots", P),
-                ("state_dtype", c_int)]
+                ("state_dtype", c_int), ("slot_stride", c_int64)]
 
 
 def _candidates():
