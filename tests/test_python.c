@@ -5,6 +5,8 @@
  * says so on a "note:" line and runs the numpy checks only (no SKIP is counted: tests/run.sh fails
  * CI on any skip but the no-GPU one). */
 #include "check.h"
+#include "gdn2_cuda.h"
+#include "gdn2_ops.h"
 #include "cli_run.h"
 
 int main(void) {
@@ -21,7 +23,15 @@ int main(void) {
     CHECK(rc == 0, "%s with numpy: %s%s", py, first_line(),
           rc ? " (install them: apt-get install python3 python3-numpy)" : "");
     if (rc) return test_summary();
-    rc = run("GDN2_LIBRARY='%s' %s python/tests/test_gdn2.py", absolute(so, abs), py);
+    /* the C sizes of the structs the package mirrors in ctypes (python/gdn2/_lib.py) */
+    char sizes[512];
+    snprintf(sizes, sizeof sizes,
+             "gdn2_dims=%zu,gdn2_opts=%zu,gdn2_fwd_tensors=%zu,gdn2_bwd_tensors=%zu,gdn2_decode_tensors=%zu,"
+             "gdn2_cuda_fwd_args=%zu,gdn2_cuda_bwd_args=%zu,gdn2_cuda_recurrent_args=%zu",
+             sizeof(gdn2_dims), sizeof(gdn2_opts), sizeof(gdn2_fwd_tensors), sizeof(gdn2_bwd_tensors),
+             sizeof(gdn2_decode_tensors), sizeof(gdn2_cuda_fwd_args), sizeof(gdn2_cuda_bwd_args),
+             sizeof(gdn2_cuda_recurrent_args));
+    rc = run("GDN2_C_SIZES='%s' GDN2_LIBRARY='%s' %s python/tests/test_gdn2.py", sizes, absolute(so, abs), py);
     int seen_summary = 0, p0 = g_pass, f0 = g_fail;
     char *save = NULL;
     for (char *line = strtok_r(g_out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {

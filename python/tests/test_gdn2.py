@@ -7,6 +7,7 @@ import sys
 import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import ctypes  # noqa: E402
 import numpy as np  # noqa: E402
 
 import gdn2  # noqa: E402
@@ -311,7 +312,30 @@ def test_torch(torch):
           "torch decode_step: in-place pool = fused_recurrent_gdn2 final states")
 
 
+def test_struct_layouts():
+    """The ctypes structs against the C compiler's sizes: GDN2_C_SIZES="name=size,..." (tests/test_python.c
+    sets it from sizeof); a field added on one side only is caught here, on the CPU."""
+    spec = os.environ.get("GDN2_C_SIZES")
+    if not spec:
+        print("note: GDN2_C_SIZES not set (tests/test_python.c sets it): struct sizes not compared")
+        return
+    from gdn2 import _lib as L
+    py = {"gdn2_dims": L.Dims, "gdn2_opts": L.Opts, "gdn2_fwd_tensors": L.FwdTensors,
+          "gdn2_bwd_tensors": L.BwdTensors, "gdn2_decode_tensors": L.DecodeTensors,
+          "gdn2_cuda_fwd_args": L.CudaFwdArgs, "gdn2_cuda_bwd_args": L.CudaBwdArgs,
+          "gdn2_cuda_recurrent_args": L.CudaRecurrentArgs}
+    for item in spec.split(","):
+        name, size = item.split("=")
+        got = ctypes.sizeof(py[name])
+        check(got == int(size), "ctypes struct of %s: %d bytes, C: %s" % (name, got, size))
+
+
 def main():
+    try:
+        test_struct_layouts()
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+        check(False, "struct layout check raised")
     try:
         test_numpy()
     except Exception:  # noqa: BLE001
