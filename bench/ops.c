@@ -169,6 +169,21 @@ static void validate_shape(const shape *s, const gdn2_opts *o0, const gdn2_fwd_t
         const size_t n = (j == 2 || j == 5) ? mv : mq;
         snprintf(what, sizeof what, "chunk_bwd %s vs float64, first %lld tokens", gn[j], (long long)Ts);
         VALIDATE(what, rel_rmse64(gr[j], gr64[j], n), 1e-4);
+    }
+    /* the same through the saved forward (gdn2_chunk_fwd_save + gdn2_chunk_bwd_saved) */
+    {
+        const size_t ssz = gdn2_chunk_saved_size(&ds, &os_);
+        void *sv = malloc(ssz ? ssz : 1);
+        if (gdn2_chunk_fwd_save(&ds, &os_, &ts, sv, ssz) || gdn2_chunk_bwd_saved(&ds, &os_, &ts, &gs, sv, ssz)) {
+            fprintf(stderr, "bench/ops: validation call failed: %s\n", gdn2_last_error());
+            exit(1);
+        }
+        free(sv);
+    }
+    for (int j = 0; j < 6; j++) {
+        const size_t n = (j == 2 || j == 5) ? mv : mq;
+        snprintf(what, sizeof what, "chunk_bwd_saved %s vs float64, first %lld tokens", gn[j], (long long)Ts);
+        VALIDATE(what, rel_rmse64(gr[j], gr64[j], n), 1e-4);
         free(in[j]), free(gr[j]), free(in64[j]), free(gr64[j]);
     }
     free(dO), free(os), free(dO64), free(o64);
@@ -300,6 +315,14 @@ static void bench_shape(const shape *s, int reps, int threads) {
     record("chunk_fwd", s, best, tokens, F);
     TIME_BEST(reps, best, gdn2_chunk_fwd(&d, &o, &t) || gdn2_chunk_bwd(&d, &o, &t, &gt));
     record("chunk_fwd+bwd", s, best, tokens, 3 * F);
+    /* the saved forward (reserve space allocated once, as the workspace) and the backward from it */
+    {
+        const size_t ssz = gdn2_chunk_saved_size(&d, &o);
+        void *sv = malloc(ssz);
+        TIME_BEST(reps, best, gdn2_chunk_fwd_save(&d, &o, &t, sv, ssz) || gdn2_chunk_bwd_saved(&d, &o, &t, &gt, sv, ssz));
+        record("chunk_fwd_save+bwd_saved", s, best, tokens, 3 * F);
+        free(sv);
+    }
     o.workspace = NULL;
     o.workspace_size = 0;
     TIME_BEST(reps, best, gdn2_recurrent_fwd(&d, &o, &t));
@@ -437,7 +460,7 @@ int main(int argc, char **argv) {
       cpu, nproc, nt, gdn2_gemm_backend(), blas_core());
     P("  \"commit\": \"%s\",\n  \"dtype\": \"fp32\",\n  \"timing\": \"best of %d repetitions\",\n", commit, reps);
     P("  \"loadavg_before\": \"%s\",\n  \"loadavg_after\": \"%s\",\n", load0, load1);
-    P("  \"validated\": \"chunk fwd vs fp32 recurrence, decode vs recurrence, chunk bwd (first 192 tokens) vs float64: passed\",\n");
+    P("  \"validated\": \"chunk fwd vs fp32 recurrence, decode vs recurrence, chunk bwd and bwd_saved (first 192 tokens) vs float64: passed\",\n");
     P("  \"flops\": \"nominal F_fwd = 2C(3K+2V)+6KV per token per head, C=64; fwd+bwd = 3 F_fwd\",\n");
     P("  \"sgemm_gflops\": {\"1024x1024x1024\": %.1f, \"64x128x128_per_thread_blocks\": %.1f},\n", g1024, gblk);
     P("  \"sgemm_gflops_per_core\": {\"1024x1024x1024\": %.1f, \"64x128x128_per_thread_blocks\": %.1f},\n", g1024c, gblkc);
@@ -461,10 +484,11 @@ int main(int argc, char **argv) {
       "Load average (1/5/15 min) before the run %s, after it %s.\n\n", cpu, nproc, nt, gdn2_gemm_backend(), blas_core(),
       getenv("OPENBLAS_CORETYPE") ? ", set by OPENBLAS_CORETYPE" : "", commit, reps, load0, load1);
     P("Outputs validated before timing: the chunk forward against the fp32 token-serial recurrence (rel RMSE <= 1e-5), "
-      "the decode step against the recurrence's first token (1e-5), the chunk backward on each shape's first 192 "
-      "tokens against the float64 reference (1e-4).\n\n");
+      "the decode step against the recurrence's first token (1e-5), the chunk backward, recomputing and from a saved "
+      "forward (gdn2_chunk_fwd_save + gdn2_chunk_bwd_saved), on each shape's first 192 tokens against the float64 "
+      "reference (1e-4).\n\n");
     P("FLOPs are nominal (the peers' count): F_fwd = 2C(3K+2V) + 6KV per token per head with C = 64; "
-      "fwd+bwd = 3·F_fwd; the recurrent forward and the decode step use the same F_fwd so that "
+      "fwd+bwd = 3·F_fwd (either way); the recurrent forward and the decode step use the same F_fwd so that "
       "GFLOP/s ratios equal speed ratios. q/k L2 norm in kernel, no h0/ht.\n\n");
     P("Ceiling (same run): OpenBLAS sgemm 1024³ %.1f GFLOP/s (%.1f per CPU-second); 64×128×128 blocks, "
       "%d threads × 1: %.1f GFLOP/s (%.1f per CPU-second).\n\n", g1024, g1024c, nt, gblk, gblkc);
@@ -490,12 +514,16 @@ int main(int argc, char **argv) {
     /* the backward alone = (fwd+bwd) − fwd of the same shape, against the forward */
     for (int i = 0; i < n_results; i++)
         for (int j = 0; j < n_results; j++)
-            if (!strcmp(results[i].op, "chunk_fwd") && !strcmp(results[j].op, "chunk_fwd+bwd") &&
+            if (!strcmp(results[i].op, "chunk_fwd") &&
+                (!strcmp(results[j].op, "chunk_fwd+bwd") || !strcmp(results[j].op, "chunk_fwd_save+bwd_saved")) &&
                 !memcmp(&results[i].s, &results[j].s, sizeof(shape)))
-                P("\nTarget backward <= 3x the forward: (%lld,%lld,%lld,%lld,%lld) backward = (fwd+bwd) − fwd = %.1f ms, "
-                  "%.2fx the forward (wall clock); %.2fx in CPU time.\n", (long long)results[i].s.B,
+                P("\nTarget backward <= 3x the forward%s: (%lld,%lld,%lld,%lld,%lld) backward = (%s) − fwd = %.1f ms, "
+                  "%.2fx the forward (wall clock); %.2fx in CPU time.\n",
+                  strcmp(results[j].op, "chunk_fwd+bwd") ? ", saved forward" : " (recomputing)",
+                  (long long)results[i].s.B,
                   (long long)results[i].s.T, (long long)results[i].s.H, (long long)results[i].s.K,
-                  (long long)results[i].s.V, (results[j].sec - results[i].sec) * 1e3,
+                  (long long)results[i].s.V, strcmp(results[j].op, "chunk_fwd+bwd") ? "fwd_save+bwd_saved" : "fwd+bwd",
+                  (results[j].sec - results[i].sec) * 1e3,
                   (results[j].sec - results[i].sec) / results[i].sec,
                   (results[j].cpu_sec - results[i].cpu_sec) / results[i].cpu_sec);
     /* the ggml peer (bench/peers/ggml_gdn.c) leaves its figures in DIR/cpu-peer-ggml.json */

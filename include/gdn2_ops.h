@@ -142,6 +142,21 @@ GDN2_API int gdn2_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_f
 GDN2_API int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
                    const gdn2_bwd_tensors *g);
 
+/* Saved forward (reserve space, as gdn2_cuda_chunk_fwd's keep_for_backward): gdn2_chunk_fwd_save
+ * is gdn2_chunk_fwd (same outputs, bit for bit) that also leaves in `saved` what the backward
+ * would otherwise recompute in a pass of its own over the chunks: every chunk's start state and,
+ * when gdn2_chunk_bwd_cache_ok-sized (C·(K+V) + C² <= 3·K·V, e.g. K = V >= 64), its WY inverse A
+ * and [Y | R]. gdn2_chunk_bwd_saved is gdn2_chunk_bwd without that pass; it must get the same d,
+ * o (but for workspace and n_threads) and input tensors t (same contents) as the forward that
+ * filled `saved`, else its result is undefined (nothing can be detected). gdn2_chunk_saved_size:
+ * the bytes of `saved` (0 on bad dims / opts); smaller is GDN2_ERR_ARG. Its size: per chunk and value head 16 + 48 KiB at K = V = 64, 64 + 80 KiB at K = V = 128. o->workspace, when set,
+ * is sized by gdn2_chunk_workspace_size(d, o, 0) for the forward, (d, o, 1) for the backward. */
+GDN2_API size_t gdn2_chunk_saved_size(const gdn2_dims *d, const gdn2_opts *o);
+GDN2_API int gdn2_chunk_fwd_save(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, void *saved,
+                        size_t saved_size);
+GDN2_API int gdn2_chunk_bwd_saved(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
+                         const gdn2_bwd_tensors *g, const void *saved, size_t saved_size);
+
 /* One decode step for a batch of n = d->B sequences (d->T is ignored, one token each).
  * q,k,g,b [n,H,K]; v,w,o [n,HV,V]. Sequence i reads and updates in place the state
  * state_pool[slots[i]] ([n_slots,HV,K,V]); slots[i] < 0 skips the row (o is zeroed). Slots may be

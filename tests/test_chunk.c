@@ -170,6 +170,53 @@ static void run_case(const tcase *c) {
                 cmp(c, "ddt_bias", ddt, ddt64, nhk, BAR_BWD);
             }
         }
+        /* the saved forward: o and ht bit for bit as the plain forward's; the backward from the saved
+         * records against the float64 reference (same bars) and against the plain backward. The two
+         * backwards agree bit for bit on the fast path (one score tile); on split tiles the forward
+         * computes T in the GEMM it stacks with Aqk's ([q ; b⊙k] rows) and the plain backward's
+         * state pass on its own, which rounds differently (~1e-7) on the AVX-512 kernels: the
+         * per-token gradients then stay within 1e-5 of each other; dA_log and ddt_bias (one
+         * cancelling sum per head) are held to the float64 bar only. */
+        {
+            const size_t ssz = gdn2_chunk_saved_size(&d, &o);
+            void *sv = malloc(ssz ? ssz : 1);
+            float *o2 = fl(nv), *ht2 = fl(ns);
+            gdn2_fwd_tensors t2 = t;
+            t2.o = o2;
+            t2.ht = ht2;
+            rc = gdn2_chunk_fwd_save(&d, &o, &t2, sv, ssz);
+            CHECK(rc == GDN2_OK && !memcmp(o2, out, nv * sizeof(float)) && !memcmp(ht2, ht, ns * sizeof(float)),
+                  "chunk fwd_save %s: o, ht as the plain forward's (%s)", c->name, rc ? gdn2_last_error() : "ok");
+            float *e[9], *p[9] = {dq, dk, dv, dg, dbb, dw, dh0, dAl, ddt};
+            const size_t en[9] = {nq, nq, nv, nq, nq, nv, ns, nh, nhk};
+            for (int i = 0; i < 9; i++) e[i] = fl(en[i]);
+            gdn2_bwd_tensors g2 = {dO, c->dht ? dht : NULL, e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7], e[8]};
+            rc = gdn2_chunk_bwd_saved(&d, &o, &t2, &g2, sv, ssz);
+            CHECK(rc == GDN2_OK, "chunk bwd_saved %s runs (%s)", c->name, rc ? gdn2_last_error() : "ok");
+            if (rc == GDN2_OK) {
+                static const char *nm[9] = {"dq", "dk", "dv", "dg", "db", "dw", "dh0", "dA_log", "ddt_bias"};
+                const double *r64[9] = {dq64, dk64, dv64, dg64, db64, dw64, dh064, dAl64, ddt64};
+                double worst = 0.0;
+                for (int i = 0; i < (c->gate ? 9 : 7); i++) {
+                    char what[32];
+                    snprintf(what, sizeof what, "saved %s", nm[i]);
+                    cmp(c, what, e[i], r64[i], en[i], BAR_BWD);
+                    if (i >= 7) continue;
+                    double *pp = to64(p[i], en[i]);
+                    double dd = rel_rmse_f32_f64(e[i], pp, en[i]);
+                    worst = dd > worst ? dd : worst;
+                    free(pp);
+                }
+                CHECK(worst <= 1e-5, "chunk bwd_saved %s vs plain bwd: worst rel_rmse over dq..dh0 %.2e (bar 1e-5)",
+                      c->name, worst);
+            }
+            if (ssz) {
+                rc = gdn2_chunk_bwd_saved(&d, &o, &t2, &g2, sv, ssz - 4);
+                CHECK(rc == GDN2_ERR_ARG, "chunk bwd_saved %s rejects a short saved buffer: %s", c->name, gdn2_last_error());
+            }
+            for (int i = 0; i < 9; i++) free(e[i]);
+            free(sv); free(o2); free(ht2);
+        }
         free(dq64); free(dk64); free(dv64); free(dg64); free(db64); free(dw64); free(dh064); free(dAl64); free(ddt64);
         free(dq); free(dk); free(dv); free(dg); free(dbb); free(dw); free(dh0); free(dAl); free(ddt);
     }

@@ -1,7 +1,8 @@
 /* Profiling driver for the CPU chunk kernels (lab notebook; not built by make).
  *   cc -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -fopenmp -Iinclude -Isrc dev/cpu/prof.c build/libgdn2.a \
  *      -lopenblas -lcjson -lm -o build/prof
- *   build/prof fwd|bwd|both B T H K V reps threads
+ *   build/prof fwd|bwd|both|kda|saved B T H K V reps threads
+ * (saved: gdn2_chunk_fwd_save and gdn2_chunk_bwd_saved, timed apart, after the plain forward)
  * Prints the best wall ms and the CPU ms of that rep, and the single-thread 64^3 / 64x128x64 sgemm
  * rates (the block sizes of the K=V=64 shape) measured in the same run. */
 #include <stdio.h>
@@ -33,7 +34,7 @@ static double blk(int M, int N, int K) {
     return 2.0 * M * N * K / best * 1e-9;
 }
 int main(int argc, char **argv) {
-    if (argc < 9) { fprintf(stderr, "usage: prof fwd|bwd|both|kda B T H K V reps threads\n"); return 2; }
+    if (argc < 9) { fprintf(stderr, "usage: prof fwd|bwd|both|kda|saved B T H K V reps threads\n"); return 2; }
     const char *mode = argv[1];
     int64_t B = atoll(argv[2]), T = atoll(argv[3]), H = atoll(argv[4]), K = atoll(argv[5]), V = atoll(argv[6]);
     int reps = atoi(argv[7]), th = atoi(argv[8]);
@@ -54,10 +55,13 @@ int main(int argc, char **argv) {
     size_t wsz = gdn2_chunk_workspace_size(&d, &o, 1);
     o.workspace = malloc(wsz);
     o.workspace_size = wsz;
+    const size_t ssz = !strcmp(mode, "saved") ? gdn2_chunk_saved_size(&d, &o) : 0;
+    void *sv = ssz ? malloc(ssz) : NULL;
     double F = (2.0 * 64 * (3.0 * K + 2.0 * V) + 6.0 * K * V) * (double)(B * T * H);
-    for (int pass = 0; pass < 2; pass++) {
-        const char *m = pass == 0 ? "fwd" : mode;
+    for (int pass = 0; pass < 3; pass++) {
+        const char *m = pass == 0 ? "fwd" : !strcmp(mode, "saved") ? (pass == 1 ? "fsave" : "bsaved") : mode;
         if (pass == 1 && !strcmp(mode, "fwd")) break;
+        if (pass == 2 && strcmp(mode, "saved")) break;
         double best = 1e30, bc = 0;
         for (int r = 0; r < reps; r++) {
             double t0 = now(), c0 = cpu();
@@ -65,6 +69,8 @@ int main(int argc, char **argv) {
             if (!strcmp(m, "fwd")) rc = gdn2_chunk_fwd(&d, &o, &t);
             else if (!strcmp(m, "bwd")) rc = gdn2_chunk_bwd(&d, &o, &t, &gt);
             else if (!strcmp(m, "kda")) rc = gdn2_kda_chunk_fwd(&d, &o, &t, beta);
+            else if (!strcmp(m, "fsave")) rc = gdn2_chunk_fwd_save(&d, &o, &t, sv, ssz);
+            else if (!strcmp(m, "bsaved")) rc = gdn2_chunk_bwd_saved(&d, &o, &t, &gt, sv, ssz);
             if (rc) { fprintf(stderr, "%s\n", gdn2_last_error()); return 1; }
             double dt = now() - t0;
             if (dt < best) best = dt, bc = cpu() - c0;

@@ -130,6 +130,8 @@ typedef struct {
     const gdn2_fwd_tensors *t;
     const gdn2_bwd_tensors *g;
     double *pA, *pdt; /* [N*H], [N*H*K] partial sums of dA_log, ddt_bias */
+    const float *saved; /* gdn2_chunk_bwd_saved: the forward's records (chunk_common.h), or NULL */
+    const int64_t *cb;  /* ... and their chunk offsets per sequence */
 } bwd_ctx;
 
 /* One value head hv of the task's group: forward state pass, then the reverse chunk loop. The
@@ -146,34 +148,45 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
     const size_t cslot = (size_t)C * (size_t)KV + (size_t)C * C; /* floats per chunk in b->cache */
 
     float *const YU0 = w->YU, *const R0 = w->R, *const A0 = w->A; /* recompute may point these into the cache */
-    /* 1. chunk-start states */
-    float *S = w->S;
-    if (x->t->h0) memcpy(S, x->t->h0 + (n * HV + hv) * K * V, sz * sizeof(float));
-    else memset(S, 0, sz * sizeof(float));
-    for (int64_t ci = 0; ci < nch; ci++) {
-        const int cn = (int)(len - ci * C < C ? len - ci * C : C);
-        memcpy(b->states + ci * sz, S, sz * sizeof(float));
-        if (ci + 1 < nch) {
-            const int64_t left = len - (ci + 1) * C;
-            gdn2_chunk_prefetch(a, bos + (ci + 1) * C, (int)(left < C ? left : C), h, hv);
+    /* the saved forward's records of this (sequence, value head): chunk-start state, then the slot
+     * (A, [Y | R]) when cache_ok; read only (recompute's pass 1 only points into the slot) */
+    const size_t rs = gdn2_chunk_saved_rec_floats(K, V);
+    float *const rec = x->saved && nch > 0
+                           ? (float *)x->saved + ((size_t)x->cb[n] * (size_t)HV + (size_t)(hv * nch)) * rs
+                           : NULL;
+    float *const rcache = rec && gdn2_chunk_bwd_cache_ok(K, V) ? rec + sz : NULL;
+    const int check = w->check;
+    if (!rec) { /* 1. chunk-start states (the saved forward left them in the records) */
+        float *S = w->S;
+        if (x->t->h0) memcpy(S, x->t->h0 + (n * HV + hv) * K * V, sz * sizeof(float));
+        else memset(S, 0, sz * sizeof(float));
+        for (int64_t ci = 0; ci < nch; ci++) {
+            const int cn = (int)(len - ci * C < C ? len - ci * C : C);
+            memcpy(b->states + ci * sz, S, sz * sizeof(float));
+            if (ci + 1 < nch) {
+                const int64_t left = len - (ci + 1) * C;
+                gdn2_chunk_prefetch(a, bos + (ci + 1) * C, (int)(left < C ? left : C), h, hv);
+            }
+            recompute(w, a, bos + ci * C, cn, h, hv, S, 0, b->cache ? b->cache + ci * cslot : NULL);
+            gdn2_chunk_state_update(w, K, V, cn, S);
         }
-        recompute(w, a, bos + ci * C, cn, h, hv, S, 0, b->cache ? b->cache + ci * cslot : NULL);
-        gdn2_chunk_state_update(w, K, V, cn, S);
+        /* the reverse pass's loads need not test the rows again: the state pass read all of them
+         * (with saved records there was no state pass, and they do) */
+        w->check = 0;
     }
 
-    /* 2. reverse pass (its loads need not test the rows again: the state pass read all of them) */
-    const int check = w->check;
-    w->check = 0;
+    /* 2. reverse pass */
     if (x->g->dht) memcpy(b->dS, x->g->dht + (n * HV + hv) * K * V, sz * sizeof(float));
     else memset(b->dS, 0, sz * sizeof(float));
     for (int64_t ci = nch - 1; ci >= 0; ci--) {
         const int cn = (int)(len - ci * C < C ? len - ci * C : C);
         const int64_t tok = bos + ci * C;
-        const float *S0 = b->states + ci * sz, *dS = b->dS;
+        const float *S0 = rec ? rec + ci * rs : b->states + ci * sz, *dS = b->dS;
+        float *const slot = rec ? (rcache ? rcache + ci * rs : NULL) : b->cache ? b->cache + ci * cslot : NULL;
         const float *dO = x->g->d_o + (tok * HV + hv) * V;
         float *dR = b->dYR + K, *dY = b->dYR;
         if (ci > 0) gdn2_chunk_prefetch(a, tok - C, C, h, hv);
-        recompute(w, a, tok, cn, h, hv, S0, 1, b->cache ? b->cache + ci * cslot : NULL);
+        recompute(w, a, tok, cn, h, hv, S0, 1, slot);
 
         /* B1: dAqk = scale·tril(dO Rᵀ) (w.r.t. the unscaled score); its diagonal is set aside */
         gdn2_sgemm(0, 1, cn, cn, v, scale, dO, ldo, w->R, kv, 0.0f, b->dAqk, C);
@@ -340,38 +353,54 @@ GDN2_VEC_CLONES static void bwd_task(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
     if (x->pA) x->pA[n * H + h] = pA;
 }
 
-int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const gdn2_bwd_tensors *g) {
+static int chunk_bwd(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
+                     const gdn2_bwd_tensors *g, const void *saved, size_t saved_size, int use_saved) {
     gdn2_chunk_args a;
     memset(&a, 0, sizeof a);
-    int st = gdn2_chunk_setup("gdn2_chunk_bwd", d, o, t, &a);
+    int st = gdn2_chunk_setup(fn, d, o, t, &a);
     if (st) return st;
-    if (!g || !g->d_o) return gdn2_error(GDN2_ERR_ARG, "gdn2_chunk_bwd: upstream gradient 'do' is NULL");
+    if (!g || !g->d_o) return gdn2_error(GDN2_ERR_ARG, "%s: upstream gradient 'do' is NULL", fn);
     {
         const char *miss = !g->dq ? "dq" : !g->dk ? "dk" : !g->dv ? "dv" : !g->dg ? "dg" : !g->db ? "db"
                          : !g->dw ? "dw" : NULL;
-        if (miss) return gdn2_error(GDN2_ERR_ARG, "gdn2_chunk_bwd: output gradient '%s' is NULL", miss);
+        if (miss) return gdn2_error(GDN2_ERR_ARG, "%s: output gradient '%s' is NULL", fn, miss);
     }
     /* the value scan: here only h0, A_log, dt_bias, do, dht; the rows of q, k, v, g, b, w are tested
      * by the load of the state pass (w.check), and a bad one turns into the full scan's error after
      * the kernel (the gradients then hold unspecified values) */
+    int64_t *cb = NULL;
+    if (use_saved) {
+        const size_t need = gdn2_chunk_saved_size(d, o);
+        if (!saved || saved_size < need)
+            return gdn2_error(GDN2_ERR_ARG, "%s: saved buffer %s of %zu bytes, %zu needed (gdn2_chunk_saved_size)", fn,
+                              saved ? "is" : "NULL,", saved ? saved_size : (size_t)0, need);
+        if (!(cb = gdn2_chunk_saved_offsets(d, o))) return GDN2_ERR_NOMEM;
+    }
     const int check = !o->trust_values;
-    if (check && (st = gdn2_check_values_rest("gdn2_chunk_bwd", d, o, t, g))) return st;
+    if (check && (st = gdn2_check_values_rest(fn, d, o, t, g))) {
+        free(cb);
+        return st;
+    }
     const int64_t N = gdn2_num_states(d, o), tasks = N * d->H;
     const int nt = gdn2_chunk_threads(d, o, 1);
     const size_t per = gdn2_chunk_per_thread_floats(d, o, 1);
-    float *owned, *ws = gdn2_chunk_workspace("gdn2_chunk_bwd", o, (size_t)nt * per * sizeof(float), &owned);
-    if (!ws) return o->workspace ? GDN2_ERR_ARG : GDN2_ERR_NOMEM;
+    float *owned, *ws = gdn2_chunk_workspace(fn, o, (size_t)nt * per * sizeof(float), &owned);
+    if (!ws) {
+        free(cb);
+        return o->workspace ? GDN2_ERR_ARG : GDN2_ERR_NOMEM;
+    }
     const int64_t max_len = gdn2_chunk_max_seq_len(d, o);
-    bwd_ctx x = {&a, d, o, t, g, NULL, NULL};
+    bwd_ctx x = {&a, d, o, t, g, NULL, NULL, use_saved ? (const float *)saved : NULL, cb};
     if (o->gate_in_kernel) {
         x.pA = gdn2_calloc((size_t)(tasks * (1 + d->K)), sizeof(double), "dA_log/ddt_bias partial sums");
         if (!x.pA) {
             free(owned);
+            free(cb);
             return GDN2_ERR_NOMEM;
         }
         x.pdt = x.pA + tasks;
     }
-    const int saved = gdn2_blas_threads_begin();
+    const int saved_threads = gdn2_blas_threads_begin();
     int bad = 0;
 #pragma omp parallel num_threads(nt) reduction(| : bad)
     {
@@ -384,7 +413,7 @@ int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensor
         for (int64_t i = 0; i < tasks; i++) bwd_task(&x, &w, &b, i / a.H, i % a.H);
         bad |= w.bad;
     }
-    gdn2_blas_threads_end(saved);
+    gdn2_blas_threads_end(saved_threads);
     /* parameter gradients: sum the per-(sequence, key head) partials in a fixed order */
     if (o->gate_in_kernel) {
         for (int64_t h = 0; h < d->H; h++) {
@@ -400,5 +429,15 @@ int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensor
         free(x.pA);
     }
     free(owned);
-    return bad ? gdn2_check_values("gdn2_chunk_bwd", d, o, t, g) : GDN2_OK;
+    free(cb);
+    return bad ? gdn2_check_values(fn, d, o, t, g) : GDN2_OK;
+}
+
+int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const gdn2_bwd_tensors *g) {
+    return chunk_bwd("gdn2_chunk_bwd", d, o, t, g, NULL, 0, 0);
+}
+
+int gdn2_chunk_bwd_saved(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const gdn2_bwd_tensors *g,
+                         const void *saved, size_t saved_size) {
+    return chunk_bwd("gdn2_chunk_bwd_saved", d, o, t, g, saved, saved_size, 1);
 }

@@ -1,6 +1,7 @@
 /* Per-chunk building blocks of the chunkwise WY algorithm (docs/ALGORITHM.md; equations F1..F7).
  * Everything here works on one chunk of n <= 64 rows of one (sequence, value head). */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "chunk_common.h"
@@ -442,16 +443,48 @@ void gdn2_chunk_wy(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, const float *S
     gdn2_sgemm(0, 0, n, (int)V, (int)K, -1.0f, w->YU, KV, S, (int)V, 1.0f, w->R, KV);
 }
 
-/* (F7) S <- Diag(γ_last) S + kgᵀ R */
-GDN2_VEC_CLONES void gdn2_chunk_state_update(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, float *S) {
+/* (F7) Sn <- Diag(γ_last) S + kgᵀ R (Sn may be S) */
+GDN2_VEC_CLONES void gdn2_chunk_state_next(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, const float *S, float *Sn) {
     const float *gl = w->gam + (n - 1) * K;
     for (int64_t c = 0; c < K; c++) {
-        float *s = S + c * V;
+        const float *s = S + c * V;
+        float *sn = Sn + c * V;
         const float f = gl[c];
         GDN2_SIMD
-        for (int64_t j = 0; j < V; j++) s[j] *= f;
+        for (int64_t j = 0; j < V; j++) sn[j] = s[j] * f;
     }
-    gdn2_sgemm(1, 0, (int)K, (int)V, n, 1.0f, w->kg, (int)K, w->R, (int)(K + V), 1.0f, S, (int)V);
+    gdn2_sgemm(1, 0, (int)K, (int)V, n, 1.0f, w->kg, (int)K, w->R, (int)(K + V), 1.0f, Sn, (int)V);
+}
+
+void gdn2_chunk_state_update(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, float *S) {
+    gdn2_chunk_state_next(w, K, V, n, S, S);
+}
+
+size_t gdn2_chunk_saved_rec_floats(int64_t K, int64_t V) {
+    const size_t C = GDN2_C;
+    return (size_t)(K * V) + (gdn2_chunk_bwd_cache_ok(K, V) ? C * (size_t)(K + V) + C * C : 0);
+}
+
+int64_t *gdn2_chunk_saved_offsets(const gdn2_dims *d, const gdn2_opts *o) {
+    const int64_t N = gdn2_num_states(d, o);
+    int64_t *cb = gdn2_malloc((size_t)(N + 1) * sizeof(int64_t), "saved-forward chunk offsets");
+    if (!cb) return NULL;
+    cb[0] = 0;
+    for (int64_t n = 0; n < N; n++) {
+        int64_t bos, len;
+        gdn2_seq_range(d, o, n, &bos, &len);
+        cb[n + 1] = cb[n] + (len + GDN2_C - 1) / GDN2_C;
+    }
+    return cb;
+}
+
+size_t gdn2_chunk_saved_size(const gdn2_dims *d, const gdn2_opts *o) {
+    if (!d || !o || gdn2_check(d, o) != GDN2_OK) return 0;
+    int64_t *cb = gdn2_chunk_saved_offsets(d, o);
+    if (!cb) return 0;
+    const size_t n = (size_t)cb[gdn2_num_states(d, o)] * (size_t)d->HV * gdn2_chunk_saved_rec_floats(d->K, d->V);
+    free(cb);
+    return n * sizeof(float);
 }
 
 /* ---- setup and workspace of the chunk ops (chunk_fwd.c, chunk_bwd.c) ---------------------- */

@@ -161,6 +161,16 @@ void gdn2_chunk_solve(gdn2_chunk_ws *w, int n);
 void gdn2_chunk_wy(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, const float *S);
 /* S <- Diag(γ_last) S + kgᵀ R  (F7), in place on S. */
 void gdn2_chunk_state_update(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, float *S);
+/* the same out of place: Sn = Diag(γ_last) S + kgᵀ R (Sn == S allowed) */
+void gdn2_chunk_state_next(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, const float *S, float *Sn);
+
+/* The saved forward (gdn2_chunk_fwd_save / gdn2_chunk_bwd_saved): one record per (sequence n,
+ * value head hv, chunk ci), [S0 (K·V) | A, [Y | R] slot (C·(K+V) + C², only when
+ * gdn2_chunk_bwd_cache_ok)], at record index cb[n]·HV + hv·nch(n) + ci with cb[n] the number of
+ * chunks of the sequences before n (gdn2_chunk_saved_offsets: cb[0..N], malloc'd, NULL when out
+ * of memory). */
+size_t gdn2_chunk_saved_rec_floats(int64_t K, int64_t V);
+int64_t *gdn2_chunk_saved_offsets(const gdn2_dims *d, const gdn2_opts *o);
 
 /* Operands of a tile (docs §3): row factors tFr (nr x K) = e^{D_r}, column factors tFc (nc x K) =
  * e^{E_s} with D_r + E_s = Σ_{s<i<=r} g_i; row operands tLq = q̂⊙e^D (times qscale, or times

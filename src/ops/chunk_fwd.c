@@ -10,18 +10,33 @@
 #include "chunk_common.h"
 #include "gate.h"
 
-/* One (sequence n, value head hv): the chunk loop of F2..F7. */
+/* One (sequence n, value head hv): the chunk loop of F2..F7. With `saved` (gdn2_chunk_fwd_save)
+ * the running state lives in the task's records (chunk ci's start state in record ci, the update
+ * written out of place into record ci + 1) and A, [Y | R] are computed straight into the records'
+ * slots when cache_ok: the same arithmetic, no copies. */
 static void fwd_task(const gdn2_chunk_args *a, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
-                     gdn2_chunk_ws *w, int64_t n, int64_t hv) {
+                     gdn2_chunk_ws *w, int64_t n, int64_t hv, float *saved, const int64_t *cb) {
     const int64_t K = a->K, V = a->V, HV = a->HV, h = hv / a->G;
     int64_t bos, len;
     gdn2_seq_range(d, o, n, &bos, &len);
-    float *S = w->S;
+    const int64_t nch = (len + GDN2_C - 1) / GDN2_C;
+    const size_t rs = gdn2_chunk_saved_rec_floats(K, V);
+    const int slots = gdn2_chunk_bwd_cache_ok(K, V);
+    float *const rec = saved && nch > 0 ? saved + ((size_t)cb[n] * (size_t)HV + (size_t)(hv * nch)) * rs : NULL;
+    float *const YU0 = w->YU, *const R0 = w->R, *const A0 = w->A;
+    float *S = rec ? rec : w->S;
     const size_t sbytes = (size_t)(K * V) * sizeof(float);
     if (t->h0) memcpy(S, t->h0 + (n * HV + hv) * K * V, sbytes);
     else memset(S, 0, sbytes);
-    for (int64_t c0 = 0; c0 < len; c0 += GDN2_C) {
+    for (int64_t ci = 0; ci < nch; ci++) {
+        const int64_t c0 = ci * GDN2_C;
         const int cn = (int)(len - c0 < GDN2_C ? len - c0 : GDN2_C);
+        if (rec && slots) { /* T -> A and [Y | R] into the record's slot */
+            float *slot = rec + (size_t)ci * rs + (size_t)(K * V);
+            w->YU = slot;
+            w->R = slot + K;
+            w->A = slot + (size_t)GDN2_C * (size_t)(K + V);
+        }
         gdn2_chunk_load(w, a, bos + c0, cn, h, hv);
         if (c0 + GDN2_C < len) {
             const int64_t left = len - c0 - GDN2_C;
@@ -35,30 +50,53 @@ static void fwd_task(const gdn2_chunk_args *a, const gdn2_dims *d, const gdn2_op
         float *out = t->o + ((bos + c0) * HV + hv) * V;
         gdn2_sgemm(0, 0, cn, (int)V, (int)K, a->scale, w->qg, (int)K, S, (int)V, 0.0f, out, (int)(HV * V));
         gdn2_sgemm(0, 0, cn, (int)V, cn, 1.0f, w->Aqk, GDN2_C, w->R, (int)(K + V), 1.0f, out, (int)(HV * V));
-        gdn2_chunk_state_update(w, K, V, cn, S);
+        if (rec) {
+            float *Sn = ci + 1 < nch ? rec + (size_t)(ci + 1) * rs : w->S;
+            gdn2_chunk_state_next(w, K, V, cn, S, Sn);
+            S = Sn;
+        } else {
+            gdn2_chunk_state_update(w, K, V, cn, S);
+        }
     }
+    w->YU = YU0;
+    w->R = R0;
+    w->A = A0;
     if (t->ht) memcpy(t->ht + (n * HV + hv) * K * V, S, sbytes);
 }
 
 static int chunk_fwd(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
-                     const float *beta) {
+                     const float *beta, void *saved, size_t saved_size, int save) {
     gdn2_chunk_args a;
     memset(&a, 0, sizeof a);
     a.beta = beta;
     int st = gdn2_chunk_setup(fn, d, o, t, &a);
     if (st) return st;
     if (!t->o) return gdn2_error(GDN2_ERR_ARG, "%s: output tensor 'o' is NULL", fn);
+    int64_t *cb = NULL;
+    if (save) {
+        const size_t need = gdn2_chunk_saved_size(d, o);
+        if (!saved || saved_size < need)
+            return gdn2_error(GDN2_ERR_ARG, "%s: saved buffer %s of %zu bytes, %zu needed (gdn2_chunk_saved_size)", fn,
+                              saved ? "is" : "NULL,", saved ? saved_size : (size_t)0, need);
+        if (!(cb = gdn2_chunk_saved_offsets(d, o))) return GDN2_ERR_NOMEM;
+    }
     /* the value scan: here only h0 (and A_log, dt_bias); the rows of q, k, v, g, b, w are tested by
      * the load as it reads them (w.check), and a bad one turns into the full scan's error after the
      * kernel (the outputs o, ht then hold unspecified values). beta mode: checked by the caller. */
     const int check = !beta && !o->trust_values;
-    if (check && (st = gdn2_check_values_rest(fn, d, o, t, NULL))) return st;
+    if (check && (st = gdn2_check_values_rest(fn, d, o, t, NULL))) {
+        free(cb);
+        return st;
+    }
     const int nt = gdn2_chunk_threads(d, o, 0);
     const size_t per = gdn2_chunk_per_thread_floats(d, o, 0);
     float *owned, *ws = gdn2_chunk_workspace(fn, o, (size_t)nt * per * sizeof(float), &owned);
-    if (!ws) return o->workspace ? GDN2_ERR_ARG : GDN2_ERR_NOMEM;
+    if (!ws) {
+        free(cb);
+        return o->workspace ? GDN2_ERR_ARG : GDN2_ERR_NOMEM;
+    }
     const int64_t tasks = gdn2_num_states(d, o) * d->HV;
-    const int saved = gdn2_blas_threads_begin();
+    const int saved_threads = gdn2_blas_threads_begin();
     int bad = 0;
 #pragma omp parallel num_threads(nt) reduction(| : bad)
     {
@@ -66,19 +104,25 @@ static int chunk_fwd(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
         gdn2_chunk_thread_ws(&w, ws, per, a.K, a.V);
         w.check = check;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t i = 0; i < tasks; i++) fwd_task(&a, d, o, t, &w, i / a.HV, i % a.HV);
+        for (int64_t i = 0; i < tasks; i++) fwd_task(&a, d, o, t, &w, i / a.HV, i % a.HV, saved, cb);
         bad |= w.bad;
     }
-    gdn2_blas_threads_end(saved);
+    gdn2_blas_threads_end(saved_threads);
     free(owned);
+    free(cb);
     return bad ? gdn2_check_values(fn, d, o, t, NULL) : GDN2_OK;
 }
 
 int gdn2_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t) {
-    return chunk_fwd("gdn2_chunk_fwd", d, o, t, NULL);
+    return chunk_fwd("gdn2_chunk_fwd", d, o, t, NULL, NULL, 0, 0);
 }
 
 int gdn2_chunk_fwd_beta(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const float *beta) {
     if (!beta) return gdn2_error(GDN2_ERR_ARG, "gdn2_chunk_fwd_beta: beta [B,T,H] is NULL");
-    return chunk_fwd("gdn2_chunk_fwd_beta", d, o, t, beta);
+    return chunk_fwd("gdn2_chunk_fwd_beta", d, o, t, beta, NULL, 0, 0);
+}
+
+int gdn2_chunk_fwd_save(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, void *saved,
+                        size_t saved_size) {
+    return chunk_fwd("gdn2_chunk_fwd_save", d, o, t, NULL, saved, saved_size, 1);
 }
