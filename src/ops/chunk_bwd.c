@@ -21,7 +21,7 @@ typedef struct {
     float *states;           /* NT x K x V chunk-start states */
     float *dS, *dSn;         /* K x V: gradient of the chunk-end / chunk-start state */
     float *dYR, *dEZ;        /* 2C x (K+V): [dY | dR] over −scale·dO's rows (B3); C x (K+V): [dĒ | dZ] */
-    float *dAqk, *dA, *M, *dT; /* C x C */
+    float *dAqk, *dA, *M, *dT; /* C x C (dT holds dTᵀ, B8) */
     float *dkg, *dqi, *Ep, *dkt, *P1, *P2, *P3, *X; /* C x K (dqg lives in dYR, B3) */
     float *dAd;              /* C: diagonal of dAqk */
     float *zL;               /* K: γ_last ⊙ rowsum(S0 ⊙ dS) */
@@ -99,12 +99,13 @@ GDN2_VEC_CLONES static void intra_bwd(gdn2_chunk_ws *w, bwd_ws *b, int64_t K, in
     for (int ti = 0; ti < w->n_tiles; ti++) {
         const gdn2_tile *t = &w->tiles[ti];
         const int nr = t->r1 - t->r0, nc = t->c1 - t->c0;
-        const float *dAq = b->dAqk + t->r0 * C + t->c0, *dT = b->dT + t->r0 * C + t->c0;
+        /* b->dT holds dTᵀ (B8): the tile's block is rows c0.., columns r0.. of it */
+        const float *dAq = b->dAqk + t->r0 * C + t->c0, *dTt = b->dT + t->c0 * C + t->r0;
         gdn2_tile_operands(w, K, t, 1, 1.0f);
         gdn2_sgemm(0, 0, nr, k, nc, 1.0f, dAq, C, w->Lc, k, 0.0f, b->P1, k);
-        gdn2_sgemm(0, 0, nr, k, nc, 1.0f, dT, C, w->Lc, k, 0.0f, b->P2, k);
+        gdn2_sgemm(1, 0, nr, k, nc, 1.0f, dTt, C, w->Lc, k, 0.0f, b->P2, k);
         gdn2_sgemm(1, 0, nc, k, nr, w->qalpha, dAq, C, w->tLq, w->ldq, 0.0f, b->P3, k);
-        gdn2_sgemm(1, 0, nc, k, nr, 1.0f, dT, C, w->tLb, w->ldb, 1.0f, b->P3, k);
+        gdn2_sgemm(0, 0, nc, k, nr, 1.0f, dTt, C, w->tLb, w->ldb, 1.0f, b->P3, k);
         {
             float *restrict dq = b->dqi + t->r0 * K, *restrict ep = b->Ep + t->r0 * K;
             const float *restrict f = w->tFr, *restrict p1 = b->P1, *restrict p2 = b->P2;
@@ -230,11 +231,13 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
             for (int s = r; s < cn; s++) b->dA[r * C + s] = 0.0f;
         /* B7: [dĒ | dZ] = Aᵀ [dY | dR] */
         gdn2_sgemm(1, 0, cn, kv, cn, 1.0f, w->A, C, b->dYR, kv, 0.0f, b->dEZ, kv);
-        /* B8: dT = −tril(Aᵀ dA Aᵀ, −1) */
-        gdn2_sgemm(1, 0, cn, cn, cn, 1.0f, w->A, C, b->dA, C, 0.0f, b->M, C);
-        gdn2_sgemm(0, 1, cn, cn, cn, -1.0f, b->M, C, w->A, C, 0.0f, b->dT, C);
+        /* B8: dT = −tril(Aᵀ dA Aᵀ, −1), kept transposed: dTᵀ = −A (dAᵀ A), strictly upper. Both
+         * products are then NN / TN (OpenBLAS's small kernels); Aᵀ dA · Aᵀ had an NT one (packed
+         * path, ~1.7x the time) */
+        gdn2_sgemm(1, 0, cn, cn, cn, 1.0f, b->dA, C, w->A, C, 0.0f, b->M, C);
+        gdn2_sgemm(0, 0, cn, cn, cn, -1.0f, w->A, C, b->M, C, 0.0f, b->dT, C);
         for (int r = 0; r < cn; r++)
-            for (int s = r; s < cn; s++) b->dT[r * C + s] = 0.0f;
+            for (int s = 0; s <= r; s++) b->dT[r * C + s] = 0.0f;
         /* B9 */
         intra_bwd(w, b, K, cn);
         /* B10: assemble. With Ē = γ⊙b⊙k̂, qg = q̂⊙γ, kg = k̂⊙kgf:
