@@ -145,12 +145,15 @@ GDN2_API int gdn2_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_f
 /* Saved forward (reserve space, as gdn2_cuda_chunk_fwd's keep_for_backward): gdn2_chunk_fwd_save
  * is gdn2_chunk_fwd (same outputs, bit for bit) that also leaves in `saved` what the backward
  * would otherwise recompute in a pass of its own over the chunks: every chunk's start state and,
- * when gdn2_chunk_bwd_cache_ok-sized (C·(K+V) + C² <= 3·K·V, e.g. K = V >= 64), its WY inverse A
- * and [Y | R]. gdn2_chunk_bwd_saved is gdn2_chunk_bwd without that pass; it must get the same d,
+ * when C·(K+V) + C² <= 3·K·V (C = 64; e.g. K = V >= 64), its WY inverse A, [Y | R] and the
+ * scores Aqk. gdn2_chunk_bwd_saved is gdn2_chunk_bwd without that pass; it must get the same d,
  * o (but for workspace and n_threads) and input tensors t (same contents) as the forward that
- * filled `saved`, else its result is undefined (nothing can be detected). gdn2_chunk_saved_size:
- * the bytes of `saved` (0 on bad dims / opts); smaller is GDN2_ERR_ARG. Its size: per chunk and value head 16 + 48 KiB at K = V = 64, 64 + 80 KiB at K = V = 128. o->workspace, when set,
- * is sized by gdn2_chunk_workspace_size(d, o, 0) for the forward, (d, o, 1) for the backward. */
+ * filled `saved`, else its result is undefined (nothing can be detected). Its gradients equal
+ * gdn2_chunk_bwd's bit for bit when every chunk's decay span is <= 24 (one score tile), else to
+ * ~1e-7 (the forward computes T in one GEMM with Aqk: other rounding). gdn2_chunk_saved_size: the
+ * bytes of `saved` (0 on bad dims / opts); smaller is GDN2_ERR_ARG. Per chunk and value head
+ * 16 + 64 KiB at K = V = 64, 64 + 96 KiB at K = V = 128. o->workspace, when set, is sized by
+ * gdn2_chunk_workspace_size(d, o, 0) for the forward, (d, o, 1) for the backward. */
 GDN2_API size_t gdn2_chunk_saved_size(const gdn2_dims *d, const gdn2_opts *o);
 GDN2_API int gdn2_chunk_fwd_save(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, void *saved,
                         size_t saved_size);

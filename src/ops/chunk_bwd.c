@@ -59,10 +59,11 @@ static void bwd_ws_init(bwd_ws *b, float *p, int64_t K, int64_t V, int64_t max_l
 
 /* The recompute of one chunk (F1..F5) against its chunk-start state S0.
  *   pass 0 (forward pass of the backward): T, A, [Y | R]; into `slot` if given;
- *   pass 1 (reverse pass): Aqk, plus A and [Y | R] from `slot` if given, else recomputed.
- * With a slot, w->YU, w->R, w->A are left pointing into it (no copies); bwd_head restores them. */
+ *   pass 1 (reverse pass): Aqk, plus A and [Y | R] from `slot` if given, else recomputed; with
+ *   `aqk` (a saved forward's slot) Aqk is read from there too.
+ * With a slot, w->YU, w->R, w->A (w->Aqk) are left pointing into it (no copies); bwd_head restores them. */
 static void recompute(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok, int n, int64_t h, int64_t hv,
-                      const float *S0, int pass, float *slot) {
+                      const float *S0, int pass, float *slot, int aqk) {
     const int C = GDN2_C;
     const size_t kv = (size_t)(a->K + a->V);
     gdn2_chunk_load(w, a, tok, n, h, hv);
@@ -70,7 +71,8 @@ static void recompute(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok, i
     if (pass == 1 && slot) { /* Aqk only; A and [Y | R] read in place from where the forward pass left
                               * them (w->YU, R, A point into the slot; the reverse pass only reads them,
                               * and bwd_head points them back at the workspace after it) */
-        gdn2_chunk_scores(w, a->K, n, a->scale, 1, 0);
+        if (aqk) w->Aqk = slot + C * kv + C * C;
+        else gdn2_chunk_scores(w, a->K, n, a->scale, 1, 0);
         w->YU = slot;
         w->R = slot + a->K;
         w->A = slot + C * kv;
@@ -148,9 +150,10 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
     const int64_t nch = (len + C - 1) / C;
     const size_t cslot = (size_t)C * (size_t)KV + (size_t)C * C; /* floats per chunk in b->cache */
 
-    float *const YU0 = w->YU, *const R0 = w->R, *const A0 = w->A; /* recompute may point these into the cache */
+    float *const YU0 = w->YU, *const R0 = w->R, *const A0 = w->A, *const Aqk0 = w->Aqk; /* recompute may point
+                                                                                            * these into the cache */
     /* the saved forward's records of this (sequence, value head): chunk-start state, then the slot
-     * (A, [Y | R]) when cache_ok; read only (recompute's pass 1 only points into the slot) */
+     * ([Y | R], A, Aqk) when cache_ok; read only (recompute's pass 1 only points into the slot) */
     const size_t rs = gdn2_chunk_saved_rec_floats(K, V);
     float *const rec = x->saved && nch > 0
                            ? (float *)x->saved + ((size_t)x->cb[n] * (size_t)HV + (size_t)(hv * nch)) * rs
@@ -168,7 +171,7 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
                 const int64_t left = len - (ci + 1) * C;
                 gdn2_chunk_prefetch(a, bos + (ci + 1) * C, (int)(left < C ? left : C), h, hv);
             }
-            recompute(w, a, bos + ci * C, cn, h, hv, S, 0, b->cache ? b->cache + ci * cslot : NULL);
+            recompute(w, a, bos + ci * C, cn, h, hv, S, 0, b->cache ? b->cache + ci * cslot : NULL, 0);
             gdn2_chunk_state_update(w, K, V, cn, S);
         }
         /* the reverse pass's loads need not test the rows again: the state pass read all of them
@@ -187,7 +190,7 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
         const float *dO = x->g->d_o + (tok * HV + hv) * V;
         float *dR = b->dYR + K, *dY = b->dYR;
         if (ci > 0) gdn2_chunk_prefetch(a, tok - C, C, h, hv);
-        recompute(w, a, tok, cn, h, hv, S0, 1, slot);
+        recompute(w, a, tok, cn, h, hv, S0, 1, slot, rcache != NULL);
 
         /* B1: dAqk = scale·tril(dO Rᵀ) (w.r.t. the unscaled score); its diagonal is set aside */
         gdn2_sgemm(0, 1, cn, cn, v, scale, dO, ldo, w->R, kv, 0.0f, b->dAqk, C);
@@ -301,6 +304,7 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
     w->YU = YU0;
     w->R = R0;
     w->A = A0;
+    w->Aqk = Aqk0;
     if (x->g->dh0) memcpy(x->g->dh0 + (n * HV + hv) * K * V, b->dS, sz * sizeof(float));
 }
 

@@ -462,7 +462,7 @@ void gdn2_chunk_state_update(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, floa
 
 size_t gdn2_chunk_saved_rec_floats(int64_t K, int64_t V) {
     const size_t C = GDN2_C;
-    return (size_t)(K * V) + (gdn2_chunk_bwd_cache_ok(K, V) ? C * (size_t)(K + V) + C * C : 0);
+    return (size_t)(K * V) + (gdn2_chunk_bwd_cache_ok(K, V) ? C * (size_t)(K + V) + 2 * C * C : 0);
 }
 
 int64_t *gdn2_chunk_saved_offsets(const gdn2_dims *d, const gdn2_opts *o) {

@@ -165,7 +165,7 @@ void gdn2_chunk_state_update(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, floa
 void gdn2_chunk_state_next(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, const float *S, float *Sn);
 
 /* The saved forward (gdn2_chunk_fwd_save / gdn2_chunk_bwd_saved): one record per (sequence n,
- * value head hv, chunk ci), [S0 (K·V) | A, [Y | R] slot (C·(K+V) + C², only when
+ * value head hv, chunk ci), [S0 (K·V) | [Y | R], A, Aqk slot (C·(K+V) + 2·C², only when
  * gdn2_chunk_bwd_cache_ok)], at record index cb[n]·HV + hv·nch(n) + ci with cb[n] the number of
  * chunks of the sequences before n (gdn2_chunk_saved_offsets: cb[0..N], malloc'd, NULL when out
  * of memory). */

@@ -12,7 +12,7 @@
 
 /* One (sequence n, value head hv): the chunk loop of F2..F7. With `saved` (gdn2_chunk_fwd_save)
  * the running state lives in the task's records (chunk ci's start state in record ci, the update
- * written out of place into record ci + 1) and A, [Y | R] are computed straight into the records'
+ * written out of place into record ci + 1) and A, [Y | R], Aqk are computed straight into the records'
  * slots when cache_ok: the same arithmetic, no copies. */
 static void fwd_task(const gdn2_chunk_args *a, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
                      gdn2_chunk_ws *w, int64_t n, int64_t hv, float *saved, const int64_t *cb) {
@@ -23,7 +23,7 @@ static void fwd_task(const gdn2_chunk_args *a, const gdn2_dims *d, const gdn2_op
     const size_t rs = gdn2_chunk_saved_rec_floats(K, V);
     const int slots = gdn2_chunk_bwd_cache_ok(K, V);
     float *const rec = saved && nch > 0 ? saved + ((size_t)cb[n] * (size_t)HV + (size_t)(hv * nch)) * rs : NULL;
-    float *const YU0 = w->YU, *const R0 = w->R, *const A0 = w->A;
+    float *const YU0 = w->YU, *const R0 = w->R, *const A0 = w->A, *const Aqk0 = w->Aqk;
     float *S = rec ? rec : w->S;
     const size_t sbytes = (size_t)(K * V) * sizeof(float);
     if (t->h0) memcpy(S, t->h0 + (n * HV + hv) * K * V, sbytes);
@@ -31,11 +31,12 @@ static void fwd_task(const gdn2_chunk_args *a, const gdn2_dims *d, const gdn2_op
     for (int64_t ci = 0; ci < nch; ci++) {
         const int64_t c0 = ci * GDN2_C;
         const int cn = (int)(len - c0 < GDN2_C ? len - c0 : GDN2_C);
-        if (rec && slots) { /* T -> A and [Y | R] into the record's slot */
+        if (rec && slots) { /* T -> A, [Y | R] and Aqk into the record's slot */
             float *slot = rec + (size_t)ci * rs + (size_t)(K * V);
             w->YU = slot;
             w->R = slot + K;
             w->A = slot + (size_t)GDN2_C * (size_t)(K + V);
+            w->Aqk = w->A + GDN2_C * GDN2_C;
         }
         gdn2_chunk_load(w, a, bos + c0, cn, h, hv);
         if (c0 + GDN2_C < len) {
@@ -61,6 +62,7 @@ static void fwd_task(const gdn2_chunk_args *a, const gdn2_dims *d, const gdn2_op
     w->YU = YU0;
     w->R = R0;
     w->A = A0;
+    w->Aqk = Aqk0;
     if (t->ht) memcpy(t->ht + (n * HV + hv) * K * V, S, sbytes);
 }
 
