@@ -137,11 +137,52 @@ typedef struct {
     const int64_t *cb;  /* ... and their chunk offsets per sequence */
 } bwd_ctx;
 
+/* float VJP of the in-kernel gate (gate.h's formulas): returns df, adds to *dA */
+static inline float gate_vjp_f32(float dg, float f, float A_log, float dt_bias, float lb, double *dA) {
+    const float aa = expf(A_log), u = f + dt_bias;
+    if (lb < 0.0f) {
+        const float s = gdn2_sigmoid_f32(aa * u), inner = dg * lb * s * (1.0f - s);
+        *dA += (double)inner * aa * u;
+        return inner * aa;
+    }
+    *dA += (double)dg * (-aa * gdn2_softplus_f32(u));
+    return dg * (-aa) * gdn2_softplus_grad_f32(u);
+}
+
+/* B11 on one finished gradient row (the last value head's B10, in place): the l2norm VJP
+ * dx = rstd (dŷ − (dŷ·ŷ) ŷ) on dq̂, dk̂ (rstd as the load computed it: the same sum), and the gate
+ * VJP on dg with the parameter partials *pA, pdt. */
+static inline void row_vjp(const gdn2_chunk_args *a, const gdn2_chunk_ws *w, int r, int64_t ok, int64_t h, float *dq,
+                           float *dk, float *dg, double *pA, double *pdt) {
+    const int64_t K = a->K;
+    if (a->l2norm) {
+        for (int i = 0; i < 2; i++) {
+            const float *restrict src = (i ? a->k : a->q) + ok;
+            float *restrict dst = i ? dk : dq;
+            const float rs = i ? w->rk[r] : w->rq[r];
+            float dot = 0.0f;
+            GDN2_SIMD_SUM(dot)
+            for (int64_t c = 0; c < K; c++) dot += dst[c] * src[c];
+            dot *= rs; /* dŷ·ŷ */
+            GDN2_SIMD
+            for (int64_t c = 0; c < K; c++) dst[c] = rs * (dst[c] - dot * (src[c] * rs));
+        }
+    }
+    if (a->gate) {
+        const float *f = a->g + ok, al = a->A_log ? a->A_log[h] : 0.0f;
+        const float *dtb = a->dt_bias ? a->dt_bias + h * K : NULL;
+        for (int64_t c = 0; c < K; c++) {
+            dg[c] = gate_vjp_f32(dg[c], f[c], al, dtb ? dtb[c] : 0.0f, a->lb, pA);
+            pdt[c] += dg[c];
+        }
+    }
+}
+
 /* One value head hv of the task's group: forward state pass, then the reverse chunk loop. The
  * key-head gradients (w.r.t. q̂, k̂, g_eff) are written into g->dq, dk, db, dg by the group's first
  * value head (`first`: no zeroing pass over them beforehand) and accumulated by the others. */
 GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws *b, int64_t n, int64_t h, int64_t hv,
-                     int64_t bos, int64_t len, int first) {
+                     int64_t bos, int64_t len, int first, int last, double *pA, double *pdt) {
     const gdn2_chunk_args *a = x->a;
     const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, KV = K + V;
     const int C = GDN2_C, k = (int)K, v = (int)V, kv = (int)KV, ldo = (int)(HV * V);
@@ -305,6 +346,7 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
                 B10_ROW(+=)
             }
 #undef B10_ROW
+            if (last) row_vjp(a, w, r, ok, h, gq, gk, gg, pA, pdt); /* B11: the row is final */
             const float *dZ = dE + K, *vv = a->v + ov, *ww = a->w + ov;
             float *restrict gv = x->g->dv + ov, *restrict gw = x->g->dw + ov;
             GDN2_SIMD
@@ -325,55 +367,17 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
     if (x->g->dh0) memcpy(x->g->dh0 + (n * HV + hv) * K * V, b->dS, sz * sizeof(float));
 }
 
-/* float VJP of the in-kernel gate (gate.h's formulas): returns df, adds to *dA */
-static inline float gate_vjp_f32(float dg, float f, float A_log, float dt_bias, float lb, double *dA) {
-    const float aa = expf(A_log), u = f + dt_bias;
-    if (lb < 0.0f) {
-        const float s = gdn2_sigmoid_f32(aa * u), inner = dg * lb * s * (1.0f - s);
-        *dA += (double)inner * aa * u;
-        return inner * aa;
-    }
-    *dA += (double)dg * (-aa * gdn2_softplus_f32(u));
-    return dg * (-aa) * gdn2_softplus_grad_f32(u);
-}
-
 GDN2_VEC_CLONES static void bwd_task(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws *b, int64_t n, int64_t h) {
     const gdn2_chunk_args *a = x->a;
     const int64_t K = a->K, H = a->H;
     int64_t bos, len;
     gdn2_seq_range(x->d, x->o, n, &bos, &len);
-    /* the first value head of the group writes dq, dk, db, dg (every row of the sequence), the others add */
-    for (int64_t j = 0; j < a->G; j++) bwd_head(x, w, b, n, h, h * a->G + j, bos, len, j == 0);
-    /* B11: l2norm VJP dx = rstd (dŷ − (dŷ·ŷ) ŷ), and the gate VJP with the parameter partials */
+    /* the first value head of the group writes dq, dk, db, dg (every row of the sequence), the others
+     * add, the last one applies B11 (l2norm and gate VJPs) to each row as it finishes it */
     double pA = 0.0, *pdt = x->pdt ? x->pdt + (n * H + h) * K : NULL;
     if (pdt) memset(pdt, 0, K * sizeof(double));
-    for (int64_t t = bos; t < bos + len; t++) {
-        const int64_t ok = (t * H + h) * K;
-        if (a->l2norm) {
-            for (int i = 0; i < 2; i++) {
-                const float *restrict src = (i ? a->k : a->q) + ok;
-                float *restrict dst = (i ? x->g->dk : x->g->dq) + ok;
-                float ss = 0.0f, dot = 0.0f;
-                GDN2_SIMD_SUM(ss)
-                for (int64_t c = 0; c < K; c++) ss += src[c] * src[c];
-                const float r = 1.0f / sqrtf(ss + 1e-6f);
-                GDN2_SIMD_SUM(dot)
-                for (int64_t c = 0; c < K; c++) dot += dst[c] * src[c];
-                dot *= r; /* dŷ·ŷ */
-                GDN2_SIMD
-                for (int64_t c = 0; c < K; c++) dst[c] = r * (dst[c] - dot * (src[c] * r));
-            }
-        }
-        if (a->gate) {
-            float *dg = x->g->dg + ok;
-            const float *f = a->g + ok;
-            for (int64_t c = 0; c < K; c++) {
-                dg[c] = gate_vjp_f32(dg[c], f[c], a->A_log ? a->A_log[h] : 0.0f, a->dt_bias ? a->dt_bias[h * K + c] : 0.0f,
-                                     a->lb, &pA);
-                pdt[c] += dg[c];
-            }
-        }
-    }
+    for (int64_t j = 0; j < a->G; j++)
+        bwd_head(x, w, b, n, h, h * a->G + j, bos, len, j == 0, j == a->G - 1, &pA, pdt);
     if (x->pA) x->pA[n * H + h] = pA;
 }
 
