@@ -151,8 +151,9 @@ static inline float gate_vjp_f32(float dg, float f, float A_log, float dt_bias, 
 
 /* B11 on one finished gradient row (the last value head's B10, in place): the l2norm VJP
  * dx = rstd (dŷ − (dŷ·ŷ) ŷ) on dq̂, dk̂ (rstd as the load computed it: the same sum), and the gate
- * VJP on dg with the parameter partials *pA, pdt. */
-static inline void row_vjp(const gdn2_chunk_args *a, const gdn2_chunk_ws *w, int r, int64_t ok, int64_t h, float *dq,
+ * VJP on dg with the parameter partials *pA, pdt. Always inlined: into each ISA clone of bwd_head
+ * (left out of line, it was compiled for baseline x86-64 only). */
+__attribute__((always_inline)) static inline void row_vjp(const gdn2_chunk_args *a, const gdn2_chunk_ws *w, int r, int64_t ok, int64_t h, float *dq,
                            float *dk, float *dg, double *pA, double *pdt) {
     const int64_t K = a->K;
     if (a->l2norm) {
