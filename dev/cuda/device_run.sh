@@ -71,12 +71,15 @@ if [[ " $PHASES " == *" train_bench "* ]]; then
   done
 fi
 if [[ " $PHASES " == *" official_train "* ]]; then
+  # one Triton cache for the official trainer and the swap phase, carried as .gpu/triton_train.tgz
   export TRITON_CACHE_DIR=/tmp/triton_train; mkdir -p $TRITON_CACHE_DIR
+  [ -f .gpu/triton_train.tgz ] && tar xzf .gpu/triton_train.tgz -C $TRITON_CACHE_DIR
   t0=$(date +%s)
   GDN2_P4=peers/p4 PYTHONUNBUFFERED=1 timeout ${PEER_TIMEOUT:-560} python3 peers/official_train_bench.py "$OUT/official_train.json" \
     --configs ${OFFICIAL_CONFIGS:-gdn2_1.3B,swa_gdn2_1.3B} --batches ${OFFICIAL_BATCHES:-4} --warmup 2 --steps 6 \
     --deadline-s ${PEER_DEADLINE:-540} > "$OUT/official_train.log" 2>&1
   echo "official train rc=$? $(( $(date +%s) - t0 )) s"; tail -8 "$OUT/official_train.log"
+  [ -f .gpu/triton_train.tgz ] || tar czf "$OUT/triton_train.tgz" -C $TRITON_CACHE_DIR .
 fi
 
 # ---- inference on the GPU (issue 13), the Python CUDA path (issue 12), NCCL at world size 1 (issue 14) ----
@@ -97,7 +100,9 @@ if [[ " $PHASES " == *" python "* ]]; then
 fi
 if [[ " $PHASES " == *" swap "* ]]; then
   t0=$(date +%s)
-  PYTHONPATH=python TRITON_CACHE_DIR=/tmp/triton_swap timeout ${SWAP_TIMEOUT:-400} python3 bench/peers/swap_layer_train.py \
+  export TRITON_CACHE_DIR=/tmp/triton_train; mkdir -p $TRITON_CACHE_DIR
+  [ -f .gpu/triton_train.tgz ] && tar xzf .gpu/triton_train.tgz -C $TRITON_CACHE_DIR
+  PYTHONPATH=python timeout ${SWAP_TIMEOUT:-400} python3 bench/peers/swap_layer_train.py \
     --steps ${SWAP_STEPS:-200} --deadline-s $(( ${SWAP_TIMEOUT:-400} - 30 )) --out "$OUT/h200-swap-layer.json" > "$OUT/swap.log" 2>&1
   echo "swap rc=$? $(( $(date +%s) - t0 )) s"; tail -8 "$OUT/swap.log"
 fi

@@ -363,9 +363,15 @@ def test_chunk():
             def keep_case(case=case, dt=dt):
                 a = chunk_case(case, dt)
                 b = chunk_case(case, dt, dict(disable_recompute=True))
-                worst = max(rel(b[n], a[n]) for n in a if a[n] is not None)
-                check(worst <= 1e-6, "chunk_gdn2 %s %s: disable_recompute=True vs recompute, worst rel %.1e"
-                      % ("bf16" if dt == torch.bfloat16 else "fp32", case[0], worst))
+                # bit-equal, except the gradients reduced with atomics over chunks and heads (dg with
+                # the gate in the kernel, dA_log, ddt_bias): their summation order differs between runs
+                atomic = ("dg", "dA_log", "ddt_bias")
+                for n in a:
+                    if a[n] is None:
+                        continue
+                    e, bar = rel(b[n], a[n]), (1e-4 if n in atomic else 0.0)
+                    check(e <= bar, "chunk_gdn2 %s %s: disable_recompute=True vs recompute, %s rel %.1e (bar %.0e)"
+                          % ("bf16" if dt == torch.bfloat16 else "fp32", case[0], n, e, bar))
             guard("keep %s" % case[0], keep_case)
     guard("varlen host list", chunk_case, CASES[4], torch.bfloat16, None, False)
 
