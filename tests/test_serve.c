@@ -628,6 +628,23 @@ static void test_busy_and_disconnect(void) {
     CHECK(ec == 0, "SIGINT on an idle server: exit %d", ec);
 }
 
+/* bench/serve_load.py in small: 4 streaming clients on 2 slots for 3 s (requests queue, join and leave
+ * the batch); reference requests answered on the idle server must come back bit for bit under load,
+ * every stream is validated, and the server must exit 0 on SIGTERM: the program's exit status says all. */
+static void test_serve_load(void) {
+    if (!need_tool("python3", "bench/serve_load.py against gdn2 serve")) return;
+    int rc = run("python3 bench/serve_load.py --bin %s --ckpt %s --clients 4 --procs 2 --duration 3 --refs 2 "
+                 "--prompt 4:64 --output 4:24 --slots 2 --queue 8 --out %s",
+                 cli_path(), g_ckpt, path_in("load.json"));
+    size_t n = 0;
+    char *j = slurp(path_in("load.json"), &n);
+    CHECK(rc == 0 && j && strstr(j, "\"failed\": 0") && strstr(j, "\"lost\": 0") &&
+              strstr(j, "\"reference_mismatched\": 0") && !strstr(j, "\"completed\": 0,") && strstr(j, "\"pass\": true"),
+          "serve_load: 4 clients on 2 slots, references bit-identical under load, no failed or lost request "
+          "(exit %d): %s", rc, first_line());
+    free(j);
+}
+
 int main(void) {
     if (make_tmp_dir("serve")) return test_summary();
     test_slots("gdn2");
@@ -650,6 +667,7 @@ int main(void) {
         } else if (need_tool("curl", "gdn2 serve over HTTP")) {
             test_server();
             test_busy_and_disconnect();
+            test_serve_load();
         }
     }
     remove_tmp_dir();
