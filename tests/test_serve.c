@@ -23,6 +23,7 @@
 #include "gdn2_model.h"
 #include "gdn2_serve.h"
 #include "gdn2_text.h"
+#include "util/rng.h"
 
 static gdn2_model *small_model(const char *layout, int64_t window) {
     gdn2_model_cfg c;
@@ -234,6 +235,164 @@ static void test_top_p(void) {
     int k2 = 1;
     for (int i = 0; i < 500; i++) k2 &= gdn2_sample(z, 4, &sp, &r) < 2;
     CHECK(g && k2, "top_p 1e-6 is the argmax; top_k 2 with top_p 0.9 keeps two");
+}
+
+/* ---- sampling: gdn2_sample (quickselects) against the sort-based reference it replaced ------- */
+/* The reference: sort all V candidates (larger logit first, then smaller id), cut at top_k, then at
+ * the shortest prefix whose mass reaches top_p, draw in id order. O(V log V) + O(kept^2). */
+typedef struct {
+    float z;
+    int32_t v;
+} ref_cand;
+
+/* larger logit first, then smaller id: a total order, so the nucleus is reproducible */
+static int ref_cand_cmp(const void *a, const void *b) {
+    const ref_cand *x = a, *y = b;
+    if (x->z != y->z) return x->z > y->z ? -1 : 1;
+    return (x->v > y->v) - (x->v < y->v);
+}
+
+static int32_t ref_sample(const float *z, int64_t V, const gdn2_sampling *sp, uint64_t *rng) {
+    int64_t am = 0;
+    for (int64_t v = 1; v < V; v++)
+        if (z[v] > z[am]) am = v;
+    const float temperature = sp->temperature;
+    if (!(temperature > 0)) return (int32_t)am;
+    const int top_k = sp->top_k;
+    const int nucleus = sp->top_p > 0 && sp->top_p < 1;
+    gdn2_rng r = {*rng};
+    float thr = -INFINITY;
+    if ((top_k > 0 && top_k < V) || nucleus) {
+        /* the candidates in order (the k largest, or all for the nucleus) */
+        ref_cand *c = malloc((size_t)V * sizeof *c);
+        if (!c) return (int32_t)am; /* no memory for the sort: the most likely token */
+        for (int64_t v = 0; v < V; v++) c[v].z = z[v], c[v].v = (int32_t)v;
+        qsort(c, (size_t)V, sizeof *c, ref_cand_cmp);
+        int64_t keep = top_k > 0 && top_k < V ? top_k : V;
+        if (nucleus) {
+            double tot = 0, acc = 0;
+            for (int64_t i = 0; i < keep; i++) tot += exp((c[i].z - z[am]) / temperature);
+            int64_t i = 0;
+            for (; i < keep; i++) {
+                acc += exp((c[i].z - z[am]) / temperature);
+                if (acc >= sp->top_p * tot) break;
+            }
+            keep = i + 1 < keep ? i + 1 : keep;
+        }
+        /* draw among c[0..keep) in id order below */
+        double tot = 0;
+        for (int64_t i = 0; i < keep; i++) tot += exp((c[i].z - z[am]) / temperature);
+        if (!nucleus) {
+            /* top-k alone: the k-th largest logit as a threshold over the ids, as before */
+            thr = c[keep - 1].z;
+            free(c);
+        } else {
+            double u = gdn2_rng_uniform(&r) * tot, acc = 0;
+            int32_t pick = c[0].v;
+            /* ids ascending among the kept (the same walk as the threshold path) */
+            int32_t *ids = malloc((size_t)keep * sizeof *ids);
+            if (ids) {
+                for (int64_t i = 0; i < keep; i++) ids[i] = c[i].v;
+                for (int64_t i = 1; i < keep; i++) /* insertion sort: keep is small in practice */
+                    for (int64_t j = i; j > 0 && ids[j - 1] > ids[j]; j--) {
+                        int32_t t = ids[j];
+                        ids[j] = ids[j - 1], ids[j - 1] = t;
+                    }
+                for (int64_t i = 0; i < keep; i++) {
+                    acc += exp((z[ids[i]] - z[am]) / temperature);
+                    if (acc >= u) {
+                        pick = ids[i];
+                        break;
+                    }
+                }
+                free(ids);
+            }
+            free(c);
+            *rng = r.s;
+            return pick;
+        }
+    }
+    double tot = 0;
+    for (int64_t v = 0; v < V; v++) tot += z[v] >= thr ? exp((z[v] - z[am]) / temperature) : 0.0;
+    double u = gdn2_rng_uniform(&r) * tot, acc = 0;
+    *rng = r.s;
+    for (int64_t v = 0; v < V; v++) {
+        if (z[v] < thr) continue;
+        acc += exp((z[v] - z[am]) / temperature);
+        if (acc >= u) return (int32_t)v;
+    }
+    return (int32_t)am;
+}
+
+
+/* random logits (normal * scale; quantized to multiples of 0.25 for ties when `ties`) */
+static void rand_logits(float *z, int64_t V, double scale, int ties, gdn2_rng *r) {
+    for (int64_t v = 0; v < V; v++) {
+        double u1 = (gdn2_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0) + 1e-300;
+        double u2 = (gdn2_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
+        double x = scale * sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2);
+        z[v] = (float)(ties ? floor(x * 4) / 4 : x);
+    }
+}
+
+static void test_sample_vs_reference(void) {
+    static const int64_t Vs[] = {4, 37, 1000, 32000};
+    static const int ks[] = {0, 1, 5, 200};
+    static const float ps[] = {1.0f, 0.95f, 0.5f, 1e-6f};
+    gdn2_rng g = {7};
+    float *z = malloc(32000 * sizeof *z);
+    long cases = 0, draws = 0, differ = 0, rng_differ = 0;
+    for (int vi = 0; vi < 4; vi++)
+        for (int ties = 0; ties < 2; ties++)
+            for (int ki = 0; ki < 4; ki++)
+                for (int pi = 0; pi < 4; pi++) {
+                    const int64_t V = Vs[vi];
+                    rand_logits(z, V, ties ? 2.0 : (vi & 1 ? 3.0 : 0.7), ties, &g);
+                    gdn2_sampling sp = {ki & 1 ? 1.3f : 0.7f, ks[ki], ps[pi], 1};
+                    uint64_t ra = gdn2_sampler_seed(cases + 1), rb = ra;
+                    const int n = V >= 32000 ? 6 : 40; /* the reference's ordered walk is O(kept^2) */
+                    for (int i = 0; i < n; i++) {
+                        differ += gdn2_sample(z, V, &sp, &ra) != ref_sample(z, V, &sp, &rb);
+                        rng_differ += ra != rb;
+                        draws++;
+                    }
+                    cases++;
+                }
+    free(z);
+    CHECK(differ == 0 && rng_differ == 0 && draws > 2000,
+          "gdn2_sample == the sort-based reference: %ld cases (V 4..32000, ties, top_k 0/1/5/200, top_p 1/.95/.5/1e-6, "
+          "T .7/1.3), %ld draws, %ld picks and %ld streams differ", cases, draws, differ, rng_differ);
+    /* ties: all logits equal; top_k 2 keeps ids 0 and 1 only with top_p (the order's first two), and
+     * without top_p every id (the k-th logit as a threshold keeps its equals) */
+    float flat[8] = {0};
+    gdn2_sampling sp = {1.0f, 2, 0.99f, 1};
+    uint64_t r = gdn2_sampler_seed(5);
+    int hi = 0, lo_only = 1;
+    for (int i = 0; i < 400; i++) {
+        int t = gdn2_sample(flat, 8, &sp, &r);
+        lo_only &= t < 2;
+    }
+    sp.top_p = 1.0f;
+    for (int i = 0; i < 400; i++) hi |= gdn2_sample(flat, 8, &sp, &r) >= 2;
+    CHECK(lo_only && hi, "equal logits: top_k 2 + top_p keeps ids {0, 1}; top_k 2 alone keeps every equal logit");
+}
+
+/* a flat distribution over 32000 tokens with top_p 0.95 (a random-weights model): the sort and the
+ * ordered walk took ~0.75 s a token; the quickselects must stay well under 20 ms */
+static void test_sample_speed(void) {
+    float *z = malloc(32000 * sizeof *z);
+    gdn2_rng g = {11};
+    rand_logits(z, 32000, 1.0, 0, &g);
+    gdn2_sampling sp = {0.8f, 0, 0.95f, 1};
+    uint64_t r = gdn2_sampler_seed(1);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long s = 0;
+    for (int i = 0; i < 20; i++) s += gdn2_sample(z, 32000, &sp, &r);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double ms = ((t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6) / 20;
+    CHECK(ms < 20 && s > 0, "gdn2_sample, V 32000, flat logits, top_p 0.95: %.2f ms a token (bound 20 ms)", ms);
+    free(z);
 }
 
 /* prefix files: a slot round-trips bit for bit; another model's file is refused */
@@ -651,6 +810,8 @@ int main(void) {
     test_slots("gdn2,swa,attn");
     test_engine();
     test_top_p();
+    test_sample_vs_reference();
+    test_sample_speed();
     test_prefix("gdn2");
     test_prefix("gdn2,swa,attn");
     test_constant_memory();

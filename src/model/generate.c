@@ -9,18 +9,63 @@
 
 uint64_t gdn2_sampler_seed(uint64_t seed) { return seed * 0x9E3779B97F4A7C15ULL + 1; }
 
-typedef struct {
-    float z;
-    int32_t v;
-} cand;
+/* The candidates' total order: larger logit first, then smaller id (so ties are reproducible). */
+static inline int ranks_before(const float *z, int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); }
 
-/* larger logit first, then smaller id: a total order, so the nucleus is reproducible */
-static int cand_cmp(const void *a, const void *b) {
-    const cand *x = a, *y = b;
-    if (x->z != y->z) return x->z > y->z ? -1 : 1;
-    return (x->v > y->v) - (x->v < y->v);
+/* Partition idx[lo, hi) around its middle element (the pivot) in the total order: on return the
+ * elements ranked before the pivot are idx[lo, *pv), the pivot idx[*pv], the rest after it. */
+static void partition(const float *z, int32_t *idx, int64_t lo, int64_t hi, int64_t *pv) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    int32_t t = idx[mid];
+    idx[mid] = idx[hi - 1], idx[hi - 1] = t;
+    const int32_t p = idx[hi - 1];
+    int64_t w = lo;
+    for (int64_t i = lo; i < hi - 1; i++)
+        if (ranks_before(z, idx[i], p)) t = idx[i], idx[i] = idx[w], idx[w++] = t;
+    idx[hi - 1] = idx[w], idx[w] = p;
+    *pv = w;
 }
 
+/* Quickselect: afterwards idx[0, k) are the k first candidates of idx[0, n) (in no order) and
+ * idx[k - 1] the k-th. Expected O(n). */
+static int32_t select_kth(const float *z, int32_t *idx, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n;
+    for (;;) {
+        int64_t pv;
+        partition(z, idx, lo, hi, &pv);
+        if (pv == k - 1) return idx[pv];
+        if (pv > k - 1) hi = pv;
+        else lo = pv + 1;
+    }
+}
+
+/* Weighted quickselect: the nucleus boundary among idx[0, n): the candidate b such that the mass e of
+ * the candidates ranked up to b reaches `need` and that of those ranked before b does not. Expected
+ * O(n); the sums are taken per partition, not along the sorted order (equal up to rounding). */
+static int32_t select_mass(const float *z, const double *e, int32_t *idx, int64_t n, double need) {
+    int64_t lo = 0, hi = n;
+    for (;;) {
+        int64_t pv;
+        partition(z, idx, lo, hi, &pv);
+        double before = 0;
+        for (int64_t i = lo; i < pv; i++) before += e[idx[i]];
+        if (before >= need && pv > lo) {
+            hi = pv;
+        } else if (before + e[idx[pv]] >= need || pv + 1 == hi) {
+            return idx[pv]; /* also the last candidate when rounding leaves `need` unreached */
+        } else {
+            need -= before + e[idx[pv]];
+            lo = pv + 1;
+        }
+    }
+}
+
+/* Semantics (gdn2_model.h): p ∝ exp((z - max) / temperature); top_k keeps the k first candidates
+ * in the total order above (and, without top_p, every logit equal to the k-th: a threshold); top_p
+ * then keeps the shortest prefix of that order whose mass reaches top_p of the kept mass; the draw
+ * walks the kept ids in ascending order. Expected O(V): quickselects instead of a sort (a sort of
+ * V = 32000 candidates, and the ordered walk over a flat nucleus, cost milliseconds to a second a
+ * token). */
 int32_t gdn2_sample(const float *z, int64_t V, const gdn2_sampling *sp, uint64_t *rng) {
     int64_t am = 0;
     for (int64_t v = 1; v < V; v++)
@@ -28,55 +73,45 @@ int32_t gdn2_sample(const float *z, int64_t V, const gdn2_sampling *sp, uint64_t
     const float temperature = sp->temperature;
     if (!(temperature > 0)) return (int32_t)am;
     const int top_k = sp->top_k;
+    const int topk = top_k > 0 && top_k < V;
     const int nucleus = sp->top_p > 0 && sp->top_p < 1;
     gdn2_rng r = {*rng};
     float thr = -INFINITY;
-    if ((top_k > 0 && top_k < V) || nucleus) {
-        /* the candidates in order (the k largest, or all for the nucleus) */
-        cand *c = malloc((size_t)V * sizeof *c);
-        if (!c) return (int32_t)am; /* no memory for the sort: the most likely token */
-        for (int64_t v = 0; v < V; v++) c[v].z = z[v], c[v].v = (int32_t)v;
-        qsort(c, (size_t)V, sizeof *c, cand_cmp);
-        int64_t keep = top_k > 0 && top_k < V ? top_k : V;
-        if (nucleus) {
-            double tot = 0, acc = 0;
-            for (int64_t i = 0; i < keep; i++) tot += exp((c[i].z - z[am]) / temperature);
-            int64_t i = 0;
-            for (; i < keep; i++) {
-                acc += exp((c[i].z - z[am]) / temperature);
-                if (acc >= sp->top_p * tot) break;
-            }
-            keep = i + 1 < keep ? i + 1 : keep;
+    if (topk || nucleus) {
+        int32_t *idx = malloc((size_t)V * sizeof *idx);
+        double *e = nucleus ? malloc((size_t)V * sizeof *e) : NULL;
+        if (!idx || (nucleus && !e)) { /* no memory for the candidates: the most likely token */
+            free(idx), free(e);
+            return (int32_t)am;
         }
-        /* draw among c[0..keep) in id order below */
-        double tot = 0;
-        for (int64_t i = 0; i < keep; i++) tot += exp((c[i].z - z[am]) / temperature);
+        for (int64_t v = 0; v < V; v++) idx[v] = (int32_t)v;
+        const int64_t keep = topk ? top_k : V;
+        const int32_t kth = topk ? select_kth(z, idx, V, keep) : -1;
         if (!nucleus) {
-            /* top-k alone: the k-th largest logit as a threshold over the ids, as before */
-            thr = c[keep - 1].z;
-            free(c);
+            thr = z[kth]; /* top-k alone: the k-th largest logit as a threshold over the ids */
+            free(idx);
         } else {
-            double u = gdn2_rng_uniform(&r) * tot, acc = 0;
-            int32_t pick = c[0].v;
-            /* ids ascending among the kept (the same walk as the threshold path) */
-            int32_t *ids = malloc((size_t)keep * sizeof *ids);
-            if (ids) {
-                for (int64_t i = 0; i < keep; i++) ids[i] = c[i].v;
-                for (int64_t i = 1; i < keep; i++) /* insertion sort: keep is small in practice */
-                    for (int64_t j = i; j > 0 && ids[j - 1] > ids[j]; j--) {
-                        int32_t t = ids[j];
-                        ids[j] = ids[j - 1], ids[j - 1] = t;
-                    }
-                for (int64_t i = 0; i < keep; i++) {
-                    acc += exp((z[ids[i]] - z[am]) / temperature);
-                    if (acc >= u) {
-                        pick = ids[i];
-                        break;
-                    }
+            double tot = 0;
+            for (int64_t v = 0; v < V; v++) e[v] = exp((z[v] - z[am]) / temperature);
+            for (int64_t i = 0; i < keep; i++) tot += e[idx[i]];
+            const int32_t b = select_mass(z, e, idx, keep, sp->top_p * tot);
+            free(idx);
+            /* the kept candidates: ranked up to b */
+            double kept = 0;
+            for (int64_t v = 0; v < V; v++)
+                if (ranks_before(z, (int32_t)v, b) || v == b) kept += e[v];
+            const double u = gdn2_rng_uniform(&r) * kept;
+            double acc = 0;
+            int32_t pick = (int32_t)am;
+            for (int64_t v = 0; v < V; v++) {
+                if (!(ranks_before(z, (int32_t)v, b) || v == b)) continue;
+                acc += e[v];
+                if (acc >= u) {
+                    pick = (int32_t)v;
+                    break;
                 }
-                free(ids);
             }
-            free(c);
+            free(e);
             *rng = r.s;
             return pick;
         }

@@ -26,6 +26,7 @@ struct gdn2_engine {
     float *logits;     /* [n_slots, Vp]: each slot's logits for its next token */
     float *step_lg;    /* [n_slots, Vp]: the step's output                      */
     int32_t *ids, *toks;
+    int32_t *pick;     /* [n_slots]: the token each running slot draws this step */
 };
 
 int gdn2_engine_create(gdn2_model *m, int64_t n_slots, int64_t max_len, gdn2_engine **out) {
@@ -47,7 +48,8 @@ int gdn2_engine_create(gdn2_model *m, int64_t n_slots, int64_t max_len, gdn2_eng
         e->step_lg = gdn2_malloc(lg, "engine step logits");
         e->ids = gdn2_malloc((size_t)n_slots * sizeof(int32_t), "engine slot ids");
         e->toks = gdn2_malloc((size_t)n_slots * sizeof(int32_t), "engine step tokens");
-        if (!e->slot || !e->logits || !e->step_lg || !e->ids || !e->toks)
+        e->pick = gdn2_malloc((size_t)n_slots * sizeof(int32_t), "engine sampled tokens");
+        if (!e->slot || !e->logits || !e->step_lg || !e->ids || !e->toks || !e->pick)
             st = gdn2_error(GDN2_ERR_NOMEM, "out of memory for the engine's %lld slots", (long long)n_slots);
     }
     if (st) {
@@ -68,7 +70,7 @@ static void slot_clear(slot_t *s) {
 void gdn2_engine_free(gdn2_engine *e) {
     if (!e) return;
     for (int64_t i = 0; e->slot && i < e->n_slots; i++) slot_clear(&e->slot[i]);
-    free(e->slot), free(e->logits), free(e->step_lg), free(e->ids), free(e->toks);
+    free(e->slot), free(e->logits), free(e->step_lg), free(e->ids), free(e->toks), free(e->pick);
     gdn2_model_state_free(e->pool);
     free(e);
 }
@@ -196,10 +198,18 @@ static void apply_stops(slot_t *s) {
 int gdn2_engine_step(gdn2_engine *e) {
     const int64_t V = e->m->cfg.vocab_size, Vp = e->Vp;
     int64_t nf = 0;
+    /* the draws first, in parallel over the running slots (each slot has its own stream, so the
+     * tokens do not depend on the thread count); a large vocabulary makes them worth it */
+#pragma omp parallel for schedule(dynamic, 1) if (V >= 4096)
+    for (int64_t k = 0; k < e->n_slots; k++) {
+        slot_t *s = &e->slot[k];
+        if (s->in_use && s->finish == GDN2_FINISH_NONE)
+            e->pick[k] = gdn2_sample(e->logits + (size_t)k * Vp, V, &s->sp, &s->rng);
+    }
     for (int64_t k = 0; k < e->n_slots; k++) {
         slot_t *s = &e->slot[k];
         if (!s->in_use || s->finish != GDN2_FINISH_NONE) continue;
-        int32_t t = gdn2_sample(e->logits + (size_t)k * Vp, V, &s->sp, &s->rng);
+        const int32_t t = e->pick[k];
         s->out[s->n_gen++] = t;
         apply_stops(s);
         if (s->finish == GDN2_FINISH_NONE && s->n_gen >= s->max_tokens) {
