@@ -24,6 +24,7 @@
 #include "gdn2_serve.h"
 #include "gdn2_text.h"
 #include "util/rng.h"
+#include "util/sample.h"
 
 static gdn2_model *small_model(const char *layout, int64_t window) {
     gdn2_model_cfg c;
@@ -237,15 +238,15 @@ static void test_top_p(void) {
     CHECK(g && k2, "top_p 1e-6 is the argmax; top_k 2 with top_p 0.9 keeps two");
 }
 
-/* ---- sampling: gdn2_sample (quickselects) against the sort-based reference it replaced ------- */
-/* The reference: sort all V candidates (larger logit first, then smaller id), cut at top_k, then at
- * the shortest prefix whose mass reaches top_p, draw in id order. O(V log V) + O(kept^2). */
+/* ---- sampling: gdn2_sample (quickselects) against a sort-based reference ---------------------- */
+/* The reference: the integer weights of src/util/sample.h (the definition), all V candidates
+ * sorted (larger logit first, then smaller id), cut at top_k, then at the first prefix whose mass
+ * reaches the target, the draw walking the kept ids in ascending order. O(V log V). */
 typedef struct {
     float z;
     int32_t v;
 } ref_cand;
 
-/* larger logit first, then smaller id: a total order, so the nucleus is reproducible */
 static int ref_cand_cmp(const void *a, const void *b) {
     const ref_cand *x = a, *y = b;
     if (x->z != y->z) return x->z > y->z ? -1 : 1;
@@ -256,74 +257,38 @@ static int32_t ref_sample(const float *z, int64_t V, const gdn2_sampling *sp, ui
     int64_t am = 0;
     for (int64_t v = 1; v < V; v++)
         if (z[v] > z[am]) am = v;
-    const float temperature = sp->temperature;
-    if (!(temperature > 0)) return (int32_t)am;
-    const int top_k = sp->top_k;
-    const int nucleus = sp->top_p > 0 && sp->top_p < 1;
+    if (!(sp->temperature > 0)) return (int32_t)am;
     gdn2_rng r = {*rng};
-    float thr = -INFINITY;
-    if ((top_k > 0 && top_k < V) || nucleus) {
-        /* the candidates in order (the k largest, or all for the nucleus) */
-        ref_cand *c = malloc((size_t)V * sizeof *c);
-        if (!c) return (int32_t)am; /* no memory for the sort: the most likely token */
-        for (int64_t v = 0; v < V; v++) c[v].z = z[v], c[v].v = (int32_t)v;
-        qsort(c, (size_t)V, sizeof *c, ref_cand_cmp);
-        int64_t keep = top_k > 0 && top_k < V ? top_k : V;
-        if (nucleus) {
-            double tot = 0, acc = 0;
-            for (int64_t i = 0; i < keep; i++) tot += exp((c[i].z - z[am]) / temperature);
-            int64_t i = 0;
-            for (; i < keep; i++) {
-                acc += exp((c[i].z - z[am]) / temperature);
-                if (acc >= sp->top_p * tot) break;
-            }
-            keep = i + 1 < keep ? i + 1 : keep;
-        }
-        /* draw among c[0..keep) in id order below */
-        double tot = 0;
-        for (int64_t i = 0; i < keep; i++) tot += exp((c[i].z - z[am]) / temperature);
-        if (!nucleus) {
-            /* top-k alone: the k-th largest logit as a threshold over the ids, as before */
-            thr = c[keep - 1].z;
-            free(c);
-        } else {
-            double u = gdn2_rng_uniform(&r) * tot, acc = 0;
-            int32_t pick = c[0].v;
-            /* ids ascending among the kept (the same walk as the threshold path) */
-            int32_t *ids = malloc((size_t)keep * sizeof *ids);
-            if (ids) {
-                for (int64_t i = 0; i < keep; i++) ids[i] = c[i].v;
-                for (int64_t i = 1; i < keep; i++) /* insertion sort: keep is small in practice */
-                    for (int64_t j = i; j > 0 && ids[j - 1] > ids[j]; j--) {
-                        int32_t t = ids[j];
-                        ids[j] = ids[j - 1], ids[j - 1] = t;
-                    }
-                for (int64_t i = 0; i < keep; i++) {
-                    acc += exp((z[ids[i]] - z[am]) / temperature);
-                    if (acc >= u) {
-                        pick = ids[i];
-                        break;
-                    }
-                }
-                free(ids);
-            }
-            free(c);
-            *rng = r.s;
-            return pick;
-        }
-    }
-    double tot = 0;
-    for (int64_t v = 0; v < V; v++) tot += z[v] >= thr ? exp((z[v] - z[am]) / temperature) : 0.0;
-    double u = gdn2_rng_uniform(&r) * tot, acc = 0;
+    const double u = gdn2_rng_uniform(&r);
     *rng = r.s;
+    ref_cand *c = malloc((size_t)V * sizeof *c);
+    uint64_t *w = malloc((size_t)V * sizeof *w);
+    char *kept = calloc((size_t)V, 1);
     for (int64_t v = 0; v < V; v++) {
-        if (z[v] < thr) continue;
-        acc += exp((z[v] - z[am]) / temperature);
-        if (acc >= u) return (int32_t)v;
+        c[v].z = z[v], c[v].v = (int32_t)v;
+        w[v] = gdn2_sample_weight(z[v], z[am], sp->temperature);
     }
-    return (int32_t)am;
+    qsort(c, (size_t)V, sizeof *c, ref_cand_cmp);
+    int64_t keep = sp->top_k > 0 && sp->top_k < V ? sp->top_k : V;
+    if (sp->top_p > 0 && sp->top_p < 1) {
+        uint64_t total = 0, acc = 0;
+        for (int64_t i = 0; i < keep; i++) total += w[c[i].v];
+        const uint64_t target = gdn2_sample_target(sp->top_p, total);
+        int64_t i = 0;
+        while (i < keep - 1 && (acc += w[c[i].v]) < target) i++;
+        for (int64_t j = 0; j <= i; j++) kept[c[j].v] = 1;
+    } else {
+        for (int64_t v = 0; v < V; v++) kept[v] = z[v] >= c[keep - 1].z;
+    }
+    uint64_t M = 0, acc = 0;
+    for (int64_t v = 0; v < V; v++) M += kept[v] ? w[v] : 0;
+    const uint64_t point = gdn2_sample_point(u, M);
+    int32_t pick = -1;
+    for (int64_t v = 0; v < V && pick < 0; v++)
+        if (kept[v] && (acc += w[v]) > point) pick = (int32_t)v;
+    free(c), free(w), free(kept);
+    return pick;
 }
-
 
 /* random logits (normal * scale; quantized to multiples of 0.25 for ties when `ties`) */
 static void rand_logits(float *z, int64_t V, double scale, int ties, gdn2_rng *r) {
@@ -377,8 +342,8 @@ static void test_sample_vs_reference(void) {
     CHECK(lo_only && hi, "equal logits: top_k 2 + top_p keeps ids {0, 1}; top_k 2 alone keeps every equal logit");
 }
 
-/* a flat distribution over 32000 tokens with top_p 0.95 (a random-weights model): the sort and the
- * ordered walk took ~0.75 s a token; the quickselects must stay well under 20 ms */
+/* a flat distribution over 32000 tokens with top_p 0.95 (a random-weights model): the former sort
+ * and ordered walk took ~0.75 s a token; the quickselects must stay well under 20 ms */
 static void test_sample_speed(void) {
     float *z = malloc(32000 * sizeof *z);
     gdn2_rng g = {11};
