@@ -788,6 +788,51 @@ static void t_attn_step(int64_t nh, int64_t ng, int64_t hs, int64_t window, int6
     free(qkv), free(cache);
 }
 
+/* ================================================================================================ */
+/* sampling: one token per row, CUDA vs CPU exactly (integer weights, src/util/sample.h)             */
+/* ================================================================================================ */
+static int run_sample(gdn2_backend *be, int64_t n, int64_t V, int64_t ld, const float *z,
+                      const gdn2_sample_row_params *p, int32_t *tok) {
+    arena A = {.be = be};
+    float *zd = put(&A, z, (size_t)(n * ld), GDN2_DT_F32);
+    int rc = A.rc ? A.rc : be->sample(be, n, V, ld, zd, p, tok);
+    arena_free(&A);
+    return rc;
+}
+
+/* rows of random logits (every fourth quantized to 0.25 steps: ties), each under its own settings:
+ * greedy, temperature 0.7 / 1.3, top_k 0 / 1 / 5 / 200 / V-1, top_p 1 / 0.95 / 0.5 / 1e-6 */
+static void t_sample(int64_t n, int64_t V) {
+    const int64_t ld = V + 3;
+    float *z = randn((size_t)(n * ld), 2.0);
+    gdn2_sample_row_params *p = calloc((size_t)n, sizeof *p);
+    int32_t *tc = malloc((size_t)n * sizeof *tc), *tg = malloc((size_t)n * sizeof *tg), *tg2 = malloc((size_t)n * sizeof *tg2);
+    static const int ks[] = {0, 1, 5, 200, -1};
+    static const float ps[] = {1.0f, 0.95f, 0.5f, 1e-6f};
+    for (int64_t i = 0; i < n; i++) {
+        if (i % 4 == 3)
+            for (int64_t v = 0; v < V; v++) z[i * ld + v] = floorf(z[i * ld + v] * 4.0f) / 4.0f;
+        p[i].temperature = i % 7 == 0 ? 0.0f : (i % 2 ? 0.7f : 1.3f);
+        p[i].top_k = ks[i % 5] < 0 ? (int32_t)(V - 1) : ks[i % 5];
+        p[i].top_p = ps[(i / 5) % 4];
+        p[i].u = (double)(test_rng_next(&g_seed) >> 11) * (1.0 / 9007199254740992.0);
+    }
+    int rc = run_sample(&CPU, n, V, ld, z, p, tc), ok = rc == 0;
+    for (int64_t i = 0; ok && i < n; i++) ok = tc[i] >= 0 && tc[i] < V && (p[i].temperature > 0 || z[i * ld + tc[i]] >= z[i * ld]);
+    CHECK(ok, "sample n=%lld V=%lld: cpu tokens in range, greedy rows on a maximum (rc %d)", (long long)n, (long long)V, rc);
+    if (!have_gpu) SKIP_NO_GPU("sample n=%lld V=%lld: cuda vs cpu", (long long)n, (long long)V);
+    else {
+        int rc2 = run_sample(&GPU, n, V, ld, z, p, tg), rc3 = run_sample(&GPU, n, V, ld, z, p, tg2);
+        int64_t diff = 0, first = -1;
+        for (int64_t i = 0; i < n; i++)
+            if (tg[i] != tc[i] && !diff++) first = i;
+        CHECK(rc2 == 0 && rc3 == 0 && diff == 0 && !memcmp(tg, tg2, (size_t)n * sizeof *tg),
+              "sample n=%lld V=%lld: cuda tokens == cpu tokens (%lld rows differ, first %lld), two cuda runs equal",
+              (long long)n, (long long)V, (long long)diff, (long long)first);
+    }
+    free(z), free(p), free(tc), free(tg), free(tg2);
+}
+
 int main(void) {
     gdn2_backend_cpu_init(&CPU, 0);
     int rc = gdn2_backend_cuda_init(&GPU);
@@ -842,6 +887,10 @@ int main(void) {
         t_attn_step(4, 4, 128, 0, 64, full);  /* full attention: row p */
         t_attn_step(2, 1, 64, 2048, 2048, ring);
     }
+
+    t_sample(160, 37);
+    t_sample(160, 1000);
+    t_sample(64, 32000);
 
     if (have_gpu) GPU.destroy(&GPU);
     CPU.destroy(&CPU);

@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "gdn2_ops.h"
+#include "../util/sample.h"
 
 enum { GDN2_DT_F32 = 0, GDN2_DT_ACT = 1 };
 
@@ -200,6 +201,12 @@ struct gdn2_backend {
      * (0 .. p for full attention). */
     int (*attn_step)(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t n, const void *qkv, const int64_t *pos,
                      const int32_t *slots, int64_t cap, float *cache, size_t stride, void *o);
+    /* sample: one token per row of logits [n, ld] fp32 (backend memory; the first V of each row), row
+     * i under params[i] (HOST; src/util/sample.h: temperature, top_k, top_p and the draw u), into
+     * tokens[i] (HOST). Integer candidate weights: every backend draws the same tokens from the same
+     * logits (src/ops/sample.c is the reference; CUDA src/cuda/sample.cu). Synchronises. */
+    int (*sample)(gdn2_backend *be, int64_t n, int64_t V, int64_t ld, const float *logits,
+                  const gdn2_sample_row_params *params, int32_t *tokens);
 
     /* ---- SwiGLU --------------------------------------------------------------------------- */
     /* a = silu(h1) * h2 (ACT) */

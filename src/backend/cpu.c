@@ -8,6 +8,7 @@
 #include "backend.h"
 #include "gdn2_layer.h"
 #include "nn.h"
+#include "ops/sample.h"
 
 #define F(p) ((float *)(p))
 #define CF(p) ((const float *)(p))
@@ -274,6 +275,22 @@ static int cpu_attn_step(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t n, co
                          const int32_t *slots, int64_t cap, float *cache, size_t stride, void *o) {
     return gdn2_nn_attn_step(a, n, CF(qkv), pos, slots, cap, cache, stride, F(o), NT(be));
 }
+/* rows in parallel, a scratch per thread (each row's draw is its own: the thread count changes nothing) */
+static int cpu_sample(gdn2_backend *be, int64_t n, int64_t V, int64_t ld, const float *logits,
+                      const gdn2_sample_row_params *params, int32_t *tokens) {
+    if (n < 0 || V < 1 || ld < V) return gdn2_error(GDN2_ERR_ARG, "sample: n %lld, V %lld, ld %lld", (long long)n, (long long)V, (long long)ld);
+    int bad = 0;
+#pragma omp parallel num_threads(gdn2_threads(NT(be))) if (n > 1 && V >= 4096) reduction(| : bad)
+    {
+        void *scratch = malloc(gdn2_sample_scratch_bytes(V));
+        if (!scratch) bad = 1;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < n; i++)
+            if (scratch) tokens[i] = gdn2_sample_row(logits + (size_t)i * (size_t)ld, V, &params[i], scratch);
+        free(scratch);
+    }
+    return bad ? gdn2_error(GDN2_ERR_NOMEM, "sample: out of memory for the candidates of %lld tokens", (long long)V) : GDN2_OK;
+}
 
 static int cpu_swiglu_fwd(gdn2_backend *be, size_t n, const void *h1, const void *h2, void *a) {
     gdn2_nn_swiglu_fwd(n, CF(h1), CF(h2), F(a), NT(be));
@@ -344,6 +361,7 @@ void gdn2_backend_cpu_init(gdn2_backend *be, int n_threads) {
     be->rope_split = cpu_rope_split, be->rope_split_bwd = cpu_rope_split_bwd;
     be->attn_fwd = cpu_attn_fwd, be->attn_bwd = cpu_attn_bwd;
     be->conv_step = cpu_conv_step, be->decode = cpu_decode, be->attn_step = cpu_attn_step;
+    be->sample = cpu_sample;
     be->xent = cpu_xent, be->sumsq = cpu_sumsq, be->scale = cpu_scale, be->adamw = cpu_adamw;
 }
 

@@ -246,6 +246,18 @@ static int cu_attn_step(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t n, con
     gdn2_cuda_attn_shape s = attn_shape(a, n, 1);
     return gdn2_cuda_attn_step(&s, qkv, pos, slots, cap, cache, stride, o, STREAM(be));
 }
+/* params and tokens through the context's scratch: upload, one launch, download (synchronises) */
+static int cu_sample(gdn2_backend *be, int64_t n, int64_t V, int64_t ld, const float *logits,
+                     const gdn2_sample_row_params *params, int32_t *tokens) {
+    if (n <= 0) return n < 0 ? gdn2_error(GDN2_ERR_ARG, "sample: n %lld", (long long)n) : GDN2_OK;
+    const size_t pb = (size_t)n * sizeof *params, tb = (size_t)n * sizeof *tokens;
+    char *ws = gdn2_cuda_nn_workspace(NN(be), pb + tb, "sampling tables");
+    if (!ws) return GDN2_ERR_NOMEM;
+    int rc = gdn2_cuda_nn_upload(NN(be), ws, params, pb);
+    if (!rc) rc = gdn2_cuda_sample_rows(n, V, ld, logits, (const gdn2_sample_row_params *)ws, (int32_t *)(ws + pb), STREAM(be));
+    if (!rc) rc = gdn2_cuda_nn_download(NN(be), tokens, ws + pb, tb);
+    return rc;
+}
 
 /* ---- loss and optimizer -------------------------------------------------------------------- */
 static int cu_xent(gdn2_backend *be, int64_t N, int64_t Vp, const float *logits, const int32_t *targets, float scale,
@@ -317,6 +329,7 @@ int gdn2_backend_cuda_init(gdn2_backend *be) {
     be->conv_step = cu_conv_step;
     be->decode = cu_decode;
     be->attn_step = cu_attn_step;
+    be->sample = cu_sample;
     be->xent = cu_xent;
     be->sumsq = cu_sumsq;
     be->scale = cu_scale;

@@ -11,7 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "attn.h" /* gdn2_cuda_attn_shape */
+#include "../util/sample.h" /* gdn2_sample_row_params */
+#include "attn.h"          /* gdn2_cuda_attn_shape */
 
 #ifdef __cplusplus
 extern "C" {
@@ -33,6 +34,13 @@ int gdn2_cuda_conv_step(int64_t n, int64_t D, int64_t W, const void *x, float *h
  * lane = hs/32 dims), the warps merged at the end. hs even and <= 256. o bf16 [n, nh*hs]. */
 int gdn2_cuda_attn_step(const gdn2_cuda_attn_shape *s, const void *qkv, const int64_t *pos, const int32_t *slots,
                         int64_t cap, float *cache, size_t stride, void *o, void *stream);
+
+/* One token per row of logits [n, ld] fp32 (device; the first V of each row), row i under params[i]
+ * (device), into tokens[i] (device): src/util/sample.h's semantics, bit for bit those of the CPU
+ * sampler (src/ops/sample.c gdn2_sample_row) on the same logits. One block of 512 threads per row;
+ * integer atomics and sums only, so the same call gives the same tokens. */
+int gdn2_cuda_sample_rows(int64_t n, int64_t V, int64_t ld, const float *logits, const gdn2_sample_row_params *params,
+                          int32_t *tokens, void *stream);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,171 @@
+// Token sampling on the GPU (C API: src/cuda/decode_nn.h gdn2_cuda_sample_rows): the semantics of the
+// CPU sampler (src/ops/sample.c) on the integer weights of src/util/sample.h, bit for bit.
+//
+// One block per row. Everything is a 64-bit integer: a candidate's order key (larger = earlier:
+// larger logit, then smaller id) and its weight w = floor(exp((z - z_max)/T) 2^40). The argmax is the
+// largest key; the top-k cut is the k-th largest key, found by an MSB radix select (8 passes of 8
+// bits, histograms of counts); the nucleus boundary is found the same way with histograms of
+// weight (the first digit, from the top, where the running mass reaches what is still needed); the
+// draw is an inclusive scan of the kept weights in id order. Histograms use integer atomics and the
+// sums integer reductions: exact, so the result does not depend on the order the threads run in.
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "../util/sample.h"
+#include "decode_nn.h"
+#include "gdn2_error.h"
+
+namespace {
+
+constexpr int SB = 512;        // threads per row
+constexpr int NW = SB / 32;
+
+// block-wide max / sum of one uint64 per thread; every thread gets the result
+__device__ uint64_t block_max(uint64_t x, uint64_t *red) {
+    for (int o = 16; o > 0; o >>= 1) {
+        uint64_t y = __shfl_xor_sync(0xffffffffu, x, o);
+        x = y > x ? y : x;
+    }
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    __syncthreads();
+    if (lane == 0) red[wid] = x;
+    __syncthreads();
+    uint64_t m = red[0];
+    for (int i = 1; i < NW; i++) m = red[i] > m ? red[i] : m;
+    return m;
+}
+
+__device__ uint64_t block_sum(uint64_t x, uint64_t *red) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    __syncthreads();
+    if (lane == 0) red[wid] = x;
+    __syncthreads();
+    uint64_t s = 0;
+    for (int i = 0; i < NW; i++) s += red[i];
+    return s;
+}
+
+// MSB radix select over the keys of row z[0..V) that are >= lo_key: the key at which the running
+// total of `weighted ? w : 1`, taken from the largest key down, first reaches `need` (>= 1, at most
+// the total). weighted = 0: the need-th largest key (top-k); 1: the nucleus boundary.
+__device__ uint64_t radix_select(const float *z, int V, float zmax, float T, uint64_t lo_key, int weighted, uint64_t need,
+                                 uint64_t *hist, uint64_t *bcast) {
+    uint64_t prefix = 0, mask = 0;
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        for (int d = threadIdx.x; d < 256; d += SB) hist[d] = 0;
+        __syncthreads();
+        for (int v = threadIdx.x; v < V; v += SB) {
+            const uint64_t key = gdn2_sample_key(z[v], v);
+            if (key < lo_key || (key & mask) != prefix) continue;
+            const uint64_t add = weighted ? gdn2_sample_weight(z[v], zmax, T) : 1;
+            if (add) atomicAdd((unsigned long long *)&hist[(key >> shift) & 255], (unsigned long long)add);
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            uint64_t cum = 0;
+            int d = 255;
+            for (; d > 0; d--) {
+                if (cum + hist[d] >= need) break;
+                cum += hist[d];
+            }
+            need -= cum; // the mass still needed inside digit d
+            bcast[0] = (uint64_t)d;
+            bcast[1] = need;
+        }
+        __syncthreads();
+        prefix |= bcast[0] << shift;
+        mask |= (uint64_t)255 << shift;
+        need = bcast[1];
+        __syncthreads();
+    }
+    return prefix;
+}
+
+__global__ void __launch_bounds__(SB) k_sample(const float *__restrict__ logits, int64_t ld, int V,
+                                               const gdn2_sample_row_params *__restrict__ params, int32_t *out) {
+    __shared__ uint64_t red[NW];
+    __shared__ uint64_t hist[256];
+    __shared__ uint64_t bcast[2];
+    __shared__ int found;
+    const float *z = logits + (size_t)blockIdx.x * (size_t)ld;
+    const gdn2_sample_row_params p = params[blockIdx.x];
+
+    // argmax: the largest key
+    uint64_t best = 0;
+    for (int v = threadIdx.x; v < V; v += SB) {
+        const uint64_t key = gdn2_sample_key(z[v], v);
+        best = key > best ? key : best;
+    }
+    best = block_max(best, red);
+    const int am = (int)(0xFFFFFFFFu - (uint32_t)best);
+    if (!(p.temperature > 0)) {
+        if (threadIdx.x == 0) out[blockIdx.x] = am;
+        return;
+    }
+    const float zmax = z[am], T = p.temperature;
+    const int topk = p.top_k > 0 && p.top_k < V, nucleus = p.top_p > 0 && p.top_p < 1;
+    // the kept set: key >= cut (all: cut 0; top-k alone: the k-th logit's key with the largest id
+    // bits cleared, so every equal logit passes; nucleus: the boundary's key)
+    uint64_t cut = 0;
+    if (topk) cut = radix_select(z, V, zmax, T, 0, 0, (uint64_t)p.top_k, hist, bcast);
+    if (nucleus) {
+        uint64_t tot = 0;
+        for (int v = threadIdx.x; v < V; v += SB)
+            if (gdn2_sample_key(z[v], v) >= cut) tot += gdn2_sample_weight(z[v], zmax, T);
+        tot = block_sum(tot, red);
+        cut = radix_select(z, V, zmax, T, cut, 1, gdn2_sample_target(p.top_p, tot), hist, bcast);
+    } else if (topk) {
+        cut &= 0xFFFFFFFF00000000ull; // z >= the k-th's logit (its key's high half)
+    }
+    uint64_t M = 0;
+    for (int v = threadIdx.x; v < V; v += SB)
+        if (gdn2_sample_key(z[v], v) >= cut) M += gdn2_sample_weight(z[v], zmax, T);
+    M = block_sum(M, red);
+    const uint64_t r = gdn2_sample_point(p.u, M);
+    // the draw: tiles of SB ids in ascending order, an inclusive scan of the kept weights
+    if (threadIdx.x == 0) found = -1;
+    uint64_t base = 0;
+    __shared__ uint64_t wsum[NW];
+    for (int t0 = 0; t0 < V; t0 += SB) {
+        const int v = t0 + threadIdx.x;
+        uint64_t x = 0;
+        if (v < V && gdn2_sample_key(z[v], v) >= cut) x = gdn2_sample_weight(z[v], zmax, T);
+        const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+        uint64_t inc = x;
+        for (int o = 1; o < 32; o <<= 1) {
+            uint64_t y = __shfl_up_sync(0xffffffffu, inc, o);
+            if (lane >= o) inc += y;
+        }
+        __syncthreads();
+        if (lane == 31) wsum[wid] = inc;
+        __syncthreads();
+        uint64_t before = base;
+        for (int i = 0; i < wid; i++) before += wsum[i];
+        uint64_t tile = 0;
+        for (int i = 0; i < NW; i++) tile += wsum[i];
+        // the first id whose running mass exceeds r: the running mass only grows, so at most one
+        // thread sees before + inc - x <= r < before + inc with x > 0
+        if (x > 0 && before + inc > r && before + inc - x <= r) found = v;
+        __syncthreads();
+        if (found >= 0) break;
+        base += tile;
+    }
+    if (threadIdx.x == 0) out[blockIdx.x] = found >= 0 ? found : am;
+}
+
+} // namespace
+
+extern "C" int gdn2_cuda_sample_rows(int64_t n, int64_t V, int64_t ld, const float *logits,
+                                     const gdn2_sample_row_params *params, int32_t *tokens, void *stream) {
+    if (n < 0 || V < 1 || V > INT32_MAX || ld < V || (n > 0 && (!logits || !params || !tokens)))
+        return gdn2_error(GDN2_ERR_ARG, "gdn2_cuda_sample_rows: n %lld, V %lld, ld %lld (need V >= 1, ld >= V) or a NULL "
+                                        "pointer", (long long)n, (long long)V, (long long)ld);
+    if (n == 0) return GDN2_OK;
+    if (n > INT32_MAX) return gdn2_error(GDN2_ERR_ARG, "gdn2_cuda_sample_rows: %lld rows", (long long)n);
+    k_sample<<<(unsigned)n, SB, 0, (cudaStream_t)stream>>>(logits, ld, (int)V, params, tokens);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return gdn2_error(GDN2_ERR_DEVICE, "gdn2_cuda_sample_rows: kernel launch failed: %s", cudaGetErrorString(e));
+    return GDN2_OK;
+}
