@@ -345,6 +345,7 @@ void gdn2_backend_cpu_init(gdn2_backend *be, int n_threads) {
     be->attn_fwd = cpu_attn_fwd, be->attn_bwd = cpu_attn_bwd;
     be->conv_step = cpu_conv_step, be->decode = cpu_decode, be->attn_step = cpu_attn_step;
     be->xent = cpu_xent, be->sumsq = cpu_sumsq, be->scale = cpu_scale, be->adamw = cpu_adamw;
+    /* host_alloc, upload_async and the graph hooks stay NULL: the CPU runs every op as it comes */
 }
 
 int gdn2_backend_init(gdn2_backend *be, const char *device, int n_threads) {
