@@ -970,7 +970,10 @@ static int step_graphed(gdn2_model *m, gdn2_model_state *s, gdn2_backend *be, in
             graph_off(m, why);
             return step_ops(m, s, be, n, has_slots, NULL);
         }
-        const int so = step_ops(m, s, be, n, has_slots, NULL);
+        /* GDN2_CUDA_GRAPH_FAIL=1: the recording fails (fault injection: the fallback's test) */
+        const char *inj = getenv("GDN2_CUDA_GRAPH_FAIL");
+        const int so = inj && *inj == '1' ? gdn2_error(GDN2_ERR_DEVICE, "GDN2_CUDA_GRAPH_FAIL=1 (fault injection)")
+                                          : step_ops(m, s, be, n, has_slots, NULL);
         if (so) snprintf(why, sizeof why, "recording n = %lld: %s", (long long)n, gdn2_last_error());
         void *g = NULL;
         const int se = be->graph_end(be, so ? NULL : &g);
