@@ -5,12 +5,13 @@
  *
  *   build/bench/decode_model [--configs gdn2_1.3B,swa_gdn2_1.3B] [--batches 1,16,64,256]
  *                            [--contexts 1024,8192,32768,131072] [--steps 20] [--warmup 3]
- *                            [--no-validate] [--json OUT.json]
+ *                            [--no-validate] [--json OUT.json | --out-dir DIR]
  *
  * Output: a table on stdout and JSON {"device", ..., "decode": [{config, batch, context, tok_s,
- * step_us, floor_us, ...}, ...]} written to --json OUT (default bench/results/<gpu>-decode.json,
- * <gpu> from the device's name: "NVIDIA H100 80GB HBM3" -> h100-decode.json, "NVIDIA H200" ->
- * h200-decode.json, so that a run is never filed under another card).
+ * step_us, floor_us, ...}, ...]} written to --json OUT, or by default to DIR/<gpu>-decode.json (--out-dir
+ * DIR, default bench/results) with <gpu> from the device's name: "NVIDIA H100 80GB HBM3" ->
+ * h100-decode.json, "NVIDIA H200" -> h200-decode.json, so that a run is never filed under another
+ * card.
  *
  * Context. A recurrent (GDN-2) layer's state is the same size at every position, so the context
  * changes nothing there; an SWA layer attends to the last min(context, window) positions of its
@@ -274,7 +275,7 @@ static int cmp_d(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-    const char *configs = "gdn2_1.3B,swa_gdn2_1.3B", *json = NULL;
+    const char *configs = "gdn2_1.3B,swa_gdn2_1.3B", *json = NULL, *out_dir = "bench/results";
     const char *batches_s = "1,16,64,256", *contexts_s = "1024,8192,32768,131072";
     int steps = 20, warmup = 3, do_validate = 1;
     for (int i = 1; i < argc; i++) {
@@ -285,11 +286,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--steps") && v) steps = atoi(v), i++;
         else if (!strcmp(a, "--warmup") && v) warmup = atoi(v), i++;
         else if (!strcmp(a, "--json") && v) json = v, i++;
+        else if (!strcmp(a, "--out-dir") && v) out_dir = v, i++;
         else if (!strcmp(a, "--no-validate")) do_validate = 0;
         else {
             fprintf(stderr,
                     "usage: decode_model [--configs A,B] [--batches 1,16,64,256] [--contexts 1024,8192,32768,131072] "
-                    "[--steps N] [--warmup N] [--no-validate] [--json OUT]\n(unknown or incomplete option '%s')\n",
+                    "[--steps N] [--warmup N] [--no-validate] [--json OUT | --out-dir DIR]\n(unknown or incomplete option "
+                    "'%s')\n",
                     a);
             return 2;
         }
@@ -316,9 +319,9 @@ int main(int argc, char **argv) {
     char dev[128] = "";
     int drv = 0, rt = 0;
     gdn2_cuda_device_info(dev, sizeof dev, &drv, &rt);
-    char tag[64], json_default[128];
+    char tag[64], json_default[1100];
     device_tag(dev, tag, sizeof tag);
-    snprintf(json_default, sizeof json_default, "bench/results/%s-decode.json", tag);
+    snprintf(json_default, sizeof json_default, "%.1000s/%s-decode.json", out_dir, tag);
     if (!json) json = json_default;
     fprintf(stderr, "%s: results to %s\n", dev, json);
     if (do_validate && (validate_named("tiny") || validate_named("hybrid_tiny"))) return 1;
