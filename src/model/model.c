@@ -867,9 +867,8 @@ static int step_work(gdn2_model_state *s, const gdn2_backend *be, const gdn2_mod
         if (s->work && s->be->host_alloc && s->be->upload_async) {
             s->stage = s->be->host_alloc(s->be, S.tab_bytes, "generation step tables (pinned)");
             s->stage_pinned = s->stage != NULL;
-        } else if (s->work) {
-            s->stage = gdn2_malloc(S.tab_bytes, "generation step tables");
         }
+        if (s->work && !s->stage) s->stage = gdn2_malloc(S.tab_bytes, "generation step tables"); /* waited-for upload */
     } else {
         free(s->work);
         s->work = gdn2_malloc(S.total, "generation step buffers");
