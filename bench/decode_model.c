@@ -5,7 +5,13 @@
  *
  *   build/bench/decode_model [--configs gdn2_1.3B,swa_gdn2_1.3B] [--batches 1,16,64,256]
  *                            [--contexts 1024,8192,32768,131072] [--steps 20] [--warmup 3]
- *                            [--no-validate] [--json OUT.json]
+ *                            [--no-validate] [--json OUT.json | --out-dir DIR]
+ *
+ * Output: a table on stdout and JSON {"device", ..., "decode": [{config, batch, context, tok_s,
+ * step_us, floor_us, ...}, ...]} written to --json OUT, or by default to DIR/<gpu>-decode.json (--out-dir
+ * DIR, default bench/results) with <gpu> from the device's name: "NVIDIA H100 80GB HBM3" ->
+ * h100-decode.json, "NVIDIA H200" -> h200-decode.json, so that a run is never filed under another
+ * card.
  *
  * Context. A recurrent (GDN-2) layer's state is the same size at every position, so the context
  * changes nothing there; an SWA layer attends to the last min(context, window) positions of its
@@ -19,8 +25,11 @@
  * model's layers, the fp32 logits [batch, padded_vocab] downloaded to the host (as the serving
  * engine gets them; at batch 256 of the 1.3B that is 33 MB over PCIe, part of step_us). Timed: the
  * median wall time of --steps steps after --warmup (each ends synchronised: the logits are on the
- * host). No CUDA graph: every op is launched each step (a graph would take the launch overhead off
- * the small batches).
+ * host). Each point is timed twice on the same state and position: op by op (m->cuda_graph = 0:
+ * step_us_eager, tok_s_eager) and replayed from the step's CUDA graph (m->cuda_graph = 1, the
+ * default: step_us, tok_s; at least 2 warm-up steps, the first runs eagerly and the second records
+ * the graph, docs/SERVING.md). A row's "cuda_graph" says whether the graph was really replayed (a
+ * failed recording falls back to eager launches: then step_us is eager too, and says so).
  *
  * Floor. floor_us = floor_bytes / copy bandwidth, where floor_bytes is what a step must move in
  * device memory at the least: every weight once (bf16 matmul views; fp32 norm, conv and gate
@@ -33,7 +42,9 @@
  * (a 32-token SWA window: the ring wraps) prefill 4 slots and take 8 steps over shuffled slot
  * subsets on the CPU and on the GPU from the same weights, and each config of the run takes a short
  * prefill + 2 steps on both: every logit row within relative RMSE 5e-2 of the CPU's (bf16-mixed
- * weights and activations against fp32). */
+ * weights and activations against fp32). The GPU script runs twice, op by op and from CUDA graphs:
+ * the two bit-identical (a recording that fails is reported on stderr and the rows say
+ * "cuda_graph": false). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,7 +123,15 @@ static int validate(gdn2_model *m, const char *what, int64_t n, int64_t P, int s
     double t0 = gdn2_now();
     int st = a && b ? script(m, n, P, steps, 99, b, &rb) : GDN2_ERR_NOMEM;
     if (!st) st = gdn2_model_set_device(m, "cuda");
+    /* on the GPU op by op, then from CUDA graphs: the same bits */
+    float *g = st ? NULL : malloc((size_t)(cap * Vp) * sizeof(float));
+    int64_t rg = 0;
+    m->cuda_graph = 0;
     if (!st) st = script(m, n, P, steps, 99, a, &ra);
+    m->cuda_graph = 1;
+    if (!st) st = g ? script(m, n, P, steps, 99, g, &rg) : GDN2_ERR_NOMEM;
+    const int graph_same = !st && rg == ra && !memcmp(a, g, (size_t)(ra * Vp) * sizeof(float)), graph_on = m->cuda_graph;
+    free(g);
     double worst = 0;
     for (int64_t i = 0; !st && i < ra; i++) {
         double e = rel_rmse(a + i * Vp, b + i * Vp, (size_t)m->cfg.vocab_size);
@@ -123,10 +142,11 @@ static int validate(gdn2_model *m, const char *what, int64_t n, int64_t P, int s
         fprintf(stderr, "decode_model: validation %s: %s\n", what, gdn2_last_error());
         return 1;
     }
-    const int ok = ra == rb && worst <= 5e-2;
+    const int ok = ra == rb && worst <= 5e-2 && graph_same; /* a failed recording is said, and timed as such */
     fprintf(stderr, "validation %s: %lld slots, prefill %lld + %d steps: GPU vs CPU logits, worst row relative RMSE "
-                    "%.2e (<= 5e-2): %s (%.1f s)\n",
-            what, (long long)n, (long long)P, steps, worst, ok ? "ok" : "FAILED", gdn2_now() - t0);
+                    "%.2e (<= 5e-2); CUDA graph replay == op by op bit for bit: %s%s: %s (%.1f s)\n",
+            what, (long long)n, (long long)P, steps, worst, graph_same ? "yes" : "NO",
+            graph_on ? "" : " (the recording failed: graphs off)", ok ? "ok" : "FAILED", gdn2_now() - t0);
     return ok ? 0 : 1;
 }
 
@@ -194,13 +214,68 @@ static double floor_bytes(const gdn2_model *m, const gdn2_model_state *s, int64_
     return w + st * (double)batch;
 }
 
+static int cmp_d(const void *a, const void *b);
+
+/* the card's short name from the device's: the first word (split at ' ', '-', '_') with a digit,
+ * lower case, letters and digits only ("NVIDIA H100 80GB HBM3" -> "h100", "NVIDIA H200" -> "h200",
+ * "NVIDIA A100-SXM4-80GB" -> "a100");
+ * "gpu" when there is none */
+static void device_tag(const char *name, char *out, size_t cap) {
+    snprintf(out, cap, "gpu");
+    const char *p = name;
+    while (*p) {
+        while (*p == ' ' || *p == '-' || *p == '_') p++;
+        const char *e = p;
+        int digit = 0;
+        while (*e && *e != ' ' && *e != '-' && *e != '_') digit |= *e >= '0' && *e <= '9', e++;
+        if (digit && e > p) {
+            size_t k = 0;
+            for (const char *q = p; q < e && k + 1 < cap; q++) {
+                const char ch = *q;
+                if (ch >= 'A' && ch <= 'Z') out[k++] = (char)(ch - 'A' + 'a');
+                else if ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')) out[k++] = ch;
+            }
+            if (k) {
+                out[k] = 0;
+                return;
+            }
+        }
+        p = e;
+    }
+}
+
+/* median and minimum of n step times (sorts us) */
+static double median_us(double *us, int n) {
+    qsort(us, (size_t)n, sizeof(double), cmp_d);
+    return n % 2 ? us[n / 2] : 0.5 * (us[n / 2 - 1] + us[n / 2]);
+}
+
+/* warmup + steps steps of B sequences from position C on every slot; the times of the last `steps`
+ * in us */
+static int time_steps(gdn2_model *m, gdn2_model_state *s, int64_t B, int64_t C, int warmup, int steps, int32_t *tok,
+                      float *lg, double *us) {
+    int st = GDN2_OK;
+    for (int64_t i = 0; i < B; i++) s->slot_pos[i] = C; /* the context: see the header */
+    for (int it = 0; it < warmup + steps && !st; it++) {
+        for (int64_t i = 0; i < B; i++) tok[i] = rand_tok(m->cfg.vocab_size);
+        double a = gdn2_now();
+        st = gdn2_model_step_slots(m, s, B, NULL, NULL, tok, lg);
+        double b = gdn2_now();
+        if (it >= warmup) us[it - warmup] = (b - a) * 1e6;
+    }
+    int finite = !st;
+    for (int64_t i = 0; finite && i < B * m->cfg.padded_vocab; i += 97) finite = isfinite(lg[i]);
+    if (!st && !finite) st = gdn2_error(GDN2_ERR_DEVICE, "non-finite logits");
+    return st;
+}
+
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
 }
 
 int main(int argc, char **argv) {
-    const char *configs = "gdn2_1.3B,swa_gdn2_1.3B", *json = NULL;
+    const char *configs = "gdn2_1.3B,swa_gdn2_1.3B", *json = NULL, *out_dir = "bench/results";
     const char *batches_s = "1,16,64,256", *contexts_s = "1024,8192,32768,131072";
     int steps = 20, warmup = 3, do_validate = 1;
     for (int i = 1; i < argc; i++) {
@@ -211,11 +286,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--steps") && v) steps = atoi(v), i++;
         else if (!strcmp(a, "--warmup") && v) warmup = atoi(v), i++;
         else if (!strcmp(a, "--json") && v) json = v, i++;
+        else if (!strcmp(a, "--out-dir") && v) out_dir = v, i++;
         else if (!strcmp(a, "--no-validate")) do_validate = 0;
         else {
             fprintf(stderr,
                     "usage: decode_model [--configs A,B] [--batches 1,16,64,256] [--contexts 1024,8192,32768,131072] "
-                    "[--steps N] [--warmup N] [--no-validate] [--json OUT]\n(unknown or incomplete option '%s')\n",
+                    "[--steps N] [--warmup N] [--no-validate] [--json OUT | --out-dir DIR]\n(unknown or incomplete option "
+                    "'%s')\n",
                     a);
             return 2;
         }
@@ -242,6 +319,11 @@ int main(int argc, char **argv) {
     char dev[128] = "";
     int drv = 0, rt = 0;
     gdn2_cuda_device_info(dev, sizeof dev, &drv, &rt);
+    char tag[64], json_default[1100];
+    device_tag(dev, tag, sizeof tag);
+    snprintf(json_default, sizeof json_default, "%.1000s/%s-decode.json", out_dir, tag);
+    if (!json) json = json_default;
+    fprintf(stderr, "%s: results to %s\n", dev, json);
     if (do_validate && (validate_named("tiny") || validate_named("hybrid_tiny"))) return 1;
     const double bw = copy_bandwidth();
     fprintf(stderr, "%s: device copy bandwidth %.0f GB/s (read + write)\n", dev, bw / 1e9);
@@ -252,7 +334,7 @@ int main(int argc, char **argv) {
     }
     if (f)
         fprintf(f, "{\"device\": \"%s\", \"driver\": %d, \"runtime\": %d, \"copy_bw_gbs\": %.1f, \"steps\": %d, "
-                   "\"warmup\": %d, \"cuda_graph\": false, \"validated\": %s, \"decode\": [",
+                   "\"warmup\": %d, \"cuda_graph\": true, \"validated\": %s, \"decode\": [",
                 dev, drv, rt, bw / 1e9, steps, warmup, do_validate ? "true" : "false");
     int first = 1, rc = 0;
     for (int ci = 0; ci < ncfg && !rc; ci++) {
@@ -302,41 +384,39 @@ int main(int argc, char **argv) {
             double *us = malloc((size_t)steps * sizeof(double));
             for (int xi = 0; xi < nc && !rc; xi++) {
                 const int64_t C = contexts[xi];
-                if (has_full && C + warmup + steps > c.block_size) {
+                if (has_full && C + (warmup > 2 ? warmup : 2) + steps > c.block_size) {
                     fprintf(stderr, "%s: context %lld beyond block_size %lld (full attention): skipped\n", names[ci],
                             (long long)C, (long long)c.block_size);
                     continue;
                 }
-                for (int64_t i = 0; i < B; i++) s->slot_pos[i] = C; /* the context: see the header */
-                for (int it = 0; it < warmup + steps && !st; it++) {
-                    for (int64_t i = 0; i < B; i++) tok[i] = rand_tok(c.vocab_size);
-                    double a = gdn2_now();
-                    st = gdn2_model_step_slots(m, s, B, NULL, NULL, tok, lg);
-                    double b = gdn2_now();
-                    if (it >= warmup) us[it - warmup] = (b - a) * 1e6;
-                }
-                int finite = !st;
-                for (int64_t i = 0; finite && i < B * Vp; i += 97) finite = isfinite(lg[i]);
-                if (st || !finite) {
+                /* op by op, then from the step's CUDA graph (>= 2 warm-up steps: eager, then recorded) */
+                m->cuda_graph = 0;
+                st = time_steps(m, s, B, C, warmup, steps, tok, lg, us);
+                const double med_e = st ? 0 : median_us(us, steps);
+                m->cuda_graph = 1;
+                if (!st) st = time_steps(m, s, B, C, warmup > 2 ? warmup : 2, steps, tok, lg, us);
+                if (st) {
                     fprintf(stderr, "decode_model: %s batch %lld context %lld: %s\n", names[ci], (long long)B,
-                            (long long)C, st ? gdn2_last_error() : "non-finite logits");
+                            (long long)C, gdn2_last_error());
                     rc = 1;
                     break;
                 }
-                qsort(us, (size_t)steps, sizeof(double), cmp_d);
-                const double med = steps % 2 ? us[steps / 2] : 0.5 * (us[steps / 2 - 1] + us[steps / 2]);
+                const int graphed = m->cuda_graph && gdn2_model_state_cuda_graphs(s) > 0;
+                const double med = median_us(us, steps);
                 const double fb = floor_bytes(m, s, B, C), fl = fb / bw * 1e6;
-                printf("%-14s batch %4lld context %7lld: step %9.1f us, %10.1f tok/s, floor %8.1f us (%.2f GB), "
-                       "%.0f%% of the floor's bandwidth\n",
-                       names[ci], (long long)B, (long long)C, med, (double)B / (med * 1e-6), fl, fb / 1e9,
-                       100.0 * fl / med);
+                printf("%-14s batch %4lld context %7lld: step %9.1f us (%s), %10.1f tok/s, %.0f%% of the floor %.1f us "
+                       "(%.2f GB); eager %9.1f us, %.0f%%\n",
+                       names[ci], (long long)B, (long long)C, med, graphed ? "graph" : "graph FAILED, eager",
+                       (double)B / (med * 1e-6), 100.0 * fl / med, fl, fb / 1e9, med_e, 100.0 * fl / med_e);
                 fflush(stdout);
                 if (f) {
                     fprintf(f, "%s\n  {\"config\": \"%s\", \"batch\": %lld, \"context\": %lld, \"tok_s\": %.1f, "
-                               "\"step_us\": %.1f, \"floor_us\": %.1f, \"floor_bytes\": %.0f, \"step_us_min\": %.1f, "
-                               "\"state_gb\": %.3f}",
+                               "\"step_us\": %.1f, \"floor_us\": %.1f, \"cuda_graph\": %s, \"floor_pct\": %.1f, "
+                               "\"tok_s_eager\": %.1f, \"step_us_eager\": %.1f, \"floor_pct_eager\": %.1f, "
+                               "\"floor_bytes\": %.0f, \"step_us_min\": %.1f, \"state_gb\": %.3f}",
                             first ? "" : ",", names[ci], (long long)B, (long long)C, (double)B / (med * 1e-6), med, fl,
-                            fb, us[0], need / 1e9);
+                            graphed ? "true" : "false", 100.0 * fl / med, (double)B / (med_e * 1e-6), med_e,
+                            100.0 * fl / med_e, fb, us[0], need / 1e9);
                     first = 0;
                 }
             }

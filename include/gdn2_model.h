@@ -117,6 +117,11 @@ typedef struct {
                                  * stream) and the backward re-runs the block before differentiating
                                  * it: one more forward of compute, activations of one block instead of
                                  * all (the 1.3B configs at T = 4096); the same gradients bit for bit */
+    int cuda_graph;             /* 1 (gdn2_model_create's default): on a CUDA model the decode step
+                                 * (gdn2_model_step_slots) is recorded as a CUDA graph per launch shape
+                                 * and replayed (docs/SERVING.md); 0: every op launched each step. No
+                                 * effect on the CPU. When a recording fails the library prints one
+                                 * line on stderr, sets this to 0 and decodes eagerly from then on. */
     struct gdn2_model_acts *acts;
     /* Where the arithmetic runs: the CPU backend unless gdn2_model_set_device moved the model.
      * params / grads are always HOST memory: on the CPU they are the live tensors; on a device
@@ -196,6 +201,8 @@ typedef struct {
     void *work;              /* the step's activations and tables, in be's memory                */
     int64_t work_n;          /* sequences the work buffer is laid out for                        */
     void *stage;             /* HOST staging of the step's tables (device states)                */
+    int stage_pinned;        /* stage is pinned memory of be (be->host_alloc)                     */
+    struct gdn2_step_graphs *graphs; /* the decode step's CUDA graphs, one per launch shape      */
 } gdn2_model_state;
 
 GDN2_API size_t gdn2_model_state_floats(const gdn2_model_cfg *c, int64_t max_len); /* per sequence */
@@ -234,6 +241,11 @@ GDN2_API int gdn2_model_prefill_slot(gdn2_model *m, gdn2_model_state *s, int64_t
  * the last bits with the batch it shares; the same call twice gives the same bits. */
 GDN2_API int gdn2_model_step_slots(gdn2_model *m, gdn2_model_state *s, int64_t n, const int32_t *slots,
                           const int64_t *positions, const int32_t *tokens, float *logits);
+/* The CUDA graphs of the decode step the state holds (instantiated, one per launch shape: the
+ * number of sequences n and whether slots were given); 0 on the CPU or with m->cuda_graph = 0. A
+ * shape's first step runs eagerly (it warms the matrix products' algorithm cache), its second is
+ * recorded and replayed from then on. Freed with the state. */
+GDN2_API int64_t gdn2_model_state_cuda_graphs(const gdn2_model_state *s);
 
 /* Prefix state files: one slot after a prompt prefix, so that a long shared context is prefilled
  * once. safetensors (written atomically): "state.<l>" per layer (full attention: only the

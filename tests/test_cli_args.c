@@ -124,6 +124,8 @@ static void test_generate(const char *ck, const char *nodir) {
     EXPECT(2, "--bogus", NULL, "generate %s --bogus", ck);
     EXPECT(2, "unexpected argument", "extra", "generate %s extra -n 1", ck);
     EXPECT(0, "ab", NULL, "generate %s -n 3 --prompt ab --temperature 0 --top-k 0 --seed 5 --threads 1", ck);
+    EXPECT(2, "--cuda-graph", "maybe", "generate %s -n 1 --cuda-graph maybe", ck);
+    EXPECT(0, "ab", NULL, "generate %s -n 3 --prompt ab --temperature 0 --cuda-graph off", ck); /* no effect on the CPU */
 }
 
 static void test_quantize(const char *ck, const char *text, const char *nodir) {
@@ -157,6 +159,7 @@ static void test_eval(const char *ck, const char *nodir) {
     EXPECT(2, "--samples", "\"0\"", "eval --model %s --task mqar --lengths 32 --samples 0 --out %s/ev", ck, g_dir);
     EXPECT(2, "memory", "--lengths 1000000000", "eval --model %s %s --lengths 1e9 --out %s/ev", ck, base, g_dir);
     EXPECT(2, "--lengths", "abc", "eval --model %s %s --lengths 32,abc --out %s/ev", ck, base, g_dir);
+    EXPECT(2, "--cuda-graph", "yes", "eval --model %s %s --lengths 32 --cuda-graph yes --out %s/ev", ck, base, g_dir);
     EXPECT(2, "--lengths", "4294967328", "eval --model %s %s --lengths 4294967328 --out %s/ev", ck, base, g_dir);
     EXPECT(2, "--depths", "nan", "eval --model %s --task S-NIAH-1 --lengths 600 --depths 0,nan --out %s/ev", ck, g_dir);
     EXPECT(2, "--threads", "5000", "eval --model %s %s --lengths 32 --threads 5000 --out %s/ev", ck, base, g_dir);

@@ -51,7 +51,7 @@ if [[ " $PHASES " == *" model_build "* ]]; then
   echo "model build: $(( $(date +%s) - t0 )) s"
 fi
 if [[ " $PHASES " == *" model_test "* ]]; then
-  for t in test_backend test_cuda_attn test_model_cuda test_cuda; do
+  for t in test_backend test_cuda_attn test_model_cuda test_decode_graph test_cuda; do
     t0=$(date +%s)
     timeout ${TEST_TIMEOUT:-240} ./build/tests/$t > "$OUT/$t.log" 2>&1; echo "$t rc=$? $(( $(date +%s) - t0 )) s: $(tail -1 $OUT/$t.log)"
     grep -E "^FAIL" "$OUT/$t.log" | head -20
@@ -85,10 +85,13 @@ fi
 # ---- inference on the GPU (issue 13), the Python CUDA path (issue 12), NCCL at world size 1 (issue 14) ----
 if [[ " $PHASES " == *" decode "* ]]; then
   t0=$(date +%s)
-  timeout ${DECODE_TIMEOUT:-240} ./build/bench/decode_model --json "$OUT/h200-decode.json" > "$OUT/decode_model.log" 2>&1
+  # the JSON is named after the card the bench finds (h100-decode.json, h200-decode.json), in $OUT
+  timeout ${DECODE_TIMEOUT:-480} ./build/bench/decode_model --out-dir "$OUT" > "$OUT/decode_model.log" 2>&1
   echo "decode_model rc=$? $(( $(date +%s) - t0 )) s"; tail -12 "$OUT/decode_model.log"
   ./build/gdn2 train --model tiny --task mqar --steps 20 --batch 8 --seq-len 64 --quiet --out /tmp/t.safetensors > "$OUT/cli_gpu.log" 2>&1
   { ./build/gdn2 generate /tmp/t.safetensors --device cuda -n 32 --temperature 0 --prompt hello --samples 2; echo "generate rc=$?";
+    ./build/gdn2 generate /tmp/t.safetensors --device cuda --cuda-graph off -n 32 --temperature 0 --prompt hello --samples 2;
+    echo "generate --cuda-graph off rc=$? (the same text as above: greedy, one batch shape)";
     ./build/gdn2 eval --model /tmp/t.safetensors --task mqar --lengths 64 --samples 20 --device cuda --out /tmp/ev; echo "eval rc=$?";
     ./build/gdn2 eval --model /tmp/t.safetensors --task mqar --lengths 64 --samples 20 --out /tmp/ev_cpu; echo "eval cpu rc=$?"; } >> "$OUT/cli_gpu.log" 2>&1
   tail -8 "$OUT/cli_gpu.log"

@@ -208,6 +208,24 @@ struct gdn2_backend {
     int (*sample)(gdn2_backend *be, int64_t n, int64_t V, int64_t ld, const float *logits,
                   const gdn2_sample_row_params *params, int32_t *tokens);
 
+    /* ---- recorded op sequences (CUDA graphs of the decode step; all NULL on the CPU) ------- */
+    /* gdn2_model_step_slots records its ops once per launch shape and replays the recording
+     * (docs/SERVING.md). host_alloc: pinned host memory (NULL + error), freed by host_free;
+     * upload_async: host_src (from host_alloc) -> dst queued without waiting (host_src must stay as
+     * it is until the stream has passed the copy: a later download or sync). graph_begin: the ops
+     * queued from here on are recorded, not run; every op must then be one that records (kernels,
+     * matrix products, device copies: no upload, download, sync, alloc, release or scratch growth).
+     * graph_end: stop recording (always) and instantiate it into *graph (graph NULL: discard);
+     * graph_launch: queue a recording; graph_free: NULL ok. A recording holds the pointers and
+     * sizes it was recorded with: what changes between replays must be read from device memory. */
+    void *(*host_alloc)(gdn2_backend *be, size_t bytes, const char *what);
+    void (*host_free)(gdn2_backend *be, void *p);
+    int (*upload_async)(gdn2_backend *be, void *dst, const void *host_src, size_t bytes);
+    int (*graph_begin)(gdn2_backend *be);
+    int (*graph_end)(gdn2_backend *be, void **graph);
+    int (*graph_launch)(gdn2_backend *be, void *graph);
+    void (*graph_free)(gdn2_backend *be, void *graph);
+
     /* ---- SwiGLU --------------------------------------------------------------------------- */
     /* a = silu(h1) * h2 (ACT) */
     int (*swiglu_fwd)(gdn2_backend *be, size_t n, const void *h1, const void *h2, void *a);

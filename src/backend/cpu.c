@@ -363,6 +363,7 @@ void gdn2_backend_cpu_init(gdn2_backend *be, int n_threads) {
     be->conv_step = cpu_conv_step, be->decode = cpu_decode, be->attn_step = cpu_attn_step;
     be->sample = cpu_sample;
     be->xent = cpu_xent, be->sumsq = cpu_sumsq, be->scale = cpu_scale, be->adamw = cpu_adamw;
+    /* host_alloc, upload_async and the graph hooks stay NULL: the CPU runs every op as it comes */
 }
 
 int gdn2_backend_init(gdn2_backend *be, const char *device, int n_threads) {

@@ -259,6 +259,26 @@ static int cu_sample(gdn2_backend *be, int64_t n, int64_t V, int64_t ld, const f
     return rc;
 }
 
+/* ---- recorded op sequences (CUDA graphs) ---------------------------------------------------- */
+static void *cu_host_alloc(gdn2_backend *be, size_t bytes, const char *what) {
+    (void)be;
+    return gdn2_cuda_nn_host_alloc(bytes, what);
+}
+static void cu_host_free(gdn2_backend *be, void *p) {
+    (void)be;
+    gdn2_cuda_nn_host_free(p);
+}
+static int cu_upload_async(gdn2_backend *be, void *dst, const void *src, size_t bytes) {
+    return gdn2_cuda_nn_upload_async(NN(be), dst, src, bytes);
+}
+static int cu_graph_begin(gdn2_backend *be) { return gdn2_cuda_nn_capture_begin(NN(be)); }
+static int cu_graph_end(gdn2_backend *be, void **graph) { return gdn2_cuda_nn_capture_end(NN(be), graph); }
+static int cu_graph_launch(gdn2_backend *be, void *graph) { return gdn2_cuda_nn_graph_launch(NN(be), graph); }
+static void cu_graph_free(gdn2_backend *be, void *graph) {
+    (void)be;
+    gdn2_cuda_nn_graph_free(graph);
+}
+
 /* ---- loss and optimizer -------------------------------------------------------------------- */
 static int cu_xent(gdn2_backend *be, int64_t N, int64_t Vp, const float *logits, const int32_t *targets, float scale,
                    void *dlogits, float *loss) {
@@ -330,6 +350,13 @@ int gdn2_backend_cuda_init(gdn2_backend *be) {
     be->decode = cu_decode;
     be->attn_step = cu_attn_step;
     be->sample = cu_sample;
+    be->host_alloc = cu_host_alloc;
+    be->host_free = cu_host_free;
+    be->upload_async = cu_upload_async;
+    be->graph_begin = cu_graph_begin;
+    be->graph_end = cu_graph_end;
+    be->graph_launch = cu_graph_launch;
+    be->graph_free = cu_graph_free;
     be->xent = cu_xent;
     be->sumsq = cu_sumsq;
     be->scale = cu_scale;

@@ -322,7 +322,8 @@ double cli_forward_bytes(const gdn2_model_cfg *c, double tokens, int train) {
 
 int cli_exit_code(int st) { return st == GDN2_ERR_ARG || st == GDN2_ERR_IO || st == GDN2_ERR_FORMAT ? 2 : 1; }
 
-int cli_model_device(const char *cmd, gdn2_model *m, int cuda) {
+int cli_model_device(const char *cmd, gdn2_model *m, int cuda, int cuda_graph) {
+    m->cuda_graph = cuda_graph != 0;
     if (!cuda) return 0;
     int st = gdn2_model_set_device(m, "cuda");
     if (!st) return 0;

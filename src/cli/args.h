@@ -113,7 +113,9 @@ int cli_exit_code(int st);
 
 /* --device cuda of a command that runs a model (forward, generate, eval, serve): moves m to the GPU
  * (gdn2_model_set_device). On failure (no CUDA built in, no device, the weights do not fit) prints
- * "gdn2 <cmd>: --device cuda: <why>" and returns the exit code; 0 when done or when cuda is 0. */
-int cli_model_device(const char *cmd, gdn2_model *m, int cuda);
+ * "gdn2 <cmd>: --device cuda: <why>" and returns the exit code; 0 when done or when cuda is 0.
+ * cuda_graph: --cuda-graph on (1) / off (0) of the commands that decode, m->cuda_graph (the decode
+ * step replayed from CUDA graphs; no effect on the CPU). */
+int cli_model_device(const char *cmd, gdn2_model *m, int cuda, int cuda_graph);
 
 #endif

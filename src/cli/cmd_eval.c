@@ -39,6 +39,8 @@ static void eval_usage(FILE *f) {
             "  --device D        cpu (default) or cuda: forwards, prefills and decode steps on the GPU\n"
             "                    (bf16-mixed, docs/BACKEND.md: scores may differ from the CPU's where a\n"
             "                    greedy choice is close)\n"
+            "  --cuda-graph on|off with --device cuda: each decode step replayed from a CUDA graph (on,\n"
+            "                    default) or its kernels launched one by one (off); docs/SERVING.md\n"
             "lengths are tokens: NIAH prompt + answer budget (bytes), MQAR T, parity/modarith L.\n"
             "tasks: gdn2 task list\n");
 }
@@ -144,7 +146,7 @@ static int mkdir_p1(const char *dir) {
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *out_dir = "eval_out", *hay = NULL, *adjs = DEFAULT_ADJS, *nouns = DEFAULT_NOUNS;
     char *task_arg = NULL, *len_arg = NULL, *depth_arg = NULL;
-    int samples = 100, max_new = 0, pairs = 0, vocab = 0, threads = 1, device = 0;
+    int samples = 100, max_new = 0, pairs = 0, vocab = 0, threads = 1, device = 0, graph_off = 0;
     uint64_t seed = 0;
     const cli_opt opts[] = {
         CLI_OPT_STR("--model", NULL, &model_path),
@@ -162,6 +164,7 @@ int cmd_eval(int argc, char **argv) {
         CLI_OPT_INT("--vocab", &vocab, 4, 1 << 24),
         CLI_OPT_INT("--threads", &threads, 0, cli_max_threads()),
         CLI_OPT_CHOICE("--device", &device, "cpu|cuda"),
+        CLI_OPT_CHOICE("--cuda-graph", &graph_off, "on|off"),
     };
     int rc = cli_parse("eval", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL, eval_usage);
     if (rc) return rc < 0 ? 0 : rc;
@@ -250,7 +253,7 @@ int cmd_eval(int argc, char **argv) {
             return rc;
         }
     }
-    if ((rc = cli_model_device("eval", m, device))) {
+    if ((rc = cli_model_device("eval", m, device, !graph_off))) {
         gdn2_model_free(m), gdn2_ruler_free(&res);
         return rc;
     }

@@ -55,7 +55,7 @@ int cmd_forward(int argc, char **argv) {
     }
     m->n_threads = threads;
     m->cfg.kernel = kernel ? GDN2_KERNEL_REFERENCE : GDN2_KERNEL_CHUNK;
-    if ((rc = cli_model_device("forward", m, device))) {
+    if ((rc = cli_model_device("forward", m, device, 1))) {
         gdn2_model_free(m);
         return rc;
     }

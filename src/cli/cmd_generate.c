@@ -20,6 +20,7 @@ static void generate_usage(FILE *f) {
             "usage: gdn2 generate CKPT.safetensors [--prompt TEXT | --prompts FILE] [-n TOKENS] [--temperature T]\n"
             "                     [--top-k K] [--top-p P] [--seed S] [--samples N] [--stop TEXT] [--slots N]\n"
             "                     [--save-prefix FILE] [--load-prefix FILE] [--device cpu|cuda] [--threads N]\n"
+            "                     [--cuda-graph on|off]\n"
             "\n"
             "Generates bytes from a checkpoint written by gdn2 train (byte tokenizer, vocab >= 256). Every\n"
             "prompt x sample is one request of the generation engine; they run as one continuous batch\n"
@@ -39,6 +40,8 @@ static void generate_usage(FILE *f) {
             "                      (prefix files are the same on both devices: one saved on the GPU loads on the CPU)\n"
             "  --device D          cpu (default) or cuda: the model, its decode states and the steps on the GPU\n"
             "                      (bf16-mixed, docs/BACKEND.md)\n"
+            "  --cuda-graph on|off with --device cuda: each decode step replayed from a CUDA graph (on, default)\n"
+            "                      or its kernels launched one by one (off); docs/SERVING.md\n"
             "  --threads N         CPU threads (0 = OpenMP default)\n"
             "Exit status: 0 ok, 2 bad usage or input, 1 runtime failure.\n");
 }
@@ -94,7 +97,7 @@ int cmd_generate(int argc, char **argv) {
     int64_t n_new = 200, samples = 1, slots = 0;
     uint64_t seed = 1;
     float temp = 0.8f, top_p = 1.0f;
-    int top_k = 40, threads = 0, npos = 0, device = 0;
+    int top_k = 40, threads = 0, npos = 0, device = 0, graph_off = 0;
     const cli_opt opts[] = {
         CLI_OPT_STR("--prompt", NULL, &prompt),
         CLI_OPT_STR("--prompts", NULL, &prompts_file),
@@ -110,6 +113,7 @@ int cmd_generate(int argc, char **argv) {
         CLI_OPT_STR("--load-prefix", NULL, &load_prefix),
         CLI_OPT_INT("--threads", &threads, 0, cli_max_threads()),
         CLI_OPT_CHOICE("--device", &device, "cpu|cuda"),
+        CLI_OPT_CHOICE("--cuda-graph", &graph_off, "on|off"),
     };
     int rc = cli_parse("generate", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), &ckpt, 1, &npos,
                        generate_usage);
@@ -187,7 +191,7 @@ int cmd_generate(int argc, char **argv) {
     }
     if (!rc) {
         m->n_threads = threads;
-        rc = cli_model_device("generate", m, device); /* before any state: states live where the model runs */
+        rc = cli_model_device("generate", m, device, !graph_off); /* before any state: states live where the model runs */
     }
     /* the prefix, into a one-slot pool (its full-attention cache sized by the file's token count) */
     gdn2_model_state *pre = NULL;

@@ -687,6 +687,7 @@ static void serve_usage(FILE *f) {
     fprintf(f,
             "usage: gdn2 serve CKPT.safetensors --port P [--host ADDR] [--slots N] [--queue N] [--max-tokens N]\n"
             "                  [--max-prompt N] [--threads N] [--device cpu|cuda] [--drain-s S]\n"
+            "                  [--cuda-graph on|off]\n"
             "\n"
             "OpenAI-style completions over HTTP (byte tokenizer), continuous batching on the CPU or the GPU:\n"
             "  POST /v1/completions {prompt, max_tokens, temperature, top_p, top_k, seed, stop, stream}\n"
@@ -700,6 +701,8 @@ static void serve_usage(FILE *f) {
             "  --threads N       CPU threads (0 = OpenMP default)\n"
             "  --device D        cpu (default) or cuda: the model, the slots' states and the steps on the GPU\n"
             "                    (bf16-mixed, docs/BACKEND.md; a step is one batch there: docs/SERVING.md)\n"
+            "  --cuda-graph on|off with --device cuda: each decode step replayed from a CUDA graph, one per\n"
+            "                    batch size (on, default), or its kernels launched one by one (off)\n"
             "  --drain-s S       on SIGTERM/SIGINT, seconds to let running requests finish (30)\n"
             "SIGTERM / SIGINT: stop accepting, finish running requests (queued ones get 503), exit 0.\n"
             "Exit status: 0 ok, 2 bad usage or input, 1 runtime failure.\n");
@@ -707,7 +710,7 @@ static void serve_usage(FILE *f) {
 
 int cmd_serve(int argc, char **argv) {
     const char *ckpt = NULL, *host = "127.0.0.1";
-    int port = -1, threads = 0, npos = 0, device = 0;
+    int port = -1, threads = 0, npos = 0, device = 0, graph_off = 0;
     int64_t slots = 4, queue = 16, max_tokens = 256, max_prompt = 4096;
     double drain_s = 30;
     const cli_opt opts[] = {
@@ -720,6 +723,7 @@ int cmd_serve(int argc, char **argv) {
         CLI_OPT_INT("--threads", &threads, 0, cli_max_threads()),
         CLI_OPT_F64("--drain-s", &drain_s, 0, 86400, 0),
         CLI_OPT_CHOICE("--device", &device, "cpu|cuda"),
+        CLI_OPT_CHOICE("--cuda-graph", &graph_off, "on|off"),
     };
     int rc = cli_parse("serve", argc, argv, 1, opts, (int)(sizeof opts / sizeof opts[0]), &ckpt, 1, &npos, serve_usage);
     if (rc) return rc < 0 ? 0 : rc;
@@ -758,7 +762,7 @@ int cmd_serve(int argc, char **argv) {
     const double host_need = device ? 8.0 * (double)slots * (double)srv.m->cfg.padded_vocab
                                     : 4.0 * (double)slots * (st1 + (st2 - st1) * ((double)ctx - 1)) +
                                           cli_forward_bytes(&srv.m->cfg, (double)max_prompt, 0);
-    if ((rc = cli_check_mem("serve", what, host_need)) || (rc = cli_model_device("serve", srv.m, device))) {
+    if ((rc = cli_check_mem("serve", what, host_need)) || (rc = cli_model_device("serve", srv.m, device, !graph_off))) {
         gdn2_model_free(srv.m);
         return rc;
     }

@@ -185,6 +185,11 @@ extern "C" void *gdn2_cuda_nn_workspace(gdn2_cuda_nn *c, size_t bytes, const cha
 void *gdn2_cuda_nn_scratch(gdn2_cuda_nn *c, size_t bytes, const char *what) {
     if (bytes == 0) bytes = 256;
     if (bytes <= c->scratch_bytes) return c->scratch;
+    if (c->capturing) { // growing waits for the stream and allocates: neither can be recorded
+        gdn2_error(GDN2_ERR_DEVICE, "scratch for %s: cannot grow the device scratch (%zu to %zu bytes) while recording "
+                                    "a CUDA graph", what, c->scratch_bytes, bytes);
+        return NULL;
+    }
     size_t nb = c->scratch_bytes + c->scratch_bytes / 2;
     if (nb < bytes) nb = bytes;
     nb = (nb + 4095) & ~(size_t)4095;
@@ -256,6 +261,73 @@ extern "C" int gdn2_cuda_nn_copy(gdn2_cuda_nn *c, void *dst, const void *src, si
 extern "C" int gdn2_cuda_nn_zero(gdn2_cuda_nn *c, void *p, size_t bytes) {
     if (!bytes) return GDN2_OK;
     return cuerr("GPU zero-fill", cudaMemsetAsync(p, 0, bytes, c->stream));
+}
+
+// ---- recorded op sequences (CUDA graphs) -----------------------------------------------------------------------
+extern "C" void *gdn2_cuda_nn_host_alloc(size_t bytes, const char *what) {
+    void *p = NULL;
+    cudaError_t e = cudaMallocHost(&p, bytes ? bytes : 4);
+    if (e != cudaSuccess) {
+        gdn2_error(GDN2_ERR_NOMEM, "pinned host allocation of %s (%zu bytes) failed: %s", what ? what : "a buffer",
+                   bytes, cudaGetErrorString(e));
+        return NULL;
+    }
+    return p;
+}
+
+extern "C" void gdn2_cuda_nn_host_free(void *p) {
+    if (p) cudaFreeHost(p);
+}
+
+extern "C" int gdn2_cuda_nn_upload_async(gdn2_cuda_nn *c, void *dst, const void *host_src, size_t bytes) {
+    if (!bytes) return GDN2_OK;
+    return cuerr("upload to the GPU (queued)", cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, c->stream));
+}
+
+extern "C" int gdn2_cuda_nn_capture_begin(gdn2_cuda_nn *c) {
+    if (c->capturing) return gdn2_error(GDN2_ERR_ARG, "CUDA graph capture: already recording");
+    cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError(); // not sticky: the launch checks of the eager fallback must not see it
+        return gdn2_error(GDN2_ERR_DEVICE, "CUDA graph capture: cudaStreamBeginCapture failed: %s", cudaGetErrorString(e));
+    }
+    c->capturing = 1;
+    return GDN2_OK;
+}
+
+extern "C" int gdn2_cuda_nn_capture_end(gdn2_cuda_nn *c, void **exec) {
+    if (exec) *exec = NULL;
+    if (!c->capturing) return gdn2_error(GDN2_ERR_ARG, "CUDA graph capture: not recording");
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    c->capturing = 0;
+    if (e != cudaSuccess || !g) {
+        if (g) cudaGraphDestroy(g);
+        (void)cudaGetLastError();
+        return gdn2_error(GDN2_ERR_DEVICE, "CUDA graph capture: cudaStreamEndCapture failed: %s (an op of the sequence "
+                                          "cannot be recorded)", e != cudaSuccess ? cudaGetErrorString(e) : "no graph");
+    }
+    if (!exec) {
+        cudaGraphDestroy(g);
+        return GDN2_OK;
+    }
+    cudaGraphExec_t x = NULL;
+    e = cudaGraphInstantiate(&x, g, 0);
+    cudaGraphDestroy(g); // the executable graph is independent of its template
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return gdn2_error(GDN2_ERR_DEVICE, "CUDA graph capture: cudaGraphInstantiate failed: %s", cudaGetErrorString(e));
+    }
+    *exec = (void *)x;
+    return GDN2_OK;
+}
+
+extern "C" int gdn2_cuda_nn_graph_launch(gdn2_cuda_nn *c, void *exec) {
+    return cuerr("CUDA graph launch", cudaGraphLaunch((cudaGraphExec_t)exec, c->stream));
+}
+
+extern "C" void gdn2_cuda_nn_graph_free(void *exec) {
+    if (exec) cudaGraphExecDestroy((cudaGraphExec_t)exec);
 }
 
 extern "C" int gdn2_cuda_nn_sync(gdn2_cuda_nn *c) {

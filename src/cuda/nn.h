@@ -50,6 +50,26 @@ int gdn2_cuda_nn_download(gdn2_cuda_nn *c, void *host_dst, const void *src, size
 int gdn2_cuda_nn_copy(gdn2_cuda_nn *c, void *dst, const void *src, size_t bytes);          /* device to device */
 int gdn2_cuda_nn_zero(gdn2_cuda_nn *c, void *p, size_t bytes);
 int gdn2_cuda_nn_sync(gdn2_cuda_nn *c); /* waits for the stream; reports a failed kernel */
+/* ---- recorded op sequences (CUDA graphs: the model's decode step, docs/SERVING.md) ------------ */
+/* Pinned host memory (cudaMallocHost), what upload_async reads from; NULL + error. free: NULL ok. */
+void *gdn2_cuda_nn_host_alloc(size_t bytes, const char *what);
+void gdn2_cuda_nn_host_free(void *p);
+/* host_src (pinned) -> dst, queued on the stream without waiting: the caller leaves host_src as it
+ * is until the stream has passed the copy (a later download or sync) */
+int gdn2_cuda_nn_upload_async(gdn2_cuda_nn *c, void *dst, const void *host_src, size_t bytes);
+/* Start recording the stream (cudaStreamBeginCapture, thread-local mode): the ops queued from here
+ * on are recorded, not run, until capture_end. While recording, an op that would synchronise or
+ * allocate (scratch growth, upload, download, free) fails and the recording is lost. */
+int gdn2_cuda_nn_capture_begin(gdn2_cuda_nn *c);
+/* Stop recording. exec not NULL: instantiate the recording into *exec (a cudaGraphExec_t); NULL:
+ * discard it. Always ends the capture; on failure (an op invalidated the recording, or the
+ * instantiation failed) the runtime's error is cleared (later launch checks do not see it) and the
+ * message names the call. */
+int gdn2_cuda_nn_capture_end(gdn2_cuda_nn *c, void **exec);
+/* queue a recorded sequence on the stream (cudaGraphLaunch) */
+int gdn2_cuda_nn_graph_launch(gdn2_cuda_nn *c, void *exec);
+void gdn2_cuda_nn_graph_free(void *exec); /* NULL ok */
+
 /* The context's device scratch, at least `bytes` (grows as the ops' scratch does; valid until the
  * next op that takes scratch): the chunk kernels' workspace, so that they do not allocate
  * stream-ordered memory at every call (docs/CUDA.md: 3.47 vs 1.49 ms at (8,4096,16)). */

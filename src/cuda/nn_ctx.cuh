@@ -26,6 +26,7 @@ struct gdn2_cuda_nn {
     void *lt_ws;                    // cuBLASLt workspace, GDN2_LT_WORKSPACE_BYTES
     void *scratch;                  // grows; stream-ordered reuse between ops
     size_t scratch_bytes;
+    int capturing;                  // 1 between capture_begin and capture_end (scratch cannot grow)
     double *host_word;              // pinned, 8 doubles: results read back by the host (sumsq)
     // AdamW segment table cache: the host table (pointer, count and a copy of its contents) and its
     // device twin with the per-segment first block

@@ -220,6 +220,7 @@ int gdn2_model_create(const gdn2_model_cfg *cin, gdn2_model **out) {
     }
     gdn2_backend_cpu_init(m->be, 0);
     m->dev_params = m->params, m->dev_params_act = m->params;
+    m->cuda_graph = 1;
     *out = m;
     return GDN2_OK;
 }
@@ -675,15 +676,20 @@ void gdn2_model_state_reset(gdn2_model_state *s) {
     s->pos = 0;
 }
 
+static void graphs_free(gdn2_model_state *s);
+static void stage_free(gdn2_model_state *s);
+
 void gdn2_model_state_free(gdn2_model_state *s) {
     if (!s) return;
+    graphs_free(s);
     if (s->on_device) {
         if (s->data) s->be->release(s->be, s->data);
         if (s->work) s->be->release(s->be, s->work);
     } else {
         free(s->data), free(s->work);
     }
-    free(s->layer_off), free(s->layer_size), free(s->slot_pos), free(s->stage);
+    stage_free(s);
+    free(s->layer_off), free(s->layer_size), free(s->slot_pos);
     free(s);
 }
 
@@ -796,15 +802,73 @@ static step_layout step_offsets(const gdn2_backend *be, const gdn2_model_cfg *c,
     return S;
 }
 
+/* ---- the decode step's CUDA graphs (docs/SERVING.md) ----------------------------------------
+ * A recording holds every pointer and size its ops were queued with: the state's buffers (data;
+ * work and the tables in it, laid out for work_n), the model's weights (both views), the backend's
+ * context (its stream and cuBLASLt workspace) and the number of sequences n, slots given or not
+ * (NULL slots are a NULL kernel argument). That is the key of a recording. What changes from step
+ * to step — tokens, positions, slot indices — is in the work buffer's tables, uploaded before the
+ * replay and read by the kernels at run time; nothing of it is baked in. */
+typedef struct {
+    int64_t n, work_n;
+    int has_slots;
+    const void *work, *data, *params, *params_act, *ctx;
+    void *graph; /* NULL: the shape's first step ran eagerly; its second is recorded */
+} step_graph;
+
+struct gdn2_step_graphs {
+    int count, cap;
+    step_graph *g;
+};
+
+/* drop every recording (they hold the work buffer's address: before it is freed or resized) */
+static void graphs_clear(gdn2_model_state *s) {
+    struct gdn2_step_graphs *G = s->graphs;
+    if (!G) return;
+    for (int i = 0; i < G->count; i++)
+        if (G->g[i].graph && s->be && s->be->graph_free) s->be->graph_free(s->be, G->g[i].graph);
+    G->count = 0;
+}
+
+static void graphs_free(gdn2_model_state *s) {
+    graphs_clear(s);
+    if (s->graphs) free(s->graphs->g);
+    free(s->graphs);
+    s->graphs = NULL;
+}
+
+int64_t gdn2_model_state_cuda_graphs(const gdn2_model_state *s) {
+    int64_t k = 0;
+    if (s && s->graphs)
+        for (int i = 0; i < s->graphs->count; i++) k += s->graphs->g[i].graph != NULL;
+    return k;
+}
+
+/* the host staging of the tables: pinned memory of the device backend when it has it (the upload
+ * is then queued without waiting), else malloc'ed */
+static void stage_free(gdn2_model_state *s) {
+    if (s->stage && s->stage_pinned) {
+        if (s->be && s->be->host_free) s->be->host_free(s->be, s->stage);
+    } else {
+        free(s->stage);
+    }
+    s->stage = NULL, s->stage_pinned = 0;
+}
+
 /* the state's step buffers laid out for at least n sequences */
 static int step_work(gdn2_model_state *s, const gdn2_backend *be, const gdn2_model_cfg *c, int64_t n) {
     if (s->work && s->work_n >= n) return GDN2_OK;
     const step_layout S = step_offsets(be, c, n);
     if (s->on_device) {
+        graphs_clear(s); /* recorded with the old buffer */
         if (s->work) s->be->release(s->be, s->work);
-        free(s->stage);
+        stage_free(s);
         s->work = s->be->alloc(s->be, S.total, "generation step buffers");
-        s->stage = s->work ? gdn2_malloc(S.tab_bytes, "generation step tables") : NULL;
+        if (s->work && s->be->host_alloc && s->be->upload_async) {
+            s->stage = s->be->host_alloc(s->be, S.tab_bytes, "generation step tables (pinned)");
+            s->stage_pinned = s->stage != NULL;
+        }
+        if (s->work && !s->stage) s->stage = gdn2_malloc(S.tab_bytes, "generation step tables"); /* waited-for upload */
     } else {
         free(s->work);
         s->work = gdn2_malloc(S.total, "generation step buffers");
@@ -814,58 +878,18 @@ static int step_work(gdn2_model_state *s, const gdn2_backend *be, const gdn2_mod
     return s->work_n ? GDN2_OK : GDN2_ERR_NOMEM;
 }
 
-int gdn2_model_step_slots(gdn2_model *m, gdn2_model_state *s, int64_t n, const int32_t *slots,
-                          const int64_t *positions, const int32_t *tokens, float *logits) {
+/* The step's ops, from the tables in the work buffer (uploaded) to the logits (fp32 [n,Vp]: in the
+ * work buffer on a device, the caller's `logits` on the CPU). Exactly what a CUDA graph records:
+ * kernels and matrix products on the backend's stream, no transfer, no synchronisation, no
+ * allocation (the buffers are the state's, sized by step_work before). */
+static int step_ops(gdn2_model *m, gdn2_model_state *s, gdn2_backend *be, int64_t n, int has_slots, float *logits) {
     const gdn2_model_cfg *c = &m->cfg;
-    int st = check_state(m, s, "model step");
-    if (st) return st;
-    if (n < 1 || n > s->n)
-        return gdn2_error(GDN2_ERR_ARG, "model step: n = %lld sequences outside [1, %lld]", (long long)n,
-                          (long long)s->n);
     const int64_t d = c->n_embd, I = c->intermediate_size, Vp = c->padded_vocab;
-    for (int64_t i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
-            return gdn2_error(GDN2_ERR_ARG, "model step: tokens[%lld] = %d outside [0, vocab_size %lld)",
-                              (long long)i, tokens[i], (long long)c->vocab_size);
-    /* on the CPU, a copy of the backend whose products run per row (batch-invariant decode); on a
-     * device, the model's backend (one batched product) */
-    gdn2_backend rb = *m->be;
-    gdn2_backend *be = m->be;
-    if (!be->on_device) {
-        be = &rb;
-        be->n_threads = m->n_threads;
-        be->linear_fwd = rows_linear_fwd;
-    }
-    if ((st = step_work(s, be, c, n))) return st;
     const step_layout S = step_offsets(be, c, s->work_n);
-    /* the tables (host side: the staging copy on a device, the work buffer itself on the CPU) */
-    char *tab = s->on_device ? (char *)s->stage : (char *)AT(s->work, S.tab);
-    int64_t *pos = (int64_t *)tab;
-    int32_t *tok = (int32_t *)(pos + s->work_n), *sl = tok + s->work_n;
-    unsigned char *seen = gdn2_calloc((size_t)s->n, 1, "step slots");
-    if (!seen) return GDN2_ERR_NOMEM;
-    int has_full = 0;
-    for (int l = 0; l < c->n_layer; l++) has_full |= c->kind[l] == GDN2_LAYER_ATTN;
-    for (int64_t i = 0; i < n && !st; i++) {
-        const int64_t k = slots ? slots[i] : i;
-        if (k < 0 || k >= s->n) st = gdn2_error(GDN2_ERR_ARG, "model step: slots[%lld] = %lld outside [0, %lld)",
-                                                (long long)i, (long long)k, (long long)s->n);
-        else if (seen[k]++) st = gdn2_error(GDN2_ERR_ARG, "model step: slot %lld given twice", (long long)k);
-        else if ((pos[i] = positions ? positions[i] : s->slot_pos[k]) < 0)
-            st = gdn2_error(GDN2_ERR_ARG, "model step: position %lld < 0", (long long)pos[i]);
-        else if (has_full && pos[i] >= s->max_len)
-            st = gdn2_error(GDN2_ERR_ARG, "attention cache full: position %lld, max_len %lld (full attention grows)",
-                            (long long)pos[i], (long long)s->max_len);
-        sl[i] = (int32_t)k;
-        tok[i] = tokens[i];
-    }
-    free(seen);
-    if (st) return st;
+    int st;
     /* the tables are laid out for work_n sequences: the three arrays at their full offsets */
-    if (s->on_device) st = be->upload(be, AT(s->work, S.tab), s->stage, S.tab_bytes);
-    if (st) return st;
     const int64_t *dpos = (const int64_t *)AT(s->work, S.tab);
-    const int32_t *dtok = (const int32_t *)(dpos + s->work_n), *dsl = slots ? dtok + s->work_n : NULL;
+    const int32_t *dtok = (const int32_t *)(dpos + s->work_n), *dsl = has_slots ? dtok + s->work_n : NULL;
     float *x = AT(s->work, S.x), *mid = AT(s->work, S.mid);
     void *h = AT(s->work, S.h), *y = AT(s->work, S.y), *mact = AT(s->work, S.mlp), *mix = AT(s->work, S.mix);
     TRY(be->embed_fwd(be, n, d, dtok, P(m, m->dev_params, "transformer.wte.weight", 0), x));
@@ -895,7 +919,145 @@ int gdn2_model_step_slots(gdn2_model *m, gdn2_model_state *s, int64_t n, const i
     TRY(be->rmsnorm_fwd(be, n, d, x, P(m, m->dev_params, "transformer.ln_f.weight", 0), c->norm_eps, h, NULL));
     float *lg = s->on_device ? (float *)AT(s->work, S.logits) : logits;
     TRY(be->linear_fwd(be, n, d, Vp, h, PA(m, "lm_head.weight", 0), NULL, lg, GDN2_DT_F32, 0));
-    if (s->on_device) TRY(be->download(be, logits, lg, (size_t)(n * Vp) * sizeof(float)));
+    return GDN2_OK;
+}
+
+/* a recording failed: said once (this turns graphs off for the model), then eager launches */
+static void graph_off(gdn2_model *m, const char *why) {
+    fprintf(stderr, "gdn2: warning: the CUDA graph of the decode step failed (%s); decoding with eager launches "
+                    "from now on (cuda_graph set to 0)\n", why);
+    m->cuda_graph = 0;
+}
+
+/* step_ops on a device with CUDA graphs: a launch shape's first step eagerly (it fills the matrix
+ * products' algorithm cache and loads the kernels, so that recording only queues), its second
+ * recorded then replayed, every later one replayed. Any failure to record, instantiate or launch
+ * turns graphs off for the model (graph_off) and the step runs eagerly: a recording runs nothing,
+ * so the states are untouched by a failed one. */
+static int step_graphed(gdn2_model *m, gdn2_model_state *s, gdn2_backend *be, int64_t n, int has_slots) {
+    if (!s->on_device || !m->cuda_graph || !be->graph_begin || !be->graph_end || !be->graph_launch || !be->graph_free)
+        return step_ops(m, s, be, n, has_slots, NULL);
+    if (!s->graphs && !(s->graphs = calloc(1, sizeof *s->graphs))) return step_ops(m, s, be, n, has_slots, NULL);
+    struct gdn2_step_graphs *G = s->graphs;
+    step_graph key;
+    memset(&key, 0, sizeof key);
+    key.n = n, key.work_n = s->work_n, key.has_slots = has_slots;
+    key.work = s->work, key.data = s->data, key.params = m->dev_params, key.params_act = m->dev_params_act;
+    key.ctx = be->ctx;
+    step_graph *e = NULL;
+    for (int i = 0; i < G->count && !e; i++) {
+        step_graph *g = &G->g[i];
+        if (g->n == key.n && g->work_n == key.work_n && g->has_slots == key.has_slots && g->work == key.work &&
+            g->data == key.data && g->params == key.params && g->params_act == key.params_act && g->ctx == key.ctx)
+            e = g;
+    }
+    if (!e) { /* a new shape: remembered, run eagerly */
+        if (G->count == G->cap) {
+            const int nc = G->cap ? 2 * G->cap : 8;
+            step_graph *ng = realloc(G->g, (size_t)nc * sizeof *ng);
+            if (!ng) return step_ops(m, s, be, n, has_slots, NULL); /* no entry: this shape stays eager */
+            G->g = ng, G->cap = nc;
+        }
+        G->g[G->count++] = key;
+        return step_ops(m, s, be, n, has_slots, NULL);
+    }
+    char why[1200];
+    if (!e->graph) { /* the second step of this shape: record it */
+        int st = be->graph_begin(be);
+        if (st) {
+            snprintf(why, sizeof why, "%s", gdn2_last_error());
+            graph_off(m, why);
+            return step_ops(m, s, be, n, has_slots, NULL);
+        }
+        /* GDN2_CUDA_GRAPH_FAIL=1: the recording fails (fault injection: the fallback's test) */
+        const char *inj = getenv("GDN2_CUDA_GRAPH_FAIL");
+        const int so = inj && *inj == '1' ? gdn2_error(GDN2_ERR_DEVICE, "GDN2_CUDA_GRAPH_FAIL=1 (fault injection)")
+                                          : step_ops(m, s, be, n, has_slots, NULL);
+        if (so) snprintf(why, sizeof why, "recording n = %lld: %s", (long long)n, gdn2_last_error());
+        void *g = NULL;
+        const int se = be->graph_end(be, so ? NULL : &g);
+        if (!so && se) snprintf(why, sizeof why, "n = %lld: %s", (long long)n, gdn2_last_error());
+        if (so || se) {
+            graph_off(m, why);
+            return step_ops(m, s, be, n, has_slots, NULL);
+        }
+        e->graph = g;
+    }
+    int st = be->graph_launch(be, e->graph);
+    if (st) {
+        snprintf(why, sizeof why, "n = %lld: %s", (long long)n, gdn2_last_error());
+        graph_off(m, why);
+        return step_ops(m, s, be, n, has_slots, NULL);
+    }
+    return GDN2_OK;
+}
+
+int gdn2_model_step_slots(gdn2_model *m, gdn2_model_state *s, int64_t n, const int32_t *slots,
+                          const int64_t *positions, const int32_t *tokens, float *logits) {
+    const gdn2_model_cfg *c = &m->cfg;
+    int st = check_state(m, s, "model step");
+    if (st) return st;
+    if (n < 1 || n > s->n)
+        return gdn2_error(GDN2_ERR_ARG, "model step: n = %lld sequences outside [1, %lld]", (long long)n,
+                          (long long)s->n);
+    const int64_t Vp = c->padded_vocab;
+    for (int64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return gdn2_error(GDN2_ERR_ARG, "model step: tokens[%lld] = %d outside [0, vocab_size %lld)",
+                              (long long)i, tokens[i], (long long)c->vocab_size);
+    /* on the CPU, a copy of the backend whose products run per row (batch-invariant decode); on a
+     * device, the model's backend (one batched product) */
+    gdn2_backend rb = *m->be;
+    gdn2_backend *be = m->be;
+    if (!be->on_device) {
+        be = &rb;
+        be->n_threads = m->n_threads;
+        be->linear_fwd = rows_linear_fwd;
+    }
+    if ((st = step_work(s, be, c, n))) return st;
+    const step_layout S = step_offsets(be, c, s->work_n);
+    /* the tables (host side: the staging copy on a device, the work buffer itself on the CPU). The
+     * pinned staging copy is free again: the last step ended with the logits' download, which
+     * waited for the stream (and a failed one synchronised before returning). */
+    char *tab = s->on_device ? (char *)s->stage : (char *)AT(s->work, S.tab);
+    int64_t *pos = (int64_t *)tab;
+    int32_t *tok = (int32_t *)(pos + s->work_n), *sl = tok + s->work_n;
+    unsigned char *seen = gdn2_calloc((size_t)s->n, 1, "step slots");
+    if (!seen) return GDN2_ERR_NOMEM;
+    int has_full = 0;
+    for (int l = 0; l < c->n_layer; l++) has_full |= c->kind[l] == GDN2_LAYER_ATTN;
+    for (int64_t i = 0; i < n && !st; i++) {
+        const int64_t k = slots ? slots[i] : i;
+        if (k < 0 || k >= s->n) st = gdn2_error(GDN2_ERR_ARG, "model step: slots[%lld] = %lld outside [0, %lld)",
+                                                (long long)i, (long long)k, (long long)s->n);
+        else if (seen[k]++) st = gdn2_error(GDN2_ERR_ARG, "model step: slot %lld given twice", (long long)k);
+        else if ((pos[i] = positions ? positions[i] : s->slot_pos[k]) < 0)
+            st = gdn2_error(GDN2_ERR_ARG, "model step: position %lld < 0", (long long)pos[i]);
+        else if (has_full && pos[i] >= s->max_len)
+            st = gdn2_error(GDN2_ERR_ARG, "attention cache full: position %lld, max_len %lld (full attention grows)",
+                            (long long)pos[i], (long long)s->max_len);
+        sl[i] = (int32_t)k;
+        tok[i] = tokens[i];
+    }
+    free(seen);
+    if (st) return st;
+    if (!s->on_device) {
+        st = step_ops(m, s, be, n, slots != NULL, logits);
+    } else {
+        /* one upload of the three tables (queued from pinned memory, or waited for), the step's ops
+         * (replayed from a CUDA graph, or launched one by one), the logits to the host (waits) */
+        st = s->stage_pinned ? be->upload_async(be, AT(s->work, S.tab), s->stage, S.tab_bytes)
+                             : be->upload(be, AT(s->work, S.tab), s->stage, S.tab_bytes);
+        if (!st) st = step_graphed(m, s, be, n, slots != NULL);
+        if (!st) st = be->download(be, logits, AT(s->work, S.logits), (size_t)(n * Vp) * sizeof(float));
+        if (st && s->stage_pinned) { /* the queued upload may still read the staging copy: wait */
+            char why[1024];
+            snprintf(why, sizeof why, "%s", gdn2_last_error());
+            (void)be->sync(be);
+            gdn2_error(st, "%s", why);
+        }
+    }
+    if (st) return st;
     for (int64_t i = 0; i < n; i++) s->slot_pos[slots ? slots[i] : i] = pos[i] + 1;
     return GDN2_OK;
 }
