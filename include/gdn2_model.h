@@ -275,6 +275,15 @@ GDN2_API uint64_t gdn2_sampler_seed(uint64_t seed);
 /* One token from logits[0..V) (V = vocab_size): softmax(z / temperature) restricted by top_k,
  * then top_p; *rng advances by one draw unless greedy. */
 GDN2_API int32_t gdn2_sample(const float *logits, int64_t V, const gdn2_sampling *sp, uint64_t *rng);
+/* gdn2_model_step_slots, then each sequence's next token drawn where its logits are: next[i] from
+ * sequence i's logits under sp[i] with the stream rng[i], the token gdn2_sample would draw from
+ * the same logits (every backend draws the same tokens from the same logits: integer candidate
+ * weights, src/util/sample.h); rng[i] advances by one draw unless greedy, and only when the call
+ * succeeds. On a device only the n tokens come back, not the [n, padded_vocab] logits; logits may be
+ * NULL, else it also receives them. */
+GDN2_API int gdn2_model_step_slots_sample(gdn2_model *m, gdn2_model_state *s, int64_t n, const int32_t *slots,
+                                          const int64_t *positions, const int32_t *tokens, const gdn2_sampling *sp,
+                                          uint64_t *rng, int32_t *next, float *logits);
 
 /* Sample n_new tokens after prompt [P] (P >= 1) for one sequence, in constant memory (prefill, then
  * one step per token). temperature <= 0: greedy; top_k > 0 keeps the k most likely tokens. */

@@ -60,9 +60,11 @@ GDN2_API int64_t gdn2_engine_max_len(const gdn2_engine *e);
  * starts from the prefix if any and prefills the prompt. GDN2_ERR_ARG for a bad request (the
  * message says what) or when no slot is free; the model's error otherwise (the slot stays free). */
 GDN2_API int gdn2_engine_submit(gdn2_engine *e, const gdn2_request *r, int64_t *slot);
-/* One token for every running slot: sample from its logits, apply stop sequences and max_tokens,
- * then one gdn2_model_step_slots over the slots that go on. A model failure finishes those slots
- * with GDN2_FINISH_ERROR and returns the error. */
+/* One token for every running slot: take the token drawn for it (at submit from the prompt's
+ * logits, after that by the previous step), apply stop sequences and max_tokens, then one
+ * gdn2_model_step_slots_sample over the slots that go on, which draws their next tokens where the
+ * logits are (the same tokens on every backend for the same logits). A model failure finishes those
+ * slots with GDN2_FINISH_ERROR and returns the error. */
 GDN2_API int gdn2_engine_step(gdn2_engine *e);
 
 typedef struct {

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "step_sample.h"
 #include "ckpt_pair.h"
 #include "cli_run.h"
 #include "gdn2.h"
@@ -384,6 +385,8 @@ static void test_decode(const char *name, const char *dev, const char *dir) {
               s ? ": " : "", s ? gdn2_last_error() : "");
         free(a), free(b), free(c1);
     }
+    /* the step with its draws on the device (tests/step_sample.h): slots 0..2 stepped, 3..5 copies */
+    if (!sc_st && !sg_st) check_step_sample(mg, sg2, name);
     /* prefix files across devices: slot 2 of each pool saved, loaded into the other device's pool,
      * then one step with the same token on each side */
     if (!sc_st && !sg_st && dir) {

@@ -23,6 +23,7 @@
 #include "gdn2_model.h"
 #include "gdn2_serve.h"
 #include "gdn2_text.h"
+#include "step_sample.h"
 #include "util/rng.h"
 #include "util/sample.h"
 
@@ -42,6 +43,25 @@ static gdn2_model *small_model(const char *layout, int64_t window) {
 
 static void fill_prompt(int32_t *p, int64_t n, uint64_t seed) {
     for (int64_t i = 0; i < n; i++) p[i] = (int32_t)(gdn2_mix64(seed * 1000 + (uint64_t)i) % 256);
+}
+
+/* gdn2_model_step_slots_sample on the CPU (tests/step_sample.h) */
+static void test_step_sample(const char *layout) {
+    gdn2_model *m = small_model(layout, 6);
+    gdn2_model_state *s = NULL;
+    int st = m ? gdn2_model_state_create(m, 6, 64, &s) : GDN2_ERR_ARG;
+    int32_t p[16];
+    float *lg = m ? malloc((size_t)m->cfg.padded_vocab * sizeof(float)) : NULL;
+    if (!lg) st = GDN2_ERR_NOMEM;
+    for (int64_t k = 0; k < 3 && !st; k++) {
+        fill_prompt(p, 4 + 3 * k, (uint64_t)k + 9);
+        st = gdn2_model_prefill_slot(m, s, k, p, 4 + 3 * k, lg);
+    }
+    free(lg);
+    if (st) CHECK(0, "%s: model and prefill for step_slots_sample: %s", layout, gdn2_last_error());
+    else check_step_sample(m, s, layout);
+    gdn2_model_state_free(s);
+    gdn2_model_free(m);
 }
 
 /* step_slots over subsets == one slot at a time, bit for bit; == the whole-state API */
@@ -773,6 +793,8 @@ int main(void) {
     if (make_tmp_dir("serve")) return test_summary();
     test_slots("gdn2");
     test_slots("gdn2,swa,attn");
+    test_step_sample("gdn2");
+    test_step_sample("gdn2,swa,attn");
     test_engine();
     test_top_p();
     test_sample_vs_reference();

@@ -796,7 +796,7 @@ static step_layout step_offsets(const gdn2_backend *be, const gdn2_model_cfg *c,
     S.y = o, o = al(be, o + gdn2_be_bytes(be, N * d, GDN2_DT_ACT));
     S.mlp = o, o = al(be, o + gdn2_mlp_act_bytes(be, n, c->intermediate_size));
     S.mix = o, o = al(be, o + mix);
-    S.logits = o, o = al(be, o + (be->on_device ? gdn2_be_bytes(be, N * (size_t)c->padded_vocab, GDN2_DT_F32) : 0));
+    S.logits = o, o = al(be, o + gdn2_be_bytes(be, N * (size_t)c->padded_vocab, GDN2_DT_F32));
     S.tab = o, S.tab_bytes = N * (sizeof(int64_t) + 2 * sizeof(int32_t));
     S.total = al(be, o + S.tab_bytes);
     return S;
@@ -879,7 +879,7 @@ static int step_work(gdn2_model_state *s, const gdn2_backend *be, const gdn2_mod
 }
 
 /* The step's ops, from the tables in the work buffer (uploaded) to the logits (fp32 [n,Vp]: in the
- * work buffer on a device, the caller's `logits` on the CPU). Exactly what a CUDA graph records:
+ * work buffer on a device, the caller's `logits` on the CPU when given, else the work buffer's). Exactly what a CUDA graph records:
  * kernels and matrix products on the backend's stream, no transfer, no synchronisation, no
  * allocation (the buffers are the state's, sized by step_work before). */
 static int step_ops(gdn2_model *m, gdn2_model_state *s, gdn2_backend *be, int64_t n, int has_slots, float *logits) {
@@ -917,7 +917,7 @@ static int step_ops(gdn2_model *m, gdn2_model_state *s, gdn2_backend *be, int64_
         TRY(be->add(be, (size_t)(n * d), mid, y, x));
     }
     TRY(be->rmsnorm_fwd(be, n, d, x, P(m, m->dev_params, "transformer.ln_f.weight", 0), c->norm_eps, h, NULL));
-    float *lg = s->on_device ? (float *)AT(s->work, S.logits) : logits;
+    float *lg = s->on_device || !logits ? (float *)AT(s->work, S.logits) : logits;
     TRY(be->linear_fwd(be, n, d, Vp, h, PA(m, "lm_head.weight", 0), NULL, lg, GDN2_DT_F32, 0));
     return GDN2_OK;
 }
@@ -992,8 +992,10 @@ static int step_graphed(gdn2_model *m, gdn2_model_state *s, gdn2_backend *be, in
     return GDN2_OK;
 }
 
-int gdn2_model_step_slots(gdn2_model *m, gdn2_model_state *s, int64_t n, const int32_t *slots,
-                          const int64_t *positions, const int32_t *tokens, float *logits) {
+/* gdn2_model_step_slots with an optional draw: with rp (row settings, the draws u included), next
+ * gets each row's token, sampled by the backend where the logits are; logits (host) may then be NULL */
+static int step_slots(gdn2_model *m, gdn2_model_state *s, int64_t n, const int32_t *slots, const int64_t *positions,
+                      const int32_t *tokens, float *logits, const gdn2_sample_row_params *rp, int32_t *next) {
     const gdn2_model_cfg *c = &m->cfg;
     int st = check_state(m, s, "model step");
     if (st) return st;
@@ -1043,13 +1045,17 @@ int gdn2_model_step_slots(gdn2_model *m, gdn2_model_state *s, int64_t n, const i
     if (st) return st;
     if (!s->on_device) {
         st = step_ops(m, s, be, n, slots != NULL, logits);
+        if (!st && rp)
+            st = be->sample(be, n, c->vocab_size, Vp, logits ? logits : (const float *)AT(s->work, S.logits), rp, next);
     } else {
         /* one upload of the three tables (queued from pinned memory, or waited for), the step's ops
-         * (replayed from a CUDA graph, or launched one by one), the logits to the host (waits) */
+         * (replayed from a CUDA graph, or launched one by one), then the logits to the host and/or
+         * the draws on the device with the n tokens to the host (either waits) */
         st = s->stage_pinned ? be->upload_async(be, AT(s->work, S.tab), s->stage, S.tab_bytes)
                              : be->upload(be, AT(s->work, S.tab), s->stage, S.tab_bytes);
         if (!st) st = step_graphed(m, s, be, n, slots != NULL);
-        if (!st) st = be->download(be, logits, AT(s->work, S.logits), (size_t)(n * Vp) * sizeof(float));
+        if (!st && logits) st = be->download(be, logits, AT(s->work, S.logits), (size_t)(n * Vp) * sizeof(float));
+        if (!st && rp) st = be->sample(be, n, c->vocab_size, Vp, (const float *)AT(s->work, S.logits), rp, next);
         if (st && s->stage_pinned) { /* the queued upload may still read the staging copy: wait */
             char why[1024];
             snprintf(why, sizeof why, "%s", gdn2_last_error());
@@ -1060,6 +1066,34 @@ int gdn2_model_step_slots(gdn2_model *m, gdn2_model_state *s, int64_t n, const i
     if (st) return st;
     for (int64_t i = 0; i < n; i++) s->slot_pos[slots ? slots[i] : i] = pos[i] + 1;
     return GDN2_OK;
+}
+
+int gdn2_model_step_slots(gdn2_model *m, gdn2_model_state *s, int64_t n, const int32_t *slots,
+                          const int64_t *positions, const int32_t *tokens, float *logits) {
+    if (!logits) return gdn2_error(GDN2_ERR_ARG, "model step: logits is NULL");
+    return step_slots(m, s, n, slots, positions, tokens, logits, NULL, NULL);
+}
+
+int gdn2_model_step_slots_sample(gdn2_model *m, gdn2_model_state *s, int64_t n, const int32_t *slots,
+                                 const int64_t *positions, const int32_t *tokens, const gdn2_sampling *sp,
+                                 uint64_t *rng, int32_t *next, float *logits) {
+    if (!sp || !rng || !next) return gdn2_error(GDN2_ERR_ARG, "model step: sp, rng and next must be given");
+    if (n < 1 || (s && n > s->n)) return step_slots(m, s, n, slots, positions, tokens, logits, NULL, NULL); /* its error */
+    gdn2_sample_row_params *rp = gdn2_malloc((size_t)n * sizeof *rp, "step draws");
+    uint64_t *r2 = gdn2_malloc((size_t)n * sizeof *r2, "step draws");
+    int st = rp && r2 ? GDN2_OK : GDN2_ERR_NOMEM;
+    /* the draws as gdn2_sample takes them: one uniform from the sequence's stream unless greedy;
+     * the streams move only when the step succeeds */
+    for (int64_t i = 0; i < n && !st; i++) {
+        gdn2_rng r = {rng[i]};
+        rp[i] = (gdn2_sample_row_params){sp[i].temperature, sp[i].top_k, sp[i].top_p, 0.0f, 0.0};
+        if (sp[i].temperature > 0) rp[i].u = gdn2_rng_uniform(&r);
+        r2[i] = r.s;
+    }
+    if (!st) st = step_slots(m, s, n, slots, positions, tokens, logits, rp, next);
+    if (!st) memcpy(rng, r2, (size_t)n * sizeof *r2);
+    free(rp), free(r2);
+    return st;
 }
 
 int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, float *logits) {

@@ -12,6 +12,7 @@ typedef struct {
     int32_t *out;      /* [max_tokens]                              */
     gdn2_sampling sp;
     uint64_t rng;
+    int32_t next;      /* the token drawn for the slot's next position */
     int n_stop;
     int32_t **stop;    /* copies                                     */
     int64_t *stop_len;
@@ -23,10 +24,10 @@ struct gdn2_engine {
     int64_t n_slots, max_len, Vp;
     int has_full_attn;
     slot_t *slot;
-    float *logits;     /* [n_slots, Vp]: each slot's logits for its next token */
-    float *step_lg;    /* [n_slots, Vp]: the step's output                      */
-    int32_t *ids, *toks;
-    int32_t *pick;     /* [n_slots]: the token each running slot draws this step */
+    float *logits;     /* [n_slots, Vp]: each slot's logits after its prompt (prefix files) */
+    int32_t *ids, *toks, *next; /* [n_slots]: the step's slots, their tokens, the tokens drawn */
+    gdn2_sampling *sp;  /* [n_slots]: the step's settings and streams                      */
+    uint64_t *rng;
 };
 
 int gdn2_engine_create(gdn2_model *m, int64_t n_slots, int64_t max_len, gdn2_engine **out) {
@@ -45,11 +46,12 @@ int gdn2_engine_create(gdn2_model *m, int64_t n_slots, int64_t max_len, gdn2_eng
     if (!st) {
         e->slot = calloc((size_t)n_slots, sizeof *e->slot);
         e->logits = gdn2_malloc(lg, "engine logits");
-        e->step_lg = gdn2_malloc(lg, "engine step logits");
         e->ids = gdn2_malloc((size_t)n_slots * sizeof(int32_t), "engine slot ids");
         e->toks = gdn2_malloc((size_t)n_slots * sizeof(int32_t), "engine step tokens");
-        e->pick = gdn2_malloc((size_t)n_slots * sizeof(int32_t), "engine sampled tokens");
-        if (!e->slot || !e->logits || !e->step_lg || !e->ids || !e->toks || !e->pick)
+        e->next = gdn2_malloc((size_t)n_slots * sizeof(int32_t), "engine drawn tokens");
+        e->sp = gdn2_malloc((size_t)n_slots * sizeof *e->sp, "engine step settings");
+        e->rng = gdn2_malloc((size_t)n_slots * sizeof *e->rng, "engine step streams");
+        if (!e->slot || !e->logits || !e->ids || !e->toks || !e->next || !e->sp || !e->rng)
             st = gdn2_error(GDN2_ERR_NOMEM, "out of memory for the engine's %lld slots", (long long)n_slots);
     }
     if (st) {
@@ -70,7 +72,7 @@ static void slot_clear(slot_t *s) {
 void gdn2_engine_free(gdn2_engine *e) {
     if (!e) return;
     for (int64_t i = 0; e->slot && i < e->n_slots; i++) slot_clear(&e->slot[i]);
-    free(e->slot), free(e->logits), free(e->step_lg), free(e->ids), free(e->toks), free(e->pick);
+    free(e->slot), free(e->logits), free(e->ids), free(e->toks), free(e->next), free(e->sp), free(e->rng);
     gdn2_model_state_free(e->pool);
     free(e);
 }
@@ -163,6 +165,7 @@ int gdn2_engine_submit(gdn2_engine *e, const gdn2_request *r, int64_t *slot_out)
         st = gdn2_model_state_reset_slot(e->pool, k);
     }
     if (!st && r->n_prompt > 0) st = gdn2_model_prefill_slot(e->m, e->pool, k, r->prompt, r->n_prompt, lg);
+    if (!st) s->next = gdn2_sample(lg, e->m->cfg.vocab_size, &s->sp, &s->rng); /* the first token's draw */
     if (st) {
         slot_clear(s);
         return st;
@@ -196,20 +199,11 @@ static void apply_stops(slot_t *s) {
 }
 
 int gdn2_engine_step(gdn2_engine *e) {
-    const int64_t V = e->m->cfg.vocab_size, Vp = e->Vp;
     int64_t nf = 0;
-    /* the draws first, in parallel over the running slots (each slot has its own stream, so the
-     * tokens do not depend on the thread count); a large vocabulary makes them worth it */
-#pragma omp parallel for schedule(dynamic, 1) if (V >= 4096)
-    for (int64_t k = 0; k < e->n_slots; k++) {
-        slot_t *s = &e->slot[k];
-        if (s->in_use && s->finish == GDN2_FINISH_NONE)
-            e->pick[k] = gdn2_sample(e->logits + (size_t)k * Vp, V, &s->sp, &s->rng);
-    }
     for (int64_t k = 0; k < e->n_slots; k++) {
         slot_t *s = &e->slot[k];
         if (!s->in_use || s->finish != GDN2_FINISH_NONE) continue;
-        const int32_t t = e->pick[k];
+        const int32_t t = s->next;
         s->out[s->n_gen++] = t;
         apply_stops(s);
         if (s->finish == GDN2_FINISH_NONE && s->n_gen >= s->max_tokens) {
@@ -218,16 +212,21 @@ int gdn2_engine_step(gdn2_engine *e) {
         }
         if (s->finish != GDN2_FINISH_NONE) continue;
         e->ids[nf] = (int32_t)k;
-        e->toks[nf++] = t;
+        e->toks[nf] = t;
+        e->sp[nf] = s->sp;
+        e->rng[nf++] = s->rng;
     }
     if (!nf) return GDN2_OK;
-    int st = gdn2_model_step_slots(e->m, e->pool, nf, e->ids, NULL, e->toks, e->step_lg);
+    /* the step and the next draws where the logits are (on a GPU only the tokens come back) */
+    int st = gdn2_model_step_slots_sample(e->m, e->pool, nf, e->ids, NULL, e->toks, e->sp, e->rng, e->next, NULL);
     for (int64_t i = 0; i < nf; i++) {
+        slot_t *s = &e->slot[e->ids[i]];
         if (st) {
-            e->slot[e->ids[i]].finish = GDN2_FINISH_ERROR;
-            e->slot[e->ids[i]].n_commit = e->slot[e->ids[i]].n_gen;
+            s->finish = GDN2_FINISH_ERROR;
+            s->n_commit = s->n_gen;
         } else {
-            memcpy(e->logits + (size_t)e->ids[i] * Vp, e->step_lg + (size_t)i * Vp, (size_t)Vp * sizeof(float));
+            s->next = e->next[i];
+            s->rng = e->rng[i];
         }
     }
     return st;
