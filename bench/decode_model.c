@@ -22,8 +22,10 @@
  * these configs) would need a cache of the whole context and are refused beyond block_size.
  *
  * One step = step_slots over `batch` slots: the tables (tokens, slots, positions) uploaded, the
- * model's layers, the fp32 logits [batch, padded_vocab] downloaded to the host (as the serving
- * engine gets them; at batch 256 of the 1.3B that is 33 MB over PCIe, part of step_us). Timed: the
+ * model's layers, the fp32 logits [batch, padded_vocab] downloaded to the host (at batch 256 of the
+ * 1.3B that is 33 MB over PCIe, part of step_us). A third timing, step_us_sampled / tok_s_sampled, is
+ * the serving engine's step (gdn2_model_step_slots_sample, from the graph): temperature 0.8 and top-p
+ * 0.95 drawn on the device and only the batch's tokens downloaded. Timed: the
  * median wall time of --steps steps after --warmup (each ends synchronised: the logits are on the
  * host). Each point is timed twice on the same state and position: op by op (m->cuda_graph = 0:
  * step_us_eager, tok_s_eager) and replayed from the step's CUDA graph (m->cuda_graph = 1, the
@@ -253,19 +255,34 @@ static double median_us(double *us, int n) {
 /* warmup + steps steps of B sequences from position C on every slot; the times of the last `steps`
  * in us */
 static int time_steps(gdn2_model *m, gdn2_model_state *s, int64_t B, int64_t C, int warmup, int steps, int32_t *tok,
-                      float *lg, double *us) {
+                      float *lg, double *us, int sampled) {
     int st = GDN2_OK;
+    const int64_t V = m->cfg.vocab_size;
+    /* sampled: the serving engine's step (gdn2_model_step_slots_sample): temperature 0.8, top-p 0.95
+     * drawn on the device, only the tokens back; each step feeds the tokens it drew */
+    gdn2_sampling *sp = sampled ? malloc((size_t)B * sizeof *sp) : NULL;
+    uint64_t *rng = sampled ? malloc((size_t)B * sizeof *rng) : NULL;
+    if (sampled && (!sp || !rng)) st = GDN2_ERR_NOMEM;
+    for (int64_t i = 0; sampled && !st && i < B; i++)
+        sp[i] = (gdn2_sampling){0.8f, 0, 0.95f, (uint64_t)i}, rng[i] = gdn2_sampler_seed((uint64_t)i);
     for (int64_t i = 0; i < B; i++) s->slot_pos[i] = C; /* the context: see the header */
+    for (int64_t i = 0; i < B; i++) tok[i] = rand_tok(V);
+    int in_range = 1;
     for (int it = 0; it < warmup + steps && !st; it++) {
-        for (int64_t i = 0; i < B; i++) tok[i] = rand_tok(m->cfg.vocab_size);
+        if (!sampled)
+            for (int64_t i = 0; i < B; i++) tok[i] = rand_tok(V);
         double a = gdn2_now();
-        st = gdn2_model_step_slots(m, s, B, NULL, NULL, tok, lg);
+        st = sampled ? gdn2_model_step_slots_sample(m, s, B, NULL, NULL, tok, sp, rng, tok, NULL)
+                     : gdn2_model_step_slots(m, s, B, NULL, NULL, tok, lg);
         double b = gdn2_now();
         if (it >= warmup) us[it - warmup] = (b - a) * 1e6;
+        for (int64_t i = 0; sampled && i < B; i++) in_range &= tok[i] >= 0 && tok[i] < V;
     }
+    free(sp), free(rng);
     int finite = !st;
-    for (int64_t i = 0; finite && i < B * m->cfg.padded_vocab; i += 97) finite = isfinite(lg[i]);
+    for (int64_t i = 0; !sampled && finite && i < B * m->cfg.padded_vocab; i += 97) finite = isfinite(lg[i]);
     if (!st && !finite) st = gdn2_error(GDN2_ERR_DEVICE, "non-finite logits");
+    if (!st && !in_range) st = gdn2_error(GDN2_ERR_DEVICE, "a drawn token outside [0, %lld)", (long long)V);
     return st;
 }
 
@@ -391,10 +408,13 @@ int main(int argc, char **argv) {
                 }
                 /* op by op, then from the step's CUDA graph (>= 2 warm-up steps: eager, then recorded) */
                 m->cuda_graph = 0;
-                st = time_steps(m, s, B, C, warmup, steps, tok, lg, us);
+                st = time_steps(m, s, B, C, warmup, steps, tok, lg, us, 0);
                 const double med_e = st ? 0 : median_us(us, steps);
                 m->cuda_graph = 1;
-                if (!st) st = time_steps(m, s, B, C, warmup > 2 ? warmup : 2, steps, tok, lg, us);
+                /* the engine's step: the graph, the draws on the device, n tokens back (no logits) */
+                if (!st) st = time_steps(m, s, B, C, warmup > 2 ? warmup : 2, steps, tok, lg, us, 1);
+                const double med_s = st ? 0 : median_us(us, steps);
+                if (!st) st = time_steps(m, s, B, C, warmup > 2 ? warmup : 2, steps, tok, lg, us, 0);
                 if (st) {
                     fprintf(stderr, "decode_model: %s batch %lld context %lld: %s\n", names[ci], (long long)B,
                             (long long)C, gdn2_last_error());
@@ -405,18 +425,19 @@ int main(int argc, char **argv) {
                 const double med = median_us(us, steps);
                 const double fb = floor_bytes(m, s, B, C), fl = fb / bw * 1e6;
                 printf("%-14s batch %4lld context %7lld: step %9.1f us (%s), %10.1f tok/s, %.0f%% of the floor %.1f us "
-                       "(%.2f GB); eager %9.1f us, %.0f%%\n",
+                       "(%.2f GB); eager %9.1f us, %.0f%%; with device sampling, no logits %9.1f us\n",
                        names[ci], (long long)B, (long long)C, med, graphed ? "graph" : "graph FAILED, eager",
-                       (double)B / (med * 1e-6), 100.0 * fl / med, fl, fb / 1e9, med_e, 100.0 * fl / med_e);
+                       (double)B / (med * 1e-6), 100.0 * fl / med, fl, fb / 1e9, med_e, 100.0 * fl / med_e, med_s);
                 fflush(stdout);
                 if (f) {
                     fprintf(f, "%s\n  {\"config\": \"%s\", \"batch\": %lld, \"context\": %lld, \"tok_s\": %.1f, "
                                "\"step_us\": %.1f, \"floor_us\": %.1f, \"cuda_graph\": %s, \"floor_pct\": %.1f, "
                                "\"tok_s_eager\": %.1f, \"step_us_eager\": %.1f, \"floor_pct_eager\": %.1f, "
-                               "\"floor_bytes\": %.0f, \"step_us_min\": %.1f, \"state_gb\": %.3f}",
+                               "\"floor_bytes\": %.0f, \"step_us_min\": %.1f, \"state_gb\": %.3f, "
+                               "\"step_us_sampled\": %.1f, \"tok_s_sampled\": %.1f}",
                             first ? "" : ",", names[ci], (long long)B, (long long)C, (double)B / (med * 1e-6), med, fl,
                             graphed ? "true" : "false", 100.0 * fl / med, (double)B / (med_e * 1e-6), med_e,
-                            100.0 * fl / med_e, fb, us[0], need / 1e9);
+                            100.0 * fl / med_e, fb, us[0], need / 1e9, med_s, (double)B / (med_s * 1e-6));
                     first = 0;
                 }
             }
