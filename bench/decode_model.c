@@ -5,10 +5,12 @@
  *
  *   build/bench/decode_model [--configs gdn2_1.3B,swa_gdn2_1.3B] [--batches 1,16,64,256]
  *                            [--contexts 1024,8192,32768,131072] [--steps 20] [--warmup 3]
+ *                            [--prefill 4096,32768,131072 | none] [--prefill-chunk 8192]
  *                            [--no-validate] [--json OUT.json | --out-dir DIR]
  *
  * Output: a table on stdout and JSON {"device", ..., "decode": [{config, batch, context, tok_s,
- * step_us, floor_us, ...}, ...]} written to --json OUT, or by default to DIR/<gpu>-decode.json (--out-dir
+ * step_us, floor_us, ...}, ...], "prefill": [{config, tokens, chunk, ms, tok_s}, ...]} written (to a
+ * temporary name, then renamed) to --json OUT, or by default to DIR/<gpu>-decode.json (--out-dir
  * DIR, default bench/results) with <gpu> from the device's name: "NVIDIA H100 80GB HBM3" ->
  * h100-decode.json, "NVIDIA H200" -> h200-decode.json, so that a run is never filed under another
  * card.
@@ -32,6 +34,11 @@
  * default: step_us, tok_s; at least 2 warm-up steps, the first runs eagerly and the second records
  * the graph, docs/SERVING.md). A row's "cuda_graph" says whether the graph was really replayed (a
  * failed recording falls back to eager launches: then step_us is eager too, and says so).
+ *
+ * Prefill (--prefill, default 4K, 32K, 128K tokens; "prefill" rows: tokens, chunk, ms, tok_s): P random
+ * tokens into a fresh slot with gdn2_model_prefill_slot in chunks of --prefill-chunk (8192): a
+ * recurrent-only model continues its states chunk after chunk; a model with attention layers is
+ * timed only when P fits one chunk (after it a prefill continues token by token: the row says so).
  *
  * Floor. floor_us = floor_bytes / copy bandwidth, where floor_bytes is what a step must move in
  * device memory at the least: every weight once (bf16 matmul views; fp32 norm, conv and gate
@@ -286,6 +293,48 @@ static int time_steps(gdn2_model *m, gdn2_model_state *s, int64_t B, int64_t C, 
     return st;
 }
 
+/* Prefill of P random tokens into a fresh slot, in chunks of at most `chunk` (gdn2_model_prefill_slot
+ * continues a recurrent-only model's states from any position; a model with attention layers only
+ * from position 0, so it is timed in one chunk or not at all). One untimed chunk first (the
+ * activations are allocated), then the timed run from a reset slot; each chunk ends with its last
+ * logits on the host. NULL and *ms, or the reason the point was skipped (*rc set on a failure). */
+static const char *prefill_time(gdn2_model *m, int64_t P, int chunk, double *ms, int *rc) {
+    static char why[256];
+    int has_attn = 0;
+    for (int l = 0; l < m->cfg.n_layer; l++) has_attn |= m->cfg.kind[l] >= GDN2_LAYER_SWA;
+    if (has_attn && P > chunk) {
+        snprintf(why, sizeof why, "attention layers: a prefill continues token by token after its first chunk of %d", chunk);
+        return why;
+    }
+    gdn2_model_state *s = NULL;
+    int32_t *tok = malloc((size_t)P * sizeof(int32_t));
+    float *lg = malloc((size_t)m->cfg.padded_vocab * sizeof(float));
+    int st = tok && lg ? gdn2_model_state_create(m, 1, P + 1, &s) : GDN2_ERR_NOMEM;
+    for (int64_t i = 0; tok && i < P; i++) tok[i] = rand_tok(m->cfg.vocab_size);
+    const int64_t first = P < chunk ? P : chunk;
+    if (!st) st = gdn2_model_prefill_slot(m, s, 0, tok, first, lg);
+    if (!st) st = gdn2_model_state_reset_slot(s, 0);
+    double t0 = gdn2_now();
+    for (int64_t off = 0; off < P && !st; off += chunk)
+        st = gdn2_model_prefill_slot(m, s, 0, tok + off, P - off < chunk ? P - off : chunk, lg);
+    *ms = (gdn2_now() - t0) * 1e3;
+    int finite = !st;
+    for (int64_t i = 0; finite && i < m->cfg.padded_vocab; i += 97) finite = isfinite(lg[i]);
+    if (!st && !finite) st = gdn2_error(GDN2_ERR_DEVICE, "non-finite logits after the prefill");
+    gdn2_model_state_free(s);
+    free(tok), free(lg);
+    if (st) {
+        snprintf(why, sizeof why, "failed: %.200s", gdn2_last_error());
+        for (char *c = why; *c; c++)
+            if (*c == '"' || *c == '\\' || (unsigned char)*c < 32) *c = '\''; /* a JSON string */
+        fprintf(stderr, "decode_model: prefill of %lld tokens %s\n", (long long)P, why);
+        if (st != GDN2_ERR_NOMEM) *rc = 1;
+        gdn2_clear_error();
+        return why;
+    }
+    return NULL;
+}
+
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -294,7 +343,8 @@ static int cmp_d(const void *a, const void *b) {
 int main(int argc, char **argv) {
     const char *configs = "gdn2_1.3B,swa_gdn2_1.3B", *json = NULL, *out_dir = "bench/results";
     const char *batches_s = "1,16,64,256", *contexts_s = "1024,8192,32768,131072";
-    int steps = 20, warmup = 3, do_validate = 1;
+    const char *prefill_s = "4096,32768,131072";
+    int steps = 20, warmup = 3, do_validate = 1, prefill_chunk = 8192;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--configs") && v) configs = v, i++;
@@ -304,21 +354,26 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--warmup") && v) warmup = atoi(v), i++;
         else if (!strcmp(a, "--json") && v) json = v, i++;
         else if (!strcmp(a, "--out-dir") && v) out_dir = v, i++;
+        else if (!strcmp(a, "--prefill") && v) prefill_s = v, i++;
+        else if (!strcmp(a, "--prefill-chunk") && v) prefill_chunk = atoi(v), i++;
         else if (!strcmp(a, "--no-validate")) do_validate = 0;
         else {
             fprintf(stderr,
                     "usage: decode_model [--configs A,B] [--batches 1,16,64,256] [--contexts 1024,8192,32768,131072] "
-                    "[--steps N] [--warmup N] [--no-validate] [--json OUT | --out-dir DIR]\n(unknown or incomplete option "
+                    "[--steps N] [--warmup N] [--prefill 4096,32768,131072 | --prefill none] [--prefill-chunk 8192] "
+                    "[--no-validate] [--json OUT | --out-dir DIR]\n(unknown or incomplete option "
                     "'%s')\n",
                     a);
             return 2;
         }
     }
-    int64_t batches[MAX_LIST], contexts[MAX_LIST];
+    int64_t batches[MAX_LIST], contexts[MAX_LIST], prefills[MAX_LIST];
     const int nb = parse_list(batches_s, batches, MAX_LIST), nc = parse_list(contexts_s, contexts, MAX_LIST);
-    if (nb < 1 || nc < 1 || steps < 1 || warmup < 0) {
-        fprintf(stderr, "decode_model: --batches and --contexts are comma lists of positive integers (at most %d), "
-                        "--steps >= 1, --warmup >= 0\n", MAX_LIST);
+    const int np = strcmp(prefill_s, "none") ? parse_list(prefill_s, prefills, MAX_LIST) : 0;
+    if (nb < 1 || nc < 1 || np < 0 || (np == 0 && strcmp(prefill_s, "none")) || prefill_chunk < 64 || steps < 1 ||
+        warmup < 0) {
+        fprintf(stderr, "decode_model: --batches, --contexts and --prefill are comma lists of positive integers (at most "
+                        "%d; --prefill none), --prefill-chunk >= 64, --steps >= 1, --warmup >= 0\n", MAX_LIST);
         return 2;
     }
     char names[MAX_LIST][64];
@@ -344,11 +399,19 @@ int main(int argc, char **argv) {
     if (do_validate && (validate_named("tiny") || validate_named("hybrid_tiny"))) return 1;
     const double bw = copy_bandwidth();
     fprintf(stderr, "%s: device copy bandwidth %.0f GB/s (read + write)\n", dev, bw / 1e9);
-    FILE *f = NULL;
-    if (json && !(f = fopen(json, "w"))) {
-        fprintf(stderr, "decode_model: cannot write %s\n", json);
+    /* written to json.tmp, renamed when complete */
+    char json_tmp[1200];
+    snprintf(json_tmp, sizeof json_tmp, "%.1100s.tmp", json);
+    FILE *f = fopen(json_tmp, "w");
+    if (!f) {
+        fprintf(stderr, "decode_model: cannot write %s\n", json_tmp);
         return 1;
     }
+    /* the prefill rows, written after the decode array */
+    size_t pcap = 4096, plen = 0;
+    char *prow = malloc(pcap);
+    if (!prow) return 1;
+    prow[0] = 0;
     if (f)
         fprintf(f, "{\"device\": \"%s\", \"driver\": %d, \"runtime\": %d, \"copy_bw_gbs\": %.1f, \"steps\": %d, "
                    "\"warmup\": %d, \"cuda_graph\": true, \"validated\": %s, \"decode\": [",
@@ -444,11 +507,42 @@ int main(int argc, char **argv) {
             free(tok), free(lg), free(us);
             gdn2_model_state_free(s);
         }
+        for (int pi = 0; pi < np && !rc; pi++) {
+            char row[512];
+            double ms = 0;
+            const char *why = prefill_time(m, prefills[pi], prefill_chunk, &ms, &rc);
+            if (why)
+                snprintf(row, sizeof row, "%s\n  {\"config\": \"%s\", \"tokens\": %lld, \"chunk\": %d, \"skipped\": \"%s\"}",
+                         plen ? "," : "", names[ci], (long long)prefills[pi], prefill_chunk, why);
+            else
+                snprintf(row, sizeof row, "%s\n  {\"config\": \"%s\", \"tokens\": %lld, \"chunk\": %d, \"ms\": %.1f, "
+                         "\"tok_s\": %.1f}", plen ? "," : "", names[ci], (long long)prefills[pi], prefill_chunk, ms,
+                         (double)prefills[pi] / (ms * 1e-3));
+            printf("%-14s prefill %7lld tokens (chunks of %d): %s", names[ci], (long long)prefills[pi], prefill_chunk,
+                   why ? why : "");
+            if (!why) printf("%.1f ms, %.0f tok/s", ms, (double)prefills[pi] / (ms * 1e-3));
+            printf("\n");
+            fflush(stdout);
+            const size_t rl = strlen(row);
+            if (plen + rl + 1 > pcap) {
+                char *np2 = realloc(prow, (pcap = 2 * (plen + rl + 1)));
+                if (!np2) {
+                    rc = 1;
+                    break;
+                }
+                prow = np2;
+            }
+            memcpy(prow + plen, row, rl + 1);
+            plen += rl;
+        }
         gdn2_model_free(m);
     }
-    if (f) {
-        fprintf(f, "\n]}\n");
-        fclose(f);
+    fprintf(f, "\n], \"prefill\": [%s\n]}\n", prow);
+    free(prow);
+    if (fclose(f) || (rc == 0 && rename(json_tmp, json))) {
+        fprintf(stderr, "decode_model: cannot write %s\n", json);
+        return 1;
     }
+    if (rc) fprintf(stderr, "decode_model: failed; the partial results are in %s\n", json_tmp);
     return rc;
 }
