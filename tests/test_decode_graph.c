@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "decode_check.h"
 #include "gdn2.h"
 #include "gdn2_cuda.h"
 #include "gdn2_model.h"
@@ -37,22 +38,6 @@ static double rel_rmse(const float *a, const float *ref, size_t n) {
     return sqrt(e / (r > 0 ? r : 1));
 }
 
-static float bf16_round(float x) { /* round to nearest even, as the GPU's weights */
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-    memcpy(&x, &u, 4);
-    return x;
-}
-
-static int argmax_v(const float *x, int64_t n, double *margin) {
-    int64_t b = 0, s = -1;
-    for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[b]) s = b, b = i;
-        else if (s < 0 || x[i] > x[s]) s = i;
-    *margin = s >= 0 ? (double)x[b] - x[s] : 1e30;
-    return (int)b;
-}
 
 /* the config of a case: a named one, or hybrid_tiny's sizes with another layout */
 static int case_cfg(const char *name, gdn2_model_cfg *c) {

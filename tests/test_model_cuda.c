@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "decode_check.h"
 #include "step_sample.h"
 #include "ckpt_pair.h"
 #include "cli_run.h"
@@ -251,22 +252,6 @@ static void test_resume(const char *dir) {
 }
 
 /* ---- 6. generation on the GPU against the CPU ------------------------------------------------ */
-static float bf16_round(float x) { /* round to nearest even, as the GPU's weights */
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-    memcpy(&x, &u, 4);
-    return x;
-}
-
-static int argmax_v(const float *x, int64_t n, double *margin) {
-    int64_t b = 0, s = -1;
-    for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[b]) s = b, b = i;
-        else if (s < 0 || x[i] > x[s]) s = i;
-    *margin = s >= 0 ? (double)x[b] - x[s] : 1e30;
-    return (int)b;
-}
 
 /* the model named `name` twice from one init, weights rounded to bf16: *cpu on the CPU, *dev on dev */
 static int decode_models(const char *name, const char *dev, gdn2_model **cpu, gdn2_model **gpu) {

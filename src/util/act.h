@@ -6,13 +6,7 @@
 
 #include <math.h>
 
-#ifndef GDN2_HD
-#ifdef __CUDACC__
-#define GDN2_HD __host__ __device__
-#else
-#define GDN2_HD
-#endif
-#endif
+#include "hd.h"
 
 static inline GDN2_HD float gdn2_sigmoid_f32(float x) { return 1.0f / (1.0f + expf(-x)); }
 static inline GDN2_HD float gdn2_softplus_f32(float x) { return x > 20.0f ? x : log1pf(expf(x)); }

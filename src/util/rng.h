@@ -9,14 +9,7 @@
 
 #include <stdint.h>
 
-/* the mixer also runs in CUDA kernels (dropout masks: the same bits on both backends) */
-#ifndef GDN2_HD
-#ifdef __CUDACC__
-#define GDN2_HD __host__ __device__
-#else
-#define GDN2_HD
-#endif
-#endif
+#include "hd.h" /* the mixer also runs in CUDA kernels (dropout masks: the same bits on both backends) */
 
 static inline GDN2_HD uint64_t gdn2_mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;

@@ -7,7 +7,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "act.h" /* GDN2_HD */
+#include "hd.h"
 
 static inline GDN2_HD void gdn2_rope_angle(int64_t pos, int64_t i, int64_t hs, float base, float *c, float *s) {
     const float th = 1.0f / powf(base, (float)(2 * i) / (float)hs);

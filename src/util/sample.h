@@ -18,13 +18,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#ifndef GDN2_HD
-#ifdef __CUDACC__
-#define GDN2_HD __host__ __device__
-#else
-#define GDN2_HD
-#endif
-#endif
+#include "hd.h"
 
 /* One row's settings as the samplers take them: temperature <= 0 is greedy (u unused); top_k in
  * (0, V) keeps the k first candidates (without a nucleus: every logit >= the k-th, a threshold);
