@@ -1,7 +1,8 @@
 // Token-serial GDN-2 on a pool of states: the decode step (T = 1), short prompts and speculative
-// decoding (per-token state snapshots, dense or into pool slots). Memory bound: each (sequence, value head) state is K x V,
-// read once and written once per call whatever T is. The pool is fp32, or bf16 (half the bytes):
-// widened on load, updated in fp32 registers, rounded to nearest even on the final store.
+// decoding (per-token state snapshots, dense or into pool slots). Memory bound: each (sequence,
+// value head) state is K x V, read once and written once per call whatever T is (with snap_slots:
+// written once per token, into the snapshot slots, and not back). The pool is fp32, or bf16 (half
+// the bytes): widened on load, updated in fp32 registers, rounded to nearest even on each store.
 //
 // Per token (key head h = hv / (HV/H)):  S' = Diag(exp g) S;  r = S'^T (b.k);  u = w.v - r;
 //                                         S = S' + k u^T;      o = scale S^T q
@@ -229,7 +230,7 @@ __global__ __launch_bounds__(RNT, sizeof(TS) == 4 ? 4 : 3) void k_recurrent(RecP
 static int pinned_host(const void *ptr) {
     cudaPointerAttributes at;
     if (cudaPointerGetAttributes(&at, ptr) != cudaSuccess) {
-        (void)cudaGetLastError(); // clear the sticky-free error of the query
+        (void)cudaGetLastError(); // clear the (non-sticky) error the query left
         return 0;
     }
     return at.type == cudaMemoryTypeHost;
