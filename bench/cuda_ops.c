@@ -20,8 +20,12 @@
  *   - decode step (T = 1) over N slots, H = HV = 16, K = V = 128, bf16 inputs, fp32 and bf16 state
  *     pools: µs per step back to back (CUDA events over 200 consecutive launches from C, no graph;
  *     and the host clock over 200, launch included) and from a cold L2 (a 512 MiB buffer, > 2x the
- *     L2, written before each step; events around the one step), with the achieved GB/s.
- * usage: cuda_ops [out.json] [--quick] [--all-recompute]. Without a GPU it prints why and exits 0. */
+ *     L2, written before each step; events around the one step), with the achieved GB/s;
+ *   - speculative verify (snap_slots: T tokens per sequence, each token's state into its own pool
+ *     slot) at N = 1, 16, 64 and T = 2, 4, 8, both pools: one call against T single steps, back to
+ *     back (events over 200), validated first against the CPU twin gdn2_decode_verify (o 0.005,
+ *     snapshots 1e-5 fp32 / 1e-3 bf16, source slots unchanged). --verify runs only this part.
+ * usage: cuda_ops [out.json] [--quick] [--all-recompute] [--verify]. Without a GPU it prints why and exits 0. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -325,14 +329,157 @@ static int validate_decode(int64_t N, int sb) {
     return bad;
 }
 
+/* One speculative-verify problem (gdn2_cuda_recurrent_fwd with snap_slots): N sequences of T draft
+ * tokens, bf16 inputs, H = HV = 16, K = V = 128, a pool of N*(T+1) slots of state dtype sb: sequence
+ * i reads slot i*(T+1) + T/2 and writes its T per-token states into the other T slots of its block. */
+typedef struct {
+    gdn2_dims d;
+    gdn2_opts o;
+    int64_t N, T, nslot, nk, nv, ns;
+    float *hq, *hk, *hv, *hb, *hw, *hg, *hpool;
+    int32_t *hsrc, *hsnap;
+    gdn2_cuda_recurrent_args a;
+    void *dsrc, *dsnap;
+} vproblem;
+static void vproblem_make(vproblem *p, int64_t N, int64_t T, int sb) {
+    const int64_t H = 16, K = 128, V = 128;
+    memset(p, 0, sizeof *p);
+    gdn2_dims d = {N, T, H, H, K, V};
+    p->d = d;
+    p->o.qk_l2norm = 1;
+    p->N = N, p->T = T, p->nslot = N * (T + 1);
+    p->nk = N * T * H * K, p->nv = N * T * H * V, p->ns = p->nslot * H * K * V;
+    p->hq = host_rand(p->nk, 1, -1, 1); p->hk = host_rand(p->nk, 1, -1, 1); p->hv = host_rand(p->nv, 1, -1, 1);
+    p->hb = host_rand(p->nk, 1, 0, 1); p->hw = host_rand(p->nv, 1, 0, 1); p->hg = host_rand(p->nk, 0, -0.5, -0.01);
+    p->hpool = host_rand(p->ns, sb, -0.1, 0.1);
+    p->hsrc = xmalloc((size_t)N * 4);
+    p->hsnap = xmalloc((size_t)(N * T) * 4);
+    for (int64_t i = 0; i < N; i++) {
+        const int64_t base = i * (T + 1), mid = T / 2;
+        p->hsrc[i] = (int32_t)(base + mid);
+        for (int64_t j = 0, m = 0; j <= T; j++)
+            if (j != mid) p->hsnap[i * T + m++] = (int32_t)(base + j);
+    }
+    gdn2_cuda_recurrent_args *a = &p->a;
+    a->dtype = GDN2_CUDA_BF16;
+    a->q = upload(p->hq, p->nk, 1); a->k = upload(p->hk, p->nk, 1); a->v = upload(p->hv, p->nv, 1);
+    a->b = upload(p->hb, p->nk, 1); a->w = upload(p->hw, p->nv, 1); a->g = upload(p->hg, p->nk, 0);
+    a->o = dev_alloc(p->nv * 2);
+    a->state_pool = upload(p->hpool, p->ns, sb);
+    a->state_dtype = sb ? GDN2_CUDA_BF16 : GDN2_CUDA_F32;
+    a->n_slots = p->nslot;
+    p->dsrc = dev_alloc(N * 4);
+    p->dsnap = dev_alloc(N * T * 4);
+    if (gdn2_cuda_memcpy(p->dsrc, p->hsrc, N * 4, GDN2_CUDA_H2D) || gdn2_cuda_memcpy(p->dsnap, p->hsnap, N * T * 4, GDN2_CUDA_H2D))
+        die("upload");
+    a->slots = p->dsrc;
+    a->snap_slots = p->dsnap;
+}
+static void vproblem_free(vproblem *p) {
+    void *bufs[] = {(void *)p->a.q, (void *)p->a.k, (void *)p->a.v, (void *)p->a.b, (void *)p->a.w, (void *)p->a.g, p->a.o,
+                    p->a.state_pool, p->dsrc, p->dsnap};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gdn2_cuda_free(bufs[i]);
+    free(p->hq); free(p->hk); free(p->hv); free(p->hb); free(p->hw); free(p->hg); free(p->hpool); free(p->hsrc); free(p->hsnap);
+}
+/* one GPU verify against the CPU twin (gdn2_decode_verify) on the same inputs and pool: o, every
+ * snapshot slot, and the source slots unchanged; 0 when it passes */
+static int validate_verify(int64_t N, int64_t T, int sb) {
+    vproblem p;
+    vproblem_make(&p, N, T, sb);
+    if (gdn2_cuda_memset(p.a.o, 0xff, p.nv * 2)) die("poison");
+    int rc = gdn2_cuda_recurrent_fwd(&p.d, &p.o, &p.a, NULL);
+    if (!rc) rc = gdn2_cuda_sync();
+    if (rc) die("verify");
+    float *og = download(p.a.o, p.nv, 1), *pg = download(p.a.state_pool, p.ns, sb);
+    float *oc = xmalloc(p.nv * 4);
+    void *pc;
+    if (sb) {
+        uint16_t *b = xmalloc(p.ns * 2);
+        for (int64_t i = 0; i < p.ns; i++) b[i] = f2bf(p.hpool[i]);
+        pc = b;
+    } else {
+        pc = xmalloc(p.ns * 4);
+        memcpy(pc, p.hpool, p.ns * 4);
+    }
+    const gdn2_decode_tensors t = {p.hq, p.hk, p.hv, p.hg, p.hb, p.hw, NULL, NULL, oc, pc, p.nslot, p.hsrc,
+                                   sb ? GDN2_STATE_BF16 : GDN2_STATE_F32};
+    if (gdn2_decode_verify(&p.d, &p.o, &t, p.hsnap)) die("CPU verify");
+    float *pcf = xmalloc(p.ns * 4);
+    for (int64_t i = 0; i < p.ns; i++) pcf[i] = sb ? bf2f(((uint16_t *)pc)[i]) : ((float *)pc)[i];
+    /* every slot of the pool: snapshots compared with the CPU's, sources must still be the start */
+    const int64_t S = 16 * 128 * 128;
+    int src_same = 1;
+    for (int64_t i = 0; i < N; i++)
+        src_same &= !memcmp(pg + (size_t)p.hsrc[i] * S, p.hpool + (size_t)p.hsrc[i] * S, (size_t)S * 4);
+    const double eo = rel_rmse(og, oc, p.nv), es = rel_rmse(pg, pcf, p.ns), bs = sb ? 1e-3 : 1e-5;
+    const int bad = !(eo <= 0.005) || !(es <= bs) || !src_same;
+    printf("validate verify N=%-3lld T=%lld %s pool: GPU vs CPU twin, o rel_rmse %.2e (bar 5e-3), pool (snapshots) %.2e (bar %.0e), "
+           "sources %s%s\n", (long long)N, (long long)T, sb ? "bf16" : "fp32", eo, es, bs, src_same ? "unchanged" : "CHANGED",
+           bad ? " FAIL" : "");
+    free(og); free(pg); free(oc); free(pc); free(pcf);
+    vproblem_free(&p);
+    return bad;
+}
+static const int64_t vNs[3] = {1, 16, 64}, vTs[3] = {2, 4, 8};
+static int validate_verify_all(void) {
+    int bad = 0;
+    for (int sb = 0; sb < 2; sb++)
+        for (int a = 0; a < 3; a++)
+            for (int c = 0; c < 3; c++) bad |= validate_verify(vNs[a], vTs[c], sb);
+    return bad;
+}
+/* One verify call (snapshots into slots) against T single decode steps (T = 1 calls, in place),
+ * back to back, CUDA events over 200 repetitions each (after 20 warm-up ones). JSON rows into jf. */
+static void verify_bench(FILE *jf) {
+    if (jf) fprintf(jf, "\"verify\": [\n");
+    int first = 1;
+    for (int sb = 0; sb < 2; sb++)
+        for (int a = 0; a < 3; a++)
+            for (int c = 0; c < 3; c++) {
+                const int64_t N = vNs[a], T = vTs[c];
+                vproblem p;
+                vproblem_make(&p, N, T, sb);
+                dproblem s;
+                dproblem_make(&s, N, sb);
+                int rc = 0;
+                for (int i = 0; i < 20 && !rc; i++) rc = gdn2_cuda_recurrent_fwd(&p.d, &p.o, &p.a, NULL);
+                for (int i = 0; i < 20 && !rc; i++) rc = gdn2_cuda_recurrent_fwd(&s.d, &s.o, &s.a, NULL);
+                rc |= gdn2_cuda_sync();
+                const int reps = 200;
+                rc |= gdn2_cuda_timer_start();
+                for (int i = 0; i < reps && !rc; i++) rc = gdn2_cuda_recurrent_fwd(&p.d, &p.o, &p.a, NULL);
+                const double us_verify = gdn2_cuda_timer_stop() / reps * 1e3;
+                rc |= gdn2_cuda_timer_start();
+                for (int i = 0; i < reps && !rc; i++)
+                    for (int64_t j = 0; j < T && !rc; j++) rc = gdn2_cuda_recurrent_fwd(&s.d, &s.o, &s.a, NULL);
+                const double us_steps = gdn2_cuda_timer_stop() / reps * 1e3;
+                if (rc || gdn2_cuda_sync()) die("verify timing");
+                /* state bytes: one read of the source, T snapshot writes (verify); T reads + T writes (steps) */
+                const double sbytes = (double)N * 16 * 128 * 128 * (sb ? 2 : 4);
+                const double gb_v = sbytes * (1 + T) / (us_verify * 1e-6) / 1e9;
+                printf("verify N=%-3lld T=%lld%s: one call %8.2f us (state %5.0f GB/s) | %lld steps %8.2f us | steps/verify %.2fx\n",
+                       (long long)N, (long long)T, sb ? " bf16 state" : "", us_verify, gb_v, (long long)T, us_steps,
+                       us_steps / us_verify);
+                if (jf)
+                    fprintf(jf, "%s  {\"N\": %lld, \"T\": %lld, \"state\": \"%s\", \"us_verify\": %.3f, \"us_steps\": %.3f, \"speedup\": %.3f}",
+                            first ? "" : ",\n", (long long)N, (long long)T, sb ? "bf16" : "fp32", us_verify, us_steps,
+                            us_steps / us_verify);
+                first = 0;
+                vproblem_free(&p);
+                dproblem_free(&s);
+            }
+    if (jf) fprintf(jf, "\n]");
+}
+
 int main(int argc, char **argv) {
     const char *json = NULL;
-    int quick = 0, all_recompute = 0;
+    int quick = 0, all_recompute = 0, verify_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--all-recompute")) all_recompute = 1;
+        else if (!strcmp(argv[i], "--verify")) verify_only = 1;
         else if (argv[i][0] == '-') {
-            fprintf(stderr, "usage: cuda_ops [out.json] [--quick] [--all-recompute]\n");
+            fprintf(stderr, "usage: cuda_ops [out.json] [--quick] [--all-recompute] [--verify]\n");
             return 2;
         } else json = argv[i];
     }
@@ -349,11 +496,27 @@ int main(int argc, char **argv) {
     const int nshapes = quick ? 1 : 4;
     const int Ns[] = {1, 16, 64, 256, 1024};
 
+    if (verify_only) { /* the speculative verify alone: its validation, then its timing */
+        if (validate_verify_all()) {
+            fprintf(stderr, "cuda_ops: verify validation failed (lines marked FAIL above): no timing\n");
+            return 1;
+        }
+        FILE *vf = json ? fopen(json, "w") : NULL;
+        if (vf) fprintf(vf, "{\"device\": \"%s\", \"validated\": true,\n", name);
+        verify_bench(vf);
+        if (vf) {
+            fprintf(vf, "}\n");
+            fclose(vf);
+        }
+        return 0;
+    }
+
     /* ---- validation: nothing is timed unless every output is right ---- */
     int bad = 0;
     for (int si = 0; si < nshapes; si++) bad |= validate_chunk(shapes[si], si);
     for (int sb = 0; sb < 2; sb++)
         for (int ni = 0; ni < 5; ni++) bad |= validate_decode(Ns[ni], sb);
+    bad |= validate_verify_all();
     if (bad) {
         fprintf(stderr, "cuda_ops: validation failed (lines marked FAIL above): no timing\n");
         return 1;
@@ -487,8 +650,10 @@ int main(int argc, char **argv) {
             dproblem_free(&p);
         }
     gdn2_cuda_free(flush);
+    if (jf) fprintf(jf, "\n],\n");
+    verify_bench(jf);
     if (jf) {
-        fprintf(jf, "\n]}\n");
+        fprintf(jf, "}\n");
         if (fclose(jf) != 0 || rename(tmp, json) != 0) {
             fprintf(stderr, "cuda_ops: cannot write %s\n", json);
             return 1;

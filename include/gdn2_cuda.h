@@ -95,7 +95,8 @@ GDN2_API int gdn2_cuda_chunk_bwd(const gdn2_dims *d, const gdn2_opts *o, const g
  * slots == NULL means slot i),
  * runs its T tokens and writes the state back in place; slots[i] < 0 skips the row (o zeroed).
  * snapshots, when not NULL, receives the state after every token, [B,T,HV,K,V] fp32, so that a
- * speculative step can roll back to any accepted prefix. d->T = 1 is the decode step. */
+ * speculative step can roll back to any accepted prefix. snap_slots (below) instead puts those
+ * states into pool slots, so that committing a prefix copies nothing. d->T = 1 is the decode step. */
 typedef struct {
     int dtype;                          /* q,k,v,b,w and o                                      */
     const void *q, *k, *v, *b, *w;
@@ -114,6 +115,15 @@ typedef struct {
                                            lets each state sit inside a bigger per-sequence block
                                            (the model's decode state, gdn2_model_state); it must
                                            keep every state 16-byte aligned (as the pool itself)  */
+    const int32_t *snap_slots;          /* DEVICE array [B,T] or NULL (speculative verify, the GPU
+                                           twin of gdn2_decode_verify): the state after token t of
+                                           sequence i goes to pool slot snap_slots[i*T+t], in the
+                                           pool's dtype, and slots[i] is NOT written back. Entries
+                                           must be in [0, n_slots) and distinct from each other
+                                           and from every slots[i] of the call (not checked on the
+                                           device; checked on the host, GDN2_ERR_ARG, only when
+                                           both arrays are pinned host memory). Entries of a
+                                           skipped row (slots[i] < 0) are not read.              */
 } gdn2_cuda_recurrent_args;
 GDN2_API int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_recurrent_args *a,
                             void *stream);

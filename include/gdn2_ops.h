@@ -179,6 +179,25 @@ typedef struct {
 } gdn2_decode_tensors;
 GDN2_API int gdn2_decode_step(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_tensors *t);
 
+/* Multi-token decode / speculative verify: d->T tokens for each of n = d->B sequences in one call
+ * (no cu_seqlens), the same tensors as gdn2_decode_step with a time axis: q,k,g,b [n,T,H,K],
+ * v,w,o [n,T,HV,V]; sequence i starts from state_pool[slots[i]] (slots[i] < 0 skips the row: its T
+ * outputs are zeroed, its inputs and snap_slots entries are not read). Within the call the state
+ * stays fp32 (a bf16 pool is widened once and rounded only where a state is stored), so for an
+ * fp32 pool the outputs and states equal T gdn2_decode_step calls; for a bf16 pool they are the
+ * GPU kernel's (gdn2_cuda_recurrent_fwd), one rounding per stored state instead of one per token.
+ *   snap_slots NULL: the state after the last token is written back to slots[i] (in place).
+ *   snap_slots [n,T]: the state after token j of sequence i is written to pool slot
+ *     snap_slots[i*T+j] and slots[i] is left untouched. Committing a accepted draft tokens is then
+ *     re-pointing the sequence: a = 0 keeps slots[i], a >= 1 takes snap_slots[i*T+a-1]; the other
+ *     slots are free again. No state is copied (docs/ALGORITHM.md §7a). Every snap_slots entry of
+ *     a row that runs must be in [0, n_slots), distinct from every other entry and from every
+ *     slots[i] of the call; GDN2_ERR_ARG naming the index otherwise (nothing is written).
+ * gdn2_decode_step is this call with T = 1 and snap_slots NULL. T is bounded by GDN2_MAX_DIM only
+ * (speculative decoding uses 2..8). */
+GDN2_API int gdn2_decode_verify(const gdn2_dims *d, const gdn2_opts *o, const gdn2_decode_tensors *t,
+                                const int32_t *snap_slots);
+
 /* Collapse limits, on the same kernels.
  *   KDA: b = w = beta, beta [B,T,H] (per key head; the value heads of a group share it).
  *   GDN: KDA with a scalar decay per head: g [B,T,H] (broadcast over K); gate_in_kernel unsupported.

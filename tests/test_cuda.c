@@ -7,7 +7,9 @@
  *   official fixtures: max|x-ref|/max|ref| of ours next to the official chunk kernel's.
  *   reserve space: fwd(keep_for_backward) + bwd(reuse_forward) vs fwd + bwd, equal outputs.
  *   decode: the GPU step vs the CPU step (gdn2_decode_step), slots with holes; the multi-token
- *   recurrent path with snapshots vs the reference. */
+ *   recurrent path with snapshots vs the reference.
+ *   speculative verify: snap_slots (per-token states into pool slots, no write-back) vs the CPU
+ *   twin gdn2_decode_verify, fp32 and bf16 pools, then a commit by re-pointing slots. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -489,6 +491,140 @@ static void decode_tests(void) {
     tdata_free(&t);
 }
 
+/* ---- speculative verify: gdn2_cuda_recurrent_fwd with snap_slots vs its CPU twin gdn2_decode_verify ----
+ * N rows of T tokens (row 1 skipped), sources and snapshot slots a shuffled pool (3 slots unused);
+ * then a commit (row i accepts i % (T+1) tokens: re-pointed slots) and one more call in place from
+ * the committed slots. Bars as the decode tests: o 1e-5 (fp32 pool) / 1e-3 (bf16 pool) / 0.005 (bf16
+ * inputs: o stored in bf16), states 1e-5 / 1e-3 (and < 1% of bf16 values one ulp apart); the
+ * source slots and unused slots must be bit-identical on the GPU. */
+static void verify_case(const char *name, gdn2_dims d, int gate, int dtype, int sb, unsigned long long seed) {
+    gdn2_opts o;
+    memset(&o, 0, sizeof o);
+    o.qk_l2norm = 1;
+    o.gate_in_kernel = gate;
+    unsigned long long s = seed;
+    const int64_t N = d.B, T = d.T, nk = N * T * d.H * d.K, nv = N * T * d.HV * d.V, S = d.HV * d.K * d.V;
+    const int64_t n_slots = N * (T + 1) + 3, np = n_slots * S;
+    const size_t es = sb ? 2 : 4;
+    float *q = frandn(nk, &s, 1), *k = frandn(nk, &s, 1), *g = gate ? frandn(nk, &s, 1) : frand(nk, &s, -1, -0.01);
+    float *b = frand(nk, &s, 0, 1), *v = frandn(nv, &s, 1), *w = frand(nv, &s, 0, 1);
+    float *al = frand(d.H, &s, 0, 2), *dtb = frandn(d.H * d.K, &s, 0.5), *p32 = frandn(np, &s, 0.3);
+    if (dtype == GDN2_CUDA_BF16) {
+        round_bf16(q, nk); round_bf16(k, nk); round_bf16(v, nv); round_bf16(b, nk); round_bf16(w, nv);
+    }
+    int32_t *perm = malloc((size_t)n_slots * 4), *src = malloc((size_t)N * 4), *snap = malloc((size_t)(N * T) * 4);
+    for (int64_t i = 0; i < n_slots; i++) perm[i] = (int32_t)i;
+    for (int64_t i = n_slots - 1; i > 0; i--) {
+        const int64_t j = (int64_t)(test_rng_next(&s) % (unsigned long long)(i + 1));
+        const int32_t x = perm[i];
+        perm[i] = perm[j];
+        perm[j] = x;
+    }
+    for (int64_t i = 0; i < N; i++) src[i] = (N > 1 && i == 1) ? -1 : perm[i];
+    for (int64_t e = 0; e < N * T; e++) snap[e] = perm[N + e];
+    void *p0 = malloc((size_t)np * es), *pc = malloc((size_t)np * es), *pg = malloc((size_t)np * es);
+    for (int64_t e = 0; e < np; e++) {
+        if (sb) ((uint16_t *)p0)[e] = f2bf(p32[e]);
+        else ((float *)p0)[e] = p32[e];
+    }
+    memcpy(pc, p0, (size_t)np * es);
+    float *oc = z32(nv), *og = z32(nv);
+    gdn2_cuda_recurrent_args a;
+    memset(&a, 0, sizeof a);
+    a.dtype = dtype;
+    a.q = up_dt(q, nk, dtype); a.k = up_dt(k, nk, dtype); a.v = up_dt(v, nv, dtype); a.b = up_dt(b, nk, dtype);
+    a.w = up_dt(w, nv, dtype); a.g = up_f32(g, nk); a.A_log = up_f32(al, d.H); a.dt_bias = up_f32(dtb, d.H * d.K);
+    a.o = gdn2_cuda_malloc((size_t)nv * (dtype == GDN2_CUDA_BF16 ? 2 : 4));
+    a.state_pool = gdn2_cuda_malloc((size_t)np * es);
+    a.state_dtype = sb ? GDN2_CUDA_BF16 : GDN2_CUDA_F32;
+    a.n_slots = n_slots;
+    void *dsrc = gdn2_cuda_malloc((size_t)N * 4), *dsnap = gdn2_cuda_malloc((size_t)(N * T) * 4);
+    a.slots = dsrc;
+    a.snap_slots = dsnap;
+    int rc = !a.q || !a.k || !a.v || !a.b || !a.w || !a.g || !a.A_log || !a.dt_bias || !a.o || !a.state_pool || !dsrc || !dsnap;
+    if (!rc) rc = gdn2_cuda_memcpy(a.state_pool, p0, (size_t)np * es, GDN2_CUDA_H2D);
+    if (!rc) rc = gdn2_cuda_memcpy(dsrc, src, (size_t)N * 4, GDN2_CUDA_H2D);
+    if (!rc) rc = gdn2_cuda_memcpy(dsnap, snap, (size_t)(N * T) * 4, GDN2_CUDA_H2D);
+    if (!rc) rc = gdn2_cuda_memset(a.o, 0xff, (size_t)nv * (dtype == GDN2_CUDA_BF16 ? 2 : 4)); /* NaN: every o written */
+    const gdn2_decode_tensors ct = {q, k, v, g, b, w, al, dtb, oc, pc, n_slots, src, sb ? GDN2_STATE_BF16 : GDN2_STATE_F32};
+    if (!rc) rc = gdn2_decode_verify(&d, &o, &ct, snap);
+    if (!rc) rc = gdn2_cuda_recurrent_fwd(&d, &o, &a, NULL);
+    if (!rc) rc = gdn2_cuda_sync();
+    CHECK(rc == 0, "verify %s: GPU (snap_slots) and CPU twin ran (%s)", name, rc ? gdn2_last_error() : "ok");
+    const double bo = dtype == GDN2_CUDA_BF16 ? 0.005 : sb ? 1e-3 : 1e-5, bs = sb ? 1e-3 : 1e-5;
+    /* the pool as floats, and how many stored values differ */
+    float *wc = malloc((size_t)np * 4), *wg = malloc((size_t)np * 4);
+    for (int round = 0; round < 2 && !rc; round++) {
+        down_dt(og, a.o, nv, dtype);
+        gdn2_cuda_memcpy(pg, a.state_pool, (size_t)np * es, GDN2_CUDA_D2H);
+        for (int64_t e = 0; e < np; e++) {
+            wc[e] = sb ? bf2f(((uint16_t *)pc)[e]) : ((float *)pc)[e];
+            wg[e] = sb ? bf2f(((uint16_t *)pg)[e]) : ((float *)pg)[e];
+        }
+        const double eo = rel_rmse_f32(og, oc, (size_t)nv);
+        double esn = 0;
+        int64_t differ = 0, nstored = 0;
+        int zero = 1, kept = 1;
+        for (int64_t i = 0; i < N; i++) {
+            if (src[i] < 0) {
+                for (int64_t e = 0; e < T * d.HV * d.V; e++) zero &= og[i * T * d.HV * d.V + e] == 0.0f;
+                continue;
+            }
+            /* round 0: every snapshot; round 1 (in place): the committed slot */
+            for (int64_t j = round ? T - 1 : 0; j < T; j++) {
+                const int64_t sl = round ? src[i] : snap[i * T + j];
+                const double e = rel_rmse_f32(wg + sl * S, wc + sl * S, (size_t)S);
+                if (e > esn) esn = e;
+                for (int64_t x = 0; x < S; x++) differ += sb ? ((uint16_t *)pg)[sl * S + x] != ((uint16_t *)pc)[sl * S + x] : 0;
+                nstored += S;
+            }
+        }
+        /* slots neither written by this round nor by an earlier one must hold their starting bytes */
+        for (int64_t sl = 0; sl < n_slots && round == 0; sl++) {
+            int written = 0;
+            for (int64_t i = 0; i < N; i++)
+                for (int64_t j = 0; j < T && src[i] >= 0; j++) written |= snap[i * T + j] == sl;
+            if (!written) kept &= !memcmp((char *)pg + sl * S * es, (char *)p0 + sl * S * es, (size_t)S * es);
+        }
+        const int ok = all_finite_f32(og, (size_t)nv) && eo <= bo && esn <= bs && zero && kept && differ * 100 <= nstored;
+        CHECK(ok, "verify %s, %s: GPU vs CPU o rel_rmse %.2e (bar %.0e), %s %.2e (bar %.0e)%s%s%s", name,
+              round ? "after commit, in place" : "snap_slots", eo, bo, round ? "committed state" : "snapshots", esn, bs,
+              round ? "" : kept ? ", sources + unused slots bit-identical" : ", SOURCE/UNUSED SLOT CHANGED",
+              zero ? "" : ", SKIPPED ROW o != 0", sb && differ * 100 > nstored ? ", > 1% of bf16 values differ" : "");
+        if (round == 0) { /* commit: row i accepts i % (T+1) drafts; next call in place from there */
+            for (int64_t i = 0; i < N; i++) {
+                const int64_t acc = i % (T + 1);
+                if (src[i] >= 0 && acc) src[i] = snap[i * T + acc - 1];
+            }
+            a.snap_slots = NULL;
+            rc = gdn2_cuda_memcpy(dsrc, src, (size_t)N * 4, GDN2_CUDA_H2D);
+            if (!rc) rc = gdn2_decode_verify(&d, &o, &ct, NULL);
+            if (!rc) rc = gdn2_cuda_recurrent_fwd(&d, &o, &a, NULL);
+            if (!rc) rc = gdn2_cuda_sync();
+            CHECK(rc == 0, "verify %s: commit by re-pointing slots, then in place on GPU and CPU (%s)", name, rc ? gdn2_last_error() : "ok");
+        }
+    }
+    void *bufs[] = {(void *)a.q, (void *)a.k, (void *)a.v, (void *)a.b, (void *)a.w, (void *)a.g, (void *)a.A_log,
+                    (void *)a.dt_bias, a.o, a.state_pool, dsrc, dsnap};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gdn2_cuda_free(bufs[i]);
+    free(q); free(k); free(g); free(b); free(v); free(w); free(al); free(dtb); free(p32); free(perm); free(src); free(snap);
+    free(p0); free(pc); free(pg); free(oc); free(og); free(wc); free(wg);
+}
+
+static void verify_tests(void) {
+    for (int sb = 0; sb < 2; sb++) {
+        verify_case(sb ? "T=4 GVA H2 HV4 K64 V128 gate, fp32 in, bf16 pool" : "T=4 GVA H2 HV4 K64 V128 gate, fp32 in, fp32 pool",
+                    (gdn2_dims){5, 4, 2, 4, 64, 128}, 1, GDN2_CUDA_F32, sb, 501 + sb);
+        verify_case(sb ? "T=8 K=V=128, fp32 in, bf16 pool" : "T=8 K=V=128, fp32 in, fp32 pool", (gdn2_dims){3, 8, 2, 2, 128, 128},
+                    0, GDN2_CUDA_F32, sb, 511 + sb);
+        verify_case(sb ? "T=1 K=V=128, fp32 in, bf16 pool" : "T=1 K=V=128, fp32 in, fp32 pool", (gdn2_dims){4, 1, 1, 1, 128, 128},
+                    0, GDN2_CUDA_F32, sb, 521 + sb);
+        /* bench/cuda_ops' verify shape: bf16 inputs, H = 16, K = V = 128, N = 64 */
+        verify_case(sb ? "bench shape N=64 H16 K=V=128 T=4, bf16 in, bf16 pool" : "bench shape N=64 H16 K=V=128 T=4, bf16 in, fp32 pool",
+                    (gdn2_dims){64, 4, 16, 16, 128, 128}, 0, GDN2_CUDA_BF16, sb, 531 + sb);
+    }
+}
+
 /* ---- reserve space: fwd(keep_for_backward) + bwd(reuse_forward) vs the plain fwd + bwd ---- */
 static void opts_of(const tcase *c, gdn2_opts *o) {
     memset(o, 0, sizeof *o);
@@ -833,6 +969,7 @@ int main(void) {
     reuse_tests();
     decode_tests();
     decode_bench_shape();
+    verify_tests();
     long_case();
     return test_summary();
 }

@@ -193,16 +193,37 @@ def decode_step_np(q, k, v, g, b, w, state_pool, slots, A_log=None, dt_bias=None
                    gate_in_kernel=False, lower_bound=None, out=None):
     """One decode step on numpy arrays; state_pool ([n_slots,HV,K,V] float32, or uint16 bf16 bit
     patterns) is updated in place and must be C-contiguous."""
-    q = _arr(q, "q", np.float32, 3)
-    n, H, K = q.shape
-    v = _arr(v, "v", np.float32, 3)
-    if v.shape[0] != n:
-        raise ValueError("gdn2: v has shape %s, expected [n=%d, HV, V]" % (tuple(v.shape), n))
-    HV, V = v.shape[1], v.shape[2]
+    return _decode_np(None, q, k, v, g, b, w, state_pool, slots, None, A_log, dt_bias, scale, qk_l2norm,
+                      gate_in_kernel, lower_bound, out)
+
+
+def decode_verify_np(q, k, v, g, b, w, state_pool, slots, snap_slots=None, A_log=None, dt_bias=None, scale=None,
+                     qk_l2norm=False, gate_in_kernel=False, lower_bound=None):
+    """T tokens per sequence in one call (gdn2_decode_verify): q, k, g, b [n,T,H,K], v, w [n,T,HV,V].
+    snap_slots [n,T] int32: the state after token t of row i goes to state_pool[snap_slots[i,t]] and
+    state_pool[slots[i]] is left as it was; None: updated in place. Returns o [n,T,HV,V]."""
+    q = _arr(q, "q", np.float32, 4)
+    return _decode_np(q.shape[1], q, k, v, g, b, w, state_pool, slots, snap_slots, A_log, dt_bias, scale, qk_l2norm,
+                      gate_in_kernel, lower_bound, None)
+
+
+def _decode_np(T, q, k, v, g, b, w, state_pool, slots, snap_slots, A_log, dt_bias, scale, qk_l2norm, gate_in_kernel,
+               lower_bound, out):
+    """decode_step_np (T None: [n,...] without a time axis) and decode_verify_np ([n,T,...])."""
+    nd = 3 if T is None else 4
+    tt = () if T is None else (T,)
+    q = _arr(q, "q", np.float32, nd)
+    n, H, K = q.shape[0], q.shape[-2], q.shape[-1]
+    v = _arr(v, "v", np.float32, nd)
+    if v.shape[:nd - 2] != (n,) + tt:
+        raise ValueError("gdn2: v has shape %s, expected [n=%d, %sHV, V]" % (tuple(v.shape), n,
+                                                                           "" if T is None else "T=%d, " % T))
+    HV, V = v.shape[-2], v.shape[-1]
     if HV % H:
         raise ValueError("gdn2: the value heads HV=%d must be a multiple of the key heads H=%d" % (HV, H))
     k, g, b, w = (_arr(x, nm, np.float32) for x, nm in ((k, "k"), (g, "g"), (b, "b"), (w, "w")))
-    for a, nm, s in ((k, "k", (n, H, K)), (g, "g", (n, H, K)), (b, "b", (n, H, K)), (w, "w", (n, HV, V))):
+    for a, nm, s in ((k, "k", (n,) + tt + (H, K)), (g, "g", (n,) + tt + (H, K)), (b, "b", (n,) + tt + (H, K)),
+                     (w, "w", (n,) + tt + (HV, V))):
         _expect(a, nm, s)
     if not isinstance(state_pool, np.ndarray) or not state_pool.flags.c_contiguous or not state_pool.flags.writeable:
         raise ValueError("gdn2: state_pool must be a writeable C-contiguous numpy array (it is updated in place)")
@@ -219,16 +240,20 @@ def decode_step_np(q, k, v, g, b, w, state_pool, slots, A_log=None, dt_bias=None
     _expect(slots, "slots", (n,))
     if slots.size and int(slots.max()) >= state_pool.shape[0]:
         raise ValueError("gdn2: slot %d out of range (n_slots = %d)" % (int(slots.max()), state_pool.shape[0]))
+    if snap_slots is not None:  # the library checks the values (range, distinct) and names the index
+        snap_slots = np.ascontiguousarray(np.asarray(snap_slots), dtype=np.int32)
+        _expect(snap_slots, "snap_slots", (n, T))
     A_log = _arr(A_log, "A_log", np.float32) if gate_in_kernel else None
     dt_bias = _arr(dt_bias, "dt_bias", np.float32) if gate_in_kernel else None
     if A_log is not None:
         _expect(A_log.reshape(-1), "A_log", (H,))
     if dt_bias is not None:
         _expect(dt_bias.reshape(-1), "dt_bias (flattened)", (H * K,))
-    o = np.empty((n, HV, V), np.float32) if out is None else out
-    if o.shape != (n, HV, V) or o.dtype != np.float32 or not o.flags.c_contiguous:
-        raise ValueError("gdn2: out must be a C-contiguous float32 array [n, HV, V]")
-    dims = L.Dims(n, 1, H, HV, K, V)
+    oshape = (n,) + tt + (HV, V)
+    o = np.empty(oshape, np.float32) if out is None else out
+    if o.shape != oshape or o.dtype != np.float32 or not o.flags.c_contiguous:
+        raise ValueError("gdn2: out must be a C-contiguous float32 array %s" % (list(oshape),))
+    dims = L.Dims(n, 1 if T is None else T, H, HV, K, V)
     opts = L.Opts()
     opts.scale = 0.0 if scale is None else float(scale)
     opts.qk_l2norm, opts.gate_in_kernel = int(bool(qk_l2norm)), int(bool(gate_in_kernel))
@@ -237,5 +262,8 @@ def decode_step_np(q, k, v, g, b, w, state_pool, slots, A_log=None, dt_bias=None
     t.q, t.k, t.v, t.g, t.b, t.w = (_ptr(x) for x in (q, k, v, g, b, w))
     t.A_log, t.dt_bias, t.o = _ptr(A_log), _ptr(dt_bias), _ptr(o)
     t.state_pool, t.n_slots, t.slots, t.state_dtype = state_pool.ctypes.data, state_pool.shape[0], _ptr(slots), sdt
-    L.call("gdn2_decode_step", ctypes.byref(dims), ctypes.byref(opts), ctypes.byref(t))
+    if T is None:
+        L.call("gdn2_decode_step", ctypes.byref(dims), ctypes.byref(opts), ctypes.byref(t))
+    else:
+        L.call("gdn2_decode_verify", ctypes.byref(dims), ctypes.byref(opts), ctypes.byref(t), _ptr(snap_slots))
     return o

@@ -75,7 +75,8 @@ class CudaBwdArgs(ctypes.Structure):
 class CudaRecurrentArgs(ctypes.Structure):
     _fields_ = [("dtype", c_int), ("q", P), ("k", P), ("v", P), ("b", P), ("w", P), ("g", P), ("A_log", P),
                 ("dt_bias", P), ("o", P), ("state_pool", P), ("n_slots", c_int64), ("slots", P), ("snapshots", P),
-                ("state_dtype", c_int), ("slot_stride", c_int64)]
+                ("state_dtype", c_int), ("slot_stride", c_int64),
+                ("snap_slots", P)]
 
 
 def _candidates():
@@ -143,6 +144,7 @@ _PROTOS = {
     "gdn2_chunk_fwd": ([_pd, _po, _pf], c_int),
     "gdn2_chunk_bwd": ([_pd, _po, _pf, _pb], c_int),
     "gdn2_decode_step": ([_pd, _po, ctypes.POINTER(DecodeTensors)], c_int),
+    "gdn2_decode_verify": ([_pd, _po, ctypes.POINTER(DecodeTensors), P], c_int),
     "gdn2_kda_recurrent_fwd": ([_pd, _po, _pf, P], c_int),
     "gdn2_kda_chunk_fwd": ([_pd, _po, _pf, P], c_int),
     "gdn2_kda_chunk_bwd": ([_pd, _po, _pf, P, _pb, P], c_int),

@@ -212,3 +212,19 @@ def decode_step(q, k, v, g, b, w, state_pool, slots, A_log=None, dt_bias=None, s
                                      use_qk_l2norm_in_kernel, use_gate_in_kernel, lower_bound)
     return _core.decode_step_np(q, k, v, g, b, w, state_pool, slots, A_log, dt_bias, scale, use_qk_l2norm_in_kernel,
                                 use_gate_in_kernel, lower_bound)
+
+
+def decode_verify(q, k, v, g, b, w, state_pool, slots, snap_slots=None, A_log=None, dt_bias=None, scale=None,
+                  use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False, lower_bound=None):
+    """Speculative verify: T draft tokens for n sequences in one call (numpy only), q, k, g, b
+    [n,T,H,K], v, w [n,T,HV,V]. Row i starts from state_pool[slots[i]]. With snap_slots ([n,T]
+    int32) the state after token t goes to state_pool[snap_slots[i,t]] and state_pool[slots[i]] is
+    not written: accepting a drafts is re-pointing the sequence to snap_slots[i,a-1] (a = 0: keep
+    slots[i]); no state copy. The snapshot slots must be distinct and not among slots
+    (Gdn2ArgumentError otherwise). Without snap_slots the pool is updated in place (T decode steps).
+    Returns o [n,T,HV,V]."""
+    if _is_torch(q):
+        raise NotImplementedError("gdn2: decode_verify takes numpy arrays (torch tensors: gdn2_cuda_recurrent_fwd "
+                                  "with snap_slots through the C API)")
+    return _core.decode_verify_np(q, k, v, g, b, w, state_pool, slots, snap_slots, A_log, dt_bias, scale,
+                                  use_qk_l2norm_in_kernel, use_gate_in_kernel, lower_bound)

@@ -228,6 +228,34 @@ def test_numpy():
           "decode_step with a bf16 (uint16) state pool: o %.1e, states %.1e from the fp32 pool"
           % (rel(ob[[0, 2]], outs[-1][[0, 2]]), rel(pool32[[4, 1]], pool[[4, 1]])))
 
+    # speculative verify: T = 4 drafts per row, snapshots into pool slots, commit by re-pointing
+    Td = 4
+    pv = np.zeros((12, HV, K, V), np.float32)
+    pv[4], pv[1] = h0[0], h0[2]
+    src = pv.copy()
+    snap = np.array([[0, 2, 3, 5], [-7, -7, -7, -7], [6, 7, 8, 9]], np.int32)  # row 1 skipped: not read
+    ov = gdn2.decode_verify(q[:, :Td], k[:, :Td], v[:, :Td], g[:, :Td], b[:, :Td], w[:, :Td], pv, slots, snap)
+    hr = [gdn2.chunk_gdn2(q[:, :a], k[:, :a], v[:, :a], g[:, :a], b[:, :a], w[:, :a], initial_state=h0,
+                          output_final_state=True)[1] for a in range(1, Td + 1)]
+    es = max(rel(pv[snap[r, a]], hr[a][r]) for r in (0, 2) for a in range(Td))
+    check(ov.shape == (B, Td, HV, V) and rel(ov[[0, 2]], od[[0, 2], :Td]) < 1e-5 and es < 1e-5 and not ov[1].any()
+          and np.array_equal(pv[[4, 1]], src[[4, 1]]),
+          "decode_verify T=4 with snap_slots: o = the decode steps, snapshot a = the chunk form over a tokens (%.1e), "
+          "source slots unchanged, skipped row zero" % es)
+    # accept 2 drafts of row 0 (re-point to snap[0,1]) and none of row 2 (keep slot 1), then decode
+    # steps from there: row 0 tokens 2..5, row 2 tokens 0..3
+    cur = np.array([snap[0, 1], -1, 1], np.int32)
+    for t in range(2, T):
+        tt = [t, 0, t - 2]
+        gdn2.decode_step(q[[0, 1, 2], tt], k[[0, 1, 2], tt], v[[0, 1, 2], tt], g[[0, 1, 2], tt], b[[0, 1, 2], tt],
+                         w[[0, 1, 2], tt], pv, cur)
+    check(rel(pv[cur[0]], hrf[0]) < 1e-5 and rel(pv[1], hr[3][2]) < 1e-5,
+          "decode_verify commit: row 0 accepts 2 (then 4 steps), row 2 accepts 0 (then 4 steps): final states = the "
+          "chunk form (%.1e, %.1e)" % (rel(pv[cur[0]], hrf[0]), rel(pv[1], hr[3][2])))
+    m = raises(gdn2.Gdn2ArgumentError, gdn2.decode_verify, q[:, :Td], k[:, :Td], v[:, :Td], g[:, :Td], b[:, :Td],
+               w[:, :Td], pv, slots, np.array([[0, 2, 3, 4], [0, 0, 0, 0], [6, 7, 8, 9]], np.int32))
+    check(m is not None and "snap_slots[0,3]=4 is also slots[0]" in m, "decode_verify: snapshot slot = a source slot: %s" % m)
+
     # errors: the C library's message as an exception; refusals
     q, k, v, g, b, w, h0 = inputs(rng, 1, 5, 1, 1, 4, 4)
     m = raises(gdn2.Gdn2ArgumentError, gdn2.chunk_gdn2, q, k, v, -g, b, w)

@@ -1,7 +1,8 @@
 // Token-serial GDN-2 on a pool of states: the decode step (T = 1), short prompts and speculative
-// decoding (per-token state snapshots). Memory bound: each (sequence, value head) state is K x V,
-// read once and written once per call whatever T is. The pool is fp32, or bf16 (half the bytes):
-// widened on load, updated in fp32 registers, rounded to nearest even on the final store.
+// decoding (per-token state snapshots, dense or into pool slots). Memory bound: each (sequence,
+// value head) state is K x V, read once and written once per call whatever T is (with snap_slots:
+// written once per token, into the snapshot slots, and not back). The pool is fp32, or bf16 (half
+// the bytes): widened on load, updated in fp32 registers, rounded to nearest even on each store.
 //
 // Per token (key head h = hv / (HV/H)):  S' = Diag(exp g) S;  r = S'^T (b.k);  u = w.v - r;
 //                                         S = S' + k u^T;      o = scale S^T q
@@ -30,6 +31,8 @@ struct RecParams {
     const int32_t *slots;
     size_t slot_stride; // pool elements from one slot to the next
     float *snap;
+    const int32_t *snap_slots; // [B,T] or NULL: the state after each token to these pool slots,
+                               // and no write-back to slots[i] (speculative verify)
 };
 
 // CPT consecutive state values (one 16-byte access: 4 fp32 or 8 bf16) <-> floats
@@ -179,6 +182,14 @@ __global__ __launch_bounds__(RNT, sizeof(TS) == 4 ? 4 : 3) void k_recurrent(RecP
                 ov[c] += qd * st[j][c];
             }
         }
+        if (p.snap_slots) { // the state after this token, in the pool's dtype, to its snapshot slot
+            TS *D = (TS *)p.pool + (size_t)p.snap_slots[tok] * p.slot_stride + (size_t)hv * p.K * p.V;
+#pragma unroll
+            for (int j = 0; j < NR; j++) {
+                const int d = rg + RG * j;
+                if (d < p.K && colok) st_state(D + (size_t)d * p.V + col, st[j]);
+            }
+        }
         if (p.snap) {
             float *sn = p.snap + ((tok * p.HV) + hv) * (size_t)p.K * p.V;
 #pragma unroll
@@ -205,11 +216,59 @@ __global__ __launch_bounds__(RNT, sizeof(TS) == 4 ? 4 : 3) void k_recurrent(RecP
             stf(o, (tok * p.HV + hv) * p.V + v0 + threadIdx.x, p.scale * s);
         }
     }
+    if (p.snap_slots) return; // the source slot stays as it was (the last snapshot is the final state)
 #pragma unroll
     for (int j = 0; j < NR; j++) {
         const int d = rg + RG * j;
         if (d < p.K && colok) st_state(S + (size_t)d * p.V + col, st[j]);
     }
+}
+
+// 1 when p is pinned (page-locked, cudaMallocHost / cudaHostRegister) host memory: the host may
+// read it without synchronising with the device (which only reads slot arrays). Device, managed and
+// unregistered pointers give 0 (a managed array may still be in flight from earlier stream work).
+static int pinned_host(const void *ptr) {
+    cudaPointerAttributes at;
+    if (cudaPointerGetAttributes(&at, ptr) != cudaSuccess) {
+        (void)cudaGetLastError(); // clear the (non-sticky) error the query left
+        return 0;
+    }
+    return at.type == cudaMemoryTypeHost;
+}
+
+// snap_slots rules (include/gdn2_cuda.h), checked only where both arrays are pinned host memory
+// (slots NULL: sequence i's slot is i): no device synchronisation, no copy. The kernel does not
+// check them.
+static int check_snap_slots(const char *fn, const gdn2_dims *d, const gdn2_cuda_recurrent_args *a) {
+    if (!pinned_host(a->snap_slots) || (a->slots && !pinned_host(a->slots))) return GDN2_OK;
+    const int64_t n = d->B, T = d->T, ns = a->n_slots;
+    if (ns < 1) return GDN2_OK; // with device slots n_slots is not read; nothing to index by
+    int64_t *owner = (int64_t *)calloc((size_t)ns, sizeof(int64_t)); // 0 free, 1+i slots[i], 1+n+i*T+j snap
+    if (!owner) return GDN2_OK;                                       // a check, not a requirement
+    int rc = GDN2_OK;
+    for (int64_t i = 0; i < n && !rc; i++) {
+        const int64_t s = a->slots ? a->slots[i] : i;
+        if (s >= 0 && s < ns) owner[s] = 1 + i;
+    }
+    for (int64_t i = 0; i < n && !rc; i++) {
+        if (a->slots && a->slots[i] < 0) continue;
+        for (int64_t j = 0; j < T && !rc; j++) {
+            const int32_t s = a->snap_slots[i * T + j];
+            if (s < 0 || s >= ns)
+                rc = gdn2_error(GDN2_ERR_ARG, "%s: snap_slots[%lld,%lld]=%d is out of range (n_slots=%lld)", fn, (long long)i,
+                                (long long)j, (int)s, (long long)ns);
+            else if (owner[s] && owner[s] - 1 < n)
+                rc = gdn2_error(GDN2_ERR_ARG, "%s: snap_slots[%lld,%lld]=%d is also slots[%lld]: a snapshot slot must not be "
+                                "a source slot of the call", fn, (long long)i, (long long)j, (int)s, (long long)(owner[s] - 1));
+            else if (owner[s])
+                rc = gdn2_error(GDN2_ERR_ARG, "%s: snap_slots[%lld,%lld]=%d is also snap_slots[%lld,%lld]: snapshot slots must "
+                                "be distinct", fn, (long long)i, (long long)j, (int)s, (long long)((owner[s] - 1 - n) / T),
+                                (long long)((owner[s] - 1 - n) % T));
+            else owner[s] = 1 + n + i * T + j;
+        }
+    }
+    free(owner);
+    return rc;
 }
 
 extern "C" int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_recurrent_args *a,
@@ -242,11 +301,12 @@ extern "C" int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, c
     if (((uintptr_t)a->state_pool % 16) || ((size_t)a->slot_stride * esz) % 16)
         return gdn2_error(GDN2_ERR_ARG, "%s: state_pool (%p) and slot_stride (%lld elements) must keep every state "
                           "16-byte aligned", fn, a->state_pool, (long long)a->slot_stride);
+    if (a->snap_slots && (rc = check_snap_slots(fn, d, a))) return rc;
     if (d->T == 0 || d->B == 0) return GDN2_OK;
     RecParams p;
     memset(&p, 0, sizeof p);
     fill_kernel_params(p, d, o, a);
-    p.pool = a->state_pool; p.slots = a->slots; p.snap = a->snapshots;
+    p.pool = a->state_pool; p.slots = a->slots; p.snap = a->snapshots; p.snap_slots = a->snap_slots;
     p.slot_stride = a->slot_stride > 0 ? (size_t)a->slot_stride : (size_t)(d->HV * d->K * d->V);
     const int rbv = 64; // V columns per block (k_recurrent's RBV)
     dim3 grid((unsigned)((d->V + rbv - 1) / rbv), (unsigned)d->HV, (unsigned)d->B);
