@@ -2,6 +2,7 @@
 # One device call: build the CUDA parts, run the GPU tests, our benchmark, the peers.
 # usage (on the device, from the tree's root): dev/cuda/device_run.sh "build test bench peers_official peers_fla" [--quick]
 #   model phases (issue 16, the GPU model path): "model_build model_test demo train_bench official_train"
+#   inference and the rest: "decode serve_load verify python swap nccl1" (after model_build)
 #   (official_train needs peers/p4/{official/lit_gpt,fla,shim/flash_attn} and peers/official_train_bench.py)
 # Needs beside it: .debs (libcjson1 + libcjson-dev .deb files: `apt-get download libcjson1 libcjson-dev`),
 # peers/{official,fla_old,fla_head} (git archives of the peer commits, bench/peers/bench_peers.py),
@@ -95,6 +96,19 @@ if [[ " $PHASES " == *" decode "* ]]; then
     ./build/gdn2 eval --model /tmp/t.safetensors --task mqar --lengths 64 --samples 20 --device cuda --out /tmp/ev; echo "eval rc=$?";
     ./build/gdn2 eval --model /tmp/t.safetensors --task mqar --lengths 64 --samples 20 --out /tmp/ev_cpu; echo "eval cpu rc=$?"; } >> "$OUT/cli_gpu.log" 2>&1
   tail -8 "$OUT/cli_gpu.log"
+fi
+if [[ " $PHASES " == *" serve_load "* ]]; then
+  # a checkpoint with random-like weights (one training step), then 64 streaming clients for 2 minutes
+  t0=$(date +%s)
+  ./build/gdn2 train --device cuda --model ${SERVE_MODEL:-gdn2_1.3B} --task mqar --steps 1 --batch 1 --seq-len 64 --quiet \
+    --out /tmp/serve.safetensors > "$OUT/serve_ckpt.log" 2>&1; echo "serve checkpoint rc=$?"
+  timeout ${SERVE_TIMEOUT:-320} python3 bench/serve_load.py --ckpt /tmp/serve.safetensors --device cuda --clients 64 \
+    --duration ${SERVE_S:-120} --out "$OUT/serve-load.json" > "$OUT/serve_load.log" 2>&1
+  echo "serve_load rc=$? $(( $(date +%s) - t0 )) s"; tail -3 "$OUT/serve_load.log"
+fi
+if [[ " $PHASES " == *" verify "* ]]; then
+  timeout ${VERIFY_TIMEOUT:-200} ./build/bench/cuda_ops "$OUT/cuda_verify.json" --verify > "$OUT/cuda_verify.log" 2>&1
+  echo "cuda_ops --verify rc=$?"; tail -24 "$OUT/cuda_verify.log"
 fi
 if [[ " $PHASES " == *" python "* ]]; then
   t0=$(date +%s)
