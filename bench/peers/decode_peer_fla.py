@@ -31,19 +31,24 @@ A step's time is the median wall time of --steps steps after --warmup, each endi
                  downloaded to pinned host memory (as decode_model's step_us downloads its fp32
                  logits; these are half the bytes);
   step_us_device the same without the logits' download (they stay on the GPU).
-tok_s = B / step_us. Context: a recurrent (GDN-2) layer's state is the same size at every
+tok_s = B / step_us. The graph is timed first (after its validation, with the validation's state
+snapshot freed), then eager (the graph freed, no copy of the state kept): peak_gb is
+torch.cuda.max_memory_allocated over each timing (weights, cache, the step's buffers; the graph's
+pool), from a reset right before it. Context: a recurrent (GDN-2) layer's state is the same size at every
 position, so the step costs the same at any context; a context (decode_model's 1K..128K) is only a
 label for this model, and the rows say "context": "any".
 
-Validation before timing (a batch whose checks fail is reported and not timed): the prefill's and
-three eager steps' logits are finite; from the same state (restored from a snapshot), the
-in-place variant's three eager steps and the graph's (or compiled step's) three replays give the
-eager step's logits within bf16 noise (relative RMSE <= 1e-2 each; printed).
+Validation before timing: the prefill's and three eager steps' logits are finite (else the batch is
+skipped, with the reason in "skipped"); from the same state (restored from a snapshot), the in-place
+variant's three eager steps and the graph's (or compiled step's) three replays give the eager
+step's logits within bf16 noise (relative RMSE <= 1e-2 each, in the row's "checks"; else that batch
+is timed eager only and its "note" says why).
 
 Output: a table on stdout and JSON {"gpu", "torch", "triton", "fla", "fla_commit", "model",
 "differences", "decode": [{config, batch, context, step_us, tok_s, step_us_device, tok_s_device,
-mode, peak_gb, ...}], "eager": [...], "skipped": [...]} written to --out (to a temporary name, then
-renamed, after every batch, so that a run cut short keeps what it measured).
+mode, peak_gb, step_us_eager, tok_s_eager, checks, note?}] (one row per batch, the best mode that
+passed validation), "eager": [the eager rows], "skipped": [{batch, why}]} written to --out (to a
+temporary name, then renamed, after every batch, so that a run cut short keeps what it measured).
 
 fla is imported from --fla PATH (a checkout of fla HEAD: PATH/fla/layers/gdn2.py) without running
 fla/__init__.py, fla/layers/__init__.py or fla/models/__init__.py (they import every layer and
@@ -332,9 +337,7 @@ def one_batch(torch, F, model, cfg, o, B, args):
         assert torch.isfinite(lg).all(), f"eager step {j}: logits not finite"
         ref.append(lg.clone())
     restore()
-    row_e = row("eager", timed(step, True), timed(step, False))
-    restore()
-    best, checks, note = row_e, {}, None
+    best, checks, note = None, {}, None
     if args.no_graph:
         note = "--no-graph: eager only"
     else:
@@ -344,12 +347,16 @@ def one_batch(torch, F, model, cfg, o, B, args):
                 static_ids.copy_(ids_host[j])
                 errs.append(rel_rmse(step(), ref[j]))
             checks["inplace_eager_rel_rmse"] = [float(f"{x:.3g}") for x in errs]
-            assert max(errs) <= 1e-2, f"the in-place recurrent step differs from fla's: rel RMSE {errs}"
-            assert all(cache[i]["recurrent_state"] is refs[i][0] for i in range(n_layers)), \
-                "the in-place step did not keep the recurrent state in place (the layer did not call the replacement)"
+            mode, run, graph, static_logits, cstep = None, None, None, None, None
+            if not max(errs) <= 1e-2:
+                note = f"the in-place recurrent step differs from fla's: rel RMSE {errs}; eager only"
+            elif not all(cache[i]["recurrent_state"] is refs[i][0] for i in range(n_layers)):
+                note = "the in-place step did not keep the recurrent state in place (the layer did not call the " \
+                       "replacement); eager only"
             restore()
-            mode, run = None, None
             try:
+                if note:
+                    raise RuntimeError(note)
                 side = torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
@@ -369,10 +376,12 @@ def one_batch(torch, F, model, cfg, o, B, args):
                     return static_logits
                 mode = "graph"
             except Exception as e:
-                note = f"CUDA graph capture failed: {type(e).__name__}: {e}"
+                inplace_failed = bool(note)
+                note = note or f"CUDA graph capture failed: {type(e).__name__}: {e}"
                 print(f"B={B}: {note}", flush=True)
+                graph = static_logits = None
                 torch.cuda.synchronize()
-                if not args.no_compile:
+                if not args.no_compile and not inplace_failed:
                     try:
                         cstep = torch.compile(step, mode="reduce-overhead")
                         restore()
@@ -400,14 +409,28 @@ def one_batch(torch, F, model, cfg, o, B, args):
                     run = None
             if run is not None:
                 restore()
+                snap = None  # the validation's snapshot: not counted in the timed step's memory
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
                 best = row(mode, timed(run, True), timed(run, False))
+                best["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
                 best["finite_after_timing"] = bool(torch.isfinite(run()).all())
-                restore()
-    peak = round(torch.cuda.max_memory_allocated() / 1e9, 2)
-    row_e["peak_gb"] = peak
-    if best is not row_e:
-        best["peak_gb"] = peak
+            run = graph = static_logits = cstep = None  # the graph's memory pool goes before the eager timing
+            if mode == "compiled":
+                torch._dynamo.reset()
+    # eager, as fla runs it: a new state per layer each step (the harness keeps no other copy now)
+    refs = snap = ref = None
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    row_e = row("eager", timed(step, True), timed(step, False))
+    row_e["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+    row_e["finite_after_timing"] = bool(torch.isfinite(step()).all())
+    if best is None:
+        best = row_e
+    else:
         best["step_us_eager"], best["tok_s_eager"] = row_e["step_us"], row_e["tok_s"]
+        best["peak_gb_eager"] = row_e["peak_gb"]
     best["checks"] = checks
     if note:
         best["note"] = note
