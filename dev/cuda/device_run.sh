@@ -2,7 +2,8 @@
 # One device call: build the CUDA parts, run the GPU tests, our benchmark, the peers.
 # usage (on the device, from the tree's root): dev/cuda/device_run.sh "build test bench peers_official peers_fla" [--quick]
 #   model phases (issue 16, the GPU model path): "model_build model_test demo train_bench official_train"
-#   inference and the rest: "decode serve_load verify python swap nccl1" (after model_build)
+#   inference and the rest: "decode decode_peer serve_load verify python swap nccl1" (after model_build;
+#   decode_peer needs peers/fla_head, no build)
 #   (official_train needs peers/p4/{official/lit_gpt,fla,shim/flash_attn} and peers/official_train_bench.py)
 # Needs beside it: .debs (libcjson1 + libcjson-dev .deb files: `apt-get download libcjson1 libcjson-dev`),
 # peers/{official,fla_old,fla_head} (git archives of the peer commits, bench/peers/bench_peers.py),
@@ -96,6 +97,14 @@ if [[ " $PHASES " == *" decode "* ]]; then
     ./build/gdn2 eval --model /tmp/t.safetensors --task mqar --lengths 64 --samples 20 --device cuda --out /tmp/ev; echo "eval rc=$?";
     ./build/gdn2 eval --model /tmp/t.safetensors --task mqar --lengths 64 --samples 20 --out /tmp/ev_cpu; echo "eval cpu rc=$?"; } >> "$OUT/cli_gpu.log" 2>&1
   tail -8 "$OUT/cli_gpu.log"
+fi
+if [[ " $PHASES " == *" decode_peer "* ]]; then
+  # issue 13's peer, after decode_model in the same call: fla's GDN-2 model (KDAForCausalLM with GatedDeltaNet2 mixers,
+  # gdn2_1.3B shape, bf16), decode step eager and in a CUDA graph (bench/peers/decode_peer_fla.py; fla from peers/fla_head)
+  t0=$(date +%s)
+  PYTHONUNBUFFERED=1 timeout ${DECODE_PEER_TIMEOUT:-420} python3 bench/peers/decode_peer_fla.py --fla peers/fla_head \
+    --fla-commit ${FLA_COMMIT:-bc3b101d} --out "$OUT/peer-fla-decode.json" > "$OUT/decode_peer_fla.log" 2>&1
+  echo "decode_peer fla rc=$? $(( $(date +%s) - t0 )) s"; grep -E "^ *[0-9]+ +(eager|graph|compiled) |^B=|decode_peer_fla:" "$OUT/decode_peer_fla.log" | head -20
 fi
 if [[ " $PHASES " == *" serve_load "* ]]; then
   # a checkpoint with random-like weights (one training step), then 64 streaming clients for 2 minutes
