@@ -24,6 +24,7 @@
 
 #include "gdn2.h"
 #include "util/internal.h"
+#include "rand.h"
 
 #ifdef GDN2_HAVE_BLAS
 #include <cblas.h>
@@ -45,20 +46,6 @@ static double cpu_now(void) {
 }
 static double g_cpu; /* CPU seconds of the last best repetition */
 
-static unsigned long long rng = 42;
-static float frand(void) {
-    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (float)((rng >> 40) * (1.0 / 16777216.0));
-}
-static float *buf(size_t n, float lo, float hi) {
-    float *x = malloc((n ? n : 1) * sizeof(float));
-    if (!x) {
-        fprintf(stderr, "out of memory (%zu floats)\n", n);
-        exit(1);
-    }
-    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * frand();
-    return x;
-}
 
 static double rel_rmse(const float *x, const float *ref, size_t n) {
     double num = 0, den = 0;

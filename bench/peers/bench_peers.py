@@ -37,6 +37,10 @@ def stub_package(name, path):
             if line.startswith("__version__"):
                 m.__version__ = line.split("=", 1)[1].strip().strip("'\"")
     sys.modules[name] = m
+    parent, _, child = name.rpartition(".")
+    if parent and parent in sys.modules:  # a subpackage (fla.layers): reachable as an attribute too
+        setattr(sys.modules[parent], child, m)
+    return m
 
 
 def main():

@@ -65,6 +65,9 @@ import time
 import traceback
 import types
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_peers import stub_package  # noqa: E402  (one home: registers a package without its __init__.py)
+
 OURS = {  # src/model/config.c k_named "gdn2_1.3B", docs/MODEL.md
     "config": "gdn2_1.3B", "n_layer": 18, "hidden": 2304, "gdn_heads": 16, "gdn_head_dim": 128,
     "gdn_v_heads": 16, "expand_v": 1, "intermediate": 6208, "vocab": 32000, "conv_size": 4,
@@ -78,23 +81,6 @@ DEVICE = "cuda"  # the device the steps run on (a test may point it elsewhere)
 def die(msg, code=2):
     print(f"decode_peer_fla: {msg}", file=sys.stderr, flush=True)
     sys.exit(code)
-
-
-def stub_package(name, path):
-    """Register `name` as a package at `path` without running its __init__.py."""
-    m = types.ModuleType(name)
-    m.__path__ = [path]
-    m.__version__ = "0.0.0"  # fla.utils reads fla.__version__: take it from __init__.py without running it
-    init = os.path.join(path, "__init__.py")
-    if os.path.exists(init):
-        for line in open(init):
-            if line.startswith("__version__"):
-                m.__version__ = line.split("=", 1)[1].strip().strip("'\"")
-    sys.modules[name] = m
-    parent, _, child = name.rpartition(".")
-    if parent and parent in sys.modules:
-        setattr(sys.modules[parent], child, m)
-    return m
 
 
 def fla_package_dir(path):
