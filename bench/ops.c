@@ -24,7 +24,7 @@
 
 #include "gdn2.h"
 #include "util/internal.h"
-#include "rand.h"
+#include "common.h"
 
 #ifdef GDN2_HAVE_BLAS
 #include <cblas.h>
@@ -47,14 +47,6 @@ static double cpu_now(void) {
 static double g_cpu; /* CPU seconds of the last best repetition */
 
 
-static double rel_rmse(const float *x, const float *ref, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double e = (double)x[i] - ref[i];
-        num += e * e, den += (double)ref[i] * ref[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
 static double rel_rmse64(const float *x, const double *ref, size_t n) {
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) {

@@ -20,7 +20,7 @@
 #include <time.h>
 
 #include "gdn2.h"
-#include "rand.h"
+#include "common.h"
 
 enum { H = 16, K = 128, V = 128 };
 #define SS ((int64_t)H * K * V)
@@ -29,14 +29,6 @@ static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-static double rel_rmse(const float *x, const float *ref, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double e = (double)x[i] - ref[i];
-        num += e * e, den += (double)ref[i] * ref[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 static void loadavg(char *s, size_t n) {
     FILE *f = fopen("/proc/loadavg", "r");
