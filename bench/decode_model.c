@@ -293,10 +293,10 @@ static int time_steps(gdn2_model *m, gdn2_model_state *s, int64_t B, int64_t C, 
     return st;
 }
 
-/* Prefill of P random tokens into a fresh slot, in chunks of at most `chunk` (gdn2_model_prefill_slot
- * continues a recurrent-only model's states from any position; a model with attention layers only
- * from position 0, so it is timed in one chunk or not at all). One untimed chunk first (the
- * activations are allocated), then the timed run from a reset slot; each chunk ends with its last
+/* Prefill of P random tokens into a fresh slot: one gdn2_model_prefill_slot with m->prefill_chunk =
+ * chunk (a recurrent-only model consumes the prompt in pieces of `chunk`, its states carried; a model
+ * with attention layers in one forward, so it is timed only when P fits one piece). One untimed piece
+ * first (the activations are allocated), then the timed run from a reset slot, ending with the last
  * logits on the host. NULL and *ms, or the reason the point was skipped (*rc set on a failure). */
 static const char *prefill_time(gdn2_model *m, int64_t P, int chunk, double *ms, int *rc) {
     static char why[256];
@@ -312,12 +312,14 @@ static const char *prefill_time(gdn2_model *m, int64_t P, int chunk, double *ms,
     int st = tok && lg ? gdn2_model_state_create(m, 1, P + 1, &s) : GDN2_ERR_NOMEM;
     for (int64_t i = 0; tok && i < P; i++) tok[i] = rand_tok(m->cfg.vocab_size);
     const int64_t first = P < chunk ? P : chunk;
+    const int64_t chunk0 = m->prefill_chunk;
+    m->prefill_chunk = chunk;
     if (!st) st = gdn2_model_prefill_slot(m, s, 0, tok, first, lg);
     if (!st) st = gdn2_model_state_reset_slot(s, 0);
     double t0 = gdn2_now();
-    for (int64_t off = 0; off < P && !st; off += chunk)
-        st = gdn2_model_prefill_slot(m, s, 0, tok + off, P - off < chunk ? P - off : chunk, lg);
+    if (!st) st = gdn2_model_prefill_slot(m, s, 0, tok, P, lg);
     *ms = (gdn2_now() - t0) * 1e3;
+    m->prefill_chunk = chunk0;
     int finite = !st;
     for (int64_t i = 0; finite && i < m->cfg.padded_vocab; i += 97) finite = isfinite(lg[i]);
     if (!st && !finite) st = gdn2_error(GDN2_ERR_DEVICE, "non-finite logits after the prefill");

@@ -122,6 +122,12 @@ typedef struct {
                                  * and replayed (docs/SERVING.md); 0: every op launched each step. No
                                  * effect on the CPU. When a recording fails the library prints one
                                  * line on stderr, sets this to 0 and decodes eagerly from then on. */
+    int64_t prefill_chunk;      /* 4096 (gdn2_model_create's default): gdn2_model_prefill_slot consumes
+                                 * a longer prompt of a model without attention layers in pieces of
+                                 * this many tokens, the states carried from piece to piece, so its
+                                 * activations are those of one piece (the memory of a forward grows
+                                 * with its length: ~2.5 MB a token at 1.3B); 0: one forward. Models
+                                 * with attention layers prefill in one forward either way. */
     struct gdn2_model_acts *acts;
     /* Where the arithmetic runs: the CPU backend unless gdn2_model_set_device moved the model.
      * params / grads are always HOST memory: on the CPU they are the live tensors; on a device
@@ -228,8 +234,9 @@ GDN2_API int gdn2_model_state_copy_slot(const gdn2_model *m, gdn2_model_state *d
                                const gdn2_model_state *src, int64_t src_slot);
 /* Consume tokens [T] (T >= 1) into one slot; logits [padded_vocab] of the last one. From a fresh
  * slot (position 0), and for models without attention layers from any position, this is one
- * chunked parallel forward (B = 1); a slot of a model with attention layers that already holds
- * tokens continues token by token. */
+ * chunked parallel forward (B = 1) — for models without attention layers one per m->prefill_chunk
+ * tokens; a slot of a model with attention layers that already holds tokens continues token by
+ * token. */
 GDN2_API int gdn2_model_prefill_slot(gdn2_model *m, gdn2_model_state *s, int64_t slot, const int32_t *tokens, int64_t T,
                             float *logits);
 /* One token for each of n distinct slots: sequence i is slot slots[i] (slots NULL: i) at position

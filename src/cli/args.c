@@ -320,6 +320,12 @@ double cli_forward_bytes(const gdn2_model_cfg *c, double tokens, int train) {
     return bytes;
 }
 
+double cli_prefill_tokens(const gdn2_model *m, double P) {
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        if (m->cfg.kind[l] >= GDN2_LAYER_SWA) return P;
+    return m->prefill_chunk > 0 && (double)m->prefill_chunk < P ? (double)m->prefill_chunk : P;
+}
+
 int cli_exit_code(int st) { return st == GDN2_ERR_ARG || st == GDN2_ERR_IO || st == GDN2_ERR_FORMAT ? 2 : 1; }
 
 int cli_model_device(const char *cmd, gdn2_model *m, int cuda, int cuda_graph) {

@@ -228,7 +228,7 @@ int cmd_generate(int argc, char **argv) {
     if (!rc) {
         double st1 = (double)gdn2_model_state_floats(&m->cfg, 1), st2 = (double)gdn2_model_state_floats(&m->cfg, 2);
         double need = (double)bytes + 4.0 * (double)slots * (st1 + (st2 - st1) * ((double)ctx - 1)) +
-                      cli_forward_bytes(&m->cfg, (double)maxP, 0);
+                      cli_forward_bytes(&m->cfg, cli_prefill_tokens(m, (double)maxP), 0);
         if (device) /* the states and the forward live on the GPU: the host holds the ids, texts, logits */
             need = (double)bytes + 8.0 * (double)slots * (double)m->cfg.padded_vocab;
         rc = cli_check_mem("generate", what, need);

@@ -761,7 +761,7 @@ int cmd_serve(int argc, char **argv) {
      * does not fit, naming the sizes): the host holds the slots' logits */
     const double host_need = device ? 8.0 * (double)slots * (double)srv.m->cfg.padded_vocab
                                     : 4.0 * (double)slots * (st1 + (st2 - st1) * ((double)ctx - 1)) +
-                                          cli_forward_bytes(&srv.m->cfg, (double)max_prompt, 0);
+                                          cli_forward_bytes(&srv.m->cfg, cli_prefill_tokens(srv.m, (double)max_prompt), 0);
     if ((rc = cli_check_mem("serve", what, host_need)) || (rc = cli_model_device("serve", srv.m, device, !graph_off))) {
         gdn2_model_free(srv.m);
         return rc;

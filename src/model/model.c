@@ -221,6 +221,7 @@ int gdn2_model_create(const gdn2_model_cfg *cin, gdn2_model **out) {
     gdn2_backend_cpu_init(m->be, 0);
     m->dev_params = m->params, m->dev_params_act = m->params;
     m->cuda_graph = 1;
+    m->prefill_chunk = 4096;
     *out = m;
     return GDN2_OK;
 }
@@ -1117,9 +1118,15 @@ int gdn2_model_prefill_slot(gdn2_model *m, gdn2_model_state *s, int64_t slot, co
     const int64_t p0 = s->slot_pos[slot];
     if (p0 == 0 || !has_attention(&m->cfg)) {
         /* one chunked parallel forward: from a fresh slot, or (recurrent layers only) from the
-         * slot's states; attention caches are filled from position 0 */
-        st = forward_impl(m, tokens, NULL, 1, T, NULL, NULL, 0, s, slot, logits);
-        if (!st) s->slot_pos[slot] = p0 + T;
+         * slot's states, piece by piece when the prompt is longer than m->prefill_chunk (each piece
+         * continues from the states the last one left; only the last computes logits); attention
+         * caches are filled from position 0 */
+        const int64_t C = !has_attention(&m->cfg) && m->prefill_chunk > 0 ? m->prefill_chunk : T;
+        for (int64_t off = 0; off < T && !st; off += C) {
+            const int64_t n = T - off < C ? T - off : C;
+            st = forward_impl(m, tokens + off, NULL, 1, n, NULL, NULL, 0, s, slot, off + n == T ? logits : NULL);
+            if (!st) s->slot_pos[slot] = p0 + off + n;
+        }
         return st;
     }
     /* continuing a sequence with attention layers: token by token (their caches are positional) */
