@@ -22,6 +22,8 @@ struct gdn2_model_acts {
     size_t buf_bytes;
     void *scr;                       /* backend memory: scratch of one forward or backward          */
     size_t scr_bytes;
+    size_t buf_cap, scr_cap, bt_cap; /* what buf, scr and the [BT] arrays hold: a smaller (B, T)
+                                      * reuses them (no free and fresh allocation per prompt length) */
     float **res, **r1, **mid, **r2;  /* fp32 residual stream and norms' 1/rms (res has n_layer+1)  */
     void **n1, **mix, **n2, **mlp;   /* ACT norm outputs, the mixers' and MLPs' saved blocks         */
     void *nf;                        /* ACT ln_f output                                             */
@@ -101,18 +103,15 @@ static void acts_free(gdn2_backend *be, struct gdn2_model_acts *a) {
     free(a);
 }
 
-/* (re)size the activation buffers for (B, T) */
+/* lay the activation buffers out for (B, T): in the buffers held when they are large enough (the
+ * offsets of a smaller shape fit in a larger one's bytes), else in new ones of exactly its size */
 static int acts_ensure(gdn2_model *m, int64_t B, int64_t T) {
     struct gdn2_model_acts *a = m->acts;
     gdn2_backend *be = m->be;
     const gdn2_model_cfg *c = &m->cfg;
     const int rcp = m->recompute != 0;
     if (a && a->B == B && a->T == T && a->recompute == rcp) return GDN2_OK;
-    acts_free(be, a);
-    m->acts = a = calloc(1, sizeof *a);
-    if (!a) return gdn2_error(GDN2_ERR_NOMEM, "out of memory for model activations");
     const int64_t L = c->n_layer, d = c->n_embd, BT = B * T, I = c->intermediate_size;
-    a->B = B, a->T = T, a->recompute = rcp;
     /* saved: res[0..L], per layer n1 r1 mix mid n2 r2 mlp, then nf rf */
     size_t o = 0;
     size_t *off = calloc((size_t)(8 * L + 3), sizeof(size_t));
@@ -139,8 +138,21 @@ static int acts_ensure(gdn2_model *m, int64_t B, int64_t T) {
     }
     *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)(BT * d), GDN2_DT_ACT)); /* nf */
     *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)BT, GDN2_DT_F32));       /* rf */
+    const size_t scr_need = scr_offsets(be, c, B, T).total;
+    const int reuse = a && a->recompute == rcp && o <= a->buf_cap && scr_need <= a->scr_cap && (size_t)BT <= a->bt_cap;
+    if (!reuse) {
+        acts_free(be, a);
+        m->acts = a = calloc(1, sizeof *a);
+        if (!a) {
+            free(off);
+            return gdn2_error(GDN2_ERR_NOMEM, "out of memory for model activations");
+        }
+    }
+    a->B = B, a->T = T, a->recompute = rcp;
     a->buf_bytes = o;
-    a->scr_bytes = scr_offsets(be, c, B, T).total;
+    a->scr_bytes = scr_need;
+    if (reuse) goto layout;
+    a->buf_cap = o, a->scr_cap = scr_need, a->bt_cap = (size_t)BT;
     a->buf = be->alloc(be, a->buf_bytes, "model activations");
     a->scr = a->buf ? be->alloc(be, a->scr_bytes, "model scratch") : NULL;
     a->dtokens = a->scr ? be->alloc(be, (size_t)BT * sizeof(int32_t), "tokens") : NULL;
@@ -160,6 +172,7 @@ static int acts_ensure(gdn2_model *m, int64_t B, int64_t T) {
         return gdn2_error(GDN2_ERR_NOMEM, "out of memory for model activations (%.3g GB on %s for B=%lld T=%lld)",
                           (double)(o + scr_offsets(be, c, B, T).total) / 1e9, be->name, (long long)B, (long long)T);
     }
+layout:;
     void **pv = (void **)a->res;
     a->r1 = (float **)(pv + L + 1), a->mid = a->r1 + L, a->r2 = a->mid + L;
     a->n1 = (void **)(a->r2 + L), a->mix = a->n1 + L, a->n2 = a->mix + L, a->mlp = a->n2 + L;
