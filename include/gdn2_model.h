@@ -123,11 +123,11 @@ typedef struct {
                                  * effect on the CPU. When a recording fails the library prints one
                                  * line on stderr, sets this to 0 and decodes eagerly from then on. */
     int64_t prefill_chunk;      /* 4096 (gdn2_model_create's default): gdn2_model_prefill_slot consumes
-                                 * a longer prompt of a model without attention layers in pieces of
-                                 * this many tokens, the states carried from piece to piece, so its
-                                 * activations are those of one piece (the memory of a forward grows
-                                 * with its length: ~2.5 MB a token at 1.3B); 0: one forward. Models
-                                 * with attention layers prefill in one forward either way. */
+                                 * a longer prompt in pieces of this many tokens, each continuing from
+                                 * the slot (recurrent states carried; attention against the cached
+                                 * keys and values), so its activations are those of one piece (the
+                                 * memory of a forward grows with its length: ~2.5 MB a token at
+                                 * 1.3B); 0: one forward. */
     struct gdn2_model_acts *acts;
     /* Where the arithmetic runs: the CPU backend unless gdn2_model_set_device moved the model.
      * params / grads are always HOST memory: on the CPU they are the live tensors; on a device
@@ -232,11 +232,11 @@ GDN2_API int gdn2_model_state_reset_slot(gdn2_model_state *s, int64_t slot);
  * to the position, which must fit dst->max_len). dst and src may be the same pool. */
 GDN2_API int gdn2_model_state_copy_slot(const gdn2_model *m, gdn2_model_state *dst, int64_t dst_slot,
                                const gdn2_model_state *src, int64_t src_slot);
-/* Consume tokens [T] (T >= 1) into one slot; logits [padded_vocab] of the last one. From a fresh
- * slot (position 0), and for models without attention layers from any position, this is one
- * chunked parallel forward (B = 1) — for models without attention layers one per m->prefill_chunk
- * tokens; a slot of a model with attention layers that already holds tokens continues token by
- * token. */
+/* Consume tokens [T] (T >= 1) into one slot, from its position (0 for a fresh slot); logits
+ * [padded_vocab] of the last one. Chunked parallel forwards (B = 1) of at most m->prefill_chunk
+ * tokens, each continuing from the slot: recurrent layers from its states, attention layers
+ * against its cached keys and values (the SWA ring's last window - 1 positions, a full cache's all).
+ * On an error the slot holds the pieces consumed before it (slot_pos says how far). */
 GDN2_API int gdn2_model_prefill_slot(gdn2_model *m, gdn2_model_state *s, int64_t slot, const int32_t *tokens, int64_t T,
                             float *logits);
 /* One token for each of n distinct slots: sequence i is slot slots[i] (slots NULL: i) at position

@@ -677,7 +677,7 @@ static void run_attn(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_
 }
 
 static void t_attn(int64_t B, int64_t T, int64_t nh, int64_t ng, int64_t hs, int64_t window) {
-    gdn2_attn_cfg a = {nh * hs, nh, ng, hs, window, 10000.0f};
+    gdn2_attn_cfg a = {nh * hs, nh, ng, hs, window, 10000.0f, 0};
     const size_t nq = (size_t)(B * nh * T * hs), nkv = (size_t)(B * ng * T * hs), nqkv = (size_t)(B * T * (nh + 2 * ng) * hs);
     float *qkv = randn(nqkv, 1.0), *q = randn(nq, 1.0), *k = randn(nkv, 1.0), *v = randn(nkv, 1.0), *dO = randn(nq, 1.0);
     res c = {0}, g = {0};
@@ -774,7 +774,7 @@ static void run_attn_step(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t cap,
 }
 
 static void t_attn_step(int64_t nh, int64_t ng, int64_t hs, int64_t window, int64_t cap, const int64_t *pos) {
-    gdn2_attn_cfg a = {nh * hs, nh, ng, hs, window, 10000.0f};
+    gdn2_attn_cfg a = {nh * hs, nh, ng, hs, window, 10000.0f, 0};
     const size_t nqkv = (size_t)(DEC_N * (nh + 2 * ng) * hs), stride = (size_t)(2 * ng * cap * hs + 32);
     float *qkv = randn(nqkv, 1.0), *cache = randn(DEC_NS * stride, 1.0);
     res c = {0}, g = {0};

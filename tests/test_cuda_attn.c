@@ -166,7 +166,7 @@ static double rel_f(const float *x, const double *ref, int64_t n) { return rel_r
 /* ---- the reference against the CPU layer (identity projections), any machine ---------------- */
 static void cpu_crosscheck(const ashape *a, unsigned long long seed) {
     const int64_t nh = a->nh, ng = a->ng, hs = a->hs, BT = a->B * a->T, C = nh * hs, d = (nh + 2 * ng) * hs;
-    gdn2_attn_cfg cfg = {d, nh, ng, hs, a->W, ROPE_BASE};
+    gdn2_attn_cfg cfg = {d, nh, ng, hs, a->W, ROPE_BASE, 0};
     unsigned long long s = seed;
     float *wqkv = falloc(d * d), *wproj = falloc(d * C), *x = falloc(BT * d), *y = falloc(BT * d);
     gdn2_backend cpu;
@@ -219,7 +219,7 @@ static void *up(const void *h, size_t bytes) {
 }
 static int down(void *h, const void *p, size_t bytes) { return gdn2_cuda_memcpy(h, p, bytes, GDN2_CUDA_D2H); }
 static gdn2_cuda_attn_shape shape_of(const ashape *a) {
-    gdn2_cuda_attn_shape s = {a->B, a->T, a->nh, a->ng, a->hs, a->W, ROPE_BASE};
+    gdn2_cuda_attn_shape s = {a->B, a->T, a->nh, a->ng, a->hs, a->W, ROPE_BASE, 0};
     return s;
 }
 
@@ -353,11 +353,11 @@ static void arg_checks(void) {
         gdn2_cuda_attn_shape s;
         const char *word;
     } bad[] = {
-        {{1, 16, 4, 2, 96, 0, 10000.0f}, "hs"},
-        {{1, 16, 4, 3, 64, 0, 10000.0f}, "n_groups"},
-        {{1, 0, 4, 2, 64, 0, 10000.0f}, "T = 0"},
-        {{0, 16, 4, 2, 64, 0, 10000.0f}, "B = 0"},
-        {{1, 16, 4, 2, 64, -1, 10000.0f}, "window"},
+        {{1, 16, 4, 2, 96, 0, 10000.0f, 0}, "hs"},
+        {{1, 16, 4, 3, 64, 0, 10000.0f, 0}, "n_groups"},
+        {{1, 0, 4, 2, 64, 0, 10000.0f, 0}, "T = 0"},
+        {{0, 16, 4, 2, 64, 0, 10000.0f, 0}, "B = 0"},
+        {{1, 16, 4, 2, 64, -1, 10000.0f, 0}, "window"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const gdn2_cuda_attn_shape *s = &bad[i].s;

@@ -290,7 +290,7 @@ static void attn_ref(const gdn2_attn_cfg *a, const float *wqkv, const float *wp,
 
 /* loss = sum y * R;  finite differences on sampled coordinates of (x, w_qkv, w_proj) */
 static void test_attention(const char *what, int64_t nh, int64_t ng, int64_t hs, int64_t window) {
-    gdn2_attn_cfg a = {32, nh, ng, hs, window, 10000.0f};
+    gdn2_attn_cfg a = {32, nh, ng, hs, window, 10000.0f, 0};
     const int64_t B = 2, T = 13, d = a.d, nq = (nh + 2 * ng) * hs, BT = B * T;
     float *x = malloc(BT * d * 4), *wq = malloc(nq * d * 4), *wp = malloc(d * nh * hs * 4), *R = malloc(BT * d * 4);
     float *y = malloc(BT * d * 4), *acts = malloc(gdn2_attn_act_bytes(&g_cpu, &a, B, T)), *scr = malloc(gdn2_attn_scratch_bytes(&g_cpu, &a, B, T, 1)), *dx = malloc(BT * d * 4);

@@ -47,6 +47,8 @@ typedef struct {
     int64_t d, n_head, n_groups, hs;
     int64_t window;
     float rope_base;
+    int64_t pos0;  /* rope_split(_bwd): token t is at position pos0 + t (its RoPE angle); 0 but for a
+                    * prefill that continues a sequence (src/model/attention.c) */
 } gdn2_attn_cfg;
 
 /* one stretch of the flat parameter block with one weight decay (AdamW) */

@@ -186,6 +186,7 @@ static gdn2_cuda_attn_shape attn_shape(const gdn2_attn_cfg *a, int64_t B, int64_
     gdn2_cuda_attn_shape s;
     s.B = B, s.T = T, s.n_head = a->n_head, s.n_groups = a->n_groups, s.hs = a->hs, s.window = a->window;
     s.rope_base = a->rope_base;
+    s.pos0 = a->pos0;
     return s;
 }
 static int cu_rope_split(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *qkv, void *q,

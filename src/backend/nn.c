@@ -448,10 +448,11 @@ float gdn2_nn_dot(const float *a, const float *b, int64_t n) {
     return s;
 }
 
-static float *rope_table(int64_t T, int64_t hs, float base) {
+/* cos / sin of positions pos0 .. pos0 + T - 1 */
+static float *rope_table(int64_t pos0, int64_t T, int64_t hs, float base) {
     float *cs = gdn2_malloc((size_t)T * hs * sizeof(float) + 4, "attention rope table");
     if (cs)
-        for (int64_t t = 0; t < T; t++) gdn2_nn_rope_cs(t, hs, base, cs + t * hs, cs + t * hs + hs / 2);
+        for (int64_t t = 0; t < T; t++) gdn2_nn_rope_cs(pos0 + t, hs, base, cs + t * hs, cs + t * hs + hs / 2);
     return cs;
 }
 
@@ -459,7 +460,7 @@ int gdn2_nn_rope_split(const gdn2_attn_cfg *a, int64_t B, int64_t T, const float
                        int n_threads) {
     const int64_t nh = a->n_head, ng = a->n_groups, hs = a->hs, qpk = nh / ng, h2 = hs / 2;
     const int64_t nqkv = (nh + 2 * ng) * hs, BT = B * T;
-    float *cs = rope_table(T, hs, a->rope_base);
+    float *cs = rope_table(a->pos0, T, hs, a->rope_base);
     if (!cs) return GDN2_ERR_NOMEM;
     /* split per group [q.. , k, v], RoPE q and k, store head-major */
 #pragma omp parallel for num_threads(gdn2_threads(n_threads)) schedule(static)
@@ -482,7 +483,7 @@ int gdn2_nn_rope_split_bwd(const gdn2_attn_cfg *a, int64_t B, int64_t T, const f
                            const float *dv, float *dqkv, int n_threads) {
     const int64_t nh = a->n_head, ng = a->n_groups, hs = a->hs, qpk = nh / ng, h2 = hs / 2;
     const int64_t nqkv = (nh + 2 * ng) * hs, BT = B * T;
-    float *cs = rope_table(T, hs, a->rope_base);
+    float *cs = rope_table(a->pos0, T, hs, a->rope_base);
     if (!cs) return GDN2_ERR_NOMEM;
 #pragma omp parallel for num_threads(gdn2_threads(n_threads)) schedule(static)
     for (int64_t bt = 0; bt < BT; bt++) {

@@ -321,8 +321,6 @@ double cli_forward_bytes(const gdn2_model_cfg *c, double tokens, int train) {
 }
 
 double cli_prefill_tokens(const gdn2_model *m, double P) {
-    for (int l = 0; l < m->cfg.n_layer; l++)
-        if (m->cfg.kind[l] >= GDN2_LAYER_SWA) return P;
     return m->prefill_chunk > 0 && (double)m->prefill_chunk < P ? (double)m->prefill_chunk : P;
 }
 

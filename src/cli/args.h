@@ -99,8 +99,8 @@ int cli_check_mem(const char *cmd, const char *what, double bytes);
  * output, logits of every row, token ids); train = 1 adds the backward's scratch and the
  * evaluation's logits. Computed in double: never overflows. */
 double cli_forward_bytes(const gdn2_model_cfg *c, double tokens, int train);
-/* the tokens one forward of a P-token prefill holds: P, or m->prefill_chunk for a model without
- * attention layers (gdn2_model_prefill_slot consumes its prompt in pieces) */
+/* the tokens one forward of a P-token prefill holds: at most m->prefill_chunk
+ * (gdn2_model_prefill_slot consumes a prompt in pieces) */
 double cli_prefill_tokens(const gdn2_model *m, double P);
 
 /* The checks `gdn2 train` and `gdn2 demo` run before gdn2_train: the data file (task text), the

@@ -87,7 +87,8 @@ __device__ __forceinline__ void rope_angle(int t, int i, int hs, float base, flo
 }
 
 __global__ void rope_split_kernel(const bf16 *__restrict__ qkv, bf16 *__restrict__ q, bf16 *__restrict__ k,
-                                  bf16 *__restrict__ v, int64_t n, int T, int nh, int ng, int qpk, int hs, float base) {
+                                  bf16 *__restrict__ v, int64_t n, int T, int nh, int ng, int qpk, int hs, float base,
+                                  int64_t pos0) {
     const int h2 = hs / 2, ns = nh + 2 * ng;
     for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (int64_t)gridDim.x * blockDim.x) {
         const int i = (int)(idx % h2);
@@ -105,7 +106,7 @@ __global__ void rope_split_kernel(const bf16 *__restrict__ qkv, bf16 *__restrict
             continue;
         }
         float c, s;
-        rope_angle(t, i, hs, base, c, s);
+        rope_angle((int)(pos0 + t), i, hs, base, c, s);
         const float x1 = __bfloat162float(src[i]), x2 = __bfloat162float(src[i + h2]);
         // as the CPU: y1 = x1 c - x2 s, y2 = x2 c + x1 s, each product rounded (no fma)
         const float y1 = __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, s));
@@ -118,7 +119,7 @@ __global__ void rope_split_kernel(const bf16 *__restrict__ qkv, bf16 *__restrict
 
 __global__ void rope_split_bwd_kernel(const bf16 *__restrict__ dq, const bf16 *__restrict__ dk,
                                       const bf16 *__restrict__ dv, bf16 *__restrict__ dqkv, int64_t n, int T, int nh,
-                                      int ng, int qpk, int hs, float base) {
+                                      int ng, int qpk, int hs, float base, int64_t pos0) {
     const int h2 = hs / 2, ns = nh + 2 * ng;
     for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (int64_t)gridDim.x * blockDim.x) {
         const int i = (int)(idx % h2);
@@ -137,7 +138,7 @@ __global__ void rope_split_bwd_kernel(const bf16 *__restrict__ dq, const bf16 *_
         }
         const bf16 *src = j < qpk ? dq + ((b * nh + grp * qpk + j) * T + t) * hs : dk + ((b * ng + grp) * T + t) * hs;
         float c, s;
-        rope_angle(t, i, hs, base, c, s);
+        rope_angle((int)(pos0 + t), i, hs, base, c, s);
         const float d1 = __bfloat162float(src[i]), d2 = __bfloat162float(src[i + h2]);
         // transpose of the rotation: dx1 = d1 c + d2 s, dx2 = d2 c - d1 s
         dst[i] = __float2bfloat16(__fadd_rn(__fmul_rn(d1, c), __fmul_rn(d2, s)));
@@ -627,11 +628,14 @@ extern "C" int gdn2_cuda_rope_split(const gdn2_cuda_attn_shape *s, const void *q
     if (!rc) rc = check_ptr(v, "v", fn, 2);
     if (!rc && !(s->rope_base > 0.0f))
         rc = gdn2_error(GDN2_ERR_ARG, "%s: rope_base = %g, must be > 0", fn, (double)s->rope_base);
+    if (!rc && (s->pos0 < 0 || s->pos0 + s->T > INT32_MAX))
+        rc = gdn2_error(GDN2_ERR_ARG, "%s: pos0 = %lld with T = %lld outside [0, 2^31)", fn, (long long)s->pos0,
+                        (long long)s->T);
     if (rc) return rc;
     const int64_t n = s->B * s->T * (s->n_head + 2 * s->n_groups) * (s->hs / 2);
     rope_split_kernel<<<rope_blocks(n), 256, 0, (cudaStream_t)stream>>>(
         (const bf16 *)qkv, (bf16 *)q, (bf16 *)k, (bf16 *)v, n, (int)s->T, (int)s->n_head, (int)s->n_groups,
-        (int)(s->n_head / s->n_groups), (int)s->hs, s->rope_base);
+        (int)(s->n_head / s->n_groups), (int)s->hs, s->rope_base, s->pos0);
     return launch_status(fn);
 }
 
@@ -645,11 +649,14 @@ extern "C" int gdn2_cuda_rope_split_bwd(const gdn2_cuda_attn_shape *s, const voi
     if (!rc) rc = check_ptr(dqkv, "dqkv", fn, 2);
     if (!rc && !(s->rope_base > 0.0f))
         rc = gdn2_error(GDN2_ERR_ARG, "%s: rope_base = %g, must be > 0", fn, (double)s->rope_base);
+    if (!rc && (s->pos0 < 0 || s->pos0 + s->T > INT32_MAX))
+        rc = gdn2_error(GDN2_ERR_ARG, "%s: pos0 = %lld with T = %lld outside [0, 2^31)", fn, (long long)s->pos0,
+                        (long long)s->T);
     if (rc) return rc;
     const int64_t n = s->B * s->T * (s->n_head + 2 * s->n_groups) * (s->hs / 2);
     rope_split_bwd_kernel<<<rope_blocks(n), 256, 0, (cudaStream_t)stream>>>(
         (const bf16 *)dq, (const bf16 *)dk, (const bf16 *)dv, (bf16 *)dqkv, n, (int)s->T, (int)s->n_head,
-        (int)s->n_groups, (int)(s->n_head / s->n_groups), (int)s->hs, s->rope_base);
+        (int)s->n_groups, (int)(s->n_head / s->n_groups), (int)s->hs, s->rope_base, s->pos0);
     return launch_status(fn);
 }
 

@@ -20,6 +20,8 @@ typedef struct {
     int64_t hs;          /* head size: 64 or 128                                             */
     int64_t window;      /* 0: full causal; else query t sees keys t-window+1 .. t            */
     float rope_base;     /* 10000                                                            */
+    int64_t pos0;        /* rope_split(_bwd): token t at position pos0 + t (0 unless a prefill
+                          * continues a sequence)                                            */
 } gdn2_cuda_attn_shape;
 
 /* qkv [B*T, (nh+2ng)*hs] bf16 (per group [q x nh/ng, k, v]) -> q [B,nh,T,hs], k, v [B,ng,T,hs]

@@ -21,6 +21,7 @@ gdn2_attn_cfg gdn2_attn_cfg_of(const gdn2_model_cfg *c, int kind) {
     a.hs = c->head_size;
     a.window = kind == GDN2_LAYER_SWA ? c->local_window : 0;
     a.rope_base = c->rope_base;
+    a.pos0 = 0;
     return a;
 }
 
@@ -124,22 +125,24 @@ size_t gdn2_attn_state_size(const gdn2_attn_cfg *a, int64_t max_len) {
 }
 
 int gdn2_attn_fill_cache(gdn2_backend *be, const gdn2_attn_cfg *a, const void *acts, int64_t B, int64_t T,
-                         int64_t max_len, float *states, size_t state_stride) {
+                         int64_t p0, int64_t max_len, float *states, size_t state_stride) {
     const int64_t ng = a->n_groups, hs = a->hs, cap = gdn2_attn_cache_cap(a, max_len);
-    if (a->window == 0 && T > max_len)
-        return gdn2_error(GDN2_ERR_ARG, "attention cache: prompt of %lld tokens exceeds max_len %lld",
+    if (a->window == 0 && p0 + T > max_len)
+        return gdn2_error(GDN2_ERR_ARG, "attention cache: %lld + %lld tokens exceed max_len %lld", (long long)p0,
                           (long long)T, (long long)max_len);
     const attn_layout L = attn_offsets(be, a, B, T);
     const char *src[2] = {(const char *)acts + L.k, (const char *)acts + L.v};
-    /* the last min(T, cap) positions; position j in row j % cap (SWA ring) or j: at most two runs of
-     * consecutive rows per (sequence, group), each one cast from the activation type to fp32 */
+    /* the last min(T, cap) of the positions p0 .. p0+T-1; position p in row p % cap (SWA ring) or p:
+     * at most two runs of consecutive rows per (sequence, group), each one cast from the activation
+     * type to fp32 */
     const int64_t j0 = T > cap ? T - cap : 0;
     for (int64_t b = 0; b < B; b++)
         for (int kv = 0; kv < 2; kv++) {
             float *cache = states + b * state_stride + (size_t)kv * ng * cap * hs;
             for (int64_t g = 0; g < ng; g++)
                 for (int64_t j = j0; j < T;) {
-                    const int64_t row = a->window > 0 ? j % cap : j, len = T - j < cap - row ? T - j : cap - row;
+                    const int64_t row = a->window > 0 ? (p0 + j) % cap : p0 + j;
+                    const int64_t len = T - j < cap - row ? T - j : cap - row;
                     const void *from = src[kv] + gdn2_be_bytes(be, (size_t)(((b * ng + g) * T + j) * hs), GDN2_DT_ACT);
                     int st = be->cast(be, (size_t)(len * hs), from, GDN2_DT_ACT, cache + (g * cap + row) * hs,
                                       GDN2_DT_F32);
@@ -148,6 +151,76 @@ int gdn2_attn_fill_cache(gdn2_backend *be, const gdn2_attn_cfg *a, const void *a
                 }
         }
     return GDN2_OK;
+}
+
+/* A prefill that continues one sequence (B = 1) at position p0 > 0: the T new queries attend to the
+ * cached keys and values of the positions before them (the last P = min(p0, window - 1) for SWA, all
+ * P = p0 for full attention: fp32 in `state`, already rotated at their positions) and to their own.
+ * The new q and k are rotated at p0 .. p0+T-1 (rope_split with pos0 = p0); the P cached rows are cast
+ * in front of the new keys and values, the new queries after P zero rows, and attn_fwd runs over
+ * P + T positions with the layer's window (query P+t sees keys P+t-window+1 .. P+t: exactly the
+ * positions p0+t-window+1 .. p0+t); the last T rows of its output are the new tokens'. The cache then
+ * takes the new keys and values. The P + T rows of q, k, v, o and lse are allocated for the call and
+ * released (a prefill's piece, not a hot path). */
+int gdn2_attn_forward_cont(gdn2_backend *be, const gdn2_attn_cfg *a, const void *w_qkv, const void *w_proj,
+                           const void *x, int64_t T, int64_t p0, int64_t max_len, float *state, void *y, void *acts,
+                           void *scratch) {
+    int st = check_cfg(a);
+    if (st) return st;
+    const int64_t nh = a->n_head, ng = a->n_groups, hs = a->hs, d = a->d, nqkv = (nh + 2 * ng) * hs;
+    const int64_t cap = gdn2_attn_cache_cap(a, max_len);
+    if (p0 < 1 || T < 1 || (a->window == 0 && p0 + T > max_len))
+        return gdn2_error(GDN2_ERR_ARG, "attention prefill: %lld tokens after position %lld (max_len %lld)",
+                          (long long)T, (long long)p0, (long long)max_len);
+    const int64_t P = a->window > 0 ? (p0 < a->window - 1 ? p0 : a->window - 1) : p0, TT = P + T;
+    gdn2_attn_cfg ar = *a;
+    ar.pos0 = p0;
+    const attn_layout L = attn_offsets(be, a, 1, T);
+    void *q = AT(acts, L.q), *k = AT(acts, L.k), *v = AT(acts, L.v), *qkv = scratch;
+    if ((st = be->linear_fwd(be, T, d, nqkv, x, w_qkv, NULL, qkv, GDN2_DT_ACT, 0)) ||
+        (st = be->rope_split(be, &ar, 1, T, qkv, q, k, v)))
+        return st;
+    const size_t qb = gdn2_be_bytes(be, (size_t)(nh * TT * hs), GDN2_DT_ACT);
+    const size_t kb = gdn2_be_bytes(be, (size_t)(ng * TT * hs), GDN2_DT_ACT);
+    void *qf = be->alloc(be, qb, "attention prefill queries");
+    void *kf = qf ? be->alloc(be, kb, "attention prefill keys") : NULL;
+    void *vf = kf ? be->alloc(be, kb, "attention prefill values") : NULL;
+    void *of = vf ? be->alloc(be, qb, "attention prefill output") : NULL;
+    float *lse = of ? be->alloc(be, (size_t)(nh * TT) * sizeof(float), "attention prefill lse") : NULL;
+    if (!lse) st = GDN2_ERR_NOMEM;
+    const size_t rowb = gdn2_be_bytes(be, (size_t)hs, GDN2_DT_ACT);
+    /* queries: P zero rows (the allocation is zero-filled), then the new ones, per head */
+    for (int64_t h = 0; h < nh && !st; h++)
+        st = be->copy(be, (char *)qf + (size_t)(h * TT + P) * rowb, (const char *)q + (size_t)(h * T) * rowb,
+                      (size_t)T * rowb);
+    /* keys and values: the cached rows of positions p0-P .. p0-1 (at most two runs in a ring), then
+     * the new ones, per group */
+    for (int kv = 0; kv < 2 && !st; kv++) {
+        const float *cache = state + (size_t)kv * ng * cap * hs;
+        char *dst = kv ? vf : kf;
+        const char *fresh = kv ? v : k;
+        for (int64_t g = 0; g < ng && !st; g++) {
+            for (int64_t j = 0; j < P && !st;) {
+                const int64_t pos = p0 - P + j, row = a->window > 0 ? pos % cap : pos;
+                const int64_t len = P - j < cap - row ? P - j : cap - row;
+                st = be->cast(be, (size_t)(len * hs), cache + (g * cap + row) * hs, GDN2_DT_F32,
+                              dst + (size_t)(g * TT + j) * rowb, GDN2_DT_ACT);
+                j += len;
+            }
+            if (!st)
+                st = be->copy(be, dst + (size_t)(g * TT + P) * rowb, fresh + (size_t)(g * T) * rowb, (size_t)T * rowb);
+        }
+    }
+    if (!st) st = be->attn_fwd(be, a, 1, TT, qf, kf, vf, of, lse);
+    if (!st) st = be->linear_fwd(be, T, nh * hs, d, (const char *)of + (size_t)P * nh * rowb, w_proj, NULL, y,
+                                 GDN2_DT_ACT, 0);
+    if (!st) st = gdn2_attn_fill_cache(be, a, acts, 1, T, p0, max_len, state, 0);
+    if (lse) be->release(be, lse);
+    if (of) be->release(be, of);
+    if (vf) be->release(be, vf);
+    if (kf) be->release(be, kf);
+    if (qf) be->release(be, qf);
+    return st;
 }
 
 size_t gdn2_attn_step_bytes(const gdn2_backend *be, const gdn2_attn_cfg *a, int64_t n) {

@@ -433,11 +433,17 @@ static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, int64_t 
     int st;
     TRY(be->rmsnorm_fwd(be, BT, d, a->res[l], P(m, m->dev_params, "transformer.h.%lld.norm_1.weight", l),
                         c->norm_eps, a->n1[l], a->r1[l]));
-    if (c->kind[l] >= GDN2_LAYER_SWA) {
+    const int64_t p0 = s && B == 1 ? s->slot_pos[slot0] : 0; /* a prefill continuing a slot */
+    if (c->kind[l] >= GDN2_LAYER_SWA && p0 > 0) {
+        gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
+        TRY(gdn2_attn_forward_cont(be, &ac, PA(m, "transformer.h.%lld.attn.attn.weight", l),
+                                   PA(m, "transformer.h.%lld.attn.proj.weight", l), a->n1[l], T, p0, s->max_len,
+                                   s->data + s->layer_off[l] + (size_t)slot0 * s->layer_size[l], y, a->mix[l], var));
+    } else if (c->kind[l] >= GDN2_LAYER_SWA) {
         gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
         TRY(gdn2_attn_forward(be, &ac, PA(m, "transformer.h.%lld.attn.attn.weight", l),
                               PA(m, "transformer.h.%lld.attn.proj.weight", l), a->n1[l], B, T, y, a->mix[l], var));
-        if (s) TRY(gdn2_attn_fill_cache(be, &ac, a->mix[l], B, T, s->max_len,
+        if (s) TRY(gdn2_attn_fill_cache(be, &ac, a->mix[l], B, T, 0, s->max_len,
                                         s->data + s->layer_off[l] + (size_t)slot0 * s->layer_size[l],
                                         s->layer_size[l]));
     } else {
@@ -1116,35 +1122,21 @@ int gdn2_model_step(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens, f
     return st;
 }
 
-static int has_attention(const gdn2_model_cfg *c) {
-    for (int l = 0; l < c->n_layer; l++)
-        if (c->kind[l] >= GDN2_LAYER_SWA) return 1;
-    return 0;
-}
-
 int gdn2_model_prefill_slot(gdn2_model *m, gdn2_model_state *s, int64_t slot, const int32_t *tokens, int64_t T,
                             float *logits) {
     int st = check_slot(s, slot, "prefill");
     if (!st) st = check_state(m, s, "prefill");
     if (st) return st;
     if (T < 1) return gdn2_error(GDN2_ERR_ARG, "prefill: T = %lld must be >= 1", (long long)T);
-    const int64_t p0 = s->slot_pos[slot];
-    if (p0 == 0 || !has_attention(&m->cfg)) {
-        /* one chunked parallel forward: from a fresh slot, or (recurrent layers only) from the
-         * slot's states, piece by piece when the prompt is longer than m->prefill_chunk (each piece
-         * continues from the states the last one left; only the last computes logits); attention
-         * caches are filled from position 0 */
-        const int64_t C = !has_attention(&m->cfg) && m->prefill_chunk > 0 ? m->prefill_chunk : T;
-        for (int64_t off = 0; off < T && !st; off += C) {
-            const int64_t n = T - off < C ? T - off : C;
-            st = forward_impl(m, tokens + off, NULL, 1, n, NULL, NULL, 0, s, slot, off + n == T ? logits : NULL);
-            if (!st) s->slot_pos[slot] = p0 + off + n;
-        }
-        return st;
+    /* chunked parallel forwards (B = 1) of at most m->prefill_chunk tokens, each continuing from the
+     * slot: recurrent layers from its states, attention layers against its caches
+     * (gdn2_attn_forward_cont); only the last computes logits */
+    const int64_t p0 = s->slot_pos[slot], C = m->prefill_chunk > 0 ? m->prefill_chunk : T;
+    for (int64_t off = 0; off < T && !st; off += C) {
+        const int64_t n = T - off < C ? T - off : C;
+        st = forward_impl(m, tokens + off, NULL, 1, n, NULL, NULL, 0, s, slot, off + n == T ? logits : NULL);
+        if (!st) s->slot_pos[slot] = p0 + off + n;
     }
-    /* continuing a sequence with attention layers: token by token (their caches are positional) */
-    const int32_t sl = (int32_t)slot;
-    for (int64_t t = 0; t < T && !st; t++) st = gdn2_model_step_slots(m, s, 1, &sl, NULL, tokens + t, logits);
     return st;
 }
 

@@ -44,10 +44,15 @@ int gdn2_attn_backward(gdn2_backend *be, const gdn2_attn_cfg *a, const void *w_q
  * for SWA (a ring: position p in row p % cap), max_len for full attention (row p) */
 int64_t gdn2_attn_cache_cap(const gdn2_attn_cfg *a, int64_t max_len);
 size_t gdn2_attn_state_size(const gdn2_attn_cfg *a, int64_t max_len);
-/* after a forward from position 0 over T tokens (acts of that forward, backend memory), fill the
- * caches of its B sequences (sequence b's at states + b * state_stride) */
+/* after a forward over T tokens at positions p0 .. p0+T-1 (acts of that forward, backend memory),
+ * fill the caches of its B sequences (sequence b's at states + b * state_stride) */
 int gdn2_attn_fill_cache(gdn2_backend *be, const gdn2_attn_cfg *a, const void *acts, int64_t B, int64_t T,
-                         int64_t max_len, float *states, size_t state_stride);
+                         int64_t p0, int64_t max_len, float *states, size_t state_stride);
+/* the forward of one sequence's T new tokens after position p0 > 0, against its cache (state, fp32)
+ * and then into it (src/model/attention.c; inference only: no backward) */
+int gdn2_attn_forward_cont(gdn2_backend *be, const gdn2_attn_cfg *a, const void *w_qkv, const void *w_proj,
+                           const void *x, int64_t T, int64_t p0, int64_t max_len, float *state, void *y, void *acts,
+                           void *scratch);
 /* one token for each of n sequences, sequence i at position pos[i] with its cache at
  * states + slots[i] * state_stride (pos, slots in backend memory; slots NULL: i); x, y [n,d] ACT;
  * scratch: gdn2_attn_step_bytes. Full attention needs pos[i] < cap (the caller checks). */
