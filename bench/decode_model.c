@@ -36,9 +36,8 @@
  * failed recording falls back to eager launches: then step_us is eager too, and says so).
  *
  * Prefill (--prefill, default 4K, 32K, 128K tokens; "prefill" rows: tokens, chunk, ms, tok_s): P random
- * tokens into a fresh slot with gdn2_model_prefill_slot in chunks of --prefill-chunk (8192): a
- * recurrent-only model continues its states chunk after chunk; a model with attention layers is
- * timed only when P fits one chunk (after it a prefill continues token by token: the row says so).
+ * tokens into a fresh slot with gdn2_model_prefill_slot in pieces of --prefill-chunk (8192), each
+ * continuing from the slot (recurrent states carried, SWA layers against their ring).
  *
  * Floor. floor_us = floor_bytes / copy bandwidth, where floor_bytes is what a step must move in
  * device memory at the least: every weight once (bf16 matmul views; fp32 norm, conv and gate
@@ -294,18 +293,12 @@ static int time_steps(gdn2_model *m, gdn2_model_state *s, int64_t B, int64_t C, 
 }
 
 /* Prefill of P random tokens into a fresh slot: one gdn2_model_prefill_slot with m->prefill_chunk =
- * chunk (a recurrent-only model consumes the prompt in pieces of `chunk`, its states carried; a model
- * with attention layers in one forward, so it is timed only when P fits one piece). One untimed piece
- * first (the activations are allocated), then the timed run from a reset slot, ending with the last
- * logits on the host. NULL and *ms, or the reason the point was skipped (*rc set on a failure). */
+ * chunk (the prompt in pieces of `chunk`, each continuing from the slot: recurrent states carried,
+ * SWA layers attending to the ring's last window - 1 positions). One untimed piece first (the
+ * activations are allocated), then the timed run from a reset slot, ending with the last logits on
+ * the host. NULL and *ms, or the reason the point failed (*rc set unless out of memory). */
 static const char *prefill_time(gdn2_model *m, int64_t P, int chunk, double *ms, int *rc) {
     static char why[256];
-    int has_attn = 0;
-    for (int l = 0; l < m->cfg.n_layer; l++) has_attn |= m->cfg.kind[l] >= GDN2_LAYER_SWA;
-    if (has_attn && P > chunk) {
-        snprintf(why, sizeof why, "attention layers: a prefill continues token by token after its first chunk of %d", chunk);
-        return why;
-    }
     gdn2_model_state *s = NULL;
     int32_t *tok = malloc((size_t)P * sizeof(int32_t));
     float *lg = malloc((size_t)m->cfg.padded_vocab * sizeof(float));
