@@ -77,7 +77,8 @@ if [[ " $PHASES " == *" official_train "* ]]; then
   export TRITON_CACHE_DIR=/tmp/triton_train; mkdir -p $TRITON_CACHE_DIR
   [ -f .gpu/triton_train.tgz ] && tar xzf .gpu/triton_train.tgz -C $TRITON_CACHE_DIR
   t0=$(date +%s)
-  GDN2_P4=peers/p4 PYTHONUNBUFFERED=1 timeout ${PEER_TIMEOUT:-560} python3 peers/official_train_bench.py "$OUT/official_train.json" \
+  # OFFICIAL_P4: another peer layout, e.g. peers/p4_jf with the Jellyfish fork's lit_gpt for the 100M configs
+  GDN2_P4=${OFFICIAL_P4:-peers/p4} PYTHONUNBUFFERED=1 timeout ${PEER_TIMEOUT:-560} python3 peers/official_train_bench.py "$OUT/official_train.json" \
     --configs ${OFFICIAL_CONFIGS:-gdn2_1.3B,swa_gdn2_1.3B} --batches ${OFFICIAL_BATCHES:-4} --warmup 2 --steps 6 \
     --deadline-s ${PEER_DEADLINE:-540} > "$OUT/official_train.log" 2>&1
   echo "official train rc=$? $(( $(date +%s) - t0 )) s"; tail -8 "$OUT/official_train.log"
