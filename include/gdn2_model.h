@@ -113,6 +113,8 @@ typedef struct {
     float dropout;              /* training forwards drop this share of each mixer's and MLP's output
                                  * before its residual add (nanoGPT's resid dropout), 0 = none     */
     uint64_t dropout_seed;      /* the masks' stream, set per micro-batch by the trainer          */
+    float emb_dropout;          /* training forwards drop this share of the embedding's output (the
+                                 * residual stream's start: nanoGPT's embedding dropout), 0 = none */
     int recompute;              /* 1: a training forward keeps only each block's input (the residual
                                  * stream) and the backward re-runs the block before differentiating
                                  * it: one more forward of compute, activations of one block instead of
@@ -374,6 +376,7 @@ typedef struct {
     const char *device;     /* "cpu" (NULL) or "cuda": where the model trains (gdn2_model_set_device) */
     int recompute;          /* activation recomputation per block (gdn2_model.recompute)               */
     float dropout;          /* residual-branch dropout of training forwards (0 = none)                 */
+    float emb_dropout;      /* embedding dropout of training forwards (gdn2_model.emb_dropout; 0)      */
     /* Data parallel (docs/DIST.md), set by gdn2_train_parallel for each rank; 0 / NULL: one process.
      * Each rank trains on rows [rank·batch/world, (rank+1)·batch/world) of every global batch
      * (--batch is the global micro-batch); rank 0 logs and writes the checkpoints, the same files as

@@ -191,7 +191,7 @@ static void run_elem(gdn2_backend *be, size_t n, const float *x, const float *a,
         note(&A, be->cast(be, n, xa, GDN2_DT_ACT, xf, GDN2_DT_F32)); /* bf16-exact: the same values back */
         note(&A, be->cast(be, n, af, GDN2_DT_F32, y1, GDN2_DT_ACT));
         note(&A, be->sigmoid(be, n, sg));
-        note(&A, be->dropout(be, n, dr, 0.3f, 0x5EEDULL));
+        note(&A, be->dropout(be, n, dr, GDN2_DT_ACT, 0.3f, 0x5EEDULL));
         note(&A, be->swiglu_fwd(be, n, h1d, h2d, ad));
         note(&A, be->swiglu_bwd(be, n, h1d, h2d, dh1, dh2));
         note(&A, be->scale(be, n, sc, 0.37f));

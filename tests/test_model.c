@@ -640,16 +640,18 @@ static void test_recompute(void) {
 }
 
 
-/* residual dropout: a fixed-seed mask makes the training forward a deterministic function whose
- * gradient the backward computes (checked by finite differences), the same with recomputation,
- * and evaluation forwards are unaffected */
-static void test_dropout(void) {
+/* residual and embedding dropout: a fixed-seed mask makes the training forward a deterministic
+ * function whose gradient the backward computes (checked by finite differences), the same with
+ * recomputation, and evaluation forwards are unaffected */
+static void test_dropout(float p_res, float p_emb) {
+    char tag[64];
+    snprintf(tag, sizeof tag, "dropout %.1f, emb_dropout %.1f", (double)p_res, (double)p_emb);
     gdn2_model_cfg c;
     gdn2_model_config("tiny", &c);
     gdn2_model_set_layout(&c, "gdn2,swa");
     gdn2_model *m = NULL;
     if (gdn2_model_create(&c, &m)) {
-        CHECK(0, "dropout: create: %s", gdn2_last_error());
+        CHECK(0, "%s: create: %s", tag, gdn2_last_error());
         return;
     }
     gdn2_model_init(m, 3);
@@ -659,20 +661,22 @@ static void test_dropout(void) {
     for (int i = 0; i < 32; i++) tok[i] = (i * 17 + 5) % 256, tgt[i] = (i * 7 + 2) % 256;
     float l0 = 0, le = 0, le2 = 0, l1 = 0, l2 = 0;
     int st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &le, 0);
-    m->dropout = 0.3f, m->dropout_seed = 99;
+    m->dropout = p_res, m->emb_dropout = p_emb, m->dropout_seed = 99;
     if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &le2, 0);
     if (!st) st = gdn2_model_zero_grad(m);
     if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &l0, 1);
     if (!st) st = gdn2_model_backward(m, 1.0f);
     float *g0 = malloc(m->n_flat * sizeof(float));
     if (!st) memcpy(g0, m->grads, m->n_flat * sizeof(float));
-    CHECK(!st && le == le2 && l0 != le, "dropout 0.3: evaluation loss unchanged (%.6f), training loss %.6f differs", le,
-          l0);
-    /* finite differences on 12 coordinates of the flat block */
+    CHECK(!st && le == le2 && l0 != le, "%s: evaluation loss unchanged (%.6f), training loss %.6f differs", tag, le, l0);
+    /* finite differences on 12 coordinates of the flat block and 6 of the embedding rows the batch
+     * uses (the embedding's dropout acts on their gradient) */
     double num2 = 0, den2 = 0;
     uint64_t sd = 5;
-    for (int k = 0; k < 12 && !st; k++) {
-        size_t i = (size_t)(gdn2_splitmix64(&sd) % m->n_flat);
+    const gdn2_model_param *wte = gdn2_model_find(m, "transformer.wte.weight");
+    for (int k = 0; k < 18 && !st && wte; k++) {
+        size_t i = k < 12 ? (size_t)(gdn2_splitmix64(&sd) % m->n_flat)
+                          : wte->offset + (size_t)tok[k * 5 % 32] * (size_t)c.n_embd + (size_t)(k * 13 % c.n_embd);
         float keep = m->params[i], h = 1e-2f;
         m->params[i] = keep + h;
         st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &l1, 1);
@@ -683,14 +687,13 @@ static void test_dropout(void) {
         num2 += (num - an) * (num - an), den2 += an * an + num * num;
     }
     double rel = sqrt(num2 / (den2 > 0 ? den2 : 1));
-    CHECK(!st && rel < 2e-2, "dropout 0.3: gradients vs finite differences under the same mask: rel err %.2e < 2e-2",
-          rel);
+    CHECK(!st && rel < 2e-2, "%s: gradients vs finite differences under the same mask: rel err %.2e < 2e-2", tag, rel);
     m->recompute = 1;
     if (!st) st = gdn2_model_zero_grad(m);
     if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &l1, 1);
     if (!st) st = gdn2_model_backward(m, 1.0f);
     CHECK(!st && l1 == l0 && !memcmp(g0, m->grads, m->n_flat * sizeof(float)),
-          "dropout 0.3 with recomputation: the same loss and gradients bit for bit%s%s", st ? ": " : "",
+          "%s with recomputation: the same loss and gradients bit for bit%s%s", tag, st ? ": " : "",
           st ? gdn2_last_error() : "");
     free(g0);
     gdn2_model_free(m);
@@ -702,7 +705,9 @@ int main(void) {
     test_alignment();
     test_optim_size();
     test_recompute();
-    test_dropout();
+    test_dropout(0.3f, 0.0f);
+    test_dropout(0.0f, 0.3f);
+    test_dropout(0.2f, 0.2f);
     test_config();
     test_attention("full MHA", 2, 2, 8, 0);
     test_attention("SWA window 4", 2, 2, 8, 4);

@@ -112,10 +112,10 @@ struct gdn2_backend {
     /* dst[rows[r],:] = src[r,:], every other row of dst [N,d] zeroed (ACT) */
     int (*scatter_rows)(gdn2_backend *be, int64_t n_rows, int64_t N, int64_t d, const int64_t *rows_host,
                         const void *src, void *dst);
-    /* dropout in place: x (ACT) = x / (1 - p) where gdn2_dropout_keep(seed, i, thr(p)) (util/rng.h),
-     * else 0: the same mask on every backend; the backward is the same call on the gradient.
-     * 0 <= p < 1. */
-    int (*dropout)(gdn2_backend *be, size_t n, void *x, float p, uint64_t seed);
+    /* dropout in place: x (dt: GDN2_DT_ACT or GDN2_DT_F32) = x / (1 - p) where
+     * gdn2_dropout_keep(seed, i, thr(p)) (util/rng.h), else 0: the same mask on every backend; the
+     * backward is the same call on the gradient. 0 <= p < 1. */
+    int (*dropout)(gdn2_backend *be, size_t n, void *x, int dt, float p, uint64_t seed);
     /* x (ACT) = sigmoid(x) in place */
     int (*sigmoid)(gdn2_backend *be, size_t n, void *x);
 

@@ -91,7 +91,8 @@ static int cpu_scatter_rows(gdn2_backend *be, int64_t n_rows, int64_t N, int64_t
     for (int64_t r = 0; r < n_rows; r++) memcpy(F(dst) + rows[r] * d, CF(src) + r * d, (size_t)d * sizeof(float));
     return GDN2_OK;
 }
-static int cpu_dropout(gdn2_backend *be, size_t n, void *x, float p, uint64_t seed) {
+static int cpu_dropout(gdn2_backend *be, size_t n, void *x, int dt, float p, uint64_t seed) {
+    (void)dt; /* ACT is fp32 on the CPU */
     gdn2_nn_dropout(n, F(x), p, seed, NT(be));
     return GDN2_OK;
 }

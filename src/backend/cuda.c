@@ -81,8 +81,8 @@ static int cu_scatter_rows(gdn2_backend *be, int64_t n_rows, int64_t N, int64_t 
     return gdn2_cuda_scatter_rows(NN(be), n_rows, N, d, rows_host, src, dst);
 }
 static int cu_sigmoid(gdn2_backend *be, size_t n, void *x) { return gdn2_cuda_sigmoid(n, x, STREAM(be)); }
-static int cu_dropout(gdn2_backend *be, size_t n, void *x, float p, uint64_t seed) {
-    return gdn2_cuda_dropout(n, x, p, seed, STREAM(be));
+static int cu_dropout(gdn2_backend *be, size_t n, void *x, int dt, float p, uint64_t seed) {
+    return gdn2_cuda_dropout(n, x, cdt(dt), p, seed, STREAM(be));
 }
 
 /* ---- norms --------------------------------------------------------------------------------- */

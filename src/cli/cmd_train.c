@@ -80,6 +80,7 @@ static void train_usage(FILE *f) {
             "  --dist-timeout S    a collective waits S seconds for the slowest rank (600)\n"
             "  --dist-grace S      after a rank fails, the others get SIGTERM, then SIGKILL S seconds later (10)\n"
             "  --dropout P         drop a share P of each mixer's and MLP's output in training (0)\n"
+            "  --emb-dropout P     drop a share P of the embedding's output in training (0; nanoGPT's)\n"
             "  --recompute         keep only each block's input and recompute the block in the backward\n"
             "                      (one more forward; activations of one block: for the 1.3B configs)\n"
             "  --threads N         CPU threads (0 = OpenMP default)\n"
@@ -195,6 +196,7 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_FLAG("--resume", &o.resume),
         CLI_OPT_FLAG("--recompute", &o.recompute),
         CLI_OPT_F32("--dropout", &o.dropout, 0, 1, CLI_HI_OPEN),
+        CLI_OPT_F32("--emb-dropout", &o.emb_dropout, 0, 1, CLI_HI_OPEN),
         CLI_OPT_INT("--ranks", &ranks, 1, 64),
         CLI_OPT_INT("--gpus", &gpus, 1, 64),
         CLI_OPT_CHOICE("--dist", &dist, "auto|local|mpi"),

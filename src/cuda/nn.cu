@@ -441,10 +441,19 @@ __global__ void k_dropout(size_t n, bf16 *x, uint32_t thr, float s, uint64_t see
     }
 }
 
-extern "C" int gdn2_cuda_dropout(size_t n, void *x, float p, uint64_t seed, void *stream) {
+// the same on fp32 (the residual stream: the embedding's dropout)
+__global__ void k_dropout_f32(size_t n, float *x, uint32_t thr, float s, uint64_t seed) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = gdn2_dropout_keep(seed, (uint64_t)i, thr) ? x[i] * s : 0.0f;
+}
+
+extern "C" int gdn2_cuda_dropout(size_t n, void *x, int dt, float p, uint64_t seed, void *stream) {
     if (!n) return GDN2_OK;
     const uint32_t thr = gdn2_dropout_thr(p);
-    k_dropout<<<grid8(n), NN_BS, 0, S(stream)>>>(n, (bf16 *)x, thr, 1.0f / (1.0f - p), seed, al16(x));
+    if (dt == GDN2_CUDA_F32)
+        k_dropout_f32<<<grid8(n), NN_BS, 0, S(stream)>>>(n, (float *)x, thr, 1.0f / (1.0f - p), seed);
+    else
+        k_dropout<<<grid8(n), NN_BS, 0, S(stream)>>>(n, (bf16 *)x, thr, 1.0f / (1.0f - p), seed, al16(x));
     return gdn2_cuda_launch_check("dropout");
 }
 

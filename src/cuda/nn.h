@@ -96,8 +96,8 @@ int gdn2_cuda_gather_rows(gdn2_cuda_nn *c, int64_t n_rows, int64_t d, const int6
 int gdn2_cuda_scatter_rows(gdn2_cuda_nn *c, int64_t n_rows, int64_t N, int64_t d, const int64_t *rows_host,
                            const void *src, void *dst);
 int gdn2_cuda_sigmoid(size_t n, void *x_bf16, void *stream);
-/* x (bf16) = x / (1 - p) where gdn2_dropout_keep(seed, i, p·2^32), else 0 (src/util/rng.h) */
-int gdn2_cuda_dropout(size_t n, void *x_bf16, float p, uint64_t seed, void *stream);
+/* x (dt: bf16 or fp32) = x / (1 - p) where gdn2_dropout_keep(seed, i, p·2^32), else 0 (src/util/rng.h) */
+int gdn2_cuda_dropout(size_t n, void *x, int dt, float p, uint64_t seed, void *stream);
 
 /* ---- norms ------------------------------------------------------------------------------------- */
 int gdn2_cuda_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, float eps, void *y_bf16,

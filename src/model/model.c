@@ -18,6 +18,7 @@ struct gdn2_model_acts {
     int64_t B, T;
     int recompute;                   /* 1: one block's activations, shared by all layers (below)     */
     int dropped;                     /* the last forward applied dropout (its backward does too)     */
+    int emb_dropped;                 /* ... and the embedding's (m->emb_dropout)                      */
     void *buf;                       /* backend memory: what the backward needs                     */
     size_t buf_bytes;
     void *scr;                       /* backend memory: scratch of one forward or backward          */
@@ -419,6 +420,9 @@ static int head_pass(gdn2_model *m, int backward, float scale, float *logits_out
 /* Block l of the forward: mid = res_l + mixer(norm_1(res_l)); res_{l+1} = mid + mlp(norm_2(mid))
  * (res_{l+1} written when write_next). states: prefill into slots slot0.. of s, or NULL.
  * y, var: scratch. */
+/* the dropout stream of the embedding's output (m->emb_dropout) */
+static uint64_t emb_drop_seed(const gdn2_model *m) { return gdn2_mix64(m->dropout_seed ^ 0xE3B0C44298FC1C14ULL); }
+
 /* the dropout stream of block l's mixer (k 0) or MLP (k 1) output */
 static uint64_t drop_seed(const gdn2_model *m, int64_t l, int k) {
     return gdn2_mix64(m->dropout_seed ^ (0xD1B54A32D192ED03ULL * (uint64_t)(2 * l + k + 1)));
@@ -453,14 +457,14 @@ static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, int64_t 
                               a->mix[l], s ? s->data + s->layer_off[l] + (size_t)slot0 * s->layer_size[l] : NULL,
                               var));
     }
-    if (drop) TRY(be->dropout(be, (size_t)(BT * d), y, m->dropout, drop_seed(m, l, 0)));
+    if (drop) TRY(be->dropout(be, (size_t)(BT * d), y, GDN2_DT_ACT, m->dropout, drop_seed(m, l, 0)));
     TRY(be->add(be, (size_t)(BT * d), a->res[l], y, a->mid[l]));
     TRY(be->rmsnorm_fwd(be, BT, d, a->mid[l], P(m, m->dev_params, "transformer.h.%lld.norm_2.weight", l),
                         c->norm_eps, a->n2[l], a->r2[l]));
     TRY(gdn2_mlp_forward(be, BT, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
                          PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
                          PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), a->n2[l], y, a->mlp[l]));
-    if (drop) TRY(be->dropout(be, (size_t)(BT * d), y, m->dropout, drop_seed(m, l, 1)));
+    if (drop) TRY(be->dropout(be, (size_t)(BT * d), y, GDN2_DT_ACT, m->dropout, drop_seed(m, l, 1)));
     if (write_next) TRY(be->add(be, (size_t)(BT * d), a->mid[l], y, a->res[l + 1]));
     return GDN2_OK;
 }
@@ -501,10 +505,14 @@ static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *tar
     if ((st = be->upload(be, a->dtokens, tokens, (size_t)BT * sizeof(int32_t)))) return st;
 
     TRY(be->embed_fwd(be, BT, d, a->dtokens, P(m, m->dev_params, "transformer.wte.weight", 0), a->res[0]));
-    const int drop = train && m->dropout > 0.0f;
+    const int drop = train && m->dropout > 0.0f, edrop = train && m->emb_dropout > 0.0f;
     if (drop && !(m->dropout < 1.0f))
         return gdn2_error(GDN2_ERR_ARG, "model forward: dropout %g outside [0, 1)", m->dropout);
-    a->dropped = drop;
+    if (edrop && !(m->emb_dropout < 1.0f))
+        return gdn2_error(GDN2_ERR_ARG, "model forward: emb_dropout %g outside [0, 1)", m->emb_dropout);
+    a->dropped = drop, a->emb_dropped = edrop;
+    /* nanoGPT's embedding dropout: on the residual stream's start (fp32), the backward's dres at the end */
+    if (edrop) TRY(be->dropout(be, (size_t)(BT * d), a->res[0], GDN2_DT_F32, m->emb_dropout, emb_drop_seed(m)));
     for (int64_t l = 0; l < L; l++) TRY(block_forward(m, l, s, slot0, y, var, 1, drop));
     TRY(be->rmsnorm_fwd(be, BT, d, a->res[L], P(m, m->dev_params, "transformer.ln_f.weight", 0), c->norm_eps, a->nf,
                         a->rf));
@@ -566,7 +574,7 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
         if (a->recompute) TRY(block_forward(m, l, NULL, 0, AT(a->scr, S.y), var, 0, a->dropped));
         /* res_{l+1} = mid + mlp(norm_2(mid)) */
         if (dres_act != (void *)dres) TRY(be->cast(be, (size_t)(BT * d), dres, GDN2_DT_F32, dres_act, GDN2_DT_ACT));
-        if (a->dropped) TRY(be->dropout(be, (size_t)(BT * d), dres_act, m->dropout, drop_seed(m, l, 1)));
+        if (a->dropped) TRY(be->dropout(be, (size_t)(BT * d), dres_act, GDN2_DT_ACT, m->dropout, drop_seed(m, l, 1)));
         TRY(gdn2_mlp_backward(be, BT, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
                               PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
                               PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), a->n2[l], a->mlp[l], dres_act, dn,
@@ -577,7 +585,7 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
                             1, P(m, G, "transformer.h.%lld.norm_2.weight", l)));
         /* mid = res_l + mixer(norm_1(res_l)) */
         if (dres_act != (void *)dres) TRY(be->cast(be, (size_t)(BT * d), dres, GDN2_DT_F32, dres_act, GDN2_DT_ACT));
-        if (a->dropped) TRY(be->dropout(be, (size_t)(BT * d), dres_act, m->dropout, drop_seed(m, l, 0)));
+        if (a->dropped) TRY(be->dropout(be, (size_t)(BT * d), dres_act, GDN2_DT_ACT, m->dropout, drop_seed(m, l, 0)));
         if (c->kind[l] >= GDN2_LAYER_SWA) {
             gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
             TRY(gdn2_attn_backward(be, &ac, PA(m, "transformer.h.%lld.attn.attn.weight", l),
@@ -593,6 +601,7 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
         TRY(be->rmsnorm_bwd(be, BT, d, a->res[l], P(m, W, "transformer.h.%lld.norm_1.weight", l), a->r1[l], dn, dres,
                             1, P(m, G, "transformer.h.%lld.norm_1.weight", l)));
     }
+    if (a->emb_dropped) TRY(be->dropout(be, (size_t)(BT * d), dres, GDN2_DT_F32, m->emb_dropout, emb_drop_seed(m)));
     TRY(be->embed_bwd(be, BT, d, a->tokens, a->dtokens, dres, P(m, G, "transformer.wte.weight", 0)));
     return GDN2_OK;
 }

@@ -170,6 +170,7 @@ static int run_settings(const gdn2_train_opts *o, const char *data_id, const cha
     SET("clip", 0, "%s", (fmt_float(fb, sizeof fb, o->clip), fb));
     SET("exempt-no-decay", 0, "%d", o->exempt_no_decay);
     if (o->dropout > 0) SET("dropout", 0, "%s", (fmt_float(fb, sizeof fb, o->dropout), fb));
+    if (o->emb_dropout > 0) SET("emb-dropout", 0, "%s", (fmt_float(fb, sizeof fb, o->emb_dropout), fb));
     if (o->task && !strcmp(o->task, "mqar")) {
         SET("mqar-vocab", 0, "%d", o->mqar_vocab);
         SET("mqar-pairs", 0, "%d", o->mqar_pairs);
@@ -189,7 +190,8 @@ static int run_settings(const gdn2_train_opts *o, const char *data_id, const cha
 /* the names --allow-change accepts, and those it refuses (the architecture) */
 static const char *const changeable[] = {"task", "steps", "seed", "lr", "min-lr", "warmup", "batch", "seq-len",
                                          "accum", "wd", "clip", "exempt-no-decay", "data", "mqar-vocab",
-                                         "mqar-pairs", "mqar-no-fill", "val-data", "shuffle-shards", "dropout", NULL};
+                                         "mqar-pairs", "mqar-no-fill", "val-data", "shuffle-shards", "dropout",
+                                         "emb-dropout", NULL};
 static const char *const fixed_settings[] = {"model", "layout", "gdn-heads", "gdn-head-dim", "vocab", NULL};
 static int in_list(const char *const *l, const char *name) {
     for (; *l; l++)
@@ -474,6 +476,7 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
     m->n_threads = o.n_threads;
     m->recompute = o.recompute;
     m->dropout = o.dropout;
+    m->emb_dropout = o.emb_dropout;
     if (o.device && (st = gdn2_model_set_device(m, o.device))) goto done;
     if (W > 1 && !comm && (st = gdn2_comm_nccl(o.nccl_id, R, W, m->be->stream, &comm_owned))) goto done;
     if (W > 1 && !comm) comm = comm_owned;
