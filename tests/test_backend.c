@@ -185,7 +185,7 @@ static void run_elem(gdn2_backend *be, size_t n, const float *x, const float *a,
     void *y1 = put(&A, NULL, n, GDN2_DT_ACT);
     void *h1d = put(&A, h1, n, GDN2_DT_ACT), *h2d = put(&A, h2, n, GDN2_DT_ACT), *ad = put(&A, NULL, n, GDN2_DT_ACT);
     void *dh1 = put(&A, da, n, GDN2_DT_ACT), *dh2 = put(&A, NULL, n, GDN2_DT_ACT);
-    float *sc = put(&A, a, n, GDN2_DT_F32);
+    float *sc = put(&A, a, n, GDN2_DT_F32), *drf = put(&A, a, n, GDN2_DT_F32);
     if (!A.rc) {
         note(&A, be->add(be, n, af, xa, out));
         note(&A, be->cast(be, n, xa, GDN2_DT_ACT, xf, GDN2_DT_F32)); /* bf16-exact: the same values back */
@@ -195,6 +195,7 @@ static void run_elem(gdn2_backend *be, size_t n, const float *x, const float *a,
         note(&A, be->swiglu_fwd(be, n, h1d, h2d, ad));
         note(&A, be->swiglu_bwd(be, n, h1d, h2d, dh1, dh2));
         note(&A, be->scale(be, n, sc, 0.37f));
+        note(&A, be->dropout(be, n, drf, GDN2_DT_F32, 0.3f, 0x5EEDULL)); /* fp32: the embedding's dropout */
     }
     res_add(r, "add", get(&A, out, n, GDN2_DT_F32), n, 1e-7);
     res_add(r, "cast act->f32", get(&A, xf, n, GDN2_DT_F32), n, 0);
@@ -205,6 +206,7 @@ static void run_elem(gdn2_backend *be, size_t n, const float *x, const float *a,
     res_add(r, "swiglu dh1", get(&A, dh1, n, GDN2_DT_ACT), n, 1e-2);
     res_add(r, "swiglu dh2", get(&A, dh2, n, GDN2_DT_ACT), n, 1e-2);
     res_add(r, "scale", get(&A, sc, n, GDN2_DT_F32), n, 1e-7);
+    res_add(r, "dropout f32 p=0.3", get(&A, drf, n, GDN2_DT_F32), n, 1e-7);
     finish(&A, r);
 }
 
@@ -231,6 +233,12 @@ static void t_elem(size_t n) {
         const double share = (double)zc / (double)n;
         CHECK(same && fabs(share - 0.3) < 0.3 * 0.1 + 3.0 / sqrt((double)n),
               "%s: dropout p=0.3 drops %.4f of the values%s", op, share, have_gpu ? ", the same ones on both backends" : "");
+        /* the fp32 dropout: the same mask as the ACT one, the kept values scaled by 1/(1-p) */
+        size_t agree = 1;
+        for (size_t i = 0; i < n; i++)
+            agree &= (c.v[4][i] == 0.0f) == (c.v[9][i] == 0.0f) &&
+                     (c.v[9][i] == 0.0f || fabsf(c.v[9][i] - a[i] / 0.7f) <= 1e-6f * fabsf(a[i] / 0.7f));
+        CHECK(agree, "%s: fp32 dropout p=0.3: the ACT dropout's mask, kept values / 0.7", op);
     }
     res_free(&c), res_free(&g);
     free(x), free(a), free(h1), free(h2), free(da);
