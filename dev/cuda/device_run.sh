@@ -139,3 +139,9 @@ if [[ " $PHASES " == *" nccl1 "* ]]; then
   ./build/gdn2 train --gpus 1 $A > "$OUT/nccl_1.log" 2>&1; echo "--gpus 1 (NCCL) rc=$?"
   tail -1 "$OUT/nccl_ref.log"; tail -1 "$OUT/nccl_1.log"
 fi
+
+# PACK=1: everything under $OUT in one results.tgz (the device returns at most 8 files, 16 MiB each);
+# copy it into bench/results/<card>-<what>/ and commit it right after the call (NEXT_RUN.md)
+if [ "${PACK:-0}" = 1 ]; then
+  ( cd "$OUT" && tar czf /tmp/results.tgz --exclude=results.tgz . && rm -rf ./* && mv /tmp/results.tgz . && ls -la )
+fi
