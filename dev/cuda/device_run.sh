@@ -143,5 +143,7 @@ fi
 # PACK=1: everything under $OUT in one results.tgz (the device returns at most 8 files, 16 MiB each);
 # copy it into bench/results/<card>-<what>/ and commit it right after the call (NEXT_RUN.md)
 if [ "${PACK:-0}" = 1 ]; then
-  ( cd "$OUT" && tar czf /tmp/results.tgz --exclude=results.tgz . && rm -rf ./* && mv /tmp/results.tgz . && ls -la )
+  # the Triton caches stay beside it (large: split them to carry them back, NEXT_RUN.md "Mechanics now")
+  ( cd "$OUT" && tar czf /tmp/results.tgz --exclude=results.tgz --exclude='triton_*.tgz' . &&
+    find . -mindepth 1 -maxdepth 1 ! -name 'triton_*.tgz' -exec rm -rf {} + && mv /tmp/results.tgz . && ls -la )
 fi
