@@ -253,12 +253,35 @@ static int validate_chunk(shape s, int si) {
     return bad;
 }
 
+/* The inputs of a recurrent problem (both decode and verify): host q,k,v,b,w,g in [-1,1] / [0,1] /
+ * [-0.5,-0.01] (bf16-exact but g) and a pool of state dtype sb, uploaded into a (bf16 tensors, o
+ * allocated); slots are the caller's. rec_inputs_free releases what this made. */
+typedef struct {
+    float *hq, *hk, *hv, *hb, *hw, *hg, *hpool;
+} rec_host;
+static void rec_inputs_make(rec_host *h, gdn2_cuda_recurrent_args *a, int64_t nk, int64_t nv, int64_t ns, int sb) {
+    h->hq = host_rand(nk, 1, -1, 1); h->hk = host_rand(nk, 1, -1, 1); h->hv = host_rand(nv, 1, -1, 1);
+    h->hb = host_rand(nk, 1, 0, 1); h->hw = host_rand(nv, 1, 0, 1); h->hg = host_rand(nk, 0, -0.5, -0.01);
+    h->hpool = host_rand(ns, sb, -0.1, 0.1);
+    a->dtype = GDN2_CUDA_BF16;
+    a->q = upload(h->hq, nk, 1); a->k = upload(h->hk, nk, 1); a->v = upload(h->hv, nv, 1);
+    a->b = upload(h->hb, nk, 1); a->w = upload(h->hw, nv, 1); a->g = upload(h->hg, nk, 0);
+    a->o = dev_alloc(nv * 2);
+    a->state_pool = upload(h->hpool, ns, sb);
+    a->state_dtype = sb ? GDN2_CUDA_BF16 : GDN2_CUDA_F32;
+}
+static void rec_inputs_free(rec_host *h, gdn2_cuda_recurrent_args *a) {
+    void *bufs[] = {(void *)a->q, (void *)a->k, (void *)a->v, (void *)a->b, (void *)a->w, (void *)a->g, a->o, a->state_pool};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gdn2_cuda_free(bufs[i]);
+    free(h->hq); free(h->hk); free(h->hv); free(h->hb); free(h->hw); free(h->hg); free(h->hpool);
+}
+
 /* One decode problem: N slots (a permutation), bf16 inputs, pool of state dtype sb. */
 typedef struct {
     gdn2_dims d;
     gdn2_opts o;
     int64_t N, nk, nv, ns;
-    float *hq, *hk, *hv, *hb, *hw, *hg, *hpool;
+    rec_host h;
     int32_t *hslots;
     gdn2_cuda_recurrent_args a;
     void *ds;
@@ -273,16 +296,8 @@ static void dproblem_make(dproblem *p, int64_t N, int sb) {
     p->nk = N * H * K;
     p->nv = N * H * V;
     p->ns = N * H * K * V;
-    p->hq = host_rand(p->nk, 1, -1, 1); p->hk = host_rand(p->nk, 1, -1, 1); p->hv = host_rand(p->nv, 1, -1, 1);
-    p->hb = host_rand(p->nk, 1, 0, 1); p->hw = host_rand(p->nv, 1, 0, 1); p->hg = host_rand(p->nk, 0, -0.5, -0.01);
-    p->hpool = host_rand(p->ns, sb, -0.1, 0.1);
     gdn2_cuda_recurrent_args *a = &p->a;
-    a->dtype = GDN2_CUDA_BF16;
-    a->q = upload(p->hq, p->nk, 1); a->k = upload(p->hk, p->nk, 1); a->v = upload(p->hv, p->nv, 1);
-    a->b = upload(p->hb, p->nk, 1); a->w = upload(p->hw, p->nv, 1); a->g = upload(p->hg, p->nk, 0);
-    a->o = dev_alloc(p->nv * 2);
-    a->state_pool = upload(p->hpool, p->ns, sb);
-    a->state_dtype = sb ? GDN2_CUDA_BF16 : GDN2_CUDA_F32;
+    rec_inputs_make(&p->h, a, p->nk, p->nv, p->ns, sb);
     a->n_slots = N;
     p->hslots = xmalloc(N * 4);
     for (int64_t i = 0; i < N; i++) p->hslots[i] = (int32_t)((i * 7) % N); /* a permutation when N is not a multiple of 7 */
@@ -291,10 +306,9 @@ static void dproblem_make(dproblem *p, int64_t N, int sb) {
     a->slots = p->ds;
 }
 static void dproblem_free(dproblem *p) {
-    void *bufs[] = {(void *)p->a.q, (void *)p->a.k, (void *)p->a.v, (void *)p->a.b, (void *)p->a.w, (void *)p->a.g, p->a.o,
-                    p->a.state_pool, p->ds};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gdn2_cuda_free(bufs[i]);
-    free(p->hq); free(p->hk); free(p->hv); free(p->hb); free(p->hw); free(p->hg); free(p->hpool); free(p->hslots);
+    rec_inputs_free(&p->h, &p->a);
+    gdn2_cuda_free(p->ds);
+    free(p->hslots);
 }
 /* one GPU step against the CPU step on the same inputs and pool; 0 when it passes */
 static int validate_decode(int64_t N, int sb) {
@@ -309,13 +323,13 @@ static int validate_decode(int64_t N, int sb) {
     void *pc;
     if (sb) { /* the CPU step's bf16 pool: the same starting values */
         uint16_t *b = xmalloc(p.ns * 2);
-        for (int64_t i = 0; i < p.ns; i++) b[i] = f2bf(p.hpool[i]);
+        for (int64_t i = 0; i < p.ns; i++) b[i] = f2bf(p.h.hpool[i]);
         pc = b;
     } else {
         pc = xmalloc(p.ns * 4);
-        memcpy(pc, p.hpool, p.ns * 4);
+        memcpy(pc, p.h.hpool, p.ns * 4);
     }
-    const gdn2_decode_tensors t = {p.hq, p.hk, p.hv, p.hg, p.hb, p.hw, NULL, NULL, oc, pc, N, p.hslots,
+    const gdn2_decode_tensors t = {p.h.hq, p.h.hk, p.h.hv, p.h.hg, p.h.hb, p.h.hw, NULL, NULL, oc, pc, N, p.hslots,
                                    sb ? GDN2_STATE_BF16 : GDN2_STATE_F32};
     if (gdn2_decode_step(&p.d, &p.o, &t)) die("CPU decode step");
     float *pcf = xmalloc(p.ns * 4);
@@ -336,7 +350,7 @@ typedef struct {
     gdn2_dims d;
     gdn2_opts o;
     int64_t N, T, nslot, nk, nv, ns;
-    float *hq, *hk, *hv, *hb, *hw, *hg, *hpool;
+    rec_host h;
     int32_t *hsrc, *hsnap;
     gdn2_cuda_recurrent_args a;
     void *dsrc, *dsnap;
@@ -349,9 +363,6 @@ static void vproblem_make(vproblem *p, int64_t N, int64_t T, int sb) {
     p->o.qk_l2norm = 1;
     p->N = N, p->T = T, p->nslot = N * (T + 1);
     p->nk = N * T * H * K, p->nv = N * T * H * V, p->ns = p->nslot * H * K * V;
-    p->hq = host_rand(p->nk, 1, -1, 1); p->hk = host_rand(p->nk, 1, -1, 1); p->hv = host_rand(p->nv, 1, -1, 1);
-    p->hb = host_rand(p->nk, 1, 0, 1); p->hw = host_rand(p->nv, 1, 0, 1); p->hg = host_rand(p->nk, 0, -0.5, -0.01);
-    p->hpool = host_rand(p->ns, sb, -0.1, 0.1);
     p->hsrc = xmalloc((size_t)N * 4);
     p->hsnap = xmalloc((size_t)(N * T) * 4);
     for (int64_t i = 0; i < N; i++) {
@@ -361,12 +372,7 @@ static void vproblem_make(vproblem *p, int64_t N, int64_t T, int sb) {
             if (j != mid) p->hsnap[i * T + m++] = (int32_t)(base + j);
     }
     gdn2_cuda_recurrent_args *a = &p->a;
-    a->dtype = GDN2_CUDA_BF16;
-    a->q = upload(p->hq, p->nk, 1); a->k = upload(p->hk, p->nk, 1); a->v = upload(p->hv, p->nv, 1);
-    a->b = upload(p->hb, p->nk, 1); a->w = upload(p->hw, p->nv, 1); a->g = upload(p->hg, p->nk, 0);
-    a->o = dev_alloc(p->nv * 2);
-    a->state_pool = upload(p->hpool, p->ns, sb);
-    a->state_dtype = sb ? GDN2_CUDA_BF16 : GDN2_CUDA_F32;
+    rec_inputs_make(&p->h, a, p->nk, p->nv, p->ns, sb);
     a->n_slots = p->nslot;
     p->dsrc = dev_alloc(N * 4);
     p->dsnap = dev_alloc(N * T * 4);
@@ -376,10 +382,9 @@ static void vproblem_make(vproblem *p, int64_t N, int64_t T, int sb) {
     a->snap_slots = p->dsnap;
 }
 static void vproblem_free(vproblem *p) {
-    void *bufs[] = {(void *)p->a.q, (void *)p->a.k, (void *)p->a.v, (void *)p->a.b, (void *)p->a.w, (void *)p->a.g, p->a.o,
-                    p->a.state_pool, p->dsrc, p->dsnap};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gdn2_cuda_free(bufs[i]);
-    free(p->hq); free(p->hk); free(p->hv); free(p->hb); free(p->hw); free(p->hg); free(p->hpool); free(p->hsrc); free(p->hsnap);
+    rec_inputs_free(&p->h, &p->a);
+    gdn2_cuda_free(p->dsrc), gdn2_cuda_free(p->dsnap);
+    free(p->hsrc); free(p->hsnap);
 }
 /* one GPU verify against the CPU twin (gdn2_decode_verify) on the same inputs and pool: o, every
  * snapshot slot, and the source slots unchanged; 0 when it passes */
@@ -395,13 +400,13 @@ static int validate_verify(int64_t N, int64_t T, int sb) {
     void *pc;
     if (sb) {
         uint16_t *b = xmalloc(p.ns * 2);
-        for (int64_t i = 0; i < p.ns; i++) b[i] = f2bf(p.hpool[i]);
+        for (int64_t i = 0; i < p.ns; i++) b[i] = f2bf(p.h.hpool[i]);
         pc = b;
     } else {
         pc = xmalloc(p.ns * 4);
-        memcpy(pc, p.hpool, p.ns * 4);
+        memcpy(pc, p.h.hpool, p.ns * 4);
     }
-    const gdn2_decode_tensors t = {p.hq, p.hk, p.hv, p.hg, p.hb, p.hw, NULL, NULL, oc, pc, p.nslot, p.hsrc,
+    const gdn2_decode_tensors t = {p.h.hq, p.h.hk, p.h.hv, p.h.hg, p.h.hb, p.h.hw, NULL, NULL, oc, pc, p.nslot, p.hsrc,
                                    sb ? GDN2_STATE_BF16 : GDN2_STATE_F32};
     if (gdn2_decode_verify(&p.d, &p.o, &t, p.hsnap)) die("CPU verify");
     float *pcf = xmalloc(p.ns * 4);
@@ -410,7 +415,7 @@ static int validate_verify(int64_t N, int64_t T, int sb) {
     const int64_t S = 16 * 128 * 128;
     int src_same = 1;
     for (int64_t i = 0; i < N; i++)
-        src_same &= !memcmp(pg + (size_t)p.hsrc[i] * S, p.hpool + (size_t)p.hsrc[i] * S, (size_t)S * 4);
+        src_same &= !memcmp(pg + (size_t)p.hsrc[i] * S, p.h.hpool + (size_t)p.hsrc[i] * S, (size_t)S * 4);
     const double eo = rel_rmse(og, oc, p.nv), es = rel_rmse(pg, pcf, p.ns), bs = sb ? 1e-3 : 1e-5;
     const int bad = !(eo <= 0.005) || !(es <= bs) || !src_same;
     printf("validate verify N=%-3lld T=%lld %s pool: GPU vs CPU twin, o rel_rmse %.2e (bar 5e-3), pool (snapshots) %.2e (bar %.0e), "
