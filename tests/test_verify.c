@@ -119,13 +119,20 @@ static float *pool_new(void) {
 static const int32_t SRC[NS] = {7, 2, 31, 0};
 static const int32_t SNAP[NS * T5] = {12, 3, 30, 9, 25, /**/ 1, 14, 22, 5, 38, /**/ 16, 8, 27, 11, 35, /**/ 4, 19, 6, 33, 21};
 
+/* a pool with the bank's start states in the SRC slots, and a copy of it in *before */
+static float *pool_with_sources(const bank *B, float **before) {
+    float *pool = pool_new();
+    for (int i = 0; i < NS; i++) memcpy(pool + (size_t)SRC[i] * SS, B->h0[i], SS * 4);
+    *before = malloc((size_t)NSLOT * SS * 4);
+    memcpy(*before, pool, (size_t)NSLOT * SS * 4);
+    return pool;
+}
+
 static void test_prefix(const bank *B) {
     const int seq[NS] = {0, 1, 2, 3}, t0[NS] = {0, 0, 0, 0};
     gdn2_dims d = {NS, T5, H, HV, K, V};
     gdn2_opts o = opts();
-    float *pool = pool_new(), *before = malloc((size_t)NSLOT * SS * 4);
-    for (int i = 0; i < NS; i++) memcpy(pool + (size_t)SRC[i] * SS, B->h0[i], SS * 4);
-    memcpy(before, pool, (size_t)NSLOT * SS * 4);
+    float *before, *pool = pool_with_sources(B, &before);
     batch x;
     batch_make(&x, B, NS, T5, seq, t0);
     gdn2_decode_tensors t = tensors(B, &x, pool, SRC, GDN2_STATE_F32);
@@ -329,9 +336,7 @@ static void test_errors(const bank *B) {
     const int seq[NS] = {0, 1, 2, 3}, t0[NS] = {0, 0, 0, 0};
     gdn2_dims d = {NS, T5, H, HV, K, V};
     gdn2_opts o = opts();
-    float *pool = pool_new(), *before = malloc((size_t)NSLOT * SS * 4);
-    for (int i = 0; i < NS; i++) memcpy(pool + (size_t)SRC[i] * SS, B->h0[i], SS * 4);
-    memcpy(before, pool, (size_t)NSLOT * SS * 4);
+    float *before, *pool = pool_with_sources(B, &before);
     batch x;
     batch_make(&x, B, NS, T5, seq, t0);
     gdn2_decode_tensors t = tensors(B, &x, pool, SRC, GDN2_STATE_F32);

@@ -1107,7 +1107,8 @@ int gdn2_model_step_slots_sample(gdn2_model *m, gdn2_model_state *s, int64_t n, 
                                  const int64_t *positions, const int32_t *tokens, const gdn2_sampling *sp,
                                  uint64_t *rng, int32_t *next, float *logits) {
     if (!sp || !rng || !next) return gdn2_error(GDN2_ERR_ARG, "model step: sp, rng and next must be given");
-    if (n < 1 || (s && n > s->n)) return step_slots(m, s, n, slots, positions, tokens, logits, NULL, NULL); /* its error */
+    /* a missing state or n outside [1, s->n]: step_slots reports it (before any draw is read) */
+    if (!s || n < 1 || n > s->n) return step_slots(m, s, n, slots, positions, tokens, logits, NULL, NULL);
     gdn2_sample_row_params *rp = gdn2_malloc((size_t)n * sizeof *rp, "step draws");
     uint64_t *r2 = gdn2_malloc((size_t)n * sizeof *r2, "step draws");
     int st = rp && r2 ? GDN2_OK : GDN2_ERR_NOMEM;
