@@ -184,6 +184,13 @@ def start_server(a):
             # keep draining stderr so the server never blocks on a full pipe
             threading.Thread(target=lambda: [lines.append(x) for x in p.stderr], daemon=True).start()
             return p, m.group(1), int(m.group(2)), lines
+    try:
+        p.wait(timeout=5)  # stderr at its end: the server is exiting
+    except subprocess.TimeoutExpired:
+        pass
+    if p.poll() is not None:
+        raise SystemExit("serve_load: `%s` exited with status %d before it listened:\n%s"
+                         % (" ".join(cmd), p.returncode, "".join(lines)))
     p.kill()
     raise SystemExit("serve_load: `%s` did not start within %d s:\n%s" % (" ".join(cmd), a.start_timeout, "".join(lines)))
 
@@ -209,6 +216,16 @@ def cpu_model():
     except OSError:
         pass
     return platform.processor() or None
+
+
+def gpu_name():
+    """The first GPU's name from nvidia-smi (the serve --device cuda runs), None when there is none."""
+    try:
+        r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=20)
+        return r.stdout.splitlines()[0].strip() if r.returncode == 0 and r.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def main():
@@ -301,6 +318,7 @@ def main():
             print(f"serve_load: FAILED request: {r['err']}", file=sys.stderr)
         res = dict(
             program="bench/serve_load.py", commit=git_commit(), machine=platform.node(), cpu=cpu_model(),
+            gpu=gpu_name() if a.device == "cuda" else None,
             cpu_count=os.cpu_count(), load_average_start=load0, load_average_end=os.getloadavg(), server=dict(host=host, port=port, health=health, device=a.device,
                                                       slots=a.slots, queue=a.queue, ckpt=a.ckpt, threads=a.threads),
             clients=a.clients, client_processes=procs, duration_s=round(win, 2), prompt_tokens=list(a.prompt),
