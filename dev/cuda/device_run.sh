@@ -45,6 +45,17 @@ for impl in official fla; do
   fi
 done
 
+# The Triton cache of the official trainer / swap phases, carried in the tree's root as triton_train.tgz or in
+# parts triton_train.tgz.part-* (what PACK=1 brings back: a file may be at most 16 MiB).
+triton_restore() {
+  export TRITON_CACHE_DIR=/tmp/triton_train; mkdir -p $TRITON_CACHE_DIR
+  if [ -f triton_train.tgz ]; then tar xzf triton_train.tgz -C $TRITON_CACHE_DIR
+  elif ls triton_train.tgz.part-* >/dev/null 2>&1; then cat triton_train.tgz.part-* | tar xz -C $TRITON_CACHE_DIR; fi
+}
+have_triton() { [ -f triton_train.tgz ] || ls triton_train.tgz.part-* >/dev/null 2>&1; }
+# the Python phases find the carried peers here (their default, .gpu/peers/p4, is the session's path)
+[ -d peers/p4 ] && export GDN2_P4=${GDN2_P4:-$PWD/peers/p4}
+
 # ---- the model on the GPU (the CUDA backend of src/backend) ----------------------------------------
 MK="make -j16 CUDA=1 CPPFLAGS=-I$D/usr/include LDFLAGS=-L$L\ -Wl,-rpath,$L"
 if [[ " $PHASES " == *" model_build "* ]]; then
@@ -73,16 +84,15 @@ if [[ " $PHASES " == *" train_bench "* ]]; then
   done
 fi
 if [[ " $PHASES " == *" official_train "* ]]; then
-  # one Triton cache for the official trainer and the swap phase, carried as .gpu/triton_train.tgz
-  export TRITON_CACHE_DIR=/tmp/triton_train; mkdir -p $TRITON_CACHE_DIR
-  [ -f .gpu/triton_train.tgz ] && tar xzf .gpu/triton_train.tgz -C $TRITON_CACHE_DIR
+  # one Triton cache for the official trainer and the swap phase (triton_restore above)
+  triton_restore
   t0=$(date +%s)
   # OFFICIAL_P4: another peer layout, e.g. peers/p4_jf with the Jellyfish fork's lit_gpt for the 100M configs
   GDN2_P4=${OFFICIAL_P4:-peers/p4} PYTHONUNBUFFERED=1 timeout ${PEER_TIMEOUT:-560} python3 peers/official_train_bench.py "$OUT/official_train.json" \
     --configs ${OFFICIAL_CONFIGS:-gdn2_1.3B,swa_gdn2_1.3B} --batches ${OFFICIAL_BATCHES:-4} --warmup 2 --steps 6 \
     --deadline-s ${PEER_DEADLINE:-540} > "$OUT/official_train.log" 2>&1
   echo "official train rc=$? $(( $(date +%s) - t0 )) s"; tail -8 "$OUT/official_train.log"
-  [ -f .gpu/triton_train.tgz ] || tar czf "$OUT/triton_train.tgz" -C $TRITON_CACHE_DIR .
+  have_triton || tar czf "$OUT/triton_train.tgz" -C $TRITON_CACHE_DIR .
 fi
 
 # ---- inference on the GPU (issue 13), the Python CUDA path (issue 12), NCCL at world size 1 (issue 14) ----
@@ -122,13 +132,14 @@ if [[ " $PHASES " == *" verify "* ]]; then
 fi
 if [[ " $PHASES " == *" python "* ]]; then
   t0=$(date +%s)
+  triton_restore  # the peers' chunk kernels compile here too (GDN2_P4 above; GDN2_P4=none skips them)
   PYTHONPATH=python timeout ${PY_TIMEOUT:-300} python3 python/tests/test_cuda.py > "$OUT/python_test_cuda.log" 2>&1
   echo "python test_cuda rc=$? $(( $(date +%s) - t0 )) s"; grep -E "FAIL" "$OUT/python_test_cuda.log" | head -10; tail -2 "$OUT/python_test_cuda.log"
+  have_triton || tar czf "$OUT/triton_train.tgz" -C $TRITON_CACHE_DIR .
 fi
 if [[ " $PHASES " == *" swap "* ]]; then
   t0=$(date +%s)
-  export TRITON_CACHE_DIR=/tmp/triton_train; mkdir -p $TRITON_CACHE_DIR
-  [ -f .gpu/triton_train.tgz ] && tar xzf .gpu/triton_train.tgz -C $TRITON_CACHE_DIR
+  triton_restore
   PYTHONPATH=python timeout ${SWAP_TIMEOUT:-400} python3 bench/peers/swap_layer_train.py \
     --steps ${SWAP_STEPS:-200} --deadline-s $(( ${SWAP_TIMEOUT:-400} - 30 )) --out "$OUT/h200-swap-layer.json" > "$OUT/swap.log" 2>&1
   echo "swap rc=$? $(( $(date +%s) - t0 )) s"; tail -8 "$OUT/swap.log"
@@ -144,6 +155,8 @@ fi
 # copy it into bench/results/<card>-<what>/ and commit it right after the call (NEXT_RUN.md)
 if [ "${PACK:-0}" = 1 ]; then
   # the Triton caches stay beside it (large: split them to carry them back, NEXT_RUN.md "Mechanics now")
+  # and each Triton cache split into 15 MiB parts (carry them back in the tree's root: triton_restore)
   ( cd "$OUT" && tar czf /tmp/results.tgz --exclude=results.tgz --exclude='triton_*.tgz' . &&
-    find . -mindepth 1 -maxdepth 1 ! -name 'triton_*.tgz' -exec rm -rf {} + && mv /tmp/results.tgz . && ls -la )
+    find . -mindepth 1 -maxdepth 1 ! -name 'triton_*.tgz' -exec rm -rf {} + && mv /tmp/results.tgz . &&
+    for f in triton_*.tgz; do [ -f "$f" ] && split -b 15M "$f" "$f.part-" && rm "$f"; done; ls -la )
 fi
