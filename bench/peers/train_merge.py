@@ -4,7 +4,9 @@ official harness's output (official_train_bench.py OUT.json) into bench/results/
                 mfu_gdn2, mfu_official, split_ms_gdn2, ...}], "notes": ...}
 A config the official side did not measure (or measured at another micro-batch) keeps null official figures.
 
-    python3 bench/peers/train_merge.py OUT.json --ours a.json b.json ... [--official official.json] [--commit C]
+    python3 bench/peers/train_merge.py OUT.json --ours a.json b.json ... [--official o1.json o2.json ...] [--commit C]
+Several --official files (e.g. the official 1.3B run and the fork's 100M run) are read in turn; each row names
+the harness file its peer figures come from (official_file).
 """
 import argparse
 import json
@@ -12,19 +14,21 @@ import json
 ap = argparse.ArgumentParser()
 ap.add_argument("out")
 ap.add_argument("--ours", nargs="+", required=True)
-ap.add_argument("--official", default=None)
+ap.add_argument("--official", nargs="*", default=[])
 ap.add_argument("--commit", default="")
 ap.add_argument("--note", default="")
 a = ap.parse_args()
 
 off = {}
-if a.official:
-    with open(a.official) as f:
+for path in a.official:
+    with open(path) as f:
         o = json.load(f)
     for name, r in o.get("configs", {}).items():
         for run in r.get("runs", []):
             if "tok_s" in run:
-                off[(name, run["B"], run["T"])] = dict(run, attn_impl=r.get("attn_impl"))
+                if (name, run["B"], run["T"]) in off:
+                    raise SystemExit(f"train_merge: {path}: {name} at B={run['B']} T={run['T']} is in two --official files")
+                off[(name, run["B"], run["T"])] = dict(run, attn_impl=r.get("attn_impl"), official_file=path)
 
 rows = []
 for p in a.ours:
@@ -40,7 +44,8 @@ for p in a.ours:
                      step_ms_gdn2=round(g["step_ms"], 2), step_ms_official=round(r["step_ms_median"], 2) if r else None,
                      split_ms_gdn2=g.get("split_ms"), loss_first_last_gdn2=[g["loss_first"], g["loss_last"]],
                      loss_first_last_official=r.get("loss_first_last") if r else None,
-                     official_attention=r.get("attn_impl") if r else None, layout=g["layout"],
+                     official_attention=r.get("attn_impl") if r else None, official_file=r["official_file"] if r else None,
+                     layout=g["layout"],
                      flops_per_token=g["flops_per_token"], device=g.get("device")))
 res = dict(train=rows, commit=a.commit, note=a.note,
            method="gdn2: build/bench/train_step (median wall step of forward+backward+clip+AdamW after warm-up; "
