@@ -168,7 +168,7 @@ def main():
                     row = dict(base_row, name=name, error=f"run failed: {e!r}"[:500])
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-                del q, k, v, g, do, params
+                q = k = v = g = do = params = b = w = beta = fwd = None  # free this shape's tensors (all modes)
                 torch.cuda.empty_cache()
                 continue
             for name, ms in (("fwd", ms_f), ("fwd+bwd", ms_fb)):
@@ -179,7 +179,7 @@ def main():
                     row["inputs_gb"] = round(base, 3)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-            del q, k, v, g, do, params
+            q = k = v = g = do = params = b = w = beta = fwd = None  # free this shape's tensors (all modes)
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
 
