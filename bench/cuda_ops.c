@@ -25,7 +25,14 @@
  *     slot) at N = 1, 16, 64 and T = 2, 4, 8, both pools: one call against T single steps, back to
  *     back (events over 200), validated first against the CPU twin gdn2_decode_verify (o 0.005,
  *     snapshots 1e-5 fp32 / 1e-3 bf16, source slots unchanged). --verify runs only this part.
- * usage: cuda_ops [out.json] [--quick] [--all-recompute] [--verify]. Without a GPU it prints why and exits 0. */
+ *   - --modes gdn2,kda,gdn (default gdn2): which chunk rows run. kda / gdn ("collapsed" in the JSON):
+ *     our side of fla's chunk_kda / chunk_gated_delta_rule at the same shapes — the GDN-2 kernels
+ *     on collapsed inputs (b = w = beta broadcast; GDN also g broadcast from a per-head decay; no
+ *     KDA/GDN-specialised kernel), broadcast and backward fold timed apart and end to end; validated
+ *     first on a small problem against the CPU gdn2_kda_chunk_* / gdn2_gdn_chunk_* (see
+ *     validate_collapsed). Without gdn2 the gdn2 chunk rows (and their validation) are skipped.
+ * usage: cuda_ops [out.json] [--quick] [--all-recompute] [--verify] [--modes gdn2,kda,gdn]. Without a GPU
+ * it prints why and exits 0. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -186,6 +193,30 @@ static int step_ws(problem *p, int kept, int bwd, int scratch) {
     return rc;
 }
 static int step(problem *p, int kept, int bwd) { return step_ws(p, kept, bwd, 0); }
+
+/* Median of reps CUDA-event timed calls of run(ctx) after one untimed warm-up call; t[0..reps)
+ * (reps <= 10) holds the sorted times (ms). Exits on an error. */
+static double time_median(int (*run)(void *), void *ctx, int reps, double *t) {
+    int rc = 0;
+    for (int r = -1; r < reps && !rc; r++) {
+        gdn2_cuda_timer_start();
+        rc = run(ctx);
+        const double ms = gdn2_cuda_timer_stop();
+        if (!rc) rc = gdn2_cuda_sync();
+        if (r >= 0) t[r] = ms;
+    }
+    if (rc) die("timed step");
+    qsort(t, reps, sizeof(double), cmp_d);
+    return t[reps / 2];
+}
+typedef struct {
+    problem *p;
+    int kept, bwd;
+} step_call;
+static int run_step(void *c) {
+    const step_call *s = c;
+    return step(s->p, s->kept, s->bwd);
+}
 
 enum { VO, VDQ, VDK, VDV, VDG, VDB, VDW, NV };
 static const char *vname[NV] = {"o", "dq", "dk", "dv", "dg", "db", "dw"};
@@ -476,15 +507,226 @@ static void verify_bench(FILE *jf) {
     if (jf) fprintf(jf, "\n]");
 }
 
+/* --modes: which chunk rows run (decode and verify always do) */
+enum { MODE_GDN2 = 1, MODE_KDA = 2, MODE_GDN = 4 };
+static int parse_modes(const char *s) {
+    int m = 0;
+    while (*s) {
+        const size_t n = strcspn(s, ",");
+        if (n == 4 && !strncmp(s, "gdn2", 4)) m |= MODE_GDN2;
+        else if (n == 3 && !strncmp(s, "kda", 3)) m |= MODE_KDA;
+        else if (n == 3 && !strncmp(s, "gdn", 3)) m |= MODE_GDN;
+        else return -1;
+        s += n + (s[n] == ',');
+    }
+    return m ? m : -1;
+}
+
+#ifdef GDN2_HAVE_CUDA
+/* ---- KDA / GDN rows (--modes kda,gdn): our side of fla's chunk_kda / chunk_gated_delta_rule ----
+ * There is no KDA- or GDN-specialised CUDA kernel: these rows run the GDN-2 chunk kernels on
+ * collapsed inputs (src/ops/collapse.c's limits, here on the device):
+ *   KDA: b[n,h,:] = beta[n,h], w[n,hv,:] = beta[n,hv/G]   (beta [B,T,H] bf16, g per channel)
+ *   GDN: the same, and g[n,h,:] = -softplus(f[n,h]): a scalar log decay per head (f [B,T,H] bf16;
+ *        A_log = 0, dt_bias = 0), broadcast over K.
+ * The broadcast is the model's own gate kernel (gdn2_cuda_gates_fwd, src/cuda/nn.cu, mixer "gdn":
+ * its b / w broadcast is KDA's too; g only for GDN) and the backward's fold is gdn2_cuda_gates_bwd:
+ *   dpb[n,h] = (sum_c db[n,h,c] + sum_{hv of h} sum_j dw[n,hv,j]) beta (1 - beta)
+ *   GDN also df[n,h] = (sum_c dg[n,h,c]) (-softplus'(f[n,h]))
+ * (the model's fused form: dpb is the gradient of the pre-sigmoid beta logit, the same bytes as
+ * fla's dbeta; df is that of the raw gate f). Timed separately: ms_gdn2 the chunk call(s) alone on
+ * the expanded inputs, ms_expand the broadcast (+ the fold for fwd+bwd) alone, ms_total the whole
+ * (expand, fwd, [bwd, fold]) end to end, the figure to compare with fla's. */
+#include "cuda/nn.h"
+#include "util/act.h"
+
+#define MX_BCAST 2 /* gdn2_cuda_gates_* mixer "gdn" (src/cuda/nn.cu); g NULL: KDA's b, w broadcast */
+
+typedef struct {
+    problem p;
+    int gdn;
+    int64_t nh;               /* B*T*H */
+    float *hbeta, *hf;        /* host beta, f [B,T,H] (bf16-exact) */
+    void *beta, *f, *dpb, *df; /* device bf16 [B,T,H] (f, df: GDN only) */
+    float *zeros;             /* device fp32 [H]: A_log = dt_bias = 0 */
+    gdn2_cuda_nn *nn;
+} cproblem;
+
+/* the expansion: b, w (and GDN's g) of p.a from beta (and f) */
+static int c_expand(cproblem *c) {
+    const problem *p = &c->p;
+    return gdn2_cuda_gates_fwd(MX_BCAST, p->d.B * p->d.T, p->d.H, p->d.HV, p->d.K, p->d.V, 1.0f, c->f, c->beta, NULL,
+                               c->zeros, c->zeros, c->gdn ? (float *)p->a.g : NULL, (void *)p->a.b, (void *)p->a.w,
+                               gdn2_cuda_nn_stream(c->nn));
+}
+/* the backward's fold: dpb (and GDN's df) from db, dw (and dg) */
+static int c_fold(cproblem *c) {
+    const problem *p = &c->p;
+    return gdn2_cuda_gates_bwd(c->nn, MX_BCAST, p->d.B * p->d.T, p->d.H, p->d.HV, p->d.K, p->d.V, 1.0f, c->f, c->beta,
+                               NULL, p->a.g, c->zeros, c->zeros, p->g.dg, p->g.db, p->g.dw, c->gdn ? c->df : NULL, c->dpb,
+                               NULL, NULL, NULL);
+}
+static void cproblem_make(cproblem *c, shape s, int gdn) {
+    memset(c, 0, sizeof *c);
+    problem_make(&c->p, s); /* q, k, v, d_o, g (KDA's per-channel decay) and the buffers; b, w overwritten */
+    c->gdn = gdn;
+    c->nh = s.B * s.T * s.H;
+    c->hbeta = host_rand(c->nh, 1, 0, 1);
+    c->beta = upload(c->hbeta, c->nh, 1);
+    c->dpb = dev_alloc(c->nh * 2);
+    c->zeros = dev_alloc(s.H * 4);
+    if (gdn2_cuda_memset(c->zeros, 0, s.H * 4)) die("memset");
+    if (gdn) { /* -softplus(f) in [-0.5, -0.01], the range of the per-channel g */
+        c->hf = host_rand(c->nh, 1, -4.6, -0.54);
+        c->f = upload(c->hf, c->nh, 1);
+        c->df = dev_alloc(c->nh * 2);
+    }
+    if (gdn2_cuda_nn_create(&c->nn)) die("gdn2_cuda_nn_create");
+    if (c_expand(c) || gdn2_cuda_nn_sync(c->nn)) die("expansion");
+}
+static void cproblem_free(cproblem *c) {
+    gdn2_cuda_nn_destroy(c->nn);
+    void *bufs[] = {c->beta, c->f, c->dpb, c->df, c->zeros};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gdn2_cuda_free(bufs[i]);
+    free(c->hbeta); free(c->hf);
+    problem_free(&c->p);
+}
+/* one timed unit: what 0 the chunk call(s) alone, 1 the expansion (+ fold) alone, 2 all of it */
+typedef struct {
+    cproblem *c;
+    int bwd, what;
+} cstep_call;
+static int run_cstep(void *x) {
+    const cstep_call *s = x;
+    int rc = 0;
+    if (s->what) rc = c_expand(s->c);
+    if (!rc && s->what != 1) rc = step(&s->c->p, s->bwd, s->bwd);
+    if (!rc && s->bwd && s->what) rc = c_fold(s->c);
+    return rc;
+}
+
+/* Validation on a small problem, (1, 256, 2, 128, 128): expansion, training step (keep/reuse) and
+ * fold on the GPU (bf16) against the CPU collapse entry points gdn2_kda_chunk_fwd / _bwd (or
+ * gdn2_gdn_*) in fp32 on the same bf16-rounded inputs (GDN: the g the device computed, column 0).
+ * Bars: the bf16 ones (o 0.005; dq, dk, dv 0.01; dg (KDA), dpb, df (GDN) 0.02). 0 when it passes. */
+static int validate_collapsed(int gdn) {
+    const shape s = {1, 256, 2, 128, 128};
+    cproblem c;
+    cproblem_make(&c, s, gdn);
+    problem *p = &c.p;
+    const int64_t nk = p->nk, nv = p->nv, nh = c.nh, K = s.K;
+    if (gdn2_cuda_memset(p->a.o, 0xff, nv * 2) || gdn2_cuda_memset(c.dpb, 0xff, nh * 2)) die("poison");
+    int rc = step(p, 1, 1);
+    if (!rc) rc = c_fold(&c);
+    if (!rc) rc = gdn2_cuda_sync();
+    if (!rc) rc = gdn2_cuda_nn_sync(c.nn);
+    if (rc) die("collapsed step");
+    float *X[NV];
+    outputs(&p->a, &p->g, nk, nv, 1, X);
+    float *xpb = download(c.dpb, nh, 1), *xdf = gdn ? download(c.df, nh, 1) : NULL;
+    float *gdev = gdn ? download(p->a.g, nk, 0) : NULL;
+    /* the CPU twin */
+    float *gs = NULL;
+    if (gdn) {
+        gs = xmalloc(nh * 4);
+        for (int64_t i = 0; i < nh; i++) gs[i] = gdev[i * K];
+    }
+    float *oc = xmalloc(nv * 4), *dq = xmalloc(nk * 4), *dk = xmalloc(nk * 4), *dv = xmalloc(nv * 4);
+    float *dg = xmalloc((gdn ? nh : nk) * 4), *dbeta = xmalloc(nh * 4);
+    const gdn2_fwd_tensors t = {p->hq, p->hk, p->hv, gdn ? gs : p->hg, NULL, NULL, NULL, NULL, NULL, oc, NULL};
+    const gdn2_bwd_tensors g = {p->hdo, NULL, dq, dk, dv, dg, NULL, NULL, NULL, NULL, NULL};
+    rc = gdn ? gdn2_gdn_chunk_fwd(&p->d, &p->o, &t, c.hbeta) : gdn2_kda_chunk_fwd(&p->d, &p->o, &t, c.hbeta);
+    if (!rc) rc = gdn ? gdn2_gdn_chunk_bwd(&p->d, &p->o, &t, c.hbeta, &g, dbeta)
+                      : gdn2_kda_chunk_bwd(&p->d, &p->o, &t, c.hbeta, &g, dbeta);
+    if (rc) die("CPU collapse reference");
+    /* the fold's expected outputs: dpb = dbeta beta (1 - beta), df = dg_scalar (-softplus'(f)) */
+    float *epb = xmalloc(nh * 4), *edf = xmalloc(nh * 4);
+    for (int64_t i = 0; i < nh; i++) {
+        epb[i] = dbeta[i] * c.hbeta[i] * (1.0f - c.hbeta[i]);
+        edf[i] = gdn ? dg[i] * -gdn2_softplus_grad_f32(c.hf[i]) : 0.0f;
+    }
+    struct { const char *n; const float *x, *r; int64_t len; double bar; } chk[] = {
+        {"o", X[VO], oc, nv, 0.005}, {"dq", X[VDQ], dq, nk, 0.01}, {"dk", X[VDK], dk, nk, 0.01},
+        {"dv", X[VDV], dv, nv, 0.01}, {gdn ? "df" : "dg", gdn ? xdf : X[VDG], gdn ? edf : dg, gdn ? nh : nk, 0.02},
+        {"dpb", xpb, epb, nh, 0.02}};
+    int bad = 0;
+    printf("validate %s (1,256,2,128,128) bf16 GDN-2 kernels on collapsed inputs vs CPU %s, rel_rmse:", gdn ? "gdn" : "kda",
+           gdn ? "gdn2_gdn_chunk_fwd/bwd" : "gdn2_kda_chunk_fwd/bwd");
+    for (size_t i = 0; i < sizeof chk / sizeof chk[0]; i++) {
+        const double e = rel_rmse(chk[i].x, chk[i].r, chk[i].len);
+        const int ok = e <= chk[i].bar; /* NaN fails */
+        bad |= !ok;
+        printf(" %s %.2e%s", chk[i].n, e, ok ? "" : " FAIL");
+    }
+    printf("\n");
+    for (int i = 0; i < NV; i++) free(X[i]);
+    free(xpb); free(xdf); free(gdev); free(gs); free(oc); free(dq); free(dk); free(dv); free(dg); free(dbeta);
+    free(epb); free(edf);
+    cproblem_free(&c);
+    return bad;
+}
+
+#define COLLAPSED_NOTE "GDN-2 CUDA kernel on collapsed inputs (no KDA/GDN-specialised kernel): b = w = beta broadcast%s " \
+    "by the model's gate kernel; ms_gdn2 = chunk call(s) alone, ms_expand = broadcast%s alone, ms_total = all end to end"
+/* JSON rows "collapsed": fwd and fwd+bwd (keep/reuse) at each shape for each mode in modes */
+static void collapsed_bench(FILE *jf, const shape *shapes, int nshapes, int modes) {
+    if (jf) fprintf(jf, ",\n\"collapsed\": [\n");
+    int first = 1;
+    for (int m = 0; m < 2; m++) {
+        const int gdn = m == 1;
+        if (!(modes & (gdn ? MODE_GDN : MODE_KDA))) continue;
+        for (int si = 0; si < nshapes; si++) {
+            const shape s = shapes[si];
+            cproblem c;
+            cproblem_make(&c, s, gdn);
+            const problem *p = &c.p;
+            /* peak: the gdn2 rows' tensors (expanded b, w, g and their gradients included) + beta, dpb (+ f, df) */
+            const double tensors = (double)(p->nk * 2 * 3 + p->nk * 4 + p->nv * 2 * 3) + (double)(p->nv * 2) +
+                                   (double)(p->nk * 2 * 3 + p->nk * 4 + p->nv * 2 * 2) + (double)c.nh * 2 * (gdn ? 4 : 2);
+            const double peak = (tensors + (double)p->ws_bytes) / 1e9;
+            for (int bwd = 0; bwd < 2; bwd++) {
+                const int reps = bwd ? 5 : 10;
+                double t[10];
+                double ms[3];
+                for (int what = 0; what < 3; what++) {
+                    cstep_call sc = {&c, bwd, what};
+                    ms[what] = time_median(run_cstep, &sc, reps, t);
+                }
+                const double tok = (double)s.B * s.T;
+                const char *mname = gdn ? "gdn" : "kda", *name = bwd ? "fwd+bwd" : "fwd";
+                printf("%-3s %-7s B=%-3lld T=%-6lld H=%-3lld K=%lld V=%lld: chunk %8.3f ms  expand%s %6.3f ms  total %8.3f ms  %7.2f Mtok/s",
+                       mname, name, (long long)s.B, (long long)s.T, (long long)s.H, (long long)s.K, (long long)s.V, ms[0],
+                       bwd ? "+fold" : "", ms[1], ms[2], tok / ms[2] / 1e3);
+                if (bwd) printf("  peak %.2f GB", peak);
+                printf("\n");
+                if (jf) {
+                    fprintf(jf, "%s  {\"mode\": \"%s\", \"name\": \"%s\", \"shape\": [%lld, %lld, %lld, %lld, %lld], \"dtype\": \"bf16\", "
+                            "\"ms_gdn2\": %.4f, \"ms_expand\": %.4f, \"ms_total\": %.4f, \"mtok_s\": %.3f",
+                            first ? "" : ",\n", mname, name, (long long)s.B, (long long)s.T, (long long)s.H, (long long)s.K,
+                            (long long)s.V, ms[0], ms[1], ms[2], tok / ms[2] / 1e3);
+                    if (bwd) fprintf(jf, ", \"peak_gb_gdn2\": %.3f, \"workspace_gb\": %.3f", peak, (double)p->ws_bytes / 1e9);
+                    fprintf(jf, ", \"note\": \"" COLLAPSED_NOTE "\"}", gdn ? " and g = -softplus(f) broadcast over K" : "",
+                            bwd ? " + fold (dbeta, GDN dg)" : "");
+                }
+                first = 0;
+            }
+            cproblem_free(&c);
+        }
+    }
+    if (jf) fprintf(jf, "\n]");
+}
+#endif
+
 int main(int argc, char **argv) {
     const char *json = NULL;
-    int quick = 0, all_recompute = 0, verify_only = 0;
+    int quick = 0, all_recompute = 0, verify_only = 0, modes = MODE_GDN2;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--modes") && i + 1 < argc && parse_modes(argv[i + 1]) > 0) modes = parse_modes(argv[++i]);
         else if (!strcmp(argv[i], "--all-recompute")) all_recompute = 1;
         else if (!strcmp(argv[i], "--verify")) verify_only = 1;
         else if (argv[i][0] == '-') {
-            fprintf(stderr, "usage: cuda_ops [out.json] [--quick] [--all-recompute] [--verify]\n");
+            fprintf(stderr, "usage: cuda_ops [out.json] [--quick] [--all-recompute] [--verify] [--modes gdn2,kda,gdn]\n");
             return 2;
         } else json = argv[i];
     }
@@ -518,7 +760,11 @@ int main(int argc, char **argv) {
 
     /* ---- validation: nothing is timed unless every output is right ---- */
     int bad = 0;
-    for (int si = 0; si < nshapes; si++) bad |= validate_chunk(shapes[si], si);
+    for (int si = 0; si < nshapes && (modes & MODE_GDN2); si++) bad |= validate_chunk(shapes[si], si);
+#ifdef GDN2_HAVE_CUDA
+    if (modes & MODE_KDA) bad |= validate_collapsed(0);
+    if (modes & MODE_GDN) bad |= validate_collapsed(1);
+#endif
     for (int sb = 0; sb < 2; sb++)
         for (int ni = 0; ni < 5; ni++) bad |= validate_decode(Ns[ni], sb);
     bad |= validate_verify_all();
@@ -562,7 +808,7 @@ int main(int argc, char **argv) {
     if (jf) fprintf(jf, "\"copy_gbps\": %.1f,\n\"workloads\": [\n", copy_gbps);
 
     int first = 1;
-    for (int si = 0; si < nshapes; si++) {
+    for (int si = 0; si < nshapes && (modes & MODE_GDN2); si++) {
         const shape s = shapes[si];
         problem p;
         problem_make(&p, s);
@@ -580,17 +826,8 @@ int main(int argc, char **argv) {
         for (int mode = 0; mode < (si == 0 || all_recompute ? 3 : 2); mode++) {
             const int reps = mode ? 5 : 10;
             double t[10];
-            int rc = 0;
-            for (int r = -1; r < reps && !rc; r++) {
-                gdn2_cuda_timer_start();
-                rc = step(&p, mode == 1, mode != 0);
-                double ms = gdn2_cuda_timer_stop();
-                if (!rc) rc = gdn2_cuda_sync();
-                if (r >= 0) t[r] = ms;
-            }
-            if (rc) die("timed step");
-            qsort(t, reps, sizeof(double), cmp_d);
-            const double ms = t[reps / 2], tok = (double)s.B * s.T;
+            step_call sc = {&p, mode == 1, mode != 0};
+            const double ms = time_median(run_step, &sc, reps, t), tok = (double)s.B * s.T;
             const double flop = tok * s.H * (2.0 * 64 * (3 * s.K + 2 * s.V) + 6.0 * s.K * s.V) * (mode ? 3 : 1);
             const double peak = mode == 1 ? peak_keep : mode == 2 ? peak_rec : 0;
             printf("%-19s B=%-3lld T=%-6lld H=%-3lld K=%lld V=%lld: %8.3f ms  %7.2f Mtok/s  %6.1f TFLOP/s (min %.3f max %.3f)",
@@ -657,6 +894,9 @@ int main(int argc, char **argv) {
     gdn2_cuda_free(flush);
     if (jf) fprintf(jf, "\n],\n");
     verify_bench(jf);
+#ifdef GDN2_HAVE_CUDA
+    if (modes & (MODE_KDA | MODE_GDN)) collapsed_bench(jf, shapes, nshapes, modes);
+#endif
     if (jf) {
         fprintf(jf, "}\n");
         if (fclose(jf) != 0 || rename(tmp, json) != 0) {

@@ -10,11 +10,19 @@ after a first call that compiles and autotunes. Also:
     as bench/cuda_ops times ours; the eager call through do_bench is kept for reference.
 
   python3 bench/peers/bench_peers.py --impl official --root peers [--quick] --out peers_official.json
-  python3 bench/peers/bench_peers.py --impl fla --root peers [--quick] --out peers_fla.json
+  python3 bench/peers/bench_peers.py --impl fla --root peers [--quick] [--modes gdn2,kda,gdn] --out peers_fla.json
 
 --impl official: chutesai/GatedDeltaNet-2 @95709fc (lit_gpt/gdn2_ops) on fla @4b02d15d
                  (peers/official, peers/fla_old)
 --impl fla:      fla-org/flash-linear-attention HEAD fla.ops.gdn2.chunk_gdn2 (peers/fla_head)
+--modes (issue 15): gdn2 (chunk_gdn2, the default of --impl official, the only one it has), kda
+                 (fla.ops.kda.chunk_kda: g fp32 per-channel log decay [B,T,H,K], beta bf16 [B,T,H]),
+                 gdn (fla.ops.gated_delta_rule.chunk_gated_delta_rule: g fp32 [B,T,H], one log decay
+                 per head, beta bf16 [B,T,H]); --impl fla runs all three by default. Same shapes,
+                 input style (q,k,v bf16 randn; g logsigmoid(randn) clamped at -0.5; beta rand),
+                 scale K^-0.5, in-kernel q/k L2 norm, timing and peak accounting as chunk_gdn2; the
+                 rows carry "mode" (gdn2 rows none, as before). A failed import writes a row with
+                 "error" for that mode instead of stopping the run.
 fla/__init__.py is bypassed (a stub package is registered) because it imports every HF model.
 The checkouts live in the git-ignored peers/ folder; nothing of them is committed.
 """
@@ -52,19 +60,40 @@ def main():
     ap.add_argument("--decode", action="store_true", help="also time the official recurrent decode step")
     ap.add_argument("--shapes", default=None,
                     help="comma-separated indices into the chunk shape list, 'none' for none (default: all)")
+    ap.add_argument("--modes", default=None,
+                    help="comma-separated of gdn2,kda,gdn (default: all three for fla, gdn2 for official)")
     args = ap.parse_args()
+    modes = (args.modes or ("gdn2,kda,gdn" if args.impl == "fla" else "gdn2")).split(",")
+    for m in modes:
+        if m not in ("gdn2", "kda", "gdn"):
+            ap.error(f"--modes: unknown mode {m!r}")
+        if m != "gdn2" and args.impl == "official":
+            ap.error(f"--modes {m}: the official checkout has gdn2 only")
 
     import torch
     import triton
 
     root = os.path.abspath(args.root)
+    ops, import_error = {}, {}
     if args.impl == "official":
         stub_package("fla", os.path.join(root, "fla_old", "fla"))
         sys.path.insert(0, os.path.join(root, "official"))
-        from lit_gpt.gdn2_ops.chunk_gdn2 import chunk_gdn2
     else:
         stub_package("fla", os.path.join(root, "fla_head", "fla"))
-        from fla.ops.gdn2 import chunk_gdn2
+    for m in modes:
+        try:
+            if args.impl == "official":
+                from lit_gpt.gdn2_ops.chunk_gdn2 import chunk_gdn2 as op
+            elif m == "gdn2":
+                from fla.ops.gdn2 import chunk_gdn2 as op
+            elif m == "kda":
+                from fla.ops.kda import chunk_kda as op
+            else:
+                from fla.ops.gated_delta_rule import chunk_gated_delta_rule as op
+            ops[m] = op
+        except Exception as e:  # noqa: BLE001 - any import failure becomes an "error" row
+            import_error[m] = f"import failed: {e!r}"
+            print(f"{args.impl} {m}: {import_error[m]}", flush=True)
 
     dev = "cuda"
     shapes = [(8, 4096, 16, 128, 128), (2, 16384, 16, 128, 128), (1, 65536, 16, 128, 128), (32, 2048, 32, 128, 128)]
@@ -73,20 +102,9 @@ def main():
     if args.shapes is not None:
         shapes = [] if args.shapes == "none" else [shapes[int(i)] for i in args.shapes.split(",")]
     rows = []
-    for (B, T, H, K, V) in shapes:
-        torch.manual_seed(0)
-        q = torch.randn(B, T, H, K, device=dev, dtype=torch.bfloat16, requires_grad=True)
-        k = torch.randn(B, T, H, K, device=dev, dtype=torch.bfloat16, requires_grad=True)
-        v = torch.randn(B, T, H, V, device=dev, dtype=torch.bfloat16, requires_grad=True)
-        g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, K, device=dev, dtype=torch.float32)).detach()
-        g = (g.clamp(min=-0.5)).requires_grad_(True)
-        b = torch.rand(B, T, H, K, device=dev, dtype=torch.bfloat16).requires_grad_(True)
-        w = torch.rand(B, T, H, V, device=dev, dtype=torch.bfloat16).requires_grad_(True)
-        do = torch.randn(B, T, H, V, device=dev, dtype=torch.bfloat16)
 
-        def fwd():
-            return chunk_gdn2(q, k, v, g, b, w, scale=K ** -0.5, use_qk_l2norm_in_kernel=True)
-
+    def timed(fwd, params, do):
+        """(first call s, fwd ms, fwd+bwd ms, peak GB of one fwd+bwd, GB allocated before it)"""
         def fwd_bwd():
             o = fwd()
             o = o[0] if isinstance(o, tuple) else o
@@ -97,9 +115,9 @@ def main():
         torch.cuda.synchronize()
         first = time.time() - t0
         ms_f = triton.testing.do_bench(fwd, warmup=25, rep=200, return_mode="median")
-        ms_fb = triton.testing.do_bench(fwd_bwd, warmup=25, rep=300, return_mode="median", grad_to_none=[q, k, v, g, b, w])
+        ms_fb = triton.testing.do_bench(fwd_bwd, warmup=25, rep=300, return_mode="median", grad_to_none=params)
         # peak memory of one training step, from a reset with the inputs and d_o allocated
-        for x in (q, k, v, g, b, w):
+        for x in params:
             x.grad = None
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
@@ -107,18 +125,63 @@ def main():
         base = torch.cuda.memory_allocated()
         fwd_bwd()
         torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() / 1e9
-        for name, ms in (("fwd", ms_f), ("fwd+bwd", ms_fb)):
-            row = {"impl": args.impl, "name": name, "shape": [B, T, H, K, V], "dtype": "bf16", "ms": round(ms, 4),
-                   "mtok_s": round(B * T / ms / 1e3, 3), "first_call_s": round(first, 1)}
-            if name == "fwd+bwd":
-                row["peak_gb"] = round(peak, 3)
-                row["inputs_gb"] = round(base / 1e9, 3)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        del q, k, v, g, b, w, do
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+        return first, ms_f, ms_fb, torch.cuda.max_memory_allocated() / 1e9, base / 1e9
+
+    for mode in modes:
+        for (B, T, H, K, V) in shapes:
+            base_row = {"impl": args.impl, "shape": [B, T, H, K, V], "dtype": "bf16"}
+            if mode != "gdn2":
+                base_row["mode"] = mode
+            if mode in import_error:
+                for name in ("fwd", "fwd+bwd"):
+                    row = dict(base_row, name=name, error=import_error[mode])
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                continue
+            op = ops[mode]
+            torch.manual_seed(0)
+            q = torch.randn(B, T, H, K, device=dev, dtype=torch.bfloat16, requires_grad=True)
+            k = torch.randn(B, T, H, K, device=dev, dtype=torch.bfloat16, requires_grad=True)
+            v = torch.randn(B, T, H, V, device=dev, dtype=torch.bfloat16, requires_grad=True)
+            # g: per channel [B,T,H,K] (gdn2, kda) or one per head [B,T,H] (gdn)
+            gshape = (B, T, H) if mode == "gdn" else (B, T, H, K)
+            g = torch.nn.functional.logsigmoid(torch.randn(*gshape, device=dev, dtype=torch.float32)).detach()
+            g = (g.clamp(min=-0.5)).requires_grad_(True)
+            do = torch.randn(B, T, H, V, device=dev, dtype=torch.bfloat16)
+            if mode == "gdn2":
+                b = torch.rand(B, T, H, K, device=dev, dtype=torch.bfloat16).requires_grad_(True)
+                w = torch.rand(B, T, H, V, device=dev, dtype=torch.bfloat16).requires_grad_(True)
+                params = [q, k, v, g, b, w]
+
+                def fwd():
+                    return op(q, k, v, g, b, w, scale=K ** -0.5, use_qk_l2norm_in_kernel=True)
+            else:
+                beta = torch.rand(B, T, H, device=dev, dtype=torch.bfloat16).requires_grad_(True)
+                params = [q, k, v, g, beta]
+
+                def fwd():
+                    return op(q, k, v, g, beta, scale=K ** -0.5, use_qk_l2norm_in_kernel=True)
+            try:
+                first, ms_f, ms_fb, peak, base = timed(fwd, params, do)
+            except Exception as e:  # noqa: BLE001 - a peer op that fails at a shape: an "error" row, go on
+                for name in ("fwd", "fwd+bwd"):
+                    row = dict(base_row, name=name, error=f"run failed: {e!r}"[:500])
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                q = k = v = g = do = params = b = w = beta = fwd = None  # free this shape's tensors (all modes)
+                torch.cuda.empty_cache()
+                continue
+            for name, ms in (("fwd", ms_f), ("fwd+bwd", ms_fb)):
+                row = dict(base_row, name=name, ms=round(ms, 4), mtok_s=round(B * T / ms / 1e3, 3),
+                           first_call_s=round(first, 1))
+                if name == "fwd+bwd":
+                    row["peak_gb"] = round(peak, 3)
+                    row["inputs_gb"] = round(base, 3)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            q = k = v = g = do = params = b = w = beta = fwd = None  # free this shape's tensors (all modes)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
 
     dec = []
     if args.decode and args.impl == "official":

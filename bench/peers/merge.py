@@ -6,6 +6,10 @@ RUN_DIR holds cuda_ops.json (bench/cuda_ops), peers_official.log / peers_fla.log
 printed by bench_peers.py; the .log is read so that a run cut short still counts) and env.txt.
 A peer figure missing from the run is left null. --commit names the commit the run measured (the
 device's copy of the tree has no git history).
+KDA / GDN (issue 15): cuda_ops.json's "collapsed" rows (bench/cuda_ops --modes kda,gdn: the GDN-2
+kernels on collapsed inputs) are paired with fla's rows of the same "mode" (chunk_kda,
+chunk_gated_delta_rule), shape and name (fwd, fwd+bwd) into "collapsed" / a table of their own;
+ratio = fla ms / our end-to-end ms (broadcast and fold included). The gdn2 rows are unchanged.
 """
 import json
 import os
@@ -39,11 +43,15 @@ def main():
     out = sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else "bench/results/h200-ops"
     commit = sys.argv[sys.argv.index("--commit") + 1] if "--commit" in sys.argv else None
     ours = json.load(open(os.path.join(run, "cuda_ops.json")))
-    peers, peak_off, dec_off = {}, {}, {}
+    peers, peak_off, dec_off, mode_rows = {}, {}, {}, {}
     for impl in ("official", "fla"):
         for r in read_rows(os.path.join(run, f"peers_{impl}.log")):
             if "N" in r:
                 dec_off[r["N"]] = r
+            elif r.get("mode", "gdn2") != "gdn2":  # kda / gdn: paired with our "collapsed" rows
+                mode_rows[(impl, r["mode"], r["name"], tuple(r["shape"]))] = r
+            elif "error" in r:
+                pass  # a gdn2 peer that did not run: its figures stay null
             else:
                 peers[(impl, r["name"], tuple(r["shape"]))] = r["ms"]
                 if "peak_gb" in r:
@@ -83,8 +91,20 @@ def main():
         for k in ("gdn2_b2b", "gdn2_cold"):
             row[f"gbps_{k}"], row[f"share_{k}"] = share(row[f"us_{k}"], nb, copy)
         dec16.append(row)
+    col = []
+    for c in ours.get("collapsed", []):
+        f = mode_rows.get(("fla", c["mode"], c["name"], tuple(c["shape"])), {})
+        mf = f.get("ms")
+        col.append({"mode": c["mode"], "name": c["name"], "shape": c["shape"], "dtype": c["dtype"],
+                    "ms_gdn2": c["ms_gdn2"], "ms_expand": c.get("ms_expand"), "ms_total": c.get("ms_total"),
+                    "ms_fla": mf, "ratio_fla": round(mf / c["ms_total"], 3) if mf and c.get("ms_total") else None,
+                    "ratio_fla_kernel_only": round(mf / c["ms_gdn2"], 3) if mf else None,
+                    "mtok_s_gdn2": c.get("mtok_s"), "peak_gb_gdn2": c.get("peak_gb_gdn2"),
+                    "peak_gb_fla": f.get("peak_gb"), "fla_error": f.get("error"), "note": c.get("note")})
     res = {"device": ours.get("device"), "commit": commit, "env": env, "validated": ours.get("validated", False),
            "copy_gbps": copy, "workloads": wl, "decode": dec}
+    if col:
+        res["collapsed"] = col
     if dec16:
         res["decode_bf16_state"] = dec16
     with open(out + ".json.tmp", "w") as f:
@@ -109,6 +129,25 @@ def main():
     if missing:
         lines += ["", "'-' for the official: not measured in this run (" + ", ".join(str(m) for m in missing) +
                   "; the official Triton kernels autotune each new shape, ~200 s on a fresh machine)."]
+    if col:
+        fla_names = {"kda": "chunk_kda", "gdn": "chunk_gated_delta_rule"}
+        lines += ["", "KDA / GDN: ours is the GDN-2 CUDA kernel on collapsed inputs (no KDA/GDN-specialised kernel): "
+                  "b = w = beta broadcast (GDN: g too, from one decay per head) by the model's gate kernel, the backward's "
+                  "dbeta (and GDN's dg) folded back by its gate backward; fla: " +
+                  ", ".join(f"{m} = fla.ops {n}" for m, n in fla_names.items()) + " (peers/fla_head). "
+                  "ours total = broadcast + chunk fwd (+ chunk bwd + fold), end to end; fla/ours = fla ms / ours total "
+                  "(above 1: ours faster); fla/kernel = fla ms / our chunk call(s) alone.", "",
+                  "| mode | op | (B,T,H,K,V) | ours chunk ms | ours expand ms | ours total ms | fla ms | fla/ours | fla/kernel | "
+                  "peak GB ours | peak GB fla |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for c in col:
+            fla = f3(c["ms_fla"]) if c["fla_error"] is None else "error"
+            lines.append(f"| {c['mode']} | {c['name']} | {tuple(c['shape'])} | {c['ms_gdn2']:.3f} | {f3(c['ms_expand'])} | "
+                         f"{f3(c['ms_total'])} | {fla} | {f3(c['ratio_fla'])} | {f3(c['ratio_fla_kernel_only'])} | "
+                         f"{f2(c['peak_gb_gdn2'])} | {f2(c['peak_gb_fla'])} |")
+        errs = sorted({c["fla_error"] for c in col if c["fla_error"]})
+        if errs:
+            lines += ["", "fla errors: " + "; ".join(errs)]
     lines += ["", "ratio = peer ms / gdn2 ms (above 1: gdn2 faster); fwd+bwd is a training step (gdn2: "
               "fwd(keep_for_backward) + bwd(reuse_forward); '(recompute)': plain fwd + bwd). Peak GB: every allocation "
               "live at the step's peak, inputs and d_o included (gdn2: inputs, d_o, o, gradients, workspace; official: "

@@ -9,6 +9,11 @@
 # peers/{official,fla_old,fla_head} (git archives of the peer commits, bench/peers/bench_peers.py),
 # optionally .triton/<impl>.tgz (a Triton cache from an earlier call). GDN2_FIXTURES: the fixture folder
 # (default tests/fixtures/official). COMMIT: the commit the tree is (the device copy has no history).
+# OPS_MODES (issue 15), e.g. OPS_MODES=gdn2,kda,gdn: the chunk rows the "bench" phase (bench/cuda_ops
+# --modes) and the "peers_fla" phase (bench_peers.py --modes) time; kda / gdn are fla's chunk_kda /
+# chunk_gated_delta_rule against our GDN-2 kernels on collapsed inputs (merge.py pairs them by mode).
+# Unset: cuda_ops times gdn2 only, bench_peers.py --impl fla its default (all three). peers_official
+# always times gdn2 only. kda,gdn add validation and timing: raise BENCH_TIMEOUT / PEER_TIMEOUT.
 PHASES="$1"; QUICK="$2"
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH
@@ -29,7 +34,7 @@ if [[ " $PHASES " == *" test "* ]]; then
 fi
 if [[ " $PHASES " == *" bench "* ]]; then
   t0=$(date +%s)
-  timeout ${BENCH_TIMEOUT:-300} ./build/bench/cuda_ops "$OUT/cuda_ops.json" $QUICK > "$OUT/cuda_ops.log" 2>&1; echo "bench rc=$? $(( $(date +%s) - t0 )) s"
+  timeout ${BENCH_TIMEOUT:-300} ./build/bench/cuda_ops "$OUT/cuda_ops.json" $QUICK ${OPS_MODES:+--modes $OPS_MODES} > "$OUT/cuda_ops.log" 2>&1; echo "bench rc=$? $(( $(date +%s) - t0 )) s"
   tail -32 "$OUT/cuda_ops.log"
 fi
 for impl in official fla; do
@@ -39,7 +44,8 @@ for impl in official fla; do
     [ -f .triton/$impl.tgz ] && tar xzf .triton/$impl.tgz -C $TRITON_CACHE_DIR
     t0=$(date +%s)
     PYTHONUNBUFFERED=1 timeout ${PEER_TIMEOUT:-280} python3 bench/peers/bench_peers.py --impl $impl --root peers \
-      --out "$OUT/peers_$impl.json" $QUICK $( [ $impl = official ] && echo --decode ) > "$OUT/peers_$impl.log" 2>&1
+      --out "$OUT/peers_$impl.json" $QUICK $( [ $impl = official ] && echo --decode ) \
+      $( [ $impl = fla ] && [ -n "$OPS_MODES" ] && echo --modes $OPS_MODES ) > "$OUT/peers_$impl.log" 2>&1
     echo "peers $impl rc=$? $(( $(date +%s) - t0 )) s"; tail -16 "$OUT/peers_$impl.log"
     [ -f .triton/$impl.tgz ] || { tar czf "$OUT/triton_$impl.tgz" -C $TRITON_CACHE_DIR .; ls -la "$OUT/triton_$impl.tgz"; }
   fi
