@@ -722,7 +722,14 @@ int main(int argc, char **argv) {
     int quick = 0, all_recompute = 0, verify_only = 0, modes = MODE_GDN2;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
-        else if (!strcmp(argv[i], "--modes") && i + 1 < argc && parse_modes(argv[i + 1]) > 0) modes = parse_modes(argv[++i]);
+        else if (!strcmp(argv[i], "--modes")) {
+            if (i + 1 >= argc || (modes = parse_modes(argv[i + 1])) < 0) {
+                fprintf(stderr, "cuda_ops: --modes %s: expected a comma list of gdn2, kda, gdn (e.g. gdn2,kda,gdn)\n",
+                        i + 1 < argc ? argv[i + 1] : "(missing)");
+                return 2;
+            }
+            i++;
+        }
         else if (!strcmp(argv[i], "--all-recompute")) all_recompute = 1;
         else if (!strcmp(argv[i], "--verify")) verify_only = 1;
         else if (argv[i][0] == '-') {
