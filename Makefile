@@ -127,8 +127,11 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
 
+# the suite tests this build: its CLI, its shared library and `make install` of it (each test reads
+# GDN2_CLI, GDN2_LIB, GDN2_BUILD; set one to test something else)
 test: all
-	@sh tests/run.sh $(BUILD)
+	@GDN2_CLI=$${GDN2_CLI:-$(BUILD)/gdn2} GDN2_LIB=$${GDN2_LIB:-$(BUILD)/libgdn2.so} GDN2_BUILD=$${GDN2_BUILD:-$(BUILD)} \
+	    sh tests/run.sh $(BUILD)
 
 # ---- shared library, install, pkg-config ---------------------------------------------------------
 # `make lib-shared` builds $(BUILD)/libgdn2.so.$(VERSION) (soname libgdn2.so.MAJOR) with the

@@ -45,9 +45,11 @@ int main(void) {
     /* build/libgdn2.so tells how the build was configured: linked to cudart = CUDA=1 */
     const char *so = getenv("GDN2_LIB") && *getenv("GDN2_LIB") ? getenv("GDN2_LIB") : "build/libgdn2.so";
     int cuda = run("readelf -d '%s' | grep -q cudart", so) == 0;
+    /* the build folder to install from (make test sets GDN2_BUILD to its BUILD) */
+    const char *bd = getenv("GDN2_BUILD") && *getenv("GDN2_BUILD") ? getenv("GDN2_BUILD") : "build";
     char prefix[512];
     snprintf(prefix, sizeof prefix, "%s/usr", g_dir);
-    rc = run("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s install PREFIX='%s' CUDA=%d 2>&1", prefix, cuda);
+    rc = run("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s install BUILD='%s' PREFIX='%s' CUDA=%d 2>&1", bd, prefix, cuda);
     CHECK(rc == 0, "make install PREFIX=%s CUDA=%d: exit %d %s", prefix, cuda, rc, rc ? g_out : "");
     if (rc) return test_summary();
     rc = run("cd '%s' && ls bin/gdn2 include/gdn2/gdn2.h include/gdn2/gdn2_ops.h include/gdn2/gdn2_export.h "
@@ -87,12 +89,12 @@ int main(void) {
     CHECK(rc == 0, "installed CLI runs: gdn2 --help exit %d", rc);
 
     /* DESTDIR staging: files under DESTDIR, gdn2.pc naming the final PREFIX */
-    rc = run("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s install DESTDIR='%s/stage' PREFIX=/opt/gdn2 CUDA=%d 2>&1 && "
+    rc = run("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s install BUILD='%s' DESTDIR='%s/stage' PREFIX=/opt/gdn2 CUDA=%d 2>&1 && "
              "grep -x 'prefix=/opt/gdn2' '%s/stage/opt/gdn2/lib/pkgconfig/gdn2.pc' && "
-             "test -f '%s/stage/opt/gdn2/lib/libgdn2.so.0.1.0'", g_dir, cuda, g_dir, g_dir);
+             "test -f '%s/stage/opt/gdn2/lib/libgdn2.so.0.1.0'", bd, g_dir, cuda, g_dir, g_dir);
     CHECK(rc == 0, "make install DESTDIR=... PREFIX=/opt/gdn2: staged, gdn2.pc says prefix=/opt/gdn2%s%s",
           rc ? ": " : "", rc ? g_out : "");
-    rc = run("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s uninstall PREFIX='%s' 2>&1 && cd '%s' && find . -name '*gdn2*' | sort | tr '\\n' ' '", prefix, prefix);
+    rc = run("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s uninstall BUILD='%s' PREFIX='%s' 2>&1 && cd '%s' && find . -name '*gdn2*' | sort | tr '\\n' ' '", bd, prefix, prefix);
     CHECK(rc == 0 && g_out[0] == 0, "make uninstall removes every installed file (left: %s)", g_out[0] ? g_out : "none");
     run("rm -rf '%s'", g_dir);
     return test_summary();
