@@ -6,7 +6,7 @@
  *   build/bench/decode_model [--configs gdn2_1.3B,swa_gdn2_1.3B] [--batches 1,16,64,256]
  *                            [--contexts 1024,8192,32768,131072] [--steps 20] [--warmup 3]
  *                            [--prefill 4096,32768,131072 | none] [--prefill-chunk 8192]
- *                            [--no-validate] [--json OUT.json | --out-dir DIR]
+ *                            [--no-validate] [--no-profile] [--json OUT.json | --out-dir DIR]
  *
  * Output: a table on stdout and JSON {"device", ..., "decode": [{config, batch, context, tok_s,
  * step_us, floor_us, ...}, ...], "prefill": [{config, tokens, chunk, ms, tok_s}, ...]} written (to a
@@ -46,6 +46,12 @@
  * row written; and the copy bandwidth is cudaMemcpy device-to-device measured here (bytes read +
  * bytes written per second, best of 10 copies of 1 GiB).
  *
+ * Profile (--no-profile skips it): at the first context of each (config, batch), one more step op by
+ * op with every backend op bracketed by CUDA events and synchronised (bench/op_profile.h): the row's
+ * "profile_us" {step, ops_sum, between, ops: {name: [us, calls]}} says where a step goes — the
+ * kernels (ops_sum) or what runs between them (launches, host work). A profiled step is slower than
+ * a timed one (each op waits for the previous): a breakdown, not a timing.
+ *
  * Validation before timing (exit 1, nothing timed; --no-validate skips it): tiny and hybrid_tiny
  * (a 32-token SWA window: the ring wraps) prefill 4 slots and take 8 steps over shuffled slot
  * subsets on the CPU and on the GPU from the same weights, and each config of the run takes a short
@@ -62,6 +68,7 @@
 #include "gdn2_cuda.h"
 #include "gdn2_model.h"
 #include "util/internal.h"
+#include "op_profile.h"
 
 #define MAX_LIST 16
 
@@ -339,7 +346,7 @@ int main(int argc, char **argv) {
     const char *configs = "gdn2_1.3B,swa_gdn2_1.3B", *json = NULL, *out_dir = "bench/results";
     const char *batches_s = "1,16,64,256", *contexts_s = "1024,8192,32768,131072";
     const char *prefill_s = "4096,32768,131072";
-    int steps = 20, warmup = 3, do_validate = 1, prefill_chunk = 8192;
+    int steps = 20, warmup = 3, do_validate = 1, prefill_chunk = 8192, profile = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--configs") && v) configs = v, i++;
@@ -352,11 +359,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--prefill") && v) prefill_s = v, i++;
         else if (!strcmp(a, "--prefill-chunk") && v) prefill_chunk = atoi(v), i++;
         else if (!strcmp(a, "--no-validate")) do_validate = 0;
+        else if (!strcmp(a, "--no-profile")) profile = 0;
         else {
             fprintf(stderr,
                     "usage: decode_model [--configs A,B] [--batches 1,16,64,256] [--contexts 1024,8192,32768,131072] "
                     "[--steps N] [--warmup N] [--prefill 4096,32768,131072 | --prefill none] [--prefill-chunk 8192] "
-                    "[--no-validate] [--json OUT | --out-dir DIR]\n(unknown or incomplete option "
+                    "[--no-validate] [--no-profile] [--json OUT | --out-dir DIR]\n(unknown or incomplete option "
                     "'%s')\n",
                     a);
             return 2;
@@ -481,21 +489,55 @@ int main(int argc, char **argv) {
                 }
                 const int graphed = m->cuda_graph && gdn2_model_state_cuda_graphs(s) > 0;
                 const double med = median_us(us, steps);
+                /* the profiled step (op by op, each op synchronised), at the first context */
+                double prof_us = 0;
+                if (profile && xi == 0) {
+                    m->cuda_graph = 0;
+                    profile_reset();
+                    profile_on(m->be);
+                    for (int64_t i = 0; i < B; i++) tok[i] = rand_tok(m->cfg.vocab_size);
+                    const double a = gdn2_now();
+                    st = gdn2_model_step_slots(m, s, B, NULL, NULL, tok, lg);
+                    prof_us = (gdn2_now() - a) * 1e6;
+                    profile_off(m->be);
+                    m->cuda_graph = 1;
+                    if (st) {
+                        fprintf(stderr, "decode_model: %s batch %lld: the profiled step: %s\n", names[ci], (long long)B,
+                                gdn2_last_error());
+                        rc = 1;
+                        break;
+                    }
+                }
                 const double fb = floor_bytes(m, s, B, C), fl = fb / bw * 1e6;
                 printf("%-14s batch %4lld context %7lld: step %9.1f us (%s), %10.1f tok/s, %.0f%% of the floor %.1f us "
                        "(%.2f GB); eager %9.1f us, %.0f%%; with device sampling, no logits %9.1f us\n",
                        names[ci], (long long)B, (long long)C, med, graphed ? "graph" : "graph FAILED, eager",
                        (double)B / (med * 1e-6), 100.0 * fl / med, fl, fb / 1e9, med_e, 100.0 * fl / med_e, med_s);
+                if (prof_us > 0) {
+                    printf("  profiled step (op by op, each op synchronised): %.1f us, ops %.1f us, between ops %.1f us; "
+                           "per op (us, calls):", prof_us, profile_sum() * 1e3, prof_us - profile_sum() * 1e3);
+                    profile_print(stdout, 1e3);
+                    printf("\n");
+                }
                 fflush(stdout);
                 if (f) {
                     fprintf(f, "%s\n  {\"config\": \"%s\", \"batch\": %lld, \"context\": %lld, \"tok_s\": %.1f, "
                                "\"step_us\": %.1f, \"floor_us\": %.1f, \"cuda_graph\": %s, \"floor_pct\": %.1f, "
                                "\"tok_s_eager\": %.1f, \"step_us_eager\": %.1f, \"floor_pct_eager\": %.1f, "
                                "\"floor_bytes\": %.0f, \"step_us_min\": %.1f, \"state_gb\": %.3f, "
-                               "\"step_us_sampled\": %.1f, \"tok_s_sampled\": %.1f}",
+                               "\"step_us_sampled\": %.1f, \"tok_s_sampled\": %.1f",
                             first ? "" : ",", names[ci], (long long)B, (long long)C, (double)B / (med * 1e-6), med, fl,
                             graphed ? "true" : "false", 100.0 * fl / med, (double)B / (med_e * 1e-6), med_e,
                             100.0 * fl / med_e, fb, us[0], need / 1e9, med_s, (double)B / (med_s * 1e-6));
+                    if (prof_us > 0) {
+                        fprintf(f, ", \"profile_us\": {\"step\": %.1f, \"ops_sum\": %.1f, \"between\": %.1f, \"ops\": {",
+                                prof_us, profile_sum() * 1e3, prof_us - profile_sum() * 1e3);
+                        for (int i = 0, fo = 1; i < N_OP; i++)
+                            if (g_op_n[i])
+                                fprintf(f, "%s\"%s\": [%.1f, %d]", fo ? "" : ", ", k_op[i], g_op_ms[i] * 1e3, g_op_n[i]), fo = 0;
+                        fprintf(f, "}}");
+                    }
+                    fprintf(f, "}");
                     first = 0;
                 }
             }

@@ -34,115 +34,7 @@
 enum { FAM_GEMM, FAM_GDN2, FAM_ATTN, FAM_REST, N_FAM };
 static double g_ms[N_FAM];
 
-/* ---- per-op timing through the backend table ------------------------------------------- */
-/* Each op of the table is wrapped: CUDA events around the call, synchronised (gdn2_cuda_timer_*),
- * summed per op name; the families of the summary are GEMM (linear_fwd/bwd), GDN-2 (gdn2_fwd/bwd),
- * attention (rope_split(_bwd), attn_fwd/bwd) and the rest (every other op, and what runs between
- * ops). */
-enum {
-    OP_linear_fwd, OP_linear_bwd, OP_gdn2_fwd, OP_gdn2_bwd, OP_rope_split, OP_rope_split_bwd, OP_attn_fwd,
-    OP_attn_bwd, OP_cast, OP_add, OP_embed_fwd, OP_embed_bwd, OP_gather_rows, OP_scatter_rows, OP_sigmoid,
-    OP_rmsnorm_fwd, OP_rmsnorm_bwd, OP_rmsnorm_swish_fwd, OP_rmsnorm_swish_bwd, OP_conv_silu_fwd,
-    OP_conv_silu_bwd, OP_gates_fwd, OP_gates_bwd, OP_swiglu_fwd, OP_swiglu_bwd, OP_xent, OP_sumsq, OP_scale,
-    OP_adamw, OP_copy, OP_zero, OP_upload, OP_download, N_OP
-};
-static const char *const k_op[N_OP] = {
-    "linear_fwd", "linear_bwd", "gdn2_fwd", "gdn2_bwd", "rope_split", "rope_split_bwd", "attn_fwd", "attn_bwd",
-    "cast", "add", "embed_fwd", "embed_bwd", "gather_rows", "scatter_rows", "sigmoid", "rmsnorm_fwd",
-    "rmsnorm_bwd", "rmsnorm_swish_fwd", "rmsnorm_swish_bwd", "conv_silu_fwd", "conv_silu_bwd", "gates_fwd",
-    "gates_bwd", "swiglu_fwd", "swiglu_bwd", "xent", "sumsq", "scale", "adamw", "copy", "zero", "upload",
-    "download"};
-static double g_op_ms[N_OP];
-static int g_op_n[N_OP];
-static gdn2_backend g_orig;
-#define TIMED(op, call)                                                                            \
-    do {                                                                                           \
-        gdn2_cuda_timer_start();                                                                   \
-        int rc_ = (call);                                                                          \
-        double ms_ = gdn2_cuda_timer_stop();                                                       \
-        if (ms_ > 0) g_op_ms[op] += ms_;                                                           \
-        g_op_n[op]++;                                                                              \
-        return rc_;                                                                                \
-    } while (0)
-/* one wrapper per op: W(name, (params), (args)) */
-#define W(name, params, args) \
-    static int p_##name params { TIMED(OP_##name, g_orig.name args); }
-W(linear_fwd, (gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *Wt, const float *bias,
-               void *Y, int ydt, int acc), (be, N, in, out, X, Wt, bias, Y, ydt, acc))
-W(linear_bwd, (gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *Wt, const void *dY,
-               void *dX, int acc, float *dW, float *db), (be, N, in, out, X, Wt, dY, dX, acc, dW, db))
-W(gdn2_fwd, (gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q, const void *k,
-             const void *v, const float *g, const void *b, const void *w, const float *h0, void *o, float *ht),
-  (be, kernel, dm, op, q, k, v, g, b, w, h0, o, ht))
-W(gdn2_bwd, (gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q, const void *k,
-             const void *v, const float *g, const void *b, const void *w, const float *h0, const void *d_o, void *dq,
-             void *dk, void *dv, float *dg, void *db, void *dw),
-  (be, kernel, dm, op, q, k, v, g, b, w, h0, d_o, dq, dk, dv, dg, db, dw))
-W(rope_split, (gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *qkv, void *q, void *k,
-               void *v), (be, a, B, T, qkv, q, k, v))
-W(rope_split_bwd, (gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *dq, const void *dk,
-                   const void *dv, void *dqkv), (be, a, B, T, dq, dk, dv, dqkv))
-W(attn_fwd, (gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *q, const void *k,
-             const void *v, void *o, float *lse), (be, a, B, T, q, k, v, o, lse))
-W(attn_bwd, (gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *q, const void *k,
-             const void *v, const void *o, const float *lse, const void *dO, void *dq, void *dk, void *dv),
-  (be, a, B, T, q, k, v, o, lse, dO, dq, dk, dv))
-W(cast, (gdn2_backend *be, size_t n, const void *x, int xdt, void *y, int ydt), (be, n, x, xdt, y, ydt))
-W(add, (gdn2_backend *be, size_t n, const float *a, const void *b, float *out), (be, n, a, b, out))
-W(embed_fwd, (gdn2_backend *be, int64_t N, int64_t d, const int32_t *t, const float *wte, float *out),
-  (be, N, d, t, wte, out))
-W(embed_bwd, (gdn2_backend *be, int64_t N, int64_t d, const int32_t *th, const int32_t *t, const float *dout,
-              float *dwte), (be, N, d, th, t, dout, dwte))
-W(gather_rows, (gdn2_backend *be, int64_t nr, int64_t d, const int64_t *rows, const void *src, void *dst),
-  (be, nr, d, rows, src, dst))
-W(scatter_rows, (gdn2_backend *be, int64_t nr, int64_t N, int64_t d, const int64_t *rows, const void *src, void *dst),
-  (be, nr, N, d, rows, src, dst))
-W(sigmoid, (gdn2_backend *be, size_t n, void *x), (be, n, x))
-W(rmsnorm_fwd, (gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, float eps, void *y,
-                float *rstd), (be, N, D, x, w, eps, y, rstd))
-W(rmsnorm_bwd, (gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, const float *rstd,
-                const void *dy, float *dx, int acc, float *dw), (be, N, D, x, w, rstd, dy, dx, acc, dw))
-W(rmsnorm_swish_fwd, (gdn2_backend *be, int64_t N, int64_t D, const void *x, const void *gate, const float *w,
-                      float eps, void *y), (be, N, D, x, gate, w, eps, y))
-W(rmsnorm_swish_bwd, (gdn2_backend *be, int64_t N, int64_t D, const void *x, const void *gate, const float *w,
-                      float eps, const void *dy, void *dx, void *dgate, float *dw),
-  (be, N, D, x, gate, w, eps, dy, dx, dgate, dw))
-W(conv_silu_fwd, (gdn2_backend *be, int64_t B, int64_t T, int64_t D, int64_t Wd, const void *x, const float *hist,
-                  size_t hs, const float *w, void *y), (be, B, T, D, Wd, x, hist, hs, w, y))
-W(conv_silu_bwd, (gdn2_backend *be, int64_t B, int64_t T, int64_t D, int64_t Wd, const void *x, const float *hist,
-                  size_t hs, const float *w, const void *dy, void *dx, float *dw), (be, B, T, D, Wd, x, hist, hs, w, dy, dx, dw))
-W(gates_fwd, (gdn2_backend *be, int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, int64_t V, float cb,
-              const void *f, const void *sb, const void *sw, const float *A, const float *dt, float *g, void *b,
-              void *w), (be, mixer, N, H, HV, K, V, cb, f, sb, sw, A, dt, g, b, w))
-W(gates_bwd, (gdn2_backend *be, int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, int64_t V, float cb,
-              const void *f, const void *sb, const void *sw, const float *g, const float *A, const float *dt,
-              const float *dg, const void *db, const void *dw, void *df, void *dpb, void *dpw, float *dA, float *ddt),
-  (be, mixer, N, H, HV, K, V, cb, f, sb, sw, g, A, dt, dg, db, dw, df, dpb, dpw, dA, ddt))
-W(swiglu_fwd, (gdn2_backend *be, size_t n, const void *h1, const void *h2, void *a), (be, n, h1, h2, a))
-W(swiglu_bwd, (gdn2_backend *be, size_t n, const void *h1, const void *h2, void *d1, void *d2), (be, n, h1, h2, d1, d2))
-W(xent, (gdn2_backend *be, int64_t N, int64_t Vp, const float *lg, const int32_t *t, float sc, void *dl, float *loss),
-  (be, N, Vp, lg, t, sc, dl, loss))
-W(sumsq, (gdn2_backend *be, size_t n, const float *g, double *out), (be, n, g, out))
-W(scale, (gdn2_backend *be, size_t n, float *x, float k), (be, n, x, k))
-W(adamw, (gdn2_backend *be, const gdn2_adamw_seg *segs, int ns, const gdn2_adamw_hyper *h, float *w, const float *g,
-          float *m, float *v, void *wa), (be, segs, ns, h, w, g, m, v, wa))
-W(copy, (gdn2_backend *be, void *dst, const void *src, size_t bytes), (be, dst, src, bytes))
-W(zero, (gdn2_backend *be, void *p, size_t bytes), (be, p, bytes))
-W(upload, (gdn2_backend *be, void *dst, const void *src, size_t bytes), (be, dst, src, bytes))
-W(download, (gdn2_backend *be, void *dst, const void *src, size_t bytes), (be, dst, src, bytes))
-#undef W
-
-static void profile_on(gdn2_backend *be) {
-    g_orig = *be;
-#define S(name) be->name = p_##name
-    S(linear_fwd), S(linear_bwd), S(gdn2_fwd), S(gdn2_bwd), S(rope_split), S(rope_split_bwd), S(attn_fwd);
-    S(attn_bwd), S(cast), S(add), S(embed_fwd), S(embed_bwd), S(gather_rows), S(scatter_rows), S(sigmoid);
-    S(rmsnorm_fwd), S(rmsnorm_bwd), S(rmsnorm_swish_fwd), S(rmsnorm_swish_bwd), S(conv_silu_fwd);
-    S(conv_silu_bwd), S(gates_fwd), S(gates_bwd), S(swiglu_fwd), S(swiglu_bwd), S(xent), S(sumsq), S(scale);
-    S(adamw), S(copy), S(zero), S(upload), S(download);
-#undef S
-}
-static void profile_off(gdn2_backend *be) { *be = g_orig; }
+#include "op_profile.h"
 
 /* one training step as the official harness times it: forward, backward, clip at 1.0, AdamW, sync */
 static int train_step(gdn2_model *m, gdn2_adamw *opt, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T,
@@ -264,6 +156,7 @@ int main(int argc, char **argv) {
     const double mfu = fl * tok_s / 989e12;
     double split_total = 0;
     if (profile) {
+        profile_reset();
         profile_on(m->be);
         double t0 = gdn2_now();
         st = train_step(m, &opt, tok, tgt, B, T, &loss);
@@ -284,12 +177,9 @@ int main(int argc, char **argv) {
                "rest %.1f ms\n",
                split_total, g_ms[FAM_GEMM], g_ms[FAM_GDN2], g_ms[FAM_ATTN], g_ms[FAM_REST]);
     if (profile) {
-        double other = split_total;
-        for (int i = 0; i < N_OP; i++) other -= g_op_ms[i];
         printf("  per op (ms, calls):");
-        for (int i = 0; i < N_OP; i++)
-            if (g_op_n[i]) printf(" %s %.1f/%d", k_op[i], g_op_ms[i], g_op_n[i]);
-        printf("; between ops %.1f\n", other);
+        profile_print(stdout, 1);
+        printf("; between ops %.1f\n", split_total - profile_sum());
     }
     if (json) {
         FILE *f = fopen(json, "w");
