@@ -127,16 +127,19 @@ def main():
         torch.cuda.synchronize()
         return first, ms_f, ms_fb, torch.cuda.max_memory_allocated() / 1e9, base / 1e9
 
+    def error_rows(base_row, msg):
+        for name in ("fwd", "fwd+bwd"):
+            row = dict(base_row, name=name, error=msg[:500])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
     for mode in modes:
         for (B, T, H, K, V) in shapes:
             base_row = {"impl": args.impl, "shape": [B, T, H, K, V], "dtype": "bf16"}
             if mode != "gdn2":
                 base_row["mode"] = mode
             if mode in import_error:
-                for name in ("fwd", "fwd+bwd"):
-                    row = dict(base_row, name=name, error=import_error[mode])
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
+                error_rows(base_row, import_error[mode])
                 continue
             op = ops[mode]
             torch.manual_seed(0)
@@ -164,21 +167,16 @@ def main():
             try:
                 first, ms_f, ms_fb, peak, base = timed(fwd, params, do)
             except Exception as e:  # noqa: BLE001 - a peer op that fails at a shape: an "error" row, go on
-                for name in ("fwd", "fwd+bwd"):
-                    row = dict(base_row, name=name, error=f"run failed: {e!r}"[:500])
+                error_rows(base_row, f"run failed: {e!r}")
+            else:
+                for name, ms in (("fwd", ms_f), ("fwd+bwd", ms_fb)):
+                    row = dict(base_row, name=name, ms=round(ms, 4), mtok_s=round(B * T / ms / 1e3, 3),
+                               first_call_s=round(first, 1))
+                    if name == "fwd+bwd":
+                        row["peak_gb"] = round(peak, 3)
+                        row["inputs_gb"] = round(base, 3)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-                q = k = v = g = do = params = b = w = beta = fwd = None  # free this shape's tensors (all modes)
-                torch.cuda.empty_cache()
-                continue
-            for name, ms in (("fwd", ms_f), ("fwd+bwd", ms_fb)):
-                row = dict(base_row, name=name, ms=round(ms, 4), mtok_s=round(B * T / ms / 1e3, 3),
-                           first_call_s=round(first, 1))
-                if name == "fwd+bwd":
-                    row["peak_gb"] = round(peak, 3)
-                    row["inputs_gb"] = round(base, 3)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
             q = k = v = g = do = params = b = w = beta = fwd = None  # free this shape's tensors (all modes)
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
