@@ -1,8 +1,8 @@
 #!/bin/bash
 # One device call: build the CUDA parts, run the GPU tests, our benchmark, the peers.
 # usage (on the device, from the tree's root): dev/cuda/device_run.sh "build test bench peers_official peers_fla" [--quick]
-#   model phases (issue 16, the GPU model path): "model_build model_test demo train_bench official_train"
-#   inference and the rest: "decode decode_peer serve_load verify python swap nccl1" (after model_build;
+#   model phases (issue 16, the GPU model path): "model_build model_test demo demo_sweep train_bench official_train"
+#   inference and the rest: "decode decode_prof decode_peer serve_load verify python swap nccl1" (after model_build;
 #   decode_peer needs peers/fla_head, no build)
 #   (official_train needs peers/p4/{official/lit_gpt,fla,shim/flash_attn} and peers/official_train_bench.py)
 # Needs beside it: .debs (libcjson1 + libcjson-dev .deb files: `apt-get download libcjson1 libcjson-dev`),
@@ -114,6 +114,29 @@ if [[ " $PHASES " == *" decode "* ]]; then
     ./build/gdn2 eval --model /tmp/t.safetensors --task mqar --lengths 64 --samples 20 --device cuda --out /tmp/ev; echo "eval rc=$?";
     ./build/gdn2 eval --model /tmp/t.safetensors --task mqar --lengths 64 --samples 20 --out /tmp/ev_cpu; echo "eval cpu rc=$?"; } >> "$OUT/cli_gpu.log" 2>&1
   tail -8 "$OUT/cli_gpu.log"
+fi
+if [[ " $PHASES " == *" decode_prof "* ]]; then
+  # issue 13: where a batch-1 step goes. The op-by-op profile (bench/op_profile.h) of one eager step of
+  # each config at batch 1 and 16 (no prefill, one context), then ncu's per-kernel duration and DRAM
+  # bytes of one eager step of gdn2_1.3B at batch 1 (no nsys on the device: KINDS.md)
+  t0=$(date +%s)
+  timeout ${DECODE_TIMEOUT:-240} ./build/bench/decode_model --configs gdn2_1.3B,swa_gdn2_1.3B --batches 1,16 --contexts 1024 \
+    --prefill none --steps 30 --json "$OUT/decode_prof.json" > "$OUT/decode_prof.log" 2>&1
+  echo "decode_prof rc=$? $(( $(date +%s) - t0 )) s"; grep -E "profiled step|^ *gdn2|^ *swa" "$OUT/decode_prof.log" | cut -c1-400 | head -12
+  if command -v ncu >/dev/null || [ -x /usr/local/cuda/bin/ncu ]; then
+    t0=$(date +%s)
+    CUDA_VISIBLE_DEVICES=0 timeout ${NCU_TIMEOUT:-200} ncu --clock-control none --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum \
+      --graph-profiling node --launch-skip ${NCU_SKIP:-0} --launch-count ${NCU_COUNT:-3000} \
+      ./build/bench/decode_model --configs gdn2_1.3B --batches 1 --contexts 1024 --prefill none --steps 1 --warmup 0 \
+      --no-validate --no-profile --json /tmp/ncu_decode.json > "$OUT/ncu_decode.csv" 2> "$OUT/ncu_decode.err"
+    echo "ncu rc=$? $(( $(date +%s) - t0 )) s, $(grep -c gpu__time_duration "$OUT/ncu_decode.csv") kernels"
+  fi
+fi
+if [[ " $PHASES " == *" demo_sweep "* ]]; then
+  # issue 16's demo: DEMO_SPECS (space-separated NAME:LAYOUT:DROPOUT:LR:STEPS:WD:EMB_DROPOUT) at once on one GPU
+  t0=$(date +%s)
+  TIME_LIMIT=${DEMO_TL:-400} dev/cuda/demo_sweep.sh "$OUT" $DEMO_SPECS > "$OUT/demo_sweep.log" 2>&1
+  echo "demo_sweep $(( $(date +%s) - t0 )) s"; cat "$OUT/demo_sweep.log" | cut -c1-300
 fi
 if [[ " $PHASES " == *" decode_peer "* ]]; then
   # issue 13's peer, after decode_model in the same call: fla's GDN-2 model (KDAForCausalLM with GatedDeltaNet2 mixers,
