@@ -83,7 +83,7 @@ if [[ " $PHASES " == *" demo "* ]]; then
   grep -E "step|validation|goal" "$OUT/demo_cuda.log" | tail -12
 fi
 if [[ " $PHASES " == *" train_bench "* ]]; then
-  for cb in gdn2_1.3B:4 swa_gdn2_1.3B:4 gdn2_12h_100M:16 swa_gdn2_100M:16; do
+  for cb in ${TRAIN_CONFIGS:-gdn2_1.3B:4 swa_gdn2_1.3B:4 gdn2_12h_100M:16 swa_gdn2_100M:16}; do
     c=${cb%%:*}; b=${cb##*:}
     timeout 200 ./build/bench/train_step --config $c --batch $b --seq-len 4096 --warmup 2 --steps 6 --json "$OUT/train_$c.json" \
       > "$OUT/train_$c.log" 2>&1; echo "train_step $c B=$b rc=$?"; tail -2 "$OUT/train_$c.log"
@@ -172,6 +172,7 @@ if [[ " $PHASES " == *" swap "* ]]; then
   PYTHONPATH=python timeout ${SWAP_TIMEOUT:-400} python3 bench/peers/swap_layer_train.py \
     --steps ${SWAP_STEPS:-200} --deadline-s $(( ${SWAP_TIMEOUT:-400} - 30 )) --out "$OUT/h200-swap-layer.json" > "$OUT/swap.log" 2>&1
   echo "swap rc=$? $(( $(date +%s) - t0 )) s"; tail -8 "$OUT/swap.log"
+  have_triton || tar czf "$OUT/triton_train.tgz" -C $TRITON_CACHE_DIR .
 fi
 if [[ " $PHASES " == *" nccl1 "* ]]; then
   A="--model tiny --task text --data data/tinyshakespeare.txt --steps 30 --batch 8 --seq-len 128 --log-every 10"
