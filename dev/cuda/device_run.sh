@@ -2,7 +2,7 @@
 # One device call: build the CUDA parts, run the GPU tests, our benchmark, the peers.
 # usage (on the device, from the tree's root): dev/cuda/device_run.sh "build test bench peers_official peers_fla" [--quick]
 #   model phases (issue 16, the GPU model path): "model_build model_test demo demo_sweep train_bench official_train"
-#   inference and the rest: "decode decode_prof decode_peer serve_load verify python swap nccl1" (after model_build;
+#   inference and the rest: "decode decode_prof gemm_dev decode_peer serve_load verify python swap nccl1" (after model_build;
 #   decode_peer needs peers/fla_head, no build)
 #   (official_train needs peers/p4/{official/lit_gpt,fla,shim/flash_attn} and peers/official_train_bench.py)
 # Needs beside it: .debs (libcjson1 + libcjson-dev .deb files: `apt-get download libcjson1 libcjson-dev`),
@@ -70,7 +70,7 @@ if [[ " $PHASES " == *" model_build "* ]]; then
   echo "model build: $(( $(date +%s) - t0 )) s"
 fi
 if [[ " $PHASES " == *" model_test "* ]]; then
-  for t in test_backend test_cuda_attn test_model_cuda test_decode_graph test_cuda; do
+  for t in ${MODEL_TESTS:-test_backend test_cuda_attn test_model_cuda test_decode_graph test_cuda}; do
     t0=$(date +%s)
     timeout ${TEST_TIMEOUT:-240} ./build/tests/$t > "$OUT/$t.log" 2>&1; echo "$t rc=$? $(( $(date +%s) - t0 )) s: $(tail -1 $OUT/$t.log)"
     grep -E "^FAIL" "$OUT/$t.log" | head -20
@@ -123,7 +123,7 @@ if [[ " $PHASES " == *" decode_prof "* ]]; then
   timeout ${DECODE_TIMEOUT:-240} ./build/bench/decode_model --configs gdn2_1.3B,swa_gdn2_1.3B --batches 1,16 --contexts 1024 \
     --prefill none --steps 30 --json "$OUT/decode_prof.json" > "$OUT/decode_prof.log" 2>&1
   echo "decode_prof rc=$? $(( $(date +%s) - t0 )) s"; grep -E "profiled step|^ *gdn2|^ *swa" "$OUT/decode_prof.log" | cut -c1-400 | head -12
-  if command -v ncu >/dev/null || [ -x /usr/local/cuda/bin/ncu ]; then
+  if [ "${NCU:-1}" = 1 ] && { command -v ncu >/dev/null || [ -x /usr/local/cuda/bin/ncu ]; }; then
     t0=$(date +%s)
     CUDA_VISIBLE_DEVICES=0 timeout ${NCU_TIMEOUT:-200} ncu --clock-control none --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum \
       --graph-profiling node --launch-skip ${NCU_SKIP:-0} --launch-count ${NCU_COUNT:-3000} \
@@ -131,6 +131,11 @@ if [[ " $PHASES " == *" decode_prof "* ]]; then
       --no-validate --no-profile --json /tmp/ncu_decode.json > "$OUT/ncu_decode.csv" 2> "$OUT/ncu_decode.err"
     echo "ncu rc=$? $(( $(date +%s) - t0 )) s, $(grep -c gpu__time_duration "$OUT/ncu_decode.csv") kernels"
   fi
+fi
+if [[ " $PHASES " == *" gemm_dev "* ]]; then
+  # issue 13: every cuBLASLt algorithm for the decode step's weight shapes at n = 1, 16 (dev/cuda/gemm_small_n.cu)
+  nvcc -O2 -arch=sm_90a dev/cuda/gemm_small_n.cu -lcublasLt -o /tmp/gemm_small_n && timeout 120 /tmp/gemm_small_n > "$OUT/gemm_small_n.log" 2>&1
+  echo "gemm_small_n rc=$?"; cat "$OUT/gemm_small_n.log"
 fi
 if [[ " $PHASES " == *" demo_sweep "* ]]; then
   # issue 16's demo: DEMO_SPECS (space-separated NAME:LAYOUT:DROPOUT:LR:STEPS:WD:EMB_DROPOUT) at once on one GPU
