@@ -15,7 +15,7 @@
 enum {
     OP_linear_fwd, OP_linear_bwd, OP_gdn2_fwd, OP_gdn2_bwd, OP_rope_split, OP_rope_split_bwd, OP_attn_fwd,
     OP_attn_bwd, OP_cast, OP_add, OP_embed_fwd, OP_embed_bwd, OP_gather_rows, OP_scatter_rows, OP_sigmoid,
-    OP_rmsnorm_fwd, OP_rmsnorm_bwd, OP_rmsnorm_swish_fwd, OP_rmsnorm_swish_bwd, OP_conv_silu_fwd,
+    OP_rmsnorm_fwd, OP_add_rmsnorm_fwd, OP_rmsnorm_bwd, OP_rmsnorm_swish_fwd, OP_rmsnorm_swish_bwd, OP_conv_silu_fwd,
     OP_conv_silu_bwd, OP_gates_fwd, OP_gates_bwd, OP_swiglu_fwd, OP_swiglu_bwd, OP_xent, OP_sumsq, OP_scale,
     OP_adamw, OP_copy, OP_zero, OP_upload, OP_download, OP_dropout, OP_conv_hist_update, OP_conv_step, OP_decode,
     OP_attn_step, OP_sample, N_OP
@@ -23,7 +23,7 @@ enum {
 static const char *const k_op[N_OP] = {
     "linear_fwd", "linear_bwd", "gdn2_fwd", "gdn2_bwd", "rope_split", "rope_split_bwd", "attn_fwd", "attn_bwd",
     "cast", "add", "embed_fwd", "embed_bwd", "gather_rows", "scatter_rows", "sigmoid", "rmsnorm_fwd",
-    "rmsnorm_bwd", "rmsnorm_swish_fwd", "rmsnorm_swish_bwd", "conv_silu_fwd", "conv_silu_bwd", "gates_fwd",
+    "add_rmsnorm_fwd", "rmsnorm_bwd", "rmsnorm_swish_fwd", "rmsnorm_swish_bwd", "conv_silu_fwd", "conv_silu_bwd", "gates_fwd",
     "gates_bwd", "swiglu_fwd", "swiglu_bwd", "xent", "sumsq", "scale", "adamw", "copy", "zero", "upload",
     "download", "dropout", "conv_hist_update", "conv_step", "decode", "attn_step", "sample"};
 static double g_op_ms[N_OP];
@@ -74,6 +74,8 @@ W(scatter_rows, (gdn2_backend *be, int64_t nr, int64_t N, int64_t d, const int64
 W(sigmoid, (gdn2_backend *be, size_t n, void *x), (be, n, x))
 W(rmsnorm_fwd, (gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, float eps, void *y,
                 float *rstd), (be, N, D, x, w, eps, y, rstd))
+W(add_rmsnorm_fwd, (gdn2_backend *be, int64_t N, int64_t D, const float *a, const void *b, float *out, const float *w,
+                    float eps, void *y, float *rstd), (be, N, D, a, b, out, w, eps, y, rstd))
 W(rmsnorm_bwd, (gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, const float *rstd,
                 const void *dy, float *dx, int acc, float *dw), (be, N, D, x, w, rstd, dy, dx, acc, dw))
 W(rmsnorm_swish_fwd, (gdn2_backend *be, int64_t N, int64_t D, const void *x, const void *gate, const float *w,
@@ -124,7 +126,7 @@ static void profile_on(gdn2_backend *be) {
 #define S(name) be->name = p_##name
     S(linear_fwd), S(linear_bwd), S(gdn2_fwd), S(gdn2_bwd), S(rope_split), S(rope_split_bwd), S(attn_fwd);
     S(attn_bwd), S(cast), S(add), S(embed_fwd), S(embed_bwd), S(gather_rows), S(scatter_rows), S(sigmoid);
-    S(rmsnorm_fwd), S(rmsnorm_bwd), S(rmsnorm_swish_fwd), S(rmsnorm_swish_bwd), S(conv_silu_fwd);
+    S(rmsnorm_fwd), S(add_rmsnorm_fwd), S(rmsnorm_bwd), S(rmsnorm_swish_fwd), S(rmsnorm_swish_bwd), S(conv_silu_fwd);
     S(conv_silu_bwd), S(gates_fwd), S(gates_bwd), S(swiglu_fwd), S(swiglu_bwd), S(xent), S(sumsq), S(scale);
     S(adamw), S(copy), S(zero), S(upload), S(download), S(dropout), S(conv_hist_update), S(conv_step), S(decode);
     S(attn_step), S(sample);

@@ -339,6 +339,59 @@ static void t_rms(int64_t N, int64_t D, int acc) {
     free(x), free(w), free(dy), free(dx0), free(dw0);
 }
 
+/* The residual add fused with the next norm (add_rmsnorm_fwd, the model's forward and decode step):
+ * on each backend the same bits as add then rmsnorm_fwd, out apart from a or in place of it; CUDA
+ * against the CPU at add's and rmsnorm's bars. */
+static void run_addrms(gdn2_backend *be, int64_t N, int64_t D, const float *a, const float *b, const float *w,
+                       int fused, int in_place, res *r) {
+    arena A = {.be = be};
+    const size_t n = (size_t)(N * D);
+    float *ad = put(&A, a, n, GDN2_DT_F32), *wd = put(&A, w, (size_t)D, GDN2_DT_F32);
+    void *bd = put(&A, b, n, GDN2_DT_ACT), *y = put(&A, NULL, n, GDN2_DT_ACT);
+    float *out = in_place ? ad : put(&A, NULL, n, GDN2_DT_F32), *rs = put(&A, NULL, (size_t)N, GDN2_DT_F32);
+    if (!A.rc) {
+        if (fused) {
+            note(&A, be->add_rmsnorm_fwd(be, N, D, ad, bd, out, wd, 1e-5f, y, rs));
+        } else {
+            note(&A, be->add(be, n, ad, bd, out));
+            note(&A, be->rmsnorm_fwd(be, N, D, out, wd, 1e-5f, y, rs));
+        }
+    }
+    res_add(r, "out", get(&A, out, n, GDN2_DT_F32), n, 1e-7);
+    res_add(r, "y", get(&A, y, n, GDN2_DT_ACT), n, 1e-2);
+    res_add(r, "rstd", get(&A, rs, (size_t)N, GDN2_DT_F32), (size_t)N, 1e-5);
+    finish(&A, r);
+}
+
+static int res_same(const res *x, const res *y) {
+    int ok = x->rc == GDN2_OK && y->rc == GDN2_OK && x->n == y->n;
+    for (int i = 0; i < x->n && ok; i++) ok = !memcmp(x->v[i], y->v[i], x->len[i] * sizeof(float));
+    return ok;
+}
+
+static void t_addrms(int64_t N, int64_t D) {
+    const size_t n = (size_t)(N * D);
+    float *a = malloc(n * sizeof(float)), *b = randn(n, 1.0), *w = randu((size_t)D, 0.5, 1.5);
+    for (size_t i = 0; i < n; i++) a[i] = 1.5f * (float)test_normal(&g_seed); /* the fp32 residual */
+    for (int in_place = 0; in_place < 2; in_place++) {
+        res c = {0}, c1 = {0}, g = {0}, g1 = {0};
+        char op[96];
+        snprintf(op, sizeof op, "add_rmsnorm_fwd N=%lld D=%lld%s", (long long)N, (long long)D, in_place ? " in place" : "");
+        BOTH(run_addrms(&CPU, N, D, a, b, w, 1, in_place, &c), run_addrms(&GPU, N, D, a, b, w, 1, in_place, &g));
+        compare(op, &c, &g);
+        run_addrms(&CPU, N, D, a, b, w, 0, in_place, &c1);
+        CHECK(res_same(&c, &c1), "%s: cpu: the same bits as add then rmsnorm_fwd", op);
+        if (have_gpu) {
+            run_addrms(&GPU, N, D, a, b, w, 0, in_place, &g1);
+            CHECK(res_same(&g, &g1), "%s: cuda: the same bits as add then rmsnorm_fwd", op);
+        } else {
+            SKIP_NO_GPU("%s: cuda: the same bits as add then rmsnorm_fwd", op);
+        }
+        res_free(&c), res_free(&c1), res_free(&g), res_free(&g1);
+    }
+    free(a), free(b), free(w);
+}
+
 static void run_rmss(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *a, const float *w,
                      const float *dy, const float *dw0, res *r) {
     arena A = {.be = be};
@@ -863,6 +916,9 @@ int main(void) {
     t_rows(20, 200);
     t_rms(37, 2304, 1);
     t_rms(100, 200, 0);
+    t_addrms(1, 2304);  /* the decode step at batch 1 */
+    t_addrms(37, 2304);
+    t_addrms(9, 203);   /* D % 4 != 0: the scalar loads */
     t_rmss(37 * 4, 64);
     t_rmss(37 * 4, 128);
     t_conv(2, 37, 200, 4, 1);

@@ -124,6 +124,10 @@ struct gdn2_backend {
      * 1/sqrt(mean(x^2) + eps) */
     int (*rmsnorm_fwd)(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, float eps, void *y,
                        float *rstd);
+    /* the residual add and the next norm in one pass: out (fp32) = a (fp32) + b (ACT), then y, rstd =
+     * RMSNorm(out) as rmsnorm_fwd; the same bits as add then rmsnorm_fwd. out may alias a. */
+    int (*add_rmsnorm_fwd)(gdn2_backend *be, int64_t N, int64_t D, const float *a, const void *b, float *out,
+                           const float *w, float eps, void *y, float *rstd);
     /* dx (fp32) = (accumulate ? dx : 0) + VJP;  dw (fp32) += ...;  dy: ACT */
     int (*rmsnorm_bwd)(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, const float *rstd,
                        const void *dy, float *dx, int accumulate, float *dw);

@@ -108,6 +108,11 @@ static int cpu_rmsnorm_fwd(gdn2_backend *be, int64_t N, int64_t D, const float *
     gdn2_rmsnorm_fwd(N, D, x, w, eps, F(y), rstd, NT(be));
     return GDN2_OK;
 }
+static int cpu_add_rmsnorm_fwd(gdn2_backend *be, int64_t N, int64_t D, const float *a, const void *b, float *out,
+                               const float *w, float eps, void *y, float *rstd) {
+    int rc = cpu_add(be, (size_t)(N * D), a, b, out);
+    return rc ? rc : cpu_rmsnorm_fwd(be, N, D, out, w, eps, y, rstd);
+}
 static int cpu_rmsnorm_bwd(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, const float *rstd,
                            const void *dy, float *dx, int accumulate, float *dw) {
     gdn2_rmsnorm_bwd(N, D, x, w, rstd, CF(dy), dx, accumulate, dw, NT(be));
@@ -353,6 +358,7 @@ void gdn2_backend_cpu_init(gdn2_backend *be, int n_threads) {
     be->add = cpu_add, be->embed_fwd = cpu_embed_fwd, be->embed_bwd = cpu_embed_bwd;
     be->gather_rows = cpu_gather_rows, be->scatter_rows = cpu_scatter_rows, be->sigmoid = cpu_sigmoid, be->dropout = cpu_dropout;
     be->rmsnorm_fwd = cpu_rmsnorm_fwd, be->rmsnorm_bwd = cpu_rmsnorm_bwd;
+    be->add_rmsnorm_fwd = cpu_add_rmsnorm_fwd;
     be->rmsnorm_swish_fwd = cpu_rmsnorm_swish_fwd, be->rmsnorm_swish_bwd = cpu_rmsnorm_swish_bwd;
     be->conv_silu_fwd = cpu_conv_silu_fwd, be->conv_silu_bwd = cpu_conv_silu_bwd;
     be->conv_hist_update = cpu_conv_hist_update;

@@ -90,6 +90,10 @@ static int cu_rmsnorm_fwd(gdn2_backend *be, int64_t N, int64_t D, const float *x
                           float *rstd) {
     return gdn2_cuda_rmsnorm_fwd(N, D, x, w, eps, y, rstd, STREAM(be));
 }
+static int cu_add_rmsnorm_fwd(gdn2_backend *be, int64_t N, int64_t D, const float *a, const void *b, float *out,
+                              const float *w, float eps, void *y, float *rstd) {
+    return gdn2_cuda_add_rmsnorm_fwd(N, D, a, b, out, w, eps, y, rstd, STREAM(be));
+}
 static int cu_rmsnorm_bwd(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, const float *rstd,
                           const void *dy, float *dx, int accumulate, float *dw) {
     return gdn2_cuda_rmsnorm_bwd(NN(be), N, D, x, w, rstd, dy, dx, accumulate, dw);
@@ -331,6 +335,7 @@ int gdn2_backend_cuda_init(gdn2_backend *be) {
     be->sigmoid = cu_sigmoid;
     be->dropout = cu_dropout;
     be->rmsnorm_fwd = cu_rmsnorm_fwd;
+    be->add_rmsnorm_fwd = cu_add_rmsnorm_fwd;
     be->rmsnorm_bwd = cu_rmsnorm_bwd;
     be->rmsnorm_swish_fwd = cu_rmsnorm_swish_fwd;
     be->rmsnorm_swish_bwd = cu_rmsnorm_swish_bwd;

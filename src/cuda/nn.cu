@@ -717,6 +717,61 @@ extern "C" int gdn2_cuda_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const
     return gdn2_cuda_launch_check("rmsnorm_fwd");
 }
 
+// out = a + float(b) (k_add's sum), then k_rmsnorm_fwd on out: the same values in the same order, so the
+// same bits as the two kernels, in one launch (the residual add before each norm of the decode step
+// was 36 of its ~500 launches). The second pass reads out back: the lane wrote those very addresses.
+__global__ void k_add_rmsnorm_fwd(int64_t N, int64_t D, const float *a, const bf16 *b, float *out,
+                                  const float *__restrict__ w, float eps, bf16 *__restrict__ y,
+                                  float *__restrict__ rstd, bool vec) {
+    ROW_OF_WARP(row, lane, N);
+    const size_t r0 = (size_t)(row * D), lim = r0 + (size_t)D;
+    float ss = 0.0f;
+    for (int64_t i0 = 4 * (int64_t)lane; i0 < D; i0 += 128 * RS_G) {
+        float v[RS_G][4], u[RS_G][4];
+#pragma unroll
+        for (int g = 0; g < RS_G; g++) {
+            ld4(a, r0 + i0 + 128 * g, lim, vec, v[g]);
+            ld4(b, r0 + i0 + 128 * g, lim, vec, u[g]);
+        }
+#pragma unroll
+        for (int g = 0; g < RS_G; g++) {
+#pragma unroll
+            for (int k = 0; k < 4; k++) v[g][k] += u[g][k];
+            st4(out, r0 + i0 + 128 * g, lim, vec, v[g]);
+            if (i0 + 128 * g < D) {
+#pragma unroll
+                for (int k = 0; k < 4; k++) ss += v[g][k] * v[g][k];
+            }
+        }
+    }
+    ss = warp_sum_(ss);
+    const float r = 1.0f / sqrtf(ss / (float)D + eps);
+    if (lane == 0 && rstd) rstd[row] = r;
+    for (int64_t i0 = 4 * (int64_t)lane; i0 < D; i0 += 128 * RS_G) {
+        float v[RS_G][4], wv[RS_G][4];
+#pragma unroll
+        for (int g = 0; g < RS_G; g++) {
+            ld4(out, r0 + i0 + 128 * g, lim, vec, v[g]);
+            ld4(w, (size_t)(i0 + 128 * g), (size_t)D, vec, wv[g]);
+        }
+#pragma unroll
+        for (int g = 0; g < RS_G; g++) {
+#pragma unroll
+            for (int k = 0; k < 4; k++) v[g][k] = v[g][k] * r * wv[g][k];
+            st4(y, r0 + i0 + 128 * g, lim, vec, v[g]);
+        }
+    }
+}
+
+extern "C" int gdn2_cuda_add_rmsnorm_fwd(int64_t N, int64_t D, const float *a, const void *b, float *out,
+                                         const float *w, float eps, void *y, float *rstd, void *stream) {
+    if (N <= 0 || D <= 0) return GDN2_OK;
+    const bool vec = D % 4 == 0 && al16(a) && al8(b) && al16(out) && al16(w) && al8(y);
+    k_add_rmsnorm_fwd<<<row_grid(N), 32 * NN_ROWS_WARPS, 0, S(stream)>>>(N, D, a, (const bf16 *)b, out, w, eps,
+                                                                         (bf16 *)y, rstd, vec);
+    return gdn2_cuda_launch_check("add_rmsnorm_fwd");
+}
+
 // dx = (acc ? dx : 0) + r dy w - c x,   c = r^3 / D * sum_i dy_i w_i x_i
 __global__ void k_rmsnorm_bwd_dx(int64_t N, int64_t D, const float *x, const float *w, const float *rstd,
                                  const bf16 *dy, float *dx, int acc, bool vec) {

@@ -102,6 +102,10 @@ int gdn2_cuda_dropout(size_t n, void *x, int dt, float p, uint64_t seed, void *s
 /* ---- norms ------------------------------------------------------------------------------------- */
 int gdn2_cuda_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, float eps, void *y_bf16,
                           float *rstd, void *stream);
+/* out (fp32) = a + float(b_bf16) (out may be a), then y, rstd = RMSNorm(out): the same bits as
+ * gdn2_cuda_add then gdn2_cuda_rmsnorm_fwd, in one pass */
+int gdn2_cuda_add_rmsnorm_fwd(int64_t N, int64_t D, const float *a, const void *b_bf16, float *out, const float *w,
+                              float eps, void *y_bf16, float *rstd, void *stream);
 int gdn2_cuda_rmsnorm_bwd(gdn2_cuda_nn *c, int64_t N, int64_t D, const float *x, const float *w,
                           const float *rstd, const void *dy, float *dx, int accumulate, float *dw);
 int gdn2_cuda_rmsnorm_swish_fwd(int64_t N, int64_t D, const void *x, const void *gate, const float *w, float eps,

@@ -6,8 +6,9 @@
 // largest key; the top-k cut is the k-th largest key, found by an MSB radix select (8 passes of 8
 // bits, histograms of counts); the nucleus boundary is found the same way with histograms of
 // weight (the first digit, from the top, where the running mass reaches what is still needed); the
-// draw is an inclusive scan of the kept weights in id order. Histograms use integer atomics and the
-// sums integer reductions: exact, so the result does not depend on the order the threads run in.
+// draw is an inclusive scan of the kept weights in id order. Histograms use integer atomics (one per
+// warp and bin, hist_add) and the sums integer reductions: exact, so the result does not depend on
+// the order the threads run in.
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -46,6 +47,25 @@ __device__ uint64_t block_sum(uint64_t x, uint64_t *red) {
     return s;
 }
 
+// hist[d] += add, this lane's share, with the adds of the warp's lanes that go to the same bin summed
+// first and added once: most of a row's keys share their top digits, and 32 lanes adding to one
+// shared address one after another made the sampled decode step at batch 1 0.4 ms slower than
+// downloading the logits (bench/results/h200-decode-prof). Integer sums: the histogram is the same
+// whatever the grouping. Every lane of the warp calls it (d = -1: nothing to add).
+__device__ __forceinline__ void hist_add(uint64_t *hist, int d, uint64_t add) {
+    const unsigned grp = __match_any_sync(0xffffffffu, d);
+    uint64_t s;
+    if (grp == 0xffffffffu) {
+        s = add;
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    } else {
+        s = 0;
+        for (unsigned m = grp; m; m &= m - 1) s += __shfl_sync(grp, add, __ffs(m) - 1);
+    }
+    if (d >= 0 && s && (int)(threadIdx.x & 31) == __ffs(grp) - 1)
+        atomicAdd((unsigned long long *)&hist[d], (unsigned long long)s);
+}
+
 // MSB radix select over the keys of row z[0..V) that are >= lo_key: the key at which the running
 // total of `weighted ? w : 1`, taken from the largest key down, first reaches `need` (>= 1, at most
 // the total). weighted = 0: the need-th largest key (top-k); 1: the nucleus boundary.
@@ -55,11 +75,18 @@ __device__ uint64_t radix_select(const float *z, int V, float zmax, float T, uin
     for (int shift = 56; shift >= 0; shift -= 8) {
         for (int d = threadIdx.x; d < 256; d += SB) hist[d] = 0;
         __syncthreads();
-        for (int v = threadIdx.x; v < V; v += SB) {
-            const uint64_t key = gdn2_sample_key(z[v], v);
-            if (key < lo_key || (key & mask) != prefix) continue;
-            const uint64_t add = weighted ? gdn2_sample_weight(z[v], zmax, T) : 1;
-            if (add) atomicAdd((unsigned long long *)&hist[(key >> shift) & 255], (unsigned long long)add);
+        for (int v0 = 0; v0 < V; v0 += SB) { // the same trip count in every thread: hist_add is warp-wide
+            const int v = v0 + (int)threadIdx.x;
+            int d = -1;
+            uint64_t add = 0;
+            if (v < V) {
+                const uint64_t key = gdn2_sample_key(z[v], v);
+                if (key >= lo_key && (key & mask) == prefix) {
+                    add = weighted ? gdn2_sample_weight(z[v], zmax, T) : 1;
+                    if (add) d = (int)((key >> shift) & 255);
+                }
+            }
+            hist_add(hist, d, add);
         }
         __syncthreads();
         if (threadIdx.x == 0) {

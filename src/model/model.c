@@ -458,9 +458,9 @@ static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, int64_t 
                               var));
     }
     if (drop) TRY(be->dropout(be, (size_t)(BT * d), y, GDN2_DT_ACT, m->dropout, drop_seed(m, l, 0)));
-    TRY(be->add(be, (size_t)(BT * d), a->res[l], y, a->mid[l]));
-    TRY(be->rmsnorm_fwd(be, BT, d, a->mid[l], P(m, m->dev_params, "transformer.h.%lld.norm_2.weight", l),
-                        c->norm_eps, a->n2[l], a->r2[l]));
+    TRY(be->add_rmsnorm_fwd(be, BT, d, a->res[l], y, a->mid[l],
+                            P(m, m->dev_params, "transformer.h.%lld.norm_2.weight", l), c->norm_eps, a->n2[l],
+                            a->r2[l]));
     TRY(gdn2_mlp_forward(be, BT, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
                          PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
                          PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), a->n2[l], y, a->mlp[l]));
@@ -922,10 +922,13 @@ static int step_ops(gdn2_model *m, gdn2_model_state *s, gdn2_backend *be, int64_
     float *x = AT(s->work, S.x), *mid = AT(s->work, S.mid);
     void *h = AT(s->work, S.h), *y = AT(s->work, S.y), *mact = AT(s->work, S.mlp), *mix = AT(s->work, S.mix);
     TRY(be->embed_fwd(be, n, d, dtok, P(m, m->dev_params, "transformer.wte.weight", 0), x));
+    /* h = norm_1(x) of layer 0 here, of layer l + 1 (or ln_f) fused with the residual add ending layer l */
+    TRY(be->rmsnorm_fwd(be, n, d, x,
+                        c->n_layer ? P(m, m->dev_params, "transformer.h.%lld.norm_1.weight", 0)
+                                   : P(m, m->dev_params, "transformer.ln_f.weight", 0),
+                        c->norm_eps, h, NULL));
     for (int64_t l = 0; l < c->n_layer; l++) {
         float *states = s->data + s->layer_off[l];
-        TRY(be->rmsnorm_fwd(be, n, d, x, P(m, m->dev_params, "transformer.h.%lld.norm_1.weight", l), c->norm_eps, h,
-                            NULL));
         if (c->kind[l] >= GDN2_LAYER_SWA) {
             gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
             TRY(gdn2_attn_step_be(be, &ac, PA(m, "transformer.h.%lld.attn.attn.weight", l),
@@ -937,15 +940,16 @@ static int step_ops(gdn2_model *m, gdn2_model_state *s, gdn2_backend *be, int64_
                                    (const char *)m->dev_params_act + m->layer_off[l] * be->act_bytes, h, n, states, dsl,
                                    y, mix));
         }
-        TRY(be->add(be, (size_t)(n * d), x, y, mid));
-        TRY(be->rmsnorm_fwd(be, n, d, mid, P(m, m->dev_params, "transformer.h.%lld.norm_2.weight", l), c->norm_eps, h,
-                            NULL));
+        TRY(be->add_rmsnorm_fwd(be, n, d, x, y, mid, P(m, m->dev_params, "transformer.h.%lld.norm_2.weight", l),
+                                c->norm_eps, h, NULL));
         TRY(gdn2_mlp_forward(be, n, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
                              PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
                              PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), h, y, mact));
-        TRY(be->add(be, (size_t)(n * d), mid, y, x));
+        TRY(be->add_rmsnorm_fwd(be, n, d, mid, y, x,
+                                l + 1 < c->n_layer ? P(m, m->dev_params, "transformer.h.%lld.norm_1.weight", l + 1)
+                                                   : P(m, m->dev_params, "transformer.ln_f.weight", 0),
+                                c->norm_eps, h, NULL));
     }
-    TRY(be->rmsnorm_fwd(be, n, d, x, P(m, m->dev_params, "transformer.ln_f.weight", 0), c->norm_eps, h, NULL));
     float *lg = s->on_device || !logits ? (float *)AT(s->work, S.logits) : logits;
     TRY(be->linear_fwd(be, n, d, Vp, h, PA(m, "lm_head.weight", 0), NULL, lg, GDN2_DT_F32, 0));
     return GDN2_OK;
