@@ -19,7 +19,7 @@ torch float64 recurrence below):
   - the official chunk_gdn2 (chutesai/GatedDeltaNet-2 lit_gpt/gdn2_ops) and fla's chunk_gdn2
     (fla.ops.gdn2, when the fla copy has it: fla @4b02d15d has not) on the same bf16 inputs (cases
     with HV = H and no lower_bound: the official kernel has neither GVA nor lower_bound without
-    safe_gate), where importable from $GDN2_P4 (default .gpu/peers/p4 under the repository root):
+    safe_gate; of those, cases 0, 1 and 5 of CASES unless --peers-all), where importable from $GDN2_P4 (default .gpu/peers/p4 under the repository root):
     |gdn2 - ref| <= bar and |gdn2 - peer| <= bar + |peer - ref| (relative RMSE each, all printed);
     fla's chunk_kda against gdn2.chunk_kda the same way; the official fused_recurrent_gdn2 against
     T decode steps. A peer that raises is a SKIP with its traceback, not a FAIL.
@@ -28,9 +28,10 @@ torch float64 recurrence below):
     against the CPU decode step, and T decode steps against chunk_gdn2's o and final state.
   - shape errors are raised on the host (ValueError) before any launch.
 
-  PYTHONPATH=python python3 python/tests/test_cuda.py [-v] [--peers-fp32]
+  PYTHONPATH=python python3 python/tests/test_cuda.py [-v] [--peers-fp32] [--peers-all]
 (-v: seconds per group; --peers-fp32: the peer comparisons also on fp32 inputs, where the official
-kernels use TF32; GDN2_P4=none: no peers.)
+kernels use TF32; --peers-all: every eligible chunk case against the peers, not only cases 0, 1, 5 of
+CASES (each shape is a Triton compile for them); GDN2_P4=none: no peers.)
 The library: GDN2_LIBRARY, else the package's copy, else build/libgdn2.so."""
 import os
 import sys
@@ -47,6 +48,10 @@ import numpy as np  # noqa: E402
 n_pass = n_fail = n_skip = 0
 VERBOSE = "-v" in sys.argv
 PEERS_FP32 = "--peers-fp32" in sys.argv  # also compare fp32 inputs with the peers (more Triton compiles)
+# the chunk cases compared with the peers (indices into CASES): each new shape and flag set costs the
+# peers a Triton compile and autotune of ~1-2 minutes on a fresh machine (a whole run timed out at
+# 250 s on the H200 with every case); --peers-all compares every eligible case
+PEER_CASES = None if "--peers-all" in sys.argv else (0, 1, 5)
 
 
 def check(ok, msg):
@@ -336,7 +341,8 @@ def chunk_case(case, dt, extra=None, cu_tensor=True):
     # the peers: same-shape value heads only (the official kernel has no GVA), no lower_bound
     # (the official needs safe_gate with it), fp32 inputs: the official runs TF32 matmuls
     peer = None
-    if not extra and cu_tensor and H == HV and lb is None and (dt == torch.bfloat16 or PEERS_FP32):
+    if (not extra and cu_tensor and H == HV and lb is None and (dt == torch.bfloat16 or PEERS_FP32)
+            and (PEER_CASES is None or CASES.index(case) in PEER_CASES)):
         for pname in ("official", "fla"):
             if pname not in PEERS:
                 continue
