@@ -385,10 +385,14 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
     /* erase/write gates: sb = σ(x Wbᵀ) ([N,Dk] or β [N,H]); sw = σ(x Wwᵀ) (gdn2) */
     const int64_t bw = gate_width(c);
     LTRY(be->linear_fwd(be, N, d, bw, x, PA(&lp, P_B), NULL, sb, GDN2_DT_ACT, 0));
-    LTRY(be->sigmoid(be, (size_t)(N * bw), sb));
-    if (m == GDN2_MIXER_GDN2) {
-        LTRY(be->linear_fwd(be, N, d, Dv, x, PA(&lp, P_W), NULL, sw, GDN2_DT_ACT, 0));
-        LTRY(be->sigmoid(be, (size_t)(N * Dv), sw));
+    if (m == GDN2_MIXER_GDN2) LTRY(be->linear_fwd(be, N, d, Dv, x, PA(&lp, P_W), NULL, sw, GDN2_DT_ACT, 0));
+    /* one sigmoid launch for both when sw follows sb in the activations (it does at every size whose
+     * sb is a multiple of the device's 256-byte alignment: one launch fewer per layer and step) */
+    if (m == GDN2_MIXER_GDN2 && (char *)sw == (char *)sb + gdn2_be_bytes(be, (size_t)(N * bw), GDN2_DT_ACT)) {
+        LTRY(be->sigmoid(be, (size_t)(N * (bw + Dv)), sb));
+    } else {
+        LTRY(be->sigmoid(be, (size_t)(N * bw), sb));
+        if (m == GDN2_MIXER_GDN2) LTRY(be->sigmoid(be, (size_t)(N * Dv), sw));
     }
     const float cb = c->allow_neg_eigval ? 2.0f : 1.0f;
     /* gdn2 with cb = 1: b = sb and w = sw exactly, so the recurrence reads the sigmoids in place
