@@ -668,45 +668,70 @@ static inline unsigned row_grid(int64_t N) { return cdiv(N, NN_ROWS_WARPS); }
 // aligned pointers): i = 4 lane + 128 s. Sums: per lane in that order, then the warp's shuffle tree.
 #define ROW_STEP(i, lane, D) for (int64_t i = 4 * (int64_t)(lane); i < (D); i += 128)
 
-// r = 1 / sqrt(mean(x^2) + eps);  y = x r w;  rstd[n] = r
-// The row's steps are loaded RS_G at a time, then used in ROW_STEP order (the same sums, bit for bit):
-// one step at a time a warp waits for 18 dependent round trips on a 2304-wide row, 17 us a row at
-// batch 1 on the H200 (ncu, bench/results/h200-decode-prof/3cb6379-ncu_decode.csv: 640 of a decode
-// step's 3235 us of kernels were this kernel's 37 calls).
+// The two passes of a warp's RMSNorm row, shared by k_rmsnorm_fwd and k_add_rmsnorm_fwd. The row's
+// steps (ROW_STEP) are loaded RS_G at a time, then used in ROW_STEP order: the same sums in the same
+// order as one step at a time, where a warp waited for 18 dependent round trips on a 2304-wide row
+// (17 us a row at batch 1 on the H200, ncu, bench/results/h200-decode-prof/3cb6379-ncu_decode.csv: 640
+// of a decode step's 3235 us of kernels were rmsnorm_fwd's 37 calls). Past the row: zeros loaded,
+// nothing stored.
 #define RS_G 6
-__global__ void k_rmsnorm_fwd(int64_t N, int64_t D, const float *__restrict__ x, const float *__restrict__ w, float eps,
-                              bf16 *__restrict__ y, float *__restrict__ rstd, bool vec) {
-    ROW_OF_WARP(row, lane, N);
-    const size_t r0 = (size_t)(row * D), lim = r0 + (size_t)D;
+// this lane's sum of squares of the row v = x (b NULL) or v = x + float(b), which is then stored in
+// out (k_add's sum; out may be x: the lane reads each element before it writes it)
+__device__ __forceinline__ float rms_row_sumsq(const float *x, const bf16 *b, float *out, size_t r0, int64_t D,
+                                               int lane, bool vec) {
+    const size_t lim = r0 + (size_t)D;
     float ss = 0.0f;
     for (int64_t i0 = 4 * (int64_t)lane; i0 < D; i0 += 128 * RS_G) {
-        float v[RS_G][4];
+        float v[RS_G][4], u[RS_G][4];
 #pragma unroll
-        for (int u = 0; u < RS_G; u++) ld4(x, r0 + i0 + 128 * u, lim, vec, v[u]); // past the row: zeros, not read
+        for (int g = 0; g < RS_G; g++) {
+            ld4(x, r0 + i0 + 128 * g, lim, vec, v[g]);
+            if (b) ld4(b, r0 + i0 + 128 * g, lim, vec, u[g]);
+        }
 #pragma unroll
-        for (int u = 0; u < RS_G; u++)
-            if (i0 + 128 * u < D) {
+        for (int g = 0; g < RS_G; g++) {
+            if (b) {
 #pragma unroll
-                for (int k = 0; k < 4; k++) ss += v[u][k] * v[u][k];
+                for (int k = 0; k < 4; k++) v[g][k] += u[g][k];
+                st4(out, r0 + i0 + 128 * g, lim, vec, v[g]);
             }
+            if (i0 + 128 * g < D) {
+#pragma unroll
+                for (int k = 0; k < 4; k++) ss += v[g][k] * v[g][k];
+            }
+        }
     }
-    ss = warp_sum_(ss);
-    const float r = 1.0f / sqrtf(ss / (float)D + eps);
-    if (lane == 0 && rstd) rstd[row] = r;
+    return ss;
+}
+// y = x r w over the row
+__device__ __forceinline__ void rms_row_apply(const float *x, const float *__restrict__ w, float r,
+                                              bf16 *__restrict__ y, size_t r0, int64_t D, int lane, bool vec) {
+    const size_t lim = r0 + (size_t)D;
     for (int64_t i0 = 4 * (int64_t)lane; i0 < D; i0 += 128 * RS_G) {
         float v[RS_G][4], wv[RS_G][4];
 #pragma unroll
-        for (int u = 0; u < RS_G; u++) {
-            ld4(x, r0 + i0 + 128 * u, lim, vec, v[u]);
-            ld4(w, (size_t)(i0 + 128 * u), (size_t)D, vec, wv[u]);
+        for (int g = 0; g < RS_G; g++) {
+            ld4(x, r0 + i0 + 128 * g, lim, vec, v[g]);
+            ld4(w, (size_t)(i0 + 128 * g), (size_t)D, vec, wv[g]);
         }
 #pragma unroll
-        for (int u = 0; u < RS_G; u++) {
+        for (int g = 0; g < RS_G; g++) {
 #pragma unroll
-            for (int k = 0; k < 4; k++) v[u][k] = v[u][k] * r * wv[u][k];
-            st4(y, r0 + i0 + 128 * u, lim, vec, v[u]); // past the row: nothing stored
+            for (int k = 0; k < 4; k++) v[g][k] = v[g][k] * r * wv[g][k];
+            st4(y, r0 + i0 + 128 * g, lim, vec, v[g]);
         }
     }
+}
+
+// r = 1 / sqrt(mean(x^2) + eps);  y = x r w;  rstd[n] = r
+__global__ void k_rmsnorm_fwd(int64_t N, int64_t D, const float *__restrict__ x, const float *__restrict__ w, float eps,
+                              bf16 *__restrict__ y, float *__restrict__ rstd, bool vec) {
+    ROW_OF_WARP(row, lane, N);
+    const size_t r0 = (size_t)(row * D);
+    const float ss = warp_sum_(rms_row_sumsq(x, nullptr, nullptr, r0, D, lane, vec));
+    const float r = 1.0f / sqrtf(ss / (float)D + eps);
+    if (lane == 0 && rstd) rstd[row] = r;
+    rms_row_apply(x, w, r, y, r0, D, lane, vec);
 }
 
 extern "C" int gdn2_cuda_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, float eps, void *y,
@@ -724,43 +749,11 @@ __global__ void k_add_rmsnorm_fwd(int64_t N, int64_t D, const float *a, const bf
                                   const float *__restrict__ w, float eps, bf16 *__restrict__ y,
                                   float *__restrict__ rstd, bool vec) {
     ROW_OF_WARP(row, lane, N);
-    const size_t r0 = (size_t)(row * D), lim = r0 + (size_t)D;
-    float ss = 0.0f;
-    for (int64_t i0 = 4 * (int64_t)lane; i0 < D; i0 += 128 * RS_G) {
-        float v[RS_G][4], u[RS_G][4];
-#pragma unroll
-        for (int g = 0; g < RS_G; g++) {
-            ld4(a, r0 + i0 + 128 * g, lim, vec, v[g]);
-            ld4(b, r0 + i0 + 128 * g, lim, vec, u[g]);
-        }
-#pragma unroll
-        for (int g = 0; g < RS_G; g++) {
-#pragma unroll
-            for (int k = 0; k < 4; k++) v[g][k] += u[g][k];
-            st4(out, r0 + i0 + 128 * g, lim, vec, v[g]);
-            if (i0 + 128 * g < D) {
-#pragma unroll
-                for (int k = 0; k < 4; k++) ss += v[g][k] * v[g][k];
-            }
-        }
-    }
-    ss = warp_sum_(ss);
+    const size_t r0 = (size_t)(row * D);
+    const float ss = warp_sum_(rms_row_sumsq(a, b, out, r0, D, lane, vec));
     const float r = 1.0f / sqrtf(ss / (float)D + eps);
     if (lane == 0 && rstd) rstd[row] = r;
-    for (int64_t i0 = 4 * (int64_t)lane; i0 < D; i0 += 128 * RS_G) {
-        float v[RS_G][4], wv[RS_G][4];
-#pragma unroll
-        for (int g = 0; g < RS_G; g++) {
-            ld4(out, r0 + i0 + 128 * g, lim, vec, v[g]);
-            ld4(w, (size_t)(i0 + 128 * g), (size_t)D, vec, wv[g]);
-        }
-#pragma unroll
-        for (int g = 0; g < RS_G; g++) {
-#pragma unroll
-            for (int k = 0; k < 4; k++) v[g][k] = v[g][k] * r * wv[g][k];
-            st4(y, r0 + i0 + 128 * g, lim, vec, v[g]);
-        }
-    }
+    rms_row_apply(out, w, r, y, r0, D, lane, vec);
 }
 
 extern "C" int gdn2_cuda_add_rmsnorm_fwd(int64_t N, int64_t D, const float *a, const void *b, float *out,
