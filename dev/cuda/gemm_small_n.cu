@@ -1,19 +1,26 @@
-// What choosing cuBLASLt's algorithm by timing would save in the decode step (issue 13).
+// What another choice of matrix-product kernel would save in the decode step (issue 13).
 //
-// The library (src/cuda/gemm.cu) takes the heuristic's first algorithm for each shape. At batch 1
+// The library (src/cuda/gemm.cu) takes cuBLASLt's first heuristic algorithm for each shape. At batch 1
 // the decode step's products are matrix-vector products, and ncu (bench/results/h200-decode-prof/
 // 3cb6379-ncu_decode.csv) saw the first choice read a 2304 x 2304 bf16 weight at 1.35 TB/s and run
-// the 2304 -> 128 products on 2 CTAs (6.4 us for 0.6 MB). This times every algorithm the heuristic
-// offers (up to 32, the library's reduction mask: none or in the workspace, so all deterministic)
-// for each weight shape of gdn2_1.3B's step, Y[n,out] = X[n,in] W[out,in]^T with bf16 inputs and
-// bf16 output, at n = 1 and 16, and prints the first choice's time, the best one's and its index.
-// Each time is the median of 50 launches with CUDA events, the weight 1 GiB apart each launch
-// (cycling through copies) so that it comes from DRAM as in the step, not from the 50 MB L2.
+// the 2304 -> 128 products on 2 CTAs (6.4 us for 0.6 MB). For each weight shape of gdn2_1.3B's step,
+// Y[n,out] = X[n,in] W[out,in]^T, bf16 in and out, fp32 compute, at n = 1 and 16, this prints:
+//   lt_first  cuBLASLt's first heuristic algorithm (what the library runs)
+//   lt_best   the fastest of the up to 32 algorithms the heuristic offers (the library's reduction
+//             mask: none or in the workspace, so every one is deterministic), and its index
+//   gemmex    cublasGemmEx with CUBLAS_GEMM_DEFAULT (cuBLAS may take a matrix-vector kernel there)
+// and two ways to read q, k, v's weights (one contiguous [3*2304, 2304] block) in one launch:
+//   qkv one   one product of 6912 rows (the same as three only at n = 1: the outputs interleave per row)
+//   qkv x3    a strided batch of 3 with the input's batch stride 0 (outputs [3][n][2304]: any n)
+// Each time: 20 launches back to back between two CUDA events (as in the step's graph), the weight
+// cycling through copies 1 GiB apart so that it comes from DRAM, not the 50 MB L2; the median of 7
+// such groups, per launch. GB/s counts the weight bytes only.
 //
-//   nvcc -O2 -arch=sm_90a dev/cuda/gemm_small_n.cu -lcublasLt -o /tmp/gemm_small_n && /tmp/gemm_small_n
+//   nvcc -O2 -arch=sm_90a dev/cuda/gemm_small_n.cu -lcublasLt -lcublas -o /tmp/gemm_small_n && /tmp/gemm_small_n
 //
-// Last run: none yet (written 2026-12-06 for the next device call).
+// Last run: none yet (written 2026-12-06 for the next device call; dev/cuda/device_run.sh "gemm_dev").
 #include <cublasLt.h>
+#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -31,82 +38,153 @@
         if (s_ != CUBLAS_STATUS_SUCCESS) { fprintf(stderr, "%s: status %d\n", #x, (int)s_); exit(1); } \
     } while (0)
 
+static const size_t WS_BYTES = 32u << 20, POOL = 1ull << 30;
+static cublasLtHandle_t g_lt;
+static cublasHandle_t g_blas;
+static void *g_ws, *g_pool, *g_x, *g_y;
+static cudaStream_t g_st;
+static cudaEvent_t g_e0, g_e1;
+
 static int cmpf(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return x < y ? -1 : x > y;
 }
 
+// one launch with the weight copy r; returns 0 when the library refused it
+typedef int (*launch_fn)(void *ctx, const void *W);
+
+// median over 7 groups of the per-launch time of 20 back-to-back launches (us); < 0: refused
+static float time_us(launch_fn f, void *ctx, size_t wbytes) {
+    const int copies = (int)(POOL / wbytes) < 64 ? (int)(POOL / wbytes) : 64;
+    float t[7];
+    int r = 0;
+    for (int g = -1; g < 7; g++) { // group -1: warm-up
+        CK(cudaEventRecord(g_e0, g_st));
+        for (int i = 0; i < 20; i++, r++)
+            if (!f(ctx, (const char *)g_pool + (size_t)(r % copies) * wbytes)) return -1.0f;
+        CK(cudaEventRecord(g_e1, g_st));
+        CK(cudaEventSynchronize(g_e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, g_e0, g_e1));
+        if (g >= 0) t[g] = ms * 1e3f / 20.0f;
+    }
+    qsort(t, 7, sizeof t[0], cmpf);
+    return t[3];
+}
+
+typedef struct {
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+} lt_ctx;
+
+static int lt_launch(void *c, const void *W) {
+    lt_ctx *l = (lt_ctx *)c;
+    const float alpha = 1, beta = 0;
+    return cublasLtMatmul(g_lt, l->op, &alpha, W, l->la, g_x, l->lb, &beta, g_y, l->lc, g_y, l->lc, &l->algo, g_ws,
+                          WS_BYTES, g_st) == CUBLAS_STATUS_SUCCESS;
+}
+
+// every heuristic algorithm of Y^T[m, n] = W^T . X^T (W [m rows of k], X [n rows of k]), batch of
+// `batch` weights (stride m*k) against one input (stride 0) into batch outputs (stride m*n)
+static void lt_sweep(const char *what, long m, long k, long n, int batch) {
+    lt_ctx l;
+    LK(cublasLtMatmulDescCreate(&l.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    int32_t tA = CUBLAS_OP_T, tB = CUBLAS_OP_N;
+    LK(cublasLtMatmulDescSetAttribute(l.op, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA));
+    LK(cublasLtMatmulDescSetAttribute(l.op, CUBLASLT_MATMUL_DESC_TRANSB, &tB, sizeof tB));
+    LK(cublasLtMatrixLayoutCreate(&l.la, CUDA_R_16BF, k, m, k));
+    LK(cublasLtMatrixLayoutCreate(&l.lb, CUDA_R_16BF, k, n, k));
+    LK(cublasLtMatrixLayoutCreate(&l.lc, CUDA_R_16BF, m, n, m));
+    if (batch > 1) {
+        int32_t bc = batch;
+        int64_t sa = m * k, sb = 0, sc = m * n;
+        LK(cublasLtMatrixLayoutSetAttribute(l.la, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+        LK(cublasLtMatrixLayoutSetAttribute(l.lb, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+        LK(cublasLtMatrixLayoutSetAttribute(l.lc, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+        LK(cublasLtMatrixLayoutSetAttribute(l.la, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sa, sizeof sa));
+        LK(cublasLtMatrixLayoutSetAttribute(l.lb, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sb, sizeof sb));
+        LK(cublasLtMatrixLayoutSetAttribute(l.lc, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sc, sizeof sc));
+    }
+    cublasLtMatmulPreference_t pref;
+    LK(cublasLtMatmulPreferenceCreate(&pref));
+    uint64_t wsb = WS_BYTES;
+    uint32_t red = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE |
+                   CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE;
+    LK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
+    LK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof red));
+    cublasLtMatmulHeuristicResult_t res[32];
+    int nres = 0;
+    cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(g_lt, l.op, l.la, l.lb, l.lc, l.lc, pref, 32, res, &nres);
+    const size_t wbytes = (size_t)batch * m * k * 2;
+    float first = -1, best = 1e30f;
+    int besti = -1;
+    for (int a = 0; hs == CUBLAS_STATUS_SUCCESS && a < nres; a++) {
+        l.algo = res[a].algo;
+        const float us = time_us(lt_launch, &l, wbytes);
+        if (us < 0) continue;
+        if (a == 0) first = us;
+        if (us < best) best = us, besti = a;
+    }
+    if (besti < 0)
+        printf("%-26s %6ld %6ld %3ld %2d | no algorithm (heuristic status %d, %d results)\n", what, m, k, n, batch,
+               (int)hs, nres);
+    else
+        printf("%-26s %6ld %6ld %3ld %2d | lt_first %8.2f  lt_best %8.2f (#%d of %d, %5.0f GB/s)", what, m, k, n,
+               batch, first, best, besti, nres, wbytes / (best * 1e3));
+    cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatrixLayoutDestroy(l.la), cublasLtMatrixLayoutDestroy(l.lb), cublasLtMatrixLayoutDestroy(l.lc);
+    cublasLtMatmulDescDestroy(l.op);
+}
+
+typedef struct {
+    long m, k, n;
+} gx_ctx;
+
+static int gx_launch(void *c, const void *W) {
+    gx_ctx *g = (gx_ctx *)c;
+    const float alpha = 1, beta = 0;
+    return cublasGemmEx(g_blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)g->m, (int)g->n, (int)g->k, &alpha, W, CUDA_R_16BF,
+                        (int)g->k, g_x, CUDA_R_16BF, (int)g->k, &beta, g_y, CUDA_R_16BF, (int)g->m, CUBLAS_COMPUTE_32F,
+                        CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
+}
+
 int main(void) {
     const long shapes[][2] = {{2304, 2304}, {128, 2304}, {2304, 128}, {6208, 2304}, {2304, 6208}, {32000, 2304}};
     const char *what[] = {"q k v b w o", "f0 g0 (low rank in)", "f1 g1 (low rank out)", "w1 w3", "w2", "lm_head"};
-    const int ns[] = {1, 16};
-    const size_t ws_bytes = 32u << 20, pool = 1ull << 30;
-    cublasLtHandle_t lt;
-    LK(cublasLtCreate(&lt));
-    void *ws, *wpool, *x, *y;
-    CK(cudaMalloc(&ws, ws_bytes));
-    CK(cudaMalloc(&wpool, pool));
-    CK(cudaMemset(wpool, 0, pool));
-    CK(cudaMalloc(&x, 16 * 8192 * 2));
-    CK(cudaMemset(x, 0, 16 * 8192 * 2));
-    CK(cudaMalloc(&y, 16 * 32000 * 2));
-    cudaStream_t st;
-    CK(cudaStreamCreate(&st));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    printf("%-22s %6s %6s %3s | %9s %9s %5s %6s | %s\n", "weights", "out", "in", "n", "first_us", "best_us", "idx",
-           "algos", "best GB/s (weight bytes)");
+    const long ns[] = {1, 16};
+    LK(cublasLtCreate(&g_lt));
+    LK(cublasCreate(&g_blas));
+    CK(cudaMalloc(&g_ws, WS_BYTES));
+    CK(cudaMalloc(&g_pool, POOL));
+    CK(cudaMemset(g_pool, 0, POOL));
+    CK(cudaMalloc(&g_x, 16 * 8192 * 2));
+    CK(cudaMemset(g_x, 0, 16 * 8192 * 2));
+    CK(cudaMalloc(&g_y, 3 * 16 * 32000 * 2));
+    CK(cudaStreamCreate(&g_st));
+    LK(cublasSetStream(g_blas, g_st));
+    LK(cublasSetWorkspace(g_blas, g_ws, WS_BYTES));
+    CK(cudaEventCreate(&g_e0));
+    CK(cudaEventCreate(&g_e1));
+    printf("weights                       out     in   n  b | microseconds per launch (median of 7 x 20 back to back)\n");
     for (int si = 0; si < 6; si++)
         for (int ni = 0; ni < 2; ni++) {
             const long m = shapes[si][0], k = shapes[si][1], n = ns[ni];
-            const size_t wb = (size_t)m * k * 2;
-            const int copies = (int)(pool / wb) < 64 ? (int)(pool / wb) : 64;
-            cublasLtMatmulDesc_t op;
-            LK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-            int32_t tA = CUBLAS_OP_T, tB = CUBLAS_OP_N;
-            LK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA));
-            LK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tB, sizeof tB));
-            cublasLtMatrixLayout_t la, lb, lc;
-            LK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, k, m, k));
-            LK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, k, n, k));
-            LK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, m, n, m));
-            cublasLtMatmulPreference_t pref;
-            LK(cublasLtMatmulPreferenceCreate(&pref));
-            uint64_t wsb = ws_bytes;
-            uint32_t red = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE |
-                           CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE;
-            LK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
-            LK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof red));
-            cublasLtMatmulHeuristicResult_t res[32];
-            int nres = 0;
-            LK(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 32, res, &nres));
-            float first = -1, best = 1e30f;
-            int besti = -1;
-            const float alpha = 1, beta = 0;
-            for (int a = 0; a < nres; a++) {
-                float t[50];
-                int ok = 1;
-                for (int r = 0; r < 55 && ok; r++) {
-                    const void *W = (const char *)wpool + (size_t)(r % copies) * wb;
-                    CK(cudaEventRecord(e0, st));
-                    ok = cublasLtMatmul(lt, op, &alpha, W, la, x, lb, &beta, y, lc, y, lc, &res[a].algo, ws, ws_bytes,
-                                        st) == CUBLAS_STATUS_SUCCESS;
-                    CK(cudaEventRecord(e1, st));
-                    CK(cudaEventSynchronize(e1));
-                    if (r >= 5) CK(cudaEventElapsedTime(&t[r - 5], e0, e1));
-                }
-                if (!ok) continue;
-                qsort(t, 50, sizeof t[0], cmpf);
-                const float us = t[25] * 1e3f;
-                if (a == 0) first = us;
-                if (us < best) best = us, besti = a;
-            }
-            printf("%-22s %6ld %6ld %3ld | %9.2f %9.2f %5d %6d | %.0f\n", what[si], m, k, n, first, best, besti, nres,
-                   wb / (best * 1e3));
-            cublasLtMatmulPreferenceDestroy(pref);
-            cublasLtMatrixLayoutDestroy(la), cublasLtMatrixLayoutDestroy(lb), cublasLtMatrixLayoutDestroy(lc);
-            cublasLtMatmulDescDestroy(op);
+            lt_sweep(what[si], m, k, n, 1);
+            gx_ctx g = {m, k, n};
+            const float us = time_us(gx_launch, &g, (size_t)m * k * 2);
+            if (us < 0)
+                printf("  gemmex refused\n");
+            else
+                printf("  gemmex %8.2f (%5.0f GB/s)\n", us, (size_t)m * k * 2 / (us * 1e3));
         }
+    for (int ni = 0; ni < 2; ni++) {
+        if (ns[ni] == 1) {
+            lt_sweep("qkv one (6912 rows)", 3 * 2304, 2304, 1, 1);
+            printf("\n");
+        }
+        lt_sweep("qkv x3 (batch, B stride 0)", 2304, 2304, ns[ni], 3);
+        printf("\n");
+    }
     return 0;
 }
