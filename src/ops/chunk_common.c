@@ -436,11 +436,25 @@ GDN2_VEC_CLONES void gdn2_chunk_solve(gdn2_chunk_ws *w, int n) {
     }
 }
 
+/* OpenBLAS's small-matrix path takes M·N·K <= 100³ (kernel/x86_64/sgemm_small_kernel_permit_skylakex.c) */
+#define GDN2_SMALL_MNK 1.0e6
+
+void gdn2_chunk_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc) {
+    int nb = N;
+    while ((double)M * (double)nb * (double)K > GDN2_SMALL_MNK && nb > 16) nb = ((nb + 1) / 2 + 15) & ~15;
+    for (int j = 0; j < N; j += nb) {
+        const int wj = N - j < nb ? N - j : nb;
+        gdn2_sgemm(transA, transB, M, wj, K, alpha, A, lda, transB ? B + (size_t)j * ldb : B + j, ldb, beta, C + j,
+                   ldc);
+    }
+}
+
 /* (F4) [Y | U] = A [Ē | Z];  (F5) R = U − Y S */
 void gdn2_chunk_wy(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, const float *S) {
     const int KV = (int)(K + V);
-    gdn2_sgemm(0, 0, n, KV, n, 1.0f, w->A, GDN2_C, w->EZ, KV, 0.0f, w->YU, KV);
-    gdn2_sgemm(0, 0, n, (int)V, (int)K, -1.0f, w->YU, KV, S, (int)V, 1.0f, w->R, KV);
+    gdn2_chunk_sgemm(0, 0, n, KV, n, 1.0f, w->A, GDN2_C, w->EZ, KV, 0.0f, w->YU, KV);
+    gdn2_chunk_sgemm(0, 0, n, (int)V, (int)K, -1.0f, w->YU, KV, S, (int)V, 1.0f, w->R, KV);
 }
 
 /* (F7) Sn <- Diag(γ_last) S + kgᵀ R (Sn may be S) */
@@ -453,7 +467,7 @@ GDN2_VEC_CLONES void gdn2_chunk_state_next(gdn2_chunk_ws *w, int64_t K, int64_t 
         GDN2_SIMD
         for (int64_t j = 0; j < V; j++) sn[j] = s[j] * f;
     }
-    gdn2_sgemm(1, 0, (int)K, (int)V, n, 1.0f, w->kg, (int)K, w->R, (int)(K + V), 1.0f, Sn, (int)V);
+    gdn2_chunk_sgemm(1, 0, (int)K, (int)V, n, 1.0f, w->kg, (int)K, w->R, (int)(K + V), 1.0f, Sn, (int)V);
 }
 
 void gdn2_chunk_state_update(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, float *S) {

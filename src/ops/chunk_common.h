@@ -157,6 +157,13 @@ void gdn2_chunk_plan(gdn2_chunk_ws *w, int64_t K, int n);
 void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want_qk, int want_t);
 /* w->A <- (I + T)^-1 in place (unit lower triangular; forward substitution, F3). */
 void gdn2_chunk_solve(gdn2_chunk_ws *w, int n);
+/* gdn2_sgemm issued as column blocks (N halved, at least 16 wide) of at most 100³ multiply-adds
+ * each: OpenBLAS's AVX-512 kernel sets run such products (row-major NN and TN; never NT) through
+ * their small-matrix kernels, without packing, ~1.3–1.5x the rate of a 64x128x128 product on the
+ * packed path (dev/cpu/NOTES.md §10). Every element of C gets the sum it gets from one call of
+ * the same kernel (no split of the inner dimension). */
+void gdn2_chunk_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc);
 /* [Y | U] = A [Ē | Z]  (F4) and R = U − Y S  (F5, overwriting U; row stride K+V) with S (K x V). */
 void gdn2_chunk_wy(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, const float *S);
 /* S <- Diag(γ_last) S + kgᵀ R  (F7), in place on S. */
