@@ -452,7 +452,8 @@ GDN2_VEC_CLONES void gdn2_chunk_solve(gdn2_chunk_ws *w, int n) {
 void gdn2_chunk_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                       const float *B, int ldb, float beta, float *C, int ldc) {
     int nb = N;
-    while ((double)M * (double)nb * (double)K > GDN2_SMALL_MNK && nb > 16) nb = ((nb + 1) / 2 + 15) & ~15;
+    /* row-major NT (column-major TN) with a result of more than 1200 elements is never taken: no split */
+    while (!transB && (double)M * (double)nb * (double)K > GDN2_SMALL_MNK && nb > 16) nb = ((nb + 1) / 2 + 15) & ~15;
     for (int j = 0; j < N; j += nb) {
         const int wj = N - j < nb ? N - j : nb;
         gdn2_sgemm(transA, transB, M, wj, K, alpha, A, lda, transB ? B + (size_t)j * ldb : B + j, ldb, beta, C + j,

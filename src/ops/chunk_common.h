@@ -158,7 +158,7 @@ void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want
 /* w->A <- (I + T)^-1 in place (unit lower triangular; forward substitution, F3). */
 void gdn2_chunk_solve(gdn2_chunk_ws *w, int n);
 /* gdn2_sgemm issued as column blocks (N halved, at least 16 wide) of at most 100³ multiply-adds
- * each: OpenBLAS's AVX-512 kernel sets run such products (row-major NN and TN; never NT) through
+ * each, NN and TN only: OpenBLAS's AVX-512 kernel sets run such products (never row-major NT) through
  * their small-matrix kernels, without packing, ~1.3–1.5x the rate of a 64x128x128 product on the
  * packed path (dev/cpu/NOTES.md §10). Every element of C gets the sum it gets from one call of
  * the same kernel (no split of the inner dimension). */
