@@ -46,6 +46,7 @@ float *gdn2_chunk_ws_init(gdn2_chunk_ws *w, float *mem, int64_t K, int64_t V) {
     const size_t C = GDN2_C;
     memset(w, 0, sizeof *w);
     w->V = V;
+    w->small = gdn2_gemm_small_kernels();
     uintptr_t a = (uintptr_t)mem;
     float *p = mem + ((64 - (a & 63)) & 63) / sizeof(float);
     w->q = carve(&p, C * K);
@@ -381,11 +382,16 @@ void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want
         const gdn2_tile *t = &w->tiles[ti];
         const int nr = t->r1 - t->r0, nc = t->c1 - t->c0;
         gdn2_tile_operands(w, K, t, want_qk, scale);
-        if (t->fast) { /* operands in place: GEMMs straight into Aqk and A, against Lcᵀ (in Lr, unused here) */
-            float *Lt = w->Lr;
-            transpose_lc(Lt, w->Lc, K, nc);
-            if (want_qk) gdn2_sgemm(0, 0, nr, nc, (int)K, w->qalpha, w->tLq, w->ldq, Lt, C, 0.0f, w->Aqk, C);
-            if (want_t) gdn2_sgemm(0, 0, nr, nc, (int)K, 1.0f, w->tLb, w->ldb, Lt, C, 0.0f, w->A, C);
+        if (t->fast) { /* operands in place: GEMMs straight into Aqk and A; with small-matrix kernels
+                        * against Lcᵀ (in Lr, unused here) */
+            const float *Lt = w->Lc;
+            int tb = 1, ldl = (int)K;
+            if (w->small) {
+                transpose_lc(w->Lr, w->Lc, K, nc);
+                Lt = w->Lr, tb = 0, ldl = C;
+            }
+            if (want_qk) gdn2_sgemm(0, tb, nr, nc, (int)K, w->qalpha, w->tLq, w->ldq, Lt, ldl, 0.0f, w->Aqk, C);
+            if (want_t) gdn2_sgemm(0, tb, nr, nc, (int)K, 1.0f, w->tLb, w->ldb, Lt, ldl, 0.0f, w->A, C);
             continue;
         }
         /* Lr = [q block (when want_qk) ; b⊙k̂ block]: the first nr or 2·nr rows are the ones wanted */
@@ -449,11 +455,11 @@ GDN2_VEC_CLONES void gdn2_chunk_solve(gdn2_chunk_ws *w, int n) {
 /* OpenBLAS's small-matrix path takes M·N·K <= 100³ (kernel/x86_64/sgemm_small_kernel_permit_skylakex.c) */
 #define GDN2_SMALL_MNK 1.0e6
 
-void gdn2_chunk_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
-                      const float *B, int ldb, float beta, float *C, int ldc) {
+void gdn2_chunk_sgemm(const gdn2_chunk_ws *w, int transA, int transB, int M, int N, int K, float alpha,
+                      const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     int nb = N;
     /* row-major NT (column-major TN) with a result of more than 1200 elements is never taken: no split */
-    while (!transB && (double)M * (double)nb * (double)K > GDN2_SMALL_MNK && nb > 16) nb = ((nb + 1) / 2 + 15) & ~15;
+    while (w->small && !transB && (double)M * (double)nb * (double)K > GDN2_SMALL_MNK && nb > 16) nb = ((nb + 1) / 2 + 15) & ~15;
     for (int j = 0; j < N; j += nb) {
         const int wj = N - j < nb ? N - j : nb;
         gdn2_sgemm(transA, transB, M, wj, K, alpha, A, lda, transB ? B + (size_t)j * ldb : B + j, ldb, beta, C + j,
@@ -464,8 +470,8 @@ void gdn2_chunk_sgemm(int transA, int transB, int M, int N, int K, float alpha, 
 /* (F4) [Y | U] = A [Ē | Z];  (F5) R = U − Y S */
 void gdn2_chunk_wy(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, const float *S) {
     const int KV = (int)(K + V);
-    gdn2_chunk_sgemm(0, 0, n, KV, n, 1.0f, w->A, GDN2_C, w->EZ, KV, 0.0f, w->YU, KV);
-    gdn2_chunk_sgemm(0, 0, n, (int)V, (int)K, -1.0f, w->YU, KV, S, (int)V, 1.0f, w->R, KV);
+    gdn2_chunk_sgemm(w, 0, 0, n, KV, n, 1.0f, w->A, GDN2_C, w->EZ, KV, 0.0f, w->YU, KV);
+    gdn2_chunk_sgemm(w, 0, 0, n, (int)V, (int)K, -1.0f, w->YU, KV, S, (int)V, 1.0f, w->R, KV);
 }
 
 /* (F7) Sn <- Diag(γ_last) S + kgᵀ R (Sn may be S) */
@@ -478,7 +484,7 @@ GDN2_VEC_CLONES void gdn2_chunk_state_next(gdn2_chunk_ws *w, int64_t K, int64_t 
         GDN2_SIMD
         for (int64_t j = 0; j < V; j++) sn[j] = s[j] * f;
     }
-    gdn2_chunk_sgemm(1, 0, (int)K, (int)V, n, 1.0f, w->kg, (int)K, w->R, (int)(K + V), 1.0f, Sn, (int)V);
+    gdn2_chunk_sgemm(w, 1, 0, (int)K, (int)V, n, 1.0f, w->kg, (int)K, w->R, (int)(K + V), 1.0f, Sn, (int)V);
 }
 
 void gdn2_chunk_state_update(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, float *S) {

@@ -42,8 +42,8 @@ static void fwd_task(const gdn2_chunk_args *a, const gdn2_dims *d, const gdn2_op
         gdn2_chunk_wy(w, K, V, cn, S);
         /* (F6) O = scale·(q̂⊙γ) S + Aqk R, written straight into o (row stride HV·V) */
         float *out = t->o + ((bos + c0) * HV + hv) * V;
-        gdn2_chunk_sgemm(0, 0, cn, (int)V, (int)K, a->scale, w->qg, (int)K, S, (int)V, 0.0f, out, (int)(HV * V));
-        gdn2_chunk_sgemm(0, 0, cn, (int)V, cn, 1.0f, w->Aqk, GDN2_C, w->R, (int)(K + V), 1.0f, out, (int)(HV * V));
+        gdn2_chunk_sgemm(w, 0, 0, cn, (int)V, (int)K, a->scale, w->qg, (int)K, S, (int)V, 0.0f, out, (int)(HV * V));
+        gdn2_chunk_sgemm(w, 0, 0, cn, (int)V, cn, 1.0f, w->Aqk, GDN2_C, w->R, (int)(K + V), 1.0f, out, (int)(HV * V));
         if (rec) { /* record ci: [S0 | [Y | R], A, Aqk] */
             float *r = rec + (size_t)ci * rs;
             memcpy(r, S, sbytes);
