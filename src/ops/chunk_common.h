@@ -165,6 +165,8 @@ void gdn2_chunk_solve(gdn2_chunk_ws *w, int n);
  * gets from one call of the same kernel (no split of the inner dimension). */
 void gdn2_chunk_sgemm(const gdn2_chunk_ws *w, int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                       const float *B, int ldb, float beta, float *C, int ldc);
+/* dst (cols x rows, row stride ldd) = srcᵀ (rows x cols, row stride lds) */
+void gdn2_transpose(float *restrict dst, int64_t ldd, const float *restrict src, int64_t lds, int rows, int cols);
 /* [Y | U] = A [Ē | Z]  (F4) and R = U − Y S  (F5, overwriting U; row stride K+V) with S (K x V). */
 void gdn2_chunk_wy(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, const float *S);
 /* S <- Diag(γ_last) S + kgᵀ R  (F7), in place on S. */
