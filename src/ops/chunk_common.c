@@ -581,8 +581,9 @@ int gdn2_chunk_bwd_cache_ok(int64_t K, int64_t V) {
 size_t gdn2_chunk_bwd_extra_floats(int64_t K, int64_t V, int64_t max_len) {
     const size_t C = GDN2_C, NT = (size_t)((max_len + GDN2_C - 1) / GDN2_C);
     const size_t cache = gdn2_chunk_bwd_cache_ok(K, V) ? NT * (C * (size_t)(K + V) + C * C) + 16 : 0;
+    const size_t bt = (size_t)(K * V) > C * (size_t)(K + V) ? (size_t)(K * V) : C * (size_t)(K + V);
     return cache + (NT + 2) * (size_t)(K * V) + 3 * C * (size_t)(K + V) + 4 * C * C + 8 * C * (size_t)K + C +
-           (size_t)K + 24 * 16;
+           (size_t)K + bt + 25 * 16;
 }
 
 /* tasks of the forward: (sequence, value head); of the backward: (sequence, key head) */
