@@ -25,6 +25,7 @@ typedef struct {
     float *dkg, *dqi, *Ep, *dkt, *P1, *P2, *P3, *X; /* C x K (dqg lives in dYR, B3) */
     float *dAd;              /* C: diagonal of dAqk */
     float *zL;               /* K: γ_last ⊙ rowsum(S0 ⊙ dS) */
+    float *Bt;               /* max(K·V, (K+V)·C): the transposed operand of an NT product (gemm_nt) */
 } bwd_ws;
 
 static float *carve(float **p, size_t n) {
@@ -55,6 +56,21 @@ static void bwd_ws_init(bwd_ws *b, float *p, int64_t K, int64_t V, int64_t max_l
     b->X = carve(&p, C * K);
     b->dAd = carve(&p, C);
     b->zL = carve(&p, (size_t)K);
+    b->Bt = carve(&p, (size_t)(K * V) > C * (size_t)(K + V) ? (size_t)(K * V) : C * (size_t)(K + V));
+}
+
+/* Cm = alpha·A Bᵀ + beta·Cm (row-major NT; A: m x kk, B: n x kk). With OpenBLAS's small-matrix
+ * kernels (w->small) as NN against Bᵀ, transposed into bt (kk x n, row stride n): the small kernels
+ * never take NT with a result of more than 1200 elements, and on the packed path NT costs ~1.7x NN
+ * (dev/cpu/NOTES.md §8, §10); else one NT call. */
+static void gemm_nt(const gdn2_chunk_ws *w, float *bt, int m, int n, int kk, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *Cm, int ldc) {
+    if (w->small) {
+        gdn2_transpose(bt, n, B, ldb, n, kk);
+        gdn2_chunk_sgemm(w, 0, 0, m, n, kk, alpha, A, lda, bt, n, beta, Cm, ldc);
+    } else {
+        gdn2_sgemm(0, 1, m, n, kk, alpha, A, lda, B, ldb, beta, Cm, ldc);
+    }
 }
 
 /* The recompute of one chunk (F1..F5) against its chunk-start state S0.
@@ -104,10 +120,10 @@ GDN2_VEC_CLONES static void intra_bwd(gdn2_chunk_ws *w, bwd_ws *b, int64_t K, in
         /* b->dT holds dTᵀ (B8): the tile's block is rows c0.., columns r0.. of it */
         const float *dAq = b->dAqk + t->r0 * C + t->c0, *dTt = b->dT + t->c0 * C + t->r0;
         gdn2_tile_operands(w, K, t, 1, 1.0f);
-        gdn2_sgemm(0, 0, nr, k, nc, 1.0f, dAq, C, w->Lc, k, 0.0f, b->P1, k);
-        gdn2_sgemm(1, 0, nr, k, nc, 1.0f, dTt, C, w->Lc, k, 0.0f, b->P2, k);
-        gdn2_sgemm(1, 0, nc, k, nr, w->qalpha, dAq, C, w->tLq, w->ldq, 0.0f, b->P3, k);
-        gdn2_sgemm(0, 0, nc, k, nr, 1.0f, dTt, C, w->tLb, w->ldb, 1.0f, b->P3, k);
+        gdn2_chunk_sgemm(w, 0, 0, nr, k, nc, 1.0f, dAq, C, w->Lc, k, 0.0f, b->P1, k);
+        gdn2_chunk_sgemm(w, 1, 0, nr, k, nc, 1.0f, dTt, C, w->Lc, k, 0.0f, b->P2, k);
+        gdn2_chunk_sgemm(w, 1, 0, nc, k, nr, w->qalpha, dAq, C, w->tLq, w->ldq, 0.0f, b->P3, k);
+        gdn2_chunk_sgemm(w, 0, 0, nc, k, nr, 1.0f, dTt, C, w->tLb, w->ldb, 1.0f, b->P3, k);
         {
             float *restrict dq = b->dqi + t->r0 * K, *restrict ep = b->Ep + t->r0 * K;
             const float *restrict f = w->tFr, *restrict p1 = b->P1, *restrict p2 = b->P2;
@@ -235,15 +251,15 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
         recompute(w, a, tok, cn, h, hv, S0, 1, slot, rcache != NULL);
 
         /* B1: dAqk = scale·tril(dO Rᵀ) (w.r.t. the unscaled score); its diagonal is set aside */
-        gdn2_sgemm(0, 1, cn, cn, v, scale, dO, ldo, w->R, kv, 0.0f, b->dAqk, C);
+        gemm_nt(w, b->Bt, cn, cn, v, scale, dO, ldo, w->R, kv, 0.0f, b->dAqk, C);
         for (int r = 0; r < cn; r++) {
             float *row = b->dAqk + r * C;
             b->dAd[r] = row[r];
             for (int s = r; s < cn; s++) row[s] = 0.0f;
         }
         /* B2: dR = Aqkᵀ dO + kg dS */
-        gdn2_sgemm(1, 0, cn, v, cn, 1.0f, w->Aqk, C, dO, ldo, 0.0f, dR, kv);
-        gdn2_sgemm(0, 0, cn, v, k, 1.0f, w->kg, k, dS, v, 1.0f, dR, kv);
+        gdn2_chunk_sgemm(w, 1, 0, cn, v, cn, 1.0f, w->Aqk, C, dO, ldo, 0.0f, dR, kv);
+        gdn2_chunk_sgemm(w, 0, 0, cn, v, k, 1.0f, w->kg, k, dS, v, 1.0f, dR, kv);
         /* B3: dY = −dR S0ᵀ,  dqg = scale·dO S0ᵀ as one GEMM against S0ᵀ: −scale·dO is copied into
          * the rows cn..2cn−1 of dYR's dR columns, so [dY ; dqg] = −[dR ; −scale·dO] S0ᵀ lands in
          * dYR's dY columns (dqg: rows cn..2cn−1, row stride K+V) */
@@ -253,9 +269,9 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
             GDN2_SIMD
             for (int j = 0; j < v; j++) dst[j] = -scale * src[j];
         }
-        gdn2_sgemm(0, 1, 2 * cn, k, v, -1.0f, dR, kv, S0, v, 0.0f, dY, kv);
+        gemm_nt(w, b->Bt, 2 * cn, k, v, -1.0f, dR, kv, S0, v, 0.0f, dY, kv);
         const float *const dqg0 = dY + (size_t)cn * kv;
-        gdn2_sgemm(0, 1, cn, k, v, 1.0f, w->R, kv, dS, v, 0.0f, b->dkg, k);
+        gemm_nt(w, b->Bt, cn, k, v, 1.0f, w->R, kv, dS, v, 0.0f, b->dkg, k);
         /* B5: dS0 = Diag(γ_last) dS + scale·qgᵀ dO − Yᵀ dR;  zL = γ_last ⊙ rowsum(S0 ⊙ dS) */
         const float *gl = w->gam + (cn - 1) * K;
         for (int64_t c = 0; c < K; c++) {
@@ -268,19 +284,19 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
             }
             b->zL[c] = gl[c] * acc;
         }
-        gdn2_sgemm(1, 0, k, v, cn, scale, w->qg, k, dO, ldo, 1.0f, b->dSn, v);
-        gdn2_sgemm(1, 0, k, v, cn, -1.0f, w->YU, kv, dR, kv, 1.0f, b->dSn, v);
+        gdn2_chunk_sgemm(w, 1, 0, k, v, cn, scale, w->qg, k, dO, ldo, 1.0f, b->dSn, v);
+        gdn2_chunk_sgemm(w, 1, 0, k, v, cn, -1.0f, w->YU, kv, dR, kv, 1.0f, b->dSn, v);
         /* B6: dA = [dY | dR] [Ē | Z]ᵀ, strictly lower */
-        gdn2_sgemm(0, 1, cn, cn, kv, 1.0f, b->dYR, kv, w->EZ, kv, 0.0f, b->dA, C);
+        gemm_nt(w, b->Bt, cn, cn, kv, 1.0f, b->dYR, kv, w->EZ, kv, 0.0f, b->dA, C);
         for (int r = 0; r < cn; r++)
             for (int s = r; s < cn; s++) b->dA[r * C + s] = 0.0f;
         /* B7: [dĒ | dZ] = Aᵀ [dY | dR] */
-        gdn2_sgemm(1, 0, cn, kv, cn, 1.0f, w->A, C, b->dYR, kv, 0.0f, b->dEZ, kv);
+        gdn2_chunk_sgemm(w, 1, 0, cn, kv, cn, 1.0f, w->A, C, b->dYR, kv, 0.0f, b->dEZ, kv);
         /* B8: dT = −tril(Aᵀ dA Aᵀ, −1), kept transposed: dTᵀ = −A (dAᵀ A), strictly upper. Both
          * products are then NN / TN (OpenBLAS's small kernels); Aᵀ dA · Aᵀ had an NT one (packed
          * path, ~1.7x the time) */
-        gdn2_sgemm(1, 0, cn, cn, cn, 1.0f, b->dA, C, w->A, C, 0.0f, b->M, C);
-        gdn2_sgemm(0, 0, cn, cn, cn, -1.0f, w->A, C, b->M, C, 0.0f, b->dT, C);
+        gdn2_chunk_sgemm(w, 1, 0, cn, cn, cn, 1.0f, b->dA, C, w->A, C, 0.0f, b->M, C);
+        gdn2_chunk_sgemm(w, 0, 0, cn, cn, cn, -1.0f, w->A, C, b->M, C, 0.0f, b->dT, C);
         for (int r = 0; r < cn; r++)
             for (int s = 0; s <= r; s++) b->dT[r * C + s] = 0.0f;
         /* B9 */

@@ -134,6 +134,7 @@ typedef struct {
     float *S;                  /* K x V running state */
     int check;                 /* gdn2_chunk_load tests the input rows it reads (the value scan's test) */
     int bad;                   /* ... and ORs the verdict in here (0 from gdn2_chunk_ws_init) */
+    int small;                 /* gdn2_gemm_small_kernels(): shape the products for them (gdn2_chunk_sgemm) */
 } gdn2_chunk_ws;
 
 size_t gdn2_chunk_ws_floats(int64_t K, int64_t V);
@@ -157,6 +158,15 @@ void gdn2_chunk_plan(gdn2_chunk_ws *w, int64_t K, int n);
 void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want_qk, int want_t);
 /* w->A <- (I + T)^-1 in place (unit lower triangular; forward substitution, F3). */
 void gdn2_chunk_solve(gdn2_chunk_ws *w, int n);
+/* gdn2_sgemm; when w->small, issued as column blocks (N halved, at least 16 wide) of at most 100³
+ * multiply-adds each, NN and TN only: OpenBLAS's AVX-512 kernel sets run such products (never
+ * row-major NT) through their small-matrix kernels, without packing, ~1.3–1.5x the rate of a
+ * 64x128x128 product on the packed path (dev/cpu/NOTES.md §10). Every element of C gets the sum it
+ * gets from one call of the same kernel (no split of the inner dimension). */
+void gdn2_chunk_sgemm(const gdn2_chunk_ws *w, int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc);
+/* dst (cols x rows, row stride ldd) = srcᵀ (rows x cols, row stride lds) */
+void gdn2_transpose(float *restrict dst, int64_t ldd, const float *restrict src, int64_t lds, int rows, int cols);
 /* [Y | U] = A [Ē | Z]  (F4) and R = U − Y S  (F5, overwriting U; row stride K+V) with S (K x V). */
 void gdn2_chunk_wy(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, const float *S);
 /* S <- Diag(γ_last) S + kgᵀ R  (F7), in place on S. */

@@ -3,41 +3,36 @@
  * Per (sequence, value head), chunk by chunk with the state S (K x V) carried in fp32:
  *   scores Aqk, T (F2) -> A = (I+T)^-1 (F3) -> [Y|U] = A[Ē|Z] (F4) -> R = U − Y S (F5)
  *   O = scale·(q̂⊙γ) S + Aqk R (F6) -> S <- Diag(γ_last) S + kgᵀ R (F7)
- * The block products go through gdn2_sgemm; OpenMP runs over (sequence, value head). */
+ * The block products go through gdn2_chunk_sgemm (shaped for OpenBLAS's small-matrix kernels);
+ * OpenMP runs over (sequence, value head). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "chunk_common.h"
 #include "gate.h"
 
-/* One (sequence n, value head hv): the chunk loop of F2..F7. With `saved` (gdn2_chunk_fwd_save)
- * the running state lives in the task's records (chunk ci's start state in record ci, the update
- * written out of place into record ci + 1) and A, [Y | R], Aqk are computed straight into the records'
- * slots when cache_ok: the same arithmetic, no copies. */
+/* One (sequence n, value head hv): the chunk loop of F2..F7, on the thread's workspace. With `saved`
+ * (gdn2_chunk_fwd_save) the records are filled by copies after each chunk's products: its start
+ * state into record ci and, when cache_ok, A, [Y | R] and Aqk into the record's slot. (Computed
+ * straight into the records, fresh memory each chunk, the products gained nothing from
+ * gdn2_chunk_sgemm's split; with the copies fwd_save is ~15 % faster at K = V = 128:
+ * dev/cpu/NOTES.md §10.) */
 static void fwd_task(const gdn2_chunk_args *a, const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t,
                      gdn2_chunk_ws *w, int64_t n, int64_t hv, float *saved, const int64_t *cb) {
-    const int64_t K = a->K, V = a->V, HV = a->HV, h = hv / a->G;
+    const int64_t K = a->K, V = a->V, HV = a->HV, h = hv / a->G, C = GDN2_C;
     int64_t bos, len;
     gdn2_seq_range(d, o, n, &bos, &len);
     const int64_t nch = (len + GDN2_C - 1) / GDN2_C;
-    const size_t rs = gdn2_chunk_saved_rec_floats(K, V);
+    const size_t rs = gdn2_chunk_saved_rec_floats(K, V), kv = (size_t)(K + V);
     const int slots = gdn2_chunk_bwd_cache_ok(K, V);
     float *const rec = saved && nch > 0 ? saved + ((size_t)cb[n] * (size_t)HV + (size_t)(hv * nch)) * rs : NULL;
-    float *const YU0 = w->YU, *const R0 = w->R, *const A0 = w->A, *const Aqk0 = w->Aqk;
-    float *S = rec ? rec : w->S;
+    float *const S = w->S;
     const size_t sbytes = (size_t)(K * V) * sizeof(float);
     if (t->h0) memcpy(S, t->h0 + (n * HV + hv) * K * V, sbytes);
     else memset(S, 0, sbytes);
     for (int64_t ci = 0; ci < nch; ci++) {
         const int64_t c0 = ci * GDN2_C;
         const int cn = (int)(len - c0 < GDN2_C ? len - c0 : GDN2_C);
-        if (rec && slots) { /* T -> A, [Y | R] and Aqk into the record's slot */
-            float *slot = rec + (size_t)ci * rs + (size_t)(K * V);
-            w->YU = slot;
-            w->R = slot + K;
-            w->A = slot + (size_t)GDN2_C * (size_t)(K + V);
-            w->Aqk = w->A + GDN2_C * GDN2_C;
-        }
         gdn2_chunk_load(w, a, bos + c0, cn, h, hv);
         if (c0 + GDN2_C < len) {
             const int64_t left = len - c0 - GDN2_C;
@@ -49,20 +44,19 @@ static void fwd_task(const gdn2_chunk_args *a, const gdn2_dims *d, const gdn2_op
         gdn2_chunk_wy(w, K, V, cn, S);
         /* (F6) O = scale·(q̂⊙γ) S + Aqk R, written straight into o (row stride HV·V) */
         float *out = t->o + ((bos + c0) * HV + hv) * V;
-        gdn2_sgemm(0, 0, cn, (int)V, (int)K, a->scale, w->qg, (int)K, S, (int)V, 0.0f, out, (int)(HV * V));
-        gdn2_sgemm(0, 0, cn, (int)V, cn, 1.0f, w->Aqk, GDN2_C, w->R, (int)(K + V), 1.0f, out, (int)(HV * V));
-        if (rec) {
-            float *Sn = ci + 1 < nch ? rec + (size_t)(ci + 1) * rs : w->S;
-            gdn2_chunk_state_next(w, K, V, cn, S, Sn);
-            S = Sn;
-        } else {
-            gdn2_chunk_state_update(w, K, V, cn, S);
+        gdn2_chunk_sgemm(w, 0, 0, cn, (int)V, (int)K, a->scale, w->qg, (int)K, S, (int)V, 0.0f, out, (int)(HV * V));
+        gdn2_chunk_sgemm(w, 0, 0, cn, (int)V, cn, 1.0f, w->Aqk, GDN2_C, w->R, (int)(K + V), 1.0f, out, (int)(HV * V));
+        if (rec) { /* record ci: [S0 | [Y | R], A, Aqk] */
+            float *r = rec + (size_t)ci * rs;
+            memcpy(r, S, sbytes);
+            if (slots) {
+                memcpy(r + K * V, w->YU, (size_t)cn * kv * sizeof(float));
+                memcpy(r + K * V + C * kv, w->A, (size_t)(cn * C) * sizeof(float));
+                memcpy(r + K * V + C * kv + C * C, w->Aqk, (size_t)(cn * C) * sizeof(float));
+            }
         }
+        gdn2_chunk_state_update(w, K, V, cn, S);
     }
-    w->YU = YU0;
-    w->R = R0;
-    w->A = A0;
-    w->Aqk = Aqk0;
     if (t->ht) memcpy(t->ht + (n * HV + hv) * K * V, S, sbytes);
 }
 

@@ -1,11 +1,23 @@
 /* sgemm: OpenBLAS when available (GDN2_HAVE_BLAS), else a simple cache-blocked fallback so the
  * library builds and stays correct on machines without it. */
+#include <strings.h>
+
 #include "../util/internal.h"
 
 #ifdef GDN2_HAVE_BLAS
 #include <cblas.h>
 
 const char *gdn2_gemm_backend(void) { return "openblas"; }
+
+/* OpenBLAS's AVX-512 kernel sets (SkylakeX and those built on it) run products of M·N·K <= 100³
+ * through small-matrix kernels without packing (row-major NN and TN; kernel/x86_64/
+ * sgemm_small_kernel_permit_skylakex.c); the chunk ops shape their products for them when this is
+ * nonzero (gdn2_chunk_sgemm). Other kernel sets pack every product: there the split only costs. */
+int gdn2_gemm_small_kernels(void) {
+    const char *c = openblas_get_corename();
+    return c && (!strncasecmp(c, "skylakex", 8) || !strncasecmp(c, "cooperlake", 10) ||
+                 !strncasecmp(c, "sapphirerapids", 14));
+}
 
 void gdn2_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc) {
@@ -16,6 +28,8 @@ void gdn2_sgemm(int transA, int transB, int M, int N, int K, float alpha, const 
 #else
 
 const char *gdn2_gemm_backend(void) { return "fallback"; }
+
+int gdn2_gemm_small_kernels(void) { return 0; }
 
 /* C[i][j] = alpha * sum_p opA[i][p] opB[p][j] + beta * C[i][j] */
 void gdn2_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,

@@ -12,6 +12,8 @@ void gdn2_sgemm(int transA, int transB, int M, int N, int K, float alpha, const 
                 const float *B, int ldb, float beta, float *C, int ldc);
 /* Name of the GEMM backend in use ("openblas" or "fallback"). */
 const char *gdn2_gemm_backend(void);
+/* nonzero when the GEMM backend has small-matrix kernels for M·N·K <= 100³ (src/ops/gemm.c) */
+int gdn2_gemm_small_kernels(void);
 
 /* Thread count for an OpenMP region: n_threads when > 0, else the OpenMP default (1 without OpenMP). */
 #ifdef _OPENMP
