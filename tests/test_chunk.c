@@ -12,7 +12,8 @@
 #include "check.h"
 #include "fixture.h"
 #include "gdn2.h"
-#include "ops/chunk_common.h" /* gdn2_chunk_fwd_beta (internal, for the KDA entry points) */
+#include "ops/chunk_common.h" /* gdn2_chunk_fwd_beta, gdn2_transpose (internal) */
+#include "util/internal.h"    /* gdn2_gemm_small_kernels */
 
 #define BAR_FWD 1e-5
 #define BAR_BWD 1e-4
@@ -401,6 +402,22 @@ static void beta_mode(void) {
     free(o1); free(o2); free(h1); free(h2);
 }
 
+/* gdn2_transpose (16x16 vector blocks and ragged strips) against the plain loop, exactly */
+static void transpose_blocks(void) {
+    const int sizes[][2] = {{128, 128}, {64, 128}, {37, 70}, {16, 5}, {1, 33}, {17, 16}};
+    for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
+        const int r = sizes[t][0], c = sizes[t][1], lds = c + 3, ldd = r + 5;
+        float *src = fl((size_t)r * lds), *dst = fl((size_t)c * ldd);
+        for (int i = 0; i < r * lds; i++) src[i] = (float)(i % 977) - 400.5f;
+        gdn2_transpose(dst, ldd, src, lds, r, c);
+        int ok = 1;
+        for (int i = 0; i < r; i++)
+            for (int j = 0; j < c; j++) ok &= dst[(size_t)j * ldd + i] == src[(size_t)i * lds + j];
+        CHECK(ok, "gdn2_transpose %dx%d (row strides %d, %d) equals the plain loop", r, c, lds, ldd);
+        free(src), free(dst);
+    }
+}
+
 int main(void) {
     const tcase cases[] = {
         {.name = "T1 K16 V16", .B = 1, .T = 1, .H = 1, .HV = 1, .K = 16, .V = 16, .l2norm = 0, .gate = 0, .h0 = 0, .dht = 0, .bwd = 1},
@@ -423,6 +440,23 @@ int main(void) {
     };
     double t0 = now_s();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
+    /* the other shape of the chunk products (gdn2_chunk_sgemm's column blocks and the scores against
+     * a transposed operand for OpenBLAS's small-matrix kernels, or the plain products), whichever this
+     * machine's kernel set does not take, on the cases with 64- and 128-wide heads */
+    const int small = gdn2_gemm_small_kernels();
+    setenv("GDN2_GEMM_SMALL", small ? "0" : "1", 1);
+    CHECK(gdn2_gemm_small_kernels() == !small, "GDN2_GEMM_SMALL=%d forces the products' shape (kernel set's: %d)",
+          !small, small);
+    const size_t other[] = {3, 4, 5, 7, 10, 14};
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+        tcase c = cases[other[i]];
+        char name[96];
+        snprintf(name, sizeof name, "%s [small=%d]", c.name, !small);
+        c.name = name;
+        run_case(&c);
+    }
+    unsetenv("GDN2_GEMM_SMALL");
+    transpose_blocks();
     fixture("op_small.safetensors");
     fixture("op_gate_in_kernel.safetensors");
     fixture("op_gva.safetensors");

@@ -369,10 +369,16 @@ GDN2_VEC_CLONES void gdn2_tile_operands(gdn2_chunk_ws *w, int64_t K, const gdn2_
  * element. This is what lets a row-major NT product run as NN against the transposed operand, on
  * OpenBLAS's small-matrix kernels (gdn2_chunk_sgemm): ~2.8 µs for 128x128 on one core here, the
  * plain double loop ~10x that. */
+#if defined(__GNUC__) && !defined(__clang__) /* __builtin_shuffle is GCC's; elsewhere the strips do it all */
+#define GDN2_TRANSPOSE_BLOCKS 1
 typedef float gdn2_v16 __attribute__((vector_size(64)));
 typedef int32_t gdn2_i16 __attribute__((vector_size(64)));
+#else
+#define GDN2_TRANSPOSE_BLOCKS 0
+#endif
 GDN2_VEC_CLONES void gdn2_transpose(float *restrict dst, int64_t ldd, const float *restrict src, int64_t lds, int rows,
                                     int cols) {
+#if GDN2_TRANSPOSE_BLOCKS
     static const gdn2_i16 lo1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
                           hi1 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31},
                           lo2 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
@@ -407,6 +413,9 @@ GDN2_VEC_CLONES void gdn2_transpose(float *restrict dst, int64_t ldd, const floa
             }
             for (int i = 0; i < 16; i++) memcpy(dst + (c0 + i) * ldd + r0, &x[i], sizeof x[i]);
         }
+#else
+    const int R16 = 0, C16 = 0;
+#endif
     for (int r = 0; r < R16; r++) /* right strip */
         for (int c = C16; c < cols; c++) dst[c * ldd + r] = src[r * lds + c];
     for (int r = R16; r < rows; r++) /* bottom strip */
