@@ -218,8 +218,11 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
                            : NULL;
     float *const rcache = rec && gdn2_chunk_bwd_cache_ok(K, V) ? rec + sz : NULL;
     const int check = w->check;
-    if (!rec) { /* 1. chunk-start states (the saved forward left them in the records) */
+    if (!rec) { /* 1. chunk-start states (the saved forward left them in the records). The states need
+                 * no scores against q (T only) and no output, so the loads skip q (skip_q): its rows
+                 * are read, and tested, by the reverse pass's loads only */
         float *S = w->S;
+        w->skip_q = 1;
         if (x->t->h0) memcpy(S, x->t->h0 + (n * HV + hv) * K * V, sz * sizeof(float));
         else memset(S, 0, sz * sizeof(float));
         for (int64_t ci = 0; ci < nch; ci++) {
@@ -227,14 +230,15 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
             memcpy(b->states + ci * sz, S, sz * sizeof(float));
             if (ci + 1 < nch) {
                 const int64_t left = len - (ci + 1) * C;
-                gdn2_chunk_prefetch(a, bos + (ci + 1) * C, (int)(left < C ? left : C), h, hv);
+                gdn2_chunk_prefetch(a, bos + (ci + 1) * C, (int)(left < C ? left : C), h, hv, 0);
             }
             recompute(w, a, bos + ci * C, cn, h, hv, S, 0, b->cache ? b->cache + ci * cslot : NULL, 0);
             gdn2_chunk_state_update(w, K, V, cn, S);
         }
-        /* the reverse pass's loads need not test the rows again: the state pass read all of them
-         * (with saved records there was no state pass, and they do) */
-        w->check = 0;
+        /* the reverse pass's loads need test only the q rows: the state pass tested all the others
+         * (with saved records there was no state pass, and they test all) */
+        w->skip_q = 0;
+        w->check = check ? GDN2_CHECK_Q : 0;
     }
 
     /* 2. reverse pass */
@@ -247,7 +251,7 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
         float *const slot = rec ? (rcache ? rcache + ci * rs : NULL) : b->cache ? b->cache + ci * cslot : NULL;
         const float *dO = x->g->d_o + (tok * HV + hv) * V;
         float *dR = b->dYR + K, *dY = b->dYR;
-        if (ci > 0) gdn2_chunk_prefetch(a, tok - C, C, h, hv);
+        if (ci > 0) gdn2_chunk_prefetch(a, tok - C, C, h, hv, 1);
         recompute(w, a, tok, cn, h, hv, S0, 1, slot, rcache != NULL);
 
         /* B1: dAqk = scale·tril(dO Rᵀ) (w.r.t. the unscaled score); its diagonal is set aside */
@@ -421,7 +425,7 @@ static int chunk_bwd(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
                               saved ? "is" : "NULL,", saved ? saved_size : (size_t)0, need);
         if (!(cb = gdn2_chunk_saved_offsets(d, o))) return GDN2_ERR_NOMEM;
     }
-    const int check = !o->trust_values;
+    const int check = !o->trust_values ? GDN2_CHECK_ALL : 0;
     if (check && (st = gdn2_check_values_rest(fn, d, o, t, g))) {
         free(cb);
         return st;

@@ -91,11 +91,14 @@ GDN2_VEC_CLONES void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a,
         float *restrict g = w->g + r * K;
         const float *restrict sq = a->q + ok, *restrict sk = a->k + ok;
         const float *restrict sb = a->beta ? NULL : a->b + ok;
+        const int skip_q = w->skip_q;
         float rq = 1.0f, rk = 1.0f;
         if (a->l2norm) { /* y = x / sqrt(Σx² + 1e-6) */
             float ssq = 0.0f, ssk = 0.0f;
-            GDN2_SIMD_SUM(ssq)
-            for (int64_t c = 0; c < K; c++) ssq += sq[c] * sq[c];
+            if (!skip_q) {
+                GDN2_SIMD_SUM(ssq)
+                for (int64_t c = 0; c < K; c++) ssq += sq[c] * sq[c];
+            }
             GDN2_SIMD_SUM(ssk)
             for (int64_t c = 0; c < K; c++) ssk += sk[c] * sk[c];
             rq = 1.0f / sqrtf(ssq + 1e-6f);
@@ -104,11 +107,12 @@ GDN2_VEC_CLONES void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a,
         w->rq[r] = rq;
         w->rk[r] = rk;
         const float bt = a->beta ? a->beta[(tok0 + r) * H + h] : 0.0f;
-        GDN2_SIMD
-        for (int64_t c = 0; c < K; c++) {
-            q[c] = sq[c] * rq;
-            k[c] = sk[c] * rk;
+        if (!skip_q) {
+            GDN2_SIMD
+            for (int64_t c = 0; c < K; c++) q[c] = sq[c] * rq;
         }
+        GDN2_SIMD
+        for (int64_t c = 0; c < K; c++) k[c] = sk[c] * rk;
         /* two loops, not a select inside one: vectorised, `a->beta ? bt : sb[c]` became a masked load
          * through the NULL sb in KDA mode, and each such load took a microcode assist (18% of the
          * KDA forward at K = 128) */
@@ -138,16 +142,25 @@ GDN2_VEC_CLONES void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a,
         }
         /* the input value scan, folded in: the rows just read (still in L1) must be finite, and g
          * <= 0 unless the gate is computed here (in KDA mode b, w are beta, checked by the caller) */
-        if (w->check) {
+        if (w->check == GDN2_CHECK_Q) { /* the q rows only (the rest was tested by an earlier load) */
+            int bad = 0;
+            GDN2_SIMD_OR(bad)
+            for (int64_t c = 0; c < K; c++) {
+                const int32_t uq = gdn2_bits(sq + c);
+                bad |= GDN2_BAD_BITS(uq, INT32_MAX);
+            }
+            w->bad |= bad;
+        } else if (w->check) {
             /* bad = OR over c of [q_c, k_c, b_c, v_c, w_c not finite] | [g_c not finite or (no gate) g_c > 0];
-             * in KDA mode q, v stand in for b, w (no loads through NULL, see above) */
-            const float *restrict sf = a->g + ok, *restrict sbb = a->beta ? sq : sb;
+             * in KDA mode k, v stand in for b, w, and with skip_q k stands in for q (no loads through
+             * NULL, see above; with skip_q q is not read at all: a later load must test it) */
+            const float *restrict sf = a->g + ok, *restrict sbb = a->beta ? sk : sb, *restrict sqq = skip_q ? sk : sq;
             const float *restrict sw = a->beta ? v : a->w + ov;
             const int32_t gmax = a->gate ? INT32_MAX : 0;
             int bad = 0;
             GDN2_SIMD_OR(bad)
             for (int64_t c = 0; c < K; c++) {
-                const int32_t uq = gdn2_bits(sq + c), uk = gdn2_bits(sk + c), ub = gdn2_bits(sbb + c);
+                const int32_t uq = gdn2_bits(sqq + c), uk = gdn2_bits(sk + c), ub = gdn2_bits(sbb + c);
                 const int32_t ug = gdn2_bits(sf + c);
                 bad |= GDN2_BAD_BITS(uq, INT32_MAX) | GDN2_BAD_BITS(uk, INT32_MAX) | GDN2_BAD_BITS(ub, INT32_MAX) |
                        GDN2_BAD_BITS(ug, gmax);
@@ -227,10 +240,13 @@ GDN2_VEC_CLONES void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a,
         const float *restrict q = w->q + r * K, *restrict k = w->k + r * K, *restrict b = w->b + r * K;
         float *restrict qg = w->qg + r * K, *restrict kg = w->kg + r * K, *restrict bk = w->bk + r * K;
         float *restrict E = w->EZ + r * KV;
+        if (!w->skip_q) {
+            GDN2_SIMD
+            for (int64_t c = 0; c < K; c++) qg[c] = q[c] * gam[c];
+        }
         GDN2_SIMD
         for (int64_t c = 0; c < K; c++) {
             const float bkc = b[c] * k[c];
-            qg[c] = q[c] * gam[c];
             kg[c] = k[c] * kgf[c];
             bk[c] = bkc;
             E[c] = gam[c] * bkc;
@@ -240,12 +256,12 @@ GDN2_VEC_CLONES void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a,
 
 /* Prefetch the inputs of chunk rows [tok0, tok0+n) (the next chunk) while this one computes: the
  * first touch of q, k, g, b, v, w otherwise stalls the load on memory. */
-void gdn2_chunk_prefetch(const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv) {
+void gdn2_chunk_prefetch(const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv, int with_q) {
     const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV;
     for (int r = 0; r < n; r++) {
         const int64_t ok = ((tok0 + r) * H + h) * K, ov = ((tok0 + r) * HV + hv) * V;
         for (int64_t c = 0; c < K; c += 16) {
-            __builtin_prefetch(a->q + ok + c, 0, 1);
+            if (with_q) __builtin_prefetch(a->q + ok + c, 0, 1);
             __builtin_prefetch(a->k + ok + c, 0, 1);
             __builtin_prefetch(a->g + ok + c, 0, 1);
             if (!a->beta) __builtin_prefetch(a->b + ok + c, 0, 1);

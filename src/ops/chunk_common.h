@@ -89,6 +89,9 @@ static inline int32_t gdn2_bits(const float *x) {
     return u;
 }
 #define GDN2_BAD_BITS(u, pmax) ((((u) & 0x7f800000) == 0x7f800000) | ((u) > (pmax)))
+/* gdn2_chunk_ws.check */
+#define GDN2_CHECK_ALL 1
+#define GDN2_CHECK_Q 2
 
 /* the problem, flattened for the per-chunk code */
 typedef struct {
@@ -132,7 +135,10 @@ typedef struct {
     gdn2_tile tiles[2 * GDN2_C];
     int n_tiles;
     float *S;                  /* K x V running state */
-    int check;                 /* gdn2_chunk_load tests the input rows it reads (the value scan's test) */
+    int check;                 /* gdn2_chunk_load tests the input rows it reads (the value scan's test):
+                                * GDN2_CHECK_ALL, or GDN2_CHECK_Q (the q rows only), or 0 */
+    int skip_q;                /* gdn2_chunk_load leaves q̂, rq, qg alone and does not read q (the
+                                * recomputing backward's state pass: no scores against q, no output) */
     int bad;                   /* ... and ORs the verdict in here (0 from gdn2_chunk_ws_init) */
     int small;                 /* gdn2_gemm_small_kernels(): shape the products for them (gdn2_chunk_sgemm) */
 } gdn2_chunk_ws;
@@ -147,8 +153,8 @@ float *gdn2_chunk_thread_ws(gdn2_chunk_ws *w, float *ws, size_t per, int64_t K, 
  * value head hv: q̂, k̂ (+rstd), b, g (gate applied), v⊙w, the cumulative-decay factors and the
  * derived rows qg, kg, bk, Ē, Z (F1, F4). */
 void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv);
-/* Hint the inputs of the next chunk into cache. */
-void gdn2_chunk_prefetch(const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv);
+/* Hint the inputs of the next chunk into cache (q's rows only when with_q). */
+void gdn2_chunk_prefetch(const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv, int with_q);
 
 /* Plan the score tiles of the loaded chunk (recursive halving until each diagonal tile's decay
  * span is <= GDN2_SPAN_MAX; docs §3). */

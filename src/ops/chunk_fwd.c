@@ -36,7 +36,7 @@ static void fwd_task(const gdn2_chunk_args *a, const gdn2_dims *d, const gdn2_op
         gdn2_chunk_load(w, a, bos + c0, cn, h, hv);
         if (c0 + GDN2_C < len) {
             const int64_t left = len - c0 - GDN2_C;
-            gdn2_chunk_prefetch(a, bos + c0 + GDN2_C, (int)(left < GDN2_C ? left : GDN2_C), h, hv);
+            gdn2_chunk_prefetch(a, bos + c0 + GDN2_C, (int)(left < GDN2_C ? left : GDN2_C), h, hv, 1);
         }
         gdn2_chunk_plan(w, K, cn);
         gdn2_chunk_scores(w, K, cn, a->scale, 1, 1);
@@ -79,7 +79,7 @@ static int chunk_fwd(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
     /* the value scan: here only h0 (and A_log, dt_bias); the rows of q, k, v, g, b, w are tested by
      * the load as it reads them (w.check), and a bad one turns into the full scan's error after the
      * kernel (the outputs o, ht then hold unspecified values). beta mode: checked by the caller. */
-    const int check = !beta && !o->trust_values;
+    const int check = !beta && !o->trust_values ? GDN2_CHECK_ALL : 0;
     if (check && (st = gdn2_check_values_rest(fn, d, o, t, NULL))) {
         free(cb);
         return st;
