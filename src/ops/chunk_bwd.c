@@ -273,6 +273,20 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
             GDN2_SIMD
             for (int j = 0; j < v; j++) dst[j] = -scale * src[j];
         }
+        if (check) { /* the value scan's test of the do rows, folded in here (every row of do passes
+                      * through this copy once; the up-front scan leaves do out): bad = OR over the
+                      * chunk's rows of [do_j not finite] */
+            int bad = 0;
+            for (int r = 0; r < cn; r++) {
+                const float *restrict src = dO + (size_t)r * ldo;
+                GDN2_SIMD_OR(bad)
+                for (int j = 0; j < v; j++) {
+                    const int32_t u = gdn2_bits(src + j);
+                    bad |= GDN2_BAD_BITS(u, INT32_MAX);
+                }
+            }
+            w->bad |= bad;
+        }
         gemm_nt(w, b->Bt, 2 * cn, k, v, -1.0f, dR, kv, S0, v, 0.0f, dY, kv);
         const float *const dqg0 = dY + (size_t)cn * kv;
         gemm_nt(w, b->Bt, cn, k, v, 1.0f, w->R, kv, dS, v, 0.0f, b->dkg, k);
@@ -414,9 +428,10 @@ static int chunk_bwd(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
                          : !g->dw ? "dw" : NULL;
         if (miss) return gdn2_error(GDN2_ERR_ARG, "%s: output gradient '%s' is NULL", fn, miss);
     }
-    /* the value scan: here only h0, A_log, dt_bias, do, dht; the rows of q, k, v, g, b, w are tested
-     * by the load of the state pass (w.check), and a bad one turns into the full scan's error after
-     * the kernel (the gradients then hold unspecified values) */
+    /* the value scan: here only h0, A_log, dt_bias, dht; the rows of q, k, v, g, b, w are tested
+     * by the loads (w.check: the state pass's, and the reverse pass's for q), those of do by the
+     * reverse pass's B3, and a bad one turns into the full scan's error after the kernel (the
+     * gradients then hold unspecified values) */
     int64_t *cb = NULL;
     if (use_saved) {
         const size_t need = gdn2_chunk_saved_size(d, o);
@@ -426,7 +441,9 @@ static int chunk_bwd(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
         if (!(cb = gdn2_chunk_saved_offsets(d, o))) return GDN2_ERR_NOMEM;
     }
     const int check = !o->trust_values ? GDN2_CHECK_ALL : 0;
-    if (check && (st = gdn2_check_values_rest(fn, d, o, t, g))) {
+    gdn2_bwd_tensors g_rest = *g;
+    g_rest.d_o = NULL; /* do's rows are tested in the reverse pass (B3's copy of them) */
+    if (check && (st = gdn2_check_values_rest(fn, d, o, t, &g_rest))) {
         free(cb);
         return st;
     }
