@@ -73,6 +73,37 @@ static void gemm_nt(const gdn2_chunk_ws *w, float *bt, int m, int n, int kk, flo
     }
 }
 
+/* Products whose triangle is known, split at row hh (a multiple of 16 near the middle) so that each
+ * skips its zero quarter (~25 % of the multiply-adds; dev/cpu/NOTES.md §11):
+ * gemm_nt_lower: Cm = alpha·A Bᵀ (m x m, NT as gemm_nt) of which only the lower triangle (with the
+ *   diagonal) is wanted: rows [0, hh) are computed over the columns [0, hh) only, the rest of those
+ *   rows is left as it was (the caller zeroes the upper triangle). */
+static void gemm_nt_lower(const gdn2_chunk_ws *w, float *bt, int m, int kk, float alpha, const float *A, int lda,
+                          const float *B, int ldb, float *Cm, int ldc) {
+    if (!w->small || m < 32) {
+        gemm_nt(w, bt, m, m, kk, alpha, A, lda, B, ldb, 0.0f, Cm, ldc);
+        return;
+    }
+    const int hh = (m / 2 + 15) & ~15;
+    gdn2_transpose(bt, m, B, ldb, m, kk);
+    gdn2_chunk_sgemm(w, 0, 0, hh, hh, kk, alpha, A, lda, bt, m, 0.0f, Cm, ldc);
+    gdn2_chunk_sgemm(w, 0, 0, m - hh, m, kk, alpha, A + (size_t)hh * lda, lda, bt, m, 0.0f, Cm + (size_t)hh * ldc, ldc);
+}
+
+/* Cm = alpha·Lᵀ B + beta·Cm (row-major TN) with L (m x m) lower triangular: row s of the result
+ * sums over r >= s only, so rows [hh, m) run over r in [hh, m). */
+static void gemm_tn_lower(const gdn2_chunk_ws *w, int m, int n, float alpha, const float *L, int ldl, const float *B,
+                          int ldb, float beta, float *Cm, int ldc) {
+    if (m < 32) {
+        gdn2_chunk_sgemm(w, 1, 0, m, n, m, alpha, L, ldl, B, ldb, beta, Cm, ldc);
+        return;
+    }
+    const int hh = (m / 2 + 15) & ~15;
+    gdn2_chunk_sgemm(w, 1, 0, hh, n, m, alpha, L, ldl, B, ldb, beta, Cm, ldc);
+    gdn2_chunk_sgemm(w, 1, 0, m - hh, n, m - hh, alpha, L + (size_t)hh * ldl + hh, ldl, B + (size_t)hh * ldb, ldb, beta,
+                     Cm + (size_t)hh * ldc, ldc);
+}
+
 /* The recompute of one chunk (F1..F5) against its chunk-start state S0.
  *   pass 0 (forward pass of the backward): T, A, [Y | R]; into `slot` if given;
  *   pass 1 (reverse pass): Aqk, plus A and [Y | R] from `slot` if given, else recomputed; with
@@ -120,10 +151,28 @@ GDN2_VEC_CLONES static void intra_bwd(gdn2_chunk_ws *w, bwd_ws *b, int64_t K, in
         /* b->dT holds dTᵀ (B8): the tile's block is rows c0.., columns r0.. of it */
         const float *dAq = b->dAqk + t->r0 * C + t->c0, *dTt = b->dT + t->c0 * C + t->r0;
         gdn2_tile_operands(w, K, t, 1, 1.0f);
-        gdn2_chunk_sgemm(w, 0, 0, nr, k, nc, 1.0f, dAq, C, w->Lc, k, 0.0f, b->P1, k);
-        gdn2_chunk_sgemm(w, 1, 0, nr, k, nc, 1.0f, dTt, C, w->Lc, k, 0.0f, b->P2, k);
-        gdn2_chunk_sgemm(w, 1, 0, nc, k, nr, w->qalpha, dAq, C, w->tLq, w->ldq, 0.0f, b->P3, k);
-        gdn2_chunk_sgemm(w, 0, 0, nc, k, nr, 1.0f, dTt, C, w->tLb, w->ldb, 1.0f, b->P3, k);
+        if (t->diag && nr >= 32) {
+            /* a diagonal tile: dAqk and dT are strictly lower there (dTᵀ strictly upper), so with
+             * the rows split at hh each product skips its zero quarter:
+             *   P1 = dAqk Lc, P2 = dT Lc:          rows [0, hh) need columns s < hh only
+             *   P3 = dAqkᵀ Lq + dT... (rows s):   rows [hh, nc) need r >= hh only */
+            const int hh = (nr / 2 + 15) & ~15, lq = w->ldq, lb = w->ldb;
+            gdn2_chunk_sgemm(w, 0, 0, hh, k, hh, 1.0f, dAq, C, w->Lc, k, 0.0f, b->P1, k);
+            gdn2_chunk_sgemm(w, 0, 0, nr - hh, k, nc, 1.0f, dAq + hh * C, C, w->Lc, k, 0.0f, b->P1 + hh * k, k);
+            gdn2_chunk_sgemm(w, 1, 0, hh, k, hh, 1.0f, dTt, C, w->Lc, k, 0.0f, b->P2, k);
+            gdn2_chunk_sgemm(w, 1, 0, nr - hh, k, nc, 1.0f, dTt + hh, C, w->Lc, k, 0.0f, b->P2 + hh * k, k);
+            gdn2_chunk_sgemm(w, 1, 0, hh, k, nr, w->qalpha, dAq, C, w->tLq, lq, 0.0f, b->P3, k);
+            gdn2_chunk_sgemm(w, 1, 0, nc - hh, k, nr - hh, w->qalpha, dAq + hh * C + hh, C, w->tLq + hh * lq, lq,
+                             0.0f, b->P3 + hh * k, k);
+            gdn2_chunk_sgemm(w, 0, 0, hh, k, nr, 1.0f, dTt, C, w->tLb, lb, 1.0f, b->P3, k);
+            gdn2_chunk_sgemm(w, 0, 0, nc - hh, k, nr - hh, 1.0f, dTt + hh * C + hh, C, w->tLb + hh * lb, lb, 1.0f,
+                             b->P3 + hh * k, k);
+        } else {
+            gdn2_chunk_sgemm(w, 0, 0, nr, k, nc, 1.0f, dAq, C, w->Lc, k, 0.0f, b->P1, k);
+            gdn2_chunk_sgemm(w, 1, 0, nr, k, nc, 1.0f, dTt, C, w->Lc, k, 0.0f, b->P2, k);
+            gdn2_chunk_sgemm(w, 1, 0, nc, k, nr, w->qalpha, dAq, C, w->tLq, w->ldq, 0.0f, b->P3, k);
+            gdn2_chunk_sgemm(w, 0, 0, nc, k, nr, 1.0f, dTt, C, w->tLb, w->ldb, 1.0f, b->P3, k);
+        }
         {
             float *restrict dq = b->dqi + t->r0 * K, *restrict ep = b->Ep + t->r0 * K;
             const float *restrict f = w->tFr, *restrict p1 = b->P1, *restrict p2 = b->P2;
@@ -255,14 +304,14 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
         recompute(w, a, tok, cn, h, hv, S0, 1, slot, rcache != NULL);
 
         /* B1: dAqk = scale·tril(dO Rᵀ) (w.r.t. the unscaled score); its diagonal is set aside */
-        gemm_nt(w, b->Bt, cn, cn, v, scale, dO, ldo, w->R, kv, 0.0f, b->dAqk, C);
+        gemm_nt_lower(w, b->Bt, cn, v, scale, dO, ldo, w->R, kv, b->dAqk, C);
         for (int r = 0; r < cn; r++) {
             float *row = b->dAqk + r * C;
             b->dAd[r] = row[r];
             for (int s = r; s < cn; s++) row[s] = 0.0f;
         }
         /* B2: dR = Aqkᵀ dO + kg dS */
-        gdn2_chunk_sgemm(w, 1, 0, cn, v, cn, 1.0f, w->Aqk, C, dO, ldo, 0.0f, dR, kv);
+        gemm_tn_lower(w, cn, v, 1.0f, w->Aqk, C, dO, ldo, 0.0f, dR, kv);
         gdn2_chunk_sgemm(w, 0, 0, cn, v, k, 1.0f, w->kg, k, dS, v, 1.0f, dR, kv);
         /* B3: dY = −dR S0ᵀ,  dqg = scale·dO S0ᵀ as one GEMM against S0ᵀ: −scale·dO is copied into
          * the rows cn..2cn−1 of dYR's dR columns, so [dY ; dqg] = −[dR ; −scale·dO] S0ᵀ lands in
@@ -305,11 +354,11 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
         gdn2_chunk_sgemm(w, 1, 0, k, v, cn, scale, w->qg, k, dO, ldo, 1.0f, b->dSn, v);
         gdn2_chunk_sgemm(w, 1, 0, k, v, cn, -1.0f, w->YU, kv, dR, kv, 1.0f, b->dSn, v);
         /* B6: dA = [dY | dR] [Ē | Z]ᵀ, strictly lower */
-        gemm_nt(w, b->Bt, cn, cn, kv, 1.0f, b->dYR, kv, w->EZ, kv, 0.0f, b->dA, C);
+        gemm_nt_lower(w, b->Bt, cn, kv, 1.0f, b->dYR, kv, w->EZ, kv, b->dA, C);
         for (int r = 0; r < cn; r++)
             for (int s = r; s < cn; s++) b->dA[r * C + s] = 0.0f;
         /* B7: [dĒ | dZ] = Aᵀ [dY | dR] */
-        gdn2_chunk_sgemm(w, 1, 0, cn, kv, cn, 1.0f, w->A, C, b->dYR, kv, 0.0f, b->dEZ, kv);
+        gemm_tn_lower(w, cn, kv, 1.0f, w->A, C, b->dYR, kv, 0.0f, b->dEZ, kv);
         /* B8: dT = −tril(Aᵀ dA Aᵀ, −1), kept transposed: dTᵀ = −A (dAᵀ A), strictly upper. Both
          * products are then NN / TN (OpenBLAS's small kernels); Aᵀ dA · Aᵀ had an NT one (packed
          * path, ~1.7x the time) */
