@@ -524,6 +524,7 @@ static int chunk_bwd(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
         float *p = gdn2_chunk_thread_ws(&w, ws, per, a.K, a.V);
         bwd_ws_init(&b, p, a.K, a.V, max_len);
         w.check = check;
+        w.tri = 1;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < tasks; i++) bwd_task(&x, &w, &b, i / a.H, i % a.H);
         bad |= w.bad;

@@ -455,6 +455,20 @@ void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want
                 gdn2_transpose(w->Lr, C, w->Lc, K, nc, (int)K);
                 Lt = w->Lr, tb = 0, ldl = C;
             }
+            if (w->tri && nr >= 32) { /* both results lower triangular: rows [0, hh) over the columns
+                                       * [0, hh) only (the rest is zeroed below) */
+                const int hh = (nr / 2 + 15) & ~15;
+                for (int i = 0; i < 2; i++) {
+                    if (!(i ? want_t : want_qk)) continue;
+                    const float *L = i ? w->tLb : w->tLq;
+                    const int ld = i ? w->ldb : w->ldq;
+                    float *out = i ? w->A : w->Aqk;
+                    const float al = i ? 1.0f : w->qalpha;
+                    gdn2_sgemm(0, tb, hh, hh, (int)K, al, L, ld, Lt, ldl, 0.0f, out, C);
+                    gdn2_sgemm(0, tb, nr - hh, nc, (int)K, al, L + (size_t)hh * ld, ld, Lt, ldl, 0.0f, out + hh * C, C);
+                }
+                continue;
+            }
             if (want_qk) gdn2_sgemm(0, tb, nr, nc, (int)K, w->qalpha, w->tLq, w->ldq, Lt, ldl, 0.0f, w->Aqk, C);
             if (want_t) gdn2_sgemm(0, tb, nr, nc, (int)K, 1.0f, w->tLb, w->ldb, Lt, ldl, 0.0f, w->A, C);
             continue;
@@ -535,7 +549,13 @@ void gdn2_chunk_sgemm(const gdn2_chunk_ws *w, int transA, int transB, int M, int
 /* (F4) [Y | U] = A [Ē | Z];  (F5) R = U − Y S */
 void gdn2_chunk_wy(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, const float *S) {
     const int KV = (int)(K + V);
-    gdn2_chunk_sgemm(w, 0, 0, n, KV, n, 1.0f, w->A, GDN2_C, w->EZ, KV, 0.0f, w->YU, KV);
+    if (w->tri && n >= 32) { /* A lower triangular: rows [0, hh) sum over [0, hh) only */
+        const int hh = (n / 2 + 15) & ~15;
+        gdn2_chunk_sgemm(w, 0, 0, hh, KV, hh, 1.0f, w->A, GDN2_C, w->EZ, KV, 0.0f, w->YU, KV);
+        gdn2_chunk_sgemm(w, 0, 0, n - hh, KV, n, 1.0f, w->A + hh * GDN2_C, GDN2_C, w->EZ, KV, 0.0f, w->YU + hh * KV, KV);
+    } else {
+        gdn2_chunk_sgemm(w, 0, 0, n, KV, n, 1.0f, w->A, GDN2_C, w->EZ, KV, 0.0f, w->YU, KV);
+    }
     gdn2_chunk_sgemm(w, 0, 0, n, (int)V, (int)K, -1.0f, w->YU, KV, S, (int)V, 1.0f, w->R, KV);
 }
 
