@@ -142,9 +142,15 @@ static void recompute(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok, i
  * dAqk here has its diagonal removed (handled exactly in B10, it carries no decay). */
 GDN2_VEC_CLONES static void intra_bwd(gdn2_chunk_ws *w, bwd_ws *b, int64_t K, int n) {
     const int C = GDN2_C, k = (int)K;
-    memset(b->dqi, 0, (size_t)n * K * sizeof(float));
-    memset(b->Ep, 0, (size_t)n * K * sizeof(float));
-    memset(b->dkt, 0, (size_t)n * K * sizeof(float));
+    /* one tile over the whole chunk (the fast path): its terms are the sums themselves, stored
+     * without zeroing dqi, Ep, dkt first */
+    const int whole = w->n_tiles == 1 && w->tiles[0].r0 == 0 && w->tiles[0].r1 == n && w->tiles[0].c0 == 0 &&
+                      w->tiles[0].c1 == n;
+    if (!whole) {
+        memset(b->dqi, 0, (size_t)n * K * sizeof(float));
+        memset(b->Ep, 0, (size_t)n * K * sizeof(float));
+        memset(b->dkt, 0, (size_t)n * K * sizeof(float));
+    }
     for (int ti = 0; ti < w->n_tiles; ti++) {
         const gdn2_tile *t = &w->tiles[ti];
         const int nr = t->r1 - t->r0, nc = t->c1 - t->c0;
@@ -155,7 +161,7 @@ GDN2_VEC_CLONES static void intra_bwd(gdn2_chunk_ws *w, bwd_ws *b, int64_t K, in
             /* a diagonal tile: dAqk and dT are strictly lower there (dTᵀ strictly upper), so with
              * the rows split at hh each product skips its zero quarter:
              *   P1 = dAqk Lc, P2 = dT Lc:          rows [0, hh) need columns s < hh only
-             *   P3 = dAqkᵀ Lq + dT... (rows s):   rows [hh, nc) need r >= hh only */
+             *   P3 = dAqkᵀ Lq + dTᵀ Lb (rows s): rows [hh, nc) need r >= hh only */
             const int hh = (nr / 2 + 15) & ~15, lq = w->ldq, lb = w->ldb;
             gdn2_chunk_sgemm(w, 0, 0, hh, k, hh, 1.0f, dAq, C, w->Lc, k, 0.0f, b->P1, k);
             gdn2_chunk_sgemm(w, 0, 0, nr - hh, k, nc, 1.0f, dAq + hh * C, C, w->Lc, k, 0.0f, b->P1 + hh * k, k);
@@ -176,17 +182,30 @@ GDN2_VEC_CLONES static void intra_bwd(gdn2_chunk_ws *w, bwd_ws *b, int64_t K, in
         {
             float *restrict dq = b->dqi + t->r0 * K, *restrict ep = b->Ep + t->r0 * K;
             const float *restrict f = w->tFr, *restrict p1 = b->P1, *restrict p2 = b->P2;
-            GDN2_SIMD
-            for (int64_t i = 0; i < nr * K; i++) {
-                dq[i] += f[i] * p1[i];
-                ep[i] += f[i] * p2[i];
+            if (whole) {
+                GDN2_SIMD
+                for (int64_t i = 0; i < nr * K; i++) {
+                    dq[i] = f[i] * p1[i];
+                    ep[i] = f[i] * p2[i];
+                }
+            } else {
+                GDN2_SIMD
+                for (int64_t i = 0; i < nr * K; i++) {
+                    dq[i] += f[i] * p1[i];
+                    ep[i] += f[i] * p2[i];
+                }
             }
         }
         {
             float *restrict dk = b->dkt + t->c0 * K;
             const float *restrict f = w->tFc, *restrict p3 = b->P3;
-            GDN2_SIMD
-            for (int64_t i = 0; i < nc * K; i++) dk[i] += f[i] * p3[i];
+            if (whole) {
+                GDN2_SIMD
+                for (int64_t i = 0; i < nc * K; i++) dk[i] = f[i] * p3[i];
+            } else {
+                GDN2_SIMD
+                for (int64_t i = 0; i < nc * K; i++) dk[i] += f[i] * p3[i];
+            }
         }
     }
 }
