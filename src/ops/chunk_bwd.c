@@ -288,7 +288,9 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
     const int check = w->check;
     if (!rec) { /* 1. chunk-start states (the saved forward left them in the records). The states need
                  * no scores against q (T only) and no output, so the loads skip q (skip_q): its rows
-                 * are read, and tested, by the reverse pass's loads only */
+                 * are read, and tested, by the reverse pass's loads only. Neither pass hints the next
+                 * chunk's inputs into cache (gdn2_chunk_prefetch): measured, the backward ran 2-6 %
+                 * faster without (dev/cpu/NOTES.md §11) */
         float *S = w->S;
         w->skip_q = 1;
         if (x->t->h0) memcpy(S, x->t->h0 + (n * HV + hv) * K * V, sz * sizeof(float));
@@ -296,10 +298,6 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
         for (int64_t ci = 0; ci < nch; ci++) {
             const int cn = (int)(len - ci * C < C ? len - ci * C : C);
             memcpy(b->states + ci * sz, S, sz * sizeof(float));
-            if (ci + 1 < nch) {
-                const int64_t left = len - (ci + 1) * C;
-                gdn2_chunk_prefetch(a, bos + (ci + 1) * C, (int)(left < C ? left : C), h, hv, 0);
-            }
             recompute(w, a, bos + ci * C, cn, h, hv, S, 0, b->cache ? b->cache + ci * cslot : NULL, 0);
             gdn2_chunk_state_update(w, K, V, cn, S);
         }
@@ -319,7 +317,6 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
         float *const slot = rec ? (rcache ? rcache + ci * rs : NULL) : b->cache ? b->cache + ci * cslot : NULL;
         const float *dO = x->g->d_o + (tok * HV + hv) * V;
         float *dR = b->dYR + K, *dY = b->dYR;
-        if (ci > 0) gdn2_chunk_prefetch(a, tok - C, C, h, hv, 1);
         recompute(w, a, tok, cn, h, hv, S0, 1, slot, rcache != NULL);
 
         /* B1: dAqk = scale·tril(dO Rᵀ) (w.r.t. the unscaled score); its diagonal is set aside */

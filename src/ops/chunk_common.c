@@ -256,12 +256,12 @@ GDN2_VEC_CLONES void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a,
 
 /* Prefetch the inputs of chunk rows [tok0, tok0+n) (the next chunk) while this one computes: the
  * first touch of q, k, g, b, v, w otherwise stalls the load on memory. */
-void gdn2_chunk_prefetch(const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv, int with_q) {
+void gdn2_chunk_prefetch(const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv) {
     const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV;
     for (int r = 0; r < n; r++) {
         const int64_t ok = ((tok0 + r) * H + h) * K, ov = ((tok0 + r) * HV + hv) * V;
         for (int64_t c = 0; c < K; c += 16) {
-            if (with_q) __builtin_prefetch(a->q + ok + c, 0, 1);
+            __builtin_prefetch(a->q + ok + c, 0, 1);
             __builtin_prefetch(a->k + ok + c, 0, 1);
             __builtin_prefetch(a->g + ok + c, 0, 1);
             if (!a->beta) __builtin_prefetch(a->b + ok + c, 0, 1);

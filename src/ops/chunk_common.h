@@ -155,8 +155,8 @@ float *gdn2_chunk_thread_ws(gdn2_chunk_ws *w, float *ws, size_t per, int64_t K, 
  * value head hv: q̂, k̂ (+rstd), b, g (gate applied), v⊙w, the cumulative-decay factors and the
  * derived rows qg, kg, bk, Ē, Z (F1, F4). */
 void gdn2_chunk_load(gdn2_chunk_ws *w, const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv);
-/* Hint the inputs of the next chunk into cache (q's rows only when with_q). */
-void gdn2_chunk_prefetch(const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv, int with_q);
+/* Hint the inputs of the next chunk into cache (the forward's; the backward does without). */
+void gdn2_chunk_prefetch(const gdn2_chunk_args *a, int64_t tok0, int n, int64_t h, int64_t hv);
 
 /* Plan the score tiles of the loaded chunk (recursive halving until each diagonal tile's decay
  * span is <= GDN2_SPAN_MAX; docs §3). */

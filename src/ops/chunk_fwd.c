@@ -36,7 +36,7 @@ static void fwd_task(const gdn2_chunk_args *a, const gdn2_dims *d, const gdn2_op
         gdn2_chunk_load(w, a, bos + c0, cn, h, hv);
         if (c0 + GDN2_C < len) {
             const int64_t left = len - c0 - GDN2_C;
-            gdn2_chunk_prefetch(a, bos + c0 + GDN2_C, (int)(left < GDN2_C ? left : GDN2_C), h, hv, 1);
+            gdn2_chunk_prefetch(a, bos + c0 + GDN2_C, (int)(left < GDN2_C ? left : GDN2_C), h, hv);
         }
         gdn2_chunk_plan(w, K, cn);
         gdn2_chunk_scores(w, K, cn, a->scale, 1, 1);
