@@ -142,7 +142,7 @@ typedef struct {
     int bad;                   /* ... and ORs the verdict in here (0 from gdn2_chunk_ws_init) */
     int small;                 /* gdn2_gemm_small_kernels(): shape the products for them (gdn2_chunk_sgemm) */
     int tri;                   /* the fast-path scores and [Y | U] = A [Ē | Z] skip the zero quarter of
-                                * their triangle (rows split at ~n/2; set by the backward, 0 otherwise) */
+                                * their triangle (rows split at ~n/2; set by the forward and the backward) */
 } gdn2_chunk_ws;
 
 size_t gdn2_chunk_ws_floats(int64_t K, int64_t V);
