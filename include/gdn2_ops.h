@@ -112,10 +112,10 @@ typedef struct {
  * forward and +4.6% on a backward at K = V = 64 (docs/ALGORITHM.md §8).
  * Every CPU entry point below (chunk, recurrent, reference, decode, KDA/GDN collapse) runs these
  * checks on its inputs itself (unless o->trust_values) and returns that error; all but the chunk
- * forward and backward before computing anything. Those two test the rows of q, k, v, g, b, w as
- * they load them (one read of each row instead of two) and scan the rest (h0, A_log, dt_bias, do,
- * dht) first: on a bad row they return the same error after the kernel, and their outputs then
- * hold unspecified values. The decode step
+ * forward and backward before computing anything. Those two test the rows of q, k, v, g, b, w (and
+ * the backward those of do) as they read them (one read of each row instead of two) and scan the
+ * rest (h0, A_log, dt_bias, dht) first: on a bad row they return the same error after the kernel,
+ * and their outputs then hold unspecified values. The decode step
  * checks the rows it runs (slots[i] >= 0) and not its state pool (the op's own state, carried from
  * step to step). The CUDA entry points do not (include/gdn2_cuda.h): call these on the host first. */
 GDN2_API int gdn2_check_inputs(const gdn2_dims *d, const gdn2_opts *o, const gdn2_fwd_tensors *t, const gdn2_bwd_tensors *g);
