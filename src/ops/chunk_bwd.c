@@ -84,7 +84,7 @@ static void gemm_nt_lower(const gdn2_chunk_ws *w, float *bt, int m, int kk, floa
         gemm_nt(w, bt, m, m, kk, alpha, A, lda, B, ldb, 0.0f, Cm, ldc);
         return;
     }
-    const int hh = (m / 2 + 15) & ~15;
+    const int hh = gdn2_chunk_half(m);
     gdn2_transpose(bt, m, B, ldb, m, kk);
     gdn2_chunk_sgemm(w, 0, 0, hh, hh, kk, alpha, A, lda, bt, m, 0.0f, Cm, ldc);
     gdn2_chunk_sgemm(w, 0, 0, m - hh, m, kk, alpha, A + (size_t)hh * lda, lda, bt, m, 0.0f, Cm + (size_t)hh * ldc, ldc);
@@ -98,7 +98,7 @@ static void gemm_tn_lower(const gdn2_chunk_ws *w, int m, int n, float alpha, con
         gdn2_chunk_sgemm(w, 1, 0, m, n, m, alpha, L, ldl, B, ldb, beta, Cm, ldc);
         return;
     }
-    const int hh = (m / 2 + 15) & ~15;
+    const int hh = gdn2_chunk_half(m);
     gdn2_chunk_sgemm(w, 1, 0, hh, n, m, alpha, L, ldl, B, ldb, beta, Cm, ldc);
     gdn2_chunk_sgemm(w, 1, 0, m - hh, n, m - hh, alpha, L + (size_t)hh * ldl + hh, ldl, B + (size_t)hh * ldb, ldb, beta,
                      Cm + (size_t)hh * ldc, ldc);
@@ -162,7 +162,7 @@ GDN2_VEC_CLONES static void intra_bwd(gdn2_chunk_ws *w, bwd_ws *b, int64_t K, in
              * the rows split at hh each product skips its zero quarter:
              *   P1 = dAqk Lc, P2 = dT Lc:          rows [0, hh) need columns s < hh only
              *   P3 = dAqkᵀ Lq + dTᵀ Lb (rows s): rows [hh, nc) need r >= hh only */
-            const int hh = (nr / 2 + 15) & ~15, lq = w->ldq, lb = w->ldb;
+            const int hh = gdn2_chunk_half(nr), lq = w->ldq, lb = w->ldb;
             gdn2_chunk_sgemm(w, 0, 0, hh, k, hh, 1.0f, dAq, C, w->Lc, k, 0.0f, b->P1, k);
             gdn2_chunk_sgemm(w, 0, 0, nr - hh, k, nc, 1.0f, dAq + hh * C, C, w->Lc, k, 0.0f, b->P1 + hh * k, k);
             gdn2_chunk_sgemm(w, 1, 0, hh, k, hh, 1.0f, dTt, C, w->Lc, k, 0.0f, b->P2, k);
@@ -382,7 +382,7 @@ GDN2_VEC_CLONES static void bwd_head(const bwd_ctx *x, gdn2_chunk_ws *w, bwd_ws 
          * [hh, cn) need the columns [hh, cn) only (the rest is zeroed below) */
         gemm_tn_lower(w, cn, cn, 1.0f, b->dA, C, w->A, C, 0.0f, b->M, C);
         if (cn >= 32) {
-            const int hh = (cn / 2 + 15) & ~15;
+            const int hh = gdn2_chunk_half(cn);
             gdn2_chunk_sgemm(w, 0, 0, hh, cn, hh, -1.0f, w->A, C, b->M, C, 0.0f, b->dT, C);
             gdn2_chunk_sgemm(w, 0, 0, cn - hh, cn - hh, cn, -1.0f, w->A + hh * C, C, b->M + hh, C, 0.0f,
                              b->dT + hh * C + hh, C);

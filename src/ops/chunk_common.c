@@ -468,7 +468,7 @@ void gdn2_chunk_scores(gdn2_chunk_ws *w, int64_t K, int n, float scale, int want
             }
             if (w->tri && nr >= 32) { /* both results lower triangular: rows [0, hh) over the columns
                                        * [0, hh) only (the rest is zeroed below) */
-                const int hh = (nr / 2 + 15) & ~15;
+                const int hh = gdn2_chunk_half(nr);
                 for (int i = 0; i < 2; i++) {
                     if (!(i ? want_t : want_qk)) continue;
                     const float *L = i ? w->tLb : w->tLq;
@@ -557,16 +557,24 @@ void gdn2_chunk_sgemm(const gdn2_chunk_ws *w, int transA, int transB, int M, int
     }
 }
 
+/* C (n x N) = alpha·L B + beta·C with L (n x n, row stride ldl) lower triangular: with w->tri the rows
+ * [0, hh) sum over [0, hh) only (hh ~ n/2, a multiple of 16), skipping L's zero quarter */
+void gdn2_chunk_sgemm_lower(const gdn2_chunk_ws *w, int n, int N, float alpha, const float *L, int ldl, const float *B,
+                            int ldb, float beta, float *C, int ldc) {
+    if (w->tri && n >= 32) {
+        const int hh = gdn2_chunk_half(n);
+        gdn2_chunk_sgemm(w, 0, 0, hh, N, hh, alpha, L, ldl, B, ldb, beta, C, ldc);
+        gdn2_chunk_sgemm(w, 0, 0, n - hh, N, n, alpha, L + (size_t)hh * ldl, ldl, B, ldb, beta, C + (size_t)hh * ldc,
+                         ldc);
+    } else {
+        gdn2_chunk_sgemm(w, 0, 0, n, N, n, alpha, L, ldl, B, ldb, beta, C, ldc);
+    }
+}
+
 /* (F4) [Y | U] = A [Ē | Z];  (F5) R = U − Y S */
 void gdn2_chunk_wy(gdn2_chunk_ws *w, int64_t K, int64_t V, int n, const float *S) {
     const int KV = (int)(K + V);
-    if (w->tri && n >= 32) { /* A lower triangular: rows [0, hh) sum over [0, hh) only */
-        const int hh = (n / 2 + 15) & ~15;
-        gdn2_chunk_sgemm(w, 0, 0, hh, KV, hh, 1.0f, w->A, GDN2_C, w->EZ, KV, 0.0f, w->YU, KV);
-        gdn2_chunk_sgemm(w, 0, 0, n - hh, KV, n, 1.0f, w->A + hh * GDN2_C, GDN2_C, w->EZ, KV, 0.0f, w->YU + hh * KV, KV);
-    } else {
-        gdn2_chunk_sgemm(w, 0, 0, n, KV, n, 1.0f, w->A, GDN2_C, w->EZ, KV, 0.0f, w->YU, KV);
-    }
+    gdn2_chunk_sgemm_lower(w, n, KV, 1.0f, w->A, GDN2_C, w->EZ, KV, 0.0f, w->YU, KV);
     gdn2_chunk_sgemm(w, 0, 0, n, (int)V, (int)K, -1.0f, w->YU, KV, S, (int)V, 1.0f, w->R, KV);
 }
 

@@ -173,6 +173,11 @@ void gdn2_chunk_solve(gdn2_chunk_ws *w, int n);
  * gets from one call of the same kernel (no split of the inner dimension). */
 void gdn2_chunk_sgemm(const gdn2_chunk_ws *w, int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                       const float *B, int ldb, float beta, float *C, int ldc);
+/* where the products with a triangular operand split their rows: a multiple of 16 near n/2 */
+static inline int gdn2_chunk_half(int n) { return (n / 2 + 15) & ~15; }
+/* C (n x N) = alpha·L B + beta·C, L (n x n) lower triangular: with w->tri its zero quarter skipped */
+void gdn2_chunk_sgemm_lower(const gdn2_chunk_ws *w, int n, int N, float alpha, const float *L, int ldl, const float *B,
+                            int ldb, float beta, float *C, int ldc);
 /* dst (cols x rows, row stride ldd) = srcᵀ (rows x cols, row stride lds) */
 void gdn2_transpose(float *restrict dst, int64_t ldd, const float *restrict src, int64_t lds, int rows, int cols);
 /* [Y | U] = A [Ē | Z]  (F4) and R = U − Y S  (F5, overwriting U; row stride K+V) with S (K x V). */

@@ -45,14 +45,7 @@ static void fwd_task(const gdn2_chunk_args *a, const gdn2_dims *d, const gdn2_op
         /* (F6) O = scale·(q̂⊙γ) S + Aqk R, written straight into o (row stride HV·V) */
         float *out = t->o + ((bos + c0) * HV + hv) * V;
         gdn2_chunk_sgemm(w, 0, 0, cn, (int)V, (int)K, a->scale, w->qg, (int)K, S, (int)V, 0.0f, out, (int)(HV * V));
-        if (w->tri && cn >= 32) { /* Aqk lower triangular: rows [0, hh) sum over [0, hh) only */
-            const int hh = (cn / 2 + 15) & ~15;
-            gdn2_chunk_sgemm(w, 0, 0, hh, (int)V, hh, 1.0f, w->Aqk, GDN2_C, w->R, (int)(K + V), 1.0f, out, (int)(HV * V));
-            gdn2_chunk_sgemm(w, 0, 0, cn - hh, (int)V, cn, 1.0f, w->Aqk + hh * C, GDN2_C, w->R, (int)(K + V),
-                             1.0f, out + hh * HV * V, (int)(HV * V));
-        } else {
-            gdn2_chunk_sgemm(w, 0, 0, cn, (int)V, cn, 1.0f, w->Aqk, GDN2_C, w->R, (int)(K + V), 1.0f, out, (int)(HV * V));
-        }
+        gdn2_chunk_sgemm_lower(w, cn, (int)V, 1.0f, w->Aqk, GDN2_C, w->R, (int)(K + V), 1.0f, out, (int)(HV * V));
         if (rec) { /* record ci: [S0 | [Y | R], A, Aqk] */
             float *r = rec + (size_t)ci * rs;
             memcpy(r, S, sbytes);
