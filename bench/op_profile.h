@@ -46,12 +46,12 @@ W(linear_fwd, (gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void 
 W(linear_bwd, (gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *Wt, const void *dY,
                void *dX, int acc, float *dW, float *db), (be, N, in, out, X, Wt, dY, dX, acc, dW, db))
 W(gdn2_fwd, (gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q, const void *k,
-             const void *v, const float *g, const void *b, const void *w, const float *h0, void *o, float *ht),
-  (be, kernel, dm, op, q, k, v, g, b, w, h0, o, ht))
+             const void *v, const float *g, const void *b, const void *w, const float *h0, void *o, float *ht,
+             void *rsv), (be, kernel, dm, op, q, k, v, g, b, w, h0, o, ht, rsv))
 W(gdn2_bwd, (gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q, const void *k,
              const void *v, const float *g, const void *b, const void *w, const float *h0, const void *d_o, void *dq,
-             void *dk, void *dv, float *dg, void *db, void *dw),
-  (be, kernel, dm, op, q, k, v, g, b, w, h0, d_o, dq, dk, dv, dg, db, dw))
+             void *dk, void *dv, float *dg, void *db, void *dw, void *rsv),
+  (be, kernel, dm, op, q, k, v, g, b, w, h0, d_o, dq, dk, dv, dg, db, dw, rsv))
 W(rope_split, (gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *qkv, void *q, void *k,
                void *v), (be, a, B, T, qkv, q, k, v))
 W(rope_split_bwd, (gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int64_t T, const void *dq, const void *dk,

@@ -3,7 +3,7 @@
  * config at (micro-batch B, T), random token ids as the official harness uses.
  *
  *   build/bench/train_step --config gdn2_1.3B --batch 4 --seq-len 4096 [--warmup 2] [--steps 6]
- *                          [--layout L] [--recompute] [--no-profile] [--json OUT.json]
+ *                          [--layout L] [--recompute] [--keep-chunk] [--no-profile] [--json OUT.json]
  *
  * One step = forward (bf16-mixed, lm_head + cross-entropy in row chunks), backward, global-norm clip
  * at 1.0, AdamW (one multi-tensor kernel) — what the official harness times (autocast forward,
@@ -62,7 +62,7 @@ static size_t used_bytes(void) {
 int main(int argc, char **argv) {
     const char *cfg_name = "gdn2_1.3B", *layout = NULL, *json = NULL;
     int64_t B = 4, T = 4096;
-    int warmup = 2, steps = 6, profile = 1, recompute = 0;
+    int warmup = 2, steps = 6, profile = 1, recompute = 0, keep = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--config") && v) cfg_name = v, i++;
@@ -74,9 +74,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--json") && v) json = v, i++;
         else if (!strcmp(a, "--no-profile")) profile = 0;
         else if (!strcmp(a, "--recompute")) recompute = 1;
+        else if (!strcmp(a, "--keep-chunk")) keep = 1;
         else {
             fprintf(stderr, "usage: train_step [--config NAME] [--layout L] [--batch B] [--seq-len T] [--warmup N] "
-                            "[--steps N] [--recompute] [--no-profile] [--json OUT]\n(unknown or incomplete option '%s')\n", a);
+                            "[--steps N] [--recompute] [--keep-chunk] [--no-profile] [--json OUT]\n(unknown or incomplete option '%s')\n", a);
             return 2;
         }
     }
@@ -105,7 +106,7 @@ int main(int argc, char **argv) {
     if (!st) gdn2_model_init(m, 1);
     if (!st) st = gdn2_adamw_init(&opt, &ac, m->n_flat);
     if (!st) st = gdn2_model_set_device(m, "cuda");
-    if (!st) m->recompute = recompute;
+    if (!st) m->recompute = recompute, m->keep_chunk = keep;
     if (st) {
         fprintf(stderr, "train_step: %s\n", gdn2_last_error());
         return 1;
@@ -192,9 +193,9 @@ int main(int argc, char **argv) {
                 "\"tok_s\": %.1f, \"peak_gb\": %.3f, \"mfu\": %.4f, \"flops_per_token\": %.6g, "
                 "\"flops_recurrence_nominal\": %.6g, \"params\": %zu, \"steps\": %d, \"warmup\": %d, "
                 "\"loss_first\": %.5f, \"loss_last\": %.5f, \"device\": \"%s\", \"driver\": %d, \"runtime\": %d, "
-                "\"recompute\": %d",
+                "\"recompute\": %d, \"keep_chunk\": %d",
                 cfg_name, m->cfg.layout, (long long)T, (long long)B, med, tok_s, peak_gb, mfu, fl, rec, m->n_params,
-                steps, warmup, loss0, loss, dev, drv, rt, recompute);
+                steps, warmup, loss0, loss, dev, drv, rt, recompute, keep);
         if (profile)
             fprintf(f, ", \"split_ms\": {\"profiled_step\": %.3f, \"gemm\": %.3f, \"gdn2\": %.3f, \"attention\": %.3f, "
                        "\"rest\": %.3f}",

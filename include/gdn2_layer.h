@@ -28,6 +28,10 @@ typedef struct {
     float norm_eps;              /* 1e-5                                              */
     gdn2_mixer_kind mixer;       /* gdn2 (official), kda or gdn variant, same state size */
     gdn2_layer_kernel kernel;    /* recurrence kernel, GDN2_KERNEL_CHUNK (0) unless a caller asks */
+    int keep_chunk;              /* 1: the forward also keeps the chunk kernel's intermediates in the
+                                    activations (the "reserve": O(B·T·K·V/64) more bytes) and the
+                                    backward reads them instead of recomputing them (keep mode; a
+                                    run-time choice like kernel). 0: recompute (the default). */
 } gdn2_layer_cfg;
 
 /* The flat parameter block: every tensor starts at a multiple of GDN2_PARAM_ALIGN floats (256 bytes
@@ -58,7 +62,7 @@ GDN2_API int    gdn2_layer_params(const gdn2_layer_cfg *c, gdn2_param_info *out,
  * Not the number of parameters, which is the sum of gdn2_layer_params' numel. */
 GDN2_API size_t gdn2_layer_param_count(const gdn2_layer_cfg *c);
 GDN2_API void   gdn2_layer_init(const gdn2_layer_cfg *c, float *params, uint64_t seed);    /* official init (docs/LAYER.md) */
-GDN2_API size_t gdn2_layer_act_size(const gdn2_layer_cfg *c, int64_t B, int64_t T);        /* floats saved by forward for backward (O(B·T·d), never O(T·K·V)) */
+GDN2_API size_t gdn2_layer_act_size(const gdn2_layer_cfg *c, int64_t B, int64_t T);        /* floats saved by forward for backward (O(B·T·d); keep_chunk adds O(B·T·K·V/64)) */
 GDN2_API size_t gdn2_layer_state_size(const gdn2_layer_cfg *c);                             /* floats of decode state per sequence: conv caches + recurrent state */
 
 /* x,y [B,T,d]. acts: NULL for inference, else a buffer of gdn2_layer_act_size floats filled for backward.

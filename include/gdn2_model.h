@@ -119,6 +119,12 @@ typedef struct {
                                  * stream) and the backward re-runs the block before differentiating
                                  * it: one more forward of compute, activations of one block instead of
                                  * all (the 1.3B configs at T = 4096); the same gradients bit for bit */
+    int keep_chunk;             /* 1: a training forward of a GDN-2 / KDA / GDN layer also keeps the
+                                 * chunk kernels' intermediates (the backend's reserve, O(B·T·K·V/64)
+                                 * bytes a layer) and the backward reads them instead of recomputing
+                                 * them (keep mode: a faster backward for more memory); with recompute
+                                 * one reserve serves every layer (the backward's re-run keeps). 0:
+                                 * the backward recomputes (the default). Gradients equal to rounding. */
     int cuda_graph;             /* 1 (gdn2_model_create's default): on a CUDA model the decode step
                                  * (gdn2_model_step_slots) is recorded as a CUDA graph per launch shape
                                  * and replayed (docs/SERVING.md); 0: every op launched each step. No
@@ -375,6 +381,7 @@ typedef struct {
     int n_threads;
     const char *device;     /* "cpu" (NULL) or "cuda": where the model trains (gdn2_model_set_device) */
     int recompute;          /* activation recomputation per block (gdn2_model.recompute)               */
+    int keep_chunk;         /* GDN-2 keep mode (gdn2_model.keep_chunk)                                 */
     float dropout;          /* residual-branch dropout of training forwards (0 = none)                 */
     float emb_dropout;      /* embedding dropout of training forwards (gdn2_model.emb_dropout; 0)      */
     /* Data parallel (docs/DIST.md), set by gdn2_train_parallel for each rank; 0 / NULL: one process.

@@ -676,9 +676,9 @@ static void run_gdn2(gdn2_backend *be, const gdn2_dims *dm, const float *q, cons
     void *dod = put(&A, d_o, nv, GDN2_DT_ACT), *dq = put(&A, NULL, nk, GDN2_DT_ACT), *dk = put(&A, NULL, nk, GDN2_DT_ACT);
     void *dv = put(&A, NULL, nv, GDN2_DT_ACT), *db = put(&A, NULL, nk, GDN2_DT_ACT), *dw = put(&A, NULL, nv, GDN2_DT_ACT);
     float *dg = put(&A, NULL, nk, GDN2_DT_F32);
-    if (!A.rc) note(&A, be->gdn2_fwd(be, GDN2_KERNEL_CHUNK, dm, &op, qd, kd, vd, gd, bd, wd, h0d, o, ht));
+    if (!A.rc) note(&A, be->gdn2_fwd(be, GDN2_KERNEL_CHUNK, dm, &op, qd, kd, vd, gd, bd, wd, h0d, o, ht, NULL));
     if (!A.rc)
-        note(&A, be->gdn2_bwd(be, GDN2_KERNEL_CHUNK, dm, &op, qd, kd, vd, gd, bd, wd, h0d, dod, dq, dk, dv, dg, db, dw));
+        note(&A, be->gdn2_bwd(be, GDN2_KERNEL_CHUNK, dm, &op, qd, kd, vd, gd, bd, wd, h0d, dod, dq, dk, dv, dg, db, dw, NULL));
     res_add(r, "o", get(&A, o, nv, GDN2_DT_ACT), nv, 2e-2);
     res_add(r, "ht", get(&A, ht, ns, GDN2_DT_F32), ns, 2e-2);
     res_add(r, "dq", get(&A, dq, nk, GDN2_DT_ACT), nk, 3e-2);

@@ -71,7 +71,7 @@ static void test_fixture(void) {
     CHECK(ok && c.hidden == 256 && c.H == 4 && c.HV == 4 && c.K == 64 && c.V == 64 && c.conv_size == 4 &&
               !c.allow_neg_eigval && c.norm_eps == 1e-5f && c.mixer == GDN2_MIXER_GDN2 && c.kernel == GDN2_KERNEL_CHUNK,
           "fixture meta.config is the expected (hidden 256, 4 heads x 64, conv 4): %s", ok ? "ok" : gdn2_last_error());
-    if (!ok) c = (gdn2_layer_cfg){256, 4, 4, 64, 64, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
+    if (!ok) c = (gdn2_layer_cfg){256, 4, 4, 64, 64, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK, 0};
     const int np = gdn2_layer_params(&c, NULL, 0);
     gdn2_param_info *pi = calloc((size_t)np, sizeof *pi);
     gdn2_layer_params(&c, pi, np);
@@ -375,7 +375,7 @@ static void test_layer_fd(void) {
         layer_ctx L;
         memset(&L, 0, sizeof L);
         L.c = (gdn2_layer_cfg){16, cases[ci].H, cases[ci].HV, cases[ci].K, cases[ci].V, 4, cases[ci].neg, 1e-5f,
-                               cases[ci].mixer, GDN2_KERNEL_REFERENCE};
+                               cases[ci].mixer, GDN2_KERNEL_REFERENCE, 0};
         /* FD through the float64 recurrence: the fp32 noise floor is the layer's alone */
         L.B = 2;
         L.T = 7;
@@ -415,17 +415,23 @@ static void test_layer_fd(void) {
             const size_t n2 = (size_t)(L.B * T2 * L.c.hidden);
             float *x2 = randn(n2, 1.0, &s), *r2 = randn(n2, 1.0, &s), *y2 = malloc(n2 * sizeof(float));
             float *a2 = malloc(gdn2_layer_act_size(&L.c, L.B, T2) * sizeof(float));
-            float *dxk[2] = {malloc(n2 * sizeof(float)), malloc(n2 * sizeof(float))};
-            float *dpk[2] = {calloc(npar, sizeof(float)), calloc(npar, sizeof(float))};
-            float *yk[2] = {malloc(n2 * sizeof(float)), malloc(n2 * sizeof(float))};
+            /* kern 2: the chunk kernels in keep mode (the saved pair; its reserve in the activations) */
+            gdn2_layer_cfg ck = L.c;
+            ck.kernel = GDN2_KERNEL_CHUNK, ck.keep_chunk = 1;
+            float *ak = malloc(gdn2_layer_act_size(&ck, L.B, T2) * sizeof(float));
+            float *dxk[3] = {malloc(n2 * sizeof(float)), malloc(n2 * sizeof(float)), malloc(n2 * sizeof(float))};
+            float *dpk[3] = {calloc(npar, sizeof(float)), calloc(npar, sizeof(float)), calloc(npar, sizeof(float))};
+            float *yk[3] = {malloc(n2 * sizeof(float)), malloc(n2 * sizeof(float)), malloc(n2 * sizeof(float))};
             int rc2 = 0;
-            for (int kern = 0; kern < 2 && !rc2; kern++) {
-                L.c.kernel = kern ? GDN2_KERNEL_REFERENCE : GDN2_KERNEL_CHUNK;
+            for (int kern = 0; kern < 3 && !rc2; kern++) {
+                L.c.kernel = kern == 1 ? GDN2_KERNEL_REFERENCE : GDN2_KERNEL_CHUNK;
+                L.c.keep_chunk = kern == 2;
+                float *ab = kern == 2 ? ak : a2;
                 if (L.st0) memcpy(L.st, L.st0, ss * sizeof(float));
-                rc2 = gdn2_layer_forward(&L.c, L.params, x2, L.B, T2, yk[kern], a2, L.st0 ? L.st : NULL, 1);
-                rc2 = rc2 ? rc2 : gdn2_layer_backward(&L.c, L.params, x2, L.B, T2, a2, r2, dxk[kern], dpk[kern], 1);
+                rc2 = gdn2_layer_forward(&L.c, L.params, x2, L.B, T2, yk[kern], ab, L.st0 ? L.st : NULL, 1);
+                rc2 = rc2 ? rc2 : gdn2_layer_backward(&L.c, L.params, x2, L.B, T2, ab, r2, dxk[kern], dpk[kern], 1);
             }
-            L.c.kernel = GDN2_KERNEL_REFERENCE;
+            L.c.kernel = GDN2_KERNEL_REFERENCE, L.c.keep_chunk = 0;
             gdn2_param_info pi[32];
             const int np = gdn2_layer_params(&L.c, pi, 32);
             double ep = rc2 ? 1 : rel_rmse_f32(dxk[0], dxk[1], n2);
@@ -442,8 +448,34 @@ static void test_layer_fd(void) {
             CHECK(!rc2 && ey <= 1e-5 && ep <= 1e-4,
                   "layer %s, T=%lld: chunk kernels vs float64 recurrence: y %.1e (<= 1e-5), worst grad %.1e (%s, <= 1e-4; A_log /3) %s",
                   cases[ci].name, (long long)T2, ey, ep, wn, rc2 ? gdn2_last_error() : "");
-            free(x2); free(r2); free(y2); free(a2); free(dxk[0]); free(dxk[1]); free(dpk[0]); free(dpk[1]);
-            free(yk[0]); free(yk[1]);
+            /* keep mode against recompute: the same forward bits (gdn2_chunk_fwd_save), gradients to
+             * the saved pair's rounding (~1e-7; bar 1e-6); the reserve is there */
+            double ek = rc2 ? 1 : rel_rmse_f32(dxk[2], dxk[0], n2);
+            const char *wk = "x";
+            for (int i = 0; i < np && !rc2; i++) {
+                double e = rel_rmse_f32(dpk[2] + pi[i].offset, dpk[0] + pi[i].offset, pi[i].numel);
+                if (e > ek) { ek = e; wk = pi[i].name; }
+            }
+            /* ... and the backward reads it: a reserve changed between the calls changes the gradients */
+            int used = 0;
+            if (!rc2) {
+                const size_t na = gdn2_layer_act_size(&ck, L.B, T2), nr = na - gdn2_layer_act_size(&L.c, L.B, T2);
+                float *dxc = malloc(n2 * sizeof(float)), *dpc = calloc(npar, sizeof(float));
+                if (L.st0) memcpy(L.st, L.st0, ss * sizeof(float));
+                int r3 = gdn2_layer_forward(&ck, L.params, x2, L.B, T2, yk[1], ak, L.st0 ? L.st : NULL, 1);
+                for (size_t i = na - nr; i < na; i++) ak[i] = ak[i] * 0.5f + 0.25f;
+                r3 = r3 ? r3 : gdn2_layer_backward(&ck, L.params, x2, L.B, T2, ak, r2, dxc, dpc, 1);
+                used = !r3 && memcmp(dxc, dxk[2], n2 * sizeof(float)) != 0;
+                free(dxc), free(dpc);
+            }
+            CHECK(used, "layer %s: keep_chunk: the backward reads the reserve (changing it changes dx)", cases[ci].name);
+            CHECK(!rc2 && !memcmp(yk[2], yk[0], n2 * sizeof(float)) && ek <= 1e-6 &&
+                      gdn2_layer_act_size(&ck, L.B, T2) > gdn2_layer_act_size(&L.c, L.B, T2),
+                  "layer %s, T=%lld: keep_chunk vs recompute: y %s, worst grad %.1e (%s, <= 1e-6), activations %zu > %zu floats",
+                  cases[ci].name, (long long)T2, rc2 ? "-" : !memcmp(yk[2], yk[0], n2 * sizeof(float)) ? "same bits" : "DIFFER",
+                  ek, wk, gdn2_layer_act_size(&ck, L.B, T2), gdn2_layer_act_size(&L.c, L.B, T2));
+            free(x2); free(r2); free(y2); free(a2); free(ak);
+            for (int i = 0; i < 3; i++) free(dxk[i]), free(dpk[i]), free(yk[i]);
         }
         free(L.params); free(L.x); free(L.r); free(L.y); free(L.st0); free(L.st); free(acts); free(dx); free(dp);
     }
@@ -461,7 +493,7 @@ static void test_decode(void) {
         {"gdn", GDN2_MIXER_GDN, 2, 2, 16, 16, 0},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
-        gdn2_layer_cfg c = {32, cases[ci].H, cases[ci].HV, cases[ci].K, cases[ci].V, 4, cases[ci].neg, 1e-5f, cases[ci].m, GDN2_KERNEL_CHUNK};
+        gdn2_layer_cfg c = {32, cases[ci].H, cases[ci].HV, cases[ci].K, cases[ci].V, 4, cases[ci].neg, 1e-5f, cases[ci].m, GDN2_KERNEL_CHUNK, 0};
         const int64_t B = 2, T0 = 70, M = 9, T = T0 + M, d = c.hidden; /* T0 > one chunk of 64 */
         const size_t npar = gdn2_layer_param_count(&c), ss = gdn2_layer_state_size(&c);
         float *params = malloc(npar * sizeof(float));
@@ -503,7 +535,7 @@ static void test_decode(void) {
 }
 
 static void test_config_errors(void) {
-    gdn2_layer_cfg c = {16, 3, 4, 8, 8, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
+    gdn2_layer_cfg c = {16, 3, 4, 8, 8, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK, 0};
     CHECK(gdn2_layer_check(&c) == GDN2_ERR_ARG && strstr(gdn2_last_error(), "multiple"),
           "HV not a multiple of H is rejected: %s", gdn2_last_error());
     c.HV = 3;
@@ -516,7 +548,7 @@ static void test_config_errors(void) {
     float x = 0, y = 0;
     CHECK(gdn2_layer_forward(&c, &x, &x, 1, 1, &y, NULL, NULL, 1) == GDN2_ERR_ARG, "forward with a bad config fails cleanly");
     /* parameter counts: official 1.3B layer (d=2048, 16 heads x 128) */
-    gdn2_layer_cfg big = {2048, 16, 16, 128, 128, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
+    gdn2_layer_cfg big = {2048, 16, 16, 128, 128, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK, 0};
     gdn2_param_info bpi[32];
     const int bnp = gdn2_layer_params(&big, bpi, 32);
     size_t n = 0;
@@ -529,7 +561,7 @@ static void test_config_errors(void) {
     CHECK(bnp <= 32 && flat == bpi[bnp - 1].offset + bpi[bnp - 1].numel && flat - n < (size_t)bnp * GDN2_PARAM_ALIGN,
           "official-size layer's flat block: %zu floats for %zu parameters in %d tensors", flat, n, bnp);
     /* init: ranges as GDN2.md §4 */
-    gdn2_layer_cfg t = {64, 2, 2, 16, 16, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
+    gdn2_layer_cfg t = {64, 2, 2, 16, 16, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK, 0};
     gdn2_param_info pi[32];
     const int np = gdn2_layer_params(&t, pi, 32);
     float *p = malloc(gdn2_layer_param_count(&t) * sizeof(float));

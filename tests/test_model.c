@@ -28,7 +28,7 @@ static double dotd(const float *a, const float *b, size_t n) {
     return s;
 }
 static int layer_available(void) {
-    gdn2_layer_cfg c = {64, 2, 2, 32, 32, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK};
+    gdn2_layer_cfg c = {64, 2, 2, 32, 32, 4, 0, 1e-5f, GDN2_MIXER_GDN2, GDN2_KERNEL_CHUNK, 0};
     return gdn2_layer_check(&c) == GDN2_OK && gdn2_layer_param_count(&c) > 0;
 }
 
@@ -142,7 +142,7 @@ static void test_alignment(void) {
     }
     /* the layer's own block, every mixer */
     for (int mix = 0; mix < 3; mix++) {
-        gdn2_layer_cfg lc = {100, 3, 6, 20, 12, 4, 0, 1e-5f, (gdn2_mixer_kind)mix, GDN2_KERNEL_CHUNK};
+        gdn2_layer_cfg lc = {100, 3, 6, 20, 12, 4, 0, 1e-5f, (gdn2_mixer_kind)mix, GDN2_KERNEL_CHUNK, 0};
         int np = gdn2_layer_params(&lc, NULL, 0), bad = 0;
         gdn2_param_info *pi = calloc((size_t)np, sizeof *pi);
         gdn2_layer_params(&lc, pi, np);
@@ -635,6 +635,24 @@ static void test_recompute(void) {
     CHECK(!st && l0 == l1 && !memcmp(g0, m->grads, m->n_flat * sizeof(float)),
           "recompute per block (gdn2,swa,kda): loss %.6f vs %.6f and every gradient bit for bit equal%s%s", l0, l1,
           st ? ": " : "", st ? gdn2_last_error() : "");
+    /* keep mode (the recurrent layers' chunk reserve), alone and with recompute: the same loss, the
+     * gradients to the saved pair's rounding (relative to the largest, bar 1e-6) */
+    for (int rc = 0; rc < 2 && !st; rc++) {
+        m->recompute = rc, m->keep_chunk = 1;
+        float lk = 0;
+        st = gdn2_model_zero_grad(m);
+        if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &lk, 1);
+        if (!st) st = gdn2_model_backward(m, 1.0f);
+        double gmax = 0, dmax = 0;
+        for (size_t i = 0; i < m->n_flat && !st; i++) {
+            if (fabs(g0[i]) > gmax) gmax = fabs(g0[i]);
+            if (fabs(g0[i] - m->grads[i]) > dmax) dmax = fabs(g0[i] - m->grads[i]);
+        }
+        CHECK(!st && lk == l0 && dmax <= 1e-6 * gmax,
+              "keep_chunk%s (gdn2,swa,kda): loss %.6f vs %.6f, max|grad diff| %.2e of max|grad| %.2e (bar 1e-6)%s%s",
+              rc ? " + recompute" : "", lk, l0, dmax, gmax, st ? ": " : "", st ? gdn2_last_error() : "");
+    }
+    m->keep_chunk = 0;
     free(g0);
     gdn2_model_free(m);
 }

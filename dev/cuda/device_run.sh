@@ -85,8 +85,10 @@ fi
 if [[ " $PHASES " == *" train_bench "* ]]; then
   for cb in ${TRAIN_CONFIGS:-gdn2_1.3B:4 swa_gdn2_1.3B:4 gdn2_12h_100M:16 swa_gdn2_100M:16}; do
     c=${cb%%:*}; b=${cb##*:}
-    timeout 200 ./build/bench/train_step --config $c --batch $b --seq-len 4096 --warmup 2 --steps 6 --json "$OUT/train_$c.json" \
-      > "$OUT/train_$c.log" 2>&1; echo "train_step $c B=$b rc=$?"; tail -2 "$OUT/train_$c.log"
+    # TRAIN_ARGS: more train_step options (e.g. --keep-chunk, --recompute), TRAIN_TAG: a suffix for the file names
+    timeout 200 ./build/bench/train_step --config $c --batch $b --seq-len 4096 --warmup 2 --steps 6 $TRAIN_ARGS \
+      --json "$OUT/train_$c$TRAIN_TAG.json" > "$OUT/train_$c$TRAIN_TAG.log" 2>&1
+    echo "train_step $c B=$b $TRAIN_ARGS rc=$?"; tail -2 "$OUT/train_$c$TRAIN_TAG.log"
   done
 fi
 if [[ " $PHASES " == *" official_train "* ]]; then

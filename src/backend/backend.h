@@ -171,14 +171,25 @@ struct gdn2_backend {
                      void *dpw, float *dA_log, float *ddt);
     /* The GDN-2 recurrence over [B,T] (src/ops, src/cuda): q,k,v,b,w,o ACT; g, h0, ht fp32 (h0, ht
      * may be NULL); opts as gdn2_chunk_fwd (qk_l2norm ...). kernel: GDN2_KERNEL_CHUNK or
-     * GDN2_KERNEL_REFERENCE (the float64 reference; CPU only). */
+     * GDN2_KERNEL_REFERENCE (the float64 reference; CPU only).
+     * reserve: NULL (the backward recomputes the forward's intermediates: the default, no memory
+     * kept between the calls), or a buffer of gdn2_reserve_bytes (backend memory, kept by the caller
+     * from this forward to its backward) that the forward fills with what the backward would
+     * recompute (keep mode: CPU gdn2_chunk_fwd_save, CUDA keep_for_backward). */
     int (*gdn2_fwd)(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
                     const void *k, const void *v, const float *g, const void *b, const void *w, const float *h0,
-                    void *o, float *ht);
-    /* dq, dk, dv, db, dw (ACT), dg (fp32) written; dh0 not computed */
+                    void *o, float *ht, void *reserve);
+    /* dq, dk, dv, db, dw (ACT), dg (fp32) written; dh0 not computed. reserve: NULL, or the buffer a
+     * keep-mode gdn2_fwd filled for the same dims, opts and inputs (same contents; the backward may
+     * overwrite it: one backward per forward), read instead of recomputing (CPU
+     * gdn2_chunk_bwd_saved, CUDA reuse_forward). The gradients equal the recomputing backward's to
+     * rounding (CPU ~1e-7 relative; CUDA the bf16 kernels' own bars). */
     int (*gdn2_bwd)(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
                     const void *k, const void *v, const float *g, const void *b, const void *w, const float *h0,
-                    const void *d_o, void *dq, void *dk, void *dv, float *dg, void *db, void *dw);
+                    const void *d_o, void *dq, void *dk, void *dv, float *dg, void *db, void *dw, void *reserve);
+    /* Bytes of the keep-mode reserve of gdn2_fwd / gdn2_bwd at these dims and opts; 0 when this
+     * backend and kernel have no keep mode there (the caller passes NULL: recompute). */
+    size_t (*gdn2_reserve_bytes)(const gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op);
 
     /* ---- decoding: one token per sequence over a pool of per-sequence states ------------- */
     /* The decode step of generation (src/model gdn2_model_step_slots): n sequences, sequence i's

@@ -215,11 +215,12 @@ done:
 
 static int cpu_gdn2_fwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
                         const void *k, const void *v, const float *g, const void *b, const void *w, const float *h0,
-                        void *o, float *ht) {
+                        void *o, float *ht, void *reserve) {
     (void)be;
     if (kernel == GDN2_KERNEL_CHUNK) {
         gdn2_fwd_tensors t = {CF(q), CF(k), CF(v), g, CF(b), CF(w), h0, NULL, NULL, F(o), ht};
-        int rc = gdn2_chunk_fwd(dm, op, &t);
+        int rc = reserve ? gdn2_chunk_fwd_save(dm, op, &t, reserve, gdn2_chunk_saved_size(dm, op))
+                         : gdn2_chunk_fwd(dm, op, &t);
         if (rc != GDN2_ERR_UNSUPPORTED) return rc;
         gdn2_clear_error();
     }
@@ -228,17 +229,25 @@ static int cpu_gdn2_fwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const
 }
 static int cpu_gdn2_bwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
                         const void *k, const void *v, const float *g, const void *b, const void *w, const float *h0,
-                        const void *d_o, void *dq, void *dk, void *dv, float *dg, void *db, void *dw) {
+                        const void *d_o, void *dq, void *dk, void *dv, float *dg, void *db, void *dw,
+                        void *reserve) {
     (void)be;
     if (kernel == GDN2_KERNEL_CHUNK) {
         gdn2_fwd_tensors t = {CF(q), CF(k), CF(v), g, CF(b), CF(w), h0, NULL, NULL, NULL, NULL};
         gdn2_bwd_tensors gt = {CF(d_o), NULL, F(dq), F(dk), F(dv), dg, F(db), F(dw), NULL, NULL, NULL};
-        int rc = gdn2_chunk_bwd(dm, op, &t, &gt);
+        int rc = reserve ? gdn2_chunk_bwd_saved(dm, op, &t, &gt, reserve, gdn2_chunk_saved_size(dm, op))
+                         : gdn2_chunk_bwd(dm, op, &t, &gt);
         if (rc != GDN2_ERR_UNSUPPORTED) return rc;
         gdn2_clear_error();
     }
     return rec_ref(dm, op, CF(q), CF(k), CF(v), g, CF(b), CF(w), h0, NULL, NULL, CF(d_o), F(dq), F(dk), F(dv), dg,
                    F(db), F(dw));
+}
+
+/* the saved pair's buffer (gdn2_chunk_saved_size); the reference kernel keeps nothing */
+static size_t cpu_gdn2_reserve_bytes(const gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op) {
+    (void)be;
+    return kernel == GDN2_KERNEL_CHUNK ? gdn2_chunk_saved_size(dm, op) : 0;
 }
 
 /* ---- decoding ---------------------------------------------------------------------------- */
@@ -363,7 +372,7 @@ void gdn2_backend_cpu_init(gdn2_backend *be, int n_threads) {
     be->conv_silu_fwd = cpu_conv_silu_fwd, be->conv_silu_bwd = cpu_conv_silu_bwd;
     be->conv_hist_update = cpu_conv_hist_update;
     be->gates_fwd = cpu_gates_fwd, be->gates_bwd = cpu_gates_bwd;
-    be->gdn2_fwd = cpu_gdn2_fwd, be->gdn2_bwd = cpu_gdn2_bwd;
+    be->gdn2_fwd = cpu_gdn2_fwd, be->gdn2_bwd = cpu_gdn2_bwd, be->gdn2_reserve_bytes = cpu_gdn2_reserve_bytes;
     be->swiglu_fwd = cpu_swiglu_fwd, be->swiglu_bwd = cpu_swiglu_bwd;
     be->rope_split = cpu_rope_split, be->rope_split_bwd = cpu_rope_split_bwd;
     be->attn_fwd = cpu_attn_fwd, be->attn_bwd = cpu_attn_bwd;

@@ -83,6 +83,9 @@ static void train_usage(FILE *f) {
             "  --emb-dropout P     drop a share P of the embedding's output in training (0; nanoGPT's)\n"
             "  --recompute         keep only each block's input and recompute the block in the backward\n"
             "                      (one more forward; activations of one block: for the 1.3B configs)\n"
+            "  --keep-chunk        GDN-2/KDA/GDN layers keep the chunk kernels' intermediates from the forward\n"
+            "                      for the backward instead of recomputing them (faster backward, more memory:\n"
+            "                      a reserve per layer, one in all with --recompute; docs/BACKEND.md)\n"
             "  --threads N         CPU threads (0 = OpenMP default)\n"
             "  --quiet             no progress lines\n"
             "Prints a progress line (step, loss, lr, tokens/s, ETA) and a final JSON summary line.\n"
@@ -195,6 +198,7 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_FLAG("--mqar-no-fill", &o.mqar_no_fill),
         CLI_OPT_FLAG("--resume", &o.resume),
         CLI_OPT_FLAG("--recompute", &o.recompute),
+        CLI_OPT_FLAG("--keep-chunk", &o.keep_chunk),
         CLI_OPT_F32("--dropout", &o.dropout, 0, 1, CLI_HI_OPEN),
         CLI_OPT_F32("--emb-dropout", &o.emb_dropout, 0, 1, CLI_HI_OPEN),
         CLI_OPT_INT("--ranks", &ranks, 1, 64),

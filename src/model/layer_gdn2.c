@@ -97,6 +97,8 @@ int gdn2_layer_check(const gdn2_layer_cfg *c) {
         return gdn2_error(GDN2_ERR_ARG, "gdn2 layer: unknown mixer kind %d (0 gdn2, 1 kda, 2 gdn)", (int)c->mixer);
     if (c->kernel != GDN2_KERNEL_CHUNK && c->kernel != GDN2_KERNEL_REFERENCE)
         return gdn2_error(GDN2_ERR_ARG, "gdn2 layer: unknown recurrence kernel %d (0 chunk, 1 reference)", (int)c->kernel);
+    if (c->keep_chunk != 0 && c->keep_chunk != 1)
+        return gdn2_error(GDN2_ERR_ARG, "gdn2 layer: keep_chunk %d (expected 0 recompute or 1 keep)", c->keep_chunk);
     return GDN2_OK;
 }
 
@@ -188,7 +190,7 @@ void gdn2_layer_init(const gdn2_layer_cfg *c, float *params, uint64_t seed) {
 /* Byte offsets of the saved activations: ACT tensors (the backend's activation type) but g and the
  * initial states (fp32). On a device every tensor starts on a 256-byte boundary. */
 typedef struct {
-    size_t qp, kp, vp, q, k, v, g, f1, f, sb, sw, o, g1, a, st, total;
+    size_t qp, kp, vp, q, k, v, g, f1, f, sb, sw, o, g1, a, st, rsv, rsv_bytes, total;
 } act_layout;
 
 static int64_t gate_width(const gdn2_layer_cfg *c) { return c->mixer == GDN2_MIXER_GDN2 ? c->H * c->K : c->H; }
@@ -205,6 +207,14 @@ static size_t take(carve *cv, size_t n, int dt) {
     size_t at = (cv->o + align - 1) / align * align;
     cv->o = at + gdn2_be_bytes(cv->be, n, dt);
     return at;
+}
+
+static gdn2_opts rec_opts(const gdn2_backend *be);
+/* bytes of the recurrence's keep-mode reserve over [B,T] (0: this backend and kernel keep nothing) */
+static size_t keep_reserve_bytes(const gdn2_backend *be, const gdn2_layer_cfg *c, int64_t B, int64_t T) {
+    const gdn2_dims dm = {B, T, c->H, c->HV, c->K, c->V};
+    const gdn2_opts op = rec_opts(be);
+    return B > 0 && T > 0 && be->gdn2_reserve_bytes ? be->gdn2_reserve_bytes(be, (int)c->kernel, &dm, &op) : 0;
 }
 
 static act_layout act_offsets(const gdn2_backend *be, const gdn2_layer_cfg *c, int64_t B, int64_t T) {
@@ -227,6 +237,9 @@ static act_layout act_offsets(const gdn2_backend *be, const gdn2_layer_cfg *c, i
     L.g1 = take(&cv, N * R, GDN2_DT_ACT);
     L.a = take(&cv, N * Dv, GDN2_DT_ACT);
     L.st = take(&cv, (size_t)B * gdn2_layer_state_size(c), GDN2_DT_F32);
+    /* keep mode: the chunk kernels' reserve, last (a step's scratch stops before it) */
+    L.rsv_bytes = c->keep_chunk ? keep_reserve_bytes(be, c, B, T) : 0;
+    L.rsv = take(&cv, (L.rsv_bytes + 3) / 4, GDN2_DT_F32);
     L.total = take(&cv, 0, GDN2_DT_F32);
     return L;
 }
@@ -415,7 +428,8 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
                 rc = be->copy(be, h0 + i * KVs, states + i * SS + st_S(c), KVs * sizeof(float));
             h0p = h0;
         }
-        if (!rc) rc = be->gdn2_fwd(be, c->kernel, &dm, &op, q, k, v, g, b, w, h0p, o, states ? ht : NULL);
+        void *rsv = L.rsv_bytes ? AT(A, L.rsv) : NULL; /* keep mode (c->keep_chunk) */
+        if (!rc) rc = be->gdn2_fwd(be, c->kernel, &dm, &op, q, k, v, g, b, w, h0p, o, states ? ht : NULL, rsv);
         if (!rc && states)
             for (int64_t i = 0; i < B && !rc; i++)
                 rc = be->copy(be, states + i * SS + st_S(c), ht + i * KVs, KVs * sizeof(float));
@@ -547,7 +561,9 @@ int gdn2_layer_bwd_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *pa
     {
         gdn2_dims dm = {B, T, H, HV, K, V};
         gdn2_opts op = rec_opts(be);
-        LTRY(be->gdn2_bwd(be, c->kernel, &dm, &op, q, k, v, g, b, w, h0, zd, dq, dk, dv, dg, db, dw));
+        /* keep mode: what the forward left in the reserve instead of the recomputation */
+        void *rsv = L.rsv_bytes ? AT(A, L.rsv) : NULL;
+        LTRY(be->gdn2_bwd(be, c->kernel, &dm, &op, q, k, v, g, b, w, h0, zd, dq, dk, dv, dg, db, dw, rsv));
     }
     /* gates: df, the erase/write projections' pre-activation grads, dA_log, ddt */
     LTRY(be->gates_bwd(be, (int)m, N, H, HV, K, V, cb, f, sb, sw, g, PP(&lp, P_ALOG), PP(&lp, P_DT), dg, db, dw, df,

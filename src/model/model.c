@@ -17,6 +17,7 @@
 struct gdn2_model_acts {
     int64_t B, T;
     int recompute;                   /* 1: one block's activations, shared by all layers (below)     */
+    int keep;                        /* 1: recurrent layers keep their chunk reserve (keep_chunk)    */
     int dropped;                     /* the last forward applied dropout (its backward does too)     */
     int emb_dropped;                 /* ... and the embedding's (m->emb_dropout)                      */
     void *buf;                       /* backend memory: what the backward needs                     */
@@ -38,13 +39,16 @@ struct gdn2_model_acts {
     int trained;                     /* 1 after a train forward (backward allowed)                   */
 };
 
-/* bytes of the mixer's saved block of layer l, and of its forward/backward scratch */
-static size_t mixer_bytes(const gdn2_backend *be, const gdn2_model_cfg *c, int l, int64_t B, int64_t T, int what) {
+/* bytes of the mixer's saved block of layer l (keep: with the recurrence's keep-mode reserve), and
+ * of its forward/backward scratch */
+static size_t mixer_bytes(const gdn2_backend *be, const gdn2_model_cfg *c, int l, int64_t B, int64_t T, int what,
+                          int keep) {
     if (c->kind[l] >= GDN2_LAYER_SWA) {
         gdn2_attn_cfg a = gdn2_attn_cfg_of(c, c->kind[l]);
         return what == 0 ? gdn2_attn_act_bytes(be, &a, B, T) : gdn2_attn_scratch_bytes(be, &a, B, T, what == 2);
     }
     gdn2_layer_cfg lc = gdn2_model_layer_cfg(c, l);
+    lc.keep_chunk = keep;
     return what == 0 ? gdn2_layer_act_bytes(be, &lc, B, T) : gdn2_layer_scratch_bytes(be, &lc, B, T, what == 2, 1);
 }
 
@@ -80,7 +84,7 @@ static scr_layout scr_offsets(const gdn2_backend *be, const gdn2_model_cfg *c, i
     size_t var = gdn2_mlp_scratch_bytes(be, B * T, c->intermediate_size);
     for (int l = 0; l < c->n_layer; l++)
         for (int w = 1; w <= 2; w++) {
-            size_t b = mixer_bytes(be, c, l, B, T, w);
+            size_t b = mixer_bytes(be, c, l, B, T, w, 0);
             if (b > var) var = b;
         }
     size_t h = 0;
@@ -110,8 +114,8 @@ static int acts_ensure(gdn2_model *m, int64_t B, int64_t T) {
     struct gdn2_model_acts *a = m->acts;
     gdn2_backend *be = m->be;
     const gdn2_model_cfg *c = &m->cfg;
-    const int rcp = m->recompute != 0;
-    if (a && a->B == B && a->T == T && a->recompute == rcp) return GDN2_OK;
+    const int rcp = m->recompute != 0, keep = m->keep_chunk != 0;
+    if (a && a->B == B && a->T == T && a->recompute == rcp && a->keep == keep) return GDN2_OK;
     const int64_t L = c->n_layer, d = c->n_embd, BT = B * T, I = c->intermediate_size;
     /* saved: res[0..L], per layer n1 r1 mix mid n2 r2 mlp, then nf rf */
     size_t o = 0;
@@ -123,7 +127,7 @@ static int acts_ensure(gdn2_model *m, int64_t B, int64_t T) {
      * backward re-runs block l from res[l] before differentiating it */
     size_t mixmax = 0;
     for (int l = 0; l < L; l++)
-        if (mixer_bytes(be, c, l, B, T, 0) > mixmax) mixmax = mixer_bytes(be, c, l, B, T, 0);
+        if (mixer_bytes(be, c, l, B, T, 0, keep) > mixmax) mixmax = mixer_bytes(be, c, l, B, T, 0, keep);
     for (int l = 0; l < L; l++) {
         if (rcp && l > 0) { /* the same offsets as layer 0 */
             for (int k = 0; k < 7; k++, po++) *po = po[-7];
@@ -131,7 +135,7 @@ static int acts_ensure(gdn2_model *m, int64_t B, int64_t T) {
         }
         *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)(BT * d), GDN2_DT_ACT)); /* n1  */
         *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)BT, GDN2_DT_F32));       /* r1  */
-        *po++ = o, o = al(be, o + (rcp ? mixmax : mixer_bytes(be, c, l, B, T, 0)));  /* mix */
+        *po++ = o, o = al(be, o + (rcp ? mixmax : mixer_bytes(be, c, l, B, T, 0, keep))); /* mix */
         *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)(BT * d), GDN2_DT_F32)); /* mid */
         *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)(BT * d), GDN2_DT_ACT)); /* n2  */
         *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)BT, GDN2_DT_F32));       /* r2  */
@@ -140,7 +144,7 @@ static int acts_ensure(gdn2_model *m, int64_t B, int64_t T) {
     *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)(BT * d), GDN2_DT_ACT)); /* nf */
     *po++ = o, o = al(be, o + gdn2_be_bytes(be, (size_t)BT, GDN2_DT_F32));       /* rf */
     const size_t scr_need = scr_offsets(be, c, B, T).total;
-    const int reuse = a && a->recompute == rcp && o <= a->buf_cap && scr_need <= a->scr_cap && (size_t)BT <= a->bt_cap;
+    const int reuse = a && a->recompute == rcp && a->keep == keep && o <= a->buf_cap && scr_need <= a->scr_cap && (size_t)BT <= a->bt_cap;
     if (!reuse) {
         acts_free(be, a);
         m->acts = a = calloc(1, sizeof *a);
@@ -149,7 +153,7 @@ static int acts_ensure(gdn2_model *m, int64_t B, int64_t T) {
             return gdn2_error(GDN2_ERR_NOMEM, "out of memory for model activations");
         }
     }
-    a->B = B, a->T = T, a->recompute = rcp;
+    a->B = B, a->T = T, a->recompute = rcp, a->keep = keep;
     a->buf_bytes = o;
     a->scr_bytes = scr_need;
     if (reuse) goto layout;
@@ -419,7 +423,7 @@ static int head_pass(gdn2_model *m, int backward, float scale, float *logits_out
 
 /* Block l of the forward: mid = res_l + mixer(norm_1(res_l)); res_{l+1} = mid + mlp(norm_2(mid))
  * (res_{l+1} written when write_next). states: prefill into slots slot0.. of s, or NULL.
- * y, var: scratch. */
+ * y, var: scratch. keep: a recurrent mixer fills its keep-mode reserve for the backward. */
 /* the dropout stream of the embedding's output (m->emb_dropout) */
 static uint64_t emb_drop_seed(const gdn2_model *m) { return gdn2_mix64(m->dropout_seed ^ 0xE3B0C44298FC1C14ULL); }
 
@@ -429,7 +433,7 @@ static uint64_t drop_seed(const gdn2_model *m, int64_t l, int k) {
 }
 
 static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, int64_t slot0, void *y, void *var,
-                         int write_next, int drop) {
+                         int write_next, int drop, int keep) {
     const gdn2_model_cfg *c = &m->cfg;
     gdn2_backend *be = m->be;
     struct gdn2_model_acts *a = m->acts;
@@ -452,6 +456,7 @@ static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, int64_t 
                                         s->layer_size[l]));
     } else {
         gdn2_layer_cfg lc = gdn2_model_layer_cfg(c, (int)l);
+        lc.keep_chunk = keep;
         TRY(gdn2_layer_fwd_be(be, &lc, m->dev_params + m->layer_off[l],
                               (const char *)m->dev_params_act + m->layer_off[l] * be->act_bytes, a->n1[l], B, T, y,
                               a->mix[l], s ? s->data + s->layer_off[l] + (size_t)slot0 * s->layer_size[l] : NULL,
@@ -513,7 +518,10 @@ static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *tar
     a->dropped = drop, a->emb_dropped = edrop;
     /* nanoGPT's embedding dropout: on the residual stream's start (fp32), the backward's dres at the end */
     if (edrop) TRY(be->dropout(be, (size_t)(BT * d), a->res[0], GDN2_DT_F32, m->emb_dropout, emb_drop_seed(m)));
-    for (int64_t l = 0; l < L; l++) TRY(block_forward(m, l, s, slot0, y, var, 1, drop));
+    /* keep mode: a training forward fills the reserves, but with recompute only the backward's
+     * re-run of each block does (the one that precedes its backward) */
+    const int keep = train && a->keep && !a->recompute && !s;
+    for (int64_t l = 0; l < L; l++) TRY(block_forward(m, l, s, slot0, y, var, 1, drop, keep));
     TRY(be->rmsnorm_fwd(be, BT, d, a->res[L], P(m, m->dev_params, "transformer.ln_f.weight", 0), c->norm_eps, a->nf,
                         a->rf));
     /* lm_head rows: everything when logits are wanted; the last position for generation; else only
@@ -571,7 +579,7 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
                         P(m, G, "transformer.ln_f.weight", 0)));
     for (int64_t l = L - 1; l >= 0; l--) {
         /* recompute mode: block l's activations again from res_l (the same bits: deterministic ops) */
-        if (a->recompute) TRY(block_forward(m, l, NULL, 0, AT(a->scr, S.y), var, 0, a->dropped));
+        if (a->recompute) TRY(block_forward(m, l, NULL, 0, AT(a->scr, S.y), var, 0, a->dropped, a->keep));
         /* res_{l+1} = mid + mlp(norm_2(mid)) */
         if (dres_act != (void *)dres) TRY(be->cast(be, (size_t)(BT * d), dres, GDN2_DT_F32, dres_act, GDN2_DT_ACT));
         if (a->dropped) TRY(be->dropout(be, (size_t)(BT * d), dres_act, GDN2_DT_ACT, m->dropout, drop_seed(m, l, 1)));
@@ -594,6 +602,7 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
                                    P(m, G, "transformer.h.%lld.attn.proj.weight", l), var));
         } else {
             gdn2_layer_cfg lc = gdn2_model_layer_cfg(c, (int)l);
+            lc.keep_chunk = a->keep; /* its forward kept the reserve (forward_impl, above) */
             TRY(gdn2_layer_bwd_be(be, &lc, W + m->layer_off[l],
                                   (const char *)m->dev_params_act + m->layer_off[l] * be->act_bytes, a->n1[l], B, T,
                                   a->mix[l], dres_act, dn, G + m->layer_off[l], var));

@@ -475,6 +475,7 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
     }
     m->n_threads = o.n_threads;
     m->recompute = o.recompute;
+    m->keep_chunk = o.keep_chunk;
     m->dropout = o.dropout;
     m->emb_dropout = o.emb_dropout;
     if (o.device && (st = gdn2_model_set_device(m, o.device))) goto done;
