@@ -55,6 +55,15 @@ typedef struct {
     float *ht;                          /* out [N,HV,K,V] fp32 or NULL                          */
     int keep_for_backward;              /* 1: also compute A and leave in opts->workspace all the
                                            backward needs (see gdn2_cuda_chunk_bwd); 0: as before */
+    void *reserve;                      /* keep_for_backward / reuse_forward with a separate reserve:
+                                           NULL (the kept intermediates live in opts->workspace), or
+                                           a 256-byte aligned device buffer of reserve_size >=
+                                           gdn2_cuda_chunk_reserve_size bytes that holds them, so
+                                           that opts->workspace is scratch only (shareable between
+                                           calls; optional; when given, of at least
+                                           gdn2_cuda_chunk_workspace_size(d, o, 1) bytes in both
+                                           calls). The backward gets the same a, reserve included. */
+    size_t reserve_size;
 } gdn2_cuda_fwd_args;
 
 typedef struct {
@@ -70,6 +79,9 @@ typedef struct {
 
 /* Device scratch bytes for one forward (backward = 0) or backward (backward = 1) call. */
 GDN2_API size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_opts *o, int backward);
+/* Bytes of a separate keep/reuse reserve (gdn2_cuda_fwd_args.reserve): what the backward reads
+ * from the forward, ~0.43 of gdn2_cuda_chunk_workspace_size(d, o, 1) at K = V = 128. */
+GDN2_API size_t gdn2_cuda_chunk_reserve_size(const gdn2_dims *d, const gdn2_opts *o);
 
 /* Chunkwise (C = 64, WY) forward and gate-aware backward. Asynchronous on `stream`.
  * By default nothing is kept between the calls: the backward recomputes the forward's

@@ -202,7 +202,9 @@ static int dev_up(devset *s, const tdata *t, int dtype) {
 }
 /* fwd + bwd on the device; keep: forward with keep_for_backward, backward with reuse_forward
  * (o->workspace must then be set) */
-static int run_dev(const tcase *c, const gdn2_opts *o, const tdata *t, int dtype, int keep, float **X) {
+/* keep: 1 keep_for_backward / reuse_forward; reserve: with a separate reserve (NaN-filled), else in
+ * opts->workspace */
+static int run_dev_rsv(const tcase *c, const gdn2_opts *o, const tdata *t, int dtype, int keep, int reserve, float **X) {
     for (int i = 0; i < NOUT; i++) X[i] = z32(out_len(i, t));
     devset s;
     int rc = dev_up(&s, t, dtype) ? gdn2_error(GDN2_ERR_DEVICE, "device allocation failed") : 0;
@@ -210,6 +212,13 @@ static int run_dev(const tcase *c, const gdn2_opts *o, const tdata *t, int dtype
     gdn2_cuda_bwd_args *gb = &s.g;
     a->keep_for_backward = keep;
     gb->reuse_forward = keep;
+    if (!rc && reserve) {
+        a->reserve_size = gdn2_cuda_chunk_reserve_size(&c->d, o);
+        a->reserve = gdn2_cuda_malloc(a->reserve_size);
+        s.dev[s.nd++] = a->reserve;
+        rc = !a->reserve ? gdn2_error(GDN2_ERR_DEVICE, "reserve allocation failed")
+                         : gdn2_cuda_memset(a->reserve, 0xff, a->reserve_size);
+    }
     if (!rc) rc = gdn2_cuda_chunk_fwd(&c->d, o, a, NULL);
     if (!rc) rc = gdn2_cuda_chunk_bwd(&c->d, o, a, gb, NULL);
     if (!rc) rc = gdn2_cuda_sync();
@@ -225,6 +234,9 @@ static int run_dev(const tcase *c, const gdn2_opts *o, const tdata *t, int dtype
     }
     dev_free(&s);
     return rc;
+}
+static int run_dev(const tcase *c, const gdn2_opts *o, const tdata *t, int dtype, int keep, float **X) {
+    return run_dev_rsv(c, o, t, dtype, keep, 0, X);
 }
 static int run_bf16(const tcase *c, const gdn2_opts *o, const tdata *t, float **X) {
     return run_dev(c, o, t, GDN2_CUDA_BF16, 0, X);
@@ -678,7 +690,23 @@ static void reuse_case(const tcase *c, int dtype, unsigned long long seed) {
             CHECK(e <= (loose ? 1e-4 * ymax : 0.0), "reuse %s %s %-8s kept vs recomputed: max|diff| %.3e (max|x| %.2e, bar %s)",
                   dn, c->name, out_name[i], e, ymax, loose ? "1e-4 max|x|: atomics" : "0");
         }
-    for (int i = 0; i < NOUT; i++) { free(P[i]); free(X[i]); }
+    /* the kept intermediates in a separate reserve (NaN-filled), the workspace the library's own */
+    float *Y[NOUT];
+    for (int i = 0; i < NOUT; i++) Y[i] = NULL;
+    o.workspace = NULL, o.workspace_size = 0;
+    int rr = rp ? rp : run_dev_rsv(c, &o, &t, dtype, 1, 1, Y);
+    const size_t rb = gdn2_cuda_chunk_reserve_size(&c->d, &o);
+    CHECK(rr == 0 && rb > 0 && rb < ws_bytes, "reuse %s %s: with a separate reserve of %zu bytes (workspace %zu) (%s)",
+          dn, c->name, rb, ws_bytes, rr ? gdn2_last_error() : "ok");
+    if (rp == 0 && rr == 0)
+        for (int i = 0; i < NOUT; i++) {
+            if ((i == DAL || i == DDT) && !c->gate) continue;
+            const int loose = i == DG || i == DAL || i == DDT;
+            double ymax, e = maxdiff(Y[i], P[i], out_len(i, &t), &ymax);
+            CHECK(e <= (loose ? 1e-4 * ymax : 0.0), "reuse %s %s %-8s reserve vs recomputed: max|diff| %.3e (max|x| %.2e, bar %s)",
+                  dn, c->name, out_name[i], e, ymax, loose ? "1e-4 max|x|: atomics" : "0");
+        }
+    for (int i = 0; i < NOUT; i++) { free(P[i]); free(X[i]); free(Y[i]); }
     gdn2_cuda_free(ws);
     tdata_free(&t);
 }
@@ -716,6 +744,17 @@ static void reuse_errors(void) {
     o.workspace_size = 0;
     rc = gdn2_cuda_chunk_bwd(&c.d, &o, &s.a, &s.g, NULL);
     CHECK(rc == GDN2_ERR_ARG, "reuse_forward with workspace NULL -> GDN2_ERR_ARG: %s", gdn2_last_error());
+    /* a separate reserve one byte too small, or misaligned */
+    s.a.reserve = ws, s.a.reserve_size = gdn2_cuda_chunk_reserve_size(&c.d, &o) - 1;
+    rc = gdn2_cuda_chunk_fwd(&c.d, &o, &s.a, NULL);
+    CHECK(rc == GDN2_ERR_ARG && strstr(gdn2_last_error(), "gdn2_cuda_chunk_reserve_size"),
+          "keep_for_backward with a reserve 1 byte too small -> GDN2_ERR_ARG naming gdn2_cuda_chunk_reserve_size: %s",
+          gdn2_last_error());
+    s.a.reserve = (char *)ws + 16, s.a.reserve_size = need - 16;
+    rc = gdn2_cuda_chunk_bwd(&c.d, &o, &s.a, &s.g, NULL);
+    CHECK(rc == GDN2_ERR_ARG && strstr(gdn2_last_error(), "aligned"), "reuse_forward with a misaligned reserve -> GDN2_ERR_ARG: %s",
+          gdn2_last_error());
+    s.a.reserve = NULL, s.a.reserve_size = 0;
     /* bf16 at K=V=64 with aligned inputs is the fast path: a misaligned output must not switch it */
     o.workspace = ws;
     o.workspace_size = need;

@@ -64,7 +64,8 @@ class DecodeTensors(ctypes.Structure):
 
 class CudaFwdArgs(ctypes.Structure):
     _fields_ = [("dtype", c_int), ("q", P), ("k", P), ("v", P), ("b", P), ("w", P), ("g", P), ("h0", P),
-                ("A_log", P), ("dt_bias", P), ("o", P), ("ht", P), ("keep_for_backward", c_int)]
+                ("A_log", P), ("dt_bias", P), ("o", P), ("ht", P), ("keep_for_backward", c_int),
+                ("reserve", P), ("reserve_size", ctypes.c_size_t)]
 
 
 class CudaBwdArgs(ctypes.Structure):

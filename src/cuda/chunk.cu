@@ -36,6 +36,8 @@ struct WsLayout {
     size_t nch, KP, VP, total; // total in bytes
     size_t off[32];            // float offsets
     size_t tab_off;            // byte offset of the int tables
+    size_t roff[32], rtotal;   // a separate reserve (gdn2_cuda_fwd_args.reserve): float offsets of the
+                               // kept buffers (ws_kept) in it, its size in bytes
 };
 
 static int pad_dim(int64_t x) { return x <= 64 ? 64 : 128; }
@@ -49,6 +51,9 @@ static int64_t count_chunks(const gdn2_dims *d, const gdn2_opts *o) {
 
 // buffers: 0 Y,1 U,2 Qg,3 Kg,4 Gl,5 Aqk,6 R,7 Hs | 8 A,9 dHs,10 dR,11 dY,12 dA1,13 dAqk,14 dQi,15 dKi,
 // 16 dGl,17 dQs,18 dKs,19 dBs,20 dGs,21 E,22 Rn
+// What a keep_for_backward forward leaves for the backward: what k_prep (bwd flag: A, and on the
+// fast path E and Rn) and k_state write; 9..20 are the backward's own scratch.
+static bool ws_kept(int i) { return i <= 8 || i == 21 || i == 22; }
 static void ws_layout(const gdn2_dims *d, const gdn2_opts *o, int bwd, WsLayout *L) {
     const size_t nch = (size_t)count_chunks(d, o) * d->HV, KP = pad_dim(d->K), VP = pad_dim(d->V);
     const size_t per[23] = {CS * KP, CS * VP, CS * KP, CS * KP, KP, CS * CS, CS * VP, KP * VP,
@@ -60,6 +65,12 @@ static void ws_layout(const gdn2_dims *d, const gdn2_opts *o, int bwd, WsLayout 
         L->off[i] = off;
         if (i < nb) off += ((nch * per[i] + 63) / 64) * 64; // 256-byte aligned
     }
+    size_t roff = 0;
+    for (int i = 0; i < 23; i++) {
+        L->roff[i] = roff;
+        if (ws_kept(i)) roff += ((nch * per[i] + 63) / 64) * 64;
+    }
+    L->rtotal = roff * sizeof(float) + 256;
     L->nch = nch;
     L->KP = KP;
     L->VP = VP;
@@ -90,6 +101,13 @@ extern "C" size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_
     WsLayout L;
     ws_layout(d, o, backward, &L);
     return L.total;
+}
+
+extern "C" size_t gdn2_cuda_chunk_reserve_size(const gdn2_dims *d, const gdn2_opts *o) {
+    if (!d || !o || gdn2_check(d, o)) return 0;
+    WsLayout L;
+    ws_layout(d, o, 1, &L);
+    return L.rtotal;
 }
 
 #define CU(call)                                                                                            \
@@ -173,7 +191,15 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
     cudaStream_t st = (cudaStream_t)stream;
     WsLayout L;
     ws_layout(d, o, bwd || kept, &L);
-    if (kept && (!o->workspace || o->workspace_size < L.total))
+    // a separate reserve: the kept buffers there, the workspace is scratch only (NULL allocates
+    // its own; given, the size rule below)
+    const int split = kept && a->reserve != NULL;
+    if (split && a->reserve_size < L.rtotal)
+        return gdn2_error(GDN2_ERR_ARG, "%s: %s=%d with a reserve of %zu bytes, need %zu (gdn2_cuda_chunk_reserve_size)",
+                          fn, kfield, kept, a->reserve_size, L.rtotal);
+    if (split && (uintptr_t)a->reserve % 256)
+        return gdn2_error(GDN2_ERR_ARG, "%s: the reserve must be 256-byte aligned", fn);
+    if (kept && !split && (!o->workspace || o->workspace_size < L.total))
         return gdn2_error(GDN2_ERR_ARG, "%s: %s=%d needs opts->workspace (a device buffer of at least "
                           "gdn2_cuda_chunk_workspace_size(d, o, 1) = %zu bytes), got %s of %zu bytes", fn, kfield,
                           kept, L.total, o->workspace ? "one" : "NULL", o->workspace_size);
@@ -203,7 +229,8 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
         float *f = (float *)ws;
         float **bufs[23] = {&p.Y, &p.U, &p.Qg, &p.Kg, &p.Gl, &p.Aqk, &p.R, &p.Hs, &p.A, &p.dHs, &p.dR,
                             &p.dY, &p.dA1, &p.dAqk, &p.dQi, &p.dKi, &p.dGl, &p.dQs, &p.dKs, &p.dBs, &p.dGs, &p.E, &p.Rn};
-        for (int i = 0; i < (bwd || kept ? 23 : 8); i++) *bufs[i] = f + L.off[i];
+        for (int i = 0; i < (bwd || kept ? 23 : 8); i++)
+            *bufs[i] = split && ws_kept(i) ? (float *)a->reserve + L.roff[i] : f + L.off[i];
     }
     if (kept && a->dtype == GDN2_CUDA_BF16 && fast_inputs_ok(p, (int)L.KP, (int)L.VP)) {
         // the workspace dtype follows the path: forward and backward must take the same one
