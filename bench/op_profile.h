@@ -18,14 +18,14 @@ enum {
     OP_rmsnorm_fwd, OP_add_rmsnorm_fwd, OP_rmsnorm_bwd, OP_rmsnorm_swish_fwd, OP_rmsnorm_swish_bwd, OP_conv_silu_fwd,
     OP_conv_silu_bwd, OP_gates_fwd, OP_gates_bwd, OP_swiglu_fwd, OP_swiglu_bwd, OP_xent, OP_sumsq, OP_scale,
     OP_adamw, OP_copy, OP_zero, OP_upload, OP_download, OP_dropout, OP_conv_hist_update, OP_conv_step, OP_decode,
-    OP_attn_step, OP_sample, N_OP
+    OP_attn_step, OP_sample, OP_linear_fwd_batch, N_OP
 };
 static const char *const k_op[N_OP] = {
     "linear_fwd", "linear_bwd", "gdn2_fwd", "gdn2_bwd", "rope_split", "rope_split_bwd", "attn_fwd", "attn_bwd",
     "cast", "add", "embed_fwd", "embed_bwd", "gather_rows", "scatter_rows", "sigmoid", "rmsnorm_fwd",
     "add_rmsnorm_fwd", "rmsnorm_bwd", "rmsnorm_swish_fwd", "rmsnorm_swish_bwd", "conv_silu_fwd", "conv_silu_bwd", "gates_fwd",
     "gates_bwd", "swiglu_fwd", "swiglu_bwd", "xent", "sumsq", "scale", "adamw", "copy", "zero", "upload",
-    "download", "dropout", "conv_hist_update", "conv_step", "decode", "attn_step", "sample"};
+    "download", "dropout", "conv_hist_update", "conv_step", "decode", "attn_step", "sample", "linear_fwd_batch"};
 static double g_op_ms[N_OP];
 static int g_op_n[N_OP];
 static gdn2_backend g_orig;
@@ -43,6 +43,8 @@ static gdn2_backend g_orig;
     static int p_##name params { TIMED(OP_##name, g_orig.name args); }
 W(linear_fwd, (gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *Wt, const float *bias,
                void *Y, int ydt, int acc), (be, N, in, out, X, Wt, bias, Y, ydt, acc))
+W(linear_fwd_batch, (gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *Wt, size_t ws,
+                     void *Y, size_t ys, int count), (be, N, in, out, X, Wt, ws, Y, ys, count))
 W(linear_bwd, (gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *Wt, const void *dY,
                void *dX, int acc, float *dW, float *db), (be, N, in, out, X, Wt, dY, dX, acc, dW, db))
 W(gdn2_fwd, (gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q, const void *k,
@@ -129,7 +131,7 @@ static void profile_on(gdn2_backend *be) {
     S(rmsnorm_fwd), S(add_rmsnorm_fwd), S(rmsnorm_bwd), S(rmsnorm_swish_fwd), S(rmsnorm_swish_bwd), S(conv_silu_fwd);
     S(conv_silu_bwd), S(gates_fwd), S(gates_bwd), S(swiglu_fwd), S(swiglu_bwd), S(xent), S(sumsq), S(scale);
     S(adamw), S(copy), S(zero), S(upload), S(download), S(dropout), S(conv_hist_update), S(conv_step), S(decode);
-    S(attn_step), S(sample);
+    S(attn_step), S(sample), S(linear_fwd_batch);
 #undef S
 }
 static void profile_off(gdn2_backend *be) { *be = g_orig; }

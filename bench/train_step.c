@@ -163,7 +163,7 @@ int main(int argc, char **argv) {
         st = train_step(m, &opt, tok, tgt, B, T, &loss);
         split_total = (gdn2_now() - t0) * 1e3;
         profile_off(m->be);
-        g_ms[FAM_GEMM] = g_op_ms[OP_linear_fwd] + g_op_ms[OP_linear_bwd];
+        g_ms[FAM_GEMM] = g_op_ms[OP_linear_fwd] + g_op_ms[OP_linear_bwd] + g_op_ms[OP_linear_fwd_batch];
         g_ms[FAM_GDN2] = g_op_ms[OP_gdn2_fwd] + g_op_ms[OP_gdn2_bwd];
         g_ms[FAM_ATTN] = g_op_ms[OP_rope_split] + g_op_ms[OP_rope_split_bwd] + g_op_ms[OP_attn_fwd] +
                          g_op_ms[OP_attn_bwd];

@@ -92,6 +92,11 @@ struct gdn2_backend {
      * X, W: ACT. */
     int (*linear_fwd)(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
                       const float *bias, void *Y, int ydt, int accumulate);
+    /* count products with one input: Y_i[N,out] (ACT) = X[N,in] W_i[out,in]^T for i < count, W_i = W +
+     * i*wstride and Y_i = Y + i*ystride (elements, ACT): the decode step's q/k/v and b/w projections
+     * in one launch (CUDA: one strided-batched cuBLASLt product; CPU: linear_fwd per product). */
+    int (*linear_fwd_batch)(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
+                            size_t wstride, void *Y, size_t ystride, int count);
     /* dX[N,in] (ACT) = (accumulate ? dX : 0) + dY W;  dW[out,in] (fp32) += dY^T X;
      * dbias[out] (fp32) += sum_n dY.  dY: ACT. dX, dW, dbias may each be NULL (not wanted). */
     int (*linear_bwd)(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,

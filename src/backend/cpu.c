@@ -37,6 +37,14 @@ static int cpu_cast(gdn2_backend *be, size_t n, const void *x, int xdt, void *y,
 }
 
 static int cpu_linear_fwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
+                          const float *bias, void *Y, int ydt, int accumulate);
+static int cpu_linear_fwd_batch(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
+                                size_t wstride, void *Y, size_t ystride, int count) {
+    for (int i = 0; i < count; i++)
+        cpu_linear_fwd(be, N, in, out, X, CF(W) + i * wstride, NULL, F(Y) + i * ystride, GDN2_DT_ACT, 0);
+    return GDN2_OK;
+}
+static int cpu_linear_fwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
                           const float *bias, void *Y, int ydt, int accumulate) {
     (void)be, (void)ydt;
     if (!accumulate) {
@@ -363,7 +371,7 @@ void gdn2_backend_cpu_init(gdn2_backend *be, int n_threads) {
     be->n_threads = n_threads;
     be->alloc = cpu_alloc, be->release = cpu_release, be->upload = cpu_copy, be->download = cpu_copy;
     be->copy = cpu_copy, be->zero = cpu_zero, be->sync = cpu_sync, be->destroy = cpu_destroy, be->cast = cpu_cast;
-    be->linear_fwd = cpu_linear_fwd, be->linear_bwd = cpu_linear_bwd;
+    be->linear_fwd = cpu_linear_fwd, be->linear_bwd = cpu_linear_bwd, be->linear_fwd_batch = cpu_linear_fwd_batch;
     be->add = cpu_add, be->embed_fwd = cpu_embed_fwd, be->embed_bwd = cpu_embed_bwd;
     be->gather_rows = cpu_gather_rows, be->scatter_rows = cpu_scatter_rows, be->sigmoid = cpu_sigmoid, be->dropout = cpu_dropout;
     be->rmsnorm_fwd = cpu_rmsnorm_fwd, be->rmsnorm_bwd = cpu_rmsnorm_bwd;

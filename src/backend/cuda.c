@@ -51,6 +51,10 @@ static int cu_cast(gdn2_backend *be, size_t n, const void *x, int xdt, void *y, 
 }
 
 /* ---- matrix products ----------------------------------------------------------------------- */
+static int cu_linear_fwd_batch(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
+                               size_t wstride, void *Y, size_t ystride, int count) {
+    return gdn2_cuda_linear_fwd_batch(NN(be), N, in, out, X, W, wstride, Y, ystride, count);
+}
 static int cu_linear_fwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
                          const float *bias, void *Y, int ydt, int accumulate) {
     return gdn2_cuda_linear_fwd(NN(be), N, in, out, X, W, bias, Y, cdt(ydt), accumulate);
@@ -338,6 +342,7 @@ int gdn2_backend_cuda_init(gdn2_backend *be) {
     be->destroy = cu_destroy;
     be->cast = cu_cast;
     be->linear_fwd = cu_linear_fwd;
+    be->linear_fwd_batch = cu_linear_fwd_batch;
     be->linear_bwd = cu_linear_bwd;
     be->add = cu_add;
     be->embed_fwd = cu_embed_fwd;

@@ -67,16 +67,22 @@ static uint32_t ptr_align(const void *p) {
 }
 
 // D = C = alpha op(A) op(B) + beta C; A, B bf16, C (cdt) in place. m, n, k as cuBLAS (column-major).
-static int lt_matmul(gdn2_cuda_nn *c, const char *fn, cublasOperation_t ta, cublasOperation_t tb, int64_t m,
-                     int64_t n, int64_t k, const void *A, int64_t lda, const void *B, int64_t ldb, void *C,
-                     cudaDataType_t cdt, int64_t ldc, float beta) {
+// batch > 1: a strided batch of products, A_i = A + i*sA, C_i = C + i*sC elements, B shared (stride 0).
+static int lt_matmul_b(gdn2_cuda_nn *c, const char *fn, cublasOperation_t ta, cublasOperation_t tb, int64_t m,
+                       int64_t n, int64_t k, const void *A, int64_t lda, const void *B, int64_t ldb, void *C,
+                       cudaDataType_t cdt, int64_t ldc, float beta, int batch, int64_t sA, int64_t sC) {
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
     cublasLtMatmulPreference_t pref = NULL;
     cublasStatus_t s;
     int rc = GDN2_OK;
     const float alpha = 1.0f;
-    const uint32_t alA = ptr_align(A), alB = ptr_align(B), alC = ptr_align(C);
+    uint32_t alA = ptr_align(A), alB = ptr_align(B), alC = ptr_align(C);
+    if (batch > 1) { // every product of the batch: the strides' alignment too (A bf16, C of cdt)
+        const uint32_t sa = ptr_align((const void *)(uintptr_t)(sA * 2));
+        const uint32_t sc = ptr_align((const void *)(uintptr_t)(sC * (cdt == CUDA_R_32F ? 4 : 2)));
+        alA = sa < alA ? sa : alA, alC = sc < alC ? sc : alC;
+    }
 #define LT(call)                                                                                  \
     do {                                                                                          \
         s = (call);                                                                               \
@@ -96,17 +102,31 @@ static int lt_matmul(gdn2_cuda_nn *c, const char *fn, cublasOperation_t ta, cubl
     LT(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda));
     LT(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb));
     LT(cublasLtMatrixLayoutCreate(&lc, cdt, m, n, ldc));
+    if (batch > 1) {
+        const int32_t bc = batch;
+        const int64_t s0 = 0;
+        LT(cublasLtMatrixLayoutSetAttribute(la, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+        LT(cublasLtMatrixLayoutSetAttribute(la, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sA, sizeof sA));
+        LT(cublasLtMatrixLayoutSetAttribute(lb, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+        LT(cublasLtMatrixLayoutSetAttribute(lb, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &s0, sizeof s0));
+        LT(cublasLtMatrixLayoutSetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+        LT(cublasLtMatrixLayoutSetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sC, sizeof sC));
+    } else {
+        batch = 1, sA = 0, sC = 0;
+    }
     {
         gdn2_gemm_algo_entry *hit = NULL;
         const int cd = (int)cdt, b1 = beta != 0.0f;
         // key: shape, transposes, C type, beta != 0 and the three alignments (packed in ta/tb fields)
         const int kta = (int)ta | (int)(alA << 8), ktb = (int)tb | (int)(alB << 8) | (int)(alC << 20);
         uint64_t hsh = (uint64_t)m * 73856093u ^ (uint64_t)n * 19349663u ^ (uint64_t)k * 83492791u ^ (uint64_t)kta * 2654435761u ^
-                       (uint64_t)ktb * 40503u ^ (uint64_t)cd * 97u ^ (uint64_t)b1;
+                       (uint64_t)ktb * 40503u ^ (uint64_t)cd * 97u ^ (uint64_t)b1 ^ (uint64_t)batch * 1000003u ^
+                       (uint64_t)sA * 7919u ^ (uint64_t)sC * 104729u;
         int slot = (int)(hsh % GDN2_GEMM_CACHE);
         gdn2_gemm_algo_entry *e = &c->gemm_cache[slot];
         if (e->used && e->m == m && e->n == n && e->k == k && e->lda == lda && e->ldb == ldb && e->ldc == ldc &&
-            e->ta == kta && e->tb == ktb && e->cdt == cd && e->beta1 == b1)
+            e->ta == kta && e->tb == ktb && e->cdt == cd && e->beta1 == b1 && e->batch == batch && e->sA == sA &&
+            e->sC == sC)
             hit = e;
         if (!hit) {
             LT(cublasLtMatmulPreferenceCreate(&pref));
@@ -130,6 +150,7 @@ static int lt_matmul(gdn2_cuda_nn *c, const char *fn, cublasOperation_t ta, cubl
             }
             e->used = 1, e->m = m, e->n = n, e->k = k, e->lda = lda, e->ldb = ldb, e->ldc = ldc;
             e->ta = kta, e->tb = ktb, e->cdt = cd, e->beta1 = b1, e->algo = res.algo;
+            e->batch = batch, e->sA = sA, e->sC = sC;
             hit = e;
         }
         LT(cublasLtMatmul(c->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &hit->algo, c->lt_ws,
@@ -143,6 +164,12 @@ done:
     if (la) cublasLtMatrixLayoutDestroy(la);
     if (op) cublasLtMatmulDescDestroy(op);
     return rc;
+}
+
+static int lt_matmul(gdn2_cuda_nn *c, const char *fn, cublasOperation_t ta, cublasOperation_t tb, int64_t m,
+                     int64_t n, int64_t k, const void *A, int64_t lda, const void *B, int64_t ldb, void *C,
+                     cudaDataType_t cdt, int64_t ldc, float beta) {
+    return lt_matmul_b(c, fn, ta, tb, m, n, k, A, lda, B, ldb, C, cdt, ldc, beta, 1, 0, 0);
 }
 
 // Y[n, j] = (overwrite ? 0 : Y[n, j]) + bias[j]   (bias NULL: 0)
@@ -191,6 +218,16 @@ extern "C" int gdn2_cuda_linear_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int6
     }
     return lt_matmul(c, fn, CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, W, in, X, in, Y,
                      ydt == GDN2_CUDA_BF16 ? CUDA_R_16BF : CUDA_R_32F, out, accumulate ? 1.0f : 0.0f);
+}
+
+// Y_i = X W_i^T, i < count: op TN as linear_fwd, A (W) and C (Y) strided, B (X) shared
+extern "C" int gdn2_cuda_linear_fwd_batch(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,
+                                          const void *W, size_t wstride, void *Y, size_t ystride, int count) {
+    const char *fn = "cuda linear_fwd_batch";
+    if (count < 1 || N <= 0 || out <= 0) return GDN2_OK;
+    if (in <= 0) return gdn2_error(GDN2_ERR_ARG, "%s: in=%lld", fn, (long long)in);
+    return lt_matmul_b(c, fn, CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, W, in, X, in, Y, CUDA_R_16BF, out, 0.0f, count,
+                       (int64_t)wstride, (int64_t)ystride);
 }
 
 extern "C" int gdn2_cuda_linear_bwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,

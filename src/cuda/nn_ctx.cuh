@@ -17,6 +17,8 @@ typedef struct {
     int used;
     int64_t m, n, k, lda, ldb, ldc;
     int ta, tb, cdt, beta1;
+    int batch;                      // strided batch: count, A and C strides (B is shared: stride 0)
+    int64_t sA, sC;
     cublasLtMatmulAlgo_t algo;
 } gdn2_gemm_algo_entry;
 

@@ -343,6 +343,16 @@ static gdn2_opts rec_opts(const gdn2_backend *be) {
     return op;
 }
 
+/* weight slots a, b, c (parameter offsets) and activations at byte offsets ya, yb, yc evenly spaced,
+ * forwards (the activation strides whole elements): one strided-batched product can write them */
+static int even_stride(const lparams *lp, const gdn2_backend *be, int a, int b, int c, size_t ya, size_t yb,
+                       size_t yc) {
+    const size_t *o = lp->off;
+    if (o[a] == (size_t)-1 || o[b] == (size_t)-1 || o[c] == (size_t)-1 || !be->linear_fwd_batch) return 0;
+    return o[b] > o[a] && o[c] - o[b] == (c == b ? 0 : o[b] - o[a]) && yb > ya && yc - yb == (c == b ? 0 : yb - ya) &&
+           (yb - ya) % be->act_bytes == 0;
+}
+
 /* The forward over [B,T] on backend be (see gdn2_layer_fwd_be). decode = 1: T must be 1, sequence
  * i's state is states + slots[i] * SS (slots in backend memory, NULL: i), and the short convs and
  * the recurrence run through the backend's decode ops (conv_step, decode), in place in the states. */
@@ -372,10 +382,17 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
     if (rc) return rc;
 
 #define LTRY(call) do { if ((rc = (call))) return rc; } while (0)
-    /* projections: qp = x Wqᵀ, kp = x Wkᵀ, vp = x Wvᵀ */
-    LTRY(be->linear_fwd(be, N, d, Dk, x, PA(&lp, P_Q), NULL, qp, GDN2_DT_ACT, 0));
-    LTRY(be->linear_fwd(be, N, d, Dk, x, PA(&lp, P_K), NULL, kp, GDN2_DT_ACT, 0));
-    LTRY(be->linear_fwd(be, N, d, Dv, x, PA(&lp, P_V), NULL, vp, GDN2_DT_ACT, 0));
+    /* projections: qp = x Wqᵀ, kp = x Wkᵀ, vp = x Wvᵀ; in the decode step one batched product when
+     * the three weights and outputs are evenly spaced (Dk = Dv: at n = 1 a product is latency-bound,
+     * ~10 us each on the H100 against ~14 us for the three, bench/results/h100-keep) */
+    if (decode && Dk == Dv && even_stride(&lp, be, P_Q, P_K, P_V, L.qp, L.kp, L.vp)) {
+        LTRY(be->linear_fwd_batch(be, N, d, Dk, x, PA(&lp, P_Q), lp.off[P_K] - lp.off[P_Q], qp,
+                                  (L.kp - L.qp) / be->act_bytes, 3));
+    } else {
+        LTRY(be->linear_fwd(be, N, d, Dk, x, PA(&lp, P_Q), NULL, qp, GDN2_DT_ACT, 0));
+        LTRY(be->linear_fwd(be, N, d, Dk, x, PA(&lp, P_K), NULL, kp, GDN2_DT_ACT, 0));
+        LTRY(be->linear_fwd(be, N, d, Dv, x, PA(&lp, P_V), NULL, vp, GDN2_DT_ACT, 0));
+    }
     /* q = silu(conv(qp)), from the conv caches when states are given */
     const float *hq = states ? states + st_conv_q(c) : NULL, *hk = states ? states + st_conv_k(c) : NULL;
     const float *hv = states ? states + st_conv_v(c) : NULL;
@@ -397,8 +414,13 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
     }
     /* erase/write gates: sb = σ(x Wbᵀ) ([N,Dk] or β [N,H]); sw = σ(x Wwᵀ) (gdn2) */
     const int64_t bw = gate_width(c);
-    LTRY(be->linear_fwd(be, N, d, bw, x, PA(&lp, P_B), NULL, sb, GDN2_DT_ACT, 0));
-    if (m == GDN2_MIXER_GDN2) LTRY(be->linear_fwd(be, N, d, Dv, x, PA(&lp, P_W), NULL, sw, GDN2_DT_ACT, 0));
+    if (decode && m == GDN2_MIXER_GDN2 && bw == Dv && even_stride(&lp, be, P_B, P_W, P_W, L.sb, L.sw, L.sw)) {
+        LTRY(be->linear_fwd_batch(be, N, d, Dv, x, PA(&lp, P_B), lp.off[P_W] - lp.off[P_B], sb,
+                                  (L.sw - L.sb) / be->act_bytes, 2));
+    } else {
+        LTRY(be->linear_fwd(be, N, d, bw, x, PA(&lp, P_B), NULL, sb, GDN2_DT_ACT, 0));
+        if (m == GDN2_MIXER_GDN2) LTRY(be->linear_fwd(be, N, d, Dv, x, PA(&lp, P_W), NULL, sw, GDN2_DT_ACT, 0));
+    }
     /* one sigmoid launch for both when sw follows sb in the activations (it does at every size whose
      * sb is a multiple of the device's 256-byte alignment: one launch fewer per layer and step) */
     if (m == GDN2_MIXER_GDN2 && (char *)sw == (char *)sb + gdn2_be_bytes(be, (size_t)(N * bw), GDN2_DT_ACT)) {
