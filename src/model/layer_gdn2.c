@@ -406,10 +406,14 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
         LTRY(be->conv_silu_fwd(be, B, T, Dv, W, vp, hv, SS, PP(&lp, P_VC), v));
     }
     /* decay pre-activation: f = (x Wf0ᵀ) Wf1ᵀ (gdn2, kda) or f = x Waᵀ (gdn) */
+    const int g1_early = decode && m != GDN2_MIXER_GDN && even_stride(&lp, be, P_F0, P_G0, P_G0, L.f1, L.g1, L.g1);
     if (m == GDN2_MIXER_GDN) {
         LTRY(be->linear_fwd(be, N, d, H, x, PA(&lp, P_A), NULL, f, GDN2_DT_ACT, 0));
     } else {
-        LTRY(be->linear_fwd(be, N, d, R, x, PA(&lp, P_F0), NULL, f1, GDN2_DT_ACT, 0));
+        /* the decode step: the output gate's low-rank input g1 = x Wg0ᵀ in the same batched product */
+        if (g1_early) LTRY(be->linear_fwd_batch(be, N, d, R, x, PA(&lp, P_F0), lp.off[P_G0] - lp.off[P_F0], f1,
+                                                 (L.g1 - L.f1) / be->act_bytes, 2));
+        else LTRY(be->linear_fwd(be, N, d, R, x, PA(&lp, P_F0), NULL, f1, GDN2_DT_ACT, 0));
         LTRY(be->linear_fwd(be, N, R, Dk, f1, PA(&lp, P_F1), NULL, f, GDN2_DT_ACT, 0));
     }
     /* erase/write gates: sb = σ(x Wbᵀ) ([N,Dk] or β [N,H]); sw = σ(x Wwᵀ) (gdn2) */
@@ -466,7 +470,7 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
     }
 
     /* output gate a = (x Wg0ᵀ) Wg1ᵀ + bg;  z = RMSNorm(o)·wn ⊙ silu(a) per value head;  y = z Woᵀ */
-    LTRY(be->linear_fwd(be, N, d, R, x, PA(&lp, P_G0), NULL, g1, GDN2_DT_ACT, 0));
+    if (!g1_early) LTRY(be->linear_fwd(be, N, d, R, x, PA(&lp, P_G0), NULL, g1, GDN2_DT_ACT, 0));
     LTRY(be->linear_fwd(be, N, R, Dv, g1, PA(&lp, P_G1), PP(&lp, P_G1B), ga, GDN2_DT_ACT, 0));
     LTRY(be->rmsnorm_swish_fwd(be, N * HV, V, o, ga, PP(&lp, P_ON), c->norm_eps, z));
     LTRY(be->linear_fwd(be, N, Dv, d, z, PA(&lp, P_O), NULL, y, GDN2_DT_ACT, 0));
