@@ -80,8 +80,11 @@ typedef struct {
 /* Device scratch bytes for one forward (backward = 0) or backward (backward = 1) call. */
 GDN2_API size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_opts *o, int backward);
 /* Bytes of a separate keep/reuse reserve (gdn2_cuda_fwd_args.reserve): what the backward reads
- * from the forward, ~0.43 of gdn2_cuda_chunk_workspace_size(d, o, 1) at K = V = 128. */
-GDN2_API size_t gdn2_cuda_chunk_reserve_size(const gdn2_dims *d, const gdn2_opts *o);
+ * from the forward. dtype GDN2_CUDA_BF16 at K, V in {64, 128}: the fast path's size, which stores
+ * most of it in bf16 (2,576 bytes per token and value head at K = V = 128, 0.24 of
+ * gdn2_cuda_chunk_workspace_size(d, o, 1)); such inputs that take the generic path instead
+ * (misaligned: see above) need the fp32 size (dtype GDN2_CUDA_F32, 4,624 bytes), else GDN2_ERR_ARG. */
+GDN2_API size_t gdn2_cuda_chunk_reserve_size(const gdn2_dims *d, const gdn2_opts *o, int dtype);
 
 /* Chunkwise (C = 64, WY) forward and gate-aware backward. Asynchronous on `stream`.
  * By default nothing is kept between the calls: the backward recomputes the forward's

@@ -213,7 +213,7 @@ static int run_dev_rsv(const tcase *c, const gdn2_opts *o, const tdata *t, int d
     a->keep_for_backward = keep;
     gb->reuse_forward = keep;
     if (!rc && reserve) {
-        a->reserve_size = gdn2_cuda_chunk_reserve_size(&c->d, o);
+        a->reserve_size = gdn2_cuda_chunk_reserve_size(&c->d, o, dtype);
         a->reserve = gdn2_cuda_malloc(a->reserve_size);
         s.dev[s.nd++] = a->reserve;
         rc = !a->reserve ? gdn2_error(GDN2_ERR_DEVICE, "reserve allocation failed")
@@ -695,7 +695,7 @@ static void reuse_case(const tcase *c, int dtype, unsigned long long seed) {
     for (int i = 0; i < NOUT; i++) Y[i] = NULL;
     o.workspace = NULL, o.workspace_size = 0;
     int rr = rp ? rp : run_dev_rsv(c, &o, &t, dtype, 1, 1, Y);
-    const size_t rb = gdn2_cuda_chunk_reserve_size(&c->d, &o);
+    const size_t rb = gdn2_cuda_chunk_reserve_size(&c->d, &o, dtype);
     CHECK(rr == 0 && rb > 0 && rb < ws_bytes, "reuse %s %s: with a separate reserve of %zu bytes (workspace %zu) (%s)",
           dn, c->name, rb, ws_bytes, rr ? gdn2_last_error() : "ok");
     if (rp == 0 && rr == 0)
@@ -745,7 +745,7 @@ static void reuse_errors(void) {
     rc = gdn2_cuda_chunk_bwd(&c.d, &o, &s.a, &s.g, NULL);
     CHECK(rc == GDN2_ERR_ARG, "reuse_forward with workspace NULL -> GDN2_ERR_ARG: %s", gdn2_last_error());
     /* a separate reserve one byte too small, or misaligned */
-    s.a.reserve = ws, s.a.reserve_size = gdn2_cuda_chunk_reserve_size(&c.d, &o) - 1;
+    s.a.reserve = ws, s.a.reserve_size = gdn2_cuda_chunk_reserve_size(&c.d, &o, GDN2_CUDA_BF16) - 1;
     rc = gdn2_cuda_chunk_fwd(&c.d, &o, &s.a, NULL);
     CHECK(rc == GDN2_ERR_ARG && strstr(gdn2_last_error(), "gdn2_cuda_chunk_reserve_size"),
           "keep_for_backward with a reserve 1 byte too small -> GDN2_ERR_ARG naming gdn2_cuda_chunk_reserve_size: %s",

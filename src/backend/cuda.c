@@ -151,7 +151,7 @@ static int chunk_kernel(const char *fn, int kernel) {
 }
 static size_t cu_gdn2_reserve_bytes(const gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op) {
     (void)be;
-    return kernel == GDN2_KERNEL_CHUNK ? gdn2_cuda_chunk_reserve_size(dm, op) : 0;
+    return kernel == GDN2_KERNEL_CHUNK ? gdn2_cuda_chunk_reserve_size(dm, op, GDN2_CUDA_BF16) : 0;
 }
 /* o2: op with the workspace of this call in the context's scratch */
 static int chunk_workspace(gdn2_backend *be, const gdn2_dims *dm, const gdn2_opts *op, int backward, gdn2_opts *o2) {
@@ -172,7 +172,7 @@ static int cu_gdn2_fwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const 
     a.dtype = GDN2_CUDA_BF16;
     a.q = q, a.k = k, a.v = v, a.b = b, a.w = w, a.g = g, a.h0 = h0, a.o = o, a.ht = ht;
     a.keep_for_backward = reserve != NULL;
-    a.reserve = reserve, a.reserve_size = reserve ? gdn2_cuda_chunk_reserve_size(dm, op) : 0;
+    a.reserve = reserve, a.reserve_size = reserve ? gdn2_cuda_chunk_reserve_size(dm, op, GDN2_CUDA_BF16) : 0;
     return gdn2_cuda_chunk_fwd(dm, &o2, &a, STREAM(be));
 }
 static int cu_gdn2_bwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
@@ -188,7 +188,7 @@ static int cu_gdn2_bwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const 
     a.dtype = GDN2_CUDA_BF16;
     a.q = q, a.k = k, a.v = v, a.b = b, a.w = w, a.g = g, a.h0 = h0;
     ga.d_o = d_o, ga.dq = dq, ga.dk = dk, ga.dv = dv, ga.dg = dg, ga.db = db, ga.dw = dw;
-    a.reserve = reserve, a.reserve_size = reserve ? gdn2_cuda_chunk_reserve_size(dm, op) : 0;
+    a.reserve = reserve, a.reserve_size = reserve ? gdn2_cuda_chunk_reserve_size(dm, op, GDN2_CUDA_BF16) : 0;
     ga.reuse_forward = reserve != NULL;
     return gdn2_cuda_chunk_bwd(dm, &o2, &a, &ga, STREAM(be));
 }

@@ -36,8 +36,9 @@ struct WsLayout {
     size_t nch, KP, VP, total; // total in bytes
     size_t off[32];            // float offsets
     size_t tab_off;            // byte offset of the int tables
-    size_t roff[32], rtotal;   // a separate reserve (gdn2_cuda_fwd_args.reserve): float offsets of the
-                               // kept buffers (ws_kept) in it, its size in bytes
+    size_t roff[2][32], rtotal[2]; // a separate reserve (gdn2_cuda_fwd_args.reserve): float offsets of
+                               // the kept buffers (ws_kept) in it and its size in bytes, [0] for any
+                               // path (fp32 slots), [1] for the bf16 fast path (ws_fast_bf16 halved)
 };
 
 static int pad_dim(int64_t x) { return x <= 64 ? 64 : 128; }
@@ -54,6 +55,9 @@ static int64_t count_chunks(const gdn2_dims *d, const gdn2_opts *o) {
 // What a keep_for_backward forward leaves for the backward: what k_prep (bwd flag: A, and on the
 // fast path E and Rn) and k_state write; 9..20 are the backward's own scratch.
 static bool ws_kept(int i) { return i <= 8 || i == 21 || i == 22; }
+// the kept buffers the bf16 fast path stores in bf16 (chunk_prep.cuh k_prep_tc, chunk_tc.cuh: every
+// access casts to bf16 and indexes in elements): Y Qg Kg Aqk R Hs A E; U, Gl and Rn stay fp32
+static bool ws_fast_bf16(int i) { return i == 0 || i == 2 || i == 3 || (i >= 5 && i <= 8) || i == 21; }
 static void ws_layout(const gdn2_dims *d, const gdn2_opts *o, int bwd, WsLayout *L) {
     const size_t nch = (size_t)count_chunks(d, o) * d->HV, KP = pad_dim(d->K), VP = pad_dim(d->V);
     const size_t per[23] = {CS * KP, CS * VP, CS * KP, CS * KP, KP, CS * CS, CS * VP, KP * VP,
@@ -65,12 +69,15 @@ static void ws_layout(const gdn2_dims *d, const gdn2_opts *o, int bwd, WsLayout 
         L->off[i] = off;
         if (i < nb) off += ((nch * per[i] + 63) / 64) * 64; // 256-byte aligned
     }
-    size_t roff = 0;
-    for (int i = 0; i < 23; i++) {
-        L->roff[i] = roff;
-        if (ws_kept(i)) roff += ((nch * per[i] + 63) / 64) * 64;
+    for (int f = 0; f < 2; f++) {
+        size_t roff = 0;
+        for (int i = 0; i < 23; i++) {
+            L->roff[f][i] = roff;
+            const size_t fl = f && ws_fast_bf16(i) ? (nch * per[i] + 1) / 2 : nch * per[i]; // in floats
+            if (ws_kept(i)) roff += ((fl + 63) / 64) * 64;
+        }
+        L->rtotal[f] = roff * sizeof(float) + 256;
     }
-    L->rtotal = roff * sizeof(float) + 256;
     L->nch = nch;
     L->KP = KP;
     L->VP = VP;
@@ -103,11 +110,11 @@ extern "C" size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_
     return L.total;
 }
 
-extern "C" size_t gdn2_cuda_chunk_reserve_size(const gdn2_dims *d, const gdn2_opts *o) {
+extern "C" size_t gdn2_cuda_chunk_reserve_size(const gdn2_dims *d, const gdn2_opts *o, int dtype) {
     if (!d || !o || gdn2_check(d, o)) return 0;
     WsLayout L;
     ws_layout(d, o, 1, &L);
-    return L.rtotal;
+    return L.rtotal[dtype == GDN2_CUDA_BF16 && L.KP == (size_t)d->K && L.VP == (size_t)d->V];
 }
 
 #define CU(call)                                                                                            \
@@ -194,9 +201,6 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
     // a separate reserve: the kept buffers there, the workspace is scratch only (NULL allocates
     // its own; given, the size rule below)
     const int split = kept && a->reserve != NULL;
-    if (split && a->reserve_size < L.rtotal)
-        return gdn2_error(GDN2_ERR_ARG, "%s: %s=%d with a reserve of %zu bytes, need %zu (gdn2_cuda_chunk_reserve_size)",
-                          fn, kfield, kept, a->reserve_size, L.rtotal);
     if (split && (uintptr_t)a->reserve % 256)
         return gdn2_error(GDN2_ERR_ARG, "%s: the reserve must be 256-byte aligned", fn);
     if (kept && !split && (!o->workspace || o->workspace_size < L.total))
@@ -229,8 +233,18 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
         float *f = (float *)ws;
         float **bufs[23] = {&p.Y, &p.U, &p.Qg, &p.Kg, &p.Gl, &p.Aqk, &p.R, &p.Hs, &p.A, &p.dHs, &p.dR,
                             &p.dY, &p.dA1, &p.dAqk, &p.dQi, &p.dKi, &p.dGl, &p.dQs, &p.dKs, &p.dBs, &p.dGs, &p.E, &p.Rn};
+        // the reserve's layout follows the path (the fast one stores most of it in bf16)
+        const int fr = a->dtype == GDN2_CUDA_BF16 && fast_path_ok(p, (int)L.KP, (int)L.VP);
         for (int i = 0; i < (bwd || kept ? 23 : 8); i++)
-            *bufs[i] = split && ws_kept(i) ? (float *)a->reserve + L.roff[i] : f + L.off[i];
+            *bufs[i] = split && ws_kept(i) ? (float *)a->reserve + L.roff[fr][i] : f + L.off[i];
+        if (split && a->reserve_size < L.rtotal[fr]) {
+            rc = gdn2_error(GDN2_ERR_ARG, "%s: %s=%d with a reserve of %zu bytes, need %zu (gdn2_cuda_chunk_reserve_size "
+                            "with dtype %s%s)", fn, kfield, kept, a->reserve_size, L.rtotal[fr],
+                            a->dtype == GDN2_CUDA_BF16 ? "bf16" : "fp32",
+                            a->dtype == GDN2_CUDA_BF16 && !fr ? ": these bf16 tensors take the generic path, whose "
+                            "reserve is the fp32 size" : "");
+            goto done;
+        }
     }
     if (kept && a->dtype == GDN2_CUDA_BF16 && fast_inputs_ok(p, (int)L.KP, (int)L.VP)) {
         // the workspace dtype follows the path: forward and backward must take the same one

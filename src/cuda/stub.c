@@ -25,8 +25,8 @@ size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_opts *o, in
     (void)d; (void)o; (void)backward;
     return 0;
 }
-size_t gdn2_cuda_chunk_reserve_size(const gdn2_dims *d, const gdn2_opts *o) {
-    (void)d; (void)o;
+size_t gdn2_cuda_chunk_reserve_size(const gdn2_dims *d, const gdn2_opts *o, int dtype) {
+    (void)d; (void)o; (void)dtype;
     return 0;
 }
 
