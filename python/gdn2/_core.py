@@ -129,8 +129,14 @@ class Problem:
         t.o, t.ht = _ptr(o), _ptr(ht)
         return t
 
-    def forward(self, impl="chunk", want_ht=True):
-        """(o [B,T,HV,V], ht [N,HV,K,V] or None) in the problem's dtype."""
+    def can_save(self):
+        """The fp32 GDN-2 chunk kernels have a saved pair (gdn2_chunk_fwd_save / gdn2_chunk_bwd_saved);
+        float64 and the KDA / GDN entry points recompute."""
+        return not self.f64 and self.kind == "gdn2"
+
+    def forward(self, impl="chunk", want_ht=True, save=False):
+        """(o [B,T,HV,V], ht [N,HV,K,V] or None) in the problem's dtype. save (can_save(), impl
+        chunk): also self.saved, what backward() then reads instead of recomputing (keep mode)."""
         if impl not in ("chunk", "recurrent"):
             raise ValueError("gdn2: impl must be 'chunk' or 'recurrent', got %r" % (impl,))
         o = np.empty(self.shape_o, self.dtype)
@@ -140,6 +146,11 @@ class Problem:
             g, b, w = self._expanded()
             t = self._fwd_struct(o, ht, g, b, w)
             L.call("gdn2_ref_fwd", d, op, ctypes.byref(t))
+        elif self.kind == "gdn2" and save and impl == "chunk":
+            t = self._fwd_struct(o, ht)
+            n = L.lib.gdn2_chunk_saved_size(d, op)
+            self.saved = np.empty((max(n, 1),), np.uint8)
+            L.call("gdn2_chunk_fwd_save", d, op, ctypes.byref(t), _ptr(self.saved), n)
         elif self.kind == "gdn2":
             t = self._fwd_struct(o, ht)
             L.call("gdn2_chunk_fwd" if impl == "chunk" else "gdn2_recurrent_fwd", d, op, ctypes.byref(t))
@@ -174,7 +185,12 @@ class Problem:
             dgfull = np.empty((B, T, H, K), dt)
             gr.dg = _ptr(dgfull)
             t = self._fwd_struct(None, None, g, b, w)
-            L.call("gdn2_ref_bwd" if self.f64 else "gdn2_chunk_bwd", d, op, ctypes.byref(t), ctypes.byref(gr))
+            saved = getattr(self, "saved", None)
+            if saved is not None and not self.f64:  # a saving forward ran on these inputs: read, then drop
+                self.saved = None
+                L.call("gdn2_chunk_bwd_saved", d, op, ctypes.byref(t), ctypes.byref(gr), _ptr(saved), saved.nbytes)
+            else:
+                L.call("gdn2_ref_bwd" if self.f64 else "gdn2_chunk_bwd", d, op, ctypes.byref(t), ctypes.byref(gr))
             if self.kind == "gdn2":
                 return Grads(dq, dk, dv, dgfull, dbfull, dwfull, dA, ddt, dh0)
             G = HV // H

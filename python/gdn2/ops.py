@@ -27,7 +27,7 @@ def _opts(kwargs, state_v_first, return_intermediate_states, cu_seqlens):
         raise ValueError("gdn2: chunk_size must be 64 (the kernels' chunk)")
     cu_cpu = kwargs.get("cu_seqlens_cpu")
     # fla's disable_recompute (keep the forward's intermediates for the backward): on CUDA the
-    # keep_for_backward / reuse_forward reserve space; elsewhere nothing to keep
+    # keep_for_backward / reuse_forward reserve space; on the CPU the fp32 GDN-2 saved pair
     keep = bool(kwargs.pop("disable_recompute", False)) or os.environ.get("GDN2_CUDA_KEEP", "0") not in ("", "0")
     for name in _IGNORED:
         kwargs.pop(name, None)

@@ -12,7 +12,8 @@ synchronisation); the scratch is a torch tensor (torch's allocator and memory st
 By default the backward recomputes the forward's intermediates (as fla's default); with
 disable_recompute=True (fla's name; or GDN2_CUDA_KEEP=1 in the environment) the forward keeps them
 in its workspace (keep_for_backward, held by the autograd graph until the backward) and the backward
-reuses them. KDA / GDN on CUDA expand beta (and the scalar decay) with torch ops and run the GDN-2
+reuses them; on the CPU the same option runs the fp32 GDN-2 chunk kernels' saved pair
+(gdn2_chunk_fwd_save / gdn2_chunk_bwd_saved; float64 and the KDA / GDN entry points recompute). KDA / GDN on CUDA expand beta (and the scalar decay) with torch ops and run the GDN-2
 kernels; the recurrent form (fused_recurrent_*) on CUDA runs the chunk kernels (same function);
 decode_step on CUDA runs gdn2_cuda_recurrent_fwd (one token, a state pool with slots). Shapes are
 checked on the host before any launch (the kernels trust their pointers); values are not (NaN /
@@ -189,7 +190,7 @@ class _Fn(torch.autograd.Function):
         ctx.meta = meta
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(q, k, v, g, b, w, beta, h0, A_log, dt_bias)
-        ctx.cuda_kept = None
+        ctx.cuda_kept = ctx.cpu_kept = None
         if q.is_cuda:
             call = _CudaCall(meta, q, k, v, g, b, w, h0, A_log, dt_bias)
             keep = bool(meta[7]) and any(ctx.needs_input_grad)
@@ -197,7 +198,12 @@ class _Fn(torch.autograd.Function):
             if keep:  # the workspace and the converted inputs (same addresses) for the backward
                 ctx.cuda_kept = call
         else:
-            o, ht = _cpu_problem(meta, q, k, v, g, b, w, beta, h0, A_log, dt_bias).forward(meta[1], want_ht=True)
+            p = _cpu_problem(meta, q, k, v, g, b, w, beta, h0, A_log, dt_bias)
+            # keep mode on the CPU: the fp32 GDN-2 chunk kernels' saved pair, held by the graph
+            save = bool(meta[7]) and any(ctx.needs_input_grad) and meta[1] == "chunk" and p.can_save()
+            o, ht = p.forward(meta[1], want_ht=True, save=save)
+            if save:
+                ctx.cpu_kept = p
             o, ht = torch.from_numpy(o), torch.from_numpy(ht)
         return o.to(dtype=q.dtype), ht
 
@@ -216,7 +222,9 @@ class _Fn(torch.autograd.Function):
         else:
             f64 = q.dtype == torch.float64
             dt = np.float64 if f64 else np.float32
-            p = _cpu_problem(meta, q, k, v, g, b, w, beta, h0, A_log, dt_bias)
+            p, ctx.cpu_kept = ctx.cpu_kept, None  # once: a second backward (retain_graph) recomputes
+            if p is None:
+                p = _cpu_problem(meta, q, k, v, g, b, w, beta, h0, A_log, dt_bias)
             gr = p.backward(_np(do, dt), _np(dht, dt))
             gr = _core.Grads(*(None if x is None else torch.from_numpy(x) for x in gr))
 
@@ -273,7 +281,7 @@ def run(kind, impl, q, k, v, g, b, w, beta, scale, initial_state, output_final_s
         kind, beta = "gdn2", None
     if q.is_cuda and impl == "recurrent":
         impl = "chunk"
-    meta = (kind, impl, scale, bool(l2), bool(gate), lower_bound, cu, bool(keep) and q.is_cuda)
+    meta = (kind, impl, scale, bool(l2), bool(gate), lower_bound, cu, bool(keep))
     o, ht = _Fn.apply(meta, q, k, v, g, b, w, beta, h0, A_log, dt_bias)
     if not output_final_state:
         return o, None

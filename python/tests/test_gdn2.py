@@ -291,6 +291,32 @@ def test_torch(torch):
     worst = max(rel(t.grad.numpy(), r) for t, r in zip(T, [gn.dq, gn.dk, gn.dv, gn.dg, gn.db, gn.dw, gn.dh0]))
     check(isinstance(o, torch.Tensor) and o.dtype == torch.float32 and np.array_equal(o.detach().numpy(), on)
           and worst < 1e-6, "torch fp32 CPU: forward = numpy, autograd grads = chunk_gdn2_bwd (worst %.1e)" % worst)
+    # disable_recompute=True on CPU tensors: the fp32 saved pair (gdn2_chunk_fwd_save / bwd_saved), at K = V =
+    # 64 where it also keeps the WY factors; the same gradients as the recomputing backward (~1e-7); the
+    # saved buffer is dropped after one backward (a second one, retain_graph, recomputes: the same again)
+    qs, ks, vs, gs, bs, ws, h0s = inputs(rng, 2, 150, 2, 2, 64, 64, dtype=np.float32)
+    ks /= np.linalg.norm(ks, axis=-1, keepdims=True)
+    dos = rng.standard_normal(vs.shape).astype(np.float32)
+    G, seen, call0 = [], [], gdn2._lib.call
+    gdn2._lib.call = lambda name, *a: (seen.append(name), call0(name, *a))[1]  # which C entry points ran
+    for keep in (False, True):
+        Ts = [torch.tensor(x, requires_grad=True) for x in (qs, ks, vs, gs, bs, ws, h0s)]
+        os_, _ = gdn2.chunk_gdn2(*Ts[:6], initial_state=Ts[6], disable_recompute=keep)
+        (os_ * torch.from_numpy(dos)).sum().backward(retain_graph=True)
+        G.append([t.grad.clone().numpy() for t in Ts])
+        if keep:
+            for t in Ts:
+                t.grad = None
+            (os_ * torch.from_numpy(dos)).sum().backward()
+            G.append([t.grad.numpy() for t in Ts])
+    gdn2._lib.call = call0
+    check(seen.count("gdn2_chunk_fwd_save") == 1 and seen.count("gdn2_chunk_bwd_saved") == 1 and
+          seen.count("gdn2_chunk_bwd") == 2, "torch CPU keep: one saving forward, one saved backward, the other two "
+          "backwards recompute (%s)" % ", ".join(seen))
+    wk = max(rel(a, r) for a, r in zip(G[1], G[0]))
+    w2 = max(rel(a, r) for a, r in zip(G[2], G[0]))
+    check(wk < 1e-6 and w2 < 1e-6, "torch fp32 CPU, disable_recompute=True (the saved pair): grads vs recomputing "
+          "%.1e, a second backward %.1e (< 1e-6)" % (wk, w2))
     xb = [t.detach().to(torch.bfloat16) for t in T[:6]]
     ob, _ = gdn2.chunk_gdn2(*xb)
     o32, _ = gdn2.chunk_gdn2(*[x.float().numpy() for x in xb])
