@@ -665,6 +665,15 @@ static double maxdiff(const float *x, const float *y, int64_t n, double *ymax) {
  * ddt_bias (global float atomics across chunks): their summation order may differ between runs, and
  * these sums cancel (H200: up to 1.1e-5 * max|x| seen for dA_log).
  * The kept workspace starts as NaN, so anything the forward fails to leave there shows. */
+static void reuse_compare(const char *dn, const tcase *c, const tdata *t, const char *what, float **X, float **P) {
+    for (int i = 0; i < NOUT; i++) {
+        if ((i == DAL || i == DDT) && !c->gate) continue;
+        const int loose = i == DG || i == DAL || i == DDT;
+        double ymax, e = maxdiff(X[i], P[i], out_len(i, t), &ymax);
+        CHECK(e <= (loose ? 1e-4 * ymax : 0.0), "reuse %s %s %-8s %s vs recomputed: max|diff| %.3e (max|x| %.2e, bar %s)",
+              dn, c->name, out_name[i], what, e, ymax, loose ? "1e-4 max|x|: atomics" : "0");
+    }
+}
 static void reuse_case(const tcase *c, int dtype, unsigned long long seed) {
     const char *dn = dtype == GDN2_CUDA_BF16 ? "bf16" : "fp32";
     gdn2_opts o;
@@ -682,14 +691,7 @@ static void reuse_case(const tcase *c, int dtype, unsigned long long seed) {
     if (!rk) rk = run_dev(c, &o, &t, dtype, 1, X);
     CHECK(rp == 0 && rk == 0, "reuse %s %s: fwd+bwd ran, recompute and keep_for_backward/reuse_forward (%s)", dn,
           c->name, rp || rk ? gdn2_last_error() : "ok");
-    if (rp == 0 && rk == 0)
-        for (int i = 0; i < NOUT; i++) {
-            if ((i == DAL || i == DDT) && !c->gate) continue;
-            const int loose = i == DG || i == DAL || i == DDT;
-            double ymax, e = maxdiff(X[i], P[i], out_len(i, &t), &ymax);
-            CHECK(e <= (loose ? 1e-4 * ymax : 0.0), "reuse %s %s %-8s kept vs recomputed: max|diff| %.3e (max|x| %.2e, bar %s)",
-                  dn, c->name, out_name[i], e, ymax, loose ? "1e-4 max|x|: atomics" : "0");
-        }
+    if (rp == 0 && rk == 0) reuse_compare(dn, c, &t, "kept", X, P);
     /* the kept intermediates in a separate reserve (NaN-filled), the workspace the library's own */
     float *Y[NOUT];
     for (int i = 0; i < NOUT; i++) Y[i] = NULL;
@@ -698,14 +700,7 @@ static void reuse_case(const tcase *c, int dtype, unsigned long long seed) {
     const size_t rb = gdn2_cuda_chunk_reserve_size(&c->d, &o, dtype);
     CHECK(rr == 0 && rb > 0 && rb < ws_bytes, "reuse %s %s: with a separate reserve of %zu bytes (workspace %zu) (%s)",
           dn, c->name, rb, ws_bytes, rr ? gdn2_last_error() : "ok");
-    if (rp == 0 && rr == 0)
-        for (int i = 0; i < NOUT; i++) {
-            if ((i == DAL || i == DDT) && !c->gate) continue;
-            const int loose = i == DG || i == DAL || i == DDT;
-            double ymax, e = maxdiff(Y[i], P[i], out_len(i, &t), &ymax);
-            CHECK(e <= (loose ? 1e-4 * ymax : 0.0), "reuse %s %s %-8s reserve vs recomputed: max|diff| %.3e (max|x| %.2e, bar %s)",
-                  dn, c->name, out_name[i], e, ymax, loose ? "1e-4 max|x|: atomics" : "0");
-        }
+    if (rp == 0 && rr == 0) reuse_compare(dn, c, &t, "reserve", Y, P);
     for (int i = 0; i < NOUT; i++) { free(P[i]); free(X[i]); free(Y[i]); }
     gdn2_cuda_free(ws);
     tdata_free(&t);

@@ -67,6 +67,14 @@ static uint32_t ptr_align(const void *p) {
 }
 
 // D = C = alpha op(A) op(B) + beta C; A, B bf16, C (cdt) in place. m, n, k as cuBLAS (column-major).
+// a layout as a strided batch: count matrices, stride elements apart
+static cublasStatus_t lt_batch(cublasLtMatrixLayout_t l, int32_t count, int64_t stride) {
+    cublasStatus_t s = cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride);
+    return s;
+}
+
 // batch > 1: a strided batch of products, A_i = A + i*sA, C_i = C + i*sC elements, B shared (stride 0).
 static int lt_matmul_b(gdn2_cuda_nn *c, const char *fn, cublasOperation_t ta, cublasOperation_t tb, int64_t m,
                        int64_t n, int64_t k, const void *A, int64_t lda, const void *B, int64_t ldb, void *C,
@@ -103,14 +111,9 @@ static int lt_matmul_b(gdn2_cuda_nn *c, const char *fn, cublasOperation_t ta, cu
     LT(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb));
     LT(cublasLtMatrixLayoutCreate(&lc, cdt, m, n, ldc));
     if (batch > 1) {
-        const int32_t bc = batch;
-        const int64_t s0 = 0;
-        LT(cublasLtMatrixLayoutSetAttribute(la, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
-        LT(cublasLtMatrixLayoutSetAttribute(la, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sA, sizeof sA));
-        LT(cublasLtMatrixLayoutSetAttribute(lb, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
-        LT(cublasLtMatrixLayoutSetAttribute(lb, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &s0, sizeof s0));
-        LT(cublasLtMatrixLayoutSetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
-        LT(cublasLtMatrixLayoutSetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sC, sizeof sC));
+        LT(lt_batch(la, batch, sA));
+        LT(lt_batch(lb, batch, 0));
+        LT(lt_batch(lc, batch, sC));
     } else {
         batch = 1, sA = 0, sC = 0;
     }
