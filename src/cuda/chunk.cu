@@ -212,6 +212,7 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
     int *htab = NULL;
     ChunkParams p;
     memset(&p, 0, sizeof p);
+    int fast = 0;
     if (ws && o->workspace_size < L.total) {
         return gdn2_error(GDN2_ERR_ARG, "%s: workspace_size=%zu, need %zu (gdn2_cuda_chunk_workspace_size)", fn,
                           o->workspace_size, L.total);
@@ -229,22 +230,14 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
         p.d_o = g->d_o; p.dht = g->dht; p.dq = g->dq; p.dk = g->dk; p.dv = g->dv; p.db = g->db; p.dw = g->dw;
         p.dg = g->dg; p.dh0 = g->dh0; p.dA_log = g->dA_log; p.ddt_bias = g->ddt_bias;
     }
+    // the reserve's layout follows the path (the fast one stores most of it in bf16)
+    fast = a->dtype == GDN2_CUDA_BF16 && fast_path_ok(p, (int)L.KP, (int)L.VP);
     {
         float *f = (float *)ws;
         float **bufs[23] = {&p.Y, &p.U, &p.Qg, &p.Kg, &p.Gl, &p.Aqk, &p.R, &p.Hs, &p.A, &p.dHs, &p.dR,
                             &p.dY, &p.dA1, &p.dAqk, &p.dQi, &p.dKi, &p.dGl, &p.dQs, &p.dKs, &p.dBs, &p.dGs, &p.E, &p.Rn};
-        // the reserve's layout follows the path (the fast one stores most of it in bf16)
-        const int fr = a->dtype == GDN2_CUDA_BF16 && fast_path_ok(p, (int)L.KP, (int)L.VP);
         for (int i = 0; i < (bwd || kept ? 23 : 8); i++)
-            *bufs[i] = split && ws_kept(i) ? (float *)a->reserve + L.roff[fr][i] : f + L.off[i];
-        if (split && a->reserve_size < L.rtotal[fr]) {
-            rc = gdn2_error(GDN2_ERR_ARG, "%s: %s=%d with a reserve of %zu bytes, need %zu (gdn2_cuda_chunk_reserve_size "
-                            "with dtype %s%s)", fn, kfield, kept, a->reserve_size, L.rtotal[fr],
-                            a->dtype == GDN2_CUDA_BF16 ? "bf16" : "fp32",
-                            a->dtype == GDN2_CUDA_BF16 && !fr ? ": these bf16 tensors take the generic path, whose "
-                            "reserve is the fp32 size" : "");
-            goto done;
-        }
+            *bufs[i] = split && ws_kept(i) ? (float *)a->reserve + L.roff[fast][i] : f + L.off[i];
     }
     if (kept && a->dtype == GDN2_CUDA_BF16 && fast_inputs_ok(p, (int)L.KP, (int)L.VP)) {
         // the workspace dtype follows the path: forward and backward must take the same one
@@ -254,6 +247,14 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
                             "forward and the backward must take the same kernel path)", fn, kfield, kept, p.K, p.V, bad);
             goto done;
         }
+    }
+    if (split && a->reserve_size < L.rtotal[fast]) {
+        rc = gdn2_error(GDN2_ERR_ARG, "%s: %s=%d with a reserve of %zu bytes, need %zu (gdn2_cuda_chunk_reserve_size "
+                        "with dtype %s%s)", fn, kfield, kept, a->reserve_size, L.rtotal[fast],
+                        a->dtype == GDN2_CUDA_BF16 ? "bf16" : "fp32",
+                        a->dtype == GDN2_CUDA_BF16 && !fast ? ": these bf16 tensors take the generic path, whose "
+                        "reserve is the fp32 size" : "");
+        goto done;
     }
     if (o->cu_seqlens) { // chunk table {seq, tok0, len} and per-sequence chunk offsets
         const size_t ntab = (size_t)nchunks * 3 + nseq + 1;
