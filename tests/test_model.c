@@ -335,7 +335,7 @@ static void test_mlp_norm(void) {
     float *scr = malloc(2 * N * I * 4);
     randn(x, N * d, 1), randn(w1, I * d, 0.4), randn(w2, I * d, 0.4), randn(w3, d * I, 0.3), randn(R, N * d, 1);
     /* SwiGLU forward vs float64 */
-    gdn2_mlp_forward(&g_cpu, N, d, I, w1, w2, w3, x, y, acts);
+    gdn2_mlp_forward(&g_cpu, N, d, I, w1, w2, w3, x, y, acts, 0);
     double e2 = 0, r2 = 0;
     for (int64_t n = 0; n < N; n++)
         for (int64_t j = 0; j < d; j++) {
@@ -348,6 +348,13 @@ static void test_mlp_norm(void) {
             e2 += (s - y[n * d + j]) * (s - y[n * d + j]), r2 += s * s;
         }
     CHECK(sqrt(e2 / r2) < 1e-6, "SwiGLU forward vs float64: rel RMSE %.2e", sqrt(e2 / r2));
+    {   /* the decode step's form: w1, w2 one block, both input projections as one batched call */
+        float *w12 = malloc(2 * I * d * 4), *yb = malloc(N * d * 4), *ab = malloc(gdn2_mlp_act_bytes(&g_cpu, N, I));
+        memcpy(w12, w1, I * d * 4), memcpy(w12 + I * d, w2, I * d * 4);
+        int rb = gdn2_mlp_forward(&g_cpu, N, d, I, w12, w12 + I * d, w3, x, yb, ab, 1);
+        CHECK(!rb && !memcmp(yb, y, N * d * 4), "SwiGLU forward with the batched input projections: the same bits");
+        free(w12), free(yb), free(ab);
+    }
     gdn2_mlp_backward(&g_cpu, N, d, I, w1, w2, w3, x, acts, R, dx, dw1, dw2, dw3, scr);
     float *vars[4] = {x, w1, w2, w3}, *grads[4] = {dx, dw1, dw2, dw3};
     size_t ns[4] = {N * d, I * d, I * d, d * I};
@@ -358,10 +365,10 @@ static void test_mlp_norm(void) {
             size_t i = (size_t)(test_uniform(&g_seed) * ns[v]);
             float keep = vars[v][i], h = 1e-2f;
             vars[v][i] = keep + h;
-            gdn2_mlp_forward(&g_cpu, N, d, I, w1, w2, w3, x, y, acts);
+            gdn2_mlp_forward(&g_cpu, N, d, I, w1, w2, w3, x, y, acts, 0);
             double lp = dotd(y, R, N * d);
             vars[v][i] = keep - h;
-            gdn2_mlp_forward(&g_cpu, N, d, I, w1, w2, w3, x, y, acts);
+            gdn2_mlp_forward(&g_cpu, N, d, I, w1, w2, w3, x, y, acts, 0);
             double lm = dotd(y, R, N * d);
             vars[v][i] = keep;
             double num = (lp - lm) / (2 * h), an = grads[v][i];

@@ -468,7 +468,7 @@ static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, int64_t 
                             a->r2[l]));
     TRY(gdn2_mlp_forward(be, BT, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
                          PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
-                         PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), a->n2[l], y, a->mlp[l]));
+                         PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), a->n2[l], y, a->mlp[l], 0));
     if (drop) TRY(be->dropout(be, (size_t)(BT * d), y, GDN2_DT_ACT, m->dropout, drop_seed(m, l, 1)));
     if (write_next) TRY(be->add(be, (size_t)(BT * d), a->mid[l], y, a->res[l + 1]));
     return GDN2_OK;
@@ -953,7 +953,7 @@ static int step_ops(gdn2_model *m, gdn2_model_state *s, gdn2_backend *be, int64_
                                 c->norm_eps, h, NULL));
         TRY(gdn2_mlp_forward(be, n, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
                              PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
-                             PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), h, y, mact));
+                             PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), h, y, mact, 1));
         TRY(be->add_rmsnorm_fwd(be, n, d, mid, y, x,
                                 l + 1 < c->n_layer ? P(m, m->dev_params, "transformer.h.%lld.norm_1.weight", l + 1)
                                                    : P(m, m->dev_params, "transformer.ln_f.weight", 0),
