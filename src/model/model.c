@@ -126,8 +126,10 @@ static int acts_ensure(gdn2_model *m, int64_t B, int64_t T) {
     /* recompute: every layer's block activations share one slot (sized for the largest mixer); the
      * backward re-runs block l from res[l] before differentiating it */
     size_t mixmax = 0;
-    for (int l = 0; l < L; l++)
-        if (mixer_bytes(be, c, l, B, T, 0, keep) > mixmax) mixmax = mixer_bytes(be, c, l, B, T, 0, keep);
+    for (int l = 0; l < L; l++) {
+        const size_t b = mixer_bytes(be, c, l, B, T, 0, keep);
+        if (b > mixmax) mixmax = b;
+    }
     for (int l = 0; l < L; l++) {
         if (rcp && l > 0) { /* the same offsets as layer 0 */
             for (int k = 0; k < 7; k++, po++) *po = po[-7];
