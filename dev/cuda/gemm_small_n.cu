@@ -9,6 +9,8 @@
 //   lt_best   the fastest of the up to 32 algorithms the heuristic offers (the library's reduction
 //             mask: none or in the workspace, so every one is deterministic), and its index
 //   gemmex    cublasGemmEx with CUBLAS_GEMM_DEFAULT (cuBLAS may take a matrix-vector kernel there)
+//   gemv      the library's small-N kernel (src/cuda/gemv.cuh; n <= 8), after checking its output
+//             against cuBLASLt's (relative RMSE, bf16 outputs)
 // and two ways to read q, k, v's weights (one contiguous [3*2304, 2304] block) in one launch:
 //   qkv one   one product of 6912 rows (the same as three only at n = 1: the outputs interleave per row)
 //   qkv x3    a strided batch of 3 with the input's batch stride 0 (outputs [3][n][2304]: any n)
@@ -18,14 +20,17 @@
 //
 //   nvcc -O2 -arch=sm_90a dev/cuda/gemm_small_n.cu -lcublasLt -lcublas -o /tmp/gemm_small_n && /tmp/gemm_small_n
 //
-// Last run: none yet (written 2026-12-06 for the next device call; dev/cuda/device_run.sh "gemm_dev").
+// Runs: bench/results/h100-keep/ebf7c6f-gemm_small_n.log (cuBLASLt only); the gemv column since 2026-12-06.
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "../../src/cuda/gemv.cuh"
 
 #define CK(x)                                                                                      \
     do {                                                                                           \
@@ -149,10 +154,61 @@ static int gx_launch(void *c, const void *W) {
                         CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
 }
 
+typedef struct {
+    long m, k, n;
+    int batch;
+} gv_ctx;
+
+static int gv_launch(void *c, const void *W) {
+    gv_ctx *g = (gv_ctx *)c;
+    gemv_launch(g->n, g->k, g->m, g_x, W, (size_t)(g->m * g->k), NULL, g_y, (size_t)(g->m * g->n), 1, 0, g->batch, g_st);
+    return cudaGetLastError() == cudaSuccess;
+}
+
+static float bf2f(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// the small-N kernel against cuBLASLt's first algorithm on random data (relative RMSE of the bf16
+// outputs), then its time; one line
+static void gemv_check_time(long m, long k, long n, int batch) {
+    if (n > GEMV_MAX_N) { printf("  gemv: n > %d\n", GEMV_MAX_N); return; }
+    const size_t nw = (size_t)batch * m * k, ny = (size_t)batch * m * n;
+    uint16_t *hw = (uint16_t *)malloc(nw * 2), *hx = (uint16_t *)malloc((size_t)n * k * 2);
+    uint16_t *y0 = (uint16_t *)malloc(ny * 2), *y1 = (uint16_t *)malloc(ny * 2);
+    unsigned s = 12345;
+    for (size_t i = 0; i < nw; i++) s = s * 1664525u + 1013904223u, hw[i] = (uint16_t)(0x3c00 + (s >> 24) % 64 - 32) ^ (s & 0x8000);
+    for (size_t i = 0; i < (size_t)n * k; i++) s = s * 1664525u + 1013904223u, hx[i] = (uint16_t)(0x3f00 + (s >> 24) % 64) ^ (s & 0x8000);
+    CK(cudaMemcpy(g_pool, hw, nw * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(g_x, hx, (size_t)n * k * 2, cudaMemcpyHostToDevice));
+    // reference: cuBLASLt through cublasGemmStridedBatchedEx (B stride 0)
+    const float alpha = 1, beta = 0;
+    LK(cublasGemmStridedBatchedEx(g_blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)n, (int)k, &alpha, g_pool, CUDA_R_16BF,
+                                  (int)k, m * k, g_x, CUDA_R_16BF, (int)k, 0, &beta, g_y, CUDA_R_16BF, (int)m, m * n, batch,
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CK(cudaMemcpy(y0, g_y, ny * 2, cudaMemcpyDeviceToHost));
+    gv_ctx g = {m, k, n, batch};
+    gv_launch(&g, g_pool);
+    CK(cudaMemcpy(y1, g_y, ny * 2, cudaMemcpyDeviceToHost));
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ny; i++) {
+        const double a = bf2f(y0[i]), b = bf2f(y1[i]);
+        num += (a - b) * (a - b), den += a * a;
+    }
+    const double e = sqrt(num / (den > 0 ? den : 1));
+    free(hw), free(hx), free(y0), free(y1);
+    if (!(e <= 1e-2)) { printf("  gemv: WRONG, rel RMSE %.3g against cuBLAS (bar 1e-2): not timed\n", e); return; }
+    const float us = time_us(gv_launch, &g, nw * 2);
+    printf("  gemv %8.2f (%5.0f GB/s, rel RMSE %.1e)\n", us, nw * 2 / (us * 1e3), e);
+}
+
 int main(void) {
     const long shapes[][2] = {{2304, 2304}, {128, 2304}, {2304, 128}, {6208, 2304}, {2304, 6208}, {32000, 2304}};
     const char *what[] = {"q k v b w o", "f0 g0 (low rank in)", "f1 g1 (low rank out)", "w1 w3", "w2", "lm_head"};
-    const long ns[] = {1, 16};
+    const long ns[] = {1, 8, 16};
     LK(cublasLtCreate(&g_lt));
     LK(cublasCreate(&g_blas));
     CK(cudaMalloc(&g_ws, WS_BYTES));
@@ -168,23 +224,24 @@ int main(void) {
     CK(cudaEventCreate(&g_e1));
     printf("weights                       out     in   n  b | microseconds per launch (median of 7 x 20 back to back)\n");
     for (int si = 0; si < 6; si++)
-        for (int ni = 0; ni < 2; ni++) {
+        for (int ni = 0; ni < 3; ni++) {
             const long m = shapes[si][0], k = shapes[si][1], n = ns[ni];
             lt_sweep(what[si], m, k, n, 1);
             gx_ctx g = {m, k, n};
             const float us = time_us(gx_launch, &g, (size_t)m * k * 2);
             if (us < 0)
-                printf("  gemmex refused\n");
+                printf("  gemmex refused");
             else
-                printf("  gemmex %8.2f (%5.0f GB/s)\n", us, (size_t)m * k * 2 / (us * 1e3));
+                printf("  gemmex %8.2f (%5.0f GB/s)", us, (size_t)m * k * 2 / (us * 1e3));
+            gemv_check_time(m, k, n, 1);
         }
-    for (int ni = 0; ni < 2; ni++) {
+    for (int ni = 0; ni < 3; ni++) {
         if (ns[ni] == 1) {
             lt_sweep("qkv one (6912 rows)", 3 * 2304, 2304, 1, 1);
-            printf("\n");
+            gemv_check_time(3 * 2304, 2304, 1, 1);
         }
         lt_sweep("qkv x3 (batch, B stride 0)", 2304, 2304, ns[ni], 3);
-        printf("\n");
+        gemv_check_time(2304, 2304, ns[ni], 3);
     }
     return 0;
 }

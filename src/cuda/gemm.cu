@@ -9,6 +9,9 @@
 // Accumulation is beta = 1 with C = D (in place). The bias is put in Y by a small kernel before the
 // product (beta = 1); dbias is a fixed-order column sum (per-chunk partials, then chunks in order).
 //
+// A few rows (N <= GEMV_MAX_N = 8, the decode step's products) go to a matrix-vector kernel instead
+// (src/cuda/gemv.cuh: cuBLASLt is latency-bound there, 9-15 us a product of any size).
+//
 // Determinism: cuBLASLt gives the same bits for the same algorithm, shapes and workspace; the
 // algorithm is the heuristic's first choice for (shape, transposes, C type, alignments), cached per
 // context, and split-K reductions that write in place are excluded (only NONE, or reductions in the
@@ -19,6 +22,7 @@
 #include <string.h>
 
 #include "gdn2_cuda.h"
+#include "gemv.cuh"
 #include "nn_ctx.cuh"
 
 typedef __nv_bfloat16 bf16;
@@ -211,6 +215,10 @@ extern "C" int gdn2_cuda_linear_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int6
     if (ydt != GDN2_CUDA_F32 && ydt != GDN2_CUDA_BF16) return gdn2_error(GDN2_ERR_ARG, "%s: ydt=%d", fn, ydt);
     if (N <= 0 || out <= 0) return GDN2_OK;
     int rc;
+    if (in > 0 && gemv_fits(N, in, X, W, 0)) { // a few rows (the decode step): src/cuda/gemv.cuh
+        gemv_launch(N, in, out, X, W, 0, bias, Y, 0, ydt == GDN2_CUDA_BF16, accumulate, 1, c->stream);
+        return gdn2_cuda_launch_check(fn);
+    }
     if (bias || in <= 0) { // Y = (acc ? Y : 0) + bias first, then the product with beta = 1
         if (!(in <= 0 && !bias && accumulate)) {
             k_bias_rows<<<grid_elems((size_t)(N * out)), 256, 0, c->stream>>>(N, out, bias, Y, ydt, !accumulate);
@@ -229,6 +237,10 @@ extern "C" int gdn2_cuda_linear_fwd_batch(gdn2_cuda_nn *c, int64_t N, int64_t in
     const char *fn = "cuda linear_fwd_batch";
     if (count < 1 || N <= 0 || out <= 0) return GDN2_OK;
     if (in <= 0) return gdn2_error(GDN2_ERR_ARG, "%s: in=%lld", fn, (long long)in);
+    if (gemv_fits(N, in, X, W, wstride) && count <= 65535) {
+        gemv_launch(N, in, out, X, W, wstride, NULL, Y, ystride, 1, 0, count, c->stream);
+        return gdn2_cuda_launch_check(fn);
+    }
     return lt_matmul_b(c, fn, CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, W, in, X, in, Y, CUDA_R_16BF, out, 0.0f, count,
                        (int64_t)wstride, (int64_t)ystride);
 }

@@ -1,0 +1,127 @@
+// Linear layers for a few rows (the decode step): Y[n, j] = (acc ? Y[n, j] : 0) + bias[j] + X[n, :] . W[j, :]
+// for n < N <= GEMV_MAX_N, bf16 X [N,in] and W [out,in] (row-major, as src/cuda/gemm.cu), fp32 sums,
+// Y fp32 or bf16; a strided batch of `count` weights (W + b*wstride, Y + b*ystride, X shared).
+//
+// Why not cuBLASLt here: at N = 1 its products are latency-bound, not bandwidth-bound — every weight
+// shape of gdn2_1.3B's step takes 9-15 us whatever its size (2304 x 2304: 9.7 us = 1.1 TB/s; 128 x
+// 2304: 9.2 us for 0.6 MB; dev/cuda/gemm_small_n.cu, bench/results/h100-keep/ebf7c6f-gemm_small_n.log,
+// every algorithm the heuristic offers), and the step is ~150 of them. A matrix-vector product is a
+// stream over W: this kernel reads each weight row once with 16-byte loads, all of a lane's loads
+// issued before its first multiply, and takes X from L1 (every warp reads the same few rows).
+//
+// Work split: one warp per GEMV_ROWS output rows j (the rows share each X load); lane l reads the
+// 8-element column groups l, l + 32, ... of its rows, so a row of 2304 is 9 loads a lane. Sums: per
+// lane in column order, then the warp's butterfly (__shfl_xor_sync, fixed order) — one order for
+// every N, so row n of the result does not depend on how many rows came with it (N <= GEMV_MAX_N),
+// and no atomics: the same bits at every run. Needs in % 8 == 0 and 16-byte aligned X, W (and
+// strides); gemv_fits says whether a call qualifies (else the caller takes cuBLASLt).
+#pragma once
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#define GEMV_MAX_N 8
+#define GEMV_ROWS 2     // output rows per warp
+#define GEMV_WARPS 4    // warps per block
+#define GEMV_UNROLL 4   // 16-byte loads in flight per lane and row before the multiplies
+
+// the 8 products of one 16-byte group of W and of X, added to acc in element order
+static __device__ __forceinline__ float gemv_dot8(uint4 w, uint4 x, float acc) {
+    const __nv_bfloat162 *a = (const __nv_bfloat162 *)&w, *b = (const __nv_bfloat162 *)&x;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 fa = __bfloat1622float2(a[i]), fb = __bfloat1622float2(b[i]);
+        acc = fmaf(fa.x, fb.x, acc);
+        acc = fmaf(fa.y, fb.y, acc);
+    }
+    return acc;
+}
+
+// ydt: 0 fp32, 1 bf16 (the caller maps its own dtype codes)
+template <int NB>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(int N, int64_t in, int64_t out, const __nv_bfloat16 *X,
+                                                             const __nv_bfloat16 *W, size_t wstride, const float *bias,
+                                                             void *Y, size_t ystride, int ybf16, int acc_y) {
+    const int lane = threadIdx.x & 31;
+    const int64_t j0 = ((int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * GEMV_ROWS;
+    if (j0 >= out) return;
+    W += blockIdx.y * wstride;
+    const int64_t g = in >> 3; // 16-byte groups per row
+    const uint4 *wr[GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) wr[r] = (const uint4 *)(W + (j0 + r < out ? j0 + r : j0) * in);
+    const uint4 *xr = (const uint4 *)X;
+    float acc[NB][GEMV_ROWS];
+#pragma unroll
+    for (int n = 0; n < NB; n++)
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; r++) acc[n][r] = 0.0f;
+    for (int64_t c0 = lane; c0 < g; c0 += 32 * GEMV_UNROLL) {
+        uint4 w[GEMV_UNROLL][GEMV_ROWS];
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) {
+            const int64_t c = c0 + 32 * u;
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; r++)
+                w[u][r] = c < g ? __ldcs(wr[r] + c) : make_uint4(0, 0, 0, 0); // streamed: read once
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) {
+            const int64_t c = c0 + 32 * u;
+            if (c >= g) break;
+#pragma unroll
+            for (int n = 0; n < NB; n++) {
+                if (n >= N) break;
+                const uint4 x = __ldg(xr + n * g + c);
+#pragma unroll
+                for (int r = 0; r < GEMV_ROWS; r++) acc[n][r] = gemv_dot8(w[u][r], x, acc[n][r]);
+            }
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < NB; n++)
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) acc[n][r] += __shfl_xor_sync(0xffffffffu, acc[n][r], o);
+    if (lane >= GEMV_ROWS) return;
+    // lane r writes row j0 + r (a register array indexed by a runtime lane: select, not index)
+    const int64_t j = j0 + lane;
+    if (j >= out) return;
+    const float bj = bias ? bias[j] : 0.0f;
+#pragma unroll
+    for (int n = 0; n < NB; n++) {
+        if (n >= N) break;
+        float s = acc[n][0];
+#pragma unroll
+        for (int r = 1; r < GEMV_ROWS; r++)
+            if (lane == r) s = acc[n][r];
+        const size_t yi = blockIdx.y * ystride + (size_t)n * out + j;
+        if (ybf16) {
+            __nv_bfloat16 *y = (__nv_bfloat16 *)Y;
+            y[yi] = __float2bfloat16_rn((acc_y ? __bfloat162float(y[yi]) : 0.0f) + bj + s);
+        } else {
+            float *y = (float *)Y;
+            y[yi] = (acc_y ? y[yi] : 0.0f) + bj + s;
+        }
+    }
+}
+
+// whether the small-N kernel takes this call (the pointers and strides 16-byte aligned, in % 8 == 0)
+static inline int gemv_fits(int64_t N, int64_t in, const void *X, const void *W, size_t wstride) {
+    return N >= 1 && N <= GEMV_MAX_N && in > 0 && in % 8 == 0 && ((uintptr_t)X & 15) == 0 &&
+           ((uintptr_t)W & 15) == 0 && wstride % 8 == 0;
+}
+
+// the launch: NB the smallest of 1, 2, 4, 8 that holds N (the sums do not depend on it)
+static inline void gemv_launch(int64_t N, int64_t in, int64_t out, const void *X, const void *W, size_t wstride,
+                               const float *bias, void *Y, size_t ystride, int ybf16, int acc_y, int count,
+                               cudaStream_t st) {
+    const dim3 grid((unsigned)((out + GEMV_WARPS * GEMV_ROWS - 1) / (GEMV_WARPS * GEMV_ROWS)), (unsigned)count);
+    const __nv_bfloat16 *x = (const __nv_bfloat16 *)X, *w = (const __nv_bfloat16 *)W;
+#define GEMV_GO(nb) k_gemv_bf16<nb><<<grid, GEMV_WARPS * 32, 0, st>>>((int)N, in, out, x, w, wstride, bias, Y, ystride, ybf16, acc_y)
+    if (N == 1) GEMV_GO(1);
+    else if (N == 2) GEMV_GO(2);
+    else if (N <= 4) GEMV_GO(4);
+    else GEMV_GO(8);
+#undef GEMV_GO
+}
