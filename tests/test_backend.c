@@ -1029,7 +1029,7 @@ int main(void) {
     t_sample(160, 37);
     t_sample(160, 1000);
     t_sample(64, 32000);
-    t_sample(20, 60000); /* a row over the CUDA sampler's shared-memory weight cache: the recomputing path */
+    t_sample(20, 60000); /* a vocabulary twice the configs' */
 
     if (have_gpu) GPU.destroy(&GPU);
     CPU.destroy(&CPU);

@@ -9,18 +9,12 @@
 // draw is an inclusive scan of the kept weights in id order. Histograms use integer atomics (one per
 // warp and bin, hist_add) and the sums integer reductions: exact, so the result does not depend on
 // the order the threads run in.
-//
-// The weights cost a double-precision exp each, and the nucleus needs them in several passes over
-// the row (its total, the weighted radix passes, the kept mass, the draw): where the row fits the
-// block's shared memory (6 bytes a token: V <= ~37K on an H100), they are computed once, in the
-// first pass that knows a lower bound of the final cut, and read from there after (the same integers).
 #include <cuda_runtime.h>
 #include <stdint.h>
 
 #include "../util/sample.h"
 #include "decode_nn.h"
 #include "gdn2_error.h"
-#include "host.cuh"
 
 namespace {
 
@@ -72,27 +66,11 @@ __device__ __forceinline__ void hist_add(uint64_t *hist, int d, uint64_t add) {
         atomicAdd((unsigned long long *)&hist[d], (unsigned long long)s);
 }
 
-// A row's weights in shared memory (wlo, whi: the low 32 and the high bits; weights are <= 2^40), or
-// none (wlo NULL: computed where needed). wt_get is valid for the keys at or above the cut wt_fill saw.
-struct Weights {
-    uint32_t *lo;
-    uint16_t *hi;
-};
-__device__ __forceinline__ uint64_t wt_get(const Weights &w, const float *z, int v, float zmax, float T) {
-    return w.lo ? ((uint64_t)w.hi[v] << 32) | w.lo[v] : gdn2_sample_weight(z[v], zmax, T);
-}
-// the weight of token v if its key is >= cut (else 0), stored when cached
-__device__ __forceinline__ uint64_t wt_fill(const Weights &w, const float *z, int v, float zmax, float T, uint64_t cut) {
-    const uint64_t x = gdn2_sample_key(z[v], v) >= cut ? gdn2_sample_weight(z[v], zmax, T) : 0;
-    if (w.lo) w.lo[v] = (uint32_t)x, w.hi[v] = (uint16_t)(x >> 32);
-    return x;
-}
-
 // MSB radix select over the keys of row z[0..V) that are >= lo_key: the key at which the running
 // total of `weighted ? w : 1`, taken from the largest key down, first reaches `need` (>= 1, at most
 // the total). weighted = 0: the need-th largest key (top-k); 1: the nucleus boundary.
 __device__ uint64_t radix_select(const float *z, int V, float zmax, float T, uint64_t lo_key, int weighted, uint64_t need,
-                                 uint64_t *hist, uint64_t *bcast, const Weights &wc) {
+                                 uint64_t *hist, uint64_t *bcast) {
     uint64_t prefix = 0, mask = 0;
     for (int shift = 56; shift >= 0; shift -= 8) {
         for (int d = threadIdx.x; d < 256; d += SB) hist[d] = 0;
@@ -104,7 +82,7 @@ __device__ uint64_t radix_select(const float *z, int V, float zmax, float T, uin
             if (v < V) {
                 const uint64_t key = gdn2_sample_key(z[v], v);
                 if (key >= lo_key && (key & mask) == prefix) {
-                    add = weighted ? wt_get(wc, z, v, zmax, T) : 1;
+                    add = weighted ? gdn2_sample_weight(z[v], zmax, T) : 1;
                     if (add) d = (int)((key >> shift) & 255);
                 }
             }
@@ -131,12 +109,8 @@ __device__ uint64_t radix_select(const float *z, int V, float zmax, float T, uin
     return prefix;
 }
 
-// cached: the row's weights in the dynamic shared memory (6 V bytes)
 __global__ void __launch_bounds__(SB) k_sample(const float *__restrict__ logits, int64_t ld, int V,
-                                               const gdn2_sample_row_params *__restrict__ params, int32_t *out,
-                                               int cached) {
-    extern __shared__ uint32_t wsm[];
-    const Weights wc = {cached ? wsm : NULL, cached ? (uint16_t *)(wsm + V) : NULL};
+                                               const gdn2_sample_row_params *__restrict__ params, int32_t *out) {
     __shared__ uint64_t red[NW];
     __shared__ uint64_t hist[256];
     __shared__ uint64_t bcast[2];
@@ -161,20 +135,19 @@ __global__ void __launch_bounds__(SB) k_sample(const float *__restrict__ logits,
     // the kept set: key >= cut (all: cut 0; top-k alone: the k-th logit's key with the largest id
     // bits cleared, so every equal logit passes; nucleus: the boundary's key)
     uint64_t cut = 0;
-    if (topk) cut = radix_select(z, V, zmax, T, 0, 0, (uint64_t)p.top_k, hist, bcast, Weights{NULL, NULL});
-    // the weights are filled (cached) in the first pass below: its cut bounds every later one from below
-    uint64_t M = 0;
+    if (topk) cut = radix_select(z, V, zmax, T, 0, 0, (uint64_t)p.top_k, hist, bcast);
     if (nucleus) {
         uint64_t tot = 0;
-        for (int v = threadIdx.x; v < V; v += SB) tot += wt_fill(wc, z, v, zmax, T, cut);
-        tot = block_sum(tot, red); // (block_sum's barriers make the filled weights visible)
-        cut = radix_select(z, V, zmax, T, cut, 1, gdn2_sample_target(p.top_p, tot), hist, bcast, wc);
         for (int v = threadIdx.x; v < V; v += SB)
-            if (gdn2_sample_key(z[v], v) >= cut) M += wt_get(wc, z, v, zmax, T);
-    } else {
-        if (topk) cut &= 0xFFFFFFFF00000000ull; // z >= the k-th's logit (its key's high half)
-        for (int v = threadIdx.x; v < V; v += SB) M += wt_fill(wc, z, v, zmax, T, cut);
+            if (gdn2_sample_key(z[v], v) >= cut) tot += gdn2_sample_weight(z[v], zmax, T);
+        tot = block_sum(tot, red);
+        cut = radix_select(z, V, zmax, T, cut, 1, gdn2_sample_target(p.top_p, tot), hist, bcast);
+    } else if (topk) {
+        cut &= 0xFFFFFFFF00000000ull; // z >= the k-th's logit (its key's high half)
     }
+    uint64_t M = 0;
+    for (int v = threadIdx.x; v < V; v += SB)
+        if (gdn2_sample_key(z[v], v) >= cut) M += gdn2_sample_weight(z[v], zmax, T);
     M = block_sum(M, red);
     const uint64_t r = gdn2_sample_point(p.u, M);
     // the draw: tiles of SB ids in ascending order, an inclusive scan of the kept weights
@@ -184,7 +157,7 @@ __global__ void __launch_bounds__(SB) k_sample(const float *__restrict__ logits,
     for (int t0 = 0; t0 < V; t0 += SB) {
         const int v = t0 + threadIdx.x;
         uint64_t x = 0;
-        if (v < V && gdn2_sample_key(z[v], v) >= cut) x = wt_get(wc, z, v, zmax, T);
+        if (v < V && gdn2_sample_key(z[v], v) >= cut) x = gdn2_sample_weight(z[v], zmax, T);
         const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
         uint64_t inc = x;
         for (int o = 1; o < 32; o <<= 1) {
@@ -217,25 +190,7 @@ extern "C" int gdn2_cuda_sample_rows(int64_t n, int64_t V, int64_t ld, const flo
                                         "pointer", (long long)n, (long long)V, (long long)ld);
     if (n == 0) return GDN2_OK;
     if (n > INT32_MAX) return gdn2_error(GDN2_ERR_ARG, "gdn2_cuda_sample_rows: %lld rows", (long long)n);
-    // the weight cache when the row fits: the kernel's dynamic shared memory raised once per device
-    // to what the device allows a block (the opt-in limit less the kernel's static arrays)
-    static PerDevice smem_max;
-    const int dyn = smem_max.get(current_device(), [] {
-        int optin = 0;
-        cudaFuncAttributes fa;
-        int d = -1; // a refused query or setting: the uncached kernel (its error cleared for the launch check)
-        if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()) == cudaSuccess &&
-            cudaFuncGetAttributes(&fa, k_sample) == cudaSuccess && optin > (int)fa.sharedSizeBytes &&
-            cudaFuncSetAttribute(k_sample, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 optin - (int)fa.sharedSizeBytes) == cudaSuccess)
-            d = optin - (int)fa.sharedSizeBytes;
-        else
-            (void)cudaGetLastError();
-        return d;
-    });
-    const size_t need = (size_t)V * 6;
-    const int cached = dyn > 0 && need <= (size_t)dyn;
-    k_sample<<<(unsigned)n, SB, cached ? need : 0, (cudaStream_t)stream>>>(logits, ld, (int)V, params, tokens, cached);
+    k_sample<<<(unsigned)n, SB, 0, (cudaStream_t)stream>>>(logits, ld, (int)V, params, tokens);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return gdn2_error(GDN2_ERR_DEVICE, "gdn2_cuda_sample_rows: kernel launch failed: %s", cudaGetErrorString(e));
