@@ -9,7 +9,7 @@
 //   lt_best   the fastest of the up to 32 algorithms the heuristic offers (the library's reduction
 //             mask: none or in the workspace, so every one is deterministic), and its index
 //   gemmex    cublasGemmEx with CUBLAS_GEMM_DEFAULT (cuBLAS may take a matrix-vector kernel there)
-//   gemv      the library's small-N kernel (src/cuda/gemv.cuh; n <= 8), after checking its output
+//   gemv      the small-N kernel (src/cuda/gemv.cuh; n <= 8; the library uses it at n = 1), after checking its output
 //             against cuBLASLt's (relative RMSE, bf16 outputs)
 // and two ways to read q, k, v's weights (one contiguous [3*2304, 2304] block) in one launch:
 //   qkv one   one product of 6912 rows (the same as three only at n = 1: the outputs interleave per row)
@@ -20,7 +20,8 @@
 //
 //   nvcc -O2 -arch=sm_90a dev/cuda/gemm_small_n.cu -lcublasLt -lcublas -o /tmp/gemm_small_n && /tmp/gemm_small_n
 //
-// Runs: bench/results/h100-keep/ebf7c6f-gemm_small_n.log (cuBLASLt only); the gemv column since 2026-12-06.
+// Runs: bench/results/h100-keep/ebf7c6f-gemm_small_n.log (cuBLASLt only), bench/results/h100-decode/
+// 8fb0eae-gemm_small_n.log (with gemv: faster at n = 1, 2.5x slower at n = 8).
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -175,7 +176,7 @@ static float bf2f(uint16_t h) {
 // the small-N kernel against cuBLASLt's first algorithm on random data (relative RMSE of the bf16
 // outputs), then its time; one line
 static void gemv_check_time(long m, long k, long n, int batch) {
-    if (n > GEMV_MAX_N) { printf("  gemv: n > %d\n", GEMV_MAX_N); return; }
+    if (n > 8) { printf("  gemv: n > 8\n"); return; } // the kernel's limit (the library sends n <= GEMV_MAX_N)
     const size_t nw = (size_t)batch * m * k, ny = (size_t)batch * m * n;
     uint16_t *hw = (uint16_t *)malloc(nw * 2), *hx = (uint16_t *)malloc((size_t)n * k * 2);
     uint16_t *y0 = (uint16_t *)malloc(ny * 2), *y1 = (uint16_t *)malloc(ny * 2);

@@ -9,7 +9,7 @@
 // Accumulation is beta = 1 with C = D (in place). The bias is put in Y by a small kernel before the
 // product (beta = 1); dbias is a fixed-order column sum (per-chunk partials, then chunks in order).
 //
-// A few rows (N <= GEMV_MAX_N = 8, the decode step's products) go to a matrix-vector kernel instead
+// One row (N = 1: the batch-1 decode step's products) goes to a matrix-vector kernel instead
 // (src/cuda/gemv.cuh: cuBLASLt is latency-bound there, 9-15 us a product of any size).
 //
 // Determinism: cuBLASLt gives the same bits for the same algorithm, shapes and workspace; the
@@ -215,7 +215,7 @@ extern "C" int gdn2_cuda_linear_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int6
     if (ydt != GDN2_CUDA_F32 && ydt != GDN2_CUDA_BF16) return gdn2_error(GDN2_ERR_ARG, "%s: ydt=%d", fn, ydt);
     if (N <= 0 || out <= 0) return GDN2_OK;
     int rc;
-    if (in > 0 && gemv_fits(N, in, X, W, 0)) { // a few rows (the decode step): src/cuda/gemv.cuh
+    if (in > 0 && gemv_fits(N, in, X, W, 0)) { // one row (the batch-1 decode step): src/cuda/gemv.cuh
         gemv_launch(N, in, out, X, W, 0, bias, Y, 0, ydt == GDN2_CUDA_BF16, accumulate, 1, c->stream);
         return gdn2_cuda_launch_check(fn);
     }

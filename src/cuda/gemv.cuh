@@ -1,6 +1,10 @@
 // Linear layers for a few rows (the decode step): Y[n, j] = (acc ? Y[n, j] : 0) + bias[j] + X[n, :] . W[j, :]
-// for n < N <= GEMV_MAX_N, bf16 X [N,in] and W [out,in] (row-major, as src/cuda/gemm.cu), fp32 sums,
+// for n < N <= 8, bf16 X [N,in] and W [out,in] (row-major, as src/cuda/gemm.cu), fp32 sums,
 // Y fp32 or bf16; a strided batch of `count` weights (W + b*wstride, Y + b*ystride, X shared).
+// The library takes it for N <= GEMV_MAX_N = 1 only: measured on an H100 (dev/cuda/gemm_small_n.cu,
+// bench/results/h100-decode/8fb0eae-gemm_small_n.log) it beats cuBLASLt at n = 1 (2304 x 2304: 7.9 vs
+// 10.2 us; 128 x 2304: 5.3 vs 10.2; lm_head 51.1 vs 54.0) and loses at n = 8 (21.1 vs 8.2 us: every
+// warp reads its 8 input rows through L1 for each weight load); n = 2..7 are not measured.
 //
 // Why not cuBLASLt here: at N = 1 its products are latency-bound, not bandwidth-bound — every weight
 // shape of gdn2_1.3B's step takes 9-15 us whatever its size (2304 x 2304: 9.7 us = 1.1 TB/s; 128 x
@@ -12,14 +16,14 @@
 // Work split: one warp per GEMV_ROWS output rows j (the rows share each X load); lane l reads the
 // 8-element column groups l, l + 32, ... of its rows, so a row of 2304 is 9 loads a lane. Sums: per
 // lane in column order, then the warp's butterfly (__shfl_xor_sync, fixed order) — one order for
-// every N, so row n of the result does not depend on how many rows came with it (N <= GEMV_MAX_N),
-// and no atomics: the same bits at every run. Needs in % 8 == 0 and 16-byte aligned X, W (and
+// every N, so row n of the result does not depend on how many rows came with it, and no atomics:
+// the same bits at every run. Needs in % 8 == 0 and 16-byte aligned X, W (and
 // strides); gemv_fits says whether a call qualifies (else the caller takes cuBLASLt).
 #pragma once
 #include <cuda_bf16.h>
 #include <stdint.h>
 
-#define GEMV_MAX_N 8
+#define GEMV_MAX_N 1 // the rows the library sends here (the kernel takes up to 8)
 #define GEMV_ROWS 2     // output rows per warp
 #define GEMV_WARPS 4    // warps per block
 #define GEMV_UNROLL 4   // 16-byte loads in flight per lane and row before the multiplies
