@@ -169,7 +169,8 @@ fi
 if [[ " $PHASES " == *" python "* ]]; then
   t0=$(date +%s)
   triton_restore  # the peers' chunk kernels compile here too (GDN2_P4 above; GDN2_P4=none skips them)
-  PYTHONPATH=python timeout ${PY_TIMEOUT:-300} python3 python/tests/test_cuda.py > "$OUT/python_test_cuda.log" 2>&1
+  # PY_ARGS: e.g. "--groups other,decode" (a run split over calls while the peers compile)
+  PYTHONPATH=python timeout ${PY_TIMEOUT:-300} python3 python/tests/test_cuda.py ${PY_ARGS:-} > "$OUT/python_test_cuda.log" 2>&1
   echo "python test_cuda rc=$? $(( $(date +%s) - t0 )) s"; grep -E "FAIL" "$OUT/python_test_cuda.log" | head -10; tail -2 "$OUT/python_test_cuda.log"
   have_triton || tar czf "$OUT/triton_train.tgz" -C $TRITON_CACHE_DIR .
 fi

@@ -28,10 +28,12 @@ torch float64 recurrence below):
     against the CPU decode step, and T decode steps against chunk_gdn2's o and final state.
   - shape errors are raised on the host (ValueError) before any launch.
 
-  PYTHONPATH=python python3 python/tests/test_cuda.py [-v] [--peers-fp32] [--peers-all]
+  PYTHONPATH=python python3 python/tests/test_cuda.py [-v] [--peers-fp32] [--peers-all] [--groups A,B]
 (-v: seconds per group; --peers-fp32: the peer comparisons also on fp32 inputs, where the official
 kernels use TF32; --peers-all: every eligible chunk case against the peers, not only cases 0, 1, 5 of
-CASES (each shape is a Triton compile for them); GDN2_P4=none: no peers.)
+CASES (each shape is a Triton compile for them); GDN2_P4=none: no peers; --groups: only these of
+reference, chunk, layouts, errors, other, decode — the others are counted as skipped — so that a run whose
+peers compile on a fresh machine can be split over calls.)
 The library: GDN2_LIBRARY, else the package's copy, else build/libgdn2.so."""
 import os
 import sys
@@ -52,6 +54,14 @@ PEERS_FP32 = "--peers-fp32" in sys.argv  # also compare fp32 inputs with the pee
 # peers a Triton compile and autotune of ~1-2 minutes on a fresh machine (a whole run timed out at
 # 250 s on the H200 with every case); --peers-all compares every eligible case
 PEER_CASES = None if "--peers-all" in sys.argv else (0, 1, 5)
+GROUP_NAMES = ("reference", "chunk", "layouts", "errors", "other", "decode")
+GROUPS = set(GROUP_NAMES)
+if "--groups" in sys.argv:
+    i = sys.argv.index("--groups")
+    GROUPS = set(sys.argv[i + 1].split(",")) if i + 1 < len(sys.argv) else set()
+    if not GROUPS or not GROUPS <= set(GROUP_NAMES):
+        sys.exit("test_cuda.py: --groups takes a comma list of %s (got %r)"
+                 % (", ".join(GROUP_NAMES), sys.argv[i + 1] if i + 1 < len(sys.argv) else ""))
 
 
 def check(ok, msg):
@@ -211,6 +221,14 @@ def compare(tag, got, ref, bars, peer=None, peer_name=None):
         else:
             ok &= check(e <= bars[name], line)
     return ok
+
+
+def group(name, fn):
+    """One of main's groups, or one SKIP when --groups leaves it out."""
+    if name not in GROUPS:
+        skip("group %s: not in --groups" % name)
+        return
+    guard(name, fn)
 
 
 def guard(tag, fn, *a, **kw):
@@ -562,12 +580,12 @@ def main():
     if DEV == "cuda" and not gate():
         finish()
     load_peers()
-    guard("reference", test_reference)
-    guard("chunk", test_chunk)
-    guard("layouts", test_layouts)
-    guard("errors", test_errors)
-    guard("other forms", test_other_forms)
-    guard("decode", test_decode)
+    group("reference", test_reference)
+    group("chunk", test_chunk)
+    group("layouts", test_layouts)
+    group("errors", test_errors)
+    group("other", test_other_forms)
+    group("decode", test_decode)
     print("note: %.1f s" % (time.time() - t0), flush=True)
     finish()
 
