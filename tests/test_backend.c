@@ -615,6 +615,52 @@ static void t_linb(int64_t N, int64_t in, int64_t out, int count, size_t wgap, s
     free(X), free(W), free(Y0);
 }
 
+/* A decode-like chain with no host sync between the ops: per layer l, h = rmsnorm(x + y) (x updated in
+ * place), u = h W1_l^T, y = u W2_l^T, all at N = 1 (the one-row products, which the CUDA backend
+ * launches as programmatic dependents of the kernel ahead: src/cuda/pdl.cuh). `sync`: the backend's
+ * sync after every op, so no kernel can overlap another. A product that read its input before the
+ * kernel ahead had written it would give other bits than the synchronised run. */
+static void run_chain(gdn2_backend *be, int64_t D, int L, const float *x0, const float *W, const float *nw, int sync,
+                      res *r) {
+    arena A = {.be = be};
+    float *x = put(&A, x0, (size_t)D, GDN2_DT_F32);
+    const float *w = put(&A, nw, (size_t)D, GDN2_DT_F32);
+    void *Wd = put(&A, W, (size_t)(2 * L * D * D), GDN2_DT_ACT);
+    void *h = put(&A, NULL, (size_t)D, GDN2_DT_ACT), *u = put(&A, NULL, (size_t)D, GDN2_DT_ACT);
+    void *y = put(&A, x0, (size_t)D, GDN2_DT_ACT);
+    for (int l = 0; l < L && !A.rc; l++) {
+        const char *W1 = (const char *)Wd + gdn2_be_bytes(be, (size_t)(2 * l) * D * D, GDN2_DT_ACT);
+        const char *W2 = (const char *)Wd + gdn2_be_bytes(be, (size_t)(2 * l + 1) * D * D, GDN2_DT_ACT);
+        note(&A, be->add_rmsnorm_fwd(be, 1, D, x, y, x, w, 1e-5f, h, NULL));
+        if (sync) note(&A, be->sync(be));
+        note(&A, be->linear_fwd(be, 1, D, D, h, W1, NULL, u, GDN2_DT_ACT, 0));
+        if (sync) note(&A, be->sync(be));
+        note(&A, be->linear_fwd(be, 1, D, D, u, W2, NULL, y, GDN2_DT_ACT, 0));
+        if (sync) note(&A, be->sync(be));
+    }
+    res_add(r, "x (the residual)", get(&A, x, (size_t)D, GDN2_DT_F32), (size_t)D, 2e-2);
+    res_add(r, "y (the last product)", get(&A, y, (size_t)D, GDN2_DT_ACT), (size_t)D, 2e-2);
+    finish(&A, r);
+}
+
+static void t_chain(int64_t D, int L) {
+    float *x0 = randn((size_t)D, 1.0), *W = randn((size_t)(2 * L * D * D), 1.0 / sqrt((double)D));
+    float *nw = randu((size_t)D, 0.5, 1.5);
+    res c = {0}, g = {0}, gs = {0};
+    char op[96];
+    snprintf(op, sizeof op, "decode-like chain D=%lld layers=%d (no sync between ops)", (long long)D, L);
+    BOTH(run_chain(&CPU, D, L, x0, W, nw, 0, &c), run_chain(&GPU, D, L, x0, W, nw, 0, &g));
+    compare(op, &c, &g);
+    if (have_gpu) {
+        run_chain(&GPU, D, L, x0, W, nw, 1, &gs);
+        CHECK(res_same(&g, &gs), "%s: the same bits as with a sync after every op", op);
+    } else {
+        SKIP_NO_GPU("%s: against the synchronised run", op);
+    }
+    res_free(&c), res_free(&g), res_free(&gs);
+    free(x0), free(W), free(nw);
+}
+
 /* ================================================================================================ */
 /* loss, optimizer                                                                                  */
 /* ================================================================================================ */
@@ -979,6 +1025,7 @@ int main(void) {
     t_lin(1, 6208, 50, 0, GDN2_DT_F32, 0); /* a partial last round of loads */
     t_lin(3, 520, 129, 0, GDN2_DT_ACT, 0);
     t_linb(1, 2304, 2304, 3, 0, 0);     /* the decode step's q, k, v at batch 1 */
+    t_chain(1024, 6);
     t_linb(1, 128, 2304, 2, 8, 3);      /* low-rank outputs, odd output gaps */
     t_linb(16, 256, 192, 2, 64, 128);   /* b, w with gaps between the weights and the outputs */
     t_xent(13, 1003);

@@ -2,7 +2,7 @@
 # One device call: build the CUDA parts, run the GPU tests, our benchmark, the peers.
 # usage (on the device, from the tree's root): dev/cuda/device_run.sh "build test bench peers_official peers_fla" [--quick]
 #   model phases (issue 16, the GPU model path): "model_build model_test demo demo_sweep train_bench official_train"
-#   inference and the rest: "decode decode_prof gemm_dev decode_peer serve_load verify python swap nccl1" (after model_build;
+#   inference and the rest: "decode decode_prof pdl_ab gemm_dev decode_peer serve_load verify python swap nccl1" (after model_build;
 #   decode_peer needs peers/fla_head, no build)
 #   (official_train needs peers/p4/{official/lit_gpt,fla,shim/flash_attn} and peers/official_train_bench.py)
 # Needs beside it: .debs (libcjson1 + libcjson-dev .deb files: `apt-get download libcjson1 libcjson-dev`),
@@ -133,6 +133,17 @@ if [[ " $PHASES " == *" decode_prof "* ]]; then
       --no-validate --no-profile --json /tmp/ncu_decode.json > "$OUT/ncu_decode.csv" 2> "$OUT/ncu_decode.err"
     echo "ncu rc=$? $(( $(date +%s) - t0 )) s, $(grep -c gpu__time_duration "$OUT/ncu_decode.csv") kernels"
   fi
+fi
+if [[ " $PHASES " == *" pdl_ab "* ]]; then
+  # issue 13: the one-row products as programmatic dependents (src/cuda/pdl.cuh) against ordinary launches
+  # (GDN2_CUDA_PDL=0), alternating on/off twice in one call, gdn2_1.3B and swa_gdn2_1.3B at batch 1, 1K context
+  for rep in 1 2; do for pdl in 1 0; do
+    GDN2_CUDA_PDL=$pdl timeout ${PDL_TIMEOUT:-100} ./build/bench/decode_model --configs ${PDL_CONFIGS:-gdn2_1.3B,swa_gdn2_1.3B} \
+      --batches 1 --contexts 1024 --prefill none --steps 50 --no-profile $( [ $rep = 2 ] && echo --no-validate ) \
+      --json "$OUT/pdl_ab_${pdl}_$rep.json" > "$OUT/pdl_ab_${pdl}_$rep.log" 2>&1
+    echo "pdl=$pdl rep $rep rc=$?: $(grep -E '^(gdn2|swa)' "$OUT/pdl_ab_${pdl}_$rep.log" | cut -c1-150 | tr '\n' ' ')"
+    grep -E "validation" "$OUT/pdl_ab_${pdl}_$rep.log" | cut -c1-250
+  done; done
 fi
 if [[ " $PHASES " == *" gemm_dev "* ]]; then
   # issue 13: every cuBLASLt algorithm for the decode step's weight shapes at n = 1, 16 (dev/cuda/gemm_small_n.cu)

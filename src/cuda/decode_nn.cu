@@ -12,6 +12,7 @@
 #include "common.cuh"
 #include "decode_nn.h"
 #include "gdn2_error.h"
+#include "pdl.cuh"
 
 typedef __nv_bfloat16 bf16;
 
@@ -36,6 +37,7 @@ unsigned blocks_for(int64_t n) {
 // ---- conv step ----------------------------------------------------------------------------------
 __global__ void k_conv_step(int64_t n, int64_t D, int W, const bf16 *__restrict__ x, float *hist, size_t hs,
                             const int32_t *__restrict__ slots, const float *__restrict__ w, bf16 *__restrict__ y) {
+    pdl_trigger(); // the next kernel may be a one-row product (src/cuda/pdl.cuh)
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n * D; e += (int64_t)gridDim.x * blockDim.x) {
         const int64_t i = e / D, ch = e % D;
         float *h = hist + (size_t)(slots ? slots[i] : i) * hs + ch;

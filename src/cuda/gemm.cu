@@ -23,6 +23,7 @@
 
 #include "gdn2_cuda.h"
 #include "gemv.cuh"
+#include "host.cuh"
 #include "nn_ctx.cuh"
 
 typedef __nv_bfloat16 bf16;
@@ -209,6 +210,13 @@ static unsigned grid_elems(size_t n) {
     return (unsigned)(b > (1u << 22) ? (1u << 22) : (b ? b : 1));
 }
 
+// The one-row products launch as programmatic dependents (src/cuda/pdl.cuh) unless GDN2_CUDA_PDL=0
+// (before/after timings: dev/cuda/device_run.sh's pdl_ab phase; the same bits either way).
+static int gemv_pdl(void) {
+    static std::atomic<int> slot(INT_MIN);
+    return env_once(slot, "GDN2_CUDA_PDL", [](const char *e) { return e != NULL && e[0] == '0' ? 0 : 1; });
+}
+
 extern "C" int gdn2_cuda_linear_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,
                                     const void *W, const float *bias, void *Y, int ydt, int accumulate) {
     const char *fn = "cuda linear_fwd";
@@ -216,8 +224,10 @@ extern "C" int gdn2_cuda_linear_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int6
     if (N <= 0 || out <= 0) return GDN2_OK;
     int rc;
     if (in > 0 && gemv_fits(N, in, X, W, 0)) { // one row (the batch-1 decode step): src/cuda/gemv.cuh
-        gemv_launch(N, in, out, X, W, 0, bias, Y, 0, ydt == GDN2_CUDA_BF16, accumulate, 1, c->stream);
-        return gdn2_cuda_launch_check(fn);
+        const cudaError_t e = gemv_launch(N, in, out, X, W, 0, bias, Y, 0, ydt == GDN2_CUDA_BF16, accumulate, 1,
+                                          gemv_pdl(), c->stream);
+        return e != cudaSuccess ? gdn2_error(GDN2_ERR_DEVICE, "%s: kernel launch failed: %s", fn, cudaGetErrorString(e))
+                                : gdn2_cuda_launch_check(fn);
     }
     if (bias || in <= 0) { // Y = (acc ? Y : 0) + bias first, then the product with beta = 1
         if (!(in <= 0 && !bias && accumulate)) {
@@ -238,8 +248,9 @@ extern "C" int gdn2_cuda_linear_fwd_batch(gdn2_cuda_nn *c, int64_t N, int64_t in
     if (count < 1 || N <= 0 || out <= 0) return GDN2_OK;
     if (in <= 0) return gdn2_error(GDN2_ERR_ARG, "%s: in=%lld", fn, (long long)in);
     if (gemv_fits(N, in, X, W, wstride) && count <= 65535) {
-        gemv_launch(N, in, out, X, W, wstride, NULL, Y, ystride, 1, 0, count, c->stream);
-        return gdn2_cuda_launch_check(fn);
+        const cudaError_t e = gemv_launch(N, in, out, X, W, wstride, NULL, Y, ystride, 1, 0, count, gemv_pdl(), c->stream);
+        return e != cudaSuccess ? gdn2_error(GDN2_ERR_DEVICE, "%s: kernel launch failed: %s", fn, cudaGetErrorString(e))
+                                : gdn2_cuda_launch_check(fn);
     }
     return lt_matmul_b(c, fn, CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, W, in, X, in, Y, CUDA_R_16BF, out, 0.0f, count,
                        (int64_t)wstride, (int64_t)ystride);

@@ -23,6 +23,8 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include "pdl.cuh"
+
 #define GEMV_MAX_N 1 // the rows the library sends here (the kernel takes up to 8)
 #define GEMV_ROWS 2     // output rows per warp
 #define GEMV_WARPS 4    // warps per block
@@ -45,14 +47,29 @@ template <int NB>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(int N, int64_t in, int64_t out, const __nv_bfloat16 *X,
                                                              const __nv_bfloat16 *W, size_t wstride, const float *bias,
                                                              void *Y, size_t ystride, int ybf16, int acc_y) {
+    pdl_trigger();
     const int lane = threadIdx.x & 31;
     const int64_t j0 = ((int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * GEMV_ROWS;
-    if (j0 >= out) return;
     W += blockIdx.y * wstride;
     const int64_t g = in >> 3; // 16-byte groups per row
     const uint4 *wr[GEMV_ROWS];
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++) wr[r] = (const uint4 *)(W + (j0 + r < out ? j0 + r : j0) * in);
+    // Launched as a dependent (src/cuda/pdl.cuh): while the kernel ahead still runs, fetch this warp's
+    // first weight groups into L2 (weights are not written by the step; a hint, so a weight written
+    // by an earlier kernel is still read correctly: L2 is where writes land), then wait for it
+    // before X is read or Y written.
+    if (j0 < out) {
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) {
+            const int64_t c = lane + 32 * u;
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; r++)
+                if (c < g && (c & 7) == 0) prefetch_l2(wr[r] + c); // one hint a 128-byte line
+        }
+    }
+    pdl_wait();
+    if (j0 >= out) return;
     const uint4 *xr = (const uint4 *)X;
     float acc[NB][GEMV_ROWS];
 #pragma unroll
@@ -117,15 +134,25 @@ static inline int gemv_fits(int64_t N, int64_t in, const void *X, const void *W,
 }
 
 // the launch: NB the smallest of 1, 2, 4, 8 that holds N (the sums do not depend on it)
-static inline void gemv_launch(int64_t N, int64_t in, int64_t out, const void *X, const void *W, size_t wstride,
-                               const float *bias, void *Y, size_t ystride, int ybf16, int acc_y, int count,
-                               cudaStream_t st) {
-    const dim3 grid((unsigned)((out + GEMV_WARPS * GEMV_ROWS - 1) / (GEMV_WARPS * GEMV_ROWS)), (unsigned)count);
+// pdl: launch as a programmatic dependent of the kernel ahead (src/cuda/pdl.cuh; the same results).
+// Returns the launch's error.
+static inline cudaError_t gemv_launch(int64_t N, int64_t in, int64_t out, const void *X, const void *W, size_t wstride,
+                                      const float *bias, void *Y, size_t ystride, int ybf16, int acc_y, int count,
+                                      int pdl, cudaStream_t st) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)((out + GEMV_WARPS * GEMV_ROWS - 1) / (GEMV_WARPS * GEMV_ROWS)), (unsigned)count);
+    cfg.blockDim = dim3(GEMV_WARPS * 32);
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
     const __nv_bfloat16 *x = (const __nv_bfloat16 *)X, *w = (const __nv_bfloat16 *)W;
-#define GEMV_GO(nb) k_gemv_bf16<nb><<<grid, GEMV_WARPS * 32, 0, st>>>((int)N, in, out, x, w, wstride, bias, Y, ystride, ybf16, acc_y)
-    if (N == 1) GEMV_GO(1);
-    else if (N == 2) GEMV_GO(2);
-    else if (N <= 4) GEMV_GO(4);
-    else GEMV_GO(8);
+#define GEMV_GO(nb) cudaLaunchKernelEx(&cfg, k_gemv_bf16<nb>, (int)N, in, out, x, w, wstride, bias, Y, ystride, ybf16, acc_y)
+    if (N == 1) return GEMV_GO(1);
+    if (N == 2) return GEMV_GO(2);
+    if (N <= 4) return GEMV_GO(4);
+    return GEMV_GO(8);
 #undef GEMV_GO
 }

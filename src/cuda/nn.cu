@@ -14,6 +14,7 @@
 #include "../util/rng.h"
 #include "gdn2_cuda.h"
 #include "nn_ctx.cuh"
+#include "pdl.cuh"
 
 typedef __nv_bfloat16 bf16;
 
@@ -476,6 +477,7 @@ extern "C" int gdn2_cuda_scale(size_t n, float *x, float k, void *stream) {
 
 // a = silu(h1) h2 = (h1 sigma(h1)) h2
 __global__ void k_swiglu_fwd(size_t n, const bf16 *h1, const bf16 *h2, bf16 *a, bool vec) {
+    pdl_trigger(); // the next kernel may be a one-row product (src/cuda/pdl.cuh)
     GRID_STRIDE8(i0, n) {
         float z[8], u[8];
         ld8(h1, i0, n, vec, z);
@@ -726,6 +728,7 @@ __device__ __forceinline__ void rms_row_apply(const float *x, const float *__res
 // r = 1 / sqrt(mean(x^2) + eps);  y = x r w;  rstd[n] = r
 __global__ void k_rmsnorm_fwd(int64_t N, int64_t D, const float *__restrict__ x, const float *__restrict__ w, float eps,
                               bf16 *__restrict__ y, float *__restrict__ rstd, bool vec) {
+    pdl_trigger(); // the next kernel may be a one-row product (src/cuda/pdl.cuh)
     ROW_OF_WARP(row, lane, N);
     const size_t r0 = (size_t)(row * D);
     const float ss = warp_sum_(rms_row_sumsq(x, nullptr, nullptr, r0, D, lane, vec));
@@ -748,6 +751,7 @@ extern "C" int gdn2_cuda_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const
 __global__ void k_add_rmsnorm_fwd(int64_t N, int64_t D, const float *a, const bf16 *b, float *out,
                                   const float *__restrict__ w, float eps, bf16 *__restrict__ y,
                                   float *__restrict__ rstd, bool vec) {
+    pdl_trigger(); // the next kernel may be a one-row product (src/cuda/pdl.cuh)
     ROW_OF_WARP(row, lane, N);
     const size_t r0 = (size_t)(row * D);
     const float ss = warp_sum_(rms_row_sumsq(a, b, out, r0, D, lane, vec));
@@ -833,6 +837,7 @@ extern "C" int gdn2_cuda_rmsnorm_bwd(gdn2_cuda_nn *c, int64_t N, int64_t D, cons
 // gated: y = x r w silu(a),  r = 1 / sqrt(mean(x^2) + eps)
 __global__ void k_rmsnorm_swish_fwd(int64_t N, int64_t D, const bf16 *x, const bf16 *gate, const float *w, float eps,
                                     bf16 *y, bool vec) {
+    pdl_trigger(); // the next kernel may be a one-row product (src/cuda/pdl.cuh)
     ROW_OF_WARP(row, lane, N);
     const size_t r0 = (size_t)(row * D), lim = r0 + (size_t)D;
     float ss = 0.0f;

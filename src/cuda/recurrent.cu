@@ -16,6 +16,7 @@
 #include "common.cuh"
 #include "gdn2_cuda.h"
 #include "host.cuh"
+#include "pdl.cuh"
 
 #define RNT 256
 
@@ -70,6 +71,7 @@ __device__ __forceinline__ void st_state(__nv_bfloat16 *s, const float (&x)[8]) 
 // the bf16 pool's would spill there and keeps three.
 template <class Tin, int KP, class TS>
 __global__ __launch_bounds__(RNT, sizeof(TS) == 4 ? 4 : 3) void k_recurrent(RecParams p) {
+    pdl_trigger(); // the next kernel may be a one-row product (src/cuda/pdl.cuh)
     constexpr int CPT = 16 / (int)sizeof(TS), CG = 64 / CPT, RGW = 32 / CG, RG = RGW * RNT / 32, NR = KP / RG, RBV = CG * CPT;
     __shared__ float sq[KP], sk[KP], sbk[KP], sa[KP];
     __shared__ float red[RNT / 32][RBV];
