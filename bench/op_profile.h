@@ -111,8 +111,9 @@ W(download, (gdn2_backend *be, void *dst, const void *src, size_t bytes), (be, d
 W(dropout, (gdn2_backend *be, size_t n, void *x, int dt, float p, uint64_t seed), (be, n, x, dt, p, seed))
 W(conv_hist_update, (gdn2_backend *be, int64_t B, int64_t T, int64_t D, int64_t Wd, const void *x, float *hist,
                      size_t hs), (be, B, T, D, Wd, x, hist, hs))
-W(conv_step, (gdn2_backend *be, int64_t n, int64_t D, int64_t Wd, const void *x, float *hist, size_t hs,
-              const int32_t *slots, const float *w, void *y), (be, n, D, Wd, x, hist, hs, slots, w, y))
+W(conv_step, (gdn2_backend *be, int64_t n, int64_t D, int64_t Wd, int count, const void *x, size_t xs, float *hist,
+              size_t ps, size_t hs, const int32_t *slots, const float *w, size_t ws, void *y, size_t ys),
+  (be, n, D, Wd, count, x, xs, hist, ps, hs, slots, w, ws, y, ys))
 W(decode, (gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q, const void *k,
            const void *v, const float *g, const void *b, const void *w, float *pool, size_t ss, const int32_t *slots,
            void *o), (be, kernel, dm, op, q, k, v, g, b, w, pool, ss, slots, o))

@@ -844,28 +844,46 @@ static void t_attn(int64_t B, int64_t T, int64_t nh, int64_t ng, int64_t hs, int
 enum { DEC_NS = 5, DEC_N = 3 };
 static const int32_t k_dec_slots[DEC_N] = {3, 0, 4};
 
-static void run_conv_step(gdn2_backend *be, int64_t D, int64_t W, size_t hs, const float *x, const float *hist,
-                          const float *w, res *r) {
+/* count parts at strides: x and y parts D * DEC_N + 5 elements apart, caches hs * DEC_NS + 3 floats,
+ * weights D * W + 7 (the gaps keep their values). sep: one call per part */
+static void run_conv_step(gdn2_backend *be, int64_t D, int64_t W, size_t hs, int count, int sep, const float *x,
+                          const float *hist, const float *w, res *r) {
     arena A = {.be = be};
-    const size_t nh = DEC_NS * hs, n = (size_t)(DEC_N * D);
-    void *xd = put(&A, x, n, GDN2_DT_ACT), *y = put(&A, NULL, n, GDN2_DT_ACT);
-    float *hd = put(&A, hist, nh, GDN2_DT_F32), *wd = put(&A, w, (size_t)(D * W), GDN2_DT_F32);
+    const size_t n = (size_t)(DEC_N * D), xs = n + 5, ps = DEC_NS * hs + 3, wsz = (size_t)(D * W) + 7;
+    const size_t nx = xs * count, nh = ps * count, nw = wsz * count;
+    void *xd = put(&A, x, nx, GDN2_DT_ACT), *y = put(&A, x, nx, GDN2_DT_ACT);
+    float *hd = put(&A, hist, nh, GDN2_DT_F32), *wd = put(&A, w, nw, GDN2_DT_F32);
     const int32_t *sl = put_raw(&A, k_dec_slots, sizeof k_dec_slots);
-    if (!A.rc) note(&A, be->conv_step(be, DEC_N, D, W, xd, hd, hs, sl, wd, y));
-    res_add(r, "y", get(&A, y, n, GDN2_DT_ACT), n, 1e-2);
+    for (int p = 0; p < count && sep && !A.rc; p++)
+        note(&A, be->conv_step(be, DEC_N, D, W, 1, (char *)xd + gdn2_be_bytes(be, p * xs, GDN2_DT_ACT), 0, hd + p * ps, 0,
+                               hs, sl, wd + p * wsz, 0, (char *)y + gdn2_be_bytes(be, p * xs, GDN2_DT_ACT), 0));
+    if (!sep && !A.rc) note(&A, be->conv_step(be, DEC_N, D, W, count, xd, xs, hd, ps, hs, sl, wd, wsz, y, xs));
+    res_add(r, "y (and the gaps)", get(&A, y, nx, GDN2_DT_ACT), nx, 1e-2);
     res_add(r, "caches after", get(&A, hd, nh, GDN2_DT_F32), nh, 0);
     finish(&A, r);
 }
 
-static void t_conv_step(int64_t D, int64_t W) {
-    const size_t hs = (size_t)((W - 1) * D + 17);
-    float *x = randn((size_t)(DEC_N * D), 1.0), *hist = randn(DEC_NS * hs, 1.0), *w = randn((size_t)(D * W), 0.5);
-    res c = {0}, g = {0};
-    BOTH(run_conv_step(&CPU, D, W, hs, x, hist, w, &c), run_conv_step(&GPU, D, W, hs, x, hist, w, &g));
+static void t_conv_step(int64_t D, int64_t W, int count) {
+    const size_t hs = (size_t)((W - 1) * D + 17), n = (size_t)(DEC_N * D);
+    const size_t nx = (n + 5) * count, nh = (DEC_NS * hs + 3) * count, nw = ((size_t)(D * W) + 7) * count;
+    float *x = randn(nx, 1.0), *hist = randn(nh, 1.0), *w = randn(nw, 0.5);
+    res c = {0}, g = {0}, cs = {0}, gs = {0};
+    BOTH(run_conv_step(&CPU, D, W, hs, count, 0, x, hist, w, &c), run_conv_step(&GPU, D, W, hs, count, 0, x, hist, w, &g));
     char op[96];
-    snprintf(op, sizeof op, "conv_step n=%d of %d slots D=%lld W=%lld", DEC_N, DEC_NS, (long long)D, (long long)W);
+    snprintf(op, sizeof op, "conv_step n=%d of %d slots D=%lld W=%lld count=%d", DEC_N, DEC_NS, (long long)D,
+             (long long)W, count);
     compare(op, &c, &g);
-    res_free(&c), res_free(&g);
+    if (count > 1) { /* one call of count parts == count calls of one part, bit for bit */
+        run_conv_step(&CPU, D, W, hs, count, 1, x, hist, w, &cs);
+        CHECK(res_same(&c, &cs), "%s: cpu: the same bits as one call per part", op);
+        if (have_gpu) {
+            run_conv_step(&GPU, D, W, hs, count, 1, x, hist, w, &gs);
+            CHECK(res_same(&g, &gs), "%s: cuda: the same bits as one call per part", op);
+        } else {
+            SKIP_NO_GPU("%s: cuda against one call per part", op);
+        }
+    }
+    res_free(&c), res_free(&g), res_free(&cs), res_free(&gs);
     free(x), free(hist), free(w);
 }
 
@@ -1036,8 +1054,10 @@ int main(void) {
     t_gdn2(1, 130, 2, 2, 128, 128);
     t_attn(2, 50, 4, 2, 64, 0);
     t_attn(1, 70, 4, 4, 128, 16);
-    t_conv_step(200, 4);
-    t_conv_step(72, 2);
+    t_conv_step(200, 4, 1);
+    t_conv_step(72, 2, 1);
+    t_conv_step(2048, 4, 3); /* the decode step's q, k, v in one call */
+    t_conv_step(40, 1, 2);   /* W = 1: no cache */
     t_decode(2, 4, 64, 64);
     t_decode(1, 2, 128, 128);
     {

@@ -202,9 +202,12 @@ struct gdn2_backend {
      *
      * conv_step: the short conv for one token: with hist_i = hist + slots[i]*hist_stride ([W-1,D]
      * fp32, oldest row first), y[i] = silu(conv_W(hist_i ++ x[i])) (as conv_silu_fwd with T = 1),
-     * then hist_i <- the last W-1 rows of (hist_i ++ x[i]) (as conv_hist_update). x, y ACT [n,D]. */
-    int (*conv_step)(gdn2_backend *be, int64_t n, int64_t D, int64_t W, const void *x, float *hist,
-                     size_t hist_stride, const int32_t *slots, const float *w, void *y);
+     * then hist_i <- the last W-1 rows of (hist_i ++ x[i]) (as conv_hist_update). x, y ACT [n,D].
+     * count parts in one call (the decode step's q, k and v): part p on x + p*xs, y + p*ys (ACT
+     * elements), hist + p*hs and w + p*ws (floats); the same results as count calls of one part. */
+    int (*conv_step)(gdn2_backend *be, int64_t n, int64_t D, int64_t W, int count, const void *x, size_t xs,
+                     float *hist, size_t hs, size_t hist_stride, const int32_t *slots, const float *w, size_t ws,
+                     void *y, size_t ys);
     /* decode: one token of the GDN-2 recurrence (the semantics of gdn2_decode_step) for n = dm->B
      * sequences (dm->T = 1): sequence i's state pool + slots[i]*slot_stride ([HV,K,V] fp32, slot_stride
      * in floats) is read and updated in place. q, k, b [n,H,K], v, w, o [n,HV,V] ACT; g fp32; opts as

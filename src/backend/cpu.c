@@ -259,14 +259,19 @@ static size_t cpu_gdn2_reserve_bytes(const gdn2_backend *be, int kernel, const g
 }
 
 /* ---- decoding ---------------------------------------------------------------------------- */
-/* per sequence: the conv of the forward (T = 1) from its cache, then the cache moves on */
-static int cpu_conv_step(gdn2_backend *be, int64_t n, int64_t D, int64_t W, const void *x, float *hist,
-                         size_t hist_stride, const int32_t *slots, const float *w, void *y) {
-    for (int64_t i = 0; i < n; i++) {
-        float *h = hist + (size_t)(slots ? slots[i] : i) * hist_stride;
-        int rc = gdn2_conv_silu_fwd(1, 1, D, W, CF(x) + i * D, h, hist_stride, w, F(y) + i * D, NT(be));
-        if (rc) return rc;
-        gdn2_conv_hist_update(1, 1, D, W, CF(x) + i * D, h, hist_stride);
+/* per part and sequence: the conv of the forward (T = 1) from its cache, then the cache moves on */
+static int cpu_conv_step(gdn2_backend *be, int64_t n, int64_t D, int64_t W, int count, const void *x, size_t xs,
+                         float *hist, size_t hs, size_t hist_stride, const int32_t *slots, const float *w, size_t ws,
+                         void *y, size_t ys) {
+    for (int p = 0; p < count; p++) {
+        const float *xp = CF(x) + p * xs, *wp = w + p * ws;
+        float *yp = F(y) + p * ys;
+        for (int64_t i = 0; i < n; i++) {
+            float *h = hist + p * hs + (size_t)(slots ? slots[i] : i) * hist_stride;
+            int rc = gdn2_conv_silu_fwd(1, 1, D, W, xp + i * D, h, hist_stride, wp, yp + i * D, NT(be));
+            if (rc) return rc;
+            gdn2_conv_hist_update(1, 1, D, W, xp + i * D, h, hist_stride);
+        }
     }
     return GDN2_OK;
 }

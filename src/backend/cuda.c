@@ -231,9 +231,10 @@ static int cu_attn_bwd(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t B, int6
 }
 
 /* ---- decoding (src/cuda/decode_nn.h, gdn2_cuda_recurrent_fwd) ------------------------------- */
-static int cu_conv_step(gdn2_backend *be, int64_t n, int64_t D, int64_t W, const void *x, float *hist,
-                        size_t hist_stride, const int32_t *slots, const float *w, void *y) {
-    return gdn2_cuda_conv_step(n, D, W, x, hist, hist_stride, slots, w, y, STREAM(be));
+static int cu_conv_step(gdn2_backend *be, int64_t n, int64_t D, int64_t W, int count, const void *x, size_t xs,
+                        float *hist, size_t hs, size_t hist_stride, const int32_t *slots, const float *w, size_t ws,
+                        void *y, size_t ys) {
+    return gdn2_cuda_conv_step(n, D, W, count, x, xs, hist, hs, hist_stride, slots, w, ws, y, ys, STREAM(be));
 }
 /* the token-serial kernel on the state pool (either kernel choice: the float64 reference is CPU only,
  * and the decode step has one CUDA kernel) */

@@ -35,9 +35,12 @@ unsigned blocks_for(int64_t n) {
 }
 
 // ---- conv step ----------------------------------------------------------------------------------
-__global__ void k_conv_step(int64_t n, int64_t D, int W, const bf16 *__restrict__ x, float *hist, size_t hs,
-                            const int32_t *__restrict__ slots, const float *__restrict__ w, bf16 *__restrict__ y) {
+// part blockIdx.y: x + part*xs, hist + part*ps, w + part*ws, y + part*ys
+__global__ void k_conv_step(int64_t n, int64_t D, int W, const bf16 *__restrict__ x, size_t xs, float *hist, size_t ps,
+                            size_t hs, const int32_t *__restrict__ slots, const float *__restrict__ w, size_t ws,
+                            bf16 *__restrict__ y, size_t ys) {
     pdl_trigger(); // the next kernel may be a one-row product (src/cuda/pdl.cuh)
+    x += blockIdx.y * xs, hist += blockIdx.y * ps, w += blockIdx.y * ws, y += blockIdx.y * ys;
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n * D; e += (int64_t)gridDim.x * blockDim.x) {
         const int64_t i = e / D, ch = e % D;
         float *h = hist + (size_t)(slots ? slots[i] : i) * hs + ch;
@@ -175,17 +178,19 @@ __global__ void __launch_bounds__(AS_WARPS * 32) k_attn_step(StepParams p) {
 
 } // namespace
 
-extern "C" int gdn2_cuda_conv_step(int64_t n, int64_t D, int64_t W, const void *x, float *hist, size_t hist_stride,
-                                   const int32_t *slots, const float *w, void *y, void *stream) {
+extern "C" int gdn2_cuda_conv_step(int64_t n, int64_t D, int64_t W, int count, const void *x, size_t xs, float *hist,
+                                   size_t hs, size_t hist_stride, const int32_t *slots, const float *w, size_t ws, void *y,
+                                   size_t ys, void *stream) {
     const char *fn = "gdn2_cuda_conv_step";
-    if (n < 0 || D < 0 || W < 1 || W > 64)
-        return gdn2_error(GDN2_ERR_ARG, "%s: n=%lld D=%lld W=%lld (need n, D >= 0 and 1 <= W <= 64)", fn, (long long)n,
-                          (long long)D, (long long)W);
-    if (n == 0 || D == 0) return GDN2_OK;
+    if (n < 0 || D < 0 || W < 1 || W > 64 || count < 0 || count > 65535)
+        return gdn2_error(GDN2_ERR_ARG, "%s: n=%lld D=%lld W=%lld count=%d (need n, D >= 0, 1 <= W <= 64, 0 <= count <= 65535)",
+                          fn, (long long)n, (long long)D, (long long)W, count);
+    if (n == 0 || D == 0 || count == 0) return GDN2_OK;
     if (!x || !w || !y || (W > 1 && !hist))
         return gdn2_error(GDN2_ERR_ARG, "%s: %s is NULL", fn, !x ? "x" : !w ? "w" : !y ? "y" : "hist");
-    k_conv_step<<<blocks_for(n * D), CS_BS, 0, (cudaStream_t)stream>>>(n, D, (int)W, (const bf16 *)x, hist,
-                                                                         hist_stride, slots, w, (bf16 *)y);
+    const dim3 grid(blocks_for(n * D), (unsigned)count);
+    k_conv_step<<<grid, CS_BS, 0, (cudaStream_t)stream>>>(n, D, (int)W, (const bf16 *)x, xs, hist, hs, hist_stride,
+                                                          slots, w, ws, (bf16 *)y, ys);
     return launch_status(fn);
 }
 

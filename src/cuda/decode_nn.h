@@ -21,9 +21,11 @@ extern "C" {
 /* n sequences, one token each: with h_i = hist + slots[i]*hist_stride ([W-1,D] fp32, oldest row
  * first; slots int32 [n] device or NULL = i), y[i] = silu(sum_{k<W} w[ch*W+k] xe_k) where xe is
  * (h_i ++ x[i]) (k increasing, as the training kernel), then h_i <- its last W-1 rows.
- * x, y bf16 [n,D]; w fp32 [D,W]. One thread per (sequence, channel). */
-int gdn2_cuda_conv_step(int64_t n, int64_t D, int64_t W, const void *x, float *hist, size_t hist_stride,
-                        const int32_t *slots, const float *w, void *y, void *stream);
+ * x, y bf16 [n,D]; w fp32 [D,W]. One thread per (sequence, channel). count parts in one launch: part p
+ * on x + p*xs, y + p*ys (bf16 elements), hist + p*hs, w + p*ws (floats). */
+int gdn2_cuda_conv_step(int64_t n, int64_t D, int64_t W, int count, const void *x, size_t xs, float *hist, size_t hs,
+                        size_t hist_stride, const int32_t *slots, const float *w, size_t ws, void *y, size_t ys,
+                        void *stream);
 
 /* One query per sequence against its cache (backend.h attn_step): s->B = n sequences (s->T is
  * ignored), qkv bf16 [n,(nh+2ng)hs], pos int64 [n] and slots int32 [n] (or NULL = i) on the device;

@@ -397,9 +397,18 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
     const float *hq = states ? states + st_conv_q(c) : NULL, *hk = states ? states + st_conv_k(c) : NULL;
     const float *hv = states ? states + st_conv_v(c) : NULL;
     if (decode) { /* one token per sequence from its slot's conv caches, which move on (T = 1) */
-        LTRY(be->conv_step(be, N, Dk, W, qp, states + st_conv_q(c), SS, slots, PP(&lp, P_QC), q));
-        LTRY(be->conv_step(be, N, Dk, W, kp, states + st_conv_k(c), SS, slots, PP(&lp, P_KC), k));
-        LTRY(be->conv_step(be, N, Dv, W, vp, states + st_conv_v(c), SS, slots, PP(&lp, P_VC), v));
+        /* the three in one call when inputs, caches, weights and outputs are evenly spaced (Dk = Dv:
+         * the caches are [3][W-1][Dk] per slot; two launches fewer per layer and step) */
+        const size_t hs = st_conv_k(c) - st_conv_q(c), ws = (size_t)(Dk * W);
+        if (Dk == Dv && st_conv_v(c) - st_conv_k(c) == hs && even_stride(&lp, be, P_QC, P_KC, P_VC, L.qp, L.kp, L.vp) &&
+            lp.off[P_KC] - lp.off[P_QC] == ws && L.k - L.q == L.kp - L.qp && L.v - L.k == L.kp - L.qp) {
+            const size_t xs = (L.kp - L.qp) / be->act_bytes;
+            LTRY(be->conv_step(be, N, Dk, W, 3, qp, xs, states + st_conv_q(c), hs, SS, slots, PP(&lp, P_QC), ws, q, xs));
+        } else {
+            LTRY(be->conv_step(be, N, Dk, W, 1, qp, 0, states + st_conv_q(c), 0, SS, slots, PP(&lp, P_QC), 0, q, 0));
+            LTRY(be->conv_step(be, N, Dk, W, 1, kp, 0, states + st_conv_k(c), 0, SS, slots, PP(&lp, P_KC), 0, k, 0));
+            LTRY(be->conv_step(be, N, Dv, W, 1, vp, 0, states + st_conv_v(c), 0, SS, slots, PP(&lp, P_VC), 0, v, 0));
+        }
     } else {
         LTRY(be->conv_silu_fwd(be, B, T, Dk, W, qp, hq, SS, PP(&lp, P_QC), q));
         LTRY(be->conv_silu_fwd(be, B, T, Dk, W, kp, hk, SS, PP(&lp, P_KC), k));
