@@ -44,7 +44,7 @@ static gdn2_backend g_orig;
 W(linear_fwd, (gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *Wt, const float *bias,
                void *Y, int ydt, int acc), (be, N, in, out, X, Wt, bias, Y, ydt, acc))
 W(linear_fwd_batch, (gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *Wt, size_t ws,
-                     void *Y, size_t ys, int count), (be, N, in, out, X, Wt, ws, Y, ys, count))
+                     void *Y, size_t ys, int count, int act), (be, N, in, out, X, Wt, ws, Y, ys, count, act))
 W(linear_bwd, (gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *Wt, const void *dY,
                void *dX, int acc, float *dW, float *db), (be, N, in, out, X, Wt, dY, dX, acc, dW, db))
 W(gdn2_fwd, (gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q, const void *k,

@@ -577,41 +577,53 @@ static void t_lin(int64_t N, int64_t in, int64_t out, int with_bias, int ydt, in
 }
 
 /* count products with one input (the decode step's q/k/v): weights and outputs `wgap` / `ygap`
- * elements apart beyond their size; the gaps of Y keep their values. sep: linear_fwd per product */
+ * elements apart beyond their size; the gaps of Y keep their values. act: GDN2_BE_SIGMOID on each
+ * product (the b/w gates). sep 0: one linear_fwd_batch; 1: linear_fwd (then sigmoid) per product;
+ * 2: linear_fwd_batch without act, then the sigmoid op per product */
 static void run_linb(gdn2_backend *be, int64_t N, int64_t in, int64_t out, int count, size_t wgap, size_t ygap,
-                     const float *X, const float *W, const float *Y0, int sep, res *r) {
+                     const float *X, const float *W, const float *Y0, int act, int sep, res *r) {
     arena A = {.be = be};
     const size_t nx = (size_t)(N * in), ws = (size_t)(out * in) + wgap, ys = (size_t)(N * out) + ygap;
     void *Xd = put(&A, X, nx, GDN2_DT_ACT), *Wd = put(&A, W, ws * count, GDN2_DT_ACT), *Yd = put(&A, Y0, ys * count, GDN2_DT_ACT);
-    for (int i = 0; i < count && sep && !A.rc; i++)
-        note(&A, be->linear_fwd(be, N, in, out, Xd, (char *)Wd + gdn2_be_bytes(be, i * ws, GDN2_DT_ACT), NULL,
-                                (char *)Yd + gdn2_be_bytes(be, i * ys, GDN2_DT_ACT), GDN2_DT_ACT, 0));
-    if (!sep && !A.rc) note(&A, be->linear_fwd_batch(be, N, in, out, Xd, Wd, ws, Yd, ys, count));
+    if (!A.rc && sep != 1) note(&A, be->linear_fwd_batch(be, N, in, out, Xd, Wd, ws, Yd, ys, count, sep ? GDN2_BE_NO_ACT : act));
+    for (int i = 0; i < count && sep && !A.rc; i++) {
+        void *Yi = (char *)Yd + gdn2_be_bytes(be, i * ys, GDN2_DT_ACT);
+        if (sep == 1)
+            note(&A, be->linear_fwd(be, N, in, out, Xd, (char *)Wd + gdn2_be_bytes(be, i * ws, GDN2_DT_ACT), NULL, Yi,
+                                    GDN2_DT_ACT, 0));
+        if (act == GDN2_BE_SIGMOID && !A.rc) note(&A, be->sigmoid(be, (size_t)(N * out), Yi));
+    }
     res_add(r, "Y (and the gaps)", get(&A, Yd, ys * count, GDN2_DT_ACT), ys * count, 1e-2);
     finish(&A, r);
 }
 
-static void t_linb(int64_t N, int64_t in, int64_t out, int count, size_t wgap, size_t ygap) {
+static void t_linb(int64_t N, int64_t in, int64_t out, int count, size_t wgap, size_t ygap, int act) {
     const size_t ws = (size_t)(out * in) + wgap, ys = (size_t)(N * out) + ygap;
     float *X = randn((size_t)(N * in), 1.0), *W = randn(ws * count, 0.05), *Y0 = randn(ys * count, 1.0);
-    res c = {0}, cs = {0}, g = {0}, g2 = {0}, gs = {0};
+    res c = {0}, cs = {0}, g = {0}, g2 = {0}, gs = {0}, gu = {0};
     char op[128];
-    snprintf(op, sizeof op, "linear_fwd_batch N=%lld in=%lld out=%lld count=%d gaps %zu/%zu", (long long)N, (long long)in,
-             (long long)out, count, wgap, ygap);
-    BOTH(run_linb(&CPU, N, in, out, count, wgap, ygap, X, W, Y0, 0, &c),
-         run_linb(&GPU, N, in, out, count, wgap, ygap, X, W, Y0, 0, &g));
+    snprintf(op, sizeof op, "linear_fwd_batch N=%lld in=%lld out=%lld count=%d gaps %zu/%zu%s", (long long)N,
+             (long long)in, (long long)out, count, wgap, ygap, act == GDN2_BE_SIGMOID ? " sigmoid" : "");
+    BOTH(run_linb(&CPU, N, in, out, count, wgap, ygap, X, W, Y0, act, 0, &c),
+         run_linb(&GPU, N, in, out, count, wgap, ygap, X, W, Y0, act, 0, &g));
     compare(op, &c, &g);
-    run_linb(&CPU, N, in, out, count, wgap, ygap, X, W, Y0, 1, &cs);
-    CHECK(res_same(&c, &cs), "%s: cpu: the same bits as linear_fwd per product", op);
+    run_linb(&CPU, N, in, out, count, wgap, ygap, X, W, Y0, act, 1, &cs);
+    CHECK(res_same(&c, &cs), "%s: cpu: the same bits as linear_fwd (and sigmoid) per product", op);
     if (have_gpu) {
-        run_linb(&GPU, N, in, out, count, wgap, ygap, X, W, Y0, 0, &g2);
-        run_linb(&GPU, N, in, out, count, wgap, ygap, X, W, Y0, 1, &gs);
+        run_linb(&GPU, N, in, out, count, wgap, ygap, X, W, Y0, act, 0, &g2);
+        run_linb(&GPU, N, in, out, count, wgap, ygap, X, W, Y0, act, 1, &gs);
         /* the batched product against cuda's own linear_fwd per product (another algorithm: bf16 bar) */
         const double e = gs.rc || g.rc ? 1.0 : rel_rmse_f32(g.v[0], gs.v[0], gs.len[0]);
         CHECK(e <= 1e-2, "%s: cuda batched vs cuda linear_fwd per product: rel RMSE %.3g (bar 1e-2)", op, e);
+        if (act == GDN2_BE_SIGMOID) { /* the sigmoid in the product's store == the sigmoid op after it */
+            run_linb(&GPU, N, in, out, count, wgap, ygap, X, W, Y0, act, 2, &gu);
+            CHECK(res_same(&g, &gu), "%s: cuda: the same bits as the product, then the sigmoid op", op);
+        }
+    } else if (act == GDN2_BE_SIGMOID) {
+        SKIP_NO_GPU("%s: cuda against the product, then the sigmoid op", op);
     }
     same_bits(op, &g, &g2);
-    res_free(&c), res_free(&cs), res_free(&g), res_free(&g2), res_free(&gs);
+    res_free(&c), res_free(&cs), res_free(&g), res_free(&g2), res_free(&gs), res_free(&gu);
     free(X), free(W), free(Y0);
 }
 
@@ -1042,10 +1054,14 @@ int main(void) {
     t_lin(1, 256, 333, 1, GDN2_DT_ACT, 1);
     t_lin(1, 6208, 50, 0, GDN2_DT_F32, 0); /* a partial last round of loads */
     t_lin(3, 520, 129, 0, GDN2_DT_ACT, 0);
-    t_linb(1, 2304, 2304, 3, 0, 0);     /* the decode step's q, k, v at batch 1 */
+    t_linb(1, 2304, 2304, 3, 0, 0, 0);  /* the decode step's q, k, v at batch 1 */
     t_chain(1024, 6);
-    t_linb(1, 128, 2304, 2, 8, 3);      /* low-rank outputs, odd output gaps */
-    t_linb(16, 256, 192, 2, 64, 128);   /* b, w with gaps between the weights and the outputs */
+    t_linb(1, 128, 2304, 2, 8, 3, 0);   /* low-rank outputs, odd output gaps */
+    t_linb(1, 2304, 2048, 2, 0, 0, GDN2_BE_SIGMOID);   /* b, w at batch 1: the sigmoid in the product */
+    t_linb(1, 256, 192, 2, 64, 130, GDN2_BE_SIGMOID);  /* ... with gaps */
+    t_linb(16, 256, 192, 2, 0, 0, GDN2_BE_SIGMOID);    /* N > 1: the product, then one sigmoid launch */
+    t_linb(16, 256, 192, 2, 64, 128, GDN2_BE_SIGMOID); /* ... per product (gaps) */
+    t_linb(16, 256, 192, 2, 64, 128, 0); /* b, w with gaps between the weights and the outputs */
     t_xent(13, 1003);
     t_xent(4, 50304);
     t_sumsq(100003);

@@ -63,6 +63,9 @@ typedef struct {
     float bc2_sqrt;  /* sqrt(1 - beta2^t)                                   */
 } gdn2_adamw_hyper;
 
+/* the activation a product may apply as it writes its output (linear_fwd_batch's act) */
+enum { GDN2_BE_NO_ACT = 0, GDN2_BE_SIGMOID = 1 };
+
 typedef struct gdn2_backend gdn2_backend;
 struct gdn2_backend {
     const char *name;  /* "cpu" or "cuda"                                   */
@@ -94,9 +97,11 @@ struct gdn2_backend {
                       const float *bias, void *Y, int ydt, int accumulate);
     /* count products with one input: Y_i[N,out] (ACT) = X[N,in] W_i[out,in]^T for i < count, W_i = W +
      * i*wstride and Y_i = Y + i*ystride (elements, ACT): the decode step's q/k/v and b/w projections
-     * in one launch (CUDA: one strided-batched cuBLASLt product; CPU: linear_fwd per product). */
+     * in one launch (CUDA: one strided-batched cuBLASLt product; CPU: linear_fwd per product).
+     * act GDN2_BE_SIGMOID: then Y_i = sigmoid(Y_i), the same values as the sigmoid op after it (the
+     * b/w gates; at one row the CUDA product applies it as it writes Y: one launch fewer). */
     int (*linear_fwd_batch)(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
-                            size_t wstride, void *Y, size_t ystride, int count);
+                            size_t wstride, void *Y, size_t ystride, int count, int act);
     /* dX[N,in] (ACT) = (accumulate ? dX : 0) + dY W;  dW[out,in] (fp32) += dY^T X;
      * dbias[out] (fp32) += sum_n dY.  dY: ACT. dX, dW, dbias may each be NULL (not wanted). */
     int (*linear_bwd)(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,

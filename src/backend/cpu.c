@@ -38,10 +38,12 @@ static int cpu_cast(gdn2_backend *be, size_t n, const void *x, int xdt, void *y,
 
 /* through be->linear_fwd: a caller's replacement (the decode step's per-row products) applies too */
 static int cpu_linear_fwd_batch(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
-                                size_t wstride, void *Y, size_t ystride, int count) {
+                                size_t wstride, void *Y, size_t ystride, int count, int act) {
     int rc = GDN2_OK;
-    for (int i = 0; i < count && !rc; i++)
+    for (int i = 0; i < count && !rc; i++) {
         rc = be->linear_fwd(be, N, in, out, X, CF(W) + i * wstride, NULL, F(Y) + i * ystride, GDN2_DT_ACT, 0);
+        if (!rc && act == GDN2_BE_SIGMOID) rc = be->sigmoid(be, (size_t)(N * out), F(Y) + i * ystride);
+    }
     return rc;
 }
 static int cpu_linear_fwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,

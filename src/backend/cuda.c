@@ -52,8 +52,8 @@ static int cu_cast(gdn2_backend *be, size_t n, const void *x, int xdt, void *y, 
 
 /* ---- matrix products ----------------------------------------------------------------------- */
 static int cu_linear_fwd_batch(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
-                               size_t wstride, void *Y, size_t ystride, int count) {
-    return gdn2_cuda_linear_fwd_batch(NN(be), N, in, out, X, W, wstride, Y, ystride, count);
+                               size_t wstride, void *Y, size_t ystride, int count, int act) {
+    return gdn2_cuda_linear_fwd_batch(NN(be), N, in, out, X, W, wstride, Y, ystride, count, act == GDN2_BE_SIGMOID);
 }
 static int cu_linear_fwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
                          const float *bias, void *Y, int ydt, int accumulate) {

@@ -224,7 +224,7 @@ extern "C" int gdn2_cuda_linear_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int6
     if (N <= 0 || out <= 0) return GDN2_OK;
     int rc;
     if (in > 0 && gemv_fits(N, in, X, W, 0)) { // one row (the batch-1 decode step): src/cuda/gemv.cuh
-        const cudaError_t e = gemv_launch(N, in, out, X, W, 0, bias, Y, 0, ydt == GDN2_CUDA_BF16, accumulate, 1,
+        const cudaError_t e = gemv_launch(N, in, out, X, W, 0, bias, Y, 0, ydt == GDN2_CUDA_BF16, accumulate, 0, 1,
                                           gemv_pdl(), c->stream);
         return e != cudaSuccess ? gdn2_error(GDN2_ERR_DEVICE, "%s: kernel launch failed: %s", fn, cudaGetErrorString(e))
                                 : gdn2_cuda_launch_check(fn);
@@ -243,17 +243,22 @@ extern "C" int gdn2_cuda_linear_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int6
 
 // Y_i = X W_i^T, i < count: op TN as linear_fwd, A (W) and C (Y) strided, B (X) shared
 extern "C" int gdn2_cuda_linear_fwd_batch(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,
-                                          const void *W, size_t wstride, void *Y, size_t ystride, int count) {
+                                          const void *W, size_t wstride, void *Y, size_t ystride, int count, int sigmoid) {
     const char *fn = "cuda linear_fwd_batch";
     if (count < 1 || N <= 0 || out <= 0) return GDN2_OK;
     if (in <= 0) return gdn2_error(GDN2_ERR_ARG, "%s: in=%lld", fn, (long long)in);
     if (gemv_fits(N, in, X, W, wstride) && count <= 65535) {
-        const cudaError_t e = gemv_launch(N, in, out, X, W, wstride, NULL, Y, ystride, 1, 0, count, gemv_pdl(), c->stream);
+        const cudaError_t e =
+            gemv_launch(N, in, out, X, W, wstride, NULL, Y, ystride, 1, 0, sigmoid, count, gemv_pdl(), c->stream);
         return e != cudaSuccess ? gdn2_error(GDN2_ERR_DEVICE, "%s: kernel launch failed: %s", fn, cudaGetErrorString(e))
                                 : gdn2_cuda_launch_check(fn);
     }
-    return lt_matmul_b(c, fn, CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, W, in, X, in, Y, CUDA_R_16BF, out, 0.0f, count,
-                       (int64_t)wstride, (int64_t)ystride);
+    int rc = lt_matmul_b(c, fn, CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, W, in, X, in, Y, CUDA_R_16BF, out, 0.0f, count,
+                         (int64_t)wstride, (int64_t)ystride);
+    if (sigmoid && ystride == (size_t)(N * out)) return rc ? rc : gdn2_cuda_sigmoid((size_t)(count * N * out), Y, c->stream);
+    for (int i = 0; i < count && sigmoid && !rc; i++)
+        rc = gdn2_cuda_sigmoid((size_t)(N * out), (bf16 *)Y + i * ystride, c->stream);
+    return rc;
 }
 
 extern "C" int gdn2_cuda_linear_bwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,

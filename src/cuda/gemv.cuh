@@ -23,6 +23,7 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include "../util/act.h"
 #include "pdl.cuh"
 
 #define GEMV_MAX_N 1 // the rows the library sends here (the kernel takes up to 8)
@@ -46,7 +47,7 @@ static __device__ __forceinline__ float gemv_dot8(uint4 w, uint4 x, float acc) {
 template <int NB>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(int N, int64_t in, int64_t out, const __nv_bfloat16 *X,
                                                              const __nv_bfloat16 *W, size_t wstride, const float *bias,
-                                                             void *Y, size_t ystride, int ybf16, int acc_y) {
+                                                             void *Y, size_t ystride, int ybf16, int acc_y, int sig) {
     pdl_trigger();
     const int lane = threadIdx.x & 31;
     const int64_t j0 = ((int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * GEMV_ROWS;
@@ -117,12 +118,15 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(int N, int64_t in
         for (int r = 1; r < GEMV_ROWS; r++)
             if (lane == r) s = acc[n][r];
         const size_t yi = blockIdx.y * ystride + (size_t)n * out + j;
-        if (ybf16) {
+        if (ybf16) { // sig: the sigmoid op on the stored value (nn.cu k_sigmoid: read bf16, round again)
             __nv_bfloat16 *y = (__nv_bfloat16 *)Y;
-            y[yi] = __float2bfloat16_rn((acc_y ? __bfloat162float(y[yi]) : 0.0f) + bj + s);
+            __nv_bfloat16 v = __float2bfloat16_rn((acc_y ? __bfloat162float(y[yi]) : 0.0f) + bj + s);
+            if (sig) v = __float2bfloat16_rn(gdn2_sigmoid_f32(__bfloat162float(v)));
+            y[yi] = v;
         } else {
             float *y = (float *)Y;
-            y[yi] = (acc_y ? y[yi] : 0.0f) + bj + s;
+            const float v = (acc_y ? y[yi] : 0.0f) + bj + s;
+            y[yi] = sig ? gdn2_sigmoid_f32(v) : v;
         }
     }
 }
@@ -134,11 +138,11 @@ static inline int gemv_fits(int64_t N, int64_t in, const void *X, const void *W,
 }
 
 // the launch: NB the smallest of 1, 2, 4, 8 that holds N (the sums do not depend on it)
-// pdl: launch as a programmatic dependent of the kernel ahead (src/cuda/pdl.cuh; the same results).
-// Returns the launch's error.
+// sig: Y = sigmoid(Y) as it is stored; pdl: launch as a programmatic dependent of the kernel ahead
+// (src/cuda/pdl.cuh; the same results). Returns the launch's error.
 static inline cudaError_t gemv_launch(int64_t N, int64_t in, int64_t out, const void *X, const void *W, size_t wstride,
-                                      const float *bias, void *Y, size_t ystride, int ybf16, int acc_y, int count,
-                                      int pdl, cudaStream_t st) {
+                                      const float *bias, void *Y, size_t ystride, int ybf16, int acc_y, int sig,
+                                      int count, int pdl, cudaStream_t st) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)((out + GEMV_WARPS * GEMV_ROWS - 1) / (GEMV_WARPS * GEMV_ROWS)), (unsigned)count);
     cfg.blockDim = dim3(GEMV_WARPS * 32);
@@ -149,7 +153,8 @@ static inline cudaError_t gemv_launch(int64_t N, int64_t in, int64_t out, const 
     cfg.attrs = at;
     cfg.numAttrs = 1;
     const __nv_bfloat16 *x = (const __nv_bfloat16 *)X, *w = (const __nv_bfloat16 *)W;
-#define GEMV_GO(nb) cudaLaunchKernelEx(&cfg, k_gemv_bf16<nb>, (int)N, in, out, x, w, wstride, bias, Y, ystride, ybf16, acc_y)
+#define GEMV_GO(nb) \
+    cudaLaunchKernelEx(&cfg, k_gemv_bf16<nb>, (int)N, in, out, x, w, wstride, bias, Y, ystride, ybf16, acc_y, sig)
     if (N == 1) return GEMV_GO(1);
     if (N == 2) return GEMV_GO(2);
     if (N <= 4) return GEMV_GO(4);

@@ -80,9 +80,11 @@ void *gdn2_cuda_nn_workspace(gdn2_cuda_nn *c, size_t bytes, const char *what);
 int gdn2_cuda_linear_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
                          const float *bias, void *Y, int ydt, int accumulate);
 /* count products Y_i = X W_i^T (bf16 out), W_i = W + i*wstride, Y_i = Y + i*ystride (elements): one
- * strided-batched cuBLASLt call (X read by every product: stride 0) */
+ * strided-batched cuBLASLt call (X read by every product: stride 0), or at one row the matrix-vector
+ * kernel. sigmoid: then Y_i = sigmoid(Y_i) with gdn2_cuda_sigmoid's bits (at one row in the product's
+ * store, else gdn2_cuda_sigmoid after it) */
 int gdn2_cuda_linear_fwd_batch(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
-                               size_t wstride, void *Y, size_t ystride, int count);
+                               size_t wstride, void *Y, size_t ystride, int count, int sigmoid);
 /* dX[N,in] (bf16) = (accumulate ? dX : 0) + dY W;  dW[out,in] (fp32) += dY^T X;  dbias (fp32) += sum_n dY;
  * X, W, dY bf16; dX, dW, dbias may each be NULL */
 int gdn2_cuda_linear_bwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X, const void *W,

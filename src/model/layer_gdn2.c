@@ -387,7 +387,7 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
      * ~10 us each on the H100 against ~14 us for the three, bench/results/h100-keep) */
     if (decode && Dk == Dv && even_stride(&lp, be, P_Q, P_K, P_V, L.qp, L.kp, L.vp)) {
         LTRY(be->linear_fwd_batch(be, N, d, Dk, x, PA(&lp, P_Q), lp.off[P_K] - lp.off[P_Q], qp,
-                                  (L.kp - L.qp) / be->act_bytes, 3));
+                                  (L.kp - L.qp) / be->act_bytes, 3, GDN2_BE_NO_ACT));
     } else {
         LTRY(be->linear_fwd(be, N, d, Dk, x, PA(&lp, P_Q), NULL, qp, GDN2_DT_ACT, 0));
         LTRY(be->linear_fwd(be, N, d, Dk, x, PA(&lp, P_K), NULL, kp, GDN2_DT_ACT, 0));
@@ -421,26 +421,27 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
     } else {
         /* the decode step: the output gate's low-rank input g1 = x Wg0ᵀ in the same batched product */
         if (g1_early) LTRY(be->linear_fwd_batch(be, N, d, R, x, PA(&lp, P_F0), lp.off[P_G0] - lp.off[P_F0], f1,
-                                                 (L.g1 - L.f1) / be->act_bytes, 2));
+                                                 (L.g1 - L.f1) / be->act_bytes, 2, GDN2_BE_NO_ACT));
         else LTRY(be->linear_fwd(be, N, d, R, x, PA(&lp, P_F0), NULL, f1, GDN2_DT_ACT, 0));
         LTRY(be->linear_fwd(be, N, R, Dk, f1, PA(&lp, P_F1), NULL, f, GDN2_DT_ACT, 0));
     }
     /* erase/write gates: sb = σ(x Wbᵀ) ([N,Dk] or β [N,H]); sw = σ(x Wwᵀ) (gdn2) */
     const int64_t bw = gate_width(c);
     if (decode && m == GDN2_MIXER_GDN2 && bw == Dv && even_stride(&lp, be, P_B, P_W, P_W, L.sb, L.sw, L.sw)) {
+        /* the sigmoids in the product (at one row the CUDA product applies them as it stores) */
         LTRY(be->linear_fwd_batch(be, N, d, Dv, x, PA(&lp, P_B), lp.off[P_W] - lp.off[P_B], sb,
-                                  (L.sw - L.sb) / be->act_bytes, 2));
+                                  (L.sw - L.sb) / be->act_bytes, 2, GDN2_BE_SIGMOID));
     } else {
         LTRY(be->linear_fwd(be, N, d, bw, x, PA(&lp, P_B), NULL, sb, GDN2_DT_ACT, 0));
         if (m == GDN2_MIXER_GDN2) LTRY(be->linear_fwd(be, N, d, Dv, x, PA(&lp, P_W), NULL, sw, GDN2_DT_ACT, 0));
-    }
-    /* one sigmoid launch for both when sw follows sb in the activations (it does at every size whose
-     * sb is a multiple of the device's 256-byte alignment: one launch fewer per layer and step) */
-    if (m == GDN2_MIXER_GDN2 && (char *)sw == (char *)sb + gdn2_be_bytes(be, (size_t)(N * bw), GDN2_DT_ACT)) {
-        LTRY(be->sigmoid(be, (size_t)(N * (bw + Dv)), sb));
-    } else {
-        LTRY(be->sigmoid(be, (size_t)(N * bw), sb));
-        if (m == GDN2_MIXER_GDN2) LTRY(be->sigmoid(be, (size_t)(N * Dv), sw));
+        /* one sigmoid launch for both when sw follows sb in the activations (it does at every size
+         * whose sb is a multiple of the device's 256-byte alignment) */
+        if (m == GDN2_MIXER_GDN2 && (char *)sw == (char *)sb + gdn2_be_bytes(be, (size_t)(N * bw), GDN2_DT_ACT)) {
+            LTRY(be->sigmoid(be, (size_t)(N * (bw + Dv)), sb));
+        } else {
+            LTRY(be->sigmoid(be, (size_t)(N * bw), sb));
+            if (m == GDN2_MIXER_GDN2) LTRY(be->sigmoid(be, (size_t)(N * Dv), sw));
+        }
     }
     const float cb = c->allow_neg_eigval ? 2.0f : 1.0f;
     /* gdn2 with cb = 1: b = sb and w = sw exactly, so the recurrence reads the sigmoids in place
