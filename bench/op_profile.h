@@ -115,8 +115,8 @@ W(conv_step, (gdn2_backend *be, int64_t n, int64_t D, int64_t Wd, int count, con
               size_t ps, size_t hs, const int32_t *slots, const float *w, size_t ws, void *y, size_t ys),
   (be, n, D, Wd, count, x, xs, hist, ps, hs, slots, w, ws, y, ys))
 W(decode, (gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q, const void *k,
-           const void *v, const float *g, const void *b, const void *w, float *pool, size_t ss, const int32_t *slots,
-           void *o), (be, kernel, dm, op, q, k, v, g, b, w, pool, ss, slots, o))
+           const void *v, const void *g, const float *A_log, const float *dt, const void *b, const void *w, float *pool,
+           size_t ss, const int32_t *slots, void *o), (be, kernel, dm, op, q, k, v, g, A_log, dt, b, w, pool, ss, slots, o))
 W(attn_step, (gdn2_backend *be, const gdn2_attn_cfg *a, int64_t n, const void *qkv, const int64_t *pos,
               const int32_t *slots, int64_t cap, float *cache, size_t stride, void *o),
   (be, a, n, qkv, pos, slots, cap, cache, stride, o))

@@ -139,6 +139,9 @@ typedef struct {
                                            device; checked on the host, GDN2_ERR_ARG, only when
                                            both arrays are pinned host memory). Entries of a
                                            skipped row (slots[i] < 0) are not read.              */
+    int g_dtype;                        /* g's type: GDN2_CUDA_F32 (0, default) or `dtype` (then g
+                                           is read as q..w are: with gate_in_kernel, the bf16
+                                           pre-activation the model's decode step projects)       */
 } gdn2_cuda_recurrent_args;
 GDN2_API int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_recurrent_args *a,
                             void *stream);

@@ -899,8 +899,11 @@ static void t_conv_step(int64_t D, int64_t W, int count) {
     free(x), free(hist), free(w);
 }
 
+/* gate 0: g is the log-decay (fp32); 1: g holds the pre-activation f (ACT) and the op computes the
+ * log-decay from A_log, dt (gates_fwd's formula); 2: gates_fwd first, then as 0 (the unfused pair) */
 static void run_decode(gdn2_backend *be, const gdn2_dims *dm, size_t stride, const float *q, const float *k,
-                       const float *v, const float *g, const float *b, const float *w, const float *pool, res *r) {
+                       const float *v, const float *g, const float *b, const float *w, const float *pool, int gate,
+                       const float *A_log, const float *dt, res *r) {
     arena A = {.be = be};
     const size_t nk = (size_t)(DEC_N * dm->H * dm->K), nv = (size_t)(DEC_N * dm->HV * dm->V), np = DEC_NS * stride;
     gdn2_opts op;
@@ -909,29 +912,50 @@ static void run_decode(gdn2_backend *be, const gdn2_dims *dm, size_t stride, con
     op.trust_values = 1;
     void *qd = put(&A, q, nk, GDN2_DT_ACT), *kd = put(&A, k, nk, GDN2_DT_ACT), *vd = put(&A, v, nv, GDN2_DT_ACT);
     void *bd = put(&A, b, nk, GDN2_DT_ACT), *wd = put(&A, w, nv, GDN2_DT_ACT), *o = put(&A, NULL, nv, GDN2_DT_ACT);
-    float *gd = put(&A, g, nk, GDN2_DT_F32), *pd = put(&A, pool, np, GDN2_DT_F32);
+    void *gd = put(&A, g, nk, gate ? GDN2_DT_ACT : GDN2_DT_F32);
+    float *pd = put(&A, pool, np, GDN2_DT_F32), *gl = gate == 2 ? put(&A, NULL, nk, GDN2_DT_F32) : NULL;
+    const float *al = gate ? put(&A, A_log, (size_t)dm->H, GDN2_DT_F32) : NULL;
+    const float *dtd = gate ? put(&A, dt, (size_t)(dm->H * dm->K), GDN2_DT_F32) : NULL;
     const int32_t *sl = put_raw(&A, k_dec_slots, sizeof k_dec_slots);
     gdn2_dims d1 = *dm;
     d1.B = DEC_N, d1.T = 1;
-    if (!A.rc) note(&A, be->decode(be, GDN2_KERNEL_CHUNK, &d1, &op, qd, kd, vd, gd, bd, wd, pd, stride, sl, o));
+    if (gate == 2 && !A.rc)
+        note(&A, be->gates_fwd(be, 0, DEC_N, dm->H, dm->HV, dm->K, dm->V, 1.0f, gd, NULL, NULL, al, dtd, gl, NULL, NULL));
+    if (!A.rc)
+        note(&A, be->decode(be, GDN2_KERNEL_CHUNK, &d1, &op, qd, kd, vd, gate == 2 ? gl : gd, gate == 1 ? al : NULL,
+                            gate == 1 ? dtd : NULL, bd, wd, pd, stride, sl, o));
     res_add(r, "o", get(&A, o, nv, GDN2_DT_ACT), nv, 1e-2);
     res_add(r, "states after", get(&A, pd, np, GDN2_DT_F32), np, 1e-5);
     finish(&A, r);
 }
 
-static void t_decode(int64_t H, int64_t HV, int64_t K, int64_t V) {
+/* gate: the log-decay from the pre-activation in the op (1), checked against gates_fwd then the op */
+static void t_decode(int64_t H, int64_t HV, int64_t K, int64_t V, int gate) {
     gdn2_dims dm = {DEC_N, 1, H, HV, K, V};
     const size_t nk = (size_t)(DEC_N * H * K), nv = (size_t)(DEC_N * HV * V), stride = (size_t)(HV * K * V + 64);
-    float *q = randn(nk, 1.0), *k = randn(nk, 1.0), *v = randn(nv, 1.0), *g = randu(nk, -1.0, -0.01);
+    float *q = randn(nk, 1.0), *k = randn(nk, 1.0), *v = randn(nv, 1.0);
+    float *g = gate ? randn(nk, 2.0) : randu(nk, -1.0, -0.01);
     float *b = randu(nk, 0.0, 2.0), *w = randu(nv, 0.0, 1.0), *pool = randn(DEC_NS * stride, 0.1);
-    res c = {0}, gg = {0};
-    BOTH(run_decode(&CPU, &dm, stride, q, k, v, g, b, w, pool, &c), run_decode(&GPU, &dm, stride, q, k, v, g, b, w, pool, &gg));
-    char op[96];
-    snprintf(op, sizeof op, "decode n=%d of %d slots H=%lld HV=%lld K=%lld V=%lld", DEC_N, DEC_NS, (long long)H,
-             (long long)HV, (long long)K, (long long)V);
+    float *A_log = randu((size_t)H, -1.0, 1.0), *dt = randn((size_t)(H * K), 0.5);
+    res c = {0}, gg = {0}, c2 = {0}, g2 = {0};
+    BOTH(run_decode(&CPU, &dm, stride, q, k, v, g, b, w, pool, gate, A_log, dt, &c),
+         run_decode(&GPU, &dm, stride, q, k, v, g, b, w, pool, gate, A_log, dt, &gg));
+    char op[128];
+    snprintf(op, sizeof op, "decode n=%d of %d slots H=%lld HV=%lld K=%lld V=%lld%s", DEC_N, DEC_NS, (long long)H,
+             (long long)HV, (long long)K, (long long)V, gate ? " gate from f" : "");
     compare(op, &c, &gg);
-    res_free(&c), res_free(&gg);
-    free(q), free(k), free(v), free(g), free(b), free(w), free(pool);
+    if (gate) { /* the same bits as gates_fwd, then the op with the log-decay */
+        run_decode(&CPU, &dm, stride, q, k, v, g, b, w, pool, 2, A_log, dt, &c2);
+        CHECK(res_same(&c, &c2), "%s: cpu: the same bits as gates_fwd then decode", op);
+        if (have_gpu) {
+            run_decode(&GPU, &dm, stride, q, k, v, g, b, w, pool, 2, A_log, dt, &g2);
+            CHECK(res_same(&gg, &g2), "%s: cuda: the same bits as gates_fwd then decode", op);
+        } else {
+            SKIP_NO_GPU("%s: cuda against gates_fwd then decode", op);
+        }
+    }
+    res_free(&c), res_free(&gg), res_free(&c2), res_free(&g2);
+    free(q), free(k), free(v), free(g), free(b), free(w), free(pool), free(A_log), free(dt);
 }
 
 static void run_attn_step(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t cap, size_t stride, const int64_t *pos,
@@ -1074,8 +1098,10 @@ int main(void) {
     t_conv_step(72, 2, 1);
     t_conv_step(2048, 4, 3); /* the decode step's q, k, v in one call */
     t_conv_step(40, 1, 2);   /* W = 1: no cache */
-    t_decode(2, 4, 64, 64);
-    t_decode(1, 2, 128, 128);
+    t_decode(2, 4, 64, 64, 0);
+    t_decode(2, 4, 64, 64, 1); /* the log-decay from the pre-activation in the op (the model's decode step) */
+    t_decode(1, 2, 128, 128, 0);
+    t_decode(16, 16, 128, 128, 1);
     {
         const int64_t ring[DEC_N] = {20, 3, 40}, full[DEC_N] = {20, 3, 63};
         t_attn_step(4, 2, 64, 16, 16, ring);  /* SWA ring: rows p % 16 (two of the three wrapped) */

@@ -77,7 +77,7 @@ class CudaRecurrentArgs(ctypes.Structure):
     _fields_ = [("dtype", c_int), ("q", P), ("k", P), ("v", P), ("b", P), ("w", P), ("g", P), ("A_log", P),
                 ("dt_bias", P), ("o", P), ("state_pool", P), ("n_slots", c_int64), ("slots", P), ("snapshots", P),
                 ("state_dtype", c_int), ("slot_stride", c_int64),
-                ("snap_slots", P)]
+                ("snap_slots", P), ("g_dtype", c_int)]
 
 
 def _candidates():

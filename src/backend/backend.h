@@ -217,10 +217,13 @@ struct gdn2_backend {
      * sequences (dm->T = 1): sequence i's state pool + slots[i]*slot_stride ([HV,K,V] fp32, slot_stride
      * in floats) is read and updated in place. q, k, b [n,H,K], v, w, o [n,HV,V] ACT; g fp32; opts as
      * gdn2_fwd. kernel: GDN2_KERNEL_CHUNK (the fp32 decode kernel) or GDN2_KERNEL_REFERENCE (the
-     * float64 reference; CPU only; CUDA runs its one decode kernel for either). */
+     * float64 reference; CPU only; CUDA runs its one decode kernel for either).
+     * A_log NULL: g is the log-decay, fp32 [n,H,K]. A_log [H] and dt_bias [H,K] given: g is the
+     * gdn2 decay pre-activation f (ACT [n,H,K]) and the log-decay is gates_fwd's (mixer gdn2), the
+     * same values (CUDA: computed in the decode kernel, one launch fewer a layer and step). */
     int (*decode)(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
-                  const void *k, const void *v, const float *g, const void *b, const void *w, float *pool,
-                  size_t slot_stride, const int32_t *slots, void *o);
+                  const void *k, const void *v, const void *g, const float *A_log, const float *dt_bias,
+                  const void *b, const void *w, float *pool, size_t slot_stride, const int32_t *slots, void *o);
     /* attn_step: one query per sequence against its key/value cache. qkv [n,(nh+2ng)hs] ACT (the fused
      * projection, per group [q x nh/ng, k, v]); pos int64 [n] (backend memory): sequence i's position.
      * Sequence i's cache, fp32 at cache + slots[i]*stride: keys [ng,cap,hs] then values [ng,cap,hs];

@@ -280,12 +280,19 @@ static int cpu_conv_step(gdn2_backend *be, int64_t n, int64_t D, int64_t W, int 
 /* per sequence: gdn2_decode_step on its own state (a one-slot pool), or the float64 reference from
  * the state (kernel REFERENCE, or sizes the fp32 decode kernel does not take) */
 static int cpu_decode(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
-                      const void *k, const void *v, const float *g, const void *b, const void *w, float *pool,
-                      size_t slot_stride, const int32_t *slots, void *o) {
-    (void)be;
+                      const void *k, const void *v, const void *gin, const float *A_log, const float *dt_bias,
+                      const void *b, const void *w, float *pool, size_t slot_stride, const int32_t *slots, void *o) {
     const int64_t n = dm->B, Dk = dm->H * dm->K, Dv = dm->HV * dm->V;
     const gdn2_dims d1 = {1, 1, dm->H, dm->HV, dm->K, dm->V};
     int rc = GDN2_OK;
+    /* the gate from the pre-activation: gates_fwd's values first (then as with a given log-decay) */
+    float *gbuf = NULL;
+    if (A_log) {
+        if (!dt_bias) return gdn2_error(GDN2_ERR_ARG, "decode: A_log given without dt_bias");
+        if (!(gbuf = gdn2_malloc((size_t)(n * Dk) * sizeof(float) + 8, "decode: the log-decay"))) return GDN2_ERR_NOMEM;
+        rc = be->gates_fwd(be, 0, n, dm->H, dm->HV, dm->K, dm->V, 1.0f, gin, NULL, NULL, A_log, dt_bias, gbuf, NULL, NULL);
+    }
+    const float *g = A_log ? gbuf : CF(gin);
     for (int64_t i = 0; i < n && !rc; i++) {
         float *S = pool + (size_t)(slots ? slots[i] : i) * slot_stride;
         if (kernel == GDN2_KERNEL_CHUNK) {
@@ -299,6 +306,7 @@ static int cpu_decode(gdn2_backend *be, int kernel, const gdn2_dims *dm, const g
         rc = rec_ref(&d1, op, CF(q) + i * Dk, CF(k) + i * Dk, CF(v) + i * Dv, g + i * Dk, CF(b) + i * Dk,
                      CF(w) + i * Dv, S, F(o) + i * Dv, S, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
     }
+    free(gbuf);
     return rc;
 }
 static int cpu_attn_step(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t n, const void *qkv, const int64_t *pos,

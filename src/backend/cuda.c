@@ -239,9 +239,16 @@ static int cu_conv_step(gdn2_backend *be, int64_t n, int64_t D, int64_t W, int c
 /* the token-serial kernel on the state pool (either kernel choice: the float64 reference is CPU only,
  * and the decode step has one CUDA kernel) */
 static int cu_decode(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
-                     const void *k, const void *v, const float *g, const void *b, const void *w, float *pool,
-                     size_t slot_stride, const int32_t *slots, void *o) {
+                     const void *k, const void *v, const void *g, const float *A_log, const float *dt_bias,
+                     const void *b, const void *w, float *pool, size_t slot_stride, const int32_t *slots, void *o) {
     (void)kernel;
+    /* a pre-activation g: the kernel's own gate (k_recurrent gate_fwd: k_gates_fwd_k's formula and
+     * order, so the same log-decay bits), from bf16 f */
+    gdn2_opts og = *op;
+    if (A_log) {
+        if (!dt_bias) return gdn2_error(GDN2_ERR_ARG, "decode: A_log given without dt_bias");
+        og.gate_in_kernel = 1, og.lower_bound = 0.0f;
+    }
     /* the kernel puts the sequences on grid.z (at most 65535): longer batches in pieces */
     const int64_t Dk = dm->H * dm->K, Dv = dm->HV * dm->V, piece = 65535;
     int rc = GDN2_OK;
@@ -252,14 +259,15 @@ static int cu_decode(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gd
         a.dtype = GDN2_CUDA_BF16;
         a.q = (const char *)q + 2 * i0 * Dk, a.k = (const char *)k + 2 * i0 * Dk, a.b = (const char *)b + 2 * i0 * Dk;
         a.v = (const char *)v + 2 * i0 * Dv, a.w = (const char *)w + 2 * i0 * Dv, a.o = (char *)o + 2 * i0 * Dv;
-        a.g = g + i0 * Dk;
+        a.g = A_log ? (const float *)((const char *)g + 2 * i0 * Dk) : (const float *)g + i0 * Dk;
+        a.g_dtype = A_log ? GDN2_CUDA_BF16 : GDN2_CUDA_F32, a.A_log = A_log, a.dt_bias = dt_bias;
         /* slots NULL: sequence i is slot i, so the piece's pool starts at slot i0 */
         a.state_pool = slots ? pool : pool + (size_t)i0 * slot_stride, a.slots = slots ? slots + i0 : NULL;
         a.slot_stride = (int64_t)slot_stride, a.state_dtype = GDN2_CUDA_F32;
         a.n_slots = n; /* with slots: not read by the kernel (the caller's indices are in range) */
         gdn2_dims d1 = *dm;
         d1.B = n, d1.T = 1;
-        rc = gdn2_cuda_recurrent_fwd(&d1, op, &a, STREAM(be));
+        rc = gdn2_cuda_recurrent_fwd(&d1, &og, &a, STREAM(be));
     }
     return rc;
 }

@@ -24,6 +24,7 @@ struct RecParams {
     int B, T, H, HV, K, V, G;
     float scale;
     int l2, gate;
+    int g_tin; // g in the inputs' type Tin (gdn2_cuda_recurrent_args.g_dtype), else fp32
     float lb;
     const void *q, *k, *v, *b, *w;
     const float *g, *A_log, *dt_bias;
@@ -118,7 +119,7 @@ __global__ __launch_bounds__(RNT, sizeof(TS) == 4 ? 4 : 3) void k_recurrent(RecP
                 qv = ldf(q, ik + d);
                 kv = ldf(k, ik + d);
                 bv = ldf(b, ik + d);
-                g = p.g[ik + d];
+                g = p.g_tin ? ldf((const Tin *)(const void *)p.g, ik + d) : p.g[ik + d];
                 if (p.gate) g = gate_fwd(g, p.A_log[h], p.dt_bias[(size_t)h * p.K + d], p.lb);
             }
             sq[d] = qv;
@@ -295,6 +296,8 @@ extern "C" int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, c
         return gdn2_error(GDN2_ERR_ARG, "%s: dtype=%d, expected GDN2_CUDA_F32 or GDN2_CUDA_BF16", fn, a->dtype);
     if (a->state_dtype != GDN2_CUDA_F32 && a->state_dtype != GDN2_CUDA_BF16)
         return gdn2_error(GDN2_ERR_ARG, "%s: state_dtype=%d, expected GDN2_CUDA_F32 or GDN2_CUDA_BF16", fn, a->state_dtype);
+    if (a->g_dtype != GDN2_CUDA_F32 && a->g_dtype != a->dtype)
+        return gdn2_error(GDN2_ERR_ARG, "%s: g_dtype=%d, expected GDN2_CUDA_F32 or dtype (%d)", fn, a->g_dtype, a->dtype);
     const int64_t dense = d->HV * d->K * d->V;
     if (a->slot_stride < 0 || (a->slot_stride > 0 && a->slot_stride < dense))
         return gdn2_error(GDN2_ERR_ARG, "%s: slot_stride=%lld must be 0 or >= HV*K*V=%lld", fn,
@@ -309,6 +312,7 @@ extern "C" int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, c
     memset(&p, 0, sizeof p);
     fill_kernel_params(p, d, o, a);
     p.pool = a->state_pool; p.slots = a->slots; p.snap = a->snapshots; p.snap_slots = a->snap_slots;
+    p.g_tin = a->g_dtype != GDN2_CUDA_F32;
     p.slot_stride = a->slot_stride > 0 ? (size_t)a->slot_stride : (size_t)(d->HV * d->K * d->V);
     const int rbv = 64; // V columns per block (k_recurrent's RBV)
     dim3 grid((unsigned)((d->V + rbv - 1) / rbv), (unsigned)d->HV, (unsigned)d->B);

@@ -448,14 +448,22 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
      * (the gates op would only copy them) */
     const int alias = gates_alias(c);
     if (alias) b = sb, w = sw;
-    LTRY(be->gates_fwd(be, (int)m, N, H, HV, K, V, cb, f, sb, sw, PP(&lp, P_ALOG), PP(&lp, P_DT), g, alias ? NULL : bs,
-                       alias ? NULL : ws));
+    /* the decode step with aliased gates: the decode op takes the pre-activation f and computes g
+     * itself (the same values; one launch fewer a layer) */
+    const int gate_in_decode = decode && alias;
+    if (!gate_in_decode)
+        LTRY(be->gates_fwd(be, (int)m, N, H, HV, K, V, cb, f, sb, sw, PP(&lp, P_ALOG), PP(&lp, P_DT), g,
+                           alias ? NULL : bs, alias ? NULL : ws));
 
     /* recurrence: o = GDN2(q, k, v, g, b, w), q/k L2-normalised in the kernel */
     gdn2_opts op = rec_opts(be);
     if (decode) { /* the decode op on the slots' states, in place */
         gdn2_dims d1 = {B, 1, H, HV, K, V};
-        rc = be->decode(be, c->kernel, &d1, &op, q, k, v, g, b, w, states + st_S(c), SS, slots, o);
+        if (gate_in_decode)
+            rc = be->decode(be, c->kernel, &d1, &op, q, k, v, f, PP(&lp, P_ALOG), PP(&lp, P_DT), b, w, states + st_S(c),
+                            SS, slots, o);
+        else
+            rc = be->decode(be, c->kernel, &d1, &op, q, k, v, g, NULL, NULL, b, w, states + st_S(c), SS, slots, o);
     } else {
         gdn2_dims dm = {B, T, H, HV, K, V};
         float *h0p = NULL;
