@@ -19,6 +19,10 @@
 // every N, so row n of the result does not depend on how many rows came with it, and no atomics:
 // the same bits at every run. Needs in % 8 == 0 and 16-byte aligned X, W (and
 // strides); gemv_fits says whether a call qualifies (else the caller takes cuBLASLt).
+//
+// In the decode step it launches as a programmatic dependent of the kernel ahead (src/cuda/pdl.cuh:
+// -4.4 % on the H100's batch-1 step, bench/results/h100-decode/) and may apply the sigmoid as it
+// stores (the b/w gates: one launch fewer a layer, the sigmoid op's bits).
 #pragma once
 #include <cuda_bf16.h>
 #include <stdint.h>
