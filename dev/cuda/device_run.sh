@@ -147,7 +147,7 @@ if [[ " $PHASES " == *" pdl_ab "* ]]; then
 fi
 if [[ " $PHASES " == *" gemm_dev "* ]]; then
   # issue 13: every cuBLASLt algorithm for the decode step's weight shapes at n = 1, 16 (dev/cuda/gemm_small_n.cu)
-  nvcc -O2 -arch=sm_90a dev/cuda/gemm_small_n.cu -lcublasLt -lcublas -o /tmp/gemm_small_n && timeout 120 /tmp/gemm_small_n > "$OUT/gemm_small_n.log" 2>&1
+  nvcc -O2 -std=c++17 -arch=sm_90a -Iinclude -Isrc dev/cuda/gemm_small_n.cu -lcublasLt -lcublas -o /tmp/gemm_small_n && timeout 120 /tmp/gemm_small_n > "$OUT/gemm_small_n.log" 2>&1
   echo "gemm_small_n rc=$?"; cat "$OUT/gemm_small_n.log"
 fi
 if [[ " $PHASES " == *" demo_sweep "* ]]; then

@@ -18,7 +18,7 @@
 // cycling through copies 1 GiB apart so that it comes from DRAM, not the 50 MB L2; the median of 7
 // such groups, per launch. GB/s counts the weight bytes only.
 //
-//   nvcc -O2 -arch=sm_90a dev/cuda/gemm_small_n.cu -lcublasLt -lcublas -o /tmp/gemm_small_n && /tmp/gemm_small_n
+//   nvcc -O2 -std=c++17 -arch=sm_90a -Iinclude -Isrc dev/cuda/gemm_small_n.cu -lcublasLt -lcublas -o /tmp/gemm_small_n && /tmp/gemm_small_n
 //
 // Runs: bench/results/h100-keep/ebf7c6f-gemm_small_n.log (cuBLASLt only), bench/results/h100-decode/
 // 8fb0eae-gemm_small_n.log (with gemv: faster at n = 1, 2.5x slower at n = 8).

@@ -23,7 +23,6 @@
 
 #include "gdn2_cuda.h"
 #include "gemv.cuh"
-#include "host.cuh"
 #include "nn_ctx.cuh"
 
 typedef __nv_bfloat16 bf16;
@@ -210,13 +209,6 @@ static unsigned grid_elems(size_t n) {
     return (unsigned)(b > (1u << 22) ? (1u << 22) : (b ? b : 1));
 }
 
-// The one-row products launch as programmatic dependents (src/cuda/pdl.cuh) unless GDN2_CUDA_PDL=0
-// (before/after timings: dev/cuda/device_run.sh's pdl_ab phase; the same bits either way).
-static int gemv_pdl(void) {
-    static std::atomic<int> slot(INT_MIN);
-    return env_once(slot, "GDN2_CUDA_PDL", [](const char *e) { return e != NULL && e[0] == '0' ? 0 : 1; });
-}
-
 extern "C" int gdn2_cuda_linear_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,
                                     const void *W, const float *bias, void *Y, int ydt, int accumulate) {
     const char *fn = "cuda linear_fwd";
@@ -225,7 +217,7 @@ extern "C" int gdn2_cuda_linear_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int6
     int rc;
     if (in > 0 && gemv_fits(N, in, X, W, 0)) { // one row (the batch-1 decode step): src/cuda/gemv.cuh
         const cudaError_t e = gemv_launch(N, in, out, X, W, 0, bias, Y, 0, ydt == GDN2_CUDA_BF16, accumulate, 0, 1,
-                                          gemv_pdl(), c->stream);
+                                          pdl_enabled(), c->stream);
         return e != cudaSuccess ? gdn2_error(GDN2_ERR_DEVICE, "%s: kernel launch failed: %s", fn, cudaGetErrorString(e))
                                 : gdn2_cuda_launch_check(fn);
     }
@@ -249,7 +241,7 @@ extern "C" int gdn2_cuda_linear_fwd_batch(gdn2_cuda_nn *c, int64_t N, int64_t in
     if (in <= 0) return gdn2_error(GDN2_ERR_ARG, "%s: in=%lld", fn, (long long)in);
     if (gemv_fits(N, in, X, W, wstride) && count <= 65535) {
         const cudaError_t e =
-            gemv_launch(N, in, out, X, W, wstride, NULL, Y, ystride, 1, 0, sigmoid, count, gemv_pdl(), c->stream);
+            gemv_launch(N, in, out, X, W, wstride, NULL, Y, ystride, 1, 0, sigmoid, count, pdl_enabled(), c->stream);
         return e != cudaSuccess ? gdn2_error(GDN2_ERR_DEVICE, "%s: kernel launch failed: %s", fn, cudaGetErrorString(e))
                                 : gdn2_cuda_launch_check(fn);
     }

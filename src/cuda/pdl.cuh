@@ -1,7 +1,9 @@
 // Programmatic dependent launch (Hopper, sm_90+): lets a kernel start before the kernel ahead of it
 // in the stream has finished, so that its launch, its block ramp-up and its prefetch of data that does
 // not depend on the earlier kernel (weights) overlap that kernel's run. Used by the batch-1 decode step,
-// where ~300 small kernels a step each pay a launch and a ramp (src/cuda/gemv.cuh).
+// where ~250 small kernels a step each pay a launch and a ramp: the one-row products (src/cuda/gemv.cuh:
+// they prefetch their weights into L2 before the wait) and the step's elementwise kernels (conv_step,
+// the decode kernel, the norms, SwiGLU: they wait first thing).
 //
 // The contract (CUDA programming guide, "Programmatic Dependent Launch"):
 // - the dependent kernel is launched with cudaLaunchAttributeProgrammaticStreamSerialization and calls
@@ -14,6 +16,10 @@
 // is transitive: the results are the same bits as without PDL. Before sm_90 both are no-ops.
 #ifndef GDN2_CUDA_PDL_CUH
 #define GDN2_CUDA_PDL_CUH
+
+#include <cuda_runtime.h>
+
+#include "host.cuh"
 
 static __device__ __forceinline__ void pdl_trigger(void) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -30,6 +36,31 @@ static __device__ __forceinline__ void pdl_wait(void) {
 // a hint: fetch the 128-byte line holding p into L2 (no register, no fault on a bad address)
 static __device__ __forceinline__ void prefetch_l2(const void *p) {
     asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+// Host side. Whether the decode step's kernels launch as dependents: yes unless GDN2_CUDA_PDL=0 in
+// the environment (read once per process; for before/after timings, the same bits either way).
+static inline int pdl_enabled(void) {
+    static std::atomic<int> slot(INT_MIN);
+    return env_once(slot, "GDN2_CUDA_PDL", [](const char *e) { return e != NULL && e[0] == '0' ? 0 : 1; });
+}
+
+// kern<<<grid, block, smem, st>>>(args...), as a programmatic dependent of the kernel ahead when pdl
+// (kern then calls pdl_wait() before it touches memory an earlier kernel writes or reads).
+template <typename... KArgs, typename... Args>
+static inline cudaError_t launch_pdl(int pdl, void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                                     cudaStream_t st, Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, kern, args...);
 }
 
 #endif
