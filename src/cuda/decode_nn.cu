@@ -39,10 +39,7 @@ unsigned blocks_for(int64_t n) {
 __global__ void k_conv_step(int64_t n, int64_t D, int W, const bf16 *__restrict__ x, size_t xs, float *hist, size_t ps,
                             size_t hs, const int32_t *__restrict__ slots, const float *__restrict__ w, size_t ws,
                             bf16 *__restrict__ y, size_t ys) {
-    // a dependent of the kernel ahead in the decode step (src/cuda/pdl.cuh): let the next one be
-    // scheduled, wait for the one ahead before touching memory
-    pdl_trigger();
-    pdl_wait();
+    pdl_trigger(); // the next kernel may be a one-row product (src/cuda/pdl.cuh)
     x += blockIdx.y * xs, hist += blockIdx.y * ps, w += blockIdx.y * ws, y += blockIdx.y * ys;
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n * D; e += (int64_t)gridDim.x * blockDim.x) {
         const int64_t i = e / D, ch = e % D;
@@ -192,8 +189,8 @@ extern "C" int gdn2_cuda_conv_step(int64_t n, int64_t D, int64_t W, int count, c
     if (!x || !w || !y || (W > 1 && !hist))
         return gdn2_error(GDN2_ERR_ARG, "%s: %s is NULL", fn, !x ? "x" : !w ? "w" : !y ? "y" : "hist");
     const dim3 grid(blocks_for(n * D), (unsigned)count);
-    launch_pdl(pdl_enabled(), k_conv_step, grid, dim3(CS_BS), 0, (cudaStream_t)stream, n, D, (int)W, (const bf16 *)x, xs,
-               hist, hs, hist_stride, slots, w, ws, (bf16 *)y, ys);
+    k_conv_step<<<grid, CS_BS, 0, (cudaStream_t)stream>>>(n, D, (int)W, (const bf16 *)x, xs, hist, hs, hist_stride,
+                                                          slots, w, ws, (bf16 *)y, ys);
     return launch_status(fn);
 }
 

@@ -477,10 +477,7 @@ extern "C" int gdn2_cuda_scale(size_t n, float *x, float k, void *stream) {
 
 // a = silu(h1) h2 = (h1 sigma(h1)) h2
 __global__ void k_swiglu_fwd(size_t n, const bf16 *h1, const bf16 *h2, bf16 *a, bool vec) {
-    // a dependent of the kernel ahead in the decode step (src/cuda/pdl.cuh): let the next one be
-    // scheduled, wait for the one ahead before touching memory
-    pdl_trigger();
-    pdl_wait();
+    pdl_trigger(); // the next kernel may be a one-row product (src/cuda/pdl.cuh)
     GRID_STRIDE8(i0, n) {
         float z[8], u[8];
         ld8(h1, i0, n, vec, z);
@@ -510,8 +507,8 @@ __global__ void k_swiglu_bwd(size_t n, const bf16 *h1, const bf16 *h2, bf16 *dh1
 
 extern "C" int gdn2_cuda_swiglu_fwd(size_t n, const void *h1, const void *h2, void *a, void *stream) {
     if (!n) return GDN2_OK;
-    launch_pdl(pdl_enabled(), k_swiglu_fwd, dim3(grid8(n)), dim3(NN_BS), 0, S(stream), n, (const bf16 *)h1,
-               (const bf16 *)h2, (bf16 *)a, al16(h1) && al16(h2) && al16(a));
+    k_swiglu_fwd<<<grid8(n), NN_BS, 0, S(stream)>>>(n, (const bf16 *)h1, (const bf16 *)h2, (bf16 *)a,
+                                                   al16(h1) && al16(h2) && al16(a));
     return gdn2_cuda_launch_check("swiglu_fwd");
 }
 extern "C" int gdn2_cuda_swiglu_bwd(size_t n, const void *h1, const void *h2, void *dh1, void *dh2, void *stream) {
@@ -754,10 +751,7 @@ extern "C" int gdn2_cuda_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const
 __global__ void k_add_rmsnorm_fwd(int64_t N, int64_t D, const float *a, const bf16 *b, float *out,
                                   const float *__restrict__ w, float eps, bf16 *__restrict__ y,
                                   float *__restrict__ rstd, bool vec) {
-    // a dependent of the kernel ahead in the decode step (src/cuda/pdl.cuh): let the next one be
-    // scheduled, wait for the one ahead before touching memory
-    pdl_trigger();
-    pdl_wait();
+    pdl_trigger(); // the next kernel may be a one-row product (src/cuda/pdl.cuh)
     ROW_OF_WARP(row, lane, N);
     const size_t r0 = (size_t)(row * D);
     const float ss = warp_sum_(rms_row_sumsq(a, b, out, r0, D, lane, vec));
@@ -770,8 +764,8 @@ extern "C" int gdn2_cuda_add_rmsnorm_fwd(int64_t N, int64_t D, const float *a, c
                                          const float *w, float eps, void *y, float *rstd, void *stream) {
     if (N <= 0 || D <= 0) return GDN2_OK;
     const bool vec = D % 4 == 0 && al16(a) && al8(b) && al16(out) && al16(w) && al8(y);
-    launch_pdl(pdl_enabled(), k_add_rmsnorm_fwd, dim3(row_grid(N)), dim3(32 * NN_ROWS_WARPS), 0, S(stream), N, D, a,
-               (const bf16 *)b, out, w, eps, (bf16 *)y, rstd, vec);
+    k_add_rmsnorm_fwd<<<row_grid(N), 32 * NN_ROWS_WARPS, 0, S(stream)>>>(N, D, a, (const bf16 *)b, out, w, eps,
+                                                                         (bf16 *)y, rstd, vec);
     return gdn2_cuda_launch_check("add_rmsnorm_fwd");
 }
 
@@ -843,10 +837,7 @@ extern "C" int gdn2_cuda_rmsnorm_bwd(gdn2_cuda_nn *c, int64_t N, int64_t D, cons
 // gated: y = x r w silu(a),  r = 1 / sqrt(mean(x^2) + eps)
 __global__ void k_rmsnorm_swish_fwd(int64_t N, int64_t D, const bf16 *x, const bf16 *gate, const float *w, float eps,
                                     bf16 *y, bool vec) {
-    // a dependent of the kernel ahead in the decode step (src/cuda/pdl.cuh): let the next one be
-    // scheduled, wait for the one ahead before touching memory
-    pdl_trigger();
-    pdl_wait();
+    pdl_trigger(); // the next kernel may be a one-row product (src/cuda/pdl.cuh)
     ROW_OF_WARP(row, lane, N);
     const size_t r0 = (size_t)(row * D), lim = r0 + (size_t)D;
     float ss = 0.0f;
@@ -873,8 +864,8 @@ extern "C" int gdn2_cuda_rmsnorm_swish_fwd(int64_t N, int64_t D, const void *x, 
                                            float eps, void *y, void *stream) {
     if (N <= 0 || D <= 0) return GDN2_OK;
     const bool vec = D % 4 == 0 && al8(x) && al8(gate) && al16(w) && al8(y);
-    launch_pdl(pdl_enabled(), k_rmsnorm_swish_fwd, dim3(row_grid(N)), dim3(32 * NN_ROWS_WARPS), 0, S(stream), N, D,
-               (const bf16 *)x, (const bf16 *)gate, w, eps, (bf16 *)y, vec);
+    k_rmsnorm_swish_fwd<<<row_grid(N), 32 * NN_ROWS_WARPS, 0, S(stream)>>>(N, D, (const bf16 *)x, (const bf16 *)gate,
+                                                                           w, eps, (bf16 *)y, vec);
     return gdn2_cuda_launch_check("rmsnorm_swish_fwd");
 }
 

@@ -1,9 +1,11 @@
 // Programmatic dependent launch (Hopper, sm_90+): lets a kernel start before the kernel ahead of it
 // in the stream has finished, so that its launch, its block ramp-up and its prefetch of data that does
 // not depend on the earlier kernel (weights) overlap that kernel's run. Used by the batch-1 decode step,
-// where ~250 small kernels a step each pay a launch and a ramp: the one-row products (src/cuda/gemv.cuh:
-// they prefetch their weights into L2 before the wait) and the step's elementwise kernels (conv_step,
-// the decode kernel, the norms, SwiGLU: they wait first thing).
+// where ~250 small kernels a step each pay a launch and a ramp. The one-row products (src/cuda/gemv.cuh)
+// launch as dependents and prefetch their weights into L2 before the wait (-4.4 % on the H100's batch-1
+// step); the kernels ahead of them trigger early. The step's elementwise kernels launched as dependents
+// too (waiting first thing) did not pay: -2.7 % at batch 1 but +2.1 % at batch 16 against no PDL at all
+// (bench/results/h100-decode/058c203-pdl_*), so they launch as ordinary kernels.
 //
 // The contract (CUDA programming guide, "Programmatic Dependent Launch"):
 // - the dependent kernel is launched with cudaLaunchAttributeProgrammaticStreamSerialization and calls
@@ -38,7 +40,7 @@ static __device__ __forceinline__ void prefetch_l2(const void *p) {
     asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
-// Host side. Whether the decode step's kernels launch as dependents: yes unless GDN2_CUDA_PDL=0 in
+// Host side. Whether the one-row products launch as dependents: yes unless GDN2_CUDA_PDL=0 in
 // the environment (read once per process; for before/after timings, the same bits either way).
 static inline int pdl_enabled(void) {
     static std::atomic<int> slot(INT_MIN);

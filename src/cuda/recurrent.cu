@@ -72,10 +72,7 @@ __device__ __forceinline__ void st_state(__nv_bfloat16 *s, const float (&x)[8]) 
 // the bf16 pool's would spill there and keeps three.
 template <class Tin, int KP, class TS>
 __global__ __launch_bounds__(RNT, sizeof(TS) == 4 ? 4 : 3) void k_recurrent(RecParams p) {
-    // a dependent of the kernel ahead in the decode step (src/cuda/pdl.cuh): let the next one be
-    // scheduled, wait for the one ahead before touching memory
-    pdl_trigger();
-    pdl_wait();
+    pdl_trigger(); // the next kernel may be a one-row product (src/cuda/pdl.cuh)
     constexpr int CPT = 16 / (int)sizeof(TS), CG = 64 / CPT, RGW = 32 / CG, RG = RGW * RNT / 32, NR = KP / RG, RBV = CG * CPT;
     __shared__ float sq[KP], sk[KP], sbk[KP], sa[KP];
     __shared__ float red[RNT / 32][RBV];
@@ -322,16 +319,15 @@ extern "C" int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, c
     cudaStream_t st = (cudaStream_t)stream;
     const bool bf = a->dtype == GDN2_CUDA_BF16, small = d->K <= 64, sb = a->state_dtype == GDN2_CUDA_BF16;
     typedef __nv_bfloat16 b16;
-    const int pdl = pdl_enabled();
     if (sb) { // bf16 state pool
-        if (bf && small) launch_pdl(pdl, k_recurrent<b16, 64, b16>, grid, dim3(RNT), 0, st, p);
-        else if (bf) launch_pdl(pdl, k_recurrent<b16, 128, b16>, grid, dim3(RNT), 0, st, p);
-        else if (small) launch_pdl(pdl, k_recurrent<float, 64, b16>, grid, dim3(RNT), 0, st, p);
-        else launch_pdl(pdl, k_recurrent<float, 128, b16>, grid, dim3(RNT), 0, st, p);
-    } else if (bf && small) launch_pdl(pdl, k_recurrent<b16, 64, float>, grid, dim3(RNT), 0, st, p);
-    else if (bf) launch_pdl(pdl, k_recurrent<b16, 128, float>, grid, dim3(RNT), 0, st, p);
-    else if (small) launch_pdl(pdl, k_recurrent<float, 64, float>, grid, dim3(RNT), 0, st, p);
-    else launch_pdl(pdl, k_recurrent<float, 128, float>, grid, dim3(RNT), 0, st, p);
+        if (bf && small) k_recurrent<b16, 64, b16><<<grid, RNT, 0, st>>>(p);
+        else if (bf) k_recurrent<b16, 128, b16><<<grid, RNT, 0, st>>>(p);
+        else if (small) k_recurrent<float, 64, b16><<<grid, RNT, 0, st>>>(p);
+        else k_recurrent<float, 128, b16><<<grid, RNT, 0, st>>>(p);
+    } else if (bf && small) k_recurrent<b16, 64, float><<<grid, RNT, 0, st>>>(p);
+    else if (bf) k_recurrent<b16, 128, float><<<grid, RNT, 0, st>>>(p);
+    else if (small) k_recurrent<float, 64, float><<<grid, RNT, 0, st>>>(p);
+    else k_recurrent<float, 128, float><<<grid, RNT, 0, st>>>(p);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return gdn2_error(GDN2_ERR_DEVICE, "%s: launch failed: %s", fn, cudaGetErrorString(e));
     return GDN2_OK;
