@@ -209,6 +209,12 @@ static unsigned grid_elems(size_t n) {
     return (unsigned)(b > (1u << 22) ? (1u << 22) : (b ? b : 1));
 }
 
+// the one-row kernel's launch error, else the thread's last CUDA error (gdn2_cuda_launch_check)
+static int gemv_status(const char *fn, cudaError_t e) {
+    return e != cudaSuccess ? gdn2_error(GDN2_ERR_DEVICE, "%s: kernel launch failed: %s", fn, cudaGetErrorString(e))
+                            : gdn2_cuda_launch_check(fn);
+}
+
 extern "C" int gdn2_cuda_linear_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,
                                     const void *W, const float *bias, void *Y, int ydt, int accumulate) {
     const char *fn = "cuda linear_fwd";
@@ -218,8 +224,7 @@ extern "C" int gdn2_cuda_linear_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int6
     if (in > 0 && gemv_fits(N, in, X, W, 0)) { // one row (the batch-1 decode step): src/cuda/gemv.cuh
         const cudaError_t e = gemv_launch(N, in, out, X, W, 0, bias, Y, 0, ydt == GDN2_CUDA_BF16, accumulate, 0, 1,
                                           pdl_enabled(), c->stream);
-        return e != cudaSuccess ? gdn2_error(GDN2_ERR_DEVICE, "%s: kernel launch failed: %s", fn, cudaGetErrorString(e))
-                                : gdn2_cuda_launch_check(fn);
+        return gemv_status(fn, e);
     }
     if (bias || in <= 0) { // Y = (acc ? Y : 0) + bias first, then the product with beta = 1
         if (!(in <= 0 && !bias && accumulate)) {
@@ -242,8 +247,7 @@ extern "C" int gdn2_cuda_linear_fwd_batch(gdn2_cuda_nn *c, int64_t N, int64_t in
     if (gemv_fits(N, in, X, W, wstride) && count <= 65535) {
         const cudaError_t e =
             gemv_launch(N, in, out, X, W, wstride, NULL, Y, ystride, 1, 0, sigmoid, count, pdl_enabled(), c->stream);
-        return e != cudaSuccess ? gdn2_error(GDN2_ERR_DEVICE, "%s: kernel launch failed: %s", fn, cudaGetErrorString(e))
-                                : gdn2_cuda_launch_check(fn);
+        return gemv_status(fn, e);
     }
     int rc = lt_matmul_b(c, fn, CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, W, in, X, in, Y, CUDA_R_16BF, out, 0.0f, count,
                          (int64_t)wstride, (int64_t)ystride);

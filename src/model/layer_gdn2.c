@@ -399,9 +399,9 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
     if (decode) { /* one token per sequence from its slot's conv caches, which move on (T = 1) */
         /* the three in one call when inputs, caches, weights and outputs are evenly spaced (Dk = Dv:
          * the caches are [3][W-1][Dk] per slot; two launches fewer per layer and step) */
-        const size_t hs = st_conv_k(c) - st_conv_q(c), ws = (size_t)(Dk * W);
+        const size_t hs = st_conv_k(c) - st_conv_q(c), ws = lp.off[P_KC] - lp.off[P_QC];
         if (Dk == Dv && st_conv_v(c) - st_conv_k(c) == hs && even_stride(&lp, be, P_QC, P_KC, P_VC, L.qp, L.kp, L.vp) &&
-            lp.off[P_KC] - lp.off[P_QC] == ws && L.k - L.q == L.kp - L.qp && L.v - L.k == L.kp - L.qp) {
+            L.k - L.q == L.kp - L.qp && L.v - L.k == L.kp - L.qp) {
             const size_t xs = (L.kp - L.qp) / be->act_bytes;
             LTRY(be->conv_step(be, N, Dk, W, 3, qp, xs, states + st_conv_q(c), hs, SS, slots, PP(&lp, P_QC), ws, q, xs));
         } else {
