@@ -9,10 +9,11 @@
  *   a new sequence joins on slot 5 (reset_slot + prefill_slot); 8 steps over {0,5,2,3}; slot 2
  *   leaves: 8 steps over {3,0,5} (a new batch size: a second graph); a sequence joins on slot 1:
  *   8 steps over {1,3,0,5}; then 4 steps over all 6 slots (more sequences than the step buffers were
- *   made for: they grow, the recordings made with the old ones are dropped) and 4 more over {5,0,1,3}.
+ *   made for: they grow, the recordings made with the old ones are dropped), 4 more over {5,0,1,3}
+ *   and 6 over {3} alone (batch 1: the one-row products, launched as programmatic dependents).
  * Checks: every logit row of the graph pool bit-identical to the eager pool's, the slots' positions
  * equal; the graph pool holds the recordings the script implies (one per batch size seen twice
- * since the last growth: n = 6 and n = 4 at the end) and the eager pool none; no fallback
+ * since the last growth: n = 6, 4 and 1 at the end) and the eager pool none; no fallback
  * (m->cuda_graph still 1); every row within relative RMSE 3e-2 of the CPU's and the greedy token the
  * same where the CPU's top-2 margin is above 0.1 (the bars of test_model_cuda's part 6).
  * Then a recording made to fail (GDN2_CUDA_GRAPH_FAIL=1): the model falls back to eager launches
@@ -106,6 +107,8 @@ static int script(gdn2_model *m, gdn2_model_state *s, int cuda_graph, float *lg,
     if (!st) st = run_prefill(m, s, 4, &r, 5, lg, &o->rows); /* slot 4 joins: 6 at once, the buffers grow */
     if (!st) st = run_steps(m, s, all, 6, 4, &r, lg, &o->rows);
     if (!st) st = run_steps(m, s, e, 4, 4, &r, lg, &o->rows); /* slots 2 and 4 left */
+    static const int32_t one[] = {3};
+    if (!st) st = run_steps(m, s, one, 1, 6, &r, lg, &o->rows); /* n = 1: the one-row products (PDL) */
     return st;
 }
 
@@ -149,12 +152,12 @@ static void test_case(const char *name, const char *dev) {
           (long long)og.rows, dev, why_e, dev, why_g, stc ? gdn2_last_error() : "ok");
     if (!ste && !stg && !stc && oe.rows == og.rows && oe.rows == oc.rows) {
         const int on_gpu = strcmp(dev, "cpu") != 0;
-        /* recordings: before the growth n = 4 and n = 3 (slots given); after it, n = 6 and n = 4 */
-        const int64_t want_mid = on_gpu ? 2 : 0, want_end = on_gpu ? 2 : 0;
+        /* recordings: before the growth n = 4 and n = 3 (slots given); after it, n = 6, 4 and 1 */
+        const int64_t want_mid = on_gpu ? 2 : 0, want_end = on_gpu ? 3 : 0;
         const int64_t got_end = gdn2_model_state_cuda_graphs(sg);
         CHECK(og.graphs_mid == want_mid && got_end == want_end && gdn2_model_state_cuda_graphs(se) == 0 && still_on,
               "%s: the graph pool holds %lld recordings after the 4-then-3-slot phases (want %lld) and %lld after the "
-              "step buffers grew (want %lld: n = 6 and n = 4 re-recorded), the eager pool %lld; no fallback "
+              "step buffers grew (want %lld: n = 6 and n = 4 re-recorded, n = 1), the eager pool %lld; no fallback "
               "(cuda_graph still %d)",
               name, (long long)og.graphs_mid, (long long)want_mid, (long long)got_end, (long long)want_end,
               (long long)gdn2_model_state_cuda_graphs(se), still_on);
