@@ -149,9 +149,17 @@ static inline cudaError_t gemv_launch(int64_t N, int64_t in, int64_t out, const 
                                       int count, int pdl, cudaStream_t st) {
     const dim3 grid((unsigned)((out + GEMV_WARPS * GEMV_ROWS - 1) / (GEMV_WARPS * GEMV_ROWS)), (unsigned)count);
     const __nv_bfloat16 *x = (const __nv_bfloat16 *)X, *w = (const __nv_bfloat16 *)W;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(GEMV_WARPS * 32);
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
 #define GEMV_GO(nb) \
-    launch_pdl(pdl, k_gemv_bf16<nb>, grid, dim3(GEMV_WARPS * 32), 0, st, (int)N, in, out, x, w, wstride, bias, Y, ystride, \
-               ybf16, acc_y, sig)
+    cudaLaunchKernelEx(&cfg, k_gemv_bf16<nb>, (int)N, in, out, x, w, wstride, bias, Y, ystride, ybf16, acc_y, sig)
     if (N == 1) return GEMV_GO(1);
     if (N == 2) return GEMV_GO(2);
     if (N <= 4) return GEMV_GO(4);

@@ -47,22 +47,4 @@ static inline int pdl_enabled(void) {
     return env_once(slot, "GDN2_CUDA_PDL", [](const char *e) { return e != NULL && e[0] == '0' ? 0 : 1; });
 }
 
-// kern<<<grid, block, smem, st>>>(args...), as a programmatic dependent of the kernel ahead when pdl
-// (kern then calls pdl_wait() before it touches memory an earlier kernel writes or reads).
-template <typename... KArgs, typename... Args>
-static inline cudaError_t launch_pdl(int pdl, void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem,
-                                     cudaStream_t st, Args... args) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = st;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
-    cfg.attrs = at;
-    cfg.numAttrs = 1;
-    return cudaLaunchKernelEx(&cfg, kern, args...);
-}
-
 #endif
