@@ -578,8 +578,9 @@ static void t_lin(int64_t N, int64_t in, int64_t out, int with_bias, int ydt, in
 
 /* count products with one input (the decode step's q/k/v): weights and outputs `wgap` / `ygap`
  * elements apart beyond their size; the gaps of Y keep their values. act: GDN2_BE_SIGMOID on each
- * product (the b/w gates). sep 0: one linear_fwd_batch; 1: linear_fwd (then sigmoid) per product;
- * 2: linear_fwd_batch without act, then the sigmoid op per product */
+ * product (the b/w gates), GDN2_BE_SWIGLU (count 2: the MLP's w1|w2; only Y_0 and its gap are
+ * compared, Y_1 is scratch). sep 0: one linear_fwd_batch; 1: linear_fwd (then sigmoid) per product
+ * (then swiglu); 2: linear_fwd_batch without act, then the sigmoid op per product (the swiglu op) */
 static void run_linb(gdn2_backend *be, int64_t N, int64_t in, int64_t out, int count, size_t wgap, size_t ygap,
                      const float *X, const float *W, const float *Y0, int act, int sep, res *r) {
     arena A = {.be = be};
@@ -593,7 +594,11 @@ static void run_linb(gdn2_backend *be, int64_t N, int64_t in, int64_t out, int c
                                     GDN2_DT_ACT, 0));
         if (act == GDN2_BE_SIGMOID && !A.rc) note(&A, be->sigmoid(be, (size_t)(N * out), Yi));
     }
-    res_add(r, "Y (and the gaps)", get(&A, Yd, ys * count, GDN2_DT_ACT), ys * count, 1e-2);
+    if (act == GDN2_BE_SWIGLU && sep && !A.rc)
+        note(&A, be->swiglu_fwd(be, (size_t)(N * out), Yd, (char *)Yd + gdn2_be_bytes(be, ys, GDN2_DT_ACT), Yd));
+    const size_t keep = act == GDN2_BE_SWIGLU ? ys : ys * count;
+    res_add(r, act == GDN2_BE_SWIGLU ? "a = silu(Y_0) Y_1 (and its gap)" : "Y (and the gaps)",
+            get(&A, Yd, keep, GDN2_DT_ACT), keep, 1e-2);
     finish(&A, r);
 }
 
@@ -603,28 +608,84 @@ static void t_linb(int64_t N, int64_t in, int64_t out, int count, size_t wgap, s
     res c = {0}, cs = {0}, g = {0}, g2 = {0}, gs = {0}, gu = {0};
     char op[128];
     snprintf(op, sizeof op, "linear_fwd_batch N=%lld in=%lld out=%lld count=%d gaps %zu/%zu%s", (long long)N,
-             (long long)in, (long long)out, count, wgap, ygap, act == GDN2_BE_SIGMOID ? " sigmoid" : "");
+             (long long)in, (long long)out, count, wgap, ygap,
+             act == GDN2_BE_SIGMOID ? " sigmoid" : act == GDN2_BE_SWIGLU ? " swiglu" : "");
     BOTH(run_linb(&CPU, N, in, out, count, wgap, ygap, X, W, Y0, act, 0, &c),
          run_linb(&GPU, N, in, out, count, wgap, ygap, X, W, Y0, act, 0, &g));
     compare(op, &c, &g);
     run_linb(&CPU, N, in, out, count, wgap, ygap, X, W, Y0, act, 1, &cs);
-    CHECK(res_same(&c, &cs), "%s: cpu: the same bits as linear_fwd (and sigmoid) per product", op);
+    CHECK(res_same(&c, &cs), "%s: cpu: the same bits as linear_fwd per product (and the act's op)", op);
     if (have_gpu) {
         run_linb(&GPU, N, in, out, count, wgap, ygap, X, W, Y0, act, 0, &g2);
         run_linb(&GPU, N, in, out, count, wgap, ygap, X, W, Y0, act, 1, &gs);
         /* the batched product against cuda's own linear_fwd per product (another algorithm: bf16 bar) */
         const double e = gs.rc || g.rc ? 1.0 : rel_rmse_f32(g.v[0], gs.v[0], gs.len[0]);
         CHECK(e <= 1e-2, "%s: cuda batched vs cuda linear_fwd per product: rel RMSE %.3g (bar 1e-2)", op, e);
-        if (act == GDN2_BE_SIGMOID) { /* the sigmoid in the product's store == the sigmoid op after it */
+        if (act != GDN2_BE_NO_ACT) { /* the act in the product's store == the act's op after it */
             run_linb(&GPU, N, in, out, count, wgap, ygap, X, W, Y0, act, 2, &gu);
-            CHECK(res_same(&g, &gu), "%s: cuda: the same bits as the product, then the sigmoid op", op);
+            CHECK(res_same(&g, &gu), "%s: cuda: the same bits as the product, then the act's op", op);
         }
-    } else if (act == GDN2_BE_SIGMOID) {
-        SKIP_NO_GPU("%s: cuda against the product, then the sigmoid op", op);
+    } else if (act != GDN2_BE_NO_ACT) {
+        SKIP_NO_GPU("%s: cuda against the product, then the act's op", op);
     }
     same_bits(op, &g, &g2);
     res_free(&c), res_free(&cs), res_free(&g), res_free(&g2), res_free(&gs), res_free(&gu);
     free(X), free(W), free(Y0);
+}
+
+/* The output gate's product and the gated norm in one (the decode step): z = rmsnorm_swish(o, X W^T +
+ * bias) over rows of D. sep 0: linear_rmsnorm_swish_fwd; 1: linear_fwd into z, then rmsnorm_swish_fwd
+ * in place; 2: linear_fwd into a separate gate, then rmsnorm_swish_fwd. At one row the CUDA product
+ * applies the norm as it stores (src/cuda/gemv.cuh GEMV_NORM_SWISH): the same bits as 1 and 2. */
+static void run_lns(gdn2_backend *be, int64_t N, int64_t in, int64_t out, int64_t D, const float *X, const float *W,
+                    const float *bias, const float *o, const float *wn, int sep, res *r) {
+    arena A = {.be = be};
+    const size_t nz = (size_t)(N * out);
+    void *Xd = put(&A, X, (size_t)(N * in), GDN2_DT_ACT), *Wd = put(&A, W, (size_t)(out * in), GDN2_DT_ACT);
+    const float *bd = bias ? put(&A, bias, (size_t)out, GDN2_DT_F32) : NULL, *wd = put(&A, wn, (size_t)D, GDN2_DT_F32);
+    void *od = put(&A, o, nz, GDN2_DT_ACT), *zd = put(&A, NULL, nz, GDN2_DT_ACT), *gd = put(&A, NULL, nz, GDN2_DT_ACT);
+    if (!A.rc && sep == 0) note(&A, be->linear_rmsnorm_swish_fwd(be, N, in, out, Xd, Wd, bd, od, wd, D, 1e-5f, zd));
+    if (!A.rc && sep) {
+        void *gate = sep == 1 ? zd : gd;
+        note(&A, be->linear_fwd(be, N, in, out, Xd, Wd, bd, gate, GDN2_DT_ACT, 0));
+        if (!A.rc) note(&A, be->rmsnorm_swish_fwd(be, N * (out / D), D, od, gate, wd, 1e-5f, zd));
+    }
+    res_add(r, "z", get(&A, zd, nz, GDN2_DT_ACT), nz, 1e-2);
+    finish(&A, r);
+}
+
+static void t_lns(int64_t N, int64_t in, int64_t out, int64_t D, int with_bias) {
+    float *X = randn((size_t)(N * in), 1.0), *W = randn((size_t)(out * in), 0.1), *b = randn((size_t)out, 0.5);
+    float *o = randn((size_t)(N * out), 1.0), *wn = randu((size_t)D, 0.5, 1.5);
+    const float *bias = with_bias ? b : NULL;
+    res c = {0}, c1 = {0}, g = {0}, g1 = {0}, g2 = {0}, g3 = {0};
+    char op[112];
+    snprintf(op, sizeof op, "linear_rmsnorm_swish N=%lld in=%lld out=%lld D=%lld bias=%d", (long long)N, (long long)in,
+             (long long)out, (long long)D, with_bias);
+    BOTH(run_lns(&CPU, N, in, out, D, X, W, bias, o, wn, 0, &c), run_lns(&GPU, N, in, out, D, X, W, bias, o, wn, 0, &g));
+    compare(op, &c, &g);
+    run_lns(&CPU, N, in, out, D, X, W, bias, o, wn, 2, &c1);
+    CHECK(res_same(&c, &c1), "%s: cpu: the same bits as linear_fwd then rmsnorm_swish_fwd", op);
+    if (have_gpu) {
+        run_lns(&GPU, N, in, out, D, X, W, bias, o, wn, 1, &g1);
+        run_lns(&GPU, N, in, out, D, X, W, bias, o, wn, 2, &g2);
+        CHECK(res_same(&g, &g1) && res_same(&g, &g2),
+              "%s: cuda: the same bits as linear_fwd then rmsnorm_swish_fwd (in place and apart)", op);
+        run_lns(&GPU, N, in, out, D, X, W, bias, o, wn, 0, &g3);
+    } else {
+        SKIP_NO_GPU("%s: cuda against linear_fwd then rmsnorm_swish_fwd", op);
+    }
+    same_bits(op, &g, &g3);
+    /* a bad row length: a clear error on each backend, nothing written */
+    gdn2_backend *bes[2] = {&CPU, &GPU};
+    for (int i = 0; i < 1 + have_gpu; i++) {
+        const int rc = bes[i]->linear_rmsnorm_swish_fwd(bes[i], N, in, out, NULL, NULL, NULL, NULL, NULL, out + 1,
+                                                         1e-5f, NULL);
+        CHECK(rc == GDN2_ERR_ARG && strstr(gdn2_last_error(), "multiple of the norm's row D"),
+              "%s: %s: D = out + 1 refused (rc %d: %s)", op, bes[i]->name, rc, gdn2_last_error());
+    }
+    res_free(&c), res_free(&c1), res_free(&g), res_free(&g1), res_free(&g2), res_free(&g3);
+    free(X), free(W), free(b), free(o), free(wn);
 }
 
 /* A decode-like chain with no host sync between the ops: per layer l, h = rmsnorm(x + y) (x updated in
@@ -1086,6 +1147,13 @@ int main(void) {
     t_linb(16, 256, 192, 2, 0, 0, GDN2_BE_SIGMOID);    /* N > 1: the product, then one sigmoid launch */
     t_linb(16, 256, 192, 2, 64, 128, GDN2_BE_SIGMOID); /* ... per product (gaps) */
     t_linb(16, 256, 192, 2, 64, 128, 0); /* b, w with gaps between the weights and the outputs */
+    t_linb(1, 2304, 6144, 2, 0, 0, GDN2_BE_SWIGLU);  /* the MLP's w1|w2 at batch 1: the SwiGLU in the product */
+    t_linb(1, 256, 333, 2, 64, 130, GDN2_BE_SWIGLU); /* ... odd out, gaps */
+    t_linb(16, 256, 192, 2, 64, 128, GDN2_BE_SWIGLU); /* N > 1: the product, then the swiglu op in place */
+    t_lns(1, 128, 2048, 128, 1); /* the decode step's output gate at batch 1 (gdn2_1.3B: 16 heads of 128) */
+    t_lns(1, 64, 2 * 200, 200, 0); /* rows of D = 200: two steps a lane, zeros past the row; no bias */
+    t_lns(1, 48, 3 * 37, 37, 1);   /* D = 37: a warp's two outputs in different rows */
+    t_lns(5, 128, 512, 128, 1);    /* N > 1: the product, then the norm in place */
     t_xent(13, 1003);
     t_xent(4, 50304);
     t_sumsq(100003);

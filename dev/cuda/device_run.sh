@@ -2,7 +2,7 @@
 # One device call: build the CUDA parts, run the GPU tests, our benchmark, the peers.
 # usage (on the device, from the tree's root): dev/cuda/device_run.sh "build test bench peers_official peers_fla" [--quick]
 #   model phases (issue 16, the GPU model path): "model_build model_test demo demo_sweep train_bench official_train"
-#   inference and the rest: "decode decode_prof pdl_ab gemm_dev decode_peer serve_load verify python swap nccl1" (after model_build;
+#   inference and the rest: "decode decode_prof pdl_ab ab_old gemm_dev decode_peer serve_load verify python swap nccl1" (after model_build;
 #   decode_peer needs peers/fla_head, no build)
 #   (official_train needs peers/p4/{official/lit_gpt,fla,shim/flash_attn} and peers/official_train_bench.py)
 # Needs beside it: .debs (libcjson1 + libcjson-dev .deb files: `apt-get download libcjson1 libcjson-dev`),
@@ -143,6 +143,23 @@ if [[ " $PHASES " == *" pdl_ab "* ]]; then
       --json "$OUT/pdl_ab_${pdl}_$rep.json" > "$OUT/pdl_ab_${pdl}_$rep.log" 2>&1
     echo "pdl=$pdl rep $rep rc=$?: $(grep -E '^(gdn2|swa)' "$OUT/pdl_ab_${pdl}_$rep.log" | cut -c1-150 | tr '\n' ' ')"
     grep -E "validation" "$OUT/pdl_ab_${pdl}_$rep.log" | cut -c1-250
+  done; done
+fi
+if [[ " $PHASES " == *" ab_old "* ]]; then
+  # a before/after of a change without a switch: old/ (an older tree's Makefile, include, src, bench) is
+  # built here, then its decode_model and ours alternate twice (AB_CONFIGS at batches 1 and 16, 1K context)
+  t0=$(date +%s)
+  ( cd old && make -j16 CUDA=1 CPPFLAGS="-I$D/usr/include" LDFLAGS="-L$L -Wl,-rpath,$L" build/bench/decode_model ) \
+    > "$OUT/old_build.log" 2>&1 || { echo "old build failed"; tail -20 "$OUT/old_build.log"; }
+  echo "old build: $(( $(date +%s) - t0 )) s"
+  for rep in 1 2; do for v in new old; do
+    bin=./build/bench/decode_model; [ $v = old ] && bin=old/build/bench/decode_model
+    [ -x $bin ] || continue
+    timeout ${AB_TIMEOUT:-120} $bin --configs ${AB_CONFIGS:-gdn2_1.3B,swa_gdn2_1.3B} --batches 1,16 --contexts 1024 \
+      --prefill none --steps 50 --no-profile $( [ $rep = 2 ] && echo --no-validate ) --json "$OUT/ab_${v}_$rep.json" \
+      > "$OUT/ab_${v}_$rep.log" 2>&1
+    echo "$v rep $rep rc=$?: $(grep -E '^(gdn2|swa)' "$OUT/ab_${v}_$rep.log" | cut -c1-130 | tr '\n' ' ')"
+    grep -E "validation" "$OUT/ab_${v}_$rep.log" | cut -c1-250
   done; done
 fi
 if [[ " $PHASES " == *" gemm_dev "* ]]; then

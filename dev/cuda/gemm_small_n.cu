@@ -162,7 +162,7 @@ typedef struct {
 
 static int gv_launch(void *c, const void *W) {
     gv_ctx *g = (gv_ctx *)c;
-    gemv_launch(g->n, g->k, g->m, g_x, W, (size_t)(g->m * g->k), NULL, g_y, (size_t)(g->m * g->n), 1, 0, 0, g->batch, 0, g_st);
+    gemv_launch(g->n, g->k, g->m, g_x, W, (size_t)(g->m * g->k), NULL, g_y, (size_t)(g->m * g->n), 1, 0, NULL, g->batch, 0, g_st);
     return cudaGetLastError() == cudaSuccess;
 }
 

@@ -64,7 +64,7 @@ typedef struct {
 } gdn2_adamw_hyper;
 
 /* the activation a product may apply as it writes its output (linear_fwd_batch's act) */
-enum { GDN2_BE_NO_ACT = 0, GDN2_BE_SIGMOID = 1 };
+enum { GDN2_BE_NO_ACT = 0, GDN2_BE_SIGMOID = 1, GDN2_BE_SWIGLU = 2 };
 
 typedef struct gdn2_backend gdn2_backend;
 struct gdn2_backend {
@@ -99,9 +99,19 @@ struct gdn2_backend {
      * i*wstride and Y_i = Y + i*ystride (elements, ACT): the decode step's q/k/v and b/w projections
      * in one launch (CUDA: one strided-batched cuBLASLt product; CPU: linear_fwd per product).
      * act GDN2_BE_SIGMOID: then Y_i = sigmoid(Y_i), the same values as the sigmoid op after it (the
-     * b/w gates; at one row the CUDA product applies it as it writes Y: one launch fewer). */
+     * b/w gates; at one row the CUDA product applies it as it writes Y: one launch fewer).
+     * act GDN2_BE_SWIGLU (count 2: the MLP's w1, w2): Y_0 = silu(Y_0) Y_1, the swiglu op's values after
+     * the two products; Y_1 is scratch (unspecified after the call; at one row the CUDA product writes
+     * only Y_0: one launch fewer). */
     int (*linear_fwd_batch)(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
                             size_t wstride, void *Y, size_t ystride, int count, int act);
+    /* the output gate's product and the gated norm in one: z (ACT) = rmsnorm_swish(o, X W^T + bias) over
+     * rows of D (out % D == 0), the same bits as linear_fwd (ACT) into z then rmsnorm_swish_fwd(o, z) (the
+     * decode step, which does not keep the gate; at one row the CUDA product applies the norm as it
+     * writes z: one launch fewer). */
+    int (*linear_rmsnorm_swish_fwd)(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X,
+                                    const void *W, const float *bias, const void *o, const float *wn, int64_t D,
+                                    float eps, void *z);
     /* dX[N,in] (ACT) = (accumulate ? dX : 0) + dY W;  dW[out,in] (fp32) += dY^T X;
      * dbias[out] (fp32) += sum_n dY.  dY: ACT. dX, dW, dbias may each be NULL (not wanted). */
     int (*linear_bwd)(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,

@@ -39,12 +39,30 @@ static int cpu_cast(gdn2_backend *be, size_t n, const void *x, int xdt, void *y,
 /* through be->linear_fwd: a caller's replacement (the decode step's per-row products) applies too */
 static int cpu_linear_fwd_batch(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
                                 size_t wstride, void *Y, size_t ystride, int count, int act) {
+    const char *fn = "cpu linear_fwd_batch";
+    if (act != GDN2_BE_NO_ACT && act != GDN2_BE_SIGMOID && act != GDN2_BE_SWIGLU)
+        return gdn2_error(GDN2_ERR_ARG, "%s: act=%d (expected %d, %d or %d)", fn, act, GDN2_BE_NO_ACT, GDN2_BE_SIGMOID,
+                          GDN2_BE_SWIGLU);
+    if (act == GDN2_BE_SWIGLU && count != 2)
+        return gdn2_error(GDN2_ERR_ARG, "%s: the swiglu act takes count=2 (w1, w2), got %d", fn, count);
     int rc = GDN2_OK;
     for (int i = 0; i < count && !rc; i++) {
         rc = be->linear_fwd(be, N, in, out, X, CF(W) + i * wstride, NULL, F(Y) + i * ystride, GDN2_DT_ACT, 0);
         if (!rc && act == GDN2_BE_SIGMOID) rc = be->sigmoid(be, (size_t)(N * out), F(Y) + i * ystride);
     }
+    /* a = silu(h1) h2 into h1's place (elementwise: each element read before it is written) */
+    if (!rc && act == GDN2_BE_SWIGLU) rc = be->swiglu_fwd(be, (size_t)(N * out), Y, F(Y) + ystride, Y);
     return rc;
+}
+/* the product into z, then the gated norm over it in place (each row's gate read before it is written) */
+static int cpu_linear_rmsnorm_swish_fwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X,
+                                        const void *W, const float *bias, const void *o, const float *wn, int64_t D,
+                                        float eps, void *z) {
+    if (D <= 0 || out % D != 0)
+        return gdn2_error(GDN2_ERR_ARG, "cpu linear_rmsnorm_swish_fwd: out=%lld must be a multiple of the norm's row D=%lld",
+                          (long long)out, (long long)D);
+    int rc = be->linear_fwd(be, N, in, out, X, W, bias, z, GDN2_DT_ACT, 0);
+    return rc ? rc : be->rmsnorm_swish_fwd(be, N * (out / D), D, o, z, wn, eps, z);
 }
 static int cpu_linear_fwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
                           const float *bias, void *Y, int ydt, int accumulate) {
@@ -387,6 +405,7 @@ void gdn2_backend_cpu_init(gdn2_backend *be, int n_threads) {
     be->alloc = cpu_alloc, be->release = cpu_release, be->upload = cpu_copy, be->download = cpu_copy;
     be->copy = cpu_copy, be->zero = cpu_zero, be->sync = cpu_sync, be->destroy = cpu_destroy, be->cast = cpu_cast;
     be->linear_fwd = cpu_linear_fwd, be->linear_bwd = cpu_linear_bwd, be->linear_fwd_batch = cpu_linear_fwd_batch;
+    be->linear_rmsnorm_swish_fwd = cpu_linear_rmsnorm_swish_fwd;
     be->add = cpu_add, be->embed_fwd = cpu_embed_fwd, be->embed_bwd = cpu_embed_bwd;
     be->gather_rows = cpu_gather_rows, be->scatter_rows = cpu_scatter_rows, be->sigmoid = cpu_sigmoid, be->dropout = cpu_dropout;
     be->rmsnorm_fwd = cpu_rmsnorm_fwd, be->rmsnorm_bwd = cpu_rmsnorm_bwd;

@@ -53,7 +53,14 @@ static int cu_cast(gdn2_backend *be, size_t n, const void *x, int xdt, void *y, 
 /* ---- matrix products ----------------------------------------------------------------------- */
 static int cu_linear_fwd_batch(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
                                size_t wstride, void *Y, size_t ystride, int count, int act) {
-    return gdn2_cuda_linear_fwd_batch(NN(be), N, in, out, X, W, wstride, Y, ystride, count, act == GDN2_BE_SIGMOID);
+    const int a = act == GDN2_BE_SIGMOID ? GDN2_CUDA_SIGMOID : act == GDN2_BE_SWIGLU ? GDN2_CUDA_SWIGLU
+                : act == GDN2_BE_NO_ACT ? GDN2_CUDA_STORE : -1;
+    return gdn2_cuda_linear_fwd_batch(NN(be), N, in, out, X, W, wstride, Y, ystride, count, a);
+}
+static int cu_linear_rmsnorm_swish_fwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X,
+                                       const void *W, const float *bias, const void *o, const float *wn, int64_t D,
+                                       float eps, void *z) {
+    return gdn2_cuda_linear_rmsnorm_swish_fwd(NN(be), N, in, out, X, W, bias, o, wn, D, eps, z);
 }
 static int cu_linear_fwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
                          const float *bias, void *Y, int ydt, int accumulate) {
@@ -352,6 +359,7 @@ int gdn2_backend_cuda_init(gdn2_backend *be) {
     be->cast = cu_cast;
     be->linear_fwd = cu_linear_fwd;
     be->linear_fwd_batch = cu_linear_fwd_batch;
+    be->linear_rmsnorm_swish_fwd = cu_linear_rmsnorm_swish_fwd;
     be->linear_bwd = cu_linear_bwd;
     be->add = cu_add;
     be->embed_fwd = cu_embed_fwd;

@@ -222,7 +222,7 @@ extern "C" int gdn2_cuda_linear_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int6
     if (N <= 0 || out <= 0) return GDN2_OK;
     int rc;
     if (in > 0 && gemv_fits(N, in, X, W, 0)) { // one row (the batch-1 decode step): src/cuda/gemv.cuh
-        const cudaError_t e = gemv_launch(N, in, out, X, W, 0, bias, Y, 0, ydt == GDN2_CUDA_BF16, accumulate, 0, 1,
+        const cudaError_t e = gemv_launch(N, in, out, X, W, 0, bias, Y, 0, ydt == GDN2_CUDA_BF16, accumulate, NULL, 1,
                                           pdl_enabled(), c->stream);
         return gemv_status(fn, e);
     }
@@ -238,23 +238,50 @@ extern "C" int gdn2_cuda_linear_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int6
                      ydt == GDN2_CUDA_BF16 ? CUDA_R_16BF : CUDA_R_32F, out, accumulate ? 1.0f : 0.0f);
 }
 
-// Y_i = X W_i^T, i < count: op TN as linear_fwd, A (W) and C (Y) strided, B (X) shared
+// Y_i = X W_i^T, i < count: op TN as linear_fwd, A (W) and C (Y) strided, B (X) shared; then the act
 extern "C" int gdn2_cuda_linear_fwd_batch(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,
-                                          const void *W, size_t wstride, void *Y, size_t ystride, int count, int sigmoid) {
+                                          const void *W, size_t wstride, void *Y, size_t ystride, int count, int act) {
     const char *fn = "cuda linear_fwd_batch";
+    if (act != GDN2_CUDA_STORE && act != GDN2_CUDA_SIGMOID && act != GDN2_CUDA_SWIGLU)
+        return gdn2_error(GDN2_ERR_ARG, "%s: act=%d (expected %d, %d or %d)", fn, act, GDN2_CUDA_STORE, GDN2_CUDA_SIGMOID,
+                          GDN2_CUDA_SWIGLU);
+    if (act == GDN2_CUDA_SWIGLU && count != 2)
+        return gdn2_error(GDN2_ERR_ARG, "%s: the swiglu act takes count=2 (w1, w2), got %d", fn, count);
     if (count < 1 || N <= 0 || out <= 0) return GDN2_OK;
     if (in <= 0) return gdn2_error(GDN2_ERR_ARG, "%s: in=%lld", fn, (long long)in);
     if (gemv_fits(N, in, X, W, wstride) && count <= 65535) {
+        const gemv_epi ep = {act == GDN2_CUDA_SWIGLU ? GEMV_SWIGLU : act == GDN2_CUDA_SIGMOID ? GEMV_SIGMOID : GEMV_STORE,
+                             NULL, NULL, 1, 0.0f};
         const cudaError_t e =
-            gemv_launch(N, in, out, X, W, wstride, NULL, Y, ystride, 1, 0, sigmoid, count, pdl_enabled(), c->stream);
+            gemv_launch(N, in, out, X, W, wstride, NULL, Y, ystride, 1, 0, &ep, count, pdl_enabled(), c->stream);
         return gemv_status(fn, e);
     }
     int rc = lt_matmul_b(c, fn, CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, W, in, X, in, Y, CUDA_R_16BF, out, 0.0f, count,
                          (int64_t)wstride, (int64_t)ystride);
-    if (sigmoid && ystride == (size_t)(N * out)) return rc ? rc : gdn2_cuda_sigmoid((size_t)(count * N * out), Y, c->stream);
-    for (int i = 0; i < count && sigmoid && !rc; i++)
-        rc = gdn2_cuda_sigmoid((size_t)(N * out), (bf16 *)Y + i * ystride, c->stream);
+    if (rc || act == GDN2_CUDA_STORE) return rc;
+    if (act == GDN2_CUDA_SWIGLU) // in place: each element is read before it is written, by the same thread
+        return gdn2_cuda_swiglu_fwd((size_t)(N * out), Y, (bf16 *)Y + ystride, Y, c->stream);
+    if (ystride == (size_t)(N * out)) return gdn2_cuda_sigmoid((size_t)(count * N * out), Y, c->stream);
+    for (int i = 0; i < count && !rc; i++) rc = gdn2_cuda_sigmoid((size_t)(N * out), (bf16 *)Y + i * ystride, c->stream);
     return rc;
+}
+
+// z = RMSNorm(o) wn * silu(X W^T + bias) over rows of D: at one row in the product's store, else the
+// product into z and gdn2_cuda_rmsnorm_swish_fwd in place (it reads each gate element before writing it)
+extern "C" int gdn2_cuda_linear_rmsnorm_swish_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,
+                                                  const void *W, const float *bias, const void *o, const float *wn,
+                                                  int64_t D, float eps, void *z) {
+    const char *fn = "cuda linear_rmsnorm_swish_fwd";
+    if (D <= 0 || out % D != 0)
+        return gdn2_error(GDN2_ERR_ARG, "%s: out=%lld must be a multiple of the norm's row D=%lld", fn, (long long)out,
+                          (long long)D);
+    if (N <= 0 || out <= 0) return GDN2_OK;
+    if (in > 0 && gemv_fits(N, in, X, W, 0)) {
+        const gemv_epi ep = {GEMV_NORM_SWISH, (const bf16 *)o, wn, D, eps};
+        return gemv_status(fn, gemv_launch(N, in, out, X, W, 0, bias, z, 0, 1, 0, &ep, 1, pdl_enabled(), c->stream));
+    }
+    int rc = gdn2_cuda_linear_fwd(c, N, in, out, X, W, bias, z, GDN2_CUDA_BF16, 0);
+    return rc ? rc : gdn2_cuda_rmsnorm_swish_fwd(N * (out / D), D, o, z, wn, eps, z, c->stream);
 }
 
 extern "C" int gdn2_cuda_linear_bwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,

@@ -21,8 +21,16 @@
 // strides); gemv_fits says whether a call qualifies (else the caller takes cuBLASLt).
 //
 // In the decode step it launches as a programmatic dependent of the kernel ahead (src/cuda/pdl.cuh:
-// -4.4 % on the H100's batch-1 step, bench/results/h100-decode/) and may apply the sigmoid as it
-// stores (the b/w gates: one launch fewer a layer, the sigmoid op's bits).
+// -4.4 % on the H100's batch-1 step, bench/results/h100-decode/) and may finish the op that would
+// follow it as it stores (gemv_epi; one launch fewer a layer each, the same bits as that op):
+//   GEMV_SIGMOID     Y = sigmoid(Y)                    the b/w gates (nn.cu k_sigmoid)
+//   GEMV_SWIGLU      Y_0 = silu(X W_0^T) * (X W_1^T)  the MLP's w1|w2 (nn.cu k_swiglu_fwd): a warp takes
+//                    row j of W_0 and of W_1 instead of rows j, j + 1 of one, and writes a[j] only
+//   GEMV_NORM_SWISH  Y = RMSNorm(o) wn * silu(Y) over   the output gate (nn.cu k_rmsnorm_swish_fwd): the
+//                    rows of D of o                    warp sums the squares of its rows' o row itself,
+//                                                      in that kernel's order (D = 128: 128 values)
+// Each epilogue first rounds the product's value to bf16 as the plain store would, then applies the
+// op's arithmetic in the op's order.
 #pragma once
 #include <cuda_bf16.h>
 #include <stdint.h>
@@ -47,19 +55,55 @@ static __device__ __forceinline__ float gemv_dot8(uint4 w, uint4 x, float acc) {
     return acc;
 }
 
-// ydt: 0 fp32, 1 bf16 (the caller maps its own dtype codes)
+// what the product does as it stores (above); o, wn, D, eps: GEMV_NORM_SWISH's
+enum { GEMV_STORE = 0, GEMV_SIGMOID = 1, GEMV_SWIGLU = 2, GEMV_NORM_SWISH = 3 };
+typedef struct {
+    int mode;
+    const __nv_bfloat16 *o; // [N * out / D, D]
+    const float *wn;        // [D]
+    int64_t D;
+    float eps;
+} gemv_epi;
+
+// the plain store's value before its rounding: (acc_y ? y : 0) + bias + sum, in that order
+static __device__ __forceinline__ float gemv_value(float yold, int acc_y, float bj, float s) {
+    return (acc_y ? yold : 0.0f) + bj + s;
+}
+
+// 1 / sqrt(mean(x^2) + eps) of the bf16 row x[0, D), summed as nn.cu's k_rmsnorm_swish_fwd does: lane l
+// the elements 4 l + 128 s + k in (s, k) order, then the warp's butterfly (every lane gets it)
+static __device__ __forceinline__ float gemv_row_rstd(const __nv_bfloat16 *x, int64_t D, float eps, int lane) {
+    float ss = 0.0f;
+    for (int64_t i = 4 * (int64_t)lane; i < D; i += 128) {
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const float v = i + k < D ? __bfloat162float(x[i + k]) : 0.0f;
+            ss += v * v;
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    return 1.0f / sqrtf(ss / (float)D + eps);
+}
+
+// ydt: 0 fp32, 1 bf16 (the caller maps its own dtype codes); GEMV_SWIGLU and GEMV_NORM_SWISH: bf16 Y,
+// acc_y 0, and for GEMV_SWIGLU no bias and one part (grid y 1)
 template <int NB>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(int N, int64_t in, int64_t out, const __nv_bfloat16 *X,
                                                              const __nv_bfloat16 *W, size_t wstride, const float *bias,
-                                                             void *Y, size_t ystride, int ybf16, int acc_y, int sig) {
+                                                             void *Y, size_t ystride, int ybf16, int acc_y, gemv_epi ep) {
+    static_assert(GEMV_ROWS == 2, "GEMV_SWIGLU pairs a warp's two rows");
     pdl_trigger();
     const int lane = threadIdx.x & 31;
-    const int64_t j0 = ((int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * GEMV_ROWS;
+    const int pair = ep.mode == GEMV_SWIGLU; // rows j of W and of W + wstride
+    const int64_t warp = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    const int64_t j0 = pair ? warp : warp * GEMV_ROWS;
     W += blockIdx.y * wstride;
     const int64_t g = in >> 3; // 16-byte groups per row
     const uint4 *wr[GEMV_ROWS];
 #pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++) wr[r] = (const uint4 *)(W + (j0 + r < out ? j0 + r : j0) * in);
+    for (int r = 0; r < GEMV_ROWS; r++)
+        wr[r] = (const uint4 *)(pair ? W + r * wstride + (j0 < out ? j0 : 0) * in : W + (j0 + r < out ? j0 + r : j0) * in);
     // Launched as a dependent (src/cuda/pdl.cuh): while the kernel ahead still runs, fetch this warp's
     // first weight groups into L2 (weights are not written by the step; a hint, so a weight written
     // by an earlier kernel is still read correctly: L2 is where writes land), then wait for it
@@ -109,6 +153,33 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(int N, int64_t in
         for (int r = 0; r < GEMV_ROWS; r++)
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1) acc[n][r] += __shfl_xor_sync(0xffffffffu, acc[n][r], o);
+    if (pair) { // a[j] = silu(h1) h2 from the rounded h1 = X W_0[j]^T, h2 = X W_1[j]^T (k_swiglu_fwd's order)
+        if (lane != 0 || j0 >= out) return;
+        __nv_bfloat16 *y = (__nv_bfloat16 *)Y;
+#pragma unroll
+        for (int n = 0; n < NB; n++) {
+            if (n >= N) break;
+            const float z = __bfloat162float(__float2bfloat16_rn(gemv_value(0.0f, 0, 0.0f, acc[n][0])));
+            const float u = __bfloat162float(__float2bfloat16_rn(gemv_value(0.0f, 0, 0.0f, acc[n][1])));
+            y[(size_t)n * out + j0] = __float2bfloat16_rn(z * gdn2_sigmoid_f32(z) * u);
+        }
+        return;
+    }
+    // GEMV_NORM_SWISH: the rstd of the o row under each of this warp's outputs (whole warp: a butterfly);
+    // rows j0 and j0 + 1 share their o row unless j0 + 1 starts the next one
+    float rs[NB][GEMV_ROWS];
+    if (ep.mode == GEMV_NORM_SWISH) {
+#pragma unroll
+        for (int n = 0; n < NB; n++) {
+            if (n >= N) break;
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; r++) {
+                const int64_t j = j0 + r < out ? j0 + r : j0;
+                if (r > 0 && j / ep.D == (j0 + r - 1) / ep.D) rs[n][r] = rs[n][r - 1];
+                else rs[n][r] = gemv_row_rstd(ep.o + (size_t)n * out + j / ep.D * ep.D, ep.D, ep.eps, lane);
+            }
+        }
+    }
     if (lane >= GEMV_ROWS) return;
     // lane r writes row j0 + r (a register array indexed by a runtime lane: select, not index)
     const int64_t j = j0 + lane;
@@ -117,20 +188,23 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(int N, int64_t in
 #pragma unroll
     for (int n = 0; n < NB; n++) {
         if (n >= N) break;
-        float s = acc[n][0];
+        float s = acc[n][0], rr = ep.mode == GEMV_NORM_SWISH ? rs[n][0] : 0.0f;
 #pragma unroll
         for (int r = 1; r < GEMV_ROWS; r++)
-            if (lane == r) s = acc[n][r];
+            if (lane == r) s = acc[n][r], rr = ep.mode == GEMV_NORM_SWISH ? rs[n][r] : 0.0f;
         const size_t yi = blockIdx.y * ystride + (size_t)n * out + j;
-        if (ybf16) { // sig: the sigmoid op on the stored value (nn.cu k_sigmoid: read bf16, round again)
+        if (ybf16) { // the op after the product reads the stored bf16 value and rounds its own result
             __nv_bfloat16 *y = (__nv_bfloat16 *)Y;
-            __nv_bfloat16 v = __float2bfloat16_rn((acc_y ? __bfloat162float(y[yi]) : 0.0f) + bj + s);
-            if (sig) v = __float2bfloat16_rn(gdn2_sigmoid_f32(__bfloat162float(v)));
+            __nv_bfloat16 v = __float2bfloat16_rn(gemv_value(acc_y ? __bfloat162float(y[yi]) : 0.0f, acc_y, bj, s));
+            if (ep.mode == GEMV_SIGMOID) v = __float2bfloat16_rn(gdn2_sigmoid_f32(__bfloat162float(v)));
+            if (ep.mode == GEMV_NORM_SWISH) // k_rmsnorm_swish_fwd: x r w silu(a), left to right
+                v = __float2bfloat16_rn(__bfloat162float(ep.o[(size_t)n * out + j]) * rr * ep.wn[j % ep.D] *
+                                        gdn2_silu_f32(__bfloat162float(v)));
             y[yi] = v;
         } else {
             float *y = (float *)Y;
-            const float v = (acc_y ? y[yi] : 0.0f) + bj + s;
-            y[yi] = sig ? gdn2_sigmoid_f32(v) : v;
+            const float v = gemv_value(acc_y ? y[yi] : 0.0f, acc_y, bj, s);
+            y[yi] = ep.mode == GEMV_SIGMOID ? gdn2_sigmoid_f32(v) : v;
         }
     }
 }
@@ -142,12 +216,16 @@ static inline int gemv_fits(int64_t N, int64_t in, const void *X, const void *W,
 }
 
 // the launch: NB the smallest of 1, 2, 4, 8 that holds N (the sums do not depend on it)
-// sig: Y = sigmoid(Y) as it is stored; pdl: launch as a programmatic dependent of the kernel ahead
-// (src/cuda/pdl.cuh; the same results). Returns the launch's error.
+// ep: the epilogue (NULL: the plain store); GEMV_SWIGLU takes count 2 as its two weights (one output);
+// pdl: launch as a programmatic dependent of the kernel ahead (src/cuda/pdl.cuh; the same results).
+// Returns the launch's error.
 static inline cudaError_t gemv_launch(int64_t N, int64_t in, int64_t out, const void *X, const void *W, size_t wstride,
-                                      const float *bias, void *Y, size_t ystride, int ybf16, int acc_y, int sig,
-                                      int count, int pdl, cudaStream_t st) {
-    const dim3 grid((unsigned)((out + GEMV_WARPS * GEMV_ROWS - 1) / (GEMV_WARPS * GEMV_ROWS)), (unsigned)count);
+                                      const float *bias, void *Y, size_t ystride, int ybf16, int acc_y,
+                                      const gemv_epi *ep, int count, int pdl, cudaStream_t st) {
+    gemv_epi e = {GEMV_STORE, NULL, NULL, 1, 0.0f};
+    if (ep) e = *ep;
+    const int64_t per_block = e.mode == GEMV_SWIGLU ? GEMV_WARPS : GEMV_WARPS * GEMV_ROWS;
+    const dim3 grid((unsigned)((out + per_block - 1) / per_block), e.mode == GEMV_SWIGLU ? 1u : (unsigned)count);
     const __nv_bfloat16 *x = (const __nv_bfloat16 *)X, *w = (const __nv_bfloat16 *)W;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
@@ -159,7 +237,7 @@ static inline cudaError_t gemv_launch(int64_t N, int64_t in, int64_t out, const 
     cfg.attrs = at;
     cfg.numAttrs = 1;
 #define GEMV_GO(nb) \
-    cudaLaunchKernelEx(&cfg, k_gemv_bf16<nb>, (int)N, in, out, x, w, wstride, bias, Y, ystride, ybf16, acc_y, sig)
+    cudaLaunchKernelEx(&cfg, k_gemv_bf16<nb>, (int)N, in, out, x, w, wstride, bias, Y, ystride, ybf16, acc_y, e)
     if (N == 1) return GEMV_GO(1);
     if (N == 2) return GEMV_GO(2);
     if (N <= 4) return GEMV_GO(4);

@@ -81,10 +81,17 @@ int gdn2_cuda_linear_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, co
                          const float *bias, void *Y, int ydt, int accumulate);
 /* count products Y_i = X W_i^T (bf16 out), W_i = W + i*wstride, Y_i = Y + i*ystride (elements): one
  * strided-batched cuBLASLt call (X read by every product: stride 0), or at one row the matrix-vector
- * kernel. sigmoid: then Y_i = sigmoid(Y_i) with gdn2_cuda_sigmoid's bits (at one row in the product's
- * store, else gdn2_cuda_sigmoid after it) */
+ * kernel, then act (at one row in the product's store, else the op after it, with the op's bits):
+ *   GDN2_CUDA_SIGMOID  Y_i = sigmoid(Y_i) (gdn2_cuda_sigmoid);
+ *   GDN2_CUDA_SWIGLU   count 2: Y_0 = silu(Y_0) Y_1 (gdn2_cuda_swiglu_fwd); Y_1 is scratch after the call */
+enum { GDN2_CUDA_STORE = 0, GDN2_CUDA_SIGMOID = 1, GDN2_CUDA_SWIGLU = 2 };
 int gdn2_cuda_linear_fwd_batch(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
-                               size_t wstride, void *Y, size_t ystride, int count, int sigmoid);
+                               size_t wstride, void *Y, size_t ystride, int count, int act);
+/* z (bf16) = gdn2_cuda_rmsnorm_swish_fwd(o, X W^T + bias) over rows of D (out % D == 0), the product's
+ * value not kept: the same bits as gdn2_cuda_linear_fwd (bf16) then the norm; at one row one launch */
+int gdn2_cuda_linear_rmsnorm_swish_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,
+                                       const void *W, const float *bias, const void *o, const float *wn, int64_t D,
+                                       float eps, void *z);
 /* dX[N,in] (bf16) = (accumulate ? dX : 0) + dY W;  dW[out,in] (fp32) += dY^T X;  dbias (fp32) += sum_n dY;
  * X, W, dY bf16; dX, dW, dbias may each be NULL */
 int gdn2_cuda_linear_bwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X, const void *W,

@@ -489,8 +489,13 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
 
     /* output gate a = (x Wg0ᵀ) Wg1ᵀ + bg;  z = RMSNorm(o)·wn ⊙ silu(a) per value head;  y = z Woᵀ */
     if (!g1_early) LTRY(be->linear_fwd(be, N, d, R, x, PA(&lp, P_G0), NULL, g1, GDN2_DT_ACT, 0));
-    LTRY(be->linear_fwd(be, N, R, Dv, g1, PA(&lp, P_G1), PP(&lp, P_G1B), ga, GDN2_DT_ACT, 0));
-    LTRY(be->rmsnorm_swish_fwd(be, N * HV, V, o, ga, PP(&lp, P_ON), c->norm_eps, z));
+    if (decode && be->linear_rmsnorm_swish_fwd) { /* the step keeps no gate: the product and the norm in one */
+        LTRY(be->linear_rmsnorm_swish_fwd(be, N, R, Dv, g1, PA(&lp, P_G1), PP(&lp, P_G1B), o, PP(&lp, P_ON), V,
+                                          c->norm_eps, z));
+    } else {
+        LTRY(be->linear_fwd(be, N, R, Dv, g1, PA(&lp, P_G1), PP(&lp, P_G1B), ga, GDN2_DT_ACT, 0));
+        LTRY(be->rmsnorm_swish_fwd(be, N * HV, V, o, ga, PP(&lp, P_ON), c->norm_eps, z));
+    }
     LTRY(be->linear_fwd(be, N, Dv, d, z, PA(&lp, P_O), NULL, y, GDN2_DT_ACT, 0));
     return GDN2_OK;
 }

@@ -18,10 +18,14 @@ int gdn2_mlp_forward(gdn2_backend *be, int64_t N, int64_t d, int64_t I, const vo
     void *h1 = acts, *h2 = AT(acts, 1), *a = AT(acts, 2);
     const ptrdiff_t ws = (const char *)w2 - (const char *)w1, hs = (const char *)h2 - (const char *)h1;
     int rc;
-    if (batch && be->linear_fwd_batch && ws > 0 && ws % (ptrdiff_t)be->act_bytes == 0 && hs % (ptrdiff_t)be->act_bytes == 0)
+    /* the decode step (batch): the two products and the SwiGLU in one call, a in h1's place (h1, h2 are
+     * not kept: no backward) */
+    if (batch && be->linear_fwd_batch && ws > 0 && ws % (ptrdiff_t)be->act_bytes == 0 && hs % (ptrdiff_t)be->act_bytes == 0) {
         rc = be->linear_fwd_batch(be, N, d, I, x, w1, (size_t)ws / be->act_bytes, h1, (size_t)hs / be->act_bytes, 2,
-                                  GDN2_BE_NO_ACT);
-    else if (!(rc = be->linear_fwd(be, N, d, I, x, w1, NULL, h1, GDN2_DT_ACT, 0)))
+                                  GDN2_BE_SWIGLU);
+        return rc ? rc : be->linear_fwd(be, N, I, d, h1, w3, NULL, y, GDN2_DT_ACT, 0);
+    }
+    if (!(rc = be->linear_fwd(be, N, d, I, x, w1, NULL, h1, GDN2_DT_ACT, 0)))
         rc = be->linear_fwd(be, N, d, I, x, w2, NULL, h2, GDN2_DT_ACT, 0);
     if (rc || (rc = be->swiglu_fwd(be, (size_t)(N * I), h1, h2, a))) return rc;
     return be->linear_fwd(be, N, I, d, a, w3, NULL, y, GDN2_DT_ACT, 0);

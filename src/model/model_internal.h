@@ -73,8 +73,9 @@ int gdn2_layer_step_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *p
 /* acts: h1, h2, a each [N, I] ACT; backward scratch: 2 N I ACT */
 size_t gdn2_mlp_act_bytes(const gdn2_backend *be, int64_t N, int64_t I);
 size_t gdn2_mlp_scratch_bytes(const gdn2_backend *be, int64_t N, int64_t I);
-/* batch: the two input projections as one strided-batched product when w2 follows w1 at a whole
- * number of elements (the decode step: latency-bound products at a few rows) */
+/* batch: the two input projections and the SwiGLU as one strided-batched product when w2 follows w1
+ * at a whole number of elements (the decode step: latency-bound products at a few rows); then acts
+ * holds a in h1's place and h2 is scratch (no backward) */
 int gdn2_mlp_forward(gdn2_backend *be, int64_t N, int64_t d, int64_t I, const void *w1, const void *w2,
                      const void *w3, const void *x, void *y, void *acts, int batch);
 /* dx written, dw* accumulated */
