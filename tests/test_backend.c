@@ -960,6 +960,53 @@ static void t_conv_step(int64_t D, int64_t W, int count) {
     free(x), free(hist), free(w);
 }
 
+/* the products ahead of the conv step and the step in one (the decode step's q/k/v): n rows (slots
+ * k_dec_slots[0..n)), count parts at strides as run_conv_step's, weights Wl [D,in] + a gap. sep 0:
+ * linear_conv_step; 1: linear_fwd_batch into x, then conv_step. At one row the CUDA product convolves
+ * as it stores (src/cuda/gemv.cuh GEMV_CONV): the same bits as 1. x itself is not compared (not
+ * written by the fused form). */
+static void run_linconv(gdn2_backend *be, int64_t n, int64_t in, int64_t D, int64_t W, size_t hs, int count, int sep,
+                        const float *X, const float *Wl, const float *hist, const float *w, res *r) {
+    arena A = {.be = be};
+    const size_t xs = (size_t)(n * D) + 5, ps = DEC_NS * hs + 3, wsz = (size_t)(D * W) + 7, wls = (size_t)(D * in) + 24;
+    void *Xd = put(&A, X, (size_t)(n * in), GDN2_DT_ACT), *Wd = put(&A, Wl, wls * count, GDN2_DT_ACT);
+    void *xd = put(&A, NULL, xs * count, GDN2_DT_ACT), *y = put(&A, NULL, xs * count, GDN2_DT_ACT);
+    float *hd = put(&A, hist, ps * count, GDN2_DT_F32), *wd = put(&A, w, wsz * count, GDN2_DT_F32);
+    const int32_t *sl = put_raw(&A, k_dec_slots, sizeof k_dec_slots);
+    if (!sep && !A.rc)
+        note(&A, be->linear_conv_step(be, n, in, D, Xd, Wd, wls, count, xd, xs, W, hd, ps, hs, sl, wd, wsz, y, xs));
+    if (sep && !A.rc) note(&A, be->linear_fwd_batch(be, n, in, D, Xd, Wd, wls, xd, xs, count, GDN2_BE_NO_ACT));
+    if (sep && !A.rc) note(&A, be->conv_step(be, n, D, W, count, xd, xs, hd, ps, hs, sl, wd, wsz, y, xs));
+    res_add(r, "y (and the gaps)", get(&A, y, xs * count, GDN2_DT_ACT), xs * count, 1e-2);
+    res_add(r, "caches after", get(&A, hd, ps * count, GDN2_DT_F32), ps * count, 1e-2); /* x: bf16 vs fp32 */
+    finish(&A, r);
+}
+
+static void t_linconv(int64_t n, int64_t in, int64_t D, int64_t W, int count) {
+    const size_t hs = (size_t)((W - 1) * D + 17), wls = (size_t)(D * in) + 24;
+    const size_t nh = (DEC_NS * hs + 3) * count, nw = ((size_t)(D * W) + 7) * count;
+    float *X = randn((size_t)(n * in), 1.0), *Wl = randn(wls * count, 0.05), *hist = randn(nh, 1.0), *w = randn(nw, 0.5);
+    res c = {0}, g = {0}, cs = {0}, gs = {0}, g2 = {0};
+    BOTH(run_linconv(&CPU, n, in, D, W, hs, count, 0, X, Wl, hist, w, &c),
+         run_linconv(&GPU, n, in, D, W, hs, count, 0, X, Wl, hist, w, &g));
+    char op[112];
+    snprintf(op, sizeof op, "linear_conv_step n=%lld of %d slots in=%lld D=%lld W=%lld count=%d", (long long)n, DEC_NS,
+             (long long)in, (long long)D, (long long)W, count);
+    compare(op, &c, &g);
+    run_linconv(&CPU, n, in, D, W, hs, count, 1, X, Wl, hist, w, &cs);
+    CHECK(res_same(&c, &cs), "%s: cpu: the same bits as linear_fwd_batch then conv_step", op);
+    if (have_gpu) {
+        run_linconv(&GPU, n, in, D, W, hs, count, 1, X, Wl, hist, w, &gs);
+        CHECK(res_same(&g, &gs), "%s: cuda: the same bits as linear_fwd_batch then conv_step (y, caches)", op);
+        run_linconv(&GPU, n, in, D, W, hs, count, 0, X, Wl, hist, w, &g2);
+    } else {
+        SKIP_NO_GPU("%s: cuda against linear_fwd_batch then conv_step", op);
+    }
+    same_bits(op, &g, &g2);
+    res_free(&c), res_free(&g), res_free(&cs), res_free(&gs), res_free(&g2);
+    free(X), free(Wl), free(hist), free(w);
+}
+
 /* gate 0: g is the log-decay (fp32); 1: g holds the pre-activation f (ACT) and the op computes the
  * log-decay from A_log, dt (gates_fwd's formula); 2: gates_fwd first, then as 0 (the unfused pair) */
 static void run_decode(gdn2_backend *be, const gdn2_dims *dm, size_t stride, const float *q, const float *k,
@@ -1166,6 +1213,10 @@ int main(void) {
     t_conv_step(72, 2, 1);
     t_conv_step(2048, 4, 3); /* the decode step's q, k, v in one call */
     t_conv_step(40, 1, 2);   /* W = 1: no cache */
+    t_linconv(1, 2304, 2048, 4, 3); /* the decode step's q, k, v at batch 1: the convolutions in the product */
+    t_linconv(1, 256, 200, 3, 2);   /* odd sizes, W = 3 */
+    t_linconv(1, 64, 40, 1, 2);     /* W = 1: no cache */
+    t_linconv(3, 256, 200, 4, 3);   /* n > 1: the product, then conv_step */
     t_decode(2, 4, 64, 64, 0);
     t_decode(2, 4, 64, 64, 1); /* the log-decay from the pre-activation in the op (the model's decode step) */
     t_decode(1, 2, 128, 128, 0);

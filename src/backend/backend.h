@@ -223,6 +223,14 @@ struct gdn2_backend {
     int (*conv_step)(gdn2_backend *be, int64_t n, int64_t D, int64_t W, int count, const void *x, size_t xs,
                      float *hist, size_t hs, size_t hist_stride, const int32_t *slots, const float *w, size_t ws,
                      void *y, size_t ys);
+    /* the products ahead of conv_step and conv_step in one: x_p = X[n,in] Wl_p[D,in]^T for p < count
+     * (Wl_p = Wl + p*wlstride, x_p = x + p*xs: linear_fwd_batch without act), then conv_step over the
+     * x_p with the rest of the arguments as conv_step's: the same bits as the two calls. x is where the
+     * products go when the backend makes the two calls; at one row the CUDA product convolves as it
+     * stores and x is not written. */
+    int (*linear_conv_step)(gdn2_backend *be, int64_t n, int64_t in, int64_t D, const void *X, const void *Wl,
+                            size_t wlstride, int count, void *x, size_t xs, int64_t W, float *hist, size_t hs,
+                            size_t hist_stride, const int32_t *slots, const float *w, size_t ws, void *y, size_t ys);
     /* decode: one token of the GDN-2 recurrence (the semantics of gdn2_decode_step) for n = dm->B
      * sequences (dm->T = 1): sequence i's state pool + slots[i]*slot_stride ([HV,K,V] fp32, slot_stride
      * in floats) is read and updated in place. q, k, b [n,H,K], v, w, o [n,HV,V] ACT; g fp32; opts as

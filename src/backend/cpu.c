@@ -295,6 +295,13 @@ static int cpu_conv_step(gdn2_backend *be, int64_t n, int64_t D, int64_t W, int 
     }
     return GDN2_OK;
 }
+/* the two calls (be->: a caller's per-row products apply) */
+static int cpu_linear_conv_step(gdn2_backend *be, int64_t n, int64_t in, int64_t D, const void *X, const void *Wl,
+                                size_t wlstride, int count, void *x, size_t xs, int64_t W, float *hist, size_t hs,
+                                size_t hist_stride, const int32_t *slots, const float *w, size_t ws, void *y, size_t ys) {
+    int rc = be->linear_fwd_batch(be, n, in, D, X, Wl, wlstride, x, xs, count, GDN2_BE_NO_ACT);
+    return rc ? rc : be->conv_step(be, n, D, W, count, x, xs, hist, hs, hist_stride, slots, w, ws, y, ys);
+}
 /* per sequence: gdn2_decode_step on its own state (a one-slot pool), or the float64 reference from
  * the state (kernel REFERENCE, or sizes the fp32 decode kernel does not take) */
 static int cpu_decode(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
@@ -419,6 +426,7 @@ void gdn2_backend_cpu_init(gdn2_backend *be, int n_threads) {
     be->rope_split = cpu_rope_split, be->rope_split_bwd = cpu_rope_split_bwd;
     be->attn_fwd = cpu_attn_fwd, be->attn_bwd = cpu_attn_bwd;
     be->conv_step = cpu_conv_step, be->decode = cpu_decode, be->attn_step = cpu_attn_step;
+    be->linear_conv_step = cpu_linear_conv_step;
     be->sample = cpu_sample;
     be->xent = cpu_xent, be->sumsq = cpu_sumsq, be->scale = cpu_scale, be->adamw = cpu_adamw;
     /* host_alloc, upload_async and the graph hooks stay NULL: the CPU runs every op as it comes */

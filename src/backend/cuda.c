@@ -243,6 +243,12 @@ static int cu_conv_step(gdn2_backend *be, int64_t n, int64_t D, int64_t W, int c
                         void *y, size_t ys) {
     return gdn2_cuda_conv_step(n, D, W, count, x, xs, hist, hs, hist_stride, slots, w, ws, y, ys, STREAM(be));
 }
+static int cu_linear_conv_step(gdn2_backend *be, int64_t n, int64_t in, int64_t D, const void *X, const void *Wl,
+                               size_t wlstride, int count, void *x, size_t xs, int64_t W, float *hist, size_t hs,
+                               size_t hist_stride, const int32_t *slots, const float *w, size_t ws, void *y, size_t ys) {
+    return gdn2_cuda_linear_conv_step(NN(be), n, in, D, X, Wl, wlstride, count, x, xs, W, hist, hs, hist_stride, slots,
+                                      w, ws, y, ys);
+}
 /* the token-serial kernel on the state pool (either kernel choice: the float64 reference is CPU only,
  * and the decode step has one CUDA kernel) */
 static int cu_decode(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
@@ -387,7 +393,7 @@ int gdn2_backend_cuda_init(gdn2_backend *be) {
     be->rope_split_bwd = cu_rope_split_bwd;
     be->attn_fwd = cu_attn_fwd;
     be->attn_bwd = cu_attn_bwd;
-    be->conv_step = cu_conv_step;
+    be->conv_step = cu_conv_step, be->linear_conv_step = cu_linear_conv_step;
     be->decode = cu_decode;
     be->attn_step = cu_attn_step;
     be->sample = cu_sample;

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "gdn2_cuda.h"
+#include "decode_nn.h"
 #include "gemv.cuh"
 #include "nn_ctx.cuh"
 
@@ -250,8 +251,9 @@ extern "C" int gdn2_cuda_linear_fwd_batch(gdn2_cuda_nn *c, int64_t N, int64_t in
     if (count < 1 || N <= 0 || out <= 0) return GDN2_OK;
     if (in <= 0) return gdn2_error(GDN2_ERR_ARG, "%s: in=%lld", fn, (long long)in);
     if (gemv_fits(N, in, X, W, wstride) && count <= 65535) {
-        const gemv_epi ep = {act == GDN2_CUDA_SWIGLU ? GEMV_SWIGLU : act == GDN2_CUDA_SIGMOID ? GEMV_SIGMOID : GEMV_STORE,
-                             NULL, NULL, 1, 0.0f};
+        gemv_epi ep;
+        memset(&ep, 0, sizeof ep);
+        ep.mode = act == GDN2_CUDA_SWIGLU ? GEMV_SWIGLU : act == GDN2_CUDA_SIGMOID ? GEMV_SIGMOID : GEMV_STORE;
         const cudaError_t e =
             gemv_launch(N, in, out, X, W, wstride, NULL, Y, ystride, 1, 0, &ep, count, pdl_enabled(), c->stream);
         return gemv_status(fn, e);
@@ -277,11 +279,35 @@ extern "C" int gdn2_cuda_linear_rmsnorm_swish_fwd(gdn2_cuda_nn *c, int64_t N, in
                           (long long)D);
     if (N <= 0 || out <= 0) return GDN2_OK;
     if (in > 0 && gemv_fits(N, in, X, W, 0)) {
-        const gemv_epi ep = {GEMV_NORM_SWISH, (const bf16 *)o, wn, D, eps};
+        gemv_epi ep;
+        memset(&ep, 0, sizeof ep);
+        ep.mode = GEMV_NORM_SWISH, ep.o = (const bf16 *)o, ep.wn = wn, ep.D = D, ep.eps = eps;
         return gemv_status(fn, gemv_launch(N, in, out, X, W, 0, bias, z, 0, 1, 0, &ep, 1, pdl_enabled(), c->stream));
     }
     int rc = gdn2_cuda_linear_fwd(c, N, in, out, X, W, bias, z, GDN2_CUDA_BF16, 0);
     return rc ? rc : gdn2_cuda_rmsnorm_swish_fwd(N * (out / D), D, o, z, wn, eps, z, c->stream);
+}
+
+// x_p = X W_p^T (p < count), then gdn2_cuda_conv_step over the parts: at one row the product convolves
+// as it stores (x not written), else the two calls
+extern "C" int gdn2_cuda_linear_conv_step(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t D, const void *X,
+                                          const void *W, size_t wstride, int count, void *x, size_t xs, int64_t ksize,
+                                          float *hist, size_t hs, size_t hist_stride, const int32_t *slots,
+                                          const float *cw, size_t cws, void *y, size_t ys) {
+    const char *fn = "cuda linear_conv_step";
+    if (ksize < 1 || ksize > 64 || count < 1 || count > 65535 || in <= 0)
+        return gdn2_error(GDN2_ERR_ARG, "%s: ksize=%lld count=%d in=%lld (need 1 <= ksize <= 64, 1 <= count <= 65535, in >= 1)",
+                          fn, (long long)ksize, count, (long long)in);
+    if (N <= 0 || D <= 0) return GDN2_OK;
+    if (gemv_fits(N, in, X, W, wstride) && (ksize == 1 || hist) && cw && y) {
+        gemv_epi ep;
+        memset(&ep, 0, sizeof ep);
+        ep.mode = GEMV_CONV, ep.D = 1, ep.hist = hist, ep.hps = hs, ep.hstride = hist_stride, ep.slots = slots;
+        ep.cw = cw, ep.cws = cws, ep.ksize = (int)ksize;
+        return gemv_status(fn, gemv_launch(N, in, D, X, W, wstride, NULL, y, ys, 1, 0, &ep, count, pdl_enabled(), c->stream));
+    }
+    int rc = gdn2_cuda_linear_fwd_batch(c, N, in, D, X, W, wstride, x, xs, count, GDN2_CUDA_STORE);
+    return rc ? rc : gdn2_cuda_conv_step(N, D, ksize, count, x, xs, hist, hs, hist_stride, slots, cw, cws, y, ys, c->stream);
 }
 
 extern "C" int gdn2_cuda_linear_bwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,

@@ -29,11 +29,14 @@
 //   GEMV_NORM_SWISH  Y = RMSNorm(o) wn * silu(Y) over   the output gate (nn.cu k_rmsnorm_swish_fwd): the
 //                    rows of D of o                    warp sums the squares of its rows' o row itself,
 //                                                      in that kernel's order (D = 128: 128 values)
+//   GEMV_CONV        Y = silu(conv(hist ++ Y)), hist   q/k/v's short convolutions (decode_nn.cu
+//                    moves on                          k_conv_step): per channel, part p = blockIdx.y
 // Each epilogue first rounds the product's value to bf16 as the plain store would, then applies the
 // op's arithmetic in the op's order.
 #pragma once
 #include <cuda_bf16.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../util/act.h"
 #include "pdl.cuh"
@@ -55,14 +58,23 @@ static __device__ __forceinline__ float gemv_dot8(uint4 w, uint4 x, float acc) {
     return acc;
 }
 
-// what the product does as it stores (above); o, wn, D, eps: GEMV_NORM_SWISH's
-enum { GEMV_STORE = 0, GEMV_SIGMOID = 1, GEMV_SWIGLU = 2, GEMV_NORM_SWISH = 3 };
+// what the product does as it stores (above), with the operands of the op it finishes
+enum { GEMV_STORE = 0, GEMV_SIGMOID = 1, GEMV_SWIGLU = 2, GEMV_NORM_SWISH = 3, GEMV_CONV = 4 };
 typedef struct {
     int mode;
+    // GEMV_NORM_SWISH
     const __nv_bfloat16 *o; // [N * out / D, D]
     const float *wn;        // [D]
     int64_t D;
     float eps;
+    // GEMV_CONV (k_conv_step's): part p's cache of row n at hist + p*hps + slot(n)*hstride ([ksize-1, out]
+    // fp32, oldest first), its weights at cw + p*cws ([out, ksize])
+    float *hist;
+    size_t hps, hstride;
+    const int32_t *slots; // NULL: row n's slot is n
+    const float *cw;
+    size_t cws;
+    int ksize;
 } gemv_epi;
 
 // the plain store's value before its rounding: (acc_y ? y : 0) + bias + sum, in that order
@@ -200,6 +212,17 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(int N, int64_t in
             if (ep.mode == GEMV_NORM_SWISH) // k_rmsnorm_swish_fwd: x r w silu(a), left to right
                 v = __float2bfloat16_rn(__bfloat162float(ep.o[(size_t)n * out + j]) * rr * ep.wn[j % ep.D] *
                                         gdn2_silu_f32(__bfloat162float(v)));
+            if (ep.mode == GEMV_CONV) { // k_conv_step on channel j of part blockIdx.y
+                float *h = ep.hist + blockIdx.y * ep.hps + (size_t)(ep.slots ? ep.slots[n] : n) * ep.hstride + j;
+                const float xv = __bfloat162float(v), *wc = ep.cw + blockIdx.y * ep.cws + j * ep.ksize;
+                const int K = ep.ksize;
+                float c = 0.0f;
+                for (int k = 0; k < K - 1; k++) c += wc[k] * h[(size_t)k * out];
+                c += wc[K - 1] * xv;
+                v = __float2bfloat16_rn(gdn2_silu_f32(c));
+                for (int k = 0; k + 1 < K - 1; k++) h[(size_t)k * out] = h[(size_t)(k + 1) * out];
+                if (K > 1) h[(size_t)(K - 2) * out] = xv;
+            }
             y[yi] = v;
         } else {
             float *y = (float *)Y;
@@ -222,7 +245,9 @@ static inline int gemv_fits(int64_t N, int64_t in, const void *X, const void *W,
 static inline cudaError_t gemv_launch(int64_t N, int64_t in, int64_t out, const void *X, const void *W, size_t wstride,
                                       const float *bias, void *Y, size_t ystride, int ybf16, int acc_y,
                                       const gemv_epi *ep, int count, int pdl, cudaStream_t st) {
-    gemv_epi e = {GEMV_STORE, NULL, NULL, 1, 0.0f};
+    gemv_epi e;
+    memset(&e, 0, sizeof e);
+    e.mode = GEMV_STORE, e.D = 1;
     if (ep) e = *ep;
     const int64_t per_block = e.mode == GEMV_SWIGLU ? GEMV_WARPS : GEMV_WARPS * GEMV_ROWS;
     const dim3 grid((unsigned)((out + per_block - 1) / per_block), e.mode == GEMV_SWIGLU ? 1u : (unsigned)count);

@@ -92,6 +92,13 @@ int gdn2_cuda_linear_fwd_batch(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t o
 int gdn2_cuda_linear_rmsnorm_swish_fwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,
                                        const void *W, const float *bias, const void *o, const float *wn, int64_t D,
                                        float eps, void *z);
+/* the decode step's q/k/v: x_p = X W_p^T (p < count, gdn2_cuda_linear_fwd_batch), then
+ * gdn2_cuda_conv_step (decode_nn.h) over them, the same bits; at one row in the product's store (x is
+ * then not written) */
+int gdn2_cuda_linear_conv_step(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t D, const void *X, const void *W,
+                               size_t wstride, int count, void *x, size_t xs, int64_t ksize, float *hist, size_t hs,
+                               size_t hist_stride, const int32_t *slots, const float *cw, size_t cws, void *y,
+                               size_t ys);
 /* dX[N,in] (bf16) = (accumulate ? dX : 0) + dY W;  dW[out,in] (fp32) += dY^T X;  dbias (fp32) += sum_n dY;
  * X, W, dY bf16; dX, dW, dbias may each be NULL */
 int gdn2_cuda_linear_bwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X, const void *W,

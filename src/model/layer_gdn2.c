@@ -385,7 +385,21 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
     /* projections: qp = x Wqᵀ, kp = x Wkᵀ, vp = x Wvᵀ; in the decode step one batched product when
      * the three weights and outputs are evenly spaced (Dk = Dv: at n = 1 a product is latency-bound,
      * ~10 us each on the H100 against ~14 us for the three, bench/results/h100-keep) */
-    if (decode && Dk == Dv && even_stride(&lp, be, P_Q, P_K, P_V, L.qp, L.kp, L.vp)) {
+    /* the decode step's conv caches: [3][W-1][Dk] per slot, evenly spaced with the conv weights, inputs
+     * and outputs (Dk = Dv): the three parts of one conv_step call */
+    const size_t hs = st_conv_k(c) - st_conv_q(c), cws = lp.off[P_KC] - lp.off[P_QC];
+    const int conv3 = decode && Dk == Dv && st_conv_v(c) - st_conv_k(c) == hs &&
+                      even_stride(&lp, be, P_QC, P_KC, P_VC, L.qp, L.kp, L.vp) && L.k - L.q == L.kp - L.qp &&
+                      L.v - L.k == L.kp - L.qp;
+    const int qkv3 = decode && Dk == Dv && even_stride(&lp, be, P_Q, P_K, P_V, L.qp, L.kp, L.vp);
+    const int conv_in_product = conv3 && qkv3 && be->linear_conv_step;
+    if (conv_in_product) {
+        /* the products and the convolutions in one call (at one row the CUDA product convolves as it
+         * stores): q, k, v = silu(conv(x Wq/k/vᵀ)), the caches move on */
+        const size_t xs = (L.kp - L.qp) / be->act_bytes;
+        LTRY(be->linear_conv_step(be, N, d, Dk, x, PA(&lp, P_Q), lp.off[P_K] - lp.off[P_Q], 3, qp, xs, W,
+                                  states + st_conv_q(c), hs, SS, slots, PP(&lp, P_QC), cws, q, xs));
+    } else if (qkv3) {
         LTRY(be->linear_fwd_batch(be, N, d, Dk, x, PA(&lp, P_Q), lp.off[P_K] - lp.off[P_Q], qp,
                                   (L.kp - L.qp) / be->act_bytes, 3, GDN2_BE_NO_ACT));
     } else {
@@ -396,14 +410,14 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
     /* q = silu(conv(qp)), from the conv caches when states are given */
     const float *hq = states ? states + st_conv_q(c) : NULL, *hk = states ? states + st_conv_k(c) : NULL;
     const float *hv = states ? states + st_conv_v(c) : NULL;
-    if (decode) { /* one token per sequence from its slot's conv caches, which move on (T = 1) */
-        /* the three in one call when inputs, caches, weights and outputs are evenly spaced (Dk = Dv:
-         * the caches are [3][W-1][Dk] per slot; two launches fewer per layer and step) */
-        const size_t hs = st_conv_k(c) - st_conv_q(c), ws = lp.off[P_KC] - lp.off[P_QC];
-        if (Dk == Dv && st_conv_v(c) - st_conv_k(c) == hs && even_stride(&lp, be, P_QC, P_KC, P_VC, L.qp, L.kp, L.vp) &&
-            L.k - L.q == L.kp - L.qp && L.v - L.k == L.kp - L.qp) {
+    if (conv_in_product) {
+        /* done with the products above */
+    } else if (decode) { /* one token per sequence from its slot's conv caches, which move on (T = 1) */
+        /* the three in one call when inputs, caches, weights and outputs are evenly spaced (two
+         * launches fewer per layer and step) */
+        if (conv3) {
             const size_t xs = (L.kp - L.qp) / be->act_bytes;
-            LTRY(be->conv_step(be, N, Dk, W, 3, qp, xs, states + st_conv_q(c), hs, SS, slots, PP(&lp, P_QC), ws, q, xs));
+            LTRY(be->conv_step(be, N, Dk, W, 3, qp, xs, states + st_conv_q(c), hs, SS, slots, PP(&lp, P_QC), cws, q, xs));
         } else {
             LTRY(be->conv_step(be, N, Dk, W, 1, qp, 0, states + st_conv_q(c), 0, SS, slots, PP(&lp, P_QC), 0, q, 0));
             LTRY(be->conv_step(be, N, Dk, W, 1, kp, 0, states + st_conv_k(c), 0, SS, slots, PP(&lp, P_KC), 0, k, 0));
