@@ -18,14 +18,15 @@ enum {
     OP_rmsnorm_fwd, OP_add_rmsnorm_fwd, OP_rmsnorm_bwd, OP_rmsnorm_swish_fwd, OP_rmsnorm_swish_bwd, OP_conv_silu_fwd,
     OP_conv_silu_bwd, OP_gates_fwd, OP_gates_bwd, OP_swiglu_fwd, OP_swiglu_bwd, OP_xent, OP_sumsq, OP_scale,
     OP_adamw, OP_copy, OP_zero, OP_upload, OP_download, OP_dropout, OP_conv_hist_update, OP_conv_step, OP_decode,
-    OP_attn_step, OP_sample, OP_linear_fwd_batch, N_OP
+    OP_attn_step, OP_sample, OP_linear_fwd_batch, OP_linear_rmsnorm_swish_fwd, OP_linear_conv_step, N_OP
 };
 static const char *const k_op[N_OP] = {
     "linear_fwd", "linear_bwd", "gdn2_fwd", "gdn2_bwd", "rope_split", "rope_split_bwd", "attn_fwd", "attn_bwd",
     "cast", "add", "embed_fwd", "embed_bwd", "gather_rows", "scatter_rows", "sigmoid", "rmsnorm_fwd",
     "add_rmsnorm_fwd", "rmsnorm_bwd", "rmsnorm_swish_fwd", "rmsnorm_swish_bwd", "conv_silu_fwd", "conv_silu_bwd", "gates_fwd",
     "gates_bwd", "swiglu_fwd", "swiglu_bwd", "xent", "sumsq", "scale", "adamw", "copy", "zero", "upload",
-    "download", "dropout", "conv_hist_update", "conv_step", "decode", "attn_step", "sample", "linear_fwd_batch"};
+    "download", "dropout", "conv_hist_update", "conv_step", "decode", "attn_step", "sample", "linear_fwd_batch",
+    "linear_rmsnorm_swish_fwd", "linear_conv_step"};
 static double g_op_ms[N_OP];
 static int g_op_n[N_OP];
 static gdn2_backend g_orig;
@@ -45,6 +46,13 @@ W(linear_fwd, (gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void 
                void *Y, int ydt, int acc), (be, N, in, out, X, Wt, bias, Y, ydt, acc))
 W(linear_fwd_batch, (gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *Wt, size_t ws,
                      void *Y, size_t ys, int count, int act), (be, N, in, out, X, Wt, ws, Y, ys, count, act))
+W(linear_rmsnorm_swish_fwd, (gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *Wt,
+                             const float *bias, const void *o, const float *wn, int64_t D, float eps, void *z),
+  (be, N, in, out, X, Wt, bias, o, wn, D, eps, z))
+W(linear_conv_step, (gdn2_backend *be, int64_t n, int64_t in, int64_t D, const void *X, const void *Wl, size_t wls,
+                     int count, void *x, size_t xs, int64_t Wd, float *hist, size_t ps, size_t hs, const int32_t *slots,
+                     const float *w, size_t ws, void *y, size_t ys),
+  (be, n, in, D, X, Wl, wls, count, x, xs, Wd, hist, ps, hs, slots, w, ws, y, ys))
 W(linear_bwd, (gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *Wt, const void *dY,
                void *dX, int acc, float *dW, float *db), (be, N, in, out, X, Wt, dY, dX, acc, dW, db))
 W(gdn2_fwd, (gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q, const void *k,
@@ -132,7 +140,7 @@ static void profile_on(gdn2_backend *be) {
     S(rmsnorm_fwd), S(add_rmsnorm_fwd), S(rmsnorm_bwd), S(rmsnorm_swish_fwd), S(rmsnorm_swish_bwd), S(conv_silu_fwd);
     S(conv_silu_bwd), S(gates_fwd), S(gates_bwd), S(swiglu_fwd), S(swiglu_bwd), S(xent), S(sumsq), S(scale);
     S(adamw), S(copy), S(zero), S(upload), S(download), S(dropout), S(conv_hist_update), S(conv_step), S(decode);
-    S(attn_step), S(sample), S(linear_fwd_batch);
+    S(attn_step), S(sample), S(linear_fwd_batch), S(linear_rmsnorm_swish_fwd), S(linear_conv_step);
 #undef S
 }
 static void profile_off(gdn2_backend *be) { *be = g_orig; }
