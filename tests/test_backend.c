@@ -1231,7 +1231,8 @@ int main(void) {
     t_sample(160, 37);
     t_sample(160, 1000);
     t_sample(64, 32000);
-    t_sample(20, 60000); /* a vocabulary twice the configs' */
+    t_sample(20, 60000); /* a vocabulary twice the configs' (CUDA: a cluster of 8 blocks a row) */
+    t_sample(12, 70000); /* past the cluster kernel's 65,536: one block a row */
 
     if (have_gpu) GPU.destroy(&GPU);
     CPU.destroy(&CPU);
