@@ -1231,8 +1231,13 @@ int main(void) {
     t_sample(160, 37);
     t_sample(160, 1000);
     t_sample(64, 32000);
-    t_sample(20, 60000); /* a vocabulary twice the configs' (CUDA: a cluster of 8 blocks a row) */
-    t_sample(12, 70000); /* past the cluster kernel's 65,536: one block a row */
+    t_sample(20, 60000); /* a vocabulary twice the configs' */
+    /* CUDA: up to 16 rows (8 n <= the SM count of an H100/H200) a cluster of 8 blocks a row, above it
+     * and past V = 65,536 one block a row (src/cuda/sample.cu) */
+    t_sample(16, 50304);
+    t_sample(16, 1000);
+    t_sample(3, 37);
+    t_sample(12, 70000);
 
     if (have_gpu) GPU.destroy(&GPU);
     CPU.destroy(&CPU);

@@ -40,7 +40,8 @@ int gdn2_cuda_attn_step(const gdn2_cuda_attn_shape *s, const void *qkv, const in
 /* One token per row of logits [n, ld] fp32 (device; the first V of each row), row i under params[i]
  * (device), into tokens[i] (device): src/util/sample.h's semantics, bit for bit those of the CPU
  * sampler (src/ops/sample.c gdn2_sample_row) on the same logits. A cluster of 8 blocks per row for V <=
- * 65,536 on GPUs with clusters (GDN2_CUDA_SAMPLE_CLUSTER=0: not), else one block of 512 threads per row;
+ * 65,536 and 8 n <= the SM count on GPUs with clusters (GDN2_CUDA_SAMPLE_CLUSTER=0: not), else one block
+ * of 512 threads per row;
  * integer atomics and sums only, so the same call gives the same tokens. */
 int gdn2_cuda_sample_rows(int64_t n, int64_t V, int64_t ld, const float *logits, const gdn2_sample_row_params *params,
                           int32_t *tokens, void *stream);

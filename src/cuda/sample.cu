@@ -5,9 +5,10 @@
 // thread block clusters): a cluster of CL = 8 blocks per row, each holding its slice's keys and weights
 // in registers (each weight is computed once; the radix passes read registers), the histograms and
 // sums combined across the cluster through distributed shared memory. k_sample (any V): one block per
-// row that recomputes keys and weights at every pass. The single block spent ~0.45 ms at batch 1 on
-// gdn2_1.3B's 50,304 logits at top-p 0.95 (the weights are double-precision polynomials, ~11 passes, one
-// SM: bench/results/h100-decode/592f673-*, "with device sampling"). In both everything is a 64-bit integer: a candidate's order key (larger = earlier:
+// row that recomputes keys and weights at every pass (for larger V, and for batches whose clusters would
+// not fit one wave: gdn2_cuda_sample_rows). The single block spent ~0.45 ms at batch 1 on gdn2_1.3B's
+// 50,304 logits at top-p 0.95 (the weights are double-precision polynomials, ~11 passes, one SM); the
+// cluster ~0.1 ms (bench/results/h100-decode/a83144c-sample_ab_*). In both everything is a 64-bit integer: a candidate's order key (larger = earlier:
 // larger logit, then smaller id) and its weight w = floor(exp((z - z_max)/T) 2^40). The argmax is the
 // largest key; the top-k cut is the k-th largest key, found by an MSB radix select (8 passes of 8
 // bits, histograms of counts); the nucleus boundary is found the same way with histograms of
@@ -365,17 +366,25 @@ extern "C" int gdn2_cuda_sample_rows(int64_t n, int64_t V, int64_t ld, const flo
                                         "pointer", (long long)n, (long long)V, (long long)ld);
     if (n == 0) return GDN2_OK;
     if (n > INT32_MAX) return gdn2_error(GDN2_ERR_ARG, "gdn2_cuda_sample_rows: %lld rows", (long long)n);
-    // the cluster kernel where the row fits its registers and the device launches clusters (sm_90+);
-    // GDN2_CUDA_SAMPLE_CLUSTER=0 in the environment: the single-block kernel (same tokens; for timings)
-    static PerDevice has_clusters; // 1 yes, 2 no
+    // The cluster kernel where the row fits its registers, the device launches clusters (sm_90+) and the
+    // clusters fit one wave (n CL <= the SM count: a block takes an SM's registers). Measured on an H100
+    // (gdn2_1.3B's sampled step, top-p 0.95; bench/results/h100-decode/a83144c-sample_ab_*): batch 1
+    // 2,350 -> 1,998 us, 16 3,041 -> 2,780; past one wave it lost (64: 3,761 -> 3,813, 256: 7,046 ->
+    // 8,275), so there the one-block kernel runs. GDN2_CUDA_SAMPLE_CLUSTER=0: never (same tokens).
+    static PerDevice has_clusters, sms; // has_clusters 1 yes, 2 no
     static std::atomic<int> env(INT_MIN);
-    const int clusters = has_clusters.get(current_device(), [] {
+    const int dev = current_device();
+    const int clusters = has_clusters.get(dev, [dev] {
         int a = 0;
-        return cudaDeviceGetAttribute(&a, cudaDevAttrClusterLaunch, current_device()) == cudaSuccess && a ? 1 : 2;
+        return cudaDeviceGetAttribute(&a, cudaDevAttrClusterLaunch, dev) == cudaSuccess && a ? 1 : 2;
     }) == 1;
+    const int n_sm = sms.get(dev, [dev] {
+        int a = 0;
+        return cudaDeviceGetAttribute(&a, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess ? a : 0;
+    });
     const int allowed = env_once(env, "GDN2_CUDA_SAMPLE_CLUSTER", [](const char *v) { return v && v[0] == '0' ? 0 : 1; });
     cudaError_t e;
-    if (clusters && allowed && V <= (int64_t)CL * SB * EPT && n <= INT32_MAX / CL) {
+    if (clusters && allowed && V <= (int64_t)CL * SB * EPT && n * CL <= n_sm) {
         cudaLaunchConfig_t cfg = {};
         cfg.gridDim = dim3((unsigned)(n * CL));
         cfg.blockDim = dim3(SB);
