@@ -1092,7 +1092,10 @@ static void t_attn_step(int64_t nh, int64_t ng, int64_t hs, int64_t window, int6
              DEC_N, DEC_NS, (long long)nh, (long long)ng, (long long)hs, (long long)window, (long long)cap,
              (long long)pos[0], (long long)pos[1], (long long)pos[2]);
     compare(op, &c, &g);
-    res_free(&c), res_free(&g);
+    res g2 = {0};
+    if (have_gpu) run_attn_step(&GPU, &a, cap, stride, pos, qkv, cache, &g2);
+    same_bits(op, &g, &g2);
+    res_free(&c), res_free(&g), res_free(&g2);
     free(qkv), free(cache);
 }
 
@@ -1226,6 +1229,11 @@ int main(void) {
         t_attn_step(4, 2, 64, 16, 16, ring);  /* SWA ring: rows p % 16 (two of the three wrapped) */
         t_attn_step(4, 4, 128, 0, 64, full);  /* full attention: row p */
         t_attn_step(2, 1, 64, 2048, 2048, ring);
+        /* CUDA: fewer (sequence, head) blocks than SMs split the positions (up to 32 ways, merged in
+         * order; every case above); 3 x 48 heads do not */
+        t_attn_step(48, 8, 64, 0, 64, full);
+        const int64_t lng[DEC_N] = {2600, 1000, 5000}; /* swa_gdn2_1.3B's layer: 16 heads of 128, window 2048 */
+        t_attn_step(16, 16, 128, 2048, 2048, lng);
     }
 
     t_sample(160, 37);

@@ -287,7 +287,8 @@ static int cu_decode(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gd
 static int cu_attn_step(gdn2_backend *be, const gdn2_attn_cfg *a, int64_t n, const void *qkv, const int64_t *pos,
                         const int32_t *slots, int64_t cap, float *cache, size_t stride, void *o) {
     gdn2_cuda_attn_shape s = attn_shape(a, n, 1);
-    return gdn2_cuda_attn_step(&s, qkv, pos, slots, cap, cache, stride, o, STREAM(be));
+    return gdn2_cuda_attn_step(&s, qkv, pos, slots, cap, cache, stride, o, gdn2_cuda_nn_attn_part(NN(be)),
+                               GDN2_CUDA_ATTN_PART_FLOATS, STREAM(be));
 }
 /* params and tokens through the context's scratch: upload, one launch, download (synchronises) */
 static int cu_sample(gdn2_backend *be, int64_t n, int64_t V, int64_t ld, const float *logits,

@@ -12,6 +12,7 @@
 #include "common.cuh"
 #include "decode_nn.h"
 #include "gdn2_error.h"
+#include "host.cuh"
 #include "pdl.cuh"
 
 typedef __nv_bfloat16 bf16;
@@ -65,8 +66,9 @@ struct StepParams {
     float *cache;
     size_t stride;
     bf16 *o;
+    float *part; // S > 1: the splits' partials [n, nh, S, 2 + hs] (max, sum, unnormalised output)
     int64_t cap;
-    int n, nh, ng, qpk, hs, window;
+    int n, nh, ng, qpk, hs, window, S;
     float base, scale;
 };
 
@@ -109,8 +111,11 @@ __global__ void k_attn_store(StepParams p) {
     }
 }
 
-// block (sequence b, query head h): warp w takes the visible positions j0 + w, j0 + w + 8, ...; lane
-// holds dims lane + 32 r; online softmax per warp, merged over the warps at the end
+// block (sequence b, query head h, split s): the visible positions j0..pos, or with S > 1 the s-th of S
+// contiguous shares of them (flash-decoding: at batch 1 the n nh blocks alone leave most SMs idle);
+// warp w takes the positions a + w, a + w + 8, ... of its range; lane holds dims lane + 32 r; online
+// softmax per warp, merged over the warps at the end: into o (S = 1) or into the split's partial,
+// which k_attn_combine merges over the splits in order
 template <int R>
 __global__ void __launch_bounds__(AS_WARPS * 32) k_attn_step(StepParams p) {
     __shared__ float sq[32 * R];
@@ -138,11 +143,16 @@ __global__ void __launch_bounds__(AS_WARPS * 32) k_attn_step(StepParams p) {
     const float *vc = kc + (size_t)p.ng * p.cap * hs;
     kc += (size_t)g * p.cap * hs;
     vc += (size_t)g * p.cap * hs;
-    const int64_t j0 = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
+    int64_t j0 = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0, j1 = pos;
+    if (p.S > 1) { // this split's share of j0..pos
+        const int64_t chunk = (pos - j0 + p.S) / p.S, a = j0 + (int64_t)blockIdx.z * chunk;
+        j1 = a + chunk - 1 < pos ? a + chunk - 1 : pos;
+        j0 = a;
+    }
     float m = -INFINITY, l = 0.0f, acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.0f;
-    for (int64_t j = j0 + warp; j <= pos; j += AS_WARPS) {
+    for (int64_t j = j0 + warp; j <= j1; j += AS_WARPS) {
         const size_t row = (size_t)cache_row(p, j) * hs;
         float part = 0.0f, vv[R];
 #pragma unroll
@@ -167,11 +177,44 @@ __global__ void __launch_bounds__(AS_WARPS * 32) k_attn_step(StepParams p) {
     for (int w = 0; w < AS_WARPS; w++) M = fmaxf(M, sm[w]);
     float L = 0.0f;
     for (int w = 0; w < AS_WARPS; w++) L += sm[w] == -INFINITY ? 0.0f : sl[w] * expf(sm[w] - M);
+    if (p.S > 1) { // the split's partial: M, L, the unnormalised output (M = -inf: no position here)
+        float *pp = p.part + (((size_t)b * p.nh + h) * p.S + blockIdx.z) * (size_t)(2 + hs);
+        if (threadIdx.x == 0) pp[0] = M, pp[1] = L;
+        for (int d = threadIdx.x; d < hs; d += blockDim.x) {
+            float v = 0.0f;
+            for (int w = 0; w < AS_WARPS; w++)
+                if (sm[w] != -INFINITY) v += sacc[w][d] * expf(sm[w] - M);
+            pp[2 + d] = v;
+        }
+        return;
+    }
     bf16 *ob = p.o + (int64_t)b * p.nh * hs + (int64_t)h * hs;
     for (int d = threadIdx.x; d < hs; d += blockDim.x) {
         float v = 0.0f;
         for (int w = 0; w < AS_WARPS; w++)
             if (sm[w] != -INFINITY) v += sacc[w][d] * expf(sm[w] - M);
+        ob[d] = __float2bfloat16_rn(v / L);
+    }
+}
+
+// block (sequence b, query head h): the S partials merged in split order, as the warps are above
+__global__ void k_attn_combine(StepParams p) {
+    const int b = blockIdx.x, h = blockIdx.y, hs = p.hs;
+    const float *pp = p.part + ((size_t)b * p.nh + h) * p.S * (size_t)(2 + hs);
+    float M = -INFINITY;
+    for (int s = 0; s < p.S; s++) M = fmaxf(M, pp[(size_t)s * (2 + hs)]);
+    float L = 0.0f;
+    for (int s = 0; s < p.S; s++) {
+        const float ms = pp[(size_t)s * (2 + hs)];
+        L += ms == -INFINITY ? 0.0f : pp[(size_t)s * (2 + hs) + 1] * expf(ms - M);
+    }
+    bf16 *ob = p.o + (int64_t)b * p.nh * hs + (int64_t)h * hs;
+    for (int d = threadIdx.x; d < hs; d += blockDim.x) {
+        float v = 0.0f;
+        for (int s = 0; s < p.S; s++) {
+            const float ms = pp[(size_t)s * (2 + hs)];
+            if (ms != -INFINITY) v += pp[(size_t)s * (2 + hs) + 2 + d] * expf(ms - M);
+        }
         ob[d] = __float2bfloat16_rn(v / L);
     }
 }
@@ -196,7 +239,7 @@ extern "C" int gdn2_cuda_conv_step(int64_t n, int64_t D, int64_t W, int count, c
 
 extern "C" int gdn2_cuda_attn_step(const gdn2_cuda_attn_shape *s, const void *qkv, const int64_t *pos,
                                    const int32_t *slots, int64_t cap, float *cache, size_t stride, void *o,
-                                   void *stream) {
+                                   float *part, size_t part_floats, void *stream) {
     const char *fn = "gdn2_cuda_attn_step";
     if (!s) return gdn2_error(GDN2_ERR_ARG, "%s: shape is NULL", fn);
     if (s->B < 0 || s->B > INT32_MAX || s->n_head < 1 || s->n_head > 65535 || s->n_groups < 1 ||
@@ -214,15 +257,33 @@ extern "C" int gdn2_cuda_attn_step(const gdn2_cuda_attn_shape *s, const void *qk
     p.cap = cap, p.n = (int)s->B, p.nh = (int)s->n_head, p.ng = (int)s->n_groups, p.qpk = p.nh / p.ng;
     p.hs = (int)s->hs, p.window = (int)(s->window < INT32_MAX ? s->window : INT32_MAX);
     p.base = s->rope_base, p.scale = 1.0f / sqrtf((float)s->hs);
+    // splits: with fewer (sequence, head) blocks than SMs, enough splits for two blocks an SM (at most
+    // 32 and what `part` holds); at batch 1 of swa_gdn2_1.3B 16 blocks took ~0.1 ms a layer one key at a
+    // time per warp (bench/results/h100-decode/, the op profile)
+    static PerDevice sms;
+    const int n_sm = sms.get(current_device(), [] {
+        int a = 0;
+        return cudaDeviceGetAttribute(&a, cudaDevAttrMultiProcessorCount, current_device()) == cudaSuccess ? a : 0;
+    });
+    const int64_t blocks = (int64_t)p.n * p.nh;
+    int S = 1;
+    if (part && blocks < n_sm) {
+        S = (int)((2 * n_sm + blocks - 1) / blocks);
+        if (S > 32) S = 32;
+        while (S > 1 && (size_t)blocks * S * (size_t)(2 + p.hs) > part_floats) S--;
+    }
+    p.S = S, p.part = part;
     cudaStream_t st = (cudaStream_t)stream;
     k_attn_store<<<blocks_for((int64_t)p.n * p.ng * (p.hs / 2)), CS_BS, 0, st>>>(p);
     int rc = launch_status(fn);
     if (rc) return rc;
-    const dim3 grid((unsigned)p.n, (unsigned)p.nh);
+    const dim3 grid((unsigned)p.n, (unsigned)p.nh, (unsigned)S);
     const int R = (p.hs + 31) / 32;
     if (R <= 1) k_attn_step<1><<<grid, AS_WARPS * 32, 0, st>>>(p);
     else if (R <= 2) k_attn_step<2><<<grid, AS_WARPS * 32, 0, st>>>(p);
     else if (R <= 4) k_attn_step<4><<<grid, AS_WARPS * 32, 0, st>>>(p);
     else k_attn_step<8><<<grid, AS_WARPS * 32, 0, st>>>(p);
+    if ((rc = launch_status(fn)) || S == 1) return rc;
+    k_attn_combine<<<dim3((unsigned)p.n, (unsigned)p.nh), 128, 0, st>>>(p);
     return launch_status(fn);
 }

@@ -33,9 +33,13 @@ int gdn2_cuda_conv_step(int64_t n, int64_t D, int64_t W, int count, const void *
  * position p in row p % cap (s->window > 0) or p (full attention, p < cap: the caller checks).
  * Two kernels: the new key (RoPE'd) and value into row p, then per (sequence, query head) a block
  * of 8 warps, each warp one key at a time over its share of the visible positions (online softmax,
- * lane = hs/32 dims), the warps merged at the end. hs even and <= 256. o bf16 [n, nh*hs]. */
+ * lane = hs/32 dims), the warps merged at the end. With fewer (sequence, head) pairs than SMs and
+ * `part` given (part_floats floats of device memory, e.g. gdn2_cuda_nn_attn_part's), the positions are
+ * split over up to 32 blocks per pair and a third kernel merges the splits in order (deterministic).
+ * hs even and <= 256. o bf16 [n, nh*hs]. */
 int gdn2_cuda_attn_step(const gdn2_cuda_attn_shape *s, const void *qkv, const int64_t *pos, const int32_t *slots,
-                        int64_t cap, float *cache, size_t stride, void *o, void *stream);
+                        int64_t cap, float *cache, size_t stride, void *o, float *part, size_t part_floats,
+                        void *stream);
 
 /* One token per row of logits [n, ld] fp32 (device; the first V of each row), row i under params[i]
  * (device), into tokens[i] (device): src/util/sample.h's semantics, bit for bit those of the CPU

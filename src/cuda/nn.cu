@@ -156,6 +156,9 @@ extern "C" int gdn2_cuda_nn_create(gdn2_cuda_nn **out) {
     if (!c) return gdn2_error(GDN2_ERR_NOMEM, "gdn2_cuda_nn_create: out of host memory");
     int rc = cuerr("gdn2_cuda_nn_create: cudaStreamCreate", cudaStreamCreate(&c->stream));
     if (!rc) rc = cuerr("gdn2_cuda_nn_create: cudaMallocHost", cudaMallocHost((void **)&c->host_word, 8 * sizeof(double)));
+    if (!rc)
+        rc = cuerr("gdn2_cuda_nn_create: cudaMalloc (attention step partials)",
+                   cudaMalloc((void **)&c->attn_part, GDN2_CUDA_ATTN_PART_FLOATS * sizeof(float)));
     if (!rc) rc = gdn2_cuda_gemm_init(c);
     if (rc) {
         gdn2_cuda_nn_destroy(c);
@@ -171,6 +174,7 @@ extern "C" void gdn2_cuda_nn_destroy(gdn2_cuda_nn *c) {
     gdn2_cuda_gemm_fini(c);
     if (c->scratch) cudaFree(c->scratch);
     if (c->seg_dev) cudaFree(c->seg_dev);
+    if (c->attn_part) cudaFree(c->attn_part);
     free(c->seg_copy);
     if (c->host_word) cudaFreeHost(c->host_word);
     if (c->stream) cudaStreamDestroy(c->stream);
@@ -178,6 +182,7 @@ extern "C" void gdn2_cuda_nn_destroy(gdn2_cuda_nn *c) {
 }
 
 extern "C" void *gdn2_cuda_nn_stream(const gdn2_cuda_nn *c) { return (void *)c->stream; }
+extern "C" float *gdn2_cuda_nn_attn_part(const gdn2_cuda_nn *c) { return c->attn_part; }
 
 extern "C" void *gdn2_cuda_nn_workspace(gdn2_cuda_nn *c, size_t bytes, const char *what) {
     return gdn2_cuda_nn_scratch(c, bytes, what);
@@ -1609,6 +1614,7 @@ extern "C" int gdn2_cuda_adamw(gdn2_cuda_nn *c, const gdn2_cuda_adamw_seg *segs,
         memcpy(cp, segs, hb);
         int rc = cuerr(fn, cudaStreamSynchronize(c->stream)); // the old table may still be read
         if (c->seg_dev) cudaFree(c->seg_dev);
+    if (c->attn_part) cudaFree(c->attn_part);
         c->seg_dev = NULL;
         free(c->seg_copy);
         c->seg_copy = NULL;
@@ -1617,6 +1623,7 @@ extern "C" int gdn2_cuda_adamw(gdn2_cuda_nn *c, const gdn2_cuda_adamw_seg *segs,
         free(t);
         if (rc) {
             if (c->seg_dev) cudaFree(c->seg_dev);
+    if (c->attn_part) cudaFree(c->attn_part);
             c->seg_dev = NULL;
             free(cp);
             return rc;

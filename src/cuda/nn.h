@@ -43,6 +43,10 @@ typedef struct {
 int gdn2_cuda_nn_create(gdn2_cuda_nn **out);
 void gdn2_cuda_nn_destroy(gdn2_cuda_nn *c); /* waits for the stream, frees everything; NULL ok */
 void *gdn2_cuda_nn_stream(const gdn2_cuda_nn *c); /* cudaStream_t as void * */
+/* the attention decode step's split partials (GDN2_CUDA_ATTN_PART_FLOATS floats, allocated with the
+ * context and never moved: a recorded step keeps the address; src/cuda/decode_nn.h) */
+#define GDN2_CUDA_ATTN_PART_FLOATS ((size_t)2048 * 258)
+float *gdn2_cuda_nn_attn_part(const gdn2_cuda_nn *c);
 void *gdn2_cuda_nn_alloc(gdn2_cuda_nn *c, size_t bytes, const char *what); /* zero-filled; NULL + error */
 void gdn2_cuda_nn_free(gdn2_cuda_nn *c, void *p);                       /* waits for the stream first */
 int gdn2_cuda_nn_upload(gdn2_cuda_nn *c, void *dst, const void *host_src, size_t bytes);   /* synchronises */

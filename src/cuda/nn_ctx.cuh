@@ -30,6 +30,8 @@ struct gdn2_cuda_nn {
     size_t scratch_bytes;
     int capturing;                  // 1 between capture_begin and capture_end (scratch cannot grow)
     double *host_word;              // pinned, 8 doubles: results read back by the host (sumsq)
+    float *attn_part;               // GDN2_CUDA_ATTN_PART_FLOATS: the split attention step's partials
+                                    // (fixed at creation: a recorded decode step keeps its address)
     // AdamW segment table cache: the host table (pointer, count and a copy of its contents) and its
     // device twin with the per-segment first block
     const void *seg_key;
