@@ -216,6 +216,7 @@ static void test_train(const char *model, const char *dir) {
     o = run_opts(model, S, gpu2, "cuda");
     o.out = b;
     int sg2 = sg ? sg : gdn2_train(&o, &r, NULL);
+    if (!sg) CHECK(sg2 == 0, "%s: the same 100 GPU steps again: %s", model, sg2 ? gdn2_last_error() : "ok");
     if (st || sg || sg2) return;
     double mean = 0, mx = 0;
     for (int i = 0; i < S; i++) {

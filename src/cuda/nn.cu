@@ -1614,7 +1614,6 @@ extern "C" int gdn2_cuda_adamw(gdn2_cuda_nn *c, const gdn2_cuda_adamw_seg *segs,
         memcpy(cp, segs, hb);
         int rc = cuerr(fn, cudaStreamSynchronize(c->stream)); // the old table may still be read
         if (c->seg_dev) cudaFree(c->seg_dev);
-    if (c->attn_part) cudaFree(c->attn_part);
         c->seg_dev = NULL;
         free(c->seg_copy);
         c->seg_copy = NULL;
@@ -1623,7 +1622,6 @@ extern "C" int gdn2_cuda_adamw(gdn2_cuda_nn *c, const gdn2_cuda_adamw_seg *segs,
         free(t);
         if (rc) {
             if (c->seg_dev) cudaFree(c->seg_dev);
-    if (c->attn_part) cudaFree(c->attn_part);
             c->seg_dev = NULL;
             free(cp);
             return rc;
