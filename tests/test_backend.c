@@ -1229,8 +1229,8 @@ int main(void) {
         t_attn_step(4, 2, 64, 16, 16, ring);  /* SWA ring: rows p % 16 (two of the three wrapped) */
         t_attn_step(4, 4, 128, 0, 64, full);  /* full attention: row p */
         t_attn_step(2, 1, 64, 2048, 2048, ring);
-        /* CUDA: fewer (sequence, head) blocks than 8 an SM split the positions (up to 32 ways, merged
-         * in order; every case here but the last); 3 x 48 heads into 8, 3 x 352 not (132 SMs) */
+        /* CUDA: fewer (sequence, head) blocks than SMs split the positions (up to 32 ways, merged in
+         * order; every case above); 3 x 48 and 3 x 352 heads do not (132 SMs) */
         t_attn_step(48, 8, 64, 0, 64, full);
         t_attn_step(352, 8, 64, 0, 64, full);
         const int64_t lng[DEC_N] = {2600, 1000, 5000}; /* swa_gdn2_1.3B's layer: 16 heads of 128, window 2048 */

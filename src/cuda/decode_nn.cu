@@ -257,11 +257,12 @@ extern "C" int gdn2_cuda_attn_step(const gdn2_cuda_attn_shape *s, const void *qk
     p.cap = cap, p.n = (int)s->B, p.nh = (int)s->n_head, p.ng = (int)s->n_groups, p.qpk = p.nh / p.ng;
     p.hs = (int)s->hs, p.window = (int)(s->window < INT32_MAX ? s->window : INT32_MAX);
     p.base = s->rope_base, p.scale = 1.0f / sqrtf((float)s->hs);
-    // splits: a warp walks its keys one at a time (latency-bound), so aim for 8 blocks of 8 warps an SM
-    // (a full SM) when the (sequence, head) blocks are fewer: at most 32 splits and what `part` holds. At
-    // batch 1 of swa_gdn2_1.3B the 18 blocks alone took ~0.1 ms a layer (the op profile, bench/results/
-    // h100-decode/decode_model.log); split, the batch-1 step went 3,276 -> 2,063 us at 8K context
-    // (bench/results/h100-decode/9c1acb3-attn_ab_*, which split only below one block an SM)
+    // splits: a warp walks its keys one at a time (latency-bound); with fewer (sequence, head) blocks
+    // than SMs, enough splits for two blocks an SM (at most 32 and what `part` holds). At batch 1 of
+    // swa_gdn2_1.3B the 18 blocks alone took ~0.1 ms a layer (the op profile, bench/results/h100-decode/
+    // decode_model.log); split 15 ways, the batch-1 step went 3,276 -> 2,063 us at 8K context
+    // (bench/results/h100-decode/9c1acb3-attn_ab_*). Splitting up to a full SM (8 blocks of 8 warps),
+    // which batch 16's 288 blocks would take, is not measured yet.
     static PerDevice sms;
     const int n_sm = sms.get(current_device(), [] {
         int a = 0;
@@ -269,8 +270,8 @@ extern "C" int gdn2_cuda_attn_step(const gdn2_cuda_attn_shape *s, const void *qk
     });
     const int64_t blocks = (int64_t)p.n * p.nh;
     int S = 1;
-    if (part && blocks < 8 * (int64_t)n_sm) {
-        S = (int)((8 * (int64_t)n_sm + blocks - 1) / blocks);
+    if (part && blocks < n_sm) {
+        S = (int)((2 * (int64_t)n_sm + blocks - 1) / blocks);
         if (S > 32) S = 32;
         while (S > 1 && (size_t)blocks * S * (size_t)(2 + p.hs) > part_floats) S--;
     }

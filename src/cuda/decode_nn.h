@@ -33,7 +33,7 @@ int gdn2_cuda_conv_step(int64_t n, int64_t D, int64_t W, int count, const void *
  * position p in row p % cap (s->window > 0) or p (full attention, p < cap: the caller checks).
  * Two kernels: the new key (RoPE'd) and value into row p, then per (sequence, query head) a block
  * of 8 warps, each warp one key at a time over its share of the visible positions (online softmax,
- * lane = hs/32 dims), the warps merged at the end. With fewer (sequence, head) pairs than 8 an SM and
+ * lane = hs/32 dims), the warps merged at the end. With fewer (sequence, head) pairs than SMs and
  * `part` given (part_floats floats of device memory, e.g. gdn2_cuda_nn_attn_part's), the positions are
  * split over up to 32 blocks per pair and a third kernel merges the splits in order (deterministic).
  * hs even and <= 256. o bf16 [n, nh*hs]. */
