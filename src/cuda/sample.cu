@@ -375,8 +375,14 @@ extern "C" int gdn2_cuda_sample_rows(int64_t n, int64_t V, int64_t ld, const flo
     static std::atomic<int> env(INT_MIN);
     const int dev = current_device();
     const int clusters = has_clusters.get(dev, [dev] {
+        // the device launches clusters and this build's k_sample_cl has its body (compiled for sm_90+:
+        // built for an older CUDA_ARCH, the body is empty and the one-block kernel must run)
         int a = 0;
-        return cudaDeviceGetAttribute(&a, cudaDevAttrClusterLaunch, dev) == cudaSuccess && a ? 1 : 2;
+        cudaFuncAttributes fa;
+        return cudaDeviceGetAttribute(&a, cudaDevAttrClusterLaunch, dev) == cudaSuccess && a &&
+                       cudaFuncGetAttributes(&fa, k_sample_cl) == cudaSuccess && fa.ptxVersion >= 90
+                   ? 1
+                   : 2;
     }) == 1;
     const int n_sm = sms.get(dev, [dev] {
         int a = 0;
