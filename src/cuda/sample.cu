@@ -75,6 +75,45 @@ __device__ __forceinline__ void hist_add(uint64_t *hist, int d, uint64_t add) {
         atomicAdd((unsigned long long *)&hist[d], (unsigned long long)s);
 }
 
+// thread 0: the digit d (255 down) at which the running total of hist, from the top, first reaches
+// need, and the mass still needed inside d, into bcast[0], bcast[1] (radix_select's step; hist the
+// block's histogram or the cluster's totals)
+__device__ __forceinline__ void pick_digit(const uint64_t *hist, uint64_t need, uint64_t *bcast) {
+    if (threadIdx.x != 0) return;
+    uint64_t cum = 0;
+    int d = 255;
+    for (; d > 0; d--) {
+        if (cum + hist[d] >= need) break;
+        cum += hist[d];
+    }
+    bcast[0] = (uint64_t)d;
+    bcast[1] = need - cum;
+}
+
+// one tile of the draw, every thread of the block: x this thread's kept weight at id v (tiles in
+// ascending id order, `before_tiles` the kept mass of the ids before the tile). The inclusive scan of
+// the tile; the first id whose running mass exceeds r is written to *found (the running mass only
+// grows, so at most one thread sees before + inc - x <= r < before + inc with x > 0). Returns the
+// tile's mass; *found is read after the call's last barrier.
+__device__ __forceinline__ uint64_t draw_tile(uint64_t x, int v, uint64_t before_tiles, uint64_t r, uint64_t *wsum,
+                                              int *found) {
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    uint64_t inc = x;
+    for (int o = 1; o < 32; o <<= 1) {
+        const uint64_t y = __shfl_up_sync(0xffffffffu, inc, o);
+        if (lane >= o) inc += y;
+    }
+    __syncthreads();
+    if (lane == 31) wsum[wid] = inc;
+    __syncthreads();
+    uint64_t before = before_tiles, tile = 0;
+    for (int i = 0; i < wid; i++) before += wsum[i];
+    for (int i = 0; i < NW; i++) tile += wsum[i];
+    if (x > 0 && before + inc > r && before + inc - x <= r) *found = v;
+    __syncthreads();
+    return tile;
+}
+
 // MSB radix select over the keys of row z[0..V) that are >= lo_key: the key at which the running
 // total of `weighted ? w : 1`, taken from the largest key down, first reaches `need` (>= 1, at most
 // the total). weighted = 0: the need-th largest key (top-k); 1: the nucleus boundary.
@@ -98,17 +137,7 @@ __device__ uint64_t radix_select(const float *z, int V, float zmax, float T, uin
             hist_add(hist, d, add);
         }
         __syncthreads();
-        if (threadIdx.x == 0) {
-            uint64_t cum = 0;
-            int d = 255;
-            for (; d > 0; d--) {
-                if (cum + hist[d] >= need) break;
-                cum += hist[d];
-            }
-            need -= cum; // the mass still needed inside digit d
-            bcast[0] = (uint64_t)d;
-            bcast[1] = need;
-        }
+        pick_digit(hist, need, bcast);
         __syncthreads();
         prefix |= bcast[0] << shift;
         mask |= (uint64_t)255 << shift;
@@ -167,23 +196,7 @@ __global__ void __launch_bounds__(SB) k_sample(const float *__restrict__ logits,
         const int v = t0 + threadIdx.x;
         uint64_t x = 0;
         if (v < V && gdn2_sample_key(z[v], v) >= cut) x = gdn2_sample_weight(z[v], zmax, T);
-        const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-        uint64_t inc = x;
-        for (int o = 1; o < 32; o <<= 1) {
-            uint64_t y = __shfl_up_sync(0xffffffffu, inc, o);
-            if (lane >= o) inc += y;
-        }
-        __syncthreads();
-        if (lane == 31) wsum[wid] = inc;
-        __syncthreads();
-        uint64_t before = base;
-        for (int i = 0; i < wid; i++) before += wsum[i];
-        uint64_t tile = 0;
-        for (int i = 0; i < NW; i++) tile += wsum[i];
-        // the first id whose running mass exceeds r: the running mass only grows, so at most one
-        // thread sees before + inc - x <= r < before + inc with x > 0
-        if (x > 0 && before + inc > r && before + inc - x <= r) found = v;
-        __syncthreads();
+        const uint64_t tile = draw_tile(x, v, base, r, wsum, &found);
         if (found >= 0) break;
         base += tile;
     }
@@ -249,16 +262,7 @@ __device__ __forceinline__ uint64_t radix_select_cl(cg::cluster_group &cl, const
             tot[d] = t;
         }
         __syncthreads();
-        if (threadIdx.x == 0) { // k_sample's scan, on the cluster's totals
-            uint64_t cum = 0;
-            int d = 255;
-            for (; d > 0; d--) {
-                if (cum + tot[d] >= need) break;
-                cum += tot[d];
-            }
-            bcast[0] = (uint64_t)d;
-            bcast[1] = need - cum;
-        }
+        pick_digit(tot, need, bcast); // on the cluster's totals
         __syncthreads();
         prefix |= bcast[0] << shift;
         mask |= (uint64_t)255 << shift;
@@ -335,21 +339,7 @@ __global__ void __launch_bounds__(SB) k_sample_cl(const float *__restrict__ logi
 #pragma unroll
     for (int e = 0; e < EPT; e++) { // tiles of SB ids in ascending order: k_sample's scan from base
         const int v = v0 + (int)threadIdx.x + e * SB;
-        const uint64_t x = v < v1 && key[e] >= cut ? w[e] : 0;
-        const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-        uint64_t inc = x;
-        for (int o = 1; o < 32; o <<= 1) {
-            const uint64_t y = __shfl_up_sync(0xffffffffu, inc, o);
-            if (lane >= o) inc += y;
-        }
-        __syncthreads();
-        if (lane == 31) wsum[wid] = inc;
-        __syncthreads();
-        uint64_t before = before_tiles, tile = 0;
-        for (int i = 0; i < wid; i++) before += wsum[i];
-        for (int i = 0; i < NW; i++) tile += wsum[i];
-        if (x > 0 && before + inc > r && before + inc - x <= r) found = v;
-        __syncthreads();
+        const uint64_t tile = draw_tile(v < v1 && key[e] >= cut ? w[e] : 0, v, before_tiles, r, wsum, &found);
         if (found >= 0) break;
         before_tiles += tile;
     }
