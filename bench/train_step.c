@@ -42,8 +42,7 @@ static int train_step(gdn2_model *m, gdn2_adamw *opt, const int32_t *tok, const 
     int st = gdn2_model_zero_grad(m);
     if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, loss, 1);
     if (!st) st = gdn2_model_backward(m, 1.0f);
-    if (!st) gdn2_model_clip_grad_norm(m, 1.0f);
-    if (!st) st = gdn2_adamw_step(opt, m, 4e-4f);
+    if (!st) st = gdn2_adamw_step_scaled(opt, m, 4e-4f, gdn2_clip_factor(gdn2_model_grad_norm(m), 1.0f)); /* as train */
     if (!st) st = gdn2_cuda_sync();
     return st;
 }

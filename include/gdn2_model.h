@@ -168,6 +168,9 @@ GDN2_API int gdn2_model_sync_host(gdn2_model *m);
 /* Global L2 norm of the gradients (double sum in a fixed order), clipped to max_norm as
  * torch.nn.utils.clip_grad_norm_ (max_norm <= 0: no clip); returns the norm before (NaN on error). */
 GDN2_API float gdn2_model_clip_grad_norm(gdn2_model *m, float max_norm);
+/* The same norm, gradients unchanged (NaN on error): with gdn2_clip_factor and gdn2_adamw_step_scaled a
+ * clipped step without a pass over the gradients of its own (what `gdn2 train` does). */
+GDN2_API float gdn2_model_grad_norm(gdn2_model *m);
 
 /* Forward over tokens [B,T] (values in [0, vocab)). targets [B,T] (GDN2_IGNORE = no loss) may be NULL.
  * loss (may be NULL): mean cross-entropy over the non-ignored targets (0 if none).
@@ -324,10 +327,15 @@ GDN2_API void gdn2_adamw_free(gdn2_adamw *o);
 /* One update of the model's weights from its gradients at learning rate lr (torch AdamW:
  * decoupled decay), on the model's device (the moments move there at the first step). */
 GDN2_API int gdn2_adamw_step(gdn2_adamw *o, gdn2_model *m, float lr);
+/* The same step on the gradients times grad_scale (finite, > 0), read so and not stored: the factor of a
+ * clip (gdn2_clip_factor) costs no pass of its own. Bit for bit gdn2_model_clip_grad_norm + gdn2_adamw_step. */
+GDN2_API int gdn2_adamw_step_scaled(gdn2_adamw *o, gdn2_model *m, float lr, float grad_scale);
 /* Device moments -> o->m, o->v (no-op for a CPU optimizer). */
 GDN2_API int gdn2_adamw_sync_host(gdn2_adamw *o);
 /* Scale g so that its L2 norm is at most max_norm (max_norm <= 0: no clip); returns the norm before. */
 GDN2_API float gdn2_clip_grad_norm(float *g, size_t n, float max_norm);
+/* clip_grad_norm_'s factor for a norm: max_norm / (norm + 1e-6) when norm > max_norm > 0, else 1. */
+GDN2_API float gdn2_clip_factor(float norm, float max_norm);
 /* Linear warmup from 0 over `warmup` steps, then cosine from lr to min_lr at max_steps. */
 GDN2_API float gdn2_lr_at(int64_t step, int64_t warmup, int64_t max_steps, float lr, float min_lr);
 /* Optimizer checkpoint: m, v, step and a caller string (metadata "train", e.g. data state). The

@@ -792,7 +792,7 @@ static void run_adamw(gdn2_backend *be, const gdn2_adamw_seg *segs, int ns, size
     float *m = put(&A, NULL, n, GDN2_DT_F32), *v = put(&A, NULL, n, GDN2_DT_F32);
     void *wa = put(&A, NULL, n, GDN2_DT_ACT);
     for (int t = 1; t <= 3 && !A.rc; t++) { /* three steps: the segment table cached after the first */
-        gdn2_adamw_hyper h = {1e-2f, 0.9f, 0.95f, 1e-8f, 0, 0};
+        gdn2_adamw_hyper h = {1e-2f, 0.9f, 0.95f, 1e-8f, 0, 0, t == 2 ? 0.37f : 1.0f}; /* step 2: a clip factor */
         h.step_size = (float)(h.lr / (1.0 - pow(h.beta1, t)));
         h.bc2_sqrt = (float)sqrt(1.0 - pow(h.beta2, t));
         note(&A, be->adamw(be, segs, ns, &h, w, gd, m, v, wa));

@@ -65,6 +65,47 @@ static void test_adamw(void) {
     }
 }
 
+/* the clip factor folded into AdamW's pass (gdn2_adamw_step_scaled, what train does) against clipping the
+ * gradients first (gdn2_clip_grad_norm + gdn2_adamw_step): the same bits, and the gradients left as they were */
+static void test_adamw_scaled(void) {
+    gdn2_model_param tp[1];
+    memset(tp, 0, sizeof tp);
+    strcpy(tp[0].name, "w"), tp[0].ndim = 1, tp[0].shape[0] = 6, tp[0].numel = 6;
+    const float g0[6] = {0.7f, -1.3f, 0.25f, 2.0f, -0.01f, 0.5f};
+    float pa[6], pb[6], ga[6], gb[6];
+    gdn2_model ma, mb;
+    memset(&ma, 0, sizeof ma);
+    ma.n_tensors = 1, ma.tensors = tp, ma.n_params = 6, ma.n_flat = 6, ma.n_threads = 1;
+    mb = ma;
+    ma.params = pa, ma.grads = ga, mb.params = pb, mb.grads = gb;
+    for (int i = 0; i < 6; i++) pa[i] = pb[i] = 0.1f * (float)(i + 1) - 0.3f;
+    gdn2_adamw_cfg c = gdn2_adamw_default();
+    gdn2_adamw oa, ob;
+    gdn2_adamw_init(&oa, &c, 6), gdn2_adamw_init(&ob, &c, 6);
+    int same = 1, kept = 1, clipped = 0;
+    for (int s = 0; s < 3; s++) {
+        const float mx = s == 1 ? 100.0f : 0.5f; /* step 1: no clip (factor 1) */
+        for (int i = 0; i < 6; i++) ga[i] = gb[i] = g0[i] * (float)(s + 1);
+        float norm = gdn2_clip_grad_norm(ga, 6, mx);
+        const float k = gdn2_clip_factor(norm, mx);
+        clipped += k != 1.0f;
+        gdn2_adamw_step(&oa, &ma, 1e-2f);
+        CHECK(gdn2_adamw_step_scaled(&ob, &mb, 1e-2f, k) == GDN2_OK, "adamw_step_scaled step %d: %s", s, gdn2_last_error());
+        same &= !memcmp(pa, pb, sizeof pa) && !memcmp(oa.m, ob.m, sizeof pa) && !memcmp(oa.v, ob.v, sizeof pa);
+        for (int i = 0; i < 6; i++) kept &= gb[i] == g0[i] * (float)(s + 1);
+    }
+    CHECK(same && clipped == 2, "AdamW with the clip factor in its pass == clip then AdamW, bit for bit (3 steps, %d clipped)",
+          clipped);
+    CHECK(kept, "adamw_step_scaled leaves the gradients as they were");
+    CHECK(gdn2_adamw_step_scaled(&ob, &mb, 1e-2f, 0.0f) == GDN2_ERR_ARG && strstr(gdn2_last_error(), "grad_scale") &&
+              gdn2_adamw_step_scaled(&ob, &mb, 1e-2f, NAN) == GDN2_ERR_ARG,
+          "adamw_step_scaled refuses a grad_scale of 0 or NaN: %s", gdn2_last_error());
+    CHECK(gdn2_clip_factor(5.0f, 1.0f) == 1.0f / (5.0f + 1e-6f) && gdn2_clip_factor(0.5f, 1.0f) == 1.0f &&
+              gdn2_clip_factor(5.0f, 0.0f) == 1.0f,
+          "clip factor: max/(norm+1e-6) above the limit, 1 below it or without a limit");
+    gdn2_adamw_free(&oa), gdn2_adamw_free(&ob);
+}
+
 static void test_schedule_clip(void) {
     float lr = 1e-3f, mn = 1e-4f;
     CHECK(fabsf(gdn2_lr_at(0, 10, 100, lr, mn) - 1e-4f) < 1e-9f && fabsf(gdn2_lr_at(9, 10, 100, lr, mn) - lr) < 1e-9f,
@@ -302,6 +343,7 @@ int main(void) {
     if (!getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
 #endif
     test_adamw();
+    test_adamw_scaled();
     test_accumulation();
     test_schedule_clip();
 

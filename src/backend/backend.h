@@ -61,6 +61,7 @@ typedef struct {
     float lr, beta1, beta2, eps;
     float step_size; /* lr / (1 - beta1^t)                                  */
     float bc2_sqrt;  /* sqrt(1 - beta2^t)                                   */
+    float grad_scale; /* g is read as g * grad_scale: a clip factor applied in the update's pass (1: as is) */
 } gdn2_adamw_hyper;
 
 /* the activation a product may apply as it writes its output (linear_fwd_batch's act) */

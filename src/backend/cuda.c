@@ -336,7 +336,7 @@ static int cu_adamw(gdn2_backend *be, const gdn2_adamw_seg *segs, int n_segs, co
                     const float *g, float *m, float *v, void *w_act) {
     /* gdn2_cuda_adamw_seg is gdn2_adamw_seg field for field (checked below) */
     return gdn2_cuda_adamw(NN(be), (const gdn2_cuda_adamw_seg *)(const void *)segs, n_segs, h->lr, h->beta1, h->beta2,
-                           h->eps, h->step_size, h->bc2_sqrt, w, g, m, v, w_act);
+                           h->eps, h->step_size, h->bc2_sqrt, h->grad_scale, w, g, m, v, w_act);
 }
 _Static_assert(sizeof(gdn2_cuda_adamw_seg) == sizeof(gdn2_adamw_seg) &&
                    offsetof(gdn2_cuda_adamw_seg, numel) == offsetof(gdn2_adamw_seg, numel) &&

@@ -397,7 +397,7 @@ void gdn2_nn_adamw(const gdn2_adamw_seg *segs, int n_segs, const gdn2_adamw_hype
         const int64_t n = (int64_t)segs[t].numel;
 #pragma omp parallel for num_threads(nt) schedule(static) if (n > 65536)
         for (int64_t i = 0; i < n; i++) {
-            float gi = gs[i];
+            float gi = gs[i] * h->grad_scale;
             ws[i] *= decay;
             ms[i] = h->beta1 * ms[i] + (1.0f - h->beta1) * gi;
             vs[i] = h->beta2 * vs[i] + (1.0f - h->beta2) * gi * gi;

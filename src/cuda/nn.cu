@@ -1564,10 +1564,22 @@ typedef struct {
     float wd;
 } adamw_dseg;
 
-// Block b works on segment s (the last with first_block <= b), elements [(b - first) * E, +E):
-//   w *= 1 - lr wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g g;  w -= step m / (sqrt(v)/bc2s + eps);  w_act = bf16(w)
+// one element: g' = g gs;  w *= 1 - lr wd;  m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g' g';
+// w -= step m / (sqrt(v)/bc2s + eps)   (gs: the clip factor, folded in here instead of a pass of its own)
+__device__ __forceinline__ void adamw_one(float &w, float &m, float &v, float g, float gs, float decay, float b1,
+                                          float b2, float eps, float step, float bc2s) {
+    const float gi = g * gs;
+    float wi = w * decay;
+    m = b1 * m + (1.0f - b1) * gi;
+    v = b2 * v + (1.0f - b2) * gi * gi;
+    wi -= step * m / (sqrtf(v) / bc2s + eps);
+    w = wi;
+}
+// Block b works on segment s (the last with first_block <= b), elements [(b - first) * E, +E), w_act = bf16(w).
+// vec (16-byte aligned w, g, m, v; 8-byte aligned w_act) and a segment offset divisible by 4: float4 accesses
+// (the same arithmetic per element, so the same bits as the scalar loop).
 __global__ void k_adamw(const adamw_dseg *segs, int n_segs, float lr, float b1, float b2, float eps, float step,
-                        float bc2s, float *w, const float *g, float *m, float *v, bf16 *w_act) {
+                        float bc2s, float gs, float *w, const float *g, float *m, float *v, bf16 *w_act, bool vec) {
     const int64_t b = blockIdx.x;
     int lo = 0, hi = n_segs - 1;
     while (lo < hi) { // last segment with first_block <= b
@@ -1578,21 +1590,38 @@ __global__ void k_adamw(const adamw_dseg *segs, int n_segs, float lr, float b1, 
     const adamw_dseg sg = segs[lo];
     const float decay = 1.0f - lr * sg.wd;
     const uint64_t base = (uint64_t)(b - sg.first_block) * ADAMW_ELEMS;
-    for (uint64_t k = threadIdx.x; k < ADAMW_ELEMS && base + k < sg.numel; k += blockDim.x) {
-        const size_t i = sg.offset + base + k;
-        const float gi = g[i];
-        float wi = w[i] * decay;
-        const float mi = b1 * m[i] + (1.0f - b1) * gi;
-        const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        wi -= step * mi / (sqrtf(vi) / bc2s + eps);
+    const uint64_t lim = sg.numel - base < ADAMW_ELEMS ? sg.numel - base : ADAMW_ELEMS; // this block's elements
+    const size_t i0 = sg.offset + base;
+    uint64_t k0 = 0; // elements before k0 done by the vector loop
+    if (vec && i0 % 4 == 0) {
+        k0 = lim & ~(uint64_t)3;
+        for (uint64_t k = 4 * (uint64_t)threadIdx.x; k < k0; k += 4 * (uint64_t)blockDim.x) {
+            const size_t i = i0 + k;
+            float4 wv = *(const float4 *)(w + i), mv = *(const float4 *)(m + i), vv = *(const float4 *)(v + i);
+            const float4 gv = *(const float4 *)(g + i);
+            adamw_one(wv.x, mv.x, vv.x, gv.x, gs, decay, b1, b2, eps, step, bc2s);
+            adamw_one(wv.y, mv.y, vv.y, gv.y, gs, decay, b1, b2, eps, step, bc2s);
+            adamw_one(wv.z, mv.z, vv.z, gv.z, gs, decay, b1, b2, eps, step, bc2s);
+            adamw_one(wv.w, mv.w, vv.w, gv.w, gs, decay, b1, b2, eps, step, bc2s);
+            *(float4 *)(w + i) = wv, *(float4 *)(m + i) = mv, *(float4 *)(v + i) = vv;
+            if (w_act) {
+                __nv_bfloat162 *d = (__nv_bfloat162 *)(w_act + i);
+                d[0] = __floats2bfloat162_rn(wv.x, wv.y), d[1] = __floats2bfloat162_rn(wv.z, wv.w);
+            }
+        }
+    }
+    for (uint64_t k = k0 + threadIdx.x; k < lim; k += blockDim.x) {
+        const size_t i = i0 + k;
+        float wi = w[i], mi = m[i], vi = v[i];
+        adamw_one(wi, mi, vi, g[i], gs, decay, b1, b2, eps, step, bc2s);
         m[i] = mi, v[i] = vi, w[i] = wi;
         if (w_act) w_act[i] = tob(wi);
     }
 }
 
 extern "C" int gdn2_cuda_adamw(gdn2_cuda_nn *c, const gdn2_cuda_adamw_seg *segs, int n_segs, float lr, float beta1,
-                               float beta2, float eps, float step_size, float bc2_sqrt, float *w, const float *g,
-                               float *m, float *v, void *w_act) {
+                               float beta2, float eps, float step_size, float bc2_sqrt, float grad_scale, float *w,
+                               const float *g, float *m, float *v, void *w_act) {
     const char *fn = "cuda adamw";
     if (n_segs <= 0) return GDN2_OK;
     if (!segs) return gdn2_error(GDN2_ERR_ARG, "%s: segment table is NULL", fn);
@@ -1630,8 +1659,10 @@ extern "C" int gdn2_cuda_adamw(gdn2_cuda_nn *c, const gdn2_cuda_adamw_seg *segs,
     }
     if (c->seg_blocks == 0) return GDN2_OK;
     if (c->seg_blocks > INT32_MAX) return gdn2_error(GDN2_ERR_ARG, "%s: parameter block too large", fn);
+    bf16 *wa = (w_act && w_act != (void *)w) ? (bf16 *)w_act : NULL;
+    const bool vec = al16(w) && al16(g) && al16(m) && al16(v) && (!wa || al8(wa));
     k_adamw<<<(unsigned)c->seg_blocks, NN_BS, 0, c->stream>>>((const adamw_dseg *)c->seg_dev, n_segs, lr, beta1, beta2,
-                                                              eps, step_size, bc2_sqrt, w, g, m, v,
-                                                              (w_act && w_act != (void *)w) ? (bf16 *)w_act : NULL);
+                                                              eps, step_size, bc2_sqrt, grad_scale, w, g, m, v, wa,
+                                                              vec);
     return gdn2_cuda_launch_check(fn);
 }

@@ -161,10 +161,11 @@ int gdn2_cuda_xent(int64_t N, int64_t Vp, const float *logits, const int32_t *ta
                    void *dlogits_bf16, float *loss, void *stream);
 int gdn2_cuda_sumsq(gdn2_cuda_nn *c, size_t n, const float *g, double *out_host); /* synchronises */
 int gdn2_cuda_scale(size_t n, float *x, float k, void *stream);
-/* step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t); w_act (bf16) may be NULL */
+/* step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t); g is read as g * grad_scale (a clip
+ * factor; 1: as is); w_act (bf16) may be NULL */
 int gdn2_cuda_adamw(gdn2_cuda_nn *c, const gdn2_cuda_adamw_seg *segs, int n_segs, float lr, float beta1,
-                    float beta2, float eps, float step_size, float bc2_sqrt, float *w, const float *g, float *m,
-                    float *v, void *w_act);
+                    float beta2, float eps, float step_size, float bc2_sqrt, float grad_scale, float *w,
+                    const float *g, float *m, float *v, void *w_act);
 
 #ifdef __cplusplus
 }

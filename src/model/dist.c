@@ -95,25 +95,24 @@ int gdn2_dist_reduce_grads(gdn2_dist *d, gdn2_model *m) {
     return c->reduce_scatter(c, src, d->gshard, d->shard);
 }
 
-/* global L2 norm of the reduced gradient, clipped to max_norm (<= 0: no clip); NaN on error */
-float gdn2_dist_clip(gdn2_dist *d, gdn2_model *m, float max_norm) {
-    if (!d->zero1) return gdn2_model_clip_grad_norm(m, max_norm);
+/* global L2 norm of the reduced gradient (unchanged); NaN on error */
+float gdn2_dist_grad_norm(gdn2_dist *d, gdn2_model *m) {
+    if (!d->zero1) return gdn2_model_grad_norm(m);
     gdn2_backend *be = m->be;
     double s = 0.0;
     if (d->len && be->sumsq(be, d->len, d->gshard, &s)) return NAN;
     if (d->c->all_reduce_host(d->c, &s, 1)) return NAN;
-    const float tot = (float)sqrt(s);
-    if (max_norm > 0 && tot > max_norm && d->len && be->scale(be, d->len, d->gshard, max_norm / (tot + 1e-6f)))
-        return NAN;
-    return tot;
+    return (float)sqrt(s);
 }
 
-/* one AdamW step: replicated, or ZeRO-1 on the shard then all-gather of the weights */
-int gdn2_dist_adamw(gdn2_dist *d, gdn2_adamw *o, gdn2_model *m, float lr) {
-    if (!d->zero1) return gdn2_adamw_step(o, m, lr);
+/* one AdamW step on the gradient times grad_scale (the clip factor): replicated, or ZeRO-1 on the shard
+ * then all-gather of the weights */
+int gdn2_dist_adamw(gdn2_dist *d, gdn2_adamw *o, gdn2_model *m, float lr, float grad_scale) {
+    if (!d->zero1) return gdn2_adamw_step_scaled(o, m, lr, grad_scale);
     gdn2_backend *be = m->be;
     gdn2_comm *c = d->c;
-    const gdn2_adamw_hyper h = gdn2_adamw_next_hyper(o, lr);
+    gdn2_adamw_hyper h = gdn2_adamw_next_hyper(o, lr);
+    h.grad_scale = grad_scale;
     int st = d->nseg ? be->adamw(be, d->segs, d->nseg, &h, m->dev_params + d->lo, d->gshard, d->dm, d->dv, NULL) : 0;
     if (st) return st;
     if (d->pad) {

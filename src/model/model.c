@@ -617,14 +617,17 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
     return GDN2_OK;
 }
 
-float gdn2_model_clip_grad_norm(gdn2_model *m, float max_norm) {
+float gdn2_model_grad_norm(gdn2_model *m) {
     gdn2_backend *be = m->be;
     if (!m->dev_grads) return 0.0f;
     double s = 0.0;
     if (be->sumsq(be, m->n_flat, m->dev_grads, &s)) return NAN;
-    float tot = (float)sqrt(s);
-    if (max_norm > 0 && tot > max_norm && be->scale(be, m->n_flat, m->dev_grads, max_norm / (tot + 1e-6f)))
-        return NAN;
+    return (float)sqrt(s);
+}
+
+float gdn2_model_clip_grad_norm(gdn2_model *m, float max_norm) {
+    const float tot = gdn2_model_grad_norm(m), k = gdn2_clip_factor(tot, max_norm);
+    if (k != 1.0f && m->be->scale(m->be, m->n_flat, m->dev_grads, k)) return NAN;
     return tot;
 }
 

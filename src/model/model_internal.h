@@ -92,8 +92,8 @@ typedef struct gdn2_dist gdn2_dist;
 int gdn2_dist_create(struct gdn2_comm *c, int zero1, gdn2_model *m, const gdn2_adamw *o, gdn2_dist **out);
 void gdn2_dist_free(gdn2_dist *d, gdn2_model *m);
 int gdn2_dist_reduce_grads(gdn2_dist *d, gdn2_model *m);
-float gdn2_dist_clip(gdn2_dist *d, gdn2_model *m, float max_norm);
-int gdn2_dist_adamw(gdn2_dist *d, gdn2_adamw *o, gdn2_model *m, float lr);
+float gdn2_dist_grad_norm(gdn2_dist *d, gdn2_model *m);
+int gdn2_dist_adamw(gdn2_dist *d, gdn2_adamw *o, gdn2_model *m, float lr, float grad_scale);
 int gdn2_dist_gather_moments(gdn2_dist *d, gdn2_adamw *o, gdn2_model *m);
 
 #endif

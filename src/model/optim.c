@@ -35,9 +35,9 @@ void gdn2_adamw_free(gdn2_adamw *o) {
     o->be = NULL;
 }
 
-/* t = step+1;  p <- p (1 - lr wd);  m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;
- * p <- p - lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)   (the backend's adamw, one pass) */
-int gdn2_adamw_step(gdn2_adamw *o, gdn2_model *m, float lr) {
+/* t = step+1;  g <- g grad_scale (read so, not stored);  p <- p (1 - lr wd);  m <- b1 m + (1-b1) g;
+ * v <- b2 v + (1-b2) g^2;  p <- p - lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)   (the backend's adamw, one pass) */
+int gdn2_adamw_step_scaled(gdn2_adamw *o, gdn2_model *m, float lr, float grad_scale) {
     const gdn2_adamw_cfg *c = &o->cfg;
     gdn2_backend cpu, *be = m->be;
     if (!be) { /* a model struct filled by hand (tests): host tensors */
@@ -76,18 +76,25 @@ int gdn2_adamw_step(gdn2_adamw *o, gdn2_model *m, float lr) {
         segs[t].offset = p->offset, segs[t].numel = p->numel;
         segs[t].weight_decay = (c->exempt_no_decay && p->no_decay) ? 0.0f : c->weight_decay;
     }
-    const gdn2_adamw_hyper h = gdn2_adamw_next_hyper(o, lr);
+    if (!(grad_scale > 0.0f) || !isfinite(grad_scale)) {
+        free(segs);
+        return gdn2_error(GDN2_ERR_ARG, "AdamW: grad_scale %g must be finite and > 0", grad_scale);
+    }
+    gdn2_adamw_hyper h = gdn2_adamw_next_hyper(o, lr);
+    h.grad_scale = grad_scale;
     int st = be->adamw(be, segs, m->n_tensors, &h, wp, gp, mm, vv, wa);
     free(segs);
     return st;
 }
+
+int gdn2_adamw_step(gdn2_adamw *o, gdn2_model *m, float lr) { return gdn2_adamw_step_scaled(o, m, lr, 1.0f); }
 
 gdn2_adamw_hyper gdn2_adamw_next_hyper(gdn2_adamw *o, float lr) {
     const gdn2_adamw_cfg *c = &o->cfg;
     o->step++;
     const double bc1 = 1.0 - pow((double)c->beta1, (double)o->step);
     const double bc2 = 1.0 - pow((double)c->beta2, (double)o->step);
-    gdn2_adamw_hyper h = {lr, c->beta1, c->beta2, c->eps, (float)(lr / bc1), (float)sqrt(bc2)};
+    gdn2_adamw_hyper h = {lr, c->beta1, c->beta2, c->eps, (float)(lr / bc1), (float)sqrt(bc2), 1.0f};
     return h;
 }
 
@@ -98,15 +105,19 @@ int gdn2_adamw_sync_host(gdn2_adamw *o) {
     return st;
 }
 
-/* total = ||g||_2; if total > max: g *= max / (total + 1e-6) */
+/* torch.nn.utils.clip_grad_norm_'s factor: max / (total + 1e-6) when total > max > 0, else 1 */
+float gdn2_clip_factor(float norm, float max_norm) {
+    return max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6f) : 1.0f;
+}
+
+/* total = ||g||_2; g *= gdn2_clip_factor(total, max) */
 float gdn2_clip_grad_norm(float *g, size_t n, float max_norm) {
     double s = 0.0;
     for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
     float tot = (float)sqrt(s);
-    if (max_norm > 0 && tot > max_norm) {
-        float k = max_norm / (tot + 1e-6f);
+    const float k = gdn2_clip_factor(tot, max_norm);
+    if (k != 1.0f)
         for (size_t i = 0; i < n; i++) g[i] *= k;
-    }
     return tot;
 }
 

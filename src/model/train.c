@@ -554,10 +554,16 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
                                 (long long)step);
                 break;
             }
-            if (W > 1) gdn2_dist_clip(dist, m, o.clip);
-            else gdn2_model_clip_grad_norm(m, o.clip);
+            /* clip_grad_norm_: the factor is applied as AdamW reads the gradient (no pass of its own) */
+            const float gnorm = W > 1 ? gdn2_dist_grad_norm(dist, m) : gdn2_model_grad_norm(m);
+            if (!isfinite(gnorm)) {
+                st = gdn2_error(GDN2_ERR_ARG, "train: gradient norm is %g at step %lld (non-finite gradients, or the "
+                                "backend failed: %s)", gnorm, (long long)step, gdn2_last_error());
+                break;
+            }
+            const float gk = gdn2_clip_factor(gnorm, o.clip);
             float lr = gdn2_lr_at(step, o.warmup, o.steps, o.lr, o.min_lr);
-            if ((st = W > 1 ? gdn2_dist_adamw(dist, &opt, m, lr) : gdn2_adamw_step(&opt, m, lr))) break;
+            if ((st = W > 1 ? gdn2_dist_adamw(dist, &opt, m, lr, gk) : gdn2_adamw_step_scaled(&opt, m, lr, gk))) break;
             if (o.loss_trace) o.loss_trace[step] = loss;
             r.train_loss = loss;
             tok_done += B * T * o.accum;
