@@ -87,7 +87,7 @@ W(rmsnorm_fwd, (gdn2_backend *be, int64_t N, int64_t D, const float *x, const fl
 W(add_rmsnorm_fwd, (gdn2_backend *be, int64_t N, int64_t D, const float *a, const void *b, float *out, const float *w,
                     float eps, void *y, float *rstd), (be, N, D, a, b, out, w, eps, y, rstd))
 W(rmsnorm_bwd, (gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, const float *rstd,
-                const void *dy, float *dx, int acc, float *dw), (be, N, D, x, w, rstd, dy, dx, acc, dw))
+                const void *dy, float *dx, int acc, void *dxa, float *dw), (be, N, D, x, w, rstd, dy, dx, acc, dxa, dw))
 W(rmsnorm_swish_fwd, (gdn2_backend *be, int64_t N, int64_t D, const void *x, const void *gate, const float *w,
                       float eps, void *y), (be, N, D, x, gate, w, eps, y))
 W(rmsnorm_swish_bwd, (gdn2_backend *be, int64_t N, int64_t D, const void *x, const void *gate, const float *w,

@@ -313,13 +313,21 @@ static void run_rms(gdn2_backend *be, int64_t N, int64_t D, const float *x, cons
     float *rs = put(&A, NULL, (size_t)N, GDN2_DT_F32);
     void *dyd = put(&A, dy, n, GDN2_DT_ACT);
     float *dx = put(&A, dx0, n, GDN2_DT_F32), *dw = put(&A, dw0, (size_t)D, GDN2_DT_F32);
+    void *dxa = put(&A, NULL, n, GDN2_DT_ACT), *dxc = put(&A, NULL, n, GDN2_DT_ACT);
     if (!A.rc) {
         note(&A, be->rmsnorm_fwd(be, N, D, xd, wd, 1e-5f, y, rs));
-        note(&A, be->rmsnorm_bwd(be, N, D, xd, wd, rs, dyd, dx, acc, dw));
+        note(&A, be->rmsnorm_bwd(be, N, D, xd, wd, rs, dyd, dx, acc, dxa, dw));
+        note(&A, be->cast(be, n, dx, GDN2_DT_F32, dxc, GDN2_DT_ACT));
     }
     res_add(r, "y", get(&A, y, n, GDN2_DT_ACT), n, 1e-2);
     res_add(r, "rstd", get(&A, rs, (size_t)N, GDN2_DT_F32), (size_t)N, 1e-5);
     res_add(r, "dx", get(&A, dx, n, GDN2_DT_F32), n, 1e-4);
+    /* dx's ACT copy: the same bits as a cast of dx on this backend */
+    float *va = get(&A, dxa, n, GDN2_DT_ACT), *vc = get(&A, dxc, n, GDN2_DT_ACT);
+    CHECK(!A.rc && va && vc && !memcmp(va, vc, n * sizeof(float)), "rmsnorm_bwd N=%lld D=%lld (%s): dx_act == cast(dx) bit for bit",
+          (long long)N, (long long)D, be == &GPU ? "cuda" : "cpu");
+    res_add(r, "dx_act", va, n, 1e-2);
+    free(vc);
     res_add(r, "dw", get(&A, dw, (size_t)D, GDN2_DT_F32), (size_t)D, 1e-4);
     finish(&A, r);
 }
@@ -1164,8 +1172,10 @@ int main(void) {
     t_embed(50, 200, 17);
     t_embed(300, 2304, 1000);
     t_rows(20, 200);
-    t_rms(37, 2304, 1);
+    t_rms(37, 2304, 1);  /* the fused backward: 3 blocks of 16 rows, the last one short */
     t_rms(100, 200, 0);
+    t_rms(20, 4100, 1);  /* past the fused path's width: the row kernel and the column partials */
+    t_rms(9, 202, 1);    /* D % 4 != 0: the same */
     t_addrms(1, 2304);  /* the decode step at batch 1 */
     t_addrms(37, 2304);
     t_addrms(9, 203);   /* D % 4 != 0: the scalar loads */

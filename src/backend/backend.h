@@ -149,9 +149,10 @@ struct gdn2_backend {
      * RMSNorm(out) as rmsnorm_fwd; the same bits as add then rmsnorm_fwd. out may alias a. */
     int (*add_rmsnorm_fwd)(gdn2_backend *be, int64_t N, int64_t D, const float *a, const void *b, float *out,
                            const float *w, float eps, void *y, float *rstd);
-    /* dx (fp32) = (accumulate ? dx : 0) + VJP;  dw (fp32) += ...;  dy: ACT */
+    /* dx (fp32) = (accumulate ? dx : 0) + VJP;  dw (fp32) += ...;  dy: ACT. dx_act (ACT, may be NULL):
+     * a copy of dx as written (the input of the next backward's products, without a cast of its own) */
     int (*rmsnorm_bwd)(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, const float *rstd,
-                       const void *dy, float *dx, int accumulate, float *dw);
+                       const void *dy, float *dx, int accumulate, void *dx_act, float *dw);
     /* gated RMSNorm with swish gate over rows of D (all ACT but w):
      * y = x rsqrt(mean(x^2) + eps) w * a sigmoid(a) */
     int (*rmsnorm_swish_fwd)(gdn2_backend *be, int64_t N, int64_t D, const void *x, const void *gate,

@@ -142,8 +142,10 @@ static int cpu_add_rmsnorm_fwd(gdn2_backend *be, int64_t N, int64_t D, const flo
     return rc ? rc : cpu_rmsnorm_fwd(be, N, D, out, w, eps, y, rstd);
 }
 static int cpu_rmsnorm_bwd(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, const float *rstd,
-                           const void *dy, float *dx, int accumulate, float *dw) {
+                           const void *dy, float *dx, int accumulate, void *dx_act, float *dw) {
+    if (dx_act && !dx) return gdn2_error(GDN2_ERR_ARG, "cpu rmsnorm_bwd: dx_act without dx");
     gdn2_rmsnorm_bwd(N, D, x, w, rstd, CF(dy), dx, accumulate, dw, NT(be));
+    if (dx_act && dx_act != (void *)dx) memcpy(dx_act, dx, (size_t)(N * D) * sizeof(float)); /* ACT is fp32 here */
     return GDN2_OK;
 }
 static int cpu_rmsnorm_swish_fwd(gdn2_backend *be, int64_t N, int64_t D, const void *x, const void *gate,

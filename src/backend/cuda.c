@@ -106,8 +106,8 @@ static int cu_add_rmsnorm_fwd(gdn2_backend *be, int64_t N, int64_t D, const floa
     return gdn2_cuda_add_rmsnorm_fwd(N, D, a, b, out, w, eps, y, rstd, STREAM(be));
 }
 static int cu_rmsnorm_bwd(gdn2_backend *be, int64_t N, int64_t D, const float *x, const float *w, const float *rstd,
-                          const void *dy, float *dx, int accumulate, float *dw) {
-    return gdn2_cuda_rmsnorm_bwd(NN(be), N, D, x, w, rstd, dy, dx, accumulate, dw);
+                          const void *dy, float *dx, int accumulate, void *dx_act, float *dw) {
+    return gdn2_cuda_rmsnorm_bwd(NN(be), N, D, x, w, rstd, dy, dx, accumulate, dx_act, dw);
 }
 static int cu_rmsnorm_swish_fwd(gdn2_backend *be, int64_t N, int64_t D, const void *x, const void *gate,
                                 const float *w, float eps, void *y) {

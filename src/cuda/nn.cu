@@ -776,7 +776,7 @@ extern "C" int gdn2_cuda_add_rmsnorm_fwd(int64_t N, int64_t D, const float *a, c
 
 // dx = (acc ? dx : 0) + r dy w - c x,   c = r^3 / D * sum_i dy_i w_i x_i
 __global__ void k_rmsnorm_bwd_dx(int64_t N, int64_t D, const float *x, const float *w, const float *rstd,
-                                 const bf16 *dy, float *dx, int acc, bool vec) {
+                                 const bf16 *dy, float *dx, int acc, bf16 *dxa, bool vec) {
     ROW_OF_WARP(row, lane, N);
     const size_t r0 = (size_t)(row * D), lim = r0 + (size_t)D;
     const float r = rstd[row];
@@ -803,6 +803,7 @@ __global__ void k_rmsnorm_bwd_dx(int64_t N, int64_t D, const float *x, const flo
             o[k] = acc ? o[k] + v : v;
         }
         st4(dx, r0 + i, lim, vec, o);
+        if (dxa) st4(dxa, r0 + i, lim, vec, o);
     }
 }
 // part[ch, i] = sum_{n in chunk ch, increasing} dy[n,i] x[n,i] r[n]
@@ -817,15 +818,107 @@ __global__ void k_rmsnorm_dw_part(int64_t N, int64_t D, const float *x, const fl
     part[ch * D + i] = acc;
 }
 
+// The fused backward (D % 4 == 0, D <= RMSB_MAXD, aligned): a block of RMSB_BS threads takes RMSB_ROWS
+// consecutive rows, one row at a time; thread t owns columns 4t + 4 RMSB_BS j (j < RMSB_G) for all of them.
+// So x and dy are read once (a row stays in registers from the dot product to dx), dw's partial over the
+// block's rows builds up in registers, and dx's act copy is written beside dx (the cast that followed each
+// norm backward of the model). Per row, as k_rmsnorm_bwd_dx (the dot summed per thread in j order, then the
+// warps in order, then the block's warps in order: fixed, deterministic):
+//   dx = (acc ? dx : 0) + r dy w - c x,  c = r^3 / D sum_i dy_i w_i x_i;   part[blk, i] = sum_rows dy_i x_i r
+#define RMSB_BS 256
+#define RMSB_G 4
+#define RMSB_ROWS 16
+#define RMSB_MAXD (4 * RMSB_BS * RMSB_G)
+__global__ void __launch_bounds__(RMSB_BS) k_rmsnorm_bwd_fused(int64_t N, int64_t D, const float *x, const float *w,
+                                                                const float *rstd, const bf16 *dy, float *dx, int acc,
+                                                                bf16 *dxa, float *part) {
+    __shared__ float red[2][RMSB_BS / 32];
+    const int t = threadIdx.x, lane = t & 31, wid = t >> 5;
+    float wv[RMSB_G][4], pw[RMSB_G][4];
+#pragma unroll
+    for (int j = 0; j < RMSB_G; j++) {
+        const int64_t i = 4 * (int64_t)t + 4 * RMSB_BS * j;
+#pragma unroll
+        for (int k = 0; k < 4; k++) wv[j][k] = pw[j][k] = 0.0f;
+        if (i < D) ld4(w, (size_t)i, (size_t)D, true, wv[j]);
+    }
+    const int64_t n0 = blockIdx.x * (int64_t)RMSB_ROWS;
+    for (int rr = 0; rr < RMSB_ROWS && n0 + rr < N; rr++) {
+        const int64_t n = n0 + rr;
+        const size_t r0 = (size_t)(n * D), lim = r0 + (size_t)D;
+        const float r = rstd[n];
+        float xv[RMSB_G][4], dv[RMSB_G][4], dot = 0.0f;
+#pragma unroll
+        for (int j = 0; j < RMSB_G; j++) {
+            const int64_t i = 4 * (int64_t)t + 4 * RMSB_BS * j;
+            if (i < D) {
+                ld4(x, r0 + i, lim, true, xv[j]);
+                ld4(dy, r0 + i, lim, true, dv[j]);
+            } else {
+#pragma unroll
+                for (int k = 0; k < 4; k++) xv[j][k] = dv[j][k] = 0.0f;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < RMSB_G; j++)
+#pragma unroll
+            for (int k = 0; k < 4; k++) dot += dv[j][k] * wv[j][k] * xv[j][k];
+        dot = warp_sum_(dot);
+        if (lane == 0) red[rr & 1][wid] = dot; // two buffers: a row's reads never race the next row's writes
+        __syncthreads();
+        dot = 0.0f;
+#pragma unroll
+        for (int k = 0; k < RMSB_BS / 32; k++) dot += red[rr & 1][k];
+        const float cc = dot * r * r * r / (float)D;
+#pragma unroll
+        for (int j = 0; j < RMSB_G; j++) {
+            const int64_t i = 4 * (int64_t)t + 4 * RMSB_BS * j;
+            if (i >= D) continue;
+            float o[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (acc) ld4(dx, r0 + i, lim, true, o);
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const float v = r * dv[j][k] * wv[j][k] - cc * xv[j][k];
+                o[k] = acc ? o[k] + v : v;
+                pw[j][k] += dv[j][k] * xv[j][k] * r;
+            }
+            st4(dx, r0 + i, lim, true, o);
+            if (dxa) st4(dxa, r0 + i, lim, true, o);
+        }
+    }
+    if (!part) return;
+#pragma unroll
+    for (int j = 0; j < RMSB_G; j++) {
+        const int64_t i = 4 * (int64_t)t + 4 * RMSB_BS * j;
+        if (i < D) st4(part, (size_t)blockIdx.x * (size_t)D + (size_t)i, (size_t)(blockIdx.x + 1) * (size_t)D, true, pw[j]);
+    }
+}
+
 extern "C" int gdn2_cuda_rmsnorm_bwd(gdn2_cuda_nn *c, int64_t N, int64_t D, const float *x, const float *w,
-                                     const float *rstd, const void *dy, float *dx, int accumulate, float *dw) {
+                                     const float *rstd, const void *dy, float *dx, int accumulate, void *dx_act,
+                                     float *dw) {
     const char *fn = "cuda rmsnorm_bwd";
     if (N <= 0 || D <= 0) return GDN2_OK;
     if (!rstd) return gdn2_error(GDN2_ERR_ARG, "%s: rstd is NULL (the forward must save it)", fn);
+    if (dx_act && !dx) return gdn2_error(GDN2_ERR_ARG, "%s: dx_act without dx", fn);
+    bf16 *dxa = (bf16 *)dx_act;
+    const bool fused = dx && D % 4 == 0 && D <= RMSB_MAXD && al16(x) && al16(w) && al8(dy) && al16(dx) &&
+                       (!dxa || al8(dxa));
+    if (fused) {
+        const int64_t nb = cdiv(N, RMSB_ROWS);
+        if (nb > INT32_MAX) return gdn2_error(GDN2_ERR_ARG, "%s: N=%lld rows too many", fn, (long long)N);
+        float *part = NULL;
+        if (dw && !(part = (float *)gdn2_cuda_nn_scratch(c, (size_t)(nb * D) * sizeof(float), "rmsnorm_bwd dw partials")))
+            return GDN2_ERR_NOMEM;
+        k_rmsnorm_bwd_fused<<<(unsigned)nb, RMSB_BS, 0, c->stream>>>(N, D, x, w, rstd, (const bf16 *)dy, dx, accumulate,
+                                                                    dxa, part);
+        int rc = gdn2_cuda_launch_check(fn);
+        return rc || !dw ? rc : gdn2_cuda_colsum_finish(part, nb, D, dw, c->stream);
+    }
     if (dx) {
-        const bool vec = D % 4 == 0 && al16(x) && al16(w) && al8(dy) && al16(dx);
+        const bool vec = D % 4 == 0 && al16(x) && al16(w) && al8(dy) && al16(dx) && (!dxa || al8(dxa));
         k_rmsnorm_bwd_dx<<<row_grid(N), 32 * NN_ROWS_WARPS, 0, c->stream>>>(N, D, x, w, rstd, (const bf16 *)dy, dx,
-                                                                           accumulate, vec);
+                                                                           accumulate, dxa, vec);
         int rc = gdn2_cuda_launch_check(fn);
         if (rc) return rc;
     }

@@ -130,8 +130,9 @@ int gdn2_cuda_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, 
  * gdn2_cuda_add then gdn2_cuda_rmsnorm_fwd, in one pass */
 int gdn2_cuda_add_rmsnorm_fwd(int64_t N, int64_t D, const float *a, const void *b_bf16, float *out, const float *w,
                               float eps, void *y_bf16, float *rstd, void *stream);
+/* dx_act (bf16, may be NULL): a copy of dx as written */
 int gdn2_cuda_rmsnorm_bwd(gdn2_cuda_nn *c, int64_t N, int64_t D, const float *x, const float *w,
-                          const float *rstd, const void *dy, float *dx, int accumulate, float *dw);
+                          const float *rstd, const void *dy, float *dx, int accumulate, void *dx_act, float *dw);
 int gdn2_cuda_rmsnorm_swish_fwd(int64_t N, int64_t D, const void *x, const void *gate, const float *w, float eps,
                                 void *y, void *stream);
 int gdn2_cuda_rmsnorm_swish_bwd(gdn2_cuda_nn *c, int64_t N, int64_t D, const void *x, const void *gate,

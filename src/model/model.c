@@ -570,20 +570,21 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
     if (a->n_valid == 0) return GDN2_OK; /* nothing carries a loss */
     const scr_layout S = scr_offsets(be, c, B, T);
     float *dres = AT(a->scr, S.dres);
-    /* with an fp32 ACT type the cast of dres is the identity: use dres itself */
+    /* with an fp32 ACT type the cast of dres is the identity: use dres itself; else each norm backward
+     * writes dres's ACT copy as it writes dres (xa) */
     void *dres_act = be->act_bytes == sizeof(float) && !a->dropped ? (void *)dres : AT(a->scr, S.dres_act);
+    void *xa = dres_act != (void *)dres ? dres_act : NULL;
     void *dn = AT(a->scr, S.dn), *var = AT(a->scr, S.var);
     int st;
     /* lm_head + cross-entropy: dn = d loss / d nf (mean over the targets, times scale) */
     TRY(head_pass(m, 1, scale / (float)a->n_valid, NULL, NULL, 0));
     a->trained = 0;
-    TRY(be->rmsnorm_bwd(be, BT, d, a->res[L], P(m, W, "transformer.ln_f.weight", 0), a->rf, dn, dres, 0,
+    TRY(be->rmsnorm_bwd(be, BT, d, a->res[L], P(m, W, "transformer.ln_f.weight", 0), a->rf, dn, dres, 0, xa,
                         P(m, G, "transformer.ln_f.weight", 0)));
     for (int64_t l = L - 1; l >= 0; l--) {
         /* recompute mode: block l's activations again from res_l (the same bits: deterministic ops) */
         if (a->recompute) TRY(block_forward(m, l, NULL, 0, AT(a->scr, S.y), var, 0, a->dropped, a->keep));
         /* res_{l+1} = mid + mlp(norm_2(mid)) */
-        if (dres_act != (void *)dres) TRY(be->cast(be, (size_t)(BT * d), dres, GDN2_DT_F32, dres_act, GDN2_DT_ACT));
         if (a->dropped) TRY(be->dropout(be, (size_t)(BT * d), dres_act, GDN2_DT_ACT, m->dropout, drop_seed(m, l, 1)));
         TRY(gdn2_mlp_backward(be, BT, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
                               PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
@@ -592,9 +593,8 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
                               P(m, G, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
                               P(m, G, "transformer.h.%lld.mlp.swiglu.w3.weight", l), var));
         TRY(be->rmsnorm_bwd(be, BT, d, a->mid[l], P(m, W, "transformer.h.%lld.norm_2.weight", l), a->r2[l], dn, dres,
-                            1, P(m, G, "transformer.h.%lld.norm_2.weight", l)));
+                            1, xa, P(m, G, "transformer.h.%lld.norm_2.weight", l)));
         /* mid = res_l + mixer(norm_1(res_l)) */
-        if (dres_act != (void *)dres) TRY(be->cast(be, (size_t)(BT * d), dres, GDN2_DT_F32, dres_act, GDN2_DT_ACT));
         if (a->dropped) TRY(be->dropout(be, (size_t)(BT * d), dres_act, GDN2_DT_ACT, m->dropout, drop_seed(m, l, 0)));
         if (c->kind[l] >= GDN2_LAYER_SWA) {
             gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
@@ -610,7 +610,7 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
                                   a->mix[l], dres_act, dn, G + m->layer_off[l], var));
         }
         TRY(be->rmsnorm_bwd(be, BT, d, a->res[l], P(m, W, "transformer.h.%lld.norm_1.weight", l), a->r1[l], dn, dres,
-                            1, P(m, G, "transformer.h.%lld.norm_1.weight", l)));
+                            1, l > 0 ? xa : NULL, P(m, G, "transformer.h.%lld.norm_1.weight", l)));
     }
     if (a->emb_dropped) TRY(be->dropout(be, (size_t)(BT * d), dres, GDN2_DT_F32, m->emb_dropout, emb_drop_seed(m)));
     TRY(be->embed_bwd(be, BT, d, a->tokens, a->dtokens, dres, P(m, G, "transformer.wte.weight", 0)));
