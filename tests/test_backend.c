@@ -1174,6 +1174,8 @@ int main(void) {
     t_rows(20, 200);
     t_rms(37, 2304, 1);  /* the fused backward: 3 blocks of 16 rows, the last one short */
     t_rms(100, 200, 0);
+    t_rms(40, 1500, 1);  /* 2 and 4 column groups a thread */
+    t_rms(17, 4096, 0);
     t_rms(20, 4100, 1);  /* past the fused path's width: the row kernel and the column partials */
     t_rms(9, 202, 1);    /* D % 4 != 0: the same */
     t_addrms(1, 2304);  /* the decode step at batch 1 */

@@ -819,24 +819,26 @@ __global__ void k_rmsnorm_dw_part(int64_t N, int64_t D, const float *x, const fl
 }
 
 // The fused backward (D % 4 == 0, D <= RMSB_MAXD, aligned): a block of RMSB_BS threads takes RMSB_ROWS
-// consecutive rows, one row at a time; thread t owns columns 4t + 4 RMSB_BS j (j < RMSB_G) for all of them.
+// consecutive rows, one row at a time; thread t owns columns 4t + 4 RMSB_BS j (j < G) for all of them
+// (G = ceil(D / (4 RMSB_BS)), a template argument: the registers of the groups a row has, 88 for 4).
 // So x and dy are read once (a row stays in registers from the dot product to dx), dw's partial over the
 // block's rows builds up in registers, and dx's act copy is written beside dx (the cast that followed each
 // norm backward of the model). Per row, as k_rmsnorm_bwd_dx (the dot summed per thread in j order, then the
 // warps in order, then the block's warps in order: fixed, deterministic):
 //   dx = (acc ? dx : 0) + r dy w - c x,  c = r^3 / D sum_i dy_i w_i x_i;   part[blk, i] = sum_rows dy_i x_i r
 #define RMSB_BS 256
-#define RMSB_G 4
+#define RMSB_G 4 // at most
 #define RMSB_ROWS 16
 #define RMSB_MAXD (4 * RMSB_BS * RMSB_G)
+template <int G>
 __global__ void __launch_bounds__(RMSB_BS) k_rmsnorm_bwd_fused(int64_t N, int64_t D, const float *x, const float *w,
                                                                 const float *rstd, const bf16 *dy, float *dx, int acc,
                                                                 bf16 *dxa, float *part) {
     __shared__ float red[2][RMSB_BS / 32];
     const int t = threadIdx.x, lane = t & 31, wid = t >> 5;
-    float wv[RMSB_G][4], pw[RMSB_G][4];
+    float wv[G][4], pw[G][4];
 #pragma unroll
-    for (int j = 0; j < RMSB_G; j++) {
+    for (int j = 0; j < G; j++) {
         const int64_t i = 4 * (int64_t)t + 4 * RMSB_BS * j;
 #pragma unroll
         for (int k = 0; k < 4; k++) wv[j][k] = pw[j][k] = 0.0f;
@@ -847,9 +849,9 @@ __global__ void __launch_bounds__(RMSB_BS) k_rmsnorm_bwd_fused(int64_t N, int64_
         const int64_t n = n0 + rr;
         const size_t r0 = (size_t)(n * D), lim = r0 + (size_t)D;
         const float r = rstd[n];
-        float xv[RMSB_G][4], dv[RMSB_G][4], dot = 0.0f;
+        float xv[G][4], dv[G][4], dot = 0.0f;
 #pragma unroll
-        for (int j = 0; j < RMSB_G; j++) {
+        for (int j = 0; j < G; j++) {
             const int64_t i = 4 * (int64_t)t + 4 * RMSB_BS * j;
             if (i < D) {
                 ld4(x, r0 + i, lim, true, xv[j]);
@@ -860,7 +862,7 @@ __global__ void __launch_bounds__(RMSB_BS) k_rmsnorm_bwd_fused(int64_t N, int64_
             }
         }
 #pragma unroll
-        for (int j = 0; j < RMSB_G; j++)
+        for (int j = 0; j < G; j++)
 #pragma unroll
             for (int k = 0; k < 4; k++) dot += dv[j][k] * wv[j][k] * xv[j][k];
         dot = warp_sum_(dot);
@@ -871,7 +873,7 @@ __global__ void __launch_bounds__(RMSB_BS) k_rmsnorm_bwd_fused(int64_t N, int64_
         for (int k = 0; k < RMSB_BS / 32; k++) dot += red[rr & 1][k];
         const float cc = dot * r * r * r / (float)D;
 #pragma unroll
-        for (int j = 0; j < RMSB_G; j++) {
+        for (int j = 0; j < G; j++) {
             const int64_t i = 4 * (int64_t)t + 4 * RMSB_BS * j;
             if (i >= D) continue;
             float o[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -888,7 +890,7 @@ __global__ void __launch_bounds__(RMSB_BS) k_rmsnorm_bwd_fused(int64_t N, int64_
     }
     if (!part) return;
 #pragma unroll
-    for (int j = 0; j < RMSB_G; j++) {
+    for (int j = 0; j < G; j++) {
         const int64_t i = 4 * (int64_t)t + 4 * RMSB_BS * j;
         if (i < D) st4(part, (size_t)blockIdx.x * (size_t)D + (size_t)i, (size_t)(blockIdx.x + 1) * (size_t)D, true, pw[j]);
     }
@@ -910,8 +912,16 @@ extern "C" int gdn2_cuda_rmsnorm_bwd(gdn2_cuda_nn *c, int64_t N, int64_t D, cons
         float *part = NULL;
         if (dw && !(part = (float *)gdn2_cuda_nn_scratch(c, (size_t)(nb * D) * sizeof(float), "rmsnorm_bwd dw partials")))
             return GDN2_ERR_NOMEM;
-        k_rmsnorm_bwd_fused<<<(unsigned)nb, RMSB_BS, 0, c->stream>>>(N, D, x, w, rstd, (const bf16 *)dy, dx, accumulate,
-                                                                    dxa, part);
+#define LAUNCH(G)                                                                                       \
+    k_rmsnorm_bwd_fused<G><<<(unsigned)nb, RMSB_BS, 0, c->stream>>>(N, D, x, w, rstd, (const bf16 *)dy, dx, accumulate, \
+                                                                    dxa, part)
+        switch (cdiv(D, 4 * RMSB_BS)) {
+        case 1: LAUNCH(1); break;
+        case 2: LAUNCH(2); break;
+        case 3: LAUNCH(3); break;
+        default: LAUNCH(4); break;
+        }
+#undef LAUNCH
         int rc = gdn2_cuda_launch_check(fn);
         return rc || !dw ? rc : gdn2_cuda_colsum_finish(part, nb, D, dw, c->stream);
     }
