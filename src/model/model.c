@@ -423,9 +423,6 @@ static int head_pass(gdn2_model *m, int backward, float scale, float *logits_out
 
 #define TRY(call) do { if ((st = (call))) return st; } while (0)
 
-/* Block l of the forward: mid = res_l + mixer(norm_1(res_l)); res_{l+1} = mid + mlp(norm_2(mid))
- * (res_{l+1} written when write_next). states: prefill into slots slot0.. of s, or NULL.
- * y, var: scratch. keep: a recurrent mixer fills its keep-mode reserve for the backward. */
 /* the dropout stream of the embedding's output (m->emb_dropout) */
 static uint64_t emb_drop_seed(const gdn2_model *m) { return gdn2_mix64(m->dropout_seed ^ 0xE3B0C44298FC1C14ULL); }
 
@@ -434,15 +431,21 @@ static uint64_t drop_seed(const gdn2_model *m, int64_t l, int k) {
     return gdn2_mix64(m->dropout_seed ^ (0xD1B54A32D192ED03ULL * (uint64_t)(2 * l + k + 1)));
 }
 
+/* Block l of the forward: mid = res_l + mixer(norm_1(res_l)); res_{l+1} = mid + mlp(norm_2(mid)).
+ * normed: norm_1(res_l) is already in n1[l], r1[l] (the previous block wrote it with res_l). write_next:
+ * res_{l+1} is written, in the same pass as the norm after it (block l+1's norm_1, or ln_f into nf, rf
+ * after the last block: add_rmsnorm_fwd, the same bits as add then rmsnorm_fwd). states: prefill into
+ * slots slot0.. of s, or NULL. y, var: scratch. keep: a recurrent mixer fills its keep-mode reserve. */
 static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, int64_t slot0, void *y, void *var,
-                         int write_next, int drop, int keep) {
+                         int write_next, int drop, int keep, int normed) {
     const gdn2_model_cfg *c = &m->cfg;
     gdn2_backend *be = m->be;
     struct gdn2_model_acts *a = m->acts;
     const int64_t d = c->n_embd, B = a->B, T = a->T, BT = B * T, I = c->intermediate_size;
     int st;
-    TRY(be->rmsnorm_fwd(be, BT, d, a->res[l], P(m, m->dev_params, "transformer.h.%lld.norm_1.weight", l),
-                        c->norm_eps, a->n1[l], a->r1[l]));
+    if (!normed)
+        TRY(be->rmsnorm_fwd(be, BT, d, a->res[l], P(m, m->dev_params, "transformer.h.%lld.norm_1.weight", l),
+                            c->norm_eps, a->n1[l], a->r1[l]));
     const int64_t p0 = s && B == 1 ? s->slot_pos[slot0] : 0; /* a prefill continuing a slot */
     if (c->kind[l] >= GDN2_LAYER_SWA && p0 > 0) {
         gdn2_attn_cfg ac = gdn2_attn_cfg_of(c, c->kind[l]);
@@ -472,7 +475,13 @@ static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, int64_t 
                          PA(m, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
                          PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), a->n2[l], y, a->mlp[l], 0));
     if (drop) TRY(be->dropout(be, (size_t)(BT * d), y, GDN2_DT_ACT, m->dropout, drop_seed(m, l, 1)));
-    if (write_next) TRY(be->add(be, (size_t)(BT * d), a->mid[l], y, a->res[l + 1]));
+    if (write_next) {
+        const int last = l + 1 == c->n_layer;
+        TRY(be->add_rmsnorm_fwd(be, BT, d, a->mid[l], y, a->res[l + 1],
+                                last ? P(m, m->dev_params, "transformer.ln_f.weight", 0)
+                                     : P(m, m->dev_params, "transformer.h.%lld.norm_1.weight", l + 1),
+                                c->norm_eps, last ? a->nf : a->n1[l + 1], last ? a->rf : a->r1[l + 1]));
+    }
     return GDN2_OK;
 }
 
@@ -523,9 +532,8 @@ static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *tar
     /* keep mode: a training forward fills the reserves, but with recompute only the backward's
      * re-run of each block does (the one that precedes its backward) */
     const int keep = train && a->keep && !a->recompute && !s;
-    for (int64_t l = 0; l < L; l++) TRY(block_forward(m, l, s, slot0, y, var, 1, drop, keep));
-    TRY(be->rmsnorm_fwd(be, BT, d, a->res[L], P(m, m->dev_params, "transformer.ln_f.weight", 0), c->norm_eps, a->nf,
-                        a->rf));
+    /* each block writes the next one's norm_1 (the last one ln_f's nf, rf) with its residual add */
+    for (int64_t l = 0; l < L; l++) TRY(block_forward(m, l, s, slot0, y, var, 1, drop, keep, l > 0));
     /* lm_head rows: everything when logits are wanted; the last position for generation; else only
      * rows that carry a target (MQAR has 4 of 64) */
     a->n_rows = 0;
@@ -583,7 +591,7 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
                         P(m, G, "transformer.ln_f.weight", 0)));
     for (int64_t l = L - 1; l >= 0; l--) {
         /* recompute mode: block l's activations again from res_l (the same bits: deterministic ops) */
-        if (a->recompute) TRY(block_forward(m, l, NULL, 0, AT(a->scr, S.y), var, 0, a->dropped, a->keep));
+        if (a->recompute) TRY(block_forward(m, l, NULL, 0, AT(a->scr, S.y), var, 0, a->dropped, a->keep, 0));
         /* res_{l+1} = mid + mlp(norm_2(mid)) */
         if (a->dropped) TRY(be->dropout(be, (size_t)(BT * d), dres_act, GDN2_DT_ACT, m->dropout, drop_seed(m, l, 1)));
         TRY(gdn2_mlp_backward(be, BT, d, I, PA(m, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
