@@ -1182,7 +1182,12 @@ int main(void) {
     t_addrms(37, 2304);
     t_addrms(9, 203);   /* D % 4 != 0: the scalar loads */
     t_rmss(37 * 4, 64);
-    t_rmss(37 * 4, 128);
+    t_rmss(37 * 4, 128);   /* fused backward: 5 warps of 32 rows, the last one short */
+    t_rmss(33 * 8 + 5, 256); /* 2, 3 and 4 column groups a lane */
+    t_rmss(70, 384);
+    t_rmss(40, 512);
+    t_rmss(30, 600);       /* wider than the fused path: the row kernel + column partials */
+    t_rmss(50, 66);        /* D % 4 != 0: the same */
     t_conv(2, 37, 200, 4, 1);
     t_conv(2, 37, 200, 4, 0);
     t_conv(3, 2, 72, 4, 1); /* T < W-1: the history shifts within itself */

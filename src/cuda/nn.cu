@@ -1038,10 +1038,109 @@ __global__ void k_rmsnorm_swish_dw_part(int64_t N, int64_t D, const bf16 *x, con
     part[ch * D + j] = acc;
 }
 
+// The fused backward (D % 4 == 0, D <= 128 RSWB_G, aligned): warp v takes RSWB_ROWS consecutive rows, lane
+// owns columns 4 lane + 128 j (j < G) of all of them: x, gate and dy are read once (k_rmsnorm_swish_bwd reads
+// them three times and the dw partial kernel a fourth), dw's partial over the warp's rows builds up in
+// registers. dx and dgate: k_rmsnorm_swish_bwd's formulas and sums in its order (the same bits);
+// part[v, j] = sum over the warp's rows (increasing) of dy silu(a) x r.
+#define RSWB_G 4
+#define RSWB_ROWS 32
+#define RSWB_WARPS 8
+template <int G>
+__global__ void __launch_bounds__(32 * RSWB_WARPS) k_rmsnorm_swish_bwd_fused(int64_t N, int64_t D, const bf16 *x,
+                                                                             const bf16 *gate, const float *w,
+                                                                             float eps, const bf16 *dy, bf16 *dx,
+                                                                             bf16 *dgate, float *part) {
+    const int lane = threadIdx.x & 31;
+    const int64_t v = blockIdx.x * (int64_t)RSWB_WARPS + (threadIdx.x >> 5), n0 = v * RSWB_ROWS;
+    if (n0 >= N) return;
+    float wv[G][4], pw[G][4];
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        const int64_t i = 4 * (int64_t)lane + 128 * j;
+#pragma unroll
+        for (int k = 0; k < 4; k++) wv[j][k] = pw[j][k] = 0.0f;
+        if (i < D) ld4(w, (size_t)i, (size_t)D, true, wv[j]);
+    }
+    for (int rr = 0; rr < RSWB_ROWS && n0 + rr < N; rr++) {
+        const size_t r0 = (size_t)((n0 + rr) * D), lim = r0 + (size_t)D;
+        float xv[G][4], av[G][4], dv[G][4], ss = 0.0f;
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            const int64_t i = 4 * (int64_t)lane + 128 * j;
+            if (i < D) {
+                ld4(x, r0 + i, lim, true, xv[j]);
+                ld4(gate, r0 + i, lim, true, av[j]);
+                ld4(dy, r0 + i, lim, true, dv[j]);
+            } else {
+#pragma unroll
+                for (int k = 0; k < 4; k++) xv[j][k] = av[j][k] = dv[j][k] = 0.0f;
+            }
+#pragma unroll
+            for (int k = 0; k < 4; k++) ss += xv[j][k] * xv[j][k];
+        }
+        ss = warp_sum_(ss);
+        const float r = 1.0f / sqrtf(ss / (float)D + eps);
+        float dot = 0.0f;
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            const int64_t i = 4 * (int64_t)lane + 128 * j;
+            if (i >= D) continue;
+            float o[4];
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const float xh = xv[j][k] * r, dn = dv[j][k] * gdn2_silu_f32(av[j][k]);
+                o[k] = dv[j][k] * xh * wv[j][k] * gdn2_silu_grad_f32(av[j][k]);
+                dot += dn * wv[j][k] * xh;
+                pw[j][k] += dn * xh;
+            }
+            st4(dgate, r0 + i, lim, true, o);
+        }
+        dot = warp_sum_(dot) / (float)D;
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            const int64_t i = 4 * (int64_t)lane + 128 * j;
+            if (i >= D) continue;
+            float o[4];
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const float dn = dv[j][k] * gdn2_silu_f32(av[j][k]);
+                o[k] = r * (dn * wv[j][k] - xv[j][k] * r * dot);
+            }
+            st4(dx, r0 + i, lim, true, o);
+        }
+    }
+    if (!part) return;
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        const int64_t i = 4 * (int64_t)lane + 128 * j;
+        if (i < D) st4(part, (size_t)v * (size_t)D + (size_t)i, (size_t)(v + 1) * (size_t)D, true, pw[j]);
+    }
+}
+
 extern "C" int gdn2_cuda_rmsnorm_swish_bwd(gdn2_cuda_nn *c, int64_t N, int64_t D, const void *x, const void *gate,
                                            const float *w, float eps, const void *dy, void *dx, void *dgate, float *dw) {
     const char *fn = "cuda rmsnorm_swish_bwd";
     if (N <= 0 || D <= 0) return GDN2_OK;
+    if (D % 4 == 0 && D <= 128 * RSWB_G && al8(x) && al8(gate) && al16(w) && al8(dy) && al8(dx) && al8(dgate)) {
+        const int64_t nw = cdiv(N, RSWB_ROWS), nb = cdiv(nw, RSWB_WARPS);
+        if (nb > INT32_MAX) return gdn2_error(GDN2_ERR_ARG, "%s: N=%lld rows too many", fn, (long long)N);
+        float *part = NULL;
+        if (dw && !(part = (float *)gdn2_cuda_nn_scratch(c, (size_t)(nw * D) * sizeof(float), "rmsnorm_swish_bwd dw partials")))
+            return GDN2_ERR_NOMEM;
+#define LAUNCH(G)                                                                                            \
+    k_rmsnorm_swish_bwd_fused<G><<<(unsigned)nb, 32 * RSWB_WARPS, 0, c->stream>>>(                           \
+        N, D, (const bf16 *)x, (const bf16 *)gate, w, eps, (const bf16 *)dy, (bf16 *)dx, (bf16 *)dgate, part)
+        switch (cdiv(D, 128)) {
+        case 1: LAUNCH(1); break;
+        case 2: LAUNCH(2); break;
+        case 3: LAUNCH(3); break;
+        default: LAUNCH(4); break;
+        }
+#undef LAUNCH
+        int rc = gdn2_cuda_launch_check(fn);
+        return rc || !dw ? rc : gdn2_cuda_colsum_finish(part, nw, D, dw, c->stream);
+    }
     const int64_t nch = cdiv(N, NN_RCH);
     CHECK_CHUNKS(fn, nch);
     const size_t rb = al256((size_t)N * sizeof(float));
