@@ -1501,9 +1501,11 @@ extern "C" int gdn2_cuda_gates_fwd(int mixer, int64_t N, int64_t H, int64_t HV, 
 // saved, one fp32 read fewer). vec: H K % 8 == 0 and 16-byte aligned pointers.
 #define GATES_BS 128
 __global__ void __launch_bounds__(GATES_BS) k_gates_bwd_kc(int mixer, int64_t N, int64_t H, int64_t K, float cb,
-                                                           const bf16 *f, const bf16 *sb, const float *A_log,
-                                                           const float *dt, const float *dg, const bf16 *db, bf16 *df,
-                                                           bf16 *dpb, double *pA, double *pD, bool vec) {
+                                                           const bf16 *__restrict__ f, const bf16 *__restrict__ sb,
+                                                           const float *__restrict__ A_log, const float *__restrict__ dt,
+                                                           const float *__restrict__ dg, const bf16 *__restrict__ db,
+                                                           bf16 *__restrict__ df, bf16 *__restrict__ dpb,
+                                                           double *__restrict__ pA, double *__restrict__ pD, bool vec) {
     const int64_t ncols = H * K, c0 = (blockIdx.x * (int64_t)GATES_BS + threadIdx.x) * 8, ch = blockIdx.y;
     if (c0 >= ncols) return;
     float a[8], dtv[8];
@@ -1516,6 +1518,9 @@ __global__ void __launch_bounds__(GATES_BS) k_gates_bwd_kc(int mixer, int64_t N,
 #pragma unroll
     for (int k = 0; k < 8; k++) sa[k] = sd[k] = 0.0;
     const int64_t n1 = (ch + 1) * NN_RCH < N ? (ch + 1) * NN_RCH : N;
+    // the pointers are __restrict__ (no output aliases an input) and the loop unrolled: the next row's loads
+    // may issue before this row's stores (one row's loads in flight per thread before)
+#pragma unroll 2
     for (int64_t n = ch * NN_RCH; n < n1; n++) {
         const size_t e0 = (size_t)(n * ncols + c0), lim = (size_t)(n * ncols + ncols);
         float fv[8], gv[8], o[8];
