@@ -1171,6 +1171,7 @@ int main(void) {
     t_elem(65537);
     t_embed(50, 200, 17);
     t_embed(300, 2304, 1000);
+    t_embed(400, 64, 70000); /* ids past 2^16: both digits of the bucket sort */
     t_rows(20, 200);
     t_rms(37, 2304, 1);  /* the fused backward: 3 blocks of 16 rows, the last one short */
     t_rms(100, 200, 0);

@@ -554,9 +554,29 @@ __global__ void k_embed_bwd(int64_t d, const int32_t *ids, const int32_t *offs, 
     *dst = acc;
 }
 
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
+// keys (token << 32 | position), given in position order, sorted by token: a stable LSD radix sort on the
+// token's two 16-bit digits (the high one only when some token is >= 2^16), so positions stay increasing
+// within a token (qsort took ~5 ms for the 100M configs' 65536 tokens, on the host, every step)
+static int sort_by_token(uint64_t *key, int64_t N, uint32_t max_tok) {
+    uint64_t *tmp = (uint64_t *)malloc((size_t)N * sizeof(uint64_t));
+    size_t *cnt = (size_t *)malloc(65537 * sizeof(size_t));
+    if (!tmp || !cnt) {
+        free(tmp), free(cnt);
+        return GDN2_ERR_NOMEM;
+    }
+    uint64_t *src = key, *dst = tmp;
+    for (int pass = 0; pass < (max_tok >> 16 ? 2 : 1); pass++) {
+        const int sh = 32 + 16 * pass;
+        memset(cnt, 0, 65537 * sizeof(size_t));
+        for (int64_t i = 0; i < N; i++) cnt[((src[i] >> sh) & 0xffffu) + 1]++;
+        for (int b = 0; b < 65536; b++) cnt[b + 1] += cnt[b];
+        for (int64_t i = 0; i < N; i++) dst[cnt[(src[i] >> sh) & 0xffffu]++] = src[i];
+        uint64_t *t = src;
+        src = dst, dst = t;
+    }
+    if (src != key) memcpy(key, src, (size_t)N * sizeof(uint64_t));
+    free(tmp), free(cnt);
+    return GDN2_OK;
 }
 
 extern "C" int gdn2_cuda_embed_bwd(gdn2_cuda_nn *c, int64_t N, int64_t d, const int32_t *tokens_host,
@@ -572,14 +592,19 @@ extern "C" int gdn2_cuda_embed_bwd(gdn2_cuda_nn *c, int64_t N, int64_t d, const 
         free(key), free(tab);
         return gdn2_error(GDN2_ERR_NOMEM, "%s: out of host memory for %lld token ids", fn, (long long)N);
     }
+    uint32_t max_tok = 0;
     for (int64_t i = 0; i < N; i++) {
         if (tokens_host[i] < 0) {
             free(key), free(tab);
             return gdn2_error(GDN2_ERR_ARG, "%s: tokens[%lld] = %d is negative", fn, (long long)i, (int)tokens_host[i]);
         }
+        if ((uint32_t)tokens_host[i] > max_tok) max_tok = (uint32_t)tokens_host[i];
         key[i] = ((uint64_t)(uint32_t)tokens_host[i] << 32) | (uint64_t)i;
     }
-    qsort(key, (size_t)N, sizeof *key, cmp_u64);
+    if (sort_by_token(key, N, max_tok)) {
+        free(key), free(tab);
+        return gdn2_error(GDN2_ERR_NOMEM, "%s: out of host memory for sorting %lld token ids", fn, (long long)N);
+    }
     int64_t U = 0;
     for (int64_t i = 0; i < N; i++)
         if (i == 0 || (key[i] >> 32) != (key[i - 1] >> 32)) U++;
