@@ -1182,7 +1182,9 @@ int main(void) {
     t_addrms(1, 2304);  /* the decode step at batch 1 */
     t_addrms(37, 2304);
     t_addrms(9, 203);   /* D % 4 != 0: the scalar loads */
-    t_rmss(37 * 4, 64);
+    t_rmss(37 * 4, 64);    /* fused, a half-warp a row */
+    t_rmss(77, 64);        /* the last step's second row past N */
+    t_rmss(45, 32);
     t_rmss(37 * 4, 128);   /* fused backward: 5 warps of 32 rows, the last one short */
     t_rmss(33 * 8 + 5, 256); /* 2, 3 and 4 column groups a lane */
     t_rmss(70, 384);

@@ -1063,37 +1063,47 @@ __global__ void k_rmsnorm_swish_dw_part(int64_t N, int64_t D, const bf16 *x, con
     part[ch * D + j] = acc;
 }
 
-// The fused backward (D % 4 == 0, D <= 128 RSWB_G, aligned): warp v takes RSWB_ROWS consecutive rows, lane
-// owns columns 4 lane + 128 j (j < G) of all of them: x, gate and dy are read once (k_rmsnorm_swish_bwd reads
-// them three times and the dw partial kernel a fourth), dw's partial over the warp's rows builds up in
-// registers. dx and dgate: k_rmsnorm_swish_bwd's formulas and sums in its order (the same bits);
-// part[v, j] = sum over the warp's rows (increasing) of dy silu(a) x r.
+// The fused backward (D % 4 == 0, D <= 128 RSWB_G, aligned): warp v takes RSWB_ROWS consecutive rows, LPR
+// lanes a row (16 for D <= 64: the two half-warps take alternate rows, where the row kernel left half the warp
+// idle), lane l owns columns 4 (l % LPR) + 4 LPR j (j < G) of its rows: x, gate and dy are read once
+// (k_rmsnorm_swish_bwd reads them three times and the dw partial kernel a fourth), dw's partial builds up in
+// registers. dx and dgate: k_rmsnorm_swish_bwd's formulas and sums in its order (the same bits: its lanes past
+// the row add zeros first); part[v, i] = sum over the warp's rows of dy silu(a) x r, each half-warp's rows in
+// increasing order, then the first half's sum plus the second's.
 #define RSWB_G 4
 #define RSWB_ROWS 32
 #define RSWB_WARPS 8
-template <int G>
+template <int LPR> __device__ __forceinline__ float seg_sum(float x) {
+#pragma unroll
+    for (int o = LPR / 2; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+template <int G, int LPR>
 __global__ void __launch_bounds__(32 * RSWB_WARPS) k_rmsnorm_swish_bwd_fused(int64_t N, int64_t D, const bf16 *x,
                                                                              const bf16 *gate, const float *w,
                                                                              float eps, const bf16 *dy, bf16 *dx,
                                                                              bf16 *dgate, float *part) {
-    const int lane = threadIdx.x & 31;
+    constexpr int RPS = 32 / LPR; // rows a warp step
+    const int lane = threadIdx.x & 31, sub = lane / LPR, sl = lane % LPR;
     const int64_t v = blockIdx.x * (int64_t)RSWB_WARPS + (threadIdx.x >> 5), n0 = v * RSWB_ROWS;
-    if (n0 >= N) return;
+    if (n0 >= N) return; // the whole warp
     float wv[G][4], pw[G][4];
 #pragma unroll
     for (int j = 0; j < G; j++) {
-        const int64_t i = 4 * (int64_t)lane + 128 * j;
+        const int64_t i = 4 * (int64_t)sl + 4 * LPR * j;
 #pragma unroll
         for (int k = 0; k < 4; k++) wv[j][k] = pw[j][k] = 0.0f;
         if (i < D) ld4(w, (size_t)i, (size_t)D, true, wv[j]);
     }
-    for (int rr = 0; rr < RSWB_ROWS && n0 + rr < N; rr++) {
-        const size_t r0 = (size_t)((n0 + rr) * D), lim = r0 + (size_t)D;
+    for (int rr = 0; rr < RSWB_ROWS && n0 + rr < N; rr += RPS) { // every lane takes every step (shuffles)
+        const int64_t n = n0 + rr + sub;
+        const bool ok = n < N;
+        const size_t r0 = ok ? (size_t)(n * D) : 0, lim = r0 + (size_t)D;
         float xv[G][4], av[G][4], dv[G][4], ss = 0.0f;
 #pragma unroll
         for (int j = 0; j < G; j++) {
-            const int64_t i = 4 * (int64_t)lane + 128 * j;
-            if (i < D) {
+            const int64_t i = 4 * (int64_t)sl + 4 * LPR * j;
+            if (ok && i < D) {
                 ld4(x, r0 + i, lim, true, xv[j]);
                 ld4(gate, r0 + i, lim, true, av[j]);
                 ld4(dy, r0 + i, lim, true, dv[j]);
@@ -1104,13 +1114,13 @@ __global__ void __launch_bounds__(32 * RSWB_WARPS) k_rmsnorm_swish_bwd_fused(int
 #pragma unroll
             for (int k = 0; k < 4; k++) ss += xv[j][k] * xv[j][k];
         }
-        ss = warp_sum_(ss);
+        ss = seg_sum<LPR>(ss);
         const float r = 1.0f / sqrtf(ss / (float)D + eps);
         float dot = 0.0f;
 #pragma unroll
         for (int j = 0; j < G; j++) {
-            const int64_t i = 4 * (int64_t)lane + 128 * j;
-            if (i >= D) continue;
+            const int64_t i = 4 * (int64_t)sl + 4 * LPR * j;
+            if (!ok || i >= D) continue;
             float o[4];
 #pragma unroll
             for (int k = 0; k < 4; k++) {
@@ -1121,11 +1131,11 @@ __global__ void __launch_bounds__(32 * RSWB_WARPS) k_rmsnorm_swish_bwd_fused(int
             }
             st4(dgate, r0 + i, lim, true, o);
         }
-        dot = warp_sum_(dot) / (float)D;
+        dot = seg_sum<LPR>(dot) / (float)D;
 #pragma unroll
         for (int j = 0; j < G; j++) {
-            const int64_t i = 4 * (int64_t)lane + 128 * j;
-            if (i >= D) continue;
+            const int64_t i = 4 * (int64_t)sl + 4 * LPR * j;
+            if (!ok || i >= D) continue;
             float o[4];
 #pragma unroll
             for (int k = 0; k < 4; k++) {
@@ -1138,8 +1148,14 @@ __global__ void __launch_bounds__(32 * RSWB_WARPS) k_rmsnorm_swish_bwd_fused(int
     if (!part) return;
 #pragma unroll
     for (int j = 0; j < G; j++) {
-        const int64_t i = 4 * (int64_t)lane + 128 * j;
-        if (i < D) st4(part, (size_t)v * (size_t)D + (size_t)i, (size_t)(v + 1) * (size_t)D, true, pw[j]);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const float other = RPS == 2 ? __shfl_down_sync(0xffffffffu, pw[j][k], LPR) : 0.0f;
+            if (RPS == 2) pw[j][k] = pw[j][k] + other; // lane sl: its first half's sum + the second's
+        }
+        const int64_t i = 4 * (int64_t)sl + 4 * LPR * j;
+        if (sub == 0 && i < D)
+            st4(part, (size_t)v * (size_t)D + (size_t)i, (size_t)(v + 1) * (size_t)D, true, pw[j]);
     }
 }
 
@@ -1153,15 +1169,16 @@ extern "C" int gdn2_cuda_rmsnorm_swish_bwd(gdn2_cuda_nn *c, int64_t N, int64_t D
         float *part = NULL;
         if (dw && !(part = (float *)gdn2_cuda_nn_scratch(c, (size_t)(nw * D) * sizeof(float), "rmsnorm_swish_bwd dw partials")))
             return GDN2_ERR_NOMEM;
-#define LAUNCH(G)                                                                                            \
-    k_rmsnorm_swish_bwd_fused<G><<<(unsigned)nb, 32 * RSWB_WARPS, 0, c->stream>>>(                           \
+#define LAUNCH(G, LPR)                                                                                       \
+    k_rmsnorm_swish_bwd_fused<G, LPR><<<(unsigned)nb, 32 * RSWB_WARPS, 0, c->stream>>>(                      \
         N, D, (const bf16 *)x, (const bf16 *)gate, w, eps, (const bf16 *)dy, (bf16 *)dx, (bf16 *)dgate, part)
-        switch (cdiv(D, 128)) {
-        case 1: LAUNCH(1); break;
-        case 2: LAUNCH(2); break;
-        case 3: LAUNCH(3); break;
-        default: LAUNCH(4); break;
-        }
+        if (D <= 64) LAUNCH(1, 16);
+        else switch (cdiv(D, 128)) {
+            case 1: LAUNCH(1, 32); break;
+            case 2: LAUNCH(2, 32); break;
+            case 3: LAUNCH(3, 32); break;
+            default: LAUNCH(4, 32); break;
+            }
 #undef LAUNCH
         int rc = gdn2_cuda_launch_check(fn);
         return rc || !dw ? rc : gdn2_cuda_colsum_finish(part, nw, D, dw, c->stream);
