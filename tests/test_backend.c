@@ -1226,6 +1226,10 @@ int main(void) {
     t_lns(5, 128, 512, 128, 1);    /* N > 1: the product, then the norm in place */
     t_xent(13, 1003);
     t_xent(4, 50304);
+    t_xent(9, 32000);  /* the row in registers: 16, 8, 4 and 2 float4s a thread */
+    t_xent(7, 12000);
+    t_xent(6, 5000);
+    t_xent(5, 256);
     t_sumsq(100003);
     t_adamw();
     t_gdn2(2, 100, 2, 4, 64, 64);
