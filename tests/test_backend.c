@@ -1174,6 +1174,7 @@ int main(void) {
     t_embed(400, 64, 70000); /* ids past 2^16: both digits of the bucket sort */
     t_rows(20, 200);
     t_rms(37, 2304, 1);  /* the fused backward: 3 blocks of 16 rows, the last one short */
+    t_rms(300, 2304, 0); /* forward past the block-a-row path's 256 rows */
     t_rms(100, 200, 0);
     t_rms(40, 1500, 1);  /* 2 and 4 column groups a thread */
     t_rms(17, 4096, 0);
@@ -1182,6 +1183,7 @@ int main(void) {
     t_addrms(1, 2304);  /* the decode step at batch 1 */
     t_addrms(37, 2304);
     t_addrms(9, 203);   /* D % 4 != 0: the scalar loads */
+    t_addrms(300, 2304); /* past the block-a-row path's rows: the warp-a-row kernels */
     t_rmss(37 * 4, 64);    /* fused, a half-warp a row */
     t_rmss(77, 64);        /* the last step's second row past N */
     t_rmss(45, 32);

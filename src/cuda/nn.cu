@@ -767,9 +767,76 @@ __global__ void k_rmsnorm_fwd(int64_t N, int64_t D, const float *__restrict__ x,
     rms_row_apply(x, w, r, y, r0, D, lane, vec);
 }
 
+// A few rows (the decode step: N <= RMS_BLK_ROWS, D % 4 == 0, D <= 4 NN_BS RMS_BLK_G, aligned): a block a row,
+// thread t owns columns 4t + 4 NN_BS j (j < G), the row stays in registers from the residual add (b given:
+// out = a + float(b), written) to y. A warp a row left one warp of the SM busy through ~D/128 dependent
+// steps (~14 us a call at D = 2304, 36 calls a step at batch 1). Sums: per thread in j order, the warp's
+// shuffle tree, then the warps in order: fixed (not the bits of the warp-per-row kernels; both rmsnorm_fwd and
+// add_rmsnorm_fwd take this path at such N, so add_rmsnorm_fwd is still add then rmsnorm_fwd bit for bit).
+#define RMS_BLK_ROWS 256
+#define RMS_BLK_G 4
+template <int G>
+__global__ void __launch_bounds__(NN_BS) k_rmsnorm_fwd_blk(int64_t D, const float *a, const bf16 *b, float *out,
+                                                           const float *__restrict__ w, float eps,
+                                                           bf16 *__restrict__ y, float *__restrict__ rstd) {
+    pdl_trigger(); // the next kernel may be a one-row product (src/cuda/pdl.cuh)
+    __shared__ float red[NN_BS / 32];
+    const int t = threadIdx.x;
+    const size_t r0 = (size_t)blockIdx.x * (size_t)D, lim = r0 + (size_t)D;
+    float v[G][4], ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        const int64_t i = 4 * (int64_t)t + 4 * NN_BS * j;
+        if (i >= D) continue;
+        ld4(a, r0 + i, lim, true, v[j]);
+        if (b) {
+            float u[4];
+            ld4(b, r0 + i, lim, true, u);
+#pragma unroll
+            for (int k = 0; k < 4; k++) v[j][k] += u[k];
+            st4(out, r0 + i, lim, true, v[j]);
+        }
+#pragma unroll
+        for (int k = 0; k < 4; k++) ss += v[j][k] * v[j][k];
+    }
+    ss = warp_sum_(ss);
+    if ((t & 31) == 0) red[t >> 5] = ss;
+    __syncthreads();
+    ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NN_BS / 32; k++) ss += red[k];
+    const float r = 1.0f / sqrtf(ss / (float)D + eps);
+    if (t == 0 && rstd) rstd[blockIdx.x] = r;
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        const int64_t i = 4 * (int64_t)t + 4 * NN_BS * j;
+        if (i >= D) continue;
+        float wv[4];
+        ld4(w, (size_t)i, (size_t)D, true, wv);
+#pragma unroll
+        for (int k = 0; k < 4; k++) v[j][k] = v[j][k] * r * wv[k];
+        st4(y, r0 + i, lim, true, v[j]);
+    }
+}
+// true when it ran (the caller's shape and pointers suit it)
+static bool rmsnorm_fwd_blk(int64_t N, int64_t D, const float *a, const bf16 *b, float *out, const float *w, float eps,
+                            bf16 *y, float *rstd, cudaStream_t s) {
+    if (N > RMS_BLK_ROWS || D % 4 || D > 4 * NN_BS * RMS_BLK_G || !al16(a) || !al16(w) || !al8(y) ||
+        (b && (!al8(b) || !al16(out))))
+        return false;
+    switch (cdiv(D, 4 * NN_BS)) {
+    case 1: k_rmsnorm_fwd_blk<1><<<(unsigned)N, NN_BS, 0, s>>>(D, a, b, out, w, eps, y, rstd); break;
+    case 2: k_rmsnorm_fwd_blk<2><<<(unsigned)N, NN_BS, 0, s>>>(D, a, b, out, w, eps, y, rstd); break;
+    case 3: k_rmsnorm_fwd_blk<3><<<(unsigned)N, NN_BS, 0, s>>>(D, a, b, out, w, eps, y, rstd); break;
+    default: k_rmsnorm_fwd_blk<4><<<(unsigned)N, NN_BS, 0, s>>>(D, a, b, out, w, eps, y, rstd); break;
+    }
+    return true;
+}
+
 extern "C" int gdn2_cuda_rmsnorm_fwd(int64_t N, int64_t D, const float *x, const float *w, float eps, void *y,
                                      float *rstd, void *stream) {
     if (N <= 0 || D <= 0) return GDN2_OK;
+    if (rmsnorm_fwd_blk(N, D, x, NULL, NULL, w, eps, (bf16 *)y, rstd, S(stream))) return gdn2_cuda_launch_check("rmsnorm_fwd");
     const bool vec = D % 4 == 0 && al16(x) && al16(w) && al8(y);
     k_rmsnorm_fwd<<<row_grid(N), 32 * NN_ROWS_WARPS, 0, S(stream)>>>(N, D, x, w, eps, (bf16 *)y, rstd, vec);
     return gdn2_cuda_launch_check("rmsnorm_fwd");
@@ -793,6 +860,8 @@ __global__ void k_add_rmsnorm_fwd(int64_t N, int64_t D, const float *a, const bf
 extern "C" int gdn2_cuda_add_rmsnorm_fwd(int64_t N, int64_t D, const float *a, const void *b, float *out,
                                          const float *w, float eps, void *y, float *rstd, void *stream) {
     if (N <= 0 || D <= 0) return GDN2_OK;
+    if (rmsnorm_fwd_blk(N, D, a, (const bf16 *)b, out, w, eps, (bf16 *)y, rstd, S(stream)))
+        return gdn2_cuda_launch_check("add_rmsnorm_fwd");
     const bool vec = D % 4 == 0 && al16(a) && al8(b) && al16(out) && al16(w) && al8(y);
     k_add_rmsnorm_fwd<<<row_grid(N), 32 * NN_ROWS_WARPS, 0, S(stream)>>>(N, D, a, (const bf16 *)b, out, w, eps,
                                                                          (bf16 *)y, rstd, vec);
