@@ -31,6 +31,13 @@ __device__ __forceinline__ float warp_sum_(float x) {
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
     return x;
 }
+// the same over segments of LPR lanes (a row each); LPR = 16 gives warp_sum_'s bits when the other half holds
+// zeros (warp_sum_ adds those first)
+template <int LPR> __device__ __forceinline__ float seg_sum(float x) {
+#pragma unroll
+    for (int o = LPR / 2; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
 
 // ---- 8-wide groups: elements [i0, i0+8) as one 16-byte access of bf16 (two of fp32) when the caller
 // says every pointer is 16-byte aligned (vec) and the group is whole, else element by element, the
@@ -1062,10 +1069,63 @@ __global__ void k_rmsnorm_swish_fwd(int64_t N, int64_t D, const bf16 *x, const b
     }
 }
 
+// The same with the row in registers (D % 4 == 0, D <= 512, aligned): x and the gate are loaded together once
+// (the row kernel loads x, reduces, then loads x again with the gate), LPR lanes a row (16 for D <= 64, two
+// rows a warp, where the row kernel left half the warp idle: 0.4 ms a call for the 100M configs' heads of 64).
+// The same sums in the same order: k_rmsnorm_swish_fwd's bits.
+template <int G, int LPR>
+__global__ void k_rmsnorm_swish_fwd_reg(int64_t N, int64_t D, const bf16 *__restrict__ x, const bf16 *__restrict__ gate,
+                                        const float *__restrict__ w, float eps, bf16 *__restrict__ y) {
+    pdl_trigger(); // the next kernel may be a one-row product (src/cuda/pdl.cuh)
+    constexpr int RPS = 32 / LPR;
+    const int lane = threadIdx.x & 31, sub = lane / LPR, sl = lane % LPR;
+    const int64_t row0 = (blockIdx.x * (int64_t)NN_ROWS_WARPS + (threadIdx.x >> 5)) * RPS, row = row0 + sub;
+    if (row0 >= N) return; // the whole warp
+    const bool ok = row < N;
+    const size_t r0 = ok ? (size_t)(row * D) : 0, lim = r0 + (size_t)D;
+    float v[G][4], av[G][4], ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        const int64_t i = 4 * (int64_t)sl + 4 * LPR * j;
+        if (ok && i < D) {
+            ld4(x, r0 + i, lim, true, v[j]);
+            ld4(gate, r0 + i, lim, true, av[j]);
+        } else {
+#pragma unroll
+            for (int k = 0; k < 4; k++) v[j][k] = av[j][k] = 0.0f;
+        }
+#pragma unroll
+        for (int k = 0; k < 4; k++) ss += v[j][k] * v[j][k];
+    }
+    ss = seg_sum<LPR>(ss);
+    const float r = 1.0f / sqrtf(ss / (float)D + eps);
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        const int64_t i = 4 * (int64_t)sl + 4 * LPR * j;
+        if (!ok || i >= D) continue;
+        float wv[4];
+        ld4(w, (size_t)i, (size_t)D, true, wv);
+#pragma unroll
+        for (int k = 0; k < 4; k++) v[j][k] = v[j][k] * r * wv[k] * gdn2_silu_f32(av[j][k]);
+        st4(y, r0 + i, lim, true, v[j]);
+    }
+}
+
 extern "C" int gdn2_cuda_rmsnorm_swish_fwd(int64_t N, int64_t D, const void *x, const void *gate, const float *w,
                                            float eps, void *y, void *stream) {
     if (N <= 0 || D <= 0) return GDN2_OK;
     const bool vec = D % 4 == 0 && al8(x) && al8(gate) && al16(w) && al8(y);
+    if (vec && D <= 512) {
+        const bf16 *xb = (const bf16 *)x, *gb = (const bf16 *)gate;
+        bf16 *yb = (bf16 *)y;
+        const unsigned nb1 = (unsigned)cdiv(N, NN_ROWS_WARPS), nb2 = (unsigned)cdiv(N, 2 * NN_ROWS_WARPS);
+        const int nt = 32 * NN_ROWS_WARPS;
+        if (D <= 64) k_rmsnorm_swish_fwd_reg<1, 16><<<nb2, nt, 0, S(stream)>>>(N, D, xb, gb, w, eps, yb);
+        else if (D <= 128) k_rmsnorm_swish_fwd_reg<1, 32><<<nb1, nt, 0, S(stream)>>>(N, D, xb, gb, w, eps, yb);
+        else if (D <= 256) k_rmsnorm_swish_fwd_reg<2, 32><<<nb1, nt, 0, S(stream)>>>(N, D, xb, gb, w, eps, yb);
+        else k_rmsnorm_swish_fwd_reg<4, 32><<<nb1, nt, 0, S(stream)>>>(N, D, xb, gb, w, eps, yb);
+        return gdn2_cuda_launch_check("rmsnorm_swish_fwd");
+    }
     k_rmsnorm_swish_fwd<<<row_grid(N), 32 * NN_ROWS_WARPS, 0, S(stream)>>>(N, D, (const bf16 *)x, (const bf16 *)gate,
                                                                            w, eps, (bf16 *)y, vec);
     return gdn2_cuda_launch_check("rmsnorm_swish_fwd");
@@ -1142,11 +1202,6 @@ __global__ void k_rmsnorm_swish_dw_part(int64_t N, int64_t D, const bf16 *x, con
 #define RSWB_G 4
 #define RSWB_ROWS 32
 #define RSWB_WARPS 8
-template <int LPR> __device__ __forceinline__ float seg_sum(float x) {
-#pragma unroll
-    for (int o = LPR / 2; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-    return x;
-}
 template <int G, int LPR>
 __global__ void __launch_bounds__(32 * RSWB_WARPS) k_rmsnorm_swish_bwd_fused(int64_t N, int64_t D, const bf16 *x,
                                                                              const bf16 *gate, const float *w,
