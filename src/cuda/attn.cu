@@ -143,7 +143,7 @@ __device__ __forceinline__ void rope_pairs(const bf16 *src, bf16 *dst, int i, in
 // bwd: dq, dk, dv -> dqkv, the transposed rotation. Head slot = g (qpk + 2) + j: j < qpk a query head,
 // j = qpk the key, j = qpk + 1 the value. Angles as rope_cs (fp32): theta_i = 1/base^(2i/hs).
 template <int NP>
-__global__ void rope_split_kernel(const bf16 *__restrict__ qkv, bf16 *__restrict__ q, bf16 *__restrict__ k,
+__global__ void rope_split_kernel(bf16 *__restrict__ qkv, bf16 *__restrict__ q, bf16 *__restrict__ k,
                                   bf16 *__restrict__ v, int64_t rows, int T, int nh, int ng, int qpk, int hs,
                                   float base, int64_t pos0, int bwd) {
     extern __shared__ float cs[];
@@ -156,7 +156,7 @@ __global__ void rope_split_kernel(const bf16 *__restrict__ qkv, bf16 *__restrict
             const int slot = e / ppr, i = (e - slot * ppr) * NP;
             const int grp = slot / (qpk + 2), j = slot - grp * (qpk + 2);
             bf16 *row = qkv_row(q, k, v, b, t, T, nh, ng, qpk, grp, j, hs);
-            bf16 *packed = (bf16 *)qkv + (bt * ns + slot) * hs;
+            bf16 *packed = qkv + (bt * ns + slot) * hs; // read (fwd) or written (bwd): no const
             const int mode = j == qpk + 1 ? 0 : bwd ? 2 : 1;
             if (bwd) rope_pairs<NP>(row, packed, i, h2, cs, mode);
             else rope_pairs<NP>(packed, row, i, h2, cs, mode);
