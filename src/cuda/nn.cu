@@ -694,6 +694,12 @@ extern "C" int gdn2_cuda_scatter_rows(gdn2_cuda_nn *c, int64_t n_rows, int64_t N
     return gdn2_cuda_launch_check(fn);
 }
 
+// 4 columns from p at i (vector access) when ok, else zeros: the register rows of the fused norm kernels
+template <typename T> __device__ __forceinline__ void ld4z(const T *p, size_t i, size_t lim, bool ok, float (&v)[4]) {
+    if (ok) ld4(p, i, lim, true, v);
+    else v[0] = v[1] = v[2] = v[3] = 0.0f;
+}
+
 // =====================================================================================================
 // RMSNorm (one warp per row, NN_ROWS_WARPS rows per block)
 // =====================================================================================================
@@ -941,9 +947,8 @@ __global__ void __launch_bounds__(RMSB_BS) k_rmsnorm_bwd_fused(int64_t N, int64_
 #pragma unroll
     for (int j = 0; j < G; j++) {
         const int64_t i = 4 * (int64_t)t + 4 * RMSB_BS * j;
-#pragma unroll
-        for (int k = 0; k < 4; k++) wv[j][k] = pw[j][k] = 0.0f;
-        if (i < D) ld4(w, (size_t)i, (size_t)D, true, wv[j]);
+        ld4z(w, (size_t)i, (size_t)D, i < D, wv[j]);
+        pw[j][0] = pw[j][1] = pw[j][2] = pw[j][3] = 0.0f;
     }
     const int64_t n0 = blockIdx.x * (int64_t)RMSB_ROWS;
     for (int rr = 0; rr < RMSB_ROWS && n0 + rr < N; rr++) {
@@ -954,13 +959,8 @@ __global__ void __launch_bounds__(RMSB_BS) k_rmsnorm_bwd_fused(int64_t N, int64_
 #pragma unroll
         for (int j = 0; j < G; j++) {
             const int64_t i = 4 * (int64_t)t + 4 * RMSB_BS * j;
-            if (i < D) {
-                ld4(x, r0 + i, lim, true, xv[j]);
-                ld4(dy, r0 + i, lim, true, dv[j]);
-            } else {
-#pragma unroll
-                for (int k = 0; k < 4; k++) xv[j][k] = dv[j][k] = 0.0f;
-            }
+            ld4z(x, r0 + i, lim, i < D, xv[j]);
+            ld4z(dy, r0 + i, lim, i < D, dv[j]);
         }
 #pragma unroll
         for (int j = 0; j < G; j++)
@@ -1087,13 +1087,8 @@ __global__ void k_rmsnorm_swish_fwd_reg(int64_t N, int64_t D, const bf16 *__rest
 #pragma unroll
     for (int j = 0; j < G; j++) {
         const int64_t i = 4 * (int64_t)sl + 4 * LPR * j;
-        if (ok && i < D) {
-            ld4(x, r0 + i, lim, true, v[j]);
-            ld4(gate, r0 + i, lim, true, av[j]);
-        } else {
-#pragma unroll
-            for (int k = 0; k < 4; k++) v[j][k] = av[j][k] = 0.0f;
-        }
+        ld4z(x, r0 + i, lim, ok && i < D, v[j]);
+        ld4z(gate, r0 + i, lim, ok && i < D, av[j]);
 #pragma unroll
         for (int k = 0; k < 4; k++) ss += v[j][k] * v[j][k];
     }
@@ -1215,9 +1210,8 @@ __global__ void __launch_bounds__(32 * RSWB_WARPS) k_rmsnorm_swish_bwd_fused(int
 #pragma unroll
     for (int j = 0; j < G; j++) {
         const int64_t i = 4 * (int64_t)sl + 4 * LPR * j;
-#pragma unroll
-        for (int k = 0; k < 4; k++) wv[j][k] = pw[j][k] = 0.0f;
-        if (i < D) ld4(w, (size_t)i, (size_t)D, true, wv[j]);
+        ld4z(w, (size_t)i, (size_t)D, i < D, wv[j]);
+        pw[j][0] = pw[j][1] = pw[j][2] = pw[j][3] = 0.0f;
     }
     for (int rr = 0; rr < RSWB_ROWS && n0 + rr < N; rr += RPS) { // every lane takes every step (shuffles)
         const int64_t n = n0 + rr + sub;
@@ -1227,14 +1221,9 @@ __global__ void __launch_bounds__(32 * RSWB_WARPS) k_rmsnorm_swish_bwd_fused(int
 #pragma unroll
         for (int j = 0; j < G; j++) {
             const int64_t i = 4 * (int64_t)sl + 4 * LPR * j;
-            if (ok && i < D) {
-                ld4(x, r0 + i, lim, true, xv[j]);
-                ld4(gate, r0 + i, lim, true, av[j]);
-                ld4(dy, r0 + i, lim, true, dv[j]);
-            } else {
-#pragma unroll
-                for (int k = 0; k < 4; k++) xv[j][k] = av[j][k] = dv[j][k] = 0.0f;
-            }
+            ld4z(x, r0 + i, lim, ok && i < D, xv[j]);
+            ld4z(gate, r0 + i, lim, ok && i < D, av[j]);
+            ld4z(dy, r0 + i, lim, ok && i < D, dv[j]);
 #pragma unroll
             for (int k = 0; k < 4; k++) ss += xv[j][k] * xv[j][k];
         }
