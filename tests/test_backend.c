@@ -1200,6 +1200,7 @@ int main(void) {
         t_gates(mixer, 37, 2, 4, 64, 64);
         t_gates(mixer, 150, 2, 2, 128, 128);
     }
+    t_gates(0, 70, 2, 2, 96, 32); /* K = 96 does not divide the dA_log block: its general loop */
     t_lin(37, 200, 72, 0, GDN2_DT_F32, 0);
     t_lin(37, 200, 72, 1, GDN2_DT_ACT, 0);
     t_lin(64, 2304, 96, 1, GDN2_DT_F32, 1);

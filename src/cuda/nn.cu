@@ -1757,14 +1757,23 @@ __global__ void k_gates_red_gdn(int64_t N, int64_t H, int64_t K, const bf16 *f, 
 // dA_log[h] += sum over (ch, i) of pA[ch, h per + i]: one block per head, thread t sums k = t,
 // t + NN_BS, ... of the (ch, i) pairs, then a fixed tree over the block (double). (One thread per
 // head summing its 32768 partials alone took ~3 ms a call at the 1.3B size: too few loads in flight.)
-// ddt: k_colsum over pD.
+// When per divides NN_BS (K = 64, 128; per = 1 for gdn) those pairs are column i = t % per of chunks
+// t / per, t / per + NN_BS / per, ...: the same pairs in the same order (the same bits) without a 64-bit
+// division and modulo per load, four loads in flight. ddt: k_colsum over pD.
 __global__ void __launch_bounds__(NN_BS) k_gates_dA_fin(int64_t nch, int64_t ncols, int64_t per, const double *pA,
                                                         float *dA_log) {
     __shared__ double sh[NN_BS];
     const int64_t h = blockIdx.x, n = nch * per;
     const int t = threadIdx.x;
     double acc = 0.0;
-    for (int64_t k = t; k < n; k += NN_BS) acc += pA[(k / per) * ncols + h * per + k % per];
+    if (NN_BS % per == 0) {
+        const double *col = pA + h * per + t % per;
+        const int64_t step = NN_BS / per;
+#pragma unroll 4
+        for (int64_t ch = t / per; ch < nch; ch += step) acc += col[ch * ncols];
+    } else {
+        for (int64_t k = t; k < n; k += NN_BS) acc += pA[(k / per) * ncols + h * per + k % per];
+    }
     sh[t] = acc;
     __syncthreads();
     for (int o = NN_BS / 2; o > 0; o >>= 1) {
