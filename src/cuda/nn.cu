@@ -700,6 +700,17 @@ template <typename T> __device__ __forceinline__ void ld4z(const T *p, size_t i,
     else v[0] = v[1] = v[2] = v[3] = 0.0f;
 }
 
+// the norm weight at a thread's columns i0 + 4 T j (j < G; T threads a row) and a zeroed dw partial beside it
+template <int G, int T>
+__device__ __forceinline__ void norm_w_cols(const float *w, int64_t D, int64_t i0, float (&wv)[G][4], float (&pw)[G][4]) {
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        const int64_t i = i0 + 4 * T * j;
+        ld4z(w, (size_t)i, (size_t)D, i < D, wv[j]);
+        pw[j][0] = pw[j][1] = pw[j][2] = pw[j][3] = 0.0f;
+    }
+}
+
 // =====================================================================================================
 // RMSNorm (one warp per row, NN_ROWS_WARPS rows per block)
 // =====================================================================================================
@@ -944,12 +955,7 @@ __global__ void __launch_bounds__(RMSB_BS) k_rmsnorm_bwd_fused(int64_t N, int64_
     __shared__ float red[2][RMSB_BS / 32];
     const int t = threadIdx.x, lane = t & 31, wid = t >> 5;
     float wv[G][4], pw[G][4];
-#pragma unroll
-    for (int j = 0; j < G; j++) {
-        const int64_t i = 4 * (int64_t)t + 4 * RMSB_BS * j;
-        ld4z(w, (size_t)i, (size_t)D, i < D, wv[j]);
-        pw[j][0] = pw[j][1] = pw[j][2] = pw[j][3] = 0.0f;
-    }
+    norm_w_cols<G, RMSB_BS>(w, D, 4 * (int64_t)t, wv, pw);
     const int64_t n0 = blockIdx.x * (int64_t)RMSB_ROWS;
     for (int rr = 0; rr < RMSB_ROWS && n0 + rr < N; rr++) {
         const int64_t n = n0 + rr;
@@ -1069,6 +1075,25 @@ __global__ void k_rmsnorm_swish_fwd(int64_t N, int64_t D, const bf16 *x, const b
     }
 }
 
+// One row of the gated norm into registers for the register kernels below: lane sl of its LPR takes columns
+// 4 sl + 4 LPR j (j < G) of x and the gate (zeros past D, or for a row past N: ok false); returns
+// r = 1 / sqrt(mean(x^2) + eps) with the sum in k_rmsnorm_swish_fwd's order (per lane, then the lanes' tree).
+template <int G, int LPR>
+__device__ __forceinline__ float swish_row_load(const bf16 *x, const bf16 *gate, size_t r0, size_t lim, int64_t D,
+                                                int sl, bool ok, float eps, float (&xv)[G][4], float (&av)[G][4]) {
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        const int64_t i = 4 * (int64_t)sl + 4 * LPR * j;
+        ld4z(x, r0 + i, lim, ok && i < D, xv[j]);
+        ld4z(gate, r0 + i, lim, ok && i < D, av[j]);
+#pragma unroll
+        for (int k = 0; k < 4; k++) ss += xv[j][k] * xv[j][k];
+    }
+    ss = seg_sum<LPR>(ss);
+    return 1.0f / sqrtf(ss / (float)D + eps);
+}
+
 // The same with the row in registers (D % 4 == 0, D <= 512, aligned): x and the gate are loaded together once
 // (the row kernel loads x, reduces, then loads x again with the gate), LPR lanes a row (16 for D <= 64, two
 // rows a warp, where the row kernel left half the warp idle: 0.4 ms a call for the 100M configs' heads of 64).
@@ -1083,17 +1108,8 @@ __global__ void k_rmsnorm_swish_fwd_reg(int64_t N, int64_t D, const bf16 *__rest
     if (row0 >= N) return; // the whole warp
     const bool ok = row < N;
     const size_t r0 = ok ? (size_t)(row * D) : 0, lim = r0 + (size_t)D;
-    float v[G][4], av[G][4], ss = 0.0f;
-#pragma unroll
-    for (int j = 0; j < G; j++) {
-        const int64_t i = 4 * (int64_t)sl + 4 * LPR * j;
-        ld4z(x, r0 + i, lim, ok && i < D, v[j]);
-        ld4z(gate, r0 + i, lim, ok && i < D, av[j]);
-#pragma unroll
-        for (int k = 0; k < 4; k++) ss += v[j][k] * v[j][k];
-    }
-    ss = seg_sum<LPR>(ss);
-    const float r = 1.0f / sqrtf(ss / (float)D + eps);
+    float v[G][4], av[G][4];
+    const float r = swish_row_load<G, LPR>(x, gate, r0, lim, D, sl, ok, eps, v, av);
 #pragma unroll
     for (int j = 0; j < G; j++) {
         const int64_t i = 4 * (int64_t)sl + 4 * LPR * j;
@@ -1207,28 +1223,18 @@ __global__ void __launch_bounds__(32 * RSWB_WARPS) k_rmsnorm_swish_bwd_fused(int
     const int64_t v = blockIdx.x * (int64_t)RSWB_WARPS + (threadIdx.x >> 5), n0 = v * RSWB_ROWS;
     if (n0 >= N) return; // the whole warp
     float wv[G][4], pw[G][4];
-#pragma unroll
-    for (int j = 0; j < G; j++) {
-        const int64_t i = 4 * (int64_t)sl + 4 * LPR * j;
-        ld4z(w, (size_t)i, (size_t)D, i < D, wv[j]);
-        pw[j][0] = pw[j][1] = pw[j][2] = pw[j][3] = 0.0f;
-    }
+    norm_w_cols<G, LPR>(w, D, 4 * (int64_t)sl, wv, pw);
     for (int rr = 0; rr < RSWB_ROWS && n0 + rr < N; rr += RPS) { // every lane takes every step (shuffles)
         const int64_t n = n0 + rr + sub;
         const bool ok = n < N;
         const size_t r0 = ok ? (size_t)(n * D) : 0, lim = r0 + (size_t)D;
-        float xv[G][4], av[G][4], dv[G][4], ss = 0.0f;
+        float xv[G][4], av[G][4], dv[G][4];
 #pragma unroll
         for (int j = 0; j < G; j++) {
             const int64_t i = 4 * (int64_t)sl + 4 * LPR * j;
-            ld4z(x, r0 + i, lim, ok && i < D, xv[j]);
-            ld4z(gate, r0 + i, lim, ok && i < D, av[j]);
             ld4z(dy, r0 + i, lim, ok && i < D, dv[j]);
-#pragma unroll
-            for (int k = 0; k < 4; k++) ss += xv[j][k] * xv[j][k];
         }
-        ss = seg_sum<LPR>(ss);
-        const float r = 1.0f / sqrtf(ss / (float)D + eps);
+        const float r = swish_row_load<G, LPR>(x, gate, r0, lim, D, sl, ok, eps, xv, av);
         float dot = 0.0f;
 #pragma unroll
         for (int j = 0; j < G; j++) {
@@ -1241,6 +1247,7 @@ __global__ void __launch_bounds__(32 * RSWB_WARPS) k_rmsnorm_swish_bwd_fused(int
                 o[k] = dv[j][k] * xh * wv[j][k] * gdn2_silu_grad_f32(av[j][k]);
                 dot += dn * wv[j][k] * xh;
                 pw[j][k] += dn * xh;
+                av[j][k] = dn; // the gate is done with: keep dn for dx (one silu an element, not two)
             }
             st4(dgate, r0 + i, lim, true, o);
         }
@@ -1251,10 +1258,7 @@ __global__ void __launch_bounds__(32 * RSWB_WARPS) k_rmsnorm_swish_bwd_fused(int
             if (!ok || i >= D) continue;
             float o[4];
 #pragma unroll
-            for (int k = 0; k < 4; k++) {
-                const float dn = dv[j][k] * gdn2_silu_f32(av[j][k]);
-                o[k] = r * (dn * wv[j][k] - xv[j][k] * r * dot);
-            }
+            for (int k = 0; k < 4; k++) o[k] = r * (av[j][k] * wv[j][k] - xv[j][k] * r * dot);
             st4(dx, r0 + i, lim, true, o);
         }
     }
@@ -1840,6 +1844,15 @@ __device__ __forceinline__ void lse_merge(float &m, float &s, float m2, float s2
     if (m2 > m) { s = s * expf(m - m2) + s2; m = m2; }
     else s += s2 * expf(m2 - m);
 }
+// a row without a valid target (both xent kernels): t = -100 (ignored) gives loss 0, another value outside
+// [0, Vp) NaN; dz's row zero. True when the row is done.
+__device__ __forceinline__ bool xent_no_target(int64_t Vp, int64_t row, int32_t t, bf16 *dz, float *loss) {
+    if (t != -100 && t >= 0 && t < Vp) return false;
+    if (dz)
+        for (int64_t i = threadIdx.x; i < Vp; i += blockDim.x) dz[i] = tob(0.0f);
+    if (threadIdx.x == 0 && loss) loss[row] = t == -100 ? 0.0f : NAN;
+    return true;
+}
 // loss[n] = logsumexp(z) - z[t];  dlogits = scale softmax(z), minus scale at t;  t = -100: 0 and zero row
 __global__ void __launch_bounds__(XENT_BS) k_xent(int64_t Vp, const float *logits, const int32_t *targets, float scale,
                                                   bf16 *dlogits, float *loss) {
@@ -1848,12 +1861,7 @@ __global__ void __launch_bounds__(XENT_BS) k_xent(int64_t Vp, const float *logit
     const float *z = logits + row * Vp;
     const int32_t t = targets[row];
     bf16 *dz = dlogits ? dlogits + row * Vp : NULL;
-    if (t == -100 || t < 0 || t >= Vp) {
-        if (dz)
-            for (int64_t i = threadIdx.x; i < Vp; i += blockDim.x) dz[i] = tob(0.0f);
-        if (threadIdx.x == 0 && loss) loss[row] = t == -100 ? 0.0f : NAN;
-        return;
-    }
+    if (xent_no_target(Vp, row, t, dz, loss)) return;
     float m = -INFINITY, s = 0.0f;
     for (int64_t i = threadIdx.x; i < Vp; i += blockDim.x) lse_merge(m, s, z[i], 1.0f);
     for (int o = 16; o > 0; o >>= 1) {
@@ -1901,12 +1909,7 @@ __global__ void __launch_bounds__(XENT_BS) k_xent_reg(int64_t Vp, const float *l
     const int64_t row = blockIdx.x, n4 = Vp / 4;
     const int32_t t = targets[row];
     bf16 *dz = dlogits ? dlogits + row * Vp : NULL;
-    if (t == -100 || t < 0 || t >= Vp) {
-        if (dz)
-            for (int64_t i = threadIdx.x; i < Vp; i += blockDim.x) dz[i] = tob(0.0f);
-        if (threadIdx.x == 0 && loss) loss[row] = t == -100 ? 0.0f : NAN;
-        return;
-    }
+    if (xent_no_target(Vp, row, t, dz, loss)) return;
     const float4 *z4 = (const float4 *)(logits + row * Vp);
     float4 v[NV4];
     float m = -INFINITY;
