@@ -448,12 +448,16 @@ int main(void) {
                     ashape a = {2, Ts[it], 4, ngs[ig], hss[ih], Ws[iw]};
                     attn_case(&a, seed++);
                 }
-    /* a window that is not a multiple of the tile and spans tiles; a window >= T */
-    const ashape extra[] = {{1, 333, 4, 1, 64, 100}, {1, 333, 4, 2, 128, 100}, {1, 130, 2, 1, 128, 500}};
+    /* a window that is not a multiple of the tile and spans tiles; a window >= T; a window wide enough
+     * that whole key / query tile pairs are visible (the kernels' unmasked path) */
+    const ashape extra[] = {{1, 333, 4, 1, 64, 100}, {1, 333, 4, 2, 128, 100}, {1, 130, 2, 1, 128, 500},
+                            {1, 600, 4, 2, 64, 300},  {1, 600, 4, 2, 128, 300}};
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) attn_case(&extra[i], seed++);
 
     bench(2, 16, 4, 4096, 128, 0);
     bench(2, 16, 4, 4096, 128, 512);
     bench(2, 16, 4, 4096, 64, 0);
+    bench(4, 12, 4, 4096, 64, 2048);   /* swa_gdn2_100M's attention (B 16 in training) */
+    bench(1, 18, 18, 4096, 128, 2048); /* swa_gdn2_1.3B's (B 4) */
     return test_summary();
 }

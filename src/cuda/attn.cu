@@ -5,15 +5,17 @@
 // ldmatrix from shared tiles of row stride hs + 8, the conventions of tc.cuh):
 //   rope_split_kernel<NP>    elementwise, a block per token row (angles once a row, in shared
 //                            memory), NP pairs a thread; fwd and bwd (the transposed rotation)
-//   attn_fwd_kernel<HS>      block = (b, h, 64 queries); loops over the 64-key tiles inside the
+//   attn_fwd_kernel<HS,MT>   block = (b, h, 64 MT queries); loops over the 64-key tiles inside the
 //                            causal window (SWA costs O(T * window)), K/V double-buffered with
-//                            cp.async; warp w owns query rows 16w..16w+15 and all 64 keys of the
-//                            tile, so the online-softmax row statistics live in a quad of lanes.
+//                            cp.async; warp w owns query rows 16 MT w .. + 16 MT (MT = 2 for hs 64:
+//                            each K/V fragment feeds two products) and all 64 keys of the tile, so
+//                            the online-softmax row statistics live in a quad of lanes.
 //   attn_bwd_D_kernel<HS>    D = rowsum(dO * o) (fp32), one warp per (b, h, t)
 //   attn_bwd_dkdv_kernel<HS> block = (b, g, 64 keys); loops over the query heads of the group and
 //                            the query tiles (BQ = 64 for hs 64, 32 for hs 128) that see the keys,
-//                            in a fixed order: dk, dv accumulate in registers, written once (no
-//                            atomics: deterministic). Warp w owns keys 16w..16w+15 (S^T, dP^T).
+//                            in a fixed order, the next tile loading while one is computed: dk, dv
+//                            accumulate in registers, written once (no atomics: deterministic).
+//                            Warp w owns keys 16w..16w+15 (S^T, dP^T).
 //   attn_bwd_dq_kernel<HS>   block = (b, h, 64 queries); recomputes P, dP over the visible key
 //                            tiles, dq in registers (deterministic).
 // lse is natural-log: lse_t = log sum_j exp(scale q_t.k_j); inside the kernels scores are kept in
@@ -165,34 +167,40 @@ __global__ void rope_split_kernel(bf16 *__restrict__ qkv, bf16 *__restrict__ q, 
 }
 
 // ---- forward -----------------------------------------------------------------------------------
-// grid (B*nh, ceil(T/BM)); blockIdx.y = 0 takes the last (heaviest) query tile.
-// shared: Q [BM][LD], K [2][BN][LD], V [2][BN][LD]
-template <int HS>
+// grid (B*nh, ceil(T/(64 MT))); blockIdx.y = 0 takes the last (heaviest) query tile. Warp w owns MT
+// blocks of 16 query rows (rows 16 MT w .. + 16 MT): each K / V fragment loaded from shared memory feeds
+// MT products (MT = 2 halves the shared-memory reads per product; hs 64).
+// shared: Q [64 MT][LD], K [2][BN][LD], V [2][BN][LD]
+template <int HS, int MT>
 __global__ void __launch_bounds__(NTH) attn_fwd_kernel(const AttnParams p) {
-    constexpr int LD = HS + 8, KS = HS / 16, NB = BN / 8, OJ = HS / 8;
+    constexpr int LD = HS + 8, KS = HS / 16, NB = BN / 8, OJ = HS / 8, BQ = 16 * MT * (NTH / 32);
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16 *sQ = reinterpret_cast<bf16 *>(smem_raw), *sK = sQ + BM * LD, *sV = sK + 2 * BN * LD;
+    bf16 *sQ = reinterpret_cast<bf16 *>(smem_raw), *sK = sQ + BQ * LD, *sV = sK + 2 * BN * LD;
     const int T = p.T, W = p.window;
     const int bh = blockIdx.x, b = bh / p.nh, h = bh % p.nh, g = h / p.qpk;
-    const int q0 = (gridDim.y - 1 - blockIdx.y) * BM;
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * BQ;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
     const bf16 *qg = p.q + ((size_t)bh * T + q0) * HS;
     const bf16 *kg = p.k + (size_t)(b * p.ng + g) * T * HS;
     const bf16 *vg = p.v + (size_t)(b * p.ng + g) * T * HS;
     const int kt_lo = W > 0 ? max(0, q0 - W + 1) / BN : 0;
-    const int kt_hi = min(q0 + BM - 1, T - 1) / BN;
+    const int kt_hi = min(q0 + BQ - 1, T - 1) / BN;
 
-    cp_tile<BM, HS, NTH>(sQ, LD, qg, HS, min(BM, T - q0));
+    cp_tile<BQ, HS, NTH>(sQ, LD, qg, HS, min(BQ, T - q0));
     cp_tile<BN, HS, NTH>(sK, LD, kg + (size_t)kt_lo * BN * HS, HS, min(BN, T - kt_lo * BN));
     cp_tile<BN, HS, NTH>(sV, LD, vg + (size_t)kt_lo * BN * HS, HS, min(BN, T - kt_lo * BN));
     cp_async_commit();
 
-    uint32_t qf[KS][4];
-    float o[OJ][4];
+    uint32_t qf[MT][KS][4];
+    float o[MT][OJ][4], m[MT][2], l[MT][2];
 #pragma unroll
-    for (int j = 0; j < OJ; j++) zero4(o[j]);
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    const int r0 = q0 + warp * 16 + gq; // this thread's rows r0, r0 + 8
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int j = 0; j < OJ; j++) zero4(o[mt][j]);
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.0f;
+    }
+    const int r0 = q0 + warp * 16 * MT + gq; // this thread's rows r0 + 16 mt, r0 + 16 mt + 8
 
     for (int kt = kt_lo, it = 0; kt <= kt_hi; kt++, it++) {
         const int cur = it & 1;
@@ -207,79 +215,95 @@ __global__ void __launch_bounds__(NTH) attn_fwd_kernel(const AttnParams p) {
         __syncthreads();
         if (it == 0) {
 #pragma unroll
-            for (int kk = 0; kk < KS; kk++) lda_rows<LD>(qf[kk], sQ, warp * 16, 16 * kk);
-        }
-        // S = Q K^T (16 rows x 64 keys per warp)
-        float s[NB][4];
+            for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int j = 0; j < NB; j++) zero4(s[j]);
+                for (int kk = 0; kk < KS; kk++) lda_rows<LD>(qf[mt][kk], sQ, (warp * MT + mt) * 16, 16 * kk);
+        }
+        // S = Q K^T (16 MT rows x 64 keys per warp)
+        float s[MT][NB][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int j = 0; j < NB; j++) zero4(s[mt][j]);
 #pragma unroll
         for (int kk = 0; kk < KS; kk++)
 #pragma unroll
             for (int j = 0; j < NB; j += 2) {
                 uint32_t bf[4];
                 ldb_nk<LD>(bf, cK, 8 * j, 16 * kk);
-                mma4(s[j], qf[kk], bf[0], bf[1]);
-                mma4(s[j + 1], qf[kk], bf[2], bf[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma4(s[mt][j], qf[mt][kk], bf[0], bf[1]);
+                    mma4(s[mt][j + 1], qf[mt][kk], bf[2], bf[3]);
+                }
             }
         // log2 units, causal / window mask
         const int c0 = kt * BN;
-        const bool need = (c0 + BN - 1 > q0) || (W > 0 && c0 < q0 + BM - W);
+        const bool need = (c0 + BN - 1 > q0) || (W > 0 && c0 < q0 + BQ - W);
 #pragma unroll
-        for (int j = 0; j < NB; j++)
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float x = s[j][e] * p.sl2;
-                if (need) {
-                    const int r = r0 + (e >> 1) * 8, c = c0 + 8 * j + 2 * tq + (e & 1);
-                    if (c > r || (W > 0 && r - c >= W)) x = -INFINITY;
+            for (int j = 0; j < NB; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float x = s[mt][j][e] * p.sl2;
+                    if (need) {
+                        const int r = r0 + 16 * mt + (e >> 1) * 8, c = c0 + 8 * j + 2 * tq + (e & 1);
+                        if (c > r || (W > 0 && r - c >= W)) x = -INFINITY;
+                    }
+                    s[mt][j][e] = x;
                 }
-                s[j][e] = x;
+        // online softmax over each of the thread's rows
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            float mx[2] = {m[mt][0], m[mt][1]};
+#pragma unroll
+            for (int j = 0; j < NB; j++) {
+                mx[0] = fmaxf(mx[0], fmaxf(s[mt][j][0], s[mt][j][1]));
+                mx[1] = fmaxf(mx[1], fmaxf(s[mt][j][2], s[mt][j][3]));
             }
-        // online softmax over the two rows
-        float mx[2] = {m[0], m[1]};
+            float base[2], alpha[2], rs[2] = {0.0f, 0.0f};
 #pragma unroll
-        for (int j = 0; j < NB; j++) {
-            mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
-            mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
-        }
-        float base[2], alpha[2], rs[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-            base[i] = mx[i] == -INFINITY ? 0.0f : mx[i]; // a row with nothing visible yet
-            alpha[i] = exp2f(m[i] - base[i]);
-            m[i] = mx[i];
-        }
-#pragma unroll
-        for (int j = 0; j < NB; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const float pe = exp2f(s[j][e] - base[e >> 1]);
-                s[j][e] = pe;
-                rs[e >> 1] += pe;
+            for (int i = 0; i < 2; i++) {
+                mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+                mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+                base[i] = mx[i] == -INFINITY ? 0.0f : mx[i]; // a row with nothing visible yet
+                alpha[i] = exp2f(m[mt][i] - base[i]);
+                m[mt][i] = mx[i];
             }
-        l[0] = l[0] * alpha[0] + rs[0]; // per-thread partial sums (the quad's are added at the end)
-        l[1] = l[1] * alpha[1] + rs[1];
 #pragma unroll
-        for (int j = 0; j < OJ; j++) {
-            o[j][0] *= alpha[0];
-            o[j][1] *= alpha[0];
-            o[j][2] *= alpha[1];
-            o[j][3] *= alpha[1];
+            for (int j = 0; j < NB; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float pe = exp2f(s[mt][j][e] - base[e >> 1]);
+                    s[mt][j][e] = pe;
+                    rs[e >> 1] += pe;
+                }
+            l[mt][0] = l[mt][0] * alpha[0] + rs[0]; // per-thread partial sums (the quad's are added at the end)
+            l[mt][1] = l[mt][1] * alpha[1] + rs[1];
+#pragma unroll
+            for (int j = 0; j < OJ; j++) {
+                o[mt][j][0] *= alpha[0];
+                o[mt][j][1] *= alpha[0];
+                o[mt][j][2] *= alpha[1];
+                o[mt][j][3] *= alpha[1];
+            }
         }
         // O += P V (P rounded to bf16)
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) {
-            uint32_t pa[4];
-            c_to_a(pa, s[2 * kk], s[2 * kk + 1]);
+            uint32_t pa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) c_to_a(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
             for (int j = 0; j < OJ; j += 2) {
                 uint32_t bf[4];
                 ldb_kn<LD>(bf, cV, 16 * kk, 8 * j);
-                mma4(o[j], pa, bf[0], bf[1]);
-                mma4(o[j + 1], pa, bf[2], bf[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma4(o[mt][j], pa[mt], bf[0], bf[1]);
+                    mma4(o[mt][j + 1], pa[mt], bf[2], bf[3]);
+                }
             }
         }
         __syncthreads(); // everyone is done with this buffer before it is refilled
@@ -287,21 +311,22 @@ __global__ void __launch_bounds__(NTH) attn_fwd_kernel(const AttnParams p) {
     cp_async_wait<0>();
 
 #pragma unroll
-    for (int i = 0; i < 2; i++) {
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
-    }
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-    for (int i = 0; i < 2; i++) {
-        const int r = r0 + 8 * i;
-        if (r >= T) continue;
-        const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
-        bf16 *orow = p.out + ((size_t)(b * T + r) * p.nh + h) * HS;
+        for (int i = 0; i < 2; i++) {
+            float li = l[mt][i];
+            li += __shfl_xor_sync(0xffffffffu, li, 1);
+            li += __shfl_xor_sync(0xffffffffu, li, 2);
+            const int r = r0 + 16 * mt + 8 * i;
+            if (r >= T) continue;
+            const float inv = li > 0.0f ? 1.0f / li : 0.0f;
+            bf16 *orow = p.out + ((size_t)(b * T + r) * p.nh + h) * HS;
 #pragma unroll
-        for (int j = 0; j < OJ; j++)
-            *reinterpret_cast<uint32_t *>(orow + 8 * j + 2 * tq) = pack_bf16(o[j][2 * i] * inv, o[j][2 * i + 1] * inv);
-        if (tq == 0) p.lse[(size_t)bh * T + r] = (m[i] + log2f(l[i])) * LN2;
-    }
+            for (int j = 0; j < OJ; j++)
+                *reinterpret_cast<uint32_t *>(orow + 8 * j + 2 * tq) =
+                    pack_bf16(o[mt][j][2 * i] * inv, o[mt][j][2 * i + 1] * inv);
+            if (tq == 0) p.lse[(size_t)bh * T + r] = (m[mt][i] + log2f(li)) * LN2;
+        }
 }
 
 // ---- backward ------------------------------------------------------------------------------------
@@ -325,100 +350,122 @@ __global__ void attn_bwd_D_kernel(const bf16 *__restrict__ o, const bf16 *__rest
     if (lane == 0) D[row] = acc;
 }
 
+// Tile i of a dk/dv block's loop over (query head, query tile) pairs: head g qpk + i / nqt, tile qt_lo + i % nqt.
+// Its Q and dO rows go to sQb, sOb by cp.async (rows past T as zeros); threads < BQ read its lse (log2
+// units; p = 0 past T) and D into registers, stored into shared memory by the caller after the current tile.
+template <int HS, int BQ>
+__device__ __forceinline__ int dkdv_tile_load(const AttnParams &p, int b, int g, int qt_lo, int nqt, int i, bf16 *sQb,
+                                              bf16 *sOb, float &lr, float &dr) {
+    const int T = p.T, nh = p.nh, h = g * p.qpk + i / nqt, t0 = (qt_lo + i % nqt) * BQ;
+    const size_t bh = (size_t)(b * nh + h);
+    cp_tile<BQ, HS, NTH>(sQb, HS + 8, p.q + (bh * T + t0) * HS, HS, min(BQ, T - t0));
+    cp_tile<BQ, HS, NTH>(sOb, HS + 8, p.dO + ((size_t)b * T + t0) * nh * HS + (size_t)h * HS, (size_t)nh * HS,
+                         min(BQ, T - t0));
+    if (threadIdx.x < BQ) {
+        const int t = t0 + threadIdx.x;
+        lr = t < T ? p.lse_in[bh * T + t] * GDN2_LOG2E : INFINITY;
+        dr = t < T ? p.D[bh * T + t] : 0.0f;
+    }
+    return t0;
+}
+
 // dk, dv of 64 keys of one (b, g): grid (B*ng, ceil(T/BN)); blockIdx.y = 0 (the most queries) first.
-// shared: K [BN][LD], V [BN][LD], Q [BQ][LD], dO [BQ][LD], lse*log2e [BQ], D [BQ]
+// The block walks the (query head, query tile) pairs that see its keys in a fixed order, the next pair's
+// Q, dO (cp.async) and lse, D (registers) loading while the current one is computed.
+// shared: K [BN][LD], V [BN][LD], Q [2][BQ][LD], dO [2][BQ][LD], lse*log2e [2][BQ], D [2][BQ]
 template <int HS, int BQ>
 __global__ void __launch_bounds__(NTH) attn_bwd_dkdv_kernel(const AttnParams p) {
     constexpr int LD = HS + 8, KS = HS / 16, NB = BQ / 8, OJ = HS / 8;
     static_assert(NB % 2 == 0, "query tile in pairs of 8-column blocks");
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16 *sK = reinterpret_cast<bf16 *>(smem_raw), *sV = sK + BN * LD, *sQ = sV + BN * LD, *sO = sQ + BQ * LD;
-    float *sL = reinterpret_cast<float *>(sO + BQ * LD), *sD = sL + BQ;
-    const int T = p.T, W = p.window, nh = p.nh;
+    bf16 *sK = reinterpret_cast<bf16 *>(smem_raw), *sV = sK + BN * LD, *sQ = sV + BN * LD, *sO = sQ + 2 * BQ * LD;
+    float *sL = reinterpret_cast<float *>(sO + 2 * BQ * LD), *sD = sL + 2 * BQ;
+    const int T = p.T, W = p.window;
     const int bg = blockIdx.x, b = bg / p.ng, g = bg % p.ng;
     const int n0 = blockIdx.y * BN;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
 
     cp_tile<BN, HS, NTH>(sK, LD, p.k + ((size_t)bg * T + n0) * HS, HS, min(BN, T - n0));
     cp_tile<BN, HS, NTH>(sV, LD, p.v + ((size_t)bg * T + n0) * HS, HS, min(BN, T - n0));
-    cp_async_commit();
 
     const int last = W > 0 ? min(T - 1, n0 + BN - 1 + W - 1) : T - 1; // the last query that sees a key here
-    const int qt_lo = n0 / BQ, qt_hi = last / BQ;
+    const int qt_lo = n0 / BQ, nqt = last / BQ - qt_lo + 1, ntiles = p.qpk * nqt;
     const int kr0 = n0 + warp * 16 + gq; // this thread's keys kr0, kr0 + 8
+
+    float lr = 0.0f, dr = 0.0f;
+    int t0 = dkdv_tile_load<HS, BQ>(p, b, g, qt_lo, nqt, 0, sQ, sO, lr, dr);
+    cp_async_commit();
+    if (threadIdx.x < BQ) sL[threadIdx.x] = lr, sD[threadIdx.x] = dr;
 
     float dk[OJ][4], dv[OJ][4];
 #pragma unroll
     for (int j = 0; j < OJ; j++) zero4(dk[j]), zero4(dv[j]);
 
-    for (int jh = 0; jh < p.qpk; jh++) {
-        const int h = g * p.qpk + jh;
-        const bf16 *qg = p.q + (size_t)(b * nh + h) * T * HS;
-        const bf16 *og = p.dO + (size_t)b * T * nh * HS + (size_t)h * HS;
-        const float *lg = p.lse_in + (size_t)(b * nh + h) * T, *Dg = p.D + (size_t)(b * nh + h) * T;
-        for (int qt = qt_lo; qt <= qt_hi; qt++) {
-            const int t0 = qt * BQ;
-            __syncthreads(); // the previous tile's readers are done
-            cp_tile<BQ, HS, NTH>(sQ, LD, qg + (size_t)t0 * HS, HS, min(BQ, T - t0));
-            cp_tile<BQ, HS, NTH>(sO, LD, og + (size_t)t0 * nh * HS, (size_t)nh * HS, min(BQ, T - t0));
-            cp_async_commit();
-            if (threadIdx.x < BQ) {
-                const int t = t0 + threadIdx.x;
-                sL[threadIdx.x] = t < T ? lg[t] * GDN2_LOG2E : INFINITY; // p = 0 past T
-                sD[threadIdx.x] = t < T ? Dg[t] : 0.0f;
-            }
-            cp_async_wait<0>();
-            __syncthreads();
-            // S^T = K Q^T, dP^T = V dO^T (16 keys x BQ queries per warp)
-            float st[NB][4], dp[NB][4];
+    for (int i = 0; i < ntiles; i++) {
+        const int cur = i & 1;
+        const bf16 *cQ = sQ + cur * BQ * LD, *cO = sO + cur * BQ * LD;
+        const float *cL = sL + cur * BQ, *cD = sD + cur * BQ;
+        const int tc = t0; // this tile's first query
+        if (i + 1 < ntiles) // the next tile into the other buffer (its readers passed the last sync)
+            t0 = dkdv_tile_load<HS, BQ>(p, b, g, qt_lo, nqt, i + 1, sQ + (cur ^ 1) * BQ * LD,
+                                        sO + (cur ^ 1) * BQ * LD, lr, dr);
+        cp_async_commit();
+        cp_async_wait<1>(); // this tile (and K, V) arrived
+        __syncthreads();
+        // S^T = K Q^T, dP^T = V dO^T (16 keys x BQ queries per warp)
+        float st[NB][4], dp[NB][4];
 #pragma unroll
-            for (int j = 0; j < NB; j++) zero4(st[j]), zero4(dp[j]);
+        for (int j = 0; j < NB; j++) zero4(st[j]), zero4(dp[j]);
 #pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                uint32_t ka[4], va[4];
-                lda_rows<LD>(ka, sK, warp * 16, 16 * kk);
-                lda_rows<LD>(va, sV, warp * 16, 16 * kk);
+        for (int kk = 0; kk < KS; kk++) {
+            uint32_t ka[4], va[4];
+            lda_rows<LD>(ka, sK, warp * 16, 16 * kk);
+            lda_rows<LD>(va, sV, warp * 16, 16 * kk);
 #pragma unroll
-                for (int j = 0; j < NB; j += 2) {
-                    uint32_t bq[4], bo[4];
-                    ldb_nk<LD>(bq, sQ, 8 * j, 16 * kk);
-                    ldb_nk<LD>(bo, sO, 8 * j, 16 * kk);
-                    mma4(st[j], ka, bq[0], bq[1]);
-                    mma4(st[j + 1], ka, bq[2], bq[3]);
-                    mma4(dp[j], va, bo[0], bo[1]);
-                    mma4(dp[j + 1], va, bo[2], bo[3]);
-                }
-            }
-            // P^T = exp(scale s - lse) where visible, dS^T = P^T (dP^T - D)
-#pragma unroll
-            for (int j = 0; j < NB; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int r = kr0 + (e >> 1) * 8, cl = 8 * j + 2 * tq + (e & 1), c = t0 + cl;
-                    const bool vis = c >= r && (W == 0 || c - r < W);
-                    const float pe = vis ? exp2f(st[j][e] * p.sl2 - sL[cl]) : 0.0f;
-                    st[j][e] = pe;
-                    dp[j][e] = pe * (dp[j][e] - sD[cl]);
-                }
-            // dV += P^T dO, dK += dS^T Q
-#pragma unroll
-            for (int kq = 0; kq < BQ / 16; kq++) {
-                uint32_t pa[4], da[4];
-                c_to_a(pa, st[2 * kq], st[2 * kq + 1]);
-                c_to_a(da, dp[2 * kq], dp[2 * kq + 1]);
-#pragma unroll
-                for (int j = 0; j < OJ; j += 2) {
-                    uint32_t bo[4], bq[4];
-                    ldb_kn<LD>(bo, sO, 16 * kq, 8 * j);
-                    ldb_kn<LD>(bq, sQ, 16 * kq, 8 * j);
-                    mma4(dv[j], pa, bo[0], bo[1]);
-                    mma4(dv[j + 1], pa, bo[2], bo[3]);
-                    mma4(dk[j], da, bq[0], bq[1]);
-                    mma4(dk[j + 1], da, bq[2], bq[3]);
-                }
+            for (int j = 0; j < NB; j += 2) {
+                uint32_t bq[4], bo[4];
+                ldb_nk<LD>(bq, cQ, 8 * j, 16 * kk);
+                ldb_nk<LD>(bo, cO, 8 * j, 16 * kk);
+                mma4(st[j], ka, bq[0], bq[1]);
+                mma4(st[j + 1], ka, bq[2], bq[3]);
+                mma4(dp[j], va, bo[0], bo[1]);
+                mma4(dp[j + 1], va, bo[2], bo[3]);
             }
         }
+        // P^T = exp(scale s - lse) where visible, dS^T = P^T (dP^T - D); a tile whose every query sees every
+        // key of the block skips the mask (queries past T: lse = inf, p = 0)
+        const bool full = tc >= n0 + BN - 1 && (W == 0 || tc + BQ - 1 - n0 < W);
+#pragma unroll
+        for (int j = 0; j < NB; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = kr0 + (e >> 1) * 8, cl = 8 * j + 2 * tq + (e & 1), c = tc + cl;
+                const bool vis = full || (c >= r && (W == 0 || c - r < W));
+                const float pe = vis ? exp2f(st[j][e] * p.sl2 - cL[cl]) : 0.0f;
+                st[j][e] = pe;
+                dp[j][e] = pe * (dp[j][e] - cD[cl]);
+            }
+        // dV += P^T dO, dK += dS^T Q
+#pragma unroll
+        for (int kq = 0; kq < BQ / 16; kq++) {
+            uint32_t pa[4], da[4];
+            c_to_a(pa, st[2 * kq], st[2 * kq + 1]);
+            c_to_a(da, dp[2 * kq], dp[2 * kq + 1]);
+#pragma unroll
+            for (int j = 0; j < OJ; j += 2) {
+                uint32_t bo[4], bq[4];
+                ldb_kn<LD>(bo, cO, 16 * kq, 8 * j);
+                ldb_kn<LD>(bq, cQ, 16 * kq, 8 * j);
+                mma4(dv[j], pa, bo[0], bo[1]);
+                mma4(dv[j + 1], pa, bo[2], bo[3]);
+                mma4(dk[j], da, bq[0], bq[1]);
+                mma4(dk[j + 1], da, bq[2], bq[3]);
+            }
+        }
+        if (i + 1 < ntiles && threadIdx.x < BQ) sL[(cur ^ 1) * BQ + threadIdx.x] = lr, sD[(cur ^ 1) * BQ + threadIdx.x] = dr;
+        __syncthreads(); // everyone is done with this buffer before it is refilled
     }
+    cp_async_wait<0>();
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         const int r = kr0 + 8 * i;
@@ -598,12 +645,13 @@ AttnParams params_of(const gdn2_cuda_attn_shape *s) {
 
 template <int HS>
 int launch_fwd(const AttnParams &p, int B, cudaStream_t st, const char *fn) {
+    constexpr int MT = HS == 64 ? 2 : 1, BQ = 16 * MT * (NTH / 32); // query rows a warp / a block
     static PerDevice done;
-    const size_t smem = (size_t)(BM + 4 * BN) * (HS + 8) * sizeof(bf16);
-    int rc = set_smem(done, attn_fwd_kernel<HS>, smem, fn);
+    const size_t smem = (size_t)(BQ + 4 * BN) * (HS + 8) * sizeof(bf16);
+    int rc = set_smem(done, attn_fwd_kernel<HS, MT>, smem, fn);
     if (rc) return rc;
-    dim3 grid((unsigned)(B * p.nh), (unsigned)((p.T + BM - 1) / BM));
-    attn_fwd_kernel<HS><<<grid, NTH, smem, st>>>(p);
+    dim3 grid((unsigned)(B * p.nh), (unsigned)((p.T + BQ - 1) / BQ));
+    attn_fwd_kernel<HS, MT><<<grid, NTH, smem, st>>>(p);
     return launch_status(fn);
 }
 
@@ -616,7 +664,7 @@ int launch_bwd(const AttnParams &p, int B, cudaStream_t st, const char *fn) {
                                                                                rows, p.T, p.nh);
     int rc = launch_status(fn);
     if (rc) return rc;
-    const size_t smem_kv = (size_t)(2 * BN + 2 * BQ) * (HS + 8) * sizeof(bf16) + 2 * BQ * sizeof(float);
+    const size_t smem_kv = (size_t)(2 * BN + 4 * BQ) * (HS + 8) * sizeof(bf16) + 4 * BQ * sizeof(float);
     rc = set_smem(done_kv, attn_bwd_dkdv_kernel<HS, BQ>, smem_kv, fn);
     if (rc) return rc;
     attn_bwd_dkdv_kernel<HS, BQ><<<dim3((unsigned)(B * p.ng), (unsigned)((p.T + BN - 1) / BN)), NTH, smem_kv, st>>>(p);
