@@ -117,13 +117,17 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(int N, int64_t in
     for (int r = 0; r < GEMV_ROWS; r++)
         wr[r] = (const uint4 *)(pair ? W + r * wstride + (j0 < out ? j0 : 0) * in : W + (j0 + r < out ? j0 + r : j0) * in);
     // Launched as a dependent (src/cuda/pdl.cuh): while the kernel ahead still runs, fetch this warp's
-    // weight rows into L2, whole (weights are not written by the step; a hint, so a weight written by an
-    // earlier kernel is still read correctly: L2 is where writes land), then wait for it before X is
-    // read or Y written. (Until 62d3850 only a row's first 128 groups: 44 % of a 2304-wide row.)
+    // first weight groups into L2 (weights are not written by the step; a hint, so a weight written
+    // by an earlier kernel is still read correctly: L2 is where writes land), then wait for it
+    // before X is read or Y written.
     if (j0 < out) {
-        for (int64_t c = 8 * (int64_t)lane; c < g; c += 8 * 32) // one hint a 128-byte line, lanes striding
 #pragma unroll
-            for (int r = 0; r < GEMV_ROWS; r++) prefetch_l2(wr[r] + c);
+        for (int u = 0; u < GEMV_UNROLL; u++) {
+            const int64_t c = lane + 32 * u;
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; r++)
+                if (c < g && (c & 7) == 0) prefetch_l2(wr[r] + c); // one hint a 128-byte line
+        }
     }
     pdl_wait();
     if (j0 >= out) return;
