@@ -13,9 +13,10 @@
 //   attn_bwd_D_kernel<HS>    D = rowsum(dO * o) (fp32), one warp per (b, h, t)
 //   attn_bwd_dkdv_kernel<HS> block = (b, g, 64 keys); loops over the query heads of the group and
 //                            the query tiles (BQ = 64 for hs 64, 32 for hs 128) that see the keys,
-//                            in a fixed order, the next tile loading while one is computed: dk, dv
-//                            accumulate in registers, written once (no atomics: deterministic).
-//                            Warp w owns keys 16w..16w+15 (S^T, dP^T).
+//                            in a fixed order: dk, dv accumulate in registers, written once (no
+//                            atomics: deterministic). Warp w owns keys 16w..16w+15 (S^T, dP^T).
+//                            (Double-buffering its query tiles was measured slower: +19 % at hs 64,
+//                            +11 % at hs 128 on an H100, bench/results/h100-attn/.)
 //   attn_bwd_dq_kernel<HS>   block = (b, h, 64 queries); recomputes P, dP over the visible key
 //                            tiles, dq in registers (deterministic).
 // lse is natural-log: lse_t = log sum_j exp(scale q_t.k_j); inside the kernels scores are kept in
@@ -350,122 +351,100 @@ __global__ void attn_bwd_D_kernel(const bf16 *__restrict__ o, const bf16 *__rest
     if (lane == 0) D[row] = acc;
 }
 
-// Tile i of a dk/dv block's loop over (query head, query tile) pairs: head g qpk + i / nqt, tile qt_lo + i % nqt.
-// Its Q and dO rows go to sQb, sOb by cp.async (rows past T as zeros); threads < BQ read its lse (log2
-// units; p = 0 past T) and D into registers, stored into shared memory by the caller after the current tile.
-template <int HS, int BQ>
-__device__ __forceinline__ int dkdv_tile_load(const AttnParams &p, int b, int g, int qt_lo, int nqt, int i, bf16 *sQb,
-                                              bf16 *sOb, float &lr, float &dr) {
-    const int T = p.T, nh = p.nh, h = g * p.qpk + i / nqt, t0 = (qt_lo + i % nqt) * BQ;
-    const size_t bh = (size_t)(b * nh + h);
-    cp_tile<BQ, HS, NTH>(sQb, HS + 8, p.q + (bh * T + t0) * HS, HS, min(BQ, T - t0));
-    cp_tile<BQ, HS, NTH>(sOb, HS + 8, p.dO + ((size_t)b * T + t0) * nh * HS + (size_t)h * HS, (size_t)nh * HS,
-                         min(BQ, T - t0));
-    if (threadIdx.x < BQ) {
-        const int t = t0 + threadIdx.x;
-        lr = t < T ? p.lse_in[bh * T + t] * GDN2_LOG2E : INFINITY;
-        dr = t < T ? p.D[bh * T + t] : 0.0f;
-    }
-    return t0;
-}
-
 // dk, dv of 64 keys of one (b, g): grid (B*ng, ceil(T/BN)); blockIdx.y = 0 (the most queries) first.
-// The block walks the (query head, query tile) pairs that see its keys in a fixed order, the next pair's
-// Q, dO (cp.async) and lse, D (registers) loading while the current one is computed.
-// shared: K [BN][LD], V [BN][LD], Q [2][BQ][LD], dO [2][BQ][LD], lse*log2e [2][BQ], D [2][BQ]
+// shared: K [BN][LD], V [BN][LD], Q [BQ][LD], dO [BQ][LD], lse*log2e [BQ], D [BQ]
 template <int HS, int BQ>
 __global__ void __launch_bounds__(NTH) attn_bwd_dkdv_kernel(const AttnParams p) {
     constexpr int LD = HS + 8, KS = HS / 16, NB = BQ / 8, OJ = HS / 8;
     static_assert(NB % 2 == 0, "query tile in pairs of 8-column blocks");
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16 *sK = reinterpret_cast<bf16 *>(smem_raw), *sV = sK + BN * LD, *sQ = sV + BN * LD, *sO = sQ + 2 * BQ * LD;
-    float *sL = reinterpret_cast<float *>(sO + 2 * BQ * LD), *sD = sL + 2 * BQ;
-    const int T = p.T, W = p.window;
+    bf16 *sK = reinterpret_cast<bf16 *>(smem_raw), *sV = sK + BN * LD, *sQ = sV + BN * LD, *sO = sQ + BQ * LD;
+    float *sL = reinterpret_cast<float *>(sO + BQ * LD), *sD = sL + BQ;
+    const int T = p.T, W = p.window, nh = p.nh;
     const int bg = blockIdx.x, b = bg / p.ng, g = bg % p.ng;
     const int n0 = blockIdx.y * BN;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
 
     cp_tile<BN, HS, NTH>(sK, LD, p.k + ((size_t)bg * T + n0) * HS, HS, min(BN, T - n0));
     cp_tile<BN, HS, NTH>(sV, LD, p.v + ((size_t)bg * T + n0) * HS, HS, min(BN, T - n0));
+    cp_async_commit();
 
     const int last = W > 0 ? min(T - 1, n0 + BN - 1 + W - 1) : T - 1; // the last query that sees a key here
-    const int qt_lo = n0 / BQ, nqt = last / BQ - qt_lo + 1, ntiles = p.qpk * nqt;
+    const int qt_lo = n0 / BQ, qt_hi = last / BQ;
     const int kr0 = n0 + warp * 16 + gq; // this thread's keys kr0, kr0 + 8
-
-    float lr = 0.0f, dr = 0.0f;
-    int t0 = dkdv_tile_load<HS, BQ>(p, b, g, qt_lo, nqt, 0, sQ, sO, lr, dr);
-    cp_async_commit();
-    if (threadIdx.x < BQ) sL[threadIdx.x] = lr, sD[threadIdx.x] = dr;
 
     float dk[OJ][4], dv[OJ][4];
 #pragma unroll
     for (int j = 0; j < OJ; j++) zero4(dk[j]), zero4(dv[j]);
 
-    for (int i = 0; i < ntiles; i++) {
-        const int cur = i & 1;
-        const bf16 *cQ = sQ + cur * BQ * LD, *cO = sO + cur * BQ * LD;
-        const float *cL = sL + cur * BQ, *cD = sD + cur * BQ;
-        const int tc = t0; // this tile's first query
-        if (i + 1 < ntiles) // the next tile into the other buffer (its readers passed the last sync)
-            t0 = dkdv_tile_load<HS, BQ>(p, b, g, qt_lo, nqt, i + 1, sQ + (cur ^ 1) * BQ * LD,
-                                        sO + (cur ^ 1) * BQ * LD, lr, dr);
-        cp_async_commit();
-        cp_async_wait<1>(); // this tile (and K, V) arrived
-        __syncthreads();
-        // S^T = K Q^T, dP^T = V dO^T (16 keys x BQ queries per warp)
-        float st[NB][4], dp[NB][4];
+    for (int jh = 0; jh < p.qpk; jh++) {
+        const int h = g * p.qpk + jh;
+        const bf16 *qg = p.q + (size_t)(b * nh + h) * T * HS;
+        const bf16 *og = p.dO + (size_t)b * T * nh * HS + (size_t)h * HS;
+        const float *lg = p.lse_in + (size_t)(b * nh + h) * T, *Dg = p.D + (size_t)(b * nh + h) * T;
+        for (int qt = qt_lo; qt <= qt_hi; qt++) {
+            const int t0 = qt * BQ;
+            __syncthreads(); // the previous tile's readers are done
+            cp_tile<BQ, HS, NTH>(sQ, LD, qg + (size_t)t0 * HS, HS, min(BQ, T - t0));
+            cp_tile<BQ, HS, NTH>(sO, LD, og + (size_t)t0 * nh * HS, (size_t)nh * HS, min(BQ, T - t0));
+            cp_async_commit();
+            if (threadIdx.x < BQ) {
+                const int t = t0 + threadIdx.x;
+                sL[threadIdx.x] = t < T ? lg[t] * GDN2_LOG2E : INFINITY; // p = 0 past T
+                sD[threadIdx.x] = t < T ? Dg[t] : 0.0f;
+            }
+            cp_async_wait<0>();
+            __syncthreads();
+            // S^T = K Q^T, dP^T = V dO^T (16 keys x BQ queries per warp)
+            float st[NB][4], dp[NB][4];
 #pragma unroll
-        for (int j = 0; j < NB; j++) zero4(st[j]), zero4(dp[j]);
+            for (int j = 0; j < NB; j++) zero4(st[j]), zero4(dp[j]);
 #pragma unroll
-        for (int kk = 0; kk < KS; kk++) {
-            uint32_t ka[4], va[4];
-            lda_rows<LD>(ka, sK, warp * 16, 16 * kk);
-            lda_rows<LD>(va, sV, warp * 16, 16 * kk);
+            for (int kk = 0; kk < KS; kk++) {
+                uint32_t ka[4], va[4];
+                lda_rows<LD>(ka, sK, warp * 16, 16 * kk);
+                lda_rows<LD>(va, sV, warp * 16, 16 * kk);
 #pragma unroll
-            for (int j = 0; j < NB; j += 2) {
-                uint32_t bq[4], bo[4];
-                ldb_nk<LD>(bq, cQ, 8 * j, 16 * kk);
-                ldb_nk<LD>(bo, cO, 8 * j, 16 * kk);
-                mma4(st[j], ka, bq[0], bq[1]);
-                mma4(st[j + 1], ka, bq[2], bq[3]);
-                mma4(dp[j], va, bo[0], bo[1]);
-                mma4(dp[j + 1], va, bo[2], bo[3]);
+                for (int j = 0; j < NB; j += 2) {
+                    uint32_t bq[4], bo[4];
+                    ldb_nk<LD>(bq, sQ, 8 * j, 16 * kk);
+                    ldb_nk<LD>(bo, sO, 8 * j, 16 * kk);
+                    mma4(st[j], ka, bq[0], bq[1]);
+                    mma4(st[j + 1], ka, bq[2], bq[3]);
+                    mma4(dp[j], va, bo[0], bo[1]);
+                    mma4(dp[j + 1], va, bo[2], bo[3]);
+                }
+            }
+            // P^T = exp(scale s - lse) where visible, dS^T = P^T (dP^T - D)
+#pragma unroll
+            for (int j = 0; j < NB; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int r = kr0 + (e >> 1) * 8, cl = 8 * j + 2 * tq + (e & 1), c = t0 + cl;
+                    const bool vis = c >= r && (W == 0 || c - r < W);
+                    const float pe = vis ? exp2f(st[j][e] * p.sl2 - sL[cl]) : 0.0f;
+                    st[j][e] = pe;
+                    dp[j][e] = pe * (dp[j][e] - sD[cl]);
+                }
+            // dV += P^T dO, dK += dS^T Q
+#pragma unroll
+            for (int kq = 0; kq < BQ / 16; kq++) {
+                uint32_t pa[4], da[4];
+                c_to_a(pa, st[2 * kq], st[2 * kq + 1]);
+                c_to_a(da, dp[2 * kq], dp[2 * kq + 1]);
+#pragma unroll
+                for (int j = 0; j < OJ; j += 2) {
+                    uint32_t bo[4], bq[4];
+                    ldb_kn<LD>(bo, sO, 16 * kq, 8 * j);
+                    ldb_kn<LD>(bq, sQ, 16 * kq, 8 * j);
+                    mma4(dv[j], pa, bo[0], bo[1]);
+                    mma4(dv[j + 1], pa, bo[2], bo[3]);
+                    mma4(dk[j], da, bq[0], bq[1]);
+                    mma4(dk[j + 1], da, bq[2], bq[3]);
+                }
             }
         }
-        // P^T = exp(scale s - lse) where visible, dS^T = P^T (dP^T - D); a tile whose every query sees every
-        // key of the block skips the mask (queries past T: lse = inf, p = 0)
-        const bool full = tc >= n0 + BN - 1 && (W == 0 || tc + BQ - 1 - n0 < W);
-#pragma unroll
-        for (int j = 0; j < NB; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int r = kr0 + (e >> 1) * 8, cl = 8 * j + 2 * tq + (e & 1), c = tc + cl;
-                const bool vis = full || (c >= r && (W == 0 || c - r < W));
-                const float pe = vis ? exp2f(st[j][e] * p.sl2 - cL[cl]) : 0.0f;
-                st[j][e] = pe;
-                dp[j][e] = pe * (dp[j][e] - cD[cl]);
-            }
-        // dV += P^T dO, dK += dS^T Q
-#pragma unroll
-        for (int kq = 0; kq < BQ / 16; kq++) {
-            uint32_t pa[4], da[4];
-            c_to_a(pa, st[2 * kq], st[2 * kq + 1]);
-            c_to_a(da, dp[2 * kq], dp[2 * kq + 1]);
-#pragma unroll
-            for (int j = 0; j < OJ; j += 2) {
-                uint32_t bo[4], bq[4];
-                ldb_kn<LD>(bo, cO, 16 * kq, 8 * j);
-                ldb_kn<LD>(bq, cQ, 16 * kq, 8 * j);
-                mma4(dv[j], pa, bo[0], bo[1]);
-                mma4(dv[j + 1], pa, bo[2], bo[3]);
-                mma4(dk[j], da, bq[0], bq[1]);
-                mma4(dk[j + 1], da, bq[2], bq[3]);
-            }
-        }
-        if (i + 1 < ntiles && threadIdx.x < BQ) sL[(cur ^ 1) * BQ + threadIdx.x] = lr, sD[(cur ^ 1) * BQ + threadIdx.x] = dr;
-        __syncthreads(); // everyone is done with this buffer before it is refilled
     }
-    cp_async_wait<0>();
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         const int r = kr0 + 8 * i;
@@ -664,7 +643,7 @@ int launch_bwd(const AttnParams &p, int B, cudaStream_t st, const char *fn) {
                                                                                rows, p.T, p.nh);
     int rc = launch_status(fn);
     if (rc) return rc;
-    const size_t smem_kv = (size_t)(2 * BN + 4 * BQ) * (HS + 8) * sizeof(bf16) + 4 * BQ * sizeof(float);
+    const size_t smem_kv = (size_t)(2 * BN + 2 * BQ) * (HS + 8) * sizeof(bf16) + 2 * BQ * sizeof(float);
     rc = set_smem(done_kv, attn_bwd_dkdv_kernel<HS, BQ>, smem_kv, fn);
     if (rc) return rc;
     attn_bwd_dkdv_kernel<HS, BQ><<<dim3((unsigned)(B * p.ng), (unsigned)((p.T + BN - 1) / BN)), NTH, smem_kv, st>>>(p);
