@@ -44,8 +44,7 @@
 #define GEMV_MAX_N 1 // the rows the library sends here (the kernel takes up to 8)
 #define GEMV_ROWS 2     // output rows per warp
 #define GEMV_WARPS 4    // warps per block
-#define GEMV_UNROLL 8   // 16-byte loads in flight per lane and row before the multiplies
-#define GEMV_PREFETCH 4 // 128-byte lines a lane's hints cover per row ahead of pdl_wait (first 128 groups)
+#define GEMV_UNROLL 4   // 16-byte loads in flight per lane and row before the multiplies
 
 // the 8 products of one 16-byte group of W and of X, added to acc in element order
 static __device__ __forceinline__ float gemv_dot8(uint4 w, uint4 x, float acc) {
@@ -123,7 +122,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(int N, int64_t in
     // before X is read or Y written.
     if (j0 < out) {
 #pragma unroll
-        for (int u = 0; u < GEMV_PREFETCH; u++) {
+        for (int u = 0; u < GEMV_UNROLL; u++) {
             const int64_t c = lane + 32 * u;
 #pragma unroll
             for (int r = 0; r < GEMV_ROWS; r++)
