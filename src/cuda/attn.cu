@@ -192,7 +192,10 @@ __global__ void __launch_bounds__(NTH) attn_fwd_kernel(const AttnParams p) {
     cp_tile<BN, HS, NTH>(sV, LD, vg + (size_t)kt_lo * BN * HS, HS, min(BN, T - kt_lo * BN));
     cp_async_commit();
 
-    uint32_t qf[MT][KS][4];
+    // Q's fragments: held in registers (QK = KS), or re-read from shared memory at each k step (QK = 1: hs 128 with
+    // two row blocks a warp, where o and s already take 192 registers)
+    constexpr int QK = (HS == 128 && MT == 2) ? 1 : KS;
+    uint32_t qf[MT][QK][4];
     float o[MT][OJ][4], m[MT][2], l[MT][2];
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
@@ -214,11 +217,11 @@ __global__ void __launch_bounds__(NTH) attn_fwd_kernel(const AttnParams p) {
         cp_async_commit();
         cp_async_wait<1>(); // this tile (and Q) arrived
         __syncthreads();
-        if (it == 0) {
+        if (QK == KS && it == 0) {
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-                for (int kk = 0; kk < KS; kk++) lda_rows<LD>(qf[mt][kk], sQ, (warp * MT + mt) * 16, 16 * kk);
+                for (int kk = 0; kk < QK; kk++) lda_rows<LD>(qf[mt][kk], sQ, (warp * MT + mt) * 16, 16 * kk);
         }
         // S = Q K^T (16 MT rows x 64 keys per warp)
         float s[MT][NB][4];
@@ -227,17 +230,23 @@ __global__ void __launch_bounds__(NTH) attn_fwd_kernel(const AttnParams p) {
 #pragma unroll
             for (int j = 0; j < NB; j++) zero4(s[mt][j]);
 #pragma unroll
-        for (int kk = 0; kk < KS; kk++)
+        for (int kk = 0; kk < KS; kk++) {
+            const int qk = QK == KS ? kk : 0;
+            if (QK != KS) {
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) lda_rows<LD>(qf[mt][0], sQ, (warp * MT + mt) * 16, 16 * kk);
+            }
 #pragma unroll
             for (int j = 0; j < NB; j += 2) {
                 uint32_t bf[4];
                 ldb_nk<LD>(bf, cK, 8 * j, 16 * kk);
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
-                    mma4(s[mt][j], qf[mt][kk], bf[0], bf[1]);
-                    mma4(s[mt][j + 1], qf[mt][kk], bf[2], bf[3]);
+                    mma4(s[mt][j], qf[mt][qk], bf[0], bf[1]);
+                    mma4(s[mt][j + 1], qf[mt][qk], bf[2], bf[3]);
                 }
             }
+        }
         // log2 units, causal / window mask
         const int c0 = kt * BN;
         const bool need = (c0 + BN - 1 > q0) || (W > 0 && c0 < q0 + BQ - W);
@@ -624,7 +633,7 @@ AttnParams params_of(const gdn2_cuda_attn_shape *s) {
 
 template <int HS>
 int launch_fwd(const AttnParams &p, int B, cudaStream_t st, const char *fn) {
-    constexpr int MT = HS == 64 ? 2 : 1, BQ = 16 * MT * (NTH / 32); // query rows a warp / a block
+    constexpr int MT = 2, BQ = 16 * MT * (NTH / 32); // query row blocks a warp, rows a block
     static PerDevice done;
     const size_t smem = (size_t)(BQ + 4 * BN) * (HS + 8) * sizeof(bf16);
     int rc = set_smem(done, attn_fwd_kernel<HS, MT>, smem, fn);
