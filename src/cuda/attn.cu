@@ -20,7 +20,8 @@
 //   attn_bwd_dq_kernel<HS>   block = (b, h, 64 queries); recomputes P, dP over the visible key
 //                            tiles, dq in registers (deterministic).
 // lse is natural-log: lse_t = log sum_j exp(scale q_t.k_j); inside the kernels scores are kept in
-// log2 units (x * scale * log2 e) and exp2f is used.
+// log2 units (x * scale * log2 e) and 2^x is one MUFU.EX2 (ex2 below). The causal / window mask is
+// evaluated per element only in the tiles a boundary crosses (tile_masked); the others skip it.
 // Rows past T (ragged last tile) load as zeros and are never stored; fully masked rows of a tile
 // (window lower bound) are handled by the -inf guard of the online softmax.
 #include <cuda_bf16.h>
@@ -52,6 +53,22 @@ struct AttnParams {
 };
 
 __device__ __forceinline__ void zero4(float (&c)[4]) { c[0] = c[1] = c[2] = c[3] = 0.0f; }
+
+// 2^x with results below 2^-126 flushed to zero: one MUFU.EX2, where exp2f adds a denormal fix-up of four
+// instructions an element. Attention probabilities that small are far below bf16's resolution of the sums
+// they join (a row's largest p is at least 1/n), so the flush changes no stored value in practice.
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+// key kc is visible to query qr: causal, and inside the window (W = 0: full causal)
+__device__ __forceinline__ bool visible(int qr, int kc, int W) { return kc <= qr && (W == 0 || qr - kc < W); }
+// does some (query, key) pair of queries q_lo..q_hi and keys k_lo..k_hi fail visible()? (warp-uniform: the
+// per-element mask runs only then)
+__device__ __forceinline__ bool tile_masked(int q_lo, int q_hi, int k_lo, int k_hi, int W) {
+    return k_hi > q_lo || (W > 0 && q_hi - k_lo >= W);
+}
 
 // A fragment (m16 x k16) of rows 16w.. of a shared tile (row stride LD), columns k0..k0+15
 template <int LD>
@@ -247,22 +264,24 @@ __global__ void __launch_bounds__(NTH) attn_fwd_kernel(const AttnParams p) {
                 }
             }
         }
-        // log2 units, causal / window mask
-        const int c0 = kt * BN;
-        const bool need = (c0 + BN - 1 > q0) || (W > 0 && c0 < q0 + BQ - W);
+        // log2 units, causal / window mask (only where a boundary crosses this warp's rows of the tile)
+        const int c0 = kt * BN, qw = q0 + warp * 16 * MT;
+        if (tile_masked(qw, qw + 16 * MT - 1, c0, c0 + BN - 1, W)) {
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int j = 0; j < NB; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (!visible(r0 + 16 * mt + (e >> 1) * 8, c0 + 8 * j + 2 * tq + (e & 1), W))
+                            s[mt][j][e] = -INFINITY;
+        }
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int j = 0; j < NB; j++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    float x = s[mt][j][e] * p.sl2;
-                    if (need) {
-                        const int r = r0 + 16 * mt + (e >> 1) * 8, c = c0 + 8 * j + 2 * tq + (e & 1);
-                        if (c > r || (W > 0 && r - c >= W)) x = -INFINITY;
-                    }
-                    s[mt][j][e] = x;
-                }
+                for (int e = 0; e < 4; e++) s[mt][j][e] *= p.sl2;
         // online softmax over each of the thread's rows
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
@@ -278,14 +297,14 @@ __global__ void __launch_bounds__(NTH) attn_fwd_kernel(const AttnParams p) {
                 mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
                 mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
                 base[i] = mx[i] == -INFINITY ? 0.0f : mx[i]; // a row with nothing visible yet
-                alpha[i] = exp2f(m[mt][i] - base[i]);
+                alpha[i] = ex2(m[mt][i] - base[i]);
                 m[mt][i] = mx[i];
             }
 #pragma unroll
             for (int j = 0; j < NB; j++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    const float pe = exp2f(s[mt][j][e] - base[e >> 1]);
+                    const float pe = ex2(s[mt][j][e] - base[e >> 1]);
                     s[mt][j][e] = pe;
                     rs[e >> 1] += pe;
                 }
@@ -424,14 +443,22 @@ __global__ void __launch_bounds__(NTH) attn_bwd_dkdv_kernel(const AttnParams p) 
                     mma4(dp[j + 1], va, bo[2], bo[3]);
                 }
             }
-            // P^T = exp(scale s - lse) where visible, dS^T = P^T (dP^T - D)
+            // P^T = exp(scale s - lse) where visible, dS^T = P^T (dP^T - D); the mask only where a boundary
+            // crosses this warp's keys x the query tile
+            // (an invisible score becomes -inf: p = 2^-inf = 0)
+            if (tile_masked(t0, t0 + BQ - 1, n0 + warp * 16, n0 + warp * 16 + 15, W)) {
+#pragma unroll
+                for (int j = 0; j < NB; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (!visible(t0 + 8 * j + 2 * tq + (e & 1), kr0 + (e >> 1) * 8, W)) st[j][e] = -INFINITY;
+            }
 #pragma unroll
             for (int j = 0; j < NB; j++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    const int r = kr0 + (e >> 1) * 8, cl = 8 * j + 2 * tq + (e & 1), c = t0 + cl;
-                    const bool vis = c >= r && (W == 0 || c - r < W);
-                    const float pe = vis ? exp2f(st[j][e] * p.sl2 - sL[cl]) : 0.0f;
+                    const int cl = 8 * j + 2 * tq + (e & 1);
+                    const float pe = ex2(st[j][e] * p.sl2 - sL[cl]);
                     st[j][e] = pe;
                     dp[j][e] = pe * (dp[j][e] - sD[cl]);
                 }
@@ -534,15 +561,22 @@ __global__ void __launch_bounds__(NTH) attn_bwd_dq_kernel(const AttnParams p) {
                 mma4(dp[j + 1], oa, bv[2], bv[3]);
             }
         }
+        // P = exp(scale s - lse) where visible (the mask only where a boundary crosses this warp's rows of the
+        // tile), dS = P (dP - D)
         const int c0 = kt * BN;
+        if (tile_masked(q0 + warp * 16, q0 + warp * 16 + 15, c0, c0 + BN - 1, W)) { // invisible: p = 2^-inf = 0
+#pragma unroll
+            for (int j = 0; j < NB; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    if (!visible(r0 + (e >> 1) * 8, c0 + 8 * j + 2 * tq + (e & 1), W)) s[j][e] = -INFINITY;
+        }
 #pragma unroll
         for (int j = 0; j < NB; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const int i = e >> 1, r = r0 + 8 * i, c = c0 + 8 * j + 2 * tq + (e & 1);
-                const bool vis = c <= r && (W == 0 || r - c < W);
-                const float pe = vis ? exp2f(s[j][e] * p.sl2 - Lr[i]) : 0.0f;
-                dp[j][e] = pe * (dp[j][e] - Dr[i]);
+                const int i = e >> 1;
+                dp[j][e] = ex2(s[j][e] * p.sl2 - Lr[i]) * (dp[j][e] - Dr[i]);
             }
         // dQ += dS K
 #pragma unroll
