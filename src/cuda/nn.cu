@@ -804,7 +804,6 @@ __global__ void __launch_bounds__(NN_BS) k_rmsnorm_fwd_blk(int64_t D, const floa
                                                            const float *__restrict__ w, float eps,
                                                            bf16 *__restrict__ y, float *__restrict__ rstd) {
     pdl_trigger(); // the next kernel may be a one-row product (src/cuda/pdl.cuh)
-    pdl_wait();    // launched as a dependent of a one-row product (rmsnorm_fwd_blk); else a no-op
     __shared__ float red[NN_BS / 32];
     const int t = threadIdx.x;
     const size_t r0 = (size_t)blockIdx.x * (size_t)D, lim = r0 + (size_t)D;
@@ -843,30 +842,17 @@ __global__ void __launch_bounds__(NN_BS) k_rmsnorm_fwd_blk(int64_t D, const floa
         st4(y, r0 + i, lim, true, v[j]);
     }
 }
-// true when it ran (the caller's shape and pointers suit it). At N = 1 (the batch-1 decode step) the
-// kernel ahead is a one-row product (src/cuda/gemv.cuh, which triggers its dependents first thing), and
-// the norm launches as its programmatic dependent: its launch and block ramp overlap the product, and
-// it waits for it before reading (src/cuda/pdl.cuh; the same bits). Not at N > 1: there the products
-// are cuBLASLt's, and the step's elementwise kernels as dependents measured +2.1 % at batch 16.
+// true when it ran (the caller's shape and pointers suit it)
 static bool rmsnorm_fwd_blk(int64_t N, int64_t D, const float *a, const bf16 *b, float *out, const float *w, float eps,
                             bf16 *y, float *rstd, cudaStream_t s) {
     if (N > RMS_BLK_ROWS || D % 4 || D > 4 * NN_BS * RMS_BLK_G || !al16(a) || !al16(w) || !al8(y) ||
         (b && (!al8(b) || !al16(out))))
         return false;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)N);
-    cfg.blockDim = dim3(NN_BS);
-    cfg.stream = s;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = N == 1 && pdl_enabled() ? 1 : 0;
-    cfg.attrs = at;
-    cfg.numAttrs = 1;
     switch (cdiv(D, 4 * NN_BS)) {
-    case 1: cudaLaunchKernelEx(&cfg, k_rmsnorm_fwd_blk<1>, D, a, b, out, w, eps, y, rstd); break;
-    case 2: cudaLaunchKernelEx(&cfg, k_rmsnorm_fwd_blk<2>, D, a, b, out, w, eps, y, rstd); break;
-    case 3: cudaLaunchKernelEx(&cfg, k_rmsnorm_fwd_blk<3>, D, a, b, out, w, eps, y, rstd); break;
-    default: cudaLaunchKernelEx(&cfg, k_rmsnorm_fwd_blk<4>, D, a, b, out, w, eps, y, rstd); break;
+    case 1: k_rmsnorm_fwd_blk<1><<<(unsigned)N, NN_BS, 0, s>>>(D, a, b, out, w, eps, y, rstd); break;
+    case 2: k_rmsnorm_fwd_blk<2><<<(unsigned)N, NN_BS, 0, s>>>(D, a, b, out, w, eps, y, rstd); break;
+    case 3: k_rmsnorm_fwd_blk<3><<<(unsigned)N, NN_BS, 0, s>>>(D, a, b, out, w, eps, y, rstd); break;
+    default: k_rmsnorm_fwd_blk<4><<<(unsigned)N, NN_BS, 0, s>>>(D, a, b, out, w, eps, y, rstd); break;
     }
     return true;
 }
