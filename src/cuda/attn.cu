@@ -7,9 +7,10 @@
 //                            memory), NP pairs a thread; fwd and bwd (the transposed rotation)
 //   attn_fwd_kernel<HS,MT>   block = (b, h, 64 MT queries); loops over the 64-key tiles inside the
 //                            causal window (SWA costs O(T * window)), K/V double-buffered with
-//                            cp.async; warp w owns query rows 16 MT w .. + 16 MT (MT = 2 for hs 64:
-//                            each K/V fragment feeds two products) and all 64 keys of the tile, so
-//                            the online-softmax row statistics live in a quad of lanes.
+//                            cp.async; warp w owns query rows 16 MT w .. + 16 MT (MT = 2: each K/V
+//                            fragment feeds two products; at hs 128 Q is re-read from shared memory)
+//                            and all 64 keys of the tile, so the online-softmax row statistics live
+//                            in a quad of lanes.
 //   attn_bwd_D_kernel<HS>    D = rowsum(dO * o) (fp32), one warp per (b, h, t)
 //   attn_bwd_dkdv_kernel<HS> block = (b, g, 64 keys); loops over the query heads of the group and
 //                            the query tiles (BQ = 64 for hs 64, 32 for hs 128) that see the keys,
@@ -443,9 +444,8 @@ __global__ void __launch_bounds__(NTH) attn_bwd_dkdv_kernel(const AttnParams p) 
                     mma4(dp[j + 1], va, bo[2], bo[3]);
                 }
             }
-            // P^T = exp(scale s - lse) where visible, dS^T = P^T (dP^T - D); the mask only where a boundary
-            // crosses this warp's keys x the query tile
-            // (an invisible score becomes -inf: p = 2^-inf = 0)
+            // P^T = exp(scale s - lse) where visible, dS^T = P^T (dP^T - D). The mask runs only where a boundary
+            // crosses this warp's keys x the query tile: an invisible score becomes -inf, p = 2^-inf = 0.
             if (tile_masked(t0, t0 + BQ - 1, n0 + warp * 16, n0 + warp * 16 + 15, W)) {
 #pragma unroll
                 for (int j = 0; j < NB; j++)
