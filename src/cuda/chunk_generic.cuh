@@ -284,8 +284,13 @@ __global__ __launch_bounds__(NT) void k_bv(ChunkParams p) {
 //   dG = dE.E + q.dq - b... (see below), then dg = reverse cumsum of dG within the chunk.
 // Results (per value head, fp32) go to dQs, dKs, dBs, dGs; k_fin sums GVA groups.
 // ------------------------------------------------------------------------------------------------
+// sEx [BK_EXN][KP]: the per-channel sum_r k.dKi-term in parts written once each and added in a fixed order
+// (it was a shared-memory float atomicAdd, whose order followed the warps' scheduling): the tensor-core path's
+// 4 row blocks, or the scalar path's NT / KP row phases
 template <int KP>
-constexpr int bk_smem_floats() { return 5 * CS * (KP + 1) + 3 * CS * 65 + 2 * KP; }
+__host__ __device__ constexpr int bk_exn() { return NT / KP > 4 ? NT / KP : 4; }
+template <int KP>
+constexpr int bk_smem_floats() { return 5 * CS * (KP + 1) + 3 * CS * 65 + bk_exn<KP>() * KP + KP; }
 
 template <class Tin, int KP, int VP>
 __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
@@ -293,7 +298,7 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
     constexpr int LDK = KP + 1;
     float *sQ = sm, *sK = sQ + CS * LDK, *sB = sK + CS * LDK, *sG = sB + CS * LDK, *sTmp = sG + CS * LDK;
     float *sA = sTmp + CS * LDK, *sdA = sA + CS * 65, *sdAqk = sdA + CS * 65, *sEx = sdAqk + CS * 65;
-    float *sSt = sEx + KP;
+    float *sSt = sEx + bk_exn<KP>() * KP;
     constexpr bool TC = is_bf16<Tin>::value;
     const int c = blockIdx.x, hv = blockIdx.y, h = hv / p.G;
     int n, len;
@@ -305,7 +310,6 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
     stage<CS, CS>(sdA, 65, p.dA1 + ch * CS * CS, CS);
     stage<CS, CS>(sdAqk, 65, p.dAqk + ch * CS * CS, CS);
     stage<CS, KP>(sTmp, LDK, p.dY + ob, KP);
-    for (int d = threadIdx.x; d < KP; d += NT) sEx[d] = 0.0f;
     __syncthreads();
     // dA += dY E^T
     mmx<TC, 64, 64, 4, 4>(
@@ -335,9 +339,18 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
 
     // intra-chunk VJPs of Aqk and T (see intra_vjp_tc), combined with the terms above
     if constexpr (TC) {
+        // ex: this thread's two rows (h = 0 then 1) per channel (qd, f, c), then the warp's 8 gq lanes by a
+        // butterfly, then row block t's part in sEx[t][.]
+        const int lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3, t = threadIdx.x / 64;
+        float ex[KP / 64][8];
+#pragma unroll
+        for (int qd = 0; qd < KP / 64; qd++)
+#pragma unroll
+            for (int u = 0; u < 8; u++) ex[qd][u] = 0.0f;
+#pragma unroll
         for (int qd = 0; qd < KP / 64; qd++)
             intra_vjp_tc<LDK, 65>(sQ, sK, sB, sG, sdAqk, sdA, p.scale, (threadIdx.x / 32 & 1) * (KP / 2) + qd * 32, false,
-                              [&](int, int, int r, int d0, const float(&dq_in)[2], const float(&ept)[2], const float(&dkt)[2]) {
+                              [&](int, int f, int r, int d0, const float(&dq_in)[2], const float(&ept)[2], const float(&dkt)[2]) {
                 const size_t o = ob + r * KP + d0;
                 const float2 vqi = *reinterpret_cast<const float2 *>(&p.dQi[o]), vki = *reinterpret_cast<const float2 *>(&p.dKi[o]);
                 float2 vk = *reinterpret_cast<const float2 *>(&p.dKs[o]), vb = *reinterpret_cast<const float2 *>(&p.dBs[o]);
@@ -354,13 +367,22 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
                     pk[c] += br * ept[c] + dkt[c] + dki;
                     pb[c] += kr * ept[c];
                     pg[c] += qr * (dq_in[c] + dqi) + br * kr * ept[c] - kr * (dkt[c] + dki);
-                    atomicAdd(&sEx[d], kr * dki);
+                    ex[qd][2 * f + c] += kr * dki;
                 }
                 *reinterpret_cast<float2 *>(&p.dQs[o]) = vq;
                 *reinterpret_cast<float2 *>(&p.dKs[o]) = vk;
                 *reinterpret_cast<float2 *>(&p.dBs[o]) = vb;
                 *reinterpret_cast<float2 *>(&p.dGs[o]) = vg;
             });
+#pragma unroll
+        for (int qd = 0; qd < KP / 64; qd++)
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+#pragma unroll
+                for (int o = 4; o < 32; o <<= 1) ex[qd][u] += __shfl_xor_sync(0xffffffffu, ex[qd][u], o);
+                if (gq == 0)
+                    sEx[t * KP + (threadIdx.x / 32 & 1) * (KP / 2) + qd * 32 + 8 * (u >> 1) + 2 * tq + (u & 1)] = ex[qd][u];
+            }
     } else {
         constexpr int RS = NT / KP;
         const int d = threadIdx.x % KP, r0 = threadIdx.x / KP;
@@ -389,13 +411,15 @@ __global__ __launch_bounds__(NT) void k_bk(ChunkParams p) {
             p.dGs[o] += qr * (dq_in + dqi) + br * kr * ep - kr * (dkt + dki);
             ex += kr * dki;
         }
-        atomicAdd(&sEx[d], ex);
+        sEx[r0 * KP + d] = ex; // row phase r0's part
     }
     __syncthreads();
     // dg = reverse cumulative sum of dG; G2_last (row 63, flat after the last valid row) also
     // receives gamma_last rowsum(S0.dSC) + sum_r k.dKi-term
     for (int d = threadIdx.x; d < KP; d += NT) {
-        float acc = exp2f(sG[(CS - 1) * LDK + d] - sSt[d]) * p.dGl[ch * KP + d] + sEx[d];
+        float ext = sEx[d];
+        for (int i = 1; i < (TC ? 4 : NT / KP); i++) ext += sEx[i * KP + d];
+        float acc = exp2f(sG[(CS - 1) * LDK + d] - sSt[d]) * p.dGl[ch * KP + d] + ext;
         for (int r = CS - 1; r >= 0; r--) {
             acc += p.dGs[ob + r * KP + d];
             p.dGs[ob + r * KP + d] = acc;

@@ -343,14 +343,14 @@ __global__ __launch_bounds__(NT, 2) void k_bv_tc(ChunkParams p) {
 // k_fin, as from k_bk.
 // ------------------------------------------------------------------------------------------------
 constexpr int BKH_LD = 68; // row stride of the [64][64] fp32 key tiles: 8 tq x gq lanes hit 32 banks
-constexpr int bk_tc_smem_bytes() { return (6 * CS * BKH_LD + 6 * 64) * 4; }
+constexpr int bk_tc_smem_bytes() { return (6 * CS * BKH_LD + 9 * 64) * 4; } // + sSt [64], sEx [4][64], sTot [4][64]
 
 template <int KP>
 __global__ __launch_bounds__(NT, 2) void k_bk_tc(ChunkParams p) {
     extern __shared__ float sm[];
     constexpr int LD = BKH_LD;
     float *sQ = sm, *sK = sQ + CS * LD, *sB = sK + CS * LD, *sG = sB + CS * LD;
-    float *sdAqk = sG + CS * LD, *sdT = sdAqk + CS * LD, *sSt = sdT + CS * LD, *sEx = sSt + 64, *sTot = sEx + 64;
+    float *sdAqk = sG + CS * LD, *sdT = sdAqk + CS * LD, *sSt = sdT + CS * LD, *sEx = sSt + 64, *sTot = sEx + 4 * 64;
     const int c = blockIdx.x, hv = blockIdx.y, kh = blockIdx.z, h = hv / p.G, d0 = kh * 64;
     int n, len;
     size_t tok0;
@@ -407,7 +407,6 @@ __global__ __launch_bounds__(NT, 2) void k_bk_tc(ChunkParams p) {
             if (p.gate && r < len) gv[j] = gate_fwd(gv[j], p.A_log[h], p.dt_bias[(size_t)h * p.K + d0 + d + j], p.lb);
         *reinterpret_cast<float4 *>(&sG[r * LD + d]) = make_float4(gv[0], gv[1], gv[2], gv[3]);
     }
-    if (threadIdx.x < 64) sEx[threadIdx.x] = 0.0f;
     __syncthreads();
     gate_cumsum<64, LD>(sG, sSt);
     cp_async_wait<0>();
@@ -415,6 +414,13 @@ __global__ __launch_bounds__(NT, 2) void k_bk_tc(ChunkParams p) {
 
     const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3, t = wp >> 1;
     float dG[2][8]; // this thread's dG of rows 16t + gq + 8h, local channels dbase + 8f + 2tq + c: [h][2f + c]
+    // sum_r k.dKi-term per channel, deterministic (it was a shared-memory float atomicAdd per element, whose
+    // order followed the warps' scheduling: the training step's bits differed between processes): this
+    // thread's two rows (h = 0 then 1) in ex, the warp's 8 gq lanes by a butterfly, the 4 row blocks in
+    // sEx [t][64], added in t order where it is read
+    float ex[8];
+#pragma unroll
+    for (int u = 0; u < 8; u++) ex[u] = 0.0f;
     intra_vjp_tc<LD, LD>(sQ, sK, sB, sG, sdAqk, sdT, p.scale, (wp & 1) * 32, true,
                      [&](int hh, int f, int r, int dl, const float(&dq_in)[2], const float(&ept)[2], const float(&dkt)[2]) {
         const size_t o = ob + r * KP + dl;
@@ -433,7 +439,7 @@ __global__ __launch_bounds__(NT, 2) void k_bk_tc(ChunkParams p) {
             dk[cc] = e * br + br * ept[cc] + dkt[cc] + dki;
             db[cc] = e * kr + kr * ept[cc];
             dG[hh][2 * f + cc] = e * br * kr + qr * dq[cc] + br * kr * ept[cc] - kr * (dkt[cc] + dki);
-            atomicAdd(&sEx[d], kr * dki);
+            ex[2 * f + cc] += kr * dki;
         }
         *reinterpret_cast<float2 *>(&p.dQs[o]) = make_float2(dq[0], dq[1]);
         *reinterpret_cast<float2 *>(&p.dKs[o]) = make_float2(dk[0], dk[1]);
@@ -456,9 +462,16 @@ __global__ __launch_bounds__(NT, 2) void k_bk_tc(ChunkParams p) {
         dG[0][u] += lower;
         tot[u] = dG[0][u]; // at gq == 0: the block total
     }
+#pragma unroll
+    for (int u = 0; u < 8; u++)
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) ex[u] += __shfl_xor_sync(0xffffffffu, ex[u], o);
     if (gq == 0)
 #pragma unroll
-        for (int u = 0; u < 8; u++) sTot[t * 64 + (wp & 1) * 32 + 8 * (u >> 1) + 2 * tq + (u & 1)] = tot[u];
+        for (int u = 0; u < 8; u++) {
+            sTot[t * 64 + (wp & 1) * 32 + 8 * (u >> 1) + 2 * tq + (u & 1)] = tot[u];
+            sEx[t * 64 + (wp & 1) * 32 + 8 * (u >> 1) + 2 * tq + (u & 1)] = ex[u];
+        }
     __syncthreads(); // sTot and sEx complete
 #pragma unroll
     for (int f = 0; f < 4; f++) {
@@ -467,7 +480,8 @@ __global__ __launch_bounds__(NT, 2) void k_bk_tc(ChunkParams p) {
 #pragma unroll
         for (int cc = 0; cc < 2; cc++) {
             const int d = dl + cc;
-            float a = exp2f(sG[(CS - 1) * LD + d] - sSt[d]) * p.dGl[ch * KP + d0 + d] + sEx[d];
+            const float ext = ((sEx[d] + sEx[64 + d]) + sEx[128 + d]) + sEx[192 + d];
+            float a = exp2f(sG[(CS - 1) * LD + d] - sSt[d]) * p.dGl[ch * KP + d0 + d] + ext;
             for (int t2 = t + 1; t2 < 4; t2++) a += sTot[t2 * 64 + d];
             add[cc] = a;
         }
