@@ -2,7 +2,7 @@
 # One device call: build the CUDA parts, run the GPU tests, our benchmark, the peers.
 # usage (on the device, from the tree's root): dev/cuda/device_run.sh "build test bench peers_official peers_fla" [--quick]
 #   model phases (issue 16, the GPU model path): "model_build model_test demo demo_sweep train_bench official_train"
-#   inference and the rest: "decode decode_prof pdl_ab ab_old gemm_dev conv_dev decode_peer serve_load verify python swap nccl1" (after model_build;
+#   inference and the rest: "decode decode_prof pdl_ab ab_old gemm_dev gemm_train conv_dev decode_peer serve_load verify python swap nccl1" (after model_build;
 #   decode_peer needs peers/fla_head, no build)
 #   (official_train needs peers/p4/{official/lit_gpt,fla,shim/flash_attn} and peers/official_train_bench.py)
 # Needs beside it: .debs (libcjson1 + libcjson-dev .deb files: `apt-get download libcjson1 libcjson-dev`),
@@ -166,6 +166,11 @@ if [[ " $PHASES " == *" gemm_dev "* ]]; then
   # issue 13: every cuBLASLt algorithm for the decode step's weight shapes at n = 1, 16 (dev/cuda/gemm_small_n.cu)
   nvcc -O2 -std=c++17 -arch=sm_90a -Iinclude -Isrc dev/cuda/gemm_small_n.cu -lcublasLt -lcublas -o /tmp/gemm_small_n && timeout 120 /tmp/gemm_small_n > "$OUT/gemm_small_n.log" 2>&1
   echo "gemm_small_n rc=$?"; cat "$OUT/gemm_small_n.log"
+fi
+if [[ " $PHASES " == *" gemm_train "* ]]; then
+  # issue 16: what the fastest cuBLASLt algorithm would save over the first, at the training step's shapes (dev/cuda/gemm_train.cu)
+  nvcc -O2 -std=c++17 -arch=sm_90a dev/cuda/gemm_train.cu -lcublasLt -o /tmp/gemm_train && timeout ${GEMM_TIMEOUT:-150} /tmp/gemm_train > "$OUT/gemm_train.log" 2>&1
+  echo "gemm_train rc=$?"; cat "$OUT/gemm_train.log"
 fi
 if [[ " $PHASES " == *" conv_dev "* ]]; then
   # issue 16: the two-channel candidate for the conv backward against the library's (dev/cuda/conv_dev.cu; after model_build)

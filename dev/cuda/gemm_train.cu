@@ -1,0 +1,180 @@
+// What another choice of cuBLASLt algorithm would save in the training step (issue 16).
+//
+// The library (src/cuda/gemm.cu) takes cuBLASLt's first heuristic algorithm for each product, with the
+// reduction schemes that run in a fixed order (none, or in the workspace). The step's products are
+// 55-60 % of its time (bench/results/h100-attn3/: GEMM 204 of 373 ms in the profiled swa_gdn2_1.3B step,
+// ~590 TFLOP/s). Before building any choice other than the first, measure what the choice is worth:
+// for each weight shape of gdn2_1.3B / swa_gdn2_1.3B at N = B*T = 16384 tokens, the three products the
+// library runs, with its layouts, C types and beta (src/cuda/gemm.cu's header):
+//   fwd  Y = X W^T      op TN, m = out, n = N,   k = in,  C bf16, beta 0
+//   dX   dX = dY W      op NN, m = in,  n = N,   k = out, C bf16, beta 0
+//   dW   dW += dY^T X   op NT, m = in,  n = out, k = N,   C fp32, beta 1
+// this prints the first algorithm's time, the fastest of the up to 32 the heuristic offers (same
+// preferences: workspace 32 MiB, the library's reduction mask, 256-byte aligned operands), its index,
+// and both in TFLOP/s. Each time: the median of 7 groups of 5 launches between two CUDA events, after a
+// group of warm-up. Inputs are small random bf16 values (the time does not depend on them).
+//
+//   nvcc -O2 -std=c++17 -arch=sm_90a dev/cuda/gemm_train.cu -lcublasLt -o /tmp/gemm_train && /tmp/gemm_train
+//
+// A faster algorithm would only be usable if the choice were fixed (timing-based choices differ between
+// processes, and the bits with them: docs/BACKEND.md, Determinism).
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CK(x)                                                                                      \
+    do {                                                                                           \
+        cudaError_t e_ = (x);                                                                      \
+        if (e_ != cudaSuccess) { fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_)); exit(1); } \
+    } while (0)
+#define LK(x)                                                                                      \
+    do {                                                                                           \
+        cublasStatus_t s_ = (x);                                                                   \
+        if (s_ != CUBLAS_STATUS_SUCCESS) { fprintf(stderr, "%s: status %d\n", #x, (int)s_); exit(1); } \
+    } while (0)
+
+static const size_t WS_BYTES = 32u << 20; // the library's GDN2_LT_WORKSPACE_BYTES
+static cublasLtHandle_t g_lt;
+static void *g_ws;
+static cudaStream_t g_st;
+static cudaEvent_t g_e0, g_e1;
+
+static int cmpf(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct {
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc;
+    const void *A, *B;
+    void *C;
+    float beta;
+} prod;
+
+static int run(const prod *p, const cublasLtMatmulAlgo_t *algo) {
+    const float alpha = 1.0f;
+    return cublasLtMatmul(g_lt, p->op, &alpha, p->A, p->la, p->B, p->lb, &p->beta, p->C, p->lc, p->C, p->lc, algo, g_ws,
+                          WS_BYTES, g_st) == CUBLAS_STATUS_SUCCESS;
+}
+
+// median over 7 groups of the per-launch time of 5 back-to-back launches (ms); < 0: refused
+static float time_ms(const prod *p, const cublasLtMatmulAlgo_t *algo) {
+    float t[7];
+    for (int g = -1; g < 7; g++) {
+        CK(cudaEventRecord(g_e0, g_st));
+        for (int i = 0; i < 5; i++)
+            if (!run(p, algo)) return -1.0f;
+        CK(cudaEventRecord(g_e1, g_st));
+        CK(cudaEventSynchronize(g_e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, g_e0, g_e1));
+        if (g >= 0) t[g] = ms / 5.0f;
+    }
+    qsort(t, 7, sizeof t[0], cmpf);
+    return t[3];
+}
+
+// C [m,n] (ldc m) = op(A) op(B) (+ C), column-major as cuBLASLt sees the library's row-major buffers
+static void sweep(const char *what, const char *kind, cublasOperation_t ta, cublasOperation_t tb, long m, long n,
+                  long k, cudaDataType_t cdt, float beta, const void *A, const void *B, void *C, double *sum_first,
+                  double *sum_best) {
+    prod p;
+    p.A = A, p.B = B, p.C = C, p.beta = beta;
+    LK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    int32_t tA = ta, tB = tb;
+    LK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA));
+    LK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tB, sizeof tB));
+    LK(cublasLtMatrixLayoutCreate(&p.la, CUDA_R_16BF, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m,
+                                  ta == CUBLAS_OP_N ? m : k));
+    LK(cublasLtMatrixLayoutCreate(&p.lb, CUDA_R_16BF, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k,
+                                  tb == CUBLAS_OP_N ? k : n));
+    LK(cublasLtMatrixLayoutCreate(&p.lc, cdt, m, n, m));
+    cublasLtMatmulPreference_t pref;
+    LK(cublasLtMatmulPreferenceCreate(&pref));
+    uint64_t wsb = WS_BYTES;
+    uint32_t red = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE |
+                   CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE;
+    uint32_t al = 256;
+    LK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
+    LK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof red));
+    LK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al, sizeof al));
+    LK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al));
+    LK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al));
+    LK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al));
+    cublasLtMatmulHeuristicResult_t res[32];
+    int nres = 0;
+    const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(g_lt, p.op, p.la, p.lb, p.lc, p.lc, pref, 32, res, &nres);
+    float first = -1, best = 1e30f;
+    int besti = -1;
+    for (int a = 0; hs == CUBLAS_STATUS_SUCCESS && a < nres; a++) {
+        const float ms = time_ms(&p, &res[a].algo);
+        if (ms < 0) continue;
+        if (a == 0) first = ms;
+        if (ms < best) best = ms, besti = a;
+    }
+    const double tf = 2.0 * m * n * k / 1e12;
+    if (first < 0)
+        printf("%-12s %-4s %6ld %6ld %6ld | first algorithm refused (heuristic status %d, %d results)\n", what, kind, m,
+               n, k, (int)hs, nres);
+    else {
+        printf("%-12s %-4s %6ld %6ld %6ld | first %7.3f ms %5.0f TFLOP/s | best %7.3f ms %5.0f TFLOP/s (#%d of %d) | %+5.1f %%\n",
+               what, kind, m, n, k, first, tf / (first * 1e-3), best, tf / (best * 1e-3), besti, nres,
+               100.0 * (best - first) / first);
+        *sum_first += first, *sum_best += best;
+    }
+    cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatrixLayoutDestroy(p.la), cublasLtMatrixLayoutDestroy(p.lb), cublasLtMatrixLayoutDestroy(p.lc);
+    cublasLtMatmulDescDestroy(p.op);
+}
+
+__global__ void k_fill(__nv_bfloat16 *x, size_t n, unsigned seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        unsigned s = (unsigned)i * 2654435761u ^ seed;
+        s ^= s >> 13, s *= 0x5bd1e995u, s ^= s >> 15;
+        x[i] = __float2bfloat16(((float)(s & 0xffff) / 65536.0f - 0.5f) * 0.1f);
+    }
+}
+
+int main(void) {
+    const long N = 16384; // B 4 x T 4096
+    // (what, out, in): the weights of gdn2_1.3B (d 2304, MLP 6208) and swa_gdn2_1.3B (MLP 6784)
+    const struct { const char *what; long out, in; } w[] = {
+        {"d x d", 2304, 2304},    {"lowrank in", 128, 2304}, {"lowrank out", 2304, 128}, {"w1 w2 6208", 6208, 2304},
+        {"w3 6208", 2304, 6208},  {"w1 w2 6784", 6784, 2304}, {"w3 6784", 2304, 6784},    {"lm_head", 32000, 2304}};
+    const int nw = (int)(sizeof w / sizeof w[0]);
+    LK(cublasLtCreate(&g_lt));
+    CK(cudaMalloc(&g_ws, WS_BYTES));
+    CK(cudaStreamCreate(&g_st));
+    CK(cudaEventCreate(&g_e0));
+    CK(cudaEventCreate(&g_e1));
+    const size_t maxw = 32000 * 2304, maxa = (size_t)N * 32000;
+    __nv_bfloat16 *W, *X, *Y;
+    float *dW;
+    CK(cudaMalloc(&W, maxw * 2));
+    CK(cudaMalloc(&X, maxa * 2));
+    CK(cudaMalloc(&Y, maxa * 2));
+    CK(cudaMalloc(&dW, maxw * 4));
+    k_fill<<<1024, 256, 0, g_st>>>(W, maxw, 1u);
+    k_fill<<<4096, 256, 0, g_st>>>(X, maxa, 2u);
+    k_fill<<<4096, 256, 0, g_st>>>(Y, maxa, 3u);
+    CK(cudaMemsetAsync(dW, 0, maxw * 4, g_st));
+    CK(cudaStreamSynchronize(g_st));
+    printf("N = %ld tokens; m n k as cuBLASLt sees them (column-major); times per launch\n", N);
+    double f_all = 0, b_all = 0;
+    for (int i = 0; i < nw; i++) {
+        const long out = w[i].out, in = w[i].in;
+        // fwd: Y^T [out,N] = W^T(T) . X^T
+        sweep(w[i].what, "fwd", CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, CUDA_R_16BF, 0.0f, W, X, Y, &f_all, &b_all);
+        // dX^T [in,N] = W^T [in,out] . dY^T [out,N]
+        sweep(w[i].what, "dX", CUBLAS_OP_N, CUBLAS_OP_N, in, N, out, CUDA_R_16BF, 0.0f, W, Y, X, &f_all, &b_all);
+        // dW^T [in,out] += X^T [in,N] . (dY^T [out,N])^T
+        sweep(w[i].what, "dW", CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, CUDA_R_32F, 1.0f, X, Y, dW, &f_all, &b_all);
+    }
+    printf("sum over the rows (one of each, not weighted by the step's call counts): first %.2f ms, best %.2f ms (%+.1f %%)\n",
+           f_all, b_all, 100.0 * (b_all - f_all) / f_all);
+    return 0;
+}
