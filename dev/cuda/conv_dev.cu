@@ -25,11 +25,7 @@
 #include "../../src/cuda/nn.h"
 #include "../../src/util/act.h"
 
-#define CK(x)                                                                                      \
-    do {                                                                                           \
-        cudaError_t e_ = (x);                                                                      \
-        if (e_ != cudaSuccess) { fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_)); exit(1); } \
-    } while (0)
+#include "dev_check.h"
 
 typedef __nv_bfloat16 bf16;
 #define RUN 32  // time steps a thread (the library's CONV_R: the same partial rows)
