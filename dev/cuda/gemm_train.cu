@@ -133,6 +133,7 @@ __global__ void k_fill(__nv_bfloat16 *x, size_t n, unsigned seed) {
 
 int main(void) {
     const long N = 16384; // B 4 x T 4096
+    setvbuf(stdout, NULL, _IOLBF, 0); // a row at a time: a run cut short keeps what it measured
     // (what, out, in): the weights of gdn2_1.3B (d 2304, MLP 6208) and swa_gdn2_1.3B (MLP 6784)
     const struct { const char *what; long out, in; } w[] = {
         {"d x d", 2304, 2304},    {"lowrank in", 128, 2304}, {"lowrank out", 2304, 128}, {"w1 w2 6208", 6208, 2304},
