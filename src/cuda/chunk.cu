@@ -275,7 +275,8 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
         p.ctab = dtab;
         p.cofs = dtab + nchunks * 3;
     }
-    if (bwd && o->gate_in_kernel) {
+    // with no chunk (T = 0 everywhere) no kernel writes the gate's gradients: they are zero
+    if (bwd && o->gate_in_kernel && nchunks == 0) {
         CU(cudaMemsetAsync(g->dA_log, 0, d->H * sizeof(float), st));
         CU(cudaMemsetAsync(g->ddt_bias, 0, d->H * d->K * sizeof(float), st));
     }

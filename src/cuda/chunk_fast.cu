@@ -54,7 +54,7 @@ static cudaError_t launch_fast(ChunkParams &p, int bwd, int kept, cudaStream_t s
     });
     if (ea != cudaSuccess) return ea;
     Prof pr(st);
-    const dim3 gc(p.nchunks, p.HV), gs(VP / BV, p.nseq * p.HV), gb(VP / BVB, p.nseq * p.HV), gh(p.nchunks, p.H);
+    const dim3 gc(p.nchunks, p.HV), gs(VP / BV, p.nseq * p.HV), gb(VP / BVB, p.nseq * p.HV);
     const dim3 gk(p.nchunks, p.HV, KP / 64);
     pr.mark("start");
     if (!(bwd && kept)) { // as in launch_all
@@ -77,7 +77,7 @@ static cudaError_t launch_fast(ChunkParams &p, int bwd, int kept, cudaStream_t s
         pr.mark("bv");
         k_bk_tc<KP><<<gk, NT, nsm_bk, st>>>(p);
         pr.mark("bk");
-        k_fin<Tin, KP><<<gh, NT, 0, st>>>(p);
+        launch_fin<Tin, KP>(p, st);
         pr.mark("fin");
     }
     pr.report(kept ? "bwd (reuse)" : "bwd");

@@ -7,19 +7,24 @@
 
 // ------------------------------------------------------------------------------------------------
 // k_fin: per (chunk, key head h): sum the GVA group, L2-norm VJP dx = rstd (dy - (dy.y) y), gate
-// VJP (df, dA_log, ddt_bias), store in the output dtypes. One warp per row.
+// VJP (df, and this chunk's parts of dA_log and ddt_bias), store in the output dtypes. One warp per row.
+// With the gate in the kernel, dA_log and ddt_bias are sums over every chunk. They are made in a fixed
+// order, so that a run gives the same bits as the last (they were float atomics, whose order followed the
+// blocks' scheduling): a warp's rows in row order, the NT/32 warps in warp order (here), then the chunks
+// in chunk order (k_fin_gate_sum). The per-chunk parts, double, go to part [nchunks][H][KP + 1] (ddt_bias's
+// KP, then dA_log's): the scratch of dKi, which nothing reads after k_bk.
 // ------------------------------------------------------------------------------------------------
+template <int KP>
+__device__ __forceinline__ double *fin_gate_part(const ChunkParams &p) { return reinterpret_cast<double *>(p.dKi); }
+
 template <class Tin, int KP>
 __global__ __launch_bounds__(NT) void k_fin(ChunkParams p) {
-    __shared__ double sDtb[KP];
-    __shared__ double sDal;
+    __shared__ double sDtb[NT / 32][KP];
+    __shared__ double sDal[NT / 32];
     const int c = blockIdx.x, h = blockIdx.y;
     int n, len;
     size_t tok0;
     chunk_info(p, c, n, tok0, len);
-    for (int d = threadIdx.x; d < KP; d += NT) sDtb[d] = 0.0;
-    if (threadIdx.x == 0) sDal = 0.0;
-    __syncthreads();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     constexpr int NPL = KP / 32;
     const Tin *q = (const Tin *)p.q, *k = (const Tin *)p.k;
@@ -86,13 +91,39 @@ __global__ __launch_bounds__(NT) void k_fin(ChunkParams p) {
         }
     }
     if (p.gate) {
+        dal = warp_sum(dal);
 #pragma unroll
-        for (int i = 0; i < NPL; i++) atomicAdd(&sDtb[lane + 32 * i], dtb[i]);
-        atomicAdd(&sDal, dal);
+        for (int i = 0; i < NPL; i++) sDtb[warp][lane + 32 * i] = dtb[i];
+        if (lane == 0) sDal[warp] = dal;
         __syncthreads();
-        for (int d = threadIdx.x; d < p.K; d += NT) atomicAdd(&p.ddt_bias[(size_t)h * p.K + d], (float)sDtb[d]);
-        if (threadIdx.x == 0) atomicAdd(&p.dA_log[h], (float)sDal);
+        double *part = fin_gate_part<KP>(p) + ((size_t)c * p.H + h) * (KP + 1);
+        for (int d = threadIdx.x; d <= KP; d += NT) {
+            double a = 0.0;
+            for (int w = 0; w < NT / 32; w++) a += d < KP ? sDtb[w][d] : sDal[w];
+            part[d] = a;
+        }
     }
+}
+
+// dA_log [H] and ddt_bias [H*K] with the gate in the kernel: the chunks' parts (k_fin) added in chunk
+// order, one block per key head, thread d channel d (d = KP: dA_log). Overwrites both.
+template <int KP>
+__global__ __launch_bounds__(KP + 32) void k_fin_gate_sum(ChunkParams p) {
+    const int h = blockIdx.x, d = threadIdx.x;
+    if (d > KP || (d < KP && d >= p.K)) return;
+    const double *part = fin_gate_part<KP>(p) + (size_t)h * (KP + 1) + d;
+    const size_t step = (size_t)p.H * (KP + 1);
+    double a = 0.0;
+    for (int c = 0; c < p.nchunks; c++) a += part[c * step];
+    if (d < KP) p.ddt_bias[(size_t)h * p.K + d] = (float)a;
+    else p.dA_log[h] = (float)a;
+}
+
+// k_fin, then (with the gate in the kernel) k_fin_gate_sum: the last kernels of both backward paths
+template <class Tin, int KP>
+static void launch_fin(const ChunkParams &p, cudaStream_t st) {
+    k_fin<Tin, KP><<<dim3(p.nchunks, p.H), NT, 0, st>>>(p);
+    if (p.gate) k_fin_gate_sum<KP><<<p.H, KP + 32, 0, st>>>(p);
 }
 
 #endif

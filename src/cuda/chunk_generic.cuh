@@ -451,7 +451,7 @@ static cudaError_t launch_all(ChunkParams &p, int bwd, int kept, cudaStream_t st
     });
     if (ea != cudaSuccess) return ea;
     Prof pr(st);
-    const dim3 gc(p.nchunks, p.HV), gs(VP / BV, p.nseq * p.HV), gh(p.nchunks, p.H);
+    const dim3 gc(p.nchunks, p.HV), gs(VP / BV, p.nseq * p.HV);
     pr.mark("start");
     if (!(bwd && kept)) { // a reusing backward finds these results in the workspace
         if (p.nchunks > 0) {
@@ -475,7 +475,7 @@ static cudaError_t launch_all(ChunkParams &p, int bwd, int kept, cudaStream_t st
         pr.mark("bv");
         k_bk<Tin, KP, VP><<<gc, NT, nsm_bk, st>>>(p);
         pr.mark("bk");
-        k_fin<Tin, KP><<<gh, NT, 0, st>>>(p);
+        launch_fin<Tin, KP>(p, st);
         pr.mark("fin");
     }
     pr.report(kept ? "bwd (reuse)" : "bwd");

@@ -16,7 +16,9 @@ __device__ __forceinline__ float ldf(const __nv_bfloat16 *p, size_t i) { return 
 __device__ __forceinline__ void stf(float *p, size_t i, float x) { p[i] = x; }
 __device__ __forceinline__ void stf(__nv_bfloat16 *p, size_t i, float x) { p[i] = __float2bfloat16(x); }
 
-__device__ __forceinline__ float warp_sum(float x) {
+// the warp's sum by a butterfly (float or double): a fixed order, every lane gets it
+template <class T>
+__device__ __forceinline__ T warp_sum(T x) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
     return x;
