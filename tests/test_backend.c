@@ -1015,6 +1015,79 @@ static void t_linconv(int64_t n, int64_t in, int64_t D, int64_t W, int count) {
     free(X), free(Wl), free(hist), free(w);
 }
 
+/* The decode step's three groups of products of x in one call (linear_fwd_multi): q/k/v with their
+ * convolutions (count 3, conv parts as run_linconv's), f0|g0 (count 2, R rows) and b|w with their
+ * sigmoids (count 2, D2 rows), weights and outputs with gaps. sep 0: one linear_fwd_multi; 1:
+ * linear_conv_step, linear_fwd_batch, linear_fwd_batch (sigmoid). At one row the CUDA backend makes the
+ * table one launch (src/cuda/gemv.cuh k_gemv_multi): the same bits as 1. */
+static void run_linmulti(gdn2_backend *be, int64_t n, int64_t in, int64_t D, int64_t W, size_t hs, int64_t R, int64_t D2,
+                         int sep, const float *X, const float *Wl, const float *hist, const float *w, const float *Wf,
+                         const float *Wb, const float *Y0, res *r) {
+    arena A = {.be = be};
+    const size_t xs = (size_t)(n * D) + 5, ps = DEC_NS * hs + 3, wsz = (size_t)(D * W) + 7, wls = (size_t)(D * in) + 24;
+    const size_t wfs = (size_t)(R * in) + 8, fs = (size_t)(n * R) + 9, wbs = (size_t)(D2 * in) + 16, bs = (size_t)(n * D2) + 11;
+    void *Xd = put(&A, X, (size_t)(n * in), GDN2_DT_ACT), *Wd = put(&A, Wl, wls * 3, GDN2_DT_ACT);
+    void *xd = put(&A, NULL, xs * 3, GDN2_DT_ACT), *y = put(&A, NULL, xs * 3, GDN2_DT_ACT);
+    float *hd = put(&A, hist, ps * 3, GDN2_DT_F32), *wd = put(&A, w, wsz * 3, GDN2_DT_F32);
+    void *Wfd = put(&A, Wf, wfs * 2, GDN2_DT_ACT), *fd = put(&A, Y0, fs * 2, GDN2_DT_ACT);
+    void *Wbd = put(&A, Wb, wbs * 2, GDN2_DT_ACT), *bd = put(&A, Y0, bs * 2, GDN2_DT_ACT);
+    const int32_t *sl = put_raw(&A, k_dec_slots, sizeof k_dec_slots);
+    const gdn2_product pr[3] = {
+        {.out = D, .W = Wd, .wstride = wls, .count = 3, .Y = xd, .ystride = xs, .act = GDN2_PRODUCT_CONV, .ksize = W,
+         .hist = hd, .hs = ps, .hist_stride = hs, .slots = sl, .cw = wd, .cws = wsz, .y = y, .ys = xs},
+        {.out = R, .W = Wfd, .wstride = wfs, .count = 2, .Y = fd, .ystride = fs, .act = GDN2_PRODUCT_STORE},
+        {.out = D2, .W = Wbd, .wstride = wbs, .count = 2, .Y = bd, .ystride = bs, .act = GDN2_PRODUCT_SIGMOID}};
+    if (!sep && !A.rc) note(&A, be->linear_fwd_multi(be, n, in, Xd, pr, 3));
+    if (sep && !A.rc)
+        note(&A, be->linear_conv_step(be, n, in, D, Xd, Wd, wls, 3, xd, xs, W, hd, ps, hs, sl, wd, wsz, y, xs));
+    if (sep && !A.rc) note(&A, be->linear_fwd_batch(be, n, in, R, Xd, Wfd, wfs, fd, fs, 2, GDN2_BE_NO_ACT));
+    if (sep && !A.rc) note(&A, be->linear_fwd_batch(be, n, in, D2, Xd, Wbd, wbs, bd, bs, 2, GDN2_BE_SIGMOID));
+    res_add(r, "q/k/v: y (and the gaps)", get(&A, y, xs * 3, GDN2_DT_ACT), xs * 3, 1e-2);
+    res_add(r, "q/k/v: caches after", get(&A, hd, ps * 3, GDN2_DT_F32), ps * 3, 1e-2);
+    res_add(r, "f0|g0 (and the gaps)", get(&A, fd, fs * 2, GDN2_DT_ACT), fs * 2, 1e-2);
+    res_add(r, "sigmoid(b|w) (and the gaps)", get(&A, bd, bs * 2, GDN2_DT_ACT), bs * 2, 1e-2);
+    finish(&A, r);
+}
+
+static void t_linmulti(int64_t n, int64_t in, int64_t D, int64_t W, int64_t R, int64_t D2) {
+    const size_t hs = (size_t)((W - 1) * D + 17), wls = (size_t)(D * in) + 24, wfs = (size_t)(R * in) + 8;
+    const size_t wbs = (size_t)(D2 * in) + 16, nh = (DEC_NS * hs + 3) * 3, nw = ((size_t)(D * W) + 7) * 3;
+    const size_t ny = 2 * ((size_t)(n * (R > D2 ? R : D2)) + 11);
+    float *X = randn((size_t)(n * in), 1.0), *Wl = randn(wls * 3, 0.05), *hist = randn(nh, 1.0), *w = randn(nw, 0.5);
+    float *Wf = randn(wfs * 2, 0.05), *Wb = randn(wbs * 2, 0.05), *Y0 = randn(ny, 1.0);
+    res c = {0}, g = {0}, cs = {0}, gs = {0}, g2 = {0};
+#define LM(be, sep, r) run_linmulti(be, n, in, D, W, hs, R, D2, sep, X, Wl, hist, w, Wf, Wb, Y0, r)
+    BOTH(LM(&CPU, 0, &c), LM(&GPU, 0, &g));
+    char op[112];
+    snprintf(op, sizeof op, "linear_fwd_multi n=%lld in=%lld q/k/v D=%lld W=%lld, f0|g0 R=%lld, b|w D=%lld", (long long)n,
+             (long long)in, (long long)D, (long long)W, (long long)R, (long long)D2);
+    compare(op, &c, &g);
+    LM(&CPU, 1, &cs);
+    CHECK(res_same(&c, &cs), "%s: cpu: the same bits as one call per product", op);
+    if (have_gpu) {
+        LM(&GPU, 1, &gs);
+        CHECK(res_same(&g, &gs), "%s: cuda: the same bits as one call per product (y, caches, f, b|w)", op);
+        LM(&GPU, 0, &g2);
+    } else {
+        SKIP_NO_GPU("%s: cuda against one call per product", op);
+    }
+#undef LM
+    same_bits(op, &g, &g2);
+    /* a bad table: a clear error on each backend */
+    gdn2_backend *bes[2] = {&CPU, &GPU};
+    gdn2_product bad = {.out = 8, .count = 1, .act = 7};
+    for (int i = 0; i < 1 + have_gpu; i++) {
+        int rc = bes[i]->linear_fwd_multi(bes[i], n, in, NULL, &bad, 1);
+        CHECK(rc == GDN2_ERR_ARG && strstr(gdn2_last_error(), "act=7"), "%s: %s: act 7 refused (rc %d: %s)", op,
+              bes[i]->name, rc, gdn2_last_error());
+        rc = bes[i]->linear_fwd_multi(bes[i], n, in, NULL, &bad, GDN2_PRODUCT_MAX + 1);
+        CHECK(rc == GDN2_ERR_ARG && strstr(gdn2_last_error(), "np=5"), "%s: %s: 5 products refused (rc %d: %s)", op,
+              bes[i]->name, rc, gdn2_last_error());
+    }
+    res_free(&c), res_free(&g), res_free(&cs), res_free(&gs), res_free(&g2);
+    free(X), free(Wl), free(hist), free(w), free(Wf), free(Wb), free(Y0);
+}
+
 /* gate 0: g is the log-decay (fp32); 1: g holds the pre-activation f (ACT) and the op computes the
  * log-decay from A_log, dt (gates_fwd's formula); 2: gates_fwd first, then as 0 (the unfused pair) */
 static void run_decode(gdn2_backend *be, const gdn2_dims *dm, size_t stride, const float *q, const float *k,
@@ -1247,6 +1320,9 @@ int main(void) {
     t_linconv(1, 256, 200, 3, 2);   /* odd sizes, W = 3 */
     t_linconv(1, 64, 40, 1, 2);     /* W = 1: no cache */
     t_linconv(3, 256, 200, 4, 3);   /* n > 1: the product, then conv_step */
+    t_linmulti(1, 2304, 2048, 4, 128, 2048); /* gdn2_1.3B's decode step at batch 1: one launch */
+    t_linmulti(1, 256, 200, 3, 40, 72);      /* odd sizes */
+    t_linmulti(3, 256, 200, 4, 40, 72);      /* n > 1: one call per product */
     t_decode(2, 4, 64, 64, 0);
     t_decode(2, 4, 64, 64, 1); /* the log-decay from the pre-activation in the op (the model's decode step) */
     t_decode(1, 2, 128, 128, 0);

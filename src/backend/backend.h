@@ -34,6 +34,7 @@
 
 #include "gdn2_ops.h"
 #include "../util/sample.h"
+#include "../util/product.h"
 
 enum { GDN2_DT_F32 = 0, GDN2_DT_ACT = 1 };
 
@@ -233,6 +234,10 @@ struct gdn2_backend {
     int (*linear_conv_step)(gdn2_backend *be, int64_t n, int64_t in, int64_t D, const void *X, const void *Wl,
                             size_t wlstride, int count, void *x, size_t xs, int64_t W, float *hist, size_t hs,
                             size_t hist_stride, const int32_t *slots, const float *w, size_t ws, void *y, size_t ys);
+    /* np <= GDN2_PRODUCT_MAX products of the one input X [n,in] (src/util/product.h): the same bits as
+     * linear_conv_step (act CONV) or linear_fwd_batch (STORE, SIGMOID) for each, in table order (the
+     * decode step's q/k/v, f0|g0 and b|w; at one row the CUDA backend makes them one launch). */
+    int (*linear_fwd_multi)(gdn2_backend *be, int64_t n, int64_t in, const void *X, const gdn2_product *p, int np);
     /* decode: one token of the GDN-2 recurrence (the semantics of gdn2_decode_step) for n = dm->B
      * sequences (dm->T = 1): sequence i's state pool + slots[i]*slot_stride ([HV,K,V] fp32, slot_stride
      * in floats) is read and updated in place. q, k, b [n,H,K], v, w, o [n,HV,V] ACT; g fp32; opts as

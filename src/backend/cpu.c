@@ -304,6 +304,25 @@ static int cpu_linear_conv_step(gdn2_backend *be, int64_t n, int64_t in, int64_t
     int rc = be->linear_fwd_batch(be, n, in, D, X, Wl, wlstride, x, xs, count, GDN2_BE_NO_ACT);
     return rc ? rc : be->conv_step(be, n, D, W, count, x, xs, hist, hs, hist_stride, slots, w, ws, y, ys);
 }
+/* one call per product (be->: a caller's per-row products apply) */
+static int cpu_linear_fwd_multi(gdn2_backend *be, int64_t n, int64_t in, const void *X, const gdn2_product *p, int np) {
+    if (np < 0 || np > GDN2_PRODUCT_MAX || (np && !p))
+        return gdn2_error(GDN2_ERR_ARG, "cpu linear_fwd_multi: np=%d (expected 0..%d products)", np, GDN2_PRODUCT_MAX);
+    int rc = GDN2_OK;
+    for (int i = 0; i < np && !rc; i++) {
+        const gdn2_product *q = &p[i];
+        if (q->act == GDN2_PRODUCT_CONV)
+            rc = be->linear_conv_step(be, n, in, q->out, X, q->W, q->wstride, q->count, q->Y, q->ystride, q->ksize,
+                                      q->hist, q->hs, q->hist_stride, q->slots, q->cw, q->cws, q->y, q->ys);
+        else if (q->act == GDN2_PRODUCT_STORE || q->act == GDN2_PRODUCT_SIGMOID)
+            rc = be->linear_fwd_batch(be, n, in, q->out, X, q->W, q->wstride, q->Y, q->ystride, q->count,
+                                      q->act == GDN2_PRODUCT_SIGMOID ? GDN2_BE_SIGMOID : GDN2_BE_NO_ACT);
+        else
+            rc = gdn2_error(GDN2_ERR_ARG, "cpu linear_fwd_multi: product %d: act=%d (expected %d, %d or %d)", i, q->act,
+                            GDN2_PRODUCT_STORE, GDN2_PRODUCT_SIGMOID, GDN2_PRODUCT_CONV);
+    }
+    return rc;
+}
 /* per sequence: gdn2_decode_step on its own state (a one-slot pool), or the float64 reference from
  * the state (kernel REFERENCE, or sizes the fp32 decode kernel does not take) */
 static int cpu_decode(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
@@ -429,6 +448,7 @@ void gdn2_backend_cpu_init(gdn2_backend *be, int n_threads) {
     be->attn_fwd = cpu_attn_fwd, be->attn_bwd = cpu_attn_bwd;
     be->conv_step = cpu_conv_step, be->decode = cpu_decode, be->attn_step = cpu_attn_step;
     be->linear_conv_step = cpu_linear_conv_step;
+    be->linear_fwd_multi = cpu_linear_fwd_multi;
     be->sample = cpu_sample;
     be->xent = cpu_xent, be->sumsq = cpu_sumsq, be->scale = cpu_scale, be->adamw = cpu_adamw;
     /* host_alloc, upload_async and the graph hooks stay NULL: the CPU runs every op as it comes */

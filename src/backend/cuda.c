@@ -249,6 +249,9 @@ static int cu_linear_conv_step(gdn2_backend *be, int64_t n, int64_t in, int64_t 
     return gdn2_cuda_linear_conv_step(NN(be), n, in, D, X, Wl, wlstride, count, x, xs, W, hist, hs, hist_stride, slots,
                                       w, ws, y, ys);
 }
+static int cu_linear_fwd_multi(gdn2_backend *be, int64_t n, int64_t in, const void *X, const gdn2_product *p, int np) {
+    return gdn2_cuda_linear_fwd_multi(NN(be), n, in, X, p, np);
+}
 /* the token-serial kernel on the state pool (either kernel choice: the float64 reference is CPU only,
  * and the decode step has one CUDA kernel) */
 static int cu_decode(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
@@ -395,6 +398,7 @@ int gdn2_backend_cuda_init(gdn2_backend *be) {
     be->attn_fwd = cu_attn_fwd;
     be->attn_bwd = cu_attn_bwd;
     be->conv_step = cu_conv_step, be->linear_conv_step = cu_linear_conv_step;
+    be->linear_fwd_multi = cu_linear_fwd_multi;
     be->decode = cu_decode;
     be->attn_step = cu_attn_step;
     be->sample = cu_sample;

@@ -310,6 +310,57 @@ extern "C" int gdn2_cuda_linear_conv_step(gdn2_cuda_nn *c, int64_t N, int64_t in
     return rc ? rc : gdn2_cuda_conv_step(N, D, ksize, count, x, xs, hist, hs, hist_stride, slots, cw, cws, y, ys, c->stream);
 }
 
+static_assert(GEMV_MULTI_MAX >= GDN2_PRODUCT_MAX, "one launch holds a whole table");
+extern "C" int gdn2_cuda_linear_fwd_multi(gdn2_cuda_nn *c, int64_t N, int64_t in, const void *X, const gdn2_product *p,
+                                          int np) {
+    const char *fn = "cuda linear_fwd_multi";
+    if (np < 0 || np > GDN2_PRODUCT_MAX || (np && !p))
+        return gdn2_error(GDN2_ERR_ARG, "%s: np=%d (expected 0..%d products)", fn, np, GDN2_PRODUCT_MAX);
+    int one = N > 0 && in > 0, any = 0;
+    for (int i = 0; i < np; i++) {
+        const gdn2_product *q = &p[i];
+        if (q->act != GDN2_PRODUCT_STORE && q->act != GDN2_PRODUCT_SIGMOID && q->act != GDN2_PRODUCT_CONV)
+            return gdn2_error(GDN2_ERR_ARG, "%s: product %d: act=%d (expected %d, %d or %d)", fn, i, q->act,
+                              GDN2_PRODUCT_STORE, GDN2_PRODUCT_SIGMOID, GDN2_PRODUCT_CONV);
+        const int conv = q->act == GDN2_PRODUCT_CONV;
+        one = one && gemv_fits(N, in, X, q->W, q->wstride) && q->count >= 1 && q->count <= 65535 &&
+              (!conv || (q->ksize >= 1 && q->ksize <= 64 && (q->ksize == 1 || q->hist) && q->cw && q->y));
+        any = any || (q->out > 0 && q->count >= 1);
+    }
+    if (one && any) {
+        gemv_table t;
+        memset(&t, 0, sizeof t);
+        int count[GEMV_MULTI_MAX] = {0};
+        for (int i = 0; i < np; i++) {
+            const gdn2_product *q = &p[i];
+            gemv_product *g = &t.p[t.n];
+            if (q->out <= 0) continue;
+            g->W = (const bf16 *)q->W, g->wstride = q->wstride, g->out = q->out, g->ybf16 = 1, g->ep.D = 1;
+            if (q->act == GDN2_PRODUCT_CONV) {
+                g->Y = q->y, g->ystride = q->ys, g->ep.mode = GEMV_CONV;
+                g->ep.hist = q->hist, g->ep.hps = q->hs, g->ep.hstride = q->hist_stride, g->ep.slots = q->slots;
+                g->ep.cw = q->cw, g->ep.cws = q->cws, g->ep.ksize = (int)q->ksize;
+            } else {
+                g->Y = q->Y, g->ystride = q->ystride;
+                g->ep.mode = q->act == GDN2_PRODUCT_SIGMOID ? GEMV_SIGMOID : GEMV_STORE;
+            }
+            count[t.n++] = q->count;
+        }
+        return gemv_status(fn, gemv_multi_launch(N, in, X, &t, count, pdl_enabled(), c->stream));
+    }
+    int rc = GDN2_OK;
+    for (int i = 0; i < np && !rc; i++) {
+        const gdn2_product *q = &p[i];
+        if (q->act == GDN2_PRODUCT_CONV)
+            rc = gdn2_cuda_linear_conv_step(c, N, in, q->out, X, q->W, q->wstride, q->count, q->Y, q->ystride, q->ksize,
+                                            q->hist, q->hs, q->hist_stride, q->slots, q->cw, q->cws, q->y, q->ys);
+        else
+            rc = gdn2_cuda_linear_fwd_batch(c, N, in, q->out, X, q->W, q->wstride, q->Y, q->ystride, q->count,
+                                            q->act == GDN2_PRODUCT_SIGMOID ? GDN2_CUDA_SIGMOID : GDN2_CUDA_STORE);
+    }
+    return rc;
+}
+
 extern "C" int gdn2_cuda_linear_bwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,
                                     const void *W, const void *dY, void *dX, int accumulate, float *dW, float *dbias) {
     const char *fn = "cuda linear_bwd";

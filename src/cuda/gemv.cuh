@@ -30,7 +30,7 @@
 //                    rows of D of o                    warp sums the squares of its rows' o row itself,
 //                                                      in that kernel's order (D = 128: 128 values)
 //   GEMV_CONV        Y = silu(conv(hist ++ Y)), hist   q/k/v's short convolutions (decode_nn.cu
-//                    moves on                          k_conv_step): per channel, part p = blockIdx.y
+//                    moves on                          k_conv_step): per channel, part p = the grid's y
 // Each epilogue first rounds the product's value to bf16 as the plain store would, then applies the
 // op's arithmetic in the op's order.
 #pragma once
@@ -98,19 +98,20 @@ static __device__ __forceinline__ float gemv_row_rstd(const __nv_bfloat16 *x, in
     return 1.0f / sqrtf(ss / (float)D + eps);
 }
 
-// ydt: 0 fp32, 1 bf16 (the caller maps its own dtype codes); GEMV_SWIGLU and GEMV_NORM_SWISH: bf16 Y,
-// acc_y 0, and for GEMV_SWIGLU no bias and one part (grid y 1)
+// One block's rows: block bx of part by (the plain kernel's blockIdx.x, .y; the multi-product kernel's
+// from its table). ydt: 0 fp32, 1 bf16 (the caller maps its own dtype codes); GEMV_SWIGLU and
+// GEMV_NORM_SWISH: bf16 Y, acc_y 0, and for GEMV_SWIGLU no bias and one part (by 0)
 template <int NB>
-__global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(int N, int64_t in, int64_t out, const __nv_bfloat16 *X,
-                                                             const __nv_bfloat16 *W, size_t wstride, const float *bias,
-                                                             void *Y, size_t ystride, int ybf16, int acc_y, gemv_epi ep) {
+static __device__ __forceinline__ void gemv_block(unsigned bx, unsigned by, int N, int64_t in, int64_t out,
+                                                  const __nv_bfloat16 *X, const __nv_bfloat16 *W, size_t wstride,
+                                                  const float *bias, void *Y, size_t ystride, int ybf16, int acc_y,
+                                                  const gemv_epi &ep) {
     static_assert(GEMV_ROWS == 2, "GEMV_SWIGLU pairs a warp's two rows");
-    pdl_trigger();
     const int lane = threadIdx.x & 31;
     const int pair = ep.mode == GEMV_SWIGLU; // rows j of W and of W + wstride
-    const int64_t warp = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    const int64_t warp = (int64_t)bx * GEMV_WARPS + (threadIdx.x >> 5);
     const int64_t j0 = pair ? warp : warp * GEMV_ROWS;
-    W += blockIdx.y * wstride;
+    W += by * wstride;
     const int64_t g = in >> 3; // 16-byte groups per row
     const uint4 *wr[GEMV_ROWS];
 #pragma unroll
@@ -204,7 +205,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(int N, int64_t in
 #pragma unroll
         for (int r = 1; r < GEMV_ROWS; r++)
             if (lane == r) s = acc[n][r], rr = ep.mode == GEMV_NORM_SWISH ? rs[n][r] : 0.0f;
-        const size_t yi = blockIdx.y * ystride + (size_t)n * out + j;
+        const size_t yi = by * ystride + (size_t)n * out + j;
         if (ybf16) { // the op after the product reads the stored bf16 value and rounds its own result
             __nv_bfloat16 *y = (__nv_bfloat16 *)Y;
             __nv_bfloat16 v = __float2bfloat16_rn(gemv_value(acc_y ? __bfloat162float(y[yi]) : 0.0f, acc_y, bj, s));
@@ -212,9 +213,9 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(int N, int64_t in
             if (ep.mode == GEMV_NORM_SWISH) // k_rmsnorm_swish_fwd: x r w silu(a), left to right
                 v = __float2bfloat16_rn(__bfloat162float(ep.o[(size_t)n * out + j]) * rr * ep.wn[j % ep.D] *
                                         gdn2_silu_f32(__bfloat162float(v)));
-            if (ep.mode == GEMV_CONV) { // k_conv_step on channel j of part blockIdx.y
-                float *h = ep.hist + blockIdx.y * ep.hps + (size_t)(ep.slots ? ep.slots[n] : n) * ep.hstride + j;
-                const float xv = __bfloat162float(v), *wc = ep.cw + blockIdx.y * ep.cws + j * ep.ksize;
+            if (ep.mode == GEMV_CONV) { // k_conv_step on channel j of part by
+                float *h = ep.hist + by * ep.hps + (size_t)(ep.slots ? ep.slots[n] : n) * ep.hstride + j;
+                const float xv = __bfloat162float(v), *wc = ep.cw + by * ep.cws + j * ep.ksize;
                 const int K = ep.ksize;
                 float c = 0.0f;
                 for (int k = 0; k < K - 1; k++) c += wc[k] * h[(size_t)k * out];
@@ -232,16 +233,78 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(int N, int64_t in
     }
 }
 
+template <int NB>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(int N, int64_t in, int64_t out, const __nv_bfloat16 *X,
+                                                             const __nv_bfloat16 *W, size_t wstride, const float *bias,
+                                                             void *Y, size_t ystride, int ybf16, int acc_y, gemv_epi ep) {
+    pdl_trigger();
+    gemv_block<NB>(blockIdx.x, blockIdx.y, N, in, out, X, W, wstride, bias, Y, ystride, ybf16, acc_y, ep);
+}
+
+// Several products of the one input X in one launch (the decode step's projections of x: q/k/v with their
+// convolutions, f0|g0, b|w with their sigmoids: two launches fewer a layer). Product i takes the blocks
+// [first, first + nbx * parts) of the grid; block b of them is block b % nbx of part b / nbx: the same
+// warps, rows and sums as its own gemv_launch, so the same bits.
+#define GEMV_MULTI_MAX 4
+typedef struct {
+    const __nv_bfloat16 *W;
+    size_t wstride;
+    const float *bias;
+    void *Y;
+    size_t ystride;
+    int64_t out;
+    unsigned first, nbx; // its first block, its blocks per part
+    int ybf16;
+    gemv_epi ep;
+} gemv_product;
+typedef struct {
+    int n;
+    gemv_product p[GEMV_MULTI_MAX];
+} gemv_table;
+
+template <int NB>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_multi(int N, int64_t in, const __nv_bfloat16 *X,
+                                                              const __grid_constant__ gemv_table t) {
+    pdl_trigger();
+    int i = 0;
+#pragma unroll
+    for (int k = 1; k < GEMV_MULTI_MAX; k++)
+        if (k < t.n && blockIdx.x >= t.p[k].first) i = k;
+    const gemv_product &p = t.p[i];
+    const unsigned b = blockIdx.x - p.first;
+    gemv_block<NB>(b % p.nbx, b / p.nbx, N, in, p.out, X, p.W, p.wstride, p.bias, p.Y, p.ystride, p.ybf16, 0, p.ep);
+}
+
 // whether the small-N kernel takes this call (the pointers and strides 16-byte aligned, in % 8 == 0)
 static inline int gemv_fits(int64_t N, int64_t in, const void *X, const void *W, size_t wstride) {
     return N >= 1 && N <= GEMV_MAX_N && in > 0 && in % 8 == 0 && ((uintptr_t)X & 15) == 0 &&
            ((uintptr_t)W & 15) == 0 && wstride % 8 == 0;
 }
 
+// the blocks of one part of a product of out rows, and its parts in the grid (GEMV_SWIGLU: one output)
+static inline unsigned gemv_blocks(int64_t out, int mode) {
+    const int64_t per_block = mode == GEMV_SWIGLU ? GEMV_WARPS : GEMV_WARPS * GEMV_ROWS;
+    return (unsigned)((out + per_block - 1) / per_block);
+}
+static inline unsigned gemv_parts(int count, int mode) { return mode == GEMV_SWIGLU ? 1u : (unsigned)count; }
+
+// a launch of GEMV_WARPS warps a block on st, as a programmatic dependent when pdl (src/cuda/pdl.cuh; the
+// same results); at holds the attribute and must outlive the launch call
+static inline cudaLaunchConfig_t gemv_cfg(dim3 grid, int pdl, cudaStream_t st, cudaLaunchAttribute *at) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(GEMV_WARPS * 32);
+    cfg.stream = st;
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    return cfg;
+}
+
 // the launch: NB the smallest of 1, 2, 4, 8 that holds N (the sums do not depend on it)
 // ep: the epilogue (NULL: the plain store); GEMV_SWIGLU takes count 2 as its two weights (one output);
-// pdl: launch as a programmatic dependent of the kernel ahead (src/cuda/pdl.cuh; the same results).
-// Returns the launch's error.
+// pdl: launch as a programmatic dependent of the kernel ahead. Returns the launch's error.
 static inline cudaError_t gemv_launch(int64_t N, int64_t in, int64_t out, const void *X, const void *W, size_t wstride,
                                       const float *bias, void *Y, size_t ystride, int ybf16, int acc_y,
                                       const gemv_epi *ep, int count, int pdl, cudaStream_t st) {
@@ -249,20 +312,36 @@ static inline cudaError_t gemv_launch(int64_t N, int64_t in, int64_t out, const 
     memset(&e, 0, sizeof e);
     e.mode = GEMV_STORE, e.D = 1;
     if (ep) e = *ep;
-    const int64_t per_block = e.mode == GEMV_SWIGLU ? GEMV_WARPS : GEMV_WARPS * GEMV_ROWS;
-    const dim3 grid((unsigned)((out + per_block - 1) / per_block), e.mode == GEMV_SWIGLU ? 1u : (unsigned)count);
     const __nv_bfloat16 *x = (const __nv_bfloat16 *)X, *w = (const __nv_bfloat16 *)W;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(GEMV_WARPS * 32);
-    cfg.stream = st;
     cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
-    cfg.attrs = at;
-    cfg.numAttrs = 1;
+    cudaLaunchConfig_t cfg = gemv_cfg(dim3(gemv_blocks(out, e.mode), gemv_parts(count, e.mode)), pdl, st, at);
 #define GEMV_GO(nb) \
     cudaLaunchKernelEx(&cfg, k_gemv_bf16<nb>, (int)N, in, out, x, w, wstride, bias, Y, ystride, ybf16, acc_y, e)
+    if (N == 1) return GEMV_GO(1);
+    if (N == 2) return GEMV_GO(2);
+    if (N <= 4) return GEMV_GO(4);
+    return GEMV_GO(8);
+#undef GEMV_GO
+}
+
+// the multi-product launch: t->n <= GEMV_MULTI_MAX products with W, wstride, bias, Y, ystride, out, ybf16
+// and ep set (ep.mode not GEMV_SWIGLU), count[i] parts each; fills first and nbx. Returns the launch's
+// error (cudaErrorInvalidValue for a table it does not take).
+static inline cudaError_t gemv_multi_launch(int64_t N, int64_t in, const void *X, gemv_table *t, const int *count,
+                                            int pdl, cudaStream_t st) {
+    if (t->n < 1 || t->n > GEMV_MULTI_MAX) return cudaErrorInvalidValue;
+    uint64_t blocks = 0;
+    for (int i = 0; i < t->n; i++) {
+        gemv_product *p = &t->p[i];
+        if (p->ep.mode == GEMV_SWIGLU || count[i] < 1) return cudaErrorInvalidValue;
+        p->first = (unsigned)blocks, p->nbx = gemv_blocks(p->out, p->ep.mode);
+        blocks += (uint64_t)p->nbx * (unsigned)count[i];
+        if (blocks > 0x7fffffffu) return cudaErrorInvalidValue;
+    }
+    const __nv_bfloat16 *x = (const __nv_bfloat16 *)X;
+    cudaLaunchAttribute at[1];
+    cudaLaunchConfig_t cfg = gemv_cfg(dim3((unsigned)blocks), pdl, st, at);
+#define GEMV_GO(nb) cudaLaunchKernelEx(&cfg, k_gemv_multi<nb>, (int)N, in, x, *t)
     if (N == 1) return GEMV_GO(1);
     if (N == 2) return GEMV_GO(2);
     if (N <= 4) return GEMV_GO(4);

@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../util/product.h" /* gdn2_product */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -103,6 +105,11 @@ int gdn2_cuda_linear_conv_step(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t D
                                size_t wstride, int count, void *x, size_t xs, int64_t ksize, float *hist, size_t hs,
                                size_t hist_stride, const int32_t *slots, const float *cw, size_t cws, void *y,
                                size_t ys);
+/* np <= GDN2_PRODUCT_MAX products of the one input X (bf16 [N,in]; src/util/product.h): at one row, with
+ * every product's W and X as the one-row kernel takes them, one launch (src/cuda/gemv.cuh k_gemv_multi);
+ * else gdn2_cuda_linear_conv_step (act CONV) or gdn2_cuda_linear_fwd_batch per product. The same bits
+ * either way. */
+int gdn2_cuda_linear_fwd_multi(gdn2_cuda_nn *c, int64_t N, int64_t in, const void *X, const gdn2_product *p, int np);
 /* dX[N,in] (bf16) = (accumulate ? dX : 0) + dY W;  dW[out,in] (fp32) += dY^T X;  dbias (fp32) += sum_n dY;
  * X, W, dY bf16; dX, dW, dbias may each be NULL */
 int gdn2_cuda_linear_bwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X, const void *W,

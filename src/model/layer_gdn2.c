@@ -393,12 +393,28 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
                       L.v - L.k == L.kp - L.qp;
     const int qkv3 = decode && Dk == Dv && even_stride(&lp, be, P_Q, P_K, P_V, L.qp, L.kp, L.vp);
     const int conv_in_product = conv3 && qkv3 && be->linear_conv_step;
+    /* the decode step's products of x that go in pairs or threes: the output gate's low-rank input
+     * g1 = x Wg0ᵀ beside f1 = x Wf0ᵀ (gdn2, kda), and the b/w gates with their sigmoids (gdn2) */
+    const int g1_early = decode && m != GDN2_MIXER_GDN && even_stride(&lp, be, P_F0, P_G0, P_G0, L.f1, L.g1, L.g1);
+    const int64_t bw = gate_width(c);
+    const int bw2 = decode && m == GDN2_MIXER_GDN2 && bw == Dv && even_stride(&lp, be, P_B, P_W, P_W, L.sb, L.sw, L.sw);
+    /* all three groups as one call (at one row the CUDA backend makes it one launch: two fewer a layer) */
+    const int multi = conv_in_product && g1_early && bw2 && be->linear_fwd_multi;
     if (conv_in_product) {
         /* the products and the convolutions in one call (at one row the CUDA product convolves as it
          * stores): q, k, v = silu(conv(x Wq/k/vᵀ)), the caches move on */
         const size_t xs = (L.kp - L.qp) / be->act_bytes;
-        LTRY(be->linear_conv_step(be, N, d, Dk, x, PA(&lp, P_Q), lp.off[P_K] - lp.off[P_Q], 3, qp, xs, W,
-                                  states + st_conv_q(c), hs, SS, slots, PP(&lp, P_QC), cws, q, xs));
+        gdn2_product pr[3] = {
+            {.out = Dk, .W = PA(&lp, P_Q), .wstride = lp.off[P_K] - lp.off[P_Q], .count = 3, .Y = qp, .ystride = xs,
+             .act = GDN2_PRODUCT_CONV, .ksize = W, .hist = states + st_conv_q(c), .hs = hs, .hist_stride = SS,
+             .slots = slots, .cw = PP(&lp, P_QC), .cws = cws, .y = q, .ys = xs},
+            {.out = R, .W = PA(&lp, P_F0), .wstride = lp.off[P_G0] - lp.off[P_F0], .count = 2, .Y = f1,
+             .ystride = (L.g1 - L.f1) / be->act_bytes, .act = GDN2_PRODUCT_STORE},
+            {.out = Dv, .W = PA(&lp, P_B), .wstride = lp.off[P_W] - lp.off[P_B], .count = 2, .Y = sb,
+             .ystride = (L.sw - L.sb) / be->act_bytes, .act = GDN2_PRODUCT_SIGMOID}};
+        if (multi) LTRY(be->linear_fwd_multi(be, N, d, x, pr, 3));
+        else LTRY(be->linear_conv_step(be, N, d, Dk, x, pr[0].W, pr[0].wstride, 3, qp, xs, W, pr[0].hist, hs, SS, slots,
+                                       pr[0].cw, cws, q, xs));
     } else if (qkv3) {
         LTRY(be->linear_fwd_batch(be, N, d, Dk, x, PA(&lp, P_Q), lp.off[P_K] - lp.off[P_Q], qp,
                                   (L.kp - L.qp) / be->act_bytes, 3, GDN2_BE_NO_ACT));
@@ -429,19 +445,21 @@ static int forward_impl(gdn2_backend *be, const gdn2_layer_cfg *c, const float *
         LTRY(be->conv_silu_fwd(be, B, T, Dv, W, vp, hv, SS, PP(&lp, P_VC), v));
     }
     /* decay pre-activation: f = (x Wf0ᵀ) Wf1ᵀ (gdn2, kda) or f = x Waᵀ (gdn) */
-    const int g1_early = decode && m != GDN2_MIXER_GDN && even_stride(&lp, be, P_F0, P_G0, P_G0, L.f1, L.g1, L.g1);
     if (m == GDN2_MIXER_GDN) {
         LTRY(be->linear_fwd(be, N, d, H, x, PA(&lp, P_A), NULL, f, GDN2_DT_ACT, 0));
     } else {
         /* the decode step: the output gate's low-rank input g1 = x Wg0ᵀ in the same batched product */
-        if (g1_early) LTRY(be->linear_fwd_batch(be, N, d, R, x, PA(&lp, P_F0), lp.off[P_G0] - lp.off[P_F0], f1,
+        if (multi) {
+            /* done with the products above */
+        } else if (g1_early) LTRY(be->linear_fwd_batch(be, N, d, R, x, PA(&lp, P_F0), lp.off[P_G0] - lp.off[P_F0], f1,
                                                  (L.g1 - L.f1) / be->act_bytes, 2, GDN2_BE_NO_ACT));
         else LTRY(be->linear_fwd(be, N, d, R, x, PA(&lp, P_F0), NULL, f1, GDN2_DT_ACT, 0));
         LTRY(be->linear_fwd(be, N, R, Dk, f1, PA(&lp, P_F1), NULL, f, GDN2_DT_ACT, 0));
     }
     /* erase/write gates: sb = σ(x Wbᵀ) ([N,Dk] or β [N,H]); sw = σ(x Wwᵀ) (gdn2) */
-    const int64_t bw = gate_width(c);
-    if (decode && m == GDN2_MIXER_GDN2 && bw == Dv && even_stride(&lp, be, P_B, P_W, P_W, L.sb, L.sw, L.sw)) {
+    if (multi) {
+        /* done with the products above */
+    } else if (bw2) {
         /* the sigmoids in the product (at one row the CUDA product applies them as it stores) */
         LTRY(be->linear_fwd_batch(be, N, d, Dv, x, PA(&lp, P_B), lp.off[P_W] - lp.off[P_B], sb,
                                   (L.sw - L.sb) / be->act_bytes, 2, GDN2_BE_SIGMOID));
