@@ -168,7 +168,9 @@ static void problem_make(problem *p, shape s) {
     g->d_o = upload(p->hdo, p->nv, 1);
     g->dq = dev_alloc(p->nk * 2); g->dk = dev_alloc(p->nk * 2); g->dv = dev_alloc(p->nv * 2);
     g->db = dev_alloc(p->nk * 2); g->dw = dev_alloc(p->nv * 2); g->dg = dev_alloc(p->nk * 4);
-    p->ws_bytes = gdn2_cuda_chunk_workspace_size(&p->d, &p->o, 1);
+    /* the backward's workspace for these tensors (the bf16 fast path's size): a recomputing backward and a
+     * keep_for_backward / reuse_forward pair without a reserve take the same; a forward less */
+    p->ws_bytes = gdn2_cuda_chunk_call_workspace_size(&p->d, &p->o, a, g);
     p->ws = dev_alloc(p->ws_bytes);
 }
 static void problem_free(problem *p) {
@@ -825,7 +827,7 @@ int main(int argc, char **argv) {
         const double tensors = (double)(p.nk * 2 * 3 + p.nk * 4 + p.nv * 2 * 3) /* q,k,b bf16; g fp32; v,w,d_o bf16 */
                              + (double)(p.nv * 2) /* o */
                              + (double)(p.nk * 2 * 3 + p.nk * 4 + p.nv * 2 * 2); /* dq,dk,db bf16; dg fp32; dv,dw bf16 */
-        const size_t ws_fwd = gdn2_cuda_chunk_workspace_size(&p.d, &p.o, 0), ws_bwd = p.ws_bytes;
+        const size_t ws_fwd = gdn2_cuda_chunk_call_workspace_size(&p.d, &p.o, &p.a, NULL), ws_bwd = p.ws_bytes;
         const double peak_keep = (tensors + (double)ws_bwd) / 1e9;
         const double peak_rec = (tensors + (double)(ws_fwd > ws_bwd ? ws_fwd : ws_bwd)) / 1e9;
         /* mode 0: fwd; 1: fwd(keep) + bwd(reuse); 2: fwd + bwd recomputing */

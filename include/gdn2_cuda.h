@@ -61,8 +61,9 @@ typedef struct {
                                            gdn2_cuda_chunk_reserve_size bytes that holds them, so
                                            that opts->workspace is scratch only (shareable between
                                            calls; optional; when given, of at least
-                                           gdn2_cuda_chunk_workspace_size(d, o, 1) bytes in both
-                                           calls). The backward gets the same a, reserve included. */
+                                           gdn2_cuda_chunk_call_workspace_size bytes, the same
+                                           in both calls). The backward gets the same a, reserve
+                                           included. */
     size_t reserve_size;
 } gdn2_cuda_fwd_args;
 
@@ -77,7 +78,8 @@ typedef struct {
                                            left in opts->workspace instead of recomputing them  */
 } gdn2_cuda_bwd_args;
 
-/* Device scratch bytes for one forward (backward = 0) or backward (backward = 1) call. */
+/* Device scratch bytes for one forward (backward = 0) or backward (backward = 1) call: enough for
+ * any such call at these dims, whatever its dtype, path and reserve (the generic kernels' fp32 size). */
 GDN2_API size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_opts *o, int backward);
 /* Bytes of a separate keep/reuse reserve (gdn2_cuda_fwd_args.reserve): what the backward reads
  * from the forward. dtype GDN2_CUDA_BF16 at K, V in {64, 128}: the fast path's size, which stores
@@ -85,13 +87,24 @@ GDN2_API size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_op
  * gdn2_cuda_chunk_workspace_size(d, o, 1)); such inputs that take the generic path instead
  * (misaligned: see above) need the fp32 size (dtype GDN2_CUDA_F32, 4,624 bytes), else GDN2_ERR_ARG. */
 GDN2_API size_t gdn2_cuda_chunk_reserve_size(const gdn2_dims *d, const gdn2_opts *o, int dtype);
+/* The workspace bytes of one call exactly: gdn2_cuda_chunk_fwd(d, o, a) with g == NULL, else
+ * gdn2_cuda_chunk_bwd(d, o, a, g), with the same arguments (tensor pointers included: they decide the
+ * kernel path). The bf16 fast path stores most of its workspace in bf16 and writes four scratch
+ * buffers over others, and with keep_for_backward / reuse_forward and a->reserve the workspace is
+ * the backward's scratch only: at K = V = 128, 3,336 bytes per token and value head for a training
+ * step with a reserve (+ the reserve's 2,576), 5,912 recomputing, against 10,264 for
+ * gdn2_cuda_chunk_workspace_size(d, o, 1) (whole 64-token chunks). A keep_for_backward forward
+ * and its reuse_forward backward need the same size. 0 with gdn2_last_error() set for arguments the
+ * call itself would refuse. */
+GDN2_API size_t gdn2_cuda_chunk_call_workspace_size(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a,
+                                                    const gdn2_cuda_bwd_args *g);
 
 /* Chunkwise (C = 64, WY) forward and gate-aware backward. Asynchronous on `stream`.
  * By default nothing is kept between the calls: the backward recomputes the forward's
  * intermediates from the inputs.
  * Reserve space (as cuDNN's RNNs): a forward with a->keep_for_backward = 1 also computes the WY
  * inverse A and leaves every intermediate the backward needs in opts->workspace, which must then
- * be non-NULL and at least gdn2_cuda_chunk_workspace_size(d, o, 1) bytes (GDN2_ERR_ARG
+ * be non-NULL and at least gdn2_cuda_chunk_call_workspace_size bytes (GDN2_ERR_ARG
  * otherwise). A backward with g->reuse_forward = 1 (same size rule) skips the recomputation; it
  * must get the same workspace, the same d, o and input tensors a (same pointers and contents)
  * and be ordered after that forward (same stream, or synchronised). If the workspace or an input

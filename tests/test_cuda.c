@@ -203,10 +203,15 @@ static int dev_up(devset *s, const tdata *t, int dtype) {
 /* fwd + bwd on the device; keep: forward with keep_for_backward, backward with reuse_forward
  * (o->workspace must then be set) */
 /* keep: 1 keep_for_backward / reuse_forward; reserve: with a separate reserve (NaN-filled), else in
- * opts->workspace */
-static int run_dev_rsv(const tcase *c, const gdn2_opts *o, const tdata *t, int dtype, int keep, int reserve, float **X) {
+ * opts->workspace; exact: a workspace of exactly gdn2_cuda_chunk_call_workspace_size bytes (0xff-filled:
+ * NaN in fp32 and bf16) allocated here, the forward's and the backward's sizes checked equal with keep;
+ * *ws_bytes (when not NULL) gets that size */
+static int run_dev_ws(const tcase *c, const gdn2_opts *o_in, const tdata *t, int dtype, int keep, int reserve, int exact,
+                      size_t *ws_bytes, float **X) {
     for (int i = 0; i < NOUT; i++) X[i] = z32(out_len(i, t));
     devset s;
+    gdn2_opts o1 = *o_in;
+    const gdn2_opts *o = &o1;
     int rc = dev_up(&s, t, dtype) ? gdn2_error(GDN2_ERR_DEVICE, "device allocation failed") : 0;
     gdn2_cuda_fwd_args *a = &s.a;
     gdn2_cuda_bwd_args *gb = &s.g;
@@ -218,6 +223,22 @@ static int run_dev_rsv(const tcase *c, const gdn2_opts *o, const tdata *t, int d
         s.dev[s.nd++] = a->reserve;
         rc = !a->reserve ? gdn2_error(GDN2_ERR_DEVICE, "reserve allocation failed")
                          : gdn2_cuda_memset(a->reserve, 0xff, a->reserve_size);
+    }
+    if (!rc && exact) {
+        const size_t nf = gdn2_cuda_chunk_call_workspace_size(&c->d, o, a, NULL);
+        const size_t nb = gdn2_cuda_chunk_call_workspace_size(&c->d, o, a, gb);
+        if (ws_bytes) *ws_bytes = nb;
+        if (!nf || !nb) rc = GDN2_ERR_ARG;
+        else if (keep && nf != nb)
+            rc = gdn2_error(GDN2_ERR_ARG, "call workspace sizes differ: keep_for_backward forward %zu, reuse_forward "
+                            "backward %zu", nf, nb);
+        else {
+            o1.workspace_size = nb > nf ? nb : nf;
+            o1.workspace = gdn2_cuda_malloc(o1.workspace_size);
+            s.dev[s.nd++] = o1.workspace;
+            rc = !o1.workspace ? gdn2_error(GDN2_ERR_DEVICE, "workspace allocation failed")
+                               : gdn2_cuda_memset(o1.workspace, 0xff, o1.workspace_size);
+        }
     }
     if (!rc) rc = gdn2_cuda_chunk_fwd(&c->d, o, a, NULL);
     if (!rc) rc = gdn2_cuda_chunk_bwd(&c->d, o, a, gb, NULL);
@@ -234,6 +255,9 @@ static int run_dev_rsv(const tcase *c, const gdn2_opts *o, const tdata *t, int d
     }
     dev_free(&s);
     return rc;
+}
+static int run_dev_rsv(const tcase *c, const gdn2_opts *o, const tdata *t, int dtype, int keep, int reserve, float **X) {
+    return run_dev_ws(c, o, t, dtype, keep, reserve, 0, NULL, X);
 }
 static int run_dev(const tcase *c, const gdn2_opts *o, const tdata *t, int dtype, int keep, float **X) {
     return run_dev_rsv(c, o, t, dtype, keep, 0, X);
@@ -700,7 +724,22 @@ static void reuse_case(const tcase *c, int dtype, unsigned long long seed) {
     CHECK(rr == 0 && rb > 0 && rb < ws_bytes, "reuse %s %s: with a separate reserve of %zu bytes (workspace %zu) (%s)",
           dn, c->name, rb, ws_bytes, rr ? gdn2_last_error() : "ok");
     if (rp == 0 && rr == 0) reuse_compare(dn, c, &t, "reserve", Y, P);
-    for (int i = 0; i < NOUT; i++) { free(P[i]); free(X[i]); free(Y[i]); }
+    /* workspaces of exactly gdn2_cuda_chunk_call_workspace_size (NaN-filled): keep/reuse in the workspace,
+     * then beside a reserve (the backward's scratch only); the bf16 fast path (K, V in {64, 128}, aligned)
+     * needs less than gdn2_cuda_chunk_workspace_size, the generic kernels all of it */
+    float *Z[NOUT], *W[NOUT];
+    for (int i = 0; i < NOUT; i++) Z[i] = W[i] = NULL;
+    size_t ws_keep = 0, ws_scratch = 0;
+    o.workspace = NULL, o.workspace_size = 0;
+    int rz = rp ? rp : run_dev_ws(c, &o, &t, dtype, 1, 0, 1, &ws_keep, Z);
+    int rw = rp ? rp : run_dev_ws(c, &o, &t, dtype, 1, 1, 1, &ws_scratch, W);
+    const int fast = dtype == GDN2_CUDA_BF16 && (c->d.K == 64 || c->d.K == 128) && (c->d.V == 64 || c->d.V == 128);
+    CHECK(rz == 0 && rw == 0 && ws_scratch < ws_keep && (fast ? ws_keep < ws_bytes : ws_keep == ws_bytes),
+          "reuse %s %s: exact workspaces ran: %zu bytes kept in it, %zu beside a reserve, %zu the bound (%s)", dn, c->name,
+          ws_keep, ws_scratch, ws_bytes, rz || rw ? gdn2_last_error() : "ok");
+    if (rp == 0 && rz == 0) reuse_compare(dn, c, &t, "exact workspace", Z, P);
+    if (rp == 0 && rw == 0) reuse_compare(dn, c, &t, "reserve + exact scratch", W, P);
+    for (int i = 0; i < NOUT; i++) { free(P[i]); free(X[i]); free(Y[i]); free(Z[i]); free(W[i]); }
     gdn2_cuda_free(ws);
     tdata_free(&t);
 }
@@ -722,18 +761,31 @@ static void reuse_errors(void) {
         tdata_free(&t);
         return;
     }
+    /* the exact sizes (this bf16 K = V = 64 case takes the fast path: less than the bound `need`) */
+    const size_t fwd_exact = gdn2_cuda_chunk_call_workspace_size(&c.d, &o, &s.a, NULL);
     s.a.keep_for_backward = 1;
     s.g.reuse_forward = 1;
+    const size_t keep_exact = gdn2_cuda_chunk_call_workspace_size(&c.d, &o, &s.a, NULL);
+    const size_t reuse_exact = gdn2_cuda_chunk_call_workspace_size(&c.d, &o, &s.a, &s.g);
+    CHECK(fwd_exact > 0 && fwd_exact < keep_exact && keep_exact == reuse_exact && reuse_exact < need,
+          "call workspace sizes: forward %zu < keep_for_backward %zu == reuse_forward %zu < bound %zu", fwd_exact, keep_exact,
+          reuse_exact, need);
+    gdn2_dims bad_d = c.d;
+    bad_d.K = 256;
+    CHECK(gdn2_cuda_chunk_call_workspace_size(&bad_d, &o, &s.a, NULL) == 0 && strstr(gdn2_last_error(), "K=256"),
+          "call workspace size of K=256 -> 0 with the reason: %s", gdn2_last_error());
     int rc = gdn2_cuda_chunk_fwd(&c.d, &o, &s.a, NULL);
     CHECK(rc == GDN2_ERR_ARG, "keep_for_backward with workspace NULL -> GDN2_ERR_ARG: %s", gdn2_last_error());
     o.workspace = ws;
-    o.workspace_size = fwd_only;
+    o.workspace_size = fwd_exact;
     rc = gdn2_cuda_chunk_fwd(&c.d, &o, &s.a, NULL);
     CHECK(rc == GDN2_ERR_ARG && fwd_only < need, "keep_for_backward with the forward-sized workspace (%zu < %zu) -> GDN2_ERR_ARG: %s",
-          fwd_only, need, gdn2_last_error());
-    o.workspace_size = need - 1;
+          fwd_exact, keep_exact, gdn2_last_error());
+    o.workspace_size = reuse_exact - 1;
     rc = gdn2_cuda_chunk_bwd(&c.d, &o, &s.a, &s.g, NULL);
-    CHECK(rc == GDN2_ERR_ARG, "reuse_forward with a workspace 1 byte too small -> GDN2_ERR_ARG: %s", gdn2_last_error());
+    CHECK(rc == GDN2_ERR_ARG && strstr(gdn2_last_error(), "gdn2_cuda_chunk_call_workspace_size"),
+          "reuse_forward with a workspace 1 byte too small -> GDN2_ERR_ARG naming gdn2_cuda_chunk_call_workspace_size: %s",
+          gdn2_last_error());
     o.workspace = NULL;
     o.workspace_size = 0;
     rc = gdn2_cuda_chunk_bwd(&c.d, &o, &s.a, &s.g, NULL);

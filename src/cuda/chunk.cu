@@ -58,7 +58,16 @@ static bool ws_kept(int i) { return i <= 8 || i == 21 || i == 22; }
 // the kept buffers the bf16 fast path stores in bf16 (chunk_prep.cuh k_prep_tc, chunk_tc.cuh: every
 // access casts to bf16 and indexes in elements): Y Qg Kg Aqk R Hs A E; U, Gl and Rn stay fp32
 static bool ws_fast_bf16(int i) { return i == 0 || i == 2 || i == 3 || (i >= 5 && i <= 8) || i == 21; }
-static void ws_layout(const gdn2_dims *d, const gdn2_opts *o, int bwd, WsLayout *L) {
+// The fast path's workspace: the slots above and dR (k_bstate_tc stores it in bf16) take half the
+// bytes, and dQs, dKs, dBs, dGs (17..20) none: k_bk_tc writes dQs, dKs, dBs over dQi, dKi, dY, the
+// elements each thread has just read (chunk_tc.cuh), and dGs over dHs, which nothing reads after
+// k_bv_tc. The generic kernels keep every slot in fp32 and apart.
+static int ws_fast_alias(int i) { return i == 17 ? 14 : i == 18 ? 15 : i == 19 ? 11 : i == 20 ? 9 : -1; }
+static bool ws_fast_half(int i) { return ws_fast_bf16(i) || i == 10; }
+// The layout of one call. fast: the bf16 fast path (above); split: the kept buffers in a separate
+// reserve (gdn2_cuda_fwd_args.reserve), the workspace the backward's scratch only. fast = split = 0
+// is the largest, gdn2_cuda_chunk_workspace_size's.
+static void ws_layout(const gdn2_dims *d, const gdn2_opts *o, int bwd, int fast, int split, WsLayout *L) {
     const size_t nch = (size_t)count_chunks(d, o) * d->HV, KP = pad_dim(d->K), VP = pad_dim(d->V);
     const size_t per[23] = {CS * KP, CS * VP, CS * KP, CS * KP, KP, CS * CS, CS * VP, KP * VP,
                             CS * CS, KP * VP, CS * VP, CS * KP, CS * CS, CS * CS, CS * KP, CS * KP,
@@ -67,8 +76,13 @@ static void ws_layout(const gdn2_dims *d, const gdn2_opts *o, int bwd, WsLayout 
     size_t off = 0;
     for (int i = 0; i < 23; i++) {
         L->off[i] = off;
-        if (i < nb) off += ((nch * per[i] + 63) / 64) * 64; // 256-byte aligned
+        if (i >= nb || (split && ws_kept(i)) || (fast && ws_fast_alias(i) >= 0)) continue;
+        const size_t fl = fast && ws_fast_half(i) ? (nch * per[i] + 1) / 2 : nch * per[i]; // in floats
+        off += ((fl + 63) / 64) * 64; // 256-byte aligned
     }
+    if (fast)
+        for (int i = 0; i < 23; i++)
+            if (ws_fast_alias(i) >= 0) L->off[i] = L->off[ws_fast_alias(i)];
     for (int f = 0; f < 2; f++) {
         size_t roff = 0;
         for (int i = 0; i < 23; i++) {
@@ -106,14 +120,14 @@ static int validate(const char *fn, const gdn2_dims *d, const gdn2_opts *o, cons
 extern "C" size_t gdn2_cuda_chunk_workspace_size(const gdn2_dims *d, const gdn2_opts *o, int backward) {
     if (!d || !o || gdn2_check(d, o)) return 0;
     WsLayout L;
-    ws_layout(d, o, backward, &L);
+    ws_layout(d, o, backward, 0, 0, &L);
     return L.total;
 }
 
 extern "C" size_t gdn2_cuda_chunk_reserve_size(const gdn2_dims *d, const gdn2_opts *o, int dtype) {
     if (!d || !o || gdn2_check(d, o)) return 0;
     WsLayout L;
-    ws_layout(d, o, 1, &L);
+    ws_layout(d, o, 1, 0, 0, &L);
     return L.rtotal[dtype == GDN2_CUDA_BF16 && L.KP == (size_t)d->K && L.VP == (size_t)d->V];
 }
 
@@ -179,8 +193,17 @@ static cudaError_t dispatch(ChunkParams &p, int KP, int VP, int bwd, int kept, c
     return chunk_launch_generic<Tin>(p, KP, VP, BV, bwd, kept, st);
 }
 
-static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a,
-                     const gdn2_cuda_bwd_args *g, void *stream) {
+// What decides a call's workspace, worked out before anything is queued: the checks of its
+// arguments, the kernel parameters (tensors and dims; the workspace buffers come later), keep/reuse,
+// a separate reserve, the kernel path and the layout. Shared by run_chunk and
+// gdn2_cuda_chunk_call_workspace_size, so that the size a caller is told is the size the call checks.
+struct CallPlan {
+    ChunkParams p;
+    int bwd, kept, split, fast;
+    WsLayout L;
+};
+static int plan_call(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a,
+                     const gdn2_cuda_bwd_args *g, CallPlan *c) {
     int rc = validate(fn, d, o, a);
     if (rc) return rc;
     const int bwd = g != NULL;
@@ -192,61 +215,81 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
     } else if (!a->o)
         return gdn2_error(GDN2_ERR_ARG, "%s: output tensor 'o' is NULL", fn);
     // keep_for_backward / reuse_forward: what k_prep (with its bwd flag) and k_state write stays in
-    // the caller's workspace between the calls, laid out as for the backward
-    const int kept = (bwd ? g->reuse_forward : a->keep_for_backward) != 0;
-    const char *kfield = bwd ? "reuse_forward" : "keep_for_backward";
-    cudaStream_t st = (cudaStream_t)stream;
-    WsLayout L;
-    ws_layout(d, o, bwd || kept, &L);
-    // a separate reserve: the kept buffers there, the workspace is scratch only (NULL allocates
-    // its own; given, the size rule below)
-    const int split = kept && a->reserve != NULL;
-    if (split && (uintptr_t)a->reserve % 256)
+    // the caller's workspace (or reserve) between the calls, laid out as for the backward
+    c->bwd = bwd;
+    c->kept = (bwd ? g->reuse_forward : a->keep_for_backward) != 0;
+    // a separate reserve: the kept buffers there, the workspace is scratch only
+    c->split = c->kept && a->reserve != NULL;
+    if (c->split && (uintptr_t)a->reserve % 256)
         return gdn2_error(GDN2_ERR_ARG, "%s: the reserve must be 256-byte aligned", fn);
-    if (kept && !split && (!o->workspace || o->workspace_size < L.total))
-        return gdn2_error(GDN2_ERR_ARG, "%s: %s=%d needs opts->workspace (a device buffer of at least "
-                          "gdn2_cuda_chunk_workspace_size(d, o, 1) = %zu bytes), got %s of %zu bytes", fn, kfield,
-                          kept, L.total, o->workspace ? "one" : "NULL", o->workspace_size);
-    const int64_t nchunks = count_chunks(d, o), nseq = gdn2_num_states(d, o);
-    char *ws = (char *)o->workspace, *own = NULL;
-    int *htab = NULL;
-    ChunkParams p;
+    ChunkParams &p = c->p;
     memset(&p, 0, sizeof p);
-    int fast = 0;
-    if (ws && o->workspace_size < L.total) {
-        return gdn2_error(GDN2_ERR_ARG, "%s: workspace_size=%zu, need %zu (gdn2_cuda_chunk_workspace_size)", fn,
-                          o->workspace_size, L.total);
-    }
-    if (!ws) {
-        CU(cudaMallocAsync((void **)&own, L.total, st));
-        ws = own;
-    }
     fill_kernel_params(p, d, o, a);
-    p.nchunks = (int)nchunks;
-    p.nseq = (int)nseq;
+    p.nchunks = (int)count_chunks(d, o);
+    p.nseq = (int)gdn2_num_states(d, o);
     p.h0 = a->h0;
     p.ht = bwd ? NULL : a->ht;
     if (bwd) {
         p.d_o = g->d_o; p.dht = g->dht; p.dq = g->dq; p.dk = g->dk; p.dv = g->dv; p.db = g->db; p.dw = g->dw;
         p.dg = g->dg; p.dh0 = g->dh0; p.dA_log = g->dA_log; p.ddt_bias = g->ddt_bias;
     }
-    // the reserve's layout follows the path (the fast one stores most of it in bf16)
-    fast = a->dtype == GDN2_CUDA_BF16 && fast_path_ok(p, (int)L.KP, (int)L.VP);
+    const int KP = pad_dim(d->K), VP = pad_dim(d->V);
+    c->fast = a->dtype == GDN2_CUDA_BF16 && fast_path_ok(p, KP, VP);
+    if (c->kept && a->dtype == GDN2_CUDA_BF16 && fast_inputs_ok(p, KP, VP)) {
+        // the workspace's layout follows the path: forward and backward must take the same one
+        const char *bad = fast_outputs_misaligned(p);
+        if (bad)
+            return gdn2_error(GDN2_ERR_ARG, "%s: %s=%d with bf16 at K=%d V=%d needs '%s' 16-byte aligned (the forward "
+                              "and the backward must take the same kernel path)", fn,
+                              bwd ? "reuse_forward" : "keep_for_backward", c->kept, p.K, p.V, bad);
+    }
+    ws_layout(d, o, bwd || c->kept, c->fast, c->split, &c->L);
+    return GDN2_OK;
+}
+
+extern "C" size_t gdn2_cuda_chunk_call_workspace_size(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a,
+                                                      const gdn2_cuda_bwd_args *g) {
+    CallPlan c;
+    if (!d || !o) {
+        gdn2_error(GDN2_ERR_ARG, "gdn2_cuda_chunk_call_workspace_size: dims and opts must not be NULL");
+        return 0;
+    }
+    return plan_call(g ? "gdn2_cuda_chunk_call_workspace_size (backward)" : "gdn2_cuda_chunk_call_workspace_size (forward)",
+                     d, o, a, g, &c) ? 0 : c.L.total;
+}
+
+static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a,
+                     const gdn2_cuda_bwd_args *g, void *stream) {
+    CallPlan plan;
+    int rc = plan_call(fn, d, o, a, g, &plan);
+    if (rc) return rc;
+    const int bwd = plan.bwd, kept = plan.kept, split = plan.split, fast = plan.fast;
+    const char *kfield = bwd ? "reuse_forward" : "keep_for_backward";
+    const WsLayout &L = plan.L;
+    ChunkParams p = plan.p;
+    cudaStream_t st = (cudaStream_t)stream;
+    if (kept && !split && (!o->workspace || o->workspace_size < L.total))
+        return gdn2_error(GDN2_ERR_ARG, "%s: %s=%d needs opts->workspace (a device buffer of at least "
+                          "gdn2_cuda_chunk_call_workspace_size = %zu bytes), got %s of %zu bytes", fn, kfield,
+                          kept, L.total, o->workspace ? "one" : "NULL", o->workspace_size);
+    const int64_t nchunks = p.nchunks, nseq = p.nseq;
+    char *ws = (char *)o->workspace, *own = NULL;
+    int *htab = NULL;
+    if (ws && o->workspace_size < L.total) {
+        return gdn2_error(GDN2_ERR_ARG, "%s: workspace_size=%zu, need %zu (gdn2_cuda_chunk_call_workspace_size; "
+                          "gdn2_cuda_chunk_workspace_size is enough for any call)", fn, o->workspace_size, L.total);
+    }
+    if (!ws) {
+        CU(cudaMallocAsync((void **)&own, L.total, st));
+        ws = own;
+    }
+    // the layout follows the path (the fast one stores most of it in bf16, and aliases four scratch slots)
     {
         float *f = (float *)ws;
         float **bufs[23] = {&p.Y, &p.U, &p.Qg, &p.Kg, &p.Gl, &p.Aqk, &p.R, &p.Hs, &p.A, &p.dHs, &p.dR,
                             &p.dY, &p.dA1, &p.dAqk, &p.dQi, &p.dKi, &p.dGl, &p.dQs, &p.dKs, &p.dBs, &p.dGs, &p.E, &p.Rn};
         for (int i = 0; i < (bwd || kept ? 23 : 8); i++)
             *bufs[i] = split && ws_kept(i) ? (float *)a->reserve + L.roff[fast][i] : f + L.off[i];
-    }
-    if (kept && a->dtype == GDN2_CUDA_BF16 && fast_inputs_ok(p, (int)L.KP, (int)L.VP)) {
-        // the workspace dtype follows the path: forward and backward must take the same one
-        const char *bad = fast_outputs_misaligned(p);
-        if (bad) {
-            rc = gdn2_error(GDN2_ERR_ARG, "%s: %s=%d with bf16 at K=%d V=%d needs '%s' 16-byte aligned (the "
-                            "forward and the backward must take the same kernel path)", fn, kfield, kept, p.K, p.V, bad);
-            goto done;
-        }
     }
     if (split && a->reserve_size < L.rtotal[fast]) {
         rc = gdn2_error(GDN2_ERR_ARG, "%s: %s=%d with a reserve of %zu bytes, need %zu (gdn2_cuda_chunk_reserve_size "

@@ -12,10 +12,11 @@
 // order, so that a run gives the same bits as the last (they were float atomics, whose order followed the
 // blocks' scheduling): a warp's rows in row order, the NT/32 warps in warp order (here), then the chunks
 // in chunk order (k_fin_gate_sum). The per-chunk parts, double, go to part [nchunks][H][KP + 1] (ddt_bias's
-// KP, then dA_log's): the scratch of dKi, which nothing reads after k_bk.
+// KP, then dA_log's): the scratch of dAqk, which nothing reads after k_bk (not dKi: on the fast path dKs,
+// which k_fin reads, lives there; [nchunks][H][KP + 1] doubles fit in dAqk's [nchunks][HV][CS][CS] floats).
 // ------------------------------------------------------------------------------------------------
 template <int KP>
-__device__ __forceinline__ double *fin_gate_part(const ChunkParams &p) { return reinterpret_cast<double *>(p.dKi); }
+__device__ __forceinline__ double *fin_gate_part(const ChunkParams &p) { return reinterpret_cast<double *>(p.dAqk); }
 
 template <class Tin, int KP>
 __global__ __launch_bounds__(NT) void k_fin(ChunkParams p) {

@@ -29,6 +29,12 @@ size_t gdn2_cuda_chunk_reserve_size(const gdn2_dims *d, const gdn2_opts *o, int 
     (void)d; (void)o; (void)dtype;
     return 0;
 }
+size_t gdn2_cuda_chunk_call_workspace_size(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a,
+                                           const gdn2_cuda_bwd_args *g) {
+    (void)d; (void)o; (void)a; (void)g;
+    gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+    return 0;
+}
 
 int gdn2_cuda_chunk_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a, void *stream) {
     (void)d; (void)o; (void)a; (void)stream;
