@@ -752,7 +752,7 @@ static void reuse_errors(void) {
     tdata t;
     gen(&c, &o, 5, &t);
     devset s;
-    const size_t need = gdn2_cuda_chunk_workspace_size(&c.d, &o, 1), fwd_only = gdn2_cuda_chunk_workspace_size(&c.d, &o, 0);
+    const size_t need = gdn2_cuda_chunk_workspace_size(&c.d, &o, 1);
     void *ws = gdn2_cuda_malloc(need);
     if (dev_up(&s, &t, GDN2_CUDA_BF16) || !ws) {
         CHECK(0, "reuse errors: device allocation (%s)", gdn2_last_error());
@@ -779,7 +779,7 @@ static void reuse_errors(void) {
     o.workspace = ws;
     o.workspace_size = fwd_exact;
     rc = gdn2_cuda_chunk_fwd(&c.d, &o, &s.a, NULL);
-    CHECK(rc == GDN2_ERR_ARG && fwd_only < need, "keep_for_backward with the forward-sized workspace (%zu < %zu) -> GDN2_ERR_ARG: %s",
+    CHECK(rc == GDN2_ERR_ARG && fwd_exact < keep_exact, "keep_for_backward with the forward-sized workspace (%zu < %zu) -> GDN2_ERR_ARG: %s",
           fwd_exact, keep_exact, gdn2_last_error());
     o.workspace_size = reuse_exact - 1;
     rc = gdn2_cuda_chunk_bwd(&c.d, &o, &s.a, &s.g, NULL);
