@@ -200,6 +200,7 @@ static cudaError_t dispatch(ChunkParams &p, int KP, int VP, int bwd, int kept, c
 struct CallPlan {
     ChunkParams p;
     int bwd, kept, split, fast;
+    const char *kfield; // the keep/reuse field of this call, for messages
     WsLayout L;
 };
 static int plan_call(const char *fn, const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_fwd_args *a,
@@ -218,6 +219,7 @@ static int plan_call(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
     // the caller's workspace (or reserve) between the calls, laid out as for the backward
     c->bwd = bwd;
     c->kept = (bwd ? g->reuse_forward : a->keep_for_backward) != 0;
+    c->kfield = bwd ? "reuse_forward" : "keep_for_backward";
     // a separate reserve: the kept buffers there, the workspace is scratch only
     c->split = c->kept && a->reserve != NULL;
     if (c->split && (uintptr_t)a->reserve % 256)
@@ -240,8 +242,7 @@ static int plan_call(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
         const char *bad = fast_outputs_misaligned(p);
         if (bad)
             return gdn2_error(GDN2_ERR_ARG, "%s: %s=%d with bf16 at K=%d V=%d needs '%s' 16-byte aligned (the forward "
-                              "and the backward must take the same kernel path)", fn,
-                              bwd ? "reuse_forward" : "keep_for_backward", c->kept, p.K, p.V, bad);
+                              "and the backward must take the same kernel path)", fn, c->kfield, c->kept, p.K, p.V, bad);
     }
     ws_layout(d, o, bwd || c->kept, c->fast, c->split, &c->L);
     return GDN2_OK;
@@ -264,7 +265,7 @@ static int run_chunk(const char *fn, const gdn2_dims *d, const gdn2_opts *o, con
     int rc = plan_call(fn, d, o, a, g, &plan);
     if (rc) return rc;
     const int bwd = plan.bwd, kept = plan.kept, split = plan.split, fast = plan.fast;
-    const char *kfield = bwd ? "reuse_forward" : "keep_for_backward";
+    const char *kfield = plan.kfield;
     const WsLayout &L = plan.L;
     ChunkParams p = plan.p;
     cudaStream_t st = (cudaStream_t)stream;
