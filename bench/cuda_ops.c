@@ -31,7 +31,8 @@
  *     KDA/GDN-specialised kernel), broadcast and backward fold timed apart and end to end; validated
  *     first on a small problem against the CPU gdn2_kda_chunk_* / gdn2_gdn_chunk_* (see
  *     validate_collapsed). Without gdn2 the gdn2 chunk rows (and their validation) are skipped.
- * usage: cuda_ops [out.json] [--quick] [--all-recompute] [--verify] [--modes gdn2,kda,gdn]. Without a GPU
+ * --decode: the decode step alone (both pools: validation, then timing; ~20 s, for A/Bs of the decode kernel).
+ * usage: cuda_ops [out.json] [--quick] [--all-recompute] [--verify] [--decode] [--modes gdn2,kda,gdn]. Without a GPU
  * it prints why and exits 0. */
 #include <math.h>
 #include <stdint.h>
@@ -721,7 +722,7 @@ static void collapsed_bench(FILE *jf, const shape *shapes, int nshapes, int mode
 
 int main(int argc, char **argv) {
     const char *json = NULL;
-    int quick = 0, all_recompute = 0, verify_only = 0, modes = MODE_GDN2;
+    int quick = 0, all_recompute = 0, verify_only = 0, decode_only = 0, modes = MODE_GDN2;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--modes")) {
@@ -734,8 +735,9 @@ int main(int argc, char **argv) {
         }
         else if (!strcmp(argv[i], "--all-recompute")) all_recompute = 1;
         else if (!strcmp(argv[i], "--verify")) verify_only = 1;
+        else if (!strcmp(argv[i], "--decode")) decode_only = 1;
         else if (argv[i][0] == '-') {
-            fprintf(stderr, "usage: cuda_ops [out.json] [--quick] [--all-recompute] [--verify] [--modes gdn2,kda,gdn]\n");
+            fprintf(stderr, "usage: cuda_ops [out.json] [--quick] [--all-recompute] [--verify] [--decode] [--modes gdn2,kda,gdn]\n");
             return 2;
         } else json = argv[i];
     }
@@ -767,6 +769,7 @@ int main(int argc, char **argv) {
         return 0;
     }
 
+    if (decode_only) modes = 0; /* no chunk rows, no collapsed rows; the verify is left out below */
     /* ---- validation: nothing is timed unless every output is right ---- */
     int bad = 0;
     for (int si = 0; si < nshapes && (modes & MODE_GDN2); si++) bad |= validate_chunk(shapes[si], si);
@@ -776,7 +779,7 @@ int main(int argc, char **argv) {
 #endif
     for (int sb = 0; sb < 2; sb++)
         for (int ni = 0; ni < 5; ni++) bad |= validate_decode(Ns[ni], sb);
-    bad |= validate_verify_all();
+    if (!decode_only) bad |= validate_verify_all();
     if (bad) {
         fprintf(stderr, "cuda_ops: validation failed (lines marked FAIL above): no timing\n");
         return 1;
@@ -902,7 +905,7 @@ int main(int argc, char **argv) {
         }
     gdn2_cuda_free(flush);
     if (jf) fprintf(jf, "\n],\n");
-    verify_bench(jf);
+    if (!decode_only) verify_bench(jf);
 #ifdef GDN2_HAVE_CUDA
     if (modes & (MODE_KDA | MODE_GDN)) collapsed_bench(jf, shapes, nshapes, modes);
 #endif

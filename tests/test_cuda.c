@@ -449,7 +449,8 @@ static void decode_tests(void) {
         CHECK(zero, "decode: a row with slot -1 gets o = 0");
     }
     /* bf16 state pool (GDN2_STATE_BF16): 3 steps on the GPU vs the CPU step (both widen, update in
-     * fp32, round to nearest even; only the summation order differs) */
+     * fp32, round to nearest even; only the summation order differs). 5 x 4 heads: the kernel's
+     * 64-column tile; the bench shape below (64 x 16) takes the 128-column one (src/cuda/recurrent.cu) */
     {
         uint16_t *p1 = malloc(ns * 2), *p2 = malloc(ns * 2);
         for (int64_t i = 0; i < ns; i++) {

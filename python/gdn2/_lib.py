@@ -160,6 +160,8 @@ _PROTOS = {
     "gdn2_cuda_chunk_bwd": ([_pd, _po, ctypes.POINTER(CudaFwdArgs), ctypes.POINTER(CudaBwdArgs), P], c_int),
     "gdn2_cuda_recurrent_fwd": ([_pd, _po, ctypes.POINTER(CudaRecurrentArgs), P], c_int),
     "gdn2_cuda_chunk_workspace_size": ([_pd, _po, c_int], c_size_t),
+    "gdn2_cuda_chunk_call_workspace_size": ([_pd, _po, ctypes.POINTER(CudaFwdArgs), ctypes.POINTER(CudaBwdArgs)],
+                                            c_size_t),
 }
 for _name, (_args, _res) in _PROTOS.items():
     _f = getattr(lib, _name)

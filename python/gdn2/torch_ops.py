@@ -80,11 +80,13 @@ def _al16(t):
     return t if t is None or t.data_ptr() % 16 == 0 else t.clone()
 
 
-def _ws(dims, opts, backward, dev):
-    """A torch-allocated device workspace for one call, pointed to by opts (kept alive by the caller)."""
-    n = int(L.lib.gdn2_cuda_chunk_workspace_size(ctypes.byref(dims), ctypes.byref(opts), int(backward)))
+def _ws(dims, opts, a, gr, dev):
+    """A torch-allocated device workspace for the call with args a (and gr: the backward), of the size
+    that call needs (gdn2_cuda_chunk_call_workspace_size), pointed to by opts (kept alive by the caller)."""
+    n = int(L.lib.gdn2_cuda_chunk_call_workspace_size(ctypes.byref(dims), ctypes.byref(opts), ctypes.byref(a),
+                                                      None if gr is None else ctypes.byref(gr)))
     if n == 0:
-        L.check(L.GDN2_ERR_ARG, "gdn2_cuda_chunk_workspace_size")
+        L.check(L.GDN2_ERR_ARG, "gdn2_cuda_chunk_call_workspace_size")
     ws = torch.empty(n, dtype=torch.uint8, device=dev)
     opts.workspace, opts.workspace_size = ws.data_ptr(), n
     return ws
@@ -146,7 +148,7 @@ class _CudaCall:
         self.a.o, self.a.ht = _addr(o), _addr(ht)
         self.a.keep_for_backward = int(bool(keep))
         with torch.cuda.device(self.dev):
-            self.ws = _ws(d, self.opts, 1 if keep else 0, self.dev)
+            self.ws = _ws(d, self.opts, self.a, None, self.dev)
             L.call("gdn2_cuda_chunk_fwd", ctypes.byref(d), ctypes.byref(self.opts), ctypes.byref(self.a),
                    _stream(self.dev))
         if not keep:
@@ -172,7 +174,7 @@ class _CudaCall:
         self.a.keep_for_backward = 0
         with torch.cuda.device(dev):
             if not reuse:
-                self.ws = _ws(d, self.opts, 1, dev)
+                self.ws = _ws(d, self.opts, self.a, gr, dev)
             L.call("gdn2_cuda_chunk_bwd", ctypes.byref(d), ctypes.byref(self.opts), ctypes.byref(self.a),
                    ctypes.byref(gr), _stream(dev))
         self.ws = None

@@ -147,9 +147,9 @@ static int cu_gates_bwd(gdn2_backend *be, int mixer, int64_t N, int64_t H, int64
 
 /* the chunk kernels in bf16, their workspace in the context's scratch (a NULL workspace would make
  * them allocate stream-ordered memory at every call, which the default pool returns at every
- * synchronisation: 2.3x slower forward, docs/CUDA.md). Keep mode: the caller's reserve holds what
- * the forward keeps for the backward (keep_for_backward, then reuse_forward; the scratch is then
- * sized for the backward in both calls). */
+ * synchronisation: 2.3x slower forward, docs/CUDA.md), sized for the call (its path; with a reserve,
+ * the backward's scratch only). Keep mode: the caller's reserve holds what the forward keeps for the
+ * backward (keep_for_backward, then reuse_forward; the scratch is then the same size in both calls). */
 static int chunk_kernel(const char *fn, int kernel) {
     if (kernel == GDN2_KERNEL_CHUNK) return GDN2_OK;
     if (kernel == GDN2_KERNEL_REFERENCE)
@@ -160,12 +160,15 @@ static size_t cu_gdn2_reserve_bytes(const gdn2_backend *be, int kernel, const gd
     (void)be;
     return kernel == GDN2_KERNEL_CHUNK ? gdn2_cuda_chunk_reserve_size(dm, op, GDN2_CUDA_BF16) : 0;
 }
-/* o2: op with the workspace of this call in the context's scratch */
-static int chunk_workspace(gdn2_backend *be, const gdn2_dims *dm, const gdn2_opts *op, int backward, gdn2_opts *o2) {
+/* o2: op with the workspace of the call (a, g: gdn2_cuda_chunk_call_workspace_size) in the context's scratch */
+static int chunk_workspace(gdn2_backend *be, const gdn2_dims *dm, const gdn2_opts *op, const gdn2_cuda_fwd_args *a,
+                           const gdn2_cuda_bwd_args *g, gdn2_opts *o2) {
     *o2 = *op;
-    o2->workspace_size = gdn2_cuda_chunk_workspace_size(dm, o2, backward);
+    o2->workspace = NULL;
+    o2->workspace_size = gdn2_cuda_chunk_call_workspace_size(dm, op, a, g);
+    if (!o2->workspace_size) return GDN2_ERR_ARG; /* the reason is in gdn2_last_error() */
     o2->workspace = gdn2_cuda_nn_workspace(NN(be), o2->workspace_size,
-                                           backward ? "chunk backward workspace" : "chunk forward workspace");
+                                           g ? "chunk backward workspace" : "chunk forward workspace");
     return o2->workspace ? GDN2_OK : GDN2_ERR_NOMEM;
 }
 static int cu_gdn2_fwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
@@ -173,13 +176,14 @@ static int cu_gdn2_fwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const 
                        void *o, float *ht, void *reserve) {
     gdn2_opts o2;
     int rc = chunk_kernel("cuda gdn2_fwd", kernel);
-    if (rc || (rc = chunk_workspace(be, dm, op, reserve != NULL, &o2))) return rc;
+    if (rc) return rc;
     gdn2_cuda_fwd_args a;
     memset(&a, 0, sizeof a);
     a.dtype = GDN2_CUDA_BF16;
     a.q = q, a.k = k, a.v = v, a.b = b, a.w = w, a.g = g, a.h0 = h0, a.o = o, a.ht = ht;
     a.keep_for_backward = reserve != NULL;
     a.reserve = reserve, a.reserve_size = reserve ? gdn2_cuda_chunk_reserve_size(dm, op, GDN2_CUDA_BF16) : 0;
+    if ((rc = chunk_workspace(be, dm, op, &a, NULL, &o2))) return rc;
     return gdn2_cuda_chunk_fwd(dm, &o2, &a, STREAM(be));
 }
 static int cu_gdn2_bwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q,
@@ -187,7 +191,7 @@ static int cu_gdn2_bwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const 
                        const void *d_o, void *dq, void *dk, void *dv, float *dg, void *db, void *dw, void *reserve) {
     gdn2_opts o2;
     int rc = chunk_kernel("cuda gdn2_bwd", kernel);
-    if (rc || (rc = chunk_workspace(be, dm, op, 1, &o2))) return rc;
+    if (rc) return rc;
     gdn2_cuda_fwd_args a;
     gdn2_cuda_bwd_args ga;
     memset(&a, 0, sizeof a);
@@ -197,6 +201,7 @@ static int cu_gdn2_bwd(gdn2_backend *be, int kernel, const gdn2_dims *dm, const 
     ga.d_o = d_o, ga.dq = dq, ga.dk = dk, ga.dv = dv, ga.dg = dg, ga.db = db, ga.dw = dw;
     a.reserve = reserve, a.reserve_size = reserve ? gdn2_cuda_chunk_reserve_size(dm, op, GDN2_CUDA_BF16) : 0;
     ga.reuse_forward = reserve != NULL;
+    if ((rc = chunk_workspace(be, dm, op, &a, &ga, &o2))) return rc;
     return gdn2_cuda_chunk_bwd(dm, &o2, &a, &ga, STREAM(be));
 }
 

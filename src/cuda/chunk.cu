@@ -174,17 +174,11 @@ static bool fast_path_ok(const ChunkParams &p, int KP, int VP) {
 template <class Tin>
 static cudaError_t dispatch(ChunkParams &p, int KP, int VP, int bwd, int kept, cudaStream_t st) {
     static std::atomic<int> forced_env{INT_MIN};
-    static PerDevice sm_count; // multiprocessors of each device
     const int forced = env_once(forced_env, "GDN2_CUDA_STATE_BV", [](const char *e) {
         const int bv = e ? atoi(e) : 0;
         return bv == 16 || bv == 32 || bv == 64 ? bv : 0;
     });
-    const int dev = current_device();
-    int nsm = sm_count.get(dev, [dev] {
-        int n = 0;
-        return cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && n > 0 ? n : 0;
-    });
-    if (nsm == 0) nsm = 132; // the query failed: an H200's count (the launch reports the error)
+    const int nsm = multiprocessors();
     const long pairs = (long)p.nseq * p.HV, enough = nsm - nsm / 16;
     const bool fast = is_bf16<Tin>::value && fast_path_ok(p, KP, VP);
     int BV = fast && pairs * (VP / 64) >= enough ? 64 : pairs * (VP / 32) >= enough ? 32 : 16;

@@ -69,6 +69,18 @@ struct PerDevice {
     }
 };
 
+// The current device's multiprocessor count, queried once per device; 132 (an H100's or H200's)
+// when the query fails (the launch that follows reports the error).
+static inline int multiprocessors(void) {
+    static PerDevice count;
+    const int dev = current_device();
+    const int n = count.get(dev, [dev] {
+        int x = 0;
+        return cudaDeviceGetAttribute(&x, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && x > 0 ? x : 0;
+    });
+    return n ? n : 132;
+}
+
 // Kernel attributes (dynamic shared memory above 48 KB) are per device: set(e) runs once per device
 // until it succeeds; returns its error, cudaSuccess once done.
 template <class F>

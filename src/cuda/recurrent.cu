@@ -63,17 +63,22 @@ __device__ __forceinline__ void st_state(__nv_bfloat16 *s, const float (&x)[8]) 
     *(uint4 *)s = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
-// One block of 256 threads per (sequence, value head, 64-column V tile): lane = column group
+// One block of 256 threads per (sequence, value head, TW-column V tile): lane = column group
 // (lane % CG, CPT columns: one 16-byte access of the pool) x row group (warp * 32/CG + lane / CG);
 // a thread holds NR rows x CPT columns = 32 state values (K = 128) in registers, so that each
 // block keeps 32 KB of fp32 state loads in flight (the step is bound by how many bytes are in
 // flight, not by arithmetic). The fp32 pool's kernel fits in 64 registers without spilling: four
 // blocks per SM, 128 KB in flight (at N = 64 the grid fills 3.9 waves instead of 5.2 at three);
-// the bf16 pool's would spill there and keeps three.
-template <class Tin, int KP, class TS>
-__global__ __launch_bounds__(RNT, sizeof(TS) == 4 ? 4 : 3) void k_recurrent(RecParams p) {
+// the bf16 pool's would spill there and keeps three. TW = 128 (the bf16 pool at V = 128): a block
+// takes the whole state, 64 values a thread, two blocks per SM: 32 KB a block as the fp32 pool's,
+// so that the block's fixed cost (the token's loads, the norms, five barriers) is spread over twice
+// the bytes of the 64-column tile (16 KB a block, measured at ~5 us a wave against ~9 for the fp32
+// pool's 32 KB: the bf16 pool moved 53-67 % of copy bandwidth, the fp32 one 79-95 %).
+template <class Tin, int KP, class TS, int TW>
+__global__ __launch_bounds__(RNT, TW == 128 ? 2 : sizeof(TS) == 4 ? 4 : 3) void k_recurrent(RecParams p) {
     pdl_trigger(); // the next kernel may be a one-row product (src/cuda/pdl.cuh)
-    constexpr int CPT = 16 / (int)sizeof(TS), CG = 64 / CPT, RGW = 32 / CG, RG = RGW * RNT / 32, NR = KP / RG, RBV = CG * CPT;
+    constexpr int CPT = 16 / (int)sizeof(TS), CG = TW / CPT, RGW = 32 / CG, RG = RGW * RNT / 32, NR = KP / RG, RBV = CG * CPT;
+    static_assert(CG <= 32 && RGW >= 1 && NR >= 1 && RBV <= RNT, "k_recurrent: tile");
     __shared__ float sq[KP], sk[KP], sbk[KP], sa[KP];
     __shared__ float red[RNT / 32][RBV];
     __shared__ float srow[RBV];
@@ -314,20 +319,33 @@ extern "C" int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, c
     p.pool = a->state_pool; p.slots = a->slots; p.snap = a->snapshots; p.snap_slots = a->snap_slots;
     p.g_tin = a->g_dtype != GDN2_CUDA_F32;
     p.slot_stride = a->slot_stride > 0 ? (size_t)a->slot_stride : (size_t)(d->HV * d->K * d->V);
-    const int rbv = 64; // V columns per block (k_recurrent's RBV)
+    const bool bf = a->dtype == GDN2_CUDA_BF16, small = d->K <= 64, sb = a->state_dtype == GDN2_CUDA_BF16;
+    // V columns per block (k_recurrent's TW): 128 for the bf16 pool at V > 64 once the wide blocks cover the
+    // multiprocessors (15/16 of a block each, as the chunk kernels' rule), else 64. Measured on an H100
+    // (bench/results/h100-cand/README.md), 128 against 64: N = 16 / 64 / 256 / 1024 (256 blocks and up)
+    // -13 / -10 / -3 / -2.5 %, N = 1 (16 blocks) +5 %. GDN2_CUDA_DECODE_TILE=64 forces the 64-column tile (dev).
+    static std::atomic<int> tile_env{INT_MIN};
+    const int tile64 = env_once(tile_env, "GDN2_CUDA_DECODE_TILE", [](const char *e) { return e && atoi(e) == 64 ? 1 : 0; });
+    const int nsm = multiprocessors();
+    const bool wide = sb && d->V > 64 && !tile64 && d->B * d->HV * ((d->V + 127) / 128) >= nsm - nsm / 16;
+    const int rbv = wide ? 128 : 64;
     dim3 grid((unsigned)((d->V + rbv - 1) / rbv), (unsigned)d->HV, (unsigned)d->B);
     cudaStream_t st = (cudaStream_t)stream;
-    const bool bf = a->dtype == GDN2_CUDA_BF16, small = d->K <= 64, sb = a->state_dtype == GDN2_CUDA_BF16;
     typedef __nv_bfloat16 b16;
-    if (sb) { // bf16 state pool
-        if (bf && small) k_recurrent<b16, 64, b16><<<grid, RNT, 0, st>>>(p);
-        else if (bf) k_recurrent<b16, 128, b16><<<grid, RNT, 0, st>>>(p);
-        else if (small) k_recurrent<float, 64, b16><<<grid, RNT, 0, st>>>(p);
-        else k_recurrent<float, 128, b16><<<grid, RNT, 0, st>>>(p);
-    } else if (bf && small) k_recurrent<b16, 64, float><<<grid, RNT, 0, st>>>(p);
-    else if (bf) k_recurrent<b16, 128, float><<<grid, RNT, 0, st>>>(p);
-    else if (small) k_recurrent<float, 64, float><<<grid, RNT, 0, st>>>(p);
-    else k_recurrent<float, 128, float><<<grid, RNT, 0, st>>>(p);
+    if (sb && wide) { // bf16 state pool, the whole 128-column state a block
+        if (bf && small) k_recurrent<b16, 64, b16, 128><<<grid, RNT, 0, st>>>(p);
+        else if (bf) k_recurrent<b16, 128, b16, 128><<<grid, RNT, 0, st>>>(p);
+        else if (small) k_recurrent<float, 64, b16, 128><<<grid, RNT, 0, st>>>(p);
+        else k_recurrent<float, 128, b16, 128><<<grid, RNT, 0, st>>>(p);
+    } else if (sb) { // bf16 state pool, V <= 64
+        if (bf && small) k_recurrent<b16, 64, b16, 64><<<grid, RNT, 0, st>>>(p);
+        else if (bf) k_recurrent<b16, 128, b16, 64><<<grid, RNT, 0, st>>>(p);
+        else if (small) k_recurrent<float, 64, b16, 64><<<grid, RNT, 0, st>>>(p);
+        else k_recurrent<float, 128, b16, 64><<<grid, RNT, 0, st>>>(p);
+    } else if (bf && small) k_recurrent<b16, 64, float, 64><<<grid, RNT, 0, st>>>(p);
+    else if (bf) k_recurrent<b16, 128, float, 64><<<grid, RNT, 0, st>>>(p);
+    else if (small) k_recurrent<float, 64, float, 64><<<grid, RNT, 0, st>>>(p);
+    else k_recurrent<float, 128, float, 64><<<grid, RNT, 0, st>>>(p);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return gdn2_error(GDN2_ERR_DEVICE, "%s: launch failed: %s", fn, cudaGetErrorString(e));
     return GDN2_OK;
