@@ -69,9 +69,9 @@ __device__ __forceinline__ void st_state(__nv_bfloat16 *s, const float (&x)[8]) 
 // block keeps 32 KB of fp32 state loads in flight (the step is bound by how many bytes are in
 // flight, not by arithmetic). The fp32 pool's kernel fits in 64 registers without spilling: four
 // blocks per SM, 128 KB in flight (at N = 64 the grid fills 3.9 waves instead of 5.2 at three);
-// the bf16 pool's would spill there and keeps three. TW = 128 (the bf16 pool at V = 128): a block
-// takes the whole state, 64 values a thread, two blocks per SM: 32 KB a block as the fp32 pool's,
-// so that the block's fixed cost (the token's loads, the norms, five barriers) is spread over twice
+// the bf16 pool's would spill there and keeps three. TW = 128 (the bf16 pool at V = 128, where
+// the launcher's rule finds blocks enough for the SMs): a block takes the whole state, 64 values a
+// thread, two blocks per SM: 32 KB a block as the fp32 pool's, so that the block's fixed cost (the token's loads, the norms, five barriers) is spread over twice
 // the bytes of the 64-column tile (16 KB a block, measured at ~5 us a wave against ~9 for the fp32
 // pool's 32 KB: the bf16 pool moved 53-67 % of copy bandwidth, the fp32 one 79-95 %).
 template <class Tin, int KP, class TS, int TW>
@@ -279,6 +279,16 @@ static int check_snap_slots(const char *fn, const gdn2_dims *d, const gdn2_cuda_
     return rc;
 }
 
+// k_recurrent for pool dtype TS and tile TW, by input dtype (bf: bf16) and key size (small: K <= 64)
+template <class TS, int TW>
+static void rec_launch(bool bf, bool small, dim3 grid, cudaStream_t st, const RecParams &p) {
+    typedef __nv_bfloat16 b16;
+    if (bf && small) k_recurrent<b16, 64, TS, TW><<<grid, RNT, 0, st>>>(p);
+    else if (bf) k_recurrent<b16, 128, TS, TW><<<grid, RNT, 0, st>>>(p);
+    else if (small) k_recurrent<float, 64, TS, TW><<<grid, RNT, 0, st>>>(p);
+    else k_recurrent<float, 128, TS, TW><<<grid, RNT, 0, st>>>(p);
+}
+
 extern "C" int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, const gdn2_cuda_recurrent_args *a,
                                        void *stream) {
     const char *fn = "gdn2_cuda_recurrent_fwd";
@@ -331,21 +341,9 @@ extern "C" int gdn2_cuda_recurrent_fwd(const gdn2_dims *d, const gdn2_opts *o, c
     const int rbv = wide ? 128 : 64;
     dim3 grid((unsigned)((d->V + rbv - 1) / rbv), (unsigned)d->HV, (unsigned)d->B);
     cudaStream_t st = (cudaStream_t)stream;
-    typedef __nv_bfloat16 b16;
-    if (sb && wide) { // bf16 state pool, the whole 128-column state a block
-        if (bf && small) k_recurrent<b16, 64, b16, 128><<<grid, RNT, 0, st>>>(p);
-        else if (bf) k_recurrent<b16, 128, b16, 128><<<grid, RNT, 0, st>>>(p);
-        else if (small) k_recurrent<float, 64, b16, 128><<<grid, RNT, 0, st>>>(p);
-        else k_recurrent<float, 128, b16, 128><<<grid, RNT, 0, st>>>(p);
-    } else if (sb) { // bf16 state pool, V <= 64
-        if (bf && small) k_recurrent<b16, 64, b16, 64><<<grid, RNT, 0, st>>>(p);
-        else if (bf) k_recurrent<b16, 128, b16, 64><<<grid, RNT, 0, st>>>(p);
-        else if (small) k_recurrent<float, 64, b16, 64><<<grid, RNT, 0, st>>>(p);
-        else k_recurrent<float, 128, b16, 64><<<grid, RNT, 0, st>>>(p);
-    } else if (bf && small) k_recurrent<b16, 64, float, 64><<<grid, RNT, 0, st>>>(p);
-    else if (bf) k_recurrent<b16, 128, float, 64><<<grid, RNT, 0, st>>>(p);
-    else if (small) k_recurrent<float, 64, float, 64><<<grid, RNT, 0, st>>>(p);
-    else k_recurrent<float, 128, float, 64><<<grid, RNT, 0, st>>>(p);
+    if (sb && wide) rec_launch<__nv_bfloat16, 128>(bf, small, grid, st, p); // the whole 128-column state a block
+    else if (sb) rec_launch<__nv_bfloat16, 64>(bf, small, grid, st, p);
+    else rec_launch<float, 64>(bf, small, grid, st, p);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return gdn2_error(GDN2_ERR_DEVICE, "%s: launch failed: %s", fn, cudaGetErrorString(e));
     return GDN2_OK;
