@@ -164,7 +164,6 @@ static size_t cu_gdn2_reserve_bytes(const gdn2_backend *be, int kernel, const gd
 static int chunk_workspace(gdn2_backend *be, const gdn2_dims *dm, const gdn2_opts *op, const gdn2_cuda_fwd_args *a,
                            const gdn2_cuda_bwd_args *g, gdn2_opts *o2) {
     *o2 = *op;
-    o2->workspace = NULL;
     o2->workspace_size = gdn2_cuda_chunk_call_workspace_size(dm, op, a, g);
     if (!o2->workspace_size) return GDN2_ERR_ARG; /* the reason is in gdn2_last_error() */
     o2->workspace = gdn2_cuda_nn_workspace(NN(be), o2->workspace_size,
