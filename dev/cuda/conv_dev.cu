@@ -1,210 +1,218 @@
-// A candidate for the training step's short-convolution backward (issue 16: conv_silu_bwd ran at 29 % of the
-// H100's bandwidth at 6c2b831, bench/results/h100-train-ab/; dev/cuda/NEXT_RUN.md has the instruction count).
+// The training step's short convolution (issue 16): the library's kernels (src/cuda/nn.cu, included here, so
+// that -D CONV_R/CONV_C/CONV_P/CONV_PB/CONV_BMIN build variants of them) against the one-channel kernels they
+// replaced (main d9c49c8, copied below as k_old_fwd / k_old_bwd: the whole run loaded first, 2-byte accesses).
+// Same formulas and summation orders: y and dx must be equal bit for bit; dw to a relative bar of 1e-5 (the
+// partials are sums over runs of CONV_R rows against the old 32: bit for bit too when CONV_R is 32). Then both
+// are timed (CUDA events, 20 calls after 3) at the training shapes, with the minimal bytes and what they are
+// of the time. Edge shapes (D not a multiple of 4 or CONV_C, T not a multiple of the run, W 3 and 1, a conv
+// history) are checked too.
 //
-// The library's k_conv_bwd_fast<W> (src/cuda/nn.cu) takes one channel and a run of CONV_R = 32 time steps a
-// thread: 122 registers, scalar 2-byte loads with 64-bit address arithmetic. The candidate here takes two
-// adjacent channels a thread (bf16x2 loads and stores, 32-bit row offsets) and its 32-step run in two halves of
-// 16 (the registers of one half), carrying the dw partial from the first half into the second: the same
-// formulas, and every sum in the same order as the library's kernel (dc_t = dy_t silu'(sum_i w_i xe_{t+i});
-// dx_t = sum_i w_i dc_{t+W-1-i}; part[run, ch W + i] = sum over the run's t, increasing, of dc_t xe_{t+i}), so
-// dx and the partials are compared bit for bit, then both are timed. Training inputs: no conv history (hist NULL).
-//
-// Build and run on the device, after `make CUDA=1` (links the library's objects for the reference op):
-//   nvcc -O3 -std=c++17 -arch=sm_90a -Iinclude -Isrc dev/cuda/conv_dev.cu build/libgdn2.a -lcublasLt -lcublas \
-//        -lnccl -lgomp -o /tmp/conv_dev && /tmp/conv_dev
-// It prints, per shape (B, T, D) of the four training configs, the library op's and the candidate's time (the
-// candidate's partials then the same column sum as the library) and whether the outputs are identical.
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
-#include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "../../src/cuda/nn.h"
-#include "../../src/util/act.h"
+// On the device, after `make` (the library for gdn2_error and the CUDA runtime helpers):
+//   nvcc -O3 -std=c++17 -arch=sm_90a -Iinclude -Isrc [-DCONV_R=.. -DCONV_C=.. -DCONV_P=.. -DCONV_PB=..
+//        -DCONV_BMIN=..] dev/cuda/conv_dev.cu build/libgdn2.a -lcublasLt -lcublas -lnccl -lgomp -o /tmp/conv_dev
+#include "../../src/cuda/nn.cu"
 
 #include "dev_check.h"
 
-typedef __nv_bfloat16 bf16;
-#define RUN 32  // time steps a thread (the library's CONV_R: the same partial rows)
-#define HALF 16 // done in two halves
-#define BS 128  // threads a block
-
-// One half-run of rows [ts, ts + nr) (nr <= HALF) for channels c, c+1 (x2, dy2: the pair's column, row stride
-// D2 = D/2 pairs). dc is needed for rows [ts, te), te = min(T, ts + nr + W - 1).
+#define OLD_R 32
+#define OLD_BS 128
+// xe_s of (b, ch) as conv_xe, with x already offset to (b, ch): row stride D
+__device__ __forceinline__ float o_xe(const bf16 *xb, const float *hb, int64_t D, int W, int64_t s) {
+    if (s >= W - 1) return ldb(xb, (size_t)((s - (W - 1)) * D));
+    return hb ? hb[s * D] : 0.0f;
+}
+// y_t = silu(sum_i w_i xe_{t+i}), t in [t0, t1)
 template <int W>
-__device__ __forceinline__ void half_run(const __nv_bfloat162 *x2, const __nv_bfloat162 *dy2, __nv_bfloat162 *dx2,
-                                         int D2, int T, int ts, int nr, const float (&wa)[W], const float (&wb)[W],
-                                         float (&pa)[W], float (&pb)[W]) {
-    const int te = ts + nr + W - 1 < T ? ts + nr + W - 1 : T;
-    float xa[HALF + 2 * W - 2], xb[HALF + 2 * W - 2], da[HALF + W - 1], db[HALF + W - 1];
-    // xe_s = x row s - (W - 1) for s >= W - 1, else 0 (no history): rows ts .. te + W - 2
+__global__ void __launch_bounds__(OLD_BS) k_old_fwd(int64_t T, int64_t D, const bf16 *x, const float *hist,
+                                                           size_t hs, const float *w, bf16 *y) {
+    const int64_t ch = blockIdx.x * (int64_t)OLD_BS + threadIdx.x;
+    if (ch >= D) return;
+    const int64_t nr = (T + OLD_R - 1) / OLD_R, b = blockIdx.y / nr, t0 = (blockIdx.y % nr) * OLD_R;
+    const int n = (int)(t0 + OLD_R < T ? OLD_R : T - t0); // rows of this run
+    const bf16 *xb = x + (size_t)(b * T * D + ch);
+    const float *hb = hist ? hist + b * hs + ch : NULL;
+    float wr[W], xe[OLD_R + W - 1]; // xe[j] = xe_{t0+j}
 #pragma unroll
-    for (int j = 0; j < HALF + 2 * W - 2; j++) {
-        const int s = ts + j;
-        float2 v = make_float2(0.0f, 0.0f);
-        if (s < te + W - 1 && s >= W - 1) v = __bfloat1622float2(x2[(uint32_t)(s - (W - 1)) * (uint32_t)D2]);
-        xa[j] = v.x, xb[j] = v.y;
+    for (int i = 0; i < W; i++) wr[i] = w[ch * W + i];
+#pragma unroll
+    for (int j = 0; j < OLD_R + W - 1; j++) xe[j] = j < n + W - 1 ? o_xe(xb, hb, D, W, t0 + j) : 0.0f;
+    bf16 *yb = y + (size_t)(b * T * D + ch);
+#pragma unroll
+    for (int r = 0; r < OLD_R; r++) {
+        if (r >= n) break;
+        float c = 0.0f;
+#pragma unroll
+        for (int i = 0; i < W; i++) c += wr[i] * xe[r + i];
+        yb[(size_t)((t0 + r) * D)] = tob(gdn2_silu_f32(c));
     }
-#pragma unroll
-    for (int j = 0; j < HALF + W - 1; j++) {
-        const int t = ts + j;
-        float2 g = make_float2(0.0f, 0.0f);
-        if (t < te) g = __bfloat1622float2(dy2[(uint32_t)t * (uint32_t)D2]);
-        float ca = 0.0f, cb = 0.0f;
-#pragma unroll
-        for (int i = 0; i < W; i++) ca += wa[i] * xa[j + i], cb += wb[i] * xb[j + i];
-        da[j] = t < te ? g.x * gdn2_silu_grad_f32(ca) : 0.0f;
-        db[j] = t < te ? g.y * gdn2_silu_grad_f32(cb) : 0.0f;
-    }
-#pragma unroll
-    for (int r = 0; r < HALF; r++) {
-        if (r >= nr) break;
-        float sa = 0.0f, sb = 0.0f;
-#pragma unroll
-        for (int i = 0; i < W; i++) sa += wa[i] * da[r + W - 1 - i], sb += wb[i] * db[r + W - 1 - i];
-        dx2[(uint32_t)(ts + r) * (uint32_t)D2] = __floats2bfloat162_rn(sa, sb);
-    }
-#pragma unroll
-    for (int i = 0; i < W; i++)
-#pragma unroll
-        for (int r = 0; r < HALF; r++)
-            if (r < nr) pa[i] += da[r] * xa[r + i], pb[i] += db[r] * xb[r + i];
 }
-
-// grid (ceil(D/2 / BS), B * ceil(T / RUN)); part as the library's: [run][D * W]
+// The backward of one run, fused: dc_t = dy_t silu'(c_t) for t in [t0, te), te = min(T, t1+W-1) (c
+// recomputed; dc = 0 past T: absent terms), dx_t = sum_i w_i dc_{t+W-1-i} (i increasing) for t in
+// [t0, t1), and the run's dw partial part[run, ch*W+i] = sum_{t in [t0,t1)} dc_t xe_{t+i} (t increasing).
 template <int W>
-__global__ void __launch_bounds__(BS) k_conv_bwd_2ch(int T, int D, const bf16 *x, const float *w, const bf16 *dy,
-                                                     bf16 *dx, float *part) {
-    const int p = blockIdx.x * BS + threadIdx.x, D2 = D / 2; // channel pair p: channels 2p, 2p + 1
-    if (p >= D2) return;
-    const int nr = (T + RUN - 1) / RUN, b = blockIdx.y / nr, t0 = (blockIdx.y % nr) * RUN;
-    const int n = t0 + RUN < T ? RUN : T - t0;
-    const size_t off = (size_t)b * (size_t)T * (size_t)D2 + (size_t)p;
-    const __nv_bfloat162 *x2 = (const __nv_bfloat162 *)x + off, *dy2 = (const __nv_bfloat162 *)dy + off;
-    __nv_bfloat162 *dx2 = (__nv_bfloat162 *)dx + off;
-    float wa[W], wb[W], pa[W], pb[W];
+__global__ void __launch_bounds__(OLD_BS) k_old_bwd(int64_t T, int64_t D, const bf16 *x, const float *hist,
+                                                           size_t hs, const float *w, const bf16 *dy, bf16 *dx,
+                                                           float *part) {
+    const int64_t ch = blockIdx.x * (int64_t)OLD_BS + threadIdx.x;
+    if (ch >= D) return;
+    const int64_t nr = (T + OLD_R - 1) / OLD_R, b = blockIdx.y / nr, t0 = (blockIdx.y % nr) * OLD_R;
+    const int n = (int)(t0 + OLD_R < T ? OLD_R : T - t0);             // rows of this run
+    const int ne = (int)(t0 + n + W - 1 < T ? n + W - 1 : T - t0);      // dc rows it needs
+    const bf16 *xb = x + (size_t)(b * T * D + ch), *dyb = dy + (size_t)(b * T * D + ch);
+    const float *hb = hist ? hist + b * hs + ch : NULL;
+    float wr[W], xe[OLD_R + 2 * W - 2], dc[OLD_R + W - 1]; // xe[j] = xe_{t0+j}, dc[j] = dc_{t0+j}
 #pragma unroll
-    for (int i = 0; i < W; i++) wa[i] = w[(2 * p) * W + i], wb[i] = w[(2 * p + 1) * W + i], pa[i] = pb[i] = 0.0f;
-    half_run<W>(x2, dy2, dx2, D2, T, t0, n < HALF ? n : HALF, wa, wb, pa, pb);
-    if (n > HALF) half_run<W>(x2, dy2, dx2, D2, T, t0 + HALF, n - HALF, wa, wb, pa, pb);
-    float *pr = part + (size_t)blockIdx.y * (size_t)D * W + (size_t)(2 * p) * W;
+    for (int i = 0; i < W; i++) wr[i] = w[ch * W + i];
 #pragma unroll
-    for (int i = 0; i < W; i++) pr[i] = pa[i], pr[W + i] = pb[i];
+    for (int j = 0; j < OLD_R + 2 * W - 2; j++) xe[j] = j < ne + W - 1 ? o_xe(xb, hb, D, W, t0 + j) : 0.0f;
+#pragma unroll
+    for (int j = 0; j < OLD_R + W - 1; j++) dc[j] = j < ne ? ldb(dyb, (size_t)((t0 + j) * D)) : 0.0f;
+#pragma unroll
+    for (int j = 0; j < OLD_R + W - 1; j++) {
+        float c = 0.0f;
+#pragma unroll
+        for (int i = 0; i < W; i++) c += wr[i] * xe[j + i];
+        dc[j] = j < ne ? dc[j] * gdn2_silu_grad_f32(c) : 0.0f;
+    }
+    if (dx) {
+        bf16 *dxb = dx + (size_t)(b * T * D + ch);
+#pragma unroll
+        for (int r = 0; r < OLD_R; r++) {
+            if (r >= n) break;
+            float s = 0.0f;
+#pragma unroll
+            for (int i = 0; i < W; i++) s += wr[i] * dc[r + W - 1 - i];
+            dxb[(size_t)((t0 + r) * D)] = tob(s);
+        }
+    }
+    if (part) {
+        float *pr = part + (size_t)blockIdx.y * (size_t)(D * W) + (size_t)(ch * W);
+#pragma unroll
+        for (int i = 0; i < W; i++) {
+            float acc = 0.0f;
+#pragma unroll
+            for (int r = 0; r < OLD_R; r++)
+                if (r < n) acc += dc[r] * xe[r + i];
+            pr[i] = acc;
+        }
+    }
 }
 
-// the same column sum as the library's gdn2_cuda_colsum_finish (one thread a column, runs in order here:
-// only the partials are compared bit for bit, the final dw to a relative bar)
-__global__ void k_colsum_ref(const float *part, int nch, int ncols, float *out) {
-    const int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= ncols) return;
-    float s = 0.0f;
-    for (int r = 0; r < nch; r++) s += part[(size_t)r * ncols + j];
-    out[j] += s;
-}
-
-static uint16_t f2bf_host(float f) { // round to nearest even
+static uint16_t f2bf(float f) { // round to nearest even
     uint32_t u;
     memcpy(&u, &f, 4);
     u += 0x7fffu + ((u >> 16) & 1u);
     return (uint16_t)(u >> 16);
 }
+static uint64_t rng_state = 88172645463325252ull;
+static float frand(void) { // uniform in [-1, 1)
+    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
 
-int main(void) {
-    const int W = 4;
-    const struct { const char *what; int B, T, D; } shapes[] = {
-        {"gdn2_1.3B / swa_gdn2_1.3B (q, k or v)", 4, 4096, 2304},
-        {"gdn2_12h_100M (q, k or v)", 16, 4096, 768},
-        {"swa_gdn2_100M (q, k or v)", 16, 4096, 256},
-    };
-    gdn2_cuda_nn *c = NULL;
-    if (gdn2_cuda_nn_create(&c)) {
-        fprintf(stderr, "conv_dev: no CUDA context\n");
-        return 1;
-    }
+#define OLD_LAUNCH_FWD(WW) k_old_fwd<WW><<<dim3(cdiv(D, OLD_BS), (unsigned)runs0), OLD_BS, 0, s>>>(T, D, x, hist, hs, w, y0)
+#define OLD_LAUNCH_BWD(WW)                                                                                  \
+    k_old_bwd<WW><<<dim3(cdiv(D, OLD_BS), (unsigned)runs0), OLD_BS, 0, s>>>(T, D, x, hist, hs, w, dy, dx0, part0)
+
+// one shape: check, then (timed) time both; returns the number of mismatches
+static int run_shape(gdn2_cuda_nn *c, const char *what, int B, int T, int D, int W, int with_hist, int timed) {
     cudaStream_t s = (cudaStream_t)gdn2_cuda_nn_stream(c);
-    int bad = 0;
-    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
-        const int B = shapes[k].B, T = shapes[k].T, D = shapes[k].D;
-        const size_t n = (size_t)B * T * D;
-        uint16_t *hx = (uint16_t *)malloc(n * 2), *hy = (uint16_t *)malloc(n * 2);
-        float *hw = (float *)malloc((size_t)D * W * 4);
-        uint64_t r = 0x9E3779B97F4A7C15ull;
-        for (size_t i = 0; i < n; i++) {
-            r = r * 6364136223846793005ull + 1442695040888963407ull;
-            hx[i] = f2bf_host((float)((int64_t)(r >> 40) - (1 << 23)) / (float)(1 << 22));
-            r = r * 6364136223846793005ull + 1442695040888963407ull;
-            hy[i] = f2bf_host((float)((int64_t)(r >> 40) - (1 << 23)) / (float)(1 << 23));
-        }
-        for (int i = 0; i < D * W; i++) hw[i] = 0.5f * sinf(0.37f * (float)i);
-        const int runs = B * ((T + RUN - 1) / RUN);
-        bf16 *x, *dy, *dx1, *dx2;
-        float *w, *dw1, *dw2, *part;
-        CK(cudaMalloc(&x, n * 2)); CK(cudaMalloc(&dy, n * 2)); CK(cudaMalloc(&dx1, n * 2)); CK(cudaMalloc(&dx2, n * 2));
-        CK(cudaMalloc(&w, (size_t)D * W * 4)); CK(cudaMalloc(&dw1, (size_t)D * W * 4)); CK(cudaMalloc(&dw2, (size_t)D * W * 4));
-        CK(cudaMalloc(&part, (size_t)runs * D * W * 4));
-        CK(cudaMemcpy(x, hx, n * 2, cudaMemcpyHostToDevice)); CK(cudaMemcpy(dy, hy, n * 2, cudaMemcpyHostToDevice));
-        CK(cudaMemcpy(w, hw, (size_t)D * W * 4, cudaMemcpyHostToDevice));
-        CK(cudaMemset(dw1, 0, (size_t)D * W * 4)); CK(cudaMemset(dw2, 0, (size_t)D * W * 4));
-        // correctness: one call each
-        if (gdn2_cuda_conv_silu_bwd(c, B, T, D, W, x, NULL, 0, w, dy, dx1, dw1)) {
-            fprintf(stderr, "conv_dev: library op failed\n");
-            return 1;
-        }
-        dim3 grid((unsigned)((D / 2 + BS - 1) / BS), (unsigned)runs);
-        k_conv_bwd_2ch<4><<<grid, BS, 0, s>>>(T, D, x, w, dy, dx2, part);
-        k_colsum_ref<<<(D * W + 255) / 256, 256, 0, s>>>(part, runs, D * W, dw2);
-        CK(cudaStreamSynchronize(s));
-        CK(cudaGetLastError());
-        uint16_t *a = (uint16_t *)malloc(n * 2), *bb = (uint16_t *)malloc(n * 2);
-        float *ga = (float *)malloc((size_t)D * W * 4), *gb = (float *)malloc((size_t)D * W * 4);
-        CK(cudaMemcpy(a, dx1, n * 2, cudaMemcpyDeviceToHost)); CK(cudaMemcpy(bb, dx2, n * 2, cudaMemcpyDeviceToHost));
-        CK(cudaMemcpy(ga, dw1, (size_t)D * W * 4, cudaMemcpyDeviceToHost));
-        CK(cudaMemcpy(gb, dw2, (size_t)D * W * 4, cudaMemcpyDeviceToHost));
-        size_t ndiff = 0;
-        for (size_t i = 0; i < n; i++) ndiff += a[i] != bb[i];
-        double e2 = 0, r2 = 0;
-        for (int i = 0; i < D * W; i++) e2 += (double)(ga[i] - gb[i]) * (ga[i] - gb[i]), r2 += (double)ga[i] * ga[i];
-        const double dwrel = sqrt(e2 / (r2 > 0 ? r2 : 1));
-        const int ok = ndiff == 0 && dwrel < 1e-6;
-        bad += !ok;
-        // timing: 20 calls each between events, median of 5 groups
+    const size_t n = (size_t)B * T * D, hs = (size_t)(W - 1) * D;
+    const int runs0 = B * ((T + OLD_R - 1) / OLD_R);
+    uint16_t *hx = (uint16_t *)malloc(n * 2), *hdy = (uint16_t *)malloc(n * 2);
+    float *hw = (float *)malloc((size_t)D * W * 4), *hh = (float *)malloc((size_t)B * hs * 4 + 4);
+    for (size_t i = 0; i < n; i++) hx[i] = f2bf(2.0f * frand()), hdy[i] = f2bf(frand());
+    for (int i = 0; i < D * W; i++) hw[i] = 0.5f * frand();
+    for (size_t i = 0; i < (size_t)B * hs; i++) hh[i] = frand();
+    bf16 *x, *dy, *y0, *y1, *dx0, *dx1;
+    float *w, *hist = NULL, *part0, *dw0, *dw1;
+    CK(cudaMalloc(&x, n * 2)); CK(cudaMalloc(&dy, n * 2)); CK(cudaMalloc(&y0, n * 2)); CK(cudaMalloc(&y1, n * 2));
+    CK(cudaMalloc(&dx0, n * 2)); CK(cudaMalloc(&dx1, n * 2));
+    CK(cudaMalloc(&w, (size_t)D * W * 4)); CK(cudaMalloc(&part0, (size_t)runs0 * D * W * 4));
+    CK(cudaMalloc(&dw0, (size_t)D * W * 4)); CK(cudaMalloc(&dw1, (size_t)D * W * 4));
+    if (with_hist) {
+        CK(cudaMalloc(&hist, (size_t)B * hs * 4 + 4));
+        CK(cudaMemcpy(hist, hh, (size_t)B * hs * 4, cudaMemcpyHostToDevice));
+    }
+    CK(cudaMemcpy(x, hx, n * 2, cudaMemcpyHostToDevice)); CK(cudaMemcpy(dy, hdy, n * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(w, hw, (size_t)D * W * 4, cudaMemcpyHostToDevice));
+    // old: y0, dx0, dw0 (its partials, then the library's column sum)
+    CK(cudaMemset(dw0, 0, (size_t)D * W * 4)); CK(cudaMemset(dw1, 0, (size_t)D * W * 4));
+    CONV_FAST_SWITCH(W, OLD_LAUNCH_FWD);
+    CONV_FAST_SWITCH(W, OLD_LAUNCH_BWD);
+    CK(cudaGetLastError());
+    if (gdn2_cuda_colsum_finish(part0, runs0, (int64_t)D * W, dw0, s)) exit(1);
+    // the library's ops: y1, dx1, dw1
+    if (gdn2_cuda_conv_silu_fwd(B, T, D, W, x, hist, hs, w, y1, s) ||
+        gdn2_cuda_conv_silu_bwd(c, B, T, D, W, x, hist, hs, w, dy, dx1, dw1)) {
+        fprintf(stderr, "conv_dev: library op failed: %s\n", gdn2_last_error());
+        exit(1);
+    }
+    CK(cudaStreamSynchronize(s));
+    uint16_t *a = (uint16_t *)malloc(n * 2), *b2 = (uint16_t *)malloc(n * 2);
+    float *da = (float *)malloc((size_t)D * W * 4), *db = (float *)malloc((size_t)D * W * 4);
+    size_t bad_y = 0, bad_dx = 0, bad_dw = 0;
+    CK(cudaMemcpy(a, y0, n * 2, cudaMemcpyDeviceToHost)); CK(cudaMemcpy(b2, y1, n * 2, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) bad_y += a[i] != b2[i];
+    CK(cudaMemcpy(a, dx0, n * 2, cudaMemcpyDeviceToHost)); CK(cudaMemcpy(b2, dx1, n * 2, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) bad_dx += a[i] != b2[i];
+    CK(cudaMemcpy(da, dw0, (size_t)D * W * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(db, dw1, (size_t)D * W * 4, cudaMemcpyDeviceToHost));
+    double maxrel = 0.0;
+    for (int i = 0; i < D * W; i++) {
+        const double e = fabs((double)da[i] - db[i]) / (fabs((double)da[i]) + 1e-3);
+        if (e > maxrel) maxrel = e;
+        bad_dw += CONV_R == OLD_R ? memcmp(&da[i], &db[i], 4) != 0 : e > 1e-5;
+    }
+    printf("%-34s B=%d T=%d D=%d W=%d%s: y %zu, dx %zu, dw %zu of %d differ (dw max rel %.2e)\n", what, B, T, D, W,
+           with_hist ? " hist" : "", bad_y, bad_dx, bad_dw, D * W, maxrel);
+    if (timed) {
         cudaEvent_t e0, e1;
         CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-        float tl[5], tc[5];
-        for (int g = 0; g < 5; g++) {
-            CK(cudaEventRecord(e0, s));
-            for (int i = 0; i < 20; i++) gdn2_cuda_conv_silu_bwd(c, B, T, D, W, x, NULL, 0, w, dy, dx1, dw1);
-            CK(cudaEventRecord(e1, s));
-            CK(cudaEventSynchronize(e1));
-            CK(cudaEventElapsedTime(&tl[g], e0, e1));
-            CK(cudaEventRecord(e0, s));
-            for (int i = 0; i < 20; i++) {
-                k_conv_bwd_2ch<4><<<grid, BS, 0, s>>>(T, D, x, w, dy, dx2, part);
-                k_colsum_ref<<<(D * W + 255) / 256, 256, 0, s>>>(part, runs, D * W, dw2);
+        float ms[4];
+        for (int v = 0; v < 4; v++) {
+            for (int it = 0; it < 23; it++) {
+                if (it == 3) CK(cudaEventRecord(e0, s));
+                if (v == 0) CONV_FAST_SWITCH(W, OLD_LAUNCH_FWD)
+                else if (v == 1) gdn2_cuda_conv_silu_fwd(B, T, D, W, x, hist, hs, w, y1, s);
+                else if (v == 2) {
+                    CONV_FAST_SWITCH(W, OLD_LAUNCH_BWD)
+                    gdn2_cuda_colsum_finish(part0, runs0, (int64_t)D * W, dw0, s);
+                } else gdn2_cuda_conv_silu_bwd(c, B, T, D, W, x, hist, hs, w, dy, dx1, dw1);
             }
             CK(cudaEventRecord(e1, s));
             CK(cudaEventSynchronize(e1));
-            CK(cudaEventElapsedTime(&tc[g], e0, e1));
+            CK(cudaEventElapsedTime(&ms[v], e0, e1));
+            ms[v] *= 1000.0f / 20.0f;
         }
-        for (int i = 0; i < 5; i++)
-            for (int j = i + 1; j < 5; j++) {
-                if (tl[j] < tl[i]) { float t = tl[i]; tl[i] = tl[j]; tl[j] = t; }
-                if (tc[j] < tc[i]) { float t = tc[i]; tc[i] = tc[j]; tc[j] = t; }
-            }
-        const double gb_min = (double)n * 2 * 3 / 1e9; // x, dy, dx once
-        printf("%-40s B=%d T=%d D=%d: library %.1f us, candidate %.1f us (%.2fx); minimal bytes %.3f GB -> %.2f / %.2f "
-               "TB/s; dx %s (%zu of %zu differ), dw rel %.1e: %s\n",
-               shapes[k].what, B, T, D, tl[2] * 1e3 / 20, tc[2] * 1e3 / 20, tl[2] / tc[2], gb_min,
-               gb_min / (tl[2] / 20 / 1e3) / 1e3, gb_min / (tc[2] / 20 / 1e3) / 1e3, ndiff ? "differs" : "identical",
-               ndiff, n, dwrel, ok ? "ok" : "FAILED");
-        free(hx), free(hy), free(hw), free(a), free(bb), free(ga), free(gb);
-        cudaFree(x), cudaFree(dy), cudaFree(dx1), cudaFree(dx2), cudaFree(w), cudaFree(dw1), cudaFree(dw2), cudaFree(part);
-        cudaEventDestroy(e0), cudaEventDestroy(e1);
+        const double fb = 4.0 * n, bb = 6.0 * n; // bytes: fwd x, y; bwd x, dy, dx (bf16)
+        printf("  fwd: old %.1f us, new %.1f us (%.2fx), %.2f TB/s | bwd: old %.1f us, new %.1f us (%.2fx), %.2f TB/s\n",
+               ms[0], ms[1], ms[0] / ms[1], fb / ms[1] * 1e-6, ms[2], ms[3], ms[2] / ms[3], bb / ms[3] * 1e-6);
     }
+    cudaFree(x); cudaFree(dy); cudaFree(y0); cudaFree(y1); cudaFree(dx0); cudaFree(dx1); cudaFree(w);
+    cudaFree(part0); cudaFree(dw0); cudaFree(dw1); cudaFree(hist);
+    free(hx); free(hdy); free(hw); free(hh); free(a); free(b2); free(da); free(db);
+    return (bad_y || bad_dx || bad_dw) ? 1 : 0;
+}
+
+int main(void) {
+    gdn2_cuda_nn *c = NULL;
+    if (gdn2_cuda_nn_create(&c)) {
+        fprintf(stderr, "conv_dev: no CUDA context: %s\n", gdn2_last_error());
+        return 1;
+    }
+    printf("conv_dev: CONV_R %d CONV_C %d CONV_P %d CONV_PB %d CONV_BMIN %d\n", CONV_R, CONV_C, CONV_P, CONV_PB,
+           CONV_BMIN);
+    int bad = 0;
+    bad += run_shape(c, "edge: D % 4 = 2, T % run != 0", 2, 333, 2302, 4, 0, 0);
+    bad += run_shape(c, "edge: odd D, W 3, history", 2, 100, 77, 3, 1, 0);
+    bad += run_shape(c, "edge: W 1, history, T 5", 3, 5, 64, 1, 1, 0);
+    bad += run_shape(c, "edge: W 4, history, T 2", 2, 2, 40, 4, 1, 0);
+    bad += run_shape(c, "gdn2_1.3B q/k/v (B 3)", 3, 4096, 2048, 4, 0, 1);
+    bad += run_shape(c, "gdn2_1.3B q/k/v (B 4)", 4, 4096, 2048, 4, 0, 1);
+    bad += run_shape(c, "gdn2_12h_100M q/k/v (B 16)", 16, 4096, 768, 4, 0, 1);
+    bad += run_shape(c, "swa_gdn2_100M q/k/v (B 16)", 16, 4096, 256, 4, 0, 1);
+    printf("%s\n", bad ? "conv_dev: FAILED" : "conv_dev: all outputs as the old kernels'");
     gdn2_cuda_nn_destroy(c);
-    printf("%s\n", bad ? "conv_dev: FAILED" : "conv_dev: all outputs as the library's");
-    return bad != 0;
+    return bad ? 1 : 0;
 }

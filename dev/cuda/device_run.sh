@@ -173,10 +173,16 @@ if [[ " $PHASES " == *" gemm_train "* ]]; then
   echo "gemm_train rc=$?"; cat "$OUT/gemm_train.log"
 fi
 if [[ " $PHASES " == *" conv_dev "* ]]; then
-  # issue 16: the two-channel candidate for the conv backward against the library's (dev/cuda/conv_dev.cu; after model_build)
-  nvcc -O3 -std=c++17 -arch=sm_90a -Iinclude -Isrc dev/cuda/conv_dev.cu build/libgdn2.a -lcublasLt -lcublas -lnccl -lgomp \
-    -o /tmp/conv_dev && timeout 120 /tmp/conv_dev > "$OUT/conv_dev.log" 2>&1
-  echo "conv_dev rc=$?"; cat "$OUT/conv_dev.log"
+  # issue 16: the library's conv kernels against the one-channel kernels they replaced (dev/cuda/conv_dev.cu; after
+  # model_build). CONV_VARIANTS: space-separated R:C:P:PB:BMIN builds of the library's kernels (compiled at once)
+  V=${CONV_VARIANTS:-64:4:8:4:4}; i=0
+  for v in $V; do IFS=: read r c p pb bm <<< "$v"
+    nvcc -O3 -std=c++17 -arch=sm_90a -Iinclude -Isrc -DCONV_R=$r -DCONV_C=$c -DCONV_P=$p -DCONV_PB=$pb -DCONV_BMIN=$bm \
+      dev/cuda/conv_dev.cu build/libgdn2.a -lcublasLt -lcublas -lnccl -lgomp -o /tmp/conv_dev_$i > "$OUT/conv_dev_build_$i.log" 2>&1 &
+    i=$((i + 1)); done; wait
+  i=0; for v in $V; do
+    timeout 60 /tmp/conv_dev_$i > "$OUT/conv_dev_$i.log" 2>&1; echo "conv_dev $v rc=$?"; cat "$OUT/conv_dev_$i.log"
+    i=$((i + 1)); done
 fi
 if [[ " $PHASES " == *" demo_sweep "* ]]; then
   # issue 16's demo: DEMO_SPECS (space-separated NAME:LAYOUT:DROPOUT:LR:STEPS:WD:EMB_DROPOUT) at once on one GPU

@@ -133,6 +133,7 @@ __device__ __forceinline__ void st4(float *p, size_t i0, size_t lim, bool vec, c
 }
 static inline bool al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 static inline bool al8(const void *p) { return ((uintptr_t)p & 7) == 0; }
+static inline bool al_n(const void *p, unsigned n) { return ((uintptr_t)p & (n - 1)) == 0; }
 // the 8-wide grid-stride loop: i0 = the first element of each group
 #define GRID_STRIDE8(i0, n) GRID_STRIDE(g8_, ((n) + 7) / 8) for (size_t i0 = g8_ * 8, once_ = 1; once_; once_ = 0)
 
@@ -1353,92 +1354,192 @@ __global__ void k_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t W, cons
     }
 }
 
-// ---- the fast path (W <= CONV_MAXW, W a template argument): one thread per (sequence, channel, run of
-// CONV_R time steps); consecutive threads take consecutive channels (coalesced rows). Every input
-// row the run needs is loaded into registers first (independent loads: ~40 in flight per thread,
-// where the sliding-window loop had one), then the same formulas and summation orders as above.
+// ---- the fast path (W <= CONV_MAXW, W a template argument): one thread per (sequence, CONV_C = 4 adjacent
+// channels, run of CONV_R time steps); consecutive threads take consecutive channel groups (a warp reads 256
+// contiguous bytes of a row, in 8-byte accesses when vec: D % 4 == 0 and 8-byte aligned tensors). The run walks
+// its rows in order with a window of the last W - 1 inputs (and, backward, of the last W - 1 dc) in registers,
+// loading CONV_P rows ahead. The formulas and every summation order are those of the reference kernels above:
+// the same bits. (At 6c2b831 the one-channel kernel that loaded its whole run first ran at ~1 TB/s: 122
+// registers and ~60 instructions an element, most of them 2-byte loads and their 64-bit address arithmetic.)
 #define CONV_MAXW 8
-#define CONV_R 32
+#ifndef CONV_R // (dev/cuda/conv_dev.cu builds variants)
+#define CONV_R 64  // time steps a thread
+#define CONV_C 4   // channels a thread: 2, 4 or 8
+#define CONV_P 8   // rows loaded ahead (forward)
+#define CONV_PB 4  // rows loaded ahead (backward)
+#define CONV_BMIN 4 // blocks an SM the backward is compiled for (121 registers at W = 4)
+#endif
 #define CONV_BS 128
-// xe_s of (b, ch) as conv_xe, with x already offset to (b, ch): row stride D
-__device__ __forceinline__ float conv_xe_fast(const bf16 *xb, const float *hb, int64_t D, int W, int64_t s) {
-    if (s >= W - 1) return ldb(xb, (size_t)((s - (W - 1)) * D));
-    return hb ? hb[s * D] : 0.0f;
+// CONV_C channels of one row as bf16 pairs; conv_ld reads c < nc (the rest 0), one access of 2 CONV_C bytes
+// when vec and the group is whole; conv_un unpacks to fp32 (rows loaded ahead stay packed: half the registers)
+struct __align__(2 * CONV_C) conv_pk { __nv_bfloat162 h[CONV_C / 2]; };
+__device__ __forceinline__ conv_pk conv_ld(const bf16 *p, int nc, bool vec) {
+    if (vec && nc == CONV_C) return *reinterpret_cast<const conv_pk *>(p);
+    const bf16 z = __float2bfloat16_rn(0.0f);
+    conv_pk u;
+#pragma unroll
+    for (int k = 0; k < CONV_C / 2; k++) u.h[k] = __halves2bfloat162(2 * k < nc ? p[2 * k] : z, 2 * k + 1 < nc ? p[2 * k + 1] : z);
+    return u;
 }
-// y_t = silu(sum_i w_i xe_{t+i}), t in [t0, t1)
-template <int W>
-__global__ void __launch_bounds__(CONV_BS) k_conv_fwd_fast(int64_t T, int64_t D, const bf16 *x, const float *hist,
-                                                           size_t hs, const float *w, bf16 *y) {
-    const int64_t ch = blockIdx.x * (int64_t)CONV_BS + threadIdx.x;
-    if (ch >= D) return;
-    const int64_t nr = (T + CONV_R - 1) / CONV_R, b = blockIdx.y / nr, t0 = (blockIdx.y % nr) * CONV_R;
-    const int n = (int)(t0 + CONV_R < T ? CONV_R : T - t0); // rows of this run
-    const bf16 *xb = x + (size_t)(b * T * D + ch);
-    const float *hb = hist ? hist + b * hs + ch : NULL;
-    float wr[W], xe[CONV_R + W - 1]; // xe[j] = xe_{t0+j}
+__device__ __forceinline__ void conv_un(const conv_pk &u, float o[CONV_C]) {
 #pragma unroll
-    for (int i = 0; i < W; i++) wr[i] = w[ch * W + i];
-#pragma unroll
-    for (int j = 0; j < CONV_R + W - 1; j++) xe[j] = j < n + W - 1 ? conv_xe_fast(xb, hb, D, W, t0 + j) : 0.0f;
-    bf16 *yb = y + (size_t)(b * T * D + ch);
-#pragma unroll
-    for (int r = 0; r < CONV_R; r++) {
-        if (r >= n) break;
-        float c = 0.0f;
-#pragma unroll
-        for (int i = 0; i < W; i++) c += wr[i] * xe[r + i];
-        yb[(size_t)((t0 + r) * D)] = tob(gdn2_silu_f32(c));
+    for (int k = 0; k < CONV_C / 2; k++) {
+        const float2 f = __bfloat1622float2(u.h[k]);
+        o[2 * k] = f.x, o[2 * k + 1] = f.y;
     }
 }
-// The backward of one run, fused: dc_t = dy_t silu'(c_t) for t in [t0, te), te = min(T, t1+W-1) (c
-// recomputed; dc = 0 past T: absent terms), dx_t = sum_i w_i dc_{t+W-1-i} (i increasing) for t in
-// [t0, t1), and the run's dw partial part[run, ch*W+i] = sum_{t in [t0,t1)} dc_t xe_{t+i} (t increasing).
+__device__ __forceinline__ void conv_st(bf16 *p, int nc, bool vec, const float v[CONV_C]) {
+    if (vec && nc == CONV_C) {
+        conv_pk u;
+#pragma unroll
+        for (int k = 0; k < CONV_C / 2; k++) u.h[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+        *reinterpret_cast<conv_pk *>(p) = u;
+    } else {
+#pragma unroll
+        for (int c = 0; c < CONV_C; c++)
+            if (c < nc) p[c] = tob(v[c]);
+    }
+}
+// xe_s of the thread's channels (x, hist already offset to (b, ch0)): x row s - (W-1), or hist row s, or 0
+__device__ __forceinline__ void conv_xe4(const bf16 *xb, const float *hb, int64_t D, int W, int64_t s, int nc,
+                                         bool vec, float o[CONV_C]) {
+    if (s >= W - 1) {
+        conv_un(conv_ld(xb + (size_t)((s - (W - 1)) * D), nc, vec), o);
+        return;
+    }
+#pragma unroll
+    for (int c = 0; c < CONV_C; c++) o[c] = hb && c < nc ? hb[s * D + c] : 0.0f;
+}
+#define WIN(W) ((W) > 1 ? (W) - 1 : 1) // the window's length (one unused slot at W = 1)
+
+// y_t = silu(sum_i w_i xe_{t+i}), t in [t0, t0 + n): the window holds xe_t .. xe_{t+W-2}, x_t = xe_{t+W-1}
 template <int W>
-__global__ void __launch_bounds__(CONV_BS) k_conv_bwd_fast(int64_t T, int64_t D, const bf16 *x, const float *hist,
-                                                           size_t hs, const float *w, const bf16 *dy, bf16 *dx,
-                                                           float *part) {
-    const int64_t ch = blockIdx.x * (int64_t)CONV_BS + threadIdx.x;
-    if (ch >= D) return;
+__global__ void __launch_bounds__(CONV_BS) k_conv_fwd_fast(int64_t T, int64_t D, const bf16 *__restrict__ x,
+                                                           const float *__restrict__ hist, size_t hs,
+                                                           const float *__restrict__ w, bf16 *__restrict__ y,
+                                                           bool vec) {
+    const int64_t ch0 = (blockIdx.x * (int64_t)CONV_BS + threadIdx.x) * CONV_C;
+    if (ch0 >= D) return;
+    const int nc = D - ch0 < CONV_C ? (int)(D - ch0) : CONV_C;
+    const int64_t nr = (T + CONV_R - 1) / CONV_R, b = blockIdx.y / nr, t0 = (blockIdx.y % nr) * CONV_R;
+    const int n = (int)(t0 + CONV_R < T ? CONV_R : T - t0);
+    const bf16 *xb = x + (size_t)(b * T * D + ch0);
+    const float *hb = hist ? hist + b * hs + ch0 : NULL;
+    bf16 *yb = y + (size_t)(b * T * D + ch0);
+    float wr[W][CONV_C], xw[WIN(W)][CONV_C];
+#pragma unroll
+    for (int i = 0; i < W; i++)
+#pragma unroll
+        for (int c = 0; c < CONV_C; c++) wr[i][c] = c < nc ? w[(ch0 + c) * W + i] : 0.0f;
+#pragma unroll
+    for (int j = 0; j < W - 1; j++) conv_xe4(xb, hb, D, W, t0 + j, nc, vec, xw[j]);
+    for (int r0 = 0; r0 < n; r0 += CONV_P) {
+        conv_pk xp[CONV_P];
+#pragma unroll
+        for (int p = 0; p < CONV_P; p++)
+            if (r0 + p < n) xp[p] = conv_ld(xb + (size_t)((t0 + r0 + p) * D), nc, vec);
+#pragma unroll
+        for (int p = 0; p < CONV_P; p++) {
+            if (r0 + p >= n) break;
+            float o[CONV_C], xt[CONV_C];
+            conv_un(xp[p], xt);
+#pragma unroll
+            for (int c = 0; c < CONV_C; c++) {
+                float cc = 0.0f;
+#pragma unroll
+                for (int i = 0; i < W - 1; i++) cc += wr[i][c] * xw[i][c];
+                cc += wr[W - 1][c] * xt[c];
+                o[c] = gdn2_silu_f32(cc);
+            }
+            conv_st(yb + (size_t)((t0 + r0 + p) * D), nc, vec, o);
+#pragma unroll
+            for (int c = 0; c < CONV_C; c++) {
+#pragma unroll
+                for (int i = 0; i + 1 < W - 1; i++) xw[i][c] = xw[i + 1][c];
+                if (W > 1) xw[WIN(W) - 1][c] = xt[c];
+            }
+        }
+    }
+}
+// The backward of one run, fused, in one pass over steps t = t0 .. t0 + n + W - 2:
+//   dc_t = dy_t silu'(c_t) for t < T (c recomputed from the window and x_t), 0 past T (absent terms);
+//   the dw partial part[run, ch*W + i] += dc_t xe_{t+i} for t < t0 + n (t increasing);
+//   dx_u = sum_i w_i dc_{u+W-1-i} (i increasing) for u = t - (W-1) once u >= t0 (dc_{t-i} from the dc window).
+template <int W>
+__global__ void __launch_bounds__(CONV_BS, CONV_BMIN) k_conv_bwd_fast(int64_t T, int64_t D, const bf16 *__restrict__ x,
+                                                           const float *__restrict__ hist, size_t hs,
+                                                           const float *__restrict__ w, const bf16 *__restrict__ dy,
+                                                           bf16 *__restrict__ dx, float *__restrict__ part, bool vec) {
+    const int64_t ch0 = (blockIdx.x * (int64_t)CONV_BS + threadIdx.x) * CONV_C;
+    if (ch0 >= D) return;
+    const int nc = D - ch0 < CONV_C ? (int)(D - ch0) : CONV_C;
     const int64_t nr = (T + CONV_R - 1) / CONV_R, b = blockIdx.y / nr, t0 = (blockIdx.y % nr) * CONV_R;
     const int n = (int)(t0 + CONV_R < T ? CONV_R : T - t0);             // rows of this run
     const int ne = (int)(t0 + n + W - 1 < T ? n + W - 1 : T - t0);      // dc rows it needs
-    const bf16 *xb = x + (size_t)(b * T * D + ch), *dyb = dy + (size_t)(b * T * D + ch);
-    const float *hb = hist ? hist + b * hs + ch : NULL;
-    float wr[W], xe[CONV_R + 2 * W - 2], dc[CONV_R + W - 1]; // xe[j] = xe_{t0+j}, dc[j] = dc_{t0+j}
+    const int ns = n + W - 1;                                           // steps
+    const bf16 *xb = x + (size_t)(b * T * D + ch0), *dyb = dy + (size_t)(b * T * D + ch0);
+    bf16 *dxb = dx ? dx + (size_t)(b * T * D + ch0) : NULL;
+    const float *hb = hist ? hist + b * hs + ch0 : NULL;
+    float wr[W][CONV_C], xw[WIN(W)][CONV_C], dw_[WIN(W)][CONV_C], acc[W][CONV_C];
 #pragma unroll
-    for (int i = 0; i < W; i++) wr[i] = w[ch * W + i];
+    for (int i = 0; i < W; i++)
 #pragma unroll
-    for (int j = 0; j < CONV_R + 2 * W - 2; j++) xe[j] = j < ne + W - 1 ? conv_xe_fast(xb, hb, D, W, t0 + j) : 0.0f;
+        for (int c = 0; c < CONV_C; c++) wr[i][c] = c < nc ? w[(ch0 + c) * W + i] : 0.0f, acc[i][c] = 0.0f;
 #pragma unroll
-    for (int j = 0; j < CONV_R + W - 1; j++) dc[j] = j < ne ? ldb(dyb, (size_t)((t0 + j) * D)) : 0.0f;
+    for (int j = 0; j < WIN(W); j++) {
+        if (j < W - 1) conv_xe4(xb, hb, D, W, t0 + j, nc, vec, xw[j]);
 #pragma unroll
-    for (int j = 0; j < CONV_R + W - 1; j++) {
-        float c = 0.0f;
-#pragma unroll
-        for (int i = 0; i < W; i++) c += wr[i] * xe[j + i];
-        dc[j] = j < ne ? dc[j] * gdn2_silu_grad_f32(c) : 0.0f;
+        for (int c = 0; c < CONV_C; c++) dw_[j][c] = 0.0f;
     }
-    if (dx) {
-        bf16 *dxb = dx + (size_t)(b * T * D + ch);
+    for (int j0 = 0; j0 < ns; j0 += CONV_PB) {
+        conv_pk xp[CONV_PB], gp[CONV_PB];
 #pragma unroll
-        for (int r = 0; r < CONV_R; r++) {
-            if (r >= n) break;
-            float s = 0.0f;
+        for (int p = 0; p < CONV_PB; p++) {
+            const bool in = j0 + p < ne; // rows at or past T read as 0
+            xp[p] = conv_ld(xb + (size_t)((t0 + (in ? j0 + p : 0)) * D), in ? nc : 0, vec);
+            gp[p] = conv_ld(dyb + (size_t)((t0 + (in ? j0 + p : 0)) * D), in ? nc : 0, vec);
+        }
 #pragma unroll
-            for (int i = 0; i < W; i++) s += wr[i] * dc[r + W - 1 - i];
-            dxb[(size_t)((t0 + r) * D)] = tob(s);
+        for (int p = 0; p < CONV_P; p++) {
+            const int j = j0 + p;
+            if (j >= ns) break;
+            float dct[CONV_C], o[CONV_C], xt[CONV_C], gt[CONV_C];
+            conv_un(xp[p], xt);
+            conv_un(gp[p], gt);
+#pragma unroll
+            for (int c = 0; c < CONV_C; c++) {
+                float cc = 0.0f;
+#pragma unroll
+                for (int i = 0; i < W - 1; i++) cc += wr[i][c] * xw[i][c];
+                cc += wr[W - 1][c] * xt[c];
+                dct[c] = j < ne ? gt[c] * gdn2_silu_grad_f32(cc) : 0.0f;
+                if (j < n) {
+#pragma unroll
+                    for (int i = 0; i < W - 1; i++) acc[i][c] += dct[c] * xw[i][c];
+                    acc[W - 1][c] += dct[c] * xt[c];
+                }
+                float sx = 0.0f;
+                sx += wr[0][c] * dct[c];
+#pragma unroll
+                for (int i = 1; i < W; i++) sx += wr[i][c] * dw_[W - 1 - i][c];
+                o[c] = sx;
+            }
+            if (dxb && j >= W - 1) conv_st(dxb + (size_t)((t0 + j - (W - 1)) * D), nc, vec, o);
+#pragma unroll
+            for (int c = 0; c < CONV_C; c++) {
+#pragma unroll
+                for (int i = 0; i + 1 < W - 1; i++) xw[i][c] = xw[i + 1][c], dw_[i][c] = dw_[i + 1][c];
+                if (W > 1) xw[WIN(W) - 1][c] = xt[c], dw_[WIN(W) - 1][c] = dct[c];
+            }
         }
     }
     if (part) {
-        float *pr = part + (size_t)blockIdx.y * (size_t)(D * W) + (size_t)(ch * W);
+        float *pr = part + (size_t)blockIdx.y * (size_t)(D * W) + (size_t)(ch0 * W);
 #pragma unroll
-        for (int i = 0; i < W; i++) {
-            float acc = 0.0f;
+        for (int c = 0; c < CONV_C; c++)
+            if (c < nc)
 #pragma unroll
-            for (int r = 0; r < CONV_R; r++)
-                if (r < n) acc += dc[r] * xe[r + i];
-            pr[i] = acc;
-        }
+                for (int i = 0; i < W; i++) pr[c * W + i] = acc[i][c];
     }
 }
 // the launches for W = 1 .. CONV_MAXW
@@ -1460,9 +1561,10 @@ extern "C" int gdn2_cuda_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t 
     if (!n || W <= 0) return GDN2_OK;
     const int64_t runs = B * ((T + CONV_R - 1) / CONV_R);
     if (W <= CONV_MAXW && runs <= 65535) {
+        const bool vec = D % CONV_C == 0 && al_n(x, 2 * CONV_C) && al_n(y, 2 * CONV_C);
 #define LAUNCH(WW)                                                                                     \
-    k_conv_fwd_fast<WW><<<dim3((unsigned)cdiv(D, CONV_BS), (unsigned)runs), CONV_BS, 0, S(stream)>>>(        \
-        T, D, (const bf16 *)x, hist, hist_stride, w, (bf16 *)y)
+    k_conv_fwd_fast<WW><<<dim3(cdiv(D, CONV_BS * CONV_C), (unsigned)runs), CONV_BS, 0, S(stream)>>>(         \
+        T, D, (const bf16 *)x, hist, hist_stride, w, (bf16 *)y, vec)
         CONV_FAST_SWITCH(W, LAUNCH)
 #undef LAUNCH
         return gdn2_cuda_launch_check("conv_silu_fwd");
@@ -1521,9 +1623,10 @@ extern "C" int gdn2_cuda_conv_silu_bwd(gdn2_cuda_nn *c, int64_t B, int64_t T, in
         float *part = NULL;
         if (dw && !(part = (float *)gdn2_cuda_nn_scratch(c, (size_t)(runs * D * W) * sizeof(float), fn)))
             return GDN2_ERR_NOMEM;
+        const bool vec = D % CONV_C == 0 && al_n(x, 2 * CONV_C) && al_n(dy, 2 * CONV_C) && (!dx || al_n(dx, 2 * CONV_C));
 #define LAUNCH(WW)                                                                                     \
-    k_conv_bwd_fast<WW><<<dim3((unsigned)cdiv(D, CONV_BS), (unsigned)runs), CONV_BS, 0, c->stream>>>(        \
-        T, D, (const bf16 *)x, hist, hist_stride, w, (const bf16 *)dy, (bf16 *)dx, part)
+    k_conv_bwd_fast<WW><<<dim3(cdiv(D, CONV_BS * CONV_C), (unsigned)runs), CONV_BS, 0, c->stream>>>(         \
+        T, D, (const bf16 *)x, hist, hist_stride, w, (const bf16 *)dy, (bf16 *)dx, part, vec)
         CONV_FAST_SWITCH(W, LAUNCH)
 #undef LAUNCH
         int rc = gdn2_cuda_launch_check(fn);
@@ -1653,57 +1756,72 @@ extern "C" int gdn2_cuda_gates_fwd(int mixer, int64_t N, int64_t H, int64_t HV, 
     return rc;
 }
 
-// gdn2, kda: one thread per 8 columns col = h*K + i of one chunk of NN_RCH tokens (grid.y), u = f + dt[col],
-// a = e^{A_log[h]}:  df = dg (-a) softplus'(u);  gdn2 also dpb = db cb sb (1 - sb); and, unless pA is NULL,
-// the chunk's token sums (n increasing, double) pA[ch, col] = sum dg g, pD[ch, col] = sum df with
-// g = -a softplus(u) recomputed (the forward's formula on the same device: the same bits as the g it
-// saved, one fp32 read fewer). vec: H K % 8 == 0 and 16-byte aligned pointers.
+// gdn2, kda: one thread per GATES_CW columns col = h*K + i of one chunk of NN_RCH tokens (grid.y), u = f + dt[col],
+// a = e^{A_log[h]}:  df = dg (-a) softplus'(u);  gdn2 also dpb = db cb sb (1 - sb), and, when the write gate has
+// the same columns (HV V = H K: sw, dw, dpw non-NULL), dpw = dw sw (1 - sw) in the same pass (k_gates_bwd_w's
+// formula; one launch and its tail fewer); and, unless pA is NULL, the chunk's token sums (n increasing,
+// double) pA[ch, col] = sum dg g, pD[ch, col] = sum df with g = -a softplus(u) recomputed (the forward's
+// formula on the same device: the same bits as the g it saved, one fp32 read fewer). vec: H K % 4 == 0 and
+// 16-byte aligned fp32 / 8-byte aligned bf16 pointers. (8 columns a thread gave 11 warps an SM at the 1.3B
+// size, too few for the per-element exp, log1p and division: 51 % of the copy bandwidth at 6c2b831.)
 #define GATES_BS 128
+#define GATES_CW 4
 __global__ void __launch_bounds__(GATES_BS) k_gates_bwd_kc(int mixer, int64_t N, int64_t H, int64_t K, float cb,
                                                            const bf16 *__restrict__ f, const bf16 *__restrict__ sb,
                                                            const float *__restrict__ A_log, const float *__restrict__ dt,
                                                            const float *__restrict__ dg, const bf16 *__restrict__ db,
                                                            bf16 *__restrict__ df, bf16 *__restrict__ dpb,
-                                                           double *__restrict__ pA, double *__restrict__ pD, bool vec) {
-    const int64_t ncols = H * K, c0 = (blockIdx.x * (int64_t)GATES_BS + threadIdx.x) * 8, ch = blockIdx.y;
+                                                           const bf16 *__restrict__ sw, const bf16 *__restrict__ dw,
+                                                           bf16 *__restrict__ dpw, double *__restrict__ pA,
+                                                           double *__restrict__ pD, bool vec) {
+    const int64_t ncols = H * K, c0 = (blockIdx.x * (int64_t)GATES_BS + threadIdx.x) * GATES_CW, ch = blockIdx.y;
     if (c0 >= ncols) return;
-    float a[8], dtv[8];
+    float a[GATES_CW], dtv[GATES_CW];
 #pragma unroll
-    for (int k = 0; k < 8; k++) {
+    for (int k = 0; k < GATES_CW; k++) {
         const int64_t col = c0 + k < ncols ? c0 + k : c0;
         a[k] = expf(A_log[col / K]), dtv[k] = dt[col];
     }
-    double sa[8], sd[8];
+    double sa[GATES_CW], sd[GATES_CW];
 #pragma unroll
-    for (int k = 0; k < 8; k++) sa[k] = sd[k] = 0.0;
+    for (int k = 0; k < GATES_CW; k++) sa[k] = sd[k] = 0.0;
     const int64_t n1 = (ch + 1) * NN_RCH < N ? (ch + 1) * NN_RCH : N;
-    // the pointers are __restrict__ (no output aliases an input) and the loop unrolled: the next row's loads
-    // may issue before this row's stores (one row's loads in flight per thread before)
-#pragma unroll 2
+    // the pointers are __restrict__ (no output aliases an input) and the loop unrolled: the next rows' loads
+    // may issue before this row's stores
+#pragma unroll 4
     for (int64_t n = ch * NN_RCH; n < n1; n++) {
         const size_t e0 = (size_t)(n * ncols + c0), lim = (size_t)(n * ncols + ncols);
-        float fv[8], gv[8], o[8];
-        ld8(f, e0, lim, vec, fv);
-        ld8(dg, e0, lim, vec, gv);
+        float fv[4], gv[4], o[4];
+        ld4(f, e0, lim, vec, fv);
+        ld4(dg, e0, lim, vec, gv);
 #pragma unroll
-        for (int k = 0; k < 8; k++) {
+        for (int k = 0; k < GATES_CW; k++) {
             const float u = fv[k] + dtv[k];
             o[k] = gv[k] * (-a[k]) * gdn2_softplus_grad_f32(u);
             sa[k] += (double)gv[k] * (-a[k] * gdn2_softplus_f32(u));
             sd[k] += o[k];
         }
-        if (df) st8(df, e0, lim, vec, o);
+        if (df) st4(df, e0, lim, vec, o);
         if (mixer == MX_GDN2 && dpb) {
-            float sv[8], dv[8];
-            ld8(sb, e0, lim, vec, sv);
-            ld8(db, e0, lim, vec, dv);
+            float sv[4], dv[4];
+            ld4(sb, e0, lim, vec, sv);
+            ld4(db, e0, lim, vec, dv);
 #pragma unroll
-            for (int k = 0; k < 8; k++) o[k] = dv[k] * cb * sv[k] * (1.0f - sv[k]);
-            st8(dpb, e0, lim, vec, o);
+            for (int k = 0; k < GATES_CW; k++) o[k] = dv[k] * cb * sv[k] * (1.0f - sv[k]);
+            st4(dpb, e0, lim, vec, o);
+        }
+        if (dpw) {
+            float sv[4], dv[4];
+            ld4(sw, e0, lim, vec, sv);
+            ld4(dw, e0, lim, vec, dv);
+#pragma unroll
+            for (int k = 0; k < GATES_CW; k++) dv[k] = dv[k] * sv[k] * (1.0f - sv[k]);
+            st4(dpw, e0, lim, vec, dv);
         }
     }
     if (pA)
-        for (int k = 0; k < 8 && c0 + k < ncols; k++) pA[ch * ncols + c0 + k] = sa[k], pD[ch * ncols + c0 + k] = sd[k];
+        for (int k = 0; k < GATES_CW && c0 + k < ncols; k++)
+            pA[ch * ncols + c0 + k] = sa[k], pD[ch * ncols + c0 + k] = sd[k];
 }
 // gdn2, per (n,hv,j):  dpw = dw sw (1 - sw)
 __global__ void k_gates_bwd_w(size_t n, const bf16 *sw, const bf16 *dw, bf16 *dpw, bool vec) {
@@ -1806,13 +1924,18 @@ extern "C" int gdn2_cuda_gates_bwd(gdn2_cuda_nn *c, int mixer, int64_t N, int64_
         pA = (double *)scr, pD = (double *)(scr + pb);
     }
     (void)g; // recomputed on the device (see k_gates_bwd_kc)
-    if (mixer != MX_GDN && (df || pA || (mixer == MX_GDN2 && dpb))) {
-        const bool vec = ncols % 8 == 0 && al16(f) && al16(sb) && al16(dg) && al16(db) && al16(df) && al16(dpb);
-        k_gates_bwd_kc<<<dim3(cdiv(ncols, 8 * GATES_BS), (unsigned)nch), GATES_BS, 0, s>>>(
-            mixer, N, H, K, cb, fb, sbb, A_log, dt, dg, (const bf16 *)db, (bf16 *)df, (bf16 *)dpb, pA, pD, vec);
+    /* the write gate's dpw in the same pass when its columns are the key side's */
+    const bool w_in_kc = mixer == MX_GDN2 && dpw && HV * V == H * K;
+    if (mixer != MX_GDN && (df || pA || (mixer == MX_GDN2 && dpb) || w_in_kc)) {
+        const bool vec = ncols % 4 == 0 && al8(f) && al8(sb) && al16(dg) && al8(db) && al8(df) && al8(dpb) &&
+                         (!w_in_kc || (al8(sw) && al8(dw) && al8(dpw)));
+        k_gates_bwd_kc<<<dim3(cdiv(ncols, GATES_CW * GATES_BS), (unsigned)nch), GATES_BS, 0, s>>>(
+            mixer, N, H, K, cb, fb, sbb, A_log, dt, dg, (const bf16 *)db, (bf16 *)df, (bf16 *)dpb,
+            w_in_kc ? (const bf16 *)sw : NULL, w_in_kc ? (const bf16 *)dw : NULL, w_in_kc ? (bf16 *)dpw : NULL, pA, pD,
+            vec);
         if ((rc = gdn2_cuda_launch_check(fn))) return rc;
     }
-    if (mixer == MX_GDN2 && nv && dpw) {
+    if (mixer == MX_GDN2 && nv && dpw && !w_in_kc) {
         const bool vec = al16(sw) && al16(dw) && al16(dpw);
         k_gates_bwd_w<<<grid8(nv), NN_BS, 0, s>>>(nv, (const bf16 *)sw, (const bf16 *)dw, (bf16 *)dpw, vec);
         if ((rc = gdn2_cuda_launch_check(fn))) return rc;
