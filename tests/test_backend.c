@@ -1269,6 +1269,8 @@ int main(void) {
     t_conv(2, 37, 200, 4, 1);
     t_conv(2, 37, 200, 4, 0);
     t_conv(3, 2, 72, 4, 1); /* T < W-1: the history shifts within itself */
+    t_conv(2, 150, 202, 4, 0); /* several runs of the fast kernels, D % 4 != 0: the scalar loads */
+    t_conv(1, 131, 64, 3, 1);  /* W 3, several runs from a history */
     for (int mixer = 0; mixer < 3; mixer++) {
         t_gates(mixer, 37, 2, 4, 64, 64);
         t_gates(mixer, 150, 2, 2, 128, 128);
