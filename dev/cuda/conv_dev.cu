@@ -158,13 +158,16 @@ static int run_shape(gdn2_cuda_nn *c, const char *what, int B, int T, int D, int
     for (size_t i = 0; i < n; i++) bad_dx += a[i] != b2[i];
     CK(cudaMemcpy(da, dw0, (size_t)D * W * 4, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(db, dw1, (size_t)D * W * 4, cudaMemcpyDeviceToHost));
-    double maxrel = 0.0;
+    // dw: bit for bit at the old run length, else |a - b| <= 1e-5 max|dw| (sums over 64 or 128 rows against 32:
+    // near-zero entries that cancel are off by rounding, not relatively close)
+    double maxrel = 0.0, amax = 0.0;
+    for (int i = 0; i < D * W; i++) amax = fmax(amax, fabs((double)da[i]));
     for (int i = 0; i < D * W; i++) {
-        const double e = fabs((double)da[i] - db[i]) / (fabs((double)da[i]) + 1e-3);
-        if (e > maxrel) maxrel = e;
-        bad_dw += CONV_R == OLD_R ? memcmp(&da[i], &db[i], 4) != 0 : e > 1e-5;
+        const double e = fabs((double)da[i] - db[i]) / (amax > 0.0 ? amax : 1.0);
+        if (e > maxrel || e != e) maxrel = e;
+        bad_dw += CONV_R == OLD_R ? memcmp(&da[i], &db[i], 4) != 0 : !(e <= 1e-5);
     }
-    printf("%-34s B=%d T=%d D=%d W=%d%s: y %zu, dx %zu, dw %zu of %d differ (dw max rel %.2e)\n", what, B, T, D, W,
+    printf("%-34s B=%d T=%d D=%d W=%d%s: y %zu, dx %zu, dw %zu of %d differ (dw max |diff| / max|dw| %.2e)\n", what, B, T, D, W,
            with_hist ? " hist" : "", bad_y, bad_dx, bad_dw, D * W, maxrel);
     if (timed) {
         cudaEvent_t e0, e1;

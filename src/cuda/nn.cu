@@ -1354,20 +1354,20 @@ __global__ void k_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t W, cons
     }
 }
 
-// ---- the fast path (W <= CONV_MAXW, W a template argument): one thread per (sequence, CONV_C = 4 adjacent
-// channels, run of CONV_R time steps); consecutive threads take consecutive channel groups (a warp reads 256
-// contiguous bytes of a row, in 8-byte accesses when vec: D % 4 == 0 and 8-byte aligned tensors). The run walks
+// ---- the fast path (W <= CONV_MAXW, W a template argument): one thread per (sequence, CONV_C adjacent
+// channels, run of CONV_R time steps); consecutive threads take consecutive channel groups (a warp reads
+// 64 CONV_C contiguous bytes of a row, in accesses of 2 CONV_C bytes when vec: D % CONV_C == 0, aligned tensors). The run walks
 // its rows in order with a window of the last W - 1 inputs (and, backward, of the last W - 1 dc) in registers,
 // loading CONV_P rows ahead. The formulas and every summation order are those of the reference kernels above:
 // the same bits. (At 6c2b831 the one-channel kernel that loaded its whole run first ran at ~1 TB/s: 122
 // registers and ~60 instructions an element, most of them 2-byte loads and their 64-bit address arithmetic.)
 #define CONV_MAXW 8
 #ifndef CONV_R // (dev/cuda/conv_dev.cu builds variants)
-#define CONV_R 64  // time steps a thread
-#define CONV_C 4   // channels a thread: 2, 4 or 8
-#define CONV_P 8   // rows loaded ahead (forward)
-#define CONV_PB 4  // rows loaded ahead (backward)
-#define CONV_BMIN 4 // blocks an SM the backward is compiled for (121 registers at W = 4)
+#define CONV_R 64   // time steps a thread
+#define CONV_C 2    // channels a thread: 2, 4 or 8
+#define CONV_P 8    // rows loaded ahead (forward)
+#define CONV_PB 8   // rows loaded ahead (backward)
+#define CONV_BMIN 6 // blocks an SM the backward is compiled for (80 registers at W = 4)
 #endif
 #define CONV_BS 128
 // CONV_C channels of one row as bf16 pairs; conv_ld reads c < nc (the rest 0), one access of 2 CONV_C bytes
@@ -1500,7 +1500,7 @@ __global__ void __launch_bounds__(CONV_BS, CONV_BMIN) k_conv_bwd_fast(int64_t T,
             gp[p] = conv_ld(dyb + (size_t)((t0 + (in ? j0 + p : 0)) * D), in ? nc : 0, vec);
         }
 #pragma unroll
-        for (int p = 0; p < CONV_P; p++) {
+        for (int p = 0; p < CONV_PB; p++) {
             const int j = j0 + p;
             if (j >= ns) break;
             float dct[CONV_C], o[CONV_C], xt[CONV_C], gt[CONV_C];
