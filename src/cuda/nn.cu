@@ -1411,6 +1411,22 @@ __device__ __forceinline__ void conv_xe4(const bf16 *xb, const float *hb, int64_
     for (int c = 0; c < CONV_C; c++) o[c] = hb && c < nc ? hb[s * D + c] : 0.0f;
 }
 #define WIN(W) ((W) > 1 ? (W) - 1 : 1) // the window's length (one unused slot at W = 1)
+// the thread's weights wr[i][c] = w[(ch0 + c) W + i] (0 past D)
+template <int W> __device__ __forceinline__ void conv_wload(const float *w, int64_t ch0, int nc, float (&wr)[W][CONV_C]) {
+#pragma unroll
+    for (int i = 0; i < W; i++)
+#pragma unroll
+        for (int c = 0; c < CONV_C; c++) wr[i][c] = c < nc ? w[(ch0 + c) * W + i] : 0.0f;
+}
+// c_t of channel c: sum_i w_i xe_{t+i} (i increasing), the window holding xe_t .. xe_{t+W-2} and x_t = xe_{t+W-1}
+template <int W>
+__device__ __forceinline__ float conv_pre_win(const float (&wr)[W][CONV_C], const float (&xw)[WIN(W)][CONV_C],
+                                              const float (&xt)[CONV_C], int c) {
+    float cc = 0.0f;
+#pragma unroll
+    for (int i = 0; i < W - 1; i++) cc += wr[i][c] * xw[i][c];
+    return cc + wr[W - 1][c] * xt[c];
+}
 
 // y_t = silu(sum_i w_i xe_{t+i}), t in [t0, t0 + n): the window holds xe_t .. xe_{t+W-2}, x_t = xe_{t+W-1}
 template <int W>
@@ -1427,10 +1443,7 @@ __global__ void __launch_bounds__(CONV_BS) k_conv_fwd_fast(int64_t T, int64_t D,
     const float *hb = hist ? hist + b * hs + ch0 : NULL;
     bf16 *yb = y + (size_t)(b * T * D + ch0);
     float wr[W][CONV_C], xw[WIN(W)][CONV_C];
-#pragma unroll
-    for (int i = 0; i < W; i++)
-#pragma unroll
-        for (int c = 0; c < CONV_C; c++) wr[i][c] = c < nc ? w[(ch0 + c) * W + i] : 0.0f;
+    conv_wload<W>(w, ch0, nc, wr);
 #pragma unroll
     for (int j = 0; j < W - 1; j++) conv_xe4(xb, hb, D, W, t0 + j, nc, vec, xw[j]);
     for (int r0 = 0; r0 < n; r0 += CONV_P) {
@@ -1444,13 +1457,7 @@ __global__ void __launch_bounds__(CONV_BS) k_conv_fwd_fast(int64_t T, int64_t D,
             float o[CONV_C], xt[CONV_C];
             conv_un(xp[p], xt);
 #pragma unroll
-            for (int c = 0; c < CONV_C; c++) {
-                float cc = 0.0f;
-#pragma unroll
-                for (int i = 0; i < W - 1; i++) cc += wr[i][c] * xw[i][c];
-                cc += wr[W - 1][c] * xt[c];
-                o[c] = gdn2_silu_f32(cc);
-            }
+            for (int c = 0; c < CONV_C; c++) o[c] = gdn2_silu_f32(conv_pre_win<W>(wr, xw, xt, c));
             conv_st(yb + (size_t)((t0 + r0 + p) * D), nc, vec, o);
 #pragma unroll
             for (int c = 0; c < CONV_C; c++) {
@@ -1481,10 +1488,11 @@ __global__ void __launch_bounds__(CONV_BS, CONV_BMIN) k_conv_bwd_fast(int64_t T,
     bf16 *dxb = dx ? dx + (size_t)(b * T * D + ch0) : NULL;
     const float *hb = hist ? hist + b * hs + ch0 : NULL;
     float wr[W][CONV_C], xw[WIN(W)][CONV_C], dw_[WIN(W)][CONV_C], acc[W][CONV_C];
+    conv_wload<W>(w, ch0, nc, wr);
 #pragma unroll
     for (int i = 0; i < W; i++)
 #pragma unroll
-        for (int c = 0; c < CONV_C; c++) wr[i][c] = c < nc ? w[(ch0 + c) * W + i] : 0.0f, acc[i][c] = 0.0f;
+        for (int c = 0; c < CONV_C; c++) acc[i][c] = 0.0f;
 #pragma unroll
     for (int j = 0; j < WIN(W); j++) {
         if (j < W - 1) conv_xe4(xb, hb, D, W, t0 + j, nc, vec, xw[j]);
@@ -1508,11 +1516,7 @@ __global__ void __launch_bounds__(CONV_BS, CONV_BMIN) k_conv_bwd_fast(int64_t T,
             conv_un(gp[p], gt);
 #pragma unroll
             for (int c = 0; c < CONV_C; c++) {
-                float cc = 0.0f;
-#pragma unroll
-                for (int i = 0; i < W - 1; i++) cc += wr[i][c] * xw[i][c];
-                cc += wr[W - 1][c] * xt[c];
-                dct[c] = j < ne ? gt[c] * gdn2_silu_grad_f32(cc) : 0.0f;
+                dct[c] = j < ne ? gt[c] * gdn2_silu_grad_f32(conv_pre_win<W>(wr, xw, xt, c)) : 0.0f;
                 if (j < n) {
 #pragma unroll
                     for (int i = 0; i < W - 1; i++) acc[i][c] += dct[c] * xw[i][c];
