@@ -169,7 +169,8 @@ if [[ " $PHASES " == *" gemm_dev "* ]]; then
 fi
 if [[ " $PHASES " == *" gemm_train "* ]]; then
   # issue 16: what the fastest cuBLASLt algorithm would save over the first, at the training step's shapes (dev/cuda/gemm_train.cu)
-  nvcc -O2 -std=c++17 -arch=sm_90a dev/cuda/gemm_train.cu -lcublasLt -o /tmp/gemm_train && timeout ${GEMM_TIMEOUT:-150} /tmp/gemm_train > "$OUT/gemm_train.log" 2>&1
+  # (and torch's path beside it: cublasGemmEx, bf16 dW + fp32 add). GEMM_N: tokens (12288 = B 3, 16384 = B 4)
+  nvcc -O2 -std=c++17 -arch=sm_90a dev/cuda/gemm_train.cu -lcublasLt -lcublas -o /tmp/gemm_train && timeout ${GEMM_TIMEOUT:-150} /tmp/gemm_train ${GEMM_N:-16384} > "$OUT/gemm_train.log" 2>&1
   echo "gemm_train rc=$?"; cat "$OUT/gemm_train.log"
 fi
 if [[ " $PHASES " == *" conv_dev "* ]]; then

@@ -14,11 +14,20 @@
 // and both in TFLOP/s. Each time: the median of 7 groups of 5 launches between two CUDA events, after a
 // group of warm-up. Inputs are small random bf16 values (the time does not depend on them).
 //
-//   nvcc -O2 -std=c++17 -arch=sm_90a dev/cuda/gemm_train.cu -lcublasLt -o /tmp/gemm_train && /tmp/gemm_train
+//   nvcc -O2 -std=c++17 -arch=sm_90a dev/cuda/gemm_train.cu -lcublasLt -lcublas -o /tmp/gemm_train && /tmp/gemm_train
 //
 // A faster algorithm would only be usable if the choice were fixed (timing-based choices differ between
 // processes, and the bits with them: docs/BACKEND.md, Determinism).
+//
+// Second question (fifteenth session): the official trainer's own profile (bench/results/h100-conv/,
+// official_train.json) sums its GEMM kernels to 132.7 ms a gdn2_1.3B step at B = 3 on an H100, where ours take
+// ~150. torch reaches cuBLAS through cublasGemmEx (bf16 in and out, fp32 compute, cuBLAS's own heuristic) and
+// computes a weight gradient as a bf16 product (beta 0) followed by an fp32 add into .grad. So each row also
+// times that path ("gemmex": cublasGemmEx with CUBLAS_GEMM_DEFAULT, 32 MiB workspace; dW as bf16, beta 0, plus an
+// fp32 add kernel of the dW's size), and the end prints both sums weighted by gdn2_1.3B's calls a step
+// (18 layers; the low-rank products as they are). Usage: /tmp/gemm_train [N tokens, default 16384].
 #include <cublasLt.h>
+#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -71,9 +80,40 @@ static float time_ms(const prod *p, const cublasLtMatmulAlgo_t *algo) {
 }
 
 // C [m,n] (ldc m) = op(A) op(B) (+ C), column-major as cuBLASLt sees the library's row-major buffers
-static void sweep(const char *what, const char *kind, cublasOperation_t ta, cublasOperation_t tb, long m, long n,
+static cublasHandle_t g_cb;
+__global__ void k_add_f32(float *acc, const __nv_bfloat16 *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        acc[i] += __bfloat162float(x[i]);
+}
+// torch's path for the same product: cublasGemmEx, bf16 C = D, beta 0; with add_n > 0 also an fp32 add of add_n
+// elements of C into acc (a weight gradient's .grad += bf16 product). Median of 7 groups of 5, as time_ms.
+static float gemmex_ms(cublasOperation_t ta, cublasOperation_t tb, long m, long n, long k, const void *A,
+                       const void *B, void *C, float *acc, size_t add_n) {
+    const float alpha = 1.0f, beta = 0.0f;
+    float t[7];
+    for (int g = -1; g < 7; g++) {
+        CK(cudaEventRecord(g_e0, g_st));
+        for (int i = 0; i < 5; i++) {
+            if (cublasGemmEx(g_cb, ta, tb, (int)m, (int)n, (int)k, &alpha, A, CUDA_R_16BF, ta == CUBLAS_OP_N ? (int)m : (int)k,
+                             B, CUDA_R_16BF, tb == CUBLAS_OP_N ? (int)k : (int)n, &beta, C, CUDA_R_16BF, (int)m,
+                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS)
+                return -1.0f;
+            if (add_n) k_add_f32<<<1024, 256, 0, g_st>>>(acc, (const __nv_bfloat16 *)C, add_n);
+        }
+        CK(cudaEventRecord(g_e1, g_st));
+        CK(cudaEventSynchronize(g_e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, g_e0, g_e1));
+        if (g >= 0) t[g] = ms / 5.0f;
+    }
+    qsort(t, 7, sizeof t[0], cmpf);
+    return t[3];
+}
+
+// returns the library's time (the heuristic's first algorithm), ms; *ex: torch's path (gemmex_ms)
+static float sweep(const char *what, const char *kind, cublasOperation_t ta, cublasOperation_t tb, long m, long n,
                   long k, cudaDataType_t cdt, float beta, const void *A, const void *B, void *C, double *sum_first,
-                  double *sum_best) {
+                  double *sum_best, void *Cb, float *ex) {
     prod p;
     p.A = A, p.B = B, p.C = C, p.beta = beta;
     LK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -109,18 +149,22 @@ static void sweep(const char *what, const char *kind, cublasOperation_t ta, cubl
         if (ms < best) best = ms, besti = a;
     }
     const double tf = 2.0 * m * n * k / 1e12;
+    // torch's path: a dW (fp32 C, beta 1 here) is its bf16 product plus the fp32 add
+    *ex = gemmex_ms(ta, tb, m, n, k, A, B, Cb, cdt == CUDA_R_32F ? (float *)C : NULL,
+                    cdt == CUDA_R_32F ? (size_t)m * n : 0);
     if (first < 0)
         printf("%-12s %-4s %6ld %6ld %6ld | first algorithm refused (heuristic status %d, %d results)\n", what, kind, m,
                n, k, (int)hs, nres);
     else {
-        printf("%-12s %-4s %6ld %6ld %6ld | first %7.3f ms %5.0f TFLOP/s | best %7.3f ms %5.0f TFLOP/s (#%d of %d) | %+5.1f %%\n",
+        printf("%-12s %-4s %6ld %6ld %6ld | first %7.3f ms %5.0f TFLOP/s | best %7.3f ms %5.0f TFLOP/s (#%d of %d) | %+5.1f %% | gemmex%s %7.3f ms\n",
                what, kind, m, n, k, first, tf / (first * 1e-3), best, tf / (best * 1e-3), besti, nres,
-               100.0 * (best - first) / first);
+               100.0 * (best - first) / first, cdt == CUDA_R_32F ? "+add" : "", *ex);
         *sum_first += first, *sum_best += best;
     }
     cublasLtMatmulPreferenceDestroy(pref);
     cublasLtMatrixLayoutDestroy(p.la), cublasLtMatrixLayoutDestroy(p.lb), cublasLtMatrixLayoutDestroy(p.lc);
     cublasLtMatmulDescDestroy(p.op);
+    return first;
 }
 
 __global__ void k_fill(__nv_bfloat16 *x, size_t n, unsigned seed) {
@@ -131,23 +175,35 @@ __global__ void k_fill(__nv_bfloat16 *x, size_t n, unsigned seed) {
     }
 }
 
-int main(void) {
-    const long N = 16384; // B 4 x T 4096
+int main(int argc, char **argv) {
+    const long N = argc > 1 ? atol(argv[1]) : 16384; // tokens: B x T (16384 = 4 x 4096, 12288 = 3 x 4096)
+    if (N <= 0) {
+        fprintf(stderr, "gemm_train: N (tokens) must be positive, got %s\n", argv[1]);
+        return 2;
+    }
     setvbuf(stdout, NULL, _IOLBF, 0); // a row at a time: a run cut short keeps what it measured
-    // (what, out, in): the weights of gdn2_1.3B (d 2304, MLP 6208) and swa_gdn2_1.3B (MLP 6784)
-    const struct { const char *what; long out, in; } w[] = {
-        {"d x d", 2304, 2304},    {"lowrank in", 128, 2304}, {"lowrank out", 2304, 128}, {"w1 w2 6208", 6208, 2304},
-        {"w3 6208", 2304, 6208},  {"w1 w2 6784", 6784, 2304}, {"w3 6784", 2304, 6784},    {"lm_head", 32000, 2304}};
+    // (what, out, in, calls a gdn2_1.3B step): its weights (d 2304, H K = HV V = 2048, rank 128, MLP 6208),
+    // then swa_gdn2_1.3B's MLP (6784; not in the weighted sum)
+    const struct { const char *what; long out, in; int calls; } w[] = {
+        {"q k v b w", 2048, 2304, 5 * 18}, {"o_proj", 2304, 2048, 18},  {"f0 g0", 128, 2304, 2 * 18},
+        {"f1 g1", 2048, 128, 2 * 18},      {"w1 w2 6208", 6208, 2304, 2 * 18}, {"w3 6208", 2304, 6208, 18},
+        {"lm_head", 32000, 2304, 1},       {"w1 w2 6784", 6784, 2304, 0},      {"w3 6784", 2304, 6784, 0}};
     const int nw = (int)(sizeof w / sizeof w[0]);
     LK(cublasLtCreate(&g_lt));
+    LK(cublasCreate(&g_cb));
     CK(cudaMalloc(&g_ws, WS_BYTES));
     CK(cudaStreamCreate(&g_st));
+    LK(cublasSetStream(g_cb, g_st));
+    void *cb_ws;
+    CK(cudaMalloc(&cb_ws, WS_BYTES));
+    LK(cublasSetWorkspace(g_cb, cb_ws, WS_BYTES)); // torch's default on Hopper: 32 MiB
     CK(cudaEventCreate(&g_e0));
     CK(cudaEventCreate(&g_e1));
     const size_t maxw = 32000 * 2304, maxa = (size_t)N * 32000;
-    __nv_bfloat16 *W, *X, *Y;
+    __nv_bfloat16 *W, *X, *Y, *Wb;
     float *dW;
     CK(cudaMalloc(&W, maxw * 2));
+    CK(cudaMalloc(&Wb, maxw * 2));
     CK(cudaMalloc(&X, maxa * 2));
     CK(cudaMalloc(&Y, maxa * 2));
     CK(cudaMalloc(&dW, maxw * 4));
@@ -157,17 +213,26 @@ int main(void) {
     CK(cudaMemsetAsync(dW, 0, maxw * 4, g_st));
     CK(cudaStreamSynchronize(g_st));
     printf("N = %ld tokens; m n k as cuBLASLt sees them (column-major); times per launch\n", N);
-    double f_all = 0, b_all = 0;
+    double f_all = 0, b_all = 0, step_lib = 0, step_ex = 0;
     for (int i = 0; i < nw; i++) {
         const long out = w[i].out, in = w[i].in;
+        float ex, t;
+        double f = 0, b = 0;
         // fwd: Y^T [out,N] = W^T(T) . X^T
-        sweep(w[i].what, "fwd", CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, CUDA_R_16BF, 0.0f, W, X, Y, &f_all, &b_all);
+        t = sweep(w[i].what, "fwd", CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, CUDA_R_16BF, 0.0f, W, X, Y, &f, &b, Y, &ex);
+        step_lib += w[i].calls * (double)t, step_ex += w[i].calls * (double)ex;
         // dX^T [in,N] = W^T [in,out] . dY^T [out,N]
-        sweep(w[i].what, "dX", CUBLAS_OP_N, CUBLAS_OP_N, in, N, out, CUDA_R_16BF, 0.0f, W, Y, X, &f_all, &b_all);
-        // dW^T [in,out] += X^T [in,N] . (dY^T [out,N])^T
-        sweep(w[i].what, "dW", CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, CUDA_R_32F, 1.0f, X, Y, dW, &f_all, &b_all);
+        t = sweep(w[i].what, "dX", CUBLAS_OP_N, CUBLAS_OP_N, in, N, out, CUDA_R_16BF, 0.0f, W, Y, X, &f, &b, X, &ex);
+        step_lib += w[i].calls * (double)t, step_ex += w[i].calls * (double)ex;
+        // dW^T [in,out] += X^T [in,N] . (dY^T [out,N])^T   (torch: a bf16 dW, then .grad += it in fp32)
+        t = sweep(w[i].what, "dW", CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, CUDA_R_32F, 1.0f, X, Y, dW, &f, &b, Wb, &ex);
+        step_lib += w[i].calls * (double)t, step_ex += w[i].calls * (double)ex;
+        f_all += f, b_all += b;
     }
     printf("sum over the rows (one of each, not weighted by the step's call counts): first %.2f ms, best %.2f ms (%+.1f %%)\n",
            f_all, b_all, 100.0 * (b_all - f_all) / f_all);
+    printf("gdn2_1.3B step, weighted by its calls: library (cuBLASLt first algorithm, fp32 dW beta 1) %.1f ms; "
+           "torch's path (cublasGemmEx, bf16 dW + fp32 add) %.1f ms (%+.1f %%)\n",
+           step_lib, step_ex, 100.0 * (step_ex - step_lib) / step_lib);
     return 0;
 }
