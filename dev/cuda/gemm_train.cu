@@ -86,16 +86,20 @@ __global__ void k_add_f32(float *acc, const __nv_bfloat16 *x, size_t n) {
         acc[i] += __bfloat162float(x[i]);
 }
 // torch's path for the same product: cublasGemmEx, bf16 C = D, beta 0; with add_n > 0 also an fp32 add of add_n
-// elements of C into acc (a weight gradient's .grad += bf16 product). Median of 7 groups of 5, as time_ms.
+// elements of C into acc (a weight gradient's .grad += bf16 product). c32: instead the library's dW form through
+// cublasGemmEx (C fp32, beta 1, in place; cuBLAS's own choice of kernel for our arithmetic). Median of 7 groups of
+// 5, as time_ms.
 static float gemmex_ms(cublasOperation_t ta, cublasOperation_t tb, long m, long n, long k, const void *A,
-                       const void *B, void *C, float *acc, size_t add_n) {
-    const float alpha = 1.0f, beta = 0.0f;
+                       const void *B, void *C, float *acc, size_t add_n, int c32) {
+    const float alpha = 1.0f, beta = c32 ? 1.0f : 0.0f;
+    if (c32) C = acc, add_n = 0;
     float t[7];
     for (int g = -1; g < 7; g++) {
         CK(cudaEventRecord(g_e0, g_st));
         for (int i = 0; i < 5; i++) {
             if (cublasGemmEx(g_cb, ta, tb, (int)m, (int)n, (int)k, &alpha, A, CUDA_R_16BF, ta == CUBLAS_OP_N ? (int)m : (int)k,
-                             B, CUDA_R_16BF, tb == CUBLAS_OP_N ? (int)k : (int)n, &beta, C, CUDA_R_16BF, (int)m,
+                             B, CUDA_R_16BF, tb == CUBLAS_OP_N ? (int)k : (int)n, &beta, C,
+                             c32 ? CUDA_R_32F : CUDA_R_16BF, (int)m,
                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS)
                 return -1.0f;
             if (add_n) k_add_f32<<<1024, 256, 0, g_st>>>(acc, (const __nv_bfloat16 *)C, add_n);
@@ -151,14 +155,17 @@ static float sweep(const char *what, const char *kind, cublasOperation_t ta, cub
     const double tf = 2.0 * m * n * k / 1e12;
     // torch's path: a dW (fp32 C, beta 1 here) is its bf16 product plus the fp32 add
     *ex = gemmex_ms(ta, tb, m, n, k, A, B, Cb, cdt == CUDA_R_32F ? (float *)C : NULL,
-                    cdt == CUDA_R_32F ? (size_t)m * n : 0);
+                    cdt == CUDA_R_32F ? (size_t)m * n : 0, 0);
+    const float ex32 = cdt == CUDA_R_32F ? gemmex_ms(ta, tb, m, n, k, A, B, Cb, (float *)C, 0, 1) : -1.0f;
     if (first < 0)
         printf("%-12s %-4s %6ld %6ld %6ld | first algorithm refused (heuristic status %d, %d results)\n", what, kind, m,
                n, k, (int)hs, nres);
     else {
-        printf("%-12s %-4s %6ld %6ld %6ld | first %7.3f ms %5.0f TFLOP/s | best %7.3f ms %5.0f TFLOP/s (#%d of %d) | %+5.1f %% | gemmex%s %7.3f ms\n",
+        printf("%-12s %-4s %6ld %6ld %6ld | first %7.3f ms %5.0f TFLOP/s | best %7.3f ms %5.0f TFLOP/s (#%d of %d) | %+5.1f %% | gemmex%s %7.3f ms",
                what, kind, m, n, k, first, tf / (first * 1e-3), best, tf / (best * 1e-3), besti, nres,
-               100.0 * (best - first) / first, cdt == CUDA_R_32F ? "+add" : "", *ex);
+               100.0 * (best - first) / first, cdt == CUDA_R_32F ? " bf16+add" : "", *ex);
+        if (ex32 >= 0) printf(" | gemmex fp32 beta 1 %7.3f ms", ex32);
+        printf("\n");
         *sum_first += first, *sum_best += best;
     }
     cublasLtMatmulPreferenceDestroy(pref);
