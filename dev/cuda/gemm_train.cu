@@ -62,13 +62,14 @@ static int run(const prod *p, const cublasLtMatmulAlgo_t *algo) {
                           WS_BYTES, g_st) == CUBLAS_STATUS_SUCCESS;
 }
 
-// median over 7 groups of the per-launch time of 5 back-to-back launches (ms); < 0: refused
-static float time_ms(const prod *p, const cublasLtMatmulAlgo_t *algo) {
+// median over 7 groups of the per-call time of 5 back-to-back calls of launch() (ms), after a warm-up group;
+// < 0: a call refused
+template <class F> static float median_ms(F launch) {
     float t[7];
     for (int g = -1; g < 7; g++) {
         CK(cudaEventRecord(g_e0, g_st));
         for (int i = 0; i < 5; i++)
-            if (!run(p, algo)) return -1.0f;
+            if (!launch()) return -1.0f;
         CK(cudaEventRecord(g_e1, g_st));
         CK(cudaEventSynchronize(g_e1));
         float ms;
@@ -78,8 +79,8 @@ static float time_ms(const prod *p, const cublasLtMatmulAlgo_t *algo) {
     qsort(t, 7, sizeof t[0], cmpf);
     return t[3];
 }
+static float time_ms(const prod *p, const cublasLtMatmulAlgo_t *algo) { return median_ms([&] { return run(p, algo); }); }
 
-// C [m,n] (ldc m) = op(A) op(B) (+ C), column-major as cuBLASLt sees the library's row-major buffers
 static cublasHandle_t g_cb;
 __global__ void k_add_f32(float *acc, const __nv_bfloat16 *x, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -87,34 +88,24 @@ __global__ void k_add_f32(float *acc, const __nv_bfloat16 *x, size_t n) {
 }
 // torch's path for the same product: cublasGemmEx, bf16 C = D, beta 0; with add_n > 0 also an fp32 add of add_n
 // elements of C into acc (a weight gradient's .grad += bf16 product). c32: instead the library's dW form through
-// cublasGemmEx (C fp32, beta 1, in place; cuBLAS's own choice of kernel for our arithmetic). Median of 7 groups of
-// 5, as time_ms.
+// cublasGemmEx (C fp32, beta 1, in place; cuBLAS's own choice of kernel for our arithmetic).
 static float gemmex_ms(cublasOperation_t ta, cublasOperation_t tb, long m, long n, long k, const void *A,
                        const void *B, void *C, float *acc, size_t add_n, int c32) {
     const float alpha = 1.0f, beta = c32 ? 1.0f : 0.0f;
     if (c32) C = acc, add_n = 0;
-    float t[7];
-    for (int g = -1; g < 7; g++) {
-        CK(cudaEventRecord(g_e0, g_st));
-        for (int i = 0; i < 5; i++) {
-            if (cublasGemmEx(g_cb, ta, tb, (int)m, (int)n, (int)k, &alpha, A, CUDA_R_16BF, ta == CUBLAS_OP_N ? (int)m : (int)k,
-                             B, CUDA_R_16BF, tb == CUBLAS_OP_N ? (int)k : (int)n, &beta, C,
-                             c32 ? CUDA_R_32F : CUDA_R_16BF, (int)m,
-                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS)
-                return -1.0f;
-            if (add_n) k_add_f32<<<1024, 256, 0, g_st>>>(acc, (const __nv_bfloat16 *)C, add_n);
-        }
-        CK(cudaEventRecord(g_e1, g_st));
-        CK(cudaEventSynchronize(g_e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, g_e0, g_e1));
-        if (g >= 0) t[g] = ms / 5.0f;
-    }
-    qsort(t, 7, sizeof t[0], cmpf);
-    return t[3];
+    return median_ms([&] {
+        if (cublasGemmEx(g_cb, ta, tb, (int)m, (int)n, (int)k, &alpha, A, CUDA_R_16BF, ta == CUBLAS_OP_N ? (int)m : (int)k,
+                         B, CUDA_R_16BF, tb == CUBLAS_OP_N ? (int)k : (int)n, &beta, C, c32 ? CUDA_R_32F : CUDA_R_16BF,
+                         (int)m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS)
+            return 0;
+        if (add_n) k_add_f32<<<1024, 256, 0, g_st>>>(acc, (const __nv_bfloat16 *)C, add_n);
+        return 1;
+    });
 }
 
-// returns the library's time (the heuristic's first algorithm), ms; *ex: torch's path (gemmex_ms)
+// C [m,n] (ldc m) = op(A) op(B) (+ C), column-major as cuBLASLt sees the library's row-major buffers: each
+// algorithm the heuristic offers, timed; returns the library's time (the heuristic's first algorithm), ms;
+// *ex: torch's path (gemmex_ms)
 static float sweep(const char *what, const char *kind, cublasOperation_t ta, cublasOperation_t tb, long m, long n,
                   long k, cudaDataType_t cdt, float beta, const void *A, const void *B, void *C, double *sum_first,
                   double *sum_best, void *Cb, float *ex) {
