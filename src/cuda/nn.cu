@@ -1356,11 +1356,13 @@ __global__ void k_conv_silu_fwd(int64_t B, int64_t T, int64_t D, int64_t W, cons
 
 // ---- the fast path (W <= CONV_MAXW, W a template argument): one thread per (sequence, CONV_C adjacent
 // channels, run of CONV_R time steps); consecutive threads take consecutive channel groups (a warp reads
-// 64 CONV_C contiguous bytes of a row, in accesses of 2 CONV_C bytes when vec: D % CONV_C == 0, aligned tensors). The run walks
-// its rows in order with a window of the last W - 1 inputs (and, backward, of the last W - 1 dc) in registers,
-// loading CONV_P rows ahead. The formulas and every summation order are those of the reference kernels above:
-// the same bits. (At 6c2b831 the one-channel kernel that loaded its whole run first ran at ~1 TB/s: 122
-// registers and ~60 instructions an element, most of them 2-byte loads and their 64-bit address arithmetic.)
+// 64 CONV_C contiguous bytes of a row, in accesses of 2 CONV_C bytes when vec: D % CONV_C == 0 and aligned
+// tensors). The run walks its rows in order with a window of the last W - 1 inputs (and, backward, of the last
+// W - 1 dc) in registers, loading CONV_P (CONV_PB) rows ahead. The formulas and summation orders are those of
+// the reference kernels above: y and dx the same bits, and dw's per-run partials the reference's 64-row
+// chunks when T is a multiple of 64. (The one-channel kernel before, which loaded its whole 32-step run first,
+// ran at ~1 TB/s: 122 registers and ~60 instructions an element, most of them 2-byte loads and their 64-bit
+// address arithmetic; dev/cuda/conv_dev.cu times the two, bench/results/h100-conv/.)
 #define CONV_MAXW 8
 #ifndef CONV_R // (dev/cuda/conv_dev.cu builds variants)
 #define CONV_R 64   // time steps a thread
@@ -1378,7 +1380,8 @@ __device__ __forceinline__ conv_pk conv_ld(const bf16 *p, int nc, bool vec) {
     const bf16 z = __float2bfloat16_rn(0.0f);
     conv_pk u;
 #pragma unroll
-    for (int k = 0; k < CONV_C / 2; k++) u.h[k] = __halves2bfloat162(2 * k < nc ? p[2 * k] : z, 2 * k + 1 < nc ? p[2 * k + 1] : z);
+    for (int k = 0; k < CONV_C / 2; k++)
+        u.h[k] = __halves2bfloat162(2 * k < nc ? p[2 * k] : z, 2 * k + 1 < nc ? p[2 * k + 1] : z);
     return u;
 }
 __device__ __forceinline__ void conv_un(const conv_pk &u, float o[CONV_C]) {
@@ -1401,7 +1404,7 @@ __device__ __forceinline__ void conv_st(bf16 *p, int nc, bool vec, const float v
     }
 }
 // xe_s of the thread's channels (x, hist already offset to (b, ch0)): x row s - (W-1), or hist row s, or 0
-__device__ __forceinline__ void conv_xe4(const bf16 *xb, const float *hb, int64_t D, int W, int64_t s, int nc,
+__device__ __forceinline__ void conv_xe_row(const bf16 *xb, const float *hb, int64_t D, int W, int64_t s, int nc,
                                          bool vec, float o[CONV_C]) {
     if (s >= W - 1) {
         conv_un(conv_ld(xb + (size_t)((s - (W - 1)) * D), nc, vec), o);
@@ -1412,7 +1415,8 @@ __device__ __forceinline__ void conv_xe4(const bf16 *xb, const float *hb, int64_
 }
 #define WIN(W) ((W) > 1 ? (W) - 1 : 1) // the window's length (one unused slot at W = 1)
 // the thread's weights wr[i][c] = w[(ch0 + c) W + i] (0 past D)
-template <int W> __device__ __forceinline__ void conv_wload(const float *w, int64_t ch0, int nc, float (&wr)[W][CONV_C]) {
+template <int W>
+__device__ __forceinline__ void conv_wload(const float *w, int64_t ch0, int nc, float (&wr)[W][CONV_C]) {
 #pragma unroll
     for (int i = 0; i < W; i++)
 #pragma unroll
@@ -1445,7 +1449,7 @@ __global__ void __launch_bounds__(CONV_BS) k_conv_fwd_fast(int64_t T, int64_t D,
     float wr[W][CONV_C], xw[WIN(W)][CONV_C];
     conv_wload<W>(w, ch0, nc, wr);
 #pragma unroll
-    for (int j = 0; j < W - 1; j++) conv_xe4(xb, hb, D, W, t0 + j, nc, vec, xw[j]);
+    for (int j = 0; j < W - 1; j++) conv_xe_row(xb, hb, D, W, t0 + j, nc, vec, xw[j]);
     for (int r0 = 0; r0 < n; r0 += CONV_P) {
         conv_pk xp[CONV_P];
 #pragma unroll
@@ -1495,7 +1499,7 @@ __global__ void __launch_bounds__(CONV_BS, CONV_BMIN) k_conv_bwd_fast(int64_t T,
         for (int c = 0; c < CONV_C; c++) acc[i][c] = 0.0f;
 #pragma unroll
     for (int j = 0; j < WIN(W); j++) {
-        if (j < W - 1) conv_xe4(xb, hb, D, W, t0 + j, nc, vec, xw[j]);
+        if (j < W - 1) conv_xe_row(xb, hb, D, W, t0 + j, nc, vec, xw[j]);
 #pragma unroll
         for (int c = 0; c < CONV_C; c++) dw_[j][c] = 0.0f;
     }
