@@ -1491,7 +1491,7 @@ __global__ void __launch_bounds__(CONV_BS, CONV_BMIN) k_conv_bwd_fast(int64_t T,
     const bf16 *xb = x + (size_t)(b * T * D + ch0), *dyb = dy + (size_t)(b * T * D + ch0);
     bf16 *dxb = dx ? dx + (size_t)(b * T * D + ch0) : NULL;
     const float *hb = hist ? hist + b * hs + ch0 : NULL;
-    float wr[W][CONV_C], xw[WIN(W)][CONV_C], dw_[WIN(W)][CONV_C], acc[W][CONV_C];
+    float wr[W][CONV_C], xw[WIN(W)][CONV_C], dcw[WIN(W)][CONV_C], acc[W][CONV_C];
     conv_wload<W>(w, ch0, nc, wr);
 #pragma unroll
     for (int i = 0; i < W; i++)
@@ -1501,7 +1501,7 @@ __global__ void __launch_bounds__(CONV_BS, CONV_BMIN) k_conv_bwd_fast(int64_t T,
     for (int j = 0; j < WIN(W); j++) {
         if (j < W - 1) conv_xe_row(xb, hb, D, W, t0 + j, nc, vec, xw[j]);
 #pragma unroll
-        for (int c = 0; c < CONV_C; c++) dw_[j][c] = 0.0f;
+        for (int c = 0; c < CONV_C; c++) dcw[j][c] = 0.0f;
     }
     for (int j0 = 0; j0 < ns; j0 += CONV_PB) {
         conv_pk xp[CONV_PB], gp[CONV_PB];
@@ -1529,15 +1529,15 @@ __global__ void __launch_bounds__(CONV_BS, CONV_BMIN) k_conv_bwd_fast(int64_t T,
                 float sx = 0.0f;
                 sx += wr[0][c] * dct[c];
 #pragma unroll
-                for (int i = 1; i < W; i++) sx += wr[i][c] * dw_[W - 1 - i][c];
+                for (int i = 1; i < W; i++) sx += wr[i][c] * dcw[W - 1 - i][c];
                 o[c] = sx;
             }
             if (dxb && j >= W - 1) conv_st(dxb + (size_t)((t0 + j - (W - 1)) * D), nc, vec, o);
 #pragma unroll
             for (int c = 0; c < CONV_C; c++) {
 #pragma unroll
-                for (int i = 0; i + 1 < W - 1; i++) xw[i][c] = xw[i + 1][c], dw_[i][c] = dw_[i + 1][c];
-                if (W > 1) xw[WIN(W) - 1][c] = xt[c], dw_[WIN(W) - 1][c] = dct[c];
+                for (int i = 0; i + 1 < W - 1; i++) xw[i][c] = xw[i + 1][c], dcw[i][c] = dcw[i + 1][c];
+                if (W > 1) xw[WIN(W) - 1][c] = xt[c], dcw[WIN(W) - 1][c] = dct[c];
             }
         }
     }
@@ -1773,7 +1773,7 @@ extern "C" int gdn2_cuda_gates_fwd(int mixer, int64_t N, int64_t H, int64_t HV, 
 // 16-byte aligned fp32 / 8-byte aligned bf16 pointers. (8 columns a thread gave 11 warps an SM at the 1.3B
 // size, too few for the per-element exp, log1p and division: 51 % of the copy bandwidth at 6c2b831.)
 #define GATES_BS 128
-#define GATES_CW 4
+#define GATES_CW 4 // columns a thread (the ld4 / st4 groups)
 __global__ void __launch_bounds__(GATES_BS) k_gates_bwd_kc(int mixer, int64_t N, int64_t H, int64_t K, float cb,
                                                            const bf16 *__restrict__ f, const bf16 *__restrict__ sb,
                                                            const float *__restrict__ A_log, const float *__restrict__ dt,
@@ -1782,6 +1782,7 @@ __global__ void __launch_bounds__(GATES_BS) k_gates_bwd_kc(int mixer, int64_t N,
                                                            const bf16 *__restrict__ sw, const bf16 *__restrict__ dw,
                                                            bf16 *__restrict__ dpw, double *__restrict__ pA,
                                                            double *__restrict__ pD, bool vec) {
+    static_assert(GATES_CW == 4, "a thread's columns are one ld4 / st4 group");
     const int64_t ncols = H * K, c0 = (blockIdx.x * (int64_t)GATES_BS + threadIdx.x) * GATES_CW, ch = blockIdx.y;
     if (c0 >= ncols) return;
     float a[GATES_CW], dtv[GATES_CW];
