@@ -3,7 +3,11 @@
  * (gdn2_cuda_timer_*), summed per op name into g_op_ms / g_op_n — and profile_off(be) puts the table
  * back. Each op synchronised: a profiled step is slower than a timed one; it is a breakdown only, and
  * the step's wall time minus profile_sum() is what runs between ops (host work, launches). Ops the
- * table has and this list does not (alloc, release, sync, the graph hooks) are not wrapped. */
+ * table has and this list does not (alloc, release, sync, the graph hooks) are not wrapped.
+ * Timeline mode (profile_timeline_begin / _end around the step): the same wrappers put a mark before and
+ * after each op (gdn2_cuda_timeline_*: events the host does not wait for) and the times are read once at the
+ * end, so the ops run back to back as in a timed step; between consecutive marks of two ops is the device's
+ * idle time between them (launch gaps, host waits). */
 #ifndef GDN2_BENCH_OP_PROFILE_H
 #define GDN2_BENCH_OP_PROFILE_H
 
@@ -30,8 +34,27 @@ static const char *const k_op[N_OP] = {
 static double g_op_ms[N_OP];
 static int g_op_n[N_OP];
 static gdn2_backend g_orig;
+/* timeline mode: the (op, first mark, second mark) of each call, in order */
+#define TL_MAX_CALLS 16384
+static int g_tl_on, g_tl_calls, g_tl_lost;
+static struct { int op, m0, m1; } g_tl[TL_MAX_CALLS];
+static void tl_call(int op, int m0, int m1) {
+    if (m0 >= 0 && m1 > m0 && g_tl_calls < TL_MAX_CALLS) {
+        g_tl[g_tl_calls].op = op, g_tl[g_tl_calls].m0 = m0, g_tl[g_tl_calls].m1 = m1;
+        g_tl_calls++;
+    } else {
+        g_tl_lost++;
+    }
+}
 #define TIMED(op, call)                                                                            \
     do {                                                                                           \
+        if (g_tl_on) {                                                                             \
+            const int m0_ = gdn2_cuda_timeline_mark();                                             \
+            int rc_ = (call);                                                                      \
+            tl_call(op, m0_, gdn2_cuda_timeline_mark());                                           \
+            g_op_n[op]++;                                                                          \
+            return rc_;                                                                            \
+        }                                                                                          \
         gdn2_cuda_timer_start();                                                                   \
         int rc_ = (call);                                                                          \
         double ms_ = gdn2_cuda_timer_stop();                                                       \
@@ -152,6 +175,31 @@ static void profile_reset(void) {
 static void profile_print(FILE *f, double scale) {
     for (int i = 0; i < N_OP; i++)
         if (g_op_n[i]) fprintf(f, " %s %.1f/%d", k_op[i], g_op_ms[i] * scale, g_op_n[i]);
+}
+/* timeline mode around one step: begin before it (after profile_reset and profile_on), end after it; end
+ * fills g_op_ms from the marks and returns the device time from the first mark to the last (ms), the idle
+ * time between ops in *between; -1 on failure (a call without its two marks counts as a failure: raise
+ * TL_MAX_CALLS) */
+static inline int profile_timeline_begin(void) {
+    g_tl_calls = g_tl_lost = 0;
+    if (gdn2_cuda_timeline_begin(2 * TL_MAX_CALLS)) return -1;
+    g_tl_on = 1;
+    return 0;
+}
+static inline double profile_timeline_end(double *between) {
+    static float ms[2 * TL_MAX_CALLS];
+    g_tl_on = 0;
+    const int n = gdn2_cuda_timeline_end(ms, 2 * TL_MAX_CALLS);
+    if (n < 2 || g_tl_lost) return -1.0;
+    double total = 0.0, inside = 0.0;
+    for (int i = 0; i + 1 < n; i++) total += ms[i];
+    for (int c = 0; c < g_tl_calls; c++) {
+        double t = 0.0;
+        for (int i = g_tl[c].m0; i < g_tl[c].m1; i++) t += ms[i];
+        g_op_ms[g_tl[c].op] += t, inside += t;
+    }
+    *between = total - inside;
+    return total;
 }
 /* the sum of the ops' times (ms) */
 static double profile_sum(void) {

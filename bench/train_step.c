@@ -19,7 +19,10 @@
  * the 989 TFLOP/s dense bf16 peak.
  * Split (--no-profile to skip): one more step with every backend op bracketed by CUDA events
  * (synchronising each op: slower than the timed steps, a breakdown only), summed by family: GEMM
- * (linear_fwd/bwd), GDN-2 (the chunk op), attention (rope + attention), the rest. */
+ * (linear_fwd/bwd), GDN-2 (the chunk op), attention (rope + attention), the rest. Then one more step
+ * with the ops marked on a timeline the host does not wait for (bench/op_profile.h's timeline mode): the
+ * ops back to back as in a timed step, each op's device time, and the device's idle time between ops;
+ * the figures to set beside a kernel-time profile of the peer (torch.profiler's). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,9 +35,24 @@
 #include "util/internal.h"
 
 enum { FAM_GEMM, FAM_GDN2, FAM_ATTN, FAM_REST, N_FAM };
-static double g_ms[N_FAM];
 
 #include "op_profile.h"
+
+/* the families of g_op_ms, the rest being total minus the other three */
+static void families(double total, double fam[N_FAM]) {
+    fam[FAM_GEMM] = g_op_ms[OP_linear_fwd] + g_op_ms[OP_linear_bwd] + g_op_ms[OP_linear_fwd_batch];
+    fam[FAM_GDN2] = g_op_ms[OP_gdn2_fwd] + g_op_ms[OP_gdn2_bwd];
+    fam[FAM_ATTN] = g_op_ms[OP_rope_split] + g_op_ms[OP_rope_split_bwd] + g_op_ms[OP_attn_fwd] + g_op_ms[OP_attn_bwd];
+    fam[FAM_REST] = total - fam[FAM_GEMM] - fam[FAM_GDN2] - fam[FAM_ATTN];
+}
+/* ", \"key\": {\"op\": ms, ...}" of the ops that ran */
+static void json_ops(FILE *f, const char *key, const double *op_ms) {
+    fprintf(f, ", \"%s\": {", key);
+    int first = 1;
+    for (int i = 0; i < N_OP; i++)
+        if (g_op_n[i]) fprintf(f, "%s\"%s\": %.3f", first ? "" : ", ", k_op[i], op_ms[i]), first = 0;
+    fprintf(f, "}");
+}
 
 /* one training step as the official harness times it: forward, backward, clip at 1.0, AdamW, sync */
 static int train_step(gdn2_model *m, gdn2_adamw *opt, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T,
@@ -154,7 +172,8 @@ int main(int argc, char **argv) {
     double rec = 0;
     const double fl = gdn2_model_flops_per_token(&m->cfg, T, &rec);
     const double mfu = fl * tok_s / 989e12;
-    double split_total = 0;
+    double split_total = 0, sync_between = 0, sync_fam[N_FAM] = {0}, sync_ops[N_OP] = {0};
+    double tl_total = -1.0, tl_between = 0.0, tl_fam[N_FAM] = {0};
     if (profile) {
         profile_reset();
         profile_on(m->be);
@@ -162,24 +181,42 @@ int main(int argc, char **argv) {
         st = train_step(m, &opt, tok, tgt, B, T, &loss);
         split_total = (gdn2_now() - t0) * 1e3;
         profile_off(m->be);
-        g_ms[FAM_GEMM] = g_op_ms[OP_linear_fwd] + g_op_ms[OP_linear_bwd] + g_op_ms[OP_linear_fwd_batch];
-        g_ms[FAM_GDN2] = g_op_ms[OP_gdn2_fwd] + g_op_ms[OP_gdn2_bwd];
-        g_ms[FAM_ATTN] = g_op_ms[OP_rope_split] + g_op_ms[OP_rope_split_bwd] + g_op_ms[OP_attn_fwd] +
-                         g_op_ms[OP_attn_bwd];
-        g_ms[FAM_REST] = split_total - g_ms[FAM_GEMM] - g_ms[FAM_GDN2] - g_ms[FAM_ATTN];
+        families(split_total, sync_fam);
+        memcpy(sync_ops, g_op_ms, sizeof sync_ops);
+        sync_between = split_total - profile_sum();
+        /* the timeline step: the same ops back to back, times read at the end */
+        profile_reset();
+        profile_on(m->be);
+        if (!st && !profile_timeline_begin()) {
+            st = train_step(m, &opt, tok, tgt, B, T, &loss);
+            tl_total = profile_timeline_end(&tl_between);
+            if (tl_total < 0)
+                fprintf(stderr, "train_step: the timeline profile failed (%s); its split is left out\n",
+                        g_tl_lost ? "ops without both marks: raise TL_MAX_CALLS" : gdn2_last_error());
+        }
+        profile_off(m->be);
+        if (tl_total >= 0) families(tl_total, tl_fam);
     }
     printf("%s %s B=%lld T=%lld: step %.1f ms (median of %d), %.0f tokens/s, peak %.2f GB, MFU %.1f%% "
            "(%.3g GFLOP/token; +%.3g nominal recurrence), loss %.4f -> %.4f\n",
            cfg_name, m->cfg.layout, (long long)B, (long long)T, med, steps, tok_s, peak_gb, 100 * mfu, fl / 1e9,
            rec / 1e9, loss0, loss);
-    if (profile)
+    if (profile) {
         printf("  split of a profiled step (%.1f ms, each op synchronised): GEMM %.1f, GDN-2 %.1f, attention %.1f, "
                "rest %.1f ms\n",
-               split_total, g_ms[FAM_GEMM], g_ms[FAM_GDN2], g_ms[FAM_ATTN], g_ms[FAM_REST]);
-    if (profile) {
+               split_total, sync_fam[FAM_GEMM], sync_fam[FAM_GDN2], sync_fam[FAM_ATTN], sync_fam[FAM_REST]);
         printf("  per op (ms, calls):");
+        for (int i = 0; i < N_OP; i++)
+            if (g_op_n[i]) printf(" %s %.1f/%d", k_op[i], sync_ops[i], g_op_n[i]);
+        printf("; between ops %.1f\n", sync_between);
+    }
+    if (tl_total >= 0) {
+        printf("  timeline of a step (%.1f ms of device time, ops back to back): GEMM %.1f, GDN-2 %.1f, attention "
+               "%.1f, rest %.1f ms (of which idle between ops %.1f)\n",
+               tl_total, tl_fam[FAM_GEMM], tl_fam[FAM_GDN2], tl_fam[FAM_ATTN], tl_fam[FAM_REST], tl_between);
+        printf("  per op on the timeline (ms, calls):");
         profile_print(stdout, 1);
-        printf("; between ops %.1f\n", split_total - profile_sum());
+        printf("\n");
     }
     if (json) {
         FILE *f = fopen(json, "w");
@@ -195,16 +232,17 @@ int main(int argc, char **argv) {
                 "\"recompute\": %d, \"keep_chunk\": %d",
                 cfg_name, m->cfg.layout, (long long)T, (long long)B, med, tok_s, peak_gb, mfu, fl, rec, m->n_params,
                 steps, warmup, loss0, loss, dev, drv, rt, recompute, keep);
-        if (profile)
+        if (profile) {
             fprintf(f, ", \"split_ms\": {\"profiled_step\": %.3f, \"gemm\": %.3f, \"gdn2\": %.3f, \"attention\": %.3f, "
                        "\"rest\": %.3f}",
-                    split_total, g_ms[FAM_GEMM], g_ms[FAM_GDN2], g_ms[FAM_ATTN], g_ms[FAM_REST]);
-        if (profile) {
-            fprintf(f, ", \"op_ms\": {");
-            int first = 1;
-            for (int i = 0; i < N_OP; i++)
-                if (g_op_n[i]) fprintf(f, "%s\"%s\": %.3f", first ? "" : ", ", k_op[i], g_op_ms[i]), first = 0;
-            fprintf(f, "}");
+                    split_total, sync_fam[FAM_GEMM], sync_fam[FAM_GDN2], sync_fam[FAM_ATTN], sync_fam[FAM_REST]);
+            json_ops(f, "op_ms", sync_ops);
+        }
+        if (tl_total >= 0) {
+            fprintf(f, ", \"timeline_ms\": {\"device_step\": %.3f, \"gemm\": %.3f, \"gdn2\": %.3f, \"attention\": %.3f, "
+                       "\"rest\": %.3f, \"idle_between_ops\": %.3f}",
+                    tl_total, tl_fam[FAM_GEMM], tl_fam[FAM_GDN2], tl_fam[FAM_ATTN], tl_fam[FAM_REST], tl_between);
+            json_ops(f, "op_timeline_ms", g_op_ms);
         }
         fprintf(f, "}\n");
         fclose(f);

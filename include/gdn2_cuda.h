@@ -184,6 +184,14 @@ GDN2_API int gdn2_cuda_pool_high(size_t *bytes);
 /* Event timer on the default stream: start, then stop returns the elapsed milliseconds. */
 GDN2_API int gdn2_cuda_timer_start(void);
 GDN2_API double gdn2_cuda_timer_stop(void);
+/* A timeline of marks on the default stream, per thread, for timing many ops without waiting on each:
+ * begin makes cap events; mark records the next one (the host does not wait) and returns its index, -1 once
+ * cap are used (or on an error); end waits for the last mark, writes ms[i] = milliseconds from mark i to mark
+ * i + 1 for i < min(marks - 1, cap_ms), frees the events and returns the number of marks (-1 and
+ * gdn2_last_error on failure). */
+GDN2_API int gdn2_cuda_timeline_begin(int cap);
+GDN2_API int gdn2_cuda_timeline_mark(void);
+GDN2_API int gdn2_cuda_timeline_end(float *ms, int cap_ms);
 
 #ifdef __cplusplus
 }

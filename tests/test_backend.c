@@ -793,6 +793,44 @@ static void t_sumsq(size_t n) {
     free(x);
 }
 
+/* gdn2_cuda_timeline_* (bench/op_profile.h's timeline mode): marks in order around device work, -1 past the
+ * cap, the gaps read at the end; end without a begin is an error (also in a build without CUDA). A gap is
+ * checked against the synchronised event timer on the same work to within a factor (timed twice). */
+static void t_timeline(void) {
+    float ms[4] = {-1.0f, -1.0f, -1.0f, -1.0f};
+    CHECK(gdn2_cuda_timeline_end(ms, 4) == -1 && gdn2_last_error()[0] && ms[0] == -1.0f,
+          "timeline: end without begin fails and writes nothing: %s", gdn2_last_error());
+    CHECK(gdn2_cuda_timeline_begin(1) != 0, "timeline: begin(1) is refused (a gap needs two marks)");
+    if (!have_gpu) {
+        SKIP_NO_GPU("timeline: marks around device work");
+        return;
+    }
+    const size_t n = (size_t)1 << 24;
+    arena A = {.be = &GPU};
+    float *d = put(&A, NULL, n, GDN2_DT_F32);
+    int rc = A.rc ? A.rc : gdn2_cuda_timeline_begin(3);
+    const int m0 = gdn2_cuda_timeline_mark();
+    if (!rc) rc = GPU.zero(&GPU, d, n * sizeof(float));
+    const int m1 = gdn2_cuda_timeline_mark();
+    if (!rc) rc = GPU.zero(&GPU, d, n * sizeof(float));
+    const int m2 = gdn2_cuda_timeline_mark(), m3 = gdn2_cuda_timeline_mark();
+    const int nm = gdn2_cuda_timeline_end(ms, 4);
+    CHECK(!rc && m0 == 0 && m1 == 1 && m2 == 2 && m3 == -1 && nm == 3,
+          "timeline: marks 0, 1, 2 in order, the fourth past cap 3 refused (-1), end counts 3 (got %d %d %d %d, %d)", m0,
+          m1, m2, m3, nm);
+    CHECK(ms[0] > 0.0f && ms[1] > 0.0f && ms[2] == -1.0f,
+          "timeline: two positive gaps (%.4f, %.4f ms), nothing written past them", ms[0], ms[1]);
+    double t = -1.0;
+    if (!rc && !gdn2_cuda_timer_start()) {
+        rc = GPU.zero(&GPU, d, n * sizeof(float));
+        t = gdn2_cuda_timer_stop();
+    }
+    CHECK(!rc && t > 0 && ms[1] < 10.0 * t && t < 10.0 * ms[1],
+          "timeline: a gap and the synchronised timer agree within 10x on the same 64 MB memset (%.4f vs %.4f ms)",
+          ms[1], t);
+    arena_free(&A);
+}
+
 static void run_adamw(gdn2_backend *be, const gdn2_adamw_seg *segs, int ns, size_t n, const float *w0, const float *g,
                       res *r) {
     arena A = {.be = be};
@@ -1309,6 +1347,7 @@ int main(void) {
     t_xent(6, 5000);
     t_xent(5, 256);
     t_sumsq(100003);
+    t_timeline();
     t_adamw();
     t_gdn2(2, 100, 2, 4, 64, 64);
     t_gdn2(1, 130, 2, 2, 128, 128);

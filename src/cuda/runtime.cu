@@ -1,6 +1,7 @@
 // CUDA runtime glue: device discovery and the fp32 host-pointer entry points (copy in, run the
 // device-pointer API in fp32, copy out).
 #include <cuda_runtime.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gdn2_cuda.h"
@@ -298,4 +299,49 @@ extern "C" double gdn2_cuda_timer_stop(void) {
         return -1.0;
     }
     return ms;
+}
+
+// The timeline of gdn2_cuda_timeline_*, per thread: cap events made at begin, recorded in order on the default
+// stream (which orders them with the context streams' work, without the host waiting), read at end.
+static thread_local cudaEvent_t *t_line;
+static thread_local int t_cap, t_made, t_n;
+static void timeline_release(void) {
+    for (int i = 0; i < t_made; i++) cudaEventDestroy(t_line[i]);
+    free(t_line);
+    t_line = NULL, t_cap = t_made = t_n = 0;
+}
+extern "C" int gdn2_cuda_timeline_begin(int cap) {
+    timeline_release();
+    if (cap < 2) return gdn2_error(GDN2_ERR_ARG, "gdn2_cuda_timeline_begin: cap %d (expected >= 2 marks)", cap);
+    t_line = (cudaEvent_t *)calloc((size_t)cap, sizeof *t_line);
+    if (!t_line) return gdn2_error(GDN2_ERR_NOMEM, "gdn2_cuda_timeline_begin: %d events", cap);
+    for (; t_made < cap; t_made++) {
+        const cudaError_t e = cudaEventCreate(&t_line[t_made]);
+        if (e != cudaSuccess) {
+            timeline_release();
+            return gdn2_error(GDN2_ERR_DEVICE, "gdn2_cuda_timeline_begin: %s", cudaGetErrorString(e));
+        }
+    }
+    t_cap = cap;
+    return GDN2_OK;
+}
+extern "C" int gdn2_cuda_timeline_mark(void) {
+    if (!t_line || t_n >= t_cap || cudaEventRecord(t_line[t_n], 0) != cudaSuccess) return -1;
+    return t_n++;
+}
+extern "C" int gdn2_cuda_timeline_end(float *ms, int cap_ms) {
+    if (!t_line) {
+        gdn2_error(GDN2_ERR_ARG, "gdn2_cuda_timeline_end: no gdn2_cuda_timeline_begin on this thread");
+        return -1;
+    }
+    const int n = t_n;
+    cudaError_t e = n ? cudaEventSynchronize(t_line[n - 1]) : cudaSuccess;
+    for (int i = 0; e == cudaSuccess && ms && i + 1 < n && i < cap_ms; i++)
+        e = cudaEventElapsedTime(&ms[i], t_line[i], t_line[i + 1]);
+    timeline_release();
+    if (e != cudaSuccess) {
+        gdn2_error(GDN2_ERR_DEVICE, "gdn2_cuda_timeline_end: %s", cudaGetErrorString(e));
+        return -1;
+    }
+    return n;
 }

@@ -80,6 +80,16 @@ int gdn2_cuda_pool_high(size_t *bytes) {
 }
 int gdn2_cuda_timer_start(void) { return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA); }
 double gdn2_cuda_timer_stop(void) { return -1.0; }
+int gdn2_cuda_timeline_begin(int cap) {
+    (void)cap;
+    return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+}
+int gdn2_cuda_timeline_mark(void) { return -1; }
+int gdn2_cuda_timeline_end(float *ms, int cap_ms) {
+    (void)ms, (void)cap_ms;
+    gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
+    return -1;
+}
 
 int gdn2_cuda_rope_split(const gdn2_cuda_attn_shape *s, const void *qkv, void *q, void *k, void *v, void *stream) {
     (void)s; (void)qkv; (void)q; (void)k; (void)v; (void)stream;
