@@ -34,6 +34,7 @@
  * --decode: the decode step alone (both pools: validation, then timing; ~20 s, for A/Bs of the decode kernel).
  * usage: cuda_ops [out.json] [--quick] [--all-recompute] [--verify] [--decode] [--modes gdn2,kda,gdn]. Without a GPU
  * it prints why and exits 0. */
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -759,12 +760,22 @@ int main(int argc, char **argv) {
             fprintf(stderr, "cuda_ops: verify validation failed (lines marked FAIL above): no timing\n");
             return 1;
         }
-        FILE *vf = json ? fopen(json, "w") : NULL;
+        char vtmp[4096]; /* written to json.tmp, renamed when complete */
+        if (json) snprintf(vtmp, sizeof vtmp, "%.4000s.tmp", json);
+        FILE *vf = json ? fopen(vtmp, "w") : NULL;
+        if (json && !vf) {
+            fprintf(stderr, "cuda_ops: cannot write %s: %s\n", vtmp, strerror(errno));
+            return 1;
+        }
         if (vf) fprintf(vf, "{\"device\": \"%s\", \"validated\": true,\n", name);
         verify_bench(vf);
         if (vf) {
             fprintf(vf, "}\n");
-            fclose(vf);
+            if (fclose(vf) || rename(vtmp, json)) {
+                fprintf(stderr, "cuda_ops: cannot write %s: %s\n", json, strerror(errno));
+                remove(vtmp);
+                return 1;
+            }
         }
         return 0;
     }

@@ -23,6 +23,7 @@
  * with the ops marked on a timeline the host does not wait for (bench/op_profile.h's timeline mode): the
  * ops back to back as in a timed step, each op's device time, and the device's idle time between ops;
  * the figures to set beside a kernel-time profile of the peer (torch.profiler's). */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,10 +219,12 @@ int main(int argc, char **argv) {
         profile_print(stdout, 1);
         printf("\n");
     }
-    if (json) {
-        FILE *f = fopen(json, "w");
+    if (json) { /* written to json.tmp, renamed when complete */
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%.4000s.tmp", json);
+        FILE *f = fopen(tmp, "w");
         if (!f) {
-            fprintf(stderr, "train_step: cannot write %s\n", json);
+            fprintf(stderr, "train_step: cannot write %s: %s\n", tmp, strerror(errno));
             return 1;
         }
         fprintf(f,
@@ -245,7 +248,11 @@ int main(int argc, char **argv) {
             json_ops(f, "op_timeline_ms", g_op_ms);
         }
         fprintf(f, "}\n");
-        fclose(f);
+        if (fclose(f) || rename(tmp, json)) {
+            fprintf(stderr, "train_step: cannot write %s: %s\n", json, strerror(errno));
+            remove(tmp);
+            return 1;
+        }
     }
     gdn2_adamw_free(&opt);
     gdn2_model_free(m);
