@@ -188,12 +188,17 @@ int main(int argc, char **argv) {
         /* the timeline step: the same ops back to back, times read at the end */
         profile_reset();
         profile_on(m->be);
-        if (!st && !profile_timeline_begin()) {
-            st = train_step(m, &opt, tok, tgt, B, T, &loss);
-            tl_total = profile_timeline_end(&tl_between);
-            if (tl_total < 0)
-                fprintf(stderr, "train_step: the timeline profile failed (%s); its split is left out\n",
-                        g_tl_lost ? "ops without both marks: raise TL_MAX_CALLS" : gdn2_last_error());
+        if (!st) {
+            if (profile_timeline_begin()) {
+                fprintf(stderr, "train_step: the timeline profile could not start (%s); its split is left out\n",
+                        gdn2_last_error());
+            } else {
+                st = train_step(m, &opt, tok, tgt, B, T, &loss);
+                tl_total = profile_timeline_end(&tl_between);
+                if (tl_total < 0)
+                    fprintf(stderr, "train_step: the timeline profile failed (%s); its split is left out\n",
+                            g_tl_lost ? "ops without both marks: raise TL_MAX_CALLS" : gdn2_last_error());
+            }
         }
         profile_off(m->be);
         if (tl_total >= 0) families(tl_total, tl_fam);
