@@ -341,54 +341,6 @@ static void bench_shape(const shape *s, int reps, int threads) {
     free(dq); free(dk); free(dv); free(dg); free(dbb); free(dw);
 }
 
-static void git_commit(char *out, size_t n) {
-    snprintf(out, n, "unknown");
-    /* "+dirty": the library sources differ from that commit (uncommitted work was measured) */
-    FILE *p = popen("git rev-parse --short HEAD 2>/dev/null && "
-                    "(git diff --quiet HEAD -- src include 2>/dev/null || echo +dirty)", "r");
-    if (!p) return;
-    char line[64];
-    if (fgets(out, (int)n, p)) out[strcspn(out, "\n")] = 0;
-    if (fgets(line, sizeof line, p)) {
-        line[strcspn(line, "\n")] = 0;
-        strncat(out, line, n - strlen(out) - 1);
-    }
-    pclose(p);
-}
-
-/* OpenBLAS's kernel set (its DYNAMIC_ARCH pick, or OPENBLAS_CORETYPE): a build older than the CPU
- * falls back to "Prescott" (SSE3 kernels, ~1/4 of an AVX-512 core's sgemm rate) — e.g. OpenBLAS
- * 0.3.21 on Emerald Rapids; then set OPENBLAS_CORETYPE (Cooperlake, SkylakeX or Haswell). */
-#ifdef GDN2_HAVE_BLAS
-char *openblas_get_corename(void);
-#endif
-static const char *blas_core(void) {
-#ifdef GDN2_HAVE_BLAS
-    return openblas_get_corename();
-#else
-    return "none";
-#endif
-}
-
-static void cpu_model(char *out, size_t n) {
-    snprintf(out, n, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, "model name", 10)) {
-            char *c = strchr(line, ':');
-            if (c) {
-                c++;
-                while (*c == ' ') c++;
-                snprintf(out, n, "%s", c);
-                out[strcspn(out, "\n")] = 0;
-            }
-            break;
-        }
-    fclose(f);
-}
-
 int main(int argc, char **argv) {
     int reps = 5, threads = 0;
     const char *dir = "bench/results";

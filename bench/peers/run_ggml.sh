@@ -11,7 +11,7 @@ cmake -S $G -B $G/build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX=
 cmake --build $G/build -j2 --target ggml >/dev/null
 make -j2 CUDA=0 BUILD=build/cpu build/cpu/libgdn2.a >/dev/null
 mkdir -p build/bench
-cc -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -fopenmp -Iinclude -Isrc -I$G/include bench/peers/ggml_gdn.c \
+cc -std=c11 -D_POSIX_C_SOURCE=200809L -DGDN2_HAVE_BLAS -O2 -fopenmp -Iinclude -Isrc -I$G/include bench/peers/ggml_gdn.c \
     build/cpu/libgdn2.a $G/build/src/libggml.a $G/build/src/libggml-cpu.a $G/build/src/libggml-base.a \
     -lopenblas -lcjson -lstdc++ -lm -lpthread -o build/bench/ggml_gdn
 build/bench/ggml_gdn "$@"
