@@ -98,17 +98,6 @@ __global__ void __launch_bounds__(OLD_BS) k_old_bwd(int64_t T, int64_t D, const 
     }
 }
 
-static uint16_t f2bf(float f) { // round to nearest even
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-static uint64_t rng_state = 88172645463325252ull;
-static float frand(void) { // uniform in [-1, 1)
-    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
-}
 
 #define OLD_LAUNCH_FWD(WW) k_old_fwd<WW><<<dim3(cdiv(D, OLD_BS), (unsigned)runs0), OLD_BS, 0, s>>>(T, D, x, hist, hs, w, y0)
 #define OLD_LAUNCH_BWD(WW)                                                                                  \
@@ -121,9 +110,9 @@ static int run_shape(gdn2_cuda_nn *c, const char *what, int B, int T, int D, int
     const int runs0 = B * ((T + OLD_R - 1) / OLD_R);
     uint16_t *hx = (uint16_t *)malloc(n * 2), *hdy = (uint16_t *)malloc(n * 2);
     float *hw = (float *)malloc((size_t)D * W * 4), *hh = (float *)malloc((size_t)B * hs * 4 + 4);
-    for (size_t i = 0; i < n; i++) hx[i] = f2bf(2.0f * frand()), hdy[i] = f2bf(frand());
-    for (int i = 0; i < D * W; i++) hw[i] = 0.5f * frand();
-    for (size_t i = 0; i < (size_t)B * hs; i++) hh[i] = frand();
+    for (size_t i = 0; i < n; i++) hx[i] = dev_f2bf(2.0f * dev_frand()), hdy[i] = dev_f2bf(dev_frand());
+    for (int i = 0; i < D * W; i++) hw[i] = 0.5f * dev_frand();
+    for (size_t i = 0; i < (size_t)B * hs; i++) hh[i] = dev_frand();
     bf16 *x, *dy, *y0, *y1, *dx0, *dx1;
     float *w, *hist = NULL, *part0, *dw0, *dw1;
     CK(cudaMalloc(&x, n * 2)); CK(cudaMalloc(&dy, n * 2)); CK(cudaMalloc(&y0, n * 2)); CK(cudaMalloc(&y1, n * 2));

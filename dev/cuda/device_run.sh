@@ -2,7 +2,7 @@
 # One device call: build the CUDA parts, run the GPU tests, our benchmark, the peers.
 # usage (on the device, from the tree's root): dev/cuda/device_run.sh "build test bench peers_official peers_fla" [--quick]
 #   model phases (issue 16, the GPU model path): "model_build model_test demo demo_sweep train_bench official_train"
-#   inference and the rest: "decode decode_prof pdl_ab ab_old gemm_dev gemm_train conv_dev decode_peer serve_load verify python swap nccl1" (after model_build;
+#   inference and the rest: "decode decode_prof pdl_ab ab_old gemm_dev gemm_train conv_dev norm_dev decode_peer serve_load verify python swap nccl1" (after model_build;
 #   decode_peer needs peers/fla_head, no build)
 #   (official_train needs peers/p4/{official/lit_gpt,fla,shim/flash_attn} and peers/official_train_bench.py)
 # Needs beside it: .debs (libcjson1 + libcjson-dev .deb files: `apt-get download libcjson1 libcjson-dev`),
@@ -184,6 +184,13 @@ if [[ " $PHASES " == *" conv_dev "* ]]; then
   i=0; for v in $V; do
     timeout 60 /tmp/conv_dev_$i > "$OUT/conv_dev_$i.log" 2>&1; echo "conv_dev $v rc=$?"; cat "$OUT/conv_dev_$i.log"
     i=$((i + 1)); done
+fi
+if [[ " $PHASES " == *" norm_dev "* ]]; then
+  # issue 16: the fused RMSNorm backward against its software-pipelined variant at 8 / 16 / 32 rows a block, and
+  # beside them add_rmsnorm_fwd, swiglu_bwd and a copy at the training shapes (dev/cuda/norm_dev.cu; after model_build)
+  nvcc -O3 -std=c++17 -arch=sm_90a -Iinclude -Isrc dev/cuda/norm_dev.cu build/libgdn2.a -lcublasLt -lcublas -lnccl -lgomp \
+    -o /tmp/norm_dev > "$OUT/norm_dev_build.log" 2>&1 && timeout 90 /tmp/norm_dev > "$OUT/norm_dev.log" 2>&1
+  echo "norm_dev rc=$?"; cat "$OUT/norm_dev.log"
 fi
 if [[ " $PHASES " == *" demo_sweep "* ]]; then
   # issue 16's demo: DEMO_SPECS (space-separated NAME:LAYOUT:DROPOUT:LR:STEPS:WD:EMB_DROPOUT) at once on one GPU
