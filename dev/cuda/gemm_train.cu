@@ -25,7 +25,12 @@
 // computes a weight gradient as a bf16 product (beta 0) followed by an fp32 add into .grad. So each row also
 // times that path ("gemmex": cublasGemmEx with CUBLAS_GEMM_DEFAULT, 32 MiB workspace; dW as bf16, beta 0, plus an
 // fp32 add kernel of the dW's size), and the end prints both sums weighted by gdn2_1.3B's calls a step
-// (18 layers; the low-rank products as they are). Usage: /tmp/gemm_train [N tokens, default 16384].
+// (18 layers; the low-rank products as they are). Usage: /tmp/gemm_train [N tokens, default 16384] [quick]
+// (quick: the first algorithm and torch's path only, no sweep).
+//
+// Third question (sixteenth session): the official's products are cuBLAS's nvjet kernels (192x192 and 256x128 tiles
+// in its profile) from the cuBLAS torch bundles. Built against that copy instead of the toolkit's (run50.sh:
+// -I/-L site-packages/nvidia/cublas), the same rows say whether the cuBLAS version is the difference.
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -82,6 +87,7 @@ template <class F> static float median_ms(F launch) {
 static float time_ms(const prod *p, const cublasLtMatmulAlgo_t *algo) { return median_ms([&] { return run(p, algo); }); }
 
 static cublasHandle_t g_cb;
+static int g_quick; // "quick": the heuristic's first algorithm only (no sweep of the others)
 __global__ void k_add_f32(float *acc, const __nv_bfloat16 *x, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         acc[i] += __bfloat162float(x[i]);
@@ -137,7 +143,7 @@ static float sweep(const char *what, const char *kind, cublasOperation_t ta, cub
     const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(g_lt, p.op, p.la, p.lb, p.lc, p.lc, pref, 32, res, &nres);
     float first = -1, best = 1e30f;
     int besti = -1;
-    for (int a = 0; hs == CUBLAS_STATUS_SUCCESS && a < nres; a++) {
+    for (int a = 0; hs == CUBLAS_STATUS_SUCCESS && a < (g_quick && nres > 1 ? 1 : nres); a++) {
         const float ms = time_ms(&p, &res[a].algo);
         if (ms < 0) continue;
         if (a == 0) first = ms;
@@ -175,10 +181,11 @@ __global__ void k_fill(__nv_bfloat16 *x, size_t n, unsigned seed) {
 
 int main(int argc, char **argv) {
     const long N = argc > 1 ? atol(argv[1]) : 16384; // tokens: B x T (16384 = 4 x 4096, 12288 = 3 x 4096)
-    if (N <= 0) {
-        fprintf(stderr, "gemm_train: N (tokens) must be positive, got %s\n", argv[1]);
+    if (N <= 0 || (argc > 2 && strcmp(argv[2], "quick"))) {
+        fprintf(stderr, "usage: gemm_train [N tokens > 0, default 16384] [quick]\n");
         return 2;
     }
+    g_quick = argc > 2;
     setvbuf(stdout, NULL, _IOLBF, 0); // a row at a time: a run cut short keeps what it measured
     // (what, out, in, calls a gdn2_1.3B step): its weights (d 2304, H K = HV V = 2048, rank 128, MLP 6208),
     // then swa_gdn2_1.3B's MLP (6784; not in the weighted sum)
@@ -210,6 +217,12 @@ int main(int argc, char **argv) {
     k_fill<<<4096, 256, 0, g_st>>>(Y, maxa, 3u);
     CK(cudaMemsetAsync(dW, 0, maxw * 4, g_st));
     CK(cudaStreamSynchronize(g_st));
+    int rt = 0;
+    CK(cudaRuntimeGetVersion(&rt));
+    // which cuBLAS: torch bundles its own (pip nvidia-cublas-cu12), so the same program built against that copy
+    // answers whether the library version, not the call, makes the official's products faster
+    printf("cuBLASLt %zu (headers %d.%d.%d), CUDA runtime %d\n", cublasLtGetVersion(), CUBLAS_VER_MAJOR, CUBLAS_VER_MINOR,
+           CUBLAS_VER_PATCH, rt);
     printf("N = %ld tokens; m n k as cuBLASLt sees them (column-major); times per launch\n", N);
     double f_all = 0, b_all = 0, step_lib = 0, step_ex = 0;
     for (int i = 0; i < nw; i++) {
