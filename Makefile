@@ -76,6 +76,10 @@ endif
 CUDA ?= $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
 CUDA_ARCH ?= sm_90a
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
+# cuBLAS(Lt): the toolkit's by default. Another copy (e.g. CUDA 12.x's libcublas beside a CUDA 13 nvcc) through
+#   make CUDA=1 CUBLAS_INC=-I/path/include CUBLAS_LIBS="-L/path/lib -Wl,-rpath,/path/lib -l:libcublasLt.so.12 -l:libcublas.so.12"
+CUBLAS_INC  ?=
+CUBLAS_LIBS ?= -lcublasLt -lcublas
 
 # library sources: every src/<concern>/*.c except the CLI. src/cuda/*.c are host-side stubs used
 # only when CUDA is off; src/cuda/*.cu are the GPU kernels.
@@ -85,7 +89,8 @@ ifeq ($(CUDA),1)
 CFLAGS  += -DGDN2_HAVE_CUDA
 NVFLAGS := -O3 -std=c++17 -arch=$(CUDA_ARCH) -lineinfo -Xcompiler -fPIC -Iinclude -Isrc -DGDN2_HAVE_CUDA
 NVFLAGS += $(NVFLAGS_EXTRA)
-LDLIBS  += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcublasLt -lcublas -lnccl -lcudart -lstdc++ -ldl -lpthread -lrt
+NVFLAGS += $(CUBLAS_INC)
+LDLIBS  += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib $(CUBLAS_LIBS) -lnccl -lcudart -lstdc++ -ldl -lpthread -lrt
 LIB_OBJ := $(LIB_C:%.c=$(BUILD)/%.o) $(CUDA_CU:%.cu=$(BUILD)/%.cu.o)
 else
 LIB_OBJ := $(LIB_C:%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/cuda/*.c))
