@@ -416,9 +416,9 @@ int main(int argc, char **argv) {
     if (!prow) return 1;
     prow[0] = 0;
     if (f)
-        fprintf(f, "{\"device\": \"%s\", \"driver\": %d, \"runtime\": %d, \"copy_bw_gbs\": %.1f, \"steps\": %d, "
-                   "\"warmup\": %d, \"cuda_graph\": true, \"validated\": %s, \"decode\": [",
-                dev, drv, rt, bw / 1e9, steps, warmup, do_validate ? "true" : "false");
+        fprintf(f, "{\"device\": \"%s\", \"driver\": %d, \"runtime\": %d, \"cublaslt\": %zu, \"copy_bw_gbs\": %.1f, "
+                   "\"steps\": %d, \"warmup\": %d, \"cuda_graph\": true, \"validated\": %s, \"decode\": [",
+                dev, drv, rt, gdn2_cuda_cublaslt_version(), bw / 1e9, steps, warmup, do_validate ? "true" : "false");
     int first = 1, rc = 0;
     for (int ci = 0; ci < ncfg && !rc; ci++) {
         gdn2_model_cfg c;

@@ -204,9 +204,9 @@ int main(int argc, char **argv) {
         if (tl_total >= 0) families(tl_total, tl_fam);
     }
     printf("%s %s B=%lld T=%lld: step %.1f ms (median of %d), %.0f tokens/s, peak %.2f GB, MFU %.1f%% "
-           "(%.3g GFLOP/token; +%.3g nominal recurrence), loss %.4f -> %.4f\n",
+           "(%.3g GFLOP/token; +%.3g nominal recurrence), loss %.4f -> %.4f; cuBLASLt %zu\n",
            cfg_name, m->cfg.layout, (long long)B, (long long)T, med, steps, tok_s, peak_gb, 100 * mfu, fl / 1e9,
-           rec / 1e9, loss0, loss);
+           rec / 1e9, loss0, loss, gdn2_cuda_cublaslt_version());
     if (profile) {
         printf("  split of a profiled step (%.1f ms, each op synchronised): GEMM %.1f, GDN-2 %.1f, attention %.1f, "
                "rest %.1f ms\n",
@@ -236,10 +236,10 @@ int main(int argc, char **argv) {
                 "{\"config\": \"%s\", \"layout\": \"%s\", \"T\": %lld, \"micro_batch\": %lld, \"step_ms\": %.3f, "
                 "\"tok_s\": %.1f, \"peak_gb\": %.3f, \"mfu\": %.4f, \"flops_per_token\": %.6g, "
                 "\"flops_recurrence_nominal\": %.6g, \"params\": %zu, \"steps\": %d, \"warmup\": %d, "
-                "\"loss_first\": %.5f, \"loss_last\": %.5f, \"device\": \"%s\", \"driver\": %d, \"runtime\": %d, "
+                "\"loss_first\": %.5f, \"loss_last\": %.5f, \"device\": \"%s\", \"driver\": %d, \"runtime\": %d, \"cublaslt\": %zu, "
                 "\"recompute\": %d, \"keep_chunk\": %d",
                 cfg_name, m->cfg.layout, (long long)T, (long long)B, med, tok_s, peak_gb, mfu, fl, rec, m->n_params,
-                steps, warmup, loss0, loss, dev, drv, rt, recompute, keep);
+                steps, warmup, loss0, loss, dev, drv, rt, gdn2_cuda_cublaslt_version(), recompute, keep);
         if (profile) {
             fprintf(f, ", \"split_ms\": {\"profiled_step\": %.3f, \"gemm\": %.3f, \"gdn2\": %.3f, \"attention\": %.3f, "
                        "\"rest\": %.3f}",

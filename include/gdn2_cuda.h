@@ -174,6 +174,9 @@ GDN2_API int gdn2_cuda_memset(void *p, int value, size_t bytes);
 GDN2_API int gdn2_cuda_sync(void);                             /* device synchronise + error check      */
 /* GPU name and driver/runtime versions, e.g. "NVIDIA H200", 13000, 13000. */
 GDN2_API int gdn2_cuda_device_info(char *name, size_t len, int *driver, int *runtime);
+/* The version of the cuBLASLt the library runs (cublasLtGetVersion, e.g. 130100: the toolkit's, or the copy the
+ * Makefile's CUBLAS_LIBS named); 0 without CUDA. Benchmarks record it beside the driver and runtime. */
+GDN2_API size_t gdn2_cuda_cublaslt_version(void);
 /* Make device `dev` current for this thread (one process per GPU: call before anything else). */
 GDN2_API int gdn2_cuda_set_device(int dev);
 GDN2_API int gdn2_cuda_device_count(void); /* 0 without CUDA or without a device */

@@ -1008,6 +1008,13 @@ static void decode_bench_shape(void) {
 }
 
 int main(void) {
+    /* the cuBLASLt version the benchmarks record: a library call, no device needed; 0 only without CUDA */
+#ifdef GDN2_HAVE_CUDA
+    CHECK(gdn2_cuda_cublaslt_version() >= 110000, "cuBLASLt version %zu (a CUDA build links cuBLASLt 11 or later)",
+          gdn2_cuda_cublaslt_version());
+#else
+    CHECK(gdn2_cuda_cublaslt_version() == 0, "cuBLASLt version %zu without CUDA (0 expected)", gdn2_cuda_cublaslt_version());
+#endif
     if (!gdn2_cuda_available()) {
         SKIP_NO_GPU("CUDA tests: %s", gdn2_last_error());
         return test_summary();

@@ -43,6 +43,8 @@ static const char *lt_status(cublasStatus_t s) {
     }
 }
 
+extern "C" size_t gdn2_cuda_cublaslt_version(void) { return cublasLtGetVersion(); }
+
 int gdn2_cuda_gemm_init(gdn2_cuda_nn *c) {
     cublasStatus_t s = cublasLtCreate(&c->lt);
     if (s != CUBLAS_STATUS_SUCCESS) {

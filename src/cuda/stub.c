@@ -70,6 +70,7 @@ int gdn2_cuda_device_info(char *name, size_t len, int *driver, int *runtime) {
     (void)name; (void)len; (void)driver; (void)runtime;
     return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
 }
+size_t gdn2_cuda_cublaslt_version(void) { return 0; }
 int gdn2_cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
     (void)free_bytes, (void)total_bytes;
     return gdn2_error(GDN2_ERR_UNSUPPORTED, NO_CUDA);
