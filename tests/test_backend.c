@@ -1347,6 +1347,8 @@ int main(void) {
     t_xent(6, 5000);
     t_xent(5, 256);
     t_sumsq(100003);
+    t_sumsq(3);                         /* the tail alone */
+    t_sumsq(((size_t)1 << 22) + 7);    /* the four-group loop (more than 3 x 1024 x 256 groups), then the tail */
     t_timeline();
     t_adamw();
     t_gdn2(2, 100, 2, 4, 64, 64);

@@ -2106,11 +2106,41 @@ __device__ __forceinline__ double block_sum_d(double v, double *sh) {
         for (int w = 0; w < nw; w++) t += sh[w];
     return t; // valid in thread 0
 }
-// part[b] = sum over the grid-stride elements of block b of (double) g^2
-__global__ void k_sumsq_part(size_t n, const float *g, double *part) {
+// part[b] = sum over block b's elements of (double) g^2. vec (g 16-byte aligned): thread t of the grid takes the
+// float4 groups t, t + S, t + 2S, ... (S the grid's threads), four loads in flight before their sums (the scalar
+// loop had one 4-byte load in flight a thread: ~2.2 TB/s over 5.8 GB at the 1.3B size), the elements of a group in
+// order; the n % 4 tail elements go to thread 0 of block 0, last. Either way a fixed order: the same bits a run.
+__global__ void k_sumsq_part(size_t n, const float *g, double *part, bool vec) {
     __shared__ double sh[32];
     double acc = 0.0;
-    GRID_STRIDE(i, n) acc += (double)g[i] * g[i];
+    if (vec) {
+        const size_t n4 = n / 4, S = (size_t)gridDim.x * blockDim.x;
+        const float4 *g4 = (const float4 *)g;
+        size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+        for (; i + 3 * S < n4; i += 4 * S) {
+            float4 v[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) v[u] = g4[i + u * S];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                acc += (double)v[u].x * v[u].x;
+                acc += (double)v[u].y * v[u].y;
+                acc += (double)v[u].z * v[u].z;
+                acc += (double)v[u].w * v[u].w;
+            }
+        }
+        for (; i < n4; i += S) {
+            const float4 v = g4[i];
+            acc += (double)v.x * v.x;
+            acc += (double)v.y * v.y;
+            acc += (double)v.z * v.z;
+            acc += (double)v.w * v.w;
+        }
+        if (blockIdx.x == 0 && threadIdx.x == 0)
+            for (size_t j = n4 * 4; j < n; j++) acc += (double)g[j] * g[j];
+    } else {
+        GRID_STRIDE(i, n) acc += (double)g[i] * g[i];
+    }
     double t = block_sum_d(acc, sh);
     if (threadIdx.x == 0) part[blockIdx.x] = t;
 }
@@ -2127,7 +2157,7 @@ extern "C" int gdn2_cuda_sumsq(gdn2_cuda_nn *c, size_t n, const float *g, double
     int rc = cuerr(fn, cudaMemsetAsync(part, 0, (SUMSQ_BLOCKS + 1) * sizeof(double), c->stream));
     if (rc) return rc;
     if (n) {
-        k_sumsq_part<<<SUMSQ_BLOCKS, NN_BS, 0, c->stream>>>(n, g, part);
+        k_sumsq_part<<<SUMSQ_BLOCKS, NN_BS, 0, c->stream>>>(n, g, part, al16(g));
         if ((rc = gdn2_cuda_launch_check(fn))) return rc;
     }
     k_sumsq_fin<<<1, SUMSQ_BLOCKS, 0, c->stream>>>(part, part + SUMSQ_BLOCKS);
