@@ -10,6 +10,9 @@
 // and dy and row n's dx before row n's reduction: one round trip a row, at more registers (121 against 80 at
 // G = 3: 2 blocks an SM instead of 3).
 //
+// Measured (H100, bench/results/h100-cand17/, af13c5a): the pipelined kernel at 16 rows is no faster at gdn2_1.3B B = 3
+// (200.0 against 200.8 us), 5 % faster at B = 4 and at gdn2_12h_100M; not taken into the library.
+//
 // Checks before timing: dx and its bf16 copy equal to the library's bit for bit (same arithmetic, same order); dw
 // bit for bit at the library's 16 rows a block, else within 1e-5 of max|dw| (partials over other row groups).
 // Times: CUDA events over 20 calls after 3, each kernel alone.
