@@ -2110,6 +2110,12 @@ __device__ __forceinline__ double block_sum_d(double v, double *sh) {
 // float4 groups t, t + S, t + 2S, ... (S the grid's threads), four loads in flight before their sums (the scalar
 // loop had one 4-byte load in flight a thread: ~2.2 TB/s over 5.8 GB at the 1.3B size), the elements of a group in
 // order; the n % 4 tail elements go to thread 0 of block 0, last. Either way a fixed order: the same bits a run.
+__device__ __forceinline__ void sumsq_add4(double &acc, float4 v) { // the group's elements in order
+    acc += (double)v.x * v.x;
+    acc += (double)v.y * v.y;
+    acc += (double)v.z * v.z;
+    acc += (double)v.w * v.w;
+}
 __global__ void k_sumsq_part(size_t n, const float *g, double *part, bool vec) {
     __shared__ double sh[32];
     double acc = 0.0;
@@ -2122,20 +2128,9 @@ __global__ void k_sumsq_part(size_t n, const float *g, double *part, bool vec) {
 #pragma unroll
             for (int u = 0; u < 4; u++) v[u] = g4[i + u * S];
 #pragma unroll
-            for (int u = 0; u < 4; u++) {
-                acc += (double)v[u].x * v[u].x;
-                acc += (double)v[u].y * v[u].y;
-                acc += (double)v[u].z * v[u].z;
-                acc += (double)v[u].w * v[u].w;
-            }
+            for (int u = 0; u < 4; u++) sumsq_add4(acc, v[u]);
         }
-        for (; i < n4; i += S) {
-            const float4 v = g4[i];
-            acc += (double)v.x * v.x;
-            acc += (double)v.y * v.y;
-            acc += (double)v.z * v.z;
-            acc += (double)v.w * v.w;
-        }
+        for (; i < n4; i += S) sumsq_add4(acc, g4[i]);
         if (blockIdx.x == 0 && threadIdx.x == 0)
             for (size_t j = n4 * 4; j < n; j++) acc += (double)g[j] * g[j];
     } else {
