@@ -28,6 +28,11 @@
 // (18 layers; the low-rank products as they are). Usage: /tmp/gemm_train [N tokens, default 16384] [quick]
 // (quick: the first algorithm and torch's path only, no sweep).
 //
+// Fourth (seventeenth session): each row also names the first algorithm's configuration (algo id, tile, stages,
+// cluster, split-k: cublasLt.h's enums) and times the first algorithm of a heuristic queried without the library's
+// preferences ("no prefs": any reduction scheme, default alignment). dev/cuda/torch_gemm.py times torch's own calls
+// at the same shapes, with the kernels they run.
+//
 // Third question (sixteenth session): the official's products are cuBLAS's nvjet kernels (192x192 and 256x128 tiles
 // in its profile) from the cuBLAS torch bundles. Built against that copy instead of the toolkit's (run50.sh:
 // -I/-L site-packages/nvidia/cublas), the same rows say whether the cuBLAS version is the difference.
@@ -149,6 +154,32 @@ static float sweep(const char *what, const char *kind, cublasOperation_t ta, cub
         if (a == 0) first = ms;
         if (ms < best) best = ms, besti = a;
     }
+    // the first algorithm's configuration (id, tile, stages, cluster shape, split-k: cublasLt.h's enums), and the
+    // first algorithm of a heuristic without the library's preferences (any reduction scheme, default alignment):
+    // what the determinism and alignment preferences cost, if anything
+    int cfg[5] = {-1, -1, -1, -1, -1};
+    const cublasLtMatmulAlgoConfigAttributes_t ca[5] = {CUBLASLT_ALGO_CONFIG_ID, CUBLASLT_ALGO_CONFIG_TILE_ID,
+                                                        CUBLASLT_ALGO_CONFIG_STAGES_ID,
+                                                        CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID,
+                                                        CUBLASLT_ALGO_CONFIG_SPLITK_NUM};
+    for (int c = 0; nres > 0 && c < 5; c++) {
+        size_t got = 0;
+        uint32_t v = 0;
+        if (cublasLtMatmulAlgoConfigGetAttribute(&res[0].algo, ca[c], &v, sizeof v, &got) == CUBLAS_STATUS_SUCCESS)
+            cfg[c] = (int)v;
+    }
+    float freet = -1;
+    {
+        cublasLtMatmulPreference_t pf;
+        LK(cublasLtMatmulPreferenceCreate(&pf));
+        LK(cublasLtMatmulPreferenceSetAttribute(pf, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
+        cublasLtMatmulHeuristicResult_t fr;
+        int nf = 0;
+        if (cublasLtMatmulAlgoGetHeuristic(g_lt, p.op, p.la, p.lb, p.lc, p.lc, pf, 1, &fr, &nf) == CUBLAS_STATUS_SUCCESS &&
+            nf > 0)
+            freet = time_ms(&p, &fr.algo);
+        cublasLtMatmulPreferenceDestroy(pf);
+    }
     const double tf = 2.0 * m * n * k / 1e12;
     // torch's path: a dW (fp32 C, beta 1 here) is its bf16 product plus the fp32 add
     *ex = gemmex_ms(ta, tb, m, n, k, A, B, Cb, cdt == CUDA_R_32F ? (float *)C : NULL,
@@ -162,7 +193,8 @@ static float sweep(const char *what, const char *kind, cublasOperation_t ta, cub
                what, kind, m, n, k, first, tf / (first * 1e-3), best, tf / (best * 1e-3), besti, nres,
                100.0 * (best - first) / first, cdt == CUDA_R_32F ? " bf16+add" : "", *ex);
         if (ex32 >= 0) printf(" | gemmex fp32 beta 1 %7.3f ms", ex32);
-        printf("\n");
+        printf(" | algo %d tile %d stages %d cluster %d splitk %d | no prefs %7.3f ms\n", cfg[0], cfg[1], cfg[2], cfg[3],
+               cfg[4], freet);
         *sum_first += first, *sum_best += best;
     }
     cublasLtMatmulPreferenceDestroy(pref);
