@@ -59,8 +59,7 @@ static void json_ops(FILE *f, const char *key, const double *op_ms) {
 static int train_step(gdn2_model *m, gdn2_adamw *opt, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T,
                       float *loss) {
     int st = gdn2_model_zero_grad(m);
-    if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, loss, 1);
-    if (!st) st = gdn2_model_backward(m, 1.0f);
+    if (!st) st = gdn2_model_forward_backward(m, tok, tgt, B, T, loss, 1.0f); /* as train: lm_head's logits once */
     if (!st) st = gdn2_adamw_step_scaled(opt, m, 4e-4f, gdn2_clip_factor(gdn2_model_grad_norm(m), 1.0f)); /* as train */
     if (!st) st = gdn2_cuda_sync();
     return st;

@@ -180,6 +180,11 @@ GDN2_API int gdn2_model_forward(gdn2_model *m, const int32_t *tokens, const int3
                        float *logits, float *loss, int train);
 /* grads += scale * d(loss)/d(params) for the last train forward (scale = 1/accum for accumulation). */
 GDN2_API int gdn2_model_backward(gdn2_model *m, float scale);
+/* gdn2_model_forward (train = 1, no logits) then gdn2_model_backward(scale), the same loss and gradients
+ * bit for bit, with lm_head's logits computed once: its forward pass also runs its backward (one matrix
+ * product and one cross-entropy pass per row chunk fewer than the two calls). scale finite, >= 0. */
+GDN2_API int gdn2_model_forward_backward(gdn2_model *m, const int32_t *tokens, const int32_t *targets, int64_t B,
+                                         int64_t T, float *loss, float scale);
 GDN2_API int gdn2_model_zero_grad(gdn2_model *m);
 
 /* ---- checkpoints -------------------------------------------------------------------------- */

@@ -660,6 +660,37 @@ static void test_recompute(void) {
               rc ? " + recompute" : "", lk, l0, dmax, gmax, st ? ": " : "", st ? gdn2_last_error() : "");
     }
     m->keep_chunk = 0;
+    /* gdn2_model_forward_backward: lm_head's loss and backward in one pass, the same loss and gradients
+     * as forward then backward, bit for bit: at scale 1, and accumulated over two calls at scale 0.5
+     * (against the two-call pair at 0.5); every row a target (the head's full path) and some ignored
+     * (its gathered rows) */
+    m->recompute = 0;
+    for (int full = 0; full < 2 && !st; full++) {
+        int32_t tg[48];
+        for (int i = 0; i < 48; i++) tg[i] = full ? (i * 13 + 1) % 256 : tgt[i];
+        for (int acc = 1; acc <= 2 && !st; acc++) {
+            float la = 0, lb = 0, x;
+            st = gdn2_model_zero_grad(m);
+            for (int k = 0; k < acc && !st; k++) {
+                st = gdn2_model_forward(m, tok, tg, B, T, NULL, &x, 1);
+                if (!st) st = gdn2_model_backward(m, 1.0f / (float)acc), la += x;
+            }
+            if (!st) memcpy(g0, m->grads, m->n_flat * sizeof(float));
+            if (!st) st = gdn2_model_zero_grad(m);
+            for (int k = 0; k < acc && !st; k++)
+                if (!(st = gdn2_model_forward_backward(m, tok, tg, B, T, &x, 1.0f / (float)acc))) lb += x;
+            CHECK(!st && la == lb && !memcmp(g0, m->grads, m->n_flat * sizeof(float)),
+                  "forward_backward (%s targets, accum %d): loss %.7f vs forward + backward %.7f, every gradient bit "
+                  "for bit equal%s%s", full ? "all" : "some ignored", acc, lb, la, st ? ": " : "",
+                  st ? gdn2_last_error() : "");
+        }
+    }
+    {
+        float x = 0;
+        const int bad = gdn2_model_forward_backward(m, tok, tgt, B, T, &x, -1.0f);
+        CHECK(bad == GDN2_ERR_ARG && strstr(gdn2_last_error(), "scale"),
+              "forward_backward refuses scale -1 with an error naming it (rc %d: %s)", bad, gdn2_last_error());
+    }
     free(g0);
     gdn2_model_free(m);
 }

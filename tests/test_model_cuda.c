@@ -545,6 +545,25 @@ static void test_keep_chunk(void) {
               "max|grad| %.2e (bar 1e-3)", mode == 2 ? " + recompute" : "", l, l0, dmax, gmax);
     }
     CHECK(st == 0, "keep_chunk on the GPU: three training steps ran: %s", st ? gdn2_last_error() : "ok");
+    /* gdn2_model_forward_backward on the GPU (lm_head's loss and backward from one product per chunk):
+     * the same loss and gradients as forward then backward, bit for bit (the same ops, one fewer pass),
+     * with every row a target and with a third ignored (the gathered rows) */
+    m->keep_chunk = 0, m->recompute = 0;
+    for (int part = 0; part < 2 && !st; part++) {
+        for (int i = 0; i < B * T; i++) tgt[i] = part && i % 3 == 0 ? GDN2_IGNORE : (i * 13 + 1) % 256;
+        float la = 0, lb = 0;
+        st = gdn2_model_zero_grad(m);
+        if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &la, 1);
+        if (!st) st = gdn2_model_backward(m, 1.0f);
+        if (!st) st = gdn2_model_sync_host(m);
+        if (!st) memcpy(g0, m->grads, m->n_flat * sizeof(float));
+        if (!st) st = gdn2_model_zero_grad(m);
+        if (!st) st = gdn2_model_forward_backward(m, tok, tgt, B, T, &lb, 1.0f);
+        if (!st) st = gdn2_model_sync_host(m);
+        CHECK(!st && la == lb && !memcmp(g0, m->grads, m->n_flat * sizeof(float)),
+              "forward_backward on the GPU (%s targets): loss %.7f vs forward + backward %.7f, every gradient bit for "
+              "bit equal%s%s", part ? "a third ignored" : "all", lb, la, st ? ": " : "", st ? gdn2_last_error() : "");
+    }
     free(tok), free(tgt), free(g0);
     gdn2_model_free(m);
 }

@@ -37,6 +37,7 @@ struct gdn2_model_acts {
     float *loss_rows;                /* HOST [BT]                                                    */
     int64_t n_valid;
     int trained;                     /* 1 after a train forward (backward allowed)                   */
+    int head_done;                   /* 1: that forward also ran lm_head's backward (forward_backward) */
 };
 
 /* bytes of the mixer's saved block of layer l (keep: with the recurrence's keep-mode reserve), and
@@ -489,9 +490,11 @@ static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, int64_t 
  * the batch uses state slot slot0 + b of s (a recurrent layer starts from the slot's state and
  * leaves its final state and conv history there; attention layers fill their caches: from
  * position 0 only). */
+/* head_scale >= 0 (a train forward of gdn2_model_forward_backward): lm_head's pass also runs its
+ * backward with that scale, so its logits are computed once (gdn2_model_backward then starts at ln_f) */
 static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
                         float *logits_out, float *loss, int train, gdn2_model_state *s, int64_t slot0,
-                        float *last_logits) {
+                        float *last_logits, float head_scale) {
     const gdn2_model_cfg *c = &m->cfg;
     gdn2_backend *be = m->be;
     const int64_t L = c->n_layer, d = c->n_embd, BT = B * T;
@@ -513,7 +516,7 @@ static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *tar
     struct gdn2_model_acts *a = m->acts;
     const scr_layout S = scr_offsets(be, c, B, T);
     void *y = AT(a->scr, S.y), *var = AT(a->scr, S.var);
-    a->trained = 0;
+    a->trained = 0, a->head_done = 0;
     memcpy(a->tokens, tokens, (size_t)BT * sizeof(int32_t));
     if (targets) memcpy(a->targets, targets, (size_t)BT * sizeof(int32_t));
     else
@@ -549,20 +552,35 @@ static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *tar
     if (loss) *loss = 0.0f;
     const int want_loss = targets && (loss || train);
     if (a->n_rows) TRY(be->upload(be, a->drt, a->rt, (size_t)a->n_rows * sizeof(int32_t)));
-    if (logits_out || last_logits || want_loss) TRY(head_pass(m, 0, 0.0f, logits_out, last_logits, want_loss));
+    /* the fused head: loss and lm_head's backward from one product per row chunk (the same ops and bits as
+     * head_pass(0) here and head_pass(1) in gdn2_model_backward, less the first pass's product and xent) */
+    const int fused = train && head_scale >= 0.0f && a->n_valid > 0 && !logits_out && !last_logits;
+    if (fused) {
+        if (!m->dev_grads && gdn2_model_zero_grad(m)) return GDN2_ERR_NOMEM;
+        TRY(head_pass(m, 1, head_scale / (float)a->n_valid, NULL, NULL, 1));
+    } else if (logits_out || last_logits || want_loss)
+        TRY(head_pass(m, 0, 0.0f, logits_out, last_logits, want_loss));
     if (want_loss && a->n_rows) {
         TRY(be->download(be, a->loss_rows, a->dloss, (size_t)a->n_rows * sizeof(float)));
         double tot = 0.0;
         for (int64_t r = 0; r < a->n_rows; r++) tot += a->loss_rows[r];
         if (loss) *loss = a->n_valid ? (float)(tot / (double)a->n_valid) : 0.0f;
     }
-    a->trained = train;
+    a->trained = train, a->head_done = fused;
     return GDN2_OK;
 }
 
 int gdn2_model_forward(gdn2_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
                        float *logits, float *loss, int train) {
-    return forward_impl(m, tokens, targets, B, T, logits, loss, train, NULL, 0, NULL);
+    return forward_impl(m, tokens, targets, B, T, logits, loss, train, NULL, 0, NULL, -1.0f);
+}
+
+int gdn2_model_forward_backward(gdn2_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
+                                float *loss, float scale) {
+    if (!(scale >= 0.0f) || !isfinite(scale))
+        return gdn2_error(GDN2_ERR_ARG, "model forward_backward: scale %g must be finite and >= 0", scale);
+    const int st = forward_impl(m, tokens, targets, B, T, NULL, loss, 1, NULL, 0, NULL, scale);
+    return st ? st : gdn2_model_backward(m, scale);
 }
 
 /* ---- backward ----------------------------------------------------------------------------- */
@@ -584,8 +602,10 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
     void *xa = dres_act != (void *)dres ? dres_act : NULL;
     void *dn = AT(a->scr, S.dn), *var = AT(a->scr, S.var);
     int st;
-    /* lm_head + cross-entropy: dn = d loss / d nf (mean over the targets, times scale) */
-    TRY(head_pass(m, 1, scale / (float)a->n_valid, NULL, NULL, 0));
+    /* lm_head + cross-entropy: dn = d loss / d nf (mean over the targets, times scale); done already
+     * when the forward was gdn2_model_forward_backward's (with this scale) */
+    if (!a->head_done) TRY(head_pass(m, 1, scale / (float)a->n_valid, NULL, NULL, 0));
+    a->head_done = 0;
     a->trained = 0;
     TRY(be->rmsnorm_bwd(be, BT, d, a->res[L], P(m, W, "transformer.ln_f.weight", 0), a->rf, dn, dres, 0, xa,
                         P(m, G, "transformer.ln_f.weight", 0)));
@@ -1170,7 +1190,7 @@ int gdn2_model_prefill_slot(gdn2_model *m, gdn2_model_state *s, int64_t slot, co
     const int64_t p0 = s->slot_pos[slot], C = m->prefill_chunk > 0 ? m->prefill_chunk : T;
     for (int64_t off = 0; off < T && !st; off += C) {
         const int64_t n = T - off < C ? T - off : C;
-        st = forward_impl(m, tokens + off, NULL, 1, n, NULL, NULL, 0, s, slot, off + n == T ? logits : NULL);
+        st = forward_impl(m, tokens + off, NULL, 1, n, NULL, NULL, 0, s, slot, off + n == T ? logits : NULL, -1.0f);
         if (!st) s->slot_pos[slot] = p0 + off + n;
     }
     return st;
@@ -1183,7 +1203,7 @@ int gdn2_model_prefill(gdn2_model *m, gdn2_model_state *s, const int32_t *tokens
     if (s->pos == 0) {
         /* one parallel forward from a fresh state: recurrent layers carry their states out, the
          * attention layers copy their last keys/values into the caches */
-        st = forward_impl(m, tokens, NULL, s->n, T, NULL, NULL, 0, s, 0, logits);
+        st = forward_impl(m, tokens, NULL, s->n, T, NULL, NULL, 0, s, 0, logits, -1.0f);
         if (!st) {
             s->pos = T;
             for (int64_t i = 0; i < s->n; i++) s->slot_pos[i] = T;

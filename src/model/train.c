@@ -528,8 +528,7 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
                 /* dropout masks: a pure function of (seed, step, micro-batch, rank) */
                 m->dropout_seed = batch_seed(o.seed ^ 0xD0D0ULL, step, k) ^ (uint64_t)R;
                 if (W == 1) {
-                    st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &l, 1);
-                    if (!st) st = gdn2_model_backward(m, 1.0f / (float)o.accum);
+                    st = gdn2_model_forward_backward(m, tok, tgt, B, T, &l, 1.0f / (float)o.accum);
                     if (!st) lsum += l;
                     continue;
                 }
@@ -540,8 +539,9 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
                 int64_t ng = 0, nl = 0;
                 for (int64_t i = 0; i < B * T; i++) ng += tgt[i] != GDN2_IGNORE;
                 for (int64_t i = 0; i < Bl * T; i++) nl += lg[i] != GDN2_IGNORE;
-                st = gdn2_model_forward(m, lt, lg, Bl, T, NULL, &l, 1);
-                if (!st && nl) st = gdn2_model_backward(m, (float)(1.0 / (double)o.accum * (double)nl / (double)ng));
+                st = nl ? gdn2_model_forward_backward(m, lt, lg, Bl, T, &l,
+                                                      (float)(1.0 / (double)o.accum * (double)nl / (double)ng))
+                        : gdn2_model_forward(m, lt, lg, Bl, T, NULL, &l, 1);
                 double part = (double)l * (double)nl;
                 if (!st) st = comm->all_reduce_host(comm, &part, 1);
                 if (!st) lsum += ng ? part / (double)ng : 0.0;
