@@ -47,7 +47,7 @@
 
 #include "dev_check.h"
 
-static const size_t WS_BYTES = 32u << 20; // the library's GDN2_LT_WORKSPACE_BYTES
+static size_t WS_BYTES = 32u << 20; // the library's GDN2_LT_WORKSPACE_BYTES; GEMM_WS_MB=n: another size
 static cublasLtHandle_t g_lt;
 static void *g_ws;
 static cudaStream_t g_st;
@@ -213,11 +213,18 @@ __global__ void k_fill(__nv_bfloat16 *x, size_t n, unsigned seed) {
 
 int main(int argc, char **argv) {
     const long N = argc > 1 ? atol(argv[1]) : 16384; // tokens: B x T (16384 = 4 x 4096, 12288 = 3 x 4096)
-    if (N <= 0 || (argc > 2 && strcmp(argv[2], "quick"))) {
-        fprintf(stderr, "usage: gemm_train [N tokens > 0, default 16384] [quick]\n");
+    if (N <= 0 || (argc > 2 && strcmp(argv[2], "quick") && strcmp(argv[2], "all"))) {
+        fprintf(stderr, "usage: gemm_train [N tokens > 0, default 16384] [quick|all] [rows whose name contains this]\n"
+                        "  env GEMM_WS_MB=n: a workspace of n MiB (default 32, the library's)\n");
         return 2;
     }
-    g_quick = argc > 2;
+    g_quick = argc > 2 && !strcmp(argv[2], "quick");
+    const char *only = argc > 3 ? argv[3] : NULL;
+    if (getenv("GEMM_WS_MB")) WS_BYTES = (size_t)atol(getenv("GEMM_WS_MB")) << 20;
+    if (WS_BYTES == 0) {
+        fprintf(stderr, "gemm_train: GEMM_WS_MB must be a positive number of MiB\n");
+        return 2;
+    }
     setvbuf(stdout, NULL, _IOLBF, 0); // a row at a time: a run cut short keeps what it measured
     // (what, out, in, calls a gdn2_1.3B step): its weights (d 2304, H K = HV V = 2048, rank 128, MLP 6208),
     // then swa_gdn2_1.3B's MLP (6784; not in the weighted sum)
@@ -257,7 +264,9 @@ int main(int argc, char **argv) {
            CUBLAS_VER_PATCH, rt);
     printf("N = %ld tokens; m n k as cuBLASLt sees them (column-major); times per launch\n", N);
     double f_all = 0, b_all = 0, step_lib = 0, step_ex = 0;
+    printf("workspace %zu MiB%s%s\n", WS_BYTES >> 20, only ? "; rows containing " : "", only ? only : "");
     for (int i = 0; i < nw; i++) {
+        if (only && !strstr(w[i].what, only)) continue;
         const long out = w[i].out, in = w[i].in;
         float ex, t;
         double f = 0, b = 0;

@@ -12,7 +12,7 @@
 # and once with LD_PRELOAD naming the toolkit's libcublasLt.so.13 and libcublas.so.13: the same calls on
 # the other cuBLAS (the first line says which was loaded).
 #
-#   python3 dev/cuda/torch_gemm.py [N tokens, default 16384]
+#   python3 dev/cuda/torch_gemm.py [N tokens, default 16384] [rows whose name contains this]
 import ctypes
 import sys
 
@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 16384
+ONLY = sys.argv[2] if len(sys.argv) > 2 else None  # only the rows whose name contains this
 if N <= 0:
-    sys.exit("usage: torch_gemm.py [N tokens > 0]")
+    sys.exit("usage: torch_gemm.py [N tokens > 0] [rows whose name contains this]")
 dev = "cuda"
 torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = True  # torch's default, said aloud
 
@@ -79,6 +80,8 @@ def main():
     g = torch.Generator(device=dev).manual_seed(1)
     step = 0.0
     for what, out, inn, calls in W:
+        if ONLY and ONLY not in what:
+            continue
         X = (torch.rand(N, inn, device=dev, generator=g) - 0.5).mul_(0.1).bfloat16()
         Wt = (torch.rand(out, inn, device=dev, generator=g) - 0.5).mul_(0.1).bfloat16()
         dY = (torch.rand(N, out, device=dev, generator=g) - 0.5).mul_(0.1).bfloat16()
