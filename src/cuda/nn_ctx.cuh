@@ -10,7 +10,9 @@
 #include "gdn2_error.h"
 #include "nn.h"
 
+#ifndef GDN2_LT_WORKSPACE_BYTES /* a build may set another size (NVFLAGS_EXTRA=-DGDN2_LT_WORKSPACE_BYTES=...) */
 #define GDN2_LT_WORKSPACE_BYTES ((size_t)32 << 20)
+#endif
 #define GDN2_GEMM_CACHE 64
 
 typedef struct {
