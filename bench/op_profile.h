@@ -77,7 +77,7 @@ W(linear_conv_step, (gdn2_backend *be, int64_t n, int64_t in, int64_t D, const v
                      const float *w, size_t ws, void *y, size_t ys),
   (be, n, in, D, X, Wl, wls, count, x, xs, Wd, hist, ps, hs, slots, w, ws, y, ys))
 W(linear_bwd, (gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *Wt, const void *dY,
-               void *dX, int acc, float *dW, float *db), (be, N, in, out, X, Wt, dY, dX, acc, dW, db))
+               void *dX, int acc, float *dW, int dwa, float *db), (be, N, in, out, X, Wt, dY, dX, acc, dW, dwa, db))
 W(gdn2_fwd, (gdn2_backend *be, int kernel, const gdn2_dims *dm, const gdn2_opts *op, const void *q, const void *k,
              const void *v, const float *g, const void *b, const void *w, const float *h0, void *o, float *ht,
              void *rsv), (be, kernel, dm, op, q, k, v, g, b, w, h0, o, ht, rsv))

@@ -145,6 +145,10 @@ typedef struct {
     void *dev_params_act;       /* the same weights as the matrix products read them (CPU: params;
                                  * CUDA: bf16, rewritten by every optimizer step)                  */
     float *dev_grads;           /* gradients in the backend's memory (== grads on the CPU)           */
+    int grads_pending;          /* private: gdn2_model_zero_grad left the matrix weights' gradients to
+                                 * the next backward, which writes them whole (no pass of zeros over
+                                 * ~all of the gradients, no read of them in the products); whatever
+                                 * reads the gradients before that zeroes them first                 */
 } gdn2_model;
 
 GDN2_API int gdn2_model_create(const gdn2_model_cfg *c, gdn2_model **out); /* params zeroed; call init or load */
@@ -185,6 +189,9 @@ GDN2_API int gdn2_model_backward(gdn2_model *m, float scale);
  * product and one cross-entropy pass per row chunk fewer than the two calls). scale finite, >= 0. */
 GDN2_API int gdn2_model_forward_backward(gdn2_model *m, const int32_t *tokens, const int32_t *targets, int64_t B,
                                          int64_t T, float *loss, float scale);
+/* grads = 0 (as the next backward, clip, norm, optimizer step or sync_host sees them). Only the
+ * gradients the backward accumulates are zeroed here; the matrix weights' are written by the next
+ * backward's products (or zeroed by whatever reads them first). */
 GDN2_API int gdn2_model_zero_grad(gdn2_model *m);
 
 /* ---- checkpoints -------------------------------------------------------------------------- */

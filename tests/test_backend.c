@@ -547,8 +547,8 @@ static void t_gates(int mixer, int64_t N, int64_t H, int64_t HV, int64_t K, int6
 /* linear                                                                                           */
 /* ================================================================================================ */
 static void run_lin(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const float *X, const float *W,
-                    const float *bias, const float *Y0, int ydt, int acc, const float *dY, const float *dX0,
-                    const float *dW0, const float *db0, res *r) {
+                    const float *bias, const float *Y0, int ydt, int acc, int dwacc, const float *dY,
+                    const float *dX0, const float *dW0, const float *db0, res *r) {
     arena A = {.be = be};
     const size_t nx = (size_t)(N * in), nw = (size_t)(out * in), ny = (size_t)(N * out);
     void *Xd = put(&A, X, nx, GDN2_DT_ACT), *Wd = put(&A, W, nw, GDN2_DT_ACT), *Yd = put(&A, Y0, ny, ydt);
@@ -557,7 +557,7 @@ static void run_lin(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const 
     float *dWd = put(&A, dW0, nw, GDN2_DT_F32), *dbd = bias ? put(&A, db0, (size_t)out, GDN2_DT_F32) : NULL;
     if (!A.rc) {
         note(&A, be->linear_fwd(be, N, in, out, Xd, Wd, bd, Yd, ydt, acc));
-        note(&A, be->linear_bwd(be, N, in, out, Xd, Wd, dYd, dXd, acc, dWd, dbd));
+        note(&A, be->linear_bwd(be, N, in, out, Xd, Wd, dYd, dXd, acc, dWd, dwacc, dbd));
     }
     res_add(r, "Y", get(&A, Yd, ny, ydt), ny, ydt == GDN2_DT_ACT ? 1e-2 : 1e-5);
     res_add(r, "dX", get(&A, dXd, nx, GDN2_DT_ACT), nx, 1e-2);
@@ -566,19 +566,20 @@ static void run_lin(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const 
     finish(&A, r);
 }
 
-static void t_lin(int64_t N, int64_t in, int64_t out, int with_bias, int ydt, int acc) {
+/* dwacc 0: dW is written, not added to (the random dW0 the GPU is given must not show) */
+static void t_lin(int64_t N, int64_t in, int64_t out, int with_bias, int ydt, int acc, int dwacc) {
     float *X = randn((size_t)(N * in), 1.0), *W = randn((size_t)(out * in), 0.05), *bias = randn((size_t)out, 0.5);
     float *Y0 = randn((size_t)(N * out), 1.0), *dY = randn((size_t)(N * out), 1.0), *dX0 = randn((size_t)(N * in), 0.1);
     float *dW0 = randn((size_t)(out * in), 0.1), *db0 = randn((size_t)out, 0.1);
     res c = {0}, g = {0}, g2 = {0};
     const float *b = with_bias ? bias : NULL;
-    BOTH(run_lin(&CPU, N, in, out, X, W, b, Y0, ydt, acc, dY, dX0, dW0, db0, &c),
-         run_lin(&GPU, N, in, out, X, W, b, Y0, ydt, acc, dY, dX0, dW0, db0, &g));
-    char op[96];
-    snprintf(op, sizeof op, "linear N=%lld in=%lld out=%lld bias=%d y=%s acc=%d", (long long)N, (long long)in,
-             (long long)out, with_bias, ydt == GDN2_DT_ACT ? "act" : "f32", acc);
+    BOTH(run_lin(&CPU, N, in, out, X, W, b, Y0, ydt, acc, dwacc, dY, dX0, dW0, db0, &c),
+         run_lin(&GPU, N, in, out, X, W, b, Y0, ydt, acc, dwacc, dY, dX0, dW0, db0, &g));
+    char op[112];
+    snprintf(op, sizeof op, "linear N=%lld in=%lld out=%lld bias=%d y=%s acc=%d dw_acc=%d", (long long)N, (long long)in,
+             (long long)out, with_bias, ydt == GDN2_DT_ACT ? "act" : "f32", acc, dwacc);
     compare(op, &c, &g);
-    if (have_gpu) run_lin(&GPU, N, in, out, X, W, b, Y0, ydt, acc, dY, dX0, dW0, db0, &g2);
+    if (have_gpu) run_lin(&GPU, N, in, out, X, W, b, Y0, ydt, acc, dwacc, dY, dX0, dW0, db0, &g2);
     same_bits(op, &g, &g2);
     res_free(&c), res_free(&g), res_free(&g2);
     free(X), free(W), free(bias), free(Y0), free(dY), free(dX0), free(dW0), free(db0);
@@ -1314,17 +1315,19 @@ int main(void) {
         t_gates(mixer, 150, 2, 2, 128, 128);
     }
     t_gates(0, 70, 2, 2, 96, 32); /* K = 96 does not divide the dA_log block: its general loop */
-    t_lin(37, 200, 72, 0, GDN2_DT_F32, 0);
-    t_lin(37, 200, 72, 1, GDN2_DT_ACT, 0);
-    t_lin(64, 2304, 96, 1, GDN2_DT_F32, 1);
-    t_lin(130, 96, 2304, 0, GDN2_DT_ACT, 1);
-    t_lin(5, 37, 11, 1, GDN2_DT_ACT, 1); /* odd leading dimensions: 2-byte aligned rows */
+    t_lin(37, 200, 72, 0, GDN2_DT_F32, 0, 1);
+    t_lin(37, 200, 72, 1, GDN2_DT_ACT, 0, 1);
+    t_lin(64, 2304, 96, 1, GDN2_DT_F32, 1, 1);
+    t_lin(130, 96, 2304, 0, GDN2_DT_ACT, 1, 1);
+    t_lin(130, 96, 2304, 0, GDN2_DT_ACT, 1, 0); /* dW written (the first backward of a step) */
+    t_lin(64, 2304, 96, 1, GDN2_DT_F32, 0, 0);
+    t_lin(5, 37, 11, 1, GDN2_DT_ACT, 1, 1); /* odd leading dimensions: 2-byte aligned rows */
     /* one row: CUDA's matrix-vector kernel (src/cuda/gemv.cuh); N = 3: the product beside it */
-    t_lin(1, 2304, 2304, 1, GDN2_DT_F32, 1);
-    t_lin(1, 520, 129, 0, GDN2_DT_ACT, 0); /* odd out */
-    t_lin(1, 256, 333, 1, GDN2_DT_ACT, 1);
-    t_lin(1, 6208, 50, 0, GDN2_DT_F32, 0); /* a partial last round of loads */
-    t_lin(3, 520, 129, 0, GDN2_DT_ACT, 0);
+    t_lin(1, 2304, 2304, 1, GDN2_DT_F32, 1, 1);
+    t_lin(1, 520, 129, 0, GDN2_DT_ACT, 0, 1); /* odd out */
+    t_lin(1, 256, 333, 1, GDN2_DT_ACT, 1, 1);
+    t_lin(1, 6208, 50, 0, GDN2_DT_F32, 0, 1); /* a partial last round of loads */
+    t_lin(3, 520, 129, 0, GDN2_DT_ACT, 0, 1);
     t_linb(1, 2304, 2304, 3, 0, 0, 0);  /* the decode step's q, k, v at batch 1 */
     t_chain(1024, 6);
     t_linb(1, 128, 2304, 2, 8, 3, 0);   /* low-rank outputs, odd output gaps */

@@ -189,7 +189,7 @@ static void cpu_crosscheck(const ashape *a, unsigned long long seed) {
     snprintf(nm, sizeof nm, "B%lld T%lld nh%lld ng%lld hs%lld W%lld", (long long)a->B, (long long)a->T, (long long)nh,
              (long long)ng, (long long)hs, (long long)a->W);
     int rc = gdn2_attn_forward(&cpu, &cfg, wqkv, wproj, x, a->B, a->T, y, acts, ascr);
-    int rc2 = rc ? rc : gdn2_attn_backward(&cpu, &cfg, wqkv, wproj, x, a->B, a->T, acts, dy, dx, dwq, dwp, ascr);
+    int rc2 = rc ? rc : gdn2_attn_backward(&cpu, &cfg, wqkv, wproj, x, a->B, a->T, acts, dy, dx, dwq, dwp, 1, ascr);
     CHECK(rc == 0 && rc2 == 0, "reference vs CPU layer %s: CPU forward/backward ran (%s)", nm, gdn2_last_error());
     if (!rc && !rc2) {
         ref_rope_split(a, xd, q, k, v);

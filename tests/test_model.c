@@ -301,7 +301,7 @@ static void test_attention(const char *what, int64_t nh, int64_t ng, int64_t hs,
     attn_ref(&a, wq, wp, x, B, T, yr);
     double err = rel_rmse_f32_f64(y, yr, BT * d);
     CHECK(st == 0 && err < 1e-5, "attention %s forward vs float64 (RoPE, mask): rel RMSE %.2e", what, err);
-    st = gdn2_attn_backward(&g_cpu, &a, wq, wp, x, B, T, acts, R, dx, dwq, dwp, scr);
+    st = gdn2_attn_backward(&g_cpu, &a, wq, wp, x, B, T, acts, R, dx, dwq, dwp, 1, scr);
     /* finite differences, h = 1e-2, aggregated relative error over 3 x 24 coordinates */
     float *vars[3] = {x, wq, wp}, *grads[3] = {dx, dwq, dwp};
     size_t ns[3] = {BT * d, nq * d, d * nh * hs};
@@ -355,7 +355,7 @@ static void test_mlp_norm(void) {
         CHECK(!rb && !memcmp(yb, y, N * d * 4), "SwiGLU forward with the batched input projections: the same bits");
         free(w12), free(yb), free(ab);
     }
-    gdn2_mlp_backward(&g_cpu, N, d, I, w1, w2, w3, x, acts, R, dx, dw1, dw2, dw3, scr);
+    gdn2_mlp_backward(&g_cpu, N, d, I, w1, w2, w3, x, acts, R, dx, dw1, dw2, dw3, 1, scr);
     float *vars[4] = {x, w1, w2, w3}, *grads[4] = {dx, dw1, dw2, dw3};
     size_t ns[4] = {N * d, I * d, I * d, d * I};
     const char *names[4] = {"x", "w1", "w2", "w3"};
@@ -684,6 +684,36 @@ static void test_recompute(void) {
                   "for bit equal%s%s", full ? "all" : "some ignored", acc, lb, la, st ? ": " : "",
                   st ? gdn2_last_error() : "");
         }
+    }
+    /* zero_grad leaves the matrix weights' gradients to the next backward (which writes them): from
+     * gradients full of garbage, zero_grad + a step gives the same bits as from zeros; a norm read
+     * before any backward, and a backward with no target, see zeros everywhere */
+    if (!st) {
+        float x = 0;
+        st = gdn2_model_zero_grad(m);
+        if (!st) st = gdn2_model_forward_backward(m, tok, tgt, B, T, &x, 1.0f);
+        if (!st) memcpy(g0, m->grads, m->n_flat * sizeof(float));
+        for (size_t i = 0; i < m->n_flat; i++) m->grads[i] = 7.0f;
+        if (!st) st = gdn2_model_zero_grad(m);
+        if (!st) st = gdn2_model_forward_backward(m, tok, tgt, B, T, &x, 1.0f);
+        CHECK(!st && !memcmp(g0, m->grads, m->n_flat * sizeof(float)),
+              "zero_grad over garbage gradients, then a step: every gradient bit for bit as from zeros%s%s",
+              st ? ": " : "", st ? gdn2_last_error() : "");
+        size_t nz = 0;
+        for (size_t i = 0; i < m->n_flat; i++) m->grads[i] = 7.0f;
+        const float gn = st ? -1.0f : (gdn2_model_zero_grad(m), gdn2_model_grad_norm(m));
+        for (size_t i = 0; i < m->n_flat; i++) nz += m->grads[i] != 0.0f;
+        CHECK(gn == 0.0f && nz == 0, "zero_grad then the norm with no backward: norm %g (expected 0), %zu nonzero "
+              "gradients", gn, nz);
+        int32_t none[48];
+        for (int i = 0; i < 48; i++) none[i] = GDN2_IGNORE;
+        for (size_t i = 0; i < m->n_flat; i++) m->grads[i] = 7.0f;
+        nz = 0;
+        if (!st) st = gdn2_model_zero_grad(m);
+        if (!st) st = gdn2_model_forward_backward(m, tok, none, B, T, &x, 1.0f);
+        for (size_t i = 0; i < m->n_flat; i++) nz += m->grads[i] != 0.0f;
+        CHECK(!st && nz == 0, "zero_grad then a step with no target: %zu nonzero gradients (expected 0)%s%s", nz,
+              st ? ": " : "", st ? gdn2_last_error() : "");
     }
     {
         float x = 0;

@@ -114,10 +114,12 @@ struct gdn2_backend {
     int (*linear_rmsnorm_swish_fwd)(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X,
                                     const void *W, const float *bias, const void *o, const float *wn, int64_t D,
                                     float eps, void *z);
-    /* dX[N,in] (ACT) = (accumulate ? dX : 0) + dY W;  dW[out,in] (fp32) += dY^T X;
-     * dbias[out] (fp32) += sum_n dY.  dY: ACT. dX, dW, dbias may each be NULL (not wanted). */
+    /* dX[N,in] (ACT) = (accumulate ? dX : 0) + dY W;  dW[out,in] (fp32) = (dw_acc ? dW : 0) + dY^T X;
+     * dbias[out] (fp32) += sum_n dY.  dY: ACT. dX, dW, dbias may each be NULL (not wanted). dw_acc 0 is the
+     * first write of a weight's gradient in a step (the model's zero_grad leaves those to it: no pass over
+     * them, and no read of the old dW). */
     int (*linear_bwd)(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
-                      const void *dY, void *dX, int accumulate, float *dW, float *dbias);
+                      const void *dY, void *dX, int accumulate, float *dW, int dw_acc, float *dbias);
 
     /* ---- elementwise and rows ------------------------------------------------------------- */
     /* out (fp32) = a (fp32) + b (ACT); out may alias a */

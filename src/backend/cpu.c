@@ -78,9 +78,9 @@ static int cpu_linear_fwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, 
     return GDN2_OK;
 }
 static int cpu_linear_bwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
-                          const void *dY, void *dX, int accumulate, float *dW, float *dbias) {
+                          const void *dY, void *dX, int accumulate, float *dW, int dw_acc, float *dbias) {
     (void)be;
-    gdn2_linear_bwd(N, in, out, CF(X), CF(W), CF(dY), F(dX), accumulate, dW, dbias);
+    gdn2_linear_bwd(N, in, out, CF(X), CF(W), CF(dY), F(dX), accumulate, dW, dw_acc, dbias);
     return GDN2_OK;
 }
 

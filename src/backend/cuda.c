@@ -67,8 +67,8 @@ static int cu_linear_fwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, c
     return gdn2_cuda_linear_fwd(NN(be), N, in, out, X, W, bias, Y, cdt(ydt), accumulate);
 }
 static int cu_linear_bwd(gdn2_backend *be, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
-                         const void *dY, void *dX, int accumulate, float *dW, float *dbias) {
-    return gdn2_cuda_linear_bwd(NN(be), N, in, out, X, W, dY, dX, accumulate, dW, dbias);
+                         const void *dY, void *dX, int accumulate, float *dW, int dw_acc, float *dbias) {
+    return gdn2_cuda_linear_bwd(NN(be), N, in, out, X, W, dY, dX, accumulate, dW, dw_acc, dbias);
 }
 
 /* ---- elementwise and rows ------------------------------------------------------------------ */

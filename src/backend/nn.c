@@ -21,12 +21,15 @@ void gdn2_linear_fwd(int64_t N, int64_t in, int64_t out, const float *X, const f
 }
 
 void gdn2_linear_bwd(int64_t N, int64_t in, int64_t out, const float *X, const float *W, const float *dY,
-                     float *dX, int accumulate, float *dW, float *dbias) {
+                     float *dX, int accumulate, float *dW, int dw_acc, float *dbias) {
     /* dX = dY W   ([N,out] x [out,in]) */
     if (dX) gdn2_sgemm(0, 0, (int)N, (int)in, (int)out, 1.0f, dY, (int)out, W, (int)in, accumulate ? 1.0f : 0.0f,
                        dX, (int)in);
-    /* dW += dY^T X   ([out,N] x [N,in]) */
-    if (dW) gdn2_sgemm(1, 0, (int)out, (int)in, (int)N, 1.0f, dY, (int)out, X, (int)in, 1.0f, dW, (int)in);
+    /* dW (+)= dY^T X   ([out,N] x [N,in]); no rows: dW = 0 unless accumulating */
+    if (dW && N > 0)
+        gdn2_sgemm(1, 0, (int)out, (int)in, (int)N, 1.0f, dY, (int)out, X, (int)in, dw_acc ? 1.0f : 0.0f, dW, (int)in);
+    else if (dW && !dw_acc)
+        memset(dW, 0, (size_t)(out * in) * sizeof(float));
     /* dbias += sum over rows of dY */
     if (dbias)
         for (int64_t n = 0; n < N; n++)

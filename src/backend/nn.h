@@ -24,10 +24,10 @@
 /* Y[N,out] = X[N,in] W[out,in]^T (+ bias[out] if not NULL)  (torch nn.Linear layout) */
 void gdn2_linear_fwd(int64_t N, int64_t in, int64_t out, const float *X, const float *W, const float *bias,
                      float *Y);
-/* dX[N,in] = (or +=) dY W;  dW[out,in] += dY^T X;  dbias[out] += sum_n dY (if dbias).
+/* dX[N,in] = (or +=) dY W;  dW[out,in] = (dw_acc ? dW : 0) + dY^T X;  dbias[out] += sum_n dY (if dbias).
  * dX may be NULL (input gradient not needed), dW may be NULL (frozen weight). */
 void gdn2_linear_bwd(int64_t N, int64_t in, int64_t out, const float *X, const float *W, const float *dY,
-                     float *dX, int accumulate, float *dW, float *dbias);
+                     float *dX, int accumulate, float *dW, int dw_acc, float *dbias);
 
 /* Depthwise causal conv (kernel W, no bias) followed by SiLU over x [B,T,D]:
  *   c_t[ch] = sum_{i=0}^{W-1} w[ch*W + i] * xe_{t+i}[ch],   y = silu(c)

@@ -364,21 +364,24 @@ extern "C" int gdn2_cuda_linear_fwd_multi(gdn2_cuda_nn *c, int64_t N, int64_t in
 }
 
 extern "C" int gdn2_cuda_linear_bwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X,
-                                    const void *W, const void *dY, void *dX, int accumulate, float *dW, float *dbias) {
+                                    const void *W, const void *dY, void *dX, int accumulate, float *dW, int dw_acc,
+                                    float *dbias) {
     const char *fn = "cuda linear_bwd";
     int rc = GDN2_OK;
     if (N <= 0 || in <= 0 || out <= 0) {
-        // an empty product: dX = (acc ? dX : 0), nothing to add to dW, dbias
-        if (dX && !accumulate && N > 0 && in > 0)
-            return gdn2_cuda_nn_zero(c, dX, (size_t)(N * in) * sizeof(bf16));
+        // an empty product: dX = (acc ? dX : 0), dW = (dw_acc ? dW : 0), nothing to add to dbias
+        if (dX && !accumulate && N > 0 && in > 0 && (rc = gdn2_cuda_nn_zero(c, dX, (size_t)(N * in) * sizeof(bf16))))
+            return rc;
+        if (dW && !dw_acc && in > 0 && out > 0) return gdn2_cuda_nn_zero(c, dW, (size_t)(in * out) * sizeof(float));
         return GDN2_OK;
     }
     // dX^T [in,N] = W^T [in,out] . dY^T [out,N]
     if (dX && (rc = lt_matmul(c, fn, CUBLAS_OP_N, CUBLAS_OP_N, in, N, out, W, in, dY, out, dX, CUDA_R_16BF, in,
                               accumulate ? 1.0f : 0.0f)))
         return rc;
-    // dW^T [in,out] += X^T [in,N] . (dY^T [out,N])^T
-    if (dW && (rc = lt_matmul(c, fn, CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, X, in, dY, out, dW, CUDA_R_32F, in, 1.0f)))
+    // dW^T [in,out] (+)= X^T [in,N] . (dY^T [out,N])^T   (beta 0: the old dW is not read)
+    if (dW && (rc = lt_matmul(c, fn, CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, X, in, dY, out, dW, CUDA_R_32F, in,
+                              dw_acc ? 1.0f : 0.0f)))
         return rc;
     if (dbias) {
         const int64_t nch = (N + GEMM_RCH - 1) / GEMM_RCH;

@@ -110,10 +110,10 @@ int gdn2_cuda_linear_conv_step(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t D
  * else gdn2_cuda_linear_conv_step (act CONV) or gdn2_cuda_linear_fwd_batch per product. The same bits
  * either way. */
 int gdn2_cuda_linear_fwd_multi(gdn2_cuda_nn *c, int64_t N, int64_t in, const void *X, const gdn2_product *p, int np);
-/* dX[N,in] (bf16) = (accumulate ? dX : 0) + dY W;  dW[out,in] (fp32) += dY^T X;  dbias (fp32) += sum_n dY;
- * X, W, dY bf16; dX, dW, dbias may each be NULL */
+/* dX[N,in] (bf16) = (accumulate ? dX : 0) + dY W;  dW[out,in] (fp32) = (dw_acc ? dW : 0) + dY^T X;
+ * dbias (fp32) += sum_n dY; X, W, dY bf16; dX, dW, dbias may each be NULL */
 int gdn2_cuda_linear_bwd(gdn2_cuda_nn *c, int64_t N, int64_t in, int64_t out, const void *X, const void *W,
-                         const void *dY, void *dX, int accumulate, float *dW, float *dbias);
+                         const void *dY, void *dX, int accumulate, float *dW, int dw_acc, float *dbias);
 
 /* ---- elementwise and rows (nn.cu) -------------------------------------------------------------- */
 int gdn2_cuda_cast(size_t n, const void *x, int xdt, void *y, int ydt, void *stream);

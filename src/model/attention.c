@@ -89,7 +89,7 @@ int gdn2_attn_forward(gdn2_backend *be, const gdn2_attn_cfg *a, const void *w_qk
 
 int gdn2_attn_backward(gdn2_backend *be, const gdn2_attn_cfg *a, const void *w_qkv, const void *w_proj,
                        const void *x, int64_t B, int64_t T, const void *acts, const void *dy, void *dx, float *dw_qkv,
-                       float *dw_proj, void *scratch) {
+                       float *dw_proj, int dw_acc, void *scratch) {
     int st = check_cfg(a);
     if (st) return st;
     const int64_t nh = a->n_head, ng = a->n_groups, hs = a->hs, d = a->d;
@@ -110,11 +110,11 @@ int gdn2_attn_backward(gdn2_backend *be, const gdn2_attn_cfg *a, const void *w_q
     void *dqkv = AT(scratch, off);
     /* y = o W^T: dW_proj += dy^T o, dO = dy W;  attention VJP;  back through RoPE into the fused
      * qkv layout;  qkv = x W_qkv^T: dW_qkv += dqkv^T x, dx = dqkv W_qkv */
-    if ((st = be->linear_bwd(be, BT, C, d, o, w_proj, dy, dO, 0, dw_proj, NULL)) ||
+    if ((st = be->linear_bwd(be, BT, C, d, o, w_proj, dy, dO, 0, dw_proj, dw_acc, NULL)) ||
         (st = be->attn_bwd(be, a, B, T, q, k, v, o, lse, dO, dq, dk, dv)) ||
         (st = be->rope_split_bwd(be, a, B, T, dq, dk, dv, dqkv)))
         return st;
-    return be->linear_bwd(be, BT, d, nqkv, x, w_qkv, dqkv, dx, 0, dw_qkv, NULL);
+    return be->linear_bwd(be, BT, d, nqkv, x, w_qkv, dqkv, dx, 0, dw_qkv, dw_acc, NULL);
 }
 
 /* ---- decoding ----------------------------------------------------------------------------- */

@@ -84,6 +84,8 @@ int gdn2_dist_create(gdn2_comm *c, int zero1, gdn2_model *m, const gdn2_adamw *o
 int gdn2_dist_reduce_grads(gdn2_dist *d, gdn2_model *m) {
     gdn2_backend *be = m->be;
     gdn2_comm *c = d->c;
+    int st0 = gdn2_model_grads_settle(m); /* a rank whose micro-batches carried no target ran no backward */
+    if (st0) return st0;
     if (!d->zero1) return c->all_reduce(c, m->dev_grads, d->n);
     const float *src = m->dev_grads;
     if (d->pad) {

@@ -596,7 +596,7 @@ int gdn2_layer_step_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *p
 /* ------------------------------------------------------------------------------------------ */
 int gdn2_layer_bwd_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *params, const void *params_act,
                       const void *x, int64_t B, int64_t T, const void *acts, const void *dy, void *dx, float *dparams,
-                      void *scratch) {
+                      int dw_acc, void *scratch) {
     int rc = check_call("gdn2_layer_backward", c, params, x, B, T, dx);
     if (rc) return rc;
     if (!acts || !dy || !dparams || !scratch)
@@ -628,12 +628,12 @@ int gdn2_layer_bwd_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *pa
 
     /* y = z Woᵀ:  dWo += dyᵀ z;  dz = dy Wo   (z recomputed from o and a) */
     LTRY(be->rmsnorm_swish_fwd(be, N * HV, V, o, ga, PP(&lp, P_ON), c->norm_eps, zd));
-    LTRY(be->linear_bwd(be, N, Dv, d, zd, PA(&lp, P_O), dy, dpre, 0, dP[P_O], NULL));
+    LTRY(be->linear_bwd(be, N, Dv, d, zd, PA(&lp, P_O), dy, dpre, 0, dP[P_O], dw_acc, NULL));
     /* gated RMSNorm: do (into zd), da, dwn */
     LTRY(be->rmsnorm_swish_bwd(be, N * HV, V, o, ga, PP(&lp, P_ON), c->norm_eps, dpre, zd, dga, dP[P_ON]));
     /* a = g1 Wg1ᵀ + bg, g1 = x Wg0ᵀ:  dWg1 += daᵀ g1, dbg += Σ da, dg1 = da Wg1; dWg0 += dg1ᵀ x, dx = dg1 Wg0 */
-    LTRY(be->linear_bwd(be, N, R, Dv, g1, PA(&lp, P_G1), dga, dg1, 0, dP[P_G1], dP[P_G1B]));
-    LTRY(be->linear_bwd(be, N, d, R, x, PA(&lp, P_G0), dg1, dx, 0, dP[P_G0], NULL));
+    LTRY(be->linear_bwd(be, N, R, Dv, g1, PA(&lp, P_G1), dga, dg1, 0, dP[P_G1], dw_acc, dP[P_G1B]));
+    LTRY(be->linear_bwd(be, N, d, R, x, PA(&lp, P_G0), dg1, dx, 0, dP[P_G0], dw_acc, NULL));
 
     /* rebuild b, w (q, k, v, g are saved) and run the recurrence backward */
     if (gates_alias(c)) b = sb, w = sw;
@@ -651,25 +651,25 @@ int gdn2_layer_bwd_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *pa
                       dpre, dpw, dP[P_ALOG], dP[P_DT]));
     if (m == GDN2_MIXER_GDN) {
         /* f = x Waᵀ (df is [N,H]) */
-        LTRY(be->linear_bwd(be, N, d, H, x, PA(&lp, P_A), df, dx, 1, dP[P_A], NULL));
+        LTRY(be->linear_bwd(be, N, d, H, x, PA(&lp, P_A), df, dx, 1, dP[P_A], dw_acc, NULL));
     } else {
         /* f = f1 Wf1ᵀ, f1 = x Wf0ᵀ */
-        LTRY(be->linear_bwd(be, N, R, Dk, f1, PA(&lp, P_F1), df, dg1, 0, dP[P_F1], NULL));
-        LTRY(be->linear_bwd(be, N, d, R, x, PA(&lp, P_F0), dg1, dx, 1, dP[P_F0], NULL));
+        LTRY(be->linear_bwd(be, N, R, Dk, f1, PA(&lp, P_F1), df, dg1, 0, dP[P_F1], dw_acc, NULL));
+        LTRY(be->linear_bwd(be, N, d, R, x, PA(&lp, P_F0), dg1, dx, 1, dP[P_F0], dw_acc, NULL));
     }
     if (m == GDN2_MIXER_GDN2) {
-        LTRY(be->linear_bwd(be, N, d, Dk, x, PA(&lp, P_B), dpre, dx, 1, dP[P_B], NULL));
-        LTRY(be->linear_bwd(be, N, d, Dv, x, PA(&lp, P_W), dpw, dx, 1, dP[P_W], NULL));
+        LTRY(be->linear_bwd(be, N, d, Dk, x, PA(&lp, P_B), dpre, dx, 1, dP[P_B], dw_acc, NULL));
+        LTRY(be->linear_bwd(be, N, d, Dv, x, PA(&lp, P_W), dpw, dx, 1, dP[P_W], dw_acc, NULL));
     } else {
-        LTRY(be->linear_bwd(be, N, d, H, x, PA(&lp, P_B), dpre, dx, 1, dP[P_B], NULL));
+        LTRY(be->linear_bwd(be, N, d, H, x, PA(&lp, P_B), dpre, dx, 1, dP[P_B], dw_acc, NULL));
     }
     /* short convs + SiLU, then the projections: dqp = conv_vjp(dq); dWq += dqpᵀ x; dx += dqp Wq */
     LTRY(be->conv_silu_bwd(be, B, T, Dk, W, qp, hq, SS, PP(&lp, P_QC), dq, dpre, dP[P_QC]));
-    LTRY(be->linear_bwd(be, N, d, Dk, x, PA(&lp, P_Q), dpre, dx, 1, dP[P_Q], NULL));
+    LTRY(be->linear_bwd(be, N, d, Dk, x, PA(&lp, P_Q), dpre, dx, 1, dP[P_Q], dw_acc, NULL));
     LTRY(be->conv_silu_bwd(be, B, T, Dk, W, kp, hk, SS, PP(&lp, P_KC), dk, dpre, dP[P_KC]));
-    LTRY(be->linear_bwd(be, N, d, Dk, x, PA(&lp, P_K), dpre, dx, 1, dP[P_K], NULL));
+    LTRY(be->linear_bwd(be, N, d, Dk, x, PA(&lp, P_K), dpre, dx, 1, dP[P_K], dw_acc, NULL));
     LTRY(be->conv_silu_bwd(be, B, T, Dv, W, vp, hv, SS, PP(&lp, P_VC), dv, dpre, dP[P_VC]));
-    LTRY(be->linear_bwd(be, N, d, Dv, x, PA(&lp, P_V), dpre, dx, 1, dP[P_V], NULL));
+    LTRY(be->linear_bwd(be, N, d, Dv, x, PA(&lp, P_V), dpre, dx, 1, dP[P_V], dw_acc, NULL));
     return GDN2_OK;
 }
 #undef LTRY
@@ -685,7 +685,7 @@ int gdn2_layer_backward(const gdn2_layer_cfg *c, const float *params, const floa
     gdn2_backend_cpu_init(&be, n_threads);
     void *scr = gdn2_malloc(gdn2_layer_scratch_bytes(&be, c, B, T, 1, 0) + 4, "gdn2 layer backward scratch");
     if (!scr) return GDN2_ERR_NOMEM;
-    rc = gdn2_layer_bwd_be(&be, c, params, params, x, B, T, acts, dy, dx, dparams, scr);
+    rc = gdn2_layer_bwd_be(&be, c, params, params, x, B, T, acts, dy, dx, dparams, 1, scr);
     free(scr);
     return rc;
 }
@@ -732,7 +732,7 @@ int gdn2_layer_run(const char *device, const gdn2_layer_cfg *c, const float *par
     if (!rc && dy) {
         rc = be.upload(&be, xf, dy, nx * sizeof(float));
         if (!rc) rc = be.cast(&be, nx, xf, GDN2_DT_F32, dya, GDN2_DT_ACT);
-        if (!rc) rc = gdn2_layer_bwd_be(&be, c, dpar, pact, xa, B, T, acts, dya, dxa, dgr, scr);
+        if (!rc) rc = gdn2_layer_bwd_be(&be, c, dpar, pact, xa, B, T, acts, dya, dxa, dgr, 1, scr);
         if (!rc) rc = be.cast(&be, nx, dxa, GDN2_DT_ACT, xf, GDN2_DT_F32);
         if (!rc) rc = be.download(&be, dx, xf, nx * sizeof(float));
         if (!rc) {

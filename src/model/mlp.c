@@ -33,14 +33,14 @@ int gdn2_mlp_forward(gdn2_backend *be, int64_t N, int64_t d, int64_t I, const vo
 
 int gdn2_mlp_backward(gdn2_backend *be, int64_t N, int64_t d, int64_t I, const void *w1, const void *w2,
                       const void *w3, const void *x, const void *acts, const void *dy, void *dx, float *dw1,
-                      float *dw2, float *dw3, void *scratch) {
+                      float *dw2, float *dw3, int dw_acc, void *scratch) {
     const void *h1 = acts, *h2 = AT(acts, 1), *a = AT(acts, 2);
     void *dh1 = scratch, *dh2 = AT(scratch, 1);
     int rc;
     /* dW3 += dy^T a;  da = dy W3 (into dh1);  dh1, dh2 from da;  then the two input projections */
-    if ((rc = be->linear_bwd(be, N, I, d, a, w3, dy, dh1, 0, dw3, NULL)) ||
+    if ((rc = be->linear_bwd(be, N, I, d, a, w3, dy, dh1, 0, dw3, dw_acc, NULL)) ||
         (rc = be->swiglu_bwd(be, (size_t)(N * I), h1, h2, dh1, dh2)) ||
-        (rc = be->linear_bwd(be, N, d, I, x, w1, dh1, dx, 0, dw1, NULL)))
+        (rc = be->linear_bwd(be, N, d, I, x, w1, dh1, dx, 0, dw1, dw_acc, NULL)))
         return rc;
-    return be->linear_bwd(be, N, d, I, x, w2, dh2, dx, 1, dw2, NULL);
+    return be->linear_bwd(be, N, d, I, x, w2, dh2, dx, 1, dw2, dw_acc, NULL);
 }

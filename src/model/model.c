@@ -279,8 +279,9 @@ int gdn2_model_upload(gdn2_model *m) {
 
 int gdn2_model_sync_host(gdn2_model *m) {
     gdn2_backend *be = m->be;
-    if (!be->on_device) return GDN2_OK;
-    int st = be->download(be, m->params, m->dev_params, m->n_flat * sizeof(float));
+    int st = gdn2_model_grads_settle(m);
+    if (st || !be->on_device) return st;
+    st = be->download(be, m->params, m->dev_params, m->n_flat * sizeof(float));
     if (!st && m->dev_grads) {
         if (!m->grads && !(m->grads = gdn2_malloc(m->n_flat * sizeof(float), "model gradients")))
             return GDN2_ERR_NOMEM;
@@ -297,6 +298,7 @@ int gdn2_model_set_device(gdn2_model *m, const char *device) {
     int st = gdn2_model_sync_host(m);
     if (st) return st;
     release_device(m);
+    m->grads_pending = 0; /* the gradients move as the host has them (synced, settled) */
     if (!strcmp(device, "cpu")) return GDN2_OK;
     gdn2_backend be;
     if ((st = gdn2_backend_init(&be, device, m->n_threads))) return st;
@@ -366,15 +368,51 @@ void gdn2_model_init(gdn2_model *m, uint64_t seed) {
     }
 }
 
+/* A matrix weight: every 2-D tensor but the embedding (whose gradient is a scatter-add). The backward
+ * computes each one's whole gradient in one product (linear_bwd), so the first backward after
+ * gdn2_model_zero_grad writes it (dw_acc 0) instead of adding it to zeros. */
+static int matrix_weight(const gdn2_model_param *p) {
+    return p->ndim == 2 && strcmp(p->name, "transformer.wte.weight") != 0;
+}
+
+/* gradients [a, b) of the flat block = 0 */
+static int zero_range(gdn2_model *m, size_t a, size_t b) {
+    if (b <= a) return GDN2_OK;
+    if (m->be->on_device) return m->be->zero(m->be, m->dev_grads + a, (b - a) * sizeof(float));
+    memset(m->grads + a, 0, (b - a) * sizeof(float));
+    return GDN2_OK;
+}
+
+/* zero the matrix weights' gradients (matrices = 1), or everything else: the stretches between them,
+ * the flat block's alignment gaps included (the table is in offset order) */
+static int zero_stretches(gdn2_model *m, int matrices) {
+    size_t cur = 0; /* the end of the last matrix weight */
+    for (int i = 0; i < m->n_tensors; i++) {
+        const gdn2_model_param *p = &m->tensors[i];
+        if (!matrix_weight(p)) continue;
+        const int st = matrices ? zero_range(m, p->offset, p->offset + p->numel) : zero_range(m, cur, p->offset);
+        if (st) return st;
+        cur = p->offset + p->numel;
+    }
+    return matrices ? GDN2_OK : zero_range(m, cur, m->n_flat);
+}
+
 int gdn2_model_zero_grad(gdn2_model *m) {
-    if (m->be->on_device) return m->be->zero(m->be, m->dev_grads, m->n_flat * sizeof(float));
-    if (!m->grads) {
+    if (!m->be->on_device && !m->grads) {
         m->grads = gdn2_calloc(m->n_flat, sizeof(float), "model gradients");
-        m->dev_grads = m->grads;
+        m->dev_grads = m->grads, m->grads_pending = 0;
         return m->grads ? GDN2_OK : GDN2_ERR_NOMEM;
     }
-    memset(m->grads, 0, m->n_flat * sizeof(float));
-    return GDN2_OK;
+    const int st = zero_stretches(m, 0);
+    if (!st) m->grads_pending = 1;
+    return st;
+}
+
+int gdn2_model_grads_settle(gdn2_model *m) {
+    if (!m->grads_pending || !m->dev_grads) return GDN2_OK;
+    const int st = zero_stretches(m, 1);
+    if (!st) m->grads_pending = 0;
+    return st;
 }
 
 /* matmul view of parameter fmt (layer l) */
@@ -416,7 +454,8 @@ static int head_pass(gdn2_model *m, int backward, float scale, float *logits_out
             st = be->xent(be, n, Vp, logits, a->drt + r0, scale, backward ? dlogits : NULL, a->dloss + r0);
         if (!st && backward)
             st = be->linear_bwd(be, n, d, Vp, x, W, dlogits,
-                                (char *)drows + gdn2_be_bytes(be, (size_t)(r0 * d), GDN2_DT_ACT), 0, dW, NULL);
+                                (char *)drows + gdn2_be_bytes(be, (size_t)(r0 * d), GDN2_DT_ACT), 0, dW,
+                                !m->grads_pending || r0 > 0, NULL); /* the first chunk writes a pending dW */
     }
     if (!st && backward && nr != BT) st = be->scatter_rows(be, nr, BT, d, a->rows, drows, AT(a->scr, S.dn));
     return st;
@@ -593,7 +632,9 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
     const gdn2_model_cfg *c = &m->cfg;
     const int64_t L = c->n_layer, d = c->n_embd, B = a->B, T = a->T, BT = B * T, I = c->intermediate_size;
     float *G = m->dev_grads, *W = m->dev_params;
-    if (a->n_valid == 0) return GDN2_OK; /* nothing carries a loss */
+    if (a->n_valid == 0) return gdn2_model_grads_settle(m); /* nothing carries a loss: the gradients as they were */
+    /* the first backward after zero_grad writes the matrix weights' gradients, later ones add to them */
+    const int dw_acc = !m->grads_pending;
     const scr_layout S = scr_offsets(be, c, B, T);
     float *dres = AT(a->scr, S.dres);
     /* with an fp32 ACT type the cast of dres is the identity: use dres itself; else each norm backward
@@ -619,7 +660,7 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
                               PA(m, "transformer.h.%lld.mlp.swiglu.w3.weight", l), a->n2[l], a->mlp[l], dres_act, dn,
                               P(m, G, "transformer.h.%lld.mlp.swiglu.w1.weight", l),
                               P(m, G, "transformer.h.%lld.mlp.swiglu.w2.weight", l),
-                              P(m, G, "transformer.h.%lld.mlp.swiglu.w3.weight", l), var));
+                              P(m, G, "transformer.h.%lld.mlp.swiglu.w3.weight", l), dw_acc, var));
         TRY(be->rmsnorm_bwd(be, BT, d, a->mid[l], P(m, W, "transformer.h.%lld.norm_2.weight", l), a->r2[l], dn, dres,
                             1, xa, P(m, G, "transformer.h.%lld.norm_2.weight", l)));
         /* mid = res_l + mixer(norm_1(res_l)) */
@@ -629,25 +670,27 @@ int gdn2_model_backward(gdn2_model *m, float scale) {
             TRY(gdn2_attn_backward(be, &ac, PA(m, "transformer.h.%lld.attn.attn.weight", l),
                                    PA(m, "transformer.h.%lld.attn.proj.weight", l), a->n1[l], B, T, a->mix[l],
                                    dres_act, dn, P(m, G, "transformer.h.%lld.attn.attn.weight", l),
-                                   P(m, G, "transformer.h.%lld.attn.proj.weight", l), var));
+                                   P(m, G, "transformer.h.%lld.attn.proj.weight", l), dw_acc, var));
         } else {
             gdn2_layer_cfg lc = gdn2_model_layer_cfg(c, (int)l);
             lc.keep_chunk = a->keep; /* its forward kept the reserve (forward_impl, above) */
             TRY(gdn2_layer_bwd_be(be, &lc, W + m->layer_off[l],
                                   (const char *)m->dev_params_act + m->layer_off[l] * be->act_bytes, a->n1[l], B, T,
-                                  a->mix[l], dres_act, dn, G + m->layer_off[l], var));
+                                  a->mix[l], dres_act, dn, G + m->layer_off[l], dw_acc, var));
         }
         TRY(be->rmsnorm_bwd(be, BT, d, a->res[l], P(m, W, "transformer.h.%lld.norm_1.weight", l), a->r1[l], dn, dres,
                             1, l > 0 ? xa : NULL, P(m, G, "transformer.h.%lld.norm_1.weight", l)));
     }
     if (a->emb_dropped) TRY(be->dropout(be, (size_t)(BT * d), dres, GDN2_DT_F32, m->emb_dropout, emb_drop_seed(m)));
     TRY(be->embed_bwd(be, BT, d, a->tokens, a->dtokens, dres, P(m, G, "transformer.wte.weight", 0)));
+    m->grads_pending = 0;
     return GDN2_OK;
 }
 
 float gdn2_model_grad_norm(gdn2_model *m) {
     gdn2_backend *be = m->be;
     if (!m->dev_grads) return 0.0f;
+    if (gdn2_model_grads_settle(m)) return NAN;
     double s = 0.0;
     if (be->sumsq(be, m->n_flat, m->dev_grads, &s)) return NAN;
     return (float)sqrt(s);

@@ -23,10 +23,11 @@ size_t gdn2_layer_scratch_bytes(const gdn2_backend *be, const gdn2_layer_cfg *c,
  * as gdn2_layer_forward. */
 int gdn2_layer_fwd_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *params, const void *params_act,
                       const void *x, int64_t B, int64_t T, void *y, void *acts, float *states, void *scratch);
-/* dx (ACT) written; dparams (fp32) accumulated */
+/* dx (ACT) written; dparams (fp32) accumulated, but for the matrix products' weights with dw_acc 0: those
+ * are written (the first backward of a step; the backend's linear_bwd) */
 int gdn2_layer_bwd_be(gdn2_backend *be, const gdn2_layer_cfg *c, const float *params, const void *params_act,
                       const void *x, int64_t B, int64_t T, const void *acts, const void *dy, void *dx, float *dparams,
-                      void *scratch);
+                      int dw_acc, void *scratch);
 
 /* ---- attention (attention.c) --------------------------------------------------------------- */
 gdn2_attn_cfg gdn2_attn_cfg_of(const gdn2_model_cfg *c, int kind);
@@ -36,10 +37,10 @@ size_t gdn2_attn_scratch_bytes(const gdn2_backend *be, const gdn2_attn_cfg *a, i
 /* y [B,T,d] = proj(attn(rope(qkv(x)))) (x, y ACT). w_qkv [(nh+2ng)hs, d], w_proj [d, nh*hs] (matmul views). */
 int gdn2_attn_forward(gdn2_backend *be, const gdn2_attn_cfg *a, const void *w_qkv, const void *w_proj, const void *x,
                       int64_t B, int64_t T, void *y, void *acts, void *scratch);
-/* dx (ACT) written; dw_qkv, dw_proj (fp32) accumulated. */
+/* dx (ACT) written; dw_qkv, dw_proj (fp32) accumulated (dw_acc 1) or written (0). */
 int gdn2_attn_backward(gdn2_backend *be, const gdn2_attn_cfg *a, const void *w_qkv, const void *w_proj,
                        const void *x, int64_t B, int64_t T, const void *acts, const void *dy, void *dx, float *dw_qkv,
-                       float *dw_proj, void *scratch);
+                       float *dw_proj, int dw_acc, void *scratch);
 /* decode: the cache of a sequence, fp32: keys [ng, cap, hs] then values [ng, cap, hs]; cap = window
  * for SWA (a ring: position p in row p % cap), max_len for full attention (row p) */
 int64_t gdn2_attn_cache_cap(const gdn2_attn_cfg *a, int64_t max_len);
@@ -78,10 +79,15 @@ size_t gdn2_mlp_scratch_bytes(const gdn2_backend *be, int64_t N, int64_t I);
  * holds a in h1's place and h2 is scratch (no backward) */
 int gdn2_mlp_forward(gdn2_backend *be, int64_t N, int64_t d, int64_t I, const void *w1, const void *w2,
                      const void *w3, const void *x, void *y, void *acts, int batch);
-/* dx written, dw* accumulated */
+/* dx written, dw* accumulated (dw_acc 1) or written (0) */
 int gdn2_mlp_backward(gdn2_backend *be, int64_t N, int64_t d, int64_t I, const void *w1, const void *w2,
                       const void *w3, const void *x, const void *acts, const void *dy, void *dx, float *dw1,
-                      float *dw2, float *dw3, void *scratch);
+                      float *dw2, float *dw3, int dw_acc, void *scratch);
+
+/* ---- gradients (model.c) ------------------------------------------------------------------- */
+/* the zeroing gdn2_model_zero_grad left to the backward, done now for a reader of the gradients that
+ * comes first (norm, clip, optimizer step, data-parallel reduction, sync_host); nothing when none is due */
+int gdn2_model_grads_settle(gdn2_model *m);
 
 /* ---- AdamW (optim.c) ----------------------------------------------------------------------- */
 /* the next step's hyper-parameters (bias corrections of step o->step + 1); increments o->step */

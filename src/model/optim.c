@@ -44,6 +44,10 @@ int gdn2_adamw_step_scaled(gdn2_adamw *o, gdn2_model *m, float lr, float grad_sc
         gdn2_backend_cpu_init(&cpu, m->n_threads);
         be = &cpu;
     }
+    if (m->be) { /* gradients that zero_grad left to a backward that did not come */
+        const int st = gdn2_model_grads_settle(m);
+        if (st) return st;
+    }
     float *wp = m->dev_params ? m->dev_params : m->params, *gp = m->dev_grads ? m->dev_grads : m->grads;
     void *wa = m->dev_params_act ? m->dev_params_act : wp;
     if (o->n != m->n_flat)
