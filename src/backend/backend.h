@@ -13,7 +13,8 @@
  * two views of the same flat parameter block: fp32 master weights (`const float *`, norms, convs,
  * gate parameters read them) and the ACT view (`const void *W`, what matrix products read: the
  * master block itself on the CPU, a bf16 copy on CUDA refreshed by adamw). Weight gradients are
- * always fp32 and always accumulated (+=).
+ * always fp32 and accumulated (+=), but for linear_bwd's dW with dw_acc 0 (written: the first backward
+ * after the model's zero_grad, which leaves the matrix weights' gradients to it).
  *
  * Memory. All tensors handed to an op live in the backend's memory (alloc; host memory on the CPU,
  * device memory on CUDA) unless the argument says HOST. Ops are queued in order on the backend's
