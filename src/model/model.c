@@ -696,6 +696,22 @@ float gdn2_model_grad_norm(gdn2_model *m) {
     return (float)sqrt(s);
 }
 
+/* torch.nn.utils.clip_grad_norm_'s factor: max / (total + 1e-6) when total > max > 0, else 1 */
+float gdn2_clip_factor(float norm, float max_norm) {
+    return max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6f) : 1.0f;
+}
+
+/* total = ||g||_2; g *= gdn2_clip_factor(total, max) */
+float gdn2_clip_grad_norm(float *g, size_t n, float max_norm) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
+    float tot = (float)sqrt(s);
+    const float k = gdn2_clip_factor(tot, max_norm);
+    if (k != 1.0f)
+        for (size_t i = 0; i < n; i++) g[i] *= k;
+    return tot;
+}
+
 float gdn2_model_clip_grad_norm(gdn2_model *m, float max_norm) {
     const float tot = gdn2_model_grad_norm(m), k = gdn2_clip_factor(tot, max_norm);
     if (k != 1.0f && m->be->scale(m->be, m->n_flat, m->dev_grads, k)) return NAN;
