@@ -528,9 +528,9 @@ static int block_forward(gdn2_model *m, int64_t l, gdn2_model_state *s, int64_t 
 /* last_logits: [B,Vp] of position T-1. states (in the backend's memory, as the model): sequence b of
  * the batch uses state slot slot0 + b of s (a recurrent layer starts from the slot's state and
  * leaves its final state and conv history there; attention layers fill their caches: from
- * position 0 only). */
-/* head_scale >= 0 (a train forward of gdn2_model_forward_backward): lm_head's pass also runs its
- * backward with that scale, so its logits are computed once (gdn2_model_backward then starts at ln_f) */
+ * position 0 only). head_scale >= 0 (a train forward of gdn2_model_forward_backward): lm_head's pass also
+ * runs its backward with that scale, so its logits are computed once (gdn2_model_backward then starts at
+ * ln_f); < 0: not. */
 static int forward_impl(gdn2_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
                         float *logits_out, float *loss, int train, gdn2_model_state *s, int64_t slot0,
                         float *last_logits, float head_scale) {
