@@ -701,7 +701,8 @@ static void test_recompute(void) {
               st ? ": " : "", st ? gdn2_last_error() : "");
         size_t nz = 0;
         for (size_t i = 0; i < m->n_flat; i++) m->grads[i] = 7.0f;
-        const float gn = st ? -1.0f : (gdn2_model_zero_grad(m), gdn2_model_grad_norm(m));
+        if (!st) st = gdn2_model_zero_grad(m);
+        const float gn = st ? -1.0f : gdn2_model_grad_norm(m);
         for (size_t i = 0; i < m->n_flat; i++) nz += m->grads[i] != 0.0f;
         CHECK(gn == 0.0f && nz == 0, "zero_grad then the norm with no backward: norm %g (expected 0), %zu nonzero "
               "gradients", gn, nz);

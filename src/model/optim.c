@@ -109,7 +109,6 @@ int gdn2_adamw_sync_host(gdn2_adamw *o) {
     return st;
 }
 
-
 /* lr * (step+1)/warmup during warmup; then min_lr + (lr-min_lr) (1 + cos(pi r))/2, r the fraction of
  * the remaining steps done */
 float gdn2_lr_at(int64_t step, int64_t warmup, int64_t max_steps, float lr, float min_lr) {
