@@ -11,7 +11,7 @@
 //
 // Checked against the library's backward on the same inputs (relative RMSE and max error of dq, dk, dv: the two
 // sum in different orders, so not bit for bit), at the hybrid's shape and at small ragged / GQA / windowed ones;
-// then both are timed (CUDA events, median of 9 after 2) at the swa_gdn2_1.3B training shape.
+// then both are timed (CUDA events, median of 9 after 2) at the swa_gdn2_1.3B and swa_gdn2_100M training shapes.
 //
 // On the device, after `make` (the library for gdn2_error):
 //   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iinclude -Isrc [-DWG_MN_LBO_IS_NSTR=0]
@@ -375,6 +375,9 @@ int main(void) {
     bad += run_shape<128, 32>(1, 2, 1, 64, 0, 0);    // one tile
     bad += run_shape<128, 32>(3, 18, 18, 4096, 2048, 1); // swa_gdn2_1.3B's attention layers, B = 3
     bad += run_shape<128, 64>(3, 18, 18, 4096, 2048, 1); // a 64-query tile for the dk/dv kernel
+    bad += run_shape<64, 64>(1, 4, 2, 200, 0, 0);      // hs 64 (the 100M configs; the library's tile for it)
+    bad += run_shape<64, 64>(2, 3, 3, 333, 100, 0);
+    bad += run_shape<64, 64>(16, 12, 12, 4096, 2048, 1); // swa_gdn2_100M's attention layers, B = 16 (12 heads of 64)
     printf("%d shape(s) wrong\n", bad);
     return bad ? 1 : 0;
 }
