@@ -9,6 +9,8 @@
 // The shared tiles are stored in the 128-byte-swizzle form (wgmma.cuh) by the same 16-byte cp.async copies.
 // Masks, exponentials, the fixed order of the query heads and tiles, and the stores are the library's.
 //
+// The forward likewise (wg_fwd_kernel: the block's 128 queries as two m64 halves; S = Q K^T SS, O += P V RS with V
+// MN-major), checked against the library's forward (o, lse).
 // Checked against the library's backward on the same inputs (relative RMSE and max error of dq, dk, dv: the two
 // sum in different orders, so not bit for bit), at the hybrid's shape and at small ragged / GQA / windowed ones;
 // then both are timed (CUDA events, median of 9 after 2) at the swa_gdn2_1.3B and swa_gdn2_100M training shapes.
@@ -252,6 +254,160 @@ __global__ void __launch_bounds__(NTH) wg_dq_kernel(const AttnParams p) {
     }
 }
 
+// the forward (attn_fwd_kernel<HS, 2>'s grid: 128 queries a block) on wgmma: the block's rows as two m64 halves,
+// warp w owning rows 16w.. of each (the library's kernel gives a warp 32 consecutive rows; the same math per row).
+// S = Q K^T (SS, N = 64 keys), the online softmax in registers, O += P V (RS, V read MN-major).
+template <int HS>
+__global__ void __launch_bounds__(NTH) wg_fwd_kernel(const AttnParams p) {
+    constexpr int MT = 2, KS = HS / 16, NB = BN / 8, OJ = HS / 8, BQ = 64 * MT, TB = BN * HS * 2;
+    extern __shared__ unsigned char smem_raw[];
+    uint8_t *sQ = align1024(smem_raw), *sK = sQ + BQ * HS * 2, *sV = sK + 2 * TB;
+    const int T = p.T, W = p.window;
+    const int bh = blockIdx.x, b = bh / p.nh, h = bh % p.nh, g = h / p.qpk;
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * BQ;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    const bf16 *qg = p.q + ((size_t)bh * T + q0) * HS;
+    const bf16 *kg = p.k + (size_t)(b * p.ng + g) * T * HS;
+    const bf16 *vg = p.v + (size_t)(b * p.ng + g) * T * HS;
+    const int kt_lo = W > 0 ? max(0, q0 - W + 1) / BN : 0;
+    const int kt_hi = min(q0 + BQ - 1, T - 1) / BN;
+
+    cp_tile_sw<BQ, HS>(sQ, qg, HS, min(BQ, T - q0));
+    cp_tile_sw<BN, HS>(sK, kg + (size_t)kt_lo * BN * HS, HS, min(BN, T - kt_lo * BN));
+    cp_tile_sw<BN, HS>(sV, vg + (size_t)kt_lo * BN * HS, HS, min(BN, T - kt_lo * BN));
+    cp_async_commit();
+
+    float o[MT][OJ * 4], m[MT][2], l[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int j = 0; j < OJ * 4; j++) o[mt][j] = 0.0f;
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.0f;
+    }
+    const int r0 = q0 + warp * 16 + gq; // this thread's rows r0 + 64 mt, r0 + 64 mt + 8
+
+    for (int kt = kt_lo, it = 0; kt <= kt_hi; kt++, it++) {
+        const int cur = it & 1;
+        uint8_t *cK = sK + cur * TB, *cV = sV + cur * TB;
+        if (kt < kt_hi) {
+            const int n1 = (kt + 1) * BN;
+            cp_tile_sw<BN, HS>(sK + (cur ^ 1) * TB, kg + (size_t)n1 * HS, HS, min(BN, T - n1));
+            cp_tile_sw<BN, HS>(sV + (cur ^ 1) * TB, vg + (size_t)n1 * HS, HS, min(BN, T - n1));
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
+        fence_async_smem();
+        __syncthreads();
+        float s[MT][NB * 4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int j = 0; j < NB * 4; j++) s[mt][j] = 0.0f;
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+            const uint64_t dk = desc(cK + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+                WG<BN>::template ss<0>(s[mt], desc(sQ + (kk >> 2) * BQ * 128 + mt * 64 * 128 + (kk & 3) * 32, 16, 1024),
+                                       dk, kk > 0);
+        }
+        wg_commit();
+        wg_wait0();
+        const int c0 = kt * BN;
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            const int rw = q0 + 64 * mt + warp * 16;
+            if (tile_masked(rw, rw + 15, c0, c0 + BN - 1, W)) {
+#pragma unroll
+                for (int j = 0; j < NB; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (!visible(r0 + 64 * mt + (e >> 1) * 8, c0 + 8 * j + 2 * tq + (e & 1), W)) s[mt][4 * j + e] = -INFINITY;
+            }
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+            for (int j = 0; j < NB * 4; j++) s[mt][j] *= p.sl2;
+            float mx[2] = {m[mt][0], m[mt][1]};
+#pragma unroll
+            for (int j = 0; j < NB; j++) {
+                mx[0] = fmaxf(mx[0], fmaxf(s[mt][4 * j], s[mt][4 * j + 1]));
+                mx[1] = fmaxf(mx[1], fmaxf(s[mt][4 * j + 2], s[mt][4 * j + 3]));
+            }
+            float base[2], alpha[2], rs[2] = {0.0f, 0.0f};
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+                mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+                base[i] = mx[i] == -INFINITY ? 0.0f : mx[i];
+                alpha[i] = ex2(m[mt][i] - base[i]);
+                m[mt][i] = mx[i];
+            }
+#pragma unroll
+            for (int j = 0; j < NB; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float pe = ex2(s[mt][4 * j + e] - base[e >> 1]);
+                    s[mt][4 * j + e] = pe;
+                    rs[e >> 1] += pe;
+                }
+            l[mt][0] = l[mt][0] * alpha[0] + rs[0];
+            l[mt][1] = l[mt][1] * alpha[1] + rs[1];
+#pragma unroll
+            for (int j = 0; j < OJ; j++) {
+                o[mt][4 * j] *= alpha[0];
+                o[mt][4 * j + 1] *= alpha[0];
+                o[mt][4 * j + 2] *= alpha[1];
+                o[mt][4 * j + 3] *= alpha[1];
+            }
+        }
+        // O += P V (P rounded to bf16): K = the 64 keys, B = the [key][hs] tile read MN-major
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) {
+            const uint64_t dv = desc_mn(cV + kk * 2048, 1024, BN * 128);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                uint32_t pa[4];
+                acc_to_a(pa, s[mt], kk);
+                WG<HS>::template rs<1>(o[mt], pa, dv, 1);
+            }
+        }
+        wg_commit();
+        wg_wait0();
+        __syncthreads();
+    }
+    cp_async_wait<0>();
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            float li = l[mt][i];
+            li += __shfl_xor_sync(0xffffffffu, li, 1);
+            li += __shfl_xor_sync(0xffffffffu, li, 2);
+            const int r = r0 + 64 * mt + 8 * i;
+            if (r >= T) continue;
+            const float inv = li > 0.0f ? 1.0f / li : 0.0f;
+            bf16 *orow = p.out + ((size_t)(b * T + r) * p.nh + h) * HS;
+#pragma unroll
+            for (int j = 0; j < OJ; j++)
+                *reinterpret_cast<uint32_t *>(orow + 8 * j + 2 * tq) =
+                    pack_bf16(o[mt][4 * j + 2 * i] * inv, o[mt][4 * j + 2 * i + 1] * inv);
+            if (tq == 0) p.lse[(size_t)bh * T + r] = (m[mt][i] + log2f(li)) * LN2;
+        }
+}
+
+template <int HS>
+void wg_fwd(const AttnParams &p, int B) {
+    const int smem = 1024 + (128 + 4 * BN) * HS * 2;
+    CK(cudaFuncSetAttribute(wg_fwd_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    wg_fwd_kernel<HS><<<dim3((unsigned)(B * p.nh), (unsigned)((p.T + 127) / 128)), NTH, smem>>>(p);
+    CK(cudaGetLastError());
+}
+
 // the library's launch_bwd with the wgmma kernels; D computed by the library's kernel into p.D
 template <int HS, int BQ>
 void wg_bwd(const AttnParams &p, int B) {
@@ -300,12 +456,13 @@ static int run_shape(int B, int nh, int ng, int T, int W, int time) {
     for (auto &x : hk) x = dev_f2bf(dev_frand());
     for (auto &x : hv) x = dev_f2bf(dev_frand());
     for (auto &x : hdo) x = dev_f2bf(dev_frand());
-    bf16 *q, *k, *v, *o, *dO, *dq[2], *dk[2], *dv[2];
-    float *lse, *D;
+    bf16 *q, *k, *v, *o, *o2, *dO, *dq[2], *dk[2], *dv[2];
+    float *lse, *lse2, *D;
     CK(cudaMalloc(&q, nq * 2)); CK(cudaMalloc(&k, nk * 2)); CK(cudaMalloc(&v, nk * 2));
-    CK(cudaMalloc(&o, nq * 2)); CK(cudaMalloc(&dO, nq * 2));
+    CK(cudaMalloc(&o, nq * 2)); CK(cudaMalloc(&o2, nq * 2)); CK(cudaMalloc(&dO, nq * 2));
     for (int i = 0; i < 2; i++) { CK(cudaMalloc(&dq[i], nq * 2)); CK(cudaMalloc(&dk[i], nk * 2)); CK(cudaMalloc(&dv[i], nk * 2)); }
-    CK(cudaMalloc(&lse, (size_t)B * nh * T * 4)); CK(cudaMalloc(&D, (size_t)B * nh * T * 4));
+    CK(cudaMalloc(&lse, (size_t)B * nh * T * 4)); CK(cudaMalloc(&lse2, (size_t)B * nh * T * 4));
+    CK(cudaMalloc(&D, (size_t)B * nh * T * 4));
     CK(cudaMemcpy(q, hq.data(), nq * 2, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(k, hk.data(), nk * 2, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(v, hv.data(), nk * 2, cudaMemcpyHostToDevice));
@@ -323,6 +480,10 @@ static int run_shape(int B, int nh, int ng, int T, int W, int time) {
     };
     lib();
     wg_bwd<HS, BQ>(p, B);
+    AttnParams pf = p;
+    pf.out = o2, pf.lse = lse2;
+    CK(cudaMemset(o2, 0xff, nq * 2));
+    wg_fwd<HS>(pf, B);
     CK(cudaDeviceSynchronize());
     int bad = 0;
     const char *names[3] = {"dq", "dk", "dv"};
@@ -339,16 +500,38 @@ static int run_shape(int B, int nh, int ng, int T, int W, int time) {
         bad += !ok;
         printf("  %s rel RMSE %.2e max %.2e%s", names[t], rmse, rmax, ok ? "" : " BAD");
     }
+    {
+        std::vector<uint16_t> a(nq), r(nq);
+        CK(cudaMemcpy(r.data(), o, nq * 2, cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(a.data(), o2, nq * 2, cudaMemcpyDeviceToHost));
+        double rmse, rmax;
+        cmp(a, r, rmse, rmax);
+        const size_t nl = (size_t)B * nh * T;
+        std::vector<float> la(nl), lr(nl);
+        CK(cudaMemcpy(lr.data(), lse, nl * 4, cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(la.data(), lse2, nl * 4, cudaMemcpyDeviceToHost));
+        double le = 0;
+        for (size_t i = 0; i < nl; i++) {
+            const double e = fabs((double)la[i] - lr[i]);
+            if (!(e <= le)) le = isnan(e) ? INFINITY : e;
+        }
+        const int ok = rmse < 1e-2 && rmax < 5e-2 && le < 1e-3;
+        bad += !ok;
+        printf("  fwd o rel RMSE %.2e max %.2e, lse max abs %.2e%s", rmse, rmax, le, ok ? "" : " BAD");
+    }
     printf("\n");
     if (time && !bad) {
         cudaEvent_t e0, e1;
         CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-        for (int which = 0; which < 2; which++) {
+        for (int which = 0; which < 4; which++) {
             float t[11];
             for (int i = 0; i < 11; i++) {
                 CK(cudaEventRecord(e0));
                 if (which == 0) lib();
-                else wg_bwd<HS, BQ>(p, B);
+                else if (which == 1) wg_bwd<HS, BQ>(p, B);
+                else if (which == 2) {
+                    if (gdn2_cuda_attn_fwd(&s, q, k, v, o2, lse2, NULL)) exit(1);
+                } else wg_fwd<HS>(pf, B);
                 CK(cudaEventRecord(e1));
                 CK(cudaEventSynchronize(e1));
                 CK(cudaEventElapsedTime(&t[i], e0, e1));
@@ -358,11 +541,13 @@ static int run_shape(int B, int nh, int ng, int T, int W, int time) {
             // the visible (query, key) pairs: 4 hs flop each forward, the backward counted as 2.5 forwards
             double pairs = 0;
             for (int i = 0; i < T; i++) pairs += W > 0 && W < T ? (i + 1 < W ? i + 1 : W) : i + 1;
-            const double flop = 2.5 * 4.0 * HS * pairs * B * nh;
-            printf("  time %-8s %.3f ms  %.0f TFLOP/s\n", which ? "wgmma" : "library", v9[4], flop / (v9[4] * 1e-3) / 1e12);
+            const double flop = (which < 2 ? 2.5 : 1.0) * 4.0 * HS * pairs * B * nh;
+            static const char *what[4] = {"bwd library", "bwd wgmma", "fwd library", "fwd wgmma"};
+            printf("  time %-12s %.3f ms  %.0f TFLOP/s\n", what[which], v9[4], flop / (v9[4] * 1e-3) / 1e12);
         }
     }
-    cudaFree(q); cudaFree(k); cudaFree(v); cudaFree(o); cudaFree(dO); cudaFree(lse); cudaFree(D);
+    cudaFree(q); cudaFree(k); cudaFree(v); cudaFree(o); cudaFree(o2); cudaFree(dO); cudaFree(lse); cudaFree(lse2);
+    cudaFree(D);
     for (int i = 0; i < 2; i++) { cudaFree(dq[i]); cudaFree(dk[i]); cudaFree(dv[i]); }
     return bad;
 }
