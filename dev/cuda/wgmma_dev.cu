@@ -1,6 +1,6 @@
 // Hopper's warpgroup MMA (wgmma, sm_90a) from CUDA C: the primitive the attention and GDN-2 chunk kernels would need
-// to go past mma.sync (bench/results/h100-pair/README.md: flex's Triton attention backward, which uses it, runs at
-// ~330 TFLOP/s where our mma.sync kernel reaches ~164). This program settles, before any kernel is built on it:
+// to go past mma.sync (bench/results/h100-pair/README.md: flex's Triton attention backward runs at ~330 TFLOP/s where
+// our mma.sync kernel reaches ~164). This program settles, before any kernel is built on it:
 //   1. the operand layouts: shared tiles in the 128-byte-swizzle canonical form, K-major and (for B) MN-major
 //      (tnspB = 1), A from shared memory (SS) and from registers (RS), N = 32 / 64 / 128 / 256, K = 64 and 128. Each
 //      case is checked against a float64 product of the same bf16 inputs (relative max error; fp32 accumulation
