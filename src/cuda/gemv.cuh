@@ -45,6 +45,11 @@
 #define GEMV_ROWS 2     // output rows per warp
 #define GEMV_WARPS 4    // warps per block
 #define GEMV_UNROLL 4   // 16-byte loads in flight per lane and row before the multiplies
+// X's loads: read-only-cache loads (X is not written while a product kernel runs). A program that runs gemv_block
+// inside one kernel after X was written by that kernel (dev/cuda/decode_persist_dev.cu) defines it as a plain load.
+#ifndef GEMV_LOAD_X
+#define GEMV_LOAD_X(p) __ldg(p)
+#endif
 
 // the 8 products of one 16-byte group of W and of X, added to acc in element order
 static __device__ __forceinline__ float gemv_dot8(uint4 w, uint4 x, float acc) {
@@ -154,7 +159,7 @@ static __device__ __forceinline__ void gemv_block(unsigned bx, unsigned by, int 
 #pragma unroll
             for (int n = 0; n < NB; n++) {
                 if (n >= N) break;
-                const uint4 x = __ldg(xr + n * g + c);
+                const uint4 x = GEMV_LOAD_X(xr + n * g + c);
 #pragma unroll
                 for (int r = 0; r < GEMV_ROWS; r++) acc[n][r] = gemv_dot8(w[u][r], x, acc[n][r]);
             }
