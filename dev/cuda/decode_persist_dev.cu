@@ -17,7 +17,9 @@
 //               a grid barrier between phases;
 //   persist+pf  the same, and a block that has finished its share of a phase prefetches into L2 the next
 //               AHEAD MB of weights the step will read (in the order it reads them), each byte once, so the
-//               DRAM keeps streaming through the small phases and the barriers.
+//               DRAM keeps streaming through the small phases and the barriers;
+//   graph+pf    the graph, with the same ranges hinted into L2 by a small kernel on a side stream as each phase
+//               starts (the cheap way: no persistent kernel, one more node a phase).
 // It checks first that all three give the same bits (final residual, logits, every state), then times each
 // (events around 10 steps, median of 7 groups) and prints us a step against the floor (weight bytes at the copy
 // bandwidth measured in the same run, read + write counted).
@@ -196,6 +198,12 @@ __global__ void __launch_bounds__(BS, PERSIST_MIN_BLOCKS) k_persist(const Phase 
     }
 }
 
+// graph+pf's side kernel: the range's lines hinted into L2 (fire and forget: it ends once they are issued)
+__global__ void __launch_bounds__(BS) k_prefetch(const char *pf, size_t len) {
+    const size_t lines = (len + 127) / 128;
+    for (size_t l = blockIdx.x * (size_t)BS + threadIdx.x; l < lines; l += (size_t)gridDim.x * BS) prefetch_l2(pf + 128 * l);
+}
+
 // the barriers alone (their share of the persistent step)
 __global__ void __launch_bounds__(BS, PERSIST_MIN_BLOCKS) k_sync_only(int n) {
     cg::grid_group grid = cg::this_grid();
@@ -341,9 +349,17 @@ void set_prefetch(Net &n, size_t ahead) {
     CK(cudaMemcpy(n.dph, n.ph.data(), n.ph.size() * sizeof(Phase), cudaMemcpyHostToDevice));
 }
 
-void launch_graph_step(const Net &n, cudaStream_t st) {
+// side != NULL (graph+pf): as each phase starts, a small kernel on the side stream hints the phase's prefetch range
+// into L2 (the same ranges as persist+pf), in parallel with the phase; the side stream joins at the end
+void launch_graph_step(const Net &n, cudaStream_t st, cudaStream_t side = NULL, cudaEvent_t *ev = NULL, int pfb = 32) {
     for (size_t i = 0; i < n.ph.size(); i++) {
         const Phase &p = n.ph[i];
+        if (side && p.pf_len) {
+            CK(cudaEventRecord(ev[i], st));
+            CK(cudaStreamWaitEvent(side, ev[i], 0));
+            k_prefetch<<<pfb, BS, 0, side>>>(p.pf, p.pf_len);
+            CK(cudaGetLastError());
+        }
         if (p.type == PH_GEMV) {
             CK(gemv_launch(1, p.in, p.out, p.X, p.W, p.wstride, NULL, p.Y, p.out, p.ybf16, 0, &p.ep, p.count, 1, st));
         } else if (p.type == PH_MULTI) {
@@ -354,6 +370,10 @@ void launch_graph_step(const Net &n, cudaStream_t st) {
             k_phase<<<p.nvb, BS, 0, st>>>(n.dph + i);
             CK(cudaGetLastError());
         }
+    }
+    if (side) {
+        CK(cudaEventRecord(ev[n.ph.size()], side));
+        CK(cudaStreamWaitEvent(st, ev[n.ph.size()], 0));
     }
 }
 
@@ -434,6 +454,7 @@ template <typename F> float time_step_us(F step, cudaStream_t st) {
 } // namespace
 
 int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0); // each line out as it is printed (a run cut short by timeout keeps them)
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device %s, %d SMs, L2 %.0f MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1048576.0);
@@ -502,7 +523,28 @@ int main(int argc, char **argv) {
         const float tf = time_step_us([&] { launch_persist(n, grid, 1, st); }, st);
         printf("persist+pf %3zu MB ahead %8.1f us a step  (%.1f %% of the floor)\n", ah >> 20, tf, 100.0 * floor_us / tf);
     }
-    // the graph with the same prefetch is not possible (a kernel a phase has no idle blocks to spare)
+    for (size_t ah : aheads) { // last: a capture that fails here exits after the persistent figures are out
+        set_prefetch(n, ah);
+        // the graph with the same ranges hinted by a side kernel as each phase starts (a graph of its own)
+        cudaStream_t side;
+        CK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+        std::vector<cudaEvent_t> ev(n.ph.size() + 1);
+        for (auto &e : ev) CK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+        const char *pfb_env = getenv("PFB");
+        const int pfb = pfb_env && atoi(pfb_env) > 0 ? atoi(pfb_env) : 32;
+        cudaGraph_t g2;
+        cudaGraphExec_t ge2;
+        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+        launch_graph_step(n, st, side, ev.data(), pfb);
+        CK(cudaStreamEndCapture(st, &g2));
+        CK(cudaGraphInstantiate(&ge2, g2, 0));
+        const float t2 = time_step_us([&] { CK(cudaGraphLaunch(ge2, st)); }, st);
+        printf("graph+pf   %3zu MB ahead %8.1f us a step  (%.1f %% of the floor; %d side blocks)\n", ah >> 20, t2,
+               100.0 * floor_us / t2, pfb);
+        CK(cudaGraphExecDestroy(ge2)); CK(cudaGraphDestroy(g2));
+        for (auto &e : ev) CK(cudaEventDestroy(e));
+        CK(cudaStreamDestroy(side));
+    }
     CK(cudaGraphExecDestroy(ge)); CK(cudaGraphDestroy(g));
     return 0;
 }
