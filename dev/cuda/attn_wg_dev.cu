@@ -102,6 +102,7 @@ __global__ void __launch_bounds__(NTH) wg_dkdv_kernel(const AttnParams p) {
             float st[NB * 4], dp[NB * 4];
 #pragma unroll
             for (int j = 0; j < NB * 4; j++) st[j] = dp[j] = 0.0f;
+            wg_hold(st), wg_hold(dp);
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < KS; kk++) {
@@ -111,6 +112,7 @@ __global__ void __launch_bounds__(NTH) wg_dkdv_kernel(const AttnParams p) {
             }
             wg_commit();
             wg_wait0();
+            wg_hold(st), wg_hold(dp);
             if (tile_masked(t0, t0 + BQ - 1, n0 + warp * 16, n0 + warp * 16 + 15, W)) {
 #pragma unroll
                 for (int j = 0; j < NB; j++)
@@ -129,17 +131,20 @@ __global__ void __launch_bounds__(NTH) wg_dkdv_kernel(const AttnParams p) {
                 }
             // dV += P^T dO, dK += dS^T Q: m64 n{HS}, K = BQ queries; B = the [query][hs] tiles read MN-major
             // (k16 step kq: query rows 16kq.., k-groups 1024 B apart, hs column atoms BQ 128 B apart)
+            // (P^T, dS^T packed into the A fragments before the fence)
+            uint32_t pa[BQ / 16][4], da[BQ / 16][4];
+#pragma unroll
+            for (int kq = 0; kq < BQ / 16; kq++) acc_to_a(pa[kq], st, kq), acc_to_a(da[kq], dp, kq);
+            wg_hold(dv), wg_hold(dk);
             wg_fence();
 #pragma unroll
             for (int kq = 0; kq < BQ / 16; kq++) {
-                uint32_t pa[4], da[4];
-                acc_to_a(pa, st, kq);
-                acc_to_a(da, dp, kq);
-                WG<HS>::template rs<1>(dv, pa, desc_mn(sO + kq * 2048, 1024, BQ * 128), 1);
-                WG<HS>::template rs<1>(dk, da, desc_mn(sQ + kq * 2048, 1024, BQ * 128), 1);
+                WG<HS>::template rs<1>(dv, pa[kq], desc_mn(sO + kq * 2048, 1024, BQ * 128), 1);
+                WG<HS>::template rs<1>(dk, da[kq], desc_mn(sQ + kq * 2048, 1024, BQ * 128), 1);
             }
             wg_commit();
             wg_wait0();
+            wg_hold(dv), wg_hold(dk);
         }
     }
 #pragma unroll
@@ -205,6 +210,7 @@ __global__ void __launch_bounds__(NTH) wg_dq_kernel(const AttnParams p) {
         float s[NB * 4], dp[NB * 4];
 #pragma unroll
         for (int j = 0; j < NB * 4; j++) s[j] = dp[j] = 0.0f;
+        wg_hold(s), wg_hold(dp);
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < KS; kk++) {
@@ -214,6 +220,7 @@ __global__ void __launch_bounds__(NTH) wg_dq_kernel(const AttnParams p) {
         }
         wg_commit();
         wg_wait0();
+        wg_hold(s), wg_hold(dp);
         const int c0 = kt * BN;
         if (tile_masked(q0 + warp * 16, q0 + warp * 16 + 15, c0, c0 + BN - 1, W)) {
 #pragma unroll
@@ -230,15 +237,17 @@ __global__ void __launch_bounds__(NTH) wg_dq_kernel(const AttnParams p) {
                 dp[4 * j + e] = ex2(s[4 * j + e] * p.sl2 - Lr[i]) * (dp[4 * j + e] - Dr[i]);
             }
         // dQ += dS K: m64 n{HS}, K = 64 keys; B = the [key][hs] tile read MN-major (column atoms BN 128 B apart)
+        uint32_t da[BN / 16][4]; // dS packed into the A fragments before the fence
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) acc_to_a(da[kk], dp, kk);
+        wg_hold(dq);
         wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < BN / 16; kk++) {
-            uint32_t da[4];
-            acc_to_a(da, dp, kk);
-            WG<HS>::template rs<1>(dq, da, desc_mn(cK + kk * 2048, 1024, BN * 128), 1);
-        }
+        for (int kk = 0; kk < BN / 16; kk++)
+            WG<HS>::template rs<1>(dq, da[kk], desc_mn(cK + kk * 2048, 1024, BN * 128), 1);
         wg_commit();
         wg_wait0();
+        wg_hold(dq);
         __syncthreads();
     }
     cp_async_wait<0>();
@@ -304,6 +313,8 @@ __global__ void __launch_bounds__(NTH) wg_fwd_kernel(const AttnParams p) {
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int j = 0; j < NB * 4; j++) s[mt][j] = 0.0f;
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) wg_hold(s[mt]);
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < KS; kk++) {
@@ -315,6 +326,8 @@ __global__ void __launch_bounds__(NTH) wg_fwd_kernel(const AttnParams p) {
         }
         wg_commit();
         wg_wait0();
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) wg_hold(s[mt]);
         const int c0 = kt * BN;
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
@@ -364,20 +377,26 @@ __global__ void __launch_bounds__(NTH) wg_fwd_kernel(const AttnParams p) {
                 o[mt][4 * j + 3] *= alpha[1];
             }
         }
-        // O += P V (P rounded to bf16): K = the 64 keys, B = the [key][hs] tile read MN-major
+        // O += P V (P rounded to bf16): K = the 64 keys, B = the [key][hs] tile read MN-major. P is packed into
+        // the A fragments before the fence (registers an RS wgmma reads are written before it, not after)
+        uint32_t pa[MT][BN / 16][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++) acc_to_a(pa[mt][kk], s[mt], kk);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) wg_hold(o[mt]);
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) {
             const uint64_t dv = desc_mn(cV + kk * 2048, 1024, BN * 128);
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                uint32_t pa[4];
-                acc_to_a(pa, s[mt], kk);
-                WG<HS>::template rs<1>(o[mt], pa, dv, 1);
-            }
+            for (int mt = 0; mt < MT; mt++) WG<HS>::template rs<1>(o[mt], pa[mt][kk], dv, 1);
         }
         wg_commit();
         wg_wait0();
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) wg_hold(o[mt]);
         __syncthreads();
     }
     cp_async_wait<0>();

@@ -32,6 +32,13 @@ __device__ __forceinline__ uint64_t desc(const void *p, uint32_t lbo, uint32_t s
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// The accumulators pinned in place for the compiler (an empty asm that reads and writes each): around the fence
+// before a group and after the wait that ends it, so that no ordinary instruction on them moves across (the
+// memory clobbers above do not cover registers; CUTLASS's warpgroup_fence_operand)
+template <int N> __device__ __forceinline__ void wg_hold(float (&d)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
 // generic-proxy stores to shared memory made visible to the wgmma (async) proxy
 __device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
