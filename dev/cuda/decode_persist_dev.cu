@@ -20,9 +20,12 @@
 //               DRAM keeps streaming through the small phases and the barriers;
 //   graph+pf    the graph, with the same ranges hinted into L2 by a small kernel on a side stream as each phase
 //               starts (the cheap way: no persistent kernel, one more node a phase).
-// It checks first that all three give the same bits (final residual, logits, every state), then times each
-// (events around 10 steps, median of 7 groups) and prints us a step against the floor (weight bytes at the copy
-// bandwidth measured in the same run, read + write counted).
+// and each of them again with the norms folded in ("fold": issue 13's design (a), each block of the product after a
+// norm computes the add + RMSNorm of the row itself into shared memory, block 0 writing the residual; 37 phases
+// fewer, and in the graph 37 kernels fewer).
+// It checks first that every way gives the same bits as the graph (final residual, logits, every state), then
+// times each (events around 10 steps, median of 7 groups) and prints us a step against the floor (weight and
+// state bytes at the copy bandwidth measured in the same run, read + write counted).
 //
 //   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iinclude -Isrc dev/cuda/decode_persist_dev.cu \
 //        -o /tmp/decode_persist_dev && /tmp/decode_persist_dev [AHEAD_MB ...]
@@ -67,7 +70,9 @@ struct Phase {
     float *S;
     const bf16 *qkv, *bw, *f;
     bf16 *o;
-    // PH_NORM: out = a + b (b given), y = bf16(norm(a + b) w)
+    // PH_NORM: out = a + b (b given), y = bf16(norm(a + b) w); a product with prenorm: the same norm, done by each
+    // of its blocks into shared memory as its X (the norm phase ahead folded in: design (a) of issue 13)
+    int prenorm;
     const float *a, *w;
     const bf16 *b;
     float *nout;
@@ -122,7 +127,7 @@ __device__ void run_decode(const Phase &p, unsigned vb) {
 
 // add + RMSNorm of one row of D (one block): thread t the columns t + BS j; sums per thread in j order, the warp's
 // butterfly, then the warps in order
-__device__ void run_norm(const Phase &p) {
+__device__ void norm_row(const Phase &p, bf16 *ny, int write_out) {
     __shared__ float wred[GEMV_WARPS];
     constexpr int J = (D + BS - 1) / BS;
     const int t = threadIdx.x;
@@ -133,7 +138,7 @@ __device__ void run_norm(const Phase &p) {
         v[j] = 0.0f;
         if (i >= D) continue;
         v[j] = p.a[i] + (p.b ? __bfloat162float(p.b[i]) : 0.0f);
-        if (p.b) p.nout[i] = v[j];
+        if (p.b && write_out) p.nout[i] = v[j];
         ss += v[j] * v[j];
     }
 #pragma unroll
@@ -147,28 +152,31 @@ __device__ void run_norm(const Phase &p) {
 #pragma unroll
     for (int j = 0; j < J; j++) {
         const int i = t + BS * j;
-        if (i < D) p.ny[i] = __float2bfloat16_rn(v[j] * r * p.w[i]);
+        if (i < D) ny[i] = __float2bfloat16_rn(v[j] * r * p.w[i]);
     }
     __syncthreads();
 }
+__device__ __forceinline__ void run_norm(const Phase &p) { norm_row(p, p.ny, 1); }
 
-__device__ __forceinline__ void run_multi(const Phase &p, unsigned vb) { // k_gemv_multi's selection
+__device__ __forceinline__ void run_multi(const Phase &p, unsigned vb, const bf16 *X) { // k_gemv_multi's selection
     int i = 0;
 #pragma unroll
     for (int k = 1; k < GEMV_MULTI_MAX; k++)
         if (k < p.tab.n && vb >= p.tab.p[k].first) i = k;
     const gemv_product &g = p.tab.p[i];
     const unsigned b = vb - g.first;
-    gemv_block<1>(b % g.nbx, b / g.nbx, 1, p.in, g.out, p.X, g.W, g.wstride, g.bias, g.Y, g.ystride, g.ybf16, 0, g.ep);
+    gemv_block<1>(b % g.nbx, b / g.nbx, 1, p.in, g.out, X, g.W, g.wstride, g.bias, g.Y, g.ystride, g.ybf16, 0, g.ep);
 }
 
-__device__ __forceinline__ void run_phase(const Phase &p, unsigned vb) {
+// xs: the block's normalised row when the phase has prenorm (computed before, by norm_row)
+__device__ __forceinline__ void run_phase(const Phase &p, unsigned vb, const bf16 *xs = NULL) {
+    const bf16 *X = p.prenorm ? xs : p.X;
     switch (p.type) {
     case PH_GEMV: {
-        gemv_block<1>(vb % p.nbx, vb / p.nbx, 1, p.in, p.out, p.X, p.W, p.wstride, NULL, p.Y, p.out, p.ybf16, 0, p.ep);
+        gemv_block<1>(vb % p.nbx, vb / p.nbx, 1, p.in, p.out, X, p.W, p.wstride, NULL, p.Y, p.out, p.ybf16, 0, p.ep);
         break;
     }
-    case PH_MULTI: run_multi(p, vb); break;
+    case PH_MULTI: run_multi(p, vb, X); break;
     case PH_DECODE: run_decode(p, vb); break;
     default: run_norm(p); break;
     }
@@ -180,15 +188,50 @@ __global__ void __launch_bounds__(BS) k_phase(const Phase *ph) {
     run_phase(*ph, blockIdx.x);
 }
 
+// a product with its norm folded in, in the graph: launched as a dependent like the library's products; it hints its
+// rows' first 2 KB into L2 (as gemv_block does) before the wait, then each block normalises the row itself (block 0
+// also writes the residual), then the product reads X from shared memory
+__device__ void hint_rows(const Phase &p, unsigned vb) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const bf16 *W = p.W;
+    size_t ws = p.wstride;
+    int64_t out = p.out;
+    unsigned nbx = p.nbx;
+    int mode = p.ep.mode;
+    if (p.type == PH_MULTI) {
+        int i = 0;
+        for (int k = 1; k < p.tab.n; k++)
+            if (vb >= p.tab.p[k].first) i = k;
+        W = p.tab.p[i].W, ws = p.tab.p[i].wstride, out = p.tab.p[i].out, nbx = p.tab.p[i].nbx, mode = p.tab.p[i].ep.mode;
+        vb -= p.tab.p[i].first;
+    }
+    const int64_t bx = vb % nbx, by = vb / nbx;
+    for (int r = 0; r < GEMV_ROWS; r++) {
+        const int64_t j = mode == GEMV_SWIGLU ? bx * GEMV_WARPS + w : (bx * GEMV_WARPS + w) * GEMV_ROWS + r;
+        const bf16 *row = mode == GEMV_SWIGLU ? W + r * ws + j * p.in : W + by * ws + j * p.in;
+        if (j < out && lane < 16 && 64 * lane < p.in) prefetch_l2(row + 64 * lane);
+    }
+}
+__global__ void __launch_bounds__(BS) k_prod_norm(const Phase *ph) {
+    __shared__ __align__(16) bf16 xs[D];
+    pdl_trigger();
+    hint_rows(*ph, blockIdx.x);
+    pdl_wait();
+    norm_row(*ph, xs, blockIdx.x == 0);
+    run_phase(*ph, blockIdx.x, xs);
+}
+
 // the whole step in one cooperative kernel
 #ifndef PERSIST_MIN_BLOCKS
 #define PERSIST_MIN_BLOCKS 8 // blocks an SM (64 registers), as the product kernels k_gemv_bf16<1> get
 #endif
 __global__ void __launch_bounds__(BS, PERSIST_MIN_BLOCKS) k_persist(const Phase *ph, int nph, int pf) {
+    __shared__ __align__(16) bf16 xs[D];
     cg::grid_group grid = cg::this_grid();
     for (int i = 0; i < nph; i++) {
         const Phase &p = ph[i];
-        for (unsigned vb = blockIdx.x; vb < p.nvb; vb += gridDim.x) run_phase(p, vb);
+        if (p.prenorm && blockIdx.x < p.nvb) norm_row(p, xs, blockIdx.x == 0); // once a block and phase
+        for (unsigned vb = blockIdx.x; vb < p.nvb; vb += gridDim.x) run_phase(p, vb, xs);
         if (pf && p.pf_len) { // this block's share of the lines, 128 bytes each
             const size_t lines = (p.pf_len + 127) / 128, per = (lines + gridDim.x - 1) / gridDim.x;
             const size_t l0 = per * blockIdx.x, l1 = min(lines, l0 + per);
@@ -329,6 +372,24 @@ void build(Net &n) {
     CK(cudaMalloc(&n.dph, n.ph.size() * sizeof(Phase)));
 }
 
+// the norm phases folded into the products after them (each of them a product of h: multi, w1|w3, lm_head)
+void fold(Net &n) {
+    std::vector<Phase> ph;
+    std::vector<const char *> ws;
+    for (size_t i = 0; i < n.ph.size(); i++) {
+        if (n.ph[i].type == PH_NORM && i + 1 < n.ph.size() &&
+            (n.ph[i + 1].type == PH_GEMV || n.ph[i + 1].type == PH_MULTI)) {
+            Phase q = n.ph[i + 1];
+            q.prenorm = 1, q.a = n.ph[i].a, q.b = n.ph[i].b, q.nout = n.ph[i].nout, q.w = n.ph[i].w;
+            ph.push_back(q), ws.push_back(n.wseg[i + 1]);
+            i++;
+            continue;
+        }
+        ph.push_back(n.ph[i]), ws.push_back(n.wseg[i]);
+    }
+    n.ph = ph, n.wseg = ws;
+}
+
 // phase i prefetches [its weights' end + what earlier phases already covered, its end + ahead): each byte once
 void set_prefetch(Net &n, size_t ahead) {
     const char *done = n.wbase; // prefetched (or read) up to here
@@ -360,7 +421,12 @@ void launch_graph_step(const Net &n, cudaStream_t st, cudaStream_t side = NULL, 
             k_prefetch<<<pfb, BS, 0, side>>>(p.pf, p.pf_len);
             CK(cudaGetLastError());
         }
-        if (p.type == PH_GEMV) {
+        if (p.prenorm) {
+            cudaLaunchAttribute at[1];
+            cudaLaunchConfig_t cfg = gemv_cfg(dim3(p.nvb), 1, st, at);
+            const Phase *dp = n.dph + i;
+            CK(cudaLaunchKernelEx(&cfg, k_prod_norm, dp));
+        } else if (p.type == PH_GEMV) {
             CK(gemv_launch(1, p.in, p.out, p.X, p.W, p.wstride, NULL, p.Y, p.out, p.ybf16, 0, &p.ep, p.count, 1, st));
         } else if (p.type == PH_MULTI) {
             gemv_table t = p.tab;
@@ -451,6 +517,75 @@ template <typename F> float time_step_us(F step, cudaStream_t st) {
     return t[3];
 }
 
+
+// a captured graph of one step (side: graph+pf's side stream, NULL for the plain graph)
+float time_graph(const Net &n, cudaStream_t st, cudaStream_t side, cudaEvent_t *ev, int pfb) {
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    launch_graph_step(n, st, side, ev, pfb);
+    CK(cudaStreamEndCapture(st, &g));
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    const float t = time_step_us([&] { CK(cudaGraphLaunch(ge, st)); }, st);
+    CK(cudaGraphExecDestroy(ge)); CK(cudaGraphDestroy(g));
+    return t;
+}
+
+// one step each way from the same start, against ref (the unfolded kernel-a-phase step); 0 when all agree
+int check(Net &n, cudaStream_t st, int grid, const Out &ref, const char *tag) {
+    int bad = 0;
+    for (int way = 0; way < 3; way++) {
+        reset(n, st);
+        if (way == 0) launch_graph_step(n, st);
+        else launch_persist(n, grid, way == 2, st);
+        const Out o = grab(n);
+        const double d = std::max(differ("x", ref.x, o.x), std::max(differ("logits", ref.logits, o.logits),
+                                                                     differ("states", ref.S, o.S)));
+        // the same arithmetic in each, so the same bits are expected; a relative 1e-3 still times (an FMA
+        // contracted otherwise in another kernel), more is a bug
+        printf("check %s%s against the kernel-a-phase step: %s (%.3g)\n", tag,
+               way == 0 ? "graph" : way == 1 ? "persist" : "persist+pf",
+               d == 0.0 ? "same bits" : d <= 1e-3 ? "close, not the same bits" : "FAIL", d);
+        bad += !(d <= 1e-3);
+    }
+    return bad;
+}
+
+// every way of running the phases, timed; tag "" for the norms as phases of their own, "fold " for them folded in
+void measure(Net &n, cudaStream_t st, int grid, const std::vector<size_t> &aheads, double floor_us, const char *tag) {
+    const float tg = time_graph(n, st, NULL, NULL, 0);
+    printf("%sgraph        %8.1f us a step  (%.1f %% of the floor; %zu phases)\n", tag, tg, 100.0 * floor_us / tg,
+           n.ph.size());
+    const float tp = time_step_us([&] { launch_persist(n, grid, 0, st); }, st);
+    printf("%spersist      %8.1f us a step  (%.1f %% of the floor)\n", tag, tp, 100.0 * floor_us / tp);
+    int nph = (int)n.ph.size();
+    void *args[] = {(void *)&nph};
+    const float ts = time_step_us(
+        [&] { CK(cudaLaunchCooperativeKernel((const void *)k_sync_only, dim3(grid), dim3(BS), args, 0, st)); }, st);
+    printf("%sbarriers only %7.1f us a step  (%d grid barriers: %.2f us each)\n", tag, ts, nph, ts / nph);
+    for (size_t ah : aheads) {
+        set_prefetch(n, ah);
+        const float tf = time_step_us([&] { launch_persist(n, grid, 1, st); }, st);
+        printf("%spersist+pf %3zu MB ahead %8.1f us a step  (%.1f %% of the floor)\n", tag, ah >> 20, tf,
+               100.0 * floor_us / tf);
+    }
+    // the graph with the same ranges hinted by a side kernel as each phase starts (a graph of its own)
+    cudaStream_t side;
+    CK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+    std::vector<cudaEvent_t> ev(n.ph.size() + 1);
+    for (auto &e : ev) CK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    const char *pfb_env = getenv("PFB");
+    const int pfb = pfb_env && atoi(pfb_env) > 0 ? atoi(pfb_env) : 32;
+    for (size_t ah : aheads) {
+        set_prefetch(n, ah);
+        const float t2 = time_graph(n, st, side, ev.data(), pfb);
+        printf("%sgraph+pf   %3zu MB ahead %8.1f us a step  (%.1f %% of the floor; %d side blocks)\n", tag, ah >> 20,
+               t2, 100.0 * floor_us / t2, pfb);
+    }
+    for (auto &e : ev) CK(cudaEventDestroy(e));
+    CK(cudaStreamDestroy(side));
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -470,26 +605,17 @@ int main(int argc, char **argv) {
     printf("phases %zu, weights %.1f MB a step, persistent grid %d (%d a SM)\n", n.ph.size(), n.wbytes / 1e6, grid,
            per_sm);
 
-    // the check: one step from the same start, each way
+    // the reference: the kernel-a-phase step, norms as phases of their own; every other way against it
     set_prefetch(n, aheads[0]);
     reset(n, st);
     launch_graph_step(n, st);
     const Out ref = grab(n);
     if (!finite(ref.x) || !finite(ref.logits) || !finite(ref.S)) { printf("FAIL: the graph step is not finite\n"); return 1; }
-    int bad = 0;
-    for (int pf = 0; pf < 2; pf++) {
-        reset(n, st);
-        launch_persist(n, grid, pf, st);
-        const Out o = grab(n);
-        const double d = std::max(differ("x", ref.x, o.x), std::max(differ("logits", ref.logits, o.logits),
-                                                                     differ("states", ref.S, o.S)));
-        // the same device code in both, so the same bits are expected; a relative 1e-3 still times (an FMA
-        // contracted otherwise in the other kernel), more is a bug
-        printf("check persist%s against the kernel-a-phase step: %s (%.3g)\n", pf ? "+pf" : "",
-               d == 0.0 ? "same bits" : d <= 1e-3 ? "close, not the same bits" : "FAIL", d);
-        bad += !(d <= 1e-3);
-    }
-    if (bad) return 1;
+    Net nf = n; // the same buffers, the norms folded into the products after them
+    fold(nf);
+    CK(cudaMalloc(&nf.dph, nf.ph.size() * sizeof(Phase)));
+    set_prefetch(nf, aheads[0]);
+    if (check(n, st, grid, ref, "") + check(nf, st, grid, ref, "fold ")) return 1;
 
     // copy bandwidth: 1 GiB device to device, read + write counted
     char *a, *b;
@@ -501,50 +627,7 @@ int main(int argc, char **argv) {
     const double floor_us = (n.wbytes + 2.0 * n.sbytes) / (bw * 1e9) * 1e6;
     printf("copy %.0f GB/s; floor (weights + states read and written) %.1f us\n", bw, floor_us);
 
-    // the graph
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-    launch_graph_step(n, st);
-    CK(cudaStreamEndCapture(st, &g));
-    CK(cudaGraphInstantiate(&ge, g, 0));
-    const float tg = time_step_us([&] { CK(cudaGraphLaunch(ge, st)); }, st);
-    printf("graph        %8.1f us a step  (%.1f %% of the floor)\n", tg, 100.0 * floor_us / tg);
-    const float tp = time_step_us([&] { launch_persist(n, grid, 0, st); }, st);
-    printf("persist      %8.1f us a step  (%.1f %% of the floor)\n", tp, 100.0 * floor_us / tp);
-    {
-        int nph = (int)n.ph.size();
-        void *args[] = {(void *)&nph};
-        const float ts = time_step_us([&] { CK(cudaLaunchCooperativeKernel((const void *)k_sync_only, dim3(grid), dim3(BS), args, 0, st)); }, st);
-        printf("barriers only %7.1f us a step  (%d grid barriers: %.2f us each)\n", ts, nph, ts / nph);
-    }
-    for (size_t ah : aheads) {
-        set_prefetch(n, ah);
-        const float tf = time_step_us([&] { launch_persist(n, grid, 1, st); }, st);
-        printf("persist+pf %3zu MB ahead %8.1f us a step  (%.1f %% of the floor)\n", ah >> 20, tf, 100.0 * floor_us / tf);
-    }
-    for (size_t ah : aheads) { // last: a capture that fails here exits after the persistent figures are out
-        set_prefetch(n, ah);
-        // the graph with the same ranges hinted by a side kernel as each phase starts (a graph of its own)
-        cudaStream_t side;
-        CK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
-        std::vector<cudaEvent_t> ev(n.ph.size() + 1);
-        for (auto &e : ev) CK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-        const char *pfb_env = getenv("PFB");
-        const int pfb = pfb_env && atoi(pfb_env) > 0 ? atoi(pfb_env) : 32;
-        cudaGraph_t g2;
-        cudaGraphExec_t ge2;
-        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-        launch_graph_step(n, st, side, ev.data(), pfb);
-        CK(cudaStreamEndCapture(st, &g2));
-        CK(cudaGraphInstantiate(&ge2, g2, 0));
-        const float t2 = time_step_us([&] { CK(cudaGraphLaunch(ge2, st)); }, st);
-        printf("graph+pf   %3zu MB ahead %8.1f us a step  (%.1f %% of the floor; %d side blocks)\n", ah >> 20, t2,
-               100.0 * floor_us / t2, pfb);
-        CK(cudaGraphExecDestroy(ge2)); CK(cudaGraphDestroy(g2));
-        for (auto &e : ev) CK(cudaEventDestroy(e));
-        CK(cudaStreamDestroy(side));
-    }
-    CK(cudaGraphExecDestroy(ge)); CK(cudaGraphDestroy(g));
+    measure(n, st, grid, aheads, floor_us, "");
+    measure(nf, st, grid, aheads, floor_us, "fold ");
     return 0;
 }
