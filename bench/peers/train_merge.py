@@ -1,7 +1,9 @@
 """Merge gdn2's training-step measurements (build/bench/train_step --json, one file per config) with the
 official harness's output (official_train_bench.py OUT.json) into bench/results/h200-train.json:
-    {"train": [{config, T, micro_batch, tok_s_gdn2, tok_s_official, ratio, peak_gb_gdn2, peak_gb_official,
-                mfu_gdn2, mfu_official, split_ms_gdn2, ...}], "notes": ...}
+    {"train": [{config, T, micro_batch, recompute, keep_chunk, tok_s_gdn2, tok_s_official, ratio, peak_gb_gdn2,
+                peak_gb_official, mfu_gdn2, mfu_official, split_ms_gdn2, ...}], "notes": ...}
+(keep_chunk: the run kept the GDN-2 chunk intermediates for the backward, train_step --keep-chunk; a row counts for
+the goal only with peak_gb_gdn2 <= peak_gb_official.)
 A config the official side did not measure (or measured at another micro-batch) keeps null official figures.
 
     python3 bench/peers/train_merge.py OUT.json --ours a.json b.json ... [--official o1.json o2.json ...] [--commit C]
@@ -37,6 +39,7 @@ for p in a.ours:
     k = (g["config"], g["micro_batch"], g["T"])
     r = off.get(k)
     rows.append(dict(config=g["config"], T=g["T"], micro_batch=g["micro_batch"], recompute=g.get("recompute", 0),
+                     keep_chunk=g.get("keep_chunk", 0),
                      tok_s_gdn2=round(g["tok_s"], 1), tok_s_official=round(r["tok_s"], 1) if r else None,
                      ratio=round(g["tok_s"] / r["tok_s"], 3) if r else None,
                      peak_gb_gdn2=round(g["peak_gb"], 2), peak_gb_official=round(r["peak_gb"], 2) if r else None,
