@@ -408,6 +408,7 @@ void set_prefetch(Net &n, size_t ahead) {
         if (n.ph[i].pf_len) done = to;
     }
     CK(cudaMemcpy(n.dph, n.ph.data(), n.ph.size() * sizeof(Phase), cudaMemcpyHostToDevice));
+    CK(cudaDeviceSynchronize()); // the steps run on a non-blocking stream: the table must have landed first
 }
 
 // side != NULL (graph+pf): as each phase starts, a small kernel on the side stream hints the phase's prefetch range
@@ -518,18 +519,30 @@ template <typename F> float time_step_us(F step, cudaStream_t st) {
 }
 
 
-// a captured graph of one step (side: graph+pf's side stream, NULL for the plain graph)
-float time_graph(const Net &n, cudaStream_t st, cudaStream_t side, cudaEvent_t *ev, int pfb) {
+double check_one(Net &n, cudaStream_t st, const Out &ref);
+// a captured graph of one step (side: graph+pf's side stream, NULL for the plain graph), replayed once from the
+// start and checked against ref (*d: its relative difference), then timed
+float time_graph(Net &n, cudaStream_t st, cudaStream_t side, cudaEvent_t *ev, int pfb, const Out &ref, double *d) {
     cudaGraph_t g;
     cudaGraphExec_t ge;
     CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
     launch_graph_step(n, st, side, ev, pfb);
     CK(cudaStreamEndCapture(st, &g));
     CK(cudaGraphInstantiate(&ge, g, 0));
+    reset(n, st);
+    CK(cudaGraphLaunch(ge, st));
+    *d = check_one(n, st, ref);
     const float t = time_step_us([&] { CK(cudaGraphLaunch(ge, st)); }, st);
     CK(cudaGraphExecDestroy(ge)); CK(cudaGraphDestroy(g));
     return t;
 }
+
+// the step just queued (after reset) against ref: the largest relative difference of x, logits and the states
+double check_one(Net &n, cudaStream_t st, const Out &ref) {
+    const Out o = grab(n);
+    return std::max(differ("x", ref.x, o.x), std::max(differ("logits", ref.logits, o.logits), differ("states", ref.S, o.S)));
+}
+static const char *verdict(double d) { return d == 0.0 ? "same bits" : d <= 1e-3 ? "close, not the same bits" : "FAIL"; }
 
 // one step each way from the same start, against ref (the unfolded kernel-a-phase step); 0 when all agree
 int check(Net &n, cudaStream_t st, int grid, const Out &ref, const char *tag) {
@@ -538,24 +551,23 @@ int check(Net &n, cudaStream_t st, int grid, const Out &ref, const char *tag) {
         reset(n, st);
         if (way == 0) launch_graph_step(n, st);
         else launch_persist(n, grid, way == 2, st);
-        const Out o = grab(n);
-        const double d = std::max(differ("x", ref.x, o.x), std::max(differ("logits", ref.logits, o.logits),
-                                                                     differ("states", ref.S, o.S)));
         // the same arithmetic in each, so the same bits are expected; a relative 1e-3 still times (an FMA
         // contracted otherwise in another kernel), more is a bug
+        const double d = check_one(n, st, ref);
         printf("check %s%s against the kernel-a-phase step: %s (%.3g)\n", tag,
-               way == 0 ? "graph" : way == 1 ? "persist" : "persist+pf",
-               d == 0.0 ? "same bits" : d <= 1e-3 ? "close, not the same bits" : "FAIL", d);
+               way == 0 ? "graph" : way == 1 ? "persist" : "persist+pf", verdict(d), d);
         bad += !(d <= 1e-3);
     }
     return bad;
 }
 
 // every way of running the phases, timed; tag "" for the norms as phases of their own, "fold " for them folded in
-void measure(Net &n, cudaStream_t st, int grid, const std::vector<size_t> &aheads, double floor_us, const char *tag) {
-    const float tg = time_graph(n, st, NULL, NULL, 0);
-    printf("%sgraph        %8.1f us a step  (%.1f %% of the floor; %zu phases)\n", tag, tg, 100.0 * floor_us / tg,
-           n.ph.size());
+void measure(Net &n, cudaStream_t st, int grid, const std::vector<size_t> &aheads, double floor_us, const char *tag,
+             const Out &ref) {
+    double d;
+    const float tg = time_graph(n, st, NULL, NULL, 0, ref, &d);
+    printf("%sgraph        %8.1f us a step  (%.1f %% of the floor; %zu phases; replay: %s)\n", tag, tg,
+           100.0 * floor_us / tg, n.ph.size(), verdict(d));
     const float tp = time_step_us([&] { launch_persist(n, grid, 0, st); }, st);
     printf("%spersist      %8.1f us a step  (%.1f %% of the floor)\n", tag, tp, 100.0 * floor_us / tp);
     int nph = (int)n.ph.size();
@@ -577,10 +589,11 @@ void measure(Net &n, cudaStream_t st, int grid, const std::vector<size_t> &ahead
     const char *pfb_env = getenv("PFB");
     const int pfb = pfb_env && atoi(pfb_env) > 0 ? atoi(pfb_env) : 32;
     for (size_t ah : aheads) {
+        if (!ah) continue; // no ranges: the side stream would never join the capture
         set_prefetch(n, ah);
-        const float t2 = time_graph(n, st, side, ev.data(), pfb);
-        printf("%sgraph+pf   %3zu MB ahead %8.1f us a step  (%.1f %% of the floor; %d side blocks)\n", tag, ah >> 20,
-               t2, 100.0 * floor_us / t2, pfb);
+        const float t2 = time_graph(n, st, side, ev.data(), pfb, ref, &d);
+        printf("%sgraph+pf   %3zu MB ahead %8.1f us a step  (%.1f %% of the floor; %d side blocks; replay: %s)\n", tag,
+               ah >> 20, t2, 100.0 * floor_us / t2, pfb, verdict(d));
     }
     for (auto &e : ev) CK(cudaEventDestroy(e));
     CK(cudaStreamDestroy(side));
@@ -627,7 +640,7 @@ int main(int argc, char **argv) {
     const double floor_us = (n.wbytes + 2.0 * n.sbytes) / (bw * 1e9) * 1e6;
     printf("copy %.0f GB/s; floor (weights + states read and written) %.1f us\n", bw, floor_us);
 
-    measure(n, st, grid, aheads, floor_us, "");
-    measure(nf, st, grid, aheads, floor_us, "fold ");
+    measure(n, st, grid, aheads, floor_us, "", ref);
+    measure(nf, st, grid, aheads, floor_us, "fold ", ref);
     return 0;
 }
