@@ -30,7 +30,8 @@
 //   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iinclude -Isrc dev/cuda/decode_persist_dev.cu \
 //        -o /tmp/decode_persist_dev && /tmp/decode_persist_dev [AHEAD_MB ...]
 // (no library: the products are header code). Not run yet (written without a device, nineteenth session).
-#define GEMV_LOAD_X(p) (*(p)) // X is written inside the persistent kernel: no read-only-cache loads
+#define GEMV_LOAD_X(p) (*(p)) // X is written inside the persistent kernel: no read-only-cache loads (the graph's
+                              // products here too, unlike the library's __ldg: the same code for both ways)
 #include "../../src/cuda/gemv.cuh"
 
 #include <cooperative_groups.h>
