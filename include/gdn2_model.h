@@ -287,8 +287,11 @@ GDN2_API uint64_t gdn2_model_config_hash(const gdn2_model_cfg *c);  /* FNV-1a of
 GDN2_API uint64_t gdn2_model_weights_hash(const gdn2_model *m);     /* n_params + up to 2^16 spaced weights (gaps skipped) */
 GDN2_API int gdn2_model_state_save_slot(const gdn2_model *m, const gdn2_model_state *s, int64_t slot, const float *logits,
                                const char *path);
+/* The token count of an open prefix state file f (read from path): its metadata's format and
+ * "tokens", an integer in [1, 2^40]; GDN2_ERR_FORMAT naming the file otherwise. */
+GDN2_API int gdn2_model_prefix_tokens(const gdn2_st *f, const char *path, int64_t *tokens);
 /* logits [padded_vocab] (may be NULL) gets the file's logits; *has_logits (may be NULL) says
- * whether it had them. On error the slot is left reset. */
+ * whether it had them; every state and the logits must be finite. On error the slot is left reset. */
 GDN2_API int gdn2_model_state_load_slot(const gdn2_model *m, gdn2_model_state *s, int64_t slot, const char *path,
                                float *logits, int *has_logits);
 
@@ -300,7 +303,8 @@ typedef struct {
                         * >= 1 (or <= 0): off                                                   */
     uint64_t seed;     /* the draw stream (gdn2_sampler_seed)                                    */
 } gdn2_sampling;
-/* The random stream of a request (state for gdn2_sample) from its seed. */
+/* The random stream of a request (state for gdn2_sample) from its seed: the seed hashed, so that different
+ * seeds give unrelated streams. */
 GDN2_API uint64_t gdn2_sampler_seed(uint64_t seed);
 /* One token from logits[0..V) (V = vocab_size): softmax(z / temperature) restricted by top_k,
  * then top_p; *rng advances by one draw unless greedy. */
@@ -423,6 +427,7 @@ typedef struct {
     FILE *log;              /* progress lines (NULL: stderr; set quiet to silence)                   */
     int quiet;
     float *loss_trace;      /* optional [steps]: training loss of each step                            */
+    float *gnorm_trace;     /* optional [steps]: each step's global gradient norm, before the clip     */
 } gdn2_train_opts;
 typedef struct {
     int64_t steps;          /* steps done in total (including before a resume)                        */

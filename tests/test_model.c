@@ -229,6 +229,49 @@ static void test_config(void) {
     free(back);
     CHECK(gdn2_model_config_from_json("{\"n_layer\":2}", &c) == GDN2_ERR_FORMAT, "config without n_embd rejected: %s",
           gdn2_last_error());
+    /* lit_gpt keys selecting arithmetic gdn2 does not have: refused by name; the official values load */
+    const char *bad[5] = {"\"bias\":true", "\"parallel_residual\":true", "\"rotary_percentage\":0.5",
+                          "\"_mlp_class\":\"GptNeoxMLP\"", "\"_norm_class\":\"LayerNorm\""};
+    const char *key[5] = {"bias", "parallel_residual", "rotary_percentage", "_mlp_class", "_norm_class"};
+    int all = 1;
+    for (int i = 0; i < 5; i++) {
+        char j[256];
+        snprintf(j, sizeof j, "{\"n_layer\":2,\"n_embd\":64,\"vocab_size\":256,%s}", bad[i]);
+        const int r = gdn2_model_config_from_json(j, &c);
+        all &= r == GDN2_ERR_FORMAT && strstr(gdn2_last_error(), key[i]) != NULL;
+        if (r != GDN2_ERR_FORMAT) printf("  %s: accepted\n", bad[i]);
+    }
+    st = gdn2_model_config_from_json("{\"n_layer\":2,\"n_embd\":64,\"vocab_size\":256,\"bias\":false,"
+                                     "\"parallel_residual\":false,\"rotary_percentage\":1.0,\"_mlp_class\":\"LLaMAMLP\","
+                                     "\"_norm_class\":\"FusedRMSNorm\"}",
+                                     &c);
+    CHECK(all && st == 0, "config: bias, parallel_residual, rotary_percentage, _mlp_class, _norm_class other than gdn2's "
+                          "are refused naming the key; the official values load (%d)", st);
+}
+
+/* a checkpoint holding a NaN weight is refused at load, naming the tensor */
+static void test_nonfinite_checkpoint(void) {
+    gdn2_model_cfg c;
+    gdn2_model_config("tiny", &c);
+    gdn2_model *m = NULL, *m2 = NULL;
+    if (gdn2_model_create(&c, &m)) {
+        CHECK(0, "non-finite checkpoint: create: %s", gdn2_last_error());
+        return;
+    }
+    gdn2_model_init(m, 1);
+    const gdn2_model_param *p = gdn2_model_find(m, "lm_head.weight");
+    char path[512];
+    snprintf(path, sizeof path, "%s/gdn2_test_nan_%d.safetensors", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+             (int)getpid());
+    if (p) m->params[p->offset + 70] = NAN;
+    int st = p ? gdn2_model_save(m, path) : -1;
+    int ld = st ? -1 : gdn2_model_load(path, &m2);
+    CHECK(!st && ld == GDN2_ERR_ARG && strstr(gdn2_last_error(), "lm_head.weight") && strstr(gdn2_last_error(), "nan") &&
+              strstr(gdn2_last_error(), path),
+          "a checkpoint with a NaN in lm_head.weight is refused at load: %s", gdn2_last_error());
+    gdn2_model_free(m2);
+    gdn2_model_free(m);
+    unlink(path);
 }
 
 /* ---- attention against float64 -------------------------------------------------------------- */
@@ -302,7 +345,8 @@ static void test_attention(const char *what, int64_t nh, int64_t ng, int64_t hs,
     double err = rel_rmse_f32_f64(y, yr, BT * d);
     CHECK(st == 0 && err < 1e-5, "attention %s forward vs float64 (RoPE, mask): rel RMSE %.2e", what, err);
     st = gdn2_attn_backward(&g_cpu, &a, wq, wp, x, B, T, acts, R, dx, dwq, dwp, 1, scr);
-    /* finite differences, h = 1e-2, aggregated relative error over 3 x 24 coordinates */
+    /* finite differences, h = 1e-2, aggregated relative error over 3 x 24 coordinates. The bar, 1e-3, is
+     * ~20x the worst error measured (5.4e-5): a gradient off by 1 % fails it */
     float *vars[3] = {x, wq, wp}, *grads[3] = {dx, dwq, dwp};
     size_t ns[3] = {BT * d, nq * d, d * nh * hs};
     const char *names[3] = {"x", "w_qkv", "w_proj"};
@@ -322,7 +366,8 @@ static void test_attention(const char *what, int64_t nh, int64_t ng, int64_t hs,
             num2 += (num - an) * (num - an), den2 += an * an;
         }
         double rel = sqrt(num2 / (den2 > 0 ? den2 : 1));
-        CHECK(st == 0 && rel < 1e-2, "attention %s grad %s vs finite differences: rel err %.2e", what, names[v], rel);
+        CHECK(st == 0 && rel < 1e-3, "attention %s grad %s vs finite differences: rel err %.2e < 1e-3", what, names[v],
+              rel);
     }
     free(x), free(wq), free(wp), free(R), free(y), free(acts), free(scr), free(dx), free(dwq), free(dwp), free(yr);
 }
@@ -374,7 +419,9 @@ static void test_mlp_norm(void) {
             double num = (lp - lm) / (2 * h), an = grads[v][i];
             num2 += (num - an) * (num - an), den2 += an * an;
         }
-        CHECK(sqrt(num2 / den2) < 1e-2, "SwiGLU grad %s vs finite differences: rel err %.2e", names[v], sqrt(num2 / den2));
+        /* bar ~30x the worst error measured (3.0e-5) */
+        CHECK(sqrt(num2 / den2) < 1e-3, "SwiGLU grad %s vs finite differences: rel err %.2e < 1e-3", names[v],
+              sqrt(num2 / den2));
     }
     /* RMSNorm */
     float *w = malloc(d * 4), *rs = malloc(N * 4), *dw = calloc(d, 4);
@@ -398,7 +445,7 @@ static void test_mlp_norm(void) {
             double num = (lp - lm) / (2 * h), an = ng[v][i];
             num2 += (num - an) * (num - an), den2 += an * an;
         }
-        CHECK(sqrt(num2 / den2) < 1e-2, "RMSNorm grad %s vs finite differences: rel err %.2e", v ? "w" : "x",
+        CHECK(sqrt(num2 / den2) < 1e-3, "RMSNorm grad %s vs finite differences: rel err %.2e < 1e-3", v ? "w" : "x",
               sqrt(num2 / den2));
     }
     free(x), free(w1), free(w2), free(w3), free(R), free(y), free(acts), free(dx), free(dw1), free(dw2), free(dw3);
@@ -421,9 +468,12 @@ static gdn2_model *tiny_model(const char *layout, int64_t vocab) {
 }
 
 /* mean CE recomputed in float64 from the fp32 logits (the float loss is too coarse for FD) */
-static double ce64(gdn2_model *m, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T, float *lg) {
+/* the mean CE in float64 from the model's logits (an evaluation forward, or with train = 1 a training one:
+ * dropout applied) */
+static double ce64_mode(gdn2_model *m, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T, float *lg,
+                        int train) {
     const int64_t Vp = m->cfg.padded_vocab;
-    gdn2_model_forward(m, tok, tgt, B, T, lg, NULL, 0);
+    if (gdn2_model_forward(m, tok, tgt, B, T, lg, NULL, train)) return NAN;
     double tot = 0;
     int n = 0;
     for (int64_t r = 0; r < B * T; r++) {
@@ -435,6 +485,9 @@ static double ce64(gdn2_model *m, const int32_t *tok, const int32_t *tgt, int64_
         tot += mx + log(s) - z[tgt[r]], n++;
     }
     return tot / n;
+}
+static double ce64(gdn2_model *m, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T, float *lg) {
+    return ce64_mode(m, tok, tgt, B, T, lg, 0);
 }
 
 /* FD on the mean CE of a whole model: the embedding, norms, mixers, MLPs, ln_f and lm_head */
@@ -746,7 +799,7 @@ static void test_dropout(float p_res, float p_emb) {
     const int64_t B = 2, T = 16;
     int32_t tok[32], tgt[32];
     for (int i = 0; i < 32; i++) tok[i] = (i * 17 + 5) % 256, tgt[i] = (i * 7 + 2) % 256;
-    float l0 = 0, le = 0, le2 = 0, l1 = 0, l2 = 0;
+    float l0 = 0, le = 0, le2 = 0, l1 = 0;
     int st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &le, 0);
     m->dropout = p_res, m->emb_dropout = p_emb, m->dropout_seed = 99;
     if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &le2, 0);
@@ -757,24 +810,31 @@ static void test_dropout(float p_res, float p_emb) {
     if (!st) memcpy(g0, m->grads, m->n_flat * sizeof(float));
     CHECK(!st && le == le2 && l0 != le, "%s: evaluation loss unchanged (%.6f), training loss %.6f differs", tag, le, l0);
     /* finite differences on 12 coordinates of the flat block and 6 of the embedding rows the batch
-     * uses (the embedding's dropout acts on their gradient) */
+     * uses (the embedding's dropout acts on their gradient), of the mean CE taken in float64 from the
+     * training forward's logits (the float32 loss would put ~1e-5 of rounding into each difference) */
     double num2 = 0, den2 = 0;
     uint64_t sd = 5;
     const gdn2_model_param *wte = gdn2_model_find(m, "transformer.wte.weight");
-    for (int k = 0; k < 18 && !st && wte; k++) {
+    float *lg = malloc((size_t)(B * T * m->cfg.padded_vocab) * sizeof(float));
+    for (int k = 0; k < 18 && !st && wte && lg; k++) {
         size_t i = k < 12 ? (size_t)(gdn2_splitmix64(&sd) % m->n_flat)
                           : wte->offset + (size_t)tok[k * 5 % 32] * (size_t)c.n_embd + (size_t)(k * 13 % c.n_embd);
-        float keep = m->params[i], h = 1e-2f;
+        /* the embedding's rows have scale 0.02 and feed an RMSNorm: a step of 1e-2 there is far from
+         * linear (10 % off), 1e-3 is not */
+        float keep = m->params[i], h = k < 12 ? 1e-2f : 1e-3f;
         m->params[i] = keep + h;
-        st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &l1, 1);
+        const double lp = ce64_mode(m, tok, tgt, B, T, lg, 1);
         m->params[i] = keep - h;
-        if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &l2, 1);
+        const double lm = ce64_mode(m, tok, tgt, B, T, lg, 1);
         m->params[i] = keep;
-        double num = ((double)l1 - l2) / (2 * h), an = g0[i];
+        if (!isfinite(lp) || !isfinite(lm)) st = GDN2_ERR_ARG;
+        double num = (lp - lm) / (2 * (double)h), an = g0[i];
+        if (getenv("VERBOSE")) printf("  coord %zu (%s): fd %.6e analytic %.6e\n", i, k < 12 ? "flat" : "wte", num, an);
         num2 += (num - an) * (num - an), den2 += an * an + num * num;
     }
+    free(lg);
     double rel = sqrt(num2 / (den2 > 0 ? den2 : 1));
-    CHECK(!st && rel < 2e-2, "%s: gradients vs finite differences under the same mask: rel err %.2e < 2e-2", tag, rel);
+    CHECK(!st && rel < 5e-3, "%s: gradients vs finite differences under the same mask: rel err %.2e < 5e-3", tag, rel);
     m->recompute = 1;
     if (!st) st = gdn2_model_zero_grad(m);
     if (!st) st = gdn2_model_forward(m, tok, tgt, B, T, NULL, &l1, 1);
@@ -796,6 +856,7 @@ int main(void) {
     test_dropout(0.0f, 0.3f);
     test_dropout(0.2f, 0.2f);
     test_config();
+    test_nonfinite_checkpoint();
     test_attention("full MHA", 2, 2, 8, 0);
     test_attention("SWA window 4", 2, 2, 8, 4);
     test_attention("SWA GQA 4q/2kv", 4, 2, 8, 6);

@@ -192,9 +192,10 @@ static void test_eval_devices(const char *model, const char *dir) {
     int rc = run("%s eval --model %s --task mqar --lengths 64 --samples 200 --out %s", cli_path(), ckpt, oc);
     int rg = run("%s eval --model %s --task mqar --lengths 64 --samples 200 --device cuda --out %s", cli_path(), ckpt, og);
     const double c = eval_score(jc), g = eval_score(jg);
-    CHECK(rc == 0 && rg == 0 && isfinite(c) && isfinite(g) && fabs(c - g) <= 1.0,
-          "%s: gdn2 eval mqar (200 samples, 800 queries) of a GPU-trained checkpoint: CPU %.2f, --device cuda %.2f "
-          "(|diff| <= 1 point) (exit %d / %d)", model, c, g, rc, rg);
+    /* the checkpoint must have learned the task (chance is below 1 %): two untrained models agree too */
+    CHECK(rc == 0 && rg == 0 && isfinite(c) && isfinite(g) && fabs(c - g) <= 1.0 && c >= 50.0,
+          "%s: gdn2 eval mqar (200 samples, 800 queries) of a GPU-trained checkpoint: CPU %.2f (>= 50), --device cuda "
+          "%.2f (|diff| <= 1 point) (exit %d / %d)", model, c, g, rc, rg);
 }
 
 static void test_train(const char *model, const char *dir) {

@@ -305,6 +305,53 @@ static void test_top_p(void) {
     CHECK(g && k2, "top_p 1e-6 is the argmax; top_k 2 with top_p 0.9 keeps two");
 }
 
+/* non-finite logits (a broken model) end in the argmax instead of an endless nucleus search */
+static void test_sample_nonfinite(void) {
+    const float nan0[4] = {NAN, 1.0f, 2.0f, 0.5f}, inf2[4] = {0.0f, 1.0f, INFINITY, 3.0f};
+    gdn2_sampling sp = {0.8f, 0, 0.5f, 1};
+    uint64_t r = gdn2_sampler_seed(3);
+    const int32_t a = gdn2_sample(nan0, 4, &sp, &r), b = gdn2_sample(inf2, 4, &sp, &r);
+    sp.top_p = 1.0f, sp.top_k = 2;
+    const int32_t c = gdn2_sample(inf2, 4, &sp, &r);
+    CHECK(a == 0 && b == 2 && c == 2, "sampling with a NaN first logit / a +inf logit returns (top-p 0.5: %d, %d; top-k 2: %d)",
+          a, b, c);
+}
+
+/* The temperature against independent references: the integer weights against libm's exp, and the
+ * frequencies at T = 0.5 (softmax(z / 0.5) = p^2 normalised) */
+static void test_temperature(void) {
+    const float T[6] = {0.25f, 0.5f, 0.7f, 1.0f, 1.5f, 3.0f};
+    int bad = 0, n = 0;
+    double worst = 0;
+    for (int t = 0; t < 6; t++)
+        for (int i = 0; i <= 400; i++) { /* z - zmax from 0 down to -30 T (past the 2^-40 cut) */
+            const float zmax = 1.75f, z = zmax - (float)(30.0 * T[t] * i / 400.0);
+            const double ref = floor(exp(((double)z - (double)zmax) / (double)T[t]) * 1099511627776.0);
+            const double w = (double)gdn2_sample_weight(z, zmax, T[t]);
+            const double d = fabs(w - ref);
+            if (d > 1.0 + 1e-12 * ref) bad++;
+            if (ref > 0 && d / ref > worst) worst = d / ref;
+            n++;
+        }
+    CHECK(bad == 0, "sample weights floor(exp((z - zmax) / T) 2^40) at T = 0.25 ... 3 against libm: %d of %d off by more "
+                    "than 1 (worst relative %.1e)", bad, n, worst);
+    const float z[4] = {logf(0.5f), logf(0.3f), logf(0.15f), logf(0.05f)};
+    const double p2[4] = {0.25, 0.09, 0.0225, 0.0025}, s2 = 0.365;
+    int cnt[4] = {0};
+    gdn2_sampling sp = {0.5f, 0, 1.0f, 1};
+    uint64_t r = gdn2_sampler_seed(7);
+    enum { N = 20000 };
+    for (int i = 0; i < N; i++) cnt[gdn2_sample(z, 4, &sp, &r)]++;
+    double zmaxdev = 0;
+    for (int v = 0; v < 4; v++) {
+        const double q = p2[v] / s2, sd = sqrt(N * q * (1 - q));
+        zmaxdev = fmax(zmaxdev, fabs(cnt[v] - N * q) / sd);
+    }
+    CHECK(zmaxdev < 5.0, "temperature 0.5 over (.5,.3,.15,.05): frequencies %d %d %d %d of %d match p^2 normalised "
+                         "(%.0f %.0f %.0f %.0f; worst %.1f sigma < 5)", cnt[0], cnt[1], cnt[2], cnt[3], N,
+          N * p2[0] / s2, N * p2[1] / s2, N * p2[2] / s2, N * p2[3] / s2, zmaxdev);
+}
+
 /* ---- sampling: gdn2_sample (quickselects) against a sort-based reference ---------------------- */
 /* The reference: the integer weights of src/util/sample.h (the definition), all V candidates
  * sorted (larger logit first, then smaller id), cut at top_k, then at the first prefix whose mass
@@ -525,6 +572,25 @@ static char *slurp(const char *path, size_t *n) {
     return b;
 }
 
+/* a copy of the prefix file src at dst with its "tokens" metadata set to tokens (when not NULL) and, when
+ * nan_state, a NaN in its first state tensor (the file's own buffer, rewritten) */
+static int rewrite_prefix(const char *src, const char *dst, const char *tokens, int nan_state) {
+    gdn2_st f;
+    if (gdn2_st_read(src, &f)) return -1;
+    const char *vals[16];
+    for (int i = 0; i < f.n_meta && i < 16; i++)
+        vals[i] = tokens && !strcmp(f.meta_keys[i], "tokens") ? tokens : f.meta_values[i];
+    const gdn2_tensor *s0 = gdn2_st_find(&f, "state.0");
+    if (nan_state && s0 && s0->dtype == GDN2_F32) {
+        const float x = NAN;
+        memcpy((char *)s0->data + 4, &x, 4);
+    }
+    const int rc = gdn2_st_write(dst, f.tensors, f.n_tensors, (const char *const *)f.meta_keys, vals,
+                                 f.n_meta < 16 ? f.n_meta : 16);
+    gdn2_st_free(&f);
+    return rc;
+}
+
 static void test_cli_prefix(void) {
     int rc = run("%s generate %s --prompt 'a long shared context' -n 25 --temperature 0 --save-prefix %s > %s 2>%s",
                  cli_path(), g_ckpt, path_in("p.st"), path_in("a.out"), path_in("a.err"));
@@ -544,6 +610,26 @@ static void test_cli_prefix(void) {
     CHECK(rc == 2 && contains(g_out, "a.out"), "--load-prefix of a file that is no prefix: exit %d: %s", rc, first_line());
     rc = run("%s generate %s --save-prefix %s --samples 2 -n 5", cli_path(), g_ckpt, path_in("x.st"));
     CHECK(rc == 2 && contains(g_out, "one prompt"), "--save-prefix with 2 samples is refused: %s", first_line());
+    /* a token count out of range, or a NaN in a state: refused naming the file (no overflow, no hang) */
+    const char *bad_tokens[3] = {"9223372036854775807", "0", "12x"};
+    int all = 1;
+    for (int i = 0; i < 3; i++) {
+        rc = rewrite_prefix(path_in("p.st"), path_in("pt.st"), bad_tokens[i], 0);
+        if (!rc) rc = run("%s generate %s --load-prefix %s -n 3 --prompt a", cli_path(), g_ckpt, path_in("pt.st"));
+        all &= rc == 2 && contains(g_out, "pt.st") && contains(g_out, "token count");
+        if (!(rc == 2)) printf("note: tokens %s: exit %d: %s\n", bad_tokens[i], rc, first_line());
+    }
+    CHECK(all, "--load-prefix with tokens 2^63-1, 0, \"12x\": exit 2 naming the file and the token count");
+    rc = rewrite_prefix(path_in("p.st"), path_in("pn.st"), NULL, 1);
+    if (!rc) rc = run("%s generate %s --load-prefix %s -n 3 --top-p 0.5", cli_path(), g_ckpt, path_in("pn.st"));
+    CHECK(rc == 2 && contains(g_out, "state.0") && contains(g_out, "nan"),
+          "--load-prefix with a NaN in a state: exit %d naming the tensor: %s", rc, first_line());
+    /* a NUL byte in a prompts file would cut its line: refused with the line number */
+    FILE *pf = fopen(path_in("nul.txt"), "wb");
+    if (pf) fwrite("ab\nc\0d\n", 1, 8, pf), fclose(pf);
+    rc = run("%s generate %s --prompts %s -n 2", cli_path(), g_ckpt, path_in("nul.txt"));
+    CHECK(rc == 2 && contains(g_out, "line 2") && contains(g_out, "NUL"), "--prompts with a NUL byte on line 2: exit %d: %s",
+          rc, first_line());
 }
 
 static pid_t g_srv;
@@ -741,6 +827,16 @@ static void test_server(void) {
     int c3 = post("[1,2]", path_in("e3.json"));
     CHECK(code == 400 && c2 == 400 && c3 == 400, "empty prompt, negative temperature, a non-object body: 400 (%d %d %d)",
           code, c2, c3);
+    {   /* a NUL escape would cut the decoded C string: refused, not served on a shorter prompt; an escaped
+         * backslash before u0000 is text and passes */
+        code = post("{\"prompt\":\"hi\\u0000x\",\"max_tokens\":1}", path_in("e.json"));
+        size_t ns = 0;
+        char *s = slurp(path_in("e.json"), &ns);
+        c2 = post("{\"prompt\":\"hi\\\\u0000x\",\"max_tokens\":1}", path_in("e2.json"));
+        CHECK(code == 400 && s && contains(s, "u0000") && c2 == 200,
+              "a prompt holding \\u0000: 400 naming it (%d); an escaped backslash then u0000: 200 (%d)", code, c2);
+        free(s);
+    }
     run("curl -s -o /dev/null -w '%%{http_code}' http://127.0.0.1:%d/v1/nothing", g_port);
     CHECK(atoi(g_out) == 404, "unknown path: 404 (%s)", g_out);
     /* SIGTERM while a request runs: it finishes, the server exits 0 */
@@ -848,6 +944,8 @@ int main(void) {
     test_step_sample("gdn2,swa,attn");
     test_engine();
     test_top_p();
+    test_temperature();
+    test_sample_nonfinite();
     test_sample_vs_reference();
     test_sample_speed();
     test_prefix("gdn2");

@@ -297,6 +297,7 @@ static void test_ruler(void) {
     }
     close(fd);
     if (test_write_text(hay, ESSAY_WORDS, 11)) {
+        CHECK(0, "RULER generator tests: cannot write the essay haystack %s", hay);
         unlink(hay);
         return;
     }

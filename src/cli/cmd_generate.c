@@ -82,6 +82,12 @@ static int read_lines(const char *path, char **buf_out, char ***lines_out, int64
     while (p < buf + n) {
         char *e = memchr(p, '\n', (size_t)(buf + n - p));
         if (!e) e = buf + n;
+        if (memchr(p, 0, (size_t)(e - p))) { /* a line is a C string from here on: a NUL would cut it */
+            fprintf(stderr, "gdn2 generate: --prompts: line %lld of '%s' holds a NUL byte (prompts are text lines)\n",
+                    (long long)c + 1, path);
+            free(buf), free(lines);
+            return 2;
+        }
         *e = 0;
         if (e > p && e[-1] == '\r') e[-1] = 0;
         lines[c++] = p;
@@ -204,12 +210,18 @@ int cmd_generate(int argc, char **argv) {
             fprintf(stderr, "gdn2 generate: --load-prefix: %s\n", gdn2_last_error());
             rc = cli_exit_code(st);
         } else {
-            const char *tk = gdn2_st_meta(&f, "tokens");
-            n_pre = tk ? strtoll(tk, NULL, 10) : 0;
+            st = gdn2_model_prefix_tokens(&f, load_prefix, &n_pre);
             gdn2_st_free(&f);
-            pre_lg = gdn2_malloc((size_t)m->cfg.padded_vocab * sizeof(float), "prefix logits");
-            st = pre_lg ? gdn2_model_state_create(m, 1, n_pre > 1 ? n_pre : 2, &pre) : GDN2_ERR_NOMEM;
-            if (!st) st = gdn2_model_state_load_slot(m, pre, 0, load_prefix, pre_lg, &pre_has_lg);
+            /* the one-slot pool holds n_pre positions of every full-attention layer (linear in the
+             * length: taken from lengths 1 and 2 in double, as below) */
+            const double s1 = (double)gdn2_model_state_floats(&m->cfg, 1);
+            const double s2 = (double)gdn2_model_state_floats(&m->cfg, 2);
+            if (!st)
+                rc = cli_check_mem("generate", "the --load-prefix file's states",
+                                   4.0 * (s1 + (s2 - s1) * ((double)n_pre - 1)));
+            if (!st && !rc) pre_lg = gdn2_malloc((size_t)m->cfg.padded_vocab * sizeof(float), "prefix logits");
+            if (!st && !rc) st = pre_lg ? gdn2_model_state_create(m, 1, n_pre > 1 ? n_pre : 2, &pre) : GDN2_ERR_NOMEM;
+            if (!st && !rc) st = gdn2_model_state_load_slot(m, pre, 0, load_prefix, pre_lg, &pre_has_lg);
             if (st) {
                 fprintf(stderr, "gdn2 generate: --load-prefix: %s\n", gdn2_last_error());
                 rc = cli_exit_code(st);

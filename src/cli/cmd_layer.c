@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "gdn2.h"
 #include "gdn2_layer.h"
+#include "ops/check.h"
 #include "util/internal.h"
 
 static void layer_usage(FILE *f) {
@@ -74,6 +75,11 @@ int cmd_layer(int argc, char **argv) {
     memcpy(rs, xs, sizeof rs);
     if (gdn2_st_get_f32(&st, "r", 0, 3, rs, &r)) { fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error()); goto done; }
     const int64_t B = xs[0], T = xs[1], D = c.hidden;
+    if (gdn2_check_tensor_values(in, "x", x, 3, xs, 0, (size_t)(B * T * D), 0, 0) ||
+        (r && gdn2_check_tensor_values(in, "r", r, 3, rs, 0, (size_t)(B * T * D), 0, 0))) {
+        fprintf(stderr, "gdn2 layer: %s\n", gdn2_last_error());
+        goto done;
+    }
     /* x came from the file, so B*T*D is bounded by its size; the saved activations and gradients
      * are a multiple of it: estimated before they are allocated */
     {

@@ -300,12 +300,34 @@ static int json_int(const cJSON *v, long long lo, long long hi, long long *out) 
     return 1;
 }
 
+/* whether a JSON text's strings hold the escape \u0000: cJSON decodes it into a C string, which would
+ * end there (a prompt or stop string silently cut) */
+static int json_nul_escape(const char *s, size_t n) {
+    int in = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!in) {
+            in = s[i] == '"';
+        } else if (s[i] == '"') {
+            in = 0;
+        } else if (s[i] == '\\' && i + 1 < n) {
+            if (s[i + 1] == 'u' && i + 5 < n && !memcmp(s + i + 2, "0000", 4)) return 1;
+            i++; /* the escaped character */
+        }
+    }
+    return 0;
+}
+
 /* parse the body into r (prompt, limits, sampling, stops); 0, or an error message in err */
 static int parse_request(const char *body, size_t len, req *r, char *err, size_t errn) {
     cJSON *j = cJSON_ParseWithLength(body, len);
     if (!j) {
         snprintf(err, errn, "the body is not valid JSON (near byte %ld)",
                  cJSON_GetErrorPtr() ? (long)(cJSON_GetErrorPtr() - body) : 0L);
+        return 1;
+    }
+    if (json_nul_escape(body, len)) {
+        snprintf(err, errn, "a string of the body holds \\u0000 (a NUL byte): prompts and stop strings are text");
+        cJSON_Delete(j);
         return 1;
     }
     int bad = 1;

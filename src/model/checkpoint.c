@@ -22,6 +22,7 @@
 
 #include "gdn2_quant_model.h"
 #include "model_internal.h"
+#include "ops/check.h"
 #include "util/internal.h"
 
 /* model file with an optional run record (metadata "train") */
@@ -63,15 +64,19 @@ int gdn2_model_load_params(gdn2_model *m, const gdn2_st *st, const char *prefix)
         float *buf = NULL;
         char nq[300];
         snprintf(nq, sizeof nq, "%s.q", nm);
+        int s;
         if (p->ndim == 2 && !gdn2_st_find(st, nm) && gdn2_st_find(st, nq)) { /* packed (gdn2_model_save_quant) */
-            int s = gdn2_quant_load_weight(st, nm, p->shape[0], p->shape[1], m->params + p->offset);
-            if (s) return s;
-            continue;
+            s = gdn2_quant_load_weight(st, nm, p->shape[0], p->shape[1], m->params + p->offset);
+        } else {
+            s = gdn2_st_get_f32(st, nm, 1, p->ndim, shape, &buf);
+            if (!s) memcpy(m->params + p->offset, buf, p->numel * sizeof(float));
+            free(buf);
         }
-        int s = gdn2_st_get_f32(st, nm, 1, p->ndim, shape, &buf);
+        /* a NaN or inf weight would make every output NaN downstream (and the samplers' draws
+         * meaningless): refused here, naming the tensor and the element */
+        if (!s) s = gdn2_check_tensor_values(st->path, nm, m->params + p->offset, p->ndim, p->shape, 0, p->numel, 0,
+                                             m->n_threads);
         if (s) return s;
-        memcpy(m->params + p->offset, buf, p->numel * sizeof(float));
-        free(buf);
     }
     return GDN2_OK;
 }

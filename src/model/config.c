@@ -253,6 +253,39 @@ int gdn2_model_config_from_json(const char *json, gdn2_model_cfg *c) {
             cJSON_Delete(root);
             return GDN2_ERR_FORMAT;
         }
+    /* lit_gpt keys that would select arithmetic gdn2 does not implement: absent, or the value it does */
+    static const struct {
+        const char *key, *want; /* want: "false", a number, or strings separated by '|' */
+    } fixed[] = {{"bias", "false"},          {"lm_head_bias", "false"},  {"parallel_residual", "false"},
+                 {"rotary_percentage", "1"}, {"_mlp_class", "LLaMAMLP"}, {"_norm_class", "RMSNorm|FusedRMSNorm"}};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, fixed[i].key);
+        if (!it || cJSON_IsNull(it)) continue;
+        int ok;
+        if (!strcmp(fixed[i].want, "false")) ok = cJSON_IsFalse(it) || (cJSON_IsNumber(it) && it->valuedouble == 0);
+        else if (!strcmp(fixed[i].want, "1")) ok = cJSON_IsNumber(it) && it->valuedouble == 1.0;
+        else {
+            ok = 0;
+            if (cJSON_IsString(it)) {
+                const size_t n = strlen(it->valuestring);
+                for (const char *w = fixed[i].want; *w && !ok;) {
+                    const char *bar = strchr(w, '|');
+                    const size_t k = bar ? (size_t)(bar - w) : strlen(w);
+                    ok = k == n && !strncmp(w, it->valuestring, k);
+                    w += k + (bar != NULL);
+                }
+            }
+        }
+        if (!ok) {
+            char *txt = cJSON_PrintUnformatted(it);
+            const int e = gdn2_error(GDN2_ERR_FORMAT,
+                                     "model config: %s = %s is not supported (gdn2 implements %s = %s only)",
+                                     fixed[i].key, txt ? txt : "?", fixed[i].key, fixed[i].want);
+            free(txt);
+            cJSON_Delete(root);
+            return e;
+        }
+    }
     if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(o, "intermediate_size")))
         c->intermediate_size = 4 * c->n_embd; /* |n_embd| <= 2^53: no overflow; range-checked below */
     c->allow_neg_eigval = neg != 0;

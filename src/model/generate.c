@@ -8,7 +8,13 @@
 #include "ops/sample.h"
 #include "util/internal.h"
 
-uint64_t gdn2_sampler_seed(uint64_t seed) { return seed * 0x9E3779B97F4A7C15ULL + 1; }
+/* The stream's start is the seed hashed (splitmix64's first output from it: a bijection), so that two
+ * seeds start at unrelated points of the splitmix64 sequence. (seed·φ + 1 made seed s + 1's stream
+ * seed s's shifted by one draw: requests with neighbouring seeds drew the same numbers.) */
+uint64_t gdn2_sampler_seed(uint64_t seed) {
+    uint64_t s = seed;
+    return gdn2_splitmix64(&s);
+}
 
 /* The semantics are src/ops/sample.c's (integer weights, expected O(V)); this draws u from the
  * request's stream (one draw unless greedy) and holds the scratch. */

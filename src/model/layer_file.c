@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "gdn2_layer.h"
+#include "ops/check.h"
 #include "util/internal.h"
 
 /* meta.config.<key> as a number (a bool counts as 0/1), def when absent or null */
@@ -91,6 +92,8 @@ int gdn2_layer_load_params(const gdn2_layer_cfg *c, const gdn2_st *st, const cha
         if ((rc = gdn2_st_get_f32(st, name, 1, pi[i].ndim, shape, &p))) break;
         memcpy(params + pi[i].offset, p, pi[i].numel * sizeof(float));
         free(p);
+        rc = gdn2_check_tensor_values(st->path, name, params + pi[i].offset, pi[i].ndim, pi[i].shape, 0, pi[i].numel,
+                                      0, 0);
     }
     free(pi);
     return rc;

@@ -554,17 +554,24 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
                                 (long long)step);
                 break;
             }
-            /* clip_grad_norm_: the factor is applied as AdamW reads the gradient (no pass of its own) */
+            /* clip_grad_norm_: the factor is applied as AdamW reads the gradient (no pass of its own).
+             * The error slot is cleared first, so that a message below is this norm's, not an older one */
+            gdn2_clear_error();
             const float gnorm = W > 1 ? gdn2_dist_grad_norm(dist, m) : gdn2_model_grad_norm(m);
             if (!isfinite(gnorm)) {
-                st = gdn2_error(GDN2_ERR_ARG, "train: gradient norm is %g at step %lld (non-finite gradients, or the "
-                                "backend failed: %s)", gnorm, (long long)step, gdn2_last_error());
+                /* the backend's message, if it failed, is copied out first: gdn2_error writes the buffer
+                 * that gdn2_last_error returns */
+                char why[512];
+                snprintf(why, sizeof why, "%s", gdn2_last_error());
+                st = gdn2_error(GDN2_ERR_ARG, "train: gradient norm is %g at step %lld (non-finite gradients%s%s)", gnorm,
+                                (long long)step, why[0] ? "; last error: " : "", why);
                 break;
             }
             const float gk = gdn2_clip_factor(gnorm, o.clip);
             float lr = gdn2_lr_at(step, o.warmup, o.steps, o.lr, o.min_lr);
             if ((st = W > 1 ? gdn2_dist_adamw(dist, &opt, m, lr, gk) : gdn2_adamw_step_scaled(&opt, m, lr, gk))) break;
             if (o.loss_trace) o.loss_trace[step] = loss;
+            if (o.gnorm_trace) o.gnorm_trace[step] = gnorm;
             r.train_loss = loss;
             tok_done += B * T * o.accum;
             int last = opt.step == stop;

@@ -24,7 +24,8 @@ typedef struct {
     _Atomic int id_state; /* 0 pending, 1 ready, -1 rank 0 failed to make it */
     unsigned char id[GDN2_NCCL_ID_BYTES];
     gdn2_train_result res;
-    float trace[]; /* [steps] when the caller asked for a loss trace */
+    float trace[]; /* [steps] of losses when the caller asked for a loss trace, then [steps] of gradient
+                    * norms when it asked for those */
 } shared_page;
 
 typedef struct {
@@ -54,7 +55,9 @@ static int rank_body(int rank, int world, void *v) {
     par_arg *p = v;
     gdn2_train_opts o = *p->o;
     o.rank = rank, o.world = world;
-    o.loss_trace = rank == 0 && p->o->loss_trace ? p->sh->trace : NULL; /* reaches the caller */
+    /* rank 0's traces reach the caller through the shared page */
+    o.loss_trace = rank == 0 && p->o->loss_trace ? p->sh->trace : NULL;
+    o.gnorm_trace = rank == 0 && p->o->gnorm_trace ? p->sh->trace + (p->o->loss_trace ? p->o->steps : 0) : NULL;
     if (rank) o.quiet = 1;
     gdn2_comm *c = NULL;
     int st = GDN2_OK;
@@ -88,11 +91,13 @@ int gdn2_train_parallel(const gdn2_train_opts *o, int world, gdn2_train_result *
                           (long long)o->batch, world);
     const int use_nccl = o->device && !strcmp(o->device, "cuda");
     const double timeout_s = o->dist_timeout_s > 0 ? o->dist_timeout_s : 600.0;
-    const size_t page = sizeof(shared_page) + (o->loss_trace ? (size_t)o->steps * sizeof(float) : 0);
+    const size_t nl = o->loss_trace ? (size_t)o->steps : 0, ng = o->gnorm_trace ? (size_t)o->steps : 0;
+    const size_t page = sizeof(shared_page) + (nl + ng) * sizeof(float);
     shared_page *sh = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (sh == MAP_FAILED) return gdn2_error(GDN2_ERR_NOMEM, "train: shared page for %d ranks: %s", world, strerror(errno));
-    if (o->loss_trace) /* entries the ranks do not write (steps before a resume) keep their values */
-        memcpy(sh->trace, o->loss_trace, (size_t)o->steps * sizeof(float));
+    /* entries the ranks do not write (steps before a resume) keep their values */
+    if (nl) memcpy(sh->trace, o->loss_trace, nl * sizeof(float));
+    if (ng) memcpy(sh->trace + nl, o->gnorm_trace, ng * sizeof(float));
     gdn2_local_arena *arena = NULL;
     int st = GDN2_OK;
     if (use_nccl) setenv("NCCL_NVLS_ENABLE", "0", 0); /* NVLink multicast off on shared machines */
@@ -102,7 +107,8 @@ int gdn2_train_parallel(const gdn2_train_opts *o, int world, gdn2_train_result *
         st = gdn2_launch(world, rank_body, &p, arena, o->dist_grace_s);
     }
     if (r) *r = sh->res;
-    if (o->loss_trace) memcpy(o->loss_trace, sh->trace, (size_t)o->steps * sizeof(float));
+    if (nl) memcpy(o->loss_trace, sh->trace, nl * sizeof(float));
+    if (ng) memcpy(o->gnorm_trace, sh->trace + nl, ng * sizeof(float));
     gdn2_comm_local_arena_free(arena);
     munmap(sh, page);
     return st;

@@ -7,6 +7,8 @@
  *
  * Expected O(V): quickselects by partition, no sort. The masses are integer sums, so any order of
  * summation (here partitions, on the GPU radix histograms) gives the same nucleus and the same token. */
+#include <math.h>
+
 #include "sample.h"
 
 size_t gdn2_sample_scratch_bytes(int64_t V) { return (size_t)V * (sizeof(uint64_t) + sizeof(int32_t)); }
@@ -64,6 +66,10 @@ int32_t gdn2_sample_row(const float *z, int64_t V, const gdn2_sample_row_params 
     for (int64_t v = 1; v < V; v++)
         if (z[v] > z[am]) am = v;
     if (!(p->temperature > 0)) return (int32_t)am;
+    /* a NaN or +inf logit (a broken model; the loaders refuse non-finite weights and states) leaves no
+     * distribution: every weight would be 0 and the nucleus search would never end. The argmax (the
+     * first +inf, else id 0 for a NaN there) instead. */
+    if (!isfinite(z[am])) return (int32_t)am;
     uint64_t *w = scratch;
     int32_t *idx = (int32_t *)(w + V);
     const float zmax = z[am];
