@@ -371,6 +371,22 @@ int main(void) {
     double first = (tr[0] + tr[1] + tr[2]) / 3, last = (tr[37] + tr[38] + tr[39]) / 3;
     CHECK(st == 0 && last < first - 1.0, "40 steps of tiny gdn2,swa on %s: loss %.3f -> %.3f%s%s", task, first, last,
           st ? ": " : "", st ? gdn2_last_error() : "");
+    {   /* schedules that would mean something else than they say are refused, naming the option */
+        gdn2_train_opts b = small_run(task, "gdn2", 10, NULL);
+        b.data = data;
+        b.min_lr = 1e-2f;
+        const int e1 = gdn2_train(&b, &r, NULL), ok1 = e1 == GDN2_ERR_ARG && strstr(gdn2_last_error(), "--min-lr");
+        b = small_run(task, "gdn2", 10, NULL);
+        b.data = data;
+        b.warmup = 11;
+        const int e2 = gdn2_train(&b, &r, NULL), ok2 = e2 == GDN2_ERR_ARG && strstr(gdn2_last_error(), "--warmup");
+        b = small_run(task, "gdn2", 10, NULL);
+        b.data = data;
+        b.stop_at = 12;
+        const int e3 = gdn2_train(&b, &r, NULL), ok3 = e3 == GDN2_ERR_ARG && strstr(gdn2_last_error(), "--stop-at");
+        CHECK(ok1 && ok2 && ok3, "min-lr above lr, warmup beyond steps, stop-at beyond steps: refused by name (%d %d %d)",
+              e1, e2, e3);
+    }
 
     /* checkpoint round trip: same logits bit for bit */
     if (!st) {

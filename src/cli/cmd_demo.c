@@ -134,6 +134,7 @@ part2:
         o.target_loss = 1.47f;
         o.time_limit_s = tlim > 0 ? tlim : 600;
     }
+    if (o.warmup > o.steps) o.warmup = o.steps; /* a short --sh-steps: warmup over all of it */
     o.seed = (uint64_t)seed, o.n_threads = threads, o.log = stdout;
     if (outdir) {
         snprintf(path, sizeof path, "%s/demo_small.safetensors", outdir);

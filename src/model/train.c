@@ -346,6 +346,16 @@ int gdn2_train(const gdn2_train_opts *oin, gdn2_train_result *res, gdn2_model **
     if (o.batch < 1 || o.seq_len < 2 || o.steps < 1)
         return gdn2_error(GDN2_ERR_ARG, "train: batch %lld, seq_len %lld, steps %lld must be >= 1, 2, 1",
                           (long long)o.batch, (long long)o.seq_len, (long long)o.steps);
+    /* settings that would silently mean something else than they say */
+    if (o.min_lr > o.lr)
+        return gdn2_error(GDN2_ERR_ARG, "train: --min-lr %g is above --lr %g (the schedule decays from lr to min-lr)",
+                          (double)o.min_lr, (double)o.lr);
+    if (o.warmup > o.steps)
+        return gdn2_error(GDN2_ERR_ARG, "train: --warmup %lld is longer than --steps %lld", (long long)o.warmup,
+                          (long long)o.steps);
+    if (o.stop_at > o.steps)
+        return gdn2_error(GDN2_ERR_ARG, "train: --stop-at %lld is beyond --steps %lld", (long long)o.stop_at,
+                          (long long)o.steps);
     /* data parallel: this process is rank R of W; --batch is the global micro-batch */
     const int W = o.world > 1 ? o.world : 1, R = W > 1 ? o.rank : 0;
     if (W > 1 && (R < 0 || R >= W || (!o.comm && !o.nccl_id)))
