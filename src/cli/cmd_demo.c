@@ -19,9 +19,11 @@ static void demo_usage(FILE *f) {
             "                 [--threads N] [--seed S]\n"
             "\n"
             "1. MQAR (Zoology multi-query associative recall; vocab 256, T=64, 4 key-value pairs): trains the\n"
-            "   `tiny` model (2 layers, d=64, one 64-dim GDN-2 head per layer, SwiGLU MLP) with AdamW (lr 3e-3,\n"
-            "   32 sequences per step) on the CPU until the test accuracy (512 held-out\n"
-            "   samples) reaches 0.99, and prints it with the wall time.\n"
+            "   `tiny` model (2 layers, d=64, one 64-dim GDN-2 head per layer, SwiGLU MLP) with AdamW (lr 2e-3,\n"
+            "   200 warmup steps, 32 sequences per step) on the CPU until the test accuracy (512 held-out\n"
+            "   samples) reaches 0.99, and prints it with the wall time. This model's MQAR training can stall\n"
+            "   at ~25 %% (one pair of four recalled): half of the seeds measured reach 0.99 (docs/MODEL.md);\n"
+            "   the default one does, by step ~1100.\n"
             "2. --shakespeare: trains the `small` model (4 layers, d=128) on " GDN2_DEFAULT_TEXT "\n"
             "   (bytes, last 10%% validation), prints the validation loss in nats/char and greedy samples.\n"
             "--device cuda: the GPU demo instead: trains `char_10M` (6 layers, d=384, 64-dim heads, about\n"
@@ -32,7 +34,7 @@ static void demo_usage(FILE *f) {
             "   stopped at 1.4785 and 1.5026), until the validation loss reaches 1.47 nats/char\n"
             "   (nanoGPT's GPU baseline: 1.4697 after ~3 minutes on an A100); prints the time and greedy samples.\n"
             "  --layout L        mixer layout for both models (default gdn2, on the GPU gdn2,swa,swa)\n"
-            "  --steps N         MQAR step budget (default 1000; cosine schedule over it)\n"
+            "  --steps N         MQAR step budget (default 1500; cosine schedule over it)\n"
             "  --sh-steps N      Shakespeare steps (default 500; 1500 on the GPU)\n"
             "  --time-limit S    stop each training after S seconds (default: MQAR 420, Shakespeare 900)\n"
             "  --data FILE       text for part 2 (default " GDN2_DEFAULT_TEXT ": sh scripts/get_data.sh)\n"
@@ -44,7 +46,7 @@ static void demo_usage(FILE *f) {
 
 int cmd_demo(int argc, char **argv) {
     int shakespeare = 0, threads = 1, device = 0;
-    int64_t steps = 1000, sh_steps = 500;
+    int64_t steps = 1500, sh_steps = 500;
     uint64_t seed = 3407;
     double tlim = 0;
     const char *layout = NULL, *data = NULL, *outdir = NULL;
@@ -84,7 +86,9 @@ int cmd_demo(int argc, char **argv) {
     o.layout = layout;
     o.task = "mqar";
     o.mqar_vocab = 256, o.mqar_pairs = 4, o.seq_len = 64;
-    o.batch = 32, o.steps = steps, o.lr = 3e-3f, o.warmup = 50;
+    /* lr 2e-3 and 200 warmup steps over a 1500-step cosine: 4 of 8 seeds reached 0.99 (at steps 750-1100),
+     * none of 4 with the former lr 3e-3, 50 warmup steps, 1000 steps (docs/MODEL.md, the demo's row) */
+    o.batch = 32, o.steps = steps, o.lr = 2e-3f, o.warmup = steps < 200 ? steps : 200;
     o.eval_every = 50, o.eval_samples = 512, o.log_every = 50, o.target_acc = 0.99f;
     o.time_limit_s = tlim > 0 ? tlim : 420;
     o.seed = (uint64_t)seed, o.n_threads = threads, o.log = stdout;
@@ -105,7 +109,8 @@ int cmd_demo(int argc, char **argv) {
     }
     printf("MQAR test accuracy %.4f after %lld steps in %.1f s (%.0f tokens/s, %zu parameters)%s\n", r.val_acc,
            (long long)r.steps, r.wall_s, r.tokens_per_s, r.n_params,
-           r.val_acc >= 0.99f ? "" : "  [below the 0.99 goal]");
+           r.val_acc >= 0.99f ? ""
+                              : "  [below the 0.99 goal: this model's MQAR training stalls on some seeds; try --seed]");
     if (!shakespeare) return 0;
 
     /* ---- 2. Tiny Shakespeare: the small model on the CPU, char_10M on the GPU ---- */
