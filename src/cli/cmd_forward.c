@@ -75,6 +75,13 @@ int cmd_forward(int argc, char **argv) {
         return 2;
     }
     const int64_t B = shape[0], T = shape[1], Vp = m->cfg.padded_vocab;
+    if (B < 1 || T < 2) { /* the loss is over tokens[:, 1:]: T = 1 has no target (a loss of 0 would mean nothing) */
+        fprintf(stderr, "gdn2 forward: %s: tokens has shape [%lld,%lld], expected [B,T] with B >= 1 and T >= 2\n", in,
+                (long long)B, (long long)T);
+        free(tok64);
+        gdn2_model_free(m);
+        return 2;
+    }
     rc = 0;
     /* B*T is bounded by the tokens tensor read from the file; B*T*Vp (the logits) is not */
     size_t ntok = (size_t)(B * T > 0 ? B * T : 1), nlog, log_bytes;
