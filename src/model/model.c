@@ -1419,21 +1419,21 @@ int gdn2_model_state_load_slot(const gdn2_model *m, gdn2_model_state *s, int64_t
     snprintf(my_ch, sizeof my_ch, "%016llx", (unsigned long long)gdn2_model_config_hash(c));
     snprintf(my_wh, sizeof my_wh, "%016llx", (unsigned long long)gdn2_model_weights_hash(m));
     int64_t pos = 0;
-    st = gdn2_model_prefix_tokens(&f, path, &pos);
-    if (st)
-        ;
-    else if (!ch || !wh)
+    if ((st = gdn2_model_prefix_tokens(&f, path, &pos))) {
+        /* its message names the file and the metadata */
+    } else if (!ch || !wh) {
         st = gdn2_error(GDN2_ERR_FORMAT, "%s: a gdn2 prefix state file without config_hash or weights_hash", path);
-    else if (strcmp(ch, my_ch))
+    } else if (strcmp(ch, my_ch)) {
         st = gdn2_error(GDN2_ERR_ARG,
                         "%s: prefix state of another model: its config is '%s' (hash %s), this checkpoint's is '%s' "
                         "(hash %s)",
                         path, name ? name : "?", ch, c->name, my_ch);
-    else if (strcmp(wh, my_wh))
+    } else if (strcmp(wh, my_wh)) {
         st = gdn2_error(GDN2_ERR_ARG,
                         "%s: prefix state of other weights: config '%s' matches but the weights hash %s is not this "
                         "checkpoint's %s",
                         path, c->name, wh, my_wh);
+    }
     for (int l = 0; l < c->n_layer && !st; l++) {
         if (c->kind[l] == GDN2_LAYER_ATTN && pos > s->max_len) {
             st = gdn2_error(GDN2_ERR_ARG, "%s: a prefix of %lld tokens does not fit the full-attention cache of %lld",
