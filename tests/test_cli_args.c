@@ -160,6 +160,8 @@ static void test_eval(const char *ck, const char *nodir) {
     EXPECT(2, "--samples", "\"0\"", "eval --model %s --task mqar --lengths 32 --samples 0 --out %s/ev", ck, g_dir);
     EXPECT(2, "memory", "--lengths 1000000000", "eval --model %s %s --lengths 1e9 --out %s/ev", ck, base, g_dir);
     EXPECT(2, "--lengths", "abc", "eval --model %s %s --lengths 32,abc --out %s/ev", ck, base, g_dir);
+    EXPECT(2, "--lengths", "empty item", "eval --model %s %s --lengths 32,,64 --out %s/ev", ck, base, g_dir);
+    EXPECT(2, "--task", "empty item", "eval --model %s --task mqar, --lengths 32 --out %s/ev", ck, g_dir);
     EXPECT(2, "--cuda-graph", "yes", "eval --model %s %s --lengths 32 --cuda-graph yes --out %s/ev", ck, base, g_dir);
     EXPECT(2, "--lengths", "4294967328", "eval --model %s %s --lengths 4294967328 --out %s/ev", ck, base, g_dir);
     EXPECT(2, "--depths", "nan", "eval --model %s --task S-NIAH-1 --lengths 600 --depths 0,nan --out %s/ev", ck, g_dir);

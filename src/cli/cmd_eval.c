@@ -127,13 +127,17 @@ static int file_hash(const char *path, char out[32]) {
 }
 
 /* ---- argument lists ----------------------------------------------------------------------- */
+/* s split in place at every ','; -1 when it has more than cap items or an empty one ("a,,b", "a,") */
 static int split_list(char *s, char **items, int cap) {
     int n = 0;
-    for (char *t = strtok(s, ","); t; t = strtok(NULL, ",")) {
-        if (n == cap) return -1;
+    for (char *t = s;; t++) {
+        char *e = strchr(t, ',');
+        if (e) *e = 0;
+        if (!*t || n == cap) return -1;
         items[n++] = t;
+        if (!e) return n;
+        t = e;
     }
-    return n;
 }
 
 static int mkdir_p1(const char *dir) {
@@ -181,7 +185,11 @@ int cmd_eval(int argc, char **argv) {
     int lens[MAX_LIST];
     double depths[MAX_LIST];
     int nt = split_list(task_arg, tnames, MAX_LIST), nl = split_list(len_arg, lstr, MAX_LIST), nd = 5;
-    if (nt < 1 || nl < 1) { fprintf(stderr, "gdn2 eval: empty or too long (> %d) --task / --lengths list\n", MAX_LIST); return 2; }
+    if (nt < 1 || nl < 1) {
+        fprintf(stderr, "gdn2 eval: %s: an empty item, or more than %d items (a comma list: mqar,S-NIAH-1)\n",
+                nt < 1 ? "--task" : "--lengths", MAX_LIST);
+        return 2;
+    }
     int any_text = 0, any_essay = 0;
     for (int i = 0; i < nt; i++) {
         if (!(tasks[i] = gdn2_task_find(tnames[i]))) {
@@ -200,7 +208,10 @@ int cmd_eval(int argc, char **argv) {
     if (depth_arg && !strcmp(depth_arg, "random")) use_depth = 0, nd = 1, depths[0] = NAN;
     else if (depth_arg) {
         nd = split_list(depth_arg, dstr, MAX_LIST);
-        if (nd < 1) { fprintf(stderr, "gdn2 eval: empty or too long --depths list\n"); return 2; }
+        if (nd < 1) {
+            fprintf(stderr, "gdn2 eval: --depths: an empty item, or more than %d items\n", MAX_LIST);
+            return 2;
+        }
         for (int i = 0; i < nd; i++)
             if (!cli_num("eval", "--depths", dstr[i], 0, 100, 0, &depths[i])) return 2; /* percent, or 'random' */
     } else
