@@ -142,7 +142,7 @@ static int split_list(char *s, char **items, int cap) {
 
 static int mkdir_p1(const char *dir) {
     struct stat sb;
-    if (!stat(dir, &sb)) return S_ISDIR(sb.st_mode) ? GDN2_OK : gdn2_error(GDN2_ERR_IO, "--out '%s' is not a directory", dir);
+    if (!stat(dir, &sb)) return S_ISDIR(sb.st_mode) ? GDN2_OK : gdn2_error(GDN2_ERR_IO, "'%s' exists and is not a directory", dir);
     if (mkdir(dir, 0777)) return gdn2_error(GDN2_ERR_IO, "cannot create output directory '%s': %s", dir, strerror(errno));
     return GDN2_OK;
 }
