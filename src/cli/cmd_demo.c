@@ -22,7 +22,7 @@ static void demo_usage(FILE *f) {
             "   `tiny` model (2 layers, d=64, one 64-dim GDN-2 head per layer, SwiGLU MLP) with AdamW (lr 2e-3,\n"
             "   200 warmup steps, 32 sequences per step) on the CPU until the test accuracy (512 held-out\n"
             "   samples) reaches 0.99, and prints it with the wall time. This model's MQAR training can stall\n"
-            "   at ~25 %% (one pair of four recalled): half of the seeds measured reach 0.99 (docs/MODEL.md);\n"
+            "   at ~25 %% (one pair of four recalled): 4 of 10 seeds measured reach 0.99 (docs/MODEL.md);\n"
             "   the default one does, by step ~1100.\n"
             "2. --shakespeare: trains the `small` model (4 layers, d=128) on " GDN2_DEFAULT_TEXT "\n"
             "   (bytes, last 10%% validation), prints the validation loss in nats/char and greedy samples.\n"
@@ -86,7 +86,7 @@ int cmd_demo(int argc, char **argv) {
     o.layout = layout;
     o.task = "mqar";
     o.mqar_vocab = 256, o.mqar_pairs = 4, o.seq_len = 64;
-    /* lr 2e-3 and 200 warmup steps over a 1500-step cosine: 4 of 8 seeds reached 0.99 (at steps 750-1100),
+    /* lr 2e-3 and 200 warmup steps over a 1500-step cosine: 4 of 10 seeds reached 0.99 (at steps 750-1100),
      * none of 4 with the former lr 3e-3, 50 warmup steps, 1000 steps (docs/MODEL.md, the demo's row) */
     o.batch = 32, o.steps = steps, o.lr = 2e-3f, o.warmup = steps < 200 ? steps : 200;
     o.eval_every = 50, o.eval_samples = 512, o.log_every = 50, o.target_acc = 0.99f;
