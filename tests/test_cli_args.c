@@ -15,6 +15,7 @@
 #include "gdn2.h"
 #include "gdn2_model.h"
 #include "gdn2_text.h"
+#include "st_edit.h"
 
 /* run, then check the exit status and that the output names must1 and must2 (NULL: anything) */
 static void expect(int want, const char *must1, const char *must2, const char *fmt, ...) {
@@ -174,36 +175,6 @@ static void test_eval(const char *ck, const char *nodir) {
     EXPECT(0, "mqar", NULL, "eval --model %s %s --lengths 32 --seed 1e3 --out %s/ev", ck, base, g_dir);
 }
 
-/* a copy of the safetensors file src at dst with tensor `name` changed: nan = 1 puts a NaN into its first
- * element (F32 or F64), else it becomes the I64 tensor [1,1] = {0} */
-static int copy_changed(const char *src, const char *dst, const char *name, int nan) {
-    gdn2_st f;
-    if (gdn2_st_read(src, &f)) return -1;
-    static int64_t zero = 0;
-    int found = 0;
-    for (int i = 0; i < f.n_tensors; i++) {
-        gdn2_tensor *t = &f.tensors[i];
-        if (strcmp(t->name, name)) continue;
-        found = 1;
-        if (nan && t->dtype == GDN2_F32) {
-            const float x = NAN;
-            memcpy(t->data, &x, 4);
-        } else if (nan && t->dtype == GDN2_F64) {
-            const double x = NAN;
-            memcpy(t->data, &x, 8);
-        } else if (!nan) {
-            t->dtype = GDN2_I64, t->ndim = 2, t->shape[0] = t->shape[1] = 1, t->nbytes = 8, t->data = &zero;
-        } else {
-            found = 0;
-        }
-    }
-    const int rc = found ? gdn2_st_write(dst, f.tensors, f.n_tensors, (const char *const *)f.meta_keys,
-                                         (const char *const *)f.meta_values, f.n_meta)
-                         : -1;
-    gdn2_st_free(&f);
-    return rc;
-}
-
 static void test_files_cmds(const char *nodir) {
     char layer[512], model[512], op[512];
     snprintf(layer, sizeof layer, "%s/layer.safetensors", fixture_dir());
@@ -220,7 +191,7 @@ static void test_files_cmds(const char *nodir) {
     EXPECT(2, "unexpected argument", NULL, "layer %s %s -o %s", layer, layer, out);
     EXPECT(0, "wrote", NULL, "layer %s --out=%s --kernel reference --threads 1", layer, out);
     const char *lnan = path_in("layer_nan.safetensors");
-    CHECK(copy_changed(layer, lnan, "x", 1) == 0, "a copy of the layer fixture with a NaN in x");
+    CHECK(st_copy_changed(layer, lnan, NULL, NULL, "x", 1, 0) == 0, "a copy of the layer fixture with a NaN in x");
     EXPECT(2, "x[0,0,0] = nan", NULL, "layer %s -o %s", lnan, out);
     /* forward */
     EXPECT(2, "--threads", "1x", "forward %s -o %s --threads 1x", model, out);
@@ -229,7 +200,7 @@ static void test_files_cmds(const char *nodir) {
     EXPECT(1, "does not exist", nodir, "forward %s -o %s/f.safetensors", model, nodir);
     EXPECT(0, "loss", NULL, "forward %s --out %s --threads 1", model, out);
     const char *t1 = path_in("model_t1.safetensors");
-    CHECK(copy_changed(model, t1, "tokens", 0) == 0, "a copy of the model fixture with tokens [1,1]");
+    CHECK(st_copy_changed(model, t1, NULL, NULL, "tokens", 0, 0) == 0, "a copy of the model fixture with tokens [1,1]");
     EXPECT(2, "T >= 2", NULL, "forward %s -o %s", t1, out);
     /* op (option parsing; the numerics are test_cli_op's) */
     char big[32];

@@ -23,6 +23,7 @@
 #include "gdn2_model.h"
 #include "gdn2_serve.h"
 #include "gdn2_text.h"
+#include "st_edit.h"
 #include "step_sample.h"
 #include "util/rng.h"
 #include "util/sample.h"
@@ -572,25 +573,6 @@ static char *slurp(const char *path, size_t *n) {
     return b;
 }
 
-/* a copy of the prefix file src at dst with its "tokens" metadata set to tokens (when not NULL) and, when
- * nan_state, a NaN in its first state tensor (the file's own buffer, rewritten) */
-static int rewrite_prefix(const char *src, const char *dst, const char *tokens, int nan_state) {
-    gdn2_st f;
-    if (gdn2_st_read(src, &f)) return -1;
-    const char *vals[16];
-    for (int i = 0; i < f.n_meta && i < 16; i++)
-        vals[i] = tokens && !strcmp(f.meta_keys[i], "tokens") ? tokens : f.meta_values[i];
-    const gdn2_tensor *s0 = gdn2_st_find(&f, "state.0");
-    if (nan_state && s0 && s0->dtype == GDN2_F32) {
-        const float x = NAN;
-        memcpy((char *)s0->data + 4, &x, 4);
-    }
-    const int rc = gdn2_st_write(dst, f.tensors, f.n_tensors, (const char *const *)f.meta_keys, vals,
-                                 f.n_meta < 16 ? f.n_meta : 16);
-    gdn2_st_free(&f);
-    return rc;
-}
-
 static void test_cli_prefix(void) {
     int rc = run("%s generate %s --prompt 'a long shared context' -n 25 --temperature 0 --save-prefix %s > %s 2>%s",
                  cli_path(), g_ckpt, path_in("p.st"), path_in("a.out"), path_in("a.err"));
@@ -614,13 +596,13 @@ static void test_cli_prefix(void) {
     const char *bad_tokens[3] = {"9223372036854775807", "0", "12x"};
     int all = 1;
     for (int i = 0; i < 3; i++) {
-        rc = rewrite_prefix(path_in("p.st"), path_in("pt.st"), bad_tokens[i], 0);
+        rc = st_copy_changed(path_in("p.st"), path_in("pt.st"), "tokens", bad_tokens[i], NULL, 0, 0);
         if (!rc) rc = run("%s generate %s --load-prefix %s -n 3 --prompt a", cli_path(), g_ckpt, path_in("pt.st"));
         all &= rc == 2 && contains(g_out, "pt.st") && contains(g_out, "token count");
         if (!(rc == 2)) printf("note: tokens %s: exit %d: %s\n", bad_tokens[i], rc, first_line());
     }
     CHECK(all, "--load-prefix with tokens 2^63-1, 0, \"12x\": exit 2 naming the file and the token count");
-    rc = rewrite_prefix(path_in("p.st"), path_in("pn.st"), NULL, 1);
+    rc = st_copy_changed(path_in("p.st"), path_in("pn.st"), NULL, NULL, "state.0", 1, 1);
     if (!rc) rc = run("%s generate %s --load-prefix %s -n 3 --top-p 0.5", cli_path(), g_ckpt, path_in("pn.st"));
     CHECK(rc == 2 && contains(g_out, "state.0") && contains(g_out, "nan"),
           "--load-prefix with a NaN in a state: exit %d naming the tensor: %s", rc, first_line());

@@ -303,6 +303,11 @@ int cli_check_mem(const char *cmd, const char *what, double bytes) {
  * count (measured at T = 64, a whole number of chunks), for attention the fused q,k,v. Training
  * adds the backward's scratch (3d + 2I), the evaluation's logits (Vp) and, independent of the
  * tokens, the parameters, gradients and AdamW moments (4 floats per parameter). */
+double cli_state_bytes(const gdn2_model_cfg *c, double len) {
+    const double s1 = (double)gdn2_model_state_floats(c, 1), s2 = (double)gdn2_model_state_floats(c, 2);
+    return 4.0 * (s1 + (s2 - s1) * (len - 1));
+}
+
 double cli_forward_bytes(const gdn2_model_cfg *c, double tokens, int train) {
     const double L = (double)c->n_layer, d = (double)c->n_embd, I = (double)c->intermediate_size,
                  Vp = (double)c->padded_vocab;

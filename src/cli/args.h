@@ -99,6 +99,9 @@ int cli_check_mem(const char *cmd, const char *what, double bytes);
  * output, logits of every row, token ids); train = 1 adds the backward's scratch and the
  * evaluation's logits. Computed in double: never overflows. */
 double cli_forward_bytes(const gdn2_model_cfg *c, double tokens, int train);
+/* Bytes of one sequence's decode state at a context of `len` tokens: linear in the length (attention
+ * caches), so taken from lengths 1 and 2 in double: never overflows. */
+double cli_state_bytes(const gdn2_model_cfg *c, double len);
 /* the tokens one forward of a P-token prefill holds: at most m->prefill_chunk
  * (gdn2_model_prefill_slot consumes a prompt in pieces) */
 double cli_prefill_tokens(const gdn2_model *m, double P);

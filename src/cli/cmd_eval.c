@@ -252,10 +252,9 @@ int cmd_eval(int argc, char **argv) {
     /* memory per length, before any sample is drawn: the forward over the whole length (token
      * tasks: teacher-forced; NIAH: the prefill), the evaluator's logits and the decode state */
     for (int i = 0; i < nl; i++) {
-        const double L = lens[i], st1 = (double)gdn2_model_state_floats(&m->cfg, 1),
-                     st2 = (double)gdn2_model_state_floats(&m->cfg, 2);
+        const double L = lens[i];
         double need = cli_forward_bytes(&m->cfg, L, 0) + 4.0 * L * (double)m->cfg.padded_vocab +
-                      4.0 * (st1 + (st2 - st1) * (L - 1));
+                      cli_state_bytes(&m->cfg, L);
         if (device) need = 4.0 * L * (double)m->cfg.padded_vocab; /* the rest lives on the GPU */
         char what[64];
         snprintf(what, sizeof what, "--lengths %d", lens[i]);

@@ -212,13 +212,9 @@ int cmd_generate(int argc, char **argv) {
         } else {
             st = gdn2_model_prefix_tokens(&f, load_prefix, &n_pre);
             gdn2_st_free(&f);
-            /* the one-slot pool holds n_pre positions of every full-attention layer (linear in the
-             * length: taken from lengths 1 and 2 in double, as below) */
-            const double s1 = (double)gdn2_model_state_floats(&m->cfg, 1);
-            const double s2 = (double)gdn2_model_state_floats(&m->cfg, 2);
+            /* the one-slot pool holds n_pre positions of every full-attention layer */
             if (!st)
-                rc = cli_check_mem("generate", "the --load-prefix file's states",
-                                   4.0 * (s1 + (s2 - s1) * ((double)n_pre - 1)));
+                rc = cli_check_mem("generate", "the --load-prefix file's states", cli_state_bytes(&m->cfg, (double)n_pre));
             if (!st && !rc) pre_lg = gdn2_malloc((size_t)m->cfg.padded_vocab * sizeof(float), "prefix logits");
             if (!st && !rc) st = pre_lg ? gdn2_model_state_create(m, 1, n_pre > 1 ? n_pre : 2, &pre) : GDN2_ERR_NOMEM;
             if (!st && !rc) st = gdn2_model_state_load_slot(m, pre, 0, load_prefix, pre_lg, &pre_has_lg);
@@ -238,8 +234,7 @@ int cmd_generate(int argc, char **argv) {
      * length, so taken from lengths 1 and 2 in double) and the longest prompt's prefill */
     const int64_t ctx = n_pre + maxP + n_new;
     if (!rc) {
-        double st1 = (double)gdn2_model_state_floats(&m->cfg, 1), st2 = (double)gdn2_model_state_floats(&m->cfg, 2);
-        double need = (double)bytes + 4.0 * (double)slots * (st1 + (st2 - st1) * ((double)ctx - 1)) +
+        double need = (double)bytes + (double)slots * cli_state_bytes(&m->cfg, (double)ctx) +
                       cli_forward_bytes(&m->cfg, cli_prefill_tokens(m, (double)maxP), 0);
         if (device) /* the states and the forward live on the GPU: the host holds the ids, texts, logits */
             need = (double)bytes + 8.0 * (double)slots * (double)m->cfg.padded_vocab;

@@ -776,13 +776,12 @@ int cmd_serve(int argc, char **argv) {
     }
     srv.m->n_threads = threads;
     const int64_t ctx = max_prompt + max_tokens;
-    double st1 = (double)gdn2_model_state_floats(&srv.m->cfg, 1), st2 = (double)gdn2_model_state_floats(&srv.m->cfg, 2);
     char what[96];
     snprintf(what, sizeof what, "--slots %lld", (long long)slots);
     /* on the GPU the states and the prefill's forward live in device memory (which refuses what
      * does not fit, naming the sizes): the host holds the slots' logits */
     const double host_need = device ? 8.0 * (double)slots * (double)srv.m->cfg.padded_vocab
-                                    : 4.0 * (double)slots * (st1 + (st2 - st1) * ((double)ctx - 1)) +
+                                    : (double)slots * cli_state_bytes(&srv.m->cfg, (double)ctx) +
                                           cli_forward_bytes(&srv.m->cfg, cli_prefill_tokens(srv.m, (double)max_prompt), 0);
     if ((rc = cli_check_mem("serve", what, host_need)) || (rc = cli_model_device("serve", srv.m, device, !graph_off))) {
         gdn2_model_free(srv.m);
